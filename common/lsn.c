@@ -1,0 +1,1 @@
+/* lsn: being written */

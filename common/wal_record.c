@@ -1,0 +1,1 @@
+/* wal_record: being written */

@@ -1,0 +1,144 @@
+/*
+ * wal_record — the WAL record codec (prefix wal_). This module owns the format.
+ *
+ * A WAL record is one committed SQLite write transaction: the full images of
+ * the pages it changed. Its LSN is its start position in the timeline's WAL;
+ * end_lsn = lsn + total_len; the commit LSN of the transaction is end_lsn.
+ * Records sit back to back in the WAL stream, so a record's lsn equals the
+ * previous record's end_lsn and prev_lsn equals the previous record's lsn.
+ *
+ * Byte layout, version 1, all integers little-endian:
+ *
+ *   offset size  field
+ *   0      4     magic          0x4C575241 ("ARWL" in memory order)
+ *   4      2     version        1
+ *   6      2     flags          0 (reserved; non-zero is rejected)
+ *   8      4     total_len      bytes of the whole record, header included
+ *   12     4     page_size      power of two, 512..65536
+ *   16     8     lsn            start LSN of this record (> 0)
+ *   24     8     prev_lsn       start LSN of the previous record (0: none);
+ *                               prev_lsn < lsn
+ *   32     8     term           proposer term that wrote it (> 0)
+ *   40     8     commit_ts_us   commit time, µs since the Unix epoch
+ *   48     4     db_size_pages  database size after the commit, in pages
+ *   52     4     n_pages        number of page entries (0..WAL_MAX_PAGES)
+ *   56     8     checksum       XXH3-64 of the whole record with these 8
+ *                               bytes taken as zero
+ *   64     ...   n_pages entries, strictly increasing by pgno:
+ *          4       pgno         1 <= pgno <= db_size_pages
+ *          2       flags        bit 0 WAL_PAGE_LZ4: LZ4 block-compressed;
+ *                               other bits must be 0
+ *          2       reserved     0
+ *          4       len          bytes that follow; == page_size when not
+ *                               compressed, 1..page_size-1 when compressed
+ *          len     data
+ *
+ * A record is valid when: magic and version match, flags are 0, total_len
+ * equals the bytes given and lies in [64, WAL_RECORD_MAX_BYTES], every field
+ * is in range as above, the entries fill the record exactly, compressed pages
+ * decompress to exactly page_size bytes, and the checksum holds. A record
+ * that fails any check is never applied: it is a torn tail or corruption.
+ *
+ * Ownership: wal_record_decode() borrows the buffer: the decoded page
+ * pointers point into it and stay valid while it lives; rec->pages is
+ * allocated and freed by wal_record_free(). Encoded buffers are malloc'ed
+ * for the caller (free()). All functions are thread-safe (no shared state).
+ */
+#ifndef ARBOR_WAL_RECORD_H
+#define ARBOR_WAL_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lsn.h"
+
+#define WAL_MAGIC 0x4C575241u
+#define WAL_VERSION 1
+#define WAL_HEADER_BYTES 64
+#define WAL_PAGE_HEADER_BYTES 12
+#define WAL_RECORD_MAX_BYTES (64u * 1024 * 1024)
+#define WAL_MAX_PAGES 1000000u
+#define WAL_PAGE_SIZE_MIN 512u
+#define WAL_PAGE_SIZE_MAX 65536u
+#define WAL_PAGE_LZ4 0x1u
+
+/* Error codes (negative); wal_strerror() names them. */
+enum {
+    WAL_OK = 0,
+    WAL_ETRUNC = -2001,     /* fewer bytes than the header or total_len says */
+    WAL_EMAGIC = -2002,     /* not a WAL record (magic/version/flags) */
+    WAL_ELEN = -2003,       /* total_len out of range or entries don't fill it */
+    WAL_EFIELD = -2004,     /* a header field out of range */
+    WAL_EPAGE = -2005,      /* a page entry out of range / out of order */
+    WAL_ECHECKSUM = -2006,  /* checksum mismatch */
+    WAL_ECOMPRESS = -2007,  /* compressed page does not decompress to a page */
+    WAL_ETOOBIG = -2008,    /* encoding would exceed WAL_RECORD_MAX_BYTES */
+    WAL_ENOMEM = -2009,
+};
+
+typedef struct wal_page {
+    uint32_t pgno;
+    uint16_t flags;        /* WAL_PAGE_LZ4 or 0 */
+    uint32_t len;          /* stored bytes */
+    const uint8_t *data;   /* stored bytes (compressed if flags & LZ4) */
+} wal_page;
+
+typedef struct wal_record {
+    uint32_t total_len;
+    uint32_t page_size;
+    lsn_t lsn;
+    lsn_t prev_lsn;
+    uint64_t term;
+    int64_t commit_ts_us;
+    uint32_t db_size_pages;
+    uint32_t n_pages;
+    wal_page *pages;       /* n_pages entries, sorted by pgno */
+} wal_record;
+
+const char *wal_strerror(int err);
+
+static inline lsn_t wal_record_end_lsn(const wal_record *r)
+{
+    return r->lsn + r->total_len;
+}
+
+/* Input to the encoder: header fields (total_len and checksum are computed)
+ * and the pages, each exactly page_size bytes of plain image, sorted by
+ * pgno. With compress != 0 each page is stored LZ4-compressed when that makes
+ * it smaller. */
+typedef struct wal_page_in {
+    uint32_t pgno;
+    const uint8_t *image;  /* page_size bytes */
+} wal_page_in;
+
+typedef struct wal_record_hdr {
+    uint32_t page_size;
+    lsn_t lsn;
+    lsn_t prev_lsn;
+    uint64_t term;
+    int64_t commit_ts_us;
+    uint32_t db_size_pages;
+} wal_record_hdr;
+
+/* Encodes a record. 0 and *out (malloc'ed) / *out_len, or a WAL_E* code if
+ * the input breaks a rule of the format (checked the same as decode). */
+int wal_record_encode(const wal_record_hdr *hdr, const wal_page_in *pages,
+                      uint32_t n_pages, int compress, uint8_t **out,
+                      size_t *out_len);
+
+/* Reads total_len from a header prefix without validating the rest: for
+ * framing a byte stream. WAL_ETRUNC if len < 12, WAL_EMAGIC / WAL_ELEN on an
+ * impossible header. */
+int wal_record_peek_len(const uint8_t *buf, size_t len, uint32_t *total_len);
+
+/* Validates and decodes exactly one record occupying buf[0..len). */
+int wal_record_decode(const uint8_t *buf, size_t len, wal_record *out);
+void wal_record_free(wal_record *rec);
+
+/* Copies page i's image (decompressing if needed) into dst (page_size). */
+int wal_page_image(const wal_record *rec, uint32_t i, uint8_t *dst);
+
+/* Checks the checksum and structure without allocating (faster than decode
+ * when only validity matters, e.g. scanning a segment). */
+int wal_record_verify(const uint8_t *buf, size_t len);
+
+#endif

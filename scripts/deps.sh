@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package Arbor needs to build, test and run.
+# Used by .ci/run, by the README's run and test commands and by hand.
+# Idempotent: skips apt entirely when everything is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  # required by the design
+  libsqlite3-dev sqlite3 libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+  liburing-dev libjemalloc-dev
+  # well-kept libraries instead of hand-written code
+  libmicrohttpd-dev   # HTTP: /metrics, JSON status, SQL over HTTP
+  libjansson-dev      # JSON
+  libinih-dev         # configuration files
+  libxxhash-dev       # checksums (XXH3)
+  liblz4-dev          # page compression
+  libcmocka-dev       # unit tests
+  # test tooling
+  valgrind python3 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "deps: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
