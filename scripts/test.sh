@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command (README): installs dependencies, builds, and runs every
+# test with ctest, twice: a normal build and an ASan+UBSan build. Then the
+# WAL decoder fuzzer runs briefly (its corpus is also replayed by ctest).
+#
+#   bash scripts/test.sh            everything
+#   SKIP_ASAN=1 bash scripts/test.sh   normal build only
+#   FUZZ_SECONDS=0 ...              no fuzzing
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/deps.sh
+
+jobs=$(nproc)
+run_suite() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 600)
+}
+
+echo "== build and test (RelWithDebInfo) =="
+run_suite build/test
+
+if [ "${SKIP_ASAN:-0}" != 1 ]; then
+  echo "== build and test (ASan + UBSan) =="
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  run_suite build/asan -DARBOR_SANITIZE=ON
+fi
+
+fuzz_s=${FUZZ_SECONDS:-30}
+if [ "$fuzz_s" -gt 0 ] && [ -x scripts/fuzz.sh ]; then
+  echo "== fuzz the WAL record decoder for ${fuzz_s}s =="
+  bash scripts/fuzz.sh "$fuzz_s"
+fi
