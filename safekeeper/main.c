@@ -1,0 +1,253 @@
+/*
+ * arbor-safekeeper — the WAL acceptor daemon.
+ *
+ * Start-up: configuration (defaults < --config file < flags; --help lists
+ * them), open every timeline under the data directory (each WAL tail is
+ * scanned and a torn tail cut), serve arbor.Safekeeper over gRPC and
+ * /metrics + /v1/status over HTTP, then write the port file (if asked) so
+ * that whoever started us knows the bound ports. SIGTERM or SIGINT stops it
+ * cleanly: streams end, the RPC server drains, control files are stored.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "fsutil.h"
+#include "http.h"
+#include "ids.h"
+#include "log.h"
+#include "metrics.h"
+#include "rpc.h"
+#include "sk_service.h"
+#include "sk_timeline.h"
+
+typedef struct sk_config {
+    char *listen;
+    char *http_addr;
+    int http_port;
+    char *datadir;
+    uint64_t node_id;
+    uint64_t segment_size;
+    log_level log_level;
+    char *log_file;
+    char *port_file;
+    int pollers;
+} sk_config;
+
+static const cfg_option sk_options[] = {
+    CFG_STRING_OPT("listen", sk_config, listen, "127.0.0.1:7676",
+                   "gRPC address (host:port; port 0 picks a free one)"),
+    CFG_STRING_OPT("http-addr", sk_config, http_addr, "127.0.0.1",
+                   "HTTP address for /metrics and /v1/status"),
+    CFG_INT_OPT("http-port", sk_config, http_port, "7677",
+                "HTTP port (0 picks a free one)"),
+    CFG_STRING_OPT("datadir", sk_config, datadir, "./safekeeper-data",
+                   "data directory (timelines live under tenants/)"),
+    CFG_UINT64_OPT("node-id", sk_config, node_id, "1",
+                   "this safekeeper's id, reported to proposers"),
+    CFG_SIZE_OPT("wal.segment-size", sk_config, segment_size, "16MiB",
+                 "size of a WAL segment file"),
+    CFG_LOG_LEVEL_OPT("log-level", sk_config, log_level, "info",
+                      "debug, info, warn, error or off"),
+    CFG_STRING_OPT("log-file", sk_config, log_file, NULL,
+                   "append log lines here instead of stderr"),
+    CFG_STRING_OPT("port-file", sk_config, port_file, NULL,
+                   "write \"<grpc port> <http port>\" here once serving"),
+    CFG_INT_OPT("rpc.pollers", sk_config, pollers, "2",
+                "gRPC completion-queue threads"),
+    CFG_END
+};
+
+/* The daemon's one state struct. */
+static struct {
+    sk_config conf;
+    sk_registry *reg;
+    sk_service *svc;
+    rpc_server *rpc;
+    http_server *http;
+    met_registry *metrics;
+} g_sk;
+
+static int h_metrics(const http_request *req, http_response *resp, void *arg)
+{
+    sk_svc_refresh_metrics(g_sk.svc);
+    char *text;
+    size_t len;
+    int rc = met_render(g_sk.metrics, &text, &len);
+    if (rc != 0)
+        return rc;
+    http_respond(resp, 200, MET_CONTENT_TYPE, text, len);
+    free(text);
+    return 0;
+}
+
+static json_t *lsn_json(lsn_t lsn)
+{
+    char buf[LSN_STRLEN];
+    return json_string(lsn_format(lsn, buf));
+}
+
+static json_t *timeline_json(const sk_tl_state *st)
+{
+    char t[ID_STR_SIZE], l[ID_STR_SIZE];
+    arbor_id a, b;
+    memcpy(a.b, st->tenant_id, 16);
+    memcpy(b.b, st->timeline_id, 16);
+    json_t *hist = json_array();
+    for (uint32_t i = 0; i < st->history.n; i++) {
+        json_array_append_new(hist, json_pack("{s:I,s:o}", "term",
+                                              (json_int_t)st->history.e[i].term,
+                                              "lsn", lsn_json(st->history.e[i].lsn)));
+    }
+    return json_pack("{s:s,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:o}",
+                     "tenant_id", id_format(&a, t), "timeline_id", id_format(&b, l),
+                     "term", (json_int_t)st->term,
+                     "start_lsn", lsn_json(st->start_lsn),
+                     "flush_lsn", lsn_json(st->flush_lsn),
+                     "commit_lsn", lsn_json(st->commit_lsn),
+                     "persisted_lsn", lsn_json(st->persisted_lsn),
+                     "removed_below_lsn", lsn_json(st->removed_below_lsn),
+                     "last_record_lsn", lsn_json(st->last_record_lsn),
+                     "write_lsn", lsn_json(st->write_lsn),
+                     "proposers", st->proposers, "readers", st->readers,
+                     "history", hist);
+}
+
+static json_t *h_status(const http_request *req, int *status, void *arg)
+{
+    sk_timeline **tls;
+    size_t n;
+    sk_reg_list(g_sk.reg, &tls, &n);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        sk_tl_state st;
+        sk_tl_get_state(tls[i], &st);
+        json_array_append_new(arr, timeline_json(&st));
+    }
+    free(tls);
+    *status = 200;
+    return json_pack("{s:s,s:I,s:s,s:o}", "component", "safekeeper",
+                     "node_id", (json_int_t)g_sk.conf.node_id,
+                     "listen", g_sk.conf.listen, "timelines", arr);
+}
+
+static int start_http(void)
+{
+    int rc = http_server_start(g_sk.conf.http_addr, (uint16_t)g_sk.conf.http_port,
+                               &g_sk.http);
+    if (rc != 0) {
+        log_error("HTTP on %s:%d: %s", g_sk.conf.http_addr, g_sk.conf.http_port,
+                  strerror(-rc));
+        return rc;
+    }
+    rc = http_route(g_sk.http, "GET", "/metrics", HTTP_MATCH_EXACT, h_metrics, NULL);
+    if (rc == 0)
+        rc = http_route_json(g_sk.http, "GET", "/v1/status", HTTP_MATCH_EXACT,
+                             h_status, NULL);
+    return rc;
+}
+
+static int start_rpc(int *port)
+{
+    rpc_server_config rc_cfg = { .listen_addr = g_sk.conf.listen,
+                                 .pollers = g_sk.conf.pollers };
+    int rc = rpc_server_create(&rc_cfg, &g_sk.rpc);
+    if (rc == 0)
+        rc = sk_svc_register(g_sk.svc, g_sk.rpc);
+    if (rc == 0)
+        rc = rpc_server_start(g_sk.rpc, port);
+    if (rc != 0)
+        log_error("gRPC on %s: %s", g_sk.conf.listen, rpc_strerror(rc));
+    return rc;
+}
+
+static int write_port_file(int grpc_port)
+{
+    if (!g_sk.conf.port_file || !*g_sk.conf.port_file)
+        return 0;
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%d %u\n", grpc_port,
+                     (unsigned)http_server_port(g_sk.http));
+    int rc = fs_write_atomic(g_sk.conf.port_file, buf, (size_t)n);
+    if (rc != 0)
+        log_error("port file %s: %s", g_sk.conf.port_file, strerror(-rc));
+    return rc;
+}
+
+static void shutdown_all(void)
+{
+    if (g_sk.svc)
+        sk_svc_stop(g_sk.svc);
+    if (g_sk.rpc)
+        rpc_server_destroy(g_sk.rpc);   /* waits for every handler */
+    if (g_sk.http)
+        http_server_stop(g_sk.http);
+    if (g_sk.svc)
+        sk_svc_destroy(g_sk.svc);
+    sk_reg_close(g_sk.reg);             /* stores control files */
+    if (g_sk.metrics)
+        met_registry_free(g_sk.metrics);
+    cfg_free(sk_options, &g_sk.conf);
+}
+
+int main(int argc, char **argv)
+{
+    cfg_error err;
+    int rc = cfg_load(sk_options, &g_sk.conf, argc, argv, &err);
+    if (rc == CFG_HELP_SHOWN)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "arbor-safekeeper: %s\n", err.msg);
+        return 2;
+    }
+    log_init("safekeeper", g_sk.conf.log_level);
+    if (g_sk.conf.log_file && log_open(g_sk.conf.log_file) != 0)
+        fprintf(stderr, "arbor-safekeeper: cannot open log file %s\n",
+                g_sk.conf.log_file);
+
+    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sk_reg_options ro = { .datadir = g_sk.conf.datadir,
+                          .node_id = g_sk.conf.node_id,
+                          .segment_size_bytes = g_sk.conf.segment_size };
+    int grpc_port = 0;
+    rc = sk_reg_open(&ro, &g_sk.reg);
+    if (rc != 0) {
+        log_error("cannot open data directory %s: %s", g_sk.conf.datadir,
+                  sk_tl_strerror(rc));
+        goto out;
+    }
+    rc = met_registry_new(&g_sk.metrics);
+    if (rc == 0)
+        rc = sk_svc_create(g_sk.reg, g_sk.metrics, &g_sk.svc);
+    if (rc == 0)
+        rc = start_http();
+    if (rc == 0)
+        rc = start_rpc(&grpc_port);
+    if (rc == 0)
+        rc = write_port_file(grpc_port);
+    if (rc != 0)
+        goto out;
+    log_info("safekeeper %" PRIu64 " serving gRPC on port %d, HTTP on %s:%u, "
+             "data in %s", g_sk.conf.node_id, grpc_port, g_sk.conf.http_addr,
+             (unsigned)http_server_port(g_sk.http), g_sk.conf.datadir);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_info("signal %d: shutting down", sig);
+out:
+    shutdown_all();
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,685 @@
+/*
+ * sk_service — arbor.Safekeeper over the RPC layer. See sk_service.h.
+ *
+ * Errors: application errors travel in the response's Error (proto
+ * convention); the gRPC status is OK unless the request could not even be
+ * parsed (INVALID_ARGUMENT). On the Append stream a WRONG_TERM error is
+ * fatal (the proposer is fenced and the stream ends); LSN gaps and bad
+ * records are not: the proposer resends from the flush LSN it is told.
+ */
+#include "sk_service.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "ids.h"
+#include "log.h"
+#include "safekeeper.pb-c.h"
+#include "sk_storage.h"
+#include "wal_record.h"
+
+/* Appends grouped into one fdatasync at most. */
+#define SK_GROUP_MAX 64
+/* Bytes of WAL per StreamWal chunk (a bigger record goes whole). */
+#define SK_CHUNK_BYTES (1u << 20)
+#define SK_HEARTBEAT_MS 1000
+
+struct sk_service {
+    sk_registry *reg;
+    atomic_bool stopping;
+    met_family *flush_lsn, *commit_lsn, *term, *proposers, *readers;
+    met_histogram *fsync_seconds;
+    met_counter *written_bytes, *appends, *append_errors, *votes;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static Arbor__ErrorCode error_code(int rc)
+{
+    switch (rc) {
+    case SK_TL_EWRONG_TERM: return ARBOR__ERROR_CODE__WRONG_TERM;
+    case SK_TL_ELSN_GAP: case SK_ELSN: return ARBOR__ERROR_CODE__LSN_GAP;
+    case SK_TL_EBAD_RECORD: case SK_EPREV: case SK_ETERM:
+        return ARBOR__ERROR_CODE__BAD_RECORD;
+    case SK_TL_EBELOW_COMMIT: return ARBOR__ERROR_CODE__BELOW_COMMIT;
+    case SK_TL_EINVAL: case SK_EBOUNDARY: case SK_ERANGE:
+        return ARBOR__ERROR_CODE__INVALID_ARGUMENT;
+    case SK_TL_EREMOVED: case SK_EREMOVED:
+        return ARBOR__ERROR_CODE__NOT_FOUND;
+    case SK_TL_ENOTFOUND: return ARBOR__ERROR_CODE__UNKNOWN_TIMELINE;
+    case SK_TL_ECORRUPT: case SK_ECORRUPT: return ARBOR__ERROR_CODE__CORRUPT;
+    default:
+        if (rc <= WAL_ETRUNC && rc >= WAL_ENOMEM)
+            return ARBOR__ERROR_CODE__BAD_RECORD;
+        if (rc > -1000 && rc < 0)
+            return ARBOR__ERROR_CODE__IO;
+        return ARBOR__ERROR_CODE__INTERNAL;
+    }
+}
+
+/* Fills err (a caller-owned Arbor__Error with room for msg) for rc. */
+static void set_error(Arbor__Error *err, char *msg, size_t cap, int rc,
+                      const char *what)
+{
+    arbor__error__init(err);
+    err->code = error_code(rc);
+    snprintf(msg, cap, "%s: %s", what, sk_tl_strerror(rc));
+    err->message = msg;
+}
+
+static int timeline_ids(const Arbor__TimelineRef *ref, uint8_t tenant[16],
+                        uint8_t timeline[16])
+{
+    if (!ref || ref->tenant_id.len != 16 || ref->timeline_id.len != 16)
+        return SK_TL_EINVAL;
+    memcpy(tenant, ref->tenant_id.data, 16);
+    memcpy(timeline, ref->timeline_id.data, 16);
+    return 0;
+}
+
+static int find_timeline(sk_service *svc, const Arbor__TimelineRef *ref,
+                         lsn_t create_start_lsn, sk_timeline **tl)
+{
+    uint8_t tenant[16], timeline[16];
+    int rc = timeline_ids(ref, tenant, timeline);
+    if (rc != 0)
+        return rc;
+    return sk_reg_get(svc->reg, tenant, timeline, create_start_lsn, tl);
+}
+
+/* Term history as proto entries, pointing into storage owned by the
+ * caller (ptrs and items arrays of SKH_MAX_ENTRIES). */
+static void history_to_proto(const skh_history *h, Arbor__TermSwitch *items,
+                             Arbor__TermSwitch **ptrs, size_t *n_out)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        arbor__term_switch__init(&items[i]);
+        items[i].term = h->e[i].term;
+        items[i].lsn = h->e[i].lsn;
+        ptrs[i] = &items[i];
+    }
+    *n_out = h->n;
+}
+
+/* Receives the single request of a unary call. */
+static int recv_request(rpc_stream *call, const ProtobufCMessageDescriptor *d,
+                        ProtobufCMessage **out)
+{
+    int rc = rpc_stream_recv_msg(call, d, -1, out);
+    if (rc == RPC_EPROTO)
+        rpc_stream_set_status_message(call, "malformed %s", d->name);
+    return rc;
+}
+
+/* ---- Vote / Elected ----------------------------------------------------- */
+
+static int h_vote(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__VoteRequest *req;
+    if (recv_request(call, &arbor__vote_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+
+    Arbor__VoteResponse resp = ARBOR__VOTE_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    static __thread Arbor__TermSwitch items[SKH_MAX_ENTRIES];
+    static __thread Arbor__TermSwitch *ptrs[SKH_MAX_ENTRIES];
+    sk_timeline *tl;
+    sk_tl_state st;
+    bool granted = false;
+    int rc = find_timeline(svc, req->timeline, req->start_lsn, &tl);
+    if (rc == 0 && req->term == 0)
+        rc = SK_TL_EINVAL;
+    if (rc == 0)
+        rc = sk_tl_vote(tl, req->term, &granted, &st);
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "vote");
+        resp.error = &err;
+    } else {
+        if (svc->votes)
+            met_counter_inc(svc->votes);
+        resp.granted = granted;
+        resp.term = st.term;
+        resp.flush_lsn = st.flush_lsn;
+        resp.commit_lsn = st.commit_lsn;
+        resp.start_lsn = st.start_lsn;
+        resp.last_record_lsn = st.last_record_lsn;
+        history_to_proto(&st.history, items, ptrs, &resp.n_history);
+        resp.history = ptrs;
+        log_info("vote term %" PRIu64 ": %s (our term %" PRIu64 ")", req->term,
+                 granted ? "granted" : "refused", st.term);
+    }
+    resp.node_id = sk_reg_node_id(svc->reg);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+static int h_elected(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__ElectedRequest *req;
+    if (recv_request(call, &arbor__elected_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+
+    Arbor__ElectedResponse resp = ARBOR__ELECTED_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    skh_entry hist[SKH_MAX_ENTRIES];
+    sk_timeline *tl;
+    sk_tl_state st;
+    int rc = find_timeline(svc, req->timeline, 0, &tl);
+    if (rc == 0 && req->n_history > SKH_MAX_ENTRIES)
+        rc = SK_TL_EINVAL;
+    if (rc == 0) {
+        for (size_t i = 0; i < req->n_history; i++) {
+            hist[i].term = req->history[i]->term;
+            hist[i].lsn = req->history[i]->lsn;
+        }
+        rc = sk_tl_elected(tl, req->term, hist, (uint32_t)req->n_history,
+                           req->epoch_start_lsn, req->commit_lsn, &st);
+        resp.term = st.term;
+        resp.flush_lsn = st.flush_lsn;
+        resp.last_record_lsn = st.last_record_lsn;
+    }
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "elected");
+        resp.error = &err;
+    } else {
+        log_info("elected term %" PRIu64 ", epoch start %" PRIX64
+                 ", our flush %" PRIX64, req->term, req->epoch_start_lsn,
+                 st.flush_lsn);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+/* ---- Append --------------------------------------------------------------- */
+
+typedef struct append_ctx {
+    sk_service *svc;
+    rpc_stream *call;
+    sk_timeline *tl;
+    uint64_t term;          /* term of the group being written */
+    uint64_t written_req;   /* highest request_id written, not yet durable */
+    uint64_t acked_req;     /* highest request_id known durable */
+    uint64_t our_term;
+    int err;                /* first error of the group, 0 if none */
+    size_t bytes;
+} append_ctx;
+
+/* Writes one request of the group; errors are remembered, not returned,
+ * so the group's good part is still flushed and acknowledged. */
+static void append_one(append_ctx *a, Arbor__AppendRequest *req)
+{
+    if (a->err != 0)
+        return;
+    if (!a->tl) {
+        a->err = find_timeline(a->svc, req->timeline, 0, &a->tl);
+        if (a->err != 0)
+            return;
+        sk_tl_stream_count(a->tl, 1, 0);
+    }
+    if (a->term && req->term != a->term) {
+        a->err = SK_TL_EWRONG_TERM;
+        return;
+    }
+    a->term = req->term;
+    a->err = sk_tl_append(a->tl, req->term, req->begin_lsn, req->records.data,
+                          req->records.len, req->commit_lsn, &a->our_term);
+    if (a->err == 0) {
+        a->written_req = req->request_id;
+        a->bytes += req->records.len;
+    }
+}
+
+static int send_append_response(append_ctx *a, lsn_t flush, lsn_t commit)
+{
+    Arbor__AppendResponse resp = ARBOR__APPEND_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    resp.term = a->our_term;
+    resp.flush_lsn = flush;
+    resp.commit_lsn = commit;
+    resp.request_id = a->acked_req;
+    if (a->err != 0) {
+        set_error(&err, msg, sizeof(msg), a->err, "append");
+        err.fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND ||
+                    a->err == SK_TL_EINVAL;
+        resp.error = &err;
+        if (a->svc->append_errors)
+            met_counter_inc(a->svc->append_errors);
+    }
+    return rpc_stream_send_msg(a->call, &resp.base);
+}
+
+/* One group: the request in hand plus whatever is already waiting, then a
+ * single flush. Returns 0 to go on, else the stream is done. */
+static int append_group(append_ctx *a, Arbor__AppendRequest *first)
+{
+    a->err = 0;
+    a->bytes = 0;
+    append_one(a, first);
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    for (int n = 1; n < SK_GROUP_MAX && a->err == 0; n++) {
+        Arbor__AppendRequest *req;
+        int rc = rpc_stream_recv_msg(a->call, &arbor__append_request__descriptor,
+                                     0, (ProtobufCMessage **)&req);
+        if (rc != 0)
+            break;  /* nothing waiting (or the stream ended: next recv says) */
+        append_one(a, req);
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+    }
+    lsn_t flush = 0, commit = 0;
+    if (a->tl) {
+        double t0 = now_seconds();
+        int rc = sk_tl_flush(a->tl, a->term, &flush, &commit);
+        if (a->svc->fsync_seconds && a->bytes)
+            met_histogram_observe(a->svc->fsync_seconds, now_seconds() - t0);
+        if (rc != 0 && a->err == 0)
+            a->err = rc;
+        if (rc == 0)
+            a->acked_req = a->written_req;
+        if (a->svc->written_bytes && rc == 0)
+            met_counter_add(a->svc->written_bytes, a->bytes);
+        if (a->svc->appends)
+            met_counter_inc(a->svc->appends);
+    }
+    if (send_append_response(a, flush, commit) != 0)
+        return -1;
+    bool fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND ||
+                 a->err == SK_TL_EINVAL;
+    return fatal ? -1 : 0;
+}
+
+static int h_append(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    append_ctx a = { .svc = svc, .call = call };
+    int status = RPC_STATUS_OK;
+    while (!atomic_load(&svc->stopping)) {
+        Arbor__AppendRequest *req;
+        int rc = rpc_stream_recv_msg(call, &arbor__append_request__descriptor,
+                                     SK_HEARTBEAT_MS, (ProtobufCMessage **)&req);
+        if (rc == RPC_ETIMEDOUT)
+            continue;
+        if (rc == RPC_EPROTO) {
+            rpc_stream_set_status_message(call, "malformed AppendRequest");
+            status = RPC_STATUS_INVALID_ARGUMENT;
+            break;
+        }
+        if (rc != 0)
+            break;  /* end of stream or cancelled */
+        if (append_group(&a, req) != 0)
+            break;
+    }
+    if (a.tl)
+        sk_tl_stream_count(a.tl, -1, 0);
+    return status;
+}
+
+/* ---- StreamWal -------------------------------------------------------------- */
+
+static int send_chunk(rpc_stream *call, sk_timeline *tl, lsn_t begin,
+                      uint8_t *buf, size_t len, int rc)
+{
+    Arbor__WalChunk chunk = ARBOR__WAL_CHUNK__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    sk_tl_state st;
+    sk_tl_get_state(tl, &st);
+    chunk.begin_lsn = begin;
+    chunk.records.data = buf;
+    chunk.records.len = len;
+    chunk.commit_lsn = st.commit_lsn;
+    chunk.flush_lsn = st.flush_lsn;
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "stream WAL");
+        err.fatal = true;
+        chunk.error = &err;
+    }
+    return rpc_stream_send_msg(call, &chunk.base);
+}
+
+static int stream_wal(sk_service *svc, rpc_stream *call, sk_timeline *tl,
+                      const Arbor__StreamWalRequest *req)
+{
+    lsn_t pos = req->start_lsn;
+    while (!atomic_load(&svc->stopping)) {
+        uint8_t *buf;
+        size_t len;
+        lsn_t next;
+        int rc = sk_tl_read(tl, pos, req->include_uncommitted, req->end_lsn,
+                            SK_CHUNK_BYTES, &buf, &len, &next);
+        if (rc != 0) {
+            send_chunk(call, tl, pos, NULL, 0, rc);
+            return 0;
+        }
+        if (len > 0) {
+            rc = send_chunk(call, tl, pos, buf, len, 0);
+            free(buf);
+            if (rc != 0)
+                return 0;   /* reader went away */
+            pos = next;
+            continue;
+        }
+        if ((req->end_lsn && pos >= req->end_lsn) || !req->follow)
+            return 0;
+        if (sk_tl_wait(tl, pos, req->include_uncommitted, SK_HEARTBEAT_MS) != 0 &&
+            send_chunk(call, tl, pos, NULL, 0, 0) != 0)
+            return 0;
+    }
+    return 0;
+}
+
+static int h_stream_wal(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__StreamWalRequest *req;
+    if (recv_request(call, &arbor__stream_wal_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    sk_timeline *tl;
+    int rc = find_timeline(svc, req->timeline, 0, &tl);
+    if (rc != 0) {
+        Arbor__WalChunk chunk = ARBOR__WAL_CHUNK__INIT;
+        Arbor__Error err = ARBOR__ERROR__INIT;
+        char msg[256];
+        set_error(&err, msg, sizeof(msg), rc, "stream WAL");
+        err.fatal = true;
+        chunk.error = &err;
+        rpc_stream_send_msg(call, &chunk.base);
+    } else {
+        sk_tl_stream_count(tl, 0, 1);
+        stream_wal(svc, call, tl, req);
+        sk_tl_stream_count(tl, 0, -1);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+/* ---- status and management ------------------------------------------------ */
+
+static void fill_status(Arbor__TimelineStatusResponse *resp,
+                        const sk_tl_state *st, uint64_t node_id,
+                        Arbor__TermSwitch *items, Arbor__TermSwitch **ptrs)
+{
+    resp->term = st->term;
+    resp->voted_term = st->term;
+    resp->flush_lsn = st->flush_lsn;
+    resp->commit_lsn = st->commit_lsn;
+    resp->persisted_lsn = st->persisted_lsn;
+    resp->start_lsn = st->start_lsn;
+    resp->removed_below_lsn = st->removed_below_lsn;
+    resp->last_record_lsn = st->last_record_lsn;
+    resp->node_id = node_id;
+    history_to_proto(&st->history, items, ptrs, &resp->n_history);
+    resp->history = ptrs;
+}
+
+static int h_status(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__TimelineStatusRequest *req;
+    if (recv_request(call, &arbor__timeline_status_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__TimelineStatusResponse resp = ARBOR__TIMELINE_STATUS_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    static __thread Arbor__TermSwitch items[SKH_MAX_ENTRIES];
+    static __thread Arbor__TermSwitch *ptrs[SKH_MAX_ENTRIES];
+    sk_timeline *tl;
+    int rc = find_timeline(svc, req->timeline, 0, &tl);
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "timeline status");
+        resp.error = &err;
+    } else {
+        sk_tl_state st;
+        sk_tl_get_state(tl, &st);
+        fill_status(&resp, &st, sk_reg_node_id(svc->reg), items, ptrs);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+static int h_list(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__ListSkTimelinesRequest *req;
+    if (recv_request(call, &arbor__list_sk_timelines_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    sk_timeline **tls;
+    size_t n;
+    sk_reg_list(svc->reg, &tls, &n);
+    /* One allocation per timeline: entry, status, ref and its history. */
+    typedef struct {
+        Arbor__TimelineStatusEntry entry;
+        Arbor__TimelineStatusResponse status;
+        Arbor__TimelineRef ref;
+        sk_tl_state st;
+        Arbor__TermSwitch items[SKH_MAX_ENTRIES];
+        Arbor__TermSwitch *ptrs[SKH_MAX_ENTRIES];
+    } slot;
+    slot *slots = az_calloc(n ? n : 1, sizeof(*slots));
+    Arbor__TimelineStatusEntry **entries = az_calloc(n ? n : 1, sizeof(*entries));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        slot *s = &slots[m];
+        sk_tl_get_state(tls[i], &s->st);
+        if (req->tenant_id.len == 16 &&
+            memcmp(req->tenant_id.data, s->st.tenant_id, 16) != 0)
+            continue;
+        arbor__timeline_status_entry__init(&s->entry);
+        arbor__timeline_status_response__init(&s->status);
+        arbor__timeline_ref__init(&s->ref);
+        s->ref.tenant_id = (ProtobufCBinaryData){ 16, s->st.tenant_id };
+        s->ref.timeline_id = (ProtobufCBinaryData){ 16, s->st.timeline_id };
+        fill_status(&s->status, &s->st, sk_reg_node_id(svc->reg), s->items,
+                    s->ptrs);
+        s->entry.timeline = &s->ref;
+        s->entry.status = &s->status;
+        entries[m++] = &s->entry;
+    }
+    Arbor__ListSkTimelinesResponse resp = ARBOR__LIST_SK_TIMELINES_RESPONSE__INIT;
+    resp.timelines = entries;
+    resp.n_timelines = m;
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(entries);
+    az_free(slots);
+    az_free(tls);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_create(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__SkCreateTimelineRequest *req;
+    if (recv_request(call, &arbor__sk_create_timeline_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__SkCreateTimelineResponse resp = ARBOR__SK_CREATE_TIMELINE_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    sk_timeline *tl;
+    int rc = req->start_lsn == 0 ? SK_TL_EINVAL
+                                 : find_timeline(svc, req->timeline,
+                                                 req->start_lsn, &tl);
+    if (rc == 0) {
+        sk_tl_state st;
+        sk_tl_get_state(tl, &st);
+        if (st.start_lsn != req->start_lsn) {
+            set_error(&err, msg, sizeof(msg), SK_TL_EINVAL, "create timeline");
+            err.code = ARBOR__ERROR_CODE__ALREADY_EXISTS;
+            resp.error = &err;
+        }
+    } else {
+        set_error(&err, msg, sizeof(msg), rc, "create timeline");
+        resp.error = &err;
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+static int h_report_persisted(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__ReportPersistedRequest *req;
+    if (recv_request(call, &arbor__report_persisted_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ReportPersistedResponse resp = ARBOR__REPORT_PERSISTED_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    sk_timeline *tl;
+    int rc = find_timeline(svc, req->timeline, 0, &tl);
+    if (rc == 0) {
+        lsn_t removed = 0;
+        rc = sk_tl_report_persisted(tl, req->persisted_lsn, &removed);
+        resp.removed_below_lsn = removed;
+    }
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "report persisted");
+        resp.error = &err;
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+/* ---- lifecycle and metrics ------------------------------------------------ */
+
+static int create_metrics(sk_service *svc, met_registry *m)
+{
+    static const char *const tl_labels[] = { "tenant_id", "timeline_id", NULL };
+    int rc = 0;
+    rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_flush_lsn",
+                         "End of the WAL flushed to disk (bytes)", tl_labels,
+                         NULL, 0, &svc->flush_lsn);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_commit_lsn",
+                         "Commit LSN known to this safekeeper (bytes)",
+                         tl_labels, NULL, 0, &svc->commit_lsn);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_term",
+                         "Current term of the timeline", tl_labels, NULL, 0,
+                         &svc->term);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_proposers",
+                         "Connected proposers (open Append streams)",
+                         tl_labels, NULL, 0, &svc->proposers);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_readers",
+                         "Connected WAL readers (open StreamWal streams)",
+                         tl_labels, NULL, 0, &svc->readers);
+    rc |= met_histogram_new(m, "arbor_safekeeper_flush_seconds",
+                            "Time to make one group of appends durable "
+                            "(write + fdatasync)",
+                            met_latency_buckets_seconds,
+                            MET_LATENCY_BUCKETS_COUNT, &svc->fsync_seconds);
+    rc |= met_counter_new(m, "arbor_safekeeper_wal_written_bytes_total",
+                          "WAL bytes written and flushed", &svc->written_bytes);
+    rc |= met_counter_new(m, "arbor_safekeeper_append_groups_total",
+                          "Groups of appends flushed together",
+                          &svc->appends);
+    rc |= met_counter_new(m, "arbor_safekeeper_append_errors_total",
+                          "Append responses that carried an error",
+                          &svc->append_errors);
+    rc |= met_counter_new(m, "arbor_safekeeper_votes_total",
+                          "Vote requests answered", &svc->votes);
+    return rc ? -EINVAL : 0;
+}
+
+int sk_svc_create(sk_registry *reg, met_registry *mreg, sk_service **out)
+{
+    sk_service *svc = az_calloc(1, sizeof(*svc));
+    svc->reg = reg;
+    atomic_init(&svc->stopping, false);
+    if (mreg && create_metrics(svc, mreg) != 0) {
+        az_free(svc);
+        return -EINVAL;
+    }
+    *out = svc;
+    return 0;
+}
+
+int sk_svc_register(sk_service *svc, rpc_server *srv)
+{
+    static const struct {
+        const char *path;
+        rpc_method_kind kind;
+        rpc_handler_fn fn;
+    } methods[] = {
+        { "/arbor.Safekeeper/Vote", RPC_UNARY, h_vote },
+        { "/arbor.Safekeeper/Elected", RPC_UNARY, h_elected },
+        { "/arbor.Safekeeper/Append", RPC_BIDI, h_append },
+        { "/arbor.Safekeeper/StreamWal", RPC_SERVER_STREAM, h_stream_wal },
+        { "/arbor.Safekeeper/TimelineStatus", RPC_UNARY, h_status },
+        { "/arbor.Safekeeper/ListTimelines", RPC_UNARY, h_list },
+        { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, h_create },
+        { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, h_report_persisted },
+    };
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        int rc = rpc_server_add_method(srv, methods[i].path, methods[i].kind,
+                                       methods[i].fn, svc);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void sk_svc_stop(sk_service *svc)
+{
+    atomic_store(&svc->stopping, true);
+}
+
+void sk_svc_destroy(sk_service *svc)
+{
+    az_free(svc);
+}
+
+static void set_tl_gauge(met_family *fam, const char *const *labels, double v)
+{
+    met_gauge *g;
+    if (fam && met_gauge_get(fam, labels, &g) == 0)
+        met_gauge_set(g, v);
+}
+
+void sk_svc_refresh_metrics(sk_service *svc)
+{
+    sk_timeline **tls;
+    size_t n;
+    sk_reg_list(svc->reg, &tls, &n);
+    for (size_t i = 0; i < n; i++) {
+        sk_tl_state st;
+        sk_tl_get_state(tls[i], &st);
+        char t[ID_STR_SIZE], l[ID_STR_SIZE];
+        arbor_id a, b;
+        memcpy(a.b, st.tenant_id, 16);
+        memcpy(b.b, st.timeline_id, 16);
+        const char *labels[] = { id_format(&a, t), id_format(&b, l) };
+        set_tl_gauge(svc->flush_lsn, labels, (double)st.flush_lsn);
+        set_tl_gauge(svc->commit_lsn, labels, (double)st.commit_lsn);
+        set_tl_gauge(svc->term, labels, (double)st.term);
+        set_tl_gauge(svc->proposers, labels, st.proposers);
+        set_tl_gauge(svc->readers, labels, st.readers);
+    }
+    az_free(tls);
+}

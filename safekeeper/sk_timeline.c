@@ -1,0 +1,617 @@
+/*
+ * sk_timeline — the acceptor state machine of one timeline and the registry
+ * of timelines. The state machine and its invariants are drawn in
+ * sk_timeline.h; storage formats belong to sk_storage.
+ */
+#include "sk_timeline.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "fsutil.h"
+#include "ids.h"
+#include "log.h"
+#include "sk_control.h"
+#include "sk_storage.h"
+#include "sk_wal.h"
+#include "wal_record.h"
+
+struct sk_timeline {
+    pthread_mutex_t mu;
+    pthread_cond_t changed;   /* flush, commit or term moved */
+    char *dir;
+    const sk_io *io;
+    sk_control ctl;           /* the persisted state, as last stored */
+    sk_wal *wal;
+    int proposers;
+    int readers;
+};
+
+struct sk_registry {
+    pthread_mutex_t mu;
+    sk_reg_options opt;
+    char *datadir;
+    sk_timeline **tls;
+    size_t n, cap;
+};
+
+const char *sk_tl_strerror(int err)
+{
+    switch (err) {
+    case SK_TL_EWRONG_TERM: return "term is not the acceptor's current elected term";
+    case SK_TL_ELSN_GAP: return "append does not start at the end of the WAL";
+    case SK_TL_EBAD_RECORD: return "record fails verification";
+    case SK_TL_EBELOW_COMMIT: return "would truncate committed WAL";
+    case SK_TL_EINVAL: return "invalid argument";
+    case SK_TL_EREMOVED: return "WAL at that LSN was removed";
+    case SK_TL_ENOTFOUND: return "no such timeline";
+    case SK_TL_ECORRUPT: return "stored data is corrupt";
+    default:
+        if (err <= -1000)
+            return sk_storage_strerror(err);
+        return strerror(-err);
+    }
+}
+
+/* ---- helpers (caller holds tl->mu) ------------------------------------ */
+
+static uint64_t elected_term_locked(const sk_timeline *tl)
+{
+    const skh_history *h = &tl->ctl.history;
+    return h->n ? h->e[h->n - 1].term : 0;
+}
+
+static lsn_t readable_end_locked(const sk_timeline *tl, bool uncommitted)
+{
+    lsn_t flush = sk_wal_flush_lsn(tl->wal);
+    if (uncommitted)
+        return flush;
+    return tl->ctl.commit_lsn < flush ? tl->ctl.commit_lsn : flush;
+}
+
+static void state_locked(const sk_timeline *tl, sk_tl_state *st)
+{
+    memset(st, 0, sizeof(*st));
+    memcpy(st->tenant_id, tl->ctl.tenant_id, 16);
+    memcpy(st->timeline_id, tl->ctl.timeline_id, 16);
+    st->term = tl->ctl.term;
+    st->elected_term = elected_term_locked(tl);
+    st->start_lsn = tl->ctl.start_lsn;
+    st->write_lsn = sk_wal_write_lsn(tl->wal);
+    st->flush_lsn = sk_wal_flush_lsn(tl->wal);
+    st->commit_lsn = tl->ctl.commit_lsn;
+    st->persisted_lsn = tl->ctl.persisted_lsn;
+    st->removed_below_lsn = tl->ctl.removed_below_lsn;
+    st->last_record_lsn = sk_wal_last_record_lsn(tl->wal);
+    st->history.n = skh_up_to(&tl->ctl.history, st->flush_lsn, st->history.e);
+    st->proposers = tl->proposers;
+    st->readers = tl->readers;
+}
+
+/* Persists ctl; only on success does it become the timeline's state, so a
+ * failed store (disk full) leaves memory and disk agreeing. */
+static int store_locked(sk_timeline *tl, const sk_control *ctl)
+{
+    int rc = sk_control_store(tl->io, tl->dir, ctl);
+    if (rc != 0) {
+        log_error("timeline %s: storing control file: %s", tl->dir,
+                  sk_tl_strerror(rc));
+        return rc;
+    }
+    tl->ctl = *ctl;
+    pthread_cond_broadcast(&tl->changed);
+    return 0;
+}
+
+/* ---- acceptor --------------------------------------------------------- */
+
+void sk_tl_get_state(sk_timeline *tl, sk_tl_state *out)
+{
+    pthread_mutex_lock(&tl->mu);
+    state_locked(tl, out);
+    pthread_mutex_unlock(&tl->mu);
+}
+
+int sk_tl_vote(sk_timeline *tl, uint64_t term, bool *granted,
+               sk_tl_state *state_out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tl->mu);
+    *granted = false;
+    if (term > tl->ctl.term) {
+        sk_control next = tl->ctl;
+        next.term = term;
+        next.voted_for_term = term;
+        rc = store_locked(tl, &next);
+        if (rc == 0)
+            *granted = true;
+    }
+    state_locked(tl, state_out);
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+static int check_elected_history(uint64_t term, const skh_entry *h,
+                                 uint32_t n, lsn_t epoch_start_lsn)
+{
+    if (n == 0 || n > SKH_MAX_ENTRIES || skh_validate(h, n) != 0)
+        return SK_TL_EINVAL;
+    if (h[n - 1].term != term || h[n - 1].lsn != epoch_start_lsn)
+        return SK_TL_EINVAL;
+    return 0;
+}
+
+int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
+                  uint32_t n_history, lsn_t epoch_start_lsn, lsn_t commit_lsn,
+                  sk_tl_state *state_out)
+{
+    int rc = check_elected_history(term, history, n_history, epoch_start_lsn);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&tl->mu);
+    if (term < tl->ctl.term) {
+        rc = SK_TL_EWRONG_TERM;
+        goto done;
+    }
+    lsn_t flush = sk_wal_flush_lsn(tl->wal);
+    lsn_t point;
+    if (!skh_common_point(&tl->ctl.history, flush, history, n_history, &point))
+        point = tl->ctl.start_lsn;
+    if (point < flush || sk_wal_write_lsn(tl->wal) > flush) {
+        if (point < tl->ctl.commit_lsn) {
+            log_error("timeline %s: elected term %" PRIu64 " would truncate to "
+                      "%" PRIx64 " below commit %" PRIx64, tl->dir, term,
+                      point, tl->ctl.commit_lsn);
+            rc = SK_TL_EBELOW_COMMIT;
+            goto done;
+        }
+        if (point > flush)
+            point = flush;
+        rc = sk_wal_truncate(tl->wal, point);
+        if (rc != 0)
+            goto done;
+    }
+    sk_control next = tl->ctl;
+    next.term = term;
+    next.history.n = n_history;
+    memcpy(next.history.e, history, n_history * sizeof(*history));
+    if (commit_lsn > next.commit_lsn)
+        next.commit_lsn = commit_lsn;
+    rc = store_locked(tl, &next);
+done:
+    state_locked(tl, state_out);
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+/* Each record must carry the term the history says wrote its LSN: records
+ * copied during recovery keep their original term, new ones carry ours. */
+static int check_record_terms_locked(const sk_timeline *tl,
+                                     const uint8_t *records, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        wal_record rec;
+        uint32_t rec_len;
+        if (wal_record_peek_len(records + off, len - off, &rec_len) != 0 ||
+            rec_len > len - off)
+            return SK_TL_EBAD_RECORD;
+        if (wal_record_decode(records + off, rec_len, &rec) != 0)
+            return SK_TL_EBAD_RECORD;
+        uint64_t want = skh_term_at(&tl->ctl.history, rec.lsn);
+        wal_record_free(&rec);
+        if (rec.term != want)
+            return SK_TL_EBAD_RECORD;
+        off += rec_len;
+    }
+    return 0;
+}
+
+int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
+                 const uint8_t *records, size_t len, lsn_t commit_lsn,
+                 uint64_t *term_out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tl->mu);
+    *term_out = tl->ctl.term;
+    if (term != tl->ctl.term || elected_term_locked(tl) != term) {
+        rc = SK_TL_EWRONG_TERM;
+        goto done;
+    }
+    if (len > 0) {
+        if (begin_lsn != sk_wal_write_lsn(tl->wal)) {
+            rc = SK_TL_ELSN_GAP;
+            goto done;
+        }
+        rc = check_record_terms_locked(tl, records, len);
+        if (rc != 0)
+            goto done;
+        rc = sk_wal_append(tl->wal, begin_lsn, records, len);
+        if (rc != 0)
+            goto done;
+    }
+    /* commit_lsn is a quorum fact told by the proposer; it is persisted
+     * lazily (with the next control store): a stale value after a crash is
+     * safe, it only holds readers back until the proposer says it again. */
+    if (commit_lsn > tl->ctl.commit_lsn) {
+        tl->ctl.commit_lsn = commit_lsn;
+        pthread_cond_broadcast(&tl->changed);
+    }
+done:
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+int sk_tl_flush(sk_timeline *tl, uint64_t term, lsn_t *flush_out,
+                lsn_t *commit_out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tl->mu);
+    if (term != tl->ctl.term || elected_term_locked(tl) != term) {
+        rc = SK_TL_EWRONG_TERM;
+        goto done;
+    }
+    if (sk_wal_write_lsn(tl->wal) > sk_wal_flush_lsn(tl->wal)) {
+        rc = sk_wal_flush(tl->wal);
+        if (rc != 0) {
+            log_error("timeline %s: flush failed: %s", tl->dir,
+                      sk_tl_strerror(rc));
+            goto done;
+        }
+        pthread_cond_broadcast(&tl->changed);
+    }
+done:
+    *flush_out = sk_wal_flush_lsn(tl->wal);
+    *commit_out = tl->ctl.commit_lsn;
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+int sk_tl_read(sk_timeline *tl, lsn_t from_lsn, bool uncommitted,
+               lsn_t end_lsn, size_t max_bytes, uint8_t **buf, size_t *len,
+               lsn_t *next_lsn)
+{
+    pthread_mutex_lock(&tl->mu);
+    lsn_t end = readable_end_locked(tl, uncommitted);
+    lsn_t removed = tl->ctl.removed_below_lsn;
+    lsn_t start = tl->ctl.start_lsn;
+    pthread_mutex_unlock(&tl->mu);
+
+    *buf = NULL;
+    *len = 0;
+    *next_lsn = from_lsn;
+    if (from_lsn < start || (removed && from_lsn < removed))
+        return SK_TL_EREMOVED;
+    if (end_lsn && end_lsn < end)
+        end = end_lsn;
+    if (from_lsn >= end)
+        return 0;
+    return sk_wal_read(tl->wal, from_lsn, end, max_bytes, buf, len, next_lsn);
+}
+
+static void deadline_after(struct timespec *ts, int timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += timeout_ms / 1000;
+    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms)
+{
+    struct timespec deadline;
+    deadline_after(&deadline, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&tl->mu);
+    while (readable_end_locked(tl, uncommitted) <= pos) {
+        if (pthread_cond_timedwait(&tl->changed, &tl->mu, &deadline) ==
+            ETIMEDOUT) {
+            rc = readable_end_locked(tl, uncommitted) > pos ? 0 : -ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
+                           lsn_t *removed_below_out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tl->mu);
+    sk_control next = tl->ctl;
+    if (lsn > next.persisted_lsn)
+        next.persisted_lsn = lsn;
+    lsn_t floor = next.persisted_lsn;
+    if (next.commit_lsn < floor)
+        floor = next.commit_lsn;
+    lsn_t removed = next.removed_below_lsn;
+    if (floor > removed) {
+        rc = sk_wal_remove_below(tl->wal, floor, &removed);
+        if (rc != 0)
+            goto done;
+        next.removed_below_lsn = removed;
+    }
+    rc = store_locked(tl, &next);
+done:
+    *removed_below_out = tl->ctl.removed_below_lsn;
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+void sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
+                        int readers_delta)
+{
+    pthread_mutex_lock(&tl->mu);
+    tl->proposers += proposers_delta;
+    tl->readers += readers_delta;
+    pthread_mutex_unlock(&tl->mu);
+}
+
+/* ---- open / create / close -------------------------------------------- */
+
+static int tl_alloc(const char *dir, const sk_io *io, sk_timeline **out)
+{
+    sk_timeline *tl = az_calloc(1, sizeof(*tl));
+    tl->io = io;
+    pthread_mutex_init(&tl->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&tl->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    tl->dir = az_strdup(dir);
+    *out = tl;
+    return 0;
+}
+
+static void tl_free(sk_timeline *tl)
+{
+    if (!tl)
+        return;
+    if (tl->wal) {
+        /* commit_lsn is kept lazily; a clean close stores the latest. */
+        if (sk_control_store(tl->io, tl->dir, &tl->ctl) != 0)
+            log_warn("timeline %s: could not store control on close", tl->dir);
+        sk_wal_close(tl->wal);
+    }
+    pthread_cond_destroy(&tl->changed);
+    pthread_mutex_destroy(&tl->mu);
+    az_free(tl->dir);
+    az_free(tl);
+}
+
+static int tl_open_wal(sk_timeline *tl, uint64_t segment_size)
+{
+    sk_wal_options wo = {
+        .dir = tl->dir,
+        .segment_size = segment_size,
+        .start_lsn = tl->ctl.start_lsn,
+        .history = &tl->ctl.history,
+        .removed_below_lsn = tl->ctl.removed_below_lsn,
+    };
+    return sk_wal_open(&wo, &tl->wal);
+}
+
+static int tl_open(const char *dir, const sk_io *io, uint64_t segment_size,
+                   sk_timeline **out)
+{
+    sk_timeline *tl;
+    tl_alloc(dir, io, &tl);
+    int rc = sk_control_load(tl->io, dir, &tl->ctl);
+    if (rc != 0) {
+        log_error("timeline %s: control file: %s", dir, sk_tl_strerror(rc));
+        goto fail;
+    }
+    rc = tl_open_wal(tl, segment_size);
+    if (rc != 0) {
+        log_error("timeline %s: WAL: %s", dir, sk_tl_strerror(rc));
+        goto fail;
+    }
+    *out = tl;
+    return 0;
+fail:
+    tl_free(tl);
+    return rc;
+}
+
+static int tl_create(const char *dir, const uint8_t tenant_id[16],
+                     const uint8_t timeline_id[16], lsn_t start_lsn,
+                     const sk_io *io, uint64_t segment_size, sk_timeline **out)
+{
+    sk_timeline *tl;
+    int rc = fs_mkdir_p(dir);
+    if (rc != 0)
+        return rc;
+    tl_alloc(dir, io, &tl);
+    memcpy(tl->ctl.tenant_id, tenant_id, 16);
+    memcpy(tl->ctl.timeline_id, timeline_id, 16);
+    tl->ctl.start_lsn = start_lsn;
+    rc = tl_open_wal(tl, segment_size);
+    if (rc != 0)
+        goto fail;
+    /* The control file is written last: its presence is what makes the
+     * directory a timeline on the next start. */
+    rc = sk_control_store(tl->io, dir, &tl->ctl);
+    if (rc != 0)
+        goto fail;
+    *out = tl;
+    return 0;
+fail:
+    log_error("timeline %s: create failed: %s", dir, sk_tl_strerror(rc));
+    tl_free(tl);
+    return rc;
+}
+
+/* ---- registry --------------------------------------------------------- */
+
+static void tl_dir(const sk_registry *reg, const uint8_t tenant_id[16],
+                   const uint8_t timeline_id[16], char *out, size_t cap)
+{
+    char t[ID_STR_SIZE], l[ID_STR_SIZE];
+    arbor_id a, b;
+    memcpy(a.b, tenant_id, 16);
+    memcpy(b.b, timeline_id, 16);
+    id_format(&a, t);
+    id_format(&b, l);
+    snprintf(out, cap, "%s/tenants/%s/timelines/%s", reg->datadir, t, l);
+}
+
+static void reg_add_locked(sk_registry *reg, sk_timeline *tl)
+{
+    if (reg->n == reg->cap) {
+        reg->cap = reg->cap ? reg->cap * 2 : 16;
+        reg->tls = az_realloc(reg->tls, reg->cap * sizeof(*reg->tls));
+    }
+    reg->tls[reg->n++] = tl;
+}
+
+static bool is_hex_id(const char *name)
+{
+    arbor_id id;
+    return id_parse(name, &id) == 0;
+}
+
+static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/timelines", tenant_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (!is_hex_id(de->d_name))
+            continue;
+        char dir[PATH_MAX], ctl[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name);
+        snprintf(ctl, sizeof(ctl), "%s/control", dir);
+        if (access(ctl, F_OK) != 0) {
+            /* Creation crashed before its control file: nothing was ever
+             * acknowledged from it. */
+            log_warn("removing half-created timeline %s", dir);
+            fs_remove_tree(dir);
+            continue;
+        }
+        sk_timeline *tl;
+        rc = tl_open(dir, reg->opt.io, reg->opt.segment_size_bytes, &tl);
+        if (rc == 0)
+            reg_add_locked(reg, tl);
+    }
+    closedir(d);
+    return rc;
+}
+
+int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
+{
+    sk_registry *reg = az_calloc(1, sizeof(*reg));
+    pthread_mutex_init(&reg->mu, NULL);
+    reg->opt = *opt;
+    reg->datadir = az_strdup(opt->datadir);
+    reg->opt.datadir = reg->datadir;
+    if (!reg->opt.io)
+        reg->opt.io = &sk_io_default;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/tenants", reg->datadir);
+    int rc = fs_mkdir_p(path);
+    if (rc != 0) {
+        log_error("cannot create %s: %s", path, strerror(-rc));
+        goto fail;
+    }
+    DIR *d = opendir(path);
+    if (!d) {
+        rc = -errno;
+        goto fail;
+    }
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (!is_hex_id(de->d_name))
+            continue;
+        char tdir[PATH_MAX];
+        snprintf(tdir, sizeof(tdir), "%s/%s", path, de->d_name);
+        rc = reg_load_tenant(reg, tdir);
+    }
+    closedir(d);
+    if (rc != 0)
+        goto fail;
+    log_info("loaded %zu timelines from %s", reg->n, reg->datadir);
+    *out = reg;
+    return 0;
+fail:
+    sk_reg_close(reg);
+    return rc;
+}
+
+void sk_reg_close(sk_registry *reg)
+{
+    if (!reg)
+        return;
+    for (size_t i = 0; i < reg->n; i++)
+        tl_free(reg->tls[i]);
+    az_free(reg->tls);
+    az_free(reg->datadir);
+    pthread_mutex_destroy(&reg->mu);
+    az_free(reg);
+}
+
+int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
+               const uint8_t timeline_id[16], lsn_t create_start_lsn,
+               sk_timeline **out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->n; i++) {
+        sk_timeline *tl = reg->tls[i];
+        if (memcmp(tl->ctl.tenant_id, tenant_id, 16) == 0 &&
+            memcmp(tl->ctl.timeline_id, timeline_id, 16) == 0) {
+            *out = tl;
+            goto done;
+        }
+    }
+    if (create_start_lsn == 0) {
+        rc = SK_TL_ENOTFOUND;
+        goto done;
+    }
+    char dir[PATH_MAX];
+    tl_dir(reg, tenant_id, timeline_id, dir, sizeof(dir));
+    sk_timeline *tl;
+    rc = tl_create(dir, tenant_id, timeline_id, create_start_lsn, reg->opt.io,
+                   reg->opt.segment_size_bytes, &tl);
+    if (rc == 0) {
+        reg_add_locked(reg, tl);
+        log_info("created timeline %s at start LSN %" PRIX64, dir,
+                 create_start_lsn);
+        *out = tl;
+    }
+done:
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
+int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n)
+{
+    pthread_mutex_lock(&reg->mu);
+    *n = reg->n;
+    *out = az_malloc((reg->n ? reg->n : 1) * sizeof(**out));
+    memcpy(*out, reg->tls, reg->n * sizeof(**out));
+    pthread_mutex_unlock(&reg->mu);
+    return 0;
+}
+
+uint64_t sk_reg_node_id(const sk_registry *reg)
+{
+    return reg->opt.node_id;
+}

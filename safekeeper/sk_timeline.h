@@ -1,0 +1,151 @@
+/*
+ * sk_timeline — one timeline's acceptor (prefix sk_tl_), and the registry of
+ * a safekeeper's timelines (prefix sk_reg_).
+ *
+ * The acceptor half of the protocol in DESIGN.md ("Safekeeper"), over the
+ * durable storage of sk_storage.h. Per timeline, in the persisted control
+ * file: term (the highest term promised), the term history, commit LSN,
+ * persisted LSN (reported by the pageserver) and removed_below. In the WAL:
+ * write end, flush end (durable), last record LSN.
+ *
+ * States of a timeline with respect to term T = control.term:
+ *
+ *   VOTED(T)    history's last term < T. Reached by sk_tl_vote(T' > term),
+ *               which persists T' before answering. Appends are refused
+ *               (WRONG_TERM): the proposer of T has not told us its log.
+ *      |
+ *      | sk_tl_elected(T, history): truncates WAL after the highest common
+ *      v point with the proposer's history (never below commit LSN), adopts
+ *               the history (last entry = <T, epoch start>), persists.
+ *   ELECTED(T)  history's last term == T. Appends with term T are written;
+ *               sk_tl_flush() makes them durable and returns the flush LSN.
+ *               A vote for T' > T moves back to VOTED(T'), fencing T.
+ *
+ * Invariants: commit_lsn <= what a quorum flushed (the proposer says so);
+ * WAL below commit_lsn is never truncated; term never decreases; a vote is
+ * answered only after its term is durable; an append is acknowledged only
+ * after fdatasync and only if the term did not change in between.
+ *
+ * Readers (sk_tl_read/sk_tl_wait) see records below min(commit, flush), or
+ * below flush with `uncommitted` (recovery donors).
+ *
+ * Threads: every function is thread-safe; one mutex per timeline. The
+ * appender holds it while writing and flushing (a vote waits for at most one
+ * fdatasync), readers read outside it.
+ */
+#ifndef ARBOR_SK_TIMELINE_H
+#define ARBOR_SK_TIMELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "lsn.h"
+#include "sk_history.h"
+
+/* Acceptor errors (negative), mapped to proto ErrorCode by the service. */
+enum {
+    SK_TL_EWRONG_TERM = -3001,  /* term lower than ours, or not elected */
+    SK_TL_ELSN_GAP = -3002,     /* append does not start at our write end */
+    SK_TL_EBAD_RECORD = -3003,  /* record fails decoding, checksum or chain */
+    SK_TL_EBELOW_COMMIT = -3004,/* would truncate committed WAL */
+    SK_TL_EINVAL = -3005,       /* bad argument (history, LSN) */
+    SK_TL_EREMOVED = -3006,     /* reader asked for WAL already removed */
+    SK_TL_ENOTFOUND = -3007,    /* no such timeline */
+    SK_TL_ECORRUPT = -3008,     /* stored data failed verification */
+};
+const char *sk_tl_strerror(int err);
+
+typedef struct sk_timeline sk_timeline;
+
+typedef struct sk_tl_state {
+    uint8_t tenant_id[16];
+    uint8_t timeline_id[16];
+    uint64_t term;
+    uint64_t elected_term;     /* last history term (== term when elected) */
+    lsn_t start_lsn;
+    lsn_t write_lsn;
+    lsn_t flush_lsn;
+    lsn_t commit_lsn;
+    lsn_t persisted_lsn;
+    lsn_t removed_below_lsn;
+    lsn_t last_record_lsn;
+    skh_history history;       /* entries with lsn <= flush_lsn only */
+    int proposers;             /* open append streams */
+    int readers;               /* open WAL streams */
+} sk_tl_state;
+
+/* ---- registry: the daemon's timelines --------------------------------- */
+
+typedef struct sk_registry sk_registry;
+
+struct sk_io;
+
+typedef struct sk_reg_options {
+    const char *datadir;          /* timelines under datadir/tenants/... */
+    const struct sk_io *io;       /* disk I/O table; NULL = sk_io_default */
+    uint64_t node_id;
+    uint64_t segment_size_bytes;  /* 0 = storage default */
+} sk_reg_options;
+
+/* Opens every timeline found under datadir (scanning each WAL tail). A
+ * timeline that fails to open is an error naming it: nothing is served
+ * from a safekeeper that lost track of part of its data. */
+int sk_reg_open(const sk_reg_options *opt, sk_registry **out);
+void sk_reg_close(sk_registry *reg);
+/* Finds a timeline; with create_start_lsn > 0 creates it when missing.
+ * The pointer stays valid until sk_reg_close. */
+int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
+               const uint8_t timeline_id[16], lsn_t create_start_lsn,
+               sk_timeline **out);
+/* Snapshot of all timelines' pointers; *out malloc'ed (free()). */
+int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n);
+uint64_t sk_reg_node_id(const sk_registry *reg);
+
+/* ---- acceptor --------------------------------------------------------- */
+
+void sk_tl_get_state(sk_timeline *tl, sk_tl_state *out);
+
+/* Phase 1. *granted iff term > our term (persisted before return).
+ * *state_out is filled either way. */
+int sk_tl_vote(sk_timeline *tl, uint64_t term, bool *granted,
+               sk_tl_state *state_out);
+
+/* Phase 2. See the state machine above. *state_out after truncation. */
+int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
+                  uint32_t n_history, lsn_t epoch_start_lsn, lsn_t commit_lsn,
+                  sk_tl_state *state_out);
+
+/* Writes zero or more whole records starting at begin_lsn (not yet durable)
+ * and learns commit_lsn. *term_out gets our term (for the error reply). */
+int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
+                 const uint8_t *records, size_t len, lsn_t commit_lsn,
+                 uint64_t *term_out);
+
+/* Makes what was written durable if our term is still `term`. On success
+ * *flush_out and *commit_out are the new positions. On a disk error the
+ * unflushed writes are discarded and the error returned: nothing is
+ * acknowledged, and the appender resends from the flush LSN. */
+int sk_tl_flush(sk_timeline *tl, uint64_t term, lsn_t *flush_out,
+                lsn_t *commit_out);
+
+/* Whole records from from_lsn (a record boundary) below min(end_lsn, the
+ * readable end), at least one if any, about max_bytes. *buf malloc'ed
+ * (free()), *len 0 when nothing is readable yet. */
+int sk_tl_read(sk_timeline *tl, lsn_t from_lsn, bool uncommitted,
+               lsn_t end_lsn, size_t max_bytes, uint8_t **buf, size_t *len,
+               lsn_t *next_lsn);
+
+/* Waits until the readable end passes pos, up to timeout_ms. Returns 0 when
+ * it has, -ETIMEDOUT otherwise. */
+int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms);
+
+/* The pageserver made everything below lsn durable: WAL below
+ * min(lsn, commit) may be removed. *removed_below_out: the new floor. */
+int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
+                           lsn_t *removed_below_out);
+
+/* Stream bookkeeping for status and metrics. */
+void sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
+                        int readers_delta);
+
+#endif
