@@ -397,6 +397,7 @@ static int tl_open_wal(sk_timeline *tl, uint64_t segment_size)
 {
     sk_wal_options wo = {
         .dir = tl->dir,
+        .io = tl->io,
         .segment_size = segment_size,
         .start_lsn = tl->ctl.start_lsn,
         .history = &tl->ctl.history,
@@ -457,8 +458,8 @@ fail:
 
 /* ---- registry --------------------------------------------------------- */
 
-static void tl_dir(const sk_registry *reg, const uint8_t tenant_id[16],
-                   const uint8_t timeline_id[16], char *out, size_t cap)
+static int tl_dir(const sk_registry *reg, const uint8_t tenant_id[16],
+                  const uint8_t timeline_id[16], char *out, size_t cap)
 {
     char t[ID_STR_SIZE], l[ID_STR_SIZE];
     arbor_id a, b;
@@ -466,7 +467,15 @@ static void tl_dir(const sk_registry *reg, const uint8_t tenant_id[16],
     memcpy(b.b, timeline_id, 16);
     id_format(&a, t);
     id_format(&b, l);
-    snprintf(out, cap, "%s/tenants/%s/timelines/%s", reg->datadir, t, l);
+    int n = snprintf(out, cap, "%s/tenants/%s/timelines/%s", reg->datadir, t, l);
+    return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
+}
+
+/* dir + "/" + name into out; -ENAMETOOLONG instead of a cut path. */
+static int path_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
 static void reg_add_locked(sk_registry *reg, sk_timeline *tl)
@@ -487,7 +496,8 @@ static bool is_hex_id(const char *name)
 static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/timelines", tenant_dir);
+    if (path_join(path, sizeof(path), tenant_dir, "timelines") != 0)
+        return -ENAMETOOLONG;
     DIR *d = opendir(path);
     if (!d)
         return errno == ENOENT ? 0 : -errno;
@@ -497,8 +507,11 @@ static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
         if (!is_hex_id(de->d_name))
             continue;
         char dir[PATH_MAX], ctl[PATH_MAX];
-        snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name);
-        snprintf(ctl, sizeof(ctl), "%s/control", dir);
+        if (path_join(dir, sizeof(dir), path, de->d_name) != 0 ||
+            path_join(ctl, sizeof(ctl), dir, "control") != 0) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
         if (access(ctl, F_OK) != 0) {
             /* Creation crashed before its control file: nothing was ever
              * acknowledged from it. */
@@ -525,8 +538,9 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
     if (!reg->opt.io)
         reg->opt.io = &sk_io_default;
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/tenants", reg->datadir);
-    int rc = fs_mkdir_p(path);
+    int rc = path_join(path, sizeof(path), reg->datadir, "tenants");
+    if (rc == 0)
+        rc = fs_mkdir_p(path);
     if (rc != 0) {
         log_error("cannot create %s: %s", path, strerror(-rc));
         goto fail;
@@ -541,8 +555,9 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
         if (!is_hex_id(de->d_name))
             continue;
         char tdir[PATH_MAX];
-        snprintf(tdir, sizeof(tdir), "%s/%s", path, de->d_name);
-        rc = reg_load_tenant(reg, tdir);
+        rc = path_join(tdir, sizeof(tdir), path, de->d_name);
+        if (rc == 0)
+            rc = reg_load_tenant(reg, tdir);
     }
     closedir(d);
     if (rc != 0)
@@ -586,7 +601,9 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
         goto done;
     }
     char dir[PATH_MAX];
-    tl_dir(reg, tenant_id, timeline_id, dir, sizeof(dir));
+    rc = tl_dir(reg, tenant_id, timeline_id, dir, sizeof(dir));
+    if (rc != 0)
+        goto done;
     sk_timeline *tl;
     rc = tl_create(dir, tenant_id, timeline_id, create_start_lsn, reg->opt.io,
                    reg->opt.segment_size_bytes, &tl);
