@@ -207,9 +207,9 @@ static int check_record_terms_locked(const sk_timeline *tl,
             return SK_TL_EBAD_RECORD;
         if (wal_record_decode(records + off, rec_len, &rec) != 0)
             return SK_TL_EBAD_RECORD;
-        uint64_t want = skh_term_at(&tl->ctl.history, rec.lsn);
+        bool ok = rec.term == skh_term_at(&tl->ctl.history, rec.lsn);
         wal_record_free(&rec);
-        if (rec.term != want)
+        if (!ok)
             return SK_TL_EBAD_RECORD;
         off += rec_len;
     }

@@ -44,14 +44,14 @@
 
 /* Acceptor errors (negative), mapped to proto ErrorCode by the service. */
 enum {
-    SK_TL_EWRONG_TERM = -3001,  /* term lower than ours, or not elected */
-    SK_TL_ELSN_GAP = -3002,     /* append does not start at our write end */
-    SK_TL_EBAD_RECORD = -3003,  /* record fails decoding, checksum or chain */
-    SK_TL_EBELOW_COMMIT = -3004,/* would truncate committed WAL */
-    SK_TL_EINVAL = -3005,       /* bad argument (history, LSN) */
-    SK_TL_EREMOVED = -3006,     /* reader asked for WAL already removed */
-    SK_TL_ENOTFOUND = -3007,    /* no such timeline */
-    SK_TL_ECORRUPT = -3008,     /* stored data failed verification */
+    SK_TL_EWRONG_TERM = -3201,  /* term lower than ours, or not elected */
+    SK_TL_ELSN_GAP = -3202,     /* append does not start at our write end */
+    SK_TL_EBAD_RECORD = -3203,  /* record fails decoding, checksum or chain */
+    SK_TL_EBELOW_COMMIT = -3204,/* would truncate committed WAL */
+    SK_TL_EINVAL = -3205,       /* bad argument (history, LSN) */
+    SK_TL_EREMOVED = -3206,     /* reader asked for WAL already removed */
+    SK_TL_ENOTFOUND = -3207,    /* no such timeline */
+    SK_TL_ECORRUPT = -3208,     /* stored data failed verification */
 };
 const char *sk_tl_strerror(int err);
 
