@@ -18,6 +18,8 @@ void *az_malloc(size_t n);
 void *az_calloc(size_t count, size_t n);
 void *az_realloc(void *p, size_t n);
 char *az_strdup(const char *s);
+/* Copies at most n bytes of s and NUL-terminates. */
+char *az_strndup(const char *s, size_t n);
 void az_free(void *p);
 
 typedef struct az_stats_t {

@@ -18,7 +18,8 @@ int fs_fsync_dir(const char *dir);
  * path, fsync the directory. A crash leaves the old or the new file. */
 int fs_write_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (at most max_len bytes; -EFBIG beyond) into a malloc'ed
- * buffer (free()). */
+ * buffer (free()). The buffer is NUL-terminated one byte past *len, so text
+ * files can be used as C strings. */
 int fs_read_file(const char *path, size_t max_len, void **data, size_t *len);
 /* pwrite/pread the full length (loops on short I/O; -EIO on EOF for read). */
 int fs_pwrite_all(int fd, const void *buf, size_t len, off_t off);

@@ -19,6 +19,10 @@ int log_open(const char *path);
 /* "debug", "info", "warn", "error", "off" -> 0 and *out, or -EINVAL. */
 int log_level_parse(const char *s, log_level *out);
 log_level log_get_level(void);
+/* Lower-case name of a level ("info"); "?" for an invalid value. */
+const char *log_level_name(log_level level);
+/* Closes a file opened by log_open and goes back to stderr. */
+void log_close(void);
 
 void log_write(log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

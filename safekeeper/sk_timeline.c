@@ -193,29 +193,6 @@ done:
     return rc;
 }
 
-/* Each record must carry the term the history says wrote its LSN: records
- * copied during recovery keep their original term, new ones carry ours. */
-static int check_record_terms_locked(const sk_timeline *tl,
-                                     const uint8_t *records, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        wal_record rec;
-        uint32_t rec_len;
-        if (wal_record_peek_len(records + off, len - off, &rec_len) != 0 ||
-            rec_len > len - off)
-            return SK_TL_EBAD_RECORD;
-        if (wal_record_decode(records + off, rec_len, &rec) != 0)
-            return SK_TL_EBAD_RECORD;
-        bool ok = rec.term == skh_term_at(&tl->ctl.history, rec.lsn);
-        wal_record_free(&rec);
-        if (!ok)
-            return SK_TL_EBAD_RECORD;
-        off += rec_len;
-    }
-    return 0;
-}
-
 int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
                  const uint8_t *records, size_t len, lsn_t commit_lsn,
                  uint64_t *term_out)
@@ -232,9 +209,9 @@ int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
             rc = SK_TL_ELSN_GAP;
             goto done;
         }
-        rc = check_record_terms_locked(tl, records, len);
-        if (rc != 0)
-            goto done;
+        /* The WAL checks each record: checksum, LSN chain, and that its
+         * term is the one our history says wrote that LSN (records copied
+         * during recovery keep their original term). */
         rc = sk_wal_append(tl->wal, begin_lsn, records, len);
         if (rc != 0)
             goto done;
