@@ -188,6 +188,9 @@ int rpc_stream_send_msg(rpc_stream *s, const ProtobufCMessage *msg);
  * the message that was under way. */
 int rpc_stream_recv(rpc_stream *s, int timeout_ms, uint8_t **data,
                     size_t *len);
+/* (Server side, a note on the above: gRPC may report a client's cancel like
+ * a half-close, so recv can return RPC_EEOF for it; the handler's next send
+ * then fails with RPC_ECANCELLED.) */
 int rpc_stream_recv_msg(rpc_stream *s, const ProtobufCMessageDescriptor *desc,
                         int timeout_ms, ProtobufCMessage **out);
 

@@ -41,8 +41,26 @@
 #define PAGE 4096u
 
 static uint8_t g_tenant[16] = { 0xA1, 0x01 };
+/* The disk-full test's tmpfs, unmounted by teardown even after a failure. */
+static char g_mounted[600];
 
 /* ---- raw protocol helpers ------------------------------------------------ */
+
+/* A unary call, retried while the peer is unavailable: the first call on a
+ * channel whose server was just restarted may go out on the dead
+ * connection and fail with UNAVAILABLE, which gRPC defines as retryable. */
+static int unary_retry(rpc_channel *ch, const char *method,
+                       const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *d, ProtobufCMessage **out)
+{
+    int rc = RPC_EUNAVAILABLE;
+    for (int i = 0; i < 50 && rc == RPC_EUNAVAILABLE; i++) {
+        rc = rpc_unary(ch, method, req, d, out, 5000, NULL);
+        if (rc == RPC_EUNAVAILABLE)
+            h_sleep_ms(100);
+    }
+    return rc;
+}
 
 typedef struct tl_ref {
     uint8_t tenant[16];
@@ -121,9 +139,9 @@ static Arbor__TimelineStatusResponse *status(rpc_channel *ch, tl_ref *t)
     Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
     req.timeline = &t->ref;
     Arbor__TimelineStatusResponse *resp;
-    assert_int_equal(rpc_unary(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
-                               &arbor__timeline_status_response__descriptor,
-                               (ProtobufCMessage **)&resp, 5000, NULL), 0);
+    assert_int_equal(unary_retry(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                                 &arbor__timeline_status_response__descriptor,
+                                 (ProtobufCMessage **)&resp), 0);
     return resp;
 }
 
@@ -231,8 +249,12 @@ static void one_sk_setup(one_sk *o, int node, const char *datadir_override,
 {
     memset(o, 0, sizeof(*o));
     assert_int_equal(h_sk_init(&o->sk, ARBOR_SAFEKEEPER_BIN, node), 0);
-    if (datadir_override)
+    if (datadir_override) {
         snprintf(o->sk.dir, sizeof(o->sk.dir), "%s", datadir_override);
+        assert_int_equal(mkdir(o->sk.dir, 0755), 0);
+        /* Small segments, so that a rollover is what meets the full disk. */
+        o->sk.extra_arg = "--wal.segment-size=1MiB";
+    }
     assert_int_equal(h_sk_start(&o->sk, 10000), 0);
     assert_int_equal(rpc_channel_create(o->sk.addr, &o->ch), 0);
     tl_ref_init(&o->t, 1);
@@ -416,6 +438,8 @@ static void test_torn_tail(void **state)
 
     /* 2. Garbage after the last record: flush stays at the last record. */
     h_sk_stop(&o.sk, 5000);
+    last_segment(&o, seg, sizeof(seg));
+    base = segment_start(seg);
     uint8_t garbage[300];
     for (size_t i = 0; i < sizeof(garbage); i++)
         garbage[i] = (uint8_t)(i * 13 + 1);
@@ -424,12 +448,18 @@ static void test_torn_tail(void **state)
 
     /* 3. The file cut in the middle of the last record (torn write). */
     h_sk_stop(&o.sk, 5000);
+    last_segment(&o, seg, sizeof(seg));
+    base = segment_start(seg);
     assert_int_equal(truncate(seg, (off_t)(o.last - base + 100)), 0);
     restart_expect(&o, o.last, o.n - 1);
+    for (int i = 0; i < 3; i++)
+        one_sk_append(&o, 600 + i);
 
     /* 4. A flipped bit in the header of a middle record of the last
      * segment: everything from that record on is cut. */
     h_sk_stop(&o.sk, 5000);
+    last_segment(&o, seg, sizeof(seg));
+    base = segment_start(seg);
     size_t victim = o.n - 3;
     assert_true(o.starts[victim] >= base);
     x = 0xFF;
@@ -464,6 +494,7 @@ static void test_disk_full(void **state)
                       strerror(errno));
         skip();
     }
+    snprintf(g_mounted, sizeof(g_mounted), "%s", mnt);
     one_sk o;
     char dd[700];
     snprintf(dd, sizeof(dd), "%s/sk", mnt);
@@ -523,7 +554,8 @@ static void test_disk_full(void **state)
     assert_int_equal(h_sk_start(&o.sk, 10000), 0);
     assert_int_equal(flush_of(o.ch, &o.t), o.end);
     one_sk_teardown(&o);
-    umount2(mnt, MNT_DETACH);
+    assert_int_equal(umount2(mnt, 0), 0);
+    g_mounted[0] = 0;
 }
 
 /* ---- kill -9 chaos under load -------------------------------------------- */
@@ -680,6 +712,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    /* Lazily, so a daemon still running on it cannot keep it mounted. */
+    if (g_mounted[0])
+        umount2(g_mounted, MNT_DETACH);
     h_cleanup();
     return 0;
 }

@@ -1,0 +1,64 @@
+/*
+ * harness — start, stop, kill and restart Arbor daemons from tests (prefix h_).
+ *
+ * Every process a test starts is a child of the test, recorded in one list;
+ * they are all SIGKILLed when the test exits (atexit), and each child also
+ * gets PR_SET_PDEATHSIG=SIGKILL, so a test that crashes or is killed by the
+ * ctest timeout leaves nothing behind. Data lives under one mkdtemp
+ * directory that is removed at exit (set ARBOR_KEEP_TMP=1 to keep it and
+ * read the daemons' logs, <root>/<name>/log).
+ *
+ * Not thread-safe: start/stop processes from one thread (the PDEATHSIG of
+ * a child fires when the thread that forked it exits, so that thread should
+ * be the test's main thread).
+ */
+#ifndef ARBOR_TEST_HARNESS_H
+#define ARBOR_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define H_MAX_PROCS 64
+
+typedef struct h_sk {
+    char name[32];
+    char dir[512];       /* --datadir; also holds "log" and "ports" */
+    const char *bin;
+    int node_id;
+    int port;            /* gRPC port; kept across restarts */
+    int http_port;
+    pid_t pid;           /* 0 when not running */
+    char addr[64];       /* "127.0.0.1:<port>" once started */
+    const char *extra_arg; /* one more flag for the daemon, e.g.
+                            "--wal.segment-size=1MiB" (NULL: none) */
+} h_sk;
+
+/* Creates the root temporary directory and registers the exit cleanup.
+ * Idempotent. 0 or -errno. */
+int h_init(void);
+const char *h_root(void);
+
+/* Prepares (does not start) safekeeper node_id with its own data dir. */
+int h_sk_init(h_sk *sk, const char *bin, int node_id);
+/* Starts it (on the same port as before if it ran already) and waits until
+ * it wrote its port file. 0, -ETIMEDOUT, or -ECHILD if it exited. */
+int h_sk_start(h_sk *sk, int timeout_ms);
+/* SIGKILL and reap. No-op when not running. */
+void h_sk_kill(h_sk *sk);
+/* SIGTERM, wait up to timeout_ms (then SIGKILL). Returns the exit status as
+ * from waitpid (WIFEXITED...), or -1 if it had to be killed. */
+int h_sk_stop(h_sk *sk, int timeout_ms);
+/* SIGSTOP / SIGCONT: a frozen process keeps its sockets open but answers
+ * nothing (a hung peer, not a dead one). */
+void h_sk_pause(h_sk *sk);
+void h_sk_resume(h_sk *sk);
+bool h_sk_running(h_sk *sk);
+
+/* Kills every child still running and removes the root directory (unless
+ * ARBOR_KEEP_TMP). Runs at exit; may be called earlier. */
+void h_cleanup(void);
+
+/* Sleeps ms milliseconds. */
+void h_sleep_ms(int ms);
+
+#endif
