@@ -27,7 +27,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -558,6 +561,88 @@ static void test_disk_full(void **state)
     g_mounted[0] = 0;
 }
 
+/* ---- metrics ----------------------------------------------------------------- */
+
+/* GET path from 127.0.0.1:port; returns the malloc'ed response body. */
+static char *http_get(int port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    buf[len] = 0;
+    assert_non_null(strstr(buf, " 200 "));
+    char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    char *out = strdup(body + 4);
+    free(buf);
+    return out;
+}
+
+/* Value of the first sample whose line starts with prefix. */
+static double metric(const char *text, const char *prefix)
+{
+    for (const char *line = text; line && *line; line = strchr(line, '\n')) {
+        if (*line == '\n')
+            line++;
+        if (strncmp(line, prefix, strlen(prefix)) == 0) {
+            const char *sp = strchr(line, ' ');
+            assert_non_null(sp);
+            return strtod(sp + 1, NULL);
+        }
+    }
+    fail_msg("metric %s not found", prefix);
+    return 0;
+}
+
+static void test_metrics(void **state)
+{
+    (void)state;
+    one_sk o;
+    one_sk_setup(&o, 14, NULL, 3);
+    char *m1 = http_get(o.sk.http_port, "/metrics");
+    assert_int_equal((lsn_t)metric(m1, "arbor_safekeeper_flush_lsn{"), o.end);
+    assert_int_equal((lsn_t)metric(m1, "arbor_safekeeper_commit_lsn{"), o.last);
+    assert_int_equal(metric(m1, "arbor_safekeeper_term{"), 1);
+    double bytes1 = metric(m1, "arbor_safekeeper_wal_written_bytes_total");
+    double syncs1 = metric(m1, "arbor_safekeeper_flush_seconds_count");
+    assert_true(bytes1 >= (double)(o.end - START_LSN));
+    assert_true(syncs1 >= 3);
+    assert_int_equal(metric(m1, "arbor_safekeeper_proposers{"), 0);
+    assert_int_equal(metric(m1, "arbor_safekeeper_votes_total"), 1);
+
+    /* Load moves them. */
+    for (int i = 0; i < 5; i++)
+        one_sk_append(&o, 50 + i);
+    char *m2 = http_get(o.sk.http_port, "/metrics");
+    assert_int_equal((lsn_t)metric(m2, "arbor_safekeeper_flush_lsn{"), o.end);
+    assert_true(metric(m2, "arbor_safekeeper_wal_written_bytes_total") > bytes1);
+    assert_true(metric(m2, "arbor_safekeeper_flush_seconds_count") >= syncs1 + 5);
+
+    /* The JSON status names the timeline with its LSNs. */
+    char *st = http_get(o.sk.http_port, "/v1/status");
+    assert_non_null(strstr(st, "\"component\":\"safekeeper\""));
+    assert_non_null(strstr(st, "\"flush_lsn\""));
+    free(st);
+    free(m1);
+    free(m2);
+    one_sk_teardown(&o);
+}
+
 /* ---- kill -9 chaos under load -------------------------------------------- */
 
 #define CHAOS_KILLS 50
@@ -725,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_kill9_chaos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
