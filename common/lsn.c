@@ -8,6 +8,7 @@
 #include "lsn.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 
 _Static_assert(sizeof(lsn_t) == 8, "an LSN is a 64-bit byte position");
@@ -65,7 +66,7 @@ char *lsn_format(lsn_t lsn, char buf[LSN_STRLEN])
 {
     /* %X prints no leading zeros and upper case; two 8-digit halves, the
      * slash and the NUL always fit, so the result is never truncated. */
-    snprintf(buf, LSN_STRLEN, "%X/%X", (unsigned)(lsn >> 32),
-             (unsigned)(lsn & 0xFFFFFFFFu));
+    snprintf(buf, LSN_STRLEN, "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32),
+             (uint32_t)lsn);
     return buf;
 }

@@ -38,6 +38,8 @@
  * is in range as above, the entries fill the record exactly, compressed pages
  * decompress to exactly page_size bytes, and the checksum holds. A record
  * that fails any check is never applied: it is a torn tail or corruption.
+ * Also (added with the codec) lsn + total_len must not overflow 64 bits, so
+ * that wal_record_end_lsn() is exact; the encoder refuses the same.
  *
  * Ownership: wal_record_decode() borrows the buffer: the decoded page
  * pointers point into it and stay valid while it lives; rec->pages is
@@ -140,5 +142,43 @@ int wal_page_image(const wal_record *rec, uint32_t i, uint8_t *dst);
 /* Checks the checksum and structure without allocating (faster than decode
  * when only validity matters, e.g. scanning a segment). */
 int wal_record_verify(const uint8_t *buf, size_t len);
+
+/* ---- Additions (the declarations above are the contract; these extend it).
+ *
+ * On error wal_record_decode() leaves *out zeroed, so wal_record_free() on it
+ * is always safe. decode and verify return the same code for the same bytes;
+ * both use about WAL_PAGE_SIZE_MAX bytes of stack to check LZ4 pages.
+ * wal_page_image() returns WAL_EPAGE when i >= rec->n_pages.
+ * wal_record_encode() returns WAL_EFIELD for a header field out of range
+ * (n_pages > WAL_MAX_PAGES included), WAL_EPAGE for a pgno breaking the
+ * order or range, WAL_ETOOBIG over WAL_RECORD_MAX_BYTES; on error *out is
+ * NULL and *out_len 0. */
+
+/* Byte offsets of the header fields and of the fields of a page entry (from
+ * the entry's start), as in the table at the top of this file. */
+enum {
+    WAL_OFF_MAGIC = 0,
+    WAL_OFF_VERSION = 4,
+    WAL_OFF_FLAGS = 6,
+    WAL_OFF_TOTAL_LEN = 8,
+    WAL_OFF_PAGE_SIZE = 12,
+    WAL_OFF_LSN = 16,
+    WAL_OFF_PREV_LSN = 24,
+    WAL_OFF_TERM = 32,
+    WAL_OFF_COMMIT_TS = 40,
+    WAL_OFF_DB_SIZE = 48,
+    WAL_OFF_N_PAGES = 52,
+    WAL_OFF_CHECKSUM = 56,
+    WAL_PAGE_OFF_PGNO = 0,
+    WAL_PAGE_OFF_FLAGS = 4,
+    WAL_PAGE_OFF_RESERVED = 6,
+    WAL_PAGE_OFF_LEN = 8,
+};
+
+/* The value the checksum field of buf[0..len) must hold: XXH3-64 of those
+ * bytes with the checksum field taken as zero (the field itself is only
+ * read as zero, not changed). len >= WAL_HEADER_BYTES. For tools and tests
+ * that build or repair records by hand. */
+uint64_t wal_record_checksum(const uint8_t *buf, size_t len);
 
 #endif

@@ -121,13 +121,28 @@ void sk_tl_get_state(sk_timeline *tl, sk_tl_state *out)
     pthread_mutex_unlock(&tl->mu);
 }
 
+/* Makes writes that are not yet durable durable, so that what a vote or an
+ * election sees (flush LSN, last record) describes one log. The appender
+ * whose writes these were gets no ack for them if the term moved: its
+ * flush re-checks the term. */
+static int settle_locked(sk_timeline *tl)
+{
+    if (sk_wal_write_lsn(tl->wal) == sk_wal_flush_lsn(tl->wal))
+        return 0;
+    int rc = sk_wal_flush(tl->wal);
+    if (rc != 0)
+        log_error("timeline %s: flush before vote/election failed: %s",
+                  tl->dir, sk_tl_strerror(rc));
+    return rc;
+}
+
 int sk_tl_vote(sk_timeline *tl, uint64_t term, bool *granted,
                sk_tl_state *state_out)
 {
-    int rc = 0;
     pthread_mutex_lock(&tl->mu);
     *granted = false;
-    if (term > tl->ctl.term) {
+    int rc = settle_locked(tl);
+    if (rc == 0 && term > tl->ctl.term) {
         sk_control next = tl->ctl;
         next.term = term;
         next.voted_for_term = term;
@@ -162,20 +177,24 @@ int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
         rc = SK_TL_EWRONG_TERM;
         goto done;
     }
+    rc = settle_locked(tl);
+    if (rc != 0)
+        goto done;
     lsn_t flush = sk_wal_flush_lsn(tl->wal);
     lsn_t point;
     if (!skh_common_point(&tl->ctl.history, flush, history, n_history, &point))
         point = tl->ctl.start_lsn;
-    if (point < flush || sk_wal_write_lsn(tl->wal) > flush) {
-        if (point < tl->ctl.commit_lsn) {
+    if (point < flush) {
+        /* Only our own WAL below the commit LSN is known committed: the
+         * commit LSN we learned may lie beyond what we hold. */
+        lsn_t committed = tl->ctl.commit_lsn < flush ? tl->ctl.commit_lsn : flush;
+        if (point < committed) {
             log_error("timeline %s: elected term %" PRIu64 " would truncate to "
-                      "%" PRIx64 " below commit %" PRIx64, tl->dir, term,
-                      point, tl->ctl.commit_lsn);
+                      "%" PRIX64 " below commit %" PRIX64, tl->dir, term,
+                      point, committed);
             rc = SK_TL_EBELOW_COMMIT;
             goto done;
         }
-        if (point > flush)
-            point = flush;
         rc = sk_wal_truncate(tl->wal, point);
         if (rc != 0)
             goto done;
