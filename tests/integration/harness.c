@@ -107,21 +107,29 @@ const char *h_root(void)
     return g_h.root;
 }
 
-int h_sk_init(h_sk *sk, const char *bin, int node_id)
+int h_proc_init(h_sk *p, const char *bin, const char *name)
 {
     int rc = h_init();
     if (rc != 0) {
         return rc;
     }
-    memset(sk, 0, sizeof(*sk));
-    sk->bin = bin;
-    sk->node_id = node_id;
-    snprintf(sk->name, sizeof(sk->name), "sk%d", node_id);
-    snprintf(sk->dir, sizeof(sk->dir), "%s/%s", g_h.root, sk->name);
-    if (mkdir(sk->dir, 0700) != 0 && errno != EEXIST) {
+    memset(p, 0, sizeof(*p));
+    p->bin = bin;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->dir, sizeof(p->dir), "%s/%s", g_h.root, p->name);
+    if (mkdir(p->dir, 0700) != 0 && errno != EEXIST) {
         return -errno;
     }
     return 0;
+}
+
+int h_sk_init(h_sk *sk, const char *bin, int node_id)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "sk%d", node_id);
+    int rc = h_proc_init(sk, bin, name);
+    sk->node_id = node_id;
+    return rc;
 }
 
 static int read_ports(const char *path, int *grpc, int *http)
@@ -163,8 +171,18 @@ int h_sk_start(h_sk *sk, int timeout_ms)
             dup2(fd, 2);
             close(fd);
         }
-        char *argv[] = {(char *)sk->bin, a_listen, a_dir, a_node,
-                        "--http-port=0", a_ports, (char *)sk->extra_arg, NULL};
+        char *argv[16];
+        int n = 0;
+        argv[n++] = (char *)sk->bin;
+        argv[n++] = a_listen;
+        argv[n++] = a_dir;
+        if (sk->node_id)
+            argv[n++] = a_node;
+        argv[n++] = "--http-port=0";
+        argv[n++] = a_ports;
+        for (int i = 0; i < 8 && sk->extra_args[i]; i++)
+            argv[n++] = (char *)sk->extra_args[i];
+        argv[n] = NULL;
         execv(sk->bin, argv);
         _exit(127);
     }

@@ -29,8 +29,9 @@ typedef struct h_sk {
     int http_port;
     pid_t pid;           /* 0 when not running */
     char addr[64];       /* "127.0.0.1:<port>" once started */
-    const char *extra_arg; /* one more flag for the daemon, e.g.
-                            "--wal.segment-size=1MiB" (NULL: none) */
+    /* More flags for the daemon, e.g. "--wal.segment-size=1MiB";
+     * NULL-terminated; the strings must outlive the process's starts. */
+    const char *extra_args[8];
 } h_sk;
 
 /* Creates the root temporary directory and registers the exit cleanup.
@@ -40,6 +41,10 @@ const char *h_root(void);
 
 /* Prepares (does not start) safekeeper node_id with its own data dir. */
 int h_sk_init(h_sk *sk, const char *bin, int node_id);
+/* The same for any Arbor daemon that takes --listen, --datadir,
+ * --http-port and --port-file (the pageserver, the compute): no --node-id.
+ * name is the data dir's name under the root. */
+int h_proc_init(h_sk *p, const char *bin, const char *name);
 /* Starts it (on the same port as before if it ran already) and waits until
  * it wrote its port file. 0, -ETIMEDOUT, or -ECHILD if it exited. */
 int h_sk_start(h_sk *sk, int timeout_ms);
