@@ -1,0 +1,508 @@
+/*
+ * arbor-pageserver — the versioned page store daemon.
+ *
+ * Start-up: configuration (defaults < --config file < flags; --help lists
+ * them), open the repository (crash recovery: half-written layers deleted,
+ * timelines resume at their disk_consistent_lsn), start a WAL receiver per
+ * timeline, serve arbor.PageService + arbor.Management over gRPC and
+ * /metrics + /v1/status over HTTP, write the port file. A housekeeping
+ * thread checkpoints open layers (freeze + flush) every checkpoint
+ * interval, compacts, runs GC and reports durable LSNs to the safekeepers.
+ * SIGTERM/SIGINT: stop serving, stop receivers, checkpoint every timeline.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "fsutil.h"
+#include "http.h"
+#include "ids.h"
+#include "log.h"
+#include "metrics.h"
+#include "ps_io.h"
+#include "ps_repo.h"
+#include "ps_service.h"
+#include "ps_walreceiver.h"
+#include "rpc.h"
+
+#define MAX_SAFEKEEPERS 7
+
+typedef struct ps_daemon_config {
+    char *listen;
+    char *http_addr;
+    int http_port;
+    char *datadir;
+    char *safekeepers;
+    log_level log_level;
+    char *log_file;
+    char *port_file;
+    int pollers;
+    uint64_t freeze_bytes;
+    uint64_t checkpoint_ms;
+    uint64_t gc_interval_ms;
+    uint64_t pitr_window_ms;
+    uint64_t wait_lsn_ms;
+    int image_after_deltas;
+    bool compress;
+} ps_daemon_config;
+
+static const cfg_option ps_options[] = {
+    CFG_STRING_OPT("listen", ps_daemon_config, listen, "127.0.0.1:6400",
+                   "gRPC address (host:port; port 0 picks a free one)"),
+    CFG_STRING_OPT("http-addr", ps_daemon_config, http_addr, "127.0.0.1",
+                   "HTTP address for /metrics and /v1/status"),
+    CFG_INT_OPT("http-port", ps_daemon_config, http_port, "6401",
+                "HTTP port (0 picks a free one)"),
+    CFG_STRING_OPT("datadir", ps_daemon_config, datadir, "./pageserver-data",
+                   "data directory (tenants/<id>/timelines/<id>/...)"),
+    CFG_STRING_OPT("safekeepers", ps_daemon_config, safekeepers, "",
+                   "comma-separated safekeeper gRPC addresses to ingest WAL from"),
+    CFG_LOG_LEVEL_OPT("log-level", ps_daemon_config, log_level, "info",
+                      "debug, info, warn, error or off"),
+    CFG_STRING_OPT("log-file", ps_daemon_config, log_file, NULL,
+                   "append log lines here instead of stderr"),
+    CFG_STRING_OPT("port-file", ps_daemon_config, port_file, NULL,
+                   "write \"<grpc port> <http port>\" here once serving"),
+    CFG_INT_OPT("rpc.pollers", ps_daemon_config, pollers, "2",
+                "gRPC completion-queue threads"),
+    CFG_SIZE_OPT("layers.freeze-size", ps_daemon_config, freeze_bytes, "64MiB",
+                 "open in-memory layer size that triggers a delta layer write"),
+    CFG_DURATION_OPT("layers.checkpoint-interval", ps_daemon_config,
+                     checkpoint_ms, "10s",
+                     "write the open layer at least this often"),
+    CFG_INT_OPT("layers.image-after-deltas", ps_daemon_config,
+                image_after_deltas, "8",
+                "write an image layer when more deltas than this pile up"),
+    CFG_BOOL_OPT("layers.compress", ps_daemon_config, compress, "true",
+                 "LZ4-compress page images in layer files"),
+    CFG_DURATION_OPT("gc.interval", ps_daemon_config, gc_interval_ms, "1m",
+                     "how often GC runs"),
+    CFG_DURATION_OPT("gc.pitr-window", ps_daemon_config, pitr_window_ms, "7d",
+                     "history kept for point-in-time reads and branching"),
+    CFG_DURATION_OPT("reads.wait-lsn-timeout", ps_daemon_config, wait_lsn_ms,
+                     "10s", "longest wait of a read for ingest to reach its LSN"),
+    CFG_END
+};
+
+/* The daemon's one state struct. */
+static struct {
+    ps_daemon_config conf;
+    ps_config engine;
+    ps_repo *repo;
+    ps_rcv *rcv;
+    ps_service *svc;
+    rpc_server *rpc;
+    http_server *http;
+    met_registry *metrics;
+    met_family *tl_last_record, *tl_durable, *tl_layers, *tl_physical,
+        *tl_logical, *tl_gc_cutoff;
+    pthread_t housekeeper;
+    bool housekeeper_started;
+    pthread_mutex_t hk_mu;
+    pthread_cond_t hk_cv;
+    bool stopping;
+    char *sk_list[MAX_SAFEKEEPERS];
+    int n_sk;
+} g_ps;
+
+/* ---- timelines: receivers, metrics, status --------------------------- */
+
+/* Calls fn for every timeline of every tenant. */
+static void for_each_timeline(void (*fn)(ps_timeline *tl, void *arg), void *arg)
+{
+    arbor_id *tenants = NULL;
+    size_t nt = 0;
+    if (ps_repo_list_tenants(g_ps.repo, &tenants, &nt) != 0)
+        return;
+    for (size_t i = 0; i < nt; i++) {
+        ps_timeline **tls;
+        size_t n;
+        if (ps_repo_list_timelines(g_ps.repo, &tenants[i], &tls, &n) != 0)
+            continue;
+        for (size_t k = 0; k < n; k++)
+            fn(tls[k], arg);
+        ps_repo_free_list(tls, n);
+    }
+    free(tenants);
+}
+
+static void start_receiver(ps_timeline *tl, void *arg)
+{
+    int rc = ps_rcv_start(g_ps.rcv, tl);
+    if (rc != 0)
+        log_error("cannot start WAL receiver: %s", strerror(-rc));
+}
+
+static void on_created(ps_timeline *tl, void *arg)
+{
+    start_receiver(tl, arg);
+}
+
+static void on_deleted(const arbor_id *tenant, void *arg)
+{
+    ps_rcv_reap_deleted(g_ps.rcv);
+}
+
+static void set_gauge(met_family *fam, const char *const *labels, double v)
+{
+    met_gauge *g;
+    if (met_gauge_get(fam, labels, &g) == 0)
+        met_gauge_set(g, v);
+}
+
+static void refresh_one(ps_timeline *tl, void *arg)
+{
+    ps_timeline_info info;
+    ps_timeline_get_info(tl, &info);
+    char t[ID_STR_SIZE], l[ID_STR_SIZE];
+    const char *labels[] = { id_format(&info.tenant_id, t),
+                             id_format(&info.timeline_id, l), info.branch_name };
+    set_gauge(g_ps.tl_last_record, labels, (double)info.last_record_lsn);
+    set_gauge(g_ps.tl_durable, labels, (double)info.disk_consistent_lsn);
+    set_gauge(g_ps.tl_layers, labels, info.layer_count);
+    set_gauge(g_ps.tl_physical, labels, (double)info.physical_size_bytes);
+    set_gauge(g_ps.tl_logical, labels, (double)info.logical_size_bytes);
+    set_gauge(g_ps.tl_gc_cutoff, labels, (double)info.gc_cutoff_lsn);
+}
+
+static int h_metrics(const http_request *req, http_response *resp, void *arg)
+{
+    for_each_timeline(refresh_one, NULL);
+    char *text;
+    size_t len;
+    int rc = met_render(g_ps.metrics, &text, &len);
+    if (rc != 0)
+        return rc;
+    http_respond(resp, 200, MET_CONTENT_TYPE, text, len);
+    free(text);
+    return 0;
+}
+
+static json_t *lsn_json(lsn_t lsn)
+{
+    char buf[LSN_STRLEN];
+    return json_string(lsn_format(lsn, buf));
+}
+
+static void status_one(ps_timeline *tl, void *arg)
+{
+    json_t *arr = arg;
+    ps_timeline_info i;
+    ps_timeline_get_info(tl, &i);
+    char t[ID_STR_SIZE], l[ID_STR_SIZE], a[ID_STR_SIZE];
+    json_t *o = json_pack(
+        "{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:i,s:i,s:i,s:I}",
+        "tenant_id", id_format(&i.tenant_id, t),
+        "timeline_id", id_format(&i.timeline_id, l),
+        "branch", i.branch_name,
+        "ancestor_timeline_id",
+        id_is_zero(&i.ancestor_id) ? json_null() : json_string(id_format(&i.ancestor_id, a)),
+        "ancestor_lsn", lsn_json(i.ancestor_lsn),
+        "start_lsn", lsn_json(i.start_lsn),
+        "last_record_lsn", lsn_json(i.last_record_lsn),
+        "disk_consistent_lsn", lsn_json(i.disk_consistent_lsn),
+        "gc_cutoff_lsn", lsn_json(i.gc_cutoff_lsn),
+        "logical_size_bytes", (json_int_t)i.logical_size_bytes,
+        "physical_size_bytes", (json_int_t)i.physical_size_bytes,
+        "branch_only_size_bytes", (json_int_t)i.branch_only_size_bytes,
+        "layer_count", (int)i.layer_count, "page_size", (int)i.page_size,
+        "pitr_window_s", (int)i.pitr_window_s,
+        "last_commit_timestamp_us", (json_int_t)i.last_commit_timestamp_us);
+    int cur = ps_rcv_current(g_ps.rcv, &i.timeline_id);
+    json_object_set_new(o, "wal_source",
+                        cur >= 0 && cur < g_ps.n_sk ? json_string(g_ps.sk_list[cur])
+                                                    : json_null());
+    json_array_append_new(arr, o);
+}
+
+static json_t *h_status(const http_request *req, int *status, void *arg)
+{
+    json_t *arr = json_array();
+    for_each_timeline(status_one, arr);
+    json_t *sks = json_array();
+    for (int i = 0; i < g_ps.n_sk; i++)
+        json_array_append_new(sks, json_string(g_ps.sk_list[i]));
+    *status = 200;
+    return json_pack("{s:s,s:s,s:o,s:o}", "component", "pageserver",
+                     "listen", g_ps.conf.listen, "safekeepers", sks,
+                     "timelines", arr);
+}
+
+/* ---- housekeeping ------------------------------------------------------ */
+
+typedef struct hk_round {
+    bool gc;
+} hk_round;
+
+static void housekeep_one(ps_timeline *tl, void *arg)
+{
+    hk_round *round = arg;
+    int rc = ps_timeline_checkpoint(tl);
+    if (rc != 0 && rc != PS_EDELETED)
+        log_error("checkpoint: %s", ps_strerror(rc));
+    if (rc == 0) {
+        rc = ps_timeline_compact(tl, false, NULL);
+        if (rc != 0)
+            log_error("compaction: %s", ps_strerror(rc));
+    }
+    if (rc == 0 && round->gc) {
+        ps_gc_result res;
+        rc = ps_timeline_gc(tl, &res);
+        if (rc != 0)
+            log_error("gc: %s", ps_strerror(rc));
+        else if (res.layers_removed)
+            log_info("gc removed %u layers (%" PRIu64 " bytes)",
+                     res.layers_removed, res.bytes_removed);
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wakes at least every second: durable LSNs are reported to the
+ * safekeepers that often; checkpoints and GC run on their own intervals. */
+static void *housekeeper_main(void *arg)
+{
+    int64_t next_ckpt = mono_ms() + (int64_t)g_ps.conf.checkpoint_ms;
+    int64_t next_gc = mono_ms() + (int64_t)g_ps.conf.gc_interval_ms;
+    int64_t step = (int64_t)g_ps.conf.checkpoint_ms;
+    if (step <= 0 || step > 1000)
+        step = 1000;
+    pthread_mutex_lock(&g_ps.hk_mu);
+    while (!g_ps.stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(step / 1000);
+        ts.tv_nsec += (long)(step % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g_ps.hk_cv, &g_ps.hk_mu, &ts);
+        if (g_ps.stopping)
+            break;
+        pthread_mutex_unlock(&g_ps.hk_mu);
+        int64_t now = mono_ms();
+        if (now >= next_ckpt) {
+            hk_round round = { .gc = now >= next_gc };
+            if (round.gc)
+                next_gc = now + (int64_t)g_ps.conf.gc_interval_ms;
+            for_each_timeline(housekeep_one, &round);
+            next_ckpt = now + (int64_t)g_ps.conf.checkpoint_ms;
+        }
+        ps_rcv_report_persisted(g_ps.rcv);
+        pthread_mutex_lock(&g_ps.hk_mu);
+    }
+    pthread_mutex_unlock(&g_ps.hk_mu);
+    return NULL;
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+static int parse_safekeepers(void)
+{
+    char *s = g_ps.conf.safekeepers;
+    while (s && *s) {
+        char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (len) {
+            if (g_ps.n_sk == MAX_SAFEKEEPERS) {
+                log_error("at most %d safekeepers", MAX_SAFEKEEPERS);
+                return -EINVAL;
+            }
+            g_ps.sk_list[g_ps.n_sk++] = az_strndup(s, len);
+        }
+        s = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+static int create_metrics(void)
+{
+    static const char *const labels[] = { "tenant_id", "timeline_id", "branch", NULL };
+    met_registry *m = g_ps.metrics;
+    int rc = 0;
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_last_record_lsn",
+                         "End of the WAL ingested (bytes)", labels, NULL, 0,
+                         &g_ps.tl_last_record);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_disk_consistent_lsn",
+                         "End of the WAL durable in layer files (bytes)",
+                         labels, NULL, 0, &g_ps.tl_durable);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_layers",
+                         "Layer files of the timeline", labels, NULL, 0,
+                         &g_ps.tl_layers);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_physical_size_bytes",
+                         "Bytes of the timeline's layer files", labels, NULL, 0,
+                         &g_ps.tl_physical);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_logical_size_bytes",
+                         "Database size at the head", labels, NULL, 0,
+                         &g_ps.tl_logical);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_gc_cutoff_lsn",
+                         "Reads below this LSN are refused (bytes)", labels,
+                         NULL, 0, &g_ps.tl_gc_cutoff);
+    return rc ? -EINVAL : 0;
+}
+
+static int start_servers(int *grpc_port)
+{
+    int rc = http_server_start(g_ps.conf.http_addr, (uint16_t)g_ps.conf.http_port,
+                               &g_ps.http);
+    if (rc != 0) {
+        log_error("HTTP on %s:%d: %s", g_ps.conf.http_addr, g_ps.conf.http_port,
+                  strerror(-rc));
+        return rc;
+    }
+    rc = http_route(g_ps.http, "GET", "/metrics", HTTP_MATCH_EXACT, h_metrics, NULL);
+    if (rc == 0)
+        rc = http_route_json(g_ps.http, "GET", "/v1/status", HTTP_MATCH_EXACT,
+                             h_status, NULL);
+    rpc_server_config rcfg = { .listen_addr = g_ps.conf.listen,
+                               .pollers = g_ps.conf.pollers };
+    if (rc == 0)
+        rc = rpc_server_create(&rcfg, &g_ps.rpc);
+    if (rc == 0)
+        rc = ps_svc_register(g_ps.svc, g_ps.rpc);
+    if (rc == 0)
+        rc = rpc_server_start(g_ps.rpc, grpc_port);
+    if (rc != 0)
+        log_error("gRPC on %s: %s", g_ps.conf.listen, rpc_strerror(rc));
+    return rc;
+}
+
+static int write_port_file(int grpc_port)
+{
+    if (!g_ps.conf.port_file || !*g_ps.conf.port_file)
+        return 0;
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%d %u\n", grpc_port,
+                     (unsigned)http_server_port(g_ps.http));
+    return fs_write_atomic(g_ps.conf.port_file, buf, (size_t)n);
+}
+
+static int start_all(int *grpc_port)
+{
+    ps_config_default(&g_ps.engine);
+    g_ps.engine.freeze_bytes = g_ps.conf.freeze_bytes;
+    g_ps.engine.image_after_deltas = (uint32_t)g_ps.conf.image_after_deltas;
+    g_ps.engine.default_pitr_window_s = (uint32_t)(g_ps.conf.pitr_window_ms / 1000);
+    g_ps.engine.compress = g_ps.conf.compress;
+    int rc = parse_safekeepers();
+    if (rc == 0)
+        rc = fs_mkdir_p(g_ps.conf.datadir);
+    if (rc == 0)
+        rc = ps_repo_open(g_ps.conf.datadir, &g_ps.engine, &g_ps.repo);
+    if (rc != 0) {
+        log_error("cannot open repository %s: %s", g_ps.conf.datadir,
+                  ps_strerror(rc));
+        return rc;
+    }
+    rc = met_registry_new(&g_ps.metrics);
+    if (rc == 0)
+        rc = create_metrics();
+    ps_rcv_options ro = { .safekeepers = (const char *const *)g_ps.sk_list,
+                          .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics };
+    if (rc == 0)
+        rc = ps_rcv_create(&ro, &g_ps.rcv);
+    static const ps_svc_hooks hooks = { on_created, on_deleted, NULL };
+    ps_svc_options so = { .wait_lsn_ms = (uint32_t)g_ps.conf.wait_lsn_ms,
+                          .hooks = &hooks };
+    if (rc == 0)
+        rc = ps_svc_create(g_ps.repo, g_ps.metrics, &so, &g_ps.svc);
+    if (rc != 0)
+        return rc;
+    for_each_timeline(start_receiver, NULL);
+    rc = start_servers(grpc_port);
+    if (rc == 0) {
+        rc = -pthread_create(&g_ps.housekeeper, NULL, housekeeper_main, NULL);
+        g_ps.housekeeper_started = rc == 0;
+    }
+    if (rc == 0)
+        rc = write_port_file(*grpc_port);
+    return rc;
+}
+
+static void stop_all(void)
+{
+    if (g_ps.svc)
+        ps_svc_stop(g_ps.svc);
+    if (g_ps.housekeeper_started) {
+        pthread_mutex_lock(&g_ps.hk_mu);
+        g_ps.stopping = true;
+        pthread_cond_broadcast(&g_ps.hk_cv);
+        pthread_mutex_unlock(&g_ps.hk_mu);
+        pthread_join(g_ps.housekeeper, NULL);
+    }
+    if (g_ps.rpc)
+        rpc_server_destroy(g_ps.rpc);
+    if (g_ps.http)
+        http_server_stop(g_ps.http);
+    ps_rcv_destroy(g_ps.rcv);
+    if (g_ps.repo) {
+        int rc = ps_repo_checkpoint_all(g_ps.repo);
+        if (rc != 0)
+            log_warn("final checkpoint: %s (WAL is re-ingested at start)",
+                     ps_strerror(rc));
+        ps_repo_close(g_ps.repo);
+    }
+    if (g_ps.svc)
+        ps_svc_destroy(g_ps.svc);
+    if (g_ps.metrics)
+        met_registry_free(g_ps.metrics);
+    for (int i = 0; i < g_ps.n_sk; i++)
+        az_free(g_ps.sk_list[i]);
+    cfg_free(ps_options, &g_ps.conf);
+}
+
+int main(int argc, char **argv)
+{
+    cfg_error err;
+    int rc = cfg_load(ps_options, &g_ps.conf, argc, argv, &err);
+    if (rc == CFG_HELP_SHOWN)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "arbor-pageserver: %s\n", err.msg);
+        return 2;
+    }
+    log_init("pageserver", g_ps.conf.log_level);
+    if (g_ps.conf.log_file && log_open(g_ps.conf.log_file) != 0)
+        fprintf(stderr, "arbor-pageserver: cannot open log file %s\n",
+                g_ps.conf.log_file);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_mutex_init(&g_ps.hk_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_ps.hk_cv, &ca);
+
+    int grpc_port = 0;
+    rc = start_all(&grpc_port);
+    if (rc == 0) {
+        log_info("pageserver serving gRPC on port %d, HTTP on %s:%u, data in "
+                 "%s, %d safekeepers", grpc_port, g_ps.conf.http_addr,
+                 (unsigned)http_server_port(g_ps.http), g_ps.conf.datadir,
+                 g_ps.n_sk);
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        log_info("signal %d: shutting down", sig);
+    }
+    stop_all();
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,785 @@
+/*
+ * ps_service — arbor.PageService and arbor.Management. See ps_service.h.
+ */
+#include "ps_service.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "pageserver.pb-c.h"
+#include "ps_io.h"
+#include "wal_record.h"
+
+#define PS_MAX_BATCH_PAGES 4096u
+#define PS_DEFAULT_WAIT_MS 10000u
+
+struct ps_service {
+    ps_repo *repo;
+    ps_svc_options opt;
+    ps_svc_hooks hooks;
+    atomic_bool stopping;
+    met_histogram *getpage_seconds, *wait_seconds, *layers_visited;
+    met_counter *pages_served, *requests, *errors;
+};
+
+static const double layers_buckets[] = { 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int ps_svc_error_code(int rc)
+{
+    switch (rc) {
+    case 0: return ARBOR__ERROR_CODE__OK;
+    case PS_ENOTFOUND: return ARBOR__ERROR_CODE__NOT_FOUND;
+    case PS_EEXIST: return ARBOR__ERROR_CODE__ALREADY_EXISTS;
+    case PS_EGAP: return ARBOR__ERROR_CODE__LSN_GAP;
+    case PS_EBELOW_GC: return ARBOR__ERROR_CODE__BELOW_GC_CUTOFF;
+    case PS_EHASCHILDREN: return ARBOR__ERROR_CODE__HAS_CHILDREN;
+    case PS_ETIMEOUT: return ARBOR__ERROR_CODE__LSN_TIMEOUT;
+    case PS_ECORRUPT: return ARBOR__ERROR_CODE__CORRUPT;
+    case PS_EBRANCHLSN: case PS_ENAME: case PS_EINVAL: case PS_EOVERLAP:
+    case PS_ENOCOMMIT:
+        return ARBOR__ERROR_CODE__INVALID_ARGUMENT;
+    case PS_EBADRECORD: return ARBOR__ERROR_CODE__BAD_RECORD;
+    case PS_EDELETED: return ARBOR__ERROR_CODE__UNKNOWN_TIMELINE;
+    case PS_EEMPTY: return ARBOR__ERROR_CODE__NOT_FOUND;
+    default:
+        if (rc <= WAL_ETRUNC && rc >= WAL_ENOMEM)
+            return ARBOR__ERROR_CODE__BAD_RECORD;
+        if (rc < 0 && rc > -1000)
+            return ARBOR__ERROR_CODE__IO;
+        return ARBOR__ERROR_CODE__INTERNAL;
+    }
+}
+
+/* An Error with its message in caller storage. */
+typedef struct err_buf {
+    Arbor__Error err;
+    char msg[320];
+} err_buf;
+
+static Arbor__Error *make_error(err_buf *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static Arbor__Error *make_error(err_buf *e, int code, const char *fmt, ...)
+{
+    arbor__error__init(&e->err);
+    e->err.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    va_end(ap);
+    e->err.message = e->msg;
+    return &e->err;
+}
+
+static Arbor__Error *engine_error(ps_service *svc, err_buf *e, int rc,
+                                  const char *what)
+{
+    if (svc->errors)
+        met_counter_inc(svc->errors);
+    return make_error(e, ps_svc_error_code(rc), "%s: %s", what,
+                      ps_strerror(rc));
+}
+
+static int parse_id(const ProtobufCBinaryData *b, arbor_id *out)
+{
+    if (b->len != 16)
+        return PS_EINVAL;
+    memcpy(out->b, b->data, 16);
+    return 0;
+}
+
+/* A timeline handle (retained) for a TimelineRef. */
+static int find_tl(ps_service *svc, const Arbor__TimelineRef *ref,
+                   ps_timeline **tl, err_buf *e, Arbor__Error **err)
+{
+    arbor_id t, l;
+    if (!ref || parse_id(&ref->tenant_id, &t) != 0 ||
+        parse_id(&ref->timeline_id, &l) != 0) {
+        *err = make_error(e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                          "timeline reference needs 16-byte tenant and "
+                          "timeline ids");
+        return PS_EINVAL;
+    }
+    int rc = ps_repo_get_timeline(svc->repo, &t, &l, tl);
+    if (rc != 0) {
+        char ts[ID_STR_SIZE], ls[ID_STR_SIZE];
+        *err = make_error(e, ARBOR__ERROR_CODE__UNKNOWN_TIMELINE,
+                          "unknown timeline %s/%s", id_format(&t, ts),
+                          id_format(&l, ls));
+    }
+    return rc;
+}
+
+/* Waits for ingest to reach what the read needs (see ps_service.h). */
+static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
+                       lsn_t not_modified_since, err_buf *e, Arbor__Error **err)
+{
+    if (request_lsn == 0) {
+        *err = make_error(e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                          "request_lsn is required");
+        return PS_EINVAL;
+    }
+    if (not_modified_since > request_lsn) {
+        *err = make_error(e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                          "not_modified_since is above request_lsn");
+        return PS_EINVAL;
+    }
+    lsn_t need = not_modified_since ? not_modified_since : request_lsn;
+    if (ps_timeline_last_record_lsn(tl) >= need)
+        return 0;
+    uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
+                                            : PS_DEFAULT_WAIT_MS;
+    double t0 = now_s();
+    int rc = ps_timeline_wait_for_lsn(tl, need, wait_ms);
+    if (svc->wait_seconds)
+        met_histogram_observe(svc->wait_seconds, now_s() - t0);
+    if (rc != 0) {
+        char a[LSN_STRLEN], b[LSN_STRLEN];
+        *err = make_error(e, ps_svc_error_code(rc),
+                          "LSN %s not ingested within %u ms (ingested up to %s)",
+                          lsn_format(need, a), wait_ms,
+                          lsn_format(ps_timeline_last_record_lsn(tl), b));
+    }
+    return rc;
+}
+
+static int recv_req(rpc_stream *call, const ProtobufCMessageDescriptor *d,
+                    ProtobufCMessage **out)
+{
+    int rc = rpc_stream_recv_msg(call, d, -1, out);
+    if (rc == RPC_EPROTO)
+        rpc_stream_set_status_message(call, "malformed %s", d->name);
+    return rc;
+}
+
+/* ---- PageService ------------------------------------------------------- */
+
+static int h_get_page(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__GetPageRequest *req;
+    if (recv_req(call, &arbor__get_page_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__GetPageResponse resp = ARBOR__GET_PAGE_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    uint8_t *page = NULL;
+    double t0 = now_s();
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) != 0 ||
+        wait_ingest(svc, tl, req->request_lsn, req->not_modified_since, &e,
+                    &resp.error) != 0)
+        goto send;
+    uint32_t page_size = ps_timeline_page_size(tl);
+    page = az_malloc(page_size ? page_size : 1);
+    lsn_t page_lsn = 0;
+    ps_read_stats rs = { 0 };
+    int rc = ps_timeline_get_page(tl, req->pgno, req->request_lsn, page,
+                                  &page_lsn, &rs);
+    if (rc != 0) {
+        resp.error = engine_error(svc, &e, rc, "get page");
+        goto send;
+    }
+    resp.page = (ProtobufCBinaryData){ page_size, page };
+    resp.page_lsn = page_lsn;
+    if (svc->layers_visited)
+        met_histogram_observe(svc->layers_visited, rs.layers_visited);
+    if (svc->pages_served)
+        met_counter_inc(svc->pages_served);
+send:
+    if (svc->getpage_seconds)
+        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(page);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+/* Answers one batch; the timeline handle is kept across batches of the
+ * stream as long as the same timeline is asked for. */
+static void get_pages_one(ps_service *svc, rpc_stream *call,
+                          const Arbor__GetPagesRequest *req, ps_timeline **tl)
+{
+    Arbor__GetPagesResponse resp = ARBOR__GET_PAGES_RESPONSE__INIT;
+    resp.request_id = req->request_id;
+    err_buf e;
+    uint8_t *pages = NULL;
+    lsn_t *lsns = NULL;
+    ProtobufCBinaryData *items = NULL;
+    double t0 = now_s();
+    if (*tl) {
+        const arbor_id *cur = ps_timeline_id(*tl);
+        if (!req->timeline || req->timeline->timeline_id.len != 16 ||
+            memcmp(cur->b, req->timeline->timeline_id.data, 16) != 0) {
+            ps_timeline_release(*tl);
+            *tl = NULL;
+        }
+    }
+    if (!*tl && find_tl(svc, req->timeline, tl, &e, &resp.error) != 0)
+        goto send;
+    if (req->n_pgnos == 0 || req->n_pgnos > PS_MAX_BATCH_PAGES) {
+        resp.error = make_error(&e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                                "a batch has 1 to %u pages, not %zu",
+                                PS_MAX_BATCH_PAGES, req->n_pgnos);
+        goto send;
+    }
+    if (wait_ingest(svc, *tl, req->request_lsn, req->not_modified_since, &e,
+                    &resp.error) != 0)
+        goto send;
+    uint32_t page_size = ps_timeline_page_size(*tl);
+    size_t n = req->n_pgnos;
+    pages = az_malloc(n * (page_size ? page_size : 1));
+    lsns = az_malloc(n * sizeof(*lsns));
+    ps_read_stats rs = { 0 };
+    int rc = ps_timeline_get_pages(*tl, req->pgnos, (uint32_t)n,
+                                   req->request_lsn, pages, lsns, &rs);
+    if (rc != 0) {
+        resp.error = engine_error(svc, &e, rc, "get pages");
+        goto send;
+    }
+    items = az_malloc(n * sizeof(*items));
+    for (size_t i = 0; i < n; i++)
+        items[i] = (ProtobufCBinaryData){ page_size, pages + i * page_size };
+    resp.pages = items;
+    resp.n_pages = n;
+    resp.page_lsns = lsns;
+    resp.n_page_lsns = n;
+    if (svc->layers_visited)
+        met_histogram_observe(svc->layers_visited, (double)rs.layers_visited / (double)n);
+    if (svc->pages_served)
+        met_counter_add(svc->pages_served, n);
+send:
+    if (svc->getpage_seconds)
+        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(items);
+    az_free(lsns);
+    az_free(pages);
+}
+
+static int h_get_pages(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    ps_timeline *tl = NULL;
+    int status = RPC_STATUS_OK;
+    while (!atomic_load(&svc->stopping)) {
+        Arbor__GetPagesRequest *req;
+        int rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor,
+                                     1000, (ProtobufCMessage **)&req);
+        if (rc == RPC_ETIMEDOUT)
+            continue;
+        if (rc == RPC_EPROTO) {
+            rpc_stream_set_status_message(call, "malformed GetPagesRequest");
+            status = RPC_STATUS_INVALID_ARGUMENT;
+            break;
+        }
+        if (rc != 0)
+            break;
+        get_pages_one(svc, call, req, &tl);
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+    }
+    if (tl)
+        ps_timeline_release(tl);
+    return status;
+}
+
+static int h_db_size(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__DbSizeRequest *req;
+    if (recv_req(call, &arbor__db_size_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__DbSizeResponse resp = ARBOR__DB_SIZE_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) == 0 &&
+        wait_ingest(svc, tl, req->request_lsn, req->not_modified_since, &e,
+                    &resp.error) == 0) {
+        uint32_t pages = 0, page_size = 0;
+        int rc = ps_timeline_db_size(tl, req->request_lsn, &pages, &page_size);
+        if (rc != 0)
+            resp.error = engine_error(svc, &e, rc, "db size");
+        resp.db_size_pages = pages;
+        resp.page_size = page_size;
+        resp.last_record_lsn = ps_timeline_last_record_lsn(tl);
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_lsn_by_ts(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__LsnByTimestampRequest *req;
+    if (recv_req(call, &arbor__lsn_by_timestamp_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__LsnByTimestampResponse resp = ARBOR__LSN_BY_TIMESTAMP_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) == 0) {
+        lsn_t lsn = 0;
+        ps_lsn_kind kind = PS_LSN_PRESENT;
+        int64_t ts = 0;
+        int rc = ps_timeline_lsn_by_timestamp(tl, req->timestamp_us, &lsn,
+                                              &kind, &ts);
+        if (rc != 0)
+            resp.error = engine_error(svc, &e, rc, "LSN by timestamp");
+        resp.lsn = lsn;
+        resp.kind = kind == PS_LSN_PAST ? ARBOR__LSN_KIND__LSN_PAST
+                  : kind == PS_LSN_FUTURE ? ARBOR__LSN_KIND__LSN_FUTURE
+                                          : ARBOR__LSN_KIND__LSN_PRESENT;
+        resp.commit_timestamp_us = ts;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_ts_of_lsn(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__TimestampOfLsnRequest *req;
+    if (recv_req(call, &arbor__timestamp_of_lsn_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__TimestampOfLsnResponse resp = ARBOR__TIMESTAMP_OF_LSN_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) == 0) {
+        int64_t ts = 0;
+        int rc = ps_timeline_timestamp_of_lsn(tl, req->lsn, &ts);
+        if (rc != 0)
+            resp.error = engine_error(svc, &e, rc, "timestamp of LSN");
+        resp.timestamp_us = ts;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_lease(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__LeaseLsnRequest *req;
+    if (recv_req(call, &arbor__lease_lsn_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__LeaseLsnResponse resp = ARBOR__LEASE_LSN_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) == 0) {
+        int64_t until = 0;
+        int rc = ps_timeline_lease_lsn(tl, req->lsn, req->duration_s, &until);
+        if (rc != 0)
+            resp.error = engine_error(svc, &e, rc, "lease");
+        resp.valid_until_us = until;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+/* ---- Management -------------------------------------------------------- */
+
+/* TimelineInfo in caller storage (ids and name point into it). */
+typedef struct info_buf {
+    Arbor__TimelineInfo msg;
+    ps_timeline_info info;
+} info_buf;
+
+static void fill_info(info_buf *b, ps_timeline *tl)
+{
+    ps_timeline_get_info(tl, &b->info);
+    ps_timeline_info *i = &b->info;
+    Arbor__TimelineInfo *m = &b->msg;
+    arbor__timeline_info__init(m);
+    m->tenant_id = (ProtobufCBinaryData){ 16, i->tenant_id.b };
+    m->timeline_id = (ProtobufCBinaryData){ 16, i->timeline_id.b };
+    m->branch_name = i->branch_name;
+    if (!id_is_zero(&i->ancestor_id))
+        m->ancestor_timeline_id = (ProtobufCBinaryData){ 16, i->ancestor_id.b };
+    m->ancestor_lsn = i->ancestor_lsn;
+    m->start_lsn = i->start_lsn;
+    m->last_record_lsn = i->last_record_lsn;
+    m->disk_consistent_lsn = i->disk_consistent_lsn;
+    m->gc_cutoff_lsn = i->gc_cutoff_lsn;
+    m->logical_size_bytes = i->logical_size_bytes;
+    m->physical_size_bytes = i->physical_size_bytes;
+    m->branch_only_size_bytes = i->branch_only_size_bytes;
+    m->pitr_window_s = i->pitr_window_s;
+    m->created_at_us = i->created_at_us;
+    m->last_commit_timestamp_us = i->last_commit_timestamp_us;
+    m->page_size = i->page_size;
+    m->db_size_pages = i->db_size_pages;
+    m->layer_count = i->layer_count;
+}
+
+static void send_info(rpc_stream *call, ps_timeline *tl, Arbor__Error *err)
+{
+    Arbor__TimelineInfoResponse resp = ARBOR__TIMELINE_INFO_RESPONSE__INIT;
+    info_buf b;
+    resp.error = err;
+    if (tl && !err) {
+        fill_info(&b, tl);
+        resp.info = &b.msg;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+}
+
+static int h_create_tenant(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__CreateTenantRequest *req;
+    if (recv_req(call, &arbor__create_tenant_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__CreateTenantResponse resp = ARBOR__CREATE_TENANT_RESPONSE__INIT;
+    err_buf e;
+    arbor_id want = { { 0 } }, got;
+    int rc = req->tenant_id.len ? parse_id(&req->tenant_id, &want) : 0;
+    if (rc == 0)
+        rc = ps_repo_create_tenant(svc->repo, &want, &got);
+    if (rc != 0)
+        resp.error = engine_error(svc, &e, rc, "create tenant");
+    else
+        resp.tenant_id = (ProtobufCBinaryData){ 16, got.b };
+    rpc_stream_send_msg(call, &resp.base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_list_tenants(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__ListTenantsRequest *req;
+    if (recv_req(call, &arbor__list_tenants_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ListTenantsResponse resp = ARBOR__LIST_TENANTS_RESPONSE__INIT;
+    err_buf e;
+    arbor_id *ids = NULL;
+    size_t n = 0;
+    ProtobufCBinaryData *items = NULL;
+    int rc = ps_repo_list_tenants(svc->repo, &ids, &n);
+    if (rc != 0) {
+        resp.error = engine_error(svc, &e, rc, "list tenants");
+    } else {
+        items = az_calloc(n ? n : 1, sizeof(*items));
+        for (size_t i = 0; i < n; i++)
+            items[i] = (ProtobufCBinaryData){ 16, ids[i].b };
+        resp.tenant_ids = items;
+        resp.n_tenant_ids = n;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(items);
+    free(ids);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_create_timeline(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__CreateTimelineRequest *req;
+    if (recv_req(call, &arbor__create_timeline_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    err_buf e;
+    Arbor__Error *err = NULL;
+    ps_timeline *tl = NULL;
+    ps_timeline_create_args a = { 0 };
+    a.branch_name = req->branch_name;
+    a.start_lsn = req->start_lsn;
+    a.pitr_window_s = req->pitr_window_s;
+    int rc = parse_id(&req->tenant_id, &a.tenant_id);
+    if (rc == 0 && req->timeline_id.len)
+        rc = parse_id(&req->timeline_id, &a.timeline_id);
+    if (rc == 0 && req->ancestor_timeline_id.len)
+        rc = parse_id(&req->ancestor_timeline_id, &a.ancestor_id);
+    if (req->at_case == ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_LSN) {
+        a.ancestor_lsn = req->ancestor_lsn;
+    } else if (req->at_case ==
+               ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_TIMESTAMP_US) {
+        a.by_timestamp = true;
+        a.ancestor_timestamp_us = req->ancestor_timestamp_us;
+    }
+    if (rc != 0)
+        err = make_error(&e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                         "tenant, timeline and ancestor ids are 16 bytes");
+    if (!err) {
+        rc = ps_repo_create_timeline(svc->repo, &a, &tl);
+        if (rc != 0)
+            err = engine_error(svc, &e, rc, "create timeline");
+    }
+    send_info(call, tl, err);
+    if (tl) {
+        if (svc->hooks.timeline_created)
+            svc->hooks.timeline_created(tl, svc->hooks.arg);
+        ps_timeline_release(tl);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_list_timelines(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__ListTimelinesRequest *req;
+    if (recv_req(call, &arbor__list_timelines_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ListTimelinesResponse resp = ARBOR__LIST_TIMELINES_RESPONSE__INIT;
+    err_buf e;
+    arbor_id tenant;
+    ps_timeline **tls = NULL;
+    size_t n = 0;
+    info_buf *bufs = NULL;
+    Arbor__TimelineInfo **ptrs = NULL;
+    int rc = parse_id(&req->tenant_id, &tenant);
+    if (rc == 0)
+        rc = ps_repo_list_timelines(svc->repo, &tenant, &tls, &n);
+    if (rc != 0) {
+        resp.error = engine_error(svc, &e, rc, "list timelines");
+    } else {
+        bufs = az_calloc(n ? n : 1, sizeof(*bufs));
+        ptrs = az_calloc(n ? n : 1, sizeof(*ptrs));
+        for (size_t i = 0; i < n; i++) {
+            fill_info(&bufs[i], tls[i]);
+            ptrs[i] = &bufs[i].msg;
+        }
+        resp.timelines = ptrs;
+        resp.n_timelines = n;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(ptrs);
+    az_free(bufs);
+    if (tls)
+        ps_repo_free_list(tls, n);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_timeline_info(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__TimelineInfoRequest *req;
+    if (recv_req(call, &arbor__timeline_info_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    err_buf e;
+    Arbor__Error *err = NULL;
+    ps_timeline *tl = NULL;
+    arbor_id tenant, id;
+    int rc = parse_id(&req->tenant_id, &tenant);
+    if (rc == 0 && req->which_case == ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID) {
+        rc = parse_id(&req->timeline_id, &id);
+        if (rc == 0)
+            rc = ps_repo_get_timeline(svc->repo, &tenant, &id, &tl);
+    } else if (rc == 0 &&
+               req->which_case == ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME) {
+        rc = ps_repo_find_branch(svc->repo, &tenant, req->branch_name, &tl);
+    } else if (rc == 0) {
+        rc = PS_EINVAL;
+    }
+    if (rc != 0)
+        err = engine_error(svc, &e, rc, "timeline info");
+    send_info(call, tl, err);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_delete_timeline(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__DeleteTimelineRequest *req;
+    if (recv_req(call, &arbor__delete_timeline_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__DeleteTimelineResponse resp = ARBOR__DELETE_TIMELINE_RESPONSE__INIT;
+    err_buf e;
+    arbor_id tenant, id;
+    uint32_t deleted = 0;
+    int rc = parse_id(&req->tenant_id, &tenant);
+    if (rc == 0)
+        rc = parse_id(&req->timeline_id, &id);
+    if (rc == 0)
+        rc = ps_repo_delete_timeline(svc->repo, &tenant, &id,
+                                     req->with_children, &deleted);
+    if (rc != 0)
+        resp.error = engine_error(svc, &e, rc, "delete timeline");
+    resp.deleted = deleted;
+    if (deleted && svc->hooks.timeline_deleted)
+        svc->hooks.timeline_deleted(&tenant, svc->hooks.arg);
+    rpc_stream_send_msg(call, &resp.base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_rename(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__RenameBranchRequest *req;
+    if (recv_req(call, &arbor__rename_branch_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    err_buf e;
+    Arbor__Error *err = NULL;
+    ps_timeline *tl = NULL;
+    arbor_id tenant, id;
+    int rc = parse_id(&req->tenant_id, &tenant);
+    if (rc == 0)
+        rc = parse_id(&req->timeline_id, &id);
+    if (rc == 0)
+        rc = ps_repo_rename_branch(svc->repo, &tenant, &id, req->new_name);
+    if (rc == 0)
+        rc = ps_repo_get_timeline(svc->repo, &tenant, &id, &tl);
+    if (rc != 0)
+        err = engine_error(svc, &e, rc, "rename branch");
+    send_info(call, tl, err);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+static int h_set_pitr(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__SetPitrWindowRequest *req;
+    if (recv_req(call, &arbor__set_pitr_window_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    err_buf e;
+    Arbor__Error *err = NULL;
+    ps_timeline *tl = NULL;
+    arbor_id tenant, id;
+    int rc = parse_id(&req->tenant_id, &tenant);
+    if (rc == 0)
+        rc = parse_id(&req->timeline_id, &id);
+    if (rc == 0)
+        rc = ps_repo_get_timeline(svc->repo, &tenant, &id, &tl);
+    if (rc == 0)
+        rc = ps_timeline_set_pitr_window(tl, req->pitr_window_s);
+    if (rc != 0)
+        err = engine_error(svc, &e, rc, "set PITR window");
+    send_info(call, tl, err);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static int create_metrics(ps_service *svc, met_registry *m)
+{
+    int rc = 0;
+    rc |= met_histogram_new(m, "arbor_pageserver_getpage_seconds",
+                            "GetPage / GetPages request latency, wait included",
+                            met_latency_buckets_seconds,
+                            MET_LATENCY_BUCKETS_COUNT, &svc->getpage_seconds);
+    rc |= met_histogram_new(m, "arbor_pageserver_wait_lsn_seconds",
+                            "Time reads waited for ingest to reach their LSN",
+                            met_latency_buckets_seconds,
+                            MET_LATENCY_BUCKETS_COUNT, &svc->wait_seconds);
+    rc |= met_histogram_new(m, "arbor_pageserver_layers_visited",
+                            "Layers searched per page read", layers_buckets,
+                            sizeof(layers_buckets) / sizeof(layers_buckets[0]),
+                            &svc->layers_visited);
+    rc |= met_counter_new(m, "arbor_pageserver_pages_served_total",
+                          "Pages returned by GetPage and GetPages",
+                          &svc->pages_served);
+    rc |= met_counter_new(m, "arbor_pageserver_request_errors_total",
+                          "Requests answered with an error", &svc->errors);
+    return rc ? -EINVAL : 0;
+}
+
+int ps_svc_create(ps_repo *repo, met_registry *mreg, const ps_svc_options *opt,
+                  ps_service **out)
+{
+    ps_service *svc = az_calloc(1, sizeof(*svc));
+    svc->repo = repo;
+    if (opt)
+        svc->opt = *opt;
+    if (opt && opt->hooks)
+        svc->hooks = *opt->hooks;
+    atomic_init(&svc->stopping, false);
+    if (mreg && create_metrics(svc, mreg) != 0) {
+        az_free(svc);
+        return -EINVAL;
+    }
+    *out = svc;
+    return 0;
+}
+
+int ps_svc_register(ps_service *svc, rpc_server *srv)
+{
+    static const struct {
+        const char *path;
+        rpc_method_kind kind;
+        rpc_handler_fn fn;
+    } methods[] = {
+        { "/arbor.PageService/GetPage", RPC_UNARY, h_get_page },
+        { "/arbor.PageService/GetPages", RPC_BIDI, h_get_pages },
+        { "/arbor.PageService/GetDbSize", RPC_UNARY, h_db_size },
+        { "/arbor.PageService/GetLsnByTimestamp", RPC_UNARY, h_lsn_by_ts },
+        { "/arbor.PageService/GetTimestampOfLsn", RPC_UNARY, h_ts_of_lsn },
+        { "/arbor.PageService/LeaseLsn", RPC_UNARY, h_lease },
+        { "/arbor.Management/CreateTenant", RPC_UNARY, h_create_tenant },
+        { "/arbor.Management/ListTenants", RPC_UNARY, h_list_tenants },
+        { "/arbor.Management/CreateTimeline", RPC_UNARY, h_create_timeline },
+        { "/arbor.Management/ListTimelines", RPC_UNARY, h_list_timelines },
+        { "/arbor.Management/GetTimelineInfo", RPC_UNARY, h_timeline_info },
+        { "/arbor.Management/DeleteTimeline", RPC_UNARY, h_delete_timeline },
+        { "/arbor.Management/RenameBranch", RPC_UNARY, h_rename },
+        { "/arbor.Management/SetPitrWindow", RPC_UNARY, h_set_pitr },
+    };
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        int rc = rpc_server_add_method(srv, methods[i].path, methods[i].kind,
+                                       methods[i].fn, svc);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void ps_svc_stop(ps_service *svc)
+{
+    atomic_store(&svc->stopping, true);
+}
+
+void ps_svc_destroy(ps_service *svc)
+{
+    az_free(svc);
+}

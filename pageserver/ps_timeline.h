@@ -1,0 +1,269 @@
+/*
+ * ps_timeline — one timeline of the versioned page store (prefix
+ * ps_timeline_): ingest of WAL records, the layer map, the read path
+ * (GetPage@LSN through ancestors), freeze/flush to delta layers, image
+ * layers by compaction, GC with a PITR window, leases, the commits index
+ * (db size at LSN, LSN <-> timestamp) and sizes. Timelines are created,
+ * found, renamed and deleted through ps_repo.h.
+ *
+ * Key = (timeline, pgno, lsn) -> full page image. A version's LSN is the end
+ * LSN of the record that wrote it. A read at request_lsn returns the newest
+ * version <= request_lsn: the open in-memory layer, frozen in-memory layers,
+ * then layer files newest first (an image layer ends the search), then the
+ * ancestor at min(request_lsn, ancestor_lsn); none anywhere -> a zero page
+ * with page_lsn 0. A timeline's own versions all lie above its start_lsn.
+ *
+ * Layer life cycle (Neon's shape):
+ *   open memlayer --(freeze: size >= cfg.freeze_bytes, or checkpoint)-->
+ *   frozen memlayer --(flush: delta file written, fsynced, renamed, dir
+ *   fsynced; commits index synced; metadata replaced with the new
+ *   disk_consistent_lsn)--> published delta layer
+ *   --(compaction: more than cfg.image_after_deltas deltas above the newest
+ *   image -> an image layer at disk_consistent_lsn)
+ *   --(GC: a layer no retained read can reach is unlinked).
+ *
+ * GC and retention: gc_cutoff = the LSN at (now - pitr_window) by the
+ * commits index, never above disk_consistent_lsn, never decreasing,
+ * persisted in the metadata before any file is removed. Retained: every
+ * read at LSN >= cutoff, at a child's ancestor_lsn, or at an unexpired lease
+ * LSN. Any other read below the cutoff is PS_EBELOW_GC (the exact LSN must
+ * match a retained point). Leases live in memory only: after a restart a
+ * static endpoint must renew its lease (a read below the cutoff at a lost
+ * lease LSN then fails with PS_EBELOW_GC rather than returning wrong data).
+ *
+ * Threads:
+ *   - ingest, freeze, checkpoint: one thread per timeline at a time
+ *     (serialized by an internal mutex anyway).
+ *   - flush runs on the thread that calls it: inside ps_timeline_ingest
+ *     when cfg.flush_on_ingest (the default; the WAL receiver's thread then
+ *     pays the write + fsync of a delta) or in ps_timeline_flush /
+ *     ps_timeline_checkpoint from a background thread. Flushes of one
+ *     timeline are serialized.
+ *   - compaction and GC: any thread; serialized with each other per
+ *     timeline; they run concurrently with ingest, flush and reads.
+ *   - reads, db size, LSN/time lookups, info, wait_for_lsn: any number of
+ *     threads, concurrently with all of the above. A read takes a snapshot
+ *     of the layer map (a reference-counted immutable array, replaced
+ *     copy-on-write under a short mutex by freeze/flush/compaction/GC) and
+ *     works without locks on it; layer files unlinked by GC stay readable
+ *     through their open descriptors until the last snapshot is released.
+ *
+ * Failures: a failed flush leaves the frozen layer in memory (still served)
+ * and marks the timeline broken: ingest/flush/compaction/GC then return
+ * PS_EBROKEN; reads keep working. The cure is to reopen the repository and
+ * re-ingest from disk_consistent_lsn (what a crash does anyway).
+ *
+ * Handles: a ps_timeline * is reference-counted. ps_repo hands out
+ * references; release each with ps_timeline_release(). A child holds a
+ * reference on its ancestor.
+ */
+#ifndef ARBOR_PS_TIMELINE_H
+#define ARBOR_PS_TIMELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ids.h"
+#include "lsn.h"
+#include "ps_io.h"
+#include "ps_meta.h"
+
+/* Root timelines start here unless given a start LSN: a round, non-zero
+ * value well above 0, like Postgres' first WAL segment (0/1000000). */
+#define PS_DEFAULT_START_LSN ((lsn_t)0x1000000)
+#define PS_DEFAULT_FREEZE_BYTES ((size_t)64 << 20)
+#define PS_DEFAULT_IMAGE_AFTER_DELTAS 8
+#define PS_DEFAULT_PITR_WINDOW_S (7u * 24 * 3600)
+#define PS_DEFAULT_LEASE_S 600u
+#define PS_DEFAULT_ANCESTOR_WAIT_MS 30000u
+
+typedef struct ps_config {
+    size_t freeze_bytes;          /* open layer size that triggers a freeze */
+    uint32_t image_after_deltas;  /* compaction writes an image when more
+                                     deltas than this lie above the newest */
+    uint32_t default_pitr_window_s;
+    uint32_t default_lease_s;
+    int compress;                 /* LZ4 page images in layer files */
+    int flush_on_ingest;          /* flush on the ingest thread at freeze */
+    uint32_t ancestor_wait_ms;    /* a read through an ancestor that has not
+                                     yet re-ingested up to the branch point
+                                     (after a restart) waits this long, then
+                                     fails with PS_ETIMEOUT */
+    const ps_io *io;              /* NULL: ps_io_default (borrowed) */
+    const ps_clock *clock;        /* NULL: ps_clock_default (borrowed) */
+} ps_config;
+
+/* Fills the defaults above. */
+void ps_config_default(ps_config *cfg);
+
+typedef struct ps_timeline ps_timeline;
+
+/* ---- handles ------------------------------------------------------- */
+
+void ps_timeline_retain(ps_timeline *tl);
+void ps_timeline_release(ps_timeline *tl);
+
+/* Immutable facts, valid while the handle is held. */
+const arbor_id *ps_timeline_id(const ps_timeline *tl);
+const arbor_id *ps_timeline_tenant_id(const ps_timeline *tl);
+/* NULL for a root timeline. */
+ps_timeline *ps_timeline_ancestor(const ps_timeline *tl);
+lsn_t ps_timeline_ancestor_lsn(const ps_timeline *tl);
+lsn_t ps_timeline_start_lsn(const ps_timeline *tl);
+/* 0 while neither this timeline nor its ancestors at creation had a record. */
+uint32_t ps_timeline_page_size(const ps_timeline *tl);
+lsn_t ps_timeline_last_record_lsn(const ps_timeline *tl);
+lsn_t ps_timeline_disk_consistent_lsn(const ps_timeline *tl);
+lsn_t ps_timeline_gc_cutoff_lsn(const ps_timeline *tl);
+
+/* ---- ingest ---------------------------------------------------------- */
+
+/*
+ * Verifies (wal_record_decode) and applies one record: its pages become
+ * versions at its end LSN, its commit enters the commits index,
+ * last_record_lsn moves to its end and waiters wake. Its lsn must equal
+ * last_record_lsn: PS_EGAP if later, PS_EOVERLAP if earlier. WAL_E* for a
+ * record that fails verification; PS_EBADRECORD if its page size differs
+ * from the timeline's or its commit time is older than the previous one.
+ * Nothing is applied on error. May freeze (and, with flush_on_ingest,
+ * flush) the open layer; a flush failure is logged and marks the timeline
+ * broken, the record itself stays applied (0 is returned).
+ * PS_EBROKEN / PS_EDELETED on a broken / deleted timeline.
+ */
+int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len);
+
+/* Waits until last_record_lsn >= lsn. 0, PS_ETIMEOUT, PS_EDELETED. */
+int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms);
+
+/* Freezes the open layer if it holds anything (explicit / timeout trigger;
+ * the daemon calls it periodically) and flushes every frozen layer. */
+int ps_timeline_checkpoint(ps_timeline *tl);
+/* Flushes every frozen layer, oldest first. 0, -errno / PS_EBROKEN. */
+int ps_timeline_flush(ps_timeline *tl);
+
+/* ---- reads ------------------------------------------------------------- */
+
+typedef struct ps_read_stats {
+    uint32_t layers_visited;   /* in-memory and file layers searched */
+} ps_read_stats;
+
+/*
+ * GetPage@LSN: copies the newest version of pgno at or below request_lsn
+ * into page (ps_timeline_page_size() bytes) and its LSN into *page_lsn (0
+ * and a zero page when there is none). PS_EBELOW_GC, PS_ECORRUPT (a layer
+ * on the path is corrupt: never wrong data), PS_EEMPTY (no page size yet),
+ * PS_EINVAL (pgno 0), -errno. The caller waits for not_modified_since
+ * (ps_timeline_wait_for_lsn) before reading. stats may be NULL.
+ */
+int ps_timeline_get_page(ps_timeline *tl, uint32_t pgno, lsn_t request_lsn,
+                         uint8_t *page, lsn_t *page_lsn, ps_read_stats *stats);
+
+/* The same for n pages at one LSN: pages is n * page_size bytes, page_lsns
+ * n entries. Layer file blocks are read in parallel through io_uring (when
+ * the io table allows). Fails as a whole on the first error. */
+int ps_timeline_get_pages(ps_timeline *tl, const uint32_t *pgnos, uint32_t n,
+                          lsn_t request_lsn, uint8_t *pages, lsn_t *page_lsns,
+                          ps_read_stats *stats);
+
+/* Database size in pages after the last commit at or below lsn (through
+ * ancestors); 0 when there is none. Also reports the page size (0 if none). */
+int ps_timeline_db_size(ps_timeline *tl, lsn_t lsn, uint32_t *db_size_pages,
+                        uint32_t *page_size);
+
+typedef enum {
+    PS_LSN_PRESENT = 0,  /* lsn = end of the last commit with ts <= T */
+    PS_LSN_PAST = 1,     /* T before the first commit: lsn = the start LSN
+                            of the oldest timeline in the ancestry */
+    PS_LSN_FUTURE = 2,   /* T after the last commit, or no commit at all:
+                            lsn = last_record_lsn */
+} ps_lsn_kind;
+
+/* Like Neon's get_lsn_by_timestamp; a child answers for its own commits
+ * and delegates below its start to its ancestor. *commit_ts_us: the commit
+ * time at *lsn (0 if none). */
+int ps_timeline_lsn_by_timestamp(ps_timeline *tl, int64_t ts_us, lsn_t *lsn,
+                                 ps_lsn_kind *kind, int64_t *commit_ts_us);
+/* Commit time of the last commit at or below lsn (through ancestors).
+ * PS_ENOCOMMIT if there is none. */
+int ps_timeline_timestamp_of_lsn(ps_timeline *tl, lsn_t lsn, int64_t *ts_us);
+
+/* ---- background work ----------------------------------------------------- */
+
+/* Writes an image layer at disk_consistent_lsn when more than
+ * cfg.image_after_deltas delta layers lie above the newest image (force:
+ * whenever there is any delta above it). *image_lsn (may be NULL): its LSN,
+ * or 0 when nothing was done. */
+int ps_timeline_compact(ps_timeline *tl, bool force, lsn_t *image_lsn);
+
+typedef struct ps_gc_result {
+    lsn_t cutoff_lsn;
+    uint32_t layers_removed;
+    uint64_t bytes_removed;
+} ps_gc_result;
+
+/* Advances the cutoff (now - pitr window) and removes layer files no
+ * retained read needs. result may be NULL. */
+int ps_timeline_gc(ps_timeline *tl, ps_gc_result *result);
+
+/* Keeps history at lsn from GC until *valid_until_us (now + duration_s, 0 =
+ * cfg.default_lease_s); renewing extends. An lsn below the start is leased
+ * on the ancestor that owns it. PS_EBELOW_GC if history at lsn is already
+ * gone; PS_EINVAL if lsn > last_record_lsn. */
+int ps_timeline_lease_lsn(ps_timeline *tl, lsn_t lsn, uint32_t duration_s,
+                          int64_t *valid_until_us);
+
+/* ---- info ------------------------------------------------------------- */
+
+typedef struct ps_timeline_info {
+    arbor_id tenant_id;
+    arbor_id timeline_id;
+    char branch_name[PS_BRANCH_NAME_MAX + 1];
+    arbor_id ancestor_id;          /* zero for a root */
+    lsn_t ancestor_lsn;
+    lsn_t start_lsn;
+    lsn_t last_record_lsn;
+    lsn_t disk_consistent_lsn;
+    lsn_t gc_cutoff_lsn;
+    uint64_t logical_size_bytes;   /* db_size_pages * page_size at head */
+    uint64_t physical_size_bytes;  /* this timeline's layer files + commits */
+    uint64_t branch_only_size_bytes; /* its own layer files (children share
+                                        their ancestors' and own theirs) */
+    uint32_t pitr_window_s;
+    int64_t created_at_us;
+    int64_t last_commit_timestamp_us;
+    uint32_t page_size;
+    uint32_t db_size_pages;
+    uint32_t layer_count;          /* layer files */
+    uint32_t frozen_layers;        /* in memory, waiting for flush */
+    uint64_t open_layer_bytes;
+    uint64_t reads;                /* pages read since load */
+    uint64_t layers_visited;       /* layers those reads searched */
+} ps_timeline_info;
+
+void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out);
+/* Persists a new PITR window (seconds > 0). */
+int ps_timeline_set_pitr_window(ps_timeline *tl, uint32_t pitr_window_s);
+
+/* ---- for ps_repo only ------------------------------------------------------- */
+
+/* Loads a timeline whose directory holds valid metadata: removes temp and
+ * unpublished layer files, opens the commits index, builds the layer map.
+ * ancestor: the loaded ancestor (a reference is taken) or NULL. */
+int ps_timeline_load(const ps_config *cfg, const char *dir,
+                     const arbor_id *tenant_id, const ps_meta *meta,
+                     ps_timeline *ancestor, ps_timeline **out);
+/* Validates lsn as a branch point (a commit LSN or the start, <= head, >=
+ * GC cutoff; 0 = head, resolved into *lsn) and registers it as retained.
+ * PS_EBRANCHLSN / PS_EBELOW_GC. validate = false registers an existing
+ * child's point at load (the ancestor may not have re-ingested it yet). */
+int ps_timeline_add_branch_point(ps_timeline *tl, lsn_t *lsn, bool validate);
+void ps_timeline_remove_branch_point(ps_timeline *tl, lsn_t lsn);
+/* Current metadata (for a child's page size, renames). */
+void ps_timeline_meta(ps_timeline *tl, ps_meta *out);
+int ps_timeline_set_branch_name(ps_timeline *tl, const char *name);
+/* Marks deleted: later calls fail with PS_EDELETED, waiters wake. */
+void ps_timeline_mark_deleted(ps_timeline *tl);
+const char *ps_timeline_dir(const ps_timeline *tl);
+
+#endif

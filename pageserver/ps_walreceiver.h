@@ -1,0 +1,52 @@
+/*
+ * ps_walreceiver — streams committed WAL from the safekeepers into the
+ * pageserver's timelines (prefix ps_rcv_).
+ *
+ * One thread per timeline. It asks a safekeeper for the WAL from the
+ * timeline's last_record_lsn (StreamWal, follow), splits each chunk into
+ * records and ingests them one by one (each is verified by the engine).
+ * It switches to the next safekeeper when the current one
+ *   - fails (stream error, connection lost),
+ *   - goes quiet (no chunk, not even a heartbeat, for stall_ms), or
+ *   - lags: a status poll shows another safekeeper can serve WAL beyond
+ *     our position while the current one has not sent any for lag_ms.
+ * A timeline the safekeepers do not know yet (no compute has written to it)
+ * is retried with backoff. Nothing is ever skipped: ingest is strictly in
+ * LSN order from last_record_lsn, so a reconnect resumes exactly there.
+ *
+ * Ownership: a receiver holds a reference to its timeline until stopped.
+ * Thread-safe.
+ */
+#ifndef ARBOR_PS_WALRECEIVER_H
+#define ARBOR_PS_WALRECEIVER_H
+
+#include <stdint.h>
+#include "metrics.h"
+#include "ps_timeline.h"
+
+typedef struct ps_rcv ps_rcv;
+
+typedef struct ps_rcv_options {
+    const char *const *safekeepers;  /* "host:port" each; copied */
+    int n_safekeepers;               /* 0: no ingest at all */
+    uint32_t stall_ms;               /* 0 = 3000 */
+    uint32_t lag_ms;                 /* 0 = 2000 */
+    met_registry *metrics;           /* may be NULL */
+} ps_rcv_options;
+
+int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out);
+/* Starts receiving for tl (no-op if already receiving for it). */
+int ps_rcv_start(ps_rcv *r, ps_timeline *tl);
+/* Stops the receivers of timelines that were deleted. */
+void ps_rcv_reap_deleted(ps_rcv *r);
+/* Reports each timeline's disk_consistent_lsn to every safekeeper that
+ * answers, so that they can remove WAL below it. Called periodically. */
+void ps_rcv_report_persisted(ps_rcv *r);
+/* Stops every receiver and frees. */
+void ps_rcv_destroy(ps_rcv *r);
+
+/* Which safekeeper index a timeline's receiver uses now (-1: none); for
+ * status pages and tests. */
+int ps_rcv_current(ps_rcv *r, const arbor_id *timeline_id);
+
+#endif

@@ -1,0 +1,582 @@
+/*
+ * The pageserver storage engine's contract, case by case: the layer file
+ * format, bad input (unknown ids, ingest gaps and overlaps, bad records,
+ * reads below the GC cutoff, bad branch points, names, deletes), LSN by
+ * timestamp edge cases, db size through ancestors, leases against GC,
+ * wait_for_lsn, sizes.
+ */
+#include "test_ps_util.h"
+
+#include "ps_layer.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PS 512u
+#define T0 1700000000000000ll
+
+typedef struct env {
+    char *dir;
+    ps_config cfg;
+    tps_clock clk;
+    ps_clock clock;
+    ps_repo *repo;
+    arbor_id tenant;
+} env;
+
+/* One timeline's writer side: the next record's LSN and its predecessor. */
+typedef struct wr {
+    ps_timeline *tl;
+    lsn_t lsn, prev;
+    uint64_t vid;
+} wr;
+
+static void env_open(env *e)
+{
+    assert_int_equal(ps_repo_open(e->dir, &e->cfg, &e->repo), 0);
+}
+
+static void env_init(env *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->dir = tps_mkdtemp();
+    e->clk.now_us = T0;
+    e->clock = (ps_clock){ .ctx = &e->clk, .now_us = tps_clock_now };
+    ps_config_default(&e->cfg);
+    e->cfg.freeze_bytes = 4096;
+    e->cfg.image_after_deltas = 2;
+    e->cfg.clock = &e->clock;
+    e->cfg.ancestor_wait_ms = 100;
+    env_open(e);
+    assert_int_equal(ps_repo_create_tenant(e->repo, NULL, &e->tenant), 0);
+}
+
+static void env_free(env *e)
+{
+    ps_repo_close(e->repo);
+    tps_rmdir(e->dir);
+}
+
+static ps_timeline *mk_tl(env *e, const char *name, ps_timeline *anc, lsn_t at)
+{
+    ps_timeline_create_args a = { .tenant_id = e->tenant, .branch_name = name,
+                                  .ancestor_lsn = at };
+    if (anc) {
+        a.ancestor_id = *ps_timeline_id(anc);
+    }
+    ps_timeline *tl;
+    assert_int_equal(ps_repo_create_timeline(e->repo, &a, &tl), 0);
+    return tl;
+}
+
+static wr writer(ps_timeline *tl)
+{
+    return (wr){ .tl = tl, .lsn = ps_timeline_last_record_lsn(tl), .vid = 1000 };
+}
+
+/* Ingests one record writing pgnos (versions get fresh vids); returns the
+ * end LSN. */
+static lsn_t put(wr *w, const uint32_t *pgnos, uint32_t n, int64_t ts, uint32_t db)
+{
+    uint64_t vids[16];
+    for (uint32_t i = 0; i < n; i++) {
+        vids[i] = ++w->vid + ((uint64_t)(uintptr_t)w->tl << 20);
+    }
+    uint8_t *buf;
+    size_t len;
+    tps_encode(PS, w->lsn, w->prev, ts, db, pgnos, vids, n, 1, &buf, &len);
+    assert_int_equal(ps_timeline_ingest(w->tl, buf, len), 0);
+    free(buf);
+    w->prev = w->lsn;
+    w->lsn += len;
+    return w->lsn;
+}
+
+static lsn_t put1(wr *w, uint32_t pgno, int64_t ts)
+{
+    return put(w, &pgno, 1, ts, pgno);
+}
+
+/* Page pgno at lsn: its version LSN (and status). */
+static int read_lsn(ps_timeline *tl, uint32_t pgno, lsn_t lsn, lsn_t *vlsn)
+{
+    uint8_t buf[PS];
+    return ps_timeline_get_page(tl, pgno, lsn, buf, vlsn, NULL);
+}
+
+static lsn_t version_at(ps_timeline *tl, uint32_t pgno, lsn_t lsn)
+{
+    lsn_t v = 99;
+    assert_int_equal(read_lsn(tl, pgno, lsn, &v), 0);
+    return v;
+}
+
+/* ---- layer format ------------------------------------------------------- */
+
+static void test_layer_roundtrip(void **state)
+{
+    char *dir = tps_mkdtemp();
+    arbor_id tl = { { 1, 2, 3 } };
+    uint8_t page[PS], out[PS];
+    for (int compress = 0; compress < 2; compress++) {
+        ps_layer_writer *w;
+        assert_int_equal(ps_layer_writer_begin(&ps_io_default, dir, PS_LAYER_DELTA,
+                                               &tl, 100, 200 + compress, PS,
+                                               compress, &w), 0);
+        for (uint32_t p = 1; p <= 5; p++) {
+            for (lsn_t l = 110; l <= 190; l += 40) {
+                tps_page(p * 1000 + l, PS, page);
+                assert_int_equal(ps_layer_writer_add(w, p, l, page), 0);
+            }
+        }
+        ps_layer *l;
+        assert_int_equal(ps_layer_writer_finish(w, &l), 0);
+        uint64_t idx;
+        assert_int_equal(ps_layer_find(l, 3, 160, &idx), 0);
+        assert_int_equal(l->index[idx].lsn, 150);
+        assert_int_equal(ps_layer_read(l, idx, out), 0);
+        tps_page(3 * 1000 + 150, PS, page);
+        assert_memory_equal(out, page, PS);
+        assert_int_equal(ps_layer_find(l, 3, 109, &idx), PS_ENOTFOUND);
+        assert_int_equal(ps_layer_find(l, 6, 1000, &idx), PS_ENOTFOUND);
+        assert_int_equal(ps_layer_find(l, 5, 1000, &idx), 0);
+        assert_int_equal(l->index[idx].lsn, 190);
+        assert_int_equal(!!(l->index[idx].flags & PS_LAYER_FLAG_LZ4), compress);
+        ps_layer_unref(l);
+    }
+    /* An empty layer is valid (records without pages). */
+    ps_layer_writer *w;
+    assert_int_equal(ps_layer_writer_begin(&ps_io_default, dir, PS_LAYER_IMAGE,
+                                           &tl, 300, 300, PS, 1, &w), 0);
+    ps_layer *l;
+    assert_int_equal(ps_layer_writer_finish(w, &l), 0);
+    uint64_t idx;
+    assert_int_equal(ps_layer_find(l, 1, LSN_MAX, &idx), PS_ENOTFOUND);
+    ps_layer_unref(l);
+    /* Names */
+    char name[PS_LAYER_NAME_MAX];
+    ps_layer_kind k;
+    lsn_t s, en;
+    ps_layer_name(PS_LAYER_DELTA, 0x10, 0xAB, name);
+    assert_string_equal(name, "delta_0000000000000010-00000000000000AB");
+    assert_int_equal(ps_layer_parse_name(name, &k, &s, &en), 0);
+    assert_true(k == PS_LAYER_DELTA && s == 0x10 && en == 0xAB);
+    assert_int_equal(ps_layer_parse_name("image_00000000000000FF", &k, &s, &en), 0);
+    assert_true(k == PS_LAYER_IMAGE && s == 0xFF && en == 0xFF);
+    assert_int_equal(ps_layer_parse_name("delta_0000000000000010-0000000000000010", &k, &s, &en), -EINVAL);
+    assert_int_equal(ps_layer_parse_name("image_00000000000000ff", &k, &s, &en), -EINVAL);
+    assert_int_equal(ps_layer_parse_name("image_00000000000000FF.tmp", &k, &s, &en), -EINVAL);
+    tps_rmdir(dir);
+}
+
+/* ---- bad input ------------------------------------------------------------- */
+
+static void test_bad_input(void **state)
+{
+    env e;
+    env_init(&e);
+    arbor_id nobody = { { 9, 9, 9 } };
+    ps_timeline *tl;
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &nobody, &tl), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &nobody, &nobody, &tl), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_create_tenant(e.repo, &e.tenant, NULL), PS_EEXIST);
+    ps_timeline_create_args a = { .tenant_id = nobody, .branch_name = "x" };
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_ENOTFOUND);
+    a.tenant_id = e.tenant;
+    a.ancestor_id = nobody;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_ENOTFOUND);
+    a.ancestor_id = (arbor_id){ { 0 } };
+    a.branch_name = "has space";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_ENAME);
+    a.branch_name = "";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_ENAME);
+
+    ps_timeline *main_tl = mk_tl(&e, "main", NULL, 0);
+    uint8_t page[PS];
+    lsn_t vl;
+    assert_int_equal(ps_timeline_get_page(main_tl, 1, 100, page, &vl, NULL), PS_EEMPTY);
+    a.branch_name = "main";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EEXIST);
+
+    wr w = writer(main_tl);
+    assert_int_equal(w.lsn, PS_DEFAULT_START_LSN);
+    lsn_t l1 = put1(&w, 1, T0);
+    assert_int_equal(ps_timeline_get_page(main_tl, 0, l1, page, &vl, NULL), PS_EINVAL);
+    /* gap, overlap, corrupt, other page size, time going back */
+    uint32_t pg = 2;
+    uint64_t vid = 7;
+    uint8_t *buf;
+    size_t len;
+    tps_encode(PS, l1 + 8, l1, T0, 2, &pg, &vid, 1, 0, &buf, &len);
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len), PS_EGAP);
+    free(buf);
+    tps_encode(PS, l1 - 8, 0, T0, 2, &pg, &vid, 1, 0, &buf, &len);
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len), PS_EOVERLAP);
+    free(buf);
+    tps_encode(PS, l1, l1 - 1, T0, 2, &pg, &vid, 1, 0, &buf, &len);
+    buf[100] ^= 1;
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len), WAL_ECHECKSUM);
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len - 1), WAL_ETRUNC);
+    free(buf);
+    tps_encode(PS * 2, l1, l1 - 1, T0, 2, &pg, &vid, 1, 0, &buf, &len);
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len), PS_EBADRECORD);
+    free(buf);
+    tps_encode(PS, l1, l1 - 1, T0 - 1, 2, &pg, &vid, 1, 0, &buf, &len);
+    assert_int_equal(ps_timeline_ingest(main_tl, buf, len), PS_EBADRECORD);
+    free(buf);
+    assert_int_equal(ps_timeline_last_record_lsn(main_tl), l1);
+    lsn_t l2 = put1(&w, 2, T0 + 10);
+
+    /* branch points */
+    a.branch_name = "dev";
+    a.ancestor_id = *ps_timeline_id(main_tl);
+    a.ancestor_lsn = l1 + 1;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EBRANCHLSN);
+    a.ancestor_lsn = l2 + 100;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EBRANCHLSN);
+    a.ancestor_lsn = PS_DEFAULT_START_LSN - 1;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EBRANCHLSN);
+    a.ancestor_lsn = l1;
+    a.start_lsn = 5;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EINVAL);
+    a.start_lsn = 0;
+    ps_timeline *dev;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, &dev), 0);
+    assert_int_equal(ps_timeline_start_lsn(dev), l1);
+    assert_int_equal(ps_timeline_page_size(dev), PS);
+    ps_timeline *at_start = mk_tl(&e, "at-start", main_tl, PS_DEFAULT_START_LSN);
+    ps_timeline *at_head = mk_tl(&e, "at-head", main_tl, 0);
+    assert_int_equal(ps_timeline_start_lsn(at_head), l2);
+    assert_int_equal(version_at(at_start, 1, LSN_MAX), 0);
+    assert_int_equal(version_at(at_head, 2, LSN_MAX), l2);
+    assert_int_equal(version_at(dev, 2, LSN_MAX), 0);
+    assert_int_equal(version_at(dev, 1, LSN_MAX), l1);
+
+    /* duplicate names, rename, delete with children */
+    assert_int_equal(ps_repo_rename_branch(e.repo, &e.tenant, ps_timeline_id(dev), "main"), PS_EEXIST);
+    assert_int_equal(ps_repo_rename_branch(e.repo, &e.tenant, ps_timeline_id(dev), "a b"), PS_ENAME);
+    assert_int_equal(ps_repo_rename_branch(e.repo, &e.tenant, &nobody, "zz"), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_rename_branch(e.repo, &e.tenant, ps_timeline_id(dev), "feature/x"), 0);
+    ps_timeline *found;
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "feature/x", &found), 0);
+    assert_ptr_equal(found, dev);
+    ps_timeline_release(found);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "dev", &found), PS_ENOTFOUND);
+    ps_timeline *grand = mk_tl(&e, "grand", dev, 0);
+    uint32_t n = 99;
+    assert_int_equal(ps_repo_delete_timeline(e.repo, &e.tenant, ps_timeline_id(dev), false, &n), PS_EHASCHILDREN);
+    assert_int_equal(ps_repo_delete_timeline(e.repo, &e.tenant, ps_timeline_id(main_tl), false, &n), PS_EHASCHILDREN);
+    assert_int_equal(ps_repo_delete_timeline(e.repo, &e.tenant, &nobody, false, &n), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_delete_timeline(e.repo, &e.tenant, ps_timeline_id(dev), true, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ps_timeline_ingest(grand, NULL, 0), PS_EDELETED);
+    assert_int_equal(ps_timeline_get_page(dev, 1, l1, page, &vl, NULL), PS_EDELETED);
+    ps_timeline **list;
+    size_t cnt;
+    assert_int_equal(ps_repo_list_timelines(e.repo, &e.tenant, &list, &cnt), 0);
+    assert_int_equal(cnt, 3);
+    ps_repo_free_list(list, cnt);
+
+    /* names and deletions survive a reopen; the branch name is reusable */
+    assert_int_equal(ps_timeline_checkpoint(main_tl), 0);
+    ps_timeline_release(grand);
+    ps_timeline_release(dev);
+    ps_timeline_release(at_start);
+    ps_timeline_release(at_head);
+    ps_timeline_release(main_tl);
+    ps_repo_close(e.repo);
+    env_open(&e);
+    assert_int_equal(ps_repo_list_timelines(e.repo, &e.tenant, &list, &cnt), 0);
+    assert_int_equal(cnt, 3);
+    ps_repo_free_list(list, cnt);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "feature/x", &found), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "at-head", &found), 0);
+    assert_int_equal(version_at(found, 2, LSN_MAX), l2);
+    ps_timeline_release(found);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "main", &main_tl), 0);
+    assert_int_equal(ps_timeline_last_record_lsn(main_tl), l2);
+    a.ancestor_lsn = l1;
+    a.branch_name = "dev";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), 0);
+    ps_timeline_release(main_tl);
+    env_free(&e);
+}
+
+/* ---- LSN <-> timestamp, db size ---------------------------------------------- */
+
+static void expect_lsn_at(ps_timeline *tl, int64_t ts, ps_lsn_kind kind, lsn_t lsn,
+                          int64_t commit_ts)
+{
+    lsn_t got;
+    ps_lsn_kind k;
+    int64_t cts;
+    assert_int_equal(ps_timeline_lsn_by_timestamp(tl, ts, &got, &k, &cts), 0);
+    assert_int_equal(k, kind);
+    assert_int_equal(got, lsn);
+    assert_int_equal(cts, commit_ts);
+}
+
+static void test_lsn_by_timestamp(void **state)
+{
+    env e;
+    env_init(&e);
+    ps_timeline *m = mk_tl(&e, "main", NULL, 0);
+    lsn_t start = PS_DEFAULT_START_LSN;
+    /* no commit at all */
+    expect_lsn_at(m, T0, PS_LSN_FUTURE, start, 0);
+    int64_t ts;
+    assert_int_equal(ps_timeline_timestamp_of_lsn(m, LSN_MAX, &ts), PS_ENOCOMMIT);
+    wr w = writer(m);
+    lsn_t a = put1(&w, 1, T0 + 100);
+    lsn_t b = put1(&w, 2, T0 + 200);
+    lsn_t c = put1(&w, 3, T0 + 200);   /* same time as b */
+    lsn_t d = put1(&w, 1, T0 + 300);
+    expect_lsn_at(m, T0, PS_LSN_PAST, start, 0);
+    expect_lsn_at(m, T0 + 99, PS_LSN_PAST, start, 0);
+    expect_lsn_at(m, T0 + 100, PS_LSN_PRESENT, a, T0 + 100);
+    expect_lsn_at(m, T0 + 150, PS_LSN_PRESENT, a, T0 + 100);
+    expect_lsn_at(m, T0 + 200, PS_LSN_PRESENT, c, T0 + 200);  /* the last of equals */
+    expect_lsn_at(m, T0 + 300, PS_LSN_PRESENT, d, T0 + 300);
+    expect_lsn_at(m, T0 + 301, PS_LSN_FUTURE, d, T0 + 300);
+    assert_int_equal(ps_timeline_timestamp_of_lsn(m, a - 1, &ts), PS_ENOCOMMIT);
+    assert_int_equal(ps_timeline_timestamp_of_lsn(m, a, &ts), 0);
+    assert_int_equal(ts, T0 + 100);
+    assert_int_equal(ps_timeline_timestamp_of_lsn(m, c + 5, &ts), 0);
+    assert_int_equal(ts, T0 + 200);
+
+    /* A child at b: its own commits, then the parent's up to b only. */
+    ps_timeline *ch = mk_tl(&e, "child", m, b);
+    expect_lsn_at(ch, T0 + 250, PS_LSN_FUTURE, b, T0 + 200);  /* no own commit yet */
+    wr cw = writer(ch);
+    lsn_t x = put1(&cw, 5, T0 + 400);
+    expect_lsn_at(ch, T0 + 150, PS_LSN_PRESENT, a, T0 + 100);
+    expect_lsn_at(ch, T0 + 350, PS_LSN_PRESENT, b, T0 + 200); /* not c or d */
+    expect_lsn_at(ch, T0 + 400, PS_LSN_PRESENT, x, T0 + 400);
+    expect_lsn_at(ch, T0 + 500, PS_LSN_FUTURE, x, T0 + 400);
+    expect_lsn_at(ch, T0 + 1, PS_LSN_PAST, start, 0);
+    assert_int_equal(ps_timeline_timestamp_of_lsn(ch, x - 1, &ts), 0);
+    assert_int_equal(ts, T0 + 200);
+
+    /* db size through the ancestry */
+    uint32_t db, psz;
+    assert_int_equal(ps_timeline_db_size(ch, a - 1, &db, &psz), 0);
+    assert_int_equal(db, 0);
+    assert_int_equal(psz, PS);
+    assert_int_equal(ps_timeline_db_size(ch, b, &db, &psz), 0);
+    assert_int_equal(db, 2);
+    assert_int_equal(ps_timeline_db_size(m, d, &db, &psz), 0);
+    assert_int_equal(db, 1);
+    assert_int_equal(ps_timeline_db_size(ch, x, &db, &psz), 0);
+    assert_int_equal(db, 5);
+    /* below x the child has no commit: the parent's at b (2), never its c
+     * or d (sizes 3 and 1) */
+    assert_int_equal(ps_timeline_db_size(ch, x - 1, &db, &psz), 0);
+    assert_int_equal(db, 2);
+
+    /* branch by timestamp */
+    ps_timeline_create_args ta = { .tenant_id = e.tenant, .branch_name = "by-ts",
+                                   .ancestor_id = *ps_timeline_id(m),
+                                   .by_timestamp = true,
+                                   .ancestor_timestamp_us = T0 + 250 };
+    ps_timeline *bt;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &ta, &bt), 0);
+    assert_int_equal(ps_timeline_start_lsn(bt), c);
+    ps_timeline_release(bt);
+    ta.ancestor_timestamp_us = T0;
+    ta.branch_name = "too-early";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &ta, NULL), PS_EBRANCHLSN);
+    ta.ancestor_timestamp_us = T0 + 10000;
+    ta.branch_name = "future";
+    assert_int_equal(ps_repo_create_timeline(e.repo, &ta, &bt), 0);
+    assert_int_equal(ps_timeline_start_lsn(bt), d);
+    ps_timeline_release(bt);
+
+    /* the index survives a restart */
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    assert_int_equal(ps_timeline_checkpoint(ch), 0);
+    ps_timeline_release(m);
+    ps_timeline_release(ch);
+    ps_repo_close(e.repo);
+    env_open(&e);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "child", &ch), 0);
+    expect_lsn_at(ch, T0 + 350, PS_LSN_PRESENT, b, T0 + 200);
+    expect_lsn_at(ch, T0 + 500, PS_LSN_FUTURE, x, T0 + 400);
+    ps_timeline_release(ch);
+    env_free(&e);
+}
+
+/* ---- leases and GC ------------------------------------------------------------ */
+
+static void test_lease_and_gc(void **state)
+{
+    env e;
+    env_init(&e);
+    ps_timeline *m = mk_tl(&e, "main", NULL, 0);
+    wr w = writer(m);
+    lsn_t at[40];
+    for (int i = 0; i < 40; i++) {
+        uint32_t pg[4] = { 1, 2, 3, 4 };
+        at[i] = put(&w, pg, 4, T0 + (int64_t)i * 1000000, 4); /* 1 s apart */
+        if (i % 4 == 3) {
+            assert_int_equal(ps_timeline_checkpoint(m), 0);
+            assert_int_equal(ps_timeline_compact(m, false, NULL), 0);
+        }
+    }
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    lsn_t img;
+    assert_int_equal(ps_timeline_compact(m, true, &img), 0);
+    int64_t until;
+    assert_int_equal(ps_timeline_lease_lsn(m, at[39] + 1000, 10, &until), PS_EINVAL);
+    assert_int_equal(ps_timeline_lease_lsn(m, at[5], 10, &until), 0);
+    assert_int_equal(until, T0 + 10000000);
+    assert_int_equal(ps_timeline_lease_lsn(m, at[5], 0, &until), 0); /* renew: default */
+    assert_int_equal(until, T0 + (int64_t)PS_DEFAULT_LEASE_S * 1000000);
+
+    /* window 10 s at now = last commit + 1 s: cutoff = commit 30 */
+    e.clk.now_us = T0 + 40 * 1000000ll;
+    assert_int_equal(ps_timeline_set_pitr_window(m, 10), 0);
+    ps_gc_result res;
+    assert_int_equal(ps_timeline_gc(m, &res), 0);
+    assert_int_equal(res.cutoff_lsn, at[30]);
+    assert_true(res.layers_removed > 0);
+    assert_int_equal(version_at(m, 1, at[5]), at[5]);       /* leased */
+    assert_int_equal(version_at(m, 2, at[30]), at[30]);     /* cutoff */
+    assert_int_equal(version_at(m, 2, at[33] + 1), at[33]);
+    lsn_t vl;
+    assert_int_equal(read_lsn(m, 1, at[6], &vl), PS_EBELOW_GC);
+    assert_int_equal(read_lsn(m, 1, at[29], &vl), PS_EBELOW_GC);
+    assert_int_equal(ps_timeline_lease_lsn(m, at[6], 10, &until), PS_EBELOW_GC);
+    /* a branch below the cutoff is refused, at the cutoff fine */
+    ps_timeline_create_args a = { .tenant_id = e.tenant, .branch_name = "old",
+                                  .ancestor_id = *ps_timeline_id(m),
+                                  .ancestor_lsn = at[20] };
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, NULL), PS_EBELOW_GC);
+    a.ancestor_lsn = at[30];
+    ps_timeline *ch;
+    assert_int_equal(ps_repo_create_timeline(e.repo, &a, &ch), 0);
+
+    /* The lease expires: the next GC may drop what it held. */
+    uint32_t before = res.layers_removed;
+    e.clk.now_us += (int64_t)PS_DEFAULT_LEASE_S * 1000000 + 1;
+    assert_int_equal(read_lsn(m, 1, at[5], &vl), PS_EBELOW_GC);
+    assert_int_equal(ps_timeline_gc(m, &res), 0);
+    assert_true(res.cutoff_lsn == at[39]); /* all commits are old now */
+    printf("[ lease ] first gc removed %u layers, second %u\n", before,
+           res.layers_removed);
+    assert_true(res.layers_removed > 0);
+    /* the child's branch point is still served */
+    assert_int_equal(version_at(ch, 3, LSN_MAX), at[30]);
+    assert_int_equal(version_at(m, 3, at[30]), at[30]);
+    assert_int_equal(read_lsn(m, 3, at[31], &vl), PS_EBELOW_GC);
+    assert_int_equal(version_at(m, 3, at[39]), at[39]);
+    /* the cutoff is persisted */
+    ps_timeline_release(ch);
+    ps_timeline_release(m);
+    ps_repo_close(e.repo);
+    env_open(&e);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "main", &m), 0);
+    assert_int_equal(ps_timeline_gc_cutoff_lsn(m), at[39]);
+    assert_int_equal(read_lsn(m, 3, at[31], &vl), PS_EBELOW_GC);
+    assert_int_equal(version_at(m, 3, at[30]), at[30]);
+    ps_timeline_release(m);
+    env_free(&e);
+}
+
+/* ---- waiting, sizes ------------------------------------------------------------- */
+
+typedef struct later {
+    wr *w;
+    lsn_t end;
+} later;
+
+static void *ingest_later(void *arg)
+{
+    later *l = arg;
+    usleep(50000);
+    l->end = put1(l->w, 7, T0 + 5);
+    return NULL;
+}
+
+static void test_wait_and_sizes(void **state)
+{
+    env e;
+    env_init(&e);
+    ps_timeline *m = mk_tl(&e, "main", NULL, 0);
+    wr w = writer(m);
+    lsn_t first = put1(&w, 1, T0);
+    assert_int_equal(ps_timeline_wait_for_lsn(m, first, 0), 0);
+    assert_int_equal(ps_timeline_wait_for_lsn(m, first + 1, 20), PS_ETIMEOUT);
+    later l = { &w, 0 };
+    pthread_t th;
+    pthread_create(&th, NULL, ingest_later, &l);
+    assert_int_equal(ps_timeline_wait_for_lsn(m, first + 1, 10000), 0);
+    pthread_join(th, NULL);
+    assert_true(l.end > first);
+
+    for (int i = 0; i < 20; i++) {
+        uint32_t pg[3] = { 1, 2, 10 };
+        put(&w, pg, 3, T0 + 10 + i, 12);
+    }
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    ps_timeline_info info;
+    ps_timeline_get_info(m, &info);
+    assert_int_equal(info.logical_size_bytes, 12 * PS);
+    assert_int_equal(info.db_size_pages, 12);
+    assert_int_equal(info.page_size, PS);
+    assert_true(info.layer_count >= 2);
+    /* physical size = the bytes of the files in the directory (no metadata) */
+    DIR *d = opendir(ps_timeline_dir(m));
+    uint64_t sum = 0, layer_sum = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char p[4096];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", ps_timeline_dir(m), de->d_name);
+        if (de->d_name[0] == '.' || strcmp(de->d_name, "metadata") == 0 ||
+            stat(p, &st) != 0) {
+            continue;
+        }
+        sum += (uint64_t)st.st_size;
+        if (strncmp(de->d_name, "delta_", 6) == 0 || strncmp(de->d_name, "image_", 6) == 0) {
+            layer_sum += (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+    assert_int_equal(info.physical_size_bytes, sum);
+    assert_int_equal(info.branch_only_size_bytes, layer_sum);
+    /* A branch owns nothing until it writes; then only its own layers. */
+    ps_timeline *ch = mk_tl(&e, "child", m, 0);
+    ps_timeline_info ci;
+    ps_timeline_get_info(ch, &ci);
+    assert_int_equal(ci.branch_only_size_bytes, 0);
+    assert_int_equal(ci.logical_size_bytes, 12 * PS);
+    wr cw = writer(ch);
+    uint32_t three = 3;
+    put(&cw, &three, 1, T0 + 100, 12);
+    assert_int_equal(ps_timeline_checkpoint(ch), 0);
+    ps_timeline_get_info(ch, &ci);
+    assert_int_equal(ci.layer_count, 1);
+    assert_true(ci.branch_only_size_bytes > 0 &&
+                ci.branch_only_size_bytes < info.branch_only_size_bytes);
+    assert_int_equal(ci.logical_size_bytes, 12 * PS);
+    assert_int_equal(ci.ancestor_lsn, ci.start_lsn);
+    assert_true(id_equal(&ci.ancestor_id, ps_timeline_id(m)));
+    assert_string_equal(ci.branch_name, "child");
+    ps_timeline_release(ch);
+    ps_timeline_release(m);
+    env_free(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layer_roundtrip),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_lsn_by_timestamp),
+        cmocka_unit_test(test_lease_and_gc),
+        cmocka_unit_test(test_wait_and_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
