@@ -501,7 +501,8 @@ int ps_layer_writer_begin(const ps_io *io, const char *dir,
     h->lsn_end = lsn_end;
     h->checksum = XXH3_64bits(h, offsetof(disk_header, checksum));
     int rc = writer_append(w, h, sizeof(*h));
-    assert(rc == 0); /* fits in the empty buffer */
+    assert(rc == 0); /* fits in the empty buffer: no I/O happens */
+    (void)rc;
     w->data_end = PS_LAYER_HEADER_BYTES;
     *out = w;
     return 0;
@@ -514,6 +515,7 @@ int ps_layer_writer_add(ps_layer_writer *w, uint32_t pgno, lsn_t lsn,
         const disk_entry *p = &w->entries[w->n_entries - 1];
         assert(pgno > p->pgno || (pgno == p->pgno && lsn > p->lsn));
         assert(w->kind == PS_LAYER_DELTA || pgno > p->pgno);
+        (void)p;
     }
     const uint8_t *stored = page;
     uint32_t len = w->page_size;

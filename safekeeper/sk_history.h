@@ -14,9 +14,14 @@
 #include <stdint.h>
 #include "lsn.h"
 
-/* Bounded so the control file has a fixed size; a timeline that sees this
- * many elections compacts its history (entries below removed WAL go). */
+/* What one acceptor keeps (bounded so the control file has a fixed size)
+ * and what a proposer may send (its own history grows by one entry per
+ * election; the acceptor compacts what it adopts, see skh_compact). */
 #define SKH_MAX_ENTRIES 256
+#define SKH_WIRE_MAX_ENTRIES 4096
+/* Room left after compaction, so a donor's history plus the new term
+ * always fits. */
+#define SKH_COMPACT_TARGET (SKH_MAX_ENTRIES - 16)
 
 typedef struct skh_entry {
     uint64_t term;
@@ -28,7 +33,8 @@ typedef struct skh_history {
     skh_entry e[SKH_MAX_ENTRIES];
 } skh_history;
 
-/* 0 if terms strictly increase and LSNs never decrease, else -EINVAL. */
+/* 0 if terms strictly increase, LSNs never decrease and n is at most
+ * SKH_WIRE_MAX_ENTRIES, else -EINVAL. */
 int skh_validate(const skh_entry *e, uint32_t n);
 
 /* Term of the last entry starting at or below lsn_end (the term that wrote
@@ -42,14 +48,29 @@ uint64_t skh_term_at(const skh_history *h, lsn_t lsn);
 /* The highest point at which an acceptor's log (history `acc`, ending at
  * acc_flush_lsn) agrees with the proposer's elected history `prop`: the
  * acceptor keeps WAL below it and truncates the rest (Neon's
- * find_highest_common_point). Returns 1 with *point set, or 0 when the
- * histories share no term (then the acceptor keeps nothing of its own log
- * beyond its start). */
+ * find_highest_common_point). Histories are matched by term, not by
+ * position, because acceptors compact theirs differently: the highest term
+ * present in both with the same start LSN was written by one proposer, so
+ * both logs agree up to the end of that term in the shorter of the two.
+ * Returns 1 with *point set, or 0 when the histories share no term (then
+ * the acceptor keeps nothing of its own log beyond its start). */
 int skh_common_point(const skh_history *acc, lsn_t acc_flush_lsn,
                      const skh_entry *prop, uint32_t n_prop, lsn_t *point);
 
 /* Entries of h whose lsn <= flush_lsn (what the acceptor really holds);
  * returns the count, written to out (capacity SKH_MAX_ENTRIES). */
 uint32_t skh_up_to(const skh_history *h, lsn_t flush_lsn, skh_entry *out);
+
+/* Compacts e[0..*n) in place to at most `target` entries (nothing happens
+ * below it) without losing anything the acceptor still needs:
+ *   - entries whose whole range ends at or below floor_lsn go (the acceptor
+ *     never appends, scans or truncates below floor_lsn: callers pass
+ *     min(commit LSN, flush LSN, start of the newest WAL segment)); the
+ *     entry covering floor_lsn stays;
+ *   - then empty epochs (a term that wrote nothing: the next entry starts
+ *     at the same LSN), oldest first; they own no record, and term matching
+ *     (skh_common_point) does not need them.
+ * The last entry always stays. 0, or -ENOSPC when still over target. */
+int skh_compact(skh_entry *e, uint32_t *n, lsn_t floor_lsn, uint32_t target);
 
 #endif

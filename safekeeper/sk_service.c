@@ -181,12 +181,14 @@ static int h_elected(rpc_stream *call, void *arg)
     Arbor__ElectedResponse resp = ARBOR__ELECTED_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
-    skh_entry hist[SKH_MAX_ENTRIES];
+    skh_entry *hist = NULL;
     sk_timeline *tl;
     sk_tl_state st;
     int rc = find_timeline(svc, req->timeline, 0, &tl);
-    if (rc == 0 && req->n_history > SKH_MAX_ENTRIES)
+    if (rc == 0 && req->n_history > SKH_WIRE_MAX_ENTRIES)
         rc = SK_TL_EINVAL;
+    if (rc == 0)
+        hist = az_malloc((req->n_history ? req->n_history : 1) * sizeof(*hist));
     if (rc == 0) {
         for (size_t i = 0; i < req->n_history; i++) {
             hist[i].term = req->history[i]->term;
@@ -206,6 +208,7 @@ static int h_elected(rpc_stream *call, void *arg)
                  ", our flush %" PRIX64, req->term, req->epoch_start_lsn,
                  st.flush_lsn);
     }
+    az_free(hist);
     protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;

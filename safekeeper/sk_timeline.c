@@ -158,11 +158,43 @@ int sk_tl_vote(sk_timeline *tl, uint64_t term, bool *granted,
 static int check_elected_history(uint64_t term, const skh_entry *h,
                                  uint32_t n, lsn_t epoch_start_lsn)
 {
-    if (n == 0 || n > SKH_MAX_ENTRIES || skh_validate(h, n) != 0)
+    if (n == 0 || skh_validate(h, n) != 0)
         return SK_TL_EINVAL;
     if (h[n - 1].term != term || h[n - 1].lsn != epoch_start_lsn)
         return SK_TL_EINVAL;
     return 0;
+}
+
+/* Takes the proposer's history into next, compacted to fit the control
+ * file if it is long (every election adds an entry). Below the floor the
+ * acceptor never appends, truncates (commit), nor checks terms when it
+ * scans its WAL at start (newest segment). */
+static int adopt_history(sk_timeline *tl, sk_control *next,
+                         const skh_entry *history, uint32_t n_history)
+{
+    sk_wal_state ws;
+    sk_wal_get_state(tl->wal, &ws);
+    lsn_t floor = next->commit_lsn < ws.flush_lsn ? next->commit_lsn : ws.flush_lsn;
+    if (ws.last_segment_lsn < floor)
+        floor = ws.last_segment_lsn;
+    skh_entry *e = az_malloc((n_history ? n_history : 1) * sizeof(*e));
+    memcpy(e, history, n_history * sizeof(*e));
+    uint32_t n = n_history;
+    int rc = skh_compact(e, &n, floor, SKH_COMPACT_TARGET);
+    if (rc != 0) {
+        log_error("timeline %s: term history of %u entries cannot be compacted "
+                  "below %u (floor %" PRIX64 ")", tl->dir, n_history,
+                  SKH_COMPACT_TARGET, floor);
+        rc = SK_TL_EINVAL;
+    } else {
+        if (n < n_history)
+            log_info("timeline %s: term history compacted from %u to %u entries",
+                     tl->dir, n_history, n);
+        next->history.n = n;
+        memcpy(next->history.e, e, n * sizeof(*e));
+    }
+    az_free(e);
+    return rc;
 }
 
 int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
@@ -201,11 +233,11 @@ int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
     }
     sk_control next = tl->ctl;
     next.term = term;
-    next.history.n = n_history;
-    memcpy(next.history.e, history, n_history * sizeof(*history));
     if (commit_lsn > next.commit_lsn)
         next.commit_lsn = commit_lsn;
-    rc = store_locked(tl, &next);
+    rc = adopt_history(tl, &next, history, n_history);
+    if (rc == 0)
+        rc = store_locked(tl, &next);
 done:
     state_locked(tl, state_out);
     pthread_mutex_unlock(&tl->mu);

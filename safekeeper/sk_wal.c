@@ -683,6 +683,7 @@ void sk_wal_get_state(sk_wal *w, sk_wal_state *out)
     out->write_lsn = w->write_lsn;
     out->last_record_lsn = w->last_record_lsn;
     out->n_segments = w->n_segs;
+    out->last_segment_lsn = w->segs[w->n_segs - 1]->start_lsn;
     pthread_mutex_unlock(&w->mu);
 }
 

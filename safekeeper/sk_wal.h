@@ -61,6 +61,8 @@ typedef struct sk_wal_state {
     lsn_t flush_lsn;
     lsn_t write_lsn;
     lsn_t last_record_lsn;    /* see above; 0 when unknown */
+    lsn_t last_segment_lsn;   /* start of the newest segment: sk_wal_open
+                                 checks record terms from here on */
     uint32_t n_segments;
 } sk_wal_state;
 

@@ -654,6 +654,81 @@ static void test_metrics(void **state)
     one_sk_teardown(&o);
 }
 
+/* ---- many elections ------------------------------------------------------------ */
+
+/* Every compute start is an election: a timeline must outlive far more of
+ * them than a term history holds (SKH_MAX_ENTRIES), compacting it. */
+#define MANY_ELECTIONS 300
+
+static void test_many_elections(void **state)
+{
+    (void)state;
+    h_sk sk[3];
+    const char *addrs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_sk_init(&sk[i], ARBOR_SAFEKEEPER_BIN, 41 + i), 0);
+        assert_int_equal(h_sk_start(&sk[i], 10000), 0);
+        addrs[i] = sk[i].addr;
+    }
+    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
+                      .start_lsn = START_LSN, .timeout_ms = 5000 };
+    memcpy(cfg.tenant_id, g_tenant, 16);
+    cfg.timeline_id[0] = 41;
+    lsn_t ends[MANY_ELECTIONS];
+    for (int e = 0; e < MANY_ELECTIONS; e++) {
+        wp_proposer *wp;
+        assert_int_equal(wp_create(&cfg, &wp), 0);
+        assert_int_equal(wp_elect(wp, 10000), 0);
+        /* Some proposers write nothing (empty epochs), most write one. */
+        if (e % 4 != 3) {
+            wp_pos pos;
+            assert_int_equal(wp_begin(wp, &pos, 10000), 0);
+            size_t len;
+            uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, e, 1, &len);
+            assert_int_equal(wp_commit(wp, rec, len, &ends[e], 5000), 0);
+            free(rec);
+        } else {
+            ends[e] = 0;
+        }
+        wp_destroy(wp);
+    }
+    /* Still electable after a restart of all three, and the history on
+     * each fits its bound; the WAL holds every acknowledged record. */
+    tl_ref t;
+    tl_ref_init(&t, 41);
+    memset(t.timeline, 0, 16);
+    t.timeline[0] = 41;
+    for (int i = 0; i < 3; i++) {
+        stop_clean(&sk[i]);
+        assert_int_equal(h_sk_start(&sk[i], 10000), 0);
+    }
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    assert_int_equal(wp_elect(wp, 10000), 0);
+    assert_true(wp_term(wp) > MANY_ELECTIONS);
+    lsn_t commit = 0;
+    for (int e = 0; e < MANY_ELECTIONS; e++)
+        if (ends[e] > commit)
+            commit = ends[e];
+    assert_true(wp_commit_lsn(wp) >= commit);
+    wp_destroy(wp);
+    for (int i = 0; i < 3; i++) {
+        rpc_channel *ch;
+        assert_int_equal(rpc_channel_create(sk[i].addr, &ch), 0);
+        Arbor__TimelineStatusResponse *st = status(ch, &t);
+        assert_null(st->error);
+        assert_true(st->n_history <= 256);
+        assert_true(st->term > MANY_ELECTIONS);
+        protobuf_c_message_free_unpacked(&st->base, NULL);
+        uint8_t *wal;
+        size_t n = read_wal(ch, &t, START_LSN, commit, &wal);
+        assert_int_equal(n, commit - START_LSN);
+        free(wal);
+        rpc_channel_destroy(ch);
+        stop_clean(&sk[i]);
+    }
+}
+
 /* ---- kill -9 chaos under load -------------------------------------------- */
 
 #define CHAOS_KILLS 50
@@ -822,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_many_elections),
         cmocka_unit_test(test_kill9_chaos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

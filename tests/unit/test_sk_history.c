@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <string.h>
+
 #include "sk_history.h"
 
 static skh_history make(const skh_entry *e, uint32_t n)
@@ -105,6 +108,72 @@ static void test_up_to(void **state)
     assert_int_equal(skh_up_to(&h, 10000, out), 3);
 }
 
+static void test_common_point_compacted(void **state)
+{
+    (void)state;
+    /* The acceptor dropped its old entries; the proposer still has them.
+     * Matching by term finds the same point as with full histories. */
+    skh_entry acc[] = { { 7, 5000 }, { 9, 6000 } };
+    skh_entry prop[] = { { 1, 100 }, { 3, 900 }, { 7, 5000 }, { 9, 6000 }, { 12, 7000 } };
+    skh_history h = make(acc, 2);
+    lsn_t p;
+    assert_int_equal(skh_common_point(&h, 7500, prop, 5, &p), 1);
+    assert_int_equal(p, 7000);
+    /* And the other way round: the proposer's history is the short one. */
+    skh_entry acc_full[] = { { 1, 100 }, { 3, 900 }, { 7, 5000 }, { 8, 5500 } };
+    skh_entry prop_short[] = { { 7, 5000 }, { 10, 5200 } };
+    h = make(acc_full, 4);
+    assert_int_equal(skh_common_point(&h, 5800, prop_short, 2, &p), 1);
+    assert_int_equal(p, 5200);   /* term 8's records after 5200 lost */
+    /* A term with a different start LSN is not common. */
+    skh_entry acc_bad[] = { { 7, 4000 } };
+    h = make(acc_bad, 1);
+    assert_int_equal(skh_common_point(&h, 4500, prop, 5, &p), 0);
+}
+
+static void test_compact(void **state)
+{
+    (void)state;
+    skh_entry e[SKH_WIRE_MAX_ENTRIES];
+    uint32_t n = 0;
+    /* 300 elections: every third one wrote records, the others nothing. */
+    lsn_t lsn = 1000;
+    for (uint32_t i = 0; i < 300; i++) {
+        e[n++] = (skh_entry){ i + 1, lsn };
+        if (i % 3 == 0)
+            lsn += 100;
+    }
+    assert_int_equal(skh_validate(e, n), 0);
+    /* Under the target nothing changes. */
+    uint32_t m = n;
+    assert_int_equal(skh_compact(e, &m, 5000, 400), 0);
+    assert_int_equal(m, n);
+    /* Over it: entries below the floor go, then empty epochs. */
+    skh_entry c[SKH_WIRE_MAX_ENTRIES];
+    memcpy(c, e, n * sizeof(*e));
+    m = n;
+    assert_int_equal(skh_compact(c, &m, 5000, SKH_COMPACT_TARGET), 0);
+    assert_true(m <= SKH_COMPACT_TARGET);
+    assert_int_equal(skh_validate(c, m), 0);
+    assert_int_equal(c[m - 1].term, 300);          /* the last one stays */
+    assert_true(c[0].lsn <= 5000);                  /* the floor is covered */
+    /* Every LSN at or above the floor keeps its term (the full history
+     * is longer than an skh_history holds: look it up by hand). */
+    skh_history small = { .n = m };
+    memcpy(small.e, c, m * sizeof(*c));
+    for (lsn_t x = 5000; x < lsn + 50; x += 10) {
+        uint64_t want = 0;
+        for (uint32_t i = 0; i < n && e[i].lsn <= x; i++)
+            want = e[i].term;
+        assert_int_equal(skh_term_at(&small, x), want);
+    }
+    /* Nothing empty, nothing below the floor: it cannot shrink. */
+    m = 0;
+    for (uint32_t i = 0; i < 300; i++)
+        c[m++] = (skh_entry){ i + 1, 10000 + i * 10 };
+    assert_int_equal(skh_compact(c, &m, 10000, SKH_COMPACT_TARGET), -ENOSPC);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -114,6 +183,8 @@ int main(void)
         cmocka_unit_test(test_common_point_divergent_tail),
         cmocka_unit_test(test_common_point_none),
         cmocka_unit_test(test_up_to),
+        cmocka_unit_test(test_common_point_compacted),
+        cmocka_unit_test(test_compact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
