@@ -903,6 +903,18 @@ int rpc_server_add_method(rpc_server *srv, const char *method,
     return 0;
 }
 
+int rpc_server_add_methods(rpc_server *s, const rpc_method_def *defs, size_t n,
+                           void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = rpc_server_add_method(s, defs[i].path, defs[i].kind,
+                                       defs[i].fn, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static void cq_drain_destroy(grpc_completion_queue *cq)
 {
     grpc_completion_queue_shutdown(cq);

@@ -124,6 +124,14 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out);
 /* method: full path "/arbor.Safekeeper/Append". Before rpc_server_start. */
 int rpc_server_add_method(rpc_server *s, const char *method,
                           rpc_method_kind kind, rpc_handler_fn fn, void *arg);
+/* A service's methods as a table, registered in one call. */
+typedef struct rpc_method_def {
+    const char *path;
+    rpc_method_kind kind;
+    rpc_handler_fn fn;
+} rpc_method_def;
+int rpc_server_add_methods(rpc_server *s, const rpc_method_def *defs, size_t n,
+                           void *arg);
 /* Binds and starts serving. *port_out: the bound TCP port (0 for unix:). */
 int rpc_server_start(rpc_server *s, int *port_out);
 /* Idempotent. Returns when no handler runs any more. */

@@ -14,7 +14,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "daemon.h"
 #include "fsutil.h"
 #include "http.h"
 #include "ids.h"
@@ -174,23 +174,9 @@ static void refresh_one(ps_timeline *tl, void *arg)
     set_gauge(g_ps.tl_gc_cutoff, labels, (double)info.gc_cutoff_lsn);
 }
 
-static int h_metrics(const http_request *req, http_response *resp, void *arg)
+static void refresh_metrics(void *arg)
 {
     for_each_timeline(refresh_one, NULL);
-    char *text;
-    size_t len;
-    int rc = met_render(g_ps.metrics, &text, &len);
-    if (rc != 0)
-        return rc;
-    http_respond(resp, 200, MET_CONTENT_TYPE, text, len);
-    free(text);
-    return 0;
-}
-
-static json_t *lsn_json(lsn_t lsn)
-{
-    char buf[LSN_STRLEN];
-    return json_string(lsn_format(lsn, buf));
 }
 
 static void status_one(ps_timeline *tl, void *arg)
@@ -206,11 +192,11 @@ static void status_one(ps_timeline *tl, void *arg)
         "branch", i.branch_name,
         "ancestor_timeline_id",
         id_is_zero(&i.ancestor_id) ? json_null() : json_string(id_format(&i.ancestor_id, a)),
-        "ancestor_lsn", lsn_json(i.ancestor_lsn),
-        "start_lsn", lsn_json(i.start_lsn),
-        "last_record_lsn", lsn_json(i.last_record_lsn),
-        "disk_consistent_lsn", lsn_json(i.disk_consistent_lsn),
-        "gc_cutoff_lsn", lsn_json(i.gc_cutoff_lsn),
+        "ancestor_lsn", dmn_lsn_json(i.ancestor_lsn),
+        "start_lsn", dmn_lsn_json(i.start_lsn),
+        "last_record_lsn", dmn_lsn_json(i.last_record_lsn),
+        "disk_consistent_lsn", dmn_lsn_json(i.disk_consistent_lsn),
+        "gc_cutoff_lsn", dmn_lsn_json(i.gc_cutoff_lsn),
         "logical_size_bytes", (json_int_t)i.logical_size_bytes,
         "physical_size_bytes", (json_int_t)i.physical_size_bytes,
         "branch_only_size_bytes", (json_int_t)i.branch_only_size_bytes,
@@ -358,21 +344,17 @@ static int create_metrics(void)
 
 static int start_servers(int *grpc_port)
 {
-    int rc = http_server_start(g_ps.conf.http_addr, (uint16_t)g_ps.conf.http_port,
-                               &g_ps.http);
-    if (rc != 0) {
-        log_error("HTTP on %s:%d: %s", g_ps.conf.http_addr, g_ps.conf.http_port,
-                  strerror(-rc));
+    dmn_http_options o = { .addr = g_ps.conf.http_addr,
+                           .port = g_ps.conf.http_port,
+                           .metrics = g_ps.metrics,
+                           .refresh = refresh_metrics,
+                           .status = h_status };
+    int rc = dmn_http_start(&o, &g_ps.http);
+    if (rc != 0)
         return rc;
-    }
-    rc = http_route(g_ps.http, "GET", "/metrics", HTTP_MATCH_EXACT, h_metrics, NULL);
-    if (rc == 0)
-        rc = http_route_json(g_ps.http, "GET", "/v1/status", HTTP_MATCH_EXACT,
-                             h_status, NULL);
     rpc_server_config rcfg = { .listen_addr = g_ps.conf.listen,
                                .pollers = g_ps.conf.pollers };
-    if (rc == 0)
-        rc = rpc_server_create(&rcfg, &g_ps.rpc);
+    rc = rpc_server_create(&rcfg, &g_ps.rpc);
     if (rc == 0)
         rc = ps_svc_register(g_ps.svc, g_ps.rpc);
     if (rc == 0)
@@ -380,16 +362,6 @@ static int start_servers(int *grpc_port)
     if (rc != 0)
         log_error("gRPC on %s: %s", g_ps.conf.listen, rpc_strerror(rc));
     return rc;
-}
-
-static int write_port_file(int grpc_port)
-{
-    if (!g_ps.conf.port_file || !*g_ps.conf.port_file)
-        return 0;
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "%d %u\n", grpc_port,
-                     (unsigned)http_server_port(g_ps.http));
-    return fs_write_atomic(g_ps.conf.port_file, buf, (size_t)n);
 }
 
 static int start_all(int *grpc_port)
@@ -430,7 +402,8 @@ static int start_all(int *grpc_port)
         g_ps.housekeeper_started = rc == 0;
     }
     if (rc == 0)
-        rc = write_port_file(*grpc_port);
+        rc = dmn_write_port_file(g_ps.conf.port_file, *grpc_port,
+                                 http_server_port(g_ps.http));
     return rc;
 }
 
@@ -481,11 +454,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "arbor-pageserver: cannot open log file %s\n",
                 g_ps.conf.log_file);
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    dmn_signals_block(&sigs);
     pthread_mutex_init(&g_ps.hk_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -499,9 +468,7 @@ int main(int argc, char **argv)
                  "%s, %d safekeepers", grpc_port, g_ps.conf.http_addr,
                  (unsigned)http_server_port(g_ps.http), g_ps.conf.datadir,
                  g_ps.n_sk);
-        int sig = 0;
-        sigwait(&sigs, &sig);
-        log_info("signal %d: shutting down", sig);
+        log_info("signal %d: shutting down", dmn_signals_wait(&sigs));
     }
     stop_all();
     return rc == 0 ? 0 : 1;

@@ -745,11 +745,7 @@ int ps_svc_create(ps_repo *repo, met_registry *mreg, const ps_svc_options *opt,
 
 int ps_svc_register(ps_service *svc, rpc_server *srv)
 {
-    static const struct {
-        const char *path;
-        rpc_method_kind kind;
-        rpc_handler_fn fn;
-    } methods[] = {
+    static const rpc_method_def methods[] = {
         { "/arbor.PageService/GetPage", RPC_UNARY, h_get_page },
         { "/arbor.PageService/GetPages", RPC_BIDI, h_get_pages },
         { "/arbor.PageService/GetDbSize", RPC_UNARY, h_db_size },
@@ -765,13 +761,8 @@ int ps_svc_register(ps_service *svc, rpc_server *srv)
         { "/arbor.Management/RenameBranch", RPC_UNARY, h_rename },
         { "/arbor.Management/SetPitrWindow", RPC_UNARY, h_set_pitr },
     };
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        int rc = rpc_server_add_method(srv, methods[i].path, methods[i].kind,
-                                       methods[i].fn, svc);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return rpc_server_add_methods(srv, methods,
+                                  sizeof(methods) / sizeof(methods[0]), svc);
 }
 
 void ps_svc_stop(ps_service *svc)

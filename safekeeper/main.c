@@ -11,13 +11,12 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "fsutil.h"
 #include "http.h"
 #include "ids.h"
@@ -74,23 +73,9 @@ static struct {
     met_registry *metrics;
 } g_sk;
 
-static int h_metrics(const http_request *req, http_response *resp, void *arg)
+static void refresh_metrics(void *arg)
 {
     sk_svc_refresh_metrics(g_sk.svc);
-    char *text;
-    size_t len;
-    int rc = met_render(g_sk.metrics, &text, &len);
-    if (rc != 0)
-        return rc;
-    http_respond(resp, 200, MET_CONTENT_TYPE, text, len);
-    free(text);
-    return 0;
-}
-
-static json_t *lsn_json(lsn_t lsn)
-{
-    char buf[LSN_STRLEN];
-    return json_string(lsn_format(lsn, buf));
 }
 
 static json_t *timeline_json(const sk_tl_state *st)
@@ -103,18 +88,18 @@ static json_t *timeline_json(const sk_tl_state *st)
     for (uint32_t i = 0; i < st->history.n; i++) {
         json_array_append_new(hist, json_pack("{s:I,s:o}", "term",
                                               (json_int_t)st->history.e[i].term,
-                                              "lsn", lsn_json(st->history.e[i].lsn)));
+                                              "lsn", dmn_lsn_json(st->history.e[i].lsn)));
     }
     return json_pack("{s:s,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:o}",
                      "tenant_id", id_format(&a, t), "timeline_id", id_format(&b, l),
                      "term", (json_int_t)st->term,
-                     "start_lsn", lsn_json(st->start_lsn),
-                     "flush_lsn", lsn_json(st->flush_lsn),
-                     "commit_lsn", lsn_json(st->commit_lsn),
-                     "persisted_lsn", lsn_json(st->persisted_lsn),
-                     "removed_below_lsn", lsn_json(st->removed_below_lsn),
-                     "last_record_lsn", lsn_json(st->last_record_lsn),
-                     "write_lsn", lsn_json(st->write_lsn),
+                     "start_lsn", dmn_lsn_json(st->start_lsn),
+                     "flush_lsn", dmn_lsn_json(st->flush_lsn),
+                     "commit_lsn", dmn_lsn_json(st->commit_lsn),
+                     "persisted_lsn", dmn_lsn_json(st->persisted_lsn),
+                     "removed_below_lsn", dmn_lsn_json(st->removed_below_lsn),
+                     "last_record_lsn", dmn_lsn_json(st->last_record_lsn),
+                     "write_lsn", dmn_lsn_json(st->write_lsn),
                      "proposers", st->proposers, "readers", st->readers,
                      "history", hist);
 }
@@ -139,18 +124,12 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
 
 static int start_http(void)
 {
-    int rc = http_server_start(g_sk.conf.http_addr, (uint16_t)g_sk.conf.http_port,
-                               &g_sk.http);
-    if (rc != 0) {
-        log_error("HTTP on %s:%d: %s", g_sk.conf.http_addr, g_sk.conf.http_port,
-                  strerror(-rc));
-        return rc;
-    }
-    rc = http_route(g_sk.http, "GET", "/metrics", HTTP_MATCH_EXACT, h_metrics, NULL);
-    if (rc == 0)
-        rc = http_route_json(g_sk.http, "GET", "/v1/status", HTTP_MATCH_EXACT,
-                             h_status, NULL);
-    return rc;
+    dmn_http_options o = { .addr = g_sk.conf.http_addr,
+                           .port = g_sk.conf.http_port,
+                           .metrics = g_sk.metrics,
+                           .refresh = refresh_metrics,
+                           .status = h_status };
+    return dmn_http_start(&o, &g_sk.http);
 }
 
 static int start_rpc(int *port)
@@ -164,19 +143,6 @@ static int start_rpc(int *port)
         rc = rpc_server_start(g_sk.rpc, port);
     if (rc != 0)
         log_error("gRPC on %s: %s", g_sk.conf.listen, rpc_strerror(rc));
-    return rc;
-}
-
-static int write_port_file(int grpc_port)
-{
-    if (!g_sk.conf.port_file || !*g_sk.conf.port_file)
-        return 0;
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "%d %u\n", grpc_port,
-                     (unsigned)http_server_port(g_sk.http));
-    int rc = fs_write_atomic(g_sk.conf.port_file, buf, (size_t)n);
-    if (rc != 0)
-        log_error("port file %s: %s", g_sk.conf.port_file, strerror(-rc));
     return rc;
 }
 
@@ -211,13 +177,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "arbor-safekeeper: cannot open log file %s\n",
                 g_sk.conf.log_file);
 
-    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    /* Signals are taken by dmn_signals_wait; every thread inherits the mask. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    dmn_signals_block(&sigs);
 
     sk_reg_options ro = { .datadir = g_sk.conf.datadir,
                           .node_id = g_sk.conf.node_id,
@@ -237,16 +199,15 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = start_rpc(&grpc_port);
     if (rc == 0)
-        rc = write_port_file(grpc_port);
+        rc = dmn_write_port_file(g_sk.conf.port_file, grpc_port,
+                                 http_server_port(g_sk.http));
     if (rc != 0)
         goto out;
     log_info("safekeeper %" PRIu64 " serving gRPC on port %d, HTTP on %s:%u, "
              "data in %s", g_sk.conf.node_id, grpc_port, g_sk.conf.http_addr,
              (unsigned)http_server_port(g_sk.http), g_sk.conf.datadir);
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    log_info("signal %d: shutting down", sig);
+    log_info("signal %d: shutting down", dmn_signals_wait(&sigs));
 out:
     shutdown_all();
     return rc == 0 ? 0 : 1;

@@ -625,11 +625,7 @@ int sk_svc_create(sk_registry *reg, met_registry *mreg, sk_service **out)
 
 int sk_svc_register(sk_service *svc, rpc_server *srv)
 {
-    static const struct {
-        const char *path;
-        rpc_method_kind kind;
-        rpc_handler_fn fn;
-    } methods[] = {
+    static const rpc_method_def methods[] = {
         { "/arbor.Safekeeper/Vote", RPC_UNARY, h_vote },
         { "/arbor.Safekeeper/Elected", RPC_UNARY, h_elected },
         { "/arbor.Safekeeper/Append", RPC_BIDI, h_append },
@@ -639,13 +635,8 @@ int sk_svc_register(sk_service *svc, rpc_server *srv)
         { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, h_create },
         { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, h_report_persisted },
     };
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        int rc = rpc_server_add_method(srv, methods[i].path, methods[i].kind,
-                                       methods[i].fn, svc);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return rpc_server_add_methods(srv, methods,
+                                  sizeof(methods) / sizeof(methods[0]), svc);
 }
 
 void sk_svc_stop(sk_service *svc)

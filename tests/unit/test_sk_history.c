@@ -31,7 +31,7 @@ static void test_validate(void **state)
     assert_int_not_equal(skh_validate(lsn_back, 2), 0);
     skh_entry zero_term[] = { { 0, 100 } };
     assert_int_not_equal(skh_validate(zero_term, 1), 0);
-    assert_int_not_equal(skh_validate(ok, SKH_MAX_ENTRIES + 1), 0);
+    assert_int_not_equal(skh_validate(ok, SKH_WIRE_MAX_ENTRIES + 1), 0);
 }
 
 static void test_last_log_term(void **state)

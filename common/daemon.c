@@ -1,0 +1,97 @@
+/*
+ * daemon — start-up and shutdown pieces shared by the daemons. See daemon.h.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "log.h"
+
+void dmn_signals_block(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int dmn_signals_wait(const sigset_t *set)
+{
+    int sig = 0;
+    while (sigwait(set, &sig) != 0)
+        ;
+    return sig;
+}
+
+/* The refresh hook and the registry, for the /metrics route. */
+typedef struct metrics_route {
+    met_registry *metrics;
+    dmn_refresh_fn refresh;
+    void *arg;
+} metrics_route;
+
+static int h_metrics(const http_request *req, http_response *resp, void *arg)
+{
+    metrics_route *m = arg;
+    if (m->refresh)
+        m->refresh(m->arg);
+    char *text;
+    size_t len;
+    int rc = met_render(m->metrics, &text, &len);
+    if (rc != 0)
+        return rc;
+    http_respond(resp, 200, MET_CONTENT_TYPE, text, len);
+    free(text);
+    return 0;
+}
+
+int dmn_http_start(const dmn_http_options *opt, http_server **out)
+{
+    /* One per process and daemon: lives as long as the server, which the
+     * daemon keeps until exit. */
+    static metrics_route route;
+    route = (metrics_route){ opt->metrics, opt->refresh, opt->refresh_arg };
+    http_server *srv;
+    int rc = http_server_start(opt->addr, (uint16_t)opt->port, &srv);
+    if (rc != 0) {
+        log_error("HTTP on %s:%d: %s", opt->addr, opt->port, strerror(-rc));
+        return rc;
+    }
+    if (opt->metrics)
+        rc = http_route(srv, "GET", "/metrics", HTTP_MATCH_EXACT, h_metrics, &route);
+    if (rc == 0 && opt->status)
+        rc = http_route_json(srv, "GET", "/v1/status", HTTP_MATCH_EXACT,
+                             opt->status, opt->status_arg);
+    if (rc != 0) {
+        log_error("HTTP routes: %s", strerror(-rc));
+        http_server_stop(srv);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+int dmn_write_port_file(const char *path, int grpc_port, int http_port)
+{
+    if (!path || !*path)
+        return 0;
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%d %d\n", grpc_port, http_port);
+    int rc = fs_write_atomic(path, buf, (size_t)n);
+    if (rc != 0)
+        log_error("port file %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+json_t *dmn_lsn_json(lsn_t lsn)
+{
+    char buf[LSN_STRLEN];
+    return json_string(lsn_format(lsn, buf));
+}

@@ -1,0 +1,50 @@
+/*
+ * daemon — what every Arbor daemon does around its service (prefix dmn_):
+ * signal handling, the HTTP endpoint with /metrics and a JSON status page,
+ * and the port file that tells whoever started it where it listens.
+ *
+ * Threads: call dmn_signals_block() in main() before any thread starts (the
+ * mask is inherited), then dmn_signals_wait() from main() to sleep until
+ * SIGTERM or SIGINT.
+ */
+#ifndef ARBOR_DAEMON_H
+#define ARBOR_DAEMON_H
+
+#include <signal.h>
+#include <stdint.h>
+#include "http.h"
+#include "lsn.h"
+#include "metrics.h"
+
+/* Blocks SIGTERM and SIGINT in this thread (and so in all later ones) and
+ * ignores SIGPIPE; fills *set for dmn_signals_wait. */
+void dmn_signals_block(sigset_t *set);
+/* Waits for one of the blocked signals; returns its number. */
+int dmn_signals_wait(const sigset_t *set);
+
+/* Called before each /metrics render, to refresh gauges that are computed
+ * from state (per-timeline LSNs, sizes). May be NULL. */
+typedef void (*dmn_refresh_fn)(void *arg);
+
+typedef struct dmn_http_options {
+    const char *addr;            /* numeric address */
+    int port;                    /* 0 = ephemeral */
+    met_registry *metrics;       /* served on GET /metrics; borrowed */
+    dmn_refresh_fn refresh;      /* may be NULL */
+    void *refresh_arg;
+    http_json_fn status;         /* GET /v1/status; may be NULL */
+    void *status_arg;
+} dmn_http_options;
+
+/* Starts the HTTP server with those routes; the caller may add more.
+ * 0 or -errno (logged). */
+int dmn_http_start(const dmn_http_options *opt, http_server **out);
+
+/* Writes "<grpc port> <http port>\n" to path atomically (no-op for a NULL
+ * or empty path). 0 or -errno (logged). */
+int dmn_write_port_file(const char *path, int grpc_port, int http_port);
+
+/* An LSN as a JSON string "X/Y" (new reference). */
+struct json_t *dmn_lsn_json(lsn_t lsn);
+
+#endif
