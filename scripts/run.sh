@@ -2,14 +2,15 @@
 # The run command (README): installs dependencies, builds, and starts a local
 # Arbor cluster in ./.arbor in the foreground; Ctrl-C stops it.
 #
-# Today the cluster is the WAL quorum: three safekeepers on loopback. The
-# pageserver, the compute endpoint on branch `main` (psql) and the `arbor`
-# CLI are added by the issues that build them; this script will then start
-# them too.
+# Today the cluster is three safekeepers (the WAL quorum) and a pageserver
+# that ingests from them, all on loopback. The compute endpoint on branch
+# `main` (psql) and the `arbor` CLI are added by the issues that build them;
+# this script will then start them too.
 #
 #   ARBOR_DIR=/path   data directory (default ./.arbor)
 #   ARBOR_BASE_PORT   first port (default 7676): safekeeper i listens on
-#                     BASE+2i (gRPC) and BASE+2i+1 (HTTP)
+#                     BASE+2i (gRPC) and BASE+2i+1 (HTTP), the pageserver
+#                     on BASE+6 (gRPC) and BASE+7 (HTTP)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -26,7 +27,8 @@ cleanup() {
   wait 2>/dev/null || true
   echo "arbor: stopped"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 for i in 1 2 3; do
   grpc=$((base + 2 * (i - 1)))
@@ -38,9 +40,17 @@ for i in 1 2 3; do
     --port-file="$dir/sk$i/ports" --log-file="$dir/sk$i/log" &
   pids+=($!)
 done
-for i in 1 2 3; do
-  for _ in $(seq 100); do [ -s "$dir/sk$i/ports" ] && break; sleep 0.05; done
-  [ -s "$dir/sk$i/ports" ] || { echo "safekeeper $i did not start; see $dir/sk$i/log" >&2; exit 1; }
+sks="127.0.0.1:$base,127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4))"
+rm -f "$dir/ps/ports"
+mkdir -p "$dir/ps"
+build/run/pageserver/arbor-pageserver --listen="127.0.0.1:$((base + 6))" \
+  --http-port="$((base + 7))" --datadir="$dir/ps" --safekeepers="$sks" \
+  --port-file="$dir/ps/ports" --log-file="$dir/ps/log" &
+pids+=($!)
+
+for d in sk1 sk2 sk3 ps; do
+  for _ in $(seq 200); do [ -s "$dir/$d/ports" ] && break; sleep 0.05; done
+  [ -s "$dir/$d/ports" ] || { echo "$d did not start; see $dir/$d/log" >&2; exit 1; }
 done
 
 echo "arbor: local cluster running (data in $dir)"
@@ -48,6 +58,8 @@ for i in 1 2 3; do
   read -r g h < "$dir/sk$i/ports"
   echo "  safekeeper $i  gRPC 127.0.0.1:$g   status http://127.0.0.1:$h/v1/status   metrics http://127.0.0.1:$h/metrics"
 done
-echo "  pageserver, compute endpoint (psql) and CLI: not built yet (see README, Status)"
+read -r g h < "$dir/ps/ports"
+echo "  pageserver    gRPC 127.0.0.1:$g   status http://127.0.0.1:$h/v1/status   metrics http://127.0.0.1:$h/metrics"
+echo "  compute endpoint (psql) and CLI: not built yet (see README, Status)"
 echo "Ctrl-C stops the cluster."
 wait
