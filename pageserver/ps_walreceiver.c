@@ -39,6 +39,8 @@ typedef struct receiver {
     pthread_t thread;
     atomic_bool stop;
     atomic_int current;
+    pthread_mutex_t stream_mu;  /* guards stream against a concurrent cancel */
+    rpc_stream *stream;         /* the open StreamWal call, NULL between */
     lsn_t reported_lsn;      /* disk_consistent_lsn last told to safekeepers */
     struct receiver *next;
 } receiver;
@@ -169,6 +171,11 @@ static stream_end stream_from(receiver *rv, int i)
     rpc_stream *s = NULL;
     if (open_stream(r, i, rv->tl, pos, &s) != 0)
         return NEXT_SK;
+    pthread_mutex_lock(&rv->stream_mu);
+    rv->stream = s;
+    if (atomic_load(&rv->stop))
+        rpc_stream_cancel(s);   /* stopped while we were connecting */
+    pthread_mutex_unlock(&rv->stream_mu);
     stream_end how = NEXT_SK;
     int64_t last_chunk = now_ms(), last_data = now_ms(), last_lag_check = now_ms();
     uint32_t stall_ms = r->opt.stall_ms ? r->opt.stall_ms : 3000;
@@ -227,6 +234,9 @@ static stream_end stream_from(receiver *rv, int i)
     }
     if (atomic_load(&rv->stop))
         how = STOP;
+    pthread_mutex_lock(&rv->stream_mu);
+    rv->stream = NULL;
+    pthread_mutex_unlock(&rv->stream_mu);
     rpc_stream_destroy(s);
     return how;
 }
@@ -304,6 +314,7 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
     ps_timeline_retain(tl);
     atomic_init(&rv->stop, false);
     atomic_init(&rv->current, -1);
+    pthread_mutex_init(&rv->stream_mu, NULL);
     rv->reported_lsn = ps_timeline_disk_consistent_lsn(tl);
     int rc = pthread_create(&rv->thread, NULL, receiver_main, rv);
     if (rc != 0) {
@@ -318,12 +329,26 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
     return 0;
 }
 
-static void receiver_stop(receiver *rv)
+/* Stops a list of receivers: all are told first (their streams cancelled,
+ * so a blocked receive returns at once), then joined, so stopping many
+ * takes as long as stopping one. */
+static void receivers_stop(receiver *list)
 {
-    atomic_store(&rv->stop, true);
-    pthread_join(rv->thread, NULL);
-    ps_timeline_release(rv->tl);
-    az_free(rv);
+    for (receiver *rv = list; rv; rv = rv->next) {
+        atomic_store(&rv->stop, true);
+        pthread_mutex_lock(&rv->stream_mu);
+        if (rv->stream)
+            rpc_stream_cancel(rv->stream);
+        pthread_mutex_unlock(&rv->stream_mu);
+    }
+    while (list) {
+        receiver *next = list->next;
+        pthread_join(list->thread, NULL);
+        ps_timeline_release(list->tl);
+        pthread_mutex_destroy(&list->stream_mu);
+        az_free(list);
+        list = next;
+    }
 }
 
 /* A deleted timeline answers PS_EDELETED to any wait at once; a live one
@@ -348,11 +373,7 @@ void ps_rcv_reap_deleted(ps_rcv *r)
         }
     }
     pthread_mutex_unlock(&r->mu);
-    while (dead) {
-        receiver *next = dead->next;
-        receiver_stop(dead);
-        dead = next;
-    }
+    receivers_stop(dead);
 }
 
 static void report_one(ps_rcv *r, receiver *rv, lsn_t lsn)
@@ -400,11 +421,7 @@ void ps_rcv_destroy(ps_rcv *r)
     receiver *list = r->list;
     r->list = NULL;
     pthread_mutex_unlock(&r->mu);
-    while (list) {
-        receiver *next = list->next;
-        receiver_stop(list);
-        list = next;
-    }
+    receivers_stop(list);
     for (int i = 0; i < r->opt.n_safekeepers; i++) {
         if (r->ch[i])
             rpc_channel_destroy(r->ch[i]);
