@@ -17,8 +17,11 @@ PACKAGES=(
   libxxhash-dev       # checksums (XXH3)
   liblz4-dev          # page compression
   libcmocka-dev       # unit tests
-  # test tooling
+  libssl-dev          # libcrypto: SHA-256/HMAC/PBKDF2 for SCRAM auth
+  # test tooling: real SQL clients against the endpoints
   valgrind python3 procps
+  postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)
+  python3-psycopg2
 )
 
 missing=()
