@@ -449,6 +449,18 @@ static int tl_open(const char *dir, const sk_io *io, uint64_t segment_size,
         log_error("timeline %s: WAL: %s", dir, sk_tl_strerror(rc));
         goto fail;
     }
+    /* Segments that vanished (a deleted file, a restored backup) would make
+     * an empty or shorter WAL look valid: WAL below removed_below was never
+     * ours to lose, so ending below it means files are missing. */
+    if (sk_wal_flush_lsn(tl->wal) < tl->ctl.removed_below_lsn) {
+        char a[LSN_STRLEN], b[LSN_STRLEN];
+        log_error("timeline %s: WAL ends at %s, below %s which the control "
+                  "file says was kept: segment files are missing", dir,
+                  lsn_format(sk_wal_flush_lsn(tl->wal), a),
+                  lsn_format(tl->ctl.removed_below_lsn, b));
+        rc = SK_TL_ECORRUPT;
+        goto fail;
+    }
     *out = tl;
     return 0;
 fail:

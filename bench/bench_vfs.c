@@ -1,0 +1,258 @@
+/*
+ * bench_vfs — SQLite through the arbor VFS against plain SQLite on a local
+ * file (synchronous=FULL, rollback journal), in one run, on a real cluster
+ * (3 safekeepers + pageserver on loopback, started with the test harness).
+ *
+ *   mixed     a speedtest-style workload: bulk insert, index build,
+ *             updates and deletes in transactions (write phase), then
+ *             full scans, indexed range queries and point lookups (read
+ *             phase). The read phase is timed warm (second run on the same
+ *             connection) and cold (a fresh open: for arbor an empty page
+ *             cache, every page from the pageserver; for the file only
+ *             SQLite's cache is cold, the OS page cache stays warm).
+ *   insert    single-row autocommit INSERT latency, p50 / p99 (one commit =
+ *             one quorum flush for arbor, journal + db fsyncs for the file).
+ *
+ * Run: build/bench/bench_vfs [-r rows] [-i inserts]
+ */
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "pageserver.pb-c.h"
+#include "rpc.h"
+#include "vfs_main.h"
+
+static int g_rows = 20000, g_inserts = 500;
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_vfs: %s: %s\n", what, why);
+    exit(1);   /* atexit: the harness kills the daemons */
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err ? err : "?");
+}
+
+static sqlite3 *open_db(const char *name)
+{
+    sqlite3 *db;
+    if (sqlite3_open_v2(name, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_URI, NULL) != SQLITE_OK)
+        die(name, sqlite3_errmsg(db));
+    exec(db, "PRAGMA synchronous=FULL");
+    return db;
+}
+
+/* ---- cluster ----------------------------------------------------------- */
+
+static h_sk g_sk[3], g_ps;
+static char g_uri[1024];
+
+static void cluster_up(void)
+{
+    static char sk_arg[300], sk_list[256];
+    if (h_init() != 0)
+        die("harness", "h_init");
+    for (int i = 0; i < 3; i++)
+        if (h_sk_init(&g_sk[i], ARBOR_SAFEKEEPER_BIN, 71 + i) != 0 ||
+            h_sk_start(&g_sk[i], 10000) != 0)
+            die("safekeeper", "start");
+    snprintf(sk_list, sizeof(sk_list), "%s,%s,%s", g_sk[0].addr, g_sk[1].addr,
+             g_sk[2].addr);
+    snprintf(sk_arg, sizeof(sk_arg), "--safekeepers=%s", sk_list);
+    if (h_proc_init(&g_ps, ARBOR_PAGESERVER_BIN, "ps") != 0)
+        die("pageserver", "init");
+    g_ps.extra_args[0] = sk_arg;
+    g_ps.extra_args[1] = "--http-port=0";
+    if (h_sk_start(&g_ps, 20000) != 0)
+        die("pageserver", "start");
+    rpc_channel *ch;
+    if (rpc_channel_create(g_ps.addr, &ch) != 0)
+        die("pageserver", "channel");
+    Arbor__CreateTenantRequest treq = ARBOR__CREATE_TENANT_REQUEST__INIT;
+    Arbor__CreateTenantResponse *tresp;
+    if (rpc_unary(ch, "/arbor.Management/CreateTenant", &treq.base,
+                  &arbor__create_tenant_response__descriptor,
+                  (ProtobufCMessage **)&tresp, 10000, NULL) != 0 || tresp->error)
+        die("CreateTenant", "failed");
+    char tenant[33];
+    for (int i = 0; i < 16; i++)
+        sprintf(tenant + 2 * i, "%02x", tresp->tenant_id.data[i]);
+    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
+    req.tenant_id = tresp->tenant_id;
+    req.branch_name = "main";
+    Arbor__TimelineInfoResponse *resp;
+    if (rpc_unary(ch, "/arbor.Management/CreateTimeline", &req.base,
+                  &arbor__timeline_info_response__descriptor,
+                  (ProtobufCMessage **)&resp, 10000, NULL) != 0 || resp->error)
+        die("CreateTimeline", "failed");
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    protobuf_c_message_free_unpacked(&tresp->base, NULL);
+    rpc_channel_destroy(ch);
+    snprintf(g_uri, sizeof(g_uri),
+             "file:main?vfs=arbor&pageserver=%s&safekeepers=%s&tenant=%s&branch=main",
+             g_ps.addr, sk_list, tenant);
+    if (arbor_vfs_register() != SQLITE_OK)
+        die("arbor_vfs_register", "failed");
+}
+
+/* ---- workloads ------------------------------------------------------------- */
+
+static double write_phase(sqlite3 *db)
+{
+    char sql[512];
+    double t0 = now_s();
+    exec(db, "CREATE TABLE t1(a INTEGER, b INTEGER, c TEXT)");
+    exec(db, "CREATE TABLE t2(a INTEGER PRIMARY KEY, b INTEGER, c TEXT)");
+    snprintf(sql, sizeof(sql),
+             "BEGIN; WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s "
+             "WHERE i < %d) INSERT INTO t1 SELECT i, (i * 7919) %% 100000, "
+             "printf('%%d-%%.*c', i, 60 + i %% 60, 'x') FROM s; "
+             "INSERT INTO t2 SELECT a, b, c FROM t1; COMMIT", g_rows);
+    exec(db, sql);
+    exec(db, "CREATE INDEX i1b ON t1(b); CREATE INDEX i2b ON t2(b)");
+    for (int i = 0; i < 20; i++) {
+        snprintf(sql, sizeof(sql), "BEGIN; UPDATE t1 SET b = b + 1 WHERE a %% 20 = %d; "
+                 "UPDATE t2 SET c = c || 'u' WHERE a %% 50 = %d; COMMIT", i, i);
+        exec(db, sql);
+    }
+    exec(db, "DELETE FROM t2 WHERE a % 3 = 0");
+    exec(db, "INSERT INTO t2(b, c) SELECT b, c FROM t1 WHERE a % 5 = 0");
+    return now_s() - t0;
+}
+
+static int64_t int_query(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        die(sql, sqlite3_errmsg(db));
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return v;
+}
+
+static double read_phase(sqlite3 *db, int64_t *check)
+{
+    char sql[256];
+    double t0 = now_s();
+    int64_t sum = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM t1 WHERE c LIKE '%%%d%%'", i);
+        sum += int_query(db, sql);
+    }
+    for (int i = 0; i < 200; i++) {
+        snprintf(sql, sizeof(sql), "SELECT count(*), sum(a) FROM t2 WHERE b BETWEEN %d AND %d",
+                 i * 400, i * 400 + 300);
+        sum += int_query(db, sql);
+    }
+    for (int i = 0; i < 2000; i++) {
+        snprintf(sql, sizeof(sql), "SELECT length(c) FROM t2 WHERE a = %d",
+                 1 + (i * 7919) % g_rows);
+        sum += int_query(db, sql);
+    }
+    *check = sum;
+    return now_s() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void insert_latency(sqlite3 *db, double *p50, double *p99)
+{
+    exec(db, "CREATE TABLE k(id INTEGER PRIMARY KEY, v TEXT)");
+    double *lat = malloc(sizeof(double) * (size_t)g_inserts);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "INSERT INTO k(v) VALUES('some row of text')", -1, &st, NULL);
+    for (int i = 0; i < g_inserts; i++) {
+        double t0 = now_s();
+        if (sqlite3_step(st) != SQLITE_DONE)
+            die("insert", sqlite3_errmsg(db));
+        sqlite3_reset(st);
+        lat[i] = now_s() - t0;
+    }
+    sqlite3_finalize(st);
+    qsort(lat, (size_t)g_inserts, sizeof(double), cmp_double);
+    *p50 = lat[g_inserts / 2];
+    *p99 = lat[(g_inserts * 99) / 100];
+    free(lat);
+}
+
+typedef struct result {
+    double write_s, warm_s, cold_s, p50, p99;
+    int64_t check;
+} result;
+
+static void run(const char *name, result *r)
+{
+    sqlite3 *db = open_db(name);
+    r->write_s = write_phase(db);
+    int64_t c1, c2, c3;
+    read_phase(db, &c1);
+    r->warm_s = read_phase(db, &c2);
+    sqlite3_close(db);
+    db = open_db(name);   /* arbor: the last connection closed, cache gone */
+    r->cold_s = read_phase(db, &c3);
+    if (c1 != c2 || c2 != c3)
+        die(name, "read phases disagree");
+    r->check = c1;
+    insert_latency(db, &r->p50, &r->p99);
+    sqlite3_close(db);
+}
+
+int main(int argc, char **argv)
+{
+    int opt;
+    while ((opt = getopt(argc, argv, "r:i:h")) != -1) {
+        if (opt == 'r')
+            g_rows = atoi(optarg);
+        else if (opt == 'i')
+            g_inserts = atoi(optarg);
+        else {
+            fprintf(stderr, "usage: %s [-r rows (20000)] [-i inserts (500)]\n", argv[0]);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    cluster_up();
+    char path[600];
+    snprintf(path, sizeof(path), "%s/local.db", h_root());
+    result a, f;
+    run(path, &f);
+    run(g_uri, &a);
+    if (a.check != f.check)
+        die("results", "arbor and the local file disagree");
+    printf("\n%-34s %12s %12s %8s\n", "", "arbor", "local file", "ratio");
+    printf("%-34s %10.3f s %10.3f s %7.2fx\n", "mixed: write phase", a.write_s, f.write_s,
+           a.write_s / f.write_s);
+    printf("%-34s %10.3f s %10.3f s %7.2fx\n", "mixed: read phase, warm", a.warm_s, f.warm_s,
+           a.warm_s / f.warm_s);
+    printf("%-34s %10.3f s %10.3f s %7.2fx\n", "mixed: read phase, cold", a.cold_s, f.cold_s,
+           a.cold_s / f.cold_s);
+    printf("%-34s %9.0f us %9.0f us %7.2fx\n", "autocommit INSERT p50", a.p50 * 1e6,
+           f.p50 * 1e6, a.p50 / f.p50);
+    printf("%-34s %9.0f us %9.0f us %7.2fx\n", "autocommit INSERT p99", a.p99 * 1e6,
+           f.p99 * 1e6, a.p99 / f.p99);
+    printf("(%d rows, %d inserts; file cold = SQLite cache cold, OS cache warm)\n",
+           g_rows, g_inserts);
+    h_cleanup();
+    return 0;
+}

@@ -1,0 +1,850 @@
+/* vfs_db — see vfs_db.h. */
+#include "vfs_db.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "ids.h"
+#include "log.h"
+#include "metrics.h"
+#include "pageserver.pb-c.h"
+#include "rpc.h"
+#include "safekeeper.pb-c.h"
+#include "vfs_cache.h"
+#include "wp_walproposer.h"
+
+#define PAGE_STREAMS 4           /* GetPages streams per vfs_db */
+#define MAX_BATCH 128            /* pages per GetPages request */
+#define STREAM_DEADLINE_MS (24LL * 3600 * 1000)
+#define LEASE_S 600u
+
+struct vfs_db {
+    /* Registry (under g_reg.mu). */
+    struct vfs_db *next;
+    int refs;
+    vfs_conf conf;               /* the key: tenant, timeline, mode, lsn/at */
+    char name[160];              /* "<branch>@<mode>" for logs */
+    arbor_id timeline;
+    lsn_t start_lsn;             /* timeline's own WAL start */
+
+    rpc_channel *ps;
+    struct {
+        pthread_mutex_t mu;
+        rpc_stream *s;
+    } streams[PAGE_STREAMS];
+    atomic_uint_fast64_t next_request_id;
+    vfs_cache *cache;
+    wp_proposer *wp;             /* primary only */
+
+    pthread_mutex_t mu;          /* the fields below */
+    lsn_t latest_lsn;
+    uint32_t latest_size;
+    uint32_t page_size;
+    int n_shared;
+    const void *writer;          /* RESERVED holder, or NULL */
+    bool fenced;
+    int64_t last_commit_ts_us;
+
+    /* Background thread: replica WAL follower / static lease renewer. */
+    pthread_t thread;
+    bool thread_started;
+    pthread_cond_t stop_cv;
+    bool stopping;               /* under mu */
+};
+
+/* The process-wide registry of open vfs_db (STYLE 9: the one state). */
+static struct {
+    pthread_mutex_t mu;
+    vfs_db *head;
+} g_reg = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static struct {
+    pthread_once_t once;
+    met_counter *hits, *misses, *fetched, *prefetched, *commits, *failed;
+    met_histogram *getpage_s, *commit_s;
+} g_met = { .once = PTHREAD_ONCE_INIT };
+
+static void metrics_init(void)
+{
+    met_registry *r = met_default_registry();
+    met_counter_new(r, "arbor_vfs_cache_hits_total", "page reads served by the shared cache", &g_met.hits);
+    met_counter_new(r, "arbor_vfs_cache_misses_total", "page reads that went to the pageserver", &g_met.misses);
+    met_counter_new(r, "arbor_vfs_pages_fetched_total", "pages received from the pageserver", &g_met.fetched);
+    met_counter_new(r, "arbor_vfs_pages_prefetched_total", "pages fetched ahead of a sequential scan", &g_met.prefetched);
+    met_counter_new(r, "arbor_vfs_commits_total", "transactions committed on a safekeeper quorum", &g_met.commits);
+    met_counter_new(r, "arbor_vfs_commit_failures_total", "commits that failed (rolled back)", &g_met.failed);
+    met_histogram_new(r, "arbor_vfs_getpage_seconds", "GetPages round trip",
+                      met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.getpage_s);
+    met_histogram_new(r, "arbor_vfs_commit_seconds", "commit point latency (quorum flush)",
+                      met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.commit_s);
+}
+
+/* The met_* calls accept NULL children only by crashing: guard. */
+#define MET_INC(c) do { if (c) met_counter_inc(c); } while (0)
+#define MET_ADD(c, n) do { if (c) met_counter_add((c), (n)); } while (0)
+#define MET_OBS(h, v) do { if (h) met_histogram_observe((h), (v)); } while (0)
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const char *vfs_db_strerror(int err)
+{
+    switch (err) {
+    case VFS_OK: return "ok";
+    case VFS_EIO: return "pageserver read failed";
+    case VFS_EBUSY: return "another connection is writing";
+    case VFS_ESNAPSHOT: return "snapshot is not the latest commit";
+    case VFS_EREADONLY: return "read-only endpoint";
+    case VFS_EFENCED: return "fenced by another primary";
+    case VFS_ECOMMIT: return "commit failed";
+    case VFS_ETOOBIG: return "transaction too large for one WAL record";
+    case VFS_EOPEN: return "cannot open";
+    }
+    return "unknown error";
+}
+
+static void timeline_ref(const vfs_db *db, Arbor__TimelineRef *ref)
+{
+    arbor__timeline_ref__init(ref);
+    ref->tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)db->conf.tenant.b };
+    ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)db->timeline.b };
+}
+
+/* A unary call to the pageserver; the reply's `error` (field 1 of every
+ * response) is turned into a message. 0 or -1 with err filled. */
+static int ps_call(vfs_db *db, const char *method, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *d, ProtobufCMessage **resp,
+                   char *err, size_t err_len)
+{
+    rpc_status st = { 0 };
+    int rc = rpc_unary(db->ps, method, req, d, resp, db->conf.timeout_ms, &st);
+    if (rc != 0) {
+        snprintf(err, err_len, "pageserver %s: %s: %s%s%s", db->conf.pageserver,
+                 method, rpc_strerror(rc), st.message[0] ? ": " : "", st.message);
+        return -1;
+    }
+    /* Every response message starts with `Error error = 1`. */
+    Arbor__Error *e = *(Arbor__Error **)((char *)*resp + sizeof(ProtobufCMessage));
+    if (e && e->code != ARBOR__ERROR_CODE__OK) {
+        snprintf(err, err_len, "%s: %s", method, e->message);
+        protobuf_c_message_free_unpacked(*resp, NULL);
+        *resp = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- open ------------------------------------------------------------------ */
+
+typedef struct tl_info {
+    arbor_id timeline;
+    lsn_t start_lsn, last_record_lsn;
+    int64_t last_commit_ts_us;
+} tl_info;
+
+static int resolve_timeline(vfs_db *db, tl_info *out, char *err, size_t err_len)
+{
+    Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
+    req.tenant_id = (ProtobufCBinaryData){ 16, db->conf.tenant.b };
+    if (db->conf.has_timeline) {
+        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID;
+        req.timeline_id = (ProtobufCBinaryData){ 16, db->conf.timeline.b };
+    } else {
+        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
+        req.branch_name = db->conf.branch;
+    }
+    Arbor__TimelineInfoResponse *resp;
+    if (ps_call(db, "/arbor.Management/GetTimelineInfo", &req.base,
+                &arbor__timeline_info_response__descriptor,
+                (ProtobufCMessage **)&resp, err, err_len) != 0)
+        return -1;
+    int rc = -1;
+    if (!resp->info || resp->info->timeline_id.len != 16) {
+        snprintf(err, err_len, "GetTimelineInfo: no timeline in the answer");
+        goto done;
+    }
+    memcpy(out->timeline.b, resp->info->timeline_id.data, 16);
+    out->start_lsn = resp->info->start_lsn;
+    out->last_record_lsn = resp->info->last_record_lsn;
+    out->last_commit_ts_us = resp->info->last_commit_timestamp_us;
+    rc = 0;
+done:
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static int get_db_size(vfs_db *db, lsn_t lsn, uint32_t *size, uint32_t *page_size,
+                       char *err, size_t err_len)
+{
+    Arbor__TimelineRef ref;
+    timeline_ref(db, &ref);
+    Arbor__DbSizeRequest req = ARBOR__DB_SIZE_REQUEST__INIT;
+    req.timeline = &ref;
+    req.request_lsn = lsn;
+    req.not_modified_since = lsn;
+    Arbor__DbSizeResponse *resp;
+    if (ps_call(db, "/arbor.PageService/GetDbSize", &req.base,
+                &arbor__db_size_response__descriptor, (ProtobufCMessage **)&resp,
+                err, err_len) != 0)
+        return -1;
+    *size = resp->db_size_pages;
+    *page_size = resp->page_size;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static int lsn_by_timestamp(vfs_db *db, int64_t at_us, lsn_t *lsn, char *err,
+                            size_t err_len)
+{
+    Arbor__TimelineRef ref;
+    timeline_ref(db, &ref);
+    Arbor__LsnByTimestampRequest req = ARBOR__LSN_BY_TIMESTAMP_REQUEST__INIT;
+    req.timeline = &ref;
+    req.timestamp_us = at_us;
+    Arbor__LsnByTimestampResponse *resp;
+    if (ps_call(db, "/arbor.PageService/GetLsnByTimestamp", &req.base,
+                &arbor__lsn_by_timestamp_response__descriptor,
+                (ProtobufCMessage **)&resp, err, err_len) != 0)
+        return -1;
+    int rc = 0;
+    if (resp->kind == ARBOR__LSN_KIND__LSN_PAST || resp->lsn == 0) {
+        snprintf(err, err_len, "no commit at or before timestamp %" PRId64, at_us);
+        rc = -1;
+    }
+    *lsn = resp->lsn;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static int lease(vfs_db *db, char *err, size_t err_len)
+{
+    Arbor__TimelineRef ref;
+    timeline_ref(db, &ref);
+    Arbor__LeaseLsnRequest req = ARBOR__LEASE_LSN_REQUEST__INIT;
+    req.timeline = &ref;
+    req.lsn = db->latest_lsn;
+    req.duration_s = LEASE_S;
+    Arbor__LeaseLsnResponse *resp;
+    if (ps_call(db, "/arbor.PageService/LeaseLsn", &req.base,
+                &arbor__lease_lsn_response__descriptor, (ProtobufCMessage **)&resp,
+                err, err_len) != 0)
+        return -1;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static int start_primary(vfs_db *db, const tl_info *ti, lsn_t *base,
+                         char *err, size_t err_len)
+{
+    const char *addrs[VFS_MAX_SAFEKEEPERS];
+    for (int i = 0; i < db->conf.n_safekeepers; i++)
+        addrs[i] = db->conf.safekeepers[i];
+    wp_config cfg = { .safekeepers = addrs,
+                      .n_safekeepers = db->conf.n_safekeepers,
+                      .start_lsn = ti->start_lsn,
+                      .timeout_ms = db->conf.timeout_ms };
+    memcpy(cfg.tenant_id, db->conf.tenant.b, 16);
+    memcpy(cfg.timeline_id, ti->timeline.b, 16);
+    int rc = wp_create(&cfg, &db->wp);
+    if (rc == 0)
+        rc = wp_elect(db->wp, db->conf.timeout_ms);
+    if (rc != 0) {
+        snprintf(err, err_len, "primary election on the safekeepers failed: %s",
+                 wp_strerror(rc));
+        return -1;
+    }
+    *base = wp_commit_lsn(db->wp);
+    return 0;
+}
+
+static void *replica_main(void *arg);
+static void *lease_main(void *arg);
+
+/* Everything after the timeline is known: mode start, sizes, cache. */
+static int db_start(vfs_db *db, const tl_info *ti, char *err, size_t err_len)
+{
+    lsn_t base = 0;
+    switch (db->conf.mode) {
+    case VFS_MODE_PRIMARY:
+        if (start_primary(db, ti, &base, err, err_len) != 0)
+            return -1;
+        break;
+    case VFS_MODE_REPLICA:
+        base = ti->last_record_lsn ? ti->last_record_lsn : ti->start_lsn;
+        break;
+    case VFS_MODE_STATIC:
+        base = db->conf.lsn;
+        if (!base && lsn_by_timestamp(db, db->conf.at_us, &base, err, err_len) != 0)
+            return -1;
+        break;
+    }
+    uint32_t size = 0, page_size = 0;
+    if (get_db_size(db, base, &size, &page_size, err, err_len) != 0)
+        return -1;
+    db->latest_lsn = base;
+    db->latest_size = size;
+    db->page_size = page_size;
+    db->last_commit_ts_us = ti->last_commit_ts_us;
+    db->start_lsn = ti->start_lsn;
+    vfs_cache_create((size_t)db->conf.cache_mb << 20, base, &db->cache);
+    if (db->conf.mode == VFS_MODE_STATIC && lease(db, err, err_len) != 0)
+        return -1;
+    if (db->conf.mode != VFS_MODE_PRIMARY) {
+        void *(*fn)(void *) = db->conf.mode == VFS_MODE_REPLICA ? replica_main : lease_main;
+        if (pthread_create(&db->thread, NULL, fn, db) != 0) {
+            snprintf(err, err_len, "cannot start a thread");
+            return -1;
+        }
+        db->thread_started = true;
+    }
+    char l[LSN_STRLEN];
+    log_info("arbor vfs: %s opened at %s, %u pages of %u bytes", db->name,
+             lsn_format(base, l), size, page_size);
+    return 0;
+}
+
+static void db_free(vfs_db *db)
+{
+    if (db->thread_started) {
+        pthread_mutex_lock(&db->mu);
+        db->stopping = true;
+        pthread_cond_broadcast(&db->stop_cv);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->thread, NULL);
+    }
+    wp_destroy(db->wp);
+    for (int i = 0; i < PAGE_STREAMS; i++) {
+        if (db->streams[i].s)
+            rpc_stream_destroy(db->streams[i].s);
+        pthread_mutex_destroy(&db->streams[i].mu);
+    }
+    if (db->ps)
+        rpc_channel_destroy(db->ps);
+    vfs_cache_destroy(db->cache);
+    pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->stop_cv);
+    az_free(db);
+}
+
+static bool same_key(const vfs_db *db, const vfs_conf *c, const arbor_id *tl)
+{
+    return id_equal(&db->conf.tenant, &c->tenant) && id_equal(&db->timeline, tl) &&
+           db->conf.mode == c->mode && db->conf.lsn == c->lsn &&
+           db->conf.has_at == c->has_at && db->conf.at_us == c->at_us;
+}
+
+int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
+{
+    pthread_once(&g_met.once, metrics_init);
+    vfs_db *db = az_calloc(1, sizeof(*db));
+    db->conf = *conf;
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_cond_init(&db->stop_cv, NULL);
+    for (int i = 0; i < PAGE_STREAMS; i++)
+        pthread_mutex_init(&db->streams[i].mu, NULL);
+    snprintf(db->name, sizeof(db->name), "%s@%s",
+             conf->has_timeline ? "timeline" : conf->branch, vfs_mode_name(conf->mode));
+    tl_info ti;
+    if (rpc_channel_create(conf->pageserver, &db->ps) != 0) {
+        snprintf(err, err_len, "bad pageserver address \"%s\"", conf->pageserver);
+        db_free(db);
+        return VFS_EOPEN;
+    }
+    if (resolve_timeline(db, &ti, err, err_len) != 0) {
+        db_free(db);
+        return VFS_EOPEN;
+    }
+    db->timeline = ti.timeline;
+    /* Held across the start so that two opens of one key share one state
+     * (and one election). Opens are rare. */
+    pthread_mutex_lock(&g_reg.mu);
+    for (vfs_db *o = g_reg.head; o; o = o->next) {
+        if (same_key(o, conf, &ti.timeline)) {
+            o->refs++;
+            pthread_mutex_unlock(&g_reg.mu);
+            db_free(db);
+            *out = o;
+            return 0;
+        }
+    }
+    if (db_start(db, &ti, err, err_len) != 0) {
+        pthread_mutex_unlock(&g_reg.mu);
+        db_free(db);
+        return VFS_EOPEN;
+    }
+    db->refs = 1;
+    db->next = g_reg.head;
+    g_reg.head = db;
+    pthread_mutex_unlock(&g_reg.mu);
+    *out = db;
+    return 0;
+}
+
+void vfs_db_release(vfs_db *db)
+{
+    if (!db)
+        return;
+    pthread_mutex_lock(&g_reg.mu);
+    bool last = --db->refs == 0;
+    if (last) {
+        for (vfs_db **p = &g_reg.head; *p; p = &(*p)->next) {
+            if (*p == db) {
+                *p = db->next;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_reg.mu);
+    if (last)
+        db_free(db);
+}
+
+/* ---- state and locks --------------------------------------------------------- */
+
+vfs_mode vfs_db_mode(const vfs_db *db)
+{
+    return db->conf.mode;
+}
+
+uint32_t vfs_db_page_size(vfs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint32_t ps = db->page_size;
+    pthread_mutex_unlock(&db->mu);
+    return ps;
+}
+
+void vfs_db_latest(vfs_db *db, lsn_t *lsn, uint32_t *size_pages)
+{
+    pthread_mutex_lock(&db->mu);
+    *lsn = db->latest_lsn;
+    *size_pages = db->latest_size;
+    pthread_mutex_unlock(&db->mu);
+}
+
+void vfs_db_pin(vfs_db *db, lsn_t *snap, uint32_t *size_pages)
+{
+    pthread_mutex_lock(&db->mu);
+    db->n_shared++;
+    *snap = db->latest_lsn;
+    *size_pages = db->latest_size;
+    pthread_mutex_unlock(&db->mu);
+}
+
+void vfs_db_unpin(vfs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    db->n_shared--;
+    pthread_mutex_unlock(&db->mu);
+}
+
+int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap)
+{
+    if (db->conf.mode != VFS_MODE_PRIMARY)
+        return VFS_EREADONLY;
+    int rc = 0;
+    pthread_mutex_lock(&db->mu);
+    if (db->fenced)
+        rc = VFS_EFENCED;
+    else if (db->writer && db->writer != owner)
+        rc = VFS_EBUSY;
+    else if (snap != db->latest_lsn)
+        rc = VFS_ESNAPSHOT;
+    else
+        db->writer = owner;
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+void vfs_db_unreserve(vfs_db *db, const void *owner)
+{
+    pthread_mutex_lock(&db->mu);
+    if (db->writer == owner)
+        db->writer = NULL;
+    pthread_mutex_unlock(&db->mu);
+}
+
+bool vfs_db_is_reserved(vfs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    bool r = db->writer != NULL;
+    pthread_mutex_unlock(&db->mu);
+    return r;
+}
+
+/* ---- reads ------------------------------------------------------------------- */
+
+/* One GetPages round trip on stream slot i (its mutex held). 0, or -1 on a
+ * transport error (the stream is dropped, the caller may retry), or -2 on an
+ * error the pageserver reported (logged; not retried). */
+static int fetch_on(vfs_db *db, int i, const uint32_t *pgnos, uint32_t n,
+                    lsn_t snap, lsn_t nms, Arbor__GetPagesResponse **out)
+{
+    if (!db->streams[i].s &&
+        rpc_stream_open(db->ps, "/arbor.PageService/GetPages", STREAM_DEADLINE_MS,
+                        &db->streams[i].s) != 0)
+        return -1;
+    rpc_stream *s = db->streams[i].s;
+    Arbor__TimelineRef ref;
+    timeline_ref(db, &ref);
+    Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
+    req.request_id = atomic_fetch_add(&db->next_request_id, 1) + 1;
+    req.timeline = &ref;
+    req.pgnos = (uint32_t *)pgnos;
+    req.n_pgnos = n;
+    req.request_lsn = snap;
+    req.not_modified_since = nms;
+    int rc = rpc_stream_send_msg(s, &req.base);
+    while (rc == 0) {
+        Arbor__GetPagesResponse *resp;
+        rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor,
+                                 db->conf.timeout_ms + 5000, (ProtobufCMessage **)&resp);
+        if (rc != 0)
+            break;
+        if (resp->request_id != req.request_id) {
+            /* The answer to a request whose wait timed out earlier. */
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            continue;
+        }
+        if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
+            char l[LSN_STRLEN];
+            log_error("arbor vfs: %s: read of page %u at %s failed: %s", db->name,
+                      pgnos[0], lsn_format(snap, l), resp->error->message);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            return -2;
+        }
+        if (resp->n_pages != n || resp->n_page_lsns != n) {
+            log_error("arbor vfs: %s: GetPages answered %zu pages for %u",
+                      db->name, resp->n_pages, n);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            return -2;
+        }
+        *out = resp;
+        return 0;
+    }
+    log_warn("arbor vfs: %s: GetPages stream: %s (reconnecting)", db->name,
+             rpc_strerror(rc));
+    rpc_stream_destroy(s);
+    db->streams[i].s = NULL;
+    return -1;
+}
+
+/* Fetches pgnos at snap with retries on transport errors for about the
+ * configured timeout. */
+static int fetch(vfs_db *db, const uint32_t *pgnos, uint32_t n, lsn_t snap,
+                 lsn_t nms, Arbor__GetPagesResponse **out)
+{
+    int slot = -1;
+    for (int i = 0; i < PAGE_STREAMS && slot < 0; i++)
+        if (pthread_mutex_trylock(&db->streams[i].mu) == 0)
+            slot = i;
+    if (slot < 0) {
+        slot = (int)(pgnos[0] % PAGE_STREAMS);
+        pthread_mutex_lock(&db->streams[slot].mu);
+    }
+    double t0 = mono_s(), deadline = t0 + db->conf.timeout_ms / 1000.0;
+    int rc, delay_ms = 20;
+    while ((rc = fetch_on(db, slot, pgnos, n, snap, nms, out)) == -1 &&
+           mono_s() < deadline) {
+        struct timespec ts = { 0, delay_ms * 1000000L };
+        nanosleep(&ts, NULL);
+        delay_ms = delay_ms < 500 ? delay_ms * 2 : 500;
+    }
+    pthread_mutex_unlock(&db->streams[slot].mu);
+    MET_OBS(g_met.getpage_s, mono_s() - t0);
+    if (rc == -1)
+        log_error("arbor vfs: %s: pageserver %s unreachable", db->name,
+                  db->conf.pageserver);
+    return rc == 0 ? 0 : VFS_EIO;
+}
+
+int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
+                     uint32_t len, uint32_t n_ahead, uint32_t last)
+{
+    if (vfs_cache_get(db->cache, pgno, snap, dst, len)) {
+        MET_INC(g_met.hits);
+        return 0;
+    }
+    MET_INC(g_met.misses);
+    uint32_t pgnos[MAX_BATCH];
+    uint32_t n = 0;
+    pgnos[n++] = pgno;
+    lsn_t nms = vfs_cache_nms(db->cache, pgno, snap);
+    for (uint32_t p = pgno + 1; n < MAX_BATCH && n <= n_ahead && p <= last; p++) {
+        if (vfs_cache_has(db->cache, p, snap))
+            continue;
+        pgnos[n++] = p;
+        lsn_t m = vfs_cache_nms(db->cache, p, snap);
+        if (m > nms)
+            nms = m;
+    }
+    Arbor__GetPagesResponse *resp;
+    if (fetch(db, pgnos, n, snap, nms, &resp) != 0)
+        return VFS_EIO;
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const ProtobufCBinaryData *pg = &resp->pages[i];
+        if (pg->len != 0 && pg->len != len) {
+            log_error("arbor vfs: %s: page %u is %zu bytes, expected %u",
+                      db->name, pgnos[i], pg->len, len);
+            rc = VFS_EIO;
+            break;
+        }
+        if (pg->len == 0) {
+            /* The timeline has no page yet: zeros, not cached. */
+            if (i == 0)
+                memset(dst, 0, len);
+            continue;
+        }
+        vfs_cache_put_fetched(db->cache, pgnos[i], snap, resp->page_lsns[i],
+                              pg->data, len);
+        if (i == 0)
+            memcpy(dst, pg->data, len);
+    }
+    MET_ADD(g_met.fetched, n);
+    MET_ADD(g_met.prefetched, n - 1);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* ---- commit ------------------------------------------------------------------ */
+
+static int map_wp_error(vfs_db *db, int rc)
+{
+    if (rc == WP_EFENCED) {
+        pthread_mutex_lock(&db->mu);
+        db->fenced = true;
+        pthread_mutex_unlock(&db->mu);
+        log_error("arbor vfs: %s: FENCED: another primary took over this "
+                  "branch; this compute refuses writes from now on", db->name);
+        return VFS_EFENCED;
+    }
+    log_error("arbor vfs: %s: commit failed: %s (rolled back; it will never "
+              "become visible)", db->name, wp_strerror(rc));
+    return VFS_ECOMMIT;
+}
+
+int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
+                  uint32_t db_size_pages, uint32_t page_size, lsn_t *commit_lsn)
+{
+    if (db->conf.mode != VFS_MODE_PRIMARY)
+        return VFS_EREADONLY;
+    double t0 = mono_s();
+    wp_pos pos;
+    int rc = wp_begin(db->wp, &pos, db->conf.timeout_ms);
+    if (rc != 0) {
+        MET_INC(g_met.failed);
+        return map_wp_error(db, rc);
+    }
+    pthread_mutex_lock(&db->mu);
+    int64_t ts = wall_us();
+    if (ts < db->last_commit_ts_us)
+        ts = db->last_commit_ts_us;   /* commit times never go backwards */
+    pthread_mutex_unlock(&db->mu);
+    wal_record_hdr h = { .page_size = page_size, .lsn = pos.lsn,
+                         .prev_lsn = pos.prev_lsn, .term = pos.term,
+                         .commit_ts_us = ts, .db_size_pages = db_size_pages };
+    uint8_t *rec;
+    size_t len;
+    rc = wal_record_encode(&h, pages, n, 1, &rec, &len);
+    if (rc != 0) {
+        log_error("arbor vfs: %s: cannot encode the commit (%u pages): %s",
+                  db->name, n, wal_strerror(rc));
+        MET_INC(g_met.failed);
+        return rc == WAL_ETOOBIG || rc == WAL_EFIELD ? VFS_ETOOBIG : VFS_ECOMMIT;
+    }
+    lsn_t end;
+    rc = wp_commit(db->wp, rec, len, &end, db->conf.timeout_ms);
+    free(rec);
+    if (rc != 0) {
+        MET_INC(g_met.failed);
+        return map_wp_error(db, rc);
+    }
+    /* Cache first, then latest: a reader pinning the new latest finds the
+     * new versions (or last-written LSNs that make it wait for them). */
+    for (uint32_t i = 0; i < n; i++)
+        vfs_cache_apply(db->cache, pages[i].pgno, end, pages[i].image, page_size);
+    pthread_mutex_lock(&db->mu);
+    db->latest_lsn = end;
+    db->latest_size = db_size_pages;
+    db->page_size = page_size;
+    db->last_commit_ts_us = ts;
+    pthread_mutex_unlock(&db->mu);
+    *commit_lsn = end;
+    MET_INC(g_met.commits);
+    MET_OBS(g_met.commit_s, mono_s() - t0);
+    return 0;
+}
+
+/* ---- background threads ---------------------------------------------------------- */
+
+/* Sleeps up to ms; true if the db is stopping. */
+static bool wait_stop(vfs_db *db, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&db->mu);
+    while (!db->stopping && pthread_cond_timedwait(&db->stop_cv, &db->mu, &ts) == 0)
+        ;
+    bool stop = db->stopping;
+    pthread_mutex_unlock(&db->mu);
+    return stop;
+}
+
+static void *lease_main(void *arg)
+{
+    vfs_db *db = arg;
+    int period_ms = (int)(LEASE_S * 1000 / 3);
+    while (!wait_stop(db, period_ms)) {
+        char err[256];
+        if (lease(db, err, sizeof(err)) != 0) {
+            log_warn("arbor vfs: %s: lease renewal failed: %s", db->name, err);
+            period_ms = 5000;
+        } else {
+            period_ms = (int)(LEASE_S * 1000 / 3);
+        }
+    }
+    return NULL;
+}
+
+/* Applies one decoded record: page versions, then latest (whole record). */
+static int apply_record(vfs_db *db, const wal_record *r, uint8_t *img)
+{
+    lsn_t end = wal_record_end_lsn(r);
+    for (uint32_t i = 0; i < r->n_pages; i++) {
+        int rc = wal_page_image(r, i, img);
+        if (rc != 0)
+            return rc;
+        vfs_cache_apply(db->cache, r->pages[i].pgno, end, img, r->page_size);
+    }
+    pthread_mutex_lock(&db->mu);
+    db->latest_lsn = end;
+    db->latest_size = r->db_size_pages;
+    db->page_size = r->page_size;
+    pthread_mutex_unlock(&db->mu);
+    return 0;
+}
+
+/* Applies the records of one chunk that starts at *pos. -1 on a gap or a
+ * bad record (the caller reconnects). */
+static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
+                       uint8_t *img)
+{
+    if (c->records.len == 0)
+        return 0;
+    if (c->begin_lsn != *pos) {
+        log_warn("arbor vfs: %s: WAL chunk at %" PRIX64 ", expected %" PRIX64,
+                 db->name, c->begin_lsn, *pos);
+        return -1;
+    }
+    size_t off = 0;
+    while (off < c->records.len) {
+        uint32_t total = 0;
+        wal_record r = { 0 };   /* decode leaves it zeroed on error */
+        int rc = wal_record_peek_len(c->records.data + off, c->records.len - off, &total);
+        if (rc == 0 && total > c->records.len - off)
+            rc = WAL_ETRUNC;
+        if (rc == 0)
+            rc = wal_record_decode(c->records.data + off, total, &r);
+        if (rc == 0 && r.lsn != *pos)
+            rc = WAL_EFIELD;
+        if (rc == 0)
+            rc = apply_record(db, &r, img);
+        wal_record_free(&r);
+        if (rc != 0) {
+            log_error("arbor vfs: %s: bad WAL record at %" PRIX64 ": %s",
+                      db->name, *pos, wal_strerror(rc));
+            return -1;
+        }
+        *pos += total;
+        off += total;
+    }
+    return 0;
+}
+
+/* Streams committed WAL from one safekeeper until an error or stop. */
+static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, uint8_t *img)
+{
+    rpc_stream *s;
+    if (rpc_stream_open(ch, "/arbor.Safekeeper/StreamWal", STREAM_DEADLINE_MS, &s) != 0)
+        return;
+    Arbor__TimelineRef ref;
+    timeline_ref(db, &ref);
+    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
+    req.timeline = &ref;
+    req.start_lsn = *pos;
+    req.follow = true;
+    int rc = rpc_stream_send_msg(s, &req.base);
+    if (rc == 0)
+        rc = rpc_stream_close_send(s);
+    while (rc == 0 || rc == RPC_ETIMEDOUT) {
+        pthread_mutex_lock(&db->mu);
+        bool stop = db->stopping;
+        pthread_mutex_unlock(&db->mu);
+        if (stop)
+            break;
+        Arbor__WalChunk *c;
+        rc = rpc_stream_recv_msg(s, &arbor__wal_chunk__descriptor, 200,
+                                 (ProtobufCMessage **)&c);
+        if (rc != 0)
+            continue;
+        if (c->error && c->error->code != ARBOR__ERROR_CODE__OK) {
+            log_warn("arbor vfs: %s: StreamWal from %s: %s", db->name,
+                     rpc_channel_target(ch), c->error->message);
+            rc = -1;
+        } else if (apply_chunk(db, c, pos, img) != 0) {
+            rc = -1;
+        }
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+    }
+    rpc_stream_destroy(s);
+}
+
+static void *replica_main(void *arg)
+{
+    vfs_db *db = arg;
+    rpc_channel *ch[VFS_MAX_SAFEKEEPERS] = { 0 };
+    uint8_t *img = az_malloc(WAL_PAGE_SIZE_MAX);
+    lsn_t pos = db->latest_lsn;
+    for (int i = 0;; i = (i + 1) % db->conf.n_safekeepers) {
+        if (!ch[i] && rpc_channel_create(db->conf.safekeepers[i], &ch[i]) != 0)
+            ch[i] = NULL;
+        if (ch[i])
+            follow_one(db, ch[i], &pos, img);
+        if (wait_stop(db, 100))
+            break;
+    }
+    for (int i = 0; i < db->conf.n_safekeepers; i++)
+        if (ch[i])
+            rpc_channel_destroy(ch[i]);
+    az_free(img);
+    return NULL;
+}

@@ -1,0 +1,109 @@
+/*
+ * vfs_db — the state one process shares for one database endpoint (prefix
+ * vfs_db_): every arbor connection that opens the same (tenant, timeline,
+ * mode, pinned LSN) gets the same vfs_db, refcounted.
+ *
+ * It holds: one gRPC channel to the pageserver and a small pool of GetPages
+ * streams (one request in flight per stream, request ids checked); the
+ * shared versioned page cache (vfs_cache.h); the walproposer (primary);
+ * `latest` = (LSN, db size in pages) of the newest commit this compute
+ * knows; the in-process lock manager; a background thread (replica: follows
+ * the WAL from the safekeepers; static: renews the LSN lease).
+ *
+ * MODES
+ *   primary  wp_create + wp_elect at the first open (fences any earlier
+ *            primary, in any process). latest starts at the commit LSN the
+ *            election learns; the pageserver may lag behind it: reads pass
+ *            not_modified_since and wait only as far as they need.
+ *   replica  latest starts at the pageserver's ingested head; a thread
+ *            streams committed WAL (StreamWal follow) from a safekeeper,
+ *            updates cached page versions of each record and advances
+ *            latest after the whole record: a reader never sees half of a
+ *            transaction.
+ *   static   latest is pinned at lsn= (or at= resolved with
+ *            GetLsnByTimestamp) and leased from GC (LeaseLsn) by a thread.
+ *
+ * LOCKS (per vfs_db; SQLite's lock levels, held per connection):
+ *
+ *     NONE ──vfs_db_pin──▶ SHARED ──vfs_db_reserve──▶ RESERVED ─▶ EXCLUSIVE
+ *       ▲     snapshot :=    │  ▲                         │    (granted at
+ *       │     latest         │  └── vfs_db_unreserve ─────┘     once)
+ *       └─── vfs_db_unpin ───┘
+ *
+ *   SHARED    any number of connections; each keeps the snapshot it pinned
+ *             (LSN + db size) until it drops to NONE, whatever commits
+ *             meanwhile (MVCC: readers never block the writer).
+ *   RESERVED  at most one connection ("writer"), only in primary mode and
+ *             before fencing (else VFS_EREADONLY), only if its snapshot is
+ *             latest (else VFS_ESNAPSHOT: it would write over a newer
+ *             commit), only if nobody else holds it (VFS_EBUSY).
+ *   EXCLUSIVE granted to the RESERVED holder even with SHARED holders:
+ *             their snapshots are unaffected by the writer's overlay.
+ *   The writer's commit (vfs_db_commit) moves latest; the writer's own
+ *   snapshot moves with it (the caller does that).
+ *
+ * THREADS. All functions are thread-safe. A vfs_db lives until the last
+ * vfs_db_release.
+ */
+#ifndef ARBOR_VFS_DB_H
+#define ARBOR_VFS_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lsn.h"
+#include "vfs_conf.h"
+#include "wal_record.h"
+
+enum {
+    VFS_OK = 0,
+    VFS_EIO = -4001,        /* pageserver read failed (logged) */
+    VFS_EBUSY = -4002,      /* another connection holds RESERVED */
+    VFS_ESNAPSHOT = -4003,  /* the snapshot is not the latest commit */
+    VFS_EREADONLY = -4004,  /* replica / static endpoint */
+    VFS_EFENCED = -4005,    /* another primary took over: no more writes */
+    VFS_ECOMMIT = -4006,    /* commit failed: not visible, never will be */
+    VFS_ETOOBIG = -4007,    /* transaction over the WAL record limit */
+    VFS_EOPEN = -4008,      /* open failed (reason in the error buffer) */
+};
+
+const char *vfs_db_strerror(int err);
+
+typedef struct vfs_db vfs_db;
+
+/* Finds or creates the shared state for conf. 0 and *out, or VFS_EOPEN with
+ * a reason in err (unknown branch, pageserver unreachable, no quorum, bad
+ * LSN...). May block up to about 2 x conf->timeout_ms. */
+int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len);
+void vfs_db_release(vfs_db *db);
+
+vfs_mode vfs_db_mode(const vfs_db *db);
+/* Page size of the database (0 while it has no page). */
+uint32_t vfs_db_page_size(vfs_db *db);
+/* The newest commit known: LSN and db size in pages. */
+void vfs_db_latest(vfs_db *db, lsn_t *lsn, uint32_t *size_pages);
+
+/* Lock manager: see the header comment. */
+void vfs_db_pin(vfs_db *db, lsn_t *snap, uint32_t *size_pages);
+void vfs_db_unpin(vfs_db *db);
+int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap);
+void vfs_db_unreserve(vfs_db *db, const void *owner);
+bool vfs_db_is_reserved(vfs_db *db);
+
+/* Reads page pgno as of snap into dst (len = page size): from the cache,
+ * else the pageserver, fetching up to n_ahead following pages (<= last)
+ * in the same batch into the cache (prefetch). 0 or VFS_EIO. */
+int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
+                     uint32_t len, uint32_t n_ahead, uint32_t last);
+
+/* The commit point (primary): one WAL record of pages (sorted by pgno,
+ * page_size bytes each) with db size db_size_pages, made durable on a
+ * quorum. 0 and *commit_lsn; the pages are cached and latest moves.
+ * VFS_ECOMMIT (timeout, no quorum: the record will never be visible),
+ * VFS_EFENCED, VFS_ETOOBIG, VFS_EREADONLY. Called by the RESERVED holder. */
+int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
+                  uint32_t db_size_pages, uint32_t page_size,
+                  lsn_t *commit_lsn);
+
+#endif

@@ -1,0 +1,655 @@
+/* vfs_main — see vfs_main.h. */
+#ifdef ARBOR_VFS_LOADABLE
+#include <sqlite3ext.h>
+SQLITE_EXTENSION_INIT1
+#else
+#include <sqlite3.h>
+#endif
+
+#include "vfs_main.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "vfs_conf.h"
+#include "vfs_db.h"
+#include "vfs_map.h"
+
+#define SECTOR_SIZE 4096
+
+/* ---- private in-memory files (journals) ------------------------------------ */
+
+typedef struct memfile {
+    sqlite3_file base;
+    uint8_t *buf;
+    sqlite3_int64 len, cap;
+} memfile;
+
+static int mem_close(sqlite3_file *pf)
+{
+    memfile *f = (memfile *)pf;
+    az_free(f->buf);
+    f->buf = NULL;
+    return SQLITE_OK;
+}
+
+static int mem_read(sqlite3_file *pf, void *dst, int n, sqlite3_int64 off)
+{
+    memfile *f = (memfile *)pf;
+    sqlite3_int64 have = off < f->len ? f->len - off : 0;
+    if (have > n)
+        have = n;
+    if (have > 0)
+        memcpy(dst, f->buf + off, (size_t)have);
+    if (have < n) {
+        memset((uint8_t *)dst + have, 0, (size_t)(n - have));
+        return SQLITE_IOERR_SHORT_READ;
+    }
+    return SQLITE_OK;
+}
+
+static int mem_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off)
+{
+    memfile *f = (memfile *)pf;
+    sqlite3_int64 end = off + n;
+    if (end > f->cap) {
+        sqlite3_int64 cap = f->cap ? f->cap : 8192;
+        while (cap < end)
+            cap *= 2;
+        f->buf = az_realloc(f->buf, (size_t)cap);
+        f->cap = cap;
+    }
+    if (off > f->len)
+        memset(f->buf + f->len, 0, (size_t)(off - f->len));
+    memcpy(f->buf + off, src, (size_t)n);
+    if (end > f->len)
+        f->len = end;
+    return SQLITE_OK;
+}
+
+static int mem_truncate(sqlite3_file *pf, sqlite3_int64 size)
+{
+    memfile *f = (memfile *)pf;
+    if (size < f->len)
+        f->len = size;
+    return SQLITE_OK;
+}
+
+static int mem_sync(sqlite3_file *pf, int flags)
+{
+    return SQLITE_OK;
+}
+
+static int mem_size(sqlite3_file *pf, sqlite3_int64 *out)
+{
+    *out = ((memfile *)pf)->len;
+    return SQLITE_OK;
+}
+
+static int mem_lock(sqlite3_file *pf, int level)
+{
+    return SQLITE_OK;
+}
+
+static int mem_check_reserved(sqlite3_file *pf, int *out)
+{
+    *out = 0;
+    return SQLITE_OK;
+}
+
+static int mem_fcntl(sqlite3_file *pf, int op, void *arg)
+{
+    return SQLITE_NOTFOUND;
+}
+
+static int sector_size(sqlite3_file *pf)
+{
+    return SECTOR_SIZE;
+}
+
+static int mem_devchar(sqlite3_file *pf)
+{
+    return SQLITE_IOCAP_SAFE_APPEND | SQLITE_IOCAP_SEQUENTIAL |
+           SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+}
+
+static const sqlite3_io_methods mem_methods = {
+    1, mem_close, mem_read, mem_write, mem_truncate, mem_sync, mem_size,
+    mem_lock, mem_lock, mem_check_reserved, mem_fcntl, sector_size, mem_devchar,
+    NULL, NULL, NULL, NULL, NULL, NULL,
+};
+
+/* ---- the main database file ------------------------------------------------ */
+
+typedef struct arbor_file {
+    sqlite3_file base;
+    vfs_db *db;
+    int lock;                 /* SQLITE_LOCK_* this connection holds */
+    lsn_t snap;               /* pinned at SHARED */
+    uint32_t snap_size;       /* db size in pages at snap */
+    uint32_t page_size;       /* 0 until known */
+    /* Overlay (RESERVED and above): uncommitted pages of this connection. */
+    vfs_map overlay;          /* pgno -> uint8_t[page_size] */
+    uint32_t ovl_size;        /* db size as this transaction sees it */
+    uint32_t trunc_floor;     /* pages above it not in the overlay are zero */
+    bool dirty;
+    bool commit_failed;       /* ignore commit points until unlock */
+    /* Sequential read detection for prefetch. */
+    uint32_t last_pgno, run;
+} arbor_file;
+
+static void overlay_clear(arbor_file *f)
+{
+    for (size_t i = 0; i < f->overlay.cap; i++)
+        if (f->overlay.keys[i])
+            az_free((void *)(uintptr_t)f->overlay.vals[i]);
+    vfs_map_clear(&f->overlay);
+    f->dirty = false;
+}
+
+static uint8_t *overlay_get(arbor_file *f, uint32_t pgno)
+{
+    uint64_t v;
+    return vfs_map_get(&f->overlay, pgno, &v) ? (uint8_t *)(uintptr_t)v : NULL;
+}
+
+static uint32_t page_size_of(arbor_file *f)
+{
+    if (!f->page_size)
+        f->page_size = vfs_db_page_size(f->db);
+    return f->page_size;
+}
+
+/* Snapshot and size the next read uses. Without a lock (the header read at
+ * open) the latest commit. */
+static void read_view(arbor_file *f, lsn_t *snap, uint32_t *size)
+{
+    if (f->lock >= SQLITE_LOCK_SHARED) {
+        *snap = f->snap;
+        *size = f->lock >= SQLITE_LOCK_RESERVED ? f->ovl_size : f->snap_size;
+    } else {
+        vfs_db_latest(f->db, snap, size);
+    }
+}
+
+static uint32_t prefetch_window(arbor_file *f, uint32_t pgno)
+{
+    f->run = pgno == f->last_pgno + 1 ? f->run + 1 : 0;
+    f->last_pgno = pgno;
+    if (f->run < 2)
+        return 0;
+    uint32_t w = 16u * (1 + f->run / 16);
+    return w > 127 ? 127 : w;
+}
+
+/* Reads page pgno as this connection sees it into dst (page_size bytes).
+ * 0, 1 if beyond the end (zeros), or an SQLite error. */
+static int read_page(arbor_file *f, uint32_t pgno, lsn_t snap, uint32_t size,
+                     uint8_t *dst)
+{
+    uint32_t ps = f->page_size;
+    if (pgno > size) {
+        memset(dst, 0, ps);
+        return 1;
+    }
+    if (f->lock >= SQLITE_LOCK_RESERVED) {
+        uint8_t *p = overlay_get(f, pgno);
+        if (p) {
+            memcpy(dst, p, ps);
+            return 0;
+        }
+        if (pgno > f->trunc_floor) {
+            memset(dst, 0, ps);
+            return 0;
+        }
+    }
+    uint32_t ahead = prefetch_window(f, pgno);
+    uint32_t last = f->snap_size < size ? f->snap_size : size;
+    if (f->lock < SQLITE_LOCK_SHARED)
+        last = size;
+    if (vfs_db_read_page(f->db, pgno, snap, dst, ps, ahead, last) != 0)
+        return SQLITE_IOERR_READ;
+    return 0;
+}
+
+static int af_read(sqlite3_file *pf, void *dst, int n, sqlite3_int64 off)
+{
+    arbor_file *f = (arbor_file *)pf;
+    uint32_t ps = page_size_of(f);
+    lsn_t snap;
+    uint32_t size;
+    read_view(f, &snap, &size);
+    if (ps == 0 || size == 0) {
+        memset(dst, 0, (size_t)n);
+        return SQLITE_IOERR_SHORT_READ;
+    }
+    uint8_t *page = NULL, *out = dst;
+    bool short_read = false;
+    while (n > 0) {
+        uint32_t pgno = (uint32_t)(off / ps) + 1;
+        uint32_t in = (uint32_t)(off % ps);
+        uint32_t take = ps - in < (uint32_t)n ? ps - in : (uint32_t)n;
+        int rc;
+        if (in == 0 && take == ps) {
+            rc = read_page(f, pgno, snap, size, out);
+        } else {
+            if (!page)
+                page = az_malloc(ps);
+            rc = read_page(f, pgno, snap, size, page);
+            memcpy(out, page + in, take);
+        }
+        if (rc == 1) {
+            short_read = true;
+        } else if (rc != 0) {
+            az_free(page);
+            return rc;
+        }
+        out += take;
+        off += take;
+        n -= (int)take;
+    }
+    az_free(page);
+    return short_read ? SQLITE_IOERR_SHORT_READ : SQLITE_OK;
+}
+
+static int af_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off)
+{
+    arbor_file *f = (arbor_file *)pf;
+    if (f->lock < SQLITE_LOCK_RESERVED) {
+        log_error("arbor vfs: write without a RESERVED lock");
+        return SQLITE_IOERR_WRITE;
+    }
+    if (!page_size_of(f))
+        f->page_size = (uint32_t)n;  /* a new db: SQLite writes whole pages */
+    uint32_t ps = f->page_size;
+    const uint8_t *in = src;
+    while (n > 0) {
+        uint32_t pgno = (uint32_t)(off / ps) + 1;
+        uint32_t at = (uint32_t)(off % ps);
+        uint32_t take = ps - at < (uint32_t)n ? ps - at : (uint32_t)n;
+        uint8_t *p = overlay_get(f, pgno);
+        if (!p) {
+            p = az_malloc(ps);
+            if (take != ps) {
+                int rc = read_page(f, pgno, f->snap, f->ovl_size, p);
+                if (rc != 0 && rc != 1) {
+                    az_free(p);
+                    return SQLITE_IOERR_WRITE;
+                }
+            }
+            vfs_map_put(&f->overlay, pgno, (uint64_t)(uintptr_t)p);
+        }
+        memcpy(p + at, in, take);
+        if (pgno > f->ovl_size)
+            f->ovl_size = pgno;
+        f->dirty = true;
+        in += take;
+        off += take;
+        n -= (int)take;
+    }
+    return SQLITE_OK;
+}
+
+static int af_truncate(sqlite3_file *pf, sqlite3_int64 size)
+{
+    arbor_file *f = (arbor_file *)pf;
+    uint32_t ps = page_size_of(f);
+    if (f->lock < SQLITE_LOCK_RESERVED || ps == 0)
+        return f->lock < SQLITE_LOCK_RESERVED ? SQLITE_IOERR_TRUNCATE : SQLITE_OK;
+    uint32_t pages = (uint32_t)((size + ps - 1) / ps);
+    if (pages >= f->ovl_size)
+        return SQLITE_OK;
+    if (!f->dirty) {
+        /* After the commit point (VACUUM): the record already carries the
+         * size from page 1's header; a different size would be lost. */
+        log_warn("arbor vfs: truncate to %u pages after the commit point "
+                 "(committed size %u) ignored", pages, f->ovl_size);
+        return SQLITE_OK;
+    }
+    for (uint32_t p = pages + 1; p <= f->ovl_size; p++) {
+        uint64_t v;
+        if (vfs_map_del(&f->overlay, p, &v))
+            az_free((void *)(uintptr_t)v);
+    }
+    f->ovl_size = pages;
+    if (pages < f->trunc_floor)
+        f->trunc_floor = pages;
+    return SQLITE_OK;
+}
+
+static int af_sync(sqlite3_file *pf, int flags)
+{
+    return SQLITE_OK;   /* the commit point is SQLITE_FCNTL_SYNC */
+}
+
+static int af_size(sqlite3_file *pf, sqlite3_int64 *out)
+{
+    arbor_file *f = (arbor_file *)pf;
+    lsn_t snap;
+    uint32_t size;
+    read_view(f, &snap, &size);
+    *out = (sqlite3_int64)size * page_size_of(f);
+    return SQLITE_OK;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int cmp_page(const void *a, const void *b)
+{
+    uint32_t x = ((const wal_page_in *)a)->pgno, y = ((const wal_page_in *)b)->pgno;
+    return x < y ? -1 : x > y;
+}
+
+/* The commit point: one record from the overlay. */
+static int commit(arbor_file *f)
+{
+    uint32_t ps = f->page_size;
+    uint32_t new_size = f->ovl_size;
+    const uint8_t *p1 = overlay_get(f, 1);
+    if (p1 && memcmp(p1 + 24, p1 + 92, 4) == 0 && get32(p1 + 28) >= 1)
+        new_size = get32(p1 + 28);
+    size_t cap = f->overlay.n + (new_size > f->trunc_floor ? new_size - f->trunc_floor : 0);
+    wal_page_in *pages = az_malloc((cap ? cap : 1) * sizeof(*pages));
+    uint8_t *zeros = NULL;
+    uint32_t n = 0;
+    for (size_t i = 0; i < f->overlay.cap; i++) {
+        uint32_t pgno = f->overlay.keys[i];
+        if (pgno && pgno <= new_size)
+            pages[n++] = (wal_page_in){ pgno, (const uint8_t *)(uintptr_t)f->overlay.vals[i] };
+    }
+    for (uint32_t pgno = f->trunc_floor + 1; pgno <= new_size; pgno++) {
+        if (!overlay_get(f, pgno)) {
+            if (!zeros)
+                zeros = az_calloc(1, ps);
+            pages[n++] = (wal_page_in){ pgno, zeros };
+        }
+    }
+    qsort(pages, n, sizeof(*pages), cmp_page);
+    lsn_t lsn;
+    int rc = vfs_db_commit(f->db, pages, n, new_size, ps, &lsn);
+    az_free(pages);
+    az_free(zeros);
+    if (rc != 0) {
+        f->commit_failed = true;
+        return rc == VFS_ETOOBIG ? SQLITE_FULL : SQLITE_IOERR_FSYNC;
+    }
+    f->snap = lsn;
+    f->snap_size = new_size;
+    overlay_clear(f);
+    f->ovl_size = f->trunc_floor = new_size;
+    return SQLITE_OK;
+}
+
+static int af_lock(sqlite3_file *pf, int level)
+{
+    arbor_file *f = (arbor_file *)pf;
+    if (level <= f->lock)
+        return SQLITE_OK;
+    if (f->lock == SQLITE_LOCK_NONE) {
+        vfs_db_pin(f->db, &f->snap, &f->snap_size);
+        f->lock = SQLITE_LOCK_SHARED;
+        f->page_size = 0;   /* learn it again: a first commit may set it */
+    }
+    if (level >= SQLITE_LOCK_RESERVED && f->lock < SQLITE_LOCK_RESERVED) {
+        int rc = vfs_db_reserve(f->db, f, f->snap);
+        switch (rc) {
+        case 0:
+            break;
+        case VFS_EBUSY:
+            return SQLITE_BUSY;
+        case VFS_ESNAPSHOT:
+            return SQLITE_BUSY_SNAPSHOT;
+        case VFS_EFENCED:
+            log_error("arbor vfs: write refused: this primary was fenced by "
+                      "another one");
+            return SQLITE_READONLY;
+        default:
+            return SQLITE_READONLY;
+        }
+        f->lock = SQLITE_LOCK_RESERVED;
+        f->ovl_size = f->trunc_floor = f->snap_size;
+        f->dirty = false;
+        f->commit_failed = false;
+    }
+    if (level > f->lock)
+        f->lock = level;   /* PENDING / EXCLUSIVE: granted to the writer */
+    return SQLITE_OK;
+}
+
+static int af_unlock(sqlite3_file *pf, int level)
+{
+    arbor_file *f = (arbor_file *)pf;
+    if (level >= f->lock)
+        return SQLITE_OK;
+    if (f->lock >= SQLITE_LOCK_RESERVED && level < SQLITE_LOCK_RESERVED) {
+        overlay_clear(f);
+        f->commit_failed = false;
+        vfs_db_unreserve(f->db, f);
+    }
+    if (level == SQLITE_LOCK_NONE && f->lock >= SQLITE_LOCK_SHARED)
+        vfs_db_unpin(f->db);
+    f->lock = level;
+    return SQLITE_OK;
+}
+
+static int af_check_reserved(sqlite3_file *pf, int *out)
+{
+    *out = vfs_db_is_reserved(((arbor_file *)pf)->db);
+    return SQLITE_OK;
+}
+
+/* PRAGMAs that would break the model; cheap: every PRAGMA comes here. */
+static int pragma(arbor_file *f, char **a)
+{
+    const char *name = a[1], *val = a[2];
+    if (!val)
+        return SQLITE_NOTFOUND;
+    const char *why = NULL;
+    if (!strcasecmp(name, "journal_mode") &&
+        (!strcasecmp(val, "wal") || !strcasecmp(val, "off")))
+        why = "journal_mode=%s is not supported by the arbor VFS (use MEMORY, "
+              "DELETE, TRUNCATE or PERSIST)";
+    else if (!strcasecmp(name, "locking_mode") && !strcasecmp(val, "exclusive"))
+        why = "locking_mode=%s is not supported by the arbor VFS";
+    else if (!strcasecmp(name, "page_size")) {
+        lsn_t l;
+        uint32_t size;
+        vfs_db_latest(f->db, &l, &size);
+        uint32_t ps = page_size_of(f);
+        if (size > 0 && ps && (uint32_t)atoi(val) != ps)
+            why = "page_size=%s: the page size of an arbor database cannot change";
+    }
+    if (!why)
+        return SQLITE_NOTFOUND;
+    a[0] = sqlite3_mprintf(why, val);
+    return SQLITE_ERROR;
+}
+
+static int af_fcntl(sqlite3_file *pf, int op, void *arg)
+{
+    arbor_file *f = (arbor_file *)pf;
+    switch (op) {
+    case SQLITE_FCNTL_SYNC:
+        if (f->lock < SQLITE_LOCK_RESERVED || f->commit_failed || !f->dirty)
+            return SQLITE_OK;
+        return commit(f);
+    case SQLITE_FCNTL_COMMIT_PHASETWO:
+        return SQLITE_OK;
+    case SQLITE_FCNTL_PRAGMA:
+        return pragma(f, arg);
+    case ARBOR_FCNTL_LSN: {
+        lsn_t snap;
+        uint32_t size;
+        read_view(f, &snap, &size);
+        *(uint64_t *)arg = snap;
+        return SQLITE_OK;
+    }
+    case SQLITE_FCNTL_VFSNAME:
+        *(char **)arg = sqlite3_mprintf("%s", ARBOR_VFS_NAME);
+        return SQLITE_OK;
+    }
+    return SQLITE_NOTFOUND;
+}
+
+static int af_devchar(sqlite3_file *pf)
+{
+    return SQLITE_IOCAP_SAFE_APPEND | SQLITE_IOCAP_SEQUENTIAL |
+           SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+}
+
+static int af_close(sqlite3_file *pf)
+{
+    arbor_file *f = (arbor_file *)pf;
+    af_unlock(pf, SQLITE_LOCK_NONE);
+    overlay_clear(f);
+    vfs_map_free(&f->overlay);
+    vfs_db_release(f->db);
+    f->db = NULL;
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods af_methods = {
+    1, af_close, af_read, af_write, af_truncate, af_sync, af_size, af_lock,
+    af_unlock, af_check_reserved, af_fcntl, sector_size, af_devchar,
+    NULL, NULL, NULL, NULL, NULL, NULL,
+};
+
+/* ---- the VFS ------------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t mu;
+    sqlite3_vfs vfs;
+    sqlite3_vfs *base;        /* the default VFS: temp files and the OS */
+    bool registered;
+} g_vfs = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static const char *uri_lookup(void *arg, const char *key)
+{
+    return sqlite3_uri_parameter((const char *)arg, key);
+}
+
+static int open_main(const char *name, arbor_file *f, int flags, int *out_flags)
+{
+    vfs_conf conf;
+    char err[512];
+    if (vfs_conf_load(uri_lookup, (void *)name, &conf, err, sizeof(err)) != 0 ||
+        vfs_db_open(&conf, &f->db, err, sizeof(err)) != 0) {
+        log_error("arbor vfs: cannot open \"%s\": %s", name ? name : "", err);
+        sqlite3_log(SQLITE_CANTOPEN, "arbor vfs: cannot open \"%s\": %s",
+                    name ? name : "", err);
+        return SQLITE_CANTOPEN;
+    }
+    vfs_map_init(&f->overlay);
+    f->base.pMethods = &af_methods;
+    if (out_flags) {
+        *out_flags = flags;
+        if (vfs_db_mode(f->db) != VFS_MODE_PRIMARY)
+            *out_flags = (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
+                         SQLITE_OPEN_READONLY;
+    }
+    return SQLITE_OK;
+}
+
+static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf,
+                    int flags, int *out_flags)
+{
+    memset(pf, 0, vfs->szOsFile);
+    if (flags & SQLITE_OPEN_MAIN_DB)
+        return open_main(name, (arbor_file *)pf, flags, out_flags);
+    if (name && (flags & (SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_SUPER_JOURNAL |
+                          SQLITE_OPEN_WAL))) {
+        pf->pMethods = &mem_methods;
+        if (out_flags)
+            *out_flags = flags;
+        return SQLITE_OK;
+    }
+    return g_vfs.base->xOpen(g_vfs.base, name, pf, flags, out_flags);
+}
+
+static int vfs_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+    return SQLITE_OK;   /* journals are in memory; the database is remote */
+}
+
+static int vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    *out = 0;   /* no journal, WAL or super-journal is ever visible */
+    return SQLITE_OK;
+}
+
+static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    sqlite3_snprintf(n, out, "%s", name);
+    return SQLITE_OK;
+}
+
+static void *vfs_dlopen(sqlite3_vfs *v, const char *p) { return g_vfs.base->xDlOpen(g_vfs.base, p); }
+static void vfs_dlerror(sqlite3_vfs *v, int n, char *e) { g_vfs.base->xDlError(g_vfs.base, n, e); }
+static void (*vfs_dlsym(sqlite3_vfs *v, void *h, const char *s))(void)
+{
+    return g_vfs.base->xDlSym(g_vfs.base, h, s);
+}
+static void vfs_dlclose(sqlite3_vfs *v, void *h) { g_vfs.base->xDlClose(g_vfs.base, h); }
+static int vfs_randomness(sqlite3_vfs *v, int n, char *o) { return g_vfs.base->xRandomness(g_vfs.base, n, o); }
+static int vfs_sleep(sqlite3_vfs *v, int us) { return g_vfs.base->xSleep(g_vfs.base, us); }
+static int vfs_current_time(sqlite3_vfs *v, double *t) { return g_vfs.base->xCurrentTime(g_vfs.base, t); }
+static int vfs_last_error(sqlite3_vfs *v, int n, char *e) { return g_vfs.base->xGetLastError(g_vfs.base, n, e); }
+static int vfs_current_time64(sqlite3_vfs *v, sqlite3_int64 *t)
+{
+    return g_vfs.base->xCurrentTimeInt64(g_vfs.base, t);
+}
+
+__attribute__((visibility("default")))
+int arbor_vfs_register(void)
+{
+    int rc = SQLITE_OK;
+    pthread_mutex_lock(&g_vfs.mu);
+    if (g_vfs.registered || sqlite3_vfs_find(ARBOR_VFS_NAME))
+        goto done;
+    g_vfs.base = sqlite3_vfs_find(NULL);
+    if (!g_vfs.base) {
+        rc = SQLITE_ERROR;
+        goto done;
+    }
+    int sz = (int)sizeof(arbor_file);
+    if ((int)sizeof(memfile) > sz)
+        sz = (int)sizeof(memfile);
+    if (g_vfs.base->szOsFile > sz)
+        sz = g_vfs.base->szOsFile;
+    g_vfs.vfs = (sqlite3_vfs){
+        .iVersion = 2, .szOsFile = sz, .mxPathname = 1024,
+        .zName = ARBOR_VFS_NAME, .xOpen = vfs_open, .xDelete = vfs_delete,
+        .xAccess = vfs_access, .xFullPathname = vfs_full_pathname,
+        .xDlOpen = vfs_dlopen, .xDlError = vfs_dlerror, .xDlSym = vfs_dlsym,
+        .xDlClose = vfs_dlclose, .xRandomness = vfs_randomness,
+        .xSleep = vfs_sleep, .xCurrentTime = vfs_current_time,
+        .xGetLastError = vfs_last_error, .xCurrentTimeInt64 = vfs_current_time64,
+    };
+    rc = sqlite3_vfs_register(&g_vfs.vfs, 0);
+    if (rc == SQLITE_OK)
+        g_vfs.registered = true;
+done:
+    pthread_mutex_unlock(&g_vfs.mu);
+    return rc;
+}
+
+/* Loadable-extension entry point (libarbor.so: ".load ./libarbor"). */
+__attribute__((visibility("default")))
+int sqlite3_arbor_init(sqlite3 *db, char **err, const sqlite3_api_routines *api);
+__attribute__((visibility("default")))
+int sqlite3_arbor_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
+{
+#ifdef ARBOR_VFS_LOADABLE
+    SQLITE_EXTENSION_INIT2(api);
+#endif
+    int rc = arbor_vfs_register();
+    return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
+}

@@ -1,0 +1,71 @@
+/*
+ * vfs_main — the "arbor" SQLite VFS (prefix vfs_; public entry points
+ * arbor_vfs_*). It turns any SQLite program into a stateless compute: pages
+ * come from the pageserver, commits go to a quorum of safekeepers.
+ *
+ * USE
+ *   Linked:    arbor_vfs_register(); then
+ *              sqlite3_open_v2("file:main?vfs=arbor&pageserver=...&...",
+ *                              &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+ *                              | SQLITE_OPEN_URI, NULL);
+ *   Loadable:  libarbor.so, entry point sqlite3_arbor_init (returns
+ *              SQLITE_OK_LOAD_PERMANENTLY so the VFS outlives the connection
+ *              that loaded it). In the shell load it BEFORE opening:
+ *              sqlite3 -cmd '.load ./libarbor' -cmd ".open 'file:main?vfs=arbor&...'"
+ *   Settings:  URI parameters / environment, see vfs_conf.h.
+ *
+ * FILES
+ *   main database    an arbor_file: reads through the shared vfs_db
+ *                    (vfs_db.h), writes into a private per-connection
+ *                    overlay until the commit point.
+ *   main journal,    private in-memory files: invisible to every other
+ *   super-journal    connection and process (xAccess answers 0 for them, so
+ *                    no leftover is ever taken for a hot journal).
+ *   temp files       (NULL names: sub-journals, VACUUM's temp db, temp
+ *                    tables) the default VFS.
+ *
+ * CONNECTION STATES (arbor_file.lock; moves in xLock / xUnlock / fcntl)
+ *
+ *   NONE ─xLock(SHARED)─▶ SHARED ─xLock(RESERVED)─▶ RESERVED ─▶ EXCLUSIVE
+ *          pin snapshot              vfs_db_reserve    overlay    (writes go
+ *          (LSN, db size)            BUSY / 517 /      starts     to overlay)
+ *                                    READONLY                         │
+ *        FCNTL_SYNC on the main db = COMMIT POINT ◀───────────────────┘
+ *          ok:     record from the overlay -> quorum; snapshot := commit
+ *                  LSN; overlay emptied
+ *          failed: SQLITE_IOERR_FSYNC (fenced / too big likewise); state
+ *                  COMMIT_FAILED: SQLite's rollback writes and syncs again,
+ *                  and every further commit point is ignored
+ *   xUnlock(<RESERVED): overlay discarded, COMMIT_FAILED cleared,
+ *                       vfs_db_unreserve
+ *   xUnlock(NONE):      snapshot unpinned
+ *
+ * The commit record: the overlay's pages (sorted), the db size from page
+ * 1's header (bytes 28..31, when the change counter at 24 equals 92..95),
+ * pages beyond it dropped, pages between a truncation and the new end that
+ * SQLite did not write stored as zeros (a shrink + grow never brings old
+ * pages back). A transaction that wrote nothing makes no record.
+ *
+ * REFUSED (SQLITE_FCNTL_PRAGMA, an error at prepare time): journal_mode=WAL
+ * and OFF, locking_mode=EXCLUSIVE, page_size changes of a non-empty db.
+ * ATTACHing two arbor databases is not atomic across them.
+ *
+ * THREADS. SQLite's rules: a connection is used by one thread at a time;
+ * connections of one database may live on different threads.
+ */
+#ifndef ARBOR_VFS_MAIN_H
+#define ARBOR_VFS_MAIN_H
+
+#define ARBOR_VFS_NAME "arbor"
+
+/* sqlite3_file_control(db, "main", ARBOR_FCNTL_LSN, &lsn) with a uint64_t:
+ * the LSN this connection reads at (its snapshot inside a transaction,
+ * else the newest commit the compute knows; after a commit, that commit's
+ * LSN). For time travel and branching at "now". */
+#define ARBOR_FCNTL_LSN 0x41520001
+
+/* Registers the "arbor" VFS (not as the default). Idempotent and
+ * thread-safe. SQLITE_OK or an SQLite error code. */
+int arbor_vfs_register(void);
+
+#endif

@@ -1,0 +1,216 @@
+/*
+ * The arbor VFS end to end on a real cluster (3 safekeepers + pageserver):
+ *
+ *   equivalence  one SQL workload (indexes, blobs over a page, updates,
+ *                deletes, savepoints, a rolled-back transaction, a
+ *                transaction larger than SQLite's page cache, VACUUM) on
+ *                arbor and on a local file, under synchronous OFF / NORMAL /
+ *                FULL (and journal modes MEMORY / DELETE / PERSIST): the
+ *                full dumps are identical, integrity_check is ok, and a
+ *                fresh open (new election, empty cache) reads the same.
+ *                Breaks if: a commit is lost or partial (FCNTL_SYNC commit
+ *                point, header db size, truncation), a read returns a wrong
+ *                version, rollback leaks overlay pages.
+ *   pragmas      WAL / journal OFF / exclusive locking / page_size changes
+ *                are refused with a message.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "metrics.h"
+#include "test_vfs_common.h"
+
+static const char *const WORKLOAD[] = {
+    "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c BLOB)",
+    "CREATE INDEX t_a ON t(a)",
+    "CREATE INDEX t_b ON t(b, a)",
+    "BEGIN",
+    "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < 2000) "
+    "INSERT INTO t SELECT i, printf('name-%05d', (i*7919) % 2000), i*3, "
+    "CASE WHEN i % 10 = 0 THEN CAST(printf('%d-%.*c-%d', i, 5000 + (i*37) % 35000, "
+    "char(65 + i % 26), i) AS BLOB) END FROM s",
+    "COMMIT",
+    "INSERT INTO t VALUES(3001, 'x1', 1, NULL)",
+    "INSERT INTO t VALUES(3002, 'x2', 2, zeroblob(9000))",
+    "INSERT INTO t VALUES(3003, 'x3', 3, NULL)",
+    "UPDATE t SET b = b * 2, a = a || 'u' WHERE id % 3 = 0",
+    "DELETE FROM t WHERE id % 7 = 0",
+    "BEGIN",
+    "INSERT INTO t VALUES(5001, 'rolled', 1, NULL)",
+    "UPDATE t SET a = 'gone'",
+    "ROLLBACK",
+    "BEGIN",
+    "INSERT INTO t VALUES(5002, 'kept', 1, NULL)",
+    "SAVEPOINT sp",
+    "INSERT INTO t VALUES(5003, 'undone', 1, NULL)",
+    "DELETE FROM t WHERE id < 100",
+    "ROLLBACK TO sp",
+    "INSERT INTO t VALUES(5004, 'after-sp', 1, NULL)",
+    "RELEASE sp",
+    "INSERT INTO t VALUES(5002, 'dup', 1, NULL)",   /* fails: statement rollback */
+    "COMMIT",
+    "PRAGMA cache_size = 10",
+    "BEGIN",
+    "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < 3000) "
+    "INSERT INTO t SELECT 10000 + i, printf('big-%d', i), i, "
+    "CAST(printf('%.*c', 1500 + i % 1000, char(97 + i % 26)) AS BLOB) FROM s",
+    "UPDATE t SET c = NULL WHERE id % 2 = 0 AND id > 10000",
+    "COMMIT",
+    "PRAGMA cache_size = 2000",
+    "CREATE TABLE u AS SELECT id, a FROM t WHERE id < 500",
+    "DELETE FROM t WHERE id > 11000",
+    "VACUUM",
+    "DROP INDEX t_a",
+    "INSERT INTO u SELECT id + 100000, a FROM u",
+    "DROP TABLE u",
+    "CREATE TABLE v(k TEXT UNIQUE, n INTEGER)",
+    "INSERT INTO v SELECT a, b FROM t WHERE id < 300",
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+};
+
+/* Runs the workload on both; every statement must succeed or fail on both. */
+static void run_both(sqlite3 *a, sqlite3 *f)
+{
+    for (size_t i = 0; i < sizeof(WORKLOAD) / sizeof(WORKLOAD[0]); i++) {
+        int ra = vc_exec_rc(a, WORKLOAD[i]);
+        int rf = vc_exec_rc(f, WORKLOAD[i]);
+        if (ra != rf)
+            fail_msg("\"%.80s\": arbor %d (%s), file %d", WORKLOAD[i], ra,
+                     sqlite3_errmsg(a), rf);
+    }
+}
+
+static void check_same(sqlite3 *a, sqlite3 *f)
+{
+    char *da = vc_dump(a), *df = vc_dump(f);
+    if (strcmp(da, df) != 0) {
+        size_t i = 0;
+        while (da[i] && da[i] == df[i])
+            i++;
+        fail_msg("dumps differ at byte %zu: arbor \"%.120s\" file \"%.120s\"", i,
+                 da + (i > 40 ? i - 40 : 0), df + (i > 40 ? i - 40 : 0));
+    }
+    assert_true(strlen(da) > 1000);
+    free(da);
+    free(df);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(a, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+}
+
+static void equivalence(const char *branch, const char *sync, const char *journal)
+{
+    vc_create_branch(branch, NULL, 0);
+    char uri[1024], path[600], pragmas[128];
+    vc_uri(uri, sizeof(uri), branch, NULL);
+    snprintf(path, sizeof(path), "%s/%s.db", h_root(), branch);
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA synchronous=%s; PRAGMA journal_mode=%s",
+             sync, journal);
+    sqlite3 *a = vc_open(uri), *f;
+    assert_int_equal(sqlite3_open(path, &f), SQLITE_OK);
+    vc_exec(a, pragmas);
+    vc_exec(f, pragmas);
+    /* A second connection that reads along (shares the compute's state). */
+    sqlite3 *a2 = vc_open(uri);
+    run_both(a, f);
+    check_same(a, f);
+    check_same(a2, f);
+    sqlite3_close(a2);
+    sqlite3_close(a);
+    /* Fresh state: a new election and an empty cache; pages from the
+     * pageserver only. */
+    a = vc_open(uri);
+    check_same(a, f);
+    /* And it keeps working. */
+    vc_exec(a, "INSERT INTO v VALUES('again', 1)");
+    vc_exec(f, "INSERT INTO v VALUES('again', 1)");
+    check_same(a, f);
+    sqlite3_close(a);
+    sqlite3_close(f);
+}
+
+static void test_equivalence_off(void **state)
+{
+    equivalence("s_off", "OFF", "MEMORY");
+}
+
+static void test_equivalence_normal(void **state)
+{
+    equivalence("s_normal", "NORMAL", "DELETE");
+}
+
+static void test_equivalence_full(void **state)
+{
+    equivalence("s_full", "FULL", "PERSIST");
+}
+
+static void expect_refused(sqlite3 *db, const char *sql, const char *msg_part)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc == SQLITE_OK)
+        fail_msg("%s was accepted", sql);
+    if (!err || !strstr(err, msg_part))
+        fail_msg("%s: message \"%s\" lacks \"%s\"", sql, err ? err : "", msg_part);
+    sqlite3_free(err);
+}
+
+static void test_pragmas(void **state)
+{
+    vc_create_branch("pragmas", NULL, 0);
+    char uri[1024];
+    vc_uri(uri, sizeof(uri), "pragmas", NULL);
+    sqlite3 *db = vc_open(uri);
+    vc_exec(db, "CREATE TABLE p(x); INSERT INTO p VALUES(1)");
+    expect_refused(db, "PRAGMA journal_mode=WAL", "journal_mode=WAL");
+    expect_refused(db, "PRAGMA journal_mode=off", "journal_mode=off");
+    expect_refused(db, "PRAGMA locking_mode=EXCLUSIVE", "locking_mode");
+    expect_refused(db, "PRAGMA page_size=8192", "page size");
+    assert_int_equal(vc_int(db, "PRAGMA page_size"), 4096);
+    vc_exec(db, "PRAGMA journal_mode=MEMORY; PRAGMA journal_mode=DELETE");
+    assert_int_equal(vc_int(db, "SELECT count(*) FROM p"), 1);
+    sqlite3_close(db);
+    /* The VFS exports its metrics on the process registry. */
+    char *text;
+    size_t len;
+    assert_int_equal(met_render(met_default_registry(), &text, &len), 0);
+    assert_non_null(strstr(text, "arbor_vfs_commits_total"));
+    assert_non_null(strstr(text, "arbor_vfs_commit_seconds_bucket"));
+    assert_non_null(strstr(text, "arbor_vfs_cache_hits_total"));
+    assert_null(strstr(text, "arbor_vfs_commits_total 0\n"));
+    free(text);
+}
+
+static int setup(void **state)
+{
+    vc_cluster_up();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    return vc_cluster_down();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_equivalence_off),
+        cmocka_unit_test(test_equivalence_normal),
+        cmocka_unit_test(test_equivalence_full),
+        cmocka_unit_test(test_pragmas),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,43 @@
+/*
+ * test_vfs_common — a real cluster for the VFS tests (prefix vc_): three
+ * safekeepers and a pageserver started with the harness, one tenant, and
+ * helpers to create branches, build arbor URIs, run SQL and dump a
+ * database's contents for comparison. Everything is stopped at exit (the
+ * harness kills every child even when a test fails).
+ */
+#ifndef ARBOR_TEST_VFS_COMMON_H
+#define ARBOR_TEST_VFS_COMMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sqlite3.h>
+
+#include "harness.h"
+
+extern h_sk vc_sk[3];
+extern h_sk vc_ps;
+extern char vc_tenant_hex[33];
+
+/* Starts the cluster and creates the tenant (asserts on failure). */
+void vc_cluster_up(void);
+/* Stops everything; returns 0 if the pageserver exited cleanly. */
+int vc_cluster_down(void);
+
+/* Creates a root timeline (parent NULL) or a branch of parent at lsn. */
+void vc_create_branch(const char *name, const char *parent, uint64_t lsn);
+/* Waits until the pageserver ingested branch up to lsn. */
+void vc_wait_ingested(const char *branch, uint64_t lsn);
+
+/* "file:<branch>?vfs=arbor&pageserver=..&safekeepers=..&tenant=..&branch=<branch>[&extra]" */
+void vc_uri(char *buf, size_t len, const char *branch, const char *extra);
+
+sqlite3 *vc_open(const char *uri);           /* asserts */
+int vc_open_rc(const char *uri, sqlite3 **out);
+void vc_exec(sqlite3 *db, const char *sql);  /* asserts SQLITE_OK */
+int vc_exec_rc(sqlite3 *db, const char *sql);/* extended result code */
+int64_t vc_int(sqlite3 *db, const char *sql);/* first column of first row */
+/* Every table's rows, in name / rowid order, as text (malloc'ed). */
+char *vc_dump(sqlite3 *db);
+uint64_t vc_lsn(sqlite3 *db);                /* ARBOR_FCNTL_LSN */
+
+#endif

@@ -1,0 +1,31 @@
+# The arbor VFS end to end: real safekeepers + pageserver, SQL through the
+# VFS (compute/). test_vfs_helper is a compute process the tests start,
+# kill -9 and fence.
+if(TARGET arbor_vfs)
+  arbor_test(test_vfs_cache SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_vfs_cache.c
+             LIBS arbor_vfs TIMEOUT 60)
+endif()
+if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
+  add_executable(test_vfs_helper ${CMAKE_CURRENT_LIST_DIR}/test_vfs_helper.c)
+  target_link_libraries(test_vfs_helper PRIVATE arbor_vfs)
+  set(VFS_TESTS test_vfs test_vfs_fault test_vfs_modes)
+  # The shell test loads libarbor.so into /usr/bin/sqlite3, which is not
+  # built with ASan: only in normal builds.
+  if(NOT ARBOR_SANITIZE)
+    list(APPEND VFS_TESTS test_vfs_shell)
+  endif()
+  foreach(t ${VFS_TESTS})
+    arbor_test(${t}
+               SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
+                       ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                       ${CMAKE_CURRENT_LIST_DIR}/harness.c
+               LIBS arbor_vfs TIMEOUT 600 LABELS integration)
+    target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+    target_compile_definitions(${t} PRIVATE
+      ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+      ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+      ARBOR_VFS_HELPER_BIN="$<TARGET_FILE:test_vfs_helper>"
+      ARBOR_LIBARBOR="$<TARGET_FILE:arbor_sqlite>")
+    add_dependencies(${t} arbor-safekeeper arbor-pageserver test_vfs_helper arbor_sqlite)
+  endforeach()
+endif()
