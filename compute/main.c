@@ -1,0 +1,347 @@
+/*
+ * arbor-compute — a compute endpoint: one branch, one role (primary,
+ * replica, or static at an LSN / timestamp), serving
+ *   - the PostgreSQL wire protocol (psql, pgbench, drivers) on --listen,
+ *   - SQL over HTTP JSON (POST /v1/sql, /v1/batch), /metrics and
+ *     /v1/status on --http-port.
+ * Every session gets its own SQLite connection on the "arbor" VFS; all of
+ * them share the endpoint's page cache and walproposer (vfs_db). The first
+ * connection is opened at start-up: a primary is elected then (fencing any
+ * previous primary), and a bad setting fails the start, not the first
+ * client. SIGTERM/SIGINT: stop accepting, end sessions, close connections.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "daemon.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "pgw_server.h"
+#include "sqh_http.h"
+#include "vfs_main.h"
+
+typedef struct compute_config {
+    char *listen;
+    char *http_addr;
+    int http_port;
+    char *pageserver;
+    char *safekeepers;
+    char *tenant;
+    char *branch;
+    char *timeline;
+    char *role;
+    char *lsn;
+    char *at_us;
+    int cache_mb;
+    uint64_t timeout_ms;
+    char *auth;
+    char *user;
+    char *password;
+    int max_sessions;
+    char *port_file;
+    log_level log_level;
+    char *log_file;
+} compute_config;
+
+static const cfg_option compute_options[] = {
+    CFG_STRING_OPT("listen", compute_config, listen, "127.0.0.1:55432",
+                   "PostgreSQL protocol address (host:port; port 0 picks one)"),
+    CFG_STRING_OPT("http-addr", compute_config, http_addr, "127.0.0.1",
+                   "HTTP address: SQL over HTTP, /metrics, /v1/status"),
+    CFG_INT_OPT("http-port", compute_config, http_port, "55433",
+                "HTTP port (0 picks a free one)"),
+    CFG_STRING_OPT("pageserver", compute_config, pageserver, "127.0.0.1:6400",
+                   "pageserver gRPC address"),
+    CFG_STRING_OPT("safekeepers", compute_config, safekeepers, "",
+                   "comma-separated safekeeper addresses (primary)"),
+    CFG_STRING_OPT("tenant", compute_config, tenant, NULL, "tenant id (32 hex)"),
+    CFG_STRING_OPT("branch", compute_config, branch, "main",
+                   "branch name (or --timeline)"),
+    CFG_STRING_OPT("timeline", compute_config, timeline, NULL,
+                   "timeline id (32 hex), instead of --branch"),
+    CFG_STRING_OPT("role", compute_config, role, "primary",
+                   "primary (read-write), replica (follows the head) or "
+                   "static (pinned at --lsn or --at)"),
+    CFG_STRING_OPT("lsn", compute_config, lsn, NULL, "static: the LSN (X/Y)"),
+    CFG_STRING_OPT("at", compute_config, at_us, NULL,
+                   "static: a commit time (µs since the Unix epoch)"),
+    CFG_INT_OPT("cache-mb", compute_config, cache_mb, "64",
+                "shared page cache size"),
+    CFG_DURATION_OPT("timeout", compute_config, timeout_ms, "10s",
+                     "election, commit and read wait"),
+    CFG_STRING_OPT("auth", compute_config, auth, "trust",
+                   "trust, md5 or scram (SCRAM-SHA-256)"),
+    CFG_STRING_OPT("user", compute_config, user, NULL,
+                   "the user name clients log in as (any when unset)"),
+    CFG_STRING_OPT("password", compute_config, password, NULL,
+                   "password for md5 / scram"),
+    CFG_INT_OPT("max-sessions", compute_config, max_sessions, "100",
+                "concurrent PostgreSQL sessions"),
+    CFG_STRING_OPT("port-file", compute_config, port_file, NULL,
+                   "write \"<pg port> <http port>\" here once serving"),
+    CFG_LOG_LEVEL_OPT("log-level", compute_config, log_level, "info",
+                      "debug, info, warn, error or off"),
+    CFG_STRING_OPT("log-file", compute_config, log_file, NULL,
+                   "append log lines here instead of stderr"),
+    CFG_END
+};
+
+/* The daemon's one state struct. */
+static struct {
+    compute_config conf;
+    char uri[2048];
+    bool read_only;
+    sqlite3 *keeper;          /* holds the endpoint open between sessions */
+    met_registry *metrics;
+    pgw_server *pg;
+    http_server *http;
+    sqh_service *sqh;
+} g_c;
+
+/* ---- connections --------------------------------------------------------- */
+
+static int append_param(char *out, size_t cap, const char *key, const char *val)
+{
+    if (!val || !*val)
+        return 0;
+    size_t len = strlen(out);
+    int n = snprintf(out + len, cap - len, "&%s=%s", key, val);
+    return (n < 0 || (size_t)n >= cap - len) ? -ENAMETOOLONG : 0;
+}
+
+static int build_uri(void)
+{
+    compute_config *c = &g_c.conf;
+    char num[32];
+    snprintf(g_c.uri, sizeof(g_c.uri), "file:arbor?vfs=%s", ARBOR_VFS_NAME);
+    int rc = append_param(g_c.uri, sizeof(g_c.uri), "pageserver", c->pageserver);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "safekeepers", c->safekeepers);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "tenant", c->tenant);
+    if (c->timeline && *c->timeline)
+        rc |= append_param(g_c.uri, sizeof(g_c.uri), "timeline", c->timeline);
+    else
+        rc |= append_param(g_c.uri, sizeof(g_c.uri), "branch", c->branch);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "role", c->role);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "lsn", c->lsn);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "at", c->at_us);
+    snprintf(num, sizeof(num), "%d", c->cache_mb);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "cache_mb", num);
+    snprintf(num, sizeof(num), "%" PRIu64, c->timeout_ms);
+    rc |= append_param(g_c.uri, sizeof(g_c.uri), "timeout_ms", num);
+    g_c.read_only = strcmp(c->role, "primary") != 0;
+    return rc ? -EINVAL : 0;
+}
+
+static int open_conn(sqlite3 **out, char *err, size_t errlen)
+{
+    int flags = SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX |
+                (g_c.read_only ? SQLITE_OPEN_READONLY
+                               : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(g_c.uri, &db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return rc;
+    }
+    /* Another session holding the write lock: wait for it, as PostgreSQL
+     * would for a row lock. A stale snapshot (SQLITE_BUSY_SNAPSHOT) is not
+     * waited for: the client gets 40001 and retries. */
+    sqlite3_busy_timeout(db, (int)g_c.conf.timeout_ms);
+    sqlite3_exec(db, "PRAGMA journal_mode=MEMORY", NULL, NULL, NULL);
+    *out = db;
+    return SQLITE_OK;
+}
+
+static int pg_open(void *arg, const pgw_session_info *who, sqlite3 **out,
+                   char *err, size_t errlen)
+{
+    return open_conn(out, err, errlen);
+}
+
+static void any_close(void *arg, sqlite3 *db)
+{
+    sqlite3_close(db);
+}
+
+static int http_open(void *arg, sqlite3 **out, char *err, size_t errlen)
+{
+    return open_conn(out, err, errlen);
+}
+
+static int conn_lsn(void *arg, sqlite3 *db, char *out, size_t cap)
+{
+    uint64_t lsn = 0;
+    if (sqlite3_file_control(db, "main", ARBOR_FCNTL_LSN, &lsn) != SQLITE_OK ||
+        cap < LSN_STRLEN)
+        return -1;
+    lsn_format(lsn, out);
+    return 0;
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+static json_t *h_status(const http_request *req, int *status, void *arg)
+{
+    uint64_t lsn = 0;
+    sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_LSN, &lsn);
+    *status = 200;
+    const char *branch = g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch;
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i}", "component", "compute",
+                     "branch", branch, "role", g_c.conf.role,
+                     "tenant_id", g_c.conf.tenant ? g_c.conf.tenant : "",
+                     "lsn", dmn_lsn_json(lsn),
+                     "pg_port", pgw_server_port(g_c.pg),
+                     "pageserver", g_c.conf.pageserver,
+                     "sessions", pgw_server_sessions(g_c.pg));
+}
+
+/* ---- start-up ------------------------------------------------------------- */
+
+static int parse_auth(pgw_auth_method *out)
+{
+    const char *a = g_c.conf.auth;
+    if (strcmp(a, "trust") == 0)
+        *out = PGW_AUTH_TRUST;
+    else if (strcmp(a, "md5") == 0)
+        *out = PGW_AUTH_MD5;
+    else if (strcmp(a, "scram") == 0 || strcmp(a, "scram-sha-256") == 0)
+        *out = PGW_AUTH_SCRAM;
+    else {
+        log_error("--auth=%s: expected trust, md5 or scram", a);
+        return -EINVAL;
+    }
+    if (*out != PGW_AUTH_TRUST && (!g_c.conf.password || !*g_c.conf.password)) {
+        log_error("--auth=%s needs --password", a);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* "host:port" -> host (in buf) and port. */
+static int split_listen(const char *listen, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= cap)
+        return -EINVAL;
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = 0;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535)
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+static int start_endpoint(void)
+{
+    char err[512];
+    int rc = build_uri();
+    if (rc != 0) {
+        log_error("settings too long for a database URI");
+        return rc;
+    }
+    rc = arbor_vfs_register();
+    if (rc != SQLITE_OK) {
+        log_error("cannot register the arbor VFS: %s", sqlite3_errstr(rc));
+        return -EINVAL;
+    }
+    /* The first open elects a primary / pins a static LSN: fail here. */
+    if (open_conn(&g_c.keeper, err, sizeof(err)) != SQLITE_OK ||
+        sqlite3_exec(g_c.keeper, "SELECT count(*) FROM sqlite_schema", NULL,
+                     NULL, NULL) != SQLITE_OK) {
+        log_error("cannot open branch %s: %s",
+                  g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch,
+                  g_c.keeper ? sqlite3_errmsg(g_c.keeper) : err);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int start_servers(int *pg_port)
+{
+    pgw_options po = { .max_sessions = g_c.conf.max_sessions,
+                       .user = g_c.conf.user, .password = g_c.conf.password,
+                       .open_db = pg_open, .close_db = any_close,
+                       .metrics = g_c.metrics };
+    char host[256];
+    int rc = parse_auth(&po.auth);
+    if (rc == 0 && split_listen(g_c.conf.listen, host, sizeof(host), &po.port) != 0) {
+        log_error("--listen=%s: expected host:port", g_c.conf.listen);
+        rc = -EINVAL;
+    }
+    po.bind_address = host;
+    if (rc == 0)
+        rc = pgw_server_start(&po, &g_c.pg);
+    if (rc != 0)
+        return rc;
+    *pg_port = pgw_server_port(g_c.pg);
+    dmn_http_options ho = { .addr = g_c.conf.http_addr, .port = g_c.conf.http_port,
+                            .metrics = g_c.metrics, .status = h_status };
+    rc = dmn_http_start(&ho, &g_c.http);
+    sqh_options so = { .open_db = http_open, .close_db = any_close,
+                       .db_lsn = conn_lsn, .metrics = g_c.metrics };
+    if (rc == 0)
+        rc = sqh_create(&so, &g_c.sqh);
+    if (rc == 0)
+        rc = sqh_register(g_c.sqh, g_c.http);
+    return rc;
+}
+
+static void stop_all(void)
+{
+    if (g_c.pg)
+        pgw_server_stop(g_c.pg);
+    if (g_c.http)
+        http_server_stop(g_c.http);
+    if (g_c.sqh)
+        sqh_destroy(g_c.sqh);
+    if (g_c.keeper)
+        sqlite3_close(g_c.keeper);
+    cfg_free(compute_options, &g_c.conf);
+}
+
+int main(int argc, char **argv)
+{
+    cfg_error err;
+    int rc = cfg_load(compute_options, &g_c.conf, argc, argv, &err);
+    if (rc == CFG_HELP_SHOWN)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "arbor-compute: %s\n", err.msg);
+        return 2;
+    }
+    log_init("compute", g_c.conf.log_level);
+    if (g_c.conf.log_file && log_open(g_c.conf.log_file) != 0)
+        fprintf(stderr, "arbor-compute: cannot open log file %s\n", g_c.conf.log_file);
+    sigset_t sigs;
+    dmn_signals_block(&sigs);
+    /* The VFS registers its metrics in the default registry; so does
+     * everything else of this process. */
+    g_c.metrics = met_default_registry();
+    int pg_port = 0;
+    rc = start_endpoint();
+    if (rc == 0)
+        rc = start_servers(&pg_port);
+    if (rc == 0)
+        rc = dmn_write_port_file(g_c.conf.port_file, pg_port,
+                                 http_server_port(g_c.http));
+    if (rc == 0) {
+        log_info("compute: branch %s (%s) on PostgreSQL port %d, HTTP %s:%u",
+                 g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch,
+                 g_c.conf.role, pg_port, g_c.conf.http_addr,
+                 (unsigned)http_server_port(g_c.http));
+        log_info("signal %d: shutting down", dmn_signals_wait(&sigs));
+    }
+    stop_all();
+    return rc == 0 ? 0 : 1;
+}
