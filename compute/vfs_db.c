@@ -76,15 +76,15 @@ static struct {
 static void metrics_init(void)
 {
     met_registry *r = met_default_registry();
-    met_counter_new(r, "arbor_vfs_cache_hits_total", "page reads served by the shared cache", &g_met.hits);
-    met_counter_new(r, "arbor_vfs_cache_misses_total", "page reads that went to the pageserver", &g_met.misses);
-    met_counter_new(r, "arbor_vfs_pages_fetched_total", "pages received from the pageserver", &g_met.fetched);
-    met_counter_new(r, "arbor_vfs_pages_prefetched_total", "pages fetched ahead of a sequential scan", &g_met.prefetched);
-    met_counter_new(r, "arbor_vfs_commits_total", "transactions committed on a safekeeper quorum", &g_met.commits);
-    met_counter_new(r, "arbor_vfs_commit_failures_total", "commits that failed (rolled back)", &g_met.failed);
-    met_histogram_new(r, "arbor_vfs_getpage_seconds", "GetPages round trip",
+    met_counter_new(r, "arbor_compute_cache_hits_total", "page reads served by the shared cache", &g_met.hits);
+    met_counter_new(r, "arbor_compute_cache_misses_total", "page reads that went to the pageserver", &g_met.misses);
+    met_counter_new(r, "arbor_compute_pages_fetched_total", "pages received from the pageserver", &g_met.fetched);
+    met_counter_new(r, "arbor_compute_pages_prefetched_total", "pages fetched ahead of a sequential scan", &g_met.prefetched);
+    met_counter_new(r, "arbor_compute_commits_total", "transactions committed on a safekeeper quorum", &g_met.commits);
+    met_counter_new(r, "arbor_compute_commit_failures_total", "commits that failed (rolled back)", &g_met.failed);
+    met_histogram_new(r, "arbor_compute_getpage_seconds", "GetPages round trip",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.getpage_s);
-    met_histogram_new(r, "arbor_vfs_commit_seconds", "commit point latency (quorum flush)",
+    met_histogram_new(r, "arbor_compute_commit_seconds", "commit point latency (quorum flush)",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.commit_s);
 }
 

@@ -186,10 +186,10 @@ static void test_pragmas(void **state)
     char *text;
     size_t len;
     assert_int_equal(met_render(met_default_registry(), &text, &len), 0);
-    assert_non_null(strstr(text, "arbor_vfs_commits_total"));
-    assert_non_null(strstr(text, "arbor_vfs_commit_seconds_bucket"));
-    assert_non_null(strstr(text, "arbor_vfs_cache_hits_total"));
-    assert_null(strstr(text, "arbor_vfs_commits_total 0\n"));
+    assert_non_null(strstr(text, "arbor_compute_commits_total"));
+    assert_non_null(strstr(text, "arbor_compute_commit_seconds_bucket"));
+    assert_non_null(strstr(text, "arbor_compute_cache_hits_total"));
+    assert_null(strstr(text, "arbor_compute_commits_total 0\n"));
     free(text);
 }
 
