@@ -12,12 +12,31 @@ cd "$root"
 bash scripts/deps.sh
 
 jobs=$(nproc)
+passed=0
+failed=0
 run_suite() {  # dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
-  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 600)
+  local log="$dir/ctest.log" rc
+  set +e
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 600) 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  # "100% tests passed, 0 tests failed out of 18"
+  local line total bad
+  line=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" "$log" | tail -1)
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  bad=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+  if [ -z "$line" ]; then total=0; bad=1; fi
+  passed=$((passed + total - bad))
+  failed=$((failed + bad))
+  return "$rc"
 }
+summary() {
+  echo "tests: $passed passed, $failed failed"
+}
+trap summary EXIT
 
 echo "== build and test (RelWithDebInfo) =="
 run_suite build/test
