@@ -9,7 +9,11 @@
  * Baseline in the same run, on the same disk: pwrite + fdatasync of the same
  * number of bytes to a preallocated file. Prints p50/p99 and ratios.
  *
- *   bench_safekeeper [-n COMMITS] [-k KEEP_DIR]
+ * Also prints the CPU time the whole cluster (this process + the
+ * safekeepers) spent per commit: on a small machine the commit path is as
+ * much CPU-bound as it is latency-bound.
+ *
+ *   bench_safekeeper [-n COMMITS] [-s SAFEKEEPERS (1..7, default 3)]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,13 +48,45 @@ static int cmp_i64(const void *a, const void *b)
 
 typedef struct stats {
     double p50_us, p99_us, per_s;
+    double cpu_us; /* CPU of this process + the safekeepers, per commit */
 } stats;
+
+#define MAX_SK 7
+static h_sk g_sk[MAX_SK];
+static int g_nsk = 3;
+
+/* User+system CPU µs of this process and every safekeeper so far. */
+static int64_t cluster_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+                 (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+    long hz = sysconf(_SC_CLK_TCK);
+    for (int i = 0; i < g_nsk; i++) {
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)g_sk[i].pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        /* fields after the ")" of comm: state is field 3, utime 14, stime 15 */
+        char *p = strrchr(buf, ')');
+        unsigned long ut = 0, st = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                        &ut, &st) == 2)
+            us += (int64_t)(ut + st) * 1000000 / hz;
+    }
+    return us;
+}
 
 static stats summarize(int64_t *lat, int n, int64_t elapsed_us)
 {
     qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
     stats s = { (double)lat[n / 2], (double)lat[(n * 99) / 100],
-                (double)n * 1e6 / (double)elapsed_us };
+                (double)n * 1e6 / (double)elapsed_us, 0 };
     return s;
 }
 
@@ -115,6 +152,7 @@ static stats bench_quorum(wp_proposer *wp, int n, int inflight)
     int64_t *started = calloc((size_t)n, sizeof(*started));
     lsn_t *ends = calloc((size_t)n, sizeof(*ends));
     int done = 0;
+    int64_t cpu0 = cluster_cpu_us();
     int64_t t0 = now_us();
     for (int i = 0; i < n; i++) {
         wp_pos pos;
@@ -147,6 +185,7 @@ static stats bench_quorum(wp_proposer *wp, int n, int inflight)
         }
     }
     stats s = summarize(lat, n, now_us() - t0);
+    s.cpu_us = (double)(cluster_cpu_us() - cpu0) / n;
     free(lat);
     free(started);
     free(ends);
@@ -157,25 +196,30 @@ int main(int argc, char **argv)
 {
     int n = 2000;
     int opt;
-    while ((opt = getopt(argc, argv, "n:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:")) != -1) {
         if (opt == 'n')
             n = atoi(optarg);
+        else if (opt == 's')
+            g_nsk = atoi(optarg);
     }
     if (n < 100)
         n = 100;
+    if (g_nsk < 1 || g_nsk > MAX_SK) {
+        fprintf(stderr, "-s: 1..%d safekeepers\n", MAX_SK);
+        return 1;
+    }
     if (h_init() != 0)
         return 1;
-    h_sk sk[3];
-    const char *addrs[3];
-    for (int i = 0; i < 3; i++) {
-        if (h_sk_init(&sk[i], ARBOR_SAFEKEEPER_BIN, i + 1) != 0 ||
-            h_sk_start(&sk[i], 10000) != 0) {
+    const char *addrs[MAX_SK];
+    for (int i = 0; i < g_nsk; i++) {
+        if (h_sk_init(&g_sk[i], ARBOR_SAFEKEEPER_BIN, i + 1) != 0 ||
+            h_sk_start(&g_sk[i], 10000) != 0) {
             fprintf(stderr, "cannot start safekeeper %d\n", i + 1);
             return 1;
         }
-        addrs[i] = sk[i].addr;
+        addrs[i] = g_sk[i].addr;
     }
-    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
+    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = g_nsk,
                       .start_lsn = START_LSN, .timeout_ms = 10000 };
     cfg.tenant_id[0] = 0xBE;
     cfg.timeline_id[0] = 0xEF;
@@ -195,22 +239,25 @@ int main(int argc, char **argv)
     stats q1 = bench_quorum(wp, n, 1);
     stats q8 = bench_quorum(wp, n, 8);
     wp_destroy(wp);
-    for (int i = 0; i < 3; i++)
-        h_sk_stop(&sk[i], 5000);
+    for (int i = 0; i < g_nsk; i++)
+        h_sk_stop(&g_sk[i], 5000);
 
     printf("record: %zu bytes (one 4 KiB page), %d commits per case, "
            "data under %s\n", rec_len, n, h_root());
-    printf("%-38s %10s %10s %12s %10s\n", "case", "p50 us", "p99 us",
-           "commits/s", "p50/floor");
+    printf("%-38s %10s %10s %12s %10s %12s\n", "case", "p50 us", "p99 us",
+           "commits/s", "p50/floor", "cpu us/commit");
     printf("%-38s %10.0f %10.0f %12.0f %10.2f\n",
            "local pwrite+fdatasync (floor)", base.p50_us, base.p99_us,
            base.per_s, 1.0);
-    printf("%-38s %10.0f %10.0f %12.0f %10.2f\n",
-           "3 safekeepers, 1 in flight", q1.p50_us, q1.p99_us, q1.per_s,
-           q1.p50_us / base.p50_us);
-    printf("%-38s %10.0f %10.0f %12.0f %10.2f\n",
-           "3 safekeepers, 8 in flight", q8.p50_us, q8.p99_us, q8.per_s,
-           q8.p50_us / base.p50_us);
+    char name[64];
+    snprintf(name, sizeof(name), "%d safekeeper%s, 1 in flight", g_nsk,
+             g_nsk > 1 ? "s" : "");
+    printf("%-38s %10.0f %10.0f %12.0f %10.2f %12.0f\n", name, q1.p50_us,
+           q1.p99_us, q1.per_s, q1.p50_us / base.p50_us, q1.cpu_us);
+    snprintf(name, sizeof(name), "%d safekeeper%s, 8 in flight", g_nsk,
+             g_nsk > 1 ? "s" : "");
+    printf("%-38s %10.0f %10.0f %12.0f %10.2f %12.0f\n", name, q8.p50_us,
+           q8.p99_us, q8.per_s, q8.p50_us / base.p50_us, q8.cpu_us);
     printf("throughput ratio (8 in flight / floor): %.2f\n",
            q8.per_s / base.per_s);
     h_cleanup();

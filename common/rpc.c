@@ -113,6 +113,7 @@ typedef struct rpc_op {
     tag_kind kind; /* TAG_OP; first: &op is the tag */
     rpc_stream *s;
     bool started, completed, success;
+    bool waited; /* (server) a thread sleeps in srv_wait_op for this op */
     grpc_byte_buffer *bb; /* send: owned until completion; recv: received */
 } rpc_op;
 
@@ -508,7 +509,12 @@ static void srv_call_free(rpc_stream *s)
     srv_live_add(srv, -1);
 }
 
-/* Poller: an op of a server call completed. */
+/* Poller: an op of a server call completed. Wakes a thread only if one
+ * waits for this very op (a send completing must not wake a handler that
+ * waits for its next message), and only after unlocking, so that it does
+ * not wake up into a held mutex: both cost a context switch per message.
+ * Until the signal is out the op still counts in ops_inflight, which keeps
+ * the call (and its cv) alive. */
 static void srv_op_done(rpc_op *op, bool success)
 {
     rpc_stream *s = op->s;
@@ -522,9 +528,14 @@ static void srv_op_done(rpc_op *op, bool success)
         atomic_store(&s->cancelled, true);
     if (op == &s->final && s->recv.started && !s->recv.completed)
         grpc_call_cancel(s->call, NULL); /* so the stray recv completes */
+    bool signal = op->waited;
+    if (signal) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_lock(&s->mu);
+    }
     s->ops_inflight--;
     bool free_now = s->handler_done && s->ops_inflight == 0;
-    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (free_now)
         srv_call_free(s);
@@ -533,15 +544,31 @@ static void srv_op_done(rpc_op *op, bool success)
 /* Waits (s->mu held) until op is not in flight any more. */
 static int srv_wait_op(rpc_stream *s, rpc_op *op, const struct timespec *until)
 {
+    int rc = 0;
+    if (!op->started || op->completed)
+        return 0;
+    if (until) {
+        /* a zero timeout (poll) must not cost a futex call */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > until->tv_sec ||
+            (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec))
+            return RPC_ETIMEDOUT;
+    }
+    /* one waiter per op: recv and send are each used by one thread */
+    op->waited = true;
     while (op->started && !op->completed) {
         if (!until) {
             pthread_cond_wait(&s->cv, &s->mu);
         } else if (pthread_cond_timedwait(&s->cv, &s->mu, until) == ETIMEDOUT) {
-            if (!op->completed)
-                return RPC_ETIMEDOUT;
+            if (!op->completed) {
+                rc = RPC_ETIMEDOUT;
+                break;
+            }
         }
     }
-    return 0;
+    op->waited = false;
+    return rc;
 }
 
 /* Sends the final status (worker thread, or a poller when no worker could be

@@ -333,7 +333,7 @@ static void with_verb(const char *s, char *verb, size_t cap)
             return;
         } else if (depth == 0 && (tok_is(&t, "UPDATE") || tok_is(&t, "DELETE") ||
                                   tok_is(&t, "SELECT") || tok_is(&t, "VALUES"))) {
-            snprintf(verb, cap, "%s", tok_is(&t, "VALUES") ? "SELECT" : t.text);
+            snprintf(verb, cap, "%.24s", tok_is(&t, "VALUES") ? "SELECT" : t.text);
             return;
         }
     }
@@ -357,12 +357,12 @@ static void sql_verb(const tok *first, const char *s, pgw_sql_stmt *out)
             s = next_tok(s, &t);
         }
         if (t.type == TOK_WORD) {
-            snprintf(tag, cap, "%s %s", first->text, t.text);
+            snprintf(tag, cap, "%.24s %.24s", first->text, t.text);
         } else {
-            snprintf(tag, cap, "%s", first->text);
+            snprintf(tag, cap, "%.24s", first->text);
         }
     } else {
-        snprintf(tag, cap, "%s", first->text);
+        snprintf(tag, cap, "%.24s", first->text);
     }
 }
 
@@ -388,7 +388,7 @@ int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt
     } else if (tok_is(&t, "RESET") || tok_is(&t, "DISCARD") || tok_is(&t, "DEALLOCATE")) {
         bool reset = tok_is(&t, "RESET"), discard = tok_is(&t, "DISCARD");
         out->kind = reset ? PGW_KIND_RESET : discard ? PGW_KIND_DISCARD : PGW_KIND_DEALLOCATE;
-        snprintf(out->tag, sizeof(out->tag), "%s", t.text);
+        snprintf(out->tag, sizeof(out->tag), "%.24s", t.text);
         s = next_tok(s, &t);
         if (!reset && !discard && tok_is(&t, "PREPARE")) {
             s = next_tok(s, &t);
@@ -400,7 +400,7 @@ int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt
         out->name = t.type == TOK_WORD ? lower_dup(t.text) : az_strdup(t.text);
         if (discard || tok_is(&t, "ALL")) {
             size_t n = strlen(out->tag);
-            snprintf(out->tag + n, sizeof(out->tag) - n, " %s", t.text);
+            snprintf(out->tag + n, sizeof(out->tag) - n, " %.24s", t.text);
         }
     } else if (tok_is(&t, "BEGIN") || tok_is(&t, "START")) {
         classify_begin(start, s, end, tok_is(&t, "START"), out);

@@ -68,7 +68,7 @@ typedef enum {
 /* One classified statement. Strings are az_malloc'ed (pgw_sql_stmt_clear). */
 typedef struct pgw_sql_stmt {
     pgw_kind kind;
-    char tag[32];    /* command tag verb: "SELECT", "INSERT", "CREATE TABLE" */
+    char tag[64];    /* command tag verb: "SELECT", "INSERT", "CREATE TABLE" */
     char *exec_sql;  /* SQL for SQLite (PGW_KIND_SQL, BEGIN: "BEGIN ...") */
     char *name;      /* SET/RESET parameter (lower case), DEALLOCATE target */
     char *value;     /* SET value; NULL = DEFAULT */

@@ -7,9 +7,27 @@
  * term needs it, then the Append stream — so a down safekeeper only ever
  * stalls its own thread; one receiver thread per open Append stream
  * (rx_main) takes the acks and moves commit_lsn. All shared state lives in
- * wp_proposer under one mutex; `cv` wakes everybody on any change (there are
- * at most 7 connection threads and a handful of waiters, so a broadcast is
- * cheaper than bookkeeping).
+ * wp_proposer under one mutex.
+ *
+ * WAKE-UPS. On a small machine the commit path is bound by thread wake-ups
+ * (each costs tens of µs across CPUs), so the hot path wakes only whom it
+ * must:
+ *   - wp_append sends the record itself, from the caller's thread, on every
+ *     stream that is idle (caught up, every request acknowledged, nobody
+ *     sending); only the other connection threads are signalled (sk->cv).
+ *     "Every request acknowledged" is what keeps the caller from blocking on
+ *     a slow or dead safekeeper: the peer has read our last message, so the
+ *     RPC layer's previous send is complete and the next one returns at once.
+ *   - an ack wakes the commit waiters (commit_cv) only when commit_lsn moved,
+ *     and its own connection thread only when it opened a full window.
+ *   - everything else (elections, state changes, errors, shutdown) wakes
+ *     everybody: wake().
+ * Connection threads poll every WP_HEARTBEAT_COMMIT_US while their
+ * safekeeper has not been told the commit of all it holds, which is how
+ * commit-only heartbeats go out without a wake-up per ack.
+ * sk->sending marks the one thread (caller or connection thread) sending on
+ * sk->stream; the connection thread waits for it to clear before it sends
+ * or tears the stream down.
  */
 #include "wp_walproposer.h"
 
@@ -79,6 +97,9 @@ typedef struct wp_sk {
     lsn_t sent_commit;
     int64_t last_send_us;
     uint64_t req_sent, req_acked;
+    bool sending;              /* a thread is in stream_send on `stream` */
+    int send_waiters;          /* threads waiting for `sending` to clear */
+    pthread_cond_t cv;         /* this connection thread waits here */
     rpc_stream *stream;        /* Append stream, while open */
     rpc_stream *peer_stream;   /* StreamWal from a peer, while catching up */
     uint64_t stream_term;
@@ -91,7 +112,8 @@ typedef struct wp_sk {
 
 struct wp_proposer {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;         /* elections, state changes */
+    pthread_cond_t commit_cv;  /* commit waiters: commit_lsn or state moved */
     wp_net_ops net;
     wp_clock_fn clock_us;
     int n;
@@ -182,8 +204,8 @@ static int64_t now_us(const struct wp_proposer *wp)
  * wait at most max_us). The condvar runs on CLOCK_MONOTONIC, so the
  * remaining time is converted rather than the deadline itself: that keeps an
  * injected clock meaningful. */
-static void wait_until(struct wp_proposer *wp, int64_t deadline_us,
-                       int64_t max_us)
+static void wait_on(struct wp_proposer *wp, pthread_cond_t *cv,
+                    int64_t deadline_us, int64_t max_us)
 {
     int64_t rel = max_us;
     if (deadline_us > 0) {
@@ -200,12 +222,23 @@ static void wait_until(struct wp_proposer *wp, int64_t deadline_us,
     int64_t ns = ts.tv_nsec + (rel % 1000000) * 1000;
     ts.tv_sec += rel / 1000000 + ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    pthread_cond_timedwait(&wp->cv, &wp->mu, &ts);
+    pthread_cond_timedwait(cv, &wp->mu, &ts);
 }
 
+static void wait_until(struct wp_proposer *wp, int64_t deadline_us,
+                       int64_t max_us)
+{
+    wait_on(wp, &wp->cv, deadline_us, max_us);
+}
+
+/* Wakes every thread: for anything but the hot path (see WAKE-UPS). */
 static void wake(struct wp_proposer *wp)
 {
     pthread_cond_broadcast(&wp->cv);
+    pthread_cond_broadcast(&wp->commit_cv);
+    for (int i = 0; i < wp->n; i++) {
+        pthread_cond_signal(&wp->sk[i].cv);
+    }
 }
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -295,8 +328,10 @@ static void set_commit(struct wp_proposer *wp, lsn_t lsn)
 
 /* commit_lsn = quorum-th highest flush among the safekeepers that accepted
  * Elected in this term. Also moves RECOVERING -> READY. Frozen outside
- * RECOVERING/READY (FAILED: see the header). */
-static void recompute_commit(struct wp_proposer *wp)
+ * RECOVERING/READY (FAILED: see the header). Wakes the commit waiters when
+ * commit_lsn moved and everybody when the state did (the ack path); callers
+ * off the hot path use recompute_commit(), which wakes everybody. */
+static void recompute_commit_quiet(struct wp_proposer *wp)
 {
     if (wp->state != WP_STATE_RECOVERING && wp->state != WP_STATE_READY) {
         return;
@@ -312,6 +347,7 @@ static void recompute_commit(struct wp_proposer *wp)
     lsn_t q = wp_quorum_lsn(flush, n, wp->quorum);
     if (q > wp->commit_lsn) {
         set_commit(wp, q);
+        pthread_cond_broadcast(&wp->commit_cv);
     }
     if (wp->state == WP_STATE_RECOVERING && at_epoch >= wp->quorum) {
         char e[LSN_STRLEN];
@@ -319,7 +355,13 @@ static void recompute_commit(struct wp_proposer *wp)
         wp->state = WP_STATE_READY;
         log_info("walproposer: term %" PRIu64 " ready, writing from %s",
                  wp->term, lsn_format(wp->next_lsn, e));
+        wake(wp);
     }
+}
+
+static void recompute_commit(struct wp_proposer *wp)
+{
+    recompute_commit_quiet(wp);
     wake(wp);
 }
 
@@ -588,6 +630,7 @@ static void *rx_main(void *arg)
                      err_msg(r->error));
             sk->stream_failed = true;
         } else if (wp->term == term && sk->elected_term == term) {
+            bool was_full = sk->req_sent - sk->req_acked >= WP_MAX_INFLIGHT;
             if (r->flush_lsn > sk->flush_lsn) {
                 sk->flush_lsn = r->flush_lsn;
             }
@@ -597,10 +640,15 @@ static void *rx_main(void *arg)
             /* Only a stream that works resets the backoff: Elected alone
              * succeeding says nothing about whether appends will. */
             sk->backoff_ms = WP_BACKOFF_MIN_MS;
-            recompute_commit(wp);
+            recompute_commit_quiet(wp); /* commit waiters, if it moved */
+            if (was_full) {
+                pthread_cond_signal(&sk->cv);
+            }
         }
-        wake(wp);
         bool stop = sk->stream_failed;
+        if (stop) {
+            wake(wp);
+        }
         pthread_mutex_unlock(&wp->mu);
         protobuf_c_message_free_unpacked(&r->base, NULL);
         if (stop) {
@@ -645,17 +693,34 @@ static int send_append(wp_sk *sk, uint64_t term, const uint8_t *records,
     sk->sent_commit = req.commit_lsn;
     sk->last_send_us = now_us(wp);
     rpc_stream *s = sk->stream;
+    assert(!sk->sending);
+    sk->sending = true;
     pthread_mutex_unlock(&wp->mu);
     rc = wp->net.stream_send(s, bytes, n);
     rpc_free(bytes);
     pthread_mutex_lock(&wp->mu);
+    sk->sending = false;
+    if (sk->send_waiters > 0) {
+        pthread_cond_signal(&sk->cv);
+    }
     if (rc != 0) {
         if (!sk->stream_failed && !wp->stopping) {
             log_warn("walproposer: send to %s: %s", sk->addr, rpc_strerror(rc));
         }
         sk->stream_failed = true;
+        wake(wp);
     }
     return rc;
+}
+
+/* Waits (mu held) until no other thread sends on sk's stream. */
+static void wait_not_sending(wp_sk *sk)
+{
+    while (sk->sending) {
+        sk->send_waiters++;
+        wait_on(sk->wp, &sk->cv, 0, WP_HEARTBEAT_IDLE_US);
+        sk->send_waiters--;
+    }
 }
 
 /* Checks the records a peer sent for catch-up: whole records back to back,
@@ -710,7 +775,8 @@ static int catch_up(wp_sk *sk, uint64_t term)
     }
     sk->conn = WP_SK_CATCHING_UP;
     if (!peer) {
-        wait_until(wp, 0, 100000); /* a donor has not accepted Elected yet */
+        /* a donor has not accepted Elected yet */
+        wait_on(wp, &sk->cv, 0, 100000);
         return 0;
     }
     lsn_t from = sk->send_lsn, prev = sk->send_prev;
@@ -774,6 +840,7 @@ static int catch_up(wp_sk *sk, uint64_t term)
             rc = -EPROTO;
         } else if (take > 0) {
             pthread_mutex_lock(&wp->mu);
+            wait_not_sending(sk);
             if (stream_ok(wp, sk, term) && sk->send_lsn == from) {
                 rc = send_append(sk, term, c->records.data, (size_t)take, prev);
             } else {
@@ -815,8 +882,12 @@ static void stream_step(wp_sk *sk, uint64_t term)
         sk->stream_failed = true;
         return;
     }
+    if (sk->sending) {
+        wait_not_sending(sk); /* the caller is sending */
+        return;
+    }
     if (sk->req_sent - sk->req_acked >= WP_MAX_INFLIGHT) {
-        wait_until(wp, 0, WP_HEARTBEAT_IDLE_US);
+        wait_on(wp, &sk->cv, 0, WP_HEARTBEAT_IDLE_US);
         return;
     }
     if (sk->send_lsn < wp->buf.end_lsn) {
@@ -839,7 +910,11 @@ static void stream_step(wp_sk *sk, uint64_t term)
         send_append(sk, term, NULL, 0, 0);
         return;
     }
-    wait_until(wp, due, WP_HEARTBEAT_IDLE_US);
+    /* Acks do not wake us (see WAKE-UPS): while this safekeeper has records
+     * whose commit it was not told, look again soon. */
+    wait_on(wp, &sk->cv, due,
+            sk->sent_commit < sk->send_lsn ? WP_HEARTBEAT_COMMIT_US
+                                           : WP_HEARTBEAT_IDLE_US);
 }
 
 /* Opens the Append stream and runs it until it fails or the term/state
@@ -887,6 +962,7 @@ static void run_stream(wp_sk *sk)
         pthread_mutex_lock(&wp->mu);
         sk->stream_failed = failed;
     }
+    wait_not_sending(sk); /* a caller's send on s returns (cancelled) */
     sk->stream = NULL;
     pthread_mutex_unlock(&wp->mu);
     wp->net.stream_destroy(s);
@@ -920,14 +996,14 @@ static void *sk_main(void *arg)
             do_status(sk);
         } else if (elected && sk->elected_term != wp->term) {
             if (now_us(wp) < sk->retry_at_us) {
-                wait_until(wp, sk->retry_at_us, WP_HEARTBEAT_IDLE_US);
+                wait_on(wp, &sk->cv, sk->retry_at_us, WP_HEARTBEAT_IDLE_US);
             } else {
                 do_elected(sk);
             }
         } else if (elected) {
             run_stream(sk);
         } else {
-            wait_until(wp, 0, WP_HEARTBEAT_IDLE_US);
+            wait_on(wp, &sk->cv, 0, WP_HEARTBEAT_IDLE_US);
         }
     }
     pthread_mutex_unlock(&wp->mu);
@@ -1208,6 +1284,38 @@ static int make_room(struct wp_proposer *wp, size_t len)
     return WP_EFULL;
 }
 
+/* wp_append, mu held: sends the new record at `lsn` from the caller's thread
+ * on every idle stream (see WAKE-UPS) and signals the other connection
+ * threads. mu is released around each send. */
+static void kick_senders(struct wp_proposer *wp, lsn_t lsn)
+{
+    uint64_t term = wp->term;
+    for (int i = 0; i < wp->n; i++) {
+        wp_sk *sk = &wp->sk[i];
+        if (wp->state != WP_STATE_READY || wp->term != term) {
+            wake(wp);
+            return;
+        }
+        bool idle = sk->stream && sk->conn == WP_SK_STREAMING &&
+                    sk->stream_term == term && stream_ok(wp, sk, term) &&
+                    !sk->sending && sk->req_acked == sk->req_sent &&
+                    sk->send_lsn == lsn && lsn >= wp->buf.start_lsn;
+        if (!idle) {
+            pthread_cond_signal(&sk->cv);
+            continue;
+        }
+        const uint8_t *d;
+        size_t len;
+        lsn_t last;
+        int rc = wp_buf_slice(&wp->buf, lsn, WP_BATCH_BYTES, &d, &len);
+        assert(rc == 0);
+        rc = wp_buf_record_before(&wp->buf, lsn + len, &last);
+        assert(rc == 0);
+        (void)rc;
+        send_append(sk, term, d, len, last); /* copies d before unlocking */
+    }
+}
+
 int wp_append(wp_proposer *wp, const uint8_t *rec, size_t len, lsn_t *end_lsn)
 {
     if (!wp || !rec || len < WAL_HEADER_BYTES) {
@@ -1241,7 +1349,7 @@ int wp_append(wp_proposer *wp, const uint8_t *rec, size_t len, lsn_t *end_lsn)
         if (end_lsn) {
             *end_lsn = wp->next_lsn;
         }
-        wake(wp);
+        kick_senders(wp, lsn);
     }
     pthread_mutex_unlock(&wp->mu);
     return rc;
@@ -1318,7 +1426,7 @@ int wp_wait_commit(wp_proposer *wp, lsn_t end_lsn, int timeout_ms)
             rc = WP_ETIMEDOUT;
             break;
         }
-        wait_until(wp, deadline, 1000000);
+        wait_on(wp, &wp->commit_cv, deadline, 1000000);
     }
     note_latency(wp, now_us(wp) - t0, rc == 0);
     pthread_mutex_unlock(&wp->mu);
@@ -1341,7 +1449,7 @@ int wp_commit(wp_proposer *wp, const uint8_t *rec, size_t len, lsn_t *end_lsn,
             break;
         }
         pthread_mutex_lock(&wp->mu);
-        wait_until(wp, deadline, 100000);
+        wait_on(wp, &wp->commit_cv, deadline, 100000); /* room: commit moves */
         pthread_mutex_unlock(&wp->mu);
     }
     if (rc != 0) {
@@ -1428,6 +1536,10 @@ int wp_create(const wp_config *cfg, wp_proposer **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&wp->cv, &ca);
+    pthread_cond_init(&wp->commit_cv, &ca);
+    for (int i = 0; i < WP_MAX_SAFEKEEPERS; i++) {
+        pthread_cond_init(&wp->sk[i].cv, &ca);
+    }
     pthread_condattr_destroy(&ca);
     wp->net = cfg->net ? *cfg->net : rpc_net;
     wp->clock_us = cfg->clock_us ? cfg->clock_us : default_clock_us;
@@ -1506,6 +1618,10 @@ void wp_destroy(wp_proposer *wp)
     }
     az_free(wp->history);
     wp_buf_free(&wp->buf);
+    for (int i = 0; i < WP_MAX_SAFEKEEPERS; i++) {
+        pthread_cond_destroy(&wp->sk[i].cv);
+    }
+    pthread_cond_destroy(&wp->commit_cv);
     pthread_cond_destroy(&wp->cv);
     pthread_mutex_destroy(&wp->mu);
     az_free(wp);

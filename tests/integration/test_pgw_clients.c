@@ -1,0 +1,327 @@
+/*
+ * Real PostgreSQL clients against pgw_testserver (compute/pgw_* serving a
+ * plain SQLite file):
+ *   psql       create/insert/select output, a rolled back transaction, an
+ *              error's SQLSTATE (VERBOSITY verbose)
+ *   pgbench    a custom script (-n -f) in -M simple, extended and prepared,
+ *              4 clients x 500 transactions: no failures, and the SQLite file
+ *              holds exactly what the script implies
+ *   psycopg2   parameters of each type, rowcount, errors by SQLSTATE,
+ *              aborted transactions, cancel (tests/integration/pgw/)
+ *   auth       md5 and SCRAM: the right password works (psql, psycopg2,
+ *              pgbench), a wrong one is rejected and the server stays up
+ * Each server must then stop on SIGTERM with exit status 0 (sanitizer
+ * reports at exit would make it non-zero).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "harness.h"
+
+#define PSQL "/usr/bin/psql"
+#define PGBENCH "/usr/bin/pgbench"
+#define PYTHON "/usr/bin/python3" /* Debian's, with psycopg2 */
+
+static h_sk g_trust, g_md5, g_scram;
+
+/*
+ * Runs argv (bounded by `timeout -s KILL 300`) with PGPASSWORD set (or
+ * unset when NULL); stdout+stderr into out. Returns the exit status (-1
+ * when killed).
+ */
+static int run(const char *password, char *out, size_t cap, const char *const *argv)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        if (password) {
+            setenv("PGPASSWORD", password, 1);
+        } else {
+            unsetenv("PGPASSWORD");
+        }
+        setenv("PGCONNECT_TIMEOUT", "10", 1);
+        unsetenv("PGSERVICE");
+        const char *args[64] = {"timeout", "-s", "KILL", "300"};
+        int n = 4;
+        for (int i = 0; argv[i] && n < 63; i++) {
+            args[n++] = argv[i];
+        }
+        args[n] = NULL;
+        execvp("timeout", (char *const *)args);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    ssize_t r;
+    while ((r = read(p[0], out + len, cap - 1 - len)) > 0) {
+        len += (size_t)r;
+        if (len + 1 >= cap) {
+            char sink[4096];
+            while (read(p[0], sink, sizeof(sink)) > 0) {
+            }
+            break;
+        }
+    }
+    out[len] = 0;
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const char *port_of(const h_sk *s)
+{
+    static char buf[4][16];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof(buf[i]), "%d", s->port);
+    return buf[i];
+}
+
+/* psql -c c1 -c c2 ... against server s as user. */
+static int psql(const h_sk *s, const char *user, const char *password, char *out, size_t cap,
+                const char *const *cmds, const char *verbosity)
+{
+    const char *argv[40] = {PSQL, "-X", "-At", "-h", "127.0.0.1", "-p", port_of(s), "-U", user,
+                            "-d", "db", "-v", "ON_ERROR_STOP=1"};
+    int n = 13;
+    if (verbosity) {
+        argv[n++] = "-v";
+        argv[n++] = verbosity;
+    }
+    for (int i = 0; cmds[i] && n < 38; i++) {
+        argv[n++] = "-c";
+        argv[n++] = cmds[i];
+    }
+    argv[n] = NULL;
+    return run(password, out, cap, argv);
+}
+
+static void must_contain(const char *out, const char *want)
+{
+    if (!strstr(out, want)) {
+        fail_msg("expected \"%s\" in:\n%s", want, out);
+    }
+}
+
+/* One value from the server's SQLite file, read directly (not through the
+ * server): what the clients' work left behind. */
+static long long file_value(const h_sk *s, const char *sql)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/db.sqlite", s->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    }
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long long v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* auth: trust (any user) or md5/scram for bob / s3cret. */
+static void start(h_sk *s, const char *auth)
+{
+    assert_int_equal(h_proc_init(s, ARBOR_PGW_TESTSERVER_BIN, auth), 0);
+    static char auth_arg[3][32];
+    static int k;
+    snprintf(auth_arg[k], sizeof(auth_arg[k]), "--auth=%s", auth);
+    s->extra_args[0] = auth_arg[k++];
+    if (strcmp(auth, "trust") != 0) {
+        s->extra_args[1] = "--user=bob";
+        s->extra_args[2] = "--password=s3cret";
+    }
+    assert_int_equal(h_sk_start(s, 10000), 0);
+}
+
+static int setup(void **state)
+{
+    start(&g_trust, "trust");
+    start(&g_md5, "md5");
+    start(&g_scram, "scram");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    h_sk *all[] = {&g_trust, &g_md5, &g_scram};
+    int failed = 0;
+    for (int i = 0; i < 3; i++) {
+        int st = h_sk_stop(all[i], 10000);
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "%s did not exit cleanly (%d); log in %s/log\n", all[i]->name, st,
+                    all[i]->dir);
+            failed = 1;
+        }
+    }
+    return failed ? -1 : 0;
+}
+
+static void test_psql(void **state)
+{
+    static char out[1 << 16];
+    int rc = psql(&g_trust, "alice", NULL, out, sizeof(out),
+                  (const char *[]){"CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)",
+                                   "INSERT INTO kv VALUES ('a', 1), ('b', 2)",
+                                   "SELECT k, v * 10 FROM kv ORDER BY k", NULL}, NULL);
+    assert_int_equal(rc, 0);
+    must_contain(out, "CREATE TABLE\nINSERT 0 2\na|10\nb|20\n");
+    /* a transaction rolled back: its row is gone, inside it was visible */
+    rc = psql(&g_trust, "alice", NULL, out, sizeof(out),
+              (const char *[]){"BEGIN", "INSERT INTO kv VALUES ('c', 3)",
+                               "SELECT count(*) FROM kv", "ROLLBACK",
+                               "SELECT count(*) FROM kv", NULL}, NULL);
+    assert_int_equal(rc, 0);
+    must_contain(out, "BEGIN\nINSERT 0 1\n3\nROLLBACK\n2\n");
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM kv"), 2);
+    /* errors show their SQLSTATE */
+    rc = psql(&g_trust, "alice", NULL, out, sizeof(out),
+              (const char *[]){"SELECT * FROM missing", NULL}, "VERBOSITY=verbose");
+    assert_int_equal(rc, 1);
+    must_contain(out, "ERROR:  42P01: no such table: missing");
+    rc = psql(&g_trust, "alice", NULL, out, sizeof(out),
+              (const char *[]){"INSERT INTO kv VALUES ('a', 9)", NULL}, "VERBOSITY=verbose");
+    assert_int_equal(rc, 1);
+    must_contain(out, "ERROR:  23505: UNIQUE constraint failed: kv.k");
+    rc = psql(&g_trust, "alice", NULL, out, sizeof(out),
+              (const char *[]){"SELECT version()", "SHOW server_version", NULL}, NULL);
+    assert_int_equal(rc, 0);
+    must_contain(out, "PostgreSQL 15.0 (Arbor) on SQLite");
+    must_contain(out, "\n15.0 (Arbor)\n");
+}
+
+static void run_pgbench(const h_sk *s, const char *password, const char *mode, int clients,
+                        int txns)
+{
+    static char out[1 << 16];
+    char script[600], c[16], t[16];
+    snprintf(script, sizeof(script), "%s/bench.sql", s->dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs("\\set id random(1, 10)\n"
+          "BEGIN;\n"
+          "UPDATE counters SET n = n + 1 WHERE id = :id;\n"
+          "INSERT INTO hist(id, client) VALUES (:id, :client_id);\n"
+          "SELECT n FROM counters WHERE id = :id;\n"
+          "END;\n"
+          "UPDATE totals SET n = n + 1;\n", f);
+    fclose(f);
+    snprintf(c, sizeof(c), "%d", clients);
+    snprintf(t, sizeof(t), "%d", txns);
+    int rc = psql(s, "bob", password, out, sizeof(out),
+                  (const char *[]){"DROP TABLE IF EXISTS counters; DROP TABLE IF EXISTS hist; "
+                                   "DROP TABLE IF EXISTS totals",
+                                   "CREATE TABLE counters(id INTEGER PRIMARY KEY, n INTEGER)",
+                                   "INSERT INTO counters VALUES (1,0),(2,0),(3,0),(4,0),(5,0),"
+                                   "(6,0),(7,0),(8,0),(9,0),(10,0)",
+                                   "CREATE TABLE hist(id INTEGER, client INTEGER)",
+                                   "CREATE TABLE totals(n INTEGER)",
+                                   "INSERT INTO totals VALUES (0)", NULL}, NULL);
+    if (rc != 0) {
+        fail_msg("setup: %s", out);
+    }
+    const char *argv[] = {PGBENCH, "-n", "-h", "127.0.0.1", "-p", port_of(s), "-U", "bob",
+                          "-f", script, "-c", c, "-t", t, "-M", mode, "db", NULL};
+    rc = run(password, out, sizeof(out), argv);
+    if (rc != 0) {
+        fail_msg("pgbench -M %s: exit %d\n%s", mode, rc, out);
+    }
+    char want[128];
+    snprintf(want, sizeof(want), "number of transactions actually processed: %d/%d",
+             clients * txns, clients * txns);
+    must_contain(out, want);
+    must_contain(out, "number of failed transactions: 0 (0.000%)");
+    long long total = (long long)clients * txns;
+    assert_int_equal(file_value(s, "SELECT sum(n) FROM counters"), total);
+    assert_int_equal(file_value(s, "SELECT count(*) FROM hist"), total);
+    assert_int_equal(file_value(s, "SELECT n FROM totals"), total);
+    assert_int_equal(file_value(s, "SELECT count(DISTINCT client) FROM hist"), clients);
+    assert_int_equal(file_value(s, "SELECT count(*) FROM counters c WHERE n != "
+                                   "(SELECT count(*) FROM hist h WHERE h.id = c.id)"), 0);
+}
+
+static void test_pgbench_simple(void **state)
+{
+    run_pgbench(&g_md5, "s3cret", "simple", 4, 500);
+}
+
+static void test_pgbench_extended(void **state)
+{
+    run_pgbench(&g_md5, "s3cret", "extended", 4, 500);
+}
+
+static void test_pgbench_prepared(void **state)
+{
+    run_pgbench(&g_scram, "s3cret", "prepared", 4, 250);
+}
+
+static void test_psycopg2(void **state)
+{
+    static char out[1 << 16];
+    const char *argv[] = {PYTHON, ARBOR_PGW_PY_DIR "/psycopg2_check.py", port_of(&g_scram),
+                          "bob", "s3cret", NULL};
+    int rc = run(NULL, out, sizeof(out), argv);
+    if (rc != 0) {
+        fail_msg("psycopg2_check.py: exit %d\n%s", rc, out);
+    }
+    must_contain(out, "psycopg2 ok");
+}
+
+static void test_auth(void **state)
+{
+    static char out[1 << 16];
+    const h_sk *servers[] = {&g_md5, &g_scram};
+    for (int i = 0; i < 2; i++) {
+        const h_sk *s = servers[i];
+        const char *const q[] = {"SELECT 'in'", NULL};
+        int rc = psql(s, "bob", "wrong", out, sizeof(out), q, NULL);
+        assert_int_equal(rc, 2);
+        must_contain(out, "FATAL:  password authentication failed for user \"bob\"");
+        rc = psql(s, "mallory", "s3cret", out, sizeof(out), q, NULL);
+        assert_int_equal(rc, 2);
+        must_contain(out, "password authentication failed");
+        rc = psql(s, "bob", "s3cret", out, sizeof(out), q, NULL);
+        if (rc != 0) {
+            fail_msg("%s: %s", s->name, out);
+        }
+        must_contain(out, "in\n");
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_psql),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_psycopg2),
+        cmocka_unit_test(test_pgbench_simple),
+        cmocka_unit_test(test_pgbench_extended),
+        cmocka_unit_test(test_pgbench_prepared),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
