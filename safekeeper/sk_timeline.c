@@ -663,7 +663,8 @@ int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n)
     pthread_mutex_lock(&reg->mu);
     *n = reg->n;
     *out = az_malloc((reg->n ? reg->n : 1) * sizeof(**out));
-    memcpy(*out, reg->tls, reg->n * sizeof(**out));
+    if (reg->n)     /* reg->tls is NULL before the first timeline */
+        memcpy(*out, reg->tls, reg->n * sizeof(**out));
     pthread_mutex_unlock(&reg->mu);
     return 0;
 }

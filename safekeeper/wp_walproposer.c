@@ -66,6 +66,8 @@
  * busy stream does not send one heartbeat per ack). */
 #define WP_HEARTBEAT_IDLE_US 1000000
 #define WP_HEARTBEAT_COMMIT_US 2000
+/* How long wp_destroy waits for safekeepers to learn the last commit LSN. */
+#define WP_DESTROY_COMMIT_WAIT_US 1000000
 /* Streams live as long as the connection; the RPC layer wants a deadline. */
 #define WP_STREAM_DEADLINE_MS (24LL * 3600 * 1000)
 #define WP_CATCHUP_RECV_MS 10000
@@ -95,6 +97,7 @@ typedef struct wp_sk {
     lsn_t send_lsn;            /* next byte to send on the stream */
     lsn_t send_prev;           /* lsn of the last record sent (chain check) */
     lsn_t sent_commit;
+    lsn_t acked_commit;        /* commit LSN its last ack says it knows */
     int64_t last_send_us;
     uint64_t req_sent, req_acked;
     bool sending;              /* a thread is in stream_send on `stream` */
@@ -636,6 +639,9 @@ static void *rx_main(void *arg)
             }
             if (r->request_id > sk->req_acked) {
                 sk->req_acked = r->request_id;
+            }
+            if (r->commit_lsn > sk->acked_commit) {
+                sk->acked_commit = r->commit_lsn;   /* wp_destroy polls it */
             }
             /* Only a stream that works resets the backoff: Elected alone
              * succeeding says nothing about whether appends will. */
@@ -1585,12 +1591,41 @@ fail:
     return rc;
 }
 
+/* Safekeepers learn the commit LSN from the next append or heartbeat: a
+ * proposer that stops right after its last commit would leave them (and the
+ * pageserver, which reads only committed WAL) behind until the next
+ * election. Wait, bounded, until each streaming safekeeper acknowledged the
+ * commit LSN, up to what it holds. mu held. */
+static void flush_commit_knowledge(struct wp_proposer *wp)
+{
+    if (wp->state != WP_STATE_READY) {
+        return;
+    }
+    int64_t deadline = now_us(wp) + WP_DESTROY_COMMIT_WAIT_US;
+    for (;;) {
+        bool done = true;
+        for (int i = 0; i < wp->n; i++) {
+            wp_sk *sk = &wp->sk[i];
+            lsn_t want = wp->commit_lsn < sk->flush_lsn ? wp->commit_lsn : sk->flush_lsn;
+            if (sk->conn == WP_SK_STREAMING && sk->stream && sk->acked_commit < want) {
+                done = false;
+                pthread_cond_signal(&sk->cv);   /* due for a heartbeat */
+            }
+        }
+        if (done || now_us(wp) >= deadline) {
+            return;
+        }
+        wait_on(wp, &wp->commit_cv, deadline, WP_HEARTBEAT_COMMIT_US);
+    }
+}
+
 void wp_destroy(wp_proposer *wp)
 {
     if (!wp) {
         return;
     }
     pthread_mutex_lock(&wp->mu);
+    flush_commit_knowledge(wp);
     wp->stopping = true;
     for (int i = 0; i < wp->n; i++) {
         /* Cancel is safe from any thread; it unblocks a sender or receiver

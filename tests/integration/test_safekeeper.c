@@ -664,6 +664,60 @@ static void test_metrics(void **state)
     one_sk_teardown(&o);
 }
 
+/* ---- edges ------------------------------------------------------------------ */
+
+/* A safekeeper with no timeline yet answers status and metrics (this once
+ * crashed on an empty registry under UBSan); a proposer destroyed right
+ * after its last commit leaves every safekeeper knowing that commit, so
+ * readers of committed WAL are not held back until the next election. */
+static void test_empty_and_last_commit(void **state)
+{
+    (void)state;
+    h_sk sk[3];
+    const char *addrs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_sk_init(&sk[i], ARBOR_SAFEKEEPER_BIN, 61 + i), 0);
+        assert_int_equal(h_sk_start(&sk[i], 10000), 0);
+        addrs[i] = sk[i].addr;
+    }
+    char *st = http_get(sk[0].http_port, "/v1/status");
+    assert_non_null(strstr(st, "\"timelines\":[]"));
+    free(st);
+    free(http_get(sk[0].http_port, "/metrics"));
+
+    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
+                      .start_lsn = START_LSN, .timeout_ms = 5000 };
+    memcpy(cfg.tenant_id, g_tenant, 16);
+    cfg.timeline_id[0] = 61;
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    assert_int_equal(wp_elect(wp, 10000), 0);
+    lsn_t end = 0;
+    for (int i = 0; i < 3; i++) {
+        wp_pos pos;
+        assert_int_equal(wp_begin(wp, &pos, 10000), 0);
+        size_t len;
+        uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, i, 1, &len);
+        assert_int_equal(wp_commit(wp, rec, len, &end, 5000), 0);
+        free(rec);
+    }
+    wp_destroy(wp);
+    tl_ref t;
+    tl_ref_init(&t, 61);
+    memset(t.timeline, 0, 16);
+    t.timeline[0] = 61;
+    for (int i = 0; i < 3; i++) {
+        rpc_channel *ch;
+        assert_int_equal(rpc_channel_create(sk[i].addr, &ch), 0);
+        Arbor__TimelineStatusResponse *r = status(ch, &t);
+        assert_null(r->error);
+        assert_int_equal(r->commit_lsn, end);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        rpc_channel_destroy(ch);
+        stop_clean(&sk[i]);
+    }
+}
+
 /* ---- many elections ------------------------------------------------------------ */
 
 /* Every compute start is an election: a timeline must outlive far more of
@@ -921,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_many_elections),
+        cmocka_unit_test(test_empty_and_last_commit),
         cmocka_unit_test(test_kill9_chaos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

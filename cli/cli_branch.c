@@ -1,0 +1,531 @@
+/*
+ * cli_branch — see cli_branch.h.
+ */
+#define _GNU_SOURCE
+#include "cli_branch.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_cluster.h"
+#include "cli_fmt.h"
+#include "cli_ps.h"
+#include "pageserver.pb-c.h"
+
+/* ---- JSON and text forms of a branch -------------------------------------------- */
+
+static json_t *lsn_json(lsn_t lsn)
+{
+    char b[LSN_STRLEN];
+    return json_string(lsn_format(lsn, b));
+}
+
+static json_t *time_json(int64_t us)
+{
+    char b[CLI_TIME_STRLEN];
+    return us > 0 ? json_string(cli_fmt_time(us, b)) : json_null();
+}
+
+/* parent: the parent's branch name, or NULL. */
+static json_t *branch_json(const cli_tl *t, const char *parent)
+{
+    char id[ID_STR_SIZE], anc[ID_STR_SIZE];
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(t->name));
+    json_object_set_new(o, "timeline_id", json_string(id_format(&t->id, id)));
+    json_object_set_new(o, "parent", parent ? json_string(parent) : json_null());
+    json_object_set_new(o, "parent_timeline_id",
+                        t->has_ancestor ? json_string(id_format(&t->ancestor, anc)) : json_null());
+    json_object_set_new(o, "ancestor_lsn", t->has_ancestor ? lsn_json(t->ancestor_lsn) : json_null());
+    json_object_set_new(o, "start_lsn", lsn_json(t->start_lsn));
+    json_object_set_new(o, "head_lsn", lsn_json(t->last_record_lsn));
+    json_object_set_new(o, "disk_consistent_lsn", lsn_json(t->disk_consistent_lsn));
+    json_object_set_new(o, "gc_cutoff_lsn", lsn_json(t->gc_cutoff_lsn));
+    json_object_set_new(o, "logical_size_bytes", json_integer((json_int_t)t->logical_size_bytes));
+    json_object_set_new(o, "physical_size_bytes", json_integer((json_int_t)t->physical_size_bytes));
+    json_object_set_new(o, "branch_only_size_bytes",
+                        json_integer((json_int_t)t->branch_only_size_bytes));
+    json_object_set_new(o, "page_size", json_integer(t->page_size));
+    json_object_set_new(o, "db_size_pages", json_integer(t->db_size_pages));
+    json_object_set_new(o, "layer_count", json_integer(t->layer_count));
+    json_object_set_new(o, "pitr_window_s", json_integer(t->pitr_window_s));
+    json_object_set_new(o, "created_at", time_json(t->created_at_us));
+    json_object_set_new(o, "last_commit_at", time_json(t->last_commit_us));
+    return o;
+}
+
+static void print_json(json_t *o)
+{
+    json_dumpf(o, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(o);
+}
+
+/* ---- list as a tree ------------------------------------------------------------- */
+
+typedef struct tree {
+    cli_tl *tl;
+    size_t n;
+    int *parent;     /* index of each timeline's parent, -1 for a root */
+    int name_w;      /* column widths of the text form */
+    int at_w;
+} tree;
+
+static int child_cmp_created(const cli_tl *a, const cli_tl *b)
+{
+    if (a->created_at_us != b->created_at_us) {
+        return a->created_at_us < b->created_at_us ? -1 : 1;
+    }
+    return strcmp(a->name, b->name);
+}
+
+/* Children of p (-1: roots) in creation order, into out; returns how many. */
+static size_t children_of(const tree *t, int p, int *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->parent[i] == p) {
+            size_t j = k++;
+            while (j > 0 && child_cmp_created(&t->tl[out[j - 1]], &t->tl[i]) > 0) {
+                out[j] = out[j - 1];
+                j--;
+            }
+            out[j] = (int)i;
+        }
+    }
+    return k;
+}
+
+/* "parent@lsn" of timeline i, or "-" for a root. */
+static void parent_at(const tree *t, int i, char *buf, size_t len)
+{
+    char l[LSN_STRLEN];
+    const cli_tl *b = &t->tl[i];
+    if (!b->has_ancestor) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    snprintf(buf, len, "%s@%s", t->parent[i] >= 0 ? t->tl[t->parent[i]].name : "?",
+             lsn_format(b->ancestor_lsn, l));
+}
+
+/* Links each timeline to its parent and sizes the text columns. */
+static void tree_build(tree *t)
+{
+    t->name_w = 6;
+    t->at_w = 10;
+    for (size_t i = 0; i < t->n; i++) {
+        t->parent[i] = -1;
+        for (size_t j = 0; t->tl[i].has_ancestor && j < t->n; j++) {
+            if (id_equal(&t->tl[j].id, &t->tl[i].ancestor)) {
+                t->parent[i] = (int)j;
+            }
+        }
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        int depth = 0;
+        for (int p = t->parent[i]; p >= 0 && depth < (int)t->n; p = t->parent[p]) {
+            depth++;
+        }
+        char at[96];
+        parent_at(t, (int)i, at, sizeof(at));
+        int w = depth * 4 + (int)strlen(t->tl[i].name);
+        t->name_w = w > t->name_w ? w : t->name_w;
+        t->at_w = (int)strlen(at) > t->at_w ? (int)strlen(at) : t->at_w;
+    }
+}
+
+static void print_row(const tree *t, int i, const char *prefix, size_t prefix_cols)
+{
+    const cli_tl *b = &t->tl[i];
+    char at[96], l[LSN_STRLEN], s1[CLI_SIZE_STRLEN], s2[CLI_SIZE_STRLEN],
+         s3[CLI_SIZE_STRLEN];
+    parent_at(t, i, at, sizeof(at));
+    int cols = (int)(prefix_cols + strlen(b->name));
+    printf("%s%s%*s  %-*s  %-14s %10s %10s %11s\n", prefix, b->name,
+           cols < t->name_w ? t->name_w - cols : 0, "", t->at_w, at,
+           lsn_format(b->last_record_lsn, l), cli_fmt_size(b->logical_size_bytes, s1),
+           cli_fmt_size(b->physical_size_bytes, s2), cli_fmt_size(b->branch_only_size_bytes, s3));
+}
+
+/* Pre-order walk: rows (text) or entries of `arr` (JSON). */
+static void walk(const tree *t, int p, char *prefix, size_t plen, size_t pcols, json_t *arr)
+{
+    int *kids = calloc(t->n + 1, sizeof(int));
+    size_t k = children_of(t, p, kids);
+    for (size_t j = 0; j < k; j++) {
+        int i = kids[j];
+        bool last = j + 1 == k;
+        if (arr) {
+            json_t *o = branch_json(&t->tl[i], t->parent[i] >= 0 ? t->tl[t->parent[i]].name : NULL);
+            json_object_set_new(o, "depth", json_integer((json_int_t)(pcols / 4)));
+            json_array_append_new(arr, o);
+            walk(t, i, prefix, plen, pcols + 4, arr);
+            continue;
+        }
+        char *end = prefix + plen;
+        const char *branch = p < 0 ? "" : last ? "└── " : "├── ";
+        snprintf(end, 512 - plen, "%s", branch);
+        print_row(t, i, prefix, pcols + (p < 0 ? 0 : 4));
+        snprintf(end, 512 - plen, "%s", p < 0 ? "" : last ? "    " : "│   ");
+        walk(t, i, prefix, strlen(prefix), pcols + (p < 0 ? 0 : 4), NULL);
+        *end = 0;
+    }
+    free(kids);
+}
+
+int cli_cmd_branch_list(cli_ctx *ctx)
+{
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    tree t = { 0 };
+    int rc = cli_ps_list(&ps, &t.tl, &t.n);
+    if (rc == 0) {
+        t.parent = calloc(t.n + 1, sizeof(int));
+        tree_build(&t);
+        char prefix[512] = "";
+        if (ctx->json) {
+            char hex[ID_STR_SIZE];
+            json_t *arr = json_array();
+            walk(&t, -1, prefix, 0, 0, arr);
+            print_json(json_pack("{s:s, s:o}", "tenant_id", id_format(&ps.tenant, hex),
+                                 "branches", arr));
+        } else if (t.n == 0) {
+            printf("no branches (arbor branch create NAME, or arbor import FILE.db --branch NAME)\n");
+        } else {
+            printf("%-*s  %-*s  %-14s %10s %10s %11s\n", t.name_w, "BRANCH", t.at_w, "PARENT@LSN",
+                   "HEAD", "LOGICAL", "PHYSICAL", "BRANCH-ONLY");
+            walk(&t, -1, prefix, 0, 0, NULL);
+        }
+    }
+    free(t.tl);
+    free(t.parent);
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* ---- create, delete, rename ------------------------------------------------------ */
+
+/* Resolves --at (or the head when NULL) of `parent` into *at (0 = head). */
+static int branch_point(cli_ps *ps, const cli_tl *parent, const char *spec, lsn_t *at)
+{
+    *at = 0;
+    if (!spec) {
+        return 0;
+    }
+    cli_point pt;
+    if (cli_parse_point(spec, "--at", &pt) != 0) {
+        return CLI_EFAIL;
+    }
+    return cli_ps_resolve_point(ps, parent, &pt, "--at", at);
+}
+
+static void print_created(cli_ctx *ctx, const cli_tl *b, const cli_tl *parent)
+{
+    if (ctx->json) {
+        print_json(branch_json(b, parent ? parent->name : NULL));
+        return;
+    }
+    char l[LSN_STRLEN], id[ID_STR_SIZE];
+    if (parent) {
+        printf("created branch %s from %s at %s (timeline %s)\n", b->name, parent->name,
+               lsn_format(b->ancestor_lsn, l), id_format(&b->id, id));
+    } else {
+        printf("created branch %s (a new, empty database; timeline %s)\n", b->name,
+               id_format(&b->id, id));
+    }
+}
+
+int cli_cmd_branch_create(cli_ctx *ctx)
+{
+    const char *name = ctx->pos[0];
+    const char *parent_name = cli_opt_value(ctx, "parent");
+    if (cli_branch_name_check(name) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_tl parent, b;
+    lsn_t at = 0;
+    int rc;
+    if (cli_opt_flag(ctx, "root")) {
+        rc = parent_name || cli_opt_value(ctx, "at") ? CLI_EFAIL : 0;
+        if (rc != 0) {
+            cli_err("--root takes neither --parent nor --at");
+        } else {
+            rc = cli_ps_create(&ps, name, NULL, 0, &b);
+        }
+        if (rc == 0) {
+            print_created(ctx, &b, NULL);
+        }
+        goto done;
+    }
+    rc = cli_ps_branch_need(&ps, parent_name ? parent_name : "main", &parent);
+    if (rc == 0) {
+        rc = branch_point(&ps, &parent, cli_opt_value(ctx, "at"), &at);
+    }
+    if (rc == 0) {
+        rc = cli_ps_create(&ps, name, &parent, at, &b);
+    }
+    if (rc == 0) {
+        print_created(ctx, &b, &parent);
+    }
+done:
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+int cli_cmd_branch_delete(cli_ctx *ctx)
+{
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_tl b;
+    uint32_t deleted = 0;
+    int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    if (rc == 0) {
+        rc = cli_ps_delete(&ps, &b, cli_opt_flag(ctx, "force"), &deleted);
+    }
+    if (rc == 0) {
+        printf("deleted branch %s", b.name);
+        if (deleted > 1) {
+            printf(" and %u descendant branch%s", deleted - 1, deleted > 2 ? "es" : "");
+        }
+        printf("\n");
+    }
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+int cli_cmd_branch_rename(cli_ctx *ctx)
+{
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_tl b;
+    int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    if (rc == 0) {
+        rc = cli_ps_rename(&ps, &b, ctx->pos[1]);
+    }
+    if (rc == 0) {
+        printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
+    }
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* ---- reset and restore ------------------------------------------------------------- */
+
+/* "<name><suffix><time>" within the branch-name limit. */
+static int side_name(const char *name, const char *suffix, char *out, size_t len)
+{
+    char t[CLI_TIME_STRLEN];
+    cli_fmt_time_compact(cli_now_us(), t);
+    int n = snprintf(out, len, "%s%s%s", name, suffix, t);
+    if (n < 0 || (size_t)n >= len || n > CLI_BRANCH_NAME_MAX) {
+        cli_err("branch name '%s' is too long to keep its old state as '%s%s<time>' "
+                "(at most %d characters): rename it first", name, name, suffix,
+                CLI_BRANCH_NAME_MAX);
+        return CLI_EFAIL;
+    }
+    return 0;
+}
+
+/* Renames tl back to its old name after a failed second step. */
+static void undo_rename(cli_ps *ps, cli_tl *tl, const char *side, const char *name)
+{
+    memcpy(tl->name, side, strlen(side) + 1); /* side fits: side_name() checked */
+    if (cli_ps_rename(ps, tl, name) != 0) {
+        cli_err("the old state of '%s' is now the branch '%s'", name, side);
+    }
+}
+
+static bool has_children(cli_ps *ps, const cli_tl *b)
+{
+    cli_tl *all;
+    size_t n;
+    bool kids = false;
+    if (cli_ps_list(ps, &all, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            kids = kids || (all[i].has_ancestor && id_equal(&all[i].ancestor, &b->id));
+        }
+        free(all);
+    }
+    return kids;
+}
+
+static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name)
+{
+    cli_tl b, parent, fresh;
+    char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
+    if (cli_ps_branch_need(ps, name, &b) != 0) {
+        return CLI_EFAIL;
+    }
+    if (!b.has_ancestor) {
+        cli_err("branch '%s' is a root: it has no parent to reset to", name);
+        return CLI_EFAIL;
+    }
+    bool force = cli_opt_flag(ctx, "force");
+    if (!force && has_children(ps, &b)) {
+        cli_err("branch '%s' has child branches, which reset would delete with it: delete "
+                "them first, or use --force", name);
+        return CLI_EFAIL;
+    }
+    if (cli_ps_timeline(ps, &b.ancestor, &parent) != 0 ||
+        side_name(name, "-reset-", side, sizeof(side)) != 0 ||
+        cli_ps_rename(ps, &b, side) != 0) {
+        return CLI_EFAIL;
+    }
+    if (cli_ps_create(ps, name, &parent, 0, &fresh) != 0) {
+        undo_rename(ps, &b, side, name);
+        return CLI_EFAIL;
+    }
+    memcpy(b.name, side, sizeof(side));
+    if (cli_ps_delete(ps, &b, force, NULL) != 0) {
+        cli_err("branch '%s' was reset, but its old state is left as branch '%s'", name, side);
+        return CLI_EFAIL;
+    }
+    if (ctx->json) {
+        print_json(branch_json(&fresh, parent.name));
+    } else {
+        printf("reset branch %s to the head of %s (%s); its old timeline was deleted\n", name,
+               parent.name, lsn_format(fresh.ancestor_lsn, l));
+    }
+    return 0;
+}
+
+int cli_cmd_branch_reset(cli_ctx *ctx)
+{
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    int rc = reset_branch(ctx, &ps, ctx->pos[0]);
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* The timeline of b's ancestry whose own history holds lsn (b itself when
+ * lsn lies above its start). */
+static int owner_of_lsn(cli_ps *ps, const cli_tl *b, lsn_t lsn, cli_tl *out)
+{
+    *out = *b;
+    for (int depth = 0; out->has_ancestor && lsn <= out->start_lsn; depth++) {
+        if (depth > 1000 || cli_ps_timeline(ps, &out->ancestor, out) != 0) {
+            return CLI_EFAIL;
+        }
+    }
+    return 0;
+}
+
+static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char *to)
+{
+    cli_tl b, owner, fresh;
+    cli_point pt;
+    lsn_t lsn;
+    char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
+    if (cli_parse_point(to, "--to", &pt) != 0 || cli_ps_branch_need(ps, name, &b) != 0 ||
+        cli_ps_resolve_point(ps, &b, &pt, "--to", &lsn) != 0 ||
+        owner_of_lsn(ps, &b, lsn, &owner) != 0 ||
+        side_name(name, "-before-restore-", side, sizeof(side)) != 0 ||
+        cli_ps_rename(ps, &b, side) != 0) {
+        return CLI_EFAIL;
+    }
+    if (id_equal(&owner.id, &b.id)) {
+        memcpy(owner.name, side, sizeof(side));
+    }
+    if (cli_ps_create(ps, name, &owner, lsn, &fresh) != 0) {
+        undo_rename(ps, &b, side, name);
+        return CLI_EFAIL;
+    }
+    if (ctx->json) {
+        json_t *o = branch_json(&fresh, owner.name);
+        json_object_set_new(o, "previous_state_branch", json_string(side));
+        print_json(o);
+    } else {
+        printf("restored branch %s to %s; its state before the restore is kept as branch %s\n",
+               name, lsn_format(lsn, l), side);
+    }
+    return 0;
+}
+
+int cli_cmd_branch_restore(cli_ctx *ctx)
+{
+    const char *to = cli_opt_value(ctx, "to");
+    if (!to) {
+        cli_err("branch restore needs --to TIMESTAMP|LSN");
+        return CLI_EXIT_USAGE;
+    }
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    int rc = restore_branch(ctx, &ps, ctx->pos[0], to);
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* ---- lsn --------------------------------------------------------------------------- */
+
+int cli_cmd_lsn(cli_ctx *ctx)
+{
+    const char *at = cli_opt_value(ctx, "at");
+    if (!at) {
+        cli_err("lsn needs --at TIMESTAMP");
+        return CLI_EXIT_USAGE;
+    }
+    int64_t ts;
+    if (cli_parse_time(at, &ts) != 0) {
+        cli_err("bad timestamp '%s' for --at: expected RFC 3339 (2026-11-21T10:15:02Z, "
+                "2026-11-21T10:15:02.5+01:00) or a Unix time (@1763720102)", at);
+        return CLI_EXIT_ERROR;
+    }
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_tl b;
+    lsn_t lsn = 0;
+    int kind = 0;
+    int64_t commit_us = 0;
+    int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    if (rc == 0) {
+        rc = cli_ps_lsn_by_time(&ps, &b, ts, &lsn, &kind, &commit_us);
+    }
+    if (rc == 0) {
+        char l[LSN_STRLEN], t1[CLI_TIME_STRLEN], t2[CLI_TIME_STRLEN];
+        if (ctx->json) {
+            print_json(json_pack("{s:s, s:s, s:o, s:s, s:o}", "branch", b.name, "timestamp",
+                                 cli_fmt_time(ts, t1), "lsn", lsn_json(lsn), "kind",
+                                 cli_lsn_kind_name(kind), "commit_timestamp",
+                                 time_json(commit_us)));
+        } else {
+            static const char *const why[] = {
+                "the last commit at or before that time",
+                "the time is before the first commit",
+                "the time is after the last commit: the head",
+            };
+            printf("%s %s (%s%s%s)\n", lsn_format(lsn, l), cli_lsn_kind_name(kind),
+                   why[kind >= 0 && kind < 3 ? kind : 0], commit_us > 0 ? ", committed " : "",
+                   commit_us > 0 ? cli_fmt_time(commit_us, t2) : "");
+        }
+    }
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}

@@ -1,0 +1,36 @@
+/*
+ * cli_branch — `arbor branch ...` and `arbor lsn` (prefix cli_cmd_branch_).
+ *
+ * Branches are the pageserver's named timelines of the cluster's tenant.
+ * Every command here is a handful of Management calls (cli_ps.h); the
+ * two-step ones (reset, restore) are ordered so that a failure half-way
+ * leaves every timeline reachable under a printed name:
+ *
+ *   reset NAME    1. rename NAME -> NAME-reset-<time>
+ *                 2. create NAME from NAME's parent at the parent's head
+ *                    (on failure: rename back)
+ *                 3. delete the old timeline (with its children only under
+ *                    --force; otherwise refused before step 1)
+ *   restore NAME --to P
+ *                 1. rename NAME -> NAME-before-restore-<time> (kept, printed)
+ *                 2. create NAME as a child of that timeline at P (or of the
+ *                    ancestor whose history holds P, when P lies below NAME's
+ *                    own start) (on failure: rename back)
+ *
+ * A running primary endpoint on NAME must be stopped first (and pointed at
+ * the new timeline): done by the endpoint commands once they exist.
+ */
+#ifndef ARBOR_CLI_BRANCH_H
+#define ARBOR_CLI_BRANCH_H
+
+#include "cli_cmd.h"
+
+int cli_cmd_branch_create(cli_ctx *ctx);
+int cli_cmd_branch_list(cli_ctx *ctx);
+int cli_cmd_branch_delete(cli_ctx *ctx);
+int cli_cmd_branch_reset(cli_ctx *ctx);
+int cli_cmd_branch_restore(cli_ctx *ctx);
+int cli_cmd_branch_rename(cli_ctx *ctx);
+int cli_cmd_lsn(cli_ctx *ctx);
+
+#endif

@@ -1,0 +1,759 @@
+/*
+ * cli_cluster — see cli_cluster.h.
+ */
+#define _GNU_SOURCE
+#include "cli_cluster.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_fmt.h"
+#include "cli_proc.h"
+#include "safekeeper.pb-c.h"
+
+#ifndef ARBOR_SAFEKEEPER_BIN
+#define ARBOR_SAFEKEEPER_BIN ""
+#endif
+#ifndef ARBOR_PAGESERVER_BIN
+#define ARBOR_PAGESERVER_BIN ""
+#endif
+
+#define START_WAIT_MS 30000
+#define PROBE_TIMEOUT_MS 1500
+
+/* ---- binaries ----------------------------------------------------------- */
+
+typedef struct cli_bins {
+    char sk[4096];
+    char ps[4096];
+} cli_bins;
+
+static bool try_bin(char *out, size_t len, const char *dir, const char *sub,
+                    const char *name)
+{
+    if (!dir || !dir[0]) {
+        return false;
+    }
+    int n = snprintf(out, len, "%s/%s%s%s", dir, sub ? sub : "", sub ? "/" : "", name);
+    return n > 0 && (size_t)n < len && access(out, X_OK) == 0;
+}
+
+/* $ARBOR_BIN_DIR (flat or as a build tree), then the path compiled in, then
+ * next to this executable (installed side by side, or its build tree). */
+static int find_bin(const char *name, const char *sub, const char *compiled, char *out,
+                    size_t len)
+{
+    const char *env = getenv("ARBOR_BIN_DIR");
+    if (env && env[0]) {
+        if (try_bin(out, len, env, NULL, name) || try_bin(out, len, env, sub, name)) {
+            return 0;
+        }
+        cli_err("%s not found in ARBOR_BIN_DIR=%s (nor in %s/%s)", name, env, env, sub);
+        return CLI_EFAIL;
+    }
+    if (compiled[0] && access(compiled, X_OK) == 0) {
+        snprintf(out, len, "%s", compiled);
+        return 0;
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *dir = dirname(exe);
+        char up[4200];
+        snprintf(up, sizeof(up), "%s/..", dir);
+        if (try_bin(out, len, dir, NULL, name) || try_bin(out, len, up, sub, name)) {
+            return 0;
+        }
+    }
+    cli_err("cannot find %s (looked at %s and next to arbor): set ARBOR_BIN_DIR", name,
+            compiled[0] ? compiled : "the build tree");
+    return CLI_EFAIL;
+}
+
+static int find_bins(cli_bins *b)
+{
+    if (find_bin("arbor-safekeeper", "safekeeper", ARBOR_SAFEKEEPER_BIN, b->sk,
+                 sizeof(b->sk)) != 0 ||
+        find_bin("arbor-pageserver", "pageserver", ARBOR_PAGESERVER_BIN, b->ps,
+                 sizeof(b->ps)) != 0) {
+        return CLI_EFAIL;
+    }
+    return 0;
+}
+
+/* ---- components ----------------------------------------------------------- */
+
+int cli_cluster_sk_addrs(cli_state *st, char addrs[][64], int max)
+{
+    int n = 0;
+    cli_component *c;
+    while (n < max && (c = cli_state_comp(st, CLI_COMP_SAFEKEEPER, n))) {
+        snprintf(addrs[n], 64, "127.0.0.1:%d", c->grpc_port);
+        n++;
+    }
+    return n;
+}
+
+/* The fixed set of components of a local cluster, created on first start. */
+static void ensure_components(cli_state *st)
+{
+    if (st->n_comp > 0) {
+        return;
+    }
+    for (int i = 1; i <= CLI_N_SAFEKEEPERS; i++) {
+        cli_component *c = &st->comp[st->n_comp++];
+        memset(c, 0, sizeof(*c));
+        snprintf(c->name, sizeof(c->name), "sk%d", i);
+        c->kind = CLI_COMP_SAFEKEEPER;
+        c->node_id = i;
+    }
+    cli_component *ps = &st->comp[st->n_comp++];
+    memset(ps, 0, sizeof(*ps));
+    snprintf(ps->name, sizeof(ps->name), "ps");
+    ps->kind = CLI_COMP_PAGESERVER;
+}
+
+/* The ports a component asks for at start (0 = any). */
+static void wanted_ports(const cli_state *st, const cli_component *c, int *grpc, int *http)
+{
+    int slot = c->kind == CLI_COMP_SAFEKEEPER ? c->node_id - 1 : CLI_N_SAFEKEEPERS;
+    *grpc = st->base_port ? st->base_port + 2 * slot : 0;
+    *http = st->base_port ? *grpc + 1 : 0;
+}
+
+static void print_log_tail(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return;
+    }
+    char buf[2048];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    fprintf(stderr, "---- last lines of %s ----\n%s%s----\n", path, buf,
+            n && buf[n - 1] != '\n' ? "\n" : "");
+}
+
+/* Waits until c wrote its port file; reports a process that exited. */
+static int wait_ports(cli_state *st, cli_component *c)
+{
+    char path[4200], log[4200];
+    cli_comp_path(st, c, "ports", path, sizeof(path));
+    cli_comp_path(st, c, "log", log, sizeof(log));
+    int64_t end = cli_mono_ms() + START_WAIT_MS;
+    while (cli_mono_ms() < end) {
+        FILE *f = fopen(path, "r");
+        int g, h;
+        if (f) {
+            int n = fscanf(f, "%d %d", &g, &h);
+            fclose(f);
+            if (n == 2) {
+                c->grpc_port = g;
+                c->http_port = h;
+                return 0;
+            }
+        }
+        if (!cli_proc_alive(c->pid, c->start_ticks)) {
+            cli_err("%s %s exited during start-up", cli_comp_kind_name(c->kind), c->name);
+            print_log_tail(log);
+            c->pid = 0;
+            return CLI_EFAIL;
+        }
+        cli_sleep_ms(20);
+    }
+    cli_err("%s %s did not come up within %d s; see %s", cli_comp_kind_name(c->kind),
+            c->name, START_WAIT_MS / 1000, log);
+    return CLI_EFAIL;
+}
+
+static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins)
+{
+    char dir[4200], ports[4200], log[4200];
+    cli_comp_path(st, c, NULL, dir, sizeof(dir));
+    cli_comp_path(st, c, "ports", ports, sizeof(ports));
+    cli_comp_path(st, c, "log", log, sizeof(log));
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        cli_err("cannot create %s: %s", dir, strerror(errno));
+        return CLI_EFAIL;
+    }
+    unlink(ports);
+    int grpc, http;
+    wanted_ports(st, c, &grpc, &http);
+    char a_listen[64], a_http[32], a_dir[4300], a_ports[4300], a_node[32], a_sks[256];
+    snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", grpc);
+    snprintf(a_http, sizeof(a_http), "--http-port=%d", http);
+    snprintf(a_dir, sizeof(a_dir), "--datadir=%s", dir);
+    snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
+    const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk : bins->ps;
+    char *argv[8] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
+    if (c->kind == CLI_COMP_SAFEKEEPER) {
+        snprintf(a_node, sizeof(a_node), "--node-id=%d", c->node_id);
+        argv[5] = a_node;
+    } else {
+        char addrs[CLI_N_SAFEKEEPERS][64];
+        int n = cli_cluster_sk_addrs(st, addrs, CLI_N_SAFEKEEPERS);
+        size_t used = (size_t)snprintf(a_sks, sizeof(a_sks), "--safekeepers=");
+        for (int i = 0; i < n; i++) {
+            used += (size_t)snprintf(a_sks + used, sizeof(a_sks) - used, "%s%s",
+                                     i ? "," : "", addrs[i]);
+        }
+        argv[5] = a_sks;
+    }
+    pid_t pid;
+    if (cli_proc_spawn(bin, argv, log, &pid, &c->start_ticks) != 0) {
+        return CLI_EFAIL;
+    }
+    c->pid = pid;
+    return 0;
+}
+
+static int stop_components(cli_state *st, int timeout_ms, bool verbose)
+{
+    int rc = 0;
+    for (int i = st->n_comp - 1; i >= 0; i--) {
+        cli_component *c = &st->comp[i];
+        if (c->pid <= 0) {
+            continue;
+        }
+        bool was_alive = cli_proc_alive(c->pid, c->start_ticks);
+        int r = cli_proc_stop(c->pid, c->start_ticks, timeout_ms, c->name);
+        if (r < 0) {
+            rc = CLI_EFAIL;
+            continue;
+        }
+        if (verbose && was_alive) {
+            printf("stopped %-10s %s (pid %d)%s\n", cli_comp_kind_name(c->kind), c->name,
+                   (int)c->pid, r == 1 ? ", killed" : "");
+        }
+        c->pid = 0;
+        c->start_ticks = 0;
+    }
+    return rc;
+}
+
+/* Starts the safekeepers, then the pageserver (which needs their ports). */
+static int start_daemons(cli_state *st)
+{
+    cli_bins bins;
+    if (find_bins(&bins) != 0) {
+        return CLI_EFAIL;
+    }
+    cli_comp_kind order[] = { CLI_COMP_SAFEKEEPER, CLI_COMP_PAGESERVER };
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        for (int i = 0; i < st->n_comp; i++) {
+            if (st->comp[i].kind == order[k] && spawn_component(st, &st->comp[i], &bins) != 0) {
+                return CLI_EFAIL;
+            }
+        }
+        for (int i = 0; i < st->n_comp; i++) {
+            if (st->comp[i].kind == order[k] && wait_ports(st, &st->comp[i]) != 0) {
+                return CLI_EFAIL;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Creates tl on every safekeeper at its start LSN (as the first vote of a
+ * walproposer would), so that the safekeepers know `main` from the start. */
+static int sk_create_timeline(cli_state *st, const cli_tl *tl)
+{
+    cli_component *c;
+    for (int i = 0; (c = cli_state_comp(st, CLI_COMP_SAFEKEEPER, i)); i++) {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
+        rpc_channel *ch;
+        if (rpc_channel_create(addr, &ch) != 0) {
+            cli_err("cannot connect to safekeeper %s at %s", c->name, addr);
+            return CLI_EFAIL;
+        }
+        Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+        ref.tenant_id = (ProtobufCBinaryData){ 16, st->tenant.b };
+        ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)tl->id.b };
+        Arbor__SkCreateTimelineRequest req = ARBOR__SK_CREATE_TIMELINE_REQUEST__INIT;
+        req.timeline = &ref;
+        req.start_lsn = tl->start_lsn;
+        Arbor__SkCreateTimelineResponse *resp = NULL;
+        int rc = rpc_unary(ch, "/arbor.Safekeeper/CreateTimeline", &req.base,
+                           &arbor__sk_create_timeline_response__descriptor,
+                           (ProtobufCMessage **)&resp, CLI_RPC_TIMEOUT_MS, NULL);
+        bool ok = rc == 0 && (!resp->error || resp->error->code == ARBOR__ERROR_CODE__OK ||
+                              resp->error->code == ARBOR__ERROR_CODE__ALREADY_EXISTS);
+        if (!ok) {
+            cli_err("creating branch %s on safekeeper %s: %s", tl->name, c->name,
+                    rc != 0 ? rpc_strerror(rc) : resp->error->message);
+        }
+        if (resp) {
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
+        rpc_channel_destroy(ch);
+        if (!ok) {
+            return CLI_EFAIL;
+        }
+    }
+    return 0;
+}
+
+/* First start: the default tenant and its root branch `main`. */
+static int ensure_tenant(cli_state *st)
+{
+    char addr[64];
+    cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", pc->grpc_port);
+    cli_ps ps;
+    if (cli_ps_open(addr, st->has_tenant ? &st->tenant : NULL, &ps) != 0) {
+        return CLI_EFAIL;
+    }
+    int rc = 0;
+    if (st->has_tenant) {
+        rc = cli_ps_tenant_exists(&ps);
+        if (rc == CLI_ENOTFOUND) {
+            char hex[ID_STR_SIZE];
+            cli_err("the pageserver does not know tenant %s of %s/%s (its data was "
+                    "removed?)", id_format(&st->tenant, hex), st->dir, CLI_STATE_FILE);
+            rc = CLI_EFAIL;
+        }
+        goto done;
+    }
+    if ((rc = cli_ps_create_tenant(&ps, &st->tenant)) != 0) {
+        goto done;
+    }
+    ps.tenant = st->tenant;
+    st->has_tenant = true;
+    if ((rc = cli_state_save(st)) != 0) {
+        goto done;
+    }
+    cli_tl main_tl;
+    rc = cli_ps_create(&ps, "main", NULL, 0, &main_tl);
+    if (rc == 0) {
+        rc = sk_create_timeline(st, &main_tl);
+    }
+done:
+    cli_ps_close(&ps);
+    return rc;
+}
+
+/* Steps of `arbor start`, in order. The compute endpoint on `main` is added
+ * here as a step once the compute exists. */
+typedef int (*start_step_fn)(cli_state *st);
+static const start_step_fn g_start_steps[] = { start_daemons, ensure_tenant };
+
+/* ---- status --------------------------------------------------------------- */
+
+typedef struct comp_health {
+    bool alive, http_ok, grpc_ok;
+} comp_health;
+
+/* Whether the safekeeper answers gRPC: TimelineStatus of the all-zero
+ * timeline, which any live safekeeper answers (with "unknown timeline").
+ * (Not ListTimelines: an empty safekeeper trips UBSan there, see README.) */
+static bool sk_grpc_ok(const cli_component *c, const arbor_id *tenant)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
+    rpc_channel *ch;
+    if (rpc_channel_create(addr, &ch) != 0) {
+        return false;
+    }
+    static const uint8_t zero[16];
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)(tenant ? tenant->b : zero) };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)zero };
+    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
+    req.timeline = &ref;
+    ProtobufCMessage *resp = NULL;
+    int rc = rpc_unary(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                       &arbor__timeline_status_response__descriptor, &resp,
+                       PROBE_TIMEOUT_MS, NULL);
+    if (resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    rpc_channel_destroy(ch);
+    return rc == 0;
+}
+
+static comp_health probe(cli_state *st, const cli_component *c)
+{
+    comp_health h = { 0 };
+    h.alive = c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks);
+    if (!h.alive) {
+        return h;
+    }
+    h.http_ok = cli_http_probe(c->http_port, "/v1/status", PROBE_TIMEOUT_MS) == 200;
+    if (c->kind == CLI_COMP_SAFEKEEPER) {
+        h.grpc_ok = sk_grpc_ok(c, st->has_tenant ? &st->tenant : NULL);
+    } else {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
+        cli_ps ps;
+        if (cli_ps_open(addr, NULL, &ps) == 0) {
+            h.grpc_ok = cli_ps_ping(&ps, PROBE_TIMEOUT_MS) == 0;
+            cli_ps_close(&ps);
+        }
+    }
+    return h;
+}
+
+/* The safekeeper's view of a timeline: flush and commit LSN. */
+static int sk_timeline_status(const cli_component *c, const arbor_id *tenant,
+                              const arbor_id *tl, lsn_t *flush, lsn_t *commit)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
+    rpc_channel *ch;
+    if (rpc_channel_create(addr, &ch) != 0) {
+        return CLI_EFAIL;
+    }
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)tl->b };
+    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
+    req.timeline = &ref;
+    Arbor__TimelineStatusResponse *resp = NULL;
+    int rc = rpc_unary(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                       &arbor__timeline_status_response__descriptor,
+                       (ProtobufCMessage **)&resp, PROBE_TIMEOUT_MS, NULL);
+    if (rc == 0 && !resp->error) {
+        *flush = resp->flush_lsn;
+        *commit = resp->commit_lsn;
+    } else {
+        rc = CLI_EFAIL;
+    }
+    if (resp) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    rpc_channel_destroy(ch);
+    return rc;
+}
+
+static json_t *lsn_json(lsn_t lsn)
+{
+    char b[LSN_STRLEN];
+    return json_string(lsn_format(lsn, b));
+}
+
+/* Branch main as the pageserver and each safekeeper see it. */
+static json_t *main_status(cli_state *st, bool ps_up)
+{
+    if (!st->has_tenant || !ps_up) {
+        return json_null();
+    }
+    cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", pc->grpc_port);
+    cli_ps ps;
+    cli_tl tl;
+    if (cli_ps_open(addr, &st->tenant, &ps) != 0) {
+        return json_null();
+    }
+    int rc = cli_ps_branch(&ps, "main", &tl);
+    cli_ps_close(&ps);
+    if (rc != 0) {
+        return json_null();
+    }
+    char hex[ID_STR_SIZE];
+    json_t *m = json_pack("{s:s, s:s, s:o, s:o, s:o}", "branch", "main", "timeline_id",
+                          id_format(&tl.id, hex), "head_lsn", lsn_json(tl.last_record_lsn),
+                          "disk_consistent_lsn", lsn_json(tl.disk_consistent_lsn),
+                          "start_lsn", lsn_json(tl.start_lsn));
+    json_t *sks = json_array();
+    cli_component *c;
+    for (int i = 0; (c = cli_state_comp(st, CLI_COMP_SAFEKEEPER, i)); i++) {
+        lsn_t flush = 0, commit = 0;
+        if (cli_proc_alive(c->pid, c->start_ticks) &&
+            sk_timeline_status(c, &st->tenant, &tl.id, &flush, &commit) == 0) {
+            json_array_append_new(sks, json_pack("{s:s, s:o, s:o}", "name", c->name,
+                                                 "flush_lsn", lsn_json(flush),
+                                                 "commit_lsn", lsn_json(commit)));
+        } else {
+            json_array_append_new(sks, json_pack("{s:s, s:n, s:n}", "name", c->name,
+                                                 "flush_lsn", "commit_lsn"));
+        }
+    }
+    json_object_set_new(m, "safekeepers", sks);
+    return m;
+}
+
+/* Everything `status` knows, as JSON; *all_up out. */
+static json_t *status_json(cli_state *st, bool *all_up)
+{
+    char hex[ID_STR_SIZE], t[CLI_TIME_STRLEN];
+    json_t *comps = json_array();
+    *all_up = st->n_comp > 0;
+    bool ps_up = false;
+    for (int i = 0; i < st->n_comp; i++) {
+        cli_component *c = &st->comp[i];
+        comp_health h = probe(st, c);
+        bool up = h.alive && h.http_ok && h.grpc_ok;
+        *all_up = *all_up && up;
+        if (c->kind == CLI_COMP_PAGESERVER) {
+            ps_up = h.alive && h.grpc_ok;
+        }
+        char log[4200];
+        cli_comp_path(st, c, "log", log, sizeof(log));
+        json_array_append_new(comps, json_pack(
+            "{s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:i, s:i, s:s}", "name", c->name, "kind",
+            cli_comp_kind_name(c->kind), "state", up ? "up" : h.alive ? "degraded" : "down",
+            "pid", h.alive ? (int)c->pid : 0, "alive", h.alive, "grpc_ok", h.grpc_ok,
+            "http_ok", h.http_ok, "grpc_port", c->grpc_port, "http_port", c->http_port,
+            "log", log));
+    }
+    return json_pack("{s:s, s:b, s:o, s:s, s:o, s:o}", "dir", st->dir, "running", *all_up,
+                     "tenant_id", st->has_tenant ? json_string(id_format(&st->tenant, hex))
+                                                 : json_null(),
+                     "started_at", st->started_at_us ? cli_fmt_time(st->started_at_us, t) : "-",
+                     "components", comps, "main", main_status(st, ps_up));
+}
+
+static void print_status(json_t *s)
+{
+    const char *tenant = json_string_value(json_object_get(s, "tenant_id"));
+    printf("cluster in %s%s%s\n", json_string_value(json_object_get(s, "dir")),
+           tenant ? ", tenant " : "", tenant ? tenant : "");
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(s, "components"), i, c) {
+        const char *state = json_string_value(json_object_get(c, "state"));
+        int port = (int)json_integer_value(json_object_get(c, "grpc_port"));
+        int http = (int)json_integer_value(json_object_get(c, "http_port"));
+        printf("  %-10s %-4s %-8s", json_string_value(json_object_get(c, "kind")),
+               json_string_value(json_object_get(c, "name")), state);
+        if (strcmp(state, "down") != 0) {
+            printf(" pid %-7d gRPC 127.0.0.1:%-5d status http://127.0.0.1:%d/v1/status",
+                   (int)json_integer_value(json_object_get(c, "pid")), port, http);
+            if (strcmp(state, "degraded") == 0) {
+                printf(" (%s%s)", json_is_true(json_object_get(c, "grpc_ok")) ? "" : "gRPC not answering ",
+                       json_is_true(json_object_get(c, "http_ok")) ? "" : "HTTP not answering");
+            }
+        }
+        printf("\n");
+    }
+    json_t *m = json_object_get(s, "main");
+    if (json_is_object(m)) {
+        printf("branch main: head %s, durable %s", json_string_value(json_object_get(m, "head_lsn")),
+               json_string_value(json_object_get(m, "disk_consistent_lsn")));
+        json_array_foreach(json_object_get(m, "safekeepers"), i, c) {
+            const char *commit = json_string_value(json_object_get(c, "commit_lsn"));
+            printf("%s %s commit %s", i ? "," : "; safekeepers:",
+                   json_string_value(json_object_get(c, "name")), commit ? commit : "-");
+        }
+        printf("\n");
+    }
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static int running_count(cli_state *st, const char **down)
+{
+    int alive = 0;
+    *down = NULL;
+    for (int i = 0; i < st->n_comp; i++) {
+        if (st->comp[i].pid > 0 && cli_proc_alive(st->comp[i].pid, st->comp[i].start_ticks)) {
+            alive++;
+        } else if (!*down) {
+            *down = st->comp[i].name;
+        }
+    }
+    return alive;
+}
+
+static int parse_base_port(cli_ctx *ctx, cli_state *st)
+{
+    const char *v = cli_opt_value(ctx, "base-port");
+    if (!v) {
+        return 0;
+    }
+    char *end;
+    long p = strtol(v, &end, 10);
+    if (!v[0] || *end || p < 0 || p > 65535 - 8) {
+        cli_err("bad --base-port '%s': a port 1..65527, or 0 for ephemeral ports", v);
+        return CLI_EFAIL;
+    }
+    st->base_port = (int)p;
+    return 0;
+}
+
+static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
+{
+    int rc = cli_state_load(ctx->dir, st);
+    if (rc == CLI_ENOTFOUND) {
+        rc = 0;
+    }
+    if (rc != 0 || parse_base_port(ctx, st) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    const char *down;
+    int alive = running_count(st, &down);
+    if (alive > 0 && alive == st->n_comp) {
+        *already = true;
+        return CLI_EXIT_OK;
+    }
+    if (alive > 0) {
+        cli_err("the cluster in %s is partly running (%s is down): run arbor stop, then "
+                "arbor start", st->dir, down);
+        return CLI_EXIT_ERROR;
+    }
+    ensure_components(st);
+    st->started_at_us = cli_now_us();
+    st->stopped_at_us = 0;
+    for (size_t i = 0; i < sizeof(g_start_steps) / sizeof(g_start_steps[0]); i++) {
+        if (g_start_steps[i](st) != 0) {
+            if (i == 0) { /* the daemons did not all come up: none stays */
+                stop_components(st, 5000, false);
+                st->stopped_at_us = cli_now_us();
+            }
+            cli_state_save(st);
+            return CLI_EXIT_ERROR;
+        }
+        if (cli_state_save(st) != 0) {
+            return CLI_EXIT_ERROR;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_start(cli_ctx *ctx)
+{
+    int lock;
+    if (cli_state_lock(ctx->dir, &lock) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_state st;
+    bool already = false;
+    int rc = start_locked(ctx, &st, &already);
+    close(lock);
+    if (rc == CLI_EXIT_OK && already && !ctx->json) {
+        printf("arbor: the cluster in %s is already running (arbor status)\n", st.dir);
+    } else if (rc == CLI_EXIT_OK) {
+        bool all_up;
+        json_t *s = status_json(&st, &all_up);
+        if (ctx->json) {
+            json_dumpf(s, stdout, JSON_INDENT(2));
+            printf("\n");
+        } else {
+            printf("arbor: local cluster running\n");
+            print_status(s);
+        }
+        json_decref(s);
+    }
+    cli_state_free(&st);
+    return rc;
+}
+
+int cli_cmd_stop(cli_ctx *ctx)
+{
+    int timeout_ms = 10000;
+    const char *v = cli_opt_value(ctx, "timeout");
+    if (v) {
+        char *end;
+        long s = strtol(v, &end, 10);
+        if (!v[0] || *end || s < 0 || s > 3600) {
+            cli_err("bad --timeout '%s': seconds, 0..3600", v);
+            return CLI_EXIT_ERROR;
+        }
+        timeout_ms = (int)s * 1000;
+    }
+    cli_state st;
+    int rc = cli_state_load(ctx->dir, &st);
+    if (rc == CLI_ENOTFOUND) {
+        printf("arbor: no cluster in %s: nothing to stop\n", ctx->dir);
+        return CLI_EXIT_OK;
+    }
+    if (rc != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    int lock;
+    if (cli_state_lock(ctx->dir, &lock) != 0) {
+        cli_state_free(&st);
+        return CLI_EXIT_ERROR;
+    }
+    const char *down;
+    if (running_count(&st, &down) == 0) {
+        printf("arbor: the cluster in %s is not running\n", st.dir);
+        rc = 0;
+    } else {
+        rc = stop_components(&st, timeout_ms, true);
+        st.stopped_at_us = cli_now_us();
+        if (cli_state_save(&st) != 0) {
+            rc = CLI_EFAIL;
+        }
+        if (rc == 0) {
+            printf("arbor: cluster stopped\n");
+        }
+    }
+    close(lock);
+    cli_state_free(&st);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+int cli_cmd_status(cli_ctx *ctx)
+{
+    cli_state st;
+    int rc = cli_state_load(ctx->dir, &st);
+    if (rc == CLI_EFAIL) {
+        return CLI_EXIT_ERROR;
+    }
+    bool all_up = false;
+    json_t *s = rc == 0 ? status_json(&st, &all_up)
+                        : json_pack("{s:s, s:b, s:n, s:[]}", "dir", ctx->dir, "running", 0,
+                                    "tenant_id", "components");
+    if (ctx->json) {
+        json_dumpf(s, stdout, JSON_INDENT(2));
+        printf("\n");
+    } else if (rc == CLI_ENOTFOUND || json_array_size(json_object_get(s, "components")) == 0) {
+        printf("arbor: no cluster in %s; %s\n", ctx->dir, CLI_NOT_RUNNING_MSG);
+    } else {
+        print_status(s);
+        if (!all_up) {
+            printf("arbor: %s\n", CLI_NOT_RUNNING_MSG);
+        }
+    }
+    json_decref(s);
+    if (rc == 0) {
+        cli_state_free(&st);
+    }
+    return all_up ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+int cli_cluster_connect(cli_ctx *ctx, cli_state *st, cli_ps *ps)
+{
+    int rc = cli_state_load(ctx->dir, st);
+    if (rc == CLI_EFAIL) {
+        return CLI_EFAIL;
+    }
+    cli_component *pc = rc == 0 ? cli_state_comp(st, CLI_COMP_PAGESERVER, 0) : NULL;
+    if (!pc || !st->has_tenant || !cli_proc_alive(pc->pid, pc->start_ticks)) {
+        cli_err("%s (no running pageserver in %s)", CLI_NOT_RUNNING_MSG, ctx->dir);
+        if (rc == 0) {
+            cli_state_free(st);
+        }
+        return CLI_EFAIL;
+    }
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", pc->grpc_port);
+    if (cli_ps_open(addr, &st->tenant, ps) != 0) {
+        cli_state_free(st);
+        return CLI_EFAIL;
+    }
+    return 0;
+}
+
+void cli_cluster_disconnect(cli_state *st, cli_ps *ps)
+{
+    cli_ps_close(ps);
+    cli_state_free(st);
+}

@@ -1,0 +1,234 @@
+/*
+ * arbor — the command-line tool for people (cli/README.md).
+ *
+ * main() resolves the data directory, finds the command in g_commands (one
+ * word, or a group and a word: "branch create"), parses its options
+ * (cli_args.c) and runs it. Adding a command (endpoint start/stop/list,
+ * sql) is one entry here and one function in its own cli_<x>.c.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_branch.h"
+#include "cli_cluster.h"
+#include "cli_cmd.h"
+#include "cli_export.h"
+#include "cli_import.h"
+#include "log.h"
+
+#define POINT_HELP                                                                       \
+    "A point in history is an LSN (X/Y in hex, e.g. 0/16B3748) or a timestamp:\n"        \
+    "RFC 3339 with a zone (2026-11-21T10:15:02Z, 2026-11-21T10:15:02.250Z,\n"            \
+    "2026-11-21T11:15:02+01:00) or a Unix time in seconds (@1763720102, @1763720102.5).\n" \
+    "A timestamp means the last commit at or before it."
+
+static const cli_opt g_start_opts[] = {
+    { "base-port", "PORT", "first of 8 ports (default 7676, or the previous start's); "
+                           "0 = ephemeral ports" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_stop_opts[] = {
+    { "timeout", "SECONDS", "wait this long after SIGTERM before SIGKILL (default 10)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_create_opts[] = {
+    { "parent", "BRANCH", "branch to start from (default main)" },
+    { "at", "LSN|TIMESTAMP", "point of the parent's history (default its head)" },
+    { "root", NULL, "a new, empty root branch (no parent)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_force_opts[] = {
+    { "force", NULL, "also delete the branch's child branches" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_restore_opts[] = {
+    { "to", "LSN|TIMESTAMP", "the point to restore to (required)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_lsn_opts[] = {
+    { "at", "TIMESTAMP", "the time to look up (required)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_import_opts[] = {
+    { "branch", "NAME", "branch to create and fill (required)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_export_opts[] = {
+    { "at", "LSN|TIMESTAMP", "read the branch as it was then (default its head)" },
+    { "force", NULL, "replace FILE.db if it exists" },
+    { "no-check", NULL, "skip PRAGMA quick_check of the written file" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_no_opts[] = { { NULL, NULL, NULL } };
+
+static const cli_command g_commands[] = {
+    { NULL, "start", "", "start the local cluster (3 safekeepers, 1 pageserver)",
+      "Starts the daemons in the background (logs in DIR/<name>/log), waits until\n"
+      "each listens, and on the first start creates the default tenant and the\n"
+      "root branch main. Ports: safekeeper i on BASE+2(i-1) (gRPC) and the next\n"
+      "(HTTP), the pageserver on BASE+6 and BASE+7. State: DIR/cluster.json.",
+      g_start_opts, 0, 0, cli_cmd_start },
+    { NULL, "stop", "", "stop the local cluster (SIGTERM, then SIGKILL after --timeout)",
+      NULL, g_stop_opts, 0, 0, cli_cmd_stop },
+    { NULL, "status", "", "show each component (up/down) and the LSNs of main",
+      "Exit code 0 when every component is up and answering, else 1.", g_no_opts, 0, 0,
+      cli_cmd_status },
+    { "branch", "create", "NAME", "create a branch (copy-on-write; instant)", POINT_HELP,
+      g_create_opts, 1, 1, cli_cmd_branch_create },
+    { "branch", "list", "", "list branches as a tree with LSNs and sizes",
+      "Columns: parent@LSN the branch starts from, head LSN, logical size (database\n"
+      "pages x page size at the head), physical size (layer files of the branch),\n"
+      "branch-only size (what deleting the branch would free).",
+      g_no_opts, 0, 0, cli_cmd_branch_list },
+    { "branch", "delete", "NAME", "delete a branch (refused while it has children)", NULL,
+      g_force_opts, 1, 1, cli_cmd_branch_delete },
+    { "branch", "reset", "NAME", "reset a branch to its parent's head",
+      "A new timeline from the parent's head takes the name NAME; the old timeline\n"
+      "is deleted (with its children only under --force).",
+      g_force_opts, 1, 1, cli_cmd_branch_reset },
+    { "branch", "restore", "NAME", "put a branch back to a past point",
+      "NAME becomes a new branch at that point of its history; its current state is\n"
+      "kept as the branch NAME-before-restore-<UTC time>, printed.\n\n" POINT_HELP,
+      g_restore_opts, 1, 1, cli_cmd_branch_restore },
+    { "branch", "rename", "OLD NEW", "rename a branch", NULL, g_no_opts, 2, 2,
+      cli_cmd_branch_rename },
+    { NULL, "lsn", "BRANCH", "the LSN of a branch at a time (present, past or future)",
+      "present: the last commit at or before the time; past: the time is before the\n"
+      "first commit; future: after the last commit (the head).\n\n" POINT_HELP,
+      g_lsn_opts, 1, 1, cli_cmd_lsn },
+    { NULL, "import", "FILE.db", "import a SQLite database file into a new branch",
+      "The branch is created as a new root (an existing branch must be empty). Pages\n"
+      "go to the safekeepers as WAL records of up to 1024 pages; the command returns\n"
+      "once the pageserver has ingested them. A database in WAL mode must be\n"
+      "checkpointed (no FILE.db-wal) and is stored in rollback-journal mode.",
+      g_import_opts, 1, 1, cli_cmd_import },
+    { NULL, "export", "BRANCH FILE.db", "write a branch (now, or --at a past point) to a "
+      "SQLite file", POINT_HELP, g_export_opts, 2, 2, cli_cmd_export },
+};
+#define N_COMMANDS (sizeof(g_commands) / sizeof(g_commands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: arbor [--dir DIR] [--json] COMMAND [ARGS] [--help]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char left[64];
+        const cli_command *c = &g_commands[i];
+        snprintf(left, sizeof(left), "%s%s%s%s%s", c->group ? c->group : "",
+                 c->group ? " " : "", c->name, c->args[0] ? " " : "", c->args);
+        fprintf(f, "  %-24s %s\n", left, c->summary);
+    }
+    fprintf(f, "\nThe data directory is --dir, else $ARBOR_DIR, else ./.arbor.\n"
+               "Exit codes: 0 ok, 1 error, 2 usage. 'arbor COMMAND --help' for details.\n");
+}
+
+static const cli_command *find_command(int argc, char **argv, int *words)
+{
+    for (int w = 0; w < argc && w < 2; w++) {
+        for (size_t i = 0; i < N_COMMANDS; i++) {
+            const cli_command *c = &g_commands[i];
+            bool match = c->group ? w == 1 && strcmp(argv[0], c->group) == 0 &&
+                                        strcmp(argv[1], c->name) == 0
+                                  : w == 0 && strcmp(argv[0], c->name) == 0;
+            if (match) {
+                *words = w + 1;
+                return c;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Global options before the command word: --dir, --json. */
+static int leading_globals(cli_ctx *ctx, int *argc, char ***argv)
+{
+    while (*argc > 0 && (*argv)[0][0] == '-') {
+        const char *a = (*argv)[0];
+        if (strcmp(a, "--json") == 0) {
+            ctx->json = true;
+        } else if (strncmp(a, "--dir=", 6) == 0) {
+            ctx->dir = a + 6;
+        } else if (strcmp(a, "--dir") == 0 && *argc > 1) {
+            ctx->dir = (*argv)[1];
+            (*argc)--;
+            (*argv)++;
+        } else {
+            return 0;
+        }
+        (*argc)--;
+        (*argv)++;
+    }
+    return 0;
+}
+
+static int resolve_dir(cli_ctx *ctx)
+{
+    const char *d = ctx->dir;
+    if (!d || !d[0]) {
+        d = getenv("ARBOR_DIR");
+    }
+    if (!d || !d[0]) {
+        d = ".arbor";
+    }
+    if (d[0] == '/') {
+        snprintf(ctx->dir_buf, sizeof(ctx->dir_buf), "%s", d);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof(cwd))) {
+            cli_err("getcwd: %s", strerror(errno));
+            return CLI_EFAIL;
+        }
+        int n = snprintf(ctx->dir_buf, sizeof(ctx->dir_buf), "%s/%s", cwd,
+                         strncmp(d, "./", 2) == 0 ? d + 2 : d);
+        if (n < 0 || (size_t)n >= sizeof(ctx->dir_buf)) {
+            cli_err("data directory path too long: %s", d);
+            return CLI_EFAIL;
+        }
+    }
+    size_t n = strlen(ctx->dir_buf);
+    while (n > 1 && ctx->dir_buf[n - 1] == '/') {
+        ctx->dir_buf[--n] = 0;
+    }
+    ctx->dir = ctx->dir_buf;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static cli_ctx ctx;
+    argc--;
+    argv++;
+    leading_globals(&ctx, &argc, &argv);
+    log_init("arbor", LOG_WARN);
+    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
+        strcmp(argv[0], "help") == 0) {
+        int w;
+        const cli_command *c = argc > 1 ? find_command(argc - 1, argv + 1, &w) : NULL;
+        if (c) {
+            cli_command_help(c);
+        } else {
+            usage(argc == 0 ? stderr : stdout);
+        }
+        return argc == 0 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    int words = 0;
+    const cli_command *cmd = find_command(argc, argv, &words);
+    if (!cmd) {
+        cli_err("unknown command '%s%s%s'", argv[0], argc > 1 && argv[1][0] != '-' ? " " : "",
+                argc > 1 && argv[1][0] != '-' ? argv[1] : "");
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = cli_args_parse(&ctx, cmd, argc - words, argv + words);
+    if (rc != 0) {
+        return rc == 1 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    }
+    if (resolve_dir(&ctx) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    return cmd->fn(&ctx);
+}

@@ -1,0 +1,103 @@
+/*
+ * cli_ps — the pageserver as the CLI sees it (prefix cli_ps_): management
+ * calls by branch name, LSN lookups, db size. Pages are read by cli_export
+ * over a GetPages stream on the same channel.
+ *
+ * Errors: every function returns 0 or a negative status and has printed a
+ * message naming what failed (the server's own message included), except
+ * CLI_ENOTFOUND from cli_ps_branch(), which is silent. A pageserver that
+ * does not answer is reported as such, with a hint to `arbor status`.
+ *
+ * Ownership: cli_tl is a plain copy (no pointers). cli_ps_list allocates the
+ * array (free()). One cli_ps per thread.
+ */
+#ifndef ARBOR_CLI_PS_H
+#define ARBOR_CLI_PS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli_fmt.h"
+#include "ids.h"
+#include "lsn.h"
+#include "rpc.h"
+
+#define CLI_BRANCH_NAME_MAX 63   /* the pageserver's limit */
+#define CLI_RPC_TIMEOUT_MS 15000
+
+/* A timeline as the pageserver describes it (TimelineInfo). */
+typedef struct cli_tl {
+    arbor_id id;
+    char name[CLI_BRANCH_NAME_MAX + 1];
+    bool has_ancestor;
+    arbor_id ancestor;
+    lsn_t ancestor_lsn;
+    lsn_t start_lsn;            /* where its own WAL begins */
+    lsn_t last_record_lsn;      /* head (ingested) */
+    lsn_t disk_consistent_lsn;
+    lsn_t gc_cutoff_lsn;
+    uint64_t logical_size_bytes;
+    uint64_t physical_size_bytes;
+    uint64_t branch_only_size_bytes;
+    uint32_t pitr_window_s;
+    uint32_t page_size;
+    uint32_t db_size_pages;
+    uint32_t layer_count;
+    int64_t created_at_us;
+    int64_t last_commit_us;
+} cli_tl;
+
+typedef struct cli_ps {
+    rpc_channel *ch;
+    char addr[64];
+    arbor_id tenant;
+} cli_ps;
+
+int cli_ps_open(const char *addr, const arbor_id *tenant, cli_ps *out);
+void cli_ps_close(cli_ps *ps);
+
+/* A new tenant with a generated id. */
+int cli_ps_create_tenant(cli_ps *ps, arbor_id *out);
+/* Whether ps->tenant exists: 0 (yes), CLI_ENOTFOUND, CLI_EFAIL. */
+int cli_ps_tenant_exists(cli_ps *ps);
+/* Short health call (ListTenants) with timeout_ms: 0 or CLI_EFAIL, silent. */
+int cli_ps_ping(cli_ps *ps, int timeout_ms);
+
+/* By branch name: 0, CLI_ENOTFOUND (silent), CLI_EFAIL. */
+int cli_ps_branch(cli_ps *ps, const char *name, cli_tl *out);
+/* The same, but an unknown name is an error printed as such. */
+int cli_ps_branch_need(cli_ps *ps, const char *name, cli_tl *out);
+int cli_ps_timeline(cli_ps *ps, const arbor_id *id, cli_tl *out);
+int cli_ps_list(cli_ps *ps, cli_tl **out, size_t *n_out);
+
+/* A branch `name`: a root (parent NULL) or a child of parent at `at`
+ * (0 = the parent's head). *out (may be NULL) describes it. */
+int cli_ps_create(cli_ps *ps, const char *name, const cli_tl *parent, lsn_t at,
+                  cli_tl *out);
+/* Deletes tl (and its descendants with with_children). Without it, a branch
+ * with children is refused with a message that lists them. *deleted: how
+ * many timelines went (may be NULL). */
+int cli_ps_delete(cli_ps *ps, const cli_tl *tl, bool with_children, uint32_t *deleted);
+int cli_ps_rename(cli_ps *ps, const cli_tl *tl, const char *new_name);
+
+/* GetLsnByTimestamp on tl. kind: 0 present, 1 past, 2 future (LsnKind). */
+int cli_ps_lsn_by_time(cli_ps *ps, const cli_tl *tl, int64_t time_us, lsn_t *lsn,
+                       int *kind, int64_t *commit_us);
+/* Resolves a point of history on tl to an LSN: an LSN as given (checked to
+ * lie within tl's readable history [gc cutoff .. head]); a time to the
+ * last commit at or before it (the head if later than the last commit; an
+ * error if before the first). `what` names the option in messages. */
+int cli_ps_resolve_point(cli_ps *ps, const cli_tl *tl, const cli_point *pt,
+                         const char *what, lsn_t *out);
+/* Database size at lsn. *page_size is 0 while nothing was written. */
+int cli_ps_db_size(cli_ps *ps, const cli_tl *tl, lsn_t lsn, uint32_t *pages,
+                   uint32_t *page_size);
+
+/* Checks a branch name as the pageserver will (1..63 printable ASCII, no
+ * spaces); prints why not. */
+int cli_branch_name_check(const char *name);
+
+const char *cli_lsn_kind_name(int kind);
+
+#endif

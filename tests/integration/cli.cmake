@@ -1,0 +1,10 @@
+# The `arbor` CLI end to end: real `arbor` processes driving a real local
+# cluster (3 safekeepers + pageserver) in a temporary directory.
+if(TARGET arbor AND TARGET arbor_walproposer)
+  arbor_test(test_cli
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli.c
+             LIBS arbor_walproposer PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_cli PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli arbor arbor-safekeeper arbor-pageserver)
+endif()
