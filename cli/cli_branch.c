@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli_cluster.h"
+#include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_ps.h"
 #include "pageserver.pb-c.h"
@@ -284,6 +285,53 @@ done:
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
+/* b's timeline id and, with descendants, those of all its descendants:
+ * what a command on b replaces or deletes. *ids: free(). */
+static int affected_ids(cli_ps *ps, const cli_tl *b, bool descendants, arbor_id **ids,
+                        size_t *n)
+{
+    cli_tl *all = NULL;
+    size_t n_all = 0;
+    if (descendants && cli_ps_list(ps, &all, &n_all) != 0) {
+        return CLI_EFAIL;
+    }
+    *ids = calloc(n_all + 1, sizeof(arbor_id));
+    (*ids)[0] = b->id;
+    *n = 1;
+    for (bool grew = true; grew;) { /* transitive closure over ancestors */
+        grew = false;
+        for (size_t i = 0; i < n_all; i++) {
+            bool in = false, parent_in = false;
+            for (size_t k = 0; k < *n; k++) {
+                in = in || id_equal(&(*ids)[k], &all[i].id);
+                parent_in = parent_in ||
+                            (all[i].has_ancestor && id_equal(&(*ids)[k], &all[i].ancestor));
+            }
+            if (!in && parent_in) {
+                (*ids)[(*n)++] = all[i].id;
+                grew = true;
+            }
+        }
+    }
+    free(all);
+    return 0;
+}
+
+/* cli_endpoint_guard for a command on b (see cli_endpoint.h). */
+static int guard_endpoints(cli_ctx *ctx, cli_ps *ps, const cli_tl *b, bool descendants,
+                           bool include_static, const char *what, cli_ep_moved *moved)
+{
+    arbor_id *ids;
+    size_t n;
+    bool force = cli_opt_flag(ctx, "force");
+    if (affected_ids(ps, b, descendants && force, &ids, &n) != 0) {
+        return CLI_EFAIL;
+    }
+    int rc = cli_endpoint_guard(ctx->dir, ids, n, include_static, force, b->name, what, moved);
+    free(ids);
+    return rc;
+}
+
 int cli_cmd_branch_delete(cli_ctx *ctx)
 {
     cli_state st;
@@ -293,7 +341,12 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
     }
     cli_tl b;
     uint32_t deleted = 0;
+    cli_ep_moved *moved = calloc(1, sizeof(*moved));
     int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    if (rc == 0) {
+        rc = guard_endpoints(ctx, &ps, &b, true, true, "delete", moved);
+    }
+    free(moved);
     if (rc == 0) {
         rc = cli_ps_delete(&ps, &b, cli_opt_flag(ctx, "force"), &deleted);
     }
@@ -367,7 +420,7 @@ static bool has_children(cli_ps *ps, const cli_tl *b)
     return kids;
 }
 
-static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name)
+static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved *moved)
 {
     cli_tl b, parent, fresh;
     char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
@@ -382,6 +435,9 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name)
     if (!force && has_children(ps, &b)) {
         cli_err("branch '%s' has child branches, which reset would delete with it: delete "
                 "them first, or use --force", name);
+        return CLI_EFAIL;
+    }
+    if (guard_endpoints(ctx, ps, &b, true, true, "reset", moved) != 0) {
         return CLI_EFAIL;
     }
     if (cli_ps_timeline(ps, &b.ancestor, &parent) != 0 ||
@@ -414,7 +470,12 @@ int cli_cmd_branch_reset(cli_ctx *ctx)
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
         return CLI_EXIT_ERROR;
     }
-    int rc = reset_branch(ctx, &ps, ctx->pos[0]);
+    cli_ep_moved *moved = calloc(1, sizeof(*moved));
+    int rc = reset_branch(ctx, &ps, ctx->pos[0], moved);
+    if (cli_endpoint_restart(ctx->dir, &ps, moved, ctx->pos[0]) != 0) {
+        rc = CLI_EFAIL;
+    }
+    free(moved);
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
@@ -432,7 +493,8 @@ static int owner_of_lsn(cli_ps *ps, const cli_tl *b, lsn_t lsn, cli_tl *out)
     return 0;
 }
 
-static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char *to)
+static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char *to,
+                          cli_ep_moved *moved)
 {
     cli_tl b, owner, fresh;
     cli_point pt;
@@ -442,6 +504,7 @@ static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char
         cli_ps_resolve_point(ps, &b, &pt, "--to", &lsn) != 0 ||
         owner_of_lsn(ps, &b, lsn, &owner) != 0 ||
         side_name(name, "-before-restore-", side, sizeof(side)) != 0 ||
+        guard_endpoints(ctx, ps, &b, false, false, "restore", moved) != 0 ||
         cli_ps_rename(ps, &b, side) != 0) {
         return CLI_EFAIL;
     }
@@ -475,7 +538,12 @@ int cli_cmd_branch_restore(cli_ctx *ctx)
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
         return CLI_EXIT_ERROR;
     }
-    int rc = restore_branch(ctx, &ps, ctx->pos[0], to);
+    cli_ep_moved *moved = calloc(1, sizeof(*moved));
+    int rc = restore_branch(ctx, &ps, ctx->pos[0], to, moved);
+    if (cli_endpoint_restart(ctx->dir, &ps, moved, ctx->pos[0]) != 0) {
+        rc = CLI_EFAIL;
+    }
+    free(moved);
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }

@@ -17,8 +17,11 @@
  *                    ancestor whose history holds P, when P lies below NAME's
  *                    own start) (on failure: rename back)
  *
- * A running primary endpoint on NAME must be stopped first (and pointed at
- * the new timeline): done by the endpoint commands once they exist.
+ * Endpoints (cli_endpoint.h) running on a timeline that delete, reset or
+ * restore replaces refuse the command, naming them; with --force they are
+ * stopped first, and after reset/restore the primary and replicas are
+ * started again on the new NAME (cli_endpoint_guard / _restart). Restore
+ * leaves static endpoints running: the old timeline is kept.
  */
 #ifndef ARBOR_CLI_BRANCH_H
 #define ARBOR_CLI_BRANCH_H

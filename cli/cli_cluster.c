@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
 #include "safekeeper.pb-c.h"
@@ -49,8 +50,8 @@ static bool try_bin(char *out, size_t len, const char *dir, const char *sub,
 
 /* $ARBOR_BIN_DIR (flat or as a build tree), then the path compiled in, then
  * next to this executable (installed side by side, or its build tree). */
-static int find_bin(const char *name, const char *sub, const char *compiled, char *out,
-                    size_t len)
+int cli_cluster_find_bin(const char *name, const char *sub, const char *compiled, char *out,
+                         size_t len)
 {
     const char *env = getenv("ARBOR_BIN_DIR");
     if (env && env[0]) {
@@ -82,10 +83,10 @@ static int find_bin(const char *name, const char *sub, const char *compiled, cha
 
 static int find_bins(cli_bins *b)
 {
-    if (find_bin("arbor-safekeeper", "safekeeper", ARBOR_SAFEKEEPER_BIN, b->sk,
-                 sizeof(b->sk)) != 0 ||
-        find_bin("arbor-pageserver", "pageserver", ARBOR_PAGESERVER_BIN, b->ps,
-                 sizeof(b->ps)) != 0) {
+    if (cli_cluster_find_bin("arbor-safekeeper", "safekeeper", ARBOR_SAFEKEEPER_BIN, b->sk,
+                             sizeof(b->sk)) != 0 ||
+        cli_cluster_find_bin("arbor-pageserver", "pageserver", ARBOR_PAGESERVER_BIN, b->ps,
+                             sizeof(b->ps)) != 0) {
         return CLI_EFAIL;
     }
     return 0;
@@ -148,8 +149,7 @@ static void print_log_tail(const char *path)
             n && buf[n - 1] != '\n' ? "\n" : "");
 }
 
-/* Waits until c wrote its port file; reports a process that exited. */
-static int wait_ports(cli_state *st, cli_component *c)
+int cli_cluster_wait_ports(cli_state *st, cli_component *c)
 {
     char path[4200], log[4200];
     cli_comp_path(st, c, "ports", path, sizeof(path));
@@ -221,12 +221,18 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     return 0;
 }
 
+/* Stops every component, endpoints first (they were added last). An
+ * endpoint that is stopped leaves the state: `start` starts only the
+ * primary on main again. */
 static int stop_components(cli_state *st, int timeout_ms, bool verbose)
 {
     int rc = 0;
     for (int i = st->n_comp - 1; i >= 0; i--) {
         cli_component *c = &st->comp[i];
         if (c->pid <= 0) {
+            if (c->kind == CLI_COMP_COMPUTE) {
+                cli_state_remove(st, i);
+            }
             continue;
         }
         bool was_alive = cli_proc_alive(c->pid, c->start_ticks);
@@ -241,6 +247,9 @@ static int stop_components(cli_state *st, int timeout_ms, bool verbose)
         }
         c->pid = 0;
         c->start_ticks = 0;
+        if (c->kind == CLI_COMP_COMPUTE) {
+            cli_state_remove(st, i);
+        }
     }
     return rc;
 }
@@ -260,7 +269,7 @@ static int start_daemons(cli_state *st)
             }
         }
         for (int i = 0; i < st->n_comp; i++) {
-            if (st->comp[i].kind == order[k] && wait_ports(st, &st->comp[i]) != 0) {
+            if (st->comp[i].kind == order[k] && cli_cluster_wait_ports(st, &st->comp[i]) != 0) {
                 return CLI_EFAIL;
             }
         }
@@ -347,10 +356,22 @@ done:
     return rc;
 }
 
-/* Steps of `arbor start`, in order. The compute endpoint on `main` is added
- * here as a step once the compute exists. */
-typedef int (*start_step_fn)(cli_state *st);
-static const start_step_fn g_start_steps[] = { start_daemons, ensure_tenant };
+static int step_daemons(cli_ctx *ctx, cli_state *st)
+{
+    return start_daemons(st);
+}
+
+static int step_tenant(cli_ctx *ctx, cli_state *st)
+{
+    return ensure_tenant(st);
+}
+
+/* Steps of `arbor start`, in order: the daemons, the tenant and `main` (first
+ * start), the primary endpoint on `main` (cli_endpoint.h; not with
+ * --no-endpoint). */
+typedef int (*start_step_fn)(cli_ctx *ctx, cli_state *st);
+static const start_step_fn g_start_steps[] = { step_daemons, step_tenant,
+                                               cli_endpoint_start_main };
 
 /* ---- status --------------------------------------------------------------- */
 
@@ -394,7 +415,9 @@ static comp_health probe(cli_state *st, const cli_component *c)
         return h;
     }
     h.http_ok = cli_http_probe(c->http_port, "/v1/status", PROBE_TIMEOUT_MS) == 200;
-    if (c->kind == CLI_COMP_SAFEKEEPER) {
+    if (c->kind == CLI_COMP_COMPUTE) {
+        h.grpc_ok = cli_tcp_probe(c->grpc_port, PROBE_TIMEOUT_MS); /* PostgreSQL port */
+    } else if (c->kind == CLI_COMP_SAFEKEEPER) {
         h.grpc_ok = sk_grpc_ok(c, st->has_tenant ? &st->tenant : NULL);
     } else {
         char addr[64];
@@ -505,12 +528,19 @@ static json_t *status_json(cli_state *st, bool *all_up)
         }
         char log[4200];
         cli_comp_path(st, c, "log", log, sizeof(log));
-        json_array_append_new(comps, json_pack(
+        json_t *o = json_pack(
             "{s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:i, s:i, s:s}", "name", c->name, "kind",
             cli_comp_kind_name(c->kind), "state", up ? "up" : h.alive ? "degraded" : "down",
             "pid", h.alive ? (int)c->pid : 0, "alive", h.alive, "grpc_ok", h.grpc_ok,
             "http_ok", h.http_ok, "grpc_port", c->grpc_port, "http_port", c->http_port,
-            "log", log));
+            "log", log);
+        if (c->kind == CLI_COMP_COMPUTE) {
+            /* grpc_* of an endpoint are its PostgreSQL port (pg_* too). */
+            json_object_set_new(o, "pg_port", json_integer(c->grpc_port));
+            json_object_set_new(o, "pg_ok", json_boolean(h.grpc_ok));
+            cli_endpoint_describe(c, h.alive && h.http_ok, o);
+        }
+        json_array_append_new(comps, o);
     }
     return json_pack("{s:s, s:b, s:o, s:s, s:o, s:o}", "dir", st->dir, "running", *all_up,
                      "tenant_id", st->has_tenant ? json_string(id_format(&st->tenant, hex))
@@ -532,6 +562,10 @@ static void print_status(json_t *s)
         int http = (int)json_integer_value(json_object_get(c, "http_port"));
         printf("  %-10s %-4s %-8s", json_string_value(json_object_get(c, "kind")),
                json_string_value(json_object_get(c, "name")), state);
+        if (strcmp(json_string_value(json_object_get(c, "kind")), "compute") == 0) {
+            cli_endpoint_print_status_line(c);
+            continue;
+        }
         if (strcmp(state, "down") != 0) {
             printf(" pid %-7d gRPC 127.0.0.1:%-5d status http://127.0.0.1:%d/v1/status",
                    (int)json_integer_value(json_object_get(c, "pid")), port, http);
@@ -557,11 +591,16 @@ static void print_status(json_t *s)
 
 /* ---- commands ------------------------------------------------------------ */
 
-static int running_count(cli_state *st, const char **down)
+/* How many components run (only the daemons with core_only); *down: the
+ * first that does not. */
+static int running_count(cli_state *st, bool core_only, const char **down)
 {
     int alive = 0;
     *down = NULL;
     for (int i = 0; i < st->n_comp; i++) {
+        if (core_only && st->comp[i].kind == CLI_COMP_COMPUTE) {
+            continue;
+        }
         if (st->comp[i].pid > 0 && cli_proc_alive(st->comp[i].pid, st->comp[i].start_ticks)) {
             alive++;
         } else if (!*down) {
@@ -579,8 +618,9 @@ static int parse_base_port(cli_ctx *ctx, cli_state *st)
     }
     char *end;
     long p = strtol(v, &end, 10);
-    if (!v[0] || *end || p < 0 || p > 65535 - 8) {
-        cli_err("bad --base-port '%s': a port 1..65527, or 0 for ephemeral ports", v);
+    if (!v[0] || *end || p < 0 || p > 65535 - CLI_BASE_PORTS) {
+        cli_err("bad --base-port '%s': a port 1..%d, or 0 for ephemeral ports", v,
+                65535 - CLI_BASE_PORTS);
         return CLI_EFAIL;
     }
     st->base_port = (int)p;
@@ -597,21 +637,31 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
         return CLI_EXIT_ERROR;
     }
     const char *down;
-    int alive = running_count(st, &down);
-    if (alive > 0 && alive == st->n_comp) {
+    int n_core = 0;
+    for (int i = 0; i < st->n_comp; i++) {
+        n_core += st->comp[i].kind != CLI_COMP_COMPUTE;
+    }
+    int alive_core = running_count(st, true, &down);
+    if (alive_core > 0 && alive_core == n_core) {
         *already = true;
         return CLI_EXIT_OK;
     }
+    int alive = running_count(st, false, &down);
     if (alive > 0) {
         cli_err("the cluster in %s is partly running (%s is down): run arbor stop, then "
                 "arbor start", st->dir, down);
         return CLI_EXIT_ERROR;
     }
+    for (int i = st->n_comp - 1; i >= 0; i--) { /* endpoints of a crashed cluster */
+        if (st->comp[i].kind == CLI_COMP_COMPUTE) {
+            cli_state_remove(st, i);
+        }
+    }
     ensure_components(st);
     st->started_at_us = cli_now_us();
     st->stopped_at_us = 0;
     for (size_t i = 0; i < sizeof(g_start_steps) / sizeof(g_start_steps[0]); i++) {
-        if (g_start_steps[i](st) != 0) {
+        if (g_start_steps[i](ctx, st) != 0) {
             if (i == 0) { /* the daemons did not all come up: none stays */
                 stop_components(st, 5000, false);
                 st->stopped_at_us = cli_now_us();
@@ -638,6 +688,7 @@ int cli_cmd_start(cli_ctx *ctx)
     close(lock);
     if (rc == CLI_EXIT_OK && already && !ctx->json) {
         printf("arbor: the cluster in %s is already running (arbor status)\n", st.dir);
+        cli_endpoint_print_connect(&st, "main");
     } else if (rc == CLI_EXIT_OK) {
         bool all_up;
         json_t *s = status_json(&st, &all_up);
@@ -647,6 +698,7 @@ int cli_cmd_start(cli_ctx *ctx)
         } else {
             printf("arbor: local cluster running\n");
             print_status(s);
+            cli_endpoint_print_connect(&st, "main");
         }
         json_decref(s);
     }
@@ -682,7 +734,7 @@ int cli_cmd_stop(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     const char *down;
-    if (running_count(&st, &down) == 0) {
+    if (running_count(&st, false, &down) == 0) {
         printf("arbor: the cluster in %s is not running\n", st.dir);
         rc = 0;
     } else {

@@ -13,7 +13,9 @@
  *
  * Ports: with base port B > 0, safekeeper i (1..3) listens on B+2(i-1)
  * (gRPC) and B+2(i-1)+1 (HTTP), the pageserver on B+6 and B+7, as
- * scripts/run.sh does. B = 0 takes ephemeral ports (tests).
+ * scripts/run.sh does, and endpoint slot k (0, 1, ...; the primary on main
+ * started by `start` takes slot 0) on B+8+2k (PostgreSQL) and B+9+2k
+ * (HTTP). B = 0 takes ephemeral ports (tests).
  */
 #ifndef ARBOR_CLI_CLUSTER_H
 #define ARBOR_CLI_CLUSTER_H
@@ -32,7 +34,19 @@ int cli_cmd_status(cli_ctx *ctx);
 int cli_cluster_connect(cli_ctx *ctx, cli_state *st, cli_ps *ps);
 void cli_cluster_disconnect(cli_state *st, cli_ps *ps);
 
+#define CLI_BASE_PORTS 10  /* ports from the base port up to endpoint slot 0 */
+
 /* "127.0.0.1:<port>" of every safekeeper, in order; returns how many. */
 int cli_cluster_sk_addrs(cli_state *st, char addrs[][64], int max);
+
+/* Finds a daemon binary: $ARBOR_BIN_DIR (flat, or a build tree with the
+ * binary in `sub`), then `compiled` (a path compiled in), then next to this
+ * executable. 0 with the path in out, or CLI_EFAIL (printed). */
+int cli_cluster_find_bin(const char *name, const char *sub, const char *compiled, char *out,
+                         size_t len);
+
+/* Waits until the spawned component c wrote its port file (ports into c);
+ * a process that exits meanwhile is reported with its log's last lines. */
+int cli_cluster_wait_ports(cli_state *st, cli_component *c);
 
 #endif

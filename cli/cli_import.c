@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli_cluster.h"
+#include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
 #include "cli_progress.h"
@@ -220,8 +221,12 @@ done:
     return rc;
 }
 
-/* The branch to import into: existing and empty, or created (*created). */
-static int target_branch(cli_ps *ps, const char *name, cli_tl *tl, bool *created)
+/* The branch to import into: existing and empty, or created (*created).
+ * An existing one must not have a running endpoint: the import's
+ * walproposer would fence its primary, and its cache would not know the
+ * pages. */
+static int target_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_tl *tl,
+                         bool *created)
 {
     *created = false;
     int rc = cli_ps_branch(ps, name, tl);
@@ -234,6 +239,12 @@ static int target_branch(cli_ps *ps, const char *name, cli_tl *tl, bool *created
         cli_err("branch '%s' exists and is not empty (%u pages at its head): import into a "
                 "new branch name", name, tl->db_size_pages);
         return CLI_EFAIL;
+    }
+    if (rc == 0) {
+        cli_ep_moved *moved = calloc(1, sizeof(*moved));
+        rc = cli_endpoint_guard(ctx->dir, &tl->id, 1, true, false, name, "import into",
+                                moved);
+        free(moved);
     }
     return rc;
 }
@@ -262,7 +273,7 @@ int cli_cmd_import(cli_ctx *ctx)
     cli_tl tl;
     bool created = false;
     lsn_t end = 0;
-    rc = target_branch(&ps, name, &tl, &created);
+    rc = target_branch(ctx, &ps, name, &tl, &created);
     if (rc == 0) {
         rc = write_pages(&st, &ps, &tl, &db, &end);
     }

@@ -3,8 +3,8 @@
  *
  * main() resolves the data directory, finds the command in g_commands (one
  * word, or a group and a word: "branch create"), parses its options
- * (cli_args.c) and runs it. Adding a command (endpoint start/stop/list,
- * sql) is one entry here and one function in its own cli_<x>.c.
+ * (cli_args.c) and runs it. Adding a command is one entry here and one
+ * function in its own cli_<x>.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,8 +17,10 @@
 #include "cli_branch.h"
 #include "cli_cluster.h"
 #include "cli_cmd.h"
+#include "cli_endpoint.h"
 #include "cli_export.h"
 #include "cli_import.h"
+#include "cli_sql.h"
 #include "log.h"
 
 #define POINT_HELP                                                                       \
@@ -28,8 +30,9 @@
     "A timestamp means the last commit at or before it."
 
 static const cli_opt g_start_opts[] = {
-    { "base-port", "PORT", "first of 8 ports (default 7676, or the previous start's); "
+    { "base-port", "PORT", "first of 10 ports (default 7676, or the previous start's); "
                            "0 = ephemeral ports" },
+    { "no-endpoint", NULL, "do not start the primary endpoint on main" },
     { NULL, NULL, NULL },
 };
 static const cli_opt g_stop_opts[] = {
@@ -43,11 +46,30 @@ static const cli_opt g_create_opts[] = {
     { NULL, NULL, NULL },
 };
 static const cli_opt g_force_opts[] = {
-    { "force", NULL, "also delete the branch's child branches" },
+    { "force", NULL, "also delete the branch's child branches, and stop endpoints running "
+                     "on them" },
     { NULL, NULL, NULL },
 };
 static const cli_opt g_restore_opts[] = {
     { "to", "LSN|TIMESTAMP", "the point to restore to (required)" },
+    { "force", NULL, "stop the branch's primary and replicas, and start them again on the "
+                     "restored branch" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_ep_start_opts[] = {
+    { "read-only", NULL, "a replica that follows the branch's head" },
+    { "at", "LSN|TIMESTAMP", "a static read-only endpoint at that point of history" },
+    { "name", "NAME", "endpoint name (default: BRANCH, BRANCH-ro-N, BRANCH-at-LSN)" },
+    { "port", "PORT", "PostgreSQL port (default: from the base port, else ephemeral)" },
+    { "http-port", "PORT", "HTTP port: SQL over HTTP, /metrics, /v1/status" },
+    { "password", "PASSWORD", "require SCRAM-SHA-256 with this password for user arbor "
+                              "(default: trust, no password, loopback only)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_sql_opts[] = {
+    { "endpoint", "NAME", "this endpoint (default: the branch's primary, else a replica, "
+                          "else a static one)" },
+    { "timeout", "SECONDS", "wait this long for an answer (default 60)" },
     { NULL, NULL, NULL },
 };
 static const cli_opt g_lsn_opts[] = {
@@ -67,13 +89,16 @@ static const cli_opt g_export_opts[] = {
 static const cli_opt g_no_opts[] = { { NULL, NULL, NULL } };
 
 static const cli_command g_commands[] = {
-    { NULL, "start", "", "start the local cluster (3 safekeepers, 1 pageserver)",
+    { NULL, "start", "", "start the local cluster (3 safekeepers, 1 pageserver, an "
+      "endpoint on main)",
       "Starts the daemons in the background (logs in DIR/<name>/log), waits until\n"
-      "each listens, and on the first start creates the default tenant and the\n"
-      "root branch main. Ports: safekeeper i on BASE+2(i-1) (gRPC) and the next\n"
-      "(HTTP), the pageserver on BASE+6 and BASE+7. State: DIR/cluster.json.",
+      "each listens, on the first start creates the default tenant and the root\n"
+      "branch main, then starts the primary endpoint on main and prints how to\n"
+      "connect. Ports: safekeeper i on BASE+2(i-1) (gRPC) and the next (HTTP), the\n"
+      "pageserver on BASE+6 and BASE+7, the endpoint on main on BASE+8 (PostgreSQL)\n"
+      "and BASE+9 (HTTP). State: DIR/cluster.json.",
       g_start_opts, 0, 0, cli_cmd_start },
-    { NULL, "stop", "", "stop the local cluster (SIGTERM, then SIGKILL after --timeout)",
+    { NULL, "stop", "", "stop the endpoints, then the cluster (SIGTERM, then SIGKILL)",
       NULL, g_stop_opts, 0, 0, cli_cmd_stop },
     { NULL, "status", "", "show each component (up/down) and the LSNs of main",
       "Exit code 0 when every component is up and answering, else 1.", g_no_opts, 0, 0,
@@ -85,15 +110,22 @@ static const cli_command g_commands[] = {
       "pages x page size at the head), physical size (layer files of the branch),\n"
       "branch-only size (what deleting the branch would free).",
       g_no_opts, 0, 0, cli_cmd_branch_list },
-    { "branch", "delete", "NAME", "delete a branch (refused while it has children)", NULL,
+    { "branch", "delete", "NAME", "delete a branch (refused while it has children)",
+      "Refused while an endpoint runs on it; --force stops them (and deletes the\n"
+      "children and their endpoints too).",
       g_force_opts, 1, 1, cli_cmd_branch_delete },
     { "branch", "reset", "NAME", "reset a branch to its parent's head",
       "A new timeline from the parent's head takes the name NAME; the old timeline\n"
-      "is deleted (with its children only under --force).",
+      "is deleted (with its children only under --force). Refused while an endpoint\n"
+      "runs on NAME; --force stops it, and starts a primary or replica again on the\n"
+      "new NAME (same name and ports; static endpoints stay stopped).",
       g_force_opts, 1, 1, cli_cmd_branch_reset },
     { "branch", "restore", "NAME", "put a branch back to a past point",
       "NAME becomes a new branch at that point of its history; its current state is\n"
-      "kept as the branch NAME-before-restore-<UTC time>, printed.\n\n" POINT_HELP,
+      "kept as the branch NAME-before-restore-<UTC time>, printed. Refused while a\n"
+      "primary or replica runs on NAME; --force stops them and starts them again on\n"
+      "the restored NAME (static endpoints keep running on the kept branch).\n\n"
+      POINT_HELP,
       g_restore_opts, 1, 1, cli_cmd_branch_restore },
     { "branch", "rename", "OLD NEW", "rename a branch", NULL, g_no_opts, 2, 2,
       cli_cmd_branch_rename },
@@ -109,6 +141,25 @@ static const cli_command g_commands[] = {
       g_import_opts, 1, 1, cli_cmd_import },
     { NULL, "export", "BRANCH FILE.db", "write a branch (now, or --at a past point) to a "
       "SQLite file", POINT_HELP, g_export_opts, 2, 2, cli_cmd_export },
+    { "endpoint", "start", "BRANCH", "start a compute endpoint (psql + SQL over HTTP)",
+      "Roles: primary (read-write; the default; one per branch), replica\n"
+      "(--read-only: follows the head), static (--at: pinned at that point).\n"
+      "Default names: BRANCH, BRANCH-ro-N, BRANCH-at-LSN. Ports: --port/--http-port,\n"
+      "else BASE+8+2k / BASE+9+2k for the first free slot k, else (base port 0)\n"
+      "ephemeral. Auth: trust on 127.0.0.1 unless --password (SCRAM, user arbor).\n"
+      "The log is DIR/endpoints/NAME/log.\n\n" POINT_HELP,
+      g_ep_start_opts, 1, 1, cli_cmd_endpoint_start },
+    { "endpoint", "stop", "NAME", "stop an endpoint", NULL, g_no_opts, 1, 1,
+      cli_cmd_endpoint_stop },
+    { "endpoint", "list", "", "list endpoints: branch, role, LSN, ports, how to connect",
+      NULL, g_no_opts, 0, 0, cli_cmd_endpoint_list },
+    { NULL, "sql", "BRANCH ['SQL']", "run SQL on the branch's endpoint (or a shell on stdin)",
+      "Runs on the branch's running endpoint through SQL over HTTP: one statement\n"
+      "per request (/v1/sql); several statements given at once run through /v1/batch\n"
+      "in ONE transaction (BEGIN/COMMIT do not work over HTTP: use psql). Without\n"
+      "SQL, reads statements from stdin, each ending with ';' (\\q quits).\n"
+      "Prints a table, or the endpoint's JSON answer with --json.",
+      g_sql_opts, 1, 2, cli_cmd_sql },
 };
 #define N_COMMANDS (sizeof(g_commands) / sizeof(g_commands[0]))
 

@@ -246,3 +246,174 @@ done:
     close(fd);
     return rc;
 }
+
+/* Connects a non-blocking socket to 127.0.0.1:port before the deadline:
+ * the fd, or a negative errno. */
+static int connect_loopback(int port, int64_t deadline)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
+        rc = -errno;
+    } else if ((rc = wait_fd(fd, POLLOUT, deadline)) == 0) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        rc = -soerr;
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+bool cli_tcp_probe(int port, int timeout_ms)
+{
+    int fd = connect_loopback(port, cli_mono_ms() + timeout_ms);
+    if (fd < 0) {
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+static int send_all(int fd, const char *p, size_t len, int64_t deadline)
+{
+    while (len > 0) {
+        int rc = wait_fd(fd, POLLOUT, deadline);
+        if (rc != 0) {
+            return rc;
+        }
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            return -errno;
+        }
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Reads until EOF into a malloc'ed, NUL-terminated buffer. */
+static int recv_all(int fd, int64_t deadline, char **out, size_t *len_out)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (;;) {
+        if (cap - len < 2048) {
+            if (cap >= ((size_t)256 << 20)) {
+                free(buf);
+                return -EFBIG;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        int rc = wait_fd(fd, POLLIN, deadline);
+        ssize_t n = rc == 0 ? recv(fd, buf + len, cap - len - 1, 0) : -1;
+        if (rc != 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            free(buf);
+            return rc != 0 ? rc : -errno;
+        }
+        if (n == 0) {
+            break;
+        }
+        len += n > 0 ? (size_t)n : 0;
+    }
+    buf[len] = 0;
+    *out = buf;
+    *len_out = len;
+    return 0;
+}
+
+/* Undoes "Transfer-Encoding: chunked" in place; 0 or -EPROTO. */
+static int dechunk(char *body)
+{
+    char *in = body, *out = body;
+    for (;;) {
+        char *end;
+        unsigned long n = strtoul(in, &end, 16);
+        char *line_end = strstr(end, "\r\n");
+        if (end == in || !line_end) {
+            return -EPROTO;
+        }
+        in = line_end + 2;
+        if (n == 0) {
+            break;
+        }
+        if (strlen(in) < n) {
+            return -EPROTO;
+        }
+        memmove(out, in, n);
+        out += n;
+        in += n;
+        if (strncmp(in, "\r\n", 2) == 0) {
+            in += 2;
+        }
+    }
+    *out = 0;
+    return 0;
+}
+
+int cli_http_request(int port, const char *method, const char *path, const char *body,
+                     int timeout_ms, int *status, char **resp)
+{
+    int64_t deadline = cli_mono_ms() + timeout_ms;
+    int fd = connect_loopback(port, deadline);
+    if (fd < 0) {
+        return fd;
+    }
+    size_t blen = body ? strlen(body) : 0;
+    char head[512];
+    int hlen = snprintf(head, sizeof(head),
+                        "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+                        "%sContent-Length: %zu\r\n\r\n",
+                        method, path, port,
+                        body ? "Content-Type: application/json\r\n" : "", blen);
+    char *raw = NULL;
+    size_t raw_len = 0;
+    int rc = hlen > 0 && (size_t)hlen < sizeof(head) ? 0 : -EINVAL;
+    if (rc == 0) {
+        rc = send_all(fd, head, (size_t)hlen, deadline);
+    }
+    if (rc == 0 && blen) {
+        rc = send_all(fd, body, blen, deadline);
+    }
+    if (rc == 0) {
+        rc = recv_all(fd, deadline, &raw, &raw_len);
+    }
+    close(fd);
+    if (rc != 0) {
+        return rc;
+    }
+    char *sep = strstr(raw, "\r\n\r\n");
+    if (!sep || sscanf(raw, "HTTP/1.%*d %d", status) != 1) {
+        free(raw);
+        return -EPROTO;
+    }
+    *sep = 0;
+    bool chunked = strcasestr(raw, "\r\ntransfer-encoding: chunked") != NULL;
+    size_t off = (size_t)(sep + 4 - raw);
+    memmove(raw, raw + off, raw_len - off + 1);
+    if (chunked && dechunk(raw) != 0) {
+        free(raw);
+        return -EPROTO;
+    }
+    *resp = raw;
+    return 0;
+}

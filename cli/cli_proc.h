@@ -39,6 +39,17 @@ int cli_proc_stop(pid_t pid, uint64_t start_ticks, int timeout_ms, const char *n
  * (200...), or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO). */
 int cli_http_probe(int port, const char *path, int timeout_ms);
 
+/* One HTTP/1.1 request to http://127.0.0.1:port/path (Connection: close),
+ * with a JSON body when body is not NULL, bounded by timeout_ms. 0 with
+ * *status (200...) and *resp (the body, NUL-terminated, chunked encoding
+ * undone; free()), or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO,
+ * -EFBIG beyond 256 MiB). Silent. */
+int cli_http_request(int port, const char *method, const char *path, const char *body,
+                     int timeout_ms, int *status, char **resp);
+
+/* Whether something accepts TCP connections on 127.0.0.1:port. */
+bool cli_tcp_probe(int port, int timeout_ms);
+
 /* Sleeps ms milliseconds. */
 void cli_sleep_ms(int ms);
 

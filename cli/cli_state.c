@@ -17,11 +17,35 @@
 #include "cli_cmd.h"
 #include "cli_fmt.h"
 
-static const char *const g_kind_names[] = { "safekeeper", "pageserver" };
+static const char *const g_kind_names[] = { "safekeeper", "pageserver", "compute" };
 
 const char *cli_comp_kind_name(cli_comp_kind kind)
 {
-    return (unsigned)kind < 2 ? g_kind_names[kind] : "?";
+    return (unsigned)kind < 3 ? g_kind_names[kind] : "?";
+}
+
+cli_component *cli_state_add(cli_state *st, const char *name, cli_comp_kind kind)
+{
+    if (st->n_comp >= CLI_MAX_COMPONENTS) {
+        cli_err("too many components in %s/%s (at most %d): stop some endpoints", st->dir,
+                CLI_STATE_FILE, CLI_MAX_COMPONENTS);
+        return NULL;
+    }
+    cli_component *c = &st->comp[st->n_comp++];
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->kind = kind;
+    return c;
+}
+
+void cli_state_remove(cli_state *st, int idx)
+{
+    if (idx < 0 || idx >= st->n_comp) {
+        return;
+    }
+    memmove(&st->comp[idx], &st->comp[idx + 1],
+            (size_t)(st->n_comp - idx - 1) * sizeof(st->comp[0]));
+    st->n_comp--;
 }
 
 void cli_state_init(cli_state *st, const char *dir)
@@ -52,7 +76,8 @@ cli_component *cli_state_comp(cli_state *st, cli_comp_kind kind, int idx)
 void cli_comp_path(const cli_state *st, const cli_component *c, const char *file,
                    char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%s%s%s", st->dir, c->name, file ? "/" : "", file ? file : "");
+    snprintf(buf, len, "%s/%s%s%s", st->dir, c->datadir[0] ? c->datadir : c->name,
+             file ? "/" : "", file ? file : "");
 }
 
 static int64_t time_field(json_t *o, const char *key)
@@ -65,18 +90,43 @@ static int64_t time_field(json_t *o, const char *key)
     return us;
 }
 
-static int load_component(json_t *o, cli_component *c)
+/* Copies the string field key of o into buf; a missing one is "". */
+static int str_field(json_t *o, const char *key, char *buf, size_t len)
 {
-    const char *name = json_string_value(json_object_get(o, "name"));
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    if (!name || !kind || strlen(name) >= sizeof(c->name)) {
+    const char *s = json_string_value(json_object_get(o, key));
+    buf[0] = 0;
+    if (!s) {
+        return 0;
+    }
+    if (strlen(s) >= len || strstr(s, "..")) {
         return CLI_EFAIL;
     }
-    snprintf(c->name, sizeof(c->name), "%s", name);
+    snprintf(buf, len, "%s", s);
+    return 0;
+}
+
+static int load_component(json_t *o, cli_component *c)
+{
+    memset(c, 0, sizeof(*c));
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+    if (!kind || str_field(o, "name", c->name, sizeof(c->name)) != 0 || !c->name[0] ||
+        str_field(o, "datadir", c->datadir, sizeof(c->datadir)) != 0) {
+        return CLI_EFAIL;
+    }
     if (strcmp(kind, "safekeeper") == 0) {
         c->kind = CLI_COMP_SAFEKEEPER;
     } else if (strcmp(kind, "pageserver") == 0) {
         c->kind = CLI_COMP_PAGESERVER;
+    } else if (strcmp(kind, "compute") == 0) {
+        c->kind = CLI_COMP_COMPUTE;
+        const char *auth = json_string_value(json_object_get(o, "auth"));
+        c->scram = auth && strcmp(auth, "scram") == 0;
+        if (str_field(o, "branch", c->branch, sizeof(c->branch)) != 0 ||
+            str_field(o, "timeline_id", c->timeline, sizeof(c->timeline)) != 0 ||
+            str_field(o, "role", c->role, sizeof(c->role)) != 0 ||
+            str_field(o, "lsn", c->lsn, sizeof(c->lsn)) != 0) {
+            return CLI_EFAIL;
+        }
     } else {
         return CLI_EFAIL;
     }
@@ -167,13 +217,22 @@ static json_t *state_json(const cli_state *st)
     json_t *comps = json_array();
     for (int i = 0; i < st->n_comp; i++) {
         const cli_component *c = &st->comp[i];
-        char log[64];
-        snprintf(log, sizeof(log), "%s/log", c->name);
-        json_array_append_new(comps, json_pack("{s:s, s:s, s:i, s:i, s:I, s:i, s:i, s:s, s:s}",
+        const char *dd = c->datadir[0] ? c->datadir : c->name;
+        char log[256];
+        snprintf(log, sizeof(log), "%s/log", dd);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:i, s:i, s:s, s:s}",
             "name", c->name, "kind", cli_comp_kind_name(c->kind), "node_id", c->node_id,
             "pid", (int)c->pid, "start_ticks", (json_int_t)c->start_ticks,
-            "grpc_port", c->grpc_port, "http_port", c->http_port, "datadir", c->name,
-            "log", log));
+            "grpc_port", c->grpc_port, "http_port", c->http_port, "datadir", dd,
+            "log", log);
+        if (c->kind == CLI_COMP_COMPUTE) {
+            json_object_set_new(o, "branch", json_string(c->branch));
+            json_object_set_new(o, "timeline_id", json_string(c->timeline));
+            json_object_set_new(o, "role", json_string(c->role));
+            json_object_set_new(o, "lsn", c->lsn[0] ? json_string(c->lsn) : json_null());
+            json_object_set_new(o, "auth", json_string(c->scram ? "scram" : "trust"));
+        }
+        json_array_append_new(comps, o);
     }
     json_object_set_new(root, "components", comps);
     return root;

@@ -19,7 +19,13 @@
  *         "grpc_port": 7676, "http_port": 7677,
  *         "datadir": "sk1", "log": "sk1/log" },  relative to <dir>
  *       ...,
- *       { "name": "ps", "kind": "pageserver", ... }
+ *       { "name": "ps", "kind": "pageserver", ... },
+ *       { "name": "main", "kind": "compute",      an endpoint; grpc_port is its
+ *         "grpc_port": 7684, "http_port": 7685,    PostgreSQL port
+ *         "datadir": "endpoints/main", "log": "endpoints/main/log",
+ *         "branch": "main", "timeline_id": "32 hex",
+ *         "role": "primary"|"replica"|"static", "lsn": "X/Y" (static) | null,
+ *         "auth": "trust"|"scram", ... }
  *     ],
  *     ...                            any other key (e.g. "endpoints", owned by
  *                                    the endpoint commands) is kept as is
@@ -41,24 +47,33 @@
 
 #define CLI_STATE_FILE "cluster.json"
 #define CLI_STATE_VERSION 1
-#define CLI_MAX_COMPONENTS 16
+#define CLI_MAX_COMPONENTS 64
 #define CLI_N_SAFEKEEPERS 3
 #define CLI_DEFAULT_BASE_PORT 7676
 
 typedef enum {
     CLI_COMP_SAFEKEEPER = 0,
     CLI_COMP_PAGESERVER,
-    /* CLI_COMP_COMPUTE: added with the compute endpoints */
+    CLI_COMP_COMPUTE,       /* an endpoint (cli_endpoint.h) */
 } cli_comp_kind;
 
+#define CLI_COMP_NAME_MAX 95
+
 typedef struct cli_component {
-    char name[16];          /* "sk1", "ps"; also its directory under <dir> */
+    char name[CLI_COMP_NAME_MAX + 1]; /* "sk1", "ps", "main", "dev-ro-1" */
     cli_comp_kind kind;
     int node_id;            /* safekeepers: 1..3 */
     pid_t pid;              /* 0 = not running */
     uint64_t start_ticks;
-    int grpc_port;
+    int grpc_port;          /* computes: the PostgreSQL port */
     int http_port;
+    char datadir[128];      /* relative to <dir>: "sk1", "endpoints/main" */
+    /* computes only */
+    char branch[64];        /* branch name when started */
+    char timeline[33];      /* its timeline id (32 hex) */
+    char role[8];           /* "primary", "replica", "static" */
+    char lsn[24];           /* static: the pinned LSN "X/Y"; else "" */
+    bool scram;             /* --password given: SCRAM auth, user arbor */
 } cli_component;
 
 typedef struct cli_state {
@@ -81,10 +96,16 @@ int cli_state_load(const char *dir, cli_state *st);
 int cli_state_save(const cli_state *st);
 void cli_state_free(cli_state *st);
 
+/* Adds a component (zeroed but for name and kind) at the end: it is
+ * stopped first. NULL when the table is full (printed). */
+cli_component *cli_state_add(cli_state *st, const char *name, cli_comp_kind kind);
+/* Removes comp[idx], keeping the order of the others. */
+void cli_state_remove(cli_state *st, int idx);
+
 /* The component of that kind (idx-th of them, from 0), or NULL. */
 cli_component *cli_state_comp(cli_state *st, cli_comp_kind kind, int idx);
 const char *cli_comp_kind_name(cli_comp_kind kind);
-/* "<dir>/<name>/<file>" into buf. */
+/* "<dir>/<datadir>/<file>" into buf (datadir defaults to the name). */
 void cli_comp_path(const cli_state *st, const cli_component *c, const char *file,
                    char *buf, size_t len);
 

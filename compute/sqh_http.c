@@ -75,6 +75,9 @@ static int http_status_for(const char *code)
 
 static void set_sql_err(sqh_err *e, sqlite3 *db, int rc)
 {
+    /* The extended code tells a UNIQUE from a NOT NULL violation. */
+    if (db)
+        rc = sqlite3_extended_errcode(db);
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     snprintf(e->code, sizeof(e->code), "%s", sqh_sqlstate(rc, msg));
     snprintf(e->msg, sizeof(e->msg), "%s", msg);

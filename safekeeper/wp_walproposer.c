@@ -67,7 +67,7 @@
 #define WP_HEARTBEAT_IDLE_US 1000000
 #define WP_HEARTBEAT_COMMIT_US 2000
 /* How long wp_destroy waits for safekeepers to learn the last commit LSN. */
-#define WP_DESTROY_COMMIT_WAIT_US 1000000
+#define WP_DESTROY_COMMIT_WAIT_US 5000000
 /* Streams live as long as the connection; the RPC layer wants a deadline. */
 #define WP_STREAM_DEADLINE_MS (24LL * 3600 * 1000)
 #define WP_CATCHUP_RECV_MS 10000

@@ -210,7 +210,7 @@ typedef struct wp_status {
 int wp_create(const wp_config *cfg, wp_proposer **out);
 
 /* Stops every thread (cancelling streams), frees everything. First, when
- * READY, waits (at most 1 s) until every connected safekeeper acknowledged
+ * READY, waits (at most 5 s) until every connected safekeeper acknowledged
  * the commit LSN, so that readers of committed WAL (the pageserver) see the
  * last commit without waiting for the next proposer. Waiters in
  * wp_wait_commit must have returned. NULL is a no-op. */

@@ -8,3 +8,12 @@ if(TARGET arbor AND TARGET arbor_walproposer)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli arbor arbor-safekeeper arbor-pageserver)
 endif()
+# Endpoints and `arbor sql` through the CLI: the compute daemons too.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_cli_endpoint
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_endpoint.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_cli_endpoint PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_endpoint arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

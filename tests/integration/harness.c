@@ -4,15 +4,20 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +57,101 @@ static void pid_del(pid_t p)
             g_h.pids[i] = 0;
         }
     }
+}
+
+/* ---- ports ---------------------------------------------------------------
+ *
+ * A daemon that is killed and started again must get its port back, and the
+ * clients that still know that port must not meanwhile reach another test's
+ * daemon. With --listen=127.0.0.1:0 the first port is an ephemeral one, and
+ * between the kill and the restart any process on the machine (a concurrently
+ * running test's daemon, or a client's outgoing connection) may be given it.
+ * So the harness hands out ports below the kernel's ephemeral range (which
+ * bind(0) and connect() never pick), and reserves each one machine-wide for
+ * the life of the test process by holding the abstract unix socket
+ * "arbor-test-port-<port>" (released by the kernel when the process dies,
+ * whatever way). A port that is in use anyway is skipped. */
+#define H_PORT_FIRST 20000
+#define H_PORT_COUNT 12000 /* 20000..31999; Linux's ephemeral range starts at
+                              32768 unless configured lower (checked) */
+
+static int port_lock(int port)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int n = snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1,
+                     "arbor-test-port-%d", port);
+    if (bind(fd, (struct sockaddr *)&a,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd; /* kept open until the process exits */
+}
+
+/* Whether 127.0.0.1:port is unused now. Without SO_REUSEADDR, so a port
+ * with TIME_WAIT connections left by an earlier user is skipped too (not
+ * every daemon sets SO_REUSEADDR). */
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+static int ephemeral_low(void)
+{
+    int lo = 32768, hi;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2) {
+            lo = 32768;
+        }
+        fclose(f);
+    }
+    return lo;
+}
+
+/* A port for a new daemon, reserved for this process; -errno if none. */
+static int reserve_port(void)
+{
+    int count = H_PORT_COUNT, lo = ephemeral_low();
+    if (lo < H_PORT_FIRST + count) {
+        count = lo - H_PORT_FIRST;
+    }
+    if (count <= 0) {
+        fprintf(stderr, "harness: ephemeral ports start at %d: no room for "
+                        "reserved test ports from %d\n", lo, H_PORT_FIRST);
+        return -ERANGE;
+    }
+    /* Start at a place of our own so concurrent tests rarely meet. */
+    static unsigned next;
+    if (next == 0) {
+        next = (unsigned)getpid() * 37u + (unsigned)time(NULL);
+    }
+    for (int i = 0; i < count; i++) {
+        int port = H_PORT_FIRST + (int)(next++ % (unsigned)count);
+        if (port_lock(port) < 0) {
+            continue; /* another test process holds it */
+        }
+        if (port_free(port)) {
+            return port;
+        }
+        /* in use by something else: keep the lock, so we skip it later */
+    }
+    fprintf(stderr, "harness: no free port in %d..%d\n", H_PORT_FIRST,
+            H_PORT_FIRST + count - 1);
+    return -EADDRINUSE;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag,
@@ -147,6 +247,13 @@ int h_sk_start(h_sk *sk, int timeout_ms)
 {
     char ports[600], log[600], listen[64], a_listen[96], a_dir[600],
         a_node[48], a_ports[640];
+    if (sk->port == 0) {
+        int port = reserve_port();
+        if (port < 0) {
+            return port;
+        }
+        sk->port = port;
+    }
     snprintf(ports, sizeof(ports), "%s/ports", sk->dir);
     snprintf(log, sizeof(log), "%s/log", sk->dir);
     unlink(ports);
@@ -175,7 +282,8 @@ int h_sk_start(h_sk *sk, int timeout_ms)
         int n = 0;
         argv[n++] = (char *)sk->bin;
         argv[n++] = a_listen;
-        argv[n++] = a_dir;
+        if (!sk->no_datadir)
+            argv[n++] = a_dir;
         if (sk->node_id)
             argv[n++] = a_node;
         argv[n++] = "--http-port=0";
@@ -188,10 +296,16 @@ int h_sk_start(h_sk *sk, int timeout_ms)
     }
     pid_add(pid);
     sk->pid = pid;
+    sk->paused = false;
     for (int waited = 0;; waited += 10) {
         int g, h;
         if (read_ports(ports, &g, &h) == 0) {
-            sk->port = g;
+            if (g != sk->port) {
+                fprintf(stderr, "harness: %s listens on %d, not on its port "
+                                "%d\n", sk->name, g, sk->port);
+                h_sk_kill(sk);
+                return -EADDRINUSE;
+            }
             sk->http_port = h;
             snprintf(sk->addr, sizeof(sk->addr), "127.0.0.1:%d", g);
             return 0;
@@ -221,6 +335,7 @@ void h_sk_kill(h_sk *sk)
     waitpid(sk->pid, NULL, 0);
     pid_del(sk->pid);
     sk->pid = 0;
+    sk->paused = false;
 }
 
 int h_sk_stop(h_sk *sk, int timeout_ms)
@@ -235,6 +350,7 @@ int h_sk_stop(h_sk *sk, int timeout_ms)
         if (waitpid(sk->pid, &st, WNOHANG) == sk->pid) {
             pid_del(sk->pid);
             sk->pid = 0;
+            sk->paused = false;
             return st;
         }
         h_sleep_ms(10);
@@ -243,10 +359,47 @@ int h_sk_stop(h_sk *sk, int timeout_ms)
     return -1;
 }
 
-void h_sk_pause(h_sk *sk)
+int h_sk_pause(h_sk *sk)
 {
-    if (sk->pid > 0) {
-        kill(sk->pid, SIGSTOP);
+    if (sk->pid <= 0) {
+        return -ESRCH;
+    }
+    if (sk->paused) {
+        return 0; /* stopped already: a second SIGSTOP reports nothing */
+    }
+    if (kill(sk->pid, SIGSTOP) != 0) {
+        return -errno;
+    }
+    /* kill() only queues SIGSTOP: the target's threads run on until one of
+     * them takes the signal and every thread has stopped, which on a loaded
+     * machine can be long enough for it to receive, write and acknowledge
+     * a record sent "after" the pause. waitpid reports the stop only once
+     * the whole thread group has stopped. */
+    for (int waited = 0;; waited++) {
+        int st;
+        pid_t r = waitpid(sk->pid, &st, WUNTRACED | WNOHANG);
+        if (r == sk->pid && WIFSTOPPED(st)) {
+            sk->paused = true;
+            return 0;
+        }
+        if (r == sk->pid) { /* it died */
+            pid_del(sk->pid);
+            sk->pid = 0;
+            fprintf(stderr, "harness: %s exited while being paused\n",
+                    sk->name);
+            return -ECHILD;
+        }
+        if (r < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (waited >= 10000) {
+            fprintf(stderr, "harness: %s (pid %d) did not stop in 10 s\n",
+                    sk->name, (int)sk->pid);
+            return -ETIMEDOUT;
+        }
+        if (waited > 0) {
+            h_sleep_ms(1);
+        }
     }
 }
 
@@ -255,6 +408,7 @@ void h_sk_resume(h_sk *sk)
     if (sk->pid > 0) {
         kill(sk->pid, SIGCONT);
     }
+    sk->paused = false;
 }
 
 bool h_sk_running(h_sk *sk)

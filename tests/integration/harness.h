@@ -25,13 +25,20 @@ typedef struct h_sk {
     char dir[512];       /* --datadir; also holds "log" and "ports" */
     const char *bin;
     int node_id;
-    int port;            /* gRPC port; kept across restarts */
+    int port;            /* gRPC port; kept across restarts. Chosen by the
+                            first h_sk_start below the ephemeral port range
+                            and reserved machine-wide for this process, so
+                            no other test's daemon or connection can take it
+                            while this one is down (see harness.c). */
     int http_port;
     pid_t pid;           /* 0 when not running */
     char addr[64];       /* "127.0.0.1:<port>" once started */
     /* More flags for the daemon, e.g. "--wal.segment-size=1MiB";
      * NULL-terminated; the strings must outlive the process's starts. */
     const char *extra_args[8];
+    bool paused;         /* stopped by h_sk_pause, not resumed yet */
+    bool no_datadir;     /* a stateless daemon (the compute): no --datadir;
+                            dir still holds its log and port file */
 } h_sk;
 
 /* Creates the root temporary directory and registers the exit cleanup.
@@ -46,7 +53,8 @@ int h_sk_init(h_sk *sk, const char *bin, int node_id);
  * name is the data dir's name under the root. */
 int h_proc_init(h_sk *p, const char *bin, const char *name);
 /* Starts it (on the same port as before if it ran already) and waits until
- * it wrote its port file. 0, -ETIMEDOUT, or -ECHILD if it exited. */
+ * it wrote its port file. 0, -ETIMEDOUT, -ECHILD if it exited (e.g. it
+ * could not bind its port), -EADDRINUSE if no port could be reserved. */
 int h_sk_start(h_sk *sk, int timeout_ms);
 /* SIGKILL and reap. No-op when not running. */
 void h_sk_kill(h_sk *sk);
@@ -54,8 +62,11 @@ void h_sk_kill(h_sk *sk);
  * from waitpid (WIFEXITED...), or -1 if it had to be killed. */
 int h_sk_stop(h_sk *sk, int timeout_ms);
 /* SIGSTOP / SIGCONT: a frozen process keeps its sockets open but answers
- * nothing (a hung peer, not a dead one). */
-void h_sk_pause(h_sk *sk);
+ * nothing (a hung peer, not a dead one). h_sk_pause returns only once every
+ * thread of the process has stopped (kill() alone returns before: the
+ * process could still answer requests sent after it), 0 or -errno
+ * (-ECHILD: it had exited). A no-op when already paused. */
+int h_sk_pause(h_sk *sk);
 void h_sk_resume(h_sk *sk);
 bool h_sk_running(h_sk *sk);
 

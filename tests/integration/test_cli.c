@@ -404,7 +404,7 @@ static void test_not_running(void **state)
 static void test_start_status(void **state)
 {
     (void)state;
-    expect(arbor("start --base-port 0"), 0, "start");
+    expect(arbor("start --base-port 0 --no-endpoint"), 0, "start");
     expect_in(g_out, "pageserver");
     expect(arbor("status"), 0, "status");
     const char *p = g_out;

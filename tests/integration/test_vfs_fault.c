@@ -274,8 +274,8 @@ static void test_commit_failure(void **state)
     vc_uri(uri, sizeof(uri), "cfail", "timeout_ms=1500");
     sqlite3 *db = vc_open(uri), *other = vc_open(uri);
     vc_exec(db, "CREATE TABLE f(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO f VALUES(1, 'a')");
-    h_sk_pause(&vc_sk[0]);
-    h_sk_pause(&vc_sk[1]);
+    assert_int_equal(h_sk_pause(&vc_sk[0]), 0);
+    assert_int_equal(h_sk_pause(&vc_sk[1]), 0);
     int rc = vc_exec_rc(db, "INSERT INTO f VALUES(2, 'lost')");
     assert_int_equal(rc, SQLITE_IOERR_FSYNC);
     assert_int_equal(vc_int(db, "SELECT count(*) FROM f"), 1);

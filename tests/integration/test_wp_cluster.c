@@ -483,7 +483,7 @@ static void majority_down(bool pause)
     uint64_t old_term = wp_term(wp);
     for (int i = 1; i < N_SK; i++) {
         if (pause) {
-            h_sk_pause(&g_sk[i]);
+            assert_int_equal(h_sk_pause(&g_sk[i]), 0);
         } else {
             h_sk_kill(&g_sk[i]);
         }

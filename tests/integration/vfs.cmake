@@ -29,3 +29,18 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
     add_dependencies(${t} arbor-safekeeper arbor-pageserver test_vfs_helper arbor_sqlite)
   endforeach()
 endif()
+
+# arbor-compute end to end: psql, pgbench, psycopg2, SQL over HTTP.
+if(TARGET arbor-compute)
+  arbor_test(test_compute
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute.c
+                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+             LIBS arbor_vfs TIMEOUT 900 LABELS integration)
+  target_include_directories(test_compute PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_compute PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
+  add_dependencies(test_compute arbor-safekeeper arbor-pageserver arbor-compute)
+endif()
