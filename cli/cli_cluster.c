@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "cli_cluster.h"
+#include "cli_dashboard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -699,6 +700,8 @@ int cli_cmd_start(cli_ctx *ctx)
             printf("arbor: local cluster running\n");
             print_status(s);
             cli_endpoint_print_connect(&st, "main");
+            printf("dashboard:       arbor --dir %s dashboard   (http://127.0.0.1:%d/)\n",
+                   st.dir, CLI_DASHBOARD_DEFAULT_PORT);
         }
         json_decref(s);
     }

@@ -298,7 +298,7 @@ static int spawn_compute(cli_state *st, cli_component *c, const ep_spec *sp)
         strcat(i ? strcat(a_sks, ",") : a_sks, sks[i]);
     }
     char a_listen[64], a_http[32], a_ps[64], a_tenant[64], a_branch[128], a_role[32],
-        a_lsn[48], a_ports[4400], a_conf[4400];
+        a_lsn[48], a_ports[4400], a_conf[4400], a_name[160];
     snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", c->grpc_port);
     snprintf(a_http, sizeof(a_http), "--http-port=%d", c->http_port);
     snprintf(a_ps, sizeof(a_ps), "--pageserver=127.0.0.1:%d", ps->grpc_port);
@@ -308,9 +308,11 @@ static int spawn_compute(cli_state *st, cli_component *c, const ep_spec *sp)
     snprintf(a_lsn, sizeof(a_lsn), "--lsn=%s", c->lsn);
     snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
     snprintf(a_conf, sizeof(a_conf), "--config=%s", conf);
+    /* The endpoint's name labels its usage metrics (and the dashboard). */
+    snprintf(a_name, sizeof(a_name), "--endpoint=%s", c->name);
     char *argv[16] = { bin, a_listen, a_http, a_ps, a_sks, a_tenant, a_branch, a_role,
-                       a_ports };
-    int k = 9;
+                       a_ports, a_name };
+    int k = 10;
     if (c->lsn[0]) {
         argv[k++] = a_lsn;
     }

@@ -17,6 +17,7 @@
 #include "cli_branch.h"
 #include "cli_cluster.h"
 #include "cli_cmd.h"
+#include "cli_dashboard.h"
 #include "cli_endpoint.h"
 #include "cli_export.h"
 #include "cli_import.h"
@@ -129,6 +130,8 @@ static const cli_command g_commands[] = {
       g_restore_opts, 1, 1, cli_cmd_branch_restore },
     { "branch", "rename", "OLD NEW", "rename a branch", NULL, g_no_opts, 2, 2,
       cli_cmd_branch_rename },
+    { NULL, "dashboard", "", "serve a live web dashboard of the local cluster",
+      CLI_DASHBOARD_HELP, cli_dashboard_opts, 0, 0, cli_cmd_dashboard },
     { NULL, "lsn", "BRANCH", "the LSN of a branch at a time (present, past or future)",
       "present: the last commit at or before the time; past: the time is before the\n"
       "first commit; future: after the last commit (the head).\n\n" POINT_HELP,

@@ -9,14 +9,30 @@
  * connection is opened at start-up: a primary is elected then (fencing any
  * previous primary), and a bad setting fails the start, not the first
  * client. SIGTERM/SIGINT: stop accepting, end sessions, close connections.
+ *
+ * Usage metering (what a serverless bill is made of), labelled with the
+ * endpoint's branch and name (--endpoint) and, for SQL, the protocol:
+ *   arbor_compute_queries_total{branch,endpoint,protocol}       statements run
+ *   arbor_compute_rows_read_total{branch,endpoint,protocol}     rows returned
+ *   arbor_compute_rows_written_total{branch,endpoint,protocol}  rows changed
+ *   arbor_compute_cpu_milliseconds_total{branch,endpoint}       process CPU
+ *   arbor_compute_info{branch,endpoint,role,tenant_id} = 1      to join the
+ *       unlabelled compute series (pages fetched, cache, commits) per endpoint
+ * SQL counts come from SQLite itself (sqlite3_trace_v2 on every client
+ * connection: PROFILE = one statement ended, ROW = one result row; rows
+ * written = the growth of sqlite3_total_changes64), so both protocols count
+ * the same way. CPU (getrusage, user + system) is brought up to date at each
+ * scrape.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "alloc.h"
 #include "config.h"
@@ -49,6 +65,7 @@ typedef struct compute_config {
     char *port_file;
     log_level log_level;
     char *log_file;
+    char *endpoint;
 } compute_config;
 
 static const cfg_option compute_options[] = {
@@ -91,12 +108,38 @@ static const cfg_option compute_options[] = {
                       "debug, info, warn, error or off"),
     CFG_STRING_OPT("log-file", compute_config, log_file, NULL,
                    "append log lines here instead of stderr"),
+    CFG_STRING_OPT("endpoint", compute_config, endpoint, NULL,
+                   "endpoint name, for metric labels and /v1/status "
+                   "(default <branch>-<role>)"),
     CFG_END
 };
+
+/* Which front end opened a connection: the protocol label of its usage. */
+typedef enum { USAGE_PG, USAGE_HTTP, USAGE_N } usage_proto;
+
+typedef struct usage_counters {
+    met_counter *queries, *rows_read, *rows_written;
+} usage_counters;
+
+/* One client connection being metered; the trace callback's context.
+ * Touched by that connection's callbacks (under its SQLite mutex) and by
+ * open/close (under g_c.usage_mu). */
+typedef struct conn_usage {
+    sqlite3 *db;
+    const usage_counters *u;
+    sqlite3_int64 total_changes;   /* at the end of its last statement */
+    struct conn_usage *next;
+} conn_usage;
 
 /* The daemon's one state struct. */
 static struct {
     compute_config conf;
+    char endpoint[128];       /* --endpoint, or <branch>-<role> */
+    usage_counters usage[USAGE_N];
+    met_counter *cpu_ms;
+    pthread_mutex_t usage_mu; /* guards conns and cpu_ms_counted */
+    conn_usage *conns;
+    uint64_t cpu_ms_counted;
     char uri[2048];
     bool read_only;
     sqlite3 *keeper;          /* holds the endpoint open between sessions */
@@ -140,6 +183,120 @@ static int build_uri(void)
     return rc ? -EINVAL : 0;
 }
 
+/* ---- usage metering -------------------------------------------------------- */
+
+static const char *branch_label(void)
+{
+    return g_c.conf.timeline && *g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch;
+}
+
+static int usage_metrics_init(void)
+{
+    static const char *const sql_labels[] = { "branch", "endpoint", "protocol", NULL };
+    static const char *const ep_labels[] = { "branch", "endpoint", NULL };
+    static const char *const info_labels[] = { "branch", "endpoint", "role", "tenant_id",
+                                               NULL };
+    static const char *const proto_names[USAGE_N] = { "pg", "http" };
+    met_registry *m = g_c.metrics;
+    met_family *q, *rr, *rw, *cpu, *info;
+    if (g_c.conf.endpoint && *g_c.conf.endpoint)
+        snprintf(g_c.endpoint, sizeof(g_c.endpoint), "%s", g_c.conf.endpoint);
+    else
+        snprintf(g_c.endpoint, sizeof(g_c.endpoint), "%s-%s", branch_label(), g_c.conf.role);
+    int rc = met_family_new(m, MET_COUNTER, "arbor_compute_queries_total",
+                            "SQL statements run (both protocols)", sql_labels, NULL, 0, &q);
+    rc |= met_family_new(m, MET_COUNTER, "arbor_compute_rows_read_total",
+                         "Result rows produced by SQL statements", sql_labels, NULL, 0, &rr);
+    rc |= met_family_new(m, MET_COUNTER, "arbor_compute_rows_written_total",
+                         "Rows inserted, updated or deleted by SQL statements", sql_labels,
+                         NULL, 0, &rw);
+    rc |= met_family_new(m, MET_COUNTER, "arbor_compute_cpu_milliseconds_total",
+                         "CPU time of the compute process (user + system)", ep_labels, NULL, 0,
+                         &cpu);
+    rc |= met_family_new(m, MET_GAUGE, "arbor_compute_info",
+                         "Always 1: the endpoint's identity, to join other series on",
+                         info_labels, NULL, 0, &info);
+    if (rc != 0)
+        return -EINVAL;
+    for (int p = 0; p < USAGE_N; p++) {
+        const char *lv[] = { branch_label(), g_c.endpoint, proto_names[p] };
+        rc |= met_counter_get(q, lv, &g_c.usage[p].queries);
+        rc |= met_counter_get(rr, lv, &g_c.usage[p].rows_read);
+        rc |= met_counter_get(rw, lv, &g_c.usage[p].rows_written);
+    }
+    const char *ev[] = { branch_label(), g_c.endpoint };
+    rc |= met_counter_get(cpu, ev, &g_c.cpu_ms);
+    const char *iv[] = { branch_label(), g_c.endpoint, g_c.conf.role,
+                         g_c.conf.tenant ? g_c.conf.tenant : "" };
+    met_gauge *one;
+    rc |= met_gauge_get(info, iv, &one);
+    if (rc == 0)
+        met_gauge_set(one, 1);
+    return rc ? -EINVAL : 0;
+}
+
+/* sqlite3_trace_v2 callback of a metered connection. */
+static int usage_trace(unsigned type, void *ctx, void *p, void *x)
+{
+    conn_usage *cu = ctx;
+    if (type == SQLITE_TRACE_ROW) {
+        met_counter_inc(cu->u->rows_read);
+    } else if (type == SQLITE_TRACE_PROFILE) {
+        met_counter_inc(cu->u->queries);
+        sqlite3_int64 total = sqlite3_total_changes64(cu->db);
+        if (total > cu->total_changes)
+            met_counter_add(cu->u->rows_written, (uint64_t)(total - cu->total_changes));
+        cu->total_changes = total;
+    }
+    return 0;
+}
+
+static void usage_attach(sqlite3 *db, usage_proto proto)
+{
+    conn_usage *cu = az_calloc(1, sizeof(*cu));
+    cu->db = db;
+    cu->u = &g_c.usage[proto];
+    cu->total_changes = sqlite3_total_changes64(db);
+    pthread_mutex_lock(&g_c.usage_mu);
+    cu->next = g_c.conns;
+    g_c.conns = cu;
+    pthread_mutex_unlock(&g_c.usage_mu);
+    sqlite3_trace_v2(db, SQLITE_TRACE_PROFILE | SQLITE_TRACE_ROW, usage_trace, cu);
+}
+
+/* After sqlite3_close(db): forgets its metering. */
+static void usage_detach(sqlite3 *db)
+{
+    pthread_mutex_lock(&g_c.usage_mu);
+    for (conn_usage **pp = &g_c.conns; *pp; pp = &(*pp)->next) {
+        if ((*pp)->db == db) {
+            conn_usage *cu = *pp;
+            *pp = cu->next;
+            az_free(cu);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_c.usage_mu);
+}
+
+/* Before each /metrics render: CPU used since the last scrape. */
+static void refresh_metrics(void *arg)
+{
+    struct rusage ru;
+    if (!g_c.cpu_ms || getrusage(RUSAGE_SELF, &ru) != 0)
+        return;
+    uint64_t ms = (uint64_t)ru.ru_utime.tv_sec * 1000 + (uint64_t)ru.ru_utime.tv_usec / 1000 +
+                  (uint64_t)ru.ru_stime.tv_sec * 1000 + (uint64_t)ru.ru_stime.tv_usec / 1000;
+    pthread_mutex_lock(&g_c.usage_mu);
+    if (ms > g_c.cpu_ms_counted) {
+        met_counter_add(g_c.cpu_ms, ms - g_c.cpu_ms_counted);
+        g_c.cpu_ms_counted = ms;
+    }
+    pthread_mutex_unlock(&g_c.usage_mu);
+}
+
+/* ---- opening connections --------------------------------------------------- */
+
 static int open_conn(sqlite3 **out, char *err, size_t errlen)
 {
     int flags = SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX |
@@ -161,20 +318,30 @@ static int open_conn(sqlite3 **out, char *err, size_t errlen)
     return SQLITE_OK;
 }
 
+/* A client connection, metered under proto. */
+static int open_client(usage_proto proto, sqlite3 **out, char *err, size_t errlen)
+{
+    int rc = open_conn(out, err, errlen);
+    if (rc == SQLITE_OK && g_c.usage[proto].queries)
+        usage_attach(*out, proto);
+    return rc;
+}
+
 static int pg_open(void *arg, const pgw_session_info *who, sqlite3 **out,
                    char *err, size_t errlen)
 {
-    return open_conn(out, err, errlen);
+    return open_client(USAGE_PG, out, err, errlen);
 }
 
 static void any_close(void *arg, sqlite3 *db)
 {
     sqlite3_close(db);
+    usage_detach(db);
 }
 
 static int http_open(void *arg, sqlite3 **out, char *err, size_t errlen)
 {
-    return open_conn(out, err, errlen);
+    return open_client(USAGE_HTTP, out, err, errlen);
 }
 
 static int conn_lsn(void *arg, sqlite3 *db, char *out, size_t cap)
@@ -194,9 +361,9 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
     uint64_t lsn = 0;
     sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_LSN, &lsn);
     *status = 200;
-    const char *branch = g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch;
-    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i}", "component", "compute",
-                     "branch", branch, "role", g_c.conf.role,
+    const char *branch = branch_label();
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i}", "component", "compute",
+                     "branch", branch, "endpoint", g_c.endpoint, "role", g_c.conf.role,
                      "tenant_id", g_c.conf.tenant ? g_c.conf.tenant : "",
                      "lsn", dmn_lsn_json(lsn),
                      "pg_port", pgw_server_port(g_c.pg),
@@ -286,7 +453,8 @@ static int start_servers(int *pg_port)
         return rc;
     *pg_port = pgw_server_port(g_c.pg);
     dmn_http_options ho = { .addr = g_c.conf.http_addr, .port = g_c.conf.http_port,
-                            .metrics = g_c.metrics, .status = h_status };
+                            .metrics = g_c.metrics, .refresh = refresh_metrics,
+                            .status = h_status };
     rc = dmn_http_start(&ho, &g_c.http);
     sqh_options so = { .open_db = http_open, .close_db = any_close,
                        .db_lsn = conn_lsn, .metrics = g_c.metrics };
@@ -307,6 +475,11 @@ static void stop_all(void)
         sqh_destroy(g_c.sqh);
     if (g_c.keeper)
         sqlite3_close(g_c.keeper);
+    while (g_c.conns) {             /* sessions end with their servers */
+        conn_usage *cu = g_c.conns;
+        g_c.conns = cu->next;
+        az_free(cu);
+    }
     cfg_free(compute_options, &g_c.conf);
 }
 
@@ -328,8 +501,13 @@ int main(int argc, char **argv)
     /* The VFS registers its metrics in the default registry; so does
      * everything else of this process. */
     g_c.metrics = met_default_registry();
+    pthread_mutex_init(&g_c.usage_mu, NULL);
     int pg_port = 0;
-    rc = start_endpoint();
+    rc = usage_metrics_init();
+    if (rc != 0)
+        log_error("cannot register the usage metrics");
+    if (rc == 0)
+        rc = start_endpoint();
     if (rc == 0)
         rc = start_servers(&pg_port);
     if (rc == 0)

@@ -282,19 +282,21 @@ static int metrics_init(pgw_server *srv, met_registry *reg)
     if (!reg) {
         return 0;
     }
-    int rc = met_gauge_new(reg, "arbor_pgw_sessions", "PostgreSQL sessions open",
+    int rc = met_gauge_new(reg, "arbor_compute_pg_sessions", "PostgreSQL sessions open",
                            &srv->sh.m_sessions);
     if (rc == 0)
-        rc = met_counter_new(reg, "arbor_pgw_sessions_total", "PostgreSQL sessions started",
+        rc = met_counter_new(reg, "arbor_compute_pg_sessions_total",
+                             "PostgreSQL sessions started",
                              &srv->sh.m_sessions_total);
     if (rc == 0)
-        rc = met_counter_new(reg, "arbor_pgw_queries_total", "SQL statements executed",
+        rc = met_counter_new(reg, "arbor_compute_pg_queries_total", "SQL statements executed",
                              &srv->sh.m_queries);
     if (rc == 0)
-        rc = met_counter_new(reg, "arbor_pgw_errors_total", "ErrorResponses sent",
+        rc = met_counter_new(reg, "arbor_compute_pg_errors_total", "ErrorResponses sent",
                              &srv->sh.m_errors);
     if (rc == 0)
-        rc = met_counter_new(reg, "arbor_pgw_rows_total", "DataRows sent", &srv->sh.m_rows);
+        rc = met_counter_new(reg, "arbor_compute_pg_rows_total", "DataRows sent",
+                             &srv->sh.m_rows);
     return rc;
 }
 

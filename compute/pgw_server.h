@@ -70,8 +70,8 @@ typedef struct pgw_options {
     pgw_open_db_fn open_db;     /* required */
     pgw_close_db_fn close_db;   /* required */
     void *arg;
-    /* Optional: arbor_pgw_sessions (gauge), arbor_pgw_sessions_total,
-     * arbor_pgw_queries_total, arbor_pgw_errors_total, arbor_pgw_rows_total. */
+    /* Optional: arbor_compute_pg_sessions (gauge), arbor_compute_pg_sessions_total,
+     * arbor_compute_pg_queries_total, arbor_compute_pg_errors_total, arbor_compute_pg_rows_total. */
     met_registry *metrics;
     const char *server_version; /* NULL: "15.0 (Arbor)" */
 } pgw_options;

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "ids.h"
 #include "log.h"
 #include "ps_io.h"
 #include "rpc.h"
@@ -42,6 +43,8 @@ typedef struct receiver {
     pthread_mutex_t stream_mu;  /* guards stream against a concurrent cancel */
     rpc_stream *stream;         /* the open StreamWal call, NULL between */
     lsn_t reported_lsn;      /* disk_consistent_lsn last told to safekeepers */
+    met_gauge *lag;          /* arbor_pageserver_ingest_lag_bytes; may be NULL */
+    char lag_labels[2][ID_STR_SIZE];  /* tenant_id, timeline_id of that child */
     struct receiver *next;
 } receiver;
 
@@ -52,6 +55,7 @@ struct ps_rcv {
     rpc_channel *ch[RCV_MAX_SK];
     receiver *list;
     met_counter *ingest_bytes, *ingest_records, *switches;
+    met_family *ingest_lag;   /* per timeline: servable end - last_record_lsn */
 };
 
 static int64_t now_ms(void)
@@ -161,6 +165,16 @@ static int open_stream(ps_rcv *r, int i, const ps_timeline *tl, lsn_t pos,
     return rc;
 }
 
+/* Ingest lag: what the current safekeeper can serve (every chunk, even a
+ * heartbeat, says so) beyond what is ingested. 0 when caught up. */
+static void set_lag(receiver *rv, lsn_t sk_end)
+{
+    if (!rv->lag)
+        return;
+    lsn_t pos = ps_timeline_last_record_lsn(rv->tl);
+    met_gauge_set(rv->lag, sk_end > pos ? (double)(sk_end - pos) : 0.0);
+}
+
 typedef enum { NEXT_SK, SAME_SK_LATER, STOP } stream_end;
 
 /* One streaming session with safekeeper i; says what to do next. */
@@ -210,6 +224,7 @@ static stream_end stream_from(receiver *rv, int i)
         }
         lsn_t sk_end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
         protobuf_c_message_free_unpacked(&c->base, NULL);
+        set_lag(rv, sk_end);
         if (rc == PS_EDELETED) {
             how = STOP;
             break;
@@ -292,6 +307,11 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
         met_counter_new(opt->metrics, "arbor_pageserver_walreceiver_switches_total",
                         "Times a WAL receiver moved to another safekeeper",
                         &r->switches);
+        static const char *const lag_labels[] = { "tenant_id", "timeline_id", NULL };
+        met_family_new(opt->metrics, MET_GAUGE, "arbor_pageserver_ingest_lag_bytes",
+                       "WAL the safekeeper streaming to us can serve beyond "
+                       "last_record_lsn (bytes), as of its last message",
+                       lag_labels, NULL, 0, &r->ingest_lag);
     }
     *out = r;
     return 0;
@@ -316,6 +336,13 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
     atomic_init(&rv->current, -1);
     pthread_mutex_init(&rv->stream_mu, NULL);
     rv->reported_lsn = ps_timeline_disk_consistent_lsn(tl);
+    if (r->ingest_lag) {
+        id_format(ps_timeline_tenant_id(tl), rv->lag_labels[0]);
+        id_format(ps_timeline_id(tl), rv->lag_labels[1]);
+        const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
+        if (met_gauge_get(r->ingest_lag, labels, &rv->lag) != 0)
+            rv->lag = NULL;
+    }
     int rc = pthread_create(&rv->thread, NULL, receiver_main, rv);
     if (rc != 0) {
         ps_timeline_release(tl);
@@ -344,6 +371,10 @@ static void receivers_stop(receiver *list)
     while (list) {
         receiver *next = list->next;
         pthread_join(list->thread, NULL);
+        if (list->lag) {
+            const char *labels[] = { list->lag_labels[0], list->lag_labels[1] };
+            met_family_remove(list->owner->ingest_lag, labels);
+        }
         ps_timeline_release(list->tl);
         pthread_mutex_destroy(&list->stream_mu);
         az_free(list);

@@ -19,7 +19,7 @@ PACKAGES=(
   libcmocka-dev       # unit tests
   libssl-dev          # libcrypto: SHA-256/HMAC/PBKDF2 for SCRAM auth
   # test tooling: real SQL clients against the endpoints
-  valgrind python3 procps
+  valgrind python3 procps chromium   # chromium: the dashboard test (headless)
   postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)
   python3-psycopg2
 )

@@ -797,8 +797,10 @@ static void test_metrics(void **state)
     char *text;
     size_t len;
     assert_int_equal(met_render(reg, &text, &len), 0);
-    if (!strstr(text, "arbor_pgw_sessions 1") || !strstr(text, "arbor_pgw_rows_total 2") ||
-        !strstr(text, "arbor_pgw_errors_total 1") || !strstr(text, "arbor_pgw_queries_total 1")) {
+    if (!strstr(text, "arbor_compute_pg_sessions 1") ||
+        !strstr(text, "arbor_compute_pg_rows_total 2") ||
+        !strstr(text, "arbor_compute_pg_errors_total 1") ||
+        !strstr(text, "arbor_compute_pg_queries_total 1")) {
         fail_msg("metrics:\n%s", text);
     }
     free(text);

@@ -1,0 +1,935 @@
+/*
+ * cli_dashboard — the dashboard server. See cli_dashboard.h for the API.
+ *
+ * Sampler loop (one thread):  read cluster.json -> per component GET
+ * /v1/status + /metrics (DASH_HTTP_TIMEOUT_MS each) -> build the /api/cluster
+ * document and one history sample (deltas of the cumulative series since the
+ * previous round) -> publish both under g->mu -> sleep DASH_SAMPLE_MS.
+ *
+ * Prometheus text is read leniently here (a sample line is `name{labels}
+ * value`); the strict parser lives in the tests.
+ */
+#define _GNU_SOURCE
+#include "cli_dashboard.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "http.h"
+#include "lsn.h"
+
+#define DASH_SAMPLE_MS 1000
+#define DASH_HTTP_TIMEOUT_MS 800
+#define DASH_MAX_BODY (8u << 20)
+#define DASH_HISTORY 300          /* samples kept: 5 minutes at 1 s */
+#define DASH_MAX_BUCKETS 40
+#define DASH_MAX_COMPONENTS 64
+
+/* A histogram summed over instances: cumulative counts per upper bound. */
+typedef struct hist {
+    int n;
+    double le[DASH_MAX_BUCKETS];
+    double count[DASH_MAX_BUCKETS];
+} hist;
+
+/* The cumulative series one round reads, summed over the components. */
+typedef struct totals {
+    int64_t t_ms;
+    hist commit, flush, getpage;
+    double commits, flushes, wal_bytes, pages_served, ingest_bytes;
+    int n_computes, n_safekeepers_up;
+} totals;
+
+typedef struct sample {
+    int64_t t_ms;
+    double commit_p50_ms, commit_p99_ms, commits_per_s;
+    const char *commit_source;
+    double wal_bytes_per_s, getpage_p50_ms, getpage_p99_ms, pages_per_s,
+        ingest_bytes_per_s;
+} sample;
+
+typedef struct dash {
+    char dir[4096];
+    pthread_mutex_t mu;         /* guards everything below */
+    pthread_cond_t cv;
+    bool stopping;
+    char *cluster_json;         /* latest /api/cluster body */
+    json_t *last_branches;      /* last tree seen, shown stale when ps is down */
+    sample hist[DASH_HISTORY];
+    int hist_n, hist_head;      /* ring: oldest at (head - n) */
+    totals prev;
+    bool have_prev;
+} dash;
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "X/Y" -> LSN; 0 for anything else. */
+static uint64_t lsn_of(json_t *v)
+{
+    lsn_t lsn = 0;
+    const char *s = json_string_value(v);
+    if (s && lsn_parse(s, &lsn) != 0)
+        lsn = 0;
+    return lsn;
+}
+
+/* Whether the process started as (pid, start_ticks) still runs (not a
+ * zombie): /proc/<pid>/stat field 3 (state) and 22 (start time). */
+static bool proc_alive(long pid, uint64_t start_ticks)
+{
+    char path[64], buf[1024];
+    if (pid <= 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return false;
+    char state = p[2];
+    unsigned long long ticks = 0;
+    /* ") S " then field 4: skip 18 fields to reach field 22 */
+    p += 4;
+    for (int field = 4; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    if (!p || sscanf(p, "%llu", &ticks) != 1)
+        return false;
+    return state != 'Z' && state != 'X' && (start_ticks == 0 || ticks == start_ticks);
+}
+
+/* ---- HTTP client ------------------------------------------------------------- */
+
+/* Waits for fd to become ready for events until deadline. 0 or -ETIMEDOUT. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd p = { .fd = fd, .events = events };
+        int rc = poll(&p, 1, (int)left);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static int connect_local(int port, int64_t deadline, int *fd_out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        rc = errno == EINPROGRESS ? wait_fd(fd, POLLOUT, deadline) : -errno;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
+            rc = -err;
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/*
+ * GET http://127.0.0.1:port/path within timeout_ms. Returns the HTTP status
+ * and the body in *body (malloc'ed, NUL-terminated; free it), or a negative
+ * errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO) with *body NULL.
+ */
+static int http_get(int port, const char *path, int timeout_ms, char **body)
+{
+    *body = NULL;
+    int64_t deadline = mono_ms() + timeout_ms;
+    int fd = -1, rc = connect_local(port, deadline, &fd);
+    if (rc != 0)
+        return rc;
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return -EPROTO;
+    }
+    size_t cap = 16384, len = 0;
+    char *buf = malloc(cap);
+    rc = 0;
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap >= DASH_MAX_BODY) {
+                rc = -EPROTO;
+                break;
+            }
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+        if (r > 0) {
+            len += (size_t)r;
+        } else if (r == 0) {
+            break;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            rc = wait_fd(fd, POLLIN, deadline);
+            if (rc != 0)
+                break;
+        } else {
+            rc = -errno;
+            break;
+        }
+    }
+    close(fd);
+    buf[len] = 0;
+    int status = 0;
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (rc == 0 && (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !sep))
+        rc = -EPROTO;
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
+    memmove(buf, sep + 4, len - (size_t)(sep + 4 - buf) + 1);
+    *body = buf;
+    return status;
+}
+
+/* ---- Prometheus text (lenient) ---------------------------------------------- */
+
+/* Calls fn for every sample line: name, raw labels (without braces, "" if
+ * none), value. */
+typedef void (*prom_fn)(const char *name, const char *labels, double v, void *arg);
+
+static void prom_each(const char *text, prom_fn fn, void *arg)
+{
+    const char *line = text;
+    char name[256], labels[1024];
+    while (line && *line) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len && line[0] != '#' && len < sizeof(labels)) {
+            size_t i = 0;
+            while (i < len && line[i] != '{' && line[i] != ' ' && i < sizeof(name) - 1)
+                i++;
+            memcpy(name, line, i);
+            name[i] = 0;
+            labels[0] = 0;
+            const char *rest = line + i;
+            if (*rest == '{') {
+                const char *close = memchr(rest, '}', len - i);
+                if (close) {
+                    memcpy(labels, rest + 1, (size_t)(close - rest - 1));
+                    labels[close - rest - 1] = 0;
+                    rest = close + 1;
+                }
+            }
+            char *num_end;
+            double v = strtod(rest, &num_end);
+            if (num_end != rest)
+                fn(name, labels, v, arg);
+        }
+        line = end ? end + 1 : NULL;
+    }
+}
+
+/* The value of label key in raw labels, into out ("" if absent). */
+static const char *label_value(const char *labels, const char *key, char *out, size_t cap)
+{
+    out[0] = 0;
+    size_t klen = strlen(key);
+    for (const char *p = labels; p && *p;) {
+        if (strncmp(p, key, klen) == 0 && p[klen] == '=' && p[klen + 1] == '"') {
+            const char *v = p + klen + 2;
+            size_t n = 0;
+            while (v[n] && v[n] != '"' && n + 1 < cap) {
+                if (v[n] == '\\' && v[n + 1])
+                    v++;
+                out[n] = v[n];
+                n++;
+            }
+            out[n] = 0;
+            return out;
+        }
+        /* next label: skip the quoted value */
+        const char *q = strchr(p, '"');
+        if (!q)
+            break;
+        q++;
+        while (*q && *q != '"') {
+            if (*q == '\\' && q[1])
+                q++;
+            q++;
+        }
+        p = *q ? q + 1 : q;
+        if (*p == ',')
+            p++;
+    }
+    return out;
+}
+
+static void hist_add(hist *h, double le, double count)
+{
+    for (int i = 0; i < h->n; i++) {
+        if (h->le[i] == le) {
+            h->count[i] += count;
+            return;
+        }
+    }
+    if (h->n == DASH_MAX_BUCKETS)
+        return;
+    int i = h->n++;
+    while (i > 0 && h->le[i - 1] > le) {   /* keep sorted by bound */
+        h->le[i] = h->le[i - 1];
+        h->count[i] = h->count[i - 1];
+        i--;
+    }
+    h->le[i] = le;
+    h->count[i] = count;
+}
+
+/* Quantile q of the observations between prev and cur (same bounds), with
+ * Prometheus' histogram_quantile interpolation; NAN when none. */
+static double hist_quantile(const hist *cur, const hist *prev, double q)
+{
+    double d[DASH_MAX_BUCKETS];
+    int n = cur->n;
+    for (int i = 0; i < n; i++) {
+        double p = 0;
+        for (int k = 0; k < prev->n; k++)
+            if (prev->le[k] == cur->le[i])
+                p = prev->count[k];
+        d[i] = cur->count[i] - p;
+        if (d[i] < 0)
+            d[i] = 0;
+        if (i > 0 && d[i] < d[i - 1])
+            d[i] = d[i - 1];   /* keep it cumulative despite a reset */
+    }
+    if (n == 0 || d[n - 1] <= 0)
+        return NAN;
+    double rank = q * d[n - 1];
+    for (int i = 0; i < n; i++) {
+        if (d[i] >= rank) {
+            if (isinf(cur->le[i]))
+                return i > 0 ? cur->le[i - 1] : NAN;
+            double lo = i > 0 ? cur->le[i - 1] : 0, below = i > 0 ? d[i - 1] : 0;
+            double in = d[i] - below;
+            return in > 0 ? lo + (cur->le[i] - lo) * (rank - below) / in : cur->le[i];
+        }
+    }
+    return NAN;
+}
+
+/* ---- one round: per component ------------------------------------------------ */
+
+/* What a component's /metrics contributes; filled by metrics_cb. */
+typedef struct scrape {
+    totals *tot;
+    const char *kind;
+    json_t *lag_by_timeline;   /* pageserver: timeline_id -> ingest lag */
+    double queries, rows_read, rows_written, cpu_ms, pages_fetched, hits, misses;
+} scrape;
+
+static void metrics_cb(const char *name, const char *labels, double v, void *arg)
+{
+    scrape *s = arg;
+    totals *t = s->tot;
+    char buf[128];
+    if (strcmp(name, "arbor_compute_commit_seconds_bucket") == 0 ||
+        strcmp(name, "arbor_safekeeper_flush_seconds_bucket") == 0 ||
+        strcmp(name, "arbor_pageserver_getpage_seconds_bucket") == 0) {
+        const char *le = label_value(labels, "le", buf, sizeof(buf));
+        double bound = strcmp(le, "+Inf") == 0 ? INFINITY : strtod(le, NULL);
+        hist *h = name[6] == 'c' ? &t->commit : name[6] == 's' ? &t->flush : &t->getpage;
+        hist_add(h, bound, v);
+    } else if (strcmp(name, "arbor_compute_commits_total") == 0) {
+        t->commits += v;
+    } else if (strcmp(name, "arbor_safekeeper_flush_seconds_count") == 0) {
+        t->flushes += v;
+    } else if (strcmp(name, "arbor_safekeeper_wal_written_bytes_total") == 0) {
+        t->wal_bytes = v > t->wal_bytes ? v : t->wal_bytes;  /* each sk writes it all */
+    } else if (strcmp(name, "arbor_pageserver_pages_served_total") == 0) {
+        t->pages_served += v;
+    } else if (strcmp(name, "arbor_pageserver_ingest_bytes_total") == 0) {
+        t->ingest_bytes += v;
+    } else if (strcmp(name, "arbor_pageserver_ingest_lag_bytes") == 0 && s->lag_by_timeline) {
+        json_object_set_new(s->lag_by_timeline,
+                            label_value(labels, "timeline_id", buf, sizeof(buf)),
+                            json_integer((json_int_t)v));
+    } else if (strcmp(name, "arbor_compute_queries_total") == 0) {
+        s->queries += v;
+    } else if (strcmp(name, "arbor_compute_rows_read_total") == 0) {
+        s->rows_read += v;
+    } else if (strcmp(name, "arbor_compute_rows_written_total") == 0) {
+        s->rows_written += v;
+    } else if (strcmp(name, "arbor_compute_cpu_milliseconds_total") == 0) {
+        s->cpu_ms += v;
+    } else if (strcmp(name, "arbor_compute_pages_fetched_total") == 0) {
+        s->pages_fetched += v;
+    } else if (strcmp(name, "arbor_compute_cache_hits_total") == 0) {
+        s->hits += v;
+    } else if (strcmp(name, "arbor_compute_cache_misses_total") == 0) {
+        s->misses += v;
+    }
+}
+
+static const char *errno_word(int rc)
+{
+    switch (-rc) {
+    case ECONNREFUSED: return "connection refused";
+    case ETIMEDOUT: return "no answer (timed out)";
+    case EPROTO: return "bad HTTP answer";
+    default: return strerror(-rc);
+    }
+}
+
+/* Probes one component (c: its state-file entry) into a new JSON object.
+ * *status_out / *metrics_out: its documents (new reference / malloc'ed),
+ * NULL when down. */
+static json_t *probe(json_t *c, json_t **status_out, char **metrics_out)
+{
+    long pid = (long)json_integer_value(json_object_get(c, "pid"));
+    uint64_t ticks = (uint64_t)json_integer_value(json_object_get(c, "start_ticks"));
+    int http_port = (int)json_integer_value(json_object_get(c, "http_port"));
+    bool alive = proc_alive(pid, ticks);
+    json_t *o = json_pack("{s:s,s:s,s:I,s:b,s:i,s:i}",
+                          "name", json_string_value(json_object_get(c, "name")) ?: "?",
+                          "kind", json_string_value(json_object_get(c, "kind")) ?: "?",
+                          "pid", (json_int_t)pid, "alive", alive, "http_port", http_port,
+                          "grpc_port", (int)json_integer_value(json_object_get(c, "grpc_port")));
+    *status_out = NULL;
+    *metrics_out = NULL;
+    char *body = NULL, detail[160];
+    int rc = http_port > 0 ? http_get(http_port, "/v1/status", DASH_HTTP_TIMEOUT_MS, &body)
+                           : -ENOENT;
+    json_t *st = rc == 200 ? json_loads(body, 0, NULL) : NULL;
+    free(body);
+    if (st) {
+        snprintf(detail, sizeof(detail), "pid %ld, HTTP %d", pid, http_port);
+        *status_out = st;
+        char *m = NULL;
+        if (http_get(http_port, "/metrics", DASH_HTTP_TIMEOUT_MS, &m) == 200)
+            *metrics_out = m;
+        else
+            free(m);
+    } else if (pid <= 0) {
+        snprintf(detail, sizeof(detail), "not running (stopped)");
+    } else if (!alive) {
+        snprintf(detail, sizeof(detail), "process %ld is gone", pid);
+    } else {
+        snprintf(detail, sizeof(detail), "pid %ld runs but HTTP %d: %s", pid, http_port,
+                 rc < 0 ? errno_word(rc) : "error status");
+    }
+    json_object_set_new(o, "state", json_string(st ? "up" : "down"));
+    json_object_set_new(o, "detail", json_string(detail));
+    return o;
+}
+
+/* Safekeeper specifics from its /v1/status: term and per-timeline LSNs. */
+static void add_safekeeper(json_t *o, json_t *st)
+{
+    json_object_set(o, "node_id", json_object_get(st, "node_id"));
+    json_t *tls = json_array(), *t;
+    json_int_t term = 0;
+    size_t i;
+    json_array_foreach(json_object_get(st, "timelines"), i, t) {
+        json_int_t tt = json_integer_value(json_object_get(t, "term"));
+        term = tt > term ? tt : term;
+        json_array_append_new(tls, json_pack("{s:O?,s:O?,s:I,s:O?,s:O?}",
+                                             "timeline_id", json_object_get(t, "timeline_id"),
+                                             "tenant_id", json_object_get(t, "tenant_id"),
+                                             "term", tt,
+                                             "flush_lsn", json_object_get(t, "flush_lsn"),
+                                             "commit_lsn", json_object_get(t, "commit_lsn")));
+    }
+    json_object_set_new(o, "term", json_integer(term));
+    json_object_set_new(o, "timelines", tls);
+}
+
+/* lag_bytes of every up safekeeper's timeline: the best flush LSN of that
+ * timeline among the up safekeepers minus its own. */
+static void safekeeper_lags(json_t *comps)
+{
+    json_t *best = json_object(), *c, *t;
+    size_t i, k;
+    for (int pass = 0; pass < 2; pass++) {
+        json_array_foreach(comps, i, c) {
+            json_array_foreach(json_object_get(c, "timelines"), k, t) {
+                if (strcmp(json_string_value(json_object_get(c, "kind")) ?: "", "safekeeper"))
+                    continue;
+                const char *id = json_string_value(json_object_get(t, "timeline_id")) ?: "";
+                uint64_t flush = lsn_of(json_object_get(t, "flush_lsn"));
+                uint64_t b = (uint64_t)json_integer_value(json_object_get(best, id));
+                if (pass == 0 && flush > b)
+                    json_object_set_new(best, id, json_integer((json_int_t)flush));
+                if (pass == 1)
+                    json_object_set_new(t, "lag_bytes", json_integer((json_int_t)(b - flush)));
+            }
+        }
+    }
+    json_decref(best);
+}
+
+/* The compute's identity and usage row. */
+static json_t *add_compute(json_t *o, json_t *entry, json_t *st, const scrape *s)
+{
+    json_t *src = st ? st : entry;
+    const char *branch = json_string_value(json_object_get(src, "branch"));
+    /* The name the CLI gave it (what `arbor endpoint list` shows), else the
+     * compute's own --endpoint (its metric label). */
+    const char *ep = json_string_value(json_object_get(o, "name"));
+    if (!ep || !strcmp(ep, "?"))
+        ep = json_string_value(json_object_get(src, "endpoint"));
+    json_object_set_new(o, "branch", json_string(branch ? branch : "?"));
+    json_object_set_new(o, "endpoint", json_string(ep ? ep : "?"));
+    if (st) {
+        json_object_set(o, "role", json_object_get(st, "role"));
+        json_object_set(o, "lsn", json_object_get(st, "lsn"));
+        json_object_set(o, "sessions", json_object_get(st, "sessions"));
+        json_object_set(o, "pg_port", json_object_get(st, "pg_port"));
+    }
+    json_t *u = json_pack("{s:s,s:s,s:O?}", "branch", branch ? branch : "?", "endpoint",
+                          ep ? ep : "?", "state", json_object_get(o, "state"));
+    static const char *const keys[] = { "queries", "rows_read", "rows_written", "cpu_ms",
+                                        "pages_fetched", "cache_hits", "cache_misses" };
+    const double vals[] = { s->queries, s->rows_read, s->rows_written, s->cpu_ms,
+                            s->pages_fetched, s->hits, s->misses };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        json_object_set_new(u, keys[i], st ? json_integer((json_int_t)vals[i]) : json_null());
+    return u;
+}
+
+/* Appends t and its descendants (DFS, children by name) to out. */
+static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, json_t *out,
+                       json_t *lags, json_t *comps)
+{
+    const char *id = json_string_value(json_object_get(t, "timeline_id")) ?: "";
+    const char *name = json_string_value(json_object_get(t, "branch")) ?: id;
+    json_t *eps = json_array(), *c;
+    size_t i;
+    json_array_foreach(comps, i, c) {
+        const char *b = json_string_value(json_object_get(c, "branch"));
+        if (json_object_get(c, "endpoint") && b && (!strcmp(b, name) || !strcmp(b, id)))
+            json_array_append_new(eps, json_pack("{s:O?,s:O?}", "name",
+                                                 json_object_get(c, "endpoint"),
+                                                 "state", json_object_get(c, "state")));
+    }
+    json_t *lag = json_object_get(lags, id);
+    json_array_append_new(out, json_pack(
+        "{s:s,s:s,s:s?,s:i,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:o,s:o}", "branch", name,
+        "timeline_id", id, "parent", parent, "depth", depth,
+        "ancestor_lsn", json_object_get(t, "ancestor_lsn"),
+        "last_record_lsn", json_object_get(t, "last_record_lsn"),
+        "disk_consistent_lsn", json_object_get(t, "disk_consistent_lsn"),
+        "logical_size_bytes", json_object_get(t, "logical_size_bytes"),
+        "physical_size_bytes", json_object_get(t, "physical_size_bytes"),
+        "branch_only_size_bytes", json_object_get(t, "branch_only_size_bytes"),
+        "last_commit_timestamp_us", json_object_get(t, "last_commit_timestamp_us"),
+        "ingest_lag_bytes", lag ? json_incref(lag) : json_null(), "endpoints", eps));
+    /* children, by name */
+    for (;;) {
+        json_t *next = NULL, *k;
+        const char *next_name = NULL;
+        json_array_foreach(tls, i, k) {
+            const char *anc = json_string_value(json_object_get(k, "ancestor_timeline_id"));
+            const char *kn = json_string_value(json_object_get(k, "branch")) ?: "";
+            if (anc && !strcmp(anc, id) && !json_object_get(k, "_seen") &&
+                (!next_name || strcmp(kn, next_name) < 0)) {
+                next = k;
+                next_name = kn;
+            }
+        }
+        if (!next || depth > 64)
+            break;
+        json_object_set_new(next, "_seen", json_true());
+        tree_visit(tls, next, name, depth + 1, out, lags, comps);
+    }
+}
+
+/* The branch tree in tree order from the pageserver's timelines. */
+static json_t *branch_tree(json_t *ps_status, json_t *lags, json_t *comps)
+{
+    json_t *tls = json_deep_copy(json_object_get(ps_status, "timelines"));
+    json_t *out = json_array(), *t, *k;
+    size_t i, j;
+    /* roots: no ancestor, or an ancestor the pageserver does not list */
+    for (int round = 0; round < 2; round++) {
+        json_array_foreach(tls, i, t) {
+            if (json_object_get(t, "_seen"))
+                continue;
+            const char *anc = json_string_value(json_object_get(t, "ancestor_timeline_id"));
+            bool known = false;
+            json_array_foreach(tls, j, k) {
+                const char *kid = json_string_value(json_object_get(k, "timeline_id"));
+                known = known || (anc && kid && !strcmp(anc, kid));
+            }
+            if (round == 1 || !known) {
+                json_object_set_new(t, "_seen", json_true());
+                tree_visit(tls, t, NULL, 0, out, lags, comps);
+            }
+        }
+    }
+    json_decref(tls);
+    return out;
+}
+
+/* Adds the state file's components and "endpoints" entries to out. */
+static void state_entries(json_t *state, json_t *out)
+{
+    json_t *e;
+    size_t i;
+    json_array_foreach(json_object_get(state, "components"), i, e)
+        json_array_append(out, e);
+    json_array_foreach(json_object_get(state, "endpoints"), i, e) {
+        if (!json_is_object(e))
+            continue;
+        json_t *c = json_deep_copy(e);
+        if (!json_object_get(c, "kind"))
+            json_object_set_new(c, "kind", json_string("compute"));
+        json_array_append_new(out, c);
+    }
+}
+
+static bool kind_is(const char *kind, json_t *st, const char *want)
+{
+    const char *k = st ? json_string_value(json_object_get(st, "component")) : NULL;
+    return !strcmp(k ? k : kind, want) ||
+           (!k && !strcmp(want, "compute") && !strcmp(kind, "endpoint"));
+}
+
+/* One round: the /api/cluster document and the cumulative totals. Only the
+ * sampler thread calls it (it owns g->last_branches). */
+static json_t *collect(dash *g, totals *tot)
+{
+    memset(tot, 0, sizeof(*tot));
+    tot->t_ms = wall_ms();
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/cluster.json", g->dir);
+    json_t *doc = json_pack("{s:s,s:I}", "dir", g->dir, "sampled_at_ms", (json_int_t)tot->t_ms);
+    json_t *comps = json_array(), *usage = json_array(), *entries = json_array();
+    json_t *lags = json_object(), *ps_status = NULL;
+    json_t *state = json_load_file(path, 0, NULL);
+    if (!state)
+        json_object_set_new(doc, "error", json_sprintf("no cluster state in %s "
+                                                       "(arbor start --dir %s)", g->dir, g->dir));
+    json_object_set(doc, "tenant_id", state ? json_object_get(state, "tenant_id") : NULL);
+    if (!json_object_get(doc, "tenant_id"))
+        json_object_set_new(doc, "tenant_id", json_null());
+    state_entries(state, entries);
+    json_t *e;
+    size_t i;
+    json_array_foreach(entries, i, e) {
+        if (json_array_size(comps) >= DASH_MAX_COMPONENTS)
+            break;
+        json_t *st;
+        char *m;
+        json_t *o = probe(e, &st, &m);
+        const char *kind = json_string_value(json_object_get(o, "kind"));
+        bool is_ps = kind_is(kind, st, "pageserver");
+        scrape s = { .tot = tot, .kind = kind, .lag_by_timeline = is_ps ? lags : NULL };
+        if (m)
+            prom_each(m, metrics_cb, &s);
+        if (kind_is(kind, st, "safekeeper")) {
+            if (st)
+                add_safekeeper(o, st);
+            tot->n_safekeepers_up += st != NULL;
+        } else if (is_ps && st && !ps_status) {
+            ps_status = json_incref(st);
+        } else if (kind_is(kind, st, "compute")) {
+            json_array_append_new(usage, add_compute(o, e, st, &s));
+            tot->n_computes += st != NULL;
+        }
+        json_array_append_new(comps, o);
+        json_decref(st);
+        free(m);
+    }
+    safekeeper_lags(comps);
+    json_array_foreach(comps, i, e) {   /* the pageserver's per-timeline view */
+        if (!ps_status || strcmp(json_string_value(json_object_get(e, "kind")) ?: "",
+                                 "pageserver") || strcmp(json_string_value(
+                                 json_object_get(e, "state")) ?: "", "up"))
+            continue;
+        json_t *tls = json_array(), *t;
+        size_t k;
+        json_array_foreach(json_object_get(ps_status, "timelines"), k, t) {
+            const char *id = json_string_value(json_object_get(t, "timeline_id")) ?: "";
+            json_t *lag = json_object_get(lags, id);
+            json_array_append_new(tls, json_pack("{s:s,s:O?,s:O?,s:O?,s:o}", "timeline_id", id,
+                                                 "branch", json_object_get(t, "branch"),
+                                                 "last_record_lsn",
+                                                 json_object_get(t, "last_record_lsn"),
+                                                 "wal_source", json_object_get(t, "wal_source"),
+                                                 "ingest_lag_bytes",
+                                                 lag ? json_incref(lag) : json_null()));
+        }
+        json_object_set_new(e, "timelines", tls);
+        break;
+    }
+    if (ps_status) {
+        json_decref(g->last_branches);
+        g->last_branches = branch_tree(ps_status, lags, comps);
+    }
+    json_object_set_new(doc, "components", comps);
+    json_object_set_new(doc, "branches",
+                        g->last_branches ? json_incref(g->last_branches) : json_array());
+    json_object_set_new(doc, "branches_stale", json_boolean(!ps_status && g->last_branches));
+    json_object_set_new(doc, "usage", usage);
+    json_decref(lags);
+    json_decref(ps_status);
+    json_decref(entries);
+    json_decref(state);
+    return doc;
+}
+
+/* ---- history ----------------------------------------------------------------- */
+
+static double rate(double cur, double prev, double dt_s)
+{
+    return cur > prev ? (cur - prev) / dt_s : 0;
+}
+
+/* Appends the sample between g->prev and cur. Under g->mu. */
+static void add_sample(dash *g, const totals *cur)
+{
+    const totals *p = &g->prev;
+    if (g->have_prev && cur->t_ms > p->t_ms) {
+        double dt = (double)(cur->t_ms - p->t_ms) / 1000.0;
+        bool compute = cur->n_computes > 0;
+        const hist *hc = compute ? &cur->commit : &cur->flush;
+        const hist *hp = compute ? &p->commit : &p->flush;
+        sample s = {
+            .t_ms = cur->t_ms,
+            .commit_p50_ms = hist_quantile(hc, hp, 0.5) * 1000,
+            .commit_p99_ms = hist_quantile(hc, hp, 0.99) * 1000,
+            .commits_per_s = compute ? rate(cur->commits, p->commits, dt)
+                                     : rate(cur->flushes, p->flushes, dt) /
+                                           (cur->n_safekeepers_up ? cur->n_safekeepers_up : 1),
+            .commit_source = compute ? "compute" : "safekeeper",
+            .wal_bytes_per_s = rate(cur->wal_bytes, p->wal_bytes, dt),
+            .getpage_p50_ms = hist_quantile(&cur->getpage, &p->getpage, 0.5) * 1000,
+            .getpage_p99_ms = hist_quantile(&cur->getpage, &p->getpage, 0.99) * 1000,
+            .pages_per_s = rate(cur->pages_served, p->pages_served, dt),
+            .ingest_bytes_per_s = rate(cur->ingest_bytes, p->ingest_bytes, dt),
+        };
+        g->hist[g->hist_head] = s;
+        g->hist_head = (g->hist_head + 1) % DASH_HISTORY;
+        if (g->hist_n < DASH_HISTORY)
+            g->hist_n++;
+    }
+    g->prev = *cur;
+    g->have_prev = true;
+}
+
+static json_t *num(double v)
+{
+    if (isnan(v) || isinf(v) || v > 1e15 || v < -1e15)
+        return json_null();
+    /* three decimals are plenty (and keep the JSON short); no libm */
+    return json_real((double)(int64_t)(v * 1000 + (v < 0 ? -0.5 : 0.5)) / 1000);
+}
+
+static json_t *history_json(dash *g)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < g->hist_n; i++) {
+        const sample *s = &g->hist[(g->hist_head - g->hist_n + i + DASH_HISTORY) % DASH_HISTORY];
+        json_array_append_new(arr, json_pack(
+            "{s:I,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o}", "t_ms", (json_int_t)s->t_ms,
+            "commit_p50_ms", num(s->commit_p50_ms), "commit_p99_ms", num(s->commit_p99_ms),
+            "commits_per_s", num(s->commits_per_s), "commit_source", s->commit_source,
+            "wal_bytes_per_s", num(s->wal_bytes_per_s),
+            "getpage_p50_ms", num(s->getpage_p50_ms), "getpage_p99_ms", num(s->getpage_p99_ms),
+            "pages_per_s", num(s->pages_per_s), "ingest_bytes_per_s", num(s->ingest_bytes_per_s)));
+    }
+    pthread_mutex_unlock(&g->mu);
+    return json_pack("{s:i,s:o}", "interval_ms", DASH_SAMPLE_MS, "samples", arr);
+}
+
+/* ---- sampler ----------------------------------------------------------------- */
+
+static void sample_once(dash *g)
+{
+    totals t;
+    json_t *doc = collect(g, &t);
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    pthread_mutex_lock(&g->mu);
+    free(g->cluster_json);
+    g->cluster_json = s;
+    add_sample(g, &t);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void *sampler_main(void *arg)
+{
+    dash *g = arg;
+    pthread_mutex_lock(&g->mu);
+    while (!g->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += DASH_SAMPLE_MS / 1000;
+        ts.tv_nsec += (long)(DASH_SAMPLE_MS % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!g->stopping && pthread_cond_timedwait(&g->cv, &g->mu, &ts) != ETIMEDOUT)
+            ;
+        if (g->stopping)
+            break;
+        pthread_mutex_unlock(&g->mu);
+        sample_once(g);
+        pthread_mutex_lock(&g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+/* ---- HTTP handlers ------------------------------------------------------------- */
+
+static int h_cluster(const http_request *req, http_response *resp, void *arg)
+{
+    dash *g = arg;
+    pthread_mutex_lock(&g->mu);
+    char *copy = strdup(g->cluster_json ? g->cluster_json : "{}");
+    pthread_mutex_unlock(&g->mu);
+    http_respond_take(resp, 200, "application/json", copy, strlen(copy));
+    http_response_header(resp, "Cache-Control", "no-store");
+    return 0;
+}
+
+static int h_history(const http_request *req, http_response *resp, void *arg)
+{
+    json_t *j = history_json(arg);
+    char *body = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(j);
+    if (!body)
+        return -ENOMEM;
+    http_respond_take(resp, 200, "application/json", body, strlen(body));
+    http_response_header(resp, "Cache-Control", "no-store");
+    return 0;
+}
+
+static int h_asset(const http_request *req, http_response *resp, void *arg)
+{
+    const char *path = http_request_path(req);
+    if (strcmp(path, "/") == 0)
+        path = "/index.html";
+    for (const cli_dashboard_asset *a = cli_dashboard_assets; a->path; a++) {
+        if (strcmp(a->path, path) == 0) {
+            http_respond(resp, 200, a->content_type, a->data, a->len);
+            http_response_header(resp, "Cache-Control", "no-cache");
+            return 0;
+        }
+    }
+    http_respond_printf(resp, 404, NULL, "not found: %s\n", path);
+    return 0;
+}
+
+/* ---- run ----------------------------------------------------------------------- */
+
+static void dash_free(dash *g)
+{
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g->cluster_json);
+    json_decref(g->last_branches);
+    free(g);
+}
+
+int cli_dashboard_run(const char *data_dir, int port, int *bound_port_out)
+{
+    if (port < 0 || port > 65535) {
+        fprintf(stderr, "arbor: error: bad port %d\n", port);
+        return -EINVAL;
+    }
+    sigset_t sigs;
+    dmn_signals_block(&sigs);
+    dash *g = calloc(1, sizeof(*g));
+    snprintf(g->dir, sizeof(g->dir), "%s", data_dir);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    sample_once(g);   /* the first document exists before anyone can ask */
+    http_server *srv = NULL;
+    int rc = http_server_start("127.0.0.1", (uint16_t)port, &srv);
+    if (rc != 0) {
+        fprintf(stderr, "arbor: error: cannot listen on 127.0.0.1:%d: %s\n", port,
+                strerror(-rc));
+        dash_free(g);
+        return rc;
+    }
+    rc = http_route(srv, "GET", "/api/cluster", HTTP_MATCH_EXACT, h_cluster, g);
+    if (rc == 0)
+        rc = http_route(srv, "GET", "/api/metrics/history", HTTP_MATCH_EXACT, h_history, g);
+    if (rc == 0)
+        rc = http_route(srv, "GET", "/", HTTP_MATCH_PREFIX, h_asset, g);
+    pthread_t sampler;
+    if (rc == 0)
+        rc = -pthread_create(&sampler, NULL, sampler_main, g);
+    if (rc != 0) {
+        fprintf(stderr, "arbor: error: cannot start the dashboard: %s\n", strerror(-rc));
+        http_server_stop(srv);
+        dash_free(g);
+        return rc;
+    }
+    unsigned bound = http_server_port(srv);
+    if (bound_port_out)
+        *bound_port_out = (int)bound;
+    printf("arbor: dashboard on http://127.0.0.1:%u/ (cluster in %s; Ctrl-C stops it)\n",
+           bound, data_dir);
+    fflush(stdout);
+    dmn_signals_wait(&sigs);
+    pthread_mutex_lock(&g->mu);
+    g->stopping = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(sampler, NULL);
+    http_server_stop(srv);
+    dash_free(g);
+    return 0;
+}
