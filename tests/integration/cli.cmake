@@ -1,8 +1,11 @@
+# Both CLI tests share cli_test_common.c (running `arbor`, the cleanup
+# watchdog); it needs ARBOR_CLI_BIN.
 # The `arbor` CLI end to end: real `arbor` processes driving a real local
 # cluster (3 safekeepers + pageserver) in a temporary directory.
 if(TARGET arbor AND TARGET arbor_walproposer)
   arbor_test(test_cli
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
              LIBS arbor_walproposer PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
   target_compile_definitions(test_cli PRIVATE
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
@@ -12,6 +15,7 @@ endif()
 if(TARGET arbor AND TARGET arbor-compute)
   arbor_test(test_cli_endpoint
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_endpoint.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
              LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
   target_compile_definitions(test_cli_endpoint PRIVATE
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")

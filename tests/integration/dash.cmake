@@ -7,6 +7,7 @@ if(TARGET arbor AND TARGET arbor-compute AND TARGET arbor_dashboard_assets)
     arbor_test(${t}
                SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
                        ${CMAKE_CURRENT_LIST_DIR}/test_metrics_common.c
+                       ${CMAKE_CURRENT_LIST_DIR}/harness.c
                LIBS PkgConfig::JANSSON TIMEOUT 300 LABELS integration)
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR})
     target_compile_definitions(${t} PRIVATE

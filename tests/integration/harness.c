@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -423,4 +424,145 @@ bool h_sk_running(h_sk *sk)
         return false;
     }
     return true;
+}
+
+/* In the child: "NAME=value" sets, "NAME" unsets. */
+static void apply_env(const char *const *env)
+{
+    for (; env && *env; env++) {
+        const char *eq = strchr(*env, '=');
+        if (!eq) {
+            unsetenv(*env);
+            continue;
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - *env), *env);
+        setenv(name, eq + 1, 1);
+    }
+}
+
+/* Reads fd to its end: the first cap - 1 bytes into out (when not NULL). */
+static void read_all(int fd, char *out, size_t cap)
+{
+    size_t len = 0;
+    char sink[4096];
+    ssize_t r;
+    for (;;) {
+        bool keep = out && len + 1 < cap;
+        r = read(fd, keep ? out + len : sink, keep ? cap - 1 - len : sizeof(sink));
+        if (r <= 0) {
+            break;
+        }
+        if (keep) {
+            len += (size_t)r;
+        }
+    }
+    if (out && cap > 0) {
+        out[len] = 0;
+    }
+}
+
+int h_run(int timeout_s, const char *const *env, char *out, size_t cap,
+          const char *const *argv)
+{
+    if (out && cap > 0) {
+        out[0] = 0;
+    }
+    int p[2];
+    if (pipe(p) != 0) {
+        fprintf(stderr, "h_run %s: pipe: %s\n", argv[0], strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "h_run %s: fork: %s\n", argv[0], strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        apply_env(env);
+        char limit[16];
+        snprintf(limit, sizeof(limit), "%d", timeout_s);
+        const char *args[64] = {"timeout", "-s", "KILL", limit};
+        int n = 4;
+        for (int i = 0; argv[i] && n < 63; i++) {
+            args[n++] = argv[i];
+        }
+        args[n] = NULL;
+        execvp("timeout", (char *const *)args);
+        _exit(127);
+    }
+    close(p[1]);
+    read_all(p[0], out, cap);
+    close(p[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int h_run_pg(const char *password, char *out, size_t cap, const char *const *argv)
+{
+    char pw[256];
+    if (password) {
+        snprintf(pw, sizeof(pw), "PGPASSWORD=%s", password);
+    } else {
+        snprintf(pw, sizeof(pw), "PGPASSWORD");
+    }
+    const char *const env[] = {pw, "PGCONNECT_TIMEOUT=10", "PGSERVICE", NULL};
+    return h_run(300, env, out, cap, argv);
+}
+
+/* ---- HTTP ------------------------------------------------------------------ */
+
+int h_http(int port, const char *method, const char *path, const char *body, char **out)
+{
+    *out = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = { .tv_sec = 30 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    size_t blen = body ? strlen(body) : 0;
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n", method, path, blen);
+    if (write(fd, head, (size_t)n) != n || (blen && write(fd, body, blen) != (ssize_t)blen)) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - 1 - len)) > 0) {
+        len += (size_t)r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    buf[len] = 0;
+    int status = -1;
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !sep) {
+        free(buf);
+        return -1;
+    }
+    memmove(buf, sep + 4, strlen(sep + 4) + 1);
+    *out = buf;
+    return status;
 }

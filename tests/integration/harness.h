@@ -16,6 +16,7 @@
 #define ARBOR_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #define H_MAX_PROCS 64
@@ -76,5 +77,26 @@ void h_cleanup(void);
 
 /* Sleeps ms milliseconds. */
 void h_sleep_ms(int ms);
+
+/* Runs argv (NULL-terminated; argv[0] a path or a name found through PATH)
+ * as a child bounded by `timeout -s KILL timeout_s`, stdin inherited, and
+ * waits for it. stdout and stderr go together into out, NUL-terminated and
+ * cut at cap - 1 bytes (the rest is read and dropped); out may be NULL.
+ * env is NULL or a NULL-terminated list applied in the child only: "NAME=v"
+ * sets NAME, a bare "NAME" unsets it. The child is not in the process list
+ * h_cleanup kills: the timeout bounds it.
+ * Returns its exit status, or -1 if it did not exit (killed, e.g. by the
+ * timeout) or could not be started (message on stderr, out empty). */
+int h_run(int timeout_s, const char *const *env, char *out, size_t cap,
+          const char *const *argv);
+/* h_run for libpq clients (psql, pgbench, psycopg2), bounded by 300 s:
+ * PGPASSWORD=password (unset when NULL), PGCONNECT_TIMEOUT=10 and no
+ * PGSERVICE, so that the caller's environment cannot change what they do. */
+int h_run_pg(const char *password, char *out, size_t cap, const char *const *argv);
+
+/* One HTTP/1.0 request to 127.0.0.1:port (30 s receive timeout); body may
+ * be NULL (GET). Returns the status and the response body in *out
+ * (malloc'ed; free it), or -1 with *out NULL. */
+int h_http(int port, const char *method, const char *path, const char *body, char **out);
 
 #endif

@@ -3,6 +3,7 @@ if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walpropo
   arbor_test(test_pageserver
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_pageserver.c
                      ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
              LIBS arbor_walproposer TIMEOUT 900 LABELS integration)
   target_include_directories(test_pageserver PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_compile_definitions(test_pageserver PRIVATE

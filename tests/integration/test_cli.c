@@ -32,20 +32,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_test_common.h"
 #include "ids.h"
 #include "lsn.h"
 #include "wal_record.h"
@@ -53,96 +48,16 @@
 
 #define SQLITE3 "/usr/bin/sqlite3"
 
-static char g_root[256];     /* temporary directory of the whole test */
-static char g_dir[300];      /* the cluster's data directory */
-static char g_cmd[8192];
-static char *g_out, *g_err;  /* output of the last command */
 static bool g_cluster_up;    /* later tests build on earlier ones: */
 static bool g_data_in;       /* they skip when what they need failed */
 
-/* ---- running commands ---------------------------------------------------- */
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return strdup("");
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = 0;
-    fclose(f);
-    return buf;
-}
-
-/* Runs a shell command line; its stdout/stderr land in g_out/g_err.
- * Returns the exit code. */
-static int sh(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g_cmd, sizeof(g_cmd), fmt, ap);
-    va_end(ap);
-    char out[400], err[400], full[9200];
-    snprintf(out, sizeof(out), "%s/cmd.out", g_root);
-    snprintf(err, sizeof(err), "%s/cmd.err", g_root);
-    int n = snprintf(full, sizeof(full), "%s >%s 2>%s </dev/null", g_cmd, out, err);
-    assert_true(n > 0 && (size_t)n < sizeof(full));
-    int st = system(full);
-    free(g_out);
-    free(g_err);
-    g_out = slurp(out);
-    g_err = slurp(err);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-/* Runs `arbor --dir <dir> ARGS`, bounded to 3 minutes. */
-static int arbor(const char *fmt, ...)
-{
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    return sh("timeout -s KILL 180 %s --dir %s %s", ARBOR_CLI_BIN, g_dir, args);
-}
-
-static void expect(int got, int want, const char *what)
-{
-    if (got != want) {
-        fail_msg("%s: exit %d, expected %d\n$ %s\n--- stdout\n%s--- stderr\n%s", what, got,
-                 want, g_cmd, g_out, g_err);
-    }
-}
-
-static void expect_in(const char *hay, const char *needle)
-{
-    if (!strstr(hay, needle)) {
-        fail_msg("expected \"%s\" in the output of\n$ %s\n--- stdout\n%s--- stderr\n%s",
-                 needle, g_cmd, g_out, g_err);
-    }
-}
-
 /* ---- JSON views ------------------------------------------------------------ */
-
-static json_t *parse_out(void)
-{
-    json_error_t e;
-    json_t *j = json_loads(g_out, 0, &e);
-    if (!j) {
-        fail_msg("not JSON (%s) from\n$ %s\n%s", e.text, g_cmd, g_out);
-    }
-    return j;
-}
 
 /* `branch list --json` (caller decrefs). */
 static json_t *branches(void)
 {
-    expect(arbor("branch list --json"), 0, "branch list --json");
-    return parse_out();
+    ct_expect(ct_arbor("branch list --json"), 0, "branch list --json");
+    return ct_parse_out();
 }
 
 /* The branch called name in a listing, or NULL. Borrowed. */
@@ -172,87 +87,6 @@ static lsn_t blsn(json_t *b, const char *key)
     return l;
 }
 
-/* ---- cleanup watchdog --------------------------------------------------------- */
-
-static int rm_entry(const char *p, const struct stat *s, int f, struct FTW *w)
-{
-    (void)s; (void)f; (void)w;
-    remove(p);
-    return 0;
-}
-
-static bool same_process(pid_t pid, uint64_t ticks)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return false;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) {
-        return false;
-    }
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p || p[2] == 'Z') {
-        return false;
-    }
-    p += 2;
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        p = p ? p + 1 : NULL;
-    }
-    return p && strtoull(p, NULL, 10) == ticks;
-}
-
-/* Each daemon of the state file that still runs: SIGKILL. Returns how many. */
-static int kill_daemons(const char *dir)
-{
-    char path[400];
-    snprintf(path, sizeof(path), "%s/cluster.json", dir);
-    json_t *st = json_load_file(path, 0, NULL);
-    size_t i;
-    json_t *c;
-    int killed = 0;
-    json_array_foreach(json_object_get(st, "components"), i, c) {
-        pid_t pid = (pid_t)json_integer_value(json_object_get(c, "pid"));
-        uint64_t ticks = (uint64_t)json_integer_value(json_object_get(c, "start_ticks"));
-        if (pid > 0 && same_process(pid, ticks)) {
-            kill(pid, SIGKILL);
-            killed++;
-        }
-    }
-    json_decref(st);
-    return killed;
-}
-
-static void start_watchdog(void)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(p[1]);
-        setsid(); /* out of the test's process group: outlives its kill */
-        char c;
-        while (read(p[0], &c, 1) != 0 && errno == EINTR) {
-        }
-        kill_daemons(g_dir);
-        const char *keep = getenv("ARBOR_KEEP_TMP");
-        if (keep && keep[0] && strcmp(keep, "0") != 0) {
-            fprintf(stderr, "test_cli: kept %s\n", g_root);
-        } else {
-            nftw(g_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        }
-        _exit(0);
-    }
-    close(p[0]); /* p[1] stays open until the test process ends */
-    fcntl(p[1], F_SETFD, FD_CLOEXEC);
-}
-
 /* ---- databases ----------------------------------------------------------------- */
 
 static char g_v1[400], g_v2[400];
@@ -260,29 +94,29 @@ static char g_v1[400], g_v2[400];
 /* v1: tables, an index, a blob larger than a page, ~3 MiB; v2 = v1 + more. */
 static void make_databases(void)
 {
-    snprintf(g_v1, sizeof(g_v1), "%s/v1.db", g_root);
-    snprintf(g_v2, sizeof(g_v2), "%s/v2.db", g_root);
-    expect(sh(SQLITE3 " %s \"CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, b BLOB);"
-              " CREATE INDEX t_name ON t(name);"
-              " WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<20000)"
-              " INSERT INTO t SELECT x, 'name'||x, randomblob(100) FROM c;"
-              " INSERT INTO t VALUES(0, 'big', randomblob(20000));"
-              " CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
-              " INSERT INTO kv VALUES('a', 1), ('b', 2.5), ('c', NULL);\"", g_v1),
-           0, "sqlite3 v1");
-    expect(sh("cp %s %s && " SQLITE3 " %s \"INSERT INTO kv VALUES('d', 'v2');"
-              " UPDATE t SET name = 'renamed' WHERE id %% 7 = 0;"
-              " CREATE TABLE extra AS SELECT * FROM t WHERE id < 3000;\"", g_v1, g_v2, g_v2),
-           0, "sqlite3 v2");
+    snprintf(g_v1, sizeof(g_v1), "%s/v1.db", ct.root);
+    snprintf(g_v2, sizeof(g_v2), "%s/v2.db", ct.root);
+    ct_expect(ct_sh(SQLITE3 " %s \"CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, b BLOB);"
+                    " CREATE INDEX t_name ON t(name);"
+                    " WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<20000)"
+                    " INSERT INTO t SELECT x, 'name'||x, randomblob(100) FROM c;"
+                    " INSERT INTO t VALUES(0, 'big', randomblob(20000));"
+                    " CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+                    " INSERT INTO kv VALUES('a', 1), ('b', 2.5), ('c', NULL);\"", g_v1),
+              0, "sqlite3 v1");
+    ct_expect(ct_sh("cp %s %s && " SQLITE3 " %s \"INSERT INTO kv VALUES('d', 'v2');"
+                    " UPDATE t SET name = 'renamed' WHERE id %% 7 = 0;"
+                    " CREATE TABLE extra AS SELECT * FROM t WHERE id < 3000;\"", g_v1, g_v2, g_v2),
+              0, "sqlite3 v2");
 }
 
 /* The `.dump` of two files are identical, and b passes integrity_check. */
 static void expect_same_dump(const char *a, const char *b)
 {
-    expect(sh(SQLITE3 " %s .dump > %s.dump && " SQLITE3 " %s .dump > %s.dump && cmp %s.dump %s.dump",
-              a, a, b, b, a, b), 0, "dumps equal");
-    expect(sh(SQLITE3 " %s 'PRAGMA integrity_check'", b), 0, "integrity_check");
-    expect_in(g_out, "ok");
+    ct_expect(ct_sh(SQLITE3 " %s .dump > %s.dump && " SQLITE3 " %s .dump > %s.dump && "
+                    "cmp %s.dump %s.dump", a, a, b, b, a, b), 0, "dumps equal");
+    ct_expect(ct_sh(SQLITE3 " %s 'PRAGMA integrity_check'", b), 0, "integrity_check");
+    ct_expect_in(ct.out, "ok");
 }
 
 /* ---- writing through the walproposer ------------------------------------------- */
@@ -292,7 +126,7 @@ static void expect_same_dump(const char *a, const char *b)
 static lsn_t write_file_record(const char *name, const char *path)
 {
     char st_path[400];
-    snprintf(st_path, sizeof(st_path), "%s/cluster.json", g_dir);
+    snprintf(st_path, sizeof(st_path), "%s/cluster.json", ct.dir);
     json_t *st = json_load_file(st_path, 0, NULL);
     assert_non_null(st);
     json_t *list = branches();
@@ -373,50 +207,50 @@ static lsn_t write_file_record(const char *name, const char *path)
 static void test_not_running(void **state)
 {
     (void)state;
-    expect(arbor("branch list"), 1, "branch list, no cluster");
-    expect_in(g_err, "cluster is not running (arbor start)");
-    expect(arbor("status"), 1, "status, no cluster");
-    expect_in(g_out, "cluster is not running (arbor start)");
-    expect(arbor("status --json"), 1, "status --json, no cluster");
-    json_t *j = parse_out();
+    ct_expect(ct_arbor("branch list"), 1, "branch list, no cluster");
+    ct_expect_in(ct.err, "cluster is not running (arbor start)");
+    ct_expect(ct_arbor("status"), 1, "status, no cluster");
+    ct_expect_in(ct.out, "cluster is not running (arbor start)");
+    ct_expect(ct_arbor("status --json"), 1, "status --json, no cluster");
+    json_t *j = ct_parse_out();
     assert_true(json_is_false(json_object_get(j, "running")));
     json_decref(j);
-    expect(arbor("stop"), 0, "stop, no cluster");
-    expect_in(g_out, "nothing to stop");
-    expect(arbor("export main %s/x.db", g_root), 1, "export, no cluster");
-    expect_in(g_err, "cluster is not running");
-    expect(arbor("import %s --branch main", g_v1), 1, "import, no cluster");
-    expect_in(g_err, "cluster is not running");
-    expect(arbor("lsn main --at @1"), 1, "lsn, no cluster");
-    expect_in(g_err, "cluster is not running");
+    ct_expect(ct_arbor("stop"), 0, "stop, no cluster");
+    ct_expect_in(ct.out, "nothing to stop");
+    ct_expect(ct_arbor("export main %s/x.db", ct.root), 1, "export, no cluster");
+    ct_expect_in(ct.err, "cluster is not running");
+    ct_expect(ct_arbor("import %s --branch main", g_v1), 1, "import, no cluster");
+    ct_expect_in(ct.err, "cluster is not running");
+    ct_expect(ct_arbor("lsn main --at @1"), 1, "lsn, no cluster");
+    ct_expect_in(ct.err, "cluster is not running");
     /* Usage errors: 2. Help: 0. */
-    expect(arbor("bogus"), 2, "unknown command");
-    expect(arbor("branch create"), 2, "missing NAME");
-    expect(arbor("branch list --bogus"), 2, "unknown option");
-    expect(arbor("branch restore main"), 2, "restore without --to");
-    expect(arbor("branch create --help"), 0, "help");
-    expect_in(g_out, "usage: arbor branch create NAME");
-    expect_in(g_out, "RFC 3339");
-    expect(sh("%s --help", ARBOR_CLI_BIN), 0, "arbor --help");
-    expect_in(g_out, "branch restore");
+    ct_expect(ct_arbor("bogus"), 2, "unknown command");
+    ct_expect(ct_arbor("branch create"), 2, "missing NAME");
+    ct_expect(ct_arbor("branch list --bogus"), 2, "unknown option");
+    ct_expect(ct_arbor("branch restore main"), 2, "restore without --to");
+    ct_expect(ct_arbor("branch create --help"), 0, "help");
+    ct_expect_in(ct.out, "usage: arbor branch create NAME");
+    ct_expect_in(ct.out, "RFC 3339");
+    ct_expect(ct_sh("%s --help", ARBOR_CLI_BIN), 0, "arbor --help");
+    ct_expect_in(ct.out, "branch restore");
 }
 
 static void test_start_status(void **state)
 {
     (void)state;
-    expect(arbor("start --base-port 0 --no-endpoint"), 0, "start");
-    expect_in(g_out, "pageserver");
-    expect(arbor("status"), 0, "status");
-    const char *p = g_out;
+    ct_expect(ct_arbor("start --base-port 0 --no-endpoint"), 0, "start");
+    ct_expect_in(ct.out, "pageserver");
+    ct_expect(ct_arbor("status"), 0, "status");
+    const char *p = ct.out;
     int up = 0;
     while ((p = strstr(p, " up "))) {
         up++;
         p++;
     }
     assert_int_equal(up, 4);
-    expect_in(g_out, "branch main: head ");
-    expect(arbor("status --json"), 0, "status --json");
-    json_t *j = parse_out();
+    ct_expect_in(ct.out, "branch main: head ");
+    ct_expect(ct_arbor("status --json"), 0, "status --json");
+    json_t *j = ct_parse_out();
     assert_true(json_is_true(json_object_get(j, "running")));
     json_t *comps = json_object_get(j, "components");
     assert_int_equal(json_array_size(comps), 4);
@@ -428,8 +262,8 @@ static void test_start_status(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "main"), "branch")),
                         "main");
     json_decref(j);
-    expect(arbor("start"), 0, "start again");
-    expect_in(g_out, "already running");
+    ct_expect(ct_arbor("start"), 0, "start again");
+    ct_expect_in(ct.out, "already running");
     g_cluster_up = true;
 }
 
@@ -444,8 +278,8 @@ static void test_import_export(void **state)
         skip();
     }
     char out[400];
-    expect(arbor("import %s --branch main", g_v1), 0, "import v1");
-    expect_in(g_out, "imported");
+    ct_expect(ct_arbor("import %s --branch main", g_v1), 0, "import v1");
+    ct_expect_in(ct.out, "imported");
     json_t *l = branches();
     json_t *m = find_branch(l, "main");
     g_l1 = blsn(m, "head_lsn");
@@ -453,36 +287,36 @@ static void test_import_export(void **state)
     assert_true(json_integer_value(json_object_get(m, "logical_size_bytes")) > 1000000);
     json_decref(l);
 
-    snprintf(out, sizeof(out), "%s/out1.db", g_root);
-    expect(arbor("export main %s", out), 0, "export v1");
-    expect_in(g_out, "quick_check ok");
+    snprintf(out, sizeof(out), "%s/out1.db", ct.root);
+    ct_expect(ct_arbor("export main %s", out), 0, "export v1");
+    ct_expect_in(ct.out, "quick_check ok");
     expect_same_dump(g_v1, out);
-    expect(arbor("export main %s", out), 1, "export over an existing file");
-    expect_in(g_err, "exists");
+    ct_expect(ct_arbor("export main %s", out), 1, "export over an existing file");
+    ct_expect_in(ct.err, "exists");
 
     /* A non-empty branch refuses a second import; other files are refused. */
-    expect(arbor("import %s --branch main", g_v2), 1, "import into non-empty");
-    expect_in(g_err, "not empty");
-    expect(arbor("import %s/cmd.err --branch junk", g_root), 1, "import a non-SQLite file");
-    expect_in(g_err, "not a SQLite database");
-    expect(arbor("import %s --branch copy", g_v2), 0, "import v2 into a new root");
-    snprintf(out, sizeof(out), "%s/copy.db", g_root);
-    expect(arbor("export copy %s", out), 0, "export copy");
+    ct_expect(ct_arbor("import %s --branch main", g_v2), 1, "import into non-empty");
+    ct_expect_in(ct.err, "not empty");
+    ct_expect(ct_arbor("import %s/cmd.err --branch junk", ct.root), 1, "import a non-SQLite file");
+    ct_expect_in(ct.err, "not a SQLite database");
+    ct_expect(ct_arbor("import %s --branch copy", g_v2), 0, "import v2 into a new root");
+    snprintf(out, sizeof(out), "%s/copy.db", ct.root);
+    ct_expect(ct_arbor("export copy %s", out), 0, "export copy");
     expect_same_dump(g_v2, out);
 
     /* v2 on main through the walproposer; then both versions read back. */
     sleep(1); /* v2's commit time is a later second than v1's */
     g_l2 = write_file_record("main", g_v2);
     assert_true(g_l2 > g_l1);
-    snprintf(out, sizeof(out), "%s/out2.db", g_root);
-    expect(arbor("export main %s", out), 0, "export v2");
+    snprintf(out, sizeof(out), "%s/out2.db", ct.root);
+    ct_expect(ct_arbor("export main %s", out), 0, "export v2");
     expect_same_dump(g_v2, out);
     char l1[LSN_STRLEN];
-    snprintf(out, sizeof(out), "%s/out1-at-lsn.db", g_root);
-    expect(arbor("export main --at %s %s", lsn_format(g_l1, l1), out), 0, "export --at LSN");
+    snprintf(out, sizeof(out), "%s/out1-at-lsn.db", ct.root);
+    ct_expect(ct_arbor("export main --at %s %s", lsn_format(g_l1, l1), out), 0, "export --at LSN");
     expect_same_dump(g_v1, out);
-    snprintf(out, sizeof(out), "%s/out1-at-time.db", g_root);
-    expect(arbor("export main %s --at %s", out, g_t1), 0, "export --at timestamp");
+    snprintf(out, sizeof(out), "%s/out1-at-time.db", ct.root);
+    ct_expect(ct_arbor("export main %s --at %s", out, g_t1), 0, "export --at timestamp");
     expect_same_dump(g_v1, out);
     g_data_in = true;
 }
@@ -495,10 +329,10 @@ static void test_branches(void **state)
     }
     char l1[LSN_STRLEN];
     lsn_format(g_l1, l1);
-    expect(arbor("branch create dev"), 0, "create dev");
-    expect(arbor("branch create old --at %s", l1), 0, "create --at LSN");
-    expect(arbor("branch create oldt --at %s", g_t1), 0, "create --at timestamp");
-    expect(arbor("branch create sub --parent dev"), 0, "create --parent");
+    ct_expect(ct_arbor("branch create dev"), 0, "create dev");
+    ct_expect(ct_arbor("branch create old --at %s", l1), 0, "create --at LSN");
+    ct_expect(ct_arbor("branch create oldt --at %s", g_t1), 0, "create --at timestamp");
+    ct_expect(ct_arbor("branch create sub --parent dev"), 0, "create --parent");
     json_t *l = branches();
     json_t *b = find_branch(l, "dev");
     assert_string_equal(bstr(b, "parent"), "main");
@@ -508,23 +342,23 @@ static void test_branches(void **state)
     assert_string_equal(bstr(find_branch(l, "sub"), "parent"), "dev");
     assert_int_equal(json_integer_value(json_object_get(find_branch(l, "sub"), "depth")), 2);
     json_decref(l);
-    expect(arbor("branch list"), 0, "branch list (tree)");
-    expect_in(g_out, "└── ");
-    expect_in(g_out, "main@");
-    expect_in(g_out, "dev@");
+    ct_expect(ct_arbor("branch list"), 0, "branch list (tree)");
+    ct_expect_in(ct.out, "└── ");
+    ct_expect_in(ct.out, "main@");
+    ct_expect_in(ct.out, "dev@");
 
-    expect(arbor("branch rename old older"), 0, "rename");
+    ct_expect(ct_arbor("branch rename old older"), 0, "rename");
     l = branches();
     assert_null(find_branch(l, "old"));
     assert_int_equal(blsn(find_branch(l, "older"), "ancestor_lsn"), g_l1);
     json_decref(l);
-    expect(arbor("branch rename older oldt"), 1, "rename onto an existing name");
-    expect_in(g_err, "already exists");
+    ct_expect(ct_arbor("branch rename older oldt"), 1, "rename onto an existing name");
+    ct_expect_in(ct.err, "already exists");
 
-    expect(arbor("branch delete dev"), 1, "delete with children");
-    expect_in(g_err, "sub");
-    expect(arbor("branch delete dev --force"), 0, "delete --force");
-    expect(arbor("branch delete older"), 0, "delete a leaf");
+    ct_expect(ct_arbor("branch delete dev"), 1, "delete with children");
+    ct_expect_in(ct.err, "sub");
+    ct_expect(ct_arbor("branch delete dev --force"), 0, "delete --force");
+    ct_expect(ct_arbor("branch delete older"), 0, "delete a leaf");
     l = branches();
     assert_null(find_branch(l, "dev"));
     assert_null(find_branch(l, "sub"));
@@ -537,7 +371,7 @@ static void test_branches(void **state)
     char old_id[64];
     snprintf(old_id, sizeof(old_id), "%s", bstr(find_branch(l, "oldt"), "timeline_id"));
     json_decref(l);
-    expect(arbor("branch reset oldt"), 0, "reset");
+    ct_expect(ct_arbor("branch reset oldt"), 0, "reset");
     l = branches();
     b = find_branch(l, "oldt");
     assert_int_equal(blsn(b, "ancestor_lsn"), g_l2);
@@ -545,8 +379,8 @@ static void test_branches(void **state)
     assert_string_not_equal(bstr(b, "timeline_id"), old_id);
     assert_int_equal(json_array_size(json_object_get(l, "branches")), 3); /* main copy oldt */
     json_decref(l);
-    expect(arbor("branch reset main"), 1, "reset a root");
-    expect_in(g_err, "root");
+    ct_expect(ct_arbor("branch reset main"), 1, "reset a root");
+    ct_expect_in(ct.err, "root");
 }
 
 static void test_restore_and_lsn(void **state)
@@ -558,19 +392,19 @@ static void test_restore_and_lsn(void **state)
     char l1[LSN_STRLEN], l2[LSN_STRLEN], out[400];
     lsn_format(g_l1, l1);
     lsn_format(g_l2, l2);
-    expect(arbor("lsn main --at %s", g_t1), 0, "lsn present");
-    expect_in(g_out, l1);
-    expect_in(g_out, "present");
-    expect(arbor("lsn main --at @1"), 0, "lsn past");
-    expect_in(g_out, "past");
-    expect(arbor("--json lsn main --at 2999-01-01T00:00:00Z"), 0, "lsn future");
-    json_t *j = parse_out();
+    ct_expect(ct_arbor("lsn main --at %s", g_t1), 0, "lsn present");
+    ct_expect_in(ct.out, l1);
+    ct_expect_in(ct.out, "present");
+    ct_expect(ct_arbor("lsn main --at @1"), 0, "lsn past");
+    ct_expect_in(ct.out, "past");
+    ct_expect(ct_arbor("--json lsn main --at 2999-01-01T00:00:00Z"), 0, "lsn future");
+    json_t *j = ct_parse_out();
     assert_string_equal(json_string_value(json_object_get(j, "kind")), "future");
     assert_string_equal(json_string_value(json_object_get(j, "lsn")), l2);
     json_decref(j);
 
-    expect(arbor("branch restore main --to %s", l1), 0, "restore");
-    const char *kept = strstr(g_out, "main-before-restore-");
+    ct_expect(ct_arbor("branch restore main --to %s", l1), 0, "restore");
+    const char *kept = strstr(ct.out, "main-before-restore-");
     assert_non_null(kept);
     char name[80];
     sscanf(kept, "%79[^ \n]", name);
@@ -580,11 +414,11 @@ static void test_restore_and_lsn(void **state)
     assert_int_equal(blsn(m, "ancestor_lsn"), g_l1);
     assert_int_equal(blsn(find_branch(l, name), "head_lsn"), g_l2);
     json_decref(l);
-    snprintf(out, sizeof(out), "%s/restored.db", g_root);
-    expect(arbor("export main %s", out), 0, "export restored");
+    snprintf(out, sizeof(out), "%s/restored.db", ct.root);
+    ct_expect(ct_arbor("export main %s", out), 0, "export restored");
     expect_same_dump(g_v1, out);
-    snprintf(out, sizeof(out), "%s/kept.db", g_root);
-    expect(arbor("export %s %s", name, out), 0, "export the kept state");
+    snprintf(out, sizeof(out), "%s/kept.db", ct.root);
+    ct_expect(ct_arbor("export %s %s", name, out), 0, "export the kept state");
     expect_same_dump(g_v2, out);
 }
 
@@ -595,68 +429,54 @@ static void test_bad_input(void **state)
         skip();
     }
     char out[400];
-    snprintf(out, sizeof(out), "%s/never.db", g_root);
-    expect(arbor("branch create x --parent nope"), 1, "unknown parent");
-    expect_in(g_err, "unknown branch 'nope'");
-    expect(arbor("export nope %s", out), 1, "export unknown");
-    expect_in(g_err, "unknown branch 'nope'");
-    expect(arbor("branch delete nope"), 1, "delete unknown");
-    expect_in(g_err, "unknown branch 'nope'");
-    expect(arbor("lsn nope --at @1"), 1, "lsn unknown");
-    expect_in(g_err, "unknown branch 'nope'");
-    expect(arbor("branch create x --at 1/zz"), 1, "bad LSN");
-    expect_in(g_err, "bad LSN '1/zz'");
-    expect(arbor("branch create x --at yesterday"), 1, "bad timestamp");
-    expect_in(g_err, "bad --at 'yesterday'");
-    expect(arbor("lsn main --at 2026-02-30T00:00:00Z"), 1, "impossible date");
-    expect_in(g_err, "bad timestamp");
-    expect(arbor("lsn main --at 2026-01-01T00:00:00"), 1, "timestamp without zone");
-    expect(arbor("export main %s --at FFFF/0", out), 1, "LSN beyond the head");
-    expect_in(g_err, "beyond the head");
-    expect(arbor("branch create 'bad name'"), 1, "bad branch name");
-    expect_in(g_err, "bad branch name");
-    expect(arbor("branch create main"), 1, "existing name");
-    expect_in(g_err, "already exists");
+    snprintf(out, sizeof(out), "%s/never.db", ct.root);
+    ct_expect(ct_arbor("branch create x --parent nope"), 1, "unknown parent");
+    ct_expect_in(ct.err, "unknown branch 'nope'");
+    ct_expect(ct_arbor("export nope %s", out), 1, "export unknown");
+    ct_expect_in(ct.err, "unknown branch 'nope'");
+    ct_expect(ct_arbor("branch delete nope"), 1, "delete unknown");
+    ct_expect_in(ct.err, "unknown branch 'nope'");
+    ct_expect(ct_arbor("lsn nope --at @1"), 1, "lsn unknown");
+    ct_expect_in(ct.err, "unknown branch 'nope'");
+    ct_expect(ct_arbor("branch create x --at 1/zz"), 1, "bad LSN");
+    ct_expect_in(ct.err, "bad LSN '1/zz'");
+    ct_expect(ct_arbor("branch create x --at yesterday"), 1, "bad timestamp");
+    ct_expect_in(ct.err, "bad --at 'yesterday'");
+    ct_expect(ct_arbor("lsn main --at 2026-02-30T00:00:00Z"), 1, "impossible date");
+    ct_expect_in(ct.err, "bad timestamp");
+    ct_expect(ct_arbor("lsn main --at 2026-01-01T00:00:00"), 1, "timestamp without zone");
+    ct_expect(ct_arbor("export main %s --at FFFF/0", out), 1, "LSN beyond the head");
+    ct_expect_in(ct.err, "beyond the head");
+    ct_expect(ct_arbor("branch create 'bad name'"), 1, "bad branch name");
+    ct_expect_in(ct.err, "bad branch name");
+    ct_expect(ct_arbor("branch create main"), 1, "existing name");
+    ct_expect_in(ct.err, "already exists");
     assert_int_equal(access(out, F_OK), -1);
 }
 
 static void test_stop(void **state)
 {
     (void)state;
-    expect(arbor("stop"), 0, "stop");
-    expect_in(g_out, "cluster stopped");
-    assert_int_equal(kill_daemons(g_dir), 0); /* nothing was left to kill */
-    expect(arbor("stop"), 0, "stop again");
-    expect_in(g_out, "not running");
-    expect(arbor("branch list"), 1, "branch list after stop");
-    expect_in(g_err, "cluster is not running (arbor start)");
-    expect(arbor("status"), 1, "status after stop");
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    ct_expect_in(ct.out, "cluster stopped");
+    assert_int_equal(ct_kill_daemons(ct.dir), 0); /* nothing was left to kill */
+    ct_expect(ct_arbor("stop"), 0, "stop again");
+    ct_expect_in(ct.out, "not running");
+    ct_expect(ct_arbor("branch list"), 1, "branch list after stop");
+    ct_expect_in(ct.err, "cluster is not running (arbor start)");
+    ct_expect(ct_arbor("status"), 1, "status after stop");
     /* Sanitized builds: no daemon reported anything on its way. */
-    expect(sh("cat %s/*/log | grep -E 'AddressSanitizer|LeakSanitizer|runtime error'", g_dir),
-           1, "sanitizer reports in the daemons' logs");
+    ct_expect(ct_sh("cat %s/*/log | grep -E 'AddressSanitizer|LeakSanitizer|runtime error'",
+                    ct.dir), 1, "sanitizer reports in the daemons' logs");
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_root, sizeof(g_root), "%s/arbor-cli-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    if (!mkdtemp(g_root)) {
+    if (ct_setup("test_cli", "cli") != 0) {
         return -1;
     }
-    snprintf(g_dir, sizeof(g_dir), "%s/cluster", g_root);
-    start_watchdog();
     make_databases();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    arbor("stop --timeout 5");
-    free(g_out);
-    free(g_err);
-    g_out = g_err = NULL;
     return 0;
 }
 
@@ -675,5 +495,5 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_stop),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);
 }

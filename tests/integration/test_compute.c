@@ -19,13 +19,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,47 +37,6 @@ static h_sk g_compute;
 static char g_args[6][600];
 
 /* ---- processes -------------------------------------------------------------- */
-
-/* Runs argv under `timeout`, PGPASSWORD from password; output into out.
- * Returns the exit status. */
-static int run(const char *password, char *out, size_t cap, const char *const *argv)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        if (password)
-            setenv("PGPASSWORD", password, 1);
-        else
-            unsetenv("PGPASSWORD");
-        setenv("PGCONNECT_TIMEOUT", "10", 1);
-        const char *args[64] = { "timeout", "-s", "KILL", "300" };
-        int n = 4;
-        for (int i = 0; argv[i] && n < 63; i++)
-            args[n++] = argv[i];
-        args[n] = NULL;
-        execvp("timeout", (char *const *)args);
-        _exit(127);
-    }
-    close(p[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < cap && (r = read(p[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
-    out[len] = 0;
-    char sink[4096];
-    while (read(p[0], sink, sizeof(sink)) > 0)
-        ;
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void start_compute(const char *branch, int expect_ok)
 {
@@ -115,7 +71,7 @@ static int psql(const char *password, char *out, size_t cap, const char *const *
         argv[n++] = cmds[i];
     }
     argv[n] = NULL;
-    return run(password, out, cap, argv);
+    return h_run_pg(password, out, cap, argv);
 }
 
 static void must_contain(const char *out, const char *want)
@@ -136,28 +92,14 @@ static long long pg_value(const char *sql)
 
 /* ---- HTTP ------------------------------------------------------------------- */
 
+/* POST body to the endpoint's HTTP port; the response body into out. */
 static int http_post(const char *path, const char *body, char *out, size_t cap)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = { .sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)g_compute.http_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n", path, strlen(body));
-    assert_int_equal(write(fd, head, (size_t)n), n);
-    assert_int_equal(write(fd, body, strlen(body)), (ssize_t)strlen(body));
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < cap && (r = read(fd, out + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
-    out[len] = 0;
-    close(fd);
-    int status = 0;
-    sscanf(out, "HTTP/1.%*d %d", &status);
+    char *resp;
+    int status = h_http(g_compute.http_port, "POST", path, body, &resp);
+    assert_true(status > 0);
+    snprintf(out, cap, "%s", resp);
+    free(resp);
     return status;
 }
 
@@ -222,7 +164,7 @@ static void run_pgbench(const char *mode, int clients, int txns)
     snprintf(port, sizeof(port), "%d", g_compute.port);
     const char *argv[] = { PGBENCH, "-n", "-h", "127.0.0.1", "-p", port, "-U", "app",
                            "-f", script, "-c", c, "-t", t, "-M", mode, "main", NULL };
-    rc = run("pw1", out, sizeof(out), argv);
+    rc = h_run_pg("pw1", out, sizeof(out), argv);
     if (rc != 0)
         fail_msg("pgbench -M %s: exit %d\n%s", mode, rc, out);
     char want[128];
@@ -271,7 +213,7 @@ static void test_psycopg2(void **state)
           "print('psycopg2 ok')\n", f);
     fclose(f);
     snprintf(port, sizeof(port), "%d", g_compute.port);
-    int rc = run(NULL, out, sizeof(out), (const char *[]){ PY, script, port, NULL });
+    int rc = h_run_pg(NULL, out, sizeof(out), (const char *[]){ PY, script, port, NULL });
     if (rc != 0)
         fail_msg("psycopg2: %s", out);
     must_contain(out, "psycopg2 ok");

@@ -10,6 +10,8 @@
 
 #include "test_metrics_common.h"
 
+#include "harness.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -84,40 +86,7 @@ static void on_alarm(int sig)
 
 int tm_run(char *out, size_t cap, const char *const *argv)
 {
-    int p[2];
-    if (pipe(p) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        const char *args[64] = { "timeout", "-s", "KILL", "120" };
-        int n = 4;
-        for (int i = 0; argv[i] && n < 63; i++)
-            args[n++] = argv[i];
-        args[n] = NULL;
-        execvp("timeout", (char *const *)args);
-        _exit(127);
-    }
-    close(p[1]);
-    size_t len = 0;
-    ssize_t r;
-    char sink[4096];
-    while ((r = read(p[0], out && len + 1 < cap ? out + len : sink,
-                     out && len + 1 < cap ? cap - 1 - len : sizeof(sink))) > 0) {
-        if (out && len + 1 < cap)
-            len += (size_t)r;
-    }
-    if (out)
-        out[len] = 0;
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return h_run(120, NULL, out, cap, argv);
 }
 
 static int port_of(json_t *comp, const char *key)
@@ -235,46 +204,7 @@ int tm_compute_stop(tm_cluster *c)
 
 int tm_http(int port, const char *method, const char *path, const char *body, char **out)
 {
-    *out = NULL;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = { .tv_sec = 30 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        close(fd);
-        return -1;
-    }
-    size_t blen = body ? strlen(body) : 0;
-    char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n", method, path, blen);
-    if (write(fd, head, (size_t)n) != n || (blen && write(fd, body, blen) != (ssize_t)blen)) {
-        close(fd);
-        return -1;
-    }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    ssize_t r;
-    while ((r = read(fd, buf + len, cap - 1 - len)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    buf[len] = 0;
-    int status = -1;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !sep) {
-        free(buf);
-        return -1;
-    }
-    memmove(buf, sep + 4, strlen(sep + 4) + 1);
-    *out = buf;
-    return status;
+    return h_http(port, method, path, body, out);
 }
 
 /* ---- Prometheus text format (strict) -------------------------------------------- */

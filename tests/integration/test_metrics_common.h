@@ -41,8 +41,8 @@ int tm_compute_stop(tm_cluster *c);
 /* One HTTP/1.0 request to 127.0.0.1:port; body may be NULL (GET). Returns
  * the status and the response body in *out (malloc'ed; free it), or -1. */
 int tm_http(int port, const char *method, const char *path, const char *body, char **out);
-/* Runs argv (NULL-terminated, argv[0] a path) under `timeout 120`, output
- * into out (may be NULL). Exit status, or -1. */
+/* Runs argv (NULL-terminated, argv[0] a path) under `timeout 120` (h_run
+ * in harness.h), output into out (may be NULL). Exit status, or -1. */
 int tm_run(char *out, size_t cap, const char *const *argv);
 
 /* ---- Prometheus text format ---------------------------------------------------- */

@@ -36,6 +36,7 @@
 
 #include "harness.h"
 #include "pageserver.pb-c.h"
+#include "ps_test_client.h"
 #include "rpc.h"
 #include "wal_record.h"
 #include "wp_walproposer.h"
@@ -159,17 +160,11 @@ static void cluster_up(void)
     assert_int_equal(rpc_channel_create(g_ps.addr, &g_ch), 0);
 }
 
+/* pc_unary on the pageserver (retries while it restarts). */
 static int unary(const char *method, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *d, void *out)
 {
-    int rc = RPC_EUNAVAILABLE;
-    /* A restarted server: the first call may meet the dead connection. */
-    for (int i = 0; i < 100 && rc == RPC_EUNAVAILABLE; i++) {
-        rc = rpc_unary(g_ch, method, req, d, (ProtobufCMessage **)out, 10000, NULL);
-        if (rc == RPC_EUNAVAILABLE)
-            h_sleep_ms(100);
-    }
-    return rc;
+    return pc_unary(g_ch, method, req, d, out);
 }
 
 static void ref_of(int t, Arbor__TimelineRef *ref)
@@ -189,18 +184,6 @@ static Arbor__TimelineInfoResponse *info_of(int t)
     assert_int_equal(unary("/arbor.Management/GetTimelineInfo", &req.base,
                            &arbor__timeline_info_response__descriptor, &resp), 0);
     return resp;
-}
-
-static void create_tenant(void)
-{
-    Arbor__CreateTenantRequest req = ARBOR__CREATE_TENANT_REQUEST__INIT;
-    Arbor__CreateTenantResponse *resp;
-    assert_int_equal(unary("/arbor.Management/CreateTenant", &req.base,
-                           &arbor__create_tenant_response__descriptor, &resp), 0);
-    assert_null(resp->error);
-    assert_int_equal(resp->tenant_id.len, 16);
-    memcpy(g_tenant, resp->tenant_id.data, 16);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 /* Creates model timeline t (root if parent < 0, else at ancestor_lsn) and
@@ -554,6 +537,58 @@ static void corrupt_one_layer(int t)
     print_message("corrupted %s\n", victim);
 }
 
+/* The address the pageserver's WAL receiver of timeline t streams from
+ * (its /v1/status "wal_source"), "" when none. */
+static void wal_source(int t, char *out, size_t cap)
+{
+    char *st;
+    assert_int_equal(h_http(g_ps.http_port, "GET", "/v1/status", NULL, &st), 200);
+    char id[33];
+    for (int i = 0; i < 16; i++)
+        sprintf(id + 2 * i, "%02x", g_m[t].id[i]);
+    out[0] = 0;
+    char *p = strstr(st, id);
+    char *src = p ? strstr(p, "\"wal_source\":\"") : NULL;
+    if (src) {
+        src += strlen("\"wal_source\":\"");
+        size_t n = strcspn(src, "\"");
+        snprintf(out, cap, "%.*s", (int)n, src);
+    }
+    free(st);
+}
+
+/* Killing the safekeeper the WAL receiver streams from does not stop
+ * ingest: it moves to another one. */
+static void test_safekeeper_failover(void **state)
+{
+    (void)state;
+    int t = 1;   /* b1: default PITR window, readable everywhere */
+    char src[64] = "";
+    for (int i = 0; i < 100 && !src[0]; i++) {
+        wal_source(t, src, sizeof(src));
+        if (!src[0])
+            h_sleep_ms(50);
+    }
+    assert_true(src[0]);
+    int victim = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(g_sk[i].addr, src) == 0)
+            victim = i;
+    assert_true(victim >= 0);
+    h_sk_kill(&g_sk[victim]);
+    unsigned rnd = 5150;
+    for (int i = 0; i < 30; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    char now[64];
+    wal_source(t, now, sizeof(now));
+    assert_string_not_equal(now, src);
+    read_result rr = { 0 };
+    check_timeline(t, false, &rr);
+    assert_true(rr.checked > 0);
+    assert_int_equal(h_sk_start(&g_sk[victim], 10000), 0);
+}
+
 static void test_corrupt_layer(void **state)
 {
     (void)state;
@@ -686,7 +721,7 @@ static int setup(void **state)
     (void)state;
     assert_int_equal(h_init(), 0);
     cluster_up();
-    create_tenant();
+    pc_create_tenant(g_ch, g_tenant);
     return 0;
 }
 
@@ -712,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_model_with_branches),
         cmocka_unit_test(test_kill9_pageserver),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_safekeeper_failover),
         cmocka_unit_test(test_corrupt_layer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -38,57 +38,6 @@
 
 static h_sk g_trust, g_md5, g_scram;
 
-/*
- * Runs argv (bounded by `timeout -s KILL 300`) with PGPASSWORD set (or
- * unset when NULL); stdout+stderr into out. Returns the exit status (-1
- * when killed).
- */
-static int run(const char *password, char *out, size_t cap, const char *const *argv)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        if (password) {
-            setenv("PGPASSWORD", password, 1);
-        } else {
-            unsetenv("PGPASSWORD");
-        }
-        setenv("PGCONNECT_TIMEOUT", "10", 1);
-        unsetenv("PGSERVICE");
-        const char *args[64] = {"timeout", "-s", "KILL", "300"};
-        int n = 4;
-        for (int i = 0; argv[i] && n < 63; i++) {
-            args[n++] = argv[i];
-        }
-        args[n] = NULL;
-        execvp("timeout", (char *const *)args);
-        _exit(127);
-    }
-    close(p[1]);
-    size_t len = 0;
-    ssize_t r;
-    while ((r = read(p[0], out + len, cap - 1 - len)) > 0) {
-        len += (size_t)r;
-        if (len + 1 >= cap) {
-            char sink[4096];
-            while (read(p[0], sink, sizeof(sink)) > 0) {
-            }
-            break;
-        }
-    }
-    out[len] = 0;
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static const char *port_of(const h_sk *s)
 {
     static char buf[4][16];
@@ -114,7 +63,7 @@ static int psql(const h_sk *s, const char *user, const char *password, char *out
         argv[n++] = cmds[i];
     }
     argv[n] = NULL;
-    return run(password, out, cap, argv);
+    return h_run_pg(password, out, cap, argv);
 }
 
 static void must_contain(const char *out, const char *want)
@@ -247,7 +196,7 @@ static void run_pgbench(const h_sk *s, const char *password, const char *mode, i
     }
     const char *argv[] = {PGBENCH, "-n", "-h", "127.0.0.1", "-p", port_of(s), "-U", "bob",
                           "-f", script, "-c", c, "-t", t, "-M", mode, "db", NULL};
-    rc = run(password, out, sizeof(out), argv);
+    rc = h_run_pg(password, out, sizeof(out), argv);
     if (rc != 0) {
         fail_msg("pgbench -M %s: exit %d\n%s", mode, rc, out);
     }
@@ -285,7 +234,7 @@ static void test_psycopg2(void **state)
     static char out[1 << 16];
     const char *argv[] = {PYTHON, ARBOR_PGW_PY_DIR "/psycopg2_check.py", port_of(&g_scram),
                           "bob", "s3cret", NULL};
-    int rc = run(NULL, out, sizeof(out), argv);
+    int rc = h_run_pg(NULL, out, sizeof(out), argv);
     if (rc != 0) {
         fail_msg("psycopg2_check.py: exit %d\n%s", rc, out);
     }

@@ -200,6 +200,16 @@ static void msg_end(wbuf *b, size_t at)
     b->d[at + 3] = (uint8_t)n;
 }
 
+/* Parse of sql as statement stmt ("" = unnamed), no parameter types. */
+static void msg_parse(wbuf *b, const char *stmt, const char *sql)
+{
+    size_t at = msg_begin(b, 'P');
+    wstr(b, stmt);
+    wstr(b, sql);
+    w16(b, 0);
+    msg_end(b, at);
+}
+
 static void send_startup(int fd, const char *user)
 {
     wbuf b = {0};
@@ -358,12 +368,8 @@ static void test_malformed(void **state)
     /* Bind claiming more parameters than its body holds */
     fd = login(srv, NULL, NULL);
     wbuf b = {0};
-    size_t at = msg_begin(&b, 'P');
-    wstr(&b, "");
-    wstr(&b, "SELECT $1");
-    w16(&b, 0);
-    msg_end(&b, at);
-    at = msg_begin(&b, 'B');
+    msg_parse(&b, "", "SELECT $1");
+    size_t at = msg_begin(&b, 'B');
     wstr(&b, "");
     wstr(&b, "");
     w16(&b, 0);
@@ -667,11 +673,7 @@ static void test_extended(void **state)
 
     /* SELECT with $1 in text, results binary, 2 rows per Execute */
     b.n = 0;
-    at = msg_begin(&b, 'P');
-    wstr(&b, "");
-    wstr(&b, "SELECT i, f, b, d, t, i * 2 AS x FROM e WHERE i >= $1 ORDER BY i");
-    w16(&b, 0);
-    msg_end(&b, at);
+    msg_parse(&b, "", "SELECT i, f, b, d, t, i * 2 AS x FROM e WHERE i >= $1 ORDER BY i");
     at = msg_begin(&b, 'B');
     wstr(&b, "p1");
     wstr(&b, "");
@@ -713,11 +715,7 @@ static void test_extended(void **state)
 
     /* an error discards everything until Sync */
     b.n = 0;
-    at = msg_begin(&b, 'P');
-    wstr(&b, "");
-    wstr(&b, "SELECT * FROM nope");
-    w16(&b, 0);
-    msg_end(&b, at);
+    msg_parse(&b, "", "SELECT * FROM nope");
     at = msg_begin(&b, 'B');
     wstr(&b, "");
     wstr(&b, "");

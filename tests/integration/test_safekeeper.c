@@ -27,10 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -286,6 +283,21 @@ static void one_sk_teardown(one_sk *o)
     stop_clean(&o->sk);
 }
 
+/* o's WAL from START_LSN reads back to o->end as whole, valid records. */
+static void expect_whole_records(one_sk *o)
+{
+    uint8_t *wal;
+    size_t n = read_wal(o->ch, &o->t, START_LSN, o->end, &wal);
+    assert_int_equal(n, o->end - START_LSN);
+    for (size_t off = 0; off < n;) {
+        uint32_t rl;
+        assert_int_equal(wal_record_peek_len(wal + off, n - off, &rl), 0);
+        assert_int_equal(wal_record_verify(wal + off, rl), 0);
+        off += rl;
+    }
+    free(wal);
+}
+
 /* ---- bad input ------------------------------------------------------------ */
 
 static void expect_append_error(one_sk *o, uint64_t term, lsn_t begin,
@@ -481,16 +493,7 @@ static void test_torn_tail(void **state)
     restart_expect(&o, o.starts[victim], victim);
 
     /* What remains reads back as whole, valid records. */
-    uint8_t *wal;
-    size_t n = read_wal(o.ch, &o.t, START_LSN, o.end, &wal);
-    assert_int_equal(n, o.end - START_LSN);
-    for (size_t off = 0; off < n;) {
-        uint32_t rl;
-        assert_int_equal(wal_record_peek_len(wal + off, n - off, &rl), 0);
-        assert_int_equal(wal_record_verify(wal + off, rl), 0);
-        off += rl;
-    }
-    free(wal);
+    expect_whole_records(&o);
     one_sk_teardown(&o);
 }
 
@@ -553,16 +556,7 @@ static void test_disk_full(void **state)
     assert_int_equal(unlink(filler), 0);
     o.n = 1;
     one_sk_append(&o, 4242);
-    uint8_t *wal;
-    size_t n = read_wal(o.ch, &o.t, START_LSN, o.end, &wal);
-    assert_int_equal(n, o.end - START_LSN);
-    for (size_t off = 0; off < n;) {
-        uint32_t rl;
-        assert_int_equal(wal_record_peek_len(wal + off, n - off, &rl), 0);
-        assert_int_equal(wal_record_verify(wal + off, rl), 0);
-        off += rl;
-    }
-    free(wal);
+    expect_whole_records(&o);
     /* And the data survives a restart. */
     h_sk_stop(&o.sk, 5000);
     assert_int_equal(h_sk_start(&o.sk, 10000), 0);
@@ -577,31 +571,9 @@ static void test_disk_full(void **state)
 /* GET path from 127.0.0.1:port; returns the malloc'ed response body. */
 static char *http_get(int port, const char *path)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    char req[256];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    ssize_t r;
-    while ((r = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    buf[len] = 0;
-    assert_non_null(strstr(buf, " 200 "));
-    char *body = strstr(buf, "\r\n\r\n");
-    assert_non_null(body);
-    char *out = strdup(body + 4);
-    free(buf);
-    return out;
+    char *body;
+    assert_int_equal(h_http(port, "GET", path, NULL, &body), 200);
+    return body;
 }
 
 /* Value of the first sample whose line starts with prefix. */
@@ -668,8 +640,8 @@ static void test_metrics(void **state)
 
 /* A safekeeper with no timeline yet answers status and metrics (this once
  * crashed on an empty registry under UBSan); a proposer destroyed right
- * after its last commit leaves every safekeeper knowing that commit, so
- * readers of committed WAL are not held back until the next election. */
+ * after its last commit leaves a quorum of safekeepers knowing that commit,
+ * so readers of committed WAL are not held back until the next election. */
 static void test_empty_and_last_commit(void **state)
 {
     (void)state;
@@ -706,16 +678,21 @@ static void test_empty_and_last_commit(void **state)
     tl_ref_init(&t, 61);
     memset(t.timeline, 0, 16);
     t.timeline[0] = 61;
+    /* A quorum knows it (a safekeeper still joining when the proposer
+     * stopped learns it from the next one); none claims more. */
+    int knows = 0;
     for (int i = 0; i < 3; i++) {
         rpc_channel *ch;
         assert_int_equal(rpc_channel_create(sk[i].addr, &ch), 0);
         Arbor__TimelineStatusResponse *r = status(ch, &t);
         assert_null(r->error);
-        assert_int_equal(r->commit_lsn, end);
+        assert_true(r->commit_lsn <= end);
+        knows += r->commit_lsn == end;
         protobuf_c_message_free_unpacked(&r->base, NULL);
         rpc_channel_destroy(ch);
         stop_clean(&sk[i]);
     }
+    assert_true(knows >= 2);
 }
 
 /* ---- many elections ------------------------------------------------------------ */

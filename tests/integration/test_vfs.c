@@ -193,17 +193,6 @@ static void test_pragmas(void **state)
     free(text);
 }
 
-static int setup(void **state)
-{
-    vc_cluster_up();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return vc_cluster_down();
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,5 +201,5 @@ int main(void)
         cmocka_unit_test(test_equivalence_full),
         cmocka_unit_test(test_pragmas),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "pageserver.pb-c.h"
+#include "ps_test_client.h"
 #include "rpc.h"
 #include "vfs_main.h"
 
@@ -26,13 +27,7 @@ static rpc_channel *g_ch;
 static int unary(const char *method, const ProtobufCMessage *req,
                  const ProtobufCMessageDescriptor *d, void *out)
 {
-    int rc = RPC_EUNAVAILABLE;
-    for (int i = 0; i < 100 && rc == RPC_EUNAVAILABLE; i++) {
-        rc = rpc_unary(g_ch, method, req, d, (ProtobufCMessage **)out, 10000, NULL);
-        if (rc == RPC_EUNAVAILABLE)
-            h_sleep_ms(100);
-    }
-    return rc;
+    return pc_unary(g_ch, method, req, d, out);
 }
 
 void vc_cluster_up(void)
@@ -51,13 +46,7 @@ void vc_cluster_up(void)
     vc_ps.extra_args[2] = "--http-port=0";
     assert_int_equal(h_sk_start(&vc_ps, 20000), 0);
     assert_int_equal(rpc_channel_create(vc_ps.addr, &g_ch), 0);
-    Arbor__CreateTenantRequest req = ARBOR__CREATE_TENANT_REQUEST__INIT;
-    Arbor__CreateTenantResponse *resp;
-    assert_int_equal(unary("/arbor.Management/CreateTenant", &req.base,
-                           &arbor__create_tenant_response__descriptor, &resp), 0);
-    assert_null(resp->error);
-    memcpy(g_tenant, resp->tenant_id.data, 16);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    pc_create_tenant(g_ch, g_tenant);
     for (int i = 0; i < 16; i++)
         sprintf(vc_tenant_hex + 2 * i, "%02x", g_tenant[i]);
     assert_int_equal(arbor_vfs_register(), SQLITE_OK);
@@ -71,6 +60,19 @@ int vc_cluster_down(void)
         h_sk_stop(&vc_sk[i], 10000);
     h_cleanup();
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+int vc_group_setup(void **state)
+{
+    (void)state;
+    vc_cluster_up();
+    return 0;
+}
+
+int vc_group_teardown(void **state)
+{
+    (void)state;
+    return vc_cluster_down();
 }
 
 static Arbor__TimelineInfoResponse *info_of(const char *branch)

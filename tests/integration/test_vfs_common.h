@@ -22,6 +22,12 @@ extern char vc_tenant_hex[33];
 void vc_cluster_up(void);
 /* Stops everything; returns 0 if the pageserver exited cleanly. */
 int vc_cluster_down(void);
+/* The two above as a cmocka group setup and teardown, for the tests that
+ * need nothing else: cmocka_run_group_tests(tests, vc_group_setup,
+ * vc_group_teardown). The teardown fails unless the pageserver exited
+ * cleanly (under ASan: no leak). */
+int vc_group_setup(void **state);
+int vc_group_teardown(void **state);
 
 /* Creates a root timeline (parent NULL) or a branch of parent at lsn. */
 void vc_create_branch(const char *name, const char *parent, uint64_t lsn);

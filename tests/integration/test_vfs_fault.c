@@ -298,17 +298,6 @@ static void test_commit_failure(void **state)
     sqlite3_close(db);
 }
 
-static int setup(void **state)
-{
-    vc_cluster_up();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return vc_cluster_down();
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,5 +306,5 @@ int main(void)
         cmocka_unit_test(test_two_writers),
         cmocka_unit_test(test_commit_failure),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }

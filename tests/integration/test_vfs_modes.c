@@ -228,17 +228,6 @@ static void test_open_errors(void **state)
     sqlite3_close(db);
 }
 
-static int setup(void **state)
-{
-    vc_cluster_up();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return vc_cluster_down();
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,5 +236,5 @@ int main(void)
         cmocka_unit_test(test_replica),
         cmocka_unit_test(test_open_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }

@@ -61,21 +61,10 @@ static void test_shell(void **state)
     sqlite3_close(db);
 }
 
-static int setup(void **state)
-{
-    vc_cluster_up();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return vc_cluster_down();
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shell),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }

@@ -19,6 +19,7 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
                SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
                        ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
                        ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                       ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
                LIBS arbor_vfs TIMEOUT 600 LABELS integration)
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR})
     target_compile_definitions(${t} PRIVATE
@@ -36,6 +37,7 @@ if(TARGET arbor-compute)
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute.c
                      ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
                      ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
              LIBS arbor_vfs TIMEOUT 900 LABELS integration)
   target_include_directories(test_compute PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_compile_definitions(test_compute PRIVATE

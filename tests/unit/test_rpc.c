@@ -133,7 +133,8 @@ static int h_pages(rpc_stream *c, void *arg)
     return RPC_STATUS_OK;
 }
 
-static int h_echo_bidi(rpc_stream *c, void *arg)
+/* Bidi echo: each message back, delay_ms after it came. */
+static int echo_each(rpc_stream *c, int delay_ms)
 {
     for (;;) {
         uint8_t *d;
@@ -143,6 +144,8 @@ static int h_echo_bidi(rpc_stream *c, void *arg)
             return RPC_STATUS_OK;
         if (rc != 0)
             return RPC_STATUS_CANCELLED;
+        if (delay_ms > 0)
+            sleep_ms(delay_ms);
         rc = rpc_stream_send(c, d, n);
         rpc_free(d);
         if (rc != 0)
@@ -150,23 +153,15 @@ static int h_echo_bidi(rpc_stream *c, void *arg)
     }
 }
 
+static int h_echo_bidi(rpc_stream *c, void *arg)
+{
+    return echo_each(c, 0);
+}
+
 /* Bidi echo that answers each message after 300 ms. */
 static int h_slow_echo(rpc_stream *c, void *arg)
 {
-    for (;;) {
-        uint8_t *d;
-        size_t n;
-        int rc = rpc_stream_recv(c, -1, &d, &n);
-        if (rc == RPC_EEOF)
-            return RPC_STATUS_OK;
-        if (rc != 0)
-            return RPC_STATUS_CANCELLED;
-        sleep_ms(300);
-        rc = rpc_stream_send(c, d, n);
-        rpc_free(d);
-        if (rc != 0)
-            return RPC_STATUS_CANCELLED;
-    }
+    return echo_each(c, 300);
 }
 
 /* Unary: sleeps the number of ms in the request, then answers. */

@@ -277,6 +277,18 @@ static sk_wal *wal_open(const char *dir, const sk_io *io)
     return wal_open_h(dir, io, NULL);
 }
 
+/* A new log of n term-1 records from START_LSN in *l, appended to the WAL
+ * in dir and flushed; the WAL stays open. */
+static sk_wal *wal_filled(const char *dir, const sk_io *io, tlog *l, size_t n)
+{
+    tlog_init(l, START_LSN);
+    tlog_fill(l, n, 1);
+    sk_wal *w = wal_open(dir, io);
+    assert_int_equal(append_range(w, l, 0, l->n), 0);
+    assert_int_equal(sk_wal_flush(w), 0);
+    return w;
+}
+
 static void check_state(sk_wal *w, lsn_t flush, lsn_t write, lsn_t last)
 {
     sk_wal_state st;
@@ -658,11 +670,7 @@ static void torn(int kind)
 {
     char *dir = tmpdir_new();
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 150, 1);
-    sk_wal *w = wal_open(dir, &sk_io_posix);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 150);
     sk_wal_close(w);
 
     lsn_t segs[64];
@@ -789,11 +797,7 @@ static void test_truncate(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 300, 1);
-    sk_wal *w = wal_open(dir, &sk_io_posix);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 300);
     lsn_t segs[64];
     int n = list_segs(dir, segs, 64);
     assert_true(n >= 5);
@@ -874,11 +878,7 @@ static void test_remove_below(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 300, 1);
-    sk_wal *w = wal_open(dir, &sk_io_posix);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 300);
     lsn_t segs[64], after[64];
     int n = list_segs(dir, segs, 64);
     assert_true(n >= 5);
@@ -948,11 +948,7 @@ static void test_read(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 100, 1);
-    sk_wal *w = wal_open(dir, &sk_io_default);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    sk_wal *w = wal_filled(dir, &sk_io_default, &l, 100);
     uint8_t *buf;
     size_t len;
     lsn_t end;
@@ -1403,11 +1399,7 @@ static void test_readers_vs_truncate(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 200, 1);
-    sk_wal *w = wal_open(dir, &sk_io_posix);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 200);
     atomic_int stop = 0;
     trunc_race r[2];
     pthread_t t[2];
@@ -1453,11 +1445,7 @@ static void test_open_errors(void **state)
     o.history = NULL;
     /* Segments with a gap between them. */
     tlog l;
-    tlog_init(&l, START_LSN);
-    tlog_fill(&l, 200, 1);
-    w = wal_open(dir, &sk_io_posix);
-    assert_int_equal(append_range(w, &l, 0, l.n), 0);
-    assert_int_equal(sk_wal_flush(w), 0);
+    w = wal_filled(dir, &sk_io_posix, &l, 200);
     sk_wal_close(w);
     lsn_t segs[16];
     int n = list_segs(dir, segs, 16);

@@ -1,0 +1,208 @@
+/*
+ * cli_test_common — see cli_test_common.h.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cli_test_common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+ct_state ct;
+
+/* ---- running commands ---------------------------------------------------- */
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return strdup("");
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = 0;
+    fclose(f);
+    return buf;
+}
+
+static int sh_v(const char *fmt, va_list ap)
+{
+    vsnprintf(ct.cmd, sizeof(ct.cmd), fmt, ap);
+    char out[400], err[400], full[9200];
+    snprintf(out, sizeof(out), "%s/cmd.out", ct.root);
+    snprintf(err, sizeof(err), "%s/cmd.err", ct.root);
+    int n = snprintf(full, sizeof(full), "%s >%s 2>%s </dev/null", ct.cmd, out, err);
+    assert_true(n > 0 && (size_t)n < sizeof(full));
+    int st = system(full);
+    free(ct.out);
+    free(ct.err);
+    ct.out = slurp(out);
+    ct.err = slurp(err);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+int ct_sh(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sh_v(fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int ct_arbor(const char *fmt, ...)
+{
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    return ct_sh("timeout -s KILL 180 %s --dir %s %s", ARBOR_CLI_BIN, ct.dir, args);
+}
+
+void ct_expect(int got, int want, const char *what)
+{
+    if (got != want) {
+        fail_msg("%s: exit %d, expected %d\n$ %s\n--- stdout\n%s--- stderr\n%s", what, got,
+                 want, ct.cmd, ct.out, ct.err);
+    }
+}
+
+void ct_expect_in(const char *hay, const char *needle)
+{
+    if (!strstr(hay, needle)) {
+        fail_msg("expected \"%s\" in the output of\n$ %s\n--- stdout\n%s--- stderr\n%s",
+                 needle, ct.cmd, ct.out, ct.err);
+    }
+}
+
+json_t *ct_parse_out(void)
+{
+    json_error_t e;
+    json_t *j = json_loads(ct.out, 0, &e);
+    if (!j) {
+        fail_msg("not JSON (%s) from\n$ %s\n%s", e.text, ct.cmd, ct.out);
+    }
+    return j;
+}
+
+/* ---- cleanup watchdog --------------------------------------------------------- */
+
+static int rm_entry(const char *p, const struct stat *s, int f, struct FTW *w)
+{
+    (void)s; (void)f; (void)w;
+    remove(p);
+    return 0;
+}
+
+bool ct_same_process(pid_t pid, uint64_t ticks)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return false;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p || p[2] == 'Z') {
+        return false;
+    }
+    p += 2;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        p = p ? p + 1 : NULL;
+    }
+    return p && strtoull(p, NULL, 10) == ticks;
+}
+
+int ct_kill_daemons(const char *dir)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/cluster.json", dir);
+    json_t *st = json_load_file(path, 0, NULL);
+    size_t i;
+    json_t *c;
+    int killed = 0;
+    json_array_foreach(json_object_get(st, "components"), i, c) {
+        pid_t pid = (pid_t)json_integer_value(json_object_get(c, "pid"));
+        uint64_t ticks = (uint64_t)json_integer_value(json_object_get(c, "start_ticks"));
+        if (pid > 0 && ct_same_process(pid, ticks)) {
+            kill(pid, SIGKILL);
+            killed++;
+        }
+    }
+    json_decref(st);
+    return killed;
+}
+
+static void start_watchdog(const char *name)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[1]);
+        setsid(); /* out of the test's process group: outlives its kill */
+        char c;
+        while (read(p[0], &c, 1) != 0 && errno == EINTR) {
+        }
+        ct_kill_daemons(ct.dir);
+        const char *keep = getenv("ARBOR_KEEP_TMP");
+        if (keep && keep[0] && strcmp(keep, "0") != 0) {
+            fprintf(stderr, "%s: kept %s\n", name, ct.root);
+        } else {
+            nftw(ct.root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        }
+        _exit(0);
+    }
+    close(p[0]); /* p[1] stays open until the test process ends */
+    fcntl(p[1], F_SETFD, FD_CLOEXEC);
+}
+
+/* ---- group setup and teardown ---------------------------------------------------- */
+
+int ct_setup(const char *name, const char *tag)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(ct.root, sizeof(ct.root), "%s/arbor-%s-XXXXXX", tmp && tmp[0] ? tmp : "/tmp",
+             tag);
+    if (!mkdtemp(ct.root)) {
+        return -1;
+    }
+    snprintf(ct.dir, sizeof(ct.dir), "%s/cluster", ct.root);
+    start_watchdog(name);
+    return 0;
+}
+
+int ct_group_teardown(void **state)
+{
+    (void)state;
+    ct_arbor("stop --timeout 5");
+    free(ct.out);
+    free(ct.err);
+    ct.out = ct.err = NULL;
+    return 0;
+}
