@@ -310,9 +310,11 @@ static int open_conn(sqlite3 **out, char *err, size_t errlen)
         return rc;
     }
     /* Another session holding the write lock: wait for it, as PostgreSQL
-     * would for a row lock. A stale snapshot (SQLITE_BUSY_SNAPSHOT) is not
-     * waited for: the client gets 40001 and retries. */
-    sqlite3_busy_timeout(db, (int)g_c.conf.timeout_ms);
+     * would for a row lock, woken when it is released. A statement that
+     * starts the transaction retries with a fresh snapshot (SQLite calls
+     * the busy handler for it); a stale snapshot inside a transaction gets
+     * 40001 and the client retries. */
+    arbor_vfs_busy_wait(db, (int)g_c.conf.timeout_ms);
     sqlite3_exec(db, "PRAGMA journal_mode=MEMORY", NULL, NULL, NULL);
     *out = db;
     return SQLITE_OK;

@@ -49,6 +49,7 @@ struct vfs_db {
     uint32_t page_size;
     int n_shared;
     const void *writer;          /* RESERVED holder, or NULL */
+    pthread_cond_t writer_cv;    /* broadcast when the writer lets go */
     bool fenced;
     int64_t last_commit_ts_us;
 
@@ -345,6 +346,7 @@ static void db_free(vfs_db *db)
     vfs_cache_destroy(db->cache);
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->stop_cv);
+    pthread_cond_destroy(&db->writer_cv);
     az_free(db);
 }
 
@@ -362,6 +364,7 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
     db->conf = *conf;
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->stop_cv, NULL);
+    pthread_cond_init(&db->writer_cv, NULL);
     for (int i = 0; i < PAGE_STREAMS; i++)
         pthread_mutex_init(&db->streams[i].mu, NULL);
     snprintf(db->name, sizeof(db->name), "%s@%s",
@@ -481,9 +484,30 @@ int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap)
 void vfs_db_unreserve(vfs_db *db, const void *owner)
 {
     pthread_mutex_lock(&db->mu);
-    if (db->writer == owner)
+    if (db->writer == owner) {
         db->writer = NULL;
+        pthread_cond_broadcast(&db->writer_cv);
+    }
     pthread_mutex_unlock(&db->mu);
+}
+
+int vfs_db_wait_writer(vfs_db *db, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&db->mu);
+    while (db->writer && !db->fenced && rc == 0)
+        rc = pthread_cond_timedwait(&db->writer_cv, &db->mu, &ts);
+    bool free_now = !db->writer;
+    pthread_mutex_unlock(&db->mu);
+    return free_now ? 0 : -ETIMEDOUT;
 }
 
 bool vfs_db_is_reserved(vfs_db *db)

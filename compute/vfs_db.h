@@ -89,6 +89,9 @@ void vfs_db_pin(vfs_db *db, lsn_t *snap, uint32_t *size_pages);
 void vfs_db_unpin(vfs_db *db);
 int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap);
 void vfs_db_unreserve(vfs_db *db, const void *owner);
+/* Waits until no connection holds the write lock (woken by unreserve, not
+ * polling), at most timeout_ms. 0 when free, -ETIMEDOUT. */
+int vfs_db_wait_writer(vfs_db *db, int timeout_ms);
 bool vfs_db_is_reserved(vfs_db *db);
 
 /* Reads page pgno as of snap into dst (len = page size): from the cache,

@@ -141,6 +141,9 @@ typedef struct arbor_file {
     bool commit_failed;       /* ignore commit points until unlock */
     /* Sequential read detection for prefetch. */
     uint32_t last_pgno, run;
+    /* arbor_vfs_busy_wait: the budget and the end of the current wait. */
+    int busy_timeout_ms;
+    int64_t busy_deadline_ms;
 } arbor_file;
 
 static void overlay_clear(arbor_file *f)
@@ -388,6 +391,30 @@ static int commit(arbor_file *f)
     return SQLITE_OK;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One call of the busy handler (count: SQLite's, 0 at the start of a
+ * wait): sleeps until the writer lets go (woken, not polling) or the
+ * budget ends. 1 = try again, 0 = give up (SQLITE_BUSY to the caller). */
+static int busy_wait(arbor_file *f, int count)
+{
+    int64_t now = mono_ms();
+    if (count == 0)
+        f->busy_deadline_ms = now + f->busy_timeout_ms;
+    if (now >= f->busy_deadline_ms)
+        return 0;
+    /* A bounded slice: a stale-snapshot retry or a fenced primary also
+     * comes back through here. */
+    int64_t left = f->busy_deadline_ms - now;
+    vfs_db_wait_writer(f->db, left < 100 ? (int)left : 100);
+    return 1;
+}
+
 static int af_lock(sqlite3_file *pf, int level)
 {
     arbor_file *f = (arbor_file *)pf;
@@ -492,6 +519,12 @@ static int af_fcntl(sqlite3_file *pf, int op, void *arg)
         *(uint64_t *)arg = snap;
         return SQLITE_OK;
     }
+    case ARBOR_FCNTL_BUSY_TIMEOUT:
+        f->busy_timeout_ms = *(int *)arg;
+        return SQLITE_OK;
+    case ARBOR_FCNTL_BUSY_WAIT:
+        *(int *)arg = busy_wait(f, *(int *)arg);
+        return SQLITE_OK;
     case SQLITE_FCNTL_VFSNAME:
         *(char **)arg = sqlite3_mprintf("%s", ARBOR_VFS_NAME);
         return SQLITE_OK;
@@ -652,4 +685,22 @@ int sqlite3_arbor_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
 #endif
     int rc = arbor_vfs_register();
     return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
+}
+
+/* ---- busy handler --------------------------------------------------------- */
+
+static int busy_handler(void *arg, int count)
+{
+    int v = count;
+    if (sqlite3_file_control(arg, "main", ARBOR_FCNTL_BUSY_WAIT, &v) != SQLITE_OK)
+        return 0;
+    return v;
+}
+
+int arbor_vfs_busy_wait(sqlite3 *db, int timeout_ms)
+{
+    int rc = sqlite3_file_control(db, "main", ARBOR_FCNTL_BUSY_TIMEOUT, &timeout_ms);
+    if (rc != SQLITE_OK)
+        return rc;   /* not an arbor database */
+    return sqlite3_busy_handler(db, busy_handler, db);
 }

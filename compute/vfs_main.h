@@ -64,6 +64,18 @@
  * LSN). For time travel and branching at "now". */
 #define ARBOR_FCNTL_LSN 0x41520001
 
+/* File controls behind arbor_vfs_busy_wait (int * arguments). */
+#define ARBOR_FCNTL_BUSY_TIMEOUT 0x41520002
+#define ARBOR_FCNTL_BUSY_WAIT 0x41520003
+
+/* Installs a busy handler on db (an arbor database) that, when another
+ * connection of this process holds the branch's write lock, sleeps until
+ * that lock is released — woken at once, unlike sqlite3_busy_timeout,
+ * which polls with growing sleeps — for at most timeout_ms per wait.
+ * SQLITE_OK, or SQLITE_NOTFOUND when db is not on the arbor VFS. */
+struct sqlite3;
+int arbor_vfs_busy_wait(struct sqlite3 *db, int timeout_ms);
+
 /* Registers the "arbor" VFS (not as the default). Idempotent and
  * thread-safe. SQLITE_OK or an SQLite error code. */
 int arbor_vfs_register(void);
