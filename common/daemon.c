@@ -13,6 +13,41 @@
 #include "fsutil.h"
 #include "log.h"
 
+/* The option named name in the table, NULL if there is none. */
+static const cfg_option *find_option(const cfg_option *opts, const char *name)
+{
+    for (const cfg_option *o = opts; o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+int dmn_setup(const char *component, const cfg_option *opts, void *conf,
+              int argc, char **argv, sigset_t *sigs)
+{
+    cfg_error err;
+    int rc = cfg_load(opts, conf, argc, argv, &err);
+    if (rc == CFG_HELP_SHOWN)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "arbor-%s: %s\n", component, err.msg);
+        return 2;
+    }
+    const cfg_option *level = find_option(opts, "log-level");
+    const cfg_option *file = find_option(opts, "log-file");
+    log_init(component, level && level->type == CFG_LOG_LEVEL
+                            ? *(const log_level *)((const char *)conf + level->offset)
+                            : LOG_INFO);
+    const char *path = file && file->type == CFG_STRING
+                           ? *(char *const *)((const char *)conf + file->offset)
+                           : NULL;
+    if (path && log_open(path) != 0)
+        fprintf(stderr, "arbor-%s: cannot open log file %s\n", component, path);
+    /* Taken by dmn_signals_wait; every thread started later inherits it. */
+    dmn_signals_block(sigs);
+    return DMN_RUN;
+}
+
 void dmn_signals_block(sigset_t *set)
 {
     sigemptyset(set);

@@ -12,9 +12,20 @@
 
 #include <signal.h>
 #include <stdint.h>
+#include "config.h"
 #include "http.h"
 #include "lsn.h"
 #include "metrics.h"
+
+/* What main() does first, in every daemon: loads the configuration
+ * (defaults < --config file < flags), starts logging as its "log-level" and
+ * "log-file" options say (when the table has them; component names the log
+ * lines, "arbor-<component>" the messages), and blocks the signals
+ * (dmn_signals_block, filling *sigs). Returns DMN_RUN to go on, or the exit
+ * status main() should return: 0 after --help, 2 for a bad option. */
+#define DMN_RUN (-1)
+int dmn_setup(const char *component, const cfg_option *opts, void *conf,
+              int argc, char **argv, sigset_t *sigs);
 
 /* Blocks SIGTERM and SIGINT in this thread (and so in all later ones) and
  * ignores SIGPIPE; fills *set for dmn_signals_wait. */

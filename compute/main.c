@@ -487,19 +487,10 @@ static void stop_all(void)
 
 int main(int argc, char **argv)
 {
-    cfg_error err;
-    int rc = cfg_load(compute_options, &g_c.conf, argc, argv, &err);
-    if (rc == CFG_HELP_SHOWN)
-        return 0;
-    if (rc < 0) {
-        fprintf(stderr, "arbor-compute: %s\n", err.msg);
-        return 2;
-    }
-    log_init("compute", g_c.conf.log_level);
-    if (g_c.conf.log_file && log_open(g_c.conf.log_file) != 0)
-        fprintf(stderr, "arbor-compute: cannot open log file %s\n", g_c.conf.log_file);
     sigset_t sigs;
-    dmn_signals_block(&sigs);
+    int rc = dmn_setup("compute", compute_options, &g_c.conf, argc, argv, &sigs);
+    if (rc != DMN_RUN)
+        return rc;
     /* The VFS registers its metrics in the default registry; so does
      * everything else of this process. */
     g_c.metrics = met_default_registry();

@@ -441,20 +441,10 @@ static void stop_all(void)
 
 int main(int argc, char **argv)
 {
-    cfg_error err;
-    int rc = cfg_load(ps_options, &g_ps.conf, argc, argv, &err);
-    if (rc == CFG_HELP_SHOWN)
-        return 0;
-    if (rc < 0) {
-        fprintf(stderr, "arbor-pageserver: %s\n", err.msg);
-        return 2;
-    }
-    log_init("pageserver", g_ps.conf.log_level);
-    if (g_ps.conf.log_file && log_open(g_ps.conf.log_file) != 0)
-        fprintf(stderr, "arbor-pageserver: cannot open log file %s\n",
-                g_ps.conf.log_file);
     sigset_t sigs;
-    dmn_signals_block(&sigs);
+    int rc = dmn_setup("pageserver", ps_options, &g_ps.conf, argc, argv, &sigs);
+    if (rc != DMN_RUN)
+        return rc;
     pthread_mutex_init(&g_ps.hk_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

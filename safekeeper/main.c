@@ -164,22 +164,10 @@ static void shutdown_all(void)
 
 int main(int argc, char **argv)
 {
-    cfg_error err;
-    int rc = cfg_load(sk_options, &g_sk.conf, argc, argv, &err);
-    if (rc == CFG_HELP_SHOWN)
-        return 0;
-    if (rc < 0) {
-        fprintf(stderr, "arbor-safekeeper: %s\n", err.msg);
-        return 2;
-    }
-    log_init("safekeeper", g_sk.conf.log_level);
-    if (g_sk.conf.log_file && log_open(g_sk.conf.log_file) != 0)
-        fprintf(stderr, "arbor-safekeeper: cannot open log file %s\n",
-                g_sk.conf.log_file);
-
-    /* Signals are taken by dmn_signals_wait; every thread inherits the mask. */
     sigset_t sigs;
-    dmn_signals_block(&sigs);
+    int rc = dmn_setup("safekeeper", sk_options, &g_sk.conf, argc, argv, &sigs);
+    if (rc != DMN_RUN)
+        return rc;
 
     sk_reg_options ro = { .datadir = g_sk.conf.datadir,
                           .node_id = g_sk.conf.node_id,
