@@ -483,7 +483,18 @@ static int pstmt_make(sess *s, const char *sql, const uint32_t *oids, int n_oids
         const char *text = p->cls.exec_sql ? p->cls.exec_sql : sql, *t = NULL;
         int rc = sqlite3_prepare_v2(s->db, text, -1, &p->st, &t);
         if (rc != SQLITE_OK) {
+            /* SQLite reports some errors (a wrong number of values, ...)
+             * against its cached schema without checking it first. */
             set_sqlite_err(e, s->db, rc);
+            int epoch = schema_epoch(s);
+            if (schema_sync(s) != epoch) {
+                rc = sqlite3_prepare_v2(s->db, text, -1, &p->st, &t);
+                if (rc != SQLITE_OK) {
+                    set_sqlite_err(e, s->db, rc);
+                }
+            }
+        }
+        if (rc != SQLITE_OK) {
             pstmt_unref(p);
             return -EINVAL;
         }
