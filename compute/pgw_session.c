@@ -8,6 +8,16 @@
  * the simple query both run portals through portal_run. A portal's column
  * types are fixed once (decltype, else the first row's values for text
  * columns, else text) so that RowDescription and DataRows always agree.
+ *
+ * Result shapes and other sessions' DDL: SQLite prepares against the
+ * connection's cached schema and re-prepares an expired statement inside
+ * sqlite3_step, after which its columns can differ. So the shape a portal
+ * sends is taken after its first step (portal_check_shape), and before a
+ * Bind or a Describe the schema is brought up to date (schema_sync) and a
+ * statement prepared against an older one is prepared again. A statement
+ * whose shape the client was told (Describe) and that changed fails as in
+ * PostgreSQL: 0A000 "cached plan must not change result type"; one it was
+ * not told about is described afresh.
  */
 #define _GNU_SOURCE
 #include "pgw_session.h"
@@ -47,6 +57,8 @@ typedef struct pstmt {
     int n_params;
     uint32_t *param_oids;
     int *param_idx;     /* PostgreSQL $k -> SQLite index (0: not used) */
+    int schema_epoch;   /* sess->schema_chk's re-prepare count when st was prepared */
+    char *told;         /* shape_sig the client got from a Describe, or NULL */
     struct pstmt *next;
 } pstmt;
 
@@ -57,6 +69,10 @@ typedef struct portal {
     bool owns_st;
     int ncols;
     int16_t *formats;
+    int16_t format_all; /* Bind gave 0 or 1 result formats: this one */
+    int n_bind_formats; /* Bind gave one per column: how many (else 0) */
+    int reprepares;     /* SQLITE_STMTSTATUS_REPREPARE of st when made */
+    char *told;         /* shape_sig sent by Describe of this portal, or NULL */
     uint32_t *oids;
     bool types_fixed;
     bool started;
@@ -86,6 +102,7 @@ typedef struct sess {
     bool fatal;         /* end the session after this message */
     pstmt *stmts;
     portal *portals;
+    sqlite3_stmt *schema_chk; /* schema_sync's statement */
 } sess;
 
 static void set_err(perr *e, const char *state, const char *fmt, ...)
@@ -359,6 +376,40 @@ static int progress_stop(void *arg)
 
 /* ---- statements and portals --------------------------------------------- */
 
+/* How many times schema_chk was prepared again: grows whenever the
+ * connection's cached schema changed (reset after another session's DDL,
+ * or its own DDL), as seen by the last schema_sync. */
+static int schema_epoch(sess *s)
+{
+    return s->schema_chk ? sqlite3_stmt_status(s->schema_chk, SQLITE_STMTSTATUS_REPREPARE, 0)
+                         : -1;
+}
+
+/*
+ * Brings the connection's cached schema up to date with the database (in
+ * the current snapshot): stepping a statement that reads sqlite_schema
+ * checks the schema cookie and, when it moved, drops the cache (and
+ * re-prepares that statement). Not in an explicit transaction that has not
+ * read yet: that would pin its snapshot early, and a later write would
+ * then fail with SQLITE_BUSY_SNAPSHOT instead of waiting for the lock with
+ * a fresh one (portal_check_shape still catches a change there). Returns
+ * schema_epoch afterwards.
+ */
+static int schema_sync(sess *s)
+{
+    if (!sqlite3_get_autocommit(s->db) && sqlite3_txn_state(s->db, NULL) == SQLITE_TXN_NONE) {
+        return schema_epoch(s);
+    }
+    if (!s->schema_chk &&
+        sqlite3_prepare_v2(s->db, "SELECT 1 FROM sqlite_schema LIMIT 0", -1, &s->schema_chk,
+                           NULL) != SQLITE_OK) {
+        return -1;
+    }
+    sqlite3_step(s->schema_chk);
+    sqlite3_reset(s->schema_chk);
+    return schema_epoch(s);
+}
+
 static void pstmt_unref(pstmt *p)
 {
     if (!p || p->listed || p->refs > 0) {
@@ -366,6 +417,7 @@ static void pstmt_unref(pstmt *p)
     }
     sqlite3_finalize(p->st);
     pgw_sql_stmt_clear(&p->cls);
+    az_free(p->told);
     az_free(p->name);
     az_free(p->param_oids);
     az_free(p->param_idx);
@@ -431,7 +483,18 @@ static int pstmt_make(sess *s, const char *sql, const uint32_t *oids, int n_oids
         const char *text = p->cls.exec_sql ? p->cls.exec_sql : sql, *t = NULL;
         int rc = sqlite3_prepare_v2(s->db, text, -1, &p->st, &t);
         if (rc != SQLITE_OK) {
+            /* SQLite reports some errors (a wrong number of values, ...)
+             * against its cached schema without checking it first. */
             set_sqlite_err(e, s->db, rc);
+            int epoch = schema_epoch(s);
+            if (schema_sync(s) != epoch) {
+                rc = sqlite3_prepare_v2(s->db, text, -1, &p->st, &t);
+                if (rc != SQLITE_OK) {
+                    set_sqlite_err(e, s->db, rc);
+                }
+            }
+        }
+        if (rc != SQLITE_OK) {
             pstmt_unref(p);
             return -EINVAL;
         }
@@ -441,6 +504,7 @@ static int pstmt_make(sess *s, const char *sql, const uint32_t *oids, int n_oids
         if (!p->st) {
             p->cls.kind = PGW_KIND_EMPTY;
         }
+        p->schema_epoch = schema_epoch(s);
     }
     if (pstmt_map_params(p, oids, n_oids, e) != 0) {
         pstmt_unref(p);
@@ -466,6 +530,7 @@ static void portal_free(portal *p)
     az_free(p->name);
     az_free(p->formats);
     az_free(p->oids);
+    az_free(p->told);
     az_free(p);
 }
 
@@ -529,9 +594,26 @@ static void stmts_close_all(sess *s)
     }
 }
 
-/* A portal for ps (formats: n_formats of 0 / 1 / ncols result formats). */
-static int portal_make(sess *s, pstmt *ps, const int16_t *formats, int n_formats, portal **out,
-                       perr *e)
+/* Sizes p's per-column arrays for the columns its statement has now (a
+ * new array gives every column format_all); its types are fixed again. */
+static void portal_set_shape(portal *p)
+{
+    int n = p->st ? sqlite3_column_count(p->st) : 0;
+    if (!p->formats || n != p->ncols) {
+        az_free(p->formats);
+        az_free(p->oids);
+        p->formats = az_calloc((size_t)n + 1, sizeof(int16_t));
+        p->oids = az_calloc((size_t)n + 1, sizeof(uint32_t));
+        for (int i = 0; i < n; i++) {
+            p->formats[i] = p->format_all;
+        }
+    }
+    p->ncols = n;
+    p->types_fixed = false;
+}
+
+/* A portal for ps, all result formats text (handle_bind sets others). */
+static int portal_make(sess *s, pstmt *ps, portal **out, perr *e)
 {
     portal *p = az_calloc(1, sizeof(*p));
     p->ps = ps;
@@ -551,25 +633,9 @@ static int portal_make(sess *s, pstmt *ps, const int16_t *formats, int n_formats
             }
             p->owns_st = true;
         }
-        p->ncols = sqlite3_column_count(p->st);
+        p->reprepares = sqlite3_stmt_status(p->st, SQLITE_STMTSTATUS_REPREPARE, 0);
     }
-    if (n_formats > 1 && n_formats != p->ncols) {
-        set_err(e, "08P01", "bind message has %d result formats but query has %d columns",
-                n_formats, p->ncols);
-        portal_free(p);
-        return -EINVAL;
-    }
-    p->formats = az_calloc((size_t)p->ncols + 1, sizeof(int16_t));
-    p->oids = az_calloc((size_t)p->ncols + 1, sizeof(uint32_t));
-    for (int i = 0; i < p->ncols; i++) {
-        int16_t f = n_formats == 0 ? 0 : n_formats == 1 ? formats[0] : formats[i];
-        if (f != 0 && f != 1) {
-            set_err(e, "22023", "unsupported format code: %d", f);
-            portal_free(p);
-            return -EINVAL;
-        }
-        p->formats[i] = f;
-    }
+    portal_set_shape(p);
     *out = p;
     return 0;
 }
@@ -647,6 +713,93 @@ static void send_row_description(sess *s, sqlite3_stmt *st, int ncols, const uin
     pgw_msg_end(b, at);
 }
 
+/* The result shape of st as a client sees it: column names as sent and
+ * declared types. Compared, never parsed; "" for no columns. az_malloc'ed. */
+static char *shape_sig(sqlite3_stmt *st)
+{
+    int n = st ? sqlite3_column_count(st) : 0;
+    size_t len = 0;
+    char *out = az_calloc(1, 1);
+    for (int i = 0; i < n; i++) {
+        char name[256], item[300];
+        column_name(sqlite3_column_name(st, i), name, sizeof(name));
+        int k = snprintf(item, sizeof(item), "%s\x1f%u\x1e", name,
+                         (unsigned)column_oid(st, i, false, false));
+        size_t add = k < (int)sizeof(item) ? (size_t)k : sizeof(item) - 1;
+        out = az_realloc(out, len + add + 1);
+        memcpy(out + len, item, add + 1);
+        len += add;
+    }
+    return out;
+}
+
+static void set_shape_changed(perr *e)
+{
+    set_err(e, "0A000", "cached plan must not change result type");
+}
+
+/*
+ * Before a Bind or a Describe of ps: brings the schema up to date and, if
+ * it changed since ps was prepared, prepares ps again (unless a portal runs
+ * it: that one gets its new shape in its first step). Fails with 0A000 when
+ * the client was told another shape by a Describe. 0 or -EINVAL with e set.
+ */
+static int pstmt_refresh(sess *s, pstmt *ps, perr *e)
+{
+    if (!ps->st) {
+        return 0;
+    }
+    int epoch = schema_sync(s);
+    if (epoch != ps->schema_epoch && !ps->st_in_use) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db, sqlite3_sql(ps->st), -1, &st, NULL);
+        if (rc != SQLITE_OK) {
+            set_sqlite_err(e, s->db, rc);
+            return -EINVAL;
+        }
+        sqlite3_finalize(ps->st);
+        ps->st = st;
+        ps->schema_epoch = epoch;
+    }
+    if (ps->told) {
+        char *now = shape_sig(ps->st);
+        bool same = strcmp(now, ps->told) == 0;
+        az_free(now);
+        if (!same) {
+            set_shape_changed(e);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/*
+ * After p's first step: if SQLite prepared its statement again meanwhile
+ * (the schema changed), the columns may differ from those p was made with.
+ * A client that was told the old shape (Describe of the statement or of
+ * this portal, or one result format per column in Bind) gets 0A000 as from
+ * PostgreSQL; otherwise p takes the new shape. 0 or -EINVAL with e set.
+ */
+static int portal_check_shape(portal *p, perr *e)
+{
+    if (sqlite3_stmt_status(p->st, SQLITE_STMTSTATUS_REPREPARE, 0) == p->reprepares) {
+        return 0;
+    }
+    const char *told = p->told ? p->told : p->ps->told;
+    bool changed = p->n_bind_formats > 0 && p->n_bind_formats != sqlite3_column_count(p->st);
+    if (told && !changed) {
+        char *now = shape_sig(p->st);
+        changed = strcmp(now, told) != 0;
+        az_free(now);
+    }
+    if (changed) {
+        set_shape_changed(e);
+        return -EINVAL;
+    }
+    portal_set_shape(p);
+    return 0;
+}
+
 static void send_data_row(sess *s, portal *p)
 {
     pgw_buf *b = &s->c.out;
@@ -661,20 +814,23 @@ static void send_data_row(sess *s, portal *p)
 /* Steps p->st once; have_row/done follow. 0 or -EINVAL with e set. */
 static int portal_step(sess *s, portal *p, perr *e)
 {
+    bool first = !p->started;
     int rc = sqlite3_step(p->st);
     p->started = true;
-    if (rc == SQLITE_ROW) {
-        p->have_row = true;
-        return 0;
+    p->have_row = rc == SQLITE_ROW;
+    p->done = !p->have_row;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        set_sqlite_err(e, s->db, rc);
+        sqlite3_reset(p->st);
+        return -EINVAL;
     }
-    p->have_row = false;
-    p->done = true;
-    if (rc == SQLITE_DONE) {
-        return 0;
+    if (first && portal_check_shape(p, e) != 0) {
+        p->have_row = false;
+        p->done = true;
+        sqlite3_reset(p->st);
+        return -EINVAL;
     }
-    set_sqlite_err(e, s->db, rc);
-    sqlite3_reset(p->st);
-    return -EINVAL;
+    return 0;
 }
 
 /* ---- executing ----------------------------------------------------------- */
@@ -865,7 +1021,7 @@ static int simple_one(sess *s, pstmt *ps, perr *e)
         return -EINVAL;
     }
     portal *p;
-    if (portal_make(s, ps, NULL, 0, &p, e) != 0) {
+    if (portal_make(s, ps, &p, e) != 0) {
         return -EINVAL;
     }
     int rc = portal_run(s, p, 0, true, e);
@@ -973,6 +1129,7 @@ static void handle_parse(sess *s, pgw_rd *r)
     char *text = pgw_sql_rewrite(sql, strlen(sql));
     pstmt *ps;
     const char *tail;
+    schema_sync(s); /* prepare against the current schema */
     int rc = pstmt_make(s, text, oids, n, &ps, &tail, &e);
     if (rc == 0 && !pgw_sql_is_blank(tail)) {
         set_err(&e, "42601", "cannot insert multiple commands into a prepared statement");
@@ -1064,7 +1221,11 @@ static void handle_bind(sess *s, pgw_rd *r)
         portal_close(s, "");
     }
     portal *p;
-    if (r->bad || portal_make(s, ps, NULL, 0, &p, &e) != 0) {
+    if (!r->bad && pstmt_refresh(s, ps, &e) != 0) {
+        ext_error(s, &e);
+        return;
+    }
+    if (r->bad || portal_make(s, ps, &p, &e) != 0) {
         if (r->bad) {
             malformed(s, "Bind");
         } else {
@@ -1089,6 +1250,8 @@ static void handle_bind(sess *s, pgw_rd *r)
                 nrf, p->ncols);
         rc = -EINVAL;
     }
+    p->format_all = nrf == 1 ? rf[0] : 0;
+    p->n_bind_formats = nrf > 1 ? nrf : 0;
     for (int i = 0; rc == 0 && i < p->ncols; i++) {
         int16_t f = nrf == 0 ? 0 : nrf == 1 ? rf[0] : rf[i];
         if (f != 0 && f != 1) {
@@ -1118,6 +1281,10 @@ static void describe_statement(sess *s, pstmt *ps)
         pgw_buf_i32(b, (int32_t)(ps->param_oids[i] ? ps->param_oids[i] : PGW_OID_TEXT));
     }
     pgw_msg_end(b, at);
+    if (ps->st) {
+        az_free(ps->told);
+        ps->told = shape_sig(ps->st);
+    }
     int ncols = ps->st ? sqlite3_column_count(ps->st) : 0;
     if (ncols == 0) {
         pgw_send_empty(&s->c, 'n');
@@ -1133,16 +1300,22 @@ static void describe_statement(sess *s, pstmt *ps)
 
 static int describe_portal(sess *s, portal *p, perr *e)
 {
-    if (p->ncols == 0) {
-        pgw_send_empty(&s->c, 'n');
-        return 0;
-    }
     /* A read-only statement may run its first row now, so that columns
-     * without a declared type get the type of their value. */
-    if (!p->types_fixed && !p->started && sqlite3_stmt_readonly(p->st) && !s->txn_failed) {
+     * without a declared type get the type of their value (and the shape
+     * is that of the statement SQLite runs). */
+    if (p->ncols > 0 && !p->types_fixed && !p->started && sqlite3_stmt_readonly(p->st) &&
+        !s->txn_failed) {
         if (portal_step(s, p, e) != 0) {
             return -EINVAL;
         }
+    }
+    if (p->st) {
+        az_free(p->told);
+        p->told = shape_sig(p->st);
+    }
+    if (p->ncols == 0) {
+        pgw_send_empty(&s->c, 'n');
+        return 0;
     }
     portal_fix_types(p);
     send_row_description(s, p->st, p->ncols, p->oids, p->formats);
@@ -1162,6 +1335,10 @@ static void handle_describe(sess *s, pgw_rd *r)
         pstmt *ps = *pstmt_slot(s, name);
         if (!ps) {
             set_err(&e, "26000", "prepared statement \"%s\" does not exist", name);
+            ext_error(s, &e);
+            return;
+        }
+        if (pstmt_refresh(s, ps, &e) != 0) {
             ext_error(s, &e);
             return;
         }
@@ -1500,6 +1677,8 @@ static void session_end(sess *s)
 {
     portals_close_all(s, NULL);
     stmts_close_all(s);
+    sqlite3_finalize(s->schema_chk);
+    s->schema_chk = NULL;
     if (s->db) {
         if (!sqlite3_get_autocommit(s->db)) {
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);

@@ -240,13 +240,17 @@ static json_t *run_one(sqh_service *s, sqlite3 *db, json_t *stmt_obj, sqh_err *e
         return NULL;
     }
     size_t max_rows = s->opt.max_rows ? s->opt.max_rows : SQH_DEFAULT_MAX_ROWS;
+    /* The columns are those after the first step: sqlite3_step prepares
+     * the statement again if the schema changed since it was prepared
+     * against the connection's cached one (another session's DDL). */
+    rc = sqlite3_step(st);
     int ncol = sqlite3_column_count(st);
     json_t *cols = json_array();
     for (int c = 0; c < ncol; c++)
         json_array_append_new(cols, json_string(sqlite3_column_name(st, c)));
     json_t *rows = json_array();
     size_t n_rows = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(st)) {
         if (++n_rows > max_rows) {
             char buf[32];
             snprintf(buf, sizeof(buf), "%zu", max_rows);

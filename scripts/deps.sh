@@ -21,7 +21,7 @@ PACKAGES=(
   # test tooling: real SQL clients against the endpoints
   valgrind python3 procps chromium   # chromium: the dashboard test (headless)
   postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)
-  python3-psycopg2
+  python3-psycopg2 libpq-dev           # libpq-dev: the differential test drives libpq itself
 )
 
 missing=()

@@ -8,6 +8,9 @@
  *   pgbench    a custom script, simple and extended protocol, 4 clients:
  *              no failed transaction, final state exactly as implied
  *   psycopg2   parameters of several types (Debian's /usr/bin/python3)
+ *   DDL        two psycopg2 sessions (simple protocol, autocommit): a
+ *              session that ran a query before the other's ALTER / DROP +
+ *              CREATE gets the new shape, not the one it cached (issue 22)
  *   HTTP JSON  a query with parameters, a batch in one transaction (a
  *              failing statement rolls the batch back), error codes
  *   bad input  wrong password; a compute for an unknown branch refuses to
@@ -219,6 +222,51 @@ static void test_psycopg2(void **state)
     must_contain(out, "psycopg2 ok");
 }
 
+/* Issue 22, as a user would see it: A's second `select * from s` returns
+ * the column B added, and the last one only the column of B's new table. */
+static void test_ddl_other_session(void **state)
+{
+    (void)state;
+    char script[700], port[16], out[8192];
+    snprintf(script, sizeof(script), "%s/ddl.py", h_root());
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs("import sys, psycopg2\n"
+          "def conn():\n"
+          "    c = psycopg2.connect(host='127.0.0.1', port=int(sys.argv[1]), user='app',\n"
+          "                         password='pw1', dbname='main')\n"
+          "    c.autocommit = True\n"
+          "    return c.cursor()\n"
+          "a, b = conn(), conn()\n"
+          "def q(cur, sql):\n"
+          "    cur.execute(sql)\n"
+          "    names = [d[0] for d in cur.description]\n"
+          "    print(', '.join(names) + ': ' + ', '.join(repr(r) for r in cur.fetchall()))\n"
+          "a.execute('create table s(x)')\n"
+          "a.execute('insert into s values (1)')\n"
+          "q(a, 'select * from s')\n"
+          "b.execute('alter table s add column y default 7')\n"
+          "b.execute('insert into s values (2, 8)')\n"
+          "q(a, 'select * from s')\n"
+          "q(a, 'select x, y from s')\n"
+          "b.execute('drop table s')\n"
+          "b.execute('create table s(z)')\n"
+          "b.execute('insert into s values (3)')\n"
+          "q(a, 'select * from s')\n"
+          "b.execute('drop table s')\n", f);
+    fclose(f);
+    snprintf(port, sizeof(port), "%d", g_compute.port);
+    int rc = h_run_pg(NULL, out, sizeof(out), (const char *[]){ PY, script, port, NULL });
+    if (rc != 0)
+        fail_msg("psycopg2: %s", out);
+    const char *want = "x: (1,)\n"
+                       "x, y: (1, 7), (2, 8)\n"
+                       "x, y: (1, 7), (2, 8)\n"
+                       "z: (3,)\n";
+    if (strcmp(out, want) != 0)
+        fail_msg("two sessions and DDL: expected\n%sgot\n%s", want, out);
+}
+
 static void test_http(void **state)
 {
     (void)state;
@@ -305,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_pgbench_simple),
         cmocka_unit_test(test_pgbench_extended),
         cmocka_unit_test(test_psycopg2),
+        cmocka_unit_test(test_ddl_other_session),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_bad_input),
     };

@@ -754,6 +754,101 @@ static void test_extended(void **state)
     pgw_server_stop(srv);
 }
 
+/* The RowDescription's field count and first field name of the next one. */
+static int rd_row_description(int fd, char *first, size_t cap)
+{
+    msg m;
+    rd_until(fd, 'T', &m);
+    snprintf(first, cap, "%.*s", (int)(cap - 1), (char *)m.body + 2);
+    return (m.body[0] << 8) | m.body[1];
+}
+
+static void msg_simple(wbuf *b, char type, char what, const char *name)
+{
+    size_t at = msg_begin(b, type);
+    if (what) {
+        w8(b, (uint8_t)what);
+    }
+    wstr(b, name);
+    msg_end(b, at);
+}
+
+/* Bind of stmt to the unnamed portal, no parameters, text results. */
+static void msg_bind(wbuf *b, const char *stmt)
+{
+    size_t at = msg_begin(b, 'B');
+    wstr(b, "");
+    wstr(b, stmt);
+    w16(b, 0);
+    w16(b, 0);
+    w16(b, 0);
+    msg_end(b, at);
+}
+
+static void msg_execute_sync(wbuf *b)
+{
+    size_t at = msg_begin(b, 'E');
+    wstr(b, "");
+    w32(b, 0);
+    msg_end(b, at);
+    at = msg_begin(b, 'S');
+    msg_end(b, at);
+}
+
+/* Issue 22: another session's DDL changes the shape of a statement this one
+ * prepared. A statement it described fails with 0A000 (as in PostgreSQL);
+ * one it did not is described afresh; a simple query gets the new shape. */
+static void test_ddl_shapes(void **state)
+{
+    pgw_server *srv = start(PGW_AUTH_TRUST, 0);
+    int a = login(srv, NULL, NULL), b = login(srv, NULL, NULL);
+    expect_q1(a, "CREATE TABLE sh(x); INSERT INTO sh VALUES (1)", "", 'I');
+    char name[64];
+    query(a, "SELECT * FROM sh");
+    assert_int_equal(rd_row_description(a, name, sizeof(name)), 1);
+    rd_until(a, 'Z', &(msg){0});
+    wbuf w = {0};
+    msg_parse(&w, "told", "SELECT * FROM sh");
+    msg_simple(&w, 'D', 'S', "told");
+    msg_parse(&w, "quiet", "SELECT * FROM sh");
+    size_t at = msg_begin(&w, 'S');
+    msg_end(&w, at);
+    send_all(a, w.d, w.n);
+    assert_int_equal(rd_row_description(a, name, sizeof(name)), 1);
+    rd_until(a, 'Z', &(msg){0});
+
+    expect_q1(b, "ALTER TABLE sh ADD COLUMN y DEFAULT 7", "", 'I');
+
+    msg m;
+    w.n = 0;
+    msg_bind(&w, "told");
+    msg_execute_sync(&w);
+    send_all(a, w.d, w.n);
+    rd_until(a, 'E', &m);
+    assert_string_equal(field(&m, 'C'), "0A000");
+    assert_string_equal(field(&m, 'M'), "cached plan must not change result type");
+    rd_until(a, 'Z', &m);
+
+    w.n = 0;
+    msg_bind(&w, "quiet");
+    msg_simple(&w, 'D', 'P', "");
+    msg_execute_sync(&w);
+    send_all(a, w.d, w.n);
+    assert_int_equal(rd_row_description(a, name, sizeof(name)), 2);
+    rd_until(a, 'D', &m);
+    assert_int_equal((m.body[0] << 8) | m.body[1], 2);
+    rd_until(a, 'Z', &m);
+
+    expect_q1(b, "DROP TABLE sh; CREATE TABLE sh(z)", "", 'I');
+    query(a, "SELECT * FROM sh");
+    assert_int_equal(rd_row_description(a, name, sizeof(name)), 1);
+    assert_string_equal(name, "z");
+    rd_until(a, 'Z', &m);
+    close(a);
+    close(b);
+    pgw_server_stop(srv);
+}
+
 static void test_limits_and_stop(void **state)
 {
     pgw_server *srv = start(PGW_AUTH_TRUST, 2);
@@ -861,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_txn),
         cmocka_unit_test(test_extended),
+        cmocka_unit_test(test_ddl_shapes),
         cmocka_unit_test(test_limits_and_stop),
         cmocka_unit_test(test_metrics),
     };
