@@ -21,6 +21,7 @@ PACKAGES=(
   # test tooling: real SQL clients against the endpoints
   valgrind python3 procps chromium   # chromium: the dashboard test (headless)
   postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)
+  libpq-dev                            # test_compute drives the protocol through libpq
   python3-psycopg2
 )
 
