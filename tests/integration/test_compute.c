@@ -15,6 +15,9 @@
  *              failing statement rolls the batch back), error codes
  *   bad input  wrong password; a compute for an unknown branch refuses to
  *              start with a clear message
+ *   lost quorum COMMIT while 2 of 3 safekeepers are SIGSTOPped (libpq,
+ *              simple and extended protocol): an ErrorResponse, never the
+ *              COMMIT tag; rows absent; the session goes on
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +31,10 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifdef ARBOR_HAVE_LIBPQ
+#include <libpq-fe.h>
+#endif
 
 #include "harness.h"
 #include "test_vfs_common.h"
@@ -328,6 +335,113 @@ static void test_bad_input(void **state)
     g_compute = good;
 }
 
+#ifdef ARBOR_HAVE_LIBPQ
+/* ---- a COMMIT that fails (safekeeper majority stopped), through libpq ------- */
+
+static PGconn *pq_connect(void)
+{
+    char info[256];
+    snprintf(info, sizeof(info), "host=127.0.0.1 port=%d user=app dbname=main "
+             "password=pw1 connect_timeout=10", g_compute.port);
+    PGconn *c = PQconnectdb(info);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+/* sql by the simple (PQexec) or the extended protocol (PQexecParams). */
+static PGresult *pq_run(PGconn *c, int extended, const char *sql)
+{
+    return extended ? PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) : PQexec(c, sql);
+}
+
+/* Runs sql, which must succeed with command tag `tag`; returns the first
+ * value (or "") in out. 0, or -1 (message in out) if it failed. */
+static int pq_try(PGconn *c, int extended, const char *sql, const char *tag, char *out,
+                  size_t cap)
+{
+    PGresult *r = pq_run(c, extended, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        snprintf(out, cap, "%s", PQresultErrorMessage(r));
+        rc = -1;
+    } else if (strcmp(PQcmdStatus(r), tag) != 0) {
+        fail_msg("%s: command tag \"%s\", want \"%s\"", sql, PQcmdStatus(r), tag);
+    } else {
+        snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    }
+    PQclear(r);
+    return rc;
+}
+
+static void pq_ok(PGconn *c, int extended, const char *sql, const char *tag)
+{
+    char out[1024];
+    if (pq_try(c, extended, sql, tag, out, sizeof(out)) != 0)
+        fail_msg("%s: %s", sql, out);
+}
+
+/* Retries a statement that may fail while the compute re-elects after the
+ * safekeepers came back (bounded). */
+static void pq_ok_eventually(PGconn *c, int extended, const char *sql, const char *tag,
+                             const char *want)
+{
+    char out[1024] = "";
+    for (int i = 0; i < 300; i++) {
+        if (pq_try(c, extended, sql, tag, out, sizeof(out)) == 0 &&
+            (!want || strcmp(out, want) == 0))
+            return;
+        h_sleep_ms(100);
+    }
+    fail_msg("%s: still %s after 30 s (want %s)", sql, out, want ? want : "success");
+}
+
+/* COMMIT while a majority of safekeepers is stopped (SIGSTOP): the client
+ * gets an ErrorResponse with an I/O SQLSTATE and never the COMMIT tag, by
+ * simple and extended protocol; the rows are absent afterwards and the
+ * session goes on. */
+static void test_commit_quorum_lost(void **state)
+{
+    (void)state;
+    PGconn *c = pq_connect();
+    pq_ok(c, 0, "CREATE TABLE lost(id INTEGER PRIMARY KEY, v TEXT)", "CREATE TABLE");
+    for (int ext = 0; ext < 2; ext++) {
+        const char *proto = ext ? "extended" : "simple";
+        char sql[128];
+        pq_ok(c, ext, "BEGIN", "BEGIN");
+        snprintf(sql, sizeof(sql), "INSERT INTO lost VALUES (%d, 'never')", 10 * ext + 1);
+        pq_ok(c, ext, sql, "INSERT 0 1");
+        assert_int_equal(h_sk_pause(&vc_sk[1]), 0);
+        assert_int_equal(h_sk_pause(&vc_sk[2]), 0);
+        PGresult *r = pq_run(c, ext, "COMMIT");
+        h_sk_resume(&vc_sk[1]);
+        h_sk_resume(&vc_sk[2]);
+        const char *state_code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (PQresultStatus(r) != PGRES_FATAL_ERROR || strcmp(PQcmdStatus(r), "COMMIT") == 0)
+            fail_msg("broken guarantee: COMMIT without a safekeeper quorum (%s protocol) "
+                     "must fail with an ErrorResponse, never the COMMIT tag; got %s, tag "
+                     "\"%s\"", proto, PQresStatus(PQresultStatus(r)), PQcmdStatus(r));
+        print_message("%s: COMMIT failed with %s: %s", proto, state_code ? state_code : "-",
+                      PQresultErrorMessage(r));
+        assert_non_null(state_code);
+        assert_string_equal(state_code, "58030");
+        PQclear(r);
+        assert_int_equal(PQtransactionStatus(c), PQTRANS_IDLE);
+        /* The session is usable again; the rows were never committed. */
+        snprintf(sql, sizeof(sql), "INSERT INTO lost VALUES (%d, 'kept')", 10 * ext + 2);
+        pq_ok_eventually(c, ext, sql, "INSERT 0 1", NULL);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM lost WHERE id = %d", 10 * ext + 1);
+        pq_ok(c, ext, sql, "SELECT 1");
+        pq_ok_eventually(c, ext, sql, "SELECT 1", "0");
+    }
+    PQfinish(c);
+    /* A fresh session (another connection) agrees. */
+    assert_int_equal(pg_value("SELECT count(*) FROM lost WHERE v = 'never'"), 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM lost WHERE v = 'kept'"), 2);
+}
+#endif
+
 static int setup(void **state)
 {
     (void)state;
@@ -356,6 +470,9 @@ int main(void)
         cmocka_unit_test(test_ddl_other_session),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_bad_input),
+#ifdef ARBOR_HAVE_LIBPQ
+        cmocka_unit_test(test_commit_quorum_lost),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,7 +9,9 @@
  *   cancel      CancelRequest stops a runaway recursive CTE with 57014
  *   extended    binary parameters and results, Describe, Execute with a
  *               row limit -> PortalSuspended, errors skip to Sync
- *   txn         status I/T/E, 25P02 in an aborted transaction
+ *   txn         status I/T/E, 25P02 in an aborted transaction; command tags;
+ *               a COMMIT that fails (deferred foreign key): ErrorResponse,
+ *               never the COMMIT tag, by both protocols
  *   limits      max_sessions -> 53300
  *   stop        pgw_server_stop with sessions connected and one mid-query
  *   metrics     sessions, queries, errors, rows in a registry
@@ -265,13 +267,18 @@ static void query(int fd, const char *sql)
 }
 
 /* Runs sql; returns the first DataRow's first value as text (or the
- * SQLSTATE of an error, prefixed "E:") and the ReadyForQuery status. */
-static void q1(int fd, const char *sql, char *out, size_t cap, char *status)
+ * SQLSTATE of an error, prefixed "E:"), the ReadyForQuery status, and the
+ * command tags in order, joined by '|' (tags may be NULL). A command tag
+ * after an ErrorResponse fails the test: an error ends the query. */
+static void collect(int fd, const char *sql, char *out, size_t cap, char *status,
+                    char *tags, size_t tcap)
 {
-    query(fd, sql);
     msg m;
     out[0] = 0;
-    bool got = false;
+    if (tags) {
+        tags[0] = 0;
+    }
+    bool got = false, err = false;
     for (;;) {
         assert_true(rd(fd, &m));
         if (m.type == 'D' && !got) {
@@ -282,6 +289,16 @@ static void q1(int fd, const char *sql, char *out, size_t cap, char *status)
         } else if (m.type == 'E') {
             snprintf(out, cap, "E:%s", field(&m, 'C'));
             got = true;
+            err = true;
+        } else if (m.type == 'C') {
+            if (err) {
+                fail_msg("%s: CommandComplete \"%s\" after an ErrorResponse", sql,
+                         (char *)m.body);
+            }
+            if (tags) {
+                size_t l = strlen(tags);
+                snprintf(tags + l, tcap - l, "%s%s", l ? "|" : "", (char *)m.body);
+            }
         } else if (m.type == 'Z') {
             if (status) {
                 *status = (char)m.body[0];
@@ -291,6 +308,40 @@ static void q1(int fd, const char *sql, char *out, size_t cap, char *status)
     }
 }
 
+static void q1_tags(int fd, const char *sql, char *out, size_t cap, char *status,
+                    char *tags, size_t tcap)
+{
+    query(fd, sql);
+    collect(fd, sql, out, cap, status, tags, tcap);
+}
+
+/* The same by the extended protocol: Parse, Bind, Execute, Sync (no
+ * parameters, unnamed statement and portal). */
+static void ext_tags(int fd, const char *sql, char *out, size_t cap, char *status,
+                     char *tags, size_t tcap)
+{
+    wbuf b = {0};
+    msg_parse(&b, "", sql);
+    size_t at = msg_begin(&b, 'B');
+    wstr(&b, "");
+    wstr(&b, "");
+    w16(&b, 0); w16(&b, 0); w16(&b, 0);
+    msg_end(&b, at);
+    at = msg_begin(&b, 'E');
+    wstr(&b, "");
+    w32(&b, 0);
+    msg_end(&b, at);
+    at = msg_begin(&b, 'S');
+    msg_end(&b, at);
+    send_all(fd, b.d, b.n);
+    collect(fd, sql, out, cap, status, tags, tcap);
+}
+
+static void q1(int fd, const char *sql, char *out, size_t cap, char *status)
+{
+    q1_tags(fd, sql, out, cap, status, NULL, 0);
+}
+
 static void expect_q1(int fd, const char *sql, const char *want, char want_status)
 {
     char out[256], st;
@@ -298,6 +349,29 @@ static void expect_q1(int fd, const char *sql, const char *want, char want_statu
     if (strcmp(out, want) != 0 || st != want_status) {
         fail_msg("%s -> %s/%c, want %s/%c", sql, out, st, want, want_status);
     }
+}
+
+/* expect_q1 that also checks the command tags (joined by '|'; "" when
+ * there must be none, e.g. after an error). */
+static void expect_tags_by(bool extended, int fd, const char *sql, const char *want,
+                           const char *want_tags, char want_status)
+{
+    char out[256], tags[512], st;
+    if (extended) {
+        ext_tags(fd, sql, out, sizeof(out), &st, tags, sizeof(tags));
+    } else {
+        q1_tags(fd, sql, out, sizeof(out), &st, tags, sizeof(tags));
+    }
+    if (strcmp(out, want) != 0 || st != want_status || strcmp(tags, want_tags) != 0) {
+        fail_msg("%s (%s protocol) -> %s/%c tags \"%s\", want %s/%c tags \"%s\"", sql,
+                 extended ? "extended" : "simple", out, st, tags, want, want_status, want_tags);
+    }
+}
+
+static void expect_tags(int fd, const char *sql, const char *want, const char *want_tags,
+                        char want_status)
+{
+    expect_tags_by(false, fd, sql, want, want_tags, want_status);
 }
 
 /* After a FATAL the server closes: the next read sees EOF. */
@@ -576,11 +650,11 @@ static void test_txn(void **state)
     expect_q1(fd, "CREATE TABLE tx(id INTEGER PRIMARY KEY, v TEXT NOT NULL, "
                   "c INTEGER CHECK (c > 0), p INTEGER REFERENCES tx(id))", "", 'I');
     expect_q1(fd, "PRAGMA foreign_keys = ON", "", 'I');
-    expect_q1(fd, "BEGIN", "", 'T');
-    expect_q1(fd, "INSERT INTO tx VALUES (1, 'a', 1, NULL)", "", 'T');
-    expect_q1(fd, "INSERT INTO tx VALUES (1, 'a', 1, NULL)", "E:23505", 'E');
-    expect_q1(fd, "SELECT 1", "E:25P02", 'E');
-    expect_q1(fd, "COMMIT", "", 'I'); /* = ROLLBACK */
+    expect_tags(fd, "BEGIN", "", "BEGIN", 'T');
+    expect_tags(fd, "INSERT INTO tx VALUES (1, 'a', 1, NULL)", "", "INSERT 0 1", 'T');
+    expect_tags(fd, "INSERT INTO tx VALUES (1, 'a', 1, NULL)", "E:23505", "", 'E');
+    expect_tags(fd, "SELECT 1", "E:25P02", "", 'E');
+    expect_tags(fd, "COMMIT", "", "ROLLBACK", 'I'); /* = ROLLBACK */
     expect_q1(fd, "SELECT count(*) FROM tx", "0", 'I');
     expect_q1(fd, "INSERT INTO tx VALUES (2, NULL, 1, NULL)", "E:23502", 'I');
     expect_q1(fd, "INSERT INTO tx VALUES (2, 'b', 0, NULL)", "E:23514", 'I');
@@ -596,12 +670,54 @@ static void test_txn(void **state)
     expect_q1(fd, "BEGIN; SAVEPOINT s; INSERT INTO tx VALUES (7, 'g', 1, NULL)", "", 'T');
     expect_q1(fd, "INSERT INTO tx VALUES (7, 'g', 1, NULL)", "E:23505", 'E');
     expect_q1(fd, "ROLLBACK TO SAVEPOINT s", "", 'T');
-    expect_q1(fd, "INSERT INTO tx VALUES (8, 'h', 1, NULL); COMMIT", "", 'I');
+    expect_tags(fd, "INSERT INTO tx VALUES (8, 'h', 1, NULL); COMMIT", "", "INSERT 0 1|COMMIT", 'I');
     expect_q1(fd, "SELECT group_concat(id) FROM tx", "8", 'I');
     expect_q1(fd, "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE", "", 'T');
     expect_q1(fd, "ROLLBACK", "", 'I');
     expect_q1(fd, "START TRANSACTION", "", 'T');
     expect_q1(fd, "END", "", 'I');
+    close(fd);
+    pgw_server_stop(srv);
+}
+
+/* A COMMIT that fails (a deferred foreign key violated) is an
+ * ErrorResponse with its SQLSTATE and never a COMMIT tag, by either
+ * protocol; the transaction's rows are gone and the session goes on. */
+static void test_commit_fails(void **state)
+{
+    pgw_server *srv = start(PGW_AUTH_TRUST, 0);
+    int fd = login(srv, NULL, NULL);
+    expect_tags(fd, "CREATE TABLE par(id INTEGER PRIMARY KEY)", "", "CREATE TABLE", 'I');
+    expect_tags(fd, "CREATE TABLE chi(id INTEGER PRIMARY KEY, "
+                    "p INTEGER REFERENCES par(id) DEFERRABLE INITIALLY DEFERRED)",
+                "", "CREATE TABLE", 'I');
+    expect_q1(fd, "PRAGMA foreign_keys = ON", "", 'I');
+    for (int ext = 0; ext < 2; ext++) {
+        const char *proto = ext ? "extended" : "simple";
+        expect_tags_by(ext, fd, "BEGIN", "", "BEGIN", 'T');
+        expect_tags_by(ext, fd, "INSERT INTO chi VALUES (1, 99)", "", "INSERT 0 1", 'T');
+        char out[256], tags[512], st;
+        if (ext) {
+            ext_tags(fd, "COMMIT", out, sizeof(out), &st, tags, sizeof(tags));
+        } else {
+            q1_tags(fd, "COMMIT", out, sizeof(out), &st, tags, sizeof(tags));
+        }
+        if (strstr(tags, "COMMIT") || strcmp(out, "E:23503") != 0) {
+            fail_msg("broken guarantee: a COMMIT that failed (deferred foreign key, %s "
+                     "protocol) must be an ErrorResponse 23503 and never a COMMIT tag; "
+                     "got \"%s\" tags \"%s\"", proto, out, tags);
+        }
+        assert_int_equal(st, 'I');
+        expect_tags_by(ext, fd, "SELECT count(*) FROM chi", "0", "SELECT 1", 'I');
+        /* The session is usable: a transaction that holds commits. */
+        expect_tags_by(ext, fd, "INSERT INTO par VALUES (1)", "", "INSERT 0 1", 'I');
+        expect_tags_by(ext, fd, "BEGIN", "", "BEGIN", 'T');
+        expect_tags_by(ext, fd, "INSERT INTO chi VALUES (2, 1)", "", "INSERT 0 1", 'T');
+        expect_tags_by(ext, fd, "COMMIT", "", "COMMIT", 'I');
+        expect_tags_by(ext, fd, "SELECT count(*) FROM chi", "1", "SELECT 1", 'I');
+        expect_tags_by(ext, fd, "DELETE FROM chi", "", "DELETE 1", 'I');
+        expect_tags_by(ext, fd, "DELETE FROM par", "", "DELETE 1", 'I');
+    }
     close(fd);
     pgw_server_stop(srv);
 }
@@ -955,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_txn),
+        cmocka_unit_test(test_commit_fails),
         cmocka_unit_test(test_extended),
         cmocka_unit_test(test_ddl_shapes),
         cmocka_unit_test(test_limits_and_stop),

@@ -12,6 +12,8 @@
  *                  appends resume once space is freed
  *   kill -9 chaos  50+ kills of random safekeepers under load: no
  *                  acknowledged record lost, all three WALs identical
+ *   vote durable   the control file holds a term as soon as its vote is
+ *                  answered; kill -9 then: the term's second vote refused
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,8 +35,11 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "ids.h"
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
+#include "sk_control.h"
+#include "sk_storage.h"
 #include "wal_record.h"
 #include "wp_walproposer.h"
 
@@ -296,6 +301,70 @@ static void expect_whole_records(one_sk *o)
         off += rl;
     }
     free(wal);
+}
+
+/* ---- a vote is durable before it is answered ------------------------------ */
+
+/* The term in the timeline's control file on disk, as a restart reads it. */
+static uint64_t control_term_on_disk(h_sk *sk, tl_ref *t)
+{
+    arbor_id a, b;
+    char ts[ID_STR_SIZE], ls[ID_STR_SIZE], dir[1024];
+    memcpy(a.b, t->tenant, 16);
+    memcpy(b.b, t->timeline, 16);
+    id_format(&a, ts);
+    id_format(&b, ls);
+    snprintf(dir, sizeof(dir), "%s/tenants/%s/timelines/%s", sk->dir, ts, ls);
+    sk_control c;
+    int rc = sk_control_load(&sk_io_posix, dir, &c);
+    if (rc != 0)
+        fail_msg("control file of %s: %s", dir, sk_storage_strerror(rc));
+    return c.term;
+}
+
+/* Vote in term T, kill -9 before anything else is written, restart: a
+ * second proposer asking for T is refused (one vote per term survives a
+ * crash); the control file holds T as soon as the vote is answered. Then
+ * the same with a running timeline (elected, with WAL). */
+static void test_vote_durable(void **state)
+{
+    (void)state;
+    one_sk o;
+    one_sk_setup(&o, 31, NULL, 2);   /* elected in term 1, two records */
+    tl_ref fresh;
+    tl_ref_init(&fresh, 2);          /* a timeline the vote creates */
+    tl_ref *tls[2] = { &o.t, &fresh };
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 2; k++) {
+            uint64_t term = 5 + (uint64_t)round * 10 + (uint64_t)k;
+            Arbor__VoteResponse *v = vote(o.ch, tls[k], term, START_LSN);
+            assert_true(v->granted);
+            protobuf_c_message_free_unpacked(&v->base, NULL);
+            uint64_t on_disk = control_term_on_disk(&o.sk, tls[k]);
+            if (on_disk != term)
+                fail_msg("broken guarantee: vote for term %" PRIu64 " answered "
+                         "but the control file holds term %" PRIu64
+                         " (a vote must be persisted before it is answered)",
+                         term, on_disk);
+            h_sk_kill(&o.sk);
+            assert_int_equal(h_sk_start(&o.sk, 10000), 0);
+            v = NULL;
+            Arbor__VoteRequest req = ARBOR__VOTE_REQUEST__INIT;
+            req.timeline = &tls[k]->ref;
+            req.term = term;
+            req.start_lsn = START_LSN;
+            assert_int_equal(unary_retry(o.ch, "/arbor.Safekeeper/Vote", &req.base,
+                                         &arbor__vote_response__descriptor,
+                                         (ProtobufCMessage **)&v), 0);
+            if (v->granted)
+                fail_msg("broken guarantee: after kill -9 a second vote in term "
+                         "%" PRIu64 " was granted (one vote per term; the first "
+                         "was answered but not persisted)", term);
+            assert_true(v->term >= term);
+            protobuf_c_message_free_unpacked(&v->base, NULL);
+        }
+    }
+    one_sk_teardown(&o);
 }
 
 /* ---- bad input ------------------------------------------------------------ */
@@ -954,6 +1023,7 @@ int main(void)
         cmocka_unit_test(test_many_elections),
         cmocka_unit_test(test_empty_and_last_commit),
         cmocka_unit_test(test_kill9_chaos),
+        cmocka_unit_test(test_vote_durable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,6 +10,10 @@
  *   replica     follows the primary: sees a new commit within a bounded
  *               time, and its readers never see half of a transaction (two
  *               tables updated in one transaction always agree).
+ *   snapshot    a read transaction (two connections of one compute, and
+ *               on a replica) sees exactly its start state in tables it
+ *               had not read yet while another commits, at an unmoving
+ *               ARBOR_FCNTL_LSN.
  *   open errors an unknown branch and a static endpoint without LSN are
  *               refused with SQLITE_CANTOPEN.
  */
@@ -213,6 +217,152 @@ static void test_replica(void **state)
     sqlite3_close(p);
 }
 
+/* ---- a read transaction keeps its snapshot -------------------------------------- */
+
+/* A table's whole contents as one string (malloc'ed); an error becomes
+ * "error: <message>" so that it compares unequal instead of aborting. */
+static char *table_text(sqlite3 *db, const char *table)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) || ';' || ifnull(group_concat(id || '=' || hex(v), ','), '') "
+             "FROM (SELECT id, v FROM %s ORDER BY id)", table);
+    sqlite3_stmt *st;
+    char *out = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        out = strdup((const char *)sqlite3_column_text(st, 0));
+    if (!out) {
+        out = malloc(512);
+        snprintf(out, 512, "error: %s (%d)", sqlite3_errmsg(db), rc);
+    }
+    sqlite3_finalize(st);
+    return out;
+}
+
+static void expect_table(sqlite3 *db, const char *table, const char *want,
+                         const char *what)
+{
+    char *got = table_text(db, table);
+    if (strcmp(got, want) != 0)
+        fail_msg("broken guarantee: %s: table %s is not as it was when the "
+                 "transaction began (a read transaction sees exactly its start "
+                 "snapshot); got %.120s..., want %.120s...", what, table, got, want);
+    free(got);
+}
+
+static void expect_snapshot_lsn(sqlite3 *db, uint64_t lsn, const char *what)
+{
+    uint64_t now = vc_lsn(db);
+    if (now != lsn)
+        fail_msg("broken guarantee: %s: ARBOR_FCNTL_LSN moved from %" PRIx64
+                 " to %" PRIx64 " inside a read transaction", what, lsn, now);
+}
+
+/* The writer's change: rows of y updated, deleted and added (pages the
+ * reader never read) and of x (pages the reader has cached). */
+static void change_x_and_y(sqlite3 *w, int round)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "BEGIN; UPDATE y SET v = randomblob(300) WHERE id %% 2 = %d;"
+             "DELETE FROM y WHERE id %% 7 = %d; INSERT INTO y VALUES(%d, randomblob(900));"
+             "UPDATE x SET v = 'r%d-' || id WHERE id <= 5; DELETE FROM x WHERE id = %d;"
+             "COMMIT", round % 2, round % 7, 1000 + round, round, 10 + round);
+    vc_exec(w, sql);
+}
+
+/* Connection a (on `uri_a`) begins and reads x; the primary w commits to y
+ * and x; a then reads y and x and sees exactly its start state, at an
+ * unmoving LSN. follow: a connection beside a (a replica) that must see the
+ * commit before a reads on (NULL: a shares the primary's compute). */
+static void snapshot_round(sqlite3 *w, sqlite3 *a, sqlite3 *follow, int round,
+                           const char *what)
+{
+    char *x0 = table_text(w, "x"), *y0 = table_text(w, "y");
+    if (follow) {   /* the replica caught up with the start state */
+        char *f = NULL;
+        for (int t = 0; t < 1000; t++) {
+            free(f);
+            f = table_text(follow, "y");
+            if (strcmp(f, y0) == 0)
+                break;
+            h_sleep_ms(10);
+        }
+        assert_string_equal(f, y0);
+        free(f);
+    }
+    vc_exec(a, "BEGIN");
+    expect_table(a, "x", x0, what);
+    uint64_t lsn = vc_lsn(a);
+    change_x_and_y(w, round);
+    char *y1 = table_text(w, "y"), *x1 = table_text(w, "x");
+    assert_string_not_equal(y1, y0);
+    if (follow) {   /* the replica applied the commit */
+        char *f = NULL;
+        for (int t = 0; t < 1000; t++) {
+            free(f);
+            f = table_text(follow, "y");
+            if (strcmp(f, y1) == 0)
+                break;
+            h_sleep_ms(10);
+        }
+        if (strcmp(f, y1) != 0)
+            fail_msg("%s: the replica did not show the primary's commit in 10 s", what);
+        free(f);
+    }
+    expect_snapshot_lsn(a, lsn, what);
+    expect_table(a, "y", y0, what);
+    expect_table(a, "x", x0, what);
+    expect_snapshot_lsn(a, lsn, what);
+    vc_exec(a, "COMMIT");
+    /* A new transaction sees the commit. */
+    char *ya = table_text(a, "y"), *xa = table_text(a, "x");
+    assert_string_equal(ya, y1);
+    assert_string_equal(xa, x1);
+    assert_true(vc_lsn(a) > lsn);
+    free(ya); free(xa); free(x0); free(y0); free(x1); free(y1);
+}
+
+static void snapshot_setup(sqlite3 *p)
+{
+    vc_exec(p, "CREATE TABLE x(id INTEGER PRIMARY KEY, v TEXT);"
+               "CREATE TABLE y(id INTEGER PRIMARY KEY, v BLOB);"
+               "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+               "INSERT INTO x SELECT i, 'x' || i FROM n;"
+               "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+               "INSERT INTO y SELECT i, randomblob(300) FROM n");
+}
+
+static void test_snapshot_primary(void **state)
+{
+    vc_create_branch("snap", NULL, 0);
+    char uri[1024];
+    vc_uri(uri, sizeof(uri), "snap", NULL);
+    sqlite3 *w = vc_open(uri), *a = vc_open(uri);
+    snapshot_setup(w);
+    for (int round = 0; round < 3; round++)
+        snapshot_round(w, a, NULL, round, "two connections of one compute");
+    sqlite3_close(a);
+    sqlite3_close(w);
+}
+
+static void test_snapshot_replica(void **state)
+{
+    vc_create_branch("snaprep", NULL, 0);
+    char uri[1024], uri_r[1024];
+    vc_uri(uri, sizeof(uri), "snaprep", NULL);
+    vc_uri(uri_r, sizeof(uri_r), "snaprep", "role=replica");
+    sqlite3 *w = vc_open(uri);
+    snapshot_setup(w);
+    sqlite3 *a = vc_open(uri_r), *f = vc_open(uri_r);
+    for (int round = 0; round < 3; round++)
+        snapshot_round(w, a, f, round, "a replica while the primary writes");
+    sqlite3_close(f);
+    sqlite3_close(a);
+    sqlite3_close(w);
+}
+
 static void test_open_errors(void **state)
 {
     char uri[1024];
@@ -234,6 +384,8 @@ int main(void)
         cmocka_unit_test(test_static),
         cmocka_unit_test(test_branch),
         cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_snapshot_primary),
+        cmocka_unit_test(test_snapshot_replica),
         cmocka_unit_test(test_open_errors),
     };
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);

@@ -6,7 +6,9 @@
  * every safekeeper byte for byte after restarts; of two racing proposers
  * the lower term is fenced and no LSN holds two different committed
  * records; a commit that timed out is never visible afterwards; a
- * safekeeper that was down catches up.
+ * safekeeper that was down catches up; after a re-election no acceptor
+ * keeps a record of an older term past where its history diverged from
+ * the elected one.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -207,6 +209,76 @@ static Arbor__TimelineStatusResponse *sk_status(const char *addr)
                                (ProtobufCMessage **)&r, 5000, NULL), 0);
     rpc_channel_destroy(ch);
     return r;
+}
+
+/* The term a history gives to lsn: that of its last entry at or below it. */
+static uint64_t history_term_at(Arbor__TermSwitch **h, size_t n, lsn_t lsn)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < n && h[i]->lsn <= lsn; i++) {
+        t = h[i]->term;
+    }
+    return t;
+}
+
+/* After an election in `term`: every acceptor adopted it, and none holds a
+ * record of an older term past the point where its history diverged from
+ * the elected one (the acceptor must truncate there). Compares each
+ * acceptor's WAL, record by record, with the elected history (the longest
+ * one the acceptors report: each reports entries up to its flush LSN). */
+static void check_logs_follow_elected(uint64_t term)
+{
+    Arbor__TimelineStatusResponse *st[N_SK];
+    for (int i = 0; i < N_SK; i++) {
+        st[i] = NULL;
+        for (int t = 0; t < 1000; t++) {
+            st[i] = sk_status(g_sk[i].addr);
+            assert_null(st[i]->error);
+            size_t n = st[i]->n_history;
+            if (n > 0 && st[i]->history[n - 1]->term == term) {
+                break;
+            }
+            protobuf_c_message_free_unpacked(&st[i]->base, NULL);
+            st[i] = NULL;
+            h_sleep_ms(10);
+        }
+        if (!st[i]) {
+            fail_msg("%s never adopted the history of term %" PRIu64, g_sk[i].name, term);
+        }
+    }
+    int ref = 0;
+    for (int i = 1; i < N_SK; i++) {
+        if (st[i]->n_history > st[ref]->n_history) {
+            ref = i;
+        }
+    }
+    for (int i = 0; i < N_SK; i++) {
+        lsn_t flush = st[i]->flush_lsn;
+        size_t n;
+        uint8_t *wal = read_wal(g_sk[i].addr, START_LSN, flush, &n);
+        assert_int_equal(n, flush - START_LSN);
+        for (size_t off = 0; off < n;) {
+            wal_record rec;
+            uint32_t rl;
+            assert_int_equal(wal_record_peek_len(wal + off, n - off, &rl), 0);
+            assert_int_equal(wal_record_decode(wal + off, rl, &rec), 0);
+            uint64_t want = history_term_at(st[ref]->history, st[ref]->n_history, rec.lsn);
+            if (rec.term != want) {
+                fail_msg("broken guarantee: after the election of term %" PRIu64
+                         ", %s holds a record of term %" PRIu64 " at %" PRIX64
+                         " where the elected history has term %" PRIu64
+                         " (an acceptor must drop the WAL after the point where "
+                         "its history diverged from the elected one)",
+                         term, g_sk[i].name, rec.term, rec.lsn, want);
+            }
+            wal_record_free(&rec);
+            off += rl;
+        }
+        free(wal);
+    }
+    for (int i = 0; i < N_SK; i++) {
+        protobuf_c_message_free_unpacked(&st[i]->base, NULL);
+    }
 }
 
 /* Every safekeeper holds exactly `expect` from START_LSN. */
@@ -430,6 +502,7 @@ static void test_race(void **state)
     wp_proposer *p3;
     assert_int_equal(wp_create(&cfg, &p3), 0);
     elect(p3);
+    check_logs_follow_elected(wp_term(p3));
     lsn_t end = wp_commit_lsn(p3);
     wait_all_flushed(p3);
     wp_destroy(p3);
@@ -519,6 +592,7 @@ static void majority_down(bool pause)
     assert_int_equal(rc, 0);
     assert_true(pos.term > old_term);
     assert_int_equal(pos.lsn, xpos.lsn);           /* x was cut */
+    check_logs_follow_elected(pos.term);
     assert_int_equal(pos.prev_lsn, xpos.prev_lsn);
     for (int i = 0; i < 5; i++) {
         size_t rl;
@@ -536,6 +610,7 @@ static void majority_down(bool pause)
     elect(wp);
     assert_int_equal(wp_next_lsn(wp), START_LSN + len);
     wait_all_flushed(wp);
+    check_logs_follow_elected(wp_term(wp));
     wp_destroy(wp);
     check_all_hold(expect, len);
     for (int i = 0; i < N_SK; i++) {

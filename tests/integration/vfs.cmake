@@ -45,4 +45,10 @@ if(TARGET arbor-compute)
     ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
     ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
   add_dependencies(test_compute arbor-safekeeper arbor-pageserver arbor-compute)
+  # libpq (libpq-dev) drives the protocol with command tags and SQLSTATEs.
+  pkg_check_modules(LIBPQ IMPORTED_TARGET libpq)
+  if(LIBPQ_FOUND)
+    target_link_libraries(test_compute PRIVATE PkgConfig::LIBPQ)
+    target_compile_definitions(test_compute PRIVATE ARBOR_HAVE_LIBPQ=1)
+  endif()
 endif()
