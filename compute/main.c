@@ -523,6 +523,7 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
                                       "and role");
         goto done;
     }
+    int64_t t0 = mono_ms();
     rc = usage_metrics_init();
     if (rc == 0)
         rc = start_endpoint();
@@ -533,8 +534,8 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
     }
     atomic_store(&g_c.last_activity_ms, mono_ms());
     atomic_store(&g_c.bound, true);
-    log_info("compute: bound to %s (%s) as endpoint %s", branch_label(), c->role,
-             g_c.endpoint);
+    log_info("compute: bound to %s (%s) as endpoint %s in %lld ms", branch_label(), c->role,
+             g_c.endpoint, (long long)(mono_ms() - t0));
     http_respond_json(resp, 200, json_pack("{s:b}", "bound", 1));
 done:
     pthread_mutex_unlock(&g_c.bind_mu);

@@ -148,7 +148,9 @@ static int bind_new(ctl_lc *lc, json_t *ep, ctl_compute **out, char err[256])
     ctl_driver *d = lc->o.driver;
     int timeout = lc->o.bind_timeout_ms ? lc->o.bind_timeout_ms : 15000;
     ctl_compute *c = NULL;
+    double t0 = mono_s();
     int rc = d->ops->start(d, timeout, &c);
+    double t1 = mono_s();
     if (rc != 0) {
         snprintf(err, 256, "no compute available (%s)", strerror(-rc));
         return rc;
@@ -165,6 +167,8 @@ static int bind_new(ctl_lc *lc, json_t *ep, ctl_compute **out, char err[256])
         d->ops->stop(d, c);
         return rc;
     }
+    log_debug("control: endpoint %s: compute %d taken in %.1f ms, bound in %.1f ms",
+              spec.endpoint, c->pid, (t1 - t0) * 1e3, (mono_s() - t1) * 1e3);
     *out = c;
     return 0;
 }
