@@ -203,12 +203,23 @@ static int tenant_of(req *r, arbor_id *t)
     return id_parse(param(r, "project_id"), t);
 }
 
+static int sync_branches(req *r, const char *pid, psc_timeline **tls, size_t *n);
+
+/* A branch row by name or timeline id. A miss is checked against the
+ * pageserver (a branch made outside the API, e.g. by `arbor import`). */
 static json_t *load_branch(req *r, const char *pid, const char *name)
 {
     json_t *b;
-    int rc = ctl_db_query_one(r->x->db, &b,
-                              "SELECT * FROM branches WHERE project_id = ? AND (name = ? OR id = ?)",
-                              "sss", pid, name, name);
+    const char *sql = "SELECT * FROM branches WHERE project_id = ? AND (name = ? OR id = ?)";
+    int rc = ctl_db_query_one(r->x->db, &b, sql, "sss", pid, name, name);
+    if (rc == -ENOENT) {
+        psc_timeline *tls;
+        size_t n;
+        if (sync_branches(r, pid, &tls, &n) != 0)
+            return NULL;
+        az_free(tls);
+        rc = ctl_db_query_one(r->x->db, &b, sql, "sss", pid, name, name);
+    }
     if (rc == -ENOENT)
         return fail(r, 404, "NOT_FOUND", "no branch '%s'", name);
     return rc ? fail_db(r) : b;

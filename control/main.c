@@ -48,7 +48,7 @@ typedef struct control_config {
 } control_config;
 
 static const cfg_option control_options[] = {
-    CFG_STRING_OPT("listen", control_config, listen, "127.0.0.1:7690",
+    CFG_STRING_OPT("listen", control_config, listen, "127.0.0.1:7675",
                    "HTTP address of the API (host:port; port 0 picks one)"),
     CFG_STRING_OPT("datadir", control_config, datadir, "./control",
                    "state (control.db) and the computes' logs"),
