@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,9 +79,17 @@ static const cfg_option control_options[] = {
     CFG_END
 };
 
+/* Usage as Prometheus counters, per project and endpoint, brought up to the
+ * usage table's totals at each scrape. */
+enum { U_SECONDS, U_QUERIES, U_ROWS_READ, U_ROWS_WRITTEN, U_BYTES_WRITTEN, U_N };
+static const char *const g_usage_cols[U_N] = { "compute_seconds", "queries", "rows_read",
+                                               "rows_written", "bytes_written" };
+
 /* The daemon's one state struct. */
 static struct {
     control_config conf;
+    met_family *usage[U_N];
+    pthread_mutex_t usage_mu;   /* scrapes may run concurrently */
     ctl_db *db;
     ctl_driver *driver;
     ctl_lc *lc;
@@ -98,6 +107,55 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
                      "schema_version", ctl_db_version(g_ctl.db), "endpoints_active", active,
                      "wakes", (json_int_t)wakes, "suspends", (json_int_t)suspends, "crashes",
                      (json_int_t)crashes, "driver", g_ctl.driver->ops->name);
+}
+
+static void usage_metrics_init(void)
+{
+    static const char *const labels[] = { "project_id", "endpoint", NULL };
+    static const char *const names[U_N] = {
+        "arbor_control_compute_seconds_total", "arbor_control_queries_total",
+        "arbor_control_rows_read_total", "arbor_control_rows_written_total",
+        "arbor_control_bytes_written_total" };
+    static const char *const help[U_N] = {
+        "seconds an endpoint had a bound compute", "SQL statements run on an endpoint",
+        "result rows read on an endpoint", "rows inserted, updated or deleted on an endpoint",
+        "WAL bytes an endpoint committed" };
+    pthread_mutex_init(&g_ctl.usage_mu, NULL);
+    for (int i = 0; i < U_N; i++)
+        met_family_new(met_default_registry(), MET_COUNTER, names[i], help[i], labels, NULL, 0,
+                       &g_ctl.usage[i]);
+}
+
+static void refresh_usage(void *arg)
+{
+    json_t *rows;
+    if (!g_ctl.db || ctl_db_query(g_ctl.db, &rows,
+                                  "SELECT project_id, endpoint_name, sum(compute_seconds) AS"
+                                  " compute_seconds, sum(queries) AS queries, sum(rows_read) AS"
+                                  " rows_read, sum(rows_written) AS rows_written,"
+                                  " sum(bytes_written) AS bytes_written FROM usage"
+                                  " GROUP BY endpoint_id", NULL) != 0)
+        return;
+    pthread_mutex_lock(&g_ctl.usage_mu);
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        const char *lv[] = { json_string_value(json_object_get(r, "project_id")),
+                             json_string_value(json_object_get(r, "endpoint_name")) };
+        for (int u = 0; u < U_N && lv[0] && lv[1]; u++) {
+            met_counter *c;
+            if (!g_ctl.usage[u] || met_counter_get(g_ctl.usage[u], lv, &c) != 0)
+                continue;
+            json_t *v = json_object_get(r, g_usage_cols[u]);
+            uint64_t total = (uint64_t)(json_is_real(v) ? json_real_value(v)
+                                                         : (double)json_integer_value(v));
+            uint64_t now = met_counter_value(c);
+            if (total > now)
+                met_counter_add(c, total - now);
+        }
+    }
+    pthread_mutex_unlock(&g_ctl.usage_mu);
+    json_decref(rows);
 }
 
 /* First start: an API key for whoever started us. */
@@ -201,8 +259,10 @@ static int start(const char *argv0)
         return -EINVAL;
     }
     snprintf(host, sizeof(host), "%.*s", (int)(colon - c->listen), c->listen);
+    usage_metrics_init();
     dmn_http_options ho = { .addr = host, .port = atoi(colon + 1),
-                            .metrics = met_default_registry(), .status = h_status };
+                            .metrics = met_default_registry(), .refresh = refresh_usage,
+                            .status = h_status };
     if ((rc = dmn_http_start(&ho, &g_ctl.http)) != 0)
         return rc;
     return ctl_api_register(g_ctl.http, &g_ctl.api);

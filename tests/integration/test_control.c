@@ -419,6 +419,15 @@ static void test_endpoints(void **state)
     assert_true(json_array_size(json_object_get(u, "branches")) >= 1);
     json_decref(u);
     expect(422, "GET", pp("/usage?from=x"), NULL);
+    /* Prometheus: the control plane's series, usage per endpoint */
+    char *m = NULL;
+    assert_int_equal(h_http(g_ctl.port, "GET", "/metrics", NULL, &m), 200);
+    assert_non_null(strstr(m, "arbor_control_wakes_total{kind=\"cold\"}"));
+    assert_non_null(strstr(m, "arbor_control_queries_total{project_id=\""));
+    assert_non_null(strstr(m, "endpoint=\"main\"}"));
+    assert_non_null(strstr(m, "arbor_control_compute_seconds_total"));
+    assert_non_null(strstr(m, "arbor_control_endpoints_active"));
+    free(m);
 }
 
 static void test_roles_and_keys(void **state)
