@@ -335,6 +335,55 @@ int cli_cmd_endpoint_suspend(cli_ctx *ctx)
     return CLI_EXIT_OK;
 }
 
+/* ---- dashboard ------------------------------------------------------------------- */
+
+static json_t *quiet_get(const cli_api *a, const char *path, bool auth, int timeout_ms)
+{
+    char url[1024], err[256];
+    snprintf(url, sizeof(url), "%s%s", a->url, path);
+    hc_req r = { .method = "GET", .url = url, .bearer = auth ? a->key : NULL,
+                 .timeout_ms = timeout_ms };
+    int status = 0;
+    char *body = NULL;
+    if (hc_request(&r, &status, &body, err) != 0)
+        return NULL;
+    json_t *j = status == 200 ? json_loads(body, 0, NULL) : NULL;
+    az_free(body);
+    return j;
+}
+
+json_t *cli_api_dashboard(const char *dir, int timeout_ms)
+{
+    cli_api a;
+    memset(&a, 0, sizeof(a));
+    if (read_api_file(dir, &a) != 0 || !a.url[0] || !a.key[0] || !a.project[0])
+        return NULL;
+    char path[256];
+    json_t *st = quiet_get(&a, "/v1/status", false, timeout_ms);
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints", a.project);
+    json_t *eps = st ? quiet_get(&a, path, true, timeout_ms) : NULL;
+    snprintf(path, sizeof(path), "/v1/projects/%s/usage", a.project);
+    json_t *use = eps ? quiet_get(&a, path, true, timeout_ms) : NULL;
+    if (!use) {
+        json_decref(st);
+        json_decref(eps);
+        return NULL;
+    }
+    json_t *list = json_object_get(eps, "endpoints"), *e, *u;
+    size_t i, k;
+    json_array_foreach(list, i, e) {
+        json_array_foreach(json_object_get(use, "endpoints"), k, u) {
+            if (json_equal(json_object_get(u, "endpoint_id"), json_object_get(e, "id")))
+                json_object_update_missing(e, u);
+        }
+    }
+    json_t *out = json_pack("{s:o,s:O,s:O}", "status", st, "endpoints", list, "branches",
+                            json_object_get(use, "branches"));
+    json_decref(eps);
+    json_decref(use);
+    return out;
+}
+
 /* ---- usage ----------------------------------------------------------------------- */
 
 int cli_cmd_usage(cli_ctx *ctx)

@@ -62,6 +62,12 @@ bool cli_api_has_endpoint(cli_ctx *ctx, const char *name);
 /* `endpoint start NAME` of an API endpoint: wakes it, prints how to connect. */
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name);
 
+/* For the dashboard: {"status": control's /v1/status, "endpoints": [the
+ * API's endpoints, each with its usage (compute_seconds, queries, ...)],
+ * "branches": [storage per branch]} from the API in DIR/api.json, or NULL
+ * (no API, or it did not answer within timeout_ms). Silent. Thread-safe. */
+json_t *cli_api_dashboard(const char *dir, int timeout_ms);
+
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);
 int cli_cmd_usage(cli_ctx *ctx);
