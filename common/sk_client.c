@@ -32,6 +32,27 @@ void skc_close(skc *c)
     az_free(c);
 }
 
+int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
+    req.timeline = &ref;
+    Arbor__TimelineStatusResponse *resp = NULL;
+    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                       &arbor__timeline_status_response__descriptor,
+                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, NULL);
+    if (rc != 0)
+        return -EIO;
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
+        rc = -ENOENT;
+    else
+        *out = resp->commit_lsn;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                         lsn_t start_lsn, char msg[256])
 {

@@ -22,4 +22,8 @@ void skc_close(skc *c);
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                         lsn_t start_lsn, char msg[256]);
 
+/* The timeline's commit LSN as this safekeeper knows it. 0, -ENOENT
+ * (unknown timeline) or -EIO. */
+int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out);
+
 #endif

@@ -393,6 +393,27 @@ static json_t *h_branch_get(req *r)
     return j;
 }
 
+/* Before a time is turned into an LSN: waits (up to 5 s) until the
+ * pageserver has ingested what the safekeepers committed, so that a commit
+ * made just before that time is not missed because ingest lags. */
+static void wait_ingested(req *r, const arbor_id *t, const arbor_id *tl)
+{
+    lsn_t commit = 0;
+    for (int i = 0; i < r->x->n_sk; i++) {
+        lsn_t c = 0;
+        if (skc_commit_lsn(r->x->sk[i], t, tl, &c) == 0 && c > commit)
+            commit = c;
+    }
+    psc_timeline info;
+    psc_err e;
+    for (int waited = 0; commit && waited < 5000; waited += 10) {
+        if (psc_timeline_info(r->x->ps, t, tl, &info, &e) != 0 || info.last_record_lsn >= commit)
+            return;
+        struct timespec ts = { 0, 10 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Creates tl on every safekeeper, at its start LSN. */
 static int sk_create(req *r, const arbor_id *tenant, const psc_timeline *tl)
 {
@@ -420,6 +441,7 @@ static int create_timeline(req *r, const char *pid, const char *name, json_t *pa
     lsn_t at = pt ? pt->lsn : 0;
     if (parent && pt && pt->time_us) {     /* the last commit at or before that time */
         psc_lsn_kind kind;
+        wait_ingested(r, &t, &anc);
         int rc = psc_lsn_by_timestamp(r->x->ps, &t, &anc, pt->time_us, &at, &kind, &e);
         if (rc != 0) {
             fail_ps(r, rc, "finding the LSN of that time", e.msg);
@@ -832,6 +854,7 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
     lsn_t lsn = pt->lsn;
     if (!pt->lsn) {
         psc_lsn_kind kind;
+        wait_ingested(r, &t, &tl);
         rc = psc_lsn_by_timestamp(r->x->ps, &t, &tl, pt->time_us, &lsn, &kind, &e);
         if (rc != 0) {
             fail_ps(r, rc, "finding the LSN of that time", e.msg);
