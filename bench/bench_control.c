@@ -110,7 +110,7 @@ static int start_cluster(void)
         g_ctl.extra_args[i] = a[i + 1];
     g_ctl.extra_args[4] = "--pool-size=2";
     g_ctl.extra_args[5] = getenv("BENCH_VERBOSE") ? "--log-level=debug" : "--log-level=warn";
-    g_ctl.extra_args[6] = "--compute-log-level=warn";
+    g_ctl.extra_args[6] = getenv("BENCH_VERBOSE") ? "--compute-log-level=debug" : "--compute-log-level=warn";
     if (h_sk_start(&g_ctl, 20000) != 0)
         return -1;
     char path[700];

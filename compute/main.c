@@ -58,6 +58,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgw_server.h"
+#include "ps_client.h"
+#include "sk_client.h"
 #include "sqh_http.h"
 #include "vfs_main.h"
 
@@ -169,6 +171,8 @@ static struct {
     _Atomic bool bound;       /* the endpoint is open (always, without --pool) */
     _Atomic int64_t last_activity_ms; /* monotonic; statement start/end, bind */
     met_registry *metrics;
+    psc *warm_ps;             /* pool mode: connections kept open for the bind */
+    skc *warm_sk[8];
     pgw_server *pg;
     http_server *http;
     sqh_service *sqh;
@@ -543,6 +547,26 @@ done:
     return 0;
 }
 
+/* Pool mode: connects to the pageserver and the safekeepers now (one cheap
+ * call each), so that the bind's calls find the connections up: gRPC
+ * channels with the same target and arguments share one connection. */
+static void prewarm_connections(void)
+{
+    static const arbor_id zero;
+    psc_timeline info;
+    psc_err e;
+    lsn_t lsn;
+    if (psc_open(g_c.conf.pageserver, &g_c.warm_ps) == 0)
+        psc_timeline_info(g_c.warm_ps, &zero, &zero, &info, &e);
+    char *list = az_strdup(g_c.conf.safekeepers ? g_c.conf.safekeepers : ""), *save = NULL;
+    int n = 0;
+    for (char *a = strtok_r(list, ",", &save); a && n < 8; a = strtok_r(NULL, ",", &save)) {
+        if (skc_open(a, &g_c.warm_sk[n]) == 0)
+            skc_commit_lsn(g_c.warm_sk[n++], &zero, &zero, &lsn);
+    }
+    az_free(list);
+}
+
 /* ---- start-up ------------------------------------------------------------- */
 
 static int parse_auth(pgw_auth_method *out)
@@ -649,6 +673,9 @@ static void stop_all(void)
         sqh_destroy(g_c.sqh);
     if (g_c.keeper)
         sqlite3_close(g_c.keeper);
+    psc_close(g_c.warm_ps);
+    for (int i = 0; i < 8; i++)
+        skc_close(g_c.warm_sk[i]);
     while (g_c.conns) {             /* sessions end with their servers */
         conn_usage *cu = g_c.conns;
         g_c.conns = cu->next;
@@ -680,6 +707,8 @@ int main(int argc, char **argv)
         if (rc == 0)
             atomic_store(&g_c.bound, true);
     }
+    if (rc == 0 && g_c.conf.pool)
+        prewarm_connections();
     if (rc == 0)
         rc = start_servers(&pg_port);
     if (rc == 0)
