@@ -284,6 +284,42 @@ int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
     return CLI_EXIT_OK;
 }
 
+int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
+                            int *http_port, char *name, size_t name_cap)
+{
+    static const char *const order[] = { "read_write", "read_only", "static" };
+    cli_api a;
+    json_t *list, *e, *w;
+    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
+        cli_api_call(&a, "GET", "@/endpoints", NULL, &list) != 0)
+        return CLI_ENOTFOUND;
+    const char *pick = NULL;
+    size_t i;
+    for (size_t k = 0; k < 3 && !pick; k++) {
+        json_array_foreach(json_object_get(list, "endpoints"), i, e) {
+            const char *n = json_string_value(json_object_get(e, "name"));
+            const char *b = json_string_value(json_object_get(e, "branch"));
+            const char *kind = json_string_value(json_object_get(e, "kind"));
+            if (!pick && n && b && kind && strcmp(b, branch) == 0 &&
+                (want ? strcmp(n, want) == 0 : strcmp(kind, order[k]) == 0))
+                pick = n;
+        }
+    }
+    int rc = CLI_ENOTFOUND;
+    if (pick) {
+        char path[256];
+        snprintf(path, sizeof(path), "@/endpoints/%s/start", pick);
+        rc = cli_api_call(&a, "POST", path, NULL, &w) == 0 ? 0 : CLI_EFAIL;
+        if (rc == 0) {
+            *http_port = (int)json_integer_value(json_object_get(w, "http_port"));
+            snprintf(name, name_cap, "%s", pick);
+            json_decref(w);
+        }
+    }
+    json_decref(list);
+    return rc;
+}
+
 int cli_cmd_endpoint_update(cli_ctx *ctx)
 {
     const char *v = cli_opt_value(ctx, "suspend-timeout");

@@ -68,6 +68,13 @@ int cli_api_endpoint_wake(cli_ctx *ctx, const char *name);
  * (no API, or it did not answer within timeout_ms). Silent. Thread-safe. */
 json_t *cli_api_dashboard(const char *dir, int timeout_ms);
 
+/* For `arbor sql BRANCH` when no local endpoint runs there: wakes the API's
+ * endpoint called want, else the branch's read_write, read_only or static
+ * one (in that order). 0 with its HTTP port and name; CLI_ENOTFOUND (no API
+ * or no such endpoint; silent); CLI_EFAIL (printed). */
+int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
+                            int *http_port, char *name, size_t name_cap);
+
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);
 int cli_cmd_usage(cli_ctx *ctx);

@@ -233,6 +233,12 @@ static void test_api_endpoints(void **state)
     ct_expect(ct_sh("ARBOR_API_KEY=wrong %s --dir %s/elsewhere --api %s usage", ARBOR_CLI_BIN,
                     ct.root, url), 1, "wrong key");
     ct_expect_in(ct.err, "401");
+    /* arbor sql on an API endpoint wakes it */
+    ct_expect(ct_arbor("sql main --endpoint ro-api 'SELECT 40 + 2'"), 0, "sql via the API");
+    ct_expect_in(ct.out, "42");
+    e = endpoint("ro-api");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "active");
+    json_decref(e);
     ct_expect(ct_sh("curl -s -X DELETE -H 'Authorization: Bearer %s' "
                     "%s/v1/projects/%s/endpoints/ro-api", key, url, project), 0, "delete");
     ct_expect_in(ct.out, "\"deleted\"");
