@@ -685,6 +685,15 @@ static void test_internal_wake_branch(void **state)
     json_decref(w);
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/nope/wake", g_project);
     expect(404, "POST", path, NULL);
+    /* by endpoint name: the one the branch wake created */
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/fresh/wake", g_project);
+    assert_int_equal(api("POST", path, NULL, &w), 200);
+    assert_string_equal(js(w, "branch"), "fresh");
+    assert_false(json_is_true(json_object_get(w, "cold")));
+    json_decref(w);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/nope/wake", g_project);
+    expect(404, "POST", path, NULL);
+    assert_int_equal(api_key(NULL, "POST", path, NULL, NULL), 401);
     expect(200, "POST", pp("/endpoints/fresh/suspend"), NULL);
 }
 
