@@ -3,7 +3,8 @@
  * (which starts its own arbor-compute processes), all real, on loopback.
  *
  *   api        every route of control/openapi.json exists on the server and
- *              the server has no route the description lacks; 401 without
+ *              the server has no route the description lacks; answers carry
+ *              the fields its schemas require; 401 without
  *              or with a wrong key; malformed JSON 400; unknown ids 404;
  *              duplicates 409; bad names / points 422
  *   branches   create (parent + LSN or time), tree with sizes, get, rename,
@@ -191,6 +192,25 @@ static bool pid_alive(int pid)
     return n == 1 && st != 'Z';
 }
 
+/* The fields control/openapi.json marks required in schema `name` are in o. */
+static void check_schema(const char *name, json_t *o)
+{
+    json_t *spec = json_load_file(ARBOR_OPENAPI_JSON, 0, NULL);
+    assert_non_null(spec);
+    json_t *schema = json_object_get(json_object_get(json_object_get(spec, "components"),
+                                                     "schemas"), name);
+    assert_non_null(schema);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(schema, "required"), i, f) {
+        if (!json_object_get(o, json_string_value(f)))
+            fprintf(stderr, "%s: no field %s in %s\n", name, json_string_value(f),
+                    json_dumps(o, JSON_COMPACT));
+        assert_non_null(json_object_get(o, json_string_value(f)));
+    }
+    json_decref(spec);
+}
+
 /* ---- setup -------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -306,6 +326,7 @@ static void test_auth_and_errors(void **state)
     expect(409, "POST", pp("/branches"), "{\"name\": \"main\", \"root\": true}");
     json_t *p;
     assert_int_equal(api("PATCH", pp(""), "{\"name\": \"renamed\"}", &p), 200);
+    check_schema("Project", p);
     assert_string_equal(js(p, "name"), "renamed");
     json_decref(p);
 }
@@ -314,6 +335,7 @@ static void test_branches(void **state)
 {
     json_t *b, *list;
     assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"dev\"}", &b), 201);
+    check_schema("Branch", b);
     assert_string_equal(js(b, "parent"), "main");
     json_decref(b);
     expect(409, "POST", pp("/branches"), "{\"name\": \"dev\"}");
@@ -369,6 +391,7 @@ static void test_endpoints(void **state)
 {
     json_t *e, *w;
     assert_int_equal(api("GET", pp("/endpoints/main"), NULL, &e), 200);
+    check_schema("Endpoint", e);
     assert_string_equal(js(e, "kind"), "read_write");
     assert_string_equal(js(e, "state"), "suspended");
     assert_int_equal(ji(e, "suspend_timeout_s"), 300);
@@ -381,6 +404,7 @@ static void test_endpoints(void **state)
     expect(400, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": \"x\"}");
     expect(404, "POST", pp("/endpoints/nope/start"), NULL);
     w = wake("main");
+    check_schema("Wake", w);
     assert_true(json_is_true(json_object_get(w, "cold")));
     int http = (int)ji(w, "http_port"), pid = (int)ji(w, "compute_pid");
     json_decref(sql(http, "CREATE TABLE IF NOT EXISTS t(x)"));
@@ -439,6 +463,7 @@ static void test_roles_and_keys(void **state)
 {
     json_t *r, *s1, *s2, *k;
     assert_int_equal(api("POST", pp("/roles"), "{\"name\": \"app\"}", &r), 201);
+    check_schema("Password", r);
     assert_int_equal(strlen(js(r, "password")), 24);
     json_decref(r);
     expect(409, "POST", pp("/roles"), "{\"name\": \"app\"}");
@@ -447,6 +472,7 @@ static void test_roles_and_keys(void **state)
     char path[256];
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/app/secret", g_project);
     assert_int_equal(api("GET", path, NULL, &s1), 200);
+    check_schema("Secret", s1);
     assert_int_equal(strncmp(js(s1, "verifier"), "SCRAM-SHA-256$4096:", 19), 0);
     assert_int_equal(ji(s1, "iterations"), 4096);
     assert_int_equal(api("GET", "/v1/internal/roles/app/secret", NULL, &s2), 200);
