@@ -14,6 +14,8 @@ static const cli_opt g_global_opts[] = {
     { "dir", "DIR", "data directory of the local cluster (default: $ARBOR_DIR, "
                     "else ./.arbor)" },
     { "json", NULL, "machine-readable output (listings and status)" },
+    { "api", "URL", "arbor-control's API (default: $ARBOR_API, else DIR/api.json); the key "
+                    "comes from $ARBOR_API_KEY or DIR/api.json" },
     { "help", NULL, "show this help" },
     { NULL, NULL, NULL },
 };
@@ -126,6 +128,8 @@ static int parse_option(cli_ctx *ctx, int argc, char **argv, int *i)
     }
     if (strcmp(def->name, "json") == 0) {
         ctx->json = true;
+    } else if (strcmp(def->name, "api") == 0) {
+        ctx->api = value;
     } else {
         ctx->dir = value;
     }

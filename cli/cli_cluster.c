@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_api.h"
 #include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
@@ -24,6 +25,9 @@
 
 #ifndef ARBOR_SAFEKEEPER_BIN
 #define ARBOR_SAFEKEEPER_BIN ""
+#endif
+#ifndef ARBOR_CONTROL_BIN
+#define ARBOR_CONTROL_BIN ""
 #endif
 #ifndef ARBOR_PAGESERVER_BIN
 #define ARBOR_PAGESERVER_BIN ""
@@ -37,6 +41,7 @@
 typedef struct cli_bins {
     char sk[4096];
     char ps[4096];
+    char ctl[4096];
 } cli_bins;
 
 static bool try_bin(char *out, size_t len, const char *dir, const char *sub,
@@ -87,7 +92,9 @@ static int find_bins(cli_bins *b)
     if (cli_cluster_find_bin("arbor-safekeeper", "safekeeper", ARBOR_SAFEKEEPER_BIN, b->sk,
                              sizeof(b->sk)) != 0 ||
         cli_cluster_find_bin("arbor-pageserver", "pageserver", ARBOR_PAGESERVER_BIN, b->ps,
-                             sizeof(b->ps)) != 0) {
+                             sizeof(b->ps)) != 0 ||
+        cli_cluster_find_bin("arbor-control", "control", ARBOR_CONTROL_BIN, b->ctl,
+                             sizeof(b->ctl)) != 0) {
         return CLI_EFAIL;
     }
     return 0;
@@ -106,10 +113,17 @@ int cli_cluster_sk_addrs(cli_state *st, char addrs[][64], int max)
     return n;
 }
 
-/* The fixed set of components of a local cluster, created on first start. */
+/* The fixed set of components of a local cluster, created on first start
+ * (arbor-control also in the state of a cluster made before it existed). */
 static void ensure_components(cli_state *st)
 {
     if (st->n_comp > 0) {
+        if (!cli_state_comp(st, CLI_COMP_CONTROL, 0)) {
+            cli_component *c = cli_state_add(st, "control", CLI_COMP_CONTROL);
+            if (c) {
+                snprintf(c->datadir, sizeof(c->datadir), "control");
+            }
+        }
         return;
     }
     for (int i = 1; i <= CLI_N_SAFEKEEPERS; i++) {
@@ -123,11 +137,19 @@ static void ensure_components(cli_state *st)
     memset(ps, 0, sizeof(*ps));
     snprintf(ps->name, sizeof(ps->name), "ps");
     ps->kind = CLI_COMP_PAGESERVER;
+    cli_component *ctl = &st->comp[st->n_comp++];
+    memset(ctl, 0, sizeof(*ctl));
+    snprintf(ctl->name, sizeof(ctl->name), "control");
+    ctl->kind = CLI_COMP_CONTROL;
 }
 
 /* The ports a component asks for at start (0 = any). */
 static void wanted_ports(const cli_state *st, const cli_component *c, int *grpc, int *http)
 {
+    if (c->kind == CLI_COMP_CONTROL) { /* the API: just below the base port */
+        *grpc = *http = st->base_port > 1 ? st->base_port - 1 : 0;
+        return;
+    }
     int slot = c->kind == CLI_COMP_SAFEKEEPER ? c->node_id - 1 : CLI_N_SAFEKEEPERS;
     *grpc = st->base_port ? st->base_port + 2 * slot : 0;
     *http = st->base_port ? *grpc + 1 : 0;
@@ -199,8 +221,18 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     snprintf(a_http, sizeof(a_http), "--http-port=%d", http);
     snprintf(a_dir, sizeof(a_dir), "--datadir=%s", dir);
     snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
-    const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk : bins->ps;
-    char *argv[8] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
+    const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk
+                      : c->kind == CLI_COMP_CONTROL  ? bins->ctl
+                                                     : bins->ps;
+    char a_ps[96], a_key[4300];
+    char *argv[10] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
+    if (c->kind == CLI_COMP_CONTROL) {
+        cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
+        snprintf(a_ps, sizeof(a_ps), "--pageserver=127.0.0.1:%d", pc ? pc->grpc_port : 0);
+        snprintf(a_key, sizeof(a_key), "--init-key-file=%s/" CLI_API_KEY_FILE, dir);
+        argv[6] = a_ps;
+        argv[7] = a_key;
+    }
     if (c->kind == CLI_COMP_SAFEKEEPER) {
         snprintf(a_node, sizeof(a_node), "--node-id=%d", c->node_id);
         argv[5] = a_node;
@@ -262,15 +294,21 @@ static int start_daemons(cli_state *st)
     if (find_bins(&bins) != 0) {
         return CLI_EFAIL;
     }
-    cli_comp_kind order[] = { CLI_COMP_SAFEKEEPER, CLI_COMP_PAGESERVER };
+    cli_comp_kind order[] = { CLI_COMP_SAFEKEEPER, CLI_COMP_PAGESERVER, CLI_COMP_CONTROL };
     for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        bool spawned[CLI_MAX_COMPONENTS] = { false };
         for (int i = 0; i < st->n_comp; i++) {
-            if (st->comp[i].kind == order[k] && spawn_component(st, &st->comp[i], &bins) != 0) {
+            cli_component *c = &st->comp[i];
+            if (c->kind != order[k] || (c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks))) {
+                continue;                 /* running already: only the down ones start */
+            }
+            if (spawn_component(st, c, &bins) != 0) {
                 return CLI_EFAIL;
             }
+            spawned[i] = true;
         }
         for (int i = 0; i < st->n_comp; i++) {
-            if (st->comp[i].kind == order[k] && cli_cluster_wait_ports(st, &st->comp[i]) != 0) {
+            if (spawned[i] && cli_cluster_wait_ports(st, &st->comp[i]) != 0) {
                 return CLI_EFAIL;
             }
         }
@@ -371,7 +409,7 @@ static int step_tenant(cli_ctx *ctx, cli_state *st)
  * start), the primary endpoint on `main` (cli_endpoint.h; not with
  * --no-endpoint). */
 typedef int (*start_step_fn)(cli_ctx *ctx, cli_state *st);
-static const start_step_fn g_start_steps[] = { step_daemons, step_tenant,
+static const start_step_fn g_start_steps[] = { step_daemons, step_tenant, cli_api_bootstrap,
                                                cli_endpoint_start_main };
 
 /* ---- status --------------------------------------------------------------- */
@@ -420,6 +458,8 @@ static comp_health probe(cli_state *st, const cli_component *c)
         h.grpc_ok = cli_tcp_probe(c->grpc_port, PROBE_TIMEOUT_MS); /* PostgreSQL port */
     } else if (c->kind == CLI_COMP_SAFEKEEPER) {
         h.grpc_ok = sk_grpc_ok(c, st->has_tenant ? &st->tenant : NULL);
+    } else if (c->kind == CLI_COMP_CONTROL) {
+        h.grpc_ok = h.http_ok;         /* one port: the API */
     } else {
         char addr[64];
         snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
@@ -638,6 +678,7 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
         return CLI_EXIT_ERROR;
     }
     const char *down;
+    ensure_components(st);
     int n_core = 0;
     for (int i = 0; i < st->n_comp; i++) {
         n_core += st->comp[i].kind != CLI_COMP_COMPUTE;
@@ -647,23 +688,20 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
         *already = true;
         return CLI_EXIT_OK;
     }
-    int alive = running_count(st, false, &down);
-    if (alive > 0) {
-        cli_err("the cluster in %s is partly running (%s is down): run arbor stop, then "
-                "arbor start", st->dir, down);
-        return CLI_EXIT_ERROR;
+    if (alive_core > 0) {   /* partly running: start just the daemons that are down */
+        cli_note("%s is down: starting the daemons that are not running", down);
     }
-    for (int i = st->n_comp - 1; i >= 0; i--) { /* endpoints of a crashed cluster */
-        if (st->comp[i].kind == CLI_COMP_COMPUTE) {
+    for (int i = st->n_comp - 1; i >= 0; i--) { /* endpoints that died */
+        cli_component *c = &st->comp[i];
+        if (c->kind == CLI_COMP_COMPUTE && !(c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks))) {
             cli_state_remove(st, i);
         }
     }
-    ensure_components(st);
     st->started_at_us = cli_now_us();
     st->stopped_at_us = 0;
     for (size_t i = 0; i < sizeof(g_start_steps) / sizeof(g_start_steps[0]); i++) {
         if (g_start_steps[i](ctx, st) != 0) {
-            if (i == 0) { /* the daemons did not all come up: none stays */
+            if (i == 0 && alive_core == 0) { /* the daemons did not all come up: none stays */
                 stop_components(st, 5000, false);
                 st->stopped_at_us = cli_now_us();
             }
@@ -690,6 +728,7 @@ int cli_cmd_start(cli_ctx *ctx)
     if (rc == CLI_EXIT_OK && already && !ctx->json) {
         printf("arbor: the cluster in %s is already running (arbor status)\n", st.dir);
         cli_endpoint_print_connect(&st, "main");
+        cli_api_print_connect(ctx);
     } else if (rc == CLI_EXIT_OK) {
         bool all_up;
         json_t *s = status_json(&st, &all_up);
@@ -700,6 +739,7 @@ int cli_cmd_start(cli_ctx *ctx)
             printf("arbor: local cluster running\n");
             print_status(s);
             cli_endpoint_print_connect(&st, "main");
+            cli_api_print_connect(ctx);
             printf("dashboard:       arbor --dir %s dashboard   (http://127.0.0.1:%d/)\n",
                    st.dir, CLI_DASHBOARD_DEFAULT_PORT);
         }

@@ -64,6 +64,7 @@ struct cli_ctx {
     const char *dir;        /* data directory (absolute once resolved) */
     char dir_buf[4096];
     bool json;              /* --json */
+    const char *api;        /* --api URL (cli_api.h); NULL when not given */
     const char *pos[CLI_MAX_POSITIONALS];
     int n_pos;
     const char *opt_value[CLI_MAX_OPTS]; /* parallel to cmd->opts */

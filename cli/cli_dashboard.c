@@ -12,6 +12,8 @@
 #define _GNU_SOURCE
 #include "cli_dashboard.h"
 
+#include "cli_api.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -683,6 +685,9 @@ static json_t *collect(dash *g, totals *tot)
         json_decref(st);
         free(m);
     }
+    /* The control plane's view (its API): serverless endpoints and usage. */
+    json_t *ctl = cli_api_dashboard(g->dir, DASH_HTTP_TIMEOUT_MS);
+    json_object_set_new(doc, "control", ctl ? ctl : json_null());
     safekeeper_lags(comps);
     json_array_foreach(comps, i, e) {   /* the pageserver's per-timeline view */
         if (!ps_status || strcmp(json_string_value(json_object_get(e, "kind")) ?: "",

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_api.h"
 #include "cli_cluster.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
@@ -414,6 +415,12 @@ int cli_endpoint_start_main(cli_ctx *ctx, cli_state *st)
     if (cli_opt_flag(ctx, "no-endpoint")) {
         return 0;
     }
+    for (int i = 0; i < st->n_comp; i++) {    /* a partial restart: it runs already */
+        cli_component *c = &st->comp[i];
+        if (c->kind == CLI_COMP_COMPUTE && strcmp(c->name, "main") == 0 && is_compute_alive(c)) {
+            return 0;
+        }
+    }
     cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", pc->grpc_port);
@@ -475,6 +482,22 @@ static int start_spec(cli_ctx *ctx, ep_spec *sp)
 
 int cli_cmd_endpoint_start(cli_ctx *ctx)
 {
+    /* An endpoint of the API (and no local one of that name): wake it. */
+    bool plain = true;
+    for (int k = 0; ctx->cmd->opts[k].name; k++)
+        plain &= !ctx->opt_set[k];
+    if (plain && cli_api_has_endpoint(ctx, ctx->pos[0])) {
+        cli_state st;
+        bool local = false;
+        if (cli_state_load(ctx->dir, &st) == 0) {
+            for (int i = 0; i < st.n_comp; i++)
+                local |= st.comp[i].kind == CLI_COMP_COMPUTE &&
+                         strcmp(st.comp[i].name, ctx->pos[0]) == 0;
+            cli_state_free(&st);
+        }
+        if (!local)
+            return cli_api_endpoint_wake(ctx, ctx->pos[0]);
+    }
     ep_spec sp;
     if (start_spec(ctx, &sp) != 0) {
         return CLI_EXIT_ERROR;
@@ -621,10 +644,17 @@ static json_t *list_json(cli_state *st)
         bool pg = alive && cli_tcp_probe(c.grpc_port, EP_PROBE_MS);
         char log[4300];
         cli_comp_path(st, &c, "log", log, sizeof(log));
-        json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "name", c.name, "pid",
-                              alive ? (int)c.pid : 0, "pg_port", c.grpc_port, "http_port",
-                              c.http_port, "state",
-                              http && pg ? "up" : alive ? "degraded" : "down", "log", log);
+        /* The fields of the API's endpoints too (cli_api.h): a local
+         * endpoint is active while its process runs and never suspends. */
+        const char *kind = strcmp(c.role, "replica") == 0  ? "read_only"
+                           : strcmp(c.role, "static") == 0 ? "static"
+                                                            : "read_write";
+        json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:s}", "name",
+                              c.name, "pid", alive ? (int)c.pid : 0, "pg_port", c.grpc_port,
+                              "http_port", c.http_port, "state",
+                              alive ? "active" : "suspended", "health",
+                              http && pg ? "up" : alive ? "degraded" : "down", "log", log,
+                              "kind", kind, "suspend_timeout_s", -1, "managed_by", "cli");
         cli_endpoint_describe(&c, http, o);
         json_array_append_new(arr, o);
     }
@@ -640,6 +670,11 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     json_t *arr = rc == 0 ? list_json(&st) : json_array();
+    json_t *api = cli_api_endpoints(ctx);
+    if (api) {
+        json_array_extend(arr, api);
+        json_decref(api);
+    }
     if (ctx->json) {
         json_t *o = json_pack("{s:o}", "endpoints", arr);
         json_dumpf(o, stdout, JSON_INDENT(2));
@@ -649,22 +684,26 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
         printf("no endpoints (arbor endpoint start BRANCH)\n");
         json_decref(arr);
     } else {
-        printf("%-20s %-16s %-8s %-12s %-6s %-6s %-8s %-6s %s\n", "NAME", "BRANCH", "ROLE",
-               "LSN", "PG", "HTTP", "PID", "STATE", "CONNECT");
+        printf("%-20s %-16s %-10s %-12s %-6s %-6s %-8s %-9s %-8s %s\n", "NAME", "BRANCH",
+               "KIND", "LSN", "PG", "HTTP", "PID", "STATE", "SUSPEND", "CONNECT");
         size_t i;
         json_t *o;
         json_array_foreach(arr, i, o) {
             const char *lsn = json_string_value(json_object_get(o, "lsn"));
+            const char *pin = json_string_value(json_object_get(o, "point_lsn"));
             const char *state = json_string_value(json_object_get(o, "state"));
-            printf("%-20s %-16s %-8s %-12s %-6d %-6d %-8d %-6s %s\n",
-                   json_string_value(json_object_get(o, "name")),
-                   json_string_value(json_object_get(o, "branch")),
-                   json_string_value(json_object_get(o, "role")), lsn ? lsn : "-",
+            const char *psql = json_string_value(json_object_get(o, "psql"));
+            const char *branch = json_string_value(json_object_get(o, "branch"));
+            long long t = (long long)json_integer_value(json_object_get(o, "suspend_timeout_s"));
+            char susp[24];
+            snprintf(susp, sizeof(susp), t < 0 ? "never" : "%llds", t);
+            printf("%-20s %-16s %-10s %-12s %-6d %-6d %-8d %-9s %-8s %s\n",
+                   json_string_value(json_object_get(o, "name")), branch ? branch : "-",
+                   json_string_value(json_object_get(o, "kind")), lsn ? lsn : pin ? pin : "-",
                    (int)json_integer_value(json_object_get(o, "pg_port")),
                    (int)json_integer_value(json_object_get(o, "http_port")),
-                   (int)json_integer_value(json_object_get(o, "pid")), state,
-                   strcmp(state, "down") == 0 ? "-"
-                       : json_string_value(json_object_get(o, "psql")));
+                   (int)json_integer_value(json_object_get(o, "pid")), state, susp,
+                   strcmp(state, "active") != 0 || !psql ? "-" : psql);
         }
         json_decref(arr);
     }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_api.h"
 #include "cli_branch.h"
 #include "cli_cluster.h"
 #include "cli_cmd.h"
@@ -22,6 +23,7 @@
 #include "cli_export.h"
 #include "cli_import.h"
 #include "cli_sql.h"
+#include "http_client.h"
 #include "log.h"
 
 #define POINT_HELP                                                                       \
@@ -88,6 +90,11 @@ static const cli_opt g_export_opts[] = {
     { NULL, NULL, NULL },
 };
 static const cli_opt g_no_opts[] = { { NULL, NULL, NULL } };
+static const cli_opt g_ep_update_opts[] = {
+    { "suspend-timeout", "SECONDS", "suspend after this long without a query or an open "
+                                    "transaction; -1 = never (always on)" },
+    { NULL, NULL, NULL },
+};
 
 static const cli_command g_commands[] = {
     { NULL, "start", "", "start the local cluster (3 safekeepers, 1 pageserver, an "
@@ -144,8 +151,10 @@ static const cli_command g_commands[] = {
       g_import_opts, 1, 1, cli_cmd_import },
     { NULL, "export", "BRANCH FILE.db", "write a branch (now, or --at a past point) to a "
       "SQLite file", POINT_HELP, g_export_opts, 2, 2, cli_cmd_export },
-    { "endpoint", "start", "BRANCH", "start a compute endpoint (psql + SQL over HTTP)",
-      "Roles: primary (read-write; the default; one per branch), replica\n"
+    { "endpoint", "start", "BRANCH|NAME", "start a compute endpoint (psql + SQL over HTTP)",
+      "NAME of an endpoint of arbor-control's API (arbor endpoint list): wakes it\n"
+      "(a compute is bound to it; it suspends again after its suspend timeout).\n"
+      "BRANCH: starts a local endpoint, a process of this CLI. Roles: primary (read-write; the default; one per branch), replica\n"
       "(--read-only: follows the head), static (--at: pinned at that point).\n"
       "Default names: BRANCH, BRANCH-ro-N, BRANCH-at-LSN. Ports: --port/--http-port,\n"
       "else BASE+8+2k / BASE+9+2k for the first free slot k, else (base port 0)\n"
@@ -154,8 +163,17 @@ static const cli_command g_commands[] = {
       g_ep_start_opts, 1, 1, cli_cmd_endpoint_start },
     { "endpoint", "stop", "NAME", "stop an endpoint", NULL, g_no_opts, 1, 1,
       cli_cmd_endpoint_stop },
-    { "endpoint", "list", "", "list endpoints: branch, role, LSN, ports, how to connect",
-      NULL, g_no_opts, 0, 0, cli_cmd_endpoint_list },
+    { "endpoint", "list", "", "list endpoints: branch, kind, state, ports, how to connect",
+      "Both kinds: the API's (managed_by control: state active or suspended,\n"
+      "suspend_timeout_s) and the local ones this CLI started (managed_by cli;\n"
+      "state active while the process runs, health up/degraded/down).",
+      g_no_opts, 0, 0, cli_cmd_endpoint_list },
+    { "endpoint", "update", "NAME", "change an API endpoint's settings", NULL,
+      g_ep_update_opts, 1, 1, cli_cmd_endpoint_update },
+    { "endpoint", "suspend", "NAME", "suspend an API endpoint (its compute stops)", NULL,
+      g_no_opts, 1, 1, cli_cmd_endpoint_suspend },
+    { NULL, "usage", "", "usage per endpoint (compute seconds, queries, rows, bytes) and "
+      "storage per branch, from the API", NULL, g_no_opts, 0, 0, cli_cmd_usage },
     { NULL, "sql", "BRANCH ['SQL']", "run SQL on the branch's endpoint (or a shell on stdin)",
       "Runs on the branch's running endpoint through SQL over HTTP: one statement\n"
       "per request (/v1/sql); several statements given at once run through /v1/batch\n"
@@ -204,6 +222,12 @@ static int leading_globals(cli_ctx *ctx, int *argc, char ***argv)
         const char *a = (*argv)[0];
         if (strcmp(a, "--json") == 0) {
             ctx->json = true;
+        } else if (strncmp(a, "--api=", 6) == 0) {
+            ctx->api = a + 6;
+        } else if (strcmp(a, "--api") == 0 && *argc > 1) {
+            ctx->api = (*argv)[1];
+            (*argc)--;
+            (*argv)++;
         } else if (strncmp(a, "--dir=", 6) == 0) {
             ctx->dir = a + 6;
         } else if (strcmp(a, "--dir") == 0 && *argc > 1) {
@@ -258,6 +282,7 @@ int main(int argc, char **argv)
     argv++;
     leading_globals(&ctx, &argc, &argv);
     log_init("arbor", LOG_WARN);
+    hc_global_init();
     if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
         strcmp(argv[0], "help") == 0) {
         int w;

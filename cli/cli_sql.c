@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_api.h"
 #include "cli_cluster.h"
 #include "cli_endpoint.h"
 #include "cli_proc.h"
@@ -332,6 +333,13 @@ static int find_target(cli_ctx *ctx, const char *branch, sql_target *t)
     const char *want = cli_opt_value(ctx, "endpoint");
     int rc = cli_ps_branch_need(&ps, branch, &tl);
     if (rc == 0 && cli_endpoint_for_timeline(&st, &tl.id, want, &c) != 0) {
+        /* no local endpoint: one of arbor-control's, woken now */
+        int api_rc = cli_api_wake_for_branch(ctx, branch, want, &t->http_port, t->name,
+                                             sizeof(t->name));
+        if (api_rc != CLI_ENOTFOUND) {
+            cli_cluster_disconnect(&st, &ps);
+            return api_rc;
+        }
         if (want) {
             cli_err("no running endpoint '%s' on branch '%s' (arbor endpoint list)", want,
                     branch);

@@ -55,6 +55,7 @@ typedef enum {
     CLI_COMP_SAFEKEEPER = 0,
     CLI_COMP_PAGESERVER,
     CLI_COMP_COMPUTE,       /* an endpoint (cli_endpoint.h) */
+    CLI_COMP_CONTROL,       /* arbor-control (its API port is grpc_port and http_port) */
 } cli_comp_kind;
 
 #define CLI_COMP_NAME_MAX 95

@@ -18,6 +18,20 @@
  *   arbor_compute_cpu_milliseconds_total{branch,endpoint}       process CPU
  *   arbor_compute_info{branch,endpoint,role,tenant_id} = 1      to join the
  *       unlabelled compute series (pages fetched, cache, commits) per endpoint
+ * Pool mode (--pool, for arbor-control's compute driver): the process starts
+ * its servers without a branch and waits, unbound, for one
+ *   POST /v1/bind {"tenant","timeline","role","lsn","endpoint","branch"}
+ * which elects (primary) or pins (static) and opens the branch, so that
+ * waking an endpoint costs a bind, not a process start. A bound compute
+ * stays bound until it exits (binding it again to the same branch and role
+ * is a no-op answering 200; to another, 409). Until then PostgreSQL
+ * sessions are refused (08006) and /v1/status says "bound": false.
+ *
+ * Activity, for suspend-on-idle (GET /v1/status): "busy" while a statement
+ * runs or a client connection has a transaction open, "idle_ms" since the
+ * last statement started or ended (or since the bind), and the usage
+ * totals (queries, rows_read, rows_written, bytes_written).
+ *
  * SQL counts come from SQLite itself (sqlite3_trace_v2 on every client
  * connection: PROFILE = one statement ended, ROW = one result row; rows
  * written = the growth of sqlite3_total_changes64), so both protocols count
@@ -28,11 +42,14 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "config.h"
@@ -41,6 +58,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgw_server.h"
+#include "ps_client.h"
+#include "sk_client.h"
 #include "sqh_http.h"
 #include "vfs_main.h"
 
@@ -66,6 +85,7 @@ typedef struct compute_config {
     log_level log_level;
     char *log_file;
     char *endpoint;
+    bool pool;
 } compute_config;
 
 static const cfg_option compute_options[] = {
@@ -111,6 +131,8 @@ static const cfg_option compute_options[] = {
     CFG_STRING_OPT("endpoint", compute_config, endpoint, NULL,
                    "endpoint name, for metric labels and /v1/status "
                    "(default <branch>-<role>)"),
+    CFG_BOOL_OPT("pool", compute_config, pool, "false",
+                 "start unbound and wait for POST /v1/bind (arbor-control's pool)"),
     CFG_END
 };
 
@@ -128,6 +150,7 @@ typedef struct conn_usage {
     sqlite3 *db;
     const usage_counters *u;
     sqlite3_int64 total_changes;   /* at the end of its last statement */
+    bool running;                  /* a statement started and has not ended */
     struct conn_usage *next;
 } conn_usage;
 
@@ -142,8 +165,14 @@ static struct {
     uint64_t cpu_ms_counted;
     char uri[2048];
     bool read_only;
+    bool bind_failed;         /* a bind failed: this process is spent */
     sqlite3 *keeper;          /* holds the endpoint open between sessions */
+    pthread_mutex_t bind_mu;  /* serialises binds; guards bound */
+    _Atomic bool bound;       /* the endpoint is open (always, without --pool) */
+    _Atomic int64_t last_activity_ms; /* monotonic; statement start/end, bind */
     met_registry *metrics;
+    psc *warm_ps;             /* pool mode: connections kept open for the bind */
+    skc *warm_sk[8];
     pgw_server *pg;
     http_server *http;
     sqh_service *sqh;
@@ -236,12 +265,28 @@ static int usage_metrics_init(void)
 }
 
 /* sqlite3_trace_v2 callback of a metered connection. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int usage_trace(unsigned type, void *ctx, void *p, void *x)
 {
     conn_usage *cu = ctx;
     if (type == SQLITE_TRACE_ROW) {
         met_counter_inc(cu->u->rows_read);
+    } else if (type == SQLITE_TRACE_STMT) {
+        /* Trigger sub-programs are traced as "-- TRIGGER ..." and never
+         * get a PROFILE of their own: only top-level statements count. */
+        const char *sql = x;
+        if (!sql || strncmp(sql, "--", 2) != 0)
+            cu->running = true;
+        atomic_store(&g_c.last_activity_ms, mono_ms());
     } else if (type == SQLITE_TRACE_PROFILE) {
+        cu->running = false;
+        atomic_store(&g_c.last_activity_ms, mono_ms());
         met_counter_inc(cu->u->queries);
         sqlite3_int64 total = sqlite3_total_changes64(cu->db);
         if (total > cu->total_changes)
@@ -261,7 +306,8 @@ static void usage_attach(sqlite3 *db, usage_proto proto)
     cu->next = g_c.conns;
     g_c.conns = cu;
     pthread_mutex_unlock(&g_c.usage_mu);
-    sqlite3_trace_v2(db, SQLITE_TRACE_PROFILE | SQLITE_TRACE_ROW, usage_trace, cu);
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT | SQLITE_TRACE_PROFILE | SQLITE_TRACE_ROW,
+                     usage_trace, cu);
 }
 
 /* After sqlite3_close(db): forgets its metering. */
@@ -293,6 +339,31 @@ static void refresh_metrics(void *arg)
         g_c.cpu_ms_counted = ms;
     }
     pthread_mutex_unlock(&g_c.usage_mu);
+}
+
+/* Whether a client statement runs or a client transaction is open. The
+ * flags are written by other threads' callbacks: a racy read is fine for
+ * an idle check that is repeated. */
+static bool usage_busy(void)
+{
+    bool busy = false;
+    pthread_mutex_lock(&g_c.usage_mu);
+    for (conn_usage *cu = g_c.conns; cu && !busy; cu = cu->next)
+        busy = cu->running || !sqlite3_get_autocommit(cu->db);
+    pthread_mutex_unlock(&g_c.usage_mu);
+    return busy;
+}
+
+/* Sum of one usage counter over both protocols. */
+static uint64_t usage_total(size_t offset)
+{
+    uint64_t sum = 0;
+    for (int p = 0; p < USAGE_N; p++) {
+        met_counter *c = *(met_counter **)((char *)&g_c.usage[p] + offset);
+        if (c)
+            sum += met_counter_value(c);
+    }
+    return sum;
 }
 
 /* ---- opening connections --------------------------------------------------- */
@@ -332,6 +403,10 @@ static int open_client(usage_proto proto, sqlite3 **out, char *err, size_t errle
 static int pg_open(void *arg, const pgw_session_info *who, sqlite3 **out,
                    char *err, size_t errlen)
 {
+    if (!atomic_load(&g_c.bound)) {
+        snprintf(err, errlen, "this compute is not bound to a branch yet");
+        return -EAGAIN;
+    }
     return open_client(USAGE_PG, out, err, errlen);
 }
 
@@ -343,6 +418,10 @@ static void any_close(void *arg, sqlite3 *db)
 
 static int http_open(void *arg, sqlite3 **out, char *err, size_t errlen)
 {
+    if (!atomic_load(&g_c.bound)) {
+        snprintf(err, errlen, "this compute is not bound to a branch yet");
+        return SQLITE_CANTOPEN;
+    }
     return open_client(USAGE_HTTP, out, err, errlen);
 }
 
@@ -361,16 +440,131 @@ static int conn_lsn(void *arg, sqlite3 *db, char *out, size_t cap)
 static json_t *h_status(const http_request *req, int *status, void *arg)
 {
     uint64_t lsn = 0;
-    sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_LSN, &lsn);
     *status = 200;
-    const char *branch = branch_label();
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i}", "component", "compute",
-                     "branch", branch, "endpoint", g_c.endpoint, "role", g_c.conf.role,
-                     "tenant_id", g_c.conf.tenant ? g_c.conf.tenant : "",
-                     "lsn", dmn_lsn_json(lsn),
-                     "pg_port", pgw_server_port(g_c.pg),
-                     "pageserver", g_c.conf.pageserver,
-                     "sessions", pgw_server_sessions(g_c.pg));
+    pthread_mutex_lock(&g_c.bind_mu);   /* conf strings change at bind */
+    bool bound = atomic_load(&g_c.bound);
+    if (bound)
+        sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_LSN, &lsn);
+    int64_t idle_ms = mono_ms() - atomic_load(&g_c.last_activity_ms);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i,s:b,s:b,s:I,s:I,s:I,s:I,s:I}",
+                          "component", "compute", "branch", bound ? branch_label() : "",
+                          "endpoint", g_c.endpoint, "role", bound ? g_c.conf.role : "",
+                          "tenant_id", g_c.conf.tenant ? g_c.conf.tenant : "",
+                          "lsn", dmn_lsn_json(lsn),
+                          "pg_port", pgw_server_port(g_c.pg),
+                          "pageserver", g_c.conf.pageserver,
+                          "sessions", pgw_server_sessions(g_c.pg),
+                          "bound", bound, "busy", bound && usage_busy(),
+                          "idle_ms", (json_int_t)(idle_ms < 0 ? 0 : idle_ms),
+                          "queries", (json_int_t)usage_total(offsetof(usage_counters, queries)),
+                          "rows_read",
+                          (json_int_t)usage_total(offsetof(usage_counters, rows_read)),
+                          "rows_written",
+                          (json_int_t)usage_total(offsetof(usage_counters, rows_written)),
+                          "bytes_written", (json_int_t)arbor_vfs_wal_bytes_total());
+    pthread_mutex_unlock(&g_c.bind_mu);
+    return j;
+}
+
+/* ---- binding (pool mode) ---------------------------------------------------- */
+
+static int start_endpoint(void);
+
+/* Replaces a string setting with the JSON string at key (absent: kept;
+ * null or "": cleared). -EINVAL when it is not a string. */
+static int bind_str(json_t *obj, const char *key, char **field)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_string(v) && !json_is_null(v))
+        return -EINVAL;
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    az_free(*field);
+    *field = *s ? az_strdup(s) : NULL;
+    return 0;
+}
+
+static bool same_str(json_t *obj, const char *key, const char *cur)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return strcmp(v ? v : "", cur ? cur : "") == 0;
+}
+
+/* Answers a bind of an already bound compute: the same branch, role and
+ * point is a no-op (a retried wake), anything else a conflict. */
+static void bind_again(json_t *b, http_response *resp)
+{
+    if (!g_c.bind_failed && same_str(b, "tenant", g_c.conf.tenant) &&
+        same_str(b, "timeline", g_c.conf.timeline) && same_str(b, "role", g_c.conf.role) &&
+        same_str(b, "lsn", g_c.conf.lsn))
+        http_respond_json(resp, 200, json_pack("{s:b}", "bound", 1));
+    else
+        http_respond_error(resp, 409, g_c.bind_failed ? "a bind of this compute failed"
+                                                      : "bound to another branch");
+}
+
+static int h_bind(const http_request *req, http_response *resp, void *arg)
+{
+    json_t *b = NULL;
+    char err[256];
+    if (http_request_json(req, &b, err, sizeof(err)) != 0 || !json_is_object(b)) {
+        http_respond_error(resp, 400, b ? "expected a JSON object" : err);
+        json_decref(b);
+        return 0;
+    }
+    pthread_mutex_lock(&g_c.bind_mu);
+    if (atomic_load(&g_c.bound) || g_c.bind_failed) {
+        bind_again(b, resp);
+        goto done;
+    }
+    compute_config *c = &g_c.conf;
+    int rc = bind_str(b, "tenant", &c->tenant) | bind_str(b, "timeline", &c->timeline) |
+             bind_str(b, "branch", &c->branch) | bind_str(b, "role", &c->role) |
+             bind_str(b, "lsn", &c->lsn) | bind_str(b, "endpoint", &c->endpoint);
+    if (rc != 0 || !c->tenant || !c->role || (!c->timeline && !c->branch)) {
+        http_respond_error(resp, 400, "bind needs string fields tenant, timeline (or branch) "
+                                      "and role");
+        goto done;
+    }
+    int64_t t0 = mono_ms();
+    rc = usage_metrics_init();
+    if (rc == 0)
+        rc = start_endpoint();
+    if (rc != 0) {
+        g_c.bind_failed = true;
+        http_respond_error(resp, 503, "cannot open the branch (see the compute's log)");
+        goto done;
+    }
+    atomic_store(&g_c.last_activity_ms, mono_ms());
+    atomic_store(&g_c.bound, true);
+    log_info("compute: bound to %s (%s) as endpoint %s in %lld ms", branch_label(), c->role,
+             g_c.endpoint, (long long)(mono_ms() - t0));
+    http_respond_json(resp, 200, json_pack("{s:b}", "bound", 1));
+done:
+    pthread_mutex_unlock(&g_c.bind_mu);
+    json_decref(b);
+    return 0;
+}
+
+/* Pool mode: connects to the pageserver and the safekeepers now (one cheap
+ * call each), so that the bind's calls find the connections up: gRPC
+ * channels with the same target and arguments share one connection. */
+static void prewarm_connections(void)
+{
+    static const arbor_id zero;
+    psc_timeline info;
+    psc_err e;
+    lsn_t lsn;
+    if (psc_open(g_c.conf.pageserver, &g_c.warm_ps) == 0)
+        psc_timeline_info(g_c.warm_ps, &zero, &zero, &info, &e);
+    char *list = az_strdup(g_c.conf.safekeepers ? g_c.conf.safekeepers : ""), *save = NULL;
+    int n = 0;
+    for (char *a = strtok_r(list, ",", &save); a && n < 8; a = strtok_r(NULL, ",", &save)) {
+        if (skc_open(a, &g_c.warm_sk[n]) == 0)
+            skc_commit_lsn(g_c.warm_sk[n++], &zero, &zero, &lsn);
+    }
+    az_free(list);
 }
 
 /* ---- start-up ------------------------------------------------------------- */
@@ -464,6 +658,8 @@ static int start_servers(int *pg_port)
         rc = sqh_create(&so, &g_c.sqh);
     if (rc == 0)
         rc = sqh_register(g_c.sqh, g_c.http);
+    if (rc == 0 && g_c.conf.pool)
+        rc = http_route(g_c.http, "POST", "/v1/bind", HTTP_MATCH_EXACT, h_bind, NULL);
     return rc;
 }
 
@@ -477,6 +673,9 @@ static void stop_all(void)
         sqh_destroy(g_c.sqh);
     if (g_c.keeper)
         sqlite3_close(g_c.keeper);
+    psc_close(g_c.warm_ps);
+    for (int i = 0; i < 8; i++)
+        skc_close(g_c.warm_sk[i]);
     while (g_c.conns) {             /* sessions end with their servers */
         conn_usage *cu = g_c.conns;
         g_c.conns = cu->next;
@@ -495,18 +694,31 @@ int main(int argc, char **argv)
      * everything else of this process. */
     g_c.metrics = met_default_registry();
     pthread_mutex_init(&g_c.usage_mu, NULL);
+    pthread_mutex_init(&g_c.bind_mu, NULL);
+    atomic_store(&g_c.last_activity_ms, mono_ms());
     int pg_port = 0;
-    rc = usage_metrics_init();
-    if (rc != 0)
-        log_error("cannot register the usage metrics");
-    if (rc == 0)
-        rc = start_endpoint();
+    rc = 0;
+    if (!g_c.conf.pool) {
+        rc = usage_metrics_init();
+        if (rc != 0)
+            log_error("cannot register the usage metrics");
+        if (rc == 0)
+            rc = start_endpoint();
+        if (rc == 0)
+            atomic_store(&g_c.bound, true);
+    }
+    if (rc == 0 && g_c.conf.pool)
+        prewarm_connections();
     if (rc == 0)
         rc = start_servers(&pg_port);
     if (rc == 0)
         rc = dmn_write_port_file(g_c.conf.port_file, pg_port,
                                  http_server_port(g_c.http));
-    if (rc == 0) {
+    if (rc == 0 && g_c.conf.pool) {
+        log_info("compute: unbound (pool) on PostgreSQL port %d, HTTP %s:%u", pg_port,
+                 g_c.conf.http_addr, (unsigned)http_server_port(g_c.http));
+        log_info("signal %d: shutting down", dmn_signals_wait(&sigs));
+    } else if (rc == 0) {
         log_info("compute: branch %s (%s) on PostgreSQL port %d, HTTP %s:%u",
                  g_c.conf.timeline ? g_c.conf.timeline : g_c.conf.branch,
                  g_c.conf.role, pg_port, g_c.conf.http_addr,

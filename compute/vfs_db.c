@@ -18,6 +18,7 @@
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
 #include "vfs_cache.h"
+#include "vfs_main.h"
 #include "wp_walproposer.h"
 
 #define PAGE_STREAMS 4           /* GetPages streams per vfs_db */
@@ -70,7 +71,7 @@ static struct {
 
 static struct {
     pthread_once_t once;
-    met_counter *hits, *misses, *fetched, *prefetched, *commits, *failed;
+    met_counter *hits, *misses, *fetched, *prefetched, *commits, *failed, *wal_bytes;
     met_histogram *getpage_s, *commit_s;
 } g_met = { .once = PTHREAD_ONCE_INIT };
 
@@ -83,10 +84,16 @@ static void metrics_init(void)
     met_counter_new(r, "arbor_compute_pages_prefetched_total", "pages fetched ahead of a sequential scan", &g_met.prefetched);
     met_counter_new(r, "arbor_compute_commits_total", "transactions committed on a safekeeper quorum", &g_met.commits);
     met_counter_new(r, "arbor_compute_commit_failures_total", "commits that failed (rolled back)", &g_met.failed);
+    met_counter_new(r, "arbor_compute_wal_bytes_total", "bytes of WAL records committed on a quorum (metered as bytes written)", &g_met.wal_bytes);
     met_histogram_new(r, "arbor_compute_getpage_seconds", "GetPages round trip",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.getpage_s);
     met_histogram_new(r, "arbor_compute_commit_seconds", "commit point latency (quorum flush)",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.commit_s);
+}
+
+uint64_t arbor_vfs_wal_bytes_total(void)
+{
+    return g_met.wal_bytes ? met_counter_value(g_met.wal_bytes) : 0;
 }
 
 /* The met_* calls accept NULL children only by crashing: guard. */
@@ -706,6 +713,7 @@ int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
         MET_INC(g_met.failed);
         return map_wp_error(db, rc);
     }
+    MET_ADD(g_met.wal_bytes, len);
     /* Cache first, then latest: a reader pinning the new latest finds the
      * new versions (or last-written LSNs that make it wait for them). */
     for (uint32_t i = 0; i < n; i++)

@@ -56,6 +56,8 @@
 #ifndef ARBOR_VFS_MAIN_H
 #define ARBOR_VFS_MAIN_H
 
+#include <stdint.h>
+
 #define ARBOR_VFS_NAME "arbor"
 
 /* sqlite3_file_control(db, "main", ARBOR_FCNTL_LSN, &lsn) with a uint64_t:
@@ -75,6 +77,11 @@
  * SQLITE_OK, or SQLITE_NOTFOUND when db is not on the arbor VFS. */
 struct sqlite3;
 int arbor_vfs_busy_wait(struct sqlite3 *db, int timeout_ms);
+
+/* Bytes of WAL records this process has committed on a quorum so far, all
+ * databases together (0 before the first open): what a compute bills as
+ * "bytes written". Thread-safe. */
+uint64_t arbor_vfs_wal_bytes_total(void);
 
 /* Registers the "arbor" VFS (not as the default). Idempotent and
  * thread-safe. SQLITE_OK or an SQLite error code. */

@@ -18,6 +18,7 @@ PACKAGES=(
   liblz4-dev          # page compression
   libcmocka-dev       # unit tests
   libssl-dev          # libcrypto: SHA-256/HMAC/PBKDF2 for SCRAM auth
+  libcurl4-openssl-dev  # HTTP client: arbor-control -> computes, arbor -> arbor-control
   # test tooling: real SQL clients against the endpoints
   valgrind python3 procps chromium   # chromium: the dashboard test (headless)
   postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)

@@ -263,6 +263,35 @@ function renderUsage(data) {
   body.replaceChildren(...rows);
 }
 
+// ---- serverless endpoints (arbor-control's API) -----------------------------------
+
+function renderControl(data) {
+  const c = data.control;
+  const body = $('#serverless tbody');
+  const summary = $('#control-summary');
+  if (!c) {
+    summary.textContent = '(arbor-control not reachable)';
+    body.replaceChildren(h('tr', { class: 'empty' },
+      h('td', { colspan: 9 }, 'no control plane API (arbor start runs it)')));
+    return;
+  }
+  const s = c.status || {};
+  summary.textContent = `— ${s.endpoints_active || 0} active, wakes ${s.wakes || 0}, ` +
+    `suspends ${s.suspends || 0}, crashes ${s.crashes || 0}`;
+  const rows = (c.endpoints || []).map((e) => h('tr', { 'data-endpoint': e.name },
+    h('td', {}, e.name), h('td', {}, e.branch || '—'), h('td', {}, e.kind),
+    h('td', { class: e.state === 'active' ? '' : 'down' }, e.state),
+    h('td', {}, e.suspend_timeout_s < 0 ? 'never' : `${e.suspend_timeout_s} s`),
+    h('td', {}, e.compute_seconds == null ? '—' : `${Number(e.compute_seconds).toFixed(1)} s`),
+    h('td', {}, count(e.queries)), h('td', {}, count(e.rows_written)),
+    h('td', {}, count(e.bytes_written))));
+  if (!rows.length) {
+    rows.push(h('tr', { class: 'empty' },
+      h('td', { colspan: 9 }, 'no serverless endpoints (POST /v1/projects/ID/endpoints)')));
+  }
+  body.replaceChildren(...rows);
+}
+
 // ---- loop ----------------------------------------------------------------------
 
 async function getJSON(path) {
@@ -281,6 +310,7 @@ async function refresh() {
     renderTree(data);
     renderCharts(hist);
     renderUsage(data);
+    renderControl(data);
     document.body.dataset.ready = 'yes';
   } catch (e) {
     banner.hidden = false;

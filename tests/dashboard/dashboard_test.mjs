@@ -199,6 +199,15 @@ async function main() {
     expect(usage.ok, `usage row of ${compute.name}: ${usage.cells.join(' | ')}`);
   }
 
+  // The control plane's section (arbor-control's API, when `arbor start` ran it).
+  if (fs.existsSync(path.join(dir, 'api.json'))) {
+    const ctl = await pollDom(() => {
+      const s = document.querySelector('#control-summary');
+      return { ok: !!s && /active, wakes \d+/.test(s.textContent), text: s ? s.textContent : '' };
+    }, null, 10000, 'the serverless section');
+    expect(ctl.ok, `serverless endpoints: ${ctl.text}`);
+  }
+
   // Commits while the page watches: the live charts move.
   if (compute && hasCommand(['sql'])) {
     for (let i = 0; i < 8; i++) {

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "cli_test_common.h"
@@ -247,13 +248,13 @@ static void test_start_status(void **state)
         up++;
         p++;
     }
-    assert_int_equal(up, 4);
+    assert_int_equal(up, 5);                      /* 3 safekeepers, pageserver, control */
     ct_expect_in(ct.out, "branch main: head ");
     ct_expect(ct_arbor("status --json"), 0, "status --json");
     json_t *j = ct_parse_out();
     assert_true(json_is_true(json_object_get(j, "running")));
     json_t *comps = json_object_get(j, "components");
-    assert_int_equal(json_array_size(comps), 4);
+    assert_int_equal(json_array_size(comps), 5);
     size_t i;
     json_t *c;
     json_array_foreach(comps, i, c) {
@@ -264,6 +265,34 @@ static void test_start_status(void **state)
     json_decref(j);
     ct_expect(ct_arbor("start"), 0, "start again");
     ct_expect_in(ct.out, "already running");
+    ct_expect_in(ct.out, "\nAPI: http://127.0.0.1:");
+    ct_expect_in(ct.out, "\nAPI key: arbor_");
+    /* the API: JSON with the key, 401 without */
+    char path[512];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    const char *url = json_string_value(json_object_get(api, "url"));
+    ct_expect(ct_sh("curl -s -o /dev/null -w '%%{http_code}' %s/v1/projects", url), 0, "curl");
+    ct_expect_in(ct.out, "401");
+    ct_expect(ct_sh("curl -s -H 'Authorization: Bearer %s' %s/v1/projects",
+                    json_string_value(json_object_get(api, "key")), url), 0, "curl with key");
+    ct_expect_in(ct.out, "\"projects\"");
+    json_decref(api);
+    /* a daemon down: start brings up just that one */
+    snprintf(path, sizeof(path), "%s/cluster.json", ct.dir);
+    json_t *cl = json_load_file(path, 0, NULL);
+    assert_non_null(cl);
+    json_array_foreach(json_object_get(cl, "components"), i, c) {
+        if (strcmp(json_string_value(json_object_get(c, "name")), "control") == 0)
+            kill((pid_t)json_integer_value(json_object_get(c, "pid")), SIGKILL);
+    }
+    json_decref(cl);
+    for (int k = 0; k < 100 && ct_arbor("status") == 0; k++)
+        usleep(20000);
+    ct_expect(ct_arbor("start --no-endpoint"), 0, "start a partly running cluster");
+    ct_expect_in(ct.err, "control is down");
+    ct_expect(ct_arbor("status"), 0, "status after the partial start");
     g_cluster_up = true;
 }
 

@@ -140,8 +140,8 @@ static void test_start(void **state)
     ct_expect(ct_arbor("status --json"), 0, "status --json");
     json_t *j = ct_parse_out();
     json_t *comps = json_object_get(j, "components");
-    assert_int_equal(json_array_size(comps), 5);
-    json_t *c = json_array_get(comps, 4);
+    assert_int_equal(json_array_size(comps), 6);   /* 3 sk, ps, control, main */
+    json_t *c = json_array_get(comps, 5);
     assert_string_equal(json_string_value(json_object_get(c, "kind")), "compute");
     assert_string_equal(json_string_value(json_object_get(c, "state")), "up");
     assert_string_equal(json_string_value(json_object_get(c, "role")), "primary");
@@ -149,16 +149,100 @@ static void test_start(void **state)
     json_t *e = endpoint("main");
     assert_non_null(e);
     assert_string_equal(json_string_value(json_object_get(e, "branch")), "main");
-    assert_string_equal(json_string_value(json_object_get(e, "state")), "up");
+    /* the fields of the API's endpoints (active|suspended), and the local health */
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "active");
+    assert_string_equal(json_string_value(json_object_get(e, "health")), "up");
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "read_write");
+    assert_int_equal(json_integer_value(json_object_get(e, "suspend_timeout_s")), -1);
     assert_non_null(strstr(json_string_value(json_object_get(e, "psql")), "-U arbor main"));
     json_decref(e);
     ct_expect(ct_arbor("endpoint list"), 0, "endpoint list");
     ct_expect_in(ct.out, "CONNECT");
-    ct_expect_in(ct.out, "primary");
+    ct_expect_in(ct.out, "read_write");
     ct_expect(ct_arbor("start"), 0, "start again");
     ct_expect_in(ct.out, "already running");
     ct_expect_in(ct.out, "psql -h");
     g_up = true;
+}
+
+/* Endpoints of arbor-control's API through the CLI: list, update, start
+ * (wake), idle suspend, suspend, usage; --api/ARBOR_API_KEY from outside. */
+static void test_api_endpoints(void **state)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    const char *url = json_string_value(json_object_get(api, "url"));
+    const char *key = json_string_value(json_object_get(api, "key"));
+    const char *project = json_string_value(json_object_get(api, "project_id"));
+    ct_expect(ct_sh("curl -s -H 'Authorization: Bearer %s' -d '{\"branch\": \"main\", "
+                    "\"kind\": \"read_only\", \"name\": \"ro-api\"}' "
+                    "%s/v1/projects/%s/endpoints", key, url, project), 0, "create via API");
+    ct_expect_in(ct.out, "\"ro-api\"");
+    json_t *e = endpoint("ro-api");
+    assert_non_null(e);
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "read_only");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "suspended");
+    assert_string_equal(json_string_value(json_object_get(e, "branch")), "main");
+    assert_int_equal(json_integer_value(json_object_get(e, "suspend_timeout_s")), 300);
+    json_decref(e);
+    ct_expect(ct_arbor("endpoint update ro-api --suspend-timeout 1"), 0, "update");
+    ct_expect(ct_arbor("endpoint update ro-api --suspend-timeout x"), 2, "bad timeout");
+    ct_expect(ct_arbor("endpoint update nope --suspend-timeout 5"), 1, "unknown endpoint");
+    ct_expect(ct_arbor("endpoint start ro-api"), 0, "wake");
+    ct_expect_in(ct.out, "is active");
+    e = endpoint("ro-api");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "active");
+    assert_int_equal(json_integer_value(json_object_get(e, "suspend_timeout_s")), 1);
+    json_decref(e);
+    const char *st = "active";
+    for (int i = 0; i < 50 && strcmp(st, "suspended") != 0; i++) {
+        usleep(200000);
+        e = endpoint("ro-api");
+        st = strcmp(json_string_value(json_object_get(e, "state")), "suspended") == 0
+                 ? "suspended" : "active";
+        json_decref(e);
+    }
+    assert_string_equal(st, "suspended");
+    ct_expect(ct_arbor("endpoint update ro-api --suspend-timeout -1"), 0, "never");
+    ct_expect(ct_arbor("endpoint start ro-api"), 0, "wake again");
+    ct_expect(ct_arbor("endpoint suspend ro-api"), 0, "suspend");
+    e = endpoint("ro-api");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "suspended");
+    json_decref(e);
+    ct_expect(ct_arbor("usage --json"), 0, "usage");
+    json_t *u = ct_parse_out();
+    size_t i;
+    json_t *o;
+    bool seen = false;
+    json_array_foreach(json_object_get(u, "endpoints"), i, o) {
+        if (strcmp(json_string_value(json_object_get(o, "name")), "ro-api") == 0)
+            seen = json_number_value(json_object_get(o, "compute_seconds")) > 0;
+    }
+    assert_true(seen);
+    json_array_foreach(json_object_get(u, "branches"), i, o)
+        assert_non_null(json_object_get(o, "logical_size"));
+    json_decref(u);
+    ct_expect(ct_arbor("usage"), 0, "usage table");
+    ct_expect_in(ct.out, "COMPUTE_S");
+    /* the same commands against the API from elsewhere: --api + ARBOR_API_KEY */
+    ct_expect(ct_sh("ARBOR_API_KEY=%s %s --dir %s/elsewhere --api %s endpoint list --json",
+                    key, ARBOR_CLI_BIN, ct.root, url), 0, "remote list");
+    ct_expect_in(ct.out, "\"ro-api\"");
+    ct_expect(ct_sh("ARBOR_API_KEY=wrong %s --dir %s/elsewhere --api %s usage", ARBOR_CLI_BIN,
+                    ct.root, url), 1, "wrong key");
+    ct_expect_in(ct.err, "401");
+    /* arbor sql on an API endpoint wakes it */
+    ct_expect(ct_arbor("sql main --endpoint ro-api 'SELECT 40 + 2'"), 0, "sql via the API");
+    ct_expect_in(ct.out, "42");
+    e = endpoint("ro-api");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "active");
+    json_decref(e);
+    ct_expect(ct_sh("curl -s -X DELETE -H 'Authorization: Bearer %s' "
+                    "%s/v1/projects/%s/endpoints/ro-api", key, url, project), 0, "delete");
+    ct_expect_in(ct.out, "\"deleted\"");
+    json_decref(api);
 }
 
 static void test_sql(void **state)
@@ -405,6 +489,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start),
+        cmocka_unit_test(test_api_endpoints),
         cmocka_unit_test(test_sql),
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_branch_ops),

@@ -1,0 +1,462 @@
+/* cli_api — see cli_api.h. */
+#include "cli_api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "cli_fmt.h"
+#include "http_client.h"
+#include "ids.h"
+
+#define API_TIMEOUT_MS 60000
+
+static int read_api_file(const char *dir, cli_api *a)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/" CLI_API_FILE, dir);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!j)
+        return CLI_ENOTFOUND;
+    const char *u = json_string_value(json_object_get(j, "url"));
+    const char *k = json_string_value(json_object_get(j, "key"));
+    const char *p = json_string_value(json_object_get(j, "project_id"));
+    snprintf(a->url, sizeof(a->url), "%s", u ? u : "");
+    snprintf(a->key, sizeof(a->key), "%s", k ? k : "");
+    snprintf(a->project, sizeof(a->project), "%s", p ? p : "");
+    json_decref(j);
+    return 0;
+}
+
+static int write_api_file(const char *dir, const cli_api *a)
+{
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof(path), "%s/" CLI_API_FILE, dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    json_t *j = json_pack("{s:s,s:s,s:s}", "url", a->url, "key", a->key, "project_id",
+                          a->project);
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    bool ok = fd >= 0 && dprintf(fd, "%s\n", text) > 0 && fsync(fd) == 0;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        cli_err("cannot write %s: %s", path, strerror(errno));
+        return CLI_EFAIL;
+    }
+    return 0;
+}
+
+int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
+                 json_t **out)
+{
+    char url[1024], err[256];
+    if (path[0] == '@')
+        snprintf(url, sizeof(url), "%s/v1/projects/%s%s", a->url, a->project, path + 1);
+    else
+        snprintf(url, sizeof(url), "%s%s", a->url, path);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    hc_req r = { .method = method, .url = url, .body = text, .bearer = a->key,
+                 .timeout_ms = API_TIMEOUT_MS };
+    int status = 0;
+    char *resp = NULL;
+    int rc = hc_request(&r, &status, &resp, err);
+    free(text);
+    if (rc != 0) {
+        cli_err("the API at %s does not answer (%s): is arbor-control running? (arbor "
+                "status)", a->url, err);
+        return CLI_EFAIL;
+    }
+    json_t *j = json_loads(resp, 0, NULL);
+    az_free(resp);
+    if (status >= 200 && status < 300 && j) {
+        if (out)
+            *out = j;
+        else
+            json_decref(j);
+        return 0;
+    }
+    if (status != 404)
+        cli_err("API: %s (HTTP %d)",
+                j && json_string_value(json_object_get(j, "message"))
+                    ? json_string_value(json_object_get(j, "message"))
+                    : "unexpected answer",
+                status);
+    json_decref(j);
+    return status == 404 ? CLI_ENOTFOUND : CLI_EFAIL;
+}
+
+/* Fills what the environment and the flags say; the file fills the rest. */
+static int resolve(cli_ctx *ctx, cli_api *a, bool quiet)
+{
+    memset(a, 0, sizeof(*a));
+    read_api_file(ctx->dir, a);
+    const char *u = ctx->api && *ctx->api ? ctx->api : getenv("ARBOR_API");
+    const char *k = getenv("ARBOR_API_KEY"), *p = getenv("ARBOR_PROJECT");
+    if (u && *u)
+        snprintf(a->url, sizeof(a->url), "%s", u);
+    if (k && *k)
+        snprintf(a->key, sizeof(a->key), "%s", k);
+    if (p && *p)
+        snprintf(a->project, sizeof(a->project), "%s", p);
+    size_t n = strlen(a->url);
+    while (n > 0 && a->url[n - 1] == '/')
+        a->url[--n] = 0;
+    if (n > 3 && strcmp(a->url + n - 3, "/v1") == 0)
+        a->url[n - 3] = 0;
+    if (!a->url[0] || !a->key[0]) {
+        if (!quiet)
+            cli_err("no API: give --api URL (or ARBOR_API) and ARBOR_API_KEY, or run arbor "
+                    "start (it writes %s/%s)", ctx->dir, CLI_API_FILE);
+        return CLI_EFAIL;
+    }
+    return 0;
+}
+
+/* Fills a->project with the first project when none is set. */
+static int pick_project(cli_api *a, bool quiet)
+{
+    if (a->project[0])
+        return 0;
+    json_t *j;
+    if (cli_api_call(a, "GET", "/v1/projects", NULL, &j) != 0)
+        return CLI_EFAIL;
+    const char *id = json_string_value(
+        json_object_get(json_array_get(json_object_get(j, "projects"), 0), "id"));
+    if (id)
+        snprintf(a->project, sizeof(a->project), "%s", id);
+    json_decref(j);
+    if (!id && !quiet)
+        cli_err("the API has no project");
+    return id ? 0 : CLI_EFAIL;
+}
+
+int cli_api_open(cli_ctx *ctx, cli_api *a)
+{
+    return resolve(ctx, a, false) == 0 ? pick_project(a, false) : CLI_EFAIL;
+}
+
+/* ---- bootstrap -------------------------------------------------------------------- */
+
+static int read_first_key(const char *dir, char *key, size_t cap)
+{
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/control/" CLI_API_KEY_FILE, dir);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(key, (int)cap, f)) {
+        if (f)
+            fclose(f);
+        cli_err("arbor-control did not write its first API key to %s", path);
+        return CLI_EFAIL;
+    }
+    fclose(f);
+    key[strcspn(key, "\n")] = 0;
+    return 0;
+}
+
+/* The project of the cluster's tenant: found, or created by adopting it. */
+static int ensure_project(cli_api *a, const char *tenant)
+{
+    json_t *j;
+    if (cli_api_call(a, "GET", "/v1/projects", NULL, &j) != 0)
+        return CLI_EFAIL;
+    size_t i;
+    json_t *p;
+    bool found = false;
+    json_array_foreach(json_object_get(j, "projects"), i, p)
+        found |= strcmp(json_string_value(json_object_get(p, "id")), tenant) == 0;
+    json_decref(j);
+    snprintf(a->project, sizeof(a->project), "%s", tenant);
+    if (found)
+        return 0;
+    json_t *body = json_pack("{s:s,s:s}", "name", "default", "tenant_id", tenant);
+    int rc = cli_api_call(a, "POST", "/v1/projects", body, NULL);
+    json_decref(body);
+    if (rc != 0)
+        return CLI_EFAIL;
+    /* The CLI runs its own primary on main (a local endpoint): the API's
+     * read_write endpoint on main would fence it. */
+    cli_api_call(a, "DELETE", "@/endpoints/main", NULL, NULL);
+    body = json_pack("{s:s}", "name", "arbor");
+    rc = cli_api_call(a, "POST", "@/roles", body, &j);
+    json_decref(body);
+    if (rc == 0) {
+        printf("role arbor created; its password (shown once): %s\n",
+               json_string_value(json_object_get(j, "password")));
+        json_decref(j);
+    }
+    return 0;
+}
+
+int cli_api_bootstrap(cli_ctx *ctx, cli_state *st)
+{
+    cli_component *c = cli_state_comp(st, CLI_COMP_CONTROL, 0);
+    if (!c || !st->has_tenant)
+        return 0;
+    cli_api a;
+    memset(&a, 0, sizeof(a));
+    read_api_file(ctx->dir, &a);
+    snprintf(a.url, sizeof(a.url), "http://127.0.0.1:%d", c->http_port);
+    if (!a.key[0] && read_first_key(ctx->dir, a.key, sizeof(a.key)) != 0)
+        return CLI_EFAIL;
+    char tenant[ID_STR_SIZE];
+    id_format(&st->tenant, tenant);
+    if (!a.project[0] && ensure_project(&a, tenant) != 0)
+        return CLI_EFAIL;
+    return write_api_file(ctx->dir, &a);
+}
+
+void cli_api_print_connect(cli_ctx *ctx)
+{
+    cli_api a;
+    if (resolve(ctx, &a, true) != 0)
+        return;
+    printf("API: %s/v1   (project %s)\n", a.url, a.project);
+    printf("API key: %s\n", a.key);
+}
+
+/* ---- endpoints -------------------------------------------------------------------- */
+
+json_t *cli_api_endpoints(cli_ctx *ctx)
+{
+    cli_api a;
+    json_t *j;
+    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
+        cli_api_call(&a, "GET", "@/endpoints", NULL, &j) != 0)
+        return NULL;
+    json_t *arr = json_incref(json_object_get(j, "endpoints"));
+    json_decref(j);
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+        json_object_set_new(e, "managed_by", json_string("control"));
+    return arr;
+}
+
+bool cli_api_has_endpoint(cli_ctx *ctx, const char *name)
+{
+    cli_api a;
+    char path[256];
+    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0)
+        return false;
+    snprintf(path, sizeof(path), "@/endpoints/%s", name);
+    json_t *j;
+    if (cli_api_call(&a, "GET", path, NULL, &j) != 0)
+        return false;
+    json_decref(j);
+    return true;
+}
+
+int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
+{
+    cli_api a;
+    char path[256];
+    json_t *w;
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    snprintf(path, sizeof(path), "@/endpoints/%s/start", name);
+    int rc = cli_api_call(&a, "POST", path, NULL, &w);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no endpoint '%s' (arbor endpoint list)", name);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json) {
+        json_dumpf(w, stdout, JSON_INDENT(2));
+        printf("\n");
+    } else {
+        const char *host = json_string_value(json_object_get(w, "host"));
+        int pg = (int)json_integer_value(json_object_get(w, "pg_port"));
+        printf("endpoint %s is active (%s, branch %s)\n", name,
+               json_is_true(json_object_get(w, "cold")) ? "woken now" : "was active",
+               json_string_value(json_object_get(w, "branch")));
+        printf("  psql:          psql -h %s -p %d -U arbor %s\n", host, pg,
+               json_string_value(json_object_get(w, "branch")));
+        printf("  SQL over HTTP: http://%s:%d/v1/sql\n", host,
+               (int)json_integer_value(json_object_get(w, "http_port")));
+    }
+    json_decref(w);
+    return CLI_EXIT_OK;
+}
+
+int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
+                            int *http_port, char *name, size_t name_cap)
+{
+    static const char *const order[] = { "read_write", "read_only", "static" };
+    cli_api a;
+    json_t *list, *e, *w;
+    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
+        cli_api_call(&a, "GET", "@/endpoints", NULL, &list) != 0)
+        return CLI_ENOTFOUND;
+    const char *pick = NULL;
+    size_t i;
+    for (size_t k = 0; k < 3 && !pick; k++) {
+        json_array_foreach(json_object_get(list, "endpoints"), i, e) {
+            const char *n = json_string_value(json_object_get(e, "name"));
+            const char *b = json_string_value(json_object_get(e, "branch"));
+            const char *kind = json_string_value(json_object_get(e, "kind"));
+            if (!pick && n && b && kind && strcmp(b, branch) == 0 &&
+                (want ? strcmp(n, want) == 0 : strcmp(kind, order[k]) == 0))
+                pick = n;
+        }
+    }
+    int rc = CLI_ENOTFOUND;
+    if (pick) {
+        char path[256];
+        snprintf(path, sizeof(path), "@/endpoints/%s/start", pick);
+        rc = cli_api_call(&a, "POST", path, NULL, &w) == 0 ? 0 : CLI_EFAIL;
+        if (rc == 0) {
+            *http_port = (int)json_integer_value(json_object_get(w, "http_port"));
+            snprintf(name, name_cap, "%s", pick);
+            json_decref(w);
+        }
+    }
+    json_decref(list);
+    return rc;
+}
+
+int cli_cmd_endpoint_update(cli_ctx *ctx)
+{
+    const char *v = cli_opt_value(ctx, "suspend-timeout");
+    if (!v) {
+        cli_err("nothing to update: give --suspend-timeout SECONDS (-1 = never)");
+        return CLI_EXIT_USAGE;
+    }
+    char *end;
+    long s = strtol(v, &end, 10);
+    if (!*v || *end || s < -1) {
+        cli_err("bad --suspend-timeout '%s': seconds, or -1 for never", v);
+        return CLI_EXIT_USAGE;
+    }
+    cli_api a;
+    char path[256];
+    json_t *e;
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    snprintf(path, sizeof(path), "@/endpoints/%s", ctx->pos[0]);
+    json_t *body = json_pack("{s:I}", "suspend_timeout_s", (json_int_t)s);
+    int rc = cli_api_call(&a, "PATCH", path, body, &e);
+    json_decref(body);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no endpoint '%s' (arbor endpoint list)", ctx->pos[0]);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json)
+        json_dumpf(e, stdout, JSON_INDENT(2)), printf("\n");
+    else
+        printf("endpoint %s: suspend_timeout_s %lld%s\n", ctx->pos[0], (long long)s,
+               s < 0 ? " (never suspends)" : "");
+    json_decref(e);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_endpoint_suspend(cli_ctx *ctx)
+{
+    cli_api a;
+    char path[256];
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    snprintf(path, sizeof(path), "@/endpoints/%s/suspend", ctx->pos[0]);
+    int rc = cli_api_call(&a, "POST", path, NULL, NULL);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no endpoint '%s' (arbor endpoint list)", ctx->pos[0]);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    printf("endpoint %s suspended\n", ctx->pos[0]);
+    return CLI_EXIT_OK;
+}
+
+/* ---- dashboard ------------------------------------------------------------------- */
+
+static json_t *quiet_get(const cli_api *a, const char *path, bool auth, int timeout_ms)
+{
+    char url[1024], err[256];
+    snprintf(url, sizeof(url), "%s%s", a->url, path);
+    hc_req r = { .method = "GET", .url = url, .bearer = auth ? a->key : NULL,
+                 .timeout_ms = timeout_ms };
+    int status = 0;
+    char *body = NULL;
+    if (hc_request(&r, &status, &body, err) != 0)
+        return NULL;
+    json_t *j = status == 200 ? json_loads(body, 0, NULL) : NULL;
+    az_free(body);
+    return j;
+}
+
+json_t *cli_api_dashboard(const char *dir, int timeout_ms)
+{
+    cli_api a;
+    memset(&a, 0, sizeof(a));
+    if (read_api_file(dir, &a) != 0 || !a.url[0] || !a.key[0] || !a.project[0])
+        return NULL;
+    char path[256];
+    json_t *st = quiet_get(&a, "/v1/status", false, timeout_ms);
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints", a.project);
+    json_t *eps = st ? quiet_get(&a, path, true, timeout_ms) : NULL;
+    snprintf(path, sizeof(path), "/v1/projects/%s/usage", a.project);
+    json_t *use = eps ? quiet_get(&a, path, true, timeout_ms) : NULL;
+    if (!use) {
+        json_decref(st);
+        json_decref(eps);
+        return NULL;
+    }
+    json_t *list = json_object_get(eps, "endpoints"), *e, *u;
+    size_t i, k;
+    json_array_foreach(list, i, e) {
+        json_array_foreach(json_object_get(use, "endpoints"), k, u) {
+            if (json_equal(json_object_get(u, "endpoint_id"), json_object_get(e, "id")))
+                json_object_update_missing(e, u);
+        }
+    }
+    json_t *out = json_pack("{s:o,s:O,s:O}", "status", st, "endpoints", list, "branches",
+                            json_object_get(use, "branches"));
+    json_decref(eps);
+    json_decref(use);
+    return out;
+}
+
+/* ---- usage ----------------------------------------------------------------------- */
+
+int cli_cmd_usage(cli_ctx *ctx)
+{
+    cli_api a;
+    json_t *u;
+    if (cli_api_open(ctx, &a) != 0 || cli_api_call(&a, "GET", "@/usage", NULL, &u) != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json) {
+        json_dumpf(u, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(u);
+        return CLI_EXIT_OK;
+    }
+    size_t i;
+    json_t *o;
+    printf("%-20s %-16s %12s %10s %10s %10s %12s\n", "ENDPOINT", "BRANCH", "COMPUTE_S",
+           "QUERIES", "ROWS_READ", "ROWS_WRIT", "BYTES_WRIT");
+    json_array_foreach(json_object_get(u, "endpoints"), i, o) {
+        const char *b = json_string_value(json_object_get(o, "branch"));
+        printf("%-20s %-16s %12.1f %10lld %10lld %10lld %12lld\n",
+               json_string_value(json_object_get(o, "name")), b ? b : "-",
+               json_number_value(json_object_get(o, "compute_seconds")),
+               (long long)json_integer_value(json_object_get(o, "queries")),
+               (long long)json_integer_value(json_object_get(o, "rows_read")),
+               (long long)json_integer_value(json_object_get(o, "rows_written")),
+               (long long)json_integer_value(json_object_get(o, "bytes_written")));
+    }
+    printf("\n%-20s %12s %12s %12s\n", "BRANCH", "LOGICAL", "PHYSICAL", "BRANCH_ONLY");
+    json_array_foreach(json_object_get(u, "branches"), i, o) {
+        char l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], b[CLI_SIZE_STRLEN];
+        printf("%-20s %12s %12s %12s\n", json_string_value(json_object_get(o, "name")),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "logical_size")), l),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "physical_size")), p),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "branch_only_size")),
+                            b));
+    }
+    json_decref(u);
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,82 @@
+/*
+ * cli_api — the CLI as a client of arbor-control's API (prefix cli_api_):
+ * where the API is and which key and project to use, the first-start
+ * bootstrap of `arbor start`, and the commands that go through the API
+ * (`endpoint update|suspend`, `endpoint start NAME` of an API endpoint,
+ * `usage`, the API endpoints in `endpoint list`).
+ *
+ * Resolution, first found wins:
+ *   URL      --api URL, $ARBOR_API, DIR/api.json "url"
+ *   key      $ARBOR_API_KEY, DIR/api.json "key"
+ *   project  $ARBOR_PROJECT, DIR/api.json "project_id", else the first
+ *            project the API lists
+ * DIR/api.json (0600) is written by `arbor start`: {"url", "key",
+ * "project_id"}. So the same commands work against a remote control plane
+ * with --api/ARBOR_API + ARBOR_API_KEY.
+ *
+ * Transition (see cli/README.md): the local endpoints that `arbor start`
+ * and `endpoint start BRANCH` run are still processes of the CLI; the API's
+ * endpoints are computes of arbor-control. Both are listed.
+ *
+ * Errors: 0, CLI_ENOTFOUND (404, silent), or CLI_EFAIL after printing the
+ * API's message. Single-threaded.
+ */
+#ifndef ARBOR_CLI_API_H
+#define ARBOR_CLI_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "cli_cmd.h"
+#include "cli_state.h"
+
+#define CLI_API_FILE "api.json"
+#define CLI_API_KEY_FILE "api_key"   /* in arbor-control's data directory */
+
+typedef struct cli_api {
+    char url[512];      /* "http://127.0.0.1:7675" (no trailing /) */
+    char key[128];
+    char project[40];
+} cli_api;
+
+/* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
+int cli_api_open(cli_ctx *ctx, cli_api *a);
+/* One call; path starting with "/v1/" or, with a leading "@", relative to
+ * the project ("@/endpoints" = /v1/projects/<id>/endpoints). body may be
+ * NULL (not stolen). *out (may be NULL) gets the answer (caller decrefs). */
+int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
+                 json_t **out);
+
+/* Step of `arbor start` (daemons up, tenant known): on the first start the
+ * project (adopting the cluster's tenant), role `arbor` (its password is
+ * printed once) and DIR/api.json. */
+int cli_api_bootstrap(cli_ctx *ctx, cli_state *st);
+/* The "API:" and "API key:" lines of `arbor start`. */
+void cli_api_print_connect(cli_ctx *ctx);
+
+/* The API's endpoints as `endpoint list --json` objects (new reference), or
+ * NULL when no API is configured or reachable (nothing printed). */
+json_t *cli_api_endpoints(cli_ctx *ctx);
+/* Whether the API has an endpoint called name (false when unreachable). */
+bool cli_api_has_endpoint(cli_ctx *ctx, const char *name);
+/* `endpoint start NAME` of an API endpoint: wakes it, prints how to connect. */
+int cli_api_endpoint_wake(cli_ctx *ctx, const char *name);
+
+/* For the dashboard: {"status": control's /v1/status, "endpoints": [the
+ * API's endpoints, each with its usage (compute_seconds, queries, ...)],
+ * "branches": [storage per branch]} from the API in DIR/api.json, or NULL
+ * (no API, or it did not answer within timeout_ms). Silent. Thread-safe. */
+json_t *cli_api_dashboard(const char *dir, int timeout_ms);
+
+/* For `arbor sql BRANCH` when no local endpoint runs there: wakes the API's
+ * endpoint called want, else the branch's read_write, read_only or static
+ * one (in that order). 0 with its HTTP port and name; CLI_ENOTFOUND (no API
+ * or no such endpoint; silent); CLI_EFAIL (printed). */
+int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
+                            int *http_port, char *name, size_t name_cap);
+
+int cli_cmd_endpoint_update(cli_ctx *ctx);
+int cli_cmd_endpoint_suspend(cli_ctx *ctx);
+int cli_cmd_usage(cli_ctx *ctx);
+
+#endif

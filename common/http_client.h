@@ -1,0 +1,29 @@
+/*
+ * http_client — blocking HTTP/1.1 requests with libcurl (prefix hc_), for
+ * whatever calls another Arbor HTTP API: arbor-control driving computes,
+ * the CLI calling arbor-control.
+ *
+ * hc_global_init() once in main() before any thread (libcurl's rule).
+ * hc_request: one request; 0 with *status and *body (az_malloc'ed,
+ * NUL-terminated; az_free it; may be NULL when the caller passes NULL) or
+ * -EIO with a message in err (connection refused, timeout...).
+ * Thread-safe (an easy handle per call).
+ */
+#ifndef ARBOR_HTTP_CLIENT_H
+#define ARBOR_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+void hc_global_init(void);
+
+typedef struct hc_req {
+    const char *method;       /* "GET", "POST", ... */
+    const char *url;
+    const char *body;         /* NULL: none; sent as application/json */
+    const char *bearer;       /* NULL: no Authorization header */
+    int timeout_ms;           /* whole request; 0 = 30 s */
+} hc_req;
+
+int hc_request(const hc_req *r, int *status, char **body, char err[256]);
+
+#endif

@@ -1,0 +1,233 @@
+/* ps_client — see ps_client.h. */
+#include "ps_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "common.pb-c.h"
+#include "pageserver.pb-c.h"
+#include "rpc.h"
+
+#define MGMT(m) "/arbor.Management/" m
+#define PAGE(m) "/arbor.PageService/" m
+
+struct psc {
+    rpc_channel *ch;
+};
+
+int psc_open(const char *addr, psc **out)
+{
+    psc *c = az_calloc(1, sizeof(*c));
+    if (rpc_channel_create(addr, &c->ch) != 0) {
+        az_free(c);
+        return -EINVAL;
+    }
+    *out = c;
+    return 0;
+}
+
+void psc_close(psc *c)
+{
+    if (!c)
+        return;
+    rpc_channel_destroy(c->ch);
+    az_free(c);
+}
+
+static int map_code(int code)
+{
+    switch (code) {
+    case ARBOR__ERROR_CODE__UNKNOWN_TENANT:
+    case ARBOR__ERROR_CODE__UNKNOWN_TIMELINE:
+    case ARBOR__ERROR_CODE__NOT_FOUND: return -ENOENT;
+    case ARBOR__ERROR_CODE__ALREADY_EXISTS: return -EEXIST;
+    case ARBOR__ERROR_CODE__HAS_CHILDREN: return -ENOTEMPTY;
+    case ARBOR__ERROR_CODE__INVALID_ARGUMENT: return -EINVAL;
+    case ARBOR__ERROR_CODE__BELOW_GC_CUTOFF: return -ERANGE;
+    default: return -EIO;
+    }
+}
+
+/* One unary call: 0 with *resp (caller frees), or a mapped error. */
+static int call(psc *c, const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *d, void *resp_out, psc_err *err)
+{
+    ProtobufCMessage *resp = NULL;
+    rpc_status st = { 0 };
+    int rc = rpc_unary(c->ch, method, req, d, &resp, PSC_TIMEOUT_MS, &st);
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %.200s",
+                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
+        return -EIO;
+    }
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(resp->descriptor, "error");
+    const Arbor__Error *e = f ? *(Arbor__Error *const *)((const char *)resp + f->offset) : NULL;
+    if (e && e->code != ARBOR__ERROR_CODE__OK) {
+        snprintf(err->msg, sizeof(err->msg), "%s", e->message && *e->message ? e->message
+                                                                             : "error");
+        rc = map_code(e->code);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return rc;
+    }
+    *(ProtobufCMessage **)resp_out = resp;
+    return 0;
+}
+
+static ProtobufCBinaryData id_bin(const arbor_id *id)
+{
+    return (ProtobufCBinaryData){ 16, (uint8_t *)id->b };
+}
+
+static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
+{
+    memset(o, 0, sizeof(*o));
+    if (!i)
+        return;
+    if (i->timeline_id.len == 16)
+        memcpy(o->id.b, i->timeline_id.data, 16);
+    snprintf(o->name, sizeof(o->name), "%s", i->branch_name ? i->branch_name : "");
+    if (i->ancestor_timeline_id.len == 16) {
+        o->has_ancestor = true;
+        memcpy(o->ancestor.b, i->ancestor_timeline_id.data, 16);
+    }
+    o->ancestor_lsn = i->ancestor_lsn;
+    o->start_lsn = i->start_lsn;
+    o->last_record_lsn = i->last_record_lsn;
+    o->logical_size_bytes = i->logical_size_bytes;
+    o->physical_size_bytes = i->physical_size_bytes;
+    o->branch_only_size_bytes = i->branch_only_size_bytes;
+    o->created_at_us = i->created_at_us;
+    o->last_commit_us = i->last_commit_timestamp_us;
+}
+
+int psc_create_tenant(psc *c, arbor_id *out, psc_err *err)
+{
+    Arbor__CreateTenantRequest req = ARBOR__CREATE_TENANT_REQUEST__INIT;
+    Arbor__CreateTenantResponse *resp;
+    int rc = call(c, MGMT("CreateTenant"), &req.base,
+                  &arbor__create_tenant_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    if (resp->tenant_id.len == 16)
+        memcpy(out->b, resp->tenant_id.data, 16);
+    else
+        rc = -EIO;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
+                        const arbor_id *ancestor, lsn_t at_lsn, int64_t at_us,
+                        psc_timeline *out, psc_err *err)
+{
+    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    req.branch_name = (char *)name;
+    if (ancestor) {
+        req.ancestor_timeline_id = id_bin(ancestor);
+        if (at_us) {
+            req.at_case = ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_TIMESTAMP_US;
+            req.ancestor_timestamp_us = at_us;
+        } else if (at_lsn) {
+            req.at_case = ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_LSN;
+            req.ancestor_lsn = at_lsn;
+        }
+    }
+    Arbor__TimelineInfoResponse *resp;
+    int rc = call(c, MGMT("CreateTimeline"), &req.base,
+                  &arbor__timeline_info_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    if (out)
+        tl_copy(resp->info, out);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int psc_timeline_info(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                      psc_timeline *out, psc_err *err)
+{
+    Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID;
+    req.timeline_id = id_bin(timeline);
+    Arbor__TimelineInfoResponse *resp;
+    int rc = call(c, MGMT("GetTimelineInfo"), &req.base,
+                  &arbor__timeline_info_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    tl_copy(resp->info, out);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_t *n,
+                       psc_err *err)
+{
+    Arbor__ListTimelinesRequest req = ARBOR__LIST_TIMELINES_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    Arbor__ListTimelinesResponse *resp;
+    int rc = call(c, MGMT("ListTimelines"), &req.base,
+                  &arbor__list_timelines_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    *out = az_calloc(resp->n_timelines + 1, sizeof(psc_timeline));
+    for (size_t i = 0; i < resp->n_timelines; i++)
+        tl_copy(resp->timelines[i], &(*out)[i]);
+    *n = resp->n_timelines;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        bool with_children, psc_err *err)
+{
+    Arbor__DeleteTimelineRequest req = ARBOR__DELETE_TIMELINE_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    req.timeline_id = id_bin(timeline);
+    req.with_children = with_children;
+    Arbor__DeleteTimelineResponse *resp;
+    int rc = call(c, MGMT("DeleteTimeline"), &req.base,
+                  &arbor__delete_timeline_response__descriptor, &resp, err);
+    if (rc == 0)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+               const char *new_name, psc_err *err)
+{
+    Arbor__RenameBranchRequest req = ARBOR__RENAME_BRANCH_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    req.timeline_id = id_bin(timeline);
+    req.new_name = (char *)new_name;
+    Arbor__TimelineInfoResponse *resp;
+    int rc = call(c, MGMT("RenameBranch"), &req.base,
+                  &arbor__timeline_info_response__descriptor, &resp, err);
+    if (rc == 0)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                         int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, psc_err *err)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = id_bin(tenant);
+    ref.timeline_id = id_bin(timeline);
+    Arbor__LsnByTimestampRequest req = ARBOR__LSN_BY_TIMESTAMP_REQUEST__INIT;
+    req.timeline = &ref;
+    req.timestamp_us = at_us;
+    Arbor__LsnByTimestampResponse *resp;
+    int rc = call(c, PAGE("GetLsnByTimestamp"), &req.base,
+                  &arbor__lsn_by_timestamp_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    *lsn = resp->lsn;
+    *kind = (psc_lsn_kind)resp->kind;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}

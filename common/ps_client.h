@@ -1,0 +1,74 @@
+/*
+ * ps_client — the pageserver's management API for other daemons (prefix
+ * psc_): tenants, timelines (create, describe, list, delete, rename) and
+ * LSN lookups by time. The one place outside the pageserver that names its
+ * Management/PageService method paths for these calls (STYLE 13).
+ *
+ * Errors: 0 or a negative errno mapped from the server's ErrorCode:
+ *   -ENOENT  unknown tenant/timeline      -EEXIST   name already taken
+ *   -ENOTEMPTY has children               -EINVAL   bad argument
+ *   -ERANGE  point below GC cutoff / before the first commit
+ *   -EIO     transport failure or anything else
+ * with the server's (or transport's) message in err->msg.
+ *
+ * Threads: a psc is a long-lived channel; calls are thread-safe.
+ * Ownership: psc_list_timelines allocates *out (free with az_free).
+ */
+#ifndef ARBOR_PS_CLIENT_H
+#define ARBOR_PS_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ids.h"
+#include "lsn.h"
+
+#define PSC_NAME_MAX 63
+#define PSC_TIMEOUT_MS 10000
+
+typedef struct psc psc;
+
+typedef struct psc_err {
+    char msg[256];
+} psc_err;
+
+typedef struct psc_timeline {
+    arbor_id id;
+    char name[PSC_NAME_MAX + 1];
+    bool has_ancestor;
+    arbor_id ancestor;
+    lsn_t ancestor_lsn;
+    lsn_t start_lsn;
+    lsn_t last_record_lsn;
+    uint64_t logical_size_bytes;
+    uint64_t physical_size_bytes;
+    uint64_t branch_only_size_bytes;
+    int64_t created_at_us;
+    int64_t last_commit_us;
+} psc_timeline;
+
+/* Where a timestamp falls in a timeline's history (LsnKind). */
+typedef enum { PSC_LSN_PRESENT = 0, PSC_LSN_PAST = 1, PSC_LSN_FUTURE = 2 } psc_lsn_kind;
+
+int psc_open(const char *addr, psc **out);
+void psc_close(psc *c);
+
+int psc_create_tenant(psc *c, arbor_id *out, psc_err *err);
+/* A root (ancestor NULL) or a child of ancestor at at_lsn, or at the last
+ * commit at or before at_us when at_us != 0, or at its head when both are 0. */
+int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
+                        const arbor_id *ancestor, lsn_t at_lsn, int64_t at_us,
+                        psc_timeline *out, psc_err *err);
+int psc_timeline_info(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                      psc_timeline *out, psc_err *err);
+int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_t *n,
+                       psc_err *err);
+int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        bool with_children, psc_err *err);
+int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+               const char *new_name, psc_err *err);
+int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                         int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, psc_err *err);
+
+#endif

@@ -1,0 +1,83 @@
+/* sk_client — see sk_client.h. */
+#include "sk_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+#include "alloc.h"
+#include "common.pb-c.h"
+#include "rpc.h"
+#include "safekeeper.pb-c.h"
+
+struct skc {
+    rpc_channel *ch;
+};
+
+int skc_open(const char *addr, skc **out)
+{
+    skc *c = az_calloc(1, sizeof(*c));
+    if (rpc_channel_create(addr, &c->ch) != 0) {
+        az_free(c);
+        return -EINVAL;
+    }
+    *out = c;
+    return 0;
+}
+
+void skc_close(skc *c)
+{
+    if (!c)
+        return;
+    rpc_channel_destroy(c->ch);
+    az_free(c);
+}
+
+int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
+    req.timeline = &ref;
+    Arbor__TimelineStatusResponse *resp = NULL;
+    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                       &arbor__timeline_status_response__descriptor,
+                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, NULL);
+    if (rc != 0)
+        return -EIO;
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
+        rc = -ENOENT;
+    else
+        *out = resp->commit_lsn;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        lsn_t start_lsn, char msg[256])
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__SkCreateTimelineRequest req = ARBOR__SK_CREATE_TIMELINE_REQUEST__INIT;
+    req.timeline = &ref;
+    req.start_lsn = start_lsn;
+    Arbor__SkCreateTimelineResponse *resp = NULL;
+    rpc_status st = { 0 };
+    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/CreateTimeline", &req.base,
+                       &arbor__sk_create_timeline_response__descriptor,
+                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, &st);
+    if (rc != 0) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
+        return -EIO;
+    }
+    int code = resp->error ? (int)resp->error->code : 0;
+    if (code != ARBOR__ERROR_CODE__OK && code != ARBOR__ERROR_CODE__ALREADY_EXISTS) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 resp->error->message ? resp->error->message : "error");
+        rc = -EIO;
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}

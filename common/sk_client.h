@@ -1,0 +1,29 @@
+/*
+ * sk_client — the safekeepers' management calls for other daemons (prefix
+ * skc_). The one place outside the safekeeper that names these method
+ * paths (STYLE 13). Errors: 0, -EIO (transport or server error; message in
+ * msg). Threads: a skc is a long-lived channel; calls are thread-safe.
+ */
+#ifndef ARBOR_SK_CLIENT_H
+#define ARBOR_SK_CLIENT_H
+
+#include "ids.h"
+#include "lsn.h"
+
+#define SKC_TIMEOUT_MS 10000
+
+typedef struct skc skc;
+
+int skc_open(const char *addr, skc **out);
+void skc_close(skc *c);
+
+/* Creates the timeline with its WAL starting at start_lsn (as the first
+ * vote of a walproposer would). One that exists already is fine. */
+int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        lsn_t start_lsn, char msg[256]);
+
+/* The timeline's commit LSN as this safekeeper knows it. 0, -ENOENT
+ * (unknown timeline) or -EIO. */
+int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * ctl_driver — the compute driver interface (prefix ctl_driver_): how
+ * arbor-control gets computes, binds them to an endpoint, watches and
+ * stops them. The local driver (ctl_driver_local.c) runs arbor-compute
+ * processes on this machine; a Kubernetes driver would run pods behind the
+ * same four calls. The lifecycle (ctl_lc) never sees processes or pods.
+ *
+ * A compute's life:
+ *
+ *   start() ──> UNBOUND ──bind()──> BOUND ──stop()──> gone (handle freed)
+ *                  │                  │
+ *                  └──────stop()──────┘   status() at any time: alive?
+ *                                          bound? busy? idle since? usage
+ *
+ * start() should be cheap: a driver keeps a warm pool of unbound computes
+ * so that a wake costs a bind (election + open), not a process start.
+ * bind() is idempotent for the same spec (a retried bind answers OK).
+ *
+ * Threads: every call is thread-safe. A ctl_compute belongs to whoever
+ * got it from start() until it is passed to stop(); status() and bind() may
+ * run concurrently on one compute.
+ */
+#ifndef ARBOR_CTL_DRIVER_H
+#define ARBOR_CTL_DRIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct ctl_compute {
+    char host[64];
+    int pg_port;
+    int http_port;
+    int pid;           /* local driver: the process id; 0 otherwise */
+    void *priv;        /* the driver's */
+} ctl_compute;
+
+typedef struct ctl_bind_spec {
+    const char *tenant;     /* 32 hex */
+    const char *timeline;   /* 32 hex */
+    const char *role;       /* primary | replica | static */
+    const char *lsn;        /* static: "X/Y"; else NULL */
+    const char *endpoint;   /* name, for the compute's metric labels */
+} ctl_bind_spec;
+
+typedef struct ctl_compute_status {
+    bool alive;        /* false: it is gone (crashed or killed) */
+    bool bound;
+    bool busy;         /* a statement runs or a transaction is open */
+    int64_t idle_ms;   /* since the last statement began or ended */
+    uint64_t queries, rows_read, rows_written, bytes_written; /* totals */
+} ctl_compute_status;
+
+typedef struct ctl_driver ctl_driver;
+
+typedef struct ctl_driver_ops {
+    const char *name;
+    /* An unbound compute, from the pool if it has one. 0, -ETIMEDOUT,
+     * -EIO. */
+    int (*start)(ctl_driver *d, int timeout_ms, ctl_compute **out);
+    /* 0, -EIO (with err: the compute refused or is unreachable). */
+    int (*bind)(ctl_driver *d, ctl_compute *c, const ctl_bind_spec *spec, int timeout_ms,
+                char err[256]);
+    /* Stops it (gracefully, then by force) and frees c. */
+    void (*stop)(ctl_driver *d, ctl_compute *c);
+    /* 0 with *out; alive=false when it is gone. -EIO: alive but its status
+     * did not answer (a hung compute: the caller decides when to give up). */
+    int (*status)(ctl_driver *d, ctl_compute *c, ctl_compute_status *out);
+    /* Stops the pool and every compute still started; frees d. */
+    void (*destroy)(ctl_driver *d);
+} ctl_driver_ops;
+
+struct ctl_driver {
+    const ctl_driver_ops *ops;
+};
+
+/* The local-process driver. */
+typedef struct ctl_local_opts {
+    const char *compute_bin;   /* arbor-compute */
+    const char *dir;           /* per-compute log and port file under DIR/computes */
+    const char *pageserver;    /* host:port */
+    const char *safekeepers;   /* comma-separated host:port */
+    int pool_size;             /* unbound computes kept ready (0: start on demand) */
+    const char *log_level;
+} ctl_local_opts;
+
+int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out);
+
+#endif

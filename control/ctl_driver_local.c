@@ -1,0 +1,370 @@
+/*
+ * ctl_driver_local — computes as arbor-compute processes on this machine
+ * (see ctl_driver.h).
+ *
+ * Pool: one spawner thread keeps pool_size unbound computes ready
+ * (`arbor-compute --pool`, ephemeral ports, DIR/computes/c<N>/{log,ports}),
+ * and starts more while start() callers wait on an empty pool. Every
+ * process is forked by that one long-lived thread with
+ * PR_SET_PDEATHSIG=SIGKILL, so no compute outlives arbor-control (the
+ * signal fires when the forking *thread* exits: an HTTP handler thread
+ * would kill its computes when its connection closed). After a restart,
+ * arbor-control starts computes again for the endpoints it recorded active.
+ *
+ * Processes are reaped by status() and stop() (waitpid on our children).
+ */
+#include "ctl_driver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "http_client.h"
+#include "log.h"
+
+#define POOL_MAX 64
+#define SPAWN_TIMEOUT_MS 15000
+
+typedef struct local_driver {
+    ctl_driver base;
+    ctl_local_opts o;           /* strings owned (copied) */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;        /* pool changed / spawn wanted */
+    ctl_compute *pool[POOL_MAX];
+    int pool_n;
+    int waiters;                /* start() callers waiting on an empty pool */
+    int seq;                    /* compute directory names */
+    bool stopping;
+    bool spawner_started;
+    pthread_t spawner;
+} local_driver;
+
+typedef struct local_priv {
+    bool reaped;                /* waitpid saw it exit: pid is no longer ours */
+} local_priv;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+/* Forks arbor-compute --pool; called by the spawner thread only. */
+static pid_t fork_compute(local_driver *d, const char *cdir)
+{
+    char a_ps[300], a_sk[1100], a_pf[640], a_log[640], a_ll[64];
+    snprintf(a_ps, sizeof(a_ps), "--pageserver=%s", d->o.pageserver);
+    snprintf(a_sk, sizeof(a_sk), "--safekeepers=%s", d->o.safekeepers);
+    snprintf(a_pf, sizeof(a_pf), "--port-file=%s/ports", cdir);
+    snprintf(a_log, sizeof(a_log), "%s/log", cdir);
+    snprintf(a_ll, sizeof(a_ll), "--log-level=%s", d->o.log_level ? d->o.log_level : "info");
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the daemon blocks TERM */
+    int fd = open(a_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0)
+        dup2(nul, 0);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+    char *argv[] = { (char *)d->o.compute_bin, "--pool", "--listen=127.0.0.1:0",
+                     "--http-port=0", a_ps, a_sk, a_pf, a_ll, NULL };
+    execv(d->o.compute_bin, argv);
+    _exit(127);
+}
+
+static int read_ports(const char *path, int *pg, int *http)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    int rc = fscanf(f, "%d %d", pg, http) == 2 ? 0 : -EAGAIN;
+    fclose(f);
+    return rc;
+}
+
+/* Starts one unbound compute and waits for its port file. */
+static int spawn_one(local_driver *d, ctl_compute **out)
+{
+    char cdir[600], ports[700];
+    pthread_mutex_lock(&d->mu);
+    int n = ++d->seq;
+    pthread_mutex_unlock(&d->mu);
+    snprintf(cdir, sizeof(cdir), "%s/computes", d->o.dir);
+    mkdir(cdir, 0700);
+    snprintf(cdir, sizeof(cdir), "%s/computes/c%d-%d", d->o.dir, (int)getpid(), n);
+    if (mkdir(cdir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    snprintf(ports, sizeof(ports), "%s/ports", cdir);
+    unlink(ports);
+    pid_t pid = fork_compute(d, cdir);
+    if (pid < 0)
+        return -errno;
+    int64_t deadline = now_ms() + SPAWN_TIMEOUT_MS;
+    for (;;) {
+        int pg, http, st;
+        if (read_ports(ports, &pg, &http) == 0) {
+            ctl_compute *c = az_calloc(1, sizeof(*c));
+            snprintf(c->host, sizeof(c->host), "127.0.0.1");
+            c->pg_port = pg;
+            c->http_port = http;
+            c->pid = pid;
+            c->priv = az_calloc(1, sizeof(local_priv));
+            *out = c;
+            return 0;
+        }
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            log_error("control: compute in %s exited at start (status %d)", cdir, st);
+            return -EIO;
+        }
+        if (now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            log_error("control: compute in %s did not start in time", cdir);
+            return -ETIMEDOUT;
+        }
+        sleep_ms(2);
+    }
+}
+
+static void *spawner_main(void *arg)
+{
+    local_driver *d = arg;
+    pthread_mutex_lock(&d->mu);
+    while (!d->stopping) {
+        if (d->pool_n >= d->o.pool_size + d->waiters || d->pool_n >= POOL_MAX) {
+            pthread_cond_wait(&d->cond, &d->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&d->mu);
+        ctl_compute *c = NULL;
+        int rc = spawn_one(d, &c);
+        pthread_mutex_lock(&d->mu);
+        if (rc != 0) {                      /* do not spin on a broken binary */
+            pthread_mutex_unlock(&d->mu);
+            sleep_ms(500);
+            pthread_mutex_lock(&d->mu);
+            continue;
+        }
+        d->pool[d->pool_n++] = c;
+        pthread_cond_broadcast(&d->cond);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* Reaps c if it exited: true when it is gone. */
+static bool reap(ctl_compute *c)
+{
+    local_priv *p = c->priv;
+    if (p->reaped)
+        return true;
+    int st;
+    pid_t r = waitpid(c->pid, &st, WNOHANG);
+    if (r == c->pid || (r < 0 && errno == ECHILD)) {
+        p->reaped = true;
+        return true;
+    }
+    return false;
+}
+
+static void local_stop(ctl_driver *base, ctl_compute *c)
+{
+    (void)base;
+    if (!c)
+        return;
+    if (!reap(c)) {
+        kill(c->pid, SIGTERM);
+        for (int i = 0; i < 300 && !reap(c); i++)
+            sleep_ms(10);
+        if (!reap(c)) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, NULL, 0);
+        }
+    }
+    az_free(c->priv);
+    az_free(c);
+}
+
+static int local_start(ctl_driver *base, int timeout_ms, ctl_compute **out)
+{
+    local_driver *d = (local_driver *)base;
+    int64_t deadline = now_ms() + timeout_ms;
+    pthread_mutex_lock(&d->mu);
+    d->waiters++;
+    pthread_cond_broadcast(&d->cond);
+    int rc = -ETIMEDOUT;
+    while (!d->stopping) {
+        while (d->pool_n > 0) {
+            ctl_compute *c = d->pool[--d->pool_n];
+            if (!reap(c)) {
+                *out = c;
+                rc = 0;
+                goto done;
+            }
+            log_warn("control: pooled compute %d had exited; discarded", c->pid);
+            az_free(c->priv);
+            az_free(c);
+        }
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&d->cond, &d->mu, &ts);
+    }
+done:
+    d->waiters--;
+    pthread_cond_broadcast(&d->cond);     /* refill the pool */
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
+                      int timeout_ms, char err[256])
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://%s:%d/v1/bind", c->host, c->http_port);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s?,s:s?}", "tenant", s->tenant, "timeline",
+                          s->timeline, "role", s->role, "lsn", s->lsn, "endpoint", s->endpoint);
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = timeout_ms };
+    int status = 0;
+    char *resp = NULL;
+    int rc = hc_request(&r, &status, &resp, err);
+    free(body);
+    if (rc == 0 && status != 200) {
+        snprintf(err, 256, "compute %d refused the bind (HTTP %d): %.180s", c->pid, status,
+                 resp ? resp : "");
+        rc = -EIO;
+    }
+    az_free(resp);
+    return rc;
+}
+
+static uint64_t jint(json_t *o, const char *k)
+{
+    json_int_t v = json_integer_value(json_object_get(o, k));
+    return v < 0 ? 0 : (uint64_t)v;
+}
+
+static int local_status(ctl_driver *base, ctl_compute *c, ctl_compute_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (reap(c))
+        return 0;                           /* alive = false */
+    out->alive = true;
+    char url[128], err[256];
+    snprintf(url, sizeof(url), "http://%s:%d/v1/status", c->host, c->http_port);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = 2000 };
+    int status = 0;
+    char *resp = NULL;
+    if (hc_request(&r, &status, &resp, err) != 0 || status != 200) {
+        az_free(resp);
+        return -EIO;
+    }
+    json_t *j = json_loads(resp, 0, NULL);
+    az_free(resp);
+    if (!j)
+        return -EIO;
+    out->bound = json_is_true(json_object_get(j, "bound"));
+    out->busy = json_is_true(json_object_get(j, "busy"));
+    out->idle_ms = (int64_t)jint(j, "idle_ms");
+    out->queries = jint(j, "queries");
+    out->rows_read = jint(j, "rows_read");
+    out->rows_written = jint(j, "rows_written");
+    out->bytes_written = jint(j, "bytes_written");
+    json_decref(j);
+    return 0;
+}
+
+static void local_destroy(ctl_driver *base)
+{
+    local_driver *d = (local_driver *)base;
+    pthread_mutex_lock(&d->mu);
+    d->stopping = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mu);
+    if (d->spawner_started)
+        pthread_join(d->spawner, NULL);
+    for (int i = 0; i < d->pool_n; i++)
+        local_stop(base, d->pool[i]);
+    az_free((char *)d->o.compute_bin);
+    az_free((char *)d->o.dir);
+    az_free((char *)d->o.pageserver);
+    az_free((char *)d->o.safekeepers);
+    az_free((char *)d->o.log_level);
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->mu);
+    az_free(d);
+}
+
+static const ctl_driver_ops local_ops = {
+    .name = "local",
+    .start = local_start,
+    .bind = local_bind,
+    .stop = local_stop,
+    .status = local_status,
+    .destroy = local_destroy,
+};
+
+int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)
+{
+    if (access(o->compute_bin, X_OK) != 0) {
+        log_error("control: compute binary %s: %s", o->compute_bin, strerror(errno));
+        return -ENOENT;
+    }
+    local_driver *d = az_calloc(1, sizeof(*d));
+    d->base.ops = &local_ops;
+    d->o = *o;
+    d->o.compute_bin = az_strdup(o->compute_bin);
+    d->o.dir = az_strdup(o->dir);
+    d->o.pageserver = az_strdup(o->pageserver);
+    d->o.safekeepers = az_strdup(o->safekeepers);
+    d->o.log_level = az_strdup(o->log_level ? o->log_level : "info");
+    if (d->o.pool_size > POOL_MAX)
+        d->o.pool_size = POOL_MAX;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cond, NULL);
+    if (pthread_create(&d->spawner, NULL, spawner_main, d) != 0) {
+        local_destroy(&d->base);
+        return -EAGAIN;
+    }
+    d->spawner_started = true;
+    *out = &d->base;
+    return 0;
+}

@@ -1,0 +1,471 @@
+/* ctl_lc — see ctl_lc.h. */
+#include "ctl_lc.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+
+/* One endpoint known to the lifecycle (created on first wake). */
+typedef struct ep_rt {
+    int64_t id;
+    bool transition;          /* a wake, suspend or check owns it */
+    ctl_compute *c;           /* bound compute, NULL when suspended */
+    char project_id[40], name[80], branch_id[40];
+    double last_tick_s;       /* metered up to here (monotonic) */
+    ctl_compute_status last;  /* counters already metered */
+    int status_failures;      /* consecutive status calls that failed */
+    struct ep_rt *next;
+} ep_rt;
+
+struct ctl_lc {
+    ctl_lc_opts o;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;      /* a transition ended */
+    ep_rt *eps;
+    bool stopping;
+    pthread_t monitor;
+    bool monitor_started;
+    uint64_t wakes, suspends, crashes;
+    met_counter *m_wake_cold, *m_wake_warm, *m_susp_api, *m_susp_idle, *m_crash;
+    met_histogram *m_wake_s;
+    met_gauge *m_active;
+};
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define MINC(c) do { if (c) met_counter_inc(c); } while (0)
+
+static ep_rt *rt_get(ctl_lc *lc, int64_t id, bool create)
+{
+    for (ep_rt *r = lc->eps; r; r = r->next)
+        if (r->id == id)
+            return r;
+    if (!create)
+        return NULL;
+    ep_rt *r = az_calloc(1, sizeof(*r));
+    r->id = id;
+    r->next = lc->eps;
+    lc->eps = r;
+    return r;
+}
+
+/* Takes the endpoint's transition (waiting for another to end). */
+static ep_rt *rt_acquire(ctl_lc *lc, int64_t id)
+{
+    pthread_mutex_lock(&lc->mu);
+    ep_rt *r = rt_get(lc, id, true);
+    while (r->transition)
+        pthread_cond_wait(&lc->cond, &lc->mu);
+    r->transition = true;
+    pthread_mutex_unlock(&lc->mu);
+    return r;
+}
+
+static void rt_release(ctl_lc *lc, ep_rt *r)
+{
+    pthread_mutex_lock(&lc->mu);
+    r->transition = false;
+    pthread_cond_broadcast(&lc->cond);
+    pthread_mutex_unlock(&lc->mu);
+}
+
+static void update_active_gauge(ctl_lc *lc)
+{
+    int n = 0;
+    pthread_mutex_lock(&lc->mu);
+    for (ep_rt *r = lc->eps; r; r = r->next)
+        n += r->c != NULL;
+    pthread_mutex_unlock(&lc->mu);
+    if (lc->m_active)
+        met_gauge_set(lc->m_active, n);
+}
+
+/* ---- metering --------------------------------------------------------------- */
+
+static uint64_t delta(uint64_t now, uint64_t before)
+{
+    return now >= before ? now - before : now;   /* a new compute starts at 0 */
+}
+
+/* Adds what r's compute did since the last tick to the usage table. st may
+ * be NULL (no counters known: seconds only). Caller owns r's transition. */
+static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st)
+{
+    double now = mono_s();
+    double secs = now - r->last_tick_s;
+    r->last_tick_s = now;
+    uint64_t q = 0, rr = 0, rw = 0, bw = 0;
+    if (st) {
+        q = delta(st->queries, r->last.queries);
+        rr = delta(st->rows_read, r->last.rows_read);
+        rw = delta(st->rows_written, r->last.rows_written);
+        bw = delta(st->bytes_written, r->last.bytes_written);
+        r->last = *st;
+    }
+    int64_t hour = (int64_t)(wall_s() / 3600);
+    ctl_db_exec(lc->o.db, NULL,
+                "INSERT INTO usage(endpoint_id, project_id, endpoint_name, branch_id, hour,"
+                " compute_seconds, queries, rows_read, rows_written, bytes_written)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(endpoint_id, hour) DO UPDATE SET"
+                " compute_seconds = compute_seconds + excluded.compute_seconds,"
+                " queries = queries + excluded.queries, rows_read = rows_read + excluded.rows_read,"
+                " rows_written = rows_written + excluded.rows_written,"
+                " bytes_written = bytes_written + excluded.bytes_written",
+                "isssidiiii", r->id, r->project_id, r->name, r->branch_id, hour, secs,
+                (int64_t)q, (int64_t)rr, (int64_t)rw, (int64_t)bw);
+}
+
+/* ---- wake / suspend ------------------------------------------------------------ */
+
+static const char *role_of(const char *kind)
+{
+    if (strcmp(kind, "read_only") == 0)
+        return "replica";
+    return strcmp(kind, "static") == 0 ? "static" : "primary";
+}
+
+/* Gets a compute from the driver and binds it to endpoint row ep. */
+static int bind_new(ctl_lc *lc, json_t *ep, ctl_compute **out, char err[256])
+{
+    ctl_driver *d = lc->o.driver;
+    int timeout = lc->o.bind_timeout_ms ? lc->o.bind_timeout_ms : 15000;
+    ctl_compute *c = NULL;
+    double t0 = mono_s();
+    int rc = d->ops->start(d, timeout, &c);
+    double t1 = mono_s();
+    if (rc != 0) {
+        snprintf(err, 256, "no compute available (%s)", strerror(-rc));
+        return rc;
+    }
+    ctl_bind_spec spec = {
+        .tenant = json_string_value(json_object_get(ep, "project_id")),
+        .timeline = json_string_value(json_object_get(ep, "branch_id")),
+        .role = role_of(json_string_value(json_object_get(ep, "kind"))),
+        .lsn = json_string_value(json_object_get(ep, "point_lsn")),
+        .endpoint = json_string_value(json_object_get(ep, "name")),
+    };
+    rc = d->ops->bind(d, c, &spec, timeout, err);
+    if (rc != 0) {
+        d->ops->stop(d, c);
+        return rc;
+    }
+    log_debug("control: endpoint %s: compute %d taken in %.1f ms, bound in %.1f ms",
+              spec.endpoint, c->pid, (t1 - t0) * 1e3, (mono_s() - t1) * 1e3);
+    *out = c;
+    return 0;
+}
+
+static void fill_addr(const ctl_compute *c, bool cold, ctl_lc_addr *out)
+{
+    if (!out)
+        return;
+    snprintf(out->host, sizeof(out->host), "%s", c->host);
+    out->pg_port = c->pg_port;
+    out->http_port = c->http_port;
+    out->pid = c->pid;
+    out->cold = cold;
+}
+
+/* Wake with r's transition held. */
+static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
+{
+    if (r->c) {
+        fill_addr(r->c, false, out);
+        MINC(lc->m_wake_warm);
+        return 0;
+    }
+    double t0 = mono_s();
+    json_t *ep;
+    int rc = ctl_db_query_one(lc->o.db, &ep, "SELECT * FROM endpoints WHERE id = ?", "i",
+                              r->id);
+    if (rc != 0) {
+        snprintf(err, 256, "no such endpoint");
+        return rc;
+    }
+    ctl_compute *c = NULL;
+    rc = bind_new(lc, ep, &c, err);
+    if (rc == 0) {
+        snprintf(r->project_id, sizeof(r->project_id), "%s",
+                 json_string_value(json_object_get(ep, "project_id")));
+        snprintf(r->name, sizeof(r->name), "%s", json_string_value(json_object_get(ep, "name")));
+        snprintf(r->branch_id, sizeof(r->branch_id), "%s",
+                 json_string_value(json_object_get(ep, "branch_id")));
+        memset(&r->last, 0, sizeof(r->last));
+        r->last_tick_s = mono_s();
+        r->status_failures = 0;
+        pthread_mutex_lock(&lc->mu);
+        r->c = c;
+        lc->wakes++;
+        pthread_mutex_unlock(&lc->mu);
+        ctl_db_exec(lc->o.db, NULL,
+                    "UPDATE endpoints SET state = 'active', host = ?, pg_port = ?,"
+                    " http_port = ?, pid = ?, last_active_at = ? WHERE id = ?",
+                    "siiidi", c->host, (int64_t)c->pg_port, (int64_t)c->http_port,
+                    (int64_t)c->pid, wall_s(), r->id);
+        fill_addr(c, true, out);
+        MINC(lc->m_wake_cold);
+        if (lc->m_wake_s)
+            met_histogram_observe(lc->m_wake_s, mono_s() - t0);
+        log_info("control: endpoint %s woken (compute %d, pg port %d) in %.1f ms", r->name,
+                 c->pid, c->pg_port, (mono_s() - t0) * 1e3);
+    }
+    json_decref(ep);
+    update_active_gauge(lc);
+    return rc;
+}
+
+int ctl_lc_wake(ctl_lc *lc, int64_t endpoint_id, ctl_lc_addr *out, char err[256])
+{
+    /* Fast path: already active, no transition under way. */
+    pthread_mutex_lock(&lc->mu);
+    ep_rt *r = rt_get(lc, endpoint_id, false);
+    if (r && r->c && !r->transition) {
+        fill_addr(r->c, false, out);
+        pthread_mutex_unlock(&lc->mu);
+        MINC(lc->m_wake_warm);
+        return 0;
+    }
+    pthread_mutex_unlock(&lc->mu);
+    r = rt_acquire(lc, endpoint_id);
+    int rc = wake_held(lc, r, out, err);
+    rt_release(lc, r);
+    return rc;
+}
+
+/* Stops r's compute (transition held) and records the endpoint suspended. */
+static void suspend_held(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st, const char *why)
+{
+    ctl_compute *c = r->c;
+    if (c) {
+        meter(lc, r, st);
+        pthread_mutex_lock(&lc->mu);
+        r->c = NULL;
+        lc->suspends++;
+        pthread_mutex_unlock(&lc->mu);
+        lc->o.driver->ops->stop(lc->o.driver, c);
+        log_info("control: endpoint %s suspended (%s)", r->name, why);
+    }
+    ctl_db_exec(lc->o.db, NULL,
+                "UPDATE endpoints SET state = 'suspended', host = NULL, pg_port = NULL,"
+                " http_port = NULL, pid = NULL WHERE id = ?", "i", r->id);
+    update_active_gauge(lc);
+}
+
+int ctl_lc_suspend(ctl_lc *lc, int64_t endpoint_id)
+{
+    ep_rt *r = rt_acquire(lc, endpoint_id);
+    ctl_compute_status st;
+    bool have = r->c && lc->o.driver->ops->status(lc->o.driver, r->c, &st) == 0 && st.alive;
+    suspend_held(lc, r, have ? &st : NULL, "API");
+    MINC(lc->m_susp_api);
+    rt_release(lc, r);
+    return 0;
+}
+
+bool ctl_lc_is_active(ctl_lc *lc, int64_t endpoint_id)
+{
+    pthread_mutex_lock(&lc->mu);
+    ep_rt *r = rt_get(lc, endpoint_id, false);
+    bool a = r && r->c;
+    pthread_mutex_unlock(&lc->mu);
+    return a;
+}
+
+void ctl_lc_counts(ctl_lc *lc, int *active, uint64_t *wakes, uint64_t *suspends,
+                   uint64_t *crashes)
+{
+    int n = 0;
+    pthread_mutex_lock(&lc->mu);
+    for (ep_rt *r = lc->eps; r; r = r->next)
+        n += r->c != NULL;
+    *active = n;
+    *wakes = lc->wakes;
+    *suspends = lc->suspends;
+    *crashes = lc->crashes;
+    pthread_mutex_unlock(&lc->mu);
+}
+
+/* ---- monitor -------------------------------------------------------------------- */
+
+/* One check of one active endpoint: meter, suspend when idle, handle a
+ * crash. Returns true when the endpoint should be woken again (crashed,
+ * always on). */
+static bool check_one(ctl_lc *lc, ep_rt *r)
+{
+    ctl_driver *d = lc->o.driver;
+    if (!r->c)
+        return false;
+    json_t *ep;
+    if (ctl_db_query_one(lc->o.db, &ep, "SELECT suspend_timeout_s FROM endpoints WHERE id = ?",
+                         "i", r->id) != 0) {
+        suspend_held(lc, r, NULL, "endpoint deleted");
+        return false;
+    }
+    int64_t timeout_s = json_integer_value(json_object_get(ep, "suspend_timeout_s"));
+    json_decref(ep);
+    ctl_compute_status st;
+    int rc = d->ops->status(d, r->c, &st);
+    bool crashed = (rc == 0 && (!st.alive || !st.bound)) || (rc != 0 && ++r->status_failures >= 8);
+    if (rc == 0)
+        r->status_failures = 0;
+    if (crashed) {
+        pthread_mutex_lock(&lc->mu);
+        lc->crashes++;
+        pthread_mutex_unlock(&lc->mu);
+        MINC(lc->m_crash);
+        log_warn("control: the compute of endpoint %s is gone (%s)", r->name,
+                 rc == 0 ? "exited" : "not answering");
+        suspend_held(lc, r, NULL, "compute crashed");
+        return timeout_s < 0;
+    }
+    if (rc != 0) {
+        meter(lc, r, NULL);
+        return false;
+    }
+    if (timeout_s >= 0 && !st.busy && st.idle_ms >= timeout_s * 1000) {
+        suspend_held(lc, r, &st, "idle");
+        MINC(lc->m_susp_idle);
+        return false;
+    }
+    meter(lc, r, &st);
+    return false;
+}
+
+static void recover(ctl_lc *lc)
+{
+    json_t *rows;
+    if (ctl_db_query(lc->o.db, &rows, "SELECT id, name FROM endpoints WHERE state = 'active'",
+                     NULL) != 0)
+        return;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        char err[256];
+        int64_t id = json_integer_value(json_object_get(row, "id"));
+        log_info("control: endpoint %s was active: starting its compute again",
+                 json_string_value(json_object_get(row, "name")));
+        if (ctl_lc_wake(lc, id, NULL, err) != 0) {
+            log_warn("control: cannot wake endpoint %s again (%s): suspended",
+                     json_string_value(json_object_get(row, "name")), err);
+            ctl_db_exec(lc->o.db, NULL, "UPDATE endpoints SET state = 'suspended' WHERE id = ?",
+                        "i", id);
+        }
+    }
+    json_decref(rows);
+}
+
+static void *monitor_main(void *arg)
+{
+    ctl_lc *lc = arg;
+    int poll_ms = lc->o.poll_ms > 0 ? lc->o.poll_ms : 250;
+    recover(lc);
+    pthread_mutex_lock(&lc->mu);
+    while (!lc->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)poll_ms * 1000000;
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&lc->cond, &lc->mu, &ts);
+        if (lc->stopping)
+            break;
+        int64_t ids[1024];
+        int n = 0;
+        for (ep_rt *r = lc->eps; r && n < 1024; r = r->next)
+            if (r->c && !r->transition)
+                ids[n++] = r->id;
+        pthread_mutex_unlock(&lc->mu);
+        for (int i = 0; i < n; i++) {
+            ep_rt *r = rt_acquire(lc, ids[i]);
+            bool again = check_one(lc, r);
+            rt_release(lc, r);
+            char err[256];
+            if (again && ctl_lc_wake(lc, ids[i], NULL, err) != 0)
+                log_warn("control: restarting endpoint %s failed: %s", r->name, err);
+        }
+        pthread_mutex_lock(&lc->mu);
+    }
+    pthread_mutex_unlock(&lc->mu);
+    return NULL;
+}
+
+static void metrics_init(ctl_lc *lc, met_registry *m)
+{
+    static const char *const kind_l[] = { "kind", NULL };
+    static const char *const reason_l[] = { "reason", NULL };
+    met_family *wk, *sp;
+    if (!m || met_family_new(m, MET_COUNTER, "arbor_control_wakes_total",
+                             "endpoint wakes: cold (a compute was bound) or warm (it was "
+                             "active)", kind_l, NULL, 0, &wk) != 0 ||
+        met_family_new(m, MET_COUNTER, "arbor_control_suspends_total",
+                       "endpoints suspended, by reason", reason_l, NULL, 0, &sp) != 0)
+        return;
+    met_counter_get(wk, (const char *[]){ "cold" }, &lc->m_wake_cold);
+    met_counter_get(wk, (const char *[]){ "warm" }, &lc->m_wake_warm);
+    met_counter_get(sp, (const char *[]){ "api" }, &lc->m_susp_api);
+    met_counter_get(sp, (const char *[]){ "idle" }, &lc->m_susp_idle);
+    met_counter_new(m, "arbor_control_compute_crashes_total",
+                    "bound computes that exited or stopped answering", &lc->m_crash);
+    met_gauge_new(m, "arbor_control_endpoints_active", "endpoints with a bound compute",
+                  &lc->m_active);
+    met_histogram_new(m, "arbor_control_wake_seconds", "cold wake: pool take + bind",
+                      met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &lc->m_wake_s);
+}
+
+int ctl_lc_create(const ctl_lc_opts *o, ctl_lc **out)
+{
+    ctl_lc *lc = az_calloc(1, sizeof(*lc));
+    lc->o = *o;
+    pthread_mutex_init(&lc->mu, NULL);
+    pthread_cond_init(&lc->cond, NULL);
+    metrics_init(lc, o->metrics);
+    if (pthread_create(&lc->monitor, NULL, monitor_main, lc) != 0) {
+        ctl_lc_destroy(lc);
+        return -EAGAIN;
+    }
+    lc->monitor_started = true;
+    *out = lc;
+    return 0;
+}
+
+void ctl_lc_destroy(ctl_lc *lc)
+{
+    if (!lc)
+        return;
+    pthread_mutex_lock(&lc->mu);
+    lc->stopping = true;
+    pthread_cond_broadcast(&lc->cond);
+    pthread_mutex_unlock(&lc->mu);
+    if (lc->monitor_started)
+        pthread_join(lc->monitor, NULL);
+    while (lc->eps) {
+        ep_rt *r = lc->eps;
+        lc->eps = r->next;
+        if (r->c) {
+            meter(lc, r, NULL);
+            lc->o.driver->ops->stop(lc->o.driver, r->c);
+        }
+        az_free(r);
+    }
+    pthread_cond_destroy(&lc->cond);
+    pthread_mutex_destroy(&lc->mu);
+    az_free(lc);
+}

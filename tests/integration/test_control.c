@@ -1,0 +1,742 @@
+/*
+ * arbor-control end to end: 3 safekeepers, a pageserver and arbor-control
+ * (which starts its own arbor-compute processes), all real, on loopback.
+ *
+ *   api        every route of control/openapi.json exists on the server and
+ *              the server has no route the description lacks; answers carry
+ *              the fields its schemas require; 401 without
+ *              or with a wrong key; malformed JSON 400; unknown ids 404;
+ *              duplicates 409; bad names / points 422
+ *   branches   create (parent + LSN or time), tree with sizes, get, rename,
+ *              reset, restore, delete (refused with children)
+ *   endpoints  create / get / update / start (cold, then warm) / suspend /
+ *              delete; SQL through the woken compute
+ *   roles      create (password once), reset, secret lookup (internal
+ *              route for the proxy), delete; API keys create / use / delete
+ *   idle       suspend_timeout_s = 1: the compute exits, the endpoint says
+ *              suspended and compute_seconds stop growing
+ *   wakes      20 concurrent wakes of a suspended endpoint: one compute
+ *   crash      kill -9 of a bound compute: suspended (or restarted when
+ *              suspend_timeout_s = -1)
+ *   restart    kill -9 of arbor-control: same state; active endpoints get
+ *              a compute again
+ *   static     an endpoint at a timestamp sees exactly that moment
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "http_client.h"
+#include "test_vfs_common.h"
+
+static h_sk g_ctl;
+static char g_key[128];
+static char g_project[40];
+static char g_args[4][700];
+
+/* ---- plumbing ---------------------------------------------------------------- */
+
+/* One API call; returns the status and (when out) the parsed answer. */
+static int api_key(const char *key, const char *method, const char *path, const char *body,
+                   json_t **out)
+{
+    char url[512], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g_ctl.port, path);
+    hc_req r = { .method = method, .url = url, .body = body, .bearer = key,
+                 .timeout_ms = 20000 };
+    int status = -1;
+    char *resp = NULL;
+    if (hc_request(&r, &status, &resp, err) != 0) {
+        fprintf(stderr, "%s %s: %s\n", method, path, err);
+        return -1;
+    }
+    json_t *j = json_loads(resp, 0, NULL);
+    if (!j || (status >= 400 && (!json_object_get(j, "code") ||
+                                 !json_object_get(j, "message")))) {
+        fprintf(stderr, "%s %s -> %d: not a JSON error: %s\n", method, path, status, resp);
+        status = -2;
+    }
+    free(resp);
+    if (out)
+        *out = j;
+    else
+        json_decref(j);
+    return status;
+}
+
+static int api(const char *method, const char *path, const char *body, json_t **out)
+{
+    return api_key(g_key, method, path, body, out);
+}
+
+/* path under the test project: "/v1/projects/<id><rest>". */
+static const char *pp(const char *fmt, ...)
+{
+    static __thread char buf[512];
+    char rest[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof(rest), fmt, ap);
+    va_end(ap);
+    snprintf(buf, sizeof(buf), "/v1/projects/%s%s", g_project, rest);
+    return buf;
+}
+
+static const char *js(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static int64_t ji(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static void expect(int want, const char *method, const char *path, const char *body)
+{
+    json_t *j = NULL;
+    int got = api(method, path, body, &j);
+    if (got != want)
+        fprintf(stderr, "%s %s %s -> %d, expected %d: %s\n", method, path, body ? body : "",
+                got, want, j ? json_dumps(j, JSON_COMPACT) : "");
+    json_decref(j);
+    assert_int_equal(got, want);
+}
+
+static void control_start(void)
+{
+    int rc = h_sk_start(&g_ctl, 30000);
+    assert_int_equal(rc, 0);
+}
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* SQL on a compute's HTTP port; returns the answer (asserts 200). */
+static json_t *sql(int http_port, const char *query)
+{
+    char url[128], err[256], *resp = NULL;
+    json_t *b = json_pack("{s:s}", "query", query);
+    char *body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/sql", http_port);
+    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = 30000 };
+    int status = 0;
+    assert_int_equal(hc_request(&r, &status, &resp, err), 0);
+    if (status != 200)
+        fprintf(stderr, "%s -> %d %s\n", query, status, resp);
+    assert_int_equal(status, 200);
+    json_t *j = json_loads(resp, 0, NULL);
+    free(body);
+    free(resp);
+    return j;
+}
+
+static int64_t sql_int(int http_port, const char *query)
+{
+    json_t *j = sql(http_port, query);
+    int64_t v = json_integer_value(json_array_get(json_array_get(json_object_get(j, "rows"), 0), 0));
+    json_decref(j);
+    return v;
+}
+
+/* Wakes endpoint name; returns the answer. */
+static json_t *wake(const char *name)
+{
+    json_t *j = NULL;
+    int st = api("POST", pp("/endpoints/%s/start", name), NULL, &j);
+    if (st != 200)
+        fprintf(stderr, "wake %s -> %d %s\n", name, st, json_dumps(j, JSON_COMPACT));
+    assert_int_equal(st, 200);
+    return j;
+}
+
+static const char *ep_state(const char *name)
+{
+    static char state[32];
+    json_t *j;
+    assert_int_equal(api("GET", pp("/endpoints/%s", name), NULL, &j), 200);
+    snprintf(state, sizeof(state), "%s", js(j, "state"));
+    json_decref(j);
+    return state;
+}
+
+static bool pid_alive(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char st = 0;
+    int n = fscanf(f, "%*d %*s %c", &st);
+    fclose(f);
+    return n == 1 && st != 'Z';
+}
+
+/* The fields control/openapi.json marks required in schema `name` are in o. */
+static void check_schema(const char *name, json_t *o)
+{
+    json_t *spec = json_load_file(ARBOR_OPENAPI_JSON, 0, NULL);
+    assert_non_null(spec);
+    json_t *schema = json_object_get(json_object_get(json_object_get(spec, "components"),
+                                                     "schemas"), name);
+    assert_non_null(schema);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(schema, "required"), i, f) {
+        if (!json_object_get(o, json_string_value(f)))
+            fprintf(stderr, "%s: no field %s in %s\n", name, json_string_value(f),
+                    json_dumps(o, JSON_COMPACT));
+        assert_non_null(json_object_get(o, json_string_value(f)));
+    }
+    json_decref(spec);
+}
+
+/* ---- setup -------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    vc_cluster_up();
+    hc_global_init();
+    assert_int_equal(h_proc_init(&g_ctl, ARBOR_CONTROL_BIN, "control"), 0);
+    snprintf(g_args[0], sizeof(g_args[0]), "--pageserver=%s", vc_ps.addr);
+    snprintf(g_args[1], sizeof(g_args[1]), "--safekeepers=%s,%s,%s", vc_sk[0].addr,
+             vc_sk[1].addr, vc_sk[2].addr);
+    snprintf(g_args[2], sizeof(g_args[2]), "--init-key-file=%s/key", g_ctl.dir);
+    snprintf(g_args[3], sizeof(g_args[3]), "--compute-bin=%s", ARBOR_COMPUTE_BIN);
+    for (int i = 0; i < 4; i++)
+        g_ctl.extra_args[i] = g_args[i];
+    g_ctl.extra_args[4] = "--pool-size=2";
+    g_ctl.extra_args[5] = "--poll=100ms";
+    control_start();
+    char path[700];
+    snprintf(path, sizeof(path), "%s/key", g_ctl.dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(g_key, sizeof(g_key), f));
+    fclose(f);
+    g_key[strcspn(g_key, "\n")] = 0;
+    json_t *p;
+    assert_int_equal(api("POST", "/v1/projects", "{\"name\":\"test\"}", &p), 201);
+    snprintf(g_project, sizeof(g_project), "%s", js(p, "id"));
+    json_decref(p);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    /* a clean exit (under ASan: no leak, no error) */
+    int st = h_sk_stop(&g_ctl, 20000);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fprintf(stderr, "arbor-control did not exit cleanly (%d); see %s/log\n", st, g_ctl.dir);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return vc_group_teardown(state);
+}
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+/* The server's route table and control/openapi.json name the same routes. */
+static void test_openapi(void **state)
+{
+    json_error_t e;
+    json_t *spec = json_load_file(ARBOR_OPENAPI_JSON, 0, &e), *routes;
+    assert_non_null(spec);
+    assert_int_equal(api("GET", "/v1/internal/routes", NULL, &routes), 200);
+    json_t *list = json_object_get(routes, "routes");
+    size_t spec_n = 0, i;
+    const char *path;
+    json_t *ops;
+    json_object_foreach(json_object_get(spec, "paths"), path, ops) {
+        const char *m;
+        json_t *op;
+        json_object_foreach(ops, m, op) {
+            char up[16];
+            size_t k;
+            for (k = 0; m[k] && k < sizeof(up) - 1; k++)
+                up[k] = (char)(m[k] >= 'a' && m[k] <= 'z' ? m[k] - 32 : m[k]);
+            up[k] = 0;
+            if (strcmp(up, "PARAMETERS") == 0)
+                continue;
+            bool found = false;
+            json_t *r;
+            json_array_foreach(list, i, r)
+                found |= !strcmp(js(r, "method"), up) && !strcmp(js(r, "path"), path);
+            if (!found)
+                fprintf(stderr, "openapi: %s %s is not served\n", up, path);
+            assert_true(found);
+            assert_non_null(json_object_get(op, "responses"));
+            spec_n++;
+        }
+    }
+    json_t *r;
+    json_array_foreach(list, i, r) {
+        char low[16];
+        size_t k;
+        for (k = 0; js(r, "method")[k] && k < sizeof(low) - 1; k++)
+            low[k] = (char)(js(r, "method")[k] + 32);
+        low[k] = 0;
+        bool found = json_object_get(json_object_get(json_object_get(spec, "paths"),
+                                                     js(r, "path")), low) != NULL;
+        if (!found)
+            fprintf(stderr, "server route %s %s missing from openapi.json\n", js(r, "method"),
+                    js(r, "path"));
+        assert_true(found);
+    }
+    assert_int_equal(spec_n, json_array_size(list));
+    json_decref(routes);
+    json_decref(spec);
+}
+
+static void test_auth_and_errors(void **state)
+{
+    assert_int_equal(api_key(NULL, "GET", "/v1/projects", NULL, NULL), 401);
+    assert_int_equal(api_key("arbor_wrong", "GET", "/v1/projects", NULL, NULL), 401);
+    assert_int_equal(api_key(NULL, "POST", pp("/endpoints/main/start"), NULL, NULL), 401);
+    expect(200, "GET", "/v1/projects", NULL);
+    expect(404, "GET", "/v1/projects/00000000000000000000000000000000", NULL);
+    expect(404, "GET", "/v1/nothing", NULL);
+    expect(405, "DELETE", "/v1/projects", NULL);
+    expect(400, "POST", pp("/branches"), "{not json");
+    expect(400, "POST", pp("/branches"), "[1]");
+    expect(400, "POST", pp("/branches"), "{\"name\": 5}");
+    expect(400, "POST", pp("/branches"), "{}");
+    expect(422, "POST", pp("/branches"), "{\"name\": \"bad name!\"}");
+    expect(404, "POST", pp("/branches"), "{\"name\": \"x\", \"parent\": \"nope\"}");
+    expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"zz/1\"}");
+    expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"FFFF/0\"}");
+    expect(409, "POST", pp("/branches"), "{\"name\": \"main\", \"root\": true}");
+    json_t *p;
+    assert_int_equal(api("PATCH", pp(""), "{\"name\": \"renamed\"}", &p), 200);
+    check_schema("Project", p);
+    assert_string_equal(js(p, "name"), "renamed");
+    json_decref(p);
+}
+
+static void test_branches(void **state)
+{
+    json_t *b, *list;
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"dev\"}", &b), 201);
+    check_schema("Branch", b);
+    assert_string_equal(js(b, "parent"), "main");
+    json_decref(b);
+    expect(409, "POST", pp("/branches"), "{\"name\": \"dev\"}");
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"feat\", \"parent\": \"dev\"}", &b),
+                     201);
+    json_decref(b);
+    assert_int_equal(api("GET", pp("/branches"), NULL, &list), 200);
+    json_t *arr = json_object_get(list, "branches");
+    assert_true(json_array_size(arr) >= 3);
+    bool saw_feat = false;
+    size_t i;
+    json_array_foreach(arr, i, b) {
+        assert_non_null(json_object_get(b, "logical_size"));
+        assert_non_null(json_object_get(b, "branch_only_size"));
+        if (!strcmp(js(b, "name"), "feat")) {
+            saw_feat = true;
+            assert_int_equal(ji(b, "depth"), 2);
+            assert_string_equal(js(b, "parent"), "dev");
+        }
+    }
+    assert_true(saw_feat);
+    json_decref(list);
+    expect(409, "DELETE", pp("/branches/dev"), NULL);
+    expect(200, "PATCH", pp("/branches/feat"), "{\"name\": \"feat2\"}");
+    expect(404, "GET", pp("/branches/feat"), NULL);
+    expect(409, "PATCH", pp("/branches/feat2"), "{\"name\": \"main\"}");
+    expect(200, "DELETE", pp("/branches/feat2"), NULL);
+    expect(404, "DELETE", pp("/branches/feat2"), NULL);
+    /* reset and restore keep the name on a new timeline */
+    json_t *before, *after;
+    assert_int_equal(api("GET", pp("/branches/dev"), NULL, &before), 200);
+    assert_int_equal(api("POST", pp("/branches/dev/reset"), NULL, &after), 200);
+    assert_string_not_equal(js(before, "id"), js(after, "id"));
+    json_decref(after);
+    expect(422, "POST", pp("/branches/main/reset"), NULL);
+    expect(400, "POST", pp("/branches/dev/restore"), "{}");
+    assert_int_equal(api("POST", pp("/branches/dev/restore"), "{\"to\": \"FFFF/0\"}", &after), 422);
+    json_decref(after);
+    json_t *dev;
+    assert_int_equal(api("GET", pp("/branches/dev"), NULL, &dev), 200);
+    char body[128];
+    snprintf(body, sizeof(body), "{\"to\": \"%s\"}", js(dev, "head_lsn"));
+    assert_int_equal(api("POST", pp("/branches/dev/restore"), body, &after), 200);
+    assert_non_null(js(after, "kept_as"));
+    expect(200, "GET", pp("/branches/%s", js(after, "kept_as")), NULL);
+    expect(200, "DELETE", pp("/branches/dev"), NULL);
+    json_decref(after);
+    json_decref(dev);
+    json_decref(before);
+}
+
+static void test_endpoints(void **state)
+{
+    json_t *e, *w;
+    assert_int_equal(api("GET", pp("/endpoints/main"), NULL, &e), 200);
+    check_schema("Endpoint", e);
+    assert_string_equal(js(e, "kind"), "read_write");
+    assert_string_equal(js(e, "state"), "suspended");
+    assert_int_equal(ji(e, "suspend_timeout_s"), 300);
+    json_decref(e);
+    expect(409, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"name\": \"x\"}");
+    expect(404, "POST", pp("/endpoints"), "{\"branch\": \"nope\", \"kind\": \"read_only\"}");
+    expect(422, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"kind\": \"fast\"}");
+    expect(422, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"kind\": \"static\"}");
+    expect(422, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": -5}");
+    expect(400, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": \"x\"}");
+    expect(404, "POST", pp("/endpoints/nope/start"), NULL);
+    w = wake("main");
+    check_schema("Wake", w);
+    assert_true(json_is_true(json_object_get(w, "cold")));
+    int http = (int)ji(w, "http_port"), pid = (int)ji(w, "compute_pid");
+    json_decref(sql(http, "CREATE TABLE IF NOT EXISTS t(x)"));
+    json_decref(sql(http, "INSERT INTO t VALUES (1), (2)"));
+    assert_int_equal(sql_int(http, "SELECT count(*) FROM t"), 2);
+    json_t *w2 = wake("main");
+    assert_false(json_is_true(json_object_get(w2, "cold")));
+    assert_int_equal(ji(w2, "http_port"), http);
+    json_decref(w2);
+    json_decref(w);
+    assert_string_equal(ep_state("main"), "active");
+    expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+    assert_string_equal(ep_state("main"), "suspended");
+    assert_false(pid_alive(pid));
+    /* a read-only endpoint, then delete */
+    assert_int_equal(api("POST", pp("/endpoints"),
+                         "{\"branch\": \"main\", \"kind\": \"read_only\", \"name\": \"ro\"}", &e),
+                     201);
+    json_decref(e);
+    w = wake("ro");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 2);
+    json_decref(w);
+    expect(200, "DELETE", pp("/endpoints/ro"), NULL);
+    expect(404, "GET", pp("/endpoints/ro"), NULL);
+    /* usage so far */
+    json_t *u;
+    assert_int_equal(api("GET", pp("/usage"), NULL, &u), 200);
+    size_t i;
+    json_t *row;
+    bool seen = false;
+    json_array_foreach(json_object_get(u, "endpoints"), i, row) {
+        if (!strcmp(js(row, "name"), "main")) {
+            seen = true;
+            assert_true(json_number_value(json_object_get(row, "compute_seconds")) > 0);
+            assert_true(ji(row, "queries") >= 3);
+            assert_true(ji(row, "rows_written") >= 2);
+            assert_true(ji(row, "bytes_written") > 0);
+        }
+    }
+    assert_true(seen);
+    assert_true(json_array_size(json_object_get(u, "branches")) >= 1);
+    json_decref(u);
+    expect(422, "GET", pp("/usage?from=x"), NULL);
+    /* Prometheus: the control plane's series, usage per endpoint */
+    char *m = NULL;
+    assert_int_equal(h_http(g_ctl.port, "GET", "/metrics", NULL, &m), 200);
+    assert_non_null(strstr(m, "arbor_control_wakes_total{kind=\"cold\"}"));
+    assert_non_null(strstr(m, "arbor_control_queries_total{project_id=\""));
+    assert_non_null(strstr(m, "endpoint=\"main\"}"));
+    assert_non_null(strstr(m, "arbor_control_compute_seconds_total"));
+    assert_non_null(strstr(m, "arbor_control_endpoints_active"));
+    free(m);
+}
+
+static void test_roles_and_keys(void **state)
+{
+    json_t *r, *s1, *s2, *k;
+    assert_int_equal(api("POST", pp("/roles"), "{\"name\": \"app\"}", &r), 201);
+    check_schema("Password", r);
+    assert_int_equal(strlen(js(r, "password")), 24);
+    json_decref(r);
+    expect(409, "POST", pp("/roles"), "{\"name\": \"app\"}");
+    expect(422, "POST", pp("/roles"), "{\"name\": \"\"}");
+    assert_int_equal(api("GET", "/v1/internal/projects/x/roles/app/secret", NULL, NULL), 404);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/app/secret", g_project);
+    assert_int_equal(api("GET", path, NULL, &s1), 200);
+    check_schema("Secret", s1);
+    assert_int_equal(strncmp(js(s1, "verifier"), "SCRAM-SHA-256$4096:", 19), 0);
+    assert_int_equal(ji(s1, "iterations"), 4096);
+    assert_int_equal(api("GET", "/v1/internal/roles/app/secret", NULL, &s2), 200);
+    assert_string_equal(js(s2, "verifier"), js(s1, "verifier"));
+    json_decref(s2);
+    expect(200, "POST", pp("/roles/app/reset_password"), NULL);
+    assert_int_equal(api("GET", path, NULL, &s2), 200);
+    assert_string_not_equal(js(s2, "verifier"), js(s1, "verifier"));
+    json_decref(s1);
+    json_decref(s2);
+    expect(404, "POST", pp("/roles/nobody/reset_password"), NULL);
+    expect(404, "GET", "/v1/internal/roles/nobody/secret", NULL);
+    json_t *list;
+    assert_int_equal(api("GET", pp("/roles"), NULL, &list), 200);
+    assert_int_equal(json_array_size(json_object_get(list, "roles")), 1);
+    assert_null(json_object_get(json_array_get(json_object_get(list, "roles"), 0), "verifier"));
+    json_decref(list);
+    expect(200, "DELETE", pp("/roles/app"), NULL);
+    expect(404, "DELETE", pp("/roles/app"), NULL);
+    /* keys */
+    assert_int_equal(api("POST", "/v1/api_keys", "{\"name\": \"ci\"}", &k), 201);
+    const char *key = js(k, "key");
+    assert_int_equal(api_key(key, "GET", "/v1/projects", NULL, NULL), 200);
+    assert_int_equal(api("GET", "/v1/api_keys", NULL, &list), 200);
+    assert_int_equal(json_array_size(json_object_get(list, "api_keys")), 2);
+    assert_null(json_object_get(json_array_get(json_object_get(list, "api_keys"), 0), "hash"));
+    json_decref(list);
+    snprintf(path, sizeof(path), "/v1/api_keys/%lld", (long long)ji(k, "id"));
+    expect(200, "DELETE", path, NULL);
+    assert_int_equal(api_key(key, "GET", "/v1/projects", NULL, NULL), 401);
+    expect(404, "DELETE", path, NULL);
+    json_decref(k);
+}
+
+static void test_idle_suspend(void **state)
+{
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": 1}");
+    json_t *w = wake("main");
+    int pid = (int)ji(w, "compute_pid");
+    json_decref(sql((int)ji(w, "http_port"), "SELECT 1"));
+    json_decref(w);
+    int waited = 0;
+    while (strcmp(ep_state("main"), "suspended") != 0 && waited < 10000) {
+        h_sleep_ms(100);
+        waited += 100;
+    }
+    assert_string_equal(ep_state("main"), "suspended");
+    assert_true(waited >= 700);             /* not before the timeout */
+    assert_false(pid_alive(pid));
+    json_t *u1, *u2;
+    assert_int_equal(api("GET", pp("/usage"), NULL, &u1), 200);
+    h_sleep_ms(600);
+    assert_int_equal(api("GET", pp("/usage"), NULL, &u2), 200);
+    char *a = json_dumps(json_object_get(u1, "endpoints"), JSON_SORT_KEYS);
+    char *b = json_dumps(json_object_get(u2, "endpoints"), JSON_SORT_KEYS);
+    assert_string_equal(a, b);               /* usage stopped counting */
+    free(a);
+    free(b);
+    json_decref(u1);
+    json_decref(u2);
+    /* -1: never suspends */
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": -1}");
+    json_decref(wake("main"));
+    h_sleep_ms(1500);
+    assert_string_equal(ep_state("main"), "active");
+    expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": 300}");
+}
+
+typedef struct wake_res {
+    int status, pg_port, pid;
+    bool cold;
+} wake_res;
+
+static void *wake_thread(void *arg)
+{
+    wake_res *w = arg;
+    json_t *j = NULL;
+    w->status = api("POST", pp("/endpoints/main/start"), NULL, &j);
+    w->pg_port = (int)ji(j, "pg_port");
+    w->pid = (int)ji(j, "compute_pid");
+    w->cold = json_is_true(json_object_get(j, "cold"));
+    json_decref(j);
+    return NULL;
+}
+
+static void test_concurrent_wakes(void **state)
+{
+    assert_string_equal(ep_state("main"), "suspended");
+    pthread_t t[20];
+    wake_res res[20];
+    memset(res, 0, sizeof(res));
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, wake_thread, &res[i]), 0);
+    for (int i = 0; i < 20; i++)
+        pthread_join(t[i], NULL);
+    int cold = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(res[i].status, 200);
+        assert_int_equal(res[i].pid, res[0].pid);
+        assert_int_equal(res[i].pg_port, res[0].pg_port);
+        cold += res[i].cold;
+    }
+    assert_int_equal(cold, 1);
+    json_t *st;
+    assert_int_equal(api("GET", "/v1/status", NULL, &st), 200);
+    assert_int_equal(ji(st, "endpoints_active"), 1);
+    json_decref(st);
+}
+
+static void test_crash(void **state)
+{
+    json_t *w = wake("main");                 /* active from the previous test */
+    int pid = (int)ji(w, "compute_pid");
+    json_decref(w);
+    kill(pid, SIGKILL);
+    int waited = 0;
+    while (strcmp(ep_state("main"), "suspended") != 0 && waited < 10000) {
+        h_sleep_ms(50);
+        waited += 50;
+    }
+    assert_string_equal(ep_state("main"), "suspended");
+    /* always on: restarted by the control plane itself */
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": -1}");
+    w = wake("main");
+    pid = (int)ji(w, "compute_pid");
+    json_decref(w);
+    kill(pid, SIGKILL);
+    int new_pid = pid;
+    for (waited = 0; waited < 15000 && (new_pid == pid || new_pid == 0); waited += 100) {
+        h_sleep_ms(100);
+        json_t *e;
+        assert_int_equal(api("GET", pp("/endpoints/main"), NULL, &e), 200);
+        new_pid = strcmp(js(e, "state"), "active") == 0 ? (int)ji(e, "pg_port") : 0;
+        json_decref(e);
+        if (new_pid) {                        /* pg_port as a proxy: compare pids */
+            json_t *w2 = wake("main");
+            new_pid = (int)ji(w2, "compute_pid");
+            json_decref(w2);
+        }
+    }
+    assert_int_not_equal(new_pid, pid);
+    assert_true(pid_alive(new_pid));
+    w = wake("main");
+    json_decref(sql((int)ji(w, "http_port"), "SELECT count(*) FROM t"));
+    json_decref(w);
+}
+
+static void test_control_kill9(void **state)
+{
+    /* main is active (always on) from the crash test */
+    json_t *before_b, *before_e, *r;
+    assert_int_equal(api("POST", pp("/roles"), "{\"name\": \"keep\"}", &r), 201);
+    json_decref(r);
+    assert_int_equal(api("GET", pp("/branches"), NULL, &before_b), 200);
+    assert_int_equal(api("GET", pp("/endpoints"), NULL, &before_e), 200);
+    h_sk_kill(&g_ctl);
+    control_start();
+    json_t *after_b, *after_e;
+    assert_int_equal(api("GET", pp("/branches"), NULL, &after_b), 200);
+    assert_int_equal(api("GET", pp("/endpoints"), NULL, &after_e), 200);
+    assert_int_equal(json_array_size(json_object_get(after_b, "branches")),
+                     json_array_size(json_object_get(before_b, "branches")));
+    assert_int_equal(json_array_size(json_object_get(after_e, "endpoints")),
+                     json_array_size(json_object_get(before_e, "endpoints")));
+    expect(409, "POST", pp("/roles"), "{\"name\": \"keep\"}");
+    /* the active endpoint gets a compute again */
+    int waited = 0;
+    json_t *st = NULL;
+    for (;; waited += 100) {
+        assert_int_equal(api("GET", "/v1/status", NULL, &st), 200);
+        int64_t active = ji(st, "endpoints_active");
+        json_decref(st);
+        if (active == 1 || waited > 15000)
+            break;
+        h_sleep_ms(100);
+    }
+    json_t *w = wake("main");
+    assert_false(json_is_true(json_object_get(w, "cold")));
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 2);
+    json_decref(w);
+    expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+    json_decref(before_b);
+    json_decref(before_e);
+    json_decref(after_b);
+    json_decref(after_e);
+}
+
+static void test_static_at_time(void **state)
+{
+    json_t *w = wake("main");
+    int http = (int)ji(w, "http_port");
+    json_decref(w);
+    json_decref(sql(http, "CREATE TABLE s(x)"));
+    json_decref(sql(http, "INSERT INTO s VALUES (1)"));
+    h_sleep_ms(50);
+    double t = now_s();
+    h_sleep_ms(50);
+    json_decref(sql(http, "INSERT INTO s VALUES (2)"));
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"branch\": \"main\", \"kind\": \"static\", \"at\": %.6f, \"name\": \"past\"}", t);
+    json_t *e;
+    /* at once: the control plane waits for ingest before it reads the time */
+    assert_int_equal(api("POST", pp("/endpoints"), body, &e), 201);
+    assert_non_null(js(e, "point_lsn"));
+    json_decref(e);
+    w = wake("past");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM s"), 1);
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT max(x) FROM s"), 1);
+    json_decref(w);
+    expect(422, "POST", pp("/endpoints"),
+           "{\"branch\": \"main\", \"kind\": \"static\", \"at\": 1000}");
+    expect(422, "POST", pp("/branches"), "{\"name\": \"old\", \"at\": \"@1000\"}");
+    snprintf(body, sizeof(body), "{\"name\": \"then\", \"at\": %.6f}", t);
+    json_t *b;
+    assert_int_equal(api("POST", pp("/branches"), body, &b), 201);
+    json_decref(b);
+    expect(200, "DELETE", pp("/endpoints/past"), NULL);
+    expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+}
+
+static void test_internal_wake_branch(void **state)
+{
+    json_t *b, *w;
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"fresh\"}", &b), 201);
+    json_decref(b);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/fresh/wake", g_project);
+    assert_int_equal(api("POST", path, NULL, &w), 200);
+    assert_string_equal(js(w, "kind"), "read_write");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 2);
+    json_decref(w);
+    assert_int_equal(api("POST", path, NULL, &w), 200);
+    assert_false(json_is_true(json_object_get(w, "cold")));
+    json_decref(w);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/nope/wake", g_project);
+    expect(404, "POST", path, NULL);
+    /* by endpoint name: the one the branch wake created */
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/fresh/wake", g_project);
+    assert_int_equal(api("POST", path, NULL, &w), 200);
+    assert_string_equal(js(w, "branch"), "fresh");
+    assert_false(json_is_true(json_object_get(w, "cold")));
+    json_decref(w);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/nope/wake", g_project);
+    expect(404, "POST", path, NULL);
+    assert_int_equal(api_key(NULL, "POST", path, NULL, NULL), 401);
+    expect(200, "POST", pp("/endpoints/fresh/suspend"), NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_openapi),
+        cmocka_unit_test(test_auth_and_errors),
+        cmocka_unit_test(test_branches),
+        cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_roles_and_keys),
+        cmocka_unit_test(test_idle_suspend),
+        cmocka_unit_test(test_concurrent_wakes),
+        cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_control_kill9),
+        cmocka_unit_test(test_static_at_time),
+        cmocka_unit_test(test_internal_wake_branch),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
