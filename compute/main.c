@@ -315,7 +315,10 @@ static int open_conn(sqlite3 **out, char *err, size_t errlen)
      * the busy handler for it); a stale snapshot inside a transaction gets
      * 40001 and the client retries. */
     arbor_vfs_busy_wait(db, (int)g_c.conf.timeout_ms);
-    sqlite3_exec(db, "PRAGMA journal_mode=MEMORY", NULL, NULL, NULL);
+    /* DELETE, not MEMORY: the VFS keeps journals private and moves a big
+     * one to a temp file; SQLite's MEMORY journal would hold a VACUUM's
+     * old pages in RAM. */
+    sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
     *out = db;
     return SQLITE_OK;
 }
