@@ -780,6 +780,11 @@ static int send_txn(txn_out *t, uint32_t n, vfs_page_fn get, void *arg,
         uint16_t flags = single ? 0
                          : (t->n_records ? WAL_REC_CONT : 0) | (i < n ? WAL_REC_MORE : 0);
         rc = send_record(t, pages, k, flags, ts, db_size, page_size, err, err_len);
+        uint64_t sent = (uint64_t)i * page_size, step = (uint64_t)32 << 20;
+        if (rc == 0 && i < n && sent / step != (sent - (uint64_t)k * page_size) / step)
+            log_info("arbor vfs: %s: large commit: %u records, %" PRIu64 " of %" PRIu64
+                     " MiB sent", db->name, t->n_records, sent >> 20,
+                     ((uint64_t)n * page_size) >> 20);
     } while (rc == 0 && i < n);
     az_free(pages);
     az_free(scratch);

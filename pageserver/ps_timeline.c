@@ -109,7 +109,7 @@ struct ps_timeline {
      * ingest_mu; wal_record.h TRANSACTIONS). recv_lsn: end of the last
      * record taken (applied, held back or dropped); >= last_record_lsn,
      * which only moves at commits. */
-    lsn_t recv_lsn;
+    _Atomic lsn_t recv_lsn;
     bool pend_active;          /* records of an unfinished txn were taken */
     bool pend_dropping;        /* ...but its start was missing: drop it */
     lsn_t pend_start;
@@ -407,7 +407,7 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     atomic_init(&tl->page_size, meta->page_size);
     atomic_init(&tl->pitr_window_s, meta->pitr_window_s);
     atomic_init(&tl->last_record_lsn, meta->disk_consistent_lsn);
-    tl->recv_lsn = meta->disk_consistent_lsn;
+    atomic_init(&tl->recv_lsn, meta->disk_consistent_lsn);
     atomic_init(&tl->disk_consistent_lsn, meta->disk_consistent_lsn);
     atomic_init(&tl->gc_cutoff_lsn, meta->gc_cutoff_lsn);
     memcpy(tl->branch_name, meta->branch_name, sizeof(tl->branch_name));
@@ -548,7 +548,7 @@ static bool freeze_locked(ps_timeline *tl)
 /* Checks rec against the timeline (caller holds ingest_mu). */
 static int check_record(ps_timeline *tl, const wal_record *rec)
 {
-    lsn_t last = tl->recv_lsn;
+    lsn_t last = atomic_load(&tl->recv_lsn);
     if (rec->lsn > last) {
         return PS_EGAP;
     }
@@ -589,6 +589,17 @@ static void advance_last_record(ps_timeline *tl, lsn_t end)
 }
 
 /* ---- pending multi-record transactions (wal_record.h TRANSACTIONS) ---- */
+
+/* Records up to end were received without a commit: the state at any LSN
+ * up to end is the last commit's, so readers waiting for such an LSN may go
+ * (ps_timeline_wait_for_lsn). */
+static void advance_recv(ps_timeline *tl, lsn_t end)
+{
+    pthread_mutex_lock(&tl->wait_mu);
+    atomic_store(&tl->recv_lsn, end);
+    pthread_cond_broadcast(&tl->wait_cv);
+    pthread_mutex_unlock(&tl->wait_mu);
+}
 
 static void pending_reset(ps_timeline *tl)
 {
@@ -716,7 +727,7 @@ static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
         if (rc != 0) {
             return rc;
         }
-        tl->recv_lsn = wal_record_end_lsn(rec);
+        advance_recv(tl, wal_record_end_lsn(rec));
         if (wal_record_commits(rec)) {
             pending_drop(tl, rec, "its start was not received");
         }
@@ -724,7 +735,7 @@ static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
     }
     rc = commit_record(tl, rec, froze);
     if (rc == 0) {
-        tl->recv_lsn = wal_record_end_lsn(rec);
+        atomic_store(&tl->recv_lsn, wal_record_end_lsn(rec));
         pending_reset(tl);
     }
     return rc;
@@ -752,19 +763,21 @@ int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
     return rc;
 }
 
+bool ps_timeline_readable_at(ps_timeline *tl, lsn_t lsn)
+{
+    return atomic_load(&tl->last_record_lsn) >= lsn || atomic_load(&tl->recv_lsn) >= lsn;
+}
+
 lsn_t ps_timeline_ingest_lsn(ps_timeline *tl)
 {
-    pthread_mutex_lock(&tl->ingest_mu);
-    lsn_t l = tl->recv_lsn;
-    pthread_mutex_unlock(&tl->ingest_mu);
-    return l;
+    return atomic_load(&tl->recv_lsn);
 }
 
 void ps_timeline_ingest_restart(ps_timeline *tl)
 {
     pthread_mutex_lock(&tl->ingest_mu);
     pending_reset(tl);
-    tl->recv_lsn = atomic_load(&tl->last_record_lsn);
+    atomic_store(&tl->recv_lsn, atomic_load(&tl->last_record_lsn));
     pthread_mutex_unlock(&tl->ingest_mu);
 }
 
@@ -793,14 +806,14 @@ int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms)
     deadline_after(&deadline, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&tl->wait_mu);
-    while (atomic_load(&tl->last_record_lsn) < lsn) {
+    while (!ps_timeline_readable_at(tl, lsn)) {
         if (atomic_load(&tl->deleted)) {
             rc = PS_EDELETED;
             break;
         }
         if (pthread_cond_timedwait(&tl->wait_cv, &tl->wait_mu, &deadline) ==
             ETIMEDOUT) {
-            rc = atomic_load(&tl->last_record_lsn) >= lsn ? 0 : PS_ETIMEOUT;
+            rc = ps_timeline_readable_at(tl, lsn) ? 0 : PS_ETIMEOUT;
             break;
         }
     }

@@ -158,9 +158,16 @@ int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len);
  */
 lsn_t ps_timeline_ingest_lsn(ps_timeline *tl);
 void ps_timeline_ingest_restart(ps_timeline *tl);
+/* true when a read at lsn can be answered: last_record_lsn >= lsn, or
+ * every record up to lsn was received (then no commit lies between
+ * last_record_lsn and lsn, and the state at lsn is the last commit's: an
+ * LSN inside an unfinished or abandoned transaction, such as the
+ * safekeepers' commit LSN while a large transaction streams in, reads as
+ * the transaction boundary before it). */
+bool ps_timeline_readable_at(ps_timeline *tl, lsn_t lsn);
 uint64_t ps_timeline_pending_bytes(ps_timeline *tl);
 
-/* Waits until last_record_lsn >= lsn. 0, PS_ETIMEOUT, PS_EDELETED. */
+/* Waits until ps_timeline_readable_at(lsn). 0, PS_ETIMEOUT, PS_EDELETED. */
 int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms);
 
 /* Freezes the open layer if it holds anything (explicit / timeout trigger;
