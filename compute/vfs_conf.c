@@ -73,8 +73,8 @@ static int load_txn_limits(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
         long long def, lo, hi;
         size_t off;
     } ints[] = {
-        { "overlay_mb", "ARBOR_OVERLAY_MB", 32, 0, 1 << 20, offsetof(vfs_conf, overlay_mb) },
-        { "record_kb", "ARBOR_RECORD_KB", 8192, 4, 60 * 1024, offsetof(vfs_conf, record_kb) },
+        { "overlay_mb", "ARBOR_OVERLAY_MB", 16, 0, 1 << 20, offsetof(vfs_conf, overlay_mb) },
+        { "record_kb", "ARBOR_RECORD_KB", 4096, 4, 60 * 1024, offsetof(vfs_conf, record_kb) },
         { "max_txn_mb", "ARBOR_MAX_TXN_MB", 0, 0, 1 << 30, offsetof(vfs_conf, max_txn_mb) },
     };
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {

@@ -22,10 +22,12 @@
  *   overlay_mb=N       ARBOR_OVERLAY_MB     RAM for a transaction's pages
  *                                           and rollback journal per
  *                                           connection; the rest spills to
- *                                           a temporary file (32)
+ *                                           a temporary file (16)
  *   spill_dir=DIR      ARBOR_SPILL_DIR      where (default $TMPDIR or /tmp)
  *   record_kb=N        ARBOR_RECORD_KB      page bytes per WAL record of a
- *                                           multi-record transaction (8192)
+ *                                           multi-record transaction (4096;
+ *                                           the walproposer buffers 4 of
+ *                                           them, at least 16 MiB)
  *   max_txn_mb=N       ARBOR_MAX_TXN_MB     refuse commits of more page
  *                                           bytes (0: no limit)
  *

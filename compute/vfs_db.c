@@ -264,10 +264,16 @@ static int start_primary(vfs_db *db, const tl_info *ti, lsn_t *base,
     const char *addrs[VFS_MAX_SAFEKEEPERS];
     for (int i = 0; i < db->conf.n_safekeepers; i++)
         addrs[i] = db->conf.safekeepers[i];
+    /* The proposer keeps records until a quorum has them (and some after,
+     * for laggards): enough for four records of a large transaction in
+     * flight, not the 64 MiB default, which would sit in the compute's RSS
+     * after every large commit. */
+    size_t buffer = (size_t)db->conf.record_kb << 12;
     wp_config cfg = { .safekeepers = addrs,
                       .n_safekeepers = db->conf.n_safekeepers,
                       .start_lsn = ti->start_lsn,
-                      .timeout_ms = db->conf.timeout_ms };
+                      .timeout_ms = db->conf.timeout_ms,
+                      .max_buffer_bytes = buffer > (16u << 20) ? buffer : (16u << 20) };
     memcpy(cfg.tenant_id, db->conf.tenant.b, 16);
     memcpy(cfg.timeline_id, ti->timeline.b, 16);
     int rc = wp_create(&cfg, &db->wp);
