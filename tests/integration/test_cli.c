@@ -293,6 +293,7 @@ static void test_import_export(void **state)
     snprintf(out, sizeof(out), "%s/below.db", ct.root);
     ct_expect(ct_arbor("export main --at %s %s", lsn_format(g_l1 - 1, below), out), 1,
               "export inside the import");
+    ct_expect_in(ct.err, "holds no database");
     snprintf(out, sizeof(out), "%s/out1.db", ct.root);
     ct_expect(ct_arbor("export main %s", out), 0, "export v1");
     ct_expect_in(ct.out, "quick_check ok");

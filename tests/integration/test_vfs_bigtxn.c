@@ -111,9 +111,13 @@ static sqlite3 *open_db(const char *branch, const char *extra)
     return db;
 }
 
-/* rows of `big` and how many are exactly right. */
+/* rows of `big` and how many are exactly right; marker (when there is
+ * one) still says 'base'. */
 static void expect_big(sqlite3 *db, int64_t rows, const char *where)
 {
+    if (vc_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'marker'") == 1 &&
+        vc_int(db, "SELECT count(*) FROM marker WHERE v = 'base'") != 1)
+        fail_msg("%s: the marker row was changed by an uncommitted transaction", where);
     int64_t n = vc_int(db, "SELECT count(*) FROM big");
     int64_t ok = vc_int(db, "SELECT coalesce(sum(chk(id, b) AND length(b) = 1000000), 0) FROM big");
     if (n != rows || ok != rows)
@@ -233,11 +237,14 @@ static void test_kill_mid_send(void **state)
     int rows = big_mb() < 200 ? 200 : big_mb();
     vc_create_branch("kill", NULL, 0);
     sqlite3 *p = open_db("kill", NULL);
-    vc_exec(p, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB); "
+    vc_exec(p, "CREATE TABLE marker(v TEXT); INSERT INTO marker VALUES('base'); "
+               "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB); "
                "INSERT INTO big VALUES(1, pblob(1, 1000000))");
     uint64_t before = vc_lsn(p);
     sqlite3_close(p);   /* the helper becomes the primary */
-    sqlite3 *r = open_db("kill", "role=replica&cache_mb=8");
+    /* A cache big enough to keep every page it applies: a wrong page must
+     * not be masked by an eviction (then read from the pageserver). */
+    sqlite3 *r = open_db("kill", "role=replica&cache_mb=32");
     wait_replica(r, before);
     expect_big(r, 1, "replica before");
 

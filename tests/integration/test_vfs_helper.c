@@ -9,8 +9,10 @@
  *     On the first error prints "ERR <extended code> <message>" and exits 3.
  *
  *   test_vfs_helper big URI ROWS
- *     One transaction: INSERT INTO big(b) ROWS x randomblob(1000000); prints
- *     "COMMITTED" when it returns (the tests kill it before).
+ *     One transaction: UPDATE marker SET v = 'orphan' (a page the next
+ *     primary's commit does not rewrite), then INSERT INTO big(b) ROWS x
+ *     randomblob(1000000); prints "COMMITTED" when it returns (the tests
+ *     kill it before).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -39,9 +41,10 @@ int main(int argc, char **argv)
     sqlite3_extended_result_codes(db, 1);
     if (!strcmp(argv[1], "big")) {
         char sql[256];
-        snprintf(sql, sizeof(sql), "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
-                 "FROM s WHERE i < %d) INSERT INTO big(b) SELECT randomblob(1000000) FROM s",
-                 atoi(argv[3]));
+        snprintf(sql, sizeof(sql), "BEGIN; UPDATE marker SET v = 'orphan'; "
+                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                 "FROM s WHERE i < %d) INSERT INTO big(b) SELECT randomblob(1000000) FROM s; "
+                 "COMMIT", atoi(argv[3]));
         int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK)
             printf("COMMITTED\n");
