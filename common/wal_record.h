@@ -62,7 +62,9 @@
  *   A CONT record with nothing pending (its start was dropped) is dropped
  *   too. So every LSN a reader reports as applied (last_record_lsn, a
  *   replica's latest) is the end of a committing record: a transaction
- *   boundary. In every record of a transaction db_size_pages is the size
+ *   boundary. An LSN inside a transaction (after its first record, before
+ *   its commit LSN) names the state of the last commit before it. In
+ *   every record of a transaction db_size_pages is the size
  *   after the commit, and commit_ts_us never goes back; the last record's
  *   timestamp is the commit time.
  *
