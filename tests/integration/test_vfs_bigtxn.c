@@ -42,10 +42,10 @@
 #include "vfs_main.h"
 
 #if !defined(__SANITIZE_ADDRESS__)
-/* As arbor-compute: freed memory goes back to the system after 1 s, so
+/* As arbor-compute: freed memory goes back to the system at once, so
  * that peak RSS measures what is held, not what jemalloc keeps around. */
 __attribute__((visibility("default"), used))
-const char *malloc_conf = "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0";
+const char *malloc_conf = "narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0";
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
