@@ -12,8 +12,14 @@
  *             SQLite's cache is cold, the OS page cache stays warm).
  *   insert    single-row autocommit INSERT latency, p50 / p99 (one commit =
  *             one quorum flush for arbor, journal + db fsyncs for the file).
+ *   big       with -b MiB (instead of the above): one transaction of MiB
+ *             rows of randomblob(1000000) (incompressible), BEGIN / INSERT
+ *             ... SELECT / COMMIT; MiB/s of the whole transaction and of
+ *             its COMMIT alone, and the peak RSS this process (the compute)
+ *             adds while doing it. For arbor the COMMIT sends the
+ *             transaction as many WAL records (wal_record.h TRANSACTIONS).
  *
- * Run: build/bench/bench_vfs [-r rows] [-i inserts]
+ * Run: build/bench/bench_vfs [-r rows] [-i inserts] | [-b MiB]
  */
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -28,7 +34,11 @@
 #include "rpc.h"
 #include "vfs_main.h"
 
-static int g_rows = 20000, g_inserts = 500;
+/* As arbor-compute (compute/main.c): the RSS figures are the compute's. */
+__attribute__((visibility("default"), used))
+const char *malloc_conf = "narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0";
+
+static int g_rows = 20000, g_inserts = 500, g_big_mb = 0;
 
 static void die(const char *what, const char *why)
 {
@@ -219,20 +229,93 @@ static void run(const char *name, result *r)
     sqlite3_close(db);
 }
 
+/* ---- one big transaction ------------------------------------------------------ */
+
+static long status_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256], fmt[64];
+    long kb = -1;
+    snprintf(fmt, sizeof(fmt), "%s: %%ld kB", field);
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, fmt, &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+typedef struct big_result {
+    double total_s, commit_s;
+    long rss_base_mb, rss_peak_mb;
+} big_result;
+
+static void big_run(const char *name, big_result *r)
+{
+    sqlite3 *db = open_db(name);
+    exec(db, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)");
+    FILE *f = fopen("/proc/self/clear_refs", "w");   /* resets VmHWM */
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+    r->rss_base_mb = status_kb("VmRSS") / 1024;
+    char sql[256];
+    snprintf(sql, sizeof(sql), "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
+             "WHERE i < %d) INSERT INTO big SELECT i, randomblob(1000000) FROM s", g_big_mb);
+    double t0 = now_s();
+    exec(db, "BEGIN");
+    exec(db, sql);
+    double t1 = now_s();
+    exec(db, "COMMIT");
+    double t2 = now_s();
+    r->total_s = t2 - t0;
+    r->commit_s = t2 - t1;
+    r->rss_peak_mb = status_kb("VmHWM") / 1024;
+    sqlite3_close(db);
+}
+
+static int big_main(void)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/big.db", h_root());
+    big_result a, l;
+    big_run(path, &l);
+    big_run(g_uri, &a);
+    double mib = g_big_mb * 1e6 / (1 << 20);
+    printf("\none transaction of %d x 1 MB randomblob (%.0f MiB)\n", g_big_mb, mib);
+    printf("%-34s %12s %12s %8s\n", "", "arbor", "local file", "ratio");
+    printf("%-34s %8.1f MiB/s %8.1f MiB/s %7.2fx\n", "whole transaction", mib / a.total_s,
+           mib / l.total_s, (mib / a.total_s) / (mib / l.total_s));
+    printf("%-34s %8.1f MiB/s %8.1f MiB/s %7.2fx\n", "COMMIT alone", mib / a.commit_s,
+           mib / l.commit_s, (mib / a.commit_s) / (mib / l.commit_s));
+    printf("%-34s %10.2f s %10.2f s\n", "COMMIT time", a.commit_s, l.commit_s);
+    printf("%-34s %8ld MiB   %8ld MiB\n", "peak RSS (process)", a.rss_peak_mb, l.rss_peak_mb);
+    printf("%-34s %8ld MiB   %8ld MiB\n", "  of which before the transaction", a.rss_base_mb,
+           l.rss_base_mb);
+    h_cleanup();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "r:i:h")) != -1) {
+    while ((opt = getopt(argc, argv, "r:i:b:h")) != -1) {
         if (opt == 'r')
             g_rows = atoi(optarg);
         else if (opt == 'i')
             g_inserts = atoi(optarg);
+        else if (opt == 'b')
+            g_big_mb = atoi(optarg);
         else {
-            fprintf(stderr, "usage: %s [-r rows (20000)] [-i inserts (500)]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-r rows (20000)] [-i inserts (500)] | "
+                    "[-b MiB (one big transaction)]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
     cluster_up();
+    if (g_big_mb > 0)
+        return big_main();
     char path[600];
     snprintf(path, sizeof(path), "%s/local.db", h_root());
     result a, f;

@@ -83,7 +83,7 @@ static int db_open(const char *path, db_file *db)
         return CLI_EFAIL;
     }
     db->n_pages = header_valid ? in_header : (uint32_t)by_size;
-    if (db->n_pages == 0 || by_size > WAL_MAX_PAGES) {
+    if (db->n_pages == 0 || by_size > UINT32_MAX) {
         cli_err("%s: unsupported size (%" PRIu64 " pages)", path, by_size);
         return CLI_EFAIL;
     }
@@ -95,16 +95,12 @@ static int db_open(const char *path, db_file *db)
     return 0;
 }
 
-static int64_t next_commit_ts(int64_t *last)
-{
-    int64_t now = cli_now_us();
-    *last = now > *last ? now : *last + 1;
-    return *last;
-}
-
-/* Reads pages [first, first+n) and commits them as one record. */
+/* Reads pages [first, first+n) and queues them as the next record of the
+ * import's one transaction (flags: WAL_REC_MORE / WAL_REC_CONT); *pos moves
+ * past it. Waits for the quorum only when the proposer's buffer is full. */
 static int write_record(wp_proposer *wp, const db_file *db, uint8_t *buf, wal_page_in *pages,
-                        uint32_t first, uint32_t n, int64_t *last_ts, lsn_t *end)
+                        uint32_t first, uint32_t n, uint16_t flags, int64_t ts,
+                        wp_pos *pos, lsn_t *end)
 {
     size_t len = (size_t)n * db->page_size;
     ssize_t got = pread(db->fd, buf, len, (off_t)(first - 1) * db->page_size);
@@ -119,27 +115,27 @@ static int write_record(wp_proposer *wp, const db_file *db, uint8_t *buf, wal_pa
     for (uint32_t i = 0; i < n; i++) {
         pages[i] = (wal_page_in){ first + i, buf + (size_t)i * db->page_size };
     }
-    wp_pos pos;
-    int rc = wp_begin(wp, &pos, COMMIT_TIMEOUT_MS);
-    if (rc != 0) {
-        cli_err("no safekeeper quorum for the import: %s", wp_strerror(rc));
-        return CLI_EFAIL;
-    }
-    wal_record_hdr hdr = { .page_size = db->page_size, .lsn = pos.lsn, .prev_lsn = pos.prev_lsn,
-                           .term = pos.term, .commit_ts_us = next_commit_ts(last_ts),
-                           .db_size_pages = db->n_pages };
+    wal_record_hdr hdr = { .page_size = db->page_size, .lsn = pos->lsn,
+                           .prev_lsn = pos->prev_lsn, .term = pos->term,
+                           .commit_ts_us = ts, .db_size_pages = db->n_pages,
+                           .txn_flags = flags };
     uint8_t *rec;
     size_t rec_len;
-    if ((rc = wal_record_encode(&hdr, pages, n, 1, &rec, &rec_len)) != 0) {
+    int rc = wal_record_encode(&hdr, pages, n, 1, &rec, &rec_len);
+    if (rc != 0) {
         cli_err("encoding a WAL record: %s", wal_strerror(rc));
         return CLI_EFAIL;
     }
-    rc = wp_commit(wp, rec, rec_len, end, COMMIT_TIMEOUT_MS);
+    while ((rc = wp_append(wp, rec, rec_len, end)) == WP_EFULL &&
+           (rc = wp_wait_commit(wp, pos->lsn, COMMIT_TIMEOUT_MS)) == 0) {
+    }
     free(rec);
     if (rc != 0) {
-        cli_err("committing pages %u..%u: %s", first, first + n - 1, wp_strerror(rc));
+        cli_err("sending pages %u..%u: %s", first, first + n - 1, wp_strerror(rc));
         return CLI_EFAIL;
     }
+    pos->prev_lsn = pos->lsn;
+    pos->lsn = *end;
     return 0;
 }
 
@@ -200,15 +196,29 @@ static int write_pages(cli_state *st, cli_ps *ps, const cli_tl *tl, const db_fil
         rc = CLI_EFAIL;
         goto done;
     }
+    wp_pos pos;
+    if ((rc = wp_begin(wp, &pos, COMMIT_TIMEOUT_MS)) != 0) {
+        cli_err("no safekeeper quorum for the import: %s", wp_strerror(rc));
+        rc = CLI_EFAIL;
+        goto done;
+    }
     cli_progress bar;
     cli_progress_begin(&bar, "import", (uint64_t)db->n_pages * db->page_size);
-    int64_t last_ts = 0;
+    int64_t ts = cli_now_us();
+    bool single = db->n_pages <= per;
     for (uint32_t first = 1; first <= db->n_pages; first += per) {
         uint32_t n = db->n_pages - first + 1 < per ? db->n_pages - first + 1 : per;
-        if ((rc = write_record(wp, db, buf, pages, first, n, &last_ts, end)) != 0) {
+        bool last = first + n > db->n_pages;
+        uint16_t flags = single ? 0 : (uint16_t)((first > 1 ? WAL_REC_CONT : 0) |
+                                                 (last ? 0 : WAL_REC_MORE));
+        if ((rc = write_record(wp, db, buf, pages, first, n, flags, ts, &pos, end)) != 0) {
             break;
         }
         cli_progress_update(&bar, (uint64_t)(first - 1 + n) * db->page_size);
+    }
+    if (rc == 0 && (rc = wp_wait_commit(wp, *end, COMMIT_TIMEOUT_MS)) != 0) {
+        cli_err("committing the import: %s", wp_strerror(rc));
+        rc = CLI_EFAIL;
     }
     cli_progress_end(&bar, rc == 0);
     if (rc == 0) {
@@ -286,8 +296,7 @@ int cli_cmd_import(cli_ctx *ctx)
     } else if (created && cli_ps_delete(&ps, &tl, false, NULL) == 0) {
         cli_note("removed branch '%s' again (the import did not finish)", name);
     } else if (end != 0) {
-        cli_err("branch '%s' holds a partial import; delete it (arbor branch delete %s)", name,
-                name);
+        cli_note("nothing of %s was imported (the import is one transaction)", path);
     }
     close(db.fd);
     cli_cluster_disconnect(&st, &ps);

@@ -15,12 +15,15 @@
  *      (1/1), which the arbor VFS uses; the content is unchanged.
  *   2. The branch: created as a new root timeline when it does not exist;
  *      an existing branch must be empty (no database pages at its head).
- *   3. Records of at most CLI_IMPORT_PAGES_PER_RECORD pages and at most
- *      WAL_RECORD_MAX_BYTES, each committed on a safekeeper quorum before the
- *      next; every record says db_size_pages = the file's page count, so the
- *      size is right from the first record on. The import is not atomic: a
- *      reader at an LSN inside the import sees part of the file. On failure
- *      a branch the import created is deleted again.
+ *   3. One transaction: records of at most CLI_IMPORT_PAGES_PER_RECORD
+ *      pages, sent without waiting for each other (the walproposer's buffer
+ *      bounds what is in flight), all but the last marked WAL_REC_MORE
+ *      (wal_record.h TRANSACTIONS); only the quorum flush of the last one
+ *      commits. Every record says db_size_pages = the file's page count.
+ *      So the branch has all of the file's pages or none: a reader never
+ *      sees part of it, and a failed or interrupted import leaves nothing
+ *      (its records are dropped by every reader). On failure a branch the
+ *      import created is deleted again.
  *   4. Waits until the pageserver's last_record_lsn reaches the last
  *      record's end, and prints that LSN.
  */

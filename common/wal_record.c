@@ -165,6 +165,17 @@ static int lz4_page(const uint8_t *src, uint32_t len, uint32_t page_size, uint8_
     return n == (int)page_size ? WAL_OK : WAL_ECOMPRESS;
 }
 
+/* Version 1: flags 0. Version 2: MORE, MORE|CONT or CONT. */
+static int valid_version_flags(uint16_t version, uint16_t flags)
+{
+    if (version == WAL_VERSION)
+        return flags == 0;
+    if (version == WAL_VERSION_PART)
+        return flags == WAL_REC_MORE || flags == (WAL_REC_MORE | WAL_REC_CONT) ||
+               flags == WAL_REC_CONT;
+    return 0;
+}
+
 /* ---- Decoding ---- */
 
 /* Step 1 for a prefix of at least 12 bytes: magic/version/flags and the
@@ -174,8 +185,8 @@ static int check_prefix(const uint8_t *buf, uint32_t *total_len)
     uint32_t n;
 
     if (load_u32(buf + WAL_OFF_MAGIC) != WAL_MAGIC ||
-        load_u16(buf + WAL_OFF_VERSION) != WAL_VERSION ||
-        load_u16(buf + WAL_OFF_FLAGS) != 0)
+        !valid_version_flags(load_u16(buf + WAL_OFF_VERSION),
+                             load_u16(buf + WAL_OFF_FLAGS)))
         return WAL_EMAGIC;
     n = load_u32(buf + WAL_OFF_TOTAL_LEN);
     if (n < WAL_HEADER_BYTES || n > WAL_RECORD_MAX_BYTES)
@@ -220,6 +231,7 @@ static int parse_header(const uint8_t *buf, size_t len, wal_record *rec)
     rec->db_size_pages = load_u32(buf + WAL_OFF_DB_SIZE);
     rec->n_pages = load_u32(buf + WAL_OFF_N_PAGES);
     rec->pages = NULL;
+    rec->flags = load_u16(buf + WAL_OFF_FLAGS);
 
     if ((rc = check_fields(rec->page_size, rec->lsn, rec->prev_lsn, rec->term,
                            rec->n_pages)) != WAL_OK ||
@@ -375,6 +387,8 @@ static int check_input(const wal_record_hdr *hdr, const wal_page_in *pages, uint
     if ((rc = check_fields(hdr->page_size, hdr->lsn, hdr->prev_lsn, hdr->term,
                            n_pages)) != WAL_OK)
         return rc;
+    if (hdr->txn_flags != 0 && !valid_version_flags(WAL_VERSION_PART, hdr->txn_flags))
+        return WAL_EFIELD;
     for (uint32_t i = 0; i < n_pages; i++) {
         assert(pages[i].image != NULL);
         if ((rc = check_pgno(prev_pgno, pages[i].pgno, hdr->db_size_pages)) != WAL_OK)
@@ -426,8 +440,8 @@ static void put_header(uint8_t *buf, uint32_t total_len, const wal_record_hdr *h
                        uint32_t n_pages)
 {
     store_u32(buf + WAL_OFF_MAGIC, WAL_MAGIC);
-    store_u16(buf + WAL_OFF_VERSION, WAL_VERSION);
-    store_u16(buf + WAL_OFF_FLAGS, 0);
+    store_u16(buf + WAL_OFF_VERSION, hdr->txn_flags ? WAL_VERSION_PART : WAL_VERSION);
+    store_u16(buf + WAL_OFF_FLAGS, hdr->txn_flags);
     store_u32(buf + WAL_OFF_TOTAL_LEN, total_len);
     store_u32(buf + WAL_OFF_PAGE_SIZE, hdr->page_size);
     store_u64(buf + WAL_OFF_LSN, hdr->lsn);

@@ -1,18 +1,28 @@
 /*
  * wal_record — the WAL record codec (prefix wal_). This module owns the format.
  *
- * A WAL record is one committed SQLite write transaction: the full images of
- * the pages it changed. Its LSN is its start position in the timeline's WAL;
- * end_lsn = lsn + total_len; the commit LSN of the transaction is end_lsn.
- * Records sit back to back in the WAL stream, so a record's lsn equals the
- * previous record's end_lsn and prev_lsn equals the previous record's lsn.
+ * A WAL record carries full images of pages a SQLite write transaction
+ * changed. A small transaction is one record (version 1). A large one is a
+ * run of records (version 2, see TRANSACTIONS below) of which only the last
+ * commits. Its LSN is its start position in the timeline's WAL;
+ * end_lsn = lsn + total_len; the commit LSN of a transaction is the end_lsn
+ * of its last record. Records sit back to back in the WAL stream, so a
+ * record's lsn equals the previous record's end_lsn and prev_lsn equals the
+ * previous record's lsn.
  *
- * Byte layout, version 1, all integers little-endian:
+ * Byte layout, versions 1 and 2, all integers little-endian:
  *
  *   offset size  field
  *   0      4     magic          0x4C575241 ("ARWL" in memory order)
- *   4      2     version        1
- *   6      2     flags          0 (reserved; non-zero is rejected)
+ *   4      2     version        1: the record is a whole transaction
+ *                               2: the record is part of a multi-record
+ *                                  transaction (flags say which part)
+ *   6      2     flags          version 1: 0 (non-zero is rejected)
+ *                               version 2: exactly one of
+ *                                 0x0001 WAL_REC_MORE             first
+ *                                 0x0003 WAL_REC_MORE|WAL_REC_CONT middle
+ *                                 0x0002 WAL_REC_CONT             last
+ *                               (any other value, 0 included, is rejected)
  *   8      4     total_len      bytes of the whole record, header included
  *   12     4     page_size      power of two, 512..65536
  *   16     8     lsn            start LSN of this record (> 0)
@@ -33,7 +43,32 @@
  *                               compressed, 1..page_size-1 when compressed
  *          len     data
  *
- * A record is valid when: magic and version match, flags are 0, total_len
+ * TRANSACTIONS (added with version 2; version 1 records are unchanged and
+ * still written for every transaction that fits one record, so a reader of
+ * version 1 only refuses — never misreads — a multi-record transaction):
+ *   WAL_REC_MORE  this record does not commit: the transaction goes on in
+ *                 the next record of the stream.
+ *   WAL_REC_CONT  this record continues the transaction of the previous
+ *                 record (same term, lsn == previous end, prev_lsn ==
+ *                 previous lsn).
+ *   A transaction is committed by its last record (no MORE) and only then;
+ *   its pages all become versions at that record's end_lsn (its commit
+ *   LSN). If a page appears in two records of one transaction the later
+ *   one wins (writers do not do this; readers must still be exact).
+ *   Readers hold a pending transaction's pages back until its last record
+ *   and drop them when a record follows that does not continue it (no CONT,
+ *   or another term): that is what an abandoned transaction looks like (the
+ *   proposer failed or was replaced, the compute died or gave up mid-way).
+ *   A CONT record with nothing pending (its start was dropped) is dropped
+ *   too. So every LSN a reader reports as applied (last_record_lsn, a
+ *   replica's latest) is the end of a committing record: a transaction
+ *   boundary. An LSN inside a transaction (after its first record, before
+ *   its commit LSN) names the state of the last commit before it. In
+ *   every record of a transaction db_size_pages is the size
+ *   after the commit, and commit_ts_us never goes back; the last record's
+ *   timestamp is the commit time.
+ *
+ * A record is valid when: magic, version and flags match as above, total_len
  * equals the bytes given and lies in [64, WAL_RECORD_MAX_BYTES], every field
  * is in range as above, the entries fill the record exactly, compressed pages
  * decompress to exactly page_size bytes, and the checksum holds. A record
@@ -54,7 +89,10 @@
 #include "lsn.h"
 
 #define WAL_MAGIC 0x4C575241u
-#define WAL_VERSION 1
+#define WAL_VERSION 1            /* a whole transaction */
+#define WAL_VERSION_PART 2       /* part of a multi-record transaction */
+#define WAL_REC_MORE 0x1u        /* version 2 flags: more records follow */
+#define WAL_REC_CONT 0x2u        /* continues the previous record's txn */
 #define WAL_HEADER_BYTES 64
 #define WAL_PAGE_HEADER_BYTES 12
 #define WAL_RECORD_MAX_BYTES (64u * 1024 * 1024)
@@ -94,6 +132,7 @@ typedef struct wal_record {
     uint32_t db_size_pages;
     uint32_t n_pages;
     wal_page *pages;       /* n_pages entries, sorted by pgno */
+    uint16_t flags;        /* WAL_REC_MORE / WAL_REC_CONT (0: whole txn) */
 } wal_record;
 
 const char *wal_strerror(int err);
@@ -101,6 +140,18 @@ const char *wal_strerror(int err);
 static inline lsn_t wal_record_end_lsn(const wal_record *r)
 {
     return r->lsn + r->total_len;
+}
+
+/* true when the record ends its transaction (commits it). */
+static inline int wal_record_commits(const wal_record *r)
+{
+    return (r->flags & WAL_REC_MORE) == 0;
+}
+
+/* true when the record continues the previous record's transaction. */
+static inline int wal_record_continues(const wal_record *r)
+{
+    return (r->flags & WAL_REC_CONT) != 0;
 }
 
 /* Input to the encoder: header fields (total_len and checksum are computed)
@@ -119,6 +170,8 @@ typedef struct wal_record_hdr {
     uint64_t term;
     int64_t commit_ts_us;
     uint32_t db_size_pages;
+    uint16_t txn_flags;    /* 0 (version 1), else a valid version 2 flags
+                              value: WAL_REC_MORE and/or WAL_REC_CONT */
 } wal_record_hdr;
 
 /* Encodes a record. 0 and *out (malloc'ed) / *out_len, or a WAL_E* code if

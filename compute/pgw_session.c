@@ -119,7 +119,8 @@ static void set_err(perr *e, const char *state, const char *fmt, ...)
 
 static void set_sqlite_err(perr *e, sqlite3 *db, int rc)
 {
-    set_err(e, pgw_sql_sqlstate(db, rc), "%s", sqlite3_errmsg(db));
+    char msg[sizeof(e->msg)];
+    set_err(e, pgw_sql_sqlstate(db, rc), "%s", pgw_sql_errmsg(db, msg, sizeof(msg)));
 }
 
 static void count(met_counter *c, uint64_t n)

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "alloc.h"
+#include "vfs_main.h"
 
 /* ---- lexer ---------------------------------------------------------- */
 
@@ -995,4 +996,16 @@ void pgw_sql_command_tag(const char *verb, uint64_t rows, int64_t changes, char 
     } else {
         snprintf(out, outlen, "%s", verb);
     }
+}
+
+const char *pgw_sql_errmsg(sqlite3 *db, char *buf, size_t len)
+{
+    /* A file control, not a call into the VFS: pgw also serves plain
+     * SQLite files (the test server), where it answers SQLITE_NOTFOUND. */
+    const char *detail = NULL;
+    if (sqlite3_file_control(db, "main", ARBOR_FCNTL_LAST_ERROR, &detail) != SQLITE_OK)
+        detail = NULL;
+    snprintf(buf, len, "%s%s%s", sqlite3_errmsg(db), detail && *detail ? ": " : "",
+             detail && *detail ? detail : "");
+    return buf;
 }

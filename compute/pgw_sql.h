@@ -119,6 +119,12 @@ int pgw_sql_bind(sqlite3_stmt *st, int idx, uint32_t oid, int format, const uint
 /* SQLSTATE for SQLite's last error on db (rc = the failing call's code). */
 const char *pgw_sql_sqlstate(sqlite3 *db, int rc);
 
+/* sqlite3_errmsg(db), followed by what the arbor VFS knows about a failed
+ * write or commit when it has more to say (the size limit and the size,
+ * which disk is full, ...): "database or disk is full: transaction of ...".
+ * Written to buf (len bytes); returns buf. */
+const char *pgw_sql_errmsg(sqlite3 *db, char *buf, size_t len);
+
 /* The command tag: "SELECT 3", "INSERT 0 1", "UPDATE 2", "CREATE TABLE". */
 void pgw_sql_command_tag(const char *verb, uint64_t rows, int64_t changes, char *out,
                          size_t outlen);

@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "vfs_main.h"
 
 #define SQH_DEFAULT_MAX_ROWS 100000
 
@@ -79,8 +80,14 @@ static void set_sql_err(sqh_err *e, sqlite3 *db, int rc)
     if (db)
         rc = sqlite3_extended_errcode(db);
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    /* What the arbor VFS adds (size limit, which disk is full), as
+     * pgw_sql_errmsg does for the PostgreSQL endpoint. */
+    const char *detail = NULL;
+    if (!db || sqlite3_file_control(db, "main", ARBOR_FCNTL_LAST_ERROR, &detail) != SQLITE_OK)
+        detail = NULL;
     snprintf(e->code, sizeof(e->code), "%s", sqh_sqlstate(rc, msg));
-    snprintf(e->msg, sizeof(e->msg), "%s", msg);
+    snprintf(e->msg, sizeof(e->msg), "%s%s%s", msg, detail && *detail ? ": " : "",
+             detail && *detail ? detail : "");
     e->status = http_status_for(e->code);
 }
 

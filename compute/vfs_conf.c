@@ -1,6 +1,8 @@
 /* vfs_conf — see vfs_conf.h. */
 #include "vfs_conf.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +63,34 @@ static int parse_mode(const char *s, vfs_mode *m)
 
 #define FAIL(...) do { snprintf(err, err_len, __VA_ARGS__); return -EINVAL; } while (0)
 
+/* The settings of large transactions: overlay budget, spill directory,
+ * record size, maximum. */
+static int load_txn_limits(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
+                           char *err, size_t err_len)
+{
+    static const struct {
+        const char *key, *env;
+        long long def, lo, hi;
+        size_t off;
+    } ints[] = {
+        { "overlay_mb", "ARBOR_OVERLAY_MB", 16, 0, 1 << 20, offsetof(vfs_conf, overlay_mb) },
+        { "record_kb", "ARBOR_RECORD_KB", 4096, 4, 60 * 1024, offsetof(vfs_conf, record_kb) },
+        { "max_txn_mb", "ARBOR_MAX_TXN_MB", 0, 0, 1 << 30, offsetof(vfs_conf, max_txn_mb) },
+    };
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        long long n = ints[i].def;
+        const char *v = get(lookup, arg, ints[i].key, ints[i].env);
+        if (v && parse_int(v, ints[i].lo, ints[i].hi, &n) != 0) {
+            snprintf(err, err_len, "bad %s \"%s\"", ints[i].key, v);
+            return -1;
+        }
+        *(int *)((char *)c + ints[i].off) = (int)n;
+    }
+    const char *v = get(lookup, arg, "spill_dir", "ARBOR_SPILL_DIR");
+    snprintf(c->spill_dir, sizeof(c->spill_dir), "%s", v ? v : "");
+    return 0;
+}
+
 int vfs_conf_load(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
                   char *err, size_t err_len)
 {
@@ -118,6 +148,8 @@ int vfs_conf_load(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
             FAIL("bad timeout_ms \"%s\"", v);
         c->timeout_ms = (int)n;
     }
+    if (load_txn_limits(lookup, arg, c, err, err_len) != 0)
+        return -EINVAL;
     v = get(lookup, arg, "safekeepers", "ARBOR_SAFEKEEPERS");
     if (v && parse_sks(c, v, err, err_len) != 0)
         return -EINVAL;

@@ -19,6 +19,17 @@
  *   cache_mb=N         ARBOR_CACHE_MB       shared page cache (64)
  *   timeout_ms=N       ARBOR_TIMEOUT_MS     election / commit / read wait
  *                                           (10000)
+ *   overlay_mb=N       ARBOR_OVERLAY_MB     RAM for a transaction's pages
+ *                                           and rollback journal per
+ *                                           connection; the rest spills to
+ *                                           a temporary file (16)
+ *   spill_dir=DIR      ARBOR_SPILL_DIR      where (default $TMPDIR or /tmp)
+ *   record_kb=N        ARBOR_RECORD_KB      page bytes per WAL record of a
+ *                                           multi-record transaction (4096;
+ *                                           the walproposer buffers 4 of
+ *                                           them, at least 16 MiB)
+ *   max_txn_mb=N       ARBOR_MAX_TXN_MB     refuse commits of more page
+ *                                           bytes (0: no limit)
  *
  * The endpoint mode is "role", not "mode": SQLite itself owns the URI
  * parameter mode= (ro, rw, rwc, memory) and refuses other values.
@@ -59,6 +70,10 @@ typedef struct vfs_conf {
     int64_t at_us;         /* static: timestamp to resolve */
     int cache_mb;
     int timeout_ms;
+    int overlay_mb;
+    int record_kb;
+    int max_txn_mb;
+    char spill_dir[256];
 } vfs_conf;
 
 /* Returns the value of a parameter or NULL. */

@@ -14,6 +14,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "pagebuf.h"
 #include "pageserver.pb-c.h"
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
@@ -127,8 +128,9 @@ const char *vfs_db_strerror(int err)
     case VFS_EREADONLY: return "read-only endpoint";
     case VFS_EFENCED: return "fenced by another primary";
     case VFS_ECOMMIT: return "commit failed";
-    case VFS_ETOOBIG: return "transaction too large for one WAL record";
+    case VFS_ETOOBIG: return "transaction over the configured maximum size";
     case VFS_EOPEN: return "cannot open";
+    case VFS_ESPILL: return "transaction spill file failed";
     }
     return "unknown error";
 }
@@ -269,10 +271,16 @@ static int start_primary(vfs_db *db, const tl_info *ti, lsn_t *base,
     const char *addrs[VFS_MAX_SAFEKEEPERS];
     for (int i = 0; i < db->conf.n_safekeepers; i++)
         addrs[i] = db->conf.safekeepers[i];
+    /* The proposer keeps records until a quorum has them (and some after,
+     * for laggards): enough for four records of a large transaction in
+     * flight, not the 64 MiB default, which would sit in the compute's RSS
+     * after every large commit. */
+    size_t buffer = (size_t)db->conf.record_kb << 12;
     wp_config cfg = { .safekeepers = addrs,
                       .n_safekeepers = db->conf.n_safekeepers,
                       .start_lsn = ti->start_lsn,
-                      .timeout_ms = db->conf.timeout_ms };
+                      .timeout_ms = db->conf.timeout_ms,
+                      .max_buffer_bytes = buffer > (16u << 20) ? buffer : (16u << 20) };
     memcpy(cfg.tenant_id, db->conf.tenant.b, 16);
     memcpy(cfg.timeline_id, ti->timeline.b, 16);
     int rc = wp_create(&cfg, &db->wp);
@@ -677,52 +685,185 @@ static int map_wp_error(vfs_db *db, int rc)
     return VFS_ECOMMIT;
 }
 
+static int array_page(void *arg, uint32_t i, bool want_spilled, uint32_t *pgno,
+                      const uint8_t **img, uint8_t *scratch)
+{
+    const wal_page_in *pages = arg;
+    *pgno = pages[i].pgno;
+    *img = pages[i].image;
+    return 0;
+}
+
 int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
                   uint32_t db_size_pages, uint32_t page_size, lsn_t *commit_lsn)
 {
-    if (db->conf.mode != VFS_MODE_PRIMARY)
-        return VFS_EREADONLY;
-    double t0 = mono_s();
-    wp_pos pos;
-    int rc = wp_begin(db->wp, &pos, db->conf.timeout_ms);
+    char err[256];
+    return vfs_db_commit_txn(db, n, array_page, (void *)pages, db_size_pages,
+                             page_size, commit_lsn, err, sizeof(err));
+}
+
+/* ---- transactions of any size -------------------------------------------------- */
+
+const vfs_conf *vfs_db_conf(const vfs_db *db)
+{
+    return &db->conf;
+}
+
+typedef struct txn_out {
+    vfs_db *db;
+    wp_pos pos;          /* where the next record goes */
+    lsn_t end;           /* end of the last record appended */
+    uint32_t n_records;
+} txn_out;
+
+/* Encodes pages[0..n) as the next record of the transaction and queues it;
+ * waits for the quorum only when the proposer's buffer is full. */
+static int send_record(txn_out *t, const wal_page_in *pages, uint32_t n,
+                       uint16_t flags, int64_t ts, uint32_t db_size,
+                       uint32_t page_size, char *err, size_t err_len)
+{
+    vfs_db *db = t->db;
+    wal_record_hdr h = { .page_size = page_size, .lsn = t->pos.lsn,
+                         .prev_lsn = t->pos.prev_lsn, .term = t->pos.term,
+                         .commit_ts_us = ts, .db_size_pages = db_size,
+                         .txn_flags = flags };
+    uint8_t *rec;
+    size_t len;
+    int rc = wal_record_encode(&h, pages, n, 1, &rec, &len);
     if (rc != 0) {
-        MET_INC(g_met.failed);
+        snprintf(err, err_len, "cannot encode a WAL record of %u pages: %s",
+                 n, wal_strerror(rc));
+        return VFS_ECOMMIT;
+    }
+    lsn_t end = 0;
+    while ((rc = wp_append(db->wp, rec, len, &end)) == WP_EFULL) {
+        /* Everything queued so far must reach the quorum to make room. */
+        rc = wp_wait_commit(db->wp, t->pos.lsn, db->conf.timeout_ms);
+        if (rc != 0)
+            break;
+    }
+    free(rec);
+    if (rc != 0) {
+        snprintf(err, err_len, "%s", wp_strerror(rc));
         return map_wp_error(db, rc);
     }
+    t->pos.prev_lsn = t->pos.lsn;
+    t->pos.lsn = end;
+    t->end = end;
+    t->n_records++;
+    return 0;
+}
+
+/* Sends every page in records of at most record_kb page bytes. */
+static int send_txn(txn_out *t, uint32_t n, vfs_page_fn get, void *arg,
+                    uint32_t db_size, uint32_t page_size, char *err, size_t err_len)
+{
+    vfs_db *db = t->db;
+    uint64_t per = ((uint64_t)db->conf.record_kb << 10) / page_size;
+    if (per == 0)
+        per = 1;
+    if (per > WAL_MAX_PAGES)
+        per = WAL_MAX_PAGES;
+    bool single = n <= per;
+    uint32_t cap = (uint32_t)(n < per ? n : per);
+    wal_page_in *pages = az_malloc((cap ? cap : 1) * sizeof(*pages));
+    uint8_t *scratch = az_malloc((size_t)(cap ? cap : 1) * page_size);
     pthread_mutex_lock(&db->mu);
     int64_t ts = wall_us();
     if (ts < db->last_commit_ts_us)
         ts = db->last_commit_ts_us;   /* commit times never go backwards */
     pthread_mutex_unlock(&db->mu);
-    wal_record_hdr h = { .page_size = page_size, .lsn = pos.lsn,
-                         .prev_lsn = pos.prev_lsn, .term = pos.term,
-                         .commit_ts_us = ts, .db_size_pages = db_size_pages };
-    uint8_t *rec;
-    size_t len;
-    rc = wal_record_encode(&h, pages, n, 1, &rec, &len);
-    if (rc != 0) {
-        log_error("arbor vfs: %s: cannot encode the commit (%u pages): %s",
-                  db->name, n, wal_strerror(rc));
-        MET_INC(g_met.failed);
-        return rc == WAL_ETOOBIG || rc == WAL_EFIELD ? VFS_ETOOBIG : VFS_ECOMMIT;
+    int rc = 0;
+    uint32_t i = 0;
+    do {
+        uint32_t k = 0;
+        for (; k < cap && i < n && rc == 0; k++, i++) {
+            const uint8_t *img = NULL;
+            rc = get(arg, i, true, &pages[k].pgno, &img, scratch + (size_t)k * page_size);
+            if (rc == 0 && img != scratch + (size_t)k * page_size)
+                memcpy(scratch + (size_t)k * page_size, img, page_size);
+            pages[k].image = scratch + (size_t)k * page_size;
+        }
+        if (rc != 0) {
+            snprintf(err, err_len, "reading the transaction's pages back: %s",
+                     strerror(-rc));
+            rc = VFS_ESPILL;
+            break;
+        }
+        uint16_t flags = single ? 0
+                         : (t->n_records ? WAL_REC_CONT : 0) | (i < n ? WAL_REC_MORE : 0);
+        rc = send_record(t, pages, k, flags, ts, db_size, page_size, err, err_len);
+        uint64_t sent = (uint64_t)i * page_size, step = (uint64_t)32 << 20;
+        if (rc == 0 && i < n && sent / step != (sent - (uint64_t)k * page_size) / step)
+            log_info("arbor vfs: %s: large commit: %u records, %" PRIu64 " of %" PRIu64
+                     " MiB sent", db->name, t->n_records, sent >> 20,
+                     ((uint64_t)n * page_size) >> 20);
+    } while (rc == 0 && i < n);
+    az_free(pages);
+    az_free(scratch);
+    if (rc == 0) {
+        pthread_mutex_lock(&db->mu);
+        db->last_commit_ts_us = ts;
+        pthread_mutex_unlock(&db->mu);
     }
-    lsn_t end;
-    rc = wp_commit(db->wp, rec, len, &end, db->conf.timeout_ms);
-    free(rec);
+    return rc;
+}
+
+int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
+                      uint32_t db_size_pages, uint32_t page_size,
+                      lsn_t *commit_lsn, char *err, size_t err_len)
+{
+    if (db->conf.mode != VFS_MODE_PRIMARY)
+        return VFS_EREADONLY;
+    uint64_t bytes = (uint64_t)n * page_size;
+    if (db->conf.max_txn_mb > 0 && bytes > ((uint64_t)db->conf.max_txn_mb << 20)) {
+        snprintf(err, err_len, "transaction of %.1f MiB (%u pages) exceeds the "
+                 "configured maximum of %d MiB (max_txn_mb)",
+                 (double)bytes / (1 << 20), n, db->conf.max_txn_mb);
+        MET_INC(g_met.failed);
+        return VFS_ETOOBIG;
+    }
+    double t0 = mono_s();
+    txn_out t = { .db = db };
+    int rc = wp_begin(db->wp, &t.pos, db->conf.timeout_ms);
     if (rc != 0) {
+        snprintf(err, err_len, "%s", wp_strerror(rc));
         MET_INC(g_met.failed);
         return map_wp_error(db, rc);
     }
-    MET_ADD(g_met.wal_bytes, len);
+    lsn_t first_lsn = t.pos.lsn;
+    rc = send_txn(&t, n, get, arg, db_size_pages, page_size, err, err_len);
+    if (rc == 0 && (rc = wp_wait_commit(db->wp, t.end, db->conf.timeout_ms)) != 0) {
+        snprintf(err, err_len, "%s", wp_strerror(rc));
+        rc = map_wp_error(db, rc);
+    }
+    if (rc != 0) {
+        /* Records already queued never commit: the next transaction's
+         * first record does not continue them, and a failed wait moved the
+         * proposer to a new term (wal_record.h TRANSACTIONS). */
+        log_error("arbor vfs: %s: commit of %u pages failed after %u records: %s",
+                  db->name, n, t.n_records, err);
+        MET_INC(g_met.failed);
+        return rc;
+    }
+    lsn_t end = t.end;
+    MET_ADD(g_met.wal_bytes, end - first_lsn);
     /* Cache first, then latest: a reader pinning the new latest finds the
-     * new versions (or last-written LSNs that make it wait for them). */
-    for (uint32_t i = 0; i < n; i++)
-        vfs_cache_apply(db->cache, pages[i].pgno, end, pages[i].image, page_size);
+     * new versions (or last-written LSNs that make it wait for them). A
+     * spilled page only closes its old version: it is not read back. */
+    uint8_t *scratch = az_malloc(page_size);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t pgno;
+        const uint8_t *img = NULL;
+        if (get(arg, i, false, &pgno, &img, scratch) != 0)
+            img = NULL;
+        vfs_cache_apply(db->cache, pgno, end, img, page_size);
+    }
+    az_free(scratch);
     pthread_mutex_lock(&db->mu);
     db->latest_lsn = end;
     db->latest_size = db_size_pages;
     db->page_size = page_size;
-    db->last_commit_ts_us = ts;
     pthread_mutex_unlock(&db->mu);
     *commit_lsn = end;
     MET_INC(g_met.commits);
@@ -767,28 +908,102 @@ static void *lease_main(void *arg)
     return NULL;
 }
 
-/* Applies one decoded record: page versions, then latest (whole record). */
-static int apply_record(vfs_db *db, const wal_record *r, uint8_t *img)
+/* The replica's pending multi-record transaction (wal_record.h
+ * TRANSACTIONS); owned by the follower thread. */
+typedef struct follower {
+    uint8_t *img;              /* WAL_PAGE_SIZE_MAX bytes of scratch */
+    pb_buf *pend;
+    bool active, dropping;
+    uint64_t term;
+    lsn_t start;
+} follower;
+
+static void pending_reset(vfs_db *db, follower *fw, const char *why, lsn_t at)
 {
-    lsn_t end = wal_record_end_lsn(r);
+    if (fw->active && why) {
+        char a[LSN_STRLEN], b[LSN_STRLEN];
+        log_info("arbor vfs: %s: dropped the uncommitted transaction that began "
+                 "at %s: %s at %s", db->name, lsn_format(fw->start, a), why,
+                 lsn_format(at, b));
+    }
+    fw->active = fw->dropping = false;
+    pb_clear(fw->pend);
+}
+
+/* Holds back the pages of r. */
+static int hold_pages(vfs_db *db, follower *fw, const wal_record *r)
+{
     for (uint32_t i = 0; i < r->n_pages; i++) {
-        int rc = wal_page_image(r, i, img);
+        int rc = wal_page_image(r, i, fw->img);
         if (rc != 0)
             return rc;
-        vfs_cache_apply(db->cache, r->pages[i].pgno, end, img, r->page_size);
+        if ((rc = pb_put(fw->pend, r->pages[i].pgno, fw->img, r->page_size)) != 0) {
+            log_error("arbor vfs: %s: %s", db->name, pb_error(fw->pend));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Commits r (and the held pages): page versions, then latest. */
+static int commit_record(vfs_db *db, follower *fw, const wal_record *r)
+{
+    lsn_t end = wal_record_end_lsn(r);
+    int rc;
+    if (fw->active) {
+        if ((rc = hold_pages(db, fw, r)) != 0)
+            return rc;
+        uint32_t *pgnos, n;
+        pb_pgnos(fw->pend, &pgnos, &n);
+        /* Spilled pages only close their cached version: not read back. */
+        for (uint32_t i = 0; i < n; i++)
+            vfs_cache_apply(db->cache, pgnos[i], end, pb_peek(fw->pend, pgnos[i]),
+                            r->page_size);
+        az_free(pgnos);
+    } else {
+        for (uint32_t i = 0; i < r->n_pages; i++) {
+            if ((rc = wal_page_image(r, i, fw->img)) != 0)
+                return rc;
+            vfs_cache_apply(db->cache, r->pages[i].pgno, end, fw->img, r->page_size);
+        }
     }
     pthread_mutex_lock(&db->mu);
     db->latest_lsn = end;
     db->latest_size = r->db_size_pages;
     db->page_size = r->page_size;
     pthread_mutex_unlock(&db->mu);
+    pending_reset(db, fw, NULL, 0);
     return 0;
+}
+
+/* Applies one decoded record: held back until its transaction commits. */
+static int apply_record(vfs_db *db, follower *fw, const wal_record *r)
+{
+    bool ours = fw->active && r->term == fw->term;
+    if (fw->active && !(wal_record_continues(r) && ours))
+        pending_reset(db, fw, "a record that does not continue it follows", r->lsn);
+    if (!fw->active && wal_record_continues(r)) {
+        fw->active = fw->dropping = true;   /* its start is not ours */
+        fw->term = r->term;
+        fw->start = r->lsn;
+    }
+    if (wal_record_commits(r) && !fw->dropping)
+        return commit_record(db, fw, r);
+    if (!fw->active) {
+        fw->active = true;
+        fw->term = r->term;
+        fw->start = r->lsn;
+    }
+    int rc = fw->dropping ? 0 : hold_pages(db, fw, r);
+    if (rc == 0 && wal_record_commits(r))
+        pending_reset(db, fw, "its start was not received", r->lsn);
+    return rc;
 }
 
 /* Applies the records of one chunk that starts at *pos. -1 on a gap or a
  * bad record (the caller reconnects). */
 static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
-                       uint8_t *img)
+                       follower *fw)
 {
     if (c->records.len == 0)
         return 0;
@@ -809,7 +1024,7 @@ static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
         if (rc == 0 && r.lsn != *pos)
             rc = WAL_EFIELD;
         if (rc == 0)
-            rc = apply_record(db, &r, img);
+            rc = apply_record(db, fw, &r);
         wal_record_free(&r);
         if (rc != 0) {
             log_error("arbor vfs: %s: bad WAL record at %" PRIX64 ": %s",
@@ -823,7 +1038,7 @@ static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
 }
 
 /* Streams committed WAL from one safekeeper until an error or stop. */
-static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, uint8_t *img)
+static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
 {
     rpc_stream *s;
     if (rpc_stream_open(ch, "/arbor.Safekeeper/StreamWal", STREAM_DEADLINE_MS, &s) != 0)
@@ -852,7 +1067,7 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, uint8_t *img)
             log_warn("arbor vfs: %s: StreamWal from %s: %s", db->name,
                      rpc_channel_target(ch), c->error->message);
             rc = -1;
-        } else if (apply_chunk(db, c, pos, img) != 0) {
+        } else if (apply_chunk(db, c, pos, fw) != 0) {
             rc = -1;
         }
         protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -864,19 +1079,24 @@ static void *replica_main(void *arg)
 {
     vfs_db *db = arg;
     rpc_channel *ch[VFS_MAX_SAFEKEEPERS] = { 0 };
-    uint8_t *img = az_malloc(WAL_PAGE_SIZE_MAX);
+    follower fw = { .img = az_malloc(WAL_PAGE_SIZE_MAX) };
+    pb_create((size_t)db->conf.overlay_mb << 20, db->conf.spill_dir,
+              "replica pending transaction", &fw.pend);
     lsn_t pos = db->latest_lsn;
     for (int i = 0;; i = (i + 1) % db->conf.n_safekeepers) {
         if (!ch[i] && rpc_channel_create(db->conf.safekeepers[i], &ch[i]) != 0)
             ch[i] = NULL;
+        /* Committed WAL never changes: a held-back transaction continues
+         * from pos on any safekeeper. */
         if (ch[i])
-            follow_one(db, ch[i], &pos, img);
+            follow_one(db, ch[i], &pos, &fw);
         if (wait_stop(db, 100))
             break;
     }
     for (int i = 0; i < db->conf.n_safekeepers; i++)
         if (ch[i])
             rpc_channel_destroy(ch[i]);
-    az_free(img);
+    az_free(fw.img);
+    pb_destroy(fw.pend);
     return NULL;
 }

@@ -19,7 +19,11 @@
  *            streams committed WAL (StreamWal follow) from a safekeeper,
  *            updates cached page versions of each record and advances
  *            latest after the whole record: a reader never sees half of a
- *            transaction.
+ *            transaction. The records of a multi-record transaction are
+ *            held back (pagebuf: RAM, then a temporary file) until its
+ *            commit record and dropped if another record follows
+ *            (wal_record.h TRANSACTIONS), so latest is always the end of
+ *            a committing record.
  *   static   latest is pinned at lsn= (or at= resolved with
  *            GetLsnByTimestamp) and leased from GC (LeaseLsn) by a thread.
  *
@@ -64,8 +68,9 @@ enum {
     VFS_EREADONLY = -4004,  /* replica / static endpoint */
     VFS_EFENCED = -4005,    /* another primary took over: no more writes */
     VFS_ECOMMIT = -4006,    /* commit failed: not visible, never will be */
-    VFS_ETOOBIG = -4007,    /* transaction over the WAL record limit */
+    VFS_ETOOBIG = -4007,    /* transaction over the configured max_txn_mb */
     VFS_EOPEN = -4008,      /* open failed (reason in the error buffer) */
+    VFS_ESPILL = -4009,     /* the transaction's spill file failed */
 };
 
 const char *vfs_db_strerror(int err);
@@ -100,9 +105,32 @@ bool vfs_db_is_reserved(vfs_db *db);
 int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
                      uint32_t len, uint32_t n_ahead, uint32_t last);
 
-/* The commit point (primary): one WAL record of pages (sorted by pgno,
+/* A transaction's pages for vfs_db_commit_txn, i = 0..n-1 in ascending
+ * pgno order: sets *pgno and *img to the image (page_size bytes), either a
+ * pointer of the source's own, valid until the next call, or scratch
+ * (page_size bytes) filled. With want_spilled false it may set *img to
+ * NULL for a page it would have to read back from disk. 0 or a negative
+ * errno (the commit then fails). */
+typedef int (*vfs_page_fn)(void *arg, uint32_t i, bool want_spilled,
+                           uint32_t *pgno, const uint8_t **img, uint8_t *scratch);
+
+/* The commit point (primary) of a transaction of any size: its n pages go
+ * out as one WAL record, or, beyond record_kb of page bytes, as several
+ * (wal_record.h TRANSACTIONS) sent without waiting for each other; only
+ * the quorum flush of the last one commits. Same results as vfs_db_commit;
+ * VFS_ETOOBIG when the pages exceed max_txn_mb (the message, with limit
+ * and size, goes to err), VFS_ESPILL when the source fails (err says). */
+int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
+                      uint32_t db_size_pages, uint32_t page_size,
+                      lsn_t *commit_lsn, char *err, size_t err_len);
+
+/* The settings this database was opened with. */
+const vfs_conf *vfs_db_conf(const vfs_db *db);
+
+/* The commit point (primary) for pages in an array (sorted by pgno,
  * page_size bytes each) with db size db_size_pages, made durable on a
- * quorum. 0 and *commit_lsn; the pages are cached and latest moves.
+ * quorum (vfs_db_commit_txn over the array). 0 and *commit_lsn; the pages
+ * are cached and latest moves.
  * VFS_ECOMMIT (timeout, no quorum: the record will never be visible),
  * VFS_EFENCED, VFS_ETOOBIG, VFS_EREADONLY. Called by the RESERVED holder. */
 int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,

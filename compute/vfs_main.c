@@ -8,7 +8,9 @@ SQLITE_EXTENSION_INIT1
 
 #include "vfs_main.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +18,15 @@ SQLITE_EXTENSION_INIT1
 
 #include "alloc.h"
 #include "log.h"
+#include "pagebuf.h"
 #include "vfs_conf.h"
 #include "vfs_db.h"
-#include "vfs_map.h"
 
 #define SECTOR_SIZE 4096
+/* A rollback journal beyond this goes to a private temporary file (the
+ * base VFS's temp directory), so that a transaction that rewrites a big
+ * database (VACUUM) does not hold its old pages in RAM. */
+#define JOURNAL_MEM_BYTES ((sqlite3_int64)4 << 20)
 
 /* ---- private in-memory files (journals) ------------------------------------ */
 
@@ -28,19 +34,66 @@ typedef struct memfile {
     sqlite3_file base;
     uint8_t *buf;
     sqlite3_int64 len, cap;
+    sqlite3_file *spill;      /* past JOURNAL_MEM_BYTES: a temp file */
 } memfile;
+
+static struct {
+    pthread_mutex_t mu;
+    sqlite3_vfs vfs;
+    sqlite3_vfs *base;        /* the default VFS: temp files and the OS */
+    bool registered;
+} g_vfs = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static int mem_close(sqlite3_file *pf)
 {
     memfile *f = (memfile *)pf;
     az_free(f->buf);
     f->buf = NULL;
+    if (f->spill) {
+        if (f->spill->pMethods)
+            f->spill->pMethods->xClose(f->spill);
+        az_free(f->spill);
+        f->spill = NULL;
+    }
+    return SQLITE_OK;
+}
+
+/* Moves the journal to a private temp file of the base VFS (deleted on
+ * close). */
+static int mem_spill(memfile *f)
+{
+    sqlite3_vfs *b = g_vfs.base;
+    sqlite3_file *t = az_calloc(1, (size_t)b->szOsFile);
+    int flags = SQLITE_OPEN_TEMP_JOURNAL | SQLITE_OPEN_READWRITE |
+                SQLITE_OPEN_CREATE | SQLITE_OPEN_EXCLUSIVE |
+                SQLITE_OPEN_DELETEONCLOSE;
+    int rc = b->xOpen(b, NULL, t, flags, NULL);
+    /* In pieces: the unix VFS writes at most 128 KiB per call (it masks
+     * the length to 17 bits). */
+    for (sqlite3_int64 off = 0; rc == SQLITE_OK && off < f->len; off += 65536) {
+        int n = f->len - off < 65536 ? (int)(f->len - off) : 65536;
+        rc = t->pMethods->xWrite(t, f->buf + off, n, off);
+    }
+    if (rc != SQLITE_OK) {
+        log_error("arbor vfs: disk full or unwritable: cannot spill the "
+                  "compute's rollback journal to a temporary file (%d)", rc);
+        if (t->pMethods)
+            t->pMethods->xClose(t);
+        az_free(t);
+        return rc == SQLITE_FULL || rc == SQLITE_IOERR_WRITE ? SQLITE_FULL : rc;
+    }
+    az_free(f->buf);
+    f->buf = NULL;
+    f->cap = 0;
+    f->spill = t;
     return SQLITE_OK;
 }
 
 static int mem_read(sqlite3_file *pf, void *dst, int n, sqlite3_int64 off)
 {
     memfile *f = (memfile *)pf;
+    if (f->spill)
+        return f->spill->pMethods->xRead(f->spill, dst, n, off);
     sqlite3_int64 have = off < f->len ? f->len - off : 0;
     if (have > n)
         have = n;
@@ -57,6 +110,15 @@ static int mem_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off
 {
     memfile *f = (memfile *)pf;
     sqlite3_int64 end = off + n;
+    if (!f->spill && end > JOURNAL_MEM_BYTES) {
+        int rc = mem_spill(f);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    if (f->spill) {
+        int rc = f->spill->pMethods->xWrite(f->spill, src, n, off);
+        return rc == SQLITE_IOERR_WRITE ? SQLITE_FULL : rc;
+    }
     if (end > f->cap) {
         sqlite3_int64 cap = f->cap ? f->cap : 8192;
         while (cap < end)
@@ -75,6 +137,8 @@ static int mem_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off
 static int mem_truncate(sqlite3_file *pf, sqlite3_int64 size)
 {
     memfile *f = (memfile *)pf;
+    if (f->spill)
+        return f->spill->pMethods->xTruncate(f->spill, size);
     if (size < f->len)
         f->len = size;
     return SQLITE_OK;
@@ -87,7 +151,10 @@ static int mem_sync(sqlite3_file *pf, int flags)
 
 static int mem_size(sqlite3_file *pf, sqlite3_int64 *out)
 {
-    *out = ((memfile *)pf)->len;
+    memfile *f = (memfile *)pf;
+    if (f->spill)
+        return f->spill->pMethods->xFileSize(f->spill, out);
+    *out = f->len;
     return SQLITE_OK;
 }
 
@@ -133,8 +200,9 @@ typedef struct arbor_file {
     lsn_t snap;               /* pinned at SHARED */
     uint32_t snap_size;       /* db size in pages at snap */
     uint32_t page_size;       /* 0 until known */
-    /* Overlay (RESERVED and above): uncommitted pages of this connection. */
-    vfs_map overlay;          /* pgno -> uint8_t[page_size] */
+    /* Overlay (RESERVED and above): uncommitted pages of this connection,
+     * in RAM up to overlay_mb, then in a private temp file. */
+    pb_buf *overlay;
     uint32_t ovl_size;        /* db size as this transaction sees it */
     uint32_t trunc_floor;     /* pages above it not in the overlay are zero */
     bool dirty;
@@ -144,21 +212,24 @@ typedef struct arbor_file {
     /* arbor_vfs_busy_wait: the budget and the end of the current wait. */
     int busy_timeout_ms;
     int64_t busy_deadline_ms;
+    /* Why the last write or commit failed, for arbor_vfs_last_error(). */
+    char err[512];
 } arbor_file;
 
 static void overlay_clear(arbor_file *f)
 {
-    for (size_t i = 0; i < f->overlay.cap; i++)
-        if (f->overlay.keys[i])
-            az_free((void *)(uintptr_t)f->overlay.vals[i]);
-    vfs_map_clear(&f->overlay);
+    if (f->overlay)
+        pb_clear(f->overlay);
     f->dirty = false;
 }
 
-static uint8_t *overlay_get(arbor_file *f, uint32_t pgno)
+/* An overlay failure (spill file): the reason kept for the caller, an
+ * SQLite code. */
+static int overlay_fail(arbor_file *f, int rc, int other)
 {
-    uint64_t v;
-    return vfs_map_get(&f->overlay, pgno, &v) ? (uint8_t *)(uintptr_t)v : NULL;
+    snprintf(f->err, sizeof(f->err), "%s", pb_error(f->overlay));
+    log_error("arbor vfs: %s", f->err);
+    return rc == -ENOSPC || rc == -EDQUOT || rc == -EFBIG ? SQLITE_FULL : other;
 }
 
 static uint32_t page_size_of(arbor_file *f)
@@ -201,11 +272,11 @@ static int read_page(arbor_file *f, uint32_t pgno, lsn_t snap, uint32_t size,
         return 1;
     }
     if (f->lock >= SQLITE_LOCK_RESERVED) {
-        uint8_t *p = overlay_get(f, pgno);
-        if (p) {
-            memcpy(dst, p, ps);
+        int rc = pb_get(f->overlay, pgno, dst);
+        if (rc == 1)
             return 0;
-        }
+        if (rc < 0)
+            return overlay_fail(f, rc, SQLITE_IOERR_READ);
         if (pgno > f->trunc_floor) {
             memset(dst, 0, ps);
             return 0;
@@ -271,23 +342,29 @@ static int af_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off)
         f->page_size = (uint32_t)n;  /* a new db: SQLite writes whole pages */
     uint32_t ps = f->page_size;
     const uint8_t *in = src;
+    uint8_t *page = NULL;
     while (n > 0) {
         uint32_t pgno = (uint32_t)(off / ps) + 1;
         uint32_t at = (uint32_t)(off % ps);
         uint32_t take = ps - at < (uint32_t)n ? ps - at : (uint32_t)n;
-        uint8_t *p = overlay_get(f, pgno);
-        if (!p) {
-            p = az_malloc(ps);
-            if (take != ps) {
-                int rc = read_page(f, pgno, f->snap, f->ovl_size, p);
-                if (rc != 0 && rc != 1) {
-                    az_free(p);
-                    return SQLITE_IOERR_WRITE;
-                }
+        const uint8_t *img = in;
+        if (take != ps) {
+            /* Read (overlay, else the snapshot), modify, write back. */
+            if (!page)
+                page = az_malloc(ps);
+            int rc = read_page(f, pgno, f->snap, f->ovl_size, page);
+            if (rc != 0 && rc != 1) {
+                az_free(page);
+                return SQLITE_IOERR_WRITE;
             }
-            vfs_map_put(&f->overlay, pgno, (uint64_t)(uintptr_t)p);
+            memcpy(page + at, in, take);
+            img = page;
         }
-        memcpy(p + at, in, take);
+        int rc = pb_put(f->overlay, pgno, img, ps);
+        if (rc != 0) {
+            az_free(page);
+            return overlay_fail(f, rc, SQLITE_IOERR_WRITE);
+        }
         if (pgno > f->ovl_size)
             f->ovl_size = pgno;
         f->dirty = true;
@@ -295,6 +372,7 @@ static int af_write(sqlite3_file *pf, const void *src, int n, sqlite3_int64 off)
         off += take;
         n -= (int)take;
     }
+    az_free(page);
     return SQLITE_OK;
 }
 
@@ -314,11 +392,8 @@ static int af_truncate(sqlite3_file *pf, sqlite3_int64 size)
                  "(committed size %u) ignored", pages, f->ovl_size);
         return SQLITE_OK;
     }
-    for (uint32_t p = pages + 1; p <= f->ovl_size; p++) {
-        uint64_t v;
-        if (vfs_map_del(&f->overlay, p, &v))
-            az_free((void *)(uintptr_t)v);
-    }
+    for (uint32_t p = pages + 1; p <= f->ovl_size; p++)
+        pb_del(f->overlay, p);
     f->ovl_size = pages;
     if (pages < f->trunc_floor)
         f->trunc_floor = pages;
@@ -345,45 +420,91 @@ static uint32_t get32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int cmp_page(const void *a, const void *b)
+static int cmp_u32(const void *a, const void *b)
 {
-    uint32_t x = ((const wal_page_in *)a)->pgno, y = ((const wal_page_in *)b)->pgno;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x < y ? -1 : x > y;
 }
 
-/* The commit point: one record from the overlay. */
+/* The pages of the commit, for vfs_db_commit_txn. */
+typedef struct commit_src {
+    arbor_file *f;
+    uint32_t *pgnos;          /* sorted */
+    uint8_t *zeros;           /* for pages SQLite grew over but never wrote */
+} commit_src;
+
+static int commit_page(void *arg, uint32_t i, bool want_spilled, uint32_t *pgno,
+                       const uint8_t **img, uint8_t *scratch)
+{
+    commit_src *c = arg;
+    *pgno = c->pgnos[i];
+    if ((*img = pb_peek(c->f->overlay, *pgno)) != NULL)
+        return 0;
+    if (!pb_has(c->f->overlay, *pgno)) {
+        *img = c->zeros;
+        return 0;
+    }
+    if (!want_spilled)
+        return 0;
+    int rc = pb_get(c->f->overlay, *pgno, scratch);
+    if (rc < 0)
+        return rc;
+    *img = scratch;
+    return 0;
+}
+
+/* The db size the commit records: page 1's header when it is current. */
+static uint32_t commit_size(arbor_file *f)
+{
+    uint8_t *p1 = az_malloc(f->page_size);
+    uint32_t size = f->ovl_size;
+    if (pb_get(f->overlay, 1, p1) == 1 && memcmp(p1 + 24, p1 + 92, 4) == 0 &&
+        get32(p1 + 28) >= 1)
+        size = get32(p1 + 28);
+    az_free(p1);
+    return size;
+}
+
+static int commit_failed(arbor_file *f, int rc)
+{
+    f->commit_failed = true;
+    if (rc == VFS_ETOOBIG)
+        return SQLITE_FULL;
+    if (rc == VFS_ESPILL && strstr(f->err, "disk full"))
+        return SQLITE_FULL;
+    return SQLITE_IOERR_FSYNC;
+}
+
+/* The commit point: the overlay's pages as one transaction (one WAL record,
+ * or several for a large one). */
 static int commit(arbor_file *f)
 {
     uint32_t ps = f->page_size;
-    uint32_t new_size = f->ovl_size;
-    const uint8_t *p1 = overlay_get(f, 1);
-    if (p1 && memcmp(p1 + 24, p1 + 92, 4) == 0 && get32(p1 + 28) >= 1)
-        new_size = get32(p1 + 28);
-    size_t cap = f->overlay.n + (new_size > f->trunc_floor ? new_size - f->trunc_floor : 0);
-    wal_page_in *pages = az_malloc((cap ? cap : 1) * sizeof(*pages));
-    uint8_t *zeros = NULL;
+    uint32_t new_size = commit_size(f);
+    uint32_t *ov, n_ov;
+    pb_pgnos(f->overlay, &ov, &n_ov);
+    size_t cap = n_ov + (new_size > f->trunc_floor ? new_size - f->trunc_floor : 0);
+    commit_src src = { .f = f, .pgnos = az_malloc((cap ? cap : 1) * sizeof(uint32_t)) };
     uint32_t n = 0;
-    for (size_t i = 0; i < f->overlay.cap; i++) {
-        uint32_t pgno = f->overlay.keys[i];
-        if (pgno && pgno <= new_size)
-            pages[n++] = (wal_page_in){ pgno, (const uint8_t *)(uintptr_t)f->overlay.vals[i] };
-    }
+    for (uint32_t i = 0; i < n_ov; i++)
+        if (ov[i] <= new_size)
+            src.pgnos[n++] = ov[i];
     for (uint32_t pgno = f->trunc_floor + 1; pgno <= new_size; pgno++) {
-        if (!overlay_get(f, pgno)) {
-            if (!zeros)
-                zeros = az_calloc(1, ps);
-            pages[n++] = (wal_page_in){ pgno, zeros };
+        if (!pb_has(f->overlay, pgno)) {
+            if (!src.zeros)
+                src.zeros = az_calloc(1, ps);
+            src.pgnos[n++] = pgno;
         }
     }
-    qsort(pages, n, sizeof(*pages), cmp_page);
+    az_free(ov);
+    qsort(src.pgnos, n, sizeof(uint32_t), cmp_u32);
     lsn_t lsn;
-    int rc = vfs_db_commit(f->db, pages, n, new_size, ps, &lsn);
-    az_free(pages);
-    az_free(zeros);
-    if (rc != 0) {
-        f->commit_failed = true;
-        return rc == VFS_ETOOBIG ? SQLITE_FULL : SQLITE_IOERR_FSYNC;
-    }
+    int rc = vfs_db_commit_txn(f->db, n, commit_page, &src, new_size, ps, &lsn,
+                               f->err, sizeof(f->err));
+    az_free(src.pgnos);
+    az_free(src.zeros);
+    if (rc != 0)
+        return commit_failed(f, rc);
     f->snap = lsn;
     f->snap_size = new_size;
     overlay_clear(f);
@@ -445,6 +566,7 @@ static int af_lock(sqlite3_file *pf, int level)
         f->ovl_size = f->trunc_floor = f->snap_size;
         f->dirty = false;
         f->commit_failed = false;
+        f->err[0] = '\0';
     }
     if (level > f->lock)
         f->lock = level;   /* PENDING / EXCLUSIVE: granted to the writer */
@@ -525,6 +647,9 @@ static int af_fcntl(sqlite3_file *pf, int op, void *arg)
     case ARBOR_FCNTL_BUSY_WAIT:
         *(int *)arg = busy_wait(f, *(int *)arg);
         return SQLITE_OK;
+    case ARBOR_FCNTL_LAST_ERROR:
+        *(const char **)arg = f->err;
+        return SQLITE_OK;
     case SQLITE_FCNTL_VFSNAME:
         *(char **)arg = sqlite3_mprintf("%s", ARBOR_VFS_NAME);
         return SQLITE_OK;
@@ -542,8 +667,8 @@ static int af_close(sqlite3_file *pf)
 {
     arbor_file *f = (arbor_file *)pf;
     af_unlock(pf, SQLITE_LOCK_NONE);
-    overlay_clear(f);
-    vfs_map_free(&f->overlay);
+    pb_destroy(f->overlay);
+    f->overlay = NULL;
     vfs_db_release(f->db);
     f->db = NULL;
     return SQLITE_OK;
@@ -556,13 +681,6 @@ static const sqlite3_io_methods af_methods = {
 };
 
 /* ---- the VFS ------------------------------------------------------------------ */
-
-static struct {
-    pthread_mutex_t mu;
-    sqlite3_vfs vfs;
-    sqlite3_vfs *base;        /* the default VFS: temp files and the OS */
-    bool registered;
-} g_vfs = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static const char *uri_lookup(void *arg, const char *key)
 {
@@ -580,7 +698,9 @@ static int open_main(const char *name, arbor_file *f, int flags, int *out_flags)
                     name ? name : "", err);
         return SQLITE_CANTOPEN;
     }
-    vfs_map_init(&f->overlay);
+    const vfs_conf *c = vfs_db_conf(f->db);
+    pb_create((size_t)c->overlay_mb << 20, c->spill_dir, "compute overlay",
+              &f->overlay);
     f->base.pMethods = &af_methods;
     if (out_flags) {
         *out_flags = flags;
@@ -695,6 +815,15 @@ static int busy_handler(void *arg, int count)
     if (sqlite3_file_control(arg, "main", ARBOR_FCNTL_BUSY_WAIT, &v) != SQLITE_OK)
         return 0;
     return v;
+}
+
+const char *arbor_vfs_last_error(sqlite3 *db)
+{
+    const char *msg = NULL;
+    if (!db || sqlite3_file_control(db, "main", ARBOR_FCNTL_LAST_ERROR, &msg) != SQLITE_OK ||
+        !msg || !*msg)
+        return NULL;
+    return msg;
 }
 
 int arbor_vfs_busy_wait(sqlite3 *db, int timeout_ms)

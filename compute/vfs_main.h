@@ -40,6 +40,12 @@
  *                       vfs_db_unreserve
  *   xUnlock(NONE):      snapshot unpinned
  *
+ * The overlay holds a transaction's pages in RAM up to overlay_mb, then in
+ * a private temp file (pagebuf); rollback journals (journal_mode DELETE,
+ * TRUNCATE, PERSIST: private files of this VFS) move to a temp file past
+ * 4 MiB. journal_mode=MEMORY keeps SQLite's own journal in RAM: use
+ * DELETE for big transactions (arbor-compute does).
+ *
  * The commit record: the overlay's pages (sorted), the db size from page
  * 1's header (bytes 28..31, when the change counter at 24 equals 92..95),
  * pages beyond it dropped, pages between a truncation and the new end that
@@ -69,6 +75,8 @@
 /* File controls behind arbor_vfs_busy_wait (int * arguments). */
 #define ARBOR_FCNTL_BUSY_TIMEOUT 0x41520002
 #define ARBOR_FCNTL_BUSY_WAIT 0x41520003
+/* const char ** : arbor_vfs_last_error's buffer. */
+#define ARBOR_FCNTL_LAST_ERROR 0x41520004
 
 /* Installs a busy handler on db (an arbor database) that, when another
  * connection of this process holds the branch's write lock, sleeps until
@@ -82,6 +90,14 @@ int arbor_vfs_busy_wait(struct sqlite3 *db, int timeout_ms);
  * databases together (0 before the first open): what a compute bills as
  * "bytes written". Thread-safe. */
 uint64_t arbor_vfs_wal_bytes_total(void);
+
+/* Why the last write or commit of db's main (arbor) database failed, when
+ * SQLite's own message cannot say it: "transaction of 300.0 MiB (76800
+ * pages) exceeds the configured maximum of 100 MiB (max_txn_mb)", "disk
+ * full: ... compute overlay spill file in /tmp: ...", a quorum timeout.
+ * NULL when there is nothing to add (or db is not arbor). Valid until the
+ * connection's next write transaction. */
+const char *arbor_vfs_last_error(struct sqlite3 *db);
 
 /* Registers the "arbor" VFS (not as the default). Idempotent and
  * thread-safe. SQLITE_OK or an SQLite error code. */

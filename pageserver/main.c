@@ -53,6 +53,7 @@ typedef struct ps_daemon_config {
     uint64_t wait_lsn_ms;
     int image_after_deltas;
     bool compress;
+    uint64_t pending_bytes;
 } ps_daemon_config;
 
 static const cfg_option ps_options[] = {
@@ -90,6 +91,9 @@ static const cfg_option ps_options[] = {
                      "history kept for point-in-time reads and branching"),
     CFG_DURATION_OPT("reads.wait-lsn-timeout", ps_daemon_config, wait_lsn_ms,
                      "10s", "longest wait of a read for ingest to reach its LSN"),
+    CFG_SIZE_OPT("ingest.pending-memory", ps_daemon_config, pending_bytes, "32MiB",
+                 "RAM per timeline for a multi-record transaction waiting for "
+                 "its commit record (beyond: a temporary file in its directory)"),
     CFG_END
 };
 
@@ -371,6 +375,7 @@ static int start_all(int *grpc_port)
     g_ps.engine.image_after_deltas = (uint32_t)g_ps.conf.image_after_deltas;
     g_ps.engine.default_pitr_window_s = (uint32_t)(g_ps.conf.pitr_window_ms / 1000);
     g_ps.engine.compress = g_ps.conf.compress;
+    g_ps.engine.pending_mem_bytes = (size_t)g_ps.conf.pending_bytes;
     int rc = parse_safekeepers();
     if (rc == 0)
         rc = fs_mkdir_p(g_ps.conf.datadir);

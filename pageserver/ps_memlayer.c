@@ -200,6 +200,19 @@ int ps_memlayer_add_record(ps_memlayer *ml, const wal_record *rec, lsn_t lsn)
     return 0;
 }
 
+void ps_memlayer_add_page(ps_memlayer *ml, uint32_t pgno, lsn_t lsn,
+                          const uint8_t *img)
+{
+    assert(ps_memlayer_end_lsn(ml) == LSN_MAX);
+    uint8_t *dst = arena_alloc(ml);
+    memcpy(dst, img, ml->page_size);
+    pthread_rwlock_wrlock(&ml->lock);
+    insert_version(ml, pgno, lsn, dst);
+    pthread_rwlock_unlock(&ml->lock);
+    atomic_fetch_add(&ml->bytes, ml->page_size);
+    atomic_fetch_add(&ml->versions, 1);
+}
+
 int ps_memlayer_get(ps_memlayer *ml, uint32_t pgno, lsn_t max_lsn,
                     const uint8_t **data, lsn_t *lsn)
 {

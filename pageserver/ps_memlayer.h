@@ -49,6 +49,12 @@ uint64_t ps_memlayer_versions(const ps_memlayer *ml);
  * if a page does not decompress (then nothing is visible). */
 int ps_memlayer_add_record(ps_memlayer *ml, const wal_record *rec, lsn_t lsn);
 
+/* Adds one page image (page_size bytes, copied) as a version at lsn, with
+ * the same rules as ps_memlayer_add_record: the commit of a multi-record
+ * transaction adds its held-back pages this way. */
+void ps_memlayer_add_page(ps_memlayer *ml, uint32_t pgno, lsn_t lsn,
+                          const uint8_t *img);
+
 /* The newest version of pgno with lsn <= max_lsn: 0 with *data (page_size
  * bytes, valid while the caller holds a reference) and *lsn, or
  * PS_ENOTFOUND. */

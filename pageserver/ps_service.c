@@ -141,7 +141,7 @@ static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
         return PS_EINVAL;
     }
     lsn_t need = not_modified_since ? not_modified_since : request_lsn;
-    if (ps_timeline_last_record_lsn(tl) >= need)
+    if (ps_timeline_readable_at(tl, need))
         return 0;
     uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
                                             : PS_DEFAULT_WAIT_MS;

@@ -27,6 +27,7 @@
 #include "ps_commits.h"
 #include "ps_layer.h"
 #include "ps_memlayer.h"
+#include "pagebuf.h"
 #include "wal_record.h"
 
 #include <assert.h>
@@ -103,6 +104,17 @@ struct ps_timeline {
 
     _Atomic uint64_t reads;
     _Atomic uint64_t layers_visited;
+
+    /* Ingest position and the pending multi-record transaction (under
+     * ingest_mu; wal_record.h TRANSACTIONS). recv_lsn: end of the last
+     * record taken (applied, held back or dropped); >= last_record_lsn,
+     * which only moves at commits. */
+    _Atomic lsn_t recv_lsn;
+    bool pend_active;          /* records of an unfinished txn were taken */
+    bool pend_dropping;        /* ...but its start was missing: drop it */
+    lsn_t pend_start;
+    uint64_t pend_term;
+    pb_buf *pend;              /* its pages; NULL until the first one */
 };
 
 void ps_config_default(ps_config *cfg)
@@ -115,6 +127,7 @@ void ps_config_default(ps_config *cfg)
     cfg->compress = 1;
     cfg->flush_on_ingest = 1;
     cfg->ancestor_wait_ms = PS_DEFAULT_ANCESTOR_WAIT_MS;
+    cfg->pending_mem_bytes = PS_DEFAULT_PENDING_MEM_BYTES;
 }
 
 static const ps_io *tl_io(const ps_timeline *tl)
@@ -240,6 +253,7 @@ static void tl_free(ps_timeline *tl)
     pthread_cond_destroy(&tl->wait_cv);
     az_free(tl->branch_points);
     az_free(tl->leases);
+    pb_destroy(tl->pend);
     az_free(tl->dir);
     ps_timeline *anc = tl->ancestor;
     az_free(tl);
@@ -393,6 +407,7 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     atomic_init(&tl->page_size, meta->page_size);
     atomic_init(&tl->pitr_window_s, meta->pitr_window_s);
     atomic_init(&tl->last_record_lsn, meta->disk_consistent_lsn);
+    atomic_init(&tl->recv_lsn, meta->disk_consistent_lsn);
     atomic_init(&tl->disk_consistent_lsn, meta->disk_consistent_lsn);
     atomic_init(&tl->gc_cutoff_lsn, meta->gc_cutoff_lsn);
     memcpy(tl->branch_name, meta->branch_name, sizeof(tl->branch_name));
@@ -533,7 +548,7 @@ static bool freeze_locked(ps_timeline *tl)
 /* Checks rec against the timeline (caller holds ingest_mu). */
 static int check_record(ps_timeline *tl, const wal_record *rec)
 {
-    lsn_t last = atomic_load(&tl->last_record_lsn);
+    lsn_t last = atomic_load(&tl->recv_lsn);
     if (rec->lsn > last) {
         return PS_EGAP;
     }
@@ -573,12 +588,98 @@ static void advance_last_record(ps_timeline *tl, lsn_t end)
     pthread_mutex_unlock(&tl->wait_mu);
 }
 
-static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
+/* ---- pending multi-record transactions (wal_record.h TRANSACTIONS) ---- */
+
+/* Records up to end were received without a commit: the state at any LSN
+ * up to end is the last commit's, so readers waiting for such an LSN may go
+ * (ps_timeline_wait_for_lsn). */
+static void advance_recv(ps_timeline *tl, lsn_t end)
 {
-    int rc = check_record(tl, rec);
-    if (rc != 0) {
-        return rc;
+    pthread_mutex_lock(&tl->wait_mu);
+    atomic_store(&tl->recv_lsn, end);
+    pthread_cond_broadcast(&tl->wait_cv);
+    pthread_mutex_unlock(&tl->wait_mu);
+}
+
+static void pending_reset(ps_timeline *tl)
+{
+    tl->pend_active = tl->pend_dropping = false;
+    tl->pend_start = 0;
+    tl->pend_term = 0;
+    if (tl->pend) {
+        pb_clear(tl->pend);
     }
+}
+
+/* The pending transaction will never commit: forget it. */
+static void pending_drop(ps_timeline *tl, const wal_record *next, const char *why)
+{
+    char a[LSN_STRLEN], b[LSN_STRLEN];
+    log_info("timeline %s: dropped the uncommitted transaction that began at "
+             "%s (%u pages held): %s at %s",
+             tl->dir, lsn_format(tl->pend_start, a),
+             tl->pend ? pb_count(tl->pend) : 0, why, lsn_format(next->lsn, b));
+    pending_reset(tl);
+}
+
+/* Holds back the pages of a record of an unfinished transaction. */
+static int hold_pages(ps_timeline *tl, const wal_record *rec)
+{
+    if (!tl->pend) {
+        pb_create(tl->cfg.pending_mem_bytes, tl->dir,
+                  "pageserver pending transaction", &tl->pend);
+    }
+    uint8_t *img = az_malloc(rec->page_size);
+    int rc = 0;
+    for (uint32_t i = 0; i < rec->n_pages && rc == 0; i++) {
+        rc = wal_page_image(rec, i, img);
+        if (rc == 0 && (rc = pb_put(tl->pend, rec->pages[i].pgno, img,
+                                    rec->page_size)) != 0) {
+            log_error("timeline %s: %s", tl->dir, pb_error(tl->pend));
+        }
+    }
+    az_free(img);
+    return rc;
+}
+
+/* The commit of a multi-record transaction: the held pages and those of
+ * its last record (which win) become versions at end. */
+static int add_pending(ps_timeline *tl, const wal_record *rec,
+                       ps_memlayer *open, lsn_t end)
+{
+    int rc = hold_pages(tl, rec);
+    uint32_t *pgnos = NULL, n = 0;
+    uint8_t *img = az_malloc(rec->page_size);
+    if (rc == 0) {
+        pb_pgnos(tl->pend, &pgnos, &n);
+    }
+    /* Pages are added one by one; none is visible before last_record_lsn
+     * reaches end, which happens only when all are in. A spill read
+     * failure half-way leaves versions at end in the open layer: the
+     * timeline is marked broken and re-ingested from disk_consistent_lsn
+     * after a restart (as after a failed flush). */
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc = pb_get(tl->pend, pgnos[i], img);
+        if (rc == 1) {
+            ps_memlayer_add_page(open, pgnos[i], end, img);
+            rc = 0;
+        } else {
+            log_error("timeline %s: %s", tl->dir, pb_error(tl->pend));
+            rc = rc < 0 ? rc : -EIO;
+            if (i > 0) {
+                atomic_store(&tl->broken, true);
+            }
+        }
+    }
+    az_free(pgnos);
+    az_free(img);
+    return rc;
+}
+
+/* The commit of rec (and of the pending pages, if any) becomes visible:
+ * versions at its end LSN, the commits index, last_record_lsn. */
+static int commit_record(ps_timeline *tl, const wal_record *rec, bool *froze)
+{
     set_page_size_locked(tl, rec->page_size);
     lsn_t end = wal_record_end_lsn(rec);
     /* The open layer is only replaced under ingest_mu, which we hold, and
@@ -586,7 +687,8 @@ static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
     pthread_mutex_lock(&tl->map_mu);
     ps_memlayer *open = tl->map->open;
     pthread_mutex_unlock(&tl->map_mu);
-    rc = ps_memlayer_add_record(open, rec, end);
+    int rc = tl->pend_active ? add_pending(tl, rec, open, end)
+                             : ps_memlayer_add_record(open, rec, end);
     if (rc != 0) {
         return rc;
     }
@@ -597,6 +699,46 @@ static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
     *froze = ps_memlayer_bytes(open) >= tl->cfg.freeze_bytes &&
              freeze_locked(tl);
     return 0;
+}
+
+static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
+{
+    int rc = check_record(tl, rec);
+    if (rc != 0) {
+        return rc;
+    }
+    bool ours = tl->pend_active && rec->term == tl->pend_term;
+    if (tl->pend_active && !(wal_record_continues(rec) && ours)) {
+        pending_drop(tl, rec, "a record that does not continue it follows");
+    }
+    if (!tl->pend_active && wal_record_continues(rec)) {
+        /* Its start is not ours (or was just dropped): drop the rest. */
+        tl->pend_active = tl->pend_dropping = true;
+        tl->pend_start = rec->lsn;
+        tl->pend_term = rec->term;
+    }
+    if (!wal_record_commits(rec) || tl->pend_dropping) {
+        if (!tl->pend_active) {
+            tl->pend_active = true;
+            tl->pend_start = rec->lsn;
+            tl->pend_term = rec->term;
+        }
+        rc = tl->pend_dropping ? 0 : hold_pages(tl, rec);
+        if (rc != 0) {
+            return rc;
+        }
+        advance_recv(tl, wal_record_end_lsn(rec));
+        if (wal_record_commits(rec)) {
+            pending_drop(tl, rec, "its start was not received");
+        }
+        return 0;
+    }
+    rc = commit_record(tl, rec, froze);
+    if (rc == 0) {
+        atomic_store(&tl->recv_lsn, wal_record_end_lsn(rec));
+        pending_reset(tl);
+    }
+    return rc;
 }
 
 int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
@@ -621,6 +763,32 @@ int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
     return rc;
 }
 
+bool ps_timeline_readable_at(ps_timeline *tl, lsn_t lsn)
+{
+    return atomic_load(&tl->last_record_lsn) >= lsn || atomic_load(&tl->recv_lsn) >= lsn;
+}
+
+lsn_t ps_timeline_ingest_lsn(ps_timeline *tl)
+{
+    return atomic_load(&tl->recv_lsn);
+}
+
+void ps_timeline_ingest_restart(ps_timeline *tl)
+{
+    pthread_mutex_lock(&tl->ingest_mu);
+    pending_reset(tl);
+    atomic_store(&tl->recv_lsn, atomic_load(&tl->last_record_lsn));
+    pthread_mutex_unlock(&tl->ingest_mu);
+}
+
+uint64_t ps_timeline_pending_bytes(ps_timeline *tl)
+{
+    pthread_mutex_lock(&tl->ingest_mu);
+    uint64_t n = tl->pend ? pb_mem_bytes(tl->pend) + pb_spilled_bytes(tl->pend) : 0;
+    pthread_mutex_unlock(&tl->ingest_mu);
+    return n;
+}
+
 static void deadline_after(struct timespec *ts, uint32_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -638,14 +806,14 @@ int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms)
     deadline_after(&deadline, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&tl->wait_mu);
-    while (atomic_load(&tl->last_record_lsn) < lsn) {
+    while (!ps_timeline_readable_at(tl, lsn)) {
         if (atomic_load(&tl->deleted)) {
             rc = PS_EDELETED;
             break;
         }
         if (pthread_cond_timedwait(&tl->wait_cv, &tl->wait_mu, &deadline) ==
             ETIMEDOUT) {
-            rc = atomic_load(&tl->last_record_lsn) >= lsn ? 0 : PS_ETIMEOUT;
+            rc = ps_timeline_readable_at(tl, lsn) ? 0 : PS_ETIMEOUT;
             break;
         }
     }

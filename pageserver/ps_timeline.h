@@ -77,6 +77,7 @@
 #define PS_DEFAULT_PITR_WINDOW_S (7u * 24 * 3600)
 #define PS_DEFAULT_LEASE_S 600u
 #define PS_DEFAULT_ANCESTOR_WAIT_MS 30000u
+#define PS_DEFAULT_PENDING_MEM_BYTES ((size_t)32 << 20)
 
 typedef struct ps_config {
     size_t freeze_bytes;          /* open layer size that triggers a freeze */
@@ -92,6 +93,10 @@ typedef struct ps_config {
                                      fails with PS_ETIMEOUT */
     const ps_io *io;              /* NULL: ps_io_default (borrowed) */
     const ps_clock *clock;        /* NULL: ps_clock_default (borrowed) */
+    size_t pending_mem_bytes;     /* RAM for the pages of a multi-record
+                                     transaction waiting for its commit
+                                     record; beyond it they spill to a
+                                     temporary file in the timeline's dir */
 } ps_config;
 
 /* Fills the defaults above. */
@@ -122,8 +127,9 @@ lsn_t ps_timeline_gc_cutoff_lsn(const ps_timeline *tl);
 /*
  * Verifies (wal_record_decode) and applies one record: its pages become
  * versions at its end LSN, its commit enters the commits index,
- * last_record_lsn moves to its end and waiters wake. Its lsn must equal
- * last_record_lsn: PS_EGAP if later, PS_EOVERLAP if earlier. WAL_E* for a
+ * last_record_lsn moves to its end and waiters wake (for a record of a
+ * multi-record transaction, see below). Its lsn must equal
+ * ps_timeline_ingest_lsn(): PS_EGAP if later, PS_EOVERLAP if earlier. WAL_E* for a
  * record that fails verification; PS_EBADRECORD if its page size differs
  * from the timeline's or its commit time is older than the previous one.
  * Nothing is applied on error. May freeze (and, with flush_on_ingest,
@@ -133,7 +139,35 @@ lsn_t ps_timeline_gc_cutoff_lsn(const ps_timeline *tl);
  */
 int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len);
 
-/* Waits until last_record_lsn >= lsn. 0, PS_ETIMEOUT, PS_EDELETED. */
+/*
+ * Multi-record transactions (wal_record.h TRANSACTIONS): a record that does
+ * not commit is verified, checked for contiguity and held back (its pages
+ * in a pagebuf: RAM up to cfg.pending_mem_bytes, then a temporary file in
+ * the timeline's directory); last_record_lsn does not move. The committing
+ * record applies all of them at its end LSN. A record that does not
+ * continue the pending transaction drops it (logged), as does a CONT
+ * record with nothing pending. So last_record_lsn, disk_consistent_lsn and
+ * the commits index only ever hold transaction boundaries.
+ *
+ * ps_timeline_ingest_lsn(): where the next record must start (the end of
+ * the last one taken, pending or not; >= last_record_lsn).
+ * ps_timeline_ingest_restart(): drops the pending transaction; the next
+ * record must start at last_record_lsn (a WAL receiver calls it before it
+ * (re)opens a stream there).
+ * ps_timeline_pending_bytes(): bytes of pages held back.
+ */
+lsn_t ps_timeline_ingest_lsn(ps_timeline *tl);
+void ps_timeline_ingest_restart(ps_timeline *tl);
+/* true when a read at lsn can be answered: last_record_lsn >= lsn, or
+ * every record up to lsn was received (then no commit lies between
+ * last_record_lsn and lsn, and the state at lsn is the last commit's: an
+ * LSN inside an unfinished or abandoned transaction, such as the
+ * safekeepers' commit LSN while a large transaction streams in, reads as
+ * the transaction boundary before it). */
+bool ps_timeline_readable_at(ps_timeline *tl, lsn_t lsn);
+uint64_t ps_timeline_pending_bytes(ps_timeline *tl);
+
+/* Waits until ps_timeline_readable_at(lsn). 0, PS_ETIMEOUT, PS_EDELETED. */
 int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms);
 
 /* Freezes the open layer if it holds anything (explicit / timeout trigger;

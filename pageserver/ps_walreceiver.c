@@ -121,7 +121,7 @@ static int best_other(ps_rcv *r, const ps_timeline *tl, int cur, lsn_t pos)
 static int ingest_chunk(receiver *rv, const Arbor__WalChunk *c)
 {
     ps_rcv *r = rv->owner;
-    if (c->begin_lsn != ps_timeline_last_record_lsn(rv->tl))
+    if (c->begin_lsn != ps_timeline_ingest_lsn(rv->tl))
         return PS_EGAP;
     size_t off = 0;
     while (off < c->records.len) {
@@ -171,7 +171,7 @@ static void set_lag(receiver *rv, lsn_t sk_end)
 {
     if (!rv->lag)
         return;
-    lsn_t pos = ps_timeline_last_record_lsn(rv->tl);
+    lsn_t pos = ps_timeline_ingest_lsn(rv->tl);
     met_gauge_set(rv->lag, sk_end > pos ? (double)(sk_end - pos) : 0.0);
 }
 
@@ -181,6 +181,9 @@ typedef enum { NEXT_SK, SAME_SK_LATER, STOP } stream_end;
 static stream_end stream_from(receiver *rv, int i)
 {
     ps_rcv *r = rv->owner;
+    /* A transaction held back from an earlier stream is received again
+     * from its start: last_record_lsn is always a transaction boundary. */
+    ps_timeline_ingest_restart(rv->tl);
     lsn_t pos = ps_timeline_last_record_lsn(rv->tl);
     rpc_stream *s = NULL;
     if (open_stream(r, i, rv->tl, pos, &s) != 0)
@@ -236,7 +239,7 @@ static stream_end stream_from(receiver *rv, int i)
         }
         /* Heartbeats only, and this safekeeper has nothing beyond us:
          * maybe it lags behind the others. */
-        pos = ps_timeline_last_record_lsn(rv->tl);
+        pos = ps_timeline_ingest_lsn(rv->tl);
         if (sk_end <= pos && now - last_data > lag_ms &&
             now - last_lag_check > lag_ms && r->opt.n_safekeepers > 1) {
             last_lag_check = now;

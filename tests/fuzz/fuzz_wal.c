@@ -52,7 +52,7 @@ static void check_reencode(const uint8_t *buf, size_t len, const wal_record *rec
                            const uint8_t *images)
 {
     wal_record_hdr hdr = { rec->page_size, rec->lsn, rec->prev_lsn, rec->term,
-                           rec->commit_ts_us, rec->db_size_pages };
+                           rec->commit_ts_us, rec->db_size_pages, rec->flags };
     wal_page_in *in = calloc(rec->n_pages + 1, sizeof *in);
     uint8_t *enc = NULL, *again = NULL;
     size_t enc_len = 0;

@@ -111,6 +111,14 @@ void vc_create_branch(const char *name, const char *parent, uint64_t lsn)
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+void vc_timeline_hex(const char *branch, char out[33])
+{
+    Arbor__TimelineInfoResponse *r = info_of(branch);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r->info->timeline_id.data[i]);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
 void vc_wait_ingested(const char *branch, uint64_t lsn)
 {
     for (int i = 0; i < 400; i++) {

@@ -31,6 +31,8 @@ int vc_group_teardown(void **state);
 
 /* Creates a root timeline (parent NULL) or a branch of parent at lsn. */
 void vc_create_branch(const char *name, const char *parent, uint64_t lsn);
+/* The branch's timeline id, 32 lowercase hex chars. */
+void vc_timeline_hex(const char *branch, char out[33]);
 /* Waits until the pageserver ingested branch up to lsn. */
 void vc_wait_ingested(const char *branch, uint64_t lsn);
 

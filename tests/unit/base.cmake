@@ -2,6 +2,7 @@
 set(BASE_TEST_DIR ${CMAKE_CURRENT_SOURCE_DIR}/unit)
 
 arbor_test(test_base_util SOURCES ${BASE_TEST_DIR}/test_base_util.c LIBS arbor_base)
+arbor_test(test_base_pagebuf SOURCES ${BASE_TEST_DIR}/test_base_pagebuf.c LIBS arbor_base)
 arbor_test(test_base_config SOURCES ${BASE_TEST_DIR}/test_base_config.c LIBS arbor_base)
 arbor_test(test_base_metrics SOURCES ${BASE_TEST_DIR}/test_base_metrics.c LIBS arbor_base)
 arbor_test(test_base_http SOURCES ${BASE_TEST_DIR}/test_base_http.c

@@ -730,6 +730,58 @@ static void test_peek_len(void **state)
     free(enc);
 }
 
+/* Multi-record transactions: version 2 carries the flags; version 1 stays
+ * byte-for-byte what it was (flags 0); other combinations are refused. */
+static void test_txn_flags(void **state)
+{
+    static const uint16_t ok[] = { WAL_REC_MORE, WAL_REC_MORE | WAL_REC_CONT, WAL_REC_CONT };
+    uint8_t img[512];
+    const wal_page_in p = { .pgno = 1, .image = img };
+    wal_record_hdr h = { .page_size = 512, .lsn = 100, .prev_lsn = 50, .term = 3,
+                         .commit_ts_us = 1, .db_size_pages = 1 };
+    uint8_t *enc;
+    size_t len;
+    wal_record r;
+
+    (void)state;
+    memset(img, 7, sizeof img);
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_OK);
+    assert_int_equal((get32(enc + WAL_OFF_VERSION) & 0xFFFF), 1);
+    assert_int_equal((get32(enc + WAL_OFF_VERSION) >> 16), 0);
+    assert_int_equal(wal_record_decode(enc, len, &r), WAL_OK);
+    assert_true(wal_record_commits(&r) && !wal_record_continues(&r));
+    wal_record_free(&r);
+    free(enc);
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        h.txn_flags = ok[i];
+        assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_OK);
+        assert_int_equal((get32(enc + WAL_OFF_VERSION) & 0xFFFF), 2);
+        assert_int_equal((get32(enc + WAL_OFF_VERSION) >> 16), ok[i]);
+        assert_int_equal(wal_record_verify(enc, len), WAL_OK);
+        assert_int_equal(wal_record_decode(enc, len, &r), WAL_OK);
+        assert_int_equal(r.flags, ok[i]);
+        assert_int_equal(wal_record_commits(&r), !(ok[i] & WAL_REC_MORE));
+        assert_int_equal(wal_record_continues(&r), !!(ok[i] & WAL_REC_CONT));
+        wal_record_free(&r);
+        /* The same flags under version 1, or version 2 without flags or
+         * with an unknown bit: not a record. */
+        put16(enc + WAL_OFF_VERSION, 1);
+        reseal(enc, len);
+        assert_int_equal(wal_record_decode(enc, len, &r), WAL_EMAGIC);
+        put16(enc + WAL_OFF_VERSION, 2);
+        put16(enc + WAL_OFF_FLAGS, 0);
+        reseal(enc, len);
+        assert_int_equal(wal_record_verify(enc, len), WAL_EMAGIC);
+        put16(enc + WAL_OFF_FLAGS, (uint16_t)(ok[i] | 0x4));
+        reseal(enc, len);
+        assert_int_equal(wal_record_verify(enc, len), WAL_EMAGIC);
+        free(enc);
+    }
+    h.txn_flags = 0x4;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_EFIELD);
+    assert_null(enc);
+}
+
 static void test_layout_constants(void **state)
 {
     static const int codes[] = { WAL_ETRUNC, WAL_EMAGIC, WAL_ELEN, WAL_EFIELD, WAL_EPAGE,
@@ -891,6 +943,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_encode_too_many_pages),
         cmocka_unit_test(test_encode_size_limit),
         cmocka_unit_test(test_peek_len),
+        cmocka_unit_test(test_txn_flags),
     };
 
     if (argc == 3 && strcmp(argv[1], "--gen-corpus") == 0)
