@@ -78,9 +78,10 @@ static void tl_ref(const ps_timeline *tl, Arbor__TimelineRef *ref)
     ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)ps_timeline_id(tl)->b };
 }
 
-/* min(commit, flush) of safekeeper i for the timeline: how far it can
- * serve. 0 if it does not answer or does not know the timeline. */
-static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
+/* TimelineStatus of safekeeper i for tl: 0 and its commit and flush LSNs,
+ * -1 if it does not answer or does not know the timeline. */
+static int sk_status(ps_rcv *r, int i, const ps_timeline *tl, lsn_t *commit,
+                     lsn_t *flush)
 {
     Arbor__TimelineRef ref;
     tl_ref(tl, &ref);
@@ -90,13 +91,53 @@ static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
     if (rpc_unary(r->ch[i], "/arbor.Safekeeper/TimelineStatus", &req.base,
                   &arbor__timeline_status_response__descriptor,
                   (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0)
-        return 0;
-    lsn_t end = 0;
-    if (!resp->error)
-        end = resp->commit_lsn < resp->flush_lsn ? resp->commit_lsn
-                                                  : resp->flush_lsn;
+        return -1;
+    int rc = resp->error ? -1 : 0;
+    *commit = resp->commit_lsn;
+    *flush = resp->flush_lsn;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return end;
+    return rc;
+}
+
+/* min(commit, flush) of safekeeper i for the timeline: how far it can
+ * serve. 0 if it does not answer or does not know the timeline. */
+static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
+{
+    lsn_t commit, flush;
+    if (sk_status(r, i, tl, &commit, &flush) != 0)
+        return 0;
+    return commit < flush ? commit : flush;
+}
+
+static int cmp_lsn_desc(const void *a, const void *b)
+{
+    lsn_t x = *(const lsn_t *)a, y = *(const lsn_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ps_rcv_head(ps_rcv *r, const ps_timeline *tl, lsn_t *head)
+{
+    *head = ps_timeline_last_record_lsn(tl);
+    lsn_t flush[RCV_MAX_SK];
+    int n = 0;
+    for (int i = 0; i < r->opt.n_safekeepers; i++) {
+        lsn_t c, f;
+        if (sk_status(r, i, tl, &c, &f) != 0)
+            continue;
+        flush[n++] = f;
+        if (c > *head)
+            *head = c;
+    }
+    /* An acknowledged commit is flushed on a quorum before the proposer
+     * tells anyone its commit LSN: the quorum-th highest flush covers it
+     * even when the safekeepers' commit_lsn has not caught up yet. */
+    int quorum = r->opt.n_safekeepers / 2 + 1;
+    if (n >= quorum) {
+        qsort(flush, (size_t)n, sizeof(flush[0]), cmp_lsn_desc);
+        if (flush[quorum - 1] > *head)
+            *head = flush[quorum - 1];
+    }
+    return n >= quorum || r->opt.n_safekeepers == 0 ? 0 : -1;
 }
 
 /* The safekeeper that can serve the most beyond pos, -1 if none can. */

@@ -8,7 +8,7 @@ endif()
 if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
   add_executable(test_vfs_helper ${CMAKE_CURRENT_LIST_DIR}/test_vfs_helper.c)
   target_link_libraries(test_vfs_helper PRIVATE arbor_vfs)
-  set(VFS_TESTS test_vfs test_vfs_fault test_vfs_modes)
+  set(VFS_TESTS test_vfs test_vfs_fault test_vfs_modes test_fresh)
   # The shell test loads libarbor.so into /usr/bin/sqlite3, which is not
   # built with ASan: only in normal builds.
   if(NOT ARBOR_SANITIZE)
