@@ -50,6 +50,7 @@ struct vfs_db {
     int n_shared;
     const void *writer;          /* RESERVED holder, or NULL */
     pthread_cond_t writer_cv;    /* broadcast when the writer lets go */
+    pthread_cond_t latest_cv;    /* broadcast when latest_lsn moves */
     bool fenced;
     int64_t last_commit_ts_us;
 
@@ -347,6 +348,7 @@ static void db_free(vfs_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->stop_cv);
     pthread_cond_destroy(&db->writer_cv);
+    pthread_cond_destroy(&db->latest_cv);
     az_free(db);
 }
 
@@ -365,6 +367,7 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->stop_cv, NULL);
     pthread_cond_init(&db->writer_cv, NULL);
+    pthread_cond_init(&db->latest_cv, NULL);
     for (int i = 0; i < PAGE_STREAMS; i++)
         pthread_mutex_init(&db->streams[i].mu, NULL);
     snprintf(db->name, sizeof(db->name), "%s@%s",
@@ -508,6 +511,31 @@ int vfs_db_wait_writer(vfs_db *db, int timeout_ms)
     bool free_now = !db->writer;
     pthread_mutex_unlock(&db->mu);
     return free_now ? 0 : -ETIMEDOUT;
+}
+
+int vfs_db_wait_lsn(vfs_db *db, lsn_t lsn, int timeout_ms, lsn_t *have)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&db->mu);
+    /* Only a replica's latest moves without this compute writing. */
+    bool moves = db->conf.mode == VFS_MODE_REPLICA;
+    while (db->latest_lsn < lsn && moves && !db->stopping && rc == 0)
+        rc = pthread_cond_timedwait(&db->latest_cv, &db->mu, &ts);
+    lsn_t latest = db->latest_lsn;
+    pthread_mutex_unlock(&db->mu);
+    if (have)
+        *have = latest;
+    if (latest >= lsn)
+        return 0;
+    return moves ? -ETIMEDOUT : -ERANGE;
 }
 
 bool vfs_db_is_reserved(vfs_db *db)
@@ -715,6 +743,7 @@ int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
     db->latest_size = db_size_pages;
     db->page_size = page_size;
     db->last_commit_ts_us = ts;
+    pthread_cond_broadcast(&db->latest_cv);
     pthread_mutex_unlock(&db->mu);
     *commit_lsn = end;
     MET_INC(g_met.commits);
@@ -773,6 +802,7 @@ static int apply_record(vfs_db *db, const wal_record *r, uint8_t *img)
     db->latest_lsn = end;
     db->latest_size = r->db_size_pages;
     db->page_size = r->page_size;
+    pthread_cond_broadcast(&db->latest_cv);
     pthread_mutex_unlock(&db->mu);
     return 0;
 }

@@ -8,6 +8,7 @@ SQLITE_EXTENSION_INIT1
 
 #include "vfs_main.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -125,6 +126,13 @@ static const sqlite3_io_methods mem_methods = {
 };
 
 /* ---- the main database file ------------------------------------------------ */
+
+typedef struct wait_lsn_arg {
+    uint64_t lsn;
+    int timeout_ms;
+    int rc;           /* out: SQLITE_OK, SQLITE_BUSY, SQLITE_RANGE */
+    uint64_t have;    /* out: the endpoint's newest LSN */
+} wait_lsn_arg;
 
 typedef struct arbor_file {
     sqlite3_file base;
@@ -525,6 +533,12 @@ static int af_fcntl(sqlite3_file *pf, int op, void *arg)
     case ARBOR_FCNTL_BUSY_WAIT:
         *(int *)arg = busy_wait(f, *(int *)arg);
         return SQLITE_OK;
+    case ARBOR_FCNTL_WAIT_LSN: {
+        wait_lsn_arg *w = arg;
+        int rc = vfs_db_wait_lsn(f->db, w->lsn, w->timeout_ms, &w->have);
+        w->rc = rc == 0 ? SQLITE_OK : rc == -ETIMEDOUT ? SQLITE_BUSY : SQLITE_RANGE;
+        return SQLITE_OK;
+    }
     case SQLITE_FCNTL_VFSNAME:
         *(char **)arg = sqlite3_mprintf("%s", ARBOR_VFS_NAME);
         return SQLITE_OK;
@@ -695,6 +709,17 @@ static int busy_handler(void *arg, int count)
     if (sqlite3_file_control(arg, "main", ARBOR_FCNTL_BUSY_WAIT, &v) != SQLITE_OK)
         return 0;
     return v;
+}
+
+int arbor_vfs_wait_lsn(sqlite3 *db, uint64_t lsn, int timeout_ms, uint64_t *have)
+{
+    wait_lsn_arg w = { .lsn = lsn, .timeout_ms = timeout_ms };
+    int rc = sqlite3_file_control(db, "main", ARBOR_FCNTL_WAIT_LSN, &w);
+    if (rc != SQLITE_OK)
+        return rc;   /* not an arbor database */
+    if (have)
+        *have = w.have;
+    return w.rc;
 }
 
 int arbor_vfs_busy_wait(sqlite3 *db, int timeout_ms)

@@ -56,6 +56,8 @@
 #ifndef ARBOR_VFS_MAIN_H
 #define ARBOR_VFS_MAIN_H
 
+#include <stdint.h>
+
 #define ARBOR_VFS_NAME "arbor"
 
 /* sqlite3_file_control(db, "main", ARBOR_FCNTL_LSN, &lsn) with a uint64_t:
@@ -67,6 +69,8 @@
 /* File controls behind arbor_vfs_busy_wait (int * arguments). */
 #define ARBOR_FCNTL_BUSY_TIMEOUT 0x41520002
 #define ARBOR_FCNTL_BUSY_WAIT 0x41520003
+/* File control behind arbor_vfs_wait_lsn (arbor_wait_lsn_arg *). */
+#define ARBOR_FCNTL_WAIT_LSN 0x41520004
 
 /* Installs a busy handler on db (an arbor database) that, when another
  * connection of this process holds the branch's write lock, sleeps until
@@ -75,6 +79,17 @@
  * SQLITE_OK, or SQLITE_NOTFOUND when db is not on the arbor VFS. */
 struct sqlite3;
 int arbor_vfs_busy_wait(struct sqlite3 *db, int timeout_ms);
+
+/* Read-your-writes across endpoints: waits until the endpoint db reads
+ * from (an arbor database) has a commit at or beyond lsn — e.g. the "lsn"
+ * a write on the primary answered — for at most timeout_ms; a replica is
+ * woken when it applies WAL (no polling). SQLITE_OK: the next transaction
+ * sees it. SQLITE_BUSY: timed out (a replica still behind). SQLITE_RANGE:
+ * never (a static endpoint pinned below lsn, or a primary that did not
+ * commit that far). SQLITE_NOTFOUND: not an arbor database. *have (may be
+ * NULL): the newest LSN the endpoint has. */
+int arbor_vfs_wait_lsn(struct sqlite3 *db, uint64_t lsn, int timeout_ms,
+                       uint64_t *have);
 
 /* Registers the "arbor" VFS (not as the default). Idempotent and
  * thread-safe. SQLITE_OK or an SQLite error code. */

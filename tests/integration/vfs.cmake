@@ -8,7 +8,7 @@ endif()
 if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
   add_executable(test_vfs_helper ${CMAKE_CURRENT_LIST_DIR}/test_vfs_helper.c)
   target_link_libraries(test_vfs_helper PRIVATE arbor_vfs)
-  set(VFS_TESTS test_vfs test_vfs_fault test_vfs_modes test_fresh)
+  set(VFS_TESTS test_vfs test_vfs_fault test_vfs_modes)
   # The shell test loads libarbor.so into /usr/bin/sqlite3, which is not
   # built with ASan: only in normal builds.
   if(NOT ARBOR_SANITIZE)
@@ -45,4 +45,18 @@ if(TARGET arbor-compute)
     ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
     ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
   add_dependencies(test_compute arbor-safekeeper arbor-pageserver arbor-compute)
+  # Freshness: head = every acknowledged commit, lone-commit propagation,
+  # read-your-writes (in-process VFS and compute endpoints).
+  arbor_test(test_fresh
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fresh.c
+                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
+             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_include_directories(test_fresh PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_fresh PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
+  add_dependencies(test_fresh arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
