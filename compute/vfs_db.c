@@ -73,6 +73,7 @@ static struct {
     pthread_once_t once;
     met_counter *hits, *misses, *fetched, *prefetched, *commits, *failed;
     met_histogram *getpage_s, *commit_s;
+    met_gauge *replica_lag_bytes, *replica_lag_s;
 } g_met = { .once = PTHREAD_ONCE_INIT };
 
 static void metrics_init(void)
@@ -88,6 +89,12 @@ static void metrics_init(void)
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.getpage_s);
     met_histogram_new(r, "arbor_compute_commit_seconds", "commit point latency (quorum flush)",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.commit_s);
+    met_gauge_new(r, "arbor_compute_replica_apply_lag_bytes",
+                  "replica: committed WAL its safekeeper holds beyond what it applied, "
+                  "as of the last message", &g_met.replica_lag_bytes);
+    met_gauge_new(r, "arbor_compute_replica_apply_lag_seconds",
+                  "replica: from the commit (its timestamp) of the last applied record "
+                  "to the moment readers saw it", &g_met.replica_lag_s);
 }
 
 /* The met_* calls accept NULL children only by crashing: guard. */
@@ -804,6 +811,12 @@ static int apply_record(vfs_db *db, const wal_record *r, uint8_t *img)
     db->page_size = r->page_size;
     pthread_cond_broadcast(&db->latest_cv);
     pthread_mutex_unlock(&db->mu);
+    if (g_met.replica_lag_s) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double lag = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)r->commit_ts_us / 1e6;
+        met_gauge_set(g_met.replica_lag_s, lag > 0 ? lag : 0);
+    }
     return 0;
 }
 
@@ -876,6 +889,9 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, uint8_t *img)
             rc = -1;
         } else if (apply_chunk(db, c, pos, img) != 0) {
             rc = -1;
+        } else if (g_met.replica_lag_bytes) {
+            lsn_t end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
+            met_gauge_set(g_met.replica_lag_bytes, end > *pos ? (double)(end - *pos) : 0);
         }
         protobuf_c_message_free_unpacked(&c->base, NULL);
     }

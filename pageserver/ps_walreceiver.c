@@ -44,6 +44,7 @@ typedef struct receiver {
     rpc_stream *stream;         /* the open StreamWal call, NULL between */
     lsn_t reported_lsn;      /* disk_consistent_lsn last told to safekeepers */
     met_gauge *lag;          /* arbor_pageserver_ingest_lag_bytes; may be NULL */
+    met_gauge *lag_s;        /* arbor_pageserver_ingest_lag_seconds; may be NULL */
     char lag_labels[2][ID_STR_SIZE];  /* tenant_id, timeline_id of that child */
     struct receiver *next;
 } receiver;
@@ -56,6 +57,7 @@ struct ps_rcv {
     receiver *list;
     met_counter *ingest_bytes, *ingest_records, *switches;
     met_family *ingest_lag;   /* per timeline: servable end - last_record_lsn */
+    met_family *ingest_lag_s; /* per timeline: commit -> ingested, last record */
 };
 
 static int64_t now_ms(void)
@@ -216,6 +218,30 @@ static void set_lag(receiver *rv, lsn_t sk_end)
     met_gauge_set(rv->lag, sk_end > pos ? (double)(sk_end - pos) : 0.0);
 }
 
+/* Ingest lag in time: from the commit (its timestamp) of the chunk's last
+ * record to now, when it has been ingested. */
+static void set_lag_s(receiver *rv, const Arbor__WalChunk *c)
+{
+    size_t off = 0;
+    int64_t ts = 0;
+    uint32_t len;
+    while (rv->lag_s && off < c->records.len &&
+           wal_record_peek_len(c->records.data + off, c->records.len - off, &len) == 0 &&
+           len <= c->records.len - off && len >= WAL_OFF_COMMIT_TS + 8) {
+        const uint8_t *p = c->records.data + off + WAL_OFF_COMMIT_TS;
+        ts = 0;
+        for (int b = 7; b >= 0; b--)
+            ts = (ts << 8) | p[b];
+        off += len;
+    }
+    if (ts > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double lag = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)ts / 1e6;
+        met_gauge_set(rv->lag_s, lag > 0 ? lag : 0);
+    }
+}
+
 typedef enum { NEXT_SK, SAME_SK_LATER, STOP } stream_end;
 
 /* One streaming session with safekeeper i; says what to do next. */
@@ -262,6 +288,8 @@ static stream_end stream_from(receiver *rv, int i)
         if (c->records.len) {
             rc = ingest_chunk(rv, c);
             last_data = now;
+            if (rc == 0)
+                set_lag_s(rv, c);
         }
         lsn_t sk_end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
         protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -353,6 +381,10 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
                        "WAL the safekeeper streaming to us can serve beyond "
                        "last_record_lsn (bytes), as of its last message",
                        lag_labels, NULL, 0, &r->ingest_lag);
+        met_family_new(opt->metrics, MET_GAUGE, "arbor_pageserver_ingest_lag_seconds",
+                       "From the commit (its timestamp) of the last ingested record "
+                       "to its ingest",
+                       lag_labels, NULL, 0, &r->ingest_lag_s);
     }
     *out = r;
     return 0;
@@ -383,6 +415,8 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
         const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
         if (met_gauge_get(r->ingest_lag, labels, &rv->lag) != 0)
             rv->lag = NULL;
+        if (r->ingest_lag_s && met_gauge_get(r->ingest_lag_s, labels, &rv->lag_s) != 0)
+            rv->lag_s = NULL;
     }
     int rc = pthread_create(&rv->thread, NULL, receiver_main, rv);
     if (rc != 0) {
@@ -415,6 +449,8 @@ static void receivers_stop(receiver *list)
         if (list->lag) {
             const char *labels[] = { list->lag_labels[0], list->lag_labels[1] };
             met_family_remove(list->owner->ingest_lag, labels);
+            if (list->owner->ingest_lag_s)
+                met_family_remove(list->owner->ingest_lag_s, labels);
         }
         ps_timeline_release(list->tl);
         pthread_mutex_destroy(&list->stream_mu);

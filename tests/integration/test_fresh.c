@@ -337,6 +337,24 @@ static void py(const char *script)
 
 static char g_last_lsn[LSN_STRLEN], g_first_lsn[LSN_STRLEN];
 
+/* The value of the first series of metric name on a daemon's /metrics. */
+static double metric(int http_port, const char *name)
+{
+    char *body = NULL;
+    assert_int_equal(h_http(http_port, "GET", "/metrics", NULL, &body), 200);
+    size_t n = strlen(name);
+    for (char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '{')) {
+            char *v = strchr(l, ' ');
+            double d = strtod(v, NULL);
+            free(body);
+            return d;
+        }
+    }
+    fail_msg("no %s on port %d", name, http_port);
+    return -1;
+}
+
 static void test_ryw(void **state)
 {
     (void)state;
@@ -360,6 +378,14 @@ static void test_ryw(void **state)
                      g_last_lsn, (long long)first_int(r), jstr(r, "lsn"));
         json_decref(r);
     }
+    /* the lags are on /metrics, in milliseconds' range */
+    double rep_lag = metric(g_rep.p.http_port, "arbor_compute_replica_apply_lag_seconds");
+    double rep_bytes = metric(g_rep.p.http_port, "arbor_compute_replica_apply_lag_bytes");
+    double ps_lag = metric(vc_ps.http_port, "arbor_pageserver_ingest_lag_seconds");
+    print_message("replica apply lag %.1f ms (%.0f bytes), pageserver ingest lag %.1f ms\n",
+                  rep_lag * 1000, rep_bytes, ps_lag * 1000);
+    assert_true(rep_lag >= 0 && rep_lag < 1.0 && rep_bytes >= 0);
+    assert_true(ps_lag >= 0 && ps_lag < 1.0);
     assert_int_equal(http_sql(&g_rep, "zz", "SELECT 1", &r), 400);
     assert_string_equal(jstr(json_object_get(r, "error"), "code"), "22023");
     json_decref(r);
