@@ -193,6 +193,7 @@ static void settings_init(sess *s, const char *appname)
         {"extra_float_digits", "1", false},
         {"lc_messages", "C", false},
         {"statement_timeout", "0", false},
+        {"arbor.min_lsn", "", false},   /* read-your-writes; RESET clears it */
     };
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
         const char *v = defaults[i].value;

@@ -80,8 +80,9 @@ static void tl_ref(const ps_timeline *tl, Arbor__TimelineRef *ref)
     ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)ps_timeline_id(tl)->b };
 }
 
-/* TimelineStatus of safekeeper i for tl: 0 and its commit and flush LSNs,
- * -1 if it does not answer or does not know the timeline. */
+/* TimelineStatus of safekeeper i for tl: 0 and its commit and flush LSNs
+ * (both 0 when it does not know the timeline yet: nothing was written to
+ * it), -1 if it does not answer or answers another error. */
 static int sk_status(ps_rcv *r, int i, const ps_timeline *tl, lsn_t *commit,
                      lsn_t *flush)
 {
@@ -94,9 +95,14 @@ static int sk_status(ps_rcv *r, int i, const ps_timeline *tl, lsn_t *commit,
                   &arbor__timeline_status_response__descriptor,
                   (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0)
         return -1;
-    int rc = resp->error ? -1 : 0;
+    int rc = 0;
     *commit = resp->commit_lsn;
     *flush = resp->flush_lsn;
+    if (resp->error && resp->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE) {
+        *commit = *flush = 0;
+    } else if (resp->error) {
+        rc = -1;
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
 }
