@@ -601,10 +601,10 @@ static bool stream_ok(const struct wp_proposer *wp, const wp_sk *sk,
            (wp->state == WP_STATE_RECOVERING || wp->state == WP_STATE_READY);
 }
 
-/* Receiver thread: one per open Append stream. Acks are cumulative, so each
- * one simply raises the safekeeper's flush_lsn. */
 static void wake_commit_senders(struct wp_proposer *wp);
 
+/* Receiver thread: one per open Append stream. Acks are cumulative, so each
+ * one simply raises the safekeeper's flush_lsn. */
 static void *rx_main(void *arg)
 {
     wp_sk *sk = arg;
