@@ -369,7 +369,9 @@ typedef struct scrape {
     totals *tot;
     const char *kind;
     json_t *lag_by_timeline;   /* pageserver: timeline_id -> ingest lag */
+    json_t *lag_ms_by_timeline; /* pageserver: timeline_id -> ingest lag in ms */
     double queries, rows_read, rows_written, cpu_ms, pages_fetched, hits, misses;
+    double replica_lag_bytes, replica_lag_s;   /* compute; NAN when absent */
 } scrape;
 
 static void metrics_cb(const char *name, const char *labels, double v, void *arg)
@@ -398,6 +400,15 @@ static void metrics_cb(const char *name, const char *labels, double v, void *arg
         json_object_set_new(s->lag_by_timeline,
                             label_value(labels, "timeline_id", buf, sizeof(buf)),
                             json_integer((json_int_t)v));
+    } else if (strcmp(name, "arbor_pageserver_ingest_lag_seconds") == 0 &&
+               s->lag_ms_by_timeline) {
+        json_object_set_new(s->lag_ms_by_timeline,
+                            label_value(labels, "timeline_id", buf, sizeof(buf)),
+                            json_real(v * 1000));
+    } else if (strcmp(name, "arbor_compute_replica_apply_lag_bytes") == 0) {
+        s->replica_lag_bytes = v;
+    } else if (strcmp(name, "arbor_compute_replica_apply_lag_seconds") == 0) {
+        s->replica_lag_s = v;
     } else if (strcmp(name, "arbor_compute_queries_total") == 0) {
         s->queries += v;
     } else if (strcmp(name, "arbor_compute_rows_read_total") == 0) {
@@ -529,6 +540,13 @@ static json_t *add_compute(json_t *o, json_t *entry, json_t *st, const scrape *s
         json_object_set(o, "lsn", json_object_get(st, "lsn"));
         json_object_set(o, "sessions", json_object_get(st, "sessions"));
         json_object_set(o, "pg_port", json_object_get(st, "pg_port"));
+        const char *role = json_string_value(json_object_get(st, "role"));
+        if (role && !strcmp(role, "replica") && !isnan(s->replica_lag_s)) {
+            json_object_set_new(o, "replica_lag_bytes",
+                                json_integer((json_int_t)s->replica_lag_bytes));
+            json_object_set_new(o, "replica_lag_ms",
+                                json_real(s->replica_lag_s * 1000));
+        }
     }
     json_t *u = json_pack("{s:s,s:s,s:O?}", "branch", branch ? branch : "?", "endpoint",
                           ep ? ep : "?", "state", json_object_get(o, "state"));
@@ -543,7 +561,7 @@ static json_t *add_compute(json_t *o, json_t *entry, json_t *st, const scrape *s
 
 /* Appends t and its descendants (DFS, children by name) to out. */
 static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, json_t *out,
-                       json_t *lags, json_t *comps)
+                       json_t *lags, json_t *lags_ms, json_t *comps)
 {
     const char *id = json_string_value(json_object_get(t, "timeline_id")) ?: "";
     const char *name = json_string_value(json_object_get(t, "branch")) ?: id;
@@ -556,9 +574,9 @@ static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, js
                                                  json_object_get(c, "endpoint"),
                                                  "state", json_object_get(c, "state")));
     }
-    json_t *lag = json_object_get(lags, id);
+    json_t *lag = json_object_get(lags, id), *lag_ms = json_object_get(lags_ms, id);
     json_array_append_new(out, json_pack(
-        "{s:s,s:s,s:s?,s:i,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:o,s:o}", "branch", name,
+        "{s:s,s:s,s:s?,s:i,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:o,s:o,s:o}", "branch", name,
         "timeline_id", id, "parent", parent, "depth", depth,
         "ancestor_lsn", json_object_get(t, "ancestor_lsn"),
         "last_record_lsn", json_object_get(t, "last_record_lsn"),
@@ -567,7 +585,8 @@ static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, js
         "physical_size_bytes", json_object_get(t, "physical_size_bytes"),
         "branch_only_size_bytes", json_object_get(t, "branch_only_size_bytes"),
         "last_commit_timestamp_us", json_object_get(t, "last_commit_timestamp_us"),
-        "ingest_lag_bytes", lag ? json_incref(lag) : json_null(), "endpoints", eps));
+        "ingest_lag_bytes", lag ? json_incref(lag) : json_null(),
+        "ingest_lag_ms", lag_ms ? json_incref(lag_ms) : json_null(), "endpoints", eps));
     /* children, by name */
     for (;;) {
         json_t *next = NULL, *k;
@@ -584,12 +603,12 @@ static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, js
         if (!next || depth > 64)
             break;
         json_object_set_new(next, "_seen", json_true());
-        tree_visit(tls, next, name, depth + 1, out, lags, comps);
+        tree_visit(tls, next, name, depth + 1, out, lags, lags_ms, comps);
     }
 }
 
 /* The branch tree in tree order from the pageserver's timelines. */
-static json_t *branch_tree(json_t *ps_status, json_t *lags, json_t *comps)
+static json_t *branch_tree(json_t *ps_status, json_t *lags, json_t *lags_ms, json_t *comps)
 {
     json_t *tls = json_deep_copy(json_object_get(ps_status, "timelines"));
     json_t *out = json_array(), *t, *k;
@@ -607,7 +626,7 @@ static json_t *branch_tree(json_t *ps_status, json_t *lags, json_t *comps)
             }
             if (round == 1 || !known) {
                 json_object_set_new(t, "_seen", json_true());
-                tree_visit(tls, t, NULL, 0, out, lags, comps);
+                tree_visit(tls, t, NULL, 0, out, lags, lags_ms, comps);
             }
         }
     }
@@ -649,7 +668,7 @@ static json_t *collect(dash *g, totals *tot)
     snprintf(path, sizeof(path), "%s/cluster.json", g->dir);
     json_t *doc = json_pack("{s:s,s:I}", "dir", g->dir, "sampled_at_ms", (json_int_t)tot->t_ms);
     json_t *comps = json_array(), *usage = json_array(), *entries = json_array();
-    json_t *lags = json_object(), *ps_status = NULL;
+    json_t *lags = json_object(), *lags_ms = json_object(), *ps_status = NULL;
     json_t *state = json_load_file(path, 0, NULL);
     if (!state)
         json_object_set_new(doc, "error", json_sprintf("no cluster state in %s "
@@ -668,7 +687,9 @@ static json_t *collect(dash *g, totals *tot)
         json_t *o = probe(e, &st, &m);
         const char *kind = json_string_value(json_object_get(o, "kind"));
         bool is_ps = kind_is(kind, st, "pageserver");
-        scrape s = { .tot = tot, .kind = kind, .lag_by_timeline = is_ps ? lags : NULL };
+        scrape s = { .tot = tot, .kind = kind, .lag_by_timeline = is_ps ? lags : NULL,
+                     .lag_ms_by_timeline = is_ps ? lags_ms : NULL,
+                     .replica_lag_bytes = NAN, .replica_lag_s = NAN };
         if (m)
             prom_each(m, metrics_cb, &s);
         if (kind_is(kind, st, "safekeeper")) {
@@ -698,21 +719,23 @@ static json_t *collect(dash *g, totals *tot)
         size_t k;
         json_array_foreach(json_object_get(ps_status, "timelines"), k, t) {
             const char *id = json_string_value(json_object_get(t, "timeline_id")) ?: "";
-            json_t *lag = json_object_get(lags, id);
-            json_array_append_new(tls, json_pack("{s:s,s:O?,s:O?,s:O?,s:o}", "timeline_id", id,
+            json_t *lag = json_object_get(lags, id), *lag_ms = json_object_get(lags_ms, id);
+            json_array_append_new(tls, json_pack("{s:s,s:O?,s:O?,s:O?,s:o,s:o}", "timeline_id", id,
                                                  "branch", json_object_get(t, "branch"),
                                                  "last_record_lsn",
                                                  json_object_get(t, "last_record_lsn"),
                                                  "wal_source", json_object_get(t, "wal_source"),
                                                  "ingest_lag_bytes",
-                                                 lag ? json_incref(lag) : json_null()));
+                                                 lag ? json_incref(lag) : json_null(),
+                                                 "ingest_lag_ms",
+                                                 lag_ms ? json_incref(lag_ms) : json_null()));
         }
         json_object_set_new(e, "timelines", tls);
         break;
     }
     if (ps_status) {
         json_decref(g->last_branches);
-        g->last_branches = branch_tree(ps_status, lags, comps);
+        g->last_branches = branch_tree(ps_status, lags, lags_ms, comps);
     }
     json_object_set_new(doc, "components", comps);
     json_object_set_new(doc, "branches",
@@ -720,6 +743,7 @@ static json_t *collect(dash *g, totals *tot)
     json_object_set_new(doc, "branches_stale", json_boolean(!ps_status && g->last_branches));
     json_object_set_new(doc, "usage", usage);
     json_decref(lags);
+    json_decref(lags_ms);
     json_decref(ps_status);
     json_decref(entries);
     json_decref(state);

@@ -23,12 +23,16 @@
  *                   "term", "flush_lsn", "commit_lsn", "lag_bytes" } ]
  *                   (lag = best flush LSN of the up safekeepers - its own)
  *       pageserver: "timelines": [ { "timeline_id", "branch",
- *                   "last_record_lsn", "ingest_lag_bytes" } ]
- *       compute:    "branch", "endpoint", "role", "lsn", "sessions"
+ *                   "last_record_lsn", "ingest_lag_bytes", "ingest_lag_ms" } ]
+ *                   (ingest_lag_ms: commit -> ingest of the last record)
+ *       compute:    "branch", "endpoint", "role", "lsn", "sessions"; a
+ *                   replica also "replica_lag_bytes", "replica_lag_ms"
+ *                   (WAL committed beyond what it applied; commit ->
+ *                   visible of the last applied record)
  *     "branches": [ { "branch", "timeline_id", "parent", "depth",
  *                     "ancestor_lsn", "last_record_lsn", "disk_consistent_lsn",
  *                     "logical_size_bytes", "physical_size_bytes",
- *                     "branch_only_size_bytes", "ingest_lag_bytes",
+ *                     "branch_only_size_bytes", "ingest_lag_bytes", "ingest_lag_ms",
  *                     "endpoints": [names] } ]        tree order (parents first)
  *     "branches_stale": true when the pageserver is down (last known tree),
  *     "usage": [ { "branch", "endpoint", "state", "queries", "rows_read",

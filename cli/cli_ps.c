@@ -180,10 +180,12 @@ int cli_ps_ping(cli_ps *ps, int timeout_ms)
     return list_tenants(ps, timeout_ms, true, &found);
 }
 
-static int get_info(cli_ps *ps, const char *name, const arbor_id *id, cli_tl *out)
+static int get_info(cli_ps *ps, const char *name, const arbor_id *id, bool sync_head,
+                    cli_tl *out)
 {
     Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
     req.tenant_id = id_bytes(&ps->tenant);
+    req.sync_head = sync_head;
     if (name) {
         req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
         req.branch_name = (char *)name;
@@ -212,12 +214,12 @@ static int get_info(cli_ps *ps, const char *name, const arbor_id *id, cli_tl *ou
 
 int cli_ps_branch(cli_ps *ps, const char *name, cli_tl *out)
 {
-    return get_info(ps, name, NULL, out);
+    return get_info(ps, name, NULL, false, out);
 }
 
 int cli_ps_branch_need(cli_ps *ps, const char *name, cli_tl *out)
 {
-    int rc = get_info(ps, name, NULL, out);
+    int rc = get_info(ps, name, NULL, true, out);
     if (rc == CLI_ENOTFOUND) {
         cli_err("unknown branch '%s' (arbor branch list shows them)", name);
         return CLI_EFAIL;
@@ -227,7 +229,7 @@ int cli_ps_branch_need(cli_ps *ps, const char *name, cli_tl *out)
 
 int cli_ps_timeline(cli_ps *ps, const arbor_id *id, cli_tl *out)
 {
-    int rc = get_info(ps, NULL, id, out);
+    int rc = get_info(ps, NULL, id, true, out);
     if (rc == CLI_ENOTFOUND) {
         char hex[ID_STR_SIZE];
         cli_err("unknown timeline %s", id_format(id, hex));

@@ -64,9 +64,13 @@ int cli_ps_tenant_exists(cli_ps *ps);
 /* Short health call (ListTenants) with timeout_ms: 0 or CLI_EFAIL, silent. */
 int cli_ps_ping(cli_ps *ps, int timeout_ms);
 
-/* By branch name: 0, CLI_ENOTFOUND (silent), CLI_EFAIL. */
+/* By branch name: 0, CLI_ENOTFOUND (silent), CLI_EFAIL. last_record_lsn
+ * is what the pageserver ingested so far (cheap: for status and listings). */
 int cli_ps_branch(cli_ps *ps, const char *name, cli_tl *out);
-/* The same, but an unknown name is an error printed as such. */
+/* The same, but an unknown name is an error printed as such, and the head
+ * is the true one: the pageserver first waits (bounded) until it ingested
+ * every commit the safekeepers acknowledged, so last_record_lsn includes
+ * every commit acknowledged before the call (cli_ps_timeline too). */
 int cli_ps_branch_need(cli_ps *ps, const char *name, cli_tl *out);
 int cli_ps_timeline(cli_ps *ps, const arbor_id *id, cli_tl *out);
 int cli_ps_list(cli_ps *ps, cli_tl **out, size_t *n_out);

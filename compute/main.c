@@ -98,6 +98,7 @@ typedef struct compute_config {
     char *log_file;
     char *endpoint;
     bool pool;
+    uint64_t min_lsn_wait_ms;
 } compute_config;
 
 static const cfg_option compute_options[] = {
@@ -145,6 +146,8 @@ static const cfg_option compute_options[] = {
                    "(default <branch>-<role>)"),
     CFG_BOOL_OPT("pool", compute_config, pool, "false",
                  "start unbound and wait for POST /v1/bind (arbor-control's pool)"),
+    CFG_DURATION_OPT("min-lsn-wait", compute_config, min_lsn_wait_ms, "5s",
+                     "longest wait of a read for arbor.min_lsn / Arbor-Min-Lsn"),
     CFG_END
 };
 
@@ -450,6 +453,36 @@ static int conn_lsn(void *arg, sqlite3 *db, char *out, size_t cap)
     return 0;
 }
 
+/* Read-your-writes: waits until db's endpoint has lsn (arbor.min_lsn,
+ * Arbor-Min-Lsn), at most --min-lsn-wait. */
+static int conn_wait_lsn(void *arg, sqlite3 *db, const char *text, char state[6],
+                         char *msg, size_t cap)
+{
+    lsn_t lsn, have = 0;
+    if (lsn_parse(text, &lsn) != 0) {
+        snprintf(state, 6, "22023");
+        snprintf(msg, cap, "invalid LSN \"%.64s\"", text);
+        return -1;
+    }
+    int ms = (int)g_c.conf.min_lsn_wait_ms;
+    int rc = arbor_vfs_wait_lsn(db, lsn, ms, &have);
+    if (rc == SQLITE_OK || rc == SQLITE_NOTFOUND)
+        return 0;
+    char a[LSN_STRLEN], b[LSN_STRLEN];
+    if (rc == SQLITE_BUSY) {
+        snprintf(state, 6, "57014");
+        snprintf(msg, cap, "this %s endpoint has not reached LSN %s within %d ms "
+                 "(it has %s): try again", g_c.conf.role, lsn_format(lsn, a), ms,
+                 lsn_format(have, b));
+    } else {
+        snprintf(state, 6, "55000");
+        snprintf(msg, cap, "this %s endpoint is at LSN %s and will never reach %s%s",
+                 g_c.conf.role, lsn_format(have, b), lsn_format(lsn, a),
+                 strcmp(g_c.conf.role, "static") == 0 ? " (pinned)" : "");
+    }
+    return -1;
+}
+
 /* ---- status --------------------------------------------------------------- */
 
 static json_t *h_status(const http_request *req, int *status, void *arg)
@@ -650,7 +683,8 @@ static int start_servers(int *pg_port)
     pgw_options po = { .max_sessions = g_c.conf.max_sessions,
                        .user = g_c.conf.user, .password = g_c.conf.password,
                        .open_db = pg_open, .close_db = any_close,
-                       .metrics = g_c.metrics };
+                       .metrics = g_c.metrics, .db_lsn = conn_lsn,
+                       .wait_lsn = conn_wait_lsn };
     char host[256];
     int rc = parse_auth(&po.auth);
     if (rc == 0 && split_listen(g_c.conf.listen, host, sizeof(host), &po.port) != 0) {
@@ -668,7 +702,8 @@ static int start_servers(int *pg_port)
                             .status = h_status };
     rc = dmn_http_start(&ho, &g_c.http);
     sqh_options so = { .open_db = http_open, .close_db = any_close,
-                       .db_lsn = conn_lsn, .metrics = g_c.metrics };
+                       .db_lsn = conn_lsn, .wait_lsn = conn_wait_lsn,
+                       .metrics = g_c.metrics };
     if (rc == 0)
         rc = sqh_create(&so, &g_c.sqh);
     if (rc == 0)

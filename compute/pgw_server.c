@@ -343,6 +343,8 @@ int pgw_server_start(const pgw_options *opts, pgw_server **out)
     srv->sh.auth.password = srv->password;
     srv->sh.open_db = opts->open_db;
     srv->sh.close_db = opts->close_db;
+    srv->sh.db_lsn = opts->db_lsn;
+    srv->sh.wait_lsn = opts->wait_lsn;
     srv->sh.arg = opts->arg;
     srv->sh.server_version = srv->server_version;
     atomic_init(&srv->sh.stopping, false);

@@ -59,6 +59,13 @@ typedef int (*pgw_open_db_fn)(void *arg, const pgw_session_info *who, sqlite3 **
                               char *err, size_t errlen);
 /* Takes back a connection from open_db (all statements are finalized). */
 typedef void (*pgw_close_db_fn)(void *arg, sqlite3 *db);
+/* Read-your-writes (optional, both). db_lsn: the LSN db reads at as text
+ * (after a commit: its commit LSN); 0 or -1. wait_lsn: waits, bounded,
+ * until db's endpoint has lsn (text, already checked to parse); 0, or -1
+ * with an SQLSTATE (5 chars) in state and a message in msg. */
+typedef int (*pgw_db_lsn_fn)(void *arg, sqlite3 *db, char *out, size_t cap);
+typedef int (*pgw_wait_lsn_fn)(void *arg, sqlite3 *db, const char *lsn, char state[6],
+                               char *msg, size_t cap);
 
 typedef struct pgw_options {
     const char *bind_address;   /* NULL: "127.0.0.1" */
@@ -74,6 +81,10 @@ typedef struct pgw_options {
      * arbor_compute_pg_queries_total, arbor_compute_pg_errors_total, arbor_compute_pg_rows_total. */
     met_registry *metrics;
     const char *server_version; /* NULL: "15.0 (Arbor)" */
+    /* Optional: arbor.lsn (ParameterStatus after each commit, SHOW) and
+     * SET arbor.min_lsn (every statement first waits for that LSN). */
+    pgw_db_lsn_fn db_lsn;
+    pgw_wait_lsn_fn wait_lsn;
 } pgw_options;
 
 typedef struct pgw_server pgw_server;

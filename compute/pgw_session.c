@@ -34,6 +34,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "lsn.h"
 #include "pgw_proto.h"
 #include "pgw_sql.h"
 
@@ -100,6 +101,7 @@ typedef struct sess {
     bool txn_failed;
     bool ignore_till_sync;
     bool fatal;         /* end the session after this message */
+    bool wrote;         /* a write ran since arbor.lsn was last reported */
     pstmt *stmts;
     portal *portals;
     sqlite3_stmt *schema_chk; /* schema_sync's statement */
@@ -209,6 +211,7 @@ static void settings_init(sess *s, const char *appname)
         {"extra_float_digits", "1", false},
         {"lc_messages", "C", false},
         {"statement_timeout", "0", false},
+        {"arbor.min_lsn", "", false},   /* read-your-writes; RESET clears it */
     };
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
         const char *v = defaults[i].value;
@@ -237,7 +240,7 @@ static bool read_only_setting(const char *name)
 {
     static const char *const ro[] = {"server_version", "server_version_num", "server_encoding",
                                      "integer_datetimes", "max_identifier_length",
-                                     "is_superuser", NULL};
+                                     "is_superuser", "arbor.lsn", NULL};
     for (int i = 0; ro[i]; i++) {
         if (strcasecmp(name, ro[i]) == 0) {
             return true;
@@ -258,6 +261,13 @@ static int setting_set(sess *s, const char *name, const char *value, perr *e)
         !(strcasecmp(value, "UTF8") == 0 || strcasecmp(value, "UTF-8") == 0 ||
           strcasecmp(value, "UNICODE") == 0)) {
         set_err(e, "0A000", "client_encoding \"%s\" is not supported (only UTF8)", value);
+        return -EINVAL;
+    }
+    lsn_t min_lsn;
+    if (strcasecmp(name, "arbor.min_lsn") == 0 && value && *value &&
+        lsn_parse(value, &min_lsn) != 0) {
+        set_err(e, "22023", "invalid value for parameter \"arbor.min_lsn\": \"%s\" "
+                "(expected an LSN such as 0/16B3748)", value);
         return -EINVAL;
     }
     if (!t) {
@@ -281,6 +291,47 @@ static int setting_set(sess *s, const char *name, const char *value, perr *e)
         pgw_send_param_status(&s->c, t->name, t->value);
     }
     az_free(old);
+    return 0;
+}
+
+/* ---- read-your-writes (arbor.lsn, arbor.min_lsn) ---------------------- */
+
+/* After a write committed (nothing open): arbor.lsn = the commit LSN, sent
+ * as ParameterStatus so that a client can hand it to a replica or a
+ * static endpoint as arbor.min_lsn. Called before ReadyForQuery. */
+static void report_commit_lsn(sess *s)
+{
+    char lsn[32];
+    if (!s->wrote || !s->sh->db_lsn || !sqlite3_get_autocommit(s->db)) {
+        return;
+    }
+    s->wrote = false;
+    if (s->sh->db_lsn(s->sh->arg, s->db, lsn, sizeof(lsn)) != 0) {
+        return;
+    }
+    setting *t = setting_find(s, "arbor.lsn");
+    if (!t) {
+        setting_add(s, "arbor.lsn", "", true);
+        t = setting_find(s, "arbor.lsn");
+    }
+    if (t && strcmp(t->value, lsn) != 0) {
+        az_free(t->value);
+        t->value = az_strdup(lsn);
+        pgw_send_param_status(&s->c, t->name, t->value);
+    }
+}
+
+/* SET arbor.min_lsn: before a statement reads, the endpoint must have that
+ * LSN (a replica waits for it, bounded). 0, or -EINVAL with e set. */
+static int wait_min_lsn(sess *s, perr *e)
+{
+    setting *t = setting_find(s, "arbor.min_lsn");
+    if (!t || !*t->value || !s->sh->wait_lsn) {
+        return 0;
+    }
+    if (s->sh->wait_lsn(s->sh->arg, s->db, t->value, e->state, e->msg, sizeof(e->msg)) != 0) {
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -309,6 +360,12 @@ static void fn_current_setting(sqlite3_context *ctx, int argc, sqlite3_value **a
 {
     sess *s = sqlite3_user_data(ctx);
     const char *name = (const char *)sqlite3_value_text(argv[0]);
+    char lsn[32];
+    if (name && strcasecmp(name, "arbor.lsn") == 0 && s->sh->db_lsn &&
+        s->sh->db_lsn(s->sh->arg, s->db, lsn, sizeof(lsn)) == 0) {
+        sqlite3_result_text(ctx, lsn, -1, SQLITE_TRANSIENT); /* live */
+        return;
+    }
     setting *t = name ? setting_find(s, name) : NULL;
     if (!t) {
         if (argc > 1 && sqlite3_value_int(argv[1])) {
@@ -882,6 +939,7 @@ static int run_shim(sess *s, portal *cur, const pgw_sql_stmt *c, char *tag, size
         }
         return exec_simple_sql(s, c->exec_sql, e);
     case PGW_KIND_COMMIT:
+        s->wrote = true;
         return run_commit(s, tag, taglen, e);
     case PGW_KIND_ROLLBACK:
         s->txn_failed = false;
@@ -969,8 +1027,11 @@ static int portal_run(sess *s, portal *p, long max_rows, bool describe, perr *e)
         pgw_send_complete(&s->c, tag);
         return 0;
     }
-    if (!p->started && portal_step(s, p, e) != 0) {
+    if (!p->started && (wait_min_lsn(s, e) != 0 || portal_step(s, p, e) != 0)) {
         return -EINVAL;
+    }
+    if (!sqlite3_stmt_readonly(p->st)) {
+        s->wrote = true;
     }
     if (describe && p->ncols > 0) {
         portal_fix_types(p);
@@ -1087,6 +1148,7 @@ static void handle_query(sess *s, const char *sql, size_t len)
         report_error(s, &e);
     }
     az_free(text);
+    report_commit_lsn(s);
     pgw_send_ready(&s->c, ready_status(s));
 }
 
@@ -1402,6 +1464,7 @@ static void handle_sync(sess *s)
     if (sqlite3_get_autocommit(s->db)) {
         portals_close_all(s, NULL); /* end of the implicit transaction */
     }
+    report_commit_lsn(s);
     pgw_send_ready(&s->c, ready_status(s));
 }
 

@@ -28,6 +28,8 @@ typedef struct pgw_shared {
     pgw_close_db_fn close_db;
     void *arg;
     const char *server_version;
+    pgw_db_lsn_fn db_lsn;       /* may be NULL */
+    pgw_wait_lsn_fn wait_lsn;   /* may be NULL */
     atomic_bool stopping;
     met_gauge *m_sessions;
     met_counter *m_sessions_total;

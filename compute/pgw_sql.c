@@ -276,6 +276,20 @@ static int classify_show(const char *s, const char *const *all_names, pgw_sql_st
             memcpy(t.text, t.start, n);
             t.text[n] = 0;
         }
+        /* dotted names (SHOW arbor.lsn), as SET takes them */
+        tok dot;
+        const char *q = s;
+        while ((q = next_tok(q, &dot)), dot.type == TOK_PUNCT && dot.text[0] == '.') {
+            q = next_tok(q, &dot);
+            size_t len = strlen(t.text);
+            if (dot.type != TOK_WORD || len + 1 + dot.len >= sizeof(t.text)) {
+                break;
+            }
+            t.text[len] = '.';
+            memcpy(t.text + len + 1, dot.start, dot.len); /* user's spelling */
+            t.text[len + 1 + dot.len] = 0;
+            s = q;
+        }
     }
     if (!valid_param_name(t.text)) {
         snprintf(err, errlen, "invalid parameter name \"%s\"", t.text);

@@ -14,6 +14,7 @@
 #include "alloc.h"
 #include "log.h"
 #include "vfs_main.h"
+#include "lsn.h"
 
 #define SQH_DEFAULT_MAX_ROWS 100000
 
@@ -310,6 +311,32 @@ static int respond_error(sqh_service *s, http_response *resp, const sqh_err *e)
 
 typedef json_t *(*sqh_work)(sqh_service *s, sqlite3 *db, json_t *req, sqh_err *e);
 
+/* The Arbor-Min-Lsn header: waits until db's endpoint has that LSN. 0, or
+ * -1 with e set. */
+static int min_lsn_wait(sqh_service *s, const http_request *req, sqlite3 *db, sqh_err *e)
+{
+    const char *min = http_request_header(req, "Arbor-Min-Lsn");
+    lsn_t lsn;
+    if (!min || !*min) {
+        return 0;
+    }
+    if (lsn_parse(min, &lsn) != 0 || !s->opt.wait_lsn) {
+        e->status = 400;
+        snprintf(e->code, sizeof(e->code), "22023");
+        snprintf(e->msg, sizeof(e->msg), "%s Arbor-Min-Lsn: \"%.64s\"%s",
+                 s->opt.wait_lsn ? "invalid" : "unsupported", min,
+                 s->opt.wait_lsn ? " (expected an LSN such as 0/16B3748)" : "");
+        return -1;
+    }
+    char state[6] = "";
+    if (s->opt.wait_lsn(s->opt.arg, db, min, state, e->msg, sizeof(e->msg)) != 0) {
+        e->status = strcmp(state, "57014") == 0 ? 503 : 409;
+        snprintf(e->code, sizeof(e->code), "%s", state);
+        return -1;
+    }
+    return 0;
+}
+
 /* Parses the body, opens a connection, runs work, answers. */
 static int serve(sqh_service *s, const http_request *req, http_response *resp,
                  sqh_work work)
@@ -330,6 +357,11 @@ static int serve(sqh_service *s, const http_request *req, http_response *resp,
         e.status = 503;
         snprintf(e.code, sizeof(e.code), "08006");
         snprintf(e.msg, sizeof(e.msg), "cannot open the database: %s", oerr);
+        json_decref(body);
+        return respond_error(s, resp, &e);
+    }
+    if (min_lsn_wait(s, req, db, &e) != 0) {
+        s->opt.close_db(s->opt.arg, db);
         json_decref(body);
         return respond_error(s, resp, &e);
     }

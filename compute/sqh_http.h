@@ -7,6 +7,11 @@
  *                    -> {"columns": ["id", "name"], "rows": [[1, "a"]],
  *                        "command": "SELECT", "row_count": 1,
  *                        "rows_affected": 0, "lsn": "0/1A2B3C"}
+ *                    "lsn": the LSN the statement read at; after a write,
+ *                    its commit LSN. Sent to a replica or a static endpoint
+ *                    as the request header "Arbor-Min-Lsn: 0/1A2B3C", it
+ *                    makes the request wait (bounded) until that endpoint
+ *                    has the commit: read-your-writes across endpoints.
  *   POST /v1/batch   {"statements": [{"query": ..., "params": [...]}, ...]}
  *                    -> {"results": [<as above>, ...]}; all statements run
  *                       in one transaction: all commit or none does.
@@ -41,6 +46,12 @@ typedef struct sqh_options {
     /* The LSN a connection reads at after the statement ran (commit LSN
      * after a write), reported as "lsn"; NULL: not reported. */
     int (*db_lsn)(void *arg, sqlite3 *db, char *out, size_t cap);
+    /* Read-your-writes: a request with the header "Arbor-Min-Lsn: X/Y" runs
+     * only once db's endpoint has that LSN: wait_lsn waits, bounded; 0, or
+     * -1 with an SQLSTATE and a message (answered 503 when state is 57014,
+     * a timeout: retry; else 409). NULL: the header is refused (400). */
+    int (*wait_lsn)(void *arg, sqlite3 *db, const char *lsn, char state[6], char *msg,
+                    size_t cap);
     size_t max_rows;          /* rows per result before a 400; 0 = 100000 */
     met_registry *metrics;    /* may be NULL */
 } sqh_options;

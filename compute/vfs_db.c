@@ -52,6 +52,7 @@ struct vfs_db {
     int n_shared;
     const void *writer;          /* RESERVED holder, or NULL */
     pthread_cond_t writer_cv;    /* broadcast when the writer lets go */
+    pthread_cond_t latest_cv;    /* broadcast when latest_lsn moves */
     bool fenced;
     int64_t last_commit_ts_us;
 
@@ -74,6 +75,7 @@ static struct {
     pthread_once_t once;
     met_counter *hits, *misses, *fetched, *prefetched, *commits, *failed, *wal_bytes;
     met_histogram *getpage_s, *commit_s;
+    met_gauge *replica_lag_bytes, *replica_lag_s;
 } g_met = { .once = PTHREAD_ONCE_INIT };
 
 static void metrics_init(void)
@@ -90,6 +92,12 @@ static void metrics_init(void)
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.getpage_s);
     met_histogram_new(r, "arbor_compute_commit_seconds", "commit point latency (quorum flush)",
                       met_latency_buckets_seconds, MET_LATENCY_BUCKETS_COUNT, &g_met.commit_s);
+    met_gauge_new(r, "arbor_compute_replica_apply_lag_bytes",
+                  "replica: committed WAL its safekeeper holds beyond what it applied, "
+                  "as of the last message", &g_met.replica_lag_bytes);
+    met_gauge_new(r, "arbor_compute_replica_apply_lag_seconds",
+                  "replica: from the commit (its timestamp) of the last applied record "
+                  "to the moment readers saw it", &g_met.replica_lag_s);
 }
 
 uint64_t arbor_vfs_wal_bytes_total(void)
@@ -362,6 +370,7 @@ static void db_free(vfs_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->stop_cv);
     pthread_cond_destroy(&db->writer_cv);
+    pthread_cond_destroy(&db->latest_cv);
     az_free(db);
 }
 
@@ -380,6 +389,7 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->stop_cv, NULL);
     pthread_cond_init(&db->writer_cv, NULL);
+    pthread_cond_init(&db->latest_cv, NULL);
     for (int i = 0; i < PAGE_STREAMS; i++)
         pthread_mutex_init(&db->streams[i].mu, NULL);
     snprintf(db->name, sizeof(db->name), "%s@%s",
@@ -523,6 +533,31 @@ int vfs_db_wait_writer(vfs_db *db, int timeout_ms)
     bool free_now = !db->writer;
     pthread_mutex_unlock(&db->mu);
     return free_now ? 0 : -ETIMEDOUT;
+}
+
+int vfs_db_wait_lsn(vfs_db *db, lsn_t lsn, int timeout_ms, lsn_t *have)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&db->mu);
+    /* Only a replica's latest moves without this compute writing. */
+    bool moves = db->conf.mode == VFS_MODE_REPLICA;
+    while (db->latest_lsn < lsn && moves && !db->stopping && rc == 0)
+        rc = pthread_cond_timedwait(&db->latest_cv, &db->mu, &ts);
+    lsn_t latest = db->latest_lsn;
+    pthread_mutex_unlock(&db->mu);
+    if (have)
+        *have = latest;
+    if (latest >= lsn)
+        return 0;
+    return moves ? -ETIMEDOUT : -ERANGE;
 }
 
 bool vfs_db_is_reserved(vfs_db *db)
@@ -864,6 +899,7 @@ int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
     db->latest_lsn = end;
     db->latest_size = db_size_pages;
     db->page_size = page_size;
+    pthread_cond_broadcast(&db->latest_cv);
     pthread_mutex_unlock(&db->mu);
     *commit_lsn = end;
     MET_INC(g_met.commits);
@@ -971,8 +1007,15 @@ static int commit_record(vfs_db *db, follower *fw, const wal_record *r)
     db->latest_lsn = end;
     db->latest_size = r->db_size_pages;
     db->page_size = r->page_size;
+    pthread_cond_broadcast(&db->latest_cv);
     pthread_mutex_unlock(&db->mu);
     pending_reset(db, fw, NULL, 0);
+    if (g_met.replica_lag_s) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double lag = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)r->commit_ts_us / 1e6;
+        met_gauge_set(g_met.replica_lag_s, lag > 0 ? lag : 0);
+    }
     return 0;
 }
 
@@ -1069,6 +1112,9 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
             rc = -1;
         } else if (apply_chunk(db, c, pos, fw) != 0) {
             rc = -1;
+        } else if (g_met.replica_lag_bytes) {
+            lsn_t end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
+            met_gauge_set(g_met.replica_lag_bytes, end > *pos ? (double)(end - *pos) : 0);
         }
         protobuf_c_message_free_unpacked(&c->base, NULL);
     }

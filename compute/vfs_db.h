@@ -99,6 +99,13 @@ void vfs_db_unreserve(vfs_db *db, const void *owner);
 int vfs_db_wait_writer(vfs_db *db, int timeout_ms);
 bool vfs_db_is_reserved(vfs_db *db);
 
+/* Read-your-writes: waits until latest >= lsn, at most timeout_ms (woken
+ * when a replica applies a record, not polling). 0; -ETIMEDOUT (replica
+ * still behind); -ERANGE when it never will: a static endpoint pinned
+ * below lsn, or a primary that has not committed that far (an LSN of
+ * another branch or from the future). *have (may be NULL): latest. */
+int vfs_db_wait_lsn(vfs_db *db, lsn_t lsn, int timeout_ms, lsn_t *have);
+
 /* Reads page pgno as of snap into dst (len = page size): from the cache,
  * else the pageserver, fetching up to n_ahead following pages (<= last)
  * in the same batch into the cache (prefetch). 0 or VFS_EIO. */

@@ -193,6 +193,13 @@ static const sqlite3_io_methods mem_methods = {
 
 /* ---- the main database file ------------------------------------------------ */
 
+typedef struct wait_lsn_arg {
+    uint64_t lsn;
+    int timeout_ms;
+    int rc;           /* out: SQLITE_OK, SQLITE_BUSY, SQLITE_RANGE */
+    uint64_t have;    /* out: the endpoint's newest LSN */
+} wait_lsn_arg;
+
 typedef struct arbor_file {
     sqlite3_file base;
     vfs_db *db;
@@ -650,6 +657,12 @@ static int af_fcntl(sqlite3_file *pf, int op, void *arg)
     case ARBOR_FCNTL_LAST_ERROR:
         *(const char **)arg = f->err;
         return SQLITE_OK;
+    case ARBOR_FCNTL_WAIT_LSN: {
+        wait_lsn_arg *w = arg;
+        int rc = vfs_db_wait_lsn(f->db, w->lsn, w->timeout_ms, &w->have);
+        w->rc = rc == 0 ? SQLITE_OK : rc == -ETIMEDOUT ? SQLITE_BUSY : SQLITE_RANGE;
+        return SQLITE_OK;
+    }
     case SQLITE_FCNTL_VFSNAME:
         *(char **)arg = sqlite3_mprintf("%s", ARBOR_VFS_NAME);
         return SQLITE_OK;
@@ -824,6 +837,17 @@ const char *arbor_vfs_last_error(sqlite3 *db)
         !msg || !*msg)
         return NULL;
     return msg;
+}
+
+int arbor_vfs_wait_lsn(sqlite3 *db, uint64_t lsn, int timeout_ms, uint64_t *have)
+{
+    wait_lsn_arg w = { .lsn = lsn, .timeout_ms = timeout_ms };
+    int rc = sqlite3_file_control(db, "main", ARBOR_FCNTL_WAIT_LSN, &w);
+    if (rc != SQLITE_OK)
+        return rc;   /* not an arbor database */
+    if (have)
+        *have = w.have;
+    return w.rc;
 }
 
 int arbor_vfs_busy_wait(sqlite3 *db, int timeout_ms)

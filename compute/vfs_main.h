@@ -77,6 +77,8 @@
 #define ARBOR_FCNTL_BUSY_WAIT 0x41520003
 /* const char ** : arbor_vfs_last_error's buffer. */
 #define ARBOR_FCNTL_LAST_ERROR 0x41520004
+/* File control behind arbor_vfs_wait_lsn (arbor_wait_lsn_arg *). */
+#define ARBOR_FCNTL_WAIT_LSN 0x41520005
 
 /* Installs a busy handler on db (an arbor database) that, when another
  * connection of this process holds the branch's write lock, sleeps until
@@ -98,6 +100,16 @@ uint64_t arbor_vfs_wal_bytes_total(void);
  * NULL when there is nothing to add (or db is not arbor). Valid until the
  * connection's next write transaction. */
 const char *arbor_vfs_last_error(struct sqlite3 *db);
+/* Read-your-writes across endpoints: waits until the endpoint db reads
+ * from (an arbor database) has a commit at or beyond lsn — e.g. the "lsn"
+ * a write on the primary answered — for at most timeout_ms; a replica is
+ * woken when it applies WAL (no polling). SQLITE_OK: the next transaction
+ * sees it. SQLITE_BUSY: timed out (a replica still behind). SQLITE_RANGE:
+ * never (a static endpoint pinned below lsn, or a primary that did not
+ * commit that far). SQLITE_NOTFOUND: not an arbor database. *have (may be
+ * NULL): the newest LSN the endpoint has. */
+int arbor_vfs_wait_lsn(struct sqlite3 *db, uint64_t lsn, int timeout_ms,
+                       uint64_t *have);
 
 /* Registers the "arbor" VFS (not as the default). Idempotent and
  * thread-safe. SQLITE_OK or an SQLite error code. */

@@ -156,6 +156,12 @@ static void on_deleted(const arbor_id *tenant, void *arg)
     ps_rcv_reap_deleted(g_ps.rcv);
 }
 
+static int head_of(ps_timeline *tl, lsn_t *head, void *arg)
+{
+    (void)arg;
+    return ps_rcv_head(g_ps.rcv, tl, head);
+}
+
 static void set_gauge(met_family *fam, const char *const *labels, double v)
 {
     met_gauge *g;
@@ -393,7 +399,9 @@ static int start_all(int *grpc_port)
                           .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics };
     if (rc == 0)
         rc = ps_rcv_create(&ro, &g_ps.rcv);
-    static const ps_svc_hooks hooks = { on_created, on_deleted, NULL };
+    static const ps_svc_hooks hooks = { .timeline_created = on_created,
+                                        .timeline_deleted = on_deleted,
+                                        .head = head_of };
     ps_svc_options so = { .wait_lsn_ms = (uint32_t)g_ps.conf.wait_lsn_ms,
                           .hooks = &hooks };
     if (rc == 0)

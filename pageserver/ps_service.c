@@ -159,6 +159,37 @@ static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
     return rc;
 }
 
+/* "At head" means every acknowledged commit: asks the safekeepers for the
+ * head (hooks.head) and waits, bounded, until tl has ingested it. The
+ * ingested head afterwards is >= every commit acknowledged before the call. */
+static int sync_head(ps_service *svc, ps_timeline *tl, err_buf *e,
+                     Arbor__Error **err)
+{
+    lsn_t head;
+    if (!svc->hooks.head)
+        return 0;
+    if (svc->hooks.head(tl, &head, svc->hooks.arg) != 0)
+        log_warn("head of a timeline: fewer than a quorum of safekeepers "
+                 "answered; using the best known head");
+    if (ps_timeline_last_record_lsn(tl) >= head)
+        return 0;
+    uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
+                                            : PS_DEFAULT_WAIT_MS;
+    double t0 = now_s();
+    int rc = ps_timeline_wait_for_lsn(tl, head, wait_ms);
+    if (svc->wait_seconds)
+        met_histogram_observe(svc->wait_seconds, now_s() - t0);
+    if (rc != 0) {
+        char a[LSN_STRLEN], b[LSN_STRLEN];
+        *err = make_error(e, ps_svc_error_code(rc),
+                          "head %s (committed on the safekeepers) not ingested "
+                          "within %u ms (ingested up to %s)",
+                          lsn_format(head, a), wait_ms,
+                          lsn_format(ps_timeline_last_record_lsn(tl), b));
+    }
+    return rc;
+}
+
 static int recv_req(rpc_stream *call, const ProtobufCMessageDescriptor *d,
                     ProtobufCMessage **out)
 {
@@ -345,6 +376,16 @@ static int h_lsn_by_ts(rpc_stream *call, void *arg)
         int64_t ts = 0;
         int rc = ps_timeline_lsn_by_timestamp(tl, req->timestamp_us, &lsn,
                                               &kind, &ts);
+        /* After the last ingested commit: commits acknowledged before the
+         * call may not be ingested yet; they belong to the answer. */
+        if (rc == 0 && kind == PS_LSN_FUTURE) {
+            rc = sync_head(svc, tl, &e, &resp.error);
+            if (rc == 0)
+                rc = ps_timeline_lsn_by_timestamp(tl, req->timestamp_us, &lsn,
+                                                  &kind, &ts);
+            else
+                rc = 0; /* resp.error says it */
+        }
         if (rc != 0)
             resp.error = engine_error(svc, &e, rc, "LSN by timestamp");
         resp.lsn = lsn;
@@ -535,6 +576,30 @@ static int h_create_timeline(rpc_stream *call, void *arg)
     if (rc != 0)
         err = make_error(&e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
                          "tenant, timeline and ancestor ids are 16 bytes");
+    if (!err && req->ancestor_timeline_id.len) {
+        /* At the ancestor's head (ancestor_lsn 0), at an LSN not ingested
+         * yet, or at a time after the last ingested commit: the head
+         * includes every acknowledged commit. */
+        ps_timeline *anc = NULL;
+        rc = ps_repo_get_timeline(svc->repo, &a.tenant_id, &a.ancestor_id, &anc);
+        bool at_head = false;
+        if (rc == 0 && a.by_timestamp) {
+            lsn_t l;
+            ps_lsn_kind kind = PS_LSN_PRESENT;
+            int64_t ts;
+            at_head = ps_timeline_lsn_by_timestamp(anc, a.ancestor_timestamp_us,
+                                                   &l, &kind, &ts) == 0 &&
+                      kind == PS_LSN_FUTURE;
+        } else if (rc == 0) {
+            at_head = a.ancestor_lsn == 0 ||
+                      a.ancestor_lsn > ps_timeline_last_record_lsn(anc);
+        }
+        if (at_head)
+            sync_head(svc, anc, &e, &err);
+        if (anc)
+            ps_timeline_release(anc);
+        rc = 0; /* an unknown ancestor is for create_timeline to report */
+    }
     if (!err) {
         rc = ps_repo_create_timeline(svc->repo, &a, &tl);
         if (rc != 0)
@@ -612,6 +677,8 @@ static int h_timeline_info(rpc_stream *call, void *arg)
     }
     if (rc != 0)
         err = engine_error(svc, &e, rc, "timeline info");
+    else if (req->sync_head)
+        sync_head(svc, tl, &e, &err);
     send_info(call, tl, err);
     if (tl)
         ps_timeline_release(tl);

@@ -30,6 +30,10 @@ typedef struct ps_svc_hooks {
     void (*timeline_created)(ps_timeline *tl, void *arg);  /* borrowed ref */
     void (*timeline_deleted)(const arbor_id *tenant, void *arg);
     void *arg;
+    /* The head of tl including every commit the safekeepers acknowledged
+     * (ps_rcv_head); 0, or -1 when it is only the best known. NULL: the
+     * ingested head is the head. Used wherever a request means "at head". */
+    int (*head)(ps_timeline *tl, lsn_t *head, void *arg);
 } ps_svc_hooks;
 
 typedef struct ps_svc_options {

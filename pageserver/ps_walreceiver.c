@@ -44,6 +44,7 @@ typedef struct receiver {
     rpc_stream *stream;         /* the open StreamWal call, NULL between */
     lsn_t reported_lsn;      /* disk_consistent_lsn last told to safekeepers */
     met_gauge *lag;          /* arbor_pageserver_ingest_lag_bytes; may be NULL */
+    met_gauge *lag_s;        /* arbor_pageserver_ingest_lag_seconds; may be NULL */
     char lag_labels[2][ID_STR_SIZE];  /* tenant_id, timeline_id of that child */
     struct receiver *next;
 } receiver;
@@ -56,6 +57,7 @@ struct ps_rcv {
     receiver *list;
     met_counter *ingest_bytes, *ingest_records, *switches;
     met_family *ingest_lag;   /* per timeline: servable end - last_record_lsn */
+    met_family *ingest_lag_s; /* per timeline: commit -> ingested, last record */
 };
 
 static int64_t now_ms(void)
@@ -78,9 +80,11 @@ static void tl_ref(const ps_timeline *tl, Arbor__TimelineRef *ref)
     ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)ps_timeline_id(tl)->b };
 }
 
-/* min(commit, flush) of safekeeper i for the timeline: how far it can
- * serve. 0 if it does not answer or does not know the timeline. */
-static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
+/* TimelineStatus of safekeeper i for tl: 0 and its commit and flush LSNs
+ * (both 0 when it does not know the timeline yet: nothing was written to
+ * it), -1 if it does not answer or answers another error. */
+static int sk_status(ps_rcv *r, int i, const ps_timeline *tl, lsn_t *commit,
+                     lsn_t *flush)
 {
     Arbor__TimelineRef ref;
     tl_ref(tl, &ref);
@@ -90,13 +94,58 @@ static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
     if (rpc_unary(r->ch[i], "/arbor.Safekeeper/TimelineStatus", &req.base,
                   &arbor__timeline_status_response__descriptor,
                   (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0)
-        return 0;
-    lsn_t end = 0;
-    if (!resp->error)
-        end = resp->commit_lsn < resp->flush_lsn ? resp->commit_lsn
-                                                  : resp->flush_lsn;
+        return -1;
+    int rc = 0;
+    *commit = resp->commit_lsn;
+    *flush = resp->flush_lsn;
+    if (resp->error && resp->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE) {
+        *commit = *flush = 0;
+    } else if (resp->error) {
+        rc = -1;
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return end;
+    return rc;
+}
+
+/* min(commit, flush) of safekeeper i for the timeline: how far it can
+ * serve. 0 if it does not answer or does not know the timeline. */
+static lsn_t servable_end(ps_rcv *r, int i, const ps_timeline *tl)
+{
+    lsn_t commit, flush;
+    if (sk_status(r, i, tl, &commit, &flush) != 0)
+        return 0;
+    return commit < flush ? commit : flush;
+}
+
+static int cmp_lsn_desc(const void *a, const void *b)
+{
+    lsn_t x = *(const lsn_t *)a, y = *(const lsn_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ps_rcv_head(ps_rcv *r, const ps_timeline *tl, lsn_t *head)
+{
+    *head = ps_timeline_last_record_lsn(tl);
+    lsn_t flush[RCV_MAX_SK];
+    int n = 0;
+    for (int i = 0; i < r->opt.n_safekeepers; i++) {
+        lsn_t c, f;
+        if (sk_status(r, i, tl, &c, &f) != 0)
+            continue;
+        flush[n++] = f;
+        if (c > *head)
+            *head = c;
+    }
+    /* An acknowledged commit is flushed on a quorum before the proposer
+     * tells anyone its commit LSN: the quorum-th highest flush covers it
+     * even when the safekeepers' commit_lsn has not caught up yet. */
+    int quorum = r->opt.n_safekeepers / 2 + 1;
+    if (n >= quorum) {
+        qsort(flush, (size_t)n, sizeof(flush[0]), cmp_lsn_desc);
+        if (flush[quorum - 1] > *head)
+            *head = flush[quorum - 1];
+    }
+    return n >= quorum || r->opt.n_safekeepers == 0 ? 0 : -1;
 }
 
 /* The safekeeper that can serve the most beyond pos, -1 if none can. */
@@ -175,6 +224,30 @@ static void set_lag(receiver *rv, lsn_t sk_end)
     met_gauge_set(rv->lag, sk_end > pos ? (double)(sk_end - pos) : 0.0);
 }
 
+/* Ingest lag in time: from the commit (its timestamp) of the chunk's last
+ * record to now, when it has been ingested. */
+static void set_lag_s(receiver *rv, const Arbor__WalChunk *c)
+{
+    size_t off = 0;
+    int64_t ts = 0;
+    uint32_t len;
+    while (rv->lag_s && off < c->records.len &&
+           wal_record_peek_len(c->records.data + off, c->records.len - off, &len) == 0 &&
+           len <= c->records.len - off && len >= WAL_OFF_COMMIT_TS + 8) {
+        const uint8_t *p = c->records.data + off + WAL_OFF_COMMIT_TS;
+        ts = 0;
+        for (int b = 7; b >= 0; b--)
+            ts = (ts << 8) | p[b];
+        off += len;
+    }
+    if (ts > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double lag = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)ts / 1e6;
+        met_gauge_set(rv->lag_s, lag > 0 ? lag : 0);
+    }
+}
+
 typedef enum { NEXT_SK, SAME_SK_LATER, STOP } stream_end;
 
 /* One streaming session with safekeeper i; says what to do next. */
@@ -224,6 +297,8 @@ static stream_end stream_from(receiver *rv, int i)
         if (c->records.len) {
             rc = ingest_chunk(rv, c);
             last_data = now;
+            if (rc == 0)
+                set_lag_s(rv, c);
         }
         lsn_t sk_end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
         protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -315,6 +390,10 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
                        "WAL the safekeeper streaming to us can serve beyond "
                        "last_record_lsn (bytes), as of its last message",
                        lag_labels, NULL, 0, &r->ingest_lag);
+        met_family_new(opt->metrics, MET_GAUGE, "arbor_pageserver_ingest_lag_seconds",
+                       "From the commit (its timestamp) of the last ingested record "
+                       "to its ingest",
+                       lag_labels, NULL, 0, &r->ingest_lag_s);
     }
     *out = r;
     return 0;
@@ -345,6 +424,8 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
         const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
         if (met_gauge_get(r->ingest_lag, labels, &rv->lag) != 0)
             rv->lag = NULL;
+        if (r->ingest_lag_s && met_gauge_get(r->ingest_lag_s, labels, &rv->lag_s) != 0)
+            rv->lag_s = NULL;
     }
     int rc = pthread_create(&rv->thread, NULL, receiver_main, rv);
     if (rc != 0) {
@@ -377,6 +458,8 @@ static void receivers_stop(receiver *list)
         if (list->lag) {
             const char *labels[] = { list->lag_labels[0], list->lag_labels[1] };
             met_family_remove(list->owner->ingest_lag, labels);
+            if (list->owner->ingest_lag_s)
+                met_family_remove(list->owner->ingest_lag_s, labels);
         }
         ps_timeline_release(list->tl);
         pthread_mutex_destroy(&list->stream_mu);

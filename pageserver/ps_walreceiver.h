@@ -45,6 +45,13 @@ void ps_rcv_report_persisted(ps_rcv *r);
 /* Stops every receiver and frees. */
 void ps_rcv_destroy(ps_rcv *r);
 
+/* The timeline's head as the safekeepers know it: the highest of the
+ * ingested head, every answering safekeeper's commit LSN and the highest
+ * LSN flushed on a quorum (an acknowledged commit is there before any
+ * safekeeper learns its commit LSN). Does not wait for ingest. 0, or -1
+ * when fewer than a quorum answered (*head is then the best known). */
+int ps_rcv_head(ps_rcv *r, const ps_timeline *tl, lsn_t *head);
+
 /* Which safekeeper index a timeline's receiver uses now (-1: none); for
  * status pages and tests. */
 int ps_rcv_current(ps_rcv *r, const arbor_id *timeline_id);

@@ -22,9 +22,16 @@
  *     and its own connection thread only when it opened a full window.
  *   - everything else (elections, state changes, errors, shutdown) wakes
  *     everybody: wake().
- * Connection threads poll every WP_HEARTBEAT_COMMIT_US while their
- * safekeeper has not been told the commit of all it holds, which is how
- * commit-only heartbeats go out without a wake-up per ack.
+ *   - when commit_lsn moves (or a safekeeper catches up to it) and a stream
+ *     has no records left to send, the ack also wakes that stream's
+ *     connection thread, after the commit waiters: it sends the commit LSN
+ *     at once as a commit-only heartbeat, so that a lone commit reaches the
+ *     WAL readers (replicas, pageserver) in about one round trip instead of
+ *     with the idle keepalive. Under load the next append carries it, and
+ *     commit-only heartbeats are spaced WP_HEARTBEAT_COMMIT_US apart per
+ *     stream (coalescing: not a message per ack).
+ * Connection threads also poll every WP_HEARTBEAT_COMMIT_US while their
+ * safekeeper has not been told the commit of all it holds (a fallback).
  * sk->sending marks the one thread (caller or connection thread) sending on
  * sk->stream; the connection thread waits for it to clear before it sends
  * or tears the stream down.
@@ -62,8 +69,8 @@
 #define WP_MAX_INFLIGHT 16
 #define WP_BACKOFF_MIN_MS 50
 #define WP_BACKOFF_MAX_MS 1000
-/* Idle keepalive, and the coalescing delay of commit-only heartbeats (so a
- * busy stream does not send one heartbeat per ack). */
+/* Idle keepalive, and the least spacing of commit-only heartbeats on one
+ * stream (so a busy stream does not send one heartbeat per ack). */
 #define WP_HEARTBEAT_IDLE_US 1000000
 #define WP_HEARTBEAT_COMMIT_US 2000
 /* How long wp_destroy waits for safekeepers to learn the last commit LSN. */
@@ -99,6 +106,7 @@ typedef struct wp_sk {
     lsn_t sent_commit;
     lsn_t acked_commit;        /* commit LSN its last ack says it knows */
     int64_t last_send_us;
+    int64_t last_hb_us;        /* last commit-only heartbeat */
     uint64_t req_sent, req_acked;
     bool sending;              /* a thread is in stream_send on `stream` */
     int send_waiters;          /* threads waiting for `sending` to clear */
@@ -593,6 +601,8 @@ static bool stream_ok(const struct wp_proposer *wp, const wp_sk *sk,
            (wp->state == WP_STATE_RECOVERING || wp->state == WP_STATE_READY);
 }
 
+static void wake_commit_senders(struct wp_proposer *wp);
+
 /* Receiver thread: one per open Append stream. Acks are cumulative, so each
  * one simply raises the safekeeper's flush_lsn. */
 static void *rx_main(void *arg)
@@ -650,6 +660,7 @@ static void *rx_main(void *arg)
             if (was_full) {
                 pthread_cond_signal(&sk->cv);
             }
+            wake_commit_senders(wp);
         }
         bool stop = sk->stream_failed;
         if (stop) {
@@ -662,6 +673,21 @@ static void *rx_main(void *arg)
         }
     }
     return NULL;
+}
+
+/* Wakes the connection thread of every stream that has nothing left to
+ * send but whose safekeeper was not told the commit LSN it could know: it
+ * sends a commit-only heartbeat (stream_step). mu held. */
+static void wake_commit_senders(struct wp_proposer *wp)
+{
+    for (int i = 0; i < wp->n; i++) {
+        wp_sk *o = &wp->sk[i];
+        lsn_t cap = wp->commit_lsn < o->flush_lsn ? wp->commit_lsn : o->flush_lsn;
+        if (o->stream && !o->sending && o->send_lsn == wp->buf.end_lsn &&
+            cap > o->sent_commit) {
+            pthread_cond_signal(&o->cv);
+        }
+    }
 }
 
 /* Packs and sends one AppendRequest of `records` (may be empty: heartbeat)
@@ -909,10 +935,10 @@ static void stream_step(wp_sk *sk, uint64_t term)
         return;
     }
     lsn_t cap = wp->commit_lsn < sk->flush_lsn ? wp->commit_lsn : sk->flush_lsn;
-    int64_t due = sk->last_send_us +
-                  (cap > sk->sent_commit ? WP_HEARTBEAT_COMMIT_US
-                                         : WP_HEARTBEAT_IDLE_US);
+    int64_t due = cap > sk->sent_commit ? sk->last_hb_us + WP_HEARTBEAT_COMMIT_US
+                                        : sk->last_send_us + WP_HEARTBEAT_IDLE_US;
     if (now >= due) {
+        sk->last_hb_us = now;
         send_append(sk, term, NULL, 0, 0);
         return;
     }
@@ -945,6 +971,7 @@ static void run_stream(wp_sk *sk)
     sk->stream_failed = false;
     sk->req_sent = sk->req_acked = 0;
     sk->last_send_us = 0;
+    sk->last_hb_us = 0;
     if (pthread_create(&sk->rx, NULL, rx_main, sk) != 0) {
         sk->stream_failed = true;
     } else {

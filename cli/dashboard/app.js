@@ -44,6 +44,10 @@ function lagText(n) {
   return n === 0 ? '0 (caught up)' : bytes(n);
 }
 
+function msText(ms) {
+  return ms === null || ms === undefined ? '—' : `${ms.toFixed(1)} ms`;
+}
+
 // ---- health ------------------------------------------------------------------
 
 function row(k, v, cls) {
@@ -76,12 +80,17 @@ function componentCard(c, data) {
       t.append(row(tl.branch + ' ingested', tl.last_record_lsn));
       t.append(row('ingest lag', lagText(tl.ingest_lag_bytes),
                    tl.ingest_lag_bytes > 0 ? 'lagging' : ''));
+      t.append(row('ingest lag (time)', msText(tl.ingest_lag_ms)));
     }
   } else if (c.branch !== undefined && up) {
     t.append(row('branch', c.branch));
     t.append(row('endpoint', c.endpoint));
     t.append(row('role', c.role || '—'));
     t.append(row('LSN', c.lsn || '—'));
+    if (c.replica_lag_ms !== undefined) {
+      t.append(row('replica lag', `${lagText(c.replica_lag_bytes)} · ${msText(c.replica_lag_ms)}`,
+                   c.replica_lag_bytes > 0 ? 'lagging' : ''));
+    }
     t.append(row('pg port / sessions', `${c.pg_port ?? '—'} / ${c.sessions ?? '—'}`));
   }
   card.append(t);
@@ -138,7 +147,7 @@ function renderTree(data) {
     const from = b.parent ? `from ${b.parent}@${b.ancestor_lsn}` : 'root';
     const meta = `${from} · head ${b.last_record_lsn} · logical ${bytes(b.logical_size_bytes)}` +
       ` · physical ${bytes(b.physical_size_bytes)} · branch-only ${bytes(b.branch_only_size_bytes)}` +
-      ` · ingest lag ${lagText(b.ingest_lag_bytes)}`;
+      ` · ingest lag ${lagText(b.ingest_lag_bytes)} / ${msText(b.ingest_lag_ms)}`;
     g.append(s('text', { class: 'meta', x: x + 14, y: y + 23 }, meta));
     let px = x + 24 + b.branch.length * 9;
     for (const ep of b.endpoints || []) {

@@ -20,4 +20,13 @@ if(TARGET arbor AND TARGET arbor-compute)
   target_compile_definitions(test_cli_endpoint PRIVATE
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_endpoint arbor arbor-safekeeper arbor-pageserver arbor-compute)
+  # "At head" through the CLI: branch / export / lsn / static endpoint
+  # right after an insert; replica reads with the write's LSN.
+  arbor_test(test_cli_fresh
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_fresh.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_cli_fresh PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_fresh arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()

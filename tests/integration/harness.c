@@ -525,6 +525,12 @@ int h_run_pg(const char *password, char *out, size_t cap, const char *const *arg
 
 int h_http(int port, const char *method, const char *path, const char *body, char **out)
 {
+    return h_http_ex(port, method, path, NULL, body, out);
+}
+
+int h_http_ex(int port, const char *method, const char *path, const char *headers,
+              const char *body, char **out)
+{
     *out = NULL;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -538,10 +544,15 @@ int h_http(int port, const char *method, const char *path, const char *body, cha
         return -1;
     }
     size_t blen = body ? strlen(body) : 0;
-    char head[512];
+    char head[1024];
     int n = snprintf(head, sizeof(head),
                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n", method, path, blen);
+                     "%sContent-Length: %zu\r\n\r\n", method, path, headers ? headers : "",
+                     blen);
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        close(fd);
+        return -1;
+    }
     if (write(fd, head, (size_t)n) != n || (blen && write(fd, body, blen) != (ssize_t)blen)) {
         close(fd);
         return -1;

@@ -98,5 +98,8 @@ int h_run_pg(const char *password, char *out, size_t cap, const char *const *arg
  * be NULL (GET). Returns the status and the response body in *out
  * (malloc'ed; free it), or -1 with *out NULL. */
 int h_http(int port, const char *method, const char *path, const char *body, char **out);
+/* The same with more request headers: NULL or "Name: value\r\n" lines. */
+int h_http_ex(int port, const char *method, const char *path, const char *headers,
+              const char *body, char **out);
 
 #endif

@@ -131,13 +131,16 @@ static void test_exposition(void **state)
         "arbor_pageserver_last_record_lsn", "arbor_pageserver_disk_consistent_lsn",
         "arbor_pageserver_ingest_lag_bytes", "arbor_pageserver_ingest_bytes_total",
         "arbor_pageserver_getpage_seconds", "arbor_pageserver_pages_served_total",
-        "arbor_pageserver_layers", "arbor_pageserver_physical_size_bytes", NULL };
+        "arbor_pageserver_layers", "arbor_pageserver_physical_size_bytes",
+        "arbor_pageserver_ingest_lag_seconds", NULL };
     static const char *const cp_want[] = {
         "arbor_compute_queries_total", "arbor_compute_rows_read_total",
         "arbor_compute_rows_written_total", "arbor_compute_cpu_milliseconds_total",
         "arbor_compute_info", "arbor_compute_pages_fetched_total",
         "arbor_compute_commit_seconds", "arbor_compute_pg_sessions",
-        "arbor_compute_pg_queries_total", "arbor_compute_http_requests_total", NULL };
+        "arbor_compute_pg_queries_total", "arbor_compute_http_requests_total",
+        "arbor_compute_replica_apply_lag_bytes", "arbor_compute_replica_apply_lag_seconds",
+        NULL };
     for (int i = 0; i < TM_N_SK; i++)
         check_names(&a.sk[i], "arbor_safekeeper_", sk_want);
     check_names(&a.ps, "arbor_pageserver_", ps_want);

@@ -51,4 +51,18 @@ if(TARGET arbor-compute)
     target_link_libraries(test_compute PRIVATE PkgConfig::LIBPQ)
     target_compile_definitions(test_compute PRIVATE ARBOR_HAVE_LIBPQ=1)
   endif()
+  # Freshness: head = every acknowledged commit, lone-commit propagation,
+  # read-your-writes (in-process VFS and compute endpoints).
+  arbor_test(test_fresh
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fresh.c
+                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
+             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_include_directories(test_fresh PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_fresh PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
+  add_dependencies(test_fresh arbor-safekeeper arbor-pageserver arbor-compute)
 endif()

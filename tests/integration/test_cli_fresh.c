@@ -1,0 +1,198 @@
+/*
+ * "At head" through the `arbor` CLI, as a user would (issue 20): right
+ * after `arbor sql main 'INSERT ...'` returned, `arbor branch create`,
+ * `arbor export main`, `arbor lsn main` and a static endpoint started at
+ * "now" include that row, every time (ROUNDS rounds). Then, with a replica
+ * (`arbor endpoint start main --read-only`), a row inserted on the primary
+ * is read on the replica right away when the read passes the write's LSN
+ * (Arbor-Min-Lsn).
+ *
+ * Real daemons in a temporary directory on ephemeral ports; the watchdog
+ * of cli_test_common kills them and removes the directory even when the
+ * test dies.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "cli_test_common.h"
+#include "lsn.h"
+
+#define SQLITE3 "/usr/bin/sqlite3"
+#define ROUNDS 50
+
+static bool g_up;
+
+/* `arbor --json sql BRANCH [--endpoint EP] QUERY`: the first value of the
+ * first row, and its "lsn" into lsn (may be NULL). */
+static long sql_int(const char *branch, const char *ep, const char *query, char *lsn)
+{
+    char opt[160] = "";
+    if (ep) {
+        snprintf(opt, sizeof(opt), "--endpoint '%s'", ep);
+    }
+    ct_expect(ct_arbor("--json sql %s %s '%s'", branch, opt, query), 0, query);
+    json_t *j = ct_parse_out();
+    json_t *v = json_array_get(json_array_get(json_object_get(j, "rows"), 0), 0);
+    long n = json_is_integer(v) ? (long)json_integer_value(v) : -1;
+    if (lsn) {
+        const char *l = json_string_value(json_object_get(j, "lsn"));
+        snprintf(lsn, LSN_STRLEN, "%s", l ? l : "");
+    }
+    json_decref(j);
+    return n;
+}
+
+/* count(*) of t in a SQLite file. */
+static long file_count(const char *path)
+{
+    ct_expect(ct_sh("%s '%s' 'SELECT count(*) FROM t'", SQLITE3, path), 0, "sqlite3 count");
+    return strtol(ct.out, NULL, 10);
+}
+
+static void test_start(void **state)
+{
+    (void)state;
+    ct_expect(ct_arbor("start --base-port 0"), 0, "start");
+    ct_expect(ct_arbor("sql main 'CREATE TABLE t(x)'"), 0, "create");
+    g_up = true;
+}
+
+static void test_at_head(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    char path[400], lsn[LSN_STRLEN], name[64];
+    long rows = 0;
+    for (int i = 1; i <= ROUNDS; i++) {
+        /* branch create right after the insert */
+        ct_expect(ct_arbor("sql main 'INSERT INTO t VALUES (1)'"), 0, "insert");
+        rows++;
+        ct_expect(ct_arbor("branch create b%d", i), 0, "branch create");
+        snprintf(path, sizeof(path), "%s/b%d.db", ct.root, i);
+        ct_expect(ct_arbor("export b%d '%s'", i, path), 0, "export branch");
+        long got = file_count(path);
+        if (got != rows) {
+            fail_msg("round %d: branch created right after the insert has %ld rows, "
+                     "%ld committed", i, got, rows);
+        }
+        unlink(path);
+        /* export right after the insert */
+        ct_expect(ct_arbor("sql main 'INSERT INTO t VALUES (1)'"), 0, "insert");
+        rows++;
+        snprintf(path, sizeof(path), "%s/main%d.db", ct.root, i);
+        ct_expect(ct_arbor("export main '%s'", path), 0, "export main");
+        got = file_count(path);
+        if (got != rows) {
+            fail_msg("round %d: export right after the insert has %ld rows, %ld committed",
+                     i, got, rows);
+        }
+        unlink(path);
+        /* `arbor lsn main` (now) right after the insert */
+        sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+        rows++;
+        struct timeval now;
+        gettimeofday(&now, NULL);
+        ct_expect(ct_arbor("--json lsn main --at @%ld.%06ld", (long)now.tv_sec,
+                           (long)now.tv_usec), 0, "lsn at now");
+        json_t *j = ct_parse_out();
+        lsn_t head, commit;
+        assert_int_equal(lsn_parse(json_string_value(json_object_get(j, "lsn")), &head), 0);
+        assert_int_equal(lsn_parse(lsn, &commit), 0);
+        json_decref(j);
+        if (head < commit) {
+            fail_msg("round %d: arbor lsn says %" PRIX64 ", the insert committed at %s", i,
+                     head, lsn);
+        }
+        /* a static endpoint at "now", every 5th round (a process start) */
+        if (i % 5 == 0) {
+            ct_expect(ct_arbor("sql main 'INSERT INTO t VALUES (1)'"), 0, "insert");
+            rows++;
+            struct timeval tv;
+            gettimeofday(&tv, NULL);
+            snprintf(name, sizeof(name), "now%d", i);
+            ct_expect(ct_arbor("endpoint start main --at @%ld.%06ld --name %s",
+                               (long)tv.tv_sec, (long)tv.tv_usec, name),
+                      0, "static at now");
+            got = sql_int("main", name, "SELECT count(*) FROM t", NULL);
+            if (got != rows) {
+                fail_msg("round %d: static endpoint at now has %ld rows, %ld committed", i,
+                         got, rows);
+            }
+            ct_expect(ct_arbor("endpoint stop %s", name), 0, "stop static");
+        }
+    }
+}
+
+static void test_replica(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    ct_expect(ct_arbor("endpoint start main --read-only"), 0, "replica");
+    ct_expect_in(ct.out, "main-ro-1");
+    long rows = sql_int("main", NULL, "SELECT count(*) FROM t", NULL);
+    ct_expect(ct_arbor("--json endpoint list"), 0, "endpoint list");
+    json_t *l = ct_parse_out();
+    char url[256] = "";
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(l, "endpoints"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "name")), "main-ro-1") == 0) {
+            snprintf(url, sizeof(url), "%s",
+                     json_string_value(json_object_get(e, "http_sql_url")) ?: "");
+        }
+    }
+    json_decref(l);
+    assert_true(url[0] != 0);
+    char lsn[LSN_STRLEN];
+    for (int k = 0; k < 10; k++) {
+        sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+        rows++;
+        ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "
+                        "FROM t\"}' '%s'", lsn, url),
+                  0, "replica read with Arbor-Min-Lsn");
+        char want[64];
+        snprintf(want, sizeof(want), "[[%ld]]", rows);
+        ct_expect_in(ct.out, want);
+    }
+}
+
+static void test_stop(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    g_up = false;
+}
+
+int main(void)
+{
+    if (ct_setup("test_cli_fresh", "fresh") != 0) {
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start),
+        cmocka_unit_test(test_at_head),
+        cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_stop),
+    };
+    return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
+}
