@@ -246,7 +246,7 @@ static void cluster_up(void)
         fatal("arbor endpoint list failed");
     json_t *l = json_loads(out, 0, NULL), *e;
     size_t i;
-    json_array_foreach(json_object_get(l, "endpoints"), i, e) {
+    json_array_foreach(l, i, e) {
         const char *role = json_string_value(json_object_get(e, "role"));
         int port = (int)json_integer_value(json_object_get(e, "http_port"));
         if (role && !strcmp(role, "primary"))

@@ -676,10 +676,10 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
         json_decref(api);
     }
     if (ctx->json) {
-        json_t *o = json_pack("{s:o}", "endpoints", arr);
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        /* A top-level array of endpoint objects (the documented shape). */
+        json_dumpf(arr, stdout, JSON_INDENT(2));
         printf("\n");
-        json_decref(o);
+        json_decref(arr);
     } else if (json_array_size(arr) == 0) {
         printf("no endpoints (arbor endpoint start BRANCH)\n");
         json_decref(arr);

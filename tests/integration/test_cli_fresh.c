@@ -152,7 +152,7 @@ static void test_replica(void **state)
     char url[256] = "";
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(l, "endpoints"), i, e) {
+    json_array_foreach(l, i, e) {
         if (strcmp(json_string_value(json_object_get(e, "name")), "main-ro-1") == 0) {
             snprintf(url, sizeof(url), "%s",
                      json_string_value(json_object_get(e, "http_sql_url")) ?: "");
