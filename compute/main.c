@@ -2,8 +2,9 @@
  * arbor-compute — a compute endpoint: one branch, one role (primary,
  * replica, or static at an LSN / timestamp), serving
  *   - the PostgreSQL wire protocol (psql, pgbench, drivers) on --listen,
- *   - SQL over HTTP JSON (POST /v1/sql, /v1/batch), /metrics and
- *     /v1/status on --http-port.
+ *   - SQL over HTTP JSON (POST /v1/sql, /v1/batch), libSQL's Hrana over
+ *     HTTP (/v2, /v3: @libsql/client), /metrics and /v1/status on
+ *     --http-port.
  * Every session gets its own SQLite connection on the "arbor" VFS; all of
  * them share the endpoint's page cache and walproposer (vfs_db). The first
  * connection is opened at start-up: a primary is elected then (fencing any
@@ -54,6 +55,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "daemon.h"
+#include "hrana.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -99,6 +101,7 @@ typedef struct compute_config {
     char *endpoint;
     bool pool;
     uint64_t min_lsn_wait_ms;
+    uint64_t hrana_idle_ms;
 } compute_config;
 
 static const cfg_option compute_options[] = {
@@ -148,6 +151,9 @@ static const cfg_option compute_options[] = {
                  "start unbound and wait for POST /v1/bind (arbor-control's pool)"),
     CFG_DURATION_OPT("min-lsn-wait", compute_config, min_lsn_wait_ms, "5s",
                      "longest wait of a read for arbor.min_lsn / Arbor-Min-Lsn"),
+    CFG_DURATION_OPT("hrana-idle-timeout", compute_config, hrana_idle_ms, "10s",
+                     "Hrana over HTTP: an idle stream (and its transaction) is closed "
+                     "after this"),
     CFG_END
 };
 
@@ -191,6 +197,7 @@ static struct {
     pgw_server *pg;
     http_server *http;
     sqh_service *sqh;
+    hrana_service *hrana;
 } g_c;
 
 /* ---- connections --------------------------------------------------------- */
@@ -710,6 +717,12 @@ static int start_servers(int *pg_port)
         rc = sqh_register(g_c.sqh, g_c.http);
     if (rc == 0 && g_c.conf.pool)
         rc = http_route(g_c.http, "POST", "/v1/bind", HTTP_MATCH_EXACT, h_bind, NULL);
+    hrana_options hro = { .open_db = http_open, .close_db = any_close,
+                          .idle_timeout_ms = g_c.conf.hrana_idle_ms, .metrics = g_c.metrics };
+    if (rc == 0)
+        rc = hrana_create(&hro, &g_c.hrana);
+    if (rc == 0)
+        rc = hrana_register(g_c.hrana, g_c.http);
     return rc;
 }
 
@@ -721,6 +734,7 @@ static void stop_all(void)
         http_server_stop(g_c.http);
     if (g_c.sqh)
         sqh_destroy(g_c.sqh);
+    hrana_destroy(g_c.hrana);
     if (g_c.keeper)
         sqlite3_close(g_c.keeper);
     psc_close(g_c.warm_ps);

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "lsn.h"
 #include "pgw_proto.h"
+#include "pgw_catalog.h"
 #include "pgw_sql.h"
 
 #define MAX_SETTINGS 64
@@ -1105,6 +1106,11 @@ static void handle_query(sess *s, const char *sql, size_t len)
         return;
     }
     char *text = pgw_sql_rewrite(sql, len);
+    char *cat = pgw_catalog_rewrite(s->db, text);   /* pg_catalog & co. */
+    if (cat) {
+        az_free(text);
+        text = cat;
+    }
     const char *at = text;
     bool implicit = false, first = true;
     int rc = 0;
@@ -1190,6 +1196,11 @@ static void handle_parse(sess *s, pgw_rd *r)
         goto fail;
     }
     char *text = pgw_sql_rewrite(sql, strlen(sql));
+    char *cat = pgw_catalog_rewrite(s->db, text);   /* pg_catalog & co. */
+    if (cat) {
+        az_free(text);
+        text = cat;
+    }
     pstmt *ps;
     const char *tail;
     schema_sync(s); /* prepare against the current schema */
@@ -1659,6 +1670,7 @@ static int session_begin(sess *s)
     apply_options(s, st.options);
     startup_free(&st);
     session_functions_set(s, true);
+    pgw_catalog_init(s->db);
     sqlite3_progress_handler(s->db, 1000, progress_stop, s);
     for (int i = 0; i < s->n_settings; i++) {
         if (s->settings[i].report) {

@@ -253,6 +253,14 @@ static int classify_show(const char *s, const char *const *all_names, pgw_sql_st
     s = next_tok(s, &t);
     if (tok_is(&t, "TIME")) {
         snprintf(t.text, sizeof(t.text), "TimeZone");
+    } else if (tok_is(&t, "TRANSACTION")) {
+        /* SHOW TRANSACTION ISOLATION LEVEL = SHOW transaction_isolation */
+        tok u, v;
+        const char *q = next_tok(next_tok(s, &u), &v);
+        if (tok_is(&u, "ISOLATION") && tok_is(&v, "LEVEL")) {
+            s = q;
+            snprintf(t.text, sizeof(t.text), "transaction_isolation");
+        }
     } else if (tok_is(&t, "ALL")) {
         pgw_buf b = {0};
         const char *head = "SELECT column1 AS name, current_setting(column1) AS setting, "
@@ -462,6 +470,13 @@ static const char *skip_type(const char *s)
     s = next_tok(s, &t);
     if (t.type != TOK_WORD && t.type != TOK_QIDENT) {
         return t.start; /* not a type: leave the rest alone */
+    }
+    if (*s == '.') { /* schema-qualified: pg_catalog.regtype */
+        tok n;
+        const char *q = next_tok(s + 1, &n);
+        if (n.type == TOK_WORD || n.type == TOK_QIDENT) {
+            s = q;
+        }
     }
     for (;;) {
         tok u;

@@ -1,0 +1,213 @@
+/*
+ * PostgreSQL catalogs (compute/pgw_catalog.c) through real clients: 3
+ * safekeepers, a pageserver and an arbor-compute on loopback, a schema made
+ * with SQLite DDL, then psql's describe commands (\dt, \d, \d TABLE, \di,
+ * \l, \du, \dn) compared to that schema, information_schema queries as
+ * ORMs send them, and the handshake statements drivers send.
+ * ARBOR_PGCAT_HOLD=1 keeps the endpoint up for 10 minutes (port printed).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "test_vfs_common.h"
+
+#define PSQL "/usr/bin/psql"
+
+static h_sk g_compute;
+static char g_args[4][600];
+
+static void start_compute(void)
+{
+    assert_int_equal(h_proc_init(&g_compute, ARBOR_COMPUTE_BIN, "compute"), 0);
+    g_compute.no_datadir = true;
+    snprintf(g_args[0], sizeof(g_args[0]), "--pageserver=%s", vc_ps.addr);
+    snprintf(g_args[1], sizeof(g_args[1]), "--safekeepers=%s,%s,%s",
+             vc_sk[0].addr, vc_sk[1].addr, vc_sk[2].addr);
+    snprintf(g_args[2], sizeof(g_args[2]), "--tenant=%s", vc_tenant_hex);
+    snprintf(g_args[3], sizeof(g_args[3]), "--branch=main");
+    for (int i = 0; i < 4; i++)
+        g_compute.extra_args[i] = g_args[i];
+    assert_int_equal(h_sk_start(&g_compute, 30000), 0);
+}
+
+/* psql with -c for each command (unaligned, tuples only unless headers). */
+static int psql(char *out, size_t cap, bool tuples_only, const char *const *cmds)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", g_compute.port);
+    const char *argv[40] = { PSQL, "-X", tuples_only ? "-At" : "-A", "-h", "127.0.0.1", "-p",
+                             port, "-U", "app", "-d", "main", "-v", "ON_ERROR_STOP=1" };
+    int n = 13;
+    for (int i = 0; cmds[i] && n < 38; i++) {
+        argv[n++] = "-c";
+        argv[n++] = cmds[i];
+    }
+    argv[n] = NULL;
+    return h_run_pg(NULL, out, cap, argv);
+}
+
+static void must_contain(const char *out, const char *want)
+{
+    if (!strstr(out, want))
+        fail_msg("expected \"%s\" in:\n%s", want, out);
+}
+
+static void must_not_contain(const char *out, const char *bad)
+{
+    if (strstr(out, bad))
+        fail_msg("did not expect \"%s\" in:\n%s", bad, out);
+}
+
+static void run_ok(char *out, size_t cap, bool tuples_only, const char *const *cmds)
+{
+    int rc = psql(out, cap, tuples_only, cmds);
+    if (rc != 0)
+        fail_msg("psql %s: exit %d:\n%s", cmds[0], rc, out);
+}
+
+static void test_schema(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), true, (const char *[]){
+        "CREATE TABLE authors(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+        "born INT DEFAULT 1900)",
+        "CREATE TABLE books(isbn TEXT PRIMARY KEY, title VARCHAR(200) NOT NULL, "
+        "author_id INTEGER REFERENCES authors(id) ON DELETE CASCADE, price REAL, cover BLOB)",
+        "CREATE INDEX books_title_idx ON books(title)",
+        "CREATE VIEW cheap AS SELECT title FROM books WHERE price < 10", NULL });
+    if (getenv("ARBOR_PGCAT_HOLD")) {
+        printf("holding: psql -h 127.0.0.1 -p %d -U app main\n", g_compute.port);
+        fflush(stdout);
+        sleep(600);
+    }
+}
+
+static void test_dt(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\dt", NULL });
+    assert_string_equal(out, "public|authors|table|app\npublic|books|table|app\n");
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\dv", NULL });
+    assert_string_equal(out, "public|cheap|view|app\n");
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\d", NULL });
+    must_contain(out, "public|authors|table|app\npublic|books|table|app\npublic|cheap|view|app");
+}
+
+static void test_d_table(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), false, (const char *[]){ "\\d books", NULL });
+    must_contain(out, "Table \"public.books\"");
+    must_contain(out, "isbn|text||not null|\n");
+    must_contain(out, "title|text||not null|\n");
+    must_contain(out, "author_id|bigint|||\n");
+    must_contain(out, "price|double precision|||\n");
+    must_contain(out, "cover|bytea|||\n");
+    must_contain(out, "PRIMARY KEY, btree (isbn)");
+    must_contain(out, "\"books_title_idx\" btree (title)");
+    /* Foreign keys: not listed by \\d (see pgw_catalog.c); information_schema has them */
+    run_ok(out, sizeof(out), false, (const char *[]){ "\\d authors", NULL });
+    must_contain(out, "id|bigint||not null|\n");
+    must_contain(out, "born|bigint|||1900\n");
+    must_contain(out, "\"authors_pkey\" PRIMARY KEY, btree (id)");
+    must_contain(out, "UNIQUE CONSTRAINT, btree (name)");
+}
+
+static void test_di_l_du_dn(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\di", NULL });
+    must_contain(out, "public|books_title_idx|index|app|books\n");
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\l", NULL });
+    must_contain(out, "main|app|UTF8|");
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\du", NULL });
+    must_contain(out, "app|Superuser");
+    run_ok(out, sizeof(out), true, (const char *[]){ "\\dn", NULL });
+    assert_string_equal(out, "public|app\n");
+}
+
+static void test_information_schema(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), true, (const char *[]){
+        "SELECT table_name, table_type FROM information_schema.tables "
+        "WHERE table_schema = 'public' ORDER BY table_name",
+        "SELECT column_name, data_type, is_nullable, column_default FROM "
+        "information_schema.columns WHERE table_name = 'authors' ORDER BY ordinal_position",
+        "SELECT tc.constraint_type, kcu.column_name FROM information_schema.table_constraints tc "
+        "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name "
+        "WHERE tc.table_name = 'books' ORDER BY 1, 2", NULL });
+    must_contain(out, "authors|BASE TABLE\nbooks|BASE TABLE\ncheap|VIEW\n");
+    must_contain(out, "id|bigint|NO|\nname|text|NO|\nborn|bigint|YES|1900\n");
+    must_contain(out, "FOREIGN KEY|author_id\nPRIMARY KEY|isbn\n");
+}
+
+static void test_handshake(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), true, (const char *[]){
+        "SELECT version()", "SELECT current_schema(), current_database()",
+        "SHOW server_version", "SHOW standard_conforming_strings",
+        "SHOW transaction isolation level", "SET client_min_messages TO warning",
+        "SET application_name = 'x'", "SELECT '42'::int + 1, length(now()) > 18",
+        "SELECT count(*) FROM pg_catalog.pg_settings WHERE name = 'server_version'", NULL });
+    must_contain(out, "PostgreSQL");
+    must_contain(out, "public|main\n");
+    must_contain(out, "on\n");
+    must_contain(out, "serializable\n");
+    must_contain(out, "43|1\n");
+    /* Not PostgreSQL's SQL: SQLite's message, with a SQLSTATE. */
+    int rc = psql(out, sizeof(out), true,
+                  (const char *[]){ "\\set VERBOSITY verbose", "SELECT * FROM pg_catalog.pg_nope",
+                                    NULL });
+    assert_int_not_equal(rc, 0);
+    must_contain(out, "42P01");
+    must_contain(out, "no such table: pg_nope");
+    must_not_contain(out, "pg_catalog.pg_nope");
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    vc_cluster_up();
+    vc_create_branch("main", NULL, 0);
+    start_compute();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int st = h_sk_stop(&g_compute, 20000);
+    int rc = vc_cluster_down();
+    return (WIFEXITED(st) && WEXITSTATUS(st) == 0 && rc == 0) ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema),
+        cmocka_unit_test(test_dt),
+        cmocka_unit_test(test_d_table),
+        cmocka_unit_test(test_di_l_du_dn),
+        cmocka_unit_test(test_information_schema),
+        cmocka_unit_test(test_handshake),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
