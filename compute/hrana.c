@@ -438,9 +438,14 @@ static json_t *step_all(hrana_service *s, hr_stream *hs, sqlite3_stmt *st, bool 
                                                                        : 0;
     char rowid[32];
     snprintf(rowid, sizeof(rowid), "%lld", (long long)sqlite3_last_insert_rowid(db));
-    return json_pack("{s:o,s:o,s:I,s:s,s:I,s:I}", "cols", cols, "rows", rows,
-                     "affected_row_count", (json_int_t)affected, "last_insert_rowid", rowid,
-                     "rows_read", (json_int_t)n_rows, "rows_written", (json_int_t)written);
+    json_t *res = json_pack("{s:o,s:o,s:I,s:s,s:I,s:I}", "cols", cols, "rows", rows,
+                            "affected_row_count", (json_int_t)affected, "last_insert_rowid",
+                            rowid, "rows_read", (json_int_t)n_rows, "rows_written",
+                            (json_int_t)written);
+    char lsn[32];
+    if (s->opt.db_lsn && s->opt.db_lsn(s->opt.arg, db, lsn, sizeof(lsn)) == 0)
+        json_object_set_new(res, "replication_index", json_string(lsn));
+    return res;
 }
 
 /* Runs one Stmt: its StmtResult, or NULL with e. */
@@ -828,6 +833,23 @@ static void stream_release(hrana_service *s, hr_stream *hs, char *out)
         stream_free(s, hs);
 }
 
+/* Gives hs back unused after a refused request: a stream opened for it is
+ * closed; an existing one keeps its sequence, so the client's baton stays
+ * valid. */
+static void stream_refuse(hrana_service *s, hr_stream *hs, bool opened_now)
+{
+    if (opened_now) {
+        char baton[HR_BATON_MAX];
+        hs->closed = true;
+        stream_release(s, hs, baton);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    hs->busy = false;
+    hs->last_used_ms = now_ms();
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Closes streams idle for longer than the timeout, until stopped. */
 static void *reaper_main(void *arg)
 {
@@ -900,6 +922,23 @@ static json_t *baton_json(const char *baton)
     return baton[0] ? json_string(baton) : json_null();
 }
 
+/* The Arbor-Min-Lsn header: waits until hs's endpoint has that LSN. 0, or
+ * an HTTP status with e set. */
+static int min_lsn_wait(hrana_service *s, const http_request *req, hr_stream *hs, hr_err *e)
+{
+    const char *min = http_request_header(req, "Arbor-Min-Lsn");
+    if (!min || !*min)
+        return 0;
+    char state[6] = "22023";
+    if (!s->opt.wait_lsn) {
+        snprintf(e->msg, sizeof(e->msg), "Arbor-Min-Lsn is not supported here");
+    } else if (s->opt.wait_lsn(s->opt.arg, hs->db, min, state, e->msg, sizeof(e->msg)) == 0) {
+        return 0;
+    }
+    snprintf(e->code, sizeof(e->code), "%s", state);
+    return strcmp(state, "57014") == 0 ? 503 : strcmp(state, "55000") == 0 ? 409 : 400;
+}
+
 static int h_pipeline(const http_request *req, http_response *resp, void *arg)
 {
     hrana_service *s = arg;
@@ -916,6 +955,9 @@ static int h_pipeline(const http_request *req, http_response *resp, void *arg)
         set_err(&e, "HTTP_BODY_INVALID", "\"requests\" (an array) is required");
     else
         status = stream_acquire(s, json_object_get(body, "baton"), &hs, &e);
+    if (status == 0 && (status = min_lsn_wait(s, req, hs, &e)) != 0)
+        stream_refuse(s, hs, json_is_null(json_object_get(body, "baton")) ||
+                                 !json_object_get(body, "baton"));
     if (status) {
         json_decref(body);
         respond_err(resp, status, &e);
@@ -998,6 +1040,9 @@ static int h_cursor(const http_request *req, http_response *resp, void *arg)
         set_err(&e, "HTTP_BODY_INVALID", "\"batch\" (an object) is required");
     else
         status = stream_acquire(s, json_object_get(body, "baton"), &hs, &e);
+    if (status == 0 && (status = min_lsn_wait(s, req, hs, &e)) != 0)
+        stream_refuse(s, hs, json_is_null(json_object_get(body, "baton")) ||
+                                 !json_object_get(body, "baton"));
     if (status) {
         json_decref(body);
         respond_err(resp, status, &e);

@@ -38,6 +38,14 @@
  *   open (baton null) --pipeline--> idle --pipeline (baton)--> busy --> idle
  *   idle --idle_timeout--> expired (gone)     busy --"close"--> closed (gone)
  *
+ * Read-your-writes (as libSQL's replication_index): every StmtResult carries
+ * "replication_index", the LSN the statement read at, or after a write in
+ * autocommit its commit LSN (db_lsn). A pipeline or cursor request with the
+ * header "Arbor-Min-Lsn: X/Y" runs only once the endpoint has that LSN
+ * (wait_lsn, bounded): HTTP 503 (code 57014) when a replica did not catch up
+ * in time, 409 (55000) when it never will (a static endpoint pinned below,
+ * a primary that did not commit that far), 400 (22023) for a malformed LSN.
+ *
  * Not covered: the Protobuf encoding (v3-protobuf), base_url redirection
  * (always null), Hrana over WebSocket, authentication tokens (the HTTP port
  * is unauthenticated, like /v1/sql).
@@ -69,6 +77,13 @@ typedef struct hrana_options {
     size_t max_streams;         /* open at once; 0 = 128 */
     size_t max_rows;            /* rows per statement; 0 = 100000 */
     met_registry *metrics;      /* may be NULL */
+    /* The LSN db read at (after an autocommit write: its commit LSN), as
+     * "X/Y": 0, or -1 (not reported). NULL: no replication_index. */
+    int (*db_lsn)(void *arg, sqlite3 *db, char *out, size_t cap);
+    /* Waits, bounded, until db's endpoint has lsn (text "X/Y"): 0, or -1
+     * with state (SQLSTATE) and msg. NULL: Arbor-Min-Lsn is refused. */
+    int (*wait_lsn)(void *arg, sqlite3 *db, const char *lsn, char state[6], char *msg,
+                    size_t cap);
 } hrana_options;
 
 typedef struct hrana_service hrana_service;

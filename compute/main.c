@@ -718,6 +718,7 @@ static int start_servers(int *pg_port)
     if (rc == 0 && g_c.conf.pool)
         rc = http_route(g_c.http, "POST", "/v1/bind", HTTP_MATCH_EXACT, h_bind, NULL);
     hrana_options hro = { .open_db = http_open, .close_db = any_close,
+                          .db_lsn = conn_lsn, .wait_lsn = conn_wait_lsn,
                           .idle_timeout_ms = g_c.conf.hrana_idle_ms, .metrics = g_c.metrics };
     if (rc == 0)
         rc = hrana_create(&hro, &g_c.hrana);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "lsn.h"
 #include "test_vfs_common.h"
 
 static h_sk g_compute;
@@ -123,6 +124,74 @@ static void assert_value(json_t *v, const char *type, const char *key, const cha
 }
 
 /* ---- tests ---------------------------------------------------------------------- */
+
+/* POST /v3/pipeline with an Arbor-Min-Lsn header: HTTP status, body. */
+static json_t *pipeline_min_lsn(const char *baton, const char *min_lsn, const char *requests,
+                                int *status)
+{
+    char body[4096], hdr[128], b[256], *resp = NULL;
+    snprintf(b, sizeof(b), baton ? "\"%s\"" : "null", baton);
+    snprintf(body, sizeof(body), "{\"baton\": %s, \"requests\": %s}", b, requests);
+    snprintf(hdr, sizeof(hdr), "Arbor-Min-Lsn: %s\r\n", min_lsn);
+    *status = h_http_ex(g_compute.http_port, "POST", "/v3/pipeline", hdr, body, &resp);
+    assert_true(*status > 0);
+    json_t *j = json_loads(resp, JSON_DECODE_ANY, NULL);
+    if (!j)
+        fail_msg("not JSON: %s", resp);
+    free(resp);
+    return j;
+}
+
+/* Read-your-writes (issue 20): each StmtResult names its LSN as
+ * replication_index; Arbor-Min-Lsn holds a request until the endpoint has
+ * that LSN, or refuses it clearly without spoiling the stream's baton. */
+static void test_replication_index(void **state)
+{
+    (void)state;
+    json_t *r = pipeline(NULL,
+        "[{\"type\": \"execute\", \"stmt\": {\"sql\": \"CREATE TABLE ri(x)\"}},"
+        " {\"type\": \"execute\", \"stmt\": {\"sql\": \"INSERT INTO ri VALUES (1)\"}}]");
+    const char *l1 = json_string_value(json_object_get(json_object_get(ok_at(r, 0), "result"),
+                                                       "replication_index"));
+    const char *l2 = json_string_value(json_object_get(json_object_get(ok_at(r, 1), "result"),
+                                                       "replication_index"));
+    assert_non_null(l1);
+    assert_non_null(l2);
+    lsn_t a, b;
+    assert_int_equal(lsn_parse(l1, &a), 0);
+    assert_int_equal(lsn_parse(l2, &b), 0);
+    if (b <= a)
+        fail_msg("the INSERT's commit LSN %s is not past the CREATE's %s", l2, l1);
+    char baton[256];
+    snprintf(baton, sizeof(baton), "%s", baton_of(r));
+    json_decref(r);
+
+    int status;
+    char lsn_text[LSN_STRLEN];
+    lsn_format(b, lsn_text);
+    r = pipeline_min_lsn(baton, lsn_text,
+                         "[{\"type\": \"execute\", \"stmt\": {\"sql\": \"SELECT count(*) FROM ri\"}}]",
+                         &status);
+    if (status != 200)
+        fail_msg("Arbor-Min-Lsn at the last commit: HTTP %d: %s", status, json_dumps(r, 0));
+    assert_value(cell(ok_at(r, 0), 0, 0), "integer", "value", "1");
+    snprintf(baton, sizeof(baton), "%s", baton_of(r));
+    json_decref(r);
+
+    /* a primary never reaches an LSN it did not commit: 409, code 55000 */
+    r = pipeline_min_lsn(baton, "FFFF/0", "[]", &status);
+    if (status != 409 || strcmp(json_string_value(json_object_get(r, "code")) ?: "", "55000"))
+        fail_msg("Arbor-Min-Lsn beyond the head: HTTP %d: %s", status, json_dumps(r, 0));
+    json_decref(r);
+    r = pipeline_min_lsn(NULL, "not-an-lsn", "[]", &status);
+    if (status != 400 || strcmp(json_string_value(json_object_get(r, "code")) ?: "", "22023"))
+        fail_msg("malformed Arbor-Min-Lsn: HTTP %d: %s", status, json_dumps(r, 0));
+    json_decref(r);
+    /* the refused request did not use up the stream's baton */
+    r = pipeline(baton, "[{\"type\": \"close\"}]");
+    ok_at(r, 0);
+    json_decref(r);
+}
 
 static void test_versions(void **state)
 {
@@ -436,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_batons),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_readonly_tx),
+        cmocka_unit_test(test_replication_index),
         cmocka_unit_test(test_libsql_client),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
