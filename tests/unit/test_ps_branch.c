@@ -128,7 +128,15 @@ static void test_branch_o1(void **state)
     printf("[ branch ] median create: big %.3f ms, small %.3f ms, ratio %.2f\n",
            tb[RUNS / 2] * 1e3, ts[RUNS / 2] * 1e3, ratio);
     assert_true(bi.physical_size_bytes >= (big_mib << 20));
-    assert_true(ratio < 2.0);
+    /* A branch that copied or scanned the data would take about 1000x
+     * longer for the big timeline (1 GiB vs 1 MiB); a few-ms create is
+     * dominated by fsync, whose noise on a loaded machine gave ratios of
+     * 2.5 with correct code. 10x separates the two without flaking. */
+    if (ratio >= 10.0)
+        fail_msg("broken guarantee: branch creation is not O(1): a branch of a %llu MiB "
+                 "timeline took %.2fx as long as one of a %llu KiB timeline",
+                 (unsigned long long)(bi.physical_size_bytes >> 20), ratio,
+                 (unsigned long long)(si.physical_size_bytes >> 10));
     ps_timeline_release(big);
     ps_timeline_release(small);
     ps_repo_close(repo);
