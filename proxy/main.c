@@ -35,6 +35,7 @@ typedef struct proxy_config {
     int http_port;
     char *control;
     char *control_key_file;
+    char *control_port_file;
     char *routes;
     int wake_attempts;
     uint64_t wake_backoff_ms;
@@ -54,6 +55,9 @@ static const cfg_option proxy_options[] = {
                    "arbor-control's API URL"),
     CFG_STRING_OPT("control-key-file", proxy_config, control_key_file, NULL,
                    "file holding the API key for arbor-control"),
+    CFG_STRING_OPT("control-port-file", proxy_config, control_port_file, NULL,
+                   "arbor-control's --port-file: its port is read from there at each call "
+                   "(a restarted control plane may listen elsewhere)"),
     CFG_STRING_OPT("routes", proxy_config, routes, "",
                    "branch=host:port,... served by a fixed compute, not the control "
                    "plane (the CLI's local primary on main)"),
@@ -198,6 +202,7 @@ static int start(void)
     if (rc != 0)
         return rc;
     pxc_open(&g_px.srv.cp, c->control, key, (int)c->control_timeout_ms);
+    pxc_follow_port_file(&g_px.srv.cp, c->control_port_file);
     if (px_routes_parse(&g_px.srv, c->routes) != 0) {
         log_error("--routes=%s: expected branch=host:port,... (at most %d)", c->routes,
                   PX_MAX_ROUTES);

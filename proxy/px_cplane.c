@@ -23,6 +23,27 @@ void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms)
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
 }
 
+void pxc_follow_port_file(pxc *c, const char *path)
+{
+    snprintf(c->port_file, sizeof(c->port_file), "%s", path ? path : "");
+}
+
+/* The base URL now: c->url, its port replaced by the port file's. */
+static void base_url(const pxc *c, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", c->url);
+    FILE *f = c->port_file[0] ? fopen(c->port_file, "r") : NULL;
+    int port = 0;
+    if (f) {
+        if (fscanf(f, "%d", &port) != 1)
+            port = 0;
+        fclose(f);
+    }
+    char *colon = strrchr(out, ':');
+    if (port > 0 && colon && colon > strstr(out, "://"))
+        snprintf(colon, cap - (size_t)(colon - out), ":%d", port);
+}
+
 /* Percent-encodes s into out (a path segment). */
 static void seg(const char *s, char *out, size_t cap)
 {
@@ -41,8 +62,9 @@ static void seg(const char *s, char *out, size_t cap)
 static int call(const pxc *c, const char *method, const char *path, json_t **out,
                 char msg[256])
 {
-    char url[1024], err[256];
-    snprintf(url, sizeof(url), "%s%s", c->url, path);
+    char url[1024], base[300], err[256];
+    base_url(c, base, sizeof(base));
+    snprintf(url, sizeof(url), "%s%s", base, path);
     hc_req r = { .method = method, .url = url, .body = strcmp(method, "POST") == 0 ? "{}" : NULL,
                  .bearer = c->key, .timeout_ms = c->timeout_ms };
     int status = 0;

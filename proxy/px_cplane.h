@@ -25,6 +25,9 @@ typedef struct pxc {
     char url[256];      /* "http://host:port", no trailing slash */
     char key[128];      /* bearer API key */
     int timeout_ms;     /* per request */
+    char port_file[512]; /* "" or arbor-control's port file: read at each
+                            call, so that a restarted control plane on a
+                            new port is found (host of url kept) */
 } pxc;
 
 /* What a wake answers: where the endpoint's compute listens. */
@@ -38,6 +41,8 @@ typedef struct pxc_compute {
 
 /* url: "http://host:port" (a trailing "/" or "/v1" is dropped). */
 void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms);
+/* Follows arbor-control's port file (NULL or "": the url as given). */
+void pxc_follow_port_file(pxc *c, const char *path);
 
 /* The SCRAM secret of role (in project, or found from the role when
  * project is NULL or ""); *project_out (cap 64) gets its project. */
