@@ -25,6 +25,10 @@ static int read_api_file(const char *dir, cli_api *a)
     const char *u = json_string_value(json_object_get(j, "url"));
     const char *k = json_string_value(json_object_get(j, "key"));
     const char *p = json_string_value(json_object_get(j, "project_id"));
+    const char *r = json_string_value(json_object_get(j, "role"));
+    const char *pw = json_string_value(json_object_get(j, "password"));
+    snprintf(a->role, sizeof(a->role), "%s", r ? r : "");
+    snprintf(a->password, sizeof(a->password), "%s", pw ? pw : "");
     snprintf(a->url, sizeof(a->url), "%s", u ? u : "");
     snprintf(a->key, sizeof(a->key), "%s", k ? k : "");
     snprintf(a->project, sizeof(a->project), "%s", p ? p : "");
@@ -39,6 +43,10 @@ static int write_api_file(const char *dir, const cli_api *a)
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     json_t *j = json_pack("{s:s,s:s,s:s}", "url", a->url, "key", a->key, "project_id",
                           a->project);
+    if (a->role[0]) {
+        json_object_set_new(j, "role", json_string(a->role));
+        json_object_set_new(j, "password", json_string(a->password));
+    }
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -187,8 +195,11 @@ static int ensure_project(cli_api *a, const char *tenant)
     rc = cli_api_call(a, "POST", "@/roles", body, &j);
     json_decref(body);
     if (rc == 0) {
-        printf("role arbor created; its password (shown once): %s\n",
-               json_string_value(json_object_get(j, "password")));
+        const char *pw = json_string_value(json_object_get(j, "password"));
+        printf("role arbor created; its password: %s\n", pw ? pw : "?");
+        /* Kept (0600) for the proxy URL that `arbor start` prints. */
+        snprintf(a->role, sizeof(a->role), "arbor");
+        snprintf(a->password, sizeof(a->password), "%s", pw ? pw : "");
         json_decref(j);
     }
     return 0;
@@ -219,6 +230,21 @@ void cli_api_print_connect(cli_ctx *ctx)
         return;
     printf("API: %s/v1   (project %s)\n", a.url, a.project);
     printf("API key: %s\n", a.key);
+}
+
+void cli_api_print_proxy(cli_ctx *ctx, int port)
+{
+    cli_api a;
+    memset(&a, 0, sizeof(a));
+    read_api_file(ctx->dir, &a);
+    if (port <= 0)
+        return;
+    if (a.role[0])
+        printf("postgres URL:    postgres://%s:%s@127.0.0.1:%d/main   (arbor-proxy: any "
+               "branch by name, /dev for dev)\n", a.role, a.password, port);
+    else
+        printf("postgres URL:    postgres://ROLE:PASSWORD@127.0.0.1:%d/main   (arbor-proxy; "
+               "roles: arbor role list)\n", port);
 }
 
 /* ---- endpoints -------------------------------------------------------------------- */

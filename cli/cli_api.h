@@ -37,6 +37,8 @@ typedef struct cli_api {
     char url[512];      /* "http://127.0.0.1:7675" (no trailing /) */
     char key[128];
     char project[40];
+    char role[64];      /* the role `arbor start` created, and its password */
+    char password[128]; /* ("" for a cluster made before the proxy) */
 } cli_api;
 
 /* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
@@ -53,6 +55,9 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
 int cli_api_bootstrap(cli_ctx *ctx, cli_state *st);
 /* The "API:" and "API key:" lines of `arbor start`. */
 void cli_api_print_connect(cli_ctx *ctx);
+/* The postgres:// URL of branch main through arbor-proxy on port (the role
+ * and password of the first start, from the API file). */
+void cli_api_print_proxy(cli_ctx *ctx, int port);
 
 /* The API's endpoints as `endpoint list --json` objects (new reference), or
  * NULL when no API is configured or reachable (nothing printed). */

@@ -29,6 +29,9 @@
 #ifndef ARBOR_CONTROL_BIN
 #define ARBOR_CONTROL_BIN ""
 #endif
+#ifndef ARBOR_PROXY_BIN
+#define ARBOR_PROXY_BIN ""
+#endif
 #ifndef ARBOR_PAGESERVER_BIN
 #define ARBOR_PAGESERVER_BIN ""
 #endif
@@ -42,6 +45,7 @@ typedef struct cli_bins {
     char sk[4096];
     char ps[4096];
     char ctl[4096];
+    char px[4096];
 } cli_bins;
 
 static bool try_bin(char *out, size_t len, const char *dir, const char *sub,
@@ -94,7 +98,9 @@ static int find_bins(cli_bins *b)
         cli_cluster_find_bin("arbor-pageserver", "pageserver", ARBOR_PAGESERVER_BIN, b->ps,
                              sizeof(b->ps)) != 0 ||
         cli_cluster_find_bin("arbor-control", "control", ARBOR_CONTROL_BIN, b->ctl,
-                             sizeof(b->ctl)) != 0) {
+                             sizeof(b->ctl)) != 0 ||
+        cli_cluster_find_bin("arbor-proxy", "proxy", ARBOR_PROXY_BIN, b->px,
+                             sizeof(b->px)) != 0) {
         return CLI_EFAIL;
     }
     return 0;
@@ -114,9 +120,16 @@ int cli_cluster_sk_addrs(cli_state *st, char addrs[][64], int max)
 }
 
 /* The fixed set of components of a local cluster, created on first start
- * (arbor-control also in the state of a cluster made before it existed). */
+ * (arbor-control and arbor-proxy also in the state of a cluster made before
+ * they existed). */
 static void ensure_components(cli_state *st)
 {
+    if (st->n_comp > 0 && !cli_state_comp(st, CLI_COMP_PROXY, 0)) {
+        cli_component *c = cli_state_add(st, "proxy", CLI_COMP_PROXY);
+        if (c) {
+            snprintf(c->datadir, sizeof(c->datadir), "proxy");
+        }
+    }
     if (st->n_comp > 0) {
         if (!cli_state_comp(st, CLI_COMP_CONTROL, 0)) {
             cli_component *c = cli_state_add(st, "control", CLI_COMP_CONTROL);
@@ -141,6 +154,10 @@ static void ensure_components(cli_state *st)
     memset(ctl, 0, sizeof(*ctl));
     snprintf(ctl->name, sizeof(ctl->name), "control");
     ctl->kind = CLI_COMP_CONTROL;
+    cli_component *px = &st->comp[st->n_comp++];
+    memset(px, 0, sizeof(*px));
+    snprintf(px->name, sizeof(px->name), "proxy");
+    px->kind = CLI_COMP_PROXY;
 }
 
 /* The ports a component asks for at start (0 = any). */
@@ -148,6 +165,11 @@ static void wanted_ports(const cli_state *st, const cli_component *c, int *grpc,
 {
     if (c->kind == CLI_COMP_CONTROL) { /* the API: just below the base port */
         *grpc = *http = st->base_port > 1 ? st->base_port - 1 : 0;
+        return;
+    }
+    if (c->kind == CLI_COMP_PROXY) { /* PostgreSQL and /metrics: below the API */
+        *grpc = st->base_port > 3 ? st->base_port - 3 : 0;
+        *http = st->base_port > 3 ? st->base_port - 2 : 0;
         return;
     }
     int slot = c->kind == CLI_COMP_SAFEKEEPER ? c->node_id - 1 : CLI_N_SAFEKEEPERS;
@@ -405,12 +427,64 @@ static int step_tenant(cli_ctx *ctx, cli_state *st)
     return ensure_tenant(st);
 }
 
+/* arbor-proxy, last: it routes branch main to the CLI's local primary (the
+ * control plane must not start a second primary there) and every other
+ * branch through the control plane. A proxy that runs is left alone. */
+static int step_proxy(cli_ctx *ctx, cli_state *st)
+{
+    cli_component *px = cli_state_comp(st, CLI_COMP_PROXY, 0);
+    cli_component *ctl = cli_state_comp(st, CLI_COMP_CONTROL, 0);
+    if (!px || !ctl || (px->pid > 0 && cli_proc_alive(px->pid, px->start_ticks))) {
+        return 0;
+    }
+    cli_bins bins;
+    if (find_bins(&bins) != 0) {
+        return CLI_EFAIL;
+    }
+    char dir[4200], ports[4200], log[4200];
+    cli_comp_path(st, px, NULL, dir, sizeof(dir));
+    cli_comp_path(st, px, "ports", ports, sizeof(ports));
+    cli_comp_path(st, px, "log", log, sizeof(log));
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        cli_err("cannot create %s: %s", dir, strerror(errno));
+        return CLI_EFAIL;
+    }
+    unlink(ports);
+    int pg, http;
+    wanted_ports(st, px, &pg, &http);
+    char a_listen[64], a_http[32], a_ports[4300], a_ctl[96], a_key[4400], a_routes[160];
+    snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", pg);
+    snprintf(a_http, sizeof(a_http), "--http-port=%d", http);
+    snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
+    snprintf(a_ctl, sizeof(a_ctl), "--control=http://127.0.0.1:%d", ctl->http_port);
+    snprintf(a_key, sizeof(a_key), "--control-key-file=%s/%s/" CLI_API_KEY_FILE, st->dir,
+             ctl->datadir[0] ? ctl->datadir : "control");
+    char a_cport[4400];
+    snprintf(a_cport, sizeof(a_cport), "--control-port-file=%s/%s/ports", st->dir,
+             ctl->datadir[0] ? ctl->datadir : "control");
+    char *argv[9] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport };
+    for (int i = 0; i < st->n_comp; i++) {
+        cli_component *c = &st->comp[i];
+        if (c->kind == CLI_COMP_COMPUTE && strcmp(c->name, "main") == 0 && c->pid > 0 &&
+            strcmp(c->role, "primary") == 0 && !c->scram) {
+            snprintf(a_routes, sizeof(a_routes), "--routes=main=127.0.0.1:%d", c->grpc_port);
+            argv[7] = a_routes;
+        }
+    }
+    pid_t pid;
+    if (cli_proc_spawn(bins.px, argv, log, &pid, &px->start_ticks) != 0) {
+        return CLI_EFAIL;
+    }
+    px->pid = pid;
+    return cli_cluster_wait_ports(st, px);
+}
+
 /* Steps of `arbor start`, in order: the daemons, the tenant and `main` (first
  * start), the primary endpoint on `main` (cli_endpoint.h; not with
  * --no-endpoint). */
 typedef int (*start_step_fn)(cli_ctx *ctx, cli_state *st);
 static const start_step_fn g_start_steps[] = { step_daemons, step_tenant, cli_api_bootstrap,
-                                               cli_endpoint_start_main };
+                                               cli_endpoint_start_main, step_proxy };
 
 /* ---- status --------------------------------------------------------------- */
 
@@ -460,6 +534,8 @@ static comp_health probe(cli_state *st, const cli_component *c)
         h.grpc_ok = sk_grpc_ok(c, st->has_tenant ? &st->tenant : NULL);
     } else if (c->kind == CLI_COMP_CONTROL) {
         h.grpc_ok = h.http_ok;         /* one port: the API */
+    } else if (c->kind == CLI_COMP_PROXY) {
+        h.grpc_ok = cli_tcp_probe(c->grpc_port, PROBE_TIMEOUT_MS); /* PostgreSQL port */
     } else {
         char addr[64];
         snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
@@ -715,6 +791,14 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
     return CLI_EXIT_OK;
 }
 
+static void print_proxy(cli_ctx *ctx, cli_state *st)
+{
+    cli_component *px = cli_state_comp(st, CLI_COMP_PROXY, 0);
+    if (px && px->pid > 0) {
+        cli_api_print_proxy(ctx, px->grpc_port);
+    }
+}
+
 int cli_cmd_start(cli_ctx *ctx)
 {
     int lock;
@@ -729,6 +813,7 @@ int cli_cmd_start(cli_ctx *ctx)
         printf("arbor: the cluster in %s is already running (arbor status)\n", st.dir);
         cli_endpoint_print_connect(&st, "main");
         cli_api_print_connect(ctx);
+        print_proxy(ctx, &st);
     } else if (rc == CLI_EXIT_OK) {
         bool all_up;
         json_t *s = status_json(&st, &all_up);
@@ -740,6 +825,7 @@ int cli_cmd_start(cli_ctx *ctx)
             print_status(s);
             cli_endpoint_print_connect(&st, "main");
             cli_api_print_connect(ctx);
+            print_proxy(ctx, &st);
             printf("dashboard:       arbor --dir %s dashboard   (http://127.0.0.1:%d/)\n",
                    st.dir, CLI_DASHBOARD_DEFAULT_PORT);
         }

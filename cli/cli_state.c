@@ -17,11 +17,13 @@
 #include "cli_cmd.h"
 #include "cli_fmt.h"
 
-static const char *const g_kind_names[] = { "safekeeper", "pageserver", "compute", "control" };
+static const char *const g_kind_names[] = { "safekeeper", "pageserver", "compute", "control",
+                                               "proxy" };
 
 const char *cli_comp_kind_name(cli_comp_kind kind)
 {
-    return (unsigned)kind < 4 ? g_kind_names[kind] : "?";
+    return (unsigned)kind < sizeof(g_kind_names) / sizeof(g_kind_names[0]) ? g_kind_names[kind]
+                                                                         : "?";
 }
 
 cli_component *cli_state_add(cli_state *st, const char *name, cli_comp_kind kind)
@@ -119,6 +121,8 @@ static int load_component(json_t *o, cli_component *c)
         c->kind = CLI_COMP_PAGESERVER;
     } else if (strcmp(kind, "control") == 0) {
         c->kind = CLI_COMP_CONTROL;
+    } else if (strcmp(kind, "proxy") == 0) {
+        c->kind = CLI_COMP_PROXY;
     } else if (strcmp(kind, "compute") == 0) {
         c->kind = CLI_COMP_COMPUTE;
         const char *auth = json_string_value(json_object_get(o, "auth"));

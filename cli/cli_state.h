@@ -56,6 +56,7 @@ typedef enum {
     CLI_COMP_PAGESERVER,
     CLI_COMP_COMPUTE,       /* an endpoint (cli_endpoint.h) */
     CLI_COMP_CONTROL,       /* arbor-control (its API port is grpc_port and http_port) */
+    CLI_COMP_PROXY,         /* arbor-proxy (PostgreSQL port in grpc_port) */
 } cli_comp_kind;
 
 #define CLI_COMP_NAME_MAX 95

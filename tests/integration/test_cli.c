@@ -248,13 +248,13 @@ static void test_start_status(void **state)
         up++;
         p++;
     }
-    assert_int_equal(up, 5);                      /* 3 safekeepers, pageserver, control */
+    assert_int_equal(up, 6);               /* 3 safekeepers, pageserver, control, proxy */
     ct_expect_in(ct.out, "branch main: head ");
     ct_expect(ct_arbor("status --json"), 0, "status --json");
     json_t *j = ct_parse_out();
     assert_true(json_is_true(json_object_get(j, "running")));
     json_t *comps = json_object_get(j, "components");
-    assert_int_equal(json_array_size(comps), 5);
+    assert_int_equal(json_array_size(comps), 6);
     size_t i;
     json_t *c;
     json_array_foreach(comps, i, c) {
@@ -267,6 +267,7 @@ static void test_start_status(void **state)
     ct_expect_in(ct.out, "already running");
     ct_expect_in(ct.out, "\nAPI: http://127.0.0.1:");
     ct_expect_in(ct.out, "\nAPI key: arbor_");
+    ct_expect_in(ct.out, "\npostgres URL:    postgres://arbor:");
     /* the API: JSON with the key, 401 without */
     char path[512];
     snprintf(path, sizeof(path), "%s/api.json", ct.dir);

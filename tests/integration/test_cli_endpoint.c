@@ -141,8 +141,8 @@ static void test_start(void **state)
     ct_expect(ct_arbor("status --json"), 0, "status --json");
     json_t *j = ct_parse_out();
     json_t *comps = json_object_get(j, "components");
-    assert_int_equal(json_array_size(comps), 6);   /* 3 sk, ps, control, main */
-    json_t *c = json_array_get(comps, 5);
+    assert_int_equal(json_array_size(comps), 7);   /* 3 sk, ps, control, proxy, main */
+    json_t *c = json_array_get(comps, 6);
     assert_string_equal(json_string_value(json_object_get(c, "kind")), "compute");
     assert_string_equal(json_string_value(json_object_get(c, "state")), "up");
     assert_string_equal(json_string_value(json_object_get(c, "role")), "primary");

@@ -1,0 +1,257 @@
+/*
+ * arbor-proxy — one PostgreSQL address for every branch of every project:
+ * authenticates clients with SCRAM against arbor-control's verifiers, wakes
+ * the endpoint through arbor-control, then relays to its compute
+ * (px_session.h has the session and the choice of a thread per client).
+ *
+ * PostgreSQL on --listen; /metrics and /v1/status on --http-port. The
+ * control plane's API key comes from --control-key-file (the CLI passes
+ * the file arbor-control wrote at its first start). SIGTERM/SIGINT: stop
+ * accepting and exit (open sessions end with the process).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "daemon.h"
+#include "http_client.h"
+#include "log.h"
+#include "px_session.h"
+
+#define SESSION_STACK_BYTES (256 << 10)
+
+typedef struct proxy_config {
+    char *listen;
+    int http_port;
+    char *control;
+    char *control_key_file;
+    char *control_port_file;
+    char *routes;
+    int wake_attempts;
+    uint64_t wake_backoff_ms;
+    uint64_t auth_timeout_ms;
+    uint64_t control_timeout_ms;
+    char *port_file;
+    log_level log_level;
+    char *log_file;
+} proxy_config;
+
+static const cfg_option proxy_options[] = {
+    CFG_STRING_OPT("listen", proxy_config, listen, "127.0.0.1:5432",
+                   "PostgreSQL address for clients (host:port; port 0 picks one)"),
+    CFG_INT_OPT("http-port", proxy_config, http_port, "0",
+                "port of /metrics and /v1/status (same host; 0 picks one)"),
+    CFG_STRING_OPT("control", proxy_config, control, "http://127.0.0.1:7675",
+                   "arbor-control's API URL"),
+    CFG_STRING_OPT("control-key-file", proxy_config, control_key_file, NULL,
+                   "file holding the API key for arbor-control"),
+    CFG_STRING_OPT("control-port-file", proxy_config, control_port_file, NULL,
+                   "arbor-control's --port-file: its port is read from there at each call "
+                   "(a restarted control plane may listen elsewhere)"),
+    CFG_STRING_OPT("routes", proxy_config, routes, "",
+                   "branch=host:port,... served by a fixed compute, not the control "
+                   "plane (the CLI's local primary on main)"),
+    CFG_INT_OPT("wake-attempts", proxy_config, wake_attempts, "6",
+                "tries to wake and reach a compute before a session fails (57P03)"),
+    CFG_DURATION_OPT("wake-backoff", proxy_config, wake_backoff_ms, "50ms",
+                     "pause after the first failed try; doubles, at most 2 s"),
+    CFG_DURATION_OPT("auth-timeout", proxy_config, auth_timeout_ms, "30s",
+                     "time a client has for its startup and authentication"),
+    CFG_DURATION_OPT("control-timeout", proxy_config, control_timeout_ms, "30s",
+                     "per request to arbor-control (a wake may bind a compute)"),
+    CFG_STRING_OPT("port-file", proxy_config, port_file, NULL,
+                   "write \"<PostgreSQL port> <http port>\" here once serving"),
+    CFG_LOG_LEVEL_OPT("log-level", proxy_config, log_level, "info",
+                      "debug, info, warn, error or off"),
+    CFG_STRING_OPT("log-file", proxy_config, log_file, NULL,
+                   "append log lines here instead of stderr"),
+    CFG_END
+};
+
+/* The daemon's one state struct. */
+static struct {
+    proxy_config conf;
+    px_server srv;
+    int listen_fd;
+    int pg_port;
+    http_server *http;
+    pthread_t acceptor;
+    pthread_attr_t session_attr;
+} g_px = { .listen_fd = -1 };
+
+typedef struct session_arg {
+    int fd;
+    char peer[64];
+} session_arg;
+
+static void *session_main(void *p)
+{
+    session_arg *a = p;
+    px_session_run(&g_px.srv, a->fd, a->peer);
+    az_free(a);
+    return NULL;
+}
+
+static void *accept_main(void *unused)
+{
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(g_px.listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("proxy: accept: %s", strerror(errno));
+                usleep(10000);
+                continue;
+            }
+            return NULL;                  /* the socket was shut down: stopping */
+        }
+        session_arg *a = az_calloc(1, sizeof(*a));
+        a->fd = fd;
+        char host[48] = "?", port[8] = "";
+        getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(a->peer, sizeof(a->peer), "%s:%s", host, port);
+        pthread_t t;
+        int rc = pthread_create(&t, &g_px.session_attr, session_main, a);
+        if (rc != 0) {
+            log_warn("proxy: no thread for a client (%s): refused", strerror(rc));
+            close(fd);
+            az_free(a);
+        }
+    }
+}
+
+static int listen_on(const char *addr, int *fd_out, int *port_out)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
+        log_error("--listen=%s: expected host:port", addr);
+        return -EINVAL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST }, *ai;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) {
+        log_error("--listen=%s: not a numeric address", addr);
+        return -EINVAL;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0
+                 ? 0 : -errno;
+    freeaddrinfo(ai);
+    if (rc != 0) {
+        log_error("cannot listen on %s: %s", addr, strerror(-rc));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+static int read_key(const char *path, char *key, size_t cap)
+{
+    key[0] = 0;
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(key, (int)cap, f)) {
+        log_error("cannot read the API key from %s", path);
+        if (f)
+            fclose(f);
+        return -EIO;
+    }
+    fclose(f);
+    key[strcspn(key, "\r\n")] = 0;
+    return 0;
+}
+
+static json_t *h_status(const http_request *req, int *status, void *arg)
+{
+    *status = 200;
+    return json_pack("{s:s,s:i,s:I,s:f}", "component", "proxy", "pg_port", g_px.pg_port,
+                     "connections_total", (json_int_t)met_counter_value(g_px.srv.m_conns),
+                     "active_connections", met_gauge_value(g_px.srv.m_active));
+}
+
+static int start(void)
+{
+    proxy_config *c = &g_px.conf;
+    char key[256];
+    int rc = read_key(c->control_key_file, key, sizeof(key));
+    if (rc != 0)
+        return rc;
+    pxc_open(&g_px.srv.cp, c->control, key, (int)c->control_timeout_ms);
+    pxc_follow_port_file(&g_px.srv.cp, c->control_port_file);
+    if (px_routes_parse(&g_px.srv, c->routes) != 0) {
+        log_error("--routes=%s: expected branch=host:port,... (at most %d)", c->routes,
+                  PX_MAX_ROUTES);
+        return -EINVAL;
+    }
+    g_px.srv.wake_attempts = c->wake_attempts > 0 ? c->wake_attempts : 1;
+    g_px.srv.wake_backoff_ms = (int)c->wake_backoff_ms;
+    g_px.srv.auth_timeout_ms = (int)c->auth_timeout_ms;
+    if ((rc = px_server_init(&g_px.srv, met_default_registry())) != 0)
+        return rc;
+    if ((rc = listen_on(c->listen, &g_px.listen_fd, &g_px.pg_port)) != 0)
+        return rc;
+    char host[256];
+    snprintf(host, sizeof(host), "%.*s", (int)(strrchr(c->listen, ':') - c->listen), c->listen);
+    dmn_http_options ho = { .addr = host, .port = c->http_port,
+                            .metrics = met_default_registry(), .status = h_status };
+    if ((rc = dmn_http_start(&ho, &g_px.http)) != 0)
+        return rc;
+    pthread_attr_init(&g_px.session_attr);
+    pthread_attr_setstacksize(&g_px.session_attr, SESSION_STACK_BYTES);
+    pthread_attr_setdetachstate(&g_px.session_attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&g_px.acceptor, NULL, accept_main, NULL);
+    return rc == 0 ? 0 : -rc;
+}
+
+int main(int argc, char **argv)
+{
+    sigset_t sigs;
+    int rc = dmn_setup("proxy", proxy_options, &g_px.conf, argc, argv, &sigs);
+    if (rc != DMN_RUN)
+        return rc;
+    hc_global_init();
+    rc = start();
+    if (rc == 0)
+        rc = dmn_write_port_file(g_px.conf.port_file, g_px.pg_port,
+                                 http_server_port(g_px.http));
+    if (rc == 0) {
+        log_info("proxy: PostgreSQL on %s (port %d), control plane %s, %d route(s)",
+                 g_px.conf.listen, g_px.pg_port, g_px.conf.control, g_px.srv.n_routes);
+        log_info("signal %d: shutting down", dmn_signals_wait(&sigs));
+        shutdown(g_px.listen_fd, SHUT_RDWR);
+        pthread_join(g_px.acceptor, NULL);
+    }
+    if (g_px.http)
+        http_server_stop(g_px.http);
+    if (g_px.listen_fd >= 0)
+        close(g_px.listen_fd);
+    /* Sessions may still run on detached threads: the process exits under
+     * them (their sockets close with it), so the server state is not freed. */
+    cfg_free(proxy_options, &g_px.conf);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,158 @@
+/* px_cplane — see px_cplane.h. */
+#include "px_cplane.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "http_client.h"
+
+void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->url, sizeof(c->url), "%s", url);
+    size_t n = strlen(c->url);
+    while (n > 0 && c->url[n - 1] == '/')
+        c->url[--n] = 0;
+    if (n > 3 && strcmp(c->url + n - 3, "/v1") == 0)
+        c->url[n - 3] = 0;
+    snprintf(c->key, sizeof(c->key), "%s", key ? key : "");
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
+}
+
+void pxc_follow_port_file(pxc *c, const char *path)
+{
+    snprintf(c->port_file, sizeof(c->port_file), "%s", path ? path : "");
+}
+
+/* The base URL now: c->url, its port replaced by the port file's. */
+static void base_url(const pxc *c, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", c->url);
+    FILE *f = c->port_file[0] ? fopen(c->port_file, "r") : NULL;
+    int port = 0;
+    if (f) {
+        if (fscanf(f, "%d", &port) != 1)
+            port = 0;
+        fclose(f);
+    }
+    char *colon = strrchr(out, ':');
+    if (port > 0 && colon && colon > strstr(out, "://"))
+        snprintf(colon, cap - (size_t)(colon - out), ":%d", port);
+}
+
+/* Percent-encodes s into out (a path segment). */
+static void seg(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.')
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "%%%02X", ch);
+    }
+    out[o] = 0;
+}
+
+/* One call; *out (a JSON object) on 2xx, else an error as in the header. */
+static int call(const pxc *c, const char *method, const char *path, json_t **out,
+                char msg[256])
+{
+    char url[1024], base[300], err[256];
+    base_url(c, base, sizeof(base));
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    hc_req r = { .method = method, .url = url, .body = strcmp(method, "POST") == 0 ? "{}" : NULL,
+                 .bearer = c->key, .timeout_ms = c->timeout_ms };
+    int status = 0;
+    char *body = NULL;
+    *out = NULL;
+    if (hc_request(&r, &status, &body, err) != 0) {
+        snprintf(msg, 256, "control plane unreachable: %.200s", err);
+        return PXC_EUNAVAIL;
+    }
+    json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+    az_free(body);
+    if (status >= 200 && status < 300 && json_is_object(j)) {
+        *out = j;
+        return 0;
+    }
+    const char *m = json_string_value(json_object_get(j, "message"));
+    snprintf(msg, 256, "%s", m ? m : "unexpected answer from the control plane");
+    json_decref(j);
+    return status == 404   ? PXC_ENOTFOUND
+           : status == 409 ? PXC_ECONFLICT
+           : status >= 500 ? PXC_EUNAVAIL
+                           : -EIO;
+}
+
+static int b64_field(json_t *j, const char *name, uint8_t *out, size_t want)
+{
+    const char *s = json_string_value(json_object_get(j, name));
+    size_t n = 0;
+    if (!s || pgw_b64_decode(s, strlen(s), out, want, &n) != 0 || n != want)
+        return -EIO;
+    return 0;
+}
+
+int pxc_role_secret(const pxc *c, const char *project, const char *role,
+                    pgw_scram_secret *out, char *project_out, char msg[256])
+{
+    char p[200], r[200], path[512];
+    seg(role, r, sizeof(r));
+    if (project && *project) {
+        seg(project, p, sizeof(p));
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/%s/secret", p, r);
+    } else {
+        snprintf(path, sizeof(path), "/v1/internal/roles/%s/secret", r);
+    }
+    json_t *j;
+    int rc = call(c, "GET", path, &j, msg);
+    if (rc != 0)
+        return rc;
+    memset(out, 0, sizeof(*out));
+    out->iterations = (int)json_integer_value(json_object_get(j, "iterations"));
+    const char *pid = json_string_value(json_object_get(j, "project_id"));
+    if (out->iterations <= 0 || !pid || b64_field(j, "salt", out->salt, 16) != 0 ||
+        b64_field(j, "stored_key", out->stored_key, 32) != 0 ||
+        b64_field(j, "server_key", out->server_key, 32) != 0) {
+        snprintf(msg, 256, "malformed secret for role '%s' from the control plane", role);
+        rc = -EIO;
+    } else {
+        snprintf(project_out, 64, "%s", pid);
+    }
+    json_decref(j);
+    return rc;
+}
+
+int pxc_wake(const pxc *c, const char *project, const char *branch, const char *endpoint,
+             pxc_compute *out, char msg[256])
+{
+    char p[200], n[200], path[512];
+    seg(project, p, sizeof(p));
+    seg(endpoint ? endpoint : branch, n, sizeof(n));
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/%s/%s/wake", p,
+             endpoint ? "endpoints" : "branches", n);
+    json_t *j;
+    int rc = call(c, "POST", path, &j, msg);
+    if (rc != 0)
+        return rc;
+    memset(out, 0, sizeof(*out));
+    const char *e = json_string_value(json_object_get(j, "endpoint"));
+    const char *b = json_string_value(json_object_get(j, "branch"));
+    const char *h = json_string_value(json_object_get(j, "host"));
+    snprintf(out->endpoint, sizeof(out->endpoint), "%s", e ? e : "");
+    snprintf(out->branch, sizeof(out->branch), "%s", b ? b : "");
+    snprintf(out->host, sizeof(out->host), "%s", h && *h ? h : "127.0.0.1");
+    out->pg_port = (int)json_integer_value(json_object_get(j, "pg_port"));
+    out->cold = json_is_true(json_object_get(j, "cold"));
+    json_decref(j);
+    if (out->pg_port <= 0 || out->pg_port > 65535) {
+        snprintf(msg, 256, "the control plane gave no PostgreSQL port for the endpoint");
+        return PXC_EUNAVAIL;
+    }
+    return 0;
+}

@@ -1,0 +1,58 @@
+/*
+ * px_cplane — arbor-proxy's client of arbor-control's internal routes
+ * (prefix pxc_; control/README.md, "Internal routes"): the SCRAM secret of
+ * a role and the wake of an endpoint. Blocking (common/http_client), safe
+ * from any thread; one pxc per proxy, read-only after pxc_open.
+ *
+ * Errors: 0; PXC_ENOTFOUND (404: unknown role, project, branch or
+ * endpoint; msg says which); PXC_ECONFLICT (409: a role in several
+ * projects); PXC_EUNAVAIL (503, 5xx, or no answer: worth a retry); -EIO for
+ * anything else (401: a bad API key). msg gets the control plane's
+ * message, or curl's.
+ */
+#ifndef ARBOR_PX_CPLANE_H
+#define ARBOR_PX_CPLANE_H
+
+#include <stdbool.h>
+
+#include "pgw_auth.h"
+
+#define PXC_ENOTFOUND (-2001)
+#define PXC_ECONFLICT (-2002)
+#define PXC_EUNAVAIL (-2003)
+
+typedef struct pxc {
+    char url[256];      /* "http://host:port", no trailing slash */
+    char key[128];      /* bearer API key */
+    int timeout_ms;     /* per request */
+    char port_file[512]; /* "" or arbor-control's port file: read at each
+                            call, so that a restarted control plane on a
+                            new port is found (host of url kept) */
+} pxc;
+
+/* What a wake answers: where the endpoint's compute listens. */
+typedef struct pxc_compute {
+    char endpoint[96];
+    char branch[96];
+    char host[64];
+    int pg_port;
+    bool cold;          /* this wake bound a compute */
+} pxc_compute;
+
+/* url: "http://host:port" (a trailing "/" or "/v1" is dropped). */
+void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms);
+/* Follows arbor-control's port file (NULL or "": the url as given). */
+void pxc_follow_port_file(pxc *c, const char *path);
+
+/* The SCRAM secret of role (in project, or found from the role when
+ * project is NULL or ""); *project_out (cap 64) gets its project. */
+int pxc_role_secret(const pxc *c, const char *project, const char *role,
+                    pgw_scram_secret *out, char *project_out, char msg[256]);
+
+/* Wakes the endpoint named `endpoint`, or (endpoint NULL) the read_write
+ * endpoint of `branch` (created on first use). One try: retries are the
+ * caller's (px_session). */
+int pxc_wake(const pxc *c, const char *project, const char *branch, const char *endpoint,
+             pxc_compute *out, char msg[256]);
+
+#endif

@@ -1,0 +1,692 @@
+/* px_session — see px_session.h. */
+#define _GNU_SOURCE
+#include "px_session.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "pgw_auth.h"
+#include "pgw_proto.h"
+
+#define MAX_PARAMS 32
+#define RELAY_BUF_BYTES (64 << 10)
+#define CONNECT_TIMEOUT_MS 5000
+
+struct px_cancel_entry {
+    int32_t pid, key;            /* what the client was given */
+    int32_t cpid, ckey;          /* the compute's */
+    char host[64];
+    int port;
+    px_cancel_entry *next;
+};
+
+/* What the client's StartupMessage asked for. */
+typedef struct startup {
+    const char *names[MAX_PARAMS];
+    const char *values[MAX_PARAMS];
+    int n;
+    const char *user;
+    const char *database;
+    char endpoint[96];
+    char project[64];
+    char options[512];           /* what is left for the compute */
+} startup;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- server ---------------------------------------------------------------- */
+
+int px_server_init(px_server *s, met_registry *reg)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    s->cancels = NULL;
+    if (RAND_bytes(s->mock_key, sizeof(s->mock_key)) != 1 ||
+        RAND_bytes((uint8_t *)&s->next_pid, sizeof(s->next_pid)) != 1)
+        return -EIO;
+    s->next_pid = (s->next_pid % 1000000) + 1000;
+    static const double wake_bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 };
+    met_counter_new(reg, "arbor_proxy_connections_total", "client connections accepted",
+                    &s->m_conns);
+    met_counter_new(reg, "arbor_proxy_auth_failures_total",
+                    "authentications refused (wrong password or unknown role)", &s->m_auth_fail);
+    met_counter_new(reg, "arbor_proxy_wakes_cold_total",
+                    "wakes that bound a compute (the endpoint was suspended)", &s->m_wake_cold);
+    met_counter_new(reg, "arbor_proxy_wakes_warm_total",
+                    "wakes of an endpoint that was active", &s->m_wake_warm);
+    met_counter_new(reg, "arbor_proxy_wake_failures_total",
+                    "sessions refused because no compute could be reached", &s->m_wake_fail);
+    met_counter_new(reg, "arbor_proxy_cancels_total", "cancel requests sent on to a compute",
+                    &s->m_cancels);
+    met_counter_new(reg, "arbor_proxy_bytes_in_total", "bytes from clients to computes",
+                    &s->m_bytes_in);
+    met_counter_new(reg, "arbor_proxy_bytes_out_total", "bytes from computes to clients",
+                    &s->m_bytes_out);
+    met_counter_new(reg, "arbor_proxy_errors_total",
+                    "sessions ended by an error before relaying", &s->m_errors);
+    met_gauge_new(reg, "arbor_proxy_active_connections", "client connections open",
+                  &s->m_active);
+    met_histogram_new(reg, "arbor_proxy_wake_seconds",
+                      "time from authenticated to connected to a compute", wake_bounds,
+                      sizeof(wake_bounds) / sizeof(wake_bounds[0]), &s->m_wake_s);
+    return 0;
+}
+
+void px_server_destroy(px_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->cancels) {
+        px_cancel_entry *e = s->cancels;
+        s->cancels = e->next;
+        az_free(e);
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_destroy(&s->mu);
+}
+
+int px_routes_parse(px_server *s, const char *spec)
+{
+    s->n_routes = 0;
+    if (!spec || !*spec)
+        return 0;
+    char *copy = az_strdup(spec), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '='), *colon = strrchr(t, ':');
+        px_route *r = &s->routes[s->n_routes];
+        if (s->n_routes == PX_MAX_ROUTES || !eq || !colon || colon < eq ||
+            (size_t)(eq - t) >= sizeof(r->branch) || (size_t)(colon - eq - 1) >= sizeof(r->host) ||
+            atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+            rc = -EINVAL;
+            break;
+        }
+        snprintf(r->branch, sizeof(r->branch), "%.*s", (int)(eq - t), t);
+        snprintf(r->host, sizeof(r->host), "%.*s", (int)(colon - eq - 1), eq + 1);
+        r->port = atoi(colon + 1);
+        s->n_routes++;
+    }
+    az_free(copy);
+    return rc;
+}
+
+/* ---- sockets ----------------------------------------------------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -errno;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A TCP connection to host:port within CONNECT_TIMEOUT_MS; blocking fd. */
+static int tcp_connect(const char *host, int port, int *out)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    if (getaddrinfo(host, ps, &hints, &ai) != 0)
+        return -EHOSTUNREACH;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int rc = fd < 0 ? -errno : 0;
+    if (rc == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)
+        rc = -errno;
+    if (rc == 0) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (poll(&p, 1, CONNECT_TIMEOUT_MS) != 1)
+            rc = -ETIMEDOUT;
+        else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
+            rc = -(err ? err : errno);
+    }
+    freeaddrinfo(ai);
+    if (rc != 0) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    *out = fd;
+    return 0;
+}
+
+/* ---- cancel ------------------------------------------------------------------ */
+
+static void cancel_register(px_server *s, px_cancel_entry *e)
+{
+    pthread_mutex_lock(&s->mu);
+    e->pid = (int32_t)(s->next_pid++ & 0x7fffffff);
+    e->next = s->cancels;
+    s->cancels = e;
+    pthread_mutex_unlock(&s->mu);
+    RAND_bytes((uint8_t *)&e->key, sizeof(e->key));
+}
+
+static void cancel_unregister(px_server *s, px_cancel_entry *e)
+{
+    pthread_mutex_lock(&s->mu);
+    for (px_cancel_entry **pp = &s->cancels; *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A CancelRequest from a client: sent on to the compute whose session has
+ * this key; an unknown key is ignored (as PostgreSQL does). */
+static void cancel_forward(px_server *s, const uint8_t *body, size_t len)
+{
+    pgw_rd r;
+    pgw_rd_init(&r, body, len);
+    int32_t pid = pgw_rd_i32(&r), key = pgw_rd_i32(&r);
+    if (!pgw_rd_done(&r))
+        return;
+    px_cancel_entry found = { 0 };
+    bool ok = false;
+    pthread_mutex_lock(&s->mu);
+    for (px_cancel_entry *e = s->cancels; e; e = e->next) {
+        if (e->pid == pid && e->key == key) {
+            found = *e;
+            ok = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    int fd;
+    if (!ok || tcp_connect(found.host, found.port, &fd) != 0)
+        return;
+    pgw_buf b = { 0 };
+    pgw_buf_i32(&b, 16);
+    pgw_buf_i32(&b, PGW_CODE_CANCEL);
+    pgw_buf_i32(&b, found.cpid);
+    pgw_buf_i32(&b, found.ckey);
+    if (write_all(fd, b.data, b.len) == 0)
+        met_counter_inc(s->m_cancels);
+    pgw_buf_free(&b);
+    close(fd);
+}
+
+/* ---- startup ----------------------------------------------------------------- */
+
+/* Splits the options into the proxy's (endpoint=, project=) and the rest. */
+static void parse_options(startup *st, const char *opts)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", opts);
+    size_t used = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (strncmp(t, "endpoint=", 9) == 0)
+            snprintf(st->endpoint, sizeof(st->endpoint), "%s", t + 9);
+        else if (strncmp(t, "project=", 8) == 0)
+            snprintf(st->project, sizeof(st->project), "%s", t + 8);
+        else if (used + strlen(t) + 2 < sizeof(st->options))
+            used += (size_t)snprintf(st->options + used, sizeof(st->options) - used, "%s%s",
+                                     used ? " " : "", t);
+    }
+}
+
+/* Parses a StartupMessage body (kept by the caller: strings point into it). */
+static int parse_startup(startup *st, const uint8_t *body, size_t len)
+{
+    memset(st, 0, sizeof(*st));
+    pgw_rd r;
+    pgw_rd_init(&r, body, len);
+    for (;;) {
+        const char *name = pgw_rd_str(&r);
+        if (r.bad)
+            return -EPROTO;
+        if (!*name)
+            break;
+        const char *value = pgw_rd_str(&r);
+        if (r.bad || st->n == MAX_PARAMS)
+            return -EPROTO;
+        if (strcmp(name, "user") == 0)
+            st->user = value;
+        else if (strcmp(name, "database") == 0)
+            st->database = value;
+        else if (strcmp(name, "options") == 0)
+            parse_options(st, value);
+        else {
+            st->names[st->n] = name;
+            st->values[st->n++] = value;
+        }
+    }
+    if (!st->database || !*st->database)
+        st->database = "main";
+    return 0;
+}
+
+/* Reads startup packets until a StartupMessage, answering SSL/GSS requests
+ * 'N' and serving a CancelRequest. 1 = handled (cancel; the session ends);
+ * 0 = *copy holds the StartupMessage body (az_free it); <0 error. */
+static int read_startup(px_server *s, pgw_conn *c, uint8_t **copy, size_t *len)
+{
+    for (int i = 0; i < 3; i++) {
+        int32_t code;
+        const uint8_t *body;
+        size_t n;
+        int rc = pgw_conn_read_startup(c, &code, &body, &n);
+        if (rc != 0)
+            return rc;
+        if (code == PGW_CODE_SSL || code == PGW_CODE_GSSENC) {
+            if (write_all(c->fd, "N", 1) != 0)
+                return -EIO;
+            continue;
+        }
+        if (code == PGW_CODE_CANCEL) {
+            cancel_forward(s, body, n);
+            return 1;
+        }
+        if (code != PGW_PROTO_V3) {
+            pgw_send_error(c, "FATAL", "0A000", "unsupported frontend protocol %d.%d",
+                           code >> 16, code & 0xffff);
+            return -EPROTO;
+        }
+        *copy = az_malloc(n + 1);
+        memcpy(*copy, body, n);
+        (*copy)[n] = 0;
+        *len = n;
+        return 0;
+    }
+    return -EPROTO;
+}
+
+/* ---- authentication ---------------------------------------------------------- */
+
+/* A secret that no password matches, the same for a role every time (so a
+ * prober sees a stable salt, as for a real role). */
+static void mock_secret(const px_server *s, const char *role, pgw_scram_secret *out)
+{
+    uint8_t mac[32];
+    unsigned mlen = 0;
+    HMAC(EVP_sha256(), s->mock_key, sizeof(s->mock_key), (const uint8_t *)role, strlen(role),
+         mac, &mlen);
+    memset(out, 0, sizeof(*out));
+    memcpy(out->salt, mac, sizeof(out->salt));
+    RAND_bytes(out->stored_key, sizeof(out->stored_key));
+    RAND_bytes(out->server_key, sizeof(out->server_key));
+    out->iterations = PGW_SCRAM_ITERATIONS;
+}
+
+/* SCRAM against the control plane's verifier. 0: authenticated, and
+ * st->project is the role's project. Else the error was sent. */
+static int authenticate(px_server *s, pgw_conn *c, startup *st)
+{
+    pgw_auth_cfg cfg = { .method = PGW_AUTH_SCRAM, .user = st->user };
+    char msg[256], project[64] = "";
+    int rc = pxc_role_secret(&s->cp, st->project, st->user, &cfg.scram, project, msg);
+    if (rc == PXC_ENOTFOUND) {
+        mock_secret(s, st->user, &cfg.scram);
+        cfg.user = "";                      /* matches no role name: the check fails */
+    } else if (rc == PXC_ECONFLICT) {
+        pgw_send_error(c, "FATAL", "28000", "%s; name it with options=project%%3D<id>", msg);
+        return -EACCES;
+    } else if (rc != 0) {
+        log_warn("proxy: secret of role %s: %s", st->user, msg);
+        pgw_send_error(c, "FATAL", "08006", "the control plane cannot authenticate now: %s",
+                       msg);
+        return -EIO;
+    }
+    rc = pgw_auth_run(c, &cfg, st->user);
+    if (rc == -EACCES)
+        met_counter_inc(s->m_auth_fail);
+    if (rc != 0)
+        return rc;
+    if (!st->project[0])
+        snprintf(st->project, sizeof(st->project), "%s", project);
+    pgw_send_auth(c, 0, NULL, 0);           /* AuthenticationOk */
+    return pgw_conn_flush(c);
+}
+
+/* ---- the compute ------------------------------------------------------------- */
+
+enum { CS_OK = 0, CS_RETRY = 1, CS_FATAL = 2 };
+
+/* The SQLSTATE of an ErrorResponse body ("" if none). */
+static void error_code(const uint8_t *body, size_t len, char out[6])
+{
+    out[0] = 0;
+    for (size_t i = 0; i < len && body[i];) {
+        uint8_t f = body[i++];
+        const char *v = (const char *)body + i;
+        size_t n = strnlen(v, len - i);
+        if (f == 'C')
+            snprintf(out, 6, "%.*s", (int)n, v);
+        i += n + 1;
+    }
+}
+
+static void put_msg(pgw_buf *b, uint8_t type, const uint8_t *body, size_t len)
+{
+    size_t at = pgw_msg_begin(b, type);
+    pgw_buf_put(b, body, len);
+    pgw_msg_end(b, at);
+}
+
+/* Starts a session on the compute at fd as the client's role and reads its
+ * answers up to ReadyForQuery into *hello (BackendKeyData taken out into
+ * *e). CS_OK; CS_RETRY (the compute is going away or not bound: wake
+ * again); CS_FATAL (its ErrorResponse is in *hello, or msg says why). */
+static int compute_startup(int fd, const startup *st, const char *branch, px_cancel_entry *e,
+                           pgw_buf *hello, char msg[256])
+{
+    pgw_buf b = { 0 };
+    pgw_buf_i32(&b, 0);
+    pgw_buf_i32(&b, PGW_PROTO_V3);
+    pgw_buf_str(&b, "user");
+    pgw_buf_str(&b, st->user);
+    pgw_buf_str(&b, "database");
+    pgw_buf_str(&b, branch);
+    if (st->options[0]) {
+        pgw_buf_str(&b, "options");
+        pgw_buf_str(&b, st->options);
+    }
+    for (int i = 0; i < st->n; i++) {
+        pgw_buf_str(&b, st->names[i]);
+        pgw_buf_str(&b, st->values[i]);
+    }
+    pgw_buf_u8(&b, 0);
+    uint32_t n = htonl((uint32_t)b.len);
+    memcpy(b.data, &n, 4);
+    int rc = write_all(fd, b.data, b.len) == 0 ? CS_OK : CS_RETRY;
+    pgw_buf_free(&b);
+    if (rc != CS_OK) {
+        snprintf(msg, 256, "the compute closed the connection");
+        return rc;
+    }
+    pgw_conn cc;
+    pgw_conn_init(&cc, fd);
+    for (;;) {
+        uint8_t type;
+        const uint8_t *body;
+        size_t len;
+        if (pgw_conn_read_msg(&cc, &type, &body, &len) != 0) {
+            snprintf(msg, 256, "the compute closed the connection during start-up");
+            rc = CS_RETRY;
+            break;
+        }
+        if (type == 'R') {
+            pgw_rd r;
+            pgw_rd_init(&r, body, len);
+            if (pgw_rd_i32(&r) != 0) {
+                snprintf(msg, 256, "the compute asks for a password (it must trust the proxy)");
+                rc = CS_FATAL;
+                break;
+            }
+        } else if (type == 'K' && len == 8) {
+            pgw_rd r;
+            pgw_rd_init(&r, body, len);
+            e->cpid = pgw_rd_i32(&r);
+            e->ckey = pgw_rd_i32(&r);
+        } else if (type == 'E') {
+            char code[6];
+            error_code(body, len, code);
+            bool gone = strcmp(code, "08006") == 0 || strcmp(code, "57P01") == 0 ||
+                        strcmp(code, "57P03") == 0 || strcmp(code, "53300") == 0;
+            snprintf(msg, 256, "the compute refused the session (SQLSTATE %s)", code);
+            put_msg(hello, type, body, len);
+            rc = gone ? CS_RETRY : CS_FATAL;
+            break;
+        } else {
+            put_msg(hello, type, body, len);
+            if (type == 'Z') {
+                rc = CS_OK;
+                break;
+            }
+        }
+    }
+    pgw_conn_free(&cc);   /* nothing follows ReadyForQuery unasked */
+    return rc;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static const px_route *find_route(const px_server *s, const startup *st)
+{
+    for (int i = 0; !st->endpoint[0] && i < s->n_routes; i++)
+        if (strcmp(s->routes[i].branch, st->database) == 0)
+            return &s->routes[i];
+    return NULL;
+}
+
+/* WAKE + CONNECT with bounded retries. 0 and *cfd (a compute session ready
+ * for queries, its greeting in *hello); else the error was sent to c. */
+static int reach_compute(px_server *s, pgw_conn *c, const startup *st, px_cancel_entry *e,
+                         pgw_buf *hello, int *cfd)
+{
+    char msg[256] = "no attempt";
+    const px_route *route = find_route(s, st);
+    int64_t t0 = mono_ms();
+    for (int attempt = 0; attempt < s->wake_attempts; attempt++) {
+        if (attempt > 0) {
+            int pause = s->wake_backoff_ms << (attempt - 1 < 10 ? attempt - 1 : 10);
+            sleep_ms(pause > 2000 ? 2000 : pause);
+        }
+        pxc_compute w = { 0 };
+        if (route) {
+            snprintf(w.host, sizeof(w.host), "%s", route->host);
+            snprintf(w.branch, sizeof(w.branch), "%s", route->branch);
+            w.pg_port = route->port;
+        } else {
+            int rc = pxc_wake(&s->cp, st->project, st->database,
+                              st->endpoint[0] ? st->endpoint : NULL, &w, msg);
+            if (rc == PXC_ENOTFOUND) {
+                if (st->endpoint[0])
+                    pgw_send_error(c, "FATAL", "3D000", "endpoint \"%s\" does not exist: %s",
+                                   st->endpoint, msg);
+                else
+                    pgw_send_error(c, "FATAL", "3D000", "database \"%s\" does not exist: %s",
+                                   st->database, msg);
+                return -ENOENT;
+            }
+            if (rc == PXC_EUNAVAIL)
+                continue;
+            if (rc != 0) {
+                pgw_send_error(c, "FATAL", "08006", "cannot wake the endpoint: %s", msg);
+                return -EIO;
+            }
+        }
+        int fd;
+        int rc = tcp_connect(w.host, w.pg_port, &fd);
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg), "compute at %s:%d: %s", w.host, w.pg_port,
+                     strerror(-rc));
+            continue;
+        }
+        hello->len = 0;
+        rc = compute_startup(fd, st, w.branch[0] ? w.branch : st->database, e, hello, msg);
+        if (rc == CS_OK) {
+            met_counter_inc(w.cold ? s->m_wake_cold : s->m_wake_warm);
+            met_histogram_observe(s->m_wake_s, (double)(mono_ms() - t0) / 1000.0);
+            snprintf(e->host, sizeof(e->host), "%s", w.host);
+            e->port = w.pg_port;
+            *cfd = fd;
+            return 0;
+        }
+        close(fd);
+        if (rc == CS_FATAL) {
+            if (hello->len > 0) {
+                pgw_buf_put(&c->out, hello->data, hello->len);
+            } else {
+                pgw_send_error(c, "FATAL", "08006", "%s", msg);
+            }
+            return -EIO;
+        }
+    }
+    met_counter_inc(s->m_wake_fail);
+    pgw_send_error(c, "FATAL", "57P03",
+                   "could not reach a compute for %s \"%s\" after %d attempts: %s",
+                   st->endpoint[0] ? "endpoint" : "branch",
+                   st->endpoint[0] ? st->endpoint : st->database, s->wake_attempts, msg);
+    return -EAGAIN;
+}
+
+/* ---- relay ----------------------------------------------------------------------- */
+
+typedef struct pipe_dir {
+    int from, to;
+    uint8_t *buf;
+    size_t start, end;
+    bool eof;
+    met_counter *bytes;
+} pipe_dir;
+
+/* Moves what can move without blocking. -1 when the direction is finished
+ * (EOF drained, or an error). */
+static int pipe_step(pipe_dir *d, short rev_from, short rev_to)
+{
+    if (d->end == d->start && !d->eof && (rev_from & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = recv(d->from, d->buf, RELAY_BUF_BYTES, 0);
+        if (n > 0) {
+            d->start = 0;
+            d->end = (size_t)n;
+            met_counter_add(d->bytes, (uint64_t)n);
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            d->eof = true;
+        }
+    }
+    if (d->end > d->start) {
+        ssize_t n = send(d->to, d->buf + d->start, d->end - d->start, MSG_NOSIGNAL);
+        if (n > 0)
+            d->start += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+    }
+    return d->eof && d->end == d->start ? -1 : 0;
+}
+
+/* Relays until one side is done; pending bytes of the other are sent. */
+static void relay(px_server *s, int cfd, int sfd)
+{
+    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) | O_NONBLOCK);
+    fcntl(sfd, F_SETFL, fcntl(sfd, F_GETFL) | O_NONBLOCK);
+    pipe_dir up = { .from = cfd, .to = sfd, .buf = az_malloc(RELAY_BUF_BYTES),
+                    .bytes = s->m_bytes_in };
+    pipe_dir down = { .from = sfd, .to = cfd, .buf = az_malloc(RELAY_BUF_BYTES),
+                      .bytes = s->m_bytes_out };
+    for (;;) {
+        struct pollfd p[2] = { { .fd = cfd }, { .fd = sfd } };
+        p[0].events = (up.end == up.start ? POLLIN : 0) | (down.end > down.start ? POLLOUT : 0);
+        p[1].events = (down.end == down.start ? POLLIN : 0) | (up.end > up.start ? POLLOUT : 0);
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (pipe_step(&up, p[0].revents, p[1].revents) != 0 ||
+            pipe_step(&down, p[1].revents, p[0].revents) != 0)
+            break;
+    }
+    az_free(up.buf);
+    az_free(down.buf);
+}
+
+/* ---- a session --------------------------------------------------------------- */
+
+static void set_rcv_timeout(int fd, int ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+void px_session_run(px_server *s, int fd, const char *peer)
+{
+    met_counter_inc(s->m_conns);
+    met_gauge_add(s->m_active, 1);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_rcv_timeout(fd, s->auth_timeout_ms);
+    pgw_conn c;
+    pgw_conn_init(&c, fd);
+    pgw_buf hello = { 0 };
+    uint8_t *body = NULL;
+    size_t len = 0;
+    int sfd = -1;
+    bool relayed = false;
+    px_cancel_entry *e = az_calloc(1, sizeof(*e));
+    startup st;
+    int rc = read_startup(s, &c, &body, &len);
+    if (rc != 0) {
+        relayed = rc == 1;          /* a cancel request is not an error */
+        goto done;
+    }
+    if (parse_startup(&st, body, len) != 0) {
+        pgw_send_error(&c, "FATAL", "08P01", "malformed startup packet");
+        goto done;
+    }
+    if (!st.user || !*st.user) {
+        pgw_send_error(&c, "FATAL", "28000", "no PostgreSQL user name specified in startup "
+                                             "packet");
+        goto done;
+    }
+    if (authenticate(s, &c, &st) != 0 || reach_compute(s, &c, &st, e, &hello, &sfd) != 0)
+        goto done;
+    /* Greeting: the compute's ParameterStatus..., our BackendKeyData, its
+     * ReadyForQuery (always the last 6 bytes). */
+    cancel_register(s, e);
+    assert(hello.len >= 6 && hello.data[hello.len - 6] == 'Z');
+    pgw_buf_put(&c.out, hello.data, hello.len - 6);
+    size_t at = pgw_msg_begin(&c.out, 'K');
+    pgw_buf_i32(&c.out, e->pid);
+    pgw_buf_i32(&c.out, e->key);
+    pgw_msg_end(&c.out, at);
+    pgw_buf_put(&c.out, hello.data + hello.len - 6, 6);
+    /* Anything the client sent early goes first. */
+    if (pgw_conn_flush(&c) == 0 &&
+        write_all(sfd, c.in + c.in_start, c.in_end - c.in_start) == 0) {
+        set_rcv_timeout(fd, 0);
+        relayed = true;
+        log_debug("proxy: %s: role %s on %s relayed", peer, st.user, st.database);
+        relay(s, fd, sfd);
+    }
+    cancel_unregister(s, e);
+done:
+    if (!relayed)
+        met_counter_inc(s->m_errors);
+    pgw_conn_flush(&c);
+    pgw_conn_free(&c);
+    pgw_buf_free(&hello);
+    az_free(body);
+    az_free(e);
+    if (sfd >= 0)
+        close(sfd);
+    close(fd);
+    met_gauge_add(s->m_active, -1);
+}

@@ -1,0 +1,14 @@
+# arbor-proxy end to end: `arbor start` in a temporary directory (the proxy
+# with the rest), clients through libpq (test_proxy.c).
+pkg_check_modules(LIBPQ IMPORTED_TARGET libpq)
+if(TARGET arbor AND TARGET arbor-proxy AND LIBPQ_FOUND)
+  arbor_test(test_proxy
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_proxy.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_http_client PkgConfig::LIBPQ PkgConfig::JANSSON Threads::Threads
+             TIMEOUT 300 LABELS integration)
+  target_include_directories(test_proxy PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_proxy PRIVATE ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_proxy arbor arbor-proxy arbor-control arbor-compute
+                   arbor-safekeeper arbor-pageserver)
+endif()

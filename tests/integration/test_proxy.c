@@ -1,0 +1,374 @@
+/*
+ * arbor-proxy end to end, as a user meets it: `arbor start` in a temporary
+ * directory (ephemeral ports) prints a postgres:// URL through the proxy;
+ * clients are libpq connections to it.
+ *
+ *   branch      `arbor branch create dev`, then the URL with /dev works at
+ *               once (the proxy woke dev's read_write endpoint, created by
+ *               the control plane on first use); /main reaches the CLI's
+ *               local primary
+ *   refused     wrong password (28P01), unknown role (28P01 after the same
+ *               exchange), unknown branch and endpoint (3D000): the control
+ *               plane's wake counter does not move (no compute woken)
+ *   suspend     dev's endpoint with suspend_timeout_s = 1 is suspended by
+ *               the control plane; the next connection wakes it and sees
+ *               the rows written before
+ *   cancel      a long query through the proxy is cancelled (57014) by
+ *               PQcancel with the proxy's key
+ *   concurrent  N clients at once, each connects, inserts its row and
+ *               disconnects: exactly N rows
+ *
+ * Every process is stopped at the end, and by the watchdog of
+ * cli_test_common if the test dies.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli_test_common.h"
+#include "alloc.h"
+#include "http_client.h"
+
+#define N_CLIENTS 40
+#define CONNECT_TIMEOUT_MS 30000
+
+static bool g_up;
+static char g_base[512];      /* postgres://arbor:PW@127.0.0.1:PORT/ */
+static char g_api[256], g_key[128], g_project[64];
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A libpq connection with verbose errors (so that the SQLSTATE of a refused
+ * start-up is in the message). NULL and the message in err on failure. */
+static PGconn *pg_open(const char *url, char *err, size_t cap)
+{
+    PGconn *c = PQconnectStart(url);
+    if (!c) {
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    PQsetErrorVerbosity(c, PQERRORS_VERBOSE);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    int64_t end = now_ms() + CONNECT_TIMEOUT_MS;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && now_ms() < end) {
+        struct pollfd p = { .fd = PQsocket(c),
+                            .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT };
+        if (poll(&p, 1, 1000) < 0)
+            break;
+        st = PQconnectPoll(c);
+    }
+    if (st != PGRES_POLLING_OK) {
+        snprintf(err, cap, "%s", st == PGRES_POLLING_FAILED ? PQerrorMessage(c) : "timeout");
+        PQfinish(c);
+        return NULL;
+    }
+    err[0] = 0;
+    return c;
+}
+
+static PGconn *pg_branch(const char *branch_and_query)
+{
+    char url[1024], err[1024];
+    snprintf(url, sizeof(url), "%s%s", g_base, branch_and_query);
+    PGconn *c = pg_open(url, err, sizeof(err));
+    if (!c)
+        fail_msg("connect %s: %s", branch_and_query, err);
+    return c;
+}
+
+/* One statement; returns the first value of the first row as a number (or
+ * 0), failing the test on an error. */
+static long pg_exec(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        fail_msg("%s: %s", sql, msg);
+    }
+    long v = s == PGRES_TUPLES_OK && PQntuples(r) > 0 ? atol(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return v;
+}
+
+/* The API (arbor-control), with the cluster's key. */
+static json_t *api(const char *method, const char *path, const char *body)
+{
+    char url[1024], err[256];
+    snprintf(url, sizeof(url), "%s%s", g_api, path);
+    hc_req r = { .method = method, .url = url, .body = body, .bearer = g_key,
+                 .timeout_ms = 30000 };
+    int status = 0;
+    char *text = NULL;
+    if (hc_request(&r, &status, &text, err) != 0)
+        fail_msg("%s %s: %s", method, path, err);
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    az_free(text);
+    if (status < 200 || status >= 300) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static long control_wakes(void)
+{
+    json_t *j = api("GET", "/v1/status", NULL);
+    assert_non_null(j);
+    long n = (long)json_integer_value(json_object_get(j, "wakes"));
+    json_decref(j);
+    return n;
+}
+
+/* The state of the endpoint on branch ("" if none). */
+static void endpoint_state(const char *branch, char *out, size_t cap, char *name, size_t ncap)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints", g_project);
+    json_t *j = api("GET", path, NULL);
+    assert_non_null(j);
+    out[0] = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(j, "endpoints"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "branch")), branch) == 0) {
+            snprintf(out, cap, "%s", json_string_value(json_object_get(e, "state")));
+            if (name)
+                snprintf(name, ncap, "%s", json_string_value(json_object_get(e, "name")));
+        }
+    }
+    json_decref(j);
+}
+
+static void test_start_and_branch(void **state)
+{
+    (void)state;
+    ct_expect(ct_arbor("start --base-port 0"), 0, "start");
+    const char *u = strstr(ct.out, "postgres URL:    postgres://arbor:");
+    assert_non_null(u);
+    u = strstr(u, "postgres://");
+    const char *slash = strstr(u, "/main");
+    assert_non_null(slash);
+    snprintf(g_base, sizeof(g_base), "%.*s/", (int)(slash - u), u);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *a = json_load_file(path, 0, NULL);
+    assert_non_null(a);
+    snprintf(g_api, sizeof(g_api), "%s", json_string_value(json_object_get(a, "url")));
+    snprintf(g_key, sizeof(g_key), "%s", json_string_value(json_object_get(a, "key")));
+    snprintf(g_project, sizeof(g_project), "%s",
+             json_string_value(json_object_get(a, "project_id")));
+    json_decref(a);
+
+    PGconn *m = pg_branch("main");            /* the CLI's local primary */
+    pg_exec(m, "CREATE TABLE m(x INTEGER)");
+    pg_exec(m, "INSERT INTO m VALUES (1)");
+    assert_int_equal(pg_exec(m, "SELECT count(*) FROM m"), 1);
+    PQfinish(m);
+
+    ct_expect(ct_arbor("branch create dev"), 0, "branch create dev");
+    char st[32];
+    endpoint_state("dev", st, sizeof(st), NULL, 0);
+    assert_string_equal(st, "");              /* nothing started by hand */
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    pg_exec(c, "INSERT INTO t(v) VALUES ('before suspend')");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM t"), 1);
+    PQfinish(c);
+    endpoint_state("dev", st, sizeof(st), NULL, 0);
+    assert_string_equal(st, "active");
+    g_up = true;
+}
+
+static void expect_refused(const char *url, const char *sqlstate, const char *text)
+{
+    char err[1024];
+    PGconn *c = pg_open(url, err, sizeof(err));
+    if (c) {
+        PQfinish(c);
+        fail_msg("%s: connected, expected %s", url, sqlstate);
+    }
+    if (!strstr(err, sqlstate) || !strstr(err, text))
+        fail_msg("%s: expected %s \"%s\", got: %s", url, sqlstate, text, err);
+}
+
+static void test_refused(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    long wakes = control_wakes();
+    char url[1024], host[256];
+    const char *at = strchr(g_base, '@');
+    snprintf(host, sizeof(host), "%s", at + 1);       /* 127.0.0.1:PORT/ */
+    snprintf(url, sizeof(url), "postgres://arbor:wrong@%sdev", host);
+    expect_refused(url, "28P01", "password authentication failed for user \"arbor\"");
+    snprintf(url, sizeof(url), "postgres://nobody:wrong@%sdev", host);
+    expect_refused(url, "28P01", "password authentication failed for user \"nobody\"");
+    snprintf(url, sizeof(url), "%snosuch", g_base);
+    expect_refused(url, "3D000", "database \"nosuch\" does not exist");
+    snprintf(url, sizeof(url), "%sdev?options=endpoint%%3Dnope", g_base);
+    expect_refused(url, "3D000", "endpoint \"nope\" does not exist");
+    assert_int_equal(control_wakes(), wakes);         /* no compute woken */
+    char st[32];
+    endpoint_state("nosuch", st, sizeof(st), NULL, 0);
+    assert_string_equal(st, "");
+}
+
+static void test_suspend_wake(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char st[32], name[96], path[512];
+    endpoint_state("dev", st, sizeof(st), name, sizeof(name));
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints/%s", g_project, name);
+    json_t *j = api("PATCH", path, "{\"suspend_timeout_s\":1}");
+    assert_non_null(j);
+    json_decref(j);
+    int64_t end = now_ms() + 20000;
+    do {
+        usleep(100000);
+        endpoint_state("dev", st, sizeof(st), NULL, 0);
+    } while (strcmp(st, "suspended") != 0 && now_ms() < end);
+    assert_string_equal(st, "suspended");
+    long wakes = control_wakes();
+    /* also by name: options=endpoint%3D<name> */
+    char q[256];
+    snprintf(q, sizeof(q), "dev?options=endpoint%%3D%s", name);
+    PGconn *c = pg_branch(q);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM t WHERE v = 'before suspend'"), 1);
+    PQfinish(c);
+    assert_true(control_wakes() > wakes);
+    endpoint_state("dev", st, sizeof(st), NULL, 0);
+    assert_string_equal(st, "active");
+    j = api("PATCH", path, "{\"suspend_timeout_s\":300}");
+    assert_non_null(j);
+    json_decref(j);
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    assert_int_equal(PQsendQuery(c, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                                    "FROM n WHERE x < 2000000000) SELECT count(*) FROM n"), 1);
+    usleep(300000);
+    PGcancel *k = PQgetCancel(c);
+    char err[256];
+    int64_t t0 = now_ms();
+    assert_int_equal(PQcancel(k, err, sizeof(err)), 1);
+    PQfreeCancel(k);
+    PGresult *r;
+    bool cancelled = false;
+    while ((r = PQgetResult(c))) {
+        const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        cancelled |= code && strcmp(code, "57014") == 0;
+        PQclear(r);
+    }
+    assert_true(cancelled);
+    assert_true(now_ms() - t0 < 10000);
+    assert_int_equal(pg_exec(c, "SELECT 1"), 1);      /* the session goes on */
+    PQfinish(c);
+}
+
+static void *client_main(void *arg)
+{
+    long id = (long)arg;
+    char url[1024], err[1024], sql[128];
+    snprintf(url, sizeof(url), "%sdev", g_base);
+    PGconn *c = pg_open(url, err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "client %ld: %s\n", id, err);
+        return (void *)1;
+    }
+    snprintf(sql, sizeof(sql), "INSERT INTO c(id) VALUES (%ld)", id);
+    PGresult *r = NULL;
+    for (int tries = 0; tries < 50; tries++) {     /* one writer at a time: busy retries */
+        PQclear(r);
+        r = PQexec(c, sql);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK)
+            break;
+        usleep(20000);
+    }
+    long bad = PQresultStatus(r) != PGRES_COMMAND_OK;
+    if (bad)
+        fprintf(stderr, "client %ld: %s\n", id, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+    return (void *)bad;
+}
+
+static void test_concurrent(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE c(id INTEGER PRIMARY KEY)");
+    pthread_t t[N_CLIENTS];
+    for (long i = 0; i < N_CLIENTS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, client_main, (void *)i), 0);
+    long bad = 0;
+    for (int i = 0; i < N_CLIENTS; i++) {
+        void *rv;
+        pthread_join(t[i], &rv);
+        bad += (long)rv;
+    }
+    assert_int_equal(bad, 0);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM c"), N_CLIENTS);
+    PQfinish(c);
+}
+
+static void test_stop(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    ct_expect_in(ct.out, "stopped proxy");
+    assert_int_equal(ct_kill_daemons(ct.dir), 0);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    hc_global_init();
+    return ct_setup("test_proxy", "proxy") == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start_and_branch),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_suspend_wake),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_stop),
+    };
+    return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);
+}
