@@ -39,7 +39,9 @@ static void hook_ps_args(h_sk *ps)
     snprintf(g_bucket, sizeof(g_bucket), "%s/bucket", h_root());
     snprintf(g_remote_arg, sizeof(g_remote_arg), "--remote-storage=%s", g_bucket);
     ps->extra_args[6] = g_remote_arg;
-    ps->extra_args[7] = "--remote.upload-interval=50ms";
+    /* Uploads lag the local disk by up to this: WAL the bucket lacks must
+     * stay on the safekeepers (the kill -9 test depends on the lag). */
+    ps->extra_args[7] = "--remote.upload-interval=1500ms";
 }
 
 /* The pageserver's whole state: tenants and the generation counter (its
