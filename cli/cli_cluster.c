@@ -20,6 +20,7 @@
 #include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
+#include "cli_remote.h"
 #include "safekeeper.pb-c.h"
 
 #ifndef ARBOR_SAFEKEEPER_BIN
@@ -200,6 +201,7 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     snprintf(a_dir, sizeof(a_dir), "--datadir=%s", dir);
     snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
     const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk : bins->ps;
+    char a_remote[4300];
     char *argv[8] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
     if (c->kind == CLI_COMP_SAFEKEEPER) {
         snprintf(a_node, sizeof(a_node), "--node-id=%d", c->node_id);
@@ -213,6 +215,12 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
                                      i ? "," : "", addrs[i]);
         }
         argv[5] = a_sks;
+        char url[4096];
+        cli_remote_url(st->dir, url, sizeof(url));
+        if (url[0]) {
+            snprintf(a_remote, sizeof(a_remote), "--remote-storage=%s", url);
+            argv[6] = a_remote;
+        }
     }
     pid_t pid;
     if (cli_proc_spawn(bin, argv, log, &pid, &c->start_ticks) != 0) {
@@ -634,7 +642,8 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
     if (rc == CLI_ENOTFOUND) {
         rc = 0;
     }
-    if (rc != 0 || parse_base_port(ctx, st) != 0) {
+    if (rc != 0 || parse_base_port(ctx, st) != 0 ||
+        cli_remote_set(ctx->dir, cli_opt_value(ctx, "remote-storage")) != 0) {
         return CLI_EXIT_ERROR;
     }
     const char *down;

@@ -26,3 +26,15 @@ if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walpropo
     ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>")
   add_dependencies(test_ps_remote arbor-safekeeper arbor-pageserver)
 endif()
+# ... and against a real S3 server (s3rver from npm, installed at run time;
+# skipped without npm).
+find_program(NODE_BIN node)
+find_program(NPM_BIN npm)
+if(TARGET test_ps_remote AND NODE_BIN)
+  add_test(NAME test_ps_remote_s3
+           COMMAND ${NODE_BIN} ${PROJECT_SOURCE_DIR}/tests/s3/s3rver_run.mjs
+                   $<TARGET_FILE:test_ps_remote>)
+  set_tests_properties(test_ps_remote_s3 PROPERTIES TIMEOUT 900 SKIP_RETURN_CODE 77
+    LABELS integration
+    ENVIRONMENT "S3RVER_CACHE=${CMAKE_BINARY_DIR}/s3rver-cache;NPM_BIN=${NPM_BIN}")
+endif()
