@@ -21,6 +21,7 @@
 #include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_proc.h"
+#include "cli_remote.h"
 #include "safekeeper.pb-c.h"
 
 #ifndef ARBOR_SAFEKEEPER_BIN
@@ -246,7 +247,7 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk
                       : c->kind == CLI_COMP_CONTROL  ? bins->ctl
                                                      : bins->ps;
-    char a_ps[96], a_key[4300];
+    char a_ps[96], a_key[4300], a_remote[4300];
     char *argv[10] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
     if (c->kind == CLI_COMP_CONTROL) {
         cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
@@ -267,6 +268,12 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
                                      i ? "," : "", addrs[i]);
         }
         argv[5] = a_sks;
+        char url[4096];
+        cli_remote_url(st->dir, url, sizeof(url));
+        if (url[0] && c->kind == CLI_COMP_PAGESERVER) {
+            snprintf(a_remote, sizeof(a_remote), "--remote-storage=%s", url);
+            argv[6] = a_remote;
+        }
     }
     pid_t pid;
     if (cli_proc_spawn(bin, argv, log, &pid, &c->start_ticks) != 0) {
@@ -750,7 +757,8 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
     if (rc == CLI_ENOTFOUND) {
         rc = 0;
     }
-    if (rc != 0 || parse_base_port(ctx, st) != 0) {
+    if (rc != 0 || parse_base_port(ctx, st) != 0 ||
+        cli_remote_set(ctx->dir, cli_opt_value(ctx, "remote-storage")) != 0) {
         return CLI_EXIT_ERROR;
     }
     const char *down;

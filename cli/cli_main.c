@@ -36,6 +36,10 @@ static const cli_opt g_start_opts[] = {
     { "base-port", "PORT", "first of 10 ports (default 7676, or the previous start's); "
                            "0 = ephemeral ports" },
     { "no-endpoint", NULL, "do not start the primary endpoint on main" },
+    { "remote-storage", "URL", "the pageserver's bucket: a directory (default "
+                               "DIR/remote), s3://BUCKET/PREFIX?endpoint=URL&region=R "
+                               "(credentials from AWS_ACCESS_KEY_ID / "
+                               "AWS_SECRET_ACCESS_KEY) or none; remembered" },
     { NULL, NULL, NULL },
 };
 static const cli_opt g_stop_opts[] = {

@@ -29,9 +29,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "ps_io.h"
+#include "ps_remote.h"
 #include "ps_repo.h"
 #include "ps_service.h"
 #include "ps_walreceiver.h"
+#include "remote_storage.h"
 #include "rpc.h"
 
 #define MAX_SAFEKEEPERS 7
@@ -54,9 +56,20 @@ typedef struct ps_daemon_config {
     int image_after_deltas;
     bool compress;
     uint64_t pending_bytes;
+    char *remote_storage;
+    uint64_t remote_poll_ms;
+    uint64_t remote_shutdown_ms;
 } ps_daemon_config;
 
 static const cfg_option ps_options[] = {
+    CFG_STRING_OPT("remote-storage", ps_daemon_config, remote_storage, "",
+                   "bucket for layers + indexes: a directory, file:///DIR or "
+                   "s3://BUCKET/PREFIX?endpoint=URL&region=R (credentials: "
+                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); empty: local disk only"),
+    CFG_DURATION_OPT("remote.upload-interval", ps_daemon_config, remote_poll_ms,
+                     "200ms", "how often timelines are compared with the bucket"),
+    CFG_DURATION_OPT("remote.shutdown-timeout", ps_daemon_config, remote_shutdown_ms,
+                     "30s", "at shutdown, wait this long for uploads to finish"),
     CFG_STRING_OPT("listen", ps_daemon_config, listen, "127.0.0.1:6400",
                    "gRPC address (host:port; port 0 picks a free one)"),
     CFG_STRING_OPT("http-addr", ps_daemon_config, http_addr, "127.0.0.1",
@@ -116,6 +129,9 @@ static struct {
     bool stopping;
     char *sk_list[MAX_SAFEKEEPERS];
     int n_sk;
+    remote_storage *rs;        /* NULL: no remote storage */
+    ps_remote *remote;
+    uint32_t generation;
 } g_ps;
 
 /* ---- timelines: receivers, metrics, status --------------------------- */
@@ -352,6 +368,77 @@ static int create_metrics(void)
     return rc ? -EINVAL : 0;
 }
 
+/* ---- remote storage ---------------------------------------------------- */
+
+/* Safekeepers keep WAL until the bucket holds the layers made from it. */
+static lsn_t remote_persisted_lsn(ps_timeline *tl, void *arg)
+{
+    lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
+    lsn_t rcl = ps_remote_consistent_lsn(g_ps.remote, ps_timeline_tenant_id(tl),
+                                         ps_timeline_id(tl));
+    return rcl < dcl ? rcl : dcl;
+}
+
+static double remote_stat(void *arg)
+{
+    ps_remote_stats st;
+    ps_remote_get_stats(g_ps.remote, &st);
+    rs_stats rs;
+    rs_get_stats(g_ps.rs, &rs);
+    switch ((int)(intptr_t)arg) {
+    case 0: return (double)st.pending_timelines;
+    case 1: return (double)st.layers_uploaded;
+    case 2: return (double)st.bytes_uploaded;
+    case 3: return (double)st.upload_failures;
+    case 4: return (double)st.objects_deleted;
+    case 5: return st.stale ? 1.0 : 0.0;
+    case 6: return (double)rs.requests;
+    case 7: return (double)rs.retries;
+    case 8: return (double)rs.errors;
+    default: return (double)g_ps.generation;
+    }
+}
+
+static int create_remote_metrics(void)
+{
+    static const char *const names[][2] = {
+        { "arbor_pageserver_remote_pending_timelines",
+          "Timelines whose bucket index is behind their local state" },
+        { "arbor_pageserver_remote_layers_uploaded", "Layer files uploaded since start" },
+        { "arbor_pageserver_remote_bytes_uploaded", "Layer bytes uploaded since start" },
+        { "arbor_pageserver_remote_upload_failures", "Failed upload attempts (retried)" },
+        { "arbor_pageserver_remote_objects_deleted", "Objects deleted from the bucket" },
+        { "arbor_pageserver_remote_stale", "1 when a newer generation exists" },
+        { "arbor_pageserver_remote_requests", "HTTP requests sent to the bucket (S3)" },
+        { "arbor_pageserver_remote_retries", "Bucket requests retried" },
+        { "arbor_pageserver_remote_errors", "Bucket operations failed after retries" },
+        { "arbor_pageserver_remote_generation", "This pageserver's generation" },
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(names[0]); i++)
+        rc = met_gauge_callback_new(g_ps.metrics, names[i][0], names[i][1], remote_stat,
+                                    (void *)(intptr_t)i);
+    return rc;
+}
+
+/* Before the repository opens: pick a generation, attach missing tenants. */
+static int remote_attach(void)
+{
+    if (!g_ps.conf.remote_storage || !*g_ps.conf.remote_storage)
+        return 0;
+    int rc = rs_open(g_ps.conf.remote_storage, NULL, &g_ps.rs);
+    if (rc != 0) {
+        log_error("remote storage %s: %s", g_ps.conf.remote_storage, strerror(-rc));
+        return rc;
+    }
+    uint32_t attached = 0;
+    rc = ps_remote_attach(g_ps.rs, g_ps.conf.datadir, &g_ps.generation, &attached);
+    if (rc != 0)
+        log_error("attach from %s failed: %s", g_ps.conf.remote_storage,
+                  rc < 0 ? strerror(-rc) : ps_strerror(rc));
+    return rc;
+}
+
 static int start_servers(int *grpc_port)
 {
     dmn_http_options o = { .addr = g_ps.conf.http_addr,
@@ -386,6 +473,8 @@ static int start_all(int *grpc_port)
     if (rc == 0)
         rc = fs_mkdir_p(g_ps.conf.datadir);
     if (rc == 0)
+        rc = remote_attach();
+    if (rc == 0)
         rc = ps_repo_open(g_ps.conf.datadir, &g_ps.engine, &g_ps.repo);
     if (rc != 0) {
         log_error("cannot open repository %s: %s", g_ps.conf.datadir,
@@ -395,8 +484,14 @@ static int start_all(int *grpc_port)
     rc = met_registry_new(&g_ps.metrics);
     if (rc == 0)
         rc = create_metrics();
+    if (rc == 0 && g_ps.rs)
+        rc = ps_remote_start(g_ps.repo, g_ps.rs, g_ps.generation,
+                             (uint32_t)g_ps.conf.remote_poll_ms, &g_ps.remote);
+    if (rc == 0 && g_ps.rs)
+        rc = create_remote_metrics();
     ps_rcv_options ro = { .safekeepers = (const char *const *)g_ps.sk_list,
-                          .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics };
+                          .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics,
+                          .persisted_lsn = g_ps.remote ? remote_persisted_lsn : NULL };
     if (rc == 0)
         rc = ps_rcv_create(&ro, &g_ps.rcv);
     static const ps_svc_hooks hooks = { .timeline_created = on_created,
@@ -441,12 +536,20 @@ static void stop_all(void)
         if (rc != 0)
             log_warn("final checkpoint: %s (WAL is re-ingested at start)",
                      ps_strerror(rc));
+        if (g_ps.remote &&
+            ps_remote_sync(g_ps.remote, (uint32_t)g_ps.conf.remote_shutdown_ms) != 0)
+            log_warn("uploads not finished at shutdown: the bucket is behind the "
+                     "local disk (the safekeepers keep the WAL)");
+        ps_remote_stop(g_ps.remote);
+        g_ps.remote = NULL;
         ps_repo_close(g_ps.repo);
     }
     if (g_ps.svc)
         ps_svc_destroy(g_ps.svc);
     if (g_ps.metrics)
         met_registry_free(g_ps.metrics);
+    ps_remote_stop(g_ps.remote);
+    rs_close(g_ps.rs);
     for (int i = 0; i < g_ps.n_sk; i++)
         az_free(g_ps.sk_list[i]);
     cfg_free(ps_options, &g_ps.conf);

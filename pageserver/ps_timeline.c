@@ -1877,3 +1877,28 @@ void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
     out->reads = atomic_load(&tl->reads);
     out->layers_visited = atomic_load(&tl->layers_visited);
 }
+
+/* ---- remote storage --------------------------------------------------------- */
+
+int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
+                               ps_layer_file **layers, size_t *n)
+{
+    _Static_assert(sizeof(((ps_layer_file *)0)->name) == PS_LAYER_NAME_MAX,
+                   "ps_layer_file.name holds a layer name");
+    /* flush_mu: a flush publishes dcl before it swaps its layer into the
+     * map; holding it means map and metadata agree. */
+    pthread_mutex_lock(&tl->flush_mu);
+    ps_layer_map *m = map_get(tl);
+    ps_timeline_meta(tl, meta);
+    pthread_mutex_unlock(&tl->flush_mu);
+    ps_layer_file *out = az_calloc(m->n_layers + 1, sizeof(*out));
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const ps_layer *l = m->layers[i];
+        ps_layer_name(l->kind, l->lsn_start, l->lsn_end, out[i].name);
+        out[i].size_bytes = l->file_bytes;
+    }
+    *n = m->n_layers;
+    *layers = out;
+    map_put(m);
+    return 0;
+}

@@ -300,4 +300,18 @@ int ps_timeline_set_branch_name(ps_timeline *tl, const char *name);
 void ps_timeline_mark_deleted(ps_timeline *tl);
 const char *ps_timeline_dir(const ps_timeline *tl);
 
+/* ---- for remote storage (ps_remote.h) ------------------------------------ */
+
+typedef struct ps_layer_file {
+    char name[48];          /* a ps_layer_name(): "delta_S-E" / "image_X" */
+    uint64_t size_bytes;
+} ps_layer_file;
+
+/* A consistent view for an upload: the metadata (disk_consistent_lsn, GC
+ * cutoff, ...) and the published layer files that hold every version at or
+ * below its disk_consistent_lsn, taken with flushes excluded. *layers
+ * az_malloc'ed (az_free), *n entries, newest first. */
+int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
+                               ps_layer_file **layers, size_t *n);
+
 #endif

@@ -523,7 +523,9 @@ void ps_rcv_report_persisted(ps_rcv *r)
      * receiver by at most its RPC timeout, never an ingest. */
     pthread_mutex_lock(&r->mu);
     for (receiver *rv = r->list; rv; rv = rv->next) {
-        lsn_t lsn = ps_timeline_disk_consistent_lsn(rv->tl);
+        lsn_t lsn = r->opt.persisted_lsn
+                        ? r->opt.persisted_lsn(rv->tl, r->opt.persisted_arg)
+                        : ps_timeline_disk_consistent_lsn(rv->tl);
         if (lsn > rv->reported_lsn)
             report_one(r, rv, lsn);
     }

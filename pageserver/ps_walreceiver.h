@@ -32,6 +32,13 @@ typedef struct ps_rcv_options {
     uint32_t stall_ms;               /* 0 = 3000 */
     uint32_t lag_ms;                 /* 0 = 2000 */
     met_registry *metrics;           /* may be NULL */
+    /* The LSN reported to safekeepers as persisted (they may remove WAL
+     * below it); NULL: disk_consistent_lsn. With remote storage the
+     * daemon passes min(disk_consistent_lsn, remote_consistent_lsn), so
+     * WAL stays until the bucket holds it. Called from the reporting
+     * thread. */
+    lsn_t (*persisted_lsn)(ps_timeline *tl, void *arg);
+    void *persisted_arg;
 } ps_rcv_options;
 
 int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out);
@@ -39,7 +46,7 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out);
 int ps_rcv_start(ps_rcv *r, ps_timeline *tl);
 /* Stops the receivers of timelines that were deleted. */
 void ps_rcv_reap_deleted(ps_rcv *r);
-/* Reports each timeline's disk_consistent_lsn to every safekeeper that
+/* Reports each timeline's persisted LSN (see ps_rcv_options) to every safekeeper that
  * answers, so that they can remove WAL below it. Called periodically. */
 void ps_rcv_report_persisted(ps_rcv *r);
 /* Stops every receiver and frees. */

@@ -23,6 +23,10 @@ PACKAGES=(
   valgrind python3 procps chromium   # chromium: the dashboard test (headless)
   postgresql-client-15 postgresql-15   # psql, pgbench (and a server to compare with)
   python3-psycopg2 libpq-dev           # libpq-dev: the differential test drives libpq itself
+  libcurl4-openssl-dev   # remote storage: S3 over HTTP with SigV4 (curl >= 7.75)
+  python3-botocore       # tests: an independent SigV4 implementation to check signatures
+  # nodejs + npm (the dashboard and s3rver tests) are not listed: the tests
+  # skip with a message when npm is missing.
 )
 
 missing=()

@@ -30,3 +30,13 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_fresh arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# The remote tier through the CLI: stop, delete DIR/ps, start: same answers.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_cli_remote
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_remote.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_cli_remote PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_remote arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

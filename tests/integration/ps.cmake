@@ -11,3 +11,30 @@ if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walpropo
     ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>")
   add_dependencies(test_pageserver arbor-safekeeper arbor-pageserver)
 endif()
+
+# The same model with remote storage: attach of an empty pageserver from the
+# bucket, kill -9 mid-upload with disk loss (test_ps_remote.c).
+if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walproposer)
+  arbor_test(test_ps_remote
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_remote.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
+             LIBS arbor_walproposer arbor_base TIMEOUT 900 LABELS integration)
+  target_include_directories(test_ps_remote PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_ps_remote PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>")
+  add_dependencies(test_ps_remote arbor-safekeeper arbor-pageserver)
+endif()
+# ... and against a real S3 server (s3rver from npm, installed at run time;
+# skipped without npm).
+find_program(NODE_BIN node)
+find_program(NPM_BIN npm)
+if(TARGET test_ps_remote AND NODE_BIN)
+  add_test(NAME test_ps_remote_s3
+           COMMAND ${NODE_BIN} ${PROJECT_SOURCE_DIR}/tests/s3/s3rver_run.mjs
+                   $<TARGET_FILE:test_ps_remote>)
+  set_tests_properties(test_ps_remote_s3 PROPERTIES TIMEOUT 900 SKIP_RETURN_CODE 77
+    LABELS integration
+    ENVIRONMENT "S3RVER_CACHE=${CMAKE_BINARY_DIR}/s3rver-cache;NPM_BIN=${NPM_BIN}")
+endif()

@@ -140,10 +140,20 @@ static void start_ps(void)
     assert_int_equal(h_sk_start(&g_ps, 20000), 0);
 }
 
+/* A file that includes this one to reuse the model (test_ps_remote.c)
+ * defines PS_TEST_HOOKS and these two, and its own main. */
+#ifdef PS_TEST_HOOKS
+static void hook_sk_args(h_sk *sk);
+static void hook_ps_args(h_sk *ps);
+#endif
+
 static void cluster_up(void)
 {
     for (int i = 0; i < 3; i++) {
         assert_int_equal(h_sk_init(&g_sk[i], ARBOR_SAFEKEEPER_BIN, 31 + i), 0);
+#ifdef PS_TEST_HOOKS
+        hook_sk_args(&g_sk[i]);
+#endif
         assert_int_equal(h_sk_start(&g_sk[i], 10000), 0);
         g_sk_addr[i] = g_sk[i].addr;
     }
@@ -156,6 +166,9 @@ static void cluster_up(void)
     g_ps.extra_args[3] = "--layers.image-after-deltas=4";
     g_ps.extra_args[4] = "--reads.wait-lsn-timeout=1500ms";
     g_ps.extra_args[5] = "--gc.interval=300ms";
+#ifdef PS_TEST_HOOKS
+    hook_ps_args(&g_ps);
+#endif
     start_ps();
     assert_int_equal(rpc_channel_create(g_ps.addr, &g_ch), 0);
 }
@@ -741,6 +754,7 @@ static int teardown(void **state)
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
+#ifndef PS_TEST_HOOKS
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -752,3 +766,4 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
+#endif

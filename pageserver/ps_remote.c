@@ -1,0 +1,1026 @@
+/*
+ * ps_remote — see ps_remote.h. The uploader is a reconciler rather than a
+ * queue of operations: each pass compares every timeline's consistent
+ * snapshot (metadata + published layer files) with what its last uploaded
+ * index says, uploads the missing layers, then the commits object, then the
+ * index, and only then deletes what the new index dropped. Layers are
+ * immutable, so "upload what the index will name, then the index" is the
+ * whole ordering rule; a crash anywhere leaves the previous index valid.
+ */
+#define _GNU_SOURCE
+#include "ps_remote.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "fsutil.h"
+#include "log.h"
+#include "ps_commits.h"
+#include "ps_io.h"
+#include "ps_layer.h"
+#include "ps_meta.h"
+
+#define INDEX_NAME "index_part.json"
+#define INDEX_FORMAT 1
+#define BACKOFF_MAX_MS 10000u
+
+typedef struct rlayer {
+    char name[PS_LAYER_NAME_MAX];
+    uint32_t generation;
+    uint64_t size_bytes;
+} rlayer;
+
+/* What the bucket holds for one timeline, as far as this process knows. */
+typedef struct tl_state {
+    arbor_id tenant_id, timeline_id;
+    bool seeded;                 /* remote index read (or known absent) */
+    bool in_sync;
+    uint8_t meta[PS_META_BYTES]; /* metadata of the last index uploaded */
+    bool has_index;
+    rlayer *layers;              /* layers of the last index uploaded */
+    size_t n_layers;
+    char commits_key[96];        /* "" when none */
+    uint64_t commits_size;
+    lsn_t remote_consistent_lsn;
+    char **pending_deletes;      /* keys to delete once not stale */
+    size_t n_pending;
+    int64_t next_try_ms;
+    uint32_t backoff_ms;
+    bool seen;                   /* in the repo during the current pass */
+    bool old_indexes_queued;     /* older generations' indexes scheduled */
+} tl_state;
+
+typedef struct index_part {
+    uint32_t generation;
+    uint8_t meta[PS_META_BYTES];
+    lsn_t dcl;
+    rlayer *layers;
+    size_t n_layers;
+    char commits_key[96];
+    uint64_t commits_size;
+} index_part;
+
+struct ps_remote {
+    ps_repo *repo;
+    remote_storage *rs;
+    uint32_t generation;
+    uint32_t poll_ms;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;          /* states, stop, stats */
+    pthread_cond_t cv;
+    pthread_mutex_t pass_mu;     /* one pass at a time */
+    bool stop;
+    bool stale;
+    bool tenants_reconciled;
+    tl_state *states;
+    size_t n_states;
+    ps_remote_stats stats;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ps_remote_timeline_prefix(const arbor_id *tenant_id, const arbor_id *timeline_id,
+                               char out[128])
+{
+    char t[ID_STR_SIZE], l[ID_STR_SIZE];
+    snprintf(out, 128, "tenants/%s/timelines/%s/", id_format(tenant_id, t),
+             id_format(timeline_id, l));
+}
+
+static void object_key(const arbor_id *t, const arbor_id *l, const char *name,
+                       uint32_t gen, char out[256])
+{
+    char pfx[128];
+    ps_remote_timeline_prefix(t, l, pfx);
+    snprintf(out, 256, "%s%s-%08" PRIx32, pfx, name, gen);
+}
+
+/* "name-GGGGGGGG" -> name length and generation; false if not that shape. */
+static bool split_generation(const char *base, size_t *name_len, uint32_t *gen)
+{
+    size_t n = strlen(base);
+    if (n < 10 || base[n - 9] != '-') {
+        return false;
+    }
+    char *end;
+    unsigned long g = strtoul(base + n - 8, &end, 16);
+    if (*end != '\0') {
+        return false;
+    }
+    *name_len = n - 9;
+    *gen = (uint32_t)g;
+    return true;
+}
+
+/* ---- index encode / decode -------------------------------------------- */
+
+static char *index_encode(const arbor_id *t, const arbor_id *l, uint32_t gen,
+                          const ps_meta *m, const uint8_t meta_bytes[PS_META_BYTES],
+                          const rlayer *layers, size_t n, const char *commits_key,
+                          uint64_t commits_size)
+{
+    char ts[ID_STR_SIZE], ls[ID_STR_SIZE], as[ID_STR_SIZE], dcl[LSN_STRLEN],
+        alsn[LSN_STRLEN];
+    char hex[PS_META_BYTES * 2 + 1];
+    for (size_t i = 0; i < PS_META_BYTES; i++) {
+        sprintf(hex + 2 * i, "%02x", meta_bytes[i]);
+    }
+    json_t *ja = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(ja, json_pack("{s:s, s:I, s:I}", "name", layers[i].name,
+                                            "generation", (json_int_t)layers[i].generation,
+                                            "size", (json_int_t)layers[i].size_bytes));
+    }
+    json_t *o = json_pack(
+        "{s:i, s:I, s:s, s:s, s:s, s:o, s:s, s:s, s:{s:s, s:I}, s:o}", "format", INDEX_FORMAT,
+        "generation", (json_int_t)gen, "tenant_id", id_format(t, ts), "timeline_id",
+        id_format(l, ls), "disk_consistent_lsn", lsn_format(m->disk_consistent_lsn, dcl),
+        "ancestor_id", id_is_zero(&m->ancestor_id) ? json_null()
+                                                   : json_string(id_format(&m->ancestor_id, as)),
+        "ancestor_lsn", lsn_format(m->ancestor_lsn, alsn), "metadata", hex, "commits", "key",
+        commits_key, "size", (json_int_t)commits_size, "layers", ja);
+    char *s = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+static int index_decode(const uint8_t *data, size_t n, index_part *out)
+{
+    memset(out, 0, sizeof(*out));
+    json_error_t err;
+    json_t *o = json_loadb((const char *)data, n, 0, &err);
+    if (!o) {
+        return PS_ECORRUPT;
+    }
+    int rc = PS_ECORRUPT;
+    json_int_t fmt = 0, gen = 0, csize = 0;
+    const char *hex = NULL, *dcl = NULL, *ckey = NULL;
+    json_t *layers = NULL;
+    if (json_unpack(o, "{s:I, s:I, s:s, s:s, s:{s:s, s:I}, s:o}", "format", &fmt, "generation",
+                    &gen, "metadata", &hex, "disk_consistent_lsn", &dcl, "commits", "key",
+                    &ckey, "size", &csize, "layers", &layers) != 0 ||
+        fmt != INDEX_FORMAT || strlen(hex) != PS_META_BYTES * 2 || !json_is_array(layers) ||
+        strlen(ckey) >= sizeof(out->commits_key) || lsn_parse(dcl, &out->dcl) != 0) {
+        goto done;
+    }
+    for (size_t i = 0; i < PS_META_BYTES; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+            goto done;
+        }
+        out->meta[i] = (uint8_t)v;
+    }
+    ps_meta m;
+    if (ps_meta_decode(out->meta, PS_META_BYTES, &m) != 0 || m.disk_consistent_lsn != out->dcl) {
+        goto done;
+    }
+    out->generation = (uint32_t)gen;
+    snprintf(out->commits_key, sizeof(out->commits_key), "%s", ckey);
+    out->commits_size = (uint64_t)csize;
+    size_t cnt = json_array_size(layers);
+    out->layers = az_calloc(cnt + 1, sizeof(rlayer));
+    for (size_t i = 0; i < cnt; i++) {
+        const char *name;
+        json_int_t g, sz;
+        ps_layer_kind k;
+        lsn_t a, b;
+        if (json_unpack(json_array_get(layers, i), "{s:s, s:I, s:I}", "name", &name,
+                        "generation", &g, "size", &sz) != 0 ||
+            strlen(name) >= PS_LAYER_NAME_MAX || ps_layer_parse_name(name, &k, &a, &b) != 0) {
+            goto done;
+        }
+        snprintf(out->layers[i].name, PS_LAYER_NAME_MAX, "%s", name);
+        out->layers[i].generation = (uint32_t)g;
+        out->layers[i].size_bytes = (uint64_t)sz;
+    }
+    out->n_layers = cnt;
+    rc = 0;
+done:
+    if (rc != 0) {
+        az_free(out->layers);
+        out->layers = NULL;
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* The newest index of a timeline: 0, -ENOENT when there is none, or an error. */
+static int fetch_newest_index(remote_storage *rs, const arbor_id *t, const arbor_id *l,
+                              index_part *out)
+{
+    char pfx[128], key[256];
+    ps_remote_timeline_prefix(t, l, pfx);
+    snprintf(key, sizeof(key), "%s" INDEX_NAME "-", pfx);
+    rs_listing ls;
+    int rc = rs_list(rs, key, &ls);
+    if (rc != 0) {
+        return rc;
+    }
+    uint32_t best = 0;
+    bool found = false;
+    for (size_t i = 0; i < ls.n; i++) {
+        size_t nl;
+        uint32_t g;
+        const char *base = strrchr(ls.objects[i].key, '/') + 1;
+        if (split_generation(base, &nl, &g) && nl == strlen(INDEX_NAME) && (!found || g > best)) {
+            best = g;
+            found = true;
+        }
+    }
+    rs_list_free(&ls);
+    if (!found) {
+        return -ENOENT;
+    }
+    object_key(t, l, INDEX_NAME, best, key);
+    uint8_t *data;
+    size_t n;
+    rc = rs_get(rs, key, 0, 0, &data, &n);
+    if (rc == 0) {
+        rc = index_decode(data, n, out);
+        if (rc != 0) {
+            log_error("remote index %s does not parse", key);
+        }
+        az_free(data);
+    }
+    return rc;
+}
+
+/* ---- generations ---------------------------------------------------------- */
+
+static int highest_generation_in_bucket(remote_storage *rs, uint32_t *out)
+{
+    rs_listing ls;
+    int rc = rs_list(rs, "generation-", &ls);
+    if (rc != 0) {
+        return rc;
+    }
+    *out = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        size_t nl;
+        uint32_t g;
+        if (split_generation(ls.objects[i].key, &nl, &g) && nl == strlen("generation") &&
+            g > *out) {
+            *out = g;
+        }
+    }
+    rs_list_free(&ls);
+    return 0;
+}
+
+static int next_generation(remote_storage *rs, const char *datadir, uint32_t *gen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/generation", datadir);
+    uint32_t local = 0, remote = 0;
+    void *data;
+    size_t n;
+    if (fs_read_file(path, 64, &data, &n) == 0) {
+        local = (uint32_t)strtoul(data, NULL, 10);
+        free(data);
+    }
+    int rc = highest_generation_in_bucket(rs, &remote);
+    if (rc != 0) {
+        return rc;
+    }
+    uint32_t g = (local > remote ? local : remote) + 1;
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%" PRIu32 "\n", g);
+    rc = fs_mkdir_p(datadir);
+    if (rc == 0) {
+        rc = fs_write_atomic(path, text, (size_t)len);
+    }
+    char key[64];
+    snprintf(key, sizeof(key), "generation-%08" PRIx32, g);
+    if (rc == 0) {
+        rc = rs_put(rs, key, "", 0);
+    }
+    if (rc == 0) {
+        *gen = g;
+    }
+    return rc;
+}
+
+/* ---- attach ---------------------------------------------------------------- */
+
+/* Downloads one timeline into <tdir>/<L> through <L>.tmp. */
+static int attach_timeline(remote_storage *rs, const char *tdir, const arbor_id *t,
+                           const arbor_id *l, uint32_t *layers_downloaded)
+{
+    index_part ip;
+    int rc = fetch_newest_index(rs, t, l, &ip);
+    if (rc != 0) {
+        return rc == -ENOENT ? 0 : rc;   /* no index: the timeline does not exist */
+    }
+    char ls[ID_STR_SIZE], tmp[4096], fin[4096], path[4200], key[256];
+    id_format(l, ls);
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", tdir, ls);
+    snprintf(fin, sizeof(fin), "%s/%s", tdir, ls);
+    fs_remove_tree(tmp);
+    rc = fs_mkdir_p(tmp);
+    for (size_t i = 0; rc == 0 && i < ip.n_layers; i++) {
+        object_key(t, l, ip.layers[i].name, ip.layers[i].generation, key);
+        snprintf(path, sizeof(path), "%s/%s", tmp, ip.layers[i].name);
+        rc = rs_get_file(rs, key, path);
+        if (rc == 0) {
+            (*layers_downloaded)++;
+        } else {
+            log_error("attach: layer %s: %s", key, strerror(-rc));
+        }
+    }
+    if (rc == 0) {
+        char pfx[128];
+        ps_remote_timeline_prefix(t, l, pfx);
+        snprintf(key, sizeof(key), "%s%s", pfx, ip.commits_key);
+        snprintf(path, sizeof(path), "%s/commits", tmp);
+        rc = rs_get_file(rs, key, path);
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "%s/metadata", tmp);
+        rc = fs_write_atomic(path, ip.meta, PS_META_BYTES);
+    }
+    if (rc == 0) {
+        rc = fs_fsync_dir(tmp);
+    }
+    if (rc == 0 && rename(tmp, fin) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        rc = fs_fsync_dir(tdir);
+    }
+    if (rc == 0) {
+        char dcl[LSN_STRLEN];
+        log_info("attached timeline %s from generation %" PRIu32 " at %s (%zu layers)", ls,
+                 ip.generation, lsn_format(ip.dcl, dcl), ip.n_layers);
+    }
+    az_free(ip.layers);
+    return rc;
+}
+
+/* Parses "tenants/T/timelines/L/..." into t and l. */
+static bool parse_timeline_key(const char *key, arbor_id *t, arbor_id *l)
+{
+    if (strncmp(key, "tenants/", 8) != 0 || strlen(key) < 8 + ID_HEX_LEN + 11 + ID_HEX_LEN + 1) {
+        return false;
+    }
+    const char *p = key + 8;
+    if (id_parse_n(p, ID_HEX_LEN, t) != 0 || strncmp(p + ID_HEX_LEN, "/timelines/", 11) != 0) {
+        return false;
+    }
+    p += ID_HEX_LEN + 11;
+    return id_parse_n(p, ID_HEX_LEN, l) == 0 && p[ID_HEX_LEN] == '/';
+}
+
+static bool dir_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int ps_remote_attach(remote_storage *rs, const char *datadir, uint32_t *generation,
+                     uint32_t *attached)
+{
+    int rc = next_generation(rs, datadir, generation);
+    if (rc != 0) {
+        log_error("remote storage %s: cannot pick a generation: %s", rs_url(rs), strerror(-rc));
+        return rc;
+    }
+    rs_listing ls;
+    rc = rs_list(rs, "tenants/", &ls);
+    if (rc != 0) {
+        return rc;
+    }
+    uint32_t n_att = 0, n_layers = 0;
+    arbor_id prev_t = { 0 }, prev_l = { 0 };
+    bool have_prev = false;
+    for (size_t i = 0; rc == 0 && i < ls.n; i++) {
+        arbor_id t, l;
+        if (!parse_timeline_key(ls.objects[i].key, &t, &l) ||
+            (have_prev && id_equal(&t, &prev_t) && id_equal(&l, &prev_l))) {
+            continue;
+        }
+        prev_t = t;
+        prev_l = l;
+        have_prev = true;
+        char ts[ID_STR_SIZE], tdir[4096];
+        snprintf(tdir, sizeof(tdir), "%s/tenants/%s", datadir, id_format(&t, ts));
+        /* A tenant this pageserver has locally is authoritative; but a
+         * tenant being attached may be half-done from a crash: timelines
+         * already renamed into place are kept, the others fetched. */
+        char marker[4200], tldir[4200], lsb[ID_STR_SIZE];
+        snprintf(marker, sizeof(marker), "%s/.attaching", tdir);
+        if (dir_exists(tdir) && access(marker, F_OK) != 0) {
+            continue;
+        }
+        strcat(tdir, "/timelines");
+        rc = fs_mkdir_p(tdir);
+        if (rc == 0 && access(marker, F_OK) != 0) {
+            snprintf(marker, sizeof(marker), "%s/tenants/%s/.attaching", datadir, ts);
+            rc = fs_write_atomic(marker, "", 0);
+        }
+        snprintf(tldir, sizeof(tldir), "%s/%s", tdir, id_format(&l, lsb));
+        if (rc == 0 && !dir_exists(tldir)) {
+            uint32_t before = n_layers;
+            rc = attach_timeline(rs, tdir, &t, &l, &n_layers);
+            n_att += rc == 0 && (n_layers > before || dir_exists(tldir)) ? 1 : 0;
+        }
+    }
+    /* Attach finished for every tenant: drop the markers. */
+    for (size_t i = 0; rc == 0 && i < ls.n; i++) {
+        arbor_id t, l;
+        if (parse_timeline_key(ls.objects[i].key, &t, &l)) {
+            char ts[ID_STR_SIZE], marker[4200];
+            snprintf(marker, sizeof(marker), "%s/tenants/%s/.attaching", datadir,
+                     id_format(&t, ts));
+            unlink(marker);
+        }
+    }
+    rs_list_free(&ls);
+    if (attached) {
+        *attached = n_att;
+    }
+    if (rc == 0) {
+        log_info("remote storage %s: generation %" PRIu32 ", %" PRIu32
+                 " timelines attached (%" PRIu32 " layers downloaded)",
+                 rs_url(rs), *generation, n_att, n_layers);
+    }
+    return rc;
+}
+
+/* ---- uploader ---------------------------------------------------------------- */
+
+static tl_state *state_find(ps_remote *r, const arbor_id *t, const arbor_id *l)
+{
+    for (size_t i = 0; i < r->n_states; i++) {
+        if (id_equal(&r->states[i].tenant_id, t) && id_equal(&r->states[i].timeline_id, l)) {
+            return &r->states[i];
+        }
+    }
+    return NULL;
+}
+
+static void state_clear(tl_state *st)
+{
+    az_free(st->layers);
+    for (size_t i = 0; i < st->n_pending; i++) {
+        az_free(st->pending_deletes[i]);
+    }
+    az_free(st->pending_deletes);
+}
+
+static void add_pending(tl_state *st, const char *key)
+{
+    st->pending_deletes = az_realloc(st->pending_deletes,
+                                     (st->n_pending + 1) * sizeof(char *));
+    st->pending_deletes[st->n_pending++] = az_strdup(key);
+}
+
+/* Reads the timeline's newest remote index into st (once). */
+static int seed_state(ps_remote *r, tl_state *st)
+{
+    index_part ip;
+    int rc = fetch_newest_index(r->rs, &st->tenant_id, &st->timeline_id, &ip);
+    if (rc == -ENOENT) {
+        st->seeded = true;
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    pthread_mutex_lock(&r->mu);
+    st->layers = ip.layers;
+    st->n_layers = ip.n_layers;
+    memcpy(st->meta, ip.meta, PS_META_BYTES);
+    snprintf(st->commits_key, sizeof(st->commits_key), "%s", ip.commits_key);
+    st->commits_size = ip.commits_size;
+    /* Not ours if another generation wrote it: our first index rewrites it
+     * under our key even when nothing changed. */
+    st->has_index = ip.generation == r->generation;
+    st->remote_consistent_lsn = ip.dcl;
+    st->seeded = true;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+static const rlayer *find_rlayer(const rlayer *a, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(a[i].name, name) == 0) {
+            return &a[i];
+        }
+    }
+    return NULL;
+}
+
+/* The commits file cut to the entries at or below dcl. */
+static int read_commits_upto(const char *dir, lsn_t dcl, uint8_t **data, size_t *n)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/commits", dir);
+    void *buf;
+    size_t len;
+    int rc = fs_read_file(path, (size_t)1 << 32, &buf, &len);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t keep = len < PS_COMMITS_HEADER_BYTES ? len : PS_COMMITS_HEADER_BYTES;
+    while (keep + PS_COMMITS_ENTRY_BYTES <= len) {
+        uint64_t lsn = 0;
+        for (int b = 7; b >= 0; b--) {
+            lsn = (lsn << 8) | ((uint8_t *)buf)[keep + (size_t)b];
+        }
+        if (lsn > dcl) {
+            break;
+        }
+        keep += PS_COMMITS_ENTRY_BYTES;
+    }
+    *data = az_malloc(keep + 1);
+    memcpy(*data, buf, keep);
+    *n = keep;
+    free(buf);
+    return 0;
+}
+
+/* Uploads the layers of snap missing remotely; fills next[] with the new
+ * index's layer list. -EAGAIN when a layer vanished (GC): retry. */
+static int upload_layers(ps_remote *r, tl_state *st, const char *dir, const ps_layer_file *snap,
+                         size_t n, rlayer *next)
+{
+    for (size_t i = 0; i < n; i++) {
+        const rlayer *have = find_rlayer(st->layers, st->n_layers, snap[i].name);
+        snprintf(next[i].name, PS_LAYER_NAME_MAX, "%s", snap[i].name);
+        next[i].size_bytes = snap[i].size_bytes;
+        if (have) {
+            next[i].generation = have->generation;
+            continue;
+        }
+        char key[256], path[4200];
+        object_key(&st->tenant_id, &st->timeline_id, snap[i].name, r->generation, key);
+        snprintf(path, sizeof(path), "%s/%s", dir, snap[i].name);
+        int rc = rs_put_file(r->rs, key, path);
+        if (rc != 0) {
+            return rc == -ENOENT ? -EAGAIN : rc;
+        }
+        next[i].generation = r->generation;
+        pthread_mutex_lock(&r->mu);
+        r->stats.layers_uploaded++;
+        r->stats.bytes_uploaded += snap[i].size_bytes;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return 0;
+}
+
+static bool check_stale(ps_remote *r)
+{
+    uint32_t top = 0;
+    if (highest_generation_in_bucket(r->rs, &top) != 0) {
+        return true;   /* unknown: do not delete */
+    }
+    pthread_mutex_lock(&r->mu);
+    if (top > r->generation && !r->stale) {
+        log_warn("remote storage: generation %" PRIu32 " is newer than ours (%" PRIu32
+                 "): this pageserver is stale and will not delete",
+                 top, r->generation);
+    }
+    r->stale = top > r->generation;
+    bool s = r->stale;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+static void run_pending_deletes(ps_remote *r, tl_state *st)
+{
+    if (st->n_pending == 0 || check_stale(r)) {
+        return;
+    }
+    int rc = rs_delete_many(r->rs, (const char *const *)st->pending_deletes, st->n_pending);
+    if (rc != 0) {
+        log_warn("remote storage: %zu deletions deferred: %s", st->n_pending, strerror(-rc));
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->stats.objects_deleted += st->n_pending;
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < st->n_pending; i++) {
+        az_free(st->pending_deletes[i]);
+    }
+    st->n_pending = 0;
+}
+
+/* After an index without them is uploaded: old layers and commits object. */
+static void queue_dropped(ps_remote *r, tl_state *st, const rlayer *next, size_t n_next,
+                          const char *new_commits_key)
+{
+    char key[256], pfx[128];
+    for (size_t i = 0; i < st->n_layers; i++) {
+        if (!find_rlayer(next, n_next, st->layers[i].name)) {
+            object_key(&st->tenant_id, &st->timeline_id, st->layers[i].name,
+                       st->layers[i].generation, key);
+            add_pending(st, key);
+        }
+    }
+    if (st->commits_key[0] && strcmp(st->commits_key, new_commits_key) != 0) {
+        ps_remote_timeline_prefix(&st->tenant_id, &st->timeline_id, pfx);
+        snprintf(key, sizeof(key), "%s%s", pfx, st->commits_key);
+        add_pending(st, key);
+    }
+    (void)r;
+}
+
+/* Once our own index is up: indexes of older generations are superseded
+ * (a stale pageserver's later writes to its own key are harmless: the
+ * newest generation's index wins at attach). */
+static void queue_old_indexes(ps_remote *r, tl_state *st)
+{
+    char pfx[128], key[256];
+    ps_remote_timeline_prefix(&st->tenant_id, &st->timeline_id, pfx);
+    snprintf(key, sizeof(key), "%s" INDEX_NAME "-", pfx);
+    rs_listing ls;
+    if (rs_list(r->rs, key, &ls) != 0) {
+        return;   /* tried again after the next index upload */
+    }
+    for (size_t i = 0; i < ls.n; i++) {
+        size_t nl;
+        uint32_t g;
+        const char *base = strrchr(ls.objects[i].key, '/') + 1;
+        if (split_generation(base, &nl, &g) && nl == strlen(INDEX_NAME) && g < r->generation) {
+            add_pending(st, ls.objects[i].key);
+        }
+    }
+    rs_list_free(&ls);
+    st->old_indexes_queued = true;
+}
+
+/* Brings one timeline's remote state up to its local snapshot. 0 when in
+ * sync (nothing to do or done). */
+static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
+{
+    ps_meta m;
+    ps_layer_file *snap;
+    size_t n;
+    int rc = ps_timeline_layer_snapshot(tl, &m, &snap, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    uint8_t mb[PS_META_BYTES];
+    ps_meta_encode(&m, mb);
+    bool same = st->has_index && memcmp(mb, st->meta, PS_META_BYTES) == 0 && n == st->n_layers;
+    for (size_t i = 0; same && i < n; i++) {
+        same = find_rlayer(st->layers, st->n_layers, snap[i].name) != NULL;
+    }
+    if (same) {
+        az_free(snap);
+        st->in_sync = true;
+        run_pending_deletes(r, st);
+        return 0;
+    }
+    st->in_sync = false;
+    rlayer *next = az_calloc(n + 1, sizeof(*next));
+    const char *dir = ps_timeline_dir(tl);
+    rc = upload_layers(r, st, dir, snap, n, next);
+    char commits_name[96], pfx[128], key[256];
+    snprintf(commits_name, sizeof(commits_name), "commits-%016" PRIX64 "-%08" PRIx32,
+             m.disk_consistent_lsn, r->generation);
+    uint64_t commits_size = st->commits_size;
+    bool new_commits = strcmp(commits_name, st->commits_key) != 0;
+    ps_remote_timeline_prefix(&st->tenant_id, &st->timeline_id, pfx);
+    if (rc == 0 && new_commits) {
+        uint8_t *cd;
+        size_t cn;
+        rc = read_commits_upto(dir, m.disk_consistent_lsn, &cd, &cn);
+        if (rc == 0) {
+            snprintf(key, sizeof(key), "%s%s", pfx, commits_name);
+            rc = rs_put(r->rs, key, cd, cn);
+            commits_size = cn;
+            az_free(cd);
+        }
+    }
+    char *json = NULL;
+    if (rc == 0) {
+        json = index_encode(&st->tenant_id, &st->timeline_id, r->generation, &m, mb, next, n,
+                            new_commits ? commits_name : st->commits_key, commits_size);
+        object_key(&st->tenant_id, &st->timeline_id, INDEX_NAME, r->generation, key);
+        rc = rs_put(r->rs, key, json, strlen(json));
+    }
+    free(json);
+    if (rc == 0) {
+        queue_dropped(r, st, next, n, new_commits ? commits_name : st->commits_key);
+        pthread_mutex_lock(&r->mu);
+        az_free(st->layers);
+        st->layers = next;
+        st->n_layers = n;
+        next = NULL;
+        memcpy(st->meta, mb, PS_META_BYTES);
+        st->has_index = true;
+        if (new_commits) {
+            snprintf(st->commits_key, sizeof(st->commits_key), "%s", commits_name);
+        }
+        st->commits_size = commits_size;
+        st->remote_consistent_lsn = m.disk_consistent_lsn;
+        st->in_sync = true;
+        r->stats.indexes_uploaded++;
+        pthread_mutex_unlock(&r->mu);
+        if (!st->old_indexes_queued) {
+            queue_old_indexes(r, st);
+        }
+        run_pending_deletes(r, st);
+    }
+    az_free(next);
+    az_free(snap);
+    return rc;
+}
+
+/* Removes every object of a timeline deleted locally (index first, so a
+ * crash midway leaves no index naming missing layers). */
+static int delete_remote_timeline(ps_remote *r, const arbor_id *t, const arbor_id *l)
+{
+    if (check_stale(r)) {
+        return 0;
+    }
+    char pfx[128];
+    ps_remote_timeline_prefix(t, l, pfx);
+    rs_listing ls;
+    int rc = rs_list(r->rs, pfx, &ls);
+    if (rc != 0) {
+        return rc;
+    }
+    const char **idx = az_calloc(ls.n + 1, sizeof(char *));
+    const char **rest = az_calloc(ls.n + 1, sizeof(char *));
+    size_t ni = 0, nr = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        if (strstr(ls.objects[i].key, "/" INDEX_NAME "-")) {
+            idx[ni++] = ls.objects[i].key;
+        } else {
+            rest[nr++] = ls.objects[i].key;
+        }
+    }
+    rc = rs_delete_many(r->rs, idx, ni);
+    if (rc == 0) {
+        rc = rs_delete_many(r->rs, rest, nr);
+    }
+    if (rc == 0 && ls.n) {
+        char ls_[ID_STR_SIZE];
+        log_info("remote storage: deleted timeline %s (%zu objects)", id_format(l, ls_), ls.n);
+        pthread_mutex_lock(&r->mu);
+        r->stats.objects_deleted += ls.n;
+        pthread_mutex_unlock(&r->mu);
+    }
+    az_free(idx);
+    az_free(rest);
+    rs_list_free(&ls);
+    return rc;
+}
+
+/* Once per start: remote timelines of local tenants that are not local. */
+static int reconcile_tenant(ps_remote *r, const arbor_id *t, ps_timeline **tls, size_t n)
+{
+    char pfx[128], ts[ID_STR_SIZE];
+    snprintf(pfx, sizeof(pfx), "tenants/%s/timelines/", id_format(t, ts));
+    rs_listing ls;
+    int rc = rs_list(r->rs, pfx, &ls);
+    if (rc != 0) {
+        return rc;
+    }
+    arbor_id prev = { 0 };
+    for (size_t i = 0; rc == 0 && i < ls.n; i++) {
+        arbor_id tt, l;
+        if (!parse_timeline_key(ls.objects[i].key, &tt, &l) || id_equal(&l, &prev)) {
+            continue;
+        }
+        prev = l;
+        bool local = false;
+        for (size_t j = 0; j < n && !local; j++) {
+            local = id_equal(ps_timeline_id(tls[j]), &l);
+        }
+        if (!local) {
+            rc = delete_remote_timeline(r, t, &l);
+        }
+    }
+    rs_list_free(&ls);
+    return rc;
+}
+
+static void note_failure(ps_remote *r, tl_state *st, int rc)
+{
+    st->backoff_ms = st->backoff_ms ? st->backoff_ms * 2 : 100;
+    if (st->backoff_ms > BACKOFF_MAX_MS) {
+        st->backoff_ms = BACKOFF_MAX_MS;
+    }
+    st->next_try_ms = now_ms() + st->backoff_ms;
+    if (rc != -EAGAIN) {
+        char ls[ID_STR_SIZE];
+        log_warn("remote upload of timeline %s failed (%s), retry in %u ms",
+                 id_format(&st->timeline_id, ls), rc < 0 ? strerror(-rc) : ps_strerror(rc),
+                 st->backoff_ms);
+        pthread_mutex_lock(&r->mu);
+        r->stats.upload_failures++;
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending)
+{
+    const arbor_id *t = ps_timeline_tenant_id(tl), *l = ps_timeline_id(tl);
+    pthread_mutex_lock(&r->mu);
+    tl_state *st = state_find(r, t, l);
+    if (!st) {
+        r->states = az_realloc(r->states, (r->n_states + 1) * sizeof(*r->states));
+        st = &r->states[r->n_states++];
+        memset(st, 0, sizeof(*st));
+        st->tenant_id = *t;
+        st->timeline_id = *l;
+    }
+    st->seen = true;
+    pthread_mutex_unlock(&r->mu);
+    /* The states array only grows/shrinks on this (pass) thread: st stays
+     * valid until the end of the pass. */
+    if (now_ms() < st->next_try_ms) {
+        (*pending)++;
+        return;
+    }
+    int rc = st->seeded ? 0 : seed_state(r, st);
+    if (rc == 0) {
+        rc = sync_timeline(r, st, tl);
+    }
+    if (rc != 0) {
+        note_failure(r, st, rc);
+        (*pending)++;
+    } else {
+        st->backoff_ms = 0;
+        st->next_try_ms = 0;
+        *pending += st->in_sync ? 0 : 1;
+    }
+}
+
+/* Drops states of timelines gone from the repo, deleting their objects. */
+static void pass_deleted(ps_remote *r, uint32_t *pending)
+{
+    for (size_t i = 0; i < r->n_states;) {
+        tl_state *st = &r->states[i];
+        if (st->seen) {
+            st->seen = false;
+            i++;
+            continue;
+        }
+        if (delete_remote_timeline(r, &st->tenant_id, &st->timeline_id) != 0) {
+            (*pending)++;
+            i++;
+            continue;
+        }
+        pthread_mutex_lock(&r->mu);
+        state_clear(st);
+        r->states[i] = r->states[--r->n_states];
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+/* One pass over every timeline; returns how many are not in sync. */
+static uint32_t run_pass(ps_remote *r)
+{
+    uint32_t pending = 0;
+    arbor_id *tenants = NULL;
+    size_t nt = 0;
+    if (ps_repo_list_tenants(r->repo, &tenants, &nt) != 0) {
+        return 1;
+    }
+    bool reconciled = true;
+    for (size_t i = 0; i < nt; i++) {
+        ps_timeline **tls;
+        size_t n;
+        if (ps_repo_list_timelines(r->repo, &tenants[i], &tls, &n) != 0) {
+            continue;
+        }
+        if (!r->tenants_reconciled && reconcile_tenant(r, &tenants[i], tls, n) != 0) {
+            reconciled = false;
+        }
+        for (size_t j = 0; j < n; j++) {
+            pass_timeline(r, tls[j], &pending);
+        }
+        ps_repo_free_list(tls, n);
+    }
+    r->tenants_reconciled = reconciled;
+    az_free(tenants);
+    pass_deleted(r, &pending);
+    pthread_mutex_lock(&r->mu);
+    r->stats.pending_timelines = pending;
+    pthread_mutex_unlock(&r->mu);
+    return pending;
+}
+
+static void *uploader_main(void *arg)
+{
+    ps_remote *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_lock(&r->pass_mu);
+        run_pass(r);
+        pthread_mutex_unlock(&r->pass_mu);
+        pthread_mutex_lock(&r->mu);
+        if (r->stop) {
+            break;
+        }
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += (long)(r->poll_ms % 1000) * 1000000L;
+        dl.tv_sec += r->poll_ms / 1000 + dl.tv_nsec / 1000000000L;
+        dl.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r->cv, &r->mu, &dl);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+int ps_remote_start(ps_repo *repo, remote_storage *rs, uint32_t generation, uint32_t poll_ms,
+                    ps_remote **out)
+{
+    ps_remote *r = az_calloc(1, sizeof(*r));
+    r->repo = repo;
+    r->rs = rs;
+    r->generation = generation;
+    r->poll_ms = poll_ms ? poll_ms : 200;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->pass_mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    int rc = pthread_create(&r->thread, NULL, uploader_main, r);
+    if (rc != 0) {
+        ps_remote_stop(r);
+        return -rc;
+    }
+    r->started = true;
+    *out = r;
+    return 0;
+}
+
+void ps_remote_stop(ps_remote *r)
+{
+    if (!r) {
+        return;
+    }
+    if (r->started) {
+        pthread_mutex_lock(&r->mu);
+        r->stop = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    for (size_t i = 0; i < r->n_states; i++) {
+        state_clear(&r->states[i]);
+    }
+    az_free(r->states);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->pass_mu);
+    az_free(r);
+}
+
+lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
+                               const arbor_id *timeline_id)
+{
+    pthread_mutex_lock(&r->mu);
+    tl_state *st = state_find(r, tenant_id, timeline_id);
+    lsn_t lsn = st ? st->remote_consistent_lsn : 0;
+    pthread_mutex_unlock(&r->mu);
+    return lsn;
+}
+
+int ps_remote_sync(ps_remote *r, uint32_t timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&r->pass_mu);
+        uint32_t pending = run_pass(r);
+        pthread_mutex_unlock(&r->pass_mu);
+        if (pending == 0) {
+            return 0;
+        }
+        if (now_ms() >= deadline) {
+            return -ETIMEDOUT;
+        }
+        struct timespec ts = { 0, 50 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+void ps_remote_get_stats(ps_remote *r, ps_remote_stats *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->stats;
+    out->stale = r->stale;
+    pthread_mutex_unlock(&r->mu);
+}

@@ -1,0 +1,111 @@
+/*
+ * ps_remote — the pageserver's remote tier (prefix ps_remote_): upload of
+ * layer files and per-timeline index objects to a remote_storage bucket,
+ * generations, deletions after the index that drops a layer, attach of an
+ * empty pageserver from the bucket. Model: Neon's remote_timeline_client /
+ * upload_queue / index_part (docs/rfcs 025 generation numbers, 027
+ * crash-consistent layer map through index_part).
+ *
+ * Object keys (relative to the backend's prefix; G = generation as 8
+ * lowercase hex digits, T/L = tenant/timeline ids as 32 hex):
+ *
+ *   generation-G                                    marker: generation G was
+ *                                                   issued (empty object)
+ *   tenants/T/timelines/L/index_part.json-G         the timeline's index as
+ *                                                   written by generation G
+ *   tenants/T/timelines/L/<layer name>-G            a layer file uploaded by G
+ *   tenants/T/timelines/L/commits-<dcl 16 hex>-G    the commits index (ps_commits
+ *                                                   format) cut at dcl
+ *
+ * Index object (JSON, this module owns it):
+ *   { "format": 1, "generation": G, "tenant_id": T, "timeline_id": L,
+ *     "disk_consistent_lsn": "X/Y", "ancestor_id": L' or null,
+ *     "ancestor_lsn": "X/Y",
+ *     "metadata": hex of the 256-byte ps_meta file (ps_meta.h),
+ *     "commits": { "key": "commits-...-G", "size": bytes },
+ *     "layers": [ { "name": "delta_S-E", "generation": G', "size": bytes }, ...] }
+ *   The layers listed hold every version at or below disk_consistent_lsn;
+ *   a layer object not named by the newest index does not exist.
+ *
+ * Rules (the upload queue's ordering, as Neon's):
+ *   - a layer object is uploaded before any index that names it;
+ *   - an index is uploaded only after every layer it names;
+ *   - a layer (or commits object) is deleted only after an index without it
+ *     was uploaded, and only by a pageserver whose generation is the newest
+ *     one issued (a "generation-G" marker above its own means it is stale:
+ *     it keeps uploading under its own keys but never deletes);
+ *   - objects are never overwritten with other bytes: every key carries the
+ *     generation that wrote it, so two pageservers attached at once (split
+ *     brain) write disjoint keys.
+ *   Failures are retried forever, per timeline, with backoff (100 ms
+ *   doubling to 10 s); remote_consistent_lsn is the disk_consistent_lsn of
+ *   the last index uploaded.
+ *
+ * Generations: until a control plane issues them, each start takes
+ * max(persisted counter in <datadir>/generation, highest generation-G
+ * marker in the bucket) + 1, persists it, then writes its marker.
+ *
+ * Attach (ps_remote_attach, before ps_repo_open): every tenant in the
+ * bucket that has no directory locally is downloaded: for each timeline the
+ * index with the highest generation, its layers and commits, written as a
+ * timeline directory (under a .tmp name, renamed into place), so that
+ * ps_repo_open loads it as after a clean shutdown at the index's
+ * disk_consistent_lsn; the WAL receiver re-ingests above it. Tenants present
+ * locally are authoritative (a local timeline missing from the bucket is
+ * uploaded; a remote timeline missing locally was deleted and its objects
+ * are removed).
+ *
+ * Threads: one uploader thread (ps_remote_start); ps_remote_consistent_lsn
+ * and ps_remote_sync from any thread.
+ */
+#ifndef ARBOR_PS_REMOTE_H
+#define ARBOR_PS_REMOTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ids.h"
+#include "lsn.h"
+#include "ps_repo.h"
+#include "remote_storage.h"
+
+typedef struct ps_remote ps_remote;
+
+typedef struct ps_remote_stats {
+    uint64_t layers_uploaded;
+    uint64_t bytes_uploaded;
+    uint64_t indexes_uploaded;
+    uint64_t objects_deleted;
+    uint64_t upload_failures;
+    uint32_t pending_timelines;     /* not yet in sync with the bucket */
+    bool stale;                     /* a newer generation exists */
+} ps_remote_stats;
+
+/* Picks this start's generation (see above) and attaches missing tenants
+ * from the bucket into datadir. *generation: the one to pass to
+ * ps_remote_start. *attached (may be NULL): timelines downloaded. */
+int ps_remote_attach(remote_storage *rs, const char *datadir, uint32_t *generation,
+                     uint32_t *attached);
+
+/* Starts the uploader over repo (both borrowed; they outlive the handle).
+ * poll_ms: how often timelines are compared with the bucket (0: 200). */
+int ps_remote_start(ps_repo *repo, remote_storage *rs, uint32_t generation,
+                    uint32_t poll_ms, ps_remote **out);
+/* Stops the uploader (an upload in progress finishes first). */
+void ps_remote_stop(ps_remote *r);
+
+/* disk_consistent_lsn of the last index uploaded for the timeline; 0 when
+ * none has been yet. */
+lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
+                               const arbor_id *timeline_id);
+/* Runs upload passes until every timeline is in sync or timeout_ms passes.
+ * 0 or -ETIMEDOUT. For shutdown and tests. */
+int ps_remote_sync(ps_remote *r, uint32_t timeout_ms);
+
+void ps_remote_get_stats(ps_remote *r, ps_remote_stats *out);
+
+/* Key helpers (also for tests): "tenants/T/timelines/L/" into out. */
+void ps_remote_timeline_prefix(const arbor_id *tenant_id, const arbor_id *timeline_id,
+                               char out[128]);
+
+#endif

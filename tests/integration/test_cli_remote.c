@@ -1,0 +1,97 @@
+/*
+ * The remote tier as a user meets it: `arbor start` (remote storage in
+ * DIR/remote by default), write data on main and on a branch, `arbor
+ * stop`, delete the pageserver's whole directory (DIR/ps), `arbor start`:
+ * every branch answers every query exactly as before, and the bucket holds
+ * the generation marker, indexes and layers.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_test_common.h"
+
+
+static char *query(const char *branch, const char *sql)
+{
+    ct_expect(ct_arbor("sql %s \"%s\"", branch, sql), 0, "query");
+    return strdup(ct.out);
+}
+
+static void test_disk_loss(void **state)
+{
+    (void)state;
+    ct_expect(ct_arbor("start --base-port 0"), 0, "start");
+    ct_expect(ct_arbor("sql main 'CREATE TABLE t(x INTEGER PRIMARY KEY, b BLOB)'"), 0, "create");
+    ct_expect(ct_arbor("sql main \"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                       "WHERE i<3000) INSERT INTO t SELECT i, randomblob(200) FROM c\""),
+              0, "insert main");
+    ct_expect(ct_arbor("branch create dev"), 0, "branch");
+    ct_expect(ct_arbor("endpoint start dev"), 0, "endpoint dev");
+    ct_expect(ct_arbor("sql dev 'CREATE TABLE d(y); INSERT INTO d VALUES (42), (43)'"), 0,
+              "write dev");
+    ct_expect(ct_arbor("sql main 'DELETE FROM t WHERE x %% 3 = 0'"), 0, "delete main");
+    const char *q_t = "SELECT count(*), sum(x), sum(length(b)) FROM t";
+    char *main_before = query("main", q_t);
+    char *dev_before = query("dev", "SELECT name FROM sqlite_master ORDER BY name");
+    char *dev_d_before = query("dev", "SELECT group_concat(y) FROM d");
+    ct_expect_in(main_before, "2000");
+    ct_expect_in(dev_d_before, "42,43");
+
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    char p[600];
+    snprintf(p, sizeof(p), "%s/remote", ct.dir);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    /* (braces: ct_sh's redirections bind to the last command only) */
+    int waited = 0;
+    for (; waited < 50; waited++) {
+        ct_sh("{ find %s -type f | grep -c /index_part.json-; }", p);
+        if (atoi(ct.out) >= 2)
+            break;
+        usleep(100 * 1000);
+    }
+    print_message("bucket %s: %d indexes after %d ms\n", p, atoi(ct.out), waited * 100);
+    assert_true(atoi(ct.out) >= 2);
+    ct_expect(ct_sh("rm -rf %s/ps", ct.dir), 0, "rm ps");
+
+    ct_expect(ct_arbor("start"), 0, "start on an empty pageserver");
+    ct_expect(ct_arbor("endpoint start dev"), 0, "endpoint dev again");
+    char *main_after = query("main", q_t);
+    char *dev_after = query("dev", "SELECT name FROM sqlite_master ORDER BY name");
+    char *dev_d_after = query("dev", "SELECT group_concat(y) FROM d");
+    assert_string_equal(main_after, main_before);
+    assert_string_equal(dev_after, dev_before);
+    assert_string_equal(dev_d_after, dev_d_before);
+    ct_expect(ct_sh("grep -c 'attached timeline' %s/ps/log", ct.dir), 0, "attach logged");
+    assert_true(atoi(ct.out) >= 2);
+    /* The remembered setting: --remote-storage none turns it off. */
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    ct_expect(ct_arbor("start --remote-storage none --no-endpoint"), 0, "start without");
+    ct_expect(ct_sh("cat %s/remote-storage", ct.dir), 0, "setting");
+    ct_expect_in(ct.out, "none");
+    free(main_before);
+    free(dev_before);
+    free(dev_d_before);
+    free(main_after);
+    free(dev_after);
+    free(dev_d_after);
+}
+
+int main(void)
+{
+    if (ct_setup("test_cli_remote", "remote") != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_disk_loss),
+    };
+    return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
+}
