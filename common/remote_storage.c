@@ -319,7 +319,7 @@ static int local_list(remote_storage *rs, const char *prefix, rs_listing *out)
 {
     size_t cap = 0;
     int rc = local_walk(rs->root, "", prefix, out, &cap);
-    if (rc == 0) {
+    if (rc == 0 && out->n > 1) {
         qsort(out->objects, out->n, sizeof(*out->objects), obj_cmp);
     }
     return rc;
@@ -870,7 +870,7 @@ static int s3_list(remote_storage *rs, const char *prefix, rs_listing *out)
         rc = s3_list_page(rs, prefix, &token, out, &cap);
     } while (rc == 0 && token);
     az_free(token);
-    if (rc == 0) {
+    if (rc == 0 && out->n > 1) {
         qsort(out->objects, out->n, sizeof(*out->objects), obj_cmp);
     }
     return rc;

@@ -877,7 +877,17 @@ static void pass_deleted(ps_remote *r, uint32_t *pending)
             i++;
             continue;
         }
-        if (delete_remote_timeline(r, &st->tenant_id, &st->timeline_id) != 0) {
+        /* Only a timeline the repo says is gone (not one whose listing
+         * failed this pass) loses its objects. */
+        ps_timeline *still;
+        int grc = ps_repo_get_timeline(r->repo, &st->tenant_id, &st->timeline_id, &still);
+        if (grc == 0) {
+            ps_timeline_release(still);
+            i++;
+            continue;
+        }
+        if (grc != PS_ENOTFOUND ||
+            delete_remote_timeline(r, &st->tenant_id, &st->timeline_id) != 0) {
             (*pending)++;
             i++;
             continue;
