@@ -132,7 +132,7 @@ static void test_attach_after_disk_loss(void **state)
     /* The pageserver reports persisted LSNs every housekeeping step; give
      * the safekeepers a moment to remove WAL the bucket holds. */
     int removed = 0;
-    for (int i = 0; i < 100 && !(removed = sk_removed_any(0)); i++)
+    for (int i = 0; i < 600 && !(removed = sk_removed_any(0)); i++)   /* 60 s: uploads to s3rver on a loaded machine */
         h_sleep_ms(100);
     print_message("safekeepers removed WAL of main below the bucket: %s\n",
                   removed ? "yes" : "no");
