@@ -139,9 +139,24 @@ static void test_attach_after_disk_loss(void **state)
     /* Known issue (session note): on the merged tree the safekeepers did
      * not always remove WAL within the wait, so the attach below may also
      * re-ingest WAL; the model check still holds every page. */
-    if (!removed)
+    if (!removed) {
         print_message("WARNING: no WAL removed: this run does not prove the layers came "
                       "from the bucket alone\n");
+        for (int k = 0; k < 3; k++) {
+            char *st;
+            if (h_http(g_sk[k].http_port, "GET", "/v1/status", NULL, &st) == 200) {
+                print_message("safekeeper %d status: %s\n", k, st);
+                free(st);
+            }
+        }
+        char *m;
+        if (h_http(g_ps.http_port, "GET", "/metrics", NULL, &m) == 200) {
+            for (char *l = strtok(m, "\n"); l; l = strtok(NULL, "\n"))
+                if (strstr(l, "remote") || strstr(l, "consistent"))
+                    print_message("ps: %s\n", l);
+            free(m);
+        }
+    }
     double gen_before = ps_metric("arbor_pageserver_remote_generation");
     assert_true(ps_metric("arbor_pageserver_remote_layers_uploaded") >= 0);
     assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
