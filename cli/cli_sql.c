@@ -16,6 +16,7 @@
 #include "cli_cluster.h"
 #include "cli_endpoint.h"
 #include "cli_proc.h"
+#include "sql_text.h"
 
 #define SQL_DEFAULT_TIMEOUT_S 60
 
@@ -26,49 +27,19 @@ typedef struct sql_target {
     bool json;
 } sql_target;
 
-/* ---- splitting ---------------------------------------------------------------- */
+/* ---- splitting: sql_text.h ------------------------------------------------------- */
 
-/* Whether s holds only whitespace and comments. */
-static bool blank_sql(const char *s)
+static int add_stmt(const char *stmt, void *arg)
 {
-    while (*s) {
-        if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == ';') {
-            s++;
-        } else if (s[0] == '-' && s[1] == '-') {
-            s += strcspn(s, "\n");
-        } else if (s[0] == '/' && s[1] == '*') {
-            const char *e = strstr(s + 2, "*/");
-            s = e ? e + 2 : s + strlen(s);
-        } else {
-            return false;
-        }
-    }
-    return true;
+    json_array_append_new(arg, json_string(stmt));
+    return 0;
 }
 
-/* Splits sql into statements (cli_sql.h) as a JSON array of strings; a tail
- * without its ';' counts as a statement. */
+/* The statements of sql as a JSON array of strings. */
 static json_t *split_sql(const char *sql)
 {
     json_t *out = json_array();
-    size_t len = strlen(sql), start = 0;
-    char *buf = malloc(len + 1);
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && sql[i] != ';') {
-            continue;
-        }
-        size_t n = i - start + (i < len ? 1 : 0);
-        memcpy(buf, sql + start, n);
-        buf[n] = 0;
-        if (i < len && !sqlite3_complete(buf)) {
-            continue;
-        }
-        if (!blank_sql(buf)) {
-            json_array_append_new(out, json_string(buf));
-        }
-        start = i + 1;
-    }
-    free(buf);
+    sqlt_split(sql, add_stmt, out);
     return out;
 }
 
@@ -268,7 +239,7 @@ static bool is_quit(const char *line)
     char w[16];
     return sscanf(line, " %15s", w) == 1 &&
            (strcmp(w, "\\q") == 0 || strcmp(w, ".quit") == 0 || strcmp(w, ".exit") == 0) &&
-           blank_sql(line + strspn(line, " \t") + strlen(w));
+           sqlt_is_blank(line + strspn(line, " \t") + strlen(w));
 }
 
 /* The shell: statements from stdin until EOF or \q. */
@@ -302,14 +273,14 @@ static int shell(const sql_target *t, const char *branch)
         buf = nb;
         memcpy(buf + len, line, (size_t)n + 1);
         len += (size_t)n;
-        if (blank_sql(buf)) {
+        if (sqlt_is_blank(buf)) {
             len = 0;
         } else if (sqlite3_complete(buf)) {
             rc = run_sql(t, buf) != 0 ? CLI_EFAIL : rc;
             len = 0;
         }
     }
-    if (len > 0 && !blank_sql(buf)) { /* EOF inside a statement: send what there is */
+    if (len > 0 && !sqlt_is_blank(buf)) { /* EOF inside a statement: send what there is */
         rc = run_sql(t, buf) != 0 ? CLI_EFAIL : rc;
     }
     if (tty) {

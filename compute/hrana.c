@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "sql_text.h"
 
 #define HR_DEFAULT_IDLE_MS 10000
 #define HR_DEFAULT_MAX_STREAMS 128
@@ -123,7 +124,8 @@ static const char *code_name(int rc)
 
 static void set_sql_err(hr_err *e, sqlite3 *db)
 {
-    set_err(e, code_name(sqlite3_extended_errcode(db)), sqlite3_errmsg(db));
+    char msg[512];
+    set_err(e, code_name(sqlite3_extended_errcode(db)), sqlt_errmsg(db, msg, sizeof(msg)));
 }
 
 /* ---- batons ------------------------------------------------------------------ */
@@ -350,21 +352,14 @@ static int bind_args(sqlite3_stmt *st, json_t *stmt, hr_err *e)
 /* Whether sql is BEGIN [TRANSACTION] READONLY (case-insensitive). */
 static bool is_begin_readonly(const char *sql)
 {
-    const char *words[] = { "BEGIN", "TRANSACTION", "READONLY" };
-    const char *p = sql;
-    for (int w = 0; w < 3; w++) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-            p++;
-        size_t len = strlen(words[w]);
-        if (strncasecmp(p, words[w], len) == 0 &&
-            !((p[len] >= 'a' && p[len] <= 'z') || (p[len] >= 'A' && p[len] <= 'Z')))
-            p += len;
-        else if (w != 1)
-            return false;
-    }
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ';')
-        p++;
-    return *p == 0;
+    sqlt_tok t;
+    const char *p = sqlt_next_tok(sql, &t);
+    if (!sqlt_tok_is(&t, "BEGIN"))
+        return false;
+    p = sqlt_next_tok(p, &t);
+    if (sqlt_tok_is(&t, "TRANSACTION"))
+        p = sqlt_next_tok(p, &t);
+    return sqlt_tok_is(&t, "READONLY") && sqlt_is_blank(p);
 }
 
 /* After a read-only transaction ended (COMMIT, ROLLBACK, or an error that
@@ -467,10 +462,7 @@ static json_t *exec_stmt(hrana_service *s, hr_stream *hs, json_t *stmt, hr_err *
         set_sql_err(e, hs->db);
         return NULL;
     }
-    while (tail && (*tail == ' ' || *tail == ';' || *tail == '\n' || *tail == '\t' ||
-                    *tail == '\r'))
-        tail++;
-    if (!st || (tail && *tail)) {
+    if (!st || (tail && !sqlt_is_blank(tail))) {
         sqlite3_finalize(st);
         set_err(e, "SQL_MANY_STATEMENTS",
                 st ? "a statement must hold exactly one SQL statement (use sequence)"

@@ -123,7 +123,7 @@ static void set_err(perr *e, const char *state, const char *fmt, ...)
 static void set_sqlite_err(perr *e, sqlite3 *db, int rc)
 {
     char msg[sizeof(e->msg)];
-    set_err(e, pgw_sql_sqlstate(db, rc), "%s", pgw_sql_errmsg(db, msg, sizeof(msg)));
+    set_err(e, sqlt_sqlstate(db, rc), "%s", sqlt_errmsg(db, msg, sizeof(msg)));
 }
 
 static void count(met_counter *c, uint64_t n)
@@ -1062,7 +1062,7 @@ static int portal_run(sess *s, portal *p, long max_rows, bool describe, perr *e)
         s->txn_failed = false;
     }
     const char *verb = p->ncols > 0 && !verb_keeps_tag(c->tag) ? "SELECT" : c->tag;
-    pgw_sql_command_tag(verb, rows, sqlite3_changes64(s->db), tag, sizeof(tag));
+    sqlt_command_tag(verb, rows, sqlite3_changes64(s->db), tag, sizeof(tag));
     pgw_send_complete(&s->c, tag);
     return 0;
 }
@@ -1100,7 +1100,7 @@ static int simple_one(sess *s, pstmt *ps, perr *e)
 static void handle_query(sess *s, const char *sql, size_t len)
 {
     perr e;
-    if (pgw_sql_is_blank(sql)) {
+    if (sqlt_is_blank(sql)) {
         pgw_send_empty(&s->c, 'I');
         pgw_send_ready(&s->c, ready_status(s));
         return;
@@ -1115,7 +1115,7 @@ static void handle_query(sess *s, const char *sql, size_t len)
     bool implicit = false, first = true;
     int rc = 0;
     while (rc == 0) {
-        while (*(at = pgw_sql_skip_blank(at)) == ';') {
+        while (*(at = sqlt_skip_blank(at)) == ';') {
             at++;
         }
         if (!*at) {
@@ -1129,7 +1129,7 @@ static void handle_query(sess *s, const char *sql, size_t len)
         }
         ps->refs++; /* ours while it runs */
         if (first && !s->txn_failed && sqlite3_get_autocommit(s->db) && !is_txn_control(ps) &&
-            !pgw_sql_is_blank(tail)) {
+            !sqlt_is_blank(tail)) {
             implicit = exec_simple_sql(s, "BEGIN", &e) == 0;
         } else if (implicit && is_txn_control(ps)) {
             implicit = false;
@@ -1205,7 +1205,7 @@ static void handle_parse(sess *s, pgw_rd *r)
     const char *tail;
     schema_sync(s); /* prepare against the current schema */
     int rc = pstmt_make(s, text, oids, n, &ps, &tail, &e);
-    if (rc == 0 && !pgw_sql_is_blank(tail)) {
+    if (rc == 0 && !sqlt_is_blank(tail)) {
         set_err(&e, "42601", "cannot insert multiple commands into a prepared statement");
         pstmt_unref(ps);
         rc = -EINVAL;

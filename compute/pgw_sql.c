@@ -14,112 +14,11 @@
 #include <strings.h>
 
 #include "alloc.h"
-#include "vfs_main.h"
+#include "sql_text.h"
 
-/* ---- lexer ---------------------------------------------------------- */
+/* ---- lexer: sql_text.h ------------------------------------------------ */
 
-const char *pgw_sql_skip_blank(const char *s)
-{
-    for (;;) {
-        while (*s && isspace((unsigned char)*s)) {
-            s++;
-        }
-        if (s[0] == '-' && s[1] == '-') {
-            while (*s && *s != '\n') {
-                s++;
-            }
-        } else if (s[0] == '/' && s[1] == '*') {
-            const char *end = strstr(s + 2, "*/");
-            s = end ? end + 2 : s + strlen(s);
-        } else {
-            return s;
-        }
-    }
-}
-
-bool pgw_sql_is_blank(const char *s)
-{
-    for (;;) {
-        s = pgw_sql_skip_blank(s);
-        if (*s != ';') {
-            return *s == 0;
-        }
-        s++;
-    }
-}
-
-typedef enum { TOK_END, TOK_WORD, TOK_STRING, TOK_QIDENT, TOK_PUNCT } tok_type;
-
-typedef struct tok {
-    tok_type type;
-    const char *start; /* raw text */
-    size_t len;
-    char text[128];    /* words upper-cased; strings/quoted idents unquoted */
-} tok;
-
-static bool is_ident(char c)
-{
-    return isalnum((unsigned char)c) || c == '_' || c == '$' || (unsigned char)c >= 0x80;
-}
-
-/* Reads a quoted run starting at *s (quote char q, doubled to escape). */
-static const char *skip_quoted(const char *s, char q, char *text, size_t cap)
-{
-    size_t n = 0;
-    s++;
-    while (*s) {
-        if (*s == q) {
-            if (s[1] == q) {
-                s++;
-            } else {
-                s++;
-                break;
-            }
-        }
-        if (n + 1 < cap) {
-            text[n++] = *s;
-        }
-        s++;
-    }
-    if (cap) {
-        text[n] = 0;
-    }
-    return s;
-}
-
-static const char *next_tok(const char *s, tok *t)
-{
-    s = pgw_sql_skip_blank(s);
-    t->start = s;
-    t->text[0] = 0;
-    if (*s == 0) {
-        t->type = TOK_END;
-    } else if (*s == '\'' || *s == '"') {
-        t->type = *s == '\'' ? TOK_STRING : TOK_QIDENT;
-        s = skip_quoted(s, *s, t->text, sizeof(t->text));
-    } else if (is_ident(*s)) {
-        t->type = TOK_WORD;
-        size_t n = 0;
-        while (is_ident(*s)) {
-            if (n + 1 < sizeof(t->text)) {
-                t->text[n++] = (char)toupper((unsigned char)*s);
-            }
-            s++;
-        }
-        t->text[n] = 0;
-    } else {
-        t->type = TOK_PUNCT;
-        t->text[0] = *s++;
-        t->text[1] = 0;
-    }
-    t->len = (size_t)(s - t->start);
-    return s;
-}
-
-static bool tok_is(const tok *t, const char *word)
-{
-    return t->type == TOK_WORD && strcmp(t->text, word) == 0;
-}
+typedef sqlt_tok tok;
 
 /* End of a statement that SQLite does not parse: the next ';' outside
  * quotes and comments, or the end. */
@@ -127,8 +26,8 @@ static const char *shim_end(const char *s)
 {
     tok t;
     for (;;) {
-        s = next_tok(s, &t);
-        if (t.type == TOK_END || (t.type == TOK_PUNCT && t.text[0] == ';')) {
+        s = sqlt_next_tok(s, &t);
+        if (t.type == SQLT_TOK_END || (t.type == SQLT_TOK_PUNCT && t.text[0] == ';')) {
             return s;
         }
     }
@@ -172,35 +71,35 @@ static int classify_set(const char *s, const char *end, pgw_sql_stmt *out, char 
 {
     tok t;
     snprintf(out->tag, sizeof(out->tag), "SET");
-    s = next_tok(s, &t);
-    if (tok_is(&t, "SESSION") || tok_is(&t, "LOCAL")) {
-        s = next_tok(s, &t);
+    s = sqlt_next_tok(s, &t);
+    if (sqlt_tok_is(&t, "SESSION") || sqlt_tok_is(&t, "LOCAL")) {
+        s = sqlt_next_tok(s, &t);
     }
-    if (tok_is(&t, "TRANSACTION") || tok_is(&t, "CHARACTERISTICS") ||
-        tok_is(&t, "CONSTRAINTS")) {
+    if (sqlt_tok_is(&t, "TRANSACTION") || sqlt_tok_is(&t, "CHARACTERISTICS") ||
+        sqlt_tok_is(&t, "CONSTRAINTS")) {
         out->kind = PGW_KIND_NOOP;
         return 0;
     }
-    if (tok_is(&t, "TIME")) {
-        s = next_tok(s, &t); /* ZONE */
+    if (sqlt_tok_is(&t, "TIME")) {
+        s = sqlt_next_tok(s, &t); /* ZONE */
         out->name = az_strdup("timezone");
-    } else if (tok_is(&t, "NAMES")) {
+    } else if (sqlt_tok_is(&t, "NAMES")) {
         out->name = az_strdup("client_encoding");
-    } else if (t.type == TOK_WORD || t.type == TOK_QIDENT) {
+    } else if (t.type == SQLT_TOK_WORD || t.type == SQLT_TOK_QIDENT) {
         char name[256];
         snprintf(name, sizeof(name), "%s", t.text);
         /* dotted names: a.b */
         const char *q = s;
         tok dot;
-        while ((q = next_tok(q, &dot)), dot.type == TOK_PUNCT && dot.text[0] == '.') {
-            q = next_tok(q, &dot);
+        while ((q = sqlt_next_tok(q, &dot)), dot.type == SQLT_TOK_PUNCT && dot.text[0] == '.') {
+            q = sqlt_next_tok(q, &dot);
             size_t n = strlen(name);
             snprintf(name + n, sizeof(name) - n, ".%s", dot.text);
             s = q;
         }
         out->name = lower_dup(name);
-        s = next_tok(s, &t);
-        if (!(tok_is(&t, "TO") || (t.type == TOK_PUNCT && t.text[0] == '='))) {
+        s = sqlt_next_tok(s, &t);
+        if (!(sqlt_tok_is(&t, "TO") || (t.type == SQLT_TOK_PUNCT && t.text[0] == '='))) {
             snprintf(err, errlen, "syntax error at or near \"%.*s\"", (int)t.len, t.start);
             return -EINVAL;
         }
@@ -216,16 +115,16 @@ static int classify_set(const char *s, const char *end, pgw_sql_stmt *out, char 
     pgw_buf v = {0};
     bool any = false, is_default = false;
     for (;;) {
-        s = next_tok(s, &t);
-        if (t.type == TOK_END || t.start >= end || (t.type == TOK_PUNCT && t.text[0] == ';')) {
+        s = sqlt_next_tok(s, &t);
+        if (t.type == SQLT_TOK_END || t.start >= end || (t.type == SQLT_TOK_PUNCT && t.text[0] == ';')) {
             break;
         }
-        if (t.type == TOK_PUNCT && t.text[0] == ',') {
+        if (t.type == SQLT_TOK_PUNCT && t.text[0] == ',') {
             pgw_buf_put(&v, ", ", 2);
-        } else if (t.type == TOK_STRING || t.type == TOK_QIDENT) {
+        } else if (t.type == SQLT_TOK_STRING || t.type == SQLT_TOK_QIDENT) {
             pgw_buf_put(&v, t.text, strlen(t.text));
         } else {
-            is_default = !any && tok_is(&t, "DEFAULT");
+            is_default = !any && sqlt_tok_is(&t, "DEFAULT");
             pgw_buf_put(&v, t.start, t.len);
         }
         any = true;
@@ -250,18 +149,18 @@ static int classify_show(const char *s, const char *const *all_names, pgw_sql_st
     tok t;
     snprintf(out->tag, sizeof(out->tag), "SHOW");
     out->kind = PGW_KIND_SQL;
-    s = next_tok(s, &t);
-    if (tok_is(&t, "TIME")) {
+    s = sqlt_next_tok(s, &t);
+    if (sqlt_tok_is(&t, "TIME")) {
         snprintf(t.text, sizeof(t.text), "TimeZone");
-    } else if (tok_is(&t, "TRANSACTION")) {
+    } else if (sqlt_tok_is(&t, "TRANSACTION")) {
         /* SHOW TRANSACTION ISOLATION LEVEL = SHOW transaction_isolation */
         tok u, v;
-        const char *q = next_tok(next_tok(s, &u), &v);
-        if (tok_is(&u, "ISOLATION") && tok_is(&v, "LEVEL")) {
+        const char *q = sqlt_next_tok(sqlt_next_tok(s, &u), &v);
+        if (sqlt_tok_is(&u, "ISOLATION") && sqlt_tok_is(&v, "LEVEL")) {
             s = q;
             snprintf(t.text, sizeof(t.text), "transaction_isolation");
         }
-    } else if (tok_is(&t, "ALL")) {
+    } else if (sqlt_tok_is(&t, "ALL")) {
         pgw_buf b = {0};
         const char *head = "SELECT column1 AS name, current_setting(column1) AS setting, "
                            "'' AS description FROM (VALUES ";
@@ -274,23 +173,23 @@ static int classify_show(const char *s, const char *const *all_names, pgw_sql_st
         pgw_buf_put(&b, ")", 2);
         out->exec_sql = (char *)b.data;
         return 0;
-    } else if (t.type != TOK_WORD && t.type != TOK_QIDENT) {
+    } else if (t.type != SQLT_TOK_WORD && t.type != SQLT_TOK_QIDENT) {
         snprintf(err, errlen, "syntax error in SHOW");
         return -EINVAL;
     } else {
         /* keep the user's spelling for the column name */
-        size_t n = t.type == TOK_WORD && t.len < sizeof(t.text) ? t.len : strlen(t.text);
-        if (t.type == TOK_WORD) {
+        size_t n = t.type == SQLT_TOK_WORD && t.len < sizeof(t.text) ? t.len : strlen(t.text);
+        if (t.type == SQLT_TOK_WORD) {
             memcpy(t.text, t.start, n);
             t.text[n] = 0;
         }
         /* dotted names (SHOW arbor.lsn), as SET takes them */
         tok dot;
         const char *q = s;
-        while ((q = next_tok(q, &dot)), dot.type == TOK_PUNCT && dot.text[0] == '.') {
-            q = next_tok(q, &dot);
+        while ((q = sqlt_next_tok(q, &dot)), dot.type == SQLT_TOK_PUNCT && dot.text[0] == '.') {
+            q = sqlt_next_tok(q, &dot);
             size_t len = strlen(t.text);
-            if (dot.type != TOK_WORD || len + 1 + dot.len >= sizeof(t.text)) {
+            if (dot.type != SQLT_TOK_WORD || len + 1 + dot.len >= sizeof(t.text)) {
                 break;
             }
             t.text[len] = '.';
@@ -316,12 +215,12 @@ static void classify_begin(const char *start, const char *s, const char *end, bo
     tok t;
     bool sqlite_form = !start_kw;
     for (;;) {
-        s = next_tok(s, &t);
-        if (t.type == TOK_END || t.start >= end || (t.type == TOK_PUNCT && t.text[0] == ';')) {
+        s = sqlt_next_tok(s, &t);
+        if (t.type == SQLT_TOK_END || t.start >= end || (t.type == SQLT_TOK_PUNCT && t.text[0] == ';')) {
             break;
         }
-        if (!(tok_is(&t, "DEFERRED") || tok_is(&t, "IMMEDIATE") || tok_is(&t, "EXCLUSIVE") ||
-              tok_is(&t, "TRANSACTION"))) {
+        if (!(sqlt_tok_is(&t, "DEFERRED") || sqlt_tok_is(&t, "IMMEDIATE") || sqlt_tok_is(&t, "EXCLUSIVE") ||
+              sqlt_tok_is(&t, "TRANSACTION"))) {
             sqlite_form = false;
         }
     }
@@ -338,106 +237,55 @@ static void classify_begin(const char *start, const char *s, const char *end, bo
     }
 }
 
-/* The verb of a WITH statement: the first depth-0 DML/SELECT keyword. */
-static void with_verb(const char *s, char *verb, size_t cap)
-{
-    tok t;
-    int depth = 0;
-    snprintf(verb, cap, "SELECT");
-    for (;;) {
-        s = next_tok(s, &t);
-        if (t.type == TOK_END || (t.type == TOK_PUNCT && t.text[0] == ';' && depth == 0)) {
-            return;
-        }
-        if (t.type == TOK_PUNCT) {
-            depth += t.text[0] == '(' ? 1 : t.text[0] == ')' ? -1 : 0;
-        } else if (depth == 0 && (tok_is(&t, "INSERT") || tok_is(&t, "REPLACE"))) {
-            snprintf(verb, cap, "INSERT");
-            return;
-        } else if (depth == 0 && (tok_is(&t, "UPDATE") || tok_is(&t, "DELETE") ||
-                                  tok_is(&t, "SELECT") || tok_is(&t, "VALUES"))) {
-            snprintf(verb, cap, "%.24s", tok_is(&t, "VALUES") ? "SELECT" : t.text);
-            return;
-        }
-    }
-}
-
-static void sql_verb(const tok *first, const char *s, pgw_sql_stmt *out)
-{
-    tok t;
-    char *tag = out->tag;
-    size_t cap = sizeof(out->tag);
-    if (tok_is(first, "SELECT") || tok_is(first, "VALUES") || tok_is(first, "TABLE")) {
-        snprintf(tag, cap, "SELECT");
-    } else if (tok_is(first, "WITH")) {
-        with_verb(s, tag, cap);
-    } else if (tok_is(first, "INSERT") || tok_is(first, "REPLACE")) {
-        snprintf(tag, cap, "INSERT");
-    } else if (tok_is(first, "CREATE") || tok_is(first, "DROP") || tok_is(first, "ALTER")) {
-        s = next_tok(s, &t);
-        while (tok_is(&t, "TEMP") || tok_is(&t, "TEMPORARY") || tok_is(&t, "UNIQUE") ||
-               tok_is(&t, "VIRTUAL")) {
-            s = next_tok(s, &t);
-        }
-        if (t.type == TOK_WORD) {
-            snprintf(tag, cap, "%.24s %.24s", first->text, t.text);
-        } else {
-            snprintf(tag, cap, "%.24s", first->text);
-        }
-    } else {
-        snprintf(tag, cap, "%.24s", first->text);
-    }
-}
-
 int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt *out,
                      const char **tail, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     tok t;
-    const char *start = pgw_sql_skip_blank(sql);
-    const char *s = next_tok(start, &t);
+    const char *start = sqlt_skip_blank(sql);
+    const char *s = sqlt_next_tok(start, &t);
     *tail = NULL;
-    if (t.type == TOK_END || (t.type == TOK_PUNCT && t.text[0] == ';')) {
+    if (t.type == SQLT_TOK_END || (t.type == SQLT_TOK_PUNCT && t.text[0] == ';')) {
         out->kind = PGW_KIND_EMPTY;
         *tail = s;
         return 0;
     }
     const char *end = shim_end(start);
     int rc = 0;
-    if (tok_is(&t, "SET")) {
+    if (sqlt_tok_is(&t, "SET")) {
         rc = classify_set(s, end, out, err, errlen);
-    } else if (tok_is(&t, "SHOW")) {
+    } else if (sqlt_tok_is(&t, "SHOW")) {
         rc = classify_show(s, all_names, out, err, errlen);
-    } else if (tok_is(&t, "RESET") || tok_is(&t, "DISCARD") || tok_is(&t, "DEALLOCATE")) {
-        bool reset = tok_is(&t, "RESET"), discard = tok_is(&t, "DISCARD");
+    } else if (sqlt_tok_is(&t, "RESET") || sqlt_tok_is(&t, "DISCARD") || sqlt_tok_is(&t, "DEALLOCATE")) {
+        bool reset = sqlt_tok_is(&t, "RESET"), discard = sqlt_tok_is(&t, "DISCARD");
         out->kind = reset ? PGW_KIND_RESET : discard ? PGW_KIND_DISCARD : PGW_KIND_DEALLOCATE;
         snprintf(out->tag, sizeof(out->tag), "%.24s", t.text);
-        s = next_tok(s, &t);
-        if (!reset && !discard && tok_is(&t, "PREPARE")) {
-            s = next_tok(s, &t);
+        s = sqlt_next_tok(s, &t);
+        if (!reset && !discard && sqlt_tok_is(&t, "PREPARE")) {
+            s = sqlt_next_tok(s, &t);
         }
-        if (t.type != TOK_WORD && t.type != TOK_QIDENT) {
+        if (t.type != SQLT_TOK_WORD && t.type != SQLT_TOK_QIDENT) {
             snprintf(err, errlen, "syntax error at end of input");
             return -EINVAL;
         }
-        out->name = t.type == TOK_WORD ? lower_dup(t.text) : az_strdup(t.text);
-        if (discard || tok_is(&t, "ALL")) {
+        out->name = t.type == SQLT_TOK_WORD ? lower_dup(t.text) : az_strdup(t.text);
+        if (discard || sqlt_tok_is(&t, "ALL")) {
             size_t n = strlen(out->tag);
             snprintf(out->tag + n, sizeof(out->tag) - n, " %.24s", t.text);
         }
-    } else if (tok_is(&t, "BEGIN") || tok_is(&t, "START")) {
-        classify_begin(start, s, end, tok_is(&t, "START"), out);
-    } else if (tok_is(&t, "COMMIT") || tok_is(&t, "END")) {
+    } else if (sqlt_tok_is(&t, "BEGIN") || sqlt_tok_is(&t, "START")) {
+        classify_begin(start, s, end, sqlt_tok_is(&t, "START"), out);
+    } else if (sqlt_tok_is(&t, "COMMIT") || sqlt_tok_is(&t, "END")) {
         out->kind = PGW_KIND_COMMIT;
         snprintf(out->tag, sizeof(out->tag), "COMMIT");
-    } else if (tok_is(&t, "ROLLBACK") || tok_is(&t, "ABORT")) {
+    } else if (sqlt_tok_is(&t, "ROLLBACK") || sqlt_tok_is(&t, "ABORT")) {
         snprintf(out->tag, sizeof(out->tag), "ROLLBACK");
         const char *q = s;
         tok u;
         do {
-            q = next_tok(q, &u);
-        } while (tok_is(&u, "WORK") || tok_is(&u, "TRANSACTION"));
-        if (tok_is(&u, "TO")) {
+            q = sqlt_next_tok(q, &u);
+        } while (sqlt_tok_is(&u, "WORK") || sqlt_tok_is(&u, "TRANSACTION"));
+        if (sqlt_tok_is(&u, "TO")) {
             out->kind = PGW_KIND_SQL;
             out->rollback_to = true;
             char buf[256];
@@ -448,7 +296,7 @@ int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt
         }
     } else {
         out->kind = PGW_KIND_SQL;
-        sql_verb(&t, s, out);
+        sqlt_verb(start, out->tag, sizeof(out->tag));
         return 0; /* SQLite finds the end (*tail stays NULL) */
     }
     if (rc != 0) {
@@ -467,27 +315,27 @@ static const char *skip_type(const char *s)
     tok t;
     static const char *const follow[] = {"PRECISION", "VARYING", "WITH", "WITHOUT", "TIME",
                                          "ZONE", NULL};
-    s = next_tok(s, &t);
-    if (t.type != TOK_WORD && t.type != TOK_QIDENT) {
+    s = sqlt_next_tok(s, &t);
+    if (t.type != SQLT_TOK_WORD && t.type != SQLT_TOK_QIDENT) {
         return t.start; /* not a type: leave the rest alone */
     }
     if (*s == '.') { /* schema-qualified: pg_catalog.regtype */
         tok n;
-        const char *q = next_tok(s + 1, &n);
-        if (n.type == TOK_WORD || n.type == TOK_QIDENT) {
+        const char *q = sqlt_next_tok(s + 1, &n);
+        if (n.type == SQLT_TOK_WORD || n.type == SQLT_TOK_QIDENT) {
             s = q;
         }
     }
     for (;;) {
         tok u;
-        const char *q = next_tok(s, &u);
+        const char *q = sqlt_next_tok(s, &u);
         bool more = false;
         for (int i = 0; follow[i]; i++) {
-            more |= tok_is(&u, follow[i]);
+            more |= sqlt_tok_is(&u, follow[i]);
         }
         if (more) {
             s = q;
-        } else if (u.type == TOK_PUNCT && (u.text[0] == '(' || u.text[0] == '[')) {
+        } else if (u.type == SQLT_TOK_PUNCT && (u.text[0] == '(' || u.text[0] == '[')) {
             char close = u.text[0] == '(' ? ')' : ']';
             const char *c = strchr(q, close);
             if (!c) {
@@ -510,9 +358,10 @@ char *pgw_sql_rewrite(const char *sql, size_t len)
             (s[0] == '/' && s[1] == '*')) {
             const char *e;
             if (*s == '\'' || *s == '"') {
-                e = skip_quoted(s, *s, NULL, 0);
+                sqlt_tok t;
+                e = sqlt_next_tok(s, &t);
             } else {
-                e = pgw_sql_skip_blank(s);
+                e = sqlt_skip_blank(s);
             }
             if (e > stop) {
                 e = stop;
@@ -523,9 +372,9 @@ char *pgw_sql_rewrite(const char *sql, size_t len)
             continue;
         }
         if (s[0] == ':' && s + 1 < stop && s[1] == ':') {
-            const char *type_start = pgw_sql_skip_blank(s + 2);
+            const char *type_start = sqlt_skip_blank(s + 2);
             const char *e = skip_type(s + 2);
-            bool bytea = strncasecmp(type_start, "bytea", 5) == 0 && !is_ident(type_start[5]);
+            bool bytea = strncasecmp(type_start, "bytea", 5) == 0 && !sqlt_is_ident_char(type_start[5]);
             if (bytea && last_string != (size_t)-1 && b.len - last_string >= 4 &&
                 memcmp(b.data + last_string, "'\\x", 3) == 0) {
                 /* '\xABCD' -> X'ABCD' */
@@ -926,115 +775,4 @@ int pgw_sql_bind(sqlite3_stmt *st, int idx, uint32_t oid, int format, const uint
         snprintf(err, errlen, "%s", sqlite3_errmsg(sqlite3_db_handle(st)));
     }
     return rc;
-}
-
-/* ---- errors and tags ------------------------------------------------------ */
-
-static const char *sqlstate_from_message(const char *msg)
-{
-    static const struct {
-        const char *needle, *state;
-    } map[] = {
-        {"syntax error", "42601"},
-        {"incomplete input", "42601"},
-        {"unrecognized token", "42601"},
-        {"no such table", "42P01"},
-        {"no such view", "42P01"},
-        {"no such column", "42703"},
-        {"no such function", "42883"},
-        {"wrong number of arguments", "42883"},
-        {"no such index", "42704"},
-        {"unrecognized configuration parameter", "42704"},
-        {"already exists", "42P07"},
-        {"ambiguous column name", "42702"},
-        {"cannot start a transaction within a transaction", "25001"},
-        {"no transaction is active", "25P01"},
-        {"datatype mismatch", "42804"},
-        {"integer overflow", "22003"},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        if (strstr(msg, map[i].needle)) {
-            return map[i].state;
-        }
-    }
-    return "XX000";
-}
-
-const char *pgw_sql_sqlstate(sqlite3 *db, int rc)
-{
-    int ext = db ? sqlite3_extended_errcode(db) : rc;
-    if ((ext & 0xff) != (rc & 0xff)) {
-        ext = rc; /* the db's last error is from another call */
-    }
-    switch (ext) {
-    case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY:
-        return "23505";
-    case SQLITE_CONSTRAINT_NOTNULL:
-        return "23502";
-    case SQLITE_CONSTRAINT_CHECK:
-        return "23514";
-    case SQLITE_CONSTRAINT_FOREIGNKEY:
-        return "23503";
-    }
-    switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT:
-        return "23000";
-    case SQLITE_BUSY:
-        return "40001";
-    case SQLITE_LOCKED:
-        return "55P03";
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-        return "58030";
-    case SQLITE_READONLY:
-        return "25006";
-    case SQLITE_INTERRUPT:
-        return "57014";
-    case SQLITE_FULL:
-        return "53100";
-    case SQLITE_NOMEM:
-        return "53200";
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return "XX001";
-    case SQLITE_TOOBIG:
-        return "54000";
-    case SQLITE_MISMATCH:
-        return "42804";
-    case SQLITE_AUTH:
-    case SQLITE_PERM:
-        return "42501";
-    case SQLITE_RANGE:
-        return "42P02";
-    case SQLITE_ERROR:
-        return sqlstate_from_message(db ? sqlite3_errmsg(db) : "");
-    }
-    return "XX000";
-}
-
-void pgw_sql_command_tag(const char *verb, uint64_t rows, int64_t changes, char *out,
-                         size_t outlen)
-{
-    if (strcmp(verb, "SELECT") == 0) {
-        snprintf(out, outlen, "SELECT %" PRIu64, rows);
-    } else if (strcmp(verb, "INSERT") == 0) {
-        snprintf(out, outlen, "INSERT 0 %" PRId64, changes);
-    } else if (strcmp(verb, "UPDATE") == 0 || strcmp(verb, "DELETE") == 0) {
-        snprintf(out, outlen, "%s %" PRId64, verb, changes);
-    } else {
-        snprintf(out, outlen, "%s", verb);
-    }
-}
-
-const char *pgw_sql_errmsg(sqlite3 *db, char *buf, size_t len)
-{
-    /* A file control, not a call into the VFS: pgw also serves plain
-     * SQLite files (the test server), where it answers SQLITE_NOTFOUND. */
-    const char *detail = NULL;
-    if (sqlite3_file_control(db, "main", ARBOR_FCNTL_LAST_ERROR, &detail) != SQLITE_OK)
-        detail = NULL;
-    snprintf(buf, len, "%s%s%s", sqlite3_errmsg(db), detail && *detail ? ": " : "",
-             detail && *detail ? detail : "");
-    return buf;
 }

@@ -11,7 +11,8 @@
  *     class (see pgw_sql_decl_oid), and the text and binary encodings of a
  *     column value for each OID;
  *   - binding a parameter sent as text or binary to a sqlite3_stmt;
- *   - SQLSTATE codes for SQLite errors.
+ * (Blanks, verbs, command tags and SQLSTATEs: sql_text.h, shared with SQL
+ * over HTTP, Hrana and the CLI.)
  *
  * Types (OID: declared type contains -> text form):
  *   16 bool     BOOL                     t / f
@@ -32,6 +33,7 @@
 #include <sqlite3.h>
 
 #include "pgw_proto.h"
+#include "sql_text.h"
 
 enum {
     PGW_OID_BOOL = 16,
@@ -88,10 +90,6 @@ int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt
                      const char **tail, char *err, size_t errlen);
 void pgw_sql_stmt_clear(pgw_sql_stmt *s);
 
-/* True if s holds only blanks, comments and ';'. */
-bool pgw_sql_is_blank(const char *s);
-/* Skips blanks and comments. */
-const char *pgw_sql_skip_blank(const char *s);
 
 /* Rewrites PostgreSQL casts (see top). az_malloc'ed, NUL-terminated. */
 char *pgw_sql_rewrite(const char *sql, size_t len);
@@ -116,17 +114,6 @@ void pgw_sql_put_value(pgw_buf *b, sqlite3_stmt *st, int col, uint32_t oid, bool
 int pgw_sql_bind(sqlite3_stmt *st, int idx, uint32_t oid, int format, const uint8_t *val,
                  int32_t len, const char **sqlstate, char *err, size_t errlen);
 
-/* SQLSTATE for SQLite's last error on db (rc = the failing call's code). */
-const char *pgw_sql_sqlstate(sqlite3 *db, int rc);
-
-/* sqlite3_errmsg(db), followed by what the arbor VFS knows about a failed
- * write or commit when it has more to say (the size limit and the size,
- * which disk is full, ...): "database or disk is full: transaction of ...".
- * Written to buf (len bytes); returns buf. */
-const char *pgw_sql_errmsg(sqlite3 *db, char *buf, size_t len);
-
-/* The command tag: "SELECT 3", "INSERT 0 1", "UPDATE 2", "CREATE TABLE". */
-void pgw_sql_command_tag(const char *verb, uint64_t rows, int64_t changes, char *out,
-                         size_t outlen);
+/* Blanks, verbs, command tags, SQLSTATEs, error messages: sql_text.h. */
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "sql_text.h"
 #include "vfs_main.h"
 #include "lsn.h"
 
@@ -30,43 +31,9 @@ typedef struct sqh_err {
     char msg[512];
 } sqh_err;
 
-const char *sqh_sqlstate(int rc, const char *errmsg)
-{
-    const char *m = errmsg ? errmsg : "";
-    switch (rc) {
-    case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY: return "23505";
-    case SQLITE_CONSTRAINT_NOTNULL: return "23502";
-    case SQLITE_CONSTRAINT_CHECK: return "23514";
-    case SQLITE_CONSTRAINT_FOREIGNKEY: return "23503";
-    case SQLITE_BUSY_SNAPSHOT: return "40001";
-    case SQLITE_READONLY: return "25006";
-    case SQLITE_INTERRUPT: return "57014";
-    default: break;
-    }
-    switch (rc & 0xff) {
-    case SQLITE_BUSY: case SQLITE_LOCKED: return "40001";
-    case SQLITE_IOERR: return "58030";
-    case SQLITE_READONLY: return "25006";
-    case SQLITE_CONSTRAINT: return "23000";
-    case SQLITE_ERROR:
-        if (strstr(m, "syntax error") || strstr(m, "incomplete input"))
-            return "42601";
-        if (strstr(m, "no such table"))
-            return "42P01";
-        if (strstr(m, "no such column"))
-            return "42703";
-        if (strstr(m, "already exists"))
-            return "42P07";
-        return "42000";
-    default:
-        return "XX000";
-    }
-}
-
 static int http_status_for(const char *code)
 {
-    if (strcmp(code, "40001") == 0)
+    if (strcmp(code, "40001") == 0 || strcmp(code, "55P03") == 0)
         return 409;
     if (strcmp(code, "58030") == 0)
         return 503;
@@ -77,18 +44,15 @@ static int http_status_for(const char *code)
 
 static void set_sql_err(sqh_err *e, sqlite3 *db, int rc)
 {
-    /* The extended code tells a UNIQUE from a NOT NULL violation. */
+    /* The same SQLSTATE and message as the PostgreSQL endpoint's
+     * (sql_text.h): the extended code tells a UNIQUE from a NOT NULL
+     * violation; the message says what the arbor VFS adds (size limit,
+     * which disk is full). */
+    snprintf(e->code, sizeof(e->code), "%s", sqlt_sqlstate(db, rc));
     if (db)
-        rc = sqlite3_extended_errcode(db);
-    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    /* What the arbor VFS adds (size limit, which disk is full), as
-     * pgw_sql_errmsg does for the PostgreSQL endpoint. */
-    const char *detail = NULL;
-    if (!db || sqlite3_file_control(db, "main", ARBOR_FCNTL_LAST_ERROR, &detail) != SQLITE_OK)
-        detail = NULL;
-    snprintf(e->code, sizeof(e->code), "%s", sqh_sqlstate(rc, msg));
-    snprintf(e->msg, sizeof(e->msg), "%s%s%s", msg, detail && *detail ? ": " : "",
-             detail && *detail ? detail : "");
+        sqlt_errmsg(db, e->msg, sizeof(e->msg));
+    else
+        snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errstr(rc));
     e->status = http_status_for(e->code);
 }
 
@@ -206,20 +170,6 @@ static json_t *column_json(sqlite3_stmt *st, int c)
 
 /* ---- statements ----------------------------------------------------------- */
 
-/* The command word of a statement, upper-cased ("INSERT"). */
-static void command_word(const char *sql, char *out, size_t cap)
-{
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
-        sql++;
-    size_t n = 0;
-    while (sql[n] && n + 1 < cap &&
-           ((sql[n] >= 'a' && sql[n] <= 'z') || (sql[n] >= 'A' && sql[n] <= 'Z'))) {
-        out[n] = (char)(sql[n] >= 'a' ? sql[n] - 32 : sql[n]);
-        n++;
-    }
-    out[n] = 0;
-}
-
 /* Runs one {"query", "params"} object; returns its result or NULL with e. */
 static json_t *run_one(sqh_service *s, sqlite3 *db, json_t *stmt_obj, sqh_err *e)
 {
@@ -236,9 +186,7 @@ static json_t *run_one(sqh_service *s, sqlite3 *db, json_t *stmt_obj, sqh_err *e
         set_sql_err(e, db, rc);
         return NULL;
     }
-    while (tail && (*tail == ' ' || *tail == ';' || *tail == '\n' || *tail == '\t' || *tail == '\r'))
-        tail++;
-    if (!st || (tail && *tail)) {
+    if (!st || (tail && !sqlt_is_blank(tail))) {
         sqlite3_finalize(st);
         set_bad_request(e, "\"query\" must hold exactly one statement%s", "");
         return NULL;
@@ -281,8 +229,8 @@ static json_t *run_one(sqh_service *s, sqlite3 *db, json_t *stmt_obj, sqh_err *e
     }
     bool writes = !sqlite3_stmt_readonly(st) && ncol == 0;
     sqlite3_finalize(st);
-    char cmd[24];
-    command_word(sql, cmd, sizeof(cmd));
+    char cmd[64];
+    sqlt_verb(sql, cmd, sizeof(cmd));
     if (s->rows)
         met_counter_add(s->rows, n_rows);
     return json_pack("{s:o,s:o,s:s,s:I,s:I}", "columns", cols, "rows", rows,

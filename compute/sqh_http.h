@@ -63,8 +63,4 @@ int sqh_create(const sqh_options *opt, sqh_service **out);
 int sqh_register(sqh_service *s, http_server *srv);
 void sqh_destroy(sqh_service *s);
 
-/* The SQLSTATE for an SQLite result code (extended codes understood),
- * shared with the PostgreSQL endpoint. */
-const char *sqh_sqlstate(int sqlite_rc, const char *errmsg);
-
 #endif

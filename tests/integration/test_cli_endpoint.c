@@ -284,6 +284,14 @@ static void test_sql(void **state)
               "failing batch");
     ct_expect_in(ct.err, "no such table");
     assert_int_equal(count_rows("main", NULL), 5); /* the batch rolled back */
+    /* The verb is read after comments (sql_text.h), and a comment after
+     * the last ';' is not a statement. */
+    ct_expect(ct_arbor("sql main \"/* c */ INSERT INTO t VALUES (7); -- one\n"
+                       "DELETE FROM t WHERE x = 7; -- done\""), 0, "commented batch");
+    ct_expect_in(ct.out, "INSERT 0 1");
+    ct_expect_in(ct.out, "DELETE 1");
+    assert_null(strstr(ct.out, "OK"));
+    assert_int_equal(count_rows("main", NULL), 5);
     ct_expect(ct_arbor("sql main 'SELEC 1'"), 1, "syntax error");
     ct_expect_in(ct.err, "SQLSTATE");
 

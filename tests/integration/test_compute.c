@@ -311,6 +311,19 @@ static void test_http(void **state)
     st = http_post("/v1/sql", "{\"query\": \"SELEC 1\"}", out, sizeof(out));
     assert_int_equal(st, 400);
     must_contain(out, "42601");
+    /* One statement followed by a comment is one statement (sql_text.h);
+     * two statements are refused; the command word skips comments. */
+    st = http_post("/v1/sql", "{\"query\": \"SELECT 1 AS one; -- done\\n\"}", out, sizeof(out));
+    assert_int_equal(st, 200);
+    must_contain(out, "\"rows\":[[1]]");
+    st = http_post("/v1/sql", "{\"query\": \"SELECT 1; SELECT 2\"}", out, sizeof(out));
+    assert_int_equal(st, 400);
+    must_contain(out, "exactly one statement");
+    st = http_post("/v1/sql", "{\"query\": \"/* c */ DELETE FROM items WHERE id = 10\"}",
+                   out, sizeof(out));
+    assert_int_equal(st, 200);
+    must_contain(out, "\"command\":\"DELETE\"");
+    must_contain(out, "\"rows_affected\":1");
     st = http_post("/v1/sql", "not json", out, sizeof(out));
     assert_int_equal(st, 400);
 }

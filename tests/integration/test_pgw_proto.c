@@ -1048,7 +1048,7 @@ static void test_sql_helpers(void **state)
     assert_string_equal(st.tag, "DELETE");
     pgw_sql_stmt_clear(&st);
     char tag[64];
-    pgw_sql_command_tag("INSERT", 0, 3, tag, sizeof(tag));
+    sqlt_command_tag("INSERT", 0, 3, tag, sizeof(tag));
     assert_string_equal(tag, "INSERT 0 3");
     assert_int_equal(pgw_sql_decl_oid("VARCHAR(20)"), 25);
     assert_int_equal(pgw_sql_decl_oid("BIGINT"), 20);

@@ -11,3 +11,9 @@ if(NOT ARBOR_SANITIZE)
   # Lets test_base_util insist that az_stats reports real numbers.
   target_compile_definitions(test_base_util PRIVATE ARBOR_JEMALLOC=1)
 endif()
+
+# compute/sql_text: the SQL text rules the PostgreSQL endpoint, SQL over
+# HTTP, Hrana and the CLI share.
+if(TARGET arbor_sqltext)
+  arbor_test(test_sql_text SOURCES ${BASE_TEST_DIR}/test_sql_text.c LIBS arbor_sqltext)
+endif()
