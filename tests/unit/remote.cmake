@@ -12,3 +12,13 @@ if(NODE_BIN)
   set_tests_properties(test_remote_storage_s3 PROPERTIES TIMEOUT 400 SKIP_RETURN_CODE 77
     ENVIRONMENT "S3RVER_CACHE=${CMAKE_BINARY_DIR}/s3rver-cache;NPM_BIN=${NPM_BIN}")
 endif()
+# The same cases against tests/s3/sigv4_s3.py: an S3 server of the test's own
+# that checks every request's SigV4 signature with botocore (Debian's
+# python3-botocore), an implementation independent of libcurl's.
+find_package(Python3 COMPONENTS Interpreter)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME test_remote_storage_sigv4
+           COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/sigv4_s3.py
+                   $<TARGET_FILE:test_remote_storage>)
+  set_tests_properties(test_remote_storage_sigv4 PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
+endif()
