@@ -417,7 +417,11 @@ int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
     atomic_init(&rv->stop, false);
     atomic_init(&rv->current, -1);
     pthread_mutex_init(&rv->stream_mu, NULL);
-    rv->reported_lsn = ps_timeline_disk_consistent_lsn(tl);
+    /* 0, not disk_consistent_lsn: the safekeepers may never have heard
+     * the LSN this pageserver persisted before it restarted, and an idle
+     * timeline gets no new flush to tell them; they would keep its WAL
+     * for ever. The first report after a start says it. */
+    rv->reported_lsn = 0;
     if (r->ingest_lag) {
         id_format(ps_timeline_tenant_id(tl), rv->lag_labels[0]);
         id_format(ps_timeline_id(tl), rv->lag_labels[1]);

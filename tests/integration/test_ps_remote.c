@@ -10,13 +10,17 @@
  *               from the bucket + the safekeepers' WAL: every page at every
  *               tested LSN equals the model (and safekeepers had removed
  *               WAL, so the layers did come from the bucket)
+ *   restart     after writes, a clean stop and a start without writes: the
+ *               safekeepers learn the persisted LSN all the same
  *   kill -9     writes go on while the pageserver is killed mid-upload,
  *               its disk deleted every other time: after each start the
  *               model still holds (the safekeepers kept the WAL the bucket
  *               lacked: remote_consistent_lsn, not disk_consistent_lsn)
  *   generations every start takes a higher generation; keys carry it
  *   deletions   compaction + GC drop layers: their objects leave the
- *               bucket only after an index without them
+ *               bucket only after an index without them; a timeline
+ *               overwritten 400 times shrinks in the bucket to <= 1/4 once
+ *               its PITR window passed, and still attaches
  */
 #define PS_TEST_HOOKS 1
 #pragma GCC diagnostic push
@@ -126,6 +130,54 @@ static int sk_removed_any(int t)
     return any;
 }
 
+/* Bytes of the bucket's objects whose path contains needle (s3rver keeps
+ * each object's data in a file ending ._S3rver_object beside metadata). */
+static uint64_t bucket_bytes(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[1400];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (stat(p, &st) != 0)
+            continue;
+        size_t len = strlen(de->d_name);
+        if (S_ISDIR(st.st_mode))
+            n += bucket_bytes(p, needle);
+        else if (strstr(p, needle) &&
+                 (!strstr(de->d_name, "._S3rver_") ||
+                  (len > 15 && strcmp(de->d_name + len - 15, "._S3rver_object") == 0)))
+            n += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The bucket's bytes of timeline t once uploads settled: nothing pending
+ * and the same figure for 3 s (longer than --remote.upload-interval). */
+static uint64_t settled_bucket_bytes(int t)
+{
+    char id[33];
+    for (int i = 0; i < 16; i++)
+        sprintf(id + 2 * i, "%02x", g_m[t].id[i]);
+    uint64_t last = UINT64_MAX;
+    int same = 0;
+    for (int i = 0; i < 240 && same < 12; i++) {
+        h_sleep_ms(250);
+        uint64_t b = bucket_bytes(g_bucket, id);
+        same = b == last && ps_metric("arbor_pageserver_remote_pending_timelines") == 0
+                   ? same + 1 : 0;
+        last = b;
+    }
+    return last;
+}
+
 static void test_attach_after_disk_loss(void **state)
 {
     test_model_with_branches(state);
@@ -136,12 +188,7 @@ static void test_attach_after_disk_loss(void **state)
         h_sleep_ms(100);
     print_message("safekeepers removed WAL of main below the bucket: %s\n",
                   removed ? "yes" : "no");
-    /* Known issue (session note): on the merged tree the safekeepers did
-     * not always remove WAL within the wait, so the attach below may also
-     * re-ingest WAL; the model check still holds every page. */
     if (!removed) {
-        print_message("WARNING: no WAL removed: this run does not prove the layers came "
-                      "from the bucket alone\n");
         for (int k = 0; k < 3; k++) {
             char *st;
             if (h_http(g_sk[k].http_port, "GET", "/v1/status", NULL, &st) == 200) {
@@ -149,14 +196,11 @@ static void test_attach_after_disk_loss(void **state)
                 free(st);
             }
         }
-        char *m;
-        if (h_http(g_ps.http_port, "GET", "/metrics", NULL, &m) == 200) {
-            for (char *l = strtok(m, "\n"); l; l = strtok(NULL, "\n"))
-                if (strstr(l, "remote") || strstr(l, "consistent"))
-                    print_message("ps: %s\n", l);
-            free(m);
-        }
     }
+    /* It failed in about one run in three until the pageserver reported
+     * its persisted LSN after a restart without new writes (it assumed
+     * the safekeepers knew its disk_consistent_lsn already). */
+    assert_true(removed);
     double gen_before = ps_metric("arbor_pageserver_remote_generation");
     assert_true(ps_metric("arbor_pageserver_remote_layers_uploaded") >= 0);
     assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
@@ -185,6 +229,52 @@ static void test_attach_after_disk_loss(void **state)
     for (int t = 0; t < g_n_tl; t++)
         wait_ingested(t);
     check_all();
+}
+
+/* The lowest persisted_lsn of timeline t over the safekeepers' /v1/status
+ * (0 when one does not answer). */
+static lsn_t sk_persisted_min(int t)
+{
+    char id[33];
+    for (int i = 0; i < 16; i++)
+        sprintf(id + 2 * i, "%02x", g_m[t].id[i]);
+    lsn_t min = LSN_MAX;
+    for (int k = 0; k < 3; k++) {
+        char *st;
+        if (h_http(g_sk[k].http_port, "GET", "/v1/status", NULL, &st) != 200)
+            return 0;
+        char *p = strstr(st, id);
+        char *r = p ? strstr(p, "\"persisted_lsn\":\"") : NULL;
+        unsigned hi = 0, lo = 0;
+        if (!r || sscanf(r + strlen("\"persisted_lsn\":\""), "%X/%X", &hi, &lo) != 2)
+            hi = lo = 0;
+        free(st);
+        lsn_t v = ((lsn_t)hi << 32) | lo;
+        min = v < min ? v : min;
+    }
+    return min;
+}
+
+/* Writes, then at once a clean stop (the last layers are flushed and
+ * uploaded on the way down, after the last report to the safekeepers) and
+ * a start with no new writes: the safekeepers must still learn that the
+ * bucket holds everything, or they keep the timeline's WAL for ever. */
+static void test_persisted_after_restart(void **state)
+{
+    (void)state;
+    unsigned rnd = 11;
+    for (int i = 0; i < 30; i++)
+        write_one(0, &rnd);
+    wait_ingested(0);
+    lsn_t last = g_m[0].commits[g_m[0].n - 1].end_lsn;
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
+    start_ps();
+    lsn_t got = 0;
+    for (int i = 0; i < 200 && (got = sk_persisted_min(0)) < last; i++)
+        h_sleep_ms(100);
+    print_message("safekeepers' persisted_lsn of main after a restart without writes: "
+                  "%" PRIX64 " (last commit %" PRIX64 ")\n", got, last);
+    assert_true(got >= last);
 }
 
 static void test_kill9_mid_upload(void **state)
@@ -225,13 +315,69 @@ static void test_kill9_mid_upload(void **state)
     pthread_mutex_destroy(&l.mu);
 }
 
+/* Storage that shrinks: a timeline whose pages were overwritten many times
+ * holds many delta layers in the bucket; once its PITR window (1 s) passed,
+ * compaction + GC drop the layers no read can reach and the next index
+ * upload lets the bucket delete them. The head stays readable. (Runs last:
+ * the model's old LSNs are below the GC cutoff afterwards.) */
+static void test_gc_shrinks_bucket(void **state)
+{
+    (void)state;
+    int t = create_timeline("gc-shrink", -1, 0);
+    unsigned rnd = 77;
+    for (int i = 0; i < 400; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    uint64_t before = settled_bucket_bytes(t);
+    double deleted_before = ps_metric("arbor_pageserver_remote_objects_deleted");
+    Arbor__SetPitrWindowRequest preq = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
+    preq.tenant_id = (ProtobufCBinaryData){ 16, g_tenant };
+    preq.timeline_id = (ProtobufCBinaryData){ 16, g_m[t].id };
+    preq.pitr_window_s = 1;
+    Arbor__TimelineInfoResponse *r;
+    assert_int_equal(unary("/arbor.Management/SetPitrWindow", &preq.base,
+                           &arbor__timeline_info_response__descriptor, &r), 0);
+    assert_null(r->error);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* A few more commits, so compaction has deltas above the old image. */
+    h_sleep_ms(1200);
+    for (int i = 0; i < 12; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    uint64_t after = before;
+    for (int i = 0; i < 10 && after * 4 > before; i++)
+        after = settled_bucket_bytes(t);
+    print_message("bucket bytes of a timeline with 400 commits over %u pages: %" PRIu64
+                  " before GC, %" PRIu64 " after (%.1f%%); objects deleted: %.0f\n",
+                  MAX_PGNO, before, after, before ? 100.0 * (double)after / (double)before : 0,
+                  ps_metric("arbor_pageserver_remote_objects_deleted") - deleted_before);
+    assert_true(before > 2000000);
+    assert_true(after * 4 <= before);
+    assert_true(ps_metric("arbor_pageserver_remote_objects_deleted") > deleted_before);
+    /* The head reads right, from a pageserver that lost its disk too: the
+     * index it attaches from names only layers still in the bucket. */
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
+    wipe_ps_disk();
+    start_ps();
+    wait_ingested(t);
+    read_result rr = { 0 };
+    rpc_stream *s;
+    assert_int_equal(rpc_stream_open(g_ch, "/arbor.PageService/GetPages", 60000, &s), 0);
+    check_lsn(s, t, g_m[t].commits[g_m[t].n - 1].end_lsn, false, &rr);
+    rpc_stream_close_send(s);
+    rpc_stream_destroy(s);
+    assert_int_equal(rr.checked, (int)MAX_PGNO);
+}
+
 int main(void)
 {
     const char *s3 = getenv("ARBOR_S3_URL");
     printf("bucket: %s\n", s3 && *s3 ? s3 : "a local directory");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attach_after_disk_loss),
+        cmocka_unit_test(test_persisted_after_restart),
         cmocka_unit_test(test_kill9_mid_upload),
+        cmocka_unit_test(test_gc_shrinks_bucket),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
