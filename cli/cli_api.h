@@ -39,6 +39,7 @@ typedef struct cli_api {
     char project[40];
     char role[64];      /* the role `arbor start` created, and its password */
     char password[128]; /* ("" for a cluster made before the proxy) */
+    char sql_token[96]; /* bearer token of the proxy's HTTP door (project-scoped) */
 } cli_api;
 
 /* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
@@ -57,7 +58,7 @@ int cli_api_bootstrap(cli_ctx *ctx, cli_state *st);
 void cli_api_print_connect(cli_ctx *ctx);
 /* The postgres:// URL of branch main through arbor-proxy on port (the role
  * and password of the first start, from the API file). */
-void cli_api_print_proxy(cli_ctx *ctx, int port);
+void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port);
 
 /* The API's endpoints as `endpoint list --json` objects (new reference), or
  * NULL when no API is configured or reachable (nothing printed). */
