@@ -324,17 +324,18 @@ int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
         printf("endpoint %s is active (%s, branch %s)\n", name,
                json_is_true(json_object_get(w, "cold")) ? "woken now" : "was active",
                json_string_value(json_object_get(w, "branch")));
-        printf("  psql:          psql -h %s -p %d -U arbor %s\n", host, pg,
-               json_string_value(json_object_get(w, "branch")));
-        printf("  SQL over HTTP: http://%s:%d/v1/sql\n", host,
-               (int)json_integer_value(json_object_get(w, "http_port")));
+        /* Its compute accepts only arbor-proxy (a secret per compute). */
+        printf("  compute:       %s, PostgreSQL port %d (only through arbor-proxy)\n", host, pg);
+        printf("  through the proxy: postgres URL of arbor start with ?options=endpoint%%3D%s; "
+               "HTTP: /ep/%s/v1/sql on its HTTP SQL URL\n", name, name);
     }
     json_decref(w);
     return CLI_EXIT_OK;
 }
 
 int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
-                            int *http_port, char *name, size_t name_cap)
+                            int *http_port, char *name, size_t name_cap, char *secret,
+                            size_t secret_cap)
 {
     static const char *const order[] = { "read_write", "read_only", "static" };
     cli_api a;
@@ -357,11 +358,14 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
     int rc = CLI_ENOTFOUND;
     if (pick) {
         char path[256];
-        snprintf(path, sizeof(path), "@/endpoints/%s/start", pick);
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/%s/wake", a.project,
+                 pick);
         rc = cli_api_call(&a, "POST", path, NULL, &w) == 0 ? 0 : CLI_EFAIL;
         if (rc == 0) {
+            const char *sec = json_string_value(json_object_get(w, "secret"));
             *http_port = (int)json_integer_value(json_object_get(w, "http_port"));
             snprintf(name, name_cap, "%s", pick);
+            snprintf(secret, secret_cap, "%s", sec ? sec : "");
             json_decref(w);
         }
     }

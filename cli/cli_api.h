@@ -76,10 +76,13 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms);
 
 /* For `arbor sql BRANCH` when no local endpoint runs there: wakes the API's
  * endpoint called want, else the branch's read_write, read_only or static
- * one (in that order). 0 with its HTTP port and name; CLI_ENOTFOUND (no API
- * or no such endpoint; silent); CLI_EFAIL (printed). */
+ * one (in that order). 0 with its HTTP port, name and secret (what the
+ * compute wants as bearer: the internal wake route tells it, the CLI holds
+ * the API key); CLI_ENOTFOUND (no API or no such endpoint; silent);
+ * CLI_EFAIL (printed). */
 int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
-                            int *http_port, char *name, size_t name_cap);
+                            int *http_port, char *name, size_t name_cap, char *secret,
+                            size_t secret_cap);
 
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);
