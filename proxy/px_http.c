@@ -555,7 +555,6 @@ static int h_door(const http_request *req, http_response *resp, void *arg)
     int rc = token_project(h, a + 7, project, msg);
     if (rc == 401) {
         met_counter_inc(h->m_unauth);
-        met_counter_inc(h->o.srv->m_auth_fail);
         pxl_auth_failed(h->o.srv->limits, "http", name, peer);
         fail(h, req, resp, 401, "unknown token");
         return 0;

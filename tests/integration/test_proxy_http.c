@@ -23,7 +23,8 @@
  *               door -> 53300
  *   limits      a second arbor-proxy with --max-conns-per-endpoint=1: a
  *               second PG session to dev -> 53300, an HTTP request -> 429
- *   metrics     arbor_proxy_http_* counters moved
+ *   metrics     arbor_proxy_http_* counters moved; `arbor dashboard` (its
+ *               /api/cluster) carries the proxy's counters
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -40,7 +41,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -515,7 +520,19 @@ static void test_conn_limit(void **state)
     g_proxy2 = -1;
 }
 
-static void test_metrics(void **state)
+/* A free TCP port on 127.0.0.1 (bound, read, released). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void test_metrics_and_dashboard(void **state)
 {
     (void)state;
     if (!g_up)
@@ -524,6 +541,55 @@ static void test_metrics(void **state)
     assert_true(metric("arbor_proxy_http_unauthorized_total") >= 12);
     assert_true(metric("arbor_proxy_http_wakes_cold_total") >= 2);
     assert_true(metric("arbor_proxy_auth_failures_total") >= 10);
+    assert_true(metric("arbor_proxy_connection_limited_total") >= 0);
+    /* arbor dashboard shows the proxy's counters (its /api/cluster). */
+    int port = free_port();
+    char a_dir[400], a_port[32];
+    snprintf(a_dir, sizeof(a_dir), "--dir=%s", ct.dir);
+    snprintf(a_port, sizeof(a_port), "--port=%d", port);
+    pid_t dash = fork();
+    if (dash == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        execl(ARBOR_CLI_BIN, ARBOR_CLI_BIN, a_dir, "dashboard", a_port, "--open-browser=no",
+              (char *)NULL);
+        _exit(127);
+    }
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/cluster", port);
+    json_t *px = NULL, *doc = NULL;
+    for (int i = 0; i < 100 && !px; i++) {
+        resp r;
+        memset(&r, 0, sizeof(r));
+        CURL *c = curl_easy_init();
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+        if (curl_easy_perform(c) == CURLE_OK && r.body) {
+            doc = json_loads(r.body, 0, NULL);
+            px = json_object_get(doc, "proxy");
+            if (!px) {
+                json_decref(doc);
+                doc = NULL;
+            }
+        }
+        curl_easy_cleanup(c);
+        free(r.body);
+        if (!px)
+            usleep(100000);
+    }
+    kill(dash, SIGTERM);
+    waitpid(dash, NULL, 0);
+    if (!px)
+        fail_msg("no \"proxy\" in the dashboard's /api/cluster");
+    assert_true(json_number_value(json_object_get(px, "http_requests_total")) >= 10);
+    assert_true(json_number_value(json_object_get(px, "connections_total")) >= 1);
+    assert_true(json_number_value(json_object_get(px, "auth_failures_total")) >= 10);
+    assert_true(json_number_value(json_object_get(px, "http_wakes_cold_total")) >= 2);
+    json_decref(doc);
 }
 
 static void test_stop(void **state)
@@ -562,7 +628,7 @@ int main(void)
         cmocka_unit_test(test_libsql),
         cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_conn_limit),
-        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_metrics_and_dashboard),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
