@@ -23,6 +23,7 @@
  *               door -> 53300
  *   limits      a second arbor-proxy with --max-conns-per-endpoint=1: a
  *               second PG session to dev -> 53300, an HTTP request -> 429
+ *   down        arbor-control killed: a request -> 503 (JSON)
  *   metrics     arbor_proxy_http_* counters moved; `arbor dashboard` (its
  *               /api/cluster) carries the proxy's counters
  */
@@ -592,6 +593,37 @@ static void test_metrics_and_dashboard(void **state)
     json_decref(doc);
 }
 
+/* Last: arbor-control gone (its computes die with it) -> 503, JSON. */
+static void test_control_down(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char path[400];
+    snprintf(path, sizeof(path), "%s/cluster.json", ct.dir);
+    json_t *st = json_load_file(path, 0, NULL), *c;
+    assert_non_null(st);
+    size_t i;
+    pid_t ctl = 0;
+    json_array_foreach(json_object_get(st, "components"), i, c) {
+        const char *kind = json_string_value(json_object_get(c, "kind"));
+        if (kind && strcmp(kind, "control") == 0)
+            ctl = (pid_t)json_integer_value(json_object_get(c, "pid"));
+    }
+    json_decref(st);
+    assert_true(ctl > 0);
+    assert_int_equal(kill(ctl, SIGKILL), 0);
+    usleep(300000);
+    char url[256];
+    sql_url("dev", url, sizeof(url));
+    resp r;
+    http("POST", url, g_token, "{\"query\":\"select 1\"}", NULL, &r);
+    if (r.status != 503)
+        fail_msg("control plane down: %ld %s", r.status, r.body);
+    assert_json_error(&r);
+    resp_free(&r);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -629,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_conn_limit),
         cmocka_unit_test(test_metrics_and_dashboard),
+        cmocka_unit_test(test_control_down),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
