@@ -22,7 +22,8 @@
  *               (even with the right token); 10 wrong passwords on the PG
  *               door -> 53300
  *   limits      a second arbor-proxy with --max-conns-per-endpoint=1: a
- *               second PG session to dev -> 53300, an HTTP request -> 429
+ *               second PG session to dev -> 53300, an HTTP request -> 429;
+ *               a query longer than its --http-request-timeout (300 ms) -> 504
  *   down        arbor-control killed: a request -> 503 (JSON)
  *   metrics     arbor_proxy_http_* counters moved; `arbor dashboard` (its
  *               /api/cluster) carries the proxy's counters
@@ -473,7 +474,8 @@ static void test_conn_limit(void **state)
     if (g_proxy2 == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         execl(ARBOR_PROXY_BIN, ARBOR_PROXY_BIN, "--listen=127.0.0.1:0", "--http-port=0", a_pf,
-              a_key, a_cport, a_ctl, "--max-conns-per-endpoint=1", "--log-level=warn",
+              a_key, a_cport, a_ctl, "--max-conns-per-endpoint=1", "--http-request-timeout=300ms",
+              "--log-level=warn",
               (char *)NULL);
         _exit(127);
     }
@@ -516,6 +518,12 @@ static void test_conn_limit(void **state)
         usleep(100000);
         assert_true(i < 49);
     }
+    /* Over --http-request-timeout (300 ms here): 504, JSON. */
+    http("POST", hurl, g_token, "{\"query\":\"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+         "SELECT x + 1 FROM c WHERE x < 20000000) SELECT count(*) FROM c\"}", NULL, &r);
+    assert_int_equal(r.status, 504);
+    assert_json_error(&r);
+    resp_free(&r);
     kill(g_proxy2, SIGTERM);
     waitpid(g_proxy2, NULL, 0);
     g_proxy2 = -1;
