@@ -11,6 +11,7 @@
 #include "alloc.h"
 
 #define BUCKETS 1024
+#define MAX_AUTH_ENTRIES 65536   /* beyond: new keys are not tracked (bounded memory) */
 
 typedef struct entry {
     char *key;
@@ -24,6 +25,7 @@ struct pxl {
     pthread_mutex_t mu;
     entry *auth[BUCKETS];
     entry *conns[BUCKETS];
+    int n_auth;          /* entries in auth */
     met_counter *m_auth_limited, *m_conn_limited;
 };
 
@@ -80,6 +82,7 @@ static void prune_auth(pxl *l, const char *key, int64_t now)
             *pp = e->next;
             az_free(e->key);
             az_free(e);
+            l->n_auth--;
         } else {
             pp = &e->next;
         }
@@ -173,10 +176,13 @@ void pxl_auth_failed(pxl *l, const char *door, const char *endpoint, const char 
     int64_t now = mono_ms();
     pthread_mutex_lock(&l->mu);
     prune_auth(l, key, now);
-    entry *e = find(l->auth, key, true);
-    if (e->count == 0)
+    entry *e = find(l->auth, key, l->n_auth < MAX_AUTH_ENTRIES);
+    if (e && e->count == 0) {
         e->t0 = now;
-    e->count++;
+        l->n_auth++;
+    }
+    if (e)
+        e->count++;
     pthread_mutex_unlock(&l->mu);
 }
 
