@@ -32,6 +32,8 @@ static int read_api_file(const char *dir, cli_api *a)
     snprintf(a->url, sizeof(a->url), "%s", u ? u : "");
     snprintf(a->key, sizeof(a->key), "%s", k ? k : "");
     snprintf(a->project, sizeof(a->project), "%s", p ? p : "");
+    const char *t = json_string_value(json_object_get(j, "sql_token"));
+    snprintf(a->sql_token, sizeof(a->sql_token), "%s", t ? t : "");
     json_decref(j);
     return 0;
 }
@@ -47,6 +49,8 @@ static int write_api_file(const char *dir, const cli_api *a)
         json_object_set_new(j, "role", json_string(a->role));
         json_object_set_new(j, "password", json_string(a->password));
     }
+    if (a->sql_token[0])
+        json_object_set_new(j, "sql_token", json_string(a->sql_token));
     char *text = json_dumps(j, JSON_INDENT(2));
     json_decref(j);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -220,6 +224,16 @@ int cli_api_bootstrap(cli_ctx *ctx, cli_state *st)
     id_format(&st->tenant, tenant);
     if (!a.project[0] && ensure_project(&a, tenant) != 0)
         return CLI_EFAIL;
+    if (!a.sql_token[0]) {
+        /* The bearer token of the proxy's HTTP door that `arbor start` prints. */
+        json_t *body = json_pack("{s:s}", "name", "arbor start"), *j = NULL;
+        if (cli_api_call(&a, "POST", "@/tokens", body, &j) == 0) {
+            const char *t = json_string_value(json_object_get(j, "token"));
+            snprintf(a.sql_token, sizeof(a.sql_token), "%s", t ? t : "");
+        }
+        json_decref(body);
+        json_decref(j);
+    }
     return write_api_file(ctx->dir, &a);
 }
 
@@ -232,7 +246,7 @@ void cli_api_print_connect(cli_ctx *ctx)
     printf("API key: %s\n", a.key);
 }
 
-void cli_api_print_proxy(cli_ctx *ctx, int port)
+void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port)
 {
     cli_api a;
     memset(&a, 0, sizeof(a));
@@ -245,6 +259,15 @@ void cli_api_print_proxy(cli_ctx *ctx, int port)
     else
         printf("postgres URL:    postgres://ROLE:PASSWORD@127.0.0.1:%d/main   (arbor-proxy; "
                "roles: arbor role list)\n", port);
+    if (http_port > 0 && a.sql_token[0]) {
+        /* The HTTP door of the proxy (proxy/px_http.h): the branch is in the
+         * path; a libSQL URL keeps its final '/'. */
+        printf("HTTP SQL URL:    http://127.0.0.1:%d/br/main/v1/sql   (POST {\"query\": ...}; "
+               "/br/dev/ for dev)\n", http_port);
+        printf("HTTP token:      %s\n", a.sql_token);
+        printf("libSQL URL:      http://127.0.0.1:%d/br/main/   (@libsql/client: authToken = "
+               "the HTTP token)\n", http_port);
+    }
 }
 
 /* ---- endpoints -------------------------------------------------------------------- */
@@ -301,17 +324,18 @@ int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
         printf("endpoint %s is active (%s, branch %s)\n", name,
                json_is_true(json_object_get(w, "cold")) ? "woken now" : "was active",
                json_string_value(json_object_get(w, "branch")));
-        printf("  psql:          psql -h %s -p %d -U arbor %s\n", host, pg,
-               json_string_value(json_object_get(w, "branch")));
-        printf("  SQL over HTTP: http://%s:%d/v1/sql\n", host,
-               (int)json_integer_value(json_object_get(w, "http_port")));
+        /* Its compute accepts only arbor-proxy (a secret per compute). */
+        printf("  compute:       %s, PostgreSQL port %d (only through arbor-proxy)\n", host, pg);
+        printf("  through the proxy: postgres URL of arbor start with ?options=endpoint%%3D%s; "
+               "HTTP: /ep/%s/v1/sql on its HTTP SQL URL\n", name, name);
     }
     json_decref(w);
     return CLI_EXIT_OK;
 }
 
 int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
-                            int *http_port, char *name, size_t name_cap)
+                            int *http_port, char *name, size_t name_cap, char *secret,
+                            size_t secret_cap)
 {
     static const char *const order[] = { "read_write", "read_only", "static" };
     cli_api a;
@@ -334,11 +358,14 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
     int rc = CLI_ENOTFOUND;
     if (pick) {
         char path[256];
-        snprintf(path, sizeof(path), "@/endpoints/%s/start", pick);
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/%s/wake", a.project,
+                 pick);
         rc = cli_api_call(&a, "POST", path, NULL, &w) == 0 ? 0 : CLI_EFAIL;
         if (rc == 0) {
+            const char *sec = json_string_value(json_object_get(w, "secret"));
             *http_port = (int)json_integer_value(json_object_get(w, "http_port"));
             snprintf(name, name_cap, "%s", pick);
+            snprintf(secret, secret_cap, "%s", sec ? sec : "");
             json_decref(w);
         }
     }

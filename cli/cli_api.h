@@ -39,6 +39,7 @@ typedef struct cli_api {
     char project[40];
     char role[64];      /* the role `arbor start` created, and its password */
     char password[128]; /* ("" for a cluster made before the proxy) */
+    char sql_token[96]; /* bearer token of the proxy's HTTP door (project-scoped) */
 } cli_api;
 
 /* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
@@ -57,7 +58,7 @@ int cli_api_bootstrap(cli_ctx *ctx, cli_state *st);
 void cli_api_print_connect(cli_ctx *ctx);
 /* The postgres:// URL of branch main through arbor-proxy on port (the role
  * and password of the first start, from the API file). */
-void cli_api_print_proxy(cli_ctx *ctx, int port);
+void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port);
 
 /* The API's endpoints as `endpoint list --json` objects (new reference), or
  * NULL when no API is configured or reachable (nothing printed). */
@@ -75,10 +76,13 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms);
 
 /* For `arbor sql BRANCH` when no local endpoint runs there: wakes the API's
  * endpoint called want, else the branch's read_write, read_only or static
- * one (in that order). 0 with its HTTP port and name; CLI_ENOTFOUND (no API
- * or no such endpoint; silent); CLI_EFAIL (printed). */
+ * one (in that order). 0 with its HTTP port, name and secret (what the
+ * compute wants as bearer: the internal wake route tells it, the CLI holds
+ * the API key); CLI_ENOTFOUND (no API or no such endpoint; silent);
+ * CLI_EFAIL (printed). */
 int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
-                            int *http_port, char *name, size_t name_cap);
+                            int *http_port, char *name, size_t name_cap, char *secret,
+                            size_t secret_cap);
 
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);

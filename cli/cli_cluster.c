@@ -469,13 +469,17 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
     char a_cport[4400];
     snprintf(a_cport, sizeof(a_cport), "--control-port-file=%s/%s/ports", st->dir,
              ctl->datadir[0] ? ctl->datadir : "control");
-    char *argv[9] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport };
+    char *argv[10] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport };
+    char a_hroutes[160];
     for (int i = 0; i < st->n_comp; i++) {
         cli_component *c = &st->comp[i];
         if (c->kind == CLI_COMP_COMPUTE && strcmp(c->name, "main") == 0 && c->pid > 0 &&
             strcmp(c->role, "primary") == 0 && !c->scram) {
             snprintf(a_routes, sizeof(a_routes), "--routes=main=127.0.0.1:%d", c->grpc_port);
+            snprintf(a_hroutes, sizeof(a_hroutes), "--http-routes=main=127.0.0.1:%d",
+                     c->http_port);
             argv[7] = a_routes;
+            argv[8] = a_hroutes;
         }
     }
     pid_t pid;
@@ -803,7 +807,7 @@ static void print_proxy(cli_ctx *ctx, cli_state *st)
 {
     cli_component *px = cli_state_comp(st, CLI_COMP_PROXY, 0);
     if (px && px->pid > 0) {
-        cli_api_print_proxy(ctx, px->grpc_port);
+        cli_api_print_proxy(ctx, px->grpc_port, px->http_port);
     }
 }
 

@@ -372,6 +372,7 @@ typedef struct scrape {
     json_t *lag_ms_by_timeline; /* pageserver: timeline_id -> ingest lag in ms */
     double queries, rows_read, rows_written, cpu_ms, pages_fetched, hits, misses;
     double replica_lag_bytes, replica_lag_s;   /* compute; NAN when absent */
+    json_t *proxy;             /* proxy: arbor_proxy_<x> -> value, named <x> */
 } scrape;
 
 static void metrics_cb(const char *name, const char *labels, double v, void *arg)
@@ -379,6 +380,10 @@ static void metrics_cb(const char *name, const char *labels, double v, void *arg
     scrape *s = arg;
     totals *t = s->tot;
     char buf[128];
+    if (s->proxy && strncmp(name, "arbor_proxy_", 12) == 0 && !strstr(name, "_bucket")) {
+        json_object_set_new(s->proxy, name + 12, json_real(v));   /* unlabelled series */
+        return;
+    }
     if (strcmp(name, "arbor_compute_commit_seconds_bucket") == 0 ||
         strcmp(name, "arbor_safekeeper_flush_seconds_bucket") == 0 ||
         strcmp(name, "arbor_pageserver_getpage_seconds_bucket") == 0) {
@@ -687,11 +692,15 @@ static json_t *collect(dash *g, totals *tot)
         json_t *o = probe(e, &st, &m);
         const char *kind = json_string_value(json_object_get(o, "kind"));
         bool is_ps = kind_is(kind, st, "pageserver");
+        bool is_px = kind_is(kind, st, "proxy");
         scrape s = { .tot = tot, .kind = kind, .lag_by_timeline = is_ps ? lags : NULL,
                      .lag_ms_by_timeline = is_ps ? lags_ms : NULL,
-                     .replica_lag_bytes = NAN, .replica_lag_s = NAN };
+                     .replica_lag_bytes = NAN, .replica_lag_s = NAN,
+                     .proxy = is_px && m ? json_object() : NULL };
         if (m)
             prom_each(m, metrics_cb, &s);
+        if (s.proxy)      /* arbor-proxy's counters, both doors (the proxy section) */
+            json_object_set_new(doc, "proxy", s.proxy);
         if (kind_is(kind, st, "safekeeper")) {
             if (st)
                 add_safekeeper(o, st);

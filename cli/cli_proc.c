@@ -373,18 +373,26 @@ static int dechunk(char *body)
 int cli_http_request(int port, const char *method, const char *path, const char *body,
                      int timeout_ms, int *status, char **resp)
 {
+    return cli_http_request_auth(port, method, path, body, NULL, timeout_ms, status, resp);
+}
+
+int cli_http_request_auth(int port, const char *method, const char *path, const char *body,
+                          const char *bearer, int timeout_ms, int *status, char **resp)
+{
     int64_t deadline = cli_mono_ms() + timeout_ms;
     int fd = connect_loopback(port, deadline);
     if (fd < 0) {
         return fd;
     }
     size_t blen = body ? strlen(body) : 0;
-    char head[512];
+    char head[768], auth[200] = "";
+    if (bearer && *bearer && strlen(bearer) < 150)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", bearer);
     int hlen = snprintf(head, sizeof(head),
                         "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
-                        "%sContent-Length: %zu\r\n\r\n",
+                        "%s%sContent-Length: %zu\r\n\r\n",
                         method, path, port,
-                        body ? "Content-Type: application/json\r\n" : "", blen);
+                        body ? "Content-Type: application/json\r\n" : "", auth, blen);
     char *raw = NULL;
     size_t raw_len = 0;
     int rc = hlen > 0 && (size_t)hlen < sizeof(head) ? 0 : -EINVAL;

@@ -46,6 +46,10 @@ int cli_http_probe(int port, const char *path, int timeout_ms);
  * -EFBIG beyond 256 MiB). Silent. */
 int cli_http_request(int port, const char *method, const char *path, const char *body,
                      int timeout_ms, int *status, char **resp);
+/* The same with "Authorization: Bearer <bearer>" (NULL or "": none): the
+ * secret of a compute arbor-control started. */
+int cli_http_request_auth(int port, const char *method, const char *path, const char *body,
+                          const char *bearer, int timeout_ms, int *status, char **resp);
 
 /* Whether something accepts TCP connections on 127.0.0.1:port. */
 bool cli_tcp_probe(int port, int timeout_ms);

@@ -22,6 +22,7 @@
 
 typedef struct sql_target {
     int http_port;
+    char secret[96];    /* an arbor-control compute's (cli_api_wake_for_branch) */
     char name[CLI_COMP_NAME_MAX + 1];
     int timeout_ms;
     bool json;
@@ -194,8 +195,8 @@ static int run_sql(const sql_target *t, const char *sql)
     json_decref(req);
     char *resp = NULL;
     int status = 0;
-    int rc = cli_http_request(t->http_port, "POST", n == 1 ? "/v1/sql" : "/v1/batch", body,
-                              t->timeout_ms, &status, &resp);
+    int rc = cli_http_request_auth(t->http_port, "POST", n == 1 ? "/v1/sql" : "/v1/batch",
+                                   body, t->secret, t->timeout_ms, &status, &resp);
     free(body);
     if (rc != 0) {
         cli_err("endpoint '%s' (http://127.0.0.1:%d) did not answer: %s (arbor endpoint "
@@ -306,7 +307,7 @@ static int find_target(cli_ctx *ctx, const char *branch, sql_target *t)
     if (rc == 0 && cli_endpoint_for_timeline(&st, &tl.id, want, &c) != 0) {
         /* no local endpoint: one of arbor-control's, woken now */
         int api_rc = cli_api_wake_for_branch(ctx, branch, want, &t->http_port, t->name,
-                                             sizeof(t->name));
+                                             sizeof(t->name), t->secret, sizeof(t->secret));
         if (api_rc != CLI_ENOTFOUND) {
             cli_cluster_disconnect(&st, &ps);
             return api_rc;

@@ -61,6 +61,10 @@ struct http_server {
     pthread_rwlock_t routes_lock;
     route **routes;
     size_t n_routes, cap_routes;
+    bool json_errors;            /* 404/405/413/500 of the server as {"error"} */
+    char cors_origin[128];       /* "" or Access-Control-Allow-Origin on those */
+    http_guard_fn guard;         /* before every handler; may answer instead */
+    void *guard_arg;
 };
 
 struct http_request {
@@ -189,11 +193,12 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, http_response 
     return ret;
 }
 
-static enum MHD_Result send_simple(struct MHD_Connection *conn, int status, const char *allow,
-                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result send_simple(const http_server *srv, struct MHD_Connection *conn,
+                                   int status, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static enum MHD_Result send_simple(struct MHD_Connection *conn, int status, const char *allow,
-                                   const char *fmt, ...)
+static enum MHD_Result send_simple(const http_server *srv, struct MHD_Connection *conn,
+                                   int status, const char *allow, const char *fmt, ...)
 {
     http_response resp = { 0 };
     char msg[512];
@@ -201,7 +206,12 @@ static enum MHD_Result send_simple(struct MHD_Connection *conn, int status, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    http_respond_printf(&resp, status, TEXT_PLAIN, "%s\n", msg);
+    if (srv->json_errors)
+        http_respond_error(&resp, status, msg);
+    else
+        http_respond_printf(&resp, status, TEXT_PLAIN, "%s\n", msg);
+    if (srv->cors_origin[0])
+        http_response_header(&resp, "Access-Control-Allow-Origin", srv->cors_origin);
     if (allow) {
         http_response_header(&resp, MHD_HTTP_HEADER_ALLOW, allow);
     }
@@ -400,16 +410,18 @@ static int run_route(const route *r, const http_request *req, http_response *res
     return -EINVAL;
 }
 
-static enum MHD_Result dispatch(req_ctx *ctx)
+static enum MHD_Result dispatch(http_server *srv, req_ctx *ctx)
 {
     http_response resp = { .status = 200 };
-    int rc = run_route(ctx->route, &ctx->req, &resp);
+    int rc = srv->guard && srv->guard(&ctx->req, &resp, srv->guard_arg) != 0
+                 ? 0
+                 : run_route(ctx->route, &ctx->req, &resp);
     if (rc < 0) {
         response_reset(&resp);
         headers_free(resp.headers_);
         log_warn("http: %s %s: handler failed: %s", ctx->req.method, ctx->req.path,
                  strerror(-rc));
-        return send_simple(ctx->req.conn, 500, NULL, "internal error: %s", strerror(-rc));
+        return send_simple(srv, ctx->req.conn, 500, NULL, "internal error: %s", strerror(-rc));
     }
     if (resp.status < 100 || resp.status > 599) {
         resp.status = 200;
@@ -425,10 +437,10 @@ static enum MHD_Result on_headers(http_server *srv, req_ctx *ctx)
     if (!ctx->route) {
         ctx->answered = true;
         if (allow[0]) {
-            return send_simple(ctx->req.conn, 405, allow, "method %s not allowed for %s",
+            return send_simple(srv, ctx->req.conn, 405, allow, "method %s not allowed for %s",
                                ctx->req.method, ctx->req.path);
         }
-        return send_simple(ctx->req.conn, 404, NULL, "no such path: %s", ctx->req.path);
+        return send_simple(srv, ctx->req.conn, 404, NULL, "no such path: %s", ctx->req.path);
     }
     ctx->req.path_rest = ctx->route->match == HTTP_MATCH_PREFIX
                              ? ctx->req.path + ctx->route->path_len
@@ -441,7 +453,7 @@ static enum MHD_Result on_headers(http_server *srv, req_ctx *ctx)
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno == 0 && *end == '\0' && n > srv->max_body_bytes) {
             ctx->answered = true;
-            return send_simple(ctx->req.conn, 413, NULL,
+            return send_simple(srv, ctx->req.conn, 413, NULL,
                                "request body of %llu bytes exceeds the limit of %zu", n,
                                srv->max_body_bytes);
         }
@@ -500,10 +512,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     ctx->answered = true;
     if (ctx->too_large) {
-        return send_simple(conn, 413, NULL, "request body exceeds the limit of %zu bytes",
+        return send_simple(srv, conn, 413, NULL, "request body exceeds the limit of %zu bytes",
                            srv->max_body_bytes);
     }
-    return dispatch(ctx);
+    return dispatch(srv, ctx);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -569,6 +581,9 @@ int http_server_start_opts(const http_server_opts *opts, http_server **out)
     }
     http_server *srv = az_calloc(1, sizeof(*srv));
     srv->max_body_bytes = opts->max_body_bytes ? opts->max_body_bytes : HTTP_DEFAULT_MAX_BODY_BYTES;
+    srv->json_errors = opts->json_errors;
+    snprintf(srv->cors_origin, sizeof(srv->cors_origin), "%s",
+             opts->cors_origin ? opts->cors_origin : "");
     pthread_rwlock_init(&srv->routes_lock, NULL);
     /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: 1 would mean SO_REUSEPORT, and
      * a second daemon on the same port must fail, not share it. MHD sets
@@ -579,7 +594,8 @@ int http_server_start_opts(const http_server_opts *opts, http_server **out)
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, /* first, or MHD warns */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_LIMIT,
+        opts->max_connections ? opts->max_connections : (unsigned)HTTP_MAX_CONNECTIONS,
         MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s ? opts->idle_timeout_s : 60u,
         MHD_OPTION_END);
     if (!srv->daemon) {
@@ -591,6 +607,28 @@ int http_server_start_opts(const http_server_opts *opts, http_server **out)
     srv->port = info ? info->port : opts->port;
     *out = srv;
     return 0;
+}
+
+void http_server_set_guard(http_server *srv, http_guard_fn fn, void *arg)
+{
+    srv->guard_arg = arg;
+    srv->guard = fn;
+}
+
+const char *http_request_peer(const http_request *req, char *buf, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(buf, cap, "?");
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)cap);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+                      (socklen_t)cap);
+    }
+    return buf;
 }
 
 uint16_t http_server_port(const http_server *srv)

@@ -72,6 +72,9 @@ typedef struct http_server_opts {
     uint16_t port;           /* 0 = an ephemeral port (see http_server_port) */
     size_t max_body_bytes;   /* 0 = HTTP_DEFAULT_MAX_BODY_BYTES */
     unsigned idle_timeout_s; /* close idle connections; 0 = 60 */
+    unsigned max_connections; /* 0 = HTTP_MAX_CONNECTIONS */
+    int json_errors;         /* the server's own 404/405/413/500 as {"error": ...} */
+    const char *cors_origin; /* NULL or Access-Control-Allow-Origin on those (copied) */
 } http_server_opts;
 
 /* Starts listening and serving. 0, -EINVAL (bad address), or -errno
@@ -95,12 +98,20 @@ int http_route_json(http_server *srv, const char *method, const char *path, http
  * as Prometheus text, Content-Type MET_CONTENT_TYPE. */
 int http_route_metrics(http_server *srv, const char *path, met_registry *reg);
 
+/* A guard runs before every handler (on the handler's thread): 0 = go on
+ * to the route; non-zero = resp (filled by the guard) is the answer.
+ * Set it before serving requests; NULL removes it. */
+typedef int (*http_guard_fn)(const http_request *req, http_response *resp, void *arg);
+void http_server_set_guard(http_server *srv, http_guard_fn fn, void *arg);
+
 /* Request accessors. Returned strings live as long as the request. */
 const char *http_request_method(const http_request *req);
 /* Decoded path, without the query string. */
 const char *http_request_path(const http_request *req);
 /* For prefix routes, the part of the path after the prefix ("" if exact). */
 const char *http_request_path_rest(const http_request *req);
+/* The client's numeric address (no port) into buf; "?" if unknown. */
+const char *http_request_peer(const http_request *req, char *buf, size_t cap);
 /* Decoded query argument, NULL if absent ("" for "?flag"). */
 const char *http_request_query(const http_request *req, const char *key);
 /* Request header (case-insensitive name), NULL if absent. */

@@ -28,6 +28,13 @@
  * is a no-op answering 200; to another, 409). Until then PostgreSQL
  * sessions are refused (08006) and /v1/status says "bound": false.
  *
+ * Only through arbor-proxy: when started with ARBOR_COMPUTE_SECRET in its
+ * environment (arbor-control's driver does that, a secret per compute), a
+ * PostgreSQL client must send it as the startup parameter
+ * "arbor.compute_secret" (else FATAL 28000) and an HTTP request as
+ * "Authorization: Bearer <secret>" (else 401), except GET /metrics and
+ * /v1/status. Without it (arbor start's own primary, tests), as before.
+ *
  * Activity, for suspend-on-idle (GET /v1/status): "busy" while a statement
  * runs or a client connection has a transaction open, "idle_ms" since the
  * last statement started or ended (or since the bind), and the usage
@@ -40,6 +47,7 @@
  * scrape.
  */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -48,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -198,6 +207,7 @@ static struct {
     http_server *http;
     sqh_service *sqh;
     hrana_service *hrana;
+    char secret[160];         /* ARBOR_COMPUTE_SECRET: "" = none required */
 } g_c;
 
 /* ---- connections --------------------------------------------------------- */
@@ -685,13 +695,31 @@ static int start_endpoint(void)
     return 0;
 }
 
+/* With a secret (ARBOR_COMPUTE_SECRET, from arbor-control): every HTTP
+ * route but GET /metrics and /v1/status wants "Authorization: Bearer
+ * <secret>" (arbor-proxy sends it, arbor-control's bind too). */
+static int http_guard(const http_request *req, http_response *resp, void *arg)
+{
+    const char *m = http_request_method(req), *p = http_request_path(req);
+    if ((strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0) &&
+        (strcmp(p, "/metrics") == 0 || strcmp(p, "/v1/status") == 0))
+        return 0;
+    const char *h = http_request_header(req, "Authorization");
+    size_t n = strlen(g_c.secret);
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
+        CRYPTO_memcmp(h + 7, g_c.secret, n) == 0)
+        return 0;
+    http_respond_error(resp, 401, "this compute accepts requests only through arbor-proxy");
+    return 1;
+}
+
 static int start_servers(int *pg_port)
 {
     pgw_options po = { .max_sessions = g_c.conf.max_sessions,
                        .user = g_c.conf.user, .password = g_c.conf.password,
                        .open_db = pg_open, .close_db = any_close,
                        .metrics = g_c.metrics, .db_lsn = conn_lsn,
-                       .wait_lsn = conn_wait_lsn };
+                       .wait_lsn = conn_wait_lsn, .secret = g_c.secret };
     char host[256];
     int rc = parse_auth(&po.auth);
     if (rc == 0 && split_listen(g_c.conf.listen, host, sizeof(host), &po.port) != 0) {
@@ -708,6 +736,8 @@ static int start_servers(int *pg_port)
                             .metrics = g_c.metrics, .refresh = refresh_metrics,
                             .status = h_status };
     rc = dmn_http_start(&ho, &g_c.http);
+    if (rc == 0 && g_c.secret[0])
+        http_server_set_guard(g_c.http, http_guard, NULL);
     sqh_options so = { .open_db = http_open, .close_db = any_close,
                        .db_lsn = conn_lsn, .wait_lsn = conn_wait_lsn,
                        .metrics = g_c.metrics };
@@ -760,6 +790,11 @@ int main(int argc, char **argv)
     g_c.metrics = met_default_registry();
     pthread_mutex_init(&g_c.usage_mu, NULL);
     pthread_mutex_init(&g_c.bind_mu, NULL);
+    const char *secret = getenv("ARBOR_COMPUTE_SECRET");
+    if (secret && *secret) {
+        snprintf(g_c.secret, sizeof(g_c.secret), "%s", secret);
+        unsetenv("ARBOR_COMPUTE_SECRET");
+    }
     atomic_store(&g_c.last_activity_ms, mono_ms());
     int pg_port = 0;
     rc = 0;

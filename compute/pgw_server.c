@@ -37,6 +37,7 @@ struct pgw_server {
     char *bind_address;
     char *user;
     char *password;
+    char *secret;
     char *server_version;
     int max_sessions;
     int listen_fd;
@@ -317,6 +318,7 @@ static void server_free(pgw_server *srv)
         OPENSSL_cleanse(srv->password, strlen(srv->password));
     }
     az_free(srv->password);
+    az_free(srv->secret);
     az_free(srv->server_version);
     OPENSSL_cleanse(&srv->sh.auth.scram, sizeof(srv->sh.auth.scram));
     az_free(srv);
@@ -334,6 +336,8 @@ int pgw_server_start(const pgw_options *opts, pgw_server **out)
     srv->bind_address = az_strdup(opts->bind_address ? opts->bind_address : "127.0.0.1");
     srv->user = opts->user ? az_strdup(opts->user) : NULL;
     srv->password = opts->password ? az_strdup(opts->password) : NULL;
+    srv->secret = opts->secret && *opts->secret ? az_strdup(opts->secret) : NULL;
+    srv->sh.secret = srv->secret;
     srv->server_version = az_strdup(opts->server_version ? opts->server_version
                                                          : "15.0 (Arbor)");
     srv->max_sessions = opts->max_sessions ? opts->max_sessions : 100;

@@ -85,6 +85,11 @@ typedef struct pgw_options {
      * SET arbor.min_lsn (every statement first waits for that LSN). */
     pgw_db_lsn_fn db_lsn;
     pgw_wait_lsn_fn wait_lsn;
+    /* Optional: a secret every client must send as the startup parameter
+     * "arbor.compute_secret" (arbor-proxy does; computes started by
+     * arbor-control accept nothing else). Checked before authentication;
+     * a missing or wrong one is FATAL 28000. NULL or "": not required. */
+    const char *secret;
 } pgw_options;
 
 typedef struct pgw_server pgw_server;

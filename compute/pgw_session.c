@@ -24,6 +24,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1486,6 +1487,7 @@ typedef struct startup {
     char database[128];
     char appname[128];
     char options[512];
+    char secret[160];   /* arbor.compute_secret: not applied like SET */
     char *extra[32][2]; /* other parameters: applied like SET (az_malloc'ed) */
     int n_extra;
 } startup;
@@ -1517,6 +1519,8 @@ static int parse_startup(sess *s, const uint8_t *body, size_t len, startup *st)
             snprintf(st->appname, sizeof(st->appname), "%s", value);
         } else if (strcmp(name, "options") == 0) {
             snprintf(st->options, sizeof(st->options), "%s", value);
+        } else if (strcmp(name, "arbor.compute_secret") == 0) {
+            snprintf(st->secret, sizeof(st->secret), "%s", value);
         } else if (strcmp(name, "replication") == 0) {
             fatal(s, "08P01", "replication connections are not supported");
             return -EPROTO;
@@ -1629,6 +1633,13 @@ static int session_begin(sess *s)
     memset(&st, 0, sizeof(st));
     set_recv_timeout(s->c.fd, 60); /* like authentication_timeout */
     int rc = read_startup(s, &st);
+    if (rc == 0 && s->sh->secret &&
+        (strlen(st.secret) != strlen(s->sh->secret) ||
+         CRYPTO_memcmp(st.secret, s->sh->secret, strlen(st.secret)) != 0)) {
+        fatal(s, "28000", "this compute accepts connections only through arbor-proxy");
+        rc = -EACCES;
+    }
+    OPENSSL_cleanse(st.secret, sizeof(st.secret));
     if (rc == 0) {
         rc = pgw_auth_run(&s->c, &s->sh->auth, st.user);
     }

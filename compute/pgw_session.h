@@ -24,6 +24,7 @@
 /* What every session of one server shares (read-only after start). */
 typedef struct pgw_shared {
     pgw_auth_cfg auth;
+    const char *secret;         /* NULL: none required (pgw_options.secret) */
     pgw_open_db_fn open_db;
     pgw_close_db_fn close_db;
     void *arg;

@@ -1003,8 +1003,9 @@ static json_t *h_endpoint_delete(req *r)
     return res;
 }
 
-/* Wakes row e; the answer carries the compute's address. */
-static json_t *wake_row(req *r, json_t *e)
+/* Wakes row e; the answer carries the compute's address (and, for the
+ * proxy's internal routes, the secret the compute wants from it). */
+static json_t *wake_row(req *r, json_t *e, bool with_secret)
 {
     ctl_lc_addr a;
     char err[256];
@@ -1013,20 +1014,29 @@ static json_t *wake_row(req *r, json_t *e)
         return fail(r, 404, "NOT_FOUND", "endpoint is gone");
     if (rc != 0)
         return fail(r, 503, "UNAVAILABLE", "cannot wake endpoint '%s': %s", jstr(e, "name"), err);
-    return json_pack("{s:O,s:O,s:O,s:s,s:s,s:i,s:i,s:i,s:b}", "endpoint",
-                     json_object_get(e, "name"), "branch", json_object_get(e, "branch"), "kind",
-                     json_object_get(e, "kind"), "state", "active", "host", a.host, "pg_port",
-                     a.pg_port, "http_port", a.http_port, "compute_pid", a.pid, "cold", a.cold);
+    json_t *res = json_pack("{s:O,s:O,s:O,s:s,s:s,s:i,s:i,s:i,s:b}", "endpoint",
+                            json_object_get(e, "name"), "branch", json_object_get(e, "branch"),
+                            "kind", json_object_get(e, "kind"), "state", "active", "host",
+                            a.host, "pg_port", a.pg_port, "http_port", a.http_port,
+                            "compute_pid", a.pid, "cold", a.cold);
+    if (with_secret)
+        json_object_set_new(res, "secret", json_string(a.secret));
+    return res;
 }
 
-static json_t *h_endpoint_start(req *r)
+static json_t *endpoint_start(req *r, bool with_secret)
 {
     json_t *e = load_endpoint(r, param(r, "project_id"), param(r, "endpoint"));
     if (!e)
         return NULL;
-    json_t *res = wake_row(r, e);
+    json_t *res = wake_row(r, e, with_secret);
     json_decref(e);
     return res;
+}
+
+static json_t *h_endpoint_start(req *r)
+{
+    return endpoint_start(r, false);
 }
 
 static json_t *h_endpoint_suspend(req *r)
@@ -1169,6 +1179,67 @@ static json_t *h_key_delete(req *r)
     return json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1);
 }
 
+/* ---- SQL tokens (the proxy's HTTP door) ------------------------------------------------- */
+
+/* A project's bearer token for arbor-proxy's HTTP SQL door: random, shown
+ * once, stored as its SHA-256 (like API keys, but good for that project's
+ * SQL only, never for this API). */
+static json_t *h_tokens_list(req *r)
+{
+    json_t *p = load_project(r), *rows;
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (ctl_db_query(r->x->db, &rows, "SELECT id, name, prefix, created_at, last_used_at FROM"
+                     " sql_tokens WHERE project_id = ? ORDER BY id", "s",
+                     param(r, "project_id")) != 0)
+        return fail_db(r);
+    return json_pack("{s:o}", "tokens", rows);
+}
+
+static json_t *h_token_create(req *r)
+{
+    const char *name;
+    char key[64], hash[CTL_HASH_HEX], prefix[16];
+    json_t *p = load_project(r), *row;
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (body_str(r, "name", &name))
+        return NULL;
+    if (ctl_auth_new_key(key) != 0)
+        return fail_db(r);
+    memcpy(key, "arsql", 5);               /* tells it from an API key at a glance */
+    if (ctl_auth_hash_key(key, hash) != 0)
+        return fail_db(r);
+    snprintf(prefix, sizeof(prefix), "%.10s", key);
+    if (ctl_db_exec(r->x->db, NULL, "INSERT INTO sql_tokens(project_id, name, prefix, hash,"
+                    " created_at) VALUES(?,?,?,?,?)", "ssssd", param(r, "project_id"),
+                    name ? name : "token", prefix, hash, now_s()) != 0 ||
+        ctl_db_query_one(r->x->db, &row, "SELECT id, project_id, name, prefix, created_at FROM"
+                         " sql_tokens WHERE hash = ?", "s", hash) != 0)
+        return fail_db(r);
+    json_object_set_new(row, "token", json_string(key));
+    r->status = 201;
+    return row;
+}
+
+static json_t *h_token_delete(req *r)
+{
+    char *end;
+    const char *tid = param(r, "token_id");
+    long long id = strtoll(tid, &end, 10);
+    int64_t changed = 0;
+    if (*end || end == tid)
+        return fail(r, 404, "NOT_FOUND", "no token '%s'", tid);
+    if (ctl_db_exec(r->x->db, &changed, "DELETE FROM sql_tokens WHERE id = ? AND"
+                    " project_id = ?", "is", (int64_t)id, param(r, "project_id")) != 0)
+        return fail_db(r);
+    if (changed == 0)
+        return fail(r, 404, "NOT_FOUND", "no token %lld", id);
+    return json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1);
+}
+
 /* ---- usage ------------------------------------------------------------------------- */
 
 static int query_time(req *r, const char *key, double def, double *out)
@@ -1236,7 +1307,7 @@ static json_t *h_usage(req *r)
 
 static json_t *h_int_wake_endpoint(req *r)
 {
-    return h_endpoint_start(r);
+    return endpoint_start(r, true);
 }
 
 static json_t *h_int_wake_branch(req *r)
@@ -1268,7 +1339,7 @@ static json_t *h_int_wake_branch(req *r)
         r->err = NULL;
         r->status = 200;
     }
-    res = wake_row(r, e);
+    res = wake_row(r, e, true);
 done:
     json_decref(e);
     json_decref(b);
@@ -1318,6 +1389,24 @@ static json_t *h_int_secret_any(req *r)
     return j;
 }
 
+/* The proxy checks a bearer token of its HTTP door: its project, or 404. */
+static json_t *h_int_token_verify(req *r)
+{
+    const char *tok;
+    char hash[CTL_HASH_HEX];
+    json_t *row;
+    if (body_str(r, "token", &tok))
+        return NULL;
+    if (!tok || !*tok || ctl_auth_hash_key(tok, hash) != 0 ||
+        ctl_db_query_one(r->x->db, &row, "SELECT id AS token_id, project_id, name FROM"
+                         " sql_tokens WHERE hash = ?", "s", hash) != 0)
+        return fail(r, 404, "NOT_FOUND", "unknown token");
+    ctl_db_exec(r->x->db, NULL, "UPDATE sql_tokens SET last_used_at = ? WHERE id = ? AND"
+                " (last_used_at IS NULL OR last_used_at < ?)", "did", now_s(),
+                (int64_t)json_integer_value(json_object_get(row, "token_id")), now_s() - 60);
+    return row;
+}
+
 static json_t *h_int_routes(req *r);
 
 /* ---- the route table ----------------------------------------------------------------- */
@@ -1346,6 +1435,9 @@ static const route routes[] = {
     { "DELETE", "/v1/projects/{project_id}/roles/{role}", h_role_delete },
     { "POST", "/v1/projects/{project_id}/roles/{role}/reset_password", h_role_reset },
     { "GET", "/v1/projects/{project_id}/usage", h_usage },
+    { "GET", "/v1/projects/{project_id}/tokens", h_tokens_list },
+    { "POST", "/v1/projects/{project_id}/tokens", h_token_create },
+    { "DELETE", "/v1/projects/{project_id}/tokens/{token_id}", h_token_delete },
     { "GET", "/v1/api_keys", h_keys_list },
     { "POST", "/v1/api_keys", h_key_create },
     { "DELETE", "/v1/api_keys/{key_id}", h_key_delete },
@@ -1353,6 +1445,7 @@ static const route routes[] = {
     { "POST", "/v1/internal/projects/{project_id}/branches/{branch}/wake", h_int_wake_branch },
     { "GET", "/v1/internal/projects/{project_id}/roles/{role}/secret", h_int_secret },
     { "GET", "/v1/internal/roles/{role}/secret", h_int_secret_any },
+    { "POST", "/v1/internal/tokens/verify", h_int_token_verify },
     { "GET", "/v1/internal/routes", h_int_routes },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -1380,7 +1473,7 @@ static bool match(const char *pattern, const char *path, req *r)
             r->pname[r->n_params] = NULL;
             /* The name is the pattern's text between the braces. */
             static const char *const known[] = { "project_id", "branch", "endpoint", "role",
-                                                 "key_id" };
+                                                 "key_id", "token_id" };
             for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
                 if (strlen(known[k]) == (size_t)(pe - p - 1) &&
                     !strncmp(known[k], p + 1, (size_t)(pe - p - 1)))

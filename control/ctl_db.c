@@ -39,6 +39,10 @@ static const char *const migrations[] = {
     "  compute_seconds REAL NOT NULL DEFAULT 0, queries INTEGER NOT NULL DEFAULT 0,"
     "  rows_read INTEGER NOT NULL DEFAULT 0, rows_written INTEGER NOT NULL DEFAULT 0,"
     "  bytes_written INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(endpoint_id, hour));",
+    /* 2: bearer tokens of the proxy's HTTP SQL door, one project each. */
+    "CREATE TABLE sql_tokens(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL, prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,"
+    "  created_at REAL NOT NULL, last_used_at REAL);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

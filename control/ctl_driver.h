@@ -31,6 +31,9 @@ typedef struct ctl_compute {
     int pg_port;
     int http_port;
     int pid;           /* local driver: the process id; 0 otherwise */
+    char secret[80];   /* what the compute wants from its clients (arbor-proxy):
+                          startup parameter arbor.compute_secret, HTTP bearer;
+                          "" = none */
     void *priv;        /* the driver's */
 } ctl_compute;
 

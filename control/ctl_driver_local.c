@@ -11,6 +11,10 @@
  * would kill its computes when its connection closed). After a restart,
  * arbor-control starts computes again for the endpoints it recorded active.
  *
+ * Each compute gets a random secret (ARBOR_COMPUTE_SECRET in its
+ * environment): it then accepts only clients that present it, i.e.
+ * arbor-proxy, which gets it in the internal wake answer.
+ *
  * Processes are reaped by status() and stop() (waitpid on our children).
  */
 #include "ctl_driver.h"
@@ -18,6 +22,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,9 +73,25 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Forks arbor-compute --pool; called by the spawner thread only. */
-static pid_t fork_compute(local_driver *d, const char *cdir)
+extern char **environ;
+
+/* Forks arbor-compute --pool with ARBOR_COMPUTE_SECRET=secret in its
+ * environment (not on its command line: ps shows that); called by the
+ * spawner thread only. */
+static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret)
 {
+    /* The child's environment is built before fork: no malloc after it. */
+    size_t n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **envp = az_calloc(n_env + 2, sizeof(char *)), a_secret[128];
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (strncmp(environ[i], "ARBOR_COMPUTE_SECRET=", 21) != 0)
+            envp[k++] = environ[i];
+    snprintf(a_secret, sizeof(a_secret), "ARBOR_COMPUTE_SECRET=%s", secret);
+    envp[k++] = a_secret;
+    envp[k] = NULL;
     char a_ps[300], a_sk[1100], a_pf[640], a_log[640], a_ll[64];
     snprintf(a_ps, sizeof(a_ps), "--pageserver=%s", d->o.pageserver);
     snprintf(a_sk, sizeof(a_sk), "--safekeepers=%s", d->o.safekeepers);
@@ -78,8 +100,10 @@ static pid_t fork_compute(local_driver *d, const char *cdir)
     snprintf(a_ll, sizeof(a_ll), "--log-level=%s", d->o.log_level ? d->o.log_level : "info");
     pid_t parent = getpid();
     pid_t pid = fork();
-    if (pid != 0)
+    if (pid != 0) {
+        az_free(envp);
         return pid;
+    }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(127);
@@ -96,7 +120,7 @@ static pid_t fork_compute(local_driver *d, const char *cdir)
     }
     char *argv[] = { (char *)d->o.compute_bin, "--pool", "--listen=127.0.0.1:0",
                      "--http-port=0", a_ps, a_sk, a_pf, a_ll, NULL };
-    execv(d->o.compute_bin, argv);
+    execve(d->o.compute_bin, argv, envp);
     _exit(127);
 }
 
@@ -124,7 +148,14 @@ static int spawn_one(local_driver *d, ctl_compute **out)
         return -errno;
     snprintf(ports, sizeof(ports), "%s/ports", cdir);
     unlink(ports);
-    pid_t pid = fork_compute(d, cdir);
+    uint8_t raw[24];
+    char secret[64];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -EIO;
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(secret + 2 * i, 3, "%02x", raw[i]);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    pid_t pid = fork_compute(d, cdir, secret);
     if (pid < 0)
         return -errno;
     int64_t deadline = now_ms() + SPAWN_TIMEOUT_MS;
@@ -136,6 +167,7 @@ static int spawn_one(local_driver *d, ctl_compute **out)
             c->pg_port = pg;
             c->http_port = http;
             c->pid = pid;
+            snprintf(c->secret, sizeof(c->secret), "%s", secret);
             c->priv = az_calloc(1, sizeof(local_priv));
             *out = c;
             return 0;
@@ -262,7 +294,8 @@ static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
                           s->timeline, "role", s->role, "lsn", s->lsn, "endpoint", s->endpoint);
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = timeout_ms };
+    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = timeout_ms,
+                 .bearer = c->secret[0] ? c->secret : NULL };
     int status = 0;
     char *resp = NULL;
     int rc = hc_request(&r, &status, &resp, err);

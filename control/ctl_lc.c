@@ -182,6 +182,7 @@ static void fill_addr(const ctl_compute *c, bool cold, ctl_lc_addr *out)
     out->http_port = c->http_port;
     out->pid = c->pid;
     out->cold = cold;
+    snprintf(out->secret, sizeof(out->secret), "%s", c->secret);
 }
 
 /* Wake with r's transition held. */

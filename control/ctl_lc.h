@@ -51,6 +51,7 @@ typedef struct ctl_lc_addr {
     int http_port;
     int pid;                   /* local driver: the compute's process; else 0 */
     bool cold;                 /* this call bound a compute */
+    char secret[80];           /* what the compute wants from arbor-proxy ("" = none) */
 } ctl_lc_addr;
 
 int ctl_lc_create(const ctl_lc_opts *o, ctl_lc **out);

@@ -4,7 +4,8 @@
  * the endpoint through arbor-control, then relays to its compute
  * (px_session.h has the session and the choice of a thread per client).
  *
- * PostgreSQL on --listen; /metrics and /v1/status on --http-port. The
+ * PostgreSQL on --listen; /metrics, /v1/status and the HTTP door (SQL
+ * over HTTP and Hrana for every branch, px_http.h) on --http-port. The
  * control plane's API key comes from --control-key-file (the CLI passes
  * the file arbor-control wrote at its first start). SIGTERM/SIGINT: stop
  * accepting and exit (open sessions end with the process).
@@ -26,6 +27,8 @@
 #include "daemon.h"
 #include "http_client.h"
 #include "log.h"
+#include "px_http.h"
+#include "px_limit.h"
 #include "px_session.h"
 
 #define SESSION_STACK_BYTES (256 << 10)
@@ -44,6 +47,17 @@ typedef struct proxy_config {
     char *port_file;
     log_level log_level;
     char *log_file;
+    /* HTTP door and limits (px_http.h, px_limit.h) */
+    char *http_routes;
+    uint64_t http_request_timeout_ms;
+    uint64_t http_max_body;
+    int http_max_connections;
+    char *cors_origin;
+    uint64_t token_cache_ms;
+    int auth_fail_max;
+    uint64_t auth_fail_window_ms;
+    int max_conns_per_endpoint;
+    int max_conns_per_project;
 } proxy_config;
 
 static const cfg_option proxy_options[] = {
@@ -75,6 +89,30 @@ static const cfg_option proxy_options[] = {
                       "debug, info, warn, error or off"),
     CFG_STRING_OPT("log-file", proxy_config, log_file, NULL,
                    "append log lines here instead of stderr"),
+    /* The HTTP door (SQL over HTTP, Hrana) shares --http-port with /metrics. */
+    CFG_STRING_OPT("http-routes", proxy_config, http_routes, "",
+                   "branch=host:port,... HTTP ports of the --routes computes"),
+    CFG_DURATION_OPT("http-request-timeout", proxy_config, http_request_timeout_ms, "30s",
+                     "HTTP door: longest forwarded request (then 504)"),
+    CFG_SIZE_OPT("http-max-body", proxy_config, http_max_body, "10MiB",
+                 "HTTP door: largest request body (then 413)"),
+    CFG_INT_OPT("http-max-connections", proxy_config, http_max_connections, "512",
+                "HTTP connections open at once (a thread each)"),
+    CFG_STRING_OPT("cors-origin", proxy_config, cors_origin, "*",
+                   "HTTP door: Access-Control-Allow-Origin"),
+    CFG_DURATION_OPT("token-cache", proxy_config, token_cache_ms, "30s",
+                     "HTTP door: how long a checked token is trusted without asking the "
+                     "control plane (a revoked token works that long)"),
+    CFG_INT_OPT("auth-fail-max", proxy_config, auth_fail_max, "10",
+                "failed authentications per endpoint and source address within "
+                "--auth-fail-window before that pair is refused (53300 / 429); 0 = no limit"),
+    CFG_DURATION_OPT("auth-fail-window", proxy_config, auth_fail_window_ms, "60s",
+                     "window of --auth-fail-max"),
+    CFG_INT_OPT("max-conns-per-endpoint", proxy_config, max_conns_per_endpoint, "10000",
+                "PostgreSQL sessions + HTTP requests at once per endpoint (53300 / 429); "
+                "0 = no limit"),
+    CFG_INT_OPT("max-conns-per-project", proxy_config, max_conns_per_project, "20000",
+                "the same per project; 0 = no limit"),
     CFG_END
 };
 
@@ -85,6 +123,7 @@ static struct {
     int listen_fd;
     int pg_port;
     http_server *http;
+    pxh *door;
     pthread_t acceptor;
     pthread_attr_t session_attr;
 } g_px = { .listen_fd = -1 };
@@ -213,14 +252,37 @@ static int start(void)
     g_px.srv.auth_timeout_ms = (int)c->auth_timeout_ms;
     if ((rc = px_server_init(&g_px.srv, met_default_registry())) != 0)
         return rc;
+    pxl_opts lo = { .auth_fail_max = c->auth_fail_max,
+                    .auth_fail_window_ms = (int)c->auth_fail_window_ms,
+                    .max_per_endpoint = c->max_conns_per_endpoint,
+                    .max_per_project = c->max_conns_per_project };
+    if ((rc = pxl_create(&lo, met_default_registry(), &g_px.srv.limits)) != 0)
+        return rc;
     if ((rc = listen_on(c->listen, &g_px.listen_fd, &g_px.pg_port)) != 0)
         return rc;
     char host[256];
     snprintf(host, sizeof(host), "%.*s", (int)(strrchr(c->listen, ':') - c->listen), c->listen);
-    dmn_http_options ho = { .addr = host, .port = c->http_port,
-                            .metrics = met_default_registry(), .status = h_status };
-    if ((rc = dmn_http_start(&ho, &g_px.http)) != 0)
+    /* /metrics, /v1/status and the HTTP door on one server: its errors
+     * (413...) are JSON with CORS headers for browsers. */
+    http_server_opts ho = { .bind_addr = host, .port = (uint16_t)c->http_port,
+                            .max_body_bytes = (size_t)c->http_max_body,
+                            .max_connections = (unsigned)c->http_max_connections,
+                            .json_errors = 1, .cors_origin = c->cors_origin };
+    if ((rc = http_server_start_opts(&ho, &g_px.http)) != 0) {
+        log_error("HTTP on %s:%d: %s", host, c->http_port, strerror(-rc));
         return rc;
+    }
+    if (http_route_metrics(g_px.http, "/metrics", met_default_registry()) != 0 ||
+        http_route_json(g_px.http, "GET", "/v1/status", HTTP_MATCH_EXACT, h_status, NULL) != 0)
+        return -EIO;
+    pxh_opts xo = { .srv = &g_px.srv, .http_routes = c->http_routes,
+                    .request_timeout_ms = (int)c->http_request_timeout_ms,
+                    .token_ttl_ms = (int)c->token_cache_ms, .cors_origin = c->cors_origin,
+                    .metrics = met_default_registry() };
+    if ((rc = pxh_start(&xo, g_px.http, &g_px.door)) != 0) {
+        log_error("--http-routes=%s: expected branch=host:port,...", c->http_routes);
+        return rc;
+    }
     pthread_attr_init(&g_px.session_attr);
     pthread_attr_setstacksize(&g_px.session_attr, SESSION_STACK_BYTES);
     pthread_attr_setdetachstate(&g_px.session_attr, PTHREAD_CREATE_DETACHED);
@@ -248,6 +310,7 @@ int main(int argc, char **argv)
     }
     if (g_px.http)
         http_server_stop(g_px.http);
+    pxh_destroy(g_px.door);
     if (g_px.listen_fd >= 0)
         close(g_px.listen_fd);
     /* Sessions may still run on detached threads: the process exits under

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -59,13 +60,14 @@ static void seg(const char *s, char *out, size_t cap)
 }
 
 /* One call; *out (a JSON object) on 2xx, else an error as in the header. */
-static int call(const pxc *c, const char *method, const char *path, json_t **out,
-                char msg[256])
+static int call_body(const pxc *c, const char *method, const char *path, const char *req_body,
+                     json_t **out, char msg[256])
 {
     char url[1024], base[300], err[256];
     base_url(c, base, sizeof(base));
     snprintf(url, sizeof(url), "%s%s", base, path);
-    hc_req r = { .method = method, .url = url, .body = strcmp(method, "POST") == 0 ? "{}" : NULL,
+    hc_req r = { .method = method, .url = url,
+                 .body = req_body ? req_body : strcmp(method, "POST") == 0 ? "{}" : NULL,
                  .bearer = c->key, .timeout_ms = c->timeout_ms };
     int status = 0;
     char *body = NULL;
@@ -87,6 +89,27 @@ static int call(const pxc *c, const char *method, const char *path, json_t **out
            : status == 409 ? PXC_ECONFLICT
            : status >= 500 ? PXC_EUNAVAIL
                            : -EIO;
+}
+
+static int call(const pxc *c, const char *method, const char *path, json_t **out,
+                char msg[256])
+{
+    return call_body(c, method, path, NULL, out, msg);
+}
+
+int pxc_token_project(const pxc *c, const char *token, char *project_out, char msg[256])
+{
+    json_t *req = json_pack("{s:s}", "token", token), *j;
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    int rc = call_body(c, "POST", "/v1/internal/tokens/verify", body, &j, msg);
+    free(body);
+    if (rc != 0)
+        return rc;
+    const char *p = json_string_value(json_object_get(j, "project_id"));
+    snprintf(project_out, 64, "%s", p ? p : "");
+    json_decref(j);
+    return p ? 0 : -EIO;
 }
 
 static int b64_field(json_t *j, const char *name, uint8_t *out, size_t want)
@@ -148,6 +171,9 @@ int pxc_wake(const pxc *c, const char *project, const char *branch, const char *
     snprintf(out->branch, sizeof(out->branch), "%s", b ? b : "");
     snprintf(out->host, sizeof(out->host), "%s", h && *h ? h : "127.0.0.1");
     out->pg_port = (int)json_integer_value(json_object_get(j, "pg_port"));
+    out->http_port = (int)json_integer_value(json_object_get(j, "http_port"));
+    const char *sec = json_string_value(json_object_get(j, "secret"));
+    snprintf(out->secret, sizeof(out->secret), "%s", sec ? sec : "");
     out->cold = json_is_true(json_object_get(j, "cold"));
     json_decref(j);
     if (out->pg_port <= 0 || out->pg_port > 65535) {

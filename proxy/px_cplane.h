@@ -36,7 +36,9 @@ typedef struct pxc_compute {
     char branch[96];
     char host[64];
     int pg_port;
+    int http_port;      /* SQL over HTTP, Hrana */
     bool cold;          /* this wake bound a compute */
+    char secret[80];    /* what the compute wants from the proxy ("" = none) */
 } pxc_compute;
 
 /* url: "http://host:port" (a trailing "/" or "/v1" is dropped). */
@@ -54,5 +56,10 @@ int pxc_role_secret(const pxc *c, const char *project, const char *role,
  * caller's (px_session). */
 int pxc_wake(const pxc *c, const char *project, const char *branch, const char *endpoint,
              pxc_compute *out, char msg[256]);
+
+/* The project of a bearer token of the HTTP door (control plane's
+ * POST /v1/internal/tokens/verify). 0 and project_out (cap 64);
+ * PXC_ENOTFOUND for an unknown token. */
+int pxc_token_project(const pxc *c, const char *token, char *project_out, char msg[256]);
 
 #endif

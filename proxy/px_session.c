@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pgw_auth.h"
 #include "pgw_proto.h"
+#include "px_limit.h"
 
 #define MAX_PARAMS 32
 #define RELAY_BUF_BYTES (64 << 10)
@@ -345,10 +346,17 @@ static void mock_secret(const px_server *s, const char *role, pgw_scram_secret *
 
 /* SCRAM against the control plane's verifier. 0: authenticated, and
  * st->project is the role's project. Else the error was sent. */
-static int authenticate(px_server *s, pgw_conn *c, startup *st)
+static int authenticate(px_server *s, pgw_conn *c, startup *st, const char *peer)
 {
     pgw_auth_cfg cfg = { .method = PGW_AUTH_SCRAM, .user = st->user };
     char msg[256], project[64] = "";
+    const char *ep = st->endpoint[0] ? st->endpoint : st->database;
+    int wait_s = pxl_auth_blocked(s->limits, "pg", ep, peer);
+    if (wait_s > 0) {
+        pgw_send_error(c, "FATAL", "53300", "too many failed authentication attempts for \"%s\" "
+                       "from this address: try again in %d s", ep, wait_s);
+        return -EACCES;
+    }
     int rc = pxc_role_secret(&s->cp, st->project, st->user, &cfg.scram, project, msg);
     if (rc == PXC_ENOTFOUND) {
         mock_secret(s, st->user, &cfg.scram);
@@ -363,8 +371,10 @@ static int authenticate(px_server *s, pgw_conn *c, startup *st)
         return -EIO;
     }
     rc = pgw_auth_run(c, &cfg, st->user);
-    if (rc == -EACCES)
+    if (rc == -EACCES) {
         met_counter_inc(s->m_auth_fail);
+        pxl_auth_failed(s->limits, "pg", ep, peer);
+    }
     if (rc != 0)
         return rc;
     if (!st->project[0])
@@ -402,8 +412,8 @@ static void put_msg(pgw_buf *b, uint8_t type, const uint8_t *body, size_t len)
  * answers up to ReadyForQuery into *hello (BackendKeyData taken out into
  * *e). CS_OK; CS_RETRY (the compute is going away or not bound: wake
  * again); CS_FATAL (its ErrorResponse is in *hello, or msg says why). */
-static int compute_startup(int fd, const startup *st, const char *branch, px_cancel_entry *e,
-                           pgw_buf *hello, char msg[256])
+static int compute_startup(int fd, const startup *st, const char *branch, const char *secret,
+                           px_cancel_entry *e, pgw_buf *hello, char msg[256])
 {
     pgw_buf b = { 0 };
     pgw_buf_i32(&b, 0);
@@ -417,8 +427,14 @@ static int compute_startup(int fd, const startup *st, const char *branch, px_can
         pgw_buf_str(&b, st->options);
     }
     for (int i = 0; i < st->n; i++) {
+        if (strcmp(st->names[i], "arbor.compute_secret") == 0)
+            continue;                       /* only the proxy's own goes on */
         pgw_buf_str(&b, st->names[i]);
         pgw_buf_str(&b, st->values[i]);
+    }
+    if (secret && *secret) {                /* computes of the control plane want it */
+        pgw_buf_str(&b, "arbor.compute_secret");
+        pgw_buf_str(&b, secret);
     }
     pgw_buf_u8(&b, 0);
     uint32_t n = htonl((uint32_t)b.len);
@@ -534,7 +550,8 @@ static int reach_compute(px_server *s, pgw_conn *c, const startup *st, px_cancel
             continue;
         }
         hello->len = 0;
-        rc = compute_startup(fd, st, w.branch[0] ? w.branch : st->database, e, hello, msg);
+        rc = compute_startup(fd, st, w.branch[0] ? w.branch : st->database, w.secret, e, hello,
+                             msg);
         if (rc == CS_OK) {
             met_counter_inc(w.cold ? s->m_wake_cold : s->m_wake_warm);
             met_histogram_observe(s->m_wake_s, (double)(mono_ms() - t0) / 1000.0);
@@ -639,9 +656,9 @@ void px_session_run(px_server *s, int fd, const char *peer)
     uint8_t *body = NULL;
     size_t len = 0;
     int sfd = -1;
-    bool relayed = false;
+    bool relayed = false, limited = false;
     px_cancel_entry *e = az_calloc(1, sizeof(*e));
-    startup st;
+    startup st = { 0 };
     int rc = read_startup(s, &c, &body, &len);
     if (rc != 0) {
         relayed = rc == 1;          /* a cancel request is not an error */
@@ -656,7 +673,16 @@ void px_session_run(px_server *s, int fd, const char *peer)
                                              "packet");
         goto done;
     }
-    if (authenticate(s, &c, &st) != 0 || reach_compute(s, &c, &st, e, &hello, &sfd) != 0)
+    char lmsg[256];
+    if (authenticate(s, &c, &st, peer) != 0)
+        goto done;
+    if (pxl_conn_acquire(s->limits, st.project, st.endpoint[0] ? st.endpoint : st.database,
+                         lmsg) != 0) {
+        pgw_send_error(&c, "FATAL", "53300", "%s", lmsg);
+        goto done;
+    }
+    limited = true;
+    if (reach_compute(s, &c, &st, e, &hello, &sfd) != 0)
         goto done;
     /* Greeting: the compute's ParameterStatus..., our BackendKeyData, its
      * ReadyForQuery (always the last 6 bytes). */
@@ -678,6 +704,8 @@ void px_session_run(px_server *s, int fd, const char *peer)
     }
     cancel_unregister(s, e);
 done:
+    if (limited)
+        pxl_conn_release(s->limits, st.project, st.endpoint[0] ? st.endpoint : st.database);
     if (!relayed)
         met_counter_inc(s->m_errors);
     pgw_conn_flush(&c);

@@ -58,6 +58,7 @@ typedef struct px_route {
 } px_route;
 
 typedef struct px_cancel_entry px_cancel_entry;
+struct pxl;
 
 typedef struct px_server {
     pxc cp;
@@ -67,6 +68,7 @@ typedef struct px_server {
     int wake_backoff_ms;        /* first pause; doubles, at most 2 s */
     int auth_timeout_ms;        /* startup + authentication */
     uint8_t mock_key[32];       /* mock salts for unknown roles */
+    struct pxl *limits;         /* px_limit: failed-auth rate, connections; NULL = none */
 
     pthread_mutex_t mu;         /* cancel list */
     px_cancel_entry *cancels;

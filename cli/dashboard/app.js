@@ -301,6 +301,37 @@ function renderControl(data) {
   body.replaceChildren(...rows);
 }
 
+// ---- arbor-proxy (its /metrics, both doors) -----------------------------------------
+
+function renderProxy(data) {
+  const p = data.proxy;
+  const body = $('#proxy tbody');
+  const summary = $('#proxy-summary');
+  if (!p) {
+    summary.textContent = '(arbor-proxy not running)';
+    body.replaceChildren(h('tr', { class: 'empty' },
+      h('td', { colspan: 8 }, 'no proxy (arbor start runs it)')));
+    return;
+  }
+  const n = (k) => p[k] || 0;
+  summary.textContent = `— ${count(n('active_connections'))} PostgreSQL sessions open, ` +
+    `${count(n('wakes_cold_total') + n('http_wakes_cold_total'))} cold wakes, ` +
+    `${count(n('auth_failures_total'))} auth failures`;
+  body.replaceChildren(
+    h('tr', { 'data-door': 'pg' }, h('td', {}, 'PostgreSQL'),
+      h('td', {}, count(n('connections_total'))), h('td', {}, count(n('active_connections'))),
+      h('td', {}, count(n('wakes_cold_total'))), h('td', {}, count(n('wakes_warm_total'))),
+      h('td', {}, count(n('auth_failures_total'))),
+      h('td', {}, count(n('auth_rate_limited_total') + n('connection_limited_total'))),
+      h('td', {}, count(n('errors_total')))),
+    h('tr', { 'data-door': 'http' }, h('td', {}, 'HTTP (SQL, Hrana)'),
+      h('td', {}, count(n('http_requests_total'))), h('td', {}, '—'),
+      h('td', {}, count(n('http_wakes_cold_total'))), h('td', {}, count(n('http_wakes_warm_total'))),
+      h('td', {}, count(n('http_unauthorized_total'))),
+      h('td', {}, count(n('http_rate_limited_total'))),
+      h('td', {}, count(n('http_errors_total')))));
+}
+
 // ---- loop ----------------------------------------------------------------------
 
 async function getJSON(path) {
@@ -320,6 +351,7 @@ async function refresh() {
     renderCharts(hist);
     renderUsage(data);
     renderControl(data);
+    renderProxy(data);
     document.body.dataset.ready = 'yes';
   } catch (e) {
     banner.hidden = false;

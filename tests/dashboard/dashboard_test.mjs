@@ -206,6 +206,14 @@ async function main() {
       return { ok: !!s && /active, wakes \d+/.test(s.textContent), text: s ? s.textContent : '' };
     }, null, 10000, 'the serverless section');
     expect(ctl.ok, `serverless endpoints: ${ctl.text}`);
+    // arbor-proxy's section (its /metrics): both doors' rows.
+    const px = await pollDom(() => {
+      const s = document.querySelector('#proxy-summary');
+      const rows = document.querySelectorAll('#proxy tr[data-door]').length;
+      return { ok: !!s && /PostgreSQL sessions open/.test(s.textContent) && rows === 2,
+               text: s ? s.textContent : '' };
+    }, null, 10000, 'the proxy section');
+    expect(px.ok, `proxy: ${px.text}`);
   }
 
   // Commits while the page watches: the live charts move.

@@ -130,15 +130,38 @@ static double now_s(void)
     return tv.tv_sec + tv.tv_usec / 1e6;
 }
 
+/* The secret the compute on http_port wants (computes of the control plane
+ * accept only arbor-proxy): the internal wake of its endpoint tells it. */
+static void compute_secret(int http_port, char out[80])
+{
+    json_t *list = NULL, *e, *w = NULL;
+    size_t i;
+    out[0] = 0;
+    assert_int_equal(api("GET", pp("/endpoints"), NULL, &list), 200);
+    json_array_foreach(json_object_get(list, "endpoints"), i, e) {
+        if (json_integer_value(json_object_get(e, "http_port")) != http_port)
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/%s/wake", g_project,
+                 json_string_value(json_object_get(e, "name")));
+        assert_int_equal(api("POST", path, NULL, &w), 200);
+        snprintf(out, 80, "%s", json_string_value(json_object_get(w, "secret")));
+        json_decref(w);
+    }
+    json_decref(list);
+}
+
 /* SQL on a compute's HTTP port; returns the answer (asserts 200). */
 static json_t *sql(int http_port, const char *query)
 {
-    char url[128], err[256], *resp = NULL;
+    char url[128], err[256], *resp = NULL, secret[80];
+    compute_secret(http_port, secret);
     json_t *b = json_pack("{s:s}", "query", query);
     char *body = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/sql", http_port);
-    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = 30000 };
+    hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = 30000,
+                 .bearer = secret };
     int status = 0;
     assert_int_equal(hc_request(&r, &status, &resp, err), 0);
     if (status != 200)

@@ -455,6 +455,80 @@ static void test_stop_with_open_connections(void **state)
     close(keepalive);
 }
 
+/* A guard that lets only "Authorization: Bearer s3cret" through, and a
+ * handler that answers the client's address. */
+static int guard_fn(const http_request *req, http_response *resp, void *arg)
+{
+    const char *a = http_request_header(req, "Authorization");
+    if (a && strcmp(a, "Bearer s3cret") == 0)
+        return 0;
+    http_respond_error(resp, 401, "no");
+    return 1;
+}
+
+static int peer_handler(const http_request *req, http_response *resp, void *arg)
+{
+    char peer[64];
+    http_request_peer(req, peer, sizeof(peer));
+    http_respond_printf(resp, 200, NULL, "%s", peer);
+    return 0;
+}
+
+static void request_auth(uint16_t port, const char *method, const char *target,
+                         const char *auth, reply *r)
+{
+    int fd = connect_port(port);
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     "%s%s%sContent-Length: 0\r\n\r\n", method, target,
+                     auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
+    send_all(fd, head, (size_t)n);
+    read_reply(fd, r);
+    close(fd);
+}
+
+/* json_errors + cors_origin: the server's own errors are {"error"} with
+ * Access-Control-Allow-Origin; a guard answers before the handler;
+ * http_request_peer gives the client's address. */
+static void test_guard_json_errors_peer(void **state)
+{
+    http_server *srv;
+    http_server_opts o = { .bind_addr = "127.0.0.1", .max_body_bytes = 16, .json_errors = 1,
+                           .cors_origin = "*" };
+    assert_int_equal(http_server_start_opts(&o, &srv), 0);
+    uint16_t port = http_server_port(srv);
+    assert_int_equal(http_route(srv, "GET", "/peer", HTTP_MATCH_EXACT, peer_handler, NULL), 0);
+    assert_int_equal(http_route(srv, "POST", "/peer", HTTP_MATCH_EXACT, peer_handler, NULL), 0);
+    reply r;
+    char v[64];
+    request(port, "GET", "/nope", NULL, 0, &r);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(r.body, "{\"error\""));
+    assert_non_null(header(&r, "Access-Control-Allow-Origin", v, sizeof(v)));
+    assert_string_equal(v, "*");
+    reply_free(&r);
+    request(port, "POST", "/peer", "01234567890123456789", 20, &r);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "{\"error\""));
+    reply_free(&r);
+    request(port, "GET", "/peer", NULL, 0, &r);     /* no guard yet */
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "127.0.0.1");
+    reply_free(&r);
+    http_server_set_guard(srv, guard_fn, NULL);
+    request_auth(port, "GET", "/peer", NULL, &r);
+    assert_int_equal(r.status, 401);
+    reply_free(&r);
+    request_auth(port, "GET", "/peer", "Bearer wrong", &r);
+    assert_int_equal(r.status, 401);
+    reply_free(&r);
+    request_auth(port, "GET", "/peer", "Bearer s3cret", &r);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    http_server_stop(srv);
+}
+
 static void test_start_errors(void **state)
 {
     http_server *a, *b;
@@ -482,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_413_chunked_over_limit, setup_small, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_clients, setup, teardown),
         cmocka_unit_test(test_stop_with_open_connections),
+        cmocka_unit_test(test_guard_json_errors_peer),
         cmocka_unit_test(test_start_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
