@@ -688,15 +688,19 @@ static void print_status(json_t *s)
         const char *state = json_string_value(json_object_get(c, "state"));
         int port = (int)json_integer_value(json_object_get(c, "grpc_port"));
         int http = (int)json_integer_value(json_object_get(c, "http_port"));
-        printf("  %-10s %-4s %-8s", json_string_value(json_object_get(c, "kind")),
-               json_string_value(json_object_get(c, "name")), state);
+        const char *kind = json_string_value(json_object_get(c, "kind"));
+        printf("  %-10s %-7s %-8s", kind, json_string_value(json_object_get(c, "name")), state);
         if (strcmp(json_string_value(json_object_get(c, "kind")), "compute") == 0) {
             cli_endpoint_print_status_line(c);
             continue;
         }
         if (strcmp(state, "down") != 0) {
-            printf(" pid %-7d gRPC 127.0.0.1:%-5d status http://127.0.0.1:%d/v1/status",
-                   (int)json_integer_value(json_object_get(c, "pid")), port, http);
+            /* The main port: gRPC for the storage daemons, the REST API
+             * for the control plane, PostgreSQL for the proxy. */
+            const char *what = strcmp(kind, "control") == 0 ? "API "
+                               : strcmp(kind, "proxy") == 0 ? "PG  " : "gRPC";
+            printf(" pid %-7d %s 127.0.0.1:%-5d status http://127.0.0.1:%d/v1/status",
+                   (int)json_integer_value(json_object_get(c, "pid")), what, port, http);
             if (strcmp(state, "degraded") == 0) {
                 printf(" (%s%s)", json_is_true(json_object_get(c, "grpc_ok")) ? "" : "gRPC not answering ",
                        json_is_true(json_object_get(c, "http_ok")) ? "" : "HTTP not answering");
