@@ -59,6 +59,8 @@ typedef struct ps_daemon_config {
     char *remote_storage;
     uint64_t remote_poll_ms;
     uint64_t remote_shutdown_ms;
+    uint64_t receiver_idle_ms;
+    int max_receivers;
 } ps_daemon_config;
 
 static const cfg_option ps_options[] = {
@@ -70,6 +72,11 @@ static const cfg_option ps_options[] = {
                      "200ms", "how often timelines are compared with the bucket"),
     CFG_DURATION_OPT("remote.shutdown-timeout", ps_daemon_config, remote_shutdown_ms,
                      "30s", "at shutdown, wait this long for uploads to finish"),
+    CFG_DURATION_OPT("wal.receiver-idle", ps_daemon_config, receiver_idle_ms, "10s",
+                     "a timeline's WAL receiver (thread + stream) ends after this "
+                     "long without new WAL; the next commit starts one again"),
+    CFG_INT_OPT("wal.max-receivers", ps_daemon_config, max_receivers, "32",
+                "WAL receivers running at once at most (timelines with new WAL)"),
     CFG_STRING_OPT("listen", ps_daemon_config, listen, "127.0.0.1:6400",
                    "gRPC address (host:port; port 0 picks a free one)"),
     CFG_STRING_OPT("http-addr", ps_daemon_config, http_addr, "127.0.0.1",
@@ -491,6 +498,8 @@ static int start_all(int *grpc_port)
         rc = create_remote_metrics();
     ps_rcv_options ro = { .safekeepers = (const char *const *)g_ps.sk_list,
                           .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics,
+                          .idle_ms = (uint32_t)g_ps.conf.receiver_idle_ms,
+                          .max_receivers = (uint32_t)g_ps.conf.max_receivers,
                           .persisted_lsn = g_ps.remote ? remote_persisted_lsn : NULL };
     if (rc == 0)
         rc = ps_rcv_create(&ro, &g_ps.rcv);
@@ -504,7 +513,9 @@ static int start_all(int *grpc_port)
     if (rc != 0)
         return rc;
     for_each_timeline(start_receiver, NULL);
-    rc = start_servers(grpc_port);
+    rc = ps_rcv_run(g_ps.rcv);
+    if (rc == 0)
+        rc = start_servers(grpc_port);
     if (rc == 0) {
         rc = -pthread_create(&g_ps.housekeeper, NULL, housekeeper_main, NULL);
         g_ps.housekeeper_started = rc == 0;

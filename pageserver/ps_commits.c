@@ -40,7 +40,8 @@ struct ps_commits {
     ps_commit *v;
     size_t n, cap;
     _Atomic size_t n_durable; /* entries on disk (written by flush only) */
-    int fd;
+    char *path;               /* opened for each sync only: an idle timeline
+                                 holds no file descriptor */
     const ps_io *io;
 };
 
@@ -146,20 +147,23 @@ int ps_commits_open(const ps_io *io, const char *path,
     ps_commits *c = az_calloc(1, sizeof(*c));
     pthread_rwlock_init(&c->lock, NULL);
     c->io = io;
-    c->fd = -1;
     int rc = load(c, path, timeline_id, start_lsn, durable_lsn);
     if (rc != 0) {
         goto fail;
     }
     c->n_durable = c->n;
+    c->path = az_strdup(path);
     rc = io->open(io->ctx, path, O_WRONLY, 0);
     if (rc < 0) {
         goto fail;
     }
-    c->fd = rc;
     /* Cut what lies beyond the durable prefix so appends start clean. */
-    rc = io->ftruncate(io->ctx, c->fd, (off_t)(PS_COMMITS_HEADER_BYTES +
-                                               c->n * PS_COMMITS_ENTRY_BYTES));
+    int fd = rc;
+    rc = io->ftruncate(io->ctx, fd, (off_t)(PS_COMMITS_HEADER_BYTES +
+                                            c->n * PS_COMMITS_ENTRY_BYTES));
+    int crc = io->close(io->ctx, fd);
+    if (rc == 0)
+        rc = crc;
     if (rc != 0) {
         goto fail;
     }
@@ -175,9 +179,7 @@ void ps_commits_close(ps_commits *c)
     if (!c) {
         return;
     }
-    if (c->fd >= 0) {
-        c->io->close(c->io->ctx, c->fd);
-    }
+    az_free(c->path);
     pthread_rwlock_destroy(&c->lock);
     az_free(c->v);
     az_free(c);
@@ -215,11 +217,21 @@ int ps_commits_sync(ps_commits *c, lsn_t upto_lsn)
     pthread_rwlock_unlock(&c->lock);
     int rc = 0;
     if (to > from) {
-        rc = ps_io_pwrite_all(c->io, c->fd, buf, (to - from) * sizeof(disk_entry),
-                              (off_t)(PS_COMMITS_HEADER_BYTES +
-                                      from * PS_COMMITS_ENTRY_BYTES));
+        int fd = c->io->open(c->io->ctx, c->path, O_WRONLY, 0);
+        rc = fd < 0 ? fd : 0;
         if (rc == 0) {
-            rc = c->io->fsync(c->io->ctx, c->fd);
+            rc = ps_io_pwrite_all(c->io, fd, buf, (to - from) * sizeof(disk_entry),
+                                  (off_t)(PS_COMMITS_HEADER_BYTES +
+                                          from * PS_COMMITS_ENTRY_BYTES));
+        }
+        if (rc == 0) {
+            rc = c->io->fsync(c->io->ctx, fd);
+        }
+        if (fd >= 0) {
+            int crc = c->io->close(c->io->ctx, fd);
+            if (rc == 0) {
+                rc = crc;
+            }
         }
         if (rc == 0) {
             c->n_durable = to;

@@ -1,12 +1,24 @@
 /*
  * ps_walreceiver — safekeepers -> timelines. See ps_walreceiver.h.
  *
+ * Receivers only where there is WAL: every timeline of the pageserver is
+ * "watched" (an entry of a few dozen bytes: no thread, no stream); one
+ * watcher thread per safekeeper long-polls its WatchTimelines (the
+ * timelines whose commit/flush LSN moved since the last answer) and
+ * records, per timeline, the highest LSN a safekeeper can serve. A
+ * timeline whose servable end is beyond what it ingested gets a receiver
+ * thread (at most max_receivers at once); a receiver that got no WAL for
+ * idle_ms while nothing more is known to be servable exits, and the next
+ * commit starts a new one. Every 30 s a watcher asks for everything again
+ * (a change missed while a timeline was being added cannot stall it).
+ *
  * Receiver thread states:
  *
  *   CONNECT(i) --StreamWal from last_record_lsn--> STREAMING(i)
  *   STREAMING(i): ingest every record of every chunk, in order.
  *      stream error / stall / lag / ingest error --> CONNECT(next i)
  *      unknown timeline on every safekeeper        --> back off, CONNECT
+ *      idle and nothing more known to be servable   --> exit (finished)
  *      timeline deleted or receiver stopped         --> exit
  */
 #include "ps_walreceiver.h"
@@ -33,6 +45,12 @@
 #define RCV_RECV_POLL_MS 500
 #define RCV_STREAM_DEADLINE_MS (24LL * 3600 * 1000)
 #define RCV_RPC_TIMEOUT_MS 1000
+#define RCV_WATCH_WAIT_MS 1000
+#define RCV_RESYNC_MS 30000
+#define RCV_IDLE_MS_DEFAULT 10000
+#define RCV_MAX_RECEIVERS_DEFAULT 32
+
+struct watched;
 
 typedef struct receiver {
     struct ps_rcv *owner;
@@ -42,20 +60,34 @@ typedef struct receiver {
     atomic_int current;
     pthread_mutex_t stream_mu;  /* guards stream against a concurrent cancel */
     rpc_stream *stream;         /* the open StreamWal call, NULL between */
-    lsn_t reported_lsn;      /* disk_consistent_lsn last told to safekeepers */
+    struct watched *w;       /* its entry (owns it) */
+    atomic_bool finished;    /* exited by itself (idle): to be joined */
     met_gauge *lag;          /* arbor_pageserver_ingest_lag_bytes; may be NULL */
     met_gauge *lag_s;        /* arbor_pageserver_ingest_lag_seconds; may be NULL */
     char lag_labels[2][ID_STR_SIZE];  /* tenant_id, timeline_id of that child */
-    struct receiver *next;
 } receiver;
+
+/* One per timeline of the pageserver; guarded by ps_rcv.mu. */
+typedef struct watched {
+    ps_timeline *tl;         /* retained */
+    lsn_t known_end;         /* highest min(commit, flush) a watcher heard */
+    lsn_t reported_lsn;      /* persisted LSN every safekeeper heard (0 after a start) */
+    receiver *rv;            /* running, or finished and not joined yet; NULL */
+} watched;
 
 struct ps_rcv {
     pthread_mutex_t mu;
     ps_rcv_options opt;
     char *addrs[RCV_MAX_SK];
     rpc_channel *ch[RCV_MAX_SK];
-    receiver *list;
-    met_counter *ingest_bytes, *ingest_records, *switches;
+    watched **ws;            /* sorted by timeline id */
+    size_t n_ws, cap_ws;
+    int running;             /* receivers not finished */
+    atomic_bool stopping;
+    pthread_t watchers[RCV_MAX_SK];
+    bool watching;
+    met_counter *ingest_bytes, *ingest_records, *switches, *receivers_started;
+    met_gauge *receivers_gauge, *watched_gauge;
     met_family *ingest_lag;   /* per timeline: servable end - last_record_lsn */
     met_family *ingest_lag_s; /* per timeline: commit -> ingested, last record */
 };
@@ -248,7 +280,7 @@ static void set_lag_s(receiver *rv, const Arbor__WalChunk *c)
     }
 }
 
-typedef enum { NEXT_SK, SAME_SK_LATER, STOP } stream_end;
+typedef enum { NEXT_SK, SAME_SK_LATER, IDLE, STOP } stream_end;
 
 /* One streaming session with safekeeper i; says what to do next. */
 static stream_end stream_from(receiver *rv, int i)
@@ -313,8 +345,13 @@ static stream_end stream_from(receiver *rv, int i)
             break;
         }
         /* Heartbeats only, and this safekeeper has nothing beyond us:
-         * maybe it lags behind the others. */
+         * maybe it lags behind the others, or the timeline went idle. */
         pos = ps_timeline_ingest_lsn(rv->tl);
+        uint32_t idle_ms = r->opt.idle_ms ? r->opt.idle_ms : RCV_IDLE_MS_DEFAULT;
+        if (sk_end <= pos && now - last_data > idle_ms) {
+            how = IDLE;
+            break;
+        }
         if (sk_end <= pos && now - last_data > lag_ms &&
             now - last_lag_check > lag_ms && r->opt.n_safekeepers > 1) {
             last_lag_check = now;
@@ -334,6 +371,26 @@ static stream_end stream_from(receiver *rv, int i)
     return how;
 }
 
+/* Whether the receiver may finish: nothing known to be servable beyond
+ * what it ingested (checked under mu, where watchers raise known_end, so
+ * that WAL announced while it was leaving always finds a receiver). */
+static bool finish_if_idle(receiver *rv)
+{
+    ps_rcv *r = rv->owner;
+    pthread_mutex_lock(&r->mu);
+    if (atomic_load(&rv->stop)) {   /* being stopped: the stopper accounts */
+        pthread_mutex_unlock(&r->mu);
+        return true;
+    }
+    bool done = rv->w->known_end <= ps_timeline_ingest_lsn(rv->tl);
+    if (done) {
+        atomic_store(&rv->finished, true);
+        r->running--;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return done;
+}
+
 static void *receiver_main(void *arg)
 {
     receiver *rv = arg;
@@ -344,9 +401,18 @@ static void *receiver_main(void *arg)
         stream_end how = stream_from(rv, i);
         if (how == STOP)
             break;
+        if (how == IDLE) {
+            if (finish_if_idle(rv))
+                break;
+            continue;
+        }
         if (r->switches)
             met_counter_inc(r->switches);
         unknown = how == SAME_SK_LATER ? unknown + 1 : 0;
+        /* No safekeeper knows the timeline: nothing to receive yet (a
+         * watcher starts a receiver when one does). */
+        if (unknown >= r->opt.n_safekeepers && finish_if_idle(rv))
+            break;
         i = (i + 1) % r->opt.n_safekeepers;
         /* Back off when a whole round found nothing to stream from. */
         if (i == 0 || unknown >= r->opt.n_safekeepers) {
@@ -385,6 +451,15 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
         met_counter_new(opt->metrics, "arbor_pageserver_walreceiver_switches_total",
                         "Times a WAL receiver moved to another safekeeper",
                         &r->switches);
+        met_counter_new(opt->metrics, "arbor_pageserver_walreceivers_started_total",
+                        "WAL receivers started (one per timeline with new WAL)",
+                        &r->receivers_started);
+        met_gauge_new(opt->metrics, "arbor_pageserver_walreceivers",
+                      "WAL receivers running (timelines with WAL to receive)",
+                      &r->receivers_gauge);
+        met_gauge_new(opt->metrics, "arbor_pageserver_timelines_watched",
+                      "Timelines whose safekeepers' commit LSNs are watched",
+                      &r->watched_gauge);
         static const char *const lag_labels[] = { "tenant_id", "timeline_id", NULL };
         met_family_new(opt->metrics, MET_GAUGE, "arbor_pageserver_ingest_lag_bytes",
                        "WAL the safekeeper streaming to us can serve beyond "
@@ -399,76 +474,252 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
     return 0;
 }
 
-int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
+/* Index of timeline id in r->ws, or where it would go (*found false). */
+static size_t ws_find(ps_rcv *r, const arbor_id *id, bool *found)
 {
-    if (r->opt.n_safekeepers == 0)
-        return 0;
-    pthread_mutex_lock(&r->mu);
-    for (receiver *rv = r->list; rv; rv = rv->next) {
-        if (rv->tl == tl) {
-            pthread_mutex_unlock(&r->mu);
-            return 0;
+    size_t lo = 0, hi = r->n_ws;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(ps_timeline_id(r->ws[mid]->tl)->b, id->b, 16);
+        if (c == 0) {
+            *found = true;
+            return mid;
         }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    *found = false;
+    return lo;
+}
+
+/* Joins and frees a receiver (it finished or was stopped). */
+static void receiver_free(receiver *rv)
+{
+    pthread_join(rv->thread, NULL);
+    if (rv->lag) {
+        const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
+        met_family_remove(rv->owner->ingest_lag, labels);
+        if (rv->owner->ingest_lag_s)
+            met_family_remove(rv->owner->ingest_lag_s, labels);
+    }
+    pthread_mutex_destroy(&rv->stream_mu);
+    az_free(rv);
+}
+
+/* Starts a receiver for w (caller holds mu; w has none running). A
+ * finished one is joined first (it has returned or is returning). */
+static int receiver_start_locked(ps_rcv *r, watched *w)
+{
+    if (w->rv) {
+        receiver_free(w->rv);
+        w->rv = NULL;
+    }
+    uint32_t max = r->opt.max_receivers ? r->opt.max_receivers : RCV_MAX_RECEIVERS_DEFAULT;
+    if ((uint32_t)r->running >= max)
+        return -EAGAIN;   /* the watcher's next pass tries again */
     receiver *rv = az_calloc(1, sizeof(*rv));
     rv->owner = r;
-    rv->tl = tl;
-    ps_timeline_retain(tl);
+    rv->tl = w->tl;
+    rv->w = w;
     atomic_init(&rv->stop, false);
+    atomic_init(&rv->finished, false);
     atomic_init(&rv->current, -1);
     pthread_mutex_init(&rv->stream_mu, NULL);
-    /* 0, not disk_consistent_lsn: the safekeepers may never have heard
-     * the LSN this pageserver persisted before it restarted, and an idle
-     * timeline gets no new flush to tell them; they would keep its WAL
-     * for ever. The first report after a start says it. */
-    rv->reported_lsn = 0;
     if (r->ingest_lag) {
-        id_format(ps_timeline_tenant_id(tl), rv->lag_labels[0]);
-        id_format(ps_timeline_id(tl), rv->lag_labels[1]);
+        id_format(ps_timeline_tenant_id(w->tl), rv->lag_labels[0]);
+        id_format(ps_timeline_id(w->tl), rv->lag_labels[1]);
         const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
         if (met_gauge_get(r->ingest_lag, labels, &rv->lag) != 0)
             rv->lag = NULL;
         if (r->ingest_lag_s && met_gauge_get(r->ingest_lag_s, labels, &rv->lag_s) != 0)
             rv->lag_s = NULL;
     }
-    int rc = pthread_create(&rv->thread, NULL, receiver_main, rv);
+    /* Small stacks: a receiver only calls into the engine and gRPC. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    int rc = pthread_create(&rv->thread, &attr, receiver_main, rv);
+    pthread_attr_destroy(&attr);
     if (rc != 0) {
-        ps_timeline_release(tl);
+        if (rv->lag) {
+            const char *labels[] = { rv->lag_labels[0], rv->lag_labels[1] };
+            met_family_remove(r->ingest_lag, labels);
+            if (r->ingest_lag_s)
+                met_family_remove(r->ingest_lag_s, labels);
+        }
+        pthread_mutex_destroy(&rv->stream_mu);
         az_free(rv);
-        pthread_mutex_unlock(&r->mu);
         return -rc;
     }
-    rv->next = r->list;
-    r->list = rv;
+    w->rv = rv;
+    r->running++;
+    if (r->receivers_started)
+        met_counter_inc(r->receivers_started);
+    return 0;
+}
+
+/* A receiver where one is needed: servable WAL beyond the ingested head
+ * and none running (caller holds mu). */
+static void ensure_receiver_locked(ps_rcv *r, watched *w)
+{
+    if (w->rv && !atomic_load(&w->rv->finished))
+        return;
+    if (w->known_end <= ps_timeline_ingest_lsn(w->tl))
+        return;
+    int rc = receiver_start_locked(r, w);
+    if (rc != 0 && rc != -EAGAIN)
+        log_error("cannot start a WAL receiver: %s", strerror(-rc));
+}
+
+int ps_rcv_start(ps_rcv *r, ps_timeline *tl)
+{
+    if (r->opt.n_safekeepers == 0)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    bool found;
+    size_t at = ws_find(r, ps_timeline_id(tl), &found);
+    if (found) {
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    if (r->n_ws == r->cap_ws) {
+        r->cap_ws = r->cap_ws ? r->cap_ws * 2 : 64;
+        r->ws = az_realloc(r->ws, r->cap_ws * sizeof(*r->ws));
+    }
+    watched *w = az_calloc(1, sizeof(*w));
+    w->tl = tl;
+    ps_timeline_retain(tl);
+    memmove(r->ws + at + 1, r->ws + at, (r->n_ws - at) * sizeof(*r->ws));
+    r->ws[at] = w;
+    r->n_ws++;
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
 
-/* Stops a list of receivers: all are told first (their streams cancelled,
- * so a blocked receive returns at once), then joined, so stopping many
- * takes as long as stopping one. */
-static void receivers_stop(receiver *list)
+/* ---- watchers ------------------------------------------------------------------ */
+
+typedef struct watcher_arg {
+    ps_rcv *r;
+    int i;
+} watcher_arg;
+
+/* Applies one WatchTimelines answer (caller holds mu). */
+static void apply_watch(ps_rcv *r, const Arbor__WatchTimelinesResponse *resp)
 {
-    for (receiver *rv = list; rv; rv = rv->next) {
+    for (size_t k = 0; k < resp->n_timelines; k++) {
+        const Arbor__TimelineLsns *e = resp->timelines[k];
+        if (!e->timeline || e->timeline->timeline_id.len != 16)
+            continue;
+        arbor_id id;
+        memcpy(id.b, e->timeline->timeline_id.data, 16);
+        bool found;
+        size_t at = ws_find(r, &id, &found);
+        if (!found)
+            continue;   /* not ours (or not added yet: the next resync) */
+        watched *w = r->ws[at];
+        lsn_t end = e->commit_lsn < e->flush_lsn ? e->commit_lsn : e->flush_lsn;
+        if (end > w->known_end)
+            w->known_end = end;
+    }
+}
+
+static void *watcher_main(void *arg)
+{
+    watcher_arg *wa = arg;
+    ps_rcv *r = wa->r;
+    int i = wa->i;
+    az_free(wa);
+    uint64_t since = 0, epoch = 0;
+    int64_t last_full = now_ms();
+    while (!atomic_load(&r->stopping)) {
+        if (now_ms() - last_full > RCV_RESYNC_MS) {
+            since = 0;
+            last_full = now_ms();
+        }
+        Arbor__WatchTimelinesRequest req = ARBOR__WATCH_TIMELINES_REQUEST__INIT;
+        req.since_seq = since;
+        req.epoch = epoch;
+        req.wait_ms = since ? RCV_WATCH_WAIT_MS : 0;
+        Arbor__WatchTimelinesResponse *resp;
+        int rc = rpc_unary(r->ch[i], "/arbor.Safekeeper/WatchTimelines", &req.base,
+                           &arbor__watch_timelines_response__descriptor,
+                           (ProtobufCMessage **)&resp, RCV_WATCH_WAIT_MS + RCV_RPC_TIMEOUT_MS,
+                           NULL);
+        if (rc != 0 || resp->error) {
+            if (rc == 0)
+                protobuf_c_message_free_unpacked(&resp->base, NULL);
+            since = 0;
+            for (int t = 0; t < 5 && !atomic_load(&r->stopping); t++)
+                sleep_ms(100);
+            continue;
+        }
+        pthread_mutex_lock(&r->mu);
+        apply_watch(r, resp);
+        /* Every timeline, not just the ones in this answer: a receiver
+         * refused at max_receivers is started as soon as one finishes. */
+        for (size_t k = 0; k < r->n_ws; k++)
+            ensure_receiver_locked(r, r->ws[k]);
+        if (r->receivers_gauge)
+            met_gauge_set(r->receivers_gauge, r->running);
+        if (r->watched_gauge)
+            met_gauge_set(r->watched_gauge, (double)r->n_ws);
+        pthread_mutex_unlock(&r->mu);
+        since = resp->seq;
+        epoch = resp->epoch;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    return NULL;
+}
+
+int ps_rcv_run(ps_rcv *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->watching || r->opt.n_safekeepers == 0) {
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    int rc = 0, started = 0;
+    for (int i = 0; i < r->opt.n_safekeepers && rc == 0; i++) {
+        watcher_arg *wa = az_malloc(sizeof(*wa));
+        *wa = (watcher_arg){ r, i };
+        rc = -pthread_create(&r->watchers[i], NULL, watcher_main, wa);
+        if (rc != 0)
+            az_free(wa);
+        else
+            started++;
+    }
+    r->watching = started > 0;
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0) {
+        /* Joined by destroy: the started ones stop with the rest. */
+        log_error("cannot start the safekeeper watchers: %s", strerror(-rc));
+    }
+    return rc;
+}
+
+/* ---- removal, reports --------------------------------------------------------- */
+
+/* Stops the receivers of a list of entries (all told first, then joined,
+ * so stopping many takes as long as stopping one) and frees the entries. */
+static void watched_stop(watched **list, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        receiver *rv = list[k]->rv;
+        if (!rv)
+            continue;
         atomic_store(&rv->stop, true);
         pthread_mutex_lock(&rv->stream_mu);
         if (rv->stream)
             rpc_stream_cancel(rv->stream);
         pthread_mutex_unlock(&rv->stream_mu);
     }
-    while (list) {
-        receiver *next = list->next;
-        pthread_join(list->thread, NULL);
-        if (list->lag) {
-            const char *labels[] = { list->lag_labels[0], list->lag_labels[1] };
-            met_family_remove(list->owner->ingest_lag, labels);
-            if (list->owner->ingest_lag_s)
-                met_family_remove(list->owner->ingest_lag_s, labels);
-        }
-        ps_timeline_release(list->tl);
-        pthread_mutex_destroy(&list->stream_mu);
-        az_free(list);
-        list = next;
+    for (size_t k = 0; k < n; k++) {
+        if (list[k]->rv)
+            receiver_free(list[k]->rv);
+        ps_timeline_release(list[k]->tl);
+        az_free(list[k]);
     }
 }
 
@@ -481,70 +732,131 @@ static bool is_deleted(ps_timeline *tl)
 
 void ps_rcv_reap_deleted(ps_rcv *r)
 {
-    receiver *dead = NULL;
     pthread_mutex_lock(&r->mu);
-    for (receiver **p = &r->list; *p;) {
-        receiver *rv = *p;
-        if (is_deleted(rv->tl)) {
-            *p = rv->next;
-            rv->next = dead;
-            dead = rv;
+    watched **dead = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*dead));
+    size_t n_dead = 0, kept = 0;
+    for (size_t k = 0; k < r->n_ws; k++) {
+        watched *w = r->ws[k];
+        if (is_deleted(w->tl)) {
+            dead[n_dead++] = w;
+            if (w->rv && !atomic_load(&w->rv->finished)) {
+                atomic_store(&w->rv->stop, true);
+                r->running--;
+            }
         } else {
-            p = &rv->next;
+            r->ws[kept++] = w;
         }
     }
+    r->n_ws = kept;
     pthread_mutex_unlock(&r->mu);
-    receivers_stop(dead);
+    watched_stop(dead, n_dead);
+    az_free(dead);
 }
 
-static void report_one(ps_rcv *r, receiver *rv, lsn_t lsn)
+/* Joins receivers that finished by themselves (caller holds mu). */
+static void reap_finished_locked(ps_rcv *r)
+{
+    for (size_t k = 0; k < r->n_ws; k++) {
+        watched *w = r->ws[k];
+        if (w->rv && atomic_load(&w->rv->finished)) {
+            receiver_free(w->rv);
+            w->rv = NULL;
+        }
+    }
+    if (r->receivers_gauge)
+        met_gauge_set(r->receivers_gauge, r->running);
+}
+
+/* Tells every safekeeper lsn for tl; skip[i] set for one that failed
+ * (not asked again this round). True if all of them heard it. */
+static bool report_one(ps_rcv *r, ps_timeline *tl, lsn_t lsn, bool *skip)
 {
     Arbor__TimelineRef ref;
-    tl_ref(rv->tl, &ref);
+    tl_ref(tl, &ref);
     Arbor__ReportPersistedRequest req = ARBOR__REPORT_PERSISTED_REQUEST__INIT;
     req.timeline = &ref;
     req.persisted_lsn = lsn;
     bool all = true;
     for (int i = 0; i < r->opt.n_safekeepers; i++) {
         Arbor__ReportPersistedResponse *resp;
-        if (rpc_unary(r->ch[i], "/arbor.Safekeeper/ReportPersisted", &req.base,
+        if (skip[i] ||
+            rpc_unary(r->ch[i], "/arbor.Safekeeper/ReportPersisted", &req.base,
                       &arbor__report_persisted_response__descriptor,
                       (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0) {
+            skip[i] = true;
             all = false;
             continue;
         }
-        all = all && !resp->error;
+        /* A timeline it does not know yet has no WAL to remove: fine. */
+        all = all && (!resp->error ||
+                      resp->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
-    /* Told again next time unless every safekeeper heard it. */
-    if (all)
-        rv->reported_lsn = lsn;
+    return all;
 }
 
 void ps_rcv_report_persisted(ps_rcv *r)
 {
-    /* Under the list lock: a slow safekeeper delays starting or reaping a
-     * receiver by at most its RPC timeout, never an ingest. */
+    /* What to tell, under the lock; the calls without it, so that a slow
+     * safekeeper never holds up watchers and receivers. */
     pthread_mutex_lock(&r->mu);
-    for (receiver *rv = r->list; rv; rv = rv->next) {
-        lsn_t lsn = r->opt.persisted_lsn
-                        ? r->opt.persisted_lsn(rv->tl, r->opt.persisted_arg)
-                        : ps_timeline_disk_consistent_lsn(rv->tl);
-        if (lsn > rv->reported_lsn)
-            report_one(r, rv, lsn);
+    reap_finished_locked(r);
+    size_t n = 0;
+    watched **todo = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*todo));
+    lsn_t *lsns = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*lsns));
+    for (size_t k = 0; k < r->n_ws; k++) {
+        watched *w = r->ws[k];
+        lsn_t lsn = r->opt.persisted_lsn ? r->opt.persisted_lsn(w->tl, r->opt.persisted_arg)
+                                         : ps_timeline_disk_consistent_lsn(w->tl);
+        if (lsn > w->reported_lsn) {
+            ps_timeline_retain(w->tl);
+            todo[n] = w;
+            lsns[n++] = lsn;
+        }
     }
     pthread_mutex_unlock(&r->mu);
+    bool skip[RCV_MAX_SK] = { false };
+    bool *heard = az_calloc(n ? n : 1, sizeof(*heard));
+    for (size_t k = 0; k < n; k++)
+        heard[k] = report_one(r, todo[k]->tl, lsns[k], skip);
+    /* Told again next time unless every safekeeper heard it. An entry
+     * removed meanwhile is gone from ws: only live ones are updated. */
+    pthread_mutex_lock(&r->mu);
+    for (size_t k = 0; k < n; k++) {
+        bool found;
+        size_t at = ws_find(r, ps_timeline_id(todo[k]->tl), &found);
+        if (found && r->ws[at] == todo[k] && heard[k] && lsns[k] > todo[k]->reported_lsn)
+            todo[k]->reported_lsn = lsns[k];
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t k = 0; k < n; k++)
+        ps_timeline_release(todo[k]->tl);
+    az_free(heard);
+    az_free(lsns);
+    az_free(todo);
 }
 
 void ps_rcv_destroy(ps_rcv *r)
 {
     if (!r)
         return;
+    atomic_store(&r->stopping, true);
     pthread_mutex_lock(&r->mu);
-    receiver *list = r->list;
-    r->list = NULL;
+    bool watching = r->watching;
+    r->watching = false;
     pthread_mutex_unlock(&r->mu);
-    receivers_stop(list);
+    if (watching) {
+        for (int i = 0; i < r->opt.n_safekeepers; i++)
+            pthread_join(r->watchers[i], NULL);
+    }
+    pthread_mutex_lock(&r->mu);
+    watched **list = r->ws;
+    size_t n = r->n_ws;
+    r->ws = NULL;
+    r->n_ws = r->cap_ws = 0;
+    pthread_mutex_unlock(&r->mu);
+    watched_stop(list, n);
+    az_free(list);
     for (int i = 0; i < r->opt.n_safekeepers; i++) {
         if (r->ch[i])
             rpc_channel_destroy(r->ch[i]);
@@ -558,10 +870,10 @@ int ps_rcv_current(ps_rcv *r, const arbor_id *timeline_id)
 {
     int cur = -1;
     pthread_mutex_lock(&r->mu);
-    for (receiver *rv = r->list; rv; rv = rv->next) {
-        if (id_equal(ps_timeline_id(rv->tl), timeline_id))
-            cur = atomic_load(&rv->current);
-    }
+    bool found;
+    size_t at = ws_find(r, timeline_id, &found);
+    if (found && r->ws[at]->rv && !atomic_load(&r->ws[at]->rv->finished))
+        cur = atomic_load(&r->ws[at]->rv->current);
     pthread_mutex_unlock(&r->mu);
     return cur;
 }

@@ -2,7 +2,12 @@
  * ps_walreceiver — streams committed WAL from the safekeepers into the
  * pageserver's timelines (prefix ps_rcv_).
  *
- * One thread per timeline. It asks a safekeeper for the WAL from the
+ * Receivers only where there is WAL (see ps_walreceiver.c): every timeline
+ * is watched through one long poll per safekeeper (WatchTimelines), and a
+ * timeline gets a receiver thread only while a safekeeper can serve WAL
+ * beyond what it ingested; it exits after idle_ms without new WAL.
+ *
+ * A receiver asks a safekeeper for the WAL from the
  * timeline's last_record_lsn (StreamWal, follow), splits each chunk into
  * records and ingests them one by one (each is verified by the engine).
  * It switches to the next safekeeper when the current one
@@ -31,6 +36,8 @@ typedef struct ps_rcv_options {
     int n_safekeepers;               /* 0: no ingest at all */
     uint32_t stall_ms;               /* 0 = 3000 */
     uint32_t lag_ms;                 /* 0 = 2000 */
+    uint32_t idle_ms;                /* 0 = 10000: a receiver without new WAL exits */
+    uint32_t max_receivers;          /* 0 = 32: receiver threads at most */
     met_registry *metrics;           /* may be NULL */
     /* The LSN reported to safekeepers as persisted (they may remove WAL
      * below it); NULL: disk_consistent_lsn. With remote storage the
@@ -42,8 +49,12 @@ typedef struct ps_rcv_options {
 } ps_rcv_options;
 
 int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out);
-/* Starts receiving for tl (no-op if already receiving for it). */
+/* Watches tl (no-op if already watched): it gets a receiver whenever a
+ * safekeeper has WAL for it beyond what it ingested. */
 int ps_rcv_start(ps_rcv *r, ps_timeline *tl);
+/* Starts the watchers (after the timelines present at start were added
+ * with ps_rcv_start). */
+int ps_rcv_run(ps_rcv *r);
 /* Stops the receivers of timelines that were deleted. */
 void ps_rcv_reap_deleted(ps_rcv *r);
 /* Reports each timeline's persisted LSN (see ps_rcv_options) to every safekeeper that

@@ -571,6 +571,66 @@ static int h_report_persisted(rpc_stream *call, void *arg)
     return RPC_STATUS_OK;
 }
 
+/* Long poll (see WatchTimelinesRequest): waits in slices so that a
+ * stopping server is not held up. */
+static int h_watch(rpc_stream *call, void *arg)
+{
+    sk_service *svc = arg;
+    Arbor__WatchTimelinesRequest *req;
+    if (recv_request(call, &arbor__watch_timelines_request__descriptor,
+                     (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    uint64_t epoch = 0, since = req->since_seq, seq;
+    int wait_ms = req->wait_ms > 10000 ? 10000 : (int)req->wait_ms;
+    seq = sk_reg_watch(svc->reg, 0, 0, &epoch);
+    if (req->epoch != epoch)
+        since = 0;
+    while (seq <= since && wait_ms > 0 && !atomic_load(&svc->stopping)) {
+        int slice = wait_ms < 200 ? wait_ms : 200;
+        seq = sk_reg_watch(svc->reg, since, slice, &epoch);
+        wait_ms -= slice;
+    }
+    sk_timeline **tls;
+    size_t n;
+    sk_reg_list(svc->reg, &tls, &n);
+    typedef struct {
+        Arbor__TimelineLsns e;
+        Arbor__TimelineRef ref;
+        uint8_t ids[32];
+    } slot;
+    slot *slots = az_calloc(n ? n : 1, sizeof(*slots));
+    Arbor__TimelineLsns **items = az_calloc(n ? n : 1, sizeof(*items));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        sk_tl_state st;
+        sk_tl_get_state(tls[i], &st);
+        if (st.change_seq <= since)
+            continue;
+        slot *s = &slots[m];
+        memcpy(s->ids, st.tenant_id, 16);
+        memcpy(s->ids + 16, st.timeline_id, 16);
+        arbor__timeline_lsns__init(&s->e);
+        arbor__timeline_ref__init(&s->ref);
+        s->ref.tenant_id = (ProtobufCBinaryData){ 16, s->ids };
+        s->ref.timeline_id = (ProtobufCBinaryData){ 16, s->ids + 16 };
+        s->e.timeline = &s->ref;
+        s->e.commit_lsn = st.commit_lsn;
+        s->e.flush_lsn = st.flush_lsn;
+        items[m++] = &s->e;
+    }
+    Arbor__WatchTimelinesResponse resp = ARBOR__WATCH_TIMELINES_RESPONSE__INIT;
+    resp.seq = seq;
+    resp.epoch = epoch;
+    resp.timelines = items;
+    resp.n_timelines = m;
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(items);
+    az_free(slots);
+    az_free(tls);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
 /* ---- lifecycle and metrics ------------------------------------------------ */
 
 static int create_metrics(sk_service *svc, met_registry *m)
@@ -634,6 +694,7 @@ int sk_svc_register(sk_service *svc, rpc_server *srv)
         { "/arbor.Safekeeper/ListTimelines", RPC_UNARY, h_list },
         { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, h_create },
         { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, h_report_persisted },
+        { "/arbor.Safekeeper/WatchTimelines", RPC_UNARY, h_watch },
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);

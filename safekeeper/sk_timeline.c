@@ -34,6 +34,8 @@ struct sk_timeline {
     sk_wal *wal;
     int proposers;
     int readers;
+    struct sk_registry *reg;  /* set when added to it */
+    uint64_t change_seq;      /* the registry's seq when commit/flush last moved */
 };
 
 struct sk_registry {
@@ -42,7 +44,25 @@ struct sk_registry {
     char *datadir;
     sk_timeline **tls;
     size_t n, cap;
+    /* Change feed for watchers (sk_reg_watch): seq grows by one each time
+     * a timeline's commit or flush LSN moves, or one is created. */
+    pthread_mutex_t seq_mu;
+    pthread_cond_t seq_cv;
+    uint64_t seq;
+    uint64_t epoch;           /* random per open: a watcher's seq is from us */
 };
+
+/* Marks tl changed (caller holds tl->mu; lock order tl->mu -> seq_mu). */
+static void notify_locked(sk_timeline *tl)
+{
+    sk_registry *reg = tl->reg;
+    if (!reg)
+        return;
+    pthread_mutex_lock(&reg->seq_mu);
+    tl->change_seq = ++reg->seq;
+    pthread_cond_broadcast(&reg->seq_cv);
+    pthread_mutex_unlock(&reg->seq_mu);
+}
 
 const char *sk_tl_strerror(int err)
 {
@@ -95,6 +115,7 @@ static void state_locked(const sk_timeline *tl, sk_tl_state *st)
     st->history.n = skh_up_to(&tl->ctl.history, st->flush_lsn, st->history.e);
     st->proposers = tl->proposers;
     st->readers = tl->readers;
+    st->change_seq = tl->change_seq;
 }
 
 /* Persists ctl; only on success does it become the timeline's state, so a
@@ -107,8 +128,11 @@ static int store_locked(sk_timeline *tl, const sk_control *ctl)
                   sk_tl_strerror(rc));
         return rc;
     }
+    bool moved = ctl->commit_lsn != tl->ctl.commit_lsn;
     tl->ctl = *ctl;
     pthread_cond_broadcast(&tl->changed);
+    if (moved)
+        notify_locked(tl);
     return 0;
 }
 
@@ -273,6 +297,7 @@ int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
     if (commit_lsn > tl->ctl.commit_lsn) {
         tl->ctl.commit_lsn = commit_lsn;
         pthread_cond_broadcast(&tl->changed);
+        notify_locked(tl);
     }
 done:
     pthread_mutex_unlock(&tl->mu);
@@ -296,6 +321,7 @@ int sk_tl_flush(sk_timeline *tl, uint64_t term, lsn_t *flush_out,
             goto done;
         }
         pthread_cond_broadcast(&tl->changed);
+        notify_locked(tl);
     }
 done:
     *flush_out = sk_wal_flush_lsn(tl->wal);
@@ -525,6 +551,10 @@ static void reg_add_locked(sk_registry *reg, sk_timeline *tl)
         reg->tls = az_realloc(reg->tls, reg->cap * sizeof(*reg->tls));
     }
     reg->tls[reg->n++] = tl;
+    tl->reg = reg;
+    pthread_mutex_lock(&tl->mu);
+    notify_locked(tl);
+    pthread_mutex_unlock(&tl->mu);
 }
 
 static bool is_hex_id(const char *name)
@@ -572,6 +602,17 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
 {
     sk_registry *reg = az_calloc(1, sizeof(*reg));
     pthread_mutex_init(&reg->mu, NULL);
+    pthread_mutex_init(&reg->seq_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg->seq_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    reg->epoch = ((uint64_t)now.tv_sec << 20) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 40);
+    if (reg->epoch == 0)
+        reg->epoch = 1;
     reg->opt = *opt;
     reg->datadir = az_strdup(opt->datadir);
     reg->opt.datadir = reg->datadir;
@@ -618,6 +659,8 @@ void sk_reg_close(sk_registry *reg)
         tl_free(reg->tls[i]);
     az_free(reg->tls);
     az_free(reg->datadir);
+    pthread_cond_destroy(&reg->seq_cv);
+    pthread_mutex_destroy(&reg->seq_mu);
     pthread_mutex_destroy(&reg->mu);
     az_free(reg);
 }
@@ -656,6 +699,26 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
 done:
     pthread_mutex_unlock(&reg->mu);
     return rc;
+}
+
+uint64_t sk_reg_watch(sk_registry *reg, uint64_t since, int timeout_ms, uint64_t *epoch)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&reg->seq_mu);
+    while (reg->seq <= since &&
+           pthread_cond_timedwait(&reg->seq_cv, &reg->seq_mu, &deadline) != ETIMEDOUT)
+        ;
+    uint64_t seq = reg->seq;
+    pthread_mutex_unlock(&reg->seq_mu);
+    *epoch = reg->epoch;
+    return seq;
 }
 
 int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n)

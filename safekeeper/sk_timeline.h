@@ -72,6 +72,7 @@ typedef struct sk_tl_state {
     skh_history history;       /* entries with lsn <= flush_lsn only */
     int proposers;             /* open append streams */
     int readers;               /* open WAL streams */
+    uint64_t change_seq;       /* registry seq of its last commit/flush move */
 } sk_tl_state;
 
 /* ---- registry: the daemon's timelines --------------------------------- */
@@ -97,6 +98,12 @@ void sk_reg_close(sk_registry *reg);
 int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
                const uint8_t timeline_id[16], lsn_t create_start_lsn,
                sk_timeline **out);
+/* Waits until some timeline's commit or flush LSN moved (or one was
+ * created) after change seq `since`, or timeout_ms passed; returns the
+ * current seq and the registry's epoch (random per open: a seq from
+ * another epoch means "since the beginning"). Timelines with
+ * sk_tl_state.change_seq > since are the ones that moved. */
+uint64_t sk_reg_watch(sk_registry *reg, uint64_t since, int timeout_ms, uint64_t *epoch);
 /* Snapshot of all timelines' pointers; *out malloc'ed (free()). */
 int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n);
 uint64_t sk_reg_node_id(const sk_registry *reg);

@@ -576,6 +576,10 @@ static void test_safekeeper_failover(void **state)
 {
     (void)state;
     int t = 1;   /* b1: default PITR window, readable everywhere */
+    /* A receiver runs only while there is WAL to receive: give it some. */
+    unsigned rnd0 = 4242;
+    write_one(t, &rnd0);
+    wait_ingested(t);
     char src[64] = "";
     for (int i = 0; i < 100 && !src[0]; i++) {
         wal_source(t, src, sizeof(src));
