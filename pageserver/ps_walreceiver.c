@@ -422,6 +422,14 @@ static void *receiver_main(void *arg)
         }
     }
     atomic_store(&rv->current, -1);
+    /* Ended by itself (its timeline was deleted): it is finished too, or
+     * it would count against max_receivers and block a new one. */
+    pthread_mutex_lock(&r->mu);
+    if (!atomic_load(&rv->finished) && !atomic_load(&rv->stop)) {
+        atomic_store(&rv->finished, true);
+        r->running--;
+    }
+    pthread_mutex_unlock(&r->mu);
     return NULL;
 }
 
@@ -797,6 +805,9 @@ static bool report_one(ps_rcv *r, ps_timeline *tl, lsn_t lsn, bool *skip)
 
 void ps_rcv_report_persisted(ps_rcv *r)
 {
+    /* Deleted timelines are dropped here too, not only on the delete
+     * hook (which may run before the deletion is visible). */
+    ps_rcv_reap_deleted(r);
     /* What to tell, under the lock; the calls without it, so that a slow
      * safekeeper never holds up watchers and receivers. */
     pthread_mutex_lock(&r->mu);

@@ -40,3 +40,14 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_remote arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# Density through the CLI (issue 18): 1,000 branches, threads/RSS/files of
+# the pageserver and safekeepers, branch list time, a query on main.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_cli_density
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_density.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_cli_density PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_density arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

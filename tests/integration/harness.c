@@ -279,7 +279,7 @@ int h_sk_start(h_sk *sk, int timeout_ms)
             dup2(fd, 2);
             close(fd);
         }
-        char *argv[16];
+        char *argv[20];
         int n = 0;
         argv[n++] = (char *)sk->bin;
         argv[n++] = a_listen;
@@ -289,7 +289,7 @@ int h_sk_start(h_sk *sk, int timeout_ms)
             argv[n++] = a_node;
         argv[n++] = "--http-port=0";
         argv[n++] = a_ports;
-        for (int i = 0; i < 8 && sk->extra_args[i]; i++)
+        for (int i = 0; i < 12 && sk->extra_args[i]; i++)
             argv[n++] = (char *)sk->extra_args[i];
         argv[n] = NULL;
         execv(sk->bin, argv);

@@ -36,7 +36,7 @@ typedef struct h_sk {
     char addr[64];       /* "127.0.0.1:<port>" once started */
     /* More flags for the daemon, e.g. "--wal.segment-size=1MiB";
      * NULL-terminated; the strings must outlive the process's starts. */
-    const char *extra_args[8];
+    const char *extra_args[12];
     bool paused;         /* stopped by h_sk_pause, not resumed yet */
     bool no_datadir;     /* a stateless daemon (the compute): no --datadir;
                             dir still holds its log and port file */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "test_metrics_common.h"
@@ -123,7 +124,15 @@ static void check_names(const tm_prom *p, const char *prefix, const char *const 
 static void test_exposition(void **state)
 {
     scrape_all a;
+    /* A receiver, and with it the ingest lag series, exists while the
+     * timeline has WAL to receive (issue 18): write first. */
+    sql_http("CREATE TABLE IF NOT EXISTS m(id INTEGER PRIMARY KEY, v TEXT)");
     scrape(&a);
+    for (int i = 0; i < 50 && !tm_prom_family(&a.ps, "arbor_pageserver_ingest_lag_bytes"); i++) {
+        scrape_free(&a);
+        usleep(100000);
+        scrape(&a);
+    }
     static const char *const sk_want[] = {
         "arbor_safekeeper_flush_lsn", "arbor_safekeeper_commit_lsn", "arbor_safekeeper_term",
         "arbor_safekeeper_flush_seconds", "arbor_safekeeper_wal_written_bytes_total", NULL };

@@ -166,6 +166,8 @@ static void cluster_up(void)
     g_ps.extra_args[3] = "--layers.image-after-deltas=4";
     g_ps.extra_args[4] = "--reads.wait-lsn-timeout=1500ms";
     g_ps.extra_args[5] = "--gc.interval=300ms";
+    /* Receivers come and go with WAL (issue 18): make them go often. */
+    g_ps.extra_args[8] = "--wal.receiver-idle=1s";
 #ifdef PS_TEST_HOOKS
     hook_ps_args(&g_ps);
 #endif
@@ -606,6 +608,71 @@ static void test_safekeeper_failover(void **state)
     assert_int_equal(h_sk_start(&g_sk[victim], 10000), 0);
 }
 
+/* A number from the pageserver's /metrics (-1 if absent). */
+static double ps_metric_value(const char *name)
+{
+    char *body;
+    assert_int_equal(h_http(g_ps.http_port, "GET", "/metrics", NULL, &body), 200);
+    char pat[200];
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    char *p = strstr(body, pat);
+    double v = p ? strtod(p + strlen(pat), NULL) : -1;
+    free(body);
+    return v;
+}
+
+/* Receivers only where there is WAL (issue 18): once every timeline was
+ * idle for --wal.receiver-idle (1 s here) no receiver runs; the next
+ * commit, after a long pause, starts one, and its WAL is ingested and
+ * readable within a bounded time. */
+static void test_idle_receiver(void **state)
+{
+    (void)state;
+    int t = 0;
+    unsigned rnd = 1811;
+    write_one(t, &rnd);
+    wait_ingested(t);
+    double running = -1;
+    for (int i = 0; i < 100 && (running = ps_metric_value("arbor_pageserver_walreceivers")) != 0; i++)
+        h_sleep_ms(100);
+    if (running != 0) {
+        char *st;
+        if (h_http(g_ps.http_port, "GET", "/v1/status", NULL, &st) == 200) {
+            print_message("receivers still running: %.0f\n", running);
+            for (char *q = st; (q = strstr(q, "\"branch\":\"")); q++) {
+                char *w = strstr(q, "\"wal_source\":");
+                char *l = strstr(q, "\"last_record_lsn\":");
+                if (w && l)
+                    print_message("  %.24s %.32s %.40s\n", q, l, w);
+            }
+            free(st);
+        }
+    }
+    assert_true(running == 0);
+    char src[64];
+    wal_source(t, src, sizeof(src));
+    assert_string_equal(src, "");
+    double started = ps_metric_value("arbor_pageserver_walreceivers_started_total");
+    h_sleep_ms(3000);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    write_one(t, &rnd);
+    wait_ingested(t);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    print_message("commit after %d s idle -> ingested in %.1f ms (receivers started: %.0f)\n",
+                  3, ms, ps_metric_value("arbor_pageserver_walreceivers_started_total") - started);
+    assert_true(ps_metric_value("arbor_pageserver_walreceivers_started_total") > started);
+    assert_true(ms < 5000);
+    read_result rr = { 0 };
+    rpc_stream *s;
+    assert_int_equal(rpc_stream_open(g_ch, "/arbor.PageService/GetPages", 60000, &s), 0);
+    check_lsn(s, t, g_m[t].commits[g_m[t].n - 1].end_lsn, false, &rr);
+    rpc_stream_close_send(s);
+    rpc_stream_destroy(s);
+    assert_int_equal(rr.checked, (int)MAX_PGNO);
+}
+
 static void test_corrupt_layer(void **state)
 {
     (void)state;
@@ -766,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_kill9_pageserver),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_safekeeper_failover),
+        cmocka_unit_test(test_idle_receiver),
         cmocka_unit_test(test_corrupt_layer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
