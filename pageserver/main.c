@@ -127,6 +127,7 @@ static struct {
     rpc_server *rpc;
     http_server *http;
     met_registry *metrics;
+    met_gauge *timelines, *timelines_active;
     met_family *tl_last_record, *tl_durable, *tl_layers, *tl_physical,
         *tl_logical, *tl_gc_cutoff;
     pthread_t housekeeper;
@@ -192,13 +193,37 @@ static void set_gauge(met_family *fam, const char *const *labels, double v)
         met_gauge_set(g, v);
 }
 
+/* A timeline without a WAL receiver whose last commit is older than this
+ * drops out of the per-timeline series of /metrics (they must not grow
+ * with idle branches; arbor_pageserver_timelines counts them all). */
+#define METRICS_IDLE_US (5LL * 60 * 1000000)
+
+typedef struct refresh_count {
+    int64_t now_us;
+    size_t all, active;
+} refresh_count;
+
 static void refresh_one(ps_timeline *tl, void *arg)
 {
+    refresh_count *rc = arg;
     ps_timeline_info info;
     ps_timeline_get_info(tl, &info);
     char t[ID_STR_SIZE], l[ID_STR_SIZE];
     const char *labels[] = { id_format(&info.tenant_id, t),
                              id_format(&info.timeline_id, l), info.branch_name };
+    met_family *fams[] = { g_ps.tl_last_record, g_ps.tl_durable, g_ps.tl_layers,
+                           g_ps.tl_physical, g_ps.tl_logical, g_ps.tl_gc_cutoff };
+    rc->all++;
+    /* Its own commits only: a new branch carries its parent's last one. */
+    bool in_use = ps_rcv_current(g_ps.rcv, &info.timeline_id) >= 0 ||
+                  (info.last_record_lsn > info.start_lsn &&
+                   rc->now_us - info.last_commit_timestamp_us < METRICS_IDLE_US);
+    if (!in_use) {
+        for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++)
+            met_family_remove(fams[k], labels);
+        return;
+    }
+    rc->active++;
     set_gauge(g_ps.tl_last_record, labels, (double)info.last_record_lsn);
     set_gauge(g_ps.tl_durable, labels, (double)info.disk_consistent_lsn);
     set_gauge(g_ps.tl_layers, labels, info.layer_count);
@@ -209,7 +234,12 @@ static void refresh_one(ps_timeline *tl, void *arg)
 
 static void refresh_metrics(void *arg)
 {
-    for_each_timeline(refresh_one, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    refresh_count rc = { .now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 };
+    for_each_timeline(refresh_one, &rc);
+    met_gauge_set(g_ps.timelines, (double)rc.all);
+    met_gauge_set(g_ps.timelines_active, (double)rc.active);
 }
 
 static void status_one(ps_timeline *tl, void *arg)
@@ -354,6 +384,11 @@ static int create_metrics(void)
     static const char *const labels[] = { "tenant_id", "timeline_id", "branch", NULL };
     met_registry *m = g_ps.metrics;
     int rc = 0;
+    rc |= met_gauge_new(m, "arbor_pageserver_timelines", "Timelines on this pageserver",
+                        &g_ps.timelines);
+    rc |= met_gauge_new(m, "arbor_pageserver_timelines_active",
+                        "Timelines with per-timeline series: a WAL receiver runs or "
+                        "the last commit is less than 5 minutes old", &g_ps.timelines_active);
     rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_last_record_lsn",
                          "End of the WAL ingested (bytes)", labels, NULL, 0,
                          &g_ps.tl_last_record);

@@ -29,11 +29,15 @@
 /* Bytes of WAL per StreamWal chunk (a bigger record goes whole). */
 #define SK_CHUNK_BYTES (1u << 20)
 #define SK_HEARTBEAT_MS 1000
+/* A timeline without streams whose WAL did not move for this long drops
+ * out of the per-timeline series of /metrics. */
+#define SK_METRICS_IDLE_MS (5 * 60 * 1000)
 
 struct sk_service {
     sk_registry *reg;
     atomic_bool stopping;
     met_family *flush_lsn, *commit_lsn, *term, *proposers, *readers;
+    met_gauge *timelines, *timelines_active;
     met_histogram *fsync_seconds;
     met_counter *written_bytes, *appends, *append_errors, *votes;
 };
@@ -652,6 +656,11 @@ static int create_metrics(sk_service *svc, met_registry *m)
     rc |= met_family_new(m, MET_GAUGE, "arbor_safekeeper_readers",
                          "Connected WAL readers (open StreamWal streams)",
                          tl_labels, NULL, 0, &svc->readers);
+    rc |= met_gauge_new(m, "arbor_safekeeper_timelines", "Timelines on this safekeeper",
+                        &svc->timelines);
+    rc |= met_gauge_new(m, "arbor_safekeeper_timelines_active",
+                        "Timelines with per-timeline series: streams open or WAL moved "
+                        "in the last 5 minutes", &svc->timelines_active);
     rc |= met_histogram_new(m, "arbor_safekeeper_flush_seconds",
                             "Time to make one group of appends durable "
                             "(write + fdatasync)",
@@ -722,6 +731,10 @@ void sk_svc_refresh_metrics(sk_service *svc)
     sk_timeline **tls;
     size_t n;
     sk_reg_list(svc->reg, &tls, &n);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    size_t active = 0;
     for (size_t i = 0; i < n; i++) {
         sk_tl_state st;
         sk_tl_get_state(tls[i], &st);
@@ -730,11 +743,29 @@ void sk_svc_refresh_metrics(sk_service *svc)
         memcpy(a.b, st.tenant_id, 16);
         memcpy(b.b, st.timeline_id, 16);
         const char *labels[] = { id_format(&a, t), id_format(&b, l) };
+        /* Per-timeline series only for timelines in use (streams open or
+         * WAL moved lately): /metrics must not grow with idle branches
+         * (arbor_safekeeper_timelines counts them all). */
+        bool in_use = st.proposers > 0 || st.readers > 0 ||
+                      now - st.changed_ms < SK_METRICS_IDLE_MS;
+        met_family *fams[] = { svc->flush_lsn, svc->commit_lsn, svc->term, svc->proposers,
+                               svc->readers };
+        if (!in_use) {
+            for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++)
+                if (fams[k])
+                    met_family_remove(fams[k], labels);
+            continue;
+        }
+        active++;
         set_tl_gauge(svc->flush_lsn, labels, (double)st.flush_lsn);
         set_tl_gauge(svc->commit_lsn, labels, (double)st.commit_lsn);
         set_tl_gauge(svc->term, labels, (double)st.term);
         set_tl_gauge(svc->proposers, labels, st.proposers);
         set_tl_gauge(svc->readers, labels, st.readers);
     }
+    if (svc->timelines)
+        met_gauge_set(svc->timelines, (double)n);
+    if (svc->timelines_active)
+        met_gauge_set(svc->timelines_active, (double)active);
     az_free(tls);
 }

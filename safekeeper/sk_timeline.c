@@ -36,6 +36,7 @@ struct sk_timeline {
     int readers;
     struct sk_registry *reg;  /* set when added to it */
     uint64_t change_seq;      /* the registry's seq when commit/flush last moved */
+    int64_t changed_ms;       /* CLOCK_MONOTONIC ms of that move */
 };
 
 struct sk_registry {
@@ -58,6 +59,9 @@ static void notify_locked(sk_timeline *tl)
     sk_registry *reg = tl->reg;
     if (!reg)
         return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    tl->changed_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     pthread_mutex_lock(&reg->seq_mu);
     tl->change_seq = ++reg->seq;
     pthread_cond_broadcast(&reg->seq_cv);
@@ -116,6 +120,7 @@ static void state_locked(const sk_timeline *tl, sk_tl_state *st)
     st->proposers = tl->proposers;
     st->readers = tl->readers;
     st->change_seq = tl->change_seq;
+    st->changed_ms = tl->changed_ms;
 }
 
 /* Persists ctl; only on success does it become the timeline's state, so a

@@ -73,6 +73,7 @@ typedef struct sk_tl_state {
     int proposers;             /* open append streams */
     int readers;               /* open WAL streams */
     uint64_t change_seq;       /* registry seq of its last commit/flush move */
+    int64_t changed_ms;        /* CLOCK_MONOTONIC ms of that move */
 } sk_tl_state;
 
 /* ---- registry: the daemon's timelines --------------------------------- */
