@@ -469,7 +469,11 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
     char a_cport[4400];
     snprintf(a_cport, sizeof(a_cport), "--control-port-file=%s/%s/ports", st->dir,
              ctl->datadir[0] ? ctl->datadir : "control");
-    char *argv[10] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport };
+    /* TLS with a local CA made on the first start (DIR/proxy/tls/ca.crt
+     * is the sslrootcert for sslmode=verify-full). */
+    char a_tls[4300];
+    snprintf(a_tls, sizeof(a_tls), "--tls-dir=%s/tls", dir);
+    char *argv[12] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport, a_tls };
     char a_hroutes[160];
     for (int i = 0; i < st->n_comp; i++) {
         cli_component *c = &st->comp[i];
@@ -478,8 +482,8 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
             snprintf(a_routes, sizeof(a_routes), "--routes=main=127.0.0.1:%d", c->grpc_port);
             snprintf(a_hroutes, sizeof(a_hroutes), "--http-routes=main=127.0.0.1:%d",
                      c->http_port);
-            argv[7] = a_routes;
-            argv[8] = a_hroutes;
+            argv[8] = a_routes;
+            argv[9] = a_hroutes;
         }
     }
     pid_t pid;
@@ -812,6 +816,12 @@ static void print_proxy(cli_ctx *ctx, cli_state *st)
     cli_component *px = cli_state_comp(st, CLI_COMP_PROXY, 0);
     if (px && px->pid > 0) {
         cli_api_print_proxy(ctx, px->grpc_port, px->http_port);
+        char ca[4200];
+        cli_comp_path(st, px, "tls/ca.crt", ca, sizeof(ca));
+        if (!ctx->json && access(ca, R_OK) == 0) {
+            printf("TLS:             add ?sslmode=verify-full&sslrootcert=%s to the postgres "
+                   "URL (or sslmode=require)\n", ca);
+        }
     }
 }
 

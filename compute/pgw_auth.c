@@ -220,6 +220,9 @@ static int auth_md5(pgw_conn *c, const pgw_auth_cfg *cfg, const char *user, bool
 /* The SCRAM exchange's state between its two round trips. */
 typedef struct scram_state {
     char gs2_header[64];
+    bool plus;                  /* SCRAM-SHA-256-PLUS: c= carries cbind data */
+    const uint8_t *cbind;
+    size_t cbind_len;
     char client_first_bare[512];
     char server_first[512];
     char nonce[256];
@@ -231,10 +234,22 @@ static int scram_client_first(scram_state *st, const char *msg, size_t len)
     if (len == 0 || len >= sizeof(st->client_first_bare) || memchr(msg, 0, len)) {
         return -EPROTO;
     }
-    if (!(msg[0] == 'n' || msg[0] == 'y') || len < 3 || msg[1] != ',') {
-        return -EPROTO; /* "p=": channel binding, which we did not offer */
+    static const char pbind[] = "p=tls-server-end-point,";
+    size_t skip;
+    if (st->plus) {
+        /* The mechanism with binding needs the binding, of our one type. */
+        if (len < sizeof(pbind) || memcmp(msg, pbind, sizeof(pbind) - 1) != 0)
+            return -EPROTO;
+        skip = sizeof(pbind) - 1;
+    } else if ((msg[0] == 'n' || (msg[0] == 'y' && st->cbind_len == 0)) && len >= 3 &&
+               msg[1] == ',') {
+        skip = 2;
+    } else {
+        /* "p=" without the -PLUS mechanism, or "y" while we offer binding:
+         * a downgrade (RFC 5802 6). */
+        return -EPROTO;
     }
-    const char *comma = memchr(msg + 2, ',', len - 2); /* after the authzid */
+    const char *comma = memchr(msg + skip, ',', len - skip); /* after the authzid */
     if (!comma) {
         return -EPROTO;
     }
@@ -288,7 +303,7 @@ static int scram_server_first(scram_state *st, const pgw_scram_secret *sec)
 static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec,
                               const char *msg, size_t len, char *server_final, size_t cap)
 {
-    char buf[1024], auth[2048], expect_c[96];
+    char buf[1024], auth[2048], expect_c[256];
     if (len == 0 || len >= sizeof(buf) || memchr(msg, 0, len)) {
         return -EPROTO;
     }
@@ -300,7 +315,15 @@ static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec
     }
     *p = 0; /* buf is now client-final-without-proof */
     const char *proof_b64 = p + 3;
-    pgw_b64_encode((const uint8_t *)st->gs2_header, strlen(st->gs2_header), expect_c);
+    /* c= is base64(gs2 header [+ channel-binding data]) */
+    uint8_t cb[64 + 64];
+    size_t hl = strlen(st->gs2_header), cbl = st->plus ? st->cbind_len : 0;
+    if (hl + cbl > sizeof(cb))
+        return -EPROTO;
+    memcpy(cb, st->gs2_header, hl);
+    if (cbl)
+        memcpy(cb + hl, st->cbind, cbl);
+    pgw_b64_encode(cb, hl + cbl, expect_c);
     const char *r = strstr(buf, ",r=");
     if (strncmp(buf, "c=", 2) != 0 || !r || (size_t)(r - buf - 2) != strlen(expect_c) ||
         strncmp(buf + 2, expect_c, strlen(expect_c)) != 0) {
@@ -347,9 +370,15 @@ static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec
 static int auth_scram(pgw_conn *c, const pgw_auth_cfg *cfg, const char *user, bool user_ok)
 {
     static const char mechs[] = "SCRAM-SHA-256\0";
+    static const char mechs_plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
     scram_state st;
     memset(&st, 0, sizeof(st));
-    pgw_send_auth(c, AUTH_SASL, mechs, sizeof(mechs)); /* two NULs: end of list */
+    st.cbind = cfg->cbind;
+    st.cbind_len = cfg->cbind ? cfg->cbind_len : 0;
+    if (st.cbind_len) /* two NULs: end of list */
+        pgw_send_auth(c, AUTH_SASL, mechs_plus, sizeof(mechs_plus));
+    else
+        pgw_send_auth(c, AUTH_SASL, mechs, sizeof(mechs));
     pgw_rd r;
     int rc = read_password_msg(c, &r);
     if (rc != 0) {
@@ -361,7 +390,8 @@ static int auth_scram(pgw_conn *c, const pgw_auth_cfg *cfg, const char *user, bo
     if (!data || !pgw_rd_done(&r)) {
         return protocol_error(c, "malformed SASLInitialResponse");
     }
-    if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+    st.plus = st.cbind_len && strcmp(mech, "SCRAM-SHA-256-PLUS") == 0;
+    if (strcmp(mech, "SCRAM-SHA-256") != 0 && !st.plus) {
         return protocol_error(c, "client selected an invalid SASL authentication mechanism");
     }
     if (scram_client_first(&st, (const char *)data, (size_t)n) != 0) {

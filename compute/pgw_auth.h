@@ -45,6 +45,12 @@ typedef struct pgw_auth_cfg {
     const char *user;       /* NULL: any user name is accepted */
     const char *password;   /* md5 and scram */
     pgw_scram_secret scram; /* scram: from pgw_scram_secret_make */
+    /* SCRAM channel binding (RFC 5929 tls-server-end-point) over TLS: the
+     * hash of the server certificate; cbind_len 0 = not offered. With it,
+     * SCRAM-SHA-256-PLUS is offered, and a client that says it could bind
+     * but thought the server could not ("y") is refused (a downgrade). */
+    const uint8_t *cbind;
+    size_t cbind_len;
 } pgw_auth_cfg;
 
 /* "trust" | "md5" | "scram" | "scram-sha-256" -> 0 and *out, or -EINVAL. */

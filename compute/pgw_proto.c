@@ -167,7 +167,8 @@ int pgw_conn_flush(pgw_conn *c)
 {
     size_t off = 0;
     while (c->io_error == 0 && off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
+        ssize_t n = c->send_fn ? c->send_fn(c->io, c->out.data + off, c->out.len - off)
+                               : send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -210,7 +211,8 @@ static int conn_fill(pgw_conn *c, size_t n)
         if (rc != 0) {
             return rc;
         }
-        ssize_t got = recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
+        ssize_t got = c->recv_fn ? c->recv_fn(c->io, c->in + c->in_end, c->in_cap - c->in_end)
+                                 : recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
         if (got == 0) {
             return -ECONNRESET;
         }

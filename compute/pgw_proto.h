@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define PGW_MAX_MSG_BYTES ((size_t)64 << 20)
 #define PGW_MAX_STARTUP_BYTES 10000
@@ -81,6 +82,11 @@ bool pgw_rd_done(const pgw_rd *r);
 
 typedef struct pgw_conn {
     int fd;
+    /* Optional transport over fd (arbor-proxy's TLS): recv/send shaped
+     * calls on io; NULL = the socket itself. */
+    ssize_t (*recv_fn)(void *io, void *buf, size_t n);
+    ssize_t (*send_fn)(void *io, const void *buf, size_t n);
+    void *io;
     pgw_buf out;
     uint8_t *in;
     size_t in_start;

@@ -30,6 +30,7 @@
 #include "px_http.h"
 #include "px_limit.h"
 #include "px_session.h"
+#include "px_tls.h"
 
 #define SESSION_STACK_BYTES (256 << 10)
 
@@ -58,6 +59,11 @@ typedef struct proxy_config {
     uint64_t auth_fail_window_ms;
     int max_conns_per_endpoint;
     int max_conns_per_project;
+    /* TLS on the PostgreSQL door (px_tls.h) */
+    char *tls_cert;
+    char *tls_key;
+    char *tls_dir;
+    bool tls_require;
 } proxy_config;
 
 static const cfg_option proxy_options[] = {
@@ -113,6 +119,14 @@ static const cfg_option proxy_options[] = {
                 "0 = no limit"),
     CFG_INT_OPT("max-conns-per-project", proxy_config, max_conns_per_project, "20000",
                 "the same per project; 0 = no limit"),
+    CFG_STRING_OPT("tls-cert", proxy_config, tls_cert, NULL,
+                   "PEM certificate (chain) of the PostgreSQL door; with --tls-key"),
+    CFG_STRING_OPT("tls-key", proxy_config, tls_key, NULL, "PEM private key of --tls-cert"),
+    CFG_STRING_OPT("tls-dir", proxy_config, tls_dir, NULL,
+                   "without --tls-cert: a local CA (ca.crt, for sslrootcert) and a "
+                   "certificate for localhost/127.0.0.1 made here on first start"),
+    CFG_BOOL_OPT("tls-require", proxy_config, tls_require, "false",
+                 "refuse PostgreSQL clients that do not ask for TLS"),
     CFG_END
 };
 
@@ -233,6 +247,37 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
                      "active_connections", met_gauge_value(g_px.srv.m_active));
 }
 
+/* TLS of the PostgreSQL door: a given certificate, or a local CA and
+ * certificate made in --tls-dir; none without either. */
+static int setup_tls(const proxy_config *c)
+{
+    char err[256], cert[4200], key[4200];
+    if (c->tls_cert && *c->tls_cert) {
+        snprintf(cert, sizeof(cert), "%s", c->tls_cert);
+        snprintf(key, sizeof(key), "%s", c->tls_key ? c->tls_key : "");
+    } else if (c->tls_dir && *c->tls_dir) {
+        if (px_tls_make_local(c->tls_dir, err) != 0) {
+            log_error("TLS: %s", err);
+            return -EIO;
+        }
+        snprintf(cert, sizeof(cert), "%s/server.crt", c->tls_dir);
+        snprintf(key, sizeof(key), "%s/server.key", c->tls_dir);
+    } else {
+        if (c->tls_require) {
+            log_error("--tls-require needs --tls-cert/--tls-key or --tls-dir");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (px_tls_load(cert, key, &g_px.srv.tls, err) != 0) {
+        log_error("TLS: %s", err);
+        return -EIO;
+    }
+    g_px.srv.require_tls = c->tls_require;
+    log_info("TLS on the PostgreSQL door: %s%s", cert, c->tls_require ? " (required)" : "");
+    return 0;
+}
+
 static int start(void)
 {
     proxy_config *c = &g_px.conf;
@@ -257,6 +302,8 @@ static int start(void)
                     .max_per_endpoint = c->max_conns_per_endpoint,
                     .max_per_project = c->max_conns_per_project };
     if ((rc = pxl_create(&lo, met_default_registry(), &g_px.srv.limits)) != 0)
+        return rc;
+    if ((rc = setup_tls(c)) != 0)
         return rc;
     if ((rc = listen_on(c->listen, &g_px.listen_fd, &g_px.pg_port)) != 0)
         return rc;

@@ -1,6 +1,7 @@
 /* px_session — see px_session.h. */
 #define _GNU_SOURCE
 #include "px_session.h"
+#include "px_tls.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -97,6 +98,8 @@ int px_server_init(px_server *s, met_registry *reg)
 
 void px_server_destroy(px_server *s)
 {
+    px_tls_free(s->tls);
+    s->tls = NULL;
     pthread_mutex_lock(&s->mu);
     while (s->cancels) {
         px_cancel_entry *e = s->cancels;
@@ -304,6 +307,26 @@ static int read_startup(px_server *s, pgw_conn *c, uint8_t **copy, size_t *len)
         int rc = pgw_conn_read_startup(c, &code, &body, &n);
         if (rc != 0)
             return rc;
+        if (code == PGW_CODE_SSL && s->tls && !c->io) {
+            /* Nothing may follow the SSLRequest in the clear: bytes sent
+             * before the handshake would be taken as coming over TLS. */
+            if (c->in_end != c->in_start) {
+                pgw_send_error(c, "FATAL", "08P01", "unencrypted data after SSL request");
+                return -EPROTO;
+            }
+            if (write_all(c->fd, "S", 1) != 0)
+                return -EIO;
+            char err[256];
+            px_tls_conn *t = px_tls_accept(s->tls, c->fd, err);
+            if (!t) {
+                log_info("proxy: %s", err);
+                return -EIO;
+            }
+            c->io = t;
+            c->recv_fn = px_tls_read;
+            c->send_fn = px_tls_write;
+            continue;
+        }
         if (code == PGW_CODE_SSL || code == PGW_CODE_GSSENC) {
             if (write_all(c->fd, "N", 1) != 0)
                 return -EIO;
@@ -349,6 +372,11 @@ static void mock_secret(const px_server *s, const char *role, pgw_scram_secret *
 static int authenticate(px_server *s, pgw_conn *c, startup *st, const char *peer)
 {
     pgw_auth_cfg cfg = { .method = PGW_AUTH_SCRAM, .user = st->user };
+    uint8_t cbind[64];
+    if (c->io) {   /* over TLS: offer SCRAM-SHA-256-PLUS */
+        cfg.cbind_len = px_tls_cbind(s->tls, cbind);
+        cfg.cbind = cbind;
+    }
     char msg[256], project[64] = "";
     const char *ep = st->endpoint[0] ? st->endpoint : st->database;
     int wait_s = pxl_auth_blocked(s->limits, "pg", ep, peer);
@@ -582,18 +610,29 @@ static int reach_compute(px_server *s, pgw_conn *c, const startup *st, px_cancel
 
 typedef struct pipe_dir {
     int from, to;
+    void *from_tls, *to_tls;   /* px_tls_conn of a TLS side, else NULL */
     uint8_t *buf;
     size_t start, end;
     bool eof;
     met_counter *bytes;
 } pipe_dir;
 
+static ssize_t side_recv(int fd, void *tls, void *buf, size_t n)
+{
+    return tls ? px_tls_read(tls, buf, n) : recv(fd, buf, n, 0);
+}
+
+static ssize_t side_send(int fd, void *tls, const void *buf, size_t n)
+{
+    return tls ? px_tls_write(tls, buf, n) : send(fd, buf, n, MSG_NOSIGNAL);
+}
+
 /* Moves what can move without blocking. -1 when the direction is finished
  * (EOF drained, or an error). */
 static int pipe_step(pipe_dir *d, short rev_from, short rev_to)
 {
     if (d->end == d->start && !d->eof && (rev_from & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = recv(d->from, d->buf, RELAY_BUF_BYTES, 0);
+        ssize_t n = side_recv(d->from, d->from_tls, d->buf, RELAY_BUF_BYTES);
         if (n > 0) {
             d->start = 0;
             d->end = (size_t)n;
@@ -603,7 +642,7 @@ static int pipe_step(pipe_dir *d, short rev_from, short rev_to)
         }
     }
     if (d->end > d->start) {
-        ssize_t n = send(d->to, d->buf + d->start, d->end - d->start, MSG_NOSIGNAL);
+        ssize_t n = side_send(d->to, d->to_tls, d->buf + d->start, d->end - d->start);
         if (n > 0)
             d->start += (size_t)n;
         else if (n < 0 && errno != EAGAIN && errno != EINTR)
@@ -612,21 +651,26 @@ static int pipe_step(pipe_dir *d, short rev_from, short rev_to)
     return d->eof && d->end == d->start ? -1 : 0;
 }
 
-/* Relays until one side is done; pending bytes of the other are sent. */
-static void relay(px_server *s, int cfd, int sfd)
+/* Relays until one side is done; pending bytes of the other are sent.
+ * ctls: the client's TLS (NULL: plain). */
+static void relay(px_server *s, int cfd, px_tls_conn *ctls, int sfd)
 {
     fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) | O_NONBLOCK);
     fcntl(sfd, F_SETFL, fcntl(sfd, F_GETFL) | O_NONBLOCK);
-    pipe_dir up = { .from = cfd, .to = sfd, .buf = az_malloc(RELAY_BUF_BYTES),
-                    .bytes = s->m_bytes_in };
-    pipe_dir down = { .from = sfd, .to = cfd, .buf = az_malloc(RELAY_BUF_BYTES),
-                      .bytes = s->m_bytes_out };
+    pipe_dir up = { .from = cfd, .to = sfd, .from_tls = ctls,
+                    .buf = az_malloc(RELAY_BUF_BYTES), .bytes = s->m_bytes_in };
+    pipe_dir down = { .from = sfd, .to = cfd, .to_tls = ctls,
+                      .buf = az_malloc(RELAY_BUF_BYTES), .bytes = s->m_bytes_out };
     for (;;) {
         struct pollfd p[2] = { { .fd = cfd }, { .fd = sfd } };
         p[0].events = (up.end == up.start ? POLLIN : 0) | (down.end > down.start ? POLLOUT : 0);
         p[1].events = (down.end == down.start ? POLLIN : 0) | (up.end > up.start ? POLLOUT : 0);
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
+        /* Bytes TLS decrypted already wait in OpenSSL, not in the socket. */
+        bool buffered = up.end == up.start && px_tls_pending(ctls) > 0;
+        if (poll(p, 2, buffered ? 0 : -1) < 0 && errno != EINTR)
             break;
+        if (buffered)
+            p[0].revents |= POLLIN;
         if (pipe_step(&up, p[0].revents, p[1].revents) != 0 ||
             pipe_step(&down, p[1].revents, p[0].revents) != 0)
             break;
@@ -674,6 +718,11 @@ void px_session_run(px_server *s, int fd, const char *peer)
         goto done;
     }
     char lmsg[256];
+    if (s->require_tls && !c.io) {
+        pgw_send_error(&c, "FATAL", "28000", "connection without TLS refused: this proxy "
+                                             "requires sslmode=require or stronger");
+        goto done;
+    }
     if (authenticate(s, &c, &st, peer) != 0)
         goto done;
     if (pxl_conn_acquire(s->limits, st.project, st.endpoint[0] ? st.endpoint : st.database,
@@ -695,12 +744,14 @@ void px_session_run(px_server *s, int fd, const char *peer)
     pgw_msg_end(&c.out, at);
     pgw_buf_put(&c.out, hello.data + hello.len - 6, 6);
     /* Anything the client sent early goes first. */
+    /* (Over TLS, bytes OpenSSL decrypted but pgw did not read yet are
+     * picked up by the relay: px_tls_pending.) */
     if (pgw_conn_flush(&c) == 0 &&
         write_all(sfd, c.in + c.in_start, c.in_end - c.in_start) == 0) {
         set_rcv_timeout(fd, 0);
         relayed = true;
         log_debug("proxy: %s: role %s on %s relayed", peer, st.user, st.database);
-        relay(s, fd, sfd);
+        relay(s, fd, c.io, sfd);
     }
     cancel_unregister(s, e);
 done:
@@ -709,6 +760,7 @@ done:
     if (!relayed)
         met_counter_inc(s->m_errors);
     pgw_conn_flush(&c);
+    px_tls_close(c.io);
     pgw_conn_free(&c);
     pgw_buf_free(&hello);
     az_free(body);

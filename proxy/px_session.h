@@ -42,6 +42,7 @@
 #define ARBOR_PX_SESSION_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "metrics.h"
@@ -69,6 +70,8 @@ typedef struct px_server {
     int auth_timeout_ms;        /* startup + authentication */
     uint8_t mock_key[32];       /* mock salts for unknown roles */
     struct pxl *limits;         /* px_limit: failed-auth rate, connections; NULL = none */
+    struct px_tls *tls;         /* TLS on the PostgreSQL door; NULL = SSLRequest answered N */
+    bool require_tls;           /* refuse clients that do not ask for TLS */
 
     pthread_mutex_t mu;         /* cancel list */
     px_cancel_entry *cancels;

@@ -17,6 +17,9 @@
  *               PQcancel with the proxy's key
  *   concurrent  N clients at once, each connects, inserts its row and
  *               disconnects: exactly N rows
+ *   tls         sslmode=verify-full against the local CA arbor start made,
+ *               with channel_binding=require; 4 MB through the TLS relay;
+ *               another CA is refused; plain connections still work
  *
  * Every process is stopped at the end, and by the watchdog of
  * cli_test_common if the test dies.
@@ -355,6 +358,54 @@ static void test_concurrent(void **state)
     PQfinish(c);
 }
 
+/* TLS on the PostgreSQL door with the local CA `arbor start` made:
+ * sslmode=verify-full against it with SCRAM channel binding required
+ * (SCRAM-SHA-256-PLUS over tls-server-end-point), a 4 MB answer through
+ * the TLS relay, the host name in the certificate; a client trusting
+ * another CA is refused; plain connections still work (TLS not required). */
+static void test_tls(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char q[1400], err[1024];
+    snprintf(q, sizeof(q), "dev?sslmode=verify-full&sslrootcert=%s/proxy/tls/ca.crt"
+             "&channel_binding=require", ct.dir);
+    PGconn *c = pg_branch(q);
+    assert_int_equal(PQsslInUse(c), 1);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM c"), N_CLIENTS);
+    PGresult *r = PQexec(c, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                            "WHERE i < 20000) SELECT i, hex(randomblob(100)) FROM n");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 20000);
+    assert_int_equal(strlen(PQgetvalue(r, 19999, 1)), 200);
+    PQclear(r);
+    PQfinish(c);
+    /* localhost is in the certificate too */
+    char url[1400];
+    snprintf(url, sizeof(url), "%sdev?sslmode=verify-full&sslrootcert=%s/proxy/tls/ca.crt",
+             g_base, ct.dir);
+    char *at = strstr(url, "127.0.0.1");
+    assert_non_null(at);
+    char host[1400];
+    snprintf(host, sizeof(host), "%.*slocalhost%s", (int)(at - url), url, at + 9);
+    c = pg_open(host, err, sizeof(err));
+    if (!c)
+        fail_msg("localhost over TLS: %s", err);
+    PQfinish(c);
+    /* another CA: refused by the client */
+    snprintf(url, sizeof(url), "%sdev?sslmode=verify-full&sslrootcert="
+             "/etc/ssl/certs/ca-certificates.crt", g_base);
+    c = pg_open(url, err, sizeof(err));
+    assert_null(c);
+    assert_non_null(strstr(err, "certificate verify failed"));
+    /* without TLS: allowed here (--tls-require refuses it) */
+    c = pg_branch("dev?sslmode=disable");
+    assert_int_equal(PQsslInUse(c), 0);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM c"), N_CLIENTS);
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -380,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_suspend_wake),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_tls),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);

@@ -443,7 +443,10 @@ static void test_rate_limit(void **state)
     /* The PG door: 10 wrong passwords on "rlpg", then 53300. */
     char pgurl[600];
     const char *at = strchr(g_pg_base + strlen("postgres://"), '@');
-    snprintf(pgurl, sizeof(pgurl), "postgres://arbor:wrong%srlpg?connect_timeout=30", at);
+    /* sslmode=require: one attempt per connect (libpq's default "prefer"
+     * tries again without TLS after a failure: two failed attempts). */
+    snprintf(pgurl, sizeof(pgurl), "postgres://arbor:wrong%srlpg?sslmode=require&connect_timeout=30",
+             at);
     for (int i = 0; i < 10; i++) {
         PGconn *c = PQconnectdb(pgurl);
         assert_int_equal(PQstatus(c), CONNECTION_BAD);
