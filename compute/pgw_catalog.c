@@ -104,6 +104,8 @@ static const char CREATE_SQL[] =
     " ftoptions TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_rewrite(oid INT, rulename TEXT, ev_class INT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_tablespace(oid INT, spcname TEXT, spcowner INT);"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_sequence(seqrelid INT, seqtypid INT, seqstart INT,"
+    " seqincrement INT, seqmax INT, seqmin INT, seqcache INT, seqcycle BOOL);"
     "CREATE TEMP TABLE IF NOT EXISTS information_schema_schemata(catalog_name TEXT,"
     " schema_name TEXT, schema_owner TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS information_schema_tables(table_catalog TEXT,"
@@ -472,6 +474,14 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
                 b.len--;
             pgw_buf_put(&b, " IN ", 4);
             p += 3;
+        } else if (word_start && word_at(p, "as") &&
+                   word_at(p + 2 + strspn(p + 2, " \t\n"), "default")) {
+            /* "AS DEFAULT" (SQLAlchemy's column query): a keyword to SQLite */
+            pgw_buf_put(&b, "AS \"default\"", 12);
+            p += 2 + strspn(p + 2, " \t\n") + 7;
+        } else if (word_start && word_at(p, "json_build_object")) {
+            pgw_buf_put(&b, "json_object", 11);
+            p += 17;
         } else if (word_start && word_at(p, "generate_series")) {
             /* only in branches psql takes for rows our catalogs never hold
              * (publication column lists): it must parse */
@@ -668,6 +678,7 @@ static const struct {
     { "pg_get_statisticsobjdef_columns", 1, fn_null },
     { "pg_relation_is_publishable", 1, fn_false },
     { "array_upper", 2, fn_null },
+    { "pg_get_serial_sequence", 2, fn_null },
     { "pg_get_viewdef", 1, fn_viewdef },
     { "pg_get_viewdef", 2, fn_viewdef },
     { "now", 0, fn_now },
