@@ -404,6 +404,8 @@ uint32_t pgw_sql_decl_oid(const char *decl)
     if (!decl || !*decl) {
         return 0;
     }
+    if (strstr(decl, "[]")) /* the catalogs' arrays ('{1,2}'), e.g. pg_constraint.conkey */
+        return strcasestr(decl, "INT") ? PGW_OID_INT2_ARRAY : PGW_OID_TEXT_ARRAY;
     if (strcasestr(decl, "BOOL"))
         return PGW_OID_BOOL;
     if (strcasestr(decl, "INT"))

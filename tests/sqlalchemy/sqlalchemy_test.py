@@ -102,9 +102,10 @@ def check_core():
     authors = sa.Table("sa_authors", md, autoload_with=engine)
     books = sa.Table("sa_books", md, autoload_with=engine)
     with engine.begin() as c:
-        r = c.execute(authors.insert(), [{"id": 1, "name": "Le Guin", "born": 1929},
-                                         {"id": 2, "name": "Lem"}])
-        assert r.rowcount == 2, r.rowcount
+        r = c.execute(authors.insert(), {"id": 1, "name": "Le Guin", "born": 1929})
+        assert r.rowcount == 1, r.rowcount
+        c.execute(authors.insert().values(id=sa.bindparam("i"), name=sa.bindparam("n")),
+                  {"i": 2, "n": "Lem"})
         c.execute(books.insert(), [
             {"isbn": "a", "title": "Dispossessed", "author_id": 1, "price": 9.5,
              "cover": b"\x00\xff", "in_print": 1},
