@@ -104,6 +104,8 @@ static const char CREATE_SQL[] =
     " ftoptions TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_rewrite(oid INT, rulename TEXT, ev_class INT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_tablespace(oid INT, spcname TEXT, spcowner INT);"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_depend(classid INT, objid INT, objsubid INT,"
+    " refclassid INT, refobjid INT, refobjsubid INT, deptype TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_enum(oid INT, enumtypid INT, enumsortorder REAL,"
     " enumlabel TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_sequence(seqrelid INT, seqtypid INT, seqstart INT,"
@@ -186,10 +188,14 @@ static const char FILL_SQL[] =
     "  0, 'p', CASE m.type WHEN 'table' THEN 'r' WHEN 'view' THEN 'v' ELSE 'i' END,"
     "  CASE WHEN m.type IN ('table', 'view') THEN"
     "   (SELECT count(*) FROM pragma_table_xinfo(m.name)) ELSE 0 END, 0, 0,"
-    /* relhastriggers stays 0 for foreign keys: psql would then send its
-     * foreign-key queries, which use WITH ORDINALITY (not covered) */
+    /* relhastriggers: SQLite triggers, or foreign keys (from or to the
+     * table: PostgreSQL implements them with triggers, and psql lists
+     * them only then) */
     "  EXISTS (SELECT 1 FROM sqlite_schema t WHERE t.type = 'trigger'"
-    "          AND t.tbl_name = m.name),"
+    "          AND t.tbl_name = m.name)"
+    "  OR (m.type = 'table' AND EXISTS (SELECT 1 FROM sqlite_schema o,"
+    "      pragma_foreign_key_list(o.name) f WHERE o.type = 'table'"
+    "      AND (o.name = m.name OR f.\"table\" = m.name))),"
     "  0, 0, 0, 1, 'd', 0, 0, 0, 0"
     " FROM " USER_OBJS("('table', 'view', 'index')") ";"
     "INSERT INTO pg_attribute(attrelid, attname, atttypid, attstattarget, attlen, attnum,"
@@ -573,10 +579,24 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
                    strchr(p, ')')) {
             /* a table is its own only ancestor (no partitions here) */
             const char *close = strchr(p, ')');
-            pgw_buf_put(&b, "(SELECT ", 8);
-            pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
-            pgw_buf_put(&b, " AS relid)", 10);
-            p = close + 1;
+            char alias[64], c1[64], c2[64];
+            int used = 0;
+            /* ... WITH ORDINALITY AS a(relid, depth) (psql's trigger query) */
+            if (sscanf(close + 1, " %*[Ww]%*[Ii]%*[Tt]%*[Hh] %*[Oo]%*[Rr]%*[Dd]%*[Ii]%*[Nn]%*[Aa]"
+                       "%*[Ll]%*[Ii]%*[Tt]%*[Yy] %*[Aa]%*[Ss] %63[A-Za-z0-9_] ( %63[A-Za-z0-9_] , "
+                       "%63[A-Za-z0-9_] )%n", alias, c1, c2, &used) == 3 && used > 0) {
+                char tail[256];
+                pgw_buf_put(&b, "(SELECT ", 8);
+                pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
+                snprintf(tail, sizeof(tail), " AS %s, 1 AS %s) AS %s", c1, c2, alias);
+                pgw_buf_put(&b, tail, strlen(tail));
+                p = close + 1 + used;
+            } else {
+                pgw_buf_put(&b, "(SELECT ", 8);
+                pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
+                pgw_buf_put(&b, " AS relid)", 10);
+                p = close + 1;
+            }
         } else if (*p == '[' && p > sql && (ident_char(p[-1]) || p[-1] == ')') &&
                    strchr(p, ']')) {
             p = strchr(p, ']') + 1;   /* array subscripts: the whole value */
@@ -731,6 +751,25 @@ static void fn_array(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, text, len, sqlite3_free);
 }
 
+/* arbor_regclass(oid): column::regclass, the relation's name (or the
+ * value itself when no relation has that oid). */
+static void fn_regclass(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(sqlite3_context_db_handle(ctx),
+                           "SELECT relname FROM temp.pg_class WHERE oid = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_value(st, 1, argv[0]);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            sqlite3_result_value(ctx, sqlite3_column_value(st, 0));
+            sqlite3_finalize(st);
+            return;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_result_value(ctx, argv[0]);
+}
+
 static void fn_null(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     sqlite3_result_null(ctx);
@@ -801,6 +840,9 @@ static const struct {
     { "array_upper", 2, fn_null },
     { "pg_get_serial_sequence", 2, fn_null },
     { "arbor_array", 1, fn_array },
+    { "arbor_regclass", 1, fn_regclass },
+    { "pg_get_triggerdef", 1, fn_null },
+    { "pg_get_triggerdef", 2, fn_null },
     { "pg_get_viewdef", 1, fn_viewdef },
     { "pg_get_viewdef", 2, fn_viewdef },
     { "now", 0, fn_now },
