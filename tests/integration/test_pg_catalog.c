@@ -130,6 +130,12 @@ static void test_d_table(void **state)
     must_contain(out, "born|bigint|||1900\n");
     must_contain(out, "\"authors_pkey\" PRIMARY KEY, btree (id)");
     must_contain(out, "UNIQUE CONSTRAINT, btree (name)");
+    /* a table with an SQLite trigger: psql asks pg_trigger (WITH ORDINALITY) */
+    run_ok(out, sizeof(out), false, (const char *[]){
+        "CREATE TABLE audited(a INT)",
+        "CREATE TRIGGER audited_t AFTER INSERT ON audited BEGIN SELECT 1; END",
+        "\\d audited", "DROP TABLE audited", NULL });
+    must_contain(out, "Table \"public.audited\"");
 }
 
 static void test_di_l_du_dn(void **state)
