@@ -144,6 +144,10 @@ void cli_endpoint_print_connect(cli_state *st, const char *name)
         printf("endpoint %s (%s on branch %s):\n", st->comp[i].name, st->comp[i].role,
                st->comp[i].branch);
         print_connect(&st->comp[i]);
+        /* For @libsql/client's createClient({url}): Hrana over HTTP on the
+         * compute's HTTP port (no token: the compute asks for none). The
+         * one place that says where libSQL clients connect. */
+        printf("libSQL URL:      http://127.0.0.1:%d\n", st->comp[i].http_port);
     }
 }
 

@@ -53,7 +53,7 @@ static const char CREATE_SQL[] =
     " contype TEXT, condeferrable BOOL, condeferred BOOL, convalidated BOOL, conrelid INT,"
     " contypid INT, conindid INT, conparentid INT, confrelid INT, confupdtype TEXT,"
     " confdeltype TEXT, confmatchtype TEXT, conislocal BOOL, coninhcount INT,"
-    " connoinherit BOOL, conkey TEXT, confkey TEXT, conpfeqop TEXT, conppeqop TEXT,"
+    " connoinherit BOOL, conkey INT2[], confkey INT2[], conpfeqop TEXT, conppeqop TEXT,"
     " conffeqop TEXT, conexclop TEXT, conbin TEXT, arbor_def TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_am(oid INT, amname TEXT, amhandler TEXT,"
     " amtype TEXT);"
@@ -104,6 +104,12 @@ static const char CREATE_SQL[] =
     " ftoptions TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_rewrite(oid INT, rulename TEXT, ev_class INT);"
     "CREATE TEMP TABLE IF NOT EXISTS pg_tablespace(oid INT, spcname TEXT, spcowner INT);"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_depend(classid INT, objid INT, objsubid INT,"
+    " refclassid INT, refobjid INT, refobjsubid INT, deptype TEXT);"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_enum(oid INT, enumtypid INT, enumsortorder REAL,"
+    " enumlabel TEXT);"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_sequence(seqrelid INT, seqtypid INT, seqstart INT,"
+    " seqincrement INT, seqmax INT, seqmin INT, seqcache INT, seqcycle BOOL);"
     "CREATE TEMP TABLE IF NOT EXISTS information_schema_schemata(catalog_name TEXT,"
     " schema_name TEXT, schema_owner TEXT);"
     "CREATE TEMP TABLE IF NOT EXISTS information_schema_tables(table_catalog TEXT,"
@@ -182,10 +188,14 @@ static const char FILL_SQL[] =
     "  0, 'p', CASE m.type WHEN 'table' THEN 'r' WHEN 'view' THEN 'v' ELSE 'i' END,"
     "  CASE WHEN m.type IN ('table', 'view') THEN"
     "   (SELECT count(*) FROM pragma_table_xinfo(m.name)) ELSE 0 END, 0, 0,"
-    /* relhastriggers stays 0 for foreign keys: psql would then send its
-     * foreign-key queries, which use WITH ORDINALITY (not covered) */
+    /* relhastriggers: SQLite triggers, or foreign keys (from or to the
+     * table: PostgreSQL implements them with triggers, and psql lists
+     * them only then) */
     "  EXISTS (SELECT 1 FROM sqlite_schema t WHERE t.type = 'trigger'"
-    "          AND t.tbl_name = m.name),"
+    "          AND t.tbl_name = m.name)"
+    "  OR (m.type = 'table' AND EXISTS (SELECT 1 FROM sqlite_schema o,"
+    "      pragma_foreign_key_list(o.name) f WHERE o.type = 'table'"
+    "      AND (o.name = m.name OR f.\"table\" = m.name))),"
     "  0, 0, 0, 1, 'd', 0, 0, 0, 0"
     " FROM " USER_OBJS("('table', 'view', 'index')") ";"
     "INSERT INTO pg_attribute(attrelid, attname, atttypid, attstattarget, attlen, attnum,"
@@ -222,7 +232,9 @@ static const char FILL_SQL[] =
     " confupdtype, confdeltype, confmatchtype, conislocal, coninhcount, connoinherit, conkey,"
     " arbor_def)"
     " SELECT 16384 + x.rowid, x.name, 2200, CASE l.origin WHEN 'pk' THEN 'p' ELSE 'u' END,"
-    "  0, 0, 1, " TBL_OID ", 0, 16384 + x.rowid, 0, 0, ' ', ' ', ' ', 1, 0, 1, NULL,"
+    "  0, 0, 1, " TBL_OID ", 0, 16384 + x.rowid, 0, 0, ' ', ' ', ' ', 1, 0, 1,"
+    "  '{' || (SELECT group_concat(cid + 1, ',') FROM (SELECT k.cid FROM"
+    "   pragma_index_info(l.name) k ORDER BY k.seqno)) || '}',"
     "  CASE l.origin WHEN 'pk' THEN 'PRIMARY KEY (' ELSE 'UNIQUE (' END ||"
     "  (SELECT group_concat(k.name, ', ') FROM"
     "   (SELECT k.name FROM pragma_index_info(l.name) k ORDER BY k.seqno) k) || ')'"
@@ -249,22 +261,30 @@ static const char FILL_SQL[] =
     "  AND NOT EXISTS (SELECT 1 FROM pragma_index_list(m.name) l WHERE l.origin = 'pk');"
     "INSERT INTO pg_constraint(oid, conname, connamespace, contype, condeferrable,"
     " condeferred, convalidated, conrelid, contypid, conindid, conparentid, confrelid,"
-    " confupdtype, confdeltype, confmatchtype, conislocal, coninhcount, connoinherit, arbor_def)"
+    " confupdtype, confdeltype, confmatchtype, conislocal, coninhcount, connoinherit, conkey,"
+    " arbor_def)"
     " SELECT 1000000000 + m.rid, m.name || '_pkey', 2200, 'p', 0, 0, 1, " TBL_OID ", 0,"
     "  1000000000 + m.rid,"
-    "  0, 0, ' ', ' ', ' ', 1, 0, 1, 'PRIMARY KEY (' || group_concat(p.name, ', ') || ')'"
+    "  0, 0, ' ', ' ', ' ', 1, 0, 1, '{' || group_concat(p.cid + 1, ',') || '}',"
+    "  'PRIMARY KEY (' || group_concat(p.name, ', ') || ')'"
     " FROM " TABLES ", pragma_table_info(m.name) p WHERE p.pk > 0"
     "  AND NOT EXISTS (SELECT 1 FROM pragma_index_list(m.name) l WHERE l.origin = 'pk')"
     " GROUP BY m.name;"
     "INSERT INTO pg_constraint(oid, conname, connamespace, contype, condeferrable,"
     " condeferred, convalidated, conrelid, contypid, conindid, conparentid, confrelid,"
-    " confupdtype, confdeltype, confmatchtype, conislocal, coninhcount, connoinherit, arbor_def)"
+    " confupdtype, confdeltype, confmatchtype, conislocal, coninhcount, connoinherit, conkey,"
+    " confkey, arbor_def)"
     " SELECT 2000000000 + m.rid * 1000 + f.id, m.name || '_' || group_concat(f.\"from\", '_')"
     "  || '_fkey', 2200, 'f', 0, 0, 1, " TBL_OID ", 0, 0, 0,"
     "  coalesce((SELECT 16384 + r.rowid FROM sqlite_schema r WHERE r.name = f.\"table\"), 0),"
     "  'a', 'a', 's', 1, 0, 1,"
+    "  '{' || group_concat((SELECT c.cid + 1 FROM pragma_table_info(m.name) c"
+    "   WHERE c.name = f.\"from\"), ',') || '}',"
+    "  '{' || group_concat((SELECT c.cid + 1 FROM pragma_table_info(f.\"table\") c"
+    "   WHERE c.name = f.\"to\" OR (f.\"to\" IS NULL AND c.pk = f.seq + 1)), ',') || '}',"
     "  'FOREIGN KEY (' || group_concat(f.\"from\", ', ') || ') REFERENCES ' || f.\"table\" ||"
-    "  coalesce('(' || group_concat(f.\"to\", ', ') || ')', '') ||"
+    "  coalesce('(' || group_concat(f.\"to\", ', ') || ')', '(' || (SELECT group_concat(c.name,"
+    "   ', ') FROM pragma_table_info(f.\"table\") c WHERE c.pk > 0) || ')', '') ||"
     "  CASE WHEN f.on_delete <> 'NO ACTION' THEN ' ON DELETE ' || f.on_delete ELSE '' END"
     " FROM " TABLES ", pragma_foreign_key_list(m.name) f"
     " GROUP BY m.name, f.id;"
@@ -415,6 +435,59 @@ static bool names_catalog(const char *sql)
     return false;
 }
 
+/* ANY's argument is a column (a, a.b): then "= ANY(col)" becomes a
+ * json_each over its elements. */
+static bool simple_array_arg(const char *p)
+{
+    size_t n = 0;
+    while (ident_char(p[n]) || p[n] == '.')
+        n++;
+    return n > 0 && p[n] == ')';
+}
+
+/* Whether b ends with "<a BOOL catalog column> =" (or <>, !=). */
+static bool after_bool_compare(const pgw_buf *b)
+{
+    size_t e = b->len;
+    while (e > 0 && b->data[e - 1] == ' ')
+        e--;
+    if (e >= 2 && (memcmp(b->data + e - 2, "<>", 2) == 0 || memcmp(b->data + e - 2, "!=", 2) == 0))
+        e -= 2;
+    else if (e >= 1 && b->data[e - 1] == '=')
+        e--;
+    else
+        return false;
+    while (e > 0 && b->data[e - 1] == ' ')
+        e--;
+    size_t s = e;
+    while (s > 0 && ident_char((char)b->data[s - 1]))
+        s--;
+    if (s == e || e - s > 40)
+        return false;
+    char pat[64];
+    snprintf(pat, sizeof(pat), " %.*s BOOL", (int)(e - s), (const char *)b->data + s);
+    for (char *c = pat; *c; c++)
+        *c = (char)(c < pat + strlen(pat) - 5 ? tolower((unsigned char)*c) : *c);
+    return strstr(CREATE_SQL, pat) != NULL;
+}
+
+/* Replaces every from in s (malloc'ed, NUL-terminated) with to. */
+static char *replace_all(char *s, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    for (char *at = strstr(s, from); at; at = strstr(at, from)) {
+        size_t off = (size_t)(at - s), len = strlen(s);
+        char *n = az_malloc(len - fl + tl + 1);
+        memcpy(n, s, off);
+        memcpy(n + off, to, tl);
+        memcpy(n + off + tl, at + fl, len - off - fl + 1);
+        az_free(s);
+        s = n;
+        at = s + off + tl;
+    }
+    return s;
+}
+
 char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
 {
     if (!names_catalog(sql))
@@ -427,6 +500,11 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
         bool word_start = p == sql || !ident_char(p[-1]);
         if (word_start && (*p == 'E' || *p == 'e') && p[1] == '\'') {
             p++;   /* E'\n': kept as written (only separators use it here) */
+        } else if (*p == '\'' && (p[1] == 't' || p[1] == 'f') && p[2] == '\'' &&
+                   after_bool_compare(&b)) {
+            /* bool_column = 't' / 'f': the catalogs store booleans as 1/0 */
+            pgw_buf_u8(&b, p[1] == 't' ? '1' : '0');
+            p += 3;
         } else if (q) {
             pgw_buf_put(&b, p, q);
             p += q;
@@ -465,6 +543,18 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
             }
         } else if (word_start && word_at(p, "array") && *(p + 5 + strspn(p + 5, " ")) == '(') {
             p += 5;   /* ARRAY(subquery) -> (subquery): its first value */
+        } else if (word_start && word_at(p, "any") && *(p + 3 + strspn(p + 3, " ")) == '(' &&
+                   simple_array_arg(p + 3 + strspn(p + 3, " ") + 1)) {
+            /* x = ANY (col) -> x IN (the elements of col): a catalog array
+             * column holds '{1,2}' or '1 2' (int2vector) */
+            while (b.len > 0 && (b.data[b.len - 1] == ' ' || b.data[b.len - 1] == '='))
+                b.len--;
+            const char *arg = p + 3 + strspn(p + 3, " ") + 1;
+            size_t n = strcspn(arg, ")");
+            pgw_buf_put(&b, " IN (SELECT value FROM json_each(arbor_array(", 45);
+            pgw_buf_put(&b, arg, n);
+            pgw_buf_put(&b, ")))", 3);
+            p = arg + n + 1;
         } else if (word_start && word_at(p, "any") && *(p + 3 + strspn(p + 3, " ")) == '(') {
             /* x = ANY (array) -> x IN (array): the catalogs keep arrays as
              * single values */
@@ -472,6 +562,14 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
                 b.len--;
             pgw_buf_put(&b, " IN ", 4);
             p += 3;
+        } else if (word_start && word_at(p, "as") &&
+                   word_at(p + 2 + strspn(p + 2, " \t\n"), "default")) {
+            /* "AS DEFAULT" (SQLAlchemy's column query): a keyword to SQLite */
+            pgw_buf_put(&b, "AS \"default\"", 12);
+            p += 2 + strspn(p + 2, " \t\n") + 7;
+        } else if (word_start && word_at(p, "json_build_object")) {
+            pgw_buf_put(&b, "json_object", 11);
+            p += 17;
         } else if (word_start && word_at(p, "generate_series")) {
             /* only in branches psql takes for rows our catalogs never hold
              * (publication column lists): it must parse */
@@ -481,10 +579,24 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
                    strchr(p, ')')) {
             /* a table is its own only ancestor (no partitions here) */
             const char *close = strchr(p, ')');
-            pgw_buf_put(&b, "(SELECT ", 8);
-            pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
-            pgw_buf_put(&b, " AS relid)", 10);
-            p = close + 1;
+            char alias[64], c1[64], c2[64];
+            int used = 0;
+            /* ... WITH ORDINALITY AS a(relid, depth) (psql's trigger query) */
+            if (sscanf(close + 1, " %*[Ww]%*[Ii]%*[Tt]%*[Hh] %*[Oo]%*[Rr]%*[Dd]%*[Ii]%*[Nn]%*[Aa]"
+                       "%*[Ll]%*[Ii]%*[Tt]%*[Yy] %*[Aa]%*[Ss] %63[A-Za-z0-9_] ( %63[A-Za-z0-9_] , "
+                       "%63[A-Za-z0-9_] )%n", alias, c1, c2, &used) == 3 && used > 0) {
+                char tail[256];
+                pgw_buf_put(&b, "(SELECT ", 8);
+                pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
+                snprintf(tail, sizeof(tail), " AS %s, 1 AS %s) AS %s", c1, c2, alias);
+                pgw_buf_put(&b, tail, strlen(tail));
+                p = close + 1 + used;
+            } else {
+                pgw_buf_put(&b, "(SELECT ", 8);
+                pgw_buf_put(&b, p + 23, (size_t)(close - (p + 23)));
+                pgw_buf_put(&b, " AS relid)", 10);
+                p = close + 1;
+            }
         } else if (*p == '[' && p > sql && (ident_char(p[-1]) || p[-1] == ')') &&
                    strchr(p, ']')) {
             p = strchr(p, ']') + 1;   /* array subscripts: the whole value */
@@ -499,7 +611,16 @@ char *pgw_catalog_rewrite(sqlite3 *db, const char *sql)
         }
     }
     pgw_buf_u8(&b, 0);
-    return (char *)b.data;
+    char *out = (char *)b.data;
+    /* SQLAlchemy's primary-key query (PostgreSQL >= 8.4): set-returning
+     * functions over pg_index.indkey, as a json_each join */
+    if (strstr(out, "unnest(ix.indkey) attnum") && strstr(out, "FROM pg_index ix\n")) {
+        out = replace_all(out, "unnest(ix.indkey) attnum", "arbor_k.value attnum");
+        out = replace_all(out, "generate_subscripts(ix.indkey, 1) ord", "arbor_k.key + 1 ord");
+        out = replace_all(out, "FROM pg_index ix\n",
+                          "FROM pg_index ix, json_each(arbor_array(ix.indkey)) arbor_k\n");
+    }
+    return out;
 }
 
 /* ---- functions -------------------------------------------------------------------- */
@@ -600,6 +721,55 @@ static void fn_viewdef(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     lookup(ctx, "SELECT sql FROM main.sqlite_schema WHERE 16384 + rowid = ?", argv[0]);
 }
 
+/* arbor_array(v): a catalog array ('{1,2}', '{a,b}', or int2vector's
+ * '1 2') as a JSON array, for json_each; NULL -> []. */
+static void fn_array(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const char *v = (const char *)sqlite3_value_text(argv[0]);
+    sqlite3_str *o = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+    sqlite3_str_appendchar(o, 1, '[');
+    bool first = true;
+    for (const char *p = v ? v : ""; *p;) {
+        p += strspn(p, "{}, ");
+        size_t n = strcspn(p, "{}, ");
+        if (!n)
+            break;
+        bool num = true;
+        for (size_t i = 0; i < n; i++)
+            num &= isdigit((unsigned char)p[i]) || (i == 0 && p[i] == '-' && n > 1);
+        sqlite3_str_appendf(o, num ? "%s%.*s" : "%s\"%.*s\"", first ? "" : ",", (int)n, p);
+        first = false;
+        p += n;
+    }
+    sqlite3_str_appendchar(o, 1, ']');
+    int len = sqlite3_str_length(o);
+    char *text = sqlite3_str_finish(o);
+    if (!text) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    sqlite3_result_text(ctx, text, len, sqlite3_free);
+}
+
+/* arbor_regclass(oid): column::regclass, the relation's name (or the
+ * value itself when no relation has that oid). */
+static void fn_regclass(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(sqlite3_context_db_handle(ctx),
+                           "SELECT relname FROM temp.pg_class WHERE oid = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_value(st, 1, argv[0]);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            sqlite3_result_value(ctx, sqlite3_column_value(st, 0));
+            sqlite3_finalize(st);
+            return;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_result_value(ctx, argv[0]);
+}
+
 static void fn_null(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     sqlite3_result_null(ctx);
@@ -668,6 +838,11 @@ static const struct {
     { "pg_get_statisticsobjdef_columns", 1, fn_null },
     { "pg_relation_is_publishable", 1, fn_false },
     { "array_upper", 2, fn_null },
+    { "pg_get_serial_sequence", 2, fn_null },
+    { "arbor_array", 1, fn_array },
+    { "arbor_regclass", 1, fn_regclass },
+    { "pg_get_triggerdef", 1, fn_null },
+    { "pg_get_triggerdef", 2, fn_null },
     { "pg_get_viewdef", 1, fn_viewdef },
     { "pg_get_viewdef", 2, fn_viewdef },
     { "now", 0, fn_now },

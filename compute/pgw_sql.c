@@ -384,6 +384,25 @@ char *pgw_sql_rewrite(const char *sql, size_t len)
                         b.len - last_string - 3);
                 b.len--;
             }
+            const char *tn = type_start;
+            if (strncasecmp(tn, "pg_catalog.", 11) == 0)
+                tn += 11;
+            if (strncasecmp(tn, "regclass", 8) == 0 && !sqlt_is_ident_char(tn[8]) && b.len > 0 &&
+                (sqlt_is_ident_char((char)b.data[b.len - 1]))) {
+                /* column::regclass -> arbor_regclass(column): the relation's
+                 * name (pg_catalog.c); a literal '123'::regclass stays */
+                size_t st = b.len;
+                while (st > 0 && (sqlt_is_ident_char((char)b.data[st - 1]) || b.data[st - 1] == '.'))
+                    st--;
+                size_t n = b.len - st;
+                char *col = az_malloc(n);
+                memcpy(col, b.data + st, n);
+                b.len = st;
+                pgw_buf_put(&b, "arbor_regclass(", 15);
+                pgw_buf_put(&b, col, n);
+                pgw_buf_u8(&b, ')');
+                az_free(col);
+            }
             s = e > stop ? stop : e;
             last_string = (size_t)-1;
             continue;
@@ -404,6 +423,8 @@ uint32_t pgw_sql_decl_oid(const char *decl)
     if (!decl || !*decl) {
         return 0;
     }
+    if (strstr(decl, "[]")) /* the catalogs' arrays ('{1,2}'), e.g. pg_constraint.conkey */
+        return strcasestr(decl, "INT") ? PGW_OID_INT2_ARRAY : PGW_OID_TEXT_ARRAY;
     if (strcasestr(decl, "BOOL"))
         return PGW_OID_BOOL;
     if (strcasestr(decl, "INT"))

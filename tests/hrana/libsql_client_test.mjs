@@ -1,6 +1,7 @@
 // The real @libsql/client (and Drizzle ORM on top of it) against an Arbor
 // compute endpoint over Hrana over HTTP. Run by test_hrana (C, harness):
 //   node libsql_client_test.mjs <url>
+// (and by test_cli_endpoint: node libsql_client_test.mjs <url> --smoke [token])
 // The packages (tests/hrana/package.json, locked) are installed with
 // `npm ci` into $ARBOR_NPM_DIR (default: a cache dir under the OS temp
 // dir), not into the source tree. Exit 0 = pass, 1 = fail, 77 = skipped
@@ -58,6 +59,18 @@ async function rejects(promise, codeRe, msgRe) {
     return e;
   }
   assert.fail(`expected an error ${codeRe}`);
+}
+
+// --smoke [token]: only what a user does with the URL (and token) that
+// `arbor start` prints (run by test_cli_endpoint): connect, write, read.
+if (process.argv[3] === '--smoke') {
+  const c = createClient({ url: URL_, authToken: process.argv[4] || undefined });
+  await c.execute('CREATE TABLE IF NOT EXISTS smoke(x INTEGER, t TEXT)');
+  await c.execute({ sql: 'INSERT INTO smoke VALUES (?, ?)', args: [41, 'from libsql'] });
+  const r = await c.execute('SELECT sum(x) + 1 AS s, max(t) AS t FROM smoke');
+  console.log(`smoke: ${r.rows[0].s} ${r.rows[0].t}`);
+  c.close();
+  process.exit(0);
 }
 
 const tests = [];

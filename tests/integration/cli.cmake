@@ -18,7 +18,7 @@ if(TARGET arbor AND TARGET arbor-compute)
                      ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
              LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
   target_compile_definitions(test_cli_endpoint PRIVATE
-    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>" ARBOR_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   add_dependencies(test_cli_endpoint arbor arbor-safekeeper arbor-pageserver arbor-compute)
   # "At head" through the CLI: branch / export / lsn / static endpoint
   # right after an insert; replica reads with the write's LSN.

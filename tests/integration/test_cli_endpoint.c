@@ -120,6 +120,30 @@ static void sanitizer_free_logs(void)
               1, "sanitizer reports in the logs");
 }
 
+/* The "libSQL URL:" (and "libSQL token:") lines of `arbor start`'s output
+ * given to the real @libsql/client's createClient({url, authToken}):
+ * writes and reads branch main (tests/hrana/libsql_client_test.mjs --smoke;
+ * skipped only when npm cannot install the package). */
+static void libsql_connect(const char *start_out)
+{
+    char url[256] = "", token[512] = "";
+    const char *u = strstr(start_out, "\nlibSQL URL:");
+    if (!u)
+        fail_msg("no 'libSQL URL:' line in arbor start's output:\n%s", start_out);
+    sscanf(u + 12, " %255s", url);
+    const char *t = strstr(start_out, "\nlibSQL token:");
+    if (t)
+        sscanf(t + 14, " %511s", token);
+    int rc = ct_sh("node %s/tests/hrana/libsql_client_test.mjs '%s' --smoke '%s'",
+                   ARBOR_SOURCE_DIR, url, token);
+    if (rc == 77) {
+        print_message("@libsql/client could not be installed: libSQL URL not checked\n");
+    } else {
+        ct_expect(rc, 0, "@libsql/client on the libSQL URL");
+        ct_expect_in(ct.out, "smoke: 42 from libsql");
+    }
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_start(void **state)
@@ -136,6 +160,7 @@ static void test_start(void **state)
     ct_expect_in(ct.out, "psql -h 127.0.0.1 -p ");
     ct_expect_in(ct.out, "/v1/sql");
     ct_expect_in(ct.out, "endpoint main (primary on branch main)");
+    libsql_connect(ct.out);
     ct_expect(ct_arbor("status"), 0, "status");
     ct_expect_in(ct.out, "compute");
     ct_expect(ct_arbor("status --json"), 0, "status --json");

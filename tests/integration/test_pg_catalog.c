@@ -118,12 +118,24 @@ static void test_d_table(void **state)
     must_contain(out, "cover|bytea|||\n");
     must_contain(out, "PRIMARY KEY, btree (isbn)");
     must_contain(out, "\"books_title_idx\" btree (title)");
-    /* Foreign keys: not listed by \\d (see pgw_catalog.c); information_schema has them */
+    /* the foreign key, as PostgreSQL's psql prints it (its trigger and
+     * foreign-key queries: WITH ORDINALITY, ::regclass, pg_get_constraintdef) */
+    must_contain(out, "Foreign-key constraints:\n    \"books_author_id_fkey\" FOREIGN KEY "
+                      "(author_id) REFERENCES authors(id) ON DELETE CASCADE\n");
     run_ok(out, sizeof(out), false, (const char *[]){ "\\d authors", NULL });
+    must_contain(out, "Referenced by:\n    TABLE \"books\" CONSTRAINT \"books_author_id_fkey\" "
+                      "FOREIGN KEY (author_id) REFERENCES authors(id) ON DELETE CASCADE\n");
+    must_not_contain(out, "Foreign-key constraints:");
     must_contain(out, "id|bigint||not null|\n");
     must_contain(out, "born|bigint|||1900\n");
     must_contain(out, "\"authors_pkey\" PRIMARY KEY, btree (id)");
     must_contain(out, "UNIQUE CONSTRAINT, btree (name)");
+    /* a table with an SQLite trigger: psql asks pg_trigger (WITH ORDINALITY) */
+    run_ok(out, sizeof(out), false, (const char *[]){
+        "CREATE TABLE audited(a INT)",
+        "CREATE TRIGGER audited_t AFTER INSERT ON audited BEGIN SELECT 1; END",
+        "\\d audited", "DROP TABLE audited", NULL });
+    must_contain(out, "Table \"public.audited\"");
 }
 
 static void test_di_l_du_dn(void **state)
@@ -155,6 +167,15 @@ static void test_information_schema(void **state)
     must_contain(out, "authors|BASE TABLE\nbooks|BASE TABLE\ncheap|VIEW\n");
     must_contain(out, "id|bigint|NO|\nname|text|NO|\nborn|bigint|YES|1900\n");
     must_contain(out, "FOREIGN KEY|author_id\nPRIMARY KEY|isbn\n");
+    /* catalog arrays and booleans as drivers query them */
+    run_ok(out, sizeof(out), true, (const char *[]){
+        "SELECT c.conname, a.attname, c.conkey, c.confkey FROM pg_catalog.pg_constraint c "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+        "WHERE c.contype = 'f'",
+        "SELECT count(*) FROM pg_index WHERE indisprimary = 't'",
+        "SELECT count(*) FROM pg_index WHERE indisprimary = 'f'",
+        "SELECT c.conrelid::pg_catalog.regclass FROM pg_constraint c WHERE c.contype = 'f'", NULL });
+    assert_string_equal(out, "books_author_id_fkey|author_id|{3}|{1}\n2\n2\nbooks\n");
 }
 
 static void test_handshake(void **state)

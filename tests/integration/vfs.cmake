@@ -13,6 +13,10 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
   # built with ASan: only in normal builds.
   if(NOT ARBOR_SANITIZE)
     list(APPEND VFS_TESTS test_vfs_shell)
+    # A plain SQLite program (system libsqlite3 only) that loads libarbor.so:
+    # run by test_vfs_shell, with Python's sqlite3 module and the shell.
+    add_executable(arbor_open_example ${CMAKE_CURRENT_LIST_DIR}/arbor_open_example.c)
+    target_link_libraries(arbor_open_example PRIVATE PkgConfig::SQLITE)
   endif()
   foreach(t ${VFS_TESTS})
     arbor_test(${t}
@@ -29,6 +33,11 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
       ARBOR_LIBARBOR="$<TARGET_FILE:arbor_sqlite>")
     add_dependencies(${t} arbor-safekeeper arbor-pageserver test_vfs_helper arbor_sqlite)
   endforeach()
+  if(TARGET arbor_open_example)
+    target_compile_definitions(test_vfs_shell PRIVATE
+      ARBOR_OPEN_EXAMPLE="$<TARGET_FILE:arbor_open_example>")
+    add_dependencies(test_vfs_shell arbor_open_example)
+  endif()
 endif()
 
 # arbor-compute end to end: psql, pgbench, psycopg2, SQL over HTTP.
