@@ -144,10 +144,11 @@ void cli_endpoint_print_connect(cli_state *st, const char *name)
         printf("endpoint %s (%s on branch %s):\n", st->comp[i].name, st->comp[i].role,
                st->comp[i].branch);
         print_connect(&st->comp[i]);
-        /* For @libsql/client's createClient({url}): Hrana over HTTP on the
-         * compute's HTTP port (no token: the compute asks for none). The
-         * one place that says where libSQL clients connect. */
-        printf("libSQL URL:      http://127.0.0.1:%d\n", st->comp[i].http_port);
+        /* For @libsql/client's createClient({url}) straight to this
+         * compute (no token: it asks for none). The front door for libSQL
+         * clients is the proxy's "libSQL URL:" line (cli_api.c). */
+        printf("  libSQL:        http://127.0.0.1:%d   (direct to this compute)\n",
+               st->comp[i].http_port);
     }
 }
 

@@ -131,9 +131,13 @@ static void libsql_connect(const char *start_out)
     if (!u)
         fail_msg("no 'libSQL URL:' line in arbor start's output:\n%s", start_out);
     sscanf(u + 12, " %255s", url);
+    /* The token: its own line, or the proxy's HTTP token (the libSQL URL
+     * is on the proxy's HTTP door). */
     const char *t = strstr(start_out, "\nlibSQL token:");
     if (t)
         sscanf(t + 14, " %511s", token);
+    else if ((t = strstr(start_out, "\nHTTP token:")))
+        sscanf(t + 12, " %511s", token);
     int rc = ct_sh("node %s/tests/hrana/libsql_client_test.mjs '%s' --smoke '%s'",
                    ARBOR_SOURCE_DIR, url, token);
     if (rc == 77) {
