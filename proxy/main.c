@@ -29,6 +29,7 @@
 #include "log.h"
 #include "px_http.h"
 #include "px_limit.h"
+#include "px_pool.h"
 #include "px_session.h"
 #include "px_tls.h"
 
@@ -64,6 +65,10 @@ typedef struct proxy_config {
     char *tls_key;
     char *tls_dir;
     bool tls_require;
+    /* transaction pooling (px_pool.h) */
+    char *pool_mode;
+    int pool_size;
+    uint64_t pool_wait_ms;
 } proxy_config;
 
 static const cfg_option proxy_options[] = {
@@ -127,6 +132,14 @@ static const cfg_option proxy_options[] = {
                    "certificate for localhost/127.0.0.1 made here on first start"),
     CFG_BOOL_OPT("tls-require", proxy_config, tls_require, "false",
                  "refuse PostgreSQL clients that do not ask for TLS"),
+    CFG_STRING_OPT("pool-mode", proxy_config, pool_mode, "transaction",
+                   "transaction: clients share pooled compute sessions, one per "
+                   "transaction; session: a compute session per client (a client "
+                   "chooses with options=pool%3Dsession)"),
+    CFG_INT_OPT("pool-size", proxy_config, pool_size, "64",
+                "compute sessions per pool (compute, role, branch) at most"),
+    CFG_DURATION_OPT("pool-wait", proxy_config, pool_wait_ms, "30s",
+                     "how long a transaction waits for a pooled session (then 53300)"),
     CFG_END
 };
 
@@ -305,6 +318,14 @@ static int start(void)
         return rc;
     if ((rc = setup_tls(c)) != 0)
         return rc;
+    if (strcmp(c->pool_mode, "transaction") == 0) {
+        if ((rc = pxp_create(c->pool_size, (int)c->pool_wait_ms, met_default_registry(),
+                             &g_px.srv.pool)) != 0)
+            return rc;
+    } else if (strcmp(c->pool_mode, "session") != 0) {
+        log_error("--pool-mode=%s: transaction or session", c->pool_mode);
+        return -EINVAL;
+    }
     if ((rc = listen_on(c->listen, &g_px.listen_fd, &g_px.pg_port)) != 0)
         return rc;
     char host[256];

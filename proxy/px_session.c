@@ -1,6 +1,7 @@
 /* px_session — see px_session.h. */
 #define _GNU_SOURCE
 #include "px_session.h"
+#include "px_pool.h"
 #include "px_tls.h"
 
 #include <arpa/inet.h>
@@ -50,6 +51,7 @@ typedef struct startup {
     char endpoint[96];
     char project[64];
     char options[512];           /* what is left for the compute */
+    bool session_pool;           /* options pool=session: a compute session of its own */
 } startup;
 
 static int64_t mono_ms(void)
@@ -231,8 +233,8 @@ static void cancel_forward(px_server *s, const uint8_t *body, size_t len)
     }
     pthread_mutex_unlock(&s->mu);
     int fd;
-    if (!ok || tcp_connect(found.host, found.port, &fd) != 0)
-        return;
+    if (!ok || found.port == 0 || tcp_connect(found.host, found.port, &fd) != 0)
+        return;     /* (port 0: a pooled client between transactions) */
     pgw_buf b = { 0 };
     pgw_buf_i32(&b, 16);
     pgw_buf_i32(&b, PGW_CODE_CANCEL);
@@ -258,6 +260,10 @@ static void parse_options(startup *st, const char *opts)
             snprintf(st->endpoint, sizeof(st->endpoint), "%s", t + 9);
         else if (strncmp(t, "project=", 8) == 0)
             snprintf(st->project, sizeof(st->project), "%s", t + 8);
+        else if (strcmp(t, "pool=session") == 0)
+            st->session_pool = true;
+        else if (strcmp(t, "pool=transaction") == 0)
+            st->session_pool = false;
         else if (used + strlen(t) + 2 < sizeof(st->options))
             used += (size_t)snprintf(st->options + used, sizeof(st->options) - used, "%s%s",
                                      used ? " " : "", t);
@@ -679,6 +685,411 @@ static void relay(px_server *s, int cfd, px_tls_conn *ctls, int sfd)
     az_free(down.buf);
 }
 
+/* ---- transaction pooling ------------------------------------------------------ */
+
+/* A client's named prepared statement: its Parse message, kept to prepare
+ * it again on whichever pooled session serves the client next. */
+typedef struct cstmt {
+    char *name;
+    uint8_t *msg;          /* the whole Parse message, framed */
+    size_t len;
+    uint64_t hash;
+    struct cstmt *next;
+} cstmt;
+
+typedef struct pooled {
+    px_server *s;
+    pgw_conn *c;
+    const startup *st;
+    px_cancel_entry *e;
+    pxc_compute w;         /* the last wake answer */
+    bool have_w;
+    bool sent_error;       /* an error went to the client already */
+    pgw_buf fatal;         /* a compute's ErrorResponse at start-up */
+    char msg[256];
+    cstmt *stmts;
+} pooled;
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* pxp_connect_fn: a new compute session for the pool (the client's role,
+ * branch and options; the compute's secret). */
+static int pool_connect(void *arg, int *fd, int32_t *cpid, int32_t *ckey, uint8_t **hello,
+                        size_t *hello_len)
+{
+    pooled *x = arg;
+    int tfd;
+    int rc = tcp_connect(x->w.host, x->w.pg_port, &tfd);
+    if (rc != 0) {
+        snprintf(x->msg, sizeof(x->msg), "compute at %s:%d: %s", x->w.host, x->w.pg_port,
+                 strerror(-rc));
+        return -ECONNREFUSED;
+    }
+    px_cancel_entry tmp = { 0 };
+    pgw_buf h = { 0 };
+    rc = compute_startup(tfd, x->st, x->w.branch[0] ? x->w.branch : x->st->database,
+                         x->w.secret, &tmp, &h, x->msg);
+    if (rc != CS_OK) {
+        close(tfd);
+        if (rc == CS_FATAL && h.len) {
+            x->fatal.len = 0;
+            pgw_buf_put(&x->fatal, h.data, h.len);
+        }
+        pgw_buf_free(&h);
+        return rc == CS_RETRY ? -ECONNREFUSED : -EPROTO;
+    }
+    assert(h.len >= 6 && h.data[h.len - 6] == 'Z');
+    *hello_len = h.len - 6;          /* ParameterStatus...; not its ReadyForQuery */
+    *hello = az_malloc(*hello_len ? *hello_len : 1);
+    memcpy(*hello, h.data, *hello_len);
+    pgw_buf_free(&h);
+    *fd = tfd;
+    *cpid = tmp.cpid;
+    *ckey = tmp.ckey;
+    return 0;
+}
+
+/* A pooled compute session for the client's next transaction: WAKE (or the
+ * last wake answer), then the pool of that compute. A compute that went
+ * away (suspended between two transactions) is woken again, within the
+ * attempt budget. 0 and *out; else the error was sent to the client. */
+static int pooled_get(pooled *x, pxp_conn **out)
+{
+    px_server *s = x->s;
+    const startup *st = x->st;
+    const px_route *route = find_route(s, st);
+    int64_t t0 = mono_ms();
+    snprintf(x->msg, sizeof(x->msg), "no attempt");
+    for (int attempt = 0; attempt < s->wake_attempts; attempt++) {
+        if (attempt > 0) {
+            int pause = s->wake_backoff_ms << (attempt - 1 < 10 ? attempt - 1 : 10);
+            sleep_ms(pause > 2000 ? 2000 : pause);
+        }
+        bool woke = false;
+        if (!x->have_w) {
+            memset(&x->w, 0, sizeof(x->w));
+            if (route) {
+                snprintf(x->w.host, sizeof(x->w.host), "%s", route->host);
+                snprintf(x->w.branch, sizeof(x->w.branch), "%s", route->branch);
+                x->w.pg_port = route->port;
+            } else {
+                int rc = pxc_wake(&s->cp, st->project, st->database,
+                                  st->endpoint[0] ? st->endpoint : NULL, &x->w, x->msg);
+                if (rc == PXC_ENOTFOUND) {
+                    pgw_send_error(x->c, "FATAL", "3D000", "%s \"%s\" does not exist: %s",
+                                   st->endpoint[0] ? "endpoint" : "database",
+                                   st->endpoint[0] ? st->endpoint : st->database, x->msg);
+                    return -ENOENT;
+                }
+                if (rc == PXC_EUNAVAIL)
+                    continue;
+                if (rc != 0) {
+                    pgw_send_error(x->c, "FATAL", "08006", "cannot wake the endpoint: %s",
+                                   x->msg);
+                    return -EIO;
+                }
+            }
+            x->have_w = true;
+            woke = true;
+        }
+        char key[1400];
+        snprintf(key, sizeof(key), "%s:%d/%s/%s/%s", x->w.host, x->w.pg_port, st->user,
+                 x->w.branch[0] ? x->w.branch : st->database, st->options);
+        int rc = pxp_acquire(pxp_get(s->pool, key), pool_connect, x, out);
+        if (rc == 0) {
+            if (woke) {
+                met_counter_inc(x->w.cold ? s->m_wake_cold : s->m_wake_warm);
+                met_histogram_observe(s->m_wake_s, (double)(mono_ms() - t0) / 1000.0);
+            }
+            return 0;
+        }
+        if (rc == -EAGAIN) {
+            pgw_send_error(x->c, "FATAL", "53300", "no compute session free for \"%s\" within "
+                           "the pool wait: too many clients at once", st->database);
+            return rc;
+        }
+        if (rc == -EPROTO) {
+            if (x->fatal.len)
+                pgw_buf_put(&x->c->out, x->fatal.data, x->fatal.len);
+            else
+                pgw_send_error(x->c, "FATAL", "08006", "%s", x->msg);
+            return -EIO;
+        }
+        x->have_w = false;      /* gone: wake again */
+    }
+    met_counter_inc(s->m_wake_fail);
+    pgw_send_error(x->c, "FATAL", "57P03",
+                   "could not reach a compute for %s \"%s\" after %d attempts: %s",
+                   st->endpoint[0] ? "endpoint" : "branch",
+                   st->endpoint[0] ? st->endpoint : st->database, s->wake_attempts, x->msg);
+    return -EAGAIN;
+}
+
+static cstmt *find_cstmt(pooled *x, const char *name)
+{
+    for (cstmt *t = x->stmts; t; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+static void drop_cstmt(pooled *x, const char *name)
+{
+    for (cstmt **t = &x->stmts; *t; t = &(*t)->next) {
+        if (strcmp((*t)->name, name) == 0) {
+            cstmt *d = *t;
+            *t = d->next;
+            az_free(d->name);
+            az_free(d->msg);
+            az_free(d);
+            return;
+        }
+    }
+}
+
+/* Whether a whole message waits in c's input buffer. */
+static bool msg_buffered(const pgw_conn *c)
+{
+    size_t avail = c->in_end - c->in_start;
+    if (avail < 5)
+        return false;
+    const uint8_t *p = c->in + c->in_start + 1;
+    uint32_t len = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+    return avail >= (size_t)len + 1;
+}
+
+static void set_cancel_target(px_server *s, px_cancel_entry *e, const pxp_conn *sc,
+                              const pxc_compute *w)
+{
+    pthread_mutex_lock(&s->mu);
+    if (sc) {
+        e->cpid = sc->cpid;
+        e->ckey = sc->ckey;
+        snprintf(e->host, sizeof(e->host), "%s", w->host);
+        e->port = w->pg_port;
+    } else {
+        e->port = 0;           /* between transactions: nothing to cancel */
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * The session in transaction-pooling mode: the client's messages are read
+ * one at a time; the first of a transaction takes a pooled compute session
+ * which goes back when the compute says ReadyForQuery 'I' with nothing of
+ * the client's in flight (every Sync / Query answered, no extended-protocol
+ * message after the last Sync). Named prepared statements are prepared
+ * again (Parse injected, its ParseComplete swallowed) on a session that
+ * does not have them.
+ */
+static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_entry *e)
+{
+    pooled x = { .s = s, .c = c, .st = st, .e = e };
+    pxp_conn *sc = NULL;
+    pgw_conn sconn;
+    int pending = 0, drop_parse = 0, drop_close = 0;
+    bool unsynced = false, broken = false;
+    uint8_t last_z = 'I';
+    /* The greeting: the compute's parameters from a first session (which
+     * also proves the branch is reachable), our key, ReadyForQuery. */
+    if (pooled_get(&x, &sc) != 0)
+        goto out;
+    uint8_t *hello;
+    size_t hello_len;
+    if (pxp_hello(sc->pool, &hello, &hello_len) == 0) {
+        pgw_buf_put(&c->out, hello, hello_len);
+        az_free(hello);
+    }
+    pxp_release(sc, true);
+    sc = NULL;
+    cancel_register(s, e);               /* our (pid, key): given to the client */
+    size_t at = pgw_msg_begin(&c->out, 'K');
+    pgw_buf_i32(&c->out, e->pid);
+    pgw_buf_i32(&c->out, e->key);
+    pgw_msg_end(&c->out, at);
+    at = pgw_msg_begin(&c->out, 'Z');
+    pgw_buf_u8(&c->out, 'I');
+    pgw_msg_end(&c->out, at);
+    if (pgw_conn_flush(c) != 0)
+        goto out;
+    for (;;) {
+        if (sc && pending == 0 && !unsynced && last_z == 'I') {
+            pgw_conn_free(&sconn);
+            set_cancel_target(s, e, NULL, NULL);
+            pxp_release(sc, true);
+            sc = NULL;
+        }
+        bool cbuf = msg_buffered(c) || px_tls_pending(c->io) > 0;
+        bool sbuf = sc && msg_buffered(&sconn);
+        struct pollfd pf[2] = { { .fd = c->fd, .events = POLLIN },
+                                { .fd = sc ? sc->fd : -1, .events = POLLIN } };
+        if (!cbuf && !sbuf && poll(pf, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (sc && (sbuf || (pf[1].revents & (POLLIN | POLLHUP | POLLERR)))) {
+            uint8_t type;
+            const uint8_t *body;
+            size_t len;
+            if (pgw_conn_read_msg(&sconn, &type, &body, &len) != 0) {
+                pgw_send_error(c, "FATAL", "08006", "the compute closed the session");
+                broken = true;
+                break;
+            }
+            if (type == '1' && drop_parse > 0) {
+                drop_parse--;          /* the ParseComplete of an injected Parse */
+                continue;
+            }
+            if (type == '3' && drop_close > 0) {
+                drop_close--;          /* the CloseComplete of an injected Close */
+                continue;
+            }
+            put_msg(&c->out, type, body, len);
+            if (type == 'Z' && len == 1) {
+                pending = pending > 0 ? pending - 1 : 0;
+                last_z = body[0];
+                /* All answered: an injected message the server skipped
+                 * after an error answers nothing; start counting afresh. */
+                if (pending == 0)
+                    drop_parse = drop_close = 0;
+            }
+            if ((type == 'Z' || !msg_buffered(&sconn)) && pgw_conn_flush(c) != 0)
+                break;
+            continue;
+        }
+        if (!cbuf && !(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        uint8_t type;
+        const uint8_t *body;
+        size_t len;
+        if (pgw_conn_read_msg(c, &type, &body, &len) != 0 || type == 'X')
+            break;
+        if (!sc) {
+            if (pooled_get(&x, &sc) != 0)
+                goto out;
+            pgw_conn_init(&sconn, sc->fd);
+            set_cancel_target(s, e, sc, &x.w);
+            last_z = 'I';
+            drop_parse = drop_close = 0;
+        }
+        pgw_buf fwd = { 0 };
+        bool sent = false;
+        pgw_rd r;
+        pgw_rd_init(&r, body, len);
+        /* Named statements get server-side names from their text (px_<hash
+         * of the Parse without its name>): clients sharing a session never
+         * collide, and the same statement text is one server statement. */
+        if (type == 'P') {
+            const char *name = pgw_rd_str(&r);
+            if (!r.bad && name[0]) {
+                size_t nlen = strlen(name) + 1;
+                uint64_t h = fnv1a(body + nlen, len - nlen);
+                char sname[40];
+                snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)h);
+                drop_cstmt(&x, name);
+                cstmt *t = az_calloc(1, sizeof(*t));
+                t->name = az_strdup(name);
+                pgw_buf m = { 0 };
+                size_t mat = pgw_msg_begin(&m, 'P');
+                pgw_buf_str(&m, sname);
+                pgw_buf_put(&m, body + nlen, len - nlen);
+                pgw_msg_end(&m, mat);
+                t->msg = m.data;
+                t->len = m.len;
+                t->hash = h;
+                t->next = x.stmts;
+                x.stmts = t;
+                if (pxp_has_stmt(sc, sname, h)) {
+                    /* Made by another client: closed first (its
+                     * CloseComplete swallowed), so this Parse answers. */
+                    size_t cat = pgw_msg_begin(&fwd, 'C');
+                    pgw_buf_u8(&fwd, 'S');
+                    pgw_buf_str(&fwd, sname);
+                    pgw_msg_end(&fwd, cat);
+                    drop_close++;
+                }
+                pgw_buf_put(&fwd, t->msg, t->len);
+                pxp_add_stmt(sc, sname, h);
+                sent = true;
+            }
+        } else if (type == 'B' || (type == 'D' && len > 0 && body[0] == 'S')) {
+            const char *portal = NULL, *name;
+            if (type == 'B') {
+                portal = pgw_rd_str(&r);
+                name = pgw_rd_str(&r);
+            } else {
+                pgw_rd_bytes(&r, 1);
+                name = pgw_rd_str(&r);
+            }
+            cstmt *t = !r.bad && name[0] ? find_cstmt(&x, name) : NULL;
+            if (t) {
+                char sname[40];
+                snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)t->hash);
+                if (!pxp_has_stmt(sc, sname, t->hash)) {
+                    pgw_buf_put(&fwd, t->msg, t->len);
+                    pxp_add_stmt(sc, sname, t->hash);
+                    drop_parse++;
+                }
+                size_t mat = pgw_msg_begin(&fwd, type);
+                if (type == 'B') {
+                    pgw_buf_str(&fwd, portal);
+                    pgw_buf_str(&fwd, sname);
+                    pgw_buf_put(&fwd, r.p + r.off, r.len - r.off);   /* the rest */
+                } else {
+                    pgw_buf_u8(&fwd, 'S');
+                    pgw_buf_str(&fwd, sname);
+                }
+                pgw_msg_end(&fwd, mat);
+                sent = true;
+            }
+        } else if (type == 'C' && len > 0 && body[0] == 'S') {
+            pgw_rd_bytes(&r, 1);
+            const char *name = pgw_rd_str(&r);
+            if (!r.bad && name[0] && find_cstmt(&x, name)) {
+                /* The server statement may serve other clients: it stays;
+                 * a Close of a name nobody has still answers CloseComplete. */
+                drop_cstmt(&x, name);
+                size_t mat = pgw_msg_begin(&fwd, 'C');
+                pgw_buf_u8(&fwd, 'S');
+                pgw_buf_str(&fwd, "px_closed");
+                pgw_msg_end(&fwd, mat);
+                sent = true;
+            }
+        }
+        if (type == 'S' || type == 'Q') {
+            pending++;
+            unsynced = false;
+        } else {
+            unsynced = true;
+        }
+        if (!sent)
+            put_msg(&fwd, type, body, len);
+        int wrc = write_all(sc->fd, fwd.data, fwd.len);
+        pgw_buf_free(&fwd);
+        if (wrc != 0) {
+            pgw_send_error(c, "FATAL", "08006", "the compute closed the session");
+            broken = true;
+            break;
+        }
+        met_counter_add(s->m_bytes_in, len + 5);
+    }
+out:
+    if (sc) {
+        pgw_conn_free(&sconn);
+        set_cancel_target(s, e, NULL, NULL);
+        /* Mid-transaction or broken: closed (the compute rolls it back). */
+        pxp_release(sc, !broken && pending == 0 && !unsynced && last_z == 'I');
+    }
+    cancel_unregister(s, e);
+    while (x.stmts)
+        drop_cstmt(&x, x.stmts->name);
+    pgw_buf_free(&x.fatal);
+}
+
 /* ---- a session --------------------------------------------------------------- */
 
 static void set_rcv_timeout(int fd, int ms)
@@ -731,6 +1142,12 @@ void px_session_run(px_server *s, int fd, const char *peer)
         goto done;
     }
     limited = true;
+    if (s->pool && !st.session_pool) {
+        set_rcv_timeout(fd, 0);
+        relayed = true;
+        run_pooled(s, &c, &st, e);
+        goto done;
+    }
     if (reach_compute(s, &c, &st, e, &hello, &sfd) != 0)
         goto done;
     /* Greeting: the compute's ParameterStatus..., our BackendKeyData, its

@@ -71,6 +71,7 @@ typedef struct px_server {
     uint8_t mock_key[32];       /* mock salts for unknown roles */
     struct pxl *limits;         /* px_limit: failed-auth rate, connections; NULL = none */
     struct px_tls *tls;         /* TLS on the PostgreSQL door; NULL = SSLRequest answered N */
+    struct pxp *pool;           /* transaction pooling (px_pool.h); NULL = a session each */
     bool require_tls;           /* refuse clients that do not ask for TLS */
 
     pthread_mutex_t mu;         /* cancel list */

@@ -1,0 +1,270 @@
+/*
+ * px_pool — see px_pool.h.
+ */
+#define _GNU_SOURCE
+#include "px_pool.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+
+typedef struct pxp_stmt {
+    char *name;
+    uint64_t hash;
+    struct pxp_stmt *next;
+} pxp_stmt;
+
+struct pxp_pool {
+    char *key;
+    pxp *owner;
+    pxp_conn *idle;          /* LIFO: the warmest first */
+    int open;                /* idle + held */
+    uint8_t *hello;
+    size_t hello_len;
+    struct pxp_pool *next;
+};
+
+struct pxp {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* a session was released or closed */
+    int size, wait_ms;
+    pxp_pool *pools;
+    met_gauge *m_open;
+    met_counter *m_waits, *m_new, *m_reused, *m_timeouts;
+};
+
+int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out)
+{
+    pxp *p = az_calloc(1, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    p->size = size > 0 ? size : 64;
+    p->wait_ms = wait_ms > 0 ? wait_ms : 30000;
+    if (reg) {
+        met_gauge_new(reg, "arbor_proxy_pool_sessions",
+                      "Compute sessions open in transaction pools (idle + held)", &p->m_open);
+        met_counter_new(reg, "arbor_proxy_pool_waits_total",
+                        "Transactions that waited for a pooled session", &p->m_waits);
+        met_counter_new(reg, "arbor_proxy_pool_sessions_opened_total",
+                        "Compute sessions opened for pools", &p->m_new);
+        met_counter_new(reg, "arbor_proxy_pool_reuses_total",
+                        "Transactions served by an idle pooled session", &p->m_reused);
+        met_counter_new(reg, "arbor_proxy_pool_timeouts_total",
+                        "Transactions refused: no pooled session within the wait",
+                        &p->m_timeouts);
+    }
+    *out = p;
+    return 0;
+}
+
+static void conn_free(pxp_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    while (c->stmts) {
+        pxp_stmt *s = c->stmts;
+        c->stmts = s->next;
+        az_free(s->name);
+        az_free(s);
+    }
+    az_free(c);
+}
+
+void pxp_destroy(pxp *p)
+{
+    if (!p)
+        return;
+    while (p->pools) {
+        pxp_pool *pool = p->pools;
+        p->pools = pool->next;
+        while (pool->idle) {
+            pxp_conn *c = pool->idle;
+            pool->idle = c->next;
+            conn_free(c);
+        }
+        az_free(pool->hello);
+        az_free(pool->key);
+        az_free(pool);
+    }
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    az_free(p);
+}
+
+pxp_pool *pxp_get(pxp *p, const char *key)
+{
+    pthread_mutex_lock(&p->mu);
+    pxp_pool *pool = p->pools;
+    while (pool && strcmp(pool->key, key) != 0)
+        pool = pool->next;
+    if (!pool) {
+        pool = az_calloc(1, sizeof(*pool));
+        pool->key = az_strdup(key);
+        pool->owner = p;
+        pool->next = p->pools;
+        p->pools = pool;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return pool;
+}
+
+/* An idle session must have nothing to say: readable means the compute
+ * closed it (suspended, stopped) or sent something unasked. */
+static bool idle_alive(const pxp_conn *c)
+{
+    struct pollfd pf = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+    return poll(&pf, 1, 0) == 0;
+}
+
+static void add_open(pxp *p, int d)
+{
+    if (p->m_open)
+        met_gauge_add(p->m_open, d);
+}
+
+int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **out)
+{
+    pxp *p = pool->owner;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += p->wait_ms / 1000;
+    dl.tv_nsec += (long)(p->wait_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    bool waited = false;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (pool->idle) {
+            pxp_conn *c = pool->idle;
+            pool->idle = c->next;
+            c->next = NULL;
+            if (idle_alive(c)) {
+                pthread_mutex_unlock(&p->mu);
+                if (p->m_reused)
+                    met_counter_inc(p->m_reused);
+                *out = c;
+                return 0;
+            }
+            pool->open--;      /* gone while idle: forget it */
+            add_open(p, -1);
+            conn_free(c);
+        }
+        if (pool->open < p->size) {
+            pool->open++;
+            add_open(p, 1);
+            pthread_mutex_unlock(&p->mu);
+            pxp_conn *c = az_calloc(1, sizeof(*c));
+            c->pool = pool;
+            uint8_t *hello = NULL;
+            size_t hello_len = 0;
+            int rc = connect(arg, &c->fd, &c->cpid, &c->ckey, &hello, &hello_len);
+            pthread_mutex_lock(&p->mu);
+            if (rc != 0) {
+                pool->open--;
+                add_open(p, -1);
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->mu);
+                az_free(hello);
+                c->fd = -1;
+                conn_free(c);
+                return rc;
+            }
+            if (hello) {            /* the newest greeting (a new compute's) */
+                az_free(pool->hello);
+                pool->hello = hello;
+                pool->hello_len = hello_len;
+            }
+            pthread_mutex_unlock(&p->mu);
+            if (p->m_new)
+                met_counter_inc(p->m_new);
+            *out = c;
+            return 0;
+        }
+        if (!waited && p->m_waits)
+            met_counter_inc(p->m_waits);
+        waited = true;
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT && !pool->idle &&
+            pool->open >= p->size) {
+            pthread_mutex_unlock(&p->mu);
+            if (p->m_timeouts)
+                met_counter_inc(p->m_timeouts);
+            return -EAGAIN;
+        }
+    }
+}
+
+void pxp_release(pxp_conn *c, bool reusable)
+{
+    pxp_pool *pool = c->pool;
+    pxp *p = pool->owner;
+    pthread_mutex_lock(&p->mu);
+    if (reusable) {
+        c->next = pool->idle;
+        pool->idle = c;
+    } else {
+        pool->open--;
+        add_open(p, -1);
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (!reusable)
+        conn_free(c);
+}
+
+int pxp_hello(pxp_pool *pool, uint8_t **out, size_t *len)
+{
+    pxp *p = pool->owner;
+    pthread_mutex_lock(&p->mu);
+    int rc = -ENOENT;
+    if (pool->hello) {
+        *out = az_malloc(pool->hello_len ? pool->hello_len : 1);
+        memcpy(*out, pool->hello, pool->hello_len);
+        *len = pool->hello_len;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+bool pxp_has_stmt(const pxp_conn *c, const char *name, uint64_t hash)
+{
+    for (const pxp_stmt *s = c->stmts; s; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            return s->hash == hash;
+    return false;
+}
+
+void pxp_drop_stmt(pxp_conn *c, const char *name)
+{
+    for (pxp_stmt **s = &c->stmts; *s; s = &(*s)->next) {
+        if (strcmp((*s)->name, name) == 0) {
+            pxp_stmt *d = *s;
+            *s = d->next;
+            az_free(d->name);
+            az_free(d);
+            return;
+        }
+    }
+}
+
+void pxp_add_stmt(pxp_conn *c, const char *name, uint64_t hash)
+{
+    pxp_drop_stmt(c, name);
+    pxp_stmt *s = az_calloc(1, sizeof(*s));
+    s->name = az_strdup(name);
+    s->hash = hash;
+    s->next = c->stmts;
+    c->stmts = s;
+}
