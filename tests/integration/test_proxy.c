@@ -17,6 +17,11 @@
  *               PQcancel with the proxy's key
  *   concurrent  N clients at once, each connects, inserts its row and
  *               disconnects: exactly N rows
+ *   pooling     (transaction pooling) one connection whose endpoint is
+ *               suspended between two queries: the second wakes it; pgbench
+ *               -M extended and prepared through the proxy, exact totals;
+ *               2,000 clients at once (500 under ASan), one transaction
+ *               each, on at most 64 compute sessions
  *   tls         sslmode=verify-full against the local CA arbor start made,
  *               with channel_binding=require; 4 MB through the TLS relay;
  *               another CA is refused; plain connections still work
@@ -48,6 +53,12 @@
 
 #define N_CLIENTS 40
 #define CONNECT_TIMEOUT_MS 30000
+#define PGBENCH "/usr/bin/pgbench"
+#if defined(__SANITIZE_ADDRESS__)
+#define N_MANY 500          /* ASan: slower SCRAM and threads */
+#else
+#define N_MANY 2000
+#endif
 
 static bool g_up;
 static char g_base[512];      /* postgres://arbor:PW@127.0.0.1:PORT/ */
@@ -406,6 +417,173 @@ static void test_tls(void **state)
     PQfinish(c);
 }
 
+/* A number from arbor-proxy's /metrics. */
+static double proxy_metric(const char *name)
+{
+    ct_expect(ct_arbor("--json status"), 0, "status");
+    json_t *j = ct_parse_out();
+    int port = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(j, "components"), i, c) {
+        if (strcmp(json_string_value(json_object_get(c, "name")), "proxy") == 0)
+            port = (int)json_integer_value(json_object_get(c, "http_port"));
+    }
+    json_decref(j);
+    assert_true(port > 0);
+    char url[128], err[256], pat[160];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = 10000 };
+    int status = 0;
+    char *text = NULL;
+    if (hc_request(&r, &status, &text, err) != 0 || status != 200)
+        fail_msg("proxy metrics: %s", err);
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    char *p = strstr(text, pat);
+    double v = p ? strtod(p + strlen(pat), NULL) : -1;
+    az_free(text);
+    return v;
+}
+
+/* Transaction pooling: one client connection, its endpoint suspended
+ * between two queries (timeout 1 s): the second query wakes it and
+ * succeeds, on the same connection, and so does a transaction after it. */
+static void test_suspend_between_queries(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char st[32], name[96], path[512];
+    PGconn *c = pg_branch("dev");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM t WHERE v = 'before suspend'"), 1);
+    endpoint_state("dev", st, sizeof(st), name, sizeof(name));
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints/%s", g_project, name);
+    json_t *j = api("PATCH", path, "{\"suspend_timeout_s\":1}");
+    assert_non_null(j);
+    json_decref(j);
+    int64_t end = now_ms() + 20000;
+    do {
+        usleep(100000);
+        endpoint_state("dev", st, sizeof(st), NULL, 0);
+    } while (strcmp(st, "suspended") != 0 && now_ms() < end);
+    assert_string_equal(st, "suspended");   /* an idle pooled client keeps nothing awake */
+    long wakes = control_wakes();
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM t WHERE v = 'before suspend'"), 1);
+    assert_true(control_wakes() > wakes);
+    pg_exec(c, "BEGIN");
+    pg_exec(c, "INSERT INTO t(v) VALUES ('after wake')");
+    pg_exec(c, "COMMIT");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM t WHERE v = 'after wake'"), 1);
+    PQfinish(c);
+    j = api("PATCH", path, "{\"suspend_timeout_s\":300}");
+    assert_non_null(j);
+    json_decref(j);
+}
+
+/* pgbench -M prepared through the proxy: named statements prepared by one
+ * client are prepared again on whichever pooled session serves it; the
+ * totals are exact. */
+static void test_pgbench_prepared(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE counters(id INTEGER PRIMARY KEY, n INTEGER)");
+    pg_exec(c, "INSERT INTO counters VALUES (1,0),(2,0),(3,0),(4,0),(5,0)");
+    pg_exec(c, "CREATE TABLE hist(id INTEGER, client INTEGER)");
+    char script[400];
+    snprintf(script, sizeof(script), "%s/bench.sql", ct.root);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs("\\set id random(1, 5)\n"
+          "BEGIN;\n"
+          "UPDATE counters SET n = n + 1 WHERE id = :id;\n"
+          "INSERT INTO hist(id, client) VALUES (:id, :client_id);\n"
+          "END;\n", f);
+    fclose(f);
+    for (int k = 0; k < 2; k++) {
+        const char *mode = k ? "prepared" : "extended";
+        ct_expect(ct_sh("%s -n -f %s -M %s -c 8 -j 2 -t 40 '%sdev?sslmode=disable'", PGBENCH,
+                        script, mode, g_base), 0, mode);
+        ct_expect_in(ct.out, "number of transactions actually processed: 320/320");
+    }
+    assert_int_equal(pg_exec(c, "SELECT sum(n) FROM counters"), 640);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM hist"), 640);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM counters c WHERE n != "
+                                "(SELECT count(*) FROM hist h WHERE h.id = c.id)"), 0);
+    PQfinish(c);
+}
+
+static void *many_main(void *arg)
+{
+    long id = (long)arg;
+    char url[1024], err[1024], sql[160];
+    snprintf(url, sizeof(url), "%sdev?sslmode=disable", g_base);
+    PGconn *c = pg_open(url, err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "client %ld: %s\n", id, err);
+        return (void *)1;
+    }
+    snprintf(sql, sizeof(sql), "INSERT INTO many(id) VALUES (%ld)", id);
+    long bad = 1;
+    for (int tries = 0; tries < 100 && bad; tries++) {   /* busy: the transaction again */
+        PGresult *r = PQexec(c, "BEGIN");
+        PQclear(r);
+        r = PQexec(c, sql);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        r = PQexec(c, ok ? "COMMIT" : "ROLLBACK");
+        ok = ok && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        bad = !ok;
+        if (bad)
+            usleep(20000);
+    }
+    if (bad)
+        fprintf(stderr, "client %ld: %s\n", id, PQerrorMessage(c));
+    PQfinish(c);
+    return (void *)bad;
+}
+
+/* N_MANY client connections at once, each one short transaction, through
+ * pools of at most 64 compute sessions (a compute takes 100 clients):
+ * every row is there, and the proxy opened at most 64 sessions. */
+static void test_many_clients(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE many(id INTEGER PRIMARY KEY)");
+    double opened0 = proxy_metric("arbor_proxy_pool_sessions_opened_total");
+    pthread_t *t = calloc(N_MANY, sizeof(*t));
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int64_t t0 = now_ms();
+    for (long i = 0; i < N_MANY; i++)
+        assert_int_equal(pthread_create(&t[i], &attr, many_main, (void *)i), 0);
+    long bad = 0;
+    for (int i = 0; i < N_MANY; i++) {
+        void *rv;
+        pthread_join(t[i], &rv);
+        bad += (long)rv;
+    }
+    pthread_attr_destroy(&attr);
+    free(t);
+    double opened = proxy_metric("arbor_proxy_pool_sessions_opened_total") - opened0;
+    double open = proxy_metric("arbor_proxy_pool_sessions");
+    print_message("%d clients at once, one transaction each, in %.1f s: %ld failed; compute "
+                  "sessions opened %.0f, open now %.0f\n", N_MANY,
+                  (double)(now_ms() - t0) / 1000.0, bad, opened, open);
+    assert_int_equal(bad, 0);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM many"), N_MANY);
+    assert_true(opened <= 64);
+    assert_true(open <= 64 + 2);   /* + the pools of other branches */
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -432,6 +610,9 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_suspend_between_queries),
+        cmocka_unit_test(test_pgbench_prepared),
+        cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);
