@@ -248,3 +248,23 @@ void vfs_cache_get_stats(vfs_cache *c, vfs_cache_stats *out)
     out->evictions = c->evictions;
     pthread_mutex_unlock(&c->mu);
 }
+
+void vfs_cache_jump(vfs_cache *c, lsn_t lsn)
+{
+    pthread_mutex_lock(&c->mu);
+    for (centry *e = c->lru_head, *next; e; e = next) {
+        next = e->lru_next;
+        if (e->to > lsn) {
+            if (e->from >= lsn)
+                remove_entry(c, e);
+            else
+                e->to = lsn;
+        }
+    }
+    vfs_map_clear(&c->last_written);
+    if (lsn > c->floor)
+        c->floor = lsn;
+    if (lsn > c->max_written)
+        c->max_written = lsn;
+    pthread_mutex_unlock(&c->mu);
+}

@@ -68,5 +68,9 @@ void vfs_cache_put_fetched(vfs_cache *c, uint32_t pgno, lsn_t snap,
 void vfs_cache_apply(vfs_cache *c, uint32_t pgno, lsn_t lsn,
                      const uint8_t *data, size_t len);
 void vfs_cache_get_stats(vfs_cache *c, vfs_cache_stats *out);
+/* Every page may have changed at lsn (a replica that skipped WAL it could
+ * no longer get): versions still open are closed at lsn, and lsn is every
+ * page's last-written LSN. Readers below lsn keep their versions. */
+void vfs_cache_jump(vfs_cache *c, lsn_t lsn);
 
 #endif

@@ -1080,6 +1080,41 @@ static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
     return 0;
 }
 
+/* The safekeepers removed the WAL at *pos (the pageserver holds it, and
+ * this replica lagged behind): continue from the pageserver's head, every
+ * cached page closed there. 0, or -1 (tried again later). */
+static int resync_from_pageserver(vfs_db *db, lsn_t *pos, follower *fw)
+{
+    tl_info ti;
+    char err[256];
+    if (resolve_timeline(db, &ti, err, sizeof(err)) != 0) {
+        log_warn("arbor vfs: %s: resync: %s", db->name, err);
+        return -1;
+    }
+    lsn_t head = ti.last_record_lsn ? ti.last_record_lsn : ti.start_lsn;
+    if (head <= *pos)
+        return -1;   /* the pageserver is not past it yet */
+    uint32_t size = 0, page_size = 0;
+    if (get_db_size(db, head, &size, &page_size, err, sizeof(err)) != 0) {
+        log_warn("arbor vfs: %s: resync: %s", db->name, err);
+        return -1;
+    }
+    char a[LSN_STRLEN], b[LSN_STRLEN];
+    log_warn("arbor vfs: %s: WAL at %s was removed by the safekeepers: continuing from "
+             "the pageserver's head %s", db->name, lsn_format(*pos, a), lsn_format(head, b));
+    pending_reset(db, fw, "WAL was skipped", head);
+    vfs_cache_jump(db->cache, head);
+    pthread_mutex_lock(&db->mu);
+    db->latest_lsn = head;
+    db->latest_size = size;
+    if (page_size)
+        db->page_size = page_size;
+    pthread_cond_broadcast(&db->latest_cv);
+    pthread_mutex_unlock(&db->mu);
+    *pos = head;
+    return 0;
+}
+
 /* Streams committed WAL from one safekeeper until an error or stop. */
 static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
 {
@@ -1106,7 +1141,10 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
                                  (ProtobufCMessage **)&c);
         if (rc != 0)
             continue;
-        if (c->error && c->error->code != ARBOR__ERROR_CODE__OK) {
+        if (c->error && c->error->code == ARBOR__ERROR_CODE__NOT_FOUND &&
+            resync_from_pageserver(db, pos, fw) == 0) {
+            rc = -1;     /* reconnect from the new position */
+        } else if (c->error && c->error->code != ARBOR__ERROR_CODE__OK) {
             log_warn("arbor vfs: %s: StreamWal from %s: %s", db->name,
                      rpc_channel_target(ch), c->error->message);
             rc = -1;

@@ -98,6 +98,32 @@ static void test_cache_versions(void **state)
     vfs_cache_destroy(c);
 }
 
+/* A replica that skipped WAL (removed by the safekeepers) jumps to the
+ * pageserver's head: every open version closes there, older snapshots keep
+ * theirs, and every page must be fetched at or above the head. */
+static void test_cache_jump(void **state)
+{
+    (void)state;
+    vfs_cache *c;
+    vfs_cache_create(1 << 20, 100, &c);
+    uint8_t a[512], b[512], out[512];
+    page(a, 'a');
+    page(b, 'b');
+    vfs_cache_put_fetched(c, 7, 150, 90, a, 512);
+    vfs_cache_apply(c, 8, 200, b, 512);
+    vfs_cache_jump(c, 500);
+    assert_true(vfs_cache_get(c, 7, 499, out, 512));    /* older snapshots: kept */
+    assert_int_equal(out[0], 'a');
+    assert_true(vfs_cache_get(c, 8, 300, out, 512));
+    assert_int_equal(out[0], 'b');
+    assert_false(vfs_cache_get(c, 7, 500, out, 512));   /* may have changed at 500 */
+    assert_false(vfs_cache_get(c, 8, 600, out, 512));
+    assert_int_equal(vfs_cache_nms(c, 7, 800), 500);
+    assert_int_equal(vfs_cache_nms(c, 9, 800), 500);
+    assert_int_equal(vfs_cache_nms(c, 9, 450), 450);
+    vfs_cache_destroy(c);
+}
+
 static void test_cache_bound(void **state)
 {
     vfs_cache *c;
@@ -168,6 +194,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_map),
         cmocka_unit_test(test_cache_versions),
+        cmocka_unit_test(test_cache_jump),
         cmocka_unit_test(test_cache_bound),
         cmocka_unit_test(test_conf),
     };
