@@ -1123,6 +1123,11 @@ void px_session_run(px_server *s, int fd, const char *peer)
         pgw_send_error(&c, "FATAL", "08P01", "malformed startup packet");
         goto done;
     }
+    /* Under TLS the server name may carry the project: <project id>.host
+     * (options=project%3D<id> wins). */
+    char sni[33];
+    if (!st.project[0] && px_tls_sni_project(c.io, sni) == 0)
+        snprintf(st.project, sizeof(st.project), "%s", sni);
     if (!st.user || !*st.user) {
         pgw_send_error(&c, "FATAL", "28000", "no PostgreSQL user name specified in startup "
                                              "packet");

@@ -81,7 +81,7 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
         rc |= add_ext(c, iss, NID_basic_constraints, "critical,CA:FALSE");
         rc |= add_ext(c, iss, NID_key_usage, "critical,digitalSignature,keyEncipherment");
         rc |= add_ext(c, iss, NID_ext_key_usage, "serverAuth");
-        rc |= add_ext(c, iss, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1");
+        rc |= add_ext(c, iss, NID_subject_alt_name, "DNS:localhost,DNS:*.localhost,IP:127.0.0.1,IP:::1");
         rc |= add_ext(c, iss, NID_authority_key_identifier, "keyid:always");
     }
     if (rc != 0 || !X509_sign(c, issuer_key ? issuer_key : key, EVP_sha256())) {
@@ -271,6 +271,21 @@ ssize_t px_tls_write(void *conn, const void *buf, size_t n)
     errno = 0;
     int len = n > 1 << 30 ? 1 << 30 : (int)n;
     return io_result(ssl, SSL_write(ssl, buf, len));
+}
+
+int px_tls_sni_project(px_tls_conn *c, char out[33])
+{
+    const char *name = c ? SSL_get_servername(c, TLSEXT_NAMETYPE_host_name) : NULL;
+    if (!name || strlen(name) < 34 || name[32] != '.')
+        return -ENOENT;
+    for (int i = 0; i < 32; i++) {
+        char ch = name[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+            return -ENOENT;
+        out[i] = (char)(ch >= 'A' && ch <= 'F' ? ch + 32 : ch);
+    }
+    out[32] = 0;
+    return 0;
 }
 
 int px_tls_pending(px_tls_conn *c)

@@ -41,6 +41,10 @@ void px_tls_close(px_tls_conn *c);
  * block, EIO otherwise). */
 ssize_t px_tls_read(void *conn, void *buf, size_t n);
 ssize_t px_tls_write(void *conn, const void *buf, size_t n);
+/* The first label of the server name the client sent (SNI) when it names
+ * a project: 32 hex digits followed by '.' (e.g. <project>.db.example);
+ * 0 and out filled, else -ENOENT. */
+int px_tls_sni_project(px_tls_conn *c, char out[33]);
 /* Bytes already decrypted and waiting in OpenSSL's buffer. */
 int px_tls_pending(px_tls_conn *c);
 

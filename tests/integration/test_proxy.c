@@ -22,8 +22,11 @@
  *               -M extended and prepared through the proxy, exact totals;
  *               2,000 clients at once (500 under ASan), one transaction
  *               each, on at most 64 compute sessions
+ *   kill -9     of the proxy: `arbor start` restarts it, every acknowledged
+ *               commit is there
  *   tls         sslmode=verify-full against the local CA arbor start made,
  *               with channel_binding=require; 4 MB through the TLS relay;
+ *               the project from SNI (<project>.localhost);
  *               another CA is refused; plain connections still work
  *
  * Every process is stopped at the end, and by the watchdog of
@@ -39,6 +42,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -404,6 +408,27 @@ static void test_tls(void **state)
     if (!c)
         fail_msg("localhost over TLS: %s", err);
     PQfinish(c);
+    /* SNI: the project in the server name (<project id>.localhost, in the
+     * local certificate as *.localhost); another project's name refuses
+     * the role as an unknown one (28P01). */
+    char sniurl[1600];
+    const char *ui = g_base + strlen("postgres://");
+    const char *h = strstr(ui, "@127.0.0.1:");
+    assert_non_null(h);
+    int port = atoi(h + strlen("@127.0.0.1:"));
+    snprintf(sniurl, sizeof(sniurl), "postgres://%.*s@%s.localhost:%d/dev?hostaddr=127.0.0.1"
+             "&sslmode=verify-full&sslrootcert=%s/proxy/tls/ca.crt", (int)(h - ui), ui,
+             g_project, port, ct.dir);
+    c = pg_open(sniurl, err, sizeof(err));
+    if (!c)
+        fail_msg("SNI %s: %s", sniurl, err);
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM c"), N_CLIENTS);
+    PQfinish(c);
+    char *p0 = strstr(sniurl, g_project);
+    p0[0] = p0[0] == '0' ? '1' : '0';            /* another project id */
+    c = pg_open(sniurl, err, sizeof(err));
+    assert_null(c);
+    assert_non_null(strstr(err, "28P01"));
     /* another CA: refused by the client */
     snprintf(url, sizeof(url), "%sdev?sslmode=verify-full&sslrootcert="
              "/etc/ssl/certs/ca-certificates.crt", g_base);
@@ -584,6 +609,48 @@ static void test_many_clients(void **state)
     PQfinish(c);
 }
 
+/* kill -9 of arbor-proxy: its clients lose their connections; `arbor
+ * start` starts it again (only it) and every acknowledged commit is there. */
+static void test_proxy_kill9(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev?sslmode=disable");
+    pg_exec(c, "CREATE TABLE acked(id INTEGER PRIMARY KEY)");
+    for (int i = 1; i <= 50; i++) {
+        char sql[96];
+        snprintf(sql, sizeof(sql), "INSERT INTO acked VALUES (%d)", i);
+        pg_exec(c, sql);
+    }
+    ct_expect(ct_arbor("--json status"), 0, "status");
+    json_t *j = ct_parse_out();
+    int pid = 0;
+    size_t i;
+    json_t *comp;
+    json_array_foreach(json_object_get(j, "components"), i, comp) {
+        if (strcmp(json_string_value(json_object_get(comp, "name")), "proxy") == 0)
+            pid = (int)json_integer_value(json_object_get(comp, "pid"));
+    }
+    json_decref(j);
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    PGresult *r = PQexec(c, "SELECT count(*) FROM acked");
+    assert_int_not_equal(PQresultStatus(r), PGRES_TUPLES_OK);   /* the connection is gone */
+    PQclear(r);
+    PQfinish(c);
+    ct_expect(ct_arbor("start"), 0, "start after the proxy died");
+    const char *u = strstr(ct.out, "postgres URL:    postgres://arbor:");
+    assert_non_null(u);
+    u = strstr(u, "postgres://");
+    const char *slash = strstr(u, "/main");
+    assert_non_null(slash);
+    snprintf(g_base, sizeof(g_base), "%.*s/", (int)(slash - u), u);   /* its port may move */
+    c = pg_branch("dev?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM acked"), 50);
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -613,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_suspend_between_queries),
         cmocka_unit_test(test_pgbench_prepared),
         cmocka_unit_test(test_many_clients),
+        cmocka_unit_test(test_proxy_kill9),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);
