@@ -68,13 +68,14 @@ static void wipe_ps_disk(void)
     unlink(p);
 }
 
-/* Number of bucket objects whose key contains needle. */
-static int count_objects(const char *dir, const char *needle)
+/* Walks the bucket's objects whose path contains needle (s3rver keeps
+ * each object's data in a file ending ._S3rver_object beside metadata
+ * files): how many (objects) and their bytes. */
+static void walk_bucket(const char *dir, const char *needle, int *objects, uint64_t *bytes)
 {
     DIR *d = opendir(dir);
     if (!d)
-        return 0;
-    int n = 0;
+        return;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
@@ -84,30 +85,29 @@ static int count_objects(const char *dir, const char *needle)
         struct stat st;
         if (stat(p, &st) != 0)
             continue;
-        if (S_ISDIR(st.st_mode))
-            n += count_objects(p, needle);
-        else if (strstr(de->d_name, needle) &&
-                 (!strstr(de->d_name, "._S3rver_") ||   /* s3rver: 3 files an object */
-                  (strlen(de->d_name) > 15 &&
-                   strcmp(de->d_name + strlen(de->d_name) - 15, "._S3rver_object") == 0)))
-            n++;
+        size_t len = strlen(de->d_name);
+        if (S_ISDIR(st.st_mode)) {
+            walk_bucket(p, needle, objects, bytes);
+        } else if (strstr(p, needle) &&
+                   (!strstr(de->d_name, "._S3rver_") ||
+                    (len > 15 && strcmp(de->d_name + len - 15, "._S3rver_object") == 0))) {
+            (*objects)++;
+            *bytes += (uint64_t)st.st_size;
+        }
     }
     closedir(d);
+}
+
+/* Number of bucket objects whose file name contains needle. */
+static int count_objects(const char *dir, const char *needle)
+{
+    int n = 0;
+    uint64_t b = 0;
+    walk_bucket(dir, needle, &n, &b);
     return n;
 }
 
-/* A number from the pageserver's /metrics. */
-static double ps_metric(const char *name)
-{
-    char *body;
-    assert_int_equal(h_http(g_ps.http_port, "GET", "/metrics", NULL, &body), 200);
-    char pat[200];
-    snprintf(pat, sizeof(pat), "\n%s ", name);
-    char *p = strstr(body, pat);
-    double v = p ? strtod(p + strlen(pat), NULL) : -1;
-    free(body);
-    return v;
-}
+#define ps_metric ps_metric_value   /* test_pageserver.c's */
 
 /* removed_below_lsn summed over safekeepers for timeline t, from their
  * /v1/status: > 0 means WAL was removed. */
@@ -130,35 +130,6 @@ static int sk_removed_any(int t)
     return any;
 }
 
-/* Bytes of the bucket's objects whose path contains needle (s3rver keeps
- * each object's data in a file ending ._S3rver_object beside metadata). */
-static uint64_t bucket_bytes(const char *dir, const char *needle)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    uint64_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char p[1400];
-        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        struct stat st;
-        if (stat(p, &st) != 0)
-            continue;
-        size_t len = strlen(de->d_name);
-        if (S_ISDIR(st.st_mode))
-            n += bucket_bytes(p, needle);
-        else if (strstr(p, needle) &&
-                 (!strstr(de->d_name, "._S3rver_") ||
-                  (len > 15 && strcmp(de->d_name + len - 15, "._S3rver_object") == 0)))
-            n += (uint64_t)st.st_size;
-    }
-    closedir(d);
-    return n;
-}
-
 /* The bucket's bytes of timeline t once uploads settled: nothing pending
  * and the same figure for 3 s (longer than --remote.upload-interval). */
 static uint64_t settled_bucket_bytes(int t)
@@ -170,7 +141,9 @@ static uint64_t settled_bucket_bytes(int t)
     int same = 0;
     for (int i = 0; i < 240 && same < 12; i++) {
         h_sleep_ms(250);
-        uint64_t b = bucket_bytes(g_bucket, id);
+        int objects = 0;
+        uint64_t b = 0;
+        walk_bucket(g_bucket, id, &objects, &b);
         same = b == last && ps_metric("arbor_pageserver_remote_pending_timelines") == 0
                    ? same + 1 : 0;
         last = b;
