@@ -62,6 +62,7 @@ typedef struct receiver {
     rpc_stream *stream;         /* the open StreamWal call, NULL between */
     struct watched *w;       /* its entry (owns it) */
     atomic_bool finished;    /* exited by itself (idle): to be joined */
+    _Atomic int64_t last_data_ms;  /* when it last ingested records (or started) */
     met_gauge *lag;          /* arbor_pageserver_ingest_lag_bytes; may be NULL */
     met_gauge *lag_s;        /* arbor_pageserver_ingest_lag_seconds; may be NULL */
     char lag_labels[2][ID_STR_SIZE];  /* tenant_id, timeline_id of that child */
@@ -329,6 +330,7 @@ static stream_end stream_from(receiver *rv, int i)
         if (c->records.len) {
             rc = ingest_chunk(rv, c);
             last_data = now;
+            atomic_store(&rv->last_data_ms, now);
             if (rc == 0)
                 set_lag_s(rv, c);
         }
@@ -408,6 +410,13 @@ static void *receiver_main(void *arg)
         }
         if (r->switches)
             met_counter_inc(r->switches);
+        /* Streams that fail or stall say nothing about idleness: a
+         * receiver that got no WAL for idle_ms while nothing more is known
+         * to be servable finishes all the same (a slow or restarted
+         * safekeeper must not keep a thread for ever). */
+        uint32_t idle_ms = r->opt.idle_ms ? r->opt.idle_ms : RCV_IDLE_MS_DEFAULT;
+        if (now_ms() - atomic_load(&rv->last_data_ms) > idle_ms && finish_if_idle(rv))
+            break;
         unknown = how == SAME_SK_LATER ? unknown + 1 : 0;
         /* No safekeeper knows the timeline: nothing to receive yet (a
          * watcher starts a receiver when one does). */
@@ -533,6 +542,7 @@ static int receiver_start_locked(ps_rcv *r, watched *w)
     rv->w = w;
     atomic_init(&rv->stop, false);
     atomic_init(&rv->finished, false);
+    atomic_init(&rv->last_data_ms, now_ms());
     atomic_init(&rv->current, -1);
     pthread_mutex_init(&rv->stream_mu, NULL);
     if (r->ingest_lag) {
