@@ -19,6 +19,7 @@
 
 h_sk vc_sk[3];
 h_sk vc_ps;
+const char *vc_ps_extra_arg;
 char vc_tenant_hex[33];
 static uint8_t g_tenant[16];
 static char g_sk_arg[300], g_sk_list[256];
@@ -44,6 +45,7 @@ void vc_cluster_up(void)
     vc_ps.extra_args[0] = g_sk_arg;
     vc_ps.extra_args[1] = "--layers.checkpoint-interval=1s";
     vc_ps.extra_args[2] = "--http-port=0";
+    vc_ps.extra_args[3] = vc_ps_extra_arg;   /* NULL: none */
     assert_int_equal(h_sk_start(&vc_ps, 20000), 0);
     assert_int_equal(rpc_channel_create(vc_ps.addr, &g_ch), 0);
     pc_create_tenant(g_ch, g_tenant);

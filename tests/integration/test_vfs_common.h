@@ -19,6 +19,8 @@ extern h_sk vc_ps;
 extern char vc_tenant_hex[33];
 
 /* Starts the cluster and creates the tenant (asserts on failure). */
+/* One more pageserver argument for vc_cluster_up (set before it). */
+extern const char *vc_ps_extra_arg;
 void vc_cluster_up(void);
 /* Stops everything; returns 0 if the pageserver exited cleanly. */
 int vc_cluster_down(void);

@@ -75,3 +75,18 @@ if(TARGET arbor-compute)
     ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
   add_dependencies(test_fresh arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+
+if(TARGET arbor-compute)
+  arbor_test(test_ps_idle
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_idle.c
+                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
+             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 120 LABELS integration)
+  target_include_directories(test_ps_idle PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_ps_idle PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
+  add_dependencies(test_ps_idle arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

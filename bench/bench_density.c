@@ -1,0 +1,270 @@
+/*
+ * bench_density — what an idle branch costs (issue 18), on a real cluster
+ * (3 safekeepers + pageserver on loopback, started with the test harness).
+ *
+ *   Creates -n branches (default 10000) of main through CreateTimeline
+ *   with no endpoint on them and reports, before and after: threads, RSS
+ *   and open fds of the pageserver and of each safekeeper, and per branch;
+ *   CreateTimeline p50 / p99 over the first 100 and the last 100 branches;
+ *   a query on main (a fresh connection: every page through GetPage) with
+ *   10 branches vs with all of them; the pageserver's restart time with
+ *   all the branches.
+ *
+ * Run: build/bench/bench_density [-n branches]
+ */
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "harness.h"
+#include "pageserver.pb-c.h"
+#include "rpc.h"
+#include "vfs_main.h"
+
+static h_sk g_sk[3], g_ps;
+static char g_uri[1024];
+static rpc_channel *g_ch;
+static ProtobufCBinaryData g_tenant, g_main;
+static uint8_t g_tenant_b[16], g_main_b[16];
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_density: %s: %s\n", what, why);
+    exit(1);   /* atexit: the harness kills the daemons */
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct { int threads, fds; long rss_kb; } pstat;
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static pstat stat_of(pid_t pid)
+{
+    pstat s = { 0, 0, 0 };
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    s.threads = count_dir(path);
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    s.fds = count_dir(path);
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            s.rss_kb = atol(line + 6);
+    if (f)
+        fclose(f);
+    return s;
+}
+
+static void stats(pstat out[4])
+{
+    out[0] = stat_of(g_ps.pid);
+    for (int i = 0; i < 3; i++)
+        out[1 + i] = stat_of(g_sk[i].pid);
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err ? err : "?");
+}
+
+static void cluster_up(void)
+{
+    static char sk_arg[300], sk_list[256];
+    if (h_init() != 0)
+        die("harness", "h_init");
+    for (int i = 0; i < 3; i++)
+        if (h_sk_init(&g_sk[i], ARBOR_SAFEKEEPER_BIN, 71 + i) != 0 ||
+            h_sk_start(&g_sk[i], 10000) != 0)
+            die("safekeeper", "start");
+    snprintf(sk_list, sizeof(sk_list), "%s,%s,%s", g_sk[0].addr, g_sk[1].addr,
+             g_sk[2].addr);
+    snprintf(sk_arg, sizeof(sk_arg), "--safekeepers=%s", sk_list);
+    if (h_proc_init(&g_ps, ARBOR_PAGESERVER_BIN, "ps") != 0)
+        die("pageserver", "init");
+    g_ps.extra_args[0] = sk_arg;
+    g_ps.extra_args[1] = "--http-port=0";
+    if (h_sk_start(&g_ps, 20000) != 0)
+        die("pageserver", "start");
+    if (rpc_channel_create(g_ps.addr, &g_ch) != 0)
+        die("pageserver", "channel");
+    Arbor__CreateTenantRequest treq = ARBOR__CREATE_TENANT_REQUEST__INIT;
+    Arbor__CreateTenantResponse *tresp;
+    if (rpc_unary(g_ch, "/arbor.Management/CreateTenant", &treq.base,
+                  &arbor__create_tenant_response__descriptor,
+                  (ProtobufCMessage **)&tresp, 10000, NULL) != 0 || tresp->error)
+        die("CreateTenant", "failed");
+    char tenant[33];
+    memcpy(g_tenant_b, tresp->tenant_id.data, 16);
+    g_tenant = (ProtobufCBinaryData){ 16, g_tenant_b };
+    for (int i = 0; i < 16; i++)
+        sprintf(tenant + 2 * i, "%02x", g_tenant_b[i]);
+    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
+    req.tenant_id = g_tenant;
+    req.branch_name = "main";
+    Arbor__TimelineInfoResponse *resp;
+    if (rpc_unary(g_ch, "/arbor.Management/CreateTimeline", &req.base,
+                  &arbor__timeline_info_response__descriptor,
+                  (ProtobufCMessage **)&resp, 10000, NULL) != 0 || resp->error)
+        die("CreateTimeline", "failed");
+    memcpy(g_main_b, resp->info->timeline_id.data, 16);
+    g_main = (ProtobufCBinaryData){ 16, g_main_b };
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    protobuf_c_message_free_unpacked(&tresp->base, NULL);
+    snprintf(g_uri, sizeof(g_uri),
+             "file:main?vfs=arbor&pageserver=%s&safekeepers=%s&tenant=%s&branch=main",
+             g_ps.addr, sk_list, tenant);
+    if (arbor_vfs_register() != SQLITE_OK)
+        die("arbor_vfs_register", "failed");
+}
+
+/* One branch of main at its head; seconds it took. */
+static double branch(int i)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "br%05d", i);
+    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
+    req.tenant_id = g_tenant;
+    req.branch_name = name;
+    req.ancestor_timeline_id = g_main;
+    Arbor__TimelineInfoResponse *resp;
+    double t0 = now_s();
+    if (rpc_unary(g_ch, "/arbor.Management/CreateTimeline", &req.base,
+                  &arbor__timeline_info_response__descriptor,
+                  (ProtobufCMessage **)&resp, 30000, NULL) != 0 || resp->error)
+        die("CreateTimeline", resp && resp->error ? resp->error->message : "rpc");
+    double dt = now_s() - t0;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return dt;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void pct(const char *what, double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_d);
+    printf("%-34s p50 %7.2f ms  p99 %7.2f ms\n", what, v[n / 2] * 1e3,
+           v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] * 1e3);
+}
+
+/* A fresh connection (empty page cache) and a full scan of main; the
+ * median of 9, in ms. */
+static double query_main(void)
+{
+    double t[9];
+    for (int k = 0; k < 9; k++) {
+        sqlite3 *db;
+        double t0 = now_s();
+        if (sqlite3_open_v2(g_uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI,
+                            NULL) != SQLITE_OK)
+            die("open main", sqlite3_errmsg(db));
+        exec(db, "SELECT sum(length(v)) FROM t");
+        sqlite3_close(db);
+        t[k] = now_s() - t0;
+    }
+    qsort(t, 9, sizeof(t[0]), cmp_d);
+    return t[4] * 1e3;
+}
+
+static void print_stats(const char *when, pstat s[4])
+{
+    static const char *names[4] = { "pageserver", "safekeeper1", "safekeeper2",
+                                    "safekeeper3" };
+    for (int i = 0; i < 4; i++)
+        printf("%-12s %-6s threads %4d  rss %8ld KiB  fds %5d\n", names[i], when,
+               s[i].threads, s[i].rss_kb, s[i].fds);
+}
+
+int main(int argc, char **argv)
+{
+    int n = 10000, opt;
+    while ((opt = getopt(argc, argv, "n:")) != -1) {
+        if (opt == 'n')
+            n = atoi(optarg);
+        else
+            die("usage", "bench_density [-n branches]");
+    }
+    if (n < 200)
+        die("usage", "-n must be at least 200");
+    cluster_up();
+    sqlite3 *db;
+    if (sqlite3_open_v2(g_uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_URI, NULL) != SQLITE_OK)
+        die("open main", sqlite3_errmsg(db));
+    exec(db, "CREATE TABLE t(v)");
+    exec(db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+             "WHERE i < 2000) INSERT INTO t SELECT randomblob(200) FROM c");
+    sqlite3_close(db);
+    double *lat = malloc(sizeof(double) * (size_t)n);
+    for (int i = 0; i < 10; i++)
+        lat[i] = branch(i);
+    h_sleep_ms(1000);
+    double q10 = query_main();
+    pstat before[4], after[4];
+    stats(before);
+    double t0 = now_s();
+    for (int i = 10; i < n; i++)
+        lat[i] = branch(i);
+    double total = now_s() - t0;
+    h_sleep_ms(2000);
+    stats(after);
+    double qn = query_main();
+    printf("branches: %d created in %.1f s\n", n, total);
+    print_stats("10", before);
+    print_stats("all", after);
+    for (int i = 0; i < 4; i++)
+        printf("per branch %s: rss %+.2f KiB  threads %+.4f  fds %+.4f\n",
+               i == 0 ? "pageserver " : "safekeeper ",
+               (double)(after[i].rss_kb - before[i].rss_kb) / (n - 10),
+               (double)(after[i].threads - before[i].threads) / (n - 10),
+               (double)(after[i].fds - before[i].fds) / (n - 10));
+    double first[100], last[100];
+    memcpy(first, lat, sizeof(first));
+    memcpy(last, lat + n - 100, sizeof(last));
+    pct("CreateTimeline, branches 1-100", first, 100);
+    pct("CreateTimeline, last 100", last, 100);
+    printf("query on main (fresh connection, full scan): %.2f ms with 10 "
+           "branches, %.2f ms with %d\n", q10, qn, n);
+    rpc_channel_destroy(g_ch);
+    if (h_sk_stop(&g_ps, 60000) != 0)
+        die("pageserver", "stop");
+    t0 = now_s();
+    if (h_sk_start(&g_ps, 120000) != 0)
+        die("pageserver", "restart");
+    double start_s = now_s() - t0;
+    h_sleep_ms(2000);
+    pstat restarted = stat_of(g_ps.pid);
+    printf("pageserver restart with %d branches: %.2f s to serve; then threads %d "
+           "rss %ld KiB fds %d; query on main %.2f ms\n", n, start_s,
+           restarted.threads, restarted.rss_kb, restarted.fds, query_main());
+    free(lat);
+    return 0;
+}
