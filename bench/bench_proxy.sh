@@ -11,10 +11,11 @@
 #             clients: through the proxy (transaction pooling: 256 clients
 #             on at most 64 compute sessions) vs PostgreSQL 15 (max 300
 #             connections) and 8 clients straight to the compute.
-#   wake      wake on connect: a branch's endpoint suspended through the API,
-#             then a new libpq connection (psql) runs SELECT 1 through the
-#             proxy; p50/p99 of N wakes beside the same with the endpoint
-#             awake (psql's own start-up is in both).
+#   wake      wake on connect: a branch's endpoint suspended through the API
+#             (300 ms for the warm pool to refill), then a new libpq
+#             connection (psycopg2, timed in-process: SCRAM + SELECT 1 +
+#             first row) through the proxy; p50/p99 of N wakes beside the
+#             same with the endpoint awake.
 #
 # Real daemons from `arbor start` in a temporary directory (ephemeral
 # ports); PostgreSQL 15 runs as "nobody" when started as root. Everything
@@ -125,14 +126,29 @@ echo "== wake on connect (${wakes} wakes)"
 "$arbor" branch create wakebench >/dev/null
 psql "$base/wakebench" -Atc "SELECT 1" >/dev/null           # creates its endpoint
 ep=$("$arbor" --json endpoint list | python3 -c 'import json,sys; print([e["name"] for e in json.load(sys.stdin) if e["branch"]=="wakebench"][0])')
-cold=(); warm=()
-for i in $(seq 1 "$wakes"); do
-  "$arbor" endpoint suspend "$ep" >/dev/null
-  t0=$(now_ms); psql "$base/wakebench?sslmode=disable" -Atc "SELECT 1" >/dev/null; t1=$(now_ms)
-  cold+=($((t1 - t0)))
-  t0=$(now_ms); psql "$base/wakebench?sslmode=disable" -Atc "SELECT 1" >/dev/null; t1=$(now_ms)
-  warm+=($((t1 - t0)))
-done
-pct() { printf '%s\n' "$@" | sort -n | python3 -c 'import sys; v=[int(x) for x in sys.stdin]; print(f"p50 {v[len(v)//2]} ms, p99 {v[min(len(v)-1, int(len(v)*0.99))]} ms")'; }
-echo "  suspended -> first row: $(pct "${cold[@]}")"
-echo "  awake     -> first row: $(pct "${warm[@]}")   (psql start-up included in both)"
+# Timed inside one Python process with psycopg2 (libpq): connect (SCRAM)
+# + SELECT 1 + first row, no process start in the number. Between wakes the
+# control plane's warm pool gets 300 ms to start a replacement compute, so
+# a wake is a bind, not a process start (as in bench_control).
+python3 - "$arbor" "$ep" "$base/wakebench?sslmode=disable" "$wakes" <<'PY'
+import subprocess, sys, time, psycopg2
+arbor, ep, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def first_row():
+    t0 = time.monotonic()
+    c = psycopg2.connect(url)
+    cur = c.cursor(); cur.execute("SELECT 1"); cur.fetchone()
+    dt = (time.monotonic() - t0) * 1000
+    c.close()
+    return dt
+cold, warm = [], []
+for _ in range(n):
+    subprocess.run([arbor, "endpoint", "suspend", ep], check=True, stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    cold.append(first_row())
+    warm.append(first_row())
+def pct(v):
+    v = sorted(v)
+    return f"p50 {v[len(v)//2]:.1f} ms, p99 {v[min(len(v)-1, int(len(v)*0.99))]:.1f} ms"
+print(f"  suspended -> first row: {pct(cold)}")
+print(f"  awake     -> first row: {pct(warm)}   (connect with SCRAM + SELECT 1, in-process)")
+PY
