@@ -130,7 +130,7 @@ ep=$("$arbor" --json endpoint list | python3 -c 'import json,sys; print([e["name
 # + SELECT 1 + first row, no process start in the number. Between wakes the
 # control plane's warm pool gets 300 ms to start a replacement compute, so
 # a wake is a bind, not a process start (as in bench_control).
-python3 - "$arbor" "$ep" "$base/wakebench?sslmode=disable" "$wakes" <<'PY'
+/usr/bin/python3 - "$arbor" "$ep" "$base/wakebench?sslmode=disable" "$wakes" <<'PY'
 import subprocess, sys, time, psycopg2
 arbor, ep, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def first_row():
