@@ -33,23 +33,6 @@
 #include "lsn.h"
 #include "test_vfs_common.h"
 
-static h_sk g_compute;
-static char g_args[5][600];
-
-static void start_compute(void)
-{
-    assert_int_equal(h_proc_init(&g_compute, ARBOR_COMPUTE_BIN, "compute"), 0);
-    g_compute.no_datadir = true;
-    snprintf(g_args[0], sizeof(g_args[0]), "--pageserver=%s", vc_ps.addr);
-    snprintf(g_args[1], sizeof(g_args[1]), "--safekeepers=%s,%s,%s",
-             vc_sk[0].addr, vc_sk[1].addr, vc_sk[2].addr);
-    snprintf(g_args[2], sizeof(g_args[2]), "--tenant=%s", vc_tenant_hex);
-    snprintf(g_args[3], sizeof(g_args[3]), "--branch=main");
-    snprintf(g_args[4], sizeof(g_args[4]), "--hrana-idle-timeout=2s");
-    for (int i = 0; i < 5; i++)
-        g_compute.extra_args[i] = g_args[i];
-    assert_int_equal(h_sk_start(&g_compute, 30000), 0);
-}
 
 /* ---- requests ------------------------------------------------------------------- */
 
@@ -57,7 +40,7 @@ static void start_compute(void)
 static json_t *post(const char *path, const char *body, int *status)
 {
     char *resp = NULL;
-    *status = h_http(g_compute.http_port, "POST", path, body, &resp);
+    *status = h_http(vc_compute.http_port, "POST", path, body, &resp);
     assert_true(*status > 0);
     json_error_t err;
     json_t *j = json_loads(resp, JSON_DECODE_ANY, &err);
@@ -133,7 +116,7 @@ static json_t *pipeline_min_lsn(const char *baton, const char *min_lsn, const ch
     snprintf(b, sizeof(b), baton ? "\"%s\"" : "null", baton);
     snprintf(body, sizeof(body), "{\"baton\": %s, \"requests\": %s}", b, requests);
     snprintf(hdr, sizeof(hdr), "Arbor-Min-Lsn: %s\r\n", min_lsn);
-    *status = h_http_ex(g_compute.http_port, "POST", "/v3/pipeline", hdr, body, &resp);
+    *status = h_http_ex(vc_compute.http_port, "POST", "/v3/pipeline", hdr, body, &resp);
     assert_true(*status > 0);
     json_t *j = json_loads(resp, JSON_DECODE_ANY, NULL);
     if (!j)
@@ -197,12 +180,12 @@ static void test_versions(void **state)
 {
     (void)state;
     char *resp = NULL;
-    assert_int_equal(h_http(g_compute.http_port, "GET", "/v2", NULL, &resp), 200);
+    assert_int_equal(h_http(vc_compute.http_port, "GET", "/v2", NULL, &resp), 200);
     free(resp);
-    assert_int_equal(h_http(g_compute.http_port, "GET", "/v3", NULL, &resp), 200);
+    assert_int_equal(h_http(vc_compute.http_port, "GET", "/v3", NULL, &resp), 200);
     free(resp);
     /* Not spoken: the client falls back to JSON. */
-    assert_int_equal(h_http(g_compute.http_port, "GET", "/v3-protobuf", NULL, &resp), 404);
+    assert_int_equal(h_http(vc_compute.http_port, "GET", "/v3-protobuf", NULL, &resp), 404);
     free(resp);
 }
 
@@ -352,7 +335,7 @@ static void test_cursor(void **state)
 {
     (void)state;
     char *resp = NULL;
-    int status = h_http(g_compute.http_port, "POST", "/v3/cursor",
+    int status = h_http(vc_compute.http_port, "POST", "/v3/cursor",
                         "{\"baton\": null, \"batch\": {\"steps\": ["
                         "{\"stmt\": {\"sql\": \"SELECT x FROM hs WHERE x <= 2 ORDER BY x\"}},"
                         "{\"stmt\": {\"sql\": \"SELECT * FROM nope\"}},"
@@ -466,7 +449,7 @@ static void test_libsql_client(void **state)
 {
     (void)state;
     char url[64], out[65536];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", g_compute.http_port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", vc_compute.http_port);
     const char *argv[] = { "node", ARBOR_SOURCE_DIR "/tests/hrana/libsql_client_test.mjs", url,
                            NULL };
     int rc = h_run(280, NULL, out, sizeof(out), argv);
@@ -475,23 +458,6 @@ static void test_libsql_client(void **state)
         skip();
     if (rc != 0)
         fail_msg("libsql_client_test.mjs exited %d", rc);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    vc_cluster_up();
-    vc_create_branch("main", NULL, 0);
-    start_compute();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    int st = h_sk_stop(&g_compute, 20000);
-    int rc = vc_cluster_down();
-    return (WIFEXITED(st) && WEXITSTATUS(st) == 0 && rc == 0) ? 0 : -1;
 }
 
 int main(void)
@@ -508,5 +474,6 @@ int main(void)
         cmocka_unit_test(test_replication_index),
         cmocka_unit_test(test_libsql_client),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    vc_compute_extra_arg = "--hrana-idle-timeout=2s";
+    return cmocka_run_group_tests(tests, vc_compute_group_setup, vc_compute_group_teardown);
 }

@@ -23,28 +23,12 @@
 
 #define PSQL "/usr/bin/psql"
 
-static h_sk g_compute;
-static char g_args[4][600];
-
-static void start_compute(void)
-{
-    assert_int_equal(h_proc_init(&g_compute, ARBOR_COMPUTE_BIN, "compute"), 0);
-    g_compute.no_datadir = true;
-    snprintf(g_args[0], sizeof(g_args[0]), "--pageserver=%s", vc_ps.addr);
-    snprintf(g_args[1], sizeof(g_args[1]), "--safekeepers=%s,%s,%s",
-             vc_sk[0].addr, vc_sk[1].addr, vc_sk[2].addr);
-    snprintf(g_args[2], sizeof(g_args[2]), "--tenant=%s", vc_tenant_hex);
-    snprintf(g_args[3], sizeof(g_args[3]), "--branch=main");
-    for (int i = 0; i < 4; i++)
-        g_compute.extra_args[i] = g_args[i];
-    assert_int_equal(h_sk_start(&g_compute, 30000), 0);
-}
 
 /* psql with -c for each command (unaligned, tuples only unless headers). */
 static int psql(char *out, size_t cap, bool tuples_only, const char *const *cmds)
 {
     char port[16];
-    snprintf(port, sizeof(port), "%d", g_compute.port);
+    snprintf(port, sizeof(port), "%d", vc_compute.port);
     const char *argv[40] = { PSQL, "-X", tuples_only ? "-At" : "-A", "-h", "127.0.0.1", "-p",
                              port, "-U", "app", "-d", "main", "-v", "ON_ERROR_STOP=1" };
     int n = 13;
@@ -87,7 +71,7 @@ static void test_schema(void **state)
         "CREATE INDEX books_title_idx ON books(title)",
         "CREATE VIEW cheap AS SELECT title FROM books WHERE price < 10", NULL });
     if (getenv("ARBOR_PGCAT_HOLD")) {
-        printf("holding: psql -h 127.0.0.1 -p %d -U app main\n", g_compute.port);
+        printf("holding: psql -h 127.0.0.1 -p %d -U app main\n", vc_compute.port);
         fflush(stdout);
         sleep(600);
     }
@@ -203,23 +187,6 @@ static void test_handshake(void **state)
     must_not_contain(out, "pg_catalog.pg_nope");
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    vc_cluster_up();
-    vc_create_branch("main", NULL, 0);
-    start_compute();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    int st = h_sk_stop(&g_compute, 20000);
-    int rc = vc_cluster_down();
-    return (WIFEXITED(st) && WEXITSTATUS(st) == 0 && rc == 0) ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,5 +197,5 @@ int main(void)
         cmocka_unit_test(test_information_schema),
         cmocka_unit_test(test_handshake),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, vc_compute_group_setup, vc_compute_group_teardown);
 }

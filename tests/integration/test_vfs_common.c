@@ -77,6 +77,39 @@ int vc_group_teardown(void **state)
     return vc_cluster_down();
 }
 
+#ifdef ARBOR_COMPUTE_BIN
+h_sk vc_compute;
+const char *vc_compute_extra_arg;
+static char g_compute_args[4][600];
+
+int vc_compute_group_setup(void **state)
+{
+    (void)state;
+    vc_cluster_up();
+    vc_create_branch("main", NULL, 0);
+    assert_int_equal(h_proc_init(&vc_compute, ARBOR_COMPUTE_BIN, "compute"), 0);
+    vc_compute.no_datadir = true;
+    snprintf(g_compute_args[0], sizeof(g_compute_args[0]), "--pageserver=%s", vc_ps.addr);
+    snprintf(g_compute_args[1], sizeof(g_compute_args[1]), "--safekeepers=%s,%s,%s",
+             vc_sk[0].addr, vc_sk[1].addr, vc_sk[2].addr);
+    snprintf(g_compute_args[2], sizeof(g_compute_args[2]), "--tenant=%s", vc_tenant_hex);
+    snprintf(g_compute_args[3], sizeof(g_compute_args[3]), "--branch=main");
+    for (int i = 0; i < 4; i++)
+        vc_compute.extra_args[i] = g_compute_args[i];
+    vc_compute.extra_args[4] = vc_compute_extra_arg;   /* NULL: none */
+    assert_int_equal(h_sk_start(&vc_compute, 30000), 0);
+    return 0;
+}
+
+int vc_compute_group_teardown(void **state)
+{
+    (void)state;
+    int st = h_sk_stop(&vc_compute, 20000);
+    int rc = vc_cluster_down();
+    return (WIFEXITED(st) && WEXITSTATUS(st) == 0 && rc == 0) ? 0 : -1;
+}
+#endif
+
 static Arbor__TimelineInfoResponse *info_of(const char *branch)
 {
     Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;

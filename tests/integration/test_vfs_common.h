@@ -18,9 +18,9 @@ extern h_sk vc_sk[3];
 extern h_sk vc_ps;
 extern char vc_tenant_hex[33];
 
-/* Starts the cluster and creates the tenant (asserts on failure). */
 /* One more pageserver argument for vc_cluster_up (set before it). */
 extern const char *vc_ps_extra_arg;
+/* Starts the cluster and creates the tenant (asserts on failure). */
 void vc_cluster_up(void);
 /* Stops everything; returns 0 if the pageserver exited cleanly. */
 int vc_cluster_down(void);
@@ -30,6 +30,18 @@ int vc_cluster_down(void);
  * cleanly (under ASan: no leak). */
 int vc_group_setup(void **state);
 int vc_group_teardown(void **state);
+
+#ifdef ARBOR_COMPUTE_BIN
+/* An arbor-compute serving branch "main" (PostgreSQL + HTTP, trust), for
+ * the client tests. */
+extern h_sk vc_compute;
+/* One more arbor-compute argument (set before the setup); NULL: none. */
+extern const char *vc_compute_extra_arg;
+/* Group setup: the cluster, branch "main", the compute on it. Teardown:
+ * fails unless the compute and the pageserver exited cleanly. */
+int vc_compute_group_setup(void **state);
+int vc_compute_group_teardown(void **state);
+#endif
 
 /* Creates a root timeline (parent NULL) or a branch of parent at lsn. */
 void vc_create_branch(const char *name, const char *parent, uint64_t lsn);
