@@ -15,6 +15,7 @@ typedef struct centry {
     uint32_t len;
     lsn_t from, to;               /* valid for snapshots [from, to) */
     struct centry *next_ver;      /* other versions of the same page */
+    struct centry *prev_ver;      /* NULL at the head of the list */
     struct centry *lru_prev, *lru_next;
     uint8_t data[];
 } centry;
@@ -103,17 +104,12 @@ static void set_versions(vfs_cache *c, uint32_t pgno, centry *head)
 /* Unlinks e from its page's version list and the LRU, frees it. */
 static void remove_entry(vfs_cache *c, centry *e)
 {
-    centry *head = versions(c, e->pgno);
-    if (head == e) {
+    if (e->prev_ver)
+        e->prev_ver->next_ver = e->next_ver;
+    else
         set_versions(c, e->pgno, e->next_ver);
-    } else {
-        for (centry *p = head; p; p = p->next_ver) {
-            if (p->next_ver == e) {
-                p->next_ver = e->next_ver;
-                break;
-            }
-        }
-    }
+    if (e->next_ver)
+        e->next_ver->prev_ver = e->prev_ver;
     lru_unlink(c, e);
     c->bytes -= entry_bytes(e);
     c->entries--;
@@ -146,6 +142,9 @@ static void insert(vfs_cache *c, uint32_t pgno, lsn_t from, lsn_t to,
     e->to = to;
     memcpy(e->data, data, len);
     e->next_ver = versions(c, pgno);
+    e->prev_ver = NULL;
+    if (e->next_ver)
+        e->next_ver->prev_ver = e;
     set_versions(c, pgno, e);
     lru_push(c, e);
     c->bytes += entry_bytes(e);
@@ -215,18 +214,23 @@ void vfs_cache_put_fetched(vfs_cache *c, uint32_t pgno, lsn_t snap,
     pthread_mutex_unlock(&c->mu);
 }
 
-void vfs_cache_apply(vfs_cache *c, uint32_t pgno, lsn_t lsn,
+void vfs_cache_apply(vfs_cache *c, uint32_t pgno, lsn_t lsn, lsn_t horizon,
                      const uint8_t *data, size_t len)
 {
     pthread_mutex_lock(&c->mu);
     for (centry *e = versions(c, pgno), *next; e; e = next) {
         next = e->next_ver;
-        if (e->to > lsn) {
-            if (e->from >= lsn)
-                remove_entry(c, e);   /* cannot be: versions start below */
-            else
-                e->to = lsn;
+        if (e->to > lsn && e->from >= lsn) {
+            remove_entry(c, e);   /* cannot be: versions start below */
+            continue;
         }
+        if (e->to > lsn)
+            e->to = lsn;
+        /* No snapshot in use or to come reads below the horizon: without
+         * this a hot page (page 1, a root) piles up a version per commit
+         * until the LRU reaches them, and every apply walks them all. */
+        if (e->to <= horizon)
+            remove_entry(c, e);
     }
     if (c->last_written.n >= LW_MAX_ENTRIES) {
         c->floor = c->max_written;
@@ -246,6 +250,17 @@ void vfs_cache_get_stats(vfs_cache *c, vfs_cache_stats *out)
     out->bytes = c->bytes;
     out->entries = c->entries;
     out->evictions = c->evictions;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void vfs_cache_drop_above(vfs_cache *c, lsn_t lsn)
+{
+    pthread_mutex_lock(&c->mu);
+    for (centry *e = c->lru_head, *next; e; e = next) {
+        next = e->lru_next;
+        if (e->from > lsn)
+            remove_entry(c, e);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 

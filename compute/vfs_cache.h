@@ -64,10 +64,17 @@ lsn_t vfs_cache_nms(vfs_cache *c, uint32_t pgno, lsn_t snap);
 void vfs_cache_put_fetched(vfs_cache *c, uint32_t pgno, lsn_t snap,
                            lsn_t page_lsn, const uint8_t *data, size_t len);
 /* Page pgno changed at lsn (a commit). Closes the newest version at lsn and,
- * with data, caches the new image [lsn, LSN_MAX). lsn must not go back. */
-void vfs_cache_apply(vfs_cache *c, uint32_t pgno, lsn_t lsn,
+ * with data, caches the new image [lsn, LSN_MAX). lsn must not go back.
+ * horizon: the oldest snapshot any connection holds or can still pin (the
+ * caller's lock manager knows); versions of pgno that end at or below it
+ * can never be read again and are dropped. */
+void vfs_cache_apply(vfs_cache *c, uint32_t pgno, lsn_t lsn, lsn_t horizon,
                      const uint8_t *data, size_t len);
 void vfs_cache_get_stats(vfs_cache *c, vfs_cache_stats *out);
+/* Commits above lsn failed (they were in flight): their versions go. The
+ * versions they closed stay valid up to where they end; a later commit of
+ * the same page closes them as usual. */
+void vfs_cache_drop_above(vfs_cache *c, lsn_t lsn);
 /* Every page may have changed at lsn (a replica that skipped WAL it could
  * no longer get): versions still open are closed at lsn, and lsn is every
  * page's last-written LSN. Readers below lsn keep their versions. */

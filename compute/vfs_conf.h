@@ -30,6 +30,10 @@
  *                                           them, at least 16 MiB)
  *   max_txn_mb=N       ARBOR_MAX_TXN_MB     refuse commits of more page
  *                                           bytes (0: no limit)
+ *   pipeline=0|1       ARBOR_PIPELINE       pipelined commits (1): the write
+ *                                           lock is free once a commit is
+ *                                           queued; the committing statement
+ *                                           still returns only when durable
  *
  * The endpoint mode is "role", not "mode": SQLite itself owns the URI
  * parameter mode= (ro, rw, rwc, memory) and refuses other values.
@@ -73,6 +77,7 @@ typedef struct vfs_conf {
     int overlay_mb;
     int record_kb;
     int max_txn_mb;
+    int pipeline;
     char spill_dir[256];
 } vfs_conf;
 

@@ -1,6 +1,7 @@
 /* vfs_db — see vfs_db.h. */
 #include "vfs_db.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -46,10 +47,23 @@ struct vfs_db {
     wp_proposer *wp;             /* primary only */
 
     pthread_mutex_t mu;          /* the fields below */
-    lsn_t latest_lsn;
+    lsn_t latest_lsn;            /* newest durable commit (readers pin it) */
     uint32_t latest_size;
+    /* PIPELINE (primary, conf.pipeline): commits queued on the walproposer
+     * but not yet durable. The writer builds on head; readers never see
+     * above latest; a commit's statement returns once it is durable
+     * (vfs_db_wait_durable). When one fails, every later one fails too:
+     * epoch moves, head falls back to latest, their cached pages go. */
+    lsn_t head_lsn;
+    uint32_t head_size;
+    uint64_t head_term;          /* term of the last record queued */
+    uint64_t epoch;
+    struct inflight { lsn_t lsn; uint32_t size; } *q;   /* oldest first */
+    int qn, qcap;
     uint32_t page_size;
     int n_shared;
+    struct pin { lsn_t lsn; int n; } *pins;   /* snapshots held, oldest first */
+    int n_pins, cap_pins;
     const void *writer;          /* RESERVED holder, or NULL */
     pthread_cond_t writer_cv;    /* broadcast when the writer lets go */
     pthread_cond_t latest_cv;    /* broadcast when latest_lsn moves */
@@ -327,8 +341,8 @@ static int db_start(vfs_db *db, const tl_info *ti, char *err, size_t err_len)
     uint32_t size = 0, page_size = 0;
     if (get_db_size(db, base, &size, &page_size, err, err_len) != 0)
         return -1;
-    db->latest_lsn = base;
-    db->latest_size = size;
+    db->latest_lsn = db->head_lsn = base;
+    db->latest_size = db->head_size = size;
     db->page_size = page_size;
     db->last_commit_ts_us = ti->last_commit_ts_us;
     db->start_lsn = ti->start_lsn;
@@ -371,6 +385,8 @@ static void db_free(vfs_db *db)
     pthread_cond_destroy(&db->stop_cv);
     pthread_cond_destroy(&db->writer_cv);
     pthread_cond_destroy(&db->latest_cv);
+    az_free(db->pins);
+    az_free(db->q);
     az_free(db);
 }
 
@@ -472,23 +488,77 @@ void vfs_db_latest(vfs_db *db, lsn_t *lsn, uint32_t *size_pages)
     pthread_mutex_unlock(&db->mu);
 }
 
-void vfs_db_pin(vfs_db *db, lsn_t *snap, uint32_t *size_pages)
+/* The snapshots connections hold, sorted, with counts. Under mu. */
+static void pin_add(vfs_db *db, lsn_t lsn)
+{
+    int i = db->n_pins;
+    while (i > 0 && db->pins[i - 1].lsn > lsn)
+        i--;
+    if (i > 0 && db->pins[i - 1].lsn == lsn) {
+        db->pins[i - 1].n++;
+        return;
+    }
+    if (db->n_pins == db->cap_pins) {
+        db->cap_pins = db->cap_pins ? db->cap_pins * 2 : 8;
+        db->pins = az_realloc(db->pins, (size_t)db->cap_pins * sizeof(*db->pins));
+    }
+    memmove(&db->pins[i + 1], &db->pins[i], (size_t)(db->n_pins - i) * sizeof(*db->pins));
+    db->pins[i] = (struct pin){ .lsn = lsn, .n = 1 };
+    db->n_pins++;
+}
+
+static void pin_del(vfs_db *db, lsn_t lsn)
+{
+    int i = 0;
+    while (i < db->n_pins && db->pins[i].lsn != lsn)
+        i++;
+    assert(i < db->n_pins);
+    if (i < db->n_pins && --db->pins[i].n == 0) {
+        memmove(&db->pins[i], &db->pins[i + 1],
+                (size_t)(db->n_pins - i - 1) * sizeof(*db->pins));
+        db->n_pins--;
+    }
+}
+
+void vfs_db_pin(vfs_db *db, bool head, lsn_t *snap, uint32_t *size_pages,
+                uint64_t *epoch)
 {
     pthread_mutex_lock(&db->mu);
     db->n_shared++;
-    *snap = db->latest_lsn;
-    *size_pages = db->latest_size;
+    *snap = head ? db->head_lsn : db->latest_lsn;
+    *size_pages = head ? db->head_size : db->latest_size;
+    *epoch = db->epoch;
+    pin_add(db, *snap);
     pthread_mutex_unlock(&db->mu);
 }
 
-void vfs_db_unpin(vfs_db *db)
+void vfs_db_unpin(vfs_db *db, lsn_t snap)
 {
     pthread_mutex_lock(&db->mu);
     db->n_shared--;
+    pin_del(db, snap);
     pthread_mutex_unlock(&db->mu);
 }
 
-int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap)
+void vfs_db_repin(vfs_db *db, lsn_t old, lsn_t snap)
+{
+    pthread_mutex_lock(&db->mu);
+    pin_del(db, old);
+    pin_add(db, snap);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* The oldest snapshot a connection holds, else latest: no reader can ever
+ * ask for a version that ended at or before it. */
+static lsn_t horizon(vfs_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    lsn_t h = db->n_pins ? db->pins[0].lsn : db->latest_lsn;
+    pthread_mutex_unlock(&db->mu);
+    return h;
+}
+
+int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap, uint64_t epoch)
 {
     if (db->conf.mode != VFS_MODE_PRIMARY)
         return VFS_EREADONLY;
@@ -498,7 +568,7 @@ int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap)
         rc = VFS_EFENCED;
     else if (db->writer && db->writer != owner)
         rc = VFS_EBUSY;
-    else if (snap != db->latest_lsn)
+    else if (snap != db->head_lsn || epoch != db->epoch)
         rc = VFS_ESNAPSHOT;
     else
         db->writer = owner;
@@ -720,23 +790,6 @@ static int map_wp_error(vfs_db *db, int rc)
     return VFS_ECOMMIT;
 }
 
-static int array_page(void *arg, uint32_t i, bool want_spilled, uint32_t *pgno,
-                      const uint8_t **img, uint8_t *scratch)
-{
-    const wal_page_in *pages = arg;
-    *pgno = pages[i].pgno;
-    *img = pages[i].image;
-    return 0;
-}
-
-int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
-                  uint32_t db_size_pages, uint32_t page_size, lsn_t *commit_lsn)
-{
-    char err[256];
-    return vfs_db_commit_txn(db, n, array_page, (void *)pages, db_size_pages,
-                             page_size, commit_lsn, err, sizeof(err));
-}
-
 /* ---- transactions of any size -------------------------------------------------- */
 
 const vfs_conf *vfs_db_conf(const vfs_db *db)
@@ -844,9 +897,74 @@ static int send_txn(txn_out *t, uint32_t n, vfs_page_fn get, void *arg,
     return rc;
 }
 
-int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
-                      uint32_t db_size_pages, uint32_t page_size,
-                      lsn_t *commit_lsn, char *err, size_t err_len)
+/* Durable up to c (the walproposer's commit LSN): in-flight commits at or
+ * below it leave the queue and latest moves to the last of them. Under mu. */
+static void advance(vfs_db *db, lsn_t c)
+{
+    int k = 0;
+    while (k < db->qn && db->q[k].lsn <= c)
+        k++;
+    if (k == 0)
+        return;
+    db->latest_lsn = db->q[k - 1].lsn;
+    db->latest_size = db->q[k - 1].size;
+    memmove(db->q, db->q + k, (size_t)(db->qn - k) * sizeof(*db->q));
+    db->qn -= k;
+    pthread_cond_broadcast(&db->latest_cv);
+}
+
+/* The walproposer failed (a commit wait timed out, a re-election cut the
+ * records above its commit LSN, or it was fenced): what is durable stays,
+ * every commit still in flight is gone for good. Under mu; once per epoch
+ * (the caller compares the epoch it saw). */
+static void pipeline_failed(vfs_db *db)
+{
+    advance(db, wp_commit_lsn(db->wp));
+    if (db->qn == 0 && db->head_lsn == db->latest_lsn)
+        return;
+    char d[LSN_STRLEN], h[LSN_STRLEN];
+    log_error("arbor vfs: %s: %d commit(s) in flight up to %s failed; the "
+              "branch continues from %s", db->name, db->qn,
+              lsn_format(db->head_lsn, h), lsn_format(db->latest_lsn, d));
+    db->qn = 0;
+    db->head_lsn = db->latest_lsn;
+    db->head_size = db->latest_size;
+    db->epoch++;
+    vfs_cache_drop_above(db->cache, db->latest_lsn);
+    pthread_cond_broadcast(&db->writer_cv);
+}
+
+int vfs_db_wait_durable(vfs_db *db, lsn_t lsn, uint64_t epoch, char *err,
+                        size_t err_len)
+{
+    pthread_mutex_lock(&db->mu);
+    bool done = lsn <= db->latest_lsn;
+    bool lost = !done && epoch != db->epoch;
+    pthread_mutex_unlock(&db->mu);
+    if (done)
+        return 0;
+    if (lost) {
+        snprintf(err, err_len, "an earlier commit this one depends on failed");
+        return VFS_ECOMMIT;
+    }
+    int rc = wp_wait_commit(db->wp, lsn, db->conf.timeout_ms);
+    pthread_mutex_lock(&db->mu);
+    if (rc == 0)
+        advance(db, wp_commit_lsn(db->wp));
+    else if (epoch == db->epoch)
+        pipeline_failed(db);
+    done = lsn <= db->latest_lsn;
+    pthread_mutex_unlock(&db->mu);
+    if (done)
+        return 0;
+    snprintf(err, err_len, "%s", rc ? wp_strerror(rc) : "commit lost");
+    return rc ? map_wp_error(db, rc) : VFS_ECOMMIT;
+}
+
+int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
+                      vfs_page_fn get, void *arg, uint32_t db_size_pages,
+                      uint32_t page_size, lsn_t *commit_lsn, char *err,
+                      size_t err_len)
 {
     if (db->conf.mode != VFS_MODE_PRIMARY)
         return VFS_EREADONLY;
@@ -858,17 +976,36 @@ int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
         MET_INC(g_met.failed);
         return VFS_ETOOBIG;
     }
+    bool pipe = db->conf.pipeline;
     double t0 = mono_s();
     txn_out t = { .db = db };
     int rc = wp_begin(db->wp, &t.pos, db->conf.timeout_ms);
     if (rc != 0) {
         snprintf(err, err_len, "%s", wp_strerror(rc));
         MET_INC(g_met.failed);
+        if (pipe) {
+            pthread_mutex_lock(&db->mu);
+            if (epoch == db->epoch)
+                pipeline_failed(db);
+            pthread_mutex_unlock(&db->mu);
+        }
         return map_wp_error(db, rc);
+    }
+    pthread_mutex_lock(&db->mu);
+    /* A new term cut whatever was in flight: this transaction read it. */
+    if (pipe && epoch == db->epoch && db->head_lsn > db->latest_lsn &&
+        t.pos.term != db->head_term)
+        pipeline_failed(db);
+    bool stale = snap != db->head_lsn || epoch != db->epoch;
+    pthread_mutex_unlock(&db->mu);
+    if (stale) {
+        snprintf(err, err_len, "an earlier commit this transaction read failed");
+        MET_INC(g_met.failed);
+        return VFS_ECOMMIT;
     }
     lsn_t first_lsn = t.pos.lsn;
     rc = send_txn(&t, n, get, arg, db_size_pages, page_size, err, err_len);
-    if (rc == 0 && (rc = wp_wait_commit(db->wp, t.end, db->conf.timeout_ms)) != 0) {
+    if (rc == 0 && !pipe && (rc = wp_wait_commit(db->wp, t.end, db->conf.timeout_ms)) != 0) {
         snprintf(err, err_len, "%s", wp_strerror(rc));
         rc = map_wp_error(db, rc);
     }
@@ -883,23 +1020,46 @@ int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
     }
     lsn_t end = t.end;
     MET_ADD(g_met.wal_bytes, end - first_lsn);
-    /* Cache first, then latest: a reader pinning the new latest finds the
-     * new versions (or last-written LSNs that make it wait for them). A
+    /* Cache first, then latest (head): a reader pinning the new latest finds
+     * the new versions (or last-written LSNs that make it wait for them). A
      * spilled page only closes its old version: it is not read back. */
     uint8_t *scratch = az_malloc(page_size);
+    lsn_t h = horizon(db);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t pgno;
         const uint8_t *img = NULL;
         if (get(arg, i, false, &pgno, &img, scratch) != 0)
             img = NULL;
-        vfs_cache_apply(db->cache, pgno, end, img, page_size);
+        vfs_cache_apply(db->cache, pgno, end, h, img, page_size);
     }
     az_free(scratch);
     pthread_mutex_lock(&db->mu);
-    db->latest_lsn = end;
-    db->latest_size = db_size_pages;
+    if (epoch != db->epoch) {
+        /* Everything in flight failed while this commit was cached: its
+         * versions start above latest, where nobody reads; drop them. */
+        vfs_cache_drop_above(db->cache, db->latest_lsn);
+        pthread_mutex_unlock(&db->mu);
+        snprintf(err, err_len, "an earlier commit in flight failed");
+        MET_INC(g_met.failed);
+        return VFS_ECOMMIT;
+    }
+    db->head_lsn = end;
+    db->head_size = db_size_pages;
+    db->head_term = t.pos.term;
     db->page_size = page_size;
-    pthread_cond_broadcast(&db->latest_cv);
+    if (pipe) {
+        /* Records of a transaction that failed half-way may lie between
+         * entries: they change no page, and never commit. */
+        if (db->qn == db->qcap) {
+            db->qcap = db->qcap ? db->qcap * 2 : 16;
+            db->q = az_realloc(db->q, (size_t)db->qcap * sizeof(*db->q));
+        }
+        db->q[db->qn++] = (struct inflight){ end, db_size_pages };
+    } else {
+        db->latest_lsn = end;
+        db->latest_size = db_size_pages;
+        pthread_cond_broadcast(&db->latest_cv);
+    }
     pthread_mutex_unlock(&db->mu);
     *commit_lsn = end;
     MET_INC(g_met.commits);
@@ -991,16 +1151,18 @@ static int commit_record(vfs_db *db, follower *fw, const wal_record *r)
             return rc;
         uint32_t *pgnos, n;
         pb_pgnos(fw->pend, &pgnos, &n);
+        lsn_t h = horizon(db);
         /* Spilled pages only close their cached version: not read back. */
         for (uint32_t i = 0; i < n; i++)
-            vfs_cache_apply(db->cache, pgnos[i], end, pb_peek(fw->pend, pgnos[i]),
+            vfs_cache_apply(db->cache, pgnos[i], end, h, pb_peek(fw->pend, pgnos[i]),
                             r->page_size);
         az_free(pgnos);
     } else {
+        lsn_t h = horizon(db);
         for (uint32_t i = 0; i < r->n_pages; i++) {
             if ((rc = wal_page_image(r, i, fw->img)) != 0)
                 return rc;
-            vfs_cache_apply(db->cache, r->pages[i].pgno, end, fw->img, r->page_size);
+            vfs_cache_apply(db->cache, r->pages[i].pgno, end, h, fw->img, r->page_size);
         }
     }
     pthread_mutex_lock(&db->mu);

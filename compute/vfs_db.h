@@ -39,12 +39,25 @@
  *             meanwhile (MVCC: readers never block the writer).
  *   RESERVED  at most one connection ("writer"), only in primary mode and
  *             before fencing (else VFS_EREADONLY), only if its snapshot is
- *             latest (else VFS_ESNAPSHOT: it would write over a newer
- *             commit), only if nobody else holds it (VFS_EBUSY).
+ *             head (else VFS_ESNAPSHOT: it would write over a newer
+ *             commit; the caller retries pinning head), only if nobody
+ *             else holds it (VFS_EBUSY).
  *   EXCLUSIVE granted to the RESERVED holder even with SHARED holders:
  *             their snapshots are unaffected by the writer's overlay.
- *   The writer's commit (vfs_db_commit) moves latest; the writer's own
- *   snapshot moves with it (the caller does that).
+ *   The writer's commit (vfs_db_commit_txn) moves head, and latest once it
+ *   is durable; the writer's own snapshot moves with it (the caller does
+ *   that).
+ *
+ * PIPELINE (conf.pipeline, primary). latest = the newest durable commit,
+ * head = the newest queued one (head == latest without pipelining). A
+ * commit queues its records and returns: the writer lets go of RESERVED
+ * at once and only then waits (vfs_db_wait_durable) before its statement
+ * returns, so the next writer builds on head while records of several
+ * commits travel together. Readers pin latest, never head: no read-only
+ * transaction sees a commit that is not durable. If a commit in flight
+ * fails, every later one fails (their waits return VFS_ECOMMIT), head
+ * falls back to latest and the epoch moves: a connection pinned at the
+ * old head cannot reserve or commit.
  *
  * THREADS. All functions are thread-safe. A vfs_db lives until the last
  * vfs_db_release.
@@ -90,9 +103,15 @@ uint32_t vfs_db_page_size(vfs_db *db);
 void vfs_db_latest(vfs_db *db, lsn_t *lsn, uint32_t *size_pages);
 
 /* Lock manager: see the header comment. */
-void vfs_db_pin(vfs_db *db, lsn_t *snap, uint32_t *size_pages);
-void vfs_db_unpin(vfs_db *db);
-int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap);
+/* head: pin the newest commit including those in flight (a writer's
+ * retry), else the newest durable one. */
+void vfs_db_pin(vfs_db *db, bool head, lsn_t *snap, uint32_t *size_pages,
+                uint64_t *epoch);
+void vfs_db_unpin(vfs_db *db, lsn_t snap);   /* snap: what pin gave */
+/* The connection's snapshot moves from old to snap (its own commit, which is
+ * latest now). */
+void vfs_db_repin(vfs_db *db, lsn_t old, lsn_t snap);
+int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap, uint64_t epoch);
 void vfs_db_unreserve(vfs_db *db, const void *owner);
 /* Waits until no connection holds the write lock (woken by unreserve, not
  * polling), at most timeout_ms. 0 when free, -ETIMEDOUT. */
@@ -127,21 +146,18 @@ typedef int (*vfs_page_fn)(void *arg, uint32_t i, bool want_spilled,
  * the quorum flush of the last one commits. Same results as vfs_db_commit;
  * VFS_ETOOBIG when the pages exceed max_txn_mb (the message, with limit
  * and size, goes to err), VFS_ESPILL when the source fails (err says). */
-int vfs_db_commit_txn(vfs_db *db, uint32_t n, vfs_page_fn get, void *arg,
-                      uint32_t db_size_pages, uint32_t page_size,
-                      lsn_t *commit_lsn, char *err, size_t err_len);
+int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
+                      vfs_page_fn get, void *arg, uint32_t db_size_pages,
+                      uint32_t page_size, lsn_t *commit_lsn, char *err,
+                      size_t err_len);
+/* Pipelined commits (conf.pipeline): waits until lsn (a commit, or a
+ * snapshot pinned at head) is durable on a quorum. 0, or VFS_ECOMMIT /
+ * VFS_EFENCED when it, or a commit before it, failed (err says why).
+ * epoch: what vfs_db_pin gave with the snapshot. */
+int vfs_db_wait_durable(vfs_db *db, lsn_t lsn, uint64_t epoch, char *err,
+                        size_t err_len);
 
 /* The settings this database was opened with. */
 const vfs_conf *vfs_db_conf(const vfs_db *db);
-
-/* The commit point (primary) for pages in an array (sorted by pgno,
- * page_size bytes each) with db size db_size_pages, made durable on a
- * quorum (vfs_db_commit_txn over the array). 0 and *commit_lsn; the pages
- * are cached and latest moves.
- * VFS_ECOMMIT (timeout, no quorum: the record will never be visible),
- * VFS_EFENCED, VFS_ETOOBIG, VFS_EREADONLY. Called by the RESERVED holder. */
-int vfs_db_commit(vfs_db *db, const wal_page_in *pages, uint32_t n,
-                  uint32_t db_size_pages, uint32_t page_size,
-                  lsn_t *commit_lsn);
 
 #endif

@@ -206,6 +206,8 @@ typedef struct arbor_file {
     int lock;                 /* SQLITE_LOCK_* this connection holds */
     lsn_t snap;               /* pinned at SHARED */
     uint32_t snap_size;       /* db size in pages at snap */
+    uint64_t epoch;           /* the pipeline's, with snap */
+    bool want_head;           /* a write was refused: pin head next time */
     uint32_t page_size;       /* 0 until known */
     /* Overlay (RESERVED and above): uncommitted pages of this connection,
      * in RAM up to overlay_mb, then in a private temp file. */
@@ -506,12 +508,13 @@ static int commit(arbor_file *f)
     az_free(ov);
     qsort(src.pgnos, n, sizeof(uint32_t), cmp_u32);
     lsn_t lsn;
-    int rc = vfs_db_commit_txn(f->db, n, commit_page, &src, new_size, ps, &lsn,
-                               f->err, sizeof(f->err));
+    int rc = vfs_db_commit_txn(f->db, f->snap, f->epoch, n, commit_page, &src,
+                               new_size, ps, &lsn, f->err, sizeof(f->err));
     az_free(src.pgnos);
     az_free(src.zeros);
     if (rc != 0)
         return commit_failed(f, rc);
+    vfs_db_repin(f->db, f->snap, lsn);
     f->snap = lsn;
     f->snap_size = new_size;
     overlay_clear(f);
@@ -549,18 +552,23 @@ static int af_lock(sqlite3_file *pf, int level)
     if (level <= f->lock)
         return SQLITE_OK;
     if (f->lock == SQLITE_LOCK_NONE) {
-        vfs_db_pin(f->db, &f->snap, &f->snap_size);
+        /* A writer's retry builds on head (commits in flight included);
+         * anything else reads only what is durable. */
+        vfs_db_pin(f->db, f->want_head, &f->snap, &f->snap_size, &f->epoch);
+        f->want_head = false;
         f->lock = SQLITE_LOCK_SHARED;
         f->page_size = 0;   /* learn it again: a first commit may set it */
     }
     if (level >= SQLITE_LOCK_RESERVED && f->lock < SQLITE_LOCK_RESERVED) {
-        int rc = vfs_db_reserve(f->db, f, f->snap);
+        int rc = vfs_db_reserve(f->db, f, f->snap, f->epoch);
         switch (rc) {
         case 0:
             break;
         case VFS_EBUSY:
+            f->want_head = true;
             return SQLITE_BUSY;
         case VFS_ESNAPSHOT:
+            f->want_head = true;
             return SQLITE_BUSY_SNAPSHOT;
         case VFS_EFENCED:
             log_error("arbor vfs: write refused: this primary was fenced by "
@@ -585,15 +593,25 @@ static int af_unlock(sqlite3_file *pf, int level)
     arbor_file *f = (arbor_file *)pf;
     if (level >= f->lock)
         return SQLITE_OK;
+    int rc = SQLITE_OK;
     if (f->lock >= SQLITE_LOCK_RESERVED && level < SQLITE_LOCK_RESERVED) {
         overlay_clear(f);
+        bool failed = f->commit_failed;
         f->commit_failed = false;
         vfs_db_unreserve(f->db, f);
+        /* PIPELINE: the next writer may go; this one's statement returns
+         * once its commit (or the head it read) is durable. SQLite passes
+         * this error on from the end of its commit: the statement fails. */
+        if (!failed && vfs_db_conf(f->db)->pipeline &&
+            vfs_db_wait_durable(f->db, f->snap, f->epoch, f->err, sizeof(f->err)) != 0) {
+            log_error("arbor vfs: commit failed: %s", f->err);
+            rc = SQLITE_IOERR_FSYNC;
+        }
     }
     if (level == SQLITE_LOCK_NONE && f->lock >= SQLITE_LOCK_SHARED)
-        vfs_db_unpin(f->db);
+        vfs_db_unpin(f->db, f->snap);
     f->lock = level;
-    return SQLITE_OK;
+    return rc;
 }
 
 static int af_check_reserved(sqlite3_file *pf, int *out)

@@ -77,7 +77,7 @@ static void test_cache_versions(void **state)
     assert_true(vfs_cache_get(c, 7, 1000, out, 512));
     assert_false(vfs_cache_get(c, 7, 80, out, 512));   /* before it was written */
     /* A commit at 200 changes it: old snapshots keep 'a'. */
-    vfs_cache_apply(c, 7, 200, b, 512);
+    vfs_cache_apply(c, 7, 200, 0, b, 512);
     assert_true(vfs_cache_get(c, 7, 199, out, 512));
     assert_int_equal(out[0], 'a');
     assert_true(vfs_cache_get(c, 7, 200, out, 512));
@@ -87,7 +87,7 @@ static void test_cache_versions(void **state)
     assert_int_equal(vfs_cache_nms(c, 8, 500), 100);
     /* A fetch at 180 that finishes after a commit at 300 of page 9: valid
      * only at its own snapshot, never as the newest. */
-    vfs_cache_apply(c, 9, 300, NULL, 0);
+    vfs_cache_apply(c, 9, 300, 0, NULL, 0);
     vfs_cache_put_fetched(c, 9, 180, 50, a, 512);
     assert_true(vfs_cache_get(c, 9, 180, out, 512));
     assert_false(vfs_cache_get(c, 9, 300, out, 512));
@@ -110,7 +110,7 @@ static void test_cache_jump(void **state)
     page(a, 'a');
     page(b, 'b');
     vfs_cache_put_fetched(c, 7, 150, 90, a, 512);
-    vfs_cache_apply(c, 8, 200, b, 512);
+    vfs_cache_apply(c, 8, 200, 0, b, 512);
     vfs_cache_jump(c, 500);
     assert_true(vfs_cache_get(c, 7, 499, out, 512));    /* older snapshots: kept */
     assert_int_equal(out[0], 'a');
