@@ -17,6 +17,16 @@
  *                error, its row is invisible (same connection, another
  *                connection, a fresh compute after recovery), and the
  *                connection commits again once they are resumed.
+ *   pipeline     with 2 of 3 safekeepers SIGSTOPped, two writers commit one
+ *                after the other (the second builds on the first while it
+ *                is in flight: both records are queued) and block; a reader
+ *                meanwhile sees neither row. Resumed: both return OK and
+ *                their rows are there. Again with the pause outlasting the
+ *                commit timeout: both fail (the second because the first
+ *                did), no reader ever sees them, a fresh compute neither.
+ *                Breaks if: readers pin commits in flight, the write lock
+ *                is held until durable (the second is not queued), or a
+ *                commit built on a failed one is acknowledged.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,6 +49,7 @@
 #include <unistd.h>
 
 #include "test_vfs_common.h"
+#include "vfs_main.h"
 
 /* ---- the helper process ------------------------------------------------------ */
 
@@ -298,6 +309,112 @@ static void test_commit_failure(void **state)
     sqlite3_close(db);
 }
 
+/* ---- pipelined commits ------------------------------------------------------------- */
+
+typedef struct pipe_writer {
+    const char *uri;
+    long id;
+    int rc;
+    bool done;
+} pipe_writer;
+
+static void *pipe_writer_main(void *arg)
+{
+    pipe_writer *w = arg;
+    sqlite3 *db = vc_open(w->uri);
+    arbor_vfs_busy_wait(db, 5000);   /* a write refused for a commit in flight retries */
+    char sql[128];
+    snprintf(sql, sizeof(sql), "INSERT INTO p VALUES(%ld, 'w')", w->id);
+    w->rc = vc_exec_rc(db, sql);
+    __atomic_store_n(&w->done, true, __ATOMIC_SEQ_CST);
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* Starts a writer of row id and waits until its commit is queued (the
+ * process's WAL bytes grew): it now waits for the quorum, lock released. */
+static void pipe_start(pthread_t *t, pipe_writer *w, const char *uri, long id)
+{
+    uint64_t before = arbor_vfs_wal_bytes_total();
+    *w = (pipe_writer){ .uri = uri, .id = id };
+    assert_int_equal(pthread_create(t, NULL, pipe_writer_main, w), 0);
+    for (int i = 0; i < 200 && arbor_vfs_wal_bytes_total() == before; i++)
+        h_sleep_ms(10);
+    if (arbor_vfs_wal_bytes_total() == before)
+        fail_msg("writer %ld never queued its commit (still waiting for the "
+                 "write lock: commits are not pipelined)", id);
+    assert_false(__atomic_load_n(&w->done, __ATOMIC_SEQ_CST));   /* not durable yet */
+}
+
+static void pipe_round(const char *uri, sqlite3 *reader, long id, bool resume)
+{
+    pthread_t t1, t2;
+    pipe_writer w1, w2;
+    int64_t before = vc_int(reader, "SELECT count(*) FROM p");
+    assert_int_equal(h_sk_pause(&vc_sk[0]), 0);
+    assert_int_equal(h_sk_pause(&vc_sk[1]), 0);
+    pipe_start(&t1, &w1, uri, id);
+    pipe_start(&t2, &w2, uri, id + 1);
+    /* Neither is durable: a reader (a fresh snapshot) sees neither. */
+    assert_int_equal(vc_int(reader, "SELECT count(*) FROM p"), before);
+    if (resume) {
+        h_sk_resume(&vc_sk[0]);
+        h_sk_resume(&vc_sk[1]);
+    }
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    if (!resume) {
+        h_sk_resume(&vc_sk[0]);
+        h_sk_resume(&vc_sk[1]);
+    }
+    if (resume) {
+        assert_int_equal(w1.rc, SQLITE_OK);
+        assert_int_equal(w2.rc, SQLITE_OK);
+        assert_int_equal(vc_int(reader, "SELECT count(*) FROM p"), before + 2);
+    } else {
+        assert_int_equal(w1.rc & 0xff, SQLITE_IOERR);
+        assert_int_equal(w2.rc & 0xff, SQLITE_IOERR);
+        assert_int_equal(vc_int(reader, "SELECT count(*) FROM p"), before);
+    }
+}
+
+/* One branch per round: the commit timeout must outlast the safekeepers'
+ * reconnection after SIGCONT (backoff up to 1 s) when they come back, and
+ * be short when they do not. */
+static void pipe_branch(const char *branch, int timeout_ms, char *uri, size_t len,
+                        sqlite3 **reader)
+{
+    vc_create_branch(branch, NULL, 0);
+    char extra[32];
+    snprintf(extra, sizeof(extra), "timeout_ms=%d", timeout_ms);
+    vc_uri(uri, len, branch, extra);
+    *reader = vc_open(uri);   /* keeps the shared state */
+    vc_exec(*reader, "CREATE TABLE p(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO p VALUES(1, 'a')");
+}
+
+static void test_pipeline(void **state)
+{
+    char uri[1024];
+    sqlite3 *reader;
+    pipe_branch("pipe_ok", 8000, uri, sizeof(uri), &reader);
+    pipe_round(uri, reader, 10, true);     /* both become durable */
+    assert_int_equal(vc_int(reader, "SELECT group_concat(id) = '1,10,11' FROM p"), 1);
+    sqlite3_close(reader);
+
+    pipe_branch("pipe_fail", 1500, uri, sizeof(uri), &reader);
+    pipe_round(uri, reader, 20, false);    /* the first fails, so does the second */
+    int rc = SQLITE_ERROR;
+    for (int i = 0; i < 20 && (rc = vc_exec_rc(reader, "INSERT INTO p VALUES(30, 'b')")) != 0; i++)
+        h_sleep_ms(200);
+    assert_int_equal(rc, SQLITE_OK);
+    assert_int_equal(vc_int(reader, "SELECT group_concat(id) = '1,30' FROM p"), 1);
+    sqlite3_close(reader);
+    /* A fresh compute (new election, recovery from the safekeepers). */
+    sqlite3 *db = vc_open(uri);
+    assert_int_equal(vc_int(db, "SELECT group_concat(id) = '1,30' FROM p"), 1);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_fencing),
         cmocka_unit_test(test_two_writers),
         cmocka_unit_test(test_commit_failure),
+        cmocka_unit_test(test_pipeline),
     };
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }
