@@ -161,9 +161,17 @@ static void ensure_components(cli_state *st)
     px->kind = CLI_COMP_PROXY;
 }
 
-/* The ports a component asks for at start (0 = any). */
+/* The ports a component asks for at start (0 = any). With ephemeral ports
+ * (base port 0) a daemon that ran before asks for its old ports: the
+ * running computes and daemons know it there (a restarted safekeeper on a
+ * new port would be lost to the walproposer until the compute restarts). */
 static void wanted_ports(const cli_state *st, const cli_component *c, int *grpc, int *http)
 {
+    if (st->base_port == 0 && c->grpc_port > 0 && c->http_port > 0) {
+        *grpc = c->grpc_port;
+        *http = c->http_port;
+        return;
+    }
     if (c->kind == CLI_COMP_CONTROL) { /* the API: just below the base port */
         *grpc = *http = st->base_port > 1 ? st->base_port - 1 : 0;
         return;
@@ -337,7 +345,17 @@ static int start_daemons(cli_state *st)
             spawned[i] = true;
         }
         for (int i = 0; i < st->n_comp; i++) {
-            if (spawned[i] && cli_cluster_wait_ports(st, &st->comp[i]) != 0) {
+            cli_component *c = &st->comp[i];
+            if (!spawned[i] || cli_cluster_wait_ports(st, c) == 0) {
+                continue;
+            }
+            if (st->base_port != 0 || c->grpc_port <= 0 ||
+                cli_proc_alive(c->pid, c->start_ticks)) {
+                return CLI_EFAIL;
+            }
+            /* Its old ephemeral port is taken by now: any port. */
+            c->grpc_port = c->http_port = 0;
+            if (spawn_component(st, c, &bins) != 0 || cli_cluster_wait_ports(st, c) != 0) {
                 return CLI_EFAIL;
             }
         }
@@ -780,18 +798,29 @@ static int start_locked(cli_ctx *ctx, cli_state *st, bool *already)
         n_core += st->comp[i].kind != CLI_COMP_COMPUTE;
     }
     int alive_core = running_count(st, true, &down);
-    if (alive_core > 0 && alive_core == n_core) {
+    /* The primary on main that died (not stopped: stopping removes it) is
+     * started again, on its old ports; other dead endpoints are dropped. */
+    bool main_dead = false;
+    for (int i = st->n_comp - 1; i >= 0; i--) {
+        cli_component *c = &st->comp[i];
+        if (c->kind != CLI_COMP_COMPUTE || (c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks))) {
+            continue;
+        }
+        if (strcmp(c->name, "main") == 0 && strcmp(c->role, "primary") == 0 &&
+            !cli_opt_flag(ctx, "no-endpoint")) {
+            main_dead = true;
+        } else {
+            cli_state_remove(st, i);
+        }
+    }
+    if (alive_core > 0 && alive_core == n_core && !main_dead) {
         *already = true;
         return CLI_EXIT_OK;
     }
-    if (alive_core > 0) {   /* partly running: start just the daemons that are down */
+    if (alive_core > 0 && alive_core < n_core) {   /* partly running: just the daemons that are down */
         cli_note("%s is down: starting the daemons that are not running", down);
-    }
-    for (int i = st->n_comp - 1; i >= 0; i--) { /* endpoints that died */
-        cli_component *c = &st->comp[i];
-        if (c->kind == CLI_COMP_COMPUTE && !(c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks))) {
-            cli_state_remove(st, i);
-        }
+    } else if (alive_core > 0) {
+        cli_note("the primary on main is down: starting it");
     }
     st->started_at_us = cli_now_us();
     st->stopped_at_us = 0;

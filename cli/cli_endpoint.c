@@ -361,7 +361,17 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
 {
     cli_tl tl;
     char name[CLI_COMP_NAME_MAX + 1], hex[ID_STR_SIZE], l[LSN_STRLEN];
-    if (cli_ps_branch_need(ps, sp->branch, &tl) != 0) {
+    /* A primary or replica finds its start on the safekeepers itself: no
+     * wait for the pageserver's ingest (after a crashed primary, the last
+     * commits are flushed on a quorum but no one told the safekeepers they
+     * are committed until the next primary is elected: waiting for them
+     * here could never end). */
+    int rc = strcmp(sp->role, "static") == 0 ? cli_ps_branch_need(ps, sp->branch, &tl)
+                                              : cli_ps_branch(ps, sp->branch, &tl);
+    if (rc == CLI_ENOTFOUND) {
+        cli_err("unknown branch '%s' (arbor branch list shows them)", sp->branch);
+    }
+    if (rc != 0) {
         return CLI_EFAIL;
     }
     if (sp->name) {
@@ -376,7 +386,14 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
         return CLI_EFAIL;
     }
     int old = find_endpoint(st, name); /* a dead endpoint of that name: replaced */
+    int old_pg = -1, old_http = -1;
     if (old >= 0) {
+        /* Its clients (and the proxy's route to main) know its ports:
+         * with ephemeral ports, ask for the same ones again. */
+        if (st->base_port == 0) {
+            old_pg = st->comp[old].grpc_port;
+            old_http = st->comp[old].http_port;
+        }
         cli_state_remove(st, old);
     }
     cli_component *c = cli_state_add(st, name, CLI_COMP_COMPUTE);
@@ -391,10 +408,21 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
     }
     c->scram = sp->password || sp->keep_scram;
     pick_ports(st, sp, c);
+    if (sp->pg_port < 0 && sp->http_port < 0 && old_pg > 0 && old_http > 0) {
+        c->grpc_port = old_pg;
+        c->http_port = old_http;
+    }
     pick_datadir(st, c);
-    int rc = spawn_compute(st, c, sp);
+    rc = spawn_compute(st, c, sp);
     if (rc == 0) {
         rc = cli_cluster_wait_ports(st, c);
+        if (rc != 0 && old_pg > 0 && c->pid == 0) {   /* exited at once */
+            /* Its old port is taken by now: any port. */
+            c->grpc_port = c->http_port = 0;
+            rc = spawn_compute(st, c, sp);
+            if (rc == 0)
+                rc = cli_cluster_wait_ports(st, c);
+        }
         if (rc != 0 && c->pid > 0) {
             cli_proc_stop(c->pid, c->start_ticks, 2000, c->name);
         }
