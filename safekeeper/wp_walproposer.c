@@ -64,8 +64,8 @@
 /* Records per AppendRequest: big enough to amortise the per-message cost,
  * small enough that one slow message does not hold the stream. */
 #define WP_BATCH_BYTES (256u * 1024)
-/* Requests on the wire per stream before we wait for an ack: enough to cover
- * the acceptor's group flush; more only queues in gRPC. */
+/* Requests on the wire per stream before we wait for an ack (full batches
+ * only: smaller ones wait for the one in flight, see stream_step). */
 #define WP_MAX_INFLIGHT 16
 #define WP_BACKOFF_MIN_MS 50
 #define WP_BACKOFF_MAX_MS 1000
@@ -643,7 +643,8 @@ static void *rx_main(void *arg)
                      err_msg(r->error));
             sk->stream_failed = true;
         } else if (wp->term == term && sk->elected_term == term) {
-            bool was_full = sk->req_sent - sk->req_acked >= WP_MAX_INFLIGHT;
+            bool was_full = sk->req_sent - sk->req_acked >= WP_MAX_INFLIGHT ||
+                            sk->send_lsn < wp->buf.end_lsn;   /* a group waits */
             if (r->flush_lsn > sk->flush_lsn) {
                 sk->flush_lsn = r->flush_lsn;
             }
@@ -918,7 +919,14 @@ static void stream_step(wp_sk *sk, uint64_t term)
         wait_not_sending(sk); /* the caller is sending */
         return;
     }
-    if (sk->req_sent - sk->req_acked >= WP_MAX_INFLIGHT) {
+    /* GROUP COMMIT: while a request is on the wire, records that queue
+     * wait for its ack and then go together (one message, one fdatasync
+     * on the safekeeper): a lone writer's record goes at once, a busy
+     * branch's records share messages. A full batch does not wait. */
+    uint64_t inflight = sk->req_sent - sk->req_acked;
+    lsn_t backlog = wp->buf.end_lsn - sk->send_lsn;
+    if (inflight >= WP_MAX_INFLIGHT ||
+        (inflight > 0 && backlog > 0 && backlog < WP_BATCH_BYTES)) {
         wait_on(wp, &sk->cv, 0, WP_HEARTBEAT_IDLE_US);
         return;
     }
