@@ -1186,11 +1186,17 @@ static void parse_args(int argc, char **argv)
         usage(2);
 }
 
-static void write_scripts(char *rw, char *ro, size_t cap)
+static void write_scripts(char *rw, char *rwt, char *ro, size_t cap)
 {
     char text[512];
     snprintf(rw, cap, "%s/rw.sql", h_root());
+    snprintf(rwt, cap, "%s/rwt.sql", h_root());
     snprintf(ro, cap, "%s/ro.sql", h_root());
+    snprintf(text, sizeof(text),
+             "\\set aid random(1, %d)\n\\set delta random(-5000, 5000)\nBEGIN;\n"
+             "UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;\n"
+             "SELECT abalance FROM accounts WHERE aid = :aid;\nCOMMIT;\n", opt.rows);
+    write_file(rwt, text);
     snprintf(text, sizeof(text),
              "\\set aid random(1, %d)\n\\set delta random(-5000, 5000)\n"
              "UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;\n"
@@ -1223,26 +1229,27 @@ int main(int argc, char **argv)
                     "PostgreSQL 15\n");
     cluster_up();
     atexit(stop_all); /* after h_init's: runs before the harness's cleanup */
-    char compute_log[600], rw[600], ro[600];
+    char compute_log[600], rw[600], rwt[600], ro[600];
     compute_up(compute_log, sizeof(compute_log));
     pg_init();
     g.pg_pid = pg_spawn();
     load_accounts(g.compute_port, "main", "arbor-compute");
     load_accounts(g.pg_port, "postgres", "postgres");
-    write_scripts(rw, ro, sizeof(rw));
+    write_scripts(rw, rwt, ro, sizeof(rw));
 
     /* tps: arbor and PostgreSQL alternate, -R runs each per case, so that
      * what else the machine does hits both; the median run counts */
-    static const struct { const char *name, *mode; bool read_write; } cases[] = {
-        { "read-write  simple", "simple", true },
-        { "read-write  extended", "extended", true },
-        { "read-only   simple", "simple", false },
-        { "read-only   extended", "extended", false },
+    static const struct { const char *name, *mode; int kind; } cases[] = {
+        { "read-write  simple", "simple", 1 },
+        { "read-write  extended", "extended", 1 },
+        { "read-write  BEGIN/COMMIT", "simple", 2 },
+        { "read-only   simple", "simple", 0 },
+        { "read-only   extended", "extended", 0 },
     };
     enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
     bench_result arbor[N_CASES], pg[N_CASES];
     for (int i = 0; i < N_CASES; i++) {
-        const char *script = cases[i].read_write ? rw : ro;
+        const char *script = cases[i].kind == 2 ? rwt : cases[i].kind == 1 ? rw : ro;
         bench_result ra[MAX_ROUNDS], rp[MAX_ROUNDS];
         fprintf(stderr, "bench_endpoint: pgbench %s (%d x %d s each side): TPS", cases[i].name,
                 opt.rounds, opt.secs);
@@ -1277,13 +1284,13 @@ int main(int argc, char **argv)
     printf("\nbench_endpoint: arbor-compute (3 safekeepers + pageserver on loopback) vs "
            "PostgreSQL 15 (fsync=on, synchronous_commit=on), both over TCP 127.0.0.1\n");
     printf("pgbench -n -c %d -j %d -T %d, median of %d runs per side (alternating), accounts "
-           "of %d rows, each statement autocommits\n\n",
+           "of %d rows, each statement autocommits (but in BEGIN/COMMIT)\n\n",
            opt.clients, opt.threads < opt.clients ? opt.threads : opt.clients, opt.secs,
            opt.rounds, opt.rows);
-    printf("%-22s %11s %11s %8s   %11s %11s %8s\n", "pgbench case", "arbor TPS", "PG TPS",
+    printf("%-26s %11s %11s %8s   %11s %11s %8s\n", "pgbench case", "arbor TPS", "PG TPS",
            "a/PG", "arbor ms", "PG ms", "a/PG");
     for (int i = 0; i < N_CASES; i++) {
-        printf("%-22s %11.1f %11.1f %7.2fx   %11.3f %11.3f %7.2fx", cases[i].name,
+        printf("%-26s %11.1f %11.1f %7.2fx   %11.3f %11.3f %7.2fx", cases[i].name,
                arbor[i].tps, pg[i].tps, ratio(arbor[i].tps, pg[i].tps),
                arbor[i].latency_ms, pg[i].latency_ms,
                ratio(arbor[i].latency_ms, pg[i].latency_ms));
