@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,16 @@ int main(int argc, char **argv)
     if (rc != DMN_RUN)
         return rc;
     hc_global_init();
+    /* A thread and a socket per client connection (up to 10,000 with the
+     * default limits): take every file descriptor the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 10200)
+        log_warn("proxy: at most %llu open files (ulimit -n): fewer than 10,000 clients "
+                 "fit", (unsigned long long)nofile.rlim_cur);
     rc = start();
     if (rc == 0)
         rc = dmn_write_port_file(g_px.conf.port_file, g_px.pg_port,
