@@ -1,0 +1,18 @@
+# Deterministic simulation of the WAL quorum (tests/sim/sim_quorum.c, issue
+# 16): the real acceptor (arbor_sk) with a disk that models fdatasync, the
+# walproposer's decisions (wp_logic), a seeded scheduler of faults.
+# test_sim_quorum: ARBOR_SIM_SEEDS seeds (default below; fewer under ASan).
+# test_sim_quorum_broken: the same simulator over an acceptor whose
+# fdatasync lies; passes only when that is caught within the seed budget.
+if(ARBOR_SANITIZE)
+  set(SIM_SEEDS 300)
+else()
+  set(SIM_SEEDS 3000)
+endif()
+arbor_test(test_sim_quorum SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_quorum.c
+           LIBS arbor_sk arbor_walproposer
+           ARGS --seeds ${SIM_SEEDS} --seconds 55 TIMEOUT 120 LABELS sim)
+arbor_test(test_sim_quorum_broken SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_quorum.c
+           LIBS arbor_sk arbor_walproposer
+           ARGS --seeds ${SIM_SEEDS} --seconds 55 TIMEOUT 120 LABELS sim)
+target_compile_definitions(test_sim_quorum_broken PRIVATE SIM_BROKEN=1)
