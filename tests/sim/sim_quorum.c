@@ -202,13 +202,19 @@ static ssize_t d_pwrite(void *ctx, int fd, const void *buf, size_t len,
 static int d_sync(void *ctx, int fd)
 {
     sdisk *d = ctx;
-#ifdef SIM_BROKEN
-    if (d->broken_sync)
-        return 0;  /* BROKEN: success without durability */
-#endif
     if (fd >= 0 && fd < 1024 && d->paths[fd])
         forget_path(d, d->paths[fd]);
     return 0;
+}
+
+static int d_fdatasync(void *ctx, int fd)
+{
+#ifdef SIM_BROKEN
+    sdisk *d = ctx;
+    if (d->broken_sync)
+        return 0;  /* BROKEN: WAL "flushed" and acknowledged, not durable */
+#endif
+    return d_sync(ctx, fd);
 }
 
 static int d_rename(void *ctx, const char *from, const char *to)
@@ -296,7 +302,7 @@ static void disk_init(sdisk *d)
     d->io.close = d_close;
     d->io.pread = d_pread;
     d->io.pwrite = d_pwrite;
-    d->io.fdatasync = d_sync;
+    d->io.fdatasync = d_fdatasync;
     d->io.fsync = d_sync;
     d->io.rename = d_rename;
     d->io.unlink = d_unlink;
@@ -326,6 +332,7 @@ typedef struct msg {
     int type, p, a, lag;     /* lag: READ's laggard acceptor */
     uint64_t inc, conn, gen, term;
     lsn_t l1, l2, l3;        /* per type: see senders */
+    uint64_t elected_term;   /* VOTE_R: last Elected term accepted */
     bool granted;
     int err;
     wp_term_switch *hist;
@@ -425,6 +432,9 @@ typedef struct acc {
 
 static acc A[NA];
 static bool broken_mode;
+/* --pre-fix: the walproposer's re-election rule before the sim found it
+ * unsafe (voters' elected_term ignored): see wp_rival_term. */
+static bool pre_fix;
 
 static int acc_open(acc *a)
 {
@@ -487,6 +497,7 @@ static void canon_add(lsn_t lsn, const uint8_t *data, size_t len,
         }
         memcpy(canon + off + over, data + over, len - over);
         canon_end = lsn + len;
+        trace("committed log extended to %" PRIX64 " by %s", canon_end, who);
     }
 }
 
@@ -510,6 +521,7 @@ typedef struct psk {
     uint64_t vote_gen_done;
     bool granted;
     lsn_t v_flush, v_commit, v_last;
+    uint64_t v_elected;
     wp_term_switch *v_hist;
     size_t v_nhist;
 } psk;
@@ -740,6 +752,7 @@ static void become_elected(int i)
             votes[nv].last_record_lsn = s->v_last;
             votes[nv].history = s->v_hist;
             votes[nv].n_history = s->v_nhist;
+            votes[nv].elected_term = pre_fix ? 0 : s->v_elected;
             if (s->v_commit > max_commit)
                 max_commit = s->v_commit;
             nv++;
@@ -749,12 +762,10 @@ static void become_elected(int i)
     wp_term_switch *h;
     size_t nh;
     if (p->state == P_FAILED) {
-        for (int k = 0; k < nv; k++) {
-            uint64_t t = wp_last_log_term(votes[k].history, votes[k].n_history);
-            if (t > p->term) {
-                fence(p, t, "another proposer wrote while our commit was failing");
-                return;
-            }
+        uint64_t t = wp_rival_term(votes, nv, p->term);
+        if (t > 0) {
+            fence(p, t, "another proposer was elected while our commit was failing");
+            return;
         }
         if (!p->commit_prev_known || p->commit < p->epoch_start) {
             fail("walproposer rule broken: FAILED with commit %" PRIX64
@@ -1061,6 +1072,7 @@ static void acc_deliver(msg *m)
         r->l1 = st.flush_lsn;
         r->l2 = st.commit_lsn;
         r->l3 = st.last_record_lsn;
+        r->elected_term = st.elected_term;
         fill_hist(r, &st);
         trace("A%d vote term %" PRIu64 ": %s", ai, m->term, granted ? "granted" : "refused");
         send_msg(r);
@@ -1159,6 +1171,7 @@ static void prop_deliver(msg *m)
         s->v_flush = m->l1;
         s->v_commit = m->l2;
         s->v_last = m->l3;
+        s->v_elected = m->elected_term;
         free(s->v_hist);
         s->v_hist = NULL;
         s->v_nhist = m->nhist;
@@ -1206,6 +1219,7 @@ static void prop_deliver(msg *m)
             return;
         }
         if (s->elected_term == p->term && !s->need_elected) {
+            trace("P%" PRIu64 " ack from A%d: flush %" PRIX64, p->inc, a, m->l1);
             if (m->l1 > s->flush)
                 s->flush = m->l1;
             recompute_commit(p);
@@ -1339,6 +1353,7 @@ static int run_seed(uint64_t seed, int steps, bool broken)
     canon_end = START_LSN;
     acked_end = START_LSN;
     memset(elected_by, 0, sizeof elected_by);
+    next_inc = 1;
     net_clear();
     p_drop = (unsigned)rn(60);
     p_dup = (unsigned)rn(40);
@@ -1435,9 +1450,10 @@ static int run_seed(uint64_t seed, int steps, bool broken)
     int result = violated ? 1 : 0;
     if (violated) {
         fprintf(stderr, "sim_quorum: seed %" PRIu64 ": broken guarantee at step %"
-                PRIu64 ": %s\n  replay: sim_quorum%s --seed %" PRIu64
-                " --steps %d --verbose\n", seed, step_no, violation,
-                broken ? "_broken" : "", seed, steps);
+                PRIu64 ": %s\n  replay: %s --seed %" PRIu64
+                " --steps %d%s --verbose\n", seed, step_no, violation,
+                broken ? "test_sim_quorum_broken" : "test_sim_quorum", seed, steps,
+                pre_fix ? " --pre-fix" : "");
     }
     for (int i = 0; i < NA; i++) {
         sk_reg_close(A[i].reg);
@@ -1483,6 +1499,8 @@ int main(int argc, char **argv)
             steps = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             max_seconds = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--pre-fix")) {
+            pre_fix = true;
         } else if (!strcmp(argv[i], "--verbose")) {
             verbose = true;
         } else {
