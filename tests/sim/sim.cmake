@@ -16,3 +16,12 @@ arbor_test(test_sim_quorum_broken SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_quorum.c
            LIBS arbor_sk arbor_walproposer
            ARGS --seeds ${SIM_SEEDS} --seconds 55 TIMEOUT 120 LABELS sim)
 target_compile_definitions(test_sim_quorum_broken PRIVATE SIM_BROKEN=1)
+# The real bug the simulator found (seed 841, fixed by wp_rival_term): the
+# seed passes, and still fails under the old re-election rule (--pre-fix),
+# which shows the seed keeps reproducing the scenario. If the simulator's
+# schedule changes, find a new seed with `test_sim_quorum --pre-fix --seeds N`.
+arbor_test(test_sim_quorum_seed841 SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_quorum.c
+           LIBS arbor_sk arbor_walproposer ARGS --seed 841 TIMEOUT 60 LABELS sim)
+add_test(NAME test_sim_quorum_seed841_prefix
+         COMMAND test_sim_quorum_seed841 --seed 841 --pre-fix --expect-violation)
+set_tests_properties(test_sim_quorum_seed841_prefix PROPERTIES TIMEOUT 60 LABELS sim)
