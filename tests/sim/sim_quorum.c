@@ -130,6 +130,7 @@ typedef struct sdisk {
     undo *u;
     size_t nu, cu;
     bool broken_sync;   /* SIM_BROKEN: fdatasync lies */
+    bool dead;          /* power is off: nothing reaches the disk */
 } sdisk;
 
 static void add_undo(sdisk *d, const char *path, int fd, off_t off, size_t len)
@@ -192,6 +193,8 @@ static ssize_t d_pwrite(void *ctx, int fd, const void *buf, size_t len,
                         off_t off)
 {
     sdisk *d = ctx;
+    if (d->dead)
+        return -EIO;
     if (fd >= 0 && fd < 1024 && d->paths[fd])
         add_undo(d, d->paths[fd], fd, off, len);
     ssize_t n = pwrite(fd, buf, len, off);
@@ -202,6 +205,8 @@ static ssize_t d_pwrite(void *ctx, int fd, const void *buf, size_t len,
 static int d_sync(void *ctx, int fd)
 {
     sdisk *d = ctx;
+    if (d->dead)
+        return -EIO;
     if (fd >= 0 && fd < 1024 && d->paths[fd])
         forget_path(d, d->paths[fd]);
     return 0;
@@ -220,6 +225,8 @@ static int d_fdatasync(void *ctx, int fd)
 static int d_rename(void *ctx, const char *from, const char *to)
 {
     sdisk *d = ctx;
+    if (d->dead)
+        return -EIO;
     if (rename(from, to) != 0)
         return -errno;
     for (size_t i = 0; i < d->nu; i++)
@@ -238,6 +245,8 @@ static int d_rename(void *ctx, const char *from, const char *to)
 static int d_unlink(void *ctx, const char *path)
 {
     sdisk *d = ctx;
+    if (d->dead)
+        return -EIO;
     forget_path(d, path);
     return unlink(path) == 0 ? 0 : -errno;
 }
@@ -254,7 +263,9 @@ static int d_fsync_dir(void *ctx, const char *dir)
 static int d_write_atomic(void *ctx, const char *path, const void *data,
                           size_t len)
 {
-    (void)ctx;
+    sdisk *d = ctx;
+    if (d->dead)
+        return -EIO;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -451,10 +462,14 @@ static void acc_crash(int i)
 {
     acc *a = &A[i];
     trace("acceptor %d crashes (%zu unsynced writes lost)", i, a->disk.nu);
+    /* Power off first: the close (which stores the control file on a clean
+     * shutdown) must not reach the disk. */
+    a->disk.dead = true;
     sk_reg_close(a->reg);
     a->reg = NULL;
     a->tl = NULL;
     disk_crash(&a->disk);
+    a->disk.dead = false;
     int rc = acc_open(a);
     if (rc != 0)
         fail("acceptor %d does not reopen after a crash: %s", i,
