@@ -5,7 +5,7 @@
 # test_sim_quorum_broken: the same simulator over an acceptor whose
 # fdatasync lies; passes only when that is caught within the seed budget.
 if(ARBOR_SANITIZE)
-  set(SIM_SEEDS 300)
+  set(SIM_SEEDS 1500)
 else()
   set(SIM_SEEDS 3000)
 endif()

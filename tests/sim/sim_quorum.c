@@ -29,10 +29,10 @@
  * Usage: sim_quorum [--seed N | --seeds N [--first S]] [--steps N]
  *                   [--seconds S] [--verbose] [--pre-fix] [--expect-violation]
  *        (env ARBOR_SIM_SEEDS overrides --seeds)
- * A violation prints the seed and exits 1; `sim_quorum --seed N` replays it
+ * A violation prints the seed and exits 1; `test_sim_quorum --seed N` replays it
  * exactly (add --verbose for the event trace).
  *
- * Built a second time with -DSIM_BROKEN as sim_quorum_broken: its acceptor
+ * Built a second time with -DSIM_BROKEN as test_sim_quorum_broken: its acceptor
  * disk acknowledges fdatasync without making anything durable (an acceptor
  * that acks before fdatasync). That binary exits 0 only when the simulator
  * catches the broken acceptor within the seed budget.
