@@ -25,3 +25,8 @@ arbor_test(test_sim_quorum_seed841 SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_quorum.
 add_test(NAME test_sim_quorum_seed841_prefix
          COMMAND test_sim_quorum_seed841 --seed 841 --pre-fix --expect-violation)
 set_tests_properties(test_sim_quorum_seed841_prefix PROPERTIES TIMEOUT 60 LABELS sim)
+# Second broken acceptor: a vote (or Elected) answered before its control
+# file store is durable (the last store is lost on a crash).
+add_test(NAME test_sim_quorum_broken_vote
+         COMMAND test_sim_quorum_broken --broken-vote --seeds ${SIM_SEEDS} --seconds 55)
+set_tests_properties(test_sim_quorum_broken_vote PROPERTIES TIMEOUT 120 LABELS sim)

@@ -28,6 +28,7 @@
  *
  * Usage: sim_quorum [--seed N | --seeds N [--first S]] [--steps N]
  *                   [--seconds S] [--verbose] [--pre-fix] [--expect-violation]
+ *                   [--broken-vote]  (test_sim_quorum_broken only)
  *        (env ARBOR_SIM_SEEDS overrides --seeds)
  * A violation prints the seed and exits 1; `test_sim_quorum --seed N` replays it
  * exactly (add --verbose for the event trace).
@@ -131,6 +132,12 @@ typedef struct sdisk {
     size_t nu, cu;
     bool broken_sync;   /* SIM_BROKEN: fdatasync lies */
     bool dead;          /* power is off: nothing reaches the disk */
+    bool broken_ctl;    /* SIM_BROKEN --broken-vote: the last control file
+                           store is lost on a crash (answered before
+                           persisted) */
+    char *ctl_path;     /* that store: path and previous contents */
+    uint8_t *ctl_old;
+    size_t ctl_old_len;
 } sdisk;
 
 static void add_undo(sdisk *d, const char *path, int fd, off_t off, size_t len)
@@ -268,6 +275,23 @@ static int d_write_atomic(void *ctx, const char *path, const void *data,
         return -EIO;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+#ifdef SIM_BROKEN
+    if (d->broken_ctl) {
+        /* BROKEN: this store becomes durable only with the next one. */
+        free(d->ctl_path);
+        free(d->ctl_old);
+        d->ctl_path = strdup(path);
+        d->ctl_old = NULL;
+        d->ctl_old_len = 0;
+        int ofd = open(path, O_RDONLY | O_CLOEXEC);
+        if (ofd >= 0) {
+            d->ctl_old = malloc(SK_CONTROL_MAX_BYTES);
+            ssize_t got = read(ofd, d->ctl_old, SK_CONTROL_MAX_BYTES);
+            d->ctl_old_len = got > 0 ? (size_t)got : 0;
+            close(ofd);
+        }
+    }
+#endif
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
@@ -281,6 +305,18 @@ static int d_write_atomic(void *ctx, const char *path, const void *data,
 /* Power cut: undo every unsynced write, newest first. */
 static void disk_crash(sdisk *d)
 {
+    if (d->ctl_path && d->ctl_old) {
+        int fd = open(d->ctl_path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, d->ctl_old, d->ctl_old_len) != (ssize_t)d->ctl_old_len)
+                fail("sim: restoring the control file failed");
+            close(fd);
+        }
+    }
+    free(d->ctl_path);
+    free(d->ctl_old);
+    d->ctl_path = NULL;
+    d->ctl_old = NULL;
     for (size_t i = d->nu; i-- > 0;) {
         undo *x = &d->u[i];
         int fd = open(x->path, O_WRONLY | O_CLOEXEC);
@@ -324,6 +360,8 @@ static void disk_init(sdisk *d)
 
 static void disk_free(sdisk *d)
 {
+    free(d->ctl_path);
+    free(d->ctl_old);
     for (size_t i = 0; i < d->nu; i++) {
         free(d->u[i].path);
         free(d->u[i].old);
@@ -447,6 +485,8 @@ static bool broken_mode;
 /* --pre-fix: the walproposer's re-election rule before the sim found it
  * unsafe (voters' elected_term ignored): see wp_rival_term. */
 static bool pre_fix;
+/* SIM_BROKEN only: --broken-vote breaks control-file durability instead. */
+static bool broken_vote;
 
 static int acc_open(acc *a)
 {
@@ -1415,7 +1455,7 @@ static int run_seed(uint64_t seed, int steps, bool broken)
         snprintf(A[i].dir, sizeof A[i].dir, "%s/a%d", sd, i);
         mkdir(A[i].dir, 0700);
         disk_init(&A[i].disk);
-        A[i].disk.broken_sync = broken;
+        A[i].disk.broken_sync = broken && !broken_vote;
         A[i].up = true;
         A[i].agree = START_LSN;
         int rc = acc_open(&A[i]);
@@ -1423,6 +1463,7 @@ static int run_seed(uint64_t seed, int steps, bool broken)
             fprintf(stderr, "sim: acceptor open: %s\n", sk_tl_strerror(rc));
             return 2;
         }
+        A[i].disk.broken_ctl = broken && broken_vote;
     }
     for (int i = 0; i < NP; i++) {
         memset(&P[i], 0, sizeof P[i]);
@@ -1544,6 +1585,8 @@ int main(int argc, char **argv)
             max_seconds = atof(argv[++i]);
         } else if (!strcmp(argv[i], "--expect-violation")) {
             expect_violation = true;
+        } else if (!strcmp(argv[i], "--broken-vote")) {
+            broken_vote = true;
         } else if (!strcmp(argv[i], "--pre-fix")) {
             pre_fix = true;
         } else if (!strcmp(argv[i], "--verbose")) {
@@ -1605,9 +1648,12 @@ int main(int argc, char **argv)
         return rc;
     if (broken_mode) {
         if (bad) {
-            printf("sim_quorum_broken: broken acceptor (fdatasync acknowledged "
-                   "without durability) caught at seed %" PRIu64 " after %.2f s "
-                   "(%" PRIu64 " seeds)\n", first_bad, dt, done);
+            printf("sim_quorum_broken: broken acceptor (%s) caught at seed %"
+                   PRIu64 " after %.2f s (%" PRIu64 " seeds)\n",
+                   broken_vote ? "vote/Elected answered before the control file "
+                                 "is durable"
+                               : "fdatasync acknowledged without durability",
+                   first_bad, dt, done);
             return 0;
         }
         printf("sim_quorum_broken: the broken acceptor was NOT caught in %" PRIu64
