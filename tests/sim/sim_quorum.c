@@ -701,10 +701,28 @@ static void commit_range(prop *p, lsn_t from, lsn_t to)
          * accepted our term and acknowledged it (it agrees with our
          * history below its flush). */
         lsn_t hi = to < p->buf.start_lsn ? to : p->buf.start_lsn;
+        /* The acceptor may have moved on to a later term since it acked:
+         * take one whose log still agrees with our history up to hi. */
         int src = -1;
-        for (int a = 0; a < NA; a++)
-            if (p->sk[a].elected_term == p->term && p->sk[a].flush >= hi)
+        for (int a = 0; a < NA && src < 0; a++) {
+            if (p->sk[a].elected_term != p->term || p->sk[a].flush < hi)
+                continue;
+            sk_tl_state st;
+            sk_tl_get_state(A[a].tl, &st);
+            wp_term_switch ah[SKH_MAX_ENTRIES];
+            for (uint32_t k = 0; k < st.history.n; k++) {
+                ah[k].term = st.history.e[k].term;
+                ah[k].lsn = st.history.e[k].lsn;
+            }
+            lsn_t point;
+            if (st.flush_lsn >= hi &&
+                wp_common_point(p->hist, p->nhist, ah, st.history.n,
+                                st.flush_lsn, &point) && point >= hi)
                 src = a;
+        }
+        for (int a = 0; a < NA && src < 0; a++)
+            if (p->sk[a].elected_term == p->term && p->sk[a].flush >= hi)
+                src = a;   /* none agrees: reading it reports the loss */
         if (src < 0) {
             fail("sim: commit %" PRIX64 " without a source below %" PRIX64,
                  to, hi);
