@@ -1553,9 +1553,9 @@ static int run_seed(uint64_t seed, int steps, bool broken)
     if (violated) {
         fprintf(stderr, "sim_quorum: seed %" PRIu64 ": broken guarantee at step %"
                 PRIu64 ": %s\n  replay: %s --seed %" PRIu64
-                " --steps %d%s --verbose\n", seed, step_no, violation,
+                " --steps %d%s%s --verbose\n", seed, step_no, violation,
                 broken ? "test_sim_quorum_broken" : "test_sim_quorum", seed, steps,
-                pre_fix ? " --pre-fix" : "");
+                pre_fix ? " --pre-fix" : "", broken_vote ? " --broken-vote" : "");
     }
     for (int i = 0; i < NA; i++) {
         sk_reg_close(A[i].reg);
