@@ -163,6 +163,7 @@ static int h_vote(rpc_stream *call, void *arg)
         resp.commit_lsn = st.commit_lsn;
         resp.start_lsn = st.start_lsn;
         resp.last_record_lsn = st.last_record_lsn;
+        resp.elected_term = st.elected_term;
         history_to_proto(&st.history, items, ptrs, &resp.n_history);
         resp.history = ptrs;
         log_info("vote term %" PRIu64 ": %s (our term %" PRIu64 ")", req->term,

@@ -52,6 +52,21 @@ int wp_choose_donor(const wp_vote *votes, int n)
     return best;
 }
 
+uint64_t wp_rival_term(const wp_vote *votes, int n, uint64_t our_term)
+{
+    uint64_t rival = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t t = wp_last_log_term(votes[i].history, votes[i].n_history);
+        if (votes[i].elected_term > t) {
+            t = votes[i].elected_term;
+        }
+        if (t > our_term && t > rival) {
+            rival = t;
+        }
+    }
+    return rival;
+}
+
 int wp_build_history(const wp_term_switch *base, size_t n_base, uint64_t term,
                      lsn_t epoch_start_lsn, wp_term_switch **out,
                      size_t *n_out)

@@ -34,6 +34,11 @@ typedef struct wp_vote {
     lsn_t last_record_lsn;
     const wp_term_switch *history; /* ascending, entries with lsn <= flush */
     size_t n_history;
+    /* Last term whose Elected the voter accepted (its full history's last
+     * term; 0 = not reported). It exceeds the last term of `history` when
+     * that term's epoch start lies above the voter's flush_lsn: a proposer
+     * of that term was elected and may be copying WAL to the voter. */
+    uint64_t elected_term;
 } wp_vote;
 
 /* n/2+1: the smallest set of safekeepers any two of which intersect. */
@@ -50,6 +55,17 @@ uint64_t wp_last_log_term(const wp_term_switch *h, size_t n);
  * (last_log_term, flush_lsn); ties go to the lower index so the choice is
  * deterministic. */
 int wp_choose_donor(const wp_vote *votes, int n);
+
+/* After a failed commit the proposer re-elects itself and cuts its failed
+ * tail (epoch start = its commit LSN). That is only safe if no other proposer
+ * was elected after our term: one that was may have recovered the tail from
+ * a voter and committed it. Returns the highest term above our_term that a
+ * granting voter shows (its history's last term or the last Elected it
+ * accepted), 0 if none. Found by tests/sim/sim_quorum (issue 16): the
+ * history alone hides a rival whose epoch start is above the voter's flush,
+ * though that rival may already have committed the voter's copy of the
+ * tail. */
+uint64_t wp_rival_term(const wp_vote *votes, int n, uint64_t our_term);
 
 /* Elected history = base[0..n_base) + {term, epoch_start_lsn}. Fails
  * (-EINVAL) if the result would not be a valid history: terms must strictly

@@ -92,6 +92,7 @@ typedef struct wp_sk {
     uint64_t vote_gen_done;
     bool vote_answered, vote_granted;
     lsn_t v_flush, v_commit, v_last_rec;
+    uint64_t v_elected_term;
     wp_term_switch *v_hist;
     size_t v_nhist;
 
@@ -499,6 +500,7 @@ static void do_vote(wp_sk *sk)
     sk->v_flush = resp->flush_lsn;
     sk->v_commit = resp->commit_lsn;
     sk->v_last_rec = resp->last_record_lsn;
+    sk->v_elected_term = resp->elected_term;
 answered:
     sk->vote_answered = true;
 done:
@@ -1070,6 +1072,7 @@ static int become_elected(struct wp_proposer *wp, uint64_t term)
             votes[nv].last_record_lsn = sk->v_last_rec;
             votes[nv].history = sk->v_hist;
             votes[nv].n_history = sk->v_nhist;
+            votes[nv].elected_term = sk->v_elected_term;
             if (sk->v_commit > max_commit) {
                 max_commit = sk->v_commit;
             }
@@ -1081,12 +1084,12 @@ static int become_elected(struct wp_proposer *wp, uint64_t term)
     size_t nh;
     int rc;
     if (wp->state == WP_STATE_FAILED) {
-        for (int i = 0; i < nv; i++) {
-            uint64_t t = wp_last_log_term(votes[i].history, votes[i].n_history);
-            if (t > wp->term) {
-                fence(wp, NULL, t, "another proposer wrote while our commit was failing");
-                return WP_EFENCED;
-            }
+        /* Someone else elected since our term may have recovered and
+         * committed our failed tail: cutting it would lose a commit. */
+        uint64_t t = wp_rival_term(votes, nv, wp->term);
+        if (t > 0) {
+            fence(wp, NULL, t, "another proposer was elected while our commit was failing");
+            return WP_EFENCED;
         }
         assert(wp->commit_prev_known && wp->commit_lsn >= wp->epoch_start_lsn);
         rc = wp_build_history(wp->history, wp->n_history, term, wp->commit_lsn,

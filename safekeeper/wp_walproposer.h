@@ -51,8 +51,10 @@
  *               never sent higher); appends are refused (WP_EUNAVAILABLE);
  *               streams are closed, nothing is sent. Moved on by wp_elect()
  *               / wp_begin(): a new vote round; every granting voter must
- *               have last_log_term <= our old term (else someone else wrote:
- *               FENCED); elected history = our history + {new term,
+ *               have last_log_term and elected_term <= our old term (else
+ *               another proposer was elected and may have recovered and
+ *               committed the failed tail: FENCED; wp_rival_term); elected
+ *               history = our history + {new term,
  *               commit_lsn}, epoch_start = commit_lsn, next record after the
  *               last committed one. Acceptors then cut the failed tail
  *               (their common point with our history is commit_lsn), so a

@@ -64,6 +64,27 @@ static void test_donor(void **state)
     assert_int_equal(wp_last_log_term(NULL, 0), 0);
 }
 
+/* Re-election after a failed commit (issue 16, found by tests/sim): a voter
+ * whose history hides a rival term (its epoch start above the voter's
+ * flush) still names it through elected_term. */
+static void test_rival_term(void **state)
+{
+    (void)state;
+    wp_term_switch h3[] = {{1, 10}, {3, 40}};
+    wp_vote v[2] = {
+        {.flush_lsn = 90, .history = h3, .n_history = 2, .elected_term = 3},
+        {.flush_lsn = 95, .history = h3, .n_history = 2, .elected_term = 3},
+    };
+    assert_int_equal(wp_rival_term(v, 2, 3), 0);      /* only us */
+    v[1].elected_term = 5;   /* accepted Elected(5), its start above flush */
+    assert_int_equal(wp_rival_term(v, 2, 3), 5);
+    assert_int_equal(wp_rival_term(v, 2, 5), 0);
+    v[1].elected_term = 0;   /* an acceptor that does not report it */
+    assert_int_equal(wp_rival_term(v, 2, 3), 0);
+    assert_int_equal(wp_rival_term(v, 2, 2), 3);      /* history shows it */
+    assert_int_equal(wp_rival_term(NULL, 0, 1), 0);
+}
+
 static void test_build_history(void **state)
 {
     (void)state;
@@ -253,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_quorum),
         cmocka_unit_test(test_quorum_lsn),
         cmocka_unit_test(test_donor),
+        cmocka_unit_test(test_rival_term),
         cmocka_unit_test(test_build_history),
         cmocka_unit_test(test_history_term_at),
         cmocka_unit_test(test_common_point),
