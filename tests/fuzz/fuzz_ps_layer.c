@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "fuzz_common.h"
+#include "log.h"
 #include "ps_layer.h"
 
 #define MAX_READS 2048
@@ -91,6 +92,11 @@ static void repair(uint8_t *b, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static int logging;
+    if (!logging) {
+        log_init("fuzz", LOG_OFF);  /* a corrupt layer is logged, each time */
+        logging = 1;
+    }
     one(data, size);
     if (size < PS_LAYER_HEADER_BYTES + PS_LAYER_FOOTER_BYTES || size > (8u << 20))
         return 0;
