@@ -42,8 +42,9 @@ if [ $# -gt 0 ]; then
 else
     mapfile -t targets < <(all_targets)
 fi
+known=" $(all_targets | tr '\n' ' ') "
 for t in "${targets[@]}"; do
-    if ! all_targets | grep -qx "$t"; then
+    if [[ "$known" != *" $t "* ]]; then
         echo "$0: unknown target '$t' (try --list)" >&2
         exit 2
     fi
@@ -62,6 +63,10 @@ mkdir -p "$artifacts"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
+# Inputs may grow past libFuzzer's default max_len (the largest seed, at
+# least 4096) where the format's interesting sizes lie beyond it.
+declare -A max_len=([sk_control]=8192 [sk_wal]=32768 [ps_layer]=65536)
+
 summary=()
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
@@ -69,7 +74,7 @@ for t in "${targets[@]}"; do
     # The first corpus directory receives new inputs; the second only seeds.
     status=0
     "$build/tests/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
-        -rss_limit_mb=2048 -malloc_limit_mb=512 \
+        -rss_limit_mb=2048 -malloc_limit_mb=512 ${max_len[$t]:+-max_len=${max_len[$t]}} \
         -print_final_stats=1 -artifact_prefix="$artifacts/fuzz_$t-" \
         "$work/$t" "$root/tests/fuzz/corpus/$t" 2>"$work/$t.log" || status=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -1)"
