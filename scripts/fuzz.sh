@@ -62,6 +62,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$artifacts"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/fuzz/lsan.supp}"
 
 # Inputs may grow past libFuzzer's default max_len (the largest seed, at
 # least 4096) where the format's interesting sizes lie beyond it.
