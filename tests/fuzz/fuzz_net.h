@@ -39,7 +39,19 @@ static inline long fz_exchange(int port, const uint8_t *data, size_t size, int t
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    /* A burst of short connections can briefly exhaust a queue or a port
+     * range on a busy machine: retry for up to 2 s, then fail loudly. */
+    for (int tries = 0; connect(fd, (struct sockaddr *)&a, sizeof a) != 0; tries++) {
+        if (tries == 200) {
+            fprintf(stderr, "fuzz_net: connect to port %d: %s\n", port, strerror(errno));
+            abort();
+        }
+        close(fd);
+        usleep(10000);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        CHECK(fd >= 0);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
 
     size_t sent = 0;
