@@ -1,6 +1,7 @@
 # libFuzzer targets; included by tests/CMakeLists.txt only with -DARBOR_FUZZ=ON.
-# Run them with scripts/fuzz.sh. The seed corpus is also replayed in every
-# build by test_fuzz_wal_corpus (tests/unit/wal.cmake).
+# Run them with scripts/fuzz.sh. The seed corpora are also replayed in every
+# build by test_fuzz_wal_corpus (tests/unit/wal.cmake) and
+# test_fuzz_<name>_corpus (tests/unit/fuzz.cmake).
 if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
   message(FATAL_ERROR "ARBOR_FUZZ=ON needs clang: configure with CC=clang")
 endif()
