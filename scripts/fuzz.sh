@@ -74,7 +74,9 @@ for t in "${targets[@]}"; do
     echo "== fuzz_$t for ${seconds}s =="
     # The first corpus directory receives new inputs; the second only seeds.
     status=0
-    "$build/tests/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
+    # TMPDIR: the targets' scratch files go under $work, removed on exit
+    # even when libFuzzer stops a target without running its atexit.
+    TMPDIR="$work" "$build/tests/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -malloc_limit_mb=512 ${max_len[$t]:+-max_len=${max_len[$t]}} \
         -print_final_stats=1 -artifact_prefix="$artifacts/fuzz_$t-" \
         "$work/$t" "$root/tests/fuzz/corpus/$t" 2>"$work/$t.log" || status=$?

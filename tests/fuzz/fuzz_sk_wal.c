@@ -58,15 +58,22 @@ static void append_one(sk_wal *wal, lsn_t at, lsn_t prev)
     free(rec);
 }
 
+static char dir[512];
+
+static void remove_dir(void)
+{
+    rmdir(dir);  /* before fz_dir's own cleanup (atexit runs in reverse) */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char dir[512];
     char path[600];
 
     if (dir[0] == '\0') {
         log_init("fuzz", LOG_OFF);  /* torn tails are logged */
         snprintf(dir, sizeof dir, "%s/tl", fz_dir());
         CHECK(mkdir(dir, 0700) == 0);
+        atexit(remove_dir);
     }
     if (size < 3 || size > (4u << 20))
         return 0;
