@@ -786,6 +786,12 @@ int pgw_sql_bind(sqlite3_stmt *st, int idx, uint32_t oid, int format, const uint
         rc = sqlite3_bind_null(st, idx) == SQLITE_OK ? 0 : -EIO;
     } else if (format == 1) {
         rc = bind_binary_format(st, idx, oid, val, len, sqlstate, err, errlen);
+    } else if (len > 0 && memchr(val, 0, (size_t)len) != NULL) {
+        /* A text value cannot hold a NUL (PostgreSQL refuses it the same
+         * way); it would also cut the copy below short of len. */
+        *sqlstate = "22021";
+        snprintf(err, errlen, "invalid byte sequence for encoding \"UTF8\": 0x00");
+        rc = -EINVAL;
     } else {
         char *s = az_strndup((const char *)val, (size_t)len);
         rc = bind_text_format(st, idx, oid, s, (size_t)len, sqlstate, err, errlen);

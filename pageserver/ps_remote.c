@@ -220,6 +220,16 @@ done:
     return rc;
 }
 
+int ps_remote_index_check(const uint8_t *data, size_t n)
+{
+    index_part ip;
+    int rc = index_decode(data, n, &ip);
+    if (rc == 0) {
+        az_free(ip.layers);
+    }
+    return rc;
+}
+
 /* The newest index of a timeline: 0, -ENOENT when there is none, or an error. */
 static int fetch_newest_index(remote_storage *rs, const arbor_id *t, const arbor_id *l,
                               index_part *out)

@@ -104,6 +104,11 @@ int ps_remote_sync(ps_remote *r, uint32_t timeout_ms);
 
 void ps_remote_get_stats(ps_remote *r, ps_remote_stats *out);
 
+/* Decodes an index_part.json object as fetched from remote storage and
+ * drops the result (for the fuzzer, tests/fuzz/fuzz_ps_meta.c): 0 or
+ * PS_ECORRUPT. */
+int ps_remote_index_check(const uint8_t *data, size_t n);
+
 /* Key helpers (also for tests): "tenants/T/timelines/L/" into out. */
 void ps_remote_timeline_prefix(const arbor_id *tenant_id, const arbor_id *timeline_id,
                                char out[128]);

@@ -1097,7 +1097,10 @@ static int read_walk(read_ctx *rc, size_t got, size_t *used)
 
 /* Reads from one segment (referenced by the caller) into rc. Sets *more
  * when the read may continue into the next segment. */
-static int read_seg(sk_wal *w, int fd, sk_seg *s, lsn_t seg_end,
+/* seg_end: where this read stops in s (limit included); durable_end: where
+ * s's durable records end (its data end, at most flush_lsn), so a record
+ * starting below it must end by it. */
+static int read_seg(sk_wal *w, int fd, sk_seg *s, lsn_t seg_end, lsn_t durable_end,
                     size_t max_bytes, read_ctx *rc, int *more)
 {
     size_t room = max_bytes > rc->len ? max_bytes - rc->len : 0;
@@ -1123,8 +1126,14 @@ static int read_seg(sk_wal *w, int fd, sk_seg *s, lsn_t seg_end,
         e = wal_record_peek_len(rc->buf, want, &len);
         if (e != 0)
             return SK_EBOUNDARY;
-        if (len > avail)
-            return 0;  /* ends beyond the readable end */
+        if (len > avail) {
+            /* Ends beyond what the caller asked for: not yet. Beyond the
+             * durable end it can never be read (records never span
+             * segments, flush_lsn is a record boundary): a corrupt length
+             * in a segment open did not scan, not "nothing yet", or a
+             * reader would wait forever. */
+            return len > durable_end - rc->pos ? SK_ECORRUPT : 0;
+        }
         read_reserve(rc, len);
         e = sk_io_pread_all(w->io, fd, rc->buf, len, off);
         if (e == 0)
@@ -1149,7 +1158,8 @@ restart:
     rc.prev = 0;
     pthread_mutex_lock(&w->mu);
     uint64_t gen = w->trunc_gen;
-    lsn_t limit = max_lsn < w->flush_lsn ? max_lsn : w->flush_lsn;
+    lsn_t flush = w->flush_lsn;
+    lsn_t limit = max_lsn < flush ? max_lsn : flush;
     e = from_lsn < w->segs[0]->start_lsn ? SK_EREMOVED : 0;
     pthread_mutex_unlock(&w->mu);
     if (e != 0)
@@ -1167,9 +1177,10 @@ restart:
         int fd = seg_fd_locked(w, s);
         s->refs++;
         pthread_mutex_unlock(&w->mu);
+        lsn_t durable_end = seg_end < flush ? seg_end : flush;
         if (seg_end > limit)
             seg_end = limit;
-        e = fd < 0 ? fd : read_seg(w, fd, s, seg_end, max_bytes, &rc, &more);
+        e = fd < 0 ? fd : read_seg(w, fd, s, seg_end, durable_end, max_bytes, &rc, &more);
         seg_unref(w, s);
         if (e != 0)
             break;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The test command (README): installs dependencies, builds, and runs every
-# test with ctest, twice: a normal build and an ASan+UBSan build. Then the
-# WAL decoder fuzzer runs briefly (its corpus is also replayed by ctest).
+# test with ctest, twice: a normal build and an ASan+UBSan build. Then every
+# decoder's fuzz target runs briefly (scripts/fuzz.sh; their corpora are
+# also replayed by ctest).
 #
 #   bash scripts/test.sh            everything
 #   SKIP_ASAN=1 bash scripts/test.sh   normal build only
-#   FUZZ_SECONDS=0 ...              no fuzzing
+#   FUZZ_SECONDS=N ...              fuzz each target N s (default 10; 0: none)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -48,8 +49,8 @@ if [ "${SKIP_ASAN:-0}" != 1 ]; then
   run_suite build/asan -DARBOR_SANITIZE=ON
 fi
 
-fuzz_s=${FUZZ_SECONDS:-30}
+fuzz_s=${FUZZ_SECONDS:-10}
 if [ "$fuzz_s" -gt 0 ] && [ -x scripts/fuzz.sh ]; then
-  echo "== fuzz the WAL record decoder for ${fuzz_s}s =="
+  echo "== fuzz every decoder for ${fuzz_s}s each =="
   bash scripts/fuzz.sh "$fuzz_s"
 fi
