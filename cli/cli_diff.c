@@ -689,6 +689,7 @@ static json_t *compare_table(diff_run *r, const dtable *ta, const dtable *tb, in
     json_object_set_new(o, "without_rowid", json_boolean(t->without_rowid));
     if (!ta || !tb) {
         json_object_set_new(o, ta ? "dropped" : "added", json_true());
+        json_object_set_new(o, ta ? "old_sql" : "new_sql", json_string(t->sql));
     }
     bool schema_changed = ta && tb && strcmp(ta->sql, tb->sql) != 0;
     json_object_set_new(o, "schema_changed", json_boolean(schema_changed));
