@@ -441,8 +441,8 @@ static void test_setup_data(void **state)
     /* dev: different changes, a new table, a dropped one, a new column */
     sql("dev", "UPDATE t SET note = 'dev ' || id, data = x'' WHERE id % 997 = 0;"
                "DELETE FROM t WHERE id IN (1, 2000, 4000);"
-               "INSERT INTO t VALUES (5000, 'dev-new', 1e300, -9223372036854775808, randomblob(5000));"
-               "INSERT INTO t VALUES (5001, NULL, -0.25, 'x', NULL);"
+               "INSERT INTO t VALUES (50000, 'dev-new', 1e300, -9223372036854775808, randomblob(5000));"
+               "INSERT INTO t VALUES (50001, NULL, -0.25, 'x', NULL);"
                "DELETE FROM w WHERE k = 'k7';"
                "INSERT INTO w VALUES ('zz', 1, NULL), ('zz', 2, x'ff00');"
                "UPDATE w SET v = 42 WHERE k = 'k9' AND n < 200;"
