@@ -311,8 +311,12 @@ int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out)
         cbt_tree_free(out);
         return rc;
     }
-    qsort(out->interior, out->n_interior, sizeof(uint32_t), cmp_u32);
-    qsort(out->leaves, out->n_leaves, sizeof(uint32_t), cmp_u32);
+    if (out->n_interior > 0) {
+        qsort(out->interior, out->n_interior, sizeof(uint32_t), cmp_u32);
+    }
+    if (out->n_leaves > 0) {
+        qsort(out->leaves, out->n_leaves, sizeof(uint32_t), cmp_u32);
+    }
     return 0;
 }
 

@@ -488,7 +488,7 @@ static int read_rows(diff_run *r, dside *d, const dtable *t, const dtable *other
     }
     az_free(sel);
     r->rows_read += out->n;
-    if (rc == 0) {
+    if (rc == 0 && out->n > 0) {
         qsort(out->v, out->n, sizeof(drow), key_cmp);
     }
     return rc;

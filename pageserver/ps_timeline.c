@@ -1572,7 +1572,9 @@ int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
         az_free(v);
         return rc;
     }
-    qsort(v, n, sizeof(uint32_t), cmp_u32);
+    if (n > 0) {
+        qsort(v, n, sizeof(uint32_t), cmp_u32);
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (k == 0 || v[k - 1] != v[i]) {
