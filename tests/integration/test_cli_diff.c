@@ -9,7 +9,11 @@
  *   — exactly one row each —, INSERT — must not collide —, UPDATE of the
  *   changed columns — exactly one row each —, CREATE/DROP of added/dropped
  *   tables) and the result must equal `arbor export B` row for row (a full
- *   scan of every table of both files, rows as quote()d text, sorted).
+ *   scan of every table of both files, rows as quote()d text, sorted);
+ *   and SQLite's sqldiff (Debian sqlite3-tools) on the two exports must
+ *   count as many INSERT / DELETE / UPDATE statements per table as the diff
+ *   has inserted / deleted / updated rows (tables whose schema differs
+ *   excepted: sqldiff rebuilds them).
  *
  * Diffs: main -> dev, dev -> main, main at an earlier LSN -> main at its
  * head (one branch at two points), and dev before/after an update that
@@ -33,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli_test_common.h"
 
@@ -347,6 +352,77 @@ static char *dump(const char *path, char skip[8][64], int n_skip)
     return out;
 }
 
+#define SQLDIFF "/usr/bin/sqldiff"
+
+/* Per table: INSERT / DELETE / UPDATE statements of sqldiff a b must match
+ * the diff's counts (tables in skip or added/dropped excepted). */
+static void check_sqldiff(const char *a, const char *b, json_t *d, char skip[8][64], int n_skip)
+{
+    if (access(SQLDIFF, X_OK) != 0) {
+        printf("[ sqldiff ] %s missing (sqlite3-tools): comparison skipped\n", SQLDIFF);
+        return;
+    }
+    ct_expect(ct_sh("%s '%s' '%s'", SQLDIFF, a, b), 0, "sqldiff");
+    json_t *count = json_object(); /* table -> [ins, del, upd] */
+    int statements = 0;
+    static const char *const verbs[3] = { "INSERT INTO ", "DELETE FROM ", "UPDATE " };
+    for (char *line = ct.out; line && *line;) {
+        char *nl = strchr(line, '\n');
+        for (int v = 0; v < 3; v++) {
+            size_t l = strlen(verbs[v]);
+            if (strncmp(line, verbs[v], l) == 0) {
+                char name[64];
+                size_t k = 0;
+                for (const char *p = line + l; *p && !strchr(" (", *p) && k < 63; p++) {
+                    if (*p != '"') {
+                        name[k++] = *p;
+                    }
+                }
+                name[k] = 0;
+                statements++;
+                json_t *c = json_object_get(count, name);
+                if (!c) {
+                    c = json_pack("[iii]", 0, 0, 0);
+                    json_object_set_new(count, name, c);
+                }
+                json_array_set_new(c, (size_t)v,
+                                   json_integer(json_integer_value(json_array_get(c, (size_t)v)) + 1));
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    printf("[ sqldiff ] %d row statements\n", statements);
+    json_t *t;
+    size_t i;
+    json_array_foreach(json_object_get(d, "tables"), i, t) {
+        const char *name = json_string_value(json_object_get(t, "table"));
+        bool skipped = json_object_get(t, "added") || json_object_get(t, "dropped");
+        for (int s = 0; s < n_skip; s++) {
+            skipped |= strcmp(skip[s], name) == 0;
+        }
+        json_t *c = json_object_get(count, name);
+        if (!skipped) {
+            static const char *const keys[3] = { "inserted", "deleted", "updated" };
+            for (int v = 0; v < 3; v++) {
+                json_int_t want = c ? json_integer_value(json_array_get(c, (size_t)v)) : 0;
+                if ((json_int_t)json_array_size(json_object_get(t, keys[v])) != want) {
+                    fail_msg("table %s: %zu %s, sqldiff has %lld", name,
+                             json_array_size(json_object_get(t, keys[v])), keys[v],
+                             (long long)want);
+                }
+            }
+        }
+        json_object_del(count, name);
+    }
+    /* tables sqldiff saw changes in that the diff does not list */
+    const char *name;
+    json_t *c;
+    json_object_foreach(count, name, c) {
+        fail_msg("sqldiff reports changes in table %s; the diff does not", name);
+    }
+    json_decref(count);
+}
+
 /* `arbor branch diff ARGS --json`; applied to export(from) it must give
  * export(to) (full scans of both). Returns the diff (decref). */
 static json_t *check_diff(const char *args, const char *from_branch, const char *from_at,
@@ -363,9 +439,12 @@ static json_t *check_diff(const char *args, const char *from_branch, const char 
     snprintf(at, sizeof(at), "--at %s", to_at ? to_at : "");
     ct_expect(ct_arbor("export %s '%s' %s --force", to_branch, b, to_at ? at : ""), 0,
               "export to");
-    char skip[8][64];
+    char skip[8][64], orig[600];
     int n_skip = 0;
+    snprintf(orig, sizeof(orig), "%s/%s-orig.db", ct.root, tag);
+    ct_expect(ct_sh("cp '%s' '%s'", a, orig), 0, "cp");
     apply_diff(a, d, skip, &n_skip);
+    check_sqldiff(orig, b, d, skip, n_skip);
     char *got = dump(a, skip, n_skip), *want = dump(b, skip, n_skip);
     if (strcmp(got, want) != 0) {
         char *dj = json_dumps(d, JSON_COMPACT);
