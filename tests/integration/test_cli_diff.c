@@ -430,6 +430,14 @@ static json_t *check_diff(const char *args, const char *from_branch, const char 
 {
     ct_expect(ct_arbor("branch diff %s --json", args), 0, "diff");
     json_t *d = ct_parse_out();
+    json_t *st = json_object_get(d, "stats");
+    printf("[ diff %s ] read %lld + %lld of %lld + %lld pages, fallback %s, unaccounted %lld\n",
+           args, (long long)json_integer_value(json_object_get(st, "pages_read_from")),
+           (long long)json_integer_value(json_object_get(st, "pages_read_to")),
+           (long long)json_integer_value(json_object_get(st, "db_pages_from")),
+           (long long)json_integer_value(json_object_get(st, "db_pages_to")),
+           json_is_true(json_object_get(st, "full_scan_fallback")) ? "yes" : "no",
+           (long long)json_integer_value(json_object_get(st, "unaccounted_pages")));
     char a[512], b[512], at[64];
     snprintf(a, sizeof(a), "%s/%s-from.db", ct.root, tag);
     snprintf(b, sizeof(b), "%s/%s-to.db", ct.root, tag);
@@ -610,6 +618,44 @@ static void test_overflow_only(void **state)
     json_decref(d);
 }
 
+/* Another file layout, imported: 1 KiB pages, auto-vacuum (pointer-map
+ * pages), an index on long text (index cells with overflow pages), rows
+ * freed to the freelist, a table and an index dropped. */
+static void test_imported_layout(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    char path[400];
+    snprintf(path, sizeof(path), "%s/layout.db", ct.root);
+    ct_expect(ct_sh("sqlite3 '%s' \"PRAGMA page_size = 1024; PRAGMA auto_vacuum = FULL; "
+                    "CREATE TABLE doc(id INTEGER PRIMARY KEY, title TEXT, body TEXT); "
+                    "CREATE INDEX doc_title ON doc(title); "
+                    "CREATE TABLE kv(k BLOB PRIMARY KEY, v) WITHOUT ROWID; "
+                    "CREATE TABLE tmp(x); CREATE INDEX tmp_x ON tmp(x); "
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 800) "
+                    "INSERT INTO doc SELECT i, printf('%%0600d', i), hex(randomblob(i %% 300)) FROM c; "
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 400) "
+                    "INSERT INTO kv SELECT randomblob(16) || x'00', printf('%%.*c', i, 'q') FROM c; "
+                    "INSERT INTO tmp SELECT title FROM doc;\"", path), 0, "sqlite3 layout");
+    ct_expect(ct_arbor("import '%s' --branch lay", path), 0, "import");
+    ct_expect(ct_arbor("branch create lay2 --parent lay"), 0, "branch lay2");
+    ct_expect(ct_arbor("endpoint start lay2"), 0, "endpoint lay2");
+    sql("lay2", "DELETE FROM doc WHERE id % 7 = 0;"
+                "UPDATE doc SET title = printf('%0601d', id) WHERE id % 11 = 0;"
+                "INSERT INTO doc VALUES (900, printf('%0700d', 9), 'new');"
+                "UPDATE kv SET v = NULL WHERE length(v) > 390;"
+                "DELETE FROM kv WHERE length(v) < 5;"
+                "DROP TABLE tmp");
+    json_t *d = check_diff("lay lay2", "lay", NULL, "lay2", NULL, "lay");
+    assert_non_null(json_object_get(find(d, "tmp"), "dropped"));
+    assert_int_equal(json_array_size(json_object_get(find(d, "doc"), "deleted")), 800 / 7);
+    json_decref(d);
+    json_decref(check_diff("lay2 lay", "lay2", NULL, "lay", NULL, "lay-r"));
+    ct_expect(ct_arbor("endpoint stop lay2"), 0, "endpoint stop");
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -632,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_two_branches),
         cmocka_unit_test(test_two_points),
         cmocka_unit_test(test_overflow_only),
+        cmocka_unit_test(test_imported_layout),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
