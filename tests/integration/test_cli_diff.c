@@ -653,6 +653,11 @@ static void test_imported_layout(void **state)
     assert_int_equal(json_array_size(json_object_get(find(d, "doc"), "deleted")), 800 / 7);
     json_decref(d);
     json_decref(check_diff("lay2 lay", "lay2", NULL, "lay", NULL, "lay-r"));
+    /* two roots share no history: every page counts as changed */
+    d = check_diff("lay dev", "lay", NULL, "dev", NULL, "roots");
+    assert_true(json_is_null(json_object_get(json_object_get(d, "ancestor"), "branch")));
+    assert_false(json_is_true(json_object_get(json_object_get(d, "stats"), "exact")));
+    json_decref(d);
     ct_expect(ct_arbor("endpoint stop lay2"), 0, "endpoint stop");
 }
 
