@@ -1038,6 +1038,67 @@ static void close_side(dside *d)
     cbt_side_close(&d->s);
 }
 
+/* Steps 2-3: both sides open, CH, schemas, trees, freelists. */
+static int prepare(cli_ps *ps, psc *pc, const diff_args *d, lsn_t p, bool have_anc,
+                   diff_run *r)
+{
+    int rc = open_side(ps, pc, &r->a, &d->ta, d->a);
+    if (rc == 0) {
+        rc = open_side(ps, pc, &r->b, &d->tb, d->b);
+    }
+    if (rc == 0) {
+        r->max_pgno = r->a.s.db_pages > r->b.s.db_pages ? r->a.s.db_pages : r->b.s.db_pages;
+        r->ch = az_calloc((size_t)r->max_pgno + 2, 1);
+        r->all_changed = r->a.s.page_size != r->b.s.page_size || !have_anc;
+        rc = changed_pages(r, pc, &ps->tenant, &d->ta, p, d->a, &r->n_ch_a);
+    }
+    if (rc == 0) {
+        rc = changed_pages(r, pc, &ps->tenant, &d->tb, p, d->b, &r->n_ch_b);
+    }
+    if (rc == 0) {
+        rc = load_schema(&r->a);
+    }
+    if (rc == 0) {
+        rc = load_schema(&r->b);
+    }
+    if (rc == 0) {
+        rc = census_free(&r->a) != 0 || census_free(&r->b) != 0 ? CLI_EFAIL : 0;
+    }
+    return rc;
+}
+
+/* Steps 4-5 into tables; *left: CH pages not accounted for (then the
+ * comparison was redone reading every leaf). */
+static int compare(diff_run *r, json_t *tables, size_t *left)
+{
+    int rc = compare_all(r, tables);
+    if (rc == 0) {
+        rc = census_others(r, &r->a) != 0 || census_others(r, &r->b) != 0 ? CLI_EFAIL : 0;
+    }
+    uint32_t first = 0;
+    *left = rc == 0 ? unaccounted(r, &r->a, &first) + unaccounted(r, &r->b, &first) : 0;
+    if (rc == 0 && *left) {
+        /* a row changed in place through its overflow pages (or pages we do
+         * not know): compare every row instead */
+        r->fallback = true;
+        json_array_clear(tables);
+        rc = compare_all(r, tables);
+    }
+    return rc;
+}
+
+static json_t *stats_json(const diff_run *r, size_t left)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:I}",
+                     "changed_pages_from", (json_int_t)r->n_ch_a, "changed_pages_to",
+                     (json_int_t)r->n_ch_b, "pages_read_from", (json_int_t)r->a.s.pages_read,
+                     "pages_read_to", (json_int_t)r->b.s.pages_read, "db_pages_from",
+                     (json_int_t)r->a.s.db_pages, "db_pages_to", (json_int_t)r->b.s.db_pages,
+                     "rows_read", (json_int_t)r->rows_read, "page_requests",
+                     (json_int_t)(r->a.s.requests + r->b.s.requests), "exact", !r->all_changed,
+                     "full_scan_fallback", r->fallback, "unaccounted_pages", (json_int_t)left);
+}
+
 static int run(cli_ps *ps, psc *pc, const diff_args *d, json_t *res)
 {
     diff_run r;
@@ -1047,66 +1108,20 @@ static int run(cli_ps *ps, psc *pc, const diff_args *d, json_t *res)
     bool same = id_equal(&d->ta.id, &d->tb.id);
     lsn_t p = same ? (d->a < d->b ? d->a : d->b)
                    : common_point(ps, &d->ta, d->a, &d->tb, d->b, &anc, &all);
-    if (same) {
-        anc = d->ta.name;
-    }
-    int rc = open_side(ps, pc, &r.a, &d->ta, d->a);
-    if (rc == 0) {
-        rc = open_side(ps, pc, &r.b, &d->tb, d->b);
-    }
-    if (rc == 0) {
-        r.max_pgno = r.a.s.db_pages > r.b.s.db_pages ? r.a.s.db_pages : r.b.s.db_pages;
-        r.ch = az_calloc((size_t)r.max_pgno + 2, 1);
-        r.all_changed = r.a.s.page_size != r.b.s.page_size || !anc;
-        rc = changed_pages(&r, pc, &ps->tenant, &d->ta, p, d->a, &r.n_ch_a);
-    }
-    if (rc == 0) {
-        rc = changed_pages(&r, pc, &ps->tenant, &d->tb, p, d->b, &r.n_ch_b);
-    }
-    if (rc == 0) {
-        rc = load_schema(&r.a);
-    }
-    if (rc == 0) {
-        rc = load_schema(&r.b);
-    }
-    if (rc == 0) {
-        rc = census_free(&r.a) != 0 || census_free(&r.b) != 0 ? CLI_EFAIL : 0;
-    }
+    anc = same ? d->ta.name : anc;
     json_t *tables = json_array();
+    size_t left = 0;
+    int rc = prepare(ps, pc, d, p, anc != NULL, &r);
     if (rc == 0) {
-        rc = compare_all(&r, tables);
+        rc = compare(&r, tables, &left);
     }
-    if (rc == 0) {
-        rc = census_others(&r, &r.a) != 0 || census_others(&r, &r.b) != 0 ? CLI_EFAIL : 0;
-    }
-    uint32_t first = 0;
-    size_t left_a = rc == 0 ? unaccounted(&r, &r.a, &first) : 0;
-    size_t left_b = rc == 0 ? unaccounted(&r, &r.b, &first) : 0;
-    if (rc == 0 && (left_a || left_b)) {
-        /* a row changed in place through its overflow pages (or pages we do
-         * not know): compare every row instead */
-        r.fallback = true;
-        json_array_clear(tables);
-        rc = compare_all(&r, tables);
-    }
-    char l[LSN_STRLEN];
     json_object_set_new(res, "from", point_json(d->ta.name, d->a));
     json_object_set_new(res, "to", point_json(d->tb.name, d->b));
     json_object_set_new(res, "ancestor", anc ? point_json(anc, p)
                                              : json_pack("{s:n, s:n, s:n}", "branch", "lsn",
                                                          "point"));
-    (void)l;
     json_object_set_new(res, "tables", tables);
-    json_object_set_new(
-        res, "stats",
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:I}",
-                  "changed_pages_from", (json_int_t)r.n_ch_a, "changed_pages_to",
-                  (json_int_t)r.n_ch_b, "pages_read_from", (json_int_t)r.a.s.pages_read,
-                  "pages_read_to", (json_int_t)r.b.s.pages_read, "db_pages_from",
-                  (json_int_t)r.a.s.db_pages, "db_pages_to", (json_int_t)r.b.s.db_pages,
-                  "rows_read", (json_int_t)r.rows_read, "exact", !r.all_changed,
-                  "full_scan_fallback", r.fallback, "unaccounted_pages",
-                  (json_int_t)(left_a + left_b)));
+    json_object_set_new(res, "stats", stats_json(&r, left));
     close_side(&r.a);
     close_side(&r.b);
     az_free(r.ch);

@@ -259,10 +259,9 @@ int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
     return 0;
 }
 
-/* One GetPages request of n pages on stream s into pages. */
-static int get_pages_batch(rpc_stream *s, Arbor__TimelineRef *ref, lsn_t lsn,
-                           const uint32_t *pgnos, size_t n, uint32_t page_size,
-                           uint8_t *pages, uint64_t req_id, psc_err *err)
+/* Sends one GetPages request of n pages on stream s. */
+static int get_pages_send(rpc_stream *s, Arbor__TimelineRef *ref, lsn_t lsn,
+                          const uint32_t *pgnos, size_t n, uint64_t req_id, psc_err *err)
 {
     Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
     req.request_id = req_id;
@@ -271,16 +270,25 @@ static int get_pages_batch(rpc_stream *s, Arbor__TimelineRef *ref, lsn_t lsn,
     req.n_pgnos = n;
     req.request_lsn = lsn;
     req.not_modified_since = lsn;
-    Arbor__GetPagesResponse *resp = NULL;
     int rc = rpc_stream_send_msg(s, &req.base);
-    if (rc == 0)
-        rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor, PSC_TIMEOUT_MS,
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Receives the answer to request req_id (n pages) into pages. */
+static int get_pages_recv(rpc_stream *s, const uint32_t *pgnos, size_t n,
+                          uint32_t page_size, uint8_t *pages, uint64_t req_id, psc_err *err)
+{
+    Arbor__GetPagesResponse *resp = NULL;
+    int rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor, PSC_TIMEOUT_MS,
                                  (ProtobufCMessage **)&resp);
     if (rc != 0) {
         snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
         return -EIO;
     }
-    rc = 0;
     if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
         snprintf(err->msg, sizeof(err->msg), "%s",
                  resp->error->message ? resp->error->message : "error");
@@ -318,11 +326,21 @@ int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_
     Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
     ref.tenant_id = id_bin(tenant);
     ref.timeline_id = id_bin(timeline);
-    uint64_t req_id = 0;
-    for (size_t first = 0; rc == 0 && first < n; first += PSC_PAGES_PER_REQUEST) {
+    /* up to PSC_PAGES_IN_FLIGHT requests ahead of the answers: the server
+     * reads the next batch while this side copies the last one */
+    size_t n_req = (n + PSC_PAGES_PER_REQUEST - 1) / PSC_PAGES_PER_REQUEST, sent = 0;
+    for (size_t r = 0; rc == 0 && r < n_req; r++) {
+        while (rc == 0 && sent < n_req && sent < r + PSC_PAGES_IN_FLIGHT) {
+            size_t first = sent * PSC_PAGES_PER_REQUEST;
+            size_t k = n - first < PSC_PAGES_PER_REQUEST ? n - first : PSC_PAGES_PER_REQUEST;
+            rc = get_pages_send(s, &ref, lsn, pgnos + first, k, ++sent, err);
+        }
+        size_t first = r * PSC_PAGES_PER_REQUEST;
         size_t k = n - first < PSC_PAGES_PER_REQUEST ? n - first : PSC_PAGES_PER_REQUEST;
-        rc = get_pages_batch(s, &ref, lsn, pgnos + first, k, page_size,
-                             pages + first * page_size, ++req_id, err);
+        if (rc == 0) {
+            rc = get_pages_recv(s, pgnos + first, k, page_size, pages + first * page_size,
+                                r + 1, err);
+        }
     }
     rpc_stream_close_send(s);
     rpc_stream_destroy(s);

@@ -82,9 +82,11 @@ int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                       psc_err *err);
 
 /* Reads n pages of timeline at lsn into pages (n * page_size bytes) over one
- * GetPages stream, in requests of at most PSC_PAGES_PER_REQUEST pages.
+ * GetPages stream, in requests of at most PSC_PAGES_PER_REQUEST pages, up
+ * to PSC_PAGES_IN_FLIGHT of them sent ahead of their answers.
  * -EIO also when a page does not have page_size bytes. */
 #define PSC_PAGES_PER_REQUEST 1024u
+#define PSC_PAGES_IN_FLIGHT 3u
 int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
                   const uint32_t *pgnos, size_t n, uint32_t page_size, uint8_t *pages,
                   psc_err *err);
