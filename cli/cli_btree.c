@@ -246,78 +246,140 @@ static int children(const cbt_side *s, uint32_t pgno, uint32_t **next, size_t *n
     return 0;
 }
 
-int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out)
+/* One tree's walk in progress: its current level (all pages read). */
+typedef struct walk_state {
+    uint32_t *level, *next;
+    size_t n_level, n_next, cap_next, cap_int;
+    bool done;
+} walk_state;
+
+/* The level's interior pages into out and their children into w->next;
+ * or, when the level is the leaves (only a root can be), done. */
+static int walk_expand(cbt_side *s, cbt_tree *out, walk_state *w)
 {
-    memset(out, 0, sizeof(*out));
-    out->root = root;
-    uint32_t *level = az_malloc(sizeof(uint32_t)), *next = NULL;
-    size_t n_level = 1, n_next = 0, cap_next = 0, cap_int = 0;
-    level[0] = root;
-    int rc = cbt_load(s, level, 1);
-    const uint8_t *rp = rc == 0 ? cbt_page(s, root) : NULL;
-    uint8_t type = rp ? cbt_type(rp, root) : 0;
-    if (rc == 0 && !valid_type(type)) {
-        rc = corrupt(s, root, "a b-tree root that is no b-tree page");
+    if (cbt_is_leaf(cbt_type(cbt_page(s, w->level[0]), w->level[0]))) {
+        out->leaves = w->level; /* the root itself is a leaf */
+        out->n_leaves = w->n_level;
+        w->level = NULL;
+        w->done = true;
+        return 0;
     }
-    out->index = cbt_is_index(type);
-    for (int depth = 0; rc == 0; depth++) {
-        if (depth >= CBT_MAX_DEPTH) {
-            rc = corrupt(s, root, "b-tree deeper than 24 levels");
-            break;
+    for (size_t i = 0; i < w->n_level; i++) {
+        uint8_t t = cbt_type(cbt_page(s, w->level[i]), w->level[i]);
+        if (cbt_is_leaf(t) || !valid_type(t) || cbt_is_index(t) != out->index) {
+            return corrupt(s, w->level[i], "unexpected page type inside a b-tree");
         }
-        /* level: all read, all of one kind */
-        const uint8_t *p0 = cbt_page(s, level[0]);
-        if (cbt_is_leaf(cbt_type(p0, level[0]))) {
-            out->leaves = level; /* the root itself is a leaf */
-            out->n_leaves = n_level;
-            level = NULL;
-            break;
+        u32_push(&out->interior, &out->n_interior, &w->cap_int, w->level[i]);
+        if (children(s, w->level[i], &w->next, &w->n_next, &w->cap_next) != 0) {
+            return CLI_EFAIL;
         }
-        n_next = 0;
-        for (size_t i = 0; rc == 0 && i < n_level; i++) {
-            const uint8_t *pg = cbt_page(s, level[i]);
-            uint8_t t = cbt_type(pg, level[i]);
-            if (cbt_is_leaf(t) || !valid_type(t) || cbt_is_index(t) != out->index) {
-                rc = corrupt(s, level[i], "unexpected page type inside a b-tree");
-                break;
-            }
-            u32_push(&out->interior, &out->n_interior, &cap_int, level[i]);
-            rc = children(s, level[i], &next, &n_next, &cap_next);
-        }
-        if (rc != 0 || n_next == 0) {
-            break;
-        }
-        /* every leaf is at one depth: the first child tells the next level */
-        const uint8_t *c0;
-        rc = cbt_get(s, next[0], &c0);
-        if (rc == 0 && cbt_is_leaf(cbt_type(c0, next[0]))) {
-            out->leaves = next;
-            out->n_leaves = n_next;
-            next = NULL;
-            break;
-        }
-        if (rc == 0) {
-            rc = cbt_load(s, next, n_next);
-        }
-        az_free(level);
-        level = next;
-        n_level = n_next;
-        next = NULL;
-        cap_next = 0;
-    }
-    az_free(level);
-    az_free(next);
-    if (rc != 0) {
-        cbt_tree_free(out);
-        return rc;
-    }
-    if (out->n_interior > 0) {
-        qsort(out->interior, out->n_interior, sizeof(uint32_t), cmp_u32);
-    }
-    if (out->n_leaves > 0) {
-        qsort(out->leaves, out->n_leaves, sizeof(uint32_t), cmp_u32);
     }
     return 0;
+}
+
+/* Pages of every unfinished tree's `next` (first_only: just next[0]),
+ * fetched in one batch. */
+static int walk_load(cbt_side *s, walk_state *w, size_t n, bool first_only)
+{
+    uint32_t *all = NULL;
+    size_t k = 0, cap = 0;
+    for (size_t t = 0; t < n; t++) {
+        for (size_t i = 0; !w[t].done && i < (first_only ? 1 : w[t].n_next); i++) {
+            u32_push(&all, &k, &cap, w[t].next[i]);
+        }
+    }
+    int rc = cbt_load(s, all, k);
+    az_free(all);
+    return rc;
+}
+
+static int walk_roots(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out,
+                      walk_state *w)
+{
+    for (size_t t = 0; t < n; t++) {
+        out[t].root = roots[t];
+        w[t].level = az_malloc(sizeof(uint32_t));
+        w[t].level[0] = roots[t];
+        w[t].n_level = 1;
+    }
+    if (cbt_load(s, roots, n) != 0) {
+        return CLI_EFAIL;
+    }
+    for (size_t t = 0; t < n; t++) {
+        uint8_t type = cbt_type(cbt_page(s, roots[t]), roots[t]);
+        if (!valid_type(type)) {
+            return corrupt(s, roots[t], "a b-tree root that is no b-tree page");
+        }
+        out[t].index = cbt_is_index(type);
+    }
+    return 0;
+}
+
+int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out)
+{
+    memset(out, 0, n * sizeof(*out));
+    walk_state *w = az_calloc(n + 1, sizeof(*w));
+    int rc = walk_roots(s, roots, n, out, w);
+    for (int depth = 0; rc == 0; depth++) {
+        bool active = false;
+        for (size_t t = 0; rc == 0 && t < n; t++) {
+            if (!w[t].done) {
+                rc = walk_expand(s, &out[t], &w[t]);
+                w[t].done = w[t].done || w[t].n_next == 0;
+                active = active || !w[t].done;
+            }
+        }
+        if (rc != 0 || !active) {
+            break;
+        }
+        if (depth + 1 >= CBT_MAX_DEPTH) {
+            rc = corrupt(s, roots[0], "b-tree deeper than 24 levels");
+            break;
+        }
+        /* every leaf is at one depth: a level's first page tells its kind */
+        rc = walk_load(s, w, n, true);
+        for (size_t t = 0; rc == 0 && t < n; t++) {
+            if (!w[t].done && cbt_is_leaf(cbt_type(cbt_page(s, w[t].next[0]), w[t].next[0]))) {
+                out[t].leaves = w[t].next;
+                out[t].n_leaves = w[t].n_next;
+                w[t].next = NULL;
+                w[t].done = true;
+            }
+        }
+        if (rc == 0) {
+            rc = walk_load(s, w, n, false);
+        }
+        for (size_t t = 0; t < n; t++) {
+            if (!w[t].done) {
+                az_free(w[t].level);
+                w[t].level = w[t].next;
+                w[t].n_level = w[t].n_next;
+                w[t].next = NULL;
+                w[t].n_next = w[t].cap_next = 0;
+            }
+        }
+    }
+    for (size_t t = 0; t < n; t++) {
+        az_free(w[t].level);
+        az_free(w[t].next);
+        if (rc != 0) {
+            cbt_tree_free(&out[t]);
+        } else {
+            if (out[t].n_interior > 0) {
+                qsort(out[t].interior, out[t].n_interior, sizeof(uint32_t), cmp_u32);
+            }
+            if (out[t].n_leaves > 0) {
+                qsort(out[t].leaves, out[t].n_leaves, sizeof(uint32_t), cmp_u32);
+            }
+        }
+    }
+    az_free(w);
+    return rc;
+}
+
+int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out)
+{
+    return cbt_walk_many(s, &root, 1, out);
 }
 
 void cbt_tree_free(cbt_tree *t)

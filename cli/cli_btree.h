@@ -95,6 +95,10 @@ typedef struct cbt_tree {
 /* Walks from root reading interior pages level by level; the level under
  * the last interior one is the leaves (one of them is read to tell). */
 int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out);
+/* The same for n trees at once, level by level: one batch of page reads per
+ * level for all of them (a schema of many tables costs its depth in round
+ * trips, not one per tree and level). out: n trees. */
+int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out);
 void cbt_tree_free(cbt_tree *t);
 bool cbt_sorted_has(const uint32_t *v, size_t n, uint32_t x);
 

@@ -296,19 +296,24 @@ static int load_schema(dside *d)
     }
     sqlite3_close(mem);
     cbt_tree_free(&st);
-    /* the other b-trees: walked for the census (step 5) */
-    d->others = az_calloc(n_roots + 1, sizeof(cbt_tree));
-    for (size_t i = 0; rc == 0 && i < n_roots; i++) {
-        rc = cbt_walk(&d->s, roots[i], &d->others[i]);
-        if (rc == 0) {
-            d->n_others++;
-            mark_tree(d, &d->others[i]);
-        }
+    /* every b-tree at once: the tables' and the others' (for the census,
+     * step 5), one batch of reads per level */
+    size_t n_all = n_roots + d->n_t;
+    roots = az_realloc(roots, (n_all + 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < d->n_t; i++) {
+        roots[n_roots + i] = d->t[i].root;
     }
-    for (size_t i = 0; rc == 0 && i < d->n_t; i++) {
-        rc = cbt_walk(&d->s, d->t[i].root, &d->t[i].tree);
-        if (rc == 0) {
-            mark_tree(d, &d->t[i].tree);
+    cbt_tree *trees = az_calloc(n_all + 1, sizeof(cbt_tree));
+    if (rc == 0) {
+        rc = cbt_walk_many(&d->s, roots, n_all, trees);
+    }
+    d->others = trees;
+    d->n_others = rc == 0 ? n_roots : 0;
+    for (size_t i = 0; rc == 0 && i < n_all; i++) {
+        mark_tree(d, &trees[i]);
+        if (i >= n_roots) {
+            d->t[i - n_roots].tree = trees[i]; /* moved: freed with the table */
+            memset(&trees[i], 0, sizeof(trees[i]));
         }
     }
     az_free(roots);
