@@ -483,6 +483,59 @@ int cbt_payload(cbt_side *s, const cbt_cell *c, uint8_t **out,
     return 0;
 }
 
+typedef struct chain_pos {
+    uint32_t pgno;              /* next overflow page to read */
+    uint64_t left;              /* pages of the chain still to read */
+} chain_pos;
+
+int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n)
+{
+    chain_pos *ch = NULL;
+    size_t n_ch = 0, cap = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *pg = cbt_page(s, pgnos[i]);
+        uint32_t nc = pg ? cbt_ncells(pg, pgnos[i]) : 0;
+        for (uint32_t c = 0; c < nc; c++) {
+            cbt_cell cell;
+            if (cbt_cell_at(s, pg, pgnos[i], c, &cell) != 0) {
+                az_free(ch);
+                return CLI_EFAIL;
+            }
+            if (cell.overflow) {
+                if (n_ch == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    ch = az_realloc(ch, cap * sizeof(*ch));
+                }
+                uint64_t rest = cell.payload_len - cell.local_len;
+                ch[n_ch++] = (chain_pos){ cell.overflow, (rest + s->usable - 5) / (s->usable - 4) };
+            }
+        }
+    }
+    int rc = 0;
+    uint32_t *batch = az_malloc((n_ch + 1) * sizeof(uint32_t));
+    for (uint64_t round = 0; rc == 0 && n_ch > 0 && round <= s->db_pages; round++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n_ch; i++) {
+            if (ch[i].pgno != 0 && ch[i].pgno <= s->db_pages) {
+                batch[k++] = ch[i].pgno;
+            }
+        }
+        rc = cbt_load(s, batch, k);
+        size_t live = 0;
+        for (size_t i = 0; rc == 0 && i < n_ch; i++) {
+            const uint8_t *pg = ch[i].pgno && ch[i].pgno <= s->db_pages
+                                    ? cbt_page(s, ch[i].pgno) : NULL;
+            if (pg && --ch[i].left > 0) {
+                ch[live++] = (chain_pos){ be32(pg), ch[i].left };
+            }
+        }
+        n_ch = live;
+    }
+    az_free(batch);
+    az_free(ch);
+    return rc; /* a broken chain is reported when its payload is read */
+}
+
 /* ---- records --------------------------------------------------------------------- */
 
 int cbt_record(const uint8_t *rec, uint64_t len, cbt_val *vals, int max, int *n)

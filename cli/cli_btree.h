@@ -113,6 +113,10 @@ typedef struct cbt_cell {
 
 int cbt_cell_at(const cbt_side *s, const uint8_t *page, uint32_t pgno, uint32_t i,
                 cbt_cell *out);
+/* Reads ahead the overflow chains of every cell of the cached pages pgnos,
+ * one batch per link of the chains (a chain of k pages costs k rounds for
+ * all chains together, not k per cell), so cbt_payload finds them cached. */
+int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n);
 /* The whole payload (malloc'ed, *out; free()), following the overflow
  * chain; each overflow page is passed to mark (may be NULL). */
 int cbt_payload(cbt_side *s, const cbt_cell *c, uint8_t **out,

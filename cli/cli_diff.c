@@ -483,6 +483,9 @@ static int read_rows(diff_run *r, dside *d, const dtable *t, const dtable *other
     size_t n_sel;
     select_pages(r, t, other, &sel, &n_sel);
     int rc = cbt_load(&d->s, sel, n_sel);
+    if (rc == 0) {
+        rc = cbt_prefetch_overflow(&d->s, sel, n_sel);
+    }
     for (size_t i = 0; rc == 0 && i < n_sel; i++) {
         const uint8_t *pg = cbt_page(&d->s, sel[i]);
         uint32_t nc = cbt_ncells(pg, sel[i]);
@@ -759,31 +762,40 @@ static int compare_all(diff_run *r, json_t *tables)
 }
 
 /* Overflow chains of changed cells of the b-trees not compared (indexes):
- * they account for CH pages too (step 5). */
+ * they account for CH pages too (step 5). All such pages of the side in
+ * one batch, their chains read ahead together. */
 static int census_others(diff_run *r, dside *d)
 {
-    int rc = 0;
-    for (size_t k = 0; rc == 0 && k < d->n_others; k++) {
+    uint32_t *sel = NULL;
+    size_t n = 0;
+    for (size_t k = 0; k < d->n_others; k++) {
         const cbt_tree *t = &d->others[k];
-        for (size_t i = 0; rc == 0 && i < t->n_leaves + t->n_interior; i++) {
+        sel = az_realloc(sel, (n + t->n_leaves + t->n_interior + 1) * sizeof(uint32_t));
+        for (size_t i = 0; i < t->n_leaves + t->n_interior; i++) {
             uint32_t p = i < t->n_leaves ? t->leaves[i] : t->interior[i - t->n_leaves];
-            const uint8_t *pg;
-            if (!in_ch(r, p) || cbt_get(&d->s, p, &pg) != 0) {
-                rc = in_ch(r, p) ? CLI_EFAIL : 0;
-                continue;
-            }
-            uint32_t nc = cbt_ncells(pg, p);
-            for (uint32_t c = 0; rc == 0 && c < nc; c++) {
-                cbt_cell cell;
-                uint8_t *pl = NULL;
-                rc = cbt_cell_at(&d->s, pg, p, c, &cell);
-                if (rc == 0 && cell.overflow) {
-                    rc = cbt_payload(&d->s, &cell, &pl, mark_known, d);
-                }
-                free(pl);
+            if (in_ch(r, p)) {
+                sel[n++] = p;
             }
         }
     }
+    int rc = cbt_load(&d->s, sel, n);
+    if (rc == 0) {
+        rc = cbt_prefetch_overflow(&d->s, sel, n);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const uint8_t *pg = cbt_page(&d->s, sel[i]);
+        uint32_t nc = cbt_ncells(pg, sel[i]);
+        for (uint32_t c = 0; rc == 0 && c < nc; c++) {
+            cbt_cell cell;
+            uint8_t *pl = NULL;
+            rc = cbt_cell_at(&d->s, pg, sel[i], c, &cell);
+            if (rc == 0 && cell.overflow) {
+                rc = cbt_payload(&d->s, &cell, &pl, mark_known, d);
+            }
+            free(pl);
+        }
+    }
+    az_free(sel);
     return rc;
 }
 

@@ -435,11 +435,13 @@ static json_t *check_diff(const char *args, const char *from_branch, const char 
     ct_expect(ct_arbor("branch diff %s --json", args), 0, "diff");
     json_t *d = ct_parse_out();
     json_t *st = json_object_get(d, "stats");
-    printf("[ diff %s ] read %lld + %lld of %lld + %lld pages, fallback %s, unaccounted %lld\n",
+    printf("[ diff %s ] read %lld + %lld of %lld + %lld pages in %lld requests, fallback %s, "
+           "unaccounted %lld\n",
            args, (long long)json_integer_value(json_object_get(st, "pages_read_from")),
            (long long)json_integer_value(json_object_get(st, "pages_read_to")),
            (long long)json_integer_value(json_object_get(st, "db_pages_from")),
            (long long)json_integer_value(json_object_get(st, "db_pages_to")),
+           (long long)json_integer_value(json_object_get(st, "page_requests")),
            json_is_true(json_object_get(st, "full_scan_fallback")) ? "yes" : "no",
            (long long)json_integer_value(json_object_get(st, "unaccounted_pages")));
     char a[512], b[512], at[64];
