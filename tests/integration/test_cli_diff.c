@@ -592,7 +592,15 @@ static void test_two_points(void **state)
     }
     char args[128];
     snprintf(args, sizeof(args), "main --at %s", g_main_l0);
-    json_decref(check_diff(args, "main", g_main_l0, "main", NULL, "mp"));
+    json_t *lsn_diff = check_diff(args, "main", g_main_l0, "main", NULL, "mp");
+    /* a timestamp after the last commit means the head */
+    ct_expect(ct_arbor("branch diff main --at %s --to @4102444800 --json", g_main_l0), 0,
+              "--to a timestamp");
+    json_t *ts_diff = ct_parse_out();
+    assert_true(json_equal(json_object_get(lsn_diff, "tables"),
+                           json_object_get(ts_diff, "tables")));
+    json_decref(ts_diff);
+    json_decref(lsn_diff);
     ct_expect(ct_arbor("branch diff main --at %s --to %s --json", g_main_l0, g_main_l0), 0,
               "same point");
     json_t *d = ct_parse_out();
