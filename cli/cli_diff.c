@@ -766,6 +766,9 @@ static int compare_all(diff_run *r, json_t *tables)
  * one batch, their chains read ahead together. */
 static int census_others(diff_run *r, dside *d)
 {
+    if (r->all_changed) {
+        return 0; /* every row is read anyway: nothing to account for */
+    }
     uint32_t *sel = NULL;
     size_t n = 0;
     for (size_t k = 0; k < d->n_others; k++) {
