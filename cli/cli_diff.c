@@ -573,11 +573,19 @@ static int decode(const dtable *t, const drow *row, decoded *out)
     return cbt_record(row->payload, row->len, out->v, t->ncols, &out->n);
 }
 
+/* Is the INTEGER PRIMARY KEY column the rowid in this record? An alias is
+ * stored as NULL; a value means a column that only looks like one
+ * ("INTEGER PRIMARY KEY DESC"). */
+static bool is_alias(const dtable *t, const decoded *dv)
+{
+    return t->ipk >= 0 && (t->ipk >= dv->n || dv->v[t->ipk].t == CBT_NULL);
+}
+
 static json_t *key_json(const dtable *t, const drow *row, const decoded *dv)
 {
     json_t *k = json_object();
     if (!t->without_rowid) {
-        json_object_set_new(k, t->ipk >= 0 ? t->cols[t->ipk].name : "rowid",
+        json_object_set_new(k, is_alias(t, dv) ? t->cols[t->ipk].name : "rowid",
                             json_integer((json_int_t)row->rowid));
         return k;
     }
@@ -593,7 +601,7 @@ static json_t *row_json(const dtable *t, const drow *row)
     decoded dv;
     json_t *o = json_object();
     if (decode(t, row, &dv) == 0) {
-        if (!t->without_rowid && t->ipk < 0) {
+        if (!t->without_rowid && !is_alias(t, &dv)) {
             json_object_set_new(o, "rowid", json_integer((json_int_t)row->rowid));
         }
         for (int i = 0; i < t->ncols; i++) {

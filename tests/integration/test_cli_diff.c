@@ -509,7 +509,8 @@ static void test_setup_data(void **state)
                 "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB);"
                 "CREATE TABLE gone(x);"
                 "CREATE TABLE s(id INTEGER PRIMARY KEY, a);"
-                "CREATE TABLE plain(a, b)");
+                "CREATE TABLE plain(a, b);"
+                "CREATE TABLE q(id INTEGER PRIMARY KEY DESC, v)"); /* no rowid alias */
     sql("main", "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) "
                 "INSERT INTO t SELECT i, 'name' || i, i * 0.5, CASE WHEN i % 3 = 0 THEN NULL "
                 "ELSE i END, CASE WHEN i % 5 = 0 THEN NULL ELSE randomblob(i % 40) END FROM c;"
@@ -520,7 +521,8 @@ static void test_setup_data(void **state)
                 "INSERT INTO gone VALUES (1), (2);"
                 "INSERT INTO s VALUES (1, 'one'), (2, 'two');"
                 "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) "
-                "INSERT INTO plain SELECT i, hex(randomblob(8)) FROM c");
+                "INSERT INTO plain SELECT i, hex(randomblob(8)) FROM c;"
+                "INSERT INTO q(id, v) SELECT a * 10, b FROM plain WHERE a <= 50");
     head_lsn("main", g_main_l0);
     ct_expect(ct_arbor("branch create dev"), 0, "branch create");
     ct_expect(ct_arbor("endpoint start dev"), 0, "endpoint dev");
@@ -545,7 +547,9 @@ static void test_setup_data(void **state)
                "INSERT INTO added VALUES ('a', 1), ('b', 2.5);"
                "DROP TABLE gone;"
                "ALTER TABLE s ADD COLUMN extra DEFAULT 'dflt';"
-               "UPDATE s SET a = 'ONE' WHERE id = 1");
+               "UPDATE s SET a = 'ONE' WHERE id = 1;"
+               "UPDATE q SET v = 'dev' WHERE id IN (30, 40); DELETE FROM q WHERE id = 50;"
+               "INSERT INTO q(id, v) VALUES (7, 'seven')");
     g_up = true;
 }
 
@@ -564,6 +568,11 @@ static void test_two_branches(void **state)
     assert_non_null(json_object_get(find(d, "gone"), "dropped"));
     assert_true(json_is_true(json_object_get(find(d, "s"), "schema_changed")));
     assert_int_equal(json_array_size(json_object_get(find(d, "s"), "updated")), 1);
+    json_t *q = find(d, "q"); /* id INTEGER PRIMARY KEY DESC is a column, not the rowid */
+    assert_int_equal(json_array_size(json_object_get(q, "updated")), 2);
+    assert_non_null(json_object_get(json_array_get(json_object_get(q, "inserted"), 0), "rowid"));
+    assert_non_null(json_object_get(json_object_get(json_array_get(json_object_get(q, "updated"),
+                                                                   0), "key"), "rowid"));
     assert_null(find(d, "sqlite_sequence"));
     /* main deleted ids 100..130 that dev still has: deleted from dev's view */
     assert_int_equal(json_array_size(json_object_get(t, "inserted")), 31 + 2);
