@@ -19,6 +19,7 @@
 #include "cli_cluster.h"
 #include "cli_cmd.h"
 #include "cli_dashboard.h"
+#include "cli_diff.h"
 #include "cli_endpoint.h"
 #include "cli_export.h"
 #include "cli_import.h"
@@ -94,6 +95,12 @@ static const cli_opt g_export_opts[] = {
     { NULL, NULL, NULL },
 };
 static const cli_opt g_no_opts[] = { { NULL, NULL, NULL } };
+static const cli_opt g_diff_opts[] = {
+    { "at", "LSN|TIMESTAMP", "point of the first branch (default its head; required with "
+                             "one branch)" },
+    { "to", "LSN|TIMESTAMP", "point of the second branch (default its head)" },
+    { NULL, NULL, NULL },
+};
 static const cli_opt g_ep_update_opts[] = {
     { "suspend-timeout", "SECONDS", "suspend after this long without a query or an open "
                                     "transaction; -1 = never (always on)" },
@@ -122,6 +129,15 @@ static const cli_command g_commands[] = {
       "pages x page size at the head), physical size (layer files of the branch),\n"
       "branch-only size (what deleting the branch would free).",
       g_no_opts, 0, 0, cli_cmd_branch_list },
+    { "branch", "diff", "A [B]", "rows inserted, deleted and updated in B relative to A",
+      "Per table: the rows of B (or of A at --to) that A (at --at) does not have\n"
+      "(inserted), the rows of A that B does not have (deleted), and the rows whose\n"
+      "columns differ (updated: key, old and new values of the changed columns). Reads\n"
+      "only the pages written since the common ancestor (plus interior b-tree pages),\n"
+      "so its cost follows the size of the change. Tables added or dropped on one side\n"
+      "list all their rows; a changed CREATE statement is shown. --json: see\n"
+      "cli/README.md.\n\n" POINT_HELP,
+      g_diff_opts, 1, 2, cli_cmd_branch_diff },
     { "branch", "delete", "NAME", "delete a branch (refused while it has children)",
       "Refused while an endpoint runs on it; --force stops them (and deletes the\n"
       "children and their endpoints too).",

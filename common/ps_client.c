@@ -231,3 +231,118 @@ int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timelin
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }
+
+int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                      lsn_t from_lsn, lsn_t to_lsn, uint32_t **out, size_t *n, bool *exact,
+                      psc_err *err)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = id_bin(tenant);
+    ref.timeline_id = id_bin(timeline);
+    Arbor__ChangedPagesRequest req = ARBOR__CHANGED_PAGES_REQUEST__INIT;
+    req.timeline = &ref;
+    req.from_lsn = from_lsn;
+    req.to_lsn = to_lsn;
+    Arbor__ChangedPagesResponse *resp;
+    int rc = call(c, PAGE("ListChangedPages"), &req.base,
+                  &arbor__changed_pages_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    *out = NULL;
+    if (resp->n_pgnos) {
+        *out = az_malloc(resp->n_pgnos * sizeof(uint32_t));
+        memcpy(*out, resp->pgnos, resp->n_pgnos * sizeof(uint32_t));
+    }
+    *n = resp->n_pgnos;
+    *exact = resp->exact;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+/* Sends one GetPages request of n pages on stream s. */
+static int get_pages_send(rpc_stream *s, Arbor__TimelineRef *ref, lsn_t lsn,
+                          const uint32_t *pgnos, size_t n, uint64_t req_id, psc_err *err)
+{
+    Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
+    req.request_id = req_id;
+    req.timeline = ref;
+    req.pgnos = (uint32_t *)pgnos;
+    req.n_pgnos = n;
+    req.request_lsn = lsn;
+    req.not_modified_since = lsn;
+    int rc = rpc_stream_send_msg(s, &req.base);
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Receives the answer to request req_id (n pages) into pages. */
+static int get_pages_recv(rpc_stream *s, const uint32_t *pgnos, size_t n,
+                          uint32_t page_size, uint8_t *pages, uint64_t req_id, psc_err *err)
+{
+    Arbor__GetPagesResponse *resp = NULL;
+    int rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor, PSC_TIMEOUT_MS,
+                                 (ProtobufCMessage **)&resp);
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
+        return -EIO;
+    }
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
+        snprintf(err->msg, sizeof(err->msg), "%s",
+                 resp->error->message ? resp->error->message : "error");
+        rc = map_code(resp->error->code);
+    } else if (resp->request_id != req_id || resp->n_pages != n) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver answered %zu pages (asked %zu)",
+                 resp->n_pages, n);
+        rc = -EIO;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (resp->pages[i].len != page_size) {
+            snprintf(err->msg, sizeof(err->msg), "page %u has %zu bytes, expected %u",
+                     pgnos[i], resp->pages[i].len, page_size);
+            rc = -EIO;
+        } else {
+            memcpy(pages + i * page_size, resp->pages[i].data, page_size);
+        }
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
+                  const uint32_t *pgnos, size_t n, uint32_t page_size, uint8_t *pages,
+                  psc_err *err)
+{
+    if (n == 0)
+        return 0;
+    rpc_stream *s;
+    int rc = rpc_stream_open(c->ch, PAGE("GetPages"), 3600 * 1000, &s);
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
+        return -EIO;
+    }
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = id_bin(tenant);
+    ref.timeline_id = id_bin(timeline);
+    /* up to PSC_PAGES_IN_FLIGHT requests ahead of the answers: the server
+     * reads the next batch while this side copies the last one */
+    size_t n_req = (n + PSC_PAGES_PER_REQUEST - 1) / PSC_PAGES_PER_REQUEST, sent = 0;
+    for (size_t r = 0; rc == 0 && r < n_req; r++) {
+        while (rc == 0 && sent < n_req && sent < r + PSC_PAGES_IN_FLIGHT) {
+            size_t first = sent * PSC_PAGES_PER_REQUEST;
+            size_t k = n - first < PSC_PAGES_PER_REQUEST ? n - first : PSC_PAGES_PER_REQUEST;
+            rc = get_pages_send(s, &ref, lsn, pgnos + first, k, ++sent, err);
+        }
+        size_t first = r * PSC_PAGES_PER_REQUEST;
+        size_t k = n - first < PSC_PAGES_PER_REQUEST ? n - first : PSC_PAGES_PER_REQUEST;
+        if (rc == 0) {
+            rc = get_pages_recv(s, pgnos + first, k, page_size, pages + first * page_size,
+                                r + 1, err);
+        }
+    }
+    rpc_stream_close_send(s);
+    rpc_stream_destroy(s);
+    return rc;
+}

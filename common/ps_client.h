@@ -12,7 +12,8 @@
  * with the server's (or transport's) message in err->msg.
  *
  * Threads: a psc is a long-lived channel; calls are thread-safe.
- * Ownership: psc_list_timelines allocates *out (free with az_free).
+ * Ownership: psc_list_timelines and psc_changed_pages allocate *out (free
+ * with az_free).
  */
 #ifndef ARBOR_PS_CLIENT_H
 #define ARBOR_PS_CLIENT_H
@@ -70,5 +71,24 @@ int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                const char *new_name, psc_err *err);
 int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                          int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, psc_err *err);
+
+/* Branch diff (ListChangedPages): every page written on timeline's
+ * history in (from_lsn, to_lsn], through its ancestors when from_lsn lies
+ * below its start. *out sorted and unique (NULL when *n is 0). *exact =
+ * false when GC left only an image for part of the range: treat every
+ * page as changed then. */
+int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                      lsn_t from_lsn, lsn_t to_lsn, uint32_t **out, size_t *n, bool *exact,
+                      psc_err *err);
+
+/* Reads n pages of timeline at lsn into pages (n * page_size bytes) over one
+ * GetPages stream, in requests of at most PSC_PAGES_PER_REQUEST pages, up
+ * to PSC_PAGES_IN_FLIGHT of them sent ahead of their answers.
+ * -EIO also when a page does not have page_size bytes. */
+#define PSC_PAGES_PER_REQUEST 1024u
+#define PSC_PAGES_IN_FLIGHT 3u
+int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
+                  const uint32_t *pgnos, size_t n, uint32_t page_size, uint8_t *pages,
+                  psc_err *err);
 
 #endif

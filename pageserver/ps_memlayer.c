@@ -12,6 +12,7 @@
 #include "alloc.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -281,6 +282,28 @@ void ps_memlayer_pgnos(ps_memlayer *ml, lsn_t max_lsn, uint32_t **pgnos,
     for (uint32_t i = 0; i < ml->cap; i++) {
         const mem_slot *s = &ml->slots[i];
         if (s->pgno == 0 || s->n == 0 || s->v[0].lsn > max_lsn) {
+            continue;
+        }
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 1024;
+            *pgnos = az_realloc(*pgnos, *cap * sizeof(uint32_t));
+        }
+        (*pgnos)[(*n)++] = s->pgno;
+    }
+    pthread_rwlock_unlock(&ml->lock);
+}
+
+void ps_memlayer_changed_pgnos(ps_memlayer *ml, lsn_t lo, lsn_t hi, uint32_t **pgnos,
+                               size_t *n, size_t *cap)
+{
+    pthread_rwlock_rdlock(&ml->lock);
+    for (uint32_t i = 0; i < ml->cap; i++) {
+        const mem_slot *s = &ml->slots[i];
+        bool hit = false;
+        for (uint32_t j = 0; s->pgno != 0 && !hit && j < s->n; j++) {
+            hit = s->v[j].lsn > lo && s->v[j].lsn <= hi;
+        }
+        if (!hit) {
             continue;
         }
         if (*n == *cap) {

@@ -72,4 +72,10 @@ int ps_memlayer_write(ps_memlayer *ml, ps_layer_writer *w);
 void ps_memlayer_pgnos(ps_memlayer *ml, lsn_t max_lsn, uint32_t **pgnos,
                        size_t *n, size_t *cap);
 
+/* Appends to *pgnos every pgno with a version in (lo, hi] (branch diff:
+ * pages written in an LSN range). Unsorted, no duplicates within this
+ * layer. */
+void ps_memlayer_changed_pgnos(ps_memlayer *ml, lsn_t lo, lsn_t hi, uint32_t **pgnos,
+                               size_t *n, size_t *cap);
+
 #endif

@@ -449,6 +449,38 @@ static int h_lease(rpc_stream *call, void *arg)
     return RPC_STATUS_OK;
 }
 
+static int h_changed_pages(rpc_stream *call, void *arg)
+{
+    ps_service *svc = arg;
+    Arbor__ChangedPagesRequest *req;
+    if (recv_req(call, &arbor__changed_pages_request__descriptor,
+                 (ProtobufCMessage **)&req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ChangedPagesResponse resp = ARBOR__CHANGED_PAGES_RESPONSE__INIT;
+    err_buf e;
+    ps_timeline *tl = NULL;
+    uint32_t *pgnos = NULL;
+    size_t n = 0;
+    if (find_tl(svc, req->timeline, &tl, &e, &resp.error) == 0 &&
+        wait_ingest(svc, tl, req->to_lsn, req->to_lsn, &e, &resp.error) == 0) {
+        bool exact = false;
+        int rc = req->from_lsn > req->to_lsn ? PS_EINVAL
+               : ps_timeline_changed_pages(tl, req->from_lsn, req->to_lsn, &pgnos, &n,
+                                           &exact);
+        if (rc != 0)
+            resp.error = engine_error(svc, &e, rc, "changed pages");
+        resp.pgnos = pgnos;
+        resp.n_pgnos = rc == 0 ? n : 0;
+        resp.exact = exact;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    az_free(pgnos);
+    if (tl)
+        ps_timeline_release(tl);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return RPC_STATUS_OK;
+}
+
 /* ---- Management -------------------------------------------------------- */
 
 /* TimelineInfo in caller storage (ids and name point into it). */
@@ -819,6 +851,7 @@ int ps_svc_register(ps_service *svc, rpc_server *srv)
         { "/arbor.PageService/GetLsnByTimestamp", RPC_UNARY, h_lsn_by_ts },
         { "/arbor.PageService/GetTimestampOfLsn", RPC_UNARY, h_ts_of_lsn },
         { "/arbor.PageService/LeaseLsn", RPC_UNARY, h_lease },
+        { "/arbor.PageService/ListChangedPages", RPC_UNARY, h_changed_pages },
         { "/arbor.Management/CreateTenant", RPC_UNARY, h_create_tenant },
         { "/arbor.Management/ListTenants", RPC_UNARY, h_list_tenants },
         { "/arbor.Management/CreateTimeline", RPC_UNARY, h_create_timeline },

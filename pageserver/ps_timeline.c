@@ -1465,6 +1465,127 @@ static int collect_pgnos(ps_timeline *tl, lsn_t lsn, uint32_t **out,
     return 0;
 }
 
+/* ---- changed pages (branch diff) ------------------------------------------ */
+
+typedef struct lsn_span {
+    lsn_t start, end;           /* versions in (start, end] */
+} lsn_span;
+
+static int span_cmp(const void *a, const void *b)
+{
+    const lsn_span *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Do the spans (sorted by start) cover (lo, hi] without a gap? */
+static bool spans_cover(const lsn_span *sp, size_t n, lsn_t lo, lsn_t hi)
+{
+    lsn_t reached = lo;
+    for (size_t i = 0; i < n && reached < hi; i++) {
+        if (sp[i].start > reached) {
+            return false;
+        }
+        reached = sp[i].end > reached ? sp[i].end : reached;
+    }
+    return reached >= hi;
+}
+
+/* Pages of one delta layer with a version in (lo, hi]. */
+static int delta_changed(ps_layer *l, lsn_t lo, lsn_t hi, uint32_t **v, size_t *n,
+                         size_t *cap)
+{
+    int rc = ps_layer_load(l);
+    if (rc != 0) {
+        return rc;
+    }
+    uint32_t last = 0; /* sorted by pgno; pgno 0 never occurs */
+    for (uint64_t i = 0; i < l->n_entries; i++) {
+        const ps_layer_entry *e = &l->index[i];
+        if (e->lsn > lo && e->lsn <= hi && e->pgno != last) {
+            last = e->pgno;
+            push_pgno(v, n, cap, last);
+        }
+    }
+    return 0;
+}
+
+/* This timeline's own pages written in (lo, hi]: from the in-memory layers
+ * and the delta layers' indexes. *covered = false when those layers do not
+ * cover the whole range (GC removed deltas under an image): then the
+ * answer is not exact. */
+static int map_changed(const ps_layer_map *m, lsn_t lo, lsn_t hi, uint32_t **v,
+                       size_t *n, size_t *cap, bool *covered)
+{
+    lsn_span *sp = az_malloc((m->n_frozen + m->n_layers + 2) * sizeof(*sp));
+    size_t k = 0;
+    int rc = 0;
+    for (size_t i = 0; i <= m->n_frozen; i++) {
+        ps_memlayer *ml = i < m->n_frozen ? m->frozen[i] : m->open;
+        if (!ml) {
+            continue;
+        }
+        sp[k++] = (lsn_span){ ps_memlayer_start_lsn(ml), ps_memlayer_end_lsn(ml) };
+        if (sp[k - 1].start < hi && sp[k - 1].end > lo) {
+            ps_memlayer_changed_pgnos(ml, lo, hi, v, n, cap);
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < m->n_layers; i++) {
+        ps_layer *l = m->layers[i];
+        if (l->kind != PS_LAYER_DELTA) {
+            continue;
+        }
+        sp[k++] = (lsn_span){ l->lsn_start, l->lsn_end };
+        if (l->lsn_start < hi && l->lsn_end > lo) {
+            rc = delta_changed(l, lo, hi, v, n, cap);
+        }
+    }
+    qsort(sp, k, sizeof(*sp), span_cmp);
+    *covered = spans_cover(sp, k, lo, hi);
+    az_free(sp);
+    return rc;
+}
+
+int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
+                              uint32_t **out, size_t *n_out, bool *exact)
+{
+    uint32_t *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = atomic_load(&tl->deleted) ? PS_EDELETED : 0;
+    *exact = true;
+    lsn_t hi = to_lsn;
+    for (ps_timeline *cur = tl; cur && rc == 0 && hi > from_lsn; cur = cur->ancestor) {
+        lsn_t lo = from_lsn > cur->start_lsn ? from_lsn : cur->start_lsn;
+        if (hi > lo) {
+            bool covered = true;
+            ps_layer_map *m = map_get(cur);
+            rc = map_changed(m, lo, hi, &v, &n, &cap, &covered);
+            map_put(m);
+            *exact = *exact && covered;
+        }
+        if (from_lsn >= cur->start_lsn || !cur->ancestor || rc != 0) {
+            break;
+        }
+        hi = hi < cur->ancestor_lsn ? hi : cur->ancestor_lsn;
+        rc = wait_ancestor(cur, hi);
+    }
+    if (rc != 0) {
+        az_free(v);
+        return rc;
+    }
+    if (n > 0) {
+        qsort(v, n, sizeof(uint32_t), cmp_u32);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k == 0 || v[k - 1] != v[i]) {
+            v[k++] = v[i];
+        }
+    }
+    *out = v;
+    *n_out = k;
+    return 0;
+}
+
 static int write_image_pages(ps_timeline *tl, lsn_t lsn, const uint32_t *pgnos,
                              size_t n, ps_layer_writer *w)
 {

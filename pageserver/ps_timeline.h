@@ -200,6 +200,20 @@ int ps_timeline_get_pages(ps_timeline *tl, const uint32_t *pgnos, uint32_t n,
                           lsn_t request_lsn, uint8_t *pages, lsn_t *page_lsns,
                           ps_read_stats *stats);
 
+/*
+ * Branch diff: every pgno written on tl's history between from_lsn
+ * (exclusive) and to_lsn (inclusive), through ancestors where from_lsn lies
+ * below tl's start (to_lsn is cut at each ancestor LSN on the way down).
+ * A page not listed reads the same at both LSNs. Answered from the
+ * in-memory layers and the delta layers' indexes (no page is read);
+ * *exact = false when GC removed deltas in the range (only an image is
+ * left): the caller must then treat every page as changed. *out sorted,
+ * unique, az_malloc'ed (az_free; may be NULL when *n_out is 0). The caller
+ * waits for ingest up to to_lsn first. PS_ECORRUPT, PS_EDELETED, -errno.
+ */
+int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
+                              uint32_t **out, size_t *n_out, bool *exact);
+
 /* Database size in pages after the last commit at or below lsn (through
  * ancestors); 0 when there is none. Also reports the page size (0 if none). */
 int ps_timeline_db_size(ps_timeline *tl, lsn_t lsn, uint32_t *db_size_pages,

@@ -26,6 +26,7 @@ PACKAGES=(
   libcurl4-openssl-dev   # remote storage: S3 over HTTP with SigV4 (curl >= 7.75)
   python3-botocore       # tests: an independent SigV4 implementation to check signatures
   python3-sqlalchemy     # tests: SQLAlchemy (psycopg2 dialect) against the PostgreSQL endpoint
+  sqlite3-tools          # sqldiff: test_cli_diff compares branch diff with it
   # nodejs + npm (the dashboard and s3rver tests) are not listed: the tests
   # skip with a message when npm is missing.
 )

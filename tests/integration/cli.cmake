@@ -51,3 +51,14 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_density arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# `arbor branch diff` (issue 17): diffs applied to exports equal the other side.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_cli_diff
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_diff.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON PkgConfig::SQLITE TIMEOUT 600
+             LABELS integration)
+  target_compile_definitions(test_cli_diff PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_diff arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

@@ -11,6 +11,7 @@
  * the number of records (valgrind runs use 10).
  */
 #include "test_ps_util.h"
+#include "alloc.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -363,6 +364,87 @@ static void ingest_more(ctx *c, int n)
     }
 }
 
+/* ---- changed pages (branch diff) ------------------------------------------ */
+
+/* The model's pages with a version in (from, to] along i's chain. */
+static void model_changed(const ctx *c, int i, lsn_t from, lsn_t to, bool *set)
+{
+    memset(set, 0, (MAX_PGNO + 1) * sizeof(bool));
+    for (lsn_t hi = to; i >= 0 && hi > from;) {
+        const tps_tl *t = &c->m.tl[i];
+        lsn_t lo = from > t->start ? from : t->start;
+        for (uint32_t p = 1; p <= MAX_PGNO; p++) {
+            for (size_t k = 0; k < t->n_vers[p]; k++) {
+                set[p] |= t->vers[p][k].lsn > lo && t->vers[p][k].lsn <= hi;
+            }
+        }
+        if (from >= t->start) {
+            break;
+        }
+        hi = hi < t->start ? hi : t->start;
+        i = t->parent;
+    }
+}
+
+/* ps_timeline_changed_pages against the model for random LSN pairs of each
+ * timeline's chain: exactly the model's set whenever it says exact (it must
+ * while no GC ran: require_exact). */
+static void verify_changed(ctx *c, const char *label, bool require_exact)
+{
+    bool *want = calloc(MAX_PGNO + 1, sizeof(bool));
+    int checked = 0, inexact = 0;
+    for (int i = 0; i < c->m.n_tl; i++) {
+        for (int k = 0; k < 20; k++) {
+            /* from: a commit of i or of an ancestor, to: one of i, from <= to */
+            int a = i;
+            while (c->m.tl[a].parent >= 0 && tps_rand(&c->rng, 2)) {
+                a = c->m.tl[a].parent;
+            }
+            lsn_t to = random_commit(c, i), from = random_commit(c, a);
+            if (a != i) {
+                from = from < c->m.tl[i].start ? from : c->m.tl[i].start;
+            }
+            if (from > to) {
+                lsn_t x = from; from = to; to = x;
+            }
+            uint32_t *got = NULL;
+            size_t n = 0;
+            bool exact = false;
+            int rc = ps_timeline_changed_pages(c->m.tl[i].h, from, to, &got, &n, &exact);
+            assert_int_equal(rc, 0);
+            if (!exact) {
+                assert_false(require_exact);
+                inexact++;
+                az_free(got);
+                continue;
+            }
+            model_changed(c, i, from, to, want);
+            size_t n_want = 0;
+            for (uint32_t p = 1; p <= MAX_PGNO; p++) {
+                n_want += want[p];
+            }
+            for (size_t j = 0; j < n; j++) {
+                assert_true(j == 0 || got[j - 1] < got[j]);
+                if (got[j] > MAX_PGNO || !want[got[j]]) {
+                    fail_msg("%s: timeline %d (%llx, %llx]: page %u listed, not written",
+                             label, i, (unsigned long long)from, (unsigned long long)to,
+                             got[j]);
+                }
+            }
+            if (n != n_want) {
+                fail_msg("%s: timeline %d (%llx, %llx]: %zu pages listed, %zu written",
+                         label, i, (unsigned long long)from, (unsigned long long)to, n,
+                         n_want);
+            }
+            checked++;
+            az_free(got);
+        }
+    }
+    printf("[ changed pages ] %s: %d ranges exact, %d inexact (GC)\n", label, checked,
+           inexact);
+    free(want);
+}
+
 static void test_model(void **state)
 {
     ctx c;
@@ -370,12 +452,16 @@ static void test_model(void **state)
     int n = 30 * tps_scale();
     build(&c, n);
     verify_all(&c, "live");
+    verify_changed(&c, "live", true);
     restart(&c);
     verify_all(&c, "after restart");
+    verify_changed(&c, "after restart", true);
     check_visit_bound(&c);
     verify_all(&c, "after compaction");
+    verify_changed(&c, "after compaction", true);
     run_gc(&c);
     verify_all(&c, "after gc");
+    verify_changed(&c, "after gc", false);
     restart(&c);
     verify_all(&c, "after gc + restart (leases gone)");
     ingest_more(&c, n / 10);
