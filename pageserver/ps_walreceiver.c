@@ -406,6 +406,11 @@ static void *receiver_main(void *arg)
         if (how == IDLE) {
             if (finish_if_idle(rv))
                 break;
+            /* Nothing more here, but the watchers know of WAL beyond what
+             * we ingested (a safekeeper that restarted lags the others):
+             * go where it is, rather than idling on this one for ever. */
+            int b = best_other(r, rv->tl, i, ps_timeline_ingest_lsn(rv->tl));
+            i = b >= 0 ? b : (i + 1) % r->opt.n_safekeepers;
             continue;
         }
         if (r->switches)
