@@ -393,6 +393,33 @@ static bool finish_if_idle(receiver *rv)
     return done;
 }
 
+/* Idle, yet a watcher once heard of WAL beyond what we ingested: ask the
+ * safekeepers again. known_end only grows, and a safekeeper that was
+ * killed and restarted (its tail cut by a new term) may have announced an
+ * end that nobody can serve: when none of them can serve beyond us now,
+ * and no watcher heard more meanwhile, known_end comes down and the
+ * receiver finishes. */
+static bool recheck_known_end(receiver *rv)
+{
+    ps_rcv *r = rv->owner;
+    pthread_mutex_lock(&r->mu);
+    lsn_t seen = rv->w->known_end;
+    pthread_mutex_unlock(&r->mu);
+    lsn_t pos = ps_timeline_ingest_lsn(rv->tl), best = 0;
+    for (int i = 0; i < r->opt.n_safekeepers; i++) {
+        lsn_t end = servable_end(r, i, rv->tl);
+        if (end > best)
+            best = end;
+    }
+    if (best > pos)
+        return false;
+    pthread_mutex_lock(&r->mu);
+    if (rv->w->known_end == seen)
+        rv->w->known_end = pos;
+    pthread_mutex_unlock(&r->mu);
+    return finish_if_idle(rv);
+}
+
 static void *receiver_main(void *arg)
 {
     receiver *rv = arg;
@@ -404,7 +431,7 @@ static void *receiver_main(void *arg)
         if (how == STOP)
             break;
         if (how == IDLE) {
-            if (finish_if_idle(rv))
+            if (finish_if_idle(rv) || recheck_known_end(rv))
                 break;
             /* Nothing more here, but the watchers know of WAL beyond what
              * we ingested (a safekeeper that restarted lags the others):
