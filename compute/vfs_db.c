@@ -61,7 +61,6 @@ struct vfs_db {
     struct inflight { lsn_t lsn; uint32_t size; } *q;   /* oldest first */
     int qn, qcap;
     uint32_t page_size;
-    int n_shared;
     struct pin { lsn_t lsn; int n; } *pins;   /* snapshots held, oldest first */
     int n_pins, cap_pins;
     const void *writer;          /* RESERVED holder, or NULL */
@@ -524,7 +523,6 @@ void vfs_db_pin(vfs_db *db, bool head, lsn_t *snap, uint32_t *size_pages,
                 uint64_t *epoch)
 {
     pthread_mutex_lock(&db->mu);
-    db->n_shared++;
     *snap = head ? db->head_lsn : db->latest_lsn;
     *size_pages = head ? db->head_size : db->latest_size;
     *epoch = db->epoch;
@@ -535,7 +533,6 @@ void vfs_db_pin(vfs_db *db, bool head, lsn_t *snap, uint32_t *size_pages,
 void vfs_db_unpin(vfs_db *db, lsn_t snap)
 {
     pthread_mutex_lock(&db->mu);
-    db->n_shared--;
     pin_del(db, snap);
     pthread_mutex_unlock(&db->mu);
 }
