@@ -510,5 +510,8 @@ int main(void)
         cmocka_unit_test(test_failed_big_commit),
         cmocka_unit_test(test_index_and_vacuum),
     };
+    const char *only = getenv("ARBOR_TEST"); /* run one: ARBOR_TEST=test_kill_mid_send */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }
