@@ -11,17 +11,29 @@
 
 struct skc {
     rpc_channel *ch;
+    int timeout_ms;
 };
 
 int skc_open(const char *addr, skc **out)
 {
     skc *c = az_calloc(1, sizeof(*c));
+    c->timeout_ms = SKC_TIMEOUT_MS;
     if (rpc_channel_create(addr, &c->ch) != 0) {
         az_free(c);
         return -EINVAL;
     }
     *out = c;
     return 0;
+}
+
+void skc_set_timeout(skc *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
+}
+
+rpc_channel *skc_channel(skc *c)
+{
+    return c->ch;
 }
 
 void skc_close(skc *c)
@@ -42,7 +54,7 @@ int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn
     Arbor__TimelineStatusResponse *resp = NULL;
     int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
                        &arbor__timeline_status_response__descriptor,
-                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, NULL);
+                       (ProtobufCMessage **)&resp, c->timeout_ms, NULL);
     if (rc != 0)
         return -EIO;
     if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
@@ -66,7 +78,7 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
     rpc_status st = { 0 };
     int rc = rpc_unary(c->ch, "/arbor.Safekeeper/CreateTimeline", &req.base,
                        &arbor__sk_create_timeline_response__descriptor,
-                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, &st);
+                       (ProtobufCMessage **)&resp, c->timeout_ms, &st);
     if (rc != 0) {
         snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
                  rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));

@@ -16,6 +16,11 @@ typedef struct skc skc;
 
 int skc_open(const char *addr, skc **out);
 void skc_close(skc *c);
+/* Deadline of each call from now on (default SKC_TIMEOUT_MS). */
+void skc_set_timeout(skc *c, int timeout_ms);
+/* The channel, for the streams a caller runs itself (StreamWal). */
+struct rpc_channel;
+struct rpc_channel *skc_channel(skc *c);
 
 /* Creates the timeline with its WAL starting at start_lsn (as the first
  * vote of a walproposer would). One that exists already is fine. */

@@ -19,6 +19,7 @@
 #include "pageserver.pb-c.h"
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
+#include "sk_client.h"
 #include "vfs_cache.h"
 #include "vfs_main.h"
 #include "wp_walproposer.h"
@@ -1274,12 +1275,39 @@ static int resync_from_pageserver(vfs_db *db, lsn_t *pos, follower *fw)
     return 0;
 }
 
-/* Streams committed WAL from one safekeeper until an error or stop. */
-static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
+/* A safekeeper learns a commit LSN only from the primary's next message:
+ * one that lagged when the primary committed its last transactions and then
+ * stopped may hold that WAL (or not) but never hear it is committed, until
+ * the next election. A replica following it would wait that long, so after
+ * FOLLOW_CHECK_MS without a record it asks the others (backing off to
+ * FOLLOW_CHECK_MAX_MS while the branch stays idle) and moves to one that
+ * knows a commit beyond its position. */
+#define FOLLOW_CHECK_MS 1000
+#define FOLLOW_CHECK_MAX_MS 16000
+#define FOLLOW_STATUS_TIMEOUT_MS 1000
+
+/* A safekeeper other than cur whose commit LSN is beyond pos, or -1. */
+static int informed_safekeeper(vfs_db *db, skc **sk, int cur, lsn_t pos)
 {
+    for (int k = 1; k < db->conf.n_safekeepers; k++) {
+        int j = (cur + k) % db->conf.n_safekeepers;
+        lsn_t commit = 0;
+        if (sk[j] && skc_commit_lsn(sk[j], &db->conf.tenant, &db->timeline, &commit) == 0 &&
+            commit > pos)
+            return j;
+    }
+    return -1;
+}
+
+/* Streams committed WAL from safekeeper cur until an error or stop; the
+ * safekeeper to follow next (cur: the next one in turn). */
+static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
+{
+    int next = (cur + 1) % db->conf.n_safekeepers;
     rpc_stream *s;
-    if (rpc_stream_open(ch, "/arbor.Safekeeper/StreamWal", STREAM_DEADLINE_MS, &s) != 0)
-        return;
+    if (rpc_stream_open(skc_channel(sk[cur]), "/arbor.Safekeeper/StreamWal",
+                        STREAM_DEADLINE_MS, &s) != 0)
+        return next;
     Arbor__TimelineRef ref;
     timeline_ref(db, &ref);
     Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
@@ -1289,23 +1317,41 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
     int rc = rpc_stream_send_msg(s, &req.base);
     if (rc == 0)
         rc = rpc_stream_close_send(s);
+    double quiet_since = mono_s();
+    int check_ms = FOLLOW_CHECK_MS;
     while (rc == 0 || rc == RPC_ETIMEDOUT) {
         pthread_mutex_lock(&db->mu);
         bool stop = db->stopping;
         pthread_mutex_unlock(&db->mu);
         if (stop)
             break;
+        if ((mono_s() - quiet_since) * 1000 >= check_ms) {
+            int j = informed_safekeeper(db, sk, cur, *pos);
+            if (j >= 0) {
+                char a[LSN_STRLEN];
+                log_info("arbor vfs: %s: %s was not told of the commits after %s; "
+                         "following %s", db->name, rpc_channel_target(skc_channel(sk[cur])),
+                         lsn_format(*pos, a), rpc_channel_target(skc_channel(sk[j])));
+                next = j;
+                break;
+            }
+            quiet_since = mono_s();
+            if (check_ms < FOLLOW_CHECK_MAX_MS)
+                check_ms *= 2;
+        }
         Arbor__WalChunk *c;
         rc = rpc_stream_recv_msg(s, &arbor__wal_chunk__descriptor, 200,
                                  (ProtobufCMessage **)&c);
         if (rc != 0)
             continue;
+        lsn_t before = *pos;
         if (c->error && c->error->code == ARBOR__ERROR_CODE__NOT_FOUND &&
             resync_from_pageserver(db, pos, fw) == 0) {
             rc = -1;     /* reconnect from the new position */
+            next = cur;
         } else if (c->error && c->error->code != ARBOR__ERROR_CODE__OK) {
             log_warn("arbor vfs: %s: StreamWal from %s: %s", db->name,
-                     rpc_channel_target(ch), c->error->message);
+                     rpc_channel_target(skc_channel(sk[cur])), c->error->message);
             rc = -1;
         } else if (apply_chunk(db, c, pos, fw) != 0) {
             rc = -1;
@@ -1313,32 +1359,42 @@ static void follow_one(vfs_db *db, rpc_channel *ch, lsn_t *pos, follower *fw)
             lsn_t end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
             met_gauge_set(g_met.replica_lag_bytes, end > *pos ? (double)(end - *pos) : 0);
         }
+        if (*pos != before) {
+            quiet_since = mono_s();
+            check_ms = FOLLOW_CHECK_MS;
+        } else if (rc == 0 && c->flush_lsn > *pos && c->commit_lsn <= *pos &&
+                   check_ms > FOLLOW_CHECK_MS) {
+            check_ms = FOLLOW_CHECK_MS;   /* WAL here that it does not call committed */
+        }
         protobuf_c_message_free_unpacked(&c->base, NULL);
     }
     rpc_stream_destroy(s);
+    return next;
 }
 
 static void *replica_main(void *arg)
 {
     vfs_db *db = arg;
-    rpc_channel *ch[VFS_MAX_SAFEKEEPERS] = { 0 };
+    skc *sk[VFS_MAX_SAFEKEEPERS] = { 0 };
     follower fw = { .img = az_malloc(WAL_PAGE_SIZE_MAX) };
     pb_create((size_t)db->conf.overlay_mb << 20, db->conf.spill_dir,
               "replica pending transaction", &fw.pend);
     lsn_t pos = db->latest_lsn;
-    for (int i = 0;; i = (i + 1) % db->conf.n_safekeepers) {
-        if (!ch[i] && rpc_channel_create(db->conf.safekeepers[i], &ch[i]) != 0)
-            ch[i] = NULL;
-        /* Committed WAL never changes: a held-back transaction continues
-         * from pos on any safekeeper. */
-        if (ch[i])
-            follow_one(db, ch[i], &pos, &fw);
+    for (int i = 0; i < db->conf.n_safekeepers; i++) {
+        if (skc_open(db->conf.safekeepers[i], &sk[i]) == 0)
+            skc_set_timeout(sk[i], FOLLOW_STATUS_TIMEOUT_MS);
+        else
+            sk[i] = NULL;
+    }
+    /* Committed WAL never changes: a held-back transaction continues from
+     * pos on any safekeeper. */
+    for (int i = 0;;) {
+        i = sk[i] ? follow_one(db, sk, i, &pos, &fw) : (i + 1) % db->conf.n_safekeepers;
         if (wait_stop(db, 100))
             break;
     }
     for (int i = 0; i < db->conf.n_safekeepers; i++)
-        if (ch[i])
-            rpc_channel_destroy(ch[i]);
+        skc_close(sk[i]);
     az_free(fw.img);
     pb_destroy(fw.pend);
     return NULL;

@@ -25,6 +25,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,6 +218,36 @@ static void test_replica(void **state)
     sqlite3_close(p);
 }
 
+/* A replica following a safekeeper that holds WAL but was never told it is
+ * committed (it lagged while the primary committed on the other two, and
+ * the primary then closed) still gets the commit: it moves to a safekeeper
+ * that knows it. (Found as test_vfs_bigtxn's replica stuck for 120 s at the
+ * point where it was opened.) */
+static void test_replica_uninformed_safekeeper(void **state)
+{
+    vc_create_branch("uninf", NULL, 0);
+    char uri[1024], uri_r[1024];
+    vc_uri(uri, sizeof(uri), "uninf", NULL);
+    vc_uri(uri_r, sizeof(uri_r), "uninf", "role=replica");
+    sqlite3 *p = vc_open(uri);
+    vc_exec(p, "CREATE TABLE a(v INTEGER); INSERT INTO a VALUES(1)");
+    sqlite3 *r = vc_open(uri_r);     /* follows the first safekeeper */
+    assert_int_equal(wait_value(r, 1, 10000), 1);
+    /* The first safekeeper stalls while the primary commits on the other
+     * two and closes (its last commit's LSN reaches only them). */
+    assert_int_equal(kill(vc_sk[0].pid, SIGSTOP), 0);
+    vc_exec(p, "UPDATE a SET v = 2");
+    uint64_t lsn = vc_lsn(p);
+    sqlite3_close(p);
+    assert_int_equal(kill(vc_sk[0].pid, SIGCONT), 0);
+    int64_t v = wait_value(r, 2, 15000);
+    if (v != 2)
+        fail_msg("replica still sees %" PRId64 " (at %" PRIx64 ", commit %" PRIx64 ") 15 s "
+                 "after a commit that its safekeeper was never told about", v, vc_lsn(r),
+                 lsn);
+    sqlite3_close(r);
+}
+
 /* ---- a read transaction keeps its snapshot -------------------------------------- */
 
 /* A table's whole contents as one string (malloc'ed); an error becomes
@@ -384,9 +415,13 @@ int main(void)
         cmocka_unit_test(test_static),
         cmocka_unit_test(test_branch),
         cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_replica_uninformed_safekeeper),
         cmocka_unit_test(test_snapshot_primary),
         cmocka_unit_test(test_snapshot_replica),
         cmocka_unit_test(test_open_errors),
     };
+    const char *only = getenv("ARBOR_TEST"); /* run one: ARBOR_TEST=test_replica */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }
