@@ -783,8 +783,8 @@ static int map_wp_error(vfs_db *db, int rc)
                   "branch; this compute refuses writes from now on", db->name);
         return VFS_EFENCED;
     }
-    log_error("arbor vfs: %s: commit failed: %s (rolled back; it will never "
-              "become visible)", db->name, wp_strerror(rc));
+    log_error("arbor vfs: %s: commit failed: %s (rolled back here)", db->name,
+              wp_strerror(rc));
     return VFS_ECOMMIT;
 }
 

@@ -173,8 +173,8 @@ const char *wp_strerror(int err)
     case WP_OK: return "ok";
     case WP_EINVAL: return "invalid argument";
     case WP_EFENCED: return "fenced: a higher term exists, this proposer can no longer commit";
-    case WP_ETIMEDOUT: return "commit not confirmed by a quorum in time: the record failed and will never commit";
-    case WP_EFAILED: return "record failed by an earlier commit timeout: it will never commit";
+    case WP_ETIMEDOUT: return "commit not confirmed by a quorum in time: the record failed and will never commit through this primary (a rival primary elected meanwhile could still commit it, so treat the outcome as unknown)";
+    case WP_EFAILED: return "record failed by an earlier commit timeout: it will never commit through this primary";
     case WP_ENOQUORUM: return "election: no quorum of safekeepers answered";
     case WP_EUNAVAILABLE: return "not ready for records (not elected, or re-election needed after a failed commit)";
     case WP_ESTALE: return "record not encoded at the current position (lsn, prev_lsn, term)";

@@ -99,7 +99,10 @@ enum {
     WP_EINVAL = -3001,       /* bad argument or config */
     WP_EFENCED = -3002,      /* a higher term exists: this proposer is done */
     WP_ETIMEDOUT = -3003,    /* commit not confirmed in time: records above
-                                commit_lsn FAILED and will never commit */
+                                commit_lsn FAILED and will never commit
+                                through this proposer (a rival elected in
+                                a later term may adopt them: to a client
+                                the outcome is unknown) */
     WP_EFAILED = -3004,      /* waited for a record that an earlier timeout
                                 declared failed: it will never commit */
     WP_ENOQUORUM = -3005,    /* election: fewer than a quorum answered */
