@@ -234,6 +234,19 @@ int cli_cluster_wait_ports(cli_state *st, cli_component *c)
     return CLI_EFAIL;
 }
 
+/* "--config=DIR/<component>/<kind>.conf" when the user wrote that file
+ * (e.g. .arbor/proxy/proxy.conf: `tls-require = true`), else "". Options
+ * arbor start passes on the command line win over the file. */
+static void config_arg(cli_state *st, const cli_component *c, char *buf, size_t cap)
+{
+    char name[64], path[4200];
+    snprintf(name, sizeof(name), "%s.conf", cli_comp_kind_name(c->kind));
+    cli_comp_path(st, c, name, path, sizeof(path));
+    buf[0] = 0;
+    if (access(path, F_OK) == 0)
+        snprintf(buf, cap, "--config=%s", path);
+}
+
 static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins)
 {
     char dir[4200], ports[4200], log[4200];
@@ -281,6 +294,14 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
         if (url[0] && c->kind == CLI_COMP_PAGESERVER) {
             snprintf(a_remote, sizeof(a_remote), "--remote-storage=%s", url);
             argv[6] = a_remote;
+        }
+    }
+    char a_conf[4300];
+    config_arg(st, c, a_conf, sizeof(a_conf));
+    for (int i = 0; a_conf[0] && i < 9; i++) {
+        if (!argv[i]) {
+            argv[i] = a_conf;     /* first free slot: argv stays NULL-ended */
+            break;
         }
     }
     pid_t pid;
@@ -502,6 +523,14 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
                      c->http_port);
             argv[8] = a_routes;
             argv[9] = a_hroutes;
+        }
+    }
+    char a_conf[4300];
+    config_arg(st, px, a_conf, sizeof(a_conf));
+    for (int i = 0; a_conf[0] && i < 11; i++) {
+        if (!argv[i]) {
+            argv[i] = a_conf;     /* first free slot: argv stays NULL-ended */
+            break;
         }
     }
     pid_t pid;

@@ -705,6 +705,8 @@ typedef struct pooled {
     pxc_compute w;         /* the last wake answer */
     bool have_w;
     bool sent_error;       /* an error went to the client already */
+    bool greeted;          /* past the start-up: a pool wait is not FATAL */
+    bool waited_out;       /* the last pooled_get: pool wait over (ERROR sent) */
     pgw_buf fatal;         /* a compute's ErrorResponse at start-up */
     char msg[256];
     cstmt *stmts;
@@ -810,8 +812,15 @@ static int pooled_get(pooled *x, pxp_conn **out)
             return 0;
         }
         if (rc == -EAGAIN) {
-            pgw_send_error(x->c, "FATAL", "53300", "no compute session free for \"%s\" within "
-                           "the pool wait: too many clients at once", st->database);
+            /* After the start-up the client keeps its connection: it holds
+             * no session, so it can simply try again (as after a
+             * serialization failure), unlike PgBouncer's query_wait_timeout
+             * which closes it. */
+            x->waited_out = x->greeted;
+            pgw_send_error(x->c, x->greeted ? "ERROR" : "FATAL", "53300",
+                           "no compute session free for \"%s\" within the pool wait: too many "
+                           "clients at once%s", st->database,
+                           x->greeted ? "; try the transaction again" : "");
             return rc;
         }
         if (rc == -EPROTO) {
@@ -918,6 +927,8 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
     pgw_msg_end(&c->out, at);
     if (pgw_conn_flush(c) != 0)
         goto out;
+    x.greeted = true;
+    bool skip_to_sync = false;  /* an extended-protocol batch that got no session */
     for (;;) {
         if (sc && pending == 0 && !unsynced && last_z == 'I') {
             pgw_conn_free(&sconn);
@@ -968,9 +979,30 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
         size_t len;
         if (pgw_conn_read_msg(c, &type, &body, &len) != 0 || type == 'X')
             break;
+        if (!sc && skip_to_sync) {
+            /* As a server does after an error: the rest of the batch is
+             * discarded up to its Sync, which gets ReadyForQuery. */
+            if (type == 'S') {
+                skip_to_sync = false;
+                pgw_send_ready(c, 'I');
+                if (pgw_conn_flush(c) != 0)
+                    goto out;
+            }
+            continue;
+        }
         if (!sc) {
-            if (pooled_get(&x, &sc) != 0)
-                goto out;
+            x.waited_out = false;
+            if (pooled_get(&x, &sc) != 0) {
+                if (!x.waited_out)
+                    goto out;
+                if (type == 'Q' || type == 'S')
+                    pgw_send_ready(c, 'I');
+                else
+                    skip_to_sync = true;
+                if (pgw_conn_flush(c) != 0)
+                    goto out;
+                continue;
+            }
             pgw_conn_init(&sconn, sc->fd);
             set_cancel_target(s, e, sc, &x.w);
             last_z = 'I';

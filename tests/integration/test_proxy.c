@@ -662,6 +662,117 @@ static void test_proxy_kill9(void **state)
     PQfinish(c);
 }
 
+/* The proxy's pid from `arbor --json status`. */
+static int proxy_pid(void)
+{
+    ct_expect(ct_arbor("--json status"), 0, "status");
+    json_t *j = ct_parse_out();
+    int pid = 0;
+    size_t i;
+    json_t *comp;
+    json_array_foreach(json_object_get(j, "components"), i, comp) {
+        if (strcmp(json_string_value(json_object_get(comp, "name")), "proxy") == 0)
+            pid = (int)json_integer_value(json_object_get(comp, "pid"));
+    }
+    json_decref(j);
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* Stops the proxy, writes DIR/proxy/proxy.conf (NULL: removes it) and lets
+ * `arbor start` start it again (its base URL into g_base). */
+static void restart_proxy_with(const char *conf)
+{
+    int pid = proxy_pid();
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        usleep(100000);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/proxy/proxy.conf", ct.dir);
+    if (conf) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(conf, f);
+        fclose(f);
+    } else {
+        unlink(path);
+    }
+    ct_expect(ct_arbor("start"), 0, "start with a proxy.conf");
+    const char *u = strstr(ct.out, "postgres URL:    postgres://arbor:");
+    assert_non_null(u);
+    u = strstr(u, "postgres://");
+    const char *slash = strstr(u, "/main");
+    assert_non_null(slash);
+    snprintf(g_base, sizeof(g_base), "%.*s/", (int)(slash - u), u);
+}
+
+/* DIR/proxy/proxy.conf is read by the proxy `arbor start` starts: with
+ * tls-require a plain connection is refused (28000) and a TLS one works;
+ * with one pooled session and a 1 s pool wait, while one client holds the
+ * session in a transaction a new client is refused (FATAL 53300) and a
+ * connected client's statement gets ERROR 53300 after the wait (simple and
+ * extended protocol) and keeps its connection, which works once the
+ * session is free. */
+static void test_proxy_conf(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    restart_proxy_with("# written by test_proxy\ntls-require = true\npool-size = 1\n"
+                       "pool-wait = 1s\n");
+    char url[1400], err[1024];
+    snprintf(url, sizeof(url), "%sdev?sslmode=disable", g_base);
+    PGconn *c = pg_open(url, err, sizeof(err));
+    if (c)
+        fail_msg("a plain connection was accepted with tls-require = true in proxy.conf");
+    if (!strstr(err, "28000") || !strstr(err, "TLS"))
+        fail_msg("plain connection under tls-require: %s", err);
+    PGconn *a = pg_branch("dev?sslmode=require");
+    assert_int_equal(PQsslInUse(a), 1);
+    PGconn *b = pg_branch("dev?sslmode=require");       /* connected: holds nothing */
+    pg_exec(a, "CREATE TABLE IF NOT EXISTS held(id INTEGER)");
+    pg_exec(a, "BEGIN");
+    pg_exec(a, "INSERT INTO held VALUES (1)");         /* holds the only session */
+    /* A new client now cannot even start (53300 at connect) ... */
+    snprintf(url, sizeof(url), "%sdev?sslmode=require", g_base);
+    c = pg_open(url, err, sizeof(err));
+    if (c || !strstr(err, "53300"))
+        fail_msg("a new client while the only session is held: %s", c ? "connected" : err);
+    /* ... and a connected one's next transaction waits, then gets 53300. */
+    int64_t t0 = now_ms();
+    PGresult *r = PQexec(b, "SELECT count(*) FROM held");
+    int64_t waited = now_ms() - t0;
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    print_message("second client while the only session is held: %s %s after %lld ms\n",
+                  code ? code : "(no SQLSTATE)", PQresultErrorMessage(r), (long long)waited);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        fail_msg("a second transaction ran while the pool's one session was held");
+    if (!code || strcmp(code, "53300") != 0)
+        fail_msg("pool wait over: want SQLSTATE 53300, got %s: %s", code ? code : "none",
+                 PQresultErrorMessage(r));
+    assert_true(waited >= 900);
+    PQclear(r);
+    /* The extended protocol too (Parse/Bind/Execute/Sync: one error, one
+     * ReadyForQuery), and the connection stays usable. */
+    r = PQexecParams(b, "SELECT count(*) FROM held WHERE id = $1", 1, NULL,
+                     (const char *const[]){ "1" }, NULL, NULL, 0);
+    code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (!code || strcmp(code, "53300") != 0)
+        fail_msg("extended protocol, pool wait over: want 53300, got %s: %s",
+                 code ? code : "none", PQresultErrorMessage(r));
+    PQclear(r);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+    pg_exec(a, "COMMIT");
+    assert_true(pg_exec(a, "SELECT count(*) FROM held") >= 1);
+    PQfinish(a);
+    assert_true(pg_exec(b, "SELECT count(*) FROM held") >= 1);   /* same connection */
+    PQfinish(b);
+    restart_proxy_with(NULL);
+    c = pg_branch("dev?sslmode=disable");                  /* plain allowed again */
+    assert_true(pg_exec(c, "SELECT count(*) FROM held") >= 1);
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -692,7 +803,11 @@ int main(void)
         cmocka_unit_test(test_pgbench_prepared),
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_proxy_kill9),
+        cmocka_unit_test(test_proxy_conf),
         cmocka_unit_test(test_stop),
     };
+    const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_start_and_branch */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);
 }
