@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "cli_branch.h"
+#include "cli_apicmd.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -180,6 +181,8 @@ static void walk(const tree *t, int p, char *prefix, size_t plen, size_t pcols, 
 
 int cli_cmd_branch_list(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_list(ctx);
     cli_state st;
     cli_ps ps;
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
@@ -245,6 +248,8 @@ static void print_created(cli_ctx *ctx, const cli_tl *b, const cli_tl *parent)
 
 int cli_cmd_branch_create(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_create(ctx);
     const char *name = ctx->pos[0];
     const char *parent_name = cli_opt_value(ctx, "parent");
     if (cli_branch_name_check(name) != 0) {
@@ -334,6 +339,8 @@ static int guard_endpoints(cli_ctx *ctx, cli_ps *ps, const cli_tl *b, bool desce
 
 int cli_cmd_branch_delete(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_delete(ctx);
     cli_state st;
     cli_ps ps;
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
@@ -363,6 +370,8 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
 
 int cli_cmd_branch_rename(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_rename(ctx);
     cli_state st;
     cli_ps ps;
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
@@ -465,6 +474,8 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved
 
 int cli_cmd_branch_reset(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_reset(ctx);
     cli_state st;
     cli_ps ps;
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
@@ -528,6 +539,8 @@ static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char
 
 int cli_cmd_branch_restore(cli_ctx *ctx)
 {
+    if (cli_api_remote(ctx))
+        return cli_api_branch_restore(ctx);
     const char *to = cli_opt_value(ctx, "to");
     if (!to) {
         cli_err("branch restore needs --to TIMESTAMP|LSN");

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli_api.h"
+#include "cli_apicmd.h"
 #include "cli_branch.h"
 #include "cli_cluster.h"
 #include "cli_cmd.h"
@@ -192,6 +193,15 @@ static const cli_command g_commands[] = {
       g_ep_update_opts, 1, 1, cli_cmd_endpoint_update },
     { "endpoint", "suspend", "NAME", "suspend an API endpoint (its compute stops)", NULL,
       g_no_opts, 1, 1, cli_cmd_endpoint_suspend },
+    { "role", "create", "NAME", "create a role of the project (its password is printed once)",
+      "The control plane keeps only a SCRAM-SHA-256 verifier: the password is shown\n"
+      "once. Roles authenticate at arbor-proxy (postgres://ROLE:PASSWORD@...).",
+      g_no_opts, 1, 1, cli_cmd_role_create },
+    { "role", "list", "", "list the project's roles", NULL, g_no_opts, 0, 0,
+      cli_cmd_role_list },
+    { "role", "reset-password", "NAME", "give a role a new password (printed once)", NULL,
+      g_no_opts, 1, 1, cli_cmd_role_reset_password },
+    { "role", "delete", "NAME", "delete a role", NULL, g_no_opts, 1, 1, cli_cmd_role_delete },
     { NULL, "usage", "", "usage per endpoint (compute seconds, queries, rows, bytes) and "
       "storage per branch, from the API", NULL, g_no_opts, 0, 0, cli_cmd_usage },
     { NULL, "sql", "BRANCH ['SQL']", "run SQL on the branch's endpoint (or a shell on stdin)",

@@ -56,6 +56,7 @@
 #define PSQL "/usr/bin/psql"
 
 static bool g_up;          /* later tests build on earlier ones */
+static int g_proxy_port;    /* arbor-proxy's PostgreSQL port (from start) */
 static bool g_history;
 static char g_lsn1[LSN_STRLEN]; /* main after the first 3 rows */
 static char g_t1[64];           /* a time between the two inserts: "@sec.frac" */
@@ -162,6 +163,11 @@ static void test_start(void **state)
 
     ct_expect(ct_arbor("start --base-port 0"), 0, "start");
     ct_expect_in(ct.out, "psql -h 127.0.0.1 -p ");
+    const char *pu = strstr(ct.out, "postgres URL:    postgres://");
+    assert_non_null(pu);
+    const char *at = strstr(pu, "@127.0.0.1:");
+    assert_non_null(at);
+    g_proxy_port = atoi(at + strlen("@127.0.0.1:"));
     ct_expect_in(ct.out, "/v1/sql");
     ct_expect_in(ct.out, "endpoint main (primary on branch main)");
     libsql_connect(ct.out);
@@ -273,6 +279,87 @@ static void test_api_endpoints(void **state)
                     "%s/v1/projects/%s/endpoints/ro-api", key, url, project), 0, "delete");
     ct_expect_in(ct.out, "\"deleted\"");
     json_decref(api);
+}
+
+/* psql through arbor-proxy as role with password: its exit code. */
+static int proxy_psql(const char *role, const char *password)
+{
+    return ct_sh("PGCONNECT_TIMEOUT=20 %s 'postgres://%s:%s@127.0.0.1:%d/main?sslmode=disable' "
+                 "-X -A -t -c 'SELECT 6 * 7'", PSQL, role, password, g_proxy_port);
+}
+
+/* The password in `role create|reset-password` output ("password: X"). */
+static void password_of(const char *out, char *pw, size_t cap)
+{
+    const char *p = strstr(out, "password: ");
+    assert_non_null(p);
+    p += strlen("password: ");
+    size_t n = strcspn(p, " \n");
+    assert_true(n > 8 && n < cap);
+    memcpy(pw, p, n);
+    pw[n] = 0;
+}
+
+/* The CLI against the API only (--api + ARBOR_API_KEY, another --dir: no
+ * local cluster): roles (create, list, reset-password, delete), each
+ * checked at arbor-proxy with psql; branches (create, list, rename,
+ * restore, delete) checked in the local cluster's own `branch list`. */
+static void test_api_remote_cli(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char path[512];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    char remote[1400];
+    snprintf(remote, sizeof(remote), "ARBOR_API_KEY=%s %s --dir %s/elsewhere --api %s",
+             json_string_value(json_object_get(api, "key")), ARBOR_CLI_BIN, ct.root,
+             json_string_value(json_object_get(api, "url")));
+    json_decref(api);
+    char pw[128], pw2[128];
+    ct_expect(ct_sh("%s role create bob", remote), 0, "role create");
+    password_of(ct.out, pw, sizeof(pw));
+    ct_expect(ct_sh("%s role create bob", remote), 1, "role create again");
+    ct_expect_in(ct.err, "exists");
+    ct_expect(ct_sh("%s --json role list", remote), 0, "role list");
+    ct_expect_in(ct.out, "\"bob\"");
+    ct_expect(proxy_psql("bob", pw), 0, "psql as bob");
+    ct_expect_in(ct.out, "42");
+    ct_expect(ct_sh("%s role reset-password bob", remote), 0, "reset-password");
+    password_of(ct.out, pw2, sizeof(pw2));
+    assert_string_not_equal(pw, pw2);
+    ct_expect(proxy_psql("bob", pw2), 0, "psql with the new password");
+    assert_int_not_equal(proxy_psql("bob", pw), 0);
+    ct_expect_in(ct.err, "password authentication failed for user \"bob\"");
+    ct_expect(ct_sh("%s role delete bob", remote), 0, "role delete");
+    assert_int_not_equal(proxy_psql("bob", pw2), 0);
+    ct_expect_in(ct.err, "password authentication failed for user \"bob\"");
+    ct_expect(ct_sh("%s role delete bob", remote), 1, "role delete again");
+    ct_expect_in(ct.err, "no role 'bob'");
+
+    ct_expect(ct_sh("%s branch create rfeat", remote), 0, "remote branch create");
+    ct_expect_in(ct.out, "branch rfeat from main at ");
+    ct_expect(ct_sh("%s branch create rx --parent nosuch", remote), 1, "unknown parent");
+    ct_expect_in(ct.err, "no parent branch 'nosuch'");
+    ct_expect(ct_sh("%s --json branch list", remote), 0, "remote branch list");
+    ct_expect_in(ct.out, "\"rfeat\"");
+    ct_expect(ct_sh("%s branch rename rfeat rfeat2", remote), 0, "remote rename");
+    ct_expect(ct_arbor("--json branch list"), 0, "local branch list");
+    ct_expect_in(ct.out, "\"rfeat2\"");
+    assert_null(strstr(ct.out, "\"rfeat\""));
+    sleep(1);
+    ct_expect(ct_sh("%s branch restore rfeat2 --to @%lld", remote, (long long)time(NULL)), 0,
+              "remote restore");
+    ct_expect_in(ct.out, "rfeat2-before-restore-");
+    ct_expect(ct_sh("%s branch restore rfeat2 --to yesterday", remote), 1, "bad point");
+    ct_expect_in(ct.err, "bad point 'yesterday'");
+    ct_expect(ct_sh("%s branch delete rfeat2", remote), 0, "remote delete");
+    ct_expect(ct_arbor("--json branch list"), 0, "local branch list");
+    assert_null(strstr(ct.out, "\"rfeat2\""));
+    ct_expect(ct_sh("%s branch delete rfeat2", remote), 1, "delete again");
+    ct_expect_in(ct.err, "no branch 'rfeat2'");
 }
 
 static void test_sql(void **state)
@@ -528,6 +615,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_api_endpoints),
+        cmocka_unit_test(test_api_remote_cli),
         cmocka_unit_test(test_sql),
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_branch_ops),

@@ -1,0 +1,244 @@
+/* cli_apicmd — see cli_apicmd.h. */
+#include "cli_apicmd.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_api.h"
+#include "cli_fmt.h"
+
+bool cli_api_remote(const cli_ctx *ctx)
+{
+    const char *env = getenv("ARBOR_API");
+    return (ctx->api && *ctx->api) || (env && *env);
+}
+
+static void print_json(json_t *j)
+{
+    json_dumpf(j, stdout, JSON_INDENT(2));
+    printf("\n");
+}
+
+/* A point option (--at/--to) as the API takes it: an LSN string, or the
+ * time in seconds since the epoch. NULL (printed) when bad. */
+static json_t *point_json(const char *opt, const char *v)
+{
+    if (strchr(v, '/'))
+        return json_string(v);
+    int64_t us;
+    if (cli_parse_time(v, &us) != 0) {
+        cli_err("bad point '%s' for --%s: expected an LSN (0/16B3748) or a time (RFC 3339, "
+                "2026-11-21T10:15:02Z, or @unix)", v, opt);
+        return NULL;
+    }
+    return json_real((double)us / 1e6);
+}
+
+/* One call that answers an object; prints it with --json, else line(obj). */
+static int call_and_print(cli_ctx *ctx, const char *method, const char *path, json_t *body,
+                          void (*line)(json_t *obj), const char *what, const char *name)
+{
+    cli_api a;
+    json_t *out = NULL;
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    int rc = cli_api_call(&a, method, path, body, &out);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no %s '%s' in project %s", what, name ? name : a.project, a.project);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json)
+        print_json(out);
+    else
+        line(out);
+    json_decref(out);
+    return CLI_EXIT_OK;
+}
+
+static const char *js(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "-";
+}
+
+/* ---- branches ------------------------------------------------------------------- */
+
+static void print_branch_line(json_t *b)
+{
+    const char *parent = json_string_value(json_object_get(b, "parent"));
+    if (parent)
+        printf("branch %s from %s at %s, head %s (timeline %s)\n", js(b, "name"), parent,
+               js(b, "point_lsn"), js(b, "head_lsn"), js(b, "id"));
+    else
+        printf("branch %s (a root; head %s, timeline %s)\n", js(b, "name"), js(b, "head_lsn"),
+               js(b, "id"));
+}
+
+int cli_api_branch_list(cli_ctx *ctx)
+{
+    cli_api a;
+    json_t *out = NULL;
+    if (cli_api_open(ctx, &a) != 0 || cli_api_call(&a, "GET", "@/branches", NULL, &out) != 0)
+        return CLI_EXIT_ERROR;
+    json_t *arr = json_object_get(out, "branches");
+    if (ctx->json) {
+        print_json(arr);
+        json_decref(out);
+        return CLI_EXIT_OK;
+    }
+    printf("%-32s %-28s %-14s %10s %10s %12s\n", "BRANCH", "FROM", "HEAD", "LOGICAL",
+           "PHYSICAL", "BRANCH_ONLY");
+    size_t i;
+    json_t *b;
+    json_array_foreach(arr, i, b) {
+        char name[40], from[64], l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], o[CLI_SIZE_STRLEN];
+        int depth = (int)json_integer_value(json_object_get(b, "depth"));
+        snprintf(name, sizeof(name), "%*s%s", depth > 8 ? 16 : depth * 2, "", js(b, "name"));
+        const char *parent = json_string_value(json_object_get(b, "parent"));
+        if (parent)
+            snprintf(from, sizeof(from), "%s@%s", parent, js(b, "point_lsn"));
+        else
+            snprintf(from, sizeof(from), "-");
+        printf("%-32s %-28s %-14s %10s %10s %12s\n", name, from, js(b, "head_lsn"),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "logical_size")), l),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "physical_size")), p),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "branch_only_size")),
+                            o));
+    }
+    json_decref(out);
+    return CLI_EXIT_OK;
+}
+
+int cli_api_branch_create(cli_ctx *ctx)
+{
+    json_t *body = json_pack("{s:s}", "name", ctx->pos[0]);
+    const char *parent = cli_opt_value(ctx, "parent"), *at = cli_opt_value(ctx, "at");
+    if (cli_opt_flag(ctx, "root"))
+        json_object_set_new(body, "root", json_true());
+    if (parent)
+        json_object_set_new(body, "parent", json_string(parent));
+    if (at) {
+        json_t *p = point_json("at", at);
+        if (!p) {
+            json_decref(body);
+            return CLI_EXIT_ERROR;
+        }
+        json_object_set_new(body, "at", p);
+    }
+    int rc = call_and_print(ctx, "POST", "@/branches", body, print_branch_line, "parent branch",
+                            parent ? parent : "main");
+    json_decref(body);
+    return rc;
+}
+
+static void print_done(json_t *o)
+{
+    (void)o;
+}
+
+int cli_api_branch_delete(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "branch", ctx->pos[0]);
+    if (rc == CLI_EXIT_OK && !ctx->json)
+        printf("deleted branch %s\n", ctx->pos[0]);
+    return rc;
+}
+
+int cli_api_branch_rename(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    json_t *body = json_pack("{s:s}", "name", ctx->pos[1]);
+    int rc = call_and_print(ctx, "PATCH", path, body, print_done, "branch", ctx->pos[0]);
+    json_decref(body);
+    if (rc == CLI_EXIT_OK && !ctx->json)
+        printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
+    return rc;
+}
+
+int cli_api_branch_reset(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/branches/%s/reset", ctx->pos[0]);
+    return call_and_print(ctx, "POST", path, NULL, print_branch_line, "branch", ctx->pos[0]);
+}
+
+int cli_api_branch_restore(cli_ctx *ctx)
+{
+    const char *to = cli_opt_value(ctx, "to");
+    if (!to) {
+        cli_err("--to is required");
+        return CLI_EXIT_USAGE;
+    }
+    json_t *p = point_json("to", to);
+    if (!p)
+        return CLI_EXIT_ERROR;
+    char path[600];
+    snprintf(path, sizeof(path), "@/branches/%s/restore", ctx->pos[0]);
+    json_t *body = json_pack("{s:o}", "to", p);
+    int rc = call_and_print(ctx, "POST", path, body, print_branch_line, "branch", ctx->pos[0]);
+    json_decref(body);
+    return rc;
+}
+
+/* ---- roles ---------------------------------------------------------------------- */
+
+static void print_password(json_t *o)
+{
+    printf("role %s, password: %s\n(shown once: the control plane keeps only a SCRAM-SHA-256 "
+           "verifier)\n", js(o, "name"), js(o, "password"));
+}
+
+int cli_cmd_role_create(cli_ctx *ctx)
+{
+    json_t *body = json_pack("{s:s}", "name", ctx->pos[0]);
+    int rc = call_and_print(ctx, "POST", "@/roles", body, print_password, "project", NULL);
+    json_decref(body);
+    return rc;
+}
+
+int cli_cmd_role_reset_password(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/roles/%s/reset_password", ctx->pos[0]);
+    return call_and_print(ctx, "POST", path, NULL, print_password, "role", ctx->pos[0]);
+}
+
+int cli_cmd_role_delete(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/roles/%s", ctx->pos[0]);
+    int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "role", ctx->pos[0]);
+    if (rc == CLI_EXIT_OK && !ctx->json)
+        printf("deleted role %s\n", ctx->pos[0]);
+    return rc;
+}
+
+int cli_cmd_role_list(cli_ctx *ctx)
+{
+    cli_api a;
+    json_t *out = NULL;
+    if (cli_api_open(ctx, &a) != 0 || cli_api_call(&a, "GET", "@/roles", NULL, &out) != 0)
+        return CLI_EXIT_ERROR;
+    json_t *arr = json_object_get(out, "roles");
+    if (ctx->json) {
+        print_json(arr);
+    } else {
+        size_t i;
+        json_t *r;
+        printf("%-32s %s\n", "ROLE", "CREATED");
+        json_array_foreach(arr, i, r) {
+            char when[64] = "-";
+            json_t *c = json_object_get(r, "created_at");
+            if (json_is_number(c))
+                cli_fmt_time((int64_t)(json_number_value(c) * 1e6), when);
+            printf("%-32s %s\n", js(r, "name"), when);
+        }
+    }
+    json_decref(out);
+    return CLI_EXIT_OK;
+}
