@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli_api.h"
+#include "cli_branch.h"
 #include "cli_fmt.h"
 
 bool cli_api_remote(const cli_ctx *ctx)
@@ -78,16 +79,40 @@ static void print_branch_line(json_t *b)
 
 int cli_api_branch_list(cli_ctx *ctx)
 {
+    const char *match;
+    long limit;
+    if (cli_branch_list_filter(ctx, &match, &limit) != 0)
+        return CLI_EXIT_USAGE;
     cli_api a;
     json_t *out = NULL;
     if (cli_api_open(ctx, &a) != 0 || cli_api_call(&a, "GET", "@/branches", NULL, &out) != 0)
         return CLI_EXIT_ERROR;
     json_t *arr = json_object_get(out, "branches");
+    size_t total = json_array_size(arr), matched = 0;
+    if (match || limit >= 0) {           /* flat, in the API's (tree) order */
+        json_t *kept = json_array();
+        size_t i;
+        json_t *b;
+        json_array_foreach(arr, i, b) {
+            if (!cli_branch_list_keep(js(b, "name"), match))
+                continue;
+            if (limit < 0 || (long)matched < limit) {
+                json_object_set_new(b, "depth", json_integer(0));
+                json_array_append(kept, b);
+            }
+            matched++;
+        }
+        json_object_set_new(out, "branches", kept);
+        arr = kept;
+    }
     if (ctx->json) {
         print_json(arr);
         json_decref(out);
         return CLI_EXIT_OK;
     }
+    if (match || limit >= 0)
+        printf("(%zu of %zu branches match; %zu shown)\n", matched, total,
+               json_array_size(arr));
     printf("%-32s %-28s %-14s %10s %10s %12s\n", "BRANCH", "FROM", "HEAD", "LOGICAL",
            "PHYSICAL", "BRANCH_ONLY");
     size_t i;

@@ -5,6 +5,7 @@
 #include "cli_branch.h"
 #include "cli_apicmd.h"
 
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -179,10 +180,80 @@ static void walk(const tree *t, int p, char *prefix, size_t plen, size_t pcols, 
     free(kids);
 }
 
+/* --match / --limit of `branch list`: 0 and the values (limit -1: none),
+ * or CLI_EUSAGE (printed). */
+int cli_branch_list_filter(const cli_ctx *ctx, const char **match, long *limit)
+{
+    *match = cli_opt_value(ctx, "match");
+    *limit = -1;
+    const char *l = cli_opt_value(ctx, "limit");
+    if (l) {
+        char *end;
+        *limit = strtol(l, &end, 10);
+        if (*end || end == l || *limit < 0) {
+            cli_err("bad --limit '%s': expected a number of branches (0 or more)", l);
+            return CLI_EUSAGE;
+        }
+    }
+    return 0;
+}
+
+bool cli_branch_list_keep(const char *name, const char *match)
+{
+    return !match || fnmatch(match, name, 0) == 0;
+}
+
+static int cmp_by_name(const void *a, const void *b, void *arg)
+{
+    const tree *t = arg;
+    return strcmp(t->tl[*(const int *)a].name, t->tl[*(const int *)b].name);
+}
+
+/* `branch list --match/--limit`: a flat list in name order (a filtered tree
+ * would hide the rows that connect it), the rest counted. */
+static void list_flat(cli_ctx *ctx, const tree *t, const char *match, long limit,
+                      const arbor_id *tenant)
+{
+    int *idx = calloc(t->n + 1, sizeof(int));
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (cli_branch_list_keep(t->tl[i].name, match))
+            idx[n++] = (int)i;
+    qsort_r(idx, n, sizeof(int), cmp_by_name, (void *)t);
+    size_t shown = limit >= 0 && (size_t)limit < n ? (size_t)limit : n;
+    if (ctx->json) {
+        char hex[ID_STR_SIZE];
+        json_t *arr = json_array();
+        for (size_t k = 0; k < shown; k++) {
+            int i = idx[k];
+            json_array_append_new(arr, branch_json(&t->tl[i], t->parent[i] >= 0
+                                                                  ? t->tl[t->parent[i]].name
+                                                                  : NULL));
+        }
+        print_json(json_pack("{s:s, s:o, s:I, s:I}", "tenant_id", id_format(tenant, hex),
+                             "branches", arr, "matched", (json_int_t)n, "total",
+                             (json_int_t)t->n));
+    } else {
+        printf("%-*s  %-*s  %-14s %10s %10s %11s\n", t->name_w, "BRANCH", t->at_w,
+               "PARENT@LSN", "HEAD", "LOGICAL", "PHYSICAL", "BRANCH-ONLY");
+        for (size_t k = 0; k < shown; k++)
+            print_row(t, idx[k], "", 0);
+        printf("(%zu of %zu branches%s%s%s)\n", shown, t->n, match ? " matching '" : "",
+               match ? match : "", match ? "'" : "");
+        if (shown < n)
+            printf("%zu more match: raise --limit or narrow --match\n", n - shown);
+    }
+    free(idx);
+}
+
 int cli_cmd_branch_list(cli_ctx *ctx)
 {
     if (cli_api_remote(ctx))
         return cli_api_branch_list(ctx);
+    const char *match;
+    long limit;
+    if (cli_branch_list_filter(ctx, &match, &limit) != 0)
+        return CLI_EXIT_USAGE;
     cli_state st;
     cli_ps ps;
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
@@ -194,7 +265,9 @@ int cli_cmd_branch_list(cli_ctx *ctx)
         t.parent = calloc(t.n + 1, sizeof(int));
         tree_build(&t);
         char prefix[512] = "";
-        if (ctx->json) {
+        if (match || limit >= 0) {
+            list_flat(ctx, &t, match, limit, &ps.tenant);
+        } else if (ctx->json) {
             char hex[ID_STR_SIZE];
             json_t *arr = json_array();
             walk(&t, -1, prefix, 0, 0, arr);

@@ -30,6 +30,10 @@
 
 int cli_cmd_branch_create(cli_ctx *ctx);
 int cli_cmd_branch_list(cli_ctx *ctx);
+/* `branch list --match GLOB --limit N`: 0 with the values (limit -1 when not
+ * given), or CLI_EUSAGE (printed); whether name passes --match. */
+int cli_branch_list_filter(const cli_ctx *ctx, const char **match, long *limit);
+bool cli_branch_list_keep(const char *name, const char *match);
 int cli_cmd_branch_delete(cli_ctx *ctx);
 int cli_cmd_branch_reset(cli_ctx *ctx);
 int cli_cmd_branch_restore(cli_ctx *ctx);

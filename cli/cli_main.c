@@ -102,6 +102,11 @@ static const cli_opt g_diff_opts[] = {
     { "to", "LSN|TIMESTAMP", "point of the second branch (default its head)" },
     { NULL, NULL, NULL },
 };
+static const cli_opt g_list_opts[] = {
+    { "match", "GLOB", "only branches whose name matches (shell pattern: 'pr-*', '*fix*')" },
+    { "limit", "N", "at most N branches, in name order (the rest counted)" },
+    { NULL, NULL, NULL },
+};
 static const cli_opt g_ep_update_opts[] = {
     { "suspend-timeout", "SECONDS", "suspend after this long without a query or an open "
                                     "transaction; -1 = never (always on)" },
@@ -129,7 +134,7 @@ static const cli_command g_commands[] = {
       "Columns: parent@LSN the branch starts from, head LSN, logical size (database\n"
       "pages x page size at the head), physical size (layer files of the branch),\n"
       "branch-only size (what deleting the branch would free).",
-      g_no_opts, 0, 0, cli_cmd_branch_list },
+      g_list_opts, 0, 0, cli_cmd_branch_list },
     { "branch", "diff", "A [B]", "rows inserted, deleted and updated in B relative to A",
       "Per table: the rows of B (or of A at --to) that A (at --at) does not have\n"
       "(inserted), the rows of A that B does not have (deleted), and the rows whose\n"

@@ -160,6 +160,26 @@ static void test_thousand_branches(void **state)
     json_t *j = ct_parse_out();
     size_t listed = json_array_size(json_object_get(j, "branches"));
     json_decref(j);
+    /* Filtered and paged: d1, d10..d19, d100..d199, d1000 for n = 1000. */
+    ct_expect(ct_arbor("--json branch list --match 'd1*'"), 0, "branch list --match");
+    j = ct_parse_out();
+    size_t want = 0;
+    for (int i = 1; i <= n; i++) {
+        char nm[32];
+        snprintf(nm, sizeof(nm), "d%d", i);
+        want += nm[1] == '1';
+    }
+    assert_int_equal(json_array_size(json_object_get(j, "branches")), want);
+    assert_int_equal(json_integer_value(json_object_get(j, "matched")), want);
+    assert_int_equal(json_integer_value(json_object_get(j, "total")), n + 1);
+    json_decref(j);
+    ct_expect(ct_arbor("branch list --match 'd*' --limit 5"), 0, "branch list --limit");
+    ct_expect_in(ct.out, "(5 of ");
+    ct_expect_in(ct.out, "more match: raise --limit");
+    int rows = 0;
+    for (const char *p = ct.out; (p = strstr(p, "\nd")); p++)
+        rows++;
+    assert_int_equal(rows, 5);
     double q_after = query_p50(15);
     print_message("%d branches created in %.1f s (%.1f ms each); branch list --json: %zu "
                   "branches in %.0f ms; query on main p50 %.1f ms before, %.1f ms after\n",
