@@ -68,19 +68,38 @@ function componentCard(c, data) {
     h('span', { class: 'state ' + (up ? 'up' : 'down') }, up ? 'up' : 'down')));
   card.append(h('div', { class: 'detail' }, c.detail || ''));
   const t = h('table', {});
+  // One card per daemon, whatever the number of branches: totals, the
+  // worst timeline, and main's position (the per-branch detail is in the
+  // searchable branch table).
   if (c.kind === 'safekeeper' && up) {
+    const tls = c.timelines || [];
+    const lagging = tls.filter((tl) => tl.lag_bytes > 0);
+    const worst = lagging.reduce((a, tl) => (!a || tl.lag_bytes > a.lag_bytes ? tl : a), null);
     t.append(row('node / term', `${c.node_id} / ${c.term}`));
-    for (const tl of c.timelines || []) {
-      t.append(row(branchOf(data, tl.timeline_id) + ' commit', tl.commit_lsn));
-      t.append(row('flush', tl.flush_lsn));
-      t.append(row('lag behind best', lagText(tl.lag_bytes), tl.lag_bytes > 0 ? 'lagging' : ''));
+    t.append(row('timelines', count(tls.length)));
+    const main = tls.find((tl) => branchOf(data, tl.timeline_id) === 'main');
+    if (main) {
+      t.append(row('main commit', main.commit_lsn));
+      t.append(row('main flush', main.flush_lsn));
+    }
+    t.append(row('lagging behind best', count(lagging.length), lagging.length ? 'lagging' : ''));
+    if (worst) {
+      t.append(row('worst: ' + branchOf(data, worst.timeline_id), lagText(worst.lag_bytes),
+                   'lagging'));
     }
   } else if (c.kind === 'pageserver' && up) {
-    for (const tl of c.timelines || []) {
-      t.append(row(tl.branch + ' ingested', tl.last_record_lsn));
-      t.append(row('ingest lag', lagText(tl.ingest_lag_bytes),
-                   tl.ingest_lag_bytes > 0 ? 'lagging' : ''));
-      t.append(row('ingest lag (time)', msText(tl.ingest_lag_ms)));
+    const tls = c.timelines || [];
+    const lagging = tls.filter((tl) => tl.ingest_lag_bytes > 0);
+    const worst = lagging.reduce((a, tl) =>
+      (!a || tl.ingest_lag_bytes > a.ingest_lag_bytes ? tl : a), null);
+    t.append(row('timelines', count(tls.length)));
+    const main = tls.find((tl) => tl.branch === 'main');
+    if (main) t.append(row('main ingested', main.last_record_lsn));
+    t.append(row('lagging in ingest', count(lagging.length), lagging.length ? 'lagging' : ''));
+    if (worst) {
+      t.append(row('worst: ' + worst.branch,
+                   `${lagText(worst.ingest_lag_bytes)} · ${msText(worst.ingest_lag_ms)}`,
+                   'lagging'));
     }
   } else if (c.branch !== undefined && up) {
     t.append(row('branch', c.branch));
@@ -119,14 +138,62 @@ function renderHealth(data) {
 
 // ---- branch tree ---------------------------------------------------------------
 
+// The tree draws at most TREE_MAX branches (those matching the search box,
+// with their ancestors); the table lists up to TABLE_MAX matching rows.
+const TREE_MAX = 60;
+const TABLE_MAX = 200;
+let lastData = null;
+
+function searchText() {
+  const el = $('#branch-search');
+  return el ? el.value.trim().toLowerCase() : '';
+}
+
+function matches(b, q) {
+  return !q || b.branch.toLowerCase().includes(q);
+}
+
+// Matching branches plus their ancestors, in tree order.
+function treeSubset(branches, q) {
+  if (!q) return branches;
+  const byName = new Map(branches.map((b) => [b.branch, b]));
+  const keep = new Set();
+  for (const b of branches) {
+    if (!matches(b, q)) continue;
+    for (let x = b; x && !keep.has(x.branch); x = byName.get(x.parent)) keep.add(x.branch);
+  }
+  return branches.filter((b) => keep.has(b.branch));
+}
+
+function renderBranchTable(data) {
+  const q = searchText();
+  const all = data.branches || [];
+  const hits = all.filter((b) => matches(b, q));
+  const rows = hits.slice(0, TABLE_MAX).map((b) => h('tr', { 'data-branch': b.branch },
+    h('td', {}, b.branch), h('td', {}, b.parent ? `${b.parent}@${b.ancestor_lsn}` : 'root'),
+    h('td', {}, b.last_record_lsn), h('td', {}, bytes(b.logical_size_bytes)),
+    h('td', {}, bytes(b.physical_size_bytes)), h('td', {}, bytes(b.branch_only_size_bytes)),
+    h('td', {}, (b.endpoints || []).map((e) => `${e.name} ${e.state}`).join(', ') || '—'),
+    h('td', { class: b.ingest_lag_bytes > 0 ? 'lagging' : '' }, lagText(b.ingest_lag_bytes))));
+  if (!rows.length) {
+    rows.push(h('tr', { class: 'empty' },
+      h('td', { colspan: 8 }, q ? `no branch matches "${q}"` : 'no branches')));
+  }
+  $('#branches tbody').replaceChildren(...rows);
+  $('#branch-count').textContent = `${count(Math.min(hits.length, TABLE_MAX))} shown · ` +
+    `${count(hits.length)} match · ${count(all.length)} branches`;
+}
+
 function renderTree(data) {
   const svg = $('#tree');
-  const branches = data.branches || [];
+  const subset = treeSubset(data.branches || [], searchText());
+  const branches = subset.slice(0, TREE_MAX);
   const note = $('#tree-note');
-  note.hidden = !(data.branches_stale || branches.length === 0);
+  note.hidden = !(data.branches_stale || branches.length === 0 || subset.length > TREE_MAX);
   note.textContent = data.branches_stale
     ? 'pageserver down: last known tree'
-    : 'no branches (is the pageserver up?)';
+    : branches.length === 0 ? 'no branches (is the pageserver up?)'
+      : `the tree shows ${TREE_MAX} of ${count(subset.length)} branches: search to narrow it`;
   const rowH = 58;
   const indent = 34;
   svg.replaceChildren();
@@ -347,7 +414,9 @@ async function refresh() {
                                             getJSON('/api/metrics/history')]);
     banner.hidden = true;
     renderHealth(data);
+    lastData = data;
     renderTree(data);
+    renderBranchTable(data);
     renderCharts(hist);
     renderUsage(data);
     renderControl(data);
@@ -359,5 +428,11 @@ async function refresh() {
   }
 }
 
+$('#branch-search').addEventListener('input', () => {
+  if (lastData) {
+    renderTree(lastData);
+    renderBranchTable(lastData);
+  }
+});
 refresh();
 setInterval(refresh, REFRESH_MS);

@@ -187,6 +187,39 @@ async function main() {
   }, null, 10000, 'the branch tree');
   expect(tree.ok, `branch tree: main -> dev (${tree.devText.slice(0, 90)}…)`);
 
+  // One card per daemon (totals, not a line per timeline), and the
+  // searchable branch table: "dev" leaves dev's row (main stays in the tree
+  // as its ancestor); a name nobody has leaves none.
+  const cards = await pollDom(() => {
+    const sk = document.querySelector('.comp[data-kind="safekeeper"]');
+    const ps = document.querySelector('.comp[data-kind="pageserver"]');
+    const t = (c) => (c ? c.textContent : '');
+    return { ok: /timelines\s*[0-9]/.test(t(sk)) && /timelines\s*[0-9]/.test(t(ps)) &&
+                 /main commit/.test(t(sk)) && !/dev commit/.test(t(sk)),
+             text: t(sk).slice(0, 160) };
+  }, null, 10000, 'daemon cards with totals');
+  expect(cards.ok, `safekeeper card: ${cards.text}`);
+  await page.fill('#branch-search', 'dev');
+  const search = await pollDom(() => {
+    const rows = [...document.querySelectorAll('#branches tbody tr[data-branch]')]
+      .map((r) => r.dataset.branch);
+    const inTree = [...document.querySelectorAll('#tree g.branch')].map((g) => g.dataset.branch);
+    const n = document.querySelector('#branch-count').textContent;
+    return { ok: rows.length === 1 && rows[0] === 'dev' && inTree.includes('main') &&
+                 inTree.includes('dev') && /1 match/.test(n),
+             rows, inTree, n };
+  }, null, 10000, 'the branch search');
+  expect(search.ok, `search "dev": table ${search.rows.join(',')}; tree ${search.inTree.join(',')}` +
+                    ` (${search.n})`);
+  await page.fill('#branch-search', 'nosuchbranch');
+  const none = await pollDom(() => {
+    const rows = document.querySelectorAll('#branches tbody tr[data-branch]').length;
+    const empty = document.querySelector('#branches tbody tr.empty');
+    return { ok: rows === 0 && !!empty && /no branch matches/.test(empty.textContent), rows };
+  }, null, 10000, 'a search without hits');
+  expect(none.ok, 'search without hits: an empty table that says so');
+  await page.fill('#branch-search', '');
+
   // Charts exist; usage has the endpoint's row when there is one.
   const charts = await page.evaluate(() => document.querySelectorAll('.charts svg').length);
   expect(charts === 4, '4 live charts');
