@@ -513,3 +513,70 @@ int cli_cmd_usage(cli_ctx *ctx)
     json_decref(u);
     return CLI_EXIT_OK;
 }
+
+/* ---- the local branch commands and the control plane's endpoints ------------------ */
+
+/* The API of DIR/api.json (or --api), quietly: false when there is none. */
+static bool api_quiet(cli_ctx *ctx, cli_api *a)
+{
+    return resolve(ctx, a, true) == 0 && pick_project(a, true) == 0;
+}
+
+int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const char *what)
+{
+    cli_api a;
+    json_t *j;
+    if (force || !api_quiet(ctx, &a))
+        return 0;
+    if (cli_api_call(&a, "GET", "@/endpoints", NULL, &j) != 0) {
+        cli_note("warning: the control plane did not answer: its endpoints on branch '%s' were not "
+                 "checked", branch);
+        return 0;
+    }
+    size_t i;
+    json_t *e;
+    int rc = 0;
+    json_array_foreach(json_object_get(j, "endpoints"), i, e) {
+        const char *b = json_string_value(json_object_get(e, "branch"));
+        const char *st = json_string_value(json_object_get(e, "state"));
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (rc == 0 && b && st && name && strcmp(b, branch) == 0 && strcmp(st, "active") == 0) {
+            cli_err("endpoint '%s' of the control plane is active on branch '%s': suspend "
+                    "it first (arbor endpoint suspend %s), or %s with --force (it is "
+                    "suspended, and its next client sees the branch as it is then)", name,
+                    branch, name, what);
+            rc = CLI_EFAIL;
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
+void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
+                             bool reset)
+{
+    cli_api a;
+    if (!api_quiet(ctx, &a))
+        return;
+    char path[512], hex[ID_STR_SIZE];
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/%s/replaced", a.project,
+             branch);
+    json_t *body = json_pack("{s:s,s:b}", "old_id", id_format(old_id, hex), "reset", reset);
+    if (cli_api_call(&a, "POST", path, body, NULL) != 0)
+        cli_note("warning: the control plane was not told: its endpoints on branch '%s' still serve "
+                 "the old state until they are suspended (arbor endpoint suspend NAME)",
+                 branch);
+    json_decref(body);
+}
+
+void cli_api_branch_deleted(cli_ctx *ctx, const char *branch)
+{
+    cli_api a;
+    if (!api_quiet(ctx, &a))
+        return;
+    char path[512];
+    snprintf(path, sizeof(path), "@/branches/%s", branch);
+    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
+    if (rc != 0 && rc != CLI_ENOTFOUND)
+        cli_note("warning: the control plane was not told that branch '%s' is gone", branch);
+}

@@ -29,6 +29,7 @@
 
 #include "cli_cmd.h"
 #include "cli_state.h"
+#include "ids.h"
 
 #define CLI_API_FILE "api.json"
 #define CLI_API_KEY_FILE "api_key"   /* in arbor-control's data directory */
@@ -83,6 +84,17 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms);
 int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
                             int *http_port, char *name, size_t name_cap, char *secret,
                             size_t secret_cap);
+
+/* The local `branch delete|reset|restore` and the control plane's
+ * endpoints (nothing happens without an API in DIR/api.json or --api):
+ * the guard refuses (printed) while one of its endpoints is active on
+ * branch, unless force; after a reset/restore the endpoints of old_id follow
+ * the name (suspended, moved to the new timeline); after a delete the API
+ * forgets the branch and its endpoints. Failures to tell it are warnings. */
+int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const char *what);
+void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
+                             bool reset);
+void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
 
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);

@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "cli_branch.h"
+#include "cli_api.h"
 #include "cli_apicmd.h"
 
 #include <fnmatch.h>
@@ -428,7 +429,13 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
     }
     free(moved);
     if (rc == 0) {
+        rc = cli_api_guard_branch(ctx, b.name, cli_opt_flag(ctx, "force"), "delete");
+    }
+    if (rc == 0) {
         rc = cli_ps_delete(&ps, &b, cli_opt_flag(ctx, "force"), &deleted);
+    }
+    if (rc == 0) {
+        cli_api_branch_deleted(ctx, b.name);
     }
     if (rc == 0) {
         printf("deleted branch %s", b.name);
@@ -519,9 +526,11 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved
                 "them first, or use --force", name);
         return CLI_EFAIL;
     }
-    if (guard_endpoints(ctx, ps, &b, true, true, "reset", moved) != 0) {
+    if (guard_endpoints(ctx, ps, &b, true, true, "reset", moved) != 0 ||
+        cli_api_guard_branch(ctx, name, force, "reset") != 0) {
         return CLI_EFAIL;
     }
+    arbor_id old_id = b.id;
     if (cli_ps_timeline(ps, &b.ancestor, &parent) != 0 ||
         side_name(name, "-reset-", side, sizeof(side)) != 0 ||
         cli_ps_rename(ps, &b, side) != 0) {
@@ -532,6 +541,7 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved
         return CLI_EFAIL;
     }
     memcpy(b.name, side, sizeof(side));
+    cli_api_branch_replaced(ctx, name, &old_id, true);
     if (cli_ps_delete(ps, &b, force, NULL) != 0) {
         cli_err("branch '%s' was reset, but its old state is left as branch '%s'", name, side);
         return CLI_EFAIL;
@@ -589,6 +599,7 @@ static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char
         owner_of_lsn(ps, &b, lsn, &owner) != 0 ||
         side_name(name, "-before-restore-", side, sizeof(side)) != 0 ||
         guard_endpoints(ctx, ps, &b, false, false, "restore", moved) != 0 ||
+        cli_api_guard_branch(ctx, name, cli_opt_flag(ctx, "force"), "restore") != 0 ||
         cli_ps_rename(ps, &b, side) != 0) {
         return CLI_EFAIL;
     }
@@ -599,6 +610,7 @@ static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char
         undo_rename(ps, &b, side, name);
         return CLI_EFAIL;
     }
+    cli_api_branch_replaced(ctx, name, &b.id, false);
     if (ctx->json) {
         json_t *o = branch_json(&fresh, owner.name);
         json_object_set_new(o, "previous_state_branch", json_string(side));

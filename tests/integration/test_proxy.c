@@ -773,6 +773,49 @@ static void test_proxy_conf(void **state)
     PQfinish(c);
 }
 
+/* The local CLI's reset/restore/delete of a branch that the proxy serves
+ * through an endpoint of the control plane: refused while that endpoint is
+ * active; with --force the endpoint follows the name, so the next client
+ * through the proxy sees the restored (reset) branch, not the old timeline;
+ * after a delete the branch is unknown to the proxy (3D000). (Found by hand:
+ * a restore left the proxy serving the old state.) */
+static void test_local_restore_through_proxy(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    ct_expect(ct_arbor("branch create rst"), 0, "create rst");
+    PGconn *c = pg_branch("rst?sslmode=disable");
+    pg_exec(c, "CREATE TABLE a(x)");
+    PQfinish(c);
+    ct_expect(ct_arbor("--json branch list --match rst"), 0, "list rst");
+    json_t *j = ct_parse_out();
+    char lsn[32];
+    snprintf(lsn, sizeof(lsn), "%s", json_string_value(json_object_get(
+                                          json_array_get(json_object_get(j, "branches"), 0),
+                                          "head_lsn")));
+    json_decref(j);
+    c = pg_branch("rst?sslmode=disable");
+    pg_exec(c, "CREATE TABLE b(x)");
+    PQfinish(c);
+    ct_expect(ct_arbor("branch restore rst --to %s", lsn), 1, "restore, endpoint active");
+    ct_expect_in(ct.err, "of the control plane is active on branch 'rst'");
+    ct_expect(ct_arbor("branch restore rst --to %s --force", lsn), 0, "restore --force");
+    c = pg_branch("rst?sslmode=disable");
+    long tables = pg_exec(c, "SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')");
+    if (tables != 1)
+        fail_msg("after a restore to before table b, the proxy's client sees %ld of a, b "
+                 "(the old timeline)", tables);
+    pg_exec(c, "CREATE TABLE after_restore(x)");
+    PQfinish(c);
+    ct_expect(ct_arbor("branch delete rst --force"), 0, "delete --force");
+    char url[1400], err[1024];
+    snprintf(url, sizeof(url), "%srst?sslmode=disable", g_base);
+    c = pg_open(url, err, sizeof(err));
+    if (c || !strstr(err, "3D000"))
+        fail_msg("a deleted branch through the proxy: %s", c ? "connected" : err);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -804,6 +847,7 @@ int main(void)
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_proxy_kill9),
         cmocka_unit_test(test_proxy_conf),
+        cmocka_unit_test(test_local_restore_through_proxy),
         cmocka_unit_test(test_stop),
     };
     const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_start_and_branch */
