@@ -872,9 +872,192 @@ static void agg_final(sqlite3_context *ctx)
     sqlite3_result_text(ctx, text ? text : "", text ? n : 0, sqlite3_free);
 }
 
+/* ---- generate_series(start, stop [, step]) ------------------------------------ */
+
+/* PostgreSQL's set-returning function as an eponymous virtual table (as
+ * SQLite's ext/misc/series.c, which Debian's libsqlite3 does not build in):
+ * integers from start to stop by step (default 1; negative counts down;
+ * 0 is refused as PostgreSQL does). The visible column is named
+ * generate_series, as in PostgreSQL (SELECT * / SELECT generate_series
+ * FROM generate_series(1, 3)); SQLite's name `value` works too (hidden). */
+enum { GS_COL, GS_START, GS_STOP, GS_STEP, GS_VALUE };  /* arguments: the hidden columns in order */
+
+typedef struct gs_cursor {
+    sqlite3_vtab_cursor base;
+    sqlite3_int64 start, stop, step, cur, row;
+    bool eof;
+} gs_cursor;
+
+static int gs_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                      sqlite3_vtab **out, char **err)
+{
+    (void)aux;
+    (void)argc;
+    (void)argv;
+    (void)err;
+    int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(generate_series, start HIDDEN, "
+                                      "stop HIDDEN, step HIDDEN, value HIDDEN)");
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_vtab *v = sqlite3_malloc(sizeof(*v));
+    if (!v)
+        return SQLITE_NOMEM;
+    memset(v, 0, sizeof(*v));
+    sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
+    *out = v;
+    return SQLITE_OK;
+}
+
+static int gs_disconnect(sqlite3_vtab *v)
+{
+    sqlite3_free(v);
+    return SQLITE_OK;
+}
+
+static int gs_open(sqlite3_vtab *v, sqlite3_vtab_cursor **out)
+{
+    (void)v;
+    gs_cursor *c = sqlite3_malloc(sizeof(*c));
+    if (!c)
+        return SQLITE_NOMEM;
+    memset(c, 0, sizeof(*c));
+    *out = &c->base;
+    return SQLITE_OK;
+}
+
+static int gs_close(sqlite3_vtab_cursor *c)
+{
+    sqlite3_free(c);
+    return SQLITE_OK;
+}
+
+static bool gs_done(const gs_cursor *c)
+{
+    return c->step > 0 ? c->cur > c->stop : c->cur < c->stop;
+}
+
+static int gs_next(sqlite3_vtab_cursor *cur)
+{
+    gs_cursor *c = (gs_cursor *)cur;
+    if (__builtin_add_overflow(c->cur, c->step, &c->cur))
+        c->eof = true;
+    else
+        c->eof = gs_done(c);
+    c->row++;
+    return SQLITE_OK;
+}
+
+static int gs_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
+{
+    gs_cursor *c = (gs_cursor *)cur;
+    sqlite3_int64 v = col == GS_START ? c->start : col == GS_STOP ? c->stop
+                    : col == GS_STEP ? c->step : c->cur;
+    sqlite3_result_int64(ctx, v);
+    return SQLITE_OK;
+}
+
+static int gs_rowid(sqlite3_vtab_cursor *cur, sqlite_int64 *out)
+{
+    *out = ((gs_cursor *)cur)->row;
+    return SQLITE_OK;
+}
+
+static int gs_eof(sqlite3_vtab_cursor *cur)
+{
+    return ((gs_cursor *)cur)->eof;
+}
+
+/* idxNum: bit i set when argument i (start, stop, step) is given. */
+static int gs_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int argc,
+                     sqlite3_value **argv)
+{
+    (void)idx_str;
+    gs_cursor *c = (gs_cursor *)cur;
+    sqlite3_int64 vals[3] = { 0, 0, 1 };
+    int k = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!(idx & (1 << i)))
+            continue;
+        if (k >= argc || sqlite3_value_type(argv[k]) == SQLITE_NULL) {
+            c->eof = true;          /* a NULL bound: no rows, as in PostgreSQL */
+            return SQLITE_OK;
+        }
+        vals[i] = sqlite3_value_int64(argv[k++]);
+    }
+    if (vals[2] == 0) {
+        sqlite3_free(cur->pVtab->zErrMsg);
+        cur->pVtab->zErrMsg = sqlite3_mprintf("step size cannot equal zero");
+        return SQLITE_ERROR;
+    }
+    c->start = c->cur = vals[0];
+    c->stop = vals[1];
+    c->step = vals[2];
+    c->row = 1;
+    c->eof = gs_done(c);
+    return SQLITE_OK;
+}
+
+static int gs_best_index(sqlite3_vtab *v, sqlite3_index_info *info)
+{
+    int argv_of[3] = { -1, -1, -1 };
+    bool given[3] = { false, false, false }, unusable = false;
+    for (int i = 0; i < info->nConstraint; i++) {
+        const struct sqlite3_index_constraint *k = &info->aConstraint[i];
+        if (k->iColumn < GS_START || k->iColumn > GS_STEP ||
+            k->op != SQLITE_INDEX_CONSTRAINT_EQ)
+            continue;
+        given[k->iColumn - GS_START] = true;
+        if (k->usable)
+            argv_of[k->iColumn - GS_START] = i;
+        else
+            unusable = true;
+    }
+    if (unusable)
+        return SQLITE_CONSTRAINT;    /* a plan without some argument: not this one */
+    if (!given[0] || !given[1]) {
+        sqlite3_free(v->zErrMsg);
+        v->zErrMsg = sqlite3_mprintf("generate_series(start, stop [, step]) needs start and "
+                                     "stop");
+        return SQLITE_ERROR;
+    }
+    int idx = 0, n = 0;
+    for (int a = 0; a < 3; a++) {
+        if (argv_of[a] < 0)
+            continue;
+        idx |= 1 << a;
+        info->aConstraintUsage[argv_of[a]].argvIndex = ++n;
+        info->aConstraintUsage[argv_of[a]].omit = 1;
+    }
+    info->idxNum = idx;
+    info->estimatedCost = 1000;
+    info->estimatedRows = 1000;
+    if (info->nOrderBy == 1 && !info->aOrderBy[0].desc &&
+        (info->aOrderBy[0].iColumn == GS_COL || info->aOrderBy[0].iColumn == GS_VALUE))
+        info->orderByConsumed = 1;    /* ascending for a positive step, the usual case */
+    if (info->orderByConsumed && argv_of[2] >= 0)
+        info->orderByConsumed = 0;    /* the step's sign is not known here */
+    return SQLITE_OK;
+}
+
+static sqlite3_module gs_module = {
+    .iVersion = 0,
+    .xConnect = gs_connect,
+    .xBestIndex = gs_best_index,
+    .xDisconnect = gs_disconnect,
+    .xOpen = gs_open,
+    .xClose = gs_close,
+    .xFilter = gs_filter,
+    .xNext = gs_next,
+    .xEof = gs_eof,
+    .xColumn = gs_column,
+    .xRowid = gs_rowid,
+};
+
 int pgw_catalog_init(sqlite3 *db)
 {
-    int rc = sqlite3_create_function_v2(db, "string_agg", 2, SQLITE_UTF8, NULL, NULL, agg_step,
+    int rc = sqlite3_create_module(db, "generate_series", &gs_module, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function_v2(db, "string_agg", 2, SQLITE_UTF8, NULL, NULL, agg_step,
                                         agg_final, NULL);
     for (size_t i = 0; i < sizeof(catalog_functions) / sizeof(catalog_functions[0]) &&
                        rc == SQLITE_OK; i++) {

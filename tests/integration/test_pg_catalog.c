@@ -187,6 +187,34 @@ static void test_handshake(void **state)
     must_not_contain(out, "pg_catalog.pg_nope");
 }
 
+/* PostgreSQL's generate_series(start, stop [, step]): rows, its column name,
+ * a step, counting down, empty ranges, zero step refused (22023-like error),
+ * and the usual bulk-insert idiom. */
+static void test_generate_series(void **state)
+{
+    (void)state;
+    char out[8192];
+    run_ok(out, sizeof(out), false, (const char *[]){ "SELECT * FROM generate_series(1, 3)",
+                                                      NULL });
+    must_contain(out, "generate_series\n1\n2\n3\n(3 rows)");
+    run_ok(out, sizeof(out), true, (const char *[]){
+        "SELECT group_concat(value) FROM generate_series(0, 10, 5)",
+        "SELECT group_concat(generate_series) FROM generate_series(3, 1, -1)",
+        "SELECT count(*) FROM generate_series(5, 1)",
+        "SELECT count(*) FROM generate_series(1, NULL)",
+        "CREATE TABLE gs_t(id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO gs_t SELECT generate_series, 'row ' || generate_series FROM "
+        "generate_series(1, 1000)",
+        "SELECT count(*), sum(id), max(v) FROM gs_t",
+        "SELECT s.value * 2 FROM generate_series(1, 2) AS s ORDER BY 1 DESC", NULL });
+    assert_string_equal(out, "0,5,10\n3,2,1\n0\n0\nCREATE TABLE\nINSERT 0 1000\n"
+                             "1000|500500|row 999\n4\n2\n");
+    int rc = psql(out, sizeof(out), true,
+                  (const char *[]){ "SELECT * FROM generate_series(1, 5, 0)", NULL });
+    assert_int_not_equal(rc, 0);
+    must_contain(out, "step size cannot equal zero");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_di_l_du_dn),
         cmocka_unit_test(test_information_schema),
         cmocka_unit_test(test_handshake),
+        cmocka_unit_test(test_generate_series),
     };
     return cmocka_run_group_tests(tests, vc_compute_group_setup, vc_compute_group_teardown);
 }
