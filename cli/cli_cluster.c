@@ -1022,3 +1022,105 @@ void cli_cluster_disconnect(cli_state *st, cli_ps *ps)
     cli_ps_close(ps);
     cli_state_free(st);
 }
+
+/* ---- supervise ----------------------------------------------------------------------- */
+
+static volatile sig_atomic_t g_supervise_stop;
+
+static void on_supervise_signal(int sig)
+{
+    (void)sig;
+    g_supervise_stop = 1;
+}
+
+/* Names of the daemons (and the primary on main) that should run and do
+ * not, into buf; 0 when everything runs. */
+static int dead_components(cli_state *st, char *buf, size_t cap)
+{
+    int n = 0;
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < st->n_comp; i++) {
+        const cli_component *c = &st->comp[i];
+        bool wanted = c->kind != CLI_COMP_COMPUTE ||
+                      (strcmp(c->name, "main") == 0 && strcmp(c->role, "primary") == 0);
+        if (!wanted || (c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks)))
+            continue;
+        if (used < cap)
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", n ? ", " : "", c->name);
+        n++;
+    }
+    return n;
+}
+
+int cli_cmd_supervise(cli_ctx *ctx)
+{
+    long interval_ms = 1000;
+    const char *v = cli_opt_value(ctx, "interval");
+    if (v) {
+        char *end;
+        double s = strtod(v, &end);
+        if (!v[0] || *end || !(s >= 0.1 && s <= 3600)) {
+            cli_err("bad --interval '%s': seconds, 0.1..3600", v);
+            return CLI_EXIT_USAGE;
+        }
+        interval_ms = (long)(s * 1000);
+    }
+    struct sigaction sa = { .sa_handler = on_supervise_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    cli_state st;
+    if (cli_state_load(ctx->dir, &st) != 0) {
+        cli_err("no cluster in %s (arbor start first)", ctx->dir);
+        return CLI_EXIT_ERROR;
+    }
+    cli_state_free(&st);
+    printf("arbor: supervising the cluster in %s every %.1f s: a daemon that dies is started "
+           "again (SIGINT/SIGTERM ends supervising; the cluster keeps running)\n", ctx->dir,
+           interval_ms / 1000.0);
+    fflush(stdout);
+    long backoff_ms = interval_ms;
+    bool said_stopped = false;
+    while (!g_supervise_stop) {
+        for (long slept = 0; slept < backoff_ms && !g_supervise_stop; slept += 100)
+            usleep(100000);
+        if (g_supervise_stop || cli_state_load(ctx->dir, &st) != 0)
+            break;
+        char dead[512];
+        bool stopped = st.stopped_at_us != 0;   /* `arbor stop`: not ours to undo */
+        int n = stopped ? 0 : dead_components(&st, dead, sizeof(dead));
+        cli_state_free(&st);
+        if (stopped && !said_stopped)
+            printf("arbor: the cluster was stopped (arbor stop): not restarting it\n");
+        said_stopped = stopped;
+        if (n == 0) {
+            backoff_ms = interval_ms;
+            continue;
+        }
+        char when[CLI_TIME_STRLEN];
+        printf("arbor: %s: %s not running: starting %s\n", cli_fmt_time(cli_now_us(), when),
+               dead, n > 1 ? "them" : "it");
+        fflush(stdout);
+        int lock, rc = CLI_EXIT_ERROR;
+        bool already = false;
+        if (cli_state_lock(ctx->dir, &lock) == 0) {
+            rc = start_locked(ctx, &st, &already);
+            close(lock);
+            if (rc == CLI_EXIT_OK && dead_components(&st, dead, sizeof(dead)) > 0)
+                rc = CLI_EXIT_ERROR;
+            cli_state_free(&st);
+        }
+        if (rc == CLI_EXIT_OK) {
+            printf("arbor: %s: running again\n", cli_fmt_time(cli_now_us(), when));
+            backoff_ms = interval_ms;
+        } else {
+            backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
+            printf("arbor: restart failed (see the daemons' logs in %s): trying again in "
+                   "%ld s\n", ctx->dir, backoff_ms / 1000);
+        }
+        fflush(stdout);
+    }
+    printf("arbor: supervising ended; the cluster keeps running (arbor stop stops it)\n");
+    return CLI_EXIT_OK;
+}

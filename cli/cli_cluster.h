@@ -27,6 +27,11 @@
 int cli_cmd_start(cli_ctx *ctx);
 int cli_cmd_stop(cli_ctx *ctx);
 int cli_cmd_status(cli_ctx *ctx);
+/* `arbor supervise`: in the foreground, starts again whatever daemon of the
+ * cluster (or the primary on main) died, every --interval seconds, with
+ * backoff while a restart fails; leaves a cluster stopped by `arbor stop`
+ * alone. Ends on SIGINT/SIGTERM (the cluster keeps running). */
+int cli_cmd_supervise(cli_ctx *ctx);
 
 /* Loads the state of ctx->dir and connects to its pageserver (tenant set).
  * A cluster that is not running, or not answering, is an error printed as

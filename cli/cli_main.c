@@ -44,6 +44,10 @@ static const cli_opt g_start_opts[] = {
                                "AWS_SECRET_ACCESS_KEY) or none; remembered" },
     { NULL, NULL, NULL },
 };
+static const cli_opt g_supervise_opts[] = {
+    { "interval", "SECONDS", "how often to look (default 1)" },
+    { NULL, NULL, NULL },
+};
 static const cli_opt g_stop_opts[] = {
     { "timeout", "SECONDS", "wait this long after SIGTERM before SIGKILL (default 10)" },
     { NULL, NULL, NULL },
@@ -125,6 +129,14 @@ static const cli_command g_commands[] = {
       g_start_opts, 0, 0, cli_cmd_start },
     { NULL, "stop", "", "stop the endpoints, then the cluster (SIGTERM, then SIGKILL)",
       NULL, g_stop_opts, 0, 0, cli_cmd_stop },
+    { NULL, "supervise", "", "keep the local cluster running: restart daemons that die",
+      "Runs in the foreground (e.g. under nohup or a terminal multiplexer): every\n"
+      "--interval seconds it looks at each daemon of the cluster and the primary on\n"
+      "main, and starts again those that died, on their old ports (as arbor start\n"
+      "does), backing off while a restart fails. A cluster stopped with arbor stop is\n"
+      "left alone. SIGINT/SIGTERM end supervising; the cluster keeps running.\n"
+      "deploy/systemd/ has units that do the same with systemd's Restart=.",
+      g_supervise_opts, 0, 0, cli_cmd_supervise },
     { NULL, "status", "", "show each component (up/down) and the LSNs of main",
       "Exit code 0 when every component is up and answering, else 1.", g_no_opts, 0, 0,
       cli_cmd_status },

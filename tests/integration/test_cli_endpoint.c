@@ -36,7 +36,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -517,6 +521,84 @@ static void test_branch_ops(void **state)
     assert_null(endpoint("old-ro-1"));
 }
 
+/* pid of component name in `arbor --json status` (0 if none). */
+static int comp_pid(const char *name)
+{
+    ct_arbor("--json status");                /* exit 1 while one is down */
+    json_t *j = ct_parse_out();
+    int pid = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(j, "components"), i, c) {
+        if (strcmp(json_string_value(json_object_get(c, "name")), name) == 0)
+            pid = (int)json_integer_value(json_object_get(c, "pid"));
+    }
+    json_decref(j);
+    return pid;
+}
+
+/* `arbor supervise`: kill -9 of a safekeeper, the pageserver and the
+ * primary on main; the supervisor starts each again (new pids, same
+ * ports: main answers SQL with its rows), and SIGTERM ends it, leaving the
+ * cluster running. The supervisor dies with this test process
+ * (PR_SET_PDEATHSIG), so that it never restarts what the watchdog kills. */
+static void test_supervise(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char log[512];
+    snprintf(log, sizeof(log), "%s/supervise.log", ct.root);
+    pid_t sup = fork();
+    assert_true(sup >= 0);
+    if (sup == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(ARBOR_CLI_BIN, "arbor", "--dir", ct.dir, "supervise", "--interval", "0.3",
+              (char *)NULL);
+        _exit(127);
+    }
+    usleep(500000);
+    const char *victims[] = { "sk2", "ps", "main" };
+    int old[3];
+    for (int k = 0; k < 3; k++) {
+        old[k] = comp_pid(victims[k]);
+        assert_true(old[k] > 0);
+        assert_int_equal(kill(old[k], SIGKILL), 0);
+    }
+    bool back = false;
+    for (int i = 0; i < 100 && !back; i++) {
+        usleep(300000);
+        back = ct_arbor("status") == 0;   /* exit 0: every component up and answering */
+    }
+    int now[3];
+    for (int k = 0; k < 3; k++)
+        now[k] = comp_pid(victims[k]);
+    kill(sup, SIGTERM);
+    int status = 0;
+    waitpid(sup, &status, 0);
+    char text[4096] = "";
+    FILE *f = fopen(log, "r");
+    if (f) {
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        text[n] = 0;
+        fclose(f);
+    }
+    print_message("supervisor: %s", text);
+    if (!back)
+        fail_msg("not every component came back within 30 s under arbor supervise:\n%s", text);
+    for (int k = 0; k < 3; k++)
+        if (now[k] <= 0 || now[k] == old[k])
+            fail_msg("%s was not started again (pid %d, was %d)", victims[k], now[k], old[k]);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(strstr(text, "running again"));
+    assert_non_null(strstr(text, "supervising ended"));
+    ct_expect(ct_arbor("sql main 'SELECT count(*) FROM t'"), 0, "main after the restarts");
+    assert_int_equal(comp_pid("sk2"), now[0]);      /* the cluster keeps running */
+}
+
 static void test_import_psql(void **state)
 {
     (void)state;
@@ -619,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_sql),
         cmocka_unit_test(test_history),
         cmocka_unit_test(test_branch_ops),
+        cmocka_unit_test(test_supervise),
         cmocka_unit_test(test_import_psql),
         cmocka_unit_test(test_stop),
     };
