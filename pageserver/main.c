@@ -266,6 +266,8 @@ static void status_one(ps_timeline *tl, void *arg)
         "layer_count", (int)i.layer_count, "page_size", (int)i.page_size,
         "pitr_window_s", (int)i.pitr_window_s,
         "last_commit_timestamp_us", (json_int_t)i.last_commit_timestamp_us);
+    json_object_set_new(o, "flush_error",
+                        i.flush_error ? json_string(ps_strerror(i.flush_error)) : json_null());
     int cur = ps_rcv_current(g_ps.rcv, &i.timeline_id);
     json_object_set_new(o, "wal_source",
                         cur >= 0 && cur < g_ps.n_sk ? json_string(g_ps.sk_list[cur])

@@ -38,6 +38,7 @@ const char *ps_strerror(int err)
     case PS_EDELETED: return "timeline was deleted";
     case PS_EBROKEN: return "timeline state unknown after an I/O failure";
     case PS_EINVAL: return "invalid argument";
+    case PS_EFLUSHING: return "ingest paused: layer flushes fail (disk full?) and are retried";
     default: break;
     }
     if (err <= -2001 && err >= -2099) {

@@ -45,6 +45,8 @@ enum {
     PS_EBROKEN = -4015,     /* an earlier I/O failure left the timeline's
                                durable state unknown: reopen the repo */
     PS_EINVAL = -4016,      /* an argument out of range */
+    PS_EFLUSHING = -4017,   /* ingest paused: layer flushes fail (e.g. the
+                               disk is full) and are retried; nothing lost */
 };
 
 /* Names any code the engine returns (PS_E*, WAL_E*, -errno). Static

@@ -89,6 +89,8 @@ struct ps_timeline {
     _Atomic int64_t last_commit_ts_us;
     atomic_bool broken;
     atomic_bool deleted;
+    _Atomic int flush_error;           /* last flush failed with it: retried */
+    _Atomic int64_t flush_retry_at_ms; /* monotonic; no retry before */
 
     pthread_mutex_t bg_mu, ingest_mu, flush_mu, meta_mu, map_mu, retain_mu;
     pthread_mutex_t wait_mu;
@@ -302,14 +304,6 @@ static int tl_check_usable(ps_timeline *tl)
         return PS_EDELETED;
     }
     return atomic_load(&tl->broken) ? PS_EBROKEN : 0;
-}
-
-static void set_broken(ps_timeline *tl, const char *what, int rc)
-{
-    char id[ID_STR_SIZE];
-    log_error("timeline %s: %s failed: %s; timeline marked broken",
-              id_format(&tl->timeline_id, id), what, ps_strerror(rc));
-    atomic_store(&tl->broken, true);
 }
 
 /* ---- metadata ---------------------------------------------------------- */
@@ -741,10 +735,15 @@ static int apply_record(ps_timeline *tl, const wal_record *rec, bool *froze)
     return rc;
 }
 
+static int flush_backpressure(ps_timeline *tl);
+
 int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
 {
     int rc = tl_check_usable(tl);
     if (rc != 0) {
+        return rc;
+    }
+    if ((rc = flush_backpressure(tl)) != 0) {
         return rc;
     }
     wal_record rec;
@@ -758,7 +757,7 @@ int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&tl->ingest_mu);
     wal_record_free(&rec);
     if (rc == 0 && froze && tl->cfg.flush_on_ingest) {
-        ps_timeline_flush(tl); /* a failure marks the timeline broken */
+        ps_timeline_flush(tl); /* a failure is retried (flush_backpressure) */
     }
     return rc;
 }
@@ -905,6 +904,34 @@ static ps_memlayer *oldest_frozen(ps_timeline *tl)
     return f;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t n_frozen(ps_timeline *tl)
+{
+    pthread_mutex_lock(&tl->map_mu);
+    size_t n = tl->map->n_frozen;
+    pthread_mutex_unlock(&tl->map_mu);
+    return n;
+}
+
+/* A flush failure is retried (see the header); the first one and the
+ * recovery are logged. */
+static void flush_failed(ps_timeline *tl, int rc)
+{
+    char id[ID_STR_SIZE];
+    atomic_store(&tl->flush_retry_at_ms, mono_ms() + PS_FLUSH_RETRY_MS);
+    if (atomic_exchange(&tl->flush_error, rc) == 0)
+        log_error("timeline %s: layer flush failed: %s; the frozen layers stay in memory "
+                  "(served), ingest pauses once %d wait, and the flush is retried every "
+                  "%d ms", id_format(&tl->timeline_id, id), ps_strerror(rc),
+                  PS_FLUSH_MAX_FROZEN, PS_FLUSH_RETRY_MS);
+}
+
 int ps_timeline_flush(ps_timeline *tl)
 {
     int rc = tl_check_usable(tl);
@@ -913,15 +940,35 @@ int ps_timeline_flush(ps_timeline *tl)
     }
     pthread_mutex_lock(&tl->flush_mu);
     ps_memlayer *f;
+    bool flushed = false;
     while (rc == 0 && (f = oldest_frozen(tl)) != NULL) {
         rc = atomic_load(&tl->broken) ? PS_EBROKEN : flush_one(tl, f);
         ps_memlayer_unref(f);
         if (rc != 0 && rc != PS_EBROKEN) {
-            set_broken(tl, "layer flush", rc);
+            flush_failed(tl, rc);
         }
+        flushed |= rc == 0;
+    }
+    if (rc == 0 && atomic_exchange(&tl->flush_error, 0) != 0) {
+        char id[ID_STR_SIZE];
+        log_info("timeline %s: layer flushes work again%s", id_format(&tl->timeline_id, id),
+                 flushed ? "; ingest resumes" : "");
     }
     pthread_mutex_unlock(&tl->flush_mu);
     return rc;
+}
+
+/* Before an ingest while flushes fail: a retry when due; PS_EFLUSHING
+ * while they still fail and PS_FLUSH_MAX_FROZEN layers wait. */
+static int flush_backpressure(ps_timeline *tl)
+{
+    if (atomic_load(&tl->flush_error) == 0)
+        return 0;
+    if (mono_ms() >= atomic_load(&tl->flush_retry_at_ms))
+        ps_timeline_flush(tl);
+    if (atomic_load(&tl->flush_error) != 0 && n_frozen(tl) >= PS_FLUSH_MAX_FROZEN)
+        return PS_EFLUSHING;
+    return 0;
 }
 
 int ps_timeline_checkpoint(ps_timeline *tl)
@@ -1963,6 +2010,7 @@ static void info_layers(ps_timeline *tl, ps_timeline_info *out)
     }
     out->layer_count = (uint32_t)m->n_layers;
     out->frozen_layers = (uint32_t)m->n_frozen;
+    out->flush_error = atomic_load(&tl->flush_error);
     out->open_layer_bytes = m->open ? ps_memlayer_bytes(m->open) : 0;
     out->branch_only_size_bytes = bytes;
     out->physical_size_bytes = bytes + ps_commits_file_bytes(tl->commits);

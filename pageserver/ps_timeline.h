@@ -48,10 +48,16 @@
  *     works without locks on it; layer files unlinked by GC stay readable
  *     through their open descriptors until the last snapshot is released.
  *
- * Failures: a failed flush leaves the frozen layer in memory (still served)
- * and marks the timeline broken: ingest/flush/compaction/GC then return
- * PS_EBROKEN; reads keep working. The cure is to reopen the repository and
- * re-ingest from disk_consistent_lsn (what a crash does anyway).
+ * Failures: a failed flush (e.g. ENOSPC) leaves the frozen layer in memory
+ * (still served) and changes nothing durable that matters: temp files,
+ * writes at fixed offsets, metadata by rename. So it is retried, at most
+ * every PS_FLUSH_RETRY_MS, by the next ingest or flush; while flushes fail
+ * and PS_FLUSH_MAX_FROZEN layers wait, ingest returns PS_EFLUSHING (the WAL
+ * stays on the safekeepers) instead of growing memory. Once a flush works
+ * everything resumes. Failures that leave the state unknown (a record
+ * half-applied) mark the timeline broken: ingest/flush/compaction/GC then
+ * return PS_EBROKEN; reads keep working. The cure is to reopen the
+ * repository and re-ingest from disk_consistent_lsn (what a crash does).
  *
  * Handles: a ps_timeline * is reference-counted. ps_repo hands out
  * references; release each with ps_timeline_release(). A child holds a
@@ -59,6 +65,9 @@
  */
 #ifndef ARBOR_PS_TIMELINE_H
 #define ARBOR_PS_TIMELINE_H
+
+#define PS_FLUSH_RETRY_MS 1000
+#define PS_FLUSH_MAX_FROZEN 2
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -284,6 +293,7 @@ typedef struct ps_timeline_info {
     uint32_t db_size_pages;
     uint32_t layer_count;          /* layer files */
     uint32_t frozen_layers;        /* in memory, waiting for flush */
+    int flush_error;               /* 0, or why flushes fail now (retried) */
     uint64_t open_layer_bytes;
     uint64_t reads;                /* pages read since load */
     uint64_t layers_visited;       /* layers those reads searched */

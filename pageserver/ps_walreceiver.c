@@ -341,6 +341,13 @@ static stream_end stream_from(receiver *rv, int i)
             how = STOP;
             break;
         }
+        if (rc == PS_EFLUSHING) {
+            /* The timeline logged it; the WAL waits on the safekeepers.
+             * Come back when the next flush retry is due. */
+            for (int t = 0; t < PS_FLUSH_RETRY_MS / 100 && !atomic_load(&rv->stop); t++)
+                sleep_ms(100);
+            break;
+        }
         if (rc != 0) {
             log_error("ingest from %s failed: %s; reconnecting", r->addrs[i],
                       ps_strerror(rc));

@@ -62,3 +62,14 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_diff arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# Disk full on the pageserver (a tmpfs in a private mount namespace; root):
+# a clear error, ingest pauses, and everything resumes once space is back.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_ps_diskfull
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_diskfull.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
+  target_compile_definitions(test_ps_diskfull PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_ps_diskfull arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

@@ -378,7 +378,7 @@ static void workload(ctx *c, int steps)
         default: {
             tps_rec *r = tps_model_make_record(&c->m, i, &c->rng, 4, 1000000);
             int rc = ps_timeline_ingest(t->h, r->buf, r->len);
-            assert_true(rc == 0 || rc == PS_EBROKEN || rc == PS_EGAP);
+            assert_true(rc == 0 || rc == PS_EBROKEN || rc == PS_EGAP || rc == PS_EFLUSHING);
             break;
         }
         }
