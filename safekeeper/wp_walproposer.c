@@ -75,6 +75,8 @@
 #define WP_HEARTBEAT_COMMIT_US 2000
 /* How long wp_destroy waits for safekeepers to learn the last commit LSN. */
 #define WP_DESTROY_COMMIT_WAIT_US 5000000
+/* ... and for streaming safekeepers that lag behind that commit. */
+#define WP_DESTROY_LAGGARD_WAIT_US 1000000
 /* Streams live as long as the connection; the RPC layer wants a deadline. */
 #define WP_STREAM_DEADLINE_MS (24LL * 3600 * 1000)
 #define WP_CATCHUP_RECV_MS 10000
@@ -1639,18 +1641,30 @@ static void flush_commit_knowledge(struct wp_proposer *wp)
     if (wp->state != WP_STATE_READY) {
         return;
     }
-    int64_t deadline = now_us(wp) + WP_DESTROY_COMMIT_WAIT_US;
+    int64_t t0 = now_us(wp), deadline = t0 + WP_DESTROY_COMMIT_WAIT_US;
+    int64_t laggards_until = t0 + WP_DESTROY_LAGGARD_WAIT_US;
     for (;;) {
-        bool done = true;
+        bool done = true, all = true;
         for (int i = 0; i < wp->n; i++) {
             wp_sk *sk = &wp->sk[i];
             lsn_t want = wp->commit_lsn < sk->flush_lsn ? wp->commit_lsn : sk->flush_lsn;
-            if (sk->conn == WP_SK_STREAMING && sk->stream && sk->acked_commit < want) {
+            if (sk->conn != WP_SK_STREAMING || !sk->stream) {
+                continue;
+            }
+            if (sk->acked_commit < want) {
                 done = false;
                 pthread_cond_signal(&sk->cv);   /* due for a heartbeat */
             }
+            /* A streaming laggard gets the rest of the WAL and then the
+             * commit, for a little longer: otherwise a replica or the
+             * pageserver following it would wait for the next election. */
+            if (sk->acked_commit < wp->commit_lsn) {
+                all = false;
+                pthread_cond_signal(&sk->cv);
+            }
         }
-        if (done || now_us(wp) >= deadline) {
+        int64_t now = now_us(wp);
+        if (all || (done && now >= laggards_until) || now >= deadline) {
             return;
         }
         wait_on(wp, &wp->commit_cv, deadline, WP_HEARTBEAT_COMMIT_US);
