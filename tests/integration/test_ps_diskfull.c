@@ -124,10 +124,11 @@ static void test_disk_full(void **state)
     }
     if (!why)
         fail_msg("no flush error reported after %d x 10 MiB into a 24 MiB disk", inserts);
+    const char *ing = json_string_value(json_object_get(st, "last_record_lsn"));
+    const char *dur = json_string_value(json_object_get(st, "disk_consistent_lsn"));
     print_message("after %d inserts: flush_error \"%s\", ingested %s, durable %s\n", inserts,
-                  why, json_string_value(json_object_get(st, "last_record_lsn")),
-                  json_string_value(json_object_get(st, "disk_consistent_lsn")));
-    assert_non_null(strstr(why, "No space left on device"));
+                  why ? why : "", ing ? ing : "?", dur ? dur : "?");
+    assert_non_null(strstr(why ? why : "", "No space left on device"));
     json_decref(st);
     /* Still up; reads work; more writes are acknowledged (WAL on the
      * safekeepers) while ingest pauses. */
@@ -155,10 +156,13 @@ static void test_disk_full(void **state)
                    head, durable, commit);
         healed = st && json_is_null(json_object_get(st, "flush_error")) && head[0] &&
                  strcmp(head, durable) == 0 && strcmp(head, commit) == 0;
-        if (healed || i == 149)
-            print_message("after the remount: %s (flush_error %s)\n", l ? l : "?",
-                          st ? json_dumps(json_object_get(st, "flush_error"),
-                                          JSON_ENCODE_ANY) : "?");
+        if (healed || i == 149) {
+            char *fe = st ? json_dumps(json_object_get(st, "flush_error"), JSON_ENCODE_ANY)
+                          : NULL;
+            print_message("after the remount: %.200s (flush_error %s)\n", l ? l : "?",
+                          fe ? fe : "?");
+            free(fe);
+        }
         json_decref(st);
     }
     if (!healed)
