@@ -2,6 +2,7 @@
  * cli_diff — see cli_diff.h.
  */
 #define _GNU_SOURCE
+#include "b64.h"
 #include "cli_diff.h"
 
 #include <ctype.h>
@@ -514,22 +515,6 @@ static void drows_free(drows *rs)
 
 /* ---- JSON values -------------------------------------------------------------------- */
 
-static char *base64(const uint8_t *p, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = az_malloc(4 * ((n + 2) / 3) + 1), *o = out;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        *o++ = tab[v >> 18 & 63];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = 0;
-    return out;
-}
-
 static json_t *val_json(const cbt_val *v)
 {
     switch (v->t) {
@@ -545,13 +530,13 @@ static json_t *val_json(const cbt_val *v)
         if (s) {
             return s;
         }
-        char *b = base64(v->p, v->n); /* not UTF-8: keep the bytes */
+        char *b = b64_encode_alloc(v->p, v->n); /* not UTF-8: keep the bytes */
         json_t *o = json_pack("{s:s}", "text_base64", b);
         az_free(b);
         return o;
     }
     case CBT_BLOB: {
-        char *b = base64(v->p, v->n);
+        char *b = b64_encode_alloc(v->p, v->n);
         json_t *o = json_pack("{s:s}", "base64", b);
         az_free(b);
         return o;

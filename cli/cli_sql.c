@@ -2,6 +2,7 @@
  * cli_sql — see cli_sql.h.
  */
 #define _GNU_SOURCE
+#include "b64.h"
 #include "cli_sql.h"
 
 #include <errno.h>
@@ -46,34 +47,21 @@ static json_t *split_sql(const char *sql)
 
 /* ---- printing ------------------------------------------------------------------- */
 
-static int b64_value(char ch)
-{
-    const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const char *p = ch ? strchr(tab, ch) : NULL;
-    return p ? (int)(p - tab) : -1;
-}
-
-/* A BLOB ({"base64": ...}) as \x<hex>. */
+/* A BLOB ({"base64": ...}) as \\x<hex> (the text itself if it is not base64). */
 static char *blob_text(const char *b64)
 {
-    size_t n = strlen(b64);
-    char *out = malloc(n * 2 + 3), *o = out;
-    o += sprintf(o, "\\x");
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(b64[i]);
-        if (v < 0) {
-            continue;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            o += sprintf(o, "%02x", (acc >> bits) & 0xFF);
-        }
+    size_t n = strlen(b64), len = 0;
+    uint8_t *bytes = malloc(B64_DECODED_MAX(n) + 1);
+    if (b64_decode(b64, n, 1, bytes, B64_DECODED_MAX(n), &len) != 0) {
+        free(bytes);
+        return strdup(b64);
     }
+    char *out = malloc(len * 2 + 3), *o = out;
+    o += sprintf(o, "\\x");
+    for (size_t i = 0; i < len; i++)
+        o += sprintf(o, "%02x", bytes[i]);
     *o = 0;
+    free(bytes);
     return out;
 }
 

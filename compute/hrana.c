@@ -2,8 +2,10 @@
  * hrana — Hrana over HTTP (JSON, v2 and v3). See hrana.h for the protocol,
  * the baton format and the stream life cycle.
  */
+#include "b64.h"
 #include "hrana.h"
 
+#include <limits.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -171,32 +173,6 @@ static int baton_parse(const hrana_service *s, const char *baton, uint64_t *id, 
 
 /* ---- values ------------------------------------------------------------------ */
 
-/* Decodes standard base64, padded or not. 0, or -1 if malformed. */
-static int b64_decode(const char *in, unsigned char **out, int *out_len)
-{
-    size_t n = strlen(in);
-    while (n > 0 && in[n - 1] == '=')
-        n--;
-    if (n % 4 == 1)
-        return -1;
-    size_t padded = (n + 3) / 4 * 4;
-    char *buf = az_malloc(padded + 1);
-    memcpy(buf, in, n);
-    memset(buf + n, '=', padded - n);
-    buf[padded] = 0;
-    unsigned char *dec = az_malloc(padded / 4 * 3 + 1);
-    int len = padded ? EVP_DecodeBlock(dec, (const unsigned char *)buf, (int)padded) : 0;
-    az_free(buf);
-    if (len < 0) {
-        az_free(dec);
-        return -1;
-    }
-    len -= (int)(padded - n);   /* EVP_DecodeBlock counts '=' as zero bytes */
-    *out = dec;
-    *out_len = len;
-    return 0;
-}
-
 static int bind_value(sqlite3_stmt *st, int i, json_t *v, hr_err *e)
 {
     const char *type = json_string_value(json_object_get(v, "type"));
@@ -227,13 +203,15 @@ static int bind_value(sqlite3_stmt *st, int i, json_t *v, hr_err *e)
                                    SQLITE_TRANSIENT, SQLITE_UTF8) == SQLITE_OK ? 0 : -1;
     if (strcmp(type, "blob") == 0) {
         const char *b64 = json_string_value(json_object_get(v, "base64"));
-        unsigned char *bytes;
-        int len;
-        if (!b64 || b64_decode(b64, &bytes, &len) != 0) {
+        size_t n = b64 ? strlen(b64) : 0, len = 0;
+        uint8_t *bytes = az_malloc(B64_DECODED_MAX(n) + 1);
+        if (!b64 || b64_decode(b64, n, 1, bytes, B64_DECODED_MAX(n), &len) != 0 ||
+            len > INT_MAX) {
+            az_free(bytes);
             set_err(e, "ARGS_INVALID", "a blob value needs valid \"base64\"");
             return -1;
         }
-        return sqlite3_bind_blob(st, i, bytes, len, az_free) == SQLITE_OK ? 0 : -1;
+        return sqlite3_bind_blob(st, i, bytes, (int)len, az_free) == SQLITE_OK ? 0 : -1;
     }
     set_err(e, "ARGS_INVALID", "unsupported value");
     return -1;
@@ -259,9 +237,8 @@ static json_t *column_value(sqlite3_stmt *st, int c)
                          (size_t)sqlite3_column_bytes(st, c));
     case SQLITE_BLOB: {
         int n = sqlite3_column_bytes(st, c);
-        unsigned char *out = az_malloc((size_t)(n + 2) / 3 * 4 + 1);
-        EVP_EncodeBlock(out, sqlite3_column_blob(st, c), n);
-        json_t *v = json_pack("{s:s,s:s}", "type", "blob", "base64", (const char *)out);
+        char *out = b64_encode_alloc(sqlite3_column_blob(st, c), (size_t)n);
+        json_t *v = json_pack("{s:s,s:s}", "type", "blob", "base64", out);
         az_free(out);
         return v;
     }

@@ -12,5 +12,5 @@ add_library(arbor_pgw STATIC
     ${CMAKE_CURRENT_LIST_DIR}/pgw_sql.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_catalog.c)
 target_include_directories(arbor_pgw PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(arbor_pgw PUBLIC arbor_common arbor_sqltext PkgConfig::SQLITE Threads::Threads
+target_link_libraries(arbor_pgw PUBLIC arbor_common arbor_b64 arbor_sqltext PkgConfig::SQLITE Threads::Threads
                       PRIVATE PkgConfig::LIBCRYPTO)

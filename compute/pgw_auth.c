@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "pgw_auth.h"
+#include "b64.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -32,64 +33,6 @@ int pgw_auth_method_parse(const char *s, pgw_auth_method *out)
     } else {
         return -EINVAL;
     }
-    return 0;
-}
-
-static const char b64chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-void pgw_b64_encode(const uint8_t *in, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = b64chars[(v >> 18) & 63];
-        out[o++] = b64chars[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? b64chars[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? b64chars[v & 63] : '=';
-    }
-    out[o] = 0;
-}
-
-static int b64_val(char c)
-{
-    const char *p = c ? strchr(b64chars, c) : NULL;
-    return p ? (int)(p - b64chars) : -1;
-}
-
-int pgw_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap, size_t *outlen)
-{
-    if (n % 4 != 0) {
-        return -EINVAL;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (in[i + k] == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else if (pad) {
-                return -EINVAL; /* data after padding */
-            } else if ((v[k] = b64_val(in[i + k])) < 0) {
-                return -EINVAL;
-            }
-        }
-        uint32_t w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-                     ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-        uint8_t b[3] = {(uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w};
-        if (o + 3 - (size_t)pad > outcap) {
-            return -EINVAL;
-        }
-        memcpy(out + o, b, 3 - (size_t)pad);
-        o += 3 - (size_t)pad;
-    }
-    *outlen = o;
     return 0;
 }
 
@@ -287,8 +230,8 @@ static int scram_server_first(scram_state *st, const pgw_scram_secret *sec)
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
         return -EIO;
     }
-    pgw_b64_encode(rnd, sizeof(rnd), snonce);
-    pgw_b64_encode(sec->salt, sizeof(sec->salt), salt);
+    b64_encode(rnd, sizeof(rnd), snonce);
+    b64_encode(sec->salt, sizeof(sec->salt), salt);
     size_t n = strlen(st->nonce);
     snprintf(st->nonce + n, sizeof(st->nonce) - n, "%s", snonce);
     snprintf(st->server_first, sizeof(st->server_first), "r=%s,s=%s,i=%d", st->nonce, salt,
@@ -323,7 +266,7 @@ static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec
     memcpy(cb, st->gs2_header, hl);
     if (cbl)
         memcpy(cb + hl, st->cbind, cbl);
-    pgw_b64_encode(cb, hl + cbl, expect_c);
+    b64_encode(cb, hl + cbl, expect_c);
     const char *r = strstr(buf, ",r=");
     if (strncmp(buf, "c=", 2) != 0 || !r || (size_t)(r - buf - 2) != strlen(expect_c) ||
         strncmp(buf + 2, expect_c, strlen(expect_c)) != 0) {
@@ -336,7 +279,7 @@ static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec
     }
     uint8_t proof[64];
     size_t proof_len;
-    if (pgw_b64_decode(proof_b64, strlen(proof_b64), proof, sizeof(proof), &proof_len) != 0 ||
+    if (b64_decode(proof_b64, strlen(proof_b64), 0, proof, sizeof(proof), &proof_len) != 0 ||
         proof_len != 32) {
         return -EPROTO;
     }
@@ -362,7 +305,7 @@ static int scram_client_final(const scram_state *st, const pgw_scram_secret *sec
     if (hmac256(sec->server_key, 32, auth, (size_t)n, sig) != 0) {
         return -EIO;
     }
-    pgw_b64_encode(sig, 32, v);
+    b64_encode(sig, 32, v);
     snprintf(server_final, cap, "v=%s", v);
     return 0;
 }

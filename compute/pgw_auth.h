@@ -70,9 +70,4 @@ int pgw_md5_response(const char *user, const char *password, const uint8_t salt[
  */
 int pgw_auth_run(pgw_conn *c, const pgw_auth_cfg *cfg, const char *user);
 
-/* Base64 (RFC 4648, padded). encode: out needs 4*ceil(n/3)+1 bytes.
- * decode: -EINVAL on bad input or when out (outcap) is too small. */
-void pgw_b64_encode(const uint8_t *in, size_t n, char *out);
-int pgw_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap, size_t *outlen);
-
 #endif

@@ -1,8 +1,10 @@
 /*
  * sqh_http — SQL over HTTP JSON. See sqh_http.h for the wire format.
  */
+#include "b64.h"
 #include "sqh_http.h"
 
+#include <limits.h>
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -67,19 +69,13 @@ static void set_bad_request(sqh_err *e, const char *fmt, const char *arg)
 
 static int bind_blob_b64(sqlite3_stmt *st, int i, const char *b64)
 {
-    size_t n = strlen(b64);
-    unsigned char *out = az_malloc(n / 4 * 3 + 3);
-    int len = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
-    if (len < 0 || n % 4 != 0) {
+    size_t n = strlen(b64), len = 0;
+    uint8_t *out = az_malloc(B64_DECODED_MAX(n) + 1);
+    if (b64_decode(b64, n, 0, out, B64_DECODED_MAX(n), &len) != 0 || len > INT_MAX) {
         az_free(out);
         return SQLITE_MISMATCH;
     }
-    /* EVP_DecodeBlock counts the '=' padding as zero bytes. */
-    if (n >= 1 && b64[n - 1] == '=')
-        len--;
-    if (n >= 2 && b64[n - 2] == '=')
-        len--;
-    return sqlite3_bind_blob(st, i, out, len, az_free);
+    return sqlite3_bind_blob(st, i, out, (int)len, az_free);
 }
 
 static int bind_value(sqlite3_stmt *st, int i, json_t *v)
@@ -157,9 +153,8 @@ static json_t *column_json(sqlite3_stmt *st, int c)
                             (size_t)sqlite3_column_bytes(st, c));
     case SQLITE_BLOB: {
         int n = sqlite3_column_bytes(st, c);
-        unsigned char *out = az_malloc((size_t)(n + 2) / 3 * 4 + 1);
-        EVP_EncodeBlock(out, sqlite3_column_blob(st, c), n);
-        json_t *v = json_pack("{s:s}", "base64", (const char *)out);
+        char *out = b64_encode_alloc(sqlite3_column_blob(st, c), (size_t)n);
+        json_t *v = json_pack("{s:s}", "base64", out);
         az_free(out);
         return v;
     }

@@ -1,4 +1,5 @@
 /* ctl_auth — see ctl_auth.h. */
+#include "b64.h"
 #include "ctl_auth.h"
 
 #include <errno.h>
@@ -51,9 +52,9 @@ int ctl_auth_scram_verifier(const char *password, char out[CTL_VERIFIER_MAX])
     if (pgw_scram_secret_make(password, &s) != 0)
         return -EIO;
     char salt[32], stored[48], server[48];
-    pgw_b64_encode(s.salt, sizeof(s.salt), salt);
-    pgw_b64_encode(s.stored_key, sizeof(s.stored_key), stored);
-    pgw_b64_encode(s.server_key, sizeof(s.server_key), server);
+    b64_encode(s.salt, sizeof(s.salt), salt);
+    b64_encode(s.stored_key, sizeof(s.stored_key), stored);
+    b64_encode(s.server_key, sizeof(s.server_key), server);
     snprintf(out, CTL_VERIFIER_MAX, "SCRAM-SHA-256$%d:%s$%s:%s", s.iterations, salt, stored,
              server);
     return 0;

@@ -1,4 +1,5 @@
 /* px_cplane — see px_cplane.h. */
+#include "b64.h"
 #include "px_cplane.h"
 
 #include <ctype.h>
@@ -116,7 +117,7 @@ static int b64_field(json_t *j, const char *name, uint8_t *out, size_t want)
 {
     const char *s = json_string_value(json_object_get(j, name));
     size_t n = 0;
-    if (!s || pgw_b64_decode(s, strlen(s), out, want, &n) != 0 || n != want)
+    if (!s || b64_decode(s, strlen(s), 0, out, want, &n) != 0 || n != want)
         return -EIO;
     return 0;
 }

@@ -39,6 +39,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "b64.h"
 #include "alloc.h"
 #include "pgw_auth.h"
 #include "pgw_server.h"
@@ -543,7 +544,7 @@ static void scram_login(pgw_server *srv, const char *user, const char *password,
     uint8_t salt[64], salted[32], ck[32], sk[32], sig[32], proof[32];
     size_t salt_len;
     unsigned int len = 32;
-    assert_int_equal(pgw_b64_decode(salt_b64, strlen(salt_b64), salt, sizeof(salt), &salt_len), 0);
+    assert_int_equal(b64_decode(salt_b64, strlen(salt_b64), 0, salt, sizeof(salt), &salt_len), 0);
     PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iters, EVP_sha256(),
                       32, salted);
     HMAC(EVP_sha256(), salted, 32, (const uint8_t *)"Client Key", 10, ck, &len);
@@ -555,7 +556,7 @@ static void scram_login(pgw_server *srv, const char *user, const char *password,
     for (int i = 0; i < 32; i++) {
         proof[i] = ck[i] ^ sig[i];
     }
-    pgw_b64_encode(proof, 32, proof_b64);
+    b64_encode(proof, 32, proof_b64);
     snprintf(msg_final, sizeof(msg_final), "%s,p=%s", final_wo, proof_b64);
     password_msg(fd, msg_final, strlen(msg_final));
     assert_true(rd(fd, &m));

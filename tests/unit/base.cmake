@@ -14,6 +14,7 @@ endif()
 
 # compute/sql_text: the SQL text rules the PostgreSQL endpoint, SQL over
 # HTTP, Hrana and the CLI share.
+arbor_test(test_b64 SOURCES ${BASE_TEST_DIR}/test_b64.c LIBS arbor_b64)
 if(TARGET arbor_sqltext)
   arbor_test(test_sql_text SOURCES ${BASE_TEST_DIR}/test_sql_text.c LIBS arbor_sqltext)
 endif()
