@@ -10,6 +10,8 @@
  * value`); the strict parser lives in the tests.
  */
 #define _GNU_SOURCE
+#include "alloc.h"
+#include "http_client.h"
 #include "cli_dashboard.h"
 
 #include "cli_api.h"
@@ -88,13 +90,6 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "X/Y" -> LSN; 0 for anything else. */
 static uint64_t lsn_of(json_t *v)
 {
@@ -138,102 +133,24 @@ static bool proc_alive(long pid, uint64_t start_ticks)
 
 /* ---- HTTP client ------------------------------------------------------------- */
 
-/* Waits for fd to become ready for events until deadline. 0 or -ETIMEDOUT. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        struct pollfd p = { .fd = fd, .events = events };
-        int rc = poll(&p, 1, (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return -errno;
-    }
-}
-
-static int connect_local(int port, int64_t deadline, int *fd_out)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-        rc = errno == EINPROGRESS ? wait_fd(fd, POLLOUT, deadline) : -errno;
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
-            rc = -err;
-    }
-    if (rc != 0) {
-        close(fd);
-        return rc;
-    }
-    *fd_out = fd;
-    return 0;
-}
-
 /*
- * GET http://127.0.0.1:port/path within timeout_ms. Returns the HTTP status
- * and the body in *body (malloc'ed, NUL-terminated; free it), or a negative
- * errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO) with *body NULL.
+ * GET http://127.0.0.1:port/path within timeout_ms (libcurl, through
+ * common/http_client). Returns the HTTP status and the body in *body
+ * (az_malloc'ed, NUL-terminated; az_free it), or -EIO with *body NULL.
  */
 static int http_get(int port, const char *path, int timeout_ms, char **body)
 {
-    *body = NULL;
-    int64_t deadline = mono_ms() + timeout_ms;
-    int fd = -1, rc = connect_local(port, deadline, &fd);
-    if (rc != 0)
-        return rc;
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-        close(fd);
-        return -EPROTO;
-    }
-    size_t cap = 16384, len = 0;
-    char *buf = malloc(cap);
-    rc = 0;
-    for (;;) {
-        if (len + 1 >= cap) {
-            if (cap >= DASH_MAX_BODY) {
-                rc = -EPROTO;
-                break;
-            }
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
-        if (r > 0) {
-            len += (size_t)r;
-        } else if (r == 0) {
-            break;
-        } else if (errno == EAGAIN || errno == EINTR) {
-            rc = wait_fd(fd, POLLIN, deadline);
-            if (rc != 0)
-                break;
-        } else {
-            rc = -errno;
-            break;
-        }
-    }
-    close(fd);
-    buf[len] = 0;
+    char url[256], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = timeout_ms };
     int status = 0;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (rc == 0 && (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !sep))
-        rc = -EPROTO;
-    if (rc != 0) {
-        free(buf);
-        return rc;
+    *body = NULL;
+    if (hc_request(&r, &status, body, err) != 0)
+        return -EIO;
+    if (!*body) {
+        *body = az_malloc(1);
+        (*body)[0] = 0;
     }
-    memmove(buf, sep + 4, len - (size_t)(sep + 4 - buf) + 1);
-    *body = buf;
     return status;
 }
 
@@ -461,7 +378,7 @@ static json_t *probe(json_t *c, json_t **status_out, char **metrics_out)
     int rc = http_port > 0 ? http_get(http_port, "/v1/status", DASH_HTTP_TIMEOUT_MS, &body)
                            : -ENOENT;
     json_t *st = rc == 200 ? json_loads(body, 0, NULL) : NULL;
-    free(body);
+    az_free(body);
     if (st) {
         snprintf(detail, sizeof(detail), "pid %ld, HTTP %d", pid, http_port);
         *status_out = st;
@@ -469,7 +386,7 @@ static json_t *probe(json_t *c, json_t **status_out, char **metrics_out)
         if (http_get(http_port, "/metrics", DASH_HTTP_TIMEOUT_MS, &m) == 200)
             *metrics_out = m;
         else
-            free(m);
+            az_free(m);
     } else if (pid <= 0) {
         snprintf(detail, sizeof(detail), "not running (stopped)");
     } else if (!alive) {
@@ -713,7 +630,7 @@ static json_t *collect(dash *g, totals *tot)
         }
         json_array_append_new(comps, o);
         json_decref(st);
-        free(m);
+        az_free(m);
     }
     /* The control plane's view (its API): serverless endpoints and usage. */
     json_t *ctl = cli_api_dashboard(g->dir, DASH_HTTP_TIMEOUT_MS);

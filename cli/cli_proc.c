@@ -2,6 +2,7 @@
  * cli_proc — see cli_proc.h.
  */
 #define _GNU_SOURCE
+#include "http_client.h"
 #include "cli_proc.h"
 
 #include <errno.h>
@@ -197,54 +198,11 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 
 int cli_http_probe(int port, const char *path, int timeout_ms)
 {
-    int64_t deadline = cli_mono_ms() + timeout_ms;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = 0;
-    char req[256], resp[256];
-    size_t got = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
-        rc = -errno;
-        goto done;
-    }
-    if ((rc = wait_fd(fd, POLLOUT, deadline)) != 0) {
-        goto done;
-    }
-    int soerr = 0;
-    socklen_t sl = sizeof(soerr);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-    if (soerr) {
-        rc = -soerr;
-        goto done;
-    }
-    int len = snprintf(req, sizeof(req),
-                       "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                       path);
-    if (send(fd, req, (size_t)len, MSG_NOSIGNAL) != len) {
-        rc = -EPROTO;
-        goto done;
-    }
-    while (got < 12) {
-        if ((rc = wait_fd(fd, POLLIN, deadline)) != 0) {
-            goto done;
-        }
-        ssize_t n = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
-        if (n <= 0) {
-            rc = n == 0 ? -EPROTO : -errno;
-            goto done;
-        }
-        got += (size_t)n;
-    }
-    resp[got] = 0;
-    int code;
-    rc = sscanf(resp, "HTTP/1.%*d %d", &code) == 1 ? code : -EPROTO;
-done:
-    close(fd);
-    return rc;
+    char url[256], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = timeout_ms };
+    int status = 0;
+    return hc_request(&r, &status, NULL, err) == 0 ? status : -EIO;
 }
 
 /* Connects a non-blocking socket to 127.0.0.1:port before the deadline:

@@ -35,8 +35,8 @@ bool cli_proc_alive(pid_t pid, uint64_t start_ticks);
  * killed), CLI_EFAIL (still there; printed). */
 int cli_proc_stop(pid_t pid, uint64_t start_ticks, int timeout_ms, const char *name);
 
-/* GET http://127.0.0.1:port/path with a deadline. The HTTP status code
- * (200...), or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO). */
+/* GET http://127.0.0.1:port/path with a deadline (libcurl, through
+ * common/http_client). The HTTP status code (200...), or -EIO. */
 int cli_http_probe(int port, const char *path, int timeout_ms);
 
 /* One HTTP/1.1 request to http://127.0.0.1:port/path (Connection: close),
