@@ -22,7 +22,7 @@
 #include "cli_fmt.h"
 #include "cli_proc.h"
 #include "cli_remote.h"
-#include "safekeeper.pb-c.h"
+#include "sk_client.h"
 
 #ifndef ARBOR_SAFEKEEPER_BIN
 #define ARBOR_SAFEKEEPER_BIN ""
@@ -392,31 +392,18 @@ static int sk_create_timeline(cli_state *st, const cli_tl *tl)
     for (int i = 0; (c = cli_state_comp(st, CLI_COMP_SAFEKEEPER, i)); i++) {
         char addr[64];
         snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
-        rpc_channel *ch;
-        if (rpc_channel_create(addr, &ch) != 0) {
+        skc *sk;
+        if (skc_open(addr, &sk) != 0) {
             cli_err("cannot connect to safekeeper %s at %s", c->name, addr);
             return CLI_EFAIL;
         }
-        Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-        ref.tenant_id = (ProtobufCBinaryData){ 16, st->tenant.b };
-        ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)tl->id.b };
-        Arbor__SkCreateTimelineRequest req = ARBOR__SK_CREATE_TIMELINE_REQUEST__INIT;
-        req.timeline = &ref;
-        req.start_lsn = tl->start_lsn;
-        Arbor__SkCreateTimelineResponse *resp = NULL;
-        int rc = rpc_unary(ch, "/arbor.Safekeeper/CreateTimeline", &req.base,
-                           &arbor__sk_create_timeline_response__descriptor,
-                           (ProtobufCMessage **)&resp, CLI_RPC_TIMEOUT_MS, NULL);
-        bool ok = rc == 0 && (!resp->error || resp->error->code == ARBOR__ERROR_CODE__OK ||
-                              resp->error->code == ARBOR__ERROR_CODE__ALREADY_EXISTS);
+        skc_set_timeout(sk, CLI_RPC_TIMEOUT_MS);
+        char msg[256];
+        bool ok = skc_create_timeline(sk, &st->tenant, &tl->id, tl->start_lsn, msg) == 0;
         if (!ok) {
-            cli_err("creating branch %s on safekeeper %s: %s", tl->name, c->name,
-                    rc != 0 ? rpc_strerror(rc) : resp->error->message);
+            cli_err("creating branch %s on safekeeper %s: %s", tl->name, c->name, msg);
         }
-        if (resp) {
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-        }
-        rpc_channel_destroy(ch);
+        skc_close(sk);
         if (!ok) {
             return CLI_EFAIL;
         }
@@ -561,25 +548,15 @@ static bool sk_grpc_ok(const cli_component *c, const arbor_id *tenant)
 {
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
-    rpc_channel *ch;
-    if (rpc_channel_create(addr, &ch) != 0) {
+    skc *sk;
+    if (skc_open(addr, &sk) != 0) {
         return false;
     }
-    static const uint8_t zero[16];
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)(tenant ? tenant->b : zero) };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)zero };
-    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
-    req.timeline = &ref;
-    ProtobufCMessage *resp = NULL;
-    int rc = rpc_unary(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
-                       &arbor__timeline_status_response__descriptor, &resp,
-                       PROBE_TIMEOUT_MS, NULL);
-    if (resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    rpc_channel_destroy(ch);
-    return rc == 0;
+    skc_set_timeout(sk, PROBE_TIMEOUT_MS);
+    static const arbor_id zero;
+    int rc = skc_status(sk, tenant ? tenant : &zero, &zero, NULL, NULL);
+    skc_close(sk);
+    return rc == 0 || rc == -ENOENT;    /* it answered */
 }
 
 static comp_health probe(cli_state *st, const cli_component *c)
@@ -616,30 +593,14 @@ static int sk_timeline_status(const cli_component *c, const arbor_id *tenant,
 {
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", c->grpc_port);
-    rpc_channel *ch;
-    if (rpc_channel_create(addr, &ch) != 0) {
+    skc *sk;
+    if (skc_open(addr, &sk) != 0) {
         return CLI_EFAIL;
     }
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)tl->b };
-    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
-    req.timeline = &ref;
-    Arbor__TimelineStatusResponse *resp = NULL;
-    int rc = rpc_unary(ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
-                       &arbor__timeline_status_response__descriptor,
-                       (ProtobufCMessage **)&resp, PROBE_TIMEOUT_MS, NULL);
-    if (rc == 0 && !resp->error) {
-        *flush = resp->flush_lsn;
-        *commit = resp->commit_lsn;
-    } else {
-        rc = CLI_EFAIL;
-    }
-    if (resp) {
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    rpc_channel_destroy(ch);
-    return rc;
+    skc_set_timeout(sk, PROBE_TIMEOUT_MS);
+    int rc = skc_status(sk, tenant, tl, flush, commit);
+    skc_close(sk);
+    return rc == 0 ? 0 : CLI_EFAIL;
 }
 
 static json_t *lsn_json(lsn_t lsn)

@@ -44,7 +44,8 @@ void skc_close(skc *c)
     az_free(c);
 }
 
-int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
+int skc_status(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *flush,
+               lsn_t *commit)
 {
     Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
     ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
@@ -57,12 +58,21 @@ int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn
                        (ProtobufCMessage **)&resp, c->timeout_ms, NULL);
     if (rc != 0)
         return -EIO;
-    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
         rc = -ENOENT;
-    else
-        *out = resp->commit_lsn;
+    } else {
+        if (flush)
+            *flush = resp->flush_lsn;
+        if (commit)
+            *commit = resp->commit_lsn;
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
+}
+
+int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
+{
+    return skc_status(c, tenant, timeline, NULL, out);
 }
 
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,

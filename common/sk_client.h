@@ -30,5 +30,9 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
 /* The timeline's commit LSN as this safekeeper knows it. 0, -ENOENT
  * (unknown timeline) or -EIO. */
 int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out);
+/* Its flush and commit LSN (either may be NULL). 0, -ENOENT (unknown
+ * timeline: the safekeeper answered) or -EIO (no answer). */
+int skc_status(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *flush,
+               lsn_t *commit);
 
 #endif
