@@ -137,6 +137,22 @@ bool ct_same_process(pid_t pid, uint64_t ticks)
     return p && strtoull(p, NULL, 10) == ticks;
 }
 
+long ct_component_int(const char *name, const char *field)
+{
+    ct_arbor("--json status");
+    json_t *j = ct_parse_out();
+    long v = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(j, "components"), i, c) {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && strcmp(n, name) == 0)
+            v = (long)json_integer_value(json_object_get(c, field));
+    }
+    json_decref(j);
+    return v;
+}
+
 int ct_kill_daemons(const char *dir)
 {
     char path[400];

@@ -53,6 +53,11 @@ void ct_expect_in(const char *hay, const char *needle);
 /* ct.out parsed as JSON (caller decrefs); fails the test if it is not. */
 json_t *ct_parse_out(void);
 
+/* An integer field (e.g. "pid", "http_port") of component name in
+ * `arbor --json status` (whatever its exit code: 1 while one is down); 0
+ * when there is no such component or field. */
+long ct_component_int(const char *name, const char *field);
+
 /* pid still runs and is the process started at ticks (field 22 of
  * /proc/<pid>/stat), not a reuse of its number. */
 bool ct_same_process(pid_t pid, uint64_t ticks);

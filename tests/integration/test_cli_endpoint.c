@@ -524,17 +524,7 @@ static void test_branch_ops(void **state)
 /* pid of component name in `arbor --json status` (0 if none). */
 static int comp_pid(const char *name)
 {
-    ct_arbor("--json status");                /* exit 1 while one is down */
-    json_t *j = ct_parse_out();
-    int pid = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(j, "components"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "name")), name) == 0)
-            pid = (int)json_integer_value(json_object_get(c, "pid"));
-    }
-    json_decref(j);
-    return pid;
+    return (int)ct_component_int(name, "pid");
 }
 
 /* `arbor supervise`: kill -9 of a safekeeper, the pageserver and the

@@ -458,16 +458,7 @@ static void test_tls(void **state)
 /* A number from arbor-proxy's /metrics. */
 static double proxy_metric(const char *name)
 {
-    ct_expect(ct_arbor("--json status"), 0, "status");
-    json_t *j = ct_parse_out();
-    int port = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(j, "components"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "name")), "proxy") == 0)
-            port = (int)json_integer_value(json_object_get(c, "http_port"));
-    }
-    json_decref(j);
+    int port = (int)ct_component_int("proxy", "http_port");
     assert_true(port > 0);
     char url[128], err[256], pat[160];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
@@ -620,6 +611,14 @@ static void test_many_clients(void **state)
     PQfinish(c);
 }
 
+/* The proxy's pid from `arbor --json status`. */
+static int proxy_pid(void)
+{
+    int pid = (int)ct_component_int("proxy", "pid");
+    assert_true(pid > 0);
+    return pid;
+}
+
 /* kill -9 of arbor-proxy: its clients lose their connections; `arbor
  * start` starts it again (only it) and every acknowledged commit is there. */
 static void test_proxy_kill9(void **state)
@@ -634,18 +633,7 @@ static void test_proxy_kill9(void **state)
         snprintf(sql, sizeof(sql), "INSERT INTO acked VALUES (%d)", i);
         pg_exec(c, sql);
     }
-    ct_expect(ct_arbor("--json status"), 0, "status");
-    json_t *j = ct_parse_out();
-    int pid = 0;
-    size_t i;
-    json_t *comp;
-    json_array_foreach(json_object_get(j, "components"), i, comp) {
-        if (strcmp(json_string_value(json_object_get(comp, "name")), "proxy") == 0)
-            pid = (int)json_integer_value(json_object_get(comp, "pid"));
-    }
-    json_decref(j);
-    assert_true(pid > 0);
-    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(kill(proxy_pid(), SIGKILL), 0);
     PGresult *r = PQexec(c, "SELECT count(*) FROM acked");
     assert_int_not_equal(PQresultStatus(r), PGRES_TUPLES_OK);   /* the connection is gone */
     PQclear(r);
@@ -660,23 +648,6 @@ static void test_proxy_kill9(void **state)
     c = pg_branch("dev?sslmode=disable");
     assert_int_equal(pg_exec(c, "SELECT count(*) FROM acked"), 50);
     PQfinish(c);
-}
-
-/* The proxy's pid from `arbor --json status`. */
-static int proxy_pid(void)
-{
-    ct_expect(ct_arbor("--json status"), 0, "status");
-    json_t *j = ct_parse_out();
-    int pid = 0;
-    size_t i;
-    json_t *comp;
-    json_array_foreach(json_object_get(j, "components"), i, comp) {
-        if (strcmp(json_string_value(json_object_get(comp, "name")), "proxy") == 0)
-            pid = (int)json_integer_value(json_object_get(comp, "pid"));
-    }
-    json_decref(j);
-    assert_true(pid > 0);
-    return pid;
 }
 
 /* Stops the proxy, writes DIR/proxy/proxy.conf (NULL: removes it) and lets

@@ -45,16 +45,9 @@ static char g_ps_dir[400];
  * /v1/status (the JSON object; caller decrefs), NULL if unreadable. */
 static json_t *ps_main_status(void)
 {
-    ct_arbor("--json status");
-    json_t *j = ct_parse_out();
-    int port = 0;
+    int port = (int)ct_component_int("ps", "http_port");
+    json_t *j, *c;
     size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(j, "components"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "name")), "ps") == 0)
-            port = (int)json_integer_value(json_object_get(c, "http_port"));
-    }
-    json_decref(j);
     if (port <= 0 || ct_sh("curl -s -m 10 http://127.0.0.1:%d/v1/status", port) != 0)
         return NULL;
     j = json_loads(ct.out, 0, NULL);
@@ -69,17 +62,7 @@ static json_t *ps_main_status(void)
 
 static int ps_pid(void)
 {
-    ct_arbor("--json status");
-    json_t *j = ct_parse_out();
-    int pid = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(j, "components"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "name")), "ps") == 0)
-            pid = (int)json_integer_value(json_object_get(c, "pid"));
-    }
-    json_decref(j);
-    return pid;
+    return (int)ct_component_int("ps", "pid");
 }
 
 static void insert_10mib(void)
