@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "cli_btree.h"
@@ -395,6 +396,18 @@ static int stream(feed_run *r, skc *c, lsn_t start, bool follow)
             rc = CLI_EFAIL;
             break;
         }
+        if (n == -ENOENT) {
+            /* no WAL on this timeline yet (a branch nobody wrote to) */
+            if (!follow)
+                break;
+            skc_wal_close(w);
+            w = NULL;
+            for (int i = 0; i < 10 && !g_stop; i++)
+                usleep(100 * 1000);
+            if (g_stop || skc_wal_open(c, &r->ps->tenant, &r->tl->id, r->after, follow, &w) != 0)
+                break;
+            continue;
+        }
         if (n != 0) {
             rc = 1;
             break;
@@ -444,7 +457,7 @@ int cli_cmd_changes(cli_ctx *ctx)
         /* from the last commit seen: a record boundary */
         int s = skc_open(addr, &c) == 0 ? stream(&r, c, r.after, follow) : 1;
         skc_close(c);
-        if (s == 0 && !follow && r.after < tl.last_record_lsn)
+        if (s == 0 && !follow && r.after < tl.last_record_lsn && tried + 1 < 6)
             s = 1;   /* this safekeeper lags the head: ask another */
         if (s == 1 && !g_stop && ++tried < 6) {
             /* resume after what was printed: the last commit seen */

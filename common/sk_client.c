@@ -156,7 +156,9 @@ int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t 
     }
     if (ch->error && ch->error->code != ARBOR__ERROR_CODE__OK) {
         snprintf(msg, 256, "%.200s", ch->error->message ? ch->error->message : "error");
-        rc = ch->error->code == ARBOR__ERROR_CODE__NOT_FOUND ? -ERANGE : -EIO;
+        rc = ch->error->code == ARBOR__ERROR_CODE__NOT_FOUND          ? -ERANGE
+             : ch->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE ? -ENOENT
+                                                                      : -EIO;
         protobuf_c_message_free_unpacked(&ch->base, NULL);
         return rc;
     }

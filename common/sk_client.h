@@ -42,7 +42,8 @@ int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t
 /* The next chunk: 0 with *recs (whole records back to back from *begin;
  * az_free; NULL for a heartbeat) and the safekeeper's commit LSN; 1 at the
  * end of the stream; -ETIMEDOUT (nothing within timeout_ms); -ERANGE (the
- * WAL at that LSN was removed); -EIO (msg says). */
+ * WAL at that LSN was removed); -ENOENT (the safekeeper has no WAL of
+ * that timeline yet); -EIO (msg says). */
 int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t *begin,
                  lsn_t *commit_lsn, char msg[256]);
 void skc_wal_close(skc_wal *w);
