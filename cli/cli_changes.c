@@ -238,7 +238,7 @@ static int record_changes(feed_run *r, const wal_record *rec)
         json_object_set_new(o, "op", json_string("gap"));
         json_object_set_new(o, "reason",
                             json_string("the transaction's changes were not captured "
-                                        "(too big, or a partial rollback)"));
+                                        "(too big)"));
         emit(r, o);
         json_decref(o);
         return 0;

@@ -32,14 +32,20 @@ typedef struct ftable {
 
 struct vfs_feed {
     sqlite3 *conn;
-    sqlite3_changegroup *grp;
+    /* The transaction's row changes in statement order, each a one-change
+     * changeset, back to back; folded at the commit point. */
+    uint8_t *log;
+    size_t log_len, log_cap;
+    /* Savepoints of the transaction: name and log_len when it was set. */
+    struct fsave { char *name; size_t at; } *sp;
+    int n_sp, cap_sp;
     bool active;          /* inside a write transaction */
-    bool inexact;         /* partial rollback or capture error: omit */
+    bool inexact;         /* over the limit or capture error: omit */
     bool schema_checked;  /* schema_version read in this transaction */
     int schema_version;
     ftable *t;
     int n_t, cap_t;
-    uint64_t added, limit; /* bytes given to grp in this transaction, cap */
+    uint64_t limit;       /* log bytes at most */
     uint8_t *buf;         /* one change being encoded */
     size_t len, cap;
 };
@@ -307,26 +313,22 @@ static void preupdate(void *arg, sqlite3 *db, int op, const char *zdb, const cha
     }
     if (f->len == hdr || f->inexact)
         return;
-    f->added += f->len;
-    if (f->added > f->limit) {
+    if (f->log_len + f->len > f->limit) {
         /* bounded memory: a transaction this big is a gap in the feed */
         log_warn("arbor vfs: change capture: over %" PRIu64 " bytes of row changes in "
                  "one transaction: its changes are left out of the feed", f->limit);
         f->inexact = true;
-        sqlite3changegroup_delete(f->grp);
-        f->grp = NULL;
+        az_free(f->log);
+        f->log = NULL;
+        f->log_len = f->log_cap = 0;
         return;
     }
-    if (!f->grp && sqlite3changegroup_new(&f->grp) != SQLITE_OK) {
-        f->inexact = true;
-        return;
+    if (f->log_len + f->len > f->log_cap) {
+        f->log_cap = (f->log_len + f->len) * 2;
+        f->log = az_realloc(f->log, f->log_cap);
     }
-    int rc = sqlite3changegroup_add(f->grp, (int)f->len, f->buf);
-    if (rc != SQLITE_OK) {
-        log_warn("arbor vfs: change capture: %s: %s (the transaction's changes are "
-                 "left out)", name, sqlite3_errstr(rc));
-        f->inexact = true;
-    }
+    memcpy(f->log + f->log_len, f->buf, f->len);
+    f->log_len += f->len;
 }
 
 static int trace_stmt(unsigned type, void *ctx, void *p, void *x)
@@ -337,14 +339,120 @@ static int trace_stmt(unsigned type, void *ctx, void *p, void *x)
     return 0;
 }
 
+static const char *skip_blank(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    return s;
+}
+
+/* The keyword kw (case-insensitive, whole word) at *s: moves past it. */
+static bool keyword(const char **s, const char *kw)
+{
+    const char *p = skip_blank(*s);
+    size_t n = strlen(kw);
+    if (strncasecmp(p, kw, n) != 0)
+        return false;
+    char c = p[n];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        c == '_')
+        return false;
+    *s = p + n;
+    return true;
+}
+
+/* A savepoint name (an identifier, maybe quoted), NULL if there is none;
+ * az_free. Compared case-insensitively, as SQLite does. */
+static char *name_token(const char *s)
+{
+    s = skip_blank(s);
+    char q = *s == '"' || *s == '`' || *s == '\'' ? *s : *s == '[' ? ']' : 0;
+    const char *b = q ? s + 1 : s, *e = b;
+    char *out = az_malloc(strlen(b) + 1);
+    size_t n = 0;
+    while (*e) {
+        if (q && *e == q) {
+            if (q != ']' && e[1] == q) {
+                out[n++] = q;
+                e += 2;
+                continue;
+            }
+            break;
+        }
+        if (!q && !((*e >= 'a' && *e <= 'z') || (*e >= 'A' && *e <= 'Z') ||
+                    (*e >= '0' && *e <= '9') || *e == '_' || (unsigned char)*e >= 0x80))
+            break;
+        out[n++] = *e++;
+    }
+    out[n] = '\0';
+    if (n == 0 || (q && *e != q)) {
+        az_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static int find_sp(vfs_feed *f, const char *name)
+{
+    for (int i = f->n_sp - 1; i >= 0; i--)
+        if (strcasecmp(f->sp[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static void pop_sp(vfs_feed *f, int keep)
+{
+    while (f->n_sp > keep)
+        az_free(f->sp[--f->n_sp].name);
+}
+
+/* SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [TRANSACTION] TO
+ * [SAVEPOINT] x: a savepoint stack over the log, so that a partial
+ * rollback drops exactly the changes it undoes. Seen at the statement's
+ * start; a statement that then fails (no such savepoint) leaves SQLite's
+ * stack as it was, and so this one (the name is not found either). */
 void vfs_feed_stmt(vfs_feed *f, const char *sql)
 {
-    if (!f || !sql || !f->active)
+    if (!f || !sql)
         return;
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-        sql++;
-    if (strncasecmp(sql, "ROLLBACK", 8) == 0 && strcasestr(sql + 8, "TO"))
-        f->inexact = true;   /* ROLLBACK [TRANSACTION] TO [SAVEPOINT] x */
+    const char *s = sql;
+    if (keyword(&s, "SAVEPOINT")) {
+        char *name = name_token(s);
+        if (!name)
+            return;
+        if (sqlite3_get_autocommit(f->conn))
+            pop_sp(f, 0);   /* it starts a transaction: forget older ones */
+        if (f->n_sp == f->cap_sp) {
+            f->cap_sp = f->cap_sp ? f->cap_sp * 2 : 8;
+            f->sp = az_realloc(f->sp, (size_t)f->cap_sp * sizeof(*f->sp));
+        }
+        f->sp[f->n_sp].name = name;
+        f->sp[f->n_sp].at = f->active ? f->log_len : 0;
+        f->n_sp++;
+    } else if (keyword(&s, "RELEASE")) {
+        keyword(&s, "SAVEPOINT");
+        char *name = name_token(s);
+        int i = name ? find_sp(f, name) : -1;
+        if (i >= 0)
+            pop_sp(f, i);
+        az_free(name);
+    } else if (keyword(&s, "ROLLBACK")) {
+        keyword(&s, "TRANSACTION");
+        if (!keyword(&s, "TO"))
+            return;   /* the whole transaction: the commit point never comes */
+        keyword(&s, "SAVEPOINT");
+        char *name = name_token(s);
+        int i = name ? find_sp(f, name) : -1;
+        az_free(name);
+        if (i < 0) {
+            if (f->active)
+                f->inexact = true;   /* not understood: a gap, not a guess */
+            return;
+        }
+        pop_sp(f, i + 1);
+        if (f->active && f->sp[i].at < f->log_len)
+            f->log_len = f->sp[i].at;
+    }
 }
 
 vfs_feed *vfs_feed_attach(sqlite3 *conn)
@@ -363,6 +471,8 @@ void vfs_feed_free(vfs_feed *f)
         return;
     vfs_feed_end(f);
     tables_clear(f);
+    az_free(f->sp);
+    az_free(f->log);
     az_free(f->t);
     az_free(f->buf);
     az_free(f);
@@ -370,8 +480,10 @@ void vfs_feed_free(vfs_feed *f)
 
 void vfs_feed_begin(vfs_feed *f, uint32_t limit)
 {
-    vfs_feed_end(f);
-    f->added = 0;
+    /* savepoints set before the write lock stay (they mark an empty log) */
+    f->log_len = 0;
+    for (int i = 0; i < f->n_sp; i++)
+        f->sp[i].at = 0;
     f->limit = limit;
     f->active = true;
     f->inexact = false;
@@ -380,9 +492,14 @@ void vfs_feed_begin(vfs_feed *f, uint32_t limit)
 
 void vfs_feed_end(vfs_feed *f)
 {
-    if (f->grp)
-        sqlite3changegroup_delete(f->grp);
-    f->grp = NULL;
+    f->log_len = 0;
+    if (f->log_cap > ((size_t)1 << 20)) {
+        az_free(f->log);   /* after a big transaction, give the memory back */
+        f->log = NULL;
+        f->log_cap = 0;
+    }
+    if (f->active)
+        pop_sp(f, 0);
     f->active = false;
 }
 
@@ -398,11 +515,18 @@ void vfs_feed_take(vfs_feed *f, uint32_t max_len, void **data, uint32_t *len,
         *omitted = true;
         return;
     }
-    if (!f->grp)
+    if (f->log_len == 0)
         return;
+    /* fold: insert + update = insert, insert + delete = nothing, ... */
     int n = 0;
     void *p = NULL;
-    int rc = sqlite3changegroup_output(f->grp, &n, &p);
+    sqlite3_changegroup *grp = NULL;
+    int rc = sqlite3changegroup_new(&grp);
+    if (rc == SQLITE_OK)
+        rc = sqlite3changegroup_add(grp, (int)f->log_len, f->log);
+    if (rc == SQLITE_OK)
+        rc = sqlite3changegroup_output(grp, &n, &p);
+    sqlite3changegroup_delete(grp);
     if (rc != SQLITE_OK || n < 0 || (uint32_t)n > max_len) {
         log_warn("arbor vfs: change capture: changeset %s (%d bytes): left out of the "
                  "WAL record", rc != SQLITE_OK ? "failed" : "too big", n);

@@ -10,11 +10,10 @@
  * and a connection has one preupdate hook, so a session cannot run beside
  * another recorder. So this module installs the preupdate hook itself and
  * writes each row change as a one-change changeset (the session extension's
- * format: table header 'T', then the op and its old/new records), which it
- * adds to a sqlite3_changegroup. The changegroup (session extension, no SQL)
- * folds changes of the same row together (insert then update = insert,
- * insert then delete = nothing, ...). vfs_feed_take() gives its output at
- * the commit point: no SQL runs there.
+ * format: table header 'T', then the op and its old/new records) to a log.
+ * At the commit point vfs_feed_take() folds the log with a
+ * sqlite3_changegroup (session extension, no SQL): changes of the same row
+ * together (insert then update = insert, insert then delete = nothing).
  *
  * Tables: those of "main" with a PRIMARY KEY (rowid tables with an INTEGER
  * PRIMARY KEY, other declared keys, WITHOUT ROWID), as the session
@@ -23,9 +22,12 @@
  * moves (read once per transaction).
  *
  * Rollbacks: a ROLLBACK drops everything (the commit point never comes).
- * Partial rollbacks (ROLLBACK TO, seen through the trace hook) undo changes
- * the hook has recorded: such a transaction's changes are marked omitted
- * (the feed reports the gap at its LSN) rather than guessed. Not detected: a
+ * Savepoints: the changes are kept as a log in statement order (one-change
+ * changesets back to back, folded only at the commit point); SAVEPOINT /
+ * RELEASE / ROLLBACK TO, seen through the trace hook, keep a stack of log
+ * positions, so ROLLBACK TO drops exactly the changes it undid. A ROLLBACK
+ * TO that is not understood marks the transaction omitted (the feed
+ * reports a gap at its LSN) rather than guessed. Not detected: a
  * multi-row statement that fails half-way inside an explicit transaction
  * that then commits (its rows written before the error are rolled back but
  * stay recorded) — see compute/README.md "change feed".
@@ -53,7 +55,8 @@ void vfs_feed_free(vfs_feed *f);
  * it the transaction's changes are omitted, a gap in the feed). */
 void vfs_feed_begin(vfs_feed *f, uint32_t limit);
 void vfs_feed_end(vfs_feed *f);
-/* A statement starts (SQLITE_TRACE_STMT's text): notes ROLLBACK TO. For a
+/* A statement starts (SQLITE_TRACE_STMT's text): follows SAVEPOINT,
+ * RELEASE and ROLLBACK TO. For a
  * program that installs its own trace callback on the connection (which
  * replaces this module's): it calls arbor_vfs_feed_stmt() (vfs_main.h). */
 void vfs_feed_stmt(vfs_feed *f, const char *sql);

@@ -525,7 +525,9 @@ void arbor_vfs_feed_stmt(sqlite3 *conn, const char *sql)
 {
     while (sql && (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r'))
         sql++;
-    if (!conn || !sql || strncasecmp(sql, "ROLLBACK", 8) != 0)
+    if (!conn || !sql || (strncasecmp(sql, "ROLLBACK", 8) != 0 &&
+                          strncasecmp(sql, "SAVEPOINT", 9) != 0 &&
+                          strncasecmp(sql, "RELEASE", 7) != 0))
         return;
     sqlite3_file *pf = NULL;
     if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &pf) == SQLITE_OK &&

@@ -5,7 +5,7 @@
  *   feed     inserts, updates, deletes with blobs, NULLs and reals, a
  *            WITHOUT ROWID table, ALTER TABLE ADD COLUMN, a rolled-back
  *            transaction, an explicit transaction folded to its net
- *            changes, a transaction too big to capture (a "gap"), and a
+ *            changes, savepoints (ROLLBACK TO drops what it undid), a transaction too big to capture (a "gap"), and a
  *            multi-record transaction (an index build, > record_kb of
  *            pages) whose row change rides in its last record: `changes
  *            main --json` prints exactly the committed changes, in commit
@@ -139,6 +139,10 @@ static const char *const g_expect[] = {
     "w insert null {\"k\":\"k1\",\"v\":{\"base64\":\"AP8=\",\"type\":\"blob\"}}",
     "w update {\"k\":\"k1\",\"v\":{\"base64\":\"AP8=\",\"type\":\"blob\"}} {\"k\":\"k1\",\"v\":null}",
     "w delete {\"k\":\"k1\",\"v\":null} null",
+    /* savepoints: ROLLBACK TO drops exactly what it undid */
+    "t insert null {\"a\":\"after\",\"b\":null,\"c\":null,\"d\":7,\"id\":7}",
+    "t insert null {\"a\":\"kept\",\"b\":null,\"c\":null,\"d\":7,\"id\":5}",
+    "w insert null {\"k\":\"sp\",\"v\":1}",
     /* 6 MB of rows in one statement: over the capture limit */
     "- gap - -",
     /* the index build (multi-record) and its one row change */
@@ -166,6 +170,18 @@ static const char g_script[] =
     "INSERT INTO w VALUES ('k1', x'00ff');\n"
     "UPDATE w SET v = NULL WHERE k = 'k1';\n"
     "DELETE FROM w WHERE k = 'k1';\n"
+    "BEGIN;\n"
+    "INSERT INTO t(id, a) VALUES (5, 'kept');\n"
+    "SAVEPOINT \"s 1\";\n"
+    "INSERT INTO t(id, a) VALUES (6, 'gone');\n"
+    "UPDATE t SET a = 'gone' WHERE id = 5;\n"
+    "ROLLBACK TO \"s 1\";\n"
+    "INSERT INTO t(id, a) VALUES (7, 'after');\n"
+    "RELEASE \"s 1\";\n"
+    "COMMIT;\n"
+    "SAVEPOINT outer_sp;\n"
+    "INSERT INTO w VALUES ('sp', 1);\n"
+    "RELEASE outer_sp;\n"
     "CREATE TABLE big(x INTEGER PRIMARY KEY, y BLOB);\n"
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000)\n"
     "  INSERT INTO big SELECT x, randomblob(3000) FROM c;\n"
