@@ -50,6 +50,7 @@ static void psql(const char *sql)
 typedef struct feed {
     char **line;
     char **lsn;
+    char **ts;
     size_t n;
 } feed;
 
@@ -58,7 +59,9 @@ static void feed_free(feed *f)
     for (size_t i = 0; i < f->n; i++) {
         free(f->line[i]);
         free(f->lsn[i]);
+        free(f->ts[i]);
     }
+    free(f->ts);
     free(f->line);
     free(f->lsn);
     memset(f, 0, sizeof(*f));
@@ -110,6 +113,8 @@ static void parse_feed(const char *out, feed *f)
             f->lsn = realloc(f->lsn, (f->n + 1) * sizeof(char *));
             f->line[f->n] = strdup(buf);
             f->lsn[f->n] = strdup(lsn);
+            f->ts = realloc(f->ts, (f->n + 1) * sizeof(char *));
+            f->ts[f->n] = strdup(json_string_value(json_object_get(o, "commit_ts")));
             f->n++;
             json_decref(o);
         }
@@ -233,6 +238,11 @@ static void test_changes(void **state)
     size_t k = 0;
     while (k < all.n && lsn_val(all.lsn[k]) <= lsn_val(cut))
         k++;
+    check_lines(&rest, (const char *const *)all.line + k, all.n - k);
+    feed_free(&rest);
+    /* --at that commit's time: the same lines */
+    ct_expect(ct_arbor("changes main --json --at %s", all.ts[4]), 0, "changes --at");
+    parse_feed(ct.out, &rest);
     check_lines(&rest, (const char *const *)all.line + k, all.n - k);
     feed_free(&rest);
     ct_expect(ct_arbor("changes main --from 1/0/0"), 2, "bad --from");
