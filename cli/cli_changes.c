@@ -42,6 +42,7 @@ typedef struct feed_run {
     const cli_tl *tl;
     schema_cache sc;
     bool json;
+    FILE *out;
     lsn_t after;          /* print commits above this LSN */
     uint64_t printed;
     /* a multi-record transaction in progress in the stream */
@@ -205,20 +206,20 @@ static void emit(feed_run *r, json_t *o)
 {
     if (r->json) {
         char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        printf("%s\n", s);
+        fprintf(r->out, "%s\n", s);
         free(s);
     } else {
         const char *op = json_string_value(json_object_get(o, "op"));
         const char *tb = json_string_value(json_object_get(o, "table"));
         char *old = json_dumps(json_object_get(o, "old"), JSON_COMPACT | JSON_ENCODE_ANY);
         char *nw = json_dumps(json_object_get(o, "new"), JSON_COMPACT | JSON_ENCODE_ANY);
-        printf("%-12s %-6s %-16s old=%s new=%s\n",
+        fprintf(r->out, "%-12s %-6s %-16s old=%s new=%s\n",
                json_string_value(json_object_get(o, "lsn")), op ? op : "?", tb ? tb : "-",
                old ? old : "null", nw ? nw : "null");
         free(old);
         free(nw);
     }
-    fflush(stdout);
+    fflush(r->out);
     r->printed++;
 }
 
@@ -327,9 +328,10 @@ static int chunk(feed_run *r, const uint8_t *p, size_t len)
     return 0;
 }
 
-static int resolve_start(cli_ctx *ctx, cli_ps *ps, const cli_tl *tl, lsn_t *start)
+static int resolve_start(const cli_changes_args *args, cli_ps *ps, const cli_tl *tl,
+                         lsn_t *start)
 {
-    const char *from = cli_opt_value(ctx, "from"), *at = cli_opt_value(ctx, "at");
+    const char *from = args->from, *at = args->at;
     char a[LSN_STRLEN], b[LSN_STRLEN];
     *start = tl->start_lsn;   /* a branch's feed starts at its branch point */
     if (from && at) {
@@ -423,23 +425,27 @@ static int stream(feed_run *r, skc *c, lsn_t start, bool follow)
     return rc;
 }
 
-int cli_cmd_changes(cli_ctx *ctx)
+int cli_changes_run(const char *dir, const cli_changes_args *args)
 {
     cli_state st;
     cli_ps ps;
-    if (cli_cluster_connect(ctx, &st, &ps) != 0)
-        return CLI_EXIT_ERROR;
+    cli_ctx cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.dir = dir;
+    if (cli_cluster_connect(&cc, &st, &ps) != 0)
+        return CLI_EFAIL;
     cli_tl tl;
     lsn_t start = 0;
-    int rc = cli_ps_branch_need(&ps, ctx->pos[0], &tl);
+    int rc = cli_ps_branch_need(&ps, args->branch, &tl);
     if (rc == 0)
-        rc = resolve_start(ctx, &ps, &tl, &start);
-    feed_run r = { .ps = &ps, .tl = &tl, .json = ctx->json, .after = start };
+        rc = resolve_start(args, &ps, &tl, &start);
+    feed_run r = { .ps = &ps, .tl = &tl, .json = args->json, .out = args->out,
+                   .after = start };
     if (rc == 0 && psc_open(ps.addr, &r.pc) != 0) {
         cli_err("cannot connect to the pageserver at %s", ps.addr);
         rc = CLI_EFAIL;
     }
-    bool follow = cli_opt_flag(ctx, "follow");
+    bool follow = args->follow;
     if (follow) {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
@@ -479,5 +485,15 @@ int cli_cmd_changes(cli_ctx *ctx)
         sqlite3_close(r.sc.mem);
     psc_close(r.pc);
     cli_cluster_disconnect(&st, &ps);
+    return rc;
+}
+
+int cli_cmd_changes(cli_ctx *ctx)
+{
+    cli_changes_args a = { .branch = ctx->pos[0], .from = cli_opt_value(ctx, "from"),
+                           .at = cli_opt_value(ctx, "at"),
+                           .follow = cli_opt_flag(ctx, "follow"), .json = ctx->json,
+                           .out = stdout };
+    int rc = cli_changes_run(ctx->dir, &a);
     return rc == 0 ? CLI_EXIT_OK : rc == CLI_EUSAGE ? CLI_EXIT_USAGE : CLI_EXIT_ERROR;
 }

@@ -30,8 +30,21 @@
 #ifndef ARBOR_CLI_CHANGES_H
 #define ARBOR_CLI_CHANGES_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
 #include "cli_cmd.h"
 
 int cli_cmd_changes(cli_ctx *ctx);
+
+/* The feed of one branch into out (the command, and the dashboard's
+ * GET /api/changes). from / at may be NULL. 0, CLI_EFAIL or CLI_EUSAGE
+ * (message printed to stderr). follow: until SIGINT/SIGTERM. */
+typedef struct cli_changes_args {
+    const char *branch, *from, *at;
+    bool follow, json;
+    FILE *out;
+} cli_changes_args;
+int cli_changes_run(const char *dir, const cli_changes_args *a);
 
 #endif

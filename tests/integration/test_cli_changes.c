@@ -10,7 +10,8 @@
  *            pages) whose row change rides in its last record: `changes
  *            main --json` prints exactly the committed changes, in commit
  *            order;
- *   from     --from LSN resumes after LSN: exactly the later lines;
+ *   from     --from LSN resumes after LSN: exactly the later lines (also
+ *            --at TIME, and the dashboard's GET /api/changes as NDJSON);
  *   branch   a branch's feed starts at its branch point (empty);
  *   follow   --follow prints a change committed after it started.
  */
@@ -240,6 +241,32 @@ static void test_changes(void **state)
         k++;
     check_lines(&rest, (const char *const *)all.line + k, all.n - k);
     feed_free(&rest);
+    /* the dashboard's GET /api/changes: the same lines, as NDJSON */
+    char dout[400];
+    snprintf(dout, sizeof(dout), "%s/dash.out", ct.root);
+    ct_expect(ct_sh("(timeout 60 %s --dir %s dashboard --port 0 > %s 2>&1 & echo $! > %s/dash.pid)",
+                    ARBOR_CLI_BIN, ct.dir, dout, ct.root), 0, "dashboard start");
+    int dport = 0;
+    for (int i = 0; i < 100 && dport == 0; i++) {
+        ct_sh("cat %s", dout);
+        const char *d = strstr(ct.out, "http://127.0.0.1:");
+        if (d)
+            dport = atoi(d + strlen("http://127.0.0.1:"));
+        else
+            usleep(100 * 1000);
+    }
+    assert_true(dport > 0);
+    ct_expect(ct_sh("curl -sf 'http://127.0.0.1:%d/api/changes?branch=main&from=%s'", dport,
+                    cut), 0, "GET /api/changes");
+    parse_feed(ct.out, &rest);
+    check_lines(&rest, (const char *const *)all.line + k, all.n - k);
+    feed_free(&rest);
+    ct_expect(ct_sh("curl -s -o /dev/null -w '%%{http_code}' "
+                    "'http://127.0.0.1:%d/api/changes?branch=main&from=bad'", dport),
+              0, "GET /api/changes, bad from");
+    assert_string_equal(ct.out, "400");
+    ct_sh("kill $(cat %s/dash.pid)", ct.root);
+
     /* --at that commit's time: the same lines */
     ct_expect(ct_arbor("changes main --json --at %s", all.ts[4]), 0, "changes --at");
     parse_feed(ct.out, &rest);
