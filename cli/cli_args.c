@@ -20,13 +20,22 @@ static const cli_opt g_global_opts[] = {
     { NULL, NULL, NULL },
 };
 
+/* Where this thread's cli_err messages go (NULL: stderr). */
+static __thread FILE *t_err;
+
+void cli_err_to(FILE *f)
+{
+    t_err = f;
+}
+
 void cli_err(const char *fmt, ...)
 {
+    FILE *to = t_err ? t_err : stderr;
     va_list ap;
     va_start(ap, fmt);
-    fputs("arbor: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    fputs("arbor: error: ", to);
+    vfprintf(to, fmt, ap);
+    fputc('\n', to);
     va_end(ap);
 }
 

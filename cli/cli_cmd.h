@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum {
     CLI_EXIT_OK = 0,
@@ -86,6 +87,9 @@ void cli_command_help(const cli_command *cmd);
 
 /* "arbor: error: ..." on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* This thread's cli_err messages go to f from now on (NULL: stderr again):
+ * for a server that reports them in its reply (the dashboard). */
+void cli_err_to(FILE *f);
 /* "arbor: ..." on stderr (notes and warnings that are not results). */
 void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -806,6 +806,57 @@ static int h_history(const http_request *req, http_response *resp, void *arg)
     return 0;
 }
 
+/* GET /api/changes?branch=B[&from=LSN|&at=TIME]: the change feed up to
+ * the head as NDJSON, one object per changed row (as `arbor changes
+ * --json`, cli_changes.h). 400 with the reason on a bad request. */
+static cli_dashboard_changes_fn g_changes_fn;
+
+void cli_dashboard_set_changes(cli_dashboard_changes_fn fn)
+{
+    g_changes_fn = fn;
+}
+
+static int h_changes(const http_request *req, http_response *resp, void *arg)
+{
+    dash *g = arg;
+    if (!g_changes_fn) {
+        http_respond_printf(resp, 404, NULL, "no change feed in this server\n");
+        return 0;
+    }
+    const char *branch = http_request_query(req, "branch");
+    char *body = NULL, *errs = NULL;
+    size_t len = 0, elen = 0;
+    FILE *out = open_memstream(&body, &len);
+    /* the messages cli_err prints: kept for the reply */
+    FILE *err = open_memstream(&errs, &elen);
+    if (!out || !err) {
+        if (out)
+            fclose(out);
+        if (err)
+            fclose(err);
+        free(body);
+        free(errs);
+        return -ENOMEM;
+    }
+    int rc = g_changes_fn(g->dir, branch ? branch : "main", http_request_query(req, "from"),
+                          http_request_query(req, "at"), out, err);
+    fclose(out);
+    fclose(err);
+    if (rc == 0) {
+        http_respond_take(resp, 200, "application/x-ndjson", body, len);
+        http_response_header(resp, "Cache-Control", "no-store");
+        free(errs);
+        return 0;
+    }
+    free(body);
+    json_t *j = json_pack("{s:s}", "error", errs && *errs ? errs : "failed");
+    char *jb = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    free(errs);
+    http_respond_take(resp, rc == -EINVAL ? 400 : 502, "application/json", jb, strlen(jb));
+    return 0;
+}
+
 static int h_asset(const http_request *req, http_response *resp, void *arg)
 {
     const char *path = http_request_path(req);
@@ -861,6 +912,8 @@ int cli_dashboard_run(const char *data_dir, int port, int *bound_port_out)
     rc = http_route(srv, "GET", "/api/cluster", HTTP_MATCH_EXACT, h_cluster, g);
     if (rc == 0)
         rc = http_route(srv, "GET", "/api/metrics/history", HTTP_MATCH_EXACT, h_history, g);
+    if (rc == 0)
+        rc = http_route(srv, "GET", "/api/changes", HTTP_MATCH_EXACT, h_changes, g);
     if (rc == 0)
         rc = http_route(srv, "GET", "/", HTTP_MATCH_PREFIX, h_asset, g);
     pthread_t sampler;

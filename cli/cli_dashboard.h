@@ -51,6 +51,8 @@
 #ifndef ARBOR_CLI_DASHBOARD_H
 #define ARBOR_CLI_DASHBOARD_H
 
+#include <stdio.h>
+
 #include <stddef.h>
 
 #include "cli_cmd.h"
@@ -76,6 +78,16 @@ typedef struct cli_dashboard_asset {
     size_t len;
 } cli_dashboard_asset;
 extern const cli_dashboard_asset cli_dashboard_assets[];
+
+/* GET /api/changes?branch=B[&from=LSN|&at=TIME] (the change feed up to
+ * the head, NDJSON as `arbor changes --json`): served when the program
+ * sets this function (the arbor binary: cli_changes_run; the dashboard
+ * test server leaves it unset: 404). It writes the lines to out, its error
+ * messages to err; 0, -EINVAL (a bad request: 400) or another error (502). */
+typedef int (*cli_dashboard_changes_fn)(const char *dir, const char *branch,
+                                        const char *from, const char *at, FILE *out,
+                                        FILE *err);
+void cli_dashboard_set_changes(cli_dashboard_changes_fn fn);
 
 /* The command (cli_dashboard_cmd.c), for the table in cli_main.c. */
 extern const cli_opt cli_dashboard_opts[];

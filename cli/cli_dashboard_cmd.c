@@ -6,6 +6,7 @@
  *     CLI_DASHBOARD_HELP, cli_dashboard_opts, 0, 0, cli_cmd_dashboard },
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #include "cli_cmd.h"
 #include "cli_dashboard.h"
+#include "cli_changes.h"
 
 const cli_opt cli_dashboard_opts[] = {
     { "port", "N", "HTTP port on 127.0.0.1 (default 7690; 0 = an ephemeral port)" },
@@ -39,6 +41,17 @@ static void open_browser(const char *url)
     }
     if (pid > 0)
         waitpid(pid, NULL, 0);
+}
+
+static int changes_fn(const char *dir, const char *branch, const char *from, const char *at,
+                      FILE *out, FILE *err)
+{
+    cli_changes_args a = { .branch = branch, .from = from, .at = at, .json = true,
+                           .out = out };
+    cli_err_to(err);
+    int rc = cli_changes_run(dir, &a);
+    cli_err_to(NULL);
+    return rc == 0 ? 0 : rc == CLI_EUSAGE ? -EINVAL : -EIO;
 }
 
 int cli_cmd_dashboard(cli_ctx *ctx)
@@ -72,6 +85,7 @@ int cli_cmd_dashboard(cli_ctx *ctx)
         else
             cli_note("--port 0: open the URL printed below by hand");
     }
+    cli_dashboard_set_changes(changes_fn);
     int rc = cli_dashboard_run(ctx->dir, (int)port, NULL);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }

@@ -20,6 +20,7 @@
 #include "cli_cluster.h"
 #include "cli_cmd.h"
 #include "cli_dashboard.h"
+#include "cli_changes.h"
 #include "cli_diff.h"
 #include "cli_endpoint.h"
 #include "cli_export.h"
@@ -111,6 +112,12 @@ static const cli_opt g_list_opts[] = {
     { "limit", "N", "at most N branches, in name order (the rest counted)" },
     { NULL, NULL, NULL },
 };
+static const cli_opt g_changes_opts[] = {
+    { "from", "LSN", "the changes committed after this LSN (one the feed printed)" },
+    { "at", "TIMESTAMP", "the changes committed after this time" },
+    { "follow", NULL, "keep printing new commits (until interrupted)" },
+    { NULL, NULL, NULL },
+};
 static const cli_opt g_ep_update_opts[] = {
     { "suspend-timeout", "SECONDS", "suspend after this long without a query or an open "
                                     "transaction; -1 = never (always on)" },
@@ -156,6 +163,13 @@ static const cli_command g_commands[] = {
       "list all their rows; a changed CREATE statement is shown. --json: see\n"
       "cli/README.md.\n\n" POINT_HELP,
       g_diff_opts, 1, 2, cli_cmd_branch_diff },
+    { NULL, "changes", "BRANCH", "the change feed: one line per changed row, in commit order",
+      "Every row inserted, updated or deleted by the branch's transactions since its\n"
+      "branch point (or --from/--at), up to its head, then, with --follow, as they\n"
+      "commit. Read from the safekeepers' WAL (the compute records each transaction's\n"
+      "changes there; feed=0 turns that off). Tables with a PRIMARY KEY only. --json:\n"
+      "one object per row: lsn, commit_ts, table, op, key, old, new (see cli/README.md).",
+      g_changes_opts, 1, 1, cli_cmd_changes },
     { "branch", "delete", "NAME", "delete a branch (refused while it has children)",
       "Refused while an endpoint runs on it; --force stops them (and deletes the\n"
       "children and their endpoints too).",

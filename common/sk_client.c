@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "common.pb-c.h"
@@ -102,4 +103,102 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
     }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
+}
+
+int skc_removed_below(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
+    req.timeline = &ref;
+    Arbor__TimelineStatusResponse *resp = NULL;
+    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                       &arbor__timeline_status_response__descriptor,
+                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, NULL);
+    if (rc != 0)
+        return -EIO;
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
+        rc = -ENOENT;
+    else
+        *out = resp->removed_below_lsn > resp->start_lsn ? resp->removed_below_lsn
+                                                         : resp->start_lsn;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+struct skc_wal {
+    rpc_stream *s;
+};
+
+int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t start,
+                 bool follow, skc_wal **out)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
+    req.timeline = &ref;
+    req.start_lsn = start;
+    req.follow = follow;
+    rpc_stream *s = NULL;
+    /* a follower's stream lives until cancelled */
+    int rc = rpc_stream_open(c->ch, "/arbor.Safekeeper/StreamWal",
+                             follow ? (int64_t)365 * 24 * 3600 * 1000 : 600000, &s);
+    if (rc == 0)
+        rc = rpc_stream_send_msg(s, &req.base);
+    if (rc == 0)
+        rc = rpc_stream_close_send(s);
+    if (rc != 0) {
+        rpc_stream_destroy(s);
+        return -EIO;
+    }
+    skc_wal *w = az_calloc(1, sizeof(*w));
+    w->s = s;
+    *out = w;
+    return 0;
+}
+
+int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t *begin,
+                 lsn_t *commit_lsn, char msg[256])
+{
+    Arbor__WalChunk *ch = NULL;
+    *recs = NULL;
+    *len = 0;
+    msg[0] = '\0';
+    int rc = rpc_stream_recv_msg(w->s, &arbor__wal_chunk__descriptor, timeout_ms,
+                                 (ProtobufCMessage **)&ch);
+    if (rc == RPC_ETIMEDOUT)
+        return -ETIMEDOUT;
+    if (rc == RPC_EEOF)
+        return 1;
+    if (rc != 0) {
+        snprintf(msg, 256, "%s", rpc_strerror(rc));
+        return -EIO;
+    }
+    if (ch->error && ch->error->code != ARBOR__ERROR_CODE__OK) {
+        snprintf(msg, 256, "%.200s", ch->error->message ? ch->error->message : "error");
+        rc = ch->error->code == ARBOR__ERROR_CODE__NOT_FOUND          ? -ERANGE
+             : ch->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE ? -ENOENT
+                                                                      : -EIO;
+        protobuf_c_message_free_unpacked(&ch->base, NULL);
+        return rc;
+    }
+    *begin = ch->begin_lsn;
+    *commit_lsn = ch->commit_lsn;
+    if (ch->records.len) {
+        *recs = az_malloc(ch->records.len);
+        memcpy(*recs, ch->records.data, ch->records.len);
+        *len = ch->records.len;
+    }
+    protobuf_c_message_free_unpacked(&ch->base, NULL);
+    return 0;
+}
+
+void skc_wal_close(skc_wal *w)
+{
+    if (!w)
+        return;
+    rpc_stream_destroy(w->s);
+    az_free(w);
 }

@@ -165,9 +165,15 @@ static int lz4_page(const uint8_t *src, uint32_t len, uint32_t page_size, uint8_
     return n == (int)page_size ? WAL_OK : WAL_ECOMPRESS;
 }
 
-/* Version 1: flags 0. Version 2: MORE, MORE|CONT or CONT. */
+/* Version 1: flags 0 or CHANGES. Version 2: MORE, MORE|CONT, CONT or
+ * CONT|CHANGES (only a committing record carries the changes section). */
 static int valid_version_flags(uint16_t version, uint16_t flags)
 {
+    if (flags & WAL_REC_CHANGES) {
+        if (flags & WAL_REC_MORE)
+            return 0;
+        flags = (uint16_t)(flags & ~WAL_REC_CHANGES);
+    }
     if (version == WAL_VERSION)
         return flags == 0;
     if (version == WAL_VERSION_PART)
@@ -232,6 +238,9 @@ static int parse_header(const uint8_t *buf, size_t len, wal_record *rec)
     rec->n_pages = load_u32(buf + WAL_OFF_N_PAGES);
     rec->pages = NULL;
     rec->flags = load_u16(buf + WAL_OFF_FLAGS);
+    rec->changes = NULL;
+    rec->changes_len = 0;
+    rec->changes_flags = 0;
 
     if ((rc = check_fields(rec->page_size, rec->lsn, rec->prev_lsn, rec->term,
                            rec->n_pages)) != WAL_OK ||
@@ -273,8 +282,28 @@ static int check_entry(const wal_page *pg, uint16_t reserved, uint32_t page_size
     return pg->len == page_size ? WAL_OK : WAL_EPAGE;
 }
 
+/* Step 4b: the changes section at pos (after the entries), which must end
+ * the record exactly. Stores it in *rec. */
+static int walk_changes(const uint8_t *buf, uint32_t pos, wal_record *rec)
+{
+    uint32_t len, sflags;
+    if (rec->total_len - pos < WAL_CHANGES_HEADER_BYTES)
+        return WAL_ELEN;
+    len = load_u32(buf + pos + WAL_CHG_OFF_LEN);
+    sflags = load_u32(buf + pos + WAL_CHG_OFF_FLAGS);
+    if ((sflags & ~WAL_CHANGES_OMITTED) != 0 || len > WAL_CHANGES_MAX ||
+        ((sflags & WAL_CHANGES_OMITTED) ? len != 0 : len == 0))
+        return WAL_EFIELD;
+    if (len != rec->total_len - pos - WAL_CHANGES_HEADER_BYTES)
+        return WAL_ELEN;
+    rec->changes = buf + pos + WAL_CHANGES_HEADER_BYTES;
+    rec->changes_len = len;
+    rec->changes_flags = sflags;
+    return WAL_OK;
+}
+
 /* Step 4. Stores the entries in pages[] when it is not NULL. */
-static int walk_entries(const uint8_t *buf, const wal_record *rec, wal_page *pages)
+static int walk_entries(const uint8_t *buf, wal_record *rec, wal_page *pages)
 {
     uint32_t pos = WAL_HEADER_BYTES, prev_pgno = 0;
     wal_page pg;
@@ -290,6 +319,8 @@ static int walk_entries(const uint8_t *buf, const wal_record *rec, wal_page *pag
         if (pages != NULL)
             pages[i] = pg;
     }
+    if (rec->flags & WAL_REC_CHANGES)
+        return walk_changes(buf, pos, rec);
     return pos == rec->total_len ? WAL_OK : WAL_ELEN;
 }
 
@@ -389,6 +420,13 @@ static int check_input(const wal_record_hdr *hdr, const wal_page_in *pages, uint
         return rc;
     if (hdr->txn_flags != 0 && !valid_version_flags(WAL_VERSION_PART, hdr->txn_flags))
         return WAL_EFIELD;
+    if ((hdr->changes_len || hdr->changes_flags) && (hdr->txn_flags & WAL_REC_MORE))
+        return WAL_EFIELD;
+    if ((hdr->changes_flags & ~WAL_CHANGES_OMITTED) != 0 ||
+        hdr->changes_len > WAL_CHANGES_MAX ||
+        ((hdr->changes_flags & WAL_CHANGES_OMITTED) && hdr->changes_len != 0) ||
+        (hdr->changes_len && hdr->changes == NULL))
+        return WAL_EFIELD;
     for (uint32_t i = 0; i < n_pages; i++) {
         assert(pages[i].image != NULL);
         if ((rc = check_pgno(prev_pgno, pages[i].pgno, hdr->db_size_pages)) != WAL_OK)
@@ -439,9 +477,12 @@ static int put_entry(uint8_t *buf, size_t cap, size_t *pos, const wal_page_in *p
 static void put_header(uint8_t *buf, uint32_t total_len, const wal_record_hdr *hdr,
                        uint32_t n_pages)
 {
+    uint16_t flags = hdr->txn_flags;
+    if (hdr->changes_len || hdr->changes_flags)
+        flags |= WAL_REC_CHANGES;
     store_u32(buf + WAL_OFF_MAGIC, WAL_MAGIC);
     store_u16(buf + WAL_OFF_VERSION, hdr->txn_flags ? WAL_VERSION_PART : WAL_VERSION);
-    store_u16(buf + WAL_OFF_FLAGS, hdr->txn_flags);
+    store_u16(buf + WAL_OFF_FLAGS, flags);
     store_u32(buf + WAL_OFF_TOTAL_LEN, total_len);
     store_u32(buf + WAL_OFF_PAGE_SIZE, hdr->page_size);
     store_u64(buf + WAL_OFF_LSN, hdr->lsn);
@@ -457,7 +498,7 @@ int wal_record_encode(const wal_record_hdr *hdr, const wal_page_in *pages,
                       uint32_t n_pages, int compress, uint8_t **out,
                       size_t *out_len)
 {
-    uint64_t entry_max, entry_min, bound;
+    uint64_t entry_max, entry_min, bound, extra;
     size_t cap, pos = WAL_HEADER_BYTES;
     uint8_t *buf = NULL, *shrunk;
     int rc;
@@ -472,15 +513,28 @@ int wal_record_encode(const wal_record_hdr *hdr, const wal_page_in *pages,
      * _Static_assert above). */
     entry_max = WAL_PAGE_HEADER_BYTES + (uint64_t)hdr->page_size;
     entry_min = compress ? WAL_PAGE_HEADER_BYTES + 1 : entry_max;
-    if (WAL_HEADER_BYTES + n_pages * entry_min > WAL_RECORD_MAX_BYTES)
+    extra = (hdr->changes_len || hdr->changes_flags)
+                ? WAL_CHANGES_HEADER_BYTES + (uint64_t)hdr->changes_len : 0;
+    if (WAL_HEADER_BYTES + n_pages * entry_min + extra > WAL_RECORD_MAX_BYTES)
         return WAL_ETOOBIG;
-    bound = WAL_HEADER_BYTES + n_pages * entry_max;
+    bound = WAL_HEADER_BYTES + n_pages * entry_max + extra;
     cap = bound < WAL_RECORD_MAX_BYTES ? (size_t)bound : WAL_RECORD_MAX_BYTES;
     if ((buf = malloc(cap)) == NULL)
         return WAL_ENOMEM;
     for (uint32_t i = 0; i < n_pages; i++)
         if ((rc = put_entry(buf, cap, &pos, &pages[i], hdr->page_size, compress)) != WAL_OK)
             goto fail;
+    if (extra) {
+        if (cap - pos < extra) {
+            rc = WAL_ETOOBIG;
+            goto fail;
+        }
+        store_u32(buf + pos + WAL_CHG_OFF_LEN, hdr->changes_len);
+        store_u32(buf + pos + WAL_CHG_OFF_FLAGS, hdr->changes_flags);
+        if (hdr->changes_len)
+            memcpy(buf + pos + WAL_CHANGES_HEADER_BYTES, hdr->changes, hdr->changes_len);
+        pos += (size_t)extra;
+    }
     if ((rc = check_end_lsn(hdr->lsn, pos)) != WAL_OK)
         goto fail;
     put_header(buf, (uint32_t)pos, hdr, n_pages);

@@ -42,6 +42,31 @@
  *          4       len          bytes that follow; == page_size when not
  *                               compressed, 1..page_size-1 when compressed
  *          len     data
+ *   ...    (only when flags has WAL_REC_CHANGES, 0x0100) the changes section,
+ *          which ends the record exactly:
+ *          4       changes_len  bytes of changeset that follow,
+ *                               1..WAL_CHANGES_MAX (16 MiB); 0 only with
+ *                               WAL_CHANGES_OMITTED
+ *          4       changes_flags  bit 0 WAL_CHANGES_OMITTED: the
+ *                               transaction's changeset was larger than
+ *                               WAL_CHANGES_MAX and left out (the feed
+ *                               reports a gap); other bits must be 0
+ *          len     changeset    the transaction's row changes in the
+ *                               SQLite session extension's changeset
+ *                               format (sqlite3session_changeset(); read
+ *                               with sqlite3changeset_start()), for the
+ *                               tables of schema "main" that have a
+ *                               PRIMARY KEY
+ *
+ * CHANGES (the change feed, added after version 2; optional): flag bit
+ * WAL_REC_CHANGES (0x0100) may be set in a record that commits: version 1
+ * flags 0x0100, version 2 flags WAL_REC_CONT|0x0100 (never with
+ * WAL_REC_MORE). A record without the bit has no section and decodes
+ * exactly as before; a reader that predates the bit refuses (WAL_EMAGIC),
+ * never misreads, a record that has it. The section is covered by the
+ * checksum and counts in total_len (so the whole record still stays under
+ * WAL_RECORD_MAX_BYTES). In a multi-record transaction the changeset of
+ * the whole transaction is in its last (committing) record.
  *
  * TRANSACTIONS (added with version 2; version 1 records are unchanged and
  * still written for every transaction that fits one record, so a reader of
@@ -70,7 +95,7 @@
  *
  * A record is valid when: magic, version and flags match as above, total_len
  * equals the bytes given and lies in [64, WAL_RECORD_MAX_BYTES], every field
- * is in range as above, the entries fill the record exactly, compressed pages
+ * is in range as above, the entries (and the changes section, if any) fill the record exactly, compressed pages
  * decompress to exactly page_size bytes, and the checksum holds. A record
  * that fails any check is never applied: it is a torn tail or corruption.
  * Also (added with the codec) lsn + total_len must not overflow 64 bits, so
@@ -100,6 +125,10 @@
 #define WAL_PAGE_SIZE_MIN 512u
 #define WAL_PAGE_SIZE_MAX 65536u
 #define WAL_PAGE_LZ4 0x1u
+#define WAL_REC_CHANGES 0x0100u  /* flags: a changes section follows the pages */
+#define WAL_CHANGES_HEADER_BYTES 8
+#define WAL_CHANGES_MAX (16u * 1024 * 1024)
+#define WAL_CHANGES_OMITTED 0x1u /* changes_flags: changeset too big, left out */
 
 /* Error codes (negative); wal_strerror() names them. */
 enum {
@@ -132,7 +161,11 @@ typedef struct wal_record {
     uint32_t db_size_pages;
     uint32_t n_pages;
     wal_page *pages;       /* n_pages entries, sorted by pgno */
-    uint16_t flags;        /* WAL_REC_MORE / WAL_REC_CONT (0: whole txn) */
+    uint16_t flags;        /* WAL_REC_MORE / WAL_REC_CONT (0: whole txn),
+                              WAL_REC_CHANGES */
+    const uint8_t *changes;  /* changeset (points into the buffer) or NULL */
+    uint32_t changes_len;
+    uint32_t changes_flags;  /* WAL_CHANGES_OMITTED or 0 */
 } wal_record;
 
 const char *wal_strerror(int err);
@@ -172,6 +205,11 @@ typedef struct wal_record_hdr {
     uint32_t db_size_pages;
     uint16_t txn_flags;    /* 0 (version 1), else a valid version 2 flags
                               value: WAL_REC_MORE and/or WAL_REC_CONT */
+    /* Optional changes section (CHANGES above): written when changes_len
+     * > 0 or changes_flags != 0; not with WAL_REC_MORE (WAL_EFIELD). */
+    const uint8_t *changes;
+    uint32_t changes_len;   /* <= WAL_CHANGES_MAX */
+    uint32_t changes_flags; /* 0 or WAL_CHANGES_OMITTED (then len 0) */
 } wal_record_hdr;
 
 /* Encodes a record. 0 and *out (malloc'ed) / *out_len, or a WAL_E* code if
@@ -226,6 +264,8 @@ enum {
     WAL_PAGE_OFF_FLAGS = 4,
     WAL_PAGE_OFF_RESERVED = 6,
     WAL_PAGE_OFF_LEN = 8,
+    WAL_CHG_OFF_LEN = 0,       /* from the changes section's start */
+    WAL_CHG_OFF_FLAGS = 4,
 };
 
 /* The value the checksum field of buf[0..len) must hold: XXH3-64 of those

@@ -315,6 +315,7 @@ static int usage_trace(unsigned type, void *ctx, void *p, void *x)
         const char *sql = x;
         if (!sql || strncmp(sql, "--", 2) != 0)
             cu->running = true;
+        arbor_vfs_feed_stmt(cu->db, sql);   /* this callback replaced the feed's */
         atomic_store(&g_c.last_activity_ms, mono_ms());
     } else if (type == SQLITE_TRACE_PROFILE) {
         cu->running = false;

@@ -77,6 +77,7 @@ static int load_txn_limits(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
         { "record_kb", "ARBOR_RECORD_KB", 4096, 4, 60 * 1024, offsetof(vfs_conf, record_kb) },
         { "max_txn_mb", "ARBOR_MAX_TXN_MB", 0, 0, 1 << 30, offsetof(vfs_conf, max_txn_mb) },
         { "pipeline", "ARBOR_PIPELINE", 1, 0, 1, offsetof(vfs_conf, pipeline) },
+        { "feed", "ARBOR_FEED", 1, 0, 1, offsetof(vfs_conf, feed) },
     };
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         long long n = ints[i].def;

@@ -34,6 +34,13 @@
  *                                           lock is free once a commit is
  *                                           queued; the committing statement
  *                                           still returns only when durable
+ *   feed=0|1           ARBOR_FEED           change capture (1): each write
+ *                                           transaction's row changes
+ *                                           (session extension changeset,
+ *                                           tables with a PRIMARY KEY) go
+ *                                           into its WAL record for
+ *                                           `arbor changes`; a primary's
+ *                                           connections only
  *
  * The endpoint mode is "role", not "mode": SQLite itself owns the URI
  * parameter mode= (ro, rw, rwc, memory) and refuses other values.
@@ -78,6 +85,7 @@ typedef struct vfs_conf {
     int record_kb;
     int max_txn_mb;
     int pipeline;
+    int feed;              /* capture row changes for the change feed */
     char spill_dir[256];
 } vfs_conf;
 

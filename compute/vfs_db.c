@@ -806,16 +806,33 @@ typedef struct txn_out {
  * waits for the quorum only when the proposer's buffer is full. */
 static int send_record(txn_out *t, const wal_page_in *pages, uint32_t n,
                        uint16_t flags, int64_t ts, uint32_t db_size,
-                       uint32_t page_size, char *err, size_t err_len)
+                       uint32_t page_size, const vfs_changes *chg, char *err,
+                       size_t err_len)
 {
     vfs_db *db = t->db;
     wal_record_hdr h = { .page_size = page_size, .lsn = t->pos.lsn,
                          .prev_lsn = t->pos.prev_lsn, .term = t->pos.term,
                          .commit_ts_us = ts, .db_size_pages = db_size,
                          .txn_flags = flags };
+    if (chg && chg->omitted)
+        h.changes_flags = WAL_CHANGES_OMITTED;
+    else if (chg && chg->len > 0) {
+        h.changes = chg->data;
+        h.changes_len = chg->len;
+    }
     uint8_t *rec;
     size_t len;
     int rc = wal_record_encode(&h, pages, n, 1, &rec, &len);
+    if (rc == WAL_ETOOBIG && h.changes_len > 0) {
+        /* Pages and changeset together over the record limit: the pages
+         * matter, the feed reports the gap. */
+        log_warn("arbor vfs: %s: changeset of %u bytes left out of the WAL "
+                 "record (too big with the pages)", db->name, h.changes_len);
+        h.changes = NULL;
+        h.changes_len = 0;
+        h.changes_flags = WAL_CHANGES_OMITTED;
+        rc = wal_record_encode(&h, pages, n, 1, &rec, &len);
+    }
     if (rc != 0) {
         snprintf(err, err_len, "cannot encode a WAL record of %u pages: %s",
                  n, wal_strerror(rc));
@@ -842,7 +859,8 @@ static int send_record(txn_out *t, const wal_page_in *pages, uint32_t n,
 
 /* Sends every page in records of at most record_kb page bytes. */
 static int send_txn(txn_out *t, uint32_t n, vfs_page_fn get, void *arg,
-                    uint32_t db_size, uint32_t page_size, char *err, size_t err_len)
+                    uint32_t db_size, uint32_t page_size, const vfs_changes *chg,
+                    char *err, size_t err_len)
 {
     vfs_db *db = t->db;
     uint64_t per = ((uint64_t)db->conf.record_kb << 10) / page_size;
@@ -878,7 +896,9 @@ static int send_txn(txn_out *t, uint32_t n, vfs_page_fn get, void *arg,
         }
         uint16_t flags = single ? 0
                          : (t->n_records ? WAL_REC_CONT : 0) | (i < n ? WAL_REC_MORE : 0);
-        rc = send_record(t, pages, k, flags, ts, db_size, page_size, err, err_len);
+        /* The changes go with the record that commits. */
+        rc = send_record(t, pages, k, flags, ts, db_size, page_size,
+                         i < n ? NULL : chg, err, err_len);
         uint64_t sent = (uint64_t)i * page_size, step = (uint64_t)32 << 20;
         if (rc == 0 && i < n && sent / step != (sent - (uint64_t)k * page_size) / step)
             log_info("arbor vfs: %s: large commit: %u records, %" PRIu64 " of %" PRIu64
@@ -961,8 +981,8 @@ int vfs_db_wait_durable(vfs_db *db, lsn_t lsn, uint64_t epoch, char *err,
 
 int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
                       vfs_page_fn get, void *arg, uint32_t db_size_pages,
-                      uint32_t page_size, lsn_t *commit_lsn, char *err,
-                      size_t err_len)
+                      uint32_t page_size, const vfs_changes *chg,
+                      lsn_t *commit_lsn, char *err, size_t err_len)
 {
     if (db->conf.mode != VFS_MODE_PRIMARY)
         return VFS_EREADONLY;
@@ -1002,7 +1022,7 @@ int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
         return VFS_ECOMMIT;
     }
     lsn_t first_lsn = t.pos.lsn;
-    rc = send_txn(&t, n, get, arg, db_size_pages, page_size, err, err_len);
+    rc = send_txn(&t, n, get, arg, db_size_pages, page_size, chg, err, err_len);
     if (rc == 0 && !pipe && (rc = wp_wait_commit(db->wp, t.end, db->conf.timeout_ms)) != 0) {
         snprintf(err, err_len, "%s", wp_strerror(rc));
         rc = map_wp_error(db, rc);

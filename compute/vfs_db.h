@@ -146,10 +146,20 @@ typedef int (*vfs_page_fn)(void *arg, uint32_t i, bool want_spilled,
  * the quorum flush of the last one commits. Same results as vfs_db_commit;
  * VFS_ETOOBIG when the pages exceed max_txn_mb (the message, with limit
  * and size, goes to err), VFS_ESPILL when the source fails (err says). */
+/* The transaction's row changes for the change feed (wal_record.h
+ * CHANGES): a changeset, or omitted (too big / capture failed: the feed
+ * reports a gap). Goes into the committing (last) record. */
+typedef struct vfs_changes {
+    const void *data;
+    uint32_t len;
+    bool omitted;
+} vfs_changes;
+
+/* chg: NULL when the transaction carries no changes section. */
 int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
                       vfs_page_fn get, void *arg, uint32_t db_size_pages,
-                      uint32_t page_size, lsn_t *commit_lsn, char *err,
-                      size_t err_len);
+                      uint32_t page_size, const vfs_changes *chg,
+                      lsn_t *commit_lsn, char *err, size_t err_len);
 /* Pipelined commits (conf.pipeline): waits until lsn (a commit, or a
  * snapshot pinned at head) is durable on a quorum. 0, or VFS_ECOMMIT /
  * VFS_EFENCED when it, or a commit before it, failed (err says why).

@@ -21,6 +21,8 @@ SQLITE_EXTENSION_INIT1
 #include "pagebuf.h"
 #include "vfs_conf.h"
 #include "vfs_db.h"
+#include "vfs_feed.h"
+#include "wal_record.h"
 
 #define SECTOR_SIZE 4096
 /* A rollback journal beyond this goes to a private temporary file (the
@@ -223,6 +225,8 @@ typedef struct arbor_file {
     int64_t busy_deadline_ms;
     /* Why the last write or commit failed, for arbor_vfs_last_error(). */
     char err[512];
+    /* Change capture (the feed): NULL when off. */
+    vfs_feed *feed;
 } arbor_file;
 
 static void overlay_clear(arbor_file *f)
@@ -484,6 +488,68 @@ static int commit_failed(arbor_file *f, int rc)
     return SQLITE_IOERR_FSYNC;
 }
 
+/* ---- the change feed: capture ----------------------------------------------
+ *
+ * Sessions belong to connections (sqlite3 *), the VFS sees files. An
+ * auto-extension (feed_conn_init) runs for every connection opened in this
+ * process; when its "main" database is an arbor primary with feed=1 it
+ * attaches a recorder (vfs_feed.h) to the connection and keeps it on the
+ * file (f->feed). Then, per write transaction: xLock(RESERVED) begins it,
+ * the commit point (FCNTL_SYNC) takes the changeset and puts it into the
+ * transaction's committing WAL record (wal_record.h CHANGES), xUnlock below
+ * RESERVED (commit or rollback) ends it. Not in libarbor.so (the loadable
+ * extension): the preupdate and session calls are not in SQLite's
+ * extension API table. */
+
+#ifndef ARBOR_VFS_LOADABLE
+static const sqlite3_io_methods af_methods;
+
+/* Auto-extension: every new connection. */
+static int feed_conn_init(sqlite3 *conn, char **err, const sqlite3_api_routines *api)
+{
+    (void)err;
+    (void)api;
+    sqlite3_file *pf = NULL;
+    if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &pf) != SQLITE_OK ||
+        !pf || pf->pMethods != &af_methods)
+        return SQLITE_OK;
+    arbor_file *f = (arbor_file *)pf;
+    if (!f->db || f->feed || vfs_db_mode(f->db) != VFS_MODE_PRIMARY ||
+        !vfs_db_conf(f->db)->feed)
+        return SQLITE_OK;
+    f->feed = vfs_feed_attach(conn);
+    return SQLITE_OK;
+}
+
+void arbor_vfs_feed_stmt(sqlite3 *conn, const char *sql)
+{
+    while (sql && (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r'))
+        sql++;
+    if (!conn || !sql || (strncasecmp(sql, "ROLLBACK", 8) != 0 &&
+                          strncasecmp(sql, "SAVEPOINT", 9) != 0 &&
+                          strncasecmp(sql, "RELEASE", 7) != 0))
+        return;
+    sqlite3_file *pf = NULL;
+    if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &pf) == SQLITE_OK &&
+        pf && pf->pMethods == &af_methods)
+        vfs_feed_stmt(((arbor_file *)pf)->feed, sql);
+}
+/* The changes of a transaction go into one record: at most record_kb (the
+ * proposer buffers 4 records) and WAL_CHANGES_MAX. */
+static uint32_t feed_limit(arbor_file *f)
+{
+    uint32_t max = (uint32_t)vfs_db_conf(f->db)->record_kb << 10;
+    return max < WAL_CHANGES_MAX ? max : WAL_CHANGES_MAX;
+}
+#define FEED_BEGIN(f) do { if ((f)->feed) vfs_feed_begin((f)->feed, feed_limit(f)); } while (0)
+#define FEED_END(f) do { if ((f)->feed) vfs_feed_end((f)->feed); } while (0)
+#define FEED_FREE(f) do { vfs_feed_free((f)->feed); (f)->feed = NULL; } while (0)
+#else
+#define FEED_BEGIN(f) ((void)0)
+#define FEED_END(f) ((void)0)
+#define FEED_FREE(f) ((void)0)
+#endif
+
 /* The commit point: the overlay's pages as one transaction (one WAL record,
  * or several for a large one). */
 static int commit(arbor_file *f)
@@ -508,8 +574,19 @@ static int commit(arbor_file *f)
     az_free(ov);
     qsort(src.pgnos, n, sizeof(uint32_t), cmp_u32);
     lsn_t lsn;
+    vfs_changes chg = { 0 };
+    void *cs = NULL;
+#ifndef ARBOR_VFS_LOADABLE
+    if (f->feed) {
+        vfs_feed_take(f->feed, feed_limit(f), &cs, &chg.len, &chg.omitted);
+        chg.data = cs;
+    }
+#endif
+    bool with_chg = chg.len > 0 || chg.omitted;
     int rc = vfs_db_commit_txn(f->db, f->snap, f->epoch, n, commit_page, &src,
-                               new_size, ps, &lsn, f->err, sizeof(f->err));
+                               new_size, ps, with_chg ? &chg : NULL, &lsn, f->err,
+                               sizeof(f->err));
+    sqlite3_free(cs);
     az_free(src.pgnos);
     az_free(src.zeros);
     if (rc != 0)
@@ -582,6 +659,7 @@ static int af_lock(sqlite3_file *pf, int level)
         f->dirty = false;
         f->commit_failed = false;
         f->err[0] = '\0';
+        FEED_BEGIN(f);
     }
     if (level > f->lock)
         f->lock = level;   /* PENDING / EXCLUSIVE: granted to the writer */
@@ -596,6 +674,7 @@ static int af_unlock(sqlite3_file *pf, int level)
     int rc = SQLITE_OK;
     if (f->lock >= SQLITE_LOCK_RESERVED && level < SQLITE_LOCK_RESERVED) {
         overlay_clear(f);
+        FEED_END(f);
         bool failed = f->commit_failed;
         f->commit_failed = false;
         vfs_db_unreserve(f->db, f);
@@ -698,6 +777,7 @@ static int af_close(sqlite3_file *pf)
 {
     arbor_file *f = (arbor_file *)pf;
     af_unlock(pf, SQLITE_LOCK_NONE);
+    FEED_FREE(f);
     pb_destroy(f->overlay);
     f->overlay = NULL;
     vfs_db_release(f->db);
@@ -818,6 +898,10 @@ int arbor_vfs_register(void)
         .xGetLastError = vfs_last_error, .xCurrentTimeInt64 = vfs_current_time64,
     };
     rc = sqlite3_vfs_register(&g_vfs.vfs, 0);
+#ifndef ARBOR_VFS_LOADABLE
+    if (rc == SQLITE_OK)
+        rc = sqlite3_auto_extension((void (*)(void))feed_conn_init);
+#endif
     if (rc == SQLITE_OK)
         g_vfs.registered = true;
 done:

@@ -115,4 +115,10 @@ int arbor_vfs_wait_lsn(struct sqlite3 *db, uint64_t lsn, int timeout_ms,
  * thread-safe. SQLITE_OK or an SQLite error code. */
 int arbor_vfs_register(void);
 
+/* Change capture (compute/vfs_feed.h): a program that installs its own
+ * sqlite3_trace_v2 callback on a connection replaces the recorder's; it
+ * passes each SQLITE_TRACE_STMT text here so that savepoints are still
+ * followed. Cheap for anything but SAVEPOINT, RELEASE and ROLLBACK. Not in libarbor.so. */
+void arbor_vfs_feed_stmt(struct sqlite3 *db, const char *sql);
+
 #endif

@@ -47,7 +47,8 @@ static void clear_dir(const char *dir)
 static void append_one(sk_wal *wal, lsn_t at, lsn_t prev)
 {
     static uint8_t image[512];
-    wal_record_hdr h = { 512, at, prev, 1, 1, 1, 0 };
+    wal_record_hdr h = { .page_size = 512, .lsn = at, .prev_lsn = prev, .term = 1,
+                         .commit_ts_us = 1, .db_size_pages = 1 };
     wal_page_in p = { 1, image };
     uint8_t *rec = NULL;
     size_t len = 0;

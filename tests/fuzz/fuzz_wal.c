@@ -51,8 +51,13 @@ static void decode_images(const wal_record *rec, uint8_t *images)
 static void check_reencode(const uint8_t *buf, size_t len, const wal_record *rec,
                            const uint8_t *images)
 {
-    wal_record_hdr hdr = { rec->page_size, rec->lsn, rec->prev_lsn, rec->term,
-                           rec->commit_ts_us, rec->db_size_pages, rec->flags };
+    wal_record_hdr hdr = { .page_size = rec->page_size, .lsn = rec->lsn,
+                           .prev_lsn = rec->prev_lsn, .term = rec->term,
+                           .commit_ts_us = rec->commit_ts_us,
+                           .db_size_pages = rec->db_size_pages,
+                           .txn_flags = (uint16_t)(rec->flags & ~WAL_REC_CHANGES),
+                           .changes = rec->changes, .changes_len = rec->changes_len,
+                           .changes_flags = rec->changes_flags };
     wal_page_in *in = calloc(rec->n_pages + 1, sizeof *in);
     uint8_t *enc = NULL, *again = NULL;
     size_t enc_len = 0;

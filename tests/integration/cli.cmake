@@ -73,3 +73,15 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_ps_diskfull arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# `arbor changes` (issue 17, the change feed): the compute's captured row
+# changes read back from the safekeepers' WAL.
+if(TARGET arbor AND TARGET arbor-compute)
+  arbor_test(test_cli_changes
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_changes.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 300
+             LABELS integration)
+  target_compile_definitions(test_cli_changes PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  add_dependencies(test_cli_changes arbor arbor-safekeeper arbor-pageserver arbor-compute)
+endif()

@@ -782,6 +782,99 @@ static void test_txn_flags(void **state)
     assert_null(enc);
 }
 
+/* The changes section (change feed): written only with changes, decodes
+ * byte for byte, optional (records without it unchanged), only on a
+ * committing record, bounded. */
+static void test_changes_section(void **state)
+{
+    static const uint8_t cs[] = { 'T', 1, 1, 't', 0, 18, 0, 5 };
+    uint8_t img[512];
+    const wal_page_in p = { .pgno = 1, .image = img };
+    wal_record_hdr h = { .page_size = 512, .lsn = 100, .prev_lsn = 50, .term = 3,
+                         .commit_ts_us = 1, .db_size_pages = 1 };
+    uint8_t *plain, *enc;
+    size_t plain_len, len;
+    wal_record r;
+
+    (void)state;
+    memset(img, 7, sizeof img);
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &plain, &plain_len), WAL_OK);
+    h.changes = cs;
+    h.changes_len = sizeof cs;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_OK);
+    assert_int_equal(len, plain_len + WAL_CHANGES_HEADER_BYTES + sizeof cs);
+    assert_int_equal(get32(enc + WAL_OFF_VERSION) & 0xFFFF, 1);
+    assert_int_equal(get32(enc + WAL_OFF_VERSION) >> 16, WAL_REC_CHANGES);
+    /* the section: len, flags, bytes, right after the page entries */
+    assert_int_equal(get32(enc + plain_len + WAL_CHG_OFF_LEN), sizeof cs);
+    assert_int_equal(get32(enc + plain_len + WAL_CHG_OFF_FLAGS), 0);
+    assert_memory_equal(enc + plain_len + WAL_CHANGES_HEADER_BYTES, cs, sizeof cs);
+    /* the pages and header fields are the same bytes as without it */
+    assert_memory_equal(enc + WAL_HEADER_BYTES, plain + WAL_HEADER_BYTES,
+                        plain_len - WAL_HEADER_BYTES);
+    assert_int_equal(wal_record_verify(enc, len), WAL_OK);
+    assert_int_equal(wal_record_decode(enc, len, &r), WAL_OK);
+    assert_int_equal(r.changes_len, sizeof cs);
+    assert_int_equal(r.changes_flags, 0);
+    assert_memory_equal(r.changes, cs, sizeof cs);
+    assert_true(wal_record_commits(&r));
+    assert_int_equal(r.n_pages, 1);
+    wal_record_free(&r);
+    /* without the section: no changes */
+    assert_int_equal(wal_record_decode(plain, plain_len, &r), WAL_OK);
+    assert_null(r.changes);
+    assert_int_equal(r.changes_len, 0);
+    wal_record_free(&r);
+    /* a section length that does not end the record, or flags unknown */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, enc, len);
+    put32(bad + plain_len + WAL_CHG_OFF_LEN, sizeof cs - 1);
+    reseal(bad, len);
+    assert_int_equal(wal_record_verify(bad, len), WAL_ELEN);
+    memcpy(bad, enc, len);
+    put32(bad + plain_len + WAL_CHG_OFF_FLAGS, 2);
+    reseal(bad, len);
+    assert_int_equal(wal_record_decode(bad, len, &r), WAL_EFIELD);
+    /* the flag without a section */
+    memcpy(bad, plain, plain_len);
+    put16(bad + WAL_OFF_FLAGS, WAL_REC_CHANGES);
+    reseal(bad, plain_len);
+    assert_int_equal(wal_record_verify(bad, plain_len), WAL_ELEN);
+    free(bad);
+    free(enc);
+    free(plain);
+    /* the last record of a multi-record transaction carries it; not MORE */
+    h.txn_flags = WAL_REC_CONT;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_OK);
+    assert_int_equal(get32(enc + WAL_OFF_VERSION) >> 16, WAL_REC_CONT | WAL_REC_CHANGES);
+    assert_int_equal(wal_record_decode(enc, len, &r), WAL_OK);
+    assert_true(wal_record_continues(&r) && wal_record_commits(&r));
+    assert_int_equal(r.changes_len, sizeof cs);
+    wal_record_free(&r);
+    put16(enc + WAL_OFF_FLAGS, WAL_REC_MORE | WAL_REC_CONT | WAL_REC_CHANGES);
+    reseal(enc, len);
+    assert_int_equal(wal_record_verify(enc, len), WAL_EMAGIC);
+    free(enc);
+    h.txn_flags = WAL_REC_MORE;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_EFIELD);
+    /* omitted: no bytes, flag set */
+    h.txn_flags = 0;
+    h.changes = NULL;
+    h.changes_len = 0;
+    h.changes_flags = WAL_CHANGES_OMITTED;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_OK);
+    assert_int_equal(wal_record_decode(enc, len, &r), WAL_OK);
+    assert_int_equal(r.changes_flags, WAL_CHANGES_OMITTED);
+    assert_int_equal(r.changes_len, 0);
+    wal_record_free(&r);
+    free(enc);
+    /* over the limit */
+    h.changes_flags = 0;
+    h.changes = cs;
+    h.changes_len = WAL_CHANGES_MAX + 1;
+    assert_int_equal(wal_record_encode(&h, &p, 1, 0, &enc, &len), WAL_EFIELD);
+}
+
 static void test_layout_constants(void **state)
 {
     static const int codes[] = { WAL_ETRUNC, WAL_EMAGIC, WAL_ELEN, WAL_EFIELD, WAL_EPAGE,
@@ -944,6 +1037,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_encode_size_limit),
         cmocka_unit_test(test_peek_len),
         cmocka_unit_test(test_txn_flags),
+        cmocka_unit_test(test_changes_section),
     };
 
     if (argc == 3 && strcmp(argv[1], "--gen-corpus") == 0)
