@@ -2,6 +2,7 @@
  * cli_changes — `arbor changes BRANCH [--from LSN|--at TIME] [--follow]
  * [--json]`: the change feed (see cli_changes.h).
  */
+#include "b64.h"
 #include "cli_changes.h"
 
 #define SQLITE_ENABLE_SESSION 1
@@ -145,22 +146,6 @@ static void names_free(char **names, int n)
     az_free(names);
 }
 
-static char *base64(const uint8_t *p, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = az_malloc((n + 2) / 3 * 4 + 1), *o = out;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        *o++ = tab[v >> 18 & 63];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
 /* A value as JSON: integer, real, string, null; a blob as Hrana's
  * {"type":"blob","base64":...}. */
 static json_t *val_json(sqlite3_value *v)
@@ -174,7 +159,7 @@ static json_t *val_json(sqlite3_value *v)
         return json_stringn((const char *)sqlite3_value_text(v),
                             (size_t)sqlite3_value_bytes(v));
     case SQLITE_BLOB: {
-        char *b = base64(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v));
+        char *b = b64_encode_alloc(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v));
         json_t *o = json_pack("{s:s, s:s}", "type", "blob", "base64", b);
         az_free(b);
         return o;
