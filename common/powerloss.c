@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,11 @@ static uint64_t pl_seq;
 
 enum { PL_MAX_FD = 65536 };
 static char *pl_paths[PL_MAX_FD]; /* fd -> absolute path, under pl_mu */
+static char pl_dirty[PL_MAX_FD];  /* fd written since its last sync */
+static long pl_stop_at;           /* ARBOR_POWERLOSS_STOP: 0 = never */
+static long pl_dirty_syncs;       /* syncs of dirty fds so far, under pl_mu */
+static char pl_arm_path[PATH_MAX]; /* <dir>/arm: counting starts once it exists */
+static int pl_armed;
 
 static void pl_init(void)
 {
@@ -40,8 +46,12 @@ static void pl_init(void)
                 strerror(errno));
         abort();
     }
+    const char *stop = getenv("ARBOR_POWERLOSS_STOP");
+    if (stop && *stop)
+        pl_stop_at = strtol(stop, NULL, 10);
+    snprintf(pl_arm_path, sizeof(pl_arm_path), "%s/arm", dir);
     log_warn("power-loss journal %s: unsynced writes will be undone after "
-             "a kill (test mode)", path);
+             "a kill (test mode; stop before sync %ld)", path, pl_stop_at);
 }
 
 int pl_enabled(void)
@@ -93,6 +103,7 @@ static void pl_record(int fd, off_t off, size_t len)
     const char *path = (fd >= 0 && fd < PL_MAX_FD) ? pl_paths[fd] : NULL;
     if (!path)
         return;
+    pl_dirty[fd] = 1;
     struct stat st;
     if (fstat(fd, &st) != 0)
         return;
@@ -202,11 +213,26 @@ int pl_sync(int fd, int datasync)
     char *path = NULL;
     int on = pl_enabled();
     if (on) {
+        int stop = 0;
         pthread_mutex_lock(&pl_mu);
         seq = ++pl_seq;
         if (fd >= 0 && fd < PL_MAX_FD && pl_paths[fd])
             path = az_strdup(pl_paths[fd]);
+        if (fd >= 0 && fd < PL_MAX_FD && pl_dirty[fd]) {
+            pl_dirty[fd] = 0;
+            if (pl_stop_at > 0 && !pl_armed)
+                pl_armed = access(pl_arm_path, F_OK) == 0;
+            if (pl_armed)
+                stop = ++pl_dirty_syncs == pl_stop_at;
+        }
         pthread_mutex_unlock(&pl_mu);
+        if (stop) {
+            /* A cut point with writes pending: the test sees the process
+             * stopped and cuts the power of the cluster. */
+            log_warn("power-loss: stopping before sync %ld (%s)", pl_stop_at,
+                     path ? path : "?");
+            raise(SIGSTOP);
+        }
     }
     int rc;
     do {

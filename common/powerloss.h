@@ -24,6 +24,13 @@
  *   "R <seq> <from_len> <to_len>\n" from to   pending changes move along
  *   "U <seq> <path_len>\n" path      unlinked (or a tree removed: prefix)
  *
+ * ARBOR_POWERLOSS_STOP=N (optional) makes the process stop itself
+ * (SIGSTOP) just before its Nth fsync/fdatasync of a file it wrote since
+ * that file's last sync: a cut point where a write is surely pending, which
+ * the test turns into a power cut of the whole cluster. Syncs count only
+ * once the file <dir>/arm exists (so a restart's own recovery writes do not
+ * stop it before the test is ready).
+ *
  * Not modelled: directory entries (a created or renamed file whose
  * directory was not fsynced survives the cut), torn writes inside one
  * pwrite, and writes made outside the tables (fs_write_atomic's own

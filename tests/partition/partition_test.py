@@ -103,6 +103,25 @@ def cg_kill_and_remove(root):
         pass
 
 
+def sanitizer_reports(root):
+    """Lines of AddressSanitizer/UBSan/LeakSanitizer reports in the daemons'
+    logs under root (a daemon that died of one would just be restarted)."""
+    found = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f != "log" and not f.endswith(".log"):
+                continue
+            try:
+                with open(os.path.join(d, f), errors="replace") as fh:
+                    for line in fh:
+                        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
+                                or "ERROR: LeakSanitizer" in line):
+                            found.append("%s: %s" % (os.path.join(d, f), line.strip()))
+            except OSError:
+                pass
+    return found
+
+
 class Net:
     """The nftables table of this namespace: one output chain rebuilt from
     the set of cuts on every change."""
@@ -469,6 +488,13 @@ def inner(args):
         log("%d transfers acknowledged, all present; %d failed or unanswered commits (%d of "
             "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
                 len(bank.acked), len(bank.unknown), unknown_present, n_rows, time.time() - t0))
+        try:
+            cl.cli("stop", check=False, timeout=60)
+        except Exception:
+            pass
+        reports = sanitizer_reports(root)
+        if reports:
+            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
         ok = True
     finally:
         try:

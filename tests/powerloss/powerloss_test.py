@@ -113,6 +113,25 @@ def revert(journal_dir):
     return undone, touched, written
 
 
+def sanitizer_reports(root):
+    """Lines of AddressSanitizer/UBSan/LeakSanitizer reports in the daemons'
+    logs under root (a daemon that died of one would just be restarted)."""
+    found = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f != "log" and not f.endswith(".log"):
+                continue
+            try:
+                with open(os.path.join(d, f), errors="replace") as fh:
+                    for line in fh:
+                        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
+                                or "ERROR: LeakSanitizer" in line):
+                            found.append("%s: %s" % (os.path.join(d, f), line.strip()))
+            except OSError:
+                pass
+    return found
+
+
 class Cluster:
     def __init__(self, arbor, root, env):
         self.arbor = arbor
@@ -140,9 +159,26 @@ class Cluster:
         except Exception:
             return []
 
-    def power_cut(self):
+    def pid_map(self):
+        return {n: c["pid"] for n, c in self.components().items() if c.get("pid")}
+
+    @staticmethod
+    def stopped(pids):
+        """The name of a daemon of pids (name -> pid) that stopped itself
+        (state T), or None."""
+        for name, pid in pids.items():
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if st[st.rfind(")") + 2:].startswith("T"):
+                return name
+        return None
+
+    @staticmethod
+    def power_cut(pids):
         """SIGSTOP every daemon (one instant for the cluster), then SIGKILL."""
-        pids = self.pids()
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGSTOP)
@@ -274,7 +310,7 @@ def check(bank):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arbor", required=True)
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ARBOR_PL_ROUNDS", "6")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ARBOR_PL_ROUNDS", "12")))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("ARBOR_PL_SEED",
                                                                    str(int(time.time())))))
     ap.add_argument("--freeze-size", default="64KiB")
@@ -292,15 +328,19 @@ def main():
     build = os.path.dirname(os.path.dirname(os.path.abspath(args.arbor)))
     bindir = os.path.join(root, "bin")
     os.mkdir(bindir)
-    for sub in ("safekeeper", "control", "proxy", "compute"):
+    # Both wrappers pass on the round's cut point (ARBOR_POWERLOSS_STOP_SK /
+    # _PS -> ARBOR_POWERLOSS_STOP, powerloss.h).
+    for sub in ("control", "proxy", "compute"):
         os.symlink(os.path.join(build, sub, "arbor-" + sub), os.path.join(bindir, "arbor-" + sub))
-    wrapper = os.path.join(bindir, "arbor-pageserver")
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nexec %s \"$@\" --layers.freeze-size=%s "
-                "--layers.checkpoint-interval=%s\n" % (
-                    os.path.join(build, "pageserver", "arbor-pageserver"),
-                    args.freeze_size, args.checkpoint_interval))
-    os.chmod(wrapper, 0o755)
+    for sub, var, extra in (
+            ("safekeeper", "SK", ""),
+            ("pageserver", "PS", " --layers.freeze-size=%s --layers.checkpoint-interval=%s" % (
+                args.freeze_size, args.checkpoint_interval))):
+        wrapper = os.path.join(bindir, "arbor-" + sub)
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nARBOR_POWERLOSS_STOP=\"$ARBOR_POWERLOSS_STOP_%s\" exec %s \"$@\"%s\n"
+                    % (var, os.path.join(build, sub, "arbor-" + sub), extra))
+        os.chmod(wrapper, 0o755)
     env = dict(os.environ, ARBOR_POWERLOSS_DIR=jdir, ARBOR_BIN_DIR=bindir)
     cl = Cluster(args.arbor, root, env)
     started = set()
@@ -321,15 +361,37 @@ def main():
         total_undone = 0
         files = set()
         journaled = set()
+        # Each round's cut: at a random moment ("time"), or where a daemon
+        # kind stops itself before its Nth sync of a written file ("sk N":
+        # all three safekeepers count; "ps N"), then the whole cluster.
+        plan = [("time", 0)]
+        for _ in range(args.rounds - 1):
+            kind = rnd.choice(["time", "sk", "sk", "ps", "ps"])
+            plan.append((kind, rnd.randint(1, 400) if kind == "sk" else
+                         rnd.randint(1, 40) if kind == "ps" else 0))
+        stops_hit = 0
         for rnd_i in range(args.rounds):
+            kind, at = plan[rnd_i]
             bank.stop.clear()
             threads = [threading.Thread(target=bank.writer, args=(rnd.random(),))
                        for _ in range(WRITERS)]
             for t in threads:
                 t.start()
-            time.sleep(rnd.uniform(0.3, 2.0))
+            stopped = None
+            pids = cl.pid_map()
+            arm = os.path.join(jdir, "arm")
+            open(arm, "w").close()
+            if kind == "time":
+                time.sleep(rnd.uniform(0.3, 2.0))
+            else:
+                deadline = time.time() + 3.0
+                while stopped is None and time.time() < deadline:
+                    time.sleep(0.05)
+                    stopped = cl.stopped(pids)
+                stops_hit += stopped is not None
             acked_before = len(bank.acked)
-            started -= set(cl.power_cut())
+            started -= set(cl.power_cut(list(pids.values())))
+            os.unlink(arm)
             bank.stop.set()
             for t in threads:
                 t.join(60)
@@ -337,37 +399,53 @@ def main():
             total_undone += undone
             files |= touched
             journaled |= written
+            if rnd_i + 1 < args.rounds:
+                nk, nat = plan[rnd_i + 1]
+                cl.env["ARBOR_POWERLOSS_STOP_SK"] = str(nat) if nk == "sk" else ""
+                cl.env["ARBOR_POWERLOSS_STOP_PS"] = str(nat) if nk == "ps" else ""
             cl.cli("start")
             started |= set(cl.pids())
             bank.port = cl.pg_port()
             n = check(bank)
-            print("powerloss: round %d: %d acknowledged so far (%d at the cut), %d writes "
+            print("powerloss: round %d, cut at %s: %d acknowledged so far (%d at the cut), %d writes "
                   "undone in %d files (%s), %d transfers in the log" % (
-                      rnd_i + 1, len(bank.acked), acked_before, undone, len(touched),
+                      rnd_i + 1, "a random moment" if kind == "time" else
+                      "%s sync %d (%s)" % (kind, at, "stopped: " + stopped if stopped else
+                                           "not reached, after 3 s"),
+                      len(bank.acked), acked_before, undone, len(touched),
                       " ".join(sorted(os.path.basename(p) for p in touched))[:300], n),
                   flush=True)
         # The journal must have seen the WAL segments, the control file is
         # replaced atomically, and the pageserver's layers and indexes.
-        def kind(p):
+        def kind_of(p):
             b = os.path.basename(p)
             if b.endswith(".seg") or b.endswith(".seg.tmp"):
                 return "sk WAL segment"
             if b.startswith("delta_") or b.startswith("image_"):
                 return "ps layer"
             return "ps other" if "/ps/" in p else "other"
-        seen = sorted({kind(p) for p in journaled})
+        seen = sorted({kind_of(p) for p in journaled})
         print("powerloss: files journaled by kind: %s" % ", ".join(seen), flush=True)
         for k in ("sk WAL segment", "ps layer"):
             if k not in seen:
                 raise AssertionError("no %s write passed the power-loss journal: the cut "
                                      "does not cover it" % k)
+        if stops_hit == 0 and any(k != "time" for k, _ in plan):
+            raise AssertionError("no daemon ever stopped at its cut point")
         if len(bank.acked) < 20:
             raise AssertionError("only %d transfers acknowledged: the load did not run" %
                                  len(bank.acked))
-        kinds = sorted({kind(f) for f in files})
+        kinds = sorted({kind_of(f) for f in files})
         print("powerloss: %d rounds, %d acknowledged transfers all present, %d unsynced writes "
               "undone in %d files (%s)" % (args.rounds, len(bank.acked), total_undone,
                                           len(files), ", ".join(kinds)), flush=True)
+        try:
+            cl.cli("stop", check=False, timeout=60)
+        except Exception:
+            pass
+        reports = sanitizer_reports(root)
+        if reports:
+            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
         ok = True
     finally:
         try:
