@@ -25,6 +25,8 @@ While WRITERS threads transfer money (bounded loops), the scenarios run:
      then main's packets to sk2 dropped while sk2's arrive: commits go on.
   5. flapping: main <-> sk2 cut and healed every 0.2-0.5 s for 4 s, with
      sk3 cut from main half of that time: nothing breaks the invariants.
+  6. the pageserver cut from all three safekeepers: commits go on; healed,
+     its ingested LSN reaches the safekeepers' commit LSN within 30 s.
 
 At the end (everything healed): every acknowledged transfer is in the log,
 nothing that never reached COMMIT is, every balance equals what the log
@@ -308,6 +310,7 @@ def scenarios(cl, net, bank, log):
                 for s in m.get("safekeepers", [])}, lsn(m.get("head_lsn"))
 
     # 1. main cut from sk1.
+    before, _ = sk_status()
     t = time.time()
     net.cut("main", "sk1")
     time.sleep(1.0)
@@ -327,8 +330,9 @@ def scenarios(cl, net, bank, log):
             raise AssertionError("scenario 1: sk1 did not catch up after the heal: flush %x < %x"
                                  % (sks["sk1"][0], target))
         time.sleep(0.2)
-    log("1 main-x-sk1: %d commits acknowledged during the cut; sk1 at %x when healed, "
-        "caught up to %x in %.1f s" % (n1, lag, target, time.time() - (deadline - 20)))
+    log("1 main-x-sk1: %d commits acknowledged during the cut; sk1 flushed %x before the cut, "
+        "%x when healed, caught up to %x in %.1f s" % (
+            n1, before["sk1"][0], lag, target, time.time() - (deadline - 20)))
 
     # 2. main cut from sk1 and sk2: no quorum.
     bank.wait_acks(time.time(), 5, 15)
@@ -421,6 +425,30 @@ def scenarios(cl, net, bank, log):
         raise AssertionError("scenario 5: no commit acknowledged within 30 s after flapping")
     log("5 flapping main-x-sk2 (%d changes, sk3 cut for 2 s): %d commits acknowledged" % (
         flaps, bank.acks_since(t)))
+
+    # 6. the pageserver cut from every safekeeper: commits go on (they need
+    # only the safekeepers); healed, it ingests up to their commit LSN.
+    t = time.time()
+    for sk in ("sk1", "sk2", "sk3"):
+        net.cut("ps", sk)
+    time.sleep(1.0)
+    if not bank.wait_acks(time.time(), 10, 15):
+        raise AssertionError("scenario 6: commits stopped with the pageserver cut off")
+    sks, head_cut = sk_status()
+    target = max(c for _, c in sks.values())
+    net.heal()
+    t_heal = time.time()
+    while True:
+        _, head = sk_status()
+        if head >= target:
+            break
+        if time.time() > t_heal + 30:
+            raise AssertionError("scenario 6: the pageserver did not catch up within 30 s of "
+                                 "the heal (head %x < %x)" % (head, target))
+        time.sleep(0.2)
+    log("6 ps-x-sk1,sk2,sk3: %d commits acknowledged; pageserver at %x during the cut, "
+        "reached the commit LSN %x %.1f s after the heal" % (
+            bank.acks_since(t), head_cut, target, time.time() - t_heal))
 
 
 def inner(args):
