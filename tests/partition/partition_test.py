@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,7 @@ class Net:
         self.ports = ports            # name -> [ports]
         self.cuts = set()             # (kind, a, b): "to" = a's packets to b,
                                       # "reply" = b's answers to a's connections
+        self.dropped = {}             # (kind, a, b) -> packets its rules dropped
 
     def nft(self, script):
         r = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
@@ -142,7 +144,16 @@ class Net:
     def cg(self, name):
         return '"%s/%s"' % (self.cg_rel, name)
 
+    def count(self):
+        """Adds the drop counters of the rules in place to self.dropped."""
+        r = subprocess.run(["nft", "list", "chain", "inet", "arbor", "out"], text=True,
+                           capture_output=True)
+        for m in re.finditer(r'packets (\d+) .*comment "cut:(\w+):(\w+):(\w+)"', r.stdout):
+            key = (m.group(2), m.group(3), m.group(4))
+            self.dropped[key] = self.dropped.get(key, 0) + int(m.group(1))
+
     def apply(self):
+        self.count()
         lines = ["flush chain inet arbor out"]
         for name, mark in MARK.items():
             lines.append("add rule inet arbor out socket cgroupv2 level 2 %s ct mark set %d" % (
@@ -151,10 +162,11 @@ class Net:
             ports = "{ %s }" % ", ".join(str(p) for p in self.ports[b])
             if kind == "to":
                 lines.append("add rule inet arbor out socket cgroupv2 level 2 %s tcp dport %s "
-                             "drop" % (self.cg(a), ports))
+                             "counter drop comment \"cut:%s:%s:%s\"" % (
+                                 self.cg(a), ports, kind, a, b))
             else:
-                lines.append("add rule inet arbor out ct mark %d tcp sport %s drop" % (
-                    MARK[a], ports))
+                lines.append("add rule inet arbor out ct mark %d tcp sport %s counter drop "
+                             "comment \"cut:%s:%s:%s\"" % (MARK[a], ports, kind, a, b))
         self.nft("\n".join(lines) + "\n")
 
     def cut(self, a, b, kind="to"):
@@ -512,6 +524,16 @@ def inner(args):
             bank.stop.set()
             for t in threads:
                 t.join(60)
+        # Every cut must have dropped packets, or it tested nothing.
+        idle = [k for k in [("to", "main", "sk1"), ("to", "main", "sk2"), ("to", "main", "sk3"),
+                            ("reply", "main", "sk1"), ("to", "ps", "sk1"),
+                            ("to", "ps", "sk2"), ("to", "ps", "sk3")]
+                if not net.dropped.get(k)]
+        if idle:
+            raise AssertionError("cuts that dropped no packet (the rule did not bite): %s" %
+                                 idle)
+        log("packets dropped per cut: %s" % ", ".join(
+            "%s %s->%s %d" % (k[0], k[1], k[2], n) for k, n in sorted(net.dropped.items())))
         n_rows, unknown_present = check_final(bank)
         log("%d transfers acknowledged, all present; %d failed or unanswered commits (%d of "
             "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
@@ -541,6 +563,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arbor", required=True)
     args = ap.parse_args()
+    # SIGTERM (ctest stopping us) runs the finally blocks that stop daemons.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.environ.get("ARBOR_PART_INNER") == "1":
         return inner(args)
     if shutil.which("nft") is None:
@@ -563,8 +587,12 @@ def main():
         try:
             return p.wait()
         except BaseException:
-            p.kill()
-            p.wait()
+            p.terminate()           # the inner run stops its cluster
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
             raise
     finally:
         # Whatever the inner run left (it was killed): our daemons only.

@@ -316,6 +316,8 @@ def main():
     ap.add_argument("--freeze-size", default="64KiB")
     ap.add_argument("--checkpoint-interval", default="300ms")
     args = ap.parse_args()
+    # SIGTERM (ctest stopping us) runs the finally blocks that stop daemons.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print("powerloss: seed %d, %d rounds" % (args.seed, args.rounds), flush=True)
     rnd = random.Random(args.seed)
     root = tempfile.mkdtemp(prefix="arbor-powerloss-")
