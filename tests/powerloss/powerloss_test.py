@@ -310,7 +310,7 @@ def check(bank):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arbor", required=True)
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ARBOR_PL_ROUNDS", "12")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ARBOR_PL_ROUNDS", "10")))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("ARBOR_PL_SEED",
                                                                    str(int(time.time())))))
     ap.add_argument("--freeze-size", default="64KiB")
