@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "fsutil.h"
+#include "powerloss.h"
 #include "wal_record.h"
 
 #include <errno.h>
@@ -137,6 +138,77 @@ const ps_io ps_io_default = {
     .fsync_dir = px_fsync_dir,
     .write_atomic = px_write_atomic,
 };
+
+/* ---- power-loss journal table (tests/powerloss; powerloss.h) ---------- */
+
+static int pl_t_open(void *ctx, const char *path, int flags, mode_t mode)
+{
+    return pl_open(path, flags, mode);
+}
+
+static int pl_t_close(void *ctx, int fd)
+{
+    return pl_close(fd);
+}
+
+static ssize_t pl_t_pwrite(void *ctx, int fd, const void *buf, size_t len,
+                           off_t off)
+{
+    return pl_pwrite(fd, buf, len, off);
+}
+
+static int pl_t_fsync(void *ctx, int fd)
+{
+    return pl_sync(fd, 0);
+}
+
+static int pl_t_ftruncate(void *ctx, int fd, off_t len)
+{
+    return pl_ftruncate(fd, len);
+}
+
+static int pl_t_rename(void *ctx, const char *from, const char *to)
+{
+    return pl_rename(from, to);
+}
+
+static int pl_t_unlink(void *ctx, const char *path)
+{
+    return pl_unlink(path);
+}
+
+static int pl_t_remove_tree(void *ctx, const char *path)
+{
+    return pl_remove_tree(path);
+}
+
+static int pl_t_write_atomic(void *ctx, const char *path, const void *data,
+                             size_t len)
+{
+    return pl_write_atomic(path, data, len);
+}
+
+static const ps_io ps_io_powerloss = {
+    .ctx = NULL,
+    .use_uring = 1,
+    .open = pl_t_open,
+    .close = pl_t_close,
+    .pread = px_pread,
+    .pwrite = pl_t_pwrite,
+    .fsync = pl_t_fsync,
+    .ftruncate = pl_t_ftruncate,
+    .rename = pl_t_rename,
+    .unlink = pl_t_unlink,
+    .mkdir = px_mkdir,
+    .remove_tree = pl_t_remove_tree,
+    .fsync_dir = px_fsync_dir,
+    .write_atomic = pl_t_write_atomic,
+};
+
+const ps_io *ps_io_daemon(void)
+{
+    return pl_enabled() ? &ps_io_powerloss : &ps_io_default;
+}
 
 int ps_io_pwrite_all(const ps_io *io, int fd, const void *buf, size_t len,
                      off_t off)

@@ -87,6 +87,11 @@ typedef struct ps_io {
 /* Plain POSIX calls (+ fsutil), use_uring = 1: what the daemon uses. Tests
  * copy it and override entries to inject faults. */
 extern const ps_io ps_io_default;
+/* What the daemon uses when its config names no table: ps_io_default, or,
+ * when ARBOR_POWERLOSS_DIR is set (tests/powerloss), a table whose writes
+ * and fsyncs are journaled so a test can undo every write not yet fsynced
+ * after killing the process (powerloss.h). */
+const ps_io *ps_io_daemon(void);
 
 /* Loops io->pwrite / io->pread until len bytes moved. 0 or -errno; a
  * transfer that makes no progress is -EIO. */

@@ -268,7 +268,7 @@ int ps_repo_open(const char *root, const ps_config *cfg, ps_repo **out)
     r->root = az_strdup(root);
     r->cfg = *cfg;
     if (!r->cfg.io) {
-        r->cfg.io = &ps_io_default;
+        r->cfg.io = ps_io_daemon();
     }
     if (!r->cfg.clock) {
         r->cfg.clock = &ps_clock_default;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "powerloss.h"
 #include "wal_record.h"
 
 const char *sk_storage_strerror(int err)
@@ -167,4 +168,63 @@ int sk_io_pread_all(const sk_io *io, int fd, void *buf, size_t len,
         off += n;
     }
     return 0;
+}
+
+/* ---- power-loss journal table (tests/powerloss; powerloss.h) ---------- */
+
+static int pl_t_open(void *ctx, const char *path, int flags, mode_t mode)
+{
+    return pl_open(path, flags, mode);
+}
+
+static int pl_t_close(void *ctx, int fd)
+{
+    return pl_close(fd);
+}
+
+static ssize_t pl_t_pwrite(void *ctx, int fd, const void *buf, size_t len,
+                           off_t off)
+{
+    return pl_pwrite(fd, buf, len, off);
+}
+
+static int pl_t_fdatasync(void *ctx, int fd)
+{
+    return pl_sync(fd, 1);
+}
+
+static int pl_t_fsync(void *ctx, int fd)
+{
+    return pl_sync(fd, 0);
+}
+
+static int pl_t_rename(void *ctx, const char *from, const char *to)
+{
+    return pl_rename(from, to);
+}
+
+static int pl_t_unlink(void *ctx, const char *path)
+{
+    return pl_unlink(path);
+}
+
+static int pl_t_write_atomic(void *ctx, const char *path, const void *data,
+                             size_t len)
+{
+    return pl_write_atomic(path, data, len);
+}
+
+/* No io_uring: every WAL write and fdatasync must pass the journal. */
+static const sk_io sk_io_powerloss = {
+    .ctx = NULL, .use_uring = 0,
+    .open = pl_t_open, .close = pl_t_close, .pread = px_pread,
+    .pwrite = pl_t_pwrite, .fdatasync = pl_t_fdatasync, .fsync = pl_t_fsync,
+    .rename = pl_t_rename, .unlink = pl_t_unlink, .fsync_dir = px_fsync_dir,
+    .write_atomic = pl_t_write_atomic, .read_file = px_read_file,
+    .uring_result = NULL,
+};
+
+const sk_io *sk_io_daemon(void)
+{
+    return pl_enabled() ? &sk_io_powerloss : &sk_io_default;
 }

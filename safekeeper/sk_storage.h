@@ -107,6 +107,11 @@ typedef struct sk_io {
 extern const sk_io sk_io_posix;
 /* The same calls with use_uring = 1: what the daemon uses. */
 extern const sk_io sk_io_default;
+/* What a daemon uses when its options name no table: sk_io_default, or,
+ * when ARBOR_POWERLOSS_DIR is set (tests/powerloss), a table without
+ * io_uring whose writes and syncs are journaled so a test can undo every
+ * write not yet fdatasync'ed after killing the process (powerloss.h). */
+const sk_io *sk_io_daemon(void);
 
 /* Loops io->pwrite / io->pread until len bytes moved. 0 or -errno; a
  * pwrite that makes no progress is -EIO, a pread hitting EOF is -EIO. */

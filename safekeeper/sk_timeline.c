@@ -622,7 +622,7 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
     reg->datadir = az_strdup(opt->datadir);
     reg->opt.datadir = reg->datadir;
     if (!reg->opt.io)
-        reg->opt.io = &sk_io_default;
+        reg->opt.io = sk_io_daemon();
     char path[PATH_MAX];
     int rc = path_join(path, sizeof(path), reg->datadir, "tenants");
     if (rc == 0)

@@ -27,6 +27,7 @@ PACKAGES=(
   python3-botocore       # tests: an independent SigV4 implementation to check signatures
   python3-sqlalchemy     # tests: SQLAlchemy (psycopg2 dialect) against the PostgreSQL endpoint
   sqlite3-tools          # sqldiff: test_cli_diff compares branch diff with it
+  nftables util-linux    # nft, unshare: test_partition cuts links between daemons in its own netns
   # nodejs + npm (the dashboard and s3rver tests) are not listed: the tests
   # skip with a message when npm is missing.
 )

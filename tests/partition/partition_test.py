@@ -1,0 +1,603 @@
+#!/usr/bin/python3
+"""Network partitions between the real daemons, under bank transfers.
+
+The test re-executes itself in a network namespace of its own (`unshare
+-n`; its loopback is the cluster's whole network, and every nftables rule
+dies with it), starts a cluster there (`arbor start`: 3 safekeepers,
+pageserver, the primary compute `main`), with each daemon started through a
+wrapper (ARBOR_BIN_DIR) that puts it in a cgroup v2 of its own under
+/sys/fs/cgroup/unified/arbor-part-<pid>/. An nftables output rule
+`socket cgroupv2 ... tcp dport {ports of B} drop` then cuts A -> B: every
+packet A's sockets send to B is lost (a TCP connection is dead both ways,
+since nothing A sends is acknowledged). A conntrack mark set on every
+connection A opens lets a rule drop only B's answers instead (asymmetric).
+
+While WRITERS threads transfer money (bounded loops), the scenarios run:
+
+  1. main cut from sk1: commits go on; healed, sk1 catches up (its
+     flush LSN reaches the others' commit LSN at the heal).
+  2. main cut from sk1 and sk2: no commit started after the cut is
+     acknowledged; commits fail with a clear error ("quorum") within 30 s;
+     healed, new commits are acknowledged again.
+  3. the pageserver cut from sk1: commits go on and the pageserver's
+     ingested LSN keeps advancing (from sk2/sk3).
+  4. asymmetric: sk1's answers to main dropped (main's packets arrive),
+     then main's packets to sk2 dropped while sk2's arrive: commits go on.
+  5. flapping: main <-> sk2 cut and healed every 0.2-0.5 s for 4 s, with
+     sk3 cut from main half of that time: nothing breaks the invariants.
+  6. the pageserver cut from all three safekeepers: commits go on; healed,
+     its ingested LSN reaches the safekeepers' commit LSN within 30 s.
+
+At the end (everything healed): every acknowledged transfer is in the log,
+nothing that never reached COMMIT is, every balance equals what the log
+says, the total is unchanged. Skips (exit 77) with a message when a
+network namespace, nftables or cgroup v2 is not available.
+
+    partition_test.py --arbor PATH/arbor
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+ACCOUNTS = 20
+START = 1000
+WRITERS = 4
+CG_BASE = "/sys/fs/cgroup/unified"
+NAMES = ("sk1", "sk2", "sk3", "ps", "main")
+MARK = {"main": 0x10, "ps": 0x20}
+
+
+def skip(msg):
+    print("partition: SKIP: " + msg, flush=True)
+    return SKIP
+
+
+def lsn(s):
+    if s is None:
+        return 0
+    if isinstance(s, int):
+        return s
+    if "/" in s:
+        hi, lo = s.split("/")
+        return (int(hi, 16) << 32) | int(lo, 16)
+    return int(s, 16)
+
+
+def cg_kill_and_remove(root):
+    """Kills what is left in our cgroups (only daemons we started) and
+    removes them."""
+    if not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        d = os.path.join(root, name)
+        if not os.path.isdir(d):
+            continue
+        for _ in range(50):
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids = [int(x) for x in f.read().split()]
+            except OSError:
+                pids = []
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+
+
+def sanitizer_reports(root):
+    """Lines of AddressSanitizer/UBSan/LeakSanitizer reports in the daemons'
+    logs under root (a daemon that died of one would just be restarted)."""
+    found = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f != "log" and not f.endswith(".log"):
+                continue
+            try:
+                with open(os.path.join(d, f), errors="replace") as fh:
+                    for line in fh:
+                        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
+                                or "ERROR: LeakSanitizer" in line):
+                            found.append("%s: %s" % (os.path.join(d, f), line.strip()))
+            except OSError:
+                pass
+    return found
+
+
+class Net:
+    """The nftables table of this namespace: one output chain rebuilt from
+    the set of cuts on every change."""
+
+    def __init__(self, cg_rel, ports):
+        self.cg_rel = cg_rel          # cgroup path relative to /sys/fs/cgroup
+        self.ports = ports            # name -> [ports]
+        self.cuts = set()             # (kind, a, b): "to" = a's packets to b,
+                                      # "reply" = b's answers to a's connections
+        self.dropped = {}             # (kind, a, b) -> packets its rules dropped
+
+    def nft(self, script):
+        r = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError("nft failed: %s\n%s" % (r.stderr, script))
+
+    def cg(self, name):
+        return '"%s/%s"' % (self.cg_rel, name)
+
+    def count(self):
+        """Adds the drop counters of the rules in place to self.dropped."""
+        r = subprocess.run(["nft", "list", "chain", "inet", "arbor", "out"], text=True,
+                           capture_output=True)
+        for m in re.finditer(r'packets (\d+) .*comment "cut:(\w+):(\w+):(\w+)"', r.stdout):
+            key = (m.group(2), m.group(3), m.group(4))
+            self.dropped[key] = self.dropped.get(key, 0) + int(m.group(1))
+
+    def apply(self):
+        self.count()
+        lines = ["flush chain inet arbor out"]
+        for name, mark in MARK.items():
+            lines.append("add rule inet arbor out socket cgroupv2 level 2 %s ct mark set %d" % (
+                self.cg(name), mark))
+        for kind, a, b in sorted(self.cuts):
+            ports = "{ %s }" % ", ".join(str(p) for p in self.ports[b])
+            if kind == "to":
+                lines.append("add rule inet arbor out socket cgroupv2 level 2 %s tcp dport %s "
+                             "counter drop comment \"cut:%s:%s:%s\"" % (
+                                 self.cg(a), ports, kind, a, b))
+            else:
+                lines.append("add rule inet arbor out ct mark %d tcp sport %s counter drop "
+                             "comment \"cut:%s:%s:%s\"" % (MARK[a], ports, kind, a, b))
+        self.nft("\n".join(lines) + "\n")
+
+    def cut(self, a, b, kind="to"):
+        self.cuts.add((kind, a, b))
+        self.apply()
+
+    def heal(self, a=None, b=None, kind="to"):
+        if a is None:
+            self.cuts.clear()
+        else:
+            self.cuts.discard((kind, a, b))
+        self.apply()
+
+
+class Cluster:
+    def __init__(self, arbor, root, env):
+        self.arbor = arbor
+        self.dir = os.path.join(root, "d")
+        self.env = env
+
+    def cli(self, *args, check=True, timeout=120):
+        r = subprocess.run([self.arbor, "--dir", self.dir, *args], capture_output=True,
+                           text=True, timeout=timeout, env=self.env)
+        if check and r.returncode != 0:
+            raise RuntimeError("arbor %s failed (%d): %s%s" % (
+                " ".join(args), r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
+        return r
+
+    def status(self):
+        return json.loads(self.cli("status", "--json", check=False).stdout)
+
+    def components(self):
+        return {c["name"]: c for c in self.status()["components"]}
+
+
+class Bank:
+    def __init__(self, port):
+        import psycopg2
+        self.pg = psycopg2
+        self.port = port
+        self.lock = threading.Lock()
+        self.acked = {}               # xid -> (commit started, commit answered)
+        self.unknown = set()
+        self.errors = []              # (time, seconds the commit took, message)
+        self.next_id = 0
+        self.stop = threading.Event()
+
+    def connect(self):
+        return self.pg.connect(host="127.0.0.1", port=self.port, user="arbor", dbname="main",
+                               connect_timeout=5)
+
+    def writer(self, seed):
+        rnd = random.Random(seed)
+        conn = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.connect()
+                a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
+                d = rnd.randint(1, 50)
+                with self.lock:
+                    self.next_id += 1
+                    xid = self.next_id
+                cur = conn.cursor()
+                try:
+                    cur.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (d, a))
+                    cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (d, b))
+                    cur.execute("INSERT INTO transfers VALUES (%s, %s, %s, %s)", (xid, a, b, d))
+                except Exception:
+                    try:
+                        conn.rollback()
+                    except Exception:
+                        conn = None
+                    time.sleep(0.05)
+                    continue
+                t0 = time.time()
+                try:
+                    conn.commit()
+                    with self.lock:
+                        self.acked[xid] = (t0, time.time())
+                except Exception as e:
+                    with self.lock:
+                        self.unknown.add(xid)
+                        self.errors.append((t0, time.time() - t0, str(e).strip()))
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                    conn = None
+                    time.sleep(0.1)
+            except Exception:
+                conn = None
+                time.sleep(0.2)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def acks_since(self, t):
+        with self.lock:
+            return sum(1 for s, _ in self.acked.values() if s >= t)
+
+    def wait_acks(self, t, n, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.acks_since(t) >= n:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def check_final(bank):
+    deadline = time.time() + 30
+    while True:
+        try:
+            conn = bank.connect()
+            conn.autocommit = True
+            cur = conn.cursor()
+            cur.execute("SELECT id, src, dst, amount FROM transfers")
+            rows = cur.fetchall()
+            cur.execute("SELECT id, balance FROM accounts ORDER BY id")
+            balances = dict(cur.fetchall())
+            conn.close()
+            break
+        except bank.pg.OperationalError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    present = {r[0] for r in rows}
+    missing = set(bank.acked) - present
+    if missing:
+        raise AssertionError("%d acknowledged transfers lost, e.g. %s" % (
+            len(missing), sorted(missing)[:10]))
+    extra = present - set(bank.acked) - bank.unknown
+    if extra:
+        raise AssertionError("transfers that never reached COMMIT are present: %s" %
+                             sorted(extra)[:10])
+    expect = {i: START for i in range(1, ACCOUNTS + 1)}
+    for _, src, dst, amount in rows:
+        expect[src] -= amount
+        expect[dst] += amount
+    if expect != balances:
+        bad = [i for i in expect if expect[i] != balances.get(i)]
+        raise AssertionError("balances disagree with the transfer log for accounts %s" % bad[:10])
+    return len(rows), len(present & bank.unknown)
+
+
+def scenarios(cl, net, bank, log):
+    def sk_status():
+        m = cl.status()["main"] or {}
+        return {s["name"]: (lsn(s["flush_lsn"]), lsn(s["commit_lsn"]))
+                for s in m.get("safekeepers", [])}, lsn(m.get("head_lsn"))
+
+    # 1. main cut from sk1.
+    before, _ = sk_status()
+    t = time.time()
+    net.cut("main", "sk1")
+    time.sleep(1.0)
+    if not bank.wait_acks(time.time(), 10, 15):
+        raise AssertionError("scenario 1: commits stopped with main cut from one safekeeper")
+    n1 = bank.acks_since(t)
+    sks, _ = sk_status()
+    target = max(c for _, c in sks.values())
+    lag = sks["sk1"][0]
+    net.heal()
+    deadline = time.time() + 20
+    while True:
+        sks, _ = sk_status()
+        if sks["sk1"][0] >= target:
+            break
+        if time.time() > deadline:
+            raise AssertionError("scenario 1: sk1 did not catch up after the heal: flush %x < %x"
+                                 % (sks["sk1"][0], target))
+        time.sleep(0.2)
+    log("1 main-x-sk1: %d commits acknowledged during the cut; sk1 flushed %x before the cut, "
+        "%x when healed, caught up to %x in %.1f s" % (
+            n1, before["sk1"][0], lag, target, time.time() - (deadline - 20)))
+
+    # 2. main cut from sk1 and sk2: no quorum.
+    bank.wait_acks(time.time(), 5, 15)
+    t_cut = time.time()
+    net.cut("main", "sk1")
+    net.cut("main", "sk2")
+    deadline = t_cut + 30
+    while time.time() < deadline:
+        with bank.lock:
+            errs = [e for e in bank.errors if e[0] >= t_cut]
+        if len(errs) >= 2:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    with bank.lock:
+        late = [x for x, (s, _) in bank.acked.items() if s >= t_cut + 0.5]
+        errs = [e for e in bank.errors if e[0] >= t_cut]
+    if late:
+        raise AssertionError("scenario 2: %d commits started after main lost 2 of 3 "
+                             "safekeepers were acknowledged (e.g. %s)" % (len(late), late[:5]))
+    if not errs:
+        raise AssertionError("scenario 2: no commit failed within 30 s of losing the quorum")
+    clear = [e for e in errs if "quorum" in e[2] or "timed out" in e[2] or "timeout" in e[2]]
+    if not clear:
+        raise AssertionError("scenario 2: commits failed without a clear error: %r" %
+                             errs[0][2])
+    slowest = max(e[1] for e in errs)
+    net.heal()
+    t_heal = time.time()
+    if not bank.wait_acks(t_heal, 5, 30):
+        raise AssertionError("scenario 2: no commit acknowledged within 30 s of the heal")
+    log("2 main-x-sk1,sk2: 0 acknowledged during the cut, %d failed (slowest answer %.1f s: "
+        "%s); commits back %.1f s after the heal" % (
+            len(errs), slowest, clear[0][2].splitlines()[0][:100],
+            min(s for s, _ in [v for v in bank.acked.values() if v[0] >= t_heal]) - t_heal
+            if bank.acks_since(t_heal) else -1))
+
+    # 3. the pageserver cut from sk1.
+    net.cut("ps", "sk1")
+    time.sleep(1.0)
+    _, head0 = sk_status()
+    t = time.time()
+    if not bank.wait_acks(t, 20, 20):
+        raise AssertionError("scenario 3: commits stopped with the pageserver cut from sk1")
+    deadline = time.time() + 20
+    while True:
+        _, head = sk_status()
+        if head > head0:
+            break
+        if time.time() > deadline:
+            raise AssertionError("scenario 3: the pageserver stopped ingesting (head %x) "
+                                 "when cut from sk1" % head)
+        time.sleep(0.2)
+    net.heal()
+    log("3 ps-x-sk1: %d commits acknowledged, pageserver head %x -> %x" % (
+        bank.acks_since(t), head0, head))
+
+    # 4. asymmetric cuts.
+    t = time.time()
+    net.cut("main", "sk1", kind="reply")
+    time.sleep(1.5)
+    if not bank.wait_acks(time.time(), 10, 15):
+        raise AssertionError("scenario 4: commits stopped with sk1's answers to main dropped")
+    net.heal()
+    net.cut("main", "sk2")
+    time.sleep(1.5)
+    if not bank.wait_acks(time.time(), 10, 15):
+        raise AssertionError("scenario 4: commits stopped with main's packets to sk2 dropped")
+    net.heal()
+    log("4 asymmetric sk1->main dropped, then main->sk2 dropped: %d commits acknowledged" %
+        bank.acks_since(t))
+
+    # 5. flapping.
+    rnd = random.Random(16)
+    t = time.time()
+    flaps = 0
+    while time.time() < t + 4:
+        if (("to", "main", "sk2") in net.cuts):
+            net.heal("main", "sk2")
+        else:
+            net.cut("main", "sk2")
+        if time.time() < t + 2:
+            net.cut("main", "sk3")
+        else:
+            net.heal("main", "sk3")
+        flaps += 1
+        time.sleep(rnd.uniform(0.2, 0.5))
+    net.heal()
+    if not bank.wait_acks(time.time(), 10, 30):
+        raise AssertionError("scenario 5: no commit acknowledged within 30 s after flapping")
+    log("5 flapping main-x-sk2 (%d changes, sk3 cut for 2 s): %d commits acknowledged" % (
+        flaps, bank.acks_since(t)))
+
+    # 6. the pageserver cut from every safekeeper: commits go on (they need
+    # only the safekeepers); healed, it ingests up to their commit LSN.
+    t = time.time()
+    for sk in ("sk1", "sk2", "sk3"):
+        net.cut("ps", sk)
+    time.sleep(1.0)
+    if not bank.wait_acks(time.time(), 10, 15):
+        raise AssertionError("scenario 6: commits stopped with the pageserver cut off")
+    sks, head_cut = sk_status()
+    target = max(c for _, c in sks.values())
+    net.heal()
+    t_heal = time.time()
+    while True:
+        _, head = sk_status()
+        if head >= target:
+            break
+        if time.time() > t_heal + 30:
+            raise AssertionError("scenario 6: the pageserver did not catch up within 30 s of "
+                                 "the heal (head %x < %x)" % (head, target))
+        time.sleep(0.2)
+    log("6 ps-x-sk1,sk2,sk3: %d commits acknowledged; pageserver at %x during the cut, "
+        "reached the commit LSN %x %.1f s after the heal" % (
+            bank.acks_since(t), head_cut, target, time.time() - t_heal))
+
+
+def inner(args):
+    def log(msg):
+        print("partition: " + msg, flush=True)
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    r = subprocess.run(["nft", "-f", "-"], text=True, capture_output=True, input=(
+        "add table inet arbor\n"
+        "add chain inet arbor out { type filter hook output priority 0; }\n"))
+    if r.returncode != 0:
+        return skip("nftables does not work here: %s" % r.stderr.strip())
+    cg_rel = os.environ["ARBOR_PART_CG"]
+    cg_root = os.path.join("/sys/fs/cgroup", cg_rel)
+    build = os.path.dirname(os.path.dirname(os.path.abspath(args.arbor)))
+    root = tempfile.mkdtemp(prefix="arbor-partition-")
+    bindir = os.path.join(root, "bin")
+    os.mkdir(bindir)
+    for sub in ("safekeeper", "pageserver", "control", "proxy", "compute"):
+        short = {"safekeeper": "sk", "pageserver": "ps", "control": "ctl", "proxy": "proxy",
+                 "compute": "main"}[sub]
+        with open(os.path.join(bindir, "arbor-" + sub), "w") as f:
+            f.write('#!/bin/sh\nname=%s\nfor a in "$@"; do case "$a" in --node-id=*) '
+                    'name="sk${a#--node-id=}";; esac; done\n'
+                    'mkdir -p %s/$name && echo $$ > %s/$name/cgroup.procs || exit 1\n'
+                    'exec %s "$@"\n' % (short, cg_root, cg_root,
+                                        os.path.join(build, sub, "arbor-" + sub)))
+        os.chmod(os.path.join(bindir, "arbor-" + sub), 0o755)
+    env = dict(os.environ, ARBOR_BIN_DIR=bindir)
+    cl = Cluster(args.arbor, root, env)
+    ok = False
+    bank = None
+    threads = []
+    try:
+        cl.cli("start", "--base-port", "0")
+        comps = cl.components()
+        ports = {n: [comps[n]["grpc_port"], comps[n]["http_port"]] for n in NAMES}
+        for n in NAMES:
+            if not os.path.isdir(os.path.join(cg_root, n)):
+                raise AssertionError("daemon %s is not in its cgroup" % n)
+        net = Net(cg_rel, ports)
+        net.apply()
+        bank = Bank(comps["main"]["pg_port"])
+        conn = bank.connect()
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+        cur.execute("CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, "
+                    "amount INTEGER)")
+        cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) "
+                    "INSERT INTO accounts SELECT x, %s FROM c", (ACCOUNTS, START))
+        conn.close()
+        threads = [threading.Thread(target=bank.writer, args=(i,)) for i in range(WRITERS)]
+        for t in threads:
+            t.start()
+        t0 = time.time()
+        try:
+            scenarios(cl, net, bank, log)
+        finally:
+            net.heal()
+            bank.stop.set()
+            for t in threads:
+                t.join(60)
+        # Every cut must have dropped packets, or it tested nothing.
+        idle = [k for k in [("to", "main", "sk1"), ("to", "main", "sk2"), ("to", "main", "sk3"),
+                            ("reply", "main", "sk1"), ("to", "ps", "sk1"),
+                            ("to", "ps", "sk2"), ("to", "ps", "sk3")]
+                if not net.dropped.get(k)]
+        if idle:
+            raise AssertionError("cuts that dropped no packet (the rule did not bite): %s" %
+                                 idle)
+        log("packets dropped per cut: %s" % ", ".join(
+            "%s %s->%s %d" % (k[0], k[1], k[2], n) for k, n in sorted(net.dropped.items())))
+        n_rows, unknown_present = check_final(bank)
+        log("%d transfers acknowledged, all present; %d failed or unanswered commits (%d of "
+            "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
+                len(bank.acked), len(bank.unknown), unknown_present, n_rows, time.time() - t0))
+        try:
+            cl.cli("stop", check=False, timeout=60)
+        except Exception:
+            pass
+        reports = sanitizer_reports(root)
+        if reports:
+            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
+        ok = True
+    finally:
+        try:
+            cl.cli("stop", check=False, timeout=60)
+        except Exception:
+            pass
+        cg_kill_and_remove(cg_root)
+        if ok or not os.environ.get("ARBOR_KEEP_TMP"):
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print("kept " + root, file=sys.stderr)
+    return 0 if ok else 1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arbor", required=True)
+    args = ap.parse_args()
+    # SIGTERM (ctest stopping us) runs the finally blocks that stop daemons.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if os.environ.get("ARBOR_PART_INNER") == "1":
+        return inner(args)
+    if shutil.which("nft") is None:
+        return skip("nft (nftables) is not installed (scripts/deps.sh)")
+    if not os.path.isfile(os.path.join(CG_BASE, "cgroup.procs")):
+        return skip("no cgroup v2 hierarchy at %s" % CG_BASE)
+    r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return skip("cannot create a network namespace: %s" % r.stderr.strip())
+    cg_rel = "unified/arbor-part-%d" % os.getpid()
+    cg_root = os.path.join("/sys/fs/cgroup", cg_rel)
+    try:
+        os.mkdir(cg_root)
+    except OSError as e:
+        return skip("cannot create a cgroup under %s: %s" % (CG_BASE, e))
+    env = dict(os.environ, ARBOR_PART_INNER="1", ARBOR_PART_CG=cg_rel)
+    try:
+        p = subprocess.Popen(["unshare", "-n", sys.executable, os.path.abspath(__file__),
+                              *sys.argv[1:]], env=env)
+        try:
+            return p.wait()
+        except BaseException:
+            p.terminate()           # the inner run stops its cluster
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            raise
+    finally:
+        # Whatever the inner run left (it was killed): our daemons only.
+        cg_kill_and_remove(cg_root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
