@@ -633,7 +633,10 @@ static void test_idle_receiver(void **state)
     write_one(t, &rnd);
     wait_ingested(t);
     double running = -1;
-    for (int i = 0; i < 100 && (running = ps_metric_value("arbor_pageserver_walreceivers")) != 0; i++)
+    /* 1 s of idleness, then a round of status calls per receiver: bounded
+     * at 30 s for a loaded CI machine under ASan (10 s was once too short,
+     * after the failover test left a restarted safekeeper behind). */
+    for (int i = 0; i < 300 && (running = ps_metric_value("arbor_pageserver_walreceivers")) != 0; i++)
         h_sleep_ms(100);
     if (running != 0) {
         char *st;
