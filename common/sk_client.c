@@ -15,6 +15,14 @@ struct skc {
     int timeout_ms;
 };
 
+static Arbor__TimelineRef tl_ref(const arbor_id *tenant, const arbor_id *timeline)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    return ref;
+}
+
 int skc_open(const char *addr, skc **out)
 {
     skc *c = az_calloc(1, sizeof(*c));
@@ -45,30 +53,40 @@ void skc_close(skc *c)
     az_free(c);
 }
 
-int skc_status(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *flush,
-               lsn_t *commit)
+/* TimelineStatus: 0 and *out (free it), -ENOENT (the safekeeper answered
+ * with an error: unknown timeline) or -EIO (no answer). */
+static int timeline_status(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                           Arbor__TimelineStatusResponse **out)
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
     req.timeline = &ref;
     Arbor__TimelineStatusResponse *resp = NULL;
-    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
-                       &arbor__timeline_status_response__descriptor,
-                       (ProtobufCMessage **)&resp, c->timeout_ms, NULL);
-    if (rc != 0)
+    if (rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
+                  &arbor__timeline_status_response__descriptor, (ProtobufCMessage **)&resp,
+                  c->timeout_ms, NULL) != 0)
         return -EIO;
     if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
-        rc = -ENOENT;
-    } else {
-        if (flush)
-            *flush = resp->flush_lsn;
-        if (commit)
-            *commit = resp->commit_lsn;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return -ENOENT;
     }
+    *out = resp;
+    return 0;
+}
+
+int skc_status(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *flush,
+               lsn_t *commit)
+{
+    Arbor__TimelineStatusResponse *resp;
+    int rc = timeline_status(c, tenant, timeline, &resp);
+    if (rc != 0)
+        return rc;
+    if (flush)
+        *flush = resp->flush_lsn;
+    if (commit)
+        *commit = resp->commit_lsn;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return 0;
 }
 
 int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
@@ -79,9 +97,7 @@ int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                         lsn_t start_lsn, char msg[256])
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__SkCreateTimelineRequest req = ARBOR__SK_CREATE_TIMELINE_REQUEST__INIT;
     req.timeline = &ref;
     req.start_lsn = start_lsn;
@@ -107,24 +123,14 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
 
 int skc_removed_below(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
-    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
-    req.timeline = &ref;
-    Arbor__TimelineStatusResponse *resp = NULL;
-    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/TimelineStatus", &req.base,
-                       &arbor__timeline_status_response__descriptor,
-                       (ProtobufCMessage **)&resp, SKC_TIMEOUT_MS, NULL);
+    Arbor__TimelineStatusResponse *resp;
+    int rc = timeline_status(c, tenant, timeline, &resp);
     if (rc != 0)
-        return -EIO;
-    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK)
-        rc = -ENOENT;
-    else
-        *out = resp->removed_below_lsn > resp->start_lsn ? resp->removed_below_lsn
-                                                         : resp->start_lsn;
+        return rc;
+    *out = resp->removed_below_lsn > resp->start_lsn ? resp->removed_below_lsn
+                                                     : resp->start_lsn;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return 0;
 }
 
 struct skc_wal {
@@ -134,9 +140,7 @@ struct skc_wal {
 int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t start,
                  bool follow, skc_wal **out)
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)tenant->b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline->b };
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
     req.timeline = &ref;
     req.start_lsn = start;
