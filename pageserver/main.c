@@ -59,6 +59,7 @@ typedef struct ps_daemon_config {
     char *remote_storage;
     uint64_t remote_poll_ms;
     uint64_t remote_shutdown_ms;
+    char *disk_budget;
     uint64_t receiver_idle_ms;
     int max_receivers;
 } ps_daemon_config;
@@ -72,6 +73,12 @@ static const cfg_option ps_options[] = {
                      "200ms", "how often timelines are compared with the bucket"),
     CFG_DURATION_OPT("remote.shutdown-timeout", ps_daemon_config, remote_shutdown_ms,
                      "30s", "at shutdown, wait this long for uploads to finish"),
+    CFG_STRING_OPT("remote.disk-budget", ps_daemon_config, disk_budget, "",
+                   "with remote storage: evict the least recently read layers that the "
+                   "bucket holds while their local bytes exceed this size (e.g. 10GiB), or "
+                   "while the data directory's file system is fuller than this "
+                   "percentage (e.g. 85%); evicted layers download again on first read; "
+                   "empty: never evict"),
     CFG_DURATION_OPT("wal.receiver-idle", ps_daemon_config, receiver_idle_ms, "10s",
                      "a timeline's WAL receiver (thread + stream) ends after this "
                      "long without new WAL; the next commit starts one again"),
@@ -139,6 +146,9 @@ static struct {
     int n_sk;
     remote_storage *rs;        /* NULL: no remote storage */
     ps_remote *remote;
+    ps_remote_downloads downloads;
+    uint64_t budget_bytes;
+    uint32_t budget_pct;
     uint32_t generation;
 } g_ps;
 
@@ -266,6 +276,8 @@ static void status_one(ps_timeline *tl, void *arg)
         "layer_count", (int)i.layer_count, "page_size", (int)i.page_size,
         "pitr_window_s", (int)i.pitr_window_s,
         "last_commit_timestamp_us", (json_int_t)i.last_commit_timestamp_us);
+    json_object_set_new(o, "resident_size_bytes", json_integer((json_int_t)i.resident_size_bytes));
+    json_object_set_new(o, "remote_only_layers", json_integer((json_int_t)i.remote_layers));
     json_object_set_new(o, "flush_error",
                         i.flush_error ? json_string(ps_strerror(i.flush_error)) : json_null());
     int cur = ps_rcv_current(g_ps.rcv, &i.timeline_id);
@@ -439,7 +451,17 @@ static double remote_stat(void *arg)
     case 6: return (double)rs.requests;
     case 7: return (double)rs.retries;
     case 8: return (double)rs.errors;
-    default: return (double)g_ps.generation;
+    case 9: return (double)g_ps.generation;
+    case 10: return (double)atomic_load(&g_ps.downloads.downloads);
+    case 11: return (double)atomic_load(&g_ps.downloads.bytes);
+    case 12: return (double)atomic_load(&g_ps.downloads.failures);
+    case 13: return (double)atomic_load(&g_ps.downloads.micros) / 1e6;
+    case 14: return (double)st.evictions;
+    case 15: return (double)st.bytes_evicted;
+    case 16: return (double)st.resident_bytes;
+    case 17: return (double)st.remote_only_bytes;
+    case 18: return (double)st.over_budget_bytes;
+    default: return (double)g_ps.budget_bytes;
     }
 }
 
@@ -457,6 +479,18 @@ static int create_remote_metrics(void)
         { "arbor_pageserver_remote_retries", "Bucket requests retried" },
         { "arbor_pageserver_remote_errors", "Bucket operations failed after retries" },
         { "arbor_pageserver_remote_generation", "This pageserver's generation" },
+        { "arbor_pageserver_remote_downloads", "Layers downloaded on demand since start" },
+        { "arbor_pageserver_remote_download_bytes", "Layer bytes downloaded since start" },
+        { "arbor_pageserver_remote_download_failures", "Layer downloads that failed" },
+        { "arbor_pageserver_remote_download_seconds", "Time spent downloading layers" },
+        { "arbor_pageserver_remote_evictions", "Layers evicted from local disk since start" },
+        { "arbor_pageserver_remote_evicted_bytes", "Layer bytes evicted since start" },
+        { "arbor_pageserver_resident_layer_bytes", "Layer bytes on local disk" },
+        { "arbor_pageserver_remote_only_layer_bytes",
+          "Layer bytes held only in the bucket (evicted or not yet read)" },
+        { "arbor_pageserver_disk_budget_exceeded_bytes",
+          "Bytes beyond the disk budget that cannot be evicted (not uploaded yet)" },
+        { "arbor_pageserver_disk_budget_bytes", "The disk budget for layers (0: none)" },
     };
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(names[0]); i++)
@@ -468,13 +502,32 @@ static int create_remote_metrics(void)
 /* Before the repository opens: pick a generation, attach missing tenants. */
 static int remote_attach(void)
 {
-    if (!g_ps.conf.remote_storage || !*g_ps.conf.remote_storage)
+    if (!g_ps.conf.remote_storage || !*g_ps.conf.remote_storage) {
+        if (g_ps.conf.disk_budget && *g_ps.conf.disk_budget)
+            log_warn("--remote.disk-budget has no effect without --remote-storage: "
+                     "layers held only locally are never evicted");
         return 0;
+    }
     int rc = rs_open(g_ps.conf.remote_storage, NULL, &g_ps.rs);
     if (rc != 0) {
         log_error("remote storage %s: %s", g_ps.conf.remote_storage, strerror(-rc));
         return rc;
     }
+    const char *b = g_ps.conf.disk_budget;
+    if (b && *b) {
+        size_t n = strlen(b);
+        char *end;
+        unsigned long pct = b[n - 1] == '%' ? strtoul(b, &end, 10) : 0;
+        if (b[n - 1] == '%' ? (end != b + n - 1 || pct == 0 || pct > 100)
+                            : cfg_parse_size_bytes(b, &g_ps.budget_bytes) != 0) {
+            log_error("--remote.disk-budget=%s: want a size (64MiB) or a percentage (85%%)",
+                      b);
+            return -EINVAL;
+        }
+        g_ps.budget_pct = (uint32_t)pct;
+    }
+    ps_remote_downloads_init(&g_ps.downloads, g_ps.rs);
+    g_ps.engine.layer_source = &g_ps.downloads.source;
     uint32_t attached = 0;
     rc = ps_remote_attach(g_ps.rs, g_ps.conf.datadir, &g_ps.generation, &attached);
     if (rc != 0)
@@ -531,8 +584,11 @@ static int start_all(int *grpc_port)
     if (rc == 0 && g_ps.rs)
         rc = ps_remote_start(g_ps.repo, g_ps.rs, g_ps.generation,
                              (uint32_t)g_ps.conf.remote_poll_ms, &g_ps.remote);
-    if (rc == 0 && g_ps.rs)
+    if (rc == 0 && g_ps.rs) {
+        ps_remote_set_disk_budget(g_ps.remote, g_ps.budget_bytes, g_ps.budget_pct,
+                                  g_ps.conf.datadir);
         rc = create_remote_metrics();
+    }
     ps_rcv_options ro = { .safekeepers = (const char *const *)g_ps.sk_list,
                           .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics,
                           .idle_ms = (uint32_t)g_ps.conf.receiver_idle_ms,

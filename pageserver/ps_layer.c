@@ -16,7 +16,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <xxhash.h>
 
 typedef struct {
@@ -141,7 +143,53 @@ void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
     l->timeline_id = *timeline_id;
     l->fd = -1;
     pthread_mutex_init(&l->load_mu, NULL);
+    atomic_init(&l->resident, true);
+    atomic_init(&l->last_access_ms, 0);
     *out = l;
+}
+
+void ps_layer_open_remote(const ps_io *io, const char *path, ps_layer_kind kind,
+                          lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
+                          uint64_t file_bytes, const arbor_id *tenant_id,
+                          const arbor_id *timeline_id, const ps_layer_source *src,
+                          uint32_t generation, ps_layer **out)
+{
+    ps_layer_open(io, path, kind, lsn_start, lsn_end, page_size, file_bytes, timeline_id, out);
+    ps_layer *l = *out;
+    atomic_store(&l->resident, false);
+    l->src = src;
+    l->tenant_id = *tenant_id;
+    l->remote_generation = generation;
+}
+
+int ps_layer_stub_format(uint32_t generation, uint64_t size, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%08" PRIx32 " %" PRIu64 "\n", generation, size);
+    return n > 0 && (size_t)n < cap ? n : -EINVAL;
+}
+
+int ps_layer_stub_parse(const char *text, size_t n, uint32_t *generation, uint64_t *size)
+{
+    char buf[64];
+    if (n == 0 || n >= sizeof(buf)) {
+        return -EINVAL;
+    }
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    char *end;
+    unsigned long long g = strtoull(buf, &end, 16);
+    if (end != buf + 8 || *end != ' ' || g == 0 || g > UINT32_MAX) {
+        return -EINVAL;
+    }
+    const char *p = end + 1;
+    unsigned long long sz = strtoull(p, &end, 10);
+    if (end == p || *end != '\n' || end[1] != '\0' ||
+        sz < PS_LAYER_HEADER_BYTES + PS_LAYER_FOOTER_BYTES) {
+        return -EINVAL;
+    }
+    *generation = (uint32_t)g;
+    *size = sz;
+    return 0;
 }
 
 void ps_layer_ref(ps_layer *l)
@@ -268,8 +316,47 @@ done:
     return rc;
 }
 
+/* Puts a non-resident layer's file in place (caller holds load_mu): the
+ * download renames it into place, then the stub goes. */
+static int download_locked(ps_layer *l)
+{
+    char name[PS_LAYER_NAME_MAX];
+    ps_layer_name(l->kind, l->lsn_start, l->lsn_end, name);
+    if (!l->src) {
+        return -ENOTSUP;   /* the pageserver runs without remote storage */
+    }
+    int rc = l->src->download(l->src->ctx, &l->tenant_id, &l->timeline_id, name,
+                              l->remote_generation, l->path);
+    if (rc != 0) {
+        return rc;
+    }
+    struct stat st;
+    if (stat(l->path, &st) != 0) {
+        return -errno;
+    }
+    if ((uint64_t)st.st_size != l->file_bytes) {
+        l->io->unlink(l->io->ctx, l->path);   /* not what the index named */
+        return -EIO;                          /* retried by the next read */
+    }
+    size_t n = strlen(l->path) + sizeof(PS_LAYER_STUB_SUFFIX);
+    char *stub = az_malloc(n);
+    snprintf(stub, n, "%s" PS_LAYER_STUB_SUFFIX, l->path);
+    rc = l->io->unlink(l->io->ctx, stub);
+    az_free(stub);
+    /* The directory's fsync is not needed for safety: a lost rename only
+     * means downloading again. */
+    return rc == -ENOENT ? 0 : rc;
+}
+
 static int load_locked(ps_layer *l)
 {
+    if (!atomic_load(&l->resident)) {
+        int rc = download_locked(l);
+        if (rc != 0) {
+            return rc;
+        }
+        atomic_store(&l->resident, true);
+    }
     int fd = l->io->open(l->io->ctx, l->path, O_RDONLY, 0);
     if (fd < 0) {
         return fd;
@@ -334,12 +421,23 @@ int ps_layer_load(ps_layer *l)
 
 /* ---- lookups --------------------------------------------------------- */
 
+static void touch(ps_layer *l)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (atomic_load_explicit(&l->last_access_ms, memory_order_relaxed) != ms) {
+        atomic_store_explicit(&l->last_access_ms, ms, memory_order_relaxed);
+    }
+}
+
 int ps_layer_find(ps_layer *l, uint32_t pgno, lsn_t max_lsn, uint64_t *idx)
 {
     int rc = ps_layer_load(l);
     if (rc != 0) {
         return rc;
     }
+    touch(l);
     /* First entry greater than (pgno, max_lsn); the one before it is the
      * candidate. */
     uint64_t lo = 0, hi = l->n_entries;

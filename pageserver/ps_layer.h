@@ -69,6 +69,16 @@
  * <name> and fsyncs the directory. Publishing it (metadata) is the
  * timeline's job.
  *
+ * Residency (remote storage, ps_remote.h): a layer may exist only in the
+ * bucket. Its handle (ps_layer_open_remote) then knows the generation that
+ * uploaded it and a ps_layer_source; the first lookup downloads the file
+ * to its path under load_mu, so concurrent readers of one layer share one
+ * download and the rest of the module sees an ordinary file. On disk a
+ * non-resident layer is a stub "<name>.remote" holding "<generation hex>
+ * <size>\n"; the timeline writes the stub before it deletes an evicted file
+ * and the download renames the file into place before it deletes the stub,
+ * so a crash leaves the file (which wins), the stub, or both.
+ *
  * Threads and ownership: a ps_layer is reference-counted (ps_layer_ref /
  * ps_layer_unref; the last unref closes the fd and frees it). Its index is
  * loaded on first use under a mutex and is immutable afterwards, so lookups
@@ -109,6 +119,19 @@ typedef struct ps_layer_entry {
     uint64_t checksum;
 } ps_layer_entry;
 
+/* Where a layer that is not on local disk comes from (ps_remote). */
+typedef struct ps_layer_source {
+    /* Downloads the object of layer `name` of the timeline that generation
+     * `generation` uploaded into dest, durably (a crash leaves no partial
+     * file under dest). 0 or -errno. */
+    int (*download)(void *ctx, const arbor_id *tenant_id, const arbor_id *timeline_id,
+                    const char *name, uint32_t generation, const char *dest);
+    void *ctx;
+} ps_layer_source;
+
+/* Suffix of a non-resident layer's stub file. */
+#define PS_LAYER_STUB_SUFFIX ".remote"
+
 typedef struct ps_layer {
     atomic_int refs;
     ps_layer_kind kind;
@@ -125,6 +148,13 @@ typedef struct ps_layer {
     int fd;
     ps_layer_entry *index;
     uint64_t n_entries;
+    /* Residency: resident is false until a non-resident layer's download
+     * (under load_mu) put the file in place. */
+    atomic_bool resident;
+    const ps_layer_source *src;   /* NULL: local only */
+    arbor_id tenant_id;
+    uint32_t remote_generation;   /* the bucket's copy; 0: unknown */
+    _Atomic int64_t last_access_ms;   /* monotonic, coarse: for LRU */
 } ps_layer;
 
 /* Formats a file name ("delta_...-..." / "image_..."), no ".tmp". */
@@ -140,10 +170,23 @@ void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
                    lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                    uint64_t file_bytes, const arbor_id *timeline_id,
                    ps_layer **out);
+/* A handle on a layer held only in the bucket (see Residency): nothing is
+ * downloaded until the first lookup. file_bytes: the object's size. src
+ * may be NULL (remote storage not configured): loads then fail with
+ * -ENOTSUP. */
+void ps_layer_open_remote(const ps_io *io, const char *path, ps_layer_kind kind,
+                          lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
+                          uint64_t file_bytes, const arbor_id *tenant_id,
+                          const arbor_id *timeline_id, const ps_layer_source *src,
+                          uint32_t generation, ps_layer **out);
+/* Stub file contents for generation and size; parses them (0 or -EINVAL). */
+int ps_layer_stub_format(uint32_t generation, uint64_t size, char *out, size_t cap);
+int ps_layer_stub_parse(const char *text, size_t n, uint32_t *generation, uint64_t *size);
 void ps_layer_ref(ps_layer *l);
 void ps_layer_unref(ps_layer *l);
 
-/* Loads (once) and returns the index. 0, PS_ECORRUPT or -errno. */
+/* Loads (once) and returns the index, downloading a non-resident layer
+ * first. 0, PS_ECORRUPT or -errno. */
 int ps_layer_load(ps_layer *l);
 
 /* The newest entry for pgno with lsn <= max_lsn. 0 and *idx; PS_ENOTFOUND

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +87,11 @@ struct ps_remote {
     tl_state *states;
     size_t n_states;
     ps_remote_stats stats;
+    uint64_t budget_bytes;       /* mu; 0: none */
+    uint32_t budget_pct;         /* mu; 0: none */
+    char *datadir;               /* mu */
+    int64_t next_usage_ms;       /* pass thread: next stats-only eviction pass */
+    int64_t next_warn_ms;        /* pass thread */
 };
 
 static int64_t now_ms(void)
@@ -330,7 +336,7 @@ static int next_generation(remote_storage *rs, const char *datadir, uint32_t *ge
 
 /* Downloads one timeline into <tdir>/<L> through <L>.tmp. */
 static int attach_timeline(remote_storage *rs, const char *tdir, const arbor_id *t,
-                           const arbor_id *l, uint32_t *layers_downloaded)
+                           const arbor_id *l, uint32_t *layers_attached)
 {
     index_part ip;
     int rc = fetch_newest_index(rs, t, l, &ip);
@@ -343,14 +349,15 @@ static int attach_timeline(remote_storage *rs, const char *tdir, const arbor_id 
     snprintf(fin, sizeof(fin), "%s/%s", tdir, ls);
     fs_remove_tree(tmp);
     rc = fs_mkdir_p(tmp);
+    /* Layers are downloaded on first read: a stub each (ps_layer.h). */
     for (size_t i = 0; rc == 0 && i < ip.n_layers; i++) {
-        object_key(t, l, ip.layers[i].name, ip.layers[i].generation, key);
-        snprintf(path, sizeof(path), "%s/%s", tmp, ip.layers[i].name);
-        rc = rs_get_file(rs, key, path);
+        char text[64];
+        int tn = ps_layer_stub_format(ip.layers[i].generation, ip.layers[i].size_bytes, text,
+                                      sizeof(text));
+        snprintf(path, sizeof(path), "%s/%s" PS_LAYER_STUB_SUFFIX, tmp, ip.layers[i].name);
+        rc = tn < 0 ? tn : fs_write_atomic(path, text, (size_t)tn);
         if (rc == 0) {
-            (*layers_downloaded)++;
-        } else {
-            log_error("attach: layer %s: %s", key, strerror(-rc));
+            (*layers_attached)++;
         }
     }
     if (rc == 0) {
@@ -466,7 +473,7 @@ int ps_remote_attach(remote_storage *rs, const char *datadir, uint32_t *generati
     }
     if (rc == 0) {
         log_info("remote storage %s: generation %" PRIu32 ", %" PRIu32
-                 " timelines attached (%" PRIu32 " layers downloaded)",
+                 " timelines attached (%" PRIu32 " layers, downloaded on first read)",
                  rs_url(rs), *generation, n_att, n_layers);
     }
     return rc;
@@ -575,8 +582,9 @@ static int upload_layers(ps_remote *r, tl_state *st, const char *dir, const ps_l
         const rlayer *have = find_rlayer(st->layers, st->n_layers, snap[i].name);
         snprintf(next[i].name, PS_LAYER_NAME_MAX, "%s", snap[i].name);
         next[i].size_bytes = snap[i].size_bytes;
-        if (have) {
-            next[i].generation = have->generation;
+        if (have || !snap[i].resident) {
+            /* Not resident: in the bucket already (attached or evicted). */
+            next[i].generation = have ? have->generation : snap[i].remote_generation;
             continue;
         }
         char key[256], path[4200];
@@ -942,6 +950,198 @@ static uint32_t run_pass(ps_remote *r)
     return pending;
 }
 
+/* ---- eviction ---------------------------------------------------------------- */
+
+typedef struct evict_cand {
+    ps_timeline *tl;             /* borrowed from the pass' lists */
+    char name[PS_LAYER_NAME_MAX];
+    uint32_t generation;
+    uint64_t bytes;
+    int64_t last_access_ms;
+} evict_cand;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const evict_cand *x = a, *y = b;
+    return (x->last_access_ms > y->last_access_ms) - (x->last_access_ms < y->last_access_ms);
+}
+
+/* Resident layers of tl into *c (those the bucket holds: evictable) and the
+ * byte totals. */
+static void collect_layers(ps_remote *r, ps_timeline *tl, evict_cand **c, size_t *n,
+                           size_t *cap, uint64_t *resident, uint64_t *remote_only)
+{
+    ps_meta m;
+    ps_layer_file *snap;
+    size_t ns;
+    if (ps_timeline_layer_snapshot(tl, &m, &snap, &ns) != 0) {
+        return;
+    }
+    /* st->layers changes only on this (pass) thread. */
+    tl_state *st = state_find(r, ps_timeline_tenant_id(tl), ps_timeline_id(tl));
+    for (size_t i = 0; i < ns; i++) {
+        if (!snap[i].resident) {
+            *remote_only += snap[i].size_bytes;
+            continue;
+        }
+        *resident += snap[i].size_bytes;
+        const rlayer *rl = st ? find_rlayer(st->layers, st->n_layers, snap[i].name) : NULL;
+        if (!rl) {
+            continue;   /* not in the last uploaded index: the only copy */
+        }
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            *c = az_realloc(*c, *cap * sizeof(**c));
+        }
+        evict_cand *e = &(*c)[(*n)++];
+        e->tl = tl;
+        memcpy(e->name, snap[i].name, sizeof(e->name));
+        e->generation = rl->generation;
+        e->bytes = snap[i].size_bytes;
+        e->last_access_ms = snap[i].last_access_ms;
+    }
+    az_free(snap);
+}
+
+/* Bytes to free so the budget holds (with its hysteresis), from the resident
+ * total and the file system's fill. */
+static uint64_t bytes_to_free(uint64_t resident, uint64_t budget, uint32_t pct,
+                              const char *datadir)
+{
+    uint64_t need = 0;
+    if (budget > 0 && resident > budget) {
+        need = resident - (budget - budget / 10);
+    }
+    struct statvfs vfs;
+    if (pct > 0 && datadir && statvfs(datadir, &vfs) == 0 && vfs.f_blocks > 0) {
+        uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+        uint64_t used = (uint64_t)(vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize;
+        if (used > total / 100 * pct) {
+            uint32_t target = pct > 1 ? pct - 1 : 0;
+            uint64_t n = used - total / 100 * target;
+            need = n > need ? n : need;
+        }
+    }
+    return need;
+}
+
+static void evict_pass(ps_remote *r)
+{
+    pthread_mutex_lock(&r->mu);
+    uint64_t budget = r->budget_bytes;
+    uint32_t pct = r->budget_pct;
+    char *datadir = r->datadir ? az_strdup(r->datadir) : NULL;
+    bool stale = r->stale;
+    pthread_mutex_unlock(&r->mu);
+    bool enforce = (budget > 0 || pct > 0) && !stale;
+    if (!enforce && now_ms() < r->next_usage_ms) {
+        az_free(datadir);
+        return;   /* stats only: every few seconds */
+    }
+    r->next_usage_ms = now_ms() + 5000;
+    arbor_id *tenants = NULL;
+    size_t nt = 0;
+    if (ps_repo_list_tenants(r->repo, &tenants, &nt) != 0) {
+        az_free(datadir);
+        return;
+    }
+    ps_timeline ***lists = az_calloc(nt + 1, sizeof(*lists));
+    size_t *lens = az_calloc(nt + 1, sizeof(*lens));
+    evict_cand *c = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t resident = 0, remote_only = 0;
+    for (size_t i = 0; i < nt; i++) {
+        if (ps_repo_list_timelines(r->repo, &tenants[i], &lists[i], &lens[i]) != 0) {
+            lists[i] = NULL;
+            lens[i] = 0;
+            continue;
+        }
+        for (size_t j = 0; j < lens[i]; j++) {
+            collect_layers(r, lists[i][j], &c, &n, &cap, &resident, &remote_only);
+        }
+    }
+    uint64_t need = enforce ? bytes_to_free(resident, budget, pct, datadir) : 0;
+    uint64_t freed = 0, evicted = 0;
+    if (need > 0) {
+        qsort(c, n, sizeof(*c), cand_cmp);
+        for (size_t i = 0; i < n && freed < need; i++) {
+            uint64_t f = 0;
+            int rc = ps_timeline_evict_layer(c[i].tl, c[i].name, c[i].generation, &f);
+            if (rc == 0) {
+                freed += f;
+                evicted++;
+            } else if (rc != -EBUSY && rc != PS_ENOTFOUND) {
+                log_warn("eviction of layer %s failed: %s", c[i].name, strerror(-rc));
+            }
+        }
+        if (freed < need && now_ms() >= r->next_warn_ms) {
+            r->next_warn_ms = now_ms() + 60000;
+            log_warn("disk budget exceeded by %" PRIu64 " bytes that cannot be evicted now "
+                     "(layers not yet in the bucket, or busy)", need - freed);
+        }
+    }
+    pthread_mutex_lock(&r->mu);
+    r->stats.evictions += evicted;
+    r->stats.bytes_evicted += freed;
+    r->stats.resident_bytes = resident - (freed < resident ? freed : resident);
+    r->stats.remote_only_bytes = remote_only + freed;
+    r->stats.over_budget_bytes = need > freed ? need - freed : 0;
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < nt; i++) {
+        if (lists[i]) {
+            ps_repo_free_list(lists[i], lens[i]);
+        }
+    }
+    az_free(lists);
+    az_free(lens);
+    az_free(c);
+    az_free(tenants);
+    az_free(datadir);
+}
+
+void ps_remote_set_disk_budget(ps_remote *r, uint64_t bytes, uint32_t pct, const char *datadir)
+{
+    pthread_mutex_lock(&r->mu);
+    r->budget_bytes = bytes;
+    r->budget_pct = pct > 100 ? 100 : pct;
+    az_free(r->datadir);
+    r->datadir = datadir ? az_strdup(datadir) : NULL;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- downloads -------------------------------------------------------------- */
+
+static int download_layer(void *ctx, const arbor_id *t, const arbor_id *l, const char *name,
+                          uint32_t generation, const char *dest)
+{
+    ps_remote_downloads *d = ctx;
+    char key[256];
+    object_key(t, l, name, generation, key);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = rs_get_file(d->rs, key, dest);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc != 0) {
+        atomic_fetch_add(&d->failures, 1);
+        log_error("download of layer %s failed: %s", key, strerror(-rc));
+        return rc;
+    }
+    struct stat st;
+    atomic_fetch_add(&d->downloads, 1);
+    atomic_fetch_add(&d->bytes, stat(dest, &st) == 0 ? (uint64_t)st.st_size : 0);
+    atomic_fetch_add(&d->micros, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
+                                            (t1.tv_nsec - t0.tv_nsec) / 1000));
+    return 0;
+}
+
+void ps_remote_downloads_init(ps_remote_downloads *d, remote_storage *rs)
+{
+    memset(d, 0, sizeof(*d));
+    d->rs = rs;
+    d->source.download = download_layer;
+    d->source.ctx = d;
+}
+
 static void *uploader_main(void *arg)
 {
     ps_remote *r = arg;
@@ -950,6 +1150,7 @@ static void *uploader_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         pthread_mutex_lock(&r->pass_mu);
         run_pass(r);
+        evict_pass(r);
         pthread_mutex_unlock(&r->pass_mu);
         pthread_mutex_lock(&r->mu);
         if (r->stop) {
@@ -1003,6 +1204,7 @@ void ps_remote_stop(ps_remote *r)
         state_clear(&r->states[i]);
     }
     az_free(r->states);
+    az_free(r->datadir);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->pass_mu);

@@ -47,7 +47,7 @@
  *
  * Attach (ps_remote_attach, before ps_repo_open): every tenant in the
  * bucket that has no directory locally is downloaded: for each timeline the
- * index with the highest generation, its layers and commits, written as a
+ * index with the highest generation, a stub per layer, and its commits, written as a
  * timeline directory (under a .tmp name, renamed into place), so that
  * ps_repo_open loads it as after a clean shutdown at the index's
  * disk_consistent_lsn; the WAL receiver re-ingests above it. Tenants present
@@ -55,16 +55,32 @@
  * uploaded; a remote timeline missing locally was deleted and its objects
  * are removed).
  *
+ * On-demand download (Neon's on-demand download + disk usage eviction):
+ * attach writes a stub per layer (ps_layer.h, Residency) instead of the
+ * layer, so an empty pageserver answers as soon as the indexes are read;
+ * a read that needs a layer downloads it (ps_remote_downloads is the
+ * ps_layer_source; concurrent readers of one layer share one download).
+ * Eviction, on the uploader thread after each pass, when a disk budget is
+ * set (ps_remote_set_disk_budget): while the resident layer bytes exceed
+ * the byte budget, or the file system holding the data directory is fuller
+ * than the percentage, the least recently read resident layers that the
+ * last uploaded index names are evicted (down to 90% of the byte budget /
+ * 1 point below the percentage). A layer not yet in the bucket is never
+ * evicted, and a stale pageserver evicts nothing (the newer generation may
+ * delete the objects it would need).
+ *
  * Threads: one uploader thread (ps_remote_start); ps_remote_consistent_lsn
  * and ps_remote_sync from any thread.
  */
 #ifndef ARBOR_PS_REMOTE_H
 #define ARBOR_PS_REMOTE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "ids.h"
+#include "ps_layer.h"
 #include "lsn.h"
 #include "ps_repo.h"
 #include "remote_storage.h"
@@ -79,7 +95,23 @@ typedef struct ps_remote_stats {
     uint64_t upload_failures;
     uint32_t pending_timelines;     /* not yet in sync with the bucket */
     bool stale;                     /* a newer generation exists */
+    uint64_t evictions;             /* layers evicted since start */
+    uint64_t bytes_evicted;
+    uint64_t resident_bytes;        /* layer files on local disk (last pass) */
+    uint64_t remote_only_bytes;     /* layers held only in the bucket */
+    uint64_t over_budget_bytes;     /* beyond the budget but not evictable
+                                       (not uploaded yet), last pass */
 } ps_remote_stats;
+
+/* Downloads of non-resident layers: the ps_layer_source for
+ * ps_config.layer_source, with its counters. Lives as long as the repo. */
+typedef struct ps_remote_downloads {
+    ps_layer_source source;
+    remote_storage *rs;
+    _Atomic uint64_t downloads, bytes, failures, micros;
+} ps_remote_downloads;
+
+void ps_remote_downloads_init(ps_remote_downloads *d, remote_storage *rs);
 
 /* Picks this start's generation (see above) and attaches missing tenants
  * from the bucket into datadir. *generation: the one to pass to
@@ -91,6 +123,11 @@ int ps_remote_attach(remote_storage *rs, const char *datadir, uint32_t *generati
  * poll_ms: how often timelines are compared with the bucket (0: 200). */
 int ps_remote_start(ps_repo *repo, remote_storage *rs, uint32_t generation,
                     uint32_t poll_ms, ps_remote **out);
+/* Disk budget for eviction (see above): bytes of resident layer files
+ * (0: none) and/or a percentage of the file system holding datadir (0:
+ * none). Either may be set at any time. */
+void ps_remote_set_disk_budget(ps_remote *r, uint64_t bytes, uint32_t pct,
+                               const char *datadir);
 /* Stops the uploader (an upload in progress finishes first). */
 void ps_remote_stop(ps_remote *r);
 

@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Valgrind cannot see the kernel fill io_uring read buffers; tell it. */
 #if defined(__has_include)
@@ -427,6 +428,45 @@ static bool has_suffix(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* A non-resident layer's stub (ps_layer.h, Residency): the layer joins the
+ * map unless its file is there too (a crash between a download's rename and
+ * the stub's removal, or an eviction's stub write and the file's removal):
+ * then the file wins and the stub goes. */
+static int load_stub(ps_timeline *tl, ps_layer_map *m, const char *stub_path,
+                     ps_layer_kind kind, lsn_t s, lsn_t e, bool *removed)
+{
+    char path[4096];
+    size_t n = strlen(stub_path) - strlen(PS_LAYER_STUB_SUFFIX);
+    snprintf(path, sizeof(path), "%.*s", (int)n, stub_path);
+    if (access(path, F_OK) == 0) {
+        *removed = true;
+        int rc = tl_io(tl)->unlink(tl_io(tl)->ctx, stub_path);
+        return rc == -ENOENT ? 0 : rc;
+    }
+    char text[64];
+    FILE *f = fopen(stub_path, "r");
+    if (!f) {
+        return -errno;
+    }
+    size_t got = fread(text, 1, sizeof(text), f);
+    fclose(f);
+    uint32_t gen;
+    uint64_t size;
+    if (ps_layer_stub_parse(text, got, &gen, &size) != 0) {
+        log_error("timeline %s: unreadable layer stub %s", tl->dir, stub_path);
+        return PS_ECORRUPT;
+    }
+    if (!tl->cfg.layer_source) {
+        log_warn("timeline %s: layer %s is held only in remote storage, which is not "
+                 "configured: reads that need it fail", tl->dir, path);
+    }
+    ps_layer *l;
+    ps_layer_open_remote(tl_io(tl), path, kind, s, e, atomic_load(&tl->page_size), size,
+                         &tl->tenant_id, &tl->timeline_id, tl->cfg.layer_source, gen, &l);
+    map_add_layer(m, l);
+    return 0;
+}
+
 /* One directory entry at load: a published layer is added to m; temp and
  * unpublished files are removed. Unknown names are left alone. */
 static int load_entry(ps_timeline *tl, ps_layer_map *m, const char *name,
@@ -440,9 +480,20 @@ static int load_entry(ps_timeline *tl, ps_layer_map *m, const char *name,
     ps_layer_kind kind;
     lsn_t s, e;
     bool tmp = has_suffix(name, ".tmp");
-    bool layer = ps_layer_parse_name(name, &kind, &s, &e) == 0;
+    bool stub = has_suffix(name, PS_LAYER_STUB_SUFFIX);
+    char base[PS_LAYER_NAME_MAX];
+    size_t bl = strlen(name) - (stub ? strlen(PS_LAYER_STUB_SUFFIX) : 0);
+    bool layer = false;
+    if (bl < sizeof(base)) {
+        memcpy(base, name, bl);
+        base[bl] = '\0';
+        layer = ps_layer_parse_name(base, &kind, &s, &e) == 0;
+    }
     lsn_t dcl = atomic_load(&tl->disk_consistent_lsn);
-    if (tmp || (layer && e > dcl)) {
+    if (stub && layer && e <= dcl) {
+        return load_stub(tl, m, path, kind, s, e, removed);
+    }
+    if (tmp || (layer && e > dcl) || (stub && layer)) {
         /* Half-written, or written but never published by the metadata. */
         rc = tl_io(tl)->unlink(tl_io(tl)->ctx, path);
         *removed = true;
@@ -1877,6 +1928,12 @@ static int gc_remove(ps_timeline *tl, ps_layer **gone, size_t n,
         if (r != 0 && r != -ENOENT && rc == 0) {
             rc = r;
         }
+        char stub[4200];
+        snprintf(stub, sizeof(stub), "%s" PS_LAYER_STUB_SUFFIX, gone[i]->path);
+        r = tl_io(tl)->unlink(tl_io(tl)->ctx, stub);
+        if (r != 0 && r != -ENOENT && rc == 0) {
+            rc = r;
+        }
         res->layers_removed++;
         res->bytes_removed += gone[i]->file_bytes;
         ps_layer_unref(gone[i]); /* readers with a snapshot keep the fd */
@@ -2004,10 +2061,16 @@ void ps_timeline_remove_branch_point(ps_timeline *tl, lsn_t lsn)
 static void info_layers(ps_timeline *tl, ps_timeline_info *out)
 {
     ps_layer_map *m = map_get(tl);
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, resident = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         bytes += m->layers[i]->file_bytes;
+        if (atomic_load(&m->layers[i]->resident)) {
+            resident += m->layers[i]->file_bytes;
+        } else {
+            out->remote_layers++;
+        }
     }
+    out->resident_size_bytes = resident;
     out->layer_count = (uint32_t)m->n_layers;
     out->frozen_layers = (uint32_t)m->n_frozen;
     out->flush_error = atomic_load(&tl->flush_error);
@@ -2065,9 +2128,84 @@ int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
         const ps_layer *l = m->layers[i];
         ps_layer_name(l->kind, l->lsn_start, l->lsn_end, out[i].name);
         out[i].size_bytes = l->file_bytes;
+        out[i].resident = atomic_load(&l->resident);
+        out[i].remote_generation = out[i].resident ? 0 : l->remote_generation;
+        out[i].last_access_ms = atomic_load(&l->last_access_ms);
     }
     *n = m->n_layers;
     *layers = out;
     map_put(m);
     return 0;
+}
+
+/* The map's index of a layer by name, or -1. */
+static long map_find_name(const ps_layer_map *m, const char *name)
+{
+    char have[PS_LAYER_NAME_MAX];
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const ps_layer *l = m->layers[i];
+        ps_layer_name(l->kind, l->lsn_start, l->lsn_end, have);
+        if (strcmp(have, name) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generation,
+                            uint64_t *freed)
+{
+    *freed = 0;
+    int rc = tl_check_usable(tl);
+    if (rc != 0) {
+        return rc;
+    }
+    /* bg_mu: GC and compaction neither drop nor read-and-rewrite this layer
+     * meanwhile; they can hold it for long, so do not wait. */
+    if (pthread_mutex_trylock(&tl->bg_mu) != 0) {
+        return -EBUSY;
+    }
+    ps_layer_map *m = map_get(tl);
+    long i = map_find_name(m, name);
+    ps_layer *old = i >= 0 ? m->layers[i] : NULL;
+    if (!old || !atomic_load(&old->resident)) {
+        map_put(m);
+        pthread_mutex_unlock(&tl->bg_mu);
+        return PS_ENOTFOUND;
+    }
+    ps_layer_ref(old);
+    map_put(m);
+    /* Readers with the current snapshot must keep reading after the file
+     * is gone: they do through the descriptor a load opens. */
+    rc = ps_layer_load(old);
+    char stub[4200], text[64];
+    snprintf(stub, sizeof(stub), "%s" PS_LAYER_STUB_SUFFIX, old->path);
+    int tn = ps_layer_stub_format(generation, old->file_bytes, text, sizeof(text));
+    if (rc == 0) {
+        rc = tn < 0 ? tn : tl_io(tl)->write_atomic(tl_io(tl)->ctx, stub, text, (size_t)tn);
+    }
+    /* The file goes before the new handle is in the map: a download through
+     * that handle must never be the file removed here. */
+    if (rc == 0) {
+        rc = tl_io(tl)->unlink(tl_io(tl)->ctx, old->path);
+    }
+    if (rc == 0) {
+        *freed = old->file_bytes;
+        ps_layer *nl;
+        ps_layer_open_remote(tl_io(tl), old->path, old->kind, old->lsn_start, old->lsn_end,
+                             old->page_size, old->file_bytes, &tl->tenant_id,
+                             &tl->timeline_id, tl->cfg.layer_source, generation, &nl);
+        pthread_mutex_lock(&tl->map_mu);
+        m = map_clone(tl->map);
+        long j = map_find_name(m, name);
+        assert(j >= 0 && m->layers[j] == old);   /* only flush changes it now: adds */
+        ps_layer_unref(m->layers[j]);
+        m->layers[j] = nl;
+        map_install(tl, m);
+        pthread_mutex_unlock(&tl->map_mu);
+        rc = tl_io(tl)->fsync_dir(tl_io(tl)->ctx, tl->dir);
+    }
+    ps_layer_unref(old);
+    pthread_mutex_unlock(&tl->bg_mu);
+    return rc;
 }

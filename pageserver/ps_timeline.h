@@ -106,6 +106,9 @@ typedef struct ps_config {
                                      transaction waiting for its commit
                                      record; beyond it they spill to a
                                      temporary file in the timeline's dir */
+    const struct ps_layer_source *layer_source;  /* downloads of layers held
+                                     only in the bucket (stubs); NULL: none
+                                     (borrowed; ps_layer.h) */
 } ps_config;
 
 /* Fills the defaults above. */
@@ -292,6 +295,8 @@ typedef struct ps_timeline_info {
     uint32_t page_size;
     uint32_t db_size_pages;
     uint32_t layer_count;          /* layer files */
+    uint32_t remote_layers;        /* of those, held only in the bucket */
+    uint64_t resident_size_bytes;  /* its layer files on local disk */
     uint32_t frozen_layers;        /* in memory, waiting for flush */
     int flush_error;               /* 0, or why flushes fail now (retried) */
     uint64_t open_layer_bytes;
@@ -329,6 +334,11 @@ const char *ps_timeline_dir(const ps_timeline *tl);
 typedef struct ps_layer_file {
     char name[48];          /* a ps_layer_name(): "delta_S-E" / "image_X" */
     uint64_t size_bytes;
+    bool resident;          /* on local disk (else only in the bucket) */
+    uint32_t remote_generation;  /* not resident: the generation that
+                                    uploaded it */
+    int64_t last_access_ms; /* monotonic (coarse) time of the last lookup;
+                               0: none since load */
 } ps_layer_file;
 
 /* A consistent view for an upload: the metadata (disk_consistent_lsn, GC
@@ -337,5 +347,15 @@ typedef struct ps_layer_file {
  * az_malloc'ed (az_free), *n entries, newest first. */
 int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
                                ps_layer_file **layers, size_t *n);
+
+/* Eviction: replaces the resident layer `name` by a non-resident handle on
+ * the bucket's copy (uploaded by `generation`: the caller, ps_remote, knows
+ * an index names it) and deletes the local file: a stub is written first
+ * (ps_layer.h, Residency). Readers holding an older map snapshot keep
+ * reading through the open descriptor. *freed: the file's bytes. 0;
+ * -EBUSY when compaction or GC runs now (try later); PS_ENOTFOUND when
+ * the layer is not in the map or not resident; -errno. */
+int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generation,
+                            uint64_t *freed);
 
 #endif
