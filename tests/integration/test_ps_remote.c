@@ -17,6 +17,11 @@
  *               model still holds (the safekeepers kept the WAL the bucket
  *               lacked: remote_consistent_lsn, not disk_consistent_lsn)
  *   generations every start takes a higher generation; keys carry it
+ *   on demand   attach writes layer stubs and downloads nothing; reads
+ *               download what they need (metrics and stubs say so)
+ *   eviction    --remote.disk-budget=1MiB: layers evicted down to the
+ *               budget; reading everything downloads them again, right;
+ *               the budget holds again after
  *   deletions   compaction + GC drop layers: their objects leave the
  *               bucket only after an index without them; a timeline
  *               overwritten 400 times shrinks in the bucket to <= 1/4 once
@@ -109,6 +114,38 @@ static int count_objects(const char *dir, const char *needle)
 
 #define ps_metric ps_metric_value   /* test_pageserver.c's */
 
+/* Files under the pageserver's tenants directory whose name ends with
+ * suffix (layer stubs: ".remote"). */
+static int count_local(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[1400];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        struct stat st;
+        size_t len = strlen(de->d_name), sl = strlen(suffix);
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            n += count_local(p, suffix);
+        else if (len > sl && strcmp(de->d_name + len - sl, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int count_stubs(void)
+{
+    char p[700];
+    snprintf(p, sizeof(p), "%s/tenants", g_ps.dir);
+    return count_local(p, ".remote");
+}
+
 /* removed_below_lsn summed over safekeepers for timeline t, from their
  * /v1/status: > 0 means WAL was removed. */
 static int sk_removed_any(int t)
@@ -186,9 +223,19 @@ static void test_attach_after_disk_loss(void **state)
     wipe_ps_disk();
     start_ps();
     assert_true(ps_metric("arbor_pageserver_remote_generation") > gen_before);
+    /* Attach downloaded no layer: each is a stub until a read needs it. */
+    int stubs = count_stubs();
+    double dl_before = ps_metric("arbor_pageserver_remote_downloads");
+    print_message("after attach: %d layer stubs, %.0f downloads\n", stubs, dl_before);
+    assert_true(stubs > 0);
     for (int t = 0; t < g_n_tl; t++)
         wait_ingested(t);
     check_all();
+    double dl_after = ps_metric("arbor_pageserver_remote_downloads");
+    print_message("reading every page at every LSN downloaded %.0f layers; %d stubs left\n",
+                  dl_after, count_stubs());
+    assert_true(dl_after > dl_before);
+    assert_true(count_stubs() < stubs);
     /* And it goes on: more writes, then a second loss. */
     unsigned rnd = 5;
     for (int i = 0; i < 40; i++)
@@ -288,6 +335,67 @@ static void test_kill9_mid_upload(void **state)
     pthread_mutex_destroy(&l.mu);
 }
 
+/* The disk a cache: with a disk budget far below the layers' bytes, the
+ * least recently read layers the bucket holds are evicted; reading every
+ * page at every LSN of every timeline downloads them again, and every read
+ * equals the model; the budget holds again afterwards. */
+static void test_eviction_under_budget(void **state)
+{
+    (void)state;
+    unsigned rnd = 99;
+    for (int i = 0; i < 60; i++)
+        write_one(i % g_n_tl, &rnd);
+    for (int t = 0; t < g_n_tl; t++)
+        wait_ingested(t);
+    for (int i = 0; i < 200 && ps_metric("arbor_pageserver_remote_pending_timelines") != 0; i++)
+        h_sleep_ms(100);
+    double budget = 1024 * 1024;
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
+    g_ps.extra_args[9] = "--remote.disk-budget=1MiB";
+    start_ps();
+    double resident = 0, evictions = 0;
+    for (int i = 0; i < 300; i++) {
+        resident = ps_metric("arbor_pageserver_resident_layer_bytes");
+        evictions = ps_metric("arbor_pageserver_remote_evictions");
+        if (evictions > 0 && resident > 0 && resident <= budget)
+            break;
+        h_sleep_ms(100);
+    }
+    double remote_only = ps_metric("arbor_pageserver_remote_only_layer_bytes");
+    print_message("budget 1 MiB: %.0f layers evicted, %.0f bytes resident, %.0f bytes only "
+                  "in the bucket, %d stubs\n", evictions, resident, remote_only, count_stubs());
+    assert_true(evictions > 0);
+    assert_true(resident <= budget);
+    assert_true(remote_only > budget);
+    assert_true(count_stubs() > 0);
+    double dl = ps_metric("arbor_pageserver_remote_downloads");
+    check_all();
+    double dl2 = ps_metric("arbor_pageserver_remote_downloads");
+    for (int i = 0; i < 300; i++) {
+        resident = ps_metric("arbor_pageserver_resident_layer_bytes");
+        if (ps_metric("arbor_pageserver_remote_evictions") > evictions && resident <= budget)
+            break;
+        h_sleep_ms(100);
+    }
+    print_message("reading everything downloaded %.0f layers (%.0f failures); then %.0f "
+                  "evictions in all, %.0f bytes resident\n", dl2 - dl,
+                  ps_metric("arbor_pageserver_remote_download_failures"),
+                  ps_metric("arbor_pageserver_remote_evictions"), resident);
+    assert_true(dl2 > dl);
+    assert_true(ps_metric("arbor_pageserver_remote_evictions") > evictions);
+    assert_true(resident <= budget);
+    assert_true(ps_metric("arbor_pageserver_remote_download_failures") == 0);
+    /* Writes go on under the budget, and read right. */
+    for (int i = 0; i < 20; i++)
+        write_one(i % g_n_tl, &rnd);
+    for (int t = 0; t < g_n_tl; t++)
+        wait_ingested(t);
+    check_all();
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);
+    g_ps.extra_args[9] = NULL;
+    start_ps();
+}
+
 /* Storage that shrinks: a timeline whose pages were overwritten many times
  * holds many delta layers in the bucket; once its PITR window (1 s) passed,
  * compaction + GC drop the layers no read can reach and the next index
@@ -350,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_attach_after_disk_loss),
         cmocka_unit_test(test_persisted_after_restart),
         cmocka_unit_test(test_kill9_mid_upload),
+        cmocka_unit_test(test_eviction_under_budget),
         cmocka_unit_test(test_gc_shrinks_bucket),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

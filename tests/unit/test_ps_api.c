@@ -10,7 +10,9 @@
 #include "ps_layer.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -683,10 +685,231 @@ static void test_multi_record_txn(void **state)
     env_free(&e);
 }
 
+/* ---- residency: eviction, on-demand download, stubs -------------------------- */
+
+/* A bucket of layer copies "<name>-<gen>" in a directory; downloads are
+ * counted, can be slowed and failed. */
+typedef struct fake_bucket {
+    char dir[600];
+    atomic_int downloads;
+    int delay_ms;
+    atomic_int fail;
+} fake_bucket;
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb");
+    if (!in) {
+        return -errno;
+    }
+    char tmp[1300];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", to);
+    FILE *out = fopen(tmp, "wb");
+    assert_non_null(out);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    }
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+    assert_int_equal(rename(tmp, to), 0);
+    return 0;
+}
+
+static int fb_download(void *ctx, const arbor_id *t, const arbor_id *l, const char *name,
+                       uint32_t gen, const char *dest)
+{
+    (void)t;
+    (void)l;
+    fake_bucket *b = ctx;
+    atomic_fetch_add(&b->downloads, 1);
+    usleep((useconds_t)b->delay_ms * 1000);
+    if (atomic_load(&b->fail)) {
+        return -EIO;
+    }
+    char src[1300];
+    snprintf(src, sizeof(src), "%s/%s-%08x", b->dir, name, gen);
+    return copy_file(src, dest);
+}
+
+typedef struct reader_arg {
+    ps_timeline *tl;
+    lsn_t lsn, want;
+    int rc;
+} reader_arg;
+
+static void *reader_main(void *p)
+{
+    reader_arg *a = p;
+    lsn_t v = 0;
+    a->rc = read_lsn(a->tl, 3, a->lsn, &v);
+    if (a->rc == 0 && v != a->want) {
+        a->rc = -1;
+    }
+    return NULL;
+}
+
+static bool file_exists(const char *dir, const char *name, const char *suffix)
+{
+    char p[1300];
+    snprintf(p, sizeof(p), "%s/%s%s", dir, name, suffix);
+    return access(p, F_OK) == 0;
+}
+
+/* Evicts every resident layer of tl after "uploading" it to b as gen 1. */
+static size_t evict_all(ps_timeline *tl, fake_bucket *b)
+{
+    ps_meta m;
+    ps_layer_file *snap;
+    size_t n, evicted = 0;
+    assert_int_equal(ps_timeline_layer_snapshot(tl, &m, &snap, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (!snap[i].resident) {
+            continue;
+        }
+        char from[1300], to[1300];
+        snprintf(from, sizeof(from), "%s/%s", ps_timeline_dir(tl), snap[i].name);
+        snprintf(to, sizeof(to), "%s/%s-%08x", b->dir, snap[i].name, 1u);
+        assert_int_equal(copy_file(from, to), 0);
+        uint64_t freed = 0;
+        assert_int_equal(ps_timeline_evict_layer(tl, snap[i].name, 1, &freed), 0);
+        assert_int_equal(freed, snap[i].size_bytes);
+        assert_false(file_exists(ps_timeline_dir(tl), snap[i].name, ""));
+        assert_true(file_exists(ps_timeline_dir(tl), snap[i].name, PS_LAYER_STUB_SUFFIX));
+        /* Not resident any more: nothing to evict. */
+        assert_int_equal(ps_timeline_evict_layer(tl, snap[i].name, 1, &freed), PS_ENOTFOUND);
+        evicted++;
+    }
+    free(snap);
+    return evicted;
+}
+
+static void test_residency(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    fake_bucket b = { .delay_ms = 0 };
+    snprintf(b.dir, sizeof(b.dir), "%s/bucket", e.dir);
+    assert_int_equal(mkdir(b.dir, 0755), 0);
+    ps_layer_source src = { .download = fb_download, .ctx = &b };
+    ps_repo_close(e.repo);
+    e.cfg.layer_source = &src;
+    e.cfg.freeze_bytes = 1 << 20;      /* one layer per checkpoint */
+    env_open(&e);
+    ps_timeline *tl = mk_tl(&e, "main", NULL, 0);
+    wr w = writer(tl);
+    lsn_t at[20];
+    for (int i = 0; i < 20; i++) {
+        at[i] = put1(&w, 1 + (uint32_t)i % 5, T0 + i);
+    }
+    assert_int_equal(ps_timeline_checkpoint(tl), 0);
+    lsn_t want[20];
+    for (int i = 0; i < 20; i++) {
+        want[i] = version_at(tl, 3, at[i]);
+    }
+    ps_timeline_info info;
+    ps_timeline_get_info(tl, &info);
+    assert_int_equal(info.layer_count, 1);
+    assert_int_equal(info.remote_layers, 0);
+    assert_int_equal(evict_all(tl, &b), 1);
+    ps_timeline_get_info(tl, &info);
+    assert_int_equal(info.remote_layers, 1);
+    assert_int_equal(info.resident_size_bytes, 0);
+
+    /* Eight concurrent readers of the evicted layer share one download. */
+    b.delay_ms = 200;
+    pthread_t th[8];
+    reader_arg ra[8];
+    for (int i = 0; i < 8; i++) {
+        ra[i] = (reader_arg){ .tl = tl, .lsn = at[19], .want = want[19] };
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(ra[i].rc, 0);
+    }
+    assert_int_equal(atomic_load(&b.downloads), 1);
+    b.delay_ms = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(version_at(tl, 3, at[i]), want[i]);
+    }
+    ps_timeline_get_info(tl, &info);
+    assert_int_equal(info.remote_layers, 0);
+    assert_true(info.resident_size_bytes > 0);
+
+    /* A failed download is an error, never a page, and is retried. */
+    assert_int_equal(evict_all(tl, &b), 1);
+    atomic_store(&b.fail, 1);
+    lsn_t v;
+    assert_int_not_equal(read_lsn(tl, 3, at[10], &v), 0);
+    atomic_store(&b.fail, 0);
+    assert_int_equal(version_at(tl, 3, at[10]), want[10]);
+
+    /* Across a restart: a stub alone is a layer in the bucket... */
+    char name[PS_LAYER_NAME_MAX];
+    {
+        ps_meta m;
+        ps_layer_file *snap;
+        size_t n;
+        assert_int_equal(ps_timeline_layer_snapshot(tl, &m, &snap, &n), 0);
+        memcpy(name, snap[0].name, sizeof(name));
+        free(snap);
+    }
+    assert_int_equal(evict_all(tl, &b), 1);
+    char tdir[1024];
+    snprintf(tdir, sizeof(tdir), "%s", ps_timeline_dir(tl));
+    arbor_id id = *ps_timeline_id(tl);
+    ps_timeline_release(tl);
+    ps_repo_close(e.repo);
+    int before = atomic_load(&b.downloads);
+    env_open(&e);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &id, &tl), 0);
+    ps_timeline_get_info(tl, &info);
+    assert_int_equal(info.remote_layers, 1);
+    assert_int_equal(atomic_load(&b.downloads), before);   /* nothing read yet */
+    assert_int_equal(version_at(tl, 3, at[5]), want[5]);
+    assert_int_equal(atomic_load(&b.downloads), before + 1);
+    assert_false(file_exists(tdir, name, PS_LAYER_STUB_SUFFIX));
+    /* ...and a stub beside its file (a crash between the steps) loses to
+     * the file. */
+    char stub[1300], text[64];
+    snprintf(stub, sizeof(stub), "%s/%s" PS_LAYER_STUB_SUFFIX, tdir, name);
+    int tn = ps_layer_stub_format(1, 4096, text, sizeof(text));
+    assert_true(tn > 0);
+    FILE *f = fopen(stub, "w");
+    assert_non_null(f);
+    fwrite(text, 1, (size_t)tn, f);
+    fclose(f);
+    ps_timeline_release(tl);
+    ps_repo_close(e.repo);
+    env_open(&e);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &id, &tl), 0);
+    ps_timeline_get_info(tl, &info);
+    assert_int_equal(info.remote_layers, 0);
+    assert_false(file_exists(tdir, name, PS_LAYER_STUB_SUFFIX));
+    assert_int_equal(version_at(tl, 3, at[19]), want[19]);
+    ps_timeline_release(tl);
+
+    /* Stub text. */
+    uint32_t g;
+    uint64_t sz;
+    assert_int_equal(ps_layer_stub_parse(text, (size_t)tn, &g, &sz), 0);
+    assert_true(g == 1 && sz == 4096);
+    assert_int_equal(ps_layer_stub_parse("00000001 4096", 13, &g, &sz), -EINVAL);
+    assert_int_equal(ps_layer_stub_parse("1 4096\n", 7, &g, &sz), -EINVAL);
+    assert_int_equal(ps_layer_stub_parse("00000000 4096\n", 14, &g, &sz), -EINVAL);
+    assert_int_equal(ps_layer_stub_parse("00000001 12\n", 12, &g, &sz), -EINVAL);
+    assert_int_equal(ps_layer_stub_parse("", 0, &g, &sz), -EINVAL);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_roundtrip),
+        cmocka_unit_test(test_residency),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_lsn_by_timestamp),
         cmocka_unit_test(test_lease_and_gc),
