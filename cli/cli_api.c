@@ -501,15 +501,20 @@ int cli_cmd_usage(cli_ctx *ctx)
                (long long)json_integer_value(json_object_get(o, "rows_written")),
                (long long)json_integer_value(json_object_get(o, "bytes_written")));
     }
-    printf("\n%-20s %12s %12s %12s\n", "BRANCH", "LOGICAL", "PHYSICAL", "BRANCH_ONLY");
+    printf("\n%-20s %12s %12s %12s %12s\n", "BRANCH", "LOGICAL", "PHYSICAL", "BRANCH_ONLY",
+           "BILLED");
     json_array_foreach(json_object_get(u, "branches"), i, o) {
-        char l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], b[CLI_SIZE_STRLEN];
-        printf("%-20s %12s %12s %12s\n", json_string_value(json_object_get(o, "name")),
+        char l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], b[CLI_SIZE_STRLEN], bi[CLI_SIZE_STRLEN];
+        printf("%-20s %12s %12s %12s %12s\n", json_string_value(json_object_get(o, "name")),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "logical_size")), l),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "physical_size")), p),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "branch_only_size")),
-                            b));
+                            b),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "billed_size")), bi));
     }
+    char tb[CLI_SIZE_STRLEN];
+    printf("billed size of the project: %s\n",
+           cli_fmt_size((uint64_t)json_integer_value(json_object_get(u, "billed_size")), tb));
     json_decref(u);
     return CLI_EXIT_OK;
 }

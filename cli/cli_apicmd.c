@@ -113,12 +113,14 @@ int cli_api_branch_list(cli_ctx *ctx)
     if (match || limit >= 0)
         printf("(%zu of %zu branches match; %zu shown)\n", matched, total,
                json_array_size(arr));
-    printf("%-32s %-28s %-14s %10s %10s %12s\n", "BRANCH", "FROM", "HEAD", "LOGICAL",
-           "PHYSICAL", "BRANCH_ONLY");
+    printf("%-32s %-28s %-14s %10s %10s %12s %10s %10s %10s\n", "BRANCH", "FROM", "HEAD",
+           "LOGICAL", "PHYSICAL", "BRANCH_ONLY", "LOCAL", "REMOTE", "BILLED");
     size_t i;
     json_t *b;
     json_array_foreach(arr, i, b) {
-        char name[40], from[64], l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], o[CLI_SIZE_STRLEN];
+        char name[40], from[64], l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], o[CLI_SIZE_STRLEN],
+            lo[CLI_SIZE_STRLEN], re[CLI_SIZE_STRLEN], bi[CLI_SIZE_STRLEN];
+        uint64_t remote = (uint64_t)json_integer_value(json_object_get(b, "remote_size"));
         int depth = (int)json_integer_value(json_object_get(b, "depth"));
         snprintf(name, sizeof(name), "%*s%s", depth > 8 ? 16 : depth * 2, "", js(b, "name"));
         const char *parent = json_string_value(json_object_get(b, "parent"));
@@ -126,11 +128,15 @@ int cli_api_branch_list(cli_ctx *ctx)
             snprintf(from, sizeof(from), "%s@%s", parent, js(b, "point_lsn"));
         else
             snprintf(from, sizeof(from), "-");
-        printf("%-32s %-28s %-14s %10s %10s %12s\n", name, from, js(b, "head_lsn"),
+        printf("%-32s %-28s %-14s %10s %10s %12s %10s %10s %10s\n", name, from,
+               js(b, "head_lsn"),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "logical_size")), l),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "physical_size")), p),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "branch_only_size")),
-                            o));
+                            o),
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "local_size")), lo),
+               remote ? cli_fmt_size(remote, re) : "-",
+               cli_fmt_size((uint64_t)json_integer_value(json_object_get(b, "billed_size")), bi));
     }
     json_decref(out);
     return CLI_EXIT_OK;

@@ -52,6 +52,11 @@ static json_t *branch_json(const cli_tl *t, const char *parent)
     json_object_set_new(o, "physical_size_bytes", json_integer((json_int_t)t->physical_size_bytes));
     json_object_set_new(o, "branch_only_size_bytes",
                         json_integer((json_int_t)t->branch_only_size_bytes));
+    json_object_set_new(o, "local_size_bytes", json_integer((json_int_t)t->local_size_bytes));
+    json_object_set_new(o, "remote_size_bytes", json_integer((json_int_t)t->remote_size_bytes));
+    json_object_set_new(o, "history_size_bytes",
+                        json_integer((json_int_t)t->history_size_bytes));
+    json_object_set_new(o, "billed_size_bytes", json_integer((json_int_t)t->billed_size_bytes));
     json_object_set_new(o, "page_size", json_integer(t->page_size));
     json_object_set_new(o, "db_size_pages", json_integer(t->db_size_pages));
     json_object_set_new(o, "layer_count", json_integer(t->layer_count));
@@ -142,17 +147,29 @@ static void tree_build(tree *t)
     }
 }
 
+/* LOCAL: on the pageserver's disk; REMOTE: in the bucket; BILLED: history
+ * within the PITR window + a root's data (ps_timeline.h). */
+static void print_header(const tree *t)
+{
+    printf("%-*s  %-*s  %-14s %10s %10s %11s %10s %10s %10s\n", t->name_w, "BRANCH", t->at_w,
+           "PARENT@LSN", "HEAD", "LOGICAL", "PHYSICAL", "BRANCH-ONLY", "LOCAL", "REMOTE",
+           "BILLED");
+}
+
 static void print_row(const tree *t, int i, const char *prefix, size_t prefix_cols)
 {
     const cli_tl *b = &t->tl[i];
     char at[96], l[LSN_STRLEN], s1[CLI_SIZE_STRLEN], s2[CLI_SIZE_STRLEN],
-         s3[CLI_SIZE_STRLEN];
+         s3[CLI_SIZE_STRLEN], s4[CLI_SIZE_STRLEN], s5[CLI_SIZE_STRLEN], s6[CLI_SIZE_STRLEN];
     parent_at(t, i, at, sizeof(at));
     int cols = (int)(prefix_cols + strlen(b->name));
-    printf("%s%s%*s  %-*s  %-14s %10s %10s %11s\n", prefix, b->name,
+    printf("%s%s%*s  %-*s  %-14s %10s %10s %11s %10s %10s %10s\n", prefix, b->name,
            cols < t->name_w ? t->name_w - cols : 0, "", t->at_w, at,
            lsn_format(b->last_record_lsn, l), cli_fmt_size(b->logical_size_bytes, s1),
-           cli_fmt_size(b->physical_size_bytes, s2), cli_fmt_size(b->branch_only_size_bytes, s3));
+           cli_fmt_size(b->physical_size_bytes, s2), cli_fmt_size(b->branch_only_size_bytes, s3),
+           cli_fmt_size(b->local_size_bytes, s4),
+           b->remote_size_bytes ? cli_fmt_size(b->remote_size_bytes, s5) : "-",
+           cli_fmt_size(b->billed_size_bytes, s6));
 }
 
 /* Pre-order walk: rows (text) or entries of `arr` (JSON). */
@@ -235,8 +252,7 @@ static void list_flat(cli_ctx *ctx, const tree *t, const char *match, long limit
                              "branches", arr, "matched", (json_int_t)n, "total",
                              (json_int_t)t->n));
     } else {
-        printf("%-*s  %-*s  %-14s %10s %10s %11s\n", t->name_w, "BRANCH", t->at_w,
-               "PARENT@LSN", "HEAD", "LOGICAL", "PHYSICAL", "BRANCH-ONLY");
+        print_header(t);
         for (size_t k = 0; k < shown; k++)
             print_row(t, idx[k], "", 0);
         printf("(%zu of %zu branches%s%s%s)\n", shown, t->n, match ? " matching '" : "",
@@ -277,8 +293,7 @@ int cli_cmd_branch_list(cli_ctx *ctx)
         } else if (t.n == 0) {
             printf("no branches (arbor branch create NAME, or arbor import FILE.db --branch NAME)\n");
         } else {
-            printf("%-*s  %-*s  %-14s %10s %10s %11s\n", t.name_w, "BRANCH", t.at_w, "PARENT@LSN",
-                   "HEAD", "LOGICAL", "PHYSICAL", "BRANCH-ONLY");
+            print_header(&t);
             walk(&t, -1, prefix, 0, 0, NULL);
         }
     }

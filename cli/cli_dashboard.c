@@ -498,7 +498,8 @@ static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, js
     }
     json_t *lag = json_object_get(lags, id), *lag_ms = json_object_get(lags_ms, id);
     json_array_append_new(out, json_pack(
-        "{s:s,s:s,s:s?,s:i,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:o,s:o,s:o}", "branch", name,
+        "{s:s,s:s,s:s?,s:i,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:O?,s:o,s:o,s:o}",
+        "branch", name,
         "timeline_id", id, "parent", parent, "depth", depth,
         "ancestor_lsn", json_object_get(t, "ancestor_lsn"),
         "last_record_lsn", json_object_get(t, "last_record_lsn"),
@@ -506,6 +507,9 @@ static void tree_visit(json_t *tls, json_t *t, const char *parent, int depth, js
         "logical_size_bytes", json_object_get(t, "logical_size_bytes"),
         "physical_size_bytes", json_object_get(t, "physical_size_bytes"),
         "branch_only_size_bytes", json_object_get(t, "branch_only_size_bytes"),
+        "local_size_bytes", json_object_get(t, "local_size_bytes"),
+        "remote_size_bytes", json_object_get(t, "remote_size_bytes"),
+        "billed_size_bytes", json_object_get(t, "billed_size_bytes"),
         "last_commit_timestamp_us", json_object_get(t, "last_commit_timestamp_us"),
         "ingest_lag_bytes", lag ? json_incref(lag) : json_null(),
         "ingest_lag_ms", lag_ms ? json_incref(lag_ms) : json_null(), "endpoints", eps));

@@ -106,6 +106,10 @@ static void tl_copy(const Arbor__TimelineInfo *i, cli_tl *o)
     o->logical_size_bytes = i->logical_size_bytes;
     o->physical_size_bytes = i->physical_size_bytes;
     o->branch_only_size_bytes = i->branch_only_size_bytes;
+    o->local_size_bytes = i->local_size_bytes;
+    o->remote_size_bytes = i->remote_size_bytes;
+    o->history_size_bytes = i->history_size_bytes;
+    o->billed_size_bytes = i->billed_size_bytes;
     o->pitr_window_s = i->pitr_window_s;
     o->page_size = i->page_size;
     o->db_size_pages = i->db_size_pages;

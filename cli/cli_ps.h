@@ -40,6 +40,10 @@ typedef struct cli_tl {
     uint64_t logical_size_bytes;
     uint64_t physical_size_bytes;
     uint64_t branch_only_size_bytes;
+    uint64_t local_size_bytes;
+    uint64_t remote_size_bytes;
+    uint64_t history_size_bytes;
+    uint64_t billed_size_bytes;
     uint32_t pitr_window_s;
     uint32_t page_size;
     uint32_t db_size_pages;

@@ -99,6 +99,10 @@ static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
     o->logical_size_bytes = i->logical_size_bytes;
     o->physical_size_bytes = i->physical_size_bytes;
     o->branch_only_size_bytes = i->branch_only_size_bytes;
+    o->local_size_bytes = i->local_size_bytes;
+    o->remote_size_bytes = i->remote_size_bytes;
+    o->history_size_bytes = i->history_size_bytes;
+    o->billed_size_bytes = i->billed_size_bytes;
     o->created_at_us = i->created_at_us;
     o->last_commit_us = i->last_commit_timestamp_us;
 }

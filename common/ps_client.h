@@ -45,6 +45,10 @@ typedef struct psc_timeline {
     uint64_t logical_size_bytes;
     uint64_t physical_size_bytes;
     uint64_t branch_only_size_bytes;
+    uint64_t local_size_bytes;      /* on the pageserver's disk */
+    uint64_t remote_size_bytes;     /* in the bucket */
+    uint64_t history_size_bytes;    /* WAL within the PITR window */
+    uint64_t billed_size_bytes;     /* history + a root's data */
     int64_t created_at_us;
     int64_t last_commit_us;
 } psc_timeline;

@@ -312,15 +312,19 @@ static json_t *branch_json(const psc_timeline *tl, const char *parent_name, int 
     hex_id(&tl->id, id);
     if (tl->has_ancestor)
         hex_id(&tl->ancestor, parent);
-    return json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:I,s:I,s:f,s:i}", "id", id, "name",
-                     tl->name, "parent", parent_name, "parent_id",
+    return json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "id",
+                     id, "name", tl->name, "parent", parent_name, "parent_id",
                      tl->has_ancestor ? parent : NULL, "point_lsn",
                      tl->has_ancestor ? lsn_format(tl->ancestor_lsn, alsn) : NULL, "head_lsn",
                      lsn_format(tl->last_record_lsn, head), "logical_size",
                      (json_int_t)tl->logical_size_bytes, "physical_size",
                      (json_int_t)tl->physical_size_bytes, "branch_only_size",
-                     (json_int_t)tl->branch_only_size_bytes, "created_at",
-                     tl->created_at_us / 1e6, "depth", depth);
+                     (json_int_t)tl->branch_only_size_bytes, "local_size",
+                     (json_int_t)tl->local_size_bytes, "remote_size",
+                     (json_int_t)tl->remote_size_bytes, "history_size",
+                     (json_int_t)tl->history_size_bytes, "billed_size",
+                     (json_int_t)tl->billed_size_bytes, "created_at", tl->created_at_us / 1e6,
+                     "depth", depth);
 }
 
 static int cmp_tl_name(const void *a, const void *b)
@@ -1287,20 +1291,22 @@ static json_t *h_usage(req *r)
         return NULL;
     }
     brs = json_array();
+    uint64_t billed = 0;
     for (size_t i = 0; i < n; i++) {
         char id[ID_STR_SIZE];
         hex_id(&tls[i].id, id);
-        json_array_append_new(brs, json_pack("{s:s,s:s,s:I,s:I,s:I}", "id", id, "name",
-                                             tls[i].name, "logical_size",
-                                             (json_int_t)tls[i].logical_size_bytes,
-                                             "physical_size",
-                                             (json_int_t)tls[i].physical_size_bytes,
-                                             "branch_only_size",
-                                             (json_int_t)tls[i].branch_only_size_bytes));
+        billed += tls[i].billed_size_bytes;
+        json_array_append_new(
+            brs, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "id", id, "name", tls[i].name,
+                           "logical_size", (json_int_t)tls[i].logical_size_bytes,
+                           "physical_size", (json_int_t)tls[i].physical_size_bytes,
+                           "branch_only_size", (json_int_t)tls[i].branch_only_size_bytes,
+                           "remote_size", (json_int_t)tls[i].remote_size_bytes, "billed_size",
+                           (json_int_t)tls[i].billed_size_bytes));
     }
     az_free(tls);
-    return json_pack("{s:s,s:f,s:f,s:o,s:o}", "project_id", pid, "from", from, "to", to,
-                     "endpoints", eps, "branches", brs);
+    return json_pack("{s:s,s:f,s:f,s:o,s:o,s:I}", "project_id", pid, "from", from, "to", to,
+                     "endpoints", eps, "branches", brs, "billed_size", (json_int_t)billed);
 }
 
 /* ---- branches replaced outside the API (the CLI's local reset/restore) ------------------- */

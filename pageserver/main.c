@@ -277,6 +277,10 @@ static void status_one(ps_timeline *tl, void *arg)
         "pitr_window_s", (int)i.pitr_window_s,
         "last_commit_timestamp_us", (json_int_t)i.last_commit_timestamp_us);
     json_object_set_new(o, "resident_size_bytes", json_integer((json_int_t)i.resident_size_bytes));
+    json_object_set_new(o, "local_size_bytes", json_integer((json_int_t)i.local_size_bytes));
+    json_object_set_new(o, "remote_size_bytes", json_integer((json_int_t)i.remote_size_bytes));
+    json_object_set_new(o, "history_size_bytes", json_integer((json_int_t)i.history_size_bytes));
+    json_object_set_new(o, "billed_size_bytes", json_integer((json_int_t)i.billed_size_bytes));
     json_object_set_new(o, "remote_only_layers", json_integer((json_int_t)i.remote_layers));
     json_object_set_new(o, "flush_error",
                         i.flush_error ? json_string(ps_strerror(i.flush_error)) : json_null());

@@ -684,6 +684,15 @@ static void queue_old_indexes(ps_remote *r, tl_state *st)
     st->old_indexes_queued = true;
 }
 
+static void report_remote_size(const tl_state *st, ps_timeline *tl)
+{
+    uint64_t b = st->commits_size;
+    for (size_t i = 0; i < st->n_layers; i++) {
+        b += st->layers[i].size_bytes;
+    }
+    ps_timeline_set_remote_size(tl, b);
+}
+
 /* Brings one timeline's remote state up to its local snapshot. 0 when in
  * sync (nothing to do or done). */
 static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
@@ -703,6 +712,7 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
     }
     if (same) {
         az_free(snap);
+        report_remote_size(st, tl);
         st->in_sync = true;
         run_pending_deletes(r, st);
         return 0;
@@ -753,6 +763,7 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
         st->in_sync = true;
         r->stats.indexes_uploaded++;
         pthread_mutex_unlock(&r->mu);
+        report_remote_size(st, tl);
         if (!st->old_indexes_queued) {
             queue_old_indexes(r, st);
         }

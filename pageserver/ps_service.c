@@ -514,6 +514,10 @@ static void fill_info(info_buf *b, ps_timeline *tl)
     m->page_size = i->page_size;
     m->db_size_pages = i->db_size_pages;
     m->layer_count = i->layer_count;
+    m->local_size_bytes = i->local_size_bytes;
+    m->remote_size_bytes = i->remote_size_bytes;
+    m->history_size_bytes = i->history_size_bytes;
+    m->billed_size_bytes = i->billed_size_bytes;
 }
 
 static void send_info(rpc_stream *call, ps_timeline *tl, Arbor__Error *err)

@@ -92,6 +92,7 @@ struct ps_timeline {
     atomic_bool deleted;
     _Atomic int flush_error;           /* last flush failed with it: retried */
     _Atomic int64_t flush_retry_at_ms; /* monotonic; no retry before */
+    _Atomic uint64_t remote_size_bytes;
 
     pthread_mutex_t bg_mu, ingest_mu, flush_mu, meta_mu, map_mu, retain_mu;
     pthread_mutex_t wait_mu;
@@ -2106,6 +2107,14 @@ void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
     out->page_size = atomic_load(&tl->page_size);
     out->logical_size_bytes = (uint64_t)out->db_size_pages * out->page_size;
     info_layers(tl, out);
+    out->local_size_bytes = out->resident_size_bytes + ps_commits_file_bytes(tl->commits);
+    out->remote_size_bytes = atomic_load(&tl->remote_size_bytes);
+    lsn_t from = out->gc_cutoff_lsn > tl->start_lsn ? out->gc_cutoff_lsn : tl->start_lsn;
+    out->history_size_bytes = out->last_record_lsn > from ? out->last_record_lsn - from : 0;
+    out->billed_size_bytes = out->history_size_bytes;
+    if (!tl->ancestor && chain_commit_at_or_below(tl, from, false, &c) == 0) {
+        out->billed_size_bytes += (uint64_t)c.db_size_pages * out->page_size;
+    }
     out->reads = atomic_load(&tl->reads);
     out->layers_visited = atomic_load(&tl->layers_visited);
 }
@@ -2150,6 +2159,11 @@ static long map_find_name(const ps_layer_map *m, const char *name)
         }
     }
     return -1;
+}
+
+void ps_timeline_set_remote_size(ps_timeline *tl, uint64_t bytes)
+{
+    atomic_store(&tl->remote_size_bytes, bytes);
 }
 
 int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generation,

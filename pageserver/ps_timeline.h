@@ -297,6 +297,16 @@ typedef struct ps_timeline_info {
     uint32_t layer_count;          /* layer files */
     uint32_t remote_layers;        /* of those, held only in the bucket */
     uint64_t resident_size_bytes;  /* its layer files on local disk */
+    uint64_t local_size_bytes;     /* resident layers + commits file */
+    uint64_t remote_size_bytes;    /* its objects in the bucket as of the last
+                                      index uploaded (0: none or no bucket) */
+    uint64_t history_size_bytes;   /* WAL bytes within the PITR window: head
+                                      - max(gc cutoff, start) */
+    uint64_t billed_size_bytes;    /* what the branch costs (Neon's synthetic
+                                      size, simplified): history + for a root
+                                      the logical size at the window's start;
+                                      a child's data before its branch point
+                                      is its parent's */
     uint32_t frozen_layers;        /* in memory, waiting for flush */
     int flush_error;               /* 0, or why flushes fail now (retried) */
     uint64_t open_layer_bytes;
@@ -355,6 +365,10 @@ int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
  * reading through the open descriptor. *freed: the file's bytes. 0;
  * -EBUSY when compaction or GC runs now (try later); PS_ENOTFOUND when
  * the layer is not in the map or not resident; -errno. */
+/* Set by the uploader after each pass (ps_remote): the bucket's bytes of
+ * this timeline, reported in ps_timeline_info.remote_size_bytes. */
+void ps_timeline_set_remote_size(ps_timeline *tl, uint64_t bytes);
+
 int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generation,
                             uint64_t *freed);
 

@@ -173,11 +173,14 @@ function renderBranchTable(data) {
     h('td', {}, b.branch), h('td', {}, b.parent ? `${b.parent}@${b.ancestor_lsn}` : 'root'),
     h('td', {}, b.last_record_lsn), h('td', {}, bytes(b.logical_size_bytes)),
     h('td', {}, bytes(b.physical_size_bytes)), h('td', {}, bytes(b.branch_only_size_bytes)),
+    h('td', {}, bytes(b.local_size_bytes)),
+    h('td', {}, b.remote_size_bytes ? bytes(b.remote_size_bytes) : '—'),
+    h('td', {}, bytes(b.billed_size_bytes)),
     h('td', {}, (b.endpoints || []).map((e) => `${e.name} ${e.state}`).join(', ') || '—'),
     h('td', { class: b.ingest_lag_bytes > 0 ? 'lagging' : '' }, lagText(b.ingest_lag_bytes))));
   if (!rows.length) {
     rows.push(h('tr', { class: 'empty' },
-      h('td', { colspan: 8 }, q ? `no branch matches "${q}"` : 'no branches')));
+      h('td', { colspan: 11 }, q ? `no branch matches "${q}"` : 'no branches')));
   }
   $('#branches tbody').replaceChildren(...rows);
   $('#branch-count').textContent = `${count(Math.min(hits.length, TABLE_MAX))} shown · ` +

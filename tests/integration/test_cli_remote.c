@@ -3,7 +3,8 @@
  * DIR/remote by default), write data on main and on a branch, `arbor
  * stop`, delete the pageserver's whole directory (DIR/ps), `arbor start`:
  * every branch answers every query exactly as before, and the bucket holds
- * the generation marker, indexes and layers.
+ * the generation marker, indexes and layers; `arbor branch list` shows each
+ * branch's bytes in the bucket and its billed size.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "cli_test_common.h"
 
@@ -73,6 +76,32 @@ static void test_disk_loss(void **state)
     assert_string_equal(dev_d_after, dev_d_before);
     ct_expect(ct_sh("grep -c 'attached timeline' %s/ps/log", ct.dir), 0, "attach logged");
     assert_true(atoi(ct.out) >= 2);
+    /* Sizes: each branch's objects in the bucket, what it costs (its WAL
+     * within the PITR window; main also its data at the window's start). */
+    json_int_t remote[2] = { 0, 0 }, billed[2] = { 0, 0 }, local[2] = { 0, 0 };
+    for (int i = 0; i < 100 && (remote[0] == 0 || remote[1] == 0); i++) {
+        ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+        json_t *o = ct_parse_out(), *b;
+        size_t k;
+        json_array_foreach(json_object_get(o, "branches"), k, b) {
+            int w = strcmp(json_string_value(json_object_get(b, "name")), "main") == 0 ? 0 : 1;
+            remote[w] = json_integer_value(json_object_get(b, "remote_size_bytes"));
+            billed[w] = json_integer_value(json_object_get(b, "billed_size_bytes"));
+            local[w] = json_integer_value(json_object_get(b, "local_size_bytes"));
+        }
+        json_decref(o);
+        usleep(100 * 1000);
+    }
+    print_message("main: remote %lld, local %lld, billed %lld; dev: remote %lld, local %lld, "
+                  "billed %lld\n", (long long)remote[0], (long long)local[0],
+                  (long long)billed[0], (long long)remote[1], (long long)local[1],
+                  (long long)billed[1]);
+    assert_true(remote[0] > 600000 && remote[1] > 0);
+    assert_true(billed[0] > 600000);
+    assert_true(billed[1] > 0 && billed[1] < billed[0] / 10);
+    ct_expect(ct_arbor("branch list"), 0, "branch list");
+    ct_expect_in(ct.out, "REMOTE");
+    ct_expect_in(ct.out, "BILLED");
     /* The remembered setting: --remote-storage none turns it off. */
     ct_expect(ct_arbor("stop"), 0, "stop");
     ct_expect(ct_arbor("start --remote-storage none --no-endpoint"), 0, "start without");
