@@ -22,6 +22,9 @@
  *   eviction    --remote.disk-budget=1MiB: layers evicted down to the
  *               budget; reading everything downloads them again, right;
  *               the budget holds again after
+ *   split brain a second pageserver attaches while the first runs; the
+ *               stale one's GC deletes nothing from the bucket; the newest
+ *               index attaches and reads right at every LSN
  *   deletions   compaction + GC drop layers: their objects leave the
  *               bucket only after an index without them; a timeline
  *               overwritten 400 times shrinks in the bucket to <= 1/4 once
@@ -396,6 +399,103 @@ static void test_eviction_under_budget(void **state)
     start_ps();
 }
 
+/* Makes the other pageserver the one the helpers (metrics, reads, g_ch)
+ * talk to. */
+static h_sk g_ps2;
+static rpc_channel *g_ch2;
+
+static void swap_ps(void)
+{
+    h_sk tmp = g_ps;
+    g_ps = g_ps2;
+    g_ps2 = tmp;
+    rpc_channel *c = g_ch;
+    g_ch = g_ch2;
+    g_ch2 = c;
+}
+
+static void set_pitr(int t, uint32_t s)
+{
+    Arbor__SetPitrWindowRequest preq = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
+    preq.tenant_id = (ProtobufCBinaryData){ 16, g_tenant };
+    preq.timeline_id = (ProtobufCBinaryData){ 16, g_m[t].id };
+    preq.pitr_window_s = s;
+    Arbor__TimelineInfoResponse *r;
+    assert_int_equal(unary("/arbor.Management/SetPitrWindow", &preq.base,
+                           &arbor__timeline_info_response__descriptor, &r), 0);
+    assert_null(r->error);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* Split brain: a second pageserver attaches the bucket while the first
+ * still runs (generation G+1 against G), both ingest. The old one is told
+ * to shrink history (PITR 1 s) so its GC wants to delete layers that the
+ * new one's index names: being stale it deletes nothing. Then the old one
+ * stops, and a pageserver attaching from the new one's index reads every
+ * page at every LSN right. */
+static void test_split_brain(void **state)
+{
+    (void)state;
+    int t = create_timeline("split", -1, 0);
+    unsigned rnd = 2024;
+    for (int i = 0; i < 150; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    /* The new pageserver learns of timelines from the bucket: this one's
+     * index must be there first. */
+    assert_true(settled_bucket_bytes(t) > 0);
+    double gen_old = ps_metric("arbor_pageserver_remote_generation");
+
+    assert_int_equal(h_proc_init(&g_ps2, ARBOR_PAGESERVER_BIN, "ps2"), 0);
+    memcpy(g_ps2.extra_args, g_ps.extra_args, sizeof(g_ps.extra_args));
+    assert_int_equal(h_sk_start(&g_ps2, 20000), 0);
+    assert_int_equal(rpc_channel_create(g_ps2.addr, &g_ch2), 0);
+    swap_ps();
+    double gen_new = ps_metric("arbor_pageserver_remote_generation");
+    swap_ps();
+    print_message("old pageserver: generation %.0f, new: %.0f\n", gen_old, gen_new);
+    assert_true(gen_new > gen_old);
+
+    /* The old one shrinks its history while both ingest new writes. */
+    double deleted_old = ps_metric("arbor_pageserver_remote_objects_deleted");
+    set_pitr(t, 1);
+    h_sleep_ms(1200);
+    for (int i = 0; i < 60; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    double stale = 0;
+    for (int i = 0; i < 150 && (stale = ps_metric("arbor_pageserver_remote_stale")) != 1; i++)
+        h_sleep_ms(100);
+    h_sleep_ms(2000);   /* several upload passes, GC rounds */
+    double deleted_now = ps_metric("arbor_pageserver_remote_objects_deleted");
+    print_message("old pageserver: stale %.0f, objects deleted %.0f -> %.0f\n", stale,
+                  deleted_old, deleted_now);
+    assert_true(stale == 1);
+    assert_true(deleted_now == deleted_old);
+
+    /* The new one ingested the same writes. */
+    swap_ps();
+    wait_ingested(t);
+    for (int i = 0; i < 200 && ps_metric("arbor_pageserver_remote_pending_timelines") != 0; i++)
+        h_sleep_ms(100);
+    assert_true(ps_metric("arbor_pageserver_remote_stale") != 1);
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);   /* the new one, cleanly */
+    rpc_channel_destroy(g_ch);
+    swap_ps();
+    g_ch2 = NULL;
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);   /* the old one */
+    /* A pageserver with an empty disk attaches the newest index: every
+     * page at every LSN of the timeline, and of the others, is right. */
+    wipe_ps_disk();
+    start_ps();
+    for (int k = 0; k < g_n_tl; k++)
+        wait_ingested(k);
+    read_result rr = { 0 };
+    check_timeline(t, false, &rr);
+    print_message("after the split brain: %d pages checked on %s\n", rr.checked, g_m[t].name);
+    assert_true(rr.checked >= 210 * (int)MAX_PGNO);
+}
+
 /* Storage that shrinks: a timeline whose pages were overwritten many times
  * holds many delta layers in the bucket; once its PITR window (1 s) passed,
  * compaction + GC drop the layers no read can reach and the next index
@@ -459,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_persisted_after_restart),
         cmocka_unit_test(test_kill9_mid_upload),
         cmocka_unit_test(test_eviction_under_budget),
+        cmocka_unit_test(test_split_brain),
         cmocka_unit_test(test_gc_shrinks_bucket),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
