@@ -465,7 +465,8 @@ static double remote_stat(void *arg)
     case 16: return (double)st.resident_bytes;
     case 17: return (double)st.remote_only_bytes;
     case 18: return (double)st.over_budget_bytes;
-    default: return (double)g_ps.budget_bytes;
+    case 19: return (double)st.lag_bytes;
+    default: return (double)g_ps.budget_bytes;   /* 20 */
     }
 }
 
@@ -494,6 +495,9 @@ static int create_remote_metrics(void)
           "Layer bytes held only in the bucket (evicted or not yet read)" },
         { "arbor_pageserver_disk_budget_exceeded_bytes",
           "Bytes beyond the disk budget that cannot be evicted (not uploaded yet)" },
+        { "arbor_pageserver_remote_lag_bytes",
+          "WAL bytes durable locally but not yet in the bucket (the safekeepers keep "
+          "them): grows while the bucket fails" },
         { "arbor_pageserver_disk_budget_bytes", "The disk budget for layers (0: none)" },
     };
     int rc = 0;

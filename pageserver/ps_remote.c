@@ -862,7 +862,7 @@ static void note_failure(ps_remote *r, tl_state *st, int rc)
     }
 }
 
-static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending)
+static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint64_t *lag)
 {
     const arbor_id *t = ps_timeline_tenant_id(tl), *l = ps_timeline_id(tl);
     pthread_mutex_lock(&r->mu);
@@ -878,14 +878,17 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending)
     pthread_mutex_unlock(&r->mu);
     /* The states array only grows/shrinks on this (pass) thread: st stays
      * valid until the end of the pass. */
+    lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
     if (now_ms() < st->next_try_ms) {
         (*pending)++;
+        *lag += dcl > st->remote_consistent_lsn ? dcl - st->remote_consistent_lsn : 0;
         return;
     }
     int rc = st->seeded ? 0 : seed_state(r, st);
     if (rc == 0) {
         rc = sync_timeline(r, st, tl);
     }
+    *lag += dcl > st->remote_consistent_lsn ? dcl - st->remote_consistent_lsn : 0;
     if (rc != 0) {
         note_failure(r, st, rc);
         (*pending)++;
@@ -932,6 +935,7 @@ static void pass_deleted(ps_remote *r, uint32_t *pending)
 static uint32_t run_pass(ps_remote *r)
 {
     uint32_t pending = 0;
+    uint64_t lag = 0;
     arbor_id *tenants = NULL;
     size_t nt = 0;
     if (ps_repo_list_tenants(r->repo, &tenants, &nt) != 0) {
@@ -948,7 +952,7 @@ static uint32_t run_pass(ps_remote *r)
             reconciled = false;
         }
         for (size_t j = 0; j < n; j++) {
-            pass_timeline(r, tls[j], &pending);
+            pass_timeline(r, tls[j], &pending, &lag);
         }
         ps_repo_free_list(tls, n);
     }
@@ -957,6 +961,7 @@ static uint32_t run_pass(ps_remote *r)
     pass_deleted(r, &pending);
     pthread_mutex_lock(&r->mu);
     r->stats.pending_timelines = pending;
+    r->stats.lag_bytes = lag;
     pthread_mutex_unlock(&r->mu);
     return pending;
 }

@@ -94,6 +94,9 @@ typedef struct ps_remote_stats {
     uint64_t objects_deleted;
     uint64_t upload_failures;
     uint32_t pending_timelines;     /* not yet in sync with the bucket */
+    uint64_t lag_bytes;             /* sum of disk_consistent_lsn -
+                                       remote_consistent_lsn: WAL the
+                                       safekeepers keep for the bucket */
     bool stale;                     /* a newer generation exists */
     uint64_t evictions;             /* layers evicted since start */
     uint64_t bytes_evicted;

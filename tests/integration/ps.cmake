@@ -38,3 +38,28 @@ if(TARGET test_ps_remote AND NODE_BIN)
     LABELS integration
     ENVIRONMENT "S3RVER_CACHE=${CMAKE_BINARY_DIR}/s3rver-cache;NPM_BIN=${NPM_BIN}")
 endif()
+
+# The bucket misbehaving (test_ps_remote_faults.c): sigv4_s3.py (an S3
+# server of the tests' own) behind faultproxy.py (errors, slowness, dropped
+# and cut connections, switched by the test through a control port).
+if(TARGET test_ps_remote)
+  find_package(Python3 COMPONENTS Interpreter)
+  add_executable(test_ps_remote_faults ${CMAKE_CURRENT_LIST_DIR}/test_ps_remote_faults.c
+                 ${CMAKE_CURRENT_LIST_DIR}/harness.c ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c)
+  target_link_libraries(test_ps_remote_faults PRIVATE arbor_walproposer arbor_base
+                        PkgConfig::CMOCKA)
+  target_include_directories(test_ps_remote_faults PRIVATE ${PROJECT_SOURCE_DIR}/tests
+                             ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_ps_remote_faults PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>")
+  add_dependencies(test_ps_remote_faults arbor-safekeeper arbor-pageserver)
+  if(Python3_Interpreter_FOUND)
+    add_test(NAME test_ps_remote_faults
+             COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/sigv4_s3.py
+                     ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/faultproxy.py
+                     $<TARGET_FILE:test_ps_remote_faults>)
+    set_tests_properties(test_ps_remote_faults PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
+                         LABELS integration ENVIRONMENT "SIGV4_WATCHDOG_S=500")
+  endif()
+endif()
