@@ -1715,6 +1715,16 @@ static int build_image(ps_timeline *tl, lsn_t lsn, ps_layer **out)
     if (rc != 0) {
         return rc;
     }
+    /* Pages beyond the database's size at lsn (it shrank: VACUUM, a
+     * truncating auto_vacuum) are not part of it: leaving them out is what
+     * lets GC free their storage. A read of one at or above lsn finds no
+     * version (zeros) instead of the pre-truncation bytes. */
+    ps_commit c;
+    if (chain_commit_at_or_below(tl, lsn, false, &c) == 0 && c.db_size_pages > 0) {
+        while (n > 0 && pgnos[n - 1] > c.db_size_pages) {
+            n--;
+        }
+    }
     ps_layer_writer *w;
     rc = ps_layer_writer_begin(tl_io(tl), tl->dir, PS_LAYER_IMAGE,
                                &tl->timeline_id, lsn, lsn,

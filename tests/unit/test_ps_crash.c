@@ -277,15 +277,9 @@ static void check_lsn(ctx *c, int i, lsn_t lsn, uint8_t *pages, uint8_t *want)
         fail_msg("timeline %d lsn %llx: %s", i, (unsigned long long)lsn, ps_strerror(rc));
     }
     for (uint32_t p = 0; p < MAX_PGNO; p++) {
-        uint64_t vid;
         lsn_t vl;
-        tps_model_read(&c->m, i, pg[p], lsn, &vid, &vl);
-        if (vid) {
-            tps_page(vid, PAGE_SIZE, want);
-        } else {
-            memset(want, 0, PAGE_SIZE);
-        }
-        if (got[p] != vl || memcmp(pages + (size_t)p * PAGE_SIZE, want, PAGE_SIZE)) {
+        if (!tps_model_check(&c->m, i, pg[p], lsn, got[p], pages + (size_t)p * PAGE_SIZE, want,
+                             &vl)) {
             fail_msg("timeline %d pgno %u lsn %llx: version %llx, want %llx", i,
                      pg[p], (unsigned long long)lsn, (unsigned long long)got[p],
                      (unsigned long long)vl);

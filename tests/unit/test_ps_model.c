@@ -216,15 +216,9 @@ static void check_batch(ctx *c, int i, lsn_t lsn, uint8_t *pages, uint8_t *want)
         return;
     }
     for (uint32_t p = 0; p < N_PGNOS; p++) {
-        uint64_t vid;
         lsn_t vlsn;
-        tps_model_read(&c->m, i, pgnos[p], lsn, &vid, &vlsn);
-        if (vid) {
-            tps_page(vid, PAGE_SIZE, want);
-        } else {
-            memset(want, 0, PAGE_SIZE);
-        }
-        if (lsns[p] != vlsn || memcmp(pages + (size_t)p * PAGE_SIZE, want, PAGE_SIZE)) {
+        if (!tps_model_check(&c->m, i, pgnos[p], lsn, lsns[p], pages + (size_t)p * PAGE_SIZE,
+                             want, &vlsn)) {
             fail_msg("timeline %d pgno %u lsn %llx: got version %llx want %llx",
                      i, pgnos[p], (unsigned long long)lsn,
                      (unsigned long long)lsns[p], (unsigned long long)vlsn);
@@ -499,15 +493,8 @@ static void *reader_main(void *arg)
         if (rc == PS_EBELOW_GC) {
             continue; /* GC runs alongside with a short window */
         }
-        uint64_t vid;
         lsn_t vlsn;
-        tps_model_read(&c->m, 0, pg, lsn, &vid, &vlsn);
-        if (vid) {
-            tps_page(vid, PAGE_SIZE, want);
-        } else {
-            memset(want, 0, PAGE_SIZE);
-        }
-        if (rc != 0 || got != vlsn || memcmp(buf, want, PAGE_SIZE) != 0) {
+        if (rc != 0 || !tps_model_check(&c->m, 0, pg, lsn, got, buf, want, &vlsn)) {
             atomic_fetch_add(&k->errors, 1);
         }
     }
