@@ -148,7 +148,7 @@ static void tree_build(tree *t)
 }
 
 /* LOCAL: on the pageserver's disk; REMOTE: in the bucket; BILLED: history
- * within the PITR window + a root's data (ps_timeline.h). */
+ * within the PITR window + the data at its start (ps_timeline.h). */
 static void print_header(const tree *t)
 {
     printf("%-*s  %-*s  %-14s %10s %10s %11s %10s %10s %10s\n", t->name_w, "BRANCH", t->at_w,

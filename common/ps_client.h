@@ -48,7 +48,7 @@ typedef struct psc_timeline {
     uint64_t local_size_bytes;      /* on the pageserver's disk */
     uint64_t remote_size_bytes;     /* in the bucket */
     uint64_t history_size_bytes;    /* WAL within the PITR window */
-    uint64_t billed_size_bytes;     /* history + a root's data */
+    uint64_t billed_size_bytes;     /* history + data (ps_timeline.h) */
     int64_t created_at_us;
     int64_t last_commit_us;
 } psc_timeline;

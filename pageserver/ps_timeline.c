@@ -1742,18 +1742,34 @@ static int build_image(ps_timeline *tl, lsn_t lsn, ps_layer **out)
 }
 
 /* Deltas above the newest image of m and that image's LSN (0: none). */
-static size_t deltas_above_image(const ps_layer_map *m, lsn_t *image_lsn)
+static size_t deltas_above_image(const ps_layer_map *m, lsn_t *image_lsn, uint64_t *bytes)
 {
     size_t n = 0;
     *image_lsn = 0;
+    *bytes = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         if (m->layers[i]->kind == PS_LAYER_IMAGE) {
             *image_lsn = m->layers[i]->lsn_end;
             break;
         }
+        *bytes += m->layers[i]->file_bytes;
         n++;
     }
     return n;
+}
+
+/* Whether the deltas above the newest image outweigh the database: then an
+ * image is due even with few deltas, because only an image above them lets
+ * GC drop them once the PITR window passed it (a big table deleted and
+ * VACUUMed, a database rewritten in a few large transactions). */
+static bool deltas_outweigh_data(ps_timeline *tl, uint64_t delta_bytes)
+{
+    ps_commit c;
+    uint64_t logical = 0;
+    if (chain_commit_at_or_below(tl, LSN_MAX, false, &c) == 0) {
+        logical = (uint64_t)c.db_size_pages * atomic_load(&tl->page_size);
+    }
+    return delta_bytes > PS_IMAGE_DELTA_RATIO * logical + PS_IMAGE_DELTA_MIN_BYTES;
 }
 
 static void publish_layer(ps_timeline *tl, ps_layer *l)
@@ -1777,10 +1793,12 @@ int ps_timeline_compact(ps_timeline *tl, bool force, lsn_t *image_lsn)
     pthread_mutex_lock(&tl->bg_mu);
     ps_layer_map *m = map_get(tl);
     lsn_t newest;
-    size_t above = deltas_above_image(m, &newest);
+    uint64_t above_bytes;
+    size_t above = deltas_above_image(m, &newest, &above_bytes);
     map_put(m);
     lsn_t dcl = atomic_load(&tl->disk_consistent_lsn);
-    bool due = above > 0 && (force || above > tl->cfg.image_after_deltas);
+    bool due = above > 0 && (force || above > tl->cfg.image_after_deltas ||
+                             deltas_outweigh_data(tl, above_bytes));
     if (due && dcl > newest && atomic_load(&tl->page_size) != 0) {
         ps_layer *l;
         rc = build_image(tl, dcl, &l);
@@ -2122,7 +2140,10 @@ void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
     lsn_t from = out->gc_cutoff_lsn > tl->start_lsn ? out->gc_cutoff_lsn : tl->start_lsn;
     out->history_size_bytes = out->last_record_lsn > from ? out->last_record_lsn - from : 0;
     out->billed_size_bytes = out->history_size_bytes;
-    if (!tl->ancestor && chain_commit_at_or_below(tl, from, false, &c) == 0) {
+    /* A child's data at its branch point is its parent's; once its window
+     * starts after that, the data at the window's start is its own. */
+    if ((!tl->ancestor || from > tl->start_lsn) &&
+        chain_commit_at_or_below(tl, from, false, &c) == 0) {
         out->billed_size_bytes += (uint64_t)c.db_size_pages * out->page_size;
     }
     out->reads = atomic_load(&tl->reads);

@@ -83,6 +83,11 @@
 #define PS_DEFAULT_START_LSN ((lsn_t)0x1000000)
 #define PS_DEFAULT_FREEZE_BYTES ((size_t)64 << 20)
 #define PS_DEFAULT_IMAGE_AFTER_DELTAS 8
+/* Compaction also writes an image when the deltas above the newest one
+ * exceed RATIO x the database's logical size + MIN bytes (ps_timeline.c,
+ * deltas_outweigh_data). */
+#define PS_IMAGE_DELTA_RATIO 2u
+#define PS_IMAGE_DELTA_MIN_BYTES (1u << 20)
 #define PS_DEFAULT_PITR_WINDOW_S (7u * 24 * 3600)
 #define PS_DEFAULT_LEASE_S 600u
 #define PS_DEFAULT_ANCESTOR_WAIT_MS 30000u
@@ -303,10 +308,10 @@ typedef struct ps_timeline_info {
     uint64_t history_size_bytes;   /* WAL bytes within the PITR window: head
                                       - max(gc cutoff, start) */
     uint64_t billed_size_bytes;    /* what the branch costs (Neon's synthetic
-                                      size, simplified): history + for a root
-                                      the logical size at the window's start;
-                                      a child's data before its branch point
-                                      is its parent's */
+                                      size, simplified): history + the logical
+                                      size at the window's start, except for a
+                                      child whose window starts at its branch
+                                      point (that data is its parent's) */
     uint32_t frozen_layers;        /* in memory, waiting for flush */
     int flush_error;               /* 0, or why flushes fail now (retried) */
     uint64_t open_layer_bytes;

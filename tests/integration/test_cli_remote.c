@@ -115,12 +115,79 @@ static void test_disk_loss(void **state)
     free(dev_d_after);
 }
 
+/* Bytes under DIR/sub (du -sb). */
+static long long dir_bytes(const char *sub)
+{
+    ct_expect(ct_sh("{ du -sb %s/%s | cut -f1; }", ct.dir, sub), 0, "du");
+    return atoll(ct.out);
+}
+
+/* Storage that shrinks, as a user sees it: 90% of a table deleted and the
+ * database VACUUMed; once the PITR window (3 s here, in the pageserver's
+ * config file) passed, the bucket and the pageserver's disk hold about
+ * what the database still holds, and `arbor branch list` says so. */
+static void test_vacuum_shrinks(void **state)
+{
+    (void)state;
+    ct_arbor("stop");
+    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'gc.pitr-window = 3s\\ngc.interval = 1s\\n"
+                    "layers.checkpoint-interval = 500ms\\n' > %s/ps/pageserver.conf; }",
+                    ct.dir, ct.dir), 0, "pageserver.conf");
+    ct_expect(ct_arbor("start --remote-storage %s/remote", ct.dir), 0, "start");
+    /* A branch created now has the configured window (main keeps its own). */
+    ct_expect(ct_arbor("branch create shrink"), 0, "branch");
+    ct_expect(ct_arbor("endpoint start shrink"), 0, "endpoint");
+    ct_expect(ct_arbor("sql shrink 'CREATE TABLE big(x INTEGER PRIMARY KEY, b BLOB)'"), 0,
+              "create");
+    ct_expect(ct_arbor("sql shrink \"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                       "WHERE i<12000) INSERT INTO big SELECT i, randomblob(1000) FROM c\""),
+              0, "insert");
+    long long before = dir_bytes("remote");
+    long long full = 0;
+    for (int i = 0; i < 100 && (full = dir_bytes("remote") - before) < 12000000; i++)
+        usleep(200 * 1000);
+    ct_expect(ct_arbor("sql shrink 'DELETE FROM big WHERE x %% 10 <> 0'"), 0, "delete");
+    ct_expect(ct_arbor("sql shrink 'VACUUM'"), 0, "vacuum");
+    long long remote = full, local = 0;
+    for (int i = 0; i < 200 && (remote = dir_bytes("remote") - before) * 4 > full; i++)
+        usleep(200 * 1000);
+    local = dir_bytes("ps");
+    ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+    json_t *o = ct_parse_out(), *b;
+    size_t k;
+    json_int_t billed = 0, logical = 0, physical = 0;
+    json_array_foreach(json_object_get(o, "branches"), k, b) {
+        if (strcmp(json_string_value(json_object_get(b, "name")), "shrink") == 0) {
+            billed = json_integer_value(json_object_get(b, "billed_size_bytes"));
+            logical = json_integer_value(json_object_get(b, "logical_size_bytes"));
+            physical = json_integer_value(json_object_get(b, "physical_size_bytes"));
+            print_message("shrink: window %lld s, cutoff %s, head %s, %lld layers\n",
+                          (long long)json_integer_value(json_object_get(b, "pitr_window_s")),
+                          json_string_value(json_object_get(b, "gc_cutoff_lsn")),
+                          json_string_value(json_object_get(b, "head_lsn")),
+                          (long long)json_integer_value(json_object_get(b, "layer_count")));
+        }
+    }
+    json_decref(o);
+    print_message("branch's bucket bytes: %lld with 12 MB of rows, %lld after deleting 90%% + "
+                  "VACUUM (%.1f%%); pageserver dir %lld; shrink: logical %lld, physical %lld, billed "
+                  "%lld\n", full, remote, 100.0 * (double)remote / (double)full, local,
+                  (long long)logical, (long long)physical, (long long)billed);
+    assert_true(full >= 12000000);
+    assert_true(remote * 4 <= full);
+    assert_true(physical * 4 <= full);
+    assert_true(billed * 4 <= full);
+    ct_expect(ct_arbor("sql shrink 'SELECT count(*), sum(length(b)) FROM big'"), 0, "count");
+    ct_expect_in(ct.out, "1200000");
+}
+
 int main(void)
 {
     if (ct_setup("test_cli_remote", "remote") != 0)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_disk_loss),
+        cmocka_unit_test(test_vacuum_shrinks),
     };
     return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
 }
