@@ -191,6 +191,32 @@ int cli_api_branch_rename(cli_ctx *ctx)
     return rc;
 }
 
+static void print_history_line(json_t *b)
+{
+    char d[32];
+    printf("branch %s keeps %s of history: readable from %s to its head %s\n", js(b, "name"),
+           cli_fmt_duration_s((uint64_t)json_integer_value(
+                                  json_object_get(b, "history_retention_seconds")), d),
+           js(b, "oldest_lsn"), js(b, "head_lsn"));
+}
+
+int cli_api_branch_history(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    if (ctx->n_pos < 2)
+        return call_and_print(ctx, "GET", path, NULL, print_history_line, "branch",
+                              ctx->pos[0]);
+    uint32_t s;
+    if (cli_parse_history(ctx->pos[1], &s) != 0)
+        return CLI_EXIT_USAGE;
+    json_t *body = json_pack("{s:I}", "history_retention_seconds", (json_int_t)s);
+    int rc = call_and_print(ctx, "PATCH", path, body, print_history_line, "branch",
+                            ctx->pos[0]);
+    json_decref(body);
+    return rc;
+}
+
 int cli_api_branch_reset(cli_ctx *ctx)
 {
     char path[600];

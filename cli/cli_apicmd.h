@@ -21,6 +21,7 @@ int cli_api_branch_list(cli_ctx *ctx);
 int cli_api_branch_create(cli_ctx *ctx);
 int cli_api_branch_delete(cli_ctx *ctx);
 int cli_api_branch_rename(cli_ctx *ctx);
+int cli_api_branch_history(cli_ctx *ctx);
 int cli_api_branch_reset(cli_ctx *ctx);
 int cli_api_branch_restore(cli_ctx *ctx);
 

@@ -17,6 +17,7 @@
 #include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "cli_ps.h"
+#include "config.h"
 #include "pageserver.pb-c.h"
 
 /* ---- JSON and text forms of a branch -------------------------------------------- */
@@ -479,6 +480,80 @@ int cli_cmd_branch_rename(cli_ctx *ctx)
     }
     if (rc == 0) {
         printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
+    }
+    cli_cluster_disconnect(&st, &ps);
+    return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* ---- history ------------------------------------------------------------------------- */
+
+char *cli_fmt_duration_s(uint64_t s, char buf[32])
+{
+    if (s > 0 && s % 86400 == 0)
+        snprintf(buf, 32, "%" PRIu64 "d", s / 86400);
+    else if (s > 0 && s % 3600 == 0)
+        snprintf(buf, 32, "%" PRIu64 "h", s / 3600);
+    else if (s > 0 && s % 60 == 0)
+        snprintf(buf, 32, "%" PRIu64 "m", s / 60);
+    else
+        snprintf(buf, 32, "%" PRIu64 "s", s);
+    return buf;
+}
+
+int cli_parse_history(const char *text, uint32_t *seconds)
+{
+    uint64_t ms;
+    if (cfg_parse_duration_ms(text, &ms) != 0 || ms < 1000 || ms % 1000 != 0 ||
+        ms / 1000 > UINT32_MAX) {
+        cli_err("bad history '%s': a duration of whole seconds, at least 1s "
+                "(e.g. 30s, 12h, 7d)", text);
+        return -1;
+    }
+    *seconds = (uint32_t)(ms / 1000);
+    return 0;
+}
+
+static void print_history(const cli_tl *b)
+{
+    char d[32], l[LSN_STRLEN], h[LSN_STRLEN], sz[CLI_SIZE_STRLEN];
+    printf("branch %s keeps %s of history: readable, branchable and restorable from %s "
+           "to its head %s (%s of WAL)\n", b->name, cli_fmt_duration_s(b->pitr_window_s, d),
+           b->gc_cutoff_lsn > b->start_lsn ? lsn_format(b->gc_cutoff_lsn, l)
+                                           : lsn_format(b->start_lsn, l),
+           lsn_format(b->last_record_lsn, h), cli_fmt_size(b->history_size_bytes, sz));
+}
+
+int cli_cmd_branch_history(cli_ctx *ctx)
+{
+    uint32_t seconds = 0;
+    if (ctx->n_pos > 1 && cli_parse_history(ctx->pos[1], &seconds) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_api_remote(ctx))
+        return cli_api_branch_history(ctx);
+    cli_state st;
+    cli_ps ps;
+    if (cli_cluster_connect(ctx, &st, &ps) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    cli_tl b;
+    int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    if (rc == 0 && seconds > 0) {
+        rc = cli_ps_set_history(&ps, &b, seconds);
+        if (rc == 0)
+            rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    }
+    if (rc == 0 && ctx->json) {
+        char l[LSN_STRLEN];
+        print_json(json_pack("{s:s,s:I,s:s,s:I}", "branch", b.name, "history_retention_seconds",
+                             (json_int_t)b.pitr_window_s, "oldest_lsn",
+                             lsn_format(b.gc_cutoff_lsn > b.start_lsn ? b.gc_cutoff_lsn
+                                                                     : b.start_lsn, l),
+                             "history_size_bytes", (json_int_t)b.history_size_bytes));
+    } else if (rc == 0) {
+        print_history(&b);
+        if (seconds > 0)
+            printf("older history is removed at the next GC (gc.interval), and its storage "
+                   "freed once no branch, endpoint or lease needs it\n");
     }
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;

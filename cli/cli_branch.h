@@ -26,6 +26,8 @@
 #ifndef ARBOR_CLI_BRANCH_H
 #define ARBOR_CLI_BRANCH_H
 
+#include <stdint.h>
+
 #include "cli_cmd.h"
 
 int cli_cmd_branch_create(cli_ctx *ctx);
@@ -38,6 +40,14 @@ int cli_cmd_branch_delete(cli_ctx *ctx);
 int cli_cmd_branch_reset(cli_ctx *ctx);
 int cli_cmd_branch_restore(cli_ctx *ctx);
 int cli_cmd_branch_rename(cli_ctx *ctx);
+/* arbor branch history NAME [DURATION]: shows or sets how much history the
+ * branch keeps (its PITR window). */
+int cli_cmd_branch_history(cli_ctx *ctx);
+/* "7d", "36h", "90m", "45s": the largest unit that divides s. */
+char *cli_fmt_duration_s(uint64_t s, char buf[32]);
+/* DURATION ("30s", "12h", "7d", ...) into whole seconds >= 1; prints why
+ * not and returns -1. */
+int cli_parse_history(const char *text, uint32_t *seconds);
 int cli_cmd_lsn(cli_ctx *ctx);
 
 #endif

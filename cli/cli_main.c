@@ -152,7 +152,10 @@ static const cli_command g_commands[] = {
     { "branch", "list", "", "list branches as a tree with LSNs and sizes",
       "Columns: parent@LSN the branch starts from, head LSN, logical size (database\n"
       "pages x page size at the head), physical size (layer files of the branch),\n"
-      "branch-only size (what deleting the branch would free).",
+      "branch-only size (what deleting the branch would free), local (on the\n"
+      "pageserver's disk), remote (in the remote storage bucket; - without one),\n"
+      "billed (the WAL within the branch's history window, plus its data at the\n"
+      "window's start unless that is still its parent's: see arbor branch history).",
       g_list_opts, 0, 0, cli_cmd_branch_list },
     { "branch", "diff", "A [B]", "rows inserted, deleted and updated in B relative to A",
       "Per table: the rows of B (or of A at --to) that A (at --at) does not have\n"
@@ -189,6 +192,14 @@ static const cli_command g_commands[] = {
       g_restore_opts, 1, 1, cli_cmd_branch_restore },
     { "branch", "rename", "OLD NEW", "rename a branch", NULL, g_no_opts, 2, 2,
       cli_cmd_branch_rename },
+    { "branch", "history", "NAME [DURATION]",
+      "show or set how much history a branch keeps (its PITR window)",
+      "A branch can be read, branched from and restored at any point within its\n"
+      "history (default: the pageserver's gc.pitr-window, 7d). DURATION (30s, 12h,\n"
+      "7d, ...) sets it: history older than that is removed at the next GC and its\n"
+      "storage freed, locally and in the bucket, once no child branch, endpoint or\n"
+      "lease needs it. Billed size (arbor branch list) counts the WAL within it.",
+      g_no_opts, 1, 2, cli_cmd_branch_history },
     { NULL, "dashboard", "", "serve a live web dashboard of the local cluster",
       CLI_DASHBOARD_HELP, cli_dashboard_opts, 0, 0, cli_cmd_dashboard },
     { NULL, "lsn", "BRANCH", "the LSN of a branch at a time (present, past or future)",

@@ -407,6 +407,27 @@ int cli_ps_rename(cli_ps *ps, const cli_tl *tl, const char *new_name)
     return 0;
 }
 
+int cli_ps_set_history(cli_ps *ps, const cli_tl *tl, uint32_t seconds)
+{
+    Arbor__SetPitrWindowRequest req = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
+    req.tenant_id = id_bytes(&ps->tenant);
+    req.timeline_id = id_bytes(&tl->id);
+    req.pitr_window_s = seconds;
+    Arbor__TimelineInfoResponse *resp;
+    char msg[256];
+    int rc = call(ps, MGMT("SetPitrWindow"), &req.base,
+                  &arbor__timeline_info_response__descriptor, &resp, msg);
+    if (rc > 0) {
+        cli_err("setting the history of '%s': %s", tl->name, msg);
+        return CLI_EFAIL;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
 static Arbor__TimelineRef tl_ref(cli_ps *ps, const cli_tl *tl)
 {
     Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;

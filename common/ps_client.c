@@ -103,6 +103,8 @@ static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
     o->remote_size_bytes = i->remote_size_bytes;
     o->history_size_bytes = i->history_size_bytes;
     o->billed_size_bytes = i->billed_size_bytes;
+    o->pitr_window_s = i->pitr_window_s;
+    o->gc_cutoff_lsn = i->gc_cutoff_lsn;
     o->created_at_us = i->created_at_us;
     o->last_commit_us = i->last_commit_timestamp_us;
 }
@@ -196,6 +198,21 @@ int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline
     Arbor__DeleteTimelineResponse *resp;
     int rc = call(c, MGMT("DeleteTimeline"), &req.base,
                   &arbor__delete_timeline_response__descriptor, &resp, err);
+    if (rc == 0)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_set_history(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                    uint32_t seconds, psc_err *err)
+{
+    Arbor__SetPitrWindowRequest req = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
+    req.tenant_id = id_bin(tenant);
+    req.timeline_id = id_bin(timeline);
+    req.pitr_window_s = seconds;
+    Arbor__TimelineInfoResponse *resp;
+    int rc = call(c, MGMT("SetPitrWindow"), &req.base,
+                  &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc == 0)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;

@@ -49,6 +49,8 @@ typedef struct psc_timeline {
     uint64_t remote_size_bytes;     /* in the bucket */
     uint64_t history_size_bytes;    /* WAL within the PITR window */
     uint64_t billed_size_bytes;     /* history + data (ps_timeline.h) */
+    uint32_t pitr_window_s;         /* history kept (PITR window) */
+    lsn_t gc_cutoff_lsn;            /* oldest point still readable */
     int64_t created_at_us;
     int64_t last_commit_us;
 } psc_timeline;
@@ -71,6 +73,9 @@ int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_
                        psc_err *err);
 int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                         bool with_children, psc_err *err);
+/* How much history the timeline keeps (its PITR window), seconds > 0. */
+int psc_set_history(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                    uint32_t seconds, psc_err *err);
 int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                const char *new_name, psc_err *err);
 int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timeline,

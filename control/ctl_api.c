@@ -308,11 +308,13 @@ static int sync_branches(req *r, const char *pid, psc_timeline **tls, size_t *n)
 
 static json_t *branch_json(const psc_timeline *tl, const char *parent_name, int depth)
 {
-    char id[ID_STR_SIZE], parent[ID_STR_SIZE], alsn[LSN_STRLEN], head[LSN_STRLEN];
+    char id[ID_STR_SIZE], parent[ID_STR_SIZE], alsn[LSN_STRLEN], head[LSN_STRLEN],
+        oldest[LSN_STRLEN];
     hex_id(&tl->id, id);
     if (tl->has_ancestor)
         hex_id(&tl->ancestor, parent);
-    return json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "id",
+    lsn_format(tl->gc_cutoff_lsn > tl->start_lsn ? tl->gc_cutoff_lsn : tl->start_lsn, oldest);
+    json_t *o = json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i}", "id",
                      id, "name", tl->name, "parent", parent_name, "parent_id",
                      tl->has_ancestor ? parent : NULL, "point_lsn",
                      tl->has_ancestor ? lsn_format(tl->ancestor_lsn, alsn) : NULL, "head_lsn",
@@ -325,6 +327,9 @@ static json_t *branch_json(const psc_timeline *tl, const char *parent_name, int 
                      (json_int_t)tl->history_size_bytes, "billed_size",
                      (json_int_t)tl->billed_size_bytes, "created_at", tl->created_at_us / 1e6,
                      "depth", depth);
+    json_object_set_new(o, "history_retention_seconds", json_integer(tl->pitr_window_s));
+    json_object_set_new(o, "oldest_lsn", json_string(oldest));
+    return o;
 }
 
 static int cmp_tl_name(const void *a, const void *b)
@@ -534,12 +539,38 @@ static json_t *h_branch_create(req *r)
     return branch_json(&tl, root ? NULL : parent_name ? parent_name : "main", 0);
 }
 
-static json_t *h_branch_rename(req *r)
+/* history_retention_seconds: 0 when absent, else 1..2^32-1 (-1 after fail()). */
+static int body_history(req *r, uint32_t *out)
+{
+    json_t *v = json_object_get(r->body, "history_retention_seconds");
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v)) {
+        fail(r, 400, "BAD_REQUEST", "history_retention_seconds must be an integer");
+        return -1;
+    }
+    json_int_t s = json_integer_value(v);
+    if (s < 1 || s > (json_int_t)UINT32_MAX) {
+        fail(r, 422, "UNPROCESSABLE", "history_retention_seconds: 1..4294967295 seconds");
+        return -1;
+    }
+    *out = (uint32_t)s;
+    return 0;
+}
+
+/* PATCH a branch: {"name"} renames it, {"history_retention_seconds"} sets
+ * how much history it keeps (its PITR window); either or both. */
+static json_t *h_branch_update(req *r)
 {
     const char *pid = param(r, "project_id"), *name;
-    if (body_str_need(r, "name", &name))
+    uint32_t history;
+    if (body_str(r, "name", &name) || body_history(r, &history))
         return NULL;
-    if (!name_ok(name))
+    if (!name && history == 0)
+        return fail(r, 400, "BAD_REQUEST", "nothing to change: give name and/or "
+                    "history_retention_seconds");
+    if (name && !name_ok(name))
         return fail_name(r, "branch", name);
     json_t *row = load_branch(r, pid, param(r, "branch"));
     if (!row)
@@ -549,12 +580,14 @@ static json_t *h_branch_rename(req *r)
     json_t *res = NULL;
     tenant_of(r, &t);
     id_parse(jstr(row, "id"), &tl);
-    int rc = psc_rename(r->x->ps, &t, &tl, name, &e);
+    int rc = history ? psc_set_history(r->x->ps, &t, &tl, history, &e) : 0;
     if (rc != 0) {
+        fail_ps(r, rc, "setting the branch's history", e.msg);
+    } else if (name && (rc = psc_rename(r->x->ps, &t, &tl, name, &e)) != 0) {
         fail_ps(r, rc, "renaming the branch", e.msg);
-    } else if (ctl_db_exec(r->x->db, NULL,
-                           "UPDATE branches SET name = ? WHERE project_id = ? AND id = ?", "sss",
-                           name, pid, jstr(row, "id")) != 0) {
+    } else if (name && ctl_db_exec(r->x->db, NULL,
+                                   "UPDATE branches SET name = ? WHERE project_id = ? AND id = ?",
+                                   "sss", name, pid, jstr(row, "id")) != 0) {
         fail_db(r);
     } else {
         res = branch_info(r, row);
@@ -1469,7 +1502,7 @@ static const route routes[] = {
     { "GET", "/v1/projects/{project_id}/branches", h_branches_list },
     { "POST", "/v1/projects/{project_id}/branches", h_branch_create },
     { "GET", "/v1/projects/{project_id}/branches/{branch}", h_branch_get },
-    { "PATCH", "/v1/projects/{project_id}/branches/{branch}", h_branch_rename },
+    { "PATCH", "/v1/projects/{project_id}/branches/{branch}", h_branch_update },
     { "DELETE", "/v1/projects/{project_id}/branches/{branch}", h_branch_delete },
     { "POST", "/v1/projects/{project_id}/branches/{branch}/reset", h_branch_reset },
     { "POST", "/v1/projects/{project_id}/branches/{branch}/restore", h_branch_restore },

@@ -489,6 +489,37 @@ static void test_bad_input(void **state)
     ct_expect(ct_arbor("branch create main"), 1, "existing name");
     ct_expect_in(ct.err, "already exists");
     assert_int_equal(access(out, F_OK), -1);
+    ct_expect(ct_arbor("branch history main 0s"), 2, "history 0");
+    ct_expect_in(ct.err, "bad history '0s'");
+    ct_expect(ct_arbor("branch history main 1.5s"), 2, "history not whole seconds");
+    ct_expect(ct_arbor("branch history main soon"), 2, "history not a duration");
+    ct_expect(ct_arbor("branch history nope 1d"), 1, "history of an unknown branch");
+    ct_expect_in(ct.err, "unknown branch 'nope'");
+}
+
+/* arbor branch history: shown, set, kept across a restart of the
+ * pageserver (it is the timeline's metadata), and in --json. */
+static void test_history(void **state)
+{
+    (void)state;
+    if (!g_data_in) {
+        skip();
+    }
+    ct_expect(ct_arbor("branch history main"), 0, "history");
+    ct_expect_in(ct.out, "branch main keeps 7d of history");
+    ct_expect(ct_arbor("branch history main 36h"), 0, "set history");
+    ct_expect_in(ct.out, "keeps 36h of history");
+    ct_expect(ct_arbor("--json branch history main"), 0, "history --json");
+    json_t *o = ct_parse_out();
+    assert_int_equal(json_integer_value(json_object_get(o, "history_retention_seconds")),
+                     36 * 3600);
+    assert_non_null(json_string_value(json_object_get(o, "oldest_lsn")));
+    json_decref(o);
+    json_t *l = branches();
+    assert_int_equal(json_integer_value(json_object_get(find_branch(l, "main"), "pitr_window_s")),
+                     36 * 3600);
+    json_decref(l);
+    ct_expect(ct_arbor("branch history main 7d"), 0, "set history back");
 }
 
 static void test_stop(void **state)
@@ -530,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_branches),
         cmocka_unit_test(test_restore_and_lsn),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_history),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);

@@ -123,19 +123,21 @@ static long long dir_bytes(const char *sub)
 }
 
 /* Storage that shrinks, as a user sees it: 90% of a table deleted and the
- * database VACUUMed; once the PITR window (3 s here, in the pageserver's
- * config file) passed, the bucket and the pageserver's disk hold about
- * what the database still holds, and `arbor branch list` says so. */
+ * database VACUUMed; once the branch's history window (3 s) passed, the bucket and the pageserver's disk hold about
+ * what the database still holds, and `arbor branch list` says so. The
+ * window is set with `arbor branch history`; GC runs every second (the
+ * pageserver's config file, DIR/ps/pageserver.conf). */
 static void test_vacuum_shrinks(void **state)
 {
     (void)state;
     ct_arbor("stop");
-    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'gc.pitr-window = 3s\\ngc.interval = 1s\\n"
+    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'gc.interval = 1s\\n"
                     "layers.checkpoint-interval = 500ms\\n' > %s/ps/pageserver.conf; }",
                     ct.dir, ct.dir), 0, "pageserver.conf");
     ct_expect(ct_arbor("start --remote-storage %s/remote", ct.dir), 0, "start");
-    /* A branch created now has the configured window (main keeps its own). */
     ct_expect(ct_arbor("branch create shrink"), 0, "branch");
+    ct_expect(ct_arbor("branch history shrink 3s"), 0, "history");
+    ct_expect_in(ct.out, "keeps 3s of history");
     ct_expect(ct_arbor("endpoint start shrink"), 0, "endpoint");
     ct_expect(ct_arbor("sql shrink 'CREATE TABLE big(x INTEGER PRIMARY KEY, b BLOB)'"), 0,
               "create");

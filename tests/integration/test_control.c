@@ -385,6 +385,19 @@ static void test_branches(void **state)
     expect(200, "PATCH", pp("/branches/feat"), "{\"name\": \"feat2\"}");
     expect(404, "GET", pp("/branches/feat"), NULL);
     expect(409, "PATCH", pp("/branches/feat2"), "{\"name\": \"main\"}");
+    /* how much history a branch keeps */
+    json_t *h;
+    assert_int_equal(api("PATCH", pp("/branches/feat2"), "{\"history_retention_seconds\": 3600}",
+                         &h), 200);
+    assert_int_equal(ji(h, "history_retention_seconds"), 3600);
+    assert_non_null(json_object_get(h, "oldest_lsn"));
+    json_decref(h);
+    assert_int_equal(api("GET", pp("/branches/feat2"), NULL, &h), 200);
+    assert_int_equal(ji(h, "history_retention_seconds"), 3600);
+    json_decref(h);
+    expect(422, "PATCH", pp("/branches/feat2"), "{\"history_retention_seconds\": 0}");
+    expect(400, "PATCH", pp("/branches/feat2"), "{\"history_retention_seconds\": \"1h\"}");
+    expect(400, "PATCH", pp("/branches/feat2"), "{}");
     expect(200, "DELETE", pp("/branches/feat2"), NULL);
     expect(404, "DELETE", pp("/branches/feat2"), NULL);
     /* reset and restore keep the name on a new timeline */
