@@ -113,7 +113,7 @@ static int parse_entries(ps_commits *c, const uint8_t *raw, size_t n_raw,
 }
 
 static int load(ps_commits *c, const char *path, const arbor_id *tl,
-                lsn_t start_lsn, lsn_t durable_lsn)
+                lsn_t start_lsn, lsn_t durable_lsn, size_t *file_len)
 {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -121,6 +121,7 @@ static int load(ps_commits *c, const char *path, const arbor_id *tl,
     if (rc != 0) {
         return rc;
     }
+    *file_len = len;
     disk_header want, got;
     make_header(tl, &want);
     if (len < sizeof(got)) {
@@ -147,25 +148,30 @@ int ps_commits_open(const ps_io *io, const char *path,
     ps_commits *c = az_calloc(1, sizeof(*c));
     pthread_rwlock_init(&c->lock, NULL);
     c->io = io;
-    int rc = load(c, path, timeline_id, start_lsn, durable_lsn);
+    size_t len = 0;
+    int rc = load(c, path, timeline_id, start_lsn, durable_lsn, &len);
     if (rc != 0) {
         goto fail;
     }
     c->n_durable = c->n;
     c->path = az_strdup(path);
-    rc = io->open(io->ctx, path, O_WRONLY, 0);
-    if (rc < 0) {
-        goto fail;
-    }
-    /* Cut what lies beyond the durable prefix so appends start clean. */
-    int fd = rc;
-    rc = io->ftruncate(io->ctx, fd, (off_t)(PS_COMMITS_HEADER_BYTES +
-                                            c->n * PS_COMMITS_ENTRY_BYTES));
-    int crc = io->close(io->ctx, fd);
-    if (rc == 0)
-        rc = crc;
-    if (rc != 0) {
-        goto fail;
+    /* Cut what lies beyond the durable prefix so appends start clean (only
+     * when there is something: a restart with 10,000 timelines should not
+     * write 10,000 inodes). */
+    size_t keep = PS_COMMITS_HEADER_BYTES + c->n * PS_COMMITS_ENTRY_BYTES;
+    if (len > keep) {
+        rc = io->open(io->ctx, path, O_WRONLY, 0);
+        if (rc < 0) {
+            goto fail;
+        }
+        int fd = rc;
+        rc = io->ftruncate(io->ctx, fd, (off_t)keep);
+        int crc = io->close(io->ctx, fd);
+        if (rc == 0)
+            rc = crc;
+        if (rc != 0) {
+            goto fail;
+        }
     }
     *out = c;
     return 0;

@@ -25,7 +25,7 @@
 typedef struct tenant {
     arbor_id id;
     ps_timeline **tls;
-    size_t n;
+    size_t n, cap;
 } tenant;
 
 struct ps_repo {
@@ -39,7 +39,7 @@ struct ps_repo {
 /* A timeline's metadata read at load, before it is loaded. */
 typedef struct pending {
     ps_meta meta;
-    char dir[PATH_CAP];
+    char *dir;
     bool done;
 } pending;
 
@@ -97,7 +97,10 @@ static ps_timeline *find_name(const tenant *t, const char *name)
 
 static void tenant_add_tl(tenant *t, ps_timeline *tl)
 {
-    t->tls = az_realloc(t->tls, (t->n + 1) * sizeof(*t->tls));
+    if (t->n == t->cap) {   /* doubling: 10,000 timelines load in O(n) */
+        t->cap = t->cap ? t->cap * 2 : 8;
+        t->tls = az_realloc(t->tls, t->cap * sizeof(*t->tls));
+    }
     t->tls[t->n++] = tl;
 }
 
@@ -124,7 +127,7 @@ static bool split_suffix(const char *name, arbor_id *id, const char **suffix)
 /* Reads one timeline directory entry: leftovers are removed, a timeline's
  * metadata is appended to *p. */
 static int scan_timeline_entry(ps_repo *r, const char *tdir, const char *name,
-                               pending **p, size_t *n)
+                               pending **p, size_t *n, size_t *cap)
 {
     arbor_id id;
     const char *suffix;
@@ -140,10 +143,12 @@ static int scan_timeline_entry(ps_repo *r, const char *tdir, const char *name,
     if (*suffix != '\0') {
         return 0;
     }
-    *p = az_realloc(*p, (*n + 1) * sizeof(pending));
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *p = az_realloc(*p, *cap * sizeof(pending));
+    }
     pending *e = &(*p)[*n];
     memset(e, 0, sizeof(*e));
-    memcpy(e->dir, path, sizeof(path));
     char mpath[PATH_CAP];
     int rc = ps_path(mpath, sizeof(mpath), "%s/metadata", path);
     if (rc == 0) {
@@ -154,6 +159,7 @@ static int scan_timeline_entry(ps_repo *r, const char *tdir, const char *name,
                   ps_strerror(rc ? rc : PS_ECORRUPT));
         return 0;
     }
+    e->dir = az_strdup(path);
     (*n)++;
     return 0;
 }
@@ -165,10 +171,11 @@ static int scan_timelines(ps_repo *r, const char *tdir, pending **p, size_t *n)
         return -errno;
     }
     int rc = 0;
+    size_t cap = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         if (de->d_name[0] != '.') {
-            rc = scan_timeline_entry(r, tdir, de->d_name, p, n);
+            rc = scan_timeline_entry(r, tdir, de->d_name, p, n, &cap);
         }
     }
     closedir(d);
@@ -233,6 +240,9 @@ static int load_tenant(ps_repo *r, const arbor_id *id)
                 log_error("timeline %s: ancestor missing; not loaded", p[i].dir);
             }
         }
+    }
+    for (size_t i = 0; i < n; i++) {
+        az_free(p[i].dir);
     }
     az_free(p);
     return rc;
