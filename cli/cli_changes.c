@@ -44,6 +44,8 @@ typedef struct feed_run {
     schema_cache sc;
     bool json;
     FILE *out;
+    bool out_failed;      /* the reader went away */
+    atomic_bool *cancel;  /* NULL: signals (g_stop) */
     lsn_t after;          /* print commits above this LSN */
     uint64_t printed;
     /* a multi-record transaction in progress in the stream */
@@ -204,7 +206,8 @@ static void emit(feed_run *r, json_t *o)
         free(old);
         free(nw);
     }
-    fflush(r->out);
+    if (fflush(r->out) != 0 || ferror(r->out))
+        r->out_failed = true;
     r->printed++;
 }
 
@@ -307,6 +310,8 @@ static int chunk(feed_run *r, const uint8_t *p, size_t len)
             }
         }
         wal_record_free(&rec);
+        if (rc == 0 && r->out_failed)
+            rc = CLI_EFAIL;   /* nobody reads any more */
         if (rc != 0)
             return rc;
     }
@@ -354,6 +359,11 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+static bool stopped(const feed_run *r)
+{
+    return r->cancel ? atomic_load(r->cancel) || r->out_failed : g_stop != 0;
+}
+
 /* Streams from one safekeeper; 0 when done, 1 to try the next one. */
 static int stream(feed_run *r, skc *c, lsn_t start, bool follow)
 {
@@ -362,7 +372,7 @@ static int stream(feed_run *r, skc *c, lsn_t start, bool follow)
         return 1;
     int rc = 0;
     r->in_txn = false;
-    while (!g_stop) {
+    while (!stopped(r)) {
         uint8_t *recs = NULL;
         size_t len = 0;
         lsn_t begin = 0, commit = 0;
@@ -389,9 +399,9 @@ static int stream(feed_run *r, skc *c, lsn_t start, bool follow)
                 break;
             skc_wal_close(w);
             w = NULL;
-            for (int i = 0; i < 10 && !g_stop; i++)
+            for (int i = 0; i < 10 && !stopped(r); i++)
                 usleep(100 * 1000);
-            if (g_stop || skc_wal_open(c, &r->ps->tenant, &r->tl->id, r->after, follow, &w) != 0)
+            if (stopped(r) || skc_wal_open(c, &r->ps->tenant, &r->tl->id, r->after, follow, &w) != 0)
                 break;
             continue;
         }
@@ -425,16 +435,18 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
     if (rc == 0)
         rc = resolve_start(args, &ps, &tl, &start);
     feed_run r = { .ps = &ps, .tl = &tl, .json = args->json, .out = args->out,
-                   .after = start };
+                   .cancel = args->cancel, .after = start };
     if (rc == 0 && psc_open(ps.addr, &r.pc) != 0) {
         cli_err("cannot connect to the pageserver at %s", ps.addr);
         rc = CLI_EFAIL;
     }
     bool follow = args->follow;
-    if (follow) {
+    if (follow && !args->cancel) {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
     }
+    if (rc == 0 && args->started)
+        args->started(args->started_arg);
     int tried = 0, n_sk = 0;
     while (rc == 0) {
         cli_component *sk = cli_state_comp(&st, CLI_COMP_SAFEKEEPER, tried % 3);
@@ -450,11 +462,11 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
         skc_close(c);
         if (s == 0 && !follow && r.after < tl.last_record_lsn && tried + 1 < 6)
             s = 1;   /* this safekeeper lags the head: ask another */
-        if (s == 1 && !g_stop && ++tried < 6) {
+        if (s == 1 && !stopped(&r) && ++tried < 6) {
             /* resume after what was printed: the last commit seen */
             continue;
         }
-        if (s == 1 && !g_stop) {
+        if (s == 1 && !stopped(&r)) {
             cli_err("no safekeeper could stream the WAL of branch '%s'", tl.name);
             rc = CLI_EFAIL;
         } else {

@@ -30,6 +30,7 @@
 #ifndef ARBOR_CLI_CHANGES_H
 #define ARBOR_CLI_CHANGES_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -39,11 +40,17 @@ int cli_cmd_changes(cli_ctx *ctx);
 
 /* The feed of one branch into out (the command, and the dashboard's
  * GET /api/changes). from / at may be NULL. 0, CLI_EFAIL or CLI_EUSAGE
- * (message printed to stderr). follow: until SIGINT/SIGTERM. */
+ * (message printed to stderr). follow: until SIGINT/SIGTERM, or, when
+ * cancel is set (a server's feed: no signal handlers), until *cancel or
+ * out fails (the reader went away). started(arg), if set, runs once the
+ * start point is resolved and the feed is about to stream. */
 typedef struct cli_changes_args {
     const char *branch, *from, *at;
     bool follow, json;
     FILE *out;
+    atomic_bool *cancel;
+    void (*started)(void *arg);
+    void *started_arg;
 } cli_changes_args;
 int cli_changes_run(const char *dir, const cli_changes_args *a);
 

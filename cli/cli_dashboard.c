@@ -820,6 +820,269 @@ void cli_dashboard_set_changes(cli_dashboard_changes_fn fn)
     g_changes_fn = fn;
 }
 
+/* ---- the change feed as Server-Sent Events ------------------------------------ */
+
+/* One client's feed: a thread runs the feed into a pipe; the connection's
+ * thread reads it (sse_read) and frames each NDJSON line as an event. The
+ * event id is the commit LSN *before* the row's commit: a client resuming
+ * with Last-Event-ID gets the whole commit again (at least once), never a
+ * part of it. */
+typedef struct sse_feed {
+    dash *g;
+    char *branch, *from, *at;
+    int rfd;
+    FILE *out, *err;
+    char *errs;
+    size_t elen;
+    atomic_bool cancel;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool started, finished;
+    int rc;
+    char *line;              /* a partial line read so far */
+    size_t line_len;
+    char *pend;              /* framed bytes not yet handed to the server */
+    size_t pend_len, pend_off;
+    char cur_lsn[32], prev_lsn[32];
+    bool ended;
+    int idle_ms;
+} sse_feed;
+
+#define SSE_KEEPALIVE_MS 15000
+
+static void sse_started(void *arg)
+{
+    sse_feed *f = arg;
+    pthread_mutex_lock(&f->mu);
+    f->started = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *sse_main(void *arg)
+{
+    sse_feed *f = arg;
+    cli_dashboard_feed df = { .branch = f->branch, .from = f->from, .at = f->at,
+                              .follow = true, .cancel = &f->cancel, .started = sse_started,
+                              .started_arg = f, .out = f->out, .err = f->err };
+    int rc = g_changes_fn(f->g->dir, &df);
+    fclose(f->out);   /* the reader sees the end */
+    f->out = NULL;
+    fflush(f->err);
+    pthread_mutex_lock(&f->mu);
+    f->rc = rc;
+    f->finished = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+static void sse_free(sse_feed *f)
+{
+    if (f->rfd >= 0)
+        close(f->rfd);
+    if (f->err)
+        fclose(f->err);
+    free(f->errs);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    az_free(f->branch);
+    az_free(f->from);
+    az_free(f->at);
+    az_free(f->line);
+    az_free(f->pend);
+    az_free(f);
+}
+
+static void sse_done(void *arg)
+{
+    sse_feed *f = arg;
+    atomic_store(&f->cancel, true);
+    close(f->rfd);   /* a writer blocked on a full pipe gets EPIPE */
+    f->rfd = -1;
+    pthread_join(f->th, NULL);
+    sse_free(f);
+}
+
+static void pend_add(sse_feed *f, const char *s, size_t n)
+{
+    f->pend = az_realloc(f->pend, f->pend_len + n + 1);
+    memcpy(f->pend + f->pend_len, s, n);
+    f->pend_len += n;
+}
+
+/* One NDJSON line into an event. */
+static void sse_frame(sse_feed *f, const char *line, size_t n)
+{
+    json_t *o = json_loadb(line, n, 0, NULL);
+    const char *lsn = o ? json_string_value(json_object_get(o, "lsn")) : NULL;
+    if (lsn && strcmp(lsn, f->cur_lsn) != 0) {
+        snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", f->cur_lsn);
+        snprintf(f->cur_lsn, sizeof(f->cur_lsn), "%s", lsn);
+    }
+    json_decref(o);
+    if (f->prev_lsn[0]) {
+        char id[48];
+        int k = snprintf(id, sizeof(id), "id: %s\n", f->prev_lsn);
+        pend_add(f, id, (size_t)k);
+    }
+    pend_add(f, "data: ", 6);
+    pend_add(f, line, n);
+    pend_add(f, "\n\n", 2);
+}
+
+static void sse_take_lines(sse_feed *f)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < f->line_len; i++) {
+        if (f->line[i] == '\n') {
+            if (i > start)
+                sse_frame(f, f->line + start, i - start);
+            start = i + 1;
+        }
+    }
+    memmove(f->line, f->line + start, f->line_len - start);
+    f->line_len -= start;
+}
+
+static void sse_error_event(sse_feed *f)
+{
+    fflush(f->err);
+    json_t *j = json_pack("{s:s}", "error", f->errs && *f->errs ? f->errs : "the feed ended");
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    pend_add(f, "event: error\ndata: ", 19);
+    pend_add(f, s, strlen(s));
+    pend_add(f, "\n\n", 2);
+    free(s);
+}
+
+static ssize_t sse_read(void *arg, char *buf, size_t max)
+{
+    sse_feed *f = arg;
+    while (f->pend_off == f->pend_len) {
+        f->pend_off = f->pend_len = 0;
+        if (f->ended)
+            return 0;
+        struct pollfd p = { .fd = f->rfd, .events = POLLIN };
+        int pr = poll(&p, 1, 1000);
+        if (pr == 0) {
+            pthread_mutex_lock(&f->g->mu);
+            bool stopping = f->g->stopping;
+            pthread_mutex_unlock(&f->g->mu);
+            if (stopping)
+                return 0;   /* the server stops: end the stream */
+            f->idle_ms += 1000;
+            if (f->idle_ms >= SSE_KEEPALIVE_MS) {
+                f->idle_ms = 0;
+                pend_add(f, ": keep-alive\n\n", 14);   /* also notices a client that left */
+                break;
+            }
+            continue;
+        }
+        f->idle_ms = 0;
+        if (pr < 0 && errno == EINTR)
+            continue;
+        char tmp[16384];
+        ssize_t n = pr < 0 ? -1 : read(f->rfd, tmp, sizeof(tmp));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            /* the feed ended: an error (or the end of the WAL) */
+            pthread_mutex_lock(&f->mu);
+            while (!f->finished)
+                pthread_cond_wait(&f->cv, &f->mu);
+            int rc = f->rc;
+            pthread_mutex_unlock(&f->mu);
+            if (rc != 0)
+                sse_error_event(f);
+            f->ended = true;
+            continue;
+        }
+        f->line = az_realloc(f->line, f->line_len + (size_t)n + 1);
+        memcpy(f->line + f->line_len, tmp, (size_t)n);
+        f->line_len += (size_t)n;
+        sse_take_lines(f);
+    }
+    size_t k = f->pend_len - f->pend_off < max ? f->pend_len - f->pend_off : max;
+    memcpy(buf, f->pend + f->pend_off, k);
+    f->pend_off += k;
+    return (ssize_t)k;
+}
+
+static bool wants_sse(const http_request *req)
+{
+    const char *fl = http_request_query(req, "follow");
+    const char *acc = http_request_header(req, "Accept");
+    return (fl && (strcmp(fl, "1") == 0 || strcmp(fl, "true") == 0)) ||
+           (acc && strstr(acc, "text/event-stream"));
+}
+
+static void respond_feed_error(http_response *resp, int rc, const char *errs)
+{
+    json_t *j = json_pack("{s:s}", "error", errs && *errs ? errs : "failed");
+    char *jb = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    http_respond_take(resp, rc == -EINVAL ? 400 : 502, "application/json", jb, strlen(jb));
+}
+
+/* Starts the feed thread; answers with the stream once it streams, or with
+ * the error it ended with. */
+static int h_changes_sse(dash *g, const http_request *req, http_response *resp)
+{
+    const char *branch = http_request_query(req, "branch");
+    const char *from = http_request_query(req, "from");
+    const char *resume = http_request_header(req, "Last-Event-ID");
+    sse_feed *f = az_calloc(1, sizeof(*f));
+    f->g = g;
+    f->branch = az_strdup(branch ? branch : "main");
+    f->from = resume && *resume ? az_strdup(resume) : from ? az_strdup(from) : NULL;
+    f->at = f->from ? NULL : http_request_query(req, "at")
+                                 ? az_strdup(http_request_query(req, "at")) : NULL;
+    if (f->from)
+        snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", f->from);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    atomic_init(&f->cancel, false);
+    int fds[2];
+    f->rfd = -1;
+    f->err = open_memstream(&f->errs, &f->elen);
+    if (!f->err || pipe2(fds, O_CLOEXEC) != 0) {
+        sse_free(f);
+        return -ENOMEM;
+    }
+    f->rfd = fds[0];
+    f->out = fdopen(fds[1], "w");
+    if (!f->out) {
+        close(fds[1]);
+        sse_free(f);
+        return -ENOMEM;
+    }
+    if (pthread_create(&f->th, NULL, sse_main, f) != 0) {
+        fclose(f->out);
+        sse_free(f);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&f->mu);
+    while (!f->started && !f->finished)
+        pthread_cond_wait(&f->cv, &f->mu);
+    bool failed = f->finished && f->rc != 0;
+    int rc = f->rc;
+    pthread_mutex_unlock(&f->mu);
+    if (failed) {
+        pthread_join(f->th, NULL);
+        fflush(f->err);
+        respond_feed_error(resp, rc, f->errs);
+        sse_free(f);
+        return 0;
+    }
+    http_respond_stream(resp, 200, "text/event-stream", sse_read, sse_done, f);
+    http_response_header(resp, "Cache-Control", "no-store");
+    http_response_header(resp, "X-Accel-Buffering", "no");
+    return 0;
+}
+
 static int h_changes(const http_request *req, http_response *resp, void *arg)
 {
     dash *g = arg;
@@ -827,6 +1090,8 @@ static int h_changes(const http_request *req, http_response *resp, void *arg)
         http_respond_printf(resp, 404, NULL, "no change feed in this server\n");
         return 0;
     }
+    if (wants_sse(req))
+        return h_changes_sse(g, req, resp);
     const char *branch = http_request_query(req, "branch");
     char *body = NULL, *errs = NULL;
     size_t len = 0, elen = 0;
@@ -842,8 +1107,10 @@ static int h_changes(const http_request *req, http_response *resp, void *arg)
         free(errs);
         return -ENOMEM;
     }
-    int rc = g_changes_fn(g->dir, branch ? branch : "main", http_request_query(req, "from"),
-                          http_request_query(req, "at"), out, err);
+    cli_dashboard_feed df = { .branch = branch ? branch : "main",
+                              .from = http_request_query(req, "from"),
+                              .at = http_request_query(req, "at"), .out = out, .err = err };
+    int rc = g_changes_fn(g->dir, &df);
     fclose(out);
     fclose(err);
     if (rc == 0) {
@@ -853,11 +1120,8 @@ static int h_changes(const http_request *req, http_response *resp, void *arg)
         return 0;
     }
     free(body);
-    json_t *j = json_pack("{s:s}", "error", errs && *errs ? errs : "failed");
-    char *jb = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    respond_feed_error(resp, rc, errs);
     free(errs);
-    http_respond_take(resp, rc == -EINVAL ? 400 : 502, "application/json", jb, strlen(jb));
     return 0;
 }
 

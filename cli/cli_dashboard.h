@@ -51,6 +51,7 @@
 #ifndef ARBOR_CLI_DASHBOARD_H
 #define ARBOR_CLI_DASHBOARD_H
 
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include <stddef.h>
@@ -79,14 +80,23 @@ typedef struct cli_dashboard_asset {
 } cli_dashboard_asset;
 extern const cli_dashboard_asset cli_dashboard_assets[];
 
-/* GET /api/changes?branch=B[&from=LSN|&at=TIME] (the change feed up to
- * the head, NDJSON as `arbor changes --json`): served when the program
- * sets this function (the arbor binary: cli_changes_run; the dashboard
- * test server leaves it unset: 404). It writes the lines to out, its error
- * messages to err; 0, -EINVAL (a bad request: 400) or another error (502). */
-typedef int (*cli_dashboard_changes_fn)(const char *dir, const char *branch,
-                                        const char *from, const char *at, FILE *out,
-                                        FILE *err);
+/* GET /api/changes?branch=B[&from=LSN|&at=TIME][&follow=1] (the change
+ * feed, NDJSON as `arbor changes --json` up to the head; with follow=1 or
+ * Accept: text/event-stream, Server-Sent Events for as long as the client
+ * stays, resumable with Last-Event-ID): served when the program sets this
+ * function (the arbor binary: cli_changes_run; the dashboard test server
+ * leaves it unset: 404). It writes the lines to out, its error messages to
+ * err; 0, -EINVAL (a bad request: 400) or another error (502). follow: until
+ * *cancel; started(arg) once the feed streams. */
+typedef struct cli_dashboard_feed {
+    const char *branch, *from, *at;
+    bool follow;
+    atomic_bool *cancel;
+    void (*started)(void *arg);
+    void *started_arg;
+    FILE *out, *err;
+} cli_dashboard_feed;
+typedef int (*cli_dashboard_changes_fn)(const char *dir, const cli_dashboard_feed *f);
 void cli_dashboard_set_changes(cli_dashboard_changes_fn fn);
 
 /* The command (cli_dashboard_cmd.c), for the table in cli_main.c. */

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,12 @@ static void open_browser(const char *url)
         waitpid(pid, NULL, 0);
 }
 
-static int changes_fn(const char *dir, const char *branch, const char *from, const char *at,
-                      FILE *out, FILE *err)
+static int changes_fn(const char *dir, const cli_dashboard_feed *f)
 {
-    cli_changes_args a = { .branch = branch, .from = from, .at = at, .json = true,
-                           .out = out };
-    cli_err_to(err);
+    cli_changes_args a = { .branch = f->branch, .from = f->from, .at = f->at, .json = true,
+                           .out = f->out, .follow = f->follow, .cancel = f->cancel,
+                           .started = f->started, .started_arg = f->started_arg };
+    cli_err_to(f->err);
     int rc = cli_changes_run(dir, &a);
     cli_err_to(NULL);
     return rc == 0 ? 0 : rc == CLI_EUSAGE ? -EINVAL : -EIO;
@@ -86,6 +87,7 @@ int cli_cmd_dashboard(cli_ctx *ctx)
             cli_note("--port 0: open the URL printed below by hand");
     }
     cli_dashboard_set_changes(changes_fn);
+    signal(SIGPIPE, SIG_IGN);   /* a feed's reader that left: EPIPE, not death */
     int rc = cli_dashboard_run(ctx->dir, (int)port, NULL);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }

@@ -90,6 +90,47 @@ static void response_reset(http_response *resp)
     az_free(resp->body);
     resp->body = NULL;
     resp->body_len = 0;
+    if (resp->stream_done_) {
+        resp->stream_done_(resp->stream_arg_);   /* never sent */
+    }
+    resp->stream_read_ = NULL;
+    resp->stream_done_ = NULL;
+    resp->stream_arg_ = NULL;
+}
+
+void http_respond_stream(http_response *resp, int status, const char *content_type,
+                         http_stream_read_fn read, http_stream_done_fn done, void *arg)
+{
+    response_reset(resp);
+    resp->status = status;
+    resp->content_type = content_type;
+    resp->stream_read_ = read;
+    resp->stream_done_ = done;
+    resp->stream_arg_ = arg;
+}
+
+typedef struct stream_ctx {
+    http_stream_read_fn read;
+    http_stream_done_fn done;
+    void *arg;
+} stream_ctx;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_ctx *s = cls;
+    ssize_t n = s->read(s->arg, buf, max);
+    return n > 0 ? n : n == 0 ? MHD_CONTENT_READER_END_OF_STREAM
+                              : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+    stream_ctx *s = cls;
+    if (s->done) {
+        s->done(s->arg);
+    }
+    az_free(s);
 }
 
 static void headers_free(http_header_ *h)
@@ -170,7 +211,17 @@ void http_response_header(http_response *resp, const char *name, const char *val
 static enum MHD_Result send_response(struct MHD_Connection *conn, http_response *resp)
 {
     struct MHD_Response *r;
-    if (resp->body) {
+    if (resp->stream_read_) {
+        stream_ctx *s = az_malloc(sizeof(*s));
+        *s = (stream_ctx){ resp->stream_read_, resp->stream_done_, resp->stream_arg_ };
+        resp->stream_read_ = NULL;
+        resp->stream_done_ = NULL;   /* stream_free runs it now */
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, s,
+                                              stream_free);
+        if (!r) {
+            stream_free(s);
+        }
+    } else if (resp->body) {
         r = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
     } else {
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);

@@ -29,6 +29,7 @@
 #define ARBOR_HTTP_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "metrics.h"
@@ -48,12 +49,20 @@ typedef struct http_header_ http_header_;
  * content_type must outlive the request (a string literal): NULL means
  * "text/plain; charset=utf-8".
  */
+/* A streamed body (Server-Sent Events, a long feed): see
+ * http_respond_stream. */
+typedef ssize_t (*http_stream_read_fn)(void *arg, char *buf, size_t max);
+typedef void (*http_stream_done_fn)(void *arg);
+
 typedef struct http_response {
     int status;
     const char *content_type;
     char *body;
     size_t body_len;
     http_header_ *headers_; /* private: see http_response_header */
+    http_stream_read_fn stream_read_;   /* private: http_respond_stream */
+    http_stream_done_fn stream_done_;
+    void *stream_arg_;
 } http_response;
 
 /* 0 = resp is the answer; a negative errno = answer 500 (resp discarded). */
@@ -131,6 +140,14 @@ void http_respond(http_response *resp, int status, const char *content_type,
 /* Takes ownership of body (malloc'ed). */
 void http_respond_take(http_response *resp, int status, const char *content_type,
                        char *body, size_t len);
+/* A body produced while it is sent, chunked, for as long as read(arg, buf,
+ * max) returns > 0 bytes; it runs on the connection's own thread and may
+ * block (poll with a timeout and send a keep-alive of the format's own to
+ * notice a client that left). 0 ends the body; < 0 aborts the connection.
+ * done(arg) runs exactly once: after the last read, when the client went
+ * away, or when the response is never sent. */
+void http_respond_stream(http_response *resp, int status, const char *content_type,
+                         http_stream_read_fn read, http_stream_done_fn done, void *arg);
 void http_respond_printf(http_response *resp, int status, const char *content_type,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Serialises json (steals the reference) as application/json. */

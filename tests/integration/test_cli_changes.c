@@ -14,6 +14,9 @@
  *            --at TIME, and the dashboard's GET /api/changes as NDJSON);
  *   branch   a branch's feed starts at its branch point (empty);
  *   follow   --follow prints a change committed after it started.
+ *   SSE      GET /api/changes as Server-Sent Events: the same lines; a
+ *            live commit arrives; Last-Event-ID resumes with that commit
+ *            again and nothing older.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -265,7 +268,20 @@ static void test_changes(void **state)
                     "'http://127.0.0.1:%d/api/changes?branch=main&from=bad'", dport),
               0, "GET /api/changes, bad from");
     assert_string_equal(ct.out, "400");
-    ct_sh("kill $(cat %s/dash.pid)", ct.root);
+    /* ... and as Server-Sent Events (Accept: text/event-stream): the same
+     * lines, one "data:" each (the stream stays open: curl gives up) */
+    char sse[400];
+    snprintf(sse, sizeof(sse), "%s/sse.out", ct.root);
+    ct_sh("{ curl -sN --max-time 3 -H 'Accept: text/event-stream' "
+          "'http://127.0.0.1:%d/api/changes?branch=main&from=%s' > %s; true; }", dport, cut, sse);
+    ct_expect(ct_sh("{ sed -n 's/^data: //p' %s; }", sse), 0, "SSE data lines");
+    parse_feed(ct.out, &rest);
+    check_lines(&rest, (const char *const *)all.line + k, all.n - k);
+    feed_free(&rest);
+    ct_expect(ct_sh("curl -s -o /dev/null -w '%%{http_code}' "
+                    "'http://127.0.0.1:%d/api/changes?branch=main&follow=1&from=bad'", dport),
+              0, "SSE, bad from");
+    assert_string_equal(ct.out, "400");
 
     /* --at that commit's time: the same lines */
     ct_expect(ct_arbor("changes main --json --at %s", all.ts[4]), 0, "changes --at");
@@ -301,6 +317,45 @@ static void test_changes(void **state)
     if (!seen)
         fprintf(stderr, "follow printed: %s\n", ct.out);
     assert_true(seen);
+
+    /* SSE, live: a commit made while the stream is open arrives; its event
+     * id is the commit before it, so Last-Event-ID resumes with that commit
+     * again (at least once) and nothing older */
+    char live[400];
+    snprintf(live, sizeof(live), "%s/live.out", ct.root);
+    ct_expect(ct_sh("(curl -sN --max-time 30 'http://127.0.0.1:%d/api/changes?branch=main"
+                    "&follow=1&from=%s' > %s 2>&1 & echo $! > %s/live.pid)",
+                    dport, all.lsn[all.n - 1], live, ct.root), 0, "SSE follow start");
+    sleep(1);
+    psql("INSERT INTO t(id, a) VALUES (11, 'sse-live');\n");
+    seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        ct_sh("cat %s", live);
+        seen = strstr(ct.out, "\"sse-live\"") != NULL;
+        if (!seen)
+            usleep(200 * 1000);
+    }
+    ct_sh("kill $(cat %s/live.pid)", ct.root);
+    ct_sh("cat %s", live);
+    if (!seen)
+        fprintf(stderr, "SSE printed: %s\n", ct.out);
+    assert_true(seen);
+    ct_expect_in(ct.out, "\"followed\"");
+    char *row = strstr(ct.out, "\"sse-live\""), *id = NULL;
+    for (char *q = ct.out; q && q < row; q = strstr(q + 1, "\nid: "))
+        if (strncmp(q, "\nid: ", 5) == 0)
+            id = q + 5;
+    assert_non_null(id);
+    char resume[64];
+    assert_int_equal(sscanf(id, "%63s", resume), 1);
+    ct_sh("{ curl -sN --max-time 3 -H 'Last-Event-ID: %s' "
+          "'http://127.0.0.1:%d/api/changes?branch=main&follow=1' > %s; true; }",
+          resume, dport, live);
+    ct_sh("cat %s", live);
+    print_message("resumed from Last-Event-ID %s: %zu bytes\n", resume, strlen(ct.out));
+    ct_expect_in(ct.out, "\"sse-live\"");
+    assert_null(strstr(ct.out, "\"followed\""));
+    ct_sh("kill $(cat %s/dash.pid)", ct.root);
     feed_free(&all);
 }
 
