@@ -1552,6 +1552,12 @@ static int cli_consume_send(rpc_stream *s)
 int rpc_stream_open(rpc_channel *ch, const char *method, int64_t timeout_ms,
                     rpc_stream **out)
 {
+    return rpc_stream_open_ex(ch, method, timeout_ms, 0, out);
+}
+
+int rpc_stream_open_ex(rpc_channel *ch, const char *method, int64_t timeout_ms,
+                       unsigned flags, rpc_stream **out)
+{
     grpc_op ops[2];
     if (!ch || !method || !out || timeout_ms <= 0)
         return RPC_EINVAL;
@@ -1573,7 +1579,7 @@ int rpc_stream_open(rpc_channel *ch, const char *method, int64_t timeout_ms,
 
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    ops[0].flags = (flags & RPC_STREAM_FAIL_FAST) ? 0 : GRPC_INITIAL_METADATA_WAIT_FOR_READY;
     /* own slot, not the send slot: the first send must not wait for the
      * connection (a SEND_MESSAGE may start while this is pending) */
     int rc = cli_start(s, &s->open, ops, 1);

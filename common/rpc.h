@@ -170,6 +170,13 @@ int rpc_unary_bytes(rpc_channel *ch, const char *method,
  * connection errors show up on the first send/recv. */
 int rpc_stream_open(rpc_channel *ch, const char *method, int64_t timeout_ms,
                     rpc_stream **out);
+/* flags for rpc_stream_open_ex */
+#define RPC_STREAM_FAIL_FAST 0x1u  /* no wait-for-ready: while the peer is down
+                                      the call fails (UNAVAILABLE) as soon as a
+                                      connection attempt does, instead of
+                                      waiting until its (long) deadline */
+int rpc_stream_open_ex(rpc_channel *ch, const char *method, int64_t timeout_ms,
+                       unsigned flags, rpc_stream **out);
 /* Half-close: the server's recv returns RPC_EEOF. */
 int rpc_stream_close_send(rpc_stream *s);
 /* Waits (up to timeout_ms) for the final status. 0 if status OK, else
