@@ -87,36 +87,6 @@ static int call(cli_ps *ps, const char *method, const ProtobufCMessage *req,
     return 0;
 }
 
-static void tl_copy(const Arbor__TimelineInfo *i, cli_tl *o)
-{
-    memset(o, 0, sizeof(*o));
-    if (i->timeline_id.len == 16) {
-        memcpy(o->id.b, i->timeline_id.data, 16);
-    }
-    snprintf(o->name, sizeof(o->name), "%s", i->branch_name ? i->branch_name : "");
-    if (i->ancestor_timeline_id.len == 16) {
-        o->has_ancestor = true;
-        memcpy(o->ancestor.b, i->ancestor_timeline_id.data, 16);
-    }
-    o->ancestor_lsn = i->ancestor_lsn;
-    o->start_lsn = i->start_lsn;
-    o->last_record_lsn = i->last_record_lsn;
-    o->disk_consistent_lsn = i->disk_consistent_lsn;
-    o->gc_cutoff_lsn = i->gc_cutoff_lsn;
-    o->logical_size_bytes = i->logical_size_bytes;
-    o->physical_size_bytes = i->physical_size_bytes;
-    o->branch_only_size_bytes = i->branch_only_size_bytes;
-    o->local_size_bytes = i->local_size_bytes;
-    o->remote_size_bytes = i->remote_size_bytes;
-    o->history_size_bytes = i->history_size_bytes;
-    o->billed_size_bytes = i->billed_size_bytes;
-    o->pitr_window_s = i->pitr_window_s;
-    o->page_size = i->page_size;
-    o->db_size_pages = i->db_size_pages;
-    o->layer_count = i->layer_count;
-    o->created_at_us = i->created_at_us;
-    o->last_commit_us = i->last_commit_timestamp_us;
-}
 
 static ProtobufCBinaryData id_bytes(const arbor_id *id)
 {
@@ -211,7 +181,7 @@ static int get_info(cli_ps *ps, const char *name, const arbor_id *id, bool sync_
     if (rc < 0) {
         return rc;
     }
-    tl_copy(resp->info, out);
+    psc_timeline_decode(resp->info, out);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }
@@ -264,7 +234,7 @@ int cli_ps_list(cli_ps *ps, cli_tl **out, size_t *n_out)
         return CLI_EFAIL;
     }
     for (size_t i = 0; i < resp->n_timelines; i++) {
-        tl_copy(resp->timelines[i], &a[i]);
+        psc_timeline_decode(resp->timelines[i], &a[i]);
     }
     *n_out = resp->n_timelines;
     *out = a;
@@ -322,7 +292,7 @@ int cli_ps_create(cli_ps *ps, const char *name, const cli_tl *parent, lsn_t at,
         return rc;
     }
     if (out) {
-        tl_copy(resp->info, out);
+        psc_timeline_decode(resp->info, out);
     }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;

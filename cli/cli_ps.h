@@ -20,37 +20,16 @@
 
 #include "cli_fmt.h"
 #include "ids.h"
+#include "ps_client.h"
 #include "lsn.h"
 #include "rpc.h"
 
-#define CLI_BRANCH_NAME_MAX 63   /* the pageserver's limit */
+#define CLI_BRANCH_NAME_MAX PSC_NAME_MAX   /* the pageserver's limit */
 #define CLI_RPC_TIMEOUT_MS 15000
 
-/* A timeline as the pageserver describes it (TimelineInfo). */
-typedef struct cli_tl {
-    arbor_id id;
-    char name[CLI_BRANCH_NAME_MAX + 1];
-    bool has_ancestor;
-    arbor_id ancestor;
-    lsn_t ancestor_lsn;
-    lsn_t start_lsn;            /* where its own WAL begins */
-    lsn_t last_record_lsn;      /* head (ingested) */
-    lsn_t disk_consistent_lsn;
-    lsn_t gc_cutoff_lsn;
-    uint64_t logical_size_bytes;
-    uint64_t physical_size_bytes;
-    uint64_t branch_only_size_bytes;
-    uint64_t local_size_bytes;
-    uint64_t remote_size_bytes;
-    uint64_t history_size_bytes;
-    uint64_t billed_size_bytes;
-    uint32_t pitr_window_s;
-    uint32_t page_size;
-    uint32_t db_size_pages;
-    uint32_t layer_count;
-    int64_t created_at_us;
-    int64_t last_commit_us;
-} cli_tl;
+/* A timeline as the pageserver describes it (TimelineInfo): the same
+ * struct as ps_client's, decoded by psc_timeline_decode. */
+typedef psc_timeline cli_tl;
 
 typedef struct cli_ps {
     rpc_channel *ch;

@@ -81,7 +81,7 @@ static ProtobufCBinaryData id_bin(const arbor_id *id)
     return (ProtobufCBinaryData){ 16, (uint8_t *)id->b };
 }
 
-static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
+void psc_timeline_decode(const Arbor__TimelineInfo *i, psc_timeline *o)
 {
     memset(o, 0, sizeof(*o));
     if (!i)
@@ -96,6 +96,8 @@ static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
     o->ancestor_lsn = i->ancestor_lsn;
     o->start_lsn = i->start_lsn;
     o->last_record_lsn = i->last_record_lsn;
+    o->disk_consistent_lsn = i->disk_consistent_lsn;
+    o->gc_cutoff_lsn = i->gc_cutoff_lsn;
     o->logical_size_bytes = i->logical_size_bytes;
     o->physical_size_bytes = i->physical_size_bytes;
     o->branch_only_size_bytes = i->branch_only_size_bytes;
@@ -104,7 +106,9 @@ static void tl_copy(const Arbor__TimelineInfo *i, psc_timeline *o)
     o->history_size_bytes = i->history_size_bytes;
     o->billed_size_bytes = i->billed_size_bytes;
     o->pitr_window_s = i->pitr_window_s;
-    o->gc_cutoff_lsn = i->gc_cutoff_lsn;
+    o->page_size = i->page_size;
+    o->db_size_pages = i->db_size_pages;
+    o->layer_count = i->layer_count;
     o->created_at_us = i->created_at_us;
     o->last_commit_us = i->last_commit_timestamp_us;
 }
@@ -148,7 +152,7 @@ int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
     if (rc != 0)
         return rc;
     if (out)
-        tl_copy(resp->info, out);
+        psc_timeline_decode(resp->info, out);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }
@@ -165,7 +169,7 @@ int psc_timeline_info(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
-    tl_copy(resp->info, out);
+    psc_timeline_decode(resp->info, out);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }
@@ -182,7 +186,7 @@ int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_
         return rc;
     *out = az_calloc(resp->n_timelines + 1, sizeof(psc_timeline));
     for (size_t i = 0; i < resp->n_timelines; i++)
-        tl_copy(resp->timelines[i], &(*out)[i]);
+        psc_timeline_decode(resp->timelines[i], &(*out)[i]);
     *n = resp->n_timelines;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;

@@ -34,14 +34,17 @@ typedef struct psc_err {
     char msg[256];
 } psc_err;
 
+/* A timeline as the pageserver describes it (TimelineInfo), decoded. */
 typedef struct psc_timeline {
     arbor_id id;
     char name[PSC_NAME_MAX + 1];
     bool has_ancestor;
     arbor_id ancestor;
     lsn_t ancestor_lsn;
-    lsn_t start_lsn;
-    lsn_t last_record_lsn;
+    lsn_t start_lsn;                /* where its own WAL begins */
+    lsn_t last_record_lsn;          /* head (ingested) */
+    lsn_t disk_consistent_lsn;
+    lsn_t gc_cutoff_lsn;            /* oldest point still readable */
     uint64_t logical_size_bytes;
     uint64_t physical_size_bytes;
     uint64_t branch_only_size_bytes;
@@ -50,10 +53,17 @@ typedef struct psc_timeline {
     uint64_t history_size_bytes;    /* WAL within the PITR window */
     uint64_t billed_size_bytes;     /* history + data (ps_timeline.h) */
     uint32_t pitr_window_s;         /* history kept (PITR window) */
-    lsn_t gc_cutoff_lsn;            /* oldest point still readable */
+    uint32_t page_size;
+    uint32_t db_size_pages;
+    uint32_t layer_count;
     int64_t created_at_us;
     int64_t last_commit_us;
 } psc_timeline;
+
+/* Decodes a TimelineInfo message (pageserver.proto) into *out: for callers
+ * that make their own calls (the CLI's, which print per error). */
+struct Arbor__TimelineInfo;
+void psc_timeline_decode(const struct Arbor__TimelineInfo *info, psc_timeline *out);
 
 /* Where a timestamp falls in a timeline's history (LsnKind). */
 typedef enum { PSC_LSN_PRESENT = 0, PSC_LSN_PAST = 1, PSC_LSN_FUTURE = 2 } psc_lsn_kind;
