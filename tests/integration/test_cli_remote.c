@@ -151,8 +151,12 @@ static void test_vacuum_shrinks(void **state)
     ct_expect(ct_arbor("sql shrink 'DELETE FROM big WHERE x %% 10 <> 0'"), 0, "delete");
     ct_expect(ct_arbor("sql shrink 'VACUUM'"), 0, "vacuum");
     long long remote = full, local = 0;
-    for (int i = 0; i < 200 && (remote = dir_bytes("remote") - before) * 4 > full; i++)
+    for (int i = 0; i < 100 && (remote = dir_bytes("remote") - before) * 4 > full; i++)
         usleep(200 * 1000);
+    /* Typically ~14% (one image of the VACUUMed database). When compaction
+     * ran between the DELETE and the VACUUM (a loaded machine), an image of
+     * the DELETE's state stays with the VACUUM's delta above it until more
+     * deltas pile up (compaction's rule: 2x logical + 1 MiB): ~30%. */
     local = dir_bytes("ps");
     ct_expect(ct_arbor("--json branch list"), 0, "branch list");
     json_t *o = ct_parse_out(), *b;
@@ -176,8 +180,9 @@ static void test_vacuum_shrinks(void **state)
                   "%lld\n", full, remote, 100.0 * (double)remote / (double)full, local,
                   (long long)logical, (long long)physical, (long long)billed);
     assert_true(full >= 12000000);
-    assert_true(remote * 4 <= full);
-    assert_true(physical * 4 <= full);
+    assert_true(remote * 2 <= full);
+    assert_true(physical * 2 <= full);
+    assert_true(physical <= 3 * logical + 2 * 1048576);
     assert_true(billed * 4 <= full);
     ct_expect(ct_arbor("sql shrink 'SELECT count(*), sum(length(b)) FROM big'"), 0, "count");
     ct_expect_in(ct.out, "1200000");
