@@ -447,7 +447,8 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
     }
     if (rc == 0 && args->started)
         args->started(args->started_arg);
-    int tried = 0, n_sk = 0;
+    int tried = 0, n_sk = 0, backoff_ms = 200;
+    bool waiting = false;
     while (rc == 0) {
         cli_component *sk = cli_state_comp(&st, CLI_COMP_SAFEKEEPER, tried % 3);
         if (!sk) {
@@ -464,6 +465,28 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
             s = 1;   /* this safekeeper lags the head: ask another */
         if (s == 1 && !stopped(&r) && ++tried < 6) {
             /* resume after what was printed: the last commit seen */
+            continue;
+        }
+        if (s == 1 && follow && !stopped(&r)) {
+            /* a follower outlives safekeepers that restart (a supervisor,
+             * arbor stop + start): wait, then go round them again */
+            if (!waiting) {
+                cli_note("changes: no safekeeper streams branch '%s' now; retrying "
+                         "(Ctrl-C stops)", tl.name);
+                waiting = true;
+            }
+            for (int i = 0; i < backoff_ms / 100 && !stopped(&r); i++)
+                usleep(100 * 1000);
+            backoff_ms = backoff_ms < 5000 ? backoff_ms * 2 : 5000;
+            tried = 0;
+            /* a restart may have moved them (ephemeral ports) */
+            cli_state fresh;
+            if (cli_state_load(dir, &fresh) == 0) {
+                cli_state_free(&st);
+                st = fresh;
+            } else {
+                cli_state_free(&fresh);
+            }
             continue;
         }
         if (s == 1 && !stopped(&r)) {

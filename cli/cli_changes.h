@@ -9,7 +9,8 @@
  * printed: the changes after it) or --at TIME (the changes after the last
  * commit at or before TIME), up to the head the pageserver knows (every
  * commit acknowledged before the command started), or for ever with
- * --follow (SIGINT/SIGTERM stop it). Each committing record's changes
+ * --follow (SIGINT/SIGTERM stop it; when no safekeeper streams it, it
+ * retries with backoff, rereading the cluster's state). Each committing record's changes
  * section (wal_record.h CHANGES, written by compute/vfs_feed.c) is decoded
  * with sqlite3changeset_start/next.
  *

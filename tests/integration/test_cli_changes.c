@@ -13,7 +13,8 @@
  *   from     --from LSN resumes after LSN: exactly the later lines (also
  *            --at TIME, and the dashboard's GET /api/changes as NDJSON);
  *   branch   a branch's feed starts at its branch point (empty);
- *   follow   --follow prints a change committed after it started.
+ *   follow   --follow prints a change committed after it started, also
+ *            after the whole cluster was stopped and started again.
  *   SSE      GET /api/changes as Server-Sent Events: the same lines; a
  *            live commit arrives; Last-Event-ID resumes with that commit
  *            again and nothing older.
@@ -356,6 +357,33 @@ static void test_changes(void **state)
     ct_expect_in(ct.out, "\"sse-live\"");
     assert_null(strstr(ct.out, "\"followed\""));
     ct_sh("kill $(cat %s/dash.pid)", ct.root);
+
+    /* a follower outlives a restart of the whole cluster (safekeepers on
+     * new ports): it waits, then prints what is committed after */
+    char rs[400];
+    snprintf(rs, sizeof(rs), "%s/restart.out", ct.root);
+    ct_expect(ct_sh("cd %s && (timeout 90 %s --dir %s changes main --json --follow --from %s "
+                    "> %s 2>&1 & echo $! > %s/restart.pid)",
+                    ct.root, ARBOR_CLI_BIN, ct.dir, all.lsn[all.n - 1], rs, ct.root),
+              0, "follower start");
+    sleep(1);
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    ct_expect(ct_arbor("start"), 0, "start again");
+    ct_expect(ct_arbor("sql main \"INSERT INTO t(id, a) VALUES (12, 'after-restart')\""), 0,
+              "insert after the restart");
+    seen = false;
+    for (int i = 0; i < 150 && !seen; i++) {
+        ct_sh("cat %s", rs);
+        seen = strstr(ct.out, "\"after-restart\"") != NULL;
+        if (!seen)
+            usleep(200 * 1000);
+    }
+    ct_sh("kill $(cat %s/restart.pid)", ct.root);
+    ct_sh("cat %s", rs);
+    if (!seen)
+        fprintf(stderr, "the follower printed: %s\n", ct.out);
+    assert_true(seen);
+    ct_expect_in(ct.out, "retrying");
     feed_free(&all);
 }
 
