@@ -39,6 +39,17 @@ if(TARGET arbor AND TARGET arbor-compute)
   target_compile_definitions(test_cli_remote PRIVATE
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_remote arbor arbor-safekeeper arbor-pageserver arbor-compute)
+  # ... and with `arbor start --remote-storage s3://...` against
+  # tests/s3/sigv4_s3.py (an S3 server of the tests' own that verifies every
+  # request's signature with botocore).
+  find_package(Python3 COMPONENTS Interpreter)
+  if(Python3_Interpreter_FOUND)
+    add_test(NAME test_cli_remote_s3
+             COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/sigv4_s3.py
+                     $<TARGET_FILE:test_cli_remote>)
+    set_tests_properties(test_cli_remote_s3 PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
+                         LABELS integration ENVIRONMENT "SIGV4_WATCHDOG_S=500")
+  endif()
 endif()
 # Density through the CLI (issue 18): 1,000 branches, threads/RSS/files of
 # the pageserver and safekeepers, branch list time, a query on main.
