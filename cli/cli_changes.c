@@ -446,7 +446,7 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
         signal(SIGTERM, on_signal);
     }
     if (rc == 0 && args->started)
-        args->started(args->started_arg);
+        args->started(args->started_arg, start);
     int tried = 0, n_sk = 0, backoff_ms = 200;
     bool waiting = false;
     while (rc == 0) {

@@ -36,6 +36,7 @@
 #include <stdio.h>
 
 #include "cli_cmd.h"
+#include "lsn.h"
 
 int cli_cmd_changes(cli_ctx *ctx);
 
@@ -43,14 +44,15 @@ int cli_cmd_changes(cli_ctx *ctx);
  * GET /api/changes). from / at may be NULL. 0, CLI_EFAIL or CLI_EUSAGE
  * (message printed to stderr). follow: until SIGINT/SIGTERM, or, when
  * cancel is set (a server's feed: no signal handlers), until *cancel or
- * out fails (the reader went away). started(arg), if set, runs once the
- * start point is resolved and the feed is about to stream. */
+ * out fails (the reader went away). started(arg, start), if set, runs once
+ * the start point is resolved (the feed prints the commits after start)
+ * and the feed is about to stream. */
 typedef struct cli_changes_args {
     const char *branch, *from, *at;
     bool follow, json;
     FILE *out;
     atomic_bool *cancel;
-    void (*started)(void *arg);
+    void (*started)(void *arg, lsn_t start);
     void *started_arg;
 } cli_changes_args;
 int cli_changes_run(const char *dir, const cli_changes_args *a);

@@ -851,10 +851,14 @@ typedef struct sse_feed {
 
 #define SSE_KEEPALIVE_MS 15000
 
-static void sse_started(void *arg)
+static void sse_started(void *arg, uint64_t start)
 {
     sse_feed *f = arg;
     pthread_mutex_lock(&f->mu);
+    /* the first commit's events carry the start: resuming from it gets
+     * that commit again */
+    char l[LSN_STRLEN];
+    snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", lsn_format(start, l));
     f->started = true;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
@@ -918,7 +922,8 @@ static void sse_frame(sse_feed *f, const char *line, size_t n)
     json_t *o = json_loadb(line, n, 0, NULL);
     const char *lsn = o ? json_string_value(json_object_get(o, "lsn")) : NULL;
     if (lsn && strcmp(lsn, f->cur_lsn) != 0) {
-        snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", f->cur_lsn);
+        if (f->cur_lsn[0])   /* else prev is the feed's start (sse_started) */
+            snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", f->cur_lsn);
         snprintf(f->cur_lsn, sizeof(f->cur_lsn), "%s", lsn);
     }
     json_decref(o);
@@ -1040,8 +1045,6 @@ static int h_changes_sse(dash *g, const http_request *req, http_response *resp)
     f->from = resume && *resume ? az_strdup(resume) : from ? az_strdup(from) : NULL;
     f->at = f->from ? NULL : http_request_query(req, "at")
                                  ? az_strdup(http_request_query(req, "at")) : NULL;
-    if (f->from)
-        snprintf(f->prev_lsn, sizeof(f->prev_lsn), "%s", f->from);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     atomic_init(&f->cancel, false);

@@ -52,6 +52,7 @@
 #define ARBOR_CLI_DASHBOARD_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <stddef.h>
@@ -87,12 +88,13 @@ extern const cli_dashboard_asset cli_dashboard_assets[];
  * function (the arbor binary: cli_changes_run; the dashboard test server
  * leaves it unset: 404). It writes the lines to out, its error messages to
  * err; 0, -EINVAL (a bad request: 400) or another error (502). follow: until
- * *cancel; started(arg) once the feed streams. */
+ * *cancel; started(arg, start) once the feed streams the commits after
+ * start. */
 typedef struct cli_dashboard_feed {
     const char *branch, *from, *at;
     bool follow;
     atomic_bool *cancel;
-    void (*started)(void *arg);
+    void (*started)(void *arg, uint64_t start);   /* an lsn_t */
     void *started_arg;
     FILE *out, *err;
 } cli_dashboard_feed;

@@ -275,6 +275,10 @@ static void test_changes(void **state)
     snprintf(sse, sizeof(sse), "%s/sse.out", ct.root);
     ct_sh("{ curl -sN --max-time 3 -H 'Accept: text/event-stream' "
           "'http://127.0.0.1:%d/api/changes?branch=main&from=%s' > %s; true; }", dport, cut, sse);
+    ct_expect(ct_sh("{ head -1 %s; }", sse), 0, "SSE first line");
+    char first_id[96];
+    snprintf(first_id, sizeof(first_id), "id: %s\n", cut);
+    assert_string_equal(ct.out, first_id);   /* resuming there repeats the first commit */
     ct_expect(ct_sh("{ sed -n 's/^data: //p' %s; }", sse), 0, "SSE data lines");
     parse_feed(ct.out, &rest);
     check_lines(&rest, (const char *const *)all.line + k, all.n - k);
