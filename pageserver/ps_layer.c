@@ -343,8 +343,8 @@ static int download_locked(ps_layer *l)
     snprintf(stub, n, "%s" PS_LAYER_STUB_SUFFIX, l->path);
     rc = l->io->unlink(l->io->ctx, stub);
     az_free(stub);
-    /* The directory's fsync is not needed for safety: a lost rename only
-     * means downloading again. */
+    /* The download's rename is durable already (the source's contract), so
+     * a crash cannot leave neither the file nor its stub. */
     return rc == -ENOENT ? 0 : rc;
 }
 

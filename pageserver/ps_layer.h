@@ -122,8 +122,9 @@ typedef struct ps_layer_entry {
 /* Where a layer that is not on local disk comes from (ps_remote). */
 typedef struct ps_layer_source {
     /* Downloads the object of layer `name` of the timeline that generation
-     * `generation` uploaded into dest, durably (a crash leaves no partial
-     * file under dest). 0 or -errno. */
+     * `generation` uploaded into dest, durably: a crash leaves no partial
+     * file under dest, and once it returns 0 the file and its directory
+     * entry are on disk (the caller then deletes the stub). 0 or -errno. */
     int (*download)(void *ctx, const arbor_id *tenant_id, const arbor_id *timeline_id,
                     const char *name, uint32_t generation, const char *dest);
     void *ctx;
