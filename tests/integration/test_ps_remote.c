@@ -512,15 +512,7 @@ static void test_gc_shrinks_bucket(void **state)
     wait_ingested(t);
     uint64_t before = settled_bucket_bytes(t);
     double deleted_before = ps_metric("arbor_pageserver_remote_objects_deleted");
-    Arbor__SetPitrWindowRequest preq = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
-    preq.tenant_id = (ProtobufCBinaryData){ 16, g_tenant };
-    preq.timeline_id = (ProtobufCBinaryData){ 16, g_m[t].id };
-    preq.pitr_window_s = 1;
-    Arbor__TimelineInfoResponse *r;
-    assert_int_equal(unary("/arbor.Management/SetPitrWindow", &preq.base,
-                           &arbor__timeline_info_response__descriptor, &r), 0);
-    assert_null(r->error);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    set_pitr(t, 1);
     /* A few more commits, so compaction has deltas above the old image. */
     h_sleep_ms(1200);
     for (int i = 0; i < 12; i++)
