@@ -1,3 +1,4 @@
+#define _GNU_SOURCE   /* nftw */
 /*
  * bench_ps_remote — the pageserver's remote tier, by hand:
  *   bench_ps_remote [db_MiB] [bucket]
@@ -14,6 +15,10 @@
  *   attach     an empty pageserver attaches the bucket: time to the first
  *              page read, then to every page of the database read once
  *              (fully warm), vs reading the same from local disk
+ *   shrink     90% of the database truncated away (a DELETE + VACUUM: one
+ *              record rewriting the first 10% with the new size), a 1 s
+ *              PITR window waited out, compaction + GC, uploads settled:
+ *              the bucket's bytes after / before
  */
 #include "fsutil.h"
 #include "ps_remote.h"
@@ -21,9 +26,11 @@
 #include "remote_storage.h"
 #include "wal_record.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define PAGE 4096u
@@ -134,6 +141,60 @@ static double read_all(ps_timeline *tl, uint32_t db_pages)
     }
     free(pages);
     return now_s() - t0;
+}
+
+static uint64_t g_tree_bytes;
+
+static int add_file(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F)
+        g_tree_bytes += (uint64_t)st->st_size;
+    return 0;
+}
+
+/* Bytes of the files under dir (a directory bucket). */
+static uint64_t tree_bytes(const char *dir)
+{
+    g_tree_bytes = 0;
+    nftw(dir, add_file, 16, FTW_PHYS);
+    return g_tree_bytes;
+}
+
+/* One record: the first `keep` pages rewritten, the database cut to them. */
+static void truncate_to(ps_timeline *tl, uint32_t keep)
+{
+    uint8_t *img = malloc((size_t)PER * PAGE);
+    wal_page_in in[PER];
+    lsn_t lsn = ps_timeline_last_record_lsn(tl);
+    uint64_t seed = 777;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);   /* the PITR window counts from it */
+    int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    for (uint32_t first = 1; first <= keep; first += PER) {
+        uint32_t k = keep - first + 1 < PER ? keep - first + 1 : PER;
+        for (uint32_t i = 0; i < k; i++) {
+            memset(img + (size_t)i * PAGE, 0x5A, PAGE / 2);
+            for (uint32_t j = PAGE / 2; j < PAGE; j += 8) {
+                uint64_t v = rng(&seed);
+                memcpy(img + (size_t)i * PAGE + j, &v, 8);
+            }
+            in[i] = (wal_page_in){ first + i, img + (size_t)i * PAGE };
+        }
+        wal_record_hdr h = { .page_size = PAGE, .lsn = lsn, .term = 1,
+                             .commit_ts_us = now_us + first,
+                             .db_size_pages = keep };
+        uint8_t *buf;
+        size_t len;
+        if (wal_record_encode(&h, in, k, 1, &buf, &len) != 0 ||
+            ps_timeline_ingest(tl, buf, len) != 0) {
+            die("truncating ingest");
+        }
+        free(buf);
+        lsn += len;
+    }
+    free(img);
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -270,6 +331,32 @@ int main(int argc, char **argv)
            "from local disk took %.2f s (ratio %.2f)\n",
            t_first * 1e3, t_warm, (unsigned long long)atomic_load(&dl2.downloads),
            atomic_load(&dl2.bytes) / 1048576.0, t_local_read, t_warm / t_local_read);
+
+    /* 4. storage that shrinks (a directory bucket only: its files are counted) */
+    if (argc <= 2) {
+        if (ps_remote_start(repo, rs, gen, 200, &r) != 0 || ps_remote_sync(r, 600000) != 0) {
+            die("uploader");
+        }
+        uint64_t before = tree_bytes(bucket);
+        truncate_to(tl, db_pages / 10);
+        ps_timeline_set_pitr_window(tl, 1);
+        ps_timeline_checkpoint(tl);
+        struct timespec ts = { 1, 200000000 };
+        nanosleep(&ts, NULL);
+        ps_gc_result gc;
+        if (ps_timeline_compact(tl, false, NULL) != 0 || ps_timeline_gc(tl, &gc) != 0 ||
+            ps_remote_sync(r, 600000) != 0) {
+            die("compact/gc/sync");
+        }
+        uint64_t after = tree_bytes(bucket);
+        ps_remote_get_stats(r, &st);
+        printf("storage after 90%% of the database was truncated and a 1 s PITR window "
+               "passed: bucket %.1f MiB -> %.1f MiB (ratio %.3f; %u layers removed by GC, "
+               "%llu objects deleted)\n", before / 1048576.0, after / 1048576.0,
+               (double)after / (double)before, gc.layers_removed,
+               (unsigned long long)st.objects_deleted);
+        ps_remote_stop(r);
+    }
     ps_timeline_release(tl);
     ps_repo_close(repo);
     rs_close(rs);
