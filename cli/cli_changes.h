@@ -16,7 +16,7 @@
  *
  * Column names: a changeset has column indexes only. They come from the
  * schema as of that commit, read from the pageserver at the commit LSN
- * (the sqlite_schema b-tree through cli_btree, its CREATE TABLE statements
+ * (the sqlite_schema b-tree through btree_reader, its CREATE TABLE statements
  * run in a private in-memory database); it is read again only when the
  * schema cookie on page 1 moves.
  *

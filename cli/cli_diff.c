@@ -16,7 +16,7 @@
 #include <strings.h>
 
 #include "alloc.h"
-#include "cli_btree.h"
+#include "btree_reader.h"
 #include "cli_cluster.h"
 #include "cli_fmt.h"
 #include "cli_ps.h"
@@ -29,7 +29,7 @@
 typedef struct dcol {
     char *name;
     bool real_aff;              /* REAL affinity: integers read back as reals */
-    cbt_val dflt;               /* value of a field missing from a short record */
+    btr_val dflt;               /* value of a field missing from a short record */
     uint8_t *dflt_bytes;
 } dcol;
 
@@ -42,16 +42,16 @@ typedef struct dtable {
     int ipk;                    /* storage index of the rowid alias, or -1 */
     int nkey;                   /* WITHOUT ROWID: the first nkey fields */
     char *err;                  /* not understood: skipped, reported */
-    cbt_tree tree;
+    btr_tree tree;
 } dtable;
 
 typedef struct dside {
-    cbt_side s;
+    btr_side s;
     const char *branch;
     lsn_t lsn;
     dtable *t;
     size_t n_t;
-    cbt_tree *others;           /* every other b-tree (indexes, sqlite_*) */
+    btr_tree *others;           /* every other b-tree (indexes, sqlite_*) */
     size_t n_others;
     uint8_t *known;             /* per pgno: accounted for (step 5) */
 } dside;
@@ -79,7 +79,7 @@ static void mark_known(void *arg, uint32_t pgno)
     }
 }
 
-static void mark_tree(dside *d, const cbt_tree *t)
+static void mark_tree(dside *d, const btr_tree *t)
 {
     for (size_t i = 0; i < t->n_interior; i++) {
         mark_known(d, t->interior[i]);
@@ -114,11 +114,11 @@ static void col_default(sqlite3 *db, dcol *c, const char *dflt)
     if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
         switch (sqlite3_column_type(st, 0)) {
         case SQLITE_INTEGER:
-            c->dflt.t = CBT_INT;
+            c->dflt.t = BTR_INT;
             c->dflt.i = sqlite3_column_int64(st, 0);
             break;
         case SQLITE_FLOAT:
-            c->dflt.t = CBT_REAL;
+            c->dflt.t = BTR_REAL;
             c->dflt.r = sqlite3_column_double(st, 0);
             break;
         case SQLITE_TEXT:
@@ -131,7 +131,7 @@ static void col_default(sqlite3 *db, dcol *c, const char *dflt)
             if (n > 0) {
                 memcpy(c->dflt_bytes, p, (size_t)n);
             }
-            c->dflt.t = text ? CBT_TEXT : CBT_BLOB;
+            c->dflt.t = text ? BTR_TEXT : BTR_BLOB;
             c->dflt.p = c->dflt_bytes;
             c->dflt.n = (uint32_t)n;
             break;
@@ -206,10 +206,10 @@ static void dtable_free(dtable *t)
     az_free(t->name);
     az_free(t->sql);
     az_free(t->err);
-    cbt_tree_free(&t->tree);
+    btr_tree_free(&t->tree);
 }
 
-static char *val_strdup(const cbt_val *v)
+static char *val_strdup(const btr_val *v)
 {
     char *s = az_malloc(v->n + 1);
     if (v->n) {
@@ -220,16 +220,16 @@ static char *val_strdup(const cbt_val *v)
 }
 
 /* One sqlite_schema row into d (tables) or d->others' roots (the rest). */
-static void schema_row(dside *d, sqlite3 *mem, const cbt_val *v, int n, uint32_t **roots,
+static void schema_row(dside *d, sqlite3 *mem, const btr_val *v, int n, uint32_t **roots,
                        size_t *n_roots)
 {
-    if (n < 5 || v[0].t != CBT_TEXT || v[1].t != CBT_TEXT || v[3].t != CBT_INT ||
+    if (n < 5 || v[0].t != BTR_TEXT || v[1].t != BTR_TEXT || v[3].t != BTR_INT ||
         v[3].i <= 0) {
         return; /* views, triggers, virtual tables: no b-tree */
     }
     char *type = val_strdup(&v[0]), *name = val_strdup(&v[1]);
     bool table = strcmp(type, "table") == 0 && strncmp(name, "sqlite_", 7) != 0 &&
-                 v[4].t == CBT_TEXT;
+                 v[4].t == BTR_TEXT;
     if (!table) {
         *roots = az_realloc(*roots, (*n_roots + 1) * sizeof(uint32_t));
         (*roots)[(*n_roots)++] = (uint32_t)v[3].i;
@@ -264,30 +264,30 @@ static void schema_row(dside *d, sqlite3 *mem, const cbt_val *v, int n, uint32_t
 /* Reads the whole schema b-tree of one side. */
 static int load_schema(dside *d)
 {
-    cbt_tree st;
-    if (cbt_walk(&d->s, 1, &st) != 0) {
+    btr_tree st;
+    if (btr_walk(&d->s, 1, &st) != 0) {
         return CLI_EFAIL;
     }
     mark_tree(d, &st);
-    int rc = cbt_load(&d->s, st.leaves, st.n_leaves);
+    int rc = btr_load(&d->s, st.leaves, st.n_leaves);
     sqlite3 *mem = NULL;
     sqlite3_open(":memory:", &mem);
     uint32_t *roots = NULL;
     size_t n_roots = 0;
     for (size_t i = 0; rc == 0 && i < st.n_leaves; i++) {
-        const uint8_t *pg = cbt_page(&d->s, st.leaves[i]);
-        uint32_t nc = cbt_ncells(pg, st.leaves[i]);
+        const uint8_t *pg = btr_page(&d->s, st.leaves[i]);
+        uint32_t nc = btr_ncells(pg, st.leaves[i]);
         for (uint32_t c = 0; rc == 0 && c < nc; c++) {
-            cbt_cell cell;
+            btr_cell cell;
             uint8_t *pl = NULL;
-            cbt_val v[5];
+            btr_val v[5];
             int n = 0;
-            rc = cbt_cell_at(&d->s, pg, st.leaves[i], c, &cell);
+            rc = btr_cell_at(&d->s, pg, st.leaves[i], c, &cell);
             if (rc == 0) {
-                rc = cbt_payload(&d->s, &cell, &pl, mark_known, d);
+                rc = btr_payload(&d->s, &cell, &pl, mark_known, d);
             }
             if (rc == 0) {
-                rc = cbt_record(pl, cell.payload_len, v, 5, &n);
+                rc = btr_record(pl, cell.payload_len, v, 5, &n);
             }
             if (rc == 0) {
                 schema_row(d, mem, v, n, &roots, &n_roots);
@@ -296,7 +296,7 @@ static int load_schema(dside *d)
         }
     }
     sqlite3_close(mem);
-    cbt_tree_free(&st);
+    btr_tree_free(&st);
     /* every b-tree at once: the tables' and the others' (for the census,
      * step 5), one batch of reads per level */
     size_t n_all = n_roots + d->n_t;
@@ -304,9 +304,9 @@ static int load_schema(dside *d)
     for (size_t i = 0; i < d->n_t; i++) {
         roots[n_roots + i] = d->t[i].root;
     }
-    cbt_tree *trees = az_calloc(n_all + 1, sizeof(cbt_tree));
+    btr_tree *trees = az_calloc(n_all + 1, sizeof(btr_tree));
     if (rc == 0) {
-        rc = cbt_walk_many(&d->s, roots, n_all, trees);
+        rc = btr_walk_many(&d->s, roots, n_all, trees);
     }
     d->others = trees;
     d->n_others = rc == 0 ? n_roots : 0;
@@ -327,7 +327,7 @@ static int census_free(dside *d)
     uint32_t trunk = d->s.freelist_trunk;
     for (uint32_t hops = 0; trunk != 0 && hops <= d->s.db_pages; hops++) {
         const uint8_t *pg;
-        if (cbt_get(&d->s, trunk, &pg) != 0) {
+        if (btr_get(&d->s, trunk, &pg) != 0) {
             return CLI_EFAIL;
         }
         mark_known(d, trunk);
@@ -374,15 +374,15 @@ static void key_put(uint8_t **buf, size_t *len, const void *p, size_t n)
 
 /* The value of storage field i of a decoded record (defaults for a short
  * record, the rowid for the alias, REAL affinity applied). */
-static cbt_val field(const dtable *t, const cbt_val *v, int n, int i, int64_t rowid)
+static btr_val field(const dtable *t, const btr_val *v, int n, int i, int64_t rowid)
 {
-    cbt_val x = i < n ? v[i] : t->cols[i].dflt;
-    if (i == t->ipk && x.t == CBT_NULL) {
-        x.t = CBT_INT;
+    btr_val x = i < n ? v[i] : t->cols[i].dflt;
+    if (i == t->ipk && x.t == BTR_NULL) {
+        x.t = BTR_INT;
         x.i = rowid;
     }
-    if (t->cols[i].real_aff && x.t == CBT_INT) {
-        x.t = CBT_REAL;
+    if (t->cols[i].real_aff && x.t == BTR_INT) {
+        x.t = BTR_REAL;
         x.r = (double)x.i;
     }
     return x;
@@ -400,25 +400,25 @@ static int make_key(const dtable *t, drow *row)
         key_put(&row->key, &row->key_len, be, 8);
         return 0;
     }
-    cbt_val *v = az_malloc((size_t)(t->nkey + 1) * sizeof(cbt_val));
+    btr_val *v = az_malloc((size_t)(t->nkey + 1) * sizeof(btr_val));
     int n = 0;
-    int rc = cbt_record(row->payload, row->len, v, t->nkey, &n);
+    int rc = btr_record(row->payload, row->len, v, t->nkey, &n);
     for (int i = 0; rc == 0 && i < t->nkey; i++) {
-        cbt_val x = field(t, v, n, i, 0);
+        btr_val x = field(t, v, n, i, 0);
         uint64_t u = 0;
         be[0] = (uint8_t)x.t;
-        if (x.t == CBT_INT) {
+        if (x.t == BTR_INT) {
             u = (uint64_t)x.i ^ (1ull << 63);
-        } else if (x.t == CBT_REAL) {
+        } else if (x.t == BTR_REAL) {
             memcpy(&u, &x.r, 8);
-        } else if (x.t == CBT_TEXT || x.t == CBT_BLOB) {
+        } else if (x.t == BTR_TEXT || x.t == BTR_BLOB) {
             u = x.n;
         }
         for (int j = 0; j < 8; j++) {
             be[1 + j] = (uint8_t)(u >> (56 - 8 * j));
         }
         key_put(&row->key, &row->key_len, be, 9);
-        if (x.t == CBT_TEXT || x.t == CBT_BLOB) {
+        if (x.t == BTR_TEXT || x.t == BTR_BLOB) {
             key_put(&row->key, &row->key_len, x.p, x.n);
         }
     }
@@ -429,12 +429,12 @@ static int make_key(const dtable *t, drow *row)
 static int take_cell(dside *d, const dtable *t, const uint8_t *pg, uint32_t pgno, uint32_t i,
                      drows *out)
 {
-    cbt_cell c;
-    if (cbt_cell_at(&d->s, pg, pgno, i, &c) != 0) {
+    btr_cell c;
+    if (btr_cell_at(&d->s, pg, pgno, i, &c) != 0) {
         return CLI_EFAIL;
     }
     drow row = { .rowid = c.rowid, .len = c.payload_len };
-    if (cbt_payload(&d->s, &c, &row.payload, mark_known, d) != 0 || make_key(t, &row) != 0) {
+    if (btr_payload(&d->s, &c, &row.payload, mark_known, d) != 0 || make_key(t, &row) != 0) {
         free(row.payload);
         az_free(row.key);
         return CLI_EFAIL;
@@ -452,19 +452,19 @@ static int take_cell(dside *d, const dtable *t, const uint8_t *pg, uint32_t pgno
 static void select_pages(const diff_run *r, const dtable *t, const dtable *other,
                          uint32_t **sel, size_t *n_sel)
 {
-    const cbt_tree *tr = &t->tree, *ot = other ? &other->tree : NULL;
+    const btr_tree *tr = &t->tree, *ot = other ? &other->tree : NULL;
     *sel = az_malloc((tr->n_leaves + tr->n_interior + 1) * sizeof(uint32_t));
     *n_sel = 0;
     for (size_t i = 0; i < tr->n_leaves; i++) {
         uint32_t p = tr->leaves[i];
-        if (r->fallback || !ot || in_ch(r, p) || !cbt_sorted_has(ot->leaves, ot->n_leaves, p)) {
+        if (r->fallback || !ot || in_ch(r, p) || !btr_sorted_has(ot->leaves, ot->n_leaves, p)) {
             (*sel)[(*n_sel)++] = p;
         }
     }
     for (size_t i = 0; tr->index && i < tr->n_interior; i++) {
         uint32_t p = tr->interior[i];
         if (r->fallback || !ot || in_ch(r, p) ||
-            !cbt_sorted_has(ot->interior, ot->n_interior, p)) {
+            !btr_sorted_has(ot->interior, ot->n_interior, p)) {
             (*sel)[(*n_sel)++] = p;
         }
     }
@@ -483,14 +483,14 @@ static int read_rows(diff_run *r, dside *d, const dtable *t, const dtable *other
     uint32_t *sel;
     size_t n_sel;
     select_pages(r, t, other, &sel, &n_sel);
-    int rc = cbt_load(&d->s, sel, n_sel);
+    int rc = btr_load(&d->s, sel, n_sel);
     if (rc == 0) {
-        rc = cbt_prefetch_overflow(&d->s, sel, n_sel);
+        rc = btr_prefetch_overflow(&d->s, sel, n_sel);
     }
     for (size_t i = 0; rc == 0 && i < n_sel; i++) {
-        const uint8_t *pg = cbt_page(&d->s, sel[i]);
-        uint32_t nc = cbt_ncells(pg, sel[i]);
-        bool rows_here = cbt_is_leaf(cbt_type(pg, sel[i])) || t->tree.index;
+        const uint8_t *pg = btr_page(&d->s, sel[i]);
+        uint32_t nc = btr_ncells(pg, sel[i]);
+        bool rows_here = btr_is_leaf(btr_type(pg, sel[i])) || t->tree.index;
         for (uint32_t c = 0; rc == 0 && rows_here && c < nc; c++) {
             rc = take_cell(d, t, pg, sel[i], c, out);
         }
@@ -515,17 +515,17 @@ static void drows_free(drows *rs)
 
 /* ---- JSON values -------------------------------------------------------------------- */
 
-static json_t *val_json(const cbt_val *v)
+static json_t *val_json(const btr_val *v)
 {
     switch (v->t) {
-    case CBT_NULL: return json_null();
-    case CBT_INT: return json_integer((json_int_t)v->i);
-    case CBT_REAL:
+    case BTR_NULL: return json_null();
+    case BTR_INT: return json_integer((json_int_t)v->i);
+    case BTR_REAL:
         if (isfinite(v->r)) {
             return json_real(v->r);
         }
         return json_pack("{s:s}", "real", v->r > 0 ? "Infinity" : "-Infinity");
-    case CBT_TEXT: {
+    case BTR_TEXT: {
         json_t *s = json_stringn((const char *)v->p, v->n);
         if (s) {
             return s;
@@ -535,7 +535,7 @@ static json_t *val_json(const cbt_val *v)
         az_free(b);
         return o;
     }
-    case CBT_BLOB: {
+    case BTR_BLOB: {
         char *b = b64_encode_alloc(v->p, v->n);
         json_t *o = json_pack("{s:s}", "base64", b);
         az_free(b);
@@ -548,14 +548,14 @@ static json_t *val_json(const cbt_val *v)
 /* A decoded row: every column (plus "rowid" for a rowid table without an
  * alias) -> value; key: just the key columns. */
 typedef struct decoded {
-    cbt_val *v;
+    btr_val *v;
     int n;
 } decoded;
 
 static int decode(const dtable *t, const drow *row, decoded *out)
 {
-    out->v = az_malloc((size_t)(t->ncols + 1) * sizeof(cbt_val));
-    return cbt_record(row->payload, row->len, out->v, t->ncols, &out->n);
+    out->v = az_malloc((size_t)(t->ncols + 1) * sizeof(btr_val));
+    return btr_record(row->payload, row->len, out->v, t->ncols, &out->n);
 }
 
 /* Is the INTEGER PRIMARY KEY column the rowid in this record? An alias is
@@ -563,7 +563,7 @@ static int decode(const dtable *t, const drow *row, decoded *out)
  * ("INTEGER PRIMARY KEY DESC"). */
 static bool is_alias(const dtable *t, const decoded *dv)
 {
-    return t->ipk >= 0 && (t->ipk >= dv->n || dv->v[t->ipk].t == CBT_NULL);
+    return t->ipk >= 0 && (t->ipk >= dv->n || dv->v[t->ipk].t == BTR_NULL);
 }
 
 static json_t *key_json(const dtable *t, const drow *row, const decoded *dv)
@@ -575,7 +575,7 @@ static json_t *key_json(const dtable *t, const drow *row, const decoded *dv)
         return k;
     }
     for (int i = 0; i < t->nkey; i++) {
-        cbt_val x = field(t, dv->v, dv->n, i, 0);
+        btr_val x = field(t, dv->v, dv->n, i, 0);
         json_object_set_new(k, t->cols[i].name, val_json(&x));
     }
     return k;
@@ -590,7 +590,7 @@ static json_t *row_json(const dtable *t, const drow *row)
             json_object_set_new(o, "rowid", json_integer((json_int_t)row->rowid));
         }
         for (int i = 0; i < t->ncols; i++) {
-            cbt_val x = field(t, dv.v, dv.n, i, row->rowid);
+            btr_val x = field(t, dv.v, dv.n, i, row->rowid);
             json_object_set_new(o, t->cols[i].name, val_json(&x));
         }
     }
@@ -620,9 +620,9 @@ static json_t *update_json(const dtable *ta, const drow *ra, const dtable *tb, c
             if (j < 0) {
                 continue;
             }
-            cbt_val x = field(ta, da.v, da.n, j, ra->rowid);
-            cbt_val y = field(tb, db.v, db.n, i, rb->rowid);
-            if (!cbt_val_equal(&x, &y) || x.t != y.t) {
+            btr_val x = field(ta, da.v, da.n, j, ra->rowid);
+            btr_val y = field(tb, db.v, db.n, i, rb->rowid);
+            if (!btr_val_equal(&x, &y) || x.t != y.t) {
                 json_object_set_new(old, tb->cols[i].name, val_json(&x));
                 json_object_set_new(nw, tb->cols[i].name, val_json(&y));
             }
@@ -765,7 +765,7 @@ static int census_others(diff_run *r, dside *d)
     uint32_t *sel = NULL;
     size_t n = 0;
     for (size_t k = 0; k < d->n_others; k++) {
-        const cbt_tree *t = &d->others[k];
+        const btr_tree *t = &d->others[k];
         sel = az_realloc(sel, (n + t->n_leaves + t->n_interior + 1) * sizeof(uint32_t));
         for (size_t i = 0; i < t->n_leaves + t->n_interior; i++) {
             uint32_t p = i < t->n_leaves ? t->leaves[i] : t->interior[i - t->n_leaves];
@@ -774,19 +774,19 @@ static int census_others(diff_run *r, dside *d)
             }
         }
     }
-    int rc = cbt_load(&d->s, sel, n);
+    int rc = btr_load(&d->s, sel, n);
     if (rc == 0) {
-        rc = cbt_prefetch_overflow(&d->s, sel, n);
+        rc = btr_prefetch_overflow(&d->s, sel, n);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        const uint8_t *pg = cbt_page(&d->s, sel[i]);
-        uint32_t nc = cbt_ncells(pg, sel[i]);
+        const uint8_t *pg = btr_page(&d->s, sel[i]);
+        uint32_t nc = btr_ncells(pg, sel[i]);
         for (uint32_t c = 0; rc == 0 && c < nc; c++) {
-            cbt_cell cell;
+            btr_cell cell;
             uint8_t *pl = NULL;
-            rc = cbt_cell_at(&d->s, pg, sel[i], c, &cell);
+            rc = btr_cell_at(&d->s, pg, sel[i], c, &cell);
             if (rc == 0 && cell.overflow) {
-                rc = cbt_payload(&d->s, &cell, &pl, mark_known, d);
+                rc = btr_payload(&d->s, &cell, &pl, mark_known, d);
             }
             free(pl);
         }
@@ -1030,7 +1030,7 @@ static int open_side(cli_ps *ps, psc *pc, dside *d, const cli_tl *tl, lsn_t lsn)
         cli_err("branch '%s' holds no database at %s", tl->name, lsn_format(lsn, l));
         return CLI_EFAIL;
     }
-    if (cbt_side_open(&d->s, pc, &ps->tenant, &tl->id, lsn, pages, page_size, tl->name) != 0) {
+    if (btr_side_open(&d->s, pc, &ps->tenant, &tl->id, lsn, pages, page_size, tl->name) != 0) {
         return CLI_EFAIL;
     }
     d->known = az_calloc((size_t)pages + 2, 1);
@@ -1043,12 +1043,12 @@ static void close_side(dside *d)
         dtable_free(&d->t[i]);
     }
     for (size_t i = 0; i < d->n_others; i++) {
-        cbt_tree_free(&d->others[i]);
+        btr_tree_free(&d->others[i]);
     }
     az_free(d->others);
     az_free(d->t);
     az_free(d->known);
-    cbt_side_close(&d->s);
+    btr_side_close(&d->s);
 }
 
 /* Steps 2-3: both sides open, CH, schemas, trees, freelists. */
@@ -1142,10 +1142,17 @@ static int run(cli_ps *ps, psc *pc, const diff_args *d, json_t *res)
     return rc;
 }
 
+/* btree_reader's errors are this command's messages. */
+static void btr_hook(const char *msg)
+{
+    cli_err("%s", msg);
+}
+
 int cli_cmd_branch_diff(cli_ctx *ctx)
 {
     cli_state st;
     cli_ps ps;
+    btr_set_err_hook(btr_hook);
     if (cli_cluster_connect(ctx, &st, &ps) != 0) {
         return CLI_EXIT_ERROR;
     }

@@ -14,7 +14,7 @@
  *      every page counts as changed.
  *   3. Schema (the sqlite_schema b-tree, read whole) on both sides. Every
  *      b-tree (tables, indexes) is walked through its interior pages
- *      (cli_btree: interior levels are read, leaves only named): that gives
+ *      (btree_reader: interior levels are read, leaves only named): that gives
  *      each side's leaves and interior pages per b-tree, and the census of
  *      b-tree pages. The freelist trunks are read too.
  *   4. Per table (matched by name; sqlite_* tables and virtual tables are

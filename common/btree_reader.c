@@ -1,15 +1,38 @@
 /*
- * cli_btree — see cli_btree.h.
+ * btree_reader — see btree_reader.h.
  */
 #define _GNU_SOURCE
-#include "cli_btree.h"
+#include "btree_reader.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "cli_cmd.h"
+
+static __thread char t_err[512];
+static void (*g_err_hook)(const char *msg);
+
+const char *btr_errmsg(void)
+{
+    return t_err;
+}
+
+void btr_set_err_hook(void (*hook)(const char *msg))
+{
+    g_err_hook = hook;
+}
+
+void btr_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_err, sizeof(t_err), fmt, ap);
+    va_end(ap);
+    if (g_err_hook)
+        g_err_hook(t_err);
+}
 
 static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
 static uint32_t be32(const uint8_t *p)
@@ -40,7 +63,7 @@ static int varint(const uint8_t *p, size_t avail, uint64_t *v)
 
 /* ---- the page cache --------------------------------------------------------------- */
 
-static size_t slot_of(const cbt_side *s, uint32_t pgno)
+static size_t slot_of(const btr_side *s, uint32_t pgno)
 {
     size_t h = (size_t)pgno * 2654435761u;
     for (size_t i = h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
@@ -50,7 +73,7 @@ static size_t slot_of(const cbt_side *s, uint32_t pgno)
     }
 }
 
-static void cache_grow(cbt_side *s)
+static void cache_grow(btr_side *s)
 {
     size_t old_cap = s->cap;
     uint32_t *ok = s->keys;
@@ -69,7 +92,7 @@ static void cache_grow(cbt_side *s)
     az_free(op);
 }
 
-const uint8_t *cbt_page(const cbt_side *s, uint32_t pgno)
+const uint8_t *btr_page(const btr_side *s, uint32_t pgno)
 {
     if (s->cap == 0 || pgno == 0) {
         return NULL;
@@ -78,7 +101,7 @@ const uint8_t *cbt_page(const cbt_side *s, uint32_t pgno)
     return s->keys[i] == pgno ? s->pages[i] : NULL;
 }
 
-static void cache_put(cbt_side *s, uint32_t pgno, const uint8_t *data)
+static void cache_put(btr_side *s, uint32_t pgno, const uint8_t *data)
 {
     if ((s->count + 1) * 4 > s->cap * 3) {
         cache_grow(s);
@@ -93,18 +116,18 @@ static void cache_put(cbt_side *s, uint32_t pgno, const uint8_t *data)
     s->count++;
 }
 
-int cbt_load(cbt_side *s, const uint32_t *pgnos, size_t n)
+int btr_load(btr_side *s, const uint32_t *pgnos, size_t n)
 {
     uint32_t *need = az_malloc((n + 1) * sizeof(uint32_t));
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (pgnos[i] == 0 || pgnos[i] > s->db_pages) {
-            cli_err("branch '%s': page %u is out of the database (%u pages): corrupt "
+            btr_err("branch '%s': page %u is out of the database (%u pages): corrupt "
                     "b-tree", s->label, pgnos[i], s->db_pages);
             az_free(need);
-            return CLI_EFAIL;
+            return BTR_EFAIL;
         }
-        if (!cbt_page(s, pgnos[i])) {
+        if (!btr_page(s, pgnos[i])) {
             need[k++] = pgnos[i];
         }
     }
@@ -114,8 +137,8 @@ int cbt_load(cbt_side *s, const uint32_t *pgnos, size_t n)
         psc_err err = { { 0 } };
         if (psc_get_pages(s->ps, &s->tenant, &s->timeline, s->lsn, need, k, s->page_size,
                           buf, &err) != 0) {
-            cli_err("reading %zu pages of branch '%s': %s", k, s->label, err.msg);
-            rc = CLI_EFAIL;
+            btr_err("reading %zu pages of branch '%s': %s", k, s->label, err.msg);
+            rc = BTR_EFAIL;
         }
         for (size_t i = 0; rc == 0 && i < k; i++) {
             cache_put(s, need[i], buf + i * s->page_size);
@@ -128,16 +151,16 @@ int cbt_load(cbt_side *s, const uint32_t *pgnos, size_t n)
     return rc;
 }
 
-int cbt_get(cbt_side *s, uint32_t pgno, const uint8_t **out)
+int btr_get(btr_side *s, uint32_t pgno, const uint8_t **out)
 {
-    if (cbt_load(s, &pgno, 1) != 0) {
-        return CLI_EFAIL;
+    if (btr_load(s, &pgno, 1) != 0) {
+        return BTR_EFAIL;
     }
-    *out = cbt_page(s, pgno);
+    *out = btr_page(s, pgno);
     return 0;
 }
 
-int cbt_side_open(cbt_side *s, psc *ps, const arbor_id *tenant, const arbor_id *timeline,
+int btr_side_open(btr_side *s, psc *ps, const arbor_id *tenant, const arbor_id *timeline,
                   lsn_t lsn, uint32_t db_pages, uint32_t page_size, const char *label)
 {
     memset(s, 0, sizeof(*s));
@@ -149,17 +172,17 @@ int cbt_side_open(cbt_side *s, psc *ps, const arbor_id *tenant, const arbor_id *
     s->page_size = page_size;
     s->label = label;
     const uint8_t *p1;
-    if (db_pages == 0 || cbt_get(s, 1, &p1) != 0) {
+    if (db_pages == 0 || btr_get(s, 1, &p1) != 0) {
         if (db_pages == 0) {
-            cli_err("branch '%s' holds no database at that point", label);
+            btr_err("branch '%s' holds no database at that point", label);
         }
-        return CLI_EFAIL;
+        return BTR_EFAIL;
     }
     uint32_t hdr_size = be16(p1 + 16) == 1 ? 65536 : be16(p1 + 16);
     if (memcmp(p1, "SQLite format 3", 16) != 0 || hdr_size != page_size) {
-        cli_err("branch '%s': page 1 is not a SQLite header of %u-byte pages", label,
+        btr_err("branch '%s': page 1 is not a SQLite header of %u-byte pages", label,
                 page_size);
-        return CLI_EFAIL;
+        return BTR_EFAIL;
     }
     s->usable = page_size - p1[20];
     s->freelist_trunk = be32(p1 + 32);
@@ -167,14 +190,14 @@ int cbt_side_open(cbt_side *s, psc *ps, const arbor_id *tenant, const arbor_id *
     s->auto_vacuum = be32(p1 + 52) != 0;
     uint32_t enc = be32(p1 + 56);
     if (enc != 0 && enc != 1) {
-        cli_err("branch '%s' stores text as UTF-16: branch diff reads UTF-8 databases only",
+        btr_err("branch '%s' stores text as UTF-16: branch diff reads UTF-8 databases only",
                 label);
-        return CLI_EFAIL;
+        return BTR_EFAIL;
     }
     return 0;
 }
 
-void cbt_side_close(cbt_side *s)
+void btr_side_close(btr_side *s)
 {
     for (size_t i = 0; i < s->cap; i++) {
         az_free(s->pages[i]);
@@ -188,12 +211,12 @@ void cbt_side_close(cbt_side *s)
 
 static uint32_t hdr_off(uint32_t pgno) { return pgno == 1 ? 100 : 0; }
 
-uint8_t cbt_type(const uint8_t *page, uint32_t pgno)
+uint8_t btr_type(const uint8_t *page, uint32_t pgno)
 {
     return page[hdr_off(pgno)];
 }
 
-uint32_t cbt_ncells(const uint8_t *page, uint32_t pgno)
+uint32_t btr_ncells(const uint8_t *page, uint32_t pgno)
 {
     return be16(page + hdr_off(pgno) + 3);
 }
@@ -203,10 +226,10 @@ static bool valid_type(uint8_t t)
     return t == 0x02 || t == 0x05 || t == 0x0A || t == 0x0D;
 }
 
-static int corrupt(const cbt_side *s, uint32_t pgno, const char *what)
+static int corrupt(const btr_side *s, uint32_t pgno, const char *what)
 {
-    cli_err("branch '%s' at its LSN: page %u: %s (corrupt b-tree?)", s->label, pgno, what);
-    return CLI_EFAIL;
+    btr_err("branch '%s' at its LSN: page %u: %s (corrupt b-tree?)", s->label, pgno, what);
+    return BTR_EFAIL;
 }
 
 static void u32_push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
@@ -224,21 +247,21 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-bool cbt_sorted_has(const uint32_t *v, size_t n, uint32_t x)
+bool btr_sorted_has(const uint32_t *v, size_t n, uint32_t x)
 {
     return n > 0 && bsearch(&x, v, n, sizeof(uint32_t), cmp_u32) != NULL;
 }
 
 /* Children of a cached interior page appended to next. */
-static int children(const cbt_side *s, uint32_t pgno, uint32_t **next, size_t *n,
+static int children(const btr_side *s, uint32_t pgno, uint32_t **next, size_t *n,
                     size_t *cap)
 {
-    const uint8_t *pg = cbt_page(s, pgno);
-    uint32_t nc = cbt_ncells(pg, pgno);
+    const uint8_t *pg = btr_page(s, pgno);
+    uint32_t nc = btr_ncells(pg, pgno);
     for (uint32_t i = 0; i < nc; i++) {
-        cbt_cell c;
-        if (cbt_cell_at(s, pg, pgno, i, &c) != 0) {
-            return CLI_EFAIL;
+        btr_cell c;
+        if (btr_cell_at(s, pg, pgno, i, &c) != 0) {
+            return BTR_EFAIL;
         }
         u32_push(next, n, cap, c.child);
     }
@@ -255,9 +278,9 @@ typedef struct walk_state {
 
 /* The level's interior pages into out and their children into w->next;
  * or, when the level is the leaves (only a root can be), done. */
-static int walk_expand(cbt_side *s, cbt_tree *out, walk_state *w)
+static int walk_expand(btr_side *s, btr_tree *out, walk_state *w)
 {
-    if (cbt_is_leaf(cbt_type(cbt_page(s, w->level[0]), w->level[0]))) {
+    if (btr_is_leaf(btr_type(btr_page(s, w->level[0]), w->level[0]))) {
         out->leaves = w->level; /* the root itself is a leaf */
         out->n_leaves = w->n_level;
         w->level = NULL;
@@ -265,13 +288,13 @@ static int walk_expand(cbt_side *s, cbt_tree *out, walk_state *w)
         return 0;
     }
     for (size_t i = 0; i < w->n_level; i++) {
-        uint8_t t = cbt_type(cbt_page(s, w->level[i]), w->level[i]);
-        if (cbt_is_leaf(t) || !valid_type(t) || cbt_is_index(t) != out->index) {
+        uint8_t t = btr_type(btr_page(s, w->level[i]), w->level[i]);
+        if (btr_is_leaf(t) || !valid_type(t) || btr_is_index(t) != out->index) {
             return corrupt(s, w->level[i], "unexpected page type inside a b-tree");
         }
         u32_push(&out->interior, &out->n_interior, &w->cap_int, w->level[i]);
         if (children(s, w->level[i], &w->next, &w->n_next, &w->cap_next) != 0) {
-            return CLI_EFAIL;
+            return BTR_EFAIL;
         }
     }
     return 0;
@@ -279,7 +302,7 @@ static int walk_expand(cbt_side *s, cbt_tree *out, walk_state *w)
 
 /* Pages of every unfinished tree's `next` (first_only: just next[0]),
  * fetched in one batch. */
-static int walk_load(cbt_side *s, walk_state *w, size_t n, bool first_only)
+static int walk_load(btr_side *s, walk_state *w, size_t n, bool first_only)
 {
     uint32_t *all = NULL;
     size_t k = 0, cap = 0;
@@ -288,12 +311,12 @@ static int walk_load(cbt_side *s, walk_state *w, size_t n, bool first_only)
             u32_push(&all, &k, &cap, w[t].next[i]);
         }
     }
-    int rc = cbt_load(s, all, k);
+    int rc = btr_load(s, all, k);
     az_free(all);
     return rc;
 }
 
-static int walk_roots(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out,
+static int walk_roots(btr_side *s, const uint32_t *roots, size_t n, btr_tree *out,
                       walk_state *w)
 {
     for (size_t t = 0; t < n; t++) {
@@ -302,20 +325,20 @@ static int walk_roots(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *ou
         w[t].level[0] = roots[t];
         w[t].n_level = 1;
     }
-    if (cbt_load(s, roots, n) != 0) {
-        return CLI_EFAIL;
+    if (btr_load(s, roots, n) != 0) {
+        return BTR_EFAIL;
     }
     for (size_t t = 0; t < n; t++) {
-        uint8_t type = cbt_type(cbt_page(s, roots[t]), roots[t]);
+        uint8_t type = btr_type(btr_page(s, roots[t]), roots[t]);
         if (!valid_type(type)) {
             return corrupt(s, roots[t], "a b-tree root that is no b-tree page");
         }
-        out[t].index = cbt_is_index(type);
+        out[t].index = btr_is_index(type);
     }
     return 0;
 }
 
-int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out)
+int btr_walk_many(btr_side *s, const uint32_t *roots, size_t n, btr_tree *out)
 {
     memset(out, 0, n * sizeof(*out));
     walk_state *w = az_calloc(n + 1, sizeof(*w));
@@ -332,14 +355,14 @@ int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out)
         if (rc != 0 || !active) {
             break;
         }
-        if (depth + 1 >= CBT_MAX_DEPTH) {
+        if (depth + 1 >= BTR_MAX_DEPTH) {
             rc = corrupt(s, roots[0], "b-tree deeper than 24 levels");
             break;
         }
         /* every leaf is at one depth: a level's first page tells its kind */
         rc = walk_load(s, w, n, true);
         for (size_t t = 0; rc == 0 && t < n; t++) {
-            if (!w[t].done && cbt_is_leaf(cbt_type(cbt_page(s, w[t].next[0]), w[t].next[0]))) {
+            if (!w[t].done && btr_is_leaf(btr_type(btr_page(s, w[t].next[0]), w[t].next[0]))) {
                 out[t].leaves = w[t].next;
                 out[t].n_leaves = w[t].n_next;
                 w[t].next = NULL;
@@ -363,7 +386,7 @@ int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out)
         az_free(w[t].level);
         az_free(w[t].next);
         if (rc != 0) {
-            cbt_tree_free(&out[t]);
+            btr_tree_free(&out[t]);
         } else {
             if (out[t].n_interior > 0) {
                 qsort(out[t].interior, out[t].n_interior, sizeof(uint32_t), cmp_u32);
@@ -377,12 +400,12 @@ int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out)
     return rc;
 }
 
-int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out)
+int btr_walk(btr_side *s, uint32_t root, btr_tree *out)
 {
-    return cbt_walk_many(s, &root, 1, out);
+    return btr_walk_many(s, &root, 1, out);
 }
 
-void cbt_tree_free(cbt_tree *t)
+void btr_tree_free(btr_tree *t)
 {
     az_free(t->interior);
     az_free(t->leaves);
@@ -391,15 +414,15 @@ void cbt_tree_free(cbt_tree *t)
 
 /* ---- cells and payloads ------------------------------------------------------------- */
 
-int cbt_cell_at(const cbt_side *s, const uint8_t *page, uint32_t pgno, uint32_t i,
-                cbt_cell *out)
+int btr_cell_at(const btr_side *s, const uint8_t *page, uint32_t pgno, uint32_t i,
+                btr_cell *out)
 {
     memset(out, 0, sizeof(*out));
     uint32_t h = hdr_off(pgno);
     uint8_t t = page[h];
-    bool leaf = cbt_is_leaf(t), index = cbt_is_index(t);
+    bool leaf = btr_is_leaf(t), index = btr_is_index(t);
     uint32_t ptrs = h + (leaf ? 8 : 12);
-    if (i >= cbt_ncells(page, pgno) || ptrs + 2 * i + 2 > s->page_size) {
+    if (i >= btr_ncells(page, pgno) || ptrs + 2 * i + 2 > s->page_size) {
         return corrupt(s, pgno, "cell index out of the page");
     }
     uint32_t off = be16(page + ptrs + 2 * i);
@@ -451,13 +474,13 @@ int cbt_cell_at(const cbt_side *s, const uint8_t *page, uint32_t pgno, uint32_t 
     return 0;
 }
 
-int cbt_payload(cbt_side *s, const cbt_cell *c, uint8_t **out,
+int btr_payload(btr_side *s, const btr_cell *c, uint8_t **out,
                 void (*mark)(void *arg, uint32_t pgno), void *arg)
 {
     if (c->payload_len > (uint64_t)1 << 31) {
-        cli_err("branch '%s': a payload of %llu bytes is too large", s->label,
+        btr_err("branch '%s': a payload of %llu bytes is too large", s->label,
                 (unsigned long long)c->payload_len);
-        return CLI_EFAIL;
+        return BTR_EFAIL;
     }
     uint8_t *buf = malloc(c->payload_len + 1);
     memcpy(buf, c->local, c->local_len);
@@ -465,10 +488,10 @@ int cbt_payload(cbt_side *s, const cbt_cell *c, uint8_t **out,
     uint32_t ov = c->overflow;
     for (uint64_t hops = 0; have < c->payload_len; hops++) {
         const uint8_t *pg;
-        if (ov == 0 || hops > s->db_pages || cbt_get(s, ov, &pg) != 0) {
+        if (ov == 0 || hops > s->db_pages || btr_get(s, ov, &pg) != 0) {
             free(buf);
             return ov == 0 || hops > s->db_pages ? corrupt(s, ov, "broken overflow chain")
-                                                 : CLI_EFAIL;
+                                                 : BTR_EFAIL;
         }
         if (mark) {
             mark(arg, ov);
@@ -488,18 +511,18 @@ typedef struct chain_pos {
     uint64_t left;              /* pages of the chain still to read */
 } chain_pos;
 
-int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n)
+int btr_prefetch_overflow(btr_side *s, const uint32_t *pgnos, size_t n)
 {
     chain_pos *ch = NULL;
     size_t n_ch = 0, cap = 0;
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *pg = cbt_page(s, pgnos[i]);
-        uint32_t nc = pg ? cbt_ncells(pg, pgnos[i]) : 0;
+        const uint8_t *pg = btr_page(s, pgnos[i]);
+        uint32_t nc = pg ? btr_ncells(pg, pgnos[i]) : 0;
         for (uint32_t c = 0; c < nc; c++) {
-            cbt_cell cell;
-            if (cbt_cell_at(s, pg, pgnos[i], c, &cell) != 0) {
+            btr_cell cell;
+            if (btr_cell_at(s, pg, pgnos[i], c, &cell) != 0) {
                 az_free(ch);
-                return CLI_EFAIL;
+                return BTR_EFAIL;
             }
             if (cell.overflow) {
                 if (n_ch == cap) {
@@ -520,11 +543,11 @@ int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n)
                 batch[k++] = ch[i].pgno;
             }
         }
-        rc = cbt_load(s, batch, k);
+        rc = btr_load(s, batch, k);
         size_t live = 0;
         for (size_t i = 0; rc == 0 && i < n_ch; i++) {
             const uint8_t *pg = ch[i].pgno && ch[i].pgno <= s->db_pages
-                                    ? cbt_page(s, ch[i].pgno) : NULL;
+                                    ? btr_page(s, ch[i].pgno) : NULL;
             if (pg && --ch[i].left > 0) {
                 ch[live++] = (chain_pos){ be32(pg), ch[i].left };
             }
@@ -538,13 +561,13 @@ int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n)
 
 /* ---- records --------------------------------------------------------------------- */
 
-int cbt_record(const uint8_t *rec, uint64_t len, cbt_val *vals, int max, int *n)
+int btr_record(const uint8_t *rec, uint64_t len, btr_val *vals, int max, int *n)
 {
     uint64_t hsize;
     int k = varint(rec, len, &hsize);
     if (k == 0 || hsize > len || hsize < (uint64_t)k) {
-        cli_err("a record header does not parse (corrupt row)");
-        return CLI_EFAIL;
+        btr_err("a record header does not parse (corrupt row)");
+        return BTR_EFAIL;
     }
     uint64_t hp = (uint64_t)k, body = hsize;
     int i = 0;
@@ -552,41 +575,41 @@ int cbt_record(const uint8_t *rec, uint64_t len, cbt_val *vals, int max, int *n)
         uint64_t st;
         k = varint(rec + hp, hsize - hp, &st);
         if (k == 0) {
-            cli_err("a record header does not parse (corrupt row)");
-            return CLI_EFAIL;
+            btr_err("a record header does not parse (corrupt row)");
+            return BTR_EFAIL;
         }
         hp += (uint64_t)k;
         static const uint8_t int_len[] = { 0, 1, 2, 3, 4, 6, 8, 8, 0, 0 };
         uint64_t size = st <= 9 ? int_len[st] : st >= 12 ? (st - 12) / 2 : 0;
         if (st == 10 || st == 11 || body + size > len) {
-            cli_err("a record field does not parse (corrupt row)");
-            return CLI_EFAIL;
+            btr_err("a record field does not parse (corrupt row)");
+            return BTR_EFAIL;
         }
         if (i < max) {
-            cbt_val *v = &vals[i];
+            btr_val *v = &vals[i];
             memset(v, 0, sizeof(*v));
             const uint8_t *b = rec + body;
             if (st == 0) {
-                v->t = CBT_NULL;
+                v->t = BTR_NULL;
             } else if (st <= 6) {
                 int64_t x = (int8_t)b[0]; /* sign from the first byte */
                 for (uint64_t j = 1; j < size; j++) {
                     x = (int64_t)((uint64_t)x << 8 | b[j]);
                 }
-                v->t = CBT_INT;
+                v->t = BTR_INT;
                 v->i = x;
             } else if (st == 7) {
                 uint64_t u = 0;
                 for (int j = 0; j < 8; j++) {
                     u = u << 8 | b[j];
                 }
-                v->t = CBT_REAL;
+                v->t = BTR_REAL;
                 memcpy(&v->r, &u, sizeof(u));
             } else if (st == 8 || st == 9) {
-                v->t = CBT_INT;
+                v->t = BTR_INT;
                 v->i = st == 9;
             } else {
-                v->t = st % 2 ? CBT_TEXT : CBT_BLOB;
+                v->t = st % 2 ? BTR_TEXT : BTR_BLOB;
                 v->p = b;
                 v->n = (uint32_t)size;
             }
@@ -598,21 +621,21 @@ int cbt_record(const uint8_t *rec, uint64_t len, cbt_val *vals, int max, int *n)
     return 0;
 }
 
-bool cbt_val_equal(const cbt_val *a, const cbt_val *b)
+bool btr_val_equal(const btr_val *a, const btr_val *b)
 {
-    if (a->t == CBT_INT && b->t == CBT_REAL) {
+    if (a->t == BTR_INT && b->t == BTR_REAL) {
         return (double)a->i == b->r;
     }
-    if (a->t == CBT_REAL && b->t == CBT_INT) {
+    if (a->t == BTR_REAL && b->t == BTR_INT) {
         return a->r == (double)b->i;
     }
     if (a->t != b->t) {
         return false;
     }
     switch (a->t) {
-    case CBT_NULL: return true;
-    case CBT_INT: return a->i == b->i;
-    case CBT_REAL: return a->r == b->r;
+    case BTR_NULL: return true;
+    case BTR_INT: return a->i == b->i;
+    case BTR_REAL: return a->r == b->r;
     default: return a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
     }
 }

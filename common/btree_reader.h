@@ -1,6 +1,6 @@
 /*
- * cli_btree — a SQLite database read page by page from the pageserver at
- * one LSN (prefix cbt_): a page cache, b-tree walks, cells, payloads with
+ * btree_reader — a SQLite database read page by page from the pageserver at
+ * one LSN (prefix btr_): a page cache, b-tree walks, cells, payloads with
  * their overflow chains, and records. For `arbor branch diff`, which must
  * read only the pages a change touched, so it cannot open the database
  * through SQLite.
@@ -29,13 +29,19 @@
  *     (N - 12) / 2 bytes, N >= 13 odd: text of (N - 13) / 2 bytes.
  *   Every leaf of a b-tree lies at the same depth.
  *
- * Errors: 0 or CLI_EFAIL with a message printed (cli_err) naming the page.
- * A page that does not parse is reported as corrupt, never guessed at.
- * Ownership: pages returned by cbt_page stay valid until cbt_side_close.
- * Single-threaded.
+ * Used by `arbor branch diff` and by the change feed (feed.h: the CLI's
+ * `arbor changes`, arbor-control's webhooks).
+ *
+ * Errors: 0 or BTR_EFAIL (-1) with a message naming the page: this
+ * thread's btr_errmsg(), also passed to the hook of btr_set_err_hook (the
+ * CLI prints it). A page that does not parse is reported as corrupt, never
+ * guessed at.
+ * Ownership: pages returned by btr_page stay valid until btr_side_close.
+ * Threads: a btr_side is used by one thread at a time; the error message
+ * is per thread.
  */
-#ifndef ARBOR_CLI_BTREE_H
-#define ARBOR_CLI_BTREE_H
+#ifndef ARBOR_BTREE_READER_H
+#define ARBOR_BTREE_READER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,9 +51,19 @@
 #include "lsn.h"
 #include "ps_client.h"
 
-#define CBT_MAX_DEPTH 24
+#define BTR_MAX_DEPTH 24
+#define BTR_EFAIL (-1)
 
-typedef struct cbt_side {
+/* The message of this thread's last BTR_EFAIL ("" before any). */
+const char *btr_errmsg(void);
+/* Every error message also goes to hook (NULL: none); set once, before
+ * threads start. */
+void btr_set_err_hook(void (*hook)(const char *msg));
+/* Sets this thread's message (and calls the hook): for callers that report
+ * through the same channel. */
+void btr_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+typedef struct btr_side {
     psc *ps;
     arbor_id tenant, timeline;
     lsn_t lsn;
@@ -61,83 +77,83 @@ typedef struct cbt_side {
     size_t cap, count;
     uint64_t pages_read;        /* fetched from the pageserver */
     uint64_t requests;          /* GetPages calls */
-} cbt_side;
+} btr_side;
 
 /* Reads page 1 and the header. db_pages/page_size from GetDbSize. */
-int cbt_side_open(cbt_side *s, psc *ps, const arbor_id *tenant, const arbor_id *timeline,
+int btr_side_open(btr_side *s, psc *ps, const arbor_id *tenant, const arbor_id *timeline,
                   lsn_t lsn, uint32_t db_pages, uint32_t page_size, const char *label);
-void cbt_side_close(cbt_side *s);
+void btr_side_close(btr_side *s);
 
 /* Fetches the pages of pgnos not cached yet (one GetPages stream). */
-int cbt_load(cbt_side *s, const uint32_t *pgnos, size_t n);
+int btr_load(btr_side *s, const uint32_t *pgnos, size_t n);
 /* A cached page, or NULL. */
-const uint8_t *cbt_page(const cbt_side *s, uint32_t pgno);
-/* cbt_page after loading it alone if needed. */
-int cbt_get(cbt_side *s, uint32_t pgno, const uint8_t **out);
+const uint8_t *btr_page(const btr_side *s, uint32_t pgno);
+/* btr_page after loading it alone if needed. */
+int btr_get(btr_side *s, uint32_t pgno, const uint8_t **out);
 
 /* Page type byte (0x02, 0x05, 0x0A, 0x0D) of a cached page. */
-uint8_t cbt_type(const uint8_t *page, uint32_t pgno);
-static inline bool cbt_is_leaf(uint8_t t) { return t == 0x0A || t == 0x0D; }
-static inline bool cbt_is_index(uint8_t t) { return t == 0x02 || t == 0x0A; }
-uint32_t cbt_ncells(const uint8_t *page, uint32_t pgno);
+uint8_t btr_type(const uint8_t *page, uint32_t pgno);
+static inline bool btr_is_leaf(uint8_t t) { return t == 0x0A || t == 0x0D; }
+static inline bool btr_is_index(uint8_t t) { return t == 0x02 || t == 0x0A; }
+uint32_t btr_ncells(const uint8_t *page, uint32_t pgno);
 
 /* A b-tree's shape: every interior page (read) and every leaf (named by
  * their parents; read only when the root is one). Arrays sorted. */
-typedef struct cbt_tree {
+typedef struct btr_tree {
     uint32_t root;
     bool index;
     uint32_t *interior;
     size_t n_interior;
     uint32_t *leaves;
     size_t n_leaves;
-} cbt_tree;
+} btr_tree;
 
 /* Walks from root reading interior pages level by level; the level under
  * the last interior one is the leaves (one of them is read to tell). */
-int cbt_walk(cbt_side *s, uint32_t root, cbt_tree *out);
+int btr_walk(btr_side *s, uint32_t root, btr_tree *out);
 /* The same for n trees at once, level by level: one batch of page reads per
  * level for all of them (a schema of many tables costs its depth in round
  * trips, not one per tree and level). out: n trees. */
-int cbt_walk_many(cbt_side *s, const uint32_t *roots, size_t n, cbt_tree *out);
-void cbt_tree_free(cbt_tree *t);
-bool cbt_sorted_has(const uint32_t *v, size_t n, uint32_t x);
+int btr_walk_many(btr_side *s, const uint32_t *roots, size_t n, btr_tree *out);
+void btr_tree_free(btr_tree *t);
+bool btr_sorted_has(const uint32_t *v, size_t n, uint32_t x);
 
-typedef struct cbt_cell {
+typedef struct btr_cell {
     int64_t rowid;              /* table cells */
     uint32_t child;             /* interior cells */
     const uint8_t *local;       /* payload kept in the cell */
     uint32_t local_len;
     uint64_t payload_len;       /* 0 for table interior cells */
     uint32_t overflow;          /* first overflow page, 0 = none */
-} cbt_cell;
+} btr_cell;
 
-int cbt_cell_at(const cbt_side *s, const uint8_t *page, uint32_t pgno, uint32_t i,
-                cbt_cell *out);
+int btr_cell_at(const btr_side *s, const uint8_t *page, uint32_t pgno, uint32_t i,
+                btr_cell *out);
 /* Reads ahead the overflow chains of every cell of the cached pages pgnos,
  * one batch per link of the chains (a chain of k pages costs k rounds for
- * all chains together, not k per cell), so cbt_payload finds them cached. */
-int cbt_prefetch_overflow(cbt_side *s, const uint32_t *pgnos, size_t n);
+ * all chains together, not k per cell), so btr_payload finds them cached. */
+int btr_prefetch_overflow(btr_side *s, const uint32_t *pgnos, size_t n);
 /* The whole payload (malloc'ed, *out; free()), following the overflow
  * chain; each overflow page is passed to mark (may be NULL). */
-int cbt_payload(cbt_side *s, const cbt_cell *c, uint8_t **out,
+int btr_payload(btr_side *s, const btr_cell *c, uint8_t **out,
                 void (*mark)(void *arg, uint32_t pgno), void *arg);
 
-typedef enum { CBT_NULL = 0, CBT_INT, CBT_REAL, CBT_TEXT, CBT_BLOB } cbt_vtype;
+typedef enum { BTR_NULL = 0, BTR_INT, BTR_REAL, BTR_TEXT, BTR_BLOB } btr_vtype;
 
-typedef struct cbt_val {
-    cbt_vtype t;
+typedef struct btr_val {
+    btr_vtype t;
     int64_t i;
     double r;
     const uint8_t *p;           /* text/blob bytes (points into the record) */
     uint32_t n;
-} cbt_val;
+} btr_val;
 
 /* Decodes a record into at most max values; *n = fields in the record
  * (may exceed max: the rest are ignored). */
-int cbt_record(const uint8_t *rec, uint64_t len, cbt_val *vals, int max, int *n);
+int btr_record(const uint8_t *rec, uint64_t len, btr_val *vals, int max, int *n);
 
 /* Values equal as SQLite's IS compares them with BINARY collation (an
  * integer and a real of the same value are equal). */
-bool cbt_val_equal(const cbt_val *a, const cbt_val *b);
+bool btr_val_equal(const btr_val *a, const btr_val *b);
 
 #endif

@@ -1,0 +1,402 @@
+/*
+ * feed — the change feed of one branch (see feed.h).
+ */
+#define _GNU_SOURCE
+#include "feed.h"
+
+#define SQLITE_ENABLE_SESSION 1
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "b64.h"
+#include "btree_reader.h"
+#include "wal_record.h"
+
+/* The schema as of one commit: the CREATE TABLE statements of
+ * sqlite_schema run in a private in-memory database, which then names the
+ * columns (pragma_table_xinfo), reread only when the schema cookie (page 1,
+ * offset 40) moves. */
+typedef struct schema_cache {
+    sqlite3 *mem;
+    uint32_t cookie;
+    bool valid;
+} schema_cache;
+
+struct feed_reader {
+    psc *ps;
+    arbor_id tenant, timeline;
+    char *label;
+    schema_cache sc;
+    char err[256];
+    /* the stream in progress */
+    const feed_cb *cb;
+    bool stop;            /* a callback said stop */
+    lsn_t *after;         /* pass commits above this LSN */
+    /* a multi-record transaction in progress in the stream */
+    bool in_txn;
+    uint64_t txn_term;
+};
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int load_schema(feed_reader *r, btr_side *s)
+{
+    btr_tree st;
+    if (btr_walk(s, 1, &st) != 0)
+        return FEED_ERROR;
+    int rc = btr_load(s, st.leaves, st.n_leaves);
+    if (r->sc.mem)
+        sqlite3_close(r->sc.mem);
+    sqlite3_open(":memory:", &r->sc.mem);
+    for (size_t i = 0; rc == 0 && i < st.n_leaves; i++) {
+        const uint8_t *pg = btr_page(s, st.leaves[i]);
+        uint32_t nc = btr_ncells(pg, st.leaves[i]);
+        for (uint32_t c = 0; rc == 0 && c < nc; c++) {
+            btr_cell cell;
+            uint8_t *pl = NULL;
+            btr_val v[5];
+            int n = 0;
+            rc = btr_cell_at(s, pg, st.leaves[i], c, &cell);
+            if (rc == 0)
+                rc = btr_payload(s, &cell, &pl, NULL, NULL);
+            if (rc == 0)
+                rc = btr_record(pl, cell.payload_len, v, 5, &n);
+            if (rc == 0 && n >= 5 && v[0].t == BTR_TEXT && v[0].n == 5 &&
+                memcmp(v[0].p, "table", 5) == 0 && v[4].t == BTR_TEXT && v[1].t == BTR_TEXT &&
+                !(v[1].n >= 7 && memcmp(v[1].p, "sqlite_", 7) == 0)) {
+                char *sql = az_malloc(v[4].n + 1);
+                memcpy(sql, v[4].p, v[4].n);
+                sql[v[4].n] = '\0';
+                /* virtual tables and the like fail here: they have no
+                 * changes of their own */
+                sqlite3_exec(r->sc.mem, sql, NULL, NULL, NULL);
+                az_free(sql);
+            }
+            free(pl);
+        }
+    }
+    btr_tree_free(&st);
+    return rc;
+}
+
+/* Makes r->sc the schema as of the commit at lsn. */
+static int schema_at(feed_reader *r, lsn_t lsn, uint32_t db_pages, uint32_t page_size)
+{
+    btr_side s;
+    if (btr_side_open(&s, r->ps, &r->tenant, &r->timeline, lsn, db_pages, page_size,
+                      r->label) != 0)
+        return FEED_ERROR;
+    const uint8_t *p1 = NULL;
+    int rc = btr_get(&s, 1, &p1);
+    if (rc == 0) {
+        uint32_t cookie = be32(p1 + 40);
+        if (!r->sc.valid || cookie != r->sc.cookie) {
+            rc = load_schema(r, &s);
+            r->sc.cookie = cookie;
+            r->sc.valid = rc == 0;
+        }
+    }
+    btr_side_close(&s);
+    return rc;
+}
+
+/* Column names of table (n of them; "cN" when the schema does not say). */
+static char **column_names(feed_reader *r, const char *table, int n)
+{
+    char **names = az_calloc((size_t)n + 1, sizeof(char *));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(r->sc.mem, "SELECT name FROM pragma_table_xinfo(?1) ORDER BY cid",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+        for (int i = 0; i < n && sqlite3_step(st) == SQLITE_ROW; i++)
+            names[i] = az_strdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    for (int i = 0; i < n; i++) {
+        if (!names[i]) {
+            char b[32];
+            snprintf(b, sizeof(b), "c%d", i);
+            names[i] = az_strdup(b);
+        }
+    }
+    return names;
+}
+
+static void names_free(char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        az_free(names[i]);
+    az_free(names);
+}
+
+/* A value as JSON: integer, real, string, null; a blob as Hrana's
+ * {"type":"blob","base64":...}. */
+static json_t *val_json(sqlite3_value *v)
+{
+    switch (sqlite3_value_type(v)) {
+    case SQLITE_INTEGER:
+        return json_integer((json_int_t)sqlite3_value_int64(v));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_value_double(v));
+    case SQLITE_TEXT:
+        return json_stringn((const char *)sqlite3_value_text(v),
+                            (size_t)sqlite3_value_bytes(v));
+    case SQLITE_BLOB: {
+        char *b = b64_encode_alloc(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v));
+        json_t *o = json_pack("{s:s, s:s}", "type", "blob", "base64", b);
+        az_free(b);
+        return o;
+    }
+    default:
+        return json_null();
+    }
+}
+
+/* old or new values of the current change; undefined columns (an update's
+ * unchanged ones) are left out of old/new except the key, which old always
+ * has; new gets the key from old. */
+static json_t *row_json(sqlite3_changeset_iter *it, char **names, int ncol, bool old,
+                        const unsigned char *pk)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < ncol; i++) {
+        sqlite3_value *v = NULL;
+        int rc = old ? sqlite3changeset_old(it, i, &v) : sqlite3changeset_new(it, i, &v);
+        if (rc == SQLITE_OK && v)
+            json_object_set_new(o, names[i], val_json(v));
+        else if (!old && pk[i] && sqlite3changeset_old(it, i, &v) == SQLITE_OK && v)
+            json_object_set_new(o, names[i], val_json(v));
+    }
+    return o;
+}
+
+static void emit(feed_reader *r, json_t *o)
+{
+    if (!r->stop && r->cb->change(r->cb->arg, o) != 0)
+        r->stop = true;
+}
+
+static json_t *head_json(lsn_t lsn, int64_t ts)
+{
+    char l[LSN_STRLEN], t[96] = "-";
+    if (ts > 0) {
+        time_t sec = (time_t)(ts / 1000000);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ts % 1000000));
+    }
+    return json_pack("{s:s, s:s, s:I}", "lsn", lsn_format(lsn, l), "commit_ts", t,
+                     "commit_ts_us", (json_int_t)ts);
+}
+
+/* The changes of one committing record. */
+static int record_changes(feed_reader *r, const wal_record *rec)
+{
+    lsn_t commit = wal_record_end_lsn(rec);
+    if (rec->changes_flags & WAL_CHANGES_OMITTED) {
+        json_t *o = head_json(commit, rec->commit_ts_us);
+        json_object_set_new(o, "op", json_string("gap"));
+        json_object_set_new(o, "reason",
+                            json_string("the transaction's changes were not captured "
+                                        "(too big)"));
+        emit(r, o);
+        json_decref(o);
+        return 0;
+    }
+    if (!rec->changes_len)
+        return 0;
+    if (schema_at(r, commit, rec->db_size_pages, rec->page_size) != 0) {
+        snprintf(r->err, sizeof(r->err), "%s", btr_errmsg());
+        return FEED_ERROR;
+    }
+    sqlite3_changeset_iter *it = NULL;
+    if (sqlite3changeset_start(&it, (int)rec->changes_len, (void *)rec->changes) !=
+        SQLITE_OK) {
+        char l[LSN_STRLEN];
+        snprintf(r->err, sizeof(r->err), "branch '%s': the changeset of the commit at %s "
+                 "does not decode", r->label, lsn_format(commit, l));
+        return FEED_ERROR;
+    }
+    int rc;
+    while ((rc = sqlite3changeset_next(it)) == SQLITE_ROW) {
+        const char *table = NULL;
+        int ncol = 0, op = 0, indirect = 0;
+        unsigned char *pk = NULL;
+        int npk = 0;
+        sqlite3changeset_op(it, &table, &ncol, &op, &indirect);
+        sqlite3changeset_pk(it, &pk, &npk);
+        char **names = column_names(r, table, ncol);
+        json_t *o = head_json(commit, rec->commit_ts_us);
+        json_object_set_new(o, "table", json_string(table));
+        json_object_set_new(o, "op", json_string(op == SQLITE_INSERT   ? "insert"
+                                                 : op == SQLITE_DELETE ? "delete"
+                                                                       : "update"));
+        json_t *key = json_object();
+        for (int i = 0; i < ncol; i++) {
+            sqlite3_value *v = NULL;
+            if (pk[i] && ((op == SQLITE_INSERT ? sqlite3changeset_new(it, i, &v)
+                                               : sqlite3changeset_old(it, i, &v)) ==
+                          SQLITE_OK) && v)
+                json_object_set_new(key, names[i], val_json(v));
+        }
+        json_object_set_new(o, "key", key);
+        json_object_set_new(o, "old", op == SQLITE_INSERT ? json_null()
+                                                          : row_json(it, names, ncol, true, pk));
+        json_object_set_new(o, "new", op == SQLITE_DELETE ? json_null()
+                                                          : row_json(it, names, ncol, false, pk));
+        emit(r, o);
+        json_decref(o);
+        names_free(names, ncol);
+    }
+    sqlite3changeset_finalize(it);
+    return 0;
+}
+
+/* Records back to back from begin. */
+static int chunk(feed_reader *r, const uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        uint32_t n = 0;
+        if (wal_record_peek_len(p + off, len - off, &n) != 0 || n > len - off) {
+            snprintf(r->err, sizeof(r->err), "malformed WAL from the safekeeper");
+            return FEED_ERROR;
+        }
+        wal_record rec;
+        int rc = wal_record_decode(p + off, n, &rec);
+        if (rc != 0) {
+            snprintf(r->err, sizeof(r->err), "a WAL record does not decode: %s",
+                     wal_strerror(rc));
+            return FEED_ERROR;
+        }
+        off += n;
+        /* wal_record.h TRANSACTIONS: a continuation counts only after its
+         * start, in the same term; an abandoned transaction never commits */
+        bool cont = wal_record_continues(&rec);
+        bool valid = !cont || (r->in_txn && r->txn_term == rec.term);
+        if (!wal_record_commits(&rec)) {
+            r->in_txn = valid;
+            r->txn_term = rec.term;
+        } else {
+            r->in_txn = false;
+            if (valid && wal_record_end_lsn(&rec) > *r->after) {
+                rc = record_changes(r, &rec);
+                if (rc == 0 && !r->stop)
+                    *r->after = wal_record_end_lsn(&rec);
+            }
+        }
+        wal_record_free(&rec);
+        if (rc != 0)
+            return rc;
+        if (r->stop)
+            return FEED_STOPPED;
+    }
+    return 0;
+}
+
+feed_reader *feed_reader_new(psc *ps, const arbor_id *tenant, const arbor_id *timeline,
+                             const char *label)
+{
+    feed_reader *f = az_calloc(1, sizeof(*f));
+    f->ps = ps;
+    f->tenant = *tenant;
+    f->timeline = *timeline;
+    f->label = az_strdup(label ? label : "?");
+    return f;
+}
+
+void feed_reader_free(feed_reader *f)
+{
+    if (!f)
+        return;
+    if (f->sc.mem)
+        sqlite3_close(f->sc.mem);
+    az_free(f->label);
+    az_free(f);
+}
+
+static bool cancelled(const feed_reader *r, atomic_bool *cancel)
+{
+    return r->stop || (cancel && atomic_load(cancel));
+}
+
+int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *cancel,
+                const feed_cb *cb, char err[256])
+{
+    skc_wal *w = NULL;
+    err[0] = '\0';
+    r->cb = cb;
+    r->after = after;
+    r->stop = false;
+    r->in_txn = false;
+    r->err[0] = '\0';
+    if (skc_wal_open(c, &r->tenant, &r->timeline, *after, follow, &w) != 0)
+        return FEED_RETRY;
+    int rc = FEED_DONE;
+    while (rc == FEED_DONE && !cancelled(r, cancel)) {
+        uint8_t *recs = NULL;
+        size_t len = 0;
+        lsn_t begin = 0, commit = 0;
+        char msg[256];
+        int n = skc_wal_next(w, 500, &recs, &len, &begin, &commit, msg);
+        if (n == -ETIMEDOUT)
+            continue;
+        if (n == 1)
+            break;      /* the end (not follow) */
+        if (n == -ERANGE) {
+            lsn_t oldest = 0;
+            char a[LSN_STRLEN], b[LSN_STRLEN];
+            skc_removed_below(c, &r->tenant, &r->timeline, &oldest);
+            snprintf(r->err, sizeof(r->err),
+                     "the safekeepers no longer hold the WAL at %s (branch '%s'): the oldest "
+                     "LSN available is %s (WAL below it was removed once the pageserver "
+                     "persisted it)", lsn_format(*after, a), r->label, lsn_format(oldest, b));
+            rc = FEED_ERROR;
+            break;
+        }
+        if (n == -ENOENT) {
+            /* no WAL on this timeline yet (a branch nobody wrote to) */
+            if (!follow)
+                break;
+            skc_wal_close(w);
+            w = NULL;
+            for (int i = 0; i < 10 && !cancelled(r, cancel); i++)
+                usleep(100 * 1000);
+            if (cancelled(r, cancel) ||
+                skc_wal_open(c, &r->tenant, &r->timeline, *after, follow, &w) != 0) {
+                rc = cancelled(r, cancel) ? FEED_DONE : FEED_RETRY;
+                break;
+            }
+            continue;
+        }
+        if (n != 0) {
+            rc = FEED_RETRY;
+            break;
+        }
+        if (recs) {
+            rc = chunk(r, recs, len);
+            az_free(recs);
+            if (rc == FEED_DONE && cb->flush && !r->stop && cb->flush(cb->arg, *after) != 0)
+                r->stop = true;
+        }
+    }
+    skc_wal_close(w);
+    if (rc == FEED_ERROR)
+        snprintf(err, 256, "%s", r->err);
+    else if (rc == FEED_DONE && cancelled(r, cancel))
+        rc = FEED_STOPPED;
+    return rc;
+}
