@@ -299,3 +299,127 @@ int cli_cmd_role_list(cli_ctx *ctx)
     json_decref(out);
     return CLI_EXIT_OK;
 }
+
+/* ---- webhooks of the change feed ------------------------------------------------------ */
+
+static void print_hook_line(json_t *o)
+{
+    printf("webhook %lld on branch %s -> %s: %s, cursor %s, %lld changes delivered",
+           (long long)json_integer_value(json_object_get(o, "id")), js(o, "branch"),
+           js(o, "url"), js(o, "state"), js(o, "cursor_lsn"),
+           (long long)json_integer_value(json_object_get(o, "delivered_changes")));
+    if (json_integer_value(json_object_get(o, "failures")) > 0)
+        printf(", %lld failures in a row (last: %s)",
+               (long long)json_integer_value(json_object_get(o, "failures")),
+               js(o, "last_error"));
+    printf("\n");
+}
+
+static void print_hook_created(json_t *o)
+{
+    print_hook_line(o);
+    printf("signing secret (shown once; X-Arbor-Signature is sha256=HMAC-SHA256 of the body "
+           "under it):\n  %s\n", js(o, "secret"));
+}
+
+/* "head" | "start" | an LSN, as given (the API checks it). */
+static json_t *hook_body(cli_ctx *ctx)
+{
+    json_t *b = json_object();
+    const char *from = cli_opt_value(ctx, "from"), *mf = cli_opt_value(ctx, "max-failures");
+    if (from)
+        json_object_set_new(b, "from", json_string(from));
+    if (mf) {
+        char *end;
+        long long n = strtoll(mf, &end, 10);
+        if (*end || end == mf || n < 1) {
+            cli_err("--max-failures: expected a positive integer, not '%s'", mf);
+            json_decref(b);
+            return NULL;
+        }
+        json_object_set_new(b, "max_failures", json_integer(n));
+    }
+    return b;
+}
+
+int cli_cmd_webhook_add(cli_ctx *ctx)
+{
+    json_t *body = hook_body(ctx);
+    if (!body)
+        return CLI_EXIT_USAGE;
+    json_object_set_new(body, "branch", json_string(ctx->pos[0]));
+    json_object_set_new(body, "url", json_string(ctx->pos[1]));
+    int rc = call_and_print(ctx, "POST", "@/webhooks", body, print_hook_created, "branch",
+                            ctx->pos[0]);
+    json_decref(body);
+    return rc;
+}
+
+int cli_cmd_webhook_list(cli_ctx *ctx)
+{
+    cli_api a;
+    json_t *out = NULL;
+    if (cli_api_open(ctx, &a) != 0 || cli_api_call(&a, "GET", "@/webhooks", NULL, &out) != 0)
+        return CLI_EXIT_ERROR;
+    json_t *arr = json_object_get(out, "webhooks");
+    const char *branch = ctx->n_pos > 0 ? ctx->pos[0] : NULL;
+    size_t i;
+    json_t *r;
+    if (ctx->json) {
+        json_t *sel = json_array();
+        json_array_foreach(arr, i, r)
+            if (!branch || strcmp(js(r, "branch"), branch) == 0)
+                json_array_append(sel, r);
+        print_json(sel);
+        json_decref(sel);
+    } else {
+        printf("%-4s %-16s %-12s %-14s %10s %8s  %s\n", "ID", "BRANCH", "STATE", "CURSOR",
+               "DELIVERED", "FAILURES", "URL");
+        json_array_foreach(arr, i, r) {
+            if (branch && strcmp(js(r, "branch"), branch) != 0)
+                continue;
+            printf("%-4lld %-16s %-12s %-14s %10lld %8lld  %s\n",
+                   (long long)json_integer_value(json_object_get(r, "id")), js(r, "branch"),
+                   js(r, "state"), js(r, "cursor_lsn"),
+                   (long long)json_integer_value(json_object_get(r, "delivered_changes")),
+                   (long long)json_integer_value(json_object_get(r, "failures")), js(r, "url"));
+            if (strcmp(js(r, "state"), "dead_letter") == 0)
+                printf("     last error: %s (arbor webhook resume %lld)\n", js(r, "last_error"),
+                       (long long)json_integer_value(json_object_get(r, "id")));
+        }
+    }
+    json_decref(out);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_webhook_resume(cli_ctx *ctx)
+{
+    char path[600];
+    json_t *body = hook_body(ctx);
+    if (!body)
+        return CLI_EXIT_USAGE;
+    snprintf(path, sizeof(path), "@/webhooks/%s/resume", ctx->pos[0]);
+    int rc = call_and_print(ctx, "POST", path, body, print_hook_line, "webhook", ctx->pos[0]);
+    json_decref(body);
+    return rc;
+}
+
+int cli_cmd_webhook_pause(cli_ctx *ctx)
+{
+    char path[600];
+    json_t *body = json_pack("{s:s}", "state", "paused");
+    snprintf(path, sizeof(path), "@/webhooks/%s", ctx->pos[0]);
+    int rc = call_and_print(ctx, "PATCH", path, body, print_hook_line, "webhook", ctx->pos[0]);
+    json_decref(body);
+    return rc;
+}
+
+int cli_cmd_webhook_remove(cli_ctx *ctx)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "@/webhooks/%s", ctx->pos[0]);
+    int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "webhook", ctx->pos[0]);
+    if (rc == CLI_EXIT_OK && !ctx->json)
+        printf("removed webhook %s\n", ctx->pos[0]);
+    return rc;
+}

@@ -112,6 +112,12 @@ static const cli_opt g_list_opts[] = {
     { "limit", "N", "at most N branches, in name order (the rest counted)" },
     { NULL, NULL, NULL },
 };
+static const cli_opt g_webhook_opts[] = {
+    { "from", "head|start|LSN", "where delivery starts (default: head, the changes from now on)" },
+    { "max-failures", "N", "failures in a row before dead_letter (default 10)" },
+    { NULL, NULL, NULL }
+};
+
 static const cli_opt g_changes_opts[] = {
     { "from", "LSN", "the changes committed after this LSN (one the feed printed)" },
     { "at", "TIMESTAMP", "the changes committed after this time" },
@@ -244,6 +250,25 @@ static const cli_command g_commands[] = {
     { "role", "reset-password", "NAME", "give a role a new password (printed once)", NULL,
       g_no_opts, 1, 1, cli_cmd_role_reset_password },
     { "role", "delete", "NAME", "delete a role", NULL, g_no_opts, 1, 1, cli_cmd_role_delete },
+    { "webhook", "add", "BRANCH URL", "POST the branch's row changes to URL (the change feed)",
+      "arbor-control follows the branch's change feed and POSTs batches of changes\n"
+      "(the objects `arbor changes --json` prints, in commit order) to URL as JSON:\n"
+      "{\"webhook_id\", \"branch\", \"cursor\", \"changes\": [...]}, signed with the secret\n"
+      "printed once (X-Arbor-Signature: sha256=HMAC-SHA256 of the body). A 2xx answer\n"
+      "delivers a batch; otherwise it is sent again with backoff, at least once and in\n"
+      "order; after --max-failures failures in a row (default 10) the webhook goes to\n"
+      "dead_letter until `arbor webhook resume ID`. --from: head (default: changes\n"
+      "from now on), start (the whole feed from the branch point) or an LSN.",
+      g_webhook_opts, 2, 2, cli_cmd_webhook_add },
+    { "webhook", "list", "[BRANCH]", "list webhooks: state, cursor, deliveries, failures",
+      NULL, g_no_opts, 0, 1, cli_cmd_webhook_list },
+    { "webhook", "resume", "ID", "send again from the cursor (a dead_letter or paused webhook)",
+      "--from moves the cursor first: head skips what is pending, start replays all.",
+      g_webhook_opts, 1, 1, cli_cmd_webhook_resume },
+    { "webhook", "pause", "ID", "stop sending (the cursor stays; resume goes on from it)",
+      NULL, g_no_opts, 1, 1, cli_cmd_webhook_pause },
+    { "webhook", "remove", "ID", "delete a webhook", NULL, g_no_opts, 1, 1,
+      cli_cmd_webhook_remove },
     { NULL, "usage", "", "usage per endpoint (compute seconds, queries, rows, bytes) and "
       "storage per branch, from the API", NULL, g_no_opts, 0, 0, cli_cmd_usage },
     { NULL, "sql", "BRANCH ['SQL']", "run SQL on the branch's endpoint (or a shell on stdin)",

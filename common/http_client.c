@@ -50,7 +50,10 @@ int hc_request(const hc_req *r, int *status, char **body, char err[256])
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
     }
+    for (const char *const *h = r->headers; h && *h; h++)
+        hdrs = curl_slist_append(hdrs, *h);
     hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_URL, r->url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     if (strcmp(r->method, "HEAD") == 0)

@@ -1,7 +1,8 @@
 /*
  * http_client — blocking HTTP/1.1 requests with libcurl (prefix hc_), for
  * whatever calls another Arbor HTTP API: arbor-control driving computes,
- * the CLI calling arbor-control.
+ * the CLI calling arbor-control, arbor-control's webhooks. Only http://
+ * and https:// URLs are followed (no redirects).
  *
  * hc_global_init() once in main() before any thread (libcurl's rule).
  * hc_request: one request; 0 with *status and *body (az_malloc'ed,
@@ -21,6 +22,7 @@ typedef struct hc_req {
     const char *url;
     const char *body;         /* NULL: none; sent as application/json */
     const char *bearer;       /* NULL: no Authorization header */
+    const char *const *headers; /* NULL or NULL-terminated "Name: value" lines */
     int timeout_ms;           /* whole request; 0 = 30 s */
 } hc_req;
 

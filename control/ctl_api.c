@@ -643,6 +643,10 @@ static json_t *h_branch_delete(req *r)
     }
     ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND branch_id = ?",
                 "ss", pid, jstr(row, "id"));
+    ctl_db_exec(r->x->db, NULL, "DELETE FROM webhooks WHERE project_id = ? AND branch_id = ?",
+                "ss", pid, jstr(row, "id"));
+    if (r->x->hooks)
+        ctl_hooks_sync(r->x->hooks);
     ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?", "ss",
                 pid, jstr(row, "id"));
     res = json_pack("{s:s,s:b}", "name", jstr(row, "name"), "deleted", 1);
@@ -661,6 +665,18 @@ static void repoint(req *r, const char *pid, const char *old_id, const char *new
                 "UPDATE endpoints SET branch_id = ? WHERE project_id = ? AND branch_id = ?"
                 " AND (? OR kind <> 'static')", "sssi", new_id, pid, old_id,
                 (int64_t)with_static);
+    /* webhooks follow the name: the new timeline's feed, from its start */
+    json_t *hooks = NULL;
+    ctl_db_query(r->x->db, &hooks, "SELECT id FROM webhooks WHERE project_id = ? AND"
+                 " branch_id = ?", "ss", pid, old_id);
+    ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET branch_id = ?, cursor_lsn = NULL WHERE"
+                " project_id = ? AND branch_id = ?", "sss", new_id, pid, old_id);
+    size_t i;
+    json_t *h;
+    json_array_foreach(hooks, i, h)
+        if (r->x->hooks)
+            ctl_hooks_restart(r->x->hooks, jid(h));
+    json_decref(hooks);
 }
 
 static void stamp(char *buf, size_t cap)
@@ -1277,6 +1293,236 @@ static json_t *h_token_delete(req *r)
     return json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1);
 }
 
+/* ---- webhooks of the change feed (ctl_hooks.h) ------------------------------------- */
+
+#define HOOK_SELECT                                                                            \
+    "SELECT w.id, w.project_id, b.name AS branch, w.branch_id, w.url, w.state, w.cursor_lsn," \
+    " w.max_failures, w.failures, w.attempts, w.delivered_batches, w.delivered_changes,"      \
+    " w.last_error, w.last_attempt_at, w.last_success_at, w.created_at FROM webhooks w"       \
+    " LEFT JOIN branches b ON b.project_id = w.project_id AND b.id = w.branch_id"
+
+#define HOOK_MAX_FAILURES_DEFAULT 10
+
+static json_t *load_hook(req *r)
+{
+    const char *wid = param(r, "webhook_id");
+    char *end;
+    long long id = strtoll(wid, &end, 10);
+    json_t *row;
+    if (*end || end == wid)
+        return fail(r, 404, "NOT_FOUND", "no webhook '%s'", wid);
+    int rc = ctl_db_query_one(r->x->db, &row, HOOK_SELECT " WHERE w.id = ? AND w.project_id = ?",
+                              "is", (int64_t)id, param(r, "project_id"));
+    if (rc == -ENOENT)
+        return fail(r, 404, "NOT_FOUND", "no webhook %lld", id);
+    return rc ? fail_db(r) : row;
+}
+
+/* http:// or https:// with a host. */
+static bool url_ok(const char *u)
+{
+    const char *rest = strncmp(u, "http://", 7) == 0    ? u + 7
+                       : strncmp(u, "https://", 8) == 0 ? u + 8
+                                                        : NULL;
+    return rest && *rest && *rest != '/' && strlen(u) < 2048 && !strpbrk(u, " \r\n\t");
+}
+
+static int body_max_failures(req *r, int64_t *out)
+{
+    json_t *v = json_object_get(r->body, "max_failures");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v)) {
+        fail(r, 400, "BAD_REQUEST", "field 'max_failures' must be an integer");
+        return -1;
+    }
+    *out = json_integer_value(v);
+    if (*out < 1 || *out > 1000000) {
+        fail(r, 422, "UNPROCESSABLE", "max_failures must be 1..1000000");
+        return -1;
+    }
+    return 0;
+}
+
+/* "from": "head" (default: the changes committed from now on), "start"
+ * (the branch point: the whole feed), or an LSN "X/Y" (the commits after
+ * it). cursor: NULL for start. */
+static int body_from(req *r, json_t *branch, char cursor[LSN_STRLEN], bool *from_start)
+{
+    const char *from;
+    *from_start = false;
+    if (body_str(r, "from", &from))
+        return -1;
+    arbor_id t, tl;
+    psc_timeline info;
+    psc_err e;
+    tenant_of(r, &t);
+    id_parse(jstr(branch, "id"), &tl);
+    int rc = psc_timeline_info(r->x->ps, &t, &tl, &info, &e);
+    if (rc != 0) {
+        fail_ps(r, rc, "reading the branch", e.msg);
+        return -1;
+    }
+    if (!from || strcmp(from, "head") == 0) {
+        lsn_format(info.last_record_lsn, cursor);
+    } else if (strcmp(from, "start") == 0) {
+        *from_start = true;
+        lsn_format(info.start_lsn, cursor);
+    } else {
+        lsn_t l;
+        char a[LSN_STRLEN];
+        if (lsn_parse(from, &l) != 0) {
+            fail(r, 422, "UNPROCESSABLE", "field 'from': expected \"head\", \"start\" or an "
+                 "LSN \"X/Y\"");
+            return -1;
+        }
+        if (l < info.start_lsn) {
+            fail(r, 422, "UNPROCESSABLE", "field 'from': %s is before branch '%s' starts (%s)",
+                 from, jstr(branch, "name"), lsn_format(info.start_lsn, a));
+            return -1;
+        }
+        lsn_format(l, cursor);
+    }
+    return 0;
+}
+
+static json_t *h_hooks_list(req *r)
+{
+    json_t *p = load_project(r), *rows;
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (ctl_db_query(r->x->db, &rows, HOOK_SELECT " WHERE w.project_id = ? ORDER BY w.id", "s",
+                     param(r, "project_id")) != 0)
+        return fail_db(r);
+    return json_pack("{s:o}", "webhooks", rows);
+}
+
+static json_t *h_hook_get(req *r)
+{
+    return load_hook(r);
+}
+
+static json_t *h_hook_create(req *r)
+{
+    const char *pid = param(r, "project_id"), *bname, *url;
+    int64_t maxf = HOOK_MAX_FAILURES_DEFAULT;
+    char secret[CTL_KEY_LEN + 1], cursor[LSN_STRLEN];
+    bool from_start;
+    json_t *p = load_project(r), *b = NULL, *row = NULL;
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (body_str_need(r, "branch", &bname) || body_str_need(r, "url", &url) ||
+        body_max_failures(r, &maxf))
+        return NULL;
+    if (!url_ok(url))
+        return fail(r, 422, "UNPROCESSABLE", "bad url '%s': expected http:// or https:// and "
+                    "a host", url);
+    if (!(b = load_branch(r, pid, bname)))
+        return NULL;
+    if (body_from(r, b, cursor, &from_start) == 0 && ctl_auth_new_key(secret) == 0) {
+        memcpy(secret, "whsec", 5);
+        int64_t id = 0;
+        if (ctl_db_begin(r->x->db) != 0 ||
+            ctl_db_exec(r->x->db, NULL, "INSERT INTO webhooks(project_id, branch_id, url, secret,"
+                        " cursor_lsn, max_failures, created_at) VALUES(?,?,?,?,?,?,?)", "sssssid",
+                        pid, jstr(b, "id"), url, secret, cursor, maxf, now_s()) != 0 ||
+            ctl_db_query_one(r->x->db, &row, "SELECT last_insert_rowid() AS id", NULL) != 0) {
+            ctl_db_rollback(r->x->db);
+            fail_db(r);
+        } else {
+            id = jid(row);
+            json_decref(row);
+            row = NULL;
+            ctl_db_commit(r->x->db);
+            if (ctl_db_query_one(r->x->db, &row, HOOK_SELECT " WHERE w.id = ?", "i", id) != 0)
+                fail_db(r);
+        }
+        if (row) {
+            json_object_set_new(row, "secret", json_string(secret));
+            r->status = 201;
+            if (r->x->hooks)
+                ctl_hooks_sync(r->x->hooks);
+        }
+    }
+    json_decref(b);
+    return row;
+}
+
+static json_t *h_hook_update(req *r)
+{
+    json_t *row = load_hook(r);
+    const char *url, *state;
+    int64_t maxf = -1;
+    if (!row)
+        return NULL;
+    int64_t id = jid(row);
+    json_decref(row);
+    if (body_str(r, "url", &url) || body_str(r, "state", &state) ||
+        body_max_failures(r, &maxf))
+        return NULL;
+    if (url && !url_ok(url))
+        return fail(r, 422, "UNPROCESSABLE", "bad url '%s': expected http:// or https:// and "
+                    "a host", url);
+    if (state && strcmp(state, "active") != 0 && strcmp(state, "paused") != 0)
+        return fail(r, 422, "UNPROCESSABLE", "state must be 'active' or 'paused'");
+    if ((url && ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET url = ? WHERE id = ?", "si",
+                            url, id) != 0) ||
+        (maxf > 0 && ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET max_failures = ? WHERE"
+                                 " id = ?", "ii", maxf, id) != 0) ||
+        (state && ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET state = ?, failures ="
+                              " CASE WHEN ? = 'active' THEN 0 ELSE failures END WHERE id = ?",
+                              "ssi", state, state, id) != 0))
+        return fail_db(r);
+    if (r->x->hooks)
+        ctl_hooks_restart(r->x->hooks, id);
+    return load_hook(r);
+}
+
+/* A dead_letter (or paused) webhook sends again: from its cursor (the first
+ * undelivered commit), or from "from" (skipping or replaying). */
+static json_t *h_hook_resume(req *r)
+{
+    json_t *row = load_hook(r), *b = NULL;
+    if (!row)
+        return NULL;
+    int64_t id = jid(row);
+    char cursor[LSN_STRLEN];
+    bool from_start = false, moved = json_object_get(r->body, "from") != NULL;
+    int rc = 0;
+    if (moved) {
+        b = load_branch(r, param(r, "project_id"), jstr(row, "branch_id"));
+        rc = b ? body_from(r, b, cursor, &from_start) : -1;
+    }
+    json_decref(b);
+    json_decref(row);
+    if (rc != 0)
+        return NULL;
+    if ((moved && ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET cursor_lsn = ? WHERE id = ?",
+                              "si", cursor, id) != 0) ||
+        ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET state = 'active', failures = 0 WHERE"
+                    " id = ?", "i", id) != 0)
+        return fail_db(r);
+    if (r->x->hooks)
+        ctl_hooks_restart(r->x->hooks, id);
+    return load_hook(r);
+}
+
+static json_t *h_hook_delete(req *r)
+{
+    json_t *row = load_hook(r);
+    if (!row)
+        return NULL;
+    int64_t id = jid(row);
+    json_decref(row);
+    if (ctl_db_exec(r->x->db, NULL, "DELETE FROM webhooks WHERE id = ?", "i", id) != 0)
+        return fail_db(r);
+    if (r->x->hooks)
+        ctl_hooks_restart(r->x->hooks, id);    /* joins its worker: nothing more is sent */
+    return json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1);
+}
+
 /* ---- usage ------------------------------------------------------------------------- */
 
 static int query_time(req *r, const char *key, double def, double *out)
@@ -1521,6 +1767,12 @@ static const route routes[] = {
     { "GET", "/v1/projects/{project_id}/tokens", h_tokens_list },
     { "POST", "/v1/projects/{project_id}/tokens", h_token_create },
     { "DELETE", "/v1/projects/{project_id}/tokens/{token_id}", h_token_delete },
+    { "GET", "/v1/projects/{project_id}/webhooks", h_hooks_list },
+    { "POST", "/v1/projects/{project_id}/webhooks", h_hook_create },
+    { "GET", "/v1/projects/{project_id}/webhooks/{webhook_id}", h_hook_get },
+    { "PATCH", "/v1/projects/{project_id}/webhooks/{webhook_id}", h_hook_update },
+    { "DELETE", "/v1/projects/{project_id}/webhooks/{webhook_id}", h_hook_delete },
+    { "POST", "/v1/projects/{project_id}/webhooks/{webhook_id}/resume", h_hook_resume },
     { "GET", "/v1/api_keys", h_keys_list },
     { "POST", "/v1/api_keys", h_key_create },
     { "DELETE", "/v1/api_keys/{key_id}", h_key_delete },
@@ -1558,7 +1810,7 @@ static bool match(const char *pattern, const char *path, req *r)
             r->pname[r->n_params] = NULL;
             /* The name is the pattern's text between the braces. */
             static const char *const known[] = { "project_id", "branch", "endpoint", "role",
-                                                 "key_id", "token_id" };
+                                                 "key_id", "token_id", "webhook_id" };
             for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
                 if (strlen(known[k]) == (size_t)(pe - p - 1) &&
                     !strncmp(known[k], p + 1, (size_t)(pe - p - 1)))

@@ -30,6 +30,7 @@
 #define ARBOR_CTL_API_H
 
 #include "ctl_db.h"
+#include "ctl_hooks.h"
 #include "ctl_lc.h"
 #include "http.h"
 #include "ps_client.h"
@@ -40,6 +41,7 @@
 typedef struct ctl_api_ctx {
     ctl_db *db;
     ctl_lc *lc;
+    ctl_hooks *hooks;             /* webhooks' workers; may be NULL */
     psc *ps;
     skc *sk[CTL_MAX_SK];
     int n_sk;

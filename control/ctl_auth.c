@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,5 +58,16 @@ int ctl_auth_scram_verifier(const char *password, char out[CTL_VERIFIER_MAX])
     b64_encode(s.server_key, sizeof(s.server_key), server);
     snprintf(out, CTL_VERIFIER_MAX, "SCRAM-SHA-256$%d:%s$%s:%s", s.iterations, salt, stored,
              server);
+    return 0;
+}
+
+int ctl_auth_hmac_hex(const char *key, const void *data, size_t len, char out[CTL_HASH_HEX])
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (!HMAC(EVP_sha256(), key, (int)strlen(key), data, len, md, &n) || n != 32)
+        return -EIO;
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
     return 0;
 }

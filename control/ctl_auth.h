@@ -3,7 +3,8 @@
  * (random, shown once, stored as their SHA-256), role passwords (random,
  * shown once) and their SCRAM-SHA-256 verifiers, in PostgreSQL's format
  *   SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>
- * which is what a proxy needs to run the exchange without the password.
+ * which is what a proxy needs to run the exchange without the password;
+ * webhook secrets and their HMAC-SHA256 signatures.
  * All functions are thread-safe; 0 or -EIO (libcrypto failed).
  */
 #ifndef ARBOR_CTL_AUTH_H
@@ -20,5 +21,7 @@ int ctl_auth_new_key(char key[CTL_KEY_LEN + 1]);
 int ctl_auth_hash_key(const char *key, char hash[CTL_HASH_HEX]);
 int ctl_auth_new_password(char pw[CTL_PASSWORD_LEN + 1]);
 int ctl_auth_scram_verifier(const char *password, char out[CTL_VERIFIER_MAX]);
+/* HMAC-SHA256 of data under key, as 64 hex digits (webhook signatures). */
+int ctl_auth_hmac_hex(const char *key, const void *data, size_t len, char out[CTL_HASH_HEX]);
 
 #endif

@@ -43,6 +43,16 @@ static const char *const migrations[] = {
     "CREATE TABLE sql_tokens(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL,"
     "  name TEXT NOT NULL, prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,"
     "  created_at REAL NOT NULL, last_used_at REAL);",
+    /* 3: webhooks of the change feed (ctl_hooks.c). cursor_lsn NULL: from
+     * the start of the branch's timeline (a new one after reset/restore). */
+    "CREATE TABLE webhooks(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL,"
+    "  branch_id TEXT NOT NULL, url TEXT NOT NULL, secret TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'active'"
+    "    CHECK(state IN ('active','paused','dead_letter')),"
+    "  cursor_lsn TEXT, max_failures INTEGER NOT NULL, failures INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, delivered_batches INTEGER NOT NULL DEFAULT 0,"
+    "  delivered_changes INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_attempt_at REAL,"
+    "  last_success_at REAL, created_at REAL NOT NULL);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

@@ -22,6 +22,13 @@
  *       usage(endpoint_id, project_id, endpoint_name, branch_id, hour (Unix
  *             s / 3600), compute_seconds, queries, rows_read, rows_written,
  *             bytes_written)                      PRIMARY KEY(endpoint_id, hour)
+ *   v2  sql_tokens(id, project_id, name, prefix, hash, created_at, last_used_at)
+ *   v3  webhooks(id, project_id, branch_id = timeline id hex, url, secret (HMAC
+ *                key of the signature), state active|paused|dead_letter,
+ *                cursor_lsn (last commit delivered; NULL = from the
+ *                timeline's start), max_failures, failures (in a row),
+ *                attempts, delivered_batches, delivered_changes, last_error,
+ *                last_attempt_at, last_success_at, created_at)
  *   Times are Unix seconds (REAL where fractions matter).
  *
  * Calls: bind types are a string of letters, one per '?': 's' const char *
@@ -41,7 +48,7 @@ struct json_t;
 
 typedef struct ctl_db ctl_db;
 
-#define CTL_DB_SCHEMA_VERSION 2
+#define CTL_DB_SCHEMA_VERSION 3
 
 /* Opens (creating) and migrates. 0 or -EIO (logged). */
 int ctl_db_open(const char *path, ctl_db **out);

@@ -27,6 +27,7 @@
 #include "ctl_api.h"
 #include "ctl_db.h"
 #include "ctl_driver.h"
+#include "ctl_hooks.h"
 #include "ctl_lc.h"
 #include "daemon.h"
 #include "http_client.h"
@@ -46,6 +47,7 @@ typedef struct control_config {
     char *log_file;
     char *compute_log_level;
     int http_port_unused;
+    uint64_t webhook_retry_ms, webhook_retry_max_ms, webhook_timeout_ms;
 } control_config;
 
 static const cfg_option control_options[] = {
@@ -73,6 +75,12 @@ static const cfg_option control_options[] = {
                    "append log lines here instead of stderr"),
     CFG_STRING_OPT("compute-log-level", control_config, compute_log_level, "info",
                    "--log-level of the computes"),
+    CFG_DURATION_OPT("webhook-retry", control_config, webhook_retry_ms, "1s",
+                     "webhooks: wait after a failed delivery (doubling each time)"),
+    CFG_DURATION_OPT("webhook-retry-max", control_config, webhook_retry_max_ms, "5m",
+                     "webhooks: the longest wait between deliveries of one batch"),
+    CFG_DURATION_OPT("webhook-timeout", control_config, webhook_timeout_ms, "10s",
+                     "webhooks: how long a POST may take before it counts as failed"),
     CFG_INT_OPT("http-port", control_config, http_port_unused, "0",
                 "ignored: /metrics and /v1/status are on the API's port (accepted so "
                 "that scripts start every daemon alike)"),
@@ -93,6 +101,7 @@ static struct {
     ctl_db *db;
     ctl_driver *driver;
     ctl_lc *lc;
+    ctl_hooks *hooks;
     ctl_api_ctx api;
     http_server *http;
 } g_ctl;
@@ -252,6 +261,15 @@ static int start(const char *argv0)
     if ((rc = ctl_lc_create(&o, &g_ctl.lc)) != 0)
         return rc;
     g_ctl.api.lc = g_ctl.lc;
+    ctl_hooks_opts ho_ = { .db = g_ctl.db, .ps = g_ctl.api.ps, .sk = g_ctl.api.sk,
+                           .n_sk = g_ctl.api.n_sk, .retry_min_ms = (int)c->webhook_retry_ms,
+                           .retry_max_ms = (int)c->webhook_retry_max_ms,
+                           .timeout_ms = (int)c->webhook_timeout_ms,
+                           .metrics = met_default_registry() };
+    if ((rc = ctl_hooks_create(&ho_, &g_ctl.hooks)) != 0)
+        return rc;
+    g_ctl.api.hooks = g_ctl.hooks;
+    ctl_hooks_sync(g_ctl.hooks);     /* active webhooks resume from their cursors */
     char host[256];
     const char *colon = strrchr(c->listen, ':');
     if (!colon || (size_t)(colon - c->listen) >= sizeof(host)) {
@@ -271,6 +289,7 @@ static int start(const char *argv0)
 static void stop_all(void)
 {
     http_server_stop(g_ctl.http);       /* no request runs past here */
+    ctl_hooks_destroy(g_ctl.hooks);
     ctl_lc_destroy(g_ctl.lc);
     if (g_ctl.driver)
         g_ctl.driver->ops->destroy(g_ctl.driver);
