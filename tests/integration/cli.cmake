@@ -96,3 +96,17 @@ if(TARGET arbor AND TARGET arbor-compute)
     ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
   add_dependencies(test_cli_changes arbor arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+# Webhooks of the change feed (issue 17): arbor-control POSTs a branch's
+# changes to a real HTTP receiver (webhook_recv.py).
+if(TARGET arbor AND TARGET arbor-compute AND TARGET arbor-control)
+  arbor_test(test_cli_webhooks
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_webhooks.c
+                     ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
+             LIBS arbor_common PkgConfig::JANSSON TIMEOUT 300
+             LABELS integration)
+  target_compile_definitions(test_cli_webhooks PRIVATE
+    ARBOR_CLI_BIN="$<TARGET_FILE:arbor>"
+    RECV_PY="${CMAKE_CURRENT_LIST_DIR}/webhook_recv.py")
+  add_dependencies(test_cli_webhooks arbor arbor-safekeeper arbor-pageserver arbor-compute
+                   arbor-control)
+endif()
