@@ -543,6 +543,58 @@ static void test_roles_and_keys(void **state)
     json_decref(k);
 }
 
+/* The webhooks' routes (the deliveries: test_cli_webhooks). */
+static void test_webhooks_api(void **state)
+{
+    json_t *w, *list;
+    expect(201, "POST", pp("/branches"), "{\"name\": \"hooked\", \"root\": true}");
+    expect(400, "POST", pp("/webhooks"), "{\"branch\": \"hooked\"}");
+    expect(400, "POST", pp("/webhooks"), "{\"branch\": \"hooked\", \"url\": 7}");
+    expect(404, "POST", pp("/webhooks"), "{\"branch\": \"nope\", \"url\": \"http://127.0.0.1:9/\"}");
+    expect(422, "POST", pp("/webhooks"), "{\"branch\": \"hooked\", \"url\": \"file:///etc/passwd\"}");
+    expect(422, "POST", pp("/webhooks"), "{\"branch\": \"hooked\", \"url\": \"http://\"}");
+    expect(422, "POST", pp("/webhooks"),
+           "{\"branch\": \"hooked\", \"url\": \"http://127.0.0.1:9/\", \"from\": \"yesterday\"}");
+    expect(422, "POST", pp("/webhooks"),
+           "{\"branch\": \"hooked\", \"url\": \"http://127.0.0.1:9/\", \"max_failures\": 0}");
+    /* port 9 (discard) refuses: every delivery fails, but a new branch has
+     * no changes, so nothing is even tried */
+    assert_int_equal(api("POST", pp("/webhooks"), "{\"branch\": \"hooked\", \"url\": "
+                         "\"http://127.0.0.1:9/x\", \"from\": \"start\", \"max_failures\": 3}",
+                         &w), 201);
+    check_schema("Webhook", w);
+    assert_int_equal(strncmp(js(w, "secret"), "whsec_", 6), 0);
+    assert_string_equal(js(w, "state"), "active");
+    assert_string_equal(js(w, "branch"), "hooked");
+    assert_int_equal(ji(w, "max_failures"), 3);
+    char one[64];
+    snprintf(one, sizeof(one), "/webhooks/%lld", (long long)ji(w, "id"));
+    json_decref(w);
+    assert_int_equal(api("GET", pp("/webhooks"), NULL, &list), 200);
+    assert_int_equal(json_array_size(json_object_get(list, "webhooks")), 1);
+    w = json_array_get(json_object_get(list, "webhooks"), 0);
+    check_schema("Webhook", w);
+    assert_null(json_object_get(w, "secret"));
+    json_decref(list);
+    assert_int_equal(api("PATCH", pp("%s", one), "{\"state\": \"paused\", \"max_failures\": 5}",
+                         &w), 200);
+    assert_string_equal(js(w, "state"), "paused");
+    assert_int_equal(ji(w, "max_failures"), 5);
+    json_decref(w);
+    expect(422, "PATCH", pp("%s", one), "{\"state\": \"dead_letter\"}");
+    expect(422, "PATCH", pp("%s", one), "{\"url\": \"gopher://x\"}");
+    assert_int_equal(api("POST", pp("%s/resume", one), "{\"from\": \"head\"}", &w), 200);
+    assert_string_equal(js(w, "state"), "active");
+    check_schema("Webhook", w);
+    json_decref(w);
+    expect(404, "GET", pp("/webhooks/999999"), NULL);
+    expect(404, "GET", pp("/webhooks/abc"), NULL);
+    /* deleting the branch deletes its webhooks */
+    expect(200, "DELETE", pp("/branches/hooked"), NULL);
+    expect(404, "GET", pp("%s", one), NULL);
+    expect(404, "DELETE", pp("%s", one), NULL);
+}
+
 static void test_idle_suspend(void **state)
 {
     expect(200, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": 1}");
@@ -767,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_branches),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_roles_and_keys),
+        cmocka_unit_test(test_webhooks_api),
         cmocka_unit_test(test_idle_suspend),
         cmocka_unit_test(test_concurrent_wakes),
         cmocka_unit_test(test_crash),
