@@ -43,6 +43,7 @@ struct feed_reader {
     /* a multi-record transaction in progress in the stream */
     bool in_txn;
     uint64_t txn_term;
+    lsn_t seen;           /* the highest commit the schema cache followed */
 };
 
 static uint32_t be32(const uint8_t *p)
@@ -218,7 +219,7 @@ static int record_changes(feed_reader *r, const wal_record *rec)
     }
     if (!rec->changes_len)
         return 0;
-    if (schema_at(r, commit, rec->db_size_pages, rec->page_size) != 0) {
+    if (!r->sc.valid && schema_at(r, commit, rec->db_size_pages, rec->page_size) != 0) {
         snprintf(r->err, sizeof(r->err), "%s", btr_errmsg());
         return FEED_ERROR;
     }
@@ -265,6 +266,23 @@ static int record_changes(feed_reader *r, const wal_record *rec)
     return 0;
 }
 
+/* The schema cookie (page 1, offset 40) moves with every schema change, and
+ * a transaction that moves it writes page 1: a record carrying page 1 with
+ * another cookie makes the cached schema stale. So the schema is read from
+ * the pageserver only at the first commit and after schema changes, not
+ * at every commit (which would also wait for the pageserver to ingest it).
+ * A record of a transaction that never commits can only cause one read
+ * too many. */
+static void note_page1(feed_reader *r, const wal_record *rec)
+{
+    if (!r->sc.valid || rec->n_pages == 0 || rec->pages[0].pgno != 1 || rec->page_size < 100)
+        return;
+    uint8_t *img = az_malloc(rec->page_size);
+    if (wal_page_image(rec, 0, img) != 0 || be32(img + 40) != r->sc.cookie)
+        r->sc.valid = false;
+    az_free(img);
+}
+
 /* Records back to back from begin. */
 static int chunk(feed_reader *r, const uint8_t *p, size_t len)
 {
@@ -283,6 +301,7 @@ static int chunk(feed_reader *r, const uint8_t *p, size_t len)
             return FEED_ERROR;
         }
         off += n;
+        note_page1(r, &rec);
         /* wal_record.h TRANSACTIONS: a continuation counts only after its
          * start, in the same term; an abandoned transaction never commits */
         bool cont = wal_record_continues(&rec);
@@ -294,6 +313,8 @@ static int chunk(feed_reader *r, const uint8_t *p, size_t len)
             r->in_txn = false;
             if (valid && wal_record_end_lsn(&rec) > *r->after) {
                 rc = record_changes(r, &rec);
+                if (wal_record_end_lsn(&rec) > r->seen)
+                    r->seen = wal_record_end_lsn(&rec);
                 if (rc == 0 && !r->stop)
                     *r->after = wal_record_end_lsn(&rec);
             }
@@ -343,6 +364,8 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
     r->stop = false;
     r->in_txn = false;
     r->err[0] = '\0';
+    if (*after < r->seen)
+        r->sc.valid = false;   /* going back: the cached schema may be newer */
     if (skc_wal_open(c, &r->tenant, &r->timeline, *after, follow, &w) != 0)
         return FEED_RETRY;
     int rc = FEED_DONE;
@@ -354,8 +377,12 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
         int n = skc_wal_next(w, 500, &recs, &len, &begin, &commit, msg);
         if (n == -ETIMEDOUT)
             continue;
-        if (n == 1)
-            break;      /* the end (not follow) */
+        if (n == 1) {
+            /* the end: the head (not follow), or a safekeeper that shut
+             * down and closed a follow stream cleanly: go on elsewhere */
+            rc = follow ? FEED_RETRY : FEED_DONE;
+            break;
+        }
         if (n == -ERANGE) {
             lsn_t oldest = 0;
             char a[LSN_STRLEN], b[LSN_STRLEN];

@@ -9,7 +9,7 @@
  *     safekeeper (whole commits, in commit order; commits without captured
  *     changes send nothing but move the cursor);
  *   - POST url, Content-Type: application/json, body {"webhook_id",
- *     "project_id", "branch", "cursor": the last commit LSN in the batch,
+ *     "project_id", "branch", "cursor": the last commit the batch covers (a commit without captured changes may follow its last change),
  *     "changes": [the objects `arbor changes --json` prints]}, headers
  *     X-Arbor-Webhook-Id, X-Arbor-Delivery ("<id>-<cursor>": the same for
  *     a redelivery), X-Arbor-Signature "sha256=<hex HMAC-SHA256 of the body
