@@ -44,6 +44,7 @@ struct feed_reader {
     bool in_txn;
     uint64_t txn_term;
     lsn_t seen;           /* the highest commit the schema cache followed */
+    size_t since_flush;   /* changes passed since the last flush */
 };
 
 static uint32_t be32(const uint8_t *p)
@@ -186,6 +187,15 @@ static void emit(feed_reader *r, json_t *o)
 {
     if (!r->stop && r->cb->change(r->cb->arg, o) != 0)
         r->stop = true;
+    r->since_flush++;
+}
+
+static void flush(feed_reader *r, const feed_cb *cb, bool *pending)
+{
+    if (*pending && !r->stop && cb->flush(cb->arg, *r->after) != 0)
+        r->stop = true;
+    *pending = false;
+    r->since_flush = 0;
 }
 
 static json_t *head_json(lsn_t lsn, int64_t ts)
@@ -369,14 +379,20 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
     if (skc_wal_open(c, &r->tenant, &r->timeline, *after, follow, &w) != 0)
         return FEED_RETRY;
     int rc = FEED_DONE;
+    bool pending = false;   /* commits passed, not flushed yet */
+    r->since_flush = 0;
     while (rc == FEED_DONE && !cancelled(r, cancel)) {
         uint8_t *recs = NULL;
         size_t len = 0;
         lsn_t begin = 0, commit = 0;
         char msg[256];
-        int n = skc_wal_next(w, 500, &recs, &len, &begin, &commit, msg);
-        if (n == -ETIMEDOUT)
+        /* with commits pending, only a look whether more WAL is already
+         * here: a burst becomes one flush, a lone commit is not held up */
+        int n = skc_wal_next(w, pending ? 0 : 500, &recs, &len, &begin, &commit, msg);
+        if (n == -ETIMEDOUT) {
+            flush(r, cb, &pending);
             continue;
+        }
         if (n == 1) {
             /* the end: the head (not follow), or a safekeeper that shut
              * down and closed a follow stream cleanly: go on elsewhere */
@@ -416,10 +432,15 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
         if (recs) {
             rc = chunk(r, recs, len);
             az_free(recs);
-            if (rc == FEED_DONE && cb->flush && !r->stop && cb->flush(cb->arg, *after) != 0)
-                r->stop = true;
+            pending = rc == FEED_DONE && cb->flush != NULL;
+            if (pending && r->since_flush >= FEED_BATCH_CHANGES)
+                flush(r, cb, &pending);
+        } else {
+            flush(r, cb, &pending);    /* a heartbeat: the stream is idle */
         }
     }
+    if (rc == FEED_DONE || rc == FEED_RETRY)
+        flush(r, cb, &pending);        /* what was passed is whole commits */
     skc_wal_close(w);
     if (rc == FEED_ERROR)
         snprintf(err, 256, "%s", r->err);

@@ -43,13 +43,19 @@
 
 typedef struct feed_reader feed_reader;
 
+/* At most about this many changes between two flushes (a commit is never
+ * split: one bigger than this is one flush). */
+#define FEED_BATCH_CHANGES 1000
+
 typedef struct feed_cb {
     /* One changed row (borrowed: keep a reference to keep it). Nonzero
      * stops the stream (FEED_STOPPED). */
     int (*change)(void *arg, json_t *change);
-    /* May be NULL. Called after each message of WAL: every commit up to
-     * after (a commit LSN, a record boundary) has had its changes passed.
-     * Nonzero stops the stream (FEED_STOPPED). */
+    /* May be NULL. Every commit up to after (a commit LSN, a record
+     * boundary) has had its changes passed: called when no more WAL is
+     * waiting (a burst of commits becomes one flush; a lone commit is not
+     * held up), after FEED_BATCH_CHANGES changes, and when the stream
+     * ends. Nonzero stops the stream (FEED_STOPPED). */
     int (*flush)(void *arg, lsn_t after);
     void *arg;
 } feed_cb;

@@ -5,9 +5,11 @@
  * changes to the row's URL.
  *
  * Delivery (control/README.md "Webhooks" documents it for users):
- *   - a batch is the changes of the commits of one WAL message from the
- *     safekeeper (whole commits, in commit order; commits without captured
- *     changes send nothing but move the cursor);
+ *   - a batch is the changes of the commits that arrived together from the
+ *     safekeeper (feed.h flush: a burst is one batch, a lone commit goes
+ *     at once; about FEED_BATCH_CHANGES at most; whole commits, in commit
+ *     order; commits without captured changes send nothing but move the
+ *     cursor);
  *   - POST url, Content-Type: application/json, body {"webhook_id",
  *     "project_id", "branch", "cursor": the last commit the batch covers (a commit without captured changes may follow its last change),
  *     "changes": [the objects `arbor changes --json` prints]}, headers
