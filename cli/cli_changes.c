@@ -144,8 +144,11 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
             /* a follower outlives safekeepers that restart (a supervisor,
              * arbor stop + start): wait, then go round them again */
             if (!waiting) {
-                cli_note("changes: no safekeeper streams branch '%s' now; retrying "
-                         "(Ctrl-C stops)", tl.name);
+                if (err[0])
+                    cli_note("changes: %s; retrying (Ctrl-C stops)", err);
+                else
+                    cli_note("changes: no safekeeper streams branch '%s' now; retrying "
+                             "(Ctrl-C stops)", tl.name);
                 waiting = true;
             }
             for (int i = 0; i < backoff_ms / 100 && !atomic_load(cancel); i++)
@@ -157,6 +160,17 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
             if (cli_state_load(dir, &fresh) == 0) {
                 cli_state_free(&st);
                 st = fresh;
+                /* and the pageserver (the schema is read there) */
+                cli_component *pcomp = cli_state_comp(&st, CLI_COMP_PAGESERVER, 0);
+                char paddr[64];
+                psc *npc = NULL;
+                snprintf(paddr, sizeof(paddr), "127.0.0.1:%d", pcomp ? pcomp->grpc_port : 0);
+                if (pcomp && strcmp(paddr, ps.addr) != 0 && psc_open(paddr, &npc) == 0) {
+                    feed_reader_set_ps(fr, npc);
+                    psc_close(pc);
+                    pc = npc;
+                    snprintf(ps.addr, sizeof(ps.addr), "%s", paddr);
+                }
             } else {
                 cli_state_free(&fresh);
             }

@@ -12,11 +12,17 @@
 #include "alloc.h"
 
 static __thread char t_err[512];
+static __thread bool t_err_io;
 static void (*g_err_hook)(const char *msg);
 
 const char *btr_errmsg(void)
 {
     return t_err;
+}
+
+bool btr_err_is_io(void)
+{
+    return t_err_io;
 }
 
 void btr_set_err_hook(void (*hook)(const char *msg))
@@ -27,6 +33,7 @@ void btr_set_err_hook(void (*hook)(const char *msg))
 void btr_err(const char *fmt, ...)
 {
     va_list ap;
+    t_err_io = false;
     va_start(ap, fmt);
     vsnprintf(t_err, sizeof(t_err), fmt, ap);
     va_end(ap);
@@ -138,6 +145,7 @@ int btr_load(btr_side *s, const uint32_t *pgnos, size_t n)
         if (psc_get_pages(s->ps, &s->tenant, &s->timeline, s->lsn, need, k, s->page_size,
                           buf, &err) != 0) {
             btr_err("reading %zu pages of branch '%s': %s", k, s->label, err.msg);
+            t_err_io = true;
             rc = BTR_EFAIL;
         }
         for (size_t i = 0; rc == 0 && i < k; i++) {

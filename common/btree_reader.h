@@ -56,6 +56,9 @@
 
 /* The message of this thread's last BTR_EFAIL ("" before any). */
 const char *btr_errmsg(void);
+/* Whether that failure was the pageserver call (unreachable, timeout...),
+ * not what the pages say: worth retrying. */
+bool btr_err_is_io(void);
 /* Every error message also goes to hook (NULL: none); set once, before
  * threads start. */
 void btr_set_err_hook(void (*hook)(const char *msg));

@@ -231,7 +231,8 @@ static int record_changes(feed_reader *r, const wal_record *rec)
         return 0;
     if (!r->sc.valid && schema_at(r, commit, rec->db_size_pages, rec->page_size) != 0) {
         snprintf(r->err, sizeof(r->err), "%s", btr_errmsg());
-        return FEED_ERROR;
+        /* an unreachable pageserver comes back; a corrupt page does not */
+        return btr_err_is_io() ? FEED_RETRY : FEED_ERROR;
     }
     sqlite3_changeset_iter *it = NULL;
     if (sqlite3changeset_start(&it, (int)rec->changes_len, (void *)rec->changes) !=
@@ -349,6 +350,11 @@ feed_reader *feed_reader_new(psc *ps, const arbor_id *tenant, const arbor_id *ti
     return f;
 }
 
+void feed_reader_set_ps(feed_reader *f, psc *ps)
+{
+    f->ps = ps;
+}
+
 void feed_reader_free(feed_reader *f)
 {
     if (!f)
@@ -442,7 +448,7 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
     if (rc == FEED_DONE || rc == FEED_RETRY)
         flush(r, cb, &pending);        /* what was passed is whole commits */
     skc_wal_close(w);
-    if (rc == FEED_ERROR)
+    if (rc == FEED_ERROR || (rc == FEED_RETRY && r->err[0]))
         snprintf(err, 256, "%s", r->err);
     else if (rc == FEED_DONE && cancelled(r, cancel))
         rc = FEED_STOPPED;

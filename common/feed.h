@@ -65,13 +65,16 @@ typedef struct feed_cb {
 feed_reader *feed_reader_new(psc *ps, const arbor_id *tenant, const arbor_id *timeline,
                              const char *label);
 void feed_reader_free(feed_reader *f);
+/* Another pageserver channel (it moved); the old one is not used again. */
+void feed_reader_set_ps(feed_reader *f, psc *ps);
 
 enum {
     FEED_ERROR = -1,    /* err says why; retrying will not help (WAL removed,
                            a record or changeset that does not decode) */
     FEED_DONE = 0,      /* at the head this safekeeper knows (not follow) */
-    FEED_RETRY = 1,     /* this safekeeper does not stream it now: try another
-                           one, or later */
+    FEED_RETRY = 1,     /* this safekeeper does not stream it now, or the
+                           pageserver did not answer a schema read (then err
+                           says so): try another one, or later */
     FEED_STOPPED = 2,   /* *cancel, or a callback said stop */
 };
 

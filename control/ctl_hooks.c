@@ -268,6 +268,9 @@ static void run(hook *k)
             note_failure(k, err);
             break;
         }
+        if (rc == FEED_RETRY && err[0])   /* the pageserver: shown, not a failure */
+            ctl_db_exec(h->o.db, NULL, "UPDATE webhooks SET last_error = ? WHERE id = ?", "si",
+                        err, k->id);
         if (rc == FEED_RETRY && ++i % h->o.n_sk == 0) {
             nap(k, backoff);
             backoff = backoff < 5000 ? backoff * 2 : 5000;

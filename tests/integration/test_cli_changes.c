@@ -14,7 +14,9 @@
  *            --at TIME, and the dashboard's GET /api/changes as NDJSON);
  *   branch   a branch's feed starts at its branch point (empty);
  *   follow   --follow prints a change committed after it started, also
- *            after the whole cluster was stopped and started again.
+ *            after the whole cluster was stopped and started again with
+ *            the pageserver on a new port, and a schema change that it
+ *            must read from the pageserver at its new address.
  *   SSE      GET /api/changes as Server-Sent Events: the same lines; a
  *            live commit arrives; Last-Event-ID resumes with that commit
  *            again and nothing older.
@@ -372,9 +374,18 @@ static void test_changes(void **state)
               0, "follower start");
     sleep(1);
     ct_expect(ct_arbor("stop"), 0, "stop");
+    /* the pageserver comes back on another port (ports 0 in cluster.json:
+     * the next start picks free ones) */
+    ct_expect(ct_sh("/usr/bin/python3 -c \"import json; p='%s/cluster.json'; d=json.load(open(p)); "
+                    "[c.update(grpc_port=0, http_port=0) for c in d['components'] "
+                    "if c['kind'] == 'pageserver']; json.dump(d, open(p, 'w'))\"", ct.dir),
+              0, "move the pageserver");
     ct_expect(ct_arbor("start"), 0, "start again");
-    ct_expect(ct_arbor("sql main \"INSERT INTO t(id, a) VALUES (12, 'after-restart')\""), 0,
-              "insert after the restart");
+    /* a schema change: the follower must read the new schema from the
+     * pageserver, which moved to a new port too */
+    ct_expect(ct_arbor("sql main \"ALTER TABLE t ADD COLUMN e TEXT\""), 0, "alter after restart");
+    ct_expect(ct_arbor("sql main \"INSERT INTO t(id, a, e) VALUES (12, 'after-restart', "
+                       "'new-col')\""), 0, "insert after the restart");
     seen = false;
     for (int i = 0; i < 150 && !seen; i++) {
         ct_sh("cat %s", rs);
@@ -388,6 +399,7 @@ static void test_changes(void **state)
         fprintf(stderr, "the follower printed: %s\n", ct.out);
     assert_true(seen);
     ct_expect_in(ct.out, "retrying");
+    ct_expect_in(ct.out, "\"e\":\"new-col\"");
     feed_free(&all);
 }
 
