@@ -862,7 +862,11 @@ void ps_rcv_report_persisted(ps_rcv *r)
     pthread_mutex_lock(&r->mu);
     reap_finished_locked(r);
     size_t n = 0;
+    /* todo[k] may be freed once mu is released (a deletion reaps it): only
+     * its retained timeline tls[k] is used without the lock, and todo[k]
+     * only after finding it still in ws */
     watched **todo = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*todo));
+    ps_timeline **tls = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*tls));
     lsn_t *lsns = az_malloc((r->n_ws ? r->n_ws : 1) * sizeof(*lsns));
     for (size_t k = 0; k < r->n_ws; k++) {
         watched *w = r->ws[k];
@@ -871,6 +875,7 @@ void ps_rcv_report_persisted(ps_rcv *r)
         if (lsn > w->reported_lsn) {
             ps_timeline_retain(w->tl);
             todo[n] = w;
+            tls[n] = w->tl;
             lsns[n++] = lsn;
         }
     }
@@ -878,21 +883,23 @@ void ps_rcv_report_persisted(ps_rcv *r)
     bool skip[RCV_MAX_SK] = { false };
     bool *heard = az_calloc(n ? n : 1, sizeof(*heard));
     for (size_t k = 0; k < n; k++)
-        heard[k] = report_one(r, todo[k]->tl, lsns[k], skip);
+        heard[k] = report_one(r, tls[k], lsns[k], skip);
     /* Told again next time unless every safekeeper heard it. An entry
      * removed meanwhile is gone from ws: only live ones are updated. */
     pthread_mutex_lock(&r->mu);
     for (size_t k = 0; k < n; k++) {
         bool found;
-        size_t at = ws_find(r, ps_timeline_id(todo[k]->tl), &found);
-        if (found && r->ws[at] == todo[k] && heard[k] && lsns[k] > todo[k]->reported_lsn)
-            todo[k]->reported_lsn = lsns[k];
+        size_t at = ws_find(r, ps_timeline_id(tls[k]), &found);
+        if (found && r->ws[at] == todo[k] && r->ws[at]->tl == tls[k] && heard[k] &&
+            lsns[k] > r->ws[at]->reported_lsn)
+            r->ws[at]->reported_lsn = lsns[k];
     }
     pthread_mutex_unlock(&r->mu);
     for (size_t k = 0; k < n; k++)
-        ps_timeline_release(todo[k]->tl);
+        ps_timeline_release(tls[k]);
     az_free(heard);
     az_free(lsns);
+    az_free(tls);
     az_free(todo);
 }
 
