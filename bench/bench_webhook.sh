@@ -101,7 +101,9 @@ psql -X -q -h 127.0.0.1 -U arbor -p "$pg" main -c "CREATE TABLE ev(id INTEGER PR
 "$py" "$tmp/recv.py" "$tmp/hook.lat" "$tmp/recv.port" & pids+=($!)
 for _ in $(seq 50); do [ -s "$tmp/recv.port" ] && break; sleep 0.1; done
 "$arbor" webhook add main "http://127.0.0.1:$(cat "$tmp/recv.port")/" > /dev/null
-{ "$arbor" changes main --json --follow | "$py" "$tmp/follow.py" "$tmp/follow.lat"; } 2>/dev/null & pids+=($!)
+mkfifo "$tmp/follow.fifo"   # two processes, two pids: cleanup stops both
+"$py" "$tmp/follow.py" "$tmp/follow.lat" < "$tmp/follow.fifo" & pids+=($!)
+"$arbor" changes main --json --follow > "$tmp/follow.fifo" 2>/dev/null & pids+=($!)
 sleep 1
 
 report() {  # phase total
