@@ -157,20 +157,12 @@ static struct {
 /* Calls fn for every timeline of every tenant. */
 static void for_each_timeline(void (*fn)(ps_timeline *tl, void *arg), void *arg)
 {
-    arbor_id *tenants = NULL;
-    size_t nt = 0;
-    if (ps_repo_list_tenants(g_ps.repo, &tenants, &nt) != 0)
-        return;
-    for (size_t i = 0; i < nt; i++) {
-        ps_timeline **tls;
-        size_t n;
-        if (ps_repo_list_timelines(g_ps.repo, &tenants[i], &tls, &n) != 0)
-            continue;
-        for (size_t k = 0; k < n; k++)
-            fn(tls[k], arg);
-        ps_repo_free_list(tls, n);
-    }
-    free(tenants);
+    ps_timeline **tls;
+    size_t n;
+    ps_repo_list_all(g_ps.repo, &tls, &n);
+    for (size_t k = 0; k < n; k++)
+        fn(tls[k], arg);
+    ps_repo_free_list(tls, n);
 }
 
 static void start_receiver(ps_timeline *tl, void *arg)

@@ -881,22 +881,21 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
     lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
     if (now_ms() < st->next_try_ms) {
         (*pending)++;
-        *lag += dcl > st->remote_consistent_lsn ? dcl - st->remote_consistent_lsn : 0;
-        return;
-    }
-    int rc = st->seeded ? 0 : seed_state(r, st);
-    if (rc == 0) {
-        rc = sync_timeline(r, st, tl);
+    } else {
+        int rc = st->seeded ? 0 : seed_state(r, st);
+        if (rc == 0) {
+            rc = sync_timeline(r, st, tl);
+        }
+        if (rc != 0) {
+            note_failure(r, st, rc);
+            (*pending)++;
+        } else {
+            st->backoff_ms = 0;
+            st->next_try_ms = 0;
+            *pending += st->in_sync ? 0 : 1;
+        }
     }
     *lag += dcl > st->remote_consistent_lsn ? dcl - st->remote_consistent_lsn : 0;
-    if (rc != 0) {
-        note_failure(r, st, rc);
-        (*pending)++;
-    } else {
-        st->backoff_ms = 0;
-        st->next_try_ms = 0;
-        *pending += st->in_sync ? 0 : 1;
-    }
 }
 
 /* Drops states of timelines gone from the repo, deleting their objects. */
@@ -1055,26 +1054,14 @@ static void evict_pass(ps_remote *r)
         return;   /* stats only: every few seconds */
     }
     r->next_usage_ms = now_ms() + 5000;
-    arbor_id *tenants = NULL;
-    size_t nt = 0;
-    if (ps_repo_list_tenants(r->repo, &tenants, &nt) != 0) {
-        az_free(datadir);
-        return;
-    }
-    ps_timeline ***lists = az_calloc(nt + 1, sizeof(*lists));
-    size_t *lens = az_calloc(nt + 1, sizeof(*lens));
+    ps_timeline **tls;   /* the candidates borrow these handles */
+    size_t ntl;
+    ps_repo_list_all(r->repo, &tls, &ntl);
     evict_cand *c = NULL;
     size_t n = 0, cap = 0;
     uint64_t resident = 0, remote_only = 0;
-    for (size_t i = 0; i < nt; i++) {
-        if (ps_repo_list_timelines(r->repo, &tenants[i], &lists[i], &lens[i]) != 0) {
-            lists[i] = NULL;
-            lens[i] = 0;
-            continue;
-        }
-        for (size_t j = 0; j < lens[i]; j++) {
-            collect_layers(r, lists[i][j], &c, &n, &cap, &resident, &remote_only);
-        }
+    for (size_t i = 0; i < ntl; i++) {
+        collect_layers(r, tls[i], &c, &n, &cap, &resident, &remote_only);
     }
     uint64_t need = enforce ? bytes_to_free(resident, budget, pct, datadir) : 0;
     uint64_t freed = 0, evicted = 0;
@@ -1103,15 +1090,8 @@ static void evict_pass(ps_remote *r)
     r->stats.remote_only_bytes = remote_only + freed;
     r->stats.over_budget_bytes = need > freed ? need - freed : 0;
     pthread_mutex_unlock(&r->mu);
-    for (size_t i = 0; i < nt; i++) {
-        if (lists[i]) {
-            ps_repo_free_list(lists[i], lens[i]);
-        }
-    }
-    az_free(lists);
-    az_free(lens);
+    ps_repo_free_list(tls, ntl);
     az_free(c);
-    az_free(tenants);
     az_free(datadir);
 }
 

@@ -554,6 +554,25 @@ int ps_repo_list_timelines(ps_repo *r, const arbor_id *tenant_id,
     return t ? 0 : PS_ENOTFOUND;
 }
 
+int ps_repo_list_all(ps_repo *r, ps_timeline ***out, size_t *n)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t total = 0;
+    for (size_t i = 0; i < r->n_tenants; i++) {
+        total += r->tenants[i].n;
+    }
+    *out = az_malloc((total + 1) * sizeof(ps_timeline *));
+    *n = 0;
+    for (size_t i = 0; i < r->n_tenants; i++) {
+        for (size_t k = 0; k < r->tenants[i].n; k++) {
+            ps_timeline_retain(r->tenants[i].tls[k]);
+            (*out)[(*n)++] = r->tenants[i].tls[k];
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
 void ps_repo_free_list(ps_timeline **list, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

@@ -99,6 +99,9 @@ int ps_repo_find_branch(ps_repo *repo, const arbor_id *tenant_id,
 int ps_repo_list_timelines(ps_repo *repo, const arbor_id *tenant_id,
                            ps_timeline ***out, size_t *n);
 void ps_repo_free_list(ps_timeline **list, size_t n);
+/* Handles on every timeline of every tenant (each tenant's ancestors before
+ * its children). Release with ps_repo_free_list. */
+int ps_repo_list_all(ps_repo *repo, ps_timeline ***out, size_t *n);
 
 /* Deletes a timeline; with children only when with_children (then its
  * whole subtree, leaves first). *deleted (may be NULL): how many.
