@@ -138,7 +138,9 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
         bool stopped = s == FEED_STOPPED || atomic_load(cancel);
         if (s == FEED_DONE && !follow && after < tl.last_record_lsn && tried + 1 < 6)
             s = FEED_RETRY;   /* this safekeeper lags the head: ask another */
-        if (s == FEED_RETRY && !stopped && ++tried < 6)
+        /* err set: the pageserver failed a schema read (another safekeeper
+         * would not help; it may have moved: reread the state at once) */
+        if (s == FEED_RETRY && !stopped && !err[0] && ++tried < 6)
             continue;
         if (s == FEED_RETRY && follow && !stopped) {
             /* a follower outlives safekeepers that restart (a supervisor,
@@ -177,6 +179,9 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
             continue;
         }
         if (s == FEED_ERROR) {
+            cli_err("%s", err);
+            rc = CLI_EFAIL;
+        } else if (s == FEED_RETRY && !stopped && err[0]) {
             cli_err("%s", err);
             rc = CLI_EFAIL;
         } else if (s == FEED_RETRY && !stopped) {
