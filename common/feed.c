@@ -190,9 +190,11 @@ static void emit(feed_reader *r, json_t *o)
     r->since_flush++;
 }
 
-static void flush(feed_reader *r, const feed_cb *cb, bool *pending)
+/* Flushes what is pending; idle: also with nothing pending (the stream is
+ * idle: a tick for the callback). */
+static void flush(feed_reader *r, const feed_cb *cb, bool *pending, bool idle)
 {
-    if (*pending && !r->stop && cb->flush(cb->arg, *r->after) != 0)
+    if ((*pending || (idle && cb->flush)) && !r->stop && cb->flush(cb->arg, *r->after) != 0)
         r->stop = true;
     *pending = false;
     r->since_flush = 0;
@@ -396,7 +398,7 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
          * here: a burst becomes one flush, a lone commit is not held up */
         int n = skc_wal_next(w, pending ? 0 : 500, &recs, &len, &begin, &commit, msg);
         if (n == -ETIMEDOUT) {
-            flush(r, cb, &pending);
+            flush(r, cb, &pending, true);
             continue;
         }
         if (n == 1) {
@@ -440,13 +442,13 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
             az_free(recs);
             pending = rc == FEED_DONE && cb->flush != NULL;
             if (pending && r->since_flush >= FEED_BATCH_CHANGES)
-                flush(r, cb, &pending);
+                flush(r, cb, &pending, false);
         } else {
-            flush(r, cb, &pending);    /* a heartbeat: the stream is idle */
+            flush(r, cb, &pending, true);    /* a heartbeat: the stream is idle */
         }
     }
     if (rc == FEED_DONE || rc == FEED_RETRY)
-        flush(r, cb, &pending);        /* what was passed is whole commits */
+        flush(r, cb, &pending, false); /* what was passed is whole commits */
     skc_wal_close(w);
     if (rc == FEED_ERROR || (rc == FEED_RETRY && r->err[0]))
         snprintf(err, 256, "%s", r->err);

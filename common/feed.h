@@ -55,7 +55,8 @@ typedef struct feed_cb {
      * boundary) has had its changes passed: called when no more WAL is
      * waiting (a burst of commits becomes one flush; a lone commit is not
      * held up), after FEED_BATCH_CHANGES changes, and when the stream
-     * ends. Nonzero stops the stream (FEED_STOPPED). */
+     * ends; and at least every half second while the stream is idle (with
+     * the same after). Nonzero stops the stream (FEED_STOPPED). */
     int (*flush)(void *arg, lsn_t after);
     void *arg;
 } feed_cb;

@@ -590,6 +590,9 @@ static json_t *h_branch_update(req *r)
                                    "sss", name, pid, jstr(row, "id")) != 0) {
         fail_db(r);
     } else {
+        if (name)
+            ctl_db_exec(r->x->db, NULL, "UPDATE webhooks SET branch_name = ? WHERE"
+                        " project_id = ? AND branch_id = ?", "sss", name, pid, jstr(row, "id"));
         res = branch_info(r, row);
     }
     json_decref(row);
@@ -1296,10 +1299,10 @@ static json_t *h_token_delete(req *r)
 /* ---- webhooks of the change feed (ctl_hooks.h) ------------------------------------- */
 
 #define HOOK_SELECT                                                                            \
-    "SELECT w.id, w.project_id, b.name AS branch, w.branch_id, w.url, w.state, w.cursor_lsn," \
-    " w.max_failures, w.failures, w.attempts, w.delivered_batches, w.delivered_changes,"      \
-    " w.last_error, w.last_attempt_at, w.last_success_at, w.created_at FROM webhooks w"       \
-    " LEFT JOIN branches b ON b.project_id = w.project_id AND b.id = w.branch_id"
+    "SELECT w.id, w.project_id, w.branch_name AS branch, w.branch_id, w.url, w.state,"      \
+    " w.cursor_lsn, w.max_failures, w.failures, w.attempts, w.delivered_batches,"             \
+    " w.delivered_changes, w.last_error, w.last_attempt_at, w.last_success_at, w.created_at"  \
+    " FROM webhooks w"
 
 #define HOOK_MAX_FAILURES_DEFAULT 10
 
@@ -1425,9 +1428,10 @@ static json_t *h_hook_create(req *r)
         memcpy(secret, "whsec", 5);
         int64_t id = 0;
         if (ctl_db_begin(r->x->db) != 0 ||
-            ctl_db_exec(r->x->db, NULL, "INSERT INTO webhooks(project_id, branch_id, url, secret,"
-                        " cursor_lsn, max_failures, created_at) VALUES(?,?,?,?,?,?,?)", "sssssid",
-                        pid, jstr(b, "id"), url, secret, cursor, maxf, now_s()) != 0 ||
+            ctl_db_exec(r->x->db, NULL, "INSERT INTO webhooks(project_id, branch_id, branch_name,"
+                        " url, secret, cursor_lsn, max_failures, created_at)"
+                        " VALUES(?,?,?,?,?,?,?,?)", "ssssssid", pid, jstr(b, "id"),
+                        jstr(b, "name"), url, secret, cursor, maxf, now_s()) != 0 ||
             ctl_db_query_one(r->x->db, &row, "SELECT last_insert_rowid() AS id", NULL) != 0) {
             ctl_db_rollback(r->x->db);
             fail_db(r);

@@ -46,7 +46,8 @@ static const char *const migrations[] = {
     /* 3: webhooks of the change feed (ctl_hooks.c). cursor_lsn NULL: from
      * the start of the branch's timeline (a new one after reset/restore). */
     "CREATE TABLE webhooks(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL,"
-    "  branch_id TEXT NOT NULL, url TEXT NOT NULL, secret TEXT NOT NULL,"
+    "  branch_id TEXT NOT NULL, branch_name TEXT NOT NULL, url TEXT NOT NULL,"
+    "  secret TEXT NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'active'"
     "    CHECK(state IN ('active','paused','dead_letter')),"
     "  cursor_lsn TEXT, max_failures INTEGER NOT NULL, failures INTEGER NOT NULL DEFAULT 0,"

@@ -23,7 +23,8 @@
  *             s / 3600), compute_seconds, queries, rows_read, rows_written,
  *             bytes_written)                      PRIMARY KEY(endpoint_id, hour)
  *   v2  sql_tokens(id, project_id, name, prefix, hash, created_at, last_used_at)
- *   v3  webhooks(id, project_id, branch_id = timeline id hex, url, secret (HMAC
+ *   v3  webhooks(id, project_id, branch_id = timeline id hex, branch_name (the
+ *                webhook follows the name: ctl_hooks.h), url, secret (HMAC
  *                key of the signature), state active|paused|dead_letter,
  *                cursor_lsn (last commit delivered; NULL = from the
  *                timeline's start), max_failures, failures (in a row),

@@ -50,10 +50,14 @@ typedef struct hook {
     lsn_t cursor;              /* delivered up to here (commit LSN) */
     lsn_t persisted;           /* what the row says */
     double persisted_at;
+    double name_checked_at;    /* follow_name, every NAME_CHECK_S */
     json_t *batch;             /* changes not yet delivered */
     int64_t oldest_ts_us;      /* commit time of the batch's first change */
     bool dead;
+    bool reload;               /* the row changed under the worker (follow_name) */
 } hook;
+
+#define NAME_CHECK_S 5.0
 
 static double now_s(void)
 {
@@ -93,9 +97,8 @@ static int load(hook *k)
 {
     json_t *row;
     int rc = ctl_db_query_one(k->h->o.db, &row,
-                              "SELECT w.*, b.name AS branch FROM webhooks w LEFT JOIN branches b"
-                              " ON b.project_id = w.project_id AND b.id = w.branch_id"
-                              " WHERE w.id = ? AND w.state = 'active'", "i", k->id);
+                              "SELECT *, branch_name AS branch FROM webhooks"
+                              " WHERE id = ? AND state = 'active'", "i", k->id);
     if (rc != 0)
         return rc;
     const char *s;
@@ -173,6 +176,59 @@ static int post(hook *k, lsn_t upto, char err[256])
     return rc;
 }
 
+/* A webhook follows its branch's name: a reset or restore made outside the
+ * API (the CLI's local commands) gives the name a new timeline, a rename
+ * gives the timeline a new name. 0: nothing changed; 1: the row changed
+ * (another timeline, from its start; or the new name): reload; -1: the
+ * branch is gone (dead_letter). Costs one TimelineInfo call, and a
+ * ListTimelines only when the name no longer matches. */
+static int follow_name(hook *k)
+{
+    arbor_id tenant, timeline;
+    psc_timeline tl;
+    psc_err e;
+    k->name_checked_at = now_s();
+    if (id_parse(k->project, &tenant) != 0 || id_parse(k->branch_id, &timeline) != 0)
+        return 0;
+    int rc = psc_timeline_info(k->h->o.ps, &tenant, &timeline, &tl, &e);
+    if (rc == 0 && strcmp(tl.name, k->branch) == 0)
+        return 0;
+    if (rc != 0 && rc != -ENOENT)
+        return 0;                   /* the pageserver is away: later */
+    bool alive = rc == 0;
+    psc_timeline *all = NULL;
+    size_t n = 0;
+    if (psc_list_timelines(k->h->o.ps, &tenant, &all, &n, &e) != 0)
+        return 0;
+    int out = 0;
+    char id[ID_STR_SIZE];
+    for (size_t i = 0; i < n && out == 0; i++) {
+        if (strcmp(all[i].name, k->branch) != 0)
+            continue;
+        id_format(&all[i].id, id);
+        log_info("webhook %lld: branch '%s' is timeline %s now (reset or restore): "
+                 "following it from its start", (long long)k->id, k->branch, id);
+        ctl_db_exec(k->h->o.db, NULL, "UPDATE webhooks SET branch_id = ?, cursor_lsn = NULL"
+                    " WHERE id = ?", "si", id, k->id);
+        out = 1;
+    }
+    if (out == 0 && alive) {
+        log_info("webhook %lld: branch '%s' is named '%s' now", (long long)k->id, k->branch,
+                 tl.name);
+        ctl_db_exec(k->h->o.db, NULL, "UPDATE webhooks SET branch_name = ? WHERE id = ?", "si",
+                    tl.name, k->id);
+        out = 1;
+    } else if (out == 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "branch '%s' was deleted", k->branch);
+        k->failures = k->max_failures - 1;
+        note_failure(k, msg);
+        out = -1;
+    }
+    az_free(all);
+    return out;
+}
+
 static int on_change(void *arg, json_t *change)
 {
     hook *k = arg;
@@ -188,6 +244,10 @@ static int on_flush(void *arg, lsn_t after)
 {
     hook *k = arg;
     size_t n = json_array_size(k->batch);
+    if (n == 0 && now_s() - k->name_checked_at > NAME_CHECK_S && follow_name(k) != 0) {
+        k->reload = true;           /* another timeline or name: reload the row */
+        return 1;
+    }
     if (n == 0) {
         /* commits without captured changes: the cursor moves, saved now and
          * then (losing it costs a rescan of empty commits, no delivery) */
@@ -241,6 +301,8 @@ static void run(hook *k)
         note_failure(k, "bad project or branch id in the webhook's row");
         return;
     }
+    if (follow_name(k) != 0)
+        return;                     /* reload the row (or dead_letter) */
     if (k->persisted == (lsn_t)-1) {
         /* from the start of the branch's (new) timeline */
         psc_timeline tl;
@@ -257,7 +319,8 @@ static void run(hook *k)
     feed_reader *fr = feed_reader_new(h->o.ps, &tenant, &timeline, k->branch);
     feed_cb cb = { .change = on_change, .flush = on_flush, .arg = k };
     int i = 0, backoff = 200;
-    while (!stopping(k) && !k->dead && h->o.n_sk > 0) {
+    k->reload = false;
+    while (!stopping(k) && !k->dead && !k->reload && h->o.n_sk > 0) {
         char err[256] = "";
         lsn_t after = k->cursor;    /* an undelivered batch is read again */
         json_array_clear(k->batch);
@@ -272,6 +335,8 @@ static void run(hook *k)
             ctl_db_exec(h->o.db, NULL, "UPDATE webhooks SET last_error = ? WHERE id = ?", "si",
                         err, k->id);
         if (rc == FEED_RETRY && ++i % h->o.n_sk == 0) {
+            if (follow_name(k) != 0)
+                break;              /* the timeline went: reload */
             nap(k, backoff);
             backoff = backoff < 5000 ? backoff * 2 : 5000;
         } else if (rc != FEED_RETRY) {

@@ -16,7 +16,9 @@
  *              after the receiver recovers delivers everything, in order;
  *   head       --from head (the default) delivers only later commits;
  *   branch     --from start on a branch delivers from its branch point:
- *              its own change, none of its parent's history;
+ *              its own change, none of its parent's history; the webhook
+ *              follows the branch's name through a local `branch reset`
+ *              (a new timeline) and `branch rename`;
  *   remove     a removed webhook sends nothing more; bad input (unknown
  *              branch, a URL that is not http(s), an unknown id) is a
  *              clear error.
@@ -377,6 +379,36 @@ static void test_webhooks(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(c, "old"), "v")),
                         "two");
     json_decref(got);
+    /* the webhook follows the name: a local reset (the CLI, not the API)
+     * gives dev a new timeline, from main's head; then a local rename */
+    ct_expect(ct_arbor("branch reset dev --force"), 0, "reset dev");
+    ct_expect(ct_arbor("sql dev \"INSERT INTO t VALUES (7, 'after reset', NULL, 7)\""), 0,
+              "dev write after reset");
+    got = wait_delivered(dev, 2);
+    assert_int_equal(json_array_size(got), 2);
+    c = json_array_get(got, 1);
+    assert_string_equal(json_string_value(json_object_get(c, "op")), "insert");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "new"), "v")),
+                        "after reset");
+    json_decref(got);
+    ct_expect(ct_arbor("endpoint stop dev"), 0, "endpoint stop dev");
+    ct_expect(ct_arbor("branch rename dev dev2"), 0, "rename dev");
+    ct_expect(ct_arbor("endpoint start dev2"), 0, "endpoint dev2");
+    ct_expect(ct_arbor("sql dev2 \"DELETE FROM t WHERE id = 7\""), 0, "dev2 write");
+    got = wait_delivered(dev, 3);
+    assert_int_equal(json_array_size(got), 3);
+    c = json_array_get(got, 2);
+    assert_string_equal(json_string_value(json_object_get(c, "op")), "delete");
+    json_decref(got);
+    for (int i = 0; i < 100; i++) {      /* the new name shows (checked every 5 s) */
+        json_t *r = hook_row(dev);
+        bool renamed = strcmp(json_string_value(json_object_get(r, "branch")), "dev2") == 0;
+        json_decref(r);
+        if (renamed)
+            break;
+        assert_true(i < 99);
+        usleep(100 * 1000);
+    }
 
     /* remove: nothing more */
     ct_expect(ct_arbor("webhook remove %s", head), 0, "remove");
