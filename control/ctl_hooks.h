@@ -24,8 +24,11 @@
  *     the first undelivered commit; resume sends from there);
  *   - at least once, in order per branch: a crash between an answer and
  *     the cursor's update sends that batch again, never a later one first.
- *   - a reset/restore gives the branch a new timeline: its webhooks start
- *     again at the new timeline's start (cursor NULL).
+ *   - a webhook follows its branch's name: a reset/restore gives the name a
+ *     new timeline, and its webhooks start again at the new timeline's
+ *     start (cursor NULL); through the API at once, done locally by the CLI
+ *     within 5 s (follow_name); a rename is followed; a deleted branch is a
+ *     dead letter.
  *
  * Threads: one worker per active webhook; ctl_hooks_sync is thread-safe
  * (API handlers call it after every change of the table).
