@@ -137,8 +137,9 @@ static void note_failure(hook *k, const char *what)
         log_warn("webhook %lld (branch '%s'): %d failures in a row, last: %s; dead_letter "
                  "(resume it to send again after %s)", (long long)k->id, k->branch,
                  k->failures, what, lsn_format(k->cursor, l));
-        ctl_db_exec(k->h->o.db, NULL, "UPDATE webhooks SET state = 'dead_letter' WHERE id = ?",
-                    "i", k->id);
+        /* not over a pause or deletion the API made meanwhile */
+        ctl_db_exec(k->h->o.db, NULL, "UPDATE webhooks SET state = 'dead_letter' WHERE id = ?"
+                    " AND state = 'active'", "i", k->id);
         if (k->h->dead)
             met_counter_inc(k->h->dead);
         k->dead = true;
@@ -301,8 +302,10 @@ static void run(hook *k)
         note_failure(k, "bad project or branch id in the webhook's row");
         return;
     }
-    if (follow_name(k) != 0)
+    if (follow_name(k) != 0) {
+        nap(k, 100);                /* (a row that cannot be updated: no spin) */
         return;                     /* reload the row (or dead_letter) */
+    }
     if (k->persisted == (lsn_t)-1) {
         /* from the start of the branch's (new) timeline */
         psc_timeline tl;
