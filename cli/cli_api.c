@@ -466,8 +466,12 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms)
                 json_object_update_missing(e, u);
         }
     }
-    json_t *out = json_pack("{s:o,s:O,s:O}", "status", st, "endpoints", list, "branches",
-                            json_object_get(use, "branches"));
+    snprintf(path, sizeof(path), "/v1/projects/%s/webhooks", a.project);
+    json_t *hooks = quiet_get(&a, path, true, timeout_ms);
+    json_t *out = json_pack("{s:o,s:O,s:O,s:O}", "status", st, "endpoints", list, "branches",
+                            json_object_get(use, "branches"), "webhooks",
+                            hooks ? json_object_get(hooks, "webhooks") : json_null());
+    json_decref(hooks);
     json_decref(eps);
     json_decref(use);
     return out;

@@ -371,6 +371,32 @@ function renderControl(data) {
   body.replaceChildren(...rows);
 }
 
+// ---- webhooks of the change feed (arbor-control's API) -------------------------------
+
+function renderWebhooks(data) {
+  const c = data.control;
+  const body = $('#webhooks tbody');
+  const summary = $('#webhooks-summary');
+  const list = (c && c.webhooks) || [];
+  const dead = list.filter((w) => w.state === 'dead_letter').length;
+  summary.textContent = c ? `— ${list.length} webhooks` + (dead ? `, ${dead} dead letter` : '')
+                          : '(arbor-control not reachable)';
+  const when = (t) => (t ? new Date(t * 1000).toISOString().replace('T', ' ').slice(0, 19) : '—');
+  const rows = list.map((w) => h('tr', { 'data-webhook': String(w.id) },
+    h('td', {}, String(w.id)), h('td', {}, w.branch || '—'),
+    h('td', { class: w.state === 'active' ? '' : 'down' }, w.state),
+    h('td', {}, w.cursor_lsn || '—'), h('td', {}, count(w.delivered_changes)),
+    h('td', { class: w.failures ? 'down' : '' }, String(w.failures)),
+    h('td', {}, when(w.last_success_at)),
+    h('td', {}, w.state === 'dead_letter' && w.last_error
+      ? `${w.url} — ${w.last_error} (arbor webhook resume ${w.id})` : w.url)));
+  if (!rows.length) {
+    rows.push(h('tr', { class: 'empty' },
+      h('td', { colspan: 8 }, 'no webhooks (arbor webhook add BRANCH URL)')));
+  }
+  body.replaceChildren(...rows);
+}
+
 // ---- arbor-proxy (its /metrics, both doors) -----------------------------------------
 
 function renderProxy(data) {
@@ -423,6 +449,7 @@ async function refresh() {
     renderCharts(hist);
     renderUsage(data);
     renderControl(data);
+    renderWebhooks(data);
     renderProxy(data);
     document.body.dataset.ready = 'yes';
   } catch (e) {

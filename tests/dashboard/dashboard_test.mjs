@@ -239,6 +239,18 @@ async function main() {
       return { ok: !!s && /active, wakes \d+/.test(s.textContent), text: s ? s.textContent : '' };
     }, null, 10000, 'the serverless section');
     expect(ctl.ok, `serverless endpoints: ${ctl.text}`);
+    // Webhooks (arbor-control's API): one added now shows as a row.
+    if (hasCommand(['webhook', 'list'])) {
+      arbor(['webhook', 'add', 'main', 'http://127.0.0.1:9/dashboard-test']);
+      const wh = await pollDom(() => {
+        const s = document.querySelector('#webhooks-summary');
+        const row = document.querySelector('#webhooks tr[data-webhook]');
+        const cells = row ? [...row.cells].map((c) => c.textContent) : [];
+        return { ok: !!s && /\d+ webhooks/.test(s.textContent) && cells[1] === 'main' &&
+                     /dashboard-test/.test(cells[7] || ''), text: cells.join(' | ') };
+      }, null, 10000, 'the webhooks section');
+      expect(wh.ok, `webhooks: ${wh.text}`);
+    }
     // arbor-proxy's section (its /metrics): both doors' rows.
     const px = await pollDom(() => {
       const s = document.querySelector('#proxy-summary');
