@@ -18,6 +18,7 @@
 
 #include "alloc.h"
 #include "ctl_auth.h"
+#include "feed.h"
 #include "ids.h"
 #include "log.h"
 #include "lsn.h"
@@ -1527,6 +1528,120 @@ static json_t *h_hook_delete(req *r)
     return json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1);
 }
 
+/* ---- the change feed, paged (GET .../branches/{branch}/changes) ----------------------- */
+
+static int query_time(req *r, const char *key, double def, double *out);
+
+#define CHANGES_LIMIT_DEFAULT 1000
+#define CHANGES_LIMIT_MAX 10000
+
+typedef struct page_ctx {
+    json_t *changes;
+    size_t limit;
+    char last_lsn[LSN_STRLEN];
+    bool full;                  /* stopped at a commit boundary after limit */
+} page_ctx;
+
+/* Collects changes; past the limit, stops before the next commit's first
+ * change, so the page ends at a commit boundary (the cursor). */
+static int page_change(void *arg, json_t *change)
+{
+    page_ctx *p = arg;
+    const char *lsn = json_string_value(json_object_get(change, "lsn"));
+    if (json_array_size(p->changes) >= p->limit && lsn && strcmp(lsn, p->last_lsn) != 0) {
+        p->full = true;
+        return 1;
+    }
+    snprintf(p->last_lsn, sizeof(p->last_lsn), "%s", lsn ? lsn : "");
+    json_array_append(p->changes, change);
+    return 0;
+}
+
+static json_t *h_branch_changes(req *r)
+{
+    const char *pid = param(r, "project_id");
+    const char *from = http_request_query(r->h, "from"), *lim = http_request_query(r->h, "limit");
+    double at_s = 0;
+    json_t *b = load_branch(r, pid, param(r, "branch")), *res = NULL;
+    if (!b || query_time(r, "at", 0, &at_s) != 0)
+        goto done;
+    long long limit = CHANGES_LIMIT_DEFAULT;
+    if (lim) {
+        char *end;
+        limit = strtoll(lim, &end, 10);
+        if (*end || end == lim || limit < 1 || limit > CHANGES_LIMIT_MAX) {
+            fail(r, 422, "UNPROCESSABLE", "query 'limit': 1..%d", CHANGES_LIMIT_MAX);
+            goto done;
+        }
+    }
+    if (from && at_s > 0) {
+        fail(r, 400, "BAD_REQUEST", "give 'from' or 'at', not both");
+        goto done;
+    }
+    arbor_id t, tl;
+    psc_timeline info;
+    psc_err e;
+    tenant_of(r, &t);
+    id_parse(jstr(b, "id"), &tl);
+    int rc = psc_timeline_info(r->x->ps, &t, &tl, &info, &e);
+    if (rc != 0) {
+        fail_ps(r, rc, "reading the branch", e.msg);
+        goto done;
+    }
+    lsn_t after = info.start_lsn;    /* a branch's feed starts at its branch point */
+    char a[LSN_STRLEN], s2[LSN_STRLEN];
+    if (from) {
+        if (lsn_parse(from, &after) != 0) {
+            fail(r, 422, "UNPROCESSABLE", "query 'from': an LSN \"X/Y\" (a cursor)");
+            goto done;
+        }
+        if (after < info.start_lsn) {
+            fail(r, 422, "UNPROCESSABLE", "query 'from': %s is before branch '%s' starts (%s)",
+                 from, jstr(b, "name"), lsn_format(info.start_lsn, a));
+            goto done;
+        }
+    } else if (at_s > 0) {
+        psc_lsn_kind kind;
+        wait_ingested(r, &t, &tl);
+        rc = psc_lsn_by_timestamp(r->x->ps, &t, &tl, (int64_t)(at_s * 1e6), &after, &kind, &e);
+        if (rc != 0) {
+            fail_ps(r, rc, "finding the LSN of that time", e.msg);
+            goto done;
+        }
+        if (kind == PSC_LSN_PAST || after < info.start_lsn)
+            after = info.start_lsn;
+    }
+    lsn_t start = after;
+    page_ctx pg = { .changes = json_array(), .limit = (size_t)limit };
+    feed_cb cb = { .change = page_change, .arg = &pg };
+    feed_reader *fr = feed_reader_new(r->x->ps, &t, &tl, jstr(b, "name"));
+    char err[256] = "";
+    int s = FEED_RETRY;
+    /* up to the head the pageserver knows: a safekeeper that lags it (or
+     * is down) is passed over */
+    for (int i = 0; i < r->x->n_sk && (s == FEED_RETRY || (s == FEED_DONE &&
+                                                          after < info.last_record_lsn)); i++)
+        s = feed_stream(fr, r->x->sk[i], &after, false, NULL, &cb, err);
+    feed_reader_free(fr);
+    if (s == FEED_ERROR) {
+        fail(r, 422, "UNPROCESSABLE", "%s", err);
+        json_decref(pg.changes);
+    } else if (s == FEED_RETRY) {
+        fail(r, 503, "UNAVAILABLE", "no safekeeper could stream branch '%s'%s%s",
+             jstr(b, "name"), err[0] ? ": " : "", err);
+        json_decref(pg.changes);
+    } else {
+        char hd[LSN_STRLEN];
+        res = json_pack("{s:s,s:s,s:s,s:o,s:b,s:s}", "branch", jstr(b, "name"), "from",
+                        lsn_format(start, a), "cursor", lsn_format(after, s2), "changes",
+                        pg.changes, "more", pg.full, "head",
+                        lsn_format(info.last_record_lsn, hd));
+    }
+done:
+    json_decref(b);
+    return res;
+}
+
 /* ---- usage ------------------------------------------------------------------------- */
 
 static int query_time(req *r, const char *key, double def, double *out)
@@ -1755,6 +1870,7 @@ static const route routes[] = {
     { "PATCH", "/v1/projects/{project_id}/branches/{branch}", h_branch_update },
     { "DELETE", "/v1/projects/{project_id}/branches/{branch}", h_branch_delete },
     { "POST", "/v1/projects/{project_id}/branches/{branch}/reset", h_branch_reset },
+    { "GET", "/v1/projects/{project_id}/branches/{branch}/changes", h_branch_changes },
     { "POST", "/v1/projects/{project_id}/branches/{branch}/restore", h_branch_restore },
     { "GET", "/v1/projects/{project_id}/endpoints", h_endpoints_list },
     { "POST", "/v1/projects/{project_id}/endpoints", h_endpoint_create },

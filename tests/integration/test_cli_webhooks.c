@@ -19,6 +19,9 @@
  *              its own change, none of its parent's history; the webhook
  *              follows the branch's name through a local `branch reset`
  *              (a new timeline) and `branch rename`;
+ *   API        GET .../branches/main/changes, 2 changes a page, each page
+ *              from the last one's cursor: the same feed, each change
+ *              once; bad cursors, limits, branches and keys are errors;
  *   remove     a removed webhook sends nothing more; bad input (unknown
  *              branch, a URL that is not http(s), an unknown id) is a
  *              clear error.
@@ -237,6 +240,56 @@ static void hook_add(const char *args, char id[32])
     json_decref(o);
 }
 
+/* HTTP status of GET /v1/projects/<project>/branches/<rest> (key NULL: the
+ * cluster's API key). */
+static int api_status(const char *rest, const char *key)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    ct_expect(ct_sh("curl -s -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer %s' "
+                    "'%s/v1/projects/%s/branches/%s'",
+                    key ? key : json_string_value(json_object_get(api, "key")),
+                    json_string_value(json_object_get(api, "url")),
+                    json_string_value(json_object_get(api, "project_id")), rest), 0, "curl");
+    json_decref(api);
+    return atoi(ct.out);
+}
+
+/* The feed through arbor-control's API, page by page (limit per page),
+ * following the cursor: every change, each once. */
+static json_t *api_feed(int limit, int *pages)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    json_t *all = json_array();
+    char cursor[64] = "";
+    *pages = 0;
+    for (bool more = true; more;) {
+        assert_true(++*pages < 1000);
+        ct_expect(ct_sh("curl -sf -H 'Authorization: Bearer %s' "
+                        "'%s/v1/projects/%s/branches/main/changes?limit=%d%s%s'",
+                        json_string_value(json_object_get(api, "key")),
+                        json_string_value(json_object_get(api, "url")),
+                        json_string_value(json_object_get(api, "project_id")), limit,
+                        cursor[0] ? "&from=" : "", cursor), 0, "GET changes");
+        json_t *page = ct_parse_out();
+        json_t *ch = json_object_get(page, "changes");
+        more = json_is_true(json_object_get(page, "more"));
+        /* a full page ends at a commit boundary: its commits are whole */
+        if (more)
+            assert_true(json_array_size(ch) >= (size_t)limit);
+        json_array_extend(all, ch);
+        snprintf(cursor, sizeof(cursor), "%s", json_string_value(json_object_get(page, "cursor")));
+        json_decref(page);
+    }
+    json_decref(api);
+    return all;
+}
+
 static const char g_script[] =
     "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB, r REAL);\n"
     "INSERT INTO t VALUES(1, 'one', x'00ff', 1.5);\n"
@@ -299,6 +352,19 @@ static void test_webhooks(void **state)
                 json_integer_value(json_object_get(row, "delivered_batches")) + 3);
     json_decref(row);
     json_decref(got);
+
+    /* the same feed through the API, 2 changes per page, resumed from each
+     * page's cursor */
+    int pages = 0;
+    got = api_feed(2, &pages);
+    same_changes(want, got);
+    assert_true(pages >= 3);   /* 8 changes in 6 commits, pages end at commits */
+    json_decref(got);
+    assert_int_equal(api_status("main/changes?from=0/1", NULL), 422);
+    assert_int_equal(api_status("main/changes?from=nonsense", NULL), 422);
+    assert_int_equal(api_status("main/changes?limit=0", NULL), 422);
+    assert_int_equal(api_status("nosuch/changes", NULL), 404);
+    assert_int_equal(api_status("main/changes", "wrong-key"), 401);
 
     /* restart: kill -9 of arbor-control, commits meanwhile, start again */
     long cpid = ct_component_int("control", "pid");

@@ -589,6 +589,15 @@ static void test_webhooks_api(void **state)
     json_decref(w);
     expect(404, "GET", pp("/webhooks/999999"), NULL);
     expect(404, "GET", pp("/webhooks/abc"), NULL);
+    /* the feed, paged: a branch nobody wrote to has none */
+    assert_int_equal(api("GET", pp("/branches/hooked/changes?limit=5"), NULL, &w), 200);
+    check_schema("ChangesPage", w);
+    assert_int_equal(json_array_size(json_object_get(w, "changes")), 0);
+    assert_false(json_is_true(json_object_get(w, "more")));
+    json_decref(w);
+    expect(422, "GET", pp("/branches/hooked/changes?limit=100000"), NULL);
+    expect(400, "GET", pp("/branches/hooked/changes?from=0/1000000&at=5"), NULL);
+    expect(404, "GET", pp("/branches/nope/changes"), NULL);
     /* deleting the branch deletes its webhooks */
     expect(200, "DELETE", pp("/branches/hooked"), NULL);
     expect(404, "GET", pp("%s", one), NULL);
