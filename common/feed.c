@@ -388,6 +388,7 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
         return FEED_RETRY;
     int rc = FEED_DONE;
     bool pending = false;   /* commits passed, not flushed yet */
+    int silent = 0;         /* 500 ms waits in a row without a message */
     r->since_flush = 0;
     while (rc == FEED_DONE && !cancelled(r, cancel)) {
         uint8_t *recs = NULL;
@@ -399,8 +400,15 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
         int n = skc_wal_next(w, pending ? 0 : 500, &recs, &len, &begin, &commit, msg);
         if (n == -ETIMEDOUT) {
             flush(r, cb, &pending, true);
+            /* up to the head, a safekeeper answers at once: one silent for
+             * 10 s is stuck (a follower gets heartbeats: no limit) */
+            if (!follow && !pending && ++silent >= 20) {
+                rc = FEED_RETRY;      /* (err stays empty: ask another one) */
+                break;
+            }
             continue;
         }
+        silent = 0;
         if (n == 1) {
             /* the end: the head (not follow), or a safekeeper that shut
              * down and closed a follow stream cleanly: go on elsewhere */

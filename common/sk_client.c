@@ -147,11 +147,13 @@ int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t
     req.follow = follow;
     rpc_stream *s = NULL;
     /* a follower's stream lives until cancelled; a safekeeper that is down
-     * must fail it at once, not leave it waiting for the peer all that time
-     * (a dashboard's feed could then never stop) */
+     * must fail either kind at once, not leave it waiting for the peer (a
+     * dashboard's feed could never stop; `arbor changes` hung for the whole
+     * deadline when the first safekeeper it asked was dead): the reader
+     * goes on to another one */
     int rc = rpc_stream_open_ex(c->ch, "/arbor.Safekeeper/StreamWal",
                                 follow ? (int64_t)365 * 24 * 3600 * 1000 : 600000,
-                                follow ? RPC_STREAM_FAIL_FAST : 0, &s);
+                                RPC_STREAM_FAIL_FAST, &s);
     if (rc == 0)
         rc = rpc_stream_send_msg(s, &req.base);
     if (rc == 0)

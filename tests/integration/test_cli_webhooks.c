@@ -11,6 +11,8 @@
  *   restart    kill -9 of arbor-control, commits while it is down, `arbor
  *              start`: delivery resumes from the stored cursor: nothing
  *              lost, and a batch repeated only whole (at least once);
+ *   kill -9    of the compute after a commit and of a safekeeper before the
+ *              next: the feed and the webhook have both, once, in order;
  *   dead       a receiver that always fails: after --max-failures calls the
  *              webhook is dead_letter with the error; `webhook resume`
  *              after the receiver recovers delivers everything, in order;
@@ -382,6 +384,30 @@ static void test_webhooks(void **state)
      * batch that was in flight */
     json_decref(delivered(id, false, &dups));
     assert_true(dups <= 1);
+
+    /* kill -9 of the compute after a commit, and of a safekeeper before
+     * the next: the feed and the webhook have both commits, once, in order */
+    psql("INSERT INTO t VALUES (30, 'before compute kill', NULL, 30);\n");
+    long mpid = ct_component_int("main", "pid"), skpid = 0;
+    assert_true(mpid > 0);
+    kill((pid_t)mpid, SIGKILL);
+    ct_expect(ct_arbor("start"), 0, "start after the compute's kill");
+    skpid = ct_component_int("sk1", "pid");
+    assert_true(skpid > 0);
+    kill((pid_t)skpid, SIGKILL);
+    psql("INSERT INTO t VALUES (31, 'after safekeeper kill', NULL, 31);\n");
+    json_decref(want);
+    want = feed(NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(
+                            json_array_get(want, json_array_size(want) - 1), "new"), "v")),
+                        "after safekeeper kill");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(
+                            json_array_get(want, json_array_size(want) - 2), "new"), "v")),
+                        "before compute kill");
+    got = wait_delivered(id, json_array_size(want));
+    same_changes(want, got);
+    json_decref(got);
+    ct_expect(ct_arbor("start"), 0, "start after the safekeeper's kill");
 
     /* dead: a receiver that fails; resume once it is back */
     ct_expect(ct_sh("touch %s/down", g_recv), 0, "down");
