@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_api.h"
+#include "cli_apicmd.h"
 #include "cli_cluster.h"
 #include "cli_fmt.h"
 #include "cli_ps.h"
@@ -202,12 +204,78 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
     return rc;
 }
 
+/* With --api / $ARBOR_API: the feed through arbor-control's API, a page
+ * at a time (GET .../branches/B/changes), following each page's cursor;
+ * --follow asks again every 0.5 s at the head. */
+static int changes_api(cli_ctx *ctx, const cli_changes_args *args)
+{
+    cli_api a;
+    char first[96] = "";
+    if (args->from && args->at) {
+        cli_err("give --from or --at, not both");
+        return CLI_EUSAGE;
+    }
+    if (args->from) {
+        lsn_t l;
+        if (lsn_parse(args->from, &l) != 0) {
+            cli_err("--from: bad LSN '%s' (X/Y as the feed prints)", args->from);
+            return CLI_EUSAGE;
+        }
+        snprintf(first, sizeof(first), "&from=%s", args->from);
+    } else if (args->at) {
+        cli_point pt;
+        if (cli_parse_point(args->at, "--at", &pt) != 0)
+            return CLI_EUSAGE;
+        if (pt.is_lsn) {
+            char l[LSN_STRLEN];
+            snprintf(first, sizeof(first), "&from=%s", lsn_format(pt.lsn, l));
+        } else {
+            snprintf(first, sizeof(first), "&at=%.6f", (double)pt.time_us / 1e6);
+        }
+    }
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EFAIL;
+    if (args->follow) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+    }
+    out_ctx ox = { .json = args->json, .out = args->out };
+    char path[700], cursor[LSN_STRLEN] = "";
+    int rc = 0;
+    while (rc == 0 && !atomic_load(&g_stop) && !ox.failed) {
+        json_t *page = NULL;
+        snprintf(path, sizeof(path), "@/branches/%s/changes?limit=1000%s%s", args->branch,
+                 cursor[0] ? "&from=" : first, cursor);
+        int c = cli_api_call(&a, "GET", path, NULL, &page);
+        if (c == CLI_ENOTFOUND)
+            cli_err("no branch '%s' in project %s", args->branch, a.project);
+        if (c != 0) {
+            rc = CLI_EFAIL;
+            break;
+        }
+        size_t i;
+        json_t *ch;
+        json_array_foreach(json_object_get(page, "changes"), i, ch)
+            if (emit(&ox, ch) != 0)
+                break;
+        snprintf(cursor, sizeof(cursor), "%s",
+                 json_string_value(json_object_get(page, "cursor")));
+        bool more = json_is_true(json_object_get(page, "more"));
+        json_decref(page);
+        if (!more && !args->follow)
+            break;
+        for (int t = 0; !more && t < 5 && !atomic_load(&g_stop); t++)
+            usleep(100 * 1000);
+    }
+    return rc;
+}
+
 int cli_cmd_changes(cli_ctx *ctx)
 {
     cli_changes_args a = { .branch = ctx->pos[0], .from = cli_opt_value(ctx, "from"),
                            .at = cli_opt_value(ctx, "at"),
                            .follow = cli_opt_flag(ctx, "follow"), .json = ctx->json,
                            .out = stdout };
-    int rc = cli_changes_run(ctx->dir, &a);
+    int rc = cli_api_remote(ctx) ? changes_api(ctx, &a) : cli_changes_run(ctx->dir, &a);
     return rc == 0 ? CLI_EXIT_OK : rc == CLI_EUSAGE ? CLI_EXIT_USAGE : CLI_EXIT_ERROR;
 }

@@ -177,7 +177,9 @@ static const cli_command g_commands[] = {
       "branch point (or --from/--at), up to its head, then, with --follow, as they\n"
       "commit. Read from the safekeepers' WAL (the compute records each transaction's\n"
       "changes there; feed=0 turns that off). Tables with a PRIMARY KEY only. --json:\n"
-      "one object per row: lsn, commit_ts, table, op, key, old, new (see cli/README.md).",
+      "one object per row: lsn, commit_ts, table, op, key, old, new (see cli/README.md).\n"
+      "With --api URL (or $ARBOR_API, and $ARBOR_API_KEY): through arbor-control's API,\n"
+      "a page at a time, no local cluster needed.",
       g_changes_opts, 1, 1, cli_cmd_changes },
     { "branch", "delete", "NAME", "delete a branch (refused while it has children)",
       "Refused while an endpoint runs on it; --force stops them (and deletes the\n"

@@ -362,6 +362,27 @@ static void test_webhooks(void **state)
     same_changes(want, got);
     assert_true(pages >= 3);   /* 8 changes in 6 commits, pages end at commits */
     json_decref(got);
+    /* and `arbor changes` against the API only (--api, no local cluster
+     * state used): the same lines as the local feed */
+    {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+        json_t *api = json_load_file(path, 0, NULL);
+        assert_non_null(api);
+        ct_expect(ct_sh("ARBOR_API_KEY=%s ARBOR_PROJECT=%s timeout 60 %s --dir %s/nowhere "
+                        "--api %s changes main --json",
+                        json_string_value(json_object_get(api, "key")),
+                        json_string_value(json_object_get(api, "project_id")), ARBOR_CLI_BIN,
+                        ct.root, json_string_value(json_object_get(api, "url"))),
+                  0, "changes --api");
+        json_decref(api);
+        json_t *remote = json_array();
+        char *save = NULL;
+        for (char *l = strtok_r(ct.out, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            json_array_append_new(remote, json_loads(l, 0, NULL));
+        same_changes(want, remote);
+        json_decref(remote);
+    }
     assert_int_equal(api_status("main/changes?from=0/1", NULL), 422);
     assert_int_equal(api_status("main/changes?from=nonsense", NULL), 422);
     assert_int_equal(api_status("main/changes?limit=0", NULL), 422);
