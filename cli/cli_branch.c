@@ -474,13 +474,36 @@ int cli_cmd_branch_rename(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     cli_tl b;
+    /* a running endpoint serves its branch by name: it is refused, or with
+     * --force stopped and started again under the new name */
+    cli_ep_moved *moved = calloc(1, sizeof(*moved));
     int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
+    cli_tl other;
+    if (rc == 0 && cli_branch_name_check(ctx->pos[1]) != 0)
+        rc = CLI_EFAIL;
+    if (rc == 0 && cli_ps_branch(&ps, ctx->pos[1], &other) == 0) {
+        cli_err("cannot rename '%s' to '%s': branch '%s' already exists", ctx->pos[0],
+                ctx->pos[1], ctx->pos[1]);   /* before any endpoint is stopped */
+        rc = CLI_EFAIL;
+    }
+    if (rc == 0) {
+        rc = guard_endpoints(ctx, &ps, &b, false, true, "rename", moved);
+    }
     if (rc == 0) {
         rc = cli_ps_rename(&ps, &b, ctx->pos[1]);
     }
     if (rc == 0) {
         printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
     }
+    for (int k = 0; k < moved->n; k++) {     /* all were on b's timeline */
+        snprintf(moved->comp[k].branch, sizeof(moved->comp[k].branch), "%s",
+                 rc == 0 ? ctx->pos[1] : ctx->pos[0]);
+    }
+    /* (after a failed rename: back on the old name) */
+    if (cli_endpoint_restart(ctx->dir, &ps, moved, rc == 0 ? ctx->pos[1] : ctx->pos[0]) != 0) {
+        rc = CLI_EFAIL;
+    }
+    free(moved);
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }

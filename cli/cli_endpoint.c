@@ -817,11 +817,13 @@ int cli_endpoint_guard(const char *dir, const arbor_id *ids, size_t n_ids,
     int idx[CLI_MAX_COMPONENTS];
     int n = affected(&st, ids, n_ids, include_static, names, sizeof(names), idx);
     if (n > 0 && !force) {
+        bool rename = strcmp(what, "rename") == 0;
         cli_err("branch '%s' has %s running endpoint%s: %s. Stop %s first (arbor endpoint "
                 "stop NAME), or give --force to %s it anyway: the endpoints are stopped, "
-                "and a primary or replica is started again on the new '%s'", branch,
+                "and a primary or replica is started again %s%s%s", branch,
                 n == 1 ? "a" : "", n == 1 ? "" : "s", names, n == 1 ? "it" : "them", what,
-                branch);
+                rename ? "under the new name" : "on the new '", rename ? "" : branch,
+                rename ? "" : "'");
         rc = CLI_EFAIL;
     }
     for (int k = n - 1; rc == 0 && k >= 0; k--) {

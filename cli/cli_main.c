@@ -198,7 +198,10 @@ static const cli_command g_commands[] = {
       "the restored NAME (static endpoints keep running on the kept branch).\n\n"
       POINT_HELP,
       g_restore_opts, 1, 1, cli_cmd_branch_restore },
-    { "branch", "rename", "OLD NEW", "rename a branch", NULL, g_no_opts, 2, 2,
+    { "branch", "rename", "OLD NEW", "rename a branch",
+      "Refused while an endpoint runs on OLD (it serves the branch by name); --force\n"
+      "stops it and starts a primary or replica again under NEW (same name and\n"
+      "ports; static endpoints stay stopped).", g_force_opts, 2, 2,
       cli_cmd_branch_rename },
     { "branch", "history", "NAME [DURATION]",
       "show or set how much history a branch keeps (its PITR window)",

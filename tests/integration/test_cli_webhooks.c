@@ -504,9 +504,16 @@ static void test_webhooks(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(c, "new"), "v")),
                         "after reset");
     json_decref(got);
-    ct_expect(ct_arbor("endpoint stop dev"), 0, "endpoint stop dev");
-    ct_expect(ct_arbor("branch rename dev dev2"), 0, "rename dev");
-    ct_expect(ct_arbor("endpoint start dev2"), 0, "endpoint dev2");
+    /* (a running endpoint serves its branch by name: refused, or --force
+     * restarts it under the new name) */
+    ct_expect(ct_arbor("branch rename dev dev2"), 1, "rename with an endpoint");
+    ct_expect_in(ct.err, "has a running endpoint");
+    ct_expect(ct_arbor("branch rename dev main --force"), 1, "rename onto main");
+    ct_expect_in(ct.err, "already exists");
+    ct_expect_in(ct.out, "");
+    assert_null(strstr(ct.out, "stopped endpoint"));
+    ct_expect(ct_arbor("branch rename dev dev2 --force"), 0, "rename dev");
+    ct_expect_in(ct.out, "primary on branch dev2");
     ct_expect(ct_arbor("sql dev2 \"DELETE FROM t WHERE id = 7\""), 0, "dev2 write");
     got = wait_delivered(dev, 3);
     assert_int_equal(json_array_size(got), 3);
