@@ -222,3 +222,15 @@ int ct_group_teardown(void **state)
     ct.out = ct.err = NULL;
     return 0;
 }
+
+void ct_psql(int port, const char *sql)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/script.sql", ct.root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(sql, f);
+    fclose(f);
+    ct_expect(ct_sh("timeout 60 /usr/bin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d "
+                    "-U arbor main -f %s", port, path), 0, sql);
+}

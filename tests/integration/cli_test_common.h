@@ -61,6 +61,9 @@ long ct_component_int(const char *name, const char *field);
 /* pid still runs and is the process started at ticks (field 22 of
  * /proc/<pid>/stat), not a reuse of its number. */
 bool ct_same_process(pid_t pid, uint64_t ticks);
+/* Runs sql (a script) with /usr/bin/psql on database main at 127.0.0.1:port,
+ * stopping at the first error; fails the test on one. */
+void ct_psql(int port, const char *sql);
 /* SIGKILLs each daemon of <dir>/cluster.json that still runs. Returns how
  * many. */
 int ct_kill_daemons(const char *dir);

@@ -41,14 +41,7 @@ static int g_pg_port;
 
 static void psql(const char *sql)
 {
-    char path[400];
-    snprintf(path, sizeof(path), "%s/script.sql", ct.root);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(sql, f);
-    fclose(f);
-    ct_expect(ct_sh("timeout 60 " PSQL " -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d "
-                    "-U arbor main -f %s", g_pg_port, path), 0, sql);
+    ct_psql(g_pg_port, sql);
 }
 
 /* The feed's lines as "lsn table op old new" (keys sorted); lines of one

@@ -53,14 +53,7 @@ static char g_recv[400];   /* the receiver's directory */
 
 static void psql(const char *sql)
 {
-    char path[400];
-    snprintf(path, sizeof(path), "%s/script.sql", ct.root);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(sql, f);
-    fclose(f);
-    ct_expect(ct_sh("timeout 60 " PSQL " -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d "
-                    "-U arbor main -f %s", g_pg_port, path), 0, sql);
+    ct_psql(g_pg_port, sql);
 }
 
 static void recv_start(void)
@@ -242,14 +235,21 @@ static void hook_add(const char *args, char id[32])
     json_decref(o);
 }
 
-/* HTTP status of GET /v1/projects/<project>/branches/<rest> (key NULL: the
- * cluster's API key). */
-static int api_status(const char *rest, const char *key)
+/* DIR/api.json: the API's url, key and project_id (`arbor start` wrote it). */
+static json_t *api_conf(void)
 {
     char path[400];
     snprintf(path, sizeof(path), "%s/api.json", ct.dir);
     json_t *api = json_load_file(path, 0, NULL);
     assert_non_null(api);
+    return api;
+}
+
+/* HTTP status of GET /v1/projects/<project>/branches/<rest> (key NULL: the
+ * cluster's API key). */
+static int api_status(const char *rest, const char *key)
+{
+    json_t *api = api_conf();
     ct_expect(ct_sh("curl -s -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer %s' "
                     "'%s/v1/projects/%s/branches/%s'",
                     key ? key : json_string_value(json_object_get(api, "key")),
@@ -263,10 +263,7 @@ static int api_status(const char *rest, const char *key)
  * following the cursor: every change, each once. */
 static json_t *api_feed(int limit, int *pages)
 {
-    char path[400];
-    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
-    json_t *api = json_load_file(path, 0, NULL);
-    assert_non_null(api);
+    json_t *api = api_conf();
     json_t *all = json_array();
     char cursor[64] = "";
     *pages = 0;
@@ -365,10 +362,7 @@ static void test_webhooks(void **state)
     /* and `arbor changes` against the API only (--api, no local cluster
      * state used): the same lines as the local feed */
     {
-        char path[400];
-        snprintf(path, sizeof(path), "%s/api.json", ct.dir);
-        json_t *api = json_load_file(path, 0, NULL);
-        assert_non_null(api);
+        json_t *api = api_conf();
         ct_expect(ct_sh("ARBOR_API_KEY=%s ARBOR_PROJECT=%s timeout 60 %s --dir %s/nowhere "
                         "--api %s changes main --json",
                         json_string_value(json_object_get(api, "key")),
