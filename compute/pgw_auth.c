@@ -68,6 +68,20 @@ int pgw_scram_secret_make(const char *password, pgw_scram_secret *out)
     return rc;
 }
 
+bool pgw_scram_password_ok(const char *password, const pgw_scram_secret *s)
+{
+    uint8_t salted[32], client_key[32], stored[32];
+    bool ok = s->iterations > 0 &&
+              PKCS5_PBKDF2_HMAC(password, (int)strlen(password), s->salt, sizeof(s->salt),
+                                s->iterations, EVP_sha256(), 32, salted) == 1 &&
+              hmac256(salted, 32, "Client Key", 10, client_key) == 0 &&
+              sha256(client_key, 32, stored) == 0 &&
+              CRYPTO_memcmp(stored, s->stored_key, 32) == 0;
+    OPENSSL_cleanse(salted, sizeof(salted));
+    OPENSSL_cleanse(client_key, sizeof(client_key));
+    return ok;
+}
+
 static void hex(const uint8_t *p, size_t n, char *out)
 {
     static const char d[] = "0123456789abcdef";

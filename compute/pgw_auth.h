@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
 #include "pgw_proto.h"
 
 typedef enum { PGW_AUTH_TRUST = 0, PGW_AUTH_MD5, PGW_AUTH_SCRAM } pgw_auth_method;
@@ -58,6 +60,11 @@ int pgw_auth_method_parse(const char *s, pgw_auth_method *out);
 
 /* Random salt + keys for password. 0 or -EIO (libcrypto failed). */
 int pgw_scram_secret_make(const char *password, pgw_scram_secret *out);
+
+/* Whether password is the one s was made from (its salt and iterations;
+ * constant-time compare). For doors that take a password in clear over
+ * TLS-or-loopback, e.g. arbor-proxy's HTTP Basic auth. */
+bool pgw_scram_password_ok(const char *password, const pgw_scram_secret *s);
 
 /* out = "md5" + 32 hex digits + NUL for user/password/salt. 0 or -EIO. */
 int pgw_md5_response(const char *user, const char *password, const uint8_t salt[4],

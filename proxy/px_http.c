@@ -15,7 +15,9 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "b64.h"
 #include "log.h"
+#include "pgw_auth.h"
 #include "px_limit.h"
 
 #define KV_BUCKETS 256
@@ -191,7 +193,8 @@ static void fail(pxh *h, const http_request *req, http_response *resp, int statu
     http_respond_error(resp, status, msg);
     cors(h, req, resp);
     if (status == 401)
-        http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"arbor\"");
+        http_response_header(resp, "WWW-Authenticate",
+                             "Bearer realm=\"arbor\", Basic realm=\"arbor\"");
     if (status >= 500)
         met_counter_inc(h->m_errors);
 }
@@ -474,6 +477,43 @@ static const char HINT[] = "URLs are /br/<branch>/v1/sql, /br/<branch>/v1/batch,
                            "/ep/<endpoint>/...; a libSQL URL is http://HOST:PORT/br/<branch>/ "
                            "(with the final '/')";
 
+/* Basic role:password (base64 in b64): the role's project, like a token:
+ * 0; 401 (unknown role or wrong password: the same answer, and an unknown
+ * role costs the same key derivation, so roles cannot be probed); 503. A
+ * verified header is cached like a token (the derivation is 4096 rounds). */
+static int basic_project(pxh *h, const char *b64, char project[64], char msg[256])
+{
+    char key[300];
+    if (snprintf(key, sizeof(key), "basic %s", b64) >= (int)sizeof(key))
+        return 401;
+    if (kv_get(&h->tokens, key, project, 64))
+        return 0;
+    uint8_t raw[224];
+    size_t n = 0;
+    if (b64_decode(b64, strlen(b64), 1, raw, sizeof(raw) - 1, &n) != 0)
+        return 401;
+    raw[n] = 0;
+    char *colon = memchr(raw, ':', n);
+    if (!colon || colon == (char *)raw || memchr(raw, 0, n))
+        return 401;
+    *colon = 0;
+    const char *role = (const char *)raw, *password = colon + 1;
+    pgw_scram_secret sec;
+    int rc = pxc_role_secret(&h->o.srv->cp, NULL, role, &sec, project, msg);
+    if (rc == PXC_ENOTFOUND) {
+        /* an unknown role costs what a known one does: one derivation */
+        pgw_scram_secret mock = { .iterations = PGW_SCRAM_ITERATIONS };
+        (void)pgw_scram_password_ok(password, &mock);
+        return 401;
+    }
+    if (rc != 0)
+        return 503;
+    if (!pgw_scram_password_ok(password, &sec))
+        return 401;
+    kv_put(&h->tokens, key, project, 64, h->o.token_ttl_ms);
+    return 0;
+}
+
 /* The token's project: 0; 401 (unknown: counted for the rate limit); 503. */
 static int token_project(pxh *h, const char *token, char project[64], char msg[256])
 {
@@ -535,10 +575,12 @@ static int h_door(const http_request *req, http_response *resp, void *arg)
         return 0;
     }
     const char *a = http_request_header(req, "Authorization");
-    if (!a || strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) {
+    bool basic = a && strncasecmp(a, "Basic ", 6) == 0 && a[6];
+    if (!a || ((strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) && !basic)) {
         met_counter_inc(h->m_unauth);
         fail(h, req, resp, 401, "this door wants \"Authorization: Bearer <token>\" (a SQL "
-                                "token of the project: arbor start prints one)");
+                                "token of the project: arbor start prints one) or Basic "
+                                "auth with a role and its password");
         return 0;
     }
     char peer[64], project[64], msg[256] = "";
@@ -553,15 +595,16 @@ static int h_door(const http_request *req, http_response *resp, void *arg)
         http_response_header(resp, "Retry-After", ra);
         return 0;
     }
-    int rc = token_project(h, a + 7, project, msg);
+    int rc = basic ? basic_project(h, a + 6, project, msg) : token_project(h, a + 7, project, msg);
     if (rc == 401) {
         met_counter_inc(h->m_unauth);
         pxl_auth_failed(h->o.srv->limits, "http", name, peer);
-        fail(h, req, resp, 401, "unknown token");
+        fail(h, req, resp, 401, basic ? "wrong role or password" : "unknown token");
         return 0;
     }
     if (rc != 0) {
-        fail(h, req, resp, 503, "the control plane cannot check the token now: %s", msg);
+        fail(h, req, resp, 503, "the control plane cannot check the %s now: %s",
+             basic ? "password" : "token", msg);
         return 0;
     }
     if (pxl_conn_acquire(h->o.srv->limits, project, name, msg) != 0) {

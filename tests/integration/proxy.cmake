@@ -24,6 +24,7 @@ if(TARGET arbor AND TARGET arbor-proxy AND LIBPQ_FOUND)
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_proxy_http.c
                      ${CMAKE_CURRENT_LIST_DIR}/cli_test_common.c
              LIBS PkgConfig::CURL PkgConfig::LIBPQ PkgConfig::JANSSON Threads::Threads
+                  arbor_b64
              TIMEOUT 300 LABELS integration)
   target_include_directories(test_proxy_http PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_compile_definitions(test_proxy_http PRIVATE ARBOR_CLI_BIN="$<TARGET_FILE:arbor>"

@@ -5,7 +5,9 @@
  *   start       the output has "HTTP SQL URL:", "HTTP token:" and
  *               "libSQL URL:" lines
  *   auth        POST {"query":"select 1"}: no token / a wrong token -> 401
- *               (JSON error), the token -> the row; /v1/sql without the
+ *               (JSON error), the token -> the row; Basic role:password
+ *               (the role of the postgres URL) -> the row, a wrong
+ *               password or unknown role -> the same 401; /v1/sql without the
  *               branch prefix -> 404; a body over the limit -> 413 (JSON)
  *   cors        OPTIONS preflight -> 204 with Access-Control-Allow-*; the
  *               answers carry Access-Control-Allow-Origin
@@ -38,6 +40,9 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+
+#include "alloc.h"
+#include "b64.h"
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -234,6 +239,34 @@ static void test_auth(void **state)
                          json_object_get(j, "rows"), 0), 0)), 42);
     json_decref(j);
     resp_free(&r);
+    /* A role and its password (Basic) instead of a token: the password of
+     * the postgres URL `arbor start` printed; a wrong one or an unknown role
+     * -> the same 401. */
+    {
+        char user[64] = "", pw[128] = "", hdr[512];
+        const char *u = g_pg_base + strlen("postgres://"), *c = strchr(u, ':'),
+                   *at = c ? strchr(c, '@') : NULL;
+        assert_non_null(at);
+        snprintf(user, sizeof(user), "%.*s", (int)(c - u), u);
+        snprintf(pw, sizeof(pw), "%.*s", (int)(at - c - 1), c + 1);
+        const char *cases[][3] = { { user, pw, "200" }, { user, "wrong-password", "401" },
+                                   { "nobody", pw, "401" }, { user, pw, "200" } };
+        for (size_t k = 0; k < 4; k++) {
+            char cred[256];
+            snprintf(cred, sizeof(cred), "%s:%s", cases[k][0], cases[k][1]);
+            char *b = b64_encode_alloc((const uint8_t *)cred, strlen(cred));
+            snprintf(hdr, sizeof(hdr), "Authorization: Basic %s", b);
+            az_free(b);
+            http("POST", g_sql_url, NULL, "{\"query\":\"select 7 AS x\"}", hdr, &r);
+            if (r.status != atol(cases[k][2]))
+                fail_msg("Basic %s: %ld %s", cases[k][0], r.status, r.body);
+            if (r.status == 401) {
+                assert_json_error(&r);
+                assert_non_null(strstr(r.body, "wrong role or password"));
+            }
+            resp_free(&r);
+        }
+    }
     /* The branch is in the URL: none, 404 that says how. */
     char url[256];
     snprintf(url, sizeof(url), "%s/v1/sql", g_http);
