@@ -90,6 +90,32 @@ static int load_txn_limits(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
     }
     const char *v = get(lookup, arg, "spill_dir", "ARBOR_SPILL_DIR");
     snprintf(c->spill_dir, sizeof(c->spill_dir), "%s", v ? v : "");
+    v = get(lookup, arg, "feed_tables", "ARBOR_FEED_TABLES");
+    if (v && strlen(v) >= sizeof(c->feed_tables)) {
+        snprintf(err, err_len, "feed_tables is too long (at most %zu bytes)",
+                 sizeof(c->feed_tables) - 1);
+        return -1;
+    }
+    if (v && strchr(v, '-') && strspn(v, " ") < strlen(v)) {
+        /* all excluded ("-a,-b") or all included ("a,b"), not a mix */
+        bool neg = false, pos = false;
+        for (const char *p = v; *p;) {
+            p += strspn(p, " ,");
+            if (!*p)
+                break;
+            if (*p == '-')
+                neg = true;
+            else
+                pos = true;
+            p += strcspn(p, ",");
+        }
+        if (neg && pos) {
+            snprintf(err, err_len, "feed_tables \"%s\": either tables to include (a,b) or "
+                     "to leave out (-a,-b), not both", v);
+            return -1;
+        }
+    }
+    snprintf(c->feed_tables, sizeof(c->feed_tables), "%s", v ? v : "");
     return 0;
 }
 

@@ -86,6 +86,9 @@ typedef struct vfs_conf {
     int max_txn_mb;
     int pipeline;
     int feed;              /* capture row changes for the change feed */
+    /* the tables the feed covers: "" = all; "a,b" = only those; "-a,-b" =
+     * all but those (feed_tables= / ARBOR_FEED_TABLES) */
+    char feed_tables[1024];
     char spill_dir[256];
 } vfs_conf;
 

@@ -6,6 +6,7 @@
 
 #include "vfs_feed.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +29,12 @@ typedef struct ftable {
     int ncol;
     uint8_t *pk;      /* ncol flags: 1 = part of the primary key */
     bool has_pk;
+    bool covered;     /* in the feed (vfs_feed_attach's tables) */
 } ftable;
 
 struct vfs_feed {
     sqlite3 *conn;
+    char *tables;     /* NULL: all; else ",a,b," or ",-a,-b," (lower case) */
     /* The transaction's row changes in statement order, each a one-change
      * changeset, back to back; folded at the commit point. */
     uint8_t *log;
@@ -190,6 +193,22 @@ static void check_schema(vfs_feed *f)
     f->schema_checked = true;
 }
 
+/* Whether table name is in the feed (f->tables: ",a,b," or ",-a,-b,"). */
+static bool covered(const vfs_feed *f, const char *name)
+{
+    if (!f->tables)
+        return true;
+    bool exclude = f->tables[1] == '-';
+    char *key = sqlite3_mprintf(exclude ? ",-%s," : ",%s,", name);
+    if (!key)
+        return true;
+    for (char *p = key; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    bool listed = strstr(f->tables, key) != NULL;
+    sqlite3_free(key);
+    return exclude ? !listed : listed;
+}
+
 static ftable *find_table(vfs_feed *f, const char *name)
 {
     for (int i = 0; i < f->n_t; i++)
@@ -202,7 +221,7 @@ static ftable *find_table(vfs_feed *f, const char *name)
     sqlite3_free(q);
     if (rc != SQLITE_OK)
         return NULL;
-    ftable t = { .name = az_strdup(name) };
+    ftable t = { .name = az_strdup(name), .covered = covered(f, name) };
     int cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         if (t.ncol == cap) {
@@ -248,7 +267,7 @@ static void preupdate(void *arg, sqlite3 *db, int op, const char *zdb, const cha
         f->inexact = true;
         return;
     }
-    if (!t->has_pk)
+    if (!t->has_pk || !t->covered)
         return;   /* as the session extension: no key, no capture */
     if (t->ncol != sqlite3_preupdate_count(db)) {
         f->inexact = true;
@@ -455,10 +474,28 @@ void vfs_feed_stmt(vfs_feed *f, const char *sql)
     }
 }
 
-vfs_feed *vfs_feed_attach(sqlite3 *conn)
+vfs_feed *vfs_feed_attach(sqlite3 *conn, const char *tables)
 {
     vfs_feed *f = az_calloc(1, sizeof(*f));
     f->conn = conn;
+    if (tables && tables[strspn(tables, " ,")]) {
+        /* ",a,b," in lower case, spaces around names dropped */
+        size_t n = strlen(tables), k = 0;
+        f->tables = az_malloc(n + 3);
+        f->tables[k++] = ',';
+        for (const char *p = tables; *p;) {
+            p += strspn(p, " ,");
+            size_t len = strcspn(p, ",");
+            while (len > 0 && p[len - 1] == ' ')
+                len--;
+            for (size_t i = 0; i < len; i++)
+                f->tables[k++] = (char)tolower((unsigned char)p[i]);
+            if (len > 0)
+                f->tables[k++] = ',';
+            p += strcspn(p, ",");
+        }
+        f->tables[k] = '\0';
+    }
     f->schema_version = -1;
     sqlite3_preupdate_hook(conn, preupdate, f);
     sqlite3_trace_v2(conn, SQLITE_TRACE_STMT, trace_stmt, f);
@@ -471,6 +508,7 @@ void vfs_feed_free(vfs_feed *f)
         return;
     vfs_feed_end(f);
     tables_clear(f);
+    az_free(f->tables);
     az_free(f->sp);
     az_free(f->log);
     az_free(f->t);

@@ -46,8 +46,11 @@ struct sqlite3;
 typedef struct vfs_feed vfs_feed;
 
 /* Installs the hooks on conn (its preupdate hook and SQLITE_TRACE_STMT
- * trace callback are replaced). NULL on out of memory. */
-vfs_feed *vfs_feed_attach(struct sqlite3 *conn);
+ * trace callback are replaced). tables (may be NULL or ""): the tables the
+ * feed covers, as vfs_conf's feed_tables: "a,b" only those, "-a,-b" all
+ * but those (names compared case-insensitively, as SQLite does). NULL on
+ * out of memory. */
+vfs_feed *vfs_feed_attach(struct sqlite3 *conn, const char *tables);
 /* The connection is closing (hooks are not removed: the connection is). */
 void vfs_feed_free(vfs_feed *f);
 /* A write transaction starts (write lock taken) / ended (lock dropped).

@@ -517,7 +517,7 @@ static int feed_conn_init(sqlite3 *conn, char **err, const sqlite3_api_routines 
     if (!f->db || f->feed || vfs_db_mode(f->db) != VFS_MODE_PRIMARY ||
         !vfs_db_conf(f->db)->feed)
         return SQLITE_OK;
-    f->feed = vfs_feed_attach(conn);
+    f->feed = vfs_feed_attach(conn, vfs_db_conf(f->db)->feed_tables);
     return SQLITE_OK;
 }
 

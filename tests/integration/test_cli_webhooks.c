@@ -24,6 +24,8 @@
  *   API        GET .../branches/main/changes, 2 changes a page, each page
  *              from the last one's cursor: the same feed, each change
  *              once; bad cursors, limits, branches and keys are errors;
+ *   tables     a compute started with ARBOR_FEED_TABLES=kv captures only kv,
+ *              with -kv all but kv; a mix is refused at start;
  *   remove     a removed webhook sends nothing more; bad input (unknown
  *              branch, a URL that is not http(s), an unknown id) is a
  *              clear error.
@@ -537,6 +539,37 @@ static void test_webhooks(void **state)
     json_decref(last);
     json_decref(all);
     json_decref(want);
+
+    /* the tables the feed covers (the compute's feed_tables /
+     * ARBOR_FEED_TABLES): only kv, then all but kv; a mix is refused */
+    const char *modes[][2] = { { "kv", "kv" }, { "-kv", "t" } };
+    for (int m = 0; m < 2; m++) {
+        json_t *before = feed(NULL);
+        char from[64];
+        snprintf(from, sizeof(from), "%s", json_string_value(json_object_get(
+                     json_array_get(before, json_array_size(before) - 1), "lsn")));
+        json_decref(before);
+        ct_expect(ct_arbor("endpoint stop main"), 0, "endpoint stop main");
+        ct_expect(ct_sh("ARBOR_FEED_TABLES='%s' timeout 120 %s --dir %s endpoint start main",
+                        modes[m][0], ARBOR_CLI_BIN, ct.dir), 0, "endpoint start main");
+        const char *pp = strstr(ct.out, "psql -h 127.0.0.1 -p ");
+        assert_non_null(pp);
+        g_pg_port = atoi(pp + strlen("psql -h 127.0.0.1 -p "));
+        char sql[200];
+        snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d, 'x', NULL, 0);\n"
+                 "INSERT INTO kv VALUES ('k%d', %d);\n", 50 + m, m, m);
+        psql(sql);
+        json_t *after = feed(from);
+        assert_int_equal(json_array_size(after), 1);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(after, 0), "table")),
+                            modes[m][1]);
+        json_decref(after);
+    }
+    ct_expect(ct_arbor("endpoint stop main"), 0, "endpoint stop main");
+    ct_expect(ct_sh("ARBOR_FEED_TABLES='a,-b' timeout 120 %s --dir %s endpoint start main",
+                    ARBOR_CLI_BIN, ct.dir), 1, "a mixed feed_tables");
+    ct_expect(ct_sh("cat %s/endpoints/main/log", ct.dir), 0, "the endpoint's log");
+    ct_expect_in(ct.out, "not both");
 }
 
 int main(void)
