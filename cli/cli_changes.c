@@ -157,7 +157,9 @@ int cli_changes_run(const char *dir, const cli_changes_args *args)
             }
             for (int i = 0; i < backoff_ms / 100 && !atomic_load(cancel); i++)
                 usleep(100 * 1000);
-            backoff_ms = backoff_ms < 5000 ? backoff_ms * 2 : 5000;
+            /* the safekeepers away: back off; the pageserver moved: the
+             * state just reread says where, go on at once */
+            backoff_ms = err[0] ? 200 : backoff_ms < 5000 ? backoff_ms * 2 : 5000;
             tried = 0;
             /* a restart may have moved them (ephemeral ports) */
             cli_state fresh;

@@ -343,7 +343,10 @@ int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_
     if (n == 0)
         return 0;
     rpc_stream *s;
-    int rc = rpc_stream_open(c->ch, PAGE("GetPages"), 3600 * 1000, &s);
+    /* fail-fast: a pageserver that is down (or moved) is an error at once,
+     * not a wait of the whole timeout (readers route around it: the feed
+     * rereads where it is); a restarted one is found within ~2 s */
+    int rc = rpc_stream_open_ex(c->ch, PAGE("GetPages"), 3600 * 1000, RPC_STREAM_FAIL_FAST, &s);
     if (rc != 0) {
         snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
         return -EIO;
