@@ -425,6 +425,24 @@ static void wait_ingested(req *r, const arbor_id *t, const arbor_id *tl)
     }
 }
 
+/* The last commit of timeline tl at or before time_us (after waiting for
+ * the pageserver to have ingested what the safekeepers hold): 0 and *lsn
+ * (*past: the time is before the first commit); else -1 after fail(). */
+static int lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us,
+                       lsn_t *lsn, bool *past)
+{
+    psc_lsn_kind kind;
+    psc_err e;
+    wait_ingested(r, t, tl);
+    int rc = psc_lsn_by_timestamp(r->x->ps, t, tl, time_us, lsn, &kind, &e);
+    if (rc != 0) {
+        fail_ps(r, rc, "finding the LSN of that time", e.msg);
+        return -1;
+    }
+    *past = kind == PSC_LSN_PAST;
+    return 0;
+}
+
 typedef struct sk_job {
     skc *sk;
     const arbor_id *tenant, *timeline;
@@ -480,14 +498,10 @@ static int create_timeline(req *r, const char *pid, const char *name, json_t *pa
         return -EINVAL;
     lsn_t at = pt ? pt->lsn : 0;
     if (parent && pt && pt->time_us) {     /* the last commit at or before that time */
-        psc_lsn_kind kind;
-        wait_ingested(r, &t, &anc);
-        int rc = psc_lsn_by_timestamp(r->x->ps, &t, &anc, pt->time_us, &at, &kind, &e);
-        if (rc != 0) {
-            fail_ps(r, rc, "finding the LSN of that time", e.msg);
-            return rc;
-        }
-        if (kind == PSC_LSN_PAST) {
+        bool past;
+        if (lsn_at_time(r, &t, &anc, pt->time_us, &at, &past) != 0)
+            return -EIO;
+        if (past) {
             fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
                  jstr(parent, "name"));
             return -ERANGE;
@@ -940,14 +954,10 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
     }
     lsn_t lsn = pt->lsn;
     if (!pt->lsn) {
-        psc_lsn_kind kind;
-        wait_ingested(r, &t, &tl);
-        rc = psc_lsn_by_timestamp(r->x->ps, &t, &tl, pt->time_us, &lsn, &kind, &e);
-        if (rc != 0) {
-            fail_ps(r, rc, "finding the LSN of that time", e.msg);
-            return rc;
-        }
-        if (kind == PSC_LSN_PAST) {
+        bool past;
+        if (lsn_at_time(r, &t, &tl, pt->time_us, &lsn, &past) != 0)
+            return -EIO;
+        if (past) {
             fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
                  jstr(b, "name"));
             return -ERANGE;
@@ -1601,14 +1611,10 @@ static json_t *h_branch_changes(req *r)
             goto done;
         }
     } else if (at_s > 0) {
-        psc_lsn_kind kind;
-        wait_ingested(r, &t, &tl);
-        rc = psc_lsn_by_timestamp(r->x->ps, &t, &tl, (int64_t)(at_s * 1e6), &after, &kind, &e);
-        if (rc != 0) {
-            fail_ps(r, rc, "finding the LSN of that time", e.msg);
+        bool past;
+        if (lsn_at_time(r, &t, &tl, (int64_t)(at_s * 1e6), &after, &past) != 0)
             goto done;
-        }
-        if (kind == PSC_LSN_PAST || after < info.start_lsn)
+        if (past || after < info.start_lsn)
             after = info.start_lsn;
     }
     lsn_t start = after;
