@@ -20,14 +20,24 @@
 #include "btree_reader.h"
 #include "wal_record.h"
 
+/* Column names of one table as the changesets use them (n columns). */
+typedef struct table_cols {
+    char *table;
+    int n;
+    char **names;
+} table_cols;
+
 /* The schema as of one commit: the CREATE TABLE statements of
  * sqlite_schema run in a private in-memory database, which then names the
  * columns (pragma_table_xinfo), reread only when the schema cookie (page 1,
- * offset 40) moves. */
+ * offset 40) moves; the names asked for so far, kept until then (a
+ * changeset of 20,000 rows asks 20,000 times). */
 typedef struct schema_cache {
     sqlite3 *mem;
     uint32_t cookie;
     bool valid;
+    table_cols *cols;
+    size_t n_cols;
 } schema_cache;
 
 struct feed_reader {
@@ -52,12 +62,26 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+static void cols_clear(schema_cache *sc)
+{
+    for (size_t k = 0; k < sc->n_cols; k++) {
+        for (int i = 0; i < sc->cols[k].n; i++)
+            az_free(sc->cols[k].names[i]);
+        az_free(sc->cols[k].names);
+        az_free(sc->cols[k].table);
+    }
+    az_free(sc->cols);
+    sc->cols = NULL;
+    sc->n_cols = 0;
+}
+
 static int load_schema(feed_reader *r, btr_side *s)
 {
     btr_tree st;
     if (btr_walk(s, 1, &st) != 0)
         return FEED_ERROR;
     int rc = btr_load(s, st.leaves, st.n_leaves);
+    cols_clear(&r->sc);
     if (r->sc.mem)
         sqlite3_close(r->sc.mem);
     sqlite3_open(":memory:", &r->sc.mem);
@@ -113,12 +137,17 @@ static int schema_at(feed_reader *r, lsn_t lsn, uint32_t db_pages, uint32_t page
     return rc;
 }
 
-/* Column names of table (n of them; "cN" when the schema does not say). */
+/* Column names of table (n of them; "cN" when the schema does not say);
+ * owned by the schema cache. */
 static char **column_names(feed_reader *r, const char *table, int n)
 {
+    schema_cache *sc = &r->sc;
+    for (size_t k = 0; k < sc->n_cols; k++)
+        if (sc->cols[k].n == n && strcmp(sc->cols[k].table, table) == 0)
+            return sc->cols[k].names;
     char **names = az_calloc((size_t)n + 1, sizeof(char *));
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(r->sc.mem, "SELECT name FROM pragma_table_xinfo(?1) ORDER BY cid",
+    if (sqlite3_prepare_v2(sc->mem, "SELECT name FROM pragma_table_xinfo(?1) ORDER BY cid",
                            -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
         for (int i = 0; i < n && sqlite3_step(st) == SQLITE_ROW; i++)
@@ -132,14 +161,9 @@ static char **column_names(feed_reader *r, const char *table, int n)
             names[i] = az_strdup(b);
         }
     }
+    sc->cols = az_realloc(sc->cols, (sc->n_cols + 1) * sizeof(*sc->cols));
+    sc->cols[sc->n_cols++] = (table_cols){ .table = az_strdup(table), .n = n, .names = names };
     return names;
-}
-
-static void names_free(char **names, int n)
-{
-    for (int i = 0; i < n; i++)
-        az_free(names[i]);
-    az_free(names);
 }
 
 /* A value as JSON: integer, real, string, null; a blob as Hrana's
@@ -273,7 +297,6 @@ static int record_changes(feed_reader *r, const wal_record *rec)
                                                           : row_json(it, names, ncol, false, pk));
         emit(r, o);
         json_decref(o);
-        names_free(names, ncol);
     }
     sqlite3changeset_finalize(it);
     return 0;
@@ -361,6 +384,7 @@ void feed_reader_free(feed_reader *f)
 {
     if (!f)
         return;
+    cols_clear(&f->sc);
     if (f->sc.mem)
         sqlite3_close(f->sc.mem);
     az_free(f->label);
