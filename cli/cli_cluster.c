@@ -556,7 +556,7 @@ static bool sk_grpc_ok(const cli_component *c, const arbor_id *tenant)
     static const arbor_id zero;
     int rc = skc_status(sk, tenant ? tenant : &zero, &zero, NULL, NULL);
     skc_close(sk);
-    return rc == 0 || rc == -ENOENT;    /* it answered */
+    return rc != -EIO;    /* it answered ("unknown timeline" included) */
 }
 
 static comp_health probe(cli_state *st, const cli_component *c)

@@ -879,7 +879,7 @@ static int changed_pages(diff_run *r, psc *pc, const arbor_id *tenant, const cli
     uint32_t *v = NULL;
     size_t n = 0;
     bool exact = false;
-    psc_err err = { { 0 } };
+    psc_err err = { .msg = { 0 } };
     if (psc_changed_pages(pc, tenant, &tl->id, from, to, &v, &n, &exact, &err) != 0) {
         cli_err("changed pages of branch '%s': %s", tl->name, err.msg);
         return CLI_EFAIL;

@@ -141,7 +141,7 @@ int btr_load(btr_side *s, const uint32_t *pgnos, size_t n)
     int rc = 0;
     if (k > 0) {
         uint8_t *buf = az_malloc(k * s->page_size);
-        psc_err err = { { 0 } };
+        psc_err err = { .msg = { 0 } };
         if (psc_get_pages(s->ps, &s->tenant, &s->timeline, s->lsn, need, k, s->page_size,
                           buf, &err) != 0) {
             btr_err("reading %zu pages of branch '%s': %s", k, s->label, err.msg);

@@ -320,23 +320,21 @@ static void note_page1(feed_reader *r, const wal_record *rec)
 }
 
 /* Records back to back from begin. */
-static int chunk(feed_reader *r, const uint8_t *p, size_t len)
+static int chunk(feed_reader *r, const skc_chunk *c)
 {
-    size_t off = 0;
-    while (off < len) {
-        uint32_t n = 0;
-        if (wal_record_peek_len(p + off, len - off, &n) != 0 || n > len - off) {
-            snprintf(r->err, sizeof(r->err), "malformed WAL from the safekeeper");
-            return FEED_ERROR;
-        }
+    wal_iter it;
+    const uint8_t *p;
+    uint32_t n;
+    int step;
+    wal_iter_init(&it, c->recs, c->len, c->begin);
+    while ((step = wal_iter_next(&it, &p, &n)) == 1) {
         wal_record rec;
-        int rc = wal_record_decode(p + off, n, &rec);
+        int rc = wal_record_decode(p, n, &rec);
         if (rc != 0) {
             snprintf(r->err, sizeof(r->err), "a WAL record does not decode: %s",
                      wal_strerror(rc));
             return FEED_ERROR;
         }
-        off += n;
         note_page1(r, &rec);
         /* wal_record.h TRANSACTIONS: a continuation counts only after its
          * start, in the same term; an abandoned transaction never commits */
@@ -360,6 +358,12 @@ static int chunk(feed_reader *r, const uint8_t *p, size_t len)
             return rc;
         if (r->stop)
             return FEED_STOPPED;
+    }
+    if (step != 0) {
+        char a[LSN_STRLEN];
+        snprintf(r->err, sizeof(r->err), "malformed WAL from the safekeeper at %s: %s",
+                 lsn_format(it.lsn, a), wal_strerror(step));
+        return FEED_ERROR;
     }
     return 0;
 }
@@ -415,13 +419,11 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
     int silent = 0;         /* 500 ms waits in a row without a message */
     r->since_flush = 0;
     while (rc == FEED_DONE && !cancelled(r, cancel)) {
-        uint8_t *recs = NULL;
-        size_t len = 0;
-        lsn_t begin = 0, commit = 0;
+        skc_chunk ch;
         char msg[256];
         /* with commits pending, only a look whether more WAL is already
          * here: a burst becomes one flush, a lone commit is not held up */
-        int n = skc_wal_next(w, pending ? 0 : 500, &recs, &len, &begin, &commit, msg);
+        int n = skc_wal_next(w, pending ? 0 : 500, &ch, msg);
         if (n == -ETIMEDOUT) {
             flush(r, cb, &pending, true);
             /* up to the head, a safekeeper answers at once: one silent for
@@ -469,9 +471,8 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
             rc = FEED_RETRY;
             break;
         }
-        if (recs) {
-            rc = chunk(r, recs, len);
-            az_free(recs);
+        if (ch.len) {
+            rc = chunk(r, &ch);
             pending = rc == FEED_DONE && cb->flush != NULL;
             if (pending && r->since_flush >= FEED_BATCH_CHANGES)
                 flush(r, cb, &pending, false);

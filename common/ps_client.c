@@ -15,17 +15,29 @@
 
 struct psc {
     rpc_channel *ch;
+    int timeout_ms;
 };
 
 int psc_open(const char *addr, psc **out)
 {
     psc *c = az_calloc(1, sizeof(*c));
+    c->timeout_ms = PSC_TIMEOUT_MS;
     if (rpc_channel_create(addr, &c->ch) != 0) {
         az_free(c);
         return -EINVAL;
     }
     *out = c;
     return 0;
+}
+
+void psc_set_timeout(psc *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
+}
+
+const char *psc_target(psc *c)
+{
+    return rpc_channel_target(c->ch);
 }
 
 void psc_close(psc *c)
@@ -56,10 +68,12 @@ static int call(psc *c, const char *method, const ProtobufCMessage *req,
 {
     ProtobufCMessage *resp = NULL;
     rpc_status st = { 0 };
-    int rc = rpc_unary(c->ch, method, req, d, &resp, PSC_TIMEOUT_MS, &st);
+    err->no_answer = false;
+    int rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
     if (rc != 0) {
         snprintf(err->msg, sizeof(err->msg), "pageserver: %.200s",
                  rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
+        err->no_answer = rc != RPC_ESTATUS;
         return -EIO;
     }
     const ProtobufCFieldDescriptor *f =
@@ -157,19 +171,54 @@ int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
     return 0;
 }
 
-int psc_timeline_info(psc *c, const arbor_id *tenant, const arbor_id *timeline,
-                      psc_timeline *out, psc_err *err)
+int psc_branch_info(psc *c, const arbor_id *tenant, const char *name,
+                    const arbor_id *timeline, bool sync_head, psc_timeline *out,
+                    psc_err *err)
 {
     Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
     req.tenant_id = id_bin(tenant);
-    req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID;
-    req.timeline_id = id_bin(timeline);
+    req.sync_head = sync_head;
+    if (name) {
+        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
+        req.branch_name = (char *)name;
+    } else {
+        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID;
+        req.timeline_id = id_bin(timeline);
+    }
     Arbor__TimelineInfoResponse *resp;
     int rc = call(c, MGMT("GetTimelineInfo"), &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
-    psc_timeline_decode(resp->info, out);
+    if (!resp->info || resp->info->timeline_id.len != 16) {
+        snprintf(err->msg, sizeof(err->msg), "GetTimelineInfo: no timeline in the answer");
+        rc = -EIO;
+    } else {
+        psc_timeline_decode(resp->info, out);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int psc_timeline_info(psc *c, const arbor_id *tenant, const arbor_id *timeline,
+                      psc_timeline *out, psc_err *err)
+{
+    return psc_branch_info(c, tenant, NULL, timeline, false, out, err);
+}
+
+int psc_list_tenants(psc *c, arbor_id **out, size_t *n, psc_err *err)
+{
+    Arbor__ListTenantsRequest req = ARBOR__LIST_TENANTS_REQUEST__INIT;
+    Arbor__ListTenantsResponse *resp;
+    int rc = call(c, MGMT("ListTenants"), &req.base,
+                  &arbor__list_tenants_response__descriptor, &resp, err);
+    if (rc != 0)
+        return rc;
+    *out = az_calloc(resp->n_tenant_ids + 1, sizeof(arbor_id));
+    *n = 0;
+    for (size_t i = 0; i < resp->n_tenant_ids; i++)
+        if (resp->tenant_ids[i].len == 16)
+            memcpy((*out)[(*n)++].b, resp->tenant_ids[i].data, 16);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }
@@ -193,7 +242,7 @@ int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_
 }
 
 int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline,
-                        bool with_children, psc_err *err)
+                        bool with_children, uint32_t *deleted, psc_err *err)
 {
     Arbor__DeleteTimelineRequest req = ARBOR__DELETE_TIMELINE_REQUEST__INIT;
     req.tenant_id = id_bin(tenant);
@@ -202,9 +251,12 @@ int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline
     Arbor__DeleteTimelineResponse *resp;
     int rc = call(c, MGMT("DeleteTimeline"), &req.base,
                   &arbor__delete_timeline_response__descriptor, &resp, err);
-    if (rc == 0)
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    if (rc != 0)
+        return rc;
+    if (deleted)
+        *deleted = resp->deleted;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
 }
 
 int psc_set_history(psc *c, const arbor_id *tenant, const arbor_id *timeline,
@@ -238,7 +290,8 @@ int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
 }
 
 int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timeline,
-                         int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, psc_err *err)
+                         int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, int64_t *commit_us,
+                         psc_err *err)
 {
     Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
     ref.tenant_id = id_bin(tenant);
@@ -253,8 +306,53 @@ int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timelin
         return rc;
     *lsn = resp->lsn;
     *kind = (psc_lsn_kind)resp->kind;
+    if (commit_us)
+        *commit_us = resp->commit_timestamp_us;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
+}
+
+static Arbor__TimelineRef tl_ref(const arbor_id *tenant, const arbor_id *timeline)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = id_bin(tenant);
+    ref.timeline_id = id_bin(timeline);
+    return ref;
+}
+
+int psc_db_size(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
+                uint32_t *pages, uint32_t *page_size, psc_err *err)
+{
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
+    Arbor__DbSizeRequest req = ARBOR__DB_SIZE_REQUEST__INIT;
+    req.timeline = &ref;
+    req.request_lsn = lsn;
+    req.not_modified_since = lsn;
+    Arbor__DbSizeResponse *resp;
+    int rc = call(c, PAGE("GetDbSize"), &req.base, &arbor__db_size_response__descriptor,
+                  &resp, err);
+    if (rc != 0)
+        return rc;
+    *pages = resp->db_size_pages;
+    *page_size = resp->page_size;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int psc_lease(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
+              uint32_t duration_s, psc_err *err)
+{
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
+    Arbor__LeaseLsnRequest req = ARBOR__LEASE_LSN_REQUEST__INIT;
+    req.timeline = &ref;
+    req.lsn = lsn;
+    req.duration_s = duration_s;
+    Arbor__LeaseLsnResponse *resp;
+    int rc = call(c, PAGE("LeaseLsn"), &req.base, &arbor__lease_lsn_response__descriptor,
+                  &resp, err);
+    if (rc == 0)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
 }
 
 int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
@@ -340,6 +438,7 @@ int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_
                   const uint32_t *pgnos, size_t n, uint32_t page_size, uint8_t *pages,
                   psc_err *err)
 {
+    err->no_answer = false;
     if (n == 0)
         return 0;
     rpc_stream *s;
@@ -373,4 +472,95 @@ int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_
     rpc_stream_close_send(s);
     rpc_stream_destroy(s);
     return rc;
+}
+
+struct psc_pages {
+    rpc_stream *s;
+    uint64_t next_id;
+    Arbor__GetPagesResponse *last;
+};
+
+int psc_pages_open(psc *c, int64_t deadline_ms, psc_pages **out, psc_err *err)
+{
+    rpc_stream *s;
+    int rc = rpc_stream_open(c->ch, PAGE("GetPages"), deadline_ms, &s);
+    if (rc != 0) {
+        snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
+        err->no_answer = true;
+        return -EIO;
+    }
+    psc_pages *p = az_calloc(1, sizeof(*p));
+    p->s = s;
+    *out = p;
+    return 0;
+}
+
+static void pages_drop_last(psc_pages *p)
+{
+    if (p->last)
+        protobuf_c_message_free_unpacked(&p->last->base, NULL);
+    p->last = NULL;
+}
+
+int psc_pages_get(psc_pages *p, const arbor_id *tenant, const arbor_id *timeline,
+                  const uint32_t *pgnos, size_t n, lsn_t request_lsn, lsn_t nms,
+                  int timeout_ms, psc_err *err)
+{
+    pages_drop_last(p);
+    err->no_answer = false;
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
+    Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
+    req.request_id = ++p->next_id;
+    req.timeline = &ref;
+    req.pgnos = (uint32_t *)pgnos;
+    req.n_pgnos = n;
+    req.request_lsn = request_lsn;
+    req.not_modified_since = nms;
+    int rc = rpc_stream_send_msg(p->s, &req.base);
+    while (rc == 0) {
+        Arbor__GetPagesResponse *resp;
+        rc = rpc_stream_recv_msg(p->s, &arbor__get_pages_response__descriptor, timeout_ms,
+                                 (ProtobufCMessage **)&resp);
+        if (rc != 0)
+            break;
+        if (resp->request_id != req.request_id) {
+            /* the answer to a request whose wait timed out earlier */
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            continue;
+        }
+        if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
+            snprintf(err->msg, sizeof(err->msg), "%s",
+                     resp->error->message ? resp->error->message : "error");
+            rc = map_code(resp->error->code);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            return rc;
+        }
+        if (resp->n_pages != n || resp->n_page_lsns != n) {
+            snprintf(err->msg, sizeof(err->msg), "GetPages answered %zu pages for %zu",
+                     resp->n_pages, n);
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            return -EPROTO;
+        }
+        p->last = resp;
+        return 0;
+    }
+    snprintf(err->msg, sizeof(err->msg), "%s", rpc_strerror(rc));
+    err->no_answer = true;
+    return -EIO;
+}
+
+const uint8_t *psc_pages_page(const psc_pages *p, size_t i, size_t *len, lsn_t *page_lsn)
+{
+    *len = p->last->pages[i].len;
+    *page_lsn = p->last->page_lsns[i];
+    return p->last->pages[i].data;
+}
+
+void psc_pages_close(psc_pages *p)
+{
+    if (!p)
+        return;
+    pages_drop_last(p);
+    rpc_stream_destroy(p->s);
+    az_free(p);
 }

@@ -40,9 +40,9 @@ void skc_set_timeout(skc *c, int timeout_ms)
     c->timeout_ms = timeout_ms;
 }
 
-rpc_channel *skc_channel(skc *c)
+const char *skc_target(skc *c)
 {
-    return c->ch;
+    return rpc_channel_target(c->ch);
 }
 
 void skc_close(skc *c)
@@ -53,8 +53,9 @@ void skc_close(skc *c)
     az_free(c);
 }
 
-/* TimelineStatus: 0 and *out (free it), -ENOENT (the safekeeper answered
- * with an error: unknown timeline) or -EIO (no answer). */
+/* TimelineStatus: 0 and *out (free it), -ENOENT (the safekeeper answered:
+ * unknown timeline), -EPROTO (it answered another error) or -EIO (no
+ * answer). */
 static int timeline_status(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                            Arbor__TimelineStatusResponse **out)
 {
@@ -67,8 +68,9 @@ static int timeline_status(skc *c, const arbor_id *tenant, const arbor_id *timel
                   c->timeout_ms, NULL) != 0)
         return -EIO;
     if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
+        int code = (int)resp->error->code;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
-        return -ENOENT;
+        return code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE ? -ENOENT : -EPROTO;
     }
     *out = resp;
     return 0;
@@ -133,27 +135,92 @@ int skc_removed_below(skc *c, const arbor_id *tenant, const arbor_id *timeline, 
     return 0;
 }
 
+int skc_report_persisted(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                         lsn_t lsn)
+{
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
+    Arbor__ReportPersistedRequest req = ARBOR__REPORT_PERSISTED_REQUEST__INIT;
+    req.timeline = &ref;
+    req.persisted_lsn = lsn;
+    Arbor__ReportPersistedResponse *resp = NULL;
+    if (rpc_unary(c->ch, "/arbor.Safekeeper/ReportPersisted", &req.base,
+                  &arbor__report_persisted_response__descriptor, (ProtobufCMessage **)&resp,
+                  c->timeout_ms, NULL) != 0)
+        return -EIO;
+    int code = resp->error ? (int)resp->error->code : ARBOR__ERROR_CODE__OK;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return code == ARBOR__ERROR_CODE__OK || code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE
+               ? 0
+               : -EPROTO;
+}
+
+static void copy_id(arbor_id *dst, const ProtobufCBinaryData *src)
+{
+    memset(dst->b, 0, 16);
+    if (src->len == 16)
+        memcpy(dst->b, src->data, 16);
+}
+
+int skc_watch(skc *c, uint64_t *seq, uint64_t *epoch, uint32_t wait_ms, skc_tl_lsns **out,
+              size_t *n)
+{
+    Arbor__WatchTimelinesRequest req = ARBOR__WATCH_TIMELINES_REQUEST__INIT;
+    req.since_seq = *seq;
+    req.epoch = *epoch;
+    req.wait_ms = wait_ms;
+    Arbor__WatchTimelinesResponse *resp = NULL;
+    if (rpc_unary(c->ch, "/arbor.Safekeeper/WatchTimelines", &req.base,
+                  &arbor__watch_timelines_response__descriptor, (ProtobufCMessage **)&resp,
+                  (int64_t)wait_ms + c->timeout_ms, NULL) != 0)
+        return -EIO;
+    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return -EIO;
+    }
+    skc_tl_lsns *v = az_calloc(resp->n_timelines ? resp->n_timelines : 1, sizeof(*v));
+    size_t k = 0;
+    for (size_t i = 0; i < resp->n_timelines; i++) {
+        const Arbor__TimelineLsns *e = resp->timelines[i];
+        if (!e->timeline || e->timeline->timeline_id.len != 16)
+            continue;
+        copy_id(&v[k].tenant, &e->timeline->tenant_id);
+        copy_id(&v[k].timeline, &e->timeline->timeline_id);
+        v[k].commit = e->commit_lsn;
+        v[k].flush = e->flush_lsn;
+        k++;
+    }
+    *seq = resp->seq;
+    *epoch = resp->epoch;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
 struct skc_wal {
     rpc_stream *s;
+    Arbor__WalChunk *last;   /* what the last skc_chunk points into */
 };
 
-int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t start,
-                 bool follow, skc_wal **out)
+int skc_wal_open_ex(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t start,
+                    unsigned flags, int64_t deadline_ms, skc_wal **out)
 {
+    bool follow = flags & SKC_WAL_FOLLOW;
     Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
     req.timeline = &ref;
     req.start_lsn = start;
     req.follow = follow;
+    if (deadline_ms <= 0)
+        deadline_ms = follow ? (int64_t)365 * 24 * 3600 * 1000 : 600000;
     rpc_stream *s = NULL;
-    /* a follower's stream lives until cancelled; a safekeeper that is down
-     * must fail either kind at once, not leave it waiting for the peer (a
-     * dashboard's feed could never stop; `arbor changes` hung for the whole
-     * deadline when the first safekeeper it asked was dead): the reader
-     * goes on to another one */
-    int rc = rpc_stream_open_ex(c->ch, "/arbor.Safekeeper/StreamWal",
-                                follow ? (int64_t)365 * 24 * 3600 * 1000 : 600000,
-                                RPC_STREAM_FAIL_FAST, &s);
+    /* By default a safekeeper that is down fails the stream at once, not
+     * leaving the reader waiting for the peer (a dashboard's feed could
+     * never stop; `arbor changes` hung for the whole deadline when the
+     * first safekeeper it asked was dead): the reader goes on to another
+     * one. */
+    int rc = rpc_stream_open_ex(c->ch, "/arbor.Safekeeper/StreamWal", deadline_ms,
+                                (flags & SKC_WAL_WAIT_READY) ? 0 : RPC_STREAM_FAIL_FAST, &s);
     if (rc == 0)
         rc = rpc_stream_send_msg(s, &req.base);
     if (rc == 0)
@@ -168,12 +235,18 @@ int skc_wal_open(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t
     return 0;
 }
 
-int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t *begin,
-                 lsn_t *commit_lsn, char msg[256])
+static void drop_last(skc_wal *w)
+{
+    if (w->last)
+        protobuf_c_message_free_unpacked(&w->last->base, NULL);
+    w->last = NULL;
+}
+
+int skc_wal_next(skc_wal *w, int timeout_ms, skc_chunk *out, char msg[256])
 {
     Arbor__WalChunk *ch = NULL;
-    *recs = NULL;
-    *len = 0;
+    drop_last(w);
+    memset(out, 0, sizeof(*out));
     msg[0] = '\0';
     int rc = rpc_stream_recv_msg(w->s, &arbor__wal_chunk__descriptor, timeout_ms,
                                  (ProtobufCMessage **)&ch);
@@ -181,6 +254,8 @@ int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t 
         return -ETIMEDOUT;
     if (rc == RPC_EEOF)
         return 1;
+    if (rc == RPC_ECANCELLED)
+        return -ECANCELED;
     if (rc != 0) {
         snprintf(msg, 256, "%s", rpc_strerror(rc));
         return -EIO;
@@ -189,25 +264,29 @@ int skc_wal_next(skc_wal *w, int timeout_ms, uint8_t **recs, size_t *len, lsn_t 
         snprintf(msg, 256, "%.200s", ch->error->message ? ch->error->message : "error");
         rc = ch->error->code == ARBOR__ERROR_CODE__NOT_FOUND          ? -ERANGE
              : ch->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE ? -ENOENT
-                                                                      : -EIO;
+                                                                      : -EPROTO;
         protobuf_c_message_free_unpacked(&ch->base, NULL);
         return rc;
     }
-    *begin = ch->begin_lsn;
-    *commit_lsn = ch->commit_lsn;
-    if (ch->records.len) {
-        *recs = az_malloc(ch->records.len);
-        memcpy(*recs, ch->records.data, ch->records.len);
-        *len = ch->records.len;
-    }
-    protobuf_c_message_free_unpacked(&ch->base, NULL);
+    out->recs = ch->records.len ? ch->records.data : NULL;
+    out->len = ch->records.len;
+    out->begin = ch->begin_lsn;
+    out->commit = ch->commit_lsn;
+    out->flush = ch->flush_lsn;
+    w->last = ch;
     return 0;
+}
+
+void skc_wal_cancel(skc_wal *w)
+{
+    rpc_stream_cancel(w->s);
 }
 
 void skc_wal_close(skc_wal *w)
 {
     if (!w)
         return;
+    drop_last(w);
     rpc_stream_destroy(w->s);
     az_free(w);
 }

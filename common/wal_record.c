@@ -209,6 +209,27 @@ int wal_record_peek_len(const uint8_t *buf, size_t len, uint32_t *total_len)
     return check_prefix(buf, total_len);
 }
 
+int wal_iter_next(wal_iter *it, const uint8_t **rec, uint32_t *rec_len)
+{
+    if (it->off >= it->len)
+        return 0;
+    const uint8_t *b = it->p + it->off;
+    size_t avail = it->len - it->off;
+    uint32_t n;
+    int rc = wal_record_peek_len(b, avail, &n);
+    if (rc != WAL_OK)
+        return rc;
+    if (n > avail)
+        return WAL_ETRUNC;
+    if (load_u64(b + WAL_OFF_LSN) != it->lsn)
+        return WAL_EFIELD;
+    *rec = b;
+    *rec_len = n;
+    it->off += n;
+    it->lsn += n;
+    return 1;
+}
+
 /* Steps 1-3: fills the header fields of *rec (not pages). */
 static int parse_header(const uint8_t *buf, size_t len, wal_record *rec)
 {

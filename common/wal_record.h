@@ -268,6 +268,37 @@ enum {
     WAL_CHG_OFF_FLAGS = 4,
 };
 
+/* Walking the records of a chunk of WAL (what StreamWal and Append carry:
+ * whole records back to back, the first at a known LSN). Each step checks
+ * the length prefix, that the record lies wholly inside the chunk, and
+ * that the LSN in its header is the position it stands at (the chunk is
+ * continuous); the record itself is not verified (decode or verify it).
+ *
+ *   wal_iter it;
+ *   wal_iter_init(&it, recs, len, begin_lsn);
+ *   while ((rc = wal_iter_next(&it, &rec, &rec_len)) == 1)
+ *       use rec (at LSN it.lsn - rec_len);
+ *   rc: 0 at the end, or WAL_ETRUNC (cut short), WAL_EMAGIC / WAL_ELEN
+ *   (no record here), WAL_EFIELD (its LSN is not it.lsn); it.lsn is where
+ *   the bad record starts. */
+typedef struct wal_iter {
+    const uint8_t *p;
+    size_t len;
+    size_t off;
+    lsn_t lsn;             /* LSN of the next record */
+} wal_iter;
+
+static inline void wal_iter_init(wal_iter *it, const uint8_t *recs, size_t len,
+                                 lsn_t begin)
+{
+    it->p = recs;
+    it->len = recs ? len : 0;
+    it->off = 0;
+    it->lsn = begin;
+}
+
+int wal_iter_next(wal_iter *it, const uint8_t **rec, uint32_t *rec_len);
+
 /* The value the checksum field of buf[0..len) must hold: XXH3-64 of those
  * bytes with the checksum field taken as zero (the field itself is only
  * read as zero, not changed). len >= WAL_HEADER_BYTES. For tools and tests

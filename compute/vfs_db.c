@@ -16,9 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pagebuf.h"
-#include "pageserver.pb-c.h"
-#include "rpc.h"
-#include "safekeeper.pb-c.h"
+#include "ps_client.h"
 #include "sk_client.h"
 #include "vfs_cache.h"
 #include "vfs_main.h"
@@ -38,12 +36,11 @@ struct vfs_db {
     arbor_id timeline;
     lsn_t start_lsn;             /* timeline's own WAL start */
 
-    rpc_channel *ps;
+    psc *ps;
     struct {
         pthread_mutex_t mu;
-        rpc_stream *s;
+        psc_pages *s;
     } streams[PAGE_STREAMS];
-    atomic_uint_fast64_t next_request_id;
     vfs_cache *cache;
     wp_proposer *wp;             /* primary only */
 
@@ -157,35 +154,12 @@ const char *vfs_db_strerror(int err)
     return "unknown error";
 }
 
-static void timeline_ref(const vfs_db *db, Arbor__TimelineRef *ref)
+/* A pageserver call's error as the message of a failed open or refresh. */
+static int ps_failed(vfs_db *db, const char *what, const psc_err *e, char *err,
+                     size_t err_len)
 {
-    arbor__timeline_ref__init(ref);
-    ref->tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)db->conf.tenant.b };
-    ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)db->timeline.b };
-}
-
-/* A unary call to the pageserver; the reply's `error` (field 1 of every
- * response) is turned into a message. 0 or -1 with err filled. */
-static int ps_call(vfs_db *db, const char *method, const ProtobufCMessage *req,
-                   const ProtobufCMessageDescriptor *d, ProtobufCMessage **resp,
-                   char *err, size_t err_len)
-{
-    rpc_status st = { 0 };
-    int rc = rpc_unary(db->ps, method, req, d, resp, db->conf.timeout_ms, &st);
-    if (rc != 0) {
-        snprintf(err, err_len, "pageserver %s: %s: %s%s%s", db->conf.pageserver,
-                 method, rpc_strerror(rc), st.message[0] ? ": " : "", st.message);
-        return -1;
-    }
-    /* Every response message starts with `Error error = 1`. */
-    Arbor__Error *e = *(Arbor__Error **)((char *)*resp + sizeof(ProtobufCMessage));
-    if (e && e->code != ARBOR__ERROR_CODE__OK) {
-        snprintf(err, err_len, "%s: %s", method, e->message);
-        protobuf_c_message_free_unpacked(*resp, NULL);
-        *resp = NULL;
-        return -1;
-    }
-    return 0;
+    snprintf(err, err_len, "pageserver %.60s: %s: %.160s", db->conf.pageserver, what, e->msg);
+    return -1;
 }
 
 /* ---- open ------------------------------------------------------------------ */
@@ -198,92 +172,47 @@ typedef struct tl_info {
 
 static int resolve_timeline(vfs_db *db, tl_info *out, char *err, size_t err_len)
 {
-    Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, db->conf.tenant.b };
-    if (db->conf.has_timeline) {
-        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_TIMELINE_ID;
-        req.timeline_id = (ProtobufCBinaryData){ 16, db->conf.timeline.b };
-    } else {
-        req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
-        req.branch_name = db->conf.branch;
-    }
-    Arbor__TimelineInfoResponse *resp;
-    if (ps_call(db, "/arbor.Management/GetTimelineInfo", &req.base,
-                &arbor__timeline_info_response__descriptor,
-                (ProtobufCMessage **)&resp, err, err_len) != 0)
-        return -1;
-    int rc = -1;
-    if (!resp->info || resp->info->timeline_id.len != 16) {
-        snprintf(err, err_len, "GetTimelineInfo: no timeline in the answer");
-        goto done;
-    }
-    memcpy(out->timeline.b, resp->info->timeline_id.data, 16);
-    out->start_lsn = resp->info->start_lsn;
-    out->last_record_lsn = resp->info->last_record_lsn;
-    out->last_commit_ts_us = resp->info->last_commit_timestamp_us;
-    rc = 0;
-done:
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    psc_timeline tl;
+    psc_err e;
+    if (psc_branch_info(db->ps, &db->conf.tenant, db->conf.has_timeline ? NULL : db->conf.branch,
+                        &db->conf.timeline, false, &tl, &e) != 0)
+        return ps_failed(db, "timeline info", &e, err, err_len);
+    out->timeline = tl.id;
+    out->start_lsn = tl.start_lsn;
+    out->last_record_lsn = tl.last_record_lsn;
+    out->last_commit_ts_us = tl.last_commit_us;
+    return 0;
 }
 
 static int get_db_size(vfs_db *db, lsn_t lsn, uint32_t *size, uint32_t *page_size,
                        char *err, size_t err_len)
 {
-    Arbor__TimelineRef ref;
-    timeline_ref(db, &ref);
-    Arbor__DbSizeRequest req = ARBOR__DB_SIZE_REQUEST__INIT;
-    req.timeline = &ref;
-    req.request_lsn = lsn;
-    req.not_modified_since = lsn;
-    Arbor__DbSizeResponse *resp;
-    if (ps_call(db, "/arbor.PageService/GetDbSize", &req.base,
-                &arbor__db_size_response__descriptor, (ProtobufCMessage **)&resp,
-                err, err_len) != 0)
-        return -1;
-    *size = resp->db_size_pages;
-    *page_size = resp->page_size;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    psc_err e;
+    if (psc_db_size(db->ps, &db->conf.tenant, &db->timeline, lsn, size, page_size, &e) != 0)
+        return ps_failed(db, "database size", &e, err, err_len);
     return 0;
 }
 
 static int lsn_by_timestamp(vfs_db *db, int64_t at_us, lsn_t *lsn, char *err,
                             size_t err_len)
 {
-    Arbor__TimelineRef ref;
-    timeline_ref(db, &ref);
-    Arbor__LsnByTimestampRequest req = ARBOR__LSN_BY_TIMESTAMP_REQUEST__INIT;
-    req.timeline = &ref;
-    req.timestamp_us = at_us;
-    Arbor__LsnByTimestampResponse *resp;
-    if (ps_call(db, "/arbor.PageService/GetLsnByTimestamp", &req.base,
-                &arbor__lsn_by_timestamp_response__descriptor,
-                (ProtobufCMessage **)&resp, err, err_len) != 0)
-        return -1;
-    int rc = 0;
-    if (resp->kind == ARBOR__LSN_KIND__LSN_PAST || resp->lsn == 0) {
+    psc_err e;
+    psc_lsn_kind kind;
+    if (psc_lsn_by_timestamp(db->ps, &db->conf.tenant, &db->timeline, at_us, lsn, &kind, NULL,
+                             &e) != 0)
+        return ps_failed(db, "LSN by timestamp", &e, err, err_len);
+    if (kind == PSC_LSN_PAST || *lsn == 0) {
         snprintf(err, err_len, "no commit at or before timestamp %" PRId64, at_us);
-        rc = -1;
+        return -1;
     }
-    *lsn = resp->lsn;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return 0;
 }
 
 static int lease(vfs_db *db, char *err, size_t err_len)
 {
-    Arbor__TimelineRef ref;
-    timeline_ref(db, &ref);
-    Arbor__LeaseLsnRequest req = ARBOR__LEASE_LSN_REQUEST__INIT;
-    req.timeline = &ref;
-    req.lsn = db->latest_lsn;
-    req.duration_s = LEASE_S;
-    Arbor__LeaseLsnResponse *resp;
-    if (ps_call(db, "/arbor.PageService/LeaseLsn", &req.base,
-                &arbor__lease_lsn_response__descriptor, (ProtobufCMessage **)&resp,
-                err, err_len) != 0)
-        return -1;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    psc_err e;
+    if (psc_lease(db->ps, &db->conf.tenant, &db->timeline, db->latest_lsn, LEASE_S, &e) != 0)
+        return ps_failed(db, "LSN lease", &e, err, err_len);
     return 0;
 }
 
@@ -374,12 +303,10 @@ static void db_free(vfs_db *db)
     }
     wp_destroy(db->wp);
     for (int i = 0; i < PAGE_STREAMS; i++) {
-        if (db->streams[i].s)
-            rpc_stream_destroy(db->streams[i].s);
+        psc_pages_close(db->streams[i].s);
         pthread_mutex_destroy(&db->streams[i].mu);
     }
-    if (db->ps)
-        rpc_channel_destroy(db->ps);
+    psc_close(db->ps);
     vfs_cache_destroy(db->cache);
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->stop_cv);
@@ -411,11 +338,12 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
     snprintf(db->name, sizeof(db->name), "%s@%s",
              conf->has_timeline ? "timeline" : conf->branch, vfs_mode_name(conf->mode));
     tl_info ti;
-    if (rpc_channel_create(conf->pageserver, &db->ps) != 0) {
+    if (psc_open(conf->pageserver, &db->ps) != 0) {
         snprintf(err, err_len, "bad pageserver address \"%s\"", conf->pageserver);
         db_free(db);
         return VFS_EOPEN;
     }
+    psc_set_timeout(db->ps, conf->timeout_ms);
     if (resolve_timeline(db, &ti, err, err_len) != 0) {
         db_free(db);
         return VFS_EOPEN;
@@ -638,65 +566,38 @@ bool vfs_db_is_reserved(vfs_db *db)
 
 /* ---- reads ------------------------------------------------------------------- */
 
-/* One GetPages round trip on stream slot i (its mutex held). 0, or -1 on a
- * transport error (the stream is dropped, the caller may retry), or -2 on an
- * error the pageserver reported (logged; not retried). */
-static int fetch_on(vfs_db *db, int i, const uint32_t *pgnos, uint32_t n,
-                    lsn_t snap, lsn_t nms, Arbor__GetPagesResponse **out)
+/* One GetPages round trip on stream slot i (its mutex held): the answer is
+ * psc_pages_page(db->streams[i].s, ...). 0, or -1 on a transport error (the
+ * stream is dropped, the caller may retry), or -2 on an error the
+ * pageserver reported (logged; not retried). */
+static int fetch_on(vfs_db *db, int i, const uint32_t *pgnos, uint32_t n, lsn_t snap,
+                    lsn_t nms)
 {
+    psc_err e;
     if (!db->streams[i].s &&
-        rpc_stream_open(db->ps, "/arbor.PageService/GetPages", STREAM_DEADLINE_MS,
-                        &db->streams[i].s) != 0)
+        psc_pages_open(db->ps, STREAM_DEADLINE_MS, &db->streams[i].s, &e) != 0)
         return -1;
-    rpc_stream *s = db->streams[i].s;
-    Arbor__TimelineRef ref;
-    timeline_ref(db, &ref);
-    Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
-    req.request_id = atomic_fetch_add(&db->next_request_id, 1) + 1;
-    req.timeline = &ref;
-    req.pgnos = (uint32_t *)pgnos;
-    req.n_pgnos = n;
-    req.request_lsn = snap;
-    req.not_modified_since = nms;
-    int rc = rpc_stream_send_msg(s, &req.base);
-    while (rc == 0) {
-        Arbor__GetPagesResponse *resp;
-        rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor,
-                                 db->conf.timeout_ms + 5000, (ProtobufCMessage **)&resp);
-        if (rc != 0)
-            break;
-        if (resp->request_id != req.request_id) {
-            /* The answer to a request whose wait timed out earlier. */
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-            continue;
-        }
-        if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
-            char l[LSN_STRLEN];
-            log_error("arbor vfs: %s: read of page %u at %s failed: %s", db->name,
-                      pgnos[0], lsn_format(snap, l), resp->error->message);
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-            return -2;
-        }
-        if (resp->n_pages != n || resp->n_page_lsns != n) {
-            log_error("arbor vfs: %s: GetPages answered %zu pages for %u",
-                      db->name, resp->n_pages, n);
-            protobuf_c_message_free_unpacked(&resp->base, NULL);
-            return -2;
-        }
-        *out = resp;
+    int rc = psc_pages_get(db->streams[i].s, &db->conf.tenant, &db->timeline, pgnos, n, snap,
+                           nms, db->conf.timeout_ms + 5000, &e);
+    if (rc == 0)
         return 0;
+    if (!e.no_answer) {
+        char l[LSN_STRLEN];
+        log_error("arbor vfs: %s: read of page %u at %s failed: %s", db->name, pgnos[0],
+                  lsn_format(snap, l), e.msg);
+        return -2;
     }
-    log_warn("arbor vfs: %s: GetPages stream: %s (reconnecting)", db->name,
-             rpc_strerror(rc));
-    rpc_stream_destroy(s);
+    log_warn("arbor vfs: %s: GetPages stream: %s (reconnecting)", db->name, e.msg);
+    psc_pages_close(db->streams[i].s);
     db->streams[i].s = NULL;
     return -1;
 }
 
 /* Fetches pgnos at snap with retries on transport errors for about the
- * configured timeout. */
+ * configured timeout. 0 with the answer on stream slot *slot_out, whose
+ * mutex stays held until the caller has read it (fetch_done). */
 static int fetch(vfs_db *db, const uint32_t *pgnos, uint32_t n, lsn_t snap,
-                 lsn_t nms, Arbor__GetPagesResponse **out)
+                 lsn_t nms, int *slot_out)
 {
     int slot = -1;
     for (int i = 0; i < PAGE_STREAMS && slot < 0; i++)
@@ -708,18 +609,27 @@ static int fetch(vfs_db *db, const uint32_t *pgnos, uint32_t n, lsn_t snap,
     }
     double t0 = mono_s(), deadline = t0 + db->conf.timeout_ms / 1000.0;
     int rc, delay_ms = 20;
-    while ((rc = fetch_on(db, slot, pgnos, n, snap, nms, out)) == -1 &&
+    while ((rc = fetch_on(db, slot, pgnos, n, snap, nms)) == -1 &&
            mono_s() < deadline) {
         struct timespec ts = { 0, delay_ms * 1000000L };
         nanosleep(&ts, NULL);
         delay_ms = delay_ms < 500 ? delay_ms * 2 : 500;
     }
-    pthread_mutex_unlock(&db->streams[slot].mu);
     MET_OBS(g_met.getpage_s, mono_s() - t0);
     if (rc == -1)
         log_error("arbor vfs: %s: pageserver %s unreachable", db->name,
                   db->conf.pageserver);
-    return rc == 0 ? 0 : VFS_EIO;
+    if (rc != 0) {
+        pthread_mutex_unlock(&db->streams[slot].mu);
+        return VFS_EIO;
+    }
+    *slot_out = slot;
+    return 0;
+}
+
+static void fetch_done(vfs_db *db, int slot)
+{
+    pthread_mutex_unlock(&db->streams[slot].mu);
 }
 
 int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
@@ -742,32 +652,33 @@ int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
         if (m > nms)
             nms = m;
     }
-    Arbor__GetPagesResponse *resp;
-    if (fetch(db, pgnos, n, snap, nms, &resp) != 0)
+    int slot;
+    if (fetch(db, pgnos, n, snap, nms, &slot) != 0)
         return VFS_EIO;
     int rc = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const ProtobufCBinaryData *pg = &resp->pages[i];
-        if (pg->len != 0 && pg->len != len) {
+        size_t pg_len;
+        lsn_t pg_lsn;
+        const uint8_t *pg = psc_pages_page(db->streams[slot].s, i, &pg_len, &pg_lsn);
+        if (pg_len != 0 && pg_len != len) {
             log_error("arbor vfs: %s: page %u is %zu bytes, expected %u",
-                      db->name, pgnos[i], pg->len, len);
+                      db->name, pgnos[i], pg_len, len);
             rc = VFS_EIO;
             break;
         }
-        if (pg->len == 0) {
+        if (pg_len == 0) {
             /* The timeline has no page yet: zeros, not cached. */
             if (i == 0)
                 memset(dst, 0, len);
             continue;
         }
-        vfs_cache_put_fetched(db->cache, pgnos[i], snap, resp->page_lsns[i],
-                              pg->data, len);
+        vfs_cache_put_fetched(db->cache, pgnos[i], snap, pg_lsn, pg, len);
         if (i == 0)
-            memcpy(dst, pg->data, len);
+            memcpy(dst, pg, len);
     }
+    fetch_done(db, slot);
     MET_ADD(g_met.fetched, n);
     MET_ADD(g_met.prefetched, n - 1);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
 }
 
@@ -1225,37 +1136,34 @@ static int apply_record(vfs_db *db, follower *fw, const wal_record *r)
 
 /* Applies the records of one chunk that starts at *pos. -1 on a gap or a
  * bad record (the caller reconnects). */
-static int apply_chunk(vfs_db *db, const Arbor__WalChunk *c, lsn_t *pos,
-                       follower *fw)
+static int apply_chunk(vfs_db *db, const skc_chunk *c, lsn_t *pos, follower *fw)
 {
-    if (c->records.len == 0)
+    if (c->len == 0)
         return 0;
-    if (c->begin_lsn != *pos) {
+    if (c->begin != *pos) {
         log_warn("arbor vfs: %s: WAL chunk at %" PRIX64 ", expected %" PRIX64,
-                 db->name, c->begin_lsn, *pos);
+                 db->name, c->begin, *pos);
         return -1;
     }
-    size_t off = 0;
-    while (off < c->records.len) {
-        uint32_t total = 0;
+    wal_iter it;
+    const uint8_t *p;
+    uint32_t total;
+    int rc;
+    wal_iter_init(&it, c->recs, c->len, c->begin);
+    while ((rc = wal_iter_next(&it, &p, &total)) == 1) {
         wal_record r = { 0 };   /* decode leaves it zeroed on error */
-        int rc = wal_record_peek_len(c->records.data + off, c->records.len - off, &total);
-        if (rc == 0 && total > c->records.len - off)
-            rc = WAL_ETRUNC;
-        if (rc == 0)
-            rc = wal_record_decode(c->records.data + off, total, &r);
-        if (rc == 0 && r.lsn != *pos)
-            rc = WAL_EFIELD;
+        rc = wal_record_decode(p, total, &r);
         if (rc == 0)
             rc = apply_record(db, fw, &r);
         wal_record_free(&r);
-        if (rc != 0) {
-            log_error("arbor vfs: %s: bad WAL record at %" PRIX64 ": %s",
-                      db->name, *pos, wal_strerror(rc));
-            return -1;
-        }
+        if (rc != 0)
+            break;
         *pos += total;
-        off += total;
+    }
+    if (rc != 0) {
+        log_error("arbor vfs: %s: bad WAL record at %" PRIX64 ": %s", db->name, *pos,
+                  wal_strerror(rc));
+        return -1;
     }
     return 0;
 }
@@ -1324,22 +1232,14 @@ static int informed_safekeeper(vfs_db *db, skc **sk, int cur, lsn_t pos)
 static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
 {
     int next = (cur + 1) % db->conf.n_safekeepers;
-    rpc_stream *s;
-    if (rpc_stream_open(skc_channel(sk[cur]), "/arbor.Safekeeper/StreamWal",
-                        STREAM_DEADLINE_MS, &s) != 0)
+    skc_wal *s;
+    int rc = skc_wal_open_ex(sk[cur], &db->conf.tenant, &db->timeline, *pos,
+                             SKC_WAL_FOLLOW | SKC_WAL_WAIT_READY, STREAM_DEADLINE_MS, &s);
+    if (rc != 0)
         return next;
-    Arbor__TimelineRef ref;
-    timeline_ref(db, &ref);
-    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
-    req.timeline = &ref;
-    req.start_lsn = *pos;
-    req.follow = true;
-    int rc = rpc_stream_send_msg(s, &req.base);
-    if (rc == 0)
-        rc = rpc_stream_close_send(s);
     double quiet_since = mono_s();
     int check_ms = FOLLOW_CHECK_MS;
-    while (rc == 0 || rc == RPC_ETIMEDOUT) {
+    while (rc == 0 || rc == -ETIMEDOUT) {
         pthread_mutex_lock(&db->mu);
         bool stop = db->stopping;
         pthread_mutex_unlock(&db->mu);
@@ -1350,8 +1250,8 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
             if (j >= 0) {
                 char a[LSN_STRLEN];
                 log_info("arbor vfs: %s: %s was not told of the commits after %s; "
-                         "following %s", db->name, rpc_channel_target(skc_channel(sk[cur])),
-                         lsn_format(*pos, a), rpc_channel_target(skc_channel(sk[j])));
+                         "following %s", db->name, skc_target(sk[cur]),
+                         lsn_format(*pos, a), skc_target(sk[j]));
                 next = j;
                 break;
             }
@@ -1359,36 +1259,32 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
             if (check_ms < FOLLOW_CHECK_MAX_MS)
                 check_ms *= 2;
         }
-        Arbor__WalChunk *c;
-        rc = rpc_stream_recv_msg(s, &arbor__wal_chunk__descriptor, 200,
-                                 (ProtobufCMessage **)&c);
-        if (rc != 0)
-            continue;
+        skc_chunk c;
+        char msg[256];
+        rc = skc_wal_next(s, 200, &c, msg);
+        if (rc != 0 && rc != -ERANGE && rc != -EPROTO)
+            continue;   /* -ETIMEDOUT goes on; the end or a broken stream ends */
         lsn_t before = *pos;
-        if (c->error && c->error->code == ARBOR__ERROR_CODE__NOT_FOUND &&
-            resync_from_pageserver(db, pos, fw) == 0) {
-            rc = -1;     /* reconnect from the new position */
-            next = cur;
-        } else if (c->error && c->error->code != ARBOR__ERROR_CODE__OK) {
+        if (rc == -ERANGE && resync_from_pageserver(db, pos, fw) == 0) {
+            next = cur;  /* reconnect from the new position */
+        } else if (rc != 0) {
             log_warn("arbor vfs: %s: StreamWal from %s: %s", db->name,
-                     rpc_channel_target(skc_channel(sk[cur])), c->error->message);
-            rc = -1;
-        } else if (apply_chunk(db, c, pos, fw) != 0) {
+                     skc_target(sk[cur]), msg);
+        } else if (apply_chunk(db, &c, pos, fw) != 0) {
             rc = -1;
         } else if (g_met.replica_lag_bytes) {
-            lsn_t end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
+            lsn_t end = c.commit < c.flush ? c.commit : c.flush;
             met_gauge_set(g_met.replica_lag_bytes, end > *pos ? (double)(end - *pos) : 0);
         }
         if (*pos != before) {
             quiet_since = mono_s();
             check_ms = FOLLOW_CHECK_MS;
-        } else if (rc == 0 && c->flush_lsn > *pos && c->commit_lsn <= *pos &&
+        } else if (rc == 0 && c.flush > *pos && c.commit <= *pos &&
                    check_ms > FOLLOW_CHECK_MS) {
             check_ms = FOLLOW_CHECK_MS;   /* WAL here that it does not call committed */
         }
-        protobuf_c_message_free_unpacked(&c->base, NULL);
     }
-    rpc_stream_destroy(s);
+    skc_wal_close(s);
     return next;
 }
 

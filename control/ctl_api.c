@@ -434,7 +434,7 @@ static int lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t ti
     psc_lsn_kind kind;
     psc_err e;
     wait_ingested(r, t, tl);
-    int rc = psc_lsn_by_timestamp(r->x->ps, t, tl, time_us, lsn, &kind, &e);
+    int rc = psc_lsn_by_timestamp(r->x->ps, t, tl, time_us, lsn, &kind, NULL, &e);
     if (rc != 0) {
         fail_ps(r, rc, "finding the LSN of that time", e.msg);
         return -1;
@@ -654,7 +654,7 @@ static json_t *h_branch_delete(req *r)
     psc_err e;
     tenant_of(r, &t);
     id_parse(jstr(row, "id"), &tl);
-    int rc = psc_delete_timeline(r->x->ps, &t, &tl, false, &e);
+    int rc = psc_delete_timeline(r->x->ps, &t, &tl, false, NULL, &e);
     if (rc != 0 && rc != -ENOENT) {
         fail_ps(r, rc, "deleting the branch", e.msg);
         goto done;
@@ -768,7 +768,7 @@ static json_t *replace_timeline(req *r, bool is_reset)
     hex_id(&tl.id, new_id);
     repoint(r, pid, jstr(row, "id"), new_id, is_reset);
     if (is_reset) {
-        psc_delete_timeline(r->x->ps, &t, &old, false, &e);
+        psc_delete_timeline(r->x->ps, &t, &old, false, NULL, &e);
         ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?",
                     "ss", pid, jstr(row, "id"));
     }

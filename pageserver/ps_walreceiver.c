@@ -37,8 +37,7 @@
 #include "ids.h"
 #include "log.h"
 #include "ps_io.h"
-#include "rpc.h"
-#include "safekeeper.pb-c.h"
+#include "sk_client.h"
 #include "wal_record.h"
 
 #define RCV_MAX_SK 7
@@ -59,7 +58,7 @@ typedef struct receiver {
     atomic_bool stop;
     atomic_int current;
     pthread_mutex_t stream_mu;  /* guards stream against a concurrent cancel */
-    rpc_stream *stream;         /* the open StreamWal call, NULL between */
+    skc_wal *stream;            /* the open StreamWal call, NULL between */
     struct watched *w;       /* its entry (owns it) */
     atomic_bool finished;    /* exited by itself (idle): to be joined */
     _Atomic int64_t last_data_ms;  /* when it last ingested records (or started) */
@@ -80,7 +79,7 @@ struct ps_rcv {
     pthread_mutex_t mu;
     ps_rcv_options opt;
     char *addrs[RCV_MAX_SK];
-    rpc_channel *ch[RCV_MAX_SK];
+    skc *sk[RCV_MAX_SK];
     watched **ws;            /* sorted by timeline id */
     size_t n_ws, cap_ws;
     int running;             /* receivers not finished */
@@ -106,38 +105,17 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static void tl_ref(const ps_timeline *tl, Arbor__TimelineRef *ref)
-{
-    arbor__timeline_ref__init(ref);
-    ref->tenant_id = (ProtobufCBinaryData){ 16, (uint8_t *)ps_timeline_tenant_id(tl)->b };
-    ref->timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)ps_timeline_id(tl)->b };
-}
-
 /* TimelineStatus of safekeeper i for tl: 0 and its commit and flush LSNs
  * (both 0 when it does not know the timeline yet: nothing was written to
  * it), -1 if it does not answer or answers another error. */
 static int sk_status(ps_rcv *r, int i, const ps_timeline *tl, lsn_t *commit,
                      lsn_t *flush)
 {
-    Arbor__TimelineRef ref;
-    tl_ref(tl, &ref);
-    Arbor__TimelineStatusRequest req = ARBOR__TIMELINE_STATUS_REQUEST__INIT;
-    req.timeline = &ref;
-    Arbor__TimelineStatusResponse *resp;
-    if (rpc_unary(r->ch[i], "/arbor.Safekeeper/TimelineStatus", &req.base,
-                  &arbor__timeline_status_response__descriptor,
-                  (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0)
-        return -1;
-    int rc = 0;
-    *commit = resp->commit_lsn;
-    *flush = resp->flush_lsn;
-    if (resp->error && resp->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE) {
+    int rc = skc_status(r->sk[i], ps_timeline_tenant_id(tl), ps_timeline_id(tl), flush,
+                        commit);
+    if (rc == -ENOENT)
         *commit = *flush = 0;
-    } else if (resp->error) {
-        rc = -1;
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return rc == 0 || rc == -ENOENT ? 0 : -1;
 }
 
 /* min(commit, flush) of safekeeper i for the timeline: how far it can
@@ -200,51 +178,32 @@ static int best_other(ps_rcv *r, const ps_timeline *tl, int cur, lsn_t pos)
 
 /* Ingests the whole records of one chunk. 0, or the first error (records
  * before it stay ingested; the caller reconnects from last_record_lsn). */
-static int ingest_chunk(receiver *rv, const Arbor__WalChunk *c)
+static int ingest_chunk(receiver *rv, const skc_chunk *c)
 {
     ps_rcv *r = rv->owner;
-    if (c->begin_lsn != ps_timeline_ingest_lsn(rv->tl))
+    if (c->begin != ps_timeline_ingest_lsn(rv->tl))
         return PS_EGAP;
-    size_t off = 0;
-    while (off < c->records.len) {
-        uint32_t len;
-        int rc = wal_record_peek_len(c->records.data + off,
-                                     c->records.len - off, &len);
-        if (rc == 0 && len > c->records.len - off)
-            rc = WAL_ETRUNC;
-        if (rc == 0)
-            rc = ps_timeline_ingest(rv->tl, c->records.data + off, len);
+    wal_iter it;
+    const uint8_t *rec;
+    uint32_t len;
+    int rc;
+    wal_iter_init(&it, c->recs, c->len, c->begin);
+    while ((rc = wal_iter_next(&it, &rec, &len)) == 1) {
+        rc = ps_timeline_ingest(rv->tl, rec, len);
         if (rc != 0)
             return rc;
-        off += len;
         if (r->ingest_records)
             met_counter_inc(r->ingest_records);
         if (r->ingest_bytes)
             met_counter_add(r->ingest_bytes, len);
     }
-    return 0;
+    return rc;
 }
 
-static int open_stream(ps_rcv *r, int i, const ps_timeline *tl, lsn_t pos,
-                       rpc_stream **out)
+static int open_stream(ps_rcv *r, int i, const ps_timeline *tl, lsn_t pos, skc_wal **out)
 {
-    Arbor__TimelineRef ref;
-    tl_ref(tl, &ref);
-    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
-    req.timeline = &ref;
-    req.start_lsn = pos;
-    req.follow = true;
-    int rc = rpc_stream_open(r->ch[i], "/arbor.Safekeeper/StreamWal",
-                             RCV_STREAM_DEADLINE_MS, out);
-    if (rc == 0)
-        rc = rpc_stream_send_msg(*out, &req.base);
-    if (rc == 0)
-        rc = rpc_stream_close_send(*out);
-    if (rc != 0 && *out) {
-        rpc_stream_destroy(*out);
-        *out = NULL;
-    }
-    return rc;
+    return skc_wal_open_ex(r->sk[i], ps_timeline_tenant_id(tl), ps_timeline_id(tl), pos,
+                           SKC_WAL_FOLLOW | SKC_WAL_WAIT_READY, RCV_STREAM_DEADLINE_MS, out);
 }
 
 /* Ingest lag: what the current safekeeper can serve (every chunk, even a
@@ -259,19 +218,17 @@ static void set_lag(receiver *rv, lsn_t sk_end)
 
 /* Ingest lag in time: from the commit (its timestamp) of the chunk's last
  * record to now, when it has been ingested. */
-static void set_lag_s(receiver *rv, const Arbor__WalChunk *c)
+static void set_lag_s(receiver *rv, const skc_chunk *c)
 {
-    size_t off = 0;
-    int64_t ts = 0;
+    wal_iter it;
+    const uint8_t *rec;
     uint32_t len;
-    while (rv->lag_s && off < c->records.len &&
-           wal_record_peek_len(c->records.data + off, c->records.len - off, &len) == 0 &&
-           len <= c->records.len - off && len >= WAL_OFF_COMMIT_TS + 8) {
-        const uint8_t *p = c->records.data + off + WAL_OFF_COMMIT_TS;
+    int64_t ts = 0;
+    wal_iter_init(&it, c->recs, c->len, c->begin);
+    while (rv->lag_s && wal_iter_next(&it, &rec, &len) == 1) {
         ts = 0;
         for (int b = 7; b >= 0; b--)
-            ts = (ts << 8) | p[b];
-        off += len;
+            ts = (ts << 8) | rec[WAL_OFF_COMMIT_TS + b];
     }
     if (ts > 0) {
         struct timespec now;
@@ -291,24 +248,24 @@ static stream_end stream_from(receiver *rv, int i)
      * from its start: last_record_lsn is always a transaction boundary. */
     ps_timeline_ingest_restart(rv->tl);
     lsn_t pos = ps_timeline_last_record_lsn(rv->tl);
-    rpc_stream *s = NULL;
+    skc_wal *s = NULL;
     if (open_stream(r, i, rv->tl, pos, &s) != 0)
         return NEXT_SK;
     pthread_mutex_lock(&rv->stream_mu);
     rv->stream = s;
     if (atomic_load(&rv->stop))
-        rpc_stream_cancel(s);   /* stopped while we were connecting */
+        skc_wal_cancel(s);   /* stopped while we were connecting */
     pthread_mutex_unlock(&rv->stream_mu);
     stream_end how = NEXT_SK;
     int64_t last_chunk = now_ms(), last_data = now_ms(), last_lag_check = now_ms();
     uint32_t stall_ms = r->opt.stall_ms ? r->opt.stall_ms : 3000;
     uint32_t lag_ms = r->opt.lag_ms ? r->opt.lag_ms : 2000;
     while (!atomic_load(&rv->stop)) {
-        Arbor__WalChunk *c;
-        int rc = rpc_stream_recv_msg(s, &arbor__wal_chunk__descriptor,
-                                     RCV_RECV_POLL_MS, (ProtobufCMessage **)&c);
+        skc_chunk c;
+        char msg[256];
+        int rc = skc_wal_next(s, RCV_RECV_POLL_MS, &c, msg);
         int64_t now = now_ms();
-        if (rc == RPC_ETIMEDOUT) {
+        if (rc == -ETIMEDOUT) {
             if (now - last_chunk > stall_ms) {
                 log_warn("WAL from %s stalled for %u ms: switching",
                          r->addrs[i], stall_ms);
@@ -316,26 +273,23 @@ static stream_end stream_from(receiver *rv, int i)
             }
             continue;
         }
-        if (rc != 0)
-            break;
-        last_chunk = now;
-        if (c->error) {
-            if (c->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE)
-                how = SAME_SK_LATER;
-            else
-                log_warn("WAL from %s: %s", r->addrs[i], c->error->message);
-            protobuf_c_message_free_unpacked(&c->base, NULL);
+        if (rc == -ENOENT) {
+            how = SAME_SK_LATER;
             break;
         }
-        if (c->records.len) {
-            rc = ingest_chunk(rv, c);
+        if (rc == -ERANGE || rc == -EPROTO)
+            log_warn("WAL from %s: %s", r->addrs[i], msg);
+        if (rc != 0)
+            break;   /* the end, a transport error, cancelled */
+        last_chunk = now;
+        if (c.len) {
+            rc = ingest_chunk(rv, &c);
             last_data = now;
             atomic_store(&rv->last_data_ms, now);
             if (rc == 0)
-                set_lag_s(rv, c);
+                set_lag_s(rv, &c);
         }
-        lsn_t sk_end = c->commit_lsn < c->flush_lsn ? c->commit_lsn : c->flush_lsn;
-        protobuf_c_message_free_unpacked(&c->base, NULL);
+        lsn_t sk_end = c.commit < c.flush ? c.commit : c.flush;
         set_lag(rv, sk_end);
         if (rc == PS_EDELETED) {
             how = STOP;
@@ -376,7 +330,7 @@ static stream_end stream_from(receiver *rv, int i)
     pthread_mutex_lock(&rv->stream_mu);
     rv->stream = NULL;
     pthread_mutex_unlock(&rv->stream_mu);
-    rpc_stream_destroy(s);
+    skc_wal_close(s);
     return how;
 }
 
@@ -490,9 +444,10 @@ int ps_rcv_create(const ps_rcv_options *opt, ps_rcv **out)
     r->opt = *opt;
     for (int i = 0; i < opt->n_safekeepers; i++) {
         r->addrs[i] = az_strdup(opt->safekeepers[i]);
-        int rc = rpc_channel_create(r->addrs[i], &r->ch[i]);
-        if (rc != 0) {
-            log_error("safekeeper address %s: %s", r->addrs[i], rpc_strerror(rc));
+        if (skc_open(r->addrs[i], &r->sk[i]) == 0) {
+            skc_set_timeout(r->sk[i], RCV_RPC_TIMEOUT_MS);
+        } else {
+            log_error("safekeeper address %s: not a valid address", r->addrs[i]);
             r->opt.n_safekeepers = i + 1;
             ps_rcv_destroy(r);
             return -EINVAL;
@@ -663,20 +618,15 @@ typedef struct watcher_arg {
 } watcher_arg;
 
 /* Applies one WatchTimelines answer (caller holds mu). */
-static void apply_watch(ps_rcv *r, const Arbor__WatchTimelinesResponse *resp)
+static void apply_watch(ps_rcv *r, const skc_tl_lsns *v, size_t n)
 {
-    for (size_t k = 0; k < resp->n_timelines; k++) {
-        const Arbor__TimelineLsns *e = resp->timelines[k];
-        if (!e->timeline || e->timeline->timeline_id.len != 16)
-            continue;
-        arbor_id id;
-        memcpy(id.b, e->timeline->timeline_id.data, 16);
+    for (size_t k = 0; k < n; k++) {
         bool found;
-        size_t at = ws_find(r, &id, &found);
+        size_t at = ws_find(r, &v[k].timeline, &found);
         if (!found)
             continue;   /* not ours (or not added yet: the next resync) */
         watched *w = r->ws[at];
-        lsn_t end = e->commit_lsn < e->flush_lsn ? e->commit_lsn : e->flush_lsn;
+        lsn_t end = v[k].commit < v[k].flush ? v[k].commit : v[k].flush;
         if (end > w->known_end)
             w->known_end = end;
     }
@@ -695,25 +645,17 @@ static void *watcher_main(void *arg)
             since = 0;
             last_full = now_ms();
         }
-        Arbor__WatchTimelinesRequest req = ARBOR__WATCH_TIMELINES_REQUEST__INIT;
-        req.since_seq = since;
-        req.epoch = epoch;
-        req.wait_ms = since ? RCV_WATCH_WAIT_MS : 0;
-        Arbor__WatchTimelinesResponse *resp;
-        int rc = rpc_unary(r->ch[i], "/arbor.Safekeeper/WatchTimelines", &req.base,
-                           &arbor__watch_timelines_response__descriptor,
-                           (ProtobufCMessage **)&resp, RCV_WATCH_WAIT_MS + RCV_RPC_TIMEOUT_MS,
-                           NULL);
-        if (rc != 0 || resp->error) {
-            if (rc == 0)
-                protobuf_c_message_free_unpacked(&resp->base, NULL);
+        uint64_t asked = since;
+        skc_tl_lsns *v = NULL;
+        size_t n = 0;
+        if (skc_watch(r->sk[i], &since, &epoch, asked ? RCV_WATCH_WAIT_MS : 0, &v, &n) != 0) {
             since = 0;
             for (int t = 0; t < 5 && !atomic_load(&r->stopping); t++)
                 sleep_ms(100);
             continue;
         }
         pthread_mutex_lock(&r->mu);
-        apply_watch(r, resp);
+        apply_watch(r, v, n);
         /* Every timeline, not just the ones in this answer: a receiver
          * refused at max_receivers is started as soon as one finishes. */
         for (size_t k = 0; k < r->n_ws; k++)
@@ -723,9 +665,7 @@ static void *watcher_main(void *arg)
         if (r->watched_gauge)
             met_gauge_set(r->watched_gauge, (double)r->n_ws);
         pthread_mutex_unlock(&r->mu);
-        since = resp->seq;
-        epoch = resp->epoch;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        az_free(v);
     }
     return NULL;
 }
@@ -769,7 +709,7 @@ static void watched_stop(watched **list, size_t n)
         atomic_store(&rv->stop, true);
         pthread_mutex_lock(&rv->stream_mu);
         if (rv->stream)
-            rpc_stream_cancel(rv->stream);
+            skc_wal_cancel(rv->stream);
         pthread_mutex_unlock(&rv->stream_mu);
     }
     for (size_t k = 0; k < n; k++) {
@@ -828,26 +768,14 @@ static void reap_finished_locked(ps_rcv *r)
  * (not asked again this round). True if all of them heard it. */
 static bool report_one(ps_rcv *r, ps_timeline *tl, lsn_t lsn, bool *skip)
 {
-    Arbor__TimelineRef ref;
-    tl_ref(tl, &ref);
-    Arbor__ReportPersistedRequest req = ARBOR__REPORT_PERSISTED_REQUEST__INIT;
-    req.timeline = &ref;
-    req.persisted_lsn = lsn;
     bool all = true;
     for (int i = 0; i < r->opt.n_safekeepers; i++) {
-        Arbor__ReportPersistedResponse *resp;
-        if (skip[i] ||
-            rpc_unary(r->ch[i], "/arbor.Safekeeper/ReportPersisted", &req.base,
-                      &arbor__report_persisted_response__descriptor,
-                      (ProtobufCMessage **)&resp, RCV_RPC_TIMEOUT_MS, NULL) != 0) {
+        int rc = skip[i] ? -EIO
+                         : skc_report_persisted(r->sk[i], ps_timeline_tenant_id(tl),
+                                                ps_timeline_id(tl), lsn);
+        if (rc == -EIO)
             skip[i] = true;
-            all = false;
-            continue;
-        }
-        /* A timeline it does not know yet has no WAL to remove: fine. */
-        all = all && (!resp->error ||
-                      resp->error->code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        all = all && rc == 0;
     }
     return all;
 }
@@ -925,8 +853,7 @@ void ps_rcv_destroy(ps_rcv *r)
     watched_stop(list, n);
     az_free(list);
     for (int i = 0; i < r->opt.n_safekeepers; i++) {
-        if (r->ch[i])
-            rpc_channel_destroy(r->ch[i]);
+        skc_close(r->sk[i]);
         az_free(r->addrs[i]);
     }
     pthread_mutex_destroy(&r->mu);

@@ -730,6 +730,75 @@ static void test_peek_len(void **state)
     free(enc);
 }
 
+/* wal_iter over a chunk of three records back to back: each comes out
+ * whole at its LSN; a cut chunk, a record at the wrong LSN and bytes that
+ * are no record stop the walk with the code, it.lsn where it stopped. */
+static void test_iter(void **state)
+{
+    (void)state;
+    uint8_t img[512];
+    memset(img, 7, sizeof(img));
+    wal_page_in pg = { 1, img };
+    uint8_t *recs[3];
+    size_t lens[3], total = 0;
+    lsn_t lsn = 0x1000;
+    for (int i = 0; i < 3; i++) {
+        wal_record_hdr h = { .page_size = 512, .lsn = lsn, .prev_lsn = lsn ? lsn - 1 : 0,
+                             .term = 1, .commit_ts_us = 1, .db_size_pages = 1 };
+        assert_int_equal(wal_record_encode(&h, &pg, 1, 0, &recs[i], &lens[i]), WAL_OK);
+        lsn += lens[i];
+        total += lens[i];
+    }
+    uint8_t *chunk = malloc(total + 1);
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        memcpy(chunk + off, recs[i], lens[i]);
+        off += lens[i];
+    }
+    wal_iter it;
+    const uint8_t *rec;
+    uint32_t n;
+    wal_iter_init(&it, chunk, total, 0x1000);
+    off = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wal_iter_next(&it, &rec, &n), 1);
+        assert_ptr_equal(rec, chunk + off);
+        assert_int_equal(n, lens[i]);
+        off += lens[i];
+        assert_int_equal(it.lsn, 0x1000 + off);
+    }
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 0);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 0);
+    /* empty and NULL chunks (heartbeats) */
+    wal_iter_init(&it, NULL, 0, 5);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 0);
+    /* cut inside the last record, and inside its length prefix */
+    wal_iter_init(&it, chunk, total - 1, 0x1000);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 1);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 1);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), WAL_ETRUNC);
+    assert_int_equal(it.lsn, 0x1000 + lens[0] + lens[1]);
+    wal_iter_init(&it, chunk, lens[0] + 5, 0x1000);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 1);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), WAL_ETRUNC);
+    /* the chunk said to begin elsewhere: the first record's LSN disagrees */
+    wal_iter_init(&it, chunk, total, 0x1001);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), WAL_EFIELD);
+    assert_int_equal(it.lsn, 0x1001);
+    /* a gap: the second record left out */
+    memmove(chunk + lens[0], chunk + lens[0] + lens[1], lens[2]);
+    wal_iter_init(&it, chunk, lens[0] + lens[2], 0x1000);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), 1);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), WAL_EFIELD);
+    /* no record at all */
+    memset(chunk, 0, total);
+    wal_iter_init(&it, chunk, total, 0x1000);
+    assert_int_equal(wal_iter_next(&it, &rec, &n), WAL_EMAGIC);
+    free(chunk);
+    for (int i = 0; i < 3; i++)
+        free(recs[i]);
+}
+
 /* Multi-record transactions: version 2 carries the flags; version 1 stays
  * byte-for-byte what it was (flags 0); other combinations are refused. */
 static void test_txn_flags(void **state)
@@ -1036,6 +1105,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_encode_too_many_pages),
         cmocka_unit_test(test_encode_size_limit),
         cmocka_unit_test(test_peek_len),
+        cmocka_unit_test(test_iter),
         cmocka_unit_test(test_txn_flags),
         cmocka_unit_test(test_changes_section),
     };
