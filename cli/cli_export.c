@@ -19,7 +19,6 @@
 #include "cli_fmt.h"
 #include "cli_progress.h"
 #include "cli_ps.h"
-#include "pageserver.pb-c.h"
 
 #define STREAM_TIMEOUT_MS (3600 * 1000)
 #define BATCH_TIMEOUT_MS 60000
@@ -34,79 +33,61 @@ typedef struct export_job {
 } export_job;
 
 /* One GetPages request for [first, first+n) and its answer, written to fd. */
-static int fetch_batch(export_job *j, rpc_stream *s, uint32_t *pgnos, uint32_t first,
-                       uint32_t n, uint64_t req_id)
+static int fetch_batch(export_job *j, psc_pages *s, uint32_t *pgnos, uint32_t first,
+                       uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         pgnos[i] = first + i;
     }
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = (ProtobufCBinaryData){ 16, j->ps->tenant.b };
-    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)j->tl->id.b };
-    Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
-    req.request_id = req_id;
-    req.timeline = &ref;
-    req.pgnos = pgnos;
-    req.n_pgnos = n;
-    req.request_lsn = j->lsn;
-    req.not_modified_since = j->lsn;
-    Arbor__GetPagesResponse *resp = NULL;
-    int rc = rpc_stream_send_msg(s, &req.base);
-    if (rc == 0) {
-        rc = rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor, BATCH_TIMEOUT_MS,
-                                 (ProtobufCMessage **)&resp);
-    }
+    psc_err e;
+    int rc = psc_pages_get(s, &j->ps->tenant, &j->tl->id, pgnos, n, j->lsn, j->lsn,
+                           BATCH_TIMEOUT_MS, &e);
     if (rc != 0) {
-        cli_err("reading pages from the pageserver at %s: %s", j->ps->addr, rpc_strerror(rc));
+        if (e.no_answer) {
+            cli_err("reading pages from the pageserver at %s: %s", j->ps->addr, e.msg);
+        } else {
+            cli_err("reading pages %u..%u of branch '%s': %s", first, first + n - 1,
+                    j->tl->name, e.msg);
+        }
         return CLI_EFAIL;
     }
-    rc = CLI_EFAIL;
-    if (resp->error && resp->error->code != ARBOR__ERROR_CODE__OK) {
-        cli_err("reading pages %u..%u of branch '%s': %s", first, first + n - 1, j->tl->name,
-                resp->error->message);
-    } else if (resp->request_id != req_id || resp->n_pages != n) {
-        cli_err("the pageserver answered %zu pages for request %" PRIu64 " (asked %u)",
-                resp->n_pages, req_id, n);
-    } else {
-        rc = 0;
-    }
-    for (uint32_t i = 0; rc == 0 && i < n; i++) {
-        if (resp->pages[i].len != j->page_size) {
-            cli_err("page %u has %zu bytes, expected %u", first + i, resp->pages[i].len,
-                    j->page_size);
-            rc = CLI_EFAIL;
-        } else if (pwrite(j->fd, resp->pages[i].data, j->page_size,
-                          (off_t)(first + i - 1) * j->page_size) != (ssize_t)j->page_size) {
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len;
+        lsn_t page_lsn;
+        const uint8_t *pg = psc_pages_page(s, i, &len, &page_lsn);
+        if (len != j->page_size) {
+            cli_err("page %u has %zu bytes, expected %u", first + i, len, j->page_size);
+            return CLI_EFAIL;
+        }
+        if (pwrite(j->fd, pg, j->page_size, (off_t)(first + i - 1) * j->page_size) !=
+            (ssize_t)j->page_size) {
             cli_err("writing the export file: %s", strerror(errno));
-            rc = CLI_EFAIL;
+            return CLI_EFAIL;
         }
     }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return 0;
 }
 
 static int fetch_all(export_job *j)
 {
-    rpc_stream *s;
-    int rc = rpc_stream_open(j->ps->ch, "/arbor.PageService/GetPages", STREAM_TIMEOUT_MS, &s);
-    if (rc != 0) {
-        cli_err("opening a page stream to %s: %s", j->ps->addr, rpc_strerror(rc));
+    psc_pages *s;
+    psc_err e;
+    if (psc_pages_open(j->ps->c, STREAM_TIMEOUT_MS, &s, &e) != 0) {
+        cli_err("opening a page stream to %s: %s", j->ps->addr, e.msg);
         return CLI_EFAIL;
     }
     uint32_t batch = CLI_EXPORT_BATCH_BYTES / j->page_size;
     uint32_t *pgnos = calloc(batch, sizeof(uint32_t));
     cli_progress bar;
     cli_progress_begin(&bar, "export", (uint64_t)j->n_pages * j->page_size);
-    rc = pgnos ? 0 : CLI_EFAIL;
-    uint64_t req_id = 0;
+    int rc = pgnos ? 0 : CLI_EFAIL;
     for (uint32_t first = 1; rc == 0 && first <= j->n_pages; first += batch) {
         uint32_t n = j->n_pages - first + 1 < batch ? j->n_pages - first + 1 : batch;
-        rc = fetch_batch(j, s, pgnos, first, n, ++req_id);
+        rc = fetch_batch(j, s, pgnos, first, n);
         cli_progress_update(&bar, (uint64_t)(first - 1 + n) * j->page_size);
     }
     cli_progress_end(&bar, rc == 0);
-    rpc_stream_close_send(s);
-    rpc_stream_destroy(s);
+    psc_pages_close(s);
     free(pgnos);
     return rc;
 }

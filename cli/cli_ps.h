@@ -1,7 +1,8 @@
 /*
  * cli_ps — the pageserver as the CLI sees it (prefix cli_ps_): management
- * calls by branch name, LSN lookups, db size. Pages are read by cli_export
- * over a GetPages stream on the same channel.
+ * calls by branch name, LSN lookups, db size, on ps_client (the CLI's
+ * messages around its calls). Pages are read by cli_export through the
+ * same client.
  *
  * Errors: every function returns 0 or a negative status and has printed a
  * message naming what failed (the server's own message included), except
@@ -22,7 +23,6 @@
 #include "ids.h"
 #include "ps_client.h"
 #include "lsn.h"
-#include "rpc.h"
 
 #define CLI_BRANCH_NAME_MAX PSC_NAME_MAX   /* the pageserver's limit */
 #define CLI_RPC_TIMEOUT_MS 15000
@@ -32,7 +32,7 @@
 typedef psc_timeline cli_tl;
 
 typedef struct cli_ps {
-    rpc_channel *ch;
+    psc *c;
     char addr[64];
     arbor_id tenant;
 } cli_ps;

@@ -135,10 +135,12 @@ int psc_create_tenant(psc *c, arbor_id *out, psc_err *err)
                   &arbor__create_tenant_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
-    if (resp->tenant_id.len == 16)
+    if (resp->tenant_id.len == 16) {
         memcpy(out->b, resp->tenant_id.data, 16);
-    else
+    } else {
+        snprintf(err->msg, sizeof(err->msg), "the pageserver answered no tenant id");
         rc = -EIO;
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
 }

@@ -121,6 +121,8 @@ struct rpc_method {
     char *name;
     rpc_method_kind kind;
     rpc_handler_fn fn;
+    const ProtobufCMessageDescriptor *req; /* with unary instead of fn */
+    rpc_unary_fn unary;
     void *arg;
     void *handle; /* grpc_server_register_method */
 };
@@ -608,9 +610,30 @@ static void srv_finish(rpc_stream *s, int code)
         srv_call_free(s);
 }
 
+/* A unary body's call: the request received and unpacked (a malformed one
+ * refused here), the body run, the request freed. */
+int rpc_stream_recv_req(rpc_stream *call, const ProtobufCMessageDescriptor *d,
+                        ProtobufCMessage **out)
+{
+    int rc = rpc_stream_recv_msg(call, d, -1, out);
+    if (rc == RPC_EPROTO)
+        rpc_stream_set_status_message(call, "malformed %s", d->name);
+    return rc;
+}
+
+static int srv_run_unary(rpc_stream *s)
+{
+    ProtobufCMessage *req = NULL;
+    if (rpc_stream_recv_req(s, s->method->req, &req) != 0)
+        return RPC_STATUS_INVALID_ARGUMENT;
+    int code = s->method->unary(s, s->method->arg, req);
+    protobuf_c_message_free_unpacked(req, NULL);
+    return code;
+}
+
 static void srv_run_call(rpc_stream *s)
 {
-    int code = s->method->fn(s, s->method->arg);
+    int code = s->method->unary ? srv_run_unary(s) : s->method->fn(s, s->method->arg);
     if (code < 0 || code > 16) {
         snprintf(s->status_msg, sizeof s->status_msg,
                  "handler returned invalid status %d", code);
@@ -909,33 +932,51 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
     return 0;
 }
 
-int rpc_server_add_method(rpc_server *srv, const char *method,
-                          rpc_method_kind kind, rpc_handler_fn fn, void *arg)
+static int add_method(rpc_server *srv, const struct rpc_method *def)
 {
-    if (!srv || !method || method[0] != '/' || !fn ||
-        (kind != RPC_UNARY && kind != RPC_SERVER_STREAM && kind != RPC_BIDI))
+    if (!srv || !def->name || def->name[0] != '/' || !def->fn == !def->unary ||
+        (def->unary && (!def->req || def->kind != RPC_UNARY)) ||
+        (def->kind != RPC_UNARY && def->kind != RPC_SERVER_STREAM && def->kind != RPC_BIDI))
         return RPC_EINVAL;
     if (srv->state != SRV_CREATED)
         return RPC_EINVAL;
     for (int i = 0; i < srv->nmethods; i++)
-        if (strcmp(srv->methods[i].name, method) == 0)
+        if (strcmp(srv->methods[i].name, def->name) == 0)
             return RPC_EINVAL;
     struct rpc_method *m = realloc(srv->methods,
                                    (srv->nmethods + 1) * sizeof *m);
     if (!m)
         return RPC_ENOMEM;
     srv->methods = m;
-    m[srv->nmethods++] = (struct rpc_method){
-        .name = xstrdup(method), .kind = kind, .fn = fn, .arg = arg};
+    m[srv->nmethods] = *def;
+    m[srv->nmethods].name = xstrdup(def->name);
+    srv->nmethods++;
     return 0;
+}
+
+int rpc_server_add_method(rpc_server *srv, const char *method,
+                          rpc_method_kind kind, rpc_handler_fn fn, void *arg)
+{
+    struct rpc_method def = { .name = (char *)method, .kind = kind, .fn = fn, .arg = arg };
+    return add_method(srv, &def);
+}
+
+int rpc_server_add_unary(rpc_server *srv, const char *method,
+                         const ProtobufCMessageDescriptor *req, rpc_unary_fn fn, void *arg)
+{
+    struct rpc_method def = { .name = (char *)method, .kind = RPC_UNARY, .req = req,
+                              .unary = fn, .arg = arg };
+    return add_method(srv, &def);
 }
 
 int rpc_server_add_methods(rpc_server *s, const rpc_method_def *defs, size_t n,
                            void *arg)
 {
     for (size_t i = 0; i < n; i++) {
-        int rc = rpc_server_add_method(s, defs[i].path, defs[i].kind,
-                                       defs[i].fn, arg);
+        struct rpc_method def = { .name = (char *)defs[i].path, .kind = defs[i].kind,
+                                  .fn = defs[i].fn, .req = defs[i].req,
+                                  .unary = defs[i].unary, .arg = arg };
+        int rc = add_method(s, &def);
         if (rc != 0)
             return rc;
     }

@@ -114,6 +114,13 @@ typedef enum {
  * the first rpc_stream_recv returns it. */
 typedef int (*rpc_handler_fn)(rpc_stream *call, void *arg);
 
+/* The body of a unary method, without the boilerplate: the request is
+ * already received and unpacked as req (a malformed one was refused with
+ * INVALID_ARGUMENT, "malformed <type>", before the body runs) and is freed
+ * after it returns. The body sends its one response (rpc_stream_send_msg)
+ * and returns the gRPC status, as a handler does. */
+typedef int (*rpc_unary_fn)(rpc_stream *call, void *arg, ProtobufCMessage *req);
+
 typedef struct rpc_server_config {
     const char *listen_addr; /* "127.0.0.1:0", "[::1]:7000", "unix:/path" */
     int pollers;             /* completion-queue threads; 0 = 2 */
@@ -124,11 +131,22 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out);
 /* method: full path "/arbor.Safekeeper/Append". Before rpc_server_start. */
 int rpc_server_add_method(rpc_server *s, const char *method,
                           rpc_method_kind kind, rpc_handler_fn fn, void *arg);
-/* A service's methods as a table, registered in one call. */
+/* Receives a handler's request (rpc_stream_recv_msg without a timeout); a
+ * malformed one (RPC_EPROTO) also sets the status message "malformed
+ * <type>": the handler then returns RPC_STATUS_INVALID_ARGUMENT. */
+int rpc_stream_recv_req(rpc_stream *call, const ProtobufCMessageDescriptor *d,
+                        ProtobufCMessage **out);
+/* A unary method by its body and request type. Before rpc_server_start. */
+int rpc_server_add_unary(rpc_server *s, const char *method,
+                         const ProtobufCMessageDescriptor *req, rpc_unary_fn fn, void *arg);
+/* A service's methods as a table, registered in one call: each either a
+ * handler (fn), or a unary body (unary, with its request type req). */
 typedef struct rpc_method_def {
     const char *path;
     rpc_method_kind kind;
     rpc_handler_fn fn;
+    const ProtobufCMessageDescriptor *req;
+    rpc_unary_fn unary;
 } rpc_method_def;
 int rpc_server_add_methods(rpc_server *s, const rpc_method_def *defs, size_t n,
                            void *arg);

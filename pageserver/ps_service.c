@@ -190,24 +190,12 @@ static int sync_head(ps_service *svc, ps_timeline *tl, err_buf *e,
     return rc;
 }
 
-static int recv_req(rpc_stream *call, const ProtobufCMessageDescriptor *d,
-                    ProtobufCMessage **out)
-{
-    int rc = rpc_stream_recv_msg(call, d, -1, out);
-    if (rc == RPC_EPROTO)
-        rpc_stream_set_status_message(call, "malformed %s", d->name);
-    return rc;
-}
-
 /* ---- PageService ------------------------------------------------------- */
 
-static int h_get_page(rpc_stream *call, void *arg)
+static int h_get_page(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__GetPageRequest *req;
-    if (recv_req(call, &arbor__get_page_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__GetPageRequest *req = (Arbor__GetPageRequest *)pb;
     Arbor__GetPageResponse resp = ARBOR__GET_PAGE_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -240,7 +228,6 @@ send:
     az_free(page);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
@@ -332,13 +319,10 @@ static int h_get_pages(rpc_stream *call, void *arg)
     return status;
 }
 
-static int h_db_size(rpc_stream *call, void *arg)
+static int h_db_size(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__DbSizeRequest *req;
-    if (recv_req(call, &arbor__db_size_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__DbSizeRequest *req = (Arbor__DbSizeRequest *)pb;
     Arbor__DbSizeResponse resp = ARBOR__DB_SIZE_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -356,17 +340,13 @@ static int h_db_size(rpc_stream *call, void *arg)
     rpc_stream_send_msg(call, &resp.base);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_lsn_by_ts(rpc_stream *call, void *arg)
+static int h_lsn_by_ts(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__LsnByTimestampRequest *req;
-    if (recv_req(call, &arbor__lsn_by_timestamp_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__LsnByTimestampRequest *req = (Arbor__LsnByTimestampRequest *)pb;
     Arbor__LsnByTimestampResponse resp = ARBOR__LSN_BY_TIMESTAMP_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -397,17 +377,13 @@ static int h_lsn_by_ts(rpc_stream *call, void *arg)
     rpc_stream_send_msg(call, &resp.base);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_ts_of_lsn(rpc_stream *call, void *arg)
+static int h_ts_of_lsn(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__TimestampOfLsnRequest *req;
-    if (recv_req(call, &arbor__timestamp_of_lsn_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__TimestampOfLsnRequest *req = (Arbor__TimestampOfLsnRequest *)pb;
     Arbor__TimestampOfLsnResponse resp = ARBOR__TIMESTAMP_OF_LSN_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -421,17 +397,13 @@ static int h_ts_of_lsn(rpc_stream *call, void *arg)
     rpc_stream_send_msg(call, &resp.base);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_lease(rpc_stream *call, void *arg)
+static int h_lease(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__LeaseLsnRequest *req;
-    if (recv_req(call, &arbor__lease_lsn_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__LeaseLsnRequest *req = (Arbor__LeaseLsnRequest *)pb;
     Arbor__LeaseLsnResponse resp = ARBOR__LEASE_LSN_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -445,17 +417,13 @@ static int h_lease(rpc_stream *call, void *arg)
     rpc_stream_send_msg(call, &resp.base);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_changed_pages(rpc_stream *call, void *arg)
+static int h_changed_pages(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__ChangedPagesRequest *req;
-    if (recv_req(call, &arbor__changed_pages_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ChangedPagesRequest *req = (Arbor__ChangedPagesRequest *)pb;
     Arbor__ChangedPagesResponse resp = ARBOR__CHANGED_PAGES_RESPONSE__INIT;
     err_buf e;
     ps_timeline *tl = NULL;
@@ -477,7 +445,6 @@ static int h_changed_pages(rpc_stream *call, void *arg)
     az_free(pgnos);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
@@ -532,13 +499,10 @@ static void send_info(rpc_stream *call, ps_timeline *tl, Arbor__Error *err)
     rpc_stream_send_msg(call, &resp.base);
 }
 
-static int h_create_tenant(rpc_stream *call, void *arg)
+static int h_create_tenant(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__CreateTenantRequest *req;
-    if (recv_req(call, &arbor__create_tenant_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__CreateTenantRequest *req = (Arbor__CreateTenantRequest *)pb;
     Arbor__CreateTenantResponse resp = ARBOR__CREATE_TENANT_RESPONSE__INIT;
     err_buf e;
     arbor_id want = { { 0 } }, got;
@@ -550,17 +514,12 @@ static int h_create_tenant(rpc_stream *call, void *arg)
     else
         resp.tenant_id = (ProtobufCBinaryData){ 16, got.b };
     rpc_stream_send_msg(call, &resp.base);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_list_tenants(rpc_stream *call, void *arg)
+static int h_list_tenants(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__ListTenantsRequest *req;
-    if (recv_req(call, &arbor__list_tenants_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
     Arbor__ListTenantsResponse resp = ARBOR__LIST_TENANTS_RESPONSE__INIT;
     err_buf e;
     arbor_id *ids = NULL;
@@ -579,17 +538,13 @@ static int h_list_tenants(rpc_stream *call, void *arg)
     rpc_stream_send_msg(call, &resp.base);
     az_free(items);
     free(ids);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_create_timeline(rpc_stream *call, void *arg)
+static int h_create_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__CreateTimelineRequest *req;
-    if (recv_req(call, &arbor__create_timeline_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__CreateTimelineRequest *req = (Arbor__CreateTimelineRequest *)pb;
     err_buf e;
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
@@ -647,17 +602,13 @@ static int h_create_timeline(rpc_stream *call, void *arg)
             svc->hooks.timeline_created(tl, svc->hooks.arg);
         ps_timeline_release(tl);
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_list_timelines(rpc_stream *call, void *arg)
+static int h_list_timelines(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__ListTimelinesRequest *req;
-    if (recv_req(call, &arbor__list_timelines_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ListTimelinesRequest *req = (Arbor__ListTimelinesRequest *)pb;
     Arbor__ListTimelinesResponse resp = ARBOR__LIST_TIMELINES_RESPONSE__INIT;
     err_buf e;
     arbor_id tenant;
@@ -685,17 +636,13 @@ static int h_list_timelines(rpc_stream *call, void *arg)
     az_free(bufs);
     if (tls)
         ps_repo_free_list(tls, n);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_timeline_info(rpc_stream *call, void *arg)
+static int h_timeline_info(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__TimelineInfoRequest *req;
-    if (recv_req(call, &arbor__timeline_info_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__TimelineInfoRequest *req = (Arbor__TimelineInfoRequest *)pb;
     err_buf e;
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
@@ -718,17 +665,13 @@ static int h_timeline_info(rpc_stream *call, void *arg)
     send_info(call, tl, err);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_delete_timeline(rpc_stream *call, void *arg)
+static int h_delete_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__DeleteTimelineRequest *req;
-    if (recv_req(call, &arbor__delete_timeline_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__DeleteTimelineRequest *req = (Arbor__DeleteTimelineRequest *)pb;
     Arbor__DeleteTimelineResponse resp = ARBOR__DELETE_TIMELINE_RESPONSE__INIT;
     err_buf e;
     arbor_id tenant, id;
@@ -745,17 +688,13 @@ static int h_delete_timeline(rpc_stream *call, void *arg)
     if (deleted && svc->hooks.timeline_deleted)
         svc->hooks.timeline_deleted(&tenant, svc->hooks.arg);
     rpc_stream_send_msg(call, &resp.base);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_rename(rpc_stream *call, void *arg)
+static int h_rename(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__RenameBranchRequest *req;
-    if (recv_req(call, &arbor__rename_branch_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__RenameBranchRequest *req = (Arbor__RenameBranchRequest *)pb;
     err_buf e;
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
@@ -772,17 +711,13 @@ static int h_rename(rpc_stream *call, void *arg)
     send_info(call, tl, err);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_set_pitr(rpc_stream *call, void *arg)
+static int h_set_pitr(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
-    Arbor__SetPitrWindowRequest *req;
-    if (recv_req(call, &arbor__set_pitr_window_request__descriptor,
-                 (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__SetPitrWindowRequest *req = (Arbor__SetPitrWindowRequest *)pb;
     err_buf e;
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
@@ -799,7 +734,6 @@ static int h_set_pitr(rpc_stream *call, void *arg)
     send_info(call, tl, err);
     if (tl)
         ps_timeline_release(tl);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
@@ -849,21 +783,21 @@ int ps_svc_create(ps_repo *repo, met_registry *mreg, const ps_svc_options *opt,
 int ps_svc_register(ps_service *svc, rpc_server *srv)
 {
     static const rpc_method_def methods[] = {
-        { "/arbor.PageService/GetPage", RPC_UNARY, h_get_page },
-        { "/arbor.PageService/GetPages", RPC_BIDI, h_get_pages },
-        { "/arbor.PageService/GetDbSize", RPC_UNARY, h_db_size },
-        { "/arbor.PageService/GetLsnByTimestamp", RPC_UNARY, h_lsn_by_ts },
-        { "/arbor.PageService/GetTimestampOfLsn", RPC_UNARY, h_ts_of_lsn },
-        { "/arbor.PageService/LeaseLsn", RPC_UNARY, h_lease },
-        { "/arbor.PageService/ListChangedPages", RPC_UNARY, h_changed_pages },
-        { "/arbor.Management/CreateTenant", RPC_UNARY, h_create_tenant },
-        { "/arbor.Management/ListTenants", RPC_UNARY, h_list_tenants },
-        { "/arbor.Management/CreateTimeline", RPC_UNARY, h_create_timeline },
-        { "/arbor.Management/ListTimelines", RPC_UNARY, h_list_timelines },
-        { "/arbor.Management/GetTimelineInfo", RPC_UNARY, h_timeline_info },
-        { "/arbor.Management/DeleteTimeline", RPC_UNARY, h_delete_timeline },
-        { "/arbor.Management/RenameBranch", RPC_UNARY, h_rename },
-        { "/arbor.Management/SetPitrWindow", RPC_UNARY, h_set_pitr },
+        { "/arbor.PageService/GetPage", RPC_UNARY, NULL, &arbor__get_page_request__descriptor, h_get_page },
+        { "/arbor.PageService/GetPages", RPC_BIDI, h_get_pages, NULL, NULL },
+        { "/arbor.PageService/GetDbSize", RPC_UNARY, NULL, &arbor__db_size_request__descriptor, h_db_size },
+        { "/arbor.PageService/GetLsnByTimestamp", RPC_UNARY, NULL, &arbor__lsn_by_timestamp_request__descriptor, h_lsn_by_ts },
+        { "/arbor.PageService/GetTimestampOfLsn", RPC_UNARY, NULL, &arbor__timestamp_of_lsn_request__descriptor, h_ts_of_lsn },
+        { "/arbor.PageService/LeaseLsn", RPC_UNARY, NULL, &arbor__lease_lsn_request__descriptor, h_lease },
+        { "/arbor.PageService/ListChangedPages", RPC_UNARY, NULL, &arbor__changed_pages_request__descriptor, h_changed_pages },
+        { "/arbor.Management/CreateTenant", RPC_UNARY, NULL, &arbor__create_tenant_request__descriptor, h_create_tenant },
+        { "/arbor.Management/ListTenants", RPC_UNARY, NULL, &arbor__list_tenants_request__descriptor, h_list_tenants },
+        { "/arbor.Management/CreateTimeline", RPC_UNARY, NULL, &arbor__create_timeline_request__descriptor, h_create_timeline },
+        { "/arbor.Management/ListTimelines", RPC_UNARY, NULL, &arbor__list_timelines_request__descriptor, h_list_timelines },
+        { "/arbor.Management/GetTimelineInfo", RPC_UNARY, NULL, &arbor__timeline_info_request__descriptor, h_timeline_info },
+        { "/arbor.Management/DeleteTimeline", RPC_UNARY, NULL, &arbor__delete_timeline_request__descriptor, h_delete_timeline },
+        { "/arbor.Management/RenameBranch", RPC_UNARY, NULL, &arbor__rename_branch_request__descriptor, h_rename },
+        { "/arbor.Management/SetPitrWindow", RPC_UNARY, NULL, &arbor__set_pitr_window_request__descriptor, h_set_pitr },
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);

@@ -118,26 +118,12 @@ static void history_to_proto(const skh_history *h, Arbor__TermSwitch *items,
     *n_out = h->n;
 }
 
-/* Receives the single request of a unary call. */
-static int recv_request(rpc_stream *call, const ProtobufCMessageDescriptor *d,
-                        ProtobufCMessage **out)
-{
-    int rc = rpc_stream_recv_msg(call, d, -1, out);
-    if (rc == RPC_EPROTO)
-        rpc_stream_set_status_message(call, "malformed %s", d->name);
-    return rc;
-}
-
 /* ---- Vote / Elected ----------------------------------------------------- */
 
-static int h_vote(rpc_stream *call, void *arg)
+static int h_vote(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__VoteRequest *req;
-    if (recv_request(call, &arbor__vote_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
-
+    Arbor__VoteRequest *req = (Arbor__VoteRequest *)pb;
     Arbor__VoteResponse resp = ARBOR__VOTE_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
@@ -170,19 +156,14 @@ static int h_vote(rpc_stream *call, void *arg)
                  granted ? "granted" : "refused", st.term);
     }
     resp.node_id = sk_reg_node_id(svc->reg);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;
 }
 
-static int h_elected(rpc_stream *call, void *arg)
+static int h_elected(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__ElectedRequest *req;
-    if (recv_request(call, &arbor__elected_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
-
+    Arbor__ElectedRequest *req = (Arbor__ElectedRequest *)pb;
     Arbor__ElectedResponse resp = ARBOR__ELECTED_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
@@ -214,7 +195,6 @@ static int h_elected(rpc_stream *call, void *arg)
                  st.flush_lsn);
     }
     az_free(hist);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;
 }
@@ -401,7 +381,7 @@ static int h_stream_wal(rpc_stream *call, void *arg)
 {
     sk_service *svc = arg;
     Arbor__StreamWalRequest *req;
-    if (recv_request(call, &arbor__stream_wal_request__descriptor,
+    if (rpc_stream_recv_req(call, &arbor__stream_wal_request__descriptor,
                      (ProtobufCMessage **)&req) != 0)
         return RPC_STATUS_INVALID_ARGUMENT;
     sk_timeline *tl;
@@ -442,13 +422,10 @@ static void fill_status(Arbor__TimelineStatusResponse *resp,
     resp->history = ptrs;
 }
 
-static int h_status(rpc_stream *call, void *arg)
+static int h_status(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__TimelineStatusRequest *req;
-    if (recv_request(call, &arbor__timeline_status_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__TimelineStatusRequest *req = (Arbor__TimelineStatusRequest *)pb;
     Arbor__TimelineStatusResponse resp = ARBOR__TIMELINE_STATUS_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
@@ -464,18 +441,14 @@ static int h_status(rpc_stream *call, void *arg)
         sk_tl_get_state(tl, &st);
         fill_status(&resp, &st, sk_reg_node_id(svc->reg), items, ptrs);
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;
 }
 
-static int h_list(rpc_stream *call, void *arg)
+static int h_list(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__ListSkTimelinesRequest *req;
-    if (recv_request(call, &arbor__list_sk_timelines_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ListSkTimelinesRequest *req = (Arbor__ListSkTimelinesRequest *)pb;
     sk_timeline **tls;
     size_t n;
     sk_reg_list(svc->reg, &tls, &n);
@@ -515,17 +488,13 @@ static int h_list(rpc_stream *call, void *arg)
     az_free(entries);
     az_free(slots);
     az_free(tls);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
-static int h_create(rpc_stream *call, void *arg)
+static int h_create(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__SkCreateTimelineRequest *req;
-    if (recv_request(call, &arbor__sk_create_timeline_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__SkCreateTimelineRequest *req = (Arbor__SkCreateTimelineRequest *)pb;
     Arbor__SkCreateTimelineResponse resp = ARBOR__SK_CREATE_TIMELINE_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
@@ -545,18 +514,14 @@ static int h_create(rpc_stream *call, void *arg)
         set_error(&err, msg, sizeof(msg), rc, "create timeline");
         resp.error = &err;
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;
 }
 
-static int h_report_persisted(rpc_stream *call, void *arg)
+static int h_report_persisted(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__ReportPersistedRequest *req;
-    if (recv_request(call, &arbor__report_persisted_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__ReportPersistedRequest *req = (Arbor__ReportPersistedRequest *)pb;
     Arbor__ReportPersistedResponse resp = ARBOR__REPORT_PERSISTED_RESPONSE__INIT;
     Arbor__Error err = ARBOR__ERROR__INIT;
     char msg[256];
@@ -571,20 +536,16 @@ static int h_report_persisted(rpc_stream *call, void *arg)
         set_error(&err, msg, sizeof(msg), rc, "report persisted");
         resp.error = &err;
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     rpc_stream_send_msg(call, &resp.base);
     return RPC_STATUS_OK;
 }
 
 /* Long poll (see WatchTimelinesRequest): waits in slices so that a
  * stopping server is not held up. */
-static int h_watch(rpc_stream *call, void *arg)
+static int h_watch(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     sk_service *svc = arg;
-    Arbor__WatchTimelinesRequest *req;
-    if (recv_request(call, &arbor__watch_timelines_request__descriptor,
-                     (ProtobufCMessage **)&req) != 0)
-        return RPC_STATUS_INVALID_ARGUMENT;
+    Arbor__WatchTimelinesRequest *req = (Arbor__WatchTimelinesRequest *)pb;
     uint64_t epoch = 0, since = req->since_seq, seq;
     int wait_ms = req->wait_ms > 10000 ? 10000 : (int)req->wait_ms;
     seq = sk_reg_watch(svc->reg, 0, 0, &epoch);
@@ -632,7 +593,6 @@ static int h_watch(rpc_stream *call, void *arg)
     az_free(items);
     az_free(slots);
     az_free(tls);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     return RPC_STATUS_OK;
 }
 
@@ -696,15 +656,15 @@ int sk_svc_create(sk_registry *reg, met_registry *mreg, sk_service **out)
 int sk_svc_register(sk_service *svc, rpc_server *srv)
 {
     static const rpc_method_def methods[] = {
-        { "/arbor.Safekeeper/Vote", RPC_UNARY, h_vote },
-        { "/arbor.Safekeeper/Elected", RPC_UNARY, h_elected },
-        { "/arbor.Safekeeper/Append", RPC_BIDI, h_append },
-        { "/arbor.Safekeeper/StreamWal", RPC_SERVER_STREAM, h_stream_wal },
-        { "/arbor.Safekeeper/TimelineStatus", RPC_UNARY, h_status },
-        { "/arbor.Safekeeper/ListTimelines", RPC_UNARY, h_list },
-        { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, h_create },
-        { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, h_report_persisted },
-        { "/arbor.Safekeeper/WatchTimelines", RPC_UNARY, h_watch },
+        { "/arbor.Safekeeper/Vote", RPC_UNARY, NULL, &arbor__vote_request__descriptor, h_vote },
+        { "/arbor.Safekeeper/Elected", RPC_UNARY, NULL, &arbor__elected_request__descriptor, h_elected },
+        { "/arbor.Safekeeper/Append", RPC_BIDI, h_append, NULL, NULL },
+        { "/arbor.Safekeeper/StreamWal", RPC_SERVER_STREAM, h_stream_wal, NULL, NULL },
+        { "/arbor.Safekeeper/TimelineStatus", RPC_UNARY, NULL, &arbor__timeline_status_request__descriptor, h_status },
+        { "/arbor.Safekeeper/ListTimelines", RPC_UNARY, NULL, &arbor__list_sk_timelines_request__descriptor, h_list },
+        { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, NULL, &arbor__sk_create_timeline_request__descriptor, h_create },
+        { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, NULL, &arbor__report_persisted_request__descriptor, h_report_persisted },
+        { "/arbor.Safekeeper/WatchTimelines", RPC_UNARY, NULL, &arbor__watch_timelines_request__descriptor, h_watch },
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);

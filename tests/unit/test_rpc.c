@@ -244,6 +244,17 @@ static int h_garbage(rpc_stream *c, void *arg)
                                                        : RPC_STATUS_INTERNAL;
 }
 
+/* A unary body (rpc_server_add_unary): the request arrives unpacked. */
+static atomic_int g_unary_calls;
+static int u_get_page(rpc_stream *c, void *arg, ProtobufCMessage *m)
+{
+    Arbor__GetPageRequest *req = (Arbor__GetPageRequest *)m;
+    atomic_fetch_add(&g_unary_calls, 1);
+    Arbor__GetPageResponse resp = ARBOR__GET_PAGE_RESPONSE__INIT;
+    resp.page_lsn = req->request_lsn + req->pgno;
+    return rpc_stream_send_msg(c, &resp.base) == 0 ? RPC_STATUS_OK : RPC_STATUS_INTERNAL;
+}
+
 static const struct {
     const char *name;
     rpc_method_kind kind;
@@ -280,6 +291,9 @@ static int server_up(const char *addr, rpc_server **out, int *port)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0] && !rc; i++)
         rc = rpc_server_add_method(s, methods[i].name, methods[i].kind,
                                    methods[i].fn, NULL);
+    if (rc == 0)
+        rc = rpc_server_add_unary(s, M("UnaryBody"), &arbor__get_page_request__descriptor,
+                                  u_get_page, NULL);
     if (rc == 0)
         rc = rpc_server_start(s, port);
     if (rc != 0) {
@@ -663,6 +677,41 @@ static void test_malformed_protobuf(void **state)
                                 sizeof junk, &u), RPC_EPROTO);
 }
 
+/* rpc_server_add_unary: the body gets the request unpacked; a malformed
+ * one never reaches it (INVALID_ARGUMENT, "malformed <type>"); a body
+ * without a request type is refused at registration. */
+static void test_unary_body(void **state)
+{
+    fx *f = *state;
+    Arbor__GetPageRequest req = ARBOR__GET_PAGE_REQUEST__INIT;
+    req.pgno = 7;
+    req.request_lsn = 100;
+    Arbor__GetPageResponse *resp = NULL;
+    rpc_status st;
+    atomic_store(&g_unary_calls, 0);
+    assert_int_equal(rpc_unary(f->ch, M("UnaryBody"), &req.base,
+                               &arbor__get_page_response__descriptor,
+                               (ProtobufCMessage **)&resp, 2000, &st), 0);
+    assert_int_equal(resp->page_lsn, 107);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    static const uint8_t junk[] = {0x0a, 0xff, 0xff, 0xff, 0x0f};
+    uint8_t *raw;
+    size_t len;
+    assert_int_equal(rpc_unary_bytes(f->ch, M("UnaryBody"), junk, sizeof junk, &raw, &len,
+                                     2000, &st), RPC_ESTATUS);
+    assert_int_equal(st.code, RPC_STATUS_INVALID_ARGUMENT);
+    assert_string_equal(st.message, "malformed arbor.GetPageRequest");
+    assert_int_equal(atomic_load(&g_unary_calls), 1);
+    rpc_server_config cfg = {.listen_addr = "127.0.0.1:0"};
+    rpc_server *s;
+    assert_int_equal(rpc_server_create(&cfg, &s), 0);
+    assert_int_equal(rpc_server_add_unary(s, M("X"), NULL, u_get_page, NULL), RPC_EINVAL);
+    rpc_method_def bidi = {M("Y"), RPC_BIDI, NULL, &arbor__get_page_request__descriptor,
+                           u_get_page};
+    assert_int_equal(rpc_server_add_methods(s, &bidi, 1, NULL), RPC_EINVAL);
+    rpc_server_destroy(s);
+}
+
 static void test_large_message(void **state)
 {
     fx *f = *state;
@@ -968,6 +1017,7 @@ int main(void)
         T(test_unknown_method),
         T(test_handler_error_status),
         T(test_malformed_protobuf),
+        T(test_unary_body),
         T(test_large_message),
         T(test_oversize_rejected),
         T(test_cancel_from_other_thread),
