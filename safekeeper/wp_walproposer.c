@@ -768,30 +768,119 @@ static long check_peer_records(const uint8_t *p, size_t len, lsn_t from,
                                lsn_t target, lsn_t *prev,
                                const wp_term_switch *h, size_t nh)
 {
-    size_t off = 0;
-    while (off < len && from + off < target) {
-        uint32_t rl;
-        int rc = wal_record_peek_len(p + off, len - off, &rl);
-        if (rc == 0 && rl > len - off) {
-            rc = WAL_ETRUNC;
-        }
-        if (rc == 0) {
-            rc = wal_record_verify(p + off, rl);
-        }
+    wal_iter it;
+    const uint8_t *rec;
+    uint32_t rl;
+    int rc = 0;
+    wal_iter_init(&it, p, len, from);
+    while (it.lsn < target && (rc = wal_iter_next(&it, &rec, &rl)) == 1) {
+        rc = wal_record_verify(rec, rl);
         if (rc != 0) {
             return rc;
         }
-        lsn_t lsn = get_le64(p + off + WAL_OFF_LSN);
-        lsn_t rprev = get_le64(p + off + WAL_OFF_PREV_LSN);
-        uint64_t term = get_le64(p + off + WAL_OFF_TERM);
-        if (lsn != from + off || rprev != *prev ||
-            term != wp_history_term_at(h, nh, lsn)) {
+        lsn_t lsn = it.lsn - rl;
+        if (get_le64(rec + WAL_OFF_PREV_LSN) != *prev ||
+            get_le64(rec + WAL_OFF_TERM) != wp_history_term_at(h, nh, lsn)) {
             return -EPROTO;
         }
         *prev = lsn;
-        off += rl;
     }
-    return (long)off;
+    if (rc < 0) {
+        return rc == WAL_EFIELD ? -EPROTO : rc;
+    }
+    return (long)(it.lsn - from);
+}
+
+/* The up-to-date peer to copy sk's missing WAL from: elected in term,
+ * flushed to target, the furthest ahead. NULL if none is yet. mu held. */
+static wp_sk *catch_up_donor(wp_sk *sk, uint64_t term, lsn_t target)
+{
+    struct wp_proposer *wp = sk->wp;
+    wp_sk *peer = NULL;
+    for (int i = 0; i < wp->n; i++) {
+        wp_sk *p = &wp->sk[i];
+        if (p != sk && p->elected_term == term && p->flush_lsn >= target &&
+            (!peer || p->flush_lsn > peer->flush_lsn)) {
+            peer = p;
+        }
+    }
+    return peer;
+}
+
+/* Opens StreamWal [from, target) of everything the peer holds, committed
+ * or not, on *ps (published as sk->peer_stream, so that a stop cancels
+ * it). mu not held. */
+static int open_peer_stream(wp_sk *sk, wp_sk *peer, lsn_t from, lsn_t target,
+                            rpc_stream **ps)
+{
+    struct wp_proposer *wp = sk->wp;
+    Arbor__TimelineRef tl = ARBOR__TIMELINE_REF__INIT;
+    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
+    set_timeline(wp, &tl);
+    req.timeline = &tl;
+    req.start_lsn = from;
+    req.follow = false;
+    req.include_uncommitted = true;
+    req.end_lsn = target;
+    uint8_t *bytes = NULL;
+    size_t n;
+    int rc = rpc_pack(&req.base, &bytes, &n);
+    if (rc == 0) {
+        rc = wp->net.stream_open(peer->ch, M_STREAM_WAL, 10LL * 60 * 1000, ps);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&wp->mu);
+        sk->peer_stream = *ps;
+        bool stop = wp->stopping;
+        pthread_mutex_unlock(&wp->mu);
+        rc = stop ? RPC_ECANCELLED : wp->net.stream_send(*ps, bytes, n);
+    }
+    rpc_free(bytes);
+    if (rc == 0) {
+        rc = wp->net.stream_close_send(*ps);
+    }
+    return rc;
+}
+
+/* Checks one chunk from the peer and appends what lies below target to
+ * sk; *from and *prev move past it. 0, -EPROTO (bad data), or the error
+ * of the append. mu not held. */
+static int forward_chunk(wp_sk *sk, wp_sk *peer, uint64_t term, const Arbor__WalChunk *c,
+                         lsn_t *from, lsn_t target, lsn_t *prev,
+                         const wp_term_switch *h, size_t nh)
+{
+    struct wp_proposer *wp = sk->wp;
+    long take = 0;
+    if (err_code(c->error) != ARBOR__ERROR_CODE__OK) {
+        log_warn("walproposer: StreamWal from %s: error %d %s", peer->addr,
+                 err_code(c->error), err_msg(c->error));
+        take = -EPROTO;
+    } else if (c->records.len > 0 && c->begin_lsn != *from) {
+        take = -EPROTO;
+    } else if (c->records.len > 0) {
+        take = check_peer_records(c->records.data, c->records.len, *from, target, prev,
+                                  h, nh);
+    }
+    if (take < 0) {
+        char a[LSN_STRLEN];
+        log_warn("walproposer: bad WAL from %s at %s: %ld", peer->addr,
+                 lsn_format(*from, a), take);
+        return -EPROTO;
+    }
+    if (take == 0) {
+        return 0;
+    }
+    int rc;
+    pthread_mutex_lock(&wp->mu);
+    wait_not_sending(sk);
+    if (stream_ok(wp, sk, term) && sk->send_lsn == *from) {
+        rc = send_append(sk, term, c->records.data, (size_t)take, *prev);
+    } else {
+        rc = RPC_ECANCELLED;
+    }
+    pthread_mutex_unlock(&wp->mu);
+    *from += (lsn_t)take;
+    return rc;
 }
 
 /* Copies [sk->send_lsn, wp->buf.start_lsn) — WAL we no longer (or never)
@@ -802,14 +891,7 @@ static int catch_up(wp_sk *sk, uint64_t term)
 {
     struct wp_proposer *wp = sk->wp;
     lsn_t target = wp->buf.start_lsn;
-    wp_sk *peer = NULL;
-    for (int i = 0; i < wp->n; i++) {
-        wp_sk *p = &wp->sk[i];
-        if (p != sk && p->elected_term == term && p->flush_lsn >= target &&
-            (!peer || p->flush_lsn > peer->flush_lsn)) {
-            peer = p;
-        }
-    }
+    wp_sk *peer = catch_up_donor(sk, term, target);
     sk->conn = WP_SK_CATCHING_UP;
     if (!peer) {
         /* a donor has not accepted Elected yet */
@@ -823,70 +905,18 @@ static int catch_up(wp_sk *sk, uint64_t term)
     char a[LSN_STRLEN], b[LSN_STRLEN];
     log_info("walproposer: %s catching up %s..%s from %s", sk->addr,
              lsn_format(from, a), lsn_format(target, b), peer->addr);
-    rpc_channel *pch = peer->ch;
-    int rc;
-    rpc_stream *ps = NULL;
     pthread_mutex_unlock(&wp->mu);
 
-    Arbor__TimelineRef tl = ARBOR__TIMELINE_REF__INIT;
-    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
-    set_timeline(wp, &tl);
-    req.timeline = &tl;
-    req.start_lsn = from;
-    req.follow = false;
-    req.include_uncommitted = true;
-    req.end_lsn = target;
-    uint8_t *bytes = NULL;
-    size_t n;
-    rc = rpc_pack(&req.base, &bytes, &n);
-    if (rc == 0) {
-        rc = wp->net.stream_open(pch, M_STREAM_WAL, 10LL * 60 * 1000, &ps);
-    }
-    if (rc == 0) {
-        pthread_mutex_lock(&wp->mu);
-        sk->peer_stream = ps;
-        bool stop = wp->stopping;
-        pthread_mutex_unlock(&wp->mu);
-        rc = stop ? RPC_ECANCELLED : wp->net.stream_send(ps, bytes, n);
-    }
-    rpc_free(bytes);
-    if (rc == 0) {
-        rc = wp->net.stream_close_send(ps);
-    }
+    rpc_stream *ps = NULL;
+    int rc = open_peer_stream(sk, peer, from, target, &ps);
     while (rc == 0 && from < target) {
         Arbor__WalChunk *c = NULL;
         rc = wp->net.stream_recv_msg(ps, &arbor__wal_chunk__descriptor,
                                      WP_CATCHUP_RECV_MS, (ProtobufCMessage **)&c);
-        if (rc != 0) {
-            break;
+        if (rc == 0) {
+            rc = forward_chunk(sk, peer, term, c, &from, target, &prev, h, nh);
+            protobuf_c_message_free_unpacked(&c->base, NULL);
         }
-        long take = 0;
-        if (err_code(c->error) != ARBOR__ERROR_CODE__OK) {
-            log_warn("walproposer: StreamWal from %s: error %d %s", peer->addr,
-                     err_code(c->error), err_msg(c->error));
-            take = -EPROTO;
-        } else if (c->records.len > 0 && c->begin_lsn != from) {
-            take = -EPROTO;
-        } else if (c->records.len > 0) {
-            take = check_peer_records(c->records.data, c->records.len, from,
-                                      target, &prev, h, nh);
-        }
-        if (take < 0) {
-            log_warn("walproposer: bad WAL from %s at %s: %ld", peer->addr,
-                     lsn_format(from, a), take);
-            rc = -EPROTO;
-        } else if (take > 0) {
-            pthread_mutex_lock(&wp->mu);
-            wait_not_sending(sk);
-            if (stream_ok(wp, sk, term) && sk->send_lsn == from) {
-                rc = send_append(sk, term, c->records.data, (size_t)take, prev);
-            } else {
-                rc = RPC_ECANCELLED;
-            }
-            pthread_mutex_unlock(&wp->mu);
-            from += (lsn_t)take;
-        }
-        protobuf_c_message_free_unpacked(&c->base, NULL);
     }
     if (rc == RPC_EEOF && from >= target) {
         rc = 0;
