@@ -125,7 +125,7 @@ int main(int argc, char **argv)
     }
     ps_config cfg;
     ps_config_default(&cfg);
-    ps_io no_uring = ps_io_default;
+    disk_io no_uring = disk_io_default;
     no_uring.use_uring = 0;
     ps_repo *repo;
     arbor_id tenant;

@@ -4,8 +4,8 @@
  * undone after the process is killed (tests/powerloss).
  *
  * Off unless the environment variable ARBOR_POWERLOSS_DIR names a
- * directory. Then the safekeeper's and the pageserver's storage I/O tables
- * (sk_io_daemon(), ps_io_daemon()) route every write through these calls,
+ * directory. Then the safekeeper's and the pageserver's storage I/O table
+ * (disk_io_daemon(), disk_io.h) routes every write through these calls,
  * which append to <dir>/<pid>.pl, before each pwrite/ftruncate, the bytes
  * and file size it is about to change, and after each successful fsync /
  * fdatasync a marker that makes all earlier changes of that file durable.

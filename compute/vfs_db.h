@@ -73,17 +73,20 @@
 #include "vfs_conf.h"
 #include "wal_record.h"
 
+/* Errors (negative, -5001..-5099). Each module's codes have a range of
+ * their own: RPC -1001.., WAL codec -2001.., walproposer -3001.., safekeeper
+ * storage -3101.., acceptor -3201.., pageserver -4001.., VFS -5001.. */
 enum {
     VFS_OK = 0,
-    VFS_EIO = -4001,        /* pageserver read failed (logged) */
-    VFS_EBUSY = -4002,      /* another connection holds RESERVED */
-    VFS_ESNAPSHOT = -4003,  /* the snapshot is not the latest commit */
-    VFS_EREADONLY = -4004,  /* replica / static endpoint */
-    VFS_EFENCED = -4005,    /* another primary took over: no more writes */
-    VFS_ECOMMIT = -4006,    /* commit failed: not visible, never will be */
-    VFS_ETOOBIG = -4007,    /* transaction over the configured max_txn_mb */
-    VFS_EOPEN = -4008,      /* open failed (reason in the error buffer) */
-    VFS_ESPILL = -4009,     /* the transaction's spill file failed */
+    VFS_EIO = -5001,        /* pageserver read failed (logged) */
+    VFS_EBUSY = -5002,      /* another connection holds RESERVED */
+    VFS_ESNAPSHOT = -5003,  /* the snapshot is not the latest commit */
+    VFS_EREADONLY = -5004,  /* replica / static endpoint */
+    VFS_EFENCED = -5005,    /* another primary took over: no more writes */
+    VFS_ECOMMIT = -5006,    /* commit failed: not visible, never will be */
+    VFS_ETOOBIG = -5007,    /* transaction over the configured max_txn_mb */
+    VFS_EOPEN = -5008,      /* open failed (reason in the error buffer) */
+    VFS_ESPILL = -5009,     /* the transaction's spill file failed */
 };
 
 const char *vfs_db_strerror(int err);

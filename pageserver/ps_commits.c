@@ -42,7 +42,7 @@ struct ps_commits {
     _Atomic size_t n_durable; /* entries on disk (written by flush only) */
     char *path;               /* opened for each sync only: an idle timeline
                                  holds no file descriptor */
-    const ps_io *io;
+    const disk_io *io;
 };
 
 static void make_header(const arbor_id *tl, disk_header *h)
@@ -64,7 +64,7 @@ static void make_entry(const ps_commit *e, size_t i, disk_entry *d)
     d->checksum = XXH3_64bits_withSeed(d, offsetof(disk_entry, checksum), i);
 }
 
-int ps_commits_create(const ps_io *io, const char *path,
+int ps_commits_create(const disk_io *io, const char *path,
                       const arbor_id *timeline_id)
 {
     disk_header h;
@@ -73,7 +73,7 @@ int ps_commits_create(const ps_io *io, const char *path,
     if (fd < 0) {
         return fd;
     }
-    int rc = ps_io_pwrite_all(io, fd, &h, sizeof(h), 0);
+    int rc = disk_io_pwrite_all(io, fd, &h, sizeof(h), 0);
     if (rc == 0) {
         rc = io->fsync(io->ctx, fd);
     }
@@ -117,7 +117,7 @@ static int load(ps_commits *c, const char *path, const arbor_id *tl,
 {
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = ps_io_read_file(c->io, path, (size_t)1 << 40, &data, &len);
+    int rc = disk_io_read_file(c->io, path, (size_t)1 << 40, &data, &len);
     if (rc != 0) {
         return rc;
     }
@@ -141,7 +141,7 @@ done:
     return rc;
 }
 
-int ps_commits_open(const ps_io *io, const char *path,
+int ps_commits_open(const disk_io *io, const char *path,
                     const arbor_id *timeline_id, lsn_t start_lsn,
                     lsn_t durable_lsn, ps_commits **out)
 {
@@ -226,7 +226,7 @@ int ps_commits_sync(ps_commits *c, lsn_t upto_lsn)
         int fd = c->io->open(c->io->ctx, c->path, O_WRONLY, 0);
         rc = fd < 0 ? fd : 0;
         if (rc == 0) {
-            rc = ps_io_pwrite_all(c->io, fd, buf, (to - from) * sizeof(disk_entry),
+            rc = disk_io_pwrite_all(c->io, fd, buf, (to - from) * sizeof(disk_entry),
                                   (off_t)(PS_COMMITS_HEADER_BYTES +
                                           from * PS_COMMITS_ENTRY_BYTES));
         }

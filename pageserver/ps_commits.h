@@ -59,11 +59,11 @@ typedef struct ps_commits ps_commits;
 
 /* Writes a new file holding only the header (fsynced; the caller fsyncs
  * the directory). */
-int ps_commits_create(const ps_io *io, const char *path,
+int ps_commits_create(const disk_io *io, const char *path,
                       const arbor_id *timeline_id);
 /* Loads path, keeping the entries <= durable_lsn (see above). start_lsn:
  * the timeline's start (durable_lsn == start_lsn allows no entries). */
-int ps_commits_open(const ps_io *io, const char *path,
+int ps_commits_open(const disk_io *io, const char *path,
                     const arbor_id *timeline_id, lsn_t start_lsn,
                     lsn_t durable_lsn, ps_commits **out);
 void ps_commits_close(ps_commits *c);

@@ -1,15 +1,11 @@
 /*
- * ps_io — what the pageserver's storage engine shares (prefix ps_): its
- * error codes, the disk-I/O function table and the clock.
- *
- * Every file operation of the engine (layer files, the commits index, the
- * timeline metadata, directories) goes through a ps_io table, so tests can
- * inject errors and simulate a crash at any write (tests/unit/test_ps_*.c).
- * Timeline directory creation, rename and removal are included, because a
- * crash between creating a timeline's directory and its metadata must be
- * testable. Not included: directory listing at load (opendir/readdir),
- * fstat, and the mkdir -p of the tenant directories (fsutil), whose
- * failures need no simulation beyond what open already gives.
+ * disk_io — what the pageserver's storage engine shares (prefix ps_): its
+ * error codes and the clock. Every file operation of the engine goes
+ * through a disk_io table (disk_io.h), so tests can inject errors and
+ * simulate a crash at any write (tests/unit/test_ps_*.c); timeline
+ * directory creation, rename and removal included, because a crash between
+ * creating a timeline's directory and its metadata must be testable (the
+ * mkdir -p of the tenant directories is fsutil's).
  *
  * The table and the clock are borrowed: they must outlive every object
  * opened with them. All functions here are thread-safe.
@@ -20,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "disk_io.h"
 
 /* Engine errors (negative, -4001..-4099). Functions also return negative
  * errnos (-EIO, -ENOSPC, -ENOMEM...) and the WAL codec's WAL_E* codes for a
@@ -52,57 +50,6 @@ enum {
 /* Names any code the engine returns (PS_E*, WAL_E*, -errno). Static
  * strings. */
 const char *ps_strerror(int err);
-
-/*
- * The disk-I/O table. Each function returns >= 0 on success (a byte count
- * for pread/pwrite, an fd for open, else 0) and a negative errno on failure;
- * short transfers are allowed and retried by ps_io_*_all. ctx is passed
- * through untouched.
- *
- * use_uring: when non-zero, the batched read path (ps_timeline_get_pages)
- * reads layer blocks through io_uring instead of io->pread. Tests that
- * inject read faults set it to 0.
- */
-typedef struct ps_io {
-    void *ctx;
-    int use_uring;
-    int (*open)(void *ctx, const char *path, int flags, mode_t mode);
-    int (*close)(void *ctx, int fd);
-    ssize_t (*pread)(void *ctx, int fd, void *buf, size_t len, off_t off);
-    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len,
-                      off_t off);
-    int (*fsync)(void *ctx, int fd);
-    int (*ftruncate)(void *ctx, int fd, off_t len);
-    int (*rename)(void *ctx, const char *from, const char *to);
-    int (*unlink)(void *ctx, const char *path);
-    int (*mkdir)(void *ctx, const char *path);
-    /* rm -rf; -ENOENT is not an error. */
-    int (*remove_tree)(void *ctx, const char *path);
-    int (*fsync_dir)(void *ctx, const char *dir);
-    /* fs_write_atomic semantics: a crash leaves the old or the new file. */
-    int (*write_atomic)(void *ctx, const char *path, const void *data,
-                        size_t len);
-} ps_io;
-
-/* Plain POSIX calls (+ fsutil), use_uring = 1: what the daemon uses. Tests
- * copy it and override entries to inject faults. */
-extern const ps_io ps_io_default;
-/* What the daemon uses when its config names no table: ps_io_default, or,
- * when ARBOR_POWERLOSS_DIR is set (tests/powerloss), a table whose writes
- * and fsyncs are journaled so a test can undo every write not yet fsynced
- * after killing the process (powerloss.h). */
-const ps_io *ps_io_daemon(void);
-
-/* Loops io->pwrite / io->pread until len bytes moved. 0 or -errno; a
- * transfer that makes no progress is -EIO. */
-int ps_io_pwrite_all(const ps_io *io, int fd, const void *buf, size_t len,
-                     off_t off);
-int ps_io_pread_all(const ps_io *io, int fd, void *buf, size_t len,
-                    off_t off);
-/* Reads a whole file of at most max_len bytes (-EFBIG beyond) through the
- * table into an az_malloc'ed buffer (az_free). */
-int ps_io_read_file(const ps_io *io, const char *path, size_t max_len,
-                    uint8_t **data, size_t *len);
 
 /* The clock: microseconds since the Unix epoch. Tests substitute a fake
  * one to drive PITR windows and leases. */

@@ -125,7 +125,7 @@ int ps_layer_parse_name(const char *name, ps_layer_kind *kind,
 
 /* ---- handle -------------------------------------------------------- */
 
-void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
+void ps_layer_open(const disk_io *io, const char *path, ps_layer_kind kind,
                    lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                    uint64_t file_bytes, const arbor_id *timeline_id,
                    ps_layer **out)
@@ -148,7 +148,7 @@ void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
     *out = l;
 }
 
-void ps_layer_open_remote(const ps_io *io, const char *path, ps_layer_kind kind,
+void ps_layer_open_remote(const disk_io *io, const char *path, ps_layer_kind kind,
                           lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                           uint64_t file_bytes, const arbor_id *tenant_id,
                           const arbor_id *timeline_id, const ps_layer_source *src,
@@ -287,7 +287,7 @@ static int read_index(ps_layer *l, int fd, const disk_footer *f)
     size_t bytes = (size_t)f->n_entries * PS_LAYER_ENTRY_BYTES;
     uint8_t *raw = az_malloc(bytes ? bytes : 1);
     ps_layer_entry *idx = NULL;
-    int rc = ps_io_pread_all(l->io, fd, raw, bytes, (off_t)f->index_offset);
+    int rc = disk_io_pread_all(l->io, fd, raw, bytes, (off_t)f->index_offset);
     if (rc != 0) {
         goto done;
     }
@@ -373,9 +373,9 @@ static int load_locked(ps_layer *l)
         rc = PS_ECORRUPT;
         goto fail;
     }
-    rc = ps_io_pread_all(l->io, fd, &h, sizeof(h), 0);
+    rc = disk_io_pread_all(l->io, fd, &h, sizeof(h), 0);
     if (rc == 0) {
-        rc = ps_io_pread_all(l->io, fd, &f, sizeof(f),
+        rc = disk_io_pread_all(l->io, fd, &f, sizeof(f),
                              (off_t)(size - PS_LAYER_FOOTER_BYTES));
     }
     if (rc == 0) {
@@ -484,7 +484,7 @@ int ps_layer_read(ps_layer *l, uint64_t idx, uint8_t *page)
     assert(idx < l->n_entries);
     const ps_layer_entry *e = &l->index[idx];
     uint8_t *raw = (e->flags & PS_LAYER_FLAG_LZ4) ? az_malloc(e->len) : page;
-    rc = ps_io_pread_all(l->io, l->fd, raw, e->len, (off_t)e->offset);
+    rc = disk_io_pread_all(l->io, l->fd, raw, e->len, (off_t)e->offset);
     if (rc == 0) {
         rc = ps_layer_decode(l, idx, raw, page);
     }
@@ -497,7 +497,7 @@ int ps_layer_read(ps_layer *l, uint64_t idx, uint8_t *page)
 /* ---- writer ---------------------------------------------------------- */
 
 struct ps_layer_writer {
-    const ps_io *io;
+    const disk_io *io;
     char *dir;
     char name[PS_LAYER_NAME_MAX];
     char *tmp_path;
@@ -523,7 +523,7 @@ static int writer_flush_buf(ps_layer_writer *w)
     if (w->buf_len == 0) {
         return 0;
     }
-    int rc = ps_io_pwrite_all(w->io, w->fd, w->buf, w->buf_len,
+    int rc = disk_io_pwrite_all(w->io, w->fd, w->buf, w->buf_len,
                               (off_t)w->buf_off);
     w->buf_off += w->buf_len;
     w->buf_len = 0;
@@ -561,7 +561,7 @@ static void writer_free(ps_layer_writer *w)
     az_free(w);
 }
 
-int ps_layer_writer_begin(const ps_io *io, const char *dir,
+int ps_layer_writer_begin(const disk_io *io, const char *dir,
                           ps_layer_kind kind, const arbor_id *timeline_id,
                           lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                           int compress, ps_layer_writer **out)

@@ -141,7 +141,7 @@ typedef struct ps_layer {
     uint32_t page_size;
     uint64_t file_bytes;
     char *path;
-    const ps_io *io;
+    const disk_io *io;
     arbor_id timeline_id;
     /* Lazily loaded (state: 0 not yet, 1 loaded, PS_ECORRUPT forever). */
     pthread_mutex_t load_mu;
@@ -167,7 +167,7 @@ int ps_layer_parse_name(const char *name, ps_layer_kind *kind,
 
 /* A handle on an existing file; nothing is read until the first lookup.
  * The caller has checked the name. *out has one reference. */
-void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
+void ps_layer_open(const disk_io *io, const char *path, ps_layer_kind kind,
                    lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                    uint64_t file_bytes, const arbor_id *timeline_id,
                    ps_layer **out);
@@ -175,7 +175,7 @@ void ps_layer_open(const ps_io *io, const char *path, ps_layer_kind kind,
  * downloaded until the first lookup. file_bytes: the object's size. src
  * may be NULL (remote storage not configured): loads then fail with
  * -ENOTSUP. */
-void ps_layer_open_remote(const ps_io *io, const char *path, ps_layer_kind kind,
+void ps_layer_open_remote(const disk_io *io, const char *path, ps_layer_kind kind,
                           lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                           uint64_t file_bytes, const arbor_id *tenant_id,
                           const arbor_id *timeline_id, const ps_layer_source *src,
@@ -208,7 +208,7 @@ int ps_layer_decode(const ps_layer *l, uint64_t idx, const uint8_t *raw,
 typedef struct ps_layer_writer ps_layer_writer;
 
 /* Starts <dir>/<name>.tmp. compress: store an LZ4 block when smaller. */
-int ps_layer_writer_begin(const ps_io *io, const char *dir,
+int ps_layer_writer_begin(const disk_io *io, const char *dir,
                           ps_layer_kind kind, const arbor_id *timeline_id,
                           lsn_t lsn_start, lsn_t lsn_end, uint32_t page_size,
                           int compress, ps_layer_writer **out);

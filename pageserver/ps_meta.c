@@ -130,18 +130,18 @@ int ps_meta_decode(const uint8_t *buf, size_t len, ps_meta *out)
     return 0;
 }
 
-int ps_meta_write(const ps_io *io, const char *path, const ps_meta *m)
+int ps_meta_write(const disk_io *io, const char *path, const ps_meta *m)
 {
     uint8_t buf[PS_META_BYTES];
     ps_meta_encode(m, buf);
     return io->write_atomic(io->ctx, path, buf, sizeof(buf));
 }
 
-int ps_meta_read(const ps_io *io, const char *path, ps_meta *out)
+int ps_meta_read(const disk_io *io, const char *path, ps_meta *out)
 {
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = ps_io_read_file(io, path, 4096, &data, &len);
+    int rc = disk_io_read_file(io, path, 4096, &data, &len);
     if (rc == 0) {
         rc = ps_meta_decode(data, len, out);
     }

@@ -68,8 +68,8 @@ void ps_meta_encode(const ps_meta *m, uint8_t out[PS_META_BYTES]);
 int ps_meta_decode(const uint8_t *buf, size_t len, ps_meta *out);
 
 /* fs_write_atomic through the table. */
-int ps_meta_write(const ps_io *io, const char *path, const ps_meta *m);
+int ps_meta_write(const disk_io *io, const char *path, const ps_meta *m);
 /* 0, PS_ECORRUPT or -errno. */
-int ps_meta_read(const ps_io *io, const char *path, ps_meta *out);
+int ps_meta_read(const disk_io *io, const char *path, ps_meta *out);
 
 #endif

@@ -43,7 +43,7 @@ typedef struct pending {
     bool done;
 } pending;
 
-static const ps_io *repo_io(const ps_repo *r)
+static const disk_io *repo_io(const ps_repo *r)
 {
     return r->cfg.io;
 }
@@ -278,7 +278,7 @@ int ps_repo_open(const char *root, const ps_config *cfg, ps_repo **out)
     r->root = az_strdup(root);
     r->cfg = *cfg;
     if (!r->cfg.io) {
-        r->cfg.io = ps_io_daemon();
+        r->cfg.io = disk_io_daemon();
     }
     if (!r->cfg.clock) {
         r->cfg.clock = &ps_clock_default;
@@ -397,7 +397,7 @@ static int resolve_branch_lsn(ps_timeline *anc, const ps_timeline_create_args *a
 static int write_timeline_dir(ps_repo *r, const arbor_id *tenant_id,
                               const ps_meta *m, char *dir)
 {
-    const ps_io *io = repo_io(r);
+    const disk_io *io = repo_io(r);
     char tmp[PATH_CAP], path[PATH_CAP], tdir[PATH_CAP];
     int rc = timeline_dir(r, tenant_id, &m->timeline_id, ".tmp", tmp);
     rc = rc ? rc : timeline_dir(r, tenant_id, &m->timeline_id, "", dir);
@@ -594,7 +594,7 @@ static bool has_children(const tenant *t, const ps_timeline *tl)
 /* Removes one childless timeline: table, branch point, directory. */
 static int delete_one(ps_repo *r, tenant *t, ps_timeline *tl)
 {
-    const ps_io *io = repo_io(r);
+    const disk_io *io = repo_io(r);
     char gone[PATH_CAP], tdir[PATH_CAP];
     int rc = timeline_dir(r, &t->id, ps_timeline_id(tl), ".deleted", gone);
     rc = rc ? rc : tenant_dir(r, &t->id, tdir);

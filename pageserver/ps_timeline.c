@@ -134,7 +134,7 @@ void ps_config_default(ps_config *cfg)
     cfg->pending_mem_bytes = PS_DEFAULT_PENDING_MEM_BYTES;
 }
 
-static const ps_io *tl_io(const ps_timeline *tl)
+static const disk_io *tl_io(const ps_timeline *tl)
 {
     return tl->cfg.io;
 }

@@ -105,7 +105,7 @@ typedef struct ps_config {
                                      yet re-ingested up to the branch point
                                      (after a restart) waits this long, then
                                      fails with PS_ETIMEOUT */
-    const ps_io *io;              /* NULL: ps_io_default (borrowed) */
+    const disk_io *io;              /* NULL: disk_io_default (borrowed) */
     const ps_clock *clock;        /* NULL: ps_clock_default (borrowed) */
     size_t pending_mem_bytes;     /* RAM for the pages of a multi-record
                                      transaction waiting for its commit

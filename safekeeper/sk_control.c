@@ -43,6 +43,7 @@
 #define XXH_INLINE_ALL  /* header-only: arbor_sk does not link libxxhash */
 #include <xxhash.h>
 
+#include "alloc.h"
 #include "log.h"
 
 /* The header as it sits on disk. Encoding memcpy's it, which is only the
@@ -170,27 +171,27 @@ static int control_path(const char *dir, char *path, size_t cap)
     return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
-int sk_control_load(const sk_io *io, const char *timeline_dir,
+int sk_control_load(const disk_io *io, const char *timeline_dir,
                     sk_control *out)
 {
     char path[PATH_MAX];
-    void *data = NULL;
+    uint8_t *data = NULL;
     size_t len = 0;
     int rc = control_path(timeline_dir, path, sizeof path);
     if (rc != 0)
         return rc;
-    rc = io->read_file(io->ctx, path, SK_CONTROL_MAX_BYTES, &data, &len);
+    rc = disk_io_read_file(io, path, SK_CONTROL_MAX_BYTES, &data, &len);
     if (rc == -EFBIG)
         rc = SK_ECTL_SIZE;
     if (rc == 0)
         rc = sk_control_decode(data, len, out);
     if (rc != 0 && rc != -ENOENT)
         log_error("control file %s: %s", path, sk_storage_strerror(rc));
-    free(data);  /* read_file's buffer is malloc'ed (fsutil.h) */
+    az_free(data);
     return rc;
 }
 
-int sk_control_store(const sk_io *io, const char *timeline_dir,
+int sk_control_store(const disk_io *io, const char *timeline_dir,
                      const sk_control *c)
 {
     char path[PATH_MAX];

@@ -63,12 +63,12 @@ int sk_control_decode(const uint8_t *buf, size_t len, sk_control *out);
 /* Reads <timeline_dir>/control. 0, -ENOENT if there is none, another
  * -errno on I/O failure, or a decode error above. Logs the reason of a
  * decode error with the path. */
-int sk_control_load(const sk_io *io, const char *timeline_dir,
+int sk_control_load(const disk_io *io, const char *timeline_dir,
                     sk_control *out);
 
 /* Replaces <timeline_dir>/control durably. 0, -EINVAL (see encode), or the
  * -errno of the write; on failure the old file is still in place. */
-int sk_control_store(const sk_io *io, const char *timeline_dir,
+int sk_control_store(const disk_io *io, const char *timeline_dir,
                      const sk_control *c);
 
 #endif

@@ -29,7 +29,7 @@ struct sk_timeline {
     pthread_mutex_t mu;
     pthread_cond_t changed;   /* flush, commit or term moved */
     char *dir;
-    const sk_io *io;
+    const disk_io *io;
     sk_control ctl;           /* the persisted state, as last stored */
     sk_wal *wal;
     int proposers;
@@ -421,7 +421,7 @@ void sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
 
 /* ---- open / create / close -------------------------------------------- */
 
-static int tl_alloc(const char *dir, const sk_io *io, sk_timeline **out)
+static int tl_alloc(const char *dir, const disk_io *io, sk_timeline **out)
 {
     sk_timeline *tl = az_calloc(1, sizeof(*tl));
     tl->io = io;
@@ -465,7 +465,7 @@ static int tl_open_wal(sk_timeline *tl, uint64_t segment_size)
     return sk_wal_open(&wo, &tl->wal);
 }
 
-static int tl_open(const char *dir, const sk_io *io, uint64_t segment_size,
+static int tl_open(const char *dir, const disk_io *io, uint64_t segment_size,
                    sk_timeline **out)
 {
     sk_timeline *tl;
@@ -501,7 +501,7 @@ fail:
 
 static int tl_create(const char *dir, const uint8_t tenant_id[16],
                      const uint8_t timeline_id[16], lsn_t start_lsn,
-                     const sk_io *io, uint64_t segment_size, sk_timeline **out)
+                     const disk_io *io, uint64_t segment_size, sk_timeline **out)
 {
     sk_timeline *tl;
     int rc = fs_mkdir_p(dir);
@@ -622,7 +622,7 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
     reg->datadir = az_strdup(opt->datadir);
     reg->opt.datadir = reg->datadir;
     if (!reg->opt.io)
-        reg->opt.io = sk_io_daemon();
+        reg->opt.io = disk_io_daemon();
     char path[PATH_MAX];
     int rc = path_join(path, sizeof(path), reg->datadir, "tenants");
     if (rc == 0)

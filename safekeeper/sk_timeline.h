@@ -80,11 +80,11 @@ typedef struct sk_tl_state {
 
 typedef struct sk_registry sk_registry;
 
-struct sk_io;
+struct disk_io;
 
 typedef struct sk_reg_options {
     const char *datadir;          /* timelines under datadir/tenants/... */
-    const struct sk_io *io;       /* disk I/O table; NULL = sk_io_default */
+    const struct disk_io *io;       /* disk I/O table; NULL = disk_io_default */
     uint64_t node_id;
     uint64_t segment_size_bytes;  /* 0 = storage default */
 } sk_reg_options;

@@ -83,7 +83,7 @@ typedef struct sk_seg {
 
 struct sk_wal {
     char *dir;
-    const sk_io *io;
+    const disk_io *io;
     uint64_t segment_size;
     lsn_t start_lsn;
     const skh_history *history;   /* borrowed, may be NULL; writer-only */
@@ -263,7 +263,7 @@ static int zero_range(sk_wal *w, int fd, uint64_t off, uint64_t end)
 {
     while (off < end) {
         size_t n = end - off < ZERO_CHUNK ? (size_t)(end - off) : ZERO_CHUNK;
-        int rc = sk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
+        int rc = disk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
         if (rc != 0)
             return rc;
         off += n;
@@ -288,7 +288,7 @@ static int seg_create(sk_wal *w, lsn_t start, uint64_t size, sk_seg **out)
         return fd;
     for (uint64_t off = 0; off < size;) {
         size_t n = size - off < ZERO_CHUNK ? (size_t)(size - off) : ZERO_CHUNK;
-        rc = sk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
+        rc = disk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
         if (rc != 0)
             goto fail;
         off += n;
@@ -362,7 +362,7 @@ static int writer_read(sk_wal *w, sk_seg *s, lsn_t pos, uint8_t *dst,
     int fd = seg_fd(w, s);
     if (fd < 0)
         return fd;
-    return sk_io_pread_all(w->io, fd, dst, len, (off_t)(pos - s->start_lsn));
+    return disk_io_pread_all(w->io, fd, dst, len, (off_t)(pos - s->start_lsn));
 }
 
 typedef struct scan_result {
@@ -528,11 +528,11 @@ static int seg_zero_tail(sk_wal *w, sk_seg *s, uint64_t off)
     while (off < s->size_bytes) {
         size_t n = s->size_bytes - off < ZERO_CHUNK
                        ? (size_t)(s->size_bytes - off) : ZERO_CHUNK;
-        rc = sk_io_pread_all(w->io, fd, buf, n, (off_t)off);
+        rc = disk_io_pread_all(w->io, fd, buf, n, (off_t)off);
         if (rc != 0)
             goto done;
         if (memcmp(buf, zeros, n) != 0) {
-            rc = sk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
+            rc = disk_io_pwrite_all(w->io, fd, zeros, n, (off_t)off);
             if (rc != 0)
                 goto done;
             wrote = 1;
@@ -604,7 +604,7 @@ static int segs_finish_removal(sk_wal *w, lsn_t removed_below)
 
 int sk_wal_open(const sk_wal_options *opt, sk_wal **out)
 {
-    const sk_io *io = opt->io ? opt->io : &sk_io_default;
+    const disk_io *io = opt->io ? opt->io : &disk_io_default;
     uint64_t seg_size = opt->segment_size ? opt->segment_size
                                           : SK_WAL_SEGMENT_SIZE_DEFAULT;
     if (!opt->dir || seg_size < SK_WAL_SEGMENT_SIZE_MIN ||
@@ -821,7 +821,7 @@ int sk_wal_append(sk_wal *w, lsn_t begin_lsn, const uint8_t *bytes,
 /* ---- flush ------------------------------------------------------------- */
 
 typedef struct flush_op {
-    int op;              /* SK_IO_OP_* */
+    int op;              /* DISK_IO_OP_* */
     int fd;
     const uint8_t *buf;
     size_t len;
@@ -831,8 +831,8 @@ typedef struct flush_op {
 static int flush_posix(sk_wal *w, const flush_op *ops, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        int rc = ops[i].op == SK_IO_OP_WRITE
-                     ? sk_io_pwrite_all(w->io, ops[i].fd, ops[i].buf,
+        int rc = ops[i].op == DISK_IO_OP_WRITE
+                     ? disk_io_pwrite_all(w->io, ops[i].fd, ops[i].buf,
                                         ops[i].len, ops[i].off)
                      : w->io->fdatasync(w->io->ctx, ops[i].fd);
         if (rc != 0)
@@ -853,7 +853,7 @@ static int flush_uring(sk_wal *w, const flush_op *ops, uint32_t n)
             const flush_op *o = &ops[base + k];
             struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
             assert(sqe);  /* batch <= ring depth, ring drained */
-            if (o->op == SK_IO_OP_WRITE)
+            if (o->op == DISK_IO_OP_WRITE)
                 io_uring_prep_write(sqe, o->fd, o->buf, (unsigned)o->len,
                                     (uint64_t)o->off);
             else
@@ -882,7 +882,7 @@ static int flush_uring(sk_wal *w, const flush_op *ops, uint32_t n)
             if (w->io->uring_result)
                 res = w->io->uring_result(w->io->ctx, o->op, o->fd, o->len,
                                           o->off, res);
-            if (o->op == SK_IO_OP_WRITE && res >= 0 && (size_t)res != o->len)
+            if (o->op == DISK_IO_OP_WRITE && res >= 0 && (size_t)res != o->len)
                 res = -EIO;  /* short write: the disk is full or failing */
             /* -ECANCELED only follows the op that really failed. */
             if (res < 0 && (err == 0 || err == -ECANCELED))
@@ -933,10 +933,10 @@ int sk_wal_flush(sk_wal *w)
         }
         if (b - s->start_lsn > s->dirty_end)
             s->dirty_end = b - s->start_lsn;
-        ops[n++] = (flush_op){ SK_IO_OP_WRITE, fd,
+        ops[n++] = (flush_op){ DISK_IO_OP_WRITE, fd,
                                w->pending + (a - w->flush_lsn), b - a,
                                (off_t)(a - s->start_lsn) };
-        ops[n++] = (flush_op){ SK_IO_OP_FDATASYNC, fd, NULL, 0, 0 };
+        ops[n++] = (flush_op){ DISK_IO_OP_FDATASYNC, fd, NULL, 0, 0 };
     }
     if (rc == 0)
         rc = w->have_ring ? flush_uring(w, ops, n) : flush_posix(w, ops, n);
@@ -1113,7 +1113,7 @@ static int read_seg(sk_wal *w, int fd, sk_seg *s, lsn_t seg_end, lsn_t durable_e
         return 0;
     read_reserve(rc, want);
     off_t off = (off_t)(rc->pos - s->start_lsn);
-    int e = sk_io_pread_all(w->io, fd, rc->buf + rc->len, want, off);
+    int e = disk_io_pread_all(w->io, fd, rc->buf + rc->len, want, off);
     if (e != 0)
         return e;
     size_t used = 0;
@@ -1135,7 +1135,7 @@ static int read_seg(sk_wal *w, int fd, sk_seg *s, lsn_t seg_end, lsn_t durable_e
             return len > durable_end - rc->pos ? SK_ECORRUPT : 0;
         }
         read_reserve(rc, len);
-        e = sk_io_pread_all(w->io, fd, rc->buf, len, off);
+        e = disk_io_pread_all(w->io, fd, rc->buf, len, off);
         if (e == 0)
             e = read_walk(rc, len, &used);
         if (e != 0)

@@ -68,7 +68,7 @@ typedef struct sk_wal_state {
 
 typedef struct sk_wal_options {
     const char *dir;             /* the timeline directory; must exist */
-    const sk_io *io;             /* NULL = &sk_io_default; borrowed */
+    const disk_io *io;             /* NULL = &disk_io_default; borrowed */
     uint64_t segment_size;       /* bytes of new segments, 0 = default;
                                     [SK_WAL_SEGMENT_SIZE_MIN, _MAX] */
     lsn_t start_lsn;             /* the timeline's first LSN (> 0) */

@@ -49,7 +49,7 @@ static void one(const uint8_t *buf, size_t len)
     }
     snprintf(path, sizeof path, "%s/layer", fz_dir());
     fz_write_file(path, buf, len);
-    ps_layer_open(&ps_io_default, path, kind, start, end, page_size, len, &tl, &l);
+    ps_layer_open(&disk_io_default, path, kind, start, end, page_size, len, &tl, &l);
     int rc = ps_layer_load(l);
     CHECK(rc == 0 || rc == PS_ECORRUPT);
     if (rc == 0) {

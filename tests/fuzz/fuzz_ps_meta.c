@@ -51,7 +51,7 @@ static void commits_one(lsn_t start, lsn_t durable, const uint8_t *buf, size_t l
         memcpy(tl.b, buf + 8, 16);
     snprintf(path, sizeof path, "%s/commits", fz_dir());
     fz_write_file(path, buf, len);
-    int rc = ps_commits_open(&ps_io_default, path, &tl, start, durable, &c);
+    int rc = ps_commits_open(&disk_io_default, path, &tl, start, durable, &c);
     if (getenv("ARBOR_FUZZ_VERBOSE") != NULL)
         fprintf(stderr, "commits: %d\n", rc);
     if (rc == 0) {

@@ -316,7 +316,7 @@ static uint64_t control_term_on_disk(h_sk *sk, tl_ref *t)
     id_format(&b, ls);
     snprintf(dir, sizeof(dir), "%s/tenants/%s/timelines/%s", sk->dir, ts, ls);
     sk_control c;
-    int rc = sk_control_load(&sk_io_posix, dir, &c);
+    int rc = sk_control_load(&disk_io_posix, dir, &c);
     if (rc != 0)
         fail_msg("control file of %s: %s", dir, sk_storage_strerror(rc));
     return c.term;

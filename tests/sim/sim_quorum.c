@@ -3,7 +3,7 @@
  *
  * One process, one thread, one seeded PRNG. Three acceptors are the real
  * safekeeper acceptor (sk_reg_* / sk_tl_* over sk_control + sk_wal) with
- * their disk I/O through an sk_io table that models fdatasync: every write
+ * their disk I/O through an disk_io table that models fdatasync: every write
  * not yet synced is undone when the acceptor "crashes". Two proposers follow
  * the walproposer's protocol decisions step by step (wp_logic: donor choice,
  * elected history, quorum commit LSN, the record buffer; and the rules of
@@ -115,7 +115,7 @@ static void fail(const char *fmt, ...)
     trace("VIOLATION: %s", violation);
 }
 
-/* ---- the disk: sk_io over real files, fdatasync modelled ----------- */
+/* ---- the disk: disk_io over real files, fdatasync modelled ----------- */
 
 typedef struct undo {
     char *path;
@@ -126,7 +126,7 @@ typedef struct undo {
 } undo;
 
 typedef struct sdisk {
-    sk_io io;
+    disk_io io;
     char *paths[1024];  /* path of each open fd */
     undo *u;
     size_t nu, cu;
@@ -342,7 +342,7 @@ static void disk_crash(sdisk *d)
 static void disk_init(sdisk *d)
 {
     memset(d, 0, sizeof *d);
-    d->io = sk_io_posix;
+    d->io = disk_io_posix;
     d->io.ctx = d;
     d->io.use_uring = 0;
     d->io.open = d_open;

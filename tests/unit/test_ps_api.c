@@ -125,7 +125,7 @@ static void test_layer_roundtrip(void **state)
     uint8_t page[PS], out[PS];
     for (int compress = 0; compress < 2; compress++) {
         ps_layer_writer *w;
-        assert_int_equal(ps_layer_writer_begin(&ps_io_default, dir, PS_LAYER_DELTA,
+        assert_int_equal(ps_layer_writer_begin(&disk_io_default, dir, PS_LAYER_DELTA,
                                                &tl, 100, 200 + compress, PS,
                                                compress, &w), 0);
         for (uint32_t p = 1; p <= 5; p++) {
@@ -151,7 +151,7 @@ static void test_layer_roundtrip(void **state)
     }
     /* An empty layer is valid (records without pages). */
     ps_layer_writer *w;
-    assert_int_equal(ps_layer_writer_begin(&ps_io_default, dir, PS_LAYER_IMAGE,
+    assert_int_equal(ps_layer_writer_begin(&disk_io_default, dir, PS_LAYER_IMAGE,
                                            &tl, 300, 300, PS, 1, &w), 0);
     ps_layer *l;
     assert_int_equal(ps_layer_writer_finish(w, &l), 0);

@@ -61,7 +61,7 @@ static int f_open(void *ctx, const char *path, int flags, mode_t mode)
     if ((flags & (O_WRONLY | O_RDWR | O_CREAT)) && hit(ctx)) {
         return -EIO;
     }
-    return ps_io_default.open(NULL, path, flags, mode);
+    return disk_io_default.open(NULL, path, flags, mode);
 }
 
 static ssize_t f_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t off)
@@ -70,11 +70,11 @@ static ssize_t f_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t of
     bool was = f->crashed;
     if (hit(f)) {
         if (!was && len > 1 && tps_rand(&f->rng, 2)) {
-            ps_io_default.pwrite(NULL, fd, buf, len / 2, off); /* torn */
+            disk_io_default.pwrite(NULL, fd, buf, len / 2, off); /* torn */
         }
         return -EIO;
     }
-    return ps_io_default.pwrite(NULL, fd, buf, len, off);
+    return disk_io_default.pwrite(NULL, fd, buf, len, off);
 }
 
 #define WRAP(name, sig, args)                         \
@@ -83,7 +83,7 @@ static ssize_t f_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t of
         if (hit(ctx)) {                               \
             return -EIO;                              \
         }                                             \
-        return ps_io_default.name args;               \
+        return disk_io_default.name args;               \
     }
 WRAP(fsync, (void *ctx, int fd), (NULL, fd))
 WRAP(ftruncate, (void *ctx, int fd, off_t len), (NULL, fd, len))
@@ -110,12 +110,12 @@ static int f_write_atomic(void *ctx, const char *path, const void *data, size_t 
         }
         return -EIO;
     }
-    return ps_io_default.write_atomic(NULL, path, data, len);
+    return disk_io_default.write_atomic(NULL, path, data, len);
 }
 
-static ps_io fault_io(fault *f)
+static disk_io fault_io(fault *f)
 {
-    ps_io io = ps_io_default;
+    disk_io io = disk_io_default;
     io.ctx = f;
     io.use_uring = 0;
     io.open = f_open;
@@ -136,7 +136,7 @@ static ps_io fault_io(fault *f)
 typedef struct ctx {
     char *dir;
     fault f;
-    ps_io io;
+    disk_io io;
     ps_config cfg;
     tps_clock clk;
     ps_clock clock;
@@ -476,7 +476,7 @@ static void pick_victim(ctx *c, victim *v)
     stat(v->path, &st);
     v->size = (uint64_t)st.st_size;
     ps_layer *l;
-    ps_layer_open(&ps_io_default, v->path, PS_LAYER_DELTA, v->start, v->end,
+    ps_layer_open(&disk_io_default, v->path, PS_LAYER_DELTA, v->start, v->end,
                   PAGE_SIZE, v->size, &c->m.tl[0].id, &l);
     assert_int_equal(ps_layer_load(l), 0);
     assert_true(l->n_entries > 1);

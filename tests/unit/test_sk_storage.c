@@ -2,7 +2,7 @@
  * Tests of the safekeeper's durable storage: the control file (sk_control)
  * and the WAL segments (sk_wal), including torn tails, stale records,
  * truncation, removal, reads racing a writer, and injected I/O faults
- * (through a copy of sk_io_posix whose entries fail on demand and which
+ * (through a copy of disk_io_posix whose entries fail on demand and which
  * can "crash": undo every write not yet fdatasync'ed). The last test runs
  * the real service (sk_service) over that table: no AppendResponse
  * acknowledges WAL that is not fdatasync'ed yet, and a power cut keeps
@@ -270,7 +270,7 @@ static void check_contents(sk_wal *w, const tlog *l)
     free(all);
 }
 
-static sk_wal *wal_open_h(const char *dir, const sk_io *io,
+static sk_wal *wal_open_h(const char *dir, const disk_io *io,
                           const skh_history *h)
 {
     sk_wal *w = NULL;
@@ -281,14 +281,14 @@ static sk_wal *wal_open_h(const char *dir, const sk_io *io,
     return w;
 }
 
-static sk_wal *wal_open(const char *dir, const sk_io *io)
+static sk_wal *wal_open(const char *dir, const disk_io *io)
 {
     return wal_open_h(dir, io, NULL);
 }
 
 /* A new log of n term-1 records from START_LSN in *l, appended to the WAL
  * in dir and flushed; the WAL stays open. */
-static sk_wal *wal_filled(const char *dir, const sk_io *io, tlog *l, size_t n)
+static sk_wal *wal_filled(const char *dir, const disk_io *io, tlog *l, size_t n)
 {
     tlog_init(l, START_LSN);
     tlog_fill(l, n, 1);
@@ -320,7 +320,7 @@ typedef struct undo {
 } undo;
 
 typedef struct fault_io {
-    sk_io io;
+    disk_io io;
     int write_countdown;   /* fail the Nth pwrite from now (1 = next) */
     int write_err;
     int sync_countdown;    /* same for fdatasync and fsync */
@@ -358,7 +358,7 @@ static ssize_t f_pwrite(void *ctx, int fd, const void *buf, size_t len,
         f->undos = realloc(f->undos, f->cap_undos * sizeof *f->undos);
     }
     f->undos[f->n_undos++] = u;
-    ssize_t rc = sk_io_posix.pwrite(NULL, fd, buf, len, off);
+    ssize_t rc = disk_io_posix.pwrite(NULL, fd, buf, len, off);
     pthread_mutex_unlock(&f->mu);
     return rc;
 }
@@ -400,18 +400,18 @@ static int f_sync(fault_io *f, int fd, int (*real)(void *, int))
 
 static int f_fdatasync(void *ctx, int fd)
 {
-    return f_sync(ctx, fd, sk_io_posix.fdatasync);
+    return f_sync(ctx, fd, disk_io_posix.fdatasync);
 }
 
 static int f_fsync(void *ctx, int fd)
 {
-    return f_sync(ctx, fd, sk_io_posix.fsync);
+    return f_sync(ctx, fd, disk_io_posix.fsync);
 }
 
 static int f_open(void *ctx, const char *path, int flags, mode_t mode)
 {
     fault_io *f = ctx;
-    int fd = sk_io_posix.open(NULL, path, flags, mode);
+    int fd = disk_io_posix.open(NULL, path, flags, mode);
     if (fd >= 0 && fd < 256) {
         pthread_mutex_lock(&f->mu);
         free(f->paths[fd]);
@@ -426,7 +426,7 @@ static int f_open(void *ctx, const char *path, int flags, mode_t mode)
 static int f_rename(void *ctx, const char *from, const char *to)
 {
     fault_io *f = ctx;
-    int rc = sk_io_posix.rename(NULL, from, to);
+    int rc = disk_io_posix.rename(NULL, from, to);
     pthread_mutex_lock(&f->mu);
     for (int i = 0; rc == 0 && i < 256; i++)
         if (f->paths[i] && strcmp(f->paths[i], from) == 0) {
@@ -447,14 +447,14 @@ static int f_close(void *ctx, int fd)
         f->paths[fd] = NULL;
     }
     pthread_mutex_unlock(&f->mu);
-    return sk_io_posix.close(NULL, fd);
+    return disk_io_posix.close(NULL, fd);
 }
 
 static int f_uring_result(void *ctx, int op, int fd, size_t len, off_t off,
                           int res)
 {
     fault_io *f = ctx;
-    if (op == SK_IO_OP_WRITE && countdown(&f->uring_countdown))
+    if (op == DISK_IO_OP_WRITE && countdown(&f->uring_countdown))
         return -EIO;
     return res;
 }
@@ -462,7 +462,7 @@ static int f_uring_result(void *ctx, int op, int fd, size_t len, off_t off,
 static void fault_init(fault_io *f, int use_uring)
 {
     memset(f, 0, sizeof *f);
-    f->io = sk_io_posix;
+    f->io = disk_io_posix;
     f->io.ctx = f;
     f->io.use_uring = use_uring;
     f->io.pwrite = f_pwrite;
@@ -541,14 +541,14 @@ static void test_control_roundtrip(void **state)
 {
     char *dir = tmpdir_new();
     sk_control c, got;
-    assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), -ENOENT);
+    assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), -ENOENT);
     uint32_t sizes[] = { 0, 1, 3, SKH_MAX_ENTRIES };
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         fill_control(&c, sizes[k]);
         c.commit_lsn += k;
-        assert_int_equal(sk_control_store(&sk_io_posix, dir, &c), 0);
+        assert_int_equal(sk_control_store(&disk_io_posix, dir, &c), 0);
         memset(&got, 0xAB, sizeof got);
-        assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), 0);
+        assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), 0);
         assert_control_equal(&c, &got);
         char path[512];
         snprintf(path, sizeof path, "%s/control", dir);
@@ -557,11 +557,11 @@ static void test_control_roundtrip(void **state)
     /* Invalid contents are refused and the old file stays. */
     sk_control bad = c;
     bad.history.e[1].term = bad.history.e[0].term;
-    assert_int_equal(sk_control_store(&sk_io_posix, dir, &bad), -EINVAL);
+    assert_int_equal(sk_control_store(&disk_io_posix, dir, &bad), -EINVAL);
     bad = c;
     bad.voted_for_term = bad.term + 1;
-    assert_int_equal(sk_control_store(&sk_io_posix, dir, &bad), -EINVAL);
-    assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), 0);
+    assert_int_equal(sk_control_store(&disk_io_posix, dir, &bad), -EINVAL);
+    assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), 0);
     assert_control_equal(&c, &got);
     tmpdir_free(dir);
 }
@@ -604,17 +604,17 @@ static void test_control_corrupt(void **state)
             len = n + 2;
         }
         write_control_bytes(dir, b, len);
-        assert_int_equal(sk_control_load(&sk_io_posix, dir, &got),
+        assert_int_equal(sk_control_load(&disk_io_posix, dir, &got),
                          cases[k].want);
         /* Never repaired behind the caller's back. */
-        assert_int_equal(sk_control_load(&sk_io_posix, dir, &got),
+        assert_int_equal(sk_control_load(&disk_io_posix, dir, &got),
                          cases[k].want);
         assert_string_not_equal(sk_storage_strerror(cases[k].want),
                                 "unknown error");
     }
     /* Empty file. */
     write_control_bytes(dir, b, 0);
-    assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), SK_ECTL_SIZE);
+    assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), SK_ECTL_SIZE);
     /* A valid checksum over an invalid field (voted_for_term > term). */
     memcpy(b, good, n);
     uint64_t big = c.term + 1;
@@ -622,12 +622,12 @@ static void test_control_corrupt(void **state)
     uint64_t sum = XXH3_64bits(b, n - 8);
     memcpy(b + n - 8, &sum, 8);
     write_control_bytes(dir, b, n);
-    assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), SK_ECTL_FIELD);
+    assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), SK_ECTL_FIELD);
     /* Oversized file. */
     uint8_t *huge = calloc(1, SK_CONTROL_MAX_BYTES + 100);
     write_control_bytes(dir, huge, SK_CONTROL_MAX_BYTES + 100);
     free(huge);
-    assert_int_equal(sk_control_load(&sk_io_posix, dir, &got), SK_ECTL_SIZE);
+    assert_int_equal(sk_control_load(&disk_io_posix, dir, &got), SK_ECTL_SIZE);
     /* The good bytes still decode. */
     assert_int_equal(sk_control_decode(good, n, &got), 0);
     assert_control_equal(&c, &got);
@@ -645,8 +645,8 @@ static void test_control_write_fault(void **state)
     char *dir = tmpdir_new();
     sk_control c, next, got;
     fill_control(&c, 2);
-    assert_int_equal(sk_control_store(&sk_io_posix, dir, &c), 0);
-    sk_io io = sk_io_posix;
+    assert_int_equal(sk_control_store(&disk_io_posix, dir, &c), 0);
+    disk_io io = disk_io_posix;
     io.write_atomic = fail_write_atomic;
     next = c;
     next.term++;
@@ -658,7 +658,7 @@ static void test_control_write_fault(void **state)
 
 /* ---- WAL: round trip ---------------------------------------------------- */
 
-static void roundtrip(const sk_io *io)
+static void roundtrip(const disk_io *io)
 {
     char *dir = tmpdir_new();
     tlog l;
@@ -714,8 +714,8 @@ static void roundtrip(const sk_io *io)
     tmpdir_free(dir);
 }
 
-static void test_wal_roundtrip_posix(void **state) { roundtrip(&sk_io_posix); }
-static void test_wal_roundtrip_uring(void **state) { roundtrip(&sk_io_default); }
+static void test_wal_roundtrip_posix(void **state) { roundtrip(&disk_io_posix); }
+static void test_wal_roundtrip_uring(void **state) { roundtrip(&disk_io_default); }
 
 /* One flush covering more segments than the io_uring has entries: the
  * chain is submitted in several batches, in order. */
@@ -725,7 +725,7 @@ static void test_flush_many_segments(void **state)
     tlog l;
     tlog_init(&l, START_LSN);
     tlog_fill(&l, 3500, 1);
-    sk_wal *w = wal_open(dir, &sk_io_default);
+    sk_wal *w = wal_open(dir, &disk_io_default);
     assert_int_equal(append_range(w, &l, 0, l.n), 0);
     sk_wal_state st;
     sk_wal_get_state(w, &st);
@@ -733,7 +733,7 @@ static void test_flush_many_segments(void **state)
     assert_int_equal(sk_wal_flush(w), 0);
     check_state(w, l.end, l.end, l.last);
     sk_wal_close(w);
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_contents(w, &l);
     sk_wal_close(w);
     tlog_free(&l);
@@ -749,7 +749,7 @@ static void torn(int kind)
 {
     char *dir = tmpdir_new();
     tlog l;
-    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 150);
+    sk_wal *w = wal_filled(dir, &disk_io_posix, &l, 150);
     sk_wal_close(w);
 
     lsn_t segs[64];
@@ -791,7 +791,7 @@ static void torn(int kind)
         break;
     }
     lsn_t cut_lsn = cut < l.n ? l.lsn[cut] : l.end;
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_state(w, cut_lsn, cut_lsn, l.lsn[cut - 1]);
     if (kind == TORN_FLIP_FIRST) {
         assert_int_equal(list_segs(dir, segs, 64), n - 1);
@@ -807,7 +807,7 @@ static void torn(int kind)
     assert_int_equal(append_range(w, &l, cut, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     sk_wal_close(w);
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_state(w, l.end, l.end, l.last);
     check_contents(w, &l);
     sk_wal_close(w);
@@ -831,7 +831,7 @@ static void test_stale_resurrection(void **state)
     tlog_init(&l, START_LSN);
     for (int i = 0; i < 20; i++)
         tlog_add(&l, 1, 2, 0);  /* all the same length */
-    sk_wal *w = wal_open_h(dir, &sk_io_posix, &h);
+    sk_wal *w = wal_open_h(dir, &disk_io_posix, &h);
     assert_int_equal(append_range(w, &l, 0, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     uint8_t *old = malloc(l.nbytes);
@@ -860,7 +860,7 @@ static void test_stale_resurrection(void **state)
      * right after the new record 10, with matching lsn and prev_lsn. */
     file_patch(path, (off_t)(l.end - START_LSN), old + l.nbytes,
                old_n - l.nbytes);
-    w = wal_open_h(dir, &sk_io_posix, &h);
+    w = wal_open_h(dir, &disk_io_posix, &h);
     check_state(w, l.end, l.end, l.last);  /* the term check refused them */
     assert_true(file_zero_from(path, (off_t)(l.end - START_LSN)));
     check_contents(w, &l);
@@ -876,7 +876,7 @@ static void test_truncate(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 300);
+    sk_wal *w = wal_filled(dir, &disk_io_posix, &l, 300);
     lsn_t segs[64];
     int n = list_segs(dir, segs, 64);
     assert_true(n >= 5);
@@ -937,14 +937,14 @@ static void test_truncate(void **state)
     seg_file(dir, START_LSN, path, sizeof path);
     assert_true(file_zero_from(path, 0));
     sk_wal_close(w);
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_state(w, START_LSN, START_LSN, 0);
     tlog_cut(&l, 0);
     tlog_fill(&l, 100, 1);
     assert_int_equal(append_range(w, &l, 0, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     sk_wal_close(w);
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_contents(w, &l);
     sk_wal_close(w);
     tlog_free(&l);
@@ -957,7 +957,7 @@ static void test_remove_below(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 300);
+    sk_wal *w = wal_filled(dir, &disk_io_posix, &l, 300);
     lsn_t segs[64], after[64];
     int n = list_segs(dir, segs, 64);
     assert_true(n >= 5);
@@ -995,10 +995,10 @@ static void test_remove_below(void **state)
     sk_wal_close(w);
 
     /* Reopen: the same floor. Then finish an "interrupted" removal. */
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     assert_int_equal(sk_wal_removed_below_lsn(w), segs[3]);
     sk_wal_close(w);
-    sk_wal_options o = { .dir = dir, .io = &sk_io_posix, .segment_size = SEG,
+    sk_wal_options o = { .dir = dir, .io = &disk_io_posix, .segment_size = SEG,
                          .start_lsn = START_LSN,
                          .removed_below_lsn = segs[4] };
     assert_int_equal(sk_wal_open(&o, &w), 0);
@@ -1014,7 +1014,7 @@ static void test_remove_below(void **state)
     assert_int_equal(append_range(w, &l, 300, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     sk_wal_close(w);
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_state(w, l.end, l.end, l.last);
     sk_wal_close(w);
     tlog_free(&l);
@@ -1027,7 +1027,7 @@ static void test_read(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    sk_wal *w = wal_filled(dir, &sk_io_default, &l, 100);
+    sk_wal *w = wal_filled(dir, &disk_io_default, &l, 100);
     uint8_t *buf;
     size_t len;
     lsn_t end;
@@ -1105,7 +1105,7 @@ static void test_big_record(void **state)
     tlog_add(&l, 1, 300, 1);
     tlog_fill(&l, 5, 1);
     assert_true(l.len[0] > SEG && l.len[6] > SEG);
-    sk_wal *w = wal_open(dir, &sk_io_default);
+    sk_wal *w = wal_open(dir, &disk_io_default);
     assert_int_equal(append_range(w, &l, 0, 1), 0);
     assert_int_equal(append_range(w, &l, 1, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
@@ -1121,7 +1121,7 @@ static void test_big_record(void **state)
         seg_file(dir, segs[s], path, sizeof path);
         assert_int_equal(file_size(path), sizes[s]);
     }
-    w = wal_open(dir, &sk_io_posix);
+    w = wal_open(dir, &disk_io_posix);
     check_state(w, l.end, l.end, l.last);
     check_contents(w, &l);
     uint8_t *buf;
@@ -1146,7 +1146,7 @@ static void test_bad_appends(void **state)
     tlog l;
     tlog_init(&l, START_LSN);
     tlog_fill(&l, 10, 5);
-    sk_wal *w = wal_open_h(dir, &sk_io_posix, &h);
+    sk_wal *w = wal_open_h(dir, &disk_io_posix, &h);
     assert_int_equal(append_range(w, &l, 0, 5), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     lsn_t wr = l.lsn[5];
@@ -1192,7 +1192,7 @@ static void test_bad_appends(void **state)
     assert_int_equal(append_range(w, &l, 5, l.n), 0);
     assert_int_equal(sk_wal_flush(w), 0);
     sk_wal_close(w);
-    w = wal_open_h(dir, &sk_io_posix, &h);
+    w = wal_open_h(dir, &disk_io_posix, &h);
     check_contents(w, &l);
     sk_wal_close(w);
     tlog_free(&l);
@@ -1407,7 +1407,7 @@ static void test_concurrent_readers(void **state)
     tlog l;
     tlog_init(&l, START_LSN);
     tlog_fill(&l, 1500, 1);
-    sk_wal *w = wal_open(dir, &sk_io_default);
+    sk_wal *w = wal_open(dir, &disk_io_default);
     race r[3];
     pthread_t t[3];
     for (int i = 0; i < 3; i++) {
@@ -1478,7 +1478,7 @@ static void test_readers_vs_truncate(void **state)
 {
     char *dir = tmpdir_new();
     tlog l;
-    sk_wal *w = wal_filled(dir, &sk_io_posix, &l, 200);
+    sk_wal *w = wal_filled(dir, &disk_io_posix, &l, 200);
     atomic_int stop = 0;
     trunc_race r[2];
     pthread_t t[2];
@@ -1511,7 +1511,7 @@ static void test_open_errors(void **state)
 {
     char *dir = tmpdir_new();
     sk_wal *w = NULL;
-    sk_wal_options o = { .dir = dir, .io = &sk_io_posix, .segment_size = 100,
+    sk_wal_options o = { .dir = dir, .io = &disk_io_posix, .segment_size = 100,
                          .start_lsn = START_LSN };
     assert_int_equal(sk_wal_open(&o, &w), -EINVAL);
     o.segment_size = SEG;
@@ -1524,7 +1524,7 @@ static void test_open_errors(void **state)
     o.history = NULL;
     /* Segments with a gap between them. */
     tlog l;
-    w = wal_filled(dir, &sk_io_posix, &l, 200);
+    w = wal_filled(dir, &disk_io_posix, &l, 200);
     sk_wal_close(w);
     lsn_t segs[16];
     int n = list_segs(dir, segs, 16);
@@ -1770,7 +1770,7 @@ static void test_service_ack_durable(void **state)
 
     /* Restart from the power-cut copy: everything acknowledged is there. */
     sk_registry *reg;
-    sk_reg_options o = { .datadir = cut, .io = &sk_io_posix, .node_id = 1,
+    sk_reg_options o = { .datadir = cut, .io = &disk_io_posix, .node_id = 1,
                          .segment_size_bytes = SEG };
     assert_int_equal(sk_reg_open(&o, &reg), 0);
     sk_timeline *tl;
