@@ -15,6 +15,8 @@
 #include "cli_dashboard.h"
 
 #include "cli_api.h"
+#include "cli_proc.h"
+#include "cli_state.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -102,34 +104,6 @@ static uint64_t lsn_of(json_t *v)
 
 /* Whether the process started as (pid, start_ticks) still runs (not a
  * zombie): /proc/<pid>/stat field 3 (state) and 22 (start time). */
-static bool proc_alive(long pid, uint64_t start_ticks)
-{
-    char path[64], buf[1024];
-    if (pid <= 0)
-        return false;
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ')
-        return false;
-    char state = p[2];
-    unsigned long long ticks = 0;
-    /* ") S " then field 4: skip 18 fields to reach field 22 */
-    p += 4;
-    for (int field = 4; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    if (!p || sscanf(p, "%llu", &ticks) != 1)
-        return false;
-    return state != 'Z' && state != 'X' && (start_ticks == 0 || ticks == start_ticks);
-}
 
 /* ---- HTTP client ------------------------------------------------------------- */
 
@@ -366,7 +340,9 @@ static json_t *probe(json_t *c, json_t **status_out, char **metrics_out)
     long pid = (long)json_integer_value(json_object_get(c, "pid"));
     uint64_t ticks = (uint64_t)json_integer_value(json_object_get(c, "start_ticks"));
     int http_port = (int)json_integer_value(json_object_get(c, "http_port"));
-    bool alive = proc_alive(pid, ticks);
+    uint64_t now_ticks;
+    bool alive = pid > 0 && (ticks ? cli_proc_alive((pid_t)pid, ticks)
+                                   : cli_proc_start_ticks((pid_t)pid, &now_ticks) == 0);
     json_t *o = json_pack("{s:s,s:s,s:I,s:b,s:i,s:i}",
                           "name", json_string_value(json_object_get(c, "name")) ?: "?",
                           "kind", json_string_value(json_object_get(c, "kind")) ?: "?",
@@ -590,12 +566,15 @@ static json_t *collect(dash *g, totals *tot)
 {
     memset(tot, 0, sizeof(*tot));
     tot->t_ms = wall_ms();
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/cluster.json", g->dir);
     json_t *doc = json_pack("{s:s,s:I}", "dir", g->dir, "sampled_at_ms", (json_int_t)tot->t_ms);
     json_t *comps = json_array(), *usage = json_array(), *entries = json_array();
     json_t *lags = json_object(), *lags_ms = json_object(), *ps_status = NULL;
-    json_t *state = json_load_file(path, 0, NULL);
+    cli_state cs;
+    json_t *state = NULL;
+    if (cli_state_load(g->dir, &cs) == 0) {
+        state = cli_state_to_json(&cs);
+        cli_state_free(&cs);
+    }
     if (!state)
         json_object_set_new(doc, "error", json_sprintf("no cluster state in %s "
                                                        "(arbor start --dir %s)", g->dir, g->dir));

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "cli_api.h"
 #include "cli_cluster.h"
 #include "cli_fmt.h"
@@ -87,8 +88,9 @@ void cli_endpoint_describe(const cli_component *c, bool ask, json_t *o)
     json_t *lsn = c->lsn[0] ? json_string(c->lsn) : json_null();
     char *body = NULL;
     int status = 0;
-    if (ask && cli_http_request(c->http_port, "GET", "/v1/status", NULL, EP_PROBE_MS, &status,
-                                &body) == 0 && status == 200) {
+    char err[256];
+    if (ask && cli_http_request(c->http_port, "GET", "/v1/status", NULL, NULL, EP_PROBE_MS,
+                                &status, &body, err) == 0 && status == 200) {
         json_t *j = json_loads(body, 0, NULL);
         json_t *l = json_object_get(j, "lsn");
         if (json_is_string(l)) {
@@ -97,7 +99,7 @@ void cli_endpoint_describe(const cli_component *c, bool ask, json_t *o)
         }
         json_decref(j);
     }
-    free(body);
+    az_free(body);
     psql_cmd(c, psql, sizeof(psql));
     pg_url(c, url, sizeof(url));
     snprintf(http, sizeof(http), "http://127.0.0.1:%d/v1/sql", c->http_port);

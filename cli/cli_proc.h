@@ -39,17 +39,15 @@ int cli_proc_stop(pid_t pid, uint64_t start_ticks, int timeout_ms, const char *n
  * common/http_client). The HTTP status code (200...), or -EIO. */
 int cli_http_probe(int port, const char *path, int timeout_ms);
 
-/* One HTTP/1.1 request to http://127.0.0.1:port/path (Connection: close),
- * with a JSON body when body is not NULL, bounded by timeout_ms. 0 with
- * *status (200...) and *resp (the body, NUL-terminated, chunked encoding
- * undone; free()), or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -EPROTO,
- * -EFBIG beyond 256 MiB). Silent. */
+/* One request to http://127.0.0.1:port/path (libcurl, through
+ * common/http_client), with a JSON body when body is not NULL and
+ * "Authorization: Bearer <bearer>" when bearer is neither NULL nor "" (the
+ * secret of a compute arbor-control started), bounded by timeout_ms. 0
+ * with *status (200...) and *resp (the body, NUL-terminated; az_free), or
+ * -EIO with the reason in err (refused, timed out...). Silent. */
 int cli_http_request(int port, const char *method, const char *path, const char *body,
-                     int timeout_ms, int *status, char **resp);
-/* The same with "Authorization: Bearer <bearer>" (NULL or "": none): the
- * secret of a compute arbor-control started. */
-int cli_http_request_auth(int port, const char *method, const char *path, const char *body,
-                          const char *bearer, int timeout_ms, int *status, char **resp);
+                     const char *bearer, int timeout_ms, int *status, char **resp,
+                     char err[256]);
 
 /* Whether something accepts TCP connections on 127.0.0.1:port. */
 bool cli_tcp_probe(int port, int timeout_ms);

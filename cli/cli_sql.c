@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "cli_api.h"
 #include "cli_cluster.h"
 #include "cli_endpoint.h"
@@ -183,12 +184,13 @@ static int run_sql(const sql_target *t, const char *sql)
     json_decref(req);
     char *resp = NULL;
     int status = 0;
-    int rc = cli_http_request_auth(t->http_port, "POST", n == 1 ? "/v1/sql" : "/v1/batch",
-                                   body, t->secret, t->timeout_ms, &status, &resp);
+    char err[256];
+    int rc = cli_http_request(t->http_port, "POST", n == 1 ? "/v1/sql" : "/v1/batch", body,
+                              t->secret, t->timeout_ms, &status, &resp, err);
     free(body);
     if (rc != 0) {
         cli_err("endpoint '%s' (http://127.0.0.1:%d) did not answer: %s (arbor endpoint "
-                "list)", t->name, t->http_port, strerror(-rc));
+                "list)", t->name, t->http_port, err);
         return CLI_EFAIL;
     }
     json_t *j = json_loads(resp, 0, NULL);
@@ -218,7 +220,7 @@ static int run_sql(const sql_target *t, const char *sql)
         }
     }
     json_decref(j);
-    free(resp);
+    az_free(resp);
     fflush(stdout);
     return rc;
 }

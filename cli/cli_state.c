@@ -209,7 +209,7 @@ static json_t *time_json(int64_t us)
     return us > 0 ? json_string(cli_fmt_time(us, buf)) : json_null();
 }
 
-static json_t *state_json(const cli_state *st)
+json_t *cli_state_to_json(const cli_state *st)
 {
     json_t *root = st->extra ? json_deep_copy(st->extra) : json_object();
     char hex[ID_STR_SIZE];
@@ -260,7 +260,7 @@ int cli_state_save(const cli_state *st)
     char path[4200], tmp[4210];
     snprintf(path, sizeof(path), "%s/%s", st->dir, CLI_STATE_FILE);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    json_t *root = state_json(st);
+    json_t *root = cli_state_to_json(st);
     int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (rc != 0 || fsync_path(tmp, O_RDONLY) != 0 || rename(tmp, path) != 0) {

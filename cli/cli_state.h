@@ -96,6 +96,9 @@ void cli_state_init(cli_state *st, const char *dir);
 int cli_state_load(const char *dir, cli_state *st);
 /* Writes it atomically. 0 or CLI_EFAIL (printed). */
 int cli_state_save(const cli_state *st);
+/* The document cli_state_save writes (the other keys included): a new
+ * reference. For readers that walk it as JSON (the dashboard). */
+struct json_t *cli_state_to_json(const cli_state *st);
 void cli_state_free(cli_state *st);
 
 /* Adds a component (zeroed but for name and kind) at the end: it is

@@ -18,13 +18,8 @@ if(TARGET arbor AND TARGET arbor-compute AND TARGET arbor_dashboard_assets)
   endforeach()
 
   # The dashboard server alone (cli_dashboard_run), for the browser test.
-  add_executable(arbor_dashboard_serve ${PROJECT_SOURCE_DIR}/tests/dashboard/dash_serve.c
-                 ${PROJECT_SOURCE_DIR}/cli/cli_dashboard.c ${PROJECT_SOURCE_DIR}/cli/cli_api.c
-                 ${PROJECT_SOURCE_DIR}/cli/cli_fmt.c ${PROJECT_SOURCE_DIR}/cli/cli_args.c
-                 ${PROJECT_SOURCE_DIR}/cli/cli_state.c)
-  target_include_directories(arbor_dashboard_serve PRIVATE ${PROJECT_SOURCE_DIR}/cli)
-  target_link_libraries(arbor_dashboard_serve PRIVATE arbor_dashboard_assets arbor_common
-                        arbor_http_client PkgConfig::JANSSON)
+  add_executable(arbor_dashboard_serve ${PROJECT_SOURCE_DIR}/tests/dashboard/dash_serve.c)
+  target_link_libraries(arbor_dashboard_serve PRIVATE arbor_cli arbor_dashboard_assets)
   find_program(NODE_BIN node)
   find_program(NPM_BIN npm)
   if(NODE_BIN AND NPM_BIN)
