@@ -11,7 +11,6 @@
  */
 #define _GNU_SOURCE
 #include "alloc.h"
-#include "http_client.h"
 #include "cli_dashboard.h"
 
 #include "cli_api.h"
@@ -108,18 +107,16 @@ static uint64_t lsn_of(json_t *v)
 /* ---- HTTP client ------------------------------------------------------------- */
 
 /*
- * GET http://127.0.0.1:port/path within timeout_ms (libcurl, through
- * common/http_client). Returns the HTTP status and the body in *body
- * (az_malloc'ed, NUL-terminated; az_free it), or -EIO with *body NULL.
+ * GET http://127.0.0.1:port/path within timeout_ms (cli_http_request).
+ * Returns the HTTP status and the body in *body (az_malloc'ed,
+ * NUL-terminated; az_free it), or -EIO with *body NULL.
  */
 static int http_get(int port, const char *path, int timeout_ms, char **body)
 {
-    char url[256], err[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    hc_req r = { .method = "GET", .url = url, .timeout_ms = timeout_ms };
+    char err[256];
     int status = 0;
     *body = NULL;
-    if (hc_request(&r, &status, body, err) != 0)
+    if (cli_http_request(port, "GET", path, NULL, NULL, timeout_ms, &status, body, err) != 0)
         return -EIO;
     if (!*body) {
         *body = az_malloc(1);
