@@ -92,6 +92,26 @@ typedef struct cfg_option {
 #define CFG_LOG_LEVEL_OPT(name, st, field, def, help) CFG_OPT_(name, CFG_LOG_LEVEL, st, field, log_level, def, help)
 #define CFG_END { NULL, CFG_STRING, 0, NULL, NULL }
 
+/* The options every daemon has, alike (its config struct has log_level,
+ * log_file and port_file): logging and the port file, whose two ports
+ * ports_say names ("<grpc port> <http port>"). */
+#define CFG_DAEMON_OPTS(st, ports_say)                                                   \
+    CFG_LOG_LEVEL_OPT("log-level", st, log_level, "info",                               \
+                      "debug, info, warn, error or off"),                               \
+    CFG_STRING_OPT("log-file", st, log_file, NULL,                                      \
+                   "append log lines here instead of stderr"),                          \
+    CFG_STRING_OPT("port-file", st, port_file, NULL,                                    \
+                   "write \"" ports_say "\" here once serving")
+
+/* The addresses of a daemon that serves on a main port (what: "gRPC") and
+ * an HTTP port (http_what: what it serves there): fields listen, http_addr,
+ * http_port. */
+#define CFG_LISTEN_OPTS(st, listen_def, what, http_what, http_port_def)                 \
+    CFG_STRING_OPT("listen", st, listen, listen_def,                                    \
+                   what " address (host:port; port 0 picks a free one)"),               \
+    CFG_STRING_OPT("http-addr", st, http_addr, "127.0.0.1", "HTTP address: " http_what),\
+    CFG_INT_OPT("http-port", st, http_port, http_port_def, "HTTP port (0 picks a free one)")
+
 /* A readable message naming the option and the offending value. */
 typedef struct cfg_error {
     char msg[512];

@@ -114,12 +114,8 @@ typedef struct compute_config {
 } compute_config;
 
 static const cfg_option compute_options[] = {
-    CFG_STRING_OPT("listen", compute_config, listen, "127.0.0.1:55432",
-                   "PostgreSQL protocol address (host:port; port 0 picks one)"),
-    CFG_STRING_OPT("http-addr", compute_config, http_addr, "127.0.0.1",
-                   "HTTP address: SQL over HTTP, /metrics, /v1/status"),
-    CFG_INT_OPT("http-port", compute_config, http_port, "55433",
-                "HTTP port (0 picks a free one)"),
+    CFG_LISTEN_OPTS(compute_config, "127.0.0.1:55432", "PostgreSQL protocol",
+                    "SQL over HTTP, /metrics, /v1/status", "55433"),
     CFG_STRING_OPT("pageserver", compute_config, pageserver, "127.0.0.1:6400",
                    "pageserver gRPC address"),
     CFG_STRING_OPT("safekeepers", compute_config, safekeepers, "",
@@ -147,12 +143,7 @@ static const cfg_option compute_options[] = {
                    "password for md5 / scram"),
     CFG_INT_OPT("max-sessions", compute_config, max_sessions, "100",
                 "concurrent PostgreSQL sessions"),
-    CFG_STRING_OPT("port-file", compute_config, port_file, NULL,
-                   "write \"<pg port> <http port>\" here once serving"),
-    CFG_LOG_LEVEL_OPT("log-level", compute_config, log_level, "info",
-                      "debug, info, warn, error or off"),
-    CFG_STRING_OPT("log-file", compute_config, log_file, NULL,
-                   "append log lines here instead of stderr"),
+    CFG_DAEMON_OPTS(compute_config, "<pg port> <http port>"),
     CFG_STRING_OPT("endpoint", compute_config, endpoint, NULL,
                    "endpoint name, for metric labels and /v1/status "
                    "(default <branch>-<role>)"),

@@ -95,12 +95,7 @@ static const cfg_option proxy_options[] = {
                      "time a client has for its startup and authentication"),
     CFG_DURATION_OPT("control-timeout", proxy_config, control_timeout_ms, "30s",
                      "per request to arbor-control (a wake may bind a compute)"),
-    CFG_STRING_OPT("port-file", proxy_config, port_file, NULL,
-                   "write \"<PostgreSQL port> <http port>\" here once serving"),
-    CFG_LOG_LEVEL_OPT("log-level", proxy_config, log_level, "info",
-                      "debug, info, warn, error or off"),
-    CFG_STRING_OPT("log-file", proxy_config, log_file, NULL,
-                   "append log lines here instead of stderr"),
+    CFG_DAEMON_OPTS(proxy_config, "<PostgreSQL port> <http port>"),
     /* The HTTP door (SQL over HTTP, Hrana) shares --http-port with /metrics. */
     CFG_STRING_OPT("http-routes", proxy_config, http_routes, "",
                    "branch=host:port,... HTTP ports of the --routes computes"),

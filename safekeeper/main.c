@@ -40,24 +40,15 @@ typedef struct sk_config {
 } sk_config;
 
 static const cfg_option sk_options[] = {
-    CFG_STRING_OPT("listen", sk_config, listen, "127.0.0.1:7676",
-                   "gRPC address (host:port; port 0 picks a free one)"),
-    CFG_STRING_OPT("http-addr", sk_config, http_addr, "127.0.0.1",
-                   "HTTP address for /metrics and /v1/status"),
-    CFG_INT_OPT("http-port", sk_config, http_port, "7677",
-                "HTTP port (0 picks a free one)"),
+    CFG_LISTEN_OPTS(sk_config, "127.0.0.1:7676", "gRPC",
+                    "/metrics and /v1/status", "7677"),
     CFG_STRING_OPT("datadir", sk_config, datadir, "./safekeeper-data",
                    "data directory (timelines live under tenants/)"),
     CFG_UINT64_OPT("node-id", sk_config, node_id, "1",
                    "this safekeeper's id, reported to proposers"),
     CFG_SIZE_OPT("wal.segment-size", sk_config, segment_size, "16MiB",
                  "size of a WAL segment file"),
-    CFG_LOG_LEVEL_OPT("log-level", sk_config, log_level, "info",
-                      "debug, info, warn, error or off"),
-    CFG_STRING_OPT("log-file", sk_config, log_file, NULL,
-                   "append log lines here instead of stderr"),
-    CFG_STRING_OPT("port-file", sk_config, port_file, NULL,
-                   "write \"<grpc port> <http port>\" here once serving"),
+    CFG_DAEMON_OPTS(sk_config, "<grpc port> <http port>"),
     CFG_INT_OPT("rpc.pollers", sk_config, pollers, "2",
                 "gRPC completion-queue threads"),
     CFG_END
