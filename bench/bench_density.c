@@ -22,15 +22,14 @@
 #include <dirent.h>
 
 #include "harness.h"
-#include "pageserver.pb-c.h"
-#include "rpc.h"
+#include "ids.h"
+#include "ps_client.h"
 #include "vfs_main.h"
 
 static h_sk g_sk[3], g_ps;
 static char g_uri[1024];
-static rpc_channel *g_ch;
-static ProtobufCBinaryData g_tenant, g_main;
-static uint8_t g_tenant_b[16], g_main_b[16];
+static psc *g_ch;
+static arbor_id g_tenant, g_main;
 
 static void die(const char *what, const char *why)
 {
@@ -110,31 +109,18 @@ static void cluster_up(void)
     g_ps.extra_args[1] = "--http-port=0";
     if (h_sk_start(&g_ps, 20000) != 0)
         die("pageserver", "start");
-    if (rpc_channel_create(g_ps.addr, &g_ch) != 0)
-        die("pageserver", "channel");
-    Arbor__CreateTenantRequest treq = ARBOR__CREATE_TENANT_REQUEST__INIT;
-    Arbor__CreateTenantResponse *tresp;
-    if (rpc_unary(g_ch, "/arbor.Management/CreateTenant", &treq.base,
-                  &arbor__create_tenant_response__descriptor,
-                  (ProtobufCMessage **)&tresp, 10000, NULL) != 0 || tresp->error)
-        die("CreateTenant", "failed");
-    char tenant[33];
-    memcpy(g_tenant_b, tresp->tenant_id.data, 16);
-    g_tenant = (ProtobufCBinaryData){ 16, g_tenant_b };
-    for (int i = 0; i < 16; i++)
-        sprintf(tenant + 2 * i, "%02x", g_tenant_b[i]);
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = g_tenant;
-    req.branch_name = "main";
-    Arbor__TimelineInfoResponse *resp;
-    if (rpc_unary(g_ch, "/arbor.Management/CreateTimeline", &req.base,
-                  &arbor__timeline_info_response__descriptor,
-                  (ProtobufCMessage **)&resp, 10000, NULL) != 0 || resp->error)
-        die("CreateTimeline", "failed");
-    memcpy(g_main_b, resp->info->timeline_id.data, 16);
-    g_main = (ProtobufCBinaryData){ 16, g_main_b };
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    protobuf_c_message_free_unpacked(&tresp->base, NULL);
+    if (psc_open(g_ps.addr, &g_ch) != 0)
+        die("pageserver", "client");
+    psc_set_timeout(g_ch, 30000);
+    psc_err e;
+    psc_timeline tl;
+    if (psc_create_tenant(g_ch, &g_tenant, &e) != 0)
+        die("CreateTenant", e.msg);
+    char tenant[ID_STR_SIZE];
+    id_format(&g_tenant, tenant);
+    if (psc_create_timeline(g_ch, &g_tenant, "main", NULL, 0, 0, &tl, &e) != 0)
+        die("CreateTimeline", e.msg);
+    g_main = tl.id;
     snprintf(g_uri, sizeof(g_uri),
              "file:main?vfs=arbor&pageserver=%s&safekeepers=%s&tenant=%s&branch=main",
              g_ps.addr, sk_list, tenant);
@@ -147,18 +133,11 @@ static double branch(int i)
 {
     char name[32];
     snprintf(name, sizeof(name), "br%05d", i);
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = g_tenant;
-    req.branch_name = name;
-    req.ancestor_timeline_id = g_main;
-    Arbor__TimelineInfoResponse *resp;
+    psc_err e;
     double t0 = now_s();
-    if (rpc_unary(g_ch, "/arbor.Management/CreateTimeline", &req.base,
-                  &arbor__timeline_info_response__descriptor,
-                  (ProtobufCMessage **)&resp, 30000, NULL) != 0 || resp->error)
-        die("CreateTimeline", resp && resp->error ? resp->error->message : "rpc");
+    if (psc_create_timeline(g_ch, &g_tenant, name, &g_main, 0, 0, NULL, &e) != 0)
+        die("CreateTimeline", e.msg);
     double dt = now_s() - t0;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
     return dt;
 }
 
@@ -253,7 +232,7 @@ int main(int argc, char **argv)
     pct("CreateTimeline, last 100", last, 100);
     printf("query on main (fresh connection, full scan): %.2f ms with 10 "
            "branches, %.2f ms with %d\n", q10, qn, n);
-    rpc_channel_destroy(g_ch);
+    psc_close(g_ch);
     if (h_sk_stop(&g_ps, 60000) != 0)
         die("pageserver", "stop");
     t0 = now_s();

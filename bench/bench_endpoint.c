@@ -67,8 +67,8 @@
 
 #include "harness.h"
 #include "lsn.h"
-#include "pageserver.pb-c.h"
-#include "rpc.h"
+#include "ids.h"
+#include "ps_client.h"
 
 #define PGBENCH "/usr/bin/pgbench"
 #define PG_BIN "/usr/lib/postgresql/15/bin"
@@ -581,24 +581,13 @@ static void pq_must(pq_conn *c, const char *who, const char *sql, char *out, siz
 
 /* ---- the cluster: safekeepers, pageserver, tenant, branches --------------------- */
 
-static rpc_channel *ps_channel(void)
+static psc *ps_client(void)
 {
-    rpc_channel *ch;
-    int rc = rpc_channel_create(g.ps.addr, &ch);
-    if (rc != 0)
-        fatal("pageserver channel: %s", rpc_strerror(rc));
-    return ch;
-}
-
-static void unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *d, void *out)
-{
-    rpc_status st = { 0 };
-    int rc = rpc_unary(ch, method, req, d, (ProtobufCMessage **)out, RPC_TIMEOUT_MS, &st);
-    if (rc == RPC_ESTATUS)
-        fatal("%s: status %d: %s", method, st.code, st.message);
-    if (rc != 0)
-        fatal("%s: %s", method, rpc_strerror(rc));
+    psc *c;
+    if (psc_open(g.ps.addr, &c) != 0)
+        fatal("pageserver address %s", g.ps.addr);
+    psc_set_timeout(c, RPC_TIMEOUT_MS);
+    return c;
 }
 
 static void cluster_up(void)
@@ -621,67 +610,38 @@ static void cluster_up(void)
     if (h_sk_start(&g.ps, 20000) != 0)
         fatal("cannot start the pageserver (log: %s/log)", g.ps.dir);
 
-    rpc_channel *ch = ps_channel();
-    Arbor__CreateTenantRequest treq = ARBOR__CREATE_TENANT_REQUEST__INIT;
-    Arbor__CreateTenantResponse *tresp;
-    unary(ch, "/arbor.Management/CreateTenant", &treq.base,
-          &arbor__create_tenant_response__descriptor, &tresp);
-    if (tresp->error || tresp->tenant_id.len != 16)
-        fatal("CreateTenant: %s", tresp->error ? tresp->error->message : "bad id");
-    memcpy(g.tenant, tresp->tenant_id.data, 16);
-    protobuf_c_message_free_unpacked(&tresp->base, NULL);
-    for (int i = 0; i < 16; i++)
-        sprintf(g.tenant_hex + 2 * i, "%02x", g.tenant[i]);
-
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, g.tenant };
-    req.branch_name = "main";
-    Arbor__TimelineInfoResponse *resp;
-    unary(ch, "/arbor.Management/CreateTimeline", &req.base,
-          &arbor__timeline_info_response__descriptor, &resp);
-    if (resp->error || !resp->info)
-        fatal("CreateTimeline main: %s", resp->error ? resp->error->message : "no info");
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    rpc_channel_destroy(ch);
+    psc *c = ps_client();
+    psc_err e;
+    arbor_id t;
+    if (psc_create_tenant(c, &t, &e) != 0)
+        fatal("CreateTenant: %s", e.msg);
+    memcpy(g.tenant, t.b, 16);
+    id_format(&t, g.tenant_hex);
+    if (psc_create_timeline(c, &t, "main", NULL, 0, 0, NULL, &e) != 0)
+        fatal("CreateTimeline main: %s", e.msg);
+    psc_close(c);
 }
 
 /* Branch name of parent at lsn, once the pageserver has ingested lsn. */
 static void create_branch(const char *name, const char *parent, lsn_t lsn)
 {
-    rpc_channel *ch = ps_channel();
-    uint8_t parent_id[16];
+    psc *c = ps_client();
+    psc_err e;
+    arbor_id t;
+    psc_timeline tl;
+    memcpy(t.b, g.tenant, 16);
     for (int64_t deadline = now_us() + START_TIMEOUT_US;;) {
-        Arbor__TimelineInfoRequest ireq = ARBOR__TIMELINE_INFO_REQUEST__INIT;
-        ireq.tenant_id = (ProtobufCBinaryData){ 16, g.tenant };
-        ireq.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
-        ireq.branch_name = (char *)parent;
-        Arbor__TimelineInfoResponse *r;
-        unary(ch, "/arbor.Management/GetTimelineInfo", &ireq.base,
-              &arbor__timeline_info_response__descriptor, &r);
-        if (r->error || !r->info || r->info->timeline_id.len != 16)
-            fatal("GetTimelineInfo %s: %s", parent, r->error ? r->error->message : "no info");
-        memcpy(parent_id, r->info->timeline_id.data, 16);
-        lsn_t got = r->info->last_record_lsn;
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        if (got >= lsn)
+        if (psc_branch_info(c, &t, parent, NULL, false, &tl, &e) != 0)
+            fatal("GetTimelineInfo %s: %s", parent, e.msg);
+        if (tl.last_record_lsn >= lsn)
             break;
         if (now_us() > deadline)
             fatal("pageserver did not ingest %s up to %" PRIX64, parent, lsn);
         pause_ms(20);
     }
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, g.tenant };
-    req.branch_name = (char *)name;
-    req.ancestor_timeline_id = (ProtobufCBinaryData){ 16, parent_id };
-    req.at_case = ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_LSN;
-    req.ancestor_lsn = lsn;
-    Arbor__TimelineInfoResponse *resp;
-    unary(ch, "/arbor.Management/CreateTimeline", &req.base,
-          &arbor__timeline_info_response__descriptor, &resp);
-    if (resp->error || !resp->info)
-        fatal("CreateTimeline %s: %s", name, resp->error ? resp->error->message : "no info");
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    rpc_channel_destroy(ch);
+    if (psc_create_timeline(c, &t, name, &tl.id, lsn, 0, NULL, &e) != 0)
+        fatal("CreateTimeline %s: %s", name, e.msg);
+    psc_close(c);
 }
 
 /* ---- arbor-compute ------------------------------------------------------------- */

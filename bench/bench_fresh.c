@@ -52,8 +52,7 @@
 
 #include "ids.h"
 #include "lsn.h"
-#include "pageserver.pb-c.h"
-#include "rpc.h"
+#include "ps_client.h"
 
 #define MAX_SAMPLES 10000
 #define PROBE_TIMEOUT_US 5000000
@@ -374,20 +373,13 @@ static void replica_lag(int writers, int n, int interval_ms)
     free(lag);
 }
 
-static lsn_t ingested(rpc_channel *ch)
+static lsn_t ingested(psc *c)
 {
-    Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, g_tenant.b };
-    req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
-    req.branch_name = "main";
-    Arbor__TimelineInfoResponse *r;
-    if (rpc_unary(ch, "/arbor.Management/GetTimelineInfo", &req.base,
-                  &arbor__timeline_info_response__descriptor, (ProtobufCMessage **)&r, 10000,
-                  NULL) != 0)
-        fatal("GetTimelineInfo failed");
-    lsn_t l = r->info ? r->info->last_record_lsn : 0;
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return l;
+    psc_timeline tl;
+    psc_err e;
+    if (psc_branch_info(c, &g_tenant, "main", NULL, false, &tl, &e) != 0)
+        fatal("GetTimelineInfo failed: %s", e.msg);
+    return tl.last_record_lsn;
 }
 
 static void ingest_lag(int n, int interval_ms)
@@ -395,9 +387,9 @@ static void ingest_lag(int n, int interval_ms)
     static hc pri;
     pri.port = g_primary_port;
     pri.fd = -1;
-    rpc_channel *ch;
-    if (rpc_channel_create(g_ps_addr, &ch) != 0)
-        fatal("channel to %s", g_ps_addr);
+    psc *ch;
+    if (psc_open(g_ps_addr, &ch) != 0)
+        fatal("pageserver address %s", g_ps_addr);
     int64_t *lag = calloc((size_t)n, sizeof(*lag));
     int64_t next = now_us();
     for (int k = 0; k < n; k++) {
@@ -416,7 +408,7 @@ static void ingest_lag(int n, int interval_ms)
                 fatal("commit not ingested by the pageserver after 5 s");
         lag[k] = now_us() - t_ack;
     }
-    rpc_channel_destroy(ch);
+    psc_close(ch);
     report("pageserver ingest, lone commit", lag, n, "");
     free(lag);
 }

@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "pageserver.pb-c.h"
-#include "rpc.h"
+#include "ids.h"
+#include "ps_client.h"
 #include "vfs_main.h"
 
 /* As arbor-compute (compute/main.c): the RSS figures are the compute's. */
@@ -93,29 +93,18 @@ static void cluster_up(void)
     g_ps.extra_args[1] = "--http-port=0";
     if (h_sk_start(&g_ps, 20000) != 0)
         die("pageserver", "start");
-    rpc_channel *ch;
-    if (rpc_channel_create(g_ps.addr, &ch) != 0)
-        die("pageserver", "channel");
-    Arbor__CreateTenantRequest treq = ARBOR__CREATE_TENANT_REQUEST__INIT;
-    Arbor__CreateTenantResponse *tresp;
-    if (rpc_unary(ch, "/arbor.Management/CreateTenant", &treq.base,
-                  &arbor__create_tenant_response__descriptor,
-                  (ProtobufCMessage **)&tresp, 10000, NULL) != 0 || tresp->error)
-        die("CreateTenant", "failed");
-    char tenant[33];
-    for (int i = 0; i < 16; i++)
-        sprintf(tenant + 2 * i, "%02x", tresp->tenant_id.data[i]);
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = tresp->tenant_id;
-    req.branch_name = "main";
-    Arbor__TimelineInfoResponse *resp;
-    if (rpc_unary(ch, "/arbor.Management/CreateTimeline", &req.base,
-                  &arbor__timeline_info_response__descriptor,
-                  (ProtobufCMessage **)&resp, 10000, NULL) != 0 || resp->error)
-        die("CreateTimeline", "failed");
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    protobuf_c_message_free_unpacked(&tresp->base, NULL);
-    rpc_channel_destroy(ch);
+    psc *ch;
+    if (psc_open(g_ps.addr, &ch) != 0)
+        die("pageserver", "client");
+    psc_err e;
+    arbor_id t;
+    if (psc_create_tenant(ch, &t, &e) != 0)
+        die("CreateTenant", e.msg);
+    char tenant[ID_STR_SIZE];
+    id_format(&t, tenant);
+    if (psc_create_timeline(ch, &t, "main", NULL, 0, 0, NULL, &e) != 0)
+        die("CreateTimeline", e.msg);
+    psc_close(ch);
     snprintf(g_uri, sizeof(g_uri),
              "file:main?vfs=arbor&pageserver=%s&safekeepers=%s&tenant=%s&branch=main",
              g_ps.addr, sk_list, tenant);

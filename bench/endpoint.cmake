@@ -7,7 +7,7 @@ if(TARGET arbor-compute AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
   add_executable(bench_endpoint ${CMAKE_CURRENT_LIST_DIR}/bench_endpoint.c
                  ${PROJECT_SOURCE_DIR}/tests/integration/harness.c)
   target_include_directories(bench_endpoint PRIVATE ${PROJECT_SOURCE_DIR}/tests/integration)
-  target_link_libraries(bench_endpoint PRIVATE arbor_common Threads::Threads)
+  target_link_libraries(bench_endpoint PRIVATE arbor_common arbor_clients Threads::Threads)
   target_compile_definitions(bench_endpoint PRIVATE
                              ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
                              ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"

@@ -12,24 +12,17 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "pageserver.pb-c.h"
-#include "ps_test_client.h"
-#include "rpc.h"
+#include "ids.h"
+#include "ps_client.h"
 #include "vfs_main.h"
 
 h_sk vc_sk[3];
 h_sk vc_ps;
 const char *vc_ps_extra_arg;
 char vc_tenant_hex[33];
-static uint8_t g_tenant[16];
+static arbor_id g_tenant;
 static char g_sk_arg[300], g_sk_list[256];
-static rpc_channel *g_ch;
-
-static int unary(const char *method, const ProtobufCMessage *req,
-                 const ProtobufCMessageDescriptor *d, void *out)
-{
-    return pc_unary(g_ch, method, req, d, out);
-}
+static psc *g_ps;
 
 void vc_cluster_up(void)
 {
@@ -47,16 +40,18 @@ void vc_cluster_up(void)
     vc_ps.extra_args[2] = "--http-port=0";
     vc_ps.extra_args[3] = vc_ps_extra_arg;   /* NULL: none */
     assert_int_equal(h_sk_start(&vc_ps, 20000), 0);
-    assert_int_equal(rpc_channel_create(vc_ps.addr, &g_ch), 0);
-    pc_create_tenant(g_ch, g_tenant);
-    for (int i = 0; i < 16; i++)
-        sprintf(vc_tenant_hex + 2 * i, "%02x", g_tenant[i]);
+    assert_int_equal(psc_open(vc_ps.addr, &g_ps), 0);
+    psc_err e;
+    if (psc_create_tenant(g_ps, &g_tenant, &e) != 0)
+        fail_msg("create tenant: %s", e.msg);
+    id_format(&g_tenant, vc_tenant_hex);
     assert_int_equal(arbor_vfs_register(), SQLITE_OK);
 }
 
 int vc_cluster_down(void)
 {
-    rpc_channel_destroy(g_ch);
+    psc_close(g_ps);
+    g_ps = NULL;
     int st = h_sk_stop(&vc_ps, 20000);
     for (int i = 0; i < 3; i++)
         h_sk_stop(&vc_sk[i], 10000);
@@ -110,57 +105,36 @@ int vc_compute_group_teardown(void **state)
 }
 #endif
 
-static Arbor__TimelineInfoResponse *info_of(const char *branch)
+static psc_timeline info_of(const char *branch)
 {
-    Arbor__TimelineInfoRequest req = ARBOR__TIMELINE_INFO_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, g_tenant };
-    req.which_case = ARBOR__TIMELINE_INFO_REQUEST__WHICH_BRANCH_NAME;
-    req.branch_name = (char *)branch;
-    Arbor__TimelineInfoResponse *resp;
-    assert_int_equal(unary("/arbor.Management/GetTimelineInfo", &req.base,
-                           &arbor__timeline_info_response__descriptor, &resp), 0);
-    if (resp->error)
-        fail_msg("timeline info %s: %s", branch, resp->error->message);
-    return resp;
+    psc_timeline tl;
+    psc_err e;
+    if (psc_branch_info(g_ps, &g_tenant, branch, NULL, false, &tl, &e) != 0)
+        fail_msg("timeline info %s: %s", branch, e.msg);
+    return tl;
 }
 
 void vc_create_branch(const char *name, const char *parent, uint64_t lsn)
 {
-    Arbor__CreateTimelineRequest req = ARBOR__CREATE_TIMELINE_REQUEST__INIT;
-    req.tenant_id = (ProtobufCBinaryData){ 16, g_tenant };
-    req.branch_name = (char *)name;
-    uint8_t parent_id[16];
-    if (parent) {
-        Arbor__TimelineInfoResponse *p = info_of(parent);
-        memcpy(parent_id, p->info->timeline_id.data, 16);
-        protobuf_c_message_free_unpacked(&p->base, NULL);
-        req.ancestor_timeline_id = (ProtobufCBinaryData){ 16, parent_id };
-        req.at_case = ARBOR__CREATE_TIMELINE_REQUEST__AT_ANCESTOR_LSN;
-        req.ancestor_lsn = lsn;
-    }
-    Arbor__TimelineInfoResponse *resp;
-    assert_int_equal(unary("/arbor.Management/CreateTimeline", &req.base,
-                           &arbor__timeline_info_response__descriptor, &resp), 0);
-    if (resp->error)
-        fail_msg("create timeline %s: %s", name, resp->error->message);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    psc_timeline p;
+    psc_err e;
+    if (parent)
+        p = info_of(parent);
+    if (psc_create_timeline(g_ps, &g_tenant, name, parent ? &p.id : NULL, parent ? lsn : 0, 0,
+                            NULL, &e) != 0)
+        fail_msg("create timeline %s: %s", name, e.msg);
 }
 
 void vc_timeline_hex(const char *branch, char out[33])
 {
-    Arbor__TimelineInfoResponse *r = info_of(branch);
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", r->info->timeline_id.data[i]);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    psc_timeline tl = info_of(branch);
+    id_format(&tl.id, out);
 }
 
 void vc_wait_ingested(const char *branch, uint64_t lsn)
 {
     for (int i = 0; i < 400; i++) {
-        Arbor__TimelineInfoResponse *r = info_of(branch);
-        uint64_t got = r->info->last_record_lsn;
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        if (got >= lsn)
+        if (info_of(branch).last_record_lsn >= lsn)
             return;
         h_sleep_ms(50);
     }
