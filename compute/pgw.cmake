@@ -7,6 +7,7 @@ pkg_check_modules(LIBCRYPTO REQUIRED IMPORTED_TARGET GLOBAL libcrypto)
 add_library(arbor_pgw STATIC
     ${CMAKE_CURRENT_LIST_DIR}/pgw_server.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_session.c
+    ${CMAKE_CURRENT_LIST_DIR}/pgw_query.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_proto.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_auth.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_sql.c

@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "ps_timeline_int.h"
+
 void ps_config_default(ps_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
