@@ -8,6 +8,7 @@ SQLITE_EXTENSION_INIT1
 
 #include "vfs_main.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -626,6 +627,11 @@ static int busy_wait(arbor_file *f, int count)
 static int af_lock(sqlite3_file *pf, int level)
 {
     arbor_file *f = (arbor_file *)pf;
+    /* SQLite's contract (os_unix.c asserts the same): never PENDING
+     * directly, RESERVED only from SHARED. */
+    assert(level == SQLITE_LOCK_SHARED || level == SQLITE_LOCK_RESERVED ||
+           level == SQLITE_LOCK_EXCLUSIVE);
+    assert(level != SQLITE_LOCK_RESERVED || f->lock >= SQLITE_LOCK_SHARED);
     if (level <= f->lock)
         return SQLITE_OK;
     if (f->lock == SQLITE_LOCK_NONE) {
@@ -663,12 +669,14 @@ static int af_lock(sqlite3_file *pf, int level)
     }
     if (level > f->lock)
         f->lock = level;   /* PENDING / EXCLUSIVE: granted to the writer */
+    assert(f->lock >= level);
     return SQLITE_OK;
 }
 
 static int af_unlock(sqlite3_file *pf, int level)
 {
     arbor_file *f = (arbor_file *)pf;
+    assert(level == SQLITE_LOCK_NONE || level == SQLITE_LOCK_SHARED);
     if (level >= f->lock)
         return SQLITE_OK;
     int rc = SQLITE_OK;

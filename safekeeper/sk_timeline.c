@@ -5,6 +5,7 @@
  */
 #include "sk_timeline.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -127,6 +128,14 @@ static void state_locked(const sk_timeline *tl, sk_tl_state *st)
  * failed store (disk full) leaves memory and disk agreeing. */
 static int store_locked(sk_timeline *tl, const sk_control *ctl)
 {
+    /* The acceptor's promises: terms only grow, a vote never outruns the
+     * term, and what is known committed, persisted or removed never goes
+     * back (commit_lsn also moves in memory between stores: >=). */
+    assert(ctl->term >= tl->ctl.term);
+    assert(ctl->voted_for_term <= ctl->term);
+    assert(ctl->commit_lsn >= tl->ctl.commit_lsn);
+    assert(ctl->persisted_lsn >= tl->ctl.persisted_lsn);
+    assert(ctl->removed_below_lsn >= tl->ctl.removed_below_lsn);
     int rc = sk_control_store(tl->io, tl->dir, ctl);
     if (rc != 0) {
         log_error("timeline %s: storing control file: %s", tl->dir,
@@ -295,6 +304,7 @@ int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
         rc = sk_wal_append(tl->wal, begin_lsn, records, len);
         if (rc != 0)
             goto done;
+        assert(sk_wal_write_lsn(tl->wal) == begin_lsn + len);
     }
     /* commit_lsn is a quorum fact told by the proposer; it is persisted
      * lazily (with the next control store): a stale value after a crash is

@@ -75,6 +75,9 @@ static int become_elected(struct wp_proposer *wp, uint64_t term)
     az_free(wp->history);
     wp->history = h;
     wp->n_history = nh;
+    /* a proposer's terms only grow; a fenced one never comes back */
+    assert(term > wp->term);
+    assert(wp->state != WP_STATE_FENCED);
     wp->term = term;
     wp->next_lsn = wp->epoch_start_lsn;
     wp->prev_lsn = wp->epoch_prev_lsn;

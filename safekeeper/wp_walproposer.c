@@ -425,6 +425,7 @@ int wp_wait_commit(wp_proposer *wp, lsn_t end_lsn, int timeout_ms)
                       "re-election needed",
                       lsn_format(end_lsn, e), wp->quorum, wp->n,
                       (int)((deadline - t0) / 1000), lsn_format(wp->commit_lsn, c));
+            assert(wp->state != WP_STATE_FENCED);
             wp->state = WP_STATE_FAILED; /* freezes commit_lsn */
             wp->fail_gen++;
             wp->fail_commit = wp->commit_lsn;
