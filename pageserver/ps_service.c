@@ -190,6 +190,16 @@ static int sync_head(ps_service *svc, ps_timeline *tl, err_buf *e,
     return rc;
 }
 
+/* A unary body's end: the response sent, the timeline it looked up (may be
+ * NULL) released. */
+static int reply(rpc_stream *call, const ProtobufCMessage *resp, ps_timeline *tl)
+{
+    rpc_stream_send_msg(call, resp);
+    if (tl)
+        ps_timeline_release(tl);
+    return RPC_STATUS_OK;
+}
+
 /* ---- PageService ------------------------------------------------------- */
 
 static int h_get_page(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -337,10 +347,7 @@ static int h_db_size(rpc_stream *call, void *arg, ProtobufCMessage *pb)
         resp.page_size = page_size;
         resp.last_record_lsn = ps_timeline_last_record_lsn(tl);
     }
-    rpc_stream_send_msg(call, &resp.base);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply(call, &resp.base, tl);
 }
 
 static int h_lsn_by_ts(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -374,10 +381,7 @@ static int h_lsn_by_ts(rpc_stream *call, void *arg, ProtobufCMessage *pb)
                                           : ARBOR__LSN_KIND__LSN_PRESENT;
         resp.commit_timestamp_us = ts;
     }
-    rpc_stream_send_msg(call, &resp.base);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply(call, &resp.base, tl);
 }
 
 static int h_ts_of_lsn(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -394,10 +398,7 @@ static int h_ts_of_lsn(rpc_stream *call, void *arg, ProtobufCMessage *pb)
             resp.error = engine_error(svc, &e, rc, "timestamp of LSN");
         resp.timestamp_us = ts;
     }
-    rpc_stream_send_msg(call, &resp.base);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply(call, &resp.base, tl);
 }
 
 static int h_lease(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -414,10 +415,7 @@ static int h_lease(rpc_stream *call, void *arg, ProtobufCMessage *pb)
             resp.error = engine_error(svc, &e, rc, "lease");
         resp.valid_until_us = until;
     }
-    rpc_stream_send_msg(call, &resp.base);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply(call, &resp.base, tl);
 }
 
 static int h_changed_pages(rpc_stream *call, void *arg, ProtobufCMessage *pb)
