@@ -945,7 +945,28 @@ int cli_cmd_status(cli_ctx *ctx)
     } else {
         print_status(s);
         if (!all_up) {
-            printf("arbor: %s\n", CLI_NOT_RUNNING_MSG);
+            /* name what is not up: one dead safekeeper is not "the cluster
+             * is not running" */
+            char names[512] = "";
+            size_t used = 0, n_up = 0, i;
+            json_t *c;
+            json_array_foreach(json_object_get(s, "components"), i, c) {
+                const char *state = json_string_value(json_object_get(c, "state"));
+                if (state && strcmp(state, "up") == 0) {
+                    n_up++;
+                } else if (used < sizeof(names)) {
+                    used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s (%s)",
+                                             used ? ", " : "",
+                                             json_string_value(json_object_get(c, "name")),
+                                             state ? state : "?");
+                }
+            }
+            if (n_up == 0) {
+                printf("arbor: %s\n", CLI_NOT_RUNNING_MSG);
+            } else {
+                printf("arbor: not everything is up: %s (arbor start starts what is not "
+                       "running; arbor supervise keeps it running)\n", names);
+            }
         }
     }
     json_decref(s);
