@@ -400,7 +400,12 @@ static int open_conn(sqlite3 **out, char *err, size_t errlen)
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(g_c.uri, &db, flags, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        const char *why = arbor_vfs_open_error();
+        if (why)
+            snprintf(err, errlen, "cannot open branch %s: %s",
+                     branch_label() ? branch_label() : "?", why);
+        else
+            snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return rc;
     }

@@ -806,17 +806,28 @@ static const char *uri_lookup(void *arg, const char *key)
     return sqlite3_uri_parameter((const char *)arg, key);
 }
 
+/* Why this thread's last open of an arbor database failed ("" after one
+ * that succeeded): arbor_vfs_open_error(). */
+static __thread char t_open_err[512];
+
+const char *arbor_vfs_open_error(void)
+{
+    return t_open_err[0] ? t_open_err : NULL;
+}
+
 static int open_main(const char *name, arbor_file *f, int flags, int *out_flags)
 {
     vfs_conf conf;
-    char err[512];
-    if (vfs_conf_load(uri_lookup, (void *)name, &conf, err, sizeof(err)) != 0 ||
-        vfs_db_open(&conf, &f->db, err, sizeof(err)) != 0) {
+    char *err = t_open_err;
+    err[0] = '\0';
+    if (vfs_conf_load(uri_lookup, (void *)name, &conf, err, sizeof(t_open_err)) != 0 ||
+        vfs_db_open(&conf, &f->db, err, sizeof(t_open_err)) != 0) {
         log_error("arbor vfs: cannot open \"%s\": %s", name ? name : "", err);
         sqlite3_log(SQLITE_CANTOPEN, "arbor vfs: cannot open \"%s\": %s",
                     name ? name : "", err);
         return SQLITE_CANTOPEN;
     }
+    err[0] = '\0';
     const vfs_conf *c = vfs_db_conf(f->db);
     pb_create((size_t)c->overlay_mb << 20, c->spill_dir, "compute overlay",
               &f->overlay);

@@ -100,6 +100,12 @@ uint64_t arbor_vfs_wal_bytes_total(void);
  * NULL when there is nothing to add (or db is not arbor). Valid until the
  * connection's next write transaction. */
 const char *arbor_vfs_last_error(struct sqlite3 *db);
+/* Why this thread's last sqlite3_open of an arbor database failed, when it
+ * did (SQLite only says "unable to open database file"): "pageserver
+ * 127.0.0.1:6400: timeline info: pageserver: peer unavailable", "unknown
+ * branch". NULL after an open that succeeded. Valid until the thread's
+ * next open. */
+const char *arbor_vfs_open_error(void);
 /* Read-your-writes across endpoints: waits until the endpoint db reads
  * from (an arbor database) has a commit at or beyond lsn — e.g. the "lsn"
  * a write on the primary answered — for at most timeout_ms; a replica is

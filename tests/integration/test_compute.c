@@ -514,6 +514,28 @@ static void test_commit_quorum_lost(void **state)
     assert_int_equal(pg_value("SELECT count(*) FROM lost WHERE v = 'never'"), 0);
     assert_int_equal(pg_value("SELECT count(*) FROM lost WHERE v = 'kept'"), 2);
 }
+
+/* A session opened while the pageserver does not answer: the client is
+ * told why (the branch, the pageserver, its error), not SQLite's "unable
+ * to open database file"; once it answers again, sessions open. */
+static void test_open_pageserver_down(void **state)
+{
+    (void)state;
+    char info[256];
+    snprintf(info, sizeof(info), "host=127.0.0.1 port=%d user=app dbname=main "
+             "password=pw1 connect_timeout=60", g_compute.port);
+    assert_int_equal(h_sk_pause(&vc_ps), 0);
+    PGconn *c = PQconnectdb(info);
+    h_sk_resume(&vc_ps);
+    assert_int_not_equal(PQstatus(c), CONNECTION_OK);
+    const char *msg = PQerrorMessage(c);
+    print_message("open with the pageserver stopped: %s", msg);
+    if (!strstr(msg, "cannot open branch main: pageserver") ||
+        strstr(msg, "unable to open database file"))
+        fail_msg("expected the reason of the failed open, got: %s", msg);
+    PQfinish(c);
+    PQfinish(pq_connect());
+}
 #endif
 
 static int setup(void **state)
@@ -547,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
 #ifdef ARBOR_HAVE_LIBPQ
         cmocka_unit_test(test_commit_quorum_lost),
+        cmocka_unit_test(test_open_pageserver_down),
 #endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
