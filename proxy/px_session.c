@@ -888,6 +888,99 @@ static void set_cancel_target(px_server *s, px_cancel_entry *e, const pxp_conn *
     pthread_mutex_unlock(&s->mu);
 }
 
+/* A client's Parse, Bind, Describe or Close of a named statement, rewritten
+ * for the pooled compute session sc into fwd: server-side names from the
+ * statement's text (px_<hash of the Parse without its name>: clients
+ * sharing a session never collide, the same text is one server statement),
+ * the statement prepared again on a session that lacks it (its
+ * ParseComplete counted in *drop_parse, a Close injected before a Parse of
+ * a name another client made counted in *drop_close). false: the message
+ * goes as it is. */
+static bool rewrite_stmt_msg(pooled *x, pxp_conn *sc, uint8_t type, const uint8_t *body,
+                             size_t len, pgw_buf *fwd, int *drop_parse, int *drop_close)
+{
+    pgw_rd r;
+    pgw_rd_init(&r, body, len);
+    if (type == 'P') {
+        const char *name = pgw_rd_str(&r);
+        if (!r.bad && name[0]) {
+            size_t nlen = strlen(name) + 1;
+            uint64_t h = fnv1a(body + nlen, len - nlen);
+            char sname[40];
+            snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)h);
+            drop_cstmt(x, name);
+            cstmt *t = az_calloc(1, sizeof(*t));
+            t->name = az_strdup(name);
+            pgw_buf m = { 0 };
+            size_t mat = pgw_msg_begin(&m, 'P');
+            pgw_buf_str(&m, sname);
+            pgw_buf_put(&m, body + nlen, len - nlen);
+            pgw_msg_end(&m, mat);
+            t->msg = m.data;
+            t->len = m.len;
+            t->hash = h;
+            t->next = x->stmts;
+            x->stmts = t;
+            if (pxp_has_stmt(sc, sname, h)) {
+                /* Made by another client: closed first (its
+                 * CloseComplete swallowed), so this Parse answers. */
+                size_t cat = pgw_msg_begin(fwd, 'C');
+                pgw_buf_u8(fwd, 'S');
+                pgw_buf_str(fwd, sname);
+                pgw_msg_end(fwd, cat);
+                (*drop_close)++;
+            }
+            pgw_buf_put(fwd, t->msg, t->len);
+            pxp_add_stmt(sc, sname, h);
+            return true;
+        }
+    } else if (type == 'B' || (type == 'D' && len > 0 && body[0] == 'S')) {
+        const char *portal = NULL, *name;
+        if (type == 'B') {
+            portal = pgw_rd_str(&r);
+            name = pgw_rd_str(&r);
+        } else {
+            pgw_rd_bytes(&r, 1);
+            name = pgw_rd_str(&r);
+        }
+        cstmt *t = !r.bad && name[0] ? find_cstmt(x, name) : NULL;
+        if (t) {
+            char sname[40];
+            snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)t->hash);
+            if (!pxp_has_stmt(sc, sname, t->hash)) {
+                pgw_buf_put(fwd, t->msg, t->len);
+                pxp_add_stmt(sc, sname, t->hash);
+                (*drop_parse)++;
+            }
+            size_t mat = pgw_msg_begin(fwd, type);
+            if (type == 'B') {
+                pgw_buf_str(fwd, portal);
+                pgw_buf_str(fwd, sname);
+                pgw_buf_put(fwd, r.p + r.off, r.len - r.off);   /* the rest */
+            } else {
+                pgw_buf_u8(fwd, 'S');
+                pgw_buf_str(fwd, sname);
+            }
+            pgw_msg_end(fwd, mat);
+            return true;
+        }
+    } else if (type == 'C' && len > 0 && body[0] == 'S') {
+        pgw_rd_bytes(&r, 1);
+        const char *name = pgw_rd_str(&r);
+        if (!r.bad && name[0] && find_cstmt(x, name)) {
+            /* The server statement may serve other clients: it stays;
+             * a Close of a name nobody has still answers CloseComplete. */
+            drop_cstmt(x, name);
+            size_t mat = pgw_msg_begin(fwd, 'C');
+            pgw_buf_u8(fwd, 'S');
+            pgw_buf_str(fwd, "px_closed");
+            pgw_msg_end(fwd, mat);
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * The session in transaction-pooling mode: the client's messages are read
  * one at a time; the first of a transaction takes a pooled compute session
@@ -1009,89 +1102,7 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
             drop_parse = drop_close = 0;
         }
         pgw_buf fwd = { 0 };
-        bool sent = false;
-        pgw_rd r;
-        pgw_rd_init(&r, body, len);
-        /* Named statements get server-side names from their text (px_<hash
-         * of the Parse without its name>): clients sharing a session never
-         * collide, and the same statement text is one server statement. */
-        if (type == 'P') {
-            const char *name = pgw_rd_str(&r);
-            if (!r.bad && name[0]) {
-                size_t nlen = strlen(name) + 1;
-                uint64_t h = fnv1a(body + nlen, len - nlen);
-                char sname[40];
-                snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)h);
-                drop_cstmt(&x, name);
-                cstmt *t = az_calloc(1, sizeof(*t));
-                t->name = az_strdup(name);
-                pgw_buf m = { 0 };
-                size_t mat = pgw_msg_begin(&m, 'P');
-                pgw_buf_str(&m, sname);
-                pgw_buf_put(&m, body + nlen, len - nlen);
-                pgw_msg_end(&m, mat);
-                t->msg = m.data;
-                t->len = m.len;
-                t->hash = h;
-                t->next = x.stmts;
-                x.stmts = t;
-                if (pxp_has_stmt(sc, sname, h)) {
-                    /* Made by another client: closed first (its
-                     * CloseComplete swallowed), so this Parse answers. */
-                    size_t cat = pgw_msg_begin(&fwd, 'C');
-                    pgw_buf_u8(&fwd, 'S');
-                    pgw_buf_str(&fwd, sname);
-                    pgw_msg_end(&fwd, cat);
-                    drop_close++;
-                }
-                pgw_buf_put(&fwd, t->msg, t->len);
-                pxp_add_stmt(sc, sname, h);
-                sent = true;
-            }
-        } else if (type == 'B' || (type == 'D' && len > 0 && body[0] == 'S')) {
-            const char *portal = NULL, *name;
-            if (type == 'B') {
-                portal = pgw_rd_str(&r);
-                name = pgw_rd_str(&r);
-            } else {
-                pgw_rd_bytes(&r, 1);
-                name = pgw_rd_str(&r);
-            }
-            cstmt *t = !r.bad && name[0] ? find_cstmt(&x, name) : NULL;
-            if (t) {
-                char sname[40];
-                snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)t->hash);
-                if (!pxp_has_stmt(sc, sname, t->hash)) {
-                    pgw_buf_put(&fwd, t->msg, t->len);
-                    pxp_add_stmt(sc, sname, t->hash);
-                    drop_parse++;
-                }
-                size_t mat = pgw_msg_begin(&fwd, type);
-                if (type == 'B') {
-                    pgw_buf_str(&fwd, portal);
-                    pgw_buf_str(&fwd, sname);
-                    pgw_buf_put(&fwd, r.p + r.off, r.len - r.off);   /* the rest */
-                } else {
-                    pgw_buf_u8(&fwd, 'S');
-                    pgw_buf_str(&fwd, sname);
-                }
-                pgw_msg_end(&fwd, mat);
-                sent = true;
-            }
-        } else if (type == 'C' && len > 0 && body[0] == 'S') {
-            pgw_rd_bytes(&r, 1);
-            const char *name = pgw_rd_str(&r);
-            if (!r.bad && name[0] && find_cstmt(&x, name)) {
-                /* The server statement may serve other clients: it stays;
-                 * a Close of a name nobody has still answers CloseComplete. */
-                drop_cstmt(&x, name);
-                size_t mat = pgw_msg_begin(&fwd, 'C');
-                pgw_buf_u8(&fwd, 'S');
-                pgw_buf_str(&fwd, "px_closed");
-                pgw_msg_end(&fwd, mat);
-                sent = true;
-            }
-        }
+        bool sent = rewrite_stmt_msg(&x, sc, type, body, len, &fwd, &drop_parse, &drop_close);
         if (type == 'S' || type == 'Q') {
             pending++;
             unsynced = false;
