@@ -148,6 +148,10 @@ typedef struct rpc_method_def {
     const ProtobufCMessageDescriptor *req;
     rpc_unary_fn unary;
 } rpc_method_def;
+/* Table entries: a unary body with its request message type, or a
+ * handler of any kind. */
+#define RPC_UNARY_BODY(path, req_desc, body) { (path), RPC_UNARY, NULL, (req_desc), (body) }
+#define RPC_HANDLER(path, kind, fn) { (path), (kind), (fn), NULL, NULL }
 int rpc_server_add_methods(rpc_server *s, const rpc_method_def *defs, size_t n,
                            void *arg);
 /* Binds and starts serving. *port_out: the bound TCP port (0 for unix:). */

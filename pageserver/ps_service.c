@@ -497,6 +497,24 @@ static void send_info(rpc_stream *call, ps_timeline *tl, Arbor__Error *err)
     rpc_stream_send_msg(call, &resp.base);
 }
 
+/* The tenant and timeline ids of a management request. 0 or PS_EINVAL. */
+static int parse_ids(const ProtobufCBinaryData *tenant, const ProtobufCBinaryData *timeline,
+                     arbor_id *t, arbor_id *id)
+{
+    int rc = parse_id(tenant, t);
+    return rc == 0 ? parse_id(timeline, id) : rc;
+}
+
+/* A management body's end: the timeline's info (or err) sent, the timeline
+ * released. */
+static int reply_info(rpc_stream *call, ps_timeline *tl, Arbor__Error *err)
+{
+    send_info(call, tl, err);
+    if (tl)
+        ps_timeline_release(tl);
+    return RPC_STATUS_OK;
+}
+
 static int h_create_tenant(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
@@ -660,10 +678,7 @@ static int h_timeline_info(rpc_stream *call, void *arg, ProtobufCMessage *pb)
         err = engine_error(svc, &e, rc, "timeline info");
     else if (req->sync_head)
         sync_head(svc, tl, &e, &err);
-    send_info(call, tl, err);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply_info(call, tl, err);
 }
 
 static int h_delete_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -674,9 +689,7 @@ static int h_delete_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     err_buf e;
     arbor_id tenant, id;
     uint32_t deleted = 0;
-    int rc = parse_id(&req->tenant_id, &tenant);
-    if (rc == 0)
-        rc = parse_id(&req->timeline_id, &id);
+    int rc = parse_ids(&req->tenant_id, &req->timeline_id, &tenant, &id);
     if (rc == 0)
         rc = ps_repo_delete_timeline(svc->repo, &tenant, &id,
                                      req->with_children, &deleted);
@@ -697,19 +710,14 @@ static int h_rename(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
     arbor_id tenant, id;
-    int rc = parse_id(&req->tenant_id, &tenant);
-    if (rc == 0)
-        rc = parse_id(&req->timeline_id, &id);
+    int rc = parse_ids(&req->tenant_id, &req->timeline_id, &tenant, &id);
     if (rc == 0)
         rc = ps_repo_rename_branch(svc->repo, &tenant, &id, req->new_name);
     if (rc == 0)
         rc = ps_repo_get_timeline(svc->repo, &tenant, &id, &tl);
     if (rc != 0)
         err = engine_error(svc, &e, rc, "rename branch");
-    send_info(call, tl, err);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply_info(call, tl, err);
 }
 
 static int h_set_pitr(rpc_stream *call, void *arg, ProtobufCMessage *pb)
@@ -720,19 +728,14 @@ static int h_set_pitr(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     Arbor__Error *err = NULL;
     ps_timeline *tl = NULL;
     arbor_id tenant, id;
-    int rc = parse_id(&req->tenant_id, &tenant);
-    if (rc == 0)
-        rc = parse_id(&req->timeline_id, &id);
+    int rc = parse_ids(&req->tenant_id, &req->timeline_id, &tenant, &id);
     if (rc == 0)
         rc = ps_repo_get_timeline(svc->repo, &tenant, &id, &tl);
     if (rc == 0)
         rc = ps_timeline_set_pitr_window(tl, req->pitr_window_s);
     if (rc != 0)
         err = engine_error(svc, &e, rc, "set PITR window");
-    send_info(call, tl, err);
-    if (tl)
-        ps_timeline_release(tl);
-    return RPC_STATUS_OK;
+    return reply_info(call, tl, err);
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
@@ -781,21 +784,35 @@ int ps_svc_create(ps_repo *repo, met_registry *mreg, const ps_svc_options *opt,
 int ps_svc_register(ps_service *svc, rpc_server *srv)
 {
     static const rpc_method_def methods[] = {
-        { "/arbor.PageService/GetPage", RPC_UNARY, NULL, &arbor__get_page_request__descriptor, h_get_page },
-        { "/arbor.PageService/GetPages", RPC_BIDI, h_get_pages, NULL, NULL },
-        { "/arbor.PageService/GetDbSize", RPC_UNARY, NULL, &arbor__db_size_request__descriptor, h_db_size },
-        { "/arbor.PageService/GetLsnByTimestamp", RPC_UNARY, NULL, &arbor__lsn_by_timestamp_request__descriptor, h_lsn_by_ts },
-        { "/arbor.PageService/GetTimestampOfLsn", RPC_UNARY, NULL, &arbor__timestamp_of_lsn_request__descriptor, h_ts_of_lsn },
-        { "/arbor.PageService/LeaseLsn", RPC_UNARY, NULL, &arbor__lease_lsn_request__descriptor, h_lease },
-        { "/arbor.PageService/ListChangedPages", RPC_UNARY, NULL, &arbor__changed_pages_request__descriptor, h_changed_pages },
-        { "/arbor.Management/CreateTenant", RPC_UNARY, NULL, &arbor__create_tenant_request__descriptor, h_create_tenant },
-        { "/arbor.Management/ListTenants", RPC_UNARY, NULL, &arbor__list_tenants_request__descriptor, h_list_tenants },
-        { "/arbor.Management/CreateTimeline", RPC_UNARY, NULL, &arbor__create_timeline_request__descriptor, h_create_timeline },
-        { "/arbor.Management/ListTimelines", RPC_UNARY, NULL, &arbor__list_timelines_request__descriptor, h_list_timelines },
-        { "/arbor.Management/GetTimelineInfo", RPC_UNARY, NULL, &arbor__timeline_info_request__descriptor, h_timeline_info },
-        { "/arbor.Management/DeleteTimeline", RPC_UNARY, NULL, &arbor__delete_timeline_request__descriptor, h_delete_timeline },
-        { "/arbor.Management/RenameBranch", RPC_UNARY, NULL, &arbor__rename_branch_request__descriptor, h_rename },
-        { "/arbor.Management/SetPitrWindow", RPC_UNARY, NULL, &arbor__set_pitr_window_request__descriptor, h_set_pitr },
+        RPC_UNARY_BODY("/arbor.PageService/GetPage",
+                       &arbor__get_page_request__descriptor, h_get_page),
+        RPC_HANDLER("/arbor.PageService/GetPages", RPC_BIDI, h_get_pages),
+        RPC_UNARY_BODY("/arbor.PageService/GetDbSize",
+                       &arbor__db_size_request__descriptor, h_db_size),
+        RPC_UNARY_BODY("/arbor.PageService/GetLsnByTimestamp",
+                       &arbor__lsn_by_timestamp_request__descriptor, h_lsn_by_ts),
+        RPC_UNARY_BODY("/arbor.PageService/GetTimestampOfLsn",
+                       &arbor__timestamp_of_lsn_request__descriptor, h_ts_of_lsn),
+        RPC_UNARY_BODY("/arbor.PageService/LeaseLsn",
+                       &arbor__lease_lsn_request__descriptor, h_lease),
+        RPC_UNARY_BODY("/arbor.PageService/ListChangedPages",
+                       &arbor__changed_pages_request__descriptor, h_changed_pages),
+        RPC_UNARY_BODY("/arbor.Management/CreateTenant",
+                       &arbor__create_tenant_request__descriptor, h_create_tenant),
+        RPC_UNARY_BODY("/arbor.Management/ListTenants",
+                       &arbor__list_tenants_request__descriptor, h_list_tenants),
+        RPC_UNARY_BODY("/arbor.Management/CreateTimeline",
+                       &arbor__create_timeline_request__descriptor, h_create_timeline),
+        RPC_UNARY_BODY("/arbor.Management/ListTimelines",
+                       &arbor__list_timelines_request__descriptor, h_list_timelines),
+        RPC_UNARY_BODY("/arbor.Management/GetTimelineInfo",
+                       &arbor__timeline_info_request__descriptor, h_timeline_info),
+        RPC_UNARY_BODY("/arbor.Management/DeleteTimeline",
+                       &arbor__delete_timeline_request__descriptor, h_delete_timeline),
+        RPC_UNARY_BODY("/arbor.Management/RenameBranch",
+                       &arbor__rename_branch_request__descriptor, h_rename),
+        RPC_UNARY_BODY("/arbor.Management/SetPitrWindow",
+                       &arbor__set_pitr_window_request__descriptor, h_set_pitr),
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);

@@ -656,15 +656,22 @@ int sk_svc_create(sk_registry *reg, met_registry *mreg, sk_service **out)
 int sk_svc_register(sk_service *svc, rpc_server *srv)
 {
     static const rpc_method_def methods[] = {
-        { "/arbor.Safekeeper/Vote", RPC_UNARY, NULL, &arbor__vote_request__descriptor, h_vote },
-        { "/arbor.Safekeeper/Elected", RPC_UNARY, NULL, &arbor__elected_request__descriptor, h_elected },
-        { "/arbor.Safekeeper/Append", RPC_BIDI, h_append, NULL, NULL },
-        { "/arbor.Safekeeper/StreamWal", RPC_SERVER_STREAM, h_stream_wal, NULL, NULL },
-        { "/arbor.Safekeeper/TimelineStatus", RPC_UNARY, NULL, &arbor__timeline_status_request__descriptor, h_status },
-        { "/arbor.Safekeeper/ListTimelines", RPC_UNARY, NULL, &arbor__list_sk_timelines_request__descriptor, h_list },
-        { "/arbor.Safekeeper/CreateTimeline", RPC_UNARY, NULL, &arbor__sk_create_timeline_request__descriptor, h_create },
-        { "/arbor.Safekeeper/ReportPersisted", RPC_UNARY, NULL, &arbor__report_persisted_request__descriptor, h_report_persisted },
-        { "/arbor.Safekeeper/WatchTimelines", RPC_UNARY, NULL, &arbor__watch_timelines_request__descriptor, h_watch },
+        RPC_UNARY_BODY("/arbor.Safekeeper/Vote",
+                       &arbor__vote_request__descriptor, h_vote),
+        RPC_UNARY_BODY("/arbor.Safekeeper/Elected",
+                       &arbor__elected_request__descriptor, h_elected),
+        RPC_HANDLER("/arbor.Safekeeper/Append", RPC_BIDI, h_append),
+        RPC_HANDLER("/arbor.Safekeeper/StreamWal", RPC_SERVER_STREAM, h_stream_wal),
+        RPC_UNARY_BODY("/arbor.Safekeeper/TimelineStatus",
+                       &arbor__timeline_status_request__descriptor, h_status),
+        RPC_UNARY_BODY("/arbor.Safekeeper/ListTimelines",
+                       &arbor__list_sk_timelines_request__descriptor, h_list),
+        RPC_UNARY_BODY("/arbor.Safekeeper/CreateTimeline",
+                       &arbor__sk_create_timeline_request__descriptor, h_create),
+        RPC_UNARY_BODY("/arbor.Safekeeper/ReportPersisted",
+                       &arbor__report_persisted_request__descriptor, h_report_persisted),
+        RPC_UNARY_BODY("/arbor.Safekeeper/WatchTimelines",
+                       &arbor__watch_timelines_request__descriptor, h_watch),
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);
