@@ -189,7 +189,8 @@ void rpci_op_init(rpc_op *op, rpc_stream *s);
 void rpci_bb_destroy(grpc_byte_buffer **bb);
 grpc_channel_args rpci_make_args(grpc_arg *a, bool server);
 void rpci_bb_copy_out(grpc_byte_buffer *bb, uint8_t **data, size_t *len);
-int rpci_bb_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, ProtobufCMessage **out);
+int rpci_bb_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                   ProtobufCMessage **out);
 int rpci_msg_to_bb(const ProtobufCMessage *msg, grpc_byte_buffer **out);
 int rpci_bytes_to_bb(const void *data, size_t len, grpc_byte_buffer **out);
 int rpci_op_start(rpc_stream *s, rpc_op *op, const grpc_op *ops, size_t n);

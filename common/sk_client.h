@@ -2,8 +2,9 @@
  * sk_client — the safekeepers' management calls for other daemons (prefix
  * skc_). The one place outside the safekeeper that names these method
  * paths (STYLE 13). Errors: 0, -EIO (transport or server error; message in
- * msg where there is one), and the codes each function lists. Threads: a skc is a long-lived channel; calls are thread-safe; a
- * skc_wal is read by one thread at a time.
+ * msg where there is one), and the codes each function lists. Threads: a
+ * skc is a long-lived channel; calls are thread-safe; a skc_wal is read by
+ * one thread at a time.
  */
 #ifndef ARBOR_SK_CLIENT_H
 #define ARBOR_SK_CLIENT_H

@@ -92,15 +92,18 @@ void api_hex_id(const arbor_id *id, char out[ID_STR_SIZE]);
 int api_sync_branches(req *r, const char *pid, psc_timeline **tls, size_t *n);
 json_t *api_h_branches_list(req *r);
 json_t *api_h_branch_get(req *r);
-int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us, lsn_t *lsn, bool *past);
-int api_create_timeline(req *r, const char *pid, const char *name, json_t *parent, const point *pt, psc_timeline *out);
+int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us, lsn_t *lsn,
+                    bool *past);
+int api_create_timeline(req *r, const char *pid, const char *name, json_t *parent,
+                        const point *pt, psc_timeline *out);
 json_t *api_h_branch_create(req *r);
 json_t *api_h_branch_update(req *r);
 void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id, bool with_static);
 json_t *api_h_branch_delete(req *r);
 json_t *api_h_branch_reset(req *r);
 json_t *api_h_branch_restore(req *r);
-int api_create_endpoint_row(req *r, const char *pid, const char *name, const char *branch_id, const char *kind, const char *lsn, int64_t timeout_s);
+int api_create_endpoint_row(req *r, const char *pid, const char *name, const char *branch_id,
+                            const char *kind, const char *lsn, int64_t timeout_s);
 json_t *api_h_projects_list(req *r);
 json_t *api_h_project_create(req *r);
 json_t *api_h_project_get(req *r);
