@@ -198,11 +198,11 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 
 int cli_http_probe(int port, const char *path, int timeout_ms)
 {
-    char url[256], err[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    hc_req r = { .method = "GET", .url = url, .timeout_ms = timeout_ms };
+    char err[256];
     int status = 0;
-    return hc_request(&r, &status, NULL, err) == 0 ? status : -EIO;
+    return cli_http_request(port, "GET", path, NULL, NULL, timeout_ms, &status, NULL, err) == 0
+               ? status
+               : -EIO;
 }
 
 /* Connects a non-blocking socket to 127.0.0.1:port before the deadline:

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -177,11 +178,13 @@ const disk_io *disk_io_daemon(void)
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-int disk_io_pwrite_all(const disk_io *io, int fd, const void *buf, size_t len, off_t off)
+/* Loops io->pwrite (write) or io->pread until len bytes moved. */
+static int transfer_all(const disk_io *io, int fd, uint8_t *p, size_t len, off_t off,
+                        bool write)
 {
-    const uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = io->pwrite(io->ctx, fd, p, len, off);
+        ssize_t n = write ? io->pwrite(io->ctx, fd, p, len, off)
+                          : io->pread(io->ctx, fd, p, len, off);
         if (n < 0)
             return (int)n;
         if (n == 0)
@@ -193,20 +196,14 @@ int disk_io_pwrite_all(const disk_io *io, int fd, const void *buf, size_t len, o
     return 0;
 }
 
+int disk_io_pwrite_all(const disk_io *io, int fd, const void *buf, size_t len, off_t off)
+{
+    return transfer_all(io, fd, (uint8_t *)buf, len, off, true);
+}
+
 int disk_io_pread_all(const disk_io *io, int fd, void *buf, size_t len, off_t off)
 {
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = io->pread(io->ctx, fd, p, len, off);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += n;
-    }
-    return 0;
+    return transfer_all(io, fd, buf, len, off, false);
 }
 
 int disk_io_read_file(const disk_io *io, const char *path, size_t max_len, uint8_t **data,

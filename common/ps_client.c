@@ -95,6 +95,14 @@ static ProtobufCBinaryData id_bin(const arbor_id *id)
     return (ProtobufCBinaryData){ 16, (uint8_t *)id->b };
 }
 
+static Arbor__TimelineRef tl_ref(const arbor_id *tenant, const arbor_id *timeline)
+{
+    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
+    ref.tenant_id = id_bin(tenant);
+    ref.timeline_id = id_bin(timeline);
+    return ref;
+}
+
 void psc_timeline_decode(const Arbor__TimelineInfo *i, psc_timeline *o)
 {
     memset(o, 0, sizeof(*o));
@@ -295,9 +303,7 @@ int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timelin
                          int64_t at_us, lsn_t *lsn, psc_lsn_kind *kind, int64_t *commit_us,
                          psc_err *err)
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = id_bin(tenant);
-    ref.timeline_id = id_bin(timeline);
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__LsnByTimestampRequest req = ARBOR__LSN_BY_TIMESTAMP_REQUEST__INIT;
     req.timeline = &ref;
     req.timestamp_us = at_us;
@@ -312,14 +318,6 @@ int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timelin
         *commit_us = resp->commit_timestamp_us;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
-}
-
-static Arbor__TimelineRef tl_ref(const arbor_id *tenant, const arbor_id *timeline)
-{
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = id_bin(tenant);
-    ref.timeline_id = id_bin(timeline);
-    return ref;
 }
 
 int psc_db_size(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t lsn,
@@ -361,9 +359,7 @@ int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
                       lsn_t from_lsn, lsn_t to_lsn, uint32_t **out, size_t *n, bool *exact,
                       psc_err *err)
 {
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = id_bin(tenant);
-    ref.timeline_id = id_bin(timeline);
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__ChangedPagesRequest req = ARBOR__CHANGED_PAGES_REQUEST__INIT;
     req.timeline = &ref;
     req.from_lsn = from_lsn;
@@ -452,9 +448,7 @@ int psc_get_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_
         snprintf(err->msg, sizeof(err->msg), "pageserver: %s", rpc_strerror(rc));
         return -EIO;
     }
-    Arbor__TimelineRef ref = ARBOR__TIMELINE_REF__INIT;
-    ref.tenant_id = id_bin(tenant);
-    ref.timeline_id = id_bin(timeline);
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     /* up to PSC_PAGES_IN_FLIGHT requests ahead of the answers: the server
      * reads the next batch while this side copies the last one */
     size_t n_req = (n + PSC_PAGES_PER_REQUEST - 1) / PSC_PAGES_PER_REQUEST, sent = 0;

@@ -89,15 +89,8 @@ int tli_collect_pgnos(ps_timeline *tl, lsn_t lsn, uint32_t **out,
         az_free(v);
         return rc;
     }
-    qsort(v, n, sizeof(uint32_t), tli_cmp_u32);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (k == 0 || v[k - 1] != v[i]) {
-            v[k++] = v[i];
-        }
-    }
     *out = v;
-    *n_out = k;
+    *n_out = tli_sort_unique(v, n);
     return 0;
 }
 

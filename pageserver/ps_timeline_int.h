@@ -135,6 +135,8 @@ int tli_wait_ancestor(ps_timeline *child, lsn_t lsn);
 int tli_chain_commit_at_or_below(ps_timeline *tl, lsn_t lsn, bool wait, ps_commit *out);
 void tli_push_pgno(uint32_t **v, size_t *n, size_t *cap, uint32_t pgno);
 int tli_cmp_u32(const void *a, const void *b);
+/* Sorts v[0..n) and drops repeats in place; the count left. */
+size_t tli_sort_unique(uint32_t *v, size_t n);
 int tli_collect_pgnos(ps_timeline *tl, lsn_t lsn, uint32_t **out, size_t *n_out);
 
 #endif

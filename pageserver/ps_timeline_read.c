@@ -545,6 +545,13 @@ int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
         az_free(v);
         return rc;
     }
+    *out = v;
+    *n_out = tli_sort_unique(v, n);
+    return 0;
+}
+
+size_t tli_sort_unique(uint32_t *v, size_t n)
+{
     if (n > 0) {
         qsort(v, n, sizeof(uint32_t), tli_cmp_u32);
     }
@@ -554,9 +561,7 @@ int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
             v[k++] = v[i];
         }
     }
-    *out = v;
-    *n_out = k;
-    return 0;
+    return k;
 }
 
 static int write_image_pages(ps_timeline *tl, lsn_t lsn, const uint32_t *pgnos,
