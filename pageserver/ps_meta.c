@@ -26,13 +26,24 @@ typedef struct {
     uint32_t pitr_window_s;
     uint32_t reserved;
     char branch_name[64];
-    uint8_t reserved2[88];
+    /* the summary (flags & PS_META_F_SUMMARY), else all zero */
+    int64_t last_commit_ts_us;
+    uint32_t db_size_pages;
+    uint32_t billed_base_pages;
+    uint32_t layer_count;
+    uint32_t remote_layers;
+    uint64_t layer_bytes;
+    uint64_t resident_bytes;
+    uint64_t commits_bytes;
+    uint8_t reserved2[40];
     uint64_t checksum;
 } disk_meta;
 _Static_assert(sizeof(disk_meta) == PS_META_BYTES, "metadata size");
 _Static_assert(offsetof(disk_meta, ancestor_lsn) == 48, "metadata layout");
 _Static_assert(offsetof(disk_meta, pitr_window_s) == 88, "metadata layout");
 _Static_assert(offsetof(disk_meta, branch_name) == 96, "metadata layout");
+_Static_assert(offsetof(disk_meta, last_commit_ts_us) == 160, "metadata layout");
+_Static_assert(offsetof(disk_meta, reserved2) == 208, "metadata layout");
 _Static_assert(offsetof(disk_meta, checksum) == 248, "metadata layout");
 
 bool ps_branch_name_valid(const char *name)
@@ -66,6 +77,18 @@ void ps_meta_encode(const ps_meta *m, uint8_t out[PS_META_BYTES])
     d.created_at_us = m->created_at_us;
     d.pitr_window_s = m->pitr_window_s;
     memcpy(d.branch_name, m->branch_name, strnlen(m->branch_name, 63));
+    if (m->has_summary) {
+        const ps_meta_summary *s = &m->summary;
+        d.flags = PS_META_F_SUMMARY;
+        d.last_commit_ts_us = s->last_commit_ts_us;
+        d.db_size_pages = s->db_size_pages;
+        d.billed_base_pages = s->billed_base_pages;
+        d.layer_count = s->layer_count;
+        d.remote_layers = s->remote_layers;
+        d.layer_bytes = s->layer_bytes;
+        d.resident_bytes = s->resident_bytes;
+        d.commits_bytes = s->commits_bytes;
+    }
     d.checksum = XXH3_64bits(&d, offsetof(disk_meta, checksum));
     memcpy(out, &d, sizeof(d));
 }
@@ -98,6 +121,12 @@ static bool fields_valid(const disk_meta *d)
              d->gc_cutoff_lsn <= d->disk_consistent_lsn)) &&
            d->pitr_window_s > 0 && d->reserved == 0 &&
            all_zero(d->reserved2, sizeof(d->reserved2)) &&
+           ((d->flags & PS_META_F_SUMMARY) ||
+            all_zero(&d->last_commit_ts_us, offsetof(disk_meta, reserved2) -
+                                            offsetof(disk_meta, last_commit_ts_us))) &&
+           (!(d->flags & PS_META_F_SUMMARY) ||
+            (d->resident_bytes <= d->layer_bytes && d->remote_layers <= d->layer_count &&
+             d->commits_bytes >= PS_META_COMMITS_HEADER_BYTES)) &&
            d->branch_name[63] == 0 && ps_branch_name_valid(d->branch_name) &&
            all_zero(d->branch_name + strlen(d->branch_name),
                     64 - strlen(d->branch_name));
@@ -111,7 +140,7 @@ int ps_meta_decode(const uint8_t *buf, size_t len, ps_meta *out)
     }
     memcpy(&d, buf, sizeof(d));
     if (d.magic != PS_META_MAGIC || d.version != PS_META_VERSION ||
-        d.flags != 0 || d.size != PS_META_BYTES ||
+        (d.flags & ~PS_META_F_SUMMARY) != 0 || d.size != PS_META_BYTES ||
         XXH3_64bits(&d, offsetof(disk_meta, checksum)) != d.checksum ||
         !fields_valid(&d)) {
         return PS_ECORRUPT;
@@ -127,6 +156,18 @@ int ps_meta_decode(const uint8_t *buf, size_t len, ps_meta *out)
     out->created_at_us = d.created_at_us;
     out->pitr_window_s = d.pitr_window_s;
     memcpy(out->branch_name, d.branch_name, 64);
+    out->has_summary = (d.flags & PS_META_F_SUMMARY) != 0;
+    if (out->has_summary) {
+        ps_meta_summary *s = &out->summary;
+        s->last_commit_ts_us = d.last_commit_ts_us;
+        s->db_size_pages = d.db_size_pages;
+        s->billed_base_pages = d.billed_base_pages;
+        s->layer_count = d.layer_count;
+        s->remote_layers = d.remote_layers;
+        s->layer_bytes = d.layer_bytes;
+        s->resident_bytes = d.resident_bytes;
+        s->commits_bytes = d.commits_bytes;
+    }
     return 0;
 }
 

@@ -7,7 +7,8 @@
  *
  *   0    4   magic               0x4D545241 ("ARTM" in memory order)
  *   4    2   version             1
- *   6    2   flags               0
+ *   6    2   flags               bit 0 (PS_META_F_SUMMARY): bytes 160..208
+ *                                hold the summary; other bits 0
  *   8    4   size                256
  *   12   4   page_size           0 until the first record, then a power of
  *                                two 512..65536 (children inherit it)
@@ -25,7 +26,14 @@
  *   92   4   reserved            0
  *   96   64  branch_name         1..63 bytes of printable ASCII (0x21..0x7E),
  *                                NUL-padded
- *   160  88  reserved            0
+ *   160  48  summary             what the timeline's info needs from its
+ *                                layers and commits index, as of the
+ *                                unload that wrote it (ps_timeline.h,
+ *                                Residency); all zero without the flag:
+ *        160 8 last_commit_ts_us, 168 4 db_size_pages, 172 4 billed_base_pages, 176 4 layer_count,
+ *        180 4 remote_layers, 184 8 layer_bytes, 192 8 resident_bytes
+ *        (<= layer_bytes), 200 8 commits_bytes (>= the index's header)
+ *   208  40  reserved            0
  *   248  8   checksum            XXH3-64 of bytes 0..248
  *
  * Valid when every field is as above and the checksum holds; anything else
@@ -46,6 +54,21 @@
 #define PS_META_VERSION 1
 #define PS_META_BYTES 256
 #define PS_BRANCH_NAME_MAX 63
+#define PS_META_F_SUMMARY 1u
+#define PS_META_COMMITS_HEADER_BYTES 32   /* == PS_COMMITS_HEADER_BYTES */
+
+/* A timeline's figures that need its layer map and commits index, kept in
+ * the metadata of an unloaded timeline so listing it does not load it. */
+typedef struct ps_meta_summary {
+    int64_t last_commit_ts_us;   /* 0: none (also not on an ancestor) */
+    uint32_t db_size_pages;      /* at the last commit */
+    uint32_t billed_base_pages;  /* db size at the window's start, billed */
+    uint32_t layer_count;
+    uint32_t remote_layers;      /* of which held only in the bucket */
+    uint64_t layer_bytes;
+    uint64_t resident_bytes;     /* of which on local disk */
+    uint64_t commits_bytes;      /* the commits index file */
+} ps_meta_summary;
 
 typedef struct ps_meta {
     uint32_t page_size;
@@ -58,6 +81,8 @@ typedef struct ps_meta {
     int64_t created_at_us;
     uint32_t pitr_window_s;
     char branch_name[PS_BRANCH_NAME_MAX + 1];
+    bool has_summary;
+    ps_meta_summary summary;
 } ps_meta;
 
 /* 1..63 printable ASCII characters without spaces. */

@@ -202,7 +202,12 @@ static size_t load_pass(ps_repo *r, tenant *t, pending *p, size_t n, int *err)
             }
         }
         ps_timeline *tl;
-        int rc = ps_timeline_load(&r->cfg, p[i].dir, &t->id, &p[i].meta, anc, &tl);
+        int rc = 0;
+        if (p[i].meta.has_summary) {   /* loaded on first use */
+            ps_timeline_open_unloaded(&r->cfg, p[i].dir, &t->id, &p[i].meta, anc, &tl);
+        } else {
+            rc = ps_timeline_load(&r->cfg, p[i].dir, &t->id, &p[i].meta, anc, &tl);
+        }
         p[i].done = true;
         if (rc != 0) {
             log_error("timeline %s: load failed: %s; not loaded", p[i].dir,
@@ -438,6 +443,8 @@ static int fill_meta(ps_repo *r, const ps_timeline_create_args *a,
     m->pitr_window_s = a->pitr_window_s ? a->pitr_window_s
                                         : r->cfg.default_pitr_window_s;
     memcpy(m->branch_name, a->branch_name, strlen(a->branch_name));
+    m->has_summary = true;   /* it starts unloaded */
+    ps_timeline_branch_summary(anc, branch_lsn, &m->summary);
     return rc;
 }
 
@@ -483,7 +490,9 @@ static int create_locked(ps_repo *r, tenant *t, const ps_timeline_create_args *a
     }
     rc = rc ? rc : write_timeline_dir(r, &t->id, &m, dir);
     ps_timeline *tl = NULL;
-    rc = rc ? rc : ps_timeline_load(&r->cfg, dir, &t->id, &m, anc, &tl);
+    if (rc == 0) {
+        ps_timeline_open_unloaded(&r->cfg, dir, &t->id, &m, anc, &tl);
+    }
     if (rc != 0) {
         if (anc) {
             ps_timeline_remove_branch_point(anc, at);

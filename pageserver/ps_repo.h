@@ -19,8 +19,13 @@
  * the branch point is looked up in the ancestor's commits index by binary
  * search). Deleting renames to .deleted, fsyncs, then removes the tree.
  *
- * Crash recovery at ps_repo_open: .tmp and .deleted timeline directories
- * are removed; in each timeline, temp layer files and layer files beyond
+ * Opening reads each timeline's metadata only. A timeline whose metadata
+ * holds a summary (written when it was unloaded or created, ps_timeline.h
+ * Residency) stays unloaded until first use; the others (in use when the
+ * pageserver stopped, or written by an older version) load at once.
+ *
+ * Crash recovery at ps_repo_open (and at a timeline's load): .tmp and
+ * .deleted timeline directories are removed; in each timeline, temp layer files and layer files beyond
  * the metadata's disk_consistent_lsn (written but never published) are
  * deleted, the commits index is cut back to disk_consistent_lsn, and the
  * timeline resumes with last_record_lsn = disk_consistent_lsn: the WAL

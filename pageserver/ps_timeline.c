@@ -22,6 +22,12 @@
 #define _GNU_SOURCE
 #include "ps_timeline_int.h"
 
+_Static_assert(PS_META_COMMITS_HEADER_BYTES == PS_COMMITS_HEADER_BYTES,
+               "the summary's smallest commits index");
+
+/* Residency figures of the process (ps_timeline_residency_stats). */
+static _Atomic uint64_t g_loads, g_unloads, g_loaded;
+
 void ps_config_default(ps_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -71,13 +77,23 @@ void tli_map_put(ps_layer_map *m)
     az_free(m);
 }
 
+/* The current snapshot, loading the timeline first if it is not (a failed
+ * load leaves an empty map and the timeline broken). */
 ps_layer_map *tli_map_get(ps_timeline *tl)
 {
-    pthread_mutex_lock(&tl->map_mu);
-    ps_layer_map *m = tl->map;
-    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&tl->map_mu);
-    return m;
+    for (;;) {
+        pthread_mutex_lock(&tl->map_mu);
+        ps_layer_map *m = tl->map;
+        if (m) {
+            atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&tl->map_mu);
+        if (m) {
+            atomic_store_explicit(&tl->last_use_ms, tli_mono_ms(), memory_order_relaxed);
+            return m;
+        }
+        tli_use(tl);
+    }
 }
 
 /* A copy of m holding its own references (caller holds map_mu). */
@@ -146,8 +162,13 @@ void ps_timeline_retain(ps_timeline *tl)
 
 static void tl_free(ps_timeline *tl)
 {
+    if (atomic_load(&tl->loaded)) {
+        atomic_fetch_sub(&g_loaded, 1);
+    }
     tli_map_put(tl->map);
     ps_commits_close(tl->commits);
+    pthread_mutex_destroy(&tl->load_mu);
+    pthread_rwlock_destroy(&tl->commits_lk);
     pthread_mutex_destroy(&tl->bg_mu);
     pthread_mutex_destroy(&tl->ingest_mu);
     pthread_mutex_destroy(&tl->flush_mu);
@@ -235,12 +256,26 @@ void ps_timeline_meta(ps_timeline *tl, ps_meta *out)
     pthread_mutex_unlock(&tl->meta_mu);
 }
 
+/* A rename or a new window keeps an unloaded timeline's summary in its
+ * metadata (caller holds meta_mu, under which an unload sets the summary). */
+static void meta_keep_summary(ps_timeline *tl, ps_meta *m)
+{
+    if (tl->meta_summarized && !atomic_load(&tl->loaded)) {
+        m->has_summary = true;
+        m->summary = tl->summary;
+    }
+}
+
 /* Writes the metadata with m as the new content (caller holds meta_mu). */
 int tli_meta_write_locked(ps_timeline *tl, const ps_meta *m)
 {
     char path[4096];
     int rc = ps_path(path, sizeof(path), "%s/metadata", tl->dir);
-    return rc != 0 ? rc : ps_meta_write(tli_tl_io(tl), path, m);
+    rc = rc != 0 ? rc : ps_meta_write(tli_tl_io(tl), path, m);
+    if (rc == 0) {
+        tl->meta_summarized = m->has_summary;
+    }
+    return rc;
 }
 
 int ps_timeline_set_branch_name(ps_timeline *tl, const char *name)
@@ -251,6 +286,7 @@ int ps_timeline_set_branch_name(ps_timeline *tl, const char *name)
     pthread_mutex_lock(&tl->meta_mu);
     ps_meta m;
     tli_meta_build_locked(tl, &m);
+    meta_keep_summary(tl, &m);
     memset(m.branch_name, 0, sizeof(m.branch_name));
     memcpy(m.branch_name, name, strlen(name));
     int rc = tli_meta_write_locked(tl, &m);
@@ -273,6 +309,7 @@ int ps_timeline_set_pitr_window(ps_timeline *tl, uint32_t pitr_window_s)
     pthread_mutex_lock(&tl->meta_mu);
     ps_meta m;
     tli_meta_build_locked(tl, &m);
+    meta_keep_summary(tl, &m);
     m.pitr_window_s = pitr_window_s;
     rc = tli_meta_write_locked(tl, &m);
     if (rc == 0) {
@@ -320,7 +357,10 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&tl->wait_cv, &ca);
     pthread_condattr_destroy(&ca);
-    tl->map = map_new();
+    pthread_mutex_init(&tl->load_mu, NULL);
+    pthread_rwlock_init(&tl->commits_lk, NULL);
+    tl->meta_summarized = meta->has_summary;
+    atomic_init(&tl->last_use_ms, tli_mono_ms());
     return tl;
 }
 
@@ -415,7 +455,7 @@ static int load_entry(ps_timeline *tl, ps_layer_map *m, const char *name,
     return 0;
 }
 
-static int load_layers(ps_timeline *tl)
+static int load_layers(ps_timeline *tl, ps_layer_map *m)
 {
     DIR *d = opendir(tl->dir);
     if (!d) {
@@ -426,7 +466,7 @@ static int load_layers(ps_timeline *tl)
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         if (de->d_name[0] != '.') {
-            rc = load_entry(tl, tl->map, de->d_name, &removed);
+            rc = load_entry(tl, m, de->d_name, &removed);
         }
     }
     closedir(d);
@@ -444,55 +484,303 @@ void tli_open_memlayer_if_sized(ps_timeline *tl, ps_layer_map *m)
     }
 }
 
+/* ---- residency ---------------------------------------------------------- */
+
+int64_t tli_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m);
+
+/* Opens the commits index and builds the layer map from the directory, then
+ * installs both (caller holds load_mu, or owns tl). On failure tl gets an
+ * empty map and no index, and the error is returned. */
+static int load_data(ps_timeline *tl)
+{
+    ps_commits *commits = NULL;
+    ps_layer_map *m = map_new();
+    char path[4096];
+    int rc = ps_path(path, sizeof(path), "%s/commits", tl->dir);
+    if (rc == 0) {
+        rc = ps_commits_open(tli_tl_io(tl), path, &tl->timeline_id, tl->start_lsn,
+                             atomic_load(&tl->disk_consistent_lsn), &commits);
+    }
+    if (rc == 0) {
+        rc = load_layers(tl, m);
+    }
+    if (rc == 0) {
+        ps_commit last;
+        if (ps_commits_last(commits, LSN_MAX, &last) == 0) {
+            atomic_store(&tl->last_commit_ts_us, last.commit_ts_us);
+        }
+        tli_open_memlayer_if_sized(tl, m);
+    } else {
+        ps_commits_close(commits);
+        commits = NULL;
+        tli_map_put(m);
+        m = map_new();
+    }
+    install_data(tl, commits, m);
+    return rc;
+}
+
+/* Makes tl loaded with these (references given). */
+static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m)
+{
+    pthread_rwlock_wrlock(&tl->commits_lk);
+    tl->commits = commits;
+    pthread_rwlock_unlock(&tl->commits_lk);
+    pthread_mutex_lock(&tl->map_mu);
+    tli_map_install(tl, m);
+    pthread_mutex_unlock(&tl->map_mu);
+    atomic_store(&tl->loaded, true);
+    atomic_fetch_add(&g_loaded, 1);
+}
+
+int tli_use(ps_timeline *tl)
+{
+    atomic_store_explicit(&tl->last_use_ms, tli_mono_ms(), memory_order_relaxed);
+    if (atomic_load_explicit(&tl->loaded, memory_order_acquire)) {
+        return 0;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&tl->load_mu);
+    if (!atomic_load(&tl->loaded) && atomic_load(&tl->deleted)) {
+        rc = PS_EDELETED;   /* its directory is going: nothing to read */
+        install_data(tl, NULL, map_new());
+    } else if (!atomic_load(&tl->loaded)) {
+        rc = load_data(tl);
+        atomic_fetch_add(&g_loads, 1);
+        if (rc != 0) {
+            char id[ID_STR_SIZE];
+            log_error("timeline %s: load failed: %s; the timeline is broken until the "
+                      "pageserver restarts", id_format(&tl->timeline_id, id), ps_strerror(rc));
+            atomic_store(&tl->broken, true);
+        }
+    }
+    pthread_mutex_unlock(&tl->load_mu);
+    return rc;
+}
+
+/* tl's commits index held (commits_lk read-locked: release it) against an
+ * unload; NULL after a failed load. */
+static ps_commits *commits_hold(ps_timeline *tl)
+{
+    for (;;) {
+        pthread_rwlock_rdlock(&tl->commits_lk);
+        if (tl->commits || atomic_load(&tl->loaded)) {
+            return tl->commits;
+        }
+        pthread_rwlock_unlock(&tl->commits_lk);
+        tli_use(tl);
+    }
+}
+
+int tli_commit_at_or_below(ps_timeline *tl, lsn_t lsn, ps_commit *out)
+{
+    ps_commits *c = commits_hold(tl);
+    int rc = c ? ps_commits_at_or_below(c, lsn, out) : PS_ENOCOMMIT;
+    pthread_rwlock_unlock(&tl->commits_lk);
+    return rc;
+}
+
+int tli_commit_by_ts(ps_timeline *tl, int64_t ts_us, lsn_t max_lsn, ps_commit *out)
+{
+    ps_commits *c = commits_hold(tl);
+    int rc = c ? ps_commits_by_ts(c, ts_us, max_lsn, out) : PS_ENOCOMMIT;
+    pthread_rwlock_unlock(&tl->commits_lk);
+    return rc;
+}
+
+bool tli_commits_contains(ps_timeline *tl, lsn_t lsn)
+{
+    ps_commits *c = commits_hold(tl);
+    bool yes = c && ps_commits_contains(c, lsn);
+    pthread_rwlock_unlock(&tl->commits_lk);
+    return yes;
+}
+
 int ps_timeline_load(const ps_config *cfg, const char *dir,
                      const arbor_id *tenant_id, const ps_meta *meta,
                      ps_timeline *ancestor, ps_timeline **out)
 {
     ps_timeline *tl = tl_alloc(cfg, dir, tenant_id, meta, ancestor);
-    char path[4096];
-    int rc = ps_path(path, sizeof(path), "%s/commits", dir);
-    if (rc == 0) {
-        rc = ps_commits_open(tli_tl_io(tl), path, &tl->timeline_id, tl->start_lsn,
-                             meta->disk_consistent_lsn, &tl->commits);
-    }
-    if (rc == 0) {
-        rc = load_layers(tl);
-    }
+    int rc = load_data(tl);
     if (rc != 0) {
         ps_timeline_release(tl);
         return rc;
     }
-    ps_commit last;
-    if (ps_commits_last(tl->commits, LSN_MAX, &last) == 0) {
-        atomic_store(&tl->last_commit_ts_us, last.commit_ts_us);
-    }
-    tli_open_memlayer_if_sized(tl, tl->map);
     *out = tl;
     return 0;
 }
 
+void ps_timeline_open_unloaded(const ps_config *cfg, const char *dir,
+                               const arbor_id *tenant_id, const ps_meta *meta,
+                               ps_timeline *ancestor, ps_timeline **out)
+{
+    assert(meta->has_summary);
+    ps_timeline *tl = tl_alloc(cfg, dir, tenant_id, meta, ancestor);
+    tl->summary = meta->summary;
+    *out = tl;
+}
+
+int tli_drop_summary(ps_timeline *tl)
+{
+    int rc = 0;
+    pthread_mutex_lock(&tl->meta_mu);
+    if (tl->meta_summarized) {
+        ps_meta m;
+        tli_meta_build_locked(tl, &m);
+        rc = tli_meta_write_locked(tl, &m);
+    }
+    pthread_mutex_unlock(&tl->meta_mu);
+    return rc;
+}
+
+bool ps_timeline_is_loaded(const ps_timeline *tl)
+{
+    return atomic_load(&tl->loaded);
+}
+
+void ps_timeline_residency_stats(ps_residency_stats *out)
+{
+    out->loaded = atomic_load(&g_loaded);
+    out->loads = atomic_load(&g_loads);
+    out->unloads = atomic_load(&g_unloads);
+}
+
+void ps_timeline_branch_summary(ps_timeline *ancestor, lsn_t at, ps_meta_summary *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->commits_bytes = PS_COMMITS_HEADER_BYTES;
+    ps_commit c;
+    if (ancestor && tli_chain_commit_at_or_below(ancestor, at, false, &c) == 0) {
+        out->last_commit_ts_us = c.commit_ts_us;
+        out->db_size_pages = c.db_size_pages;
+    }
+}
+
+static void summarize_loaded(ps_timeline *tl, lsn_t from, ps_meta_summary *s,
+                             ps_timeline_info *out);
+
+/* Nothing of tl is only in memory: no WAL taken beyond what is flushed, no
+ * frozen layer, an empty open layer, no failure (caller holds bg_mu,
+ * ingest_mu and flush_mu). */
+static bool quiescent(ps_timeline *tl)
+{
+    lsn_t dcl = atomic_load(&tl->disk_consistent_lsn);
+    bool quiet = atomic_load(&tl->loaded) && tli_tl_check_usable(tl) == 0 &&
+                 atomic_load(&tl->flush_error) == 0 && !tl->pend_active &&
+                 atomic_load(&tl->recv_lsn) == dcl &&
+                 atomic_load(&tl->last_record_lsn) == dcl;
+    pthread_mutex_lock(&tl->map_mu);
+    const ps_layer_map *m = tl->map;
+    quiet = quiet && m && m->n_frozen == 0 && (!m->open || ps_memlayer_bytes(m->open) == 0);
+    pthread_mutex_unlock(&tl->map_mu);
+    return quiet;
+}
+
+/* Caller holds load_mu, bg_mu, ingest_mu, flush_mu. */
+static bool unload_locked(ps_timeline *tl)
+{
+    if (!quiescent(tl)) {
+        return false;
+    }
+    ps_timeline_info scratch;
+    ps_meta_summary s;
+    lsn_t from = atomic_load(&tl->gc_cutoff_lsn);
+    summarize_loaded(tl, from > tl->start_lsn ? from : tl->start_lsn, &s, &scratch);
+    pthread_mutex_lock(&tl->meta_mu);
+    ps_meta m;
+    tli_meta_build_locked(tl, &m);
+    m.has_summary = true;
+    m.summary = s;
+    int rc = tli_meta_write_locked(tl, &m);
+    if (rc == 0) {
+        tl->summary = s;
+    }
+    pthread_mutex_unlock(&tl->meta_mu);
+    if (rc != 0) {
+        char id[ID_STR_SIZE];
+        log_warn("timeline %s: not unloaded: metadata write failed: %s",
+                 id_format(&tl->timeline_id, id), ps_strerror(rc));
+        return false;
+    }
+    pthread_rwlock_wrlock(&tl->commits_lk);
+    ps_commits_close(tl->commits);
+    tl->commits = NULL;
+    atomic_store(&tl->loaded, false);
+    pthread_rwlock_unlock(&tl->commits_lk);
+    /* Readers holding a snapshot keep it; the next tli_map_get loads. */
+    pthread_mutex_lock(&tl->map_mu);
+    tli_map_install(tl, NULL);
+    pthread_mutex_unlock(&tl->map_mu);
+    pb_destroy(tl->pend);
+    tl->pend = NULL;
+    atomic_fetch_sub(&g_loaded, 1);
+    atomic_fetch_add(&g_unloads, 1);
+    return true;
+}
+
+bool ps_timeline_unload(ps_timeline *tl, uint32_t idle_ms)
+{
+    if (!atomic_load(&tl->loaded) ||
+        tli_mono_ms() - atomic_load(&tl->last_use_ms) < (int64_t)idle_ms) {
+        return false;
+    }
+    /* Only tried: every other path takes these in the opposite order. */
+    pthread_mutex_t *locks[] = { &tl->load_mu, &tl->bg_mu, &tl->ingest_mu, &tl->flush_mu };
+    size_t held = 0;
+    while (held < 4 && pthread_mutex_trylock(locks[held]) == 0) {
+        held++;
+    }
+    bool done = held == 4 && unload_locked(tl);
+    while (held > 0) {
+        pthread_mutex_unlock(locks[--held]);
+    }
+    return done;
+}
+
 /* ---- info --------------------------------------------------------------- */
 
-static void info_layers(ps_timeline *tl, ps_timeline_info *out)
+/* The figures that need the map and the commits index (caller holds load_mu
+ * and tl is loaded), and the loaded-only ones straight into out. from: the
+ * start of the billed window. */
+static void summarize_loaded(ps_timeline *tl, lsn_t from, ps_meta_summary *s,
+                             ps_timeline_info *out)
 {
+    memset(s, 0, sizeof(*s));
+    ps_commit c;
+    if (tli_chain_commit_at_or_below(tl, LSN_MAX, false, &c) == 0) {
+        s->last_commit_ts_us = c.commit_ts_us;
+        s->db_size_pages = c.db_size_pages;
+    }
+    /* A child's data at its branch point is its parent's; once its window
+     * starts after that, the data at the window's start is its own. */
+    if ((!tl->ancestor || from > tl->start_lsn) &&
+        tli_chain_commit_at_or_below(tl, from, false, &c) == 0) {
+        s->billed_base_pages = c.db_size_pages;
+    }
     ps_layer_map *m = tli_map_get(tl);
-    uint64_t bytes = 0, resident = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
-        bytes += m->layers[i]->file_bytes;
+        s->layer_bytes += m->layers[i]->file_bytes;
         if (atomic_load(&m->layers[i]->resident)) {
-            resident += m->layers[i]->file_bytes;
+            s->resident_bytes += m->layers[i]->file_bytes;
         } else {
-            out->remote_layers++;
+            s->remote_layers++;
         }
     }
-    out->resident_size_bytes = resident;
-    out->layer_count = (uint32_t)m->n_layers;
+    s->layer_count = (uint32_t)m->n_layers;
     out->frozen_layers = (uint32_t)m->n_frozen;
-    out->flush_error = atomic_load(&tl->flush_error);
     out->open_layer_bytes = m->open ? ps_memlayer_bytes(m->open) : 0;
-    out->branch_only_size_bytes = bytes;
-    out->physical_size_bytes = bytes + ps_commits_file_bytes(tl->commits);
     tli_map_put(m);
+    pthread_rwlock_rdlock(&tl->commits_lk);
+    s->commits_bytes = tl->commits ? ps_commits_file_bytes(tl->commits) : 0;
+    pthread_rwlock_unlock(&tl->commits_lk);
+    out->flush_error = atomic_load(&tl->flush_error);
 }
 
 void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
@@ -513,25 +801,30 @@ void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
     out->gc_cutoff_lsn = atomic_load(&tl->gc_cutoff_lsn);
     out->pitr_window_s = atomic_load(&tl->pitr_window_s);
     out->created_at_us = tl->created_at_us;
-    ps_commit c;
-    if (tli_chain_commit_at_or_below(tl, LSN_MAX, false, &c) == 0) {
-        out->last_commit_timestamp_us = c.commit_ts_us;
-        out->db_size_pages = c.db_size_pages;
-    }
     out->page_size = atomic_load(&tl->page_size);
-    out->logical_size_bytes = (uint64_t)out->db_size_pages * out->page_size;
-    info_layers(tl, out);
-    out->local_size_bytes = out->resident_size_bytes + ps_commits_file_bytes(tl->commits);
-    out->remote_size_bytes = atomic_load(&tl->remote_size_bytes);
     lsn_t from = out->gc_cutoff_lsn > tl->start_lsn ? out->gc_cutoff_lsn : tl->start_lsn;
-    out->history_size_bytes = out->last_record_lsn > from ? out->last_record_lsn - from : 0;
-    out->billed_size_bytes = out->history_size_bytes;
-    /* A child's data at its branch point is its parent's; once its window
-     * starts after that, the data at the window's start is its own. */
-    if ((!tl->ancestor || from > tl->start_lsn) &&
-        tli_chain_commit_at_or_below(tl, from, false, &c) == 0) {
-        out->billed_size_bytes += (uint64_t)c.db_size_pages * out->page_size;
+    ps_meta_summary s;
+    pthread_mutex_lock(&tl->load_mu);
+    out->loaded = atomic_load(&tl->loaded);
+    if (out->loaded) {
+        summarize_loaded(tl, from, &s, out);
+    } else {
+        s = tl->summary;
     }
+    pthread_mutex_unlock(&tl->load_mu);
+    out->last_commit_timestamp_us = s.last_commit_ts_us;
+    out->db_size_pages = s.db_size_pages;
+    out->logical_size_bytes = (uint64_t)out->db_size_pages * out->page_size;
+    out->layer_count = s.layer_count;
+    out->remote_layers = s.remote_layers;
+    out->resident_size_bytes = s.resident_bytes;
+    out->branch_only_size_bytes = s.layer_bytes;
+    out->physical_size_bytes = s.layer_bytes + s.commits_bytes;
+    out->local_size_bytes = s.resident_bytes + s.commits_bytes;
+    out->remote_size_bytes = atomic_load(&tl->remote_size_bytes);
+    out->history_size_bytes = out->last_record_lsn > from ? out->last_record_lsn - from : 0;
+    out->billed_size_bytes = out->history_size_bytes +
+                             (uint64_t)s.billed_base_pages * out->page_size;
     out->reads = atomic_load(&tl->reads);
     out->layers_visited = atomic_load(&tl->layers_visited);
 }
@@ -596,6 +889,10 @@ int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generati
     if (pthread_mutex_trylock(&tl->bg_mu) != 0) {
         return -EBUSY;
     }
+    if (!atomic_load(&tl->loaded)) {   /* bg_mu keeps it so */
+        pthread_mutex_unlock(&tl->bg_mu);
+        return PS_ENOTFOUND;
+    }
     ps_layer_map *m = tli_map_get(tl);
     long i = map_find_name(m, name);
     ps_layer *old = i >= 0 ? m->layers[i] : NULL;
@@ -604,11 +901,12 @@ int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generati
         pthread_mutex_unlock(&tl->bg_mu);
         return PS_ENOTFOUND;
     }
+    rc = tli_drop_summary(tl);
     ps_layer_ref(old);
     tli_map_put(m);
     /* Readers with the current snapshot must keep reading after the file
      * is gone: they do through the descriptor a load opens. */
-    rc = ps_layer_load(old);
+    rc = rc ? rc : ps_layer_load(old);
     char stub[4200], text[64];
     snprintf(stub, sizeof(stub), "%s" PS_LAYER_STUB_SUFFIX, old->path);
     int tn = ps_layer_stub_format(generation, old->file_bytes, text, sizeof(text));

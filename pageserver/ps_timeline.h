@@ -59,6 +59,23 @@
  * return PS_EBROKEN; reads keep working. The cure is to reopen the
  * repository and re-ingest from disk_consistent_lsn (what a crash does).
  *
+ * Residency: a timeline is loaded (commits index in memory, layer map
+ * built from its directory, an open layer) or unloaded (only what its
+ * metadata holds, plus a summary of the sizes and last commit that info
+ * needs: ps_meta_summary). A new timeline starts unloaded; so does one
+ * whose metadata has a summary when the repository opens. Anything that
+ * needs the data loads it first (a read, an ingest, a branch point, a time
+ * lookup), also through a child's read; info, checkpoints, compaction,
+ * eviction and the LSN accessors do not. ps_timeline_unload() writes the
+ * summary into the metadata and drops the data, only when nothing is held
+ * in memory alone (everything ingested is flushed) and the timeline has
+ * not been used for idle_ms; readers holding a map snapshot keep reading
+ * it. Any later metadata write of a loaded timeline drops the summary from
+ * the file, and GC, compaction and eviction write it before they change
+ * layers, so a summary found at open describes the files. A failed load
+ * marks the timeline broken. GC loads an unloaded timeline with layers at
+ * most every PS_GC_UNLOADED_EVERY_MS.
+ *
  * Handles: a ps_timeline * is reference-counted. ps_repo hands out
  * references; release each with ps_timeline_release(). A child holds a
  * reference on its ancestor.
@@ -92,6 +109,7 @@
 #define PS_DEFAULT_LEASE_S 600u
 #define PS_DEFAULT_ANCESTOR_WAIT_MS 30000u
 #define PS_DEFAULT_PENDING_MEM_BYTES ((size_t)32 << 20)
+#define PS_GC_UNLOADED_EVERY_MS (3600 * 1000)
 
 typedef struct ps_config {
     size_t freeze_bytes;          /* open layer size that triggers a freeze */
@@ -315,8 +333,10 @@ typedef struct ps_timeline_info {
     uint32_t frozen_layers;        /* in memory, waiting for flush */
     int flush_error;               /* 0, or why flushes fail now (retried) */
     uint64_t open_layer_bytes;
-    uint64_t reads;                /* pages read since load */
+    uint64_t reads;                /* pages read since start */
     uint64_t layers_visited;       /* layers those reads searched */
+    bool loaded;                   /* Residency: the sizes and last commit of
+                                      an unloaded one are its summary */
 } ps_timeline_info;
 
 void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out);
@@ -331,6 +351,28 @@ int ps_timeline_set_pitr_window(ps_timeline *tl, uint32_t pitr_window_s);
 int ps_timeline_load(const ps_config *cfg, const char *dir,
                      const arbor_id *tenant_id, const ps_meta *meta,
                      ps_timeline *ancestor, ps_timeline **out);
+/* The same, unloaded (meta->has_summary): nothing is read until first use. */
+void ps_timeline_open_unloaded(const ps_config *cfg, const char *dir,
+                               const arbor_id *tenant_id, const ps_meta *meta,
+                               ps_timeline *ancestor, ps_timeline **out);
+/* The summary of a new timeline branched from ancestor at `at` (NULL: a
+ * root): its parent's commit there, no layers, an empty commits index. */
+void ps_timeline_branch_summary(ps_timeline *ancestor, lsn_t at, ps_meta_summary *out);
+
+/* ---- residency ---------------------------------------------------------- */
+
+bool ps_timeline_is_loaded(const ps_timeline *tl);
+/* Unloads tl if it is loaded, unused for idle_ms, holds nothing only in
+ * memory and no other thread works on it now (see Residency). true if it
+ * did; false also when its metadata could not be written. */
+bool ps_timeline_unload(ps_timeline *tl, uint32_t idle_ms);
+
+typedef struct ps_residency_stats {
+    uint64_t loaded;    /* timelines loaded now (of every repository) */
+    uint64_t loads;     /* lazy loads since start */
+    uint64_t unloads;
+} ps_residency_stats;
+void ps_timeline_residency_stats(ps_residency_stats *out);
 /* Validates lsn as a branch point (a commit LSN or the start, <= head, >=
  * GC cutoff; 0 = head, resolved into *lsn) and registers it as retained.
  * PS_EBRANCHLSN / PS_EBELOW_GC. validate = false registers an existing

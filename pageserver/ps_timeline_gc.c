@@ -102,8 +102,8 @@ static int advance_cutoff(ps_timeline *tl, lsn_t *cutoff)
 {
     int64_t window_us = (int64_t)atomic_load(&tl->pitr_window_s) * 1000000;
     ps_commit c;
-    lsn_t cand = ps_commits_by_ts(tl->commits, tli_tl_now(tl) - window_us,
-                                  LSN_MAX, &c) == 0 ? c.lsn : tl->start_lsn;
+    lsn_t cand = tli_commit_by_ts(tl, tli_tl_now(tl) - window_us, LSN_MAX, &c) == 0
+                     ? c.lsn : tl->start_lsn;
     lsn_t dcl = atomic_load(&tl->disk_consistent_lsn);
     cand = cand < dcl ? cand : dcl;
     *cutoff = atomic_load(&tl->gc_cutoff_lsn);
@@ -255,6 +255,24 @@ static int gc_remove(ps_timeline *tl, ps_layer **gone, size_t n,
     return rc;
 }
 
+/* An unloaded timeline is loaded for GC only when it has layers that a
+ * moving window could free, and at most every PS_GC_UNLOADED_EVERY_MS. */
+static bool gc_may_load(ps_timeline *tl)
+{
+    if (atomic_load(&tl->loaded)) {
+        return true;
+    }
+    int64_t now = tli_mono_ms();
+    pthread_mutex_lock(&tl->load_mu);
+    bool some = tl->summary.layer_count > 1;
+    pthread_mutex_unlock(&tl->load_mu);
+    if (!some || now - atomic_load(&tl->last_gc_ms) < PS_GC_UNLOADED_EVERY_MS) {
+        return false;
+    }
+    atomic_store(&tl->last_gc_ms, now);
+    return true;
+}
+
 int ps_timeline_gc(ps_timeline *tl, ps_gc_result *result)
 {
     ps_gc_result res = { 0, 0, 0 };
@@ -263,15 +281,32 @@ int ps_timeline_gc(ps_timeline *tl, ps_gc_result *result)
         return rc;
     }
     pthread_mutex_lock(&tl->bg_mu);
-    lsn_t cutoff;
-    rc = advance_cutoff(tl, &cutoff);
+    if (!gc_may_load(tl)) {
+        pthread_mutex_unlock(&tl->bg_mu);
+        res.cutoff_lsn = atomic_load(&tl->gc_cutoff_lsn);
+        if (result) {
+            *result = res;
+        }
+        return 0;
+    }
+    rc = tli_use(tl);
+    lsn_t cutoff = 0;
+    rc = rc ? rc : advance_cutoff(tl, &cutoff);
     res.cutoff_lsn = cutoff;
     if (rc == 0 && cutoff > 0) {
         lsn_t *points;
         size_t n_points = retained_points(tl, cutoff, &points);
         ps_layer **gone;
         size_t n_gone = gc_select(tl, cutoff, points, n_points, &gone);
-        rc = gc_remove(tl, gone, n_gone, &res);
+        /* Out of the map but still on disk if this fails: found at load. */
+        rc = n_gone > 0 ? tli_drop_summary(tl) : 0;
+        if (rc == 0) {
+            rc = gc_remove(tl, gone, n_gone, &res);
+        } else {
+            for (size_t i = 0; i < n_gone; i++) {
+                ps_layer_unref(gone[i]);
+            }
+        }
         az_free(gone);
         az_free(points);
     }
@@ -328,7 +363,7 @@ int ps_timeline_lease_lsn(ps_timeline *tl, lsn_t lsn, uint32_t duration_s,
 static int check_branch_lsn(ps_timeline *tl, lsn_t lsn)
 {
     if (lsn > atomic_load(&tl->last_record_lsn) || lsn < tl->start_lsn ||
-        (lsn != tl->start_lsn && !ps_commits_contains(tl->commits, lsn))) {
+        (lsn != tl->start_lsn && !tli_commits_contains(tl, lsn))) {
         return PS_EBRANCHLSN;
     }
     return lsn < atomic_load(&tl->gc_cutoff_lsn) ? PS_EBELOW_GC : 0;

@@ -241,7 +241,8 @@ int ps_timeline_ingest(ps_timeline *tl, const uint8_t *buf, size_t len)
     }
     bool froze = false;
     pthread_mutex_lock(&tl->ingest_mu);
-    rc = apply_record(tl, &rec, &froze);
+    rc = tli_use(tl);   /* ingest_mu keeps it loaded */
+    rc = rc ? rc : apply_record(tl, &rec, &froze);
     pthread_mutex_unlock(&tl->ingest_mu);
     wal_record_free(&rec);
     if (rc == 0 && froze && tl->cfg.flush_on_ingest) {
@@ -392,17 +393,10 @@ static ps_memlayer *oldest_frozen(ps_timeline *tl)
     return f;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 size_t tli_n_frozen(ps_timeline *tl)
 {
     pthread_mutex_lock(&tl->map_mu);
-    size_t n = tl->map->n_frozen;
+    size_t n = tl->map ? tl->map->n_frozen : 0;   /* none while unloaded */
     pthread_mutex_unlock(&tl->map_mu);
     return n;
 }
@@ -412,7 +406,7 @@ size_t tli_n_frozen(ps_timeline *tl)
 static void flush_failed(ps_timeline *tl, int rc)
 {
     char id[ID_STR_SIZE];
-    atomic_store(&tl->flush_retry_at_ms, mono_ms() + PS_FLUSH_RETRY_MS);
+    atomic_store(&tl->flush_retry_at_ms, tli_mono_ms() + PS_FLUSH_RETRY_MS);
     if (atomic_exchange(&tl->flush_error, rc) == 0)
         log_error("timeline %s: layer flush failed: %s; the frozen layers stay in memory "
                   "(served), ingest pauses once %d wait, and the flush is retried every "
@@ -429,7 +423,8 @@ int ps_timeline_flush(ps_timeline *tl)
     pthread_mutex_lock(&tl->flush_mu);
     ps_memlayer *f;
     bool flushed = false;
-    while (rc == 0 && (f = oldest_frozen(tl)) != NULL) {
+    /* flush_mu keeps it loaded or not; unloaded, nothing waits. */
+    while (rc == 0 && atomic_load(&tl->loaded) && (f = oldest_frozen(tl)) != NULL) {
         rc = atomic_load(&tl->broken) ? PS_EBROKEN : flush_one(tl, f);
         ps_memlayer_unref(f);
         if (rc != 0 && rc != PS_EBROKEN) {
@@ -452,7 +447,7 @@ static int flush_backpressure(ps_timeline *tl)
 {
     if (atomic_load(&tl->flush_error) == 0)
         return 0;
-    if (mono_ms() >= atomic_load(&tl->flush_retry_at_ms))
+    if (tli_mono_ms() >= atomic_load(&tl->flush_retry_at_ms))
         ps_timeline_flush(tl);
     if (atomic_load(&tl->flush_error) != 0 && tli_n_frozen(tl) >= PS_FLUSH_MAX_FROZEN)
         return PS_EFLUSHING;
@@ -466,8 +461,11 @@ int ps_timeline_checkpoint(ps_timeline *tl)
         return rc;
     }
     pthread_mutex_lock(&tl->ingest_mu);
-    freeze_locked(tl);
+    bool loaded = atomic_load(&tl->loaded);   /* ingest_mu keeps it so */
+    if (loaded) {
+        freeze_locked(tl);
+    }
     pthread_mutex_unlock(&tl->ingest_mu);
-    return ps_timeline_flush(tl);
+    return loaded ? ps_timeline_flush(tl) : 0;
 }
 

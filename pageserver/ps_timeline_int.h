@@ -98,6 +98,18 @@ struct ps_timeline {
     _Atomic uint64_t reads;
     _Atomic uint64_t layers_visited;
 
+    /* Residency (ps_timeline.h): map and commits exist only while loaded.
+     * load_mu serializes loading and unloading (taken before bg_mu,
+     * ingest_mu and flush_mu only by an unload, which only tries them);
+     * commits_lk holds the commits pointer for a lookup against an unload. */
+    pthread_mutex_t load_mu;
+    pthread_rwlock_t commits_lk;
+    atomic_bool loaded;
+    ps_meta_summary summary;       /* load_mu; what info shows while unloaded */
+    bool meta_summarized;          /* meta_mu: the metadata file holds one */
+    _Atomic int64_t last_use_ms;   /* monotonic */
+    _Atomic int64_t last_gc_ms;    /* monotonic; of a GC that loaded it */
+
     /* Ingest position and the pending multi-record transaction (under
      * ingest_mu; wal_record.h TRANSACTIONS). recv_lsn: end of the last
      * record taken (applied, held back or dropped); >= last_record_lsn,
@@ -116,6 +128,18 @@ struct ps_timeline {
 #define SEARCH_STOP 1
 
 /* ---- shared between the parts ---- */
+
+int64_t tli_mono_ms(void);
+/* Loads tl if it is not (ps_timeline.h, Residency) and marks it used. 0, or
+ * the error of a load that failed (the timeline is then broken). */
+int tli_use(ps_timeline *tl);
+/* Lookups in tl's own commits index, loading tl if needed. */
+int tli_commit_at_or_below(ps_timeline *tl, lsn_t lsn, ps_commit *out);
+int tli_commit_by_ts(ps_timeline *tl, int64_t ts_us, lsn_t max_lsn, ps_commit *out);
+bool tli_commits_contains(ps_timeline *tl, lsn_t lsn);
+/* Before layers change without a metadata write (compaction, GC, eviction):
+ * a summary in the file would no longer describe them. Caller holds bg_mu. */
+int tli_drop_summary(ps_timeline *tl);
 
 const disk_io *tli_tl_io(const ps_timeline *tl);
 int64_t tli_tl_now(const ps_timeline *tl);

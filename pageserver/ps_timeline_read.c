@@ -348,8 +348,7 @@ int tli_chain_commit_at_or_below(ps_timeline *tl, lsn_t lsn, bool wait,
                                     ps_commit *out)
 {
     for (ps_timeline *cur = tl; cur; cur = cur->ancestor) {
-        if (lsn > cur->start_lsn &&
-            ps_commits_at_or_below(cur->commits, lsn, out) == 0) {
+        if (lsn > cur->start_lsn && tli_commit_at_or_below(cur, lsn, out) == 0) {
             return 0;
         }
         if (cur->ancestor) {
@@ -368,7 +367,7 @@ static int chain_commit_by_ts(ps_timeline *tl, int64_t ts_us, ps_commit *out)
 {
     lsn_t lsn = LSN_MAX;
     for (ps_timeline *cur = tl; cur; cur = cur->ancestor) {
-        if (ps_commits_by_ts(cur->commits, ts_us, lsn, out) == 0) {
+        if (tli_commit_by_ts(cur, ts_us, lsn, out) == 0) {
             return 0;
         }
         if (cur->ancestor) {
@@ -670,6 +669,10 @@ int ps_timeline_compact(ps_timeline *tl, bool force, lsn_t *image_lsn)
         return rc;
     }
     pthread_mutex_lock(&tl->bg_mu);
+    if (!atomic_load(&tl->loaded)) {   /* compacted when it was last used */
+        pthread_mutex_unlock(&tl->bg_mu);
+        return 0;
+    }
     ps_layer_map *m = tli_map_get(tl);
     lsn_t newest;
     uint64_t above_bytes;
@@ -680,7 +683,8 @@ int ps_timeline_compact(ps_timeline *tl, bool force, lsn_t *image_lsn)
                              deltas_outweigh_data(tl, above_bytes));
     if (due && dcl > newest && atomic_load(&tl->page_size) != 0) {
         ps_layer *l;
-        rc = build_image(tl, dcl, &l);
+        rc = tli_drop_summary(tl);
+        rc = rc ? rc : build_image(tl, dcl, &l);
         if (rc == 0) {
             publish_layer(tl, l);
             if (image_lsn) {
