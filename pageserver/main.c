@@ -62,6 +62,7 @@ typedef struct ps_daemon_config {
     char *disk_budget;
     uint64_t receiver_idle_ms;
     int max_receivers;
+    uint64_t unload_after_ms;
 } ps_daemon_config;
 
 static const cfg_option ps_options[] = {
@@ -84,6 +85,10 @@ static const cfg_option ps_options[] = {
                      "long without new WAL; the next commit starts one again"),
     CFG_INT_OPT("wal.max-receivers", ps_daemon_config, max_receivers, "32",
                 "WAL receivers running at once at most (timelines with new WAL)"),
+    CFG_DURATION_OPT("timelines.unload-after", ps_daemon_config, unload_after_ms, "1m",
+                     "a timeline unused this long, with everything flushed (and in the "
+                     "bucket), drops its layer map and commits index from memory; the "
+                     "next use loads them again; 0: never"),
     CFG_LISTEN_OPTS(ps_daemon_config, "127.0.0.1:6400", "gRPC",
                     "/metrics and /v1/status", "6401"),
     CFG_STRING_OPT("datadir", ps_daemon_config, datadir, "./pageserver-data",
@@ -265,6 +270,7 @@ static void status_one(ps_timeline *tl, void *arg)
     json_object_set_new(o, "history_size_bytes", json_integer((json_int_t)i.history_size_bytes));
     json_object_set_new(o, "billed_size_bytes", json_integer((json_int_t)i.billed_size_bytes));
     json_object_set_new(o, "remote_only_layers", json_integer((json_int_t)i.remote_layers));
+    json_object_set_new(o, "loaded", json_boolean(i.loaded));
     json_object_set_new(o, "flush_error",
                         i.flush_error ? json_string(ps_strerror(i.flush_error)) : json_null());
     int cur = ps_rcv_current(g_ps.rcv, &i.timeline_id);
@@ -322,6 +328,33 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+typedef struct unload_round {
+    uint32_t idle_ms;
+    int64_t deadline_ms;      /* a round stops here (each unload fsyncs) */
+    unsigned done;
+} unload_round;
+
+/* A loaded timeline unused for idle_ms, without a WAL receiver and (with
+ * remote storage) held by the bucket as it is now, is unloaded. */
+static void unload_one(ps_timeline *tl, void *arg)
+{
+    unload_round *u = arg;
+    if (!ps_timeline_is_loaded(tl) || mono_ms() >= u->deadline_ms ||
+        (g_ps.rcv && ps_rcv_current(g_ps.rcv, ps_timeline_id(tl)) >= 0) ||
+        (g_ps.remote && !ps_remote_in_sync(g_ps.remote, tl)))
+        return;
+    if (ps_timeline_unload(tl, u->idle_ms))
+        u->done++;
+}
+
+static void unload_idle(uint32_t idle_ms, int64_t budget_ms)
+{
+    unload_round u = { .idle_ms = idle_ms, .deadline_ms = mono_ms() + budget_ms };
+    for_each_timeline(unload_one, &u);
+    if (u.done)
+        log_debug("unloaded %u idle timelines", u.done);
+}
+
 /* Wakes at least every second: durable LSNs are reported to the
  * safekeepers that often; checkpoints and GC run on their own intervals. */
 static void *housekeeper_main(void *arg)
@@ -352,6 +385,8 @@ static void *housekeeper_main(void *arg)
                 next_gc = now + (int64_t)g_ps.conf.gc_interval_ms;
             for_each_timeline(housekeep_one, &round);
             next_ckpt = now + (int64_t)g_ps.conf.checkpoint_ms;
+            if (g_ps.conf.unload_after_ms > 0)
+                unload_idle((uint32_t)g_ps.conf.unload_after_ms, 250);
         }
         ps_rcv_report_persisted(g_ps.rcv);
         pthread_mutex_lock(&g_ps.hk_mu);
@@ -380,6 +415,17 @@ static int parse_safekeepers(void)
     return 0;
 }
 
+static double residency_stat(void *arg)
+{
+    ps_residency_stats st;
+    ps_timeline_residency_stats(&st);
+    switch ((int)(intptr_t)arg) {
+    case 0: return (double)st.loaded;
+    case 1: return (double)st.loads;
+    default: return (double)st.unloads;
+    }
+}
+
 static int create_metrics(void)
 {
     static const char *const labels[] = { "tenant_id", "timeline_id", "branch", NULL };
@@ -390,6 +436,16 @@ static int create_metrics(void)
     rc |= met_gauge_new(m, "arbor_pageserver_timelines_active",
                         "Timelines with per-timeline series: a WAL receiver runs or "
                         "the last commit is less than 5 minutes old", &g_ps.timelines_active);
+    rc |= met_gauge_callback_new(m, "arbor_pageserver_timelines_loaded",
+                                 "Timelines whose layer map and commits index are in "
+                                 "memory (the others load on first use)", residency_stat,
+                                 (void *)(intptr_t)0);
+    rc |= met_gauge_callback_new(m, "arbor_pageserver_timeline_loads",
+                                 "Timelines loaded on first use since start", residency_stat,
+                                 (void *)(intptr_t)1);
+    rc |= met_gauge_callback_new(m, "arbor_pageserver_timeline_unloads",
+                                 "Idle timelines unloaded since start", residency_stat,
+                                 (void *)(intptr_t)2);
     rc |= met_family_new(m, MET_GAUGE, "arbor_pageserver_last_record_lsn",
                          "End of the WAL ingested (bytes)", labels, NULL, 0,
                          &g_ps.tl_last_record);
@@ -626,6 +682,7 @@ static void stop_all(void)
     if (g_ps.http)
         http_server_stop(g_ps.http);
     ps_rcv_destroy(g_ps.rcv);
+    g_ps.rcv = NULL;
     if (g_ps.repo) {
         int rc = ps_repo_checkpoint_all(g_ps.repo);
         if (rc != 0)
@@ -635,6 +692,8 @@ static void stop_all(void)
             ps_remote_sync(g_ps.remote, (uint32_t)g_ps.conf.remote_shutdown_ms) != 0)
             log_warn("uploads not finished at shutdown: the bucket is behind the "
                      "local disk (the safekeepers keep the WAL)");
+        /* Summaries written now let the next start load nothing. */
+        unload_idle(0, 5000);
         ps_remote_stop(g_ps.remote);
         g_ps.remote = NULL;
         ps_repo_close(g_ps.repo);

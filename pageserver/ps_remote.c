@@ -710,14 +710,15 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
     for (size_t i = 0; same && i < n; i++) {
         same = find_rlayer(st->layers, st->n_layers, snap[i].name) != NULL;
     }
+    pthread_mutex_lock(&r->mu);
+    st->in_sync = same;
+    pthread_mutex_unlock(&r->mu);
     if (same) {
         az_free(snap);
         report_remote_size(st, tl);
-        st->in_sync = true;
         run_pending_deletes(r, st);
         return 0;
     }
-    st->in_sync = false;
     rlayer *next = az_calloc(n + 1, sizeof(*next));
     const char *dir = ps_timeline_dir(tl);
     rc = upload_layers(r, st, dir, snap, n, next);
@@ -862,6 +863,27 @@ static void note_failure(ps_remote *r, tl_state *st, int rc)
     }
 }
 
+/* An unloaded timeline changed no layer since it was unloaded, which it was
+ * only once the bucket held it (ps_remote_in_sync): when an index of it up
+ * to its disk_consistent_lsn with its metadata is there (ours or an older
+ * generation's), it is not loaded to be compared. */
+static bool unloaded_in_sync(ps_remote *r, tl_state *st, ps_timeline *tl, lsn_t dcl)
+{
+    if (ps_timeline_is_loaded(tl)) {
+        return false;
+    }
+    ps_meta m;   /* a rename or a new window is uploaded */
+    ps_timeline_meta(tl, &m);
+    uint8_t mb[PS_META_BYTES];
+    ps_meta_encode(&m, mb);
+    pthread_mutex_lock(&r->mu);
+    bool yes = st->remote_consistent_lsn >= dcl && st->remote_consistent_lsn > 0 &&
+               memcmp(mb, st->meta, PS_META_BYTES) == 0;
+    st->in_sync = st->in_sync || yes;
+    pthread_mutex_unlock(&r->mu);
+    return yes;
+}
+
 static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint64_t *lag)
 {
     const arbor_id *t = ps_timeline_tenant_id(tl), *l = ps_timeline_id(tl);
@@ -883,7 +905,9 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
         (*pending)++;
     } else {
         int rc = st->seeded ? 0 : seed_state(r, st);
-        if (rc == 0) {
+        if (rc == 0 && unloaded_in_sync(r, st, tl, dcl)) {
+            report_remote_size(st, tl);
+        } else if (rc == 0) {
             rc = sync_timeline(r, st, tl);
         }
         if (rc != 0) {
@@ -989,6 +1013,13 @@ static void collect_layers(ps_remote *r, ps_timeline *tl, evict_cand **c, size_t
     ps_meta m;
     ps_layer_file *snap;
     size_t ns;
+    if (!ps_timeline_is_loaded(tl)) {   /* its summary; not loaded for this */
+        ps_timeline_info info;
+        ps_timeline_get_info(tl, &info);
+        *resident += info.resident_size_bytes;
+        *remote_only += info.branch_only_size_bytes - info.resident_size_bytes;
+        return;
+    }
     if (ps_timeline_layer_snapshot(tl, &m, &snap, &ns) != 0) {
         return;
     }
@@ -1205,6 +1236,16 @@ void ps_remote_stop(ps_remote *r)
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->pass_mu);
     az_free(r);
+}
+
+bool ps_remote_in_sync(ps_remote *r, ps_timeline *tl)
+{
+    lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
+    pthread_mutex_lock(&r->mu);
+    tl_state *st = state_find(r, ps_timeline_tenant_id(tl), ps_timeline_id(tl));
+    bool yes = st && st->in_sync && st->remote_consistent_lsn >= dcl;
+    pthread_mutex_unlock(&r->mu);
+    return yes;
 }
 
 lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,

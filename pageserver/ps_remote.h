@@ -138,6 +138,9 @@ void ps_remote_stop(ps_remote *r);
  * none has been yet. */
 lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
                                const arbor_id *timeline_id);
+/* The bucket holds tl as it is now (as of the last pass, which compared
+ * its layers and metadata): it may be unloaded. */
+bool ps_remote_in_sync(ps_remote *r, ps_timeline *tl);
 /* Runs upload passes until every timeline is in sync or timeout_ms passes.
  * 0 or -ETIMEDOUT. For shutdown and tests. */
 int ps_remote_sync(ps_remote *r, uint32_t timeout_ms);

@@ -77,6 +77,17 @@ void tli_map_put(ps_layer_map *m)
     az_free(m);
 }
 
+ps_layer_map *tli_map_peek(ps_timeline *tl)
+{
+    pthread_mutex_lock(&tl->map_mu);
+    ps_layer_map *m = tl->map;
+    if (m) {
+        atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&tl->map_mu);
+    return m;
+}
+
 /* The current snapshot, loading the timeline first if it is not (a failed
  * load leaves an empty map and the timeline broken). */
 ps_layer_map *tli_map_get(ps_timeline *tl)
@@ -89,7 +100,7 @@ ps_layer_map *tli_map_get(ps_timeline *tl)
         }
         pthread_mutex_unlock(&tl->map_mu);
         if (m) {
-            atomic_store_explicit(&tl->last_use_ms, tli_mono_ms(), memory_order_relaxed);
+            tli_touch(tl);
             return m;
         }
         tli_use(tl);
@@ -361,6 +372,7 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     pthread_rwlock_init(&tl->commits_lk, NULL);
     tl->meta_summarized = meta->has_summary;
     atomic_init(&tl->last_use_ms, tli_mono_ms());
+    atomic_init(&tl->last_gc_ms, tli_mono_ms());   /* GC loads it an interval on */
     return tl;
 }
 
@@ -540,9 +552,19 @@ static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m)
     atomic_fetch_add(&g_loaded, 1);
 }
 
-int tli_use(ps_timeline *tl)
+void tli_touch(ps_timeline *tl)
 {
     atomic_store_explicit(&tl->last_use_ms, tli_mono_ms(), memory_order_relaxed);
+}
+
+int tli_use(ps_timeline *tl)
+{
+    tli_touch(tl);
+    return tli_ensure_loaded(tl);
+}
+
+int tli_ensure_loaded(ps_timeline *tl)
+{
     if (atomic_load_explicit(&tl->loaded, memory_order_acquire)) {
         return 0;
     }
@@ -575,7 +597,7 @@ static ps_commits *commits_hold(ps_timeline *tl)
             return tl->commits;
         }
         pthread_rwlock_unlock(&tl->commits_lk);
-        tli_use(tl);
+        tli_ensure_loaded(tl);
     }
 }
 
@@ -764,7 +786,7 @@ static void summarize_loaded(ps_timeline *tl, lsn_t from, ps_meta_summary *s,
         tli_chain_commit_at_or_below(tl, from, false, &c) == 0) {
         s->billed_base_pages = c.db_size_pages;
     }
-    ps_layer_map *m = tli_map_get(tl);
+    ps_layer_map *m = tli_map_peek(tl);   /* loaded: load_mu keeps it so */
     for (size_t i = 0; i < m->n_layers; i++) {
         s->layer_bytes += m->layers[i]->file_bytes;
         if (atomic_load(&m->layers[i]->resident)) {
@@ -839,9 +861,19 @@ int ps_timeline_layer_snapshot(ps_timeline *tl, ps_meta *meta,
     /* flush_mu: a flush publishes dcl before it swaps its layer into the
      * map; holding it means map and metadata agree. */
     pthread_mutex_lock(&tl->flush_mu);
-    ps_layer_map *m = tli_map_get(tl);
+    /* An unloaded timeline without layers needs no load for it. flush_mu
+     * keeps it loaded or not. */
+    pthread_mutex_lock(&tl->load_mu);
+    bool none = !atomic_load(&tl->loaded) && tl->summary.layer_count == 0;
+    pthread_mutex_unlock(&tl->load_mu);
+    int rc = none ? 0 : tli_ensure_loaded(tl);
+    ps_layer_map *m = none ? map_new() : tli_map_peek(tl);
     ps_timeline_meta(tl, meta);
     pthread_mutex_unlock(&tl->flush_mu);
+    if (rc != 0) {
+        tli_map_put(m);
+        return rc;
+    }
     ps_layer_file *out = az_calloc(m->n_layers + 1, sizeof(*out));
     for (size_t i = 0; i < m->n_layers; i++) {
         const ps_layer *l = m->layers[i];
@@ -893,7 +925,7 @@ int ps_timeline_evict_layer(ps_timeline *tl, const char *name, uint32_t generati
         pthread_mutex_unlock(&tl->bg_mu);
         return PS_ENOTFOUND;
     }
-    ps_layer_map *m = tli_map_get(tl);
+    ps_layer_map *m = tli_map_peek(tl);
     long i = map_find_name(m, name);
     ps_layer *old = i >= 0 ? m->layers[i] : NULL;
     if (!old || !atomic_load(&old->resident)) {

@@ -300,6 +300,9 @@ int ps_timeline_gc(ps_timeline *tl, ps_gc_result *result)
         size_t n_gone = gc_select(tl, cutoff, points, n_points, &gone);
         /* Out of the map but still on disk if this fails: found at load. */
         rc = n_gone > 0 ? tli_drop_summary(tl) : 0;
+        if (n_gone > 0) {
+            tli_touch(tl);
+        }
         if (rc == 0) {
             rc = gc_remove(tl, gone, n_gone, &res);
         } else {

@@ -109,6 +109,10 @@ struct ps_timeline {
     bool meta_summarized;          /* meta_mu: the metadata file holds one */
     _Atomic int64_t last_use_ms;   /* monotonic */
     _Atomic int64_t last_gc_ms;    /* monotonic; of a GC that loaded it */
+    /* The ancestry's last commit at or below ancestor_lsn (read.c,
+     * base_commit): base is written once, before base_state says so. */
+    atomic_int base_state;
+    ps_commit base;
 
     /* Ingest position and the pending multi-record transaction (under
      * ingest_mu; wal_record.h TRANSACTIONS). recv_lsn: end of the last
@@ -130,9 +134,16 @@ struct ps_timeline {
 /* ---- shared between the parts ---- */
 
 int64_t tli_mono_ms(void);
+/* Marks tl used now (unloads wait for it to be idle). Layers made or
+ * removed count too: the bucket must get them before an unload. */
+void tli_touch(ps_timeline *tl);
 /* Loads tl if it is not (ps_timeline.h, Residency) and marks it used. 0, or
  * the error of a load that failed (the timeline is then broken). */
 int tli_use(ps_timeline *tl);
+/* The same without marking it used (background work, info). */
+int tli_ensure_loaded(ps_timeline *tl);
+/* The current snapshot without loading or marking used; NULL if unloaded. */
+ps_layer_map *tli_map_peek(ps_timeline *tl);
 /* Lookups in tl's own commits index, loading tl if needed. */
 int tli_commit_at_or_below(ps_timeline *tl, lsn_t lsn, ps_commit *out);
 int tli_commit_by_ts(ps_timeline *tl, int64_t ts_us, lsn_t max_lsn, ps_commit *out);

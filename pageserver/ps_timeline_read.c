@@ -340,6 +340,37 @@ int ps_timeline_get_pages(ps_timeline *tl, const uint32_t *pgnos, uint32_t n,
 
 /* ---- commits: db size, LSN <-> time --------------------------------------- */
 
+enum { BASE_UNKNOWN, BASE_FILLING, BASE_SOME, BASE_NONE };
+
+/* The last commit at or below child's branch point through its ancestry:
+ * fixed once the ancestor has ingested up to there, so it is looked up once
+ * (a child's info and db size then need no unloaded ancestor loaded). */
+static int base_commit(ps_timeline *child, bool wait, ps_commit *out)
+{
+    int st = atomic_load_explicit(&child->base_state, memory_order_acquire);
+    if (st == BASE_SOME || st == BASE_NONE) {
+        *out = child->base;
+        return st == BASE_SOME ? 0 : PS_ENOCOMMIT;
+    }
+    lsn_t at = child->ancestor_lsn;
+    int rc = wait ? tli_wait_ancestor(child, at) : 0;
+    if (rc != 0) {
+        return rc;
+    }
+    bool complete = atomic_load(&child->ancestor->last_record_lsn) >= at;
+    rc = tli_chain_commit_at_or_below(child->ancestor, at, wait, out);
+    int expect = BASE_UNKNOWN;
+    if (complete && (rc == 0 || rc == PS_ENOCOMMIT) &&
+        atomic_compare_exchange_strong(&child->base_state, &expect, BASE_FILLING)) {
+        if (rc == 0) {
+            child->base = *out;
+        }
+        atomic_store_explicit(&child->base_state, rc == 0 ? BASE_SOME : BASE_NONE,
+                              memory_order_release);
+    }
+    return rc;
+}
+
 /* The last commit at or below lsn through the ancestry. wait: let an
  * ancestor that is still re-ingesting after a restart catch up to the
  * branch point first (db size must be exact; info and time lookups report
@@ -351,8 +382,10 @@ int tli_chain_commit_at_or_below(ps_timeline *tl, lsn_t lsn, bool wait,
         if (lsn > cur->start_lsn && tli_commit_at_or_below(cur, lsn, out) == 0) {
             return 0;
         }
+        if (cur->ancestor && lsn >= cur->ancestor_lsn) {
+            return base_commit(cur, wait, out);
+        }
         if (cur->ancestor) {
-            lsn = lsn < cur->ancestor_lsn ? lsn : cur->ancestor_lsn;
             int rc = wait ? tli_wait_ancestor(cur, lsn) : 0;
             if (rc != 0) {
                 return rc;
@@ -652,6 +685,7 @@ static bool deltas_outweigh_data(ps_timeline *tl, uint64_t delta_bytes)
 
 static void publish_layer(ps_timeline *tl, ps_layer *l)
 {
+    tli_touch(tl);
     pthread_mutex_lock(&tl->map_mu);
     ps_layer_map *m = tli_map_clone(tl->map);
     tli_map_add_layer(m, l);
@@ -673,7 +707,7 @@ int ps_timeline_compact(ps_timeline *tl, bool force, lsn_t *image_lsn)
         pthread_mutex_unlock(&tl->bg_mu);
         return 0;
     }
-    ps_layer_map *m = tli_map_get(tl);
+    ps_layer_map *m = tli_map_peek(tl);   /* bg_mu keeps it loaded */
     lsn_t newest;
     uint64_t above_bytes;
     size_t above = deltas_above_image(m, &newest, &above_bytes);

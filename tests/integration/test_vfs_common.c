@@ -19,6 +19,7 @@
 h_sk vc_sk[3];
 h_sk vc_ps;
 const char *vc_ps_extra_arg;
+const char *vc_ps_more_args[4];
 char vc_tenant_hex[33];
 static arbor_id g_tenant;
 static char g_sk_arg[300], g_sk_list[256];
@@ -39,6 +40,8 @@ void vc_cluster_up(void)
     vc_ps.extra_args[1] = "--layers.checkpoint-interval=1s";
     vc_ps.extra_args[2] = "--http-port=0";
     vc_ps.extra_args[3] = vc_ps_extra_arg;   /* NULL: none */
+    for (int i = 0; vc_ps_extra_arg && i < 4 && vc_ps_more_args[i]; i++)
+        vc_ps.extra_args[4 + i] = vc_ps_more_args[i];
     assert_int_equal(h_sk_start(&vc_ps, 20000), 0);
     assert_int_equal(psc_open(vc_ps.addr, &g_ps), 0);
     psc_err e;

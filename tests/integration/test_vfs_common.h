@@ -20,6 +20,8 @@ extern char vc_tenant_hex[33];
 
 /* One more pageserver argument for vc_cluster_up (set before it). */
 extern const char *vc_ps_extra_arg;
+/* Up to four more (NULL-terminated if fewer), after that one. */
+extern const char *vc_ps_more_args[4];
 /* Starts the cluster and creates the tenant (asserts on failure). */
 void vc_cluster_up(void);
 /* Stops everything; returns 0 if the pageserver exited cleanly. */

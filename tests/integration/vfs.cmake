@@ -90,3 +90,19 @@ if(TARGET arbor-compute)
     ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
   add_dependencies(test_ps_idle arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
+
+if(TARGET arbor-compute)
+  # Timelines loaded on first use, unloaded when idle, none at restart.
+  arbor_test(test_ps_lazy
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_lazy.c
+                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
+                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
+                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
+             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 300 LABELS integration)
+  target_include_directories(test_ps_lazy PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(test_ps_lazy PRIVATE
+    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
+    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
+    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
+  add_dependencies(test_ps_lazy arbor-safekeeper arbor-pageserver arbor-compute)
+endif()
