@@ -525,9 +525,11 @@ static int seed_state(ps_remote *r, tl_state *st)
     memcpy(st->meta, ip.meta, PS_META_BYTES);
     snprintf(st->commits_key, sizeof(st->commits_key), "%s", ip.commits_key);
     st->commits_size = ip.commits_size;
-    /* Not ours if another generation wrote it: our first index rewrites it
-     * under our key even when nothing changed. */
-    st->has_index = ip.generation == r->generation;
+    /* An older generation's index that names exactly what we hold stands
+     * for ours (a restart with 10,000 timelines uploads nothing; an
+     * unloaded timeline is not loaded to be compared). A newer one's (we
+     * are stale) does not: we upload under our own keys. */
+    st->has_index = ip.generation <= r->generation;
     st->remote_consistent_lsn = ip.dcl;
     st->seeded = true;
     pthread_mutex_unlock(&r->mu);
@@ -1008,12 +1010,12 @@ static int cand_cmp(const void *a, const void *b)
 /* Resident layers of tl into *c (those the bucket holds: evictable) and the
  * byte totals. */
 static void collect_layers(ps_remote *r, ps_timeline *tl, evict_cand **c, size_t *n,
-                           size_t *cap, uint64_t *resident, uint64_t *remote_only)
+                           size_t *cap, uint64_t *resident, uint64_t *remote_only, bool load)
 {
     ps_meta m;
     ps_layer_file *snap;
     size_t ns;
-    if (!ps_timeline_is_loaded(tl)) {   /* its summary; not loaded for this */
+    if (!load && !ps_timeline_is_loaded(tl)) {   /* its summary; not loaded for this */
         ps_timeline_info info;
         ps_timeline_get_info(tl, &info);
         *resident += info.resident_size_bytes;
@@ -1092,9 +1094,26 @@ static void evict_pass(ps_remote *r)
     size_t n = 0, cap = 0;
     uint64_t resident = 0, remote_only = 0;
     for (size_t i = 0; i < ntl; i++) {
-        collect_layers(r, tls[i], &c, &n, &cap, &resident, &remote_only);
+        collect_layers(r, tls[i], &c, &n, &cap, &resident, &remote_only, false);
     }
     uint64_t need = enforce ? bytes_to_free(resident, budget, pct, datadir) : 0;
+    /* Unloaded timelines' layers are candidates only when the loaded ones'
+     * are not enough: loading one for this (untouched: it unloads again)
+     * makes its layers the least recently read. */
+    uint64_t have = 0;
+    for (size_t i = 0; i < n; i++) {
+        have += c[i].bytes;
+    }
+    for (size_t i = 0; need > 0 && have < need && i < ntl; i++) {
+        if (!ps_timeline_is_loaded(tls[i])) {
+            uint64_t counted_already = 0, also = 0;
+            size_t from = n;
+            collect_layers(r, tls[i], &c, &n, &cap, &counted_already, &also, true);
+            for (size_t k = from; k < n; k++) {
+                have += c[k].bytes;
+            }
+        }
+    }
     uint64_t freed = 0, evicted = 0;
     if (need > 0) {
         qsort(c, n, sizeof(*c), cand_cmp);
