@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "alloc.h"
 #include "harness.h"
 #include "ids.h"
 #include "ps_client.h"
@@ -107,6 +108,9 @@ static void cluster_up(void)
         die("pageserver", "init");
     g_ps.extra_args[0] = sk_arg;
     g_ps.extra_args[1] = "--http-port=0";
+    static char bucket_arg[600];   /* as `arbor start` runs it */
+    snprintf(bucket_arg, sizeof(bucket_arg), "--remote-storage=%s/bucket", h_root());
+    g_ps.extra_args[2] = bucket_arg;
     if (h_sk_start(&g_ps, 20000) != 0)
         die("pageserver", "start");
     if (psc_open(g_ps.addr, &g_ch) != 0)
@@ -126,6 +130,26 @@ static void cluster_up(void)
              g_ps.addr, sk_list, tenant);
     if (arbor_vfs_register() != SQLITE_OK)
         die("arbor_vfs_register", "failed");
+}
+
+/* A value of the pageserver's /metrics (a sample without labels); -1 if absent. */
+static double metric(const char *name)
+{
+    char *body = NULL;
+    double v = -1;
+    if (h_http(g_ps.http_port, "GET", "/metrics", NULL, &body) != 200) {
+        free(body);
+        return v;
+    }
+    size_t len = strlen(name);
+    for (char *line = body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, name, len) == 0 && line[len] == ' ') {
+            v = strtod(line + len + 1, NULL);
+            break;
+        }
+    }
+    free(body);
+    return v;
 }
 
 /* One branch of main at its head; seconds it took. */
@@ -233,8 +257,10 @@ int main(int argc, char **argv)
     printf("query on main (fresh connection, full scan): %.2f ms with 10 "
            "branches, %.2f ms with %d\n", q10, qn, n);
     psc_close(g_ch);
+    t0 = now_s();
     if (h_sk_stop(&g_ps, 60000) != 0)
         die("pageserver", "stop");
+    printf("pageserver stop with %d branches: %.2f s\n", n, now_s() - t0);
     t0 = now_s();
     if (h_sk_start(&g_ps, 120000) != 0)
         die("pageserver", "restart");
@@ -242,8 +268,31 @@ int main(int argc, char **argv)
     h_sleep_ms(2000);
     pstat restarted = stat_of(g_ps.pid);
     printf("pageserver restart with %d branches: %.2f s to serve; then threads %d "
-           "rss %ld KiB fds %d; query on main %.2f ms\n", n, start_s,
-           restarted.threads, restarted.rss_kb, restarted.fds, query_main());
+           "rss %ld KiB fds %d; timelines loaded %.0f\n", n, start_s,
+           restarted.threads, restarted.rss_kb, restarted.fds,
+           metric("arbor_pageserver_timelines_loaded"));
+    if (psc_open(g_ps.addr, &g_ch) != 0)
+        die("pageserver", "client");
+    psc_set_timeout(g_ch, 30000);
+    psc_timeline *tls = NULL;
+    size_t ntl = 0;
+    psc_err e;
+    int rc = -1;
+    for (int i = 0; i < 50 && rc != 0; i++) {   /* the old connection may fail once */
+        t0 = now_s();
+        rc = psc_list_timelines(g_ch, &g_tenant, &tls, &ntl, &e);
+        if (rc != 0)
+            h_sleep_ms(100);
+    }
+    if (rc != 0)
+        die("ListTimelines", e.msg);
+    double list_ms = (now_s() - t0) * 1000;
+    printf("after the restart: ListTimelines (%zu, with sizes) %.1f ms; timelines loaded "
+           "%.0f; query on main %.2f ms; then loaded %.0f\n", ntl, list_ms,
+           metric("arbor_pageserver_timelines_loaded"), query_main(),
+           metric("arbor_pageserver_timelines_loaded"));
+    az_free(tls);
+    psc_close(g_ch);
     free(lat);
     return 0;
 }

@@ -572,6 +572,173 @@ static void test_wait_and_sizes(void **state)
     env_free(&e);
 }
 
+/* ---- residency: unload, load on use, summaries ------------------------------ */
+
+#define UL_RECORDS 124
+
+typedef struct ul_hist {
+    lsn_t end[UL_RECORDS];     /* record i wrote page (i % 8) + 1 ending here */
+    int n;
+} ul_hist;
+
+/* The version of pgno a read at lsn must return (0: none). */
+static lsn_t ul_expect(const ul_hist *h, uint32_t pgno, lsn_t lsn)
+{
+    lsn_t v = 0;
+    for (int i = 0; i < h->n && h->end[i] <= lsn; i++) {
+        if ((uint32_t)(i % 8) + 1 == pgno) {
+            v = h->end[i];
+        }
+    }
+    return v;
+}
+
+typedef struct ul_reader {
+    ps_timeline *tl;
+    const ul_hist *h;
+    int iters, bad;
+    int at;                  /* >= 0: read at end[at] only (a child: its branch point) */
+} ul_reader;
+
+static void *ul_read_main(void *p)
+{
+    ul_reader *r = p;
+    uint64_t rnd = 7;
+    for (int k = 0; k < r->iters; k++) {
+        int i = r->at >= 0 ? r->at : (int)tps_rand(&rnd, (uint32_t)r->h->n);
+        uint32_t pgno = tps_rand(&rnd, 8) + 1;
+        lsn_t v = 99;
+        uint32_t db = 0, psz = 0;
+        if (read_lsn(r->tl, pgno, r->h->end[i], &v) != 0 ||
+            v != ul_expect(r->h, pgno, r->h->end[i]) ||
+            ps_timeline_db_size(r->tl, r->h->end[i], &db, &psz) != 0 || db != 40) {
+            r->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void same_info(const ps_timeline_info *a, const ps_timeline_info *b)
+{
+    assert_int_equal(a->last_record_lsn, b->last_record_lsn);
+    assert_int_equal(a->disk_consistent_lsn, b->disk_consistent_lsn);
+    assert_int_equal(a->last_commit_timestamp_us, b->last_commit_timestamp_us);
+    assert_int_equal(a->db_size_pages, b->db_size_pages);
+    assert_int_equal(a->logical_size_bytes, b->logical_size_bytes);
+    assert_int_equal(a->physical_size_bytes, b->physical_size_bytes);
+    assert_int_equal(a->branch_only_size_bytes, b->branch_only_size_bytes);
+    assert_int_equal(a->layer_count, b->layer_count);
+    assert_int_equal(a->resident_size_bytes, b->resident_size_bytes);
+    assert_int_equal(a->local_size_bytes, b->local_size_bytes);
+    assert_int_equal(a->billed_size_bytes, b->billed_size_bytes);
+    assert_string_equal(a->branch_name, b->branch_name);
+}
+
+/* A new timeline starts unloaded; one with data in memory only does not
+ * unload; an unloaded one shows the same info from its summary, loads on a
+ * read, survives a reopen unloaded; reads and db sizes stay right while
+ * another thread unloads it over and over. */
+static void test_unload(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    ps_timeline *m = mk_tl(&e, "main", NULL, 0);
+    assert_false(ps_timeline_is_loaded(m));
+    wr w = writer(m);
+    ul_hist h = { .n = 0 };
+    for (int i = 0; i < UL_RECORDS - 4; i++) {
+        h.end[h.n++] = put(&w, (uint32_t[]){ (uint32_t)(i % 8) + 1 }, 1, T0 + i, 40);
+    }
+    assert_true(ps_timeline_is_loaded(m));
+    ps_timeline *ch = mk_tl(&e, "child", m, 0);
+    assert_false(ps_timeline_is_loaded(ch));
+    ps_timeline_info ci0;
+    ps_timeline_get_info(ch, &ci0);   /* from its creation summary */
+    assert_false(ci0.loaded);
+    assert_int_equal(ci0.db_size_pages, 40);
+    assert_int_equal(ci0.last_commit_timestamp_us, T0 + UL_RECORDS - 5);
+
+    /* the open layer holds a record: not unloadable until flushed */
+    h.end[h.n] = put(&w, (uint32_t[]){ (uint32_t)(h.n % 8) + 1 }, 1, T0 + h.n, 40);
+    h.n++;
+    ps_timeline_info open_info;
+    ps_timeline_get_info(m, &open_info);
+    assert_true(open_info.open_layer_bytes > 0);
+    assert_false(ps_timeline_unload(m, 0));
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    ps_timeline_info before, after;
+    ps_timeline_get_info(m, &before);
+    assert_true(before.loaded && before.layer_count > 0);
+    assert_false(ps_timeline_unload(m, 60000));   /* used just now */
+    assert_true(ps_timeline_unload(m, 0));
+    assert_false(ps_timeline_is_loaded(m));
+    ps_timeline_get_info(m, &after);
+    assert_false(after.loaded);
+    same_info(&before, &after);
+    assert_false(ps_timeline_is_loaded(m));       /* info did not load it */
+    /* the child's info does not need its parent loaded either */
+    ps_timeline_get_info(ch, &after);
+    assert_int_equal(after.db_size_pages, 40);
+    assert_false(ps_timeline_is_loaded(m));
+
+    /* a read loads it, with the same figures */
+    assert_int_equal(version_at(m, 3, h.end[50]), ul_expect(&h, 3, h.end[50]));
+    assert_true(ps_timeline_is_loaded(m));
+    ps_timeline_get_info(m, &after);
+    same_info(&before, &after);
+
+    /* readers of the parent and of the child against unloads */
+    assert_int_equal(ps_timeline_ancestor_lsn(ch), h.end[UL_RECORDS - 5]);
+    ul_reader r1 = { m, &h, 3000, 0, -1 }, r2 = { ch, &h, 3000, 0, UL_RECORDS - 5 };
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, ul_read_main, &r1);
+    pthread_create(&t2, NULL, ul_read_main, &r2);
+    int unloads = 0;
+    for (int k = 0; k < 2000; k++) {
+        unloads += ps_timeline_unload(m, 0);
+        unloads += ps_timeline_unload(ch, 0);
+    }
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    print_message("%d unloads while 6000 reads ran\n", unloads);
+    assert_int_equal(r1.bad, 0);
+    assert_int_equal(r2.bad, 0);
+    assert_true(unloads > 0);
+
+    /* a rename of an unloaded timeline keeps its summary */
+    assert_true(ps_timeline_unload(m, 0) || !ps_timeline_is_loaded(m));
+    assert_int_equal(ps_repo_rename_branch(e.repo, &e.tenant, ps_timeline_id(m), "trunk"), 0);
+    assert_false(ps_timeline_is_loaded(m));
+
+    /* ingest into an unloaded timeline loads it and goes on where it was */
+    h.end[h.n] = put(&w, (uint32_t[]){ (uint32_t)(h.n % 8) + 1 }, 1, T0 + h.n, 40);
+    h.n++;
+    assert_true(ps_timeline_is_loaded(m));
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    ps_timeline_get_info(m, &before);
+    assert_true(before.loaded);
+    assert_true(ps_timeline_unload(m, 0));
+
+    /* reopened, it stays unloaded and answers */
+    arbor_id mid = *ps_timeline_id(m);
+    ps_timeline_release(ch);
+    ps_timeline_release(m);
+    ps_repo_close(e.repo);
+    env_open(&e);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &mid, &m), 0);
+    assert_false(ps_timeline_is_loaded(m));
+    ps_timeline_get_info(m, &after);
+    same_info(&before, &after);
+    assert_string_equal(after.branch_name, "trunk");
+    for (int i = 0; i < h.n; i += 7) {
+        assert_int_equal(version_at(m, 5, h.end[i]), ul_expect(&h, 5, h.end[i]));
+    }
+    assert_true(ps_timeline_is_loaded(m));
+    ps_timeline_release(m);
+    env_free(&e);
+}
+
 /* ---- multi-record transactions ------------------------------------------ */
 
 /* Ingests one record of a transaction: pgnos get images from vid, the
@@ -970,6 +1137,7 @@ int main(void)
         cmocka_unit_test(test_lsn_by_timestamp),
         cmocka_unit_test(test_lease_and_gc),
         cmocka_unit_test(test_wait_and_sizes),
+        cmocka_unit_test(test_unload),
         cmocka_unit_test(test_multi_record_txn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
