@@ -598,13 +598,15 @@ typedef struct ul_reader {
     const ul_hist *h;
     int iters, bad;
     int at;                  /* >= 0: read at end[at] only (a child: its branch point) */
+    atomic_bool done, stop;
+    int reads;
 } ul_reader;
 
 static void *ul_read_main(void *p)
 {
     ul_reader *r = p;
     uint64_t rnd = 7;
-    for (int k = 0; k < r->iters; k++) {
+    for (int k = 0; k < r->iters && !atomic_load(&r->stop); k++, r->reads++) {
         int i = r->at >= 0 ? r->at : (int)tps_rand(&rnd, (uint32_t)r->h->n);
         uint32_t pgno = tps_rand(&rnd, 8) + 1;
         lsn_t v = 99;
@@ -615,6 +617,7 @@ static void *ul_read_main(void *p)
             r->bad++;
         }
     }
+    atomic_store(&r->done, true);
     return NULL;
 }
 
@@ -690,18 +693,24 @@ static void test_unload(void **state)
 
     /* readers of the parent and of the child against unloads */
     assert_int_equal(ps_timeline_ancestor_lsn(ch), h.end[UL_RECORDS - 5]);
-    ul_reader r1 = { m, &h, 3000, 0, -1 }, r2 = { ch, &h, 3000, 0, UL_RECORDS - 5 };
+    ul_reader r1 = { m, &h, 2000000, 0, -1, false, false, 0 },
+              r2 = { ch, &h, 2000000, 0, UL_RECORDS - 5, false, false, 0 };
     pthread_t t1, t2;
     pthread_create(&t1, NULL, ul_read_main, &r1);
     pthread_create(&t2, NULL, ul_read_main, &r2);
     int unloads = 0;
-    for (int k = 0; k < 2000; k++) {
+    /* 30 unloads under the readers (each fsyncs the metadata), bounded by
+     * the readers' number of reads */
+    while (unloads < 30 && (!atomic_load(&r1.done) || !atomic_load(&r2.done))) {
         unloads += ps_timeline_unload(m, 0);
         unloads += ps_timeline_unload(ch, 0);
+        usleep(200);
     }
+    atomic_store(&r1.stop, true);
+    atomic_store(&r2.stop, true);
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
-    print_message("%d unloads while 6000 reads ran\n", unloads);
+    print_message("%d unloads while %d reads ran\n", unloads, r1.reads + r2.reads);
     assert_int_equal(r1.bad, 0);
     assert_int_equal(r2.bad, 0);
     assert_true(unloads > 0);
