@@ -287,9 +287,10 @@ int main(int argc, char **argv)
     if (rc != 0)
         die("ListTimelines", e.msg);
     double list_ms = (now_s() - t0) * 1000;
+    double loaded_list = metric("arbor_pageserver_timelines_loaded");
+    double q = query_main();
     printf("after the restart: ListTimelines (%zu, with sizes) %.1f ms; timelines loaded "
-           "%.0f; query on main %.2f ms; then loaded %.0f\n", ntl, list_ms,
-           metric("arbor_pageserver_timelines_loaded"), query_main(),
+           "%.0f; query on main %.2f ms; then loaded %.0f\n", ntl, list_ms, loaded_list, q,
            metric("arbor_pageserver_timelines_loaded"));
     az_free(tls);
     psc_close(g_ch);

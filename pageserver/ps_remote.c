@@ -91,6 +91,8 @@ struct ps_remote {
     uint32_t budget_pct;         /* mu; 0: none */
     char *datadir;               /* mu */
     int64_t next_usage_ms;       /* pass thread: next stats-only eviction pass */
+    _Atomic int64_t pass_deadline_ms;  /* set by ps_remote_sync: any pass
+                                          stops here, also one under way */
     int64_t next_warn_ms;        /* pass thread */
 };
 
@@ -977,6 +979,11 @@ static uint32_t run_pass(ps_remote *r)
             reconciled = false;
         }
         for (size_t j = 0; j < n; j++) {
+            int64_t until = atomic_load(&r->pass_deadline_ms);
+            if (until && now_ms() >= until) {
+                pending++;   /* ps_remote_sync's time is up */
+                continue;
+            }
             pass_timeline(r, tls[j], &pending, &lag);
         }
         ps_repo_free_list(tls, n);
@@ -1280,15 +1287,14 @@ lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
 int ps_remote_sync(ps_remote *r, uint32_t timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
+    atomic_store(&r->pass_deadline_ms, deadline);
     for (;;) {
         pthread_mutex_lock(&r->pass_mu);
         uint32_t pending = run_pass(r);
         pthread_mutex_unlock(&r->pass_mu);
-        if (pending == 0) {
-            return 0;
-        }
-        if (now_ms() >= deadline) {
-            return -ETIMEDOUT;
+        if (pending == 0 || now_ms() >= deadline) {
+            atomic_store(&r->pass_deadline_ms, 0);
+            return pending == 0 ? 0 : -ETIMEDOUT;
         }
         struct timespec ts = { 0, 50 * 1000000L };
         nanosleep(&ts, NULL);

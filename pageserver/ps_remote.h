@@ -141,7 +141,9 @@ lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
 /* The bucket holds tl as it is now (as of the last pass, which compared
  * its layers and metadata): it may be unloaded. */
 bool ps_remote_in_sync(ps_remote *r, ps_timeline *tl);
-/* Runs upload passes until every timeline is in sync or timeout_ms passes.
+/* Runs upload passes until every timeline is in sync or timeout_ms passes
+ * (a pass under way, also the uploader thread's, stops at that time too:
+ * a shutdown after 10,000 new branches is not held by their first uploads).
  * 0 or -ETIMEDOUT. For shutdown and tests. */
 int ps_remote_sync(ps_remote *r, uint32_t timeout_ms);
 
