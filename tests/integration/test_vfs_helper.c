@@ -36,6 +36,7 @@ int main(int argc, char **argv)
     if (sqlite3_open_v2(argv[2], &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                         SQLITE_OPEN_URI, NULL) != SQLITE_OK) {
         printf("ERR open %s\n", sqlite3_errmsg(db));
+        sqlite3_close(db);
         return 3;
     }
     sqlite3_extended_result_codes(db, 1);
@@ -51,12 +52,14 @@ int main(int argc, char **argv)
         else
             printf("ERR %d %s\n", sqlite3_extended_errcode(db), sqlite3_errmsg(db));
         fflush(stdout);
+        sqlite3_close(db);   /* also after a failure: LeakSanitizer checks at exit */
         return rc == SQLITE_OK ? 0 : 3;
     }
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "INSERT INTO k(id, pad) VALUES(?, zeroblob(200))",
                            -1, &st, NULL) != SQLITE_OK) {
         printf("ERR prepare %s\n", sqlite3_errmsg(db));
+        sqlite3_close(db);
         return 3;
     }
     for (long id = atol(argv[3]);; id++) {
@@ -66,6 +69,8 @@ int main(int argc, char **argv)
         if (rc != SQLITE_DONE) {
             printf("ERR %d %s\n", sqlite3_extended_errcode(db), sqlite3_errmsg(db));
             fflush(stdout);
+            sqlite3_finalize(st);
+            sqlite3_close(db);
             return 3;
         }
         printf("%ld\n", id);
