@@ -5,12 +5,13 @@
  *   Creates -n branches (default 10000) of main through CreateTimeline
  *   with no endpoint on them and reports, before and after: threads, RSS
  *   and open fds of the pageserver and of each safekeeper, and per branch;
- *   CreateTimeline p50 / p99 over the first 100 and the last 100 branches;
+ *   CreateTimeline p50 / p99 over the first 100 and the last 100 branches,
+ *   DeleteTimeline's over 100 deletes at 100-200 branches and at n-n+100;
  *   a query on main (a fresh connection: every page through GetPage) with
  *   10 branches vs with all of them; the pageserver's restart time with
  *   all the branches.
  *
- * Run: build/bench/bench_density [-n branches]
+ * Run: build/bench/bench_density [-n branches] [-l]   (-l: no bucket)
  */
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -31,6 +32,7 @@ static h_sk g_sk[3], g_ps;
 static char g_uri[1024];
 static psc *g_ch;
 static arbor_id g_tenant, g_main;
+static bool g_no_bucket;   /* -l: no remote storage, the local disk only */
 
 static void die(const char *what, const char *why)
 {
@@ -110,7 +112,7 @@ static void cluster_up(void)
     g_ps.extra_args[1] = "--http-port=0";
     static char bucket_arg[600];   /* as `arbor start` runs it */
     snprintf(bucket_arg, sizeof(bucket_arg), "--remote-storage=%s/bucket", h_root());
-    g_ps.extra_args[2] = bucket_arg;
+    g_ps.extra_args[2] = g_no_bucket ? NULL : bucket_arg;
     if (h_sk_start(&g_ps, 20000) != 0)
         die("pageserver", "start");
     if (psc_open(g_ps.addr, &g_ch) != 0)
@@ -135,21 +137,8 @@ static void cluster_up(void)
 /* A value of the pageserver's /metrics (a sample without labels); -1 if absent. */
 static double metric(const char *name)
 {
-    char *body = NULL;
     double v = -1;
-    if (h_http(g_ps.http_port, "GET", "/metrics", NULL, &body) != 200) {
-        free(body);
-        return v;
-    }
-    size_t len = strlen(name);
-    for (char *line = body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, name, len) == 0 && line[len] == ' ') {
-            v = strtod(line + len + 1, NULL);
-            break;
-        }
-    }
-    free(body);
-    return v;
+    return h_metric(g_ps.http_port, name, &v) == 0 ? v : -1;
 }
 
 /* One branch of main at its head; seconds it took. */
@@ -161,8 +150,29 @@ static double branch(int i)
     double t0 = now_s();
     if (psc_create_timeline(g_ch, &g_tenant, name, &g_main, 0, 0, NULL, &e) != 0)
         die("CreateTimeline", e.msg);
-    double dt = now_s() - t0;
-    return dt;
+    return now_s() - t0;
+}
+
+/* Creates 100 more branches of main (untimed), then deletes them; each
+ * delete's seconds into lat[100]. */
+static void delete_round(const char *prefix, double *lat)
+{
+    arbor_id ids[100];
+    psc_err e;
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        psc_timeline tl;
+        snprintf(name, sizeof(name), "%s%03d", prefix, i);
+        if (psc_create_timeline(g_ch, &g_tenant, name, &g_main, 0, 0, &tl, &e) != 0)
+            die("CreateTimeline", e.msg);
+        ids[i] = tl.id;
+    }
+    for (int i = 0; i < 100; i++) {
+        double t0 = now_s();
+        if (psc_delete_timeline(g_ch, &g_tenant, &ids[i], false, NULL, &e) != 0)
+            die("DeleteTimeline", e.msg);
+        lat[i] = now_s() - t0;
+    }
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -209,11 +219,13 @@ static void print_stats(const char *when, pstat s[4])
 int main(int argc, char **argv)
 {
     int n = 10000, opt;
-    while ((opt = getopt(argc, argv, "n:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:l")) != -1) {
         if (opt == 'n')
             n = atoi(optarg);
+        else if (opt == 'l')
+            g_no_bucket = true;
         else
-            die("usage", "bench_density [-n branches]");
+            die("usage", "bench_density [-n branches] [-l]");
     }
     if (n < 200)
         die("usage", "-n must be at least 200");
@@ -233,10 +245,17 @@ int main(int argc, char **argv)
     double q10 = query_main();
     pstat before[4], after[4];
     stats(before);
+    double del_few[100], del_many[100];
     double t0 = now_s();
-    for (int i = 10; i < n; i++)
+    for (int i = 10; i < 100; i++)
+        lat[i] = branch(i);
+    double paused = now_s();
+    delete_round("few", del_few);            /* with 100 to 200 branches */
+    t0 += now_s() - paused;
+    for (int i = 100; i < n; i++)
         lat[i] = branch(i);
     double total = now_s() - t0;
+    delete_round("many", del_many);          /* with n to n + 100 */
     h_sleep_ms(2000);
     stats(after);
     double qn = query_main();
@@ -254,6 +273,10 @@ int main(int argc, char **argv)
     memcpy(last, lat + n - 100, sizeof(last));
     pct("CreateTimeline, branches 1-100", first, 100);
     pct("CreateTimeline, last 100", last, 100);
+    pct("DeleteTimeline, 100-200 branches", del_few, 100);
+    char what[64];
+    snprintf(what, sizeof(what), "DeleteTimeline, %d-%d branches", n, n + 100);
+    pct(what, del_many, 100);
     printf("query on main (fresh connection, full scan): %.2f ms with 10 "
            "branches, %.2f ms with %d\n", q10, qn, n);
     psc_close(g_ch);

@@ -385,8 +385,9 @@ static void *housekeeper_main(void *arg)
                 next_gc = now + (int64_t)g_ps.conf.gc_interval_ms;
             for_each_timeline(housekeep_one, &round);
             next_ckpt = now + (int64_t)g_ps.conf.checkpoint_ms;
-            if (g_ps.conf.unload_after_ms > 0)
-                unload_idle((uint32_t)g_ps.conf.unload_after_ms, 250);
+            uint64_t after = g_ps.conf.unload_after_ms;   /* > ~49 days: as good as never */
+            if (after > 0)
+                unload_idle(after > UINT32_MAX ? UINT32_MAX : (uint32_t)after, 250);
         }
         ps_rcv_report_persisted(g_ps.rcv);
         pthread_mutex_lock(&g_ps.hk_mu);

@@ -1,8 +1,11 @@
 /*
  * ps_repo — see ps_repo.h for the layout and the recovery rules.
  *
- * Tables are small arrays searched linearly: a pageserver holds hundreds of
- * timelines, not millions, and management calls are rare.
+ * A tenant's timelines are an array in creation/load order (ancestors before
+ * their branches: listing, checkpoints) plus two balanced trees (glibc's
+ * tsearch) that find one by id or by branch name in O(log n): with 10,000
+ * timelines a linear search by name, copying each one's metadata under its
+ * lock, was most of what a branch create cost.
  */
 #define _GNU_SOURCE
 #include "ps_repo.h"
@@ -13,19 +16,30 @@
 #include "ps_commits.h"
 #include "ps_meta.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PATH_CAP 4096
 
+/* One timeline in a tenant's two trees. The name is the repo's copy of the
+ * branch name: it changes only under the repo mutex (rename). */
+typedef struct tl_ent {
+    arbor_id id;
+    char name[PS_BRANCH_NAME_MAX + 1];
+    ps_timeline *tl;
+} tl_ent;
+
 typedef struct tenant {
     arbor_id id;
     ps_timeline **tls;
     size_t n, cap;
+    void *by_id, *by_name;   /* tsearch roots of tl_ent */
 } tenant;
 
 struct ps_repo {
@@ -73,26 +87,45 @@ static tenant *find_tenant(ps_repo *r, const arbor_id *id)
     return NULL;
 }
 
+/* tsearch allocates with malloc: out of memory is fatal, as with az_*. */
+static _Noreturn void tree_oom(void)
+{
+    log_error("ps_repo: out of memory");
+    abort();
+}
+
+static int cmp_ent_id(const void *a, const void *b)
+{
+    return memcmp(&((const tl_ent *)a)->id, &((const tl_ent *)b)->id, sizeof(arbor_id));
+}
+
+static int cmp_ent_name(const void *a, const void *b)
+{
+    return strcmp(((const tl_ent *)a)->name, ((const tl_ent *)b)->name);
+}
+
+static tl_ent *find_ent_id(const tenant *t, const arbor_id *id)
+{
+    tl_ent key = { .id = *id };
+    void *hit = tfind(&key, &t->by_id, cmp_ent_id);
+    return hit ? *(tl_ent **)hit : NULL;
+}
+
 static ps_timeline *find_tl(const tenant *t, const arbor_id *id)
 {
-    for (size_t i = 0; i < t->n; i++) {
-        if (id_equal(ps_timeline_id(t->tls[i]), id)) {
-            return t->tls[i];
-        }
-    }
-    return NULL;
+    tl_ent *e = find_ent_id(t, id);
+    return e ? e->tl : NULL;
 }
 
 static ps_timeline *find_name(const tenant *t, const char *name)
 {
-    for (size_t i = 0; i < t->n; i++) {
-        ps_meta m;
-        ps_timeline_meta(t->tls[i], &m);
-        if (strcmp(m.branch_name, name) == 0) {
-            return t->tls[i];
-        }
+    tl_ent key;
+    if (strlen(name) >= sizeof(key.name)) {
+        return NULL;
     }
-    return NULL;
+    strcpy(key.name, name);
+    void *hit = tfind(&key, &t->by_name, cmp_ent_name);
+    return hit ? (*(tl_ent **)hit)->tl : NULL;
 }
 
 static void tenant_add_tl(tenant *t, ps_timeline *tl)
@@ -102,6 +135,68 @@ static void tenant_add_tl(tenant *t, ps_timeline *tl)
         t->tls = az_realloc(t->tls, t->cap * sizeof(*t->tls));
     }
     t->tls[t->n++] = tl;
+    ps_meta m;
+    ps_timeline_meta(tl, &m);
+    tl_ent *e = az_calloc(1, sizeof(*e));
+    e->id = *ps_timeline_id(tl);
+    snprintf(e->name, sizeof(e->name), "%s", m.branch_name);
+    e->tl = tl;
+    /* Ids are unique (create checks, and on disk they are directory names);
+     * names too, unless a metadata file was edited by hand: the second
+     * timeline of a name is then found by id only. */
+    void *a = tsearch(e, &t->by_id, cmp_ent_id), *b = tsearch(e, &t->by_name, cmp_ent_name);
+    if (!a || !b) {
+        tree_oom();
+    }
+    assert(*(tl_ent **)a == e);
+    if (*(tl_ent **)b != e) {
+        char h[ID_STR_SIZE];
+        log_warn("timeline %s: branch name %s is taken by another timeline: "
+                 "reachable by id only", id_format(&e->id, h), e->name);
+    }
+}
+
+/* Removes e from the name tree if it is the one there under its name. */
+static void unindex_name(tenant *t, tl_ent *e)
+{
+    void *hit = tfind(e, &t->by_name, cmp_ent_name);
+    if (hit && *(tl_ent **)hit == e) {
+        tdelete(e, &t->by_name, cmp_ent_name);
+    }
+}
+
+static void tenant_remove_tl(tenant *t, ps_timeline *tl)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->tls[i] == tl) {
+            memmove(&t->tls[i], &t->tls[i + 1], (t->n - i - 1) * sizeof(*t->tls));
+            t->n--;
+            break;
+        }
+    }
+    tl_ent *e = find_ent_id(t, ps_timeline_id(tl));
+    assert(e && e->tl == tl);
+    unindex_name(t, e);
+    tdelete(e, &t->by_id, cmp_ent_id);
+    az_free(e);
+}
+
+static void tenant_rename_tl(tenant *t, ps_timeline *tl, const char *name)
+{
+    tl_ent *e = find_ent_id(t, ps_timeline_id(tl));
+    assert(e && e->tl == tl);
+    unindex_name(t, e);
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    void *hit = tsearch(e, &t->by_name, cmp_ent_name);   /* the caller checked */
+    if (!hit) {
+        tree_oom();
+    }
+    assert(*(tl_ent **)hit == e);
+}
+
+static void no_free(void *p)
+{
+    (void)p;
 }
 
 static tenant *add_tenant(ps_repo *r, const arbor_id *id)
@@ -309,6 +404,8 @@ void ps_repo_close(ps_repo *r)
             ps_timeline_release(r->tenants[i].tls[j - 1]);
         }
         az_free(r->tenants[i].tls);
+        tdestroy(r->tenants[i].by_name, no_free);
+        tdestroy(r->tenants[i].by_id, az_free);
     }
     az_free(r->tenants);
     pthread_mutex_destroy(&r->mu);
@@ -613,13 +710,7 @@ static int delete_one(ps_repo *r, tenant *t, ps_timeline *tl)
         return rc;
     }
     ps_timeline_mark_deleted(tl);
-    for (size_t i = 0; i < t->n; i++) {
-        if (t->tls[i] == tl) {
-            memmove(&t->tls[i], &t->tls[i + 1], (t->n - i - 1) * sizeof(*t->tls));
-            t->n--;
-            break;
-        }
-    }
+    tenant_remove_tl(t, tl);
     if (ps_timeline_ancestor(tl)) {
         ps_timeline_remove_branch_point(ps_timeline_ancestor(tl),
                                         ps_timeline_ancestor_lsn(tl));
@@ -688,6 +779,9 @@ int ps_repo_rename_branch(ps_repo *r, const arbor_id *tenant_id,
     }
     if (rc == 0 && other != tl) {
         rc = ps_timeline_set_branch_name(tl, new_name);
+        if (rc == 0) {
+            tenant_rename_tl(t, tl, new_name);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return rc;

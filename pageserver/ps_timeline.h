@@ -384,6 +384,8 @@ void ps_timeline_meta(ps_timeline *tl, ps_meta *out);
 int ps_timeline_set_branch_name(ps_timeline *tl, const char *name);
 /* Marks deleted: later calls fail with PS_EDELETED, waiters wake. */
 void ps_timeline_mark_deleted(ps_timeline *tl);
+/* Whether it was marked deleted (a load, no lock: callers scan thousands). */
+bool ps_timeline_is_deleted(const ps_timeline *tl);
 const char *ps_timeline_dir(const ps_timeline *tl);
 
 /* ---- for remote storage (ps_remote.h) ------------------------------------ */

@@ -309,6 +309,11 @@ int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms)
     return rc;
 }
 
+bool ps_timeline_is_deleted(const ps_timeline *tl)
+{
+    return atomic_load(&((ps_timeline *)tl)->deleted);
+}
+
 void ps_timeline_mark_deleted(ps_timeline *tl)
 {
     pthread_mutex_lock(&tl->wait_mu);

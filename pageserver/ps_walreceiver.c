@@ -720,13 +720,6 @@ static void watched_stop(watched **list, size_t n)
     }
 }
 
-/* A deleted timeline answers PS_EDELETED to any wait at once; a live one
- * times out at once (timeout 0). */
-static bool is_deleted(ps_timeline *tl)
-{
-    return ps_timeline_wait_for_lsn(tl, LSN_MAX, 0) == PS_EDELETED;
-}
-
 void ps_rcv_reap_deleted(ps_rcv *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -734,7 +727,7 @@ void ps_rcv_reap_deleted(ps_rcv *r)
     size_t n_dead = 0, kept = 0;
     for (size_t k = 0; k < r->n_ws; k++) {
         watched *w = r->ws[k];
-        if (is_deleted(w->tl)) {
+        if (ps_timeline_is_deleted(w->tl)) {
             dead[n_dead++] = w;
             if (w->rv && !atomic_load(&w->rv->finished)) {
                 atomic_store(&w->rv->stop, true);

@@ -523,6 +523,29 @@ int h_run_pg(const char *password, char *out, size_t cap, const char *const *arg
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
+int h_metric(int http_port, const char *name, double *out)
+{
+    char *body = NULL;
+    if (h_http(http_port, "GET", "/metrics", NULL, &body) != 200) {
+        free(body);
+        return -EIO;
+    }
+    size_t n = strlen(name);
+    int rc = -ENOENT;
+    for (char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '{')) {
+            char *v = l[n] == ' ' ? l + n : strstr(l, "} ");
+            if (v) {
+                *out = strtod(v + (*v == '}' ? 2 : 1), NULL);
+                rc = 0;
+            }
+            break;
+        }
+    }
+    free(body);
+    return rc;
+}
+
 int h_http(int port, const char *method, const char *path, const char *body, char **out)
 {
     return h_http_ex(port, method, path, NULL, body, out);

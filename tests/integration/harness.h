@@ -101,5 +101,9 @@ int h_http(int port, const char *method, const char *path, const char *body, cha
 /* The same with more request headers: NULL or "Name: value\r\n" lines. */
 int h_http_ex(int port, const char *method, const char *path, const char *headers,
               const char *body, char **out);
+/* The value of the first series of metric name (with or without labels)
+ * on the /metrics of the daemon at 127.0.0.1:http_port: 0, -ENOENT when
+ * it is not there, -EIO when /metrics did not answer 200. */
+int h_metric(int http_port, const char *name, double *out);
 
 #endif

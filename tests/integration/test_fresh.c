@@ -340,19 +340,10 @@ static char g_last_lsn[LSN_STRLEN], g_first_lsn[LSN_STRLEN];
 /* The value of the first series of metric name on a daemon's /metrics. */
 static double metric(int http_port, const char *name)
 {
-    char *body = NULL;
-    assert_int_equal(h_http(http_port, "GET", "/metrics", NULL, &body), 200);
-    size_t n = strlen(name);
-    for (char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '{')) {
-            char *v = strchr(l, ' ');
-            double d = strtod(v, NULL);
-            free(body);
-            return d;
-        }
-    }
-    fail_msg("no %s on port %d", name, http_port);
-    return -1;
+    double v = -1;
+    if (h_metric(http_port, name, &v) != 0)
+        fail_msg("no %s on port %d", name, http_port);
+    return v;
 }
 
 static void test_ryw(void **state)

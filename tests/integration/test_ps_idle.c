@@ -60,24 +60,14 @@ static int setup(void **state)
 
 static void write_row(const char *branch, int v, uint64_t *lsn)
 {
-    char uri[1024], sql[64];
-    vc_uri(uri, sizeof(uri), branch, NULL);
-    sqlite3 *db = vc_open(uri);
-    vc_exec(db, "CREATE TABLE IF NOT EXISTS t(x)");
-    snprintf(sql, sizeof(sql), "INSERT INTO t VALUES(%d)", v);
-    vc_exec(db, sql);
-    *lsn = vc_lsn(db);
-    sqlite3_close(db);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES(%d)", v);
+    vc_write(branch, sql, lsn);
 }
 
 static int64_t rows_of(const char *branch)
 {
-    char uri[1024];
-    vc_uri(uri, sizeof(uri), branch, NULL);
-    sqlite3 *db = vc_open(uri);
-    int64_t n = vc_int(db, "SELECT count(*) FROM t");
-    sqlite3_close(db);
-    return n;
+    return vc_query_int(branch, "SELECT count(*) FROM t");
 }
 
 static void test_park_wake(void **state)

@@ -58,23 +58,13 @@ static int setup(void **state)
     return vc_group_setup(state);
 }
 
-/* A value of /metrics (a sample without labels); asserts it is there. */
+/* A value of the pageserver's /metrics; asserts it is there. */
 static double metric(const char *name)
 {
-    char *body = NULL;
-    assert_int_equal(h_http(vc_ps.http_port, "GET", "/metrics", NULL, &body), 200);
-    size_t n = strlen(name);
-    for (char *line = body; line && *line;) {
-        char *next = strchr(line, '\n');
-        if (strncmp(line, name, n) == 0 && line[n] == ' ') {
-            double v = strtod(line + n + 1, NULL);
-            free(body);
-            return v;
-        }
-        line = next ? next + 1 : NULL;
-    }
-    fail_msg("no %s in /metrics", name);
-    return 0;
+    double v = 0;
+    if (h_metric(vc_ps.http_port, name, &v) != 0)
+        fail_msg("no %s in /metrics", name);
+    return v;
 }
 
 /* /v1/status's timelines, an object by branch name. */
@@ -119,24 +109,9 @@ static void wait_all_unloaded(const char *when)
     print_message("%s: all unloaded in %" PRId64 " ms\n", when, mono_ms() - t0);
 }
 
-static void write_row(const char *branch, const char *sql, uint64_t *lsn)
-{
-    char uri[1024];
-    vc_uri(uri, sizeof(uri), branch, NULL);
-    sqlite3 *db = vc_open(uri);
-    vc_exec(db, sql);
-    *lsn = vc_lsn(db);
-    sqlite3_close(db);
-}
-
 static int64_t rows_of(const char *branch)
 {
-    char uri[1024];
-    vc_uri(uri, sizeof(uri), branch, NULL);
-    sqlite3 *db = vc_open(uri);
-    int64_t n = vc_int(db, "SELECT count(*) FROM t");
-    sqlite3_close(db);
-    return n;
+    return vc_query_int(branch, "SELECT count(*) FROM t");
 }
 
 /* This process's connections to the old pageserver may still look up (the
@@ -183,9 +158,9 @@ static void test_lazy(void **state)
     uint64_t lsn;
     char name[32], sql[96];
     vc_create_branch("main", NULL, 0);
-    write_row("main", "CREATE TABLE t(x)", &lsn);
+    vc_write("main", "CREATE TABLE t(x)", &lsn);
     for (int i = 0; i < 3; i++)
-        write_row("main", "INSERT INTO t VALUES(randomblob(3000))", &lsn);
+        vc_write("main", "INSERT INTO t VALUES(randomblob(3000))", &lsn);
     vc_wait_ingested("main", lsn);
     for (int i = 0; i < N_BRANCHES; i++) {
         snprintf(name, sizeof(name), "b%d", i);
@@ -194,7 +169,7 @@ static void test_lazy(void **state)
     for (int i = 0; i < N_WRITTEN; i++) {
         snprintf(name, sizeof(name), "b%d", i);
         snprintf(sql, sizeof(sql), "INSERT INTO t VALUES(%d)", i);
-        write_row(name, sql, &lsn);
+        vc_write(name, sql, &lsn);
         vc_wait_ingested(name, lsn);
     }
 
@@ -257,7 +232,7 @@ static void test_lazy(void **state)
     /* wake: new WAL on an unloaded branch after a pause */
     wait_all_unloaded("after the reads");
     h_sleep_ms(1500);
-    write_row("b5", "INSERT INTO t VALUES(55)", &lsn);
+    vc_write("b5", "INSERT INTO t VALUES(55)", &lsn);
     t0 = mono_ms();
     vc_wait_ingested("b5", lsn);
     int64_t took = mono_ms() - t0;

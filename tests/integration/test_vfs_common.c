@@ -183,6 +183,27 @@ void vc_exec(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, err ? err : "?");
 }
 
+void vc_write(const char *branch, const char *sql, uint64_t *lsn)
+{
+    char uri[1024];
+    vc_uri(uri, sizeof(uri), branch, NULL);
+    sqlite3 *db = vc_open(uri);
+    vc_exec(db, sql);
+    if (lsn)
+        *lsn = vc_lsn(db);
+    sqlite3_close(db);
+}
+
+int64_t vc_query_int(const char *branch, const char *sql)
+{
+    char uri[1024];
+    vc_uri(uri, sizeof(uri), branch, NULL);
+    sqlite3 *db = vc_open(uri);
+    int64_t n = vc_int(db, sql);
+    sqlite3_close(db);
+    return n;
+}
+
 int64_t vc_int(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st;

@@ -63,5 +63,12 @@ int64_t vc_int(sqlite3 *db, const char *sql);/* first column of first row */
 /* Every table's rows, in name / rowid order, as text (malloc'ed). */
 char *vc_dump(sqlite3 *db);
 uint64_t vc_lsn(sqlite3 *db);                /* ARBOR_FCNTL_LSN */
+/* On a connection of its own to branch: runs sql (several statements
+ * allowed, each its own transaction unless sql says otherwise), then the
+ * LSN it ended at into *lsn (NULL: not wanted). Asserts. */
+void vc_write(const char *branch, const char *sql, uint64_t *lsn);
+/* On a connection of its own to branch: the first column of sql's first
+ * row. Asserts. */
+int64_t vc_query_int(const char *branch, const char *sql);
 
 #endif

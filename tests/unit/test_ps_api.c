@@ -276,6 +276,14 @@ static void test_bad_input(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(ps_timeline_ingest(grand, NULL, 0), PS_EDELETED);
     assert_int_equal(ps_timeline_get_page(dev, 1, l1, page, &vl, NULL), PS_EDELETED);
+    /* gone from both indexes at once, not only after a reopen */
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "feature/x", &found), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "grand", &found), PS_ENOTFOUND);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, ps_timeline_id(grand), &found),
+                     PS_ENOTFOUND);
+    assert_int_equal(ps_repo_find_branch(e.repo, &e.tenant, "at-head", &found), 0);
+    assert_ptr_equal(found, at_head);
+    ps_timeline_release(found);
     ps_timeline **list;
     size_t cnt;
     assert_int_equal(ps_repo_list_timelines(e.repo, &e.tenant, &list, &cnt), 0);
