@@ -300,14 +300,8 @@ int main(int argc, char **argv)
     psc_timeline *tls = NULL;
     size_t ntl = 0;
     psc_err e;
-    int rc = -1;
-    for (int i = 0; i < 50 && rc != 0; i++) {   /* the old connection may fail once */
-        t0 = now_s();
-        rc = psc_list_timelines(g_ch, &g_tenant, &tls, &ntl, &e);
-        if (rc != 0)
-            h_sleep_ms(100);
-    }
-    if (rc != 0)
+    t0 = now_s();
+    if (psc_list_timelines(g_ch, &g_tenant, &tls, &ntl, &e) != 0)
         die("ListTimelines", e.msg);
     double list_ms = (now_s() - t0) * 1000;
     double loaded_list = metric("arbor_pageserver_timelines_loaded");

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "common.pb-c.h"
@@ -62,14 +63,34 @@ static int map_code(int code)
     }
 }
 
-/* One unary call: 0 with *resp (caller frees), or a mapped error. */
-static int call(psc *c, const char *method, const ProtobufCMessage *req,
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A call that fails UNAVAILABLE this fast went out on a connection that
+ * was already dead (the pageserver restarted since the last call: gRPC
+ * finds out on this call and does not resend it). */
+#define PSC_DEAD_CONN_MS 1000
+
+/* One unary call: 0 with *resp (caller frees), or a mapped error. A call
+ * that is safe to repeat (idem: reads, and setting a value) is sent once
+ * more when it failed at once with UNAVAILABLE; the retry waits for the
+ * new connection. Others are not: the first may have been carried out. */
+static int call(psc *c, const char *method, bool idem, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *d, void *resp_out, psc_err *err)
 {
     ProtobufCMessage *resp = NULL;
     rpc_status st = { 0 };
     err->no_answer = false;
+    int64_t t0 = mono_ms();
     int rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
+    if (rc == RPC_EUNAVAILABLE && idem && mono_ms() - t0 < PSC_DEAD_CONN_MS) {
+        memset(&st, 0, sizeof(st));
+        rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
+    }
     if (rc != 0) {
         snprintf(err->msg, sizeof(err->msg), "pageserver: %.200s",
                  rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
@@ -139,7 +160,7 @@ int psc_create_tenant(psc *c, arbor_id *out, psc_err *err)
 {
     Arbor__CreateTenantRequest req = ARBOR__CREATE_TENANT_REQUEST__INIT;
     Arbor__CreateTenantResponse *resp;
-    int rc = call(c, MGMT("CreateTenant"), &req.base,
+    int rc = call(c, MGMT("CreateTenant"), false, &req.base,
                   &arbor__create_tenant_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -171,7 +192,7 @@ int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
         }
     }
     Arbor__TimelineInfoResponse *resp;
-    int rc = call(c, MGMT("CreateTimeline"), &req.base,
+    int rc = call(c, MGMT("CreateTimeline"), false, &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -196,7 +217,7 @@ int psc_branch_info(psc *c, const arbor_id *tenant, const char *name,
         req.timeline_id = id_bin(timeline);
     }
     Arbor__TimelineInfoResponse *resp;
-    int rc = call(c, MGMT("GetTimelineInfo"), &req.base,
+    int rc = call(c, MGMT("GetTimelineInfo"), true, &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -220,7 +241,7 @@ int psc_list_tenants(psc *c, arbor_id **out, size_t *n, psc_err *err)
 {
     Arbor__ListTenantsRequest req = ARBOR__LIST_TENANTS_REQUEST__INIT;
     Arbor__ListTenantsResponse *resp;
-    int rc = call(c, MGMT("ListTenants"), &req.base,
+    int rc = call(c, MGMT("ListTenants"), true, &req.base,
                   &arbor__list_tenants_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -239,7 +260,7 @@ int psc_list_timelines(psc *c, const arbor_id *tenant, psc_timeline **out, size_
     Arbor__ListTimelinesRequest req = ARBOR__LIST_TIMELINES_REQUEST__INIT;
     req.tenant_id = id_bin(tenant);
     Arbor__ListTimelinesResponse *resp;
-    int rc = call(c, MGMT("ListTimelines"), &req.base,
+    int rc = call(c, MGMT("ListTimelines"), true, &req.base,
                   &arbor__list_timelines_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -259,7 +280,7 @@ int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline
     req.timeline_id = id_bin(timeline);
     req.with_children = with_children;
     Arbor__DeleteTimelineResponse *resp;
-    int rc = call(c, MGMT("DeleteTimeline"), &req.base,
+    int rc = call(c, MGMT("DeleteTimeline"), false, &req.base,
                   &arbor__delete_timeline_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -277,7 +298,7 @@ int psc_set_history(psc *c, const arbor_id *tenant, const arbor_id *timeline,
     req.timeline_id = id_bin(timeline);
     req.pitr_window_s = seconds;
     Arbor__TimelineInfoResponse *resp;
-    int rc = call(c, MGMT("SetPitrWindow"), &req.base,
+    int rc = call(c, MGMT("SetPitrWindow"), true, &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc == 0)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -292,7 +313,7 @@ int psc_rename(psc *c, const arbor_id *tenant, const arbor_id *timeline,
     req.timeline_id = id_bin(timeline);
     req.new_name = (char *)new_name;
     Arbor__TimelineInfoResponse *resp;
-    int rc = call(c, MGMT("RenameBranch"), &req.base,
+    int rc = call(c, MGMT("RenameBranch"), true, &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc == 0)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -308,7 +329,7 @@ int psc_lsn_by_timestamp(psc *c, const arbor_id *tenant, const arbor_id *timelin
     req.timeline = &ref;
     req.timestamp_us = at_us;
     Arbor__LsnByTimestampResponse *resp;
-    int rc = call(c, PAGE("GetLsnByTimestamp"), &req.base,
+    int rc = call(c, PAGE("GetLsnByTimestamp"), true, &req.base,
                   &arbor__lsn_by_timestamp_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -329,7 +350,7 @@ int psc_db_size(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t 
     req.request_lsn = lsn;
     req.not_modified_since = lsn;
     Arbor__DbSizeResponse *resp;
-    int rc = call(c, PAGE("GetDbSize"), &req.base, &arbor__db_size_response__descriptor,
+    int rc = call(c, PAGE("GetDbSize"), true, &req.base, &arbor__db_size_response__descriptor,
                   &resp, err);
     if (rc != 0)
         return rc;
@@ -348,7 +369,7 @@ int psc_lease(psc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t ls
     req.lsn = lsn;
     req.duration_s = duration_s;
     Arbor__LeaseLsnResponse *resp;
-    int rc = call(c, PAGE("LeaseLsn"), &req.base, &arbor__lease_lsn_response__descriptor,
+    int rc = call(c, PAGE("LeaseLsn"), true, &req.base, &arbor__lease_lsn_response__descriptor,
                   &resp, err);
     if (rc == 0)
         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -365,7 +386,7 @@ int psc_changed_pages(psc *c, const arbor_id *tenant, const arbor_id *timeline,
     req.from_lsn = from_lsn;
     req.to_lsn = to_lsn;
     Arbor__ChangedPagesResponse *resp;
-    int rc = call(c, PAGE("ListChangedPages"), &req.base,
+    int rc = call(c, PAGE("ListChangedPages"), true, &req.base,
                   &arbor__changed_pages_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
