@@ -455,6 +455,24 @@ static void test_endpoints(void **state)
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
     assert_string_equal(ep_state("main"), "suspended");
     assert_false(pid_alive(pid));
+    /* a branch made through the API is written at once: the safekeepers
+     * learn of it from its compute's first vote, and the commit survives
+     * the compute (suspend, wake: a new one reads it back) */
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"wr\"}", &e), 201);
+    json_decref(e);
+    assert_int_equal(api("POST", pp("/endpoints"), "{\"branch\": \"wr\", \"name\": \"wr\"}",
+                         &e), 201);
+    json_decref(e);
+    w = wake("wr");
+    json_decref(sql((int)ji(w, "http_port"), "INSERT INTO t VALUES (3)"));
+    json_decref(w);
+    expect(200, "POST", pp("/endpoints/wr/suspend"), NULL);
+    w = wake("wr");
+    assert_true(json_is_true(json_object_get(w, "cold")));
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 3);
+    json_decref(w);
+    expect(200, "DELETE", pp("/endpoints/wr"), NULL);
+    expect(200, "DELETE", pp("/branches/wr"), NULL);
     /* a read-only endpoint, then delete */
     assert_int_equal(api("POST", pp("/endpoints"),
                          "{\"branch\": \"main\", \"kind\": \"read_only\", \"name\": \"ro\"}", &e),
