@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,8 +85,9 @@ struct ps_remote {
     bool stop;
     bool stale;
     bool tenants_reconciled;
-    tl_state *states;
-    size_t n_states;
+    tl_state **states;           /* each allocated: a pointer stays valid */
+    size_t n_states, cap_states;
+    void *by_id;                 /* tsearch root of the same tl_state: O(log n) */
     ps_remote_stats stats;
     uint64_t budget_bytes;       /* mu; 0: none */
     uint32_t budget_pct;         /* mu; 0: none */
@@ -483,14 +485,23 @@ int ps_remote_attach(remote_storage *rs, const char *datadir, uint32_t *generati
 
 /* ---- uploader ---------------------------------------------------------------- */
 
+static int cmp_state(const void *a, const void *b)
+{
+    const tl_state *x = a, *y = b;
+    int c = memcmp(&x->timeline_id, &y->timeline_id, sizeof(arbor_id));
+    return c ? c : memcmp(&x->tenant_id, &y->tenant_id, sizeof(arbor_id));
+}
+
+/* Under mu, or on the pass thread (the only one that adds or drops). With
+ * 10,000 timelines a linear search here, once per timeline per pass and
+ * per unload check, was quadratic. */
 static tl_state *state_find(ps_remote *r, const arbor_id *t, const arbor_id *l)
 {
-    for (size_t i = 0; i < r->n_states; i++) {
-        if (id_equal(&r->states[i].tenant_id, t) && id_equal(&r->states[i].timeline_id, l)) {
-            return &r->states[i];
-        }
-    }
-    return NULL;
+    tl_state key;
+    key.tenant_id = *t;
+    key.timeline_id = *l;
+    void *hit = tfind(&key, &r->by_id, cmp_state);
+    return hit ? *(tl_state **)hit : NULL;
 }
 
 static void state_clear(tl_state *st)
@@ -894,15 +905,22 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
     pthread_mutex_lock(&r->mu);
     tl_state *st = state_find(r, t, l);
     if (!st) {
-        r->states = az_realloc(r->states, (r->n_states + 1) * sizeof(*r->states));
-        st = &r->states[r->n_states++];
-        memset(st, 0, sizeof(*st));
+        if (r->n_states == r->cap_states) {
+            r->cap_states = r->cap_states ? 2 * r->cap_states : 64;
+            r->states = az_realloc(r->states, r->cap_states * sizeof(*r->states));
+        }
+        st = az_calloc(1, sizeof(*st));
         st->tenant_id = *t;
         st->timeline_id = *l;
+        if (!tsearch(st, &r->by_id, cmp_state)) {
+            log_error("remote: out of memory");
+            abort();
+        }
+        r->states[r->n_states++] = st;
     }
     st->seen = true;
     pthread_mutex_unlock(&r->mu);
-    /* The states array only grows/shrinks on this (pass) thread: st stays
+    /* States are added and freed only on this (pass) thread: st stays
      * valid until the end of the pass. */
     lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
     if (now_ms() < st->next_try_ms) {
@@ -930,7 +948,7 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
 static void pass_deleted(ps_remote *r, uint32_t *pending)
 {
     for (size_t i = 0; i < r->n_states;) {
-        tl_state *st = &r->states[i];
+        tl_state *st = r->states[i];
         if (st->seen) {
             st->seen = false;
             i++;
@@ -952,7 +970,9 @@ static void pass_deleted(ps_remote *r, uint32_t *pending)
             continue;
         }
         pthread_mutex_lock(&r->mu);
+        tdelete(st, &r->by_id, cmp_state);
         state_clear(st);
+        az_free(st);
         r->states[i] = r->states[--r->n_states];
         pthread_mutex_unlock(&r->mu);
     }
@@ -1254,7 +1274,9 @@ void ps_remote_stop(ps_remote *r)
         pthread_join(r->thread, NULL);
     }
     for (size_t i = 0; i < r->n_states; i++) {
-        state_clear(&r->states[i]);
+        tdelete(r->states[i], &r->by_id, cmp_state);
+        state_clear(r->states[i]);
+        az_free(r->states[i]);
     }
     az_free(r->states);
     az_free(r->datadir);
