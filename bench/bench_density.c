@@ -80,6 +80,27 @@ static pstat stat_of(pid_t pid)
     return s;
 }
 
+/* CPU seconds the process has used (user + system). */
+static double cpu_s(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long ut = 0, st = 0;
+    if (f) {
+        /* fields 14 and 15, after the ")" that ends the command name */
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                        &st) != 2)
+            ut = st = 0;
+        fclose(f);
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void stats(pstat out[4])
 {
     out[0] = stat_of(g_ps.pid);
@@ -309,6 +330,10 @@ int main(int argc, char **argv)
     printf("after the restart: ListTimelines (%zu, with sizes) %.1f ms; timelines loaded "
            "%.0f; query on main %.2f ms; then loaded %.0f\n", ntl, list_ms, loaded_list, q,
            metric("arbor_pageserver_timelines_loaded"));
+    double c0 = cpu_s(g_ps.pid);
+    h_sleep_ms(10000);
+    printf("pageserver CPU over 10 s with %d idle branches%s: %.1f%% of a core\n", n,
+           g_no_bucket ? "" : " (and any uploads left)", (cpu_s(g_ps.pid) - c0) * 10);
     az_free(tls);
     psc_close(g_ch);
     free(lat);

@@ -289,16 +289,17 @@ static int local_walk(const char *dir, const char *rel, const char *prefix,
             continue;   /* ".", "..", and objects being written */
         }
         char path[4096], key[RS_KEY_MAX + 256];
-        snprintf(path, sizeof(path), "%s/%s", dir, nm);
         snprintf(key, sizeof(key), "%s%s%s", rel, rel[0] ? "/" : "", nm);
-        struct stat st;
-        if (stat(path, &st) != 0) {
-            continue;   /* deleted meanwhile */
-        }
-        /* Prune subtrees that cannot match the prefix. */
+        /* Prune what cannot match the prefix before any stat: a listing of
+         * one timeline's keys must not stat its 10,000 siblings. */
         size_t kl = strlen(key), pl = strlen(prefix);
         if (strncmp(key, prefix, kl < pl ? kl : pl) != 0) {
             continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, nm);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            continue;   /* deleted meanwhile */
         }
         if (S_ISDIR(st.st_mode)) {
             rc = local_walk(path, key, prefix, l, cap);
@@ -317,8 +318,25 @@ static int obj_cmp(const void *a, const void *b)
 
 static int local_list(remote_storage *rs, const char *prefix, rs_listing *out)
 {
+    /* The walk starts in the prefix's directory part ("a/b/" of "a/b/c"):
+     * only what is below it can match. */
     size_t cap = 0;
-    int rc = local_walk(rs->root, "", prefix, out, &cap);
+    const char *slash = strrchr(prefix, '/');
+    char rel[RS_KEY_MAX + 1], dir[4096];
+    size_t rl = slash ? (size_t)(slash - prefix) : 0;
+    if (rl >= sizeof(rel)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(rel, prefix, rl);
+    rel[rl] = 0;
+    if (rl && !key_valid(rel)) {
+        return -EINVAL;   /* "..": nothing outside the root */
+    }
+    int n = snprintf(dir, sizeof(dir), "%s%s%s", rs->root, rl ? "/" : "", rel);
+    if (n < 0 || (size_t)n >= sizeof(dir)) {
+        return -ENAMETOOLONG;
+    }
+    int rc = local_walk(dir, rel, prefix, out, &cap);
     if (rc == 0 && out->n > 1) {
         qsort(out->objects, out->n, sizeof(*out->objects), obj_cmp);
     }

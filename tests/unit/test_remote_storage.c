@@ -191,6 +191,15 @@ static void test_list_delete(void **state)
         assert_int_equal(l.objects[i].size_bytes, strlen(keys[i]));
     }
     rs_list_free(&l);
+    /* a prefix that ends inside a name: many/00010 .. many/00019 */
+    assert_int_equal(rs_list(rs, "many/0001", &l), 0);
+    assert_int_equal(l.n, 10);
+    assert_string_equal(l.objects[0].key, "many/00010");
+    assert_string_equal(l.objects[9].key, "many/00019");
+    rs_list_free(&l);
+    assert_int_equal(rs_list(rs, "nothing/here/", &l), 0);
+    assert_int_equal(l.n, 0);
+    rs_list_free(&l);
     /* batch delete of all but the last; single delete of the last; a
      * missing key is fine */
     assert_int_equal(rs_delete_many(rs, (const char *const *)keys, N - 1), 0);
