@@ -59,6 +59,8 @@ typedef struct tl_state {
     int64_t next_try_ms;
     uint32_t backoff_ms;
     bool seen;                   /* in the repo during the current pass */
+    bool unloaded_ok;            /* found in sync while unloaded, at ... */
+    uint64_t unloaded_seq;       /* ... this ps_timeline_meta_seq() */
     bool old_indexes_queued;     /* older generations' indexes scheduled */
 } tl_state;
 
@@ -536,6 +538,7 @@ static int seed_state(ps_remote *r, tl_state *st)
     st->layers = ip.layers;
     st->n_layers = ip.n_layers;
     memcpy(st->meta, ip.meta, PS_META_BYTES);
+    st->unloaded_ok = false;
     snprintf(st->commits_key, sizeof(st->commits_key), "%s", ip.commits_key);
     st->commits_size = ip.commits_size;
     /* An older generation's index that names exactly what we hold stands
@@ -770,6 +773,7 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
         st->n_layers = n;
         next = NULL;
         memcpy(st->meta, mb, PS_META_BYTES);
+        st->unloaded_ok = false;
         st->has_index = true;
         if (new_commits) {
             snprintf(st->commits_key, sizeof(st->commits_key), "%s", commits_name);
@@ -884,8 +888,16 @@ static void note_failure(ps_remote *r, tl_state *st, int rc)
  * generation's), it is not loaded to be compared. */
 static bool unloaded_in_sync(ps_remote *r, tl_state *st, ps_timeline *tl, lsn_t dcl)
 {
+    uint64_t seq = ps_timeline_meta_seq(tl);   /* before the look: a change after it
+                                                  moves it, and the next pass looks */
     if (ps_timeline_is_loaded(tl)) {
         return false;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool same = st->unloaded_ok && st->unloaded_seq == seq && st->remote_consistent_lsn >= dcl;
+    pthread_mutex_unlock(&r->mu);
+    if (same) {   /* 10,000 idle timelines, a pass every 200 ms: no metadata built */
+        return true;
     }
     ps_meta m;   /* a rename or a new window is uploaded */
     ps_timeline_meta(tl, &m);
@@ -895,6 +907,8 @@ static bool unloaded_in_sync(ps_remote *r, tl_state *st, ps_timeline *tl, lsn_t 
     bool yes = st->remote_consistent_lsn >= dcl && st->remote_consistent_lsn > 0 &&
                memcmp(mb, st->meta, PS_META_BYTES) == 0;
     st->in_sync = st->in_sync || yes;
+    st->unloaded_ok = yes;
+    st->unloaded_seq = seq;
     pthread_mutex_unlock(&r->mu);
     return yes;
 }

@@ -286,6 +286,7 @@ int tli_meta_write_locked(ps_timeline *tl, const ps_meta *m)
     if (rc == 0) {
         tl->meta_summarized = m->has_summary;
     }
+    atomic_fetch_add(&tl->meta_seq, 1);   /* written or maybe half: look again */
     return rc;
 }
 
@@ -549,6 +550,7 @@ static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m)
     tli_map_install(tl, m);
     pthread_mutex_unlock(&tl->map_mu);
     atomic_store(&tl->loaded, true);
+    atomic_fetch_add(&tl->meta_seq, 1);
     atomic_fetch_add(&g_loaded, 1);
 }
 
@@ -667,6 +669,11 @@ bool ps_timeline_is_loaded(const ps_timeline *tl)
     return atomic_load(&tl->loaded);
 }
 
+uint64_t ps_timeline_meta_seq(const ps_timeline *tl)
+{
+    return atomic_load(&((ps_timeline *)tl)->meta_seq);
+}
+
 void ps_timeline_residency_stats(ps_residency_stats *out)
 {
     out->loaded = atomic_load(&g_loaded);
@@ -735,6 +742,7 @@ static bool unload_locked(ps_timeline *tl)
     ps_commits_close(tl->commits);
     tl->commits = NULL;
     atomic_store(&tl->loaded, false);
+    atomic_fetch_add(&tl->meta_seq, 1);
     pthread_rwlock_unlock(&tl->commits_lk);
     /* Readers holding a snapshot keep it; the next tli_map_get loads. */
     pthread_mutex_lock(&tl->map_mu);

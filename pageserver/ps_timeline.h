@@ -362,6 +362,10 @@ void ps_timeline_branch_summary(ps_timeline *ancestor, lsn_t at, ps_meta_summary
 /* ---- residency ---------------------------------------------------------- */
 
 bool ps_timeline_is_loaded(const ps_timeline *tl);
+/* Moves whenever the timeline's metadata may have changed (a write of it,
+ * a load, an unload): equal values mean ps_timeline_meta() answers the
+ * same. For callers that poll thousands of timelines. */
+uint64_t ps_timeline_meta_seq(const ps_timeline *tl);
 /* Unloads tl if it is loaded, unused for idle_ms, holds nothing only in
  * memory and no other thread works on it now (see Residency). true if it
  * did; false also when its metadata could not be written. */

@@ -105,6 +105,7 @@ struct ps_timeline {
     pthread_mutex_t load_mu;
     pthread_rwlock_t commits_lk;
     atomic_bool loaded;
+    _Atomic uint64_t meta_seq;   /* ps_timeline_meta_seq() */
     ps_meta_summary summary;       /* load_mu; what info shows while unloaded */
     bool meta_summarized;          /* meta_mu: the metadata file holds one */
     _Atomic int64_t last_use_ms;   /* monotonic */

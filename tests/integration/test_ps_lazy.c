@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -112,6 +113,59 @@ static void wait_all_unloaded(const char *when)
 static int64_t rows_of(const char *branch)
 {
     return vc_query_int(branch, "SELECT count(*) FROM t");
+}
+
+/* Whether a file in dir holds needle. */
+static bool dir_has(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    bool found = false;
+    struct dirent *de;
+    while (d && !found && (de = readdir(d))) {
+        char path[1024], *body = NULL;
+        size_t n = 0;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        FILE *f = de->d_name[0] == '.' ? NULL : fopen(path, "r");
+        if (f && getdelim(&body, &n, 0, f) > 0)
+            found = strstr(body, needle) != NULL;
+        free(body);
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void rename_reaches_bucket(const char *from, const char *to)
+{
+    char tl_hex[33], dir[1024], hex[2 * 64 + 1] = "";
+    vc_timeline_hex(from, tl_hex);
+    arbor_id tenant, tl;
+    assert_int_equal(id_parse(vc_tenant_hex, &tenant), 0);
+    assert_int_equal(id_parse(tl_hex, &tl), 0);
+    psc *c;
+    psc_err e;
+    assert_int_equal(psc_open(vc_ps.addr, &c), 0);
+    assert_int_equal(psc_rename(c, &tenant, &tl, to, &e), 0);
+    psc_close(c);
+    for (size_t i = 0; to[i]; i++)   /* the index holds the metadata in hex */
+        sprintf(hex + 2 * i, "%02x", (unsigned char)to[i]);
+    snprintf(dir, sizeof(dir), "%s/bucket/tenants/%s/timelines/%s", h_root(), vc_tenant_hex,
+             tl_hex);
+    int64_t t0 = mono_ms();
+    while (!dir_has(dir, hex) && mono_ms() - t0 < WAKE_BOUND_MS)
+        h_sleep_ms(100);
+    if (!dir_has(dir, hex))
+        fail_msg("the bucket's index of %s does not have its new name %s after %d s", from, to,
+                 WAKE_BOUND_MS / 1000);
+    print_message("rename of unloaded %s in the bucket after %" PRId64 " ms\n", from,
+                  mono_ms() - t0);
+    json_t *byname = timelines();
+    json_t *now = json_object_get(byname, to);
+    assert_non_null(now);
+    assert_false(json_is_true(json_object_get(now, "loaded")));
+    json_decref(byname);
 }
 
 static const char *const FIGURES[] = {
@@ -211,6 +265,9 @@ static void test_lazy(void **state)
 
     /* wake: new WAL on an unloaded branch after a pause */
     wait_all_unloaded("after the reads");
+    /* a rename of an unloaded timeline reaches the bucket (its index's
+     * metadata) without loading it */
+    rename_reaches_bucket("b7", "b7-renamed");
     h_sleep_ms(1500);
     vc_write("b5", "INSERT INTO t VALUES(55)", &lsn);
     t0 = mono_ms();
