@@ -20,7 +20,7 @@
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 #endif
 
-static _Noreturn void az_oom(const char *what, size_t n)
+_Noreturn void az_oom(const char *what, size_t n)
 {
     char msg[128];
     int len = snprintf(msg, sizeof(msg), "FATAL: out of memory in %s(%zu bytes)\n", what, n);

@@ -21,6 +21,9 @@ char *az_strdup(const char *s);
 /* Copies at most n bytes of s and NUL-terminates. */
 char *az_strndup(const char *s, size_t n);
 void az_free(void *p);
+/* What az_* do on failure (a message, then abort): for the allocations of
+ * libraries that return NULL, e.g. tsearch. */
+_Noreturn void az_oom(const char *what, size_t n);
 
 typedef struct az_stats_t {
     uint64_t allocated_bytes;  /* bytes the application holds */

@@ -515,6 +515,13 @@ static void state_clear(tl_state *st)
     az_free(st->pending_deletes);
 }
 
+/* A state and what it holds (tdestroy's free function). */
+static void state_free(void *p)
+{
+    state_clear(p);
+    az_free(p);
+}
+
 static void add_pending(tl_state *st, const char *key)
 {
     st->pending_deletes = az_realloc(st->pending_deletes,
@@ -927,8 +934,7 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
         st->tenant_id = *t;
         st->timeline_id = *l;
         if (!tsearch(st, &r->by_id, cmp_state)) {
-            log_error("remote: out of memory");
-            abort();
+            az_oom("tsearch", sizeof(void *) * 3);
         }
         r->states[r->n_states++] = st;
     }
@@ -985,8 +991,7 @@ static void pass_deleted(ps_remote *r, uint32_t *pending)
         }
         pthread_mutex_lock(&r->mu);
         tdelete(st, &r->by_id, cmp_state);
-        state_clear(st);
-        az_free(st);
+        state_free(st);
         r->states[i] = r->states[--r->n_states];
         pthread_mutex_unlock(&r->mu);
     }
@@ -1287,11 +1292,7 @@ void ps_remote_stop(ps_remote *r)
         pthread_mutex_unlock(&r->mu);
         pthread_join(r->thread, NULL);
     }
-    for (size_t i = 0; i < r->n_states; i++) {
-        tdelete(r->states[i], &r->by_id, cmp_state);
-        state_clear(r->states[i]);
-        az_free(r->states[i]);
-    }
+    tdestroy(r->by_id, state_free);
     az_free(r->states);
     az_free(r->datadir);
     pthread_cond_destroy(&r->cv);

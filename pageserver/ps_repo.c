@@ -87,13 +87,6 @@ static tenant *find_tenant(ps_repo *r, const arbor_id *id)
     return NULL;
 }
 
-/* tsearch allocates with malloc: out of memory is fatal, as with az_*. */
-static _Noreturn void tree_oom(void)
-{
-    log_error("ps_repo: out of memory");
-    abort();
-}
-
 static int cmp_ent_id(const void *a, const void *b)
 {
     return memcmp(&((const tl_ent *)a)->id, &((const tl_ent *)b)->id, sizeof(arbor_id));
@@ -146,7 +139,7 @@ static void tenant_add_tl(tenant *t, ps_timeline *tl)
      * timeline of a name is then found by id only. */
     void *a = tsearch(e, &t->by_id, cmp_ent_id), *b = tsearch(e, &t->by_name, cmp_ent_name);
     if (!a || !b) {
-        tree_oom();
+        az_oom("tsearch", sizeof(void *) * 3);
     }
     assert(*(tl_ent **)a == e);
     if (*(tl_ent **)b != e) {
@@ -189,7 +182,7 @@ static void tenant_rename_tl(tenant *t, ps_timeline *tl, const char *name)
     snprintf(e->name, sizeof(e->name), "%s", name);
     void *hit = tsearch(e, &t->by_name, cmp_ent_name);   /* the caller checked */
     if (!hit) {
-        tree_oom();
+        az_oom("tsearch", sizeof(void *) * 3);
     }
     assert(*(tl_ent **)hit == e);
 }
