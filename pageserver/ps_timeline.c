@@ -582,6 +582,7 @@ int tli_ensure_loaded(ps_timeline *tl)
             char id[ID_STR_SIZE];
             log_error("timeline %s: load failed: %s; the timeline is broken until the "
                       "pageserver restarts", id_format(&tl->timeline_id, id), ps_strerror(rc));
+            atomic_store(&tl->load_failed, true);
             atomic_store(&tl->broken, true);
         }
     }

@@ -53,8 +53,10 @@
  * writes at fixed offsets, metadata by rename. So it is retried, at most
  * every PS_FLUSH_RETRY_MS, by the next ingest or flush; while flushes fail
  * and PS_FLUSH_MAX_FROZEN layers wait, ingest returns PS_EFLUSHING (the WAL
- * stays on the safekeepers) instead of growing memory. Once a flush works
- * everything resumes. Failures that leave the state unknown (a record
+ * stays on the safekeepers) instead of growing memory. A checkpoint does
+ * not freeze the open layer while flushes fail (it only retries them), so
+ * ingest goes on until the open layer reaches its size limit too. Once a
+ * flush works everything resumes. Failures that leave the state unknown (a record
  * half-applied) mark the timeline broken: ingest/flush/compaction/GC then
  * return PS_EBROKEN; reads keep working. The cure is to reopen the
  * repository and re-ingest from disk_consistent_lsn (what a crash does).
@@ -73,7 +75,8 @@
  * it. Any later metadata write of a loaded timeline drops the summary from
  * the file, and GC, compaction and eviction write it before they change
  * layers, so a summary found at open describes the files. A failed load
- * marks the timeline broken. GC loads an unloaded timeline with layers at
+ * marks the timeline broken, and its reads (also through a child) fail
+ * with PS_EBROKEN: its map is empty, which would read as zeros. GC loads an unloaded timeline with layers at
  * most every PS_GC_UNLOADED_EVERY_MS.
  *
  * Handles: a ps_timeline * is reference-counted. ps_repo hands out

@@ -465,6 +465,13 @@ int ps_timeline_checkpoint(ps_timeline *tl)
     if (rc != 0) {
         return rc;
     }
+    /* While flushes fail, the frozen layers first: freezing the open one
+     * on the timer would only add one more to wait in memory (and
+     * PS_FLUSH_MAX_FROZEN waiting pause ingest). It grows to its size
+     * limit instead, and newly committed WAL stays readable meanwhile. */
+    if (atomic_load(&tl->flush_error) != 0 && (rc = ps_timeline_flush(tl)) != 0) {
+        return rc;
+    }
     pthread_mutex_lock(&tl->ingest_mu);
     bool loaded = atomic_load(&tl->loaded);   /* ingest_mu keeps it so */
     if (loaded) {

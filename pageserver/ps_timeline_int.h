@@ -78,6 +78,7 @@ struct ps_timeline {
     _Atomic lsn_t gc_cutoff_lsn;
     _Atomic int64_t last_commit_ts_us;
     atomic_bool broken;
+    atomic_bool load_failed;           /* its map is empty, not its data: reads fail */
     atomic_bool deleted;
     _Atomic int flush_error;           /* last flush failed with it: retried */
     _Atomic int64_t flush_retry_at_ms; /* monotonic; no retry before */

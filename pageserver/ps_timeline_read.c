@@ -127,7 +127,9 @@ static int locate(ps_timeline *tl, uint32_t pgno, lsn_t lsn, bool gc_check,
     for (ps_timeline *cur = tl; cur; cur = cur->ancestor) {
         if (lsn > cur->start_lsn) {
             ps_layer_map *m = tli_map_get(cur);
-            int rc = gc_check ? tli_check_gc(cur, lsn) : 0;
+            /* a failed load left an empty map: "no version" would be zeros */
+            int rc = atomic_load(&cur->load_failed) ? PS_EBROKEN
+                     : gc_check ? tli_check_gc(cur, lsn) : 0;
             if (rc == 0) {
                 rc = search_map(m, pgno, lsn, loc, visited);
             }
@@ -563,7 +565,8 @@ int ps_timeline_changed_pages(ps_timeline *tl, lsn_t from_lsn, lsn_t to_lsn,
         if (hi > lo) {
             bool covered = true;
             ps_layer_map *m = tli_map_get(cur);
-            rc = map_changed(m, lo, hi, &v, &n, &cap, &covered);
+            rc = atomic_load(&cur->load_failed) ? PS_EBROKEN
+                                                : map_changed(m, lo, hi, &v, &n, &cap, &covered);
             tli_map_put(m);
             *exact = *exact && covered;
         }

@@ -97,7 +97,12 @@ json_t *ct_parse_out(void)
     json_error_t e;
     json_t *j = json_loads(ct.out, 0, &e);
     if (!j) {
-        fail_msg("not JSON (%s) from\n$ %s\n%s", e.text, ct.cmd, ct.out);
+        /* the whole output can be megabytes: show where it broke */
+        size_t at = (size_t)e.position, len = strlen(ct.out);
+        size_t from = at > 300 ? at - 300 : 0;
+        fail_msg("not JSON (%s, line %d column %d, byte %zu of %zu) from\n$ %s\n"
+                 "%.1000s\n... around byte %zu:\n%.600s", e.text, e.line, e.column, at,
+                 len, ct.cmd, ct.out, from, ct.out + (from < len ? from : len));
     }
     return j;
 }

@@ -113,8 +113,9 @@ static void test_disk_full(void **state)
                   why ? why : "", ing ? ing : "?", dur ? dur : "?");
     assert_non_null(strstr(why ? why : "", "No space left on device"));
     json_decref(st);
-    /* Still up; reads work; more writes are acknowledged (WAL on the
-     * safekeepers) while ingest pauses. */
+    /* Still up; more writes are acknowledged, and while memory allows the
+     * pageserver goes on ingesting them (checkpoints no longer freeze the
+     * open layer while flushes fail), so a read sees them. */
     int pid = ps_pid();
     assert_true(pid > 0 && kill(pid, 0) == 0);
     insert_10mib();

@@ -738,7 +738,7 @@ static void test_unload(void **state)
     assert_true(ps_timeline_unload(m, 0));
 
     /* reopened, it stays unloaded and answers */
-    arbor_id mid = *ps_timeline_id(m);
+    arbor_id mid = *ps_timeline_id(m), cid = *ps_timeline_id(ch);
     ps_timeline_release(ch);
     ps_timeline_release(m);
     ps_repo_close(e.repo);
@@ -752,6 +752,82 @@ static void test_unload(void **state)
         assert_int_equal(version_at(m, 5, h.end[i]), ul_expect(&h, 5, h.end[i]));
     }
     assert_true(ps_timeline_is_loaded(m));
+
+    /* a load that fails (its commits index is damaged) is an error for
+     * every read, never the zeros of its empty map, also through a child */
+    assert_true(ps_timeline_unload(m, 0));
+    ps_timeline_release(m);
+    ps_repo_close(e.repo);
+    char id[ID_STR_SIZE], tn[ID_STR_SIZE], path[4096];
+    snprintf(path, sizeof(path), "%s/tenants/%s/timelines/%s/commits", e.dir,
+             id_format(&e.tenant, tn), id_format(&mid, id));
+    FILE *f = fopen(path, "r+");
+    assert_non_null(f);
+    assert_int_equal(fwrite("garbage!", 1, 8, f), 8);
+    assert_int_equal(fclose(f), 0);
+    env_open(&e);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &mid, &m), 0);
+    assert_false(ps_timeline_is_loaded(m));
+    lsn_t v = 0;
+    assert_int_equal(read_lsn(m, 5, h.end[h.n - 1], &v), PS_EBROKEN);
+    assert_int_equal(read_lsn(m, 5, h.end[0], &v), PS_EBROKEN);
+    assert_int_equal(ps_repo_get_timeline(e.repo, &e.tenant, &cid, &ch), 0);
+    assert_int_equal(read_lsn(ch, 5, h.end[UL_RECORDS - 5], &v), PS_EBROKEN);
+    ps_timeline_release(ch);
+    ps_timeline_release(m);
+    env_free(&e);
+}
+
+/* ---- a full disk ------------------------------------------------------- */
+
+static atomic_bool g_disk_full;
+
+static ssize_t full_pwrite(void *ctx, int fd, const void *buf, size_t len, off_t off)
+{
+    return atomic_load(&g_disk_full) ? -ENOSPC : disk_io_posix.pwrite(ctx, fd, buf, len, off);
+}
+
+/* While layer flushes fail, checkpoints (every 10 s in the daemon) retry
+ * them but do not freeze the open layer each time: ingest and reads of the
+ * newest WAL go on until the open layer is full too. Space back, one
+ * checkpoint makes everything durable. */
+static void test_full_disk(void **state)
+{
+    (void)state;
+    env e;
+    memset(&e, 0, sizeof(e));
+    e.dir = tps_mkdtemp();
+    e.clk.now_us = T0;
+    e.clock = (ps_clock){ .ctx = &e.clk, .now_us = tps_clock_now };
+    ps_config_default(&e.cfg);
+    e.cfg.clock = &e.clock;
+    disk_io io = disk_io_posix;
+    io.pwrite = full_pwrite;
+    e.cfg.io = &io;
+    env_open(&e);
+    assert_int_equal(ps_repo_create_tenant(e.repo, NULL, &e.tenant), 0);
+    ps_timeline *m = mk_tl(&e, "main", NULL, 0);
+    wr w = writer(m);
+    put1(&w, 1, T0);
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    atomic_store(&g_disk_full, true);
+    lsn_t last = 0;
+    for (int i = 0; i < 3 * PS_FLUSH_MAX_FROZEN; i++) {
+        last = put1(&w, (uint32_t)i % 4 + 1, T0 + 1 + i);   /* asserts the ingest */
+        assert_int_equal(ps_timeline_checkpoint(m), -ENOSPC);
+        assert_int_equal(version_at(m, (uint32_t)i % 4 + 1, last), last);
+    }
+    ps_timeline_info info;
+    ps_timeline_get_info(m, &info);
+    assert_int_equal(info.flush_error, -ENOSPC);
+    assert_true(info.frozen_layers <= 1);
+    assert_true(info.disk_consistent_lsn < last);
+    atomic_store(&g_disk_full, false);
+    assert_int_equal(ps_timeline_checkpoint(m), 0);
+    ps_timeline_get_info(m, &info);
+    assert_int_equal(info.flush_error, 0);
+    assert_int_equal(info.frozen_layers, 0);
+    assert_int_equal(info.disk_consistent_lsn, last);
     ps_timeline_release(m);
     env_free(&e);
 }
@@ -1155,6 +1231,7 @@ int main(void)
         cmocka_unit_test(test_lease_and_gc),
         cmocka_unit_test(test_wait_and_sizes),
         cmocka_unit_test(test_unload),
+        cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_multi_record_txn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
