@@ -526,7 +526,10 @@ static json_t *val_json(const btr_val *v)
         }
         return json_pack("{s:s}", "real", v->r > 0 ? "Infinity" : "-Infinity");
     case BTR_TEXT: {
-        json_t *s = json_stringn((const char *)v->p, v->n);
+        /* NUL is valid JSON (\u0000), but many readers refuse it (jansson's
+         * default, PostgreSQL's jsonb) or cut the string there */
+        json_t *s = v->n && memchr(v->p, 0, v->n) ? NULL
+                                                  : json_stringn((const char *)v->p, v->n);
         if (s) {
             return s;
         }
