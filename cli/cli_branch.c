@@ -19,6 +19,7 @@
 #include "cli_ps.h"
 #include "config.h"
 #include "pageserver.pb-c.h"
+#include "sk_client.h"
 
 /* ---- JSON and text forms of a branch -------------------------------------------- */
 
@@ -427,6 +428,30 @@ static int guard_endpoints(cli_ctx *ctx, cli_ps *ps, const cli_tl *b, bool desce
     return rc;
 }
 
+/* The safekeepers drop the WAL of deleted timelines (a written branch holds
+ * a 16 MiB segment on each). The branch is gone either way: a safekeeper
+ * that cannot be told keeps the files, which is only said. */
+static void sk_forget(cli_state *st, const arbor_id *tenant, const arbor_id *ids, size_t n)
+{
+    char addrs[CLI_N_SAFEKEEPERS][64];
+    int n_sk = cli_cluster_sk_addrs(st, addrs, CLI_N_SAFEKEEPERS);
+    for (int i = 0; i < n_sk; i++) {
+        skc *c = NULL;
+        char msg[256];
+        int rc = skc_open(addrs[i], &c);
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg), "safekeeper %s: cannot connect", addrs[i]);
+        }
+        for (size_t k = 0; rc == 0 && k < n; k++) {
+            rc = skc_delete_timeline(c, tenant, &ids[k], msg);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "warning: %s: it keeps the deleted branch's WAL\n", msg);
+        }
+        skc_close(c);
+    }
+}
+
 int cli_cmd_branch_delete(cli_ctx *ctx)
 {
     if (cli_api_remote(ctx))
@@ -447,12 +472,19 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
     if (rc == 0) {
         rc = cli_api_guard_branch(ctx, b.name, cli_opt_flag(ctx, "force"), "delete");
     }
+    arbor_id *ids = NULL;
+    size_t n_ids = 0;
+    if (rc == 0) {
+        rc = affected_ids(&ps, &b, cli_opt_flag(ctx, "force"), &ids, &n_ids);
+    }
     if (rc == 0) {
         rc = cli_ps_delete(&ps, &b, cli_opt_flag(ctx, "force"), &deleted);
     }
     if (rc == 0) {
+        sk_forget(&st, &ps.tenant, ids, n_ids);
         cli_api_branch_deleted(ctx, b.name);
     }
+    free(ids);
     if (rc == 0) {
         printf("deleted branch %s", b.name);
         if (deleted > 1) {
@@ -622,7 +654,8 @@ static bool has_children(cli_ps *ps, const cli_tl *b)
     return kids;
 }
 
-static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved *moved)
+static int reset_branch(cli_ctx *ctx, cli_state *st, cli_ps *ps, const char *name,
+                        cli_ep_moved *moved)
 {
     cli_tl b, parent, fresh;
     char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
@@ -655,10 +688,15 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved
     }
     memcpy(b.name, side, sizeof(side));
     cli_api_branch_replaced(ctx, name, &old_id, true);
-    if (cli_ps_delete(ps, &b, force, NULL) != 0) {
+    arbor_id *ids = NULL;
+    size_t n_ids = 0;
+    if (affected_ids(ps, &b, force, &ids, &n_ids) != 0 || cli_ps_delete(ps, &b, force, NULL) != 0) {
         cli_err("branch '%s' was reset, but its old state is left as branch '%s'", name, side);
+        free(ids);
         return CLI_EFAIL;
     }
+    sk_forget(st, &ps->tenant, ids, n_ids);
+    free(ids);
     if (ctx->json) {
         print_json(branch_json(&fresh, parent.name));
     } else {
@@ -678,7 +716,7 @@ int cli_cmd_branch_reset(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     cli_ep_moved *moved = calloc(1, sizeof(*moved));
-    int rc = reset_branch(ctx, &ps, ctx->pos[0], moved);
+    int rc = reset_branch(ctx, &st, &ps, ctx->pos[0], moved);
     if (cli_endpoint_restart(ctx->dir, &ps, moved, ctx->pos[0]) != 0) {
         rc = CLI_EFAIL;
     }

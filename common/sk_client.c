@@ -123,6 +123,32 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
     return rc;
 }
 
+int skc_delete_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        char msg[256])
+{
+    Arbor__TimelineRef ref = tl_ref(tenant, timeline);
+    Arbor__SkDeleteTimelineRequest req = ARBOR__SK_DELETE_TIMELINE_REQUEST__INIT;
+    req.timeline = &ref;
+    Arbor__SkDeleteTimelineResponse *resp = NULL;
+    rpc_status st = { 0 };
+    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/DeleteTimeline", &req.base,
+                       &arbor__sk_delete_timeline_response__descriptor,
+                       (ProtobufCMessage **)&resp, c->timeout_ms, &st);
+    if (rc != 0) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
+        return -EIO;
+    }
+    int code = resp->error ? (int)resp->error->code : 0;
+    if (code != ARBOR__ERROR_CODE__OK && code != ARBOR__ERROR_CODE__UNKNOWN_TIMELINE) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 resp->error->message ? resp->error->message : "error");
+        rc = -EIO;
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
 int skc_removed_below(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
 {
     Arbor__TimelineStatusResponse *resp;

@@ -32,6 +32,12 @@ const char *skc_target(skc *c);
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                         lsn_t start_lsn, char msg[256]);
 
+/* Deletes the timeline's WAL and state for good. 0 also when it was
+ * deleted already or never reached this safekeeper (nothing to free);
+ * -EIO with msg otherwise (no answer, or the safekeeper's error). */
+int skc_delete_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
+                        char msg[256]);
+
 /* The timeline's commit LSN as this safekeeper knows it. 0, -ENOENT
  * (unknown timeline), -EPROTO (another error answered) or -EIO (no
  * answer). */

@@ -163,6 +163,18 @@ json_t *api_h_branch_get(req *r)
     return j;
 }
 
+/* A deleted timeline's WAL leaves the safekeepers (a written branch holds a
+ * 16 MiB segment on each). The branch is gone either way: a safekeeper
+ * that cannot be told keeps the files, which is logged. */
+static void sk_forget(req *r, const arbor_id *t, const arbor_id *tl)
+{
+    for (int i = 0; i < r->x->n_sk; i++) {
+        char msg[256];
+        if (skc_delete_timeline(r->x->sk[i], t, tl, msg) != 0)
+            log_warn("deleted timeline: %s: the safekeeper keeps its WAL", msg);
+    }
+}
+
 /* Before a time is turned into an LSN: waits (up to 5 s) until the
  * pageserver has ingested what the safekeepers committed, so that a commit
  * made just before that time is not missed because ingest lags. */
@@ -378,6 +390,7 @@ json_t *api_h_branch_delete(req *r)
         api_fail_ps(r, rc, "deleting the branch", e.msg);
         goto done;
     }
+    sk_forget(r, &t, &tl);
     ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND branch_id = ?",
                 "ss", pid, api_jstr(row, "id"));
     ctl_db_exec(r->x->db, NULL, "DELETE FROM webhooks WHERE project_id = ? AND branch_id = ?",
@@ -487,7 +500,8 @@ static json_t *replace_timeline(req *r, bool is_reset)
     api_hex_id(&tl.id, new_id);
     repoint(r, pid, api_jstr(row, "id"), new_id, is_reset);
     if (is_reset) {
-        psc_delete_timeline(r->x->ps, &t, &old, false, NULL, &e);
+        if (psc_delete_timeline(r->x->ps, &t, &old, false, NULL, &e) == 0)
+            sk_forget(r, &t, &old);
         ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?",
                     "ss", pid, api_jstr(row, "id"));
     }

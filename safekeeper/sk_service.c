@@ -63,7 +63,7 @@ static Arbor__ErrorCode error_code(int rc)
         return ARBOR__ERROR_CODE__INVALID_ARGUMENT;
     case SK_TL_EREMOVED: case SK_EREMOVED:
         return ARBOR__ERROR_CODE__NOT_FOUND;
-    case SK_TL_ENOTFOUND: return ARBOR__ERROR_CODE__UNKNOWN_TIMELINE;
+    case SK_TL_ENOTFOUND: case SK_TL_EDELETED: return ARBOR__ERROR_CODE__UNKNOWN_TIMELINE;
     case SK_TL_ECORRUPT: case SK_ECORRUPT: return ARBOR__ERROR_CODE__CORRUPT;
     default:
         if (rc <= WAL_ETRUNC && rc >= WAL_ENOMEM)
@@ -220,10 +220,13 @@ static void append_one(append_ctx *a, Arbor__AppendRequest *req)
     if (a->err != 0)
         return;
     if (!a->tl) {
-        a->err = find_timeline(a->svc, req->timeline, 0, &a->tl);
+        sk_timeline *tl;
+        a->err = find_timeline(a->svc, req->timeline, 0, &tl);
+        if (a->err == 0)
+            a->err = sk_tl_stream_count(tl, 1, 0);
         if (a->err != 0)
             return;
-        sk_tl_stream_count(a->tl, 1, 0);
+        a->tl = tl;   /* counted in: counted out at the stream's end */
     }
     if (a->term && req->term != a->term) {
         a->err = SK_TL_EWRONG_TERM;
@@ -249,7 +252,7 @@ static int send_append_response(append_ctx *a, lsn_t flush, lsn_t commit)
     resp.request_id = a->acked_req;
     if (a->err != 0) {
         set_error(&err, msg, sizeof(msg), a->err, "append");
-        err.fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND ||
+        err.fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND || a->err == SK_TL_EDELETED ||
                     a->err == SK_TL_EINVAL;
         resp.error = &err;
         if (a->svc->append_errors)
@@ -292,7 +295,7 @@ static int append_group(append_ctx *a, Arbor__AppendRequest *first)
     }
     if (send_append_response(a, flush, commit) != 0)
         return -1;
-    bool fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND ||
+    bool fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND || a->err == SK_TL_EDELETED ||
                  a->err == SK_TL_EINVAL;
     return fatal ? -1 : 0;
 }
@@ -386,6 +389,8 @@ static int h_stream_wal(rpc_stream *call, void *arg)
         return RPC_STATUS_INVALID_ARGUMENT;
     sk_timeline *tl;
     int rc = find_timeline(svc, req->timeline, 0, &tl);
+    if (rc == 0)
+        rc = sk_tl_stream_count(tl, 0, 1);
     if (rc != 0) {
         Arbor__WalChunk chunk = ARBOR__WAL_CHUNK__INIT;
         Arbor__Error err = ARBOR__ERROR__INIT;
@@ -395,7 +400,6 @@ static int h_stream_wal(rpc_stream *call, void *arg)
         chunk.error = &err;
         rpc_stream_send_msg(call, &chunk.base);
     } else {
-        sk_tl_stream_count(tl, 0, 1);
         stream_wal(svc, call, tl, req);
         sk_tl_stream_count(tl, 0, -1);
     }
@@ -512,6 +516,25 @@ static int h_create(rpc_stream *call, void *arg, ProtobufCMessage *pb)
         }
     } else {
         set_error(&err, msg, sizeof(msg), rc, "create timeline");
+        resp.error = &err;
+    }
+    rpc_stream_send_msg(call, &resp.base);
+    return RPC_STATUS_OK;
+}
+
+static int h_delete(rpc_stream *call, void *arg, ProtobufCMessage *pb)
+{
+    sk_service *svc = arg;
+    Arbor__SkDeleteTimelineRequest *req = (Arbor__SkDeleteTimelineRequest *)pb;
+    Arbor__SkDeleteTimelineResponse resp = ARBOR__SK_DELETE_TIMELINE_RESPONSE__INIT;
+    Arbor__Error err = ARBOR__ERROR__INIT;
+    char msg[256];
+    uint8_t tenant[16], timeline[16];
+    int rc = timeline_ids(req->timeline, tenant, timeline);
+    if (rc == 0)
+        rc = sk_reg_delete(svc->reg, tenant, timeline);
+    if (rc != 0) {
+        set_error(&err, msg, sizeof(msg), rc, "delete timeline");
         resp.error = &err;
     }
     rpc_stream_send_msg(call, &resp.base);
@@ -668,6 +691,8 @@ int sk_svc_register(sk_service *svc, rpc_server *srv)
                        &arbor__list_sk_timelines_request__descriptor, h_list),
         RPC_UNARY_BODY("/arbor.Safekeeper/CreateTimeline",
                        &arbor__sk_create_timeline_request__descriptor, h_create),
+        RPC_UNARY_BODY("/arbor.Safekeeper/DeleteTimeline",
+                       &arbor__sk_delete_timeline_request__descriptor, h_delete),
         RPC_UNARY_BODY("/arbor.Safekeeper/ReportPersisted",
                        &arbor__report_persisted_request__descriptor, h_report_persisted),
         RPC_UNARY_BODY("/arbor.Safekeeper/WatchTimelines",

@@ -36,6 +36,8 @@ struct sk_timeline {
     int proposers;
     int readers;
     struct sk_registry *reg;  /* set when added to it */
+    bool deleted;             /* sk_reg_delete: every call fails; wal closed
+                                 once no stream holds it */
     uint64_t change_seq;      /* the registry's seq when commit/flush last moved */
     int64_t changed_ms;       /* CLOCK_MONOTONIC ms of that move */
 };
@@ -46,6 +48,12 @@ struct sk_registry {
     char *datadir;
     sk_timeline **tls;
     size_t n, cap;
+    /* Deleted: their handles stay valid until close (callers hold bare
+     * pointers), but only a few hundred bytes each: no WAL, no fd. */
+    sk_timeline **dead;
+    size_t n_dead, cap_dead;
+    arbor_id *tombs;          /* (tenant, timeline) pairs deleted, never again */
+    size_t n_tombs, cap_tombs;
     /* Change feed for watchers (sk_reg_watch): seq grows by one each time
      * a timeline's commit or flush LSN moves, or one is created. */
     pthread_mutex_t seq_mu;
@@ -69,6 +77,16 @@ static void notify_locked(sk_timeline *tl)
     pthread_mutex_unlock(&reg->seq_mu);
 }
 
+/* A deleted timeline's WAL goes once no stream can be reading it (caller
+ * holds tl->mu). */
+static void close_if_dead_locked(sk_timeline *tl)
+{
+    if (tl->deleted && tl->wal && tl->proposers == 0 && tl->readers == 0) {
+        sk_wal_close(tl->wal);
+        tl->wal = NULL;
+    }
+}
+
 const char *sk_tl_strerror(int err)
 {
     switch (err) {
@@ -80,6 +98,7 @@ const char *sk_tl_strerror(int err)
     case SK_TL_EREMOVED: return "WAL at that LSN was removed";
     case SK_TL_ENOTFOUND: return "no such timeline";
     case SK_TL_ECORRUPT: return "stored data is corrupt";
+    case SK_TL_EDELETED: return "the timeline was deleted";
     default:
         if (err <= -1000)
             return sk_storage_strerror(err);
@@ -97,6 +116,8 @@ static uint64_t elected_term_locked(const sk_timeline *tl)
 
 static lsn_t readable_end_locked(const sk_timeline *tl, bool uncommitted)
 {
+    if (!tl->wal)
+        return 0;   /* deleted */
     lsn_t flush = sk_wal_flush_lsn(tl->wal);
     if (uncommitted)
         return flush;
@@ -111,17 +132,19 @@ static void state_locked(const sk_timeline *tl, sk_tl_state *st)
     st->term = tl->ctl.term;
     st->elected_term = elected_term_locked(tl);
     st->start_lsn = tl->ctl.start_lsn;
-    st->write_lsn = sk_wal_write_lsn(tl->wal);
-    st->flush_lsn = sk_wal_flush_lsn(tl->wal);
     st->commit_lsn = tl->ctl.commit_lsn;
     st->persisted_lsn = tl->ctl.persisted_lsn;
     st->removed_below_lsn = tl->ctl.removed_below_lsn;
-    st->last_record_lsn = sk_wal_last_record_lsn(tl->wal);
-    st->history.n = skh_up_to(&tl->ctl.history, st->flush_lsn, st->history.e);
     st->proposers = tl->proposers;
     st->readers = tl->readers;
     st->change_seq = tl->change_seq;
     st->changed_ms = tl->changed_ms;
+    if (!tl->wal)   /* deleted */
+        return;
+    st->write_lsn = sk_wal_write_lsn(tl->wal);
+    st->flush_lsn = sk_wal_flush_lsn(tl->wal);
+    st->last_record_lsn = sk_wal_last_record_lsn(tl->wal);
+    st->history.n = skh_up_to(&tl->ctl.history, st->flush_lsn, st->history.e);
 }
 
 /* Persists ctl; only on success does it become the timeline's state, so a
@@ -179,7 +202,7 @@ int sk_tl_vote(sk_timeline *tl, uint64_t term, bool *granted,
 {
     pthread_mutex_lock(&tl->mu);
     *granted = false;
-    int rc = settle_locked(tl);
+    int rc = tl->deleted ? SK_TL_EDELETED : settle_locked(tl);
     if (rc == 0 && term > tl->ctl.term) {
         sk_control next = tl->ctl;
         next.term = term;
@@ -243,8 +266,8 @@ int sk_tl_elected(sk_timeline *tl, uint64_t term, const skh_entry *history,
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&tl->mu);
-    if (term < tl->ctl.term) {
-        rc = SK_TL_EWRONG_TERM;
+    if (tl->deleted || term < tl->ctl.term) {
+        rc = tl->deleted ? SK_TL_EDELETED : SK_TL_EWRONG_TERM;
         goto done;
     }
     rc = settle_locked(tl);
@@ -289,6 +312,10 @@ int sk_tl_append(sk_timeline *tl, uint64_t term, lsn_t begin_lsn,
     int rc = 0;
     pthread_mutex_lock(&tl->mu);
     *term_out = tl->ctl.term;
+    if (tl->deleted) {
+        rc = SK_TL_EDELETED;
+        goto done;
+    }
     if (term != tl->ctl.term || elected_term_locked(tl) != term) {
         rc = SK_TL_EWRONG_TERM;
         goto done;
@@ -324,6 +351,11 @@ int sk_tl_flush(sk_timeline *tl, uint64_t term, lsn_t *flush_out,
 {
     int rc = 0;
     pthread_mutex_lock(&tl->mu);
+    if (tl->deleted) {
+        *flush_out = *commit_out = 0;
+        pthread_mutex_unlock(&tl->mu);
+        return SK_TL_EDELETED;
+    }
     if (term != tl->ctl.term || elected_term_locked(tl) != term) {
         rc = SK_TL_EWRONG_TERM;
         goto done;
@@ -349,15 +381,19 @@ int sk_tl_read(sk_timeline *tl, lsn_t from_lsn, bool uncommitted,
                lsn_t end_lsn, size_t max_bytes, uint8_t **buf, size_t *len,
                lsn_t *next_lsn)
 {
+    *buf = NULL;
+    *len = 0;
+    *next_lsn = from_lsn;
     pthread_mutex_lock(&tl->mu);
+    /* a reader counted by sk_tl_stream_count keeps a deleted one's WAL
+     * open until it leaves */
+    bool deleted = tl->deleted;
     lsn_t end = readable_end_locked(tl, uncommitted);
     lsn_t removed = tl->ctl.removed_below_lsn;
     lsn_t start = tl->ctl.start_lsn;
     pthread_mutex_unlock(&tl->mu);
-
-    *buf = NULL;
-    *len = 0;
-    *next_lsn = from_lsn;
+    if (deleted)
+        return SK_TL_EDELETED;
     if (from_lsn < start || (removed && from_lsn < removed))
         return SK_TL_EREMOVED;
     if (end_lsn && end_lsn < end)
@@ -384,13 +420,15 @@ int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms)
     deadline_after(&deadline, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&tl->mu);
-    while (readable_end_locked(tl, uncommitted) <= pos) {
+    while (!tl->deleted && readable_end_locked(tl, uncommitted) <= pos) {
         if (pthread_cond_timedwait(&tl->changed, &tl->mu, &deadline) ==
             ETIMEDOUT) {
             rc = readable_end_locked(tl, uncommitted) > pos ? 0 : -ETIMEDOUT;
             break;
         }
     }
+    if (tl->deleted)
+        rc = SK_TL_EDELETED;
     pthread_mutex_unlock(&tl->mu);
     return rc;
 }
@@ -400,6 +438,11 @@ int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
 {
     int rc = 0;
     pthread_mutex_lock(&tl->mu);
+    if (tl->deleted) {
+        *removed_below_out = 0;
+        pthread_mutex_unlock(&tl->mu);
+        return SK_TL_EDELETED;
+    }
     sk_control next = tl->ctl;
     if (lsn > next.persisted_lsn)
         next.persisted_lsn = lsn;
@@ -420,13 +463,20 @@ done:
     return rc;
 }
 
-void sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
-                        int readers_delta)
+int sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
+                       int readers_delta)
 {
+    int rc = 0;
     pthread_mutex_lock(&tl->mu);
-    tl->proposers += proposers_delta;
-    tl->readers += readers_delta;
+    if (tl->deleted && (proposers_delta > 0 || readers_delta > 0)) {
+        rc = SK_TL_EDELETED;
+    } else {
+        tl->proposers += proposers_delta;
+        tl->readers += readers_delta;
+        close_if_dead_locked(tl);
+    }
     pthread_mutex_unlock(&tl->mu);
+    return rc;
 }
 
 /* ---- open / create / close -------------------------------------------- */
@@ -452,7 +502,7 @@ static void tl_free(sk_timeline *tl)
         return;
     if (tl->wal) {
         /* commit_lsn is kept lazily; a clean close stores the latest. */
-        if (sk_control_store(tl->io, tl->dir, &tl->ctl) != 0)
+        if (!tl->deleted && sk_control_store(tl->io, tl->dir, &tl->ctl) != 0)
             log_warn("timeline %s: could not store control on close", tl->dir);
         sk_wal_close(tl->wal);
     }
@@ -578,6 +628,39 @@ static bool is_hex_id(const char *name)
     return id_parse(name, &id) == 0;
 }
 
+#define TOMB_SUFFIX ".deleted"
+
+static bool tomb_has_locked(const sk_registry *reg, const uint8_t tenant_id[16],
+                            const uint8_t timeline_id[16])
+{
+    for (size_t i = 0; i < reg->n_tombs; i++) {
+        if (memcmp(reg->tombs[2 * i].b, tenant_id, 16) == 0 &&
+            memcmp(reg->tombs[2 * i + 1].b, timeline_id, 16) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void tomb_add_locked(sk_registry *reg, const uint8_t tenant_id[16],
+                            const uint8_t timeline_id[16])
+{
+    if (reg->n_tombs == reg->cap_tombs) {
+        reg->cap_tombs = reg->cap_tombs ? reg->cap_tombs * 2 : 16;
+        reg->tombs = az_realloc(reg->tombs, 2 * reg->cap_tombs * sizeof(arbor_id));
+    }
+    memcpy(reg->tombs[2 * reg->n_tombs].b, tenant_id, 16);
+    memcpy(reg->tombs[2 * reg->n_tombs + 1].b, timeline_id, 16);
+    reg->n_tombs++;
+}
+
+/* name is "<timeline id>.deleted": its id into *id. */
+static bool is_tomb_name(const char *name, arbor_id *id)
+{
+    size_t n = strlen(name), k = strlen(TOMB_SUFFIX);
+    return n == ID_HEX_LEN + k && strcmp(name + ID_HEX_LEN, TOMB_SUFFIX) == 0 &&
+           id_parse_n(name, ID_HEX_LEN, id) == 0;
+}
+
 static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
 {
     char path[PATH_MAX];
@@ -588,14 +671,31 @@ static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
         return errno == ENOENT ? 0 : -errno;
     int rc = 0;
     struct dirent *de;
+    arbor_id tenant;
+    const char *slash = strrchr(tenant_dir, '/');
+    if (id_parse(slash ? slash + 1 : tenant_dir, &tenant) != 0)
+        return 0;   /* sk_reg_open passes hex names only */
     while (rc == 0 && (de = readdir(d)) != NULL) {
+        arbor_id tomb;
+        if (is_tomb_name(de->d_name, &tomb)) {
+            tomb_add_locked(reg, tenant.b, tomb.b);
+            continue;
+        }
         if (!is_hex_id(de->d_name))
             continue;
-        char dir[PATH_MAX], ctl[PATH_MAX];
+        char dir[PATH_MAX], ctl[PATH_MAX], tomb_path[PATH_MAX];
         if (path_join(dir, sizeof(dir), path, de->d_name) != 0 ||
-            path_join(ctl, sizeof(ctl), dir, "control") != 0) {
+            path_join(ctl, sizeof(ctl), dir, "control") != 0 ||
+            snprintf(tomb_path, sizeof(tomb_path), "%s" TOMB_SUFFIX, dir) >=
+                (int)sizeof(tomb_path)) {
             rc = -ENAMETOOLONG;
             break;
+        }
+        if (access(tomb_path, F_OK) == 0) {
+            /* A delete crashed after its tombstone: finish it. */
+            log_warn("removing the rest of deleted timeline %s", dir);
+            fs_remove_tree(dir);
+            continue;
         }
         if (access(ctl, F_OK) != 0) {
             /* Creation crashed before its control file: nothing was ever
@@ -672,7 +772,11 @@ void sk_reg_close(sk_registry *reg)
         return;
     for (size_t i = 0; i < reg->n; i++)
         tl_free(reg->tls[i]);
+    for (size_t i = 0; i < reg->n_dead; i++)
+        tl_free(reg->dead[i]);
     az_free(reg->tls);
+    az_free(reg->dead);
+    az_free(reg->tombs);
     az_free(reg->datadir);
     pthread_cond_destroy(&reg->seq_cv);
     pthread_mutex_destroy(&reg->seq_mu);
@@ -694,6 +798,10 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
             goto done;
         }
     }
+    if (tomb_has_locked(reg, tenant_id, timeline_id)) {
+        rc = SK_TL_EDELETED;   /* a stale proposer's vote does not recreate it */
+        goto done;
+    }
     if (create_start_lsn == 0) {
         rc = SK_TL_ENOTFOUND;
         goto done;
@@ -714,6 +822,62 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
 done:
     pthread_mutex_unlock(&reg->mu);
     return rc;
+}
+
+int sk_reg_delete(sk_registry *reg, const uint8_t tenant_id[16],
+                  const uint8_t timeline_id[16])
+{
+    char dir[PATH_MAX], tomb[PATH_MAX];
+    int rc = tl_dir(reg, tenant_id, timeline_id, dir, sizeof(dir));
+    if (rc == 0 && snprintf(tomb, sizeof(tomb), "%s" TOMB_SUFFIX, dir) >= (int)sizeof(tomb))
+        rc = -ENAMETOOLONG;
+    if (rc != 0)
+        return rc;
+    /* reg->mu across the disk work: a create of the same id waits, and
+     * deletes are rare (one fsync and an unlink of a few files) */
+    pthread_mutex_lock(&reg->mu);
+    sk_timeline *tl = NULL;
+    size_t at = 0;
+    for (; at < reg->n && !tl; at++) {
+        sk_timeline *t = reg->tls[at];
+        if (memcmp(t->ctl.tenant_id, tenant_id, 16) == 0 &&
+            memcmp(t->ctl.timeline_id, timeline_id, 16) == 0)
+            tl = t;
+    }
+    if (!tl) {
+        rc = tomb_has_locked(reg, tenant_id, timeline_id) ? 0 : SK_TL_ENOTFOUND;
+        pthread_mutex_unlock(&reg->mu);
+        return rc;
+    }
+    /* The tombstone first, durably: after a crash from here on, the open
+     * finishes the removal instead of serving half a timeline. */
+    rc = reg->opt.io->write_atomic(reg->opt.io->ctx, tomb, "", 0);
+    if (rc != 0) {
+        log_error("deleting timeline %s: writing %s: %s", dir, tomb, sk_tl_strerror(rc));
+        pthread_mutex_unlock(&reg->mu);
+        return rc;
+    }
+    reg->tls[at - 1] = reg->tls[--reg->n];
+    if (reg->n_dead == reg->cap_dead) {
+        reg->cap_dead = reg->cap_dead ? reg->cap_dead * 2 : 16;
+        reg->dead = az_realloc(reg->dead, reg->cap_dead * sizeof(*reg->dead));
+    }
+    reg->dead[reg->n_dead++] = tl;
+    tomb_add_locked(reg, tenant_id, timeline_id);
+    pthread_mutex_lock(&tl->mu);
+    tl->deleted = true;
+    pthread_cond_broadcast(&tl->changed);   /* waiting readers end */
+    close_if_dead_locked(tl);
+    pthread_mutex_unlock(&tl->mu);
+    /* Open descriptors of streams still leaving keep their files readable;
+     * the space comes back when the last closes. */
+    int rm = reg->opt.io->remove_tree(reg->opt.io->ctx, dir);
+    if (rm != 0)
+        log_warn("deleted timeline %s: removing its files: %s (the next start retries)",
+                 dir, sk_tl_strerror(rm));
+    pthread_mutex_unlock(&reg->mu);
+    log_info("deleted timeline %s", dir);
+    return 0;
 }
 
 uint64_t sk_reg_watch(sk_registry *reg, uint64_t since, int timeout_ms, uint64_t *epoch)

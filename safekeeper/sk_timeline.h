@@ -52,6 +52,7 @@ enum {
     SK_TL_EREMOVED = -3206,     /* reader asked for WAL already removed */
     SK_TL_ENOTFOUND = -3207,    /* no such timeline */
     SK_TL_ECORRUPT = -3208,     /* stored data failed verification */
+    SK_TL_EDELETED = -3209,     /* the timeline was deleted (never again) */
 };
 const char *sk_tl_strerror(int err);
 
@@ -105,6 +106,14 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
  * another epoch means "since the beginning"). Timelines with
  * sk_tl_state.change_seq > since are the ones that moved. */
 uint64_t sk_reg_watch(sk_registry *reg, uint64_t since, int timeout_ms, uint64_t *epoch);
+/* Deletes a timeline for good: its directory goes (a tombstone file
+ * <id>.deleted stays beside it, so neither a restart nor a stale proposer's
+ * vote brings it back: sk_reg_get answers SK_TL_EDELETED). Every call on a
+ * handle of it fails with SK_TL_EDELETED from then on; open streams end,
+ * and its WAL is closed once the last one left. 0 also when it was deleted
+ * already; SK_TL_ENOTFOUND when it never existed here. */
+int sk_reg_delete(sk_registry *reg, const uint8_t tenant_id[16],
+                  const uint8_t timeline_id[16]);
 /* Snapshot of all timelines' pointers; *out malloc'ed (free()). */
 int sk_reg_list(sk_registry *reg, sk_timeline ***out, size_t *n);
 uint64_t sk_reg_node_id(const sk_registry *reg);
@@ -152,8 +161,11 @@ int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms);
 int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
                            lsn_t *removed_below_out);
 
-/* Stream bookkeeping for status and metrics. */
-void sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
-                        int readers_delta);
+/* Stream bookkeeping for status and metrics; a stream counted in keeps a
+ * deleted timeline's WAL open until it counts itself out (call before the
+ * first sk_tl_read). SK_TL_EDELETED (nothing counted) when joining a
+ * deleted timeline. */
+int sk_tl_stream_count(sk_timeline *tl, int proposers_delta,
+                       int readers_delta);
 
 #endif

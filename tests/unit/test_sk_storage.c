@@ -31,6 +31,7 @@
 #include <xxhash.h>
 
 #include "fsutil.h"
+#include "ids.h"
 #include "log.h"
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
@@ -1804,6 +1805,144 @@ static void test_service_ack_durable(void **state)
     fault_free(&r.f);
 }
 
+/* ---- delete: the space comes back, the timeline never does ------------ */
+
+static int rig_delete(svc_rig *r, const uint8_t timeline[16])
+{
+    Arbor__TimelineRef ref = r->ref;
+    ref.timeline_id = (ProtobufCBinaryData){ 16, (uint8_t *)timeline };
+    Arbor__SkDeleteTimelineRequest d = ARBOR__SK_DELETE_TIMELINE_REQUEST__INIT;
+    d.timeline = &ref;
+    Arbor__SkDeleteTimelineResponse *dr;
+    assert_int_equal(rpc_unary(r->ch, "/arbor.Safekeeper/DeleteTimeline", &d.base,
+                               &arbor__sk_delete_timeline_response__descriptor,
+                               (ProtobufCMessage **)&dr, 10000, NULL), 0);
+    int code = dr->error ? (int)dr->error->code : 0;
+    protobuf_c_message_free_unpacked(&dr->base, NULL);
+    return code;
+}
+
+/* A vote in term; the answer's error code (0: none). */
+static int rig_vote(svc_rig *r, uint64_t term)
+{
+    Arbor__VoteRequest v = ARBOR__VOTE_REQUEST__INIT;
+    v.timeline = &r->ref;
+    v.term = term;
+    v.start_lsn = START_LSN;
+    Arbor__VoteResponse *vr;
+    assert_int_equal(rpc_unary(r->ch, "/arbor.Safekeeper/Vote", &v.base,
+                               &arbor__vote_response__descriptor,
+                               (ProtobufCMessage **)&vr, 10000, NULL), 0);
+    int code = vr->error ? (int)vr->error->code : 0;
+    protobuf_c_message_free_unpacked(&vr->base, NULL);
+    return code;
+}
+
+/* Written WAL, an Append stream and a following StreamWal reader open:
+ * DeleteTimeline removes the directory (a tombstone stays), ends the
+ * reader with an error, fails the next append, and neither a stale
+ * proposer's vote nor a restart brings the timeline back. */
+static void test_service_delete(void **state)
+{
+    (void)state;
+    svc_rig r;
+    rig_start(&r);
+    rig_elect(&r);
+    tlog l;
+    tlog_init(&l, START_LSN);
+    tlog_fill(&l, 12, 1);
+    rpc_stream *s;
+    assert_int_equal(rpc_stream_open(r.ch, "/arbor.Safekeeper/Append", 60000, &s), 0);
+    for (size_t i = 0; i < 10; i++) {
+        rig_send(&r, s, &l, i);
+        Arbor__AppendResponse *resp;
+        assert_int_equal(rpc_stream_recv_msg(s, &arbor__append_response__descriptor,
+                                             30000, (ProtobufCMessage **)&resp), 0);
+        assert_null(resp->error);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    Arbor__StreamWalRequest wr = ARBOR__STREAM_WAL_REQUEST__INIT;
+    wr.timeline = &r.ref;
+    wr.start_lsn = START_LSN;
+    wr.follow = true;
+    rpc_stream *rd;
+    assert_int_equal(rpc_stream_open(r.ch, "/arbor.Safekeeper/StreamWal", 60000, &rd), 0);
+    assert_int_equal(rpc_stream_send_msg(rd, &wr.base), 0);
+    Arbor__WalChunk *ch;
+    assert_int_equal(rpc_stream_recv_msg(rd, &arbor__wal_chunk__descriptor, 30000,
+                                         (ProtobufCMessage **)&ch), 0);
+    assert_null(ch->error);
+    assert_true(ch->records.len > 0);
+    protobuf_c_message_free_unpacked(&ch->base, NULL);
+
+    char id[ID_STR_SIZE], tn[ID_STR_SIZE], dir[1024], tomb[1100];
+    arbor_id a, b;
+    memcpy(a.b, r.tenant, 16);
+    memcpy(b.b, r.timeline, 16);
+    snprintf(dir, sizeof dir, "%s/tenants/%s/timelines/%s", r.dir, id_format(&a, tn),
+             id_format(&b, id));
+    snprintf(tomb, sizeof tomb, "%s.deleted", dir);
+    assert_int_equal(access(dir, F_OK), 0);
+    assert_int_equal(rig_delete(&r, r.timeline), 0);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    assert_int_equal(access(tomb, F_OK), 0);
+
+    /* the follower gets an error chunk, not a hang (drains what it had) */
+    bool ended = false;
+    for (int k = 0; k < 100 && !ended; k++) {
+        assert_int_equal(rpc_stream_recv_msg(rd, &arbor__wal_chunk__descriptor, 30000,
+                                             (ProtobufCMessage **)&ch), 0);
+        ended = ch->error != NULL;
+        if (ended) {
+            assert_int_equal(ch->error->code, ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+            assert_non_null(strstr(ch->error->message, "deleted"));
+        }
+        protobuf_c_message_free_unpacked(&ch->base, NULL);
+    }
+    assert_true(ended);
+    rpc_stream_destroy(rd);
+    /* the open append stream's next record is refused */
+    rig_send(&r, s, &l, 10);
+    Arbor__AppendResponse *resp = NULL;
+    int rc = rpc_stream_recv_msg(s, &arbor__append_response__descriptor, 30000,
+                                 (ProtobufCMessage **)&resp);
+    assert_int_equal(rc, 0);
+    assert_non_null(resp->error);
+    assert_int_equal(resp->error->code, ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+    assert_non_null(strstr(resp->error->message, "deleted"));
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    rpc_stream_close_send(s);
+    rpc_stream_destroy(s);
+
+    /* a stale proposer's vote does not recreate it; deletes are idempotent */
+    assert_int_equal(rig_vote(&r, 2), ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    assert_int_equal(rig_delete(&r, r.timeline), 0);
+    uint8_t never[16] = { 0x99 };
+    assert_int_equal(rig_delete(&r, never), ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+
+    /* after a restart too; and a delete cut short after its tombstone
+     * (the directory still there) is finished by the open */
+    rig_stop_service(&r);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    sk_registry *reg;
+    sk_reg_options o = { .datadir = r.dir, .io = &disk_io_posix, .node_id = 1,
+                         .segment_size_bytes = SEG };
+    assert_int_equal(sk_reg_open(&o, &reg), 0);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    sk_timeline *tl;
+    assert_int_equal(sk_reg_get(reg, r.tenant, r.timeline, START_LSN, &tl), SK_TL_EDELETED);
+    size_t n;
+    sk_timeline **all;
+    assert_int_equal(sk_reg_list(reg, &all, &n), 0);
+    assert_int_equal(n, 0);
+    free(all);
+    sk_reg_close(reg);
+    tlog_free(&l);
+    tmpdir_free(r.dir);
+    fault_free(&r.f);
+}
+
 int main(void)
 {
     log_init("test_sk_storage", LOG_OFF);
@@ -1837,6 +1976,7 @@ int main(void)
         cmocka_unit_test(test_readers_vs_truncate),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_service_ack_durable),
+        cmocka_unit_test(test_service_delete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
