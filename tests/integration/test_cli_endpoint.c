@@ -516,9 +516,32 @@ static void test_branch_ops(void **state)
     ct_expect(ct_arbor("endpoint start %s --read-only --name kept", name), 0, "replica on kept");
     assert_int_equal(count_rows(name, "kept"), 5);
 
+    /* old was written: each safekeeper holds its WAL until the delete */
+    ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+    json_t *bl = ct_parse_out(), *b;
+    size_t bi;
+    char old_id[40] = "";
+    json_array_foreach(json_object_get(bl, "branches") ? json_object_get(bl, "branches") : bl,
+                       bi, b) {
+        if (strcmp(json_string_value(json_object_get(b, "name")), "old") == 0)
+            snprintf(old_id, sizeof(old_id), "%s",
+                     json_string_value(json_object_get(b, "timeline_id")));
+    }
+    json_decref(bl);
+    assert_int_equal(strlen(old_id), 32);
+    for (int k = 1; k <= 3; k++)
+        ct_expect(ct_sh("test -d %s/sk%d/tenants/*/timelines/%s", ct.dir, k, old_id), 0,
+                  "old's WAL on the safekeeper");
     ct_expect(ct_arbor("branch delete old --force"), 0, "delete --force");
     assert_null(endpoint("old"));
     assert_null(endpoint("old-ro-1"));
+    /* ... and no longer after it (a tombstone stays) */
+    for (int k = 1; k <= 3; k++) {
+        ct_expect(ct_sh("test ! -e %s/sk%d/tenants/*/timelines/%s", ct.dir, k, old_id), 0,
+                  "old's WAL gone from the safekeeper");
+        ct_expect(ct_sh("test -f %s/sk%d/tenants/*/timelines/%s.deleted", ct.dir, k, old_id), 0,
+                  "tombstone");
+    }
 }
 
 /* pid of component name in `arbor --json status` (0 if none). */
