@@ -76,8 +76,8 @@
  * the file, and GC, compaction and eviction write it before they change
  * layers, so a summary found at open describes the files. A failed load
  * marks the timeline broken, and its reads (also through a child) fail
- * with PS_EBROKEN: its map is empty, which would read as zeros. GC loads an unloaded timeline with layers at
- * most every PS_GC_UNLOADED_EVERY_MS.
+ * with PS_EBROKEN: its map is empty, which would read as zeros. GC loads
+ * an unloaded timeline with layers at most every PS_GC_UNLOADED_EVERY_MS.
  *
  * Handles: a ps_timeline * is reference-counted. ps_repo hands out
  * references; release each with ps_timeline_release(). A child holds a

@@ -213,6 +213,13 @@ typedef struct append_ctx {
     size_t bytes;
 } append_ctx;
 
+/* Errors after which the Append stream ends (a retry cannot help). */
+static bool append_fatal(int err)
+{
+    return err == SK_TL_EWRONG_TERM || err == SK_TL_ENOTFOUND || err == SK_TL_EDELETED ||
+           err == SK_TL_EINVAL;
+}
+
 /* Writes one request of the group; errors are remembered, not returned,
  * so the group's good part is still flushed and acknowledged. */
 static void append_one(append_ctx *a, Arbor__AppendRequest *req)
@@ -252,8 +259,7 @@ static int send_append_response(append_ctx *a, lsn_t flush, lsn_t commit)
     resp.request_id = a->acked_req;
     if (a->err != 0) {
         set_error(&err, msg, sizeof(msg), a->err, "append");
-        err.fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND || a->err == SK_TL_EDELETED ||
-                    a->err == SK_TL_EINVAL;
+        err.fatal = append_fatal(a->err);
         resp.error = &err;
         if (a->svc->append_errors)
             met_counter_inc(a->svc->append_errors);
@@ -295,8 +301,7 @@ static int append_group(append_ctx *a, Arbor__AppendRequest *first)
     }
     if (send_append_response(a, flush, commit) != 0)
         return -1;
-    bool fatal = a->err == SK_TL_EWRONG_TERM || a->err == SK_TL_ENOTFOUND || a->err == SK_TL_EDELETED ||
-                 a->err == SK_TL_EINVAL;
+    bool fatal = append_fatal(a->err);
     return fatal ? -1 : 0;
 }
 
