@@ -27,6 +27,10 @@ While WRITERS threads transfer money (bounded loops), the scenarios run:
      sk3 cut from main half of that time: nothing breaks the invariants.
   6. the pageserver cut from all three safekeepers: commits go on; healed,
      its ingested LSN reaches the safekeepers' commit LSN within 30 s.
+  7. takeover: main cut from sk1 and sk2 (to a control plane it looks
+     dead), a second primary of the branch started elsewhere (its own
+     cgroup, uncut) commits within 10 s; healed, the old primary is fenced:
+     a commit sent to it fails, and the new one goes on committing.
 
 At the end (everything healed): every acknowledged transfer is in the log,
 nothing that never reached COMMIT is, every balance equals what the log
@@ -476,6 +480,82 @@ def scenarios(cl, net, bank, log):
             bank.acks_since(t), head_cut, target, time.time() - t_heal))
 
 
+def stop_procs(procs):
+    while procs:
+        p = procs.pop()
+        p.terminate()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def port_file_wait(path, deadline):
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            return None
+        time.sleep(0.05)
+    with open(path) as f:
+        return int(f.read().split()[0])
+
+
+def takeover(cl, net, bank, log, bindir, root, procs):
+    # 7. A second primary while the first is cut off from the quorum.
+    comps = cl.components()
+    old_port = comps["main"]["pg_port"]
+    with open("/proc/%d/cmdline" % comps["main"]["pid"], "rb") as f:
+        argv = f.read().decode().split("\0")[:-1]
+    ports_file = os.path.join(root, "main2.ports")
+    keep = [a for a in argv[1:] if not a.startswith(
+        ("--listen=", "--http-port=", "--port-file=", "--endpoint="))]
+    args2 = [os.path.join(bindir, "arbor-compute"), "--listen=127.0.0.1:0", "--http-port=0",
+             "--port-file=" + ports_file, "--endpoint=main2"] + keep
+    bank.wait_acks(time.time(), 5, 15)
+    net.cut_many([("main", "sk1"), ("main", "sk2")])
+    t_spawn = time.time()
+    with open(os.path.join(root, "main2.log"), "w") as out:
+        procs.append(subprocess.Popen(args2, stdout=out, stderr=subprocess.STDOUT, env=cl.env))
+    new_port = port_file_wait(ports_file, t_spawn + 10)
+    if new_port is None:
+        raise AssertionError("scenario 7: the second primary did not start within 10 s "
+                             "(see main2.log)")
+    with bank.lock:
+        bank.port = new_port            # writers reconnect there when the old fails them
+    if not bank.wait_acks(t_spawn, 1, 10):
+        raise AssertionError("scenario 7: the second primary acknowledged no commit within "
+                             "10 s of its start, with main cut from sk1 and sk2")
+    with bank.lock:
+        first = min(a for s, a in bank.acked.values() if s >= t_spawn) - t_spawn
+    bank.wait_acks(time.time(), 10, 15)
+    net.heal()
+    # The old primary lost the quorum to a higher term: whatever it is asked
+    # now fails (were it acknowledged, check_final would also see id -1).
+    fenced = None
+    try:
+        conn = bank.pg.connect(host="127.0.0.1", port=old_port, user="arbor",
+                               dbname="main", connect_timeout=5)
+        try:
+            conn.autocommit = True
+            conn.cursor().execute("INSERT INTO transfers VALUES (-1, 1, 2, 0)")
+        finally:
+            conn.close()
+    except Exception as e:
+        fenced = str(e).strip().splitlines()[0][:120]
+    if fenced is None:
+        raise AssertionError("scenario 7: the old primary acknowledged a commit after the "
+                             "heal: it was not fenced by the new primary's term")
+    with bank.lock:
+        bank.unknown.add(-1)            # not acknowledged: must not be present either
+    t_heal = time.time()
+    if not bank.wait_acks(t_heal, 10, 30):
+        raise AssertionError("scenario 7: the second primary stopped committing after the "
+                             "heal (the old one came back?)")
+    log("7 takeover with main cut from sk1,sk2: a second primary committed %.1f s after its "
+        "start; healed, the old one answered a commit with \"%s\"; %d commits since on the "
+        "new one" % (first, fenced, bank.acks_since(t_heal)))
+
+
 def inner(args):
     def log(msg):
         print("partition: " + msg, flush=True)
@@ -497,7 +577,8 @@ def inner(args):
                  "compute": "main"}[sub]
         with open(os.path.join(bindir, "arbor-" + sub), "w") as f:
             f.write('#!/bin/sh\nname=%s\nfor a in "$@"; do case "$a" in --node-id=*) '
-                    'name="sk${a#--node-id=}";; esac; done\n'
+                    'name="sk${a#--node-id=}";; --endpoint=*) name="${a#--endpoint=}";; '
+                    'esac; done\n'
                     'mkdir -p %s/$name && echo $$ > %s/$name/cgroup.procs || exit 1\n'
                     'exec %s "$@"\n' % (short, cg_root, cg_root,
                                         os.path.join(build, sub, "arbor-" + sub)))
@@ -507,6 +588,7 @@ def inner(args):
     ok = False
     bank = None
     threads = []
+    procs = []                        # started here, not by arbor
     try:
         cl.cli("start", "--base-port", "0")
         comps = cl.components()
@@ -532,6 +614,7 @@ def inner(args):
         t0 = time.time()
         try:
             scenarios(cl, net, bank, log)
+            takeover(cl, net, bank, log, bindir, root, procs)
         finally:
             net.heal()
             bank.stop.set()
@@ -551,6 +634,7 @@ def inner(args):
         log("%d transfers acknowledged, all present; %d failed or unanswered commits (%d of "
             "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
                 len(bank.acked), len(bank.unknown), unknown_present, n_rows, time.time() - t0))
+        stop_procs(procs)             # its log too is read for sanitizer reports
         try:
             cl.cli("stop", check=False, timeout=60)
         except Exception:
@@ -560,6 +644,7 @@ def inner(args):
             raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
         ok = True
     finally:
+        stop_procs(procs)
         try:
             cl.cli("stop", check=False, timeout=60)
         except Exception:
