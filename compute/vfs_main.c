@@ -654,6 +654,10 @@ static int af_lock(sqlite3_file *pf, int level)
             f->want_head = true;
             return SQLITE_BUSY_SNAPSHOT;
         case VFS_EFENCED:
+            /* the client's message says why (sqlt_errmsg appends it) */
+            snprintf(f->err, sizeof(f->err), "this primary was fenced: another primary of "
+                     "the branch was elected (a higher term), so it can no longer write; "
+                     "connect to the new primary");
             log_error("arbor vfs: write refused: this primary was fenced by "
                       "another one");
             return SQLITE_READONLY;

@@ -541,10 +541,13 @@ def takeover(cl, net, bank, log, bindir, root, procs):
         finally:
             conn.close()
     except Exception as e:
-        fenced = str(e).strip().splitlines()[0][:120]
+        fenced = str(e).strip().splitlines()[0][:200]
     if fenced is None:
         raise AssertionError("scenario 7: the old primary acknowledged a commit after the "
                              "heal: it was not fenced by the new primary's term")
+    if "fenced" not in fenced:
+        raise AssertionError("scenario 7: the old primary refused a commit without saying "
+                             "it was fenced: %r" % fenced)
     with bank.lock:
         bank.unknown.add(-1)            # not acknowledged: must not be present either
     t_heal = time.time()
