@@ -168,9 +168,17 @@ static int sync_head(ps_service *svc, ps_timeline *tl, err_buf *e,
     lsn_t head;
     if (!svc->hooks.head)
         return 0;
-    if (svc->hooks.head(tl, &head, svc->hooks.arg) != 0)
-        log_warn("head of a timeline: fewer than a quorum of safekeepers "
-                 "answered; using the best known head");
+    if (svc->hooks.head(tl, &head, svc->hooks.arg) != 0) {
+        /* Then no head can be promised: an acknowledged commit may be on
+         * the safekeepers that did not answer only. */
+        char b[LSN_STRLEN];
+        *err = make_error(e, ARBOR__ERROR_CODE__UNAVAILABLE,
+                          "the head is not known: fewer than a quorum of safekeepers "
+                          "answered the pageserver (it has ingested up to %s); retry "
+                          "when they are reachable",
+                          lsn_format(ps_timeline_last_record_lsn(tl), b));
+        return -EAGAIN;
+    }
     if (ps_timeline_last_record_lsn(tl) >= head)
         return 0;
     uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms

@@ -25,8 +25,12 @@ While WRITERS threads transfer money (bounded loops), the scenarios run:
      then main's packets to sk2 dropped while sk2's arrive: commits go on.
   5. flapping: main <-> sk2 cut and healed every 0.2-0.5 s for 4 s, with
      sk3 cut from main half of that time: nothing breaks the invariants.
-  6. the pageserver cut from all three safekeepers: commits go on; healed,
-     its ingested LSN reaches the safekeepers' commit LSN within 30 s.
+  6. the pageserver cut from all three safekeepers: commits go on; a
+     replica started then (it streams WAL from the safekeepers) and a
+     static endpoint at their commit LSN answer with every acknowledged
+     commit or fail saying why (never older data); healed, the pageserver's
+     ingested LSN reaches the safekeepers' commit LSN within 30 s and both
+     see every acknowledged commit.
   7. takeover: main cut from sk1 and sk2 (to a control plane it looks
      dead), a second primary of the branch started elsewhere (its own
      cgroup, uncut) commits within 10 s; healed, the old primary is fenced:
@@ -463,8 +467,60 @@ def scenarios(cl, net, bank, log):
     time.sleep(1.0)
     if not bank.wait_acks(time.time(), 10, 15):
         raise AssertionError("scenario 6: commits stopped with the pageserver cut off")
+    with bank.lock:
+        acked_then = len(bank.acked)
     sks, head_cut = sk_status()
-    target = max(c for _, c in sks.values())
+    # every commit acknowledged so far is at or below the quorum-th highest
+    # flush LSN (a safekeeper's commit LSN may lag the acknowledgement)
+    flushes = sorted((f for f, _ in sks.values()), reverse=True)
+    target = max(max(c for _, c in sks.values()), flushes[1])
+    at = "%X/%X" % (target >> 32, target & 0xFFFFFFFF)
+    # Reads during the cut, none of them ever from data below `at`: a
+    # replica started now (it streams WAL from the safekeepers itself) asked
+    # for at least `at` (arbor.min_lsn) answers or fails saying why; a
+    # static endpoint at `at` needs the pageserver there: it fails saying
+    # why (the head is not known / not ingested) or answers in full.
+    cl.cli("endpoint", "start", "main", "--read-only", "--name", "ro", timeout=90)
+    st_start = cl.cli("endpoint", "start", "main", "--at", at, "--name", "st", check=False,
+                      timeout=90)
+    comps = cl.components()
+
+    def count(name, min_lsn):
+        conn = bank.pg.connect(host="127.0.0.1", port=comps[name]["pg_port"], user="arbor",
+                               dbname="main", connect_timeout=5)
+        try:
+            conn.autocommit = True
+            cur = conn.cursor()
+            if min_lsn:
+                cur.execute("SET arbor.min_lsn = '%s'" % min_lsn)
+            cur.execute("SELECT count(*) FROM transfers")
+            return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def during(name, min_lsn):
+        t_q = time.time()
+        try:
+            n = count(name, min_lsn)
+        except Exception as e:
+            return "failed after %.1f s: %s" % (time.time() - t_q,
+                                                str(e).strip().splitlines()[0][:160]), None
+        if n < acked_then:
+            raise AssertionError("scenario 6: %s answered %d transfers at %s during the cut; "
+                                 "%d were acknowledged before (older data)" % (
+                                     name, n, at, acked_then))
+        return "answered %d transfers (>= %d acknowledged)" % (n, acked_then), n
+    ro_said, _ = during("ro", at)
+    if st_start.returncode == 0:
+        st_said, n_st = during("st", None)
+        if n_st is None and "not ingested" not in st_said:
+            raise AssertionError("scenario 6: the static endpoint's read failed without saying "
+                                 "why: %s" % st_said)
+    else:
+        st_said = "did not start: " + (st_start.stderr.strip().splitlines() or ["?"])[-1][:200]
+        if "quorum" not in st_said and "not ingested" not in st_said:
+            raise AssertionError("scenario 6: the static endpoint at %s failed without saying "
+                                 "why: %s" % (at, st_said))
     net.heal()
     t_heal = time.time()
     while True:
@@ -475,9 +531,26 @@ def scenarios(cl, net, bank, log):
             raise AssertionError("scenario 6: the pageserver did not catch up within 30 s of "
                                  "the heal (head %x < %x)" % (head, target))
         time.sleep(0.2)
+    t_caught = time.time() - t_heal
+    # healed: both answer in full at `at` (bounded retries)
+    for name in ("ro",) + (("st",) if st_start.returncode == 0 else ()):
+        n = None
+        while n is None:
+            try:
+                n = count(name, at if name == "ro" else None)
+            except Exception as e:
+                if time.time() > t_heal + 60:
+                    raise AssertionError("scenario 6: %s still fails after the heal: %s" %
+                                         (name, str(e).strip()[:200]))
+                time.sleep(0.5)
+        if n < acked_then:
+            raise AssertionError("scenario 6: after the heal %s sees %d transfers at %s, %d "
+                                 "were acknowledged before" % (name, n, at, acked_then))
+        cl.cli("endpoint", "stop", name, timeout=60)
     log("6 ps-x-sk1,sk2,sk3: %d commits acknowledged; pageserver at %x during the cut, "
-        "reached the commit LSN %x %.1f s after the heal" % (
-            bank.acks_since(t), head_cut, target, time.time() - t_heal))
+        "reached %x %.1f s after the heal; during the cut a replica asked for %s %s, a "
+        "static endpoint at it %s" % (bank.acks_since(t), head_cut, target, t_caught, at,
+                                      ro_said, st_said))
 
 
 def stop_procs(procs):
