@@ -453,9 +453,19 @@ int feed_stream(feed_reader *r, skc *c, lsn_t *after, bool follow, atomic_bool *
             break;
         }
         if (n == -ENOENT) {
-            /* no WAL on this timeline yet (a branch nobody wrote to) */
+            /* no WAL on this timeline yet (a branch nobody wrote to), or
+             * it was deleted (a reset gives the name a new timeline): then
+             * the caller looks where the branch's name went */
             if (!follow)
                 break;
+            psc_timeline gone;
+            psc_err e;
+            if (psc_timeline_info(r->ps, &r->tenant, &r->timeline, &gone, &e) == -ENOENT) {
+                snprintf(r->err, sizeof(r->err), "branch '%s': its timeline was deleted",
+                         r->label);
+                rc = FEED_RETRY;
+                break;
+            }
             skc_wal_close(w);
             w = NULL;
             for (int i = 0; i < 10 && !cancelled(r, cancel); i++)

@@ -35,6 +35,10 @@ While WRITERS threads transfer money (bounded loops), the scenarios run:
      dead), a second primary of the branch started elsewhere (its own
      cgroup, uncut) commits within 10 s; healed, the old primary is fenced:
      a commit sent to it fails, and the new one goes on committing.
+  8. slow and lossy links (a proxy of the test's own: tc netem is not
+     available): a third primary reaches the safekeepers through proxies
+     that delay every chunk (sk1 5-30 ms, sk2 50-150 ms) or reset each
+     connection after 0.3-2 s (sk3): commits go on.
 
 At the end (everything healed): every acknowledged transfer is in the log,
 nothing that never reached COMMIT is, every balance equals what the log
@@ -553,6 +557,117 @@ def scenarios(cl, net, bank, log):
                                       ro_said, st_said))
 
 
+class SlowProxy:
+    """A TCP proxy of the test's own (tc netem is not available): every
+    chunk waits a random delay in [lo, hi] s before it is passed on, and
+    with `lossy` each connection is reset after a random 0.3-2 s, as a link
+    losing packets for long enough kills connections."""
+
+    def __init__(self, target_port, lo, hi, lossy=False, seed=0):
+        import socket
+        self.socket = socket
+        self.target, self.lo, self.hi, self.lossy = target_port, lo, hi, lossy
+        self.rnd = random.Random(seed)
+        self.stop = threading.Event()
+        self.conns = self.resets = self.chunks = 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                continue
+            try:
+                b = self.socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                a.close()
+                continue
+            self.conns += 1
+            dies = time.time() + self.rnd.uniform(0.3, 2.0) if self.lossy else None
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self.pump, args=(x, y, dies), daemon=True).start()
+
+    def pump(self, src, dst, dies):
+        src.settimeout(0.2)
+        while not self.stop.is_set():
+            if dies and time.time() > dies:
+                break
+            try:
+                data = src.recv(65536)
+            except self.socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            time.sleep(self.rnd.uniform(self.lo, self.hi))
+            self.chunks += 1
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        if dies and time.time() > dies:
+            self.resets += 1
+            for x in (src, dst):   # a reset, not a clean close
+                try:
+                    x.setsockopt(self.socket.SOL_SOCKET, self.socket.SO_LINGER,
+                                 b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                except OSError:
+                    pass
+        for x in (src, dst):
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.ls.close()
+
+
+def slow_links(cl, bank, log, bindir, root, procs, sk_ports):
+    # 8. Slow and lossy links: a third primary reaches the safekeepers only
+    # through proxies: sk1 5-30 ms per chunk, sk2 50-150 ms, sk3 lossy (each
+    # connection reset after 0.3-2 s). Commits go on (quorum sk1 + sk2).
+    proxies = [SlowProxy(sk_ports[0], 0.005, 0.03, seed=1),
+               SlowProxy(sk_ports[1], 0.05, 0.15, seed=2),
+               SlowProxy(sk_ports[2], 0.0, 0.01, lossy=True, seed=3)]
+    try:
+        port, t_spawn = spawn_primary(cl, bindir, root, procs, "main3",
+                                      ",".join("127.0.0.1:%d" % p.port for p in proxies))
+        if port is None:
+            raise AssertionError("scenario 8: the primary behind slow links did not start "
+                                 "within 10 s (see main3.log)")
+        with bank.lock:
+            bank.port = port
+        if not bank.wait_acks(t_spawn, 1, 20):
+            raise AssertionError("scenario 8: no commit within 20 s through slow links")
+        t = time.time()
+        time.sleep(6)
+        n = bank.acks_since(t)
+        with bank.lock:
+            took = sorted(a - s for s, a in bank.acked.values() if s >= t)
+        if n < 5:
+            raise AssertionError("scenario 8: only %d commits in 6 s through slow and lossy "
+                                 "links" % n)
+        if proxies[2].resets == 0 or proxies[1].chunks == 0:
+            raise AssertionError("scenario 8: the proxies did nothing (resets %d, chunks %d)" %
+                                 (proxies[2].resets, proxies[1].chunks))
+        log("8 slow links (sk1 5-30 ms, sk2 50-150 ms per chunk, sk3 reset every 0.3-2 s: %d "
+            "resets): %d commits in 6 s, commit p50 %.0f ms, max %.0f ms" % (
+                proxies[2].resets, n, 1000 * took[len(took) // 2], 1000 * took[-1]))
+    finally:
+        for p in proxies:
+            p.close()
+
+
 def stop_procs(procs):
     while procs:
         p = procs.pop()
@@ -573,23 +688,32 @@ def port_file_wait(path, deadline):
         return int(f.read().split()[0])
 
 
-def takeover(cl, net, bank, log, bindir, root, procs):
-    # 7. A second primary while the first is cut off from the quorum.
+def spawn_primary(cl, bindir, root, procs, name, safekeepers=None):
+    """Another primary of branch main, started as a control plane would
+    elsewhere (arbor refuses a second one): main's arguments with its own
+    ports and name (so its own cgroup), and optionally other safekeeper
+    addresses. Returns (its PostgreSQL port or None, when it was spawned)."""
     comps = cl.components()
-    old_port = comps["main"]["pg_port"]
     with open("/proc/%d/cmdline" % comps["main"]["pid"], "rb") as f:
         argv = f.read().decode().split("\0")[:-1]
-    ports_file = os.path.join(root, "main2.ports")
+    ports_file = os.path.join(root, name + ".ports")
     keep = [a for a in argv[1:] if not a.startswith(
-        ("--listen=", "--http-port=", "--port-file=", "--endpoint="))]
-    args2 = [os.path.join(bindir, "arbor-compute"), "--listen=127.0.0.1:0", "--http-port=0",
-             "--port-file=" + ports_file, "--endpoint=main2"] + keep
+        ("--listen=", "--http-port=", "--port-file=", "--endpoint=", "--safekeepers="))]
+    sks = safekeepers or [a for a in argv if a.startswith("--safekeepers=")][0].split("=", 1)[1]
+    args = [os.path.join(bindir, "arbor-compute"), "--listen=127.0.0.1:0", "--http-port=0",
+            "--port-file=" + ports_file, "--endpoint=" + name, "--safekeepers=" + sks] + keep
+    t_spawn = time.time()
+    with open(os.path.join(root, name + ".log"), "w") as out:
+        procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=cl.env))
+    return port_file_wait(ports_file, t_spawn + 10), t_spawn
+
+
+def takeover(cl, net, bank, log, bindir, root, procs):
+    # 7. A second primary while the first is cut off from the quorum.
+    old_port = cl.components()["main"]["pg_port"]
     bank.wait_acks(time.time(), 5, 15)
     net.cut_many([("main", "sk1"), ("main", "sk2")])
-    t_spawn = time.time()
-    with open(os.path.join(root, "main2.log"), "w") as out:
-        procs.append(subprocess.Popen(args2, stdout=out, stderr=subprocess.STDOUT, env=cl.env))
-    new_port = port_file_wait(ports_file, t_spawn + 10)
+    new_port, t_spawn = spawn_primary(cl, bindir, root, procs, "main2")
     if new_port is None:
         raise AssertionError("scenario 7: the second primary did not start within 10 s "
                              "(see main2.log)")
@@ -691,6 +815,8 @@ def inner(args):
         try:
             scenarios(cl, net, bank, log)
             takeover(cl, net, bank, log, bindir, root, procs)
+            slow_links(cl, bank, log, bindir, root, procs,
+                       [comps[n]["grpc_port"] for n in ("sk1", "sk2", "sk3")])
         finally:
             net.heal()
             bank.stop.set()
