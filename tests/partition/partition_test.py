@@ -253,10 +253,13 @@ class Bank:
                     cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (d, b))
                     cur.execute("INSERT INTO transfers VALUES (%s, %s, %s, %s)", (xid, a, b, d))
                 except Exception:
+                    # a fresh connection, to bank.port as it is now (a
+                    # fenced primary fails every write on the old one)
                     try:
-                        conn.rollback()
+                        conn.close()
                     except Exception:
-                        conn = None
+                        pass
+                    conn = None
                     time.sleep(0.05)
                     continue
                 t0 = time.time()
