@@ -96,6 +96,31 @@ int skc_commit_lsn(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn
     return skc_status(c, tenant, timeline, NULL, out);
 }
 
+/* A call whose response holds only an `error`: 0 when it is OK or
+ * `also_ok`; -EIO with msg otherwise (no answer, or another error). */
+static int error_only_call(skc *c, const char *method, const ProtobufCMessage *req,
+                           const ProtobufCMessageDescriptor *d, int also_ok, char msg[256])
+{
+    ProtobufCMessage *resp = NULL;
+    rpc_status st = { 0 };
+    int rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
+    if (rc != 0) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
+        return -EIO;
+    }
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, "error");
+    const Arbor__Error *e = f ? *(Arbor__Error *const *)((const char *)resp + f->offset) : NULL;
+    int code = e ? (int)e->code : ARBOR__ERROR_CODE__OK;
+    if (code != ARBOR__ERROR_CODE__OK && code != also_ok) {
+        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
+                 e->message && *e->message ? e->message : "error");
+        rc = -EIO;
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
 int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
                         lsn_t start_lsn, char msg[256])
 {
@@ -103,24 +128,9 @@ int skc_create_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
     Arbor__SkCreateTimelineRequest req = ARBOR__SK_CREATE_TIMELINE_REQUEST__INIT;
     req.timeline = &ref;
     req.start_lsn = start_lsn;
-    Arbor__SkCreateTimelineResponse *resp = NULL;
-    rpc_status st = { 0 };
-    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/CreateTimeline", &req.base,
-                       &arbor__sk_create_timeline_response__descriptor,
-                       (ProtobufCMessage **)&resp, c->timeout_ms, &st);
-    if (rc != 0) {
-        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
-                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
-        return -EIO;
-    }
-    int code = resp->error ? (int)resp->error->code : 0;
-    if (code != ARBOR__ERROR_CODE__OK && code != ARBOR__ERROR_CODE__ALREADY_EXISTS) {
-        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
-                 resp->error->message ? resp->error->message : "error");
-        rc = -EIO;
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return error_only_call(c, "/arbor.Safekeeper/CreateTimeline", &req.base,
+                           &arbor__sk_create_timeline_response__descriptor,
+                           ARBOR__ERROR_CODE__ALREADY_EXISTS, msg);
 }
 
 int skc_delete_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline,
@@ -129,24 +139,9 @@ int skc_delete_timeline(skc *c, const arbor_id *tenant, const arbor_id *timeline
     Arbor__TimelineRef ref = tl_ref(tenant, timeline);
     Arbor__SkDeleteTimelineRequest req = ARBOR__SK_DELETE_TIMELINE_REQUEST__INIT;
     req.timeline = &ref;
-    Arbor__SkDeleteTimelineResponse *resp = NULL;
-    rpc_status st = { 0 };
-    int rc = rpc_unary(c->ch, "/arbor.Safekeeper/DeleteTimeline", &req.base,
-                       &arbor__sk_delete_timeline_response__descriptor,
-                       (ProtobufCMessage **)&resp, c->timeout_ms, &st);
-    if (rc != 0) {
-        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
-                 rc == RPC_ESTATUS ? st.message : rpc_strerror(rc));
-        return -EIO;
-    }
-    int code = resp->error ? (int)resp->error->code : 0;
-    if (code != ARBOR__ERROR_CODE__OK && code != ARBOR__ERROR_CODE__UNKNOWN_TIMELINE) {
-        snprintf(msg, 256, "safekeeper %.60s: %.170s", rpc_channel_target(c->ch),
-                 resp->error->message ? resp->error->message : "error");
-        rc = -EIO;
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return error_only_call(c, "/arbor.Safekeeper/DeleteTimeline", &req.base,
+                           &arbor__sk_delete_timeline_response__descriptor,
+                           ARBOR__ERROR_CODE__UNKNOWN_TIMELINE, msg);
 }
 
 int skc_removed_below(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t *out)
