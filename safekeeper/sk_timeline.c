@@ -653,6 +653,26 @@ static void tomb_add_locked(sk_registry *reg, const uint8_t tenant_id[16],
     reg->n_tombs++;
 }
 
+/* The tombstone of the timeline directory dir: "<dir>.deleted". */
+static int tomb_path(char *out, size_t cap, const char *dir)
+{
+    int n = snprintf(out, cap, "%s" TOMB_SUFFIX, dir);
+    return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
+}
+
+/* The index of the timeline in reg->tls, or -1 (caller holds reg->mu). */
+static long reg_find_locked(const sk_registry *reg, const uint8_t tenant_id[16],
+                            const uint8_t timeline_id[16])
+{
+    for (size_t i = 0; i < reg->n; i++) {
+        const sk_timeline *tl = reg->tls[i];
+        if (memcmp(tl->ctl.tenant_id, tenant_id, 16) == 0 &&
+            memcmp(tl->ctl.timeline_id, timeline_id, 16) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
 /* name is "<timeline id>.deleted": its id into *id. */
 static bool is_tomb_name(const char *name, arbor_id *id)
 {
@@ -676,22 +696,21 @@ static int reg_load_tenant(sk_registry *reg, const char *tenant_dir)
     if (id_parse(slash ? slash + 1 : tenant_dir, &tenant) != 0)
         return 0;   /* sk_reg_open passes hex names only */
     while (rc == 0 && (de = readdir(d)) != NULL) {
-        arbor_id tomb;
-        if (is_tomb_name(de->d_name, &tomb)) {
-            tomb_add_locked(reg, tenant.b, tomb.b);
+        arbor_id dead;
+        if (is_tomb_name(de->d_name, &dead)) {
+            tomb_add_locked(reg, tenant.b, dead.b);
             continue;
         }
         if (!is_hex_id(de->d_name))
             continue;
-        char dir[PATH_MAX], ctl[PATH_MAX], tomb_path[PATH_MAX];
+        char dir[PATH_MAX], ctl[PATH_MAX], tomb[PATH_MAX];
         if (path_join(dir, sizeof(dir), path, de->d_name) != 0 ||
             path_join(ctl, sizeof(ctl), dir, "control") != 0 ||
-            snprintf(tomb_path, sizeof(tomb_path), "%s" TOMB_SUFFIX, dir) >=
-                (int)sizeof(tomb_path)) {
+            tomb_path(tomb, sizeof(tomb), dir) != 0) {
             rc = -ENAMETOOLONG;
             break;
         }
-        if (access(tomb_path, F_OK) == 0) {
+        if (access(tomb, F_OK) == 0) {
             /* A delete crashed after its tombstone: finish it. */
             log_warn("removing the rest of deleted timeline %s", dir);
             fs_remove_tree(dir);
@@ -790,13 +809,10 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
 {
     int rc = 0;
     pthread_mutex_lock(&reg->mu);
-    for (size_t i = 0; i < reg->n; i++) {
-        sk_timeline *tl = reg->tls[i];
-        if (memcmp(tl->ctl.tenant_id, tenant_id, 16) == 0 &&
-            memcmp(tl->ctl.timeline_id, timeline_id, 16) == 0) {
-            *out = tl;
-            goto done;
-        }
+    long at = reg_find_locked(reg, tenant_id, timeline_id);
+    if (at >= 0) {
+        *out = reg->tls[at];
+        goto done;
     }
     if (tomb_has_locked(reg, tenant_id, timeline_id)) {
         rc = SK_TL_EDELETED;   /* a stale proposer's vote does not recreate it */
@@ -829,22 +845,15 @@ int sk_reg_delete(sk_registry *reg, const uint8_t tenant_id[16],
 {
     char dir[PATH_MAX], tomb[PATH_MAX];
     int rc = tl_dir(reg, tenant_id, timeline_id, dir, sizeof(dir));
-    if (rc == 0 && snprintf(tomb, sizeof(tomb), "%s" TOMB_SUFFIX, dir) >= (int)sizeof(tomb))
-        rc = -ENAMETOOLONG;
+    if (rc == 0)
+        rc = tomb_path(tomb, sizeof(tomb), dir);
     if (rc != 0)
         return rc;
     /* reg->mu across the disk work: a create of the same id waits, and
      * deletes are rare (one fsync and an unlink of a few files) */
     pthread_mutex_lock(&reg->mu);
-    sk_timeline *tl = NULL;
-    size_t at = 0;
-    for (; at < reg->n && !tl; at++) {
-        sk_timeline *t = reg->tls[at];
-        if (memcmp(t->ctl.tenant_id, tenant_id, 16) == 0 &&
-            memcmp(t->ctl.timeline_id, timeline_id, 16) == 0)
-            tl = t;
-    }
-    if (!tl) {
+    long at = reg_find_locked(reg, tenant_id, timeline_id);
+    if (at < 0) {
         rc = tomb_has_locked(reg, tenant_id, timeline_id) ? 0 : SK_TL_ENOTFOUND;
         pthread_mutex_unlock(&reg->mu);
         return rc;
@@ -857,7 +866,8 @@ int sk_reg_delete(sk_registry *reg, const uint8_t tenant_id[16],
         pthread_mutex_unlock(&reg->mu);
         return rc;
     }
-    reg->tls[at - 1] = reg->tls[--reg->n];
+    sk_timeline *tl = reg->tls[at];
+    reg->tls[at] = reg->tls[--reg->n];
     if (reg->n_dead == reg->cap_dead) {
         reg->cap_dead = reg->cap_dead ? reg->cap_dead * 2 : 16;
         reg->dead = az_realloc(reg->dead, reg->cap_dead * sizeof(*reg->dead));

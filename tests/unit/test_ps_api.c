@@ -41,7 +41,9 @@ static void env_open(env *e)
     assert_int_equal(ps_repo_open(e->dir, &e->cfg, &e->repo), 0);
 }
 
-static void env_init(env *e)
+/* The test's directory, clock and config (small layers), not opened yet:
+ * a test may change e->cfg before env_start. */
+static void env_prepare(env *e)
 {
     memset(e, 0, sizeof(*e));
     e->dir = tps_mkdtemp();
@@ -52,8 +54,18 @@ static void env_init(env *e)
     e->cfg.image_after_deltas = 2;
     e->cfg.clock = &e->clock;
     e->cfg.ancestor_wait_ms = 100;
+}
+
+static void env_start(env *e)
+{
     env_open(e);
     assert_int_equal(ps_repo_create_tenant(e->repo, NULL, &e->tenant), 0);
+}
+
+static void env_init(env *e)
+{
+    env_prepare(e);
+    env_start(e);
 }
 
 static void env_free(env *e)
@@ -795,17 +807,12 @@ static void test_full_disk(void **state)
 {
     (void)state;
     env e;
-    memset(&e, 0, sizeof(e));
-    e.dir = tps_mkdtemp();
-    e.clk.now_us = T0;
-    e.clock = (ps_clock){ .ctx = &e.clk, .now_us = tps_clock_now };
-    ps_config_default(&e.cfg);
-    e.cfg.clock = &e.clock;
+    env_prepare(&e);
+    e.cfg.freeze_bytes = PS_DEFAULT_FREEZE_BYTES;   /* no freeze by size here */
     disk_io io = disk_io_posix;
     io.pwrite = full_pwrite;
     e.cfg.io = &io;
-    env_open(&e);
-    assert_int_equal(ps_repo_create_tenant(e.repo, NULL, &e.tenant), 0);
+    env_start(&e);
     ps_timeline *m = mk_tl(&e, "main", NULL, 0);
     wr w = writer(m);
     put1(&w, 1, T0);

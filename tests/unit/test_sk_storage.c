@@ -1591,19 +1591,30 @@ static void rig_stop_service(svc_rig *r)
     sk_reg_close(r->reg);
 }
 
-/* Vote + Elected in term 1 from START_LSN. */
-static void rig_elect(svc_rig *r)
+/* A vote in term from START_LSN: the answer's error code (0: none) and
+ * whether it was granted. */
+static int rig_vote(svc_rig *r, uint64_t term, bool *granted)
 {
     Arbor__VoteRequest v = ARBOR__VOTE_REQUEST__INIT;
     v.timeline = &r->ref;
-    v.term = 1;
+    v.term = term;
     v.start_lsn = START_LSN;
     Arbor__VoteResponse *vr;
     assert_int_equal(rpc_unary(r->ch, "/arbor.Safekeeper/Vote", &v.base,
                                &arbor__vote_response__descriptor,
                                (ProtobufCMessage **)&vr, 10000, NULL), 0);
-    assert_true(vr->granted);
+    int code = vr->error ? (int)vr->error->code : 0;
+    *granted = vr->granted;
     protobuf_c_message_free_unpacked(&vr->base, NULL);
+    return code;
+}
+
+/* Vote + Elected in term 1 from START_LSN. */
+static void rig_elect(svc_rig *r)
+{
+    bool granted;
+    assert_int_equal(rig_vote(r, 1, &granted), 0);
+    assert_true(granted);
     Arbor__TermSwitch ts = ARBOR__TERM_SWITCH__INIT, *tsp = &ts;
     ts.term = 1;
     ts.lsn = START_LSN;
@@ -1822,22 +1833,6 @@ static int rig_delete(svc_rig *r, const uint8_t timeline[16])
     return code;
 }
 
-/* A vote in term; the answer's error code (0: none). */
-static int rig_vote(svc_rig *r, uint64_t term)
-{
-    Arbor__VoteRequest v = ARBOR__VOTE_REQUEST__INIT;
-    v.timeline = &r->ref;
-    v.term = term;
-    v.start_lsn = START_LSN;
-    Arbor__VoteResponse *vr;
-    assert_int_equal(rpc_unary(r->ch, "/arbor.Safekeeper/Vote", &v.base,
-                               &arbor__vote_response__descriptor,
-                               (ProtobufCMessage **)&vr, 10000, NULL), 0);
-    int code = vr->error ? (int)vr->error->code : 0;
-    protobuf_c_message_free_unpacked(&vr->base, NULL);
-    return code;
-}
-
 /* Written WAL, an Append stream and a following StreamWal reader open:
  * DeleteTimeline removes the directory (a tombstone stays), ends the
  * reader with an error, fails the next append, and neither a stale
@@ -1915,7 +1910,9 @@ static void test_service_delete(void **state)
     rpc_stream_destroy(s);
 
     /* a stale proposer's vote does not recreate it; deletes are idempotent */
-    assert_int_equal(rig_vote(&r, 2), ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+    bool granted = true;
+    assert_int_equal(rig_vote(&r, 2, &granted), ARBOR__ERROR_CODE__UNKNOWN_TIMELINE);
+    assert_false(granted);
     assert_int_not_equal(access(dir, F_OK), 0);
     assert_int_equal(rig_delete(&r, r.timeline), 0);
     uint8_t never[16] = { 0x99 };
