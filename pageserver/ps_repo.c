@@ -348,6 +348,11 @@ static int load_tenants(ps_repo *r)
     if (rc == 0) {
         rc = fs_mkdir_p(path);
     }
+    /* "tenants" must stay named in the root after a power cut, or every
+     * tenant created below it is gone with it. */
+    if (rc == 0) {
+        rc = repo_io(r)->fsync_dir(repo_io(r)->ctx, r->root);
+    }
     DIR *d = rc == 0 ? opendir(path) : NULL;
     if (rc == 0 && !d) {
         rc = -errno;
