@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -234,5 +235,38 @@ int disk_io_read_file(const disk_io *io, const char *path, size_t max_len, uint8
 done:
     az_free(buf);
     io->close(io->ctx, fd);
+    return rc;
+}
+
+int disk_io_mkdir_durable(const disk_io *io, const char *base, const char *path)
+{
+    size_t bl = strlen(base), pl = strlen(path);
+    if (bl == 0 || pl < bl || strncmp(path, base, bl) != 0 ||
+        (path[bl] != '/' && path[bl] != '\0')) {
+        return -EINVAL;
+    }
+    char *p = az_strdup(path);
+    int rc = 0;
+    /* Each component after base: make it, then fsync the directory above. */
+    for (size_t i = bl + 1; rc == 0 && i <= pl; i++) {
+        if ((p[i] != '/' && p[i] != '\0') || p[i - 1] == '/') {
+            continue;
+        }
+        char saved = p[i];
+        p[i] = '\0';
+        rc = io->mkdir(io->ctx, p);
+        if (rc == -EEXIST) {
+            struct stat st;
+            rc = stat(p, &st) != 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        }
+        if (rc == 0) {
+            char *slash = strrchr(p, '/');
+            *slash = '\0';
+            rc = io->fsync_dir(io->ctx, p);
+            *slash = '/';
+        }
+        p[i] = saved;
+    }
+    az_free(p);
     return rc;
 }

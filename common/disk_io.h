@@ -73,6 +73,12 @@ const disk_io *disk_io_daemon(void);
  * transfer that makes no progress is -EIO. */
 int disk_io_pwrite_all(const disk_io *io, int fd, const void *buf, size_t len, off_t off);
 int disk_io_pread_all(const disk_io *io, int fd, void *buf, size_t len, off_t off);
+/* mkdir -p of path, which lies under base (an existing directory), through
+ * the table, durable on return: every directory from base down to path
+ * exists and is named durably in its parent (each parent is fsync'ed, also
+ * when the directory existed already: a run before may have stopped between
+ * its mkdir and that fsync). 0 or -errno (-EINVAL: path not under base). */
+int disk_io_mkdir_durable(const disk_io *io, const char *base, const char *path);
 /* Reads a whole file of at most max_len bytes (-EFBIG beyond) through the
  * table into an az_malloc'ed buffer (az_free), NUL-terminated after *len
  * bytes. */

@@ -345,13 +345,10 @@ static int load_tenants(ps_repo *r)
 {
     char path[PATH_CAP];
     int rc = ps_path(path, sizeof(path), "%s/tenants", r->root);
+    /* durably: were "tenants" lost from the root in a power cut, every
+     * tenant created below it would go with it */
     if (rc == 0) {
-        rc = fs_mkdir_p(path);
-    }
-    /* "tenants" must stay named in the root after a power cut, or every
-     * tenant created below it is gone with it. */
-    if (rc == 0) {
-        rc = repo_io(r)->fsync_dir(repo_io(r)->ctx, r->root);
+        rc = disk_io_mkdir_durable(repo_io(r), r->root, path);
     }
     DIR *d = rc == 0 ? opendir(path) : NULL;
     if (rc == 0 && !d) {
@@ -432,18 +429,10 @@ int ps_repo_create_tenant(ps_repo *r, const arbor_id *tenant_id, arbor_id *out)
     } else {
         rc = tenant_dir(r, &id, tdir);
     }
-    /* mkdir -p of <tenant>/timelines then fsync both parents: a crash
-     * leaves either nothing or an empty tenant, both fine at load. */
+    /* <tenant>/timelines, durably: a crash leaves either nothing or an
+     * empty tenant, both fine at load. */
     if (rc == 0) {
-        rc = fs_mkdir_p(tdir);
-    }
-    if (rc == 0) {
-        char *slash = strrchr(tdir, '/');
-        *slash = '\0';
-        rc = repo_io(r)->fsync_dir(repo_io(r)->ctx, tdir);
-        char *slash2 = strrchr(tdir, '/');
-        *slash2 = '\0';
-        rc = rc ? rc : repo_io(r)->fsync_dir(repo_io(r)->ctx, tdir);
+        rc = disk_io_mkdir_durable(repo_io(r), r->root, tdir);
     }
     if (rc == 0) {
         add_tenant(r, &id);

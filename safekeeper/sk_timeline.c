@@ -449,15 +449,18 @@ int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
     lsn_t floor = next.persisted_lsn;
     if (next.commit_lsn < floor)
         floor = next.commit_lsn;
-    lsn_t removed = next.removed_below_lsn;
-    if (floor > removed) {
-        rc = sk_wal_remove_below(tl->wal, floor, &removed);
-        if (rc != 0)
-            goto done;
-        next.removed_below_lsn = removed;
-    }
+    /* The new floor is stored first: a crash before the files are gone
+     * leaves a control file that the next open finishes (it removes what
+     * lies below); the other order would leave one that claims WAL the
+     * disk no longer holds. */
+    lsn_t point = floor > next.removed_below_lsn ? sk_wal_removal_point(tl->wal, floor) : 0;
+    if (point > next.removed_below_lsn)
+        next.removed_below_lsn = point;
     rc = store_locked(tl, &next);
-done:
+    if (rc == 0 && point > sk_wal_removed_below_lsn(tl->wal)) {
+        lsn_t removed;
+        rc = sk_wal_remove_below(tl->wal, point, &removed);
+    }
     *removed_below_out = tl->ctl.removed_below_lsn;
     pthread_mutex_unlock(&tl->mu);
     return rc;
@@ -559,12 +562,14 @@ fail:
     return rc;
 }
 
-static int tl_create(const char *dir, const uint8_t tenant_id[16],
+/* The timeline's directory dir (under datadir) is made durably: a power
+ * cut must not lose the names of the directories above a control file. */
+static int tl_create(const char *datadir, const char *dir, const uint8_t tenant_id[16],
                      const uint8_t timeline_id[16], lsn_t start_lsn,
                      const disk_io *io, uint64_t segment_size, sk_timeline **out)
 {
     sk_timeline *tl;
-    int rc = fs_mkdir_p(dir);
+    int rc = disk_io_mkdir_durable(io, datadir, dir);
     if (rc != 0)
         return rc;
     tl_alloc(dir, io, &tl);
@@ -755,7 +760,9 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
     char path[PATH_MAX];
     int rc = path_join(path, sizeof(path), reg->datadir, "tenants");
     if (rc == 0)
-        rc = fs_mkdir_p(path);
+        rc = fs_mkdir_p(reg->datadir);
+    if (rc == 0)
+        rc = disk_io_mkdir_durable(reg->opt.io, reg->datadir, path);
     if (rc != 0) {
         log_error("cannot create %s: %s", path, strerror(-rc));
         goto fail;
@@ -827,7 +834,7 @@ int sk_reg_get(sk_registry *reg, const uint8_t tenant_id[16],
     if (rc != 0)
         goto done;
     sk_timeline *tl;
-    rc = tl_create(dir, tenant_id, timeline_id, create_start_lsn, reg->opt.io,
+    rc = tl_create(reg->datadir, dir, tenant_id, timeline_id, create_start_lsn, reg->opt.io,
                    reg->opt.segment_size_bytes, &tl);
     if (rc == 0) {
         reg_add_locked(reg, tl);

@@ -1015,6 +1015,18 @@ int sk_wal_truncate(sk_wal *w, lsn_t lsn)
     return rc;
 }
 
+lsn_t sk_wal_removal_point(sk_wal *w, lsn_t lsn)
+{
+    pthread_mutex_lock(&w->mu);
+    lsn_t bound = lsn < w->flush_lsn ? lsn : w->flush_lsn;
+    uint32_t i = 0;
+    while (i + 1 < w->n_segs && w->segs[i + 1]->start_lsn <= bound)
+        i++;
+    lsn_t point = w->segs[i]->start_lsn;
+    pthread_mutex_unlock(&w->mu);
+    return point;
+}
+
 int sk_wal_remove_below(sk_wal *w, lsn_t lsn, lsn_t *removed_below_out)
 {
     char path[PATH_MAX];

@@ -175,11 +175,16 @@ int sk_wal_read(sk_wal *wal, lsn_t from_lsn, lsn_t max_lsn, size_t max_bytes,
 /*
  * Deletes whole segments that end at or below min(lsn, flush_lsn), oldest
  * first, never the last one. *removed_below_out (if not NULL) gets the new
- * removed_below_lsn (start of the oldest segment left), for the caller to
- * persist in the control file. Reads below it fail with SK_EREMOVED at
- * once; descriptors held by readers in flight stay valid.
+ * removed_below_lsn (start of the oldest segment left). Reads below it fail
+ * with SK_EREMOVED at once; descriptors held by readers in flight stay
+ * valid. The caller persists the point in the control file before (see
+ * sk_wal_removal_point), so that a crash half-way is finished at the next
+ * open (sk_wal_options.removed_below_lsn) instead of leaving a control file
+ * that claims WAL the disk no longer has.
  */
 int sk_wal_remove_below(sk_wal *wal, lsn_t lsn, lsn_t *removed_below_out);
+/* What sk_wal_remove_below(wal, lsn) would leave as removed_below_lsn. */
+lsn_t sk_wal_removal_point(sk_wal *wal, lsn_t lsn);
 
 /*
  * 0 if lsn is a record boundary in [removed_below_lsn, write_lsn], with

@@ -42,10 +42,11 @@
 #include "sk_timeline.h"
 #include "sk_wal.h"
 #include "wal_record.h"
+#include "unit/test_sk_util.h"
 
 #define SEG (64u * 1024)
 #define START_LSN ((lsn_t)0x1000000)
-#define PAGE 512u
+#define PAGE TSK_PAGE
 
 /* ---- helpers: temp dirs ------------------------------------------------ */
 
@@ -131,101 +132,6 @@ static int file_zero_from(const char *path, off_t off)
     }
     close(fd);
     return zero;
-}
-
-/* ---- helpers: a WAL built in memory ------------------------------------ */
-
-typedef struct tlog {
-    size_t n, cap;
-    lsn_t *lsn;
-    uint32_t *len;
-    size_t *off;
-    uint8_t *bytes;
-    size_t nbytes, bytes_cap;
-    lsn_t start, end, last;
-} tlog;
-
-static void tlog_init(tlog *l, lsn_t start)
-{
-    memset(l, 0, sizeof *l);
-    l->start = l->end = start;
-}
-
-static void tlog_free(tlog *l)
-{
-    free(l->lsn);
-    free(l->len);
-    free(l->off);
-    free(l->bytes);
-}
-
-static uint8_t *make_record(lsn_t lsn, lsn_t prev, uint64_t term,
-                            uint32_t n_pages, uint32_t salt, size_t *len)
-{
-    uint8_t *img = malloc((size_t)n_pages * PAGE);
-    wal_page_in *pages = calloc(n_pages, sizeof *pages);
-    for (uint32_t i = 0; i < n_pages; i++) {
-        for (uint32_t j = 0; j < PAGE; j++)
-            img[i * PAGE + j] = (uint8_t)(lsn * 7 + i * 31 + j * 13 + salt);
-        pages[i].pgno = i + 1;
-        pages[i].image = img + (size_t)i * PAGE;
-    }
-    wal_record_hdr h = {
-        .page_size = PAGE, .lsn = lsn, .prev_lsn = prev, .term = term,
-        .commit_ts_us = (int64_t)lsn, .db_size_pages = n_pages,
-    };
-    uint8_t *out = NULL;
-    assert_int_equal(wal_record_encode(&h, pages, n_pages, 0, &out, len), 0);
-    free(img);
-    free(pages);
-    return out;
-}
-
-static void tlog_add(tlog *l, uint64_t term, uint32_t n_pages, uint32_t salt)
-{
-    size_t len;
-    uint8_t *r = make_record(l->end, l->last, term, n_pages, salt, &len);
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->lsn = realloc(l->lsn, l->cap * sizeof *l->lsn);
-        l->len = realloc(l->len, l->cap * sizeof *l->len);
-        l->off = realloc(l->off, l->cap * sizeof *l->off);
-    }
-    if (l->nbytes + len > l->bytes_cap) {
-        while (l->nbytes + len > l->bytes_cap)
-            l->bytes_cap = l->bytes_cap ? l->bytes_cap * 2 : 65536;
-        l->bytes = realloc(l->bytes, l->bytes_cap);
-    }
-    memcpy(l->bytes + l->nbytes, r, len);
-    free(r);
-    l->lsn[l->n] = l->end;
-    l->len[l->n] = (uint32_t)len;
-    l->off[l->n] = l->nbytes;
-    l->n++;
-    l->nbytes += len;
-    l->last = l->end;
-    l->end += len;
-}
-
-/* Records of 1..4 pages, all of term `term`. */
-static void tlog_fill(tlog *l, size_t n, uint64_t term)
-{
-    for (size_t i = 0; i < n; i++)
-        tlog_add(l, term, 1 + (uint32_t)((l->n * 7) % 4), 0);
-}
-
-/* Forgets records from index i on. */
-static void tlog_cut(tlog *l, size_t i)
-{
-    l->n = i;
-    l->nbytes = i ? l->off[i - 1] + l->len[i - 1] : 0;
-    l->end = i ? l->lsn[i - 1] + l->len[i - 1] : l->start;
-    l->last = i ? l->lsn[i - 1] : 0;
-}
-
-static size_t tlog_bytes(const tlog *l, size_t i, size_t j)
-{
-    return (j < l->n ? l->off[j] : l->nbytes) - l->off[i];
 }
 
 static int append_range(sk_wal *w, const tlog *l, size_t i, size_t j)
