@@ -24,6 +24,7 @@
 #endif
 
 #include "alloc.h"
+#include "disk_io.h"
 #include "fsutil.h"
 #include "ids.h"
 #include "log.h"
@@ -255,6 +256,68 @@ static void test_fs_mkdir_p_and_remove_tree(void **state)
     free(deep);
 }
 
+/* A table that logs its mkdir and fsync_dir calls (paths relative to the
+ * test's directory). */
+typedef struct call_log {
+    size_t base_len;
+    char text[1024];
+} call_log;
+
+static void log_call(call_log *l, const char *op, const char *path)
+{
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof(l->text) - n, "%s %s;", op,
+             path[l->base_len] ? path + l->base_len + 1 : ".");
+}
+
+static int rec_mkdir(void *ctx, const char *path)
+{
+    log_call(ctx, "mkdir", path);
+    return disk_io_posix.mkdir(NULL, path);
+}
+
+static int rec_fsync_dir(void *ctx, const char *path)
+{
+    log_call(ctx, "fsync", path);
+    return disk_io_posix.fsync_dir(NULL, path);
+}
+
+static void test_disk_io_mkdir_durable(void **state)
+{
+    const char *base = *state;
+    call_log l = { .base_len = strlen(base) };
+    disk_io io = disk_io_posix;
+    io.ctx = &l;
+    io.mkdir = rec_mkdir;
+    io.fsync_dir = rec_fsync_dir;
+    char *deep = path_join(base, "a/b/c");
+    /* each directory made, then the one above it synced, top down */
+    assert_int_equal(disk_io_mkdir_durable(&io, base, deep), 0);
+    assert_string_equal(l.text, "mkdir a;fsync .;mkdir a/b;fsync a;mkdir a/b/c;fsync a/b;");
+    struct stat st;
+    assert_int_equal(stat(deep, &st), 0);
+    /* existing ones: the parents are synced again (an earlier run may have
+     * stopped between a mkdir and its sync) */
+    l.text[0] = '\0';
+    assert_int_equal(disk_io_mkdir_durable(&io, base, deep), 0);
+    assert_string_equal(l.text, "mkdir a;fsync .;mkdir a/b;fsync a;mkdir a/b/c;fsync a/b;");
+    l.text[0] = '\0';
+    assert_int_equal(disk_io_mkdir_durable(&io, base, base), 0);
+    assert_string_equal(l.text, "");
+    char *file = path_join(base, "a/f");
+    assert_int_equal(fs_write_atomic(file, "x", 1), 0);
+    char *under_file = path_join(file, "sub");
+    assert_int_equal(disk_io_mkdir_durable(&io, base, under_file), -ENOTDIR);
+    assert_int_equal(disk_io_mkdir_durable(&io, base, "/elsewhere/x"), -EINVAL);
+    char *sibling = path_join(base, "");
+    sibling[strlen(sibling) - 1] = 'X'; /* "<base>X": a prefix, not below */
+    assert_int_equal(disk_io_mkdir_durable(&io, base, sibling), -EINVAL);
+    free(sibling);
+    free(under_file);
+    free(file);
+    free(deep);
+}
+
 static void test_fs_pread_pwrite_all(void **state)
 {
     char *file = path_join(*state, "blocks");
@@ -335,6 +398,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fs_read_file_limits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_fs_mkdir_p_and_remove_tree, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_fs_pread_pwrite_all, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_disk_io_mkdir_durable, setup_dir, teardown_dir),
         cmocka_unit_test(test_id_round_trip),
         cmocka_unit_test(test_id_rejects_bad_text),
     };
