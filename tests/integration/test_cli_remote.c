@@ -167,6 +167,30 @@ static long long bucket_bytes(const char *name)
  * what the database still holds, and `arbor branch list` says so. The
  * window is set with `arbor branch history`; GC runs every second (the
  * pageserver's config file, DIR/ps/pageserver.conf). */
+/* The sizes `arbor --json branch list` reports for branch name (and, with
+ * verbose, its GC state). */
+static void branch_sizes(const char *name, bool verbose, json_int_t *billed,
+                         json_int_t *logical, json_int_t *physical)
+{
+    ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+    json_t *o = ct_parse_out(), *b;
+    size_t k;
+    json_array_foreach(json_object_get(o, "branches"), k, b) {
+        if (strcmp(json_string_value(json_object_get(b, "name")), name) != 0)
+            continue;
+        *billed = json_integer_value(json_object_get(b, "billed_size_bytes"));
+        *logical = json_integer_value(json_object_get(b, "logical_size_bytes"));
+        *physical = json_integer_value(json_object_get(b, "physical_size_bytes"));
+        if (verbose)
+            print_message("%s: window %lld s, cutoff %s, head %s, %lld layers\n", name,
+                          (long long)json_integer_value(json_object_get(b, "pitr_window_s")),
+                          json_string_value(json_object_get(b, "gc_cutoff_lsn")),
+                          json_string_value(json_object_get(b, "head_lsn")),
+                          (long long)json_integer_value(json_object_get(b, "layer_count")));
+    }
+    json_decref(o);
+}
+
 static void test_vacuum_shrinks(void **state)
 {
     (void)state;
@@ -193,31 +217,23 @@ static void test_vacuum_shrinks(void **state)
         usleep(200 * 1000);
     ct_expect(ct_arbor("sql shrink 'DELETE FROM big WHERE x %% 10 <> 0'"), 0, "delete");
     ct_expect(ct_arbor("sql shrink 'VACUUM'"), 0, "vacuum");
-    long long remote = full, local = 0;
-    for (int i = 0; i < 100 && (remote = bucket_bytes("shrink") - before) * 4 > full; i++)
-        usleep(200 * 1000);
     /* Typically ~14% (one image of the VACUUMed database). When compaction
      * ran between the DELETE and the VACUUM (a loaded machine), an image of
      * the DELETE's state stays with the VACUUM's delta above it until more
-     * deltas pile up (compaction's rule: 2x logical + 1 MiB): ~30%. */
-    local = dir_bytes("ps");   /* the pageserver's disk */
-    ct_expect(ct_arbor("--json branch list"), 0, "branch list");
-    json_t *o = ct_parse_out(), *b;
-    size_t k;
+     * deltas pile up (compaction's rule: 2x logical + 1 MiB): ~30%. The
+     * bucket and the sizes the branch list reports shrink at their own
+     * moments (GC, compaction, upload, deletion): wait for all of them. */
+    long long remote = full, local = 0;
     json_int_t billed = 0, logical = 0, physical = 0;
-    json_array_foreach(json_object_get(o, "branches"), k, b) {
-        if (strcmp(json_string_value(json_object_get(b, "name")), "shrink") == 0) {
-            billed = json_integer_value(json_object_get(b, "billed_size_bytes"));
-            logical = json_integer_value(json_object_get(b, "logical_size_bytes"));
-            physical = json_integer_value(json_object_get(b, "physical_size_bytes"));
-            print_message("shrink: window %lld s, cutoff %s, head %s, %lld layers\n",
-                          (long long)json_integer_value(json_object_get(b, "pitr_window_s")),
-                          json_string_value(json_object_get(b, "gc_cutoff_lsn")),
-                          json_string_value(json_object_get(b, "head_lsn")),
-                          (long long)json_integer_value(json_object_get(b, "layer_count")));
-        }
+    for (int i = 0; i < 100; i++) {
+        remote = bucket_bytes("shrink") - before;
+        branch_sizes("shrink", i == 99, &billed, &logical, &physical);
+        if (remote * 4 <= full && physical * 2 <= full &&
+            physical <= 3 * logical + 2 * 1048576 && billed * 4 <= full)
+            break;
+        usleep(200 * 1000);
     }
-    json_decref(o);
+    local = dir_bytes("ps");   /* the pageserver's disk */
     print_message("branch's bucket bytes: %lld with 12 MB of rows, %lld after deleting 90%% + "
                   "VACUUM (%.1f%%); pageserver dir %lld; shrink: logical %lld, physical %lld, billed "
                   "%lld\n", full, remote, 100.0 * (double)remote / (double)full, local,
