@@ -22,6 +22,7 @@ typedef struct pxp_stmt {
 
 struct pxp_pool {
     char *key;
+    char *compute;           /* the key up to its first '/' */
     pxp *owner;
     pxp_conn *idle;          /* LIFO: the warmest first */
     int open;                /* idle + held */
@@ -94,6 +95,7 @@ void pxp_destroy(pxp *p)
         }
         az_free(pool->hello);
         az_free(pool->key);
+        az_free(pool->compute);
         az_free(pool);
     }
     pthread_cond_destroy(&p->cv);
@@ -110,6 +112,7 @@ pxp_pool *pxp_get(pxp *p, const char *key)
     if (!pool) {
         pool = az_calloc(1, sizeof(*pool));
         pool->key = az_strdup(key);
+        pool->compute = az_strndup(key, strcspn(key, "/"));
         pool->owner = p;
         pool->next = p->pools;
         p->pools = pool;
@@ -132,6 +135,35 @@ static void add_open(pxp *p, int d)
         met_gauge_add(p->m_open, d);
 }
 
+/* Sessions open to pool's compute, all its pools together. */
+static int compute_open_locked(const pxp *p, const pxp_pool *pool)
+{
+    int n = 0;
+    for (const pxp_pool *q = p->pools; q; q = q->next)
+        if (strcmp(q->compute, pool->compute) == 0)
+            n += q->open;
+    return n;
+}
+
+/* Takes the coldest idle session of another pool of pool's compute out of
+ * its pool (counted closed); NULL when there is none. */
+static pxp_conn *take_idle_of_other_locked(pxp *p, const pxp_pool *pool)
+{
+    for (pxp_pool *q = p->pools; q; q = q->next) {
+        if (q == pool || !q->idle || strcmp(q->compute, pool->compute) != 0)
+            continue;
+        pxp_conn **last = &q->idle;
+        while ((*last)->next)
+            last = &(*last)->next;
+        pxp_conn *c = *last;
+        *last = NULL;
+        q->open--;
+        add_open(p, -1);
+        return c;
+    }
+    return NULL;
+}
+
 int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **out)
 {
     pxp *p = pool->owner;
@@ -143,7 +175,7 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
         dl.tv_sec++;
         dl.tv_nsec -= 1000000000L;
     }
-    bool waited = false;
+    bool waited = false, timed_out = false;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (pool->idle) {
@@ -161,7 +193,19 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
             add_open(p, -1);
             conn_free(c);
         }
-        if (pool->open < p->size) {
+        bool room = pool->open < p->size && compute_open_locked(p, pool) < p->size;
+        if (pool->open < p->size && !room) {
+            /* the compute's budget is spent: an idle session of another
+             * pool of it (another role, branch or options) makes room */
+            pxp_conn *old = take_idle_of_other_locked(p, pool);
+            if (old) {
+                pthread_mutex_unlock(&p->mu);
+                conn_free(old);
+                pthread_mutex_lock(&p->mu);
+                continue;
+            }
+        }
+        if (room) {
             pool->open++;
             add_open(p, 1);
             pthread_mutex_unlock(&p->mu);
@@ -192,16 +236,17 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
             *out = c;
             return 0;
         }
-        if (!waited && p->m_waits)
-            met_counter_inc(p->m_waits);
-        waited = true;
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT && !pool->idle &&
-            pool->open >= p->size) {
+        if (timed_out) {
             pthread_mutex_unlock(&p->mu);
             if (p->m_timeouts)
                 met_counter_inc(p->m_timeouts);
             return -EAGAIN;
         }
+        if (!waited && p->m_waits)
+            met_counter_inc(p->m_waits);
+        waited = true;
+        /* one more look after the deadline, then give up */
+        timed_out = pthread_cond_timedwait(&p->cv, &p->mu, &dl) == ETIMEDOUT;
     }
 }
 

@@ -4,8 +4,13 @@
  *
  * A pool per (compute address, role, branch, options): sessions already
  * through their start-up, each either idle in the pool or held by one
- * client for one transaction. At most `size` sessions per pool are open;
- * a client that needs one when all are held waits (bounded) for a release.
+ * client for one transaction. At most `size` sessions are open per pool
+ * and, all its pools together, per compute (a compute refuses sessions
+ * beyond its own limit, and a client choosing new options or roles must
+ * not be able to fill it with idle sessions): when the compute's budget is
+ * spent, the coldest idle session of another of its pools is closed to
+ * make room; a client that needs one when all are held waits (bounded)
+ * for a release.
  * The greeting of the pool's first session (the compute's ParameterStatus
  * messages) is kept for clients that get no session of their own at
  * start-up.
@@ -46,7 +51,8 @@ typedef int (*pxp_connect_fn)(void *arg, int *fd, int32_t *cpid, int32_t *ckey,
 int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out);
 void pxp_destroy(pxp *p);
 
-/* The pool for key (created on first use; lives as long as p). */
+/* The pool for key, "<compute address>/<the rest>" (created on first use;
+ * lives as long as p). */
 pxp_pool *pxp_get(pxp *p, const char *key);
 
 /* An idle live session, or a new one through connect (when fewer than

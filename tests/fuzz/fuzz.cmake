@@ -28,7 +28,8 @@ target_link_libraries(fuzz_wal PRIVATE PkgConfig::XXHASH PkgConfig::LZ4)
 # only the fuzz_* targets in its own build dir).
 set(ARBOR_FUZZ_LIB_FLAGS -fsanitize=fuzzer-no-link)
 foreach(lib arbor_base arbor_wal arbor_rpc arbor_proto arbor_ps arbor_sk arbor_pgw
-            arbor_sqltext arbor_sqh arbor_remote arbor_clients arbor_http_client)
+            arbor_sqltext arbor_sqh arbor_remote arbor_clients arbor_http_client arbor_proxy
+            arbor_b64)
   if(TARGET ${lib})
     target_compile_options(${lib} PRIVATE ${ARBOR_FUZZ_LIB_FLAGS})
   endif()

@@ -1,0 +1,113 @@
+/*
+ * arbor-proxy's transaction pools (proxy/px_pool.h): sessions are sockets
+ * of a socketpair here, the test keeps the other ends and sees a session
+ * closed as EOF on its end. The budget per compute: pools of one compute
+ * (other roles, branches, options) share `size` sessions, an idle one of
+ * another pool is closed to make room, a held one is waited for, and
+ * another compute has its own budget.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "px_pool.h"
+
+typedef struct peers {
+    int fd[16];     /* the test's end of each session, in opening order */
+    int n;
+} peers;
+
+static int fake_connect(void *arg, int *fd, int32_t *cpid, int32_t *ckey, uint8_t **hello,
+                        size_t *hello_len)
+{
+    peers *p = arg;
+    int sv[2];
+    if (p->n == 16 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return -EIO;
+    p->fd[p->n++] = sv[1];
+    *fd = sv[0];
+    *cpid = p->n;
+    *ckey = 0;
+    *hello = NULL;
+    *hello_len = 0;
+    return 0;
+}
+
+/* Has the session whose test end is fd been closed by the pool? */
+static bool closed(int fd)
+{
+    char b;
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    ssize_t n = read(fd, &b, 1);
+    fcntl(fd, F_SETFL, fl);
+    return n == 0;
+}
+
+static void test_budget_per_compute(void **state)
+{
+    (void)state;
+    pxp *p;
+    assert_int_equal(pxp_create(2, 100, NULL, &p), 0);
+    peers pe = { .n = 0 };
+    pxp_pool *a = pxp_get(p, "10.0.0.1:5432/u/main/");
+    pxp_pool *b = pxp_get(p, "10.0.0.1:5432/u/main/opt=1");
+    pxp_pool *c = pxp_get(p, "10.0.0.1:5432/v/main/");
+    pxp_pool *other = pxp_get(p, "10.0.0.2:5432/u/main/");
+    assert_ptr_equal(pxp_get(p, "10.0.0.1:5432/u/main/"), a);
+
+    pxp_conn *a1, *b1, *c1, *o1, *o2, *x;
+    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &a1), 0);   /* session 0 */
+    pxp_release(a1, true);                                          /* idle in a */
+    assert_int_equal(pxp_acquire(b, fake_connect, &pe, &b1), 0);   /* session 1 */
+    assert_int_equal(pe.n, 2);
+    /* the compute's budget (2) is spent: a's idle session is closed for c */
+    assert_int_equal(pxp_acquire(c, fake_connect, &pe, &c1), 0);   /* session 2 */
+    assert_int_equal(pe.n, 3);
+    assert_true(closed(pe.fd[0]));
+    assert_false(closed(pe.fd[1]));
+    /* both held: a third pool of that compute waits, then gives up */
+    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), -EAGAIN);
+    assert_int_equal(pe.n, 3);
+    /* another compute has its own budget */
+    assert_int_equal(pxp_acquire(other, fake_connect, &pe, &o1), 0);
+    assert_int_equal(pxp_acquire(other, fake_connect, &pe, &o2), 0);
+    assert_int_equal(pe.n, 5);
+    /* a release makes room: an idle session of b, taken by a */
+    pxp_release(b1, true);
+    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), 0);
+    assert_true(closed(pe.fd[1]));
+    assert_int_equal(pe.n, 6);
+    /* reuse within a pool opens nothing */
+    pxp_release(x, true);
+    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), 0);
+    assert_int_equal(pe.n, 6);
+    assert_false(closed(pe.fd[5]));
+    pxp_release(x, false);            /* not reusable: closed */
+    assert_true(closed(pe.fd[5]));
+    pxp_release(c1, true);
+    pxp_release(o1, true);
+    pxp_release(o2, true);
+    pxp_destroy(p);
+    for (int i = 0; i < pe.n; i++) {
+        assert_true(closed(pe.fd[i]));
+        close(pe.fd[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_budget_per_compute),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
