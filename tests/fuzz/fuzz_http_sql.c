@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "fuzz_net.h"
+#include "fuzz_sqlite.h"
 #include "log.h"
 #include "hrana.h"
 #include "http.h"
@@ -28,27 +29,10 @@ static sqh_service *sqh;
 static hrana_service *hrana;
 static int port;
 
-static int progress_stop(void *arg)
-{
-    (void)arg;
-    return 1;
-}
-
 static int open_db(void *arg, sqlite3 **out, char *err, size_t errlen)
 {
-    sqlite3 *db;
     (void)arg;
-    int rc = sqlite3_open(":memory:", &db);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return rc;
-    }
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1 << 20);
-    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
-    sqlite3_progress_handler(db, 2000000, progress_stop, NULL);
-    *out = db;
-    return SQLITE_OK;
+    return fz_sqlite_open(out, err, errlen);
 }
 
 static void close_db(void *arg, sqlite3 *db)

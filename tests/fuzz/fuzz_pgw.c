@@ -20,7 +20,7 @@
  * progress handler, a heap limit) so a fuzzed query cannot make a run slow
  * or big: SQLite itself is not what is fuzzed here.
  */
-#include <sqlite3.h>
+#include "fuzz_sqlite.h"
 
 #include "fuzz_net.h"
 #include "log.h"
@@ -31,28 +31,12 @@
 static pgw_server *servers[N_SERVERS];
 static int ports[N_SERVERS];
 
-static int progress_stop(void *arg)
-{
-    (void)arg;
-    return 1;  /* a statement still running after the budget is interrupted */
-}
-
 static int open_db(void *arg, const pgw_session_info *who, sqlite3 **out, char *err,
                    size_t errlen)
 {
-    sqlite3 *db;
     (void)arg;
     (void)who;
-    if (sqlite3_open(":memory:", &db) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1 << 20);
-    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
-    sqlite3_progress_handler(db, 2000000, progress_stop, NULL);
-    *out = db;
-    return 0;
+    return fz_sqlite_open(out, err, errlen) == SQLITE_OK ? 0 : -1;
 }
 
 static void close_db(void *arg, sqlite3 *db)

@@ -79,6 +79,7 @@
 
 #include "b64.h"
 #include "fuzz_net.h"
+#include "fuzz_sqlite.h"
 #include "hrana.h"
 #include "http.h"
 #include "http_client.h"
@@ -151,27 +152,6 @@ static const RAND_METHOD fixed_rand = { .bytes = fixed_bytes, .pseudorand = fixe
 
 /* ---- computes ------------------------------------------------------------ */
 
-static int progress_stop(void *arg)
-{
-    (void)arg;
-    return 1;
-}
-
-static int open_mem(sqlite3 **out, char *err, size_t errlen)
-{
-    sqlite3 *db;
-    int rc = sqlite3_open(":memory:", &db);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return rc;
-    }
-    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1 << 20);
-    sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
-    sqlite3_progress_handler(db, 2000000, progress_stop, NULL);
-    *out = db;
-    return SQLITE_OK;
-}
 
 static int pg_open_db(void *arg, const pgw_session_info *who, sqlite3 **out, char *err,
                       size_t errlen)
@@ -179,13 +159,13 @@ static int pg_open_db(void *arg, const pgw_session_info *who, sqlite3 **out, cha
     if (g.verbose)
         fprintf(stderr, "  compute %s: user=%s database=%s options=%s\n", (const char *)arg,
                 who->user, who->database, who->options);
-    return open_mem(out, err, errlen) == SQLITE_OK ? 0 : -EIO;
+    return fz_sqlite_open(out, err, errlen) == SQLITE_OK ? 0 : -EIO;
 }
 
 static int http_open_db(void *arg, sqlite3 **out, char *err, size_t errlen)
 {
     (void)arg;
-    return open_mem(out, err, errlen);
+    return fz_sqlite_open(out, err, errlen);
 }
 
 static void close_db(void *arg, sqlite3 *db)
