@@ -7,14 +7,17 @@ in a temporary directory, ephemeral ports, loopback):
   * WRITERS threads move money between ACCOUNTS accounts, each transfer one
     transaction (BEGIN; two UPDATEs; INSERT into a log with a unique id;
     COMMIT). A COMMIT answered OK is "acknowledged"; one that failed or
-    whose answer was lost (the connection died) is "unknown".
+    whose answer was lost (the connection died) is "unknown". Half of them
+    connect to main's compute directly, half through arbor-proxy (a role's
+    password, transaction pooling).
   * READERS threads sum every balance in one statement, again and again:
     the total never changes (no reader sees half a transfer, or a commit
-    that is later lost).
+    that is later lost). One reads directly, one through the proxy.
   * Meanwhile each kind of daemon is killed with SIGKILL and brought back
     by `arbor start` (which starts just what is down), in turn: each
     safekeeper, the compute (commits in flight die with it), the
-    pageserver.
+    pageserver, the control plane, the proxy (the transactions it relays
+    die with it).
   * Afterwards: every acknowledged transfer is in the log; the log holds
     nothing else than acknowledged or unknown ids; every balance equals
     what the log says (nothing half-applied); the total is unchanged.
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +68,9 @@ class Cluster:
     def pg_port(self):
         return self.components()["main"]["pg_port"]
 
+    def proxy_port(self):
+        return self.components()["proxy"]["grpc_port"]  # its PostgreSQL door
+
     def kill(self, name):
         c = self.components()[name]
         os.kill(c["pid"], signal.SIGKILL)
@@ -82,9 +89,12 @@ class Cluster:
 
 
 class Bank:
-    def __init__(self, cluster):
+    def __init__(self, cluster, proxy_password):
         self.cluster = cluster
         self.port = cluster.pg_port()
+        self.proxy_password = proxy_password
+        self.proxy_port = cluster.proxy_port()
+        self.acked_via_proxy = 0
         self.lock = threading.Lock()
         self.acked = set()
         self.unknown = set()
@@ -94,10 +104,18 @@ class Bank:
         self.sums = 0
         self.fail_count = 0
 
-    def connect(self):
+    def connect(self, via_proxy=False):
         deadline = time.time() + 60
         while True:
             try:
+                if via_proxy:
+                    try:
+                        port = self.cluster.proxy_port()
+                    except Exception:
+                        port = self.proxy_port
+                    return psycopg2.connect(host="127.0.0.1", port=port, user="arbor",
+                                            password=self.proxy_password, dbname="main",
+                                            connect_timeout=5)
                 try:
                     port = self.cluster.pg_port()
                 except Exception:
@@ -117,11 +135,12 @@ class Bank:
 
     def writer(self, seed):
         rnd = random.Random(seed)
+        via_proxy = seed % 2 == 1
         conn = None
         while not self.stop.is_set():
             try:
                 if conn is None:
-                    conn = self.connect()
+                    conn = self.connect(via_proxy)
                 a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
                 d = rnd.randint(1, 50)
                 xid = self.take_id()
@@ -144,6 +163,7 @@ class Bank:
                     conn.commit()
                     with self.lock:
                         self.acked.add(xid)
+                        self.acked_via_proxy += via_proxy
                 except Exception:
                     with self.lock:
                         self.unknown.add(xid)
@@ -160,12 +180,12 @@ class Bank:
         if conn is not None:
             conn.close()
 
-    def reader(self):
+    def reader(self, via_proxy):
         conn = None
         while not self.stop.is_set():
             try:
                 if conn is None:
-                    conn = self.connect()
+                    conn = self.connect(via_proxy)
                     conn.autocommit = True
                 cur = conn.cursor()
                 cur.execute("SELECT sum(balance), count(*) FROM accounts")
@@ -222,8 +242,12 @@ def main():
     started = []
     ok = False
     try:
-        cl.cli("start", "--base-port", "0")
+        out = cl.cli("start", "--base-port", "0").stdout
         started = cl.pids()
+        # the proxy's role password, shown once: postgres://arbor:PW@127.0.0.1:PORT/main
+        m = re.search(r"postgres://arbor:([^@\s]+)@127\.0\.0\.1:\d+/main", out)
+        if not m:
+            raise AssertionError("arbor start printed no proxy URL with a password:\n" + out)
         conn = psycopg2.connect(host="127.0.0.1", port=cl.pg_port(), user="arbor", dbname="main")
         conn.autocommit = True
         cur = conn.cursor()
@@ -234,24 +258,27 @@ def main():
                     "INSERT INTO accounts SELECT x, %s FROM c", (ACCOUNTS, START))
         conn.close()
 
-        bank = Bank(cl)
+        bank = Bank(cl, m.group(1))
         threads = [threading.Thread(target=bank.writer, args=(i,)) for i in range(WRITERS)]
-        threads += [threading.Thread(target=bank.reader) for _ in range(READERS)]
+        threads += [threading.Thread(target=bank.reader, args=(i % 2 == 1,))
+                    for i in range(READERS)]
         for t in threads:
             t.start()
         try:
-            faults = ["sk1", "sk2", "sk3", "main", "ps"]
-            per_fault = {}
+            faults = ["sk1", "sk2", "sk3", "main", "ps", "control", "proxy"]
+            per_fault, via_proxy = {}, {}
             time.sleep(args.seconds_per_fault)
             for name in faults:
-                before = len(bank.acked)
+                before, before_proxy = len(bank.acked), bank.acked_via_proxy
                 cl.kill(name)
                 time.sleep(args.seconds_per_fault / 2)
                 cl.cli("start")
                 started = sorted(set(started) | set(cl.pids()))
                 time.sleep(args.seconds_per_fault)
                 per_fault[name] = len(bank.acked) - before
-                print("bank: after %s: %d acknowledged" % (name, per_fault[name]), flush=True)
+                via_proxy[name] = bank.acked_via_proxy - before_proxy
+                print("bank: after %s: %d acknowledged (%d through the proxy)" % (
+                    name, per_fault[name], via_proxy[name]), flush=True)
         finally:
             bank.stop.set()
             for t in threads:
@@ -266,10 +293,16 @@ def main():
         stalled = [n for n, k in per_fault.items() if k == 0]
         if stalled:
             raise AssertionError("no transfer was acknowledged around the loss of %s" % stalled)
-        print("bank: %d transfers acknowledged, %d unknown (%d of them present), %d in the "
-              "log, %d sums read (all %d), acknowledged per fault %s; %d failed attempts" % (
-                  len(bank.acked), len(bank.unknown), unknown_present, n_rows, bank.sums,
-                  ACCOUNTS * START, per_fault, bank.fail_count))
+        if via_proxy["proxy"] == 0:
+            raise AssertionError("no transfer went through the proxy after it was restarted")
+        if bank.acked_via_proxy == 0 or bank.acked_via_proxy == len(bank.acked):
+            raise AssertionError("transfers through the proxy: %d of %d" % (
+                bank.acked_via_proxy, len(bank.acked)))
+        print("bank: %d transfers acknowledged (%d through the proxy), %d unknown (%d of them "
+              "present), %d in the log, %d sums read (all %d), acknowledged per fault %s; "
+              "%d failed attempts" % (
+                  len(bank.acked), bank.acked_via_proxy, len(bank.unknown), unknown_present,
+                  n_rows, bank.sums, ACCOUNTS * START, per_fault, bank.fail_count))
         ok = True
     finally:
         try:
