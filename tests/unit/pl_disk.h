@@ -26,8 +26,9 @@
  *
  * Writes go through to the real files (the code under test reads them
  * back); syncs are not passed to the real disk (the test's machine is not
- * going to lose power). Every call is serialized by one mutex. Not modelled:
- * torn writes inside one sector, and files written outside the table.
+ * going to lose power). Every mutating call is serialized by one mutex.
+ * Not modelled: torn writes inside one sector, and files written outside
+ * the table.
  */
 #ifndef ARBOR_TEST_PL_DISK_H
 #define ARBOR_TEST_PL_DISK_H
