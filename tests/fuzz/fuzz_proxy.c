@@ -62,9 +62,9 @@
  * every compute session has ended; a complete HTTP request is answered.
  * Memory stays bounded: auth failures are counted but never block
  * (auth_fail_max huge, short window), and the transaction pool, which keeps
- * an idle compute session per (role, branch, options) forever, is renewed
- * after every PostgreSQL input (pool_renew; within an input its sessions
- * are released and taken again).
+ * idle compute sessions until its per-compute budget needs the room, is
+ * renewed after every PostgreSQL input (pool_renew; within an input its
+ * sessions are released and taken again).
  * ARBOR_FUZZ_VERBOSE=1 prints the proxy's answer (message types, auth codes,
  * SQLSTATEs) and what reached the control plane and the computes.
  */
@@ -401,8 +401,8 @@ static bool sessions_done(void)
 }
 
 /* A new transaction pool, once the input's session is done: its idle
- * compute sessions are closed (the proxy never closes them itself, so they
- * would pile up), and every compute session has ended before the next
+ * compute sessions are closed (the proxy keeps them while its budget
+ * allows), and every compute session has ended before the next
  * input. Each input then starts from the same state, and no compute thread
  * is still tearing a session down when libFuzzer looks for leaks. */
 static void pool_renew(void)
