@@ -635,40 +635,43 @@ class SlowProxy:
         self.ls.close()
 
 
-def slow_links(cl, bank, log, bindir, root, procs, sk_ports):
+def slow_links(cl, bank, log, bindir, root, procs, sk_ports, proxies):
     # 8. Slow and lossy links: a third primary reaches the safekeepers only
     # through proxies: sk1 5-30 ms per chunk, sk2 50-150 ms, sk3 lossy (each
     # connection reset after 0.3-2 s). Commits go on (quorum sk1 + sk2).
-    proxies = [SlowProxy(sk_ports[0], 0.005, 0.03, seed=1),
-               SlowProxy(sk_ports[1], 0.05, 0.15, seed=2),
-               SlowProxy(sk_ports[2], 0.0, 0.01, lossy=True, seed=3)]
-    try:
-        port, t_spawn = spawn_primary(cl, bindir, root, procs, "main3",
-                                      ",".join("127.0.0.1:%d" % p.port for p in proxies))
-        if port is None:
-            raise AssertionError("scenario 8: the primary behind slow links did not start "
-                                 "within 10 s (see main3.log)")
-        with bank.lock:
-            bank.port = port
-        if not bank.wait_acks(t_spawn, 1, 20):
-            raise AssertionError("scenario 8: no commit within 20 s through slow links")
-        t = time.time()
-        time.sleep(6)
-        n = bank.acks_since(t)
-        with bank.lock:
-            took = sorted(a - s for s, a in bank.acked.values() if s >= t)
-        if n < 5:
-            raise AssertionError("scenario 8: only %d commits in 6 s through slow and lossy "
-                                 "links" % n)
-        if proxies[2].resets == 0 or proxies[1].chunks == 0:
-            raise AssertionError("scenario 8: the proxies did nothing (resets %d, chunks %d)" %
-                                 (proxies[2].resets, proxies[1].chunks))
-        log("8 slow links (sk1 5-30 ms, sk2 50-150 ms per chunk, sk3 reset every 0.3-2 s: %d "
-            "resets): %d commits in 6 s, commit p50 %.0f ms, max %.0f ms" % (
-                proxies[2].resets, n, 1000 * took[len(took) // 2], 1000 * took[-1]))
-    finally:
-        for p in proxies:
-            p.close()
+    # The proxies stay up (the caller closes them) until the final check has
+    # read through this primary: without them it reaches no safekeeper.
+    proxies += [SlowProxy(sk_ports[0], 0.005, 0.03, seed=1),
+                SlowProxy(sk_ports[1], 0.05, 0.15, seed=2),
+                SlowProxy(sk_ports[2], 0.0, 0.01, lossy=True, seed=3)]
+    port, t_spawn = spawn_primary(cl, bindir, root, procs, "main3",
+                                  ",".join("127.0.0.1:%d" % p.port for p in proxies))
+    if port is None:
+        raise AssertionError("scenario 8: the primary behind slow links did not start "
+                             "within 10 s (see main3.log)")
+    with bank.lock:
+        bank.port = port
+    if not bank.wait_acks(t_spawn, 1, 20):
+        raise AssertionError("scenario 8: no commit within 20 s through slow links")
+    t = time.time()
+    time.sleep(6)
+    n = bank.acks_since(t)
+    with bank.lock:
+        took = sorted(a - s for s, a in bank.acked.values() if s >= t)
+    if n < 5:
+        raise AssertionError("scenario 8: only %d commits in 6 s through slow and lossy "
+                             "links" % n)
+    if proxies[2].resets == 0 or proxies[1].chunks == 0:
+        raise AssertionError("scenario 8: the proxies did nothing (resets %d, chunks %d)" %
+                             (proxies[2].resets, proxies[1].chunks))
+    log("8 slow links (sk1 5-30 ms, sk2 50-150 ms per chunk, sk3 reset every 0.3-2 s: %d "
+        "resets): %d commits in 6 s, commit p50 %.0f ms, max %.0f ms" % (
+            proxies[2].resets, n, 1000 * took[len(took) // 2], 1000 * took[-1]))
+
+
+def close_all(proxies):
+    while proxies:
+        proxies.pop().close()
 
 
 def stop_procs(procs):
@@ -792,6 +795,7 @@ def inner(args):
     bank = None
     threads = []
     procs = []                        # started here, not by arbor
+    proxies = []                      # scenario 8's slow links
     try:
         cl.cli("start", "--base-port", "0")
         comps = cl.components()
@@ -819,7 +823,7 @@ def inner(args):
             scenarios(cl, net, bank, log)
             takeover(cl, net, bank, log, bindir, root, procs)
             slow_links(cl, bank, log, bindir, root, procs,
-                       [comps[n]["grpc_port"] for n in ("sk1", "sk2", "sk3")])
+                       [comps[n]["grpc_port"] for n in ("sk1", "sk2", "sk3")], proxies)
         finally:
             net.heal()
             bank.stop.set()
@@ -836,6 +840,7 @@ def inner(args):
         log("packets dropped per cut: %s" % ", ".join(
             "%s %s->%s %d" % (k[0], k[1], k[2], n) for k, n in sorted(net.dropped.items())))
         n_rows, unknown_present = check_final(bank)
+        close_all(proxies)
         log("%d transfers acknowledged, all present; %d failed or unanswered commits (%d of "
             "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
                 len(bank.acked), len(bank.unknown), unknown_present, n_rows, time.time() - t0))
@@ -849,6 +854,7 @@ def inner(args):
             raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
         ok = True
     finally:
+        close_all(proxies)
         stop_procs(procs)
         try:
             cl.cli("stop", check=False, timeout=60)
