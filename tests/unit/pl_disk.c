@@ -285,6 +285,28 @@ static bool go_on(pl_disk *d)
     return true;
 }
 
+/* Records a pending write (data != NULL) or truncation of fd's file. */
+static int add_op(pl_disk *d, int fd, const void *data, size_t len, off_t off)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return -errno;
+    }
+    size_t n = node_of(d, &st);
+    pl_node *node = &d->nodes[n];
+    if (node->n_ops == node->cap_ops) {
+        node->cap_ops = node->cap_ops ? node->cap_ops * 2 : 8;
+        node->ops = xrealloc(node->ops, node->cap_ops * sizeof(*node->ops));
+    }
+    pl_op op = { .off = off, .len = len };
+    if (data) {
+        op.data = malloc(len ? len : 1);
+        memcpy(op.data, data, len);
+    }
+    node->ops[node->n_ops++] = op;
+    return 0;
+}
+
 static int t_open_locked(pl_disk *d, const char *path, int flags, mode_t mode)
 {
     bool writes = (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) != 0;
@@ -306,13 +328,11 @@ static int t_open_locked(pl_disk *d, const char *path, int flags, mode_t mode)
     if (!existed) {
         ino_bind(d, st.st_ino, node_new(d, false)); /* nothing durable yet */
     } else if ((flags & O_TRUNC) && S_ISREG(st.st_mode)) {
-        size_t n = node_of(d, &st);
-        pl_node *node = &d->nodes[n];
-        if (node->n_ops == node->cap_ops) {
-            node->cap_ops = node->cap_ops ? node->cap_ops * 2 : 8;
-            node->ops = xrealloc(node->ops, node->cap_ops * sizeof(*node->ops));
+        int rc = add_op(d, fd, NULL, 0, 0);   /* a pending truncation to 0 */
+        if (rc != 0) {
+            close(fd);
+            return rc;
         }
-        node->ops[node->n_ops++] = (pl_op){ .off = 0 };
     }
     return fd;
 }
@@ -337,28 +357,6 @@ static ssize_t t_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
     (void)ctx;
     ssize_t n = pread(fd, buf, len, off);
     return n < 0 ? -errno : n;
-}
-
-/* Records a pending write (data != NULL) or truncation of fd's file. */
-static int add_op(pl_disk *d, int fd, const void *data, size_t len, off_t off)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        return -errno;
-    }
-    size_t n = node_of(d, &st);
-    pl_node *node = &d->nodes[n];
-    if (node->n_ops == node->cap_ops) {
-        node->cap_ops = node->cap_ops ? node->cap_ops * 2 : 8;
-        node->ops = xrealloc(node->ops, node->cap_ops * sizeof(*node->ops));
-    }
-    pl_op op = { .off = off, .len = len };
-    if (data) {
-        op.data = malloc(len ? len : 1);
-        memcpy(op.data, data, len);
-    }
-    node->ops[node->n_ops++] = op;
-    return 0;
 }
 
 static ssize_t t_pwrite_locked(pl_disk *d, int fd, const void *buf, size_t len, off_t off)
