@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,9 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "remote_storage.h"
 #include "rpc.h"
+#include "sk_offload.h"
 #include "sk_service.h"
 #include "sk_timeline.h"
 
@@ -37,6 +40,9 @@ typedef struct sk_config {
     char *log_file;
     char *port_file;
     int pollers;
+    char *remote_storage;
+    uint64_t backup_partial_ms;
+    uint64_t backup_lease_ms;
 } sk_config;
 
 static const cfg_option sk_options[] = {
@@ -51,6 +57,15 @@ static const cfg_option sk_options[] = {
     CFG_DAEMON_OPTS(sk_config, "<grpc port> <http port>"),
     CFG_INT_OPT("rpc.pollers", sk_config, pollers, "2",
                 "gRPC completion-queue threads"),
+    CFG_STRING_OPT("remote-storage", sk_config, remote_storage, "",
+                   "WAL backup: committed WAL goes to this bucket (the pageserver's: a "
+                   "directory, file:///DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R), "
+                   "and local WAL is removed only once the bucket holds it; empty: none"),
+    CFG_DURATION_OPT("wal-backup.partial-timeout", sk_config, backup_partial_ms, "30s",
+                     "upload WAL shorter than a segment once it has waited this long"),
+    CFG_DURATION_OPT("wal-backup.lease", sk_config, backup_lease_ms, "30s",
+                     "how long the safekeeper uploading a timeline's WAL holds that job "
+                     "without renewing it (another takes over after it dies)"),
     CFG_END
 };
 
@@ -59,6 +74,8 @@ static struct {
     sk_config conf;
     sk_registry *reg;
     sk_service *svc;
+    remote_storage *rs;
+    sk_offload *off;
     rpc_server *rpc;
     http_server *http;
     met_registry *metrics;
@@ -81,7 +98,7 @@ static json_t *timeline_json(const sk_tl_state *st)
                                               (json_int_t)st->history.e[i].term,
                                               "lsn", dmn_lsn_json(st->history.e[i].lsn)));
     }
-    return json_pack("{s:s,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:o}",
+    return json_pack("{s:s,s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:i,s:o}",
                      "tenant_id", id_format(&a, t), "timeline_id", id_format(&b, l),
                      "term", (json_int_t)st->term,
                      "start_lsn", dmn_lsn_json(st->start_lsn),
@@ -89,6 +106,7 @@ static json_t *timeline_json(const sk_tl_state *st)
                      "commit_lsn", dmn_lsn_json(st->commit_lsn),
                      "persisted_lsn", dmn_lsn_json(st->persisted_lsn),
                      "removed_below_lsn", dmn_lsn_json(st->removed_below_lsn),
+                     "backup_lsn", dmn_lsn_json(st->backup_lsn),
                      "last_record_lsn", dmn_lsn_json(st->last_record_lsn),
                      "write_lsn", dmn_lsn_json(st->write_lsn),
                      "proposers", st->proposers, "readers", st->readers,
@@ -123,6 +141,68 @@ static int start_http(void)
     return dmn_http_start(&o, &g_sk.http);
 }
 
+static double backup_stat(void *arg)
+{
+    sk_off_stats st;
+    sk_off_get_stats(g_sk.off, &st);
+    rs_stats rs;
+    rs_get_stats(g_sk.rs, &rs);
+    switch ((int)(intptr_t)arg) {
+    case 0: return (double)st.objects_uploaded;
+    case 1: return (double)st.bytes_uploaded;
+    case 2: return (double)st.upload_failures;
+    case 3: return (double)st.objects_deleted;
+    case 4: return (double)st.leases_taken;
+    case 5: return (double)st.bucket_reads;
+    case 6: return (double)st.uploading;
+    case 7: return (double)st.lag_bytes;
+    case 8: return (double)rs.requests;
+    case 9: return (double)rs.retries;
+    default: return (double)rs.errors;    /* 10 */
+    }
+}
+
+/* WAL backup, when a bucket is configured. */
+static int start_backup(void)
+{
+    if (!g_sk.conf.remote_storage || !*g_sk.conf.remote_storage)
+        return 0;
+    int rc = rs_open(g_sk.conf.remote_storage, NULL, &g_sk.rs);
+    if (rc != 0) {
+        log_error("remote storage %s: %s", g_sk.conf.remote_storage, strerror(-rc));
+        return rc;
+    }
+    sk_off_options oo = { .node_id = g_sk.conf.node_id,
+                          .object_bytes = g_sk.conf.segment_size,
+                          .partial_timeout_ms = g_sk.conf.backup_partial_ms,
+                          .lease_ms = g_sk.conf.backup_lease_ms };
+    rc = sk_off_create(g_sk.reg, g_sk.rs, &oo, &g_sk.off);
+    if (rc != 0)
+        return rc;
+    sk_svc_set_offload(g_sk.svc, g_sk.off);
+    static const char *const names[][2] = {
+        { "arbor_safekeeper_backup_objects_uploaded", "WAL objects uploaded to the bucket" },
+        { "arbor_safekeeper_backup_bytes_uploaded", "WAL bytes uploaded to the bucket" },
+        { "arbor_safekeeper_backup_failures", "WAL backup attempts that failed (retried)" },
+        { "arbor_safekeeper_backup_objects_deleted", "WAL objects deleted from the bucket" },
+        { "arbor_safekeeper_backup_leases_taken",
+          "Times this safekeeper became the uploader of a timeline" },
+        { "arbor_safekeeper_backup_bucket_reads", "WAL chunks streamed from the bucket" },
+        { "arbor_safekeeper_backup_timelines",
+          "Timelines this safekeeper uploaded for in its last pass" },
+        { "arbor_safekeeper_backup_lag_bytes",
+          "Committed WAL not yet in the bucket, of the timelines it uploads" },
+        { "arbor_safekeeper_remote_requests", "HTTP requests sent to the bucket (S3)" },
+        { "arbor_safekeeper_remote_retries", "Bucket requests retried" },
+        { "arbor_safekeeper_remote_errors", "Bucket operations failed after retries" },
+    };
+    for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(names[0]); i++)
+        rc = met_gauge_callback_new(g_sk.metrics, names[i][0], names[i][1], backup_stat,
+                                    (void *)(intptr_t)i);
+    log_info("WAL backup to %s", rs_url(g_sk.rs));
+    return rc;
+}
+
 static int start_rpc(int *port)
 {
     rpc_server_config rc_cfg = { .listen_addr = g_sk.conf.listen,
@@ -145,6 +225,9 @@ static void shutdown_all(void)
         rpc_server_destroy(g_sk.rpc);   /* waits for every handler */
     if (g_sk.http)
         http_server_stop(g_sk.http);
+    sk_off_destroy(g_sk.off);          /* an upload in flight ends */
+    if (g_sk.rs)
+        rs_close(g_sk.rs);
     if (g_sk.svc)
         sk_svc_destroy(g_sk.svc);
     sk_reg_close(g_sk.reg);             /* stores control files */
@@ -162,7 +245,9 @@ int main(int argc, char **argv)
 
     sk_reg_options ro = { .datadir = g_sk.conf.datadir,
                           .node_id = g_sk.conf.node_id,
-                          .segment_size_bytes = g_sk.conf.segment_size };
+                          .segment_size_bytes = g_sk.conf.segment_size,
+                          .wal_backup = g_sk.conf.remote_storage &&
+                                        *g_sk.conf.remote_storage };
     int grpc_port = 0;
     rc = sk_reg_open(&ro, &g_sk.reg);
     if (rc != 0) {
@@ -173,6 +258,8 @@ int main(int argc, char **argv)
     rc = met_registry_new(&g_sk.metrics);
     if (rc == 0)
         rc = sk_svc_create(g_sk.reg, g_sk.metrics, &g_sk.svc);
+    if (rc == 0)
+        rc = start_backup();
     if (rc == 0)
         rc = start_http();
     if (rc == 0)

@@ -21,6 +21,7 @@
 #include "ids.h"
 #include "log.h"
 #include "safekeeper.pb-c.h"
+#include "sk_offload.h"
 #include "sk_storage.h"
 #include "wal_record.h"
 
@@ -35,6 +36,7 @@
 
 struct sk_service {
     sk_registry *reg;
+    sk_offload *off;          /* WAL backup; NULL: none */
     atomic_bool stopping;
     met_family *flush_lsn, *commit_lsn, *term, *proposers, *readers;
     met_gauge *timelines, *timelines_active;
@@ -354,34 +356,44 @@ static int send_chunk(rpc_stream *call, sk_timeline *tl, lsn_t begin,
     return rpc_stream_send_msg(call, &chunk.base);
 }
 
+/* WAL removed here is read from the bucket, when WAL backup put it there. */
 static int stream_wal(sk_service *svc, rpc_stream *call, sk_timeline *tl,
                       const Arbor__StreamWalRequest *req)
 {
     lsn_t pos = req->start_lsn;
+    sk_off_cursor cur = { 0 };
     while (!atomic_load(&svc->stopping)) {
         uint8_t *buf;
         size_t len;
         lsn_t next;
         int rc = sk_tl_read(tl, pos, req->include_uncommitted, req->end_lsn,
                             SK_CHUNK_BYTES, &buf, &len, &next);
+        if (rc == SK_TL_EREMOVED && svc->off) {
+            sk_tl_state st;
+            sk_tl_get_state(tl, &st);
+            rc = sk_off_read(svc->off, &cur, st.tenant_id, st.timeline_id, pos,
+                             req->end_lsn, SK_CHUNK_BYTES, &buf, &len, &next);
+        }
         if (rc != 0) {
             send_chunk(call, tl, pos, NULL, 0, rc);
+            sk_off_cursor_free(&cur);
             return 0;
         }
         if (len > 0) {
             rc = send_chunk(call, tl, pos, buf, len, 0);
             free(buf);
             if (rc != 0)
-                return 0;   /* reader went away */
+                break;   /* reader went away */
             pos = next;
             continue;
         }
         if ((req->end_lsn && pos >= req->end_lsn) || !req->follow)
-            return 0;
+            break;
         if (sk_tl_wait(tl, pos, req->include_uncommitted, SK_HEARTBEAT_MS) != 0 &&
             send_chunk(call, tl, pos, NULL, 0, 0) != 0)
-            return 0;
+            break;
     }
+    sk_off_cursor_free(&cur);
     return 0;
 }
 
@@ -538,6 +550,12 @@ static int h_delete(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     int rc = timeline_ids(req->timeline, tenant, timeline);
     if (rc == 0)
         rc = sk_reg_delete(svc->reg, tenant, timeline);
+    /* Its WAL in the bucket goes too (every safekeeper tries: the delete
+     * is idempotent). A bucket that fails leaves objects behind, not the
+     * timeline: the delete stands. */
+    int brc = rc == 0 && svc->off ? sk_off_forget(svc->off, tenant, timeline) : 0;
+    if (brc != 0)
+        log_warn("delete timeline: its WAL in the bucket stays: %s", strerror(-brc));
     if (rc != 0) {
         set_error(&err, msg, sizeof(msg), rc, "delete timeline");
         resp.error = &err;
@@ -705,6 +723,11 @@ int sk_svc_register(sk_service *svc, rpc_server *srv)
     };
     return rpc_server_add_methods(srv, methods,
                                   sizeof(methods) / sizeof(methods[0]), svc);
+}
+
+void sk_svc_set_offload(sk_service *svc, sk_offload *off)
+{
+    svc->off = off;
 }
 
 void sk_svc_stop(sk_service *svc)

@@ -26,6 +26,10 @@ int sk_svc_create(sk_registry *reg, met_registry *mreg, sk_service **out);
 /* Registers every method of arbor.Safekeeper on srv (before start). */
 int sk_svc_register(sk_service *svc, rpc_server *srv);
 /* Makes streaming handlers return soon (before rpc_server_stop). */
+/* WAL backup (before sk_svc_register): StreamWal serves WAL removed from
+ * the disk out of the bucket, and DeleteTimeline deletes it there too. */
+struct sk_offload;
+void sk_svc_set_offload(sk_service *svc, struct sk_offload *off);
 void sk_svc_stop(sk_service *svc);
 void sk_svc_destroy(sk_service *svc);
 /* Refreshes the per-timeline gauges (called before a /metrics scrape). */

@@ -40,6 +40,8 @@ struct sk_timeline {
                                  once no stream holds it */
     uint64_t change_seq;      /* the registry's seq when commit/flush last moved */
     int64_t changed_ms;       /* CLOCK_MONOTONIC ms of that move */
+    lsn_t backup_lsn;         /* sk_tl_set_backup_lsn (memory only) */
+    void *backup_slot;        /* sk_tl_backup_slot */
 };
 
 struct sk_registry {
@@ -135,6 +137,7 @@ static void state_locked(const sk_timeline *tl, sk_tl_state *st)
     st->commit_lsn = tl->ctl.commit_lsn;
     st->persisted_lsn = tl->ctl.persisted_lsn;
     st->removed_below_lsn = tl->ctl.removed_below_lsn;
+    st->backup_lsn = tl->backup_lsn;
     st->proposers = tl->proposers;
     st->readers = tl->readers;
     st->change_seq = tl->change_seq;
@@ -433,22 +436,16 @@ int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms)
     return rc;
 }
 
-int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
-                           lsn_t *removed_below_out)
+/* Stores next (with persisted_lsn possibly raised) and removes the WAL
+ * below min(persisted, commit, and with WAL backup what the bucket holds). */
+static int remove_locked(sk_timeline *tl, sk_control next)
 {
     int rc = 0;
-    pthread_mutex_lock(&tl->mu);
-    if (tl->deleted) {
-        *removed_below_out = 0;
-        pthread_mutex_unlock(&tl->mu);
-        return SK_TL_EDELETED;
-    }
-    sk_control next = tl->ctl;
-    if (lsn > next.persisted_lsn)
-        next.persisted_lsn = lsn;
     lsn_t floor = next.persisted_lsn;
     if (next.commit_lsn < floor)
         floor = next.commit_lsn;
+    if (tl->reg && tl->reg->opt.wal_backup && tl->backup_lsn < floor)
+        floor = tl->backup_lsn;
     /* The new floor is stored first: a crash before the files are gone
      * leaves a control file that the next open finishes (it removes what
      * lies below); the other order would leave one that claims WAL the
@@ -461,9 +458,57 @@ int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
         lsn_t removed;
         rc = sk_wal_remove_below(tl->wal, point, &removed);
     }
+    return rc;
+}
+
+int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
+                           lsn_t *removed_below_out)
+{
+    pthread_mutex_lock(&tl->mu);
+    if (tl->deleted) {
+        *removed_below_out = 0;
+        pthread_mutex_unlock(&tl->mu);
+        return SK_TL_EDELETED;
+    }
+    sk_control next = tl->ctl;
+    if (lsn > next.persisted_lsn)
+        next.persisted_lsn = lsn;
+    int rc = remove_locked(tl, next);
     *removed_below_out = tl->ctl.removed_below_lsn;
     pthread_mutex_unlock(&tl->mu);
     return rc;
+}
+
+int sk_tl_set_backup_lsn(sk_timeline *tl, lsn_t lsn, lsn_t *removed_below_out)
+{
+    pthread_mutex_lock(&tl->mu);
+    if (tl->deleted) {
+        *removed_below_out = 0;
+        pthread_mutex_unlock(&tl->mu);
+        return SK_TL_EDELETED;
+    }
+    int rc = 0;
+    if (lsn > tl->backup_lsn) {
+        tl->backup_lsn = lsn;
+        if (tl->ctl.persisted_lsn > tl->ctl.removed_below_lsn)
+            rc = remove_locked(tl, tl->ctl);
+    }
+    *removed_below_out = tl->ctl.removed_below_lsn;
+    pthread_mutex_unlock(&tl->mu);
+    return rc;
+}
+
+bool sk_tl_deleted(sk_timeline *tl)
+{
+    pthread_mutex_lock(&tl->mu);
+    bool d = tl->deleted;
+    pthread_mutex_unlock(&tl->mu);
+    return d;
+}
+
+void **sk_tl_backup_slot(sk_timeline *tl)
+{
+    return &tl->backup_slot;
 }
 
 int sk_tl_stream_count(sk_timeline *tl, int proposers_delta,

@@ -70,6 +70,8 @@ typedef struct sk_tl_state {
     lsn_t persisted_lsn;
     lsn_t removed_below_lsn;
     lsn_t last_record_lsn;
+    lsn_t backup_lsn;          /* the bucket holds the WAL below this (with
+                                  WAL backup; 0 = not known yet) */
     skh_history history;       /* entries with lsn <= flush_lsn only */
     int proposers;             /* open append streams */
     int readers;               /* open WAL streams */
@@ -88,6 +90,10 @@ typedef struct sk_reg_options {
     const struct disk_io *io;       /* disk I/O table; NULL = disk_io_default */
     uint64_t node_id;
     uint64_t segment_size_bytes;  /* 0 = storage default */
+    /* WAL backup (sk_offload.h) is on: WAL is removed only below what the
+     * bucket holds too (sk_tl_set_backup_lsn), not just below what the
+     * pageserver persisted. */
+    bool wal_backup;
 } sk_reg_options;
 
 /* Opens every timeline found under datadir (scanning each WAL tail). A
@@ -157,10 +163,21 @@ int sk_tl_read(sk_timeline *tl, lsn_t from_lsn, bool uncommitted,
 int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms);
 
 /* The pageserver made everything below lsn durable: WAL below
- * min(lsn, commit) may be removed. *removed_below_out: the new floor. */
+ * min(lsn, commit) may be removed (and, with WAL backup, below what the
+ * bucket holds). *removed_below_out: the new floor. */
 int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
                            lsn_t *removed_below_out);
 
+/* WAL backup: the bucket holds this timeline's committed WAL below lsn
+ * (kept in memory only: it starts at 0 at every open, so nothing is
+ * removed until the bucket was looked at). Raising it may remove WAL,
+ * like sk_tl_report_persisted; *removed_below_out gets the floor. */
+int sk_tl_set_backup_lsn(sk_timeline *tl, lsn_t lsn, lsn_t *removed_below_out);
+/* True once the timeline was deleted (sk_reg_delete). */
+bool sk_tl_deleted(sk_timeline *tl);
+/* A slot for the WAL backup's per-timeline state (NULL at first). The
+ * owner of what it points to frees it; only one thread uses the slot. */
+void **sk_tl_backup_slot(sk_timeline *tl);
 /* Stream bookkeeping for status and metrics; a stream counted in keeps a
  * deleted timeline's WAL open until it counts itself out (call before the
  * first sk_tl_read). SK_TL_EDELETED (nothing counted) when joining a

@@ -14,6 +14,11 @@
  *                  acknowledged record lost, all three WALs identical
  *   vote durable   the control file holds a term as soon as its vote is
  *                  answered; kill -9 then: the term's second vote refused
+ *   WAL backup     three safekeepers and a bucket: committed WAL uploaded
+ *                  by one of them, byte for byte; local WAL kept while the
+ *                  bucket fails; WAL removed locally read back from the
+ *                  bucket; the uploader killed: another takes over; a
+ *                  deleted timeline leaves nothing in the bucket
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +41,7 @@
 
 #include "harness.h"
 #include "ids.h"
+#include "remote_storage.h"
 #include "rpc.h"
 #include "safekeeper.pb-c.h"
 #include "sk_control.h"
@@ -997,6 +1003,303 @@ static void test_kill9_chaos(void **state)
     pthread_mutex_destroy(&c.mu);
 }
 
+/* ---- WAL backup -------------------------------------------------------------- */
+
+#define BK_SKS 3
+
+typedef struct bk_cluster {
+    h_sk sk[BK_SKS];
+    rpc_channel *ch[BK_SKS];
+    bool up[BK_SKS];
+    tl_ref t;
+    lsn_t end, last;
+    uint8_t *wal;            /* every record appended, from START_LSN */
+    size_t wal_len, wal_cap;
+    char bucket[600];
+    char prefix[200];        /* the timeline's WAL objects: "<...>/wal/" */
+    remote_storage *rs;
+} bk_cluster;
+
+/* Appends `count` records to every running safekeeper, then tells them
+ * the last one is committed (an empty append carrying the commit LSN). */
+static void bk_append(bk_cluster *c, int count, int seed)
+{
+    for (int i = 0; i < count; i++) {
+        size_t len;
+        uint8_t *rec = make_record(c->end, c->last, 1, seed + i, 2, &len);
+        for (int k = 0; k < BK_SKS; k++) {
+            if (!c->up[k])
+                continue;
+            Arbor__AppendResponse *r = append1(c->ch[k], &c->t, 1, c->end, rec, len, c->end);
+            assert_null(r->error);
+            assert_int_equal(r->flush_lsn, c->end + len);
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        }
+        while (c->wal_len + len > c->wal_cap)
+            c->wal = realloc(c->wal, c->wal_cap = c->wal_cap ? 2 * c->wal_cap : 1 << 20);
+        memcpy(c->wal + c->wal_len, rec, len);
+        c->wal_len += len;
+        free(rec);
+        c->last = c->end;
+        c->end += len;
+    }
+    for (int k = 0; k < BK_SKS; k++) {
+        if (!c->up[k])
+            continue;
+        Arbor__AppendResponse *r = append1(c->ch[k], &c->t, 1, c->end, NULL, 0, c->end);
+        assert_null(r->error);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+}
+
+/* How far the bucket's WAL objects chain from `from`; with check, every
+ * object on the chain must hold exactly the bytes appended there. */
+static lsn_t bk_covered(bk_cluster *c, lsn_t from, bool check)
+{
+    rs_listing ls;
+    assert_int_equal(rs_list(c->rs, c->prefix, &ls), 0);
+    lsn_t pos = from;
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (size_t i = 0; i < ls.n; i++) {
+            unsigned long long b, e;
+            const char *name = ls.objects[i].key + strlen(c->prefix);
+            if (sscanf(name, "%16llX-%16llX", &b, &e) != 2 || b > pos || e <= pos)
+                continue;
+            if (check) {
+                uint8_t *data;
+                size_t n;
+                assert_int_equal(rs_get(c->rs, ls.objects[i].key, 0, 0, &data, &n), 0);
+                assert_int_equal(n, e - b);
+                assert_true(e <= START_LSN + c->wal_len);
+                assert_memory_equal(data, c->wal + (b - START_LSN), n);
+                free(data);
+            }
+            pos = e;
+            moved = true;
+        }
+    }
+    rs_list_free(&ls);
+    return pos;
+}
+
+static double bk_metric(bk_cluster *c, int k, const char *name)
+{
+    double v = 0;
+    assert_int_equal(h_metric(c->sk[k].http_port, name, &v), 0);
+    return v;
+}
+
+static lsn_t bk_removed_below(bk_cluster *c, int k)
+{
+    Arbor__TimelineStatusResponse *st = status(c->ch[k], &c->t);
+    assert_null(st->error);
+    lsn_t r = st->removed_below_lsn;
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+    return r;
+}
+
+static void bk_report_persisted(bk_cluster *c, int k, lsn_t lsn)
+{
+    Arbor__ReportPersistedRequest req = ARBOR__REPORT_PERSISTED_REQUEST__INIT;
+    req.timeline = &c->t.ref;
+    req.persisted_lsn = lsn;
+    Arbor__ReportPersistedResponse *resp;
+    assert_int_equal(rpc_unary(c->ch[k], "/arbor.Safekeeper/ReportPersisted", &req.base,
+                               &arbor__report_persisted_response__descriptor,
+                               (ProtobufCMessage **)&resp, 5000, NULL), 0);
+    assert_null(resp->error);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* The one safekeeper that uploaded (fails if none or several did). */
+static int bk_uploader(bk_cluster *c)
+{
+    int who = -1;
+    for (int k = 0; k < BK_SKS; k++) {
+        if (c->up[k] && bk_metric(c, k, "arbor_safekeeper_backup_objects_uploaded") > 0) {
+            if (who >= 0)
+                fail_msg("safekeepers %d and %d both uploaded WAL", who + 1, k + 1);
+            who = k;
+        }
+    }
+    assert_true(who >= 0);
+    return who;
+}
+
+/* Three safekeepers backing one timeline's WAL up to a directory bucket
+ * (64 KiB segments, so objects are cut often; 300 ms partial timeout; a
+ * 2 s lease). */
+static void test_wal_backup(void **state)
+{
+    (void)state;
+    static bk_cluster c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.bucket, sizeof(c.bucket), "%s/bucket", h_root());
+    char arg_remote[700];
+    snprintf(arg_remote, sizeof(arg_remote), "--remote-storage=%s", c.bucket);
+    for (int k = 0; k < BK_SKS; k++) {
+        assert_int_equal(h_sk_init(&c.sk[k], ARBOR_SAFEKEEPER_BIN, 31 + k), 0);
+        c.sk[k].extra_args[0] = arg_remote;
+        c.sk[k].extra_args[1] = "--wal.segment-size=64KiB";
+        c.sk[k].extra_args[2] = "--wal-backup.partial-timeout=300ms";
+        c.sk[k].extra_args[3] = "--wal-backup.lease=2s";
+        assert_int_equal(h_sk_start(&c.sk[k], 10000), 0);
+        assert_int_equal(rpc_channel_create(c.sk[k].addr, &c.ch[k]), 0);
+        c.up[k] = true;
+    }
+    assert_int_equal(rs_open(c.bucket, NULL, &c.rs), 0);
+    tl_ref_init(&c.t, 0x77);
+    arbor_id a, b;
+    char ts[ID_STR_SIZE], ls[ID_STR_SIZE];
+    memcpy(a.b, c.t.tenant, 16);
+    memcpy(b.b, c.t.timeline, 16);
+    snprintf(c.prefix, sizeof(c.prefix), "safekeeper/tenants/%s/timelines/%s/wal/",
+             id_format(&a, ts), id_format(&b, ls));
+
+    /* 1. The bucket fails (its directory is a file now): WAL is committed
+     * and the pageserver says it persisted all of it, yet no safekeeper
+     * removes any, since the bucket does not hold it. */
+    char moved[700];
+    snprintf(moved, sizeof(moved), "%s.away", c.bucket);
+    assert_int_equal(rename(c.bucket, moved), 0);
+    FILE *f = fopen(c.bucket, "w");
+    assert_non_null(f);
+    fclose(f);
+    for (int k = 0; k < BK_SKS; k++) {
+        Arbor__VoteResponse *v = vote(c.ch[k], &c.t, 1, START_LSN);
+        assert_true(v->granted);
+        protobuf_c_message_free_unpacked(&v->base, NULL);
+        elected(c.ch[k], &c.t, 1, START_LSN);
+    }
+    c.end = START_LSN;
+    bk_append(&c, 40, 0);           /* ~330 KB: five segments and more */
+    lsn_t l1 = c.end;
+    for (int k = 0; k < BK_SKS; k++)
+        bk_report_persisted(&c, k, l1);
+    h_sleep_ms(1500);
+    for (int k = 0; k < BK_SKS; k++) {
+        assert_true(bk_removed_below(&c, k) <= START_LSN);
+        assert_int_equal(flush_of(c.ch[k], &c.t), l1);
+    }
+
+    /* 2. The bucket is back: the WAL goes up, then every safekeeper
+     * removes its local copy (the uploader at once, the others once a
+     * listing shows them the bucket has it), and the uploader deletes the
+     * objects below what the pageserver persisted. */
+    assert_int_equal(unlink(c.bucket), 0);
+    assert_int_equal(rename(moved, c.bucket), 0);
+    bool all_removed = false;
+    for (int i = 0; i < 200 && !all_removed; i++) {
+        all_removed = true;
+        for (int k = 0; k < BK_SKS; k++)
+            all_removed = all_removed && bk_removed_below(&c, k) > START_LSN;
+        if (!all_removed)
+            h_sleep_ms(50);
+    }
+    assert_true(all_removed);
+    int up1 = bk_uploader(&c);
+    lsn_t low = 0;
+    for (int i = 0; i < 200; i++) {
+        low = bk_covered(&c, START_LSN, false);
+        if (low == START_LSN)
+            break;
+        h_sleep_ms(50);
+    }
+    assert_int_equal(low, START_LSN);   /* nothing below l1 is left */
+
+    /* 3. More WAL, not persisted by the pageserver yet: the bucket holds
+     * it exactly, and nobody but the first uploader uploaded. */
+    bk_append(&c, 40, 100);
+    lsn_t l2 = c.end;
+    lsn_t cov = 0;
+    for (int i = 0; i < 200 && (cov = bk_covered(&c, l1, false)) < l2; i++)
+        h_sleep_ms(50);
+    assert_int_equal(cov, l2);
+    assert_int_equal(bk_covered(&c, l1, true), l2);
+    assert_int_equal(bk_uploader(&c), up1);
+
+    /* 4. A safekeeper told that the pageserver persisted l2 removes its
+     * WAL below it; a reader still gets that WAL, out of the bucket. */
+    int x = (up1 + 1) % BK_SKS;
+    bk_report_persisted(&c, x, l2);
+    lsn_t rb = 0;
+    for (int i = 0; i < 200 && (rb = bk_removed_below(&c, x)) <= l1 + 65536; i++)
+        h_sleep_ms(50);
+    assert_true(rb > l1 + 65536);
+    uint8_t *wal;
+    size_t n = read_wal(c.ch[x], &c.t, l1, l2, &wal);
+    assert_int_equal(n, l2 - l1);
+    assert_memory_equal(wal, c.wal + (l1 - START_LSN), n);
+    free(wal);
+    assert_true(bk_metric(&c, x, "arbor_safekeeper_backup_bucket_reads") > 0);
+    /* ... and below anything either holds: a clear error, not a hang. */
+    Arbor__StreamWalRequest req = ARBOR__STREAM_WAL_REQUEST__INIT;
+    req.timeline = &c.t.ref;
+    req.start_lsn = START_LSN;
+    req.end_lsn = l1;
+    rpc_stream *s;
+    uint8_t *packed;
+    size_t plen;
+    assert_int_equal(rpc_pack(&req.base, &packed, &plen), 0);
+    assert_int_equal(rpc_stream_open(c.ch[x], "/arbor.Safekeeper/StreamWal", 10000, &s), 0);
+    assert_int_equal(rpc_stream_send(s, packed, plen), 0);
+    rpc_free(packed);
+    rpc_stream_close_send(s);
+    Arbor__WalChunk *chunk;
+    assert_int_equal(rpc_stream_recv_msg(s, &arbor__wal_chunk__descriptor, 10000,
+                                         (ProtobufCMessage **)&chunk), 0);
+    assert_non_null(chunk->error);
+    assert_int_equal(chunk->error->code, ARBOR__ERROR_CODE__NOT_FOUND);
+    protobuf_c_message_free_unpacked(&chunk->base, NULL);
+    rpc_stream_destroy(s);
+
+    /* 5. The uploader dies: once its lease ran out, another safekeeper
+     * takes over and the new WAL reaches the bucket. */
+    h_sk_kill(&c.sk[up1]);
+    c.up[up1] = false;
+    rpc_channel_destroy(c.ch[up1]);
+    c.ch[up1] = NULL;
+    bk_append(&c, 20, 200);
+    lsn_t l3 = c.end;
+    for (int i = 0; i < 300 && (cov = bk_covered(&c, l1, false)) < l3; i++)
+        h_sleep_ms(50);
+    assert_int_equal(cov, l3);
+    assert_int_equal(bk_covered(&c, l1, true), l3);
+    int up2 = bk_uploader(&c);
+    assert_true(up2 != up1);
+    assert_true(bk_metric(&c, up2, "arbor_safekeeper_backup_leases_taken") >= 1);
+
+    /* 6. The timeline is deleted: its objects leave the bucket. */
+    for (int k = 0; k < BK_SKS; k++) {
+        if (!c.up[k])
+            continue;
+        Arbor__SkDeleteTimelineRequest dr = ARBOR__SK_DELETE_TIMELINE_REQUEST__INIT;
+        dr.timeline = &c.t.ref;
+        Arbor__SkDeleteTimelineResponse *resp;
+        assert_int_equal(rpc_unary(c.ch[k], "/arbor.Safekeeper/DeleteTimeline", &dr.base,
+                                   &arbor__sk_delete_timeline_response__descriptor,
+                                   (ProtobufCMessage **)&resp, 10000, NULL), 0);
+        assert_null(resp->error);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    char tl_prefix[200];
+    snprintf(tl_prefix, sizeof(tl_prefix), "%.*s", (int)(strlen(c.prefix) - 4), c.prefix);
+    rs_listing left;
+    assert_int_equal(rs_list(c.rs, tl_prefix, &left), 0);
+    assert_int_equal(left.n, 0);
+    rs_list_free(&left);
+
+    for (int k = 0; k < BK_SKS; k++) {
+        if (!c.up[k])
+            continue;
+        rpc_channel_destroy(c.ch[k]);
+        stop_clean(&c.sk[k]);
+    }
+    rs_close(c.rs);
+    free(c.wal);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -1024,6 +1327,10 @@ int main(void)
         cmocka_unit_test(test_empty_and_last_commit),
         cmocka_unit_test(test_kill9_chaos),
         cmocka_unit_test(test_vote_durable),
+        cmocka_unit_test(test_wal_backup),
     };
+    const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_wal_backup */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
