@@ -30,6 +30,7 @@ typedef struct tl_backup {
     lsn_t lowest_end;          /* end of the oldest object seen; 0: none */
     int64_t listed_ms;         /* monotonic ms of the last listing */
     int64_t pending_since_ms;  /* monotonic ms WAL started waiting; 0: none */
+    int64_t peeked_ms;         /* monotonic ms of the last look at the lease */
     int64_t lease_until_ms;    /* wall ms our lease lasts; 0: not ours */
     int64_t other_until_ms;    /* wall ms another node's lease lasts */
     int64_t retry_at_ms;       /* monotonic: after a failure, not before */
@@ -150,10 +151,27 @@ static lsn_t covered_end(const wal_obj *o, size_t n, lsn_t pos, lsn_t persisted)
 
 /* ---- the lease ---------------------------------------------------------------- */
 
-static int read_lease(sk_offload *off, const char *key, uint64_t *node, int64_t *until)
+/* The lease object: its holder, until when, and how far the bucket held
+ * the timeline's WAL when the holder last wrote it (objects below what the
+ * pageserver persisted are deleted, so a listing alone cannot tell). */
+typedef struct lease {
+    uint64_t node;
+    int64_t until;
+    lsn_t backup;
+} lease;
+
+static void lease_key(const char *prefix, char *key, size_t cap)
 {
+    snprintf(key, cap, "%slease", prefix);
+}
+
+static int read_lease(sk_offload *off, const char *prefix, lease *l)
+{
+    char key[PREFIX_MAX + 8];
+    lease_key(prefix, key, sizeof(key));
     uint8_t *data;
     size_t n;
+    memset(l, 0, sizeof(*l));
     int rc = rs_get(off->rs, key, 0, 0, &data, &n);
     if (rc != 0)
         return rc;
@@ -161,16 +179,34 @@ static int read_lease(sk_offload *off, const char *key, uint64_t *node, int64_t 
     json_t *j = json_loadb((const char *)data, n, 0, &jerr);
     az_free(data);
     json_int_t nd = 0, u = 0;
-    if (!j || json_unpack(j, "{s:I,s:I}", "node_id", &nd, "expires_ms", &u) != 0) {
+    const char *bk = NULL;
+    if (!j || json_unpack(j, "{s:I,s:I,s:s}", "node_id", &nd, "expires_ms", &u,
+                          "backup_lsn", &bk) != 0 || lsn_parse(bk, &l->backup) != 0) {
         json_decref(j);
-        *node = 0;      /* unreadable: treated as expired */
-        *until = 0;
+        memset(l, 0, sizeof(*l));   /* unreadable: treated as expired */
         return 0;
     }
     json_decref(j);
-    *node = (uint64_t)nd;
-    *until = (int64_t)u;
+    l->node = (uint64_t)nd;
+    l->until = (int64_t)u;
     return 0;
+}
+
+static int write_lease(sk_offload *off, const char *prefix, int64_t until, lsn_t backup)
+{
+    char key[PREFIX_MAX + 8], lsn[LSN_STRLEN], body[160];
+    lease_key(prefix, key, sizeof(key));
+    int len = snprintf(body, sizeof(body),
+                       "{\"node_id\":%" PRIu64 ",\"expires_ms\":%" PRId64 ",\"backup_lsn\":\"%s\"}",
+                       off->opt.node_id, until, lsn_format(backup, lsn));
+    return rs_put(off->rs, key, body, (size_t)len);
+}
+
+/* What a lease says about the bucket is true whoever wrote it. */
+static void learn(tl_backup *b, const lease *l)
+{
+    if (l->backup > b->backup)
+        b->backup = l->backup;
 }
 
 /* True when this node holds tl's lease (taking or renewing it as needed).
@@ -185,37 +221,38 @@ static bool hold_lease(sk_offload *off, tl_backup *b, const char *prefix)
         return true;
     if (b->other_until_ms > now)
         return false;
-    char key[PREFIX_MAX + 8];
-    snprintf(key, sizeof(key), "%slease", prefix);
-    uint64_t node = 0;
-    int64_t until = 0;
-    int rc = read_lease(off, key, &node, &until);
+    lease l;
+    int rc = read_lease(off, prefix, &l);
     if (rc != 0 && rc != -ENOENT)
         return false;
-    if (rc == 0 && node != off->opt.node_id && until + half > now) {
-        b->other_until_ms = until + half;
+    learn(b, &l);
+    if (rc == 0 && l.node && l.node != off->opt.node_id && l.until + half > now) {
+        b->other_until_ms = l.until + half;
         b->lease_until_ms = 0;
         return false;
     }
     int64_t mine = now + (int64_t)off->opt.lease_ms;
-    char body[96];
-    int len = snprintf(body, sizeof(body), "{\"node_id\":%" PRIu64 ",\"expires_ms\":%" PRId64 "}",
-                       off->opt.node_id, mine);
-    if (rs_put(off->rs, key, body, (size_t)len) != 0)
+    if (write_lease(off, prefix, mine, b->backup) != 0)
         return false;
     /* Another node may have written at the same moment: the last write
      * wins, and both read it back after a pause longer than such a race. */
     struct timespec settle = { 0, (long)(off->opt.lease_ms < 1000 ? off->opt.lease_ms : 1000) *
                                       100000L };   /* lease/10, at most 100 ms */
     nanosleep(&settle, NULL);
-    if (read_lease(off, key, &node, &until) != 0)
+    if (read_lease(off, prefix, &l) != 0)
         return false;
-    if (node != off->opt.node_id) {
-        b->other_until_ms = until;
+    if (l.node != off->opt.node_id) {
+        log_info("WAL backup of %s: safekeeper %" PRIu64 " took the lease at the same time",
+                 prefix, l.node);
+        learn(b, &l);
+        b->other_until_ms = l.until;
         b->lease_until_ms = 0;
         return false;
     }
     if (b->lease_until_ms <= now) {
+        char lsn[LSN_STRLEN];
+        log_info("WAL backup of %s: this safekeeper uploads it now (from %s)", prefix,
+                 lsn_format(b->backup, lsn));
         atomic_fetch_add(&off->leases, 1);
         b->listed = false;   /* learn what the previous holder uploaded */
     }
@@ -307,6 +344,7 @@ static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_st
             rc = SK_TL_EDELETED;
         }
         if (rc == 0) {
+            log_debug("WAL backup: uploaded %s (%zu bytes)", key, n);
             atomic_fetch_add(&off->uploaded, 1);
             atomic_fetch_add(&off->bytes, n);
             if (!b->lowest_end)
@@ -319,6 +357,11 @@ static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_st
     b->backup = pos;
     lsn_t removed;
     sk_tl_set_backup_lsn(tl, pos, &removed);
+    /* The lease says how far the bucket holds the WAL now (and is renewed):
+     * the other safekeepers read it to let their copies go. */
+    int64_t until = wall_ms() + (int64_t)off->opt.lease_ms;
+    if (write_lease(off, prefix, until, pos) == 0)
+        b->lease_until_ms = until;
     return 0;
 }
 
@@ -344,23 +387,34 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
     int64_t wall = wall_ms();
     bool mine = b->lease_until_ms > wall;
     bool other = b->other_until_ms > wall;
-    /* What the bucket holds, learned by listing: at the first look; unless
-     * this node uploads, every lease/2 while there is more (the uploader's
-     * progress lets the local WAL go); and right before taking a lease, so
-     * that a node does not take one for WAL uploaded already. */
-    if (!b->listed ||
-        (!mine && st.commit_lsn > b->backup &&
-         (now - b->listed_ms >= half ||
-          (!other && now - b->listed_ms >= 2 * (int64_t)off->opt.tick_ms)))) {
+    /* What the bucket holds: listed at the first look, then read from the
+     * lease, which the uploader rewrites after each object: unless this
+     * node uploads, every lease/2 while there is WAL it does not know to be
+     * there (so local copies can go), and right before taking a lease (so
+     * that a node does not take one for WAL uploaded already). */
+    if (!b->listed) {
         rc = refresh(off, tl, b, &st, prefix, false);
         if (rc != 0)
             goto out;
+    }
+    if (!mine && st.commit_lsn > b->backup &&
+        (now - b->peeked_ms >= half ||
+         (!other && now - b->peeked_ms >= 2 * (int64_t)off->opt.tick_ms))) {
+        lease l;
+        rc = read_lease(off, prefix, &l);
+        if (rc != 0 && rc != -ENOENT)
+            goto out;
+        rc = 0;
+        b->peeked_ms = now;
+        learn(b, &l);
+        lsn_t removed;
+        sk_tl_set_backup_lsn(tl, b->backup, &removed);
     }
     bool pending = st.commit_lsn > b->backup;
     bool stale_objects = b->lowest_end && st.persisted_lsn >= b->lowest_end;
     if ((!pending && !stale_objects) || !hold_lease(off, b, prefix))
         return;   /* idle, or another node uploads: no bucket call */
-    if (stale_objects && now - b->listed_ms >= half)
+    if (!b->listed || (stale_objects && now - b->listed_ms >= half))
         rc = refresh(off, tl, b, &st, prefix, true);
     if (rc == 0 && st.commit_lsn > b->backup) {
         if (!b->pending_since_ms)

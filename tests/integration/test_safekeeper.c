@@ -1113,13 +1113,14 @@ static void bk_report_persisted(bk_cluster *c, int k, lsn_t lsn)
 }
 
 /* The one safekeeper that uploaded (fails if none or several did). */
-static int bk_uploader(bk_cluster *c)
+static int bk_uploader(bk_cluster *c, int step)
 {
     int who = -1;
     for (int k = 0; k < BK_SKS; k++) {
         if (c->up[k] && bk_metric(c, k, "arbor_safekeeper_backup_objects_uploaded") > 0) {
             if (who >= 0)
-                fail_msg("safekeepers %d and %d both uploaded WAL", who + 1, k + 1);
+                fail_msg("step %d: safekeepers %d and %d both uploaded WAL", step, who + 1,
+                         k + 1);
             who = k;
         }
     }
@@ -1198,7 +1199,7 @@ static void test_wal_backup(void **state)
             h_sleep_ms(50);
     }
     assert_true(all_removed);
-    int up1 = bk_uploader(&c);
+    int up1 = bk_uploader(&c, 2);
     lsn_t low = 0;
     for (int i = 0; i < 200; i++) {
         low = bk_covered(&c, START_LSN, false);
@@ -1217,7 +1218,7 @@ static void test_wal_backup(void **state)
         h_sleep_ms(50);
     assert_int_equal(cov, l2);
     assert_int_equal(bk_covered(&c, l1, true), l2);
-    assert_int_equal(bk_uploader(&c), up1);
+    assert_int_equal(bk_uploader(&c, 3), up1);
 
     /* 4. A safekeeper told that the pageserver persisted l2 removes its
      * WAL below it; a reader still gets that WAL, out of the bucket. */
@@ -1255,18 +1256,19 @@ static void test_wal_backup(void **state)
     rpc_stream_destroy(s);
 
     /* 5. The uploader dies: once its lease ran out, another safekeeper
-     * takes over and the new WAL reaches the bucket. */
+     * takes over and the new WAL reaches the bucket (from l2 on: below it,
+     * the new uploader, told that the pageserver persisted l2, deletes). */
     h_sk_kill(&c.sk[up1]);
     c.up[up1] = false;
     rpc_channel_destroy(c.ch[up1]);
     c.ch[up1] = NULL;
     bk_append(&c, 20, 200);
     lsn_t l3 = c.end;
-    for (int i = 0; i < 300 && (cov = bk_covered(&c, l1, false)) < l3; i++)
+    for (int i = 0; i < 300 && (cov = bk_covered(&c, l2, false)) < l3; i++)
         h_sleep_ms(50);
     assert_int_equal(cov, l3);
-    assert_int_equal(bk_covered(&c, l1, true), l3);
-    int up2 = bk_uploader(&c);
+    assert_int_equal(bk_covered(&c, l2, true), l3);
+    int up2 = bk_uploader(&c, 5);
     assert_true(up2 != up1);
     assert_true(bk_metric(&c, up2, "arbor_safekeeper_backup_leases_taken") >= 1);
 
