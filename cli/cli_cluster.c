@@ -277,9 +277,17 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
         argv[6] = a_ps;
         argv[7] = a_key;
     }
+    /* The pageserver's layers and the safekeepers' WAL backup share the
+     * bucket (their keys do not overlap). */
+    char url[4096];
+    cli_remote_url(st->dir, url, sizeof(url));
+    if (url[0])
+        snprintf(a_remote, sizeof(a_remote), "--remote-storage=%s", url);
     if (c->kind == CLI_COMP_SAFEKEEPER) {
         snprintf(a_node, sizeof(a_node), "--node-id=%d", c->node_id);
         argv[5] = a_node;
+        if (url[0])
+            argv[6] = a_remote;
     } else {
         char addrs[CLI_N_SAFEKEEPERS][64];
         int n = cli_cluster_sk_addrs(st, addrs, CLI_N_SAFEKEEPERS);
@@ -289,12 +297,8 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
                                      i ? "," : "", addrs[i]);
         }
         argv[5] = a_sks;
-        char url[4096];
-        cli_remote_url(st->dir, url, sizeof(url));
-        if (url[0] && c->kind == CLI_COMP_PAGESERVER) {
-            snprintf(a_remote, sizeof(a_remote), "--remote-storage=%s", url);
+        if (url[0] && c->kind == CLI_COMP_PAGESERVER)
             argv[6] = a_remote;
-        }
     }
     char a_conf[4300];
     config_arg(st, c, a_conf, sizeof(a_conf));

@@ -306,7 +306,8 @@ static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_s
 }
 
 /* Uploads the next object: committed WAL from the backup LSN, up to
- * object_bytes. */
+ * object_bytes. WAL below what the pageserver persisted is passed over
+ * without an upload: its layers in the bucket hold it already. */
 static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_state *st,
                   const char *prefix)
 {
@@ -335,7 +336,7 @@ static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_st
         pos = next;
     }
     int rc = 0;
-    if (n > 0) {
+    if (n > 0 && pos > st->persisted_lsn) {
         char key[PREFIX_MAX + 48];
         snprintf(key, sizeof(key), "%swal/%016" PRIX64 "-%016" PRIX64, prefix, b->backup, pos);
         rc = rs_put(off->rs, key, data, n);
@@ -414,12 +415,13 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
     bool stale_objects = b->lowest_end && st.persisted_lsn >= b->lowest_end;
     if ((!pending && !stale_objects) || !hold_lease(off, b, prefix))
         return;   /* idle, or another node uploads: no bucket call */
-    if (!b->listed || (stale_objects && now - b->listed_ms >= half))
+    if (!b->listed || (stale_objects && now - b->listed_ms >= (half < 1000 ? half : 1000)))
         rc = refresh(off, tl, b, &st, prefix, true);
     if (rc == 0 && st.commit_lsn > b->backup) {
         if (!b->pending_since_ms)
             b->pending_since_ms = now;
         if (st.commit_lsn - b->backup >= off->opt.object_bytes ||
+            st.persisted_lsn > b->backup ||
             now - b->pending_since_ms >= (int64_t)off->opt.partial_timeout_ms) {
             rc = upload(off, tl, b, &st, prefix);
             if (rc == 0)
