@@ -106,6 +106,13 @@ int fs_write_atomic(const char *path, const void *data, size_t len)
     char *tmp = az_malloc(plen + sizeof(".tmp"));
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", sizeof(".tmp"));
+    int rc = fs_write_atomic_via(path, tmp, data, len);
+    az_free(tmp);
+    return rc;
+}
+
+int fs_write_atomic_via(const char *path, const char *tmp, const void *data, size_t len)
+{
     char *dir = NULL;
     int rc;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -135,7 +142,6 @@ fail:
     unlink(tmp);
 done:
     az_free(dir);
-    az_free(tmp);
     return rc;
 }
 

@@ -17,6 +17,9 @@ int fs_fsync_dir(const char *dir);
 /* Replaces path atomically and durably: write path.tmp, fsync, rename over
  * path, fsync the directory. A crash leaves the old or the new file. */
 int fs_write_atomic(const char *path, const void *data, size_t len);
+/* The same through the temporary file tmp (same directory as path): for
+ * writers that may race on one path, each with its own tmp. */
+int fs_write_atomic_via(const char *path, const char *tmp, const void *data, size_t len);
 /* Reads a whole file (at most max_len bytes; -EFBIG beyond) into a malloc'ed
  * buffer (free()). The buffer is NUL-terminated one byte past *len, so text
  * files can be used as C strings. */

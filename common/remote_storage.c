@@ -124,22 +124,40 @@ static int mkdir_parent(const char *path)
     return rc;
 }
 
+/* A temporary name beside dst that no other writer of dst uses (another
+ * thread or process may PUT the same key at once: the last rename wins, as
+ * on S3). Hidden from listings by its leading dot. */
+static int unique_tmp(const char *dst, char *tmp, size_t cap)
+{
+    static _Atomic uint64_t seq;
+    const char *slash = strrchr(dst, '/');
+    int dl = slash ? (int)(slash - dst) + 1 : 0;
+    int n = snprintf(tmp, cap, "%.*s.%s.%ld.%" PRIu64 ".tmp", dl, dst, dst + dl, (long)getpid(),
+                     atomic_fetch_add(&seq, 1));
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 static int local_put(remote_storage *rs, const char *key, const void *data, size_t len)
 {
     char *p = local_path(rs, key);
+    char tmp[4200];
     int rc = mkdir_parent(p);
     if (rc == 0) {
-        rc = fs_write_atomic(p, data, len);
+        rc = unique_tmp(p, tmp, sizeof(tmp));
+    }
+    if (rc == 0) {
+        rc = fs_write_atomic_via(p, tmp, data, len);
     }
     az_free(p);
     return rc;
 }
 
-/* Copies src into dst through dst.tmp: write, fsync, rename, fsync dir. */
+/* Copies src into dst through a temporary file: write, fsync, rename,
+ * fsync dir. */
 static int copy_file_durable(const char *src, const char *dst, uint64_t *copied)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", dst) >= (int)sizeof(tmp)) {
+    char tmp[4200];
+    if (unique_tmp(dst, tmp, sizeof(tmp)) != 0) {
         return -ENAMETOOLONG;
     }
     int in = open(src, O_RDONLY | O_CLOEXEC);

@@ -232,8 +232,12 @@ static bool hold_lease(sk_offload *off, tl_backup *b, const char *prefix)
         return false;
     }
     int64_t mine = now + (int64_t)off->opt.lease_ms;
+    /* Our own lease within its grace: no other node takes it meanwhile. */
+    bool renewal = rc == 0 && l.node == off->opt.node_id && l.until + half > now;
     if (write_lease(off, prefix, mine, b->backup) != 0)
         return false;
+    if (renewal)
+        goto held;
     /* Another node may have written at the same moment: the last write
      * wins, and both read it back after a pause longer than such a race. */
     struct timespec settle = { 0, (long)(off->opt.lease_ms < 1000 ? off->opt.lease_ms : 1000) *
@@ -249,7 +253,8 @@ static bool hold_lease(sk_offload *off, tl_backup *b, const char *prefix)
         b->lease_until_ms = 0;
         return false;
     }
-    if (b->lease_until_ms <= now) {
+held:
+    if (b->lease_until_ms <= now) {   /* it did not hold it a moment ago */
         char lsn[LSN_STRLEN];
         log_info("WAL backup of %s: this safekeeper uploads it now (from %s)", prefix,
                  lsn_format(b->backup, lsn));
@@ -271,7 +276,7 @@ static void failed(tl_backup *b)
 
 /* Lists the bucket: learns the backup LSN and (as the uploader) deletes
  * objects below what the pageserver persisted. */
-static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_state *st,
+static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_lsns *st,
                    const char *prefix, bool uploader)
 {
     rs_listing ls;
@@ -306,9 +311,8 @@ static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_s
 }
 
 /* Uploads the next object: committed WAL from the backup LSN, up to
- * object_bytes. WAL below what the pageserver persisted is passed over
- * without an upload: its layers in the bucket hold it already. */
-static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_state *st,
+ * object_bytes. */
+static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_lsns *st,
                   const char *prefix)
 {
     size_t cap = 0, n = 0;
@@ -336,7 +340,7 @@ static int upload(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_st
         pos = next;
     }
     int rc = 0;
-    if (n > 0 && pos > st->persisted_lsn) {
+    if (n > 0) {
         char key[PREFIX_MAX + 48];
         snprintf(key, sizeof(key), "%swal/%016" PRIX64 "-%016" PRIX64, prefix, b->backup, pos);
         rc = rs_put(off->rs, key, data, n);
@@ -377,10 +381,17 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
         *slot = b;
     }
     int64_t now = mono_ms();
-    if (sk_tl_deleted(tl) || now < b->retry_at_ms)
+    if (now < b->retry_at_ms)
         return;
-    sk_tl_state st;
-    sk_tl_get_state(tl, &st);
+    sk_tl_lsns st;
+    sk_tl_get_lsns(tl, &st);
+    if (st.deleted)
+        return;
+    /* Idle (everything committed is in the bucket, nothing there to
+     * delete): no bucket call at all. */
+    if (b->peeked_ms && st.commit_lsn <= b->backup &&
+        !(b->lowest_end && st.persisted_lsn >= b->lowest_end))
+        return;
     char prefix[PREFIX_MAX];
     tl_prefix(st.tenant_id, st.timeline_id, prefix);
     int64_t half = (int64_t)off->opt.lease_ms / 2;
@@ -388,19 +399,17 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
     int64_t wall = wall_ms();
     bool mine = b->lease_until_ms > wall;
     bool other = b->other_until_ms > wall;
-    /* What the bucket holds: listed at the first look, then read from the
-     * lease, which the uploader rewrites after each object: unless this
-     * node uploads, every lease/2 while there is WAL it does not know to be
-     * there (so local copies can go), and right before taking a lease (so
-     * that a node does not take one for WAL uploaded already). */
-    if (!b->listed) {
-        rc = refresh(off, tl, b, &st, prefix, false);
-        if (rc != 0)
-            goto out;
-    }
-    if (!mine && st.commit_lsn > b->backup &&
-        (now - b->peeked_ms >= half ||
-         (!other && now - b->peeked_ms >= 2 * (int64_t)off->opt.tick_ms))) {
+    /* How far the bucket holds the WAL, read from the lease, which the
+     * uploader rewrites after each object: at the first look (a restart
+     * with thousands of idle timelines costs one small GET each, no
+     * listing), and, unless this node uploads, every lease/2 while there is
+     * WAL it does not know to be there (so that local copies can go), and
+     * right before taking a lease (not to take one for WAL uploaded
+     * already). The uploader lists the objects when it takes the lease. */
+    if (!b->peeked_ms ||
+        (!mine && st.commit_lsn > b->backup &&
+         (now - b->peeked_ms >= half ||
+          (!other && now - b->peeked_ms >= 2 * (int64_t)off->opt.tick_ms)))) {
         lease l;
         rc = read_lease(off, prefix, &l);
         if (rc != 0 && rc != -ENOENT)
@@ -408,6 +417,9 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
         rc = 0;
         b->peeked_ms = now;
         learn(b, &l);
+        lsn_t base = st.removed_below_lsn > st.start_lsn ? st.removed_below_lsn : st.start_lsn;
+        if (b->backup < base)
+            b->backup = base;   /* below it nothing is left to upload */
         lsn_t removed;
         sk_tl_set_backup_lsn(tl, b->backup, &removed);
     }
@@ -421,7 +433,6 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
         if (!b->pending_since_ms)
             b->pending_since_ms = now;
         if (st.commit_lsn - b->backup >= off->opt.object_bytes ||
-            st.persisted_lsn > b->backup ||
             now - b->pending_since_ms >= (int64_t)off->opt.partial_timeout_ms) {
             rc = upload(off, tl, b, &st, prefix);
             if (rc == 0)

@@ -498,6 +498,19 @@ int sk_tl_set_backup_lsn(sk_timeline *tl, lsn_t lsn, lsn_t *removed_below_out)
     return rc;
 }
 
+void sk_tl_get_lsns(sk_timeline *tl, sk_tl_lsns *out)
+{
+    pthread_mutex_lock(&tl->mu);
+    memcpy(out->tenant_id, tl->ctl.tenant_id, 16);
+    memcpy(out->timeline_id, tl->ctl.timeline_id, 16);
+    out->deleted = tl->deleted;
+    out->start_lsn = tl->ctl.start_lsn;
+    out->commit_lsn = tl->ctl.commit_lsn;
+    out->persisted_lsn = tl->ctl.persisted_lsn;
+    out->removed_below_lsn = tl->ctl.removed_below_lsn;
+    pthread_mutex_unlock(&tl->mu);
+}
+
 bool sk_tl_deleted(sk_timeline *tl)
 {
     pthread_mutex_lock(&tl->mu);

@@ -173,6 +173,16 @@ int sk_tl_report_persisted(sk_timeline *tl, lsn_t lsn,
  * removed until the bucket was looked at). Raising it may remove WAL,
  * like sk_tl_report_persisted; *removed_below_out gets the floor. */
 int sk_tl_set_backup_lsn(sk_timeline *tl, lsn_t lsn, lsn_t *removed_below_out);
+/* The few positions WAL backup looks at, cheaper than sk_tl_get_state
+ * (no term history), for a pass over every timeline several times a
+ * second. */
+typedef struct sk_tl_lsns {
+    uint8_t tenant_id[16];
+    uint8_t timeline_id[16];
+    bool deleted;
+    lsn_t start_lsn, commit_lsn, persisted_lsn, removed_below_lsn;
+} sk_tl_lsns;
+void sk_tl_get_lsns(sk_timeline *tl, sk_tl_lsns *out);
 /* True once the timeline was deleted (sk_reg_delete). */
 bool sk_tl_deleted(sk_timeline *tl);
 /* A slot for the WAL backup's per-timeline state (NULL at first). The
