@@ -1,15 +1,17 @@
 /*
  * remote_storage — an object store behind one interface (prefix rs_): a
  * local directory (the embedded default) or an S3-compatible bucket over
- * libcurl. Used by the pageserver (layers + index objects) and, later, the
- * safekeepers (WAL segments).
+ * libcurl. Used by the pageserver (layers + index objects) and the
+ * safekeepers (WAL backup, under safekeeper/).
  *
  * Keys are '/'-separated relative paths ("tenants/<t>/timelines/<id>/..."):
  * no leading '/', no empty, "." or ".." component, at most RS_KEY_MAX bytes.
- * The backend prepends its prefix. Objects are immutable in practice
- * (callers never rewrite a key with different bytes); a PUT replaces the
- * whole object atomically (local: tmp + fsync + rename + fsync dir; S3:
- * single PUT or multipart, both atomic on the server).
+ * The backend prepends its prefix. Data objects are immutable in practice
+ * (callers never rewrite them with different bytes; the safekeepers' lease
+ * objects are the exception). A PUT replaces the whole object atomically,
+ * and of PUTs racing on one key (from any threads or processes) the last
+ * wins whole (local: a temporary file per writer + fsync + rename + fsync
+ * dir; S3: single PUT or multipart, both atomic on the server).
  *
  * URLs accepted by rs_open:
  *   /abs/dir, rel/dir, file:///abs/dir     local directory backend
