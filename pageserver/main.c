@@ -59,6 +59,7 @@ typedef struct ps_daemon_config {
     char *remote_storage;
     uint64_t remote_poll_ms;
     uint64_t remote_shutdown_ms;
+    uint64_t remote_scrub_ms;
     char *disk_budget;
     uint64_t receiver_idle_ms;
     int max_receivers;
@@ -74,6 +75,10 @@ static const cfg_option ps_options[] = {
                      "200ms", "how often timelines are compared with the bucket"),
     CFG_DURATION_OPT("remote.shutdown-timeout", ps_daemon_config, remote_shutdown_ms,
                      "30s", "at shutdown, wait this long for uploads to finish"),
+    CFG_DURATION_OPT("remote.scrub-interval", ps_daemon_config, remote_scrub_ms, "30s",
+                     "at most this often after an index upload, list the timeline's objects "
+                     "and delete those of older generations that its index does not name "
+                     "(a stale pageserver's uploads, a crash's leftovers)"),
     CFG_STRING_OPT("remote.disk-budget", ps_daemon_config, disk_budget, "",
                    "with remote storage: evict the least recently read layers that the "
                    "bucket holds while their local bytes exceed this size (e.g. 10GiB), or "
@@ -635,6 +640,7 @@ static int start_all(int *grpc_port)
     if (rc == 0 && g_ps.rs) {
         ps_remote_set_disk_budget(g_ps.remote, g_ps.budget_bytes, g_ps.budget_pct,
                                   g_ps.conf.datadir);
+        ps_remote_set_scrub_interval(g_ps.remote, (uint32_t)g_ps.conf.remote_scrub_ms);
         rc = create_remote_metrics();
     }
     ps_rcv_options ro = { .safekeepers = (const char *const *)g_ps.sk_list,

@@ -61,7 +61,7 @@ typedef struct tl_state {
     bool seen;                   /* in the repo during the current pass */
     bool unloaded_ok;            /* found in sync while unloaded, at ... */
     uint64_t unloaded_seq;       /* ... this ps_timeline_meta_seq() */
-    bool old_indexes_queued;     /* older generations' indexes scheduled */
+    int64_t scrubbed_ms;         /* now_ms() of the last scrub; 0: none yet */
 } tl_state;
 
 typedef struct index_part {
@@ -79,6 +79,7 @@ struct ps_remote {
     remote_storage *rs;
     uint32_t generation;
     uint32_t poll_ms;
+    _Atomic uint32_t scrub_ms;   /* ps_remote_set_scrub_interval */
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;          /* states, stop, stats */
@@ -685,28 +686,66 @@ static void queue_dropped(ps_remote *r, tl_state *st, const rlayer *next, size_t
     (void)r;
 }
 
-/* Once our own index is up: indexes of older generations are superseded
- * (a stale pageserver's later writes to its own key are harmless: the
- * newest generation's index wins at attach). */
-static void queue_old_indexes(ps_remote *r, tl_state *st)
+/* Is base ("name-GGGGGGGG") an object our last index names? */
+static bool referenced(const tl_state *st, const char *base, size_t name_len, uint32_t gen)
 {
-    char pfx[128], key[256];
+    if (strcmp(base, st->commits_key) == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < st->n_layers; i++) {
+        if (st->layers[i].generation == gen && strlen(st->layers[i].name) == name_len &&
+            memcmp(st->layers[i].name, base, name_len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool pending(const tl_state *st, const char *key)
+{
+    for (size_t i = 0; i < st->n_pending; i++) {
+        if (strcmp(st->pending_deletes[i], key) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The scrub, once our own index is up and then at most every scrub_ms
+ * after an index upload: every object of an older generation that our
+ * index does not name goes. That is the older generations' indexes
+ * (superseded: the newest generation's index wins at attach) and the
+ * garbage of a stale pageserver, which uploads layers and indexes under
+ * its own generation until it learns it is stale, and of a pageserver that
+ * died between a layer's upload and the index naming it. Objects of our
+ * own generation are never touched here (an upload of ours may be in
+ * flight), and a stale pageserver runs no deletion at all. */
+static void scrub(ps_remote *r, tl_state *st)
+{
+    char pfx[128];
     ps_remote_timeline_prefix(&st->tenant_id, &st->timeline_id, pfx);
-    snprintf(key, sizeof(key), "%s" INDEX_NAME "-", pfx);
     rs_listing ls;
-    if (rs_list(r->rs, key, &ls) != 0) {
+    if (rs_list(r->rs, pfx, &ls) != 0) {
         return;   /* tried again after the next index upload */
     }
+    size_t queued = 0;
     for (size_t i = 0; i < ls.n; i++) {
         size_t nl;
         uint32_t g;
-        const char *base = strrchr(ls.objects[i].key, '/') + 1;
-        if (split_generation(base, &nl, &g) && nl == strlen(INDEX_NAME) && g < r->generation) {
-            add_pending(st, ls.objects[i].key);
+        const char *base = ls.objects[i].key + strlen(pfx);
+        if (strchr(base, '/') || !split_generation(base, &nl, &g) || g >= r->generation ||
+            referenced(st, base, nl, g) || pending(st, ls.objects[i].key)) {
+            continue;
         }
+        add_pending(st, ls.objects[i].key);
+        queued++;
     }
     rs_list_free(&ls);
-    st->old_indexes_queued = true;
+    if (queued) {
+        log_info("remote storage: %zu objects of older generations under %s are not in our "
+                 "index: deleting them", queued, pfx);
+    }
+    st->scrubbed_ms = now_ms();
 }
 
 static void report_remote_size(const tl_state *st, ps_timeline *tl)
@@ -791,8 +830,8 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
         r->stats.indexes_uploaded++;
         pthread_mutex_unlock(&r->mu);
         report_remote_size(st, tl);
-        if (!st->old_indexes_queued) {
-            queue_old_indexes(r, st);
+        if (!st->scrubbed_ms || now_ms() - st->scrubbed_ms >= (int64_t)atomic_load(&r->scrub_ms)) {
+            scrub(r, st);
         }
         run_pending_deletes(r, st);
     }
@@ -1191,6 +1230,11 @@ static void evict_pass(ps_remote *r)
     az_free(datadir);
 }
 
+void ps_remote_set_scrub_interval(ps_remote *r, uint32_t ms)
+{
+    atomic_store(&r->scrub_ms, ms ? ms : 30000);
+}
+
 void ps_remote_set_disk_budget(ps_remote *r, uint64_t bytes, uint32_t pct, const char *datadir)
 {
     pthread_mutex_lock(&r->mu);
@@ -1267,6 +1311,7 @@ int ps_remote_start(ps_repo *repo, remote_storage *rs, uint32_t generation, uint
     r->rs = rs;
     r->generation = generation;
     r->poll_ms = poll_ms ? poll_ms : 200;
+    atomic_init(&r->scrub_ms, 30000);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->pass_mu, NULL);
     pthread_cond_init(&r->cv, NULL);

@@ -131,6 +131,10 @@ int ps_remote_start(ps_repo *repo, remote_storage *rs, uint32_t generation,
  * none). Either may be set at any time. */
 void ps_remote_set_disk_budget(ps_remote *r, uint64_t bytes, uint32_t pct,
                                const char *datadir);
+/* How often (at most) a timeline's objects are listed after an index
+ * upload, to delete what older generations left that our index does not
+ * name (0: 30 s). */
+void ps_remote_set_scrub_interval(ps_remote *r, uint32_t ms);
 /* Stops the uploader (an upload in progress finishes first). */
 void ps_remote_stop(ps_remote *r);
 

@@ -33,6 +33,9 @@ typedef struct tl_backup {
     int64_t peeked_ms;         /* monotonic ms of the last look at the lease */
     int64_t lease_until_ms;    /* wall ms our lease lasts; 0: not ours */
     int64_t other_until_ms;    /* wall ms another node's lease lasts */
+    int64_t claim_ms;          /* wall ms we wrote a claim to the lease, to
+                                  be read back after the settle; 0: none */
+    int64_t claim_until_ms;    /* the expiry that claim wrote */
     int64_t retry_at_ms;       /* monotonic: after a failure, not before */
     uint32_t failures;
 } tl_backup;
@@ -213,15 +216,37 @@ static void learn(tl_backup *b, const lease *l)
  * An expired lease of another node is left to that node for another half
  * lease (it renews only while it has work: an idle uploader's lease runs
  * out, and it should get the job back when work comes); after that, the
- * node is taken to be dead. */
+ * node is taken to be dead. Taking it is a claim, written, then read back
+ * at a later pass after a settle time (lease/10, 100 ms to 1 s): of nodes
+ * claiming at once the last writer wins, and the others see it then. The
+ * thread never sleeps on it. */
 static bool hold_lease(sk_offload *off, tl_backup *b, const char *prefix)
 {
     int64_t now = wall_ms(), half = (int64_t)off->opt.lease_ms / 2;
+    int64_t settle = (int64_t)off->opt.lease_ms / 10;
+    settle = settle < 100 ? 100 : settle > 1000 ? 1000 : settle;
     if (b->lease_until_ms > now + half)
         return true;
     if (b->other_until_ms > now)
         return false;
     lease l;
+    if (b->claim_ms) {
+        if (now < b->claim_ms + settle)
+            return false;
+        b->claim_ms = 0;
+        if (read_lease(off, prefix, &l) != 0)
+            return false;
+        learn(b, &l);
+        if (l.node != off->opt.node_id) {
+            log_info("WAL backup of %s: safekeeper %" PRIu64 " took the lease at the same time",
+                     prefix, l.node);
+            b->other_until_ms = l.until;
+            b->lease_until_ms = 0;
+            return false;
+        }
+        now = b->claim_until_ms - (int64_t)off->opt.lease_ms;
+        goto held;
+    }
     int rc = read_lease(off, prefix, &l);
     if (rc != 0 && rc != -ENOENT)
         return false;
@@ -236,21 +261,9 @@ static bool hold_lease(sk_offload *off, tl_backup *b, const char *prefix)
     bool renewal = rc == 0 && l.node == off->opt.node_id && l.until + half > now;
     if (write_lease(off, prefix, mine, b->backup) != 0)
         return false;
-    if (renewal)
-        goto held;
-    /* Another node may have written at the same moment: the last write
-     * wins, and both read it back after a pause longer than such a race. */
-    struct timespec settle = { 0, (long)(off->opt.lease_ms < 1000 ? off->opt.lease_ms : 1000) *
-                                      100000L };   /* lease/10, at most 100 ms */
-    nanosleep(&settle, NULL);
-    if (read_lease(off, prefix, &l) != 0)
-        return false;
-    if (l.node != off->opt.node_id) {
-        log_info("WAL backup of %s: safekeeper %" PRIu64 " took the lease at the same time",
-                 prefix, l.node);
-        learn(b, &l);
-        b->other_until_ms = l.until;
-        b->lease_until_ms = 0;
+    if (!renewal) {
+        b->claim_ms = now;
+        b->claim_until_ms = mine;
         return false;
     }
 held:
@@ -261,7 +274,7 @@ held:
         atomic_fetch_add(&off->leases, 1);
         b->listed = false;   /* learn what the previous holder uploaded */
     }
-    b->lease_until_ms = mine;
+    b->lease_until_ms = now + (int64_t)off->opt.lease_ms;
     return true;
 }
 

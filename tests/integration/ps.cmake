@@ -19,7 +19,7 @@ if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walpropo
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_remote.c
                      ${CMAKE_CURRENT_LIST_DIR}/harness.c
                      ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-             LIBS arbor_walproposer arbor_base TIMEOUT 900 LABELS integration)
+             LIBS arbor_walproposer arbor_base arbor_remote TIMEOUT 900 LABELS integration)
   target_include_directories(test_ps_remote PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_compile_definitions(test_ps_remote PRIVATE
     ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"

@@ -36,7 +36,10 @@
 #include "test_pageserver.c"
 #pragma GCC diagnostic pop
 
+#include <jansson.h>
+
 #include "fsutil.h"
+#include "remote_storage.h"
 
 static char g_bucket[600];
 static char g_remote_arg[700];
@@ -64,6 +67,7 @@ static void hook_ps_args(h_sk *ps)
     /* Uploads lag the local disk by up to this: WAL the bucket lacks must
      * stay on the safekeepers (the kill -9 test depends on the lag). */
     ps->extra_args[7] = "--remote.upload-interval=1500ms";
+    ps->extra_args[8] = "--remote.scrub-interval=500ms";
 }
 
 /* The pageserver's whole state: tenants and the generation counter (its
@@ -415,6 +419,56 @@ static void swap_ps(void)
     g_ch2 = c;
 }
 
+/* Objects of timeline t in the bucket from a generation older than gen
+ * that gen's index does not name (printed). */
+static int stale_garbage(int t, uint32_t gen)
+{
+    remote_storage *rs;
+    assert_int_equal(rs_open(g_remote_arg + strlen("--remote-storage="), NULL, &rs), 0);
+    char tn[33], ln[33], pfx[128], key[256];
+    for (int i = 0; i < 16; i++) {
+        sprintf(tn + 2 * i, "%02x", g_tenant[i]);
+        sprintf(ln + 2 * i, "%02x", g_m[t].id[i]);
+    }
+    snprintf(pfx, sizeof(pfx), "tenants/%s/timelines/%s/", tn, ln);
+    snprintf(key, sizeof(key), "%sindex_part.json-%08x", pfx, gen);
+    uint8_t *data;
+    size_t n;
+    assert_int_equal(rs_get(rs, key, 0, 0, &data, &n), 0);
+    json_t *idx = json_loadb((const char *)data, n, 0, NULL);
+    free(data);
+    assert_non_null(idx);
+    const char *commits = json_string_value(json_object_get(json_object_get(idx, "commits"),
+                                                            "key"));
+    rs_listing ls;
+    assert_int_equal(rs_list(rs, pfx, &ls), 0);
+    int garbage = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        const char *base = ls.objects[i].key + strlen(pfx);
+        size_t bl = strlen(base);
+        if (bl < 10 || base[bl - 9] != '-' || strtoul(base + bl - 8, NULL, 16) >= gen)
+            continue;
+        bool named = commits && strcmp(commits, base) == 0;
+        size_t k;
+        json_t *l;
+        json_array_foreach(json_object_get(idx, "layers"), k, l) {
+            const char *name = json_string_value(json_object_get(l, "name"));
+            if (name && strlen(name) == bl - 9 && memcmp(name, base, bl - 9) == 0 &&
+                json_integer_value(json_object_get(l, "generation")) ==
+                    (json_int_t)strtoul(base + bl - 8, NULL, 16))
+                named = true;
+        }
+        if (!named) {
+            print_message("older generation, not in generation %u's index: %s\n", gen, base);
+            garbage++;
+        }
+    }
+    rs_list_free(&ls);
+    json_decref(idx);
+    rs_close(rs);
+    return garbage;
+}
+
 static void set_pitr(int t, uint32_t s)
 {
     Arbor__SetPitrWindowRequest preq = ARBOR__SET_PITR_WINDOW_REQUEST__INIT;
@@ -432,8 +486,10 @@ static void set_pitr(int t, uint32_t s)
  * still runs (generation G+1 against G), both ingest. The old one is told
  * to shrink history (PITR 1 s) so its GC wants to delete layers that the
  * new one's index names: being stale it deletes nothing. Then the old one
- * stops, and a pageserver attaching from the new one's index reads every
- * page at every LSN right. */
+ * stops; what it uploaded after the new one attached (layers, indexes of
+ * its generation) is garbage, which the new one's scrub deletes; and a
+ * pageserver attaching from the new one's index reads every page at every
+ * LSN right. */
 static void test_split_brain(void **state)
 {
     (void)state;
@@ -473,10 +529,21 @@ static void test_split_brain(void **state)
                   deleted_old, deleted_now);
     assert_true(stale == 1);
     assert_true(deleted_now == deleted_old);
+    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);   /* the old one */
 
-    /* The new one ingested the same writes. */
+    /* The new one ingested the same writes; a few more make it upload
+     * indexes, after which its scrub deletes the old one's garbage. */
     swap_ps();
     wait_ingested(t);
+    print_message("the stale pageserver left %d objects\n",
+                  stale_garbage(t, (uint32_t)gen_new));
+    for (int i = 0; i < 10; i++)
+        write_one(t, &rnd);
+    wait_ingested(t);
+    int garbage = -1;
+    for (int i = 0; i < 100 && (garbage = stale_garbage(t, (uint32_t)gen_new)) != 0; i++)
+        h_sleep_ms(200);
+    assert_int_equal(garbage, 0);
     for (int i = 0; i < 200 && ps_metric("arbor_pageserver_remote_pending_timelines") != 0; i++)
         h_sleep_ms(100);
     assert_true(ps_metric("arbor_pageserver_remote_stale") != 1);
@@ -484,7 +551,6 @@ static void test_split_brain(void **state)
     rpc_channel_destroy(g_ch);
     swap_ps();
     g_ch2 = NULL;
-    assert_int_equal(h_sk_stop(&g_ps, 20000), 0);   /* the old one */
     /* A pageserver with an empty disk attaches the newest index: every
      * page at every LSN of the timeline, and of the others, is right. */
     wipe_ps_disk();
@@ -556,6 +622,9 @@ int main(void)
         cmocka_unit_test(test_split_brain),
         cmocka_unit_test(test_gc_shrinks_bucket),
     };
+    const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_split_brain */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, setup, teardown);
 }
 #endif
