@@ -37,6 +37,10 @@
  *   - objects are never overwritten with other bytes: every key carries the
  *     generation that wrote it, so two pageservers attached at once (split
  *     brain) write disjoint keys.
+ *   - the scrub (ps_remote_set_scrub_interval): objects of an older
+ *     generation that our uploaded index does not name are garbage (a stale
+ *     pageserver's uploads, a crash's leftovers, superseded indexes) and are
+ *     deleted like the rest, by the newest generation only.
  *   Failures are retried forever, per timeline, with backoff (100 ms
  *   doubling to 10 s); remote_consistent_lsn is the disk_consistent_lsn of
  *   the last index uploaded.
