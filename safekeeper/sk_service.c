@@ -39,7 +39,7 @@ struct sk_service {
     sk_offload *off;          /* WAL backup; NULL: none */
     atomic_bool stopping;
     met_family *flush_lsn, *commit_lsn, *term, *proposers, *readers;
-    met_gauge *timelines, *timelines_active;
+    met_gauge *timelines, *timelines_active, *wal_bytes;
     met_histogram *fsync_seconds;
     met_counter *written_bytes, *appends, *append_errors, *votes;
 };
@@ -665,6 +665,10 @@ static int create_metrics(sk_service *svc, met_registry *m)
                          tl_labels, NULL, 0, &svc->readers);
     rc |= met_gauge_new(m, "arbor_safekeeper_timelines", "Timelines on this safekeeper",
                         &svc->timelines);
+    rc |= met_gauge_new(m, "arbor_safekeeper_wal_bytes",
+                        "WAL kept on this safekeeper's disk, all timelines (from each one's "
+                        "removal point to its end): grows while the pageserver or, with WAL "
+                        "backup, the bucket does not take it", &svc->wal_bytes);
     rc |= met_gauge_new(m, "arbor_safekeeper_timelines_active",
                         "Timelines with per-timeline series: streams open or WAL moved "
                         "in the last 5 minutes", &svc->timelines_active);
@@ -756,9 +760,13 @@ void sk_svc_refresh_metrics(sk_service *svc)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     size_t active = 0;
+    double wal = 0;
     for (size_t i = 0; i < n; i++) {
         sk_tl_state st;
         sk_tl_get_state(tls[i], &st);
+        lsn_t from = st.removed_below_lsn > st.start_lsn ? st.removed_below_lsn : st.start_lsn;
+        if (st.write_lsn > from)
+            wal += (double)(st.write_lsn - from);
         char t[ID_STR_SIZE], l[ID_STR_SIZE];
         arbor_id a, b;
         memcpy(a.b, st.tenant_id, 16);
@@ -788,5 +796,7 @@ void sk_svc_refresh_metrics(sk_service *svc)
         met_gauge_set(svc->timelines, (double)n);
     if (svc->timelines_active)
         met_gauge_set(svc->timelines_active, (double)active);
+    if (svc->wal_bytes)
+        met_gauge_set(svc->wal_bytes, wal);
     az_free(tls);
 }

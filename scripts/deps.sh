@@ -25,6 +25,7 @@ PACKAGES=(
   python3-psycopg2 libpq-dev           # libpq-dev: the differential test drives libpq itself
   libcurl4-openssl-dev   # remote storage: S3 over HTTP with SigV4 (curl >= 7.75)
   python3-botocore       # tests: an independent SigV4 implementation to check signatures
+  python3-yaml           # tests: deploy/prometheus/alerts.yml parses
   python3-sqlalchemy     # tests: SQLAlchemy (psycopg2 dialect) against the PostgreSQL endpoint
   sqlite3-tools          # sqldiff: test_cli_diff compares branch diff with it
   nftables util-linux    # nft, unshare: test_partition cuts links between daemons in its own netns

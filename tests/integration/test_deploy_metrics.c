@@ -4,7 +4,9 @@
  * for what the issue asks, and every arbor_* metric its queries name is
  * exported by some daemon of a running cluster (a histogram counts with its
  * _bucket/_sum/_count); the Prometheus configuration scrapes the default
- * local ports.
+ * local ports and loads alerts.yml, which parses as YAML and whose rules
+ * name only metrics the daemons export (the cluster of `arbor start` has a
+ * bucket, so the remote-storage and WAL-backup series are there).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +24,7 @@
 
 #define GRAFANA ARBOR_SOURCE_DIR "/deploy/grafana/arbor.json"
 #define PROMETHEUS ARBOR_SOURCE_DIR "/deploy/prometheus/prometheus.yml"
+#define ALERTS ARBOR_SOURCE_DIR "/deploy/prometheus/alerts.yml"
 
 static tm_cluster g_c;
 static tm_prom g_all[TM_N_SK + 2];
@@ -156,12 +159,47 @@ static void test_prometheus_config(void **state)
     buf[n] = 0;
     static const char *const want[] = { "scrape_configs:", "127.0.0.1:7677", "127.0.0.1:7679",
                                         "127.0.0.1:7681", "127.0.0.1:7683", "job_name: compute",
-                                        NULL };
+                                        "alerts.yml", NULL };
     for (int i = 0; want[i]; i++) {
         if (!strstr(buf, want[i]))
             fail_msg("%s lacks %s", PROMETHEUS, want[i]);
     }
     assert_null(strchr(buf, '\t'));   /* YAML: no tabs */
+}
+
+static void test_alerts(void **state)
+{
+    char out[4096];
+    int rc = tm_run(out, sizeof(out),
+                    (const char *[]){ "python3", "-c",
+                                      "import sys, yaml\n"
+                                      "g = yaml.safe_load(open(sys.argv[1]))['groups']\n"
+                                      "print(sum(len(x['rules']) for x in g))",
+                                      ALERTS, NULL });
+    if (rc != 0)
+        fail_msg("%s does not parse: %s", ALERTS, out);
+    assert_true(atoi(out) >= 5);
+    FILE *f = fopen(ALERTS, "r");
+    assert_non_null(f);
+    char line[1024];
+    int named = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (!strstr(line, "expr:"))
+            continue;
+        for (const char *p = line; (p = strstr(p, "arbor_")) != NULL;) {
+            size_t n = 0;
+            while (isalnum((unsigned char)p[n]) || p[n] == '_')
+                n++;
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)n, p);
+            if (!exported(name))
+                fail_msg("alerts.yml: %s is not exported by any daemon", name);
+            named++;
+            p += n;
+        }
+    }
+    fclose(f);
+    assert_true(named >= 5);
 }
 
 int main(void)
@@ -170,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_grafana_parses),
         cmocka_unit_test(test_prometheus_config),
         cmocka_unit_test(test_grafana_metrics_exist),
+        cmocka_unit_test(test_alerts),   /* after the scrape above */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1189,6 +1189,8 @@ static void test_wal_backup(void **state)
     for (int k = 0; k < BK_SKS; k++) {
         assert_true(bk_removed_below(&c, k) <= START_LSN);
         assert_int_equal(flush_of(c.ch[k], &c.t), l1);
+        /* what an operator sees: the disk holds it all, backups fail */
+        assert_true(bk_metric(&c, k, "arbor_safekeeper_wal_bytes") >= (double)(l1 - START_LSN));
     }
 
     /* 2. The bucket is back: the WAL goes up, then every safekeeper
@@ -1206,6 +1208,8 @@ static void test_wal_backup(void **state)
             h_sleep_ms(50);
     }
     assert_true(all_removed);
+    for (int k = 0; k < BK_SKS; k++)
+        assert_true(bk_metric(&c, k, "arbor_safekeeper_wal_bytes") < (double)(l1 - START_LSN));
     int up1 = bk_holder(&c);
     assert_true(bk_metric(&c, up1, "arbor_safekeeper_backup_objects_uploaded") > 0);
     lsn_t low = 0;
