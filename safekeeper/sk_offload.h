@@ -9,26 +9,31 @@
  *       [S, E) back to back, exactly the bytes of the WAL (16 upper-case
  *       hex digits each). Written once, never rewritten.
  *   safekeeper/tenants/<t>/timelines/<l>/lease          JSON {"node_id",
- *       "expires_ms"}: which safekeeper uploads this timeline's WAL.
+ *       "expires_ms", "backup_lsn"}: which safekeeper uploads this
+ *       timeline's WAL, until when, and how far the bucket holds it.
  *
  * One safekeeper per timeline uploads: the one holding the lease. A
- * safekeeper with WAL to upload takes the lease when there is none, it
- * expired (its holder died or was cut off) or is its own, renews it at half
- * its length, and reads it back to see that its own write won. The bucket
- * has no compare-and-swap, so two safekeepers can both believe they hold it
- * for a moment; that costs bytes, not correctness: every object holds the
- * committed WAL of its range, which is the same on every safekeeper (a
- * quorum agreed on it), so overlapping objects agree wherever they overlap.
+ * safekeeper with WAL to upload takes the lease when there is none, or
+ * when it expired and its holder did not come back for another half lease
+ * (an idle uploader lets its lease run out and gets it back first when
+ * work comes), and renews it at half its length. Taking it, it writes a
+ * claim that it reads back one settle time later (lease/10, 100 ms to
+ * 1 s) to see that its write won. The bucket has no compare-and-swap, so
+ * two safekeepers can both believe they hold it for a moment; that costs
+ * bytes, not correctness: every object holds the committed WAL of its
+ * range, which is the same on every safekeeper (a quorum agreed on it), so
+ * overlapping objects agree wherever they overlap.
  *
- * What is uploaded: the timeline's committed WAL from where the bucket's
- * objects end (its "backup LSN"). An object is cut when a segment's worth
- * (wal.segment-size) is pending, or, for the tail, once WAL has waited
- * partial_timeout_ms (so a quiet timeline's last commits reach the bucket
- * too). The backup LSN is learned from a listing of the bucket (at the
- * first look at a timeline, on taking the lease, and every lease/2 while
- * it holds back local removal on a safekeeper that does not upload) and
- * told to the acceptor (sk_tl_set_backup_lsn), which then removes local
+ * What is uploaded: every byte of the timeline's committed WAL, from as far
+ * as the bucket holds it (its "backup LSN"). An object is cut when a
+ * segment's worth (wal.segment-size) is pending, or, for the tail, once WAL
+ * has waited partial_timeout_ms (so a quiet timeline's last commits reach
+ * the bucket too). The uploader writes the backup LSN into the lease after
+ * each object; the others read it from there (at the first look, then
+ * every lease/2 while they hold WAL they do not know to be in the bucket)
+ * and tell it to the acceptor (sk_tl_set_backup_lsn), which removes local
  * WAL only below min(persisted by the pageserver, committed, backed up).
+ * The uploader lists the objects when it takes the lease.
  *
  * Deletion: the uploader deletes objects wholly below the pageserver's
  * persisted LSN (its layers in the bucket hold that WAL); a deleted
@@ -70,7 +75,7 @@ typedef struct sk_off_stats {
     uint64_t objects_deleted;
     uint64_t leases_taken;        /* times this safekeeper took a lease */
     uint64_t bucket_reads;        /* StreamWal chunks served from the bucket */
-    uint64_t uploading;           /* timelines whose lease it holds now */
+    uint64_t uploading;           /* timelines it uploaded for in its last pass */
     uint64_t lag_bytes;           /* committed WAL not yet in the bucket,
                                      over the timelines it uploads */
 } sk_off_stats;
