@@ -26,6 +26,7 @@ struct pxp_pool {
     pxp *owner;
     pxp_conn *idle;          /* LIFO: the warmest first */
     int open;                /* idle + held */
+    int acquiring;           /* threads inside pxp_acquire on it */
     uint8_t *hello;
     size_t hello_len;
     struct pxp_pool *next;
@@ -36,6 +37,7 @@ struct pxp {
     pthread_cond_t cv;       /* a session was released or closed */
     int size, wait_ms;
     pxp_pool *pools;
+    int n_pools;
     met_gauge *m_open;
     met_counter *m_waits, *m_new, *m_reused, *m_timeouts;
 };
@@ -81,6 +83,35 @@ static void conn_free(pxp_conn *c)
     az_free(c);
 }
 
+static void pool_free(pxp_pool *pool)
+{
+    while (pool->idle) {
+        pxp_conn *c = pool->idle;
+        pool->idle = c->next;
+        conn_free(c);
+    }
+    az_free(pool->hello);
+    az_free(pool->key);
+    az_free(pool->compute);
+    az_free(pool);
+}
+
+/* A pool with no session and nobody waiting goes: a client cycling
+ * through options (each a pool key) must not grow the proxy. */
+static void maybe_free_locked(pxp *p, pxp_pool *pool)
+{
+    if (pool->open > 0 || pool->acquiring > 0 || pool->idle)
+        return;
+    for (pxp_pool **q = &p->pools; *q; q = &(*q)->next) {
+        if (*q == pool) {
+            *q = pool->next;
+            p->n_pools--;
+            pool_free(pool);
+            return;
+        }
+    }
+}
+
 void pxp_destroy(pxp *p)
 {
     if (!p)
@@ -88,24 +119,15 @@ void pxp_destroy(pxp *p)
     while (p->pools) {
         pxp_pool *pool = p->pools;
         p->pools = pool->next;
-        while (pool->idle) {
-            pxp_conn *c = pool->idle;
-            pool->idle = c->next;
-            conn_free(c);
-        }
-        az_free(pool->hello);
-        az_free(pool->key);
-        az_free(pool->compute);
-        az_free(pool);
+        pool_free(pool);
     }
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     az_free(p);
 }
 
-pxp_pool *pxp_get(pxp *p, const char *key)
+static pxp_pool *get_locked(pxp *p, const char *key)
 {
-    pthread_mutex_lock(&p->mu);
     pxp_pool *pool = p->pools;
     while (pool && strcmp(pool->key, key) != 0)
         pool = pool->next;
@@ -116,9 +138,17 @@ pxp_pool *pxp_get(pxp *p, const char *key)
         pool->owner = p;
         pool->next = p->pools;
         p->pools = pool;
+        p->n_pools++;
     }
-    pthread_mutex_unlock(&p->mu);
     return pool;
+}
+
+int pxp_pools(pxp *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int n = p->n_pools;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 /* An idle session must have nothing to say: readable means the compute
@@ -146,7 +176,8 @@ static int compute_open_locked(const pxp *p, const pxp_pool *pool)
 }
 
 /* Takes the coldest idle session of another pool of pool's compute out of
- * its pool (counted closed); NULL when there is none. */
+ * its pool (counted closed; the pool goes if that was its last); NULL when
+ * there is none. */
 static pxp_conn *take_idle_of_other_locked(pxp *p, const pxp_pool *pool)
 {
     for (pxp_pool *q = p->pools; q; q = q->next) {
@@ -159,14 +190,33 @@ static pxp_conn *take_idle_of_other_locked(pxp *p, const pxp_pool *pool)
         *last = NULL;
         q->open--;
         add_open(p, -1);
+        c->pool = NULL;
+        maybe_free_locked(p, q);
         return c;
     }
     return NULL;
 }
 
-int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **out)
+static int acquire_locked(pxp *p, pxp_pool *pool, pxp_connect_fn connect, void *arg,
+                          pxp_conn **out);
+
+int pxp_acquire(pxp *p, const char *key, pxp_connect_fn connect, void *arg, pxp_conn **out)
 {
-    pxp *p = pool->owner;
+    pthread_mutex_lock(&p->mu);
+    pxp_pool *pool = get_locked(p, key);
+    pool->acquiring++;
+    int rc = acquire_locked(p, pool, connect, arg, out);
+    pool->acquiring--;
+    maybe_free_locked(p, pool);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* With p->mu held on entry and on return (dropped while connecting and
+ * waiting). */
+static int acquire_locked(pxp *p, pxp_pool *pool, pxp_connect_fn connect, void *arg,
+                          pxp_conn **out)
+{
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += p->wait_ms / 1000;
@@ -176,14 +226,12 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
         dl.tv_nsec -= 1000000000L;
     }
     bool waited = false, timed_out = false;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
         while (pool->idle) {
             pxp_conn *c = pool->idle;
             pool->idle = c->next;
             c->next = NULL;
             if (idle_alive(c)) {
-                pthread_mutex_unlock(&p->mu);
                 if (p->m_reused)
                     met_counter_inc(p->m_reused);
                 *out = c;
@@ -219,7 +267,6 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
                 pool->open--;
                 add_open(p, -1);
                 pthread_cond_broadcast(&p->cv);
-                pthread_mutex_unlock(&p->mu);
                 az_free(hello);
                 c->fd = -1;
                 conn_free(c);
@@ -230,14 +277,12 @@ int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **ou
                 pool->hello = hello;
                 pool->hello_len = hello_len;
             }
-            pthread_mutex_unlock(&p->mu);
             if (p->m_new)
                 met_counter_inc(p->m_new);
             *out = c;
             return 0;
         }
         if (timed_out) {
-            pthread_mutex_unlock(&p->mu);
             if (p->m_timeouts)
                 met_counter_inc(p->m_timeouts);
             return -EAGAIN;
@@ -261,6 +306,7 @@ void pxp_release(pxp_conn *c, bool reusable)
     } else {
         pool->open--;
         add_open(p, -1);
+        maybe_free_locked(p, pool);
     }
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);

@@ -51,19 +51,21 @@ typedef int (*pxp_connect_fn)(void *arg, int *fd, int32_t *cpid, int32_t *ckey,
 int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out);
 void pxp_destroy(pxp *p);
 
-/* The pool for key, "<compute address>/<the rest>" (created on first use;
- * lives as long as p). */
-pxp_pool *pxp_get(pxp *p, const char *key);
-
-/* An idle live session, or a new one through connect (when fewer than
- * size are open), or the first released within wait_ms. 0 and *out;
- * -EAGAIN when none became free in time; connect's error. */
-int pxp_acquire(pxp_pool *pool, pxp_connect_fn connect, void *arg, pxp_conn **out);
+/* A session of the pool for key, "<compute address>/<the rest>": an idle
+ * live one, or a new one through connect (when fewer than size are open),
+ * or the first released within wait_ms. 0 and *out; -EAGAIN when none
+ * became free in time; connect's error. A pool exists while it has
+ * sessions (idle or held) or callers in here: one with none left is freed,
+ * so keys that come and go (options, roles) do not grow the proxy. */
+int pxp_acquire(pxp *p, const char *key, pxp_connect_fn connect, void *arg, pxp_conn **out);
+/* Pools that exist now. */
+int pxp_pools(pxp *p);
 /* Back to the pool (reusable: idle, no transaction open) or closed. */
 void pxp_release(pxp_conn *c, bool reusable);
 
-/* The pool's greeting (ParameterStatus messages), copied into *out
- * (malloc'ed); 0 or -ENOENT before any session was made. */
+/* The greeting (ParameterStatus messages) of the pool of a session the
+ * caller holds, copied into *out (malloc'ed); 0 or -ENOENT before any
+ * session was made. */
 int pxp_hello(pxp_pool *pool, uint8_t **out, size_t *len);
 
 /* Prepared statements of a session: whether name is prepared with this

@@ -803,7 +803,7 @@ static int pooled_get(pooled *x, pxp_conn **out)
         char key[1400];
         snprintf(key, sizeof(key), "%s:%d/%s/%s/%s", x->w.host, x->w.pg_port, st->user,
                  x->w.branch[0] ? x->w.branch : st->database, st->options);
-        int rc = pxp_acquire(pxp_get(s->pool, key), pool_connect, x, out);
+        int rc = pxp_acquire(s->pool, key, pool_connect, x, out);
         if (rc == 0) {
             if (woke) {
                 met_counter_inc(x->w.cold ? s->m_wake_cold : s->m_wake_warm);

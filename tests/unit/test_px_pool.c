@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -59,37 +60,34 @@ static void test_budget_per_compute(void **state)
     pxp *p;
     assert_int_equal(pxp_create(2, 100, NULL, &p), 0);
     peers pe = { .n = 0 };
-    pxp_pool *a = pxp_get(p, "10.0.0.1:5432/u/main/");
-    pxp_pool *b = pxp_get(p, "10.0.0.1:5432/u/main/opt=1");
-    pxp_pool *c = pxp_get(p, "10.0.0.1:5432/v/main/");
-    pxp_pool *other = pxp_get(p, "10.0.0.2:5432/u/main/");
-    assert_ptr_equal(pxp_get(p, "10.0.0.1:5432/u/main/"), a);
+    const char *a = "10.0.0.1:5432/u/main/", *b = "10.0.0.1:5432/u/main/opt=1";
+    const char *c = "10.0.0.1:5432/v/main/", *other = "10.0.0.2:5432/u/main/";
 
     pxp_conn *a1, *b1, *c1, *o1, *o2, *x;
-    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &a1), 0);   /* session 0 */
+    assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &a1), 0);   /* session 0 */
     pxp_release(a1, true);                                          /* idle in a */
-    assert_int_equal(pxp_acquire(b, fake_connect, &pe, &b1), 0);   /* session 1 */
+    assert_int_equal(pxp_acquire(p, b, fake_connect, &pe, &b1), 0);   /* session 1 */
     assert_int_equal(pe.n, 2);
     /* the compute's budget (2) is spent: a's idle session is closed for c */
-    assert_int_equal(pxp_acquire(c, fake_connect, &pe, &c1), 0);   /* session 2 */
+    assert_int_equal(pxp_acquire(p, c, fake_connect, &pe, &c1), 0);   /* session 2 */
     assert_int_equal(pe.n, 3);
     assert_true(closed(pe.fd[0]));
     assert_false(closed(pe.fd[1]));
     /* both held: a third pool of that compute waits, then gives up */
-    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), -EAGAIN);
+    assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &x), -EAGAIN);
     assert_int_equal(pe.n, 3);
     /* another compute has its own budget */
-    assert_int_equal(pxp_acquire(other, fake_connect, &pe, &o1), 0);
-    assert_int_equal(pxp_acquire(other, fake_connect, &pe, &o2), 0);
+    assert_int_equal(pxp_acquire(p, other, fake_connect, &pe, &o1), 0);
+    assert_int_equal(pxp_acquire(p, other, fake_connect, &pe, &o2), 0);
     assert_int_equal(pe.n, 5);
     /* a release makes room: an idle session of b, taken by a */
     pxp_release(b1, true);
-    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), 0);
+    assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &x), 0);
     assert_true(closed(pe.fd[1]));
     assert_int_equal(pe.n, 6);
     /* reuse within a pool opens nothing */
     pxp_release(x, true);
-    assert_int_equal(pxp_acquire(a, fake_connect, &pe, &x), 0);
+    assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &x), 0);
     assert_int_equal(pe.n, 6);
     assert_false(closed(pe.fd[5]));
     pxp_release(x, false);            /* not reusable: closed */
@@ -104,10 +102,56 @@ static void test_budget_per_compute(void **state)
     }
 }
 
+static int refuse(void *arg, int *fd, int32_t *cpid, int32_t *ckey, uint8_t **hello,
+                  size_t *hello_len)
+{
+    return -ECONNREFUSED;
+}
+
+/* Pools come and go with their sessions: a client cycling through
+ * options (a pool key each) leaves nothing behind once its sessions close,
+ * nor does a failed connect; an idle session keeps its pool, and a pool
+ * whose idle session was taken for another pool's room goes. */
+static void test_pools_freed(void **state)
+{
+    (void)state;
+    pxp *p;
+    assert_int_equal(pxp_create(1, 100, NULL, &p), 0);
+    peers pe = { .n = 0 };
+    char key[64];
+    pxp_conn *x;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "10.0.0.1:5432/u/main/opt=%d", i);
+        assert_int_equal(pxp_acquire(p, key, refuse, NULL, &x), -ECONNREFUSED);
+    }
+    assert_int_equal(pxp_pools(p), 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "10.0.0.1:5432/u/main/opt=%d", i);
+        assert_int_equal(pxp_acquire(p, key, fake_connect, &pe, &x), 0);
+        assert_int_equal(pxp_pools(p), 1);
+        pxp_release(x, false);
+        assert_int_equal(pxp_pools(p), 0);
+    }
+    assert_int_equal(pxp_acquire(p, "10.0.0.1:5432/a/main/", fake_connect, &pe, &x), 0);
+    pxp_release(x, true);                       /* idle: its pool stays */
+    assert_int_equal(pxp_pools(p), 1);
+    /* budget 1: another pool of the compute takes the idle one's place */
+    assert_int_equal(pxp_acquire(p, "10.0.0.1:5432/b/main/", fake_connect, &pe, &x), 0);
+    assert_int_equal(pxp_pools(p), 1);
+    pxp_release(x, false);
+    assert_int_equal(pxp_pools(p), 0);
+    pxp_destroy(p);
+    for (int i = 0; i < pe.n; i++) {
+        assert_true(closed(pe.fd[i]));
+        close(pe.fd[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_per_compute),
+        cmocka_unit_test(test_pools_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
