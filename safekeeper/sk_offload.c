@@ -306,11 +306,11 @@ static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_l
         b->backup = base;
     b->lowest_end = 0;
     for (size_t i = 0; i < n; i++) {
-        if (uploader && o[i].end <= st->persisted_lsn) {
-            if (rs_delete(off->rs, o[i].key) == 0)
-                atomic_fetch_add(&off->deleted, 1);
+        if (uploader && o[i].end <= st->persisted_lsn && rs_delete(off->rs, o[i].key) == 0) {
+            atomic_fetch_add(&off->deleted, 1);
             continue;
         }
+        /* kept (or its delete failed: it stays stale, tried again) */
         if (!b->lowest_end || o[i].end < b->lowest_end)
             b->lowest_end = o[i].end;
     }
