@@ -70,6 +70,7 @@ typedef struct proxy_config {
     char *pool_mode;
     int pool_size;
     uint64_t pool_wait_ms;
+    int pool_max_stmts;
 } proxy_config;
 
 static const cfg_option proxy_options[] = {
@@ -136,6 +137,10 @@ static const cfg_option proxy_options[] = {
                 "compute sessions per pool (compute, role, branch) at most"),
     CFG_DURATION_OPT("pool-wait", proxy_config, pool_wait_ms, "30s",
                      "how long a transaction waits for a pooled session (then 53300)"),
+    CFG_INT_OPT("pool-max-prepared-statements", proxy_config, pool_max_stmts, "256",
+                "named statements a pooled compute session keeps at most: the least "
+                "recently used is closed to make room (clients see nothing; it is "
+                "prepared again when used)"),
     CFG_END
 };
 
@@ -318,6 +323,7 @@ static int start(void)
         if ((rc = pxp_create(c->pool_size, (int)c->pool_wait_ms, met_default_registry(),
                              &g_px.srv.pool)) != 0)
             return rc;
+        pxp_set_max_stmts(g_px.srv.pool, c->pool_max_stmts);
     } else if (strcmp(c->pool_mode, "session") != 0) {
         log_error("--pool-mode=%s: transaction or session", c->pool_mode);
         return -EINVAL;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,10 +37,11 @@ struct pxp {
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* a session was released or closed */
     int size, wait_ms;
+    int max_stmts;
     pxp_pool *pools;
     int n_pools;
     met_gauge *m_open;
-    met_counter *m_waits, *m_new, *m_reused, *m_timeouts;
+    met_counter *m_waits, *m_new, *m_reused, *m_timeouts, *m_evicted;
 };
 
 int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out)
@@ -53,6 +55,7 @@ int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out)
     pthread_condattr_destroy(&ca);
     p->size = size > 0 ? size : 64;
     p->wait_ms = wait_ms > 0 ? wait_ms : 30000;
+    p->max_stmts = 256;
     if (reg) {
         met_gauge_new(reg, "arbor_proxy_pool_sessions",
                       "Compute sessions open in transaction pools (idle + held)", &p->m_open);
@@ -65,6 +68,9 @@ int pxp_create(int size, int wait_ms, met_registry *reg, pxp **out)
         met_counter_new(reg, "arbor_proxy_pool_timeouts_total",
                         "Transactions refused: no pooled session within the wait",
                         &p->m_timeouts);
+        met_counter_new(reg, "arbor_proxy_pool_statements_evicted_total",
+                        "Prepared statements closed on a pooled session to stay within "
+                        "pool-max-prepared-statements", &p->m_evicted);
     }
     *out = p;
     return 0;
@@ -329,11 +335,19 @@ int pxp_hello(pxp_pool *pool, uint8_t **out, size_t *len)
     return rc;
 }
 
-bool pxp_has_stmt(const pxp_conn *c, const char *name, uint64_t hash)
+bool pxp_has_stmt(pxp_conn *c, const char *name, uint64_t hash)
 {
-    for (const pxp_stmt *s = c->stmts; s; s = s->next)
-        if (strcmp(s->name, name) == 0)
-            return s->hash == hash;
+    for (pxp_stmt **s = &c->stmts; *s; s = &(*s)->next) {
+        if (strcmp((*s)->name, name) == 0) {
+            pxp_stmt *t = *s;
+            if (t->hash != hash)
+                return false;
+            *s = t->next;          /* to the front: the most recently used */
+            t->next = c->stmts;
+            c->stmts = t;
+            return true;
+        }
+    }
     return false;
 }
 
@@ -345,6 +359,7 @@ void pxp_drop_stmt(pxp_conn *c, const char *name)
             *s = d->next;
             az_free(d->name);
             az_free(d);
+            c->n_stmts--;
             return;
         }
     }
@@ -358,4 +373,25 @@ void pxp_add_stmt(pxp_conn *c, const char *name, uint64_t hash)
     s->hash = hash;
     s->next = c->stmts;
     c->stmts = s;
+    c->n_stmts++;
+}
+
+void pxp_set_max_stmts(pxp *p, int n)
+{
+    p->max_stmts = n > 0 ? n : 256;
+}
+
+bool pxp_evict_stmt(pxp_conn *c, char *name, size_t cap)
+{
+    pxp *p = c->pool->owner;
+    if (c->n_stmts < p->max_stmts || !c->stmts)
+        return false;
+    pxp_stmt **last = &c->stmts;
+    while ((*last)->next)
+        last = &(*last)->next;
+    snprintf(name, cap, "%s", (*last)->name);
+    pxp_drop_stmt(c, name);
+    if (p->m_evicted)
+        met_counter_inc(p->m_evicted);
+    return true;
 }

@@ -33,7 +33,9 @@
 typedef struct pxp_conn {
     int fd;
     int32_t cpid, ckey;          /* the compute's BackendKeyData */
-    struct pxp_stmt *stmts;      /* named statements prepared on it */
+    struct pxp_stmt *stmts;      /* named statements prepared on it, the
+                                    most recently used first */
+    int n_stmts;
     struct pxp_conn *next;       /* in the idle list */
     struct pxp_pool *pool;
 } pxp_conn;
@@ -69,9 +71,16 @@ void pxp_release(pxp_conn *c, bool reusable);
 int pxp_hello(pxp_pool *pool, uint8_t **out, size_t *len);
 
 /* Prepared statements of a session: whether name is prepared with this
- * Parse hash; record / forget it. */
-bool pxp_has_stmt(const pxp_conn *c, const char *name, uint64_t hash);
+ * Parse hash (and, if so, it becomes the most recently used); record /
+ * forget it. */
+bool pxp_has_stmt(pxp_conn *c, const char *name, uint64_t hash);
 void pxp_add_stmt(pxp_conn *c, const char *name, uint64_t hash);
 void pxp_drop_stmt(pxp_conn *c, const char *name);
+/* Statements a session keeps at most (PgBouncer's max_prepared_statements;
+ * default 256): before adding one to a session that has that many, the
+ * caller closes the least recently used on the compute. true and its name
+ * in name (forgotten here) when one must go. */
+void pxp_set_max_stmts(pxp *p, int n);
+bool pxp_evict_stmt(pxp_conn *c, char *name, size_t cap);
 
 #endif

@@ -888,6 +888,22 @@ static void set_cancel_target(px_server *s, px_cancel_entry *e, const pxp_conn *
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Before a statement is added to the compute session sc: while it holds
+ * the most it may (pxp_set_max_stmts), the least recently used goes, by a
+ * Close whose CloseComplete is swallowed (*drop_close). A portal bound from
+ * it lives on: a Close of a statement leaves its portals. */
+static void make_room(pxp_conn *sc, pgw_buf *fwd, int *drop_close)
+{
+    char old[40];
+    while (pxp_evict_stmt(sc, old, sizeof(old))) {
+        size_t cat = pgw_msg_begin(fwd, 'C');
+        pgw_buf_u8(fwd, 'S');
+        pgw_buf_str(fwd, old);
+        pgw_msg_end(fwd, cat);
+        (*drop_close)++;
+    }
+}
+
 /* A client's Parse, Bind, Describe or Close of a named statement, rewritten
  * for the pooled compute session sc into fwd: server-side names from the
  * statement's text (px_<hash of the Parse without its name>: clients
@@ -929,6 +945,8 @@ static bool rewrite_stmt_msg(pooled *x, pxp_conn *sc, uint8_t type, const uint8_
                 pgw_buf_str(fwd, sname);
                 pgw_msg_end(fwd, cat);
                 (*drop_close)++;
+            } else {
+                make_room(sc, fwd, drop_close);
             }
             pgw_buf_put(fwd, t->msg, t->len);
             pxp_add_stmt(sc, sname, h);
@@ -948,6 +966,7 @@ static bool rewrite_stmt_msg(pooled *x, pxp_conn *sc, uint8_t type, const uint8_
             char sname[40];
             snprintf(sname, sizeof(sname), "px_%016llx", (unsigned long long)t->hash);
             if (!pxp_has_stmt(sc, sname, t->hash)) {
+                make_room(sc, fwd, drop_close);
                 pgw_buf_put(fwd, t->msg, t->len);
                 pxp_add_stmt(sc, sname, t->hash);
                 (*drop_parse)++;

@@ -533,6 +533,46 @@ static void test_pgbench_prepared(void **state)
     PQfinish(c);
 }
 
+/* More named statements than a pooled compute session keeps (256): the
+ * least recently used are closed on the compute and prepared again when a
+ * client uses them; every answer stays right, in order, and the compute
+ * holds at most 256 of the proxy's statements at any time. */
+static void test_prepared_bounded(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    double evicted0 = proxy_metric("arbor_proxy_pool_statements_evicted_total");
+    enum { N = 300 };
+    char name[32], sql[64], val[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "s%d", i);
+        snprintf(sql, sizeof(sql), "SELECT %d + $1::int", i * 10);
+        PGresult *r = PQprepare(c, name, sql, 1, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("prepare %s: %s", name, PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            snprintf(name, sizeof(name), "s%d", i);
+            snprintf(val, sizeof(val), "%d", round);
+            const char *params[1] = { val };
+            PGresult *r = PQexecPrepared(c, name, 1, params, NULL, NULL, 0);
+            if (PQresultStatus(r) != PGRES_TUPLES_OK)
+                fail_msg("execute %s: %s", name, PQresultErrorMessage(r));
+            assert_int_equal(atol(PQgetvalue(r, 0, 0)), i * 10 + round);
+            PQclear(r);
+        }
+    }
+    double evicted = proxy_metric("arbor_proxy_pool_statements_evicted_total") - evicted0;
+    print_message("%d statements, 2 rounds: %.0f closed on the compute to stay within 256\n", N,
+                  evicted);
+    assert_true(evicted >= N - 256);
+    PQfinish(c);
+}
+
 static long g_many_retries;
 
 static void *many_main(void *arg)
@@ -815,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_suspend_between_queries),
         cmocka_unit_test(test_pgbench_prepared),
+        cmocka_unit_test(test_prepared_bounded),
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_proxy_kill9),
         cmocka_unit_test(test_proxy_conf),

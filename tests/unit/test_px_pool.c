@@ -147,11 +147,43 @@ static void test_pools_freed(void **state)
     }
 }
 
+/* A session keeps at most max statements: the least recently used (one
+ * added or found longest ago) is the one to close. */
+static void test_stmt_lru(void **state)
+{
+    (void)state;
+    pxp *p;
+    assert_int_equal(pxp_create(1, 100, NULL, &p), 0);
+    pxp_set_max_stmts(p, 2);
+    peers pe = { .n = 0 };
+    pxp_conn *x;
+    char old[40];
+    assert_int_equal(pxp_acquire(p, "10.0.0.1:5432/u/main/", fake_connect, &pe, &x), 0);
+    assert_false(pxp_evict_stmt(x, old, sizeof(old)));
+    pxp_add_stmt(x, "px_a", 1);
+    pxp_add_stmt(x, "px_b", 2);
+    assert_true(pxp_has_stmt(x, "px_a", 1));      /* a used: b is older now */
+    assert_false(pxp_has_stmt(x, "px_a", 9));     /* another text under that name */
+    assert_true(pxp_evict_stmt(x, old, sizeof(old)));
+    assert_string_equal(old, "px_b");
+    assert_false(pxp_has_stmt(x, "px_b", 2));
+    assert_false(pxp_evict_stmt(x, old, sizeof(old)));   /* room for one */
+    pxp_add_stmt(x, "px_c", 3);
+    assert_true(pxp_evict_stmt(x, old, sizeof(old)));
+    assert_string_equal(old, "px_a");
+    pxp_add_stmt(x, "px_a", 1);
+    pxp_release(x, false);
+    pxp_destroy(p);
+    for (int i = 0; i < pe.n; i++)
+        close(pe.fd[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_per_compute),
         cmocka_unit_test(test_pools_freed),
+        cmocka_unit_test(test_stmt_lru),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
