@@ -202,6 +202,8 @@ static void pstmt_close(sess *s, const char *name)
         pstmt *p = *pp;
         *pp = p->next;
         p->listed = false;
+        if (p->name && p->name[0] && s->sh->m_stmts)
+            met_gauge_add(s->sh->m_stmts, -1);
         pstmt_unref(p);
     }
 }
@@ -793,6 +795,8 @@ void pgs_handle_parse(sess *s, pgw_rd *r)
     ps->listed = true;
     ps->next = s->stmts;
     s->stmts = ps;
+    if (name[0] && s->sh->m_stmts)
+        met_gauge_add(s->sh->m_stmts, 1);
     az_free(oids);
     pgw_send_empty(&s->c, '1');
     return;

@@ -298,6 +298,10 @@ static int metrics_init(pgw_server *srv, met_registry *reg)
     if (rc == 0)
         rc = met_counter_new(reg, "arbor_compute_pg_rows_total", "DataRows sent",
                              &srv->sh.m_rows);
+    if (rc == 0)
+        rc = met_gauge_new(reg, "arbor_compute_pg_prepared_statements",
+                           "Named prepared statements held by the open sessions",
+                           &srv->sh.m_stmts);
     return rc;
 }
 

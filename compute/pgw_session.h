@@ -37,6 +37,7 @@ typedef struct pgw_shared {
     met_counter *m_queries;
     met_counter *m_errors;
     met_counter *m_rows;
+    met_gauge *m_stmts;          /* named prepared statements, all sessions */
 } pgw_shared;
 
 typedef struct pgw_session {

@@ -533,6 +533,40 @@ static void test_pgbench_prepared(void **state)
     PQfinish(c);
 }
 
+/* A metric summed over the computes arbor-control started (their port
+ * files: DIR/control/computes/<c>/ports, "<pg port> <http port>"). */
+static double computes_metric(const char *name)
+{
+    char out[8192];
+    ct_sh("cat %s/control/computes/*/ports 2>/dev/null", ct.dir);
+    snprintf(out, sizeof(out), "%s", ct.out);
+    double sum = 0;
+    int seen = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int pg, http;
+        if (sscanf(line, "%d %d", &pg, &http) != 2 || http <= 0)
+            continue;
+        char url[128], err[256], pat[160];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", http);
+        hc_req r = { .method = "GET", .url = url, .timeout_ms = 10000 };
+        int status = 0;
+        char *text = NULL;
+        if (hc_request(&r, &status, &text, err) != 0 || status != 200) {
+            az_free(text);
+            continue;   /* a compute that went away */
+        }
+        snprintf(pat, sizeof(pat), "\n%s ", name);
+        char *p = strstr(text, pat);
+        if (p) {
+            sum += strtod(p + strlen(pat), NULL);
+            seen++;
+        }
+        az_free(text);
+    }
+    assert_true(seen > 0);
+    return sum;
+}
+
 /* More named statements than a pooled compute session keeps (256): the
  * least recently used are closed on the compute and prepared again when a
  * client uses them; every answer stays right, in order, and the compute
@@ -544,6 +578,7 @@ static void test_prepared_bounded(void **state)
         skip();
     PGconn *c = pg_branch("dev");
     double evicted0 = proxy_metric("arbor_proxy_pool_statements_evicted_total");
+    double held0 = computes_metric("arbor_compute_pg_prepared_statements");
     enum { N = 300 };
     char name[32], sql[64], val[16];
     for (int i = 0; i < N; i++) {
@@ -567,9 +602,13 @@ static void test_prepared_bounded(void **state)
         }
     }
     double evicted = proxy_metric("arbor_proxy_pool_statements_evicted_total") - evicted0;
-    print_message("%d statements, 2 rounds: %.0f closed on the compute to stay within 256\n", N,
-                  evicted);
+    double held = computes_metric("arbor_compute_pg_prepared_statements");
+    print_message("%d statements, 2 rounds: %.0f closed on the compute to stay within 256; "
+                  "the computes hold %.0f, %.0f before\n", N, evicted, held, held0);
     assert_true(evicted >= N - 256);
+    /* one client, one after another: one pooled session (the warmest idle
+     * one) served it all, and holds at most 256 of them */
+    assert_true(held - held0 <= 256);
     PQfinish(c);
 }
 
