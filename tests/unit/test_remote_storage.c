@@ -257,6 +257,21 @@ static void *race_puts(void *arg)
     return NULL;
 }
 
+/* One writer's bytes whole, or -ENOENT before the first PUT. */
+static void expect_whole(remote_storage *rs)
+{
+    uint8_t *data;
+    size_t n;
+    int rc = rs_get(rs, "race/lease", 0, 0, &data, &n);
+    if (rc == -ENOENT)
+        return;
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, 4096);
+    for (size_t k = 1; k < n; k++)
+        assert_int_equal(data[k], data[0]);
+    az_free(data);
+}
+
 static void test_racing_puts(void **state)
 {
     (void)state;
@@ -265,21 +280,17 @@ static void test_racing_puts(void **state)
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, race_puts, &r[i]), 0);
-    for (int i = 0; i < 200; i++) {
-        uint8_t *data;
-        size_t n;
-        int rc = rs_get(rs, "race/lease", 0, 0, &data, &n);
-        if (rc == -ENOENT)
-            continue;   /* before the first PUT */
-        assert_int_equal(rc, 0);
-        assert_int_equal(n, 4096);
-        for (size_t k = 1; k < n; k++)
-            assert_int_equal(data[k], data[0]);
-        az_free(data);
+    /* s3rver (the S3 server of the tests) writes an object in place, so a
+     * GET during its PUT may see part of it; S3 itself does not. Reads
+     * during the race are checked on the local backend only. */
+    const char *s3 = getenv("ARBOR_S3_URL");
+    for (int i = 0; i < 200 && !(s3 && *s3); i++) {
+        expect_whole(rs);
     }
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     assert_int_equal(r[0].failures + r[1].failures, 0);
+    expect_whole(rs);
     rs_listing ls;
     assert_int_equal(rs_list(rs, "race/", &ls), 0);
     assert_int_equal(ls.n, 1);     /* no temporary file shows */
