@@ -888,20 +888,26 @@ static void set_cancel_target(px_server *s, px_cancel_entry *e, const pxp_conn *
     pthread_mutex_unlock(&s->mu);
 }
 
+/* A Close of server statement sname, injected: its CloseComplete is
+ * swallowed (*drop_close). */
+static void inject_close(pgw_buf *fwd, const char *sname, int *drop_close)
+{
+    size_t cat = pgw_msg_begin(fwd, 'C');
+    pgw_buf_u8(fwd, 'S');
+    pgw_buf_str(fwd, sname);
+    pgw_msg_end(fwd, cat);
+    (*drop_close)++;
+}
+
 /* Before a statement is added to the compute session sc: while it holds
- * the most it may (pxp_set_max_stmts), the least recently used goes, by a
- * Close whose CloseComplete is swallowed (*drop_close). A portal bound from
- * it lives on: a Close of a statement leaves its portals. */
+ * the most it may (pxp_set_max_stmts), the least recently used is closed.
+ * A portal bound from it lives on: a Close of a statement leaves its
+ * portals. */
 static void make_room(pxp_conn *sc, pgw_buf *fwd, int *drop_close)
 {
     char old[40];
-    while (pxp_evict_stmt(sc, old, sizeof(old))) {
-        size_t cat = pgw_msg_begin(fwd, 'C');
-        pgw_buf_u8(fwd, 'S');
-        pgw_buf_str(fwd, old);
-        pgw_msg_end(fwd, cat);
-        (*drop_close)++;
-    }
+    while (pxp_evict_stmt(sc, old, sizeof(old)))
+        inject_close(fwd, old, drop_close);
 }
 
 /* A client's Parse, Bind, Describe or Close of a named statement, rewritten
@@ -938,13 +944,9 @@ static bool rewrite_stmt_msg(pooled *x, pxp_conn *sc, uint8_t type, const uint8_
             t->next = x->stmts;
             x->stmts = t;
             if (pxp_has_stmt(sc, sname, h)) {
-                /* Made by another client: closed first (its
-                 * CloseComplete swallowed), so this Parse answers. */
-                size_t cat = pgw_msg_begin(fwd, 'C');
-                pgw_buf_u8(fwd, 'S');
-                pgw_buf_str(fwd, sname);
-                pgw_msg_end(fwd, cat);
-                (*drop_close)++;
+                /* Made by another client: closed first, so this
+                 * Parse answers. */
+                inject_close(fwd, sname, drop_close);
             } else {
                 make_room(sc, fwd, drop_close);
             }

@@ -369,8 +369,8 @@ static int stream_wal(sk_service *svc, rpc_stream *call, sk_timeline *tl,
         int rc = sk_tl_read(tl, pos, req->include_uncommitted, req->end_lsn,
                             SK_CHUNK_BYTES, &buf, &len, &next);
         if (rc == SK_TL_EREMOVED && svc->off) {
-            sk_tl_state st;
-            sk_tl_get_state(tl, &st);
+            sk_tl_lsns st;   /* the ids only: not the whole state with its history */
+            sk_tl_get_lsns(tl, &st);
             rc = sk_off_read(svc->off, &cur, st.tenant_id, st.timeline_id, pos,
                              req->end_lsn, SK_CHUNK_BYTES, &buf, &len, &next);
         }
