@@ -63,6 +63,7 @@ typedef struct ps_daemon_config {
     char *disk_budget;
     uint64_t receiver_idle_ms;
     int max_receivers;
+    uint64_t ingest_delay_ms;
     uint64_t unload_after_ms;
 } ps_daemon_config;
 
@@ -90,6 +91,11 @@ static const cfg_option ps_options[] = {
                      "long without new WAL; the next commit starts one again"),
     CFG_INT_OPT("wal.max-receivers", ps_daemon_config, max_receivers, "32",
                 "WAL receivers running at once at most (timelines with new WAL)"),
+    CFG_DURATION_OPT("wal.ingest-delay", ps_daemon_config, ingest_delay_ms, "0",
+                     "for tests: apply each received WAL chunk this long after it "
+                     "arrived, so that ingest lags the safekeepers as on a loaded "
+                     "pageserver (reads \"at head\" must still include every "
+                     "acknowledged commit); 0 in production"),
     CFG_DURATION_OPT("timelines.unload-after", ps_daemon_config, unload_after_ms, "1m",
                      "a timeline unused this long, with everything flushed (and in the "
                      "bucket), drops its layer map and commits index from memory; the "
@@ -647,6 +653,7 @@ static int start_all(int *grpc_port)
                           .n_safekeepers = g_ps.n_sk, .metrics = g_ps.metrics,
                           .idle_ms = (uint32_t)g_ps.conf.receiver_idle_ms,
                           .max_receivers = (uint32_t)g_ps.conf.max_receivers,
+                          .ingest_delay_ms = (uint32_t)g_ps.conf.ingest_delay_ms,
                           .persisted_lsn = g_ps.remote ? remote_persisted_lsn : NULL };
     if (rc == 0)
         rc = ps_rcv_create(&ro, &g_ps.rcv);

@@ -282,6 +282,12 @@ static stream_end stream_from(receiver *rv, int i)
         if (rc != 0)
             break;   /* the end, a transport error, cancelled */
         last_chunk = now;
+        if (c.len && r->opt.ingest_delay_ms) {
+            for (uint32_t t = 0; t < r->opt.ingest_delay_ms && !atomic_load(&rv->stop);
+                 t += 10)
+                sleep_ms(10);
+            now = now_ms();
+        }
         if (c.len) {
             rc = ingest_chunk(rv, &c);
             last_data = now;

@@ -38,6 +38,7 @@ typedef struct ps_rcv_options {
     uint32_t lag_ms;                 /* 0 = 2000 */
     uint32_t idle_ms;                /* 0 = 10000: a receiver without new WAL exits */
     uint32_t max_receivers;          /* 0 = 32: receiver threads at most */
+    uint32_t ingest_delay_ms;        /* tests: each chunk applied this late */
     met_registry *metrics;           /* may be NULL */
     /* The LSN reported to safekeepers as persisted (they may remove WAL
      * below it); NULL: disk_consistent_lsn. With remote storage the

@@ -2,7 +2,12 @@
  * "At head" through the `arbor` CLI, as a user would (issue 20): right
  * after `arbor sql main 'INSERT ...'` returned, `arbor branch create`,
  * `arbor export main`, `arbor lsn main` and a static endpoint started at
- * "now" include that row, every time (ROUNDS rounds). Then, with a replica
+ * "now" include that row, every time (ROUNDS rounds). The pageserver runs
+ * with `wal.ingest-delay` (INGEST_DELAY, in DIR/ps/pageserver.conf), so its
+ * ingest is behind the safekeepers when each command runs: a read that took
+ * the pageserver's last ingested LSN as the head would miss the row (on an
+ * unloaded machine ingest wins that race, and the test could not tell).
+ * Then, with a replica
  * (`arbor endpoint start main --read-only`), a row inserted on the primary
  * is read on the replica right away when the read passes the write's LSN
  * (Arbor-Min-Lsn).
@@ -31,7 +36,8 @@
 #include "lsn.h"
 
 #define SQLITE3 "/usr/bin/sqlite3"
-#define ROUNDS 50
+#define ROUNDS 15
+#define INGEST_DELAY "250ms"
 
 static bool g_up;
 
@@ -65,6 +71,9 @@ static long file_count(const char *path)
 static void test_start(void **state)
 {
     (void)state;
+    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'wal.ingest-delay = %s\\n' "
+                    "> %s/ps/pageserver.conf; }", ct.dir, INGEST_DELAY, ct.dir),
+              0, "pageserver.conf");
     ct_expect(ct_arbor("start --base-port 0"), 0, "start");
     ct_expect(ct_arbor("sql main 'CREATE TABLE t(x)'"), 0, "create");
     g_up = true;
@@ -78,6 +87,28 @@ static void test_at_head(void **state)
     }
     char path[400], lsn[LSN_STRLEN], name[64];
     long rows = 0;
+    /* The delay is in effect: right after an insert, the pageserver's
+     * ingested head (what `branch list` shows; it does not wait) is below
+     * the insert's LSN, at least once in 5 tries. */
+    bool lagged = false;
+    for (int k = 0; k < 5 && !lagged; k++) {
+        sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+        rows++;
+        ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+        json_t *l = ct_parse_out();
+        size_t bi;
+        json_t *b;
+        lsn_t commit, ingested;
+        assert_int_equal(lsn_parse(lsn, &commit), 0);
+        json_array_foreach(json_object_get(l, "branches"), bi, b) {
+            if (strcmp(json_string_value(json_object_get(b, "name")), "main") == 0 &&
+                lsn_parse(json_string_value(json_object_get(b, "head_lsn")), &ingested) == 0)
+                lagged |= ingested < commit;
+        }
+        json_decref(l);
+    }
+    if (!lagged)
+        fail_msg("ingest was never behind an insert: wal.ingest-delay not in effect");
     for (int i = 1; i <= ROUNDS; i++) {
         /* branch create right after the insert */
         ct_expect(ct_arbor("sql main 'INSERT INTO t VALUES (1)'"), 0, "insert");
