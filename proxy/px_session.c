@@ -657,7 +657,10 @@ static int pipe_step(pipe_dir *d, short rev_from, short rev_to)
     return d->eof && d->end == d->start ? -1 : 0;
 }
 
-/* Relays until one side is done; pending bytes of the other are sent.
+/* Relays until the compute is done, or the client can no longer be
+ * written to. The client's end (EOF: a half-close, or a close after
+ * Terminate) is passed on as a half-close to the compute, which answers
+ * what it got before it closes, as PostgreSQL does.
  * ctls: the client's TLS (NULL: plain). */
 static void relay(px_server *s, int cfd, px_tls_conn *ctls, int sfd)
 {
@@ -667,18 +670,29 @@ static void relay(px_server *s, int cfd, px_tls_conn *ctls, int sfd)
                     .buf = az_malloc(RELAY_BUF_BYTES), .bytes = s->m_bytes_in };
     pipe_dir down = { .from = sfd, .to = cfd, .to_tls = ctls,
                       .buf = az_malloc(RELAY_BUF_BYTES), .bytes = s->m_bytes_out };
+    bool up_done = false;
     for (;;) {
-        struct pollfd p[2] = { { .fd = cfd }, { .fd = sfd } };
-        p[0].events = (up.end == up.start ? POLLIN : 0) | (down.end > down.start ? POLLOUT : 0);
-        p[1].events = (down.end == down.start ? POLLIN : 0) | (up.end > up.start ? POLLOUT : 0);
+        /* After the client's end, its socket is watched only to write to
+         * (a closed one would report POLLHUP at once, over and over). */
+        struct pollfd p[2] = { { .fd = !up_done || down.end > down.start ? cfd : -1 },
+                               { .fd = sfd } };
+        p[0].events = (!up_done && up.end == up.start ? POLLIN : 0) |
+                      (down.end > down.start ? POLLOUT : 0);
+        p[1].events = (down.end == down.start ? POLLIN : 0) |
+                      (!up_done && up.end > up.start ? POLLOUT : 0);
         /* Bytes TLS decrypted already wait in OpenSSL, not in the socket. */
-        bool buffered = up.end == up.start && px_tls_pending(ctls) > 0;
+        bool buffered = !up_done && up.end == up.start && px_tls_pending(ctls) > 0;
         if (poll(p, 2, buffered ? 0 : -1) < 0 && errno != EINTR)
             break;
         if (buffered)
             p[0].revents |= POLLIN;
-        if (pipe_step(&up, p[0].revents, p[1].revents) != 0 ||
-            pipe_step(&down, p[1].revents, p[0].revents) != 0)
+        if (!up_done && pipe_step(&up, p[0].revents, p[1].revents) != 0) {
+            if (!up.eof)
+                break;         /* the compute cannot be written to */
+            up_done = true;
+            shutdown(sfd, SHUT_WR);
+        }
+        if (pipe_step(&down, p[1].revents, p[0].revents) != 0)
             break;
     }
     az_free(up.buf);
@@ -1018,6 +1032,10 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
     pgw_conn sconn;
     int pending = 0, drop_parse = 0, drop_close = 0;
     bool unsynced = false, broken = false;
+    /* The client ended (EOF, a half-close, Terminate): what it sent before
+     * still gets its answers, as from PostgreSQL, which reads on after a
+     * Query. Nothing more is read from it. */
+    bool client_done = false;
     uint8_t last_z = 'I';
     /* The greeting: the compute's parameters from a first session (which
      * also proves the branch is reachable), our key, ReadyForQuery. */
@@ -1050,9 +1068,11 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
             pxp_release(sc, true);
             sc = NULL;
         }
-        bool cbuf = msg_buffered(c) || px_tls_pending(c->io) > 0;
+        if (client_done && (!sc || pending == 0))
+            break;
+        bool cbuf = !client_done && (msg_buffered(c) || px_tls_pending(c->io) > 0);
         bool sbuf = sc && msg_buffered(&sconn);
-        struct pollfd pf[2] = { { .fd = c->fd, .events = POLLIN },
+        struct pollfd pf[2] = { { .fd = client_done ? -1 : c->fd, .events = POLLIN },
                                 { .fd = sc ? sc->fd : -1, .events = POLLIN } };
         if (!cbuf && !sbuf && poll(pf, 2, -1) < 0 && errno != EINTR)
             break;
@@ -1091,8 +1111,10 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
         uint8_t type;
         const uint8_t *body;
         size_t len;
-        if (pgw_conn_read_msg(c, &type, &body, &len) != 0 || type == 'X')
-            break;
+        if (pgw_conn_read_msg(c, &type, &body, &len) != 0 || type == 'X') {
+            client_done = true;
+            continue;
+        }
         if (!sc && skip_to_sync) {
             /* As a server does after an error: the rest of the batch is
              * discarded up to its Sync, which gets ReadyForQuery. */

@@ -8,7 +8,8 @@ if(TARGET arbor AND TARGET arbor-proxy AND LIBPQ_FOUND)
              LIBS arbor_http_client PkgConfig::LIBPQ PkgConfig::JANSSON Threads::Threads
              TIMEOUT 300 LABELS integration)
   target_include_directories(test_proxy PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  target_compile_definitions(test_proxy PRIVATE ARBOR_CLI_BIN="$<TARGET_FILE:arbor>")
+  target_compile_definitions(test_proxy PRIVATE ARBOR_CLI_BIN="$<TARGET_FILE:arbor>"
+                             PG_RAWCLIENT="${CMAKE_CURRENT_LIST_DIR}/pg_rawclient.py")
   add_dependencies(test_proxy arbor arbor-proxy arbor-control arbor-compute
                    arbor-safekeeper arbor-pageserver)
 endif()

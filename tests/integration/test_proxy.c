@@ -866,6 +866,48 @@ static void test_local_restore_through_proxy(void **state)
         fail_msg("a deleted branch through the proxy: %s", c ? "connected" : err);
 }
 
+/* A client that sends a query and ends the connection before the answer
+ * (pg_rawclient.py: shutdown(SHUT_WR) after the Query, or Query+Terminate
+ * in one write) gets the answer as from PostgreSQL, and the query's write
+ * is there: in transaction pooling and in session mode. The query runs
+ * about half a second, so the proxy sees the end while it is in flight. */
+static void test_half_close(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE hc(x INTEGER)");
+    const char *modes[] = { "halfclose", "terminate" };
+    const char *pools[] = { "", "pool=session" };
+    long rows = 0;
+    for (int p = 0; p < 2; p++) {
+        for (int m = 0; m < 2; m++) {
+            ct_expect(ct_sh("python3 '%s' '%sdev' %s 'INSERT INTO hc VALUES (1); "
+                            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                            "FROM c WHERE x < 1500000) SELECT count(*) FROM c' '%s'",
+                            PG_RAWCLIENT, g_base, modes[m], pools[p]),
+                      0, "pg_rawclient");
+            rows++;
+            json_t *j = ct_parse_out();
+            json_t *tags = json_object_get(j, "tags");
+            json_t *row = json_array_get(json_object_get(j, "rows"), 0);
+            const char *v = json_string_value(json_array_get(row, 0));
+            if (json_array_size(tags) != 2 || !v || strcmp(v, "1500000") != 0 ||
+                json_integer_value(json_object_get(j, "ready")) != 1 ||
+                json_array_size(json_object_get(j, "errors")) != 0 ||
+                !json_is_true(json_object_get(j, "eof")))
+                fail_msg("%s, %s: the answer was lost or wrong: %s", modes[m],
+                         pools[p][0] ? pools[p] : "transaction pooling", ct.out);
+            assert_string_equal(json_string_value(json_array_get(tags, 0)), "INSERT 0 1");
+            assert_string_equal(json_string_value(json_array_get(tags, 1)), "SELECT 1");
+            json_decref(j);
+            assert_int_equal(pg_exec(c, "SELECT count(*) FROM hc"), rows);
+        }
+    }
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -899,6 +941,7 @@ int main(void)
         cmocka_unit_test(test_proxy_kill9),
         cmocka_unit_test(test_proxy_conf),
         cmocka_unit_test(test_local_restore_through_proxy),
+        cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_stop),
     };
     const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_start_and_branch */
