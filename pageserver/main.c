@@ -53,6 +53,7 @@ typedef struct ps_daemon_config {
     uint64_t gc_interval_ms;
     uint64_t pitr_window_ms;
     uint64_t wait_lsn_ms;
+    int read_threads;
     int image_after_deltas;
     bool compress;
     uint64_t pending_bytes;
@@ -123,6 +124,10 @@ static const cfg_option ps_options[] = {
                      "how often GC runs"),
     CFG_DURATION_OPT("gc.pitr-window", ps_daemon_config, pitr_window_ms, "7d",
                      "history kept for point-in-time reads and branching"),
+    CFG_INT_OPT("reads.threads", ps_daemon_config, read_threads, "0",
+                "threads that read GetPages batches beside each stream's own thread "
+                "(a stream with batches queued has several read at once; answers "
+                "stay in order); 0: twice the CPUs, 4 to 32"),
     CFG_DURATION_OPT("reads.wait-lsn-timeout", ps_daemon_config, wait_lsn_ms,
                      "10s", "longest wait of a read for ingest to reach its LSN"),
     CFG_SIZE_OPT("ingest.pending-memory", ps_daemon_config, pending_bytes, "32MiB",
@@ -661,6 +666,8 @@ static int start_all(int *grpc_port)
                                         .timeline_deleted = on_deleted,
                                         .head = head_of };
     ps_svc_options so = { .wait_lsn_ms = (uint32_t)g_ps.conf.wait_lsn_ms,
+                          .read_threads = g_ps.conf.read_threads > 0
+                                              ? (uint32_t)g_ps.conf.read_threads : 0,
                           .hooks = &hooks };
     if (rc == 0)
         rc = ps_svc_create(g_ps.repo, g_ps.metrics, &so, &g_ps.svc);

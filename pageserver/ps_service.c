@@ -3,7 +3,10 @@
  */
 #include "ps_service.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -27,6 +30,7 @@ struct ps_service {
     ps_svc_options opt;
     ps_svc_hooks hooks;
     atomic_bool stopping;
+    struct ps_read_pool *pool;  /* GetPages batches served beside the receiving thread */
     met_histogram *getpage_seconds, *wait_seconds, *layers_visited;
     met_counter *pages_served, *requests, *errors;
 };
@@ -249,18 +253,227 @@ send:
     return RPC_STATUS_OK;
 }
 
-/* Answers one batch; the timeline handle is kept across batches of the
- * stream as long as the same timeline is asked for. */
-static void get_pages_one(ps_service *svc, rpc_stream *call,
-                          const Arbor__GetPagesRequest *req, ps_timeline **tl)
-{
-    Arbor__GetPagesResponse resp = ARBOR__GET_PAGES_RESPONSE__INIT;
-    resp.request_id = req->request_id;
+/* ---- GetPages: one stream's batches served concurrently ------------------------
+ *
+ * The stream's handler thread receives. When another request is already
+ * waiting behind the one it holds, it hands the one it holds to the read
+ * pool and goes on receiving; else it serves the batch itself (a lone
+ * reader pays no hand-off). Answers leave in request order (psc_get_pages
+ * and every reader count on it): whichever thread finishes the batch that
+ * is next in order sends it and every finished batch after it. A batch
+ * that must wait for ingest is served by the handler thread, so that a
+ * pool thread never waits for WAL. At most GP_MAX_IN_FLIGHT batches of a
+ * stream are read or waiting to be sent at once. */
+
+#define GP_MAX_IN_FLIGHT 16
+
+typedef struct gp_stream gp_stream;
+
+typedef struct gp_job {
+    struct gp_job *next;        /* the pool's queue, or the stream's done list */
+    gp_stream *st;
+    uint64_t seq;
+    Arbor__GetPagesRequest *req;
+    ps_timeline *tl;            /* own reference; NULL when resp.error says why */
+    Arbor__GetPagesResponse resp;
     err_buf e;
-    uint8_t *pages = NULL;
-    lsn_t *lsns = NULL;
-    ProtobufCBinaryData *items = NULL;
+    uint8_t *pages;
+    lsn_t *lsns;
+    ProtobufCBinaryData *items;
+} gp_job;
+
+struct gp_stream {
+    ps_service *svc;
+    rpc_stream *call;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* a batch was sent (or dropped) */
+    uint64_t next_seq, send_seq;
+    int in_flight;              /* received, not yet sent */
+    bool sending;               /* a thread is sending for the stream */
+    bool failed;                /* a send failed: the call is gone */
+    gp_job *done;               /* finished, waiting for their turn */
+};
+
+typedef struct ps_read_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gp_job *head, *tail;
+    pthread_t *threads;
+    int n;
+    bool stop;
+} ps_read_pool;
+
+static void gp_free(gp_job *j)
+{
+    if (j->tl)
+        ps_timeline_release(j->tl);
+    protobuf_c_message_free_unpacked(&j->req->base, NULL);
+    az_free(j->items);
+    az_free(j->lsns);
+    az_free(j->pages);
+    az_free(j);
+}
+
+/* Reads the batch into j->resp (an error, or the pages). */
+static void gp_read(ps_service *svc, gp_job *j)
+{
+    const Arbor__GetPagesRequest *req = j->req;
     double t0 = now_s();
+    if (!j->tl)
+        goto out;
+    if (req->n_pgnos == 0 || req->n_pgnos > PS_MAX_BATCH_PAGES) {
+        j->resp.error = make_error(&j->e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
+                                   "a batch has 1 to %u pages, not %zu",
+                                   PS_MAX_BATCH_PAGES, req->n_pgnos);
+        goto out;
+    }
+    if (wait_ingest(svc, j->tl, req->request_lsn, req->not_modified_since, &j->e,
+                    &j->resp.error) != 0)
+        goto out;
+    uint32_t page_size = ps_timeline_page_size(j->tl);
+    size_t n = req->n_pgnos;
+    j->pages = az_malloc(n * (page_size ? page_size : 1));
+    j->lsns = az_malloc(n * sizeof(*j->lsns));
+    ps_read_stats rs = { 0 };
+    int rc = ps_timeline_get_pages(j->tl, req->pgnos, (uint32_t)n, req->request_lsn,
+                                   j->pages, j->lsns, &rs);
+    if (rc != 0) {
+        j->resp.error = engine_error(svc, &j->e, rc, "get pages");
+        goto out;
+    }
+    j->items = az_malloc(n * sizeof(*j->items));
+    for (size_t i = 0; i < n; i++)
+        j->items[i] = (ProtobufCBinaryData){ page_size, j->pages + i * page_size };
+    j->resp.pages = j->items;
+    j->resp.n_pages = n;
+    j->resp.page_lsns = j->lsns;
+    j->resp.n_page_lsns = n;
+    if (svc->layers_visited)
+        met_histogram_observe(svc->layers_visited, (double)rs.layers_visited / (double)n);
+    if (svc->pages_served)
+        met_counter_add(svc->pages_served, n);
+out:
+    if (svc->getpage_seconds)
+        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
+}
+
+/* j is read: queued for its turn, and every batch whose turn has come is
+ * sent (by this thread, unless another is sending for the stream). */
+static void gp_finish(gp_job *j)
+{
+    gp_stream *st = j->st;
+    pthread_mutex_lock(&st->mu);
+    j->next = st->done;
+    st->done = j;
+    if (st->sending) {
+        pthread_mutex_unlock(&st->mu);
+        return;              /* that thread finds j when j's turn comes */
+    }
+    st->sending = true;
+    for (;;) {
+        gp_job **pp = &st->done;
+        while (*pp && (*pp)->seq != st->send_seq)
+            pp = &(*pp)->next;
+        gp_job *next = *pp;
+        if (!next)
+            break;
+        *pp = next->next;
+        bool failed = st->failed;
+        pthread_mutex_unlock(&st->mu);
+        if (!failed && rpc_stream_send_msg(st->call, &next->resp.base) != 0)
+            failed = true;
+        gp_free(next);
+        pthread_mutex_lock(&st->mu);
+        st->failed |= failed;
+        st->send_seq++;
+        st->in_flight--;
+        pthread_cond_broadcast(&st->cv);
+    }
+    st->sending = false;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void *read_pool_main(void *arg)
+{
+    ps_service *svc = arg;
+    ps_read_pool *p = svc->pool;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (!p->head)
+            break;           /* stopping, and the queue is empty */
+        gp_job *j = p->head;
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        gp_read(svc, j);
+        gp_finish(j);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* The pool, started on first use. false when it cannot run (then the
+ * handler serves every batch itself). */
+static bool read_pool_ready(ps_service *svc)
+{
+    ps_read_pool *p = svc->pool;
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    if (!p->threads && !p->stop) {
+        int want = (int)svc->opt.read_threads;
+        if (want <= 0) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            want = cpus > 0 ? (int)cpus * 2 : 4;
+            want = want < 4 ? 4 : want > 32 ? 32 : want;
+        }
+        p->threads = az_calloc((size_t)want, sizeof(*p->threads));
+        /* Small stacks: a read calls into the engine (and a download). */
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 512 * 1024);
+        for (int i = 0; i < want; i++) {
+            if (pthread_create(&p->threads[p->n], &attr, read_pool_main, svc) != 0)
+                break;
+            p->n++;
+        }
+        pthread_attr_destroy(&attr);
+        if (p->n == 0)
+            log_warn("pageserver: no read thread could start; batches are served "
+                     "one after another");
+    }
+    bool ok = p->n > 0 && !p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+static void read_pool_push(ps_read_pool *p, gp_job *j)
+{
+    pthread_mutex_lock(&p->mu);
+    j->next = NULL;
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* A job for req (taken over): its timeline from the stream's cached handle
+ * *tl (looked up again when the request names another), its turn. */
+static gp_job *gp_job_new(gp_stream *st, Arbor__GetPagesRequest *req, ps_timeline **tl)
+{
+    gp_job *j = az_calloc(1, sizeof(*j));
+    Arbor__GetPagesResponse init = ARBOR__GET_PAGES_RESPONSE__INIT;
+    j->resp = init;
+    j->resp.request_id = req->request_id;
+    j->req = req;
+    j->st = st;
     if (*tl) {
         const arbor_id *cur = ps_timeline_id(*tl);
         if (!req->timeline || req->timeline->timeline_id.len != 16 ||
@@ -269,46 +482,15 @@ static void get_pages_one(ps_service *svc, rpc_stream *call,
             *tl = NULL;
         }
     }
-    if (!*tl && find_tl(svc, req->timeline, tl, &e, &resp.error) != 0)
-        goto send;
-    if (req->n_pgnos == 0 || req->n_pgnos > PS_MAX_BATCH_PAGES) {
-        resp.error = make_error(&e, ARBOR__ERROR_CODE__INVALID_ARGUMENT,
-                                "a batch has 1 to %u pages, not %zu",
-                                PS_MAX_BATCH_PAGES, req->n_pgnos);
-        goto send;
+    if (*tl || find_tl(st->svc, req->timeline, tl, &j->e, &j->resp.error) == 0) {
+        ps_timeline_retain(*tl);
+        j->tl = *tl;
     }
-    if (wait_ingest(svc, *tl, req->request_lsn, req->not_modified_since, &e,
-                    &resp.error) != 0)
-        goto send;
-    uint32_t page_size = ps_timeline_page_size(*tl);
-    size_t n = req->n_pgnos;
-    pages = az_malloc(n * (page_size ? page_size : 1));
-    lsns = az_malloc(n * sizeof(*lsns));
-    ps_read_stats rs = { 0 };
-    int rc = ps_timeline_get_pages(*tl, req->pgnos, (uint32_t)n,
-                                   req->request_lsn, pages, lsns, &rs);
-    if (rc != 0) {
-        resp.error = engine_error(svc, &e, rc, "get pages");
-        goto send;
-    }
-    items = az_malloc(n * sizeof(*items));
-    for (size_t i = 0; i < n; i++)
-        items[i] = (ProtobufCBinaryData){ page_size, pages + i * page_size };
-    resp.pages = items;
-    resp.n_pages = n;
-    resp.page_lsns = lsns;
-    resp.n_page_lsns = n;
-    if (svc->layers_visited)
-        met_histogram_observe(svc->layers_visited, (double)rs.layers_visited / (double)n);
-    if (svc->pages_served)
-        met_counter_add(svc->pages_served, n);
-send:
-    if (svc->getpage_seconds)
-        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
-    rpc_stream_send_msg(call, &resp.base);
-    az_free(items);
-    az_free(lsns);
-    az_free(pages);
+    pthread_mutex_lock(&st->mu);
+    j->seq = st->next_seq++;
+    st->in_flight++;
+    pthread_mutex_unlock(&st->mu);
+    return j;
 }
 
 static int h_get_pages(rpc_stream *call, void *arg)
@@ -316,22 +498,62 @@ static int h_get_pages(rpc_stream *call, void *arg)
     ps_service *svc = arg;
     ps_timeline *tl = NULL;
     int status = RPC_STATUS_OK;
-    while (!atomic_load(&svc->stopping)) {
-        Arbor__GetPagesRequest *req;
-        int rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor,
-                                     1000, (ProtobufCMessage **)&req);
-        if (rc == RPC_ETIMEDOUT)
-            continue;
+    gp_stream st = { .svc = svc, .call = call };
+    pthread_mutex_init(&st.mu, NULL);
+    pthread_cond_init(&st.cv, NULL);
+    Arbor__GetPagesRequest *held = NULL;   /* received, not yet a job */
+    bool ended = false;
+    while (!ended && !atomic_load(&svc->stopping)) {
+        int rc = 0;
+        if (!held) {
+            rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor, 1000,
+                                     (ProtobufCMessage **)&held);
+            if (rc == RPC_ETIMEDOUT)
+                continue;
+        }
+        if (rc == 0) {
+            /* Room for one more batch of this stream. */
+            pthread_mutex_lock(&st.mu);
+            while (st.in_flight >= GP_MAX_IN_FLIGHT && !st.failed)
+                pthread_cond_wait(&st.cv, &st.mu);
+            bool failed = st.failed;
+            pthread_mutex_unlock(&st.mu);
+            if (failed)
+                break;
+            gp_job *j = gp_job_new(&st, held, &tl);
+            held = NULL;
+            /* Is another request waiting already? */
+            Arbor__GetPagesRequest *next = NULL;
+            rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor, 0,
+                                     (ProtobufCMessage **)&next);
+            lsn_t need = j->req->not_modified_since ? j->req->not_modified_since
+                                                    : j->req->request_lsn;
+            if (rc == 0 && j->tl && ps_timeline_readable_at(j->tl, need) &&
+                read_pool_ready(svc)) {
+                read_pool_push(svc->pool, j);
+            } else {
+                gp_read(svc, j);
+                gp_finish(j);
+            }
+            held = next;
+            if (rc == RPC_ETIMEDOUT || rc == 0)
+                continue;
+        }
         if (rc == RPC_EPROTO) {
             rpc_stream_set_status_message(call, "malformed GetPagesRequest");
             status = RPC_STATUS_INVALID_ARGUMENT;
-            break;
         }
-        if (rc != 0)
-            break;
-        get_pages_one(svc, call, req, &tl);
-        protobuf_c_message_free_unpacked(&req->base, NULL);
+        ended = true;        /* the end, a transport error, cancelled */
     }
+    if (held)
+        protobuf_c_message_free_unpacked(&held->base, NULL);
+    /* The pool's batches of this stream reference st and call. */
+    pthread_mutex_lock(&st.mu);
+    while (st.in_flight > 0)
+        pthread_cond_wait(&st.cv, &st.mu);
+    pthread_mutex_unlock(&st.mu);
+    pthread_cond_destroy(&st.cv);
+    pthread_mutex_destroy(&st.mu);
     if (tl)
         ps_timeline_release(tl);
     return status;
@@ -781,8 +1003,11 @@ int ps_svc_create(ps_repo *repo, met_registry *mreg, const ps_svc_options *opt,
     if (opt && opt->hooks)
         svc->hooks = *opt->hooks;
     atomic_init(&svc->stopping, false);
+    svc->pool = az_calloc(1, sizeof(*svc->pool));
+    pthread_mutex_init(&svc->pool->mu, NULL);
+    pthread_cond_init(&svc->pool->cv, NULL);
     if (mreg && create_metrics(svc, mreg) != 0) {
-        az_free(svc);
+        ps_svc_destroy(svc);
         return -EINVAL;
     }
     *out = svc;
@@ -833,5 +1058,19 @@ void ps_svc_stop(ps_service *svc)
 
 void ps_svc_destroy(ps_service *svc)
 {
+    if (!svc)
+        return;
+    ps_read_pool *p = svc->pool;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n; i++)
+        pthread_join(p->threads[i], NULL);
+    assert(!p->head);        /* every handler waited for its batches */
+    az_free(p->threads);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    az_free(p);
     az_free(svc);
 }

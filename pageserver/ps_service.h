@@ -38,6 +38,9 @@ typedef struct ps_svc_hooks {
 
 typedef struct ps_svc_options {
     uint32_t wait_lsn_ms;        /* longest wait for ingest; 0 = 10 s */
+    /* Threads that read GetPages batches beside each stream's own thread
+     * (started on first use); 0 = twice the CPUs, 4 to 32. */
+    uint32_t read_threads;
     const ps_svc_hooks *hooks;   /* may be NULL */
 } ps_svc_options;
 

@@ -399,6 +399,91 @@ static void check_all(void)
     assert_true(rr.checked > 0);
 }
 
+/* ---- pipelined reads: answers in request order ------------------------------------- */
+
+typedef struct pipe_req {
+    uint64_t id;
+    int t;
+    lsn_t lsn;
+    uint32_t n;          /* pages: pgno i is 1 + i % MAX_PGNO */
+} pipe_req;
+
+/* The answer to r: its id, and each page equal to the model's (or, for
+ * request_lsn 0, an INVALID_ARGUMENT error). */
+static void check_pipe_answer(const pipe_req *r, Arbor__GetPagesResponse *resp)
+{
+    if (resp->request_id != r->id)
+        fail_msg("answer %" PRIu64 " came where %" PRIu64 " was due: out of order",
+                 resp->request_id, r->id);
+    if (r->lsn == 0) {
+        assert_non_null(resp->error);
+        assert_int_equal(resp->error->code, ARBOR__ERROR_CODE__INVALID_ARGUMENT);
+        return;
+    }
+    if (resp->error)
+        fail_msg("request %" PRIu64 ": %s", r->id, resp->error->message);
+    assert_int_equal(resp->n_pages, r->n);
+    uint8_t want[PAGE];
+    for (uint32_t i = 0; i < r->n; i++) {
+        lsn_t page_lsn;
+        uint32_t pgno = 1 + i % MAX_PGNO;
+        fill_page(want, model_seed(r->t, pgno, r->lsn, &page_lsn));
+        if (resp->pages[i].len != PAGE || memcmp(resp->pages[i].data, want, PAGE) != 0)
+            fail_msg("request %" PRIu64 " page %u: wrong data", r->id, pgno);
+        assert_int_equal(resp->page_lsns[i], page_lsn);
+    }
+}
+
+/* One stream with up to WINDOW requests ahead of the answers, mixing big
+ * batches (1,024 pages) with one-page ones, two timelines, old and new
+ * LSNs and a bad request: the pageserver serves them at once (issue 13),
+ * and the answers must still come in request order with the right pages. */
+static void test_pipelined_reads(void **state)
+{
+    (void)state;
+    enum { WINDOW = 12, N_REQ = 240 };
+    uint32_t *pgnos = malloc(1024 * sizeof(uint32_t));
+    for (uint32_t i = 0; i < 1024; i++)
+        pgnos[i] = 1 + i % MAX_PGNO;
+    pipe_req *rq = calloc(N_REQ, sizeof(*rq));
+    for (int i = 0; i < N_REQ; i++) {
+        int t = i % 3 == 2 && g_n_tl > 1 ? 1 : 0;
+        model_tl *m = &g_m[t];
+        rq[i].id = 1000 + (uint64_t)i;
+        rq[i].t = t;
+        rq[i].lsn = m->commits[(i * 7) % m->n].end_lsn;
+        rq[i].n = i % 4 == 0 ? 1024 : 1 + (uint32_t)i % 3;
+        if (i % 17 == 16)
+            rq[i].lsn = 0;   /* refused: request_lsn is required */
+    }
+    rpc_stream *s;
+    assert_int_equal(rpc_stream_open(g_ch, "/arbor.PageService/GetPages", 120000, &s), 0);
+    int sent = 0;
+    for (int got = 0; got < N_REQ; got++) {
+        for (; sent < N_REQ && sent < got + WINDOW; sent++) {
+            Arbor__TimelineRef ref;
+            ref_of(rq[sent].t, &ref);
+            Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
+            req.request_id = rq[sent].id;
+            req.timeline = &ref;
+            req.pgnos = pgnos;
+            req.n_pgnos = rq[sent].n;
+            req.request_lsn = rq[sent].lsn;
+            assert_int_equal(rpc_stream_send_msg(s, &req.base), 0);
+        }
+        Arbor__GetPagesResponse *resp;
+        assert_int_equal(rpc_stream_recv_msg(s, &arbor__get_pages_response__descriptor,
+                                             20000, (ProtobufCMessage **)&resp), 0);
+        check_pipe_answer(&rq[got], resp);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    rpc_stream_close_send(s);
+    assert_int_equal(rpc_stream_finish(s, 20000, NULL), 0);
+    rpc_stream_destroy(s);
+    free(rq);
+    free(pgnos);
+}
+
 /* ---- tests --------------------------------------------------------------------- */
 
 static void test_model_with_branches(void **state)
@@ -834,6 +919,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_with_branches),
+        cmocka_unit_test(test_pipelined_reads),
         cmocka_unit_test(test_kill9_pageserver),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_safekeeper_failover),
