@@ -62,7 +62,9 @@ struct vfs_db {
     struct pin { lsn_t lsn; int n; } *pins;   /* snapshots held, oldest first */
     int n_pins, cap_pins;
     const void *writer;          /* RESERVED holder, or NULL */
-    pthread_cond_t writer_cv;    /* broadcast when the writer lets go */
+    /* Signalled (one waiter) when the writer lets go; broadcast when the
+     * branch is fenced or its pipeline failed. */
+    pthread_cond_t writer_cv;
     pthread_cond_t latest_cv;    /* broadcast when latest_lsn moves */
     bool fenced;
     int64_t last_commit_ts_us;
@@ -498,6 +500,11 @@ int vfs_db_reserve(vfs_db *db, const void *owner, lsn_t snap, uint64_t epoch)
         rc = VFS_ESNAPSHOT;
     else
         db->writer = owner;
+    /* The lock is free and this caller may not come back for it (a stale
+     * snapshot inside a transaction is the client's error): the wake it
+     * may have had from unreserve goes on to another waiter. */
+    if (rc == VFS_ESNAPSHOT)
+        pthread_cond_signal(&db->writer_cv);
     pthread_mutex_unlock(&db->mu);
     return rc;
 }
@@ -507,7 +514,11 @@ void vfs_db_unreserve(vfs_db *db, const void *owner)
     pthread_mutex_lock(&db->mu);
     if (db->writer == owner) {
         db->writer = NULL;
-        pthread_cond_broadcast(&db->writer_cv);
+        /* One waiter: it retries at once and either takes the lock or
+         * finds a new writer, whose unreserve wakes the next. Waking all
+         * of them made every commit cost a context switch per waiting
+         * session (64 with the proxy's pool). */
+        pthread_cond_signal(&db->writer_cv);
     }
     pthread_mutex_unlock(&db->mu);
 }
@@ -689,6 +700,7 @@ static int map_wp_error(vfs_db *db, int rc)
     if (rc == WP_EFENCED) {
         pthread_mutex_lock(&db->mu);
         db->fenced = true;
+        pthread_cond_broadcast(&db->writer_cv);   /* waiters learn it now */
         pthread_mutex_unlock(&db->mu);
         log_error("arbor vfs: %s: FENCED: another primary took over this "
                   "branch; this compute refuses writes from now on", db->name);
