@@ -14,6 +14,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +105,114 @@ static void test_budget_per_compute(void **state)
     }
 }
 
+typedef struct waiter {
+    pxp *p;
+    const char *key;
+    peers *pe;
+    pxp_conn *got;
+    int rc;
+    double ms;
+    atomic_bool done;
+    bool counted;
+} waiter;
+
+static double mono_ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void *waiter_main(void *arg)
+{
+    waiter *w = arg;
+    double t0 = mono_ms_now();
+    w->rc = pxp_acquire(w->p, w->key, fake_connect, w->pe, &w->got);
+    w->ms = mono_ms_now() - t0;
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+/* Starts a waiter on key and gives it time to block in the pool. */
+static void start_waiter(pthread_t *t, waiter *w)
+{
+    pthread_create(t, NULL, waiter_main, w);
+    usleep(200 * 1000);
+}
+
+/* A client waiting for a session is woken as soon as one is let go (the
+ * pool's wait is 30 s here): by a session of its own pool going idle, by
+ * one closed, and by an idle session of another pool of the same compute
+ * (it takes that one's place), five waiters one after another. */
+static void test_waiter_woken(void **state)
+{
+    (void)state;
+    pxp *p;
+    assert_int_equal(pxp_create(1, 30000, NULL, &p), 0);
+    peers pe = { .n = 0 };
+    const char *a = "10.0.0.1:5432/u/main/", *b = "10.0.0.1:5432/u/main/opt=1";
+    pxp_conn *held;
+    assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &held), 0);
+    /* same pool, released idle */
+    pthread_t t;
+    waiter w = { .p = p, .key = a, .pe = &pe };
+    start_waiter(&t, &w);
+    pxp_release(held, true);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    if (w.ms > 200 + 1000)
+        fail_msg("woken after %.0f ms by an idle session of its pool", w.ms);
+    held = w.got;
+    /* same pool, closed */
+    w = (waiter){ .p = p, .key = a, .pe = &pe };
+    start_waiter(&t, &w);
+    pxp_release(held, false);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    if (w.ms > 200 + 1000)
+        fail_msg("woken after %.0f ms by a closed session of its pool", w.ms);
+    held = w.got;
+    /* another pool of the compute: a's session going idle makes room */
+    w = (waiter){ .p = p, .key = b, .pe = &pe };
+    start_waiter(&t, &w);
+    pxp_release(held, true);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    if (w.ms > 200 + 1000)
+        fail_msg("woken after %.0f ms by an idle session of another pool", w.ms);
+    held = w.got;
+    /* several waiters: each release wakes the next */
+    waiter ws[3];
+    pthread_t ts[3];
+    for (int i = 0; i < 3; i++) {
+        ws[i] = (waiter){ .p = p, .key = b, .pe = &pe };
+        start_waiter(&ts[i], &ws[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        double t0 = mono_ms_now();
+        pxp_release(held, true);
+        held = NULL;
+        while (!held && mono_ms_now() - t0 < 2000) {
+            for (int k = 0; k < 3 && !held; k++) {
+                if (atomic_load(&ws[k].done) && !ws[k].counted) {
+                    assert_int_equal(ws[k].rc, 0);
+                    held = ws[k].got;
+                    ws[k].counted = true;
+                }
+            }
+            usleep(1000);
+        }
+        if (!held)
+            fail_msg("release %d woke no waiter within 2 s", i);
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(ts[i], NULL);
+    pxp_release(held, true);
+    pxp_destroy(p);
+    for (int i = 0; i < pe.n; i++)
+        close(pe.fd[i]);
+}
+
 static int refuse(void *arg, int *fd, int32_t *cpid, int32_t *ckey, uint8_t **hello,
                   size_t *hello_len)
 {
@@ -182,6 +293,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_per_compute),
+        cmocka_unit_test(test_waiter_woken),
         cmocka_unit_test(test_pools_freed),
         cmocka_unit_test(test_stmt_lru),
     };
