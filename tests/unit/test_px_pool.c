@@ -140,6 +140,22 @@ static void start_waiter(pthread_t *t, waiter *w)
     usleep(200 * 1000);
 }
 
+/* A waiter on key, then held let go (kept idle, or closed): the session
+ * the waiter got, which it must get at once. */
+static pxp_conn *woken_by(pxp *p, peers *pe, const char *key, pxp_conn *held,
+                          bool reusable, const char *what)
+{
+    pthread_t t;
+    waiter w = { .p = p, .key = key, .pe = pe };
+    start_waiter(&t, &w);
+    pxp_release(held, reusable);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    if (w.ms > 200 + 1000)
+        fail_msg("woken after %.0f ms by %s", w.ms, what);
+    return w.got;
+}
+
 /* A client waiting for a session is woken as soon as one is let go (the
  * pool's wait is 30 s here): by a session of its own pool going idle, by
  * one closed, and by an idle session of another pool of the same compute
@@ -153,34 +169,10 @@ static void test_waiter_woken(void **state)
     const char *a = "10.0.0.1:5432/u/main/", *b = "10.0.0.1:5432/u/main/opt=1";
     pxp_conn *held;
     assert_int_equal(pxp_acquire(p, a, fake_connect, &pe, &held), 0);
-    /* same pool, released idle */
-    pthread_t t;
-    waiter w = { .p = p, .key = a, .pe = &pe };
-    start_waiter(&t, &w);
-    pxp_release(held, true);
-    pthread_join(t, NULL);
-    assert_int_equal(w.rc, 0);
-    if (w.ms > 200 + 1000)
-        fail_msg("woken after %.0f ms by an idle session of its pool", w.ms);
-    held = w.got;
-    /* same pool, closed */
-    w = (waiter){ .p = p, .key = a, .pe = &pe };
-    start_waiter(&t, &w);
-    pxp_release(held, false);
-    pthread_join(t, NULL);
-    assert_int_equal(w.rc, 0);
-    if (w.ms > 200 + 1000)
-        fail_msg("woken after %.0f ms by a closed session of its pool", w.ms);
-    held = w.got;
+    held = woken_by(p, &pe, a, held, true, "an idle session of its pool");
+    held = woken_by(p, &pe, a, held, false, "a closed session of its pool");
     /* another pool of the compute: a's session going idle makes room */
-    w = (waiter){ .p = p, .key = b, .pe = &pe };
-    start_waiter(&t, &w);
-    pxp_release(held, true);
-    pthread_join(t, NULL);
-    assert_int_equal(w.rc, 0);
-    if (w.ms > 200 + 1000)
-        fail_msg("woken after %.0f ms by an idle session of another pool", w.ms);
-    held = w.got;
+    held = woken_by(p, &pe, b, held, true, "an idle session of another pool");
     /* several waiters: each release wakes the next */
     waiter ws[3];
     pthread_t ts[3];
