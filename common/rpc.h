@@ -49,6 +49,7 @@
 #ifndef ARBOR_RPC_H
 #define ARBOR_RPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
@@ -166,6 +167,11 @@ void rpc_stream_set_status_message(rpc_stream *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Peer address "ipv4:127.0.0.1:5555" (server side), for logs. */
 const char *rpc_stream_peer(rpc_stream *call);
+/* Server side: waits up to timeout_ms for the last message sent on call to
+ * be on its way, after which a send does not wait. 0, or RPC_ETIMEDOUT
+ * (the peer reads slowly, or not at all); RPC_EINVAL on client streams.
+ * Only the thread that sends may call it. */
+int rpc_stream_send_wait(rpc_stream *call, int timeout_ms);
 
 /* ---- client ----------------------------------------------------------- */
 

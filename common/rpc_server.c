@@ -727,6 +727,17 @@ void rpc_stream_set_status_message(rpc_stream *s, const char *fmt, ...)
     va_end(ap);
 }
 
+int rpc_stream_send_wait(rpc_stream *s, int timeout_ms)
+{
+    if (!s || !s->is_server)
+        return RPC_EINVAL;
+    struct timespec until = rpci_mono_after_ms(timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    int rc = srv_wait_op(s, &s->send, &until);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 const char *rpc_stream_peer(rpc_stream *s)
 {
     if (!s->peer)

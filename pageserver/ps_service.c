@@ -263,9 +263,18 @@ send:
  * is next in order sends it and every finished batch after it. A batch
  * that must wait for ingest is served by the handler thread, so that a
  * pool thread never waits for WAL. At most GP_MAX_IN_FLIGHT batches of a
- * stream are read or waiting to be sent at once. */
+ * stream are read or waiting to be sent at once.
+ *
+ * A pool thread does not wait long for a slow reader: when the stream's
+ * last answer is not on its way within GP_SEND_WAIT_MS (the client does not
+ * read: a paused compute), it leaves the rest to the stream's own thread,
+ * which polls for requests every GP_POLL_MS while the stream has batches
+ * out. So paused clients cannot take the pool's threads from everyone
+ * else. */
 
 #define GP_MAX_IN_FLIGHT 16
+#define GP_POLL_MS 10
+#define GP_SEND_WAIT_MS 5
 
 typedef struct gp_stream gp_stream;
 
@@ -290,6 +299,7 @@ struct gp_stream {
     uint64_t next_seq, send_seq;
     int in_flight;              /* received, not yet sent */
     bool sending;               /* a thread is sending for the stream */
+    bool deferred;              /* finished batches wait for the stream's thread */
     bool failed;                /* a send failed: the call is gone */
     gp_job *done;               /* finished, waiting for their turn */
 };
@@ -357,19 +367,16 @@ out:
         met_histogram_observe(svc->getpage_seconds, now_s() - t0);
 }
 
-/* j is read: queued for its turn, and every batch whose turn has come is
- * sent (by this thread, unless another is sending for the stream). */
-static void gp_finish(gp_job *j)
+/* Sends every finished batch whose turn has come (unless another thread is
+ * sending for the stream: it finds them). own: the stream's own thread,
+ * which may wait for a slow reader; a pool thread leaves the batches to it
+ * then. st->mu held. */
+static void gp_flush_locked(gp_stream *st, bool own)
 {
-    gp_stream *st = j->st;
-    pthread_mutex_lock(&st->mu);
-    j->next = st->done;
-    st->done = j;
-    if (st->sending) {
-        pthread_mutex_unlock(&st->mu);
-        return;              /* that thread finds j when j's turn comes */
-    }
+    if (st->sending)
+        return;
     st->sending = true;
+    st->deferred = false;
     for (;;) {
         gp_job **pp = &st->done;
         while (*pp && (*pp)->seq != st->send_seq)
@@ -380,6 +387,14 @@ static void gp_finish(gp_job *j)
         *pp = next->next;
         bool failed = st->failed;
         pthread_mutex_unlock(&st->mu);
+        if (!own && !failed &&
+            rpc_stream_send_wait(st->call, GP_SEND_WAIT_MS) == RPC_ETIMEDOUT) {
+            pthread_mutex_lock(&st->mu);
+            next->next = st->done;     /* back: the stream's thread sends it */
+            st->done = next;
+            st->deferred = true;
+            break;
+        }
         if (!failed && rpc_stream_send_msg(st->call, &next->resp.base) != 0)
             failed = true;
         gp_free(next);
@@ -390,7 +405,47 @@ static void gp_finish(gp_job *j)
         pthread_cond_broadcast(&st->cv);
     }
     st->sending = false;
+}
+
+/* j is read: queued for its turn, and what is due is sent. */
+static void gp_finish(gp_job *j, bool own)
+{
+    gp_stream *st = j->st;
+    pthread_mutex_lock(&st->mu);
+    j->next = st->done;
+    st->done = j;
+    gp_flush_locked(st, own);
     pthread_mutex_unlock(&st->mu);
+}
+
+/* The stream's thread: sends what a pool thread left to it, until cond
+ * holds (st->mu held; woken by every batch sent, and every GP_POLL_MS). */
+static void gp_wait_own(gp_stream *st, bool (*cond)(const gp_stream *))
+{
+    while (!cond(st)) {
+        if (st->deferred) {
+            gp_flush_locked(st, true);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += GP_POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    }
+}
+
+static bool gp_has_room(const gp_stream *st)
+{
+    return st->in_flight < GP_MAX_IN_FLIGHT || st->failed;
+}
+
+static bool gp_all_sent(const gp_stream *st)
+{
+    return st->in_flight == 0;
 }
 
 static void *read_pool_main(void *arg)
@@ -409,7 +464,7 @@ static void *read_pool_main(void *arg)
             p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
         gp_read(svc, j);
-        gp_finish(j);
+        gp_finish(j, false);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -506,7 +561,14 @@ static int h_get_pages(rpc_stream *call, void *arg)
     while (!ended && !atomic_load(&svc->stopping)) {
         int rc = 0;
         if (!held) {
-            rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor, 1000,
+            /* While batches are out, answers a pool thread left to this
+             * one are sent at least every GP_POLL_MS. */
+            pthread_mutex_lock(&st.mu);
+            if (st.deferred)
+                gp_flush_locked(&st, true);
+            int wait_ms = st.in_flight > 0 ? GP_POLL_MS : 1000;
+            pthread_mutex_unlock(&st.mu);
+            rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor, wait_ms,
                                      (ProtobufCMessage **)&held);
             if (rc == RPC_ETIMEDOUT)
                 continue;
@@ -514,8 +576,7 @@ static int h_get_pages(rpc_stream *call, void *arg)
         if (rc == 0) {
             /* Room for one more batch of this stream. */
             pthread_mutex_lock(&st.mu);
-            while (st.in_flight >= GP_MAX_IN_FLIGHT && !st.failed)
-                pthread_cond_wait(&st.cv, &st.mu);
+            gp_wait_own(&st, gp_has_room);
             bool failed = st.failed;
             pthread_mutex_unlock(&st.mu);
             if (failed)
@@ -533,7 +594,7 @@ static int h_get_pages(rpc_stream *call, void *arg)
                 read_pool_push(svc->pool, j);
             } else {
                 gp_read(svc, j);
-                gp_finish(j);
+                gp_finish(j, true);
             }
             held = next;
             if (rc == RPC_ETIMEDOUT || rc == 0)
@@ -549,8 +610,7 @@ static int h_get_pages(rpc_stream *call, void *arg)
         protobuf_c_message_free_unpacked(&held->base, NULL);
     /* The pool's batches of this stream reference st and call. */
     pthread_mutex_lock(&st.mu);
-    while (st.in_flight > 0)
-        pthread_cond_wait(&st.cv, &st.mu);
+    gp_wait_own(&st, gp_all_sent);
     pthread_mutex_unlock(&st.mu);
     pthread_cond_destroy(&st.cv);
     pthread_mutex_destroy(&st.mu);

@@ -166,8 +166,11 @@ static void cluster_up(void)
     g_ps.extra_args[3] = "--layers.image-after-deltas=4";
     g_ps.extra_args[4] = "--reads.wait-lsn-timeout=1500ms";
     g_ps.extra_args[5] = "--gc.interval=300ms";
-    /* Receivers come and go with WAL (issue 18): make them go often. */
-    g_ps.extra_args[8] = "--wal.receiver-idle=1s";
+    /* Receivers come and go with WAL (issue 18): make them go often. (At
+     * [8] it was never passed: the harness stops at the first NULL.) */
+    g_ps.extra_args[6] = "--wal.receiver-idle=1s";
+    /* A small read pool: test_stalled_readers outnumbers it. */
+    g_ps.extra_args[7] = "--reads.threads=2";
 #ifdef PS_TEST_HOOKS
     hook_ps_args(&g_ps);
 #endif
@@ -438,10 +441,9 @@ static void check_pipe_answer(const pipe_req *r, Arbor__GetPagesResponse *resp)
  * batches (1,024 pages) with one-page ones, two timelines, old and new
  * LSNs and a bad request: the pageserver serves them at once (issue 13),
  * and the answers must still come in request order with the right pages. */
-static void test_pipelined_reads(void **state)
+static void pipelined_reads(int N_REQ)
 {
-    (void)state;
-    enum { WINDOW = 12, N_REQ = 240 };
+    enum { WINDOW = 12 };
     uint32_t *pgnos = malloc(1024 * sizeof(uint32_t));
     for (uint32_t i = 0; i < 1024; i++)
         pgnos[i] = 1 + i % MAX_PGNO;
@@ -481,6 +483,48 @@ static void test_pipelined_reads(void **state)
     assert_int_equal(rpc_stream_finish(s, 20000, NULL), 0);
     rpc_stream_destroy(s);
     free(rq);
+    free(pgnos);
+}
+
+static void test_pipelined_reads(void **state)
+{
+    (void)state;
+    pipelined_reads(240);
+}
+
+/* Readers that stop reading (a paused compute: the answers wait in flow
+ * control) do not take the read pool from the others: with more stalled
+ * pipelined streams than pool threads (--reads.threads=2; 3 streams, each
+ * with 16 answers of 4 MiB nobody reads: more than gRPC's flow control
+ * takes), another stream's pipelined reads are all answered, in order.
+ * With pool threads waiting on those sends, they time out. */
+static void test_stalled_readers(void **state)
+{
+    (void)state;
+    enum { STALLED = 3, REQS = 16 };
+    uint32_t *pgnos = malloc(1024 * sizeof(uint32_t));
+    for (uint32_t i = 0; i < 1024; i++)
+        pgnos[i] = 1 + i % MAX_PGNO;
+    Arbor__TimelineRef ref;
+    ref_of(0, &ref);
+    rpc_stream *st[STALLED];
+    for (int k = 0; k < STALLED; k++) {
+        assert_int_equal(rpc_stream_open(g_ch, "/arbor.PageService/GetPages", 60000, &st[k]),
+                         0);
+        for (int r = 0; r < REQS; r++) {
+            Arbor__GetPagesRequest req = ARBOR__GET_PAGES_REQUEST__INIT;
+            req.request_id = (uint64_t)r + 1;
+            req.timeline = &ref;
+            req.pgnos = pgnos;
+            req.n_pgnos = 1024;
+            req.request_lsn = g_m[0].commits[g_m[0].n - 1].end_lsn;
+            assert_int_equal(rpc_stream_send_msg(st[k], &req.base), 0);
+        }
+    }
+    h_sleep_ms(1000);   /* the pageserver reads them and runs into flow control */
+    pipelined_reads(60);
+    for (int k = 0; k < STALLED; k++)
+        rpc_stream_destroy(st[k]);
     free(pgnos);
 }
 
@@ -920,6 +964,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_with_branches),
         cmocka_unit_test(test_pipelined_reads),
+        cmocka_unit_test(test_stalled_readers),
         cmocka_unit_test(test_kill9_pageserver),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_safekeeper_failover),
