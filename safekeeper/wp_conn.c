@@ -35,7 +35,8 @@ static void do_status(wp_sk *sk)
                            (ProtobufCMessage **)&resp, wp->rpc_timeout_ms, NULL);
     pthread_mutex_lock(&wp->mu);
     note_rpc(sk, rc);
-    if (rc == 0 && wpi_err_code(resp->error) == ARBOR__ERROR_CODE__OK) {
+    sk->status_ok = rc == 0 && wpi_err_code(resp->error) == ARBOR__ERROR_CODE__OK;
+    if (sk->status_ok) {
         if (resp->term > sk->term_seen) {
             sk->term_seen = resp->term;
         }

@@ -92,20 +92,38 @@ static int become_elected(struct wp_proposer *wp, uint64_t term)
 }
 
 /* Asks every connection thread for its safekeeper's term and waits for the
- * answers (each bounded by rpc_timeout_ms). */
+ * answers (each bounded by rpc_timeout_ms), or for a quorum of them and
+ * WP_TERMS_GRACE_US more: the vote needs a quorum's grants, and a term above
+ * those of a quorum gets them; a safekeeper that hangs (a stalled disk, a
+ * paused process) must not hold every election for rpc_timeout_ms. A
+ * higher term it holds only refuses this vote; the next round starts above
+ * it. */
+#define WP_TERMS_GRACE_US 20000
+
 static void learn_terms(struct wp_proposer *wp, int64_t deadline)
 {
     uint64_t gen = ++wp->status_gen;
     wpi_wake(wp);
+    int64_t quorum_at = 0;
     for (;;) {
-        int done = 0;
+        int done = 0, ok = 0;
         for (int i = 0; i < wp->n; i++) {
-            done += wp->sk[i].status_gen_done >= gen;
+            if (wp->sk[i].status_gen_done >= gen) {
+                done++;
+                ok += wp->sk[i].status_ok;
+            }
         }
-        if (done == wp->n || wpi_now_us(wp) >= deadline || wp->stopping) {
+        int64_t now = wpi_now_us(wp);
+        if (ok >= wp->quorum && quorum_at == 0) {
+            quorum_at = now;
+        }
+        if (done == wp->n || now >= deadline || wp->stopping ||
+            (quorum_at && now >= quorum_at + WP_TERMS_GRACE_US)) {
             return;
         }
-        wpi_wait_until(wp, deadline, 100000);
+        int64_t until = quorum_at && quorum_at + WP_TERMS_GRACE_US < deadline
+                            ? quorum_at + WP_TERMS_GRACE_US : deadline;
+        wpi_wait_until(wp, until, 100000);
     }
 }
 

@@ -64,6 +64,7 @@ typedef struct wp_sk {
 
     /* Election rounds (requested through wp->status_gen / wp->vote_gen). */
     uint64_t status_gen_done;
+    bool status_ok;          /* the last status call was answered */
     uint64_t vote_gen_done;
     bool vote_answered, vote_granted;
     lsn_t v_flush, v_commit, v_last_rec;

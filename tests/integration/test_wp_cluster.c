@@ -625,6 +625,38 @@ static void majority_down(bool pause)
     free(expect);
 }
 
+/* One safekeeper hung (SIGSTOP: it accepts connections, answers nothing):
+ * a new proposer is elected by the other two without waiting out the hung
+ * one's call deadline (3 s here), and commits. Before, learning the terms
+ * waited for every safekeeper, so each election (a compute's start or
+ * wake) took the whole deadline. */
+static void test_one_hung_election(void **state)
+{
+    (void)state;
+    wp_config cfg = make_config(0);
+    cfg.rpc_timeout_ms = 3000;
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    elect(wp);                      /* the timeline exists on all three */
+    wp_destroy(wp);
+    assert_int_equal(h_sk_pause(&g_sk[2]), 0);
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    int64_t t0 = mono_ms();
+    int rc = wp_elect(wp, 8000);
+    int64_t ms = mono_ms() - t0;
+    print_message("elected with one safekeeper hung in %" PRId64 " ms\n", ms);
+    assert_int_equal(rc, 0);
+    if (ms >= 1500)
+        fail_msg("election took %" PRId64 " ms with one of three safekeepers hung "
+                 "(its calls time out after 3000 ms)", ms);
+    size_t rl;
+    uint8_t *r = make_rec(cur_pos(wp), 7, &rl);
+    assert_int_equal(wp_commit(wp, r, rl, NULL, 5000), 0);
+    free(r);
+    h_sk_resume(&g_sk[2]);
+    wp_destroy(wp);
+}
+
 static void test_majority_paused(void **state)
 {
     (void)state;
@@ -701,6 +733,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_10k, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_race, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_paused, cluster_up, cluster_down),
+        cmocka_unit_test_setup_teardown(test_one_hung_election, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_killed, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_memory, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_peer, cluster_up, cluster_down),
