@@ -130,6 +130,12 @@ static int find_tl(ps_service *svc, const Arbor__TimelineRef *ref,
     return rc;
 }
 
+/* What a read at request_lsn needs ingested (see ps_service.h). */
+static lsn_t need_lsn(lsn_t request_lsn, lsn_t not_modified_since)
+{
+    return not_modified_since ? not_modified_since : request_lsn;
+}
+
 /* Waits for ingest to reach what the read needs (see ps_service.h). */
 static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
                        lsn_t not_modified_since, err_buf *e, Arbor__Error **err)
@@ -144,7 +150,7 @@ static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
                           "not_modified_since is above request_lsn");
         return PS_EINVAL;
     }
-    lsn_t need = not_modified_since ? not_modified_since : request_lsn;
+    lsn_t need = need_lsn(request_lsn, not_modified_since);
     if (ps_timeline_readable_at(tl, need))
         return 0;
     uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
@@ -471,13 +477,11 @@ static void *read_pool_main(void *arg)
     return NULL;
 }
 
-/* The pool, started on first use. false when it cannot run (then the
- * handler serves every batch itself). */
-static bool read_pool_ready(ps_service *svc)
+/* Queues j for the pool (its threads started on first use). false when
+ * the pool cannot run: then the stream's thread serves j itself. */
+static bool read_pool_submit(ps_service *svc, gp_job *j)
 {
     ps_read_pool *p = svc->pool;
-    if (!p)
-        return false;
     pthread_mutex_lock(&p->mu);
     if (!p->threads && !p->stop) {
         int want = (int)svc->opt.read_threads;
@@ -502,21 +506,17 @@ static bool read_pool_ready(ps_service *svc)
                      "one after another");
     }
     bool ok = p->n > 0 && !p->stop;
+    if (ok) {
+        j->next = NULL;
+        if (p->tail)
+            p->tail->next = j;
+        else
+            p->head = j;
+        p->tail = j;
+        pthread_cond_signal(&p->cv);
+    }
     pthread_mutex_unlock(&p->mu);
     return ok;
-}
-
-static void read_pool_push(ps_read_pool *p, gp_job *j)
-{
-    pthread_mutex_lock(&p->mu);
-    j->next = NULL;
-    if (p->tail)
-        p->tail->next = j;
-    else
-        p->head = j;
-    p->tail = j;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
 }
 
 /* A job for req (taken over): its timeline from the stream's cached handle
@@ -587,12 +587,14 @@ static int h_get_pages(rpc_stream *call, void *arg)
             Arbor__GetPagesRequest *next = NULL;
             rc = rpc_stream_recv_msg(call, &arbor__get_pages_request__descriptor, 0,
                                      (ProtobufCMessage **)&next);
-            lsn_t need = j->req->not_modified_since ? j->req->not_modified_since
-                                                    : j->req->request_lsn;
-            if (rc == 0 && j->tl && ps_timeline_readable_at(j->tl, need) &&
-                read_pool_ready(svc)) {
-                read_pool_push(svc->pool, j);
-            } else {
+            /* With one waiting behind it, j goes to the pool, unless it
+             * must wait for ingest; else this thread serves it. */
+            bool pooled = rc == 0 && j->tl &&
+                          ps_timeline_readable_at(j->tl,
+                                                  need_lsn(j->req->request_lsn,
+                                                           j->req->not_modified_since)) &&
+                          read_pool_submit(svc, j);
+            if (!pooled) {
                 gp_read(svc, j);
                 gp_finish(j, true);
             }
