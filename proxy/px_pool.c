@@ -42,6 +42,7 @@ struct pxp {
     int max_stmts;
     pxp_pool *pools;
     int n_pools;
+    int waiters;             /* clients waiting in any pool */
     met_gauge *m_open;
     met_counter *m_waits, *m_new, *m_reused, *m_timeouts, *m_evicted;
 };
@@ -199,6 +200,8 @@ static void wake_one_locked(pxp *p, pxp_pool *pool)
         pthread_cond_signal(&pool->cv);
         return;
     }
+    if (p->waiters == 0)
+        return;              /* the usual case: no pool to look through */
     for (pxp_pool *q = p->pools; q; q = q->next) {
         if (q->waiters > 0 && strcmp(q->compute, pool->compute) == 0) {
             pthread_cond_signal(&q->cv);
@@ -321,8 +324,10 @@ static int acquire_locked(pxp *p, pxp_pool *pool, pxp_connect_fn connect, void *
         waited = true;
         /* one more look after the deadline, then give up */
         pool->waiters++;
+        p->waiters++;
         int wrc = pthread_cond_timedwait(&pool->cv, &p->mu, &dl);
         pool->waiters--;
+        p->waiters--;
         /* Woken for one session, this waiter looks again even past its
          * deadline, so the session is taken; if a newcomer took it first,
          * that one's release wakes the next waiter. */
