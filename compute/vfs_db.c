@@ -655,7 +655,11 @@ int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
     uint32_t n = 0;
     pgnos[n++] = pgno;
     lsn_t nms = vfs_cache_nms(db->cache, pgno, snap);
-    for (uint32_t p = pgno + 1; n < MAX_BATCH && n <= n_ahead && p <= last; p++) {
+    /* The next n_ahead page numbers, not n_ahead uncached pages: when
+     * most of what follows is cached, the latter walked the cache as far
+     * as the end of the database on every miss. */
+    uint32_t end = pgno >= last ? pgno : last - pgno > n_ahead ? pgno + n_ahead : last;
+    for (uint32_t p = pgno + 1; n < MAX_BATCH && p <= end; p++) {
         if (vfs_cache_has(db->cache, p, snap))
             continue;
         pgnos[n++] = p;

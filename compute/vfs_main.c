@@ -219,8 +219,9 @@ typedef struct arbor_file {
     uint32_t trunc_floor;     /* pages above it not in the overlay are zero */
     bool dirty;
     bool commit_failed;       /* ignore commit points until unlock */
-    /* Sequential read detection for prefetch. */
-    uint32_t last_pgno, run;
+    /* Sequential read detection for prefetch: the highest page of the
+     * current run of nearby reads, and its length. */
+    uint32_t run_hi, run;
     /* arbor_vfs_busy_wait: the budget and the end of the current wait. */
     int busy_timeout_ms;
     int64_t busy_deadline_ms;
@@ -265,10 +266,22 @@ static void read_view(arbor_file *f, lsn_t *snap, uint32_t *size)
     }
 }
 
+/* Reads that stay within this many pages of the run's highest page
+ * continue it. A scan is rarely strictly page after page: a row's
+ * overflow chain comes after its leaf (17 18 21 19 20 22 23 26 24 ...),
+ * and pages SQLite still holds never reach the VFS. */
+#define RUN_SLACK 8u
+
 static uint32_t prefetch_window(arbor_file *f, uint32_t pgno)
 {
-    f->run = pgno == f->last_pgno + 1 ? f->run + 1 : 0;
-    f->last_pgno = pgno;
+    if (pgno + RUN_SLACK > f->run_hi && pgno <= f->run_hi + RUN_SLACK) {
+        f->run++;
+        if (pgno > f->run_hi)
+            f->run_hi = pgno;
+    } else {
+        f->run = 0;
+        f->run_hi = pgno;
+    }
     if (f->run < 2)
         return 0;
     uint32_t w = 16u * (1 + f->run / 16);

@@ -13,6 +13,12 @@
  *                version, rollback leaks overlay pages.
  *   pragmas      WAL / journal OFF / exclusive locking / page_size changes
  *                are refused with a message.
+ *   readahead    cold scans of rows with overflow pages, of the leaves
+ *                only and then of every byte (a leaf, then its rows'
+ *                chains, slightly out of order), are fetched in windows:
+ *                a few GetPages requests per hundred pages, and each page
+ *                once. Breaks if: only strictly consecutive reads count as
+ *                sequential (a request per page, as before).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,6 +199,56 @@ static void test_pragmas(void **state)
     free(text);
 }
 
+/* A counter of the process's VFS metrics. */
+static uint64_t vfs_counter(const char *name)
+{
+    char *text;
+    size_t len;
+    assert_int_equal(met_render(met_default_registry(), &text, &len), 0);
+    char want[128];
+    snprintf(want, sizeof(want), "\n%s ", name);
+    const char *at = strstr(text, want);
+    assert_non_null(at);
+    uint64_t v = strtoull(at + strlen(want), NULL, 10);
+    free(text);
+    return v;
+}
+
+static void test_readahead(void **state)
+{
+    vc_create_branch("scan", NULL, 0);
+    char uri[1024];
+    vc_uri(uri, sizeof(uri), "scan", NULL);
+    sqlite3 *p = vc_open(uri);
+    /* 10 KB rows: a leaf cell and two overflow pages each. */
+    vc_exec(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, b BLOB);"
+               "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 800)"
+               " INSERT INTO t SELECT i, printf('%0500d', i), randomblob(9500) FROM s");
+    int64_t pages = vc_int(p, "PRAGMA page_count");
+    uint64_t lsn = vc_lsn(p);
+    sqlite3_close(p);
+    vc_wait_ingested("scan", lsn);
+    char extra[128];
+    snprintf(extra, sizeof(extra), "role=static&lsn=%X/%X&cache_mb=64", (unsigned)(lsn >> 32),
+             (unsigned)lsn);
+    vc_uri(uri, sizeof(uri), "scan", extra);
+    uint64_t f0 = vfs_counter("arbor_compute_pages_fetched_total");
+    uint64_t a0 = vfs_counter("arbor_compute_pages_prefetched_total");
+    sqlite3 *s = vc_open(uri);
+    /* The keys only (leaves: the chains are not read), then every byte. */
+    assert_int_equal(vc_int(s, "SELECT sum(length(k)) FROM t"), 800 * 500);
+    assert_int_equal(vc_int(s, "SELECT sum(length(substr(b, 9001))) FROM t"), 800 * 500);
+    uint64_t fetched = vfs_counter("arbor_compute_pages_fetched_total") - f0;
+    uint64_t requests = fetched - (vfs_counter("arbor_compute_pages_prefetched_total") - a0);
+    print_message("cold scan of %" PRId64 " pages: %" PRIu64 " fetched in %" PRIu64
+                  " requests\n", pages, fetched, requests);
+    if (requests * 20 > (uint64_t)pages)
+        fail_msg("%" PRIu64 " GetPages requests for a scan of %" PRId64 " pages: readahead "
+                 "did not follow it", requests, pages);
+    assert_true(fetched <= (uint64_t)pages + 128);
+    sqlite3_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_equivalence_normal),
         cmocka_unit_test(test_equivalence_full),
         cmocka_unit_test(test_pragmas),
+        cmocka_unit_test(test_readahead),
     };
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }
