@@ -39,7 +39,7 @@
 
 /* As arbor-compute (compute/main.c): the RSS figures are the compute's. */
 __attribute__((visibility("default"), used))
-const char *malloc_conf = "narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0";
+const char *malloc_conf = "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0";
 
 static int g_rows = 20000, g_inserts = 500, g_big_mb = 0;
 

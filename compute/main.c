@@ -76,14 +76,18 @@
 
 #if defined(ARBOR_JEMALLOC) || !defined(__SANITIZE_ADDRESS__)
 /* jemalloc's start-up options (read before main): two arenas instead of
- * four per CPU, and freed pages go back to the system at once instead of
- * after 10 s. A large transaction frees tens of MiB at once (overlay,
- * records); the compute's RSS is what an operator budgets. Measured peak
- * RSS of test_compute (100 x 1 MB INSERT, 150 MiB + VACUUM): 208 MiB with
- * jemalloc's defaults, 186 with a 1 s decay, 173 with this. Ignored when
- * jemalloc is not the allocator (ASan). */
+ * four per CPU, and freed pages go back to the system after 1 s instead
+ * of 10 s. A large transaction frees tens of MiB at once (overlay,
+ * records); the compute's RSS is what an operator budgets. Peak RSS of
+ * test_compute (100 x 1 MB INSERT, 150 MiB + VACUUM): 208 MiB with
+ * jemalloc's defaults, 180 with this, 173 with no decay at all. No decay
+ * costs twice the CPU in large transactions: every 4 MiB record buffer
+ * was handed back (madvise) and faulted in again, page by page
+ * (test_vfs_bigtxn 32 + 48 s user + system, 18 + 24 s with this; test_compute
+ * 36 s, 27 s). An idle compute holds no more: its pages go back after the
+ * second. Ignored when jemalloc is not the allocator (ASan). */
 __attribute__((visibility("default"), used))
-const char *malloc_conf = "narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0";
+const char *malloc_conf = "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0";
 #endif
 
 typedef struct compute_config {
