@@ -97,7 +97,9 @@ tps() {   # URL clients script [extra pgbench args]: TPS without connection time
   local o
   o=$(PGSSLMODE=disable pgbench -n -f "$f" -c "$c" -j 2 -T "$secs" "$@" "$u" 2>&1) || { echo "$o" >&2; echo 0; return; }
   if grep -q "failed transactions: [1-9]" <<<"$o"; then echo "pgbench: failed transactions" >&2; fi
-  grep -o 'tps = [0-9.]*' <<<"$o" | tail -1 | awk '{print $3}'
+  # None (e.g. no transaction within the run: 256 PostgreSQL backends
+  # still forking when -T is short): 0, not the end of the script.
+  { grep -o 'tps = [0-9.]*' <<<"$o" || echo "tps = 0"; } | tail -1 | awk '{print $3}'
 }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else '-')" "$1" "$2"; }
 

@@ -326,9 +326,35 @@ static bool same_key(const vfs_db *db, const vfs_conf *c, const arbor_id *tl)
            db->conf.has_at == c->has_at && db->conf.at_us == c->at_us;
 }
 
+/* An open state for conf's key with timeline tl, with a reference taken;
+ * NULL if none. g_reg.mu held. */
+static vfs_db *registry_take(const vfs_conf *conf, const arbor_id *tl)
+{
+    for (vfs_db *o = g_reg.head; o; o = o->next) {
+        if (same_key(o, conf, tl)) {
+            o->refs++;
+            return o;
+        }
+    }
+    return NULL;
+}
+
 int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
 {
     pthread_once(&g_met.once, metrics_init);
+    /* A timeline given by id that is open already: no call at all (each
+     * new connection of a compute opens it; the pageserver's timeline
+     * info cost every first query 2-4 ms). A name is resolved each time:
+     * it may have moved to another timeline. */
+    if (conf->has_timeline) {
+        pthread_mutex_lock(&g_reg.mu);
+        vfs_db *o = registry_take(conf, &conf->timeline);
+        pthread_mutex_unlock(&g_reg.mu);
+        if (o) {
+            *out = o;
+            return 0;
+        }
+    }
     vfs_db *db = az_calloc(1, sizeof(*db));
     db->conf = *conf;
     pthread_mutex_init(&db->mu, NULL);
@@ -354,14 +380,12 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len)
     /* Held across the start so that two opens of one key share one state
      * (and one election). Opens are rare. */
     pthread_mutex_lock(&g_reg.mu);
-    for (vfs_db *o = g_reg.head; o; o = o->next) {
-        if (same_key(o, conf, &ti.timeline)) {
-            o->refs++;
-            pthread_mutex_unlock(&g_reg.mu);
-            db_free(db);
-            *out = o;
-            return 0;
-        }
+    vfs_db *o = registry_take(conf, &ti.timeline);
+    if (o) {
+        pthread_mutex_unlock(&g_reg.mu);
+        db_free(db);
+        *out = o;
+        return 0;
     }
     if (db_start(db, &ti, err, err_len) != 0) {
         pthread_mutex_unlock(&g_reg.mu);

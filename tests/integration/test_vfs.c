@@ -19,6 +19,11 @@
  *                a few GetPages requests per hundred pages, and each page
  *                once. Breaks if: only strictly consecutive reads count as
  *                sequential (a request per page, as before).
+ *   known        a connection to a timeline (by id) that the process has
+ *                open already makes no call: with the pageserver paused,
+ *                it opens and reads what the cache holds. Breaks if: each
+ *                open asks the pageserver for the timeline again (as every
+ *                new session of a compute did, 2-4 ms each).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +32,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +255,31 @@ static void test_readahead(void **state)
     sqlite3_close(s);
 }
 
+static void test_known_timeline(void **state)
+{
+    vc_create_branch("known", NULL, 0);
+    char hex[33], extra[96], uri[1024];
+    vc_timeline_hex("known", hex);
+    snprintf(extra, sizeof(extra), "timeline=%s&timeout_ms=1500", hex);
+    vc_uri(uri, sizeof(uri), "known", extra);
+    sqlite3 *a = vc_open(uri);
+    vc_exec(a, "CREATE TABLE k(x); INSERT INTO k VALUES (42)");
+    assert_int_equal(vc_int(a, "SELECT x FROM k"), 42);
+    assert_int_equal(kill(vc_ps.pid, SIGSTOP), 0);
+    sqlite3 *b = NULL;
+    int rc = vc_open_rc(uri, &b);
+    int64_t x = -1;
+    if (rc == SQLITE_OK)
+        x = vc_int(b, "SELECT x FROM k");
+    kill(vc_ps.pid, SIGCONT);
+    if (rc != SQLITE_OK)
+        fail_msg("a second connection to an open timeline needed the paused pageserver: %s",
+                 b ? sqlite3_errmsg(b) : sqlite3_errstr(rc));
+    assert_int_equal(x, 42);
+    sqlite3_close(b);
+    sqlite3_close(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_equivalence_full),
         cmocka_unit_test(test_pragmas),
         cmocka_unit_test(test_readahead),
+        cmocka_unit_test(test_known_timeline),
     };
     return cmocka_run_group_tests(tests, vc_group_setup, vc_group_teardown);
 }
