@@ -27,10 +27,13 @@ if(TARGET arbor-pageserver AND TARGET arbor-safekeeper AND TARGET arbor_walpropo
   add_dependencies(test_ps_remote arbor-safekeeper arbor-pageserver)
 endif()
 # ... and against a real S3 server (s3rver from npm, installed at run time;
-# skipped without npm).
+# skipped without npm). Not in the sanitizer build: there it repeats the
+# whole remote-storage suite for 130-200 s of a CI run on 2 vCPUs, while
+# the S3 client itself runs under ASan in test_ps_remote_faults (an S3
+# server of the tests' own, misbehaving) and test_cli_remote_s3 (s3rver).
 find_program(NODE_BIN node)
 find_program(NPM_BIN npm)
-if(TARGET test_ps_remote AND NODE_BIN)
+if(TARGET test_ps_remote AND NODE_BIN AND NOT ARBOR_SANITIZE)
   add_test(NAME test_ps_remote_s3
            COMMAND ${NODE_BIN} ${PROJECT_SOURCE_DIR}/tests/s3/s3rver_run.mjs
                    $<TARGET_FILE:test_ps_remote>)
