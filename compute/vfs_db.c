@@ -682,7 +682,9 @@ int vfs_db_read_page(vfs_db *db, uint32_t pgno, lsn_t snap, uint8_t *dst,
     /* The next n_ahead page numbers, not n_ahead uncached pages: when
      * most of what follows is cached, the latter walked the cache as far
      * as the end of the database on every miss. */
-    uint32_t end = pgno >= last ? pgno : last - pgno > n_ahead ? pgno + n_ahead : last;
+    uint32_t end = last;
+    if (end > pgno && end - pgno > n_ahead)
+        end = pgno + n_ahead;
     for (uint32_t p = pgno + 1; n < MAX_BATCH && p <= end; p++) {
         if (vfs_cache_has(db->cache, p, snap))
             continue;
