@@ -41,6 +41,7 @@
 
 #define POOL_MAX 64
 #define SPAWN_TIMEOUT_MS 15000
+#define REFILL_QUIET_MS 150   /* after a bind: its first queries run alone */
 
 typedef struct local_driver {
     ctl_driver base;
@@ -50,6 +51,8 @@ typedef struct local_driver {
     ctl_compute *pool[POOL_MAX];
     int pool_n;
     int waiters;                /* start() callers waiting on an empty pool */
+    int binding;                /* taken, bind not done: refills wait for them */
+    int64_t quiet_until_ms;     /* and until then (monotonic), after the last bind */
     int seq;                    /* compute directory names */
     bool stopping;
     bool spawner_started;
@@ -58,6 +61,7 @@ typedef struct local_driver {
 
 typedef struct local_priv {
     bool reaped;                /* waitpid saw it exit: pid is no longer ours */
+    bool binding;               /* counted in the driver's binding */
 } local_priv;
 
 static int64_t now_ms(void)
@@ -65,6 +69,20 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits on d->cond (CLOCK_MONOTONIC) for at most ms, d->mu held. */
+static void cond_wait_ms(local_driver *d, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&d->cond, &d->mu, &ts);
 }
 
 static void sleep_ms(int ms)
@@ -195,6 +213,14 @@ static void *spawner_main(void *arg)
             pthread_cond_wait(&d->cond, &d->mu);
             continue;
         }
+        /* A compute starting takes CPU that a bind under way, and the first
+         * queries after it, need: the pool is refilled once they are done,
+         * unless a start() caller is waiting for it. */
+        int64_t quiet = d->quiet_until_ms - now_ms();
+        if (d->waiters == 0 && (d->binding > 0 || quiet > 0)) {
+            cond_wait_ms(d, d->binding > 0 ? SPAWN_TIMEOUT_MS : quiet);
+            continue;
+        }
         pthread_mutex_unlock(&d->mu);
         ctl_compute *c = NULL;
         int rc = spawn_one(d, &c);
@@ -227,11 +253,25 @@ static bool reap(ctl_compute *c)
     return false;
 }
 
+/* c, taken from the pool, is bound or given up: a deferred refill may start. */
+static void bind_done(local_driver *d, ctl_compute *c)
+{
+    local_priv *p = c->priv;
+    pthread_mutex_lock(&d->mu);
+    if (p->binding) {
+        p->binding = false;
+        d->binding--;
+        d->quiet_until_ms = now_ms() + REFILL_QUIET_MS;
+        pthread_cond_broadcast(&d->cond);
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void local_stop(ctl_driver *base, ctl_compute *c)
 {
-    (void)base;
     if (!c)
         return;
+    bind_done((local_driver *)base, c);
     if (!reap(c)) {
         kill(c->pid, SIGTERM);
         for (int i = 0; i < 300 && !reap(c); i++)
@@ -257,6 +297,8 @@ static int local_start(ctl_driver *base, int timeout_ms, ctl_compute **out)
         while (d->pool_n > 0) {
             ctl_compute *c = d->pool[--d->pool_n];
             if (!reap(c)) {
+                ((local_priv *)c->priv)->binding = true;
+                d->binding++;
                 *out = c;
                 rc = 0;
                 goto done;
@@ -268,15 +310,7 @@ static int local_start(ctl_driver *base, int timeout_ms, ctl_compute **out)
         int64_t left = deadline - now_ms();
         if (left <= 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&d->cond, &d->mu, &ts);
+        cond_wait_ms(d, left);
     }
 done:
     d->waiters--;
@@ -288,6 +322,7 @@ done:
 static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
                       int timeout_ms, char err[256])
 {
+    local_driver *d = (local_driver *)base;
     char url[128];
     snprintf(url, sizeof(url), "http://%s:%d/v1/bind", c->host, c->http_port);
     json_t *j = json_pack("{s:s,s:s,s:s,s:s?,s:s?}", "tenant", s->tenant, "timeline",
@@ -299,6 +334,7 @@ static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
     int status = 0;
     char *resp = NULL;
     int rc = hc_request(&r, &status, &resp, err);
+    bind_done(d, c);
     free(body);
     if (rc == 0 && status != 200) {
         snprintf(err, 256, "compute %d refused the bind (HTTP %d): %.180s", c->pid, status,
@@ -392,7 +428,11 @@ int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)
     if (d->o.pool_size > POOL_MAX)
         d->o.pool_size = POOL_MAX;
     pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cond, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&d->spawner, NULL, spawner_main, d) != 0) {
         local_destroy(&d->base);
         return -EAGAIN;
