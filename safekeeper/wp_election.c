@@ -155,7 +155,10 @@ static int vote_round(struct wp_proposer *wp, int64_t deadline)
         if (granted >= wp->quorum) {
             return become_elected(wp, term);
         }
-        if (done == wp->n || wpi_now_us(wp) >= deadline || wp->stopping) {
+        /* Refusals that leave no quorum end the round: the next one need
+         * not wait for a safekeeper that does not answer. */
+        if (done == wp->n || wp->n - (done - granted) < wp->quorum ||
+            wpi_now_us(wp) >= deadline || wp->stopping) {
             log_info("walproposer: term %" PRIu64 ": %d of %d granted, %d answered",
                      term, granted, wp->n, done);
             return -EAGAIN;
@@ -207,11 +210,23 @@ int wp_elect(wp_proposer *wp, int timeout_ms)
     }
     if (wp->state == WP_STATE_IDLE || wp->state == WP_STATE_FAILED) {
         wp->electing = true;
-        learn_terms(wp, deadline);
+        bool hinted = wp->term_hint > 0;
+        if (hinted) {
+            if (wp->term_hint > wp->max_term_seen) {
+                wp->max_term_seen = wp->term_hint;
+            }
+            wp->term_hint = 0;
+        } else {
+            learn_terms(wp, deadline);
+        }
         for (;;) {
             rc = vote_round(wp, deadline);
             if (rc != -EAGAIN) {
                 break;
+            }
+            if (hinted) {
+                hinted = false;   /* stale: the refusals told us the terms */
+                continue;
             }
             if (wpi_now_us(wp) >= deadline || wp->stopping) {
                 rc = WP_ENOQUORUM;

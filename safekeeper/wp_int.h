@@ -117,6 +117,7 @@ struct wp_proposer {
     wp_state state;
     uint64_t term;
     uint64_t max_term_seen;
+    uint64_t term_hint;        /* wp_config's; 0 once the election used it */
     wp_term_switch *history;
     size_t n_history;
     lsn_t epoch_start_lsn, epoch_prev_lsn;

@@ -560,6 +560,7 @@ int wp_create(const wp_config *cfg, wp_proposer **out)
         memcpy(wp->proposer_id, pid.b, 16);
     }
     wp->start_lsn = cfg->start_lsn;
+    wp->term_hint = cfg->term_hint;
     wp->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
     wp->rpc_timeout_ms = cfg->rpc_timeout_ms ? cfg->rpc_timeout_ms : 1000;
     wp->max_buffer_bytes = cfg->max_buffer_bytes ? cfg->max_buffer_bytes

@@ -150,6 +150,11 @@ typedef struct wp_config {
     int timeout_ms;                  /* default election/commit wait; 0 = 10 s */
     int rpc_timeout_ms;              /* Vote/Elected/status deadline; 0 = 1 s */
     size_t max_buffer_bytes;         /* 0 = 64 MiB */
+    /* The last term known to be elected on this timeline (0 = none): the
+     * first election votes above it at once instead of asking each
+     * safekeeper's term first (a round trip). A stale hint costs one
+     * refused round, whose answers carry the terms for the next. */
+    uint64_t term_hint;
     const wp_net_ops *net;           /* NULL = the rpc_* layer */
     wp_clock_fn clock_us;            /* NULL = CLOCK_MONOTONIC */
 } wp_config;

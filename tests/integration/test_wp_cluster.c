@@ -657,6 +657,80 @@ static void test_one_hung_election(void **state)
     wp_destroy(wp);
 }
 
+/* The network, with TimelineStatus calls counted. */
+static _Atomic int g_status_calls;
+
+static int counting_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *resp_desc,
+                          ProtobufCMessage **resp_out, int timeout_ms, rpc_status *st)
+{
+    if (strcmp(method, "/arbor.Safekeeper/TimelineStatus") == 0)
+        g_status_calls++;
+    return rpc_unary(ch, method, req, resp_desc, resp_out, timeout_ms, st);
+}
+
+static const wp_net_ops counting_net = {
+    .channel_create = rpc_channel_create,
+    .channel_destroy = rpc_channel_destroy,
+    .unary = counting_unary,
+    .stream_open = rpc_stream_open,
+    .stream_send = rpc_stream_send,
+    .stream_recv_msg = rpc_stream_recv_msg,
+    .stream_close_send = rpc_stream_close_send,
+    .stream_cancel = rpc_stream_cancel,
+    .stream_destroy = rpc_stream_destroy,
+};
+
+/* Elects a proposer with term_hint hint; commits one record; returns its
+ * term. ms: how long the election took. */
+static uint64_t elect_hinted(uint64_t hint, uint64_t seed, int64_t *ms)
+{
+    wp_config cfg = make_config(0);
+    cfg.rpc_timeout_ms = 3000;
+    cfg.net = &counting_net;
+    cfg.term_hint = hint;
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    int64_t t0 = mono_ms();
+    int rc = wp_elect(wp, 8000);
+    *ms = mono_ms() - t0;
+    if (rc != 0)
+        fprintf(stderr, "elect with hint %" PRIu64 ": %s\n", hint, wp_strerror(rc));
+    assert_int_equal(rc, 0);
+    size_t rl;
+    uint8_t *r = make_rec(cur_pos(wp), seed, &rl);
+    assert_int_equal(wp_commit(wp, r, rl, NULL, 5000), 0);
+    free(r);
+    uint64_t term = wp_term(wp);
+    wp_destroy(wp);
+    return term;
+}
+
+/* A term hint (arbor-control passes the last elected one to the next
+ * compute) replaces the round that asks each safekeeper's term; a stale
+ * one costs one refused round, even with a safekeeper hung. */
+static void test_term_hint(void **state)
+{
+    (void)state;
+    int64_t ms;
+    uint64_t t = elect_hinted(0, 1, &ms);
+    assert_true(g_status_calls > 0);         /* no hint: the terms are asked */
+    g_status_calls = 0;
+    assert_int_equal(elect_hinted(t, 2, &ms), t + 1);
+    assert_int_equal(g_status_calls, 0);
+    /* stale (below the current term), a safekeeper hung: the two others
+     * refuse, and their answers elect the next round at once */
+    assert_int_equal(h_sk_pause(&g_sk[2]), 0);
+    assert_int_equal(elect_hinted(1, 3, &ms), t + 2);
+    print_message("elected with a stale hint and one safekeeper hung in %" PRId64 " ms\n",
+                  ms);
+    if (ms >= 1500)
+        fail_msg("election with a stale hint took %" PRId64 " ms with one of three "
+                 "safekeepers hung (its calls time out after 3000 ms)", ms);
+    assert_int_equal(g_status_calls, 0);
+    h_sk_resume(&g_sk[2]);
+}
+
 static void test_majority_paused(void **state)
 {
     (void)state;
@@ -734,6 +808,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_race, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_paused, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_one_hung_election, cluster_up, cluster_down),
+        cmocka_unit_test_setup_teardown(test_term_hint, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_killed, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_memory, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_peer, cluster_up, cluster_down),
