@@ -191,6 +191,7 @@ static struct {
     char uri[2048];
     bool read_only;
     bool bind_failed;         /* a bind failed: this process is spent */
+    uint64_t term_hint;       /* from the bind: the branch's last elected term */
     sqlite3 *keeper;          /* holds the endpoint open between sessions */
     pthread_mutex_t bind_mu;  /* serialises binds; guards bound */
     _Atomic bool bound;       /* the endpoint is open (always, without --pool) */
@@ -235,6 +236,10 @@ static int build_uri(void)
     rc |= append_param(g_c.uri, sizeof(g_c.uri), "cache_mb", num);
     snprintf(num, sizeof(num), "%" PRIu64, c->timeout_ms);
     rc |= append_param(g_c.uri, sizeof(g_c.uri), "timeout_ms", num);
+    if (g_c.term_hint) {
+        snprintf(num, sizeof(num), "%" PRIu64, g_c.term_hint);
+        rc |= append_param(g_c.uri, sizeof(g_c.uri), "term_hint", num);
+    }
     g_c.read_only = strcmp(c->role, "primary") != 0;
     return rc ? -EINVAL : 0;
 }
@@ -551,6 +556,16 @@ static int bind_str(json_t *obj, const char *key, char **field)
     return 0;
 }
 
+/* The bound primary's term, for arbor-control's next bind of the branch
+ * (0: not a primary). */
+static json_t *bound_answer(void)
+{
+    uint64_t term = 0;
+    if (g_c.keeper)
+        sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_TERM, &term);
+    return json_pack("{s:b,s:I}", "bound", 1, "term", (json_int_t)term);
+}
+
 static bool same_str(json_t *obj, const char *key, const char *cur)
 {
     const char *v = json_string_value(json_object_get(obj, key));
@@ -564,7 +579,7 @@ static void bind_again(json_t *b, http_response *resp)
     if (!g_c.bind_failed && same_str(b, "tenant", g_c.conf.tenant) &&
         same_str(b, "timeline", g_c.conf.timeline) && same_str(b, "role", g_c.conf.role) &&
         same_str(b, "lsn", g_c.conf.lsn))
-        http_respond_json(resp, 200, json_pack("{s:b}", "bound", 1));
+        http_respond_json(resp, 200, bound_answer());
     else
         http_respond_error(resp, 409, g_c.bind_failed ? "a bind of this compute failed"
                                                       : "bound to another branch");
@@ -588,11 +603,14 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
     int rc = bind_str(b, "tenant", &c->tenant) | bind_str(b, "timeline", &c->timeline) |
              bind_str(b, "branch", &c->branch) | bind_str(b, "role", &c->role) |
              bind_str(b, "lsn", &c->lsn) | bind_str(b, "endpoint", &c->endpoint);
-    if (rc != 0 || !c->tenant || !c->role || (!c->timeline && !c->branch)) {
+    json_t *hint = json_object_get(b, "term_hint");
+    if (rc != 0 || !c->tenant || !c->role || (!c->timeline && !c->branch) ||
+        (hint && (!json_is_integer(hint) || json_integer_value(hint) < 0))) {
         http_respond_error(resp, 400, "bind needs string fields tenant, timeline (or branch) "
-                                      "and role");
+                                      "and role (term_hint: an integer >= 0)");
         goto done;
     }
+    g_c.term_hint = hint ? (uint64_t)json_integer_value(hint) : 0;
     int64_t t0 = mono_ms();
     rc = usage_metrics_init();
     if (rc == 0)
@@ -606,7 +624,7 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
     atomic_store(&g_c.bound, true);
     log_info("compute: bound to %s (%s) as endpoint %s in %lld ms", branch_label(), c->role,
              g_c.endpoint, (long long)(mono_ms() - t0));
-    http_respond_json(resp, 200, json_pack("{s:b}", "bound", 1));
+    http_respond_json(resp, 200, bound_answer());
 done:
     pthread_mutex_unlock(&g_c.bind_mu);
     json_decref(b);

@@ -169,6 +169,12 @@ int vfs_conf_load(vfs_conf_lookup_fn lookup, void *arg, vfs_conf *c,
             FAIL("bad cache_mb \"%s\"", v);
         c->cache_mb = (int)n;
     }
+    v = get(lookup, arg, "term_hint", "ARBOR_TERM_HINT");
+    if (v) {
+        if (parse_int(v, 0, INT64_MAX, &n) != 0)
+            FAIL("bad term_hint \"%s\"", v);
+        c->term_hint = (uint64_t)n;
+    }
     c->timeout_ms = 10000;
     v = get(lookup, arg, "timeout_ms", "ARBOR_TIMEOUT_MS");
     if (v) {

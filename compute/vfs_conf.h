@@ -17,6 +17,11 @@
  *   lsn=X/Y            ARBOR_LSN            static: the pinned LSN, or
  *   at=US              ARBOR_AT             static: µs since the epoch
  *   cache_mb=N         ARBOR_CACHE_MB       shared page cache (64)
+ *   term_hint=N        ARBOR_TERM_HINT      primary: the branch's last
+ *                                           elected term, when known
+ *                                           (arbor-control's bind): the
+ *                                           election skips asking each
+ *                                           safekeeper's term (0: ask)
  *   timeout_ms=N       ARBOR_TIMEOUT_MS     election / commit / read wait
  *                                           (10000)
  *   overlay_mb=N       ARBOR_OVERLAY_MB     RAM for a transaction's pages
@@ -80,6 +85,7 @@ typedef struct vfs_conf {
     bool has_at;
     int64_t at_us;         /* static: timestamp to resolve */
     int cache_mb;
+    uint64_t term_hint;    /* primary: see term_hint= (0: none) */
     int timeout_ms;
     int overlay_mb;
     int record_kb;

@@ -233,6 +233,7 @@ static int start_primary(vfs_db *db, const tl_info *ti, lsn_t *base,
                       .n_safekeepers = db->conf.n_safekeepers,
                       .start_lsn = ti->start_lsn,
                       .timeout_ms = db->conf.timeout_ms,
+                      .term_hint = db->conf.term_hint,
                       .max_buffer_bytes = buffer > (16u << 20) ? buffer : (16u << 20) };
     memcpy(cfg.tenant_id, db->conf.tenant.b, 16);
     memcpy(cfg.timeline_id, ti->timeline.b, 16);
@@ -424,6 +425,11 @@ void vfs_db_release(vfs_db *db)
 vfs_mode vfs_db_mode(const vfs_db *db)
 {
     return db->conf.mode;
+}
+
+uint64_t vfs_db_term(vfs_db *db)
+{
+    return db->wp ? wp_term(db->wp) : 0;
 }
 
 uint32_t vfs_db_page_size(vfs_db *db)

@@ -100,6 +100,8 @@ int vfs_db_open(const vfs_conf *conf, vfs_db **out, char *err, size_t err_len);
 void vfs_db_release(vfs_db *db);
 
 vfs_mode vfs_db_mode(const vfs_db *db);
+/* A primary's term (0 for replicas and static endpoints). */
+uint64_t vfs_db_term(vfs_db *db);
 /* Page size of the database (0 while it has no page). */
 uint32_t vfs_db_page_size(vfs_db *db);
 /* The newest commit known: LSN and db size in pages. */

@@ -770,6 +770,9 @@ static int af_fcntl(sqlite3_file *pf, int op, void *arg)
         *(uint64_t *)arg = snap;
         return SQLITE_OK;
     }
+    case ARBOR_FCNTL_TERM:
+        *(uint64_t *)arg = f->db ? vfs_db_term(f->db) : 0;
+        return SQLITE_OK;
     case ARBOR_FCNTL_BUSY_TIMEOUT:
         f->busy_timeout_ms = *(int *)arg;
         return SQLITE_OK;

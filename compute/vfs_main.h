@@ -72,6 +72,9 @@
  * LSN). For time travel and branching at "now". */
 #define ARBOR_FCNTL_LSN 0x41520001
 
+/* uint64_t *: the primary's term (0 for replicas and static endpoints). */
+#define ARBOR_FCNTL_TERM 0x41520006
+
 /* File controls behind arbor_vfs_busy_wait (int * arguments). */
 #define ARBOR_FCNTL_BUSY_TIMEOUT 0x41520002
 #define ARBOR_FCNTL_BUSY_WAIT 0x41520003

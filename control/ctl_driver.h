@@ -34,6 +34,7 @@ typedef struct ctl_compute {
     char secret[80];   /* what the compute wants from its clients (arbor-proxy):
                           startup parameter arbor.compute_secret, HTTP bearer;
                           "" = none */
+    uint64_t term;     /* after bind: a primary's elected term (0: none) */
     void *priv;        /* the driver's */
 } ctl_compute;
 
@@ -43,6 +44,8 @@ typedef struct ctl_bind_spec {
     const char *role;       /* primary | replica | static */
     const char *lsn;        /* static: "X/Y"; else NULL */
     const char *endpoint;   /* name, for the compute's metric labels */
+    uint64_t term_hint;     /* primary: the last term elected on the branch
+                               (0: unknown); saves the election a round */
 } ctl_bind_spec;
 
 typedef struct ctl_compute_status {

@@ -327,6 +327,8 @@ static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
     snprintf(url, sizeof(url), "http://%s:%d/v1/bind", c->host, c->http_port);
     json_t *j = json_pack("{s:s,s:s,s:s,s:s?,s:s?}", "tenant", s->tenant, "timeline",
                           s->timeline, "role", s->role, "lsn", s->lsn, "endpoint", s->endpoint);
+    if (s->term_hint)
+        json_object_set_new(j, "term_hint", json_integer((json_int_t)s->term_hint));
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     hc_req r = { .method = "POST", .url = url, .body = body, .timeout_ms = timeout_ms,
@@ -340,6 +342,12 @@ static int local_bind(ctl_driver *base, ctl_compute *c, const ctl_bind_spec *s,
         snprintf(err, 256, "compute %d refused the bind (HTTP %d): %.180s", c->pid, status,
                  resp ? resp : "");
         rc = -EIO;
+    }
+    if (rc == 0) {
+        json_t *a = json_loads(resp ? resp : "", 0, NULL);
+        json_int_t term = json_integer_value(json_object_get(a, "term"));
+        c->term = term > 0 ? (uint64_t)term : 0;
+        json_decref(a);
     }
     az_free(resp);
     return rc;

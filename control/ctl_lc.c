@@ -20,6 +20,7 @@ typedef struct ep_rt {
     double last_tick_s;       /* metered up to here (monotonic) */
     ctl_compute_status last;  /* counters already metered */
     int status_failures;      /* consecutive status calls that failed */
+    uint64_t term;            /* the last term its computes were elected in */
     struct ep_rt *next;
 } ep_rt;
 
@@ -142,8 +143,9 @@ static const char *role_of(const char *kind)
     return strcmp(kind, "static") == 0 ? "static" : "primary";
 }
 
-/* Gets a compute from the driver and binds it to endpoint row ep. */
-static int bind_new(ctl_lc *lc, json_t *ep, ctl_compute **out, char err[256])
+/* Gets a compute from the driver and binds it to endpoint row ep (runtime
+ * r: its last term is the election's hint). */
+static int bind_new(ctl_lc *lc, ep_rt *r, json_t *ep, ctl_compute **out, char err[256])
 {
     ctl_driver *d = lc->o.driver;
     int timeout = lc->o.bind_timeout_ms ? lc->o.bind_timeout_ms : 15000;
@@ -161,6 +163,7 @@ static int bind_new(ctl_lc *lc, json_t *ep, ctl_compute **out, char err[256])
         .role = role_of(json_string_value(json_object_get(ep, "kind"))),
         .lsn = json_string_value(json_object_get(ep, "point_lsn")),
         .endpoint = json_string_value(json_object_get(ep, "name")),
+        .term_hint = r->term,
     };
     rc = d->ops->bind(d, c, &spec, timeout, err);
     if (rc != 0) {
@@ -202,7 +205,7 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
         return rc;
     }
     ctl_compute *c = NULL;
-    rc = bind_new(lc, ep, &c, err);
+    rc = bind_new(lc, r, ep, &c, err);
     if (rc == 0) {
         snprintf(r->project_id, sizeof(r->project_id), "%s",
                  json_string_value(json_object_get(ep, "project_id")));
@@ -212,6 +215,8 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
         memset(&r->last, 0, sizeof(r->last));
         r->last_tick_s = mono_s();
         r->status_failures = 0;
+        if (c->term)
+            r->term = c->term;
         pthread_mutex_lock(&lc->mu);
         r->c = c;
         lc->wakes++;

@@ -212,6 +212,8 @@ int wp_elect(wp_proposer *wp, int timeout_ms)
         wp->electing = true;
         bool hinted = wp->term_hint > 0;
         if (hinted) {
+            log_debug("walproposer: term hint %" PRIu64 ": the terms are not asked",
+                      wp->term_hint);
             if (wp->term_hint > wp->max_term_seen) {
                 wp->max_term_seen = wp->term_hint;
             }

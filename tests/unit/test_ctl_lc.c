@@ -38,6 +38,8 @@ typedef struct fake {
     int starts, binds, stops, live;
     int next_port;
     bool fail_bind;
+    uint64_t term;            /* the last term a bind "elected" */
+    uint64_t last_hint;       /* the term_hint of the last bind */
     ctl_compute_status st;    /* what status() answers for every compute */
 } fake;
 
@@ -65,6 +67,8 @@ static int f_bind(ctl_driver *d, ctl_compute *c, const ctl_bind_spec *s, int tim
     usleep(2000);
     pthread_mutex_lock(&f->mu);
     f->binds++;
+    f->last_hint = s->term_hint;
+    c->term = ++f->term;
     bool fail = f->fail_bind;
     pthread_mutex_unlock(&f->mu);
     assert_string_equal(s->role, "primary");
@@ -117,6 +121,14 @@ static int get(int *field)
 {
     pthread_mutex_lock(&g_f.mu);
     int v = *field;
+    pthread_mutex_unlock(&g_f.mu);
+    return v;
+}
+
+static uint64_t get_u64(uint64_t *field)
+{
+    pthread_mutex_lock(&g_f.mu);
+    uint64_t v = *field;
     pthread_mutex_unlock(&g_f.mu);
     return v;
 }
@@ -300,6 +312,20 @@ static void test_bind_failure(void **state)
     pthread_mutex_unlock(&g_f.mu);
 }
 
+/* The next bind of an endpoint gets the term its last compute was elected
+ * in as a hint (the election then skips asking each safekeeper's term). */
+static void test_term_hint(void **state)
+{
+    int64_t id = add_endpoint("hint", 300);
+    assert_int_equal(ctl_lc_wake(g_lc, id, NULL, (char[256]){ 0 }), 0);
+    assert_int_equal(get_u64(&g_f.last_hint), 0);           /* none known yet */
+    uint64_t term = get_u64(&g_f.term);
+    assert_int_equal(ctl_lc_suspend(g_lc, id), 0);
+    assert_int_equal(ctl_lc_wake(g_lc, id, NULL, (char[256]){ 0 }), 0);
+    assert_int_equal(get_u64(&g_f.last_hint), term);
+    assert_int_equal(ctl_lc_suspend(g_lc, id), 0);
+}
+
 static void test_restart_wakes_active(void **state)
 {
     int64_t id = add_endpoint("again", 300);
@@ -329,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_idle_suspend),
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_bind_failure),
+        cmocka_unit_test(test_term_hint),
         cmocka_unit_test(test_restart_wakes_active),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
