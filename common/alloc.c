@@ -9,6 +9,7 @@
  */
 #include "alloc.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,14 @@ char *az_strndup(const char *s, size_t n)
 void az_free(void *p)
 {
     free(p);
+}
+
+void az_thread_cache_off(void)
+{
+#ifdef ARBOR_JEMALLOC
+    bool off = false;
+    mallctl("thread.tcache.enabled", NULL, NULL, &off, sizeof(off));
+#endif
 }
 
 void az_stats(az_stats_t *out)

@@ -164,6 +164,7 @@ typedef struct session_arg {
 static void *session_main(void *p)
 {
     session_arg *a = p;
+    az_thread_cache_off();       /* thousands of these: no cache each */
     px_session_run(&g_px.srv, a->fd, a->peer);
     az_free(a);
     return NULL;
