@@ -376,13 +376,15 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
 int cli_cmd_endpoint_update(cli_ctx *ctx)
 {
     const char *v = cli_opt_value(ctx, "suspend-timeout");
-    if (!v) {
-        cli_err("nothing to update: give --suspend-timeout SECONDS (-1 = never)");
+    const char *pool = cli_opt_value(ctx, "pool-mode");
+    if (!v && !pool) {
+        cli_err("nothing to update: give --suspend-timeout SECONDS (-1 = never) or "
+                "--pool-mode transaction|session");
         return CLI_EXIT_USAGE;
     }
     char *end;
-    long s = strtol(v, &end, 10);
-    if (!*v || *end || s < -1) {
+    long s = v ? strtol(v, &end, 10) : 0;
+    if (v && (!*v || *end || s < -1)) {
         cli_err("bad --suspend-timeout '%s': seconds, or -1 for never", v);
         return CLI_EXIT_USAGE;
     }
@@ -392,7 +394,11 @@ int cli_cmd_endpoint_update(cli_ctx *ctx)
     if (cli_api_open(ctx, &a) != 0)
         return CLI_EXIT_ERROR;
     snprintf(path, sizeof(path), "@/endpoints/%s", ctx->pos[0]);
-    json_t *body = json_pack("{s:I}", "suspend_timeout_s", (json_int_t)s);
+    json_t *body = json_object();
+    if (v)
+        json_object_set_new(body, "suspend_timeout_s", json_integer(s));
+    if (pool)
+        json_object_set_new(body, "pool_mode", json_string(pool));
     int rc = cli_api_call(&a, "PATCH", path, body, &e);
     json_decref(body);
     if (rc == CLI_ENOTFOUND)
@@ -401,9 +407,11 @@ int cli_cmd_endpoint_update(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     if (ctx->json)
         json_dumpf(e, stdout, JSON_INDENT(2)), printf("\n");
+    else if (v)
+        printf("endpoint %s: suspend_timeout_s %lld%s%s%s\n", ctx->pos[0], (long long)s,
+               s < 0 ? " (never suspends)" : "", pool ? ", pool_mode " : "", pool ? pool : "");
     else
-        printf("endpoint %s: suspend_timeout_s %lld%s\n", ctx->pos[0], (long long)s,
-               s < 0 ? " (never suspends)" : "");
+        printf("endpoint %s: pool_mode %s\n", ctx->pos[0], pool);
     json_decref(e);
     return CLI_EXIT_OK;
 }

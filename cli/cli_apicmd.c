@@ -253,6 +253,9 @@ static void print_password(json_t *o)
 int cli_cmd_role_create(cli_ctx *ctx)
 {
     json_t *body = json_pack("{s:s}", "name", ctx->pos[0]);
+    const char *pool = cli_opt_value(ctx, "pool-mode");
+    if (pool)
+        json_object_set_new(body, "pool_mode", json_string(pool));
     int rc = call_and_print(ctx, "POST", "@/roles", body, print_password, "project", NULL);
     json_decref(body);
     return rc;
@@ -287,13 +290,13 @@ int cli_cmd_role_list(cli_ctx *ctx)
     } else {
         size_t i;
         json_t *r;
-        printf("%-32s %s\n", "ROLE", "CREATED");
+        printf("%-32s %-12s %s\n", "ROLE", "POOL", "CREATED");
         json_array_foreach(arr, i, r) {
             char when[64] = "-";
             json_t *c = json_object_get(r, "created_at");
             if (json_is_number(c))
                 cli_fmt_time((int64_t)(json_number_value(c) * 1e6), when);
-            printf("%-32s %s\n", js(r, "name"), when);
+            printf("%-32s %-12s %s\n", js(r, "name"), js(r, "pool_mode"), when);
         }
     }
     json_decref(out);

@@ -127,6 +127,14 @@ static const cli_opt g_changes_opts[] = {
 static const cli_opt g_ep_update_opts[] = {
     { "suspend-timeout", "SECONDS", "suspend after this long without a query or an open "
                                     "transaction; -1 = never (always on)" },
+    { "pool-mode", "MODE", "arbor-proxy's pooling for this endpoint: transaction (client "
+                           "connections share compute sessions) or session (one each: temp "
+                           "tables, session PRAGMAs)" },
+    { NULL, NULL, NULL },
+};
+static const cli_opt g_role_create_opts[] = {
+    { "pool-mode", "MODE", "transaction (default) or session: every connection of this role "
+                           "through arbor-proxy gets a compute session of its own" },
     { NULL, NULL, NULL },
 };
 
@@ -249,7 +257,7 @@ static const cli_command g_commands[] = {
     { "role", "create", "NAME", "create a role of the project (its password is printed once)",
       "The control plane keeps only a SCRAM-SHA-256 verifier: the password is shown\n"
       "once. Roles authenticate at arbor-proxy (postgres://ROLE:PASSWORD@...).",
-      g_no_opts, 1, 1, cli_cmd_role_create },
+      g_role_create_opts, 1, 1, cli_cmd_role_create },
     { "role", "list", "", "list the project's roles", NULL, g_no_opts, 0, 0,
       cli_cmd_role_list },
     { "role", "reset-password", "NAME", "give a role a new password (printed once)", NULL,

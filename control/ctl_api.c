@@ -74,6 +74,20 @@ int api_body_str(req *r, const char *key, const char **out)
     return 0;
 }
 
+int api_body_pool_mode(req *r, const char **out)
+{
+    const char *v;
+    if (api_body_str(r, "pool_mode", &v) != 0)
+        return -1;
+    if (v && strcmp(v, "transaction") != 0 && strcmp(v, "session") != 0) {
+        api_fail(r, 422, "UNPROCESSABLE", "pool_mode: transaction or session");
+        return -1;
+    }
+    if (v)
+        *out = v;
+    return 0;
+}
+
 int api_body_str_need(req *r, const char *key, const char **out)
 {
     if (api_body_str(r, key, out) != 0)
@@ -345,17 +359,42 @@ done:
     return res;
 }
 
-/* {project_id, role, verifier, iterations, salt, stored_key, server_key}. */
-static json_t *secret_json(json_t *row)
+/* The pooling of a connection of role row to ?endpoint=NAME (or the
+ * read_write endpoint of ?branch=NAME): "session" when the role or the
+ * endpoint asks for it. */
+static const char *pool_mode_for(req *r, json_t *row)
+{
+    const char *pid = api_jstr(row, "project_id");
+    const char *ep = http_request_query(r->h, "endpoint");
+    const char *br = http_request_query(r->h, "branch");
+    json_t *e = NULL;
+    if (strcmp(api_jstr(row, "pool_mode"), "session") == 0)
+        return "session";
+    if (ep && *ep)
+        ctl_db_query_one(r->x->db, &e, "SELECT pool_mode FROM endpoints WHERE project_id = ?"
+                         " AND name = ?", "ss", pid, ep);
+    else if (br && *br)
+        ctl_db_query_one(r->x->db, &e, "SELECT e.pool_mode FROM endpoints e JOIN branches b"
+                         " ON b.project_id = e.project_id AND b.id = e.branch_id WHERE"
+                         " e.project_id = ? AND b.name = ? AND e.kind = 'read_write'", "ss",
+                         pid, br);
+    bool session = e && strcmp(api_jstr(e, "pool_mode"), "session") == 0;
+    json_decref(e);
+    return session ? "session" : "transaction";
+}
+
+/* {project_id, role, verifier, iterations, salt, stored_key, server_key,
+ * pool_mode}. */
+static json_t *secret_json(req *r, json_t *row)
 {
     const char *v = api_jstr(row, "verifier");
     int iter = 0;
     char salt[64] = "", stored[64] = "", server[64] = "";
     sscanf(v, "SCRAM-SHA-256$%d:%63[^$]$%63[^:]:%63s", &iter, salt, stored, server);
-    return json_pack("{s:O,s:O,s:s,s:i,s:s,s:s,s:s}", "project_id",
+    return json_pack("{s:O,s:O,s:s,s:i,s:s,s:s,s:s,s:s}", "project_id",
                      json_object_get(row, "project_id"), "role", json_object_get(row, "name"),
                      "verifier", v, "iterations", iter, "salt", salt, "stored_key", stored,
-                     "server_key", server);
+                     "server_key", server, "pool_mode", pool_mode_for(r, row));
 }
 
 static json_t *h_int_secret(req *r)
@@ -368,7 +407,7 @@ static json_t *h_int_secret(req *r)
         return api_fail(r, 404, "NOT_FOUND", "no role '%s'", api_param(r, "role"));
     if (rc != 0)
         return api_fail_db(r);
-    json_t *j = secret_json(row);
+    json_t *j = secret_json(r, row);
     json_decref(row);
     return j;
 }
@@ -380,7 +419,7 @@ static json_t *h_int_secret_any(req *r)
                      api_param(r, "role")) != 0)
         return api_fail_db(r);
     size_t n = json_array_size(rows);
-    json_t *j = n == 1 ? secret_json(json_array_get(rows, 0))
+    json_t *j = n == 1 ? secret_json(r, json_array_get(rows, 0))
                 : n == 0 ? api_fail(r, 404, "NOT_FOUND", "no role '%s'", api_param(r, "role"))
                          : api_fail(r, 409, "CONFLICT", "role '%s' exists in %zu projects: name "
                                                     "the project", api_param(r, "role"), n);
@@ -433,6 +472,7 @@ static const route routes[] = {
     { "GET", "/v1/projects/{project_id}/roles", api_h_roles_list },
     { "POST", "/v1/projects/{project_id}/roles", api_h_role_create },
     { "DELETE", "/v1/projects/{project_id}/roles/{role}", api_h_role_delete },
+    { "PATCH", "/v1/projects/{project_id}/roles/{role}", api_h_role_update },
     { "POST", "/v1/projects/{project_id}/roles/{role}/reset_password", api_h_role_reset },
     { "GET", "/v1/projects/{project_id}/usage", h_usage },
     { "GET", "/v1/projects/{project_id}/tokens", api_h_tokens_list },

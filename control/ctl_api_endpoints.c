@@ -77,7 +77,7 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
 
 json_t *api_h_endpoint_create(req *r)
 {
-    const char *pid = api_param(r, "project_id"), *branch, *name, *kind;
+    const char *pid = api_param(r, "project_id"), *branch, *name, *kind, *pool = NULL;
     int64_t timeout_s = DEFAULT_SUSPEND_S;
     point pt;
     json_t *p = api_load_project(r);
@@ -85,7 +85,8 @@ json_t *api_h_endpoint_create(req *r)
         return NULL;
     json_decref(p);
     if (api_body_str_need(r, "branch", &branch) || api_body_str(r, "name", &name) ||
-        api_body_str(r, "kind", &kind) || body_timeout(r, &timeout_s) || api_body_point(r, "at", &pt))
+        api_body_str(r, "kind", &kind) || body_timeout(r, &timeout_s) ||
+        api_body_point(r, "at", &pt) || api_body_pool_mode(r, &pool))
         return NULL;
     kind = kind ? kind : "read_write";
     if (strcmp(kind, "read_write") && strcmp(kind, "read_only") && strcmp(kind, "static"))
@@ -124,6 +125,9 @@ json_t *api_h_endpoint_create(req *r)
     }
     if (api_create_endpoint_row(r, pid, name, api_jstr(b, "id"), kind, pt.given ? lsn : NULL,
                             timeout_s) == 0) {
+        if (pool)
+            ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET pool_mode = ? WHERE project_id = ?"
+                        " AND name = ?", "sss", pool, pid, name);
         res = api_load_endpoint(r, pid, name);
         r->status = 201;
     }
@@ -135,9 +139,10 @@ done:
 
 json_t *api_h_endpoint_update(req *r)
 {
-    const char *pid = api_param(r, "project_id"), *name;
+    const char *pid = api_param(r, "project_id"), *name, *pool = NULL;
     int64_t timeout_s = INT64_MIN;
-    if (body_timeout(r, &timeout_s) || api_body_str(r, "name", &name))
+    if (body_timeout(r, &timeout_s) || api_body_str(r, "name", &name) ||
+        api_body_pool_mode(r, &pool))
         return NULL;
     json_t *e = api_load_endpoint(r, pid, api_param(r, "endpoint"));
     if (!e)
@@ -150,6 +155,9 @@ json_t *api_h_endpoint_update(req *r)
     if (timeout_s != INT64_MIN)
         rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET suspend_timeout_s = ? WHERE id = ?",
                          "ii", timeout_s, api_jid(e));
+    if (rc == 0 && pool)
+        rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET pool_mode = ? WHERE id = ?",
+                         "si", pool, api_jid(e));
     if (rc == 0 && name)
         rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET name = ? WHERE id = ?", "si",
                          name, api_jid(e));

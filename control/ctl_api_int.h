@@ -65,8 +65,8 @@ typedef struct point {
 /* An endpoint row with its branch name (ctl_api.c, ctl_api_endpoints.c). */
 #define EP_SELECT                                                                              \
     "SELECT e.id, e.name, e.project_id, b.name AS branch, e.branch_id, e.kind, e.point_lsn,"  \
-    " e.suspend_timeout_s, e.state, e.host, e.pg_port, e.http_port, e.created_at,"             \
-    " e.last_active_at FROM endpoints e LEFT JOIN branches b"                                  \
+    " e.suspend_timeout_s, e.pool_mode, e.state, e.host, e.pg_port, e.http_port,"             \
+    " e.created_at, e.last_active_at FROM endpoints e LEFT JOIN branches b"                    \
     " ON b.project_id = e.project_id AND b.id = e.branch_id"
 
 /* ---- shared between the parts ---- */
@@ -112,6 +112,10 @@ json_t *api_h_roles_list(req *r);
 json_t *api_h_role_create(req *r);
 json_t *api_h_role_reset(req *r);
 json_t *api_h_role_delete(req *r);
+json_t *api_h_role_update(req *r);
+/* The body's "pool_mode" (absent: *out untouched): 0, or -1 after a 400 /
+ * 422 answer. */
+int api_body_pool_mode(req *r, const char **out);
 json_t *api_h_keys_list(req *r);
 json_t *api_h_key_create(req *r);
 json_t *api_h_key_delete(req *r);

@@ -127,7 +127,8 @@ json_t *api_h_roles_list(req *r)
         return NULL;
     json_decref(p);
     if (ctl_db_query(r->x->db, &rows,
-                     "SELECT name, created_at FROM roles WHERE project_id = ? ORDER BY name", "s",
+                     "SELECT name, pool_mode, created_at FROM roles WHERE project_id = ?"
+                     " ORDER BY name", "s",
                      api_param(r, "project_id")) != 0)
         return api_fail_db(r);
     return json_pack("{s:o}", "roles", rows);
@@ -159,16 +160,44 @@ static json_t *set_password(req *r, const char *name, bool create)
 
 json_t *api_h_role_create(req *r)
 {
-    const char *name;
+    const char *name, *pool = NULL;
     json_t *p = api_load_project(r);
     if (!p)
         return NULL;
     json_decref(p);
-    if (api_body_str_need(r, "name", &name))
+    if (api_body_str_need(r, "name", &name) || api_body_pool_mode(r, &pool))
         return NULL;
     if (!api_name_ok(name))
         return api_fail_name(r, "role", name);
-    return set_password(r, name, true);
+    json_t *res = set_password(r, name, true);
+    if (res && !r->err) {
+        if (pool)
+            ctl_db_exec(r->x->db, NULL, "UPDATE roles SET pool_mode = ? WHERE project_id = ?"
+                        " AND name = ?", "sss", pool, api_param(r, "project_id"), name);
+        json_object_set_new(res, "pool_mode", json_string(pool ? pool : "transaction"));
+    }
+    return res;
+}
+
+/* PATCH: the role's settings ({"pool_mode"}); answers {name, pool_mode}. */
+json_t *api_h_role_update(req *r)
+{
+    const char *pool = NULL, *pid = api_param(r, "project_id"), *name = api_param(r, "role");
+    json_t *p = api_load_project(r), *row;
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (api_body_pool_mode(r, &pool))
+        return NULL;
+    int64_t changed = 0;
+    if (pool && ctl_db_exec(r->x->db, &changed, "UPDATE roles SET pool_mode = ? WHERE"
+                            " project_id = ? AND name = ?", "sss", pool, pid, name) != 0)
+        return api_fail_db(r);
+    int rc = ctl_db_query_one(r->x->db, &row, "SELECT name, pool_mode, created_at FROM roles"
+                              " WHERE project_id = ? AND name = ?", "ss", pid, name);
+    if (rc == -ENOENT)
+        return api_fail(r, 404, "NOT_FOUND", "no role '%s'", name);
+    return rc == 0 ? row : api_fail_db(r);
 }
 
 json_t *api_h_role_reset(req *r)

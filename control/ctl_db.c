@@ -54,6 +54,12 @@ static const char *const migrations[] = {
     "  attempts INTEGER NOT NULL DEFAULT 0, delivered_batches INTEGER NOT NULL DEFAULT 0,"
     "  delivered_changes INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_attempt_at REAL,"
     "  last_success_at REAL, created_at REAL NOT NULL);",
+    /* 4: the proxy's pooling per role and per endpoint: 'session' gives
+     * each client connection a compute session of its own. */
+    "ALTER TABLE roles ADD COLUMN pool_mode TEXT NOT NULL DEFAULT 'transaction'"
+    "  CHECK(pool_mode IN ('transaction','session'));"
+    "ALTER TABLE endpoints ADD COLUMN pool_mode TEXT NOT NULL DEFAULT 'transaction'"
+    "  CHECK(pool_mode IN ('transaction','session'));",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

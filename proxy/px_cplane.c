@@ -122,16 +122,24 @@ static int b64_field(json_t *j, const char *name, uint8_t *out, size_t want)
     return 0;
 }
 
-int pxc_role_secret(const pxc *c, const char *project, const char *role,
-                    pgw_scram_secret *out, char *project_out, char msg[256])
+int pxc_role_secret(const pxc *c, const char *project, const char *role, const char *endpoint,
+                    const char *branch, pgw_scram_secret *out, char *project_out, bool *session,
+                    char msg[256])
 {
-    char p[200], r[200], path[512];
+    char p[200], r[200], q[220] = "", path[800];
     seg(role, r, sizeof(r));
+    if (endpoint && *endpoint) {
+        seg(endpoint, p, sizeof(p));
+        snprintf(q, sizeof(q), "?endpoint=%s", p);
+    } else if (branch && *branch) {
+        seg(branch, p, sizeof(p));
+        snprintf(q, sizeof(q), "?branch=%s", p);
+    }
     if (project && *project) {
         seg(project, p, sizeof(p));
-        snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/%s/secret", p, r);
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/%s/secret%s", p, r, q);
     } else {
-        snprintf(path, sizeof(path), "/v1/internal/roles/%s/secret", r);
+        snprintf(path, sizeof(path), "/v1/internal/roles/%s/secret%s", r, q);
     }
     json_t *j;
     int rc = call(c, "GET", path, &j, msg);
@@ -147,6 +155,10 @@ int pxc_role_secret(const pxc *c, const char *project, const char *role,
         rc = -EIO;
     } else {
         snprintf(project_out, 64, "%s", pid);
+        if (session) {
+            const char *m = json_string_value(json_object_get(j, "pool_mode"));
+            *session = m && strcmp(m, "session") == 0;
+        }
     }
     json_decref(j);
     return rc;

@@ -47,9 +47,14 @@ void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms);
 void pxc_follow_port_file(pxc *c, const char *path);
 
 /* The SCRAM secret of role (in project, or found from the role when
- * project is NULL or ""); *project_out (cap 64) gets its project. */
-int pxc_role_secret(const pxc *c, const char *project, const char *role,
-                    pgw_scram_secret *out, char *project_out, char msg[256]);
+ * project is NULL or ""); *project_out (cap 64) gets its project. With
+ * endpoint (or else branch) given, *session (may be NULL) says whether the
+ * role or that endpoint asks for a compute session per client connection
+ * (pool_mode "session"); false when neither is given and the role does
+ * not. */
+int pxc_role_secret(const pxc *c, const char *project, const char *role, const char *endpoint,
+                    const char *branch, pgw_scram_secret *out, char *project_out, bool *session,
+                    char msg[256]);
 
 /* Wakes the endpoint named `endpoint`, or (endpoint NULL) the read_write
  * endpoint of `branch` (created on first use). One try: retries are the

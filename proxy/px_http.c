@@ -499,7 +499,7 @@ static int basic_project(pxh *h, const char *b64, char project[64], char msg[256
     *colon = 0;
     const char *role = (const char *)raw, *password = colon + 1;
     pgw_scram_secret sec;
-    int rc = pxc_role_secret(&h->o.srv->cp, NULL, role, &sec, project, msg);
+    int rc = pxc_role_secret(&h->o.srv->cp, NULL, role, NULL, NULL, &sec, project, NULL, msg);
     if (rc == PXC_ENOTFOUND) {
         /* an unknown role costs what a known one does: one derivation */
         pgw_scram_secret mock = { .iterations = PGW_SCRAM_ITERATIONS };

@@ -391,7 +391,9 @@ static int authenticate(px_server *s, pgw_conn *c, startup *st, const char *peer
                        "from this address: try again in %d s", ep, wait_s);
         return -EACCES;
     }
-    int rc = pxc_role_secret(&s->cp, st->project, st->user, &cfg.scram, project, msg);
+    bool session = false;
+    int rc = pxc_role_secret(&s->cp, st->project, st->user, st->endpoint, st->database,
+                             &cfg.scram, project, &session, msg);
     if (rc == PXC_ENOTFOUND) {
         mock_secret(s, st->user, &cfg.scram);
         cfg.user = "";                      /* matches no role name: the check fails */
@@ -413,6 +415,9 @@ static int authenticate(px_server *s, pgw_conn *c, startup *st, const char *peer
         return rc;
     if (!st->project[0])
         snprintf(st->project, sizeof(st->project), "%s", project);
+    /* The role or the endpoint wants a session per connection (temp
+     * tables, session PRAGMAs): that wins over the client's pool=. */
+    st->session_pool |= session;
     pgw_send_auth(c, 0, NULL, 0);           /* AuthenticationOk */
     return pgw_conn_flush(c);
 }

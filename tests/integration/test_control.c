@@ -439,6 +439,17 @@ static void test_endpoints(void **state)
     expect(422, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"kind\": \"static\"}");
     expect(422, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": -5}");
     expect(400, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": \"x\"}");
+    expect(422, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"statement\"}");
+    expect(400, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": 1}");
+    assert_int_equal(api("PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"session\"}", &e),
+                     200);
+    check_schema("Endpoint", e);
+    assert_string_equal(js(e, "pool_mode"), "session");
+    json_decref(e);
+    assert_int_equal(api("GET", pp("/endpoints/main"), NULL, &e), 200);
+    assert_string_equal(js(e, "pool_mode"), "session");
+    json_decref(e);
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"transaction\"}");
     expect(404, "POST", pp("/endpoints/nope/start"), NULL);
     w = wake("main");
     check_schema("Wake", w);
@@ -523,6 +534,7 @@ static void test_roles_and_keys(void **state)
     json_decref(r);
     expect(409, "POST", pp("/roles"), "{\"name\": \"app\"}");
     expect(422, "POST", pp("/roles"), "{\"name\": \"\"}");
+    expect(422, "POST", pp("/roles"), "{\"name\": \"x\", \"pool_mode\": \"y\"}");
     assert_int_equal(api("GET", "/v1/internal/projects/x/roles/app/secret", NULL, NULL), 404);
     char path[256];
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/app/secret", g_project);
@@ -538,12 +550,41 @@ static void test_roles_and_keys(void **state)
     assert_string_not_equal(js(s2, "verifier"), js(s1, "verifier"));
     json_decref(s1);
     json_decref(s2);
+    /* pooling per role and per endpoint: what the proxy learns with the
+     * secret (session when either asks for it) */
+    char q[320];
+    assert_int_equal(api("GET", path, NULL, &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "transaction");
+    json_decref(s1);
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"session\"}");
+    snprintf(q, sizeof(q), "%s?endpoint=main", path);
+    assert_int_equal(api("GET", q, NULL, &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "session");
+    json_decref(s1);
+    snprintf(q, sizeof(q), "%s?branch=main", path);
+    assert_int_equal(api("GET", q, NULL, &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "session");
+    json_decref(s1);
+    expect(200, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"transaction\"}");
+    assert_int_equal(api("GET", q, NULL, &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "transaction");
+    json_decref(s1);
+    assert_int_equal(api("PATCH", pp("/roles/app"), "{\"pool_mode\": \"session\"}", &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "session");
+    json_decref(s1);
+    assert_int_equal(api("GET", q, NULL, &s1), 200);
+    assert_string_equal(js(s1, "pool_mode"), "session");
+    json_decref(s1);
+    expect(404, "PATCH", pp("/roles/nobody"), "{\"pool_mode\": \"session\"}");
+    expect(422, "PATCH", pp("/roles/app"), "{\"pool_mode\": \"never\"}");
     expect(404, "POST", pp("/roles/nobody/reset_password"), NULL);
     expect(404, "GET", "/v1/internal/roles/nobody/secret", NULL);
     json_t *list;
     assert_int_equal(api("GET", pp("/roles"), NULL, &list), 200);
     assert_int_equal(json_array_size(json_object_get(list, "roles")), 1);
     assert_null(json_object_get(json_array_get(json_object_get(list, "roles"), 0), "verifier"));
+    assert_string_equal(js(json_array_get(json_object_get(list, "roles"), 0), "pool_mode"),
+                        "session");
     json_decref(list);
     expect(200, "DELETE", pp("/roles/app"), NULL);
     expect(404, "DELETE", pp("/roles/app"), NULL);

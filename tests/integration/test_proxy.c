@@ -498,6 +498,60 @@ static void test_suspend_between_queries(void **state)
     set_suspend_timeout("dev", 300, name, sizeof(name));
 }
 
+/* The pooled transactions a connection to branch runs: its statements
+ * (each its own transaction) counted by the proxy's pool. */
+static double pool_uses(const char *branch, const char *const *stmts, int n)
+{
+    double before = proxy_metric("arbor_proxy_pool_reuses_total") +
+                    proxy_metric("arbor_proxy_pool_sessions_opened_total");
+    PGconn *c = pg_branch(branch);
+    for (int i = 0; i < n; i++)
+        pg_exec(c, stmts[i]);
+    PQfinish(c);
+    return proxy_metric("arbor_proxy_pool_reuses_total") +
+           proxy_metric("arbor_proxy_pool_sessions_opened_total") - before;
+}
+
+/* Session pooling per endpoint (`arbor endpoint update NAME --pool-mode
+ * session`) and per role: a connection then keeps a compute session of
+ * its own, so a temp table lives across its transactions, and the pool
+ * serves none of them; back to transaction, the pool serves each. */
+static void test_session_mode_setting(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    static const char *const temp[] = {
+        "CREATE TEMP TABLE tt(x)", "INSERT INTO tt VALUES (1)", "INSERT INTO tt VALUES (2)",
+        "SELECT count(*) FROM tt",
+    };
+    char st[32], name[96];
+    endpoint_state("dev", st, sizeof(st), name, sizeof(name));
+    ct_expect(ct_arbor("endpoint update %s --pool-mode session", name), 0,
+              "endpoint update --pool-mode session");
+    assert_true(pool_uses("dev", temp, 4) == 0);
+    PGconn *c = pg_branch("dev");
+    for (int i = 0; i < 3; i++)
+        pg_exec(c, temp[i]);
+    assert_int_equal(pg_exec(c, temp[3]), 2);     /* one session throughout */
+    PQfinish(c);
+    ct_expect(ct_arbor("endpoint update %s --pool-mode transaction", name), 0,
+              "endpoint update --pool-mode transaction");
+    static const char *const plain[] = { "SELECT 1", "SELECT 2", "SELECT 3" };
+    assert_true(pool_uses("dev", plain, 3) >= 3);
+    /* per role: the cluster's role, through the API */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/projects/%s/roles/arbor", g_project);
+    json_t *j = api("PATCH", path, "{\"pool_mode\": \"session\"}");
+    assert_non_null(j);
+    json_decref(j);
+    assert_true(pool_uses("dev", plain, 3) == 0);
+    j = api("PATCH", path, "{\"pool_mode\": \"transaction\"}");
+    assert_non_null(j);
+    json_decref(j);
+    assert_true(pool_uses("dev", plain, 3) >= 3);
+}
+
 /* pgbench -M prepared through the proxy: named statements prepared by one
  * client are prepared again on whichever pooled session serves it; the
  * totals are exact. */
@@ -977,6 +1031,7 @@ int main(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_suspend_between_queries),
+        cmocka_unit_test(test_session_mode_setting),
         cmocka_unit_test(test_pgbench_prepared),
         cmocka_unit_test(test_prepared_bounded),
         cmocka_unit_test(test_many_clients),
