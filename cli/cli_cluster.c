@@ -22,6 +22,7 @@
 #include "cli_fmt.h"
 #include "cli_proc.h"
 #include "cli_remote.h"
+#include "clock.h"
 #include "sk_client.h"
 
 #ifndef ARBOR_SAFEKEEPER_BIN
@@ -208,8 +209,8 @@ int cli_cluster_wait_ports(cli_state *st, cli_component *c)
     char path[4200], log[4200];
     cli_comp_path(st, c, "ports", path, sizeof(path));
     cli_comp_path(st, c, "log", log, sizeof(log));
-    int64_t end = cli_mono_ms() + START_WAIT_MS;
-    while (cli_mono_ms() < end) {
+    int64_t end = clock_mono_ms() + START_WAIT_MS;
+    while (clock_mono_ms() < end) {
         FILE *f = fopen(path, "r");
         int g, h;
         if (f) {

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "http.h"
 #include "lsn.h"
@@ -741,14 +742,7 @@ static void *sampler_main(void *arg)
     dash *g = arg;
     pthread_mutex_lock(&g->mu);
     while (!g->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += DASH_SAMPLE_MS / 1000;
-        ts.tv_nsec += (long)(DASH_SAMPLE_MS % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, DASH_SAMPLE_MS);
         while (!g->stopping && pthread_cond_timedwait(&g->cv, &g->mu, &ts) != ETIMEDOUT)
             ;
         if (g->stopping)

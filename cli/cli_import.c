@@ -19,6 +19,7 @@
 #include "cli_proc.h"
 #include "cli_progress.h"
 #include "cli_ps.h"
+#include "clock.h"
 #include "wal_record.h"
 #include "wp_walproposer.h"
 
@@ -147,7 +148,7 @@ static uint32_t pages_per_record(uint32_t page_size)
 
 static int wait_ingested(cli_ps *ps, const char *name, lsn_t end)
 {
-    int64_t deadline = cli_mono_ms() + INGEST_TIMEOUT_MS;
+    int64_t deadline = clock_mono_ms() + INGEST_TIMEOUT_MS;
     cli_tl tl;
     do {
         if (cli_ps_branch_need(ps, name, &tl) != 0) {
@@ -157,7 +158,7 @@ static int wait_ingested(cli_ps *ps, const char *name, lsn_t end)
             return 0;
         }
         cli_sleep_ms(50);
-    } while (cli_mono_ms() < deadline);
+    } while (clock_mono_ms() < deadline);
     char a[LSN_STRLEN], b[LSN_STRLEN];
     cli_err("the pageserver did not ingest branch '%s' up to %s within %d s (it is at %s); "
             "see its log", name, lsn_format(end, a), INGEST_TIMEOUT_MS / 1000,

@@ -20,19 +20,13 @@
 #include <unistd.h>
 
 #include "cli_cmd.h"
+#include "clock.h"
 
 void cli_sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-}
-
-int64_t cli_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int cli_proc_start_ticks(pid_t pid, uint64_t *out)
@@ -148,9 +142,9 @@ int cli_proc_spawn(const char *bin, char *const argv[], const char *log_path,
 
 static bool wait_gone(pid_t pid, uint64_t ticks, int timeout_ms)
 {
-    int64_t end = cli_mono_ms() + timeout_ms;
+    int64_t end = clock_mono_ms() + timeout_ms;
     while (cli_proc_alive(pid, ticks)) {
-        if (cli_mono_ms() >= end) {
+        if (clock_mono_ms() >= end) {
             return false;
         }
         cli_sleep_ms(20);
@@ -181,7 +175,7 @@ int cli_proc_stop(pid_t pid, uint64_t start_ticks, int timeout_ms, const char *n
 static int wait_fd(int fd, short events, int64_t deadline_ms)
 {
     for (;;) {
-        int64_t left = deadline_ms - cli_mono_ms();
+        int64_t left = deadline_ms - clock_mono_ms();
         if (left <= 0) {
             return -ETIMEDOUT;
         }
@@ -233,7 +227,7 @@ static int connect_loopback(int port, int64_t deadline)
 
 bool cli_tcp_probe(int port, int timeout_ms)
 {
-    int fd = connect_loopback(port, cli_mono_ms() + timeout_ms);
+    int fd = connect_loopback(port, clock_mono_ms() + timeout_ms);
     if (fd < 0) {
         return false;
     }

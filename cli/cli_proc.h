@@ -55,7 +55,4 @@ bool cli_tcp_probe(int port, int timeout_ms);
 /* Sleeps ms milliseconds. */
 void cli_sleep_ms(int ms);
 
-/* Monotonic milliseconds. */
-int64_t cli_mono_ms(void);
-
 #endif

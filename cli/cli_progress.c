@@ -8,6 +8,7 @@
 
 #include "cli_fmt.h"
 #include "cli_proc.h"
+#include "clock.h"
 
 #define BAR_WIDTH 30
 
@@ -49,7 +50,7 @@ void cli_progress_update(cli_progress *p, uint64_t done_bytes)
 {
     p->done_bytes = done_bytes;
     if (p->tty) {
-        int64_t now = cli_mono_ms();
+        int64_t now = clock_mono_ms();
         if (now - p->last_draw_ms >= 100) {
             p->last_draw_ms = now;
             draw(p);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "common.pb-c.h"
 #include "pageserver.pb-c.h"
 #include "rpc.h"
@@ -63,13 +64,6 @@ static int map_code(int code)
     }
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A call that fails UNAVAILABLE this fast went out on a connection that
  * was already dead (the pageserver restarted since the last call: gRPC
  * finds out on this call and does not resend it). */
@@ -85,9 +79,9 @@ static int call(psc *c, const char *method, bool idem, const ProtobufCMessage *r
     ProtobufCMessage *resp = NULL;
     rpc_status st = { 0 };
     err->no_answer = false;
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     int rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
-    if (rc == RPC_EUNAVAILABLE && idem && mono_ms() - t0 < PSC_DEAD_CONN_MS) {
+    if (rc == RPC_EUNAVAILABLE && idem && clock_mono_ms() - t0 < PSC_DEAD_CONN_MS) {
         memset(&st, 0, sizeof(st));
         rc = rpc_unary(c->ch, method, req, d, &resp, c->timeout_ms, &st);
     }

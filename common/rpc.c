@@ -104,19 +104,6 @@ gpr_timespec rpci_gpr_after_ms(int64_t ms)
                         gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-struct timespec rpci_mono_after_ms(int64_t ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 void rpci_cond_init_mono(pthread_cond_t *cv)
 {
     pthread_condattr_t a;

@@ -9,6 +9,7 @@
 #ifndef ARBOR_RPC_INT_H
 #define ARBOR_RPC_INT_H
 
+#include "clock.h"
 #include "rpc.h"
 
 #include <assert.h>
@@ -183,7 +184,6 @@ struct rpc_channel {
 void *rpci_xcalloc(size_t n, size_t size);
 char *rpci_xstrdup(const char *s);
 gpr_timespec rpci_gpr_after_ms(int64_t ms);
-struct timespec rpci_mono_after_ms(int64_t ms);
 void rpci_cond_init_mono(pthread_cond_t *cv);
 void rpci_op_init(rpc_op *op, rpc_stream *s);
 void rpci_bb_destroy(grpc_byte_buffer **bb);

@@ -203,7 +203,7 @@ static void *worker_main(void *arg)
         }
         if (srv->pool_stop)
             break;
-        struct timespec until = rpci_mono_after_ms(RPC_WORKER_IDLE_MS);
+        struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RPC_WORKER_IDLE_MS);
         srv->idle++;
         int rc = pthread_cond_timedwait(&srv->pool_cv, &srv->mu, &until);
         srv->idle--;
@@ -731,7 +731,7 @@ int rpc_stream_send_wait(rpc_stream *s, int timeout_ms)
 {
     if (!s || !s->is_server)
         return RPC_EINVAL;
-    struct timespec until = rpci_mono_after_ms(timeout_ms);
+    struct timespec until = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&s->mu);
     int rc = srv_wait_op(s, &s->send, &until);
     pthread_mutex_unlock(&s->mu);
@@ -819,7 +819,7 @@ int rpci_srv_recv(rpc_stream *s, int timeout_ms, grpc_byte_buffer **out)
     if (s->method->kind != RPC_BIDI || s->eof)
         return RPC_EEOF;
     if (timeout_ms >= 0)
-        until = rpci_mono_after_ms(timeout_ms);
+        until = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&s->mu);
     if (!s->recv.started) {
         if (atomic_load(&s->cancelled)) {

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 #include "sql_text.h"
 
@@ -69,13 +70,6 @@ typedef struct hr_err {
     char code[48];
     char msg[512];
 } hr_err;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void set_err(hr_err *e, const char *code, const char *msg)
 {
@@ -794,7 +788,7 @@ static void stream_release(hrana_service *s, hr_stream *hs, char *out)
     } else {
         hs->seq++;
         hs->busy = false;
-        hs->last_used_ms = now_ms();
+        hs->last_used_ms = clock_mono_ms();
         baton_make(s, hs->id, hs->seq, out);
     }
     pthread_mutex_unlock(&s->mu);
@@ -815,7 +809,7 @@ static void stream_refuse(hrana_service *s, hr_stream *hs, bool opened_now)
     }
     pthread_mutex_lock(&s->mu);
     hs->busy = false;
-    hs->last_used_ms = now_ms();
+    hs->last_used_ms = clock_mono_ms();
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -826,15 +820,9 @@ static void *reaper_main(void *arg)
     uint64_t idle = s->opt.idle_timeout_ms ? s->opt.idle_timeout_ms : HR_DEFAULT_IDLE_MS;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = clock_after_ms(CLOCK_REALTIME, 200);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        uint64_t now = now_ms();
+        uint64_t now = clock_mono_ms();
         hr_stream *dead = NULL;
         for (hr_stream **pp = &s->streams; *pp;) {
             hr_stream *hs = *pp;

@@ -62,6 +62,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "config.h"
 #include "daemon.h"
 #include "hrana.h"
@@ -297,13 +298,6 @@ static int usage_metrics_init(void)
 }
 
 /* sqlite3_trace_v2 callback of a metered connection. */
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int usage_trace(unsigned type, void *ctx, void *p, void *x)
 {
     conn_usage *cu = ctx;
@@ -316,10 +310,10 @@ static int usage_trace(unsigned type, void *ctx, void *p, void *x)
         if (!sql || strncmp(sql, "--", 2) != 0)
             cu->running = true;
         arbor_vfs_feed_stmt(cu->db, sql);   /* this callback replaced the feed's */
-        atomic_store(&g_c.last_activity_ms, mono_ms());
+        atomic_store(&g_c.last_activity_ms, clock_mono_ms());
     } else if (type == SQLITE_TRACE_PROFILE) {
         cu->running = false;
-        atomic_store(&g_c.last_activity_ms, mono_ms());
+        atomic_store(&g_c.last_activity_ms, clock_mono_ms());
         met_counter_inc(cu->u->queries);
         sqlite3_int64 total = sqlite3_total_changes64(cu->db);
         if (total > cu->total_changes)
@@ -516,7 +510,7 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
     bool bound = atomic_load(&g_c.bound);
     if (bound)
         sqlite3_file_control(g_c.keeper, "main", ARBOR_FCNTL_LSN, &lsn);
-    int64_t idle_ms = mono_ms() - atomic_load(&g_c.last_activity_ms);
+    int64_t idle_ms = clock_mono_ms() - atomic_load(&g_c.last_activity_ms);
     json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:i,s:s,s:i,s:b,s:b,s:I,s:I,s:I,s:I,s:I}",
                           "component", "compute", "branch", bound ? branch_label() : "",
                           "endpoint", g_c.endpoint, "role", bound ? g_c.conf.role : "",
@@ -611,7 +605,7 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
         goto done;
     }
     g_c.term_hint = hint ? (uint64_t)json_integer_value(hint) : 0;
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     rc = usage_metrics_init();
     if (rc == 0)
         rc = start_endpoint();
@@ -620,10 +614,10 @@ static int h_bind(const http_request *req, http_response *resp, void *arg)
         http_respond_error(resp, 503, "cannot open the branch (see the compute's log)");
         goto done;
     }
-    atomic_store(&g_c.last_activity_ms, mono_ms());
+    atomic_store(&g_c.last_activity_ms, clock_mono_ms());
     atomic_store(&g_c.bound, true);
     log_info("compute: bound to %s (%s) as endpoint %s in %lld ms", branch_label(), c->role,
-             g_c.endpoint, (long long)(mono_ms() - t0));
+             g_c.endpoint, (long long)(clock_mono_ms() - t0));
     http_respond_json(resp, 200, bound_answer());
 done:
     pthread_mutex_unlock(&g_c.bind_mu);
@@ -814,7 +808,7 @@ int main(int argc, char **argv)
         snprintf(g_c.secret, sizeof(g_c.secret), "%s", secret);
         unsetenv("ARBOR_COMPUTE_SECRET");
     }
-    atomic_store(&g_c.last_activity_ms, mono_ms());
+    atomic_store(&g_c.last_activity_ms, clock_mono_ms());
     int pg_port = 0;
     rc = 0;
     if (!g_c.conf.pool) {

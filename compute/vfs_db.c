@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
@@ -124,13 +125,6 @@ uint64_t arbor_vfs_wal_bytes_total(void)
 #define MET_OBS(h, v) do { if (h) met_histogram_observe((h), (v)); } while (0)
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int64_t wall_us(void)
 {
@@ -555,14 +549,7 @@ void vfs_db_unreserve(vfs_db *db, const void *owner)
 
 int vfs_db_wait_writer(vfs_db *db, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_after_ms(CLOCK_REALTIME, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&db->mu);
     while (db->writer && !db->fenced && rc == 0)
@@ -574,14 +561,7 @@ int vfs_db_wait_writer(vfs_db *db, int timeout_ms)
 
 int vfs_db_wait_lsn(vfs_db *db, lsn_t lsn, int timeout_ms, lsn_t *have)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_after_ms(CLOCK_REALTIME, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&db->mu);
     /* Only a replica's latest moves without this compute writing. */
@@ -648,15 +628,15 @@ static int fetch(vfs_db *db, const uint32_t *pgnos, uint32_t n, lsn_t snap,
         slot = (int)(pgnos[0] % PAGE_STREAMS);
         pthread_mutex_lock(&db->streams[slot].mu);
     }
-    double t0 = mono_s(), deadline = t0 + db->conf.timeout_ms / 1000.0;
+    double t0 = clock_mono_s(), deadline = t0 + db->conf.timeout_ms / 1000.0;
     int rc, delay_ms = 20;
     while ((rc = fetch_on(db, slot, pgnos, n, snap, nms)) == -1 &&
-           mono_s() < deadline) {
+           clock_mono_s() < deadline) {
         struct timespec ts = { 0, delay_ms * 1000000L };
         nanosleep(&ts, NULL);
         delay_ms = delay_ms < 500 ? delay_ms * 2 : 500;
     }
-    MET_OBS(g_met.getpage_s, mono_s() - t0);
+    MET_OBS(g_met.getpage_s, clock_mono_s() - t0);
     if (rc == -1)
         log_error("arbor vfs: %s: pageserver %s unreachable", db->name,
                   db->conf.pageserver);
@@ -954,7 +934,7 @@ int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
         return VFS_ETOOBIG;
     }
     bool pipe = db->conf.pipeline;
-    double t0 = mono_s();
+    double t0 = clock_mono_s();
     txn_out t = { .db = db };
     int rc = wp_begin(db->wp, &t.pos, db->conf.timeout_ms);
     if (rc != 0) {
@@ -1040,7 +1020,7 @@ int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
     pthread_mutex_unlock(&db->mu);
     *commit_lsn = end;
     MET_INC(g_met.commits);
-    MET_OBS(g_met.commit_s, mono_s() - t0);
+    MET_OBS(g_met.commit_s, clock_mono_s() - t0);
     return 0;
 }
 
@@ -1049,14 +1029,7 @@ int vfs_db_commit_txn(vfs_db *db, lsn_t snap, uint64_t epoch, uint32_t n,
 /* Sleeps up to ms; true if the db is stopping. */
 static bool wait_stop(vfs_db *db, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_after_ms(CLOCK_REALTIME, ms);
     pthread_mutex_lock(&db->mu);
     while (!db->stopping && pthread_cond_timedwait(&db->stop_cv, &db->mu, &ts) == 0)
         ;
@@ -1285,7 +1258,7 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
                              SKC_WAL_FOLLOW | SKC_WAL_WAIT_READY, STREAM_DEADLINE_MS, &s);
     if (rc != 0)
         return next;
-    double quiet_since = mono_s();
+    double quiet_since = clock_mono_s();
     int check_ms = FOLLOW_CHECK_MS;
     while (rc == 0 || rc == -ETIMEDOUT) {
         pthread_mutex_lock(&db->mu);
@@ -1293,7 +1266,7 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
         pthread_mutex_unlock(&db->mu);
         if (stop)
             break;
-        if ((mono_s() - quiet_since) * 1000 >= check_ms) {
+        if ((clock_mono_s() - quiet_since) * 1000 >= check_ms) {
             int j = informed_safekeeper(db, sk, cur, *pos);
             if (j >= 0) {
                 char a[LSN_STRLEN];
@@ -1303,7 +1276,7 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
                 next = j;
                 break;
             }
-            quiet_since = mono_s();
+            quiet_since = clock_mono_s();
             if (check_ms < FOLLOW_CHECK_MAX_MS)
                 check_ms *= 2;
         }
@@ -1325,7 +1298,7 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
             met_gauge_set(g_met.replica_lag_bytes, end > *pos ? (double)(end - *pos) : 0);
         }
         if (*pos != before) {
-            quiet_since = mono_s();
+            quiet_since = clock_mono_s();
             check_ms = FOLLOW_CHECK_MS;
         } else if (rc == 0 && c.flush > *pos && c.commit <= *pos &&
                    check_ms > FOLLOW_CHECK_MS) {

@@ -18,6 +18,7 @@ SQLITE_EXTENSION_INIT1
 #include <strings.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 #include "pagebuf.h"
 #include "vfs_conf.h"
@@ -613,19 +614,12 @@ static int commit(arbor_file *f)
     return SQLITE_OK;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One call of the busy handler (count: SQLite's, 0 at the start of a
  * wait): sleeps until the writer lets go (woken, not polling) or the
  * budget ends. 1 = try again, 0 = give up (SQLITE_BUSY to the caller). */
 static int busy_wait(arbor_file *f, int count)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     if (count == 0)
         f->busy_deadline_ms = now + f->busy_timeout_ms;
     if (now >= f->busy_deadline_ms)

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "http_client.h"
 #include "log.h"
 
@@ -64,24 +65,10 @@ typedef struct local_priv {
     bool binding;               /* counted in the driver's binding */
 } local_priv;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits on d->cond (CLOCK_MONOTONIC) for at most ms, d->mu held. */
 static void cond_wait_ms(local_driver *d, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, ms);
     pthread_cond_timedwait(&d->cond, &d->mu, &ts);
 }
 
@@ -176,7 +163,7 @@ static int spawn_one(local_driver *d, ctl_compute **out)
     pid_t pid = fork_compute(d, cdir, secret);
     if (pid < 0)
         return -errno;
-    int64_t deadline = now_ms() + SPAWN_TIMEOUT_MS;
+    int64_t deadline = clock_mono_ms() + SPAWN_TIMEOUT_MS;
     for (;;) {
         int pg, http, st;
         if (read_ports(ports, &pg, &http) == 0) {
@@ -194,7 +181,7 @@ static int spawn_one(local_driver *d, ctl_compute **out)
             log_error("control: compute in %s exited at start (status %d)", cdir, st);
             return -EIO;
         }
-        if (now_ms() > deadline) {
+        if (clock_mono_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             log_error("control: compute in %s did not start in time", cdir);
@@ -216,7 +203,7 @@ static void *spawner_main(void *arg)
         /* A compute starting takes CPU that a bind under way, and the first
          * queries after it, need: the pool is refilled once they are done,
          * unless a start() caller is waiting for it. */
-        int64_t quiet = d->quiet_until_ms - now_ms();
+        int64_t quiet = d->quiet_until_ms - clock_mono_ms();
         if (d->waiters == 0 && (d->binding > 0 || quiet > 0)) {
             cond_wait_ms(d, d->binding > 0 ? SPAWN_TIMEOUT_MS : quiet);
             continue;
@@ -261,7 +248,7 @@ static void bind_done(local_driver *d, ctl_compute *c)
     if (p->binding) {
         p->binding = false;
         d->binding--;
-        d->quiet_until_ms = now_ms() + REFILL_QUIET_MS;
+        d->quiet_until_ms = clock_mono_ms() + REFILL_QUIET_MS;
         pthread_cond_broadcast(&d->cond);
     }
     pthread_mutex_unlock(&d->mu);
@@ -288,7 +275,7 @@ static void local_stop(ctl_driver *base, ctl_compute *c)
 static int local_start(ctl_driver *base, int timeout_ms, ctl_compute **out)
 {
     local_driver *d = (local_driver *)base;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     pthread_mutex_lock(&d->mu);
     d->waiters++;
     pthread_cond_broadcast(&d->cond);
@@ -307,7 +294,7 @@ static int local_start(ctl_driver *base, int timeout_ms, ctl_compute **out)
             az_free(c->priv);
             az_free(c);
         }
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0)
             break;
         cond_wait_ms(d, left);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 
 /* One endpoint known to the lifecycle (created on first wake). */
@@ -37,13 +38,6 @@ struct ctl_lc {
     met_histogram *m_wake_s;
     met_gauge *m_active;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static double wall_s(void)
 {
@@ -110,7 +104,7 @@ static uint64_t delta(uint64_t now, uint64_t before)
  * be NULL (no counters known: seconds only). Caller owns r's transition. */
 static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st)
 {
-    double now = mono_s();
+    double now = clock_mono_s();
     double secs = now - r->last_tick_s;
     r->last_tick_s = now;
     uint64_t q = 0, rr = 0, rw = 0, bw = 0;
@@ -150,9 +144,9 @@ static int bind_new(ctl_lc *lc, ep_rt *r, json_t *ep, ctl_compute **out, char er
     ctl_driver *d = lc->o.driver;
     int timeout = lc->o.bind_timeout_ms ? lc->o.bind_timeout_ms : 15000;
     ctl_compute *c = NULL;
-    double t0 = mono_s();
+    double t0 = clock_mono_s();
     int rc = d->ops->start(d, timeout, &c);
-    double t1 = mono_s();
+    double t1 = clock_mono_s();
     if (rc != 0) {
         snprintf(err, 256, "no compute available (%s)", strerror(-rc));
         return rc;
@@ -171,7 +165,7 @@ static int bind_new(ctl_lc *lc, ep_rt *r, json_t *ep, ctl_compute **out, char er
         return rc;
     }
     log_debug("control: endpoint %s: compute %d taken in %.1f ms, bound in %.1f ms",
-              spec.endpoint, c->pid, (t1 - t0) * 1e3, (mono_s() - t1) * 1e3);
+              spec.endpoint, c->pid, (t1 - t0) * 1e3, (clock_mono_s() - t1) * 1e3);
     *out = c;
     return 0;
 }
@@ -196,7 +190,7 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
         MINC(lc->m_wake_warm);
         return 0;
     }
-    double t0 = mono_s();
+    double t0 = clock_mono_s();
     json_t *ep;
     int rc = ctl_db_query_one(lc->o.db, &ep, "SELECT * FROM endpoints WHERE id = ?", "i",
                               r->id);
@@ -213,7 +207,7 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
         snprintf(r->branch_id, sizeof(r->branch_id), "%s",
                  json_string_value(json_object_get(ep, "branch_id")));
         memset(&r->last, 0, sizeof(r->last));
-        r->last_tick_s = mono_s();
+        r->last_tick_s = clock_mono_s();
         r->status_failures = 0;
         if (c->term)
             r->term = c->term;
@@ -229,9 +223,9 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
         fill_addr(c, true, out);
         MINC(lc->m_wake_cold);
         if (lc->m_wake_s)
-            met_histogram_observe(lc->m_wake_s, mono_s() - t0);
+            met_histogram_observe(lc->m_wake_s, clock_mono_s() - t0);
         log_info("control: endpoint %s woken (compute %d, pg port %d) in %.1f ms", r->name,
-                 c->pid, c->pg_port, (mono_s() - t0) * 1e3);
+                 c->pid, c->pg_port, (clock_mono_s() - t0) * 1e3);
     }
     json_decref(ep);
     update_active_gauge(lc);
@@ -385,11 +379,7 @@ static void *monitor_main(void *arg)
     recover(lc);
     pthread_mutex_lock(&lc->mu);
     while (!lc->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)poll_ms * 1000000;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
+        struct timespec ts = clock_after_ms(CLOCK_REALTIME, poll_ms);
         pthread_cond_timedwait(&lc->cond, &lc->mu, &ts);
         if (lc->stopping)
             break;

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "config.h"
 #include "daemon.h"
 #include "fsutil.h"
@@ -337,13 +338,6 @@ static void housekeep_one(ps_timeline *tl, void *arg)
     }
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 typedef struct unload_round {
     uint32_t idle_ms;
     int64_t deadline_ms;      /* a round stops here (each unload fsyncs) */
@@ -355,7 +349,7 @@ typedef struct unload_round {
 static void unload_one(ps_timeline *tl, void *arg)
 {
     unload_round *u = arg;
-    if (!ps_timeline_is_loaded(tl) || mono_ms() >= u->deadline_ms ||
+    if (!ps_timeline_is_loaded(tl) || clock_mono_ms() >= u->deadline_ms ||
         (g_ps.rcv && ps_rcv_current(g_ps.rcv, ps_timeline_id(tl)) >= 0) ||
         (g_ps.remote && !ps_remote_in_sync(g_ps.remote, tl)))
         return;
@@ -365,7 +359,7 @@ static void unload_one(ps_timeline *tl, void *arg)
 
 static void unload_idle(uint32_t idle_ms, int64_t budget_ms)
 {
-    unload_round u = { .idle_ms = idle_ms, .deadline_ms = mono_ms() + budget_ms };
+    unload_round u = { .idle_ms = idle_ms, .deadline_ms = clock_mono_ms() + budget_ms };
     for_each_timeline(unload_one, &u);
     if (u.done)
         log_debug("unloaded %u idle timelines", u.done);
@@ -375,26 +369,19 @@ static void unload_idle(uint32_t idle_ms, int64_t budget_ms)
  * safekeepers that often; checkpoints and GC run on their own intervals. */
 static void *housekeeper_main(void *arg)
 {
-    int64_t next_ckpt = mono_ms() + (int64_t)g_ps.conf.checkpoint_ms;
-    int64_t next_gc = mono_ms() + (int64_t)g_ps.conf.gc_interval_ms;
+    int64_t next_ckpt = clock_mono_ms() + (int64_t)g_ps.conf.checkpoint_ms;
+    int64_t next_gc = clock_mono_ms() + (int64_t)g_ps.conf.gc_interval_ms;
     int64_t step = (int64_t)g_ps.conf.checkpoint_ms;
     if (step <= 0 || step > 1000)
         step = 1000;
     pthread_mutex_lock(&g_ps.hk_mu);
     while (!g_ps.stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(step / 1000);
-        ts.tv_nsec += (long)(step % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, step);
         pthread_cond_timedwait(&g_ps.hk_cv, &g_ps.hk_mu, &ts);
         if (g_ps.stopping)
             break;
         pthread_mutex_unlock(&g_ps.hk_mu);
-        int64_t now = mono_ms();
+        int64_t now = clock_mono_ms();
         if (now >= next_ckpt) {
             hk_round round = { .gc = now >= next_gc };
             if (round.gc)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "fsutil.h"
 #include "log.h"
 #include "ps_commits.h"
@@ -61,7 +62,7 @@ typedef struct tl_state {
     bool seen;                   /* in the repo during the current pass */
     bool unloaded_ok;            /* found in sync while unloaded, at ... */
     uint64_t unloaded_seq;       /* ... this ps_timeline_meta_seq() */
-    int64_t scrubbed_ms;         /* now_ms() of the last scrub; 0: none yet */
+    int64_t scrubbed_ms;         /* clock_mono_ms() of the last scrub; 0: none yet */
 } tl_state;
 
 typedef struct index_part {
@@ -100,13 +101,6 @@ struct ps_remote {
                                           stops here, also one under way */
     int64_t next_warn_ms;        /* pass thread */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void ps_remote_timeline_prefix(const arbor_id *tenant_id, const arbor_id *timeline_id,
                                char out[128])
@@ -745,7 +739,7 @@ static void scrub(ps_remote *r, tl_state *st)
         log_info("remote storage: %zu objects of older generations under %s are not in our "
                  "index: deleting them", queued, pfx);
     }
-    st->scrubbed_ms = now_ms();
+    st->scrubbed_ms = clock_mono_ms();
 }
 
 static void report_remote_size(const tl_state *st, ps_timeline *tl)
@@ -830,7 +824,8 @@ static int sync_timeline(ps_remote *r, tl_state *st, ps_timeline *tl)
         r->stats.indexes_uploaded++;
         pthread_mutex_unlock(&r->mu);
         report_remote_size(st, tl);
-        if (!st->scrubbed_ms || now_ms() - st->scrubbed_ms >= (int64_t)atomic_load(&r->scrub_ms)) {
+        if (!st->scrubbed_ms ||
+            clock_mono_ms() - st->scrubbed_ms >= (int64_t)atomic_load(&r->scrub_ms)) {
             scrub(r, st);
         }
         run_pending_deletes(r, st);
@@ -916,7 +911,7 @@ static void note_failure(ps_remote *r, tl_state *st, int rc)
     if (st->backoff_ms > BACKOFF_MAX_MS) {
         st->backoff_ms = BACKOFF_MAX_MS;
     }
-    st->next_try_ms = now_ms() + st->backoff_ms;
+    st->next_try_ms = clock_mono_ms() + st->backoff_ms;
     if (rc != -EAGAIN) {
         char ls[ID_STR_SIZE];
         log_warn("remote upload of timeline %s failed (%s), retry in %u ms",
@@ -982,7 +977,7 @@ static void pass_timeline(ps_remote *r, ps_timeline *tl, uint32_t *pending, uint
     /* States are added and freed only on this (pass) thread: st stays
      * valid until the end of the pass. */
     lsn_t dcl = ps_timeline_disk_consistent_lsn(tl);
-    if (now_ms() < st->next_try_ms) {
+    if (clock_mono_ms() < st->next_try_ms) {
         (*pending)++;
     } else {
         int rc = st->seeded ? 0 : seed_state(r, st);
@@ -1058,7 +1053,7 @@ static uint32_t run_pass(ps_remote *r)
         }
         for (size_t j = 0; j < n; j++) {
             int64_t until = atomic_load(&r->pass_deadline_ms);
-            if (until && now_ms() >= until) {
+            if (until && clock_mono_ms() >= until) {
                 pending++;   /* ps_remote_sync's time is up */
                 continue;
             }
@@ -1167,11 +1162,11 @@ static void evict_pass(ps_remote *r)
     bool stale = r->stale;
     pthread_mutex_unlock(&r->mu);
     bool enforce = (budget > 0 || pct > 0) && !stale;
-    if (!enforce && now_ms() < r->next_usage_ms) {
+    if (!enforce && clock_mono_ms() < r->next_usage_ms) {
         az_free(datadir);
         return;   /* stats only: every few seconds */
     }
-    r->next_usage_ms = now_ms() + 5000;
+    r->next_usage_ms = clock_mono_ms() + 5000;
     ps_timeline **tls;   /* the candidates borrow these handles */
     size_t ntl;
     ps_repo_list_all(r->repo, &tls, &ntl);
@@ -1212,8 +1207,8 @@ static void evict_pass(ps_remote *r)
                 log_warn("eviction of layer %s failed: %s", c[i].name, strerror(-rc));
             }
         }
-        if (freed < need && now_ms() >= r->next_warn_ms) {
-            r->next_warn_ms = now_ms() + 60000;
+        if (freed < need && clock_mono_ms() >= r->next_warn_ms) {
+            r->next_warn_ms = clock_mono_ms() + 60000;
             log_warn("disk budget exceeded by %" PRIu64 " bytes that cannot be evicted now "
                      "(layers not yet in the bucket, or busy)", need - freed);
         }
@@ -1253,10 +1248,9 @@ static int download_layer(void *ctx, const arbor_id *t, const arbor_id *l, const
     ps_remote_downloads *d = ctx;
     char key[256];
     object_key(t, l, name, generation, key);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_mono_us();
     int rc = rs_get_file(d->rs, key, dest);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t took_us = clock_mono_us() - t0;
     if (rc != 0) {
         atomic_fetch_add(&d->failures, 1);
         log_error("download of layer %s failed: %s", key, strerror(-rc));
@@ -1265,8 +1259,7 @@ static int download_layer(void *ctx, const arbor_id *t, const arbor_id *l, const
     struct stat st;
     atomic_fetch_add(&d->downloads, 1);
     atomic_fetch_add(&d->bytes, stat(dest, &st) == 0 ? (uint64_t)st.st_size : 0);
-    atomic_fetch_add(&d->micros, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 +
-                                            (t1.tv_nsec - t0.tv_nsec) / 1000));
+    atomic_fetch_add(&d->micros, (uint64_t)took_us);
     return 0;
 }
 
@@ -1292,11 +1285,7 @@ static void *uploader_main(void *arg)
         if (r->stop) {
             break;
         }
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_nsec += (long)(r->poll_ms % 1000) * 1000000L;
-        dl.tv_sec += r->poll_ms / 1000 + dl.tv_nsec / 1000000000L;
-        dl.tv_nsec %= 1000000000L;
+        struct timespec dl = clock_after_ms(CLOCK_REALTIME, r->poll_ms);
         pthread_cond_timedwait(&r->cv, &r->mu, &dl);
     }
     pthread_mutex_unlock(&r->mu);
@@ -1368,13 +1357,13 @@ lsn_t ps_remote_consistent_lsn(ps_remote *r, const arbor_id *tenant_id,
 
 int ps_remote_sync(ps_remote *r, uint32_t timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     atomic_store(&r->pass_deadline_ms, deadline);
     for (;;) {
         pthread_mutex_lock(&r->pass_mu);
         uint32_t pending = run_pass(r);
         pthread_mutex_unlock(&r->pass_mu);
-        if (pending == 0 || now_ms() >= deadline) {
+        if (pending == 0 || clock_mono_ms() >= deadline) {
             atomic_store(&r->pass_deadline_ms, 0);
             return pending == 0 ? 0 : -ETIMEDOUT;
         }

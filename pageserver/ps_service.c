@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 #include "pageserver.pb-c.h"
 #include "ps_io.h"
@@ -36,13 +37,6 @@ struct ps_service {
 };
 
 static const double layers_buckets[] = { 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int ps_svc_error_code(int rc)
 {
@@ -155,10 +149,10 @@ static int wait_ingest(ps_service *svc, ps_timeline *tl, lsn_t request_lsn,
         return 0;
     uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
                                             : PS_DEFAULT_WAIT_MS;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int rc = ps_timeline_wait_for_lsn(tl, need, wait_ms);
     if (svc->wait_seconds)
-        met_histogram_observe(svc->wait_seconds, now_s() - t0);
+        met_histogram_observe(svc->wait_seconds, clock_mono_s() - t0);
     if (rc != 0) {
         char a[LSN_STRLEN], b[LSN_STRLEN];
         *err = make_error(e, ps_svc_error_code(rc),
@@ -193,10 +187,10 @@ static int sync_head(ps_service *svc, ps_timeline *tl, err_buf *e,
         return 0;
     uint32_t wait_ms = svc->opt.wait_lsn_ms ? svc->opt.wait_lsn_ms
                                             : PS_DEFAULT_WAIT_MS;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int rc = ps_timeline_wait_for_lsn(tl, head, wait_ms);
     if (svc->wait_seconds)
-        met_histogram_observe(svc->wait_seconds, now_s() - t0);
+        met_histogram_observe(svc->wait_seconds, clock_mono_s() - t0);
     if (rc != 0) {
         char a[LSN_STRLEN], b[LSN_STRLEN];
         *err = make_error(e, ps_svc_error_code(rc),
@@ -228,7 +222,7 @@ static int h_get_page(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     err_buf e;
     ps_timeline *tl = NULL;
     uint8_t *page = NULL;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     if (find_tl(svc, req->timeline, &tl, &e, &resp.error) != 0 ||
         wait_ingest(svc, tl, req->request_lsn, req->not_modified_since, &e,
                     &resp.error) != 0)
@@ -251,7 +245,7 @@ static int h_get_page(rpc_stream *call, void *arg, ProtobufCMessage *pb)
         met_counter_inc(svc->pages_served);
 send:
     if (svc->getpage_seconds)
-        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
+        met_histogram_observe(svc->getpage_seconds, clock_mono_s() - t0);
     rpc_stream_send_msg(call, &resp.base);
     az_free(page);
     if (tl)
@@ -334,7 +328,7 @@ static void gp_free(gp_job *j)
 static void gp_read(ps_service *svc, gp_job *j)
 {
     const Arbor__GetPagesRequest *req = j->req;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     if (!j->tl)
         goto out;
     if (req->n_pgnos == 0 || req->n_pgnos > PS_MAX_BATCH_PAGES) {
@@ -370,7 +364,7 @@ static void gp_read(ps_service *svc, gp_job *j)
         met_counter_add(svc->pages_served, n);
 out:
     if (svc->getpage_seconds)
-        met_histogram_observe(svc->getpage_seconds, now_s() - t0);
+        met_histogram_observe(svc->getpage_seconds, clock_mono_s() - t0);
 }
 
 /* Sends every finished batch whose turn has come (unless another thread is
@@ -433,13 +427,7 @@ static void gp_wait_own(gp_stream *st, bool (*cond)(const gp_stream *))
             gp_flush_locked(st, true);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += GP_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = clock_after_ms(CLOCK_REALTIME, GP_POLL_MS);
         pthread_cond_timedwait(&st->cv, &st->mu, &ts);
     }
 }

@@ -372,8 +372,8 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     pthread_mutex_init(&tl->load_mu, NULL);
     pthread_rwlock_init(&tl->commits_lk, NULL);
     tl->meta_summarized = meta->has_summary;
-    atomic_init(&tl->last_use_ms, tli_mono_ms());
-    atomic_init(&tl->last_gc_ms, tli_mono_ms());   /* GC loads it an interval on */
+    atomic_init(&tl->last_use_ms, clock_mono_ms());
+    atomic_init(&tl->last_gc_ms, clock_mono_ms());   /* GC loads it an interval on */
     return tl;
 }
 
@@ -499,13 +499,6 @@ void tli_open_memlayer_if_sized(ps_timeline *tl, ps_layer_map *m)
 
 /* ---- residency ---------------------------------------------------------- */
 
-int64_t tli_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m);
 
 /* Opens the commits index and builds the layer map from the directory, then
@@ -556,7 +549,7 @@ static void install_data(ps_timeline *tl, ps_commits *commits, ps_layer_map *m)
 
 void tli_touch(ps_timeline *tl)
 {
-    atomic_store_explicit(&tl->last_use_ms, tli_mono_ms(), memory_order_relaxed);
+    atomic_store_explicit(&tl->last_use_ms, clock_mono_ms(), memory_order_relaxed);
 }
 
 int tli_use(ps_timeline *tl)
@@ -759,7 +752,7 @@ static bool unload_locked(ps_timeline *tl)
 bool ps_timeline_unload(ps_timeline *tl, uint32_t idle_ms)
 {
     if (!atomic_load(&tl->loaded) ||
-        tli_mono_ms() - atomic_load(&tl->last_use_ms) < (int64_t)idle_ms) {
+        clock_mono_ms() - atomic_load(&tl->last_use_ms) < (int64_t)idle_ms) {
         return false;
     }
     /* Only tried: every other path takes these in the opposite order. */

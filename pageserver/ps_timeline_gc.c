@@ -262,7 +262,7 @@ static bool gc_may_load(ps_timeline *tl)
     if (atomic_load(&tl->loaded)) {
         return true;
     }
-    int64_t now = tli_mono_ms();
+    int64_t now = clock_mono_ms();
     pthread_mutex_lock(&tl->load_mu);
     bool some = tl->summary.layer_count > 1;
     pthread_mutex_unlock(&tl->load_mu);

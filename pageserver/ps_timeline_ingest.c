@@ -277,21 +277,9 @@ uint64_t ps_timeline_pending_bytes(ps_timeline *tl)
     return n;
 }
 
-static void deadline_after(struct timespec *ts, uint32_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int ps_timeline_wait_for_lsn(ps_timeline *tl, lsn_t lsn, uint32_t timeout_ms)
 {
-    struct timespec deadline;
-    deadline_after(&deadline, timeout_ms);
+    struct timespec deadline = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&tl->wait_mu);
     while (!ps_timeline_readable_at(tl, lsn)) {
@@ -411,7 +399,7 @@ size_t tli_n_frozen(ps_timeline *tl)
 static void flush_failed(ps_timeline *tl, int rc)
 {
     char id[ID_STR_SIZE];
-    atomic_store(&tl->flush_retry_at_ms, tli_mono_ms() + PS_FLUSH_RETRY_MS);
+    atomic_store(&tl->flush_retry_at_ms, clock_mono_ms() + PS_FLUSH_RETRY_MS);
     if (atomic_exchange(&tl->flush_error, rc) == 0)
         log_error("timeline %s: layer flush failed: %s; the frozen layers stay in memory "
                   "(served), ingest pauses once %d wait, and the flush is retried every "
@@ -452,7 +440,7 @@ static int flush_backpressure(ps_timeline *tl)
 {
     if (atomic_load(&tl->flush_error) == 0)
         return 0;
-    if (tli_mono_ms() >= atomic_load(&tl->flush_retry_at_ms))
+    if (clock_mono_ms() >= atomic_load(&tl->flush_retry_at_ms))
         ps_timeline_flush(tl);
     if (atomic_load(&tl->flush_error) != 0 && tli_n_frozen(tl) >= PS_FLUSH_MAX_FROZEN)
         return PS_EFLUSHING;

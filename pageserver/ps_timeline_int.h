@@ -12,6 +12,7 @@
 #include "ps_timeline.h"
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 #include "ps_commits.h"
 #include "ps_layer.h"
@@ -135,7 +136,6 @@ struct ps_timeline {
 
 /* ---- shared between the parts ---- */
 
-int64_t tli_mono_ms(void);
 /* Marks tl used now (unloads wait for it to be idle). Layers made or
  * removed count too: the bucket must get them before an unload. */
 void tli_touch(ps_timeline *tl);

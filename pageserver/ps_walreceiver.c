@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "ids.h"
 #include "log.h"
 #include "ps_io.h"
@@ -91,13 +92,6 @@ struct ps_rcv {
     met_family *ingest_lag;   /* per timeline: servable end - last_record_lsn */
     met_family *ingest_lag_s; /* per timeline: commit -> ingested, last record */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int ms)
 {
@@ -257,14 +251,14 @@ static stream_end stream_from(receiver *rv, int i)
         skc_wal_cancel(s);   /* stopped while we were connecting */
     pthread_mutex_unlock(&rv->stream_mu);
     stream_end how = NEXT_SK;
-    int64_t last_chunk = now_ms(), last_data = now_ms(), last_lag_check = now_ms();
+    int64_t last_chunk = clock_mono_ms(), last_data = last_chunk, last_lag_check = last_chunk;
     uint32_t stall_ms = r->opt.stall_ms ? r->opt.stall_ms : 3000;
     uint32_t lag_ms = r->opt.lag_ms ? r->opt.lag_ms : 2000;
     while (!atomic_load(&rv->stop)) {
         skc_chunk c;
         char msg[256];
         int rc = skc_wal_next(s, RCV_RECV_POLL_MS, &c, msg);
-        int64_t now = now_ms();
+        int64_t now = clock_mono_ms();
         if (rc == -ETIMEDOUT) {
             if (now - last_chunk > stall_ms) {
                 log_warn("WAL from %s stalled for %u ms: switching",
@@ -286,7 +280,7 @@ static stream_end stream_from(receiver *rv, int i)
             for (uint32_t t = 0; t < r->opt.ingest_delay_ms && !atomic_load(&rv->stop);
                  t += 10)
                 sleep_ms(10);
-            now = now_ms();
+            now = clock_mono_ms();
         }
         if (c.len) {
             rc = ingest_chunk(rv, &c);
@@ -414,7 +408,7 @@ static void *receiver_main(void *arg)
          * to be servable finishes all the same (a slow or restarted
          * safekeeper must not keep a thread for ever). */
         uint32_t idle_ms = r->opt.idle_ms ? r->opt.idle_ms : RCV_IDLE_MS_DEFAULT;
-        if (now_ms() - atomic_load(&rv->last_data_ms) > idle_ms && finish_if_idle(rv))
+        if (clock_mono_ms() - atomic_load(&rv->last_data_ms) > idle_ms && finish_if_idle(rv))
             break;
         unknown = how == SAME_SK_LATER ? unknown + 1 : 0;
         /* No safekeeper knows the timeline: nothing to receive yet (a
@@ -542,7 +536,7 @@ static int receiver_start_locked(ps_rcv *r, watched *w)
     rv->w = w;
     atomic_init(&rv->stop, false);
     atomic_init(&rv->finished, false);
-    atomic_init(&rv->last_data_ms, now_ms());
+    atomic_init(&rv->last_data_ms, clock_mono_ms());
     atomic_init(&rv->current, -1);
     pthread_mutex_init(&rv->stream_mu, NULL);
     if (r->ingest_lag) {
@@ -645,11 +639,11 @@ static void *watcher_main(void *arg)
     int i = wa->i;
     az_free(wa);
     uint64_t since = 0, epoch = 0;
-    int64_t last_full = now_ms();
+    int64_t last_full = clock_mono_ms();
     while (!atomic_load(&r->stopping)) {
-        if (now_ms() - last_full > RCV_RESYNC_MS) {
+        if (clock_mono_ms() - last_full > RCV_RESYNC_MS) {
             since = 0;
-            last_full = now_ms();
+            last_full = clock_mono_ms();
         }
         uint64_t asked = since;
         skc_tl_lsns *v = NULL;

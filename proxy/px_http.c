@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "b64.h"
+#include "clock.h"
 #include "log.h"
 #include "pgw_auth.h"
 #include "px_limit.h"
@@ -38,13 +39,6 @@ typedef struct kvtab {
     pthread_mutex_t mu;
     kv *b[KV_BUCKETS];
 } kvtab;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static unsigned kv_hash(const char *s)
 {
@@ -79,7 +73,7 @@ static void kv_unlink(kvtab *t, const char *key, int64_t now)
 static bool kv_get(kvtab *t, const char *key, void *out, size_t len)
 {
     bool found = false;
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     pthread_mutex_lock(&t->mu);
     for (kv *e = t->b[kv_hash(key)]; e; e = e->next) {
         if (strcmp(e->key, key) == 0 && e->exp > now && e->len == len) {
@@ -95,7 +89,7 @@ static bool kv_get(kvtab *t, const char *key, void *out, size_t len)
 static void kv_put(kvtab *t, const char *key, const void *val, size_t len, int ttl_ms)
 {
     kv *e = az_calloc(1, sizeof(*e));
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     e->key = az_strdup(key);
     e->val = az_malloc(len);
     memcpy(e->val, val, len);
@@ -112,7 +106,7 @@ static void kv_put(kvtab *t, const char *key, const void *val, size_t len, int t
 static void kv_del(kvtab *t, const char *key)
 {
     pthread_mutex_lock(&t->mu);
-    kv_unlink(t, key, mono_ms());
+    kv_unlink(t, key, clock_mono_ms());
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 
 #define BUCKETS 1024
 #define MAX_AUTH_ENTRIES 65536   /* beyond: new keys are not tracked (bounded memory) */
@@ -28,13 +29,6 @@ struct pxl {
     int n_auth;          /* entries in auth */
     met_counter *m_auth_limited, *m_conn_limited;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static unsigned hash(const char *s)
 {
@@ -150,7 +144,7 @@ int pxl_auth_blocked(pxl *l, const char *door, const char *endpoint, const char 
         return 0;
     char key[512];
     auth_key(key, sizeof(key), door, endpoint, peer);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     int wait_s = 0;
     pthread_mutex_lock(&l->mu);
     prune_auth(l, key, now);
@@ -173,7 +167,7 @@ void pxl_auth_failed(pxl *l, const char *door, const char *endpoint, const char 
         return;
     char key[512];
     auth_key(key, sizeof(key), door, endpoint, peer);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     pthread_mutex_lock(&l->mu);
     prune_auth(l, key, now);
     entry *e = find(l->auth, key, l->n_auth < MAX_AUTH_ENTRIES);

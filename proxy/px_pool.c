@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 
 typedef struct pxp_stmt {
     char *name;
@@ -249,14 +250,7 @@ int pxp_acquire(pxp *p, const char *key, pxp_connect_fn connect, void *arg, pxp_
 static int acquire_locked(pxp *p, pxp_pool *pool, pxp_connect_fn connect, void *arg,
                           pxp_conn **out)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += p->wait_ms / 1000;
-    dl.tv_nsec += (long)(p->wait_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = clock_after_ms(CLOCK_MONOTONIC, p->wait_ms);
     bool waited = false, timed_out = false;
     for (;;) {
         while (pool->idle) {

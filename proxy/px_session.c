@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 #include "pgw_auth.h"
 #include "pgw_proto.h"
@@ -53,13 +54,6 @@ typedef struct startup {
     char options[512];           /* what is left for the compute */
     bool session_pool;           /* options pool=session: a compute session of its own */
 } startup;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- server ---------------------------------------------------------------- */
 
@@ -551,7 +545,7 @@ static int reach_compute(px_server *s, pgw_conn *c, const startup *st, px_cancel
 {
     char msg[256] = "no attempt";
     const px_route *route = find_route(s, st);
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     for (int attempt = 0; attempt < s->wake_attempts; attempt++) {
         if (attempt > 0) {
             int pause = s->wake_backoff_ms << (attempt - 1 < 10 ? attempt - 1 : 10);
@@ -593,7 +587,7 @@ static int reach_compute(px_server *s, pgw_conn *c, const startup *st, px_cancel
                              msg);
         if (rc == CS_OK) {
             met_counter_inc(w.cold ? s->m_wake_cold : s->m_wake_warm);
-            met_histogram_observe(s->m_wake_s, (double)(mono_ms() - t0) / 1000.0);
+            met_histogram_observe(s->m_wake_s, (double)(clock_mono_ms() - t0) / 1000.0);
             snprintf(e->host, sizeof(e->host), "%s", w.host);
             e->port = w.pg_port;
             *cfd = fd;
@@ -785,7 +779,7 @@ static int pooled_get(pooled *x, pxp_conn **out)
     px_server *s = x->s;
     const startup *st = x->st;
     const px_route *route = find_route(s, st);
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     snprintf(x->msg, sizeof(x->msg), "no attempt");
     for (int attempt = 0; attempt < s->wake_attempts; attempt++) {
         if (attempt > 0) {
@@ -826,7 +820,7 @@ static int pooled_get(pooled *x, pxp_conn **out)
         if (rc == 0) {
             if (woke) {
                 met_counter_inc(x->w.cold ? s->m_wake_cold : s->m_wake_warm);
-                met_histogram_observe(s->m_wake_s, (double)(mono_ms() - t0) / 1000.0);
+                met_histogram_observe(s->m_wake_s, (double)(clock_mono_ms() - t0) / 1000.0);
             }
             return 0;
         }

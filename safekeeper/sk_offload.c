@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "ids.h"
 #include "log.h"
 #include "wal_record.h"
@@ -54,13 +55,6 @@ struct sk_offload {
 };
 
 /* ---- names ------------------------------------------------------------------ */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_ms(void)
 {
@@ -284,7 +278,7 @@ static void failed(tl_backup *b)
 {
     uint64_t d = 100ull << (b->failures < 7 ? b->failures : 7);
     b->failures++;
-    b->retry_at_ms = mono_ms() + (int64_t)(d < MAX_BACKOFF_MS ? d : MAX_BACKOFF_MS);
+    b->retry_at_ms = clock_mono_ms() + (int64_t)(d < MAX_BACKOFF_MS ? d : MAX_BACKOFF_MS);
 }
 
 /* Lists the bucket: learns the backup LSN and (as the uploader) deletes
@@ -317,7 +311,7 @@ static int refresh(sk_offload *off, sk_timeline *tl, tl_backup *b, const sk_tl_l
     az_free(o);
     rs_list_free(&ls);
     b->listed = true;
-    b->listed_ms = mono_ms();
+    b->listed_ms = clock_mono_ms();
     lsn_t removed;
     sk_tl_set_backup_lsn(tl, b->backup, &removed);
     return 0;
@@ -393,7 +387,7 @@ static void look_at(sk_offload *off, sk_timeline *tl, uint64_t *uploading, uint6
         off->all = b;
         *slot = b;
     }
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     if (now < b->retry_at_ms)
         return;
     sk_tl_lsns st;
@@ -485,14 +479,7 @@ static void *offload_main(void *arg)
         pthread_mutex_lock(&off->mu);
         if (off->stop)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(off->opt.tick_ms / 1000);
-        ts.tv_nsec += (long)(off->opt.tick_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, off->opt.tick_ms);
         pthread_cond_timedwait(&off->cv, &off->mu, &ts);
     }
     pthread_mutex_unlock(&off->mu);

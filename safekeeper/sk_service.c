@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "ids.h"
 #include "log.h"
 #include "safekeeper.pb-c.h"
@@ -45,13 +46,6 @@ struct sk_service {
 };
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static Arbor__ErrorCode error_code(int rc)
 {
@@ -288,10 +282,10 @@ static int append_group(append_ctx *a, Arbor__AppendRequest *first)
     }
     lsn_t flush = 0, commit = 0;
     if (a->tl) {
-        double t0 = now_seconds();
+        double t0 = clock_mono_s();
         int rc = sk_tl_flush(a->tl, a->term, &flush, &commit);
         if (a->svc->fsync_seconds && a->bytes)
-            met_histogram_observe(a->svc->fsync_seconds, now_seconds() - t0);
+            met_histogram_observe(a->svc->fsync_seconds, clock_mono_s() - t0);
         if (rc != 0 && a->err == 0)
             a->err = rc;
         if (rc == 0)
@@ -756,9 +750,7 @@ void sk_svc_refresh_metrics(sk_service *svc)
     sk_timeline **tls;
     size_t n;
     sk_reg_list(svc->reg, &tls, &n);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = clock_mono_ms();
     size_t active = 0;
     double wal = 0;
     for (size_t i = 0; i < n; i++) {

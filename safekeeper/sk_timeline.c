@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "fsutil.h"
 #include "ids.h"
 #include "log.h"
@@ -70,9 +71,7 @@ static void notify_locked(sk_timeline *tl)
     sk_registry *reg = tl->reg;
     if (!reg)
         return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    tl->changed_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    tl->changed_ms = clock_mono_ms();
     pthread_mutex_lock(&reg->seq_mu);
     tl->change_seq = ++reg->seq;
     pthread_cond_broadcast(&reg->seq_cv);
@@ -406,21 +405,9 @@ int sk_tl_read(sk_timeline *tl, lsn_t from_lsn, bool uncommitted,
     return sk_wal_read(tl->wal, from_lsn, end, max_bytes, buf, len, next_lsn);
 }
 
-static void deadline_after(struct timespec *ts, int timeout_ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += timeout_ms / 1000;
-    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int sk_tl_wait(sk_timeline *tl, lsn_t pos, bool uncommitted, int timeout_ms)
 {
-    struct timespec deadline;
-    deadline_after(&deadline, timeout_ms);
+    struct timespec deadline = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&tl->mu);
     while (!tl->deleted && readable_end_locked(tl, uncommitted) <= pos) {
@@ -957,14 +944,7 @@ int sk_reg_delete(sk_registry *reg, const uint8_t tenant_id[16],
 
 uint64_t sk_reg_watch(sk_registry *reg, uint64_t since, int timeout_ms, uint64_t *epoch)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&reg->seq_mu);
     while (reg->seq <= since &&
            pthread_cond_timedwait(&reg->seq_cv, &reg->seq_mu, &deadline) != ETIMEDOUT)

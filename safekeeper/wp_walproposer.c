@@ -38,6 +38,7 @@
  */
 #define _GNU_SOURCE
 #include "wp_int.h"
+#include "clock.h"
 const char *wp_strerror(int err)
 {
     switch (err) {
@@ -70,13 +71,6 @@ const char *wp_state_name(wp_state s)
 }
 
 /* ---- time ------------------------------------------------------------- */
-
-static int64_t default_clock_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 int64_t wpi_now_us(const struct wp_proposer *wp)
 {
@@ -550,7 +544,7 @@ int wp_create(const wp_config *cfg, wp_proposer **out)
     }
     pthread_condattr_destroy(&ca);
     wp->net = cfg->net ? *cfg->net : rpc_net;
-    wp->clock_us = cfg->clock_us ? cfg->clock_us : default_clock_us;
+    wp->clock_us = cfg->clock_us ? cfg->clock_us : clock_mono_us;
     wp->n = cfg->n_safekeepers;
     wp->quorum = wp_quorum(wp->n);
     memcpy(wp->tenant_id, cfg->tenant_id, 16);
