@@ -9,7 +9,8 @@
  *   — exactly one row each —, INSERT — must not collide —, UPDATE of the
  *   changed columns — exactly one row each —, CREATE/DROP of added/dropped
  *   tables) and the result must equal `arbor export B` row for row (a full
- *   scan of every table of both files, rows as quote()d text, sorted);
+ *   scan of every table of both files side by side in key order, every
+ *   value compared by type and bytes);
  *   and SQLite's sqldiff (Debian sqlite3-tools) on the two exports must
  *   count as many INSERT / DELETE / UPDATE statements per table as the diff
  *   has inserted / deleted / updated rows (tables whose schema differs
@@ -119,20 +120,47 @@ static void bind(sqlite3_stmt *st, int i, json_t *v)
     }
 }
 
+/* The last statement run_bound prepared: the rows of one table and kind
+ * share their statement, and preparing one per row was most of the cost
+ * of applying a diff of thousands of rows. */
+static struct {
+    sqlite3 *db;
+    char q[8192];
+    sqlite3_stmt *st;
+} g_last;
+
+static void run_bound_done(void)
+{
+    sqlite3_finalize(g_last.st);
+    g_last.st = NULL;
+}
+
+static sqlite3_stmt *prepared(sqlite3 *db, const char *q)
+{
+    if (g_last.st && g_last.db == db && strcmp(g_last.q, q) == 0) {
+        return g_last.st;
+    }
+    run_bound_done();
+    if (sqlite3_prepare_v2(db, q, -1, &g_last.st, NULL) != SQLITE_OK) {
+        fail_msg("prepare %s: %s", q, sqlite3_errmsg(db));
+    }
+    g_last.db = db;
+    snprintf(g_last.q, sizeof(g_last.q), "%s", q);
+    return g_last.st;
+}
+
 /* Runs q (with ? bound from vals in order); the number of rows changed. */
 static int run_bound(sqlite3 *db, const char *q, json_t **vals, int n)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK) {
-        fail_msg("prepare %s: %s", q, sqlite3_errmsg(db));
-    }
+    sqlite3_stmt *st = prepared(db, q);
     for (int i = 0; i < n; i++) {
         bind(st, i + 1, vals[i]);
     }
     if (sqlite3_step(st) != SQLITE_DONE) {
         fail_msg("%s: %s", q, sqlite3_errmsg(db));
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     return sqlite3_changes(db);
 }
 
@@ -277,28 +305,19 @@ static void apply_diff(const char *path, json_t *diff, char skip[8][64], int *n_
             assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
         }
     }
+    run_bound_done();
     assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 }
 
-static int cmp_str(const void *a, const void *b)
+/* The user tables of a file (but skip), by name, one per line. */
+static void table_names(sqlite3 *db, char skip[8][64], int n_skip, char *out, size_t len)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Every user table of the file (but skip) with every row as quote()d
- * text, sorted: a full scan. malloc'ed. */
-static char *dump(const char *path, char skip[8][64], int n_skip)
-{
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_stmt *tl;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT name, wr FROM pragma_table_list WHERE "
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_list WHERE "
                                         "type = 'table' AND name NOT LIKE 'sqlite_%' "
                                         "AND schema = 'main' ORDER BY name", -1, &tl, NULL),
                      SQLITE_OK);
-    size_t cap = 1 << 20, len = 0;
-    char *out = malloc(cap);
     out[0] = 0;
     while (sqlite3_step(tl) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(tl, 0);
@@ -306,57 +325,127 @@ static char *dump(const char *path, char skip[8][64], int n_skip)
         for (int i = 0; i < n_skip; i++) {
             skipped |= strcmp(skip[i], name) == 0;
         }
-        if (skipped) {
-            continue;
+        size_t l = strlen(out);
+        if (!skipped) {
+            snprintf(out + l, len - l, "%s\n", name);
         }
-        /* build "SELECT quote(rowid)||','||quote(a)||... FROM t" */
-        sqlite3_stmt *ci;
-        char *cq = sqlite3_mprintf("SELECT name FROM pragma_table_info(%Q) ORDER BY cid", name);
-        assert_int_equal(sqlite3_prepare_v2(db, cq, -1, &ci, NULL), SQLITE_OK);
-        char expr[8192];
-        snprintf(expr, sizeof(expr), "%s", sqlite3_column_int(tl, 1) ? "''" : "quote(rowid)");
-        while (sqlite3_step(ci) == SQLITE_ROW) {
-            size_t l = strlen(expr);
-            /* text by its bytes: quote() stops at a NUL */
-            const char *c = (const char *)sqlite3_column_text(ci, 0);
-            snprintf(expr + l, sizeof(expr) - l,
-                     "||','||CASE typeof(\"%s\") WHEN 'text' THEN 'T'||hex(\"%s\") "
-                     "ELSE quote(\"%s\") END", c, c, c);
-        }
-        sqlite3_finalize(ci);
-        sqlite3_free(cq);
-        char *rq = sqlite3_mprintf("SELECT %s FROM \"%w\"", expr, name);
-        sqlite3_stmt *rs;
-        assert_int_equal(sqlite3_prepare_v2(db, rq, -1, &rs, NULL), SQLITE_OK);
-        char **rows = NULL;
-        size_t n = 0;
-        while (sqlite3_step(rs) == SQLITE_ROW) {
-            rows = realloc(rows, (n + 1) * sizeof(char *));
-            rows[n++] = strdup((const char *)sqlite3_column_text(rs, 0));
-        }
-        sqlite3_finalize(rs);
-        sqlite3_free(rq);
-        qsort(rows, n, sizeof(char *), cmp_str);
-        for (size_t i = 0; i <= n; i++) {
-            const char *line = i == 0 ? name : rows[i - 1];
-            size_t l = strlen(line);
-            if (len + l + 2 >= cap) {
-                cap = (cap + l) * 2;
-                out = realloc(out, cap);
-            }
-            memcpy(out + len, line, l);
-            len += l;
-            out[len++] = '\n';
-            out[len] = 0;
-        }
-        for (size_t i = 0; i < n; i++) {
-            free(rows[i]);
-        }
-        free(rows);
     }
     sqlite3_finalize(tl);
+}
+
+/* Every row of table name, rowid (if any) and columns, in key order (the
+ * rowid or the primary key: unique, so equal tables give equal sequences). */
+static sqlite3_stmt *scan(sqlite3 *db, const char *name)
+{
+    char cols[8][64], order[1024] = "";
+    int nk = key_cols(db, name, cols);
+    for (int i = 0; i < nk; i++) {
+        size_t l = strlen(order);
+        snprintf(order + l, sizeof(order) - l, "%s\"%s\"", i ? ", " : "", cols[i]);
+    }
+    bool rowid = strcmp(cols[0], "rowid") == 0;
+    char *q = sqlite3_mprintf("SELECT %s* FROM \"%w\" ORDER BY %s", rowid ? "rowid, " : "",
+                              name, order);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    sqlite3_free(q);
+    return st;
+}
+
+/* Column c of the current rows of x and y: same type and the same value
+ * (reals bit for bit, text and blobs byte for byte). */
+static bool same_value(sqlite3_stmt *x, sqlite3_stmt *y, int c)
+{
+    int t = sqlite3_column_type(x, c);
+    if (t != sqlite3_column_type(y, c)) {
+        return false;
+    }
+    if (t == SQLITE_INTEGER) {
+        return sqlite3_column_int64(x, c) == sqlite3_column_int64(y, c);
+    }
+    if (t == SQLITE_FLOAT) {
+        double a = sqlite3_column_double(x, c), b = sqlite3_column_double(y, c);
+        return memcmp(&a, &b, sizeof(a)) == 0;
+    }
+    if (t == SQLITE_NULL) {
+        return true;
+    }
+    const void *a = t == SQLITE_TEXT ? (const void *)sqlite3_column_text(x, c)
+                                     : sqlite3_column_blob(x, c);
+    const void *b = t == SQLITE_TEXT ? (const void *)sqlite3_column_text(y, c)
+                                     : sqlite3_column_blob(y, c);
+    int n = sqlite3_column_bytes(x, c);
+    return n == sqlite3_column_bytes(y, c) && (n == 0 || memcmp(a, b, (size_t)n) == 0);
+}
+
+/* Row row (in key order) of table name differs in x and y (its scans in
+ * both files, stepped to rx and ry): at column c, or c < 0 when one file
+ * has the row and the other not. */
+static void report_row(sqlite3_stmt *x, sqlite3_stmt *y, int rx, int ry, const char *name,
+                       size_t row, int c)
+{
+    if (c < 0) {
+        fprintf(stderr, "table %s, row %zu in key order: step %d vs %d (%d: a row, %d: done)\n",
+                name, row, rx, ry, SQLITE_ROW, SQLITE_DONE);
+        return;
+    }
+    fprintf(stderr, "table %s, row %zu in key order, column %d (%s): %.200s (type %d) vs "
+            "%.200s (type %d)\n", name, row, c, sqlite3_column_name(x, c),
+            (const char *)sqlite3_column_text(x, c), sqlite3_column_type(x, c),
+            (const char *)sqlite3_column_text(y, c), sqlite3_column_type(y, c));
+}
+
+/* Table name has the same rows in both files; false (reported) if not. */
+static bool same_table(sqlite3 *da, sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *x = scan(da, name), *y = scan(db, name);
+    int nc = sqlite3_column_count(x);
+    bool same = nc == sqlite3_column_count(y);
+    if (!same) {
+        fprintf(stderr, "table %s: %d vs %d columns\n", name, nc, sqlite3_column_count(y));
+    }
+    for (size_t row = 0; same; row++) {
+        int rx = sqlite3_step(x), ry = sqlite3_step(y);
+        if (rx != SQLITE_ROW || ry != SQLITE_ROW) {
+            same = rx == SQLITE_DONE && ry == SQLITE_DONE;
+            if (!same) {
+                report_row(x, y, rx, ry, name, row, -1);
+            }
+            break;
+        }
+        for (int c = 0; same && c < nc; c++) {
+            same = same_value(x, y, c);
+            if (!same) {
+                report_row(x, y, rx, ry, name, row, c);
+            }
+        }
+    }
+    sqlite3_finalize(x);
+    sqlite3_finalize(y);
+    return same;
+}
+
+/* The files at a and b have the same user tables (but skip) with the same
+ * rows: a full scan of both, side by side in key order. */
+static bool same_tables(const char *a, const char *b, char skip[8][64], int n_skip)
+{
+    sqlite3 *da, *db;
+    char na[4096], nb[4096];
+    assert_int_equal(sqlite3_open_v2(a, &da, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_open_v2(b, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    table_names(da, skip, n_skip, na, sizeof(na));
+    table_names(db, skip, n_skip, nb, sizeof(nb));
+    bool same = strcmp(na, nb) == 0;
+    if (!same) {
+        fprintf(stderr, "tables:\n%s\nvs\n%s\n", na, nb);
+    }
+    for (char *name = na, *nl; same && (nl = strchr(name, '\n')); name = nl + 1) {
+        *nl = 0;
+        same = same_table(da, db, name);
+    }
+    sqlite3_close(da);
     sqlite3_close(db);
-    return out;
+    return same;
 }
 
 #define SQLDIFF "/usr/bin/sqldiff"
@@ -462,24 +551,13 @@ static json_t *check_diff(const char *args, const char *from_branch, const char 
     ct_expect(ct_sh("cp '%s' '%s'", a, orig), 0, "cp");
     apply_diff(a, d, skip, &n_skip);
     check_sqldiff(orig, b, d, skip, n_skip);
-    char *got = dump(a, skip, n_skip), *want = dump(b, skip, n_skip);
-    if (strcmp(got, want) != 0) {
+    if (!same_tables(a, b, skip, n_skip)) {
         char *dj = json_dumps(d, JSON_COMPACT);
         fprintf(stderr, "diff %s: applied to %s it does not give %s\ndiff: %.3000s\n", args, a,
                 b, dj);
         free(dj);
-        for (size_t i = 0; got[i] || want[i]; i++) {
-            if (got[i] != want[i]) {
-                size_t s = i > 200 ? i - 200 : 0;
-                fprintf(stderr, "first difference at byte %zu:\n got: %.400s\nwant: %.400s\n",
-                        i, got + s, want + s);
-                break;
-            }
-        }
         fail_msg("diff %s does not turn %s into %s", args, from_branch, to_branch);
     }
-    free(got);
-    free(want);
     return d;
 }
 
