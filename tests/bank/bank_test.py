@@ -48,6 +48,17 @@ WRITERS = 8
 READERS = 2
 
 
+def exited(pid):
+    """pid is gone or a zombie: dead, its ports closed, waiting for its parent
+    (init for a daemon) to reap it, which can take seconds (as `arbor start`
+    sees it: cli_proc_alive)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 class Cluster:
     def __init__(self, arbor, root):
         self.arbor = arbor
@@ -75,9 +86,7 @@ class Cluster:
         c = self.components()[name]
         os.kill(c["pid"], signal.SIGKILL)
         for _ in range(100):
-            try:
-                os.kill(c["pid"], 0)
-            except ProcessLookupError:
+            if exited(c["pid"]):
                 return
             time.sleep(0.05)
 
