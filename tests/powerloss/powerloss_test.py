@@ -132,6 +132,17 @@ def sanitizer_reports(root):
     return found
 
 
+def exited(pid):
+    """pid is gone or a zombie: dead, its files no longer written, waiting
+    for its parent (init for a daemon) to reap it, which can take seconds
+    (as `arbor start` sees it: cli_proc_alive)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 class Cluster:
     def __init__(self, arbor, root, env):
         self.arbor = arbor
@@ -191,9 +202,7 @@ class Cluster:
                 pass
         for pid in pids:
             for _ in range(200):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if exited(pid):
                     break
                 time.sleep(0.02)
         return pids
