@@ -500,7 +500,7 @@ void wp_get_status(wp_proposer *wp, wp_status *out)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
-static const wp_net_ops rpc_net = {
+const wp_net_ops wp_rpc_net = {
     .channel_create = rpc_channel_create,
     .channel_destroy = rpc_channel_destroy,
     .unary = rpc_unary,
@@ -543,7 +543,7 @@ int wp_create(const wp_config *cfg, wp_proposer **out)
         pthread_cond_init(&wp->sk[i].cv, &ca);
     }
     pthread_condattr_destroy(&ca);
-    wp->net = cfg->net ? *cfg->net : rpc_net;
+    wp->net = cfg->net ? *cfg->net : wp_rpc_net;
     wp->clock_us = cfg->clock_us ? cfg->clock_us : clock_mono_us;
     wp->n = cfg->n_safekeepers;
     wp->quorum = wp_quorum(wp->n);

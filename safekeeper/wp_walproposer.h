@@ -138,6 +138,9 @@ typedef struct wp_net_ops {
     void (*stream_destroy)(rpc_stream *s);
 } wp_net_ops;
 
+/* The default: the rpc_* layer (a test copies it and replaces a call). */
+extern const wp_net_ops wp_rpc_net;
+
 /* Monotonic clock in µs, behind a pointer for tests. */
 typedef int64_t (*wp_clock_fn)(void);
 

@@ -284,8 +284,9 @@ static void test_kill_mid_send(void **state)
         _exit(127);
     }
     close(err[1]);
-    /* Kill it once 96 MiB are queued: with the proposer's 64 MiB buffer, at
-     * least 32 MiB of its records are then on a quorum (and streamed to the
+    /* Kill it once 96 MiB are queued: the proposer buffers at most 16 MiB
+     * here (4 records of record_kb, at least 16 MiB: vfs_db.c), so at least
+     * 80 MiB of its records are then on a quorum (and streamed to the
      * pageserver and the replica). */
     char buf[65536];
     size_t len = 0;
