@@ -16,11 +16,14 @@ cmake --build build/run -j "$(nproc)"
 
 arbor=build/run/cli/arbor
 export ARBOR_DIR=${ARBOR_DIR:-$root/.arbor}
-stop() { "$arbor" stop || true; }
+stop() { [ -n "${nap:-}" ] && kill "$nap" 2>/dev/null; "$arbor" stop || true; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 "$arbor" start --base-port "${ARBOR_BASE_PORT:-7676}"
 echo
 echo "Also: $arbor branch create dev; $arbor endpoint start dev; $arbor sql main 'SELECT 1'"
 echo "      (with ARBOR_DIR=$ARBOR_DIR). Ctrl-C stops the cluster."
-while :; do sleep 3600; done
+# sleep in the background and wait for it: bash runs a trap only once the
+# foreground command ends, so `kill <this script>` would otherwise wait out
+# the sleep (Ctrl-C reaches the sleep too, a plain kill does not)
+while :; do sleep 3600 & nap=$!; wait $nap; done
