@@ -341,7 +341,7 @@ static json_t *h_int_wake_branch(req *r)
             snprintf(name, sizeof(name), "%.60s-rw", api_jstr(b, "name"));
         }
         int rc = api_create_endpoint_row(r, pid, name, api_jstr(b, "id"), "read_write", NULL,
-                                     DEFAULT_SUSPEND_S);
+                                     DEFAULT_SUSPEND_S, NULL);
         if ((rc != 0 && rc != -EEXIST) || ctl_db_query_one(r->x->db, &e, sql, "ss", pid,
                                                            api_jstr(b, "id")) != 0) {
             if (!r->err)

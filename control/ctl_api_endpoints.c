@@ -124,10 +124,7 @@ json_t *api_h_endpoint_create(req *r)
         goto done;
     }
     if (api_create_endpoint_row(r, pid, name, api_jstr(b, "id"), kind, pt.given ? lsn : NULL,
-                            timeout_s) == 0) {
-        if (pool)
-            ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET pool_mode = ? WHERE project_id = ?"
-                        " AND name = ?", "sss", pool, pid, name);
+                            timeout_s, pool) == 0) {
         res = api_load_endpoint(r, pid, name);
         r->status = 201;
     }

@@ -102,8 +102,10 @@ void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id
 json_t *api_h_branch_delete(req *r);
 json_t *api_h_branch_reset(req *r);
 json_t *api_h_branch_restore(req *r);
+/* pool_mode NULL: "transaction". */
 int api_create_endpoint_row(req *r, const char *pid, const char *name, const char *branch_id,
-                            const char *kind, const char *lsn, int64_t timeout_s);
+                            const char *kind, const char *lsn, int64_t timeout_s,
+                            const char *pool_mode);
 json_t *api_h_projects_list(req *r);
 json_t *api_h_project_create(req *r);
 json_t *api_h_project_get(req *r);

@@ -21,12 +21,14 @@ static int adopt_timelines(req *r, const char *pid)
 }
 
 int api_create_endpoint_row(req *r, const char *pid, const char *name, const char *branch_id,
-                               const char *kind, const char *lsn, int64_t timeout_s)
+                               const char *kind, const char *lsn, int64_t timeout_s,
+                               const char *pool_mode)
 {
     int rc = ctl_db_exec(r->x->db, NULL,
                          "INSERT INTO endpoints(project_id, name, branch_id, kind, point_lsn,"
-                         " suspend_timeout_s, created_at) VALUES(?,?,?,?,?,?,?)",
-                         "sssssid", pid, name, branch_id, kind, lsn, timeout_s, api_now_s());
+                         " suspend_timeout_s, pool_mode, created_at) VALUES(?,?,?,?,?,?,?,?)",
+                         "sssssisd", pid, name, branch_id, kind, lsn, timeout_s,
+                         pool_mode ? pool_mode : "transaction", api_now_s());
     if (rc == -EEXIST)
         api_fail(r, 409, "CONFLICT", "endpoint '%s' exists", name);
     else if (rc != 0)
@@ -81,7 +83,7 @@ json_t *api_h_project_create(req *r)
                          "SELECT id FROM branches WHERE project_id = ? AND name = 'main'", "s",
                          pid) == 0) {
         rc = api_create_endpoint_row(r, pid, "main", api_jstr(main_b, "id"), "read_write", NULL,
-                                 DEFAULT_SUSPEND_S);
+                                 DEFAULT_SUSPEND_S, NULL);
         json_decref(main_b);
         if (rc != 0 && rc != -EEXIST)
             goto undo;
@@ -135,16 +137,16 @@ json_t *api_h_roles_list(req *r)
 }
 
 /* A new password for role name (insert or replace): {name, password}. */
-static json_t *set_password(req *r, const char *name, bool create)
+static json_t *set_password(req *r, const char *name, bool create, const char *pool_mode)
 {
     char pw[CTL_PASSWORD_LEN + 1], ver[CTL_VERIFIER_MAX];
     if (ctl_auth_new_password(pw) != 0 || ctl_auth_scram_verifier(pw, ver) != 0)
         return api_fail(r, 503, "UNAVAILABLE", "cannot make a password (libcrypto)");
     int64_t changed = 0;
     int rc = create ? ctl_db_exec(r->x->db, NULL,
-                                  "INSERT INTO roles(project_id, name, verifier, created_at)"
-                                  " VALUES(?,?,?,?)", "sssd", api_param(r, "project_id"), name, ver,
-                                  api_now_s())
+                                  "INSERT INTO roles(project_id, name, verifier, pool_mode,"
+                                  " created_at) VALUES(?,?,?,?,?)", "ssssd",
+                                  api_param(r, "project_id"), name, ver, pool_mode, api_now_s())
                     : ctl_db_exec(r->x->db, &changed,
                                   "UPDATE roles SET verifier = ? WHERE project_id = ? AND name = ?",
                                   "sss", ver, api_param(r, "project_id"), name);
@@ -155,7 +157,10 @@ static json_t *set_password(req *r, const char *name, bool create)
     if (!create && changed == 0)
         return api_fail(r, 404, "NOT_FOUND", "no role '%s'", name);
     r->status = create ? 201 : 200;
-    return json_pack("{s:s,s:s}", "name", name, "password", pw);
+    json_t *res = json_pack("{s:s,s:s}", "name", name, "password", pw);
+    if (create)
+        json_object_set_new(res, "pool_mode", json_string(pool_mode));
+    return res;
 }
 
 json_t *api_h_role_create(req *r)
@@ -169,14 +174,7 @@ json_t *api_h_role_create(req *r)
         return NULL;
     if (!api_name_ok(name))
         return api_fail_name(r, "role", name);
-    json_t *res = set_password(r, name, true);
-    if (res && !r->err) {
-        if (pool)
-            ctl_db_exec(r->x->db, NULL, "UPDATE roles SET pool_mode = ? WHERE project_id = ?"
-                        " AND name = ?", "sss", pool, api_param(r, "project_id"), name);
-        json_object_set_new(res, "pool_mode", json_string(pool ? pool : "transaction"));
-    }
-    return res;
+    return set_password(r, name, true, pool ? pool : "transaction");
 }
 
 /* PATCH: the role's settings ({"pool_mode"}); answers {name, pool_mode}. */
@@ -189,8 +187,7 @@ json_t *api_h_role_update(req *r)
     json_decref(p);
     if (api_body_pool_mode(r, &pool))
         return NULL;
-    int64_t changed = 0;
-    if (pool && ctl_db_exec(r->x->db, &changed, "UPDATE roles SET pool_mode = ? WHERE"
+    if (pool && ctl_db_exec(r->x->db, NULL, "UPDATE roles SET pool_mode = ? WHERE"
                             " project_id = ? AND name = ?", "sss", pool, pid, name) != 0)
         return api_fail_db(r);
     int rc = ctl_db_query_one(r->x->db, &row, "SELECT name, pool_mode, created_at FROM roles"
@@ -206,7 +203,7 @@ json_t *api_h_role_reset(req *r)
     if (!p)
         return NULL;
     json_decref(p);
-    return set_password(r, api_param(r, "role"), false);
+    return set_password(r, api_param(r, "role"), false, NULL);
 }
 
 json_t *api_h_role_delete(req *r)

@@ -535,6 +535,14 @@ static void test_roles_and_keys(void **state)
     expect(409, "POST", pp("/roles"), "{\"name\": \"app\"}");
     expect(422, "POST", pp("/roles"), "{\"name\": \"\"}");
     expect(422, "POST", pp("/roles"), "{\"name\": \"x\", \"pool_mode\": \"y\"}");
+    assert_int_equal(api("POST", pp("/roles"), "{\"name\": \"sess\", \"pool_mode\": \"session\"}",
+                         &r), 201);
+    assert_string_equal(js(r, "pool_mode"), "session");
+    json_decref(r);
+    assert_int_equal(api("PATCH", pp("/roles/sess"), "{}", &r), 200);
+    assert_string_equal(js(r, "pool_mode"), "session");
+    json_decref(r);
+    expect(200, "DELETE", pp("/roles/sess"), NULL);
     assert_int_equal(api("GET", "/v1/internal/projects/x/roles/app/secret", NULL, NULL), 404);
     char path[256];
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/roles/app/secret", g_project);
