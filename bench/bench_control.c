@@ -1,13 +1,17 @@
 /*
  * bench_control — what the control plane costs (run: build/bench/bench_control
- * [-n WAKES] [-b BRANCHES]).
+ * [-n WAKES] [-b BRANCHES] [-g GAP_MS]).
  *
  *   wake       a suspended endpoint: POST .../start -> SQL over HTTP on the
  *              compute it returns -> first row; p50/p99 over -n wakes
  *              (default 60), next to a warm query (same branch, same run).
  *              Between wakes the endpoint is suspended through the API and
- *              the pool is given 150 ms to start its replacement, so every
- *              wake is a bind (election + open), not a process start.
+ *              the bench waits until the pool is full again (/v1/status
+ *              pool_ready), as it is before any wake that does not follow
+ *              another within a few hundred ms; every wake is a bind
+ *              (election + open), not a process start. -g MS: wake MS after
+ *              the suspend instead (back-to-back wakes: the pool's refill,
+ *              a process start, may overlap the next bind).
  *   branch     POST .../branches (control plane: pageserver + 3 safekeepers
  *              + its database) vs the pageserver's CreateTimeline alone.
  *
@@ -26,7 +30,12 @@
 #include "http_client.h"
 #include "ps_client.h"
 
+#define POOL 2   /* arbor-control's pool size */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static h_sk g_sk[3], g_ps, g_ctl;
+static int g_gap_ms = -1;   /* -g: fixed gap between suspend and wake */
 static char g_key[128], g_project[40];
 
 static double now_ms(void)
@@ -123,7 +132,7 @@ static int start_cluster(void)
     snprintf(a[4], sizeof(a[4]), "--compute-bin=%s", ARBOR_COMPUTE_BIN);
     for (int i = 0; i < 4; i++)
         g_ctl.extra_args[i] = a[i + 1];
-    g_ctl.extra_args[4] = "--pool-size=2";
+    g_ctl.extra_args[4] = "--pool-size=" STR(POOL);
     g_ctl.extra_args[5] = getenv("BENCH_VERBOSE") ? "--log-level=debug" : "--log-level=warn";
     g_ctl.extra_args[6] = getenv("BENCH_VERBOSE") ? "--compute-log-level=debug" : "--compute-log-level=warn";
     if (h_sk_start(&g_ctl, 20000) != 0)
@@ -145,6 +154,25 @@ static int start_cluster(void)
     return 0;
 }
 
+/* Waits (at most 5 s) until arbor-control's pool holds n computes ready
+ * to bind, as it does before any wake that is not right after another. */
+static int wait_pool(int n)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/status", g_ctl.port);
+    for (int i = 0; i < 500; i++) {
+        json_t *st = NULL;
+        int ready = call("GET", url, NULL, NULL, &st) == 200
+                        ? (int)json_integer_value(json_object_get(st, "pool_ready")) : -1;
+        json_decref(st);
+        if (ready >= n)
+            return 0;
+        h_sleep_ms(10);
+    }
+    fprintf(stderr, "the pool did not refill in 5 s\n");
+    return -1;
+}
+
 static int bench_wake(int n)
 {
     json_t *w;
@@ -160,7 +188,13 @@ static int bench_wake(int n)
     for (int i = 0; i < n; i++) {
         if (api("POST", "/endpoints/main/suspend", NULL, NULL) != 200)
             return -1;
-        h_sleep_ms(150);                          /* the pool refills */
+        if (g_gap_ms >= 0) {
+            h_sleep_ms(g_gap_ms);   /* the pool may still be starting a compute */
+        } else {
+            if (wait_pool(POOL) != 0)             /* the pool refills */
+                return -1;
+            h_sleep_ms(20);                       /* its newest compute settles */
+        }
         double t0 = now_ms();
         if (wake_main(&w) != 200)
             return -1;
@@ -178,7 +212,11 @@ static int bench_wake(int n)
         wake_row[i] = t2 - t0;
         warm[i] = t3 - t2;
     }
-    printf("wakes: %d of %d were cold binds\n", cold, n);
+    if (g_gap_ms >= 0)
+        printf("wakes: %d of %d were cold binds, each %d ms after a suspend\n", cold, n,
+               g_gap_ms);
+    else
+        printf("wakes: %d of %d were cold binds, each with the pool full\n", cold, n);
     report("wake: API call (pool take + bind)", wake_api, n);
     report("wake: API call -> first row (SQL over HTTP)", wake_row, n);
     report("warm query on the woken endpoint", warm, n);
@@ -229,13 +267,17 @@ static int bench_branches(int n)
 int main(int argc, char **argv)
 {
     int wakes = 60, branches = 50, opt;
-    while ((opt = getopt(argc, argv, "n:b:h")) != -1) {
+    while ((opt = getopt(argc, argv, "n:b:g:h")) != -1) {
         if (opt == 'n')
             wakes = atoi(optarg);
         else if (opt == 'b')
             branches = atoi(optarg);
+        else if (opt == 'g')
+            g_gap_ms = atoi(optarg);
         else {
-            fprintf(stderr, "usage: %s [-n wakes (60)] [-b branches (50)]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n wakes (60)] [-b branches (50)] [-g gap_ms: wake that "
+                            "long after the last suspend, not once the pool is full]\n",
+                    argv[0]);
             return 2;
         }
     }

@@ -164,6 +164,7 @@ typedef struct tl_info {
     arbor_id timeline;
     lsn_t start_lsn, last_record_lsn;
     int64_t last_commit_ts_us;
+    uint32_t size_pages, page_size;   /* at last_record_lsn; page_size 0: none */
 } tl_info;
 
 static int resolve_timeline(vfs_db *db, tl_info *out, char *err, size_t err_len)
@@ -177,6 +178,8 @@ static int resolve_timeline(vfs_db *db, tl_info *out, char *err, size_t err_len)
     out->start_lsn = tl.start_lsn;
     out->last_record_lsn = tl.last_record_lsn;
     out->last_commit_ts_us = tl.last_commit_us;
+    out->size_pages = tl.db_size_pages;
+    out->page_size = tl.page_size;
     return 0;
 }
 
@@ -231,15 +234,16 @@ static int start_primary(vfs_db *db, const tl_info *ti, lsn_t *base,
                       .max_buffer_bytes = buffer > (16u << 20) ? buffer : (16u << 20) };
     memcpy(cfg.tenant_id, db->conf.tenant.b, 16);
     memcpy(cfg.timeline_id, ti->timeline.b, 16);
+    /* Reads start at the commit point as soon as it is known committed; the
+     * first commit waits for the rest of the election (wp_begin). */
     int rc = wp_create(&cfg, &db->wp);
     if (rc == 0)
-        rc = wp_elect(db->wp, db->conf.timeout_ms);
+        rc = wp_elect_read(db->wp, db->conf.timeout_ms, base);
     if (rc != 0) {
         snprintf(err, err_len, "primary election on the safekeepers failed: %s",
                  wp_strerror(rc));
         return -1;
     }
-    *base = wp_commit_lsn(db->wp);
     return 0;
 }
 
@@ -264,8 +268,11 @@ static int db_start(vfs_db *db, const tl_info *ti, char *err, size_t err_len)
             return -1;
         break;
     }
-    uint32_t size = 0, page_size = 0;
-    if (get_db_size(db, base, &size, &page_size, err, err_len) != 0)
+    /* Opening at the pageserver's head (a woken primary, a replica): the
+     * timeline's info had the size there; one call less. */
+    uint32_t size = ti->size_pages, page_size = ti->page_size;
+    if ((base != ti->last_record_lsn || page_size == 0) &&
+        get_db_size(db, base, &size, &page_size, err, err_len) != 0)
         return -1;
     db->latest_lsn = db->head_lsn = base;
     db->latest_size = db->head_size = size;

@@ -73,6 +73,9 @@ typedef struct ctl_driver_ops {
     int (*status)(ctl_driver *d, ctl_compute *c, ctl_compute_status *out);
     /* Stops the pool and every compute still started; frees d. */
     void (*destroy)(ctl_driver *d);
+    /* Unbound computes ready to bind now (a pool's), or -1: no pool.
+     * Optional (NULL: no pool). */
+    int (*pool_ready)(ctl_driver *d);
 } ctl_driver_ops;
 
 struct ctl_driver {

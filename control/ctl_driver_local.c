@@ -397,6 +397,15 @@ static void local_destroy(ctl_driver *base)
     az_free(d);
 }
 
+static int local_pool_ready(ctl_driver *base)
+{
+    local_driver *d = (local_driver *)base;
+    pthread_mutex_lock(&d->mu);
+    int n = d->pool_n;
+    pthread_mutex_unlock(&d->mu);
+    return n;
+}
+
 static const ctl_driver_ops local_ops = {
     .name = "local",
     .start = local_start,
@@ -404,6 +413,7 @@ static const ctl_driver_ops local_ops = {
     .stop = local_stop,
     .status = local_status,
     .destroy = local_destroy,
+    .pool_ready = local_pool_ready,
 };
 
 int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)

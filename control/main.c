@@ -101,16 +101,32 @@ static struct {
     http_server *http;
 } g_ctl;
 
+static int pool_ready(void);
+
 static json_t *h_status(const http_request *req, int *status, void *arg)
 {
     int active;
     uint64_t wakes, suspends, crashes;
     ctl_lc_counts(g_ctl.lc, &active, &wakes, &suspends, &crashes);
     *status = 200;
-    return json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:s}", "component", "control",
+    return json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:s,s:i}", "component", "control",
                      "schema_version", ctl_db_version(g_ctl.db), "endpoints_active", active,
                      "wakes", (json_int_t)wakes, "suspends", (json_int_t)suspends, "crashes",
-                     (json_int_t)crashes, "driver", g_ctl.driver->ops->name);
+                     (json_int_t)crashes, "driver", g_ctl.driver->ops->name, "pool_ready",
+                     pool_ready());
+}
+
+/* Unbound computes ready to bind (-1: the driver keeps no pool). */
+static int pool_ready(void)
+{
+    ctl_driver *d = g_ctl.driver;
+    return d && d->ops->pool_ready ? d->ops->pool_ready(d) : -1;
+}
+
+static double pool_ready_gauge(void *arg)
+{
+    (void)arg;
+    return pool_ready();
 }
 
 static void usage_metrics_init(void)
@@ -251,6 +267,9 @@ static int start(const char *argv0)
     az_free(bin);
     if (rc != 0)
         return rc;
+    met_gauge_callback_new(met_default_registry(), "arbor_control_pool_ready",
+                           "Unbound computes ready to bind (a wake takes one)",
+                           pool_ready_gauge, NULL);
     ctl_lc_opts o = { .db = g_ctl.db, .driver = g_ctl.driver, .poll_ms = (int)c->poll_ms,
                       .metrics = met_default_registry() };
     if ((rc = ctl_lc_create(&o, &g_ctl.lc)) != 0)

@@ -686,7 +686,7 @@ void ps_timeline_branch_summary(ps_timeline *ancestor, lsn_t at, ps_meta_summary
     }
 }
 
-static void summarize_loaded(ps_timeline *tl, lsn_t from, ps_meta_summary *s,
+static void summarize_loaded(ps_timeline *tl, lsn_t head, lsn_t from, ps_meta_summary *s,
                              ps_timeline_info *out);
 
 /* Nothing of tl is only in memory: no WAL taken beyond what is flushed, no
@@ -715,7 +715,7 @@ static bool unload_locked(ps_timeline *tl)
     ps_timeline_info scratch;
     ps_meta_summary s;
     lsn_t from = atomic_load(&tl->gc_cutoff_lsn);
-    summarize_loaded(tl, from > tl->start_lsn ? from : tl->start_lsn, &s, &scratch);
+    summarize_loaded(tl, LSN_MAX, from > tl->start_lsn ? from : tl->start_lsn, &s, &scratch);
     pthread_mutex_lock(&tl->meta_mu);
     ps_meta m;
     tli_meta_build_locked(tl, &m);
@@ -771,14 +771,15 @@ bool ps_timeline_unload(ps_timeline *tl, uint32_t idle_ms)
 /* ---- info --------------------------------------------------------------- */
 
 /* The figures that need the map and the commits index (caller holds load_mu
- * and tl is loaded), and the loaded-only ones straight into out. from: the
- * start of the billed window. */
-static void summarize_loaded(ps_timeline *tl, lsn_t from, ps_meta_summary *s,
+ * and tl is loaded), and the loaded-only ones straight into out. head: the
+ * LSN the size and last commit are taken at; from: the start of the billed
+ * window. */
+static void summarize_loaded(ps_timeline *tl, lsn_t head, lsn_t from, ps_meta_summary *s,
                              ps_timeline_info *out)
 {
     memset(s, 0, sizeof(*s));
     ps_commit c;
-    if (tli_chain_commit_at_or_below(tl, LSN_MAX, false, &c) == 0) {
+    if (tli_chain_commit_at_or_below(tl, head, false, &c) == 0) {
         s->last_commit_ts_us = c.commit_ts_us;
         s->db_size_pages = c.db_size_pages;
     }
@@ -820,18 +821,22 @@ void ps_timeline_get_info(ps_timeline *tl, ps_timeline_info *out)
     }
     out->ancestor_lsn = tl->ancestor_lsn;
     out->start_lsn = tl->start_lsn;
-    out->last_record_lsn = atomic_load(&tl->last_record_lsn);
     out->disk_consistent_lsn = atomic_load(&tl->disk_consistent_lsn);
     out->gc_cutoff_lsn = atomic_load(&tl->gc_cutoff_lsn);
     out->pitr_window_s = atomic_load(&tl->pitr_window_s);
     out->created_at_us = tl->created_at_us;
-    out->page_size = atomic_load(&tl->page_size);
     lsn_t from = out->gc_cutoff_lsn > tl->start_lsn ? out->gc_cutoff_lsn : tl->start_lsn;
     ps_meta_summary s;
+    /* The size is the one at last_record_lsn exactly (a compute opening at
+     * that LSN takes it from here): the commits index has every commit at
+     * or below it (appended before the head moves), and an unloaded
+     * timeline's summary is of its head (load_mu keeps it unloaded). */
     pthread_mutex_lock(&tl->load_mu);
+    out->last_record_lsn = atomic_load(&tl->last_record_lsn);
+    out->page_size = atomic_load(&tl->page_size);   /* set before the head moves */
     out->loaded = atomic_load(&tl->loaded);
     if (out->loaded) {
-        summarize_loaded(tl, from, &s, out);
+        summarize_loaded(tl, out->last_record_lsn, from, &s, out);
     } else {
         s = tl->summary;
     }

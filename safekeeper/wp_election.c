@@ -187,7 +187,17 @@ static int wait_ready(struct wp_proposer *wp, int64_t deadline)
     }
 }
 
-int wp_elect(wp_proposer *wp, int timeout_ms)
+/* Whether a read may start before READY: elected, and nothing to recover
+ * (the quorum's WAL ends where its commit point is, so every record below
+ * epoch_start is committed and the Elected round changes none of them).
+ * mu held. */
+static bool readable(const struct wp_proposer *wp)
+{
+    return wp->state == WP_STATE_READY ||
+           (wp->state == WP_STATE_RECOVERING && wp->commit_lsn == wp->epoch_start_lsn);
+}
+
+static int elect(wp_proposer *wp, int timeout_ms, lsn_t *read_lsn)
 {
     if (!wp) {
         return WP_EINVAL;
@@ -244,7 +254,15 @@ int wp_elect(wp_proposer *wp, int timeout_ms)
             goto done;
         }
     }
+    if (read_lsn && readable(wp)) {
+        *read_lsn = wp->commit_lsn;
+        rc = 0;
+        goto done;
+    }
     rc = wait_ready(wp, deadline);
+    if (rc == 0 && read_lsn) {
+        *read_lsn = wp->commit_lsn;
+    }
     if (rc == WP_ETIMEDOUT) {
         log_warn("walproposer: term %" PRIu64 " elected but a quorum did not "
                  "catch up in time; still trying", wp->term);
@@ -253,6 +271,16 @@ int wp_elect(wp_proposer *wp, int timeout_ms)
 done:
     pthread_mutex_unlock(&wp->mu);
     return rc;
+}
+
+int wp_elect(wp_proposer *wp, int timeout_ms)
+{
+    return elect(wp, timeout_ms, NULL);
+}
+
+int wp_elect_read(wp_proposer *wp, int timeout_ms, lsn_t *read_lsn)
+{
+    return read_lsn ? elect(wp, timeout_ms, read_lsn) : WP_EINVAL;
 }
 
 int wp_begin(wp_proposer *wp, wp_pos *pos, int timeout_ms)

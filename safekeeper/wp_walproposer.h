@@ -235,6 +235,14 @@ void wp_destroy(wp_proposer *wp);
  * (<= 0: the config's timeout; safe to call again), WP_EFENCED, WP_EBUSY. */
 int wp_elect(wp_proposer *wp, int timeout_ms);
 
+/* wp_elect() for a primary that reads first: returns as soon as its reads
+ * may start, with *read_lsn = the commit LSN to read at. That is once
+ * elected when nothing is to be recovered (no voter of the quorum holds WAL
+ * above the commit point: a compute that woke after a clean suspend), else
+ * once READY. The Elected round goes on meanwhile; wp_begin() waits for
+ * it. Errors as wp_elect(). */
+int wp_elect_read(wp_proposer *wp, int timeout_ms, lsn_t *read_lsn);
+
 /* wp_elect() if not READY, then the position of the next record. */
 int wp_begin(wp_proposer *wp, wp_pos *pos, int timeout_ms);
 

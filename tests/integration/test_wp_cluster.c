@@ -722,6 +722,110 @@ static void test_term_hint(void **state)
     h_sk_resume(&g_sk[2]);
 }
 
+/* Elected calls held back ELECTED_DELAY_MS (the round after the vote). */
+#define ELECTED_DELAY_MS 400
+
+static int slow_elected_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                              const ProtobufCMessageDescriptor *resp_desc,
+                              ProtobufCMessage **resp_out, int timeout_ms, rpc_status *st)
+{
+    if (strcmp(method, "/arbor.Safekeeper/Elected") == 0)
+        h_sleep_ms(ELECTED_DELAY_MS);
+    return rpc_unary(ch, method, req, resp_desc, resp_out, timeout_ms, st);
+}
+
+/* wp_elect_read with slow Elected calls: how long it took, the read LSN
+ * and the state it returned in. The proposer is left in *out. */
+static int64_t elect_read_slow(wp_proposer **out, lsn_t *read_lsn, wp_state *state)
+{
+    static wp_net_ops slow_net;
+    slow_net = wp_rpc_net;
+    slow_net.unary = slow_elected_unary;
+    wp_config cfg = make_config(0);
+    cfg.net = &slow_net;
+    assert_int_equal(wp_create(&cfg, out), 0);
+    int64_t t0 = mono_ms();
+    int rc = wp_elect_read(*out, 8000, read_lsn);
+    int64_t ms = mono_ms() - t0;
+    if (rc != 0)
+        fprintf(stderr, "wp_elect_read: %s\n", wp_strerror(rc));
+    assert_int_equal(rc, 0);
+    wp_status st;
+    wp_get_status(*out, &st);
+    *state = st.state;
+    return ms;
+}
+
+/* A primary that reads first (a woken compute) may read as soon as its
+ * vote is won when nothing is to be recovered: the quorum's WAL ends at its
+ * commit point, all of it committed. With an uncommitted tail on a voter,
+ * it waits for the Elected round (recovery), and the tail is then part of
+ * what it reads. Writes wait for the round either way. */
+static void test_read_before_ready(void **state)
+{
+    (void)state;
+    /* clean: a proposer commits and goes away (the commit point reaches
+     * every safekeeper) */
+    wp_config cfg = make_config(0);
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    elect(wp);
+    size_t rl;
+    uint8_t *r = make_rec(cur_pos(wp), 11, &rl);
+    lsn_t end;
+    assert_int_equal(wp_commit(wp, r, rl, &end, 5000), 0);
+    free(r);
+    wp_destroy(wp);
+    lsn_t read_lsn = 0;
+    wp_state st;
+    int64_t ms = elect_read_slow(&wp, &read_lsn, &st);
+    print_message("clean: readable in %" PRId64 " ms (%s), Elected calls take %d ms\n", ms,
+                  wp_state_name(st), ELECTED_DELAY_MS);
+    assert_int_equal(read_lsn, end);
+    assert_int_equal(st, WP_STATE_RECOVERING);
+    if (ms >= ELECTED_DELAY_MS)
+        fail_msg("a clean election waited %" PRId64 " ms for the Elected round", ms);
+    wp_pos pos;
+    assert_int_equal(wp_begin(wp, &pos, 8000), 0);     /* the writer waits for it */
+    assert_int_equal(pos.lsn, end);
+    r = make_rec(pos, 12, &rl);
+    assert_int_equal(wp_commit(wp, r, rl, &end, 5000), 0);
+    free(r);
+    wp_destroy(wp);
+
+    /* an uncommitted tail: one safekeeper flushes a record the others never
+     * see (they are paused), its proposer goes away */
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    elect(wp);
+    assert_int_equal(h_sk_pause(&g_sk[1]), 0);
+    assert_int_equal(h_sk_pause(&g_sk[2]), 0);
+    r = make_rec(cur_pos(wp), 13, &rl);
+    lsn_t tail_end;
+    assert_int_equal(wp_append(wp, r, rl, &tail_end), 0);
+    free(r);
+    wp_status ws;
+    for (int i = 0; i < 500; i++) {
+        wp_get_status(wp, &ws);
+        if (ws.sk[0].flush_lsn == tail_end)
+            break;
+        h_sleep_ms(10);
+    }
+    assert_int_equal(ws.sk[0].flush_lsn, tail_end);
+    assert_true(ws.commit_lsn < tail_end);
+    wp_destroy(wp);
+    /* the next election's quorum holds the tail (safekeeper 2 stays paused) */
+    h_sk_resume(&g_sk[1]);
+    ms = elect_read_slow(&wp, &read_lsn, &st);
+    print_message("with a tail to recover: readable in %" PRId64 " ms (%s)\n", ms,
+                  wp_state_name(st));
+    assert_int_equal(st, WP_STATE_READY);
+    assert_int_equal(read_lsn, tail_end);               /* recovered and committed */
+    if (ms < ELECTED_DELAY_MS)
+        fail_msg("reads started after %" PRId64 " ms, before the tail was recovered", ms);
+    wp_destroy(wp);
+    h_sk_resume(&g_sk[2]);
+}
+
 static void test_majority_paused(void **state)
 {
     (void)state;
@@ -800,6 +904,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_majority_paused, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_one_hung_election, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_term_hint, cluster_up, cluster_down),
+        cmocka_unit_test_setup_teardown(test_read_before_ready, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_killed, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_memory, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_catch_up_peer, cluster_up, cluster_down),

@@ -102,7 +102,9 @@ static void f_destroy(ctl_driver *d)
 {
 }
 
-static const ctl_driver_ops fake_ops = { "fake", f_start, f_bind, f_stop, f_status, f_destroy };
+static const ctl_driver_ops fake_ops = { .name = "fake", .start = f_start, .bind = f_bind,
+                                         .stop = f_stop, .status = f_status,
+                                         .destroy = f_destroy };
 
 static fake g_f;
 static ctl_db *g_db;
