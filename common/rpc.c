@@ -76,7 +76,41 @@
  * (pitfall 9).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
+
 #include "rpc_int.h"
+
+/* ---- gRPC start-up ------------------------------------------------------- */
+
+/* Debian builds Abseil without NDEBUG, so its Mutex runs deadlock detection
+ * (a lock-order graph updated on every acquisition, under one global lock,
+ * and an abort on a cycle) in every gRPC lock. Turned off once per process,
+ * before gRPC starts: absl::SetMutexDeadlockDetectionMode(kIgnore), found
+ * by its mangled name (Debian 12's inline namespace, then none); nothing
+ * happens where neither exists. */
+static void absl_quiet(void)
+{
+    static const char *const names[] = {
+        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        void *sym = dlsym(RTLD_DEFAULT, names[i]);
+        if (sym) {
+            void (*set_mode)(int);
+            memcpy(&set_mode, &sym, sizeof(set_mode));
+            set_mode(0);   /* absl::OnDeadlockCycle::kIgnore */
+            return;
+        }
+    }
+}
+
+void rpci_grpc_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, absl_quiet);
+    grpc_init();
+}
 
 /* ---- small helpers ------------------------------------------------------ */
 

@@ -13,7 +13,7 @@ int rpc_channel_create(const char *target, rpc_channel **out)
     grpc_arg a[6];
     if (!target || !out)
         return RPC_EINVAL;
-    grpc_init();
+    rpci_grpc_init();
     rpc_channel *ch = rpci_xcalloc(1, sizeof *ch);
     grpc_channel_args args = rpci_make_args(a, false);
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();

@@ -181,6 +181,7 @@ struct rpc_channel {
 
 /* ---- shared between the parts (rpci_: rpc internal) ---------------------- */
 
+void rpci_grpc_init(void);   /* grpc_init(), Abseil's deadlock detection off first */
 void *rpci_xcalloc(size_t n, size_t size);
 char *rpci_xstrdup(const char *s);
 gpr_timespec rpci_gpr_after_ms(int64_t ms);

@@ -450,7 +450,7 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
     pthread_mutex_init(&srv->mu, NULL);
     rpci_cond_init_mono(&srv->cv);
     rpci_cond_init_mono(&srv->pool_cv);
-    grpc_init();
+    rpci_grpc_init();
     *out = srv;
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "disk_io.h"
 #include "fsutil.h"
 #include "http.h"
 #include "ids.h"
@@ -43,6 +45,7 @@ typedef struct sk_config {
     char *remote_storage;
     uint64_t backup_partial_ms;
     uint64_t backup_lease_ms;
+    bool wal_io_uring;
 } sk_config;
 
 static const cfg_option sk_options[] = {
@@ -54,6 +57,10 @@ static const cfg_option sk_options[] = {
                    "this safekeeper's id, reported to proposers"),
     CFG_SIZE_OPT("wal.segment-size", sk_config, segment_size, "16MiB",
                  "size of a WAL segment file"),
+    CFG_BOOL_OPT("wal.io-uring", sk_config, wal_io_uring, "false",
+                 "write and fdatasync WAL through io_uring instead of pwrite + "
+                 "fdatasync on the flushing thread (slower here: the kernel hands "
+                 "each io_uring fdatasync to a worker thread; bench/README.md)"),
     CFG_DAEMON_OPTS(sk_config, "<grpc port> <http port>"),
     CFG_INT_OPT("rpc.pollers", sk_config, pollers, "2",
                 "gRPC completion-queue threads"),
@@ -243,7 +250,13 @@ int main(int argc, char **argv)
     if (rc != DMN_RUN)
         return rc;
 
+    /* The daemon's table (journaled under tests/powerloss), with or
+     * without io_uring for the WAL's writes and syncs. */
+    static disk_io io;
+    io = *disk_io_daemon();
+    io.use_uring = io.use_uring && g_sk.conf.wal_io_uring;
     sk_reg_options ro = { .datadir = g_sk.conf.datadir,
+                          .io = &io,
                           .node_id = g_sk.conf.node_id,
                           .segment_size_bytes = g_sk.conf.segment_size,
                           .wal_backup = g_sk.conf.remote_storage &&

@@ -770,6 +770,86 @@ static void test_empty_and_last_commit(void **state)
     assert_true(knows >= 2);
 }
 
+/* ---- WAL I/O path ----------------------------------------------------------------- */
+
+/* io_uring worker threads (iou-wrk-*) of process pid: an io_uring
+ * fdatasync always runs on one. */
+static int uring_workers(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char comm_path[400], comm[32] = "";
+        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm_path, "r");
+        if (f) {
+            if (fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-wrk", 7) == 0)
+                n++;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* WAL is written and fdatasync'ed on the flushing thread (pwrite +
+ * fdatasync: faster here than io_uring, which hands each fdatasync to a
+ * kernel worker); --wal.io-uring brings the io_uring path back. */
+static void test_wal_io(void **state)
+{
+    (void)state;
+    h_sk sk[3];
+    const char *addrs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_sk_init(&sk[i], ARBOR_SAFEKEEPER_BIN, 71 + i), 0);
+        if (i == 1)
+            sk[i].extra_args[0] = "--wal.io-uring=true";
+        assert_int_equal(h_sk_start(&sk[i], 10000), 0);
+        addrs[i] = sk[i].addr;
+    }
+    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
+                      .start_lsn = START_LSN, .timeout_ms = 5000 };
+    memcpy(cfg.tenant_id, g_tenant, 16);
+    cfg.timeline_id[0] = 71;
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    assert_int_equal(wp_elect(wp, 10000), 0);
+    lsn_t end = 0;
+    for (int i = 0; i < 50; i++) {
+        wp_pos pos;
+        assert_int_equal(wp_begin(wp, &pos, 10000), 0);
+        size_t len;
+        uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, i, 1, &len);
+        assert_int_equal(wp_commit(wp, rec, len, &end, 5000), 0);
+        free(rec);
+    }
+    wp_status st;
+    for (int t = 0; t < 500; t++) {    /* all three have every record */
+        wp_get_status(wp, &st);
+        if (st.sk[0].flush_lsn == end && st.sk[1].flush_lsn == end &&
+            st.sk[2].flush_lsn == end)
+            break;
+        h_sleep_ms(10);
+    }
+    int w[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(st.sk[i].flush_lsn, end);
+        w[i] = uring_workers(sk[i].pid);
+    }
+    print_message("io_uring workers: %d (default), %d (--wal.io-uring), %d (default)\n",
+                  w[0], w[1], w[2]);
+    assert_int_equal(w[0], 0);
+    assert_int_equal(w[2], 0);
+    assert_true(w[1] > 0);
+    wp_destroy(wp);
+    for (int i = 0; i < 3; i++)
+        stop_clean(&sk[i]);
+}
+
 /* ---- many elections ------------------------------------------------------------ */
 
 /* Every compute start is an election: a timeline must outlive far more of
@@ -1355,6 +1435,7 @@ int main(void)
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_many_elections),
         cmocka_unit_test(test_empty_and_last_commit),
+        cmocka_unit_test(test_wal_io),
         cmocka_unit_test(test_kill9_chaos),
         cmocka_unit_test(test_vote_durable),
         cmocka_unit_test(test_wal_backup),
