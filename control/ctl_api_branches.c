@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "ctl_api_int.h"
+#include "ctl_skgc.h"
 
 /* ---- branches: the pageserver is the truth for timelines ------------------------------- */
 
@@ -165,14 +166,10 @@ json_t *api_h_branch_get(req *r)
 
 /* A deleted timeline's WAL leaves the safekeepers (a written branch holds a
  * 16 MiB segment on each). The branch is gone either way: a safekeeper
- * that cannot be told keeps the files, which is logged. */
+ * that cannot be told now is told again later (ctl_skgc). */
 static void sk_forget(req *r, const arbor_id *t, const arbor_id *tl)
 {
-    for (int i = 0; i < r->x->n_sk; i++) {
-        char msg[256];
-        if (skc_delete_timeline(r->x->sk[i], t, tl, msg) != 0)
-            log_warn("deleted timeline: %s: the safekeeper keeps its WAL", msg);
-    }
+    ctl_skgc_forget(r->x->db, r->x->sk, r->x->n_sk, t, tl);
 }
 
 /* Before a time is turned into an LSN: waits (up to 5 s) until the

@@ -60,6 +60,10 @@ static const char *const migrations[] = {
     "  CHECK(pool_mode IN ('transaction','session'));"
     "ALTER TABLE endpoints ADD COLUMN pool_mode TEXT NOT NULL DEFAULT 'transaction'"
     "  CHECK(pool_mode IN ('transaction','session'));",
+    /* 5: deleted timelines a safekeeper was not reached for (ctl_skgc). */
+    "CREATE TABLE sk_deletes(id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL,"
+    "  timeline_id TEXT NOT NULL, safekeeper TEXT NOT NULL, since REAL NOT NULL,"
+    "  UNIQUE(tenant_id, timeline_id, safekeeper));",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

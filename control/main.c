@@ -29,6 +29,7 @@
 #include "ctl_driver.h"
 #include "ctl_hooks.h"
 #include "ctl_lc.h"
+#include "ctl_skgc.h"
 #include "daemon.h"
 #include "http_client.h"
 #include "log.h"
@@ -48,6 +49,7 @@ typedef struct control_config {
     char *compute_log_level;
     int http_port_unused;
     uint64_t webhook_retry_ms, webhook_retry_max_ms, webhook_timeout_ms;
+    uint64_t sk_delete_retry_ms;
 } control_config;
 
 static const cfg_option control_options[] = {
@@ -76,6 +78,9 @@ static const cfg_option control_options[] = {
                      "webhooks: the longest wait between deliveries of one batch"),
     CFG_DURATION_OPT("webhook-timeout", control_config, webhook_timeout_ms, "10s",
                      "webhooks: how long a POST may take before it counts as failed"),
+    CFG_DURATION_OPT("sk-delete-retry", control_config, sk_delete_retry_ms, "30s",
+                     "how often a safekeeper that missed a deleted timeline is told "
+                     "again (it keeps that timeline's WAL until then)"),
     CFG_INT_OPT("http-port", control_config, http_port_unused, "0",
                 "ignored: /metrics and /v1/status are on the API's port (accepted so "
                 "that scripts start every daemon alike)"),
@@ -97,6 +102,7 @@ static struct {
     ctl_driver *driver;
     ctl_lc *lc;
     ctl_hooks *hooks;
+    ctl_skgc *skgc;
     ctl_api_ctx api;
     http_server *http;
 } g_ctl;
@@ -109,11 +115,11 @@ static json_t *h_status(const http_request *req, int *status, void *arg)
     uint64_t wakes, suspends, crashes;
     ctl_lc_counts(g_ctl.lc, &active, &wakes, &suspends, &crashes);
     *status = 200;
-    return json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:s,s:i}", "component", "control",
+    return json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:s,s:i,s:i}", "component", "control",
                      "schema_version", ctl_db_version(g_ctl.db), "endpoints_active", active,
                      "wakes", (json_int_t)wakes, "suspends", (json_int_t)suspends, "crashes",
                      (json_int_t)crashes, "driver", g_ctl.driver->ops->name, "pool_ready",
-                     pool_ready());
+                     pool_ready(), "sk_deletes_pending", ctl_skgc_pending(g_ctl.db));
 }
 
 /* Unbound computes ready to bind (-1: the driver keeps no pool). */
@@ -284,6 +290,10 @@ static int start(const char *argv0)
         return rc;
     g_ctl.api.hooks = g_ctl.hooks;
     ctl_hooks_sync(g_ctl.hooks);     /* active webhooks resume from their cursors */
+    ctl_skgc_opts go = { .db = g_ctl.db, .sk = g_ctl.api.sk, .n_sk = g_ctl.api.n_sk,
+                         .interval_ms = (int)c->sk_delete_retry_ms };
+    if ((rc = ctl_skgc_start(&go, &g_ctl.skgc)) != 0)
+        return rc;
     char host[256];
     const char *colon = strrchr(c->listen, ':');
     if (!colon || (size_t)(colon - c->listen) >= sizeof(host)) {
@@ -303,6 +313,7 @@ static int start(const char *argv0)
 static void stop_all(void)
 {
     http_server_stop(g_ctl.http);       /* no request runs past here */
+    ctl_skgc_stop(g_ctl.skgc);
     ctl_hooks_destroy(g_ctl.hooks);
     ctl_lc_destroy(g_ctl.lc);
     if (g_ctl.driver)

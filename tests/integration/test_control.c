@@ -235,6 +235,37 @@ static void check_schema(const char *name, json_t *o)
     json_decref(spec);
 }
 
+/* arbor-control's /v1/status field key (an integer). */
+static int64_t control_status(const char *key)
+{
+    char url[128], err[256], *resp = NULL;
+    int status = 0;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/status", g_ctl.port);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = 5000 };
+    assert_int_equal(hc_request(&r, &status, &resp, err), 0);
+    assert_int_equal(status, 200);
+    json_t *j = json_loads(resp, 0, NULL);
+    free(resp);
+    assert_non_null(j);
+    int64_t v = ji(j, key);
+    json_decref(j);
+    return v;
+}
+
+/* Whether safekeeper sk lists timeline id (its /v1/status). */
+static bool sk_has_timeline(h_sk *sk, const char *id)
+{
+    char url[128], err[256], *resp = NULL;
+    int status = 0;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/status", sk->http_port);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = 5000 };
+    assert_int_equal(hc_request(&r, &status, &resp, err), 0);
+    assert_int_equal(status, 200);
+    bool has = strstr(resp, id) != NULL;
+    free(resp);
+    return has;
+}
+
 /* ---- setup -------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -251,6 +282,7 @@ static int group_setup(void **state)
         g_ctl.extra_args[i] = g_args[i];
     g_ctl.extra_args[4] = "--pool-size=2";
     g_ctl.extra_args[5] = "--poll=100ms";
+    g_ctl.extra_args[6] = "--sk-delete-retry=200ms";
     control_start();
     char path[700];
     snprintf(path, sizeof(path), "%s/key", g_ctl.dir);
@@ -917,6 +949,42 @@ static void test_static_at_time(void **state)
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
 }
 
+/* A branch deleted while a safekeeper is down: that safekeeper is told
+ * once it is back (every --sk-delete-retry), and drops the timeline's WAL
+ * instead of keeping it for ever. */
+static void test_sk_delete_retry(void **state)
+{
+    json_t *b;
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"doomed\"}", &b), 201);
+    char id[40];
+    snprintf(id, sizeof(id), "%s", js(b, "id"));
+    json_decref(b);
+    /* the safekeepers create a timeline at its first compute's vote */
+    expect(201, "POST", pp("/endpoints"), "{\"name\": \"doomed-rw\", \"branch\": \"doomed\"}");
+    json_t *w = wake("doomed-rw");
+    int http = (int)ji(w, "http_port");
+    json_decref(w);
+    json_decref(sql(http, "CREATE TABLE doomed_t(x)"));
+    json_decref(sql(http, "INSERT INTO doomed_t VALUES (1)"));
+    expect(200, "DELETE", pp("/endpoints/doomed-rw"), NULL);
+    for (int i = 0; i < 3; i++)
+        assert_true(sk_has_timeline(&vc_sk[i], id));
+    h_sk_kill(&vc_sk[2]);
+    expect(200, "DELETE", pp("/branches/doomed"), NULL);
+    assert_false(sk_has_timeline(&vc_sk[0], id));
+    assert_false(sk_has_timeline(&vc_sk[1], id));
+    assert_int_equal(control_status("sk_deletes_pending"), 1);
+    assert_int_equal(h_sk_start(&vc_sk[2], 10000), 0);
+    assert_true(sk_has_timeline(&vc_sk[2], id));      /* it missed the delete */
+    int64_t pending = 1;
+    for (int i = 0; i < 500 && pending != 0; i++) {
+        h_sleep_ms(20);
+        pending = control_status("sk_deletes_pending");
+    }
+    assert_int_equal(pending, 0);
+    assert_false(sk_has_timeline(&vc_sk[2], id));
+}
+
 static void test_internal_wake_branch(void **state)
 {
     json_t *b, *w;
@@ -961,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_control_kill9),
         cmocka_unit_test(test_static_at_time),
         cmocka_unit_test(test_internal_wake_branch),
+        cmocka_unit_test(test_sk_delete_retry),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
