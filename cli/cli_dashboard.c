@@ -1136,11 +1136,7 @@ int cli_dashboard_run(const char *data_dir, int port, int *bound_port_out)
     dash *g = calloc(1, sizeof(*g));
     snprintf(g->dir, sizeof(g->dir), "%s", data_dir);
     pthread_mutex_init(&g->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&g->cv);
     sample_once(g);   /* the first document exists before anyone can ask */
     http_server *srv = NULL;
     int rc = http_server_start("127.0.0.1", (uint16_t)port, &srv);

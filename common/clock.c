@@ -40,3 +40,12 @@ struct timespec clock_after_ms(clockid_t clk, int64_t ms)
     }
     return ts;
 }
+
+void clock_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}

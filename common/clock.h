@@ -7,6 +7,7 @@
 #ifndef ARBOR_CLOCK_H
 #define ARBOR_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -21,5 +22,9 @@ double clock_mono_s(void);
  * the condition variable waits on: CLOCK_REALTIME for a default one,
  * CLOCK_MONOTONIC for one made with pthread_condattr_setclock. */
 struct timespec clock_after_ms(clockid_t clk, int64_t ms);
+
+/* pthread_cond_init of a condition variable that waits on CLOCK_MONOTONIC
+ * (deadlines from clock_after_ms(CLOCK_MONOTONIC, ...)). */
+void clock_cond_init_mono(pthread_cond_t *cv);
 
 #endif

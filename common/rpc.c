@@ -138,14 +138,6 @@ gpr_timespec rpci_gpr_after_ms(int64_t ms)
                         gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-void rpci_cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
 
 void rpci_op_init(rpc_op *op, rpc_stream *s)
 {

@@ -185,7 +185,6 @@ void rpci_grpc_init(void);   /* grpc_init(), Abseil's deadlock detection off fir
 void *rpci_xcalloc(size_t n, size_t size);
 char *rpci_xstrdup(const char *s);
 gpr_timespec rpci_gpr_after_ms(int64_t ms);
-void rpci_cond_init_mono(pthread_cond_t *cv);
 void rpci_op_init(rpc_op *op, rpc_stream *s);
 void rpci_bb_destroy(grpc_byte_buffer **bb);
 grpc_channel_args rpci_make_args(grpc_arg *a, bool server);

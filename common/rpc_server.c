@@ -332,7 +332,7 @@ static void srv_accept(rpc_server *srv, req_slot *r)
     rpci_op_init(&s->close, s);
     rpci_op_init(&s->final, s);
     pthread_mutex_init(&s->mu, NULL);
-    rpci_cond_init_mono(&s->cv);
+    clock_cond_init_mono(&s->cv);
     srv_live_add(srv, 1);
 
     /* RECV_CLOSE_ON_SERVER tells us when the call is over or cancelled */
@@ -448,8 +448,8 @@ int rpc_server_create(const rpc_server_config *cfg, rpc_server **out)
     pthread_mutex_init(&srv->stop_mu, NULL);
     pthread_mutex_init(&srv->post_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
-    rpci_cond_init_mono(&srv->cv);
-    rpci_cond_init_mono(&srv->pool_cv);
+    clock_cond_init_mono(&srv->cv);
+    clock_cond_init_mono(&srv->pool_cv);
     rpci_grpc_init();
     *out = srv;
     return 0;

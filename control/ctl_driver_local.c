@@ -433,11 +433,7 @@ int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)
     if (d->o.pool_size > POOL_MAX)
         d->o.pool_size = POOL_MAX;
     pthread_mutex_init(&d->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&d->cond);
     if (pthread_create(&d->spawner, NULL, spawner_main, d) != 0) {
         local_destroy(&d->base);
         return -EAGAIN;

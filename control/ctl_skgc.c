@@ -117,11 +117,7 @@ int ctl_skgc_start(const ctl_skgc_opts *o, ctl_skgc **out)
     if (g->o.interval_ms <= 0)
         g->o.interval_ms = 30000;
     pthread_mutex_init(&g->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&g->cv);
     if (pthread_create(&g->thread, NULL, skgc_main, g) != 0) {
         pthread_cond_destroy(&g->cv);
         pthread_mutex_destroy(&g->mu);

@@ -724,10 +724,7 @@ int main(int argc, char **argv)
     if (rc != DMN_RUN)
         return rc;
     pthread_mutex_init(&g_ps.hk_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g_ps.hk_cv, &ca);
+    clock_cond_init_mono(&g_ps.hk_cv);
 
     int grpc_port = 0;
     rc = start_all(&grpc_port);

@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "ps_timeline_int.h"
+#include "clock.h"
 
 _Static_assert(PS_META_COMMITS_HEADER_BYTES == PS_COMMITS_HEADER_BYTES,
                "the summary's smallest commits index");
@@ -364,11 +365,7 @@ static ps_timeline *tl_alloc(const ps_config *cfg, const char *dir,
     pthread_mutex_init(&tl->map_mu, NULL);
     pthread_mutex_init(&tl->retain_mu, NULL);
     pthread_mutex_init(&tl->wait_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&tl->wait_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&tl->wait_cv);
     pthread_mutex_init(&tl->load_mu, NULL);
     pthread_rwlock_init(&tl->commits_lk, NULL);
     tl->meta_summarized = meta->has_summary;

@@ -142,11 +142,7 @@ static pxp_pool *get_locked(pxp *p, const char *key)
         pool->key = az_strdup(key);
         pool->compute = az_strndup(key, strcspn(key, "/"));
         pool->owner = p;
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&pool->cv, &ca);
-        pthread_condattr_destroy(&ca);
+        clock_cond_init_mono(&pool->cv);
         pool->next = p->pools;
         p->pools = pool;
         p->n_pools++;

@@ -504,11 +504,7 @@ int sk_off_create(sk_registry *reg, remote_storage *rs, const sk_off_options *op
     if (!off->opt.tick_ms)
         off->opt.tick_ms = 200;
     pthread_mutex_init(&off->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&off->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&off->cv);
     if (pthread_create(&off->thread, NULL, offload_main, off) != 0) {
         pthread_cond_destroy(&off->cv);
         pthread_mutex_destroy(&off->mu);

@@ -534,11 +534,7 @@ static int tl_alloc(const char *dir, const disk_io *io, sk_timeline **out)
     sk_timeline *tl = az_calloc(1, sizeof(*tl));
     tl->io = io;
     pthread_mutex_init(&tl->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&tl->changed, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&tl->changed);
     tl->dir = az_strdup(dir);
     *out = tl;
     return 0;
@@ -787,11 +783,7 @@ int sk_reg_open(const sk_reg_options *opt, sk_registry **out)
     sk_registry *reg = az_calloc(1, sizeof(*reg));
     pthread_mutex_init(&reg->mu, NULL);
     pthread_mutex_init(&reg->seq_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&reg->seq_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init_mono(&reg->seq_cv);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     reg->epoch = ((uint64_t)now.tv_sec << 20) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 40);

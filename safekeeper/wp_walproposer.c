@@ -534,15 +534,11 @@ int wp_create(const wp_config *cfg, wp_proposer **out)
     }
     wp_proposer *wp = az_calloc(1, sizeof(*wp));
     pthread_mutex_init(&wp->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&wp->cv, &ca);
-    pthread_cond_init(&wp->commit_cv, &ca);
+    clock_cond_init_mono(&wp->cv);
+    clock_cond_init_mono(&wp->commit_cv);
     for (int i = 0; i < WP_MAX_SAFEKEEPERS; i++) {
-        pthread_cond_init(&wp->sk[i].cv, &ca);
+        clock_cond_init_mono(&wp->sk[i].cv);
     }
-    pthread_condattr_destroy(&ca);
     wp->net = cfg->net ? *cfg->net : wp_rpc_net;
     wp->clock_us = cfg->clock_us ? cfg->clock_us : clock_mono_us;
     wp->n = cfg->n_safekeepers;

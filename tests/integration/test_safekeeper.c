@@ -713,6 +713,30 @@ static void test_metrics(void **state)
 
 /* ---- edges ------------------------------------------------------------------ */
 
+/* A proposer for timeline {tl_byte, 0...} on the three safekeepers at
+ * addrs, elected, with n records committed one by one (*end: the last
+ * one's end). */
+static wp_proposer *elect_and_commit(const char *const addrs[3], uint8_t tl_byte, int n,
+                                     lsn_t *end)
+{
+    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
+                      .start_lsn = START_LSN, .timeout_ms = 5000 };
+    memcpy(cfg.tenant_id, g_tenant, 16);
+    cfg.timeline_id[0] = tl_byte;
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    assert_int_equal(wp_elect(wp, 10000), 0);
+    for (int i = 0; i < n; i++) {
+        wp_pos pos;
+        assert_int_equal(wp_begin(wp, &pos, 10000), 0);
+        size_t len;
+        uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, i, 1, &len);
+        assert_int_equal(wp_commit(wp, rec, len, end, 5000), 0);
+        free(rec);
+    }
+    return wp;
+}
+
 /* A safekeeper with no timeline yet answers status and metrics (this once
  * crashed on an empty registry under UBSan); a proposer destroyed right
  * after its last commit leaves a quorum of safekeepers knowing that commit,
@@ -732,22 +756,8 @@ static void test_empty_and_last_commit(void **state)
     free(st);
     free(http_get(sk[0].http_port, "/metrics"));
 
-    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
-                      .start_lsn = START_LSN, .timeout_ms = 5000 };
-    memcpy(cfg.tenant_id, g_tenant, 16);
-    cfg.timeline_id[0] = 61;
-    wp_proposer *wp;
-    assert_int_equal(wp_create(&cfg, &wp), 0);
-    assert_int_equal(wp_elect(wp, 10000), 0);
     lsn_t end = 0;
-    for (int i = 0; i < 3; i++) {
-        wp_pos pos;
-        assert_int_equal(wp_begin(wp, &pos, 10000), 0);
-        size_t len;
-        uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, i, 1, &len);
-        assert_int_equal(wp_commit(wp, rec, len, &end, 5000), 0);
-        free(rec);
-    }
+    wp_proposer *wp = elect_and_commit(addrs, 61, 3, &end);
     wp_destroy(wp);
     tl_ref t;
     tl_ref_init(&t, 61);
@@ -811,22 +821,8 @@ static void test_wal_io(void **state)
         assert_int_equal(h_sk_start(&sk[i], 10000), 0);
         addrs[i] = sk[i].addr;
     }
-    wp_config cfg = { .safekeepers = addrs, .n_safekeepers = 3,
-                      .start_lsn = START_LSN, .timeout_ms = 5000 };
-    memcpy(cfg.tenant_id, g_tenant, 16);
-    cfg.timeline_id[0] = 71;
-    wp_proposer *wp;
-    assert_int_equal(wp_create(&cfg, &wp), 0);
-    assert_int_equal(wp_elect(wp, 10000), 0);
     lsn_t end = 0;
-    for (int i = 0; i < 50; i++) {
-        wp_pos pos;
-        assert_int_equal(wp_begin(wp, &pos, 10000), 0);
-        size_t len;
-        uint8_t *rec = make_record(pos.lsn, pos.prev_lsn, pos.term, i, 1, &len);
-        assert_int_equal(wp_commit(wp, rec, len, &end, 5000), 0);
-        free(rec);
-    }
+    wp_proposer *wp = elect_and_commit(addrs, 71, 50, &end);
     wp_status st;
     for (int t = 0; t < 500; t++) {    /* all three have every record */
         wp_get_status(wp, &st);
