@@ -356,7 +356,10 @@ function renderControl(data) {
   }
   const s = c.status || {};
   summary.textContent = `— ${s.endpoints_active || 0} active, wakes ${s.wakes || 0}, ` +
-    `suspends ${s.suspends || 0}, crashes ${s.crashes || 0}`;
+    `suspends ${s.suspends || 0}, crashes ${s.crashes || 0}` +
+    (s.pool_ready >= 0 ? `, pool ${s.pool_ready} ready` : '') +
+    (s.sk_deletes_pending > 0
+      ? `, ${s.sk_deletes_pending} deleted timeline(s) still on a safekeeper` : '');
   const rows = (c.endpoints || []).map((e) => h('tr', { 'data-endpoint': e.name },
     h('td', {}, e.name), h('td', {}, e.branch || '—'), h('td', {}, e.kind),
     h('td', { class: e.state === 'active' ? '' : 'down' }, e.state),

@@ -236,7 +236,8 @@ async function main() {
   if (fs.existsSync(path.join(dir, 'api.json'))) {
     const ctl = await pollDom(() => {
       const s = document.querySelector('#control-summary');
-      return { ok: !!s && /active, wakes \d+/.test(s.textContent), text: s ? s.textContent : '' };
+      return { ok: !!s && /active, wakes \d+.*, pool \d+ ready/.test(s.textContent),
+               text: s ? s.textContent : '' };
     }, null, 10000, 'the serverless section');
     expect(ctl.ok, `serverless endpoints: ${ctl.text}`);
     // Webhooks (arbor-control's API): one added now shows as a row.
