@@ -3,50 +3,19 @@
 //   node libsql_client_test.mjs <url>
 // (and by test_cli_endpoint: node libsql_client_test.mjs <url> --smoke [token])
 // The packages (tests/hrana/package.json, locked) are installed with
-// `npm ci` into $ARBOR_NPM_DIR (default: a cache dir under the OS temp
-// dir), not into the source tree. Exit 0 = pass, 1 = fail, 77 = skipped
-// (npm could not install the packages, e.g. no network).
-import { spawnSync } from 'node:child_process';
+// `npm ci` (tests/lib/npm_client_test.mjs) into $ARBOR_NPM_DIR (default: a
+// cache dir under the OS temp dir), not into the source tree. Exit 0 =
+// pass, 1 = fail, 77 = skipped (npm could not install the packages, e.g.
+// no network).
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { npmDir, setup, suite } from '../lib/npm_client_test.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const URL_ = process.argv[2];
-const NPM_DIR = process.env.ARBOR_NPM_DIR || path.join(os.tmpdir(), 'arbor-npm-hrana');
-const log = (m) => console.log(`[hrana-test] ${m}`);
-
-if (!URL_) {
-  console.error('usage: node libsql_client_test.mjs <url>');
-  process.exit(1);
-}
-setTimeout(() => { console.error('FAIL: watchdog expired'); process.exit(1); }, 240000).unref();
-
-// Installs the locked packages into NPM_DIR unless the same lock is there.
-function install() {
-  const lock = fs.readFileSync(path.join(HERE, 'package-lock.json'));
-  const stamp = path.join(NPM_DIR, '.lock-installed');
-  if (fs.existsSync(stamp) && fs.readFileSync(stamp).equals(lock)) return true;
-  fs.mkdirSync(NPM_DIR, { recursive: true });
-  fs.copyFileSync(path.join(HERE, 'package.json'), path.join(NPM_DIR, 'package.json'));
-  fs.writeFileSync(path.join(NPM_DIR, 'package-lock.json'), lock);
-  log(`npm ci in ${NPM_DIR}`);
-  const r = spawnSync(process.env.NPM_BIN || 'npm', ['ci', '--no-audit', '--no-fund'],
-                      { cwd: NPM_DIR, stdio: 'inherit', timeout: 180000 });
-  if (r.status !== 0) return false;
-  fs.writeFileSync(stamp, lock);
-  return true;
-}
-
-if (!install()) {
-  console.log('SKIP: npm ci failed (no registry access?)');
-  process.exit(77);
-}
-const req = createRequire(path.join(NPM_DIR, 'package.json'));
+const { args, log, req } = setup({
+  metaUrl: import.meta.url, tag: 'hrana-test', usage: 'node libsql_client_test.mjs <url>',
+  dir: npmDir('ARBOR_NPM_DIR', 'arbor-npm-hrana'),
+});
+const URL_ = args[0];
 const { createClient, LibsqlError } = req('@libsql/client');
 
 async function rejects(promise, codeRe, msgRe) {
@@ -63,8 +32,8 @@ async function rejects(promise, codeRe, msgRe) {
 
 // --smoke [token]: only what a user does with the URL (and token) that
 // `arbor start` prints (run by test_cli_endpoint): connect, write, read.
-if (process.argv[3] === '--smoke') {
-  const c = createClient({ url: URL_, authToken: process.argv[4] || undefined });
+if (args[1] === '--smoke') {
+  const c = createClient({ url: URL_, authToken: args[2] || undefined });
   await c.execute('CREATE TABLE IF NOT EXISTS smoke(x INTEGER, t TEXT)');
   await c.execute({ sql: 'INSERT INTO smoke VALUES (?, ?)', args: [41, 'from libsql'] });
   const r = await c.execute('SELECT sum(x) + 1 AS s, max(t) AS t FROM smoke');
@@ -73,8 +42,8 @@ if (process.argv[3] === '--smoke') {
   process.exit(0);
 }
 
-const tests = [];
-const test = (name, fn) => tests.push([name, fn]);
+const tests = suite(log);
+const { test } = tests;
 const client = createClient({ url: URL_ });
 const count = async (where = '1') =>
   Number((await client.execute(`SELECT count(*) AS n FROM hr_items WHERE ${where}`)).rows[0].n);
@@ -233,16 +202,7 @@ test('Drizzle ORM on @libsql/client', async () => {
   assert.equal((await db.select().from(users)).length, 3);
 });
 
-let failed = 0;
-for (const [name, fn] of tests) {
-  try {
-    await fn();
-    log(`ok   ${name}`);
-  } catch (e) {
-    failed++;
-    log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
-  }
-}
+const failed = await tests.run();
 client.close();
-log(failed ? `${failed} of ${tests.length} failed` : `all ${tests.length} passed`);
+log(failed ? `${failed} of ${tests.count} failed` : `all ${tests.count} passed`);
 process.exit(failed ? 1 : 0);

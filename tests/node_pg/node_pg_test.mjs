@@ -2,52 +2,22 @@
 // endpoint. Run by test_pgw_node (C, harness):
 //   node node_pg_test.mjs <postgres URL>
 // The package (tests/node_pg/package.json, locked) is installed with
-// `npm ci` into $ARBOR_NPM_DIR_PG (default: a cache dir under the OS temp
-// dir), not into the source tree. Exit 0 = pass, 1 = fail, 77 = skipped
-// (npm could not install the package, e.g. no network).
-import { spawnSync } from 'node:child_process';
+// `npm ci` (tests/lib/npm_client_test.mjs) into $ARBOR_NPM_DIR_PG (default: a
+// cache dir under the OS temp dir), not into the source tree. Exit 0 =
+// pass, 1 = fail, 77 = skipped (npm could not install the package, e.g.
+// no network).
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { npmDir, setup, suite } from '../lib/npm_client_test.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const URL_ = process.argv[2];
-const NPM_DIR = process.env.ARBOR_NPM_DIR_PG || path.join(os.tmpdir(), 'arbor-npm-node-pg');
-const log = (m) => console.log(`[node-pg-test] ${m}`);
-
-if (!URL_) {
-  console.error('usage: node node_pg_test.mjs <postgres URL>');
-  process.exit(1);
-}
-setTimeout(() => { console.error('FAIL: watchdog expired'); process.exit(1); }, 240000).unref();
-
-function install() {
-  const lock = fs.readFileSync(path.join(HERE, 'package-lock.json'));
-  const stamp = path.join(NPM_DIR, '.lock-installed');
-  if (fs.existsSync(stamp) && fs.readFileSync(stamp).equals(lock)) return true;
-  fs.mkdirSync(NPM_DIR, { recursive: true });
-  fs.copyFileSync(path.join(HERE, 'package.json'), path.join(NPM_DIR, 'package.json'));
-  fs.writeFileSync(path.join(NPM_DIR, 'package-lock.json'), lock);
-  log(`npm ci in ${NPM_DIR}`);
-  const r = spawnSync(process.env.NPM_BIN || 'npm', ['ci', '--no-audit', '--no-fund'],
-                      { cwd: NPM_DIR, stdio: 'inherit', timeout: 180000 });
-  if (r.status !== 0) return false;
-  fs.writeFileSync(stamp, lock);
-  return true;
-}
-
-if (!install()) {
-  console.log('SKIP: npm ci failed (no registry access?)');
-  process.exit(77);
-}
-const req = createRequire(path.join(NPM_DIR, 'package.json'));
+const { args, log, req } = setup({
+  metaUrl: import.meta.url, tag: 'node-pg-test', usage: 'node node_pg_test.mjs <postgres URL>',
+  dir: npmDir('ARBOR_NPM_DIR_PG', 'arbor-npm-node-pg'),
+});
+const URL_ = args[0];
 const pg = req('pg');
 
-const tests = [];
-const test = (name, fn) => tests.push([name, fn]);
+const tests = suite(log);
+const { test } = tests;
 const client = new pg.Client({ connectionString: URL_ });
 
 async function rejects(promise, code, msgRe) {
@@ -154,15 +124,7 @@ test('a pool of connections', async () => {
 let failed = 0;
 try {
   await client.connect();
-  for (const [name, fn] of tests) {
-    try {
-      await fn();
-      log(`ok: ${name}`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL: ${name}: ${e.stack || e}`);
-    }
-  }
+  failed = await tests.run();
 } catch (e) {
   failed++;
   console.log(`FAIL: connect: ${e.stack || e}`);
