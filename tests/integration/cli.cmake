@@ -6,16 +6,9 @@
 # (+ LIBS), and makes it depend on arbor and the storage daemons (+ DEPENDS).
 function(arbor_cli_test name)
   cmake_parse_arguments(A "" "TIMEOUT" "LIBS;DEFS;DEPENDS" ${ARGN})
-  if(NOT A_TIMEOUT)
-    set(A_TIMEOUT 600)
-  endif()
-  arbor_test(${name}
-             SOURCES ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/${name}.c
-                     ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/cli_test_common.c
-             LIBS arbor_common PkgConfig::JANSSON ${A_LIBS} TIMEOUT ${A_TIMEOUT}
-             LABELS integration)
-  target_compile_definitions(${name} PRIVATE ARBOR_CLI_BIN="$<TARGET_FILE:arbor>" ${A_DEFS})
-  add_dependencies(${name} arbor arbor-safekeeper arbor-pageserver ${A_DEPENDS})
+  arbor_integration_test(${name} TIMEOUT ${A_TIMEOUT} HELPERS cli_test_common.c
+    LIBS arbor_common PkgConfig::JANSSON ${A_LIBS} BINS arbor DEFS ${A_DEFS}
+    DEPENDS arbor-safekeeper arbor-pageserver ${A_DEPENDS})
 endfunction()
 
 # The `arbor` CLI end to end (3 safekeepers + pageserver + control).
@@ -36,11 +29,9 @@ if(TARGET arbor AND TARGET arbor-compute)
   # request's signature with botocore).
   find_package(Python3 COMPONENTS Interpreter)
   if(Python3_Interpreter_FOUND)
-    add_test(NAME test_cli_remote_s3
-             COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/sigv4_s3.py
-                     $<TARGET_FILE:test_cli_remote>)
-    set_tests_properties(test_cli_remote_s3 PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
-                         LABELS integration ENVIRONMENT "SIGV4_WATCHDOG_S=500")
+    arbor_integration_test(test_cli_remote_s3 SKIP_RETURN_CODE 77 ENV SIGV4_WATCHDOG_S=500
+      COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/s3/sigv4_s3.py
+              $<TARGET_FILE:test_cli_remote>)
   endif()
   # Density through the CLI (issue 18): 1,000 branches, threads/RSS/files of
   # the pageserver and safekeepers, branch list time, a query on main.

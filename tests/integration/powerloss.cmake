@@ -3,8 +3,7 @@
 # pageserver had not fsynced undone from their journals, restart; every
 # acknowledged transfer must survive, nothing half-applied.
 if(TARGET arbor AND TARGET arbor-compute AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
-  add_test(NAME test_powerloss
-           COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/powerloss/powerloss_test.py
-                   --arbor $<TARGET_FILE:arbor>)
-  set_tests_properties(test_powerloss PROPERTIES TIMEOUT 240 LABELS integration)
+  arbor_integration_test(test_powerloss TIMEOUT 240
+    COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/powerloss/powerloss_test.py
+            --arbor $<TARGET_FILE:arbor>)
 endif()

@@ -19,19 +19,11 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
     target_link_libraries(arbor_open_example PRIVATE PkgConfig::SQLITE)
   endif()
   foreach(t ${VFS_TESTS})
-    arbor_test(${t}
-               SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
-                       ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
-                       ${CMAKE_CURRENT_LIST_DIR}/harness.c
-                       ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-               LIBS arbor_vfs TIMEOUT 600 LABELS integration)
-    target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-    target_compile_definitions(${t} PRIVATE
-      ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
-      ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
-      ARBOR_VFS_HELPER_BIN="$<TARGET_FILE:test_vfs_helper>"
-      ARBOR_LIBARBOR="$<TARGET_FILE:arbor_sqlite>")
-    add_dependencies(${t} arbor-safekeeper arbor-pageserver test_vfs_helper arbor_sqlite)
+    arbor_integration_test(${t} HELPERS ${ARBOR_VFS_TEST_HELPERS} LIBS arbor_vfs
+      BINS arbor-safekeeper arbor-pageserver
+      DEFS ARBOR_VFS_HELPER_BIN="$<TARGET_FILE:test_vfs_helper>"
+           ARBOR_LIBARBOR="$<TARGET_FILE:arbor_sqlite>"
+      DEPENDS test_vfs_helper arbor_sqlite)
   endforeach()
   if(TARGET arbor_open_example)
     target_compile_definitions(test_vfs_shell PRIVATE
@@ -40,20 +32,10 @@ if(TARGET arbor_vfs AND TARGET arbor-pageserver AND TARGET arbor-safekeeper)
   endif()
 endif()
 
-# arbor-compute end to end: psql, pgbench, psycopg2, SQL over HTTP.
 if(TARGET arbor-compute)
-  arbor_test(test_compute
-             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute.c
-                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
-                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
-                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-             LIBS arbor_vfs TIMEOUT 900 LABELS integration)
-  target_include_directories(test_compute PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  target_compile_definitions(test_compute PRIVATE
-    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
-    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
-    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
-  add_dependencies(test_compute arbor-safekeeper arbor-pageserver arbor-compute)
+  # arbor-compute end to end: psql, pgbench, psycopg2, SQL over HTTP.
+  arbor_integration_test(test_compute TIMEOUT 900 HELPERS ${ARBOR_VFS_TEST_HELPERS}
+    LIBS arbor_vfs BINS arbor-safekeeper arbor-pageserver arbor-compute)
   # libpq (libpq-dev) drives the protocol with command tags and SQLSTATEs.
   pkg_check_modules(LIBPQ IMPORTED_TARGET libpq)
   if(LIBPQ_FOUND)
@@ -62,47 +44,11 @@ if(TARGET arbor-compute)
   endif()
   # Freshness: head = every acknowledged commit, lone-commit propagation,
   # read-your-writes (in-process VFS and compute endpoints).
-  arbor_test(test_fresh
-             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fresh.c
-                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
-                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
-                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 600 LABELS integration)
-  target_include_directories(test_fresh PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  target_compile_definitions(test_fresh PRIVATE
-    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
-    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
-    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
-  add_dependencies(test_fresh arbor-safekeeper arbor-pageserver arbor-compute)
-endif()
-
-if(TARGET arbor-compute)
-  arbor_test(test_ps_idle
-             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_idle.c
-                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
-                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
-                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 120 LABELS integration)
-  target_include_directories(test_ps_idle PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  target_compile_definitions(test_ps_idle PRIVATE
-    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
-    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
-    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
-  add_dependencies(test_ps_idle arbor-safekeeper arbor-pageserver arbor-compute)
-endif()
-
-if(TARGET arbor-compute)
+  arbor_integration_test(test_fresh HELPERS ${ARBOR_VFS_TEST_HELPERS}
+    LIBS arbor_vfs PkgConfig::JANSSON BINS arbor-safekeeper arbor-pageserver arbor-compute)
+  arbor_integration_test(test_ps_idle TIMEOUT 120 HELPERS ${ARBOR_VFS_TEST_HELPERS}
+    LIBS arbor_vfs PkgConfig::JANSSON BINS arbor-safekeeper arbor-pageserver arbor-compute)
   # Timelines loaded on first use, unloaded when idle, none at restart.
-  arbor_test(test_ps_lazy
-             SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ps_lazy.c
-                     ${CMAKE_CURRENT_LIST_DIR}/test_vfs_common.c
-                     ${CMAKE_CURRENT_LIST_DIR}/harness.c
-                     ${CMAKE_CURRENT_LIST_DIR}/ps_test_client.c
-             LIBS arbor_vfs PkgConfig::JANSSON TIMEOUT 300 LABELS integration)
-  target_include_directories(test_ps_lazy PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-  target_compile_definitions(test_ps_lazy PRIVATE
-    ARBOR_SAFEKEEPER_BIN="$<TARGET_FILE:arbor-safekeeper>"
-    ARBOR_PAGESERVER_BIN="$<TARGET_FILE:arbor-pageserver>"
-    ARBOR_COMPUTE_BIN="$<TARGET_FILE:arbor-compute>")
-  add_dependencies(test_ps_lazy arbor-safekeeper arbor-pageserver arbor-compute)
+  arbor_integration_test(test_ps_lazy TIMEOUT 300 HELPERS ${ARBOR_VFS_TEST_HELPERS}
+    LIBS arbor_vfs PkgConfig::JANSSON BINS arbor-safekeeper arbor-pageserver arbor-compute)
 endif()
