@@ -28,19 +28,17 @@ Exit 0 when every check holds. Every process started is stopped (`arbor
 stop`, then SIGKILL of anything left) also on failure.
 """
 import argparse
-import json
 import os
-import random
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-import psycopg2
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from arbor_testlib import (BankWriters, Cluster, check_bank, connect, create_bank, exited,
+                           kill_all, read_bank, remove_root)
 
 ACCOUNTS = 50
 START = 1000
@@ -48,37 +46,7 @@ WRITERS = 8
 READERS = 2
 
 
-def exited(pid):
-    """pid is gone or a zombie: dead, its ports closed, waiting for its parent
-    (init for a daemon) to reap it, which can take seconds (as `arbor start`
-    sees it: cli_proc_alive)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-class Cluster:
-    def __init__(self, arbor, root):
-        self.arbor = arbor
-        self.dir = os.path.join(root, "d")
-
-    def cli(self, *args, check=True, timeout=120):
-        r = subprocess.run([self.arbor, "--dir", self.dir, *args], capture_output=True,
-                           text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise RuntimeError("arbor %s failed (%d): %s%s" % (
-                " ".join(args), r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
-        return r
-
-    def components(self):
-        r = self.cli("status", "--json", check=False)
-        return {c["name"]: c for c in json.loads(r.stdout)["components"]}
-
-    def pg_port(self):
-        return self.components()["main"]["pg_port"]
-
+class BankCluster(Cluster):
     def proxy_port(self):
         return self.components()["proxy"]["grpc_port"]  # its PostgreSQL door
 
@@ -90,104 +58,50 @@ class Cluster:
                 return
             time.sleep(0.05)
 
-    def pids(self):
-        try:
-            return [c["pid"] for c in self.components().values() if c.get("pid")]
-        except Exception:
-            return []
 
-
-class Bank:
+class Bank(BankWriters):
     def __init__(self, cluster, proxy_password):
+        super().__init__(ACCOUNTS)
         self.cluster = cluster
         self.port = cluster.pg_port()
         self.proxy_password = proxy_password
         self.proxy_port = cluster.proxy_port()
         self.acked_via_proxy = 0
-        self.lock = threading.Lock()
         self.acked = set()
-        self.unknown = set()
-        self.next_id = 0
-        self.stop = threading.Event()
         self.errors = []          # invariant violations seen by readers
         self.sums = 0
         self.fail_count = 0
 
     def connect(self, via_proxy=False):
-        deadline = time.time() + 60
-        while True:
+        # The port is asked again on every attempt (a restarted daemon may
+        # listen elsewhere); the last one known while the status is down.
+        def port(lookup, known):
             try:
-                if via_proxy:
-                    try:
-                        port = self.cluster.proxy_port()
-                    except Exception:
-                        port = self.proxy_port
-                    return psycopg2.connect(host="127.0.0.1", port=port, user="arbor",
-                                            password=self.proxy_password, dbname="main",
-                                            connect_timeout=5)
-                try:
-                    port = self.cluster.pg_port()
-                except Exception:
-                    port = self.port
-                c = psycopg2.connect(host="127.0.0.1", port=port, user="arbor",
-                                     dbname="main", connect_timeout=5)
-                return c
+                return lookup()
             except Exception:
-                if time.time() > deadline or self.stop.is_set():
-                    raise
-                time.sleep(0.2)
+                return known
+        if via_proxy:
+            return connect(lambda: port(self.cluster.proxy_port, self.proxy_port),
+                           timeout=60, stop=self.stop, password=self.proxy_password)
+        return connect(lambda: port(self.cluster.pg_port, self.port), timeout=60,
+                       stop=self.stop)
 
-    def take_id(self):
+    # Writers of odd seed go through the proxy.
+    def connect_writer(self, seed):
+        return self.connect(via_proxy=seed % 2 == 1)
+
+    def acknowledged(self, xid, seed, t0):
+        self.acked.add(xid)
+        self.acked_via_proxy += seed % 2 == 1
+
+    def statement_failed(self, conn):
+        conn = super().statement_failed(conn)
         with self.lock:
-            self.next_id += 1
-            return self.next_id
+            self.fail_count += 1
+        return conn
 
-    def writer(self, seed):
-        rnd = random.Random(seed)
-        via_proxy = seed % 2 == 1
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = self.connect(via_proxy)
-                a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
-                d = rnd.randint(1, 50)
-                xid = self.take_id()
-                cur = conn.cursor()
-                try:
-                    cur.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (d, a))
-                    cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (d, b))
-                    cur.execute("INSERT INTO transfers VALUES (%s, %s, %s, %s)", (xid, a, b, d))
-                except Exception:
-                    # Before COMMIT: nothing can be committed (rolled back).
-                    try:
-                        conn.rollback()
-                    except Exception:
-                        conn = None
-                    with self.lock:
-                        self.fail_count += 1
-                    time.sleep(0.05)
-                    continue
-                try:
-                    conn.commit()
-                    with self.lock:
-                        self.acked.add(xid)
-                        self.acked_via_proxy += via_proxy
-                except Exception:
-                    with self.lock:
-                        self.unknown.add(xid)
-                        self.fail_count += 1
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                    conn = None
-                    time.sleep(0.05)
-            except Exception:
-                conn = None
-                time.sleep(0.1)
-        if conn is not None:
-            conn.close()
+    def commit_failed(self, xid, t0, err):
+        self.fail_count += 1
 
     def reader(self, via_proxy):
         conn = None
@@ -211,31 +125,8 @@ class Bank:
 
 
 def check_final(bank):
-    conn = bank.connect()
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute("SELECT id, src, dst, amount FROM transfers")
-    rows = cur.fetchall()
-    cur.execute("SELECT id, balance FROM accounts ORDER BY id")
-    balances = dict(cur.fetchall())
-    conn.close()
-    present = {r[0] for r in rows}
-    missing = bank.acked - present
-    if missing:
-        raise AssertionError("%d acknowledged transfers lost, e.g. %s" % (
-            len(missing), sorted(missing)[:10]))
-    extra = present - bank.acked - bank.unknown
-    if extra:
-        raise AssertionError("transfers never attempted to commit are present: %s" %
-                             sorted(extra)[:10])
-    expect = {i: START for i in range(1, ACCOUNTS + 1)}
-    for _, src, dst, amount in rows:
-        expect[src] -= amount
-        expect[dst] += amount
-    if expect != balances:
-        bad = [i for i in expect if expect[i] != balances.get(i)]
-        raise AssertionError("balances disagree with the transfer log (half-applied "
-                             "transactions) for accounts %s" % bad[:10])
+    rows, balances = read_bank(bank.connect)
+    present = check_bank(rows, balances, bank.acked, bank.unknown, ACCOUNTS, START)
     if sum(balances.values()) != ACCOUNTS * START:
         raise AssertionError("total %d" % sum(balances.values()))
     return len(rows), len(present & bank.unknown)
@@ -247,7 +138,7 @@ def main():
     ap.add_argument("--seconds-per-fault", type=float, default=2.0)
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="arbor-bank-")
-    cl = Cluster(args.arbor, root)
+    cl = BankCluster(args.arbor, root)
     started = []
     ok = False
     try:
@@ -257,15 +148,7 @@ def main():
         m = re.search(r"postgres://arbor:([^@\s]+)@127\.0\.0\.1:\d+/main", out)
         if not m:
             raise AssertionError("arbor start printed no proxy URL with a password:\n" + out)
-        conn = psycopg2.connect(host="127.0.0.1", port=cl.pg_port(), user="arbor", dbname="main")
-        conn.autocommit = True
-        cur = conn.cursor()
-        cur.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-        cur.execute("CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, "
-                    "amount INTEGER)")
-        cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) "
-                    "INSERT INTO accounts SELECT x, %s FROM c", (ACCOUNTS, START))
-        conn.close()
+        create_bank(connect(cl.pg_port(), connect_timeout=None), ACCOUNTS, START)
 
         bank = Bank(cl, m.group(1))
         threads = [threading.Thread(target=bank.writer, args=(i,)) for i in range(WRITERS)]
@@ -314,19 +197,9 @@ def main():
                   n_rows, bank.sums, ACCOUNTS * START, per_fault, bank.fail_count))
         ok = True
     finally:
-        try:
-            cl.cli("stop", check=False, timeout=60)
-        except Exception:
-            pass
-        for pid in set(started) | set(cl.pids()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if ok or not os.environ.get("ARBOR_KEEP_TMP"):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept " + root, file=sys.stderr)
+        cl.stop()
+        kill_all(set(started) | set(cl.pids()))
+        remove_root(root, ok)
     return 0 if ok else 1
 
 

@@ -48,7 +48,6 @@ network namespace, nftables or cgroup v2 is not available.
     partition_test.py --arbor PATH/arbor
 """
 import argparse
-import json
 import os
 import random
 import re
@@ -59,6 +58,10 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from arbor_testlib import (BankWriters, Cluster, build_binary, check_bank, check_sanitizer_reports,
+                           close_quietly, connect, create_bank, read_bank, remove_root)
 
 SKIP = 77
 ACCOUNTS = 20
@@ -116,25 +119,6 @@ def cg_kill_and_remove(root):
         os.rmdir(root)
     except OSError:
         pass
-
-
-def sanitizer_reports(root):
-    """Lines of AddressSanitizer/UBSan/LeakSanitizer reports in the daemons'
-    logs under root (a daemon that died of one would just be restarted)."""
-    found = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            if f != "log" and not f.endswith(".log"):
-                continue
-            try:
-                with open(os.path.join(d, f), errors="replace") as fh:
-                    for line in fh:
-                        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
-                                or "ERROR: LeakSanitizer" in line):
-                            found.append("%s: %s" % (os.path.join(d, f), line.strip()))
-            except OSError:
-                pass
-    return found
 
 
 class Net:
@@ -198,93 +182,33 @@ class Net:
         self.apply()
 
 
-class Cluster:
-    def __init__(self, arbor, root, env):
-        self.arbor = arbor
-        self.dir = os.path.join(root, "d")
-        self.env = env
+class Bank(BankWriters):
+    pause_commit_failed = 0.1
+    pause_error = 0.2
 
-    def cli(self, *args, check=True, timeout=120):
-        r = subprocess.run([self.arbor, "--dir", self.dir, *args], capture_output=True,
-                           text=True, timeout=timeout, env=self.env)
-        if check and r.returncode != 0:
-            raise RuntimeError("arbor %s failed (%d): %s%s" % (
-                " ".join(args), r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
-        return r
-
-    def status(self):
-        return json.loads(self.cli("status", "--json", check=False).stdout)
-
-    def components(self):
-        return {c["name"]: c for c in self.status()["components"]}
-
-
-class Bank:
     def __init__(self, port):
-        import psycopg2
-        self.pg = psycopg2
+        super().__init__(ACCOUNTS)
         self.port = port
-        self.lock = threading.Lock()
         self.acked = {}               # xid -> (commit started, commit answered)
-        self.unknown = set()
         self.errors = []              # (time, seconds the commit took, message)
-        self.next_id = 0
-        self.stop = threading.Event()
 
     def connect(self):
-        return self.pg.connect(host="127.0.0.1", port=self.port, user="arbor", dbname="main",
-                               connect_timeout=5)
+        return connect(self.port)
 
-    def writer(self, seed):
-        rnd = random.Random(seed)
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = self.connect()
-                a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
-                d = rnd.randint(1, 50)
-                with self.lock:
-                    self.next_id += 1
-                    xid = self.next_id
-                cur = conn.cursor()
-                try:
-                    cur.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (d, a))
-                    cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (d, b))
-                    cur.execute("INSERT INTO transfers VALUES (%s, %s, %s, %s)", (xid, a, b, d))
-                except Exception:
-                    # a fresh connection, to bank.port as it is now (a
-                    # fenced primary fails every write on the old one)
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                    conn = None
-                    time.sleep(0.05)
-                    continue
-                t0 = time.time()
-                try:
-                    conn.commit()
-                    with self.lock:
-                        self.acked[xid] = (t0, time.time())
-                except Exception as e:
-                    with self.lock:
-                        self.unknown.add(xid)
-                        self.errors.append((t0, time.time() - t0, str(e).strip()))
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                    conn = None
-                    time.sleep(0.1)
-            except Exception:
-                conn = None
-                time.sleep(0.2)
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+    def connect_writer(self, seed):
+        return self.connect()
+
+    def statement_failed(self, conn):
+        # a fresh connection, to bank.port as it is now (a fenced primary
+        # fails every write on the old one)
+        close_quietly(conn)
+        return None
+
+    def acknowledged(self, xid, seed, t0):
+        self.acked[xid] = (t0, time.time())
+
+    def commit_failed(self, xid, t0, err):
+        self.errors.append((t0, time.time() - t0, str(err).strip()))
 
     def acks_since(self, t):
         with self.lock:
@@ -300,38 +224,8 @@ class Bank:
 
 
 def check_final(bank):
-    deadline = time.time() + 30
-    while True:
-        try:
-            conn = bank.connect()
-            conn.autocommit = True
-            cur = conn.cursor()
-            cur.execute("SELECT id, src, dst, amount FROM transfers")
-            rows = cur.fetchall()
-            cur.execute("SELECT id, balance FROM accounts ORDER BY id")
-            balances = dict(cur.fetchall())
-            conn.close()
-            break
-        except bank.pg.OperationalError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
-    present = {r[0] for r in rows}
-    missing = set(bank.acked) - present
-    if missing:
-        raise AssertionError("%d acknowledged transfers lost, e.g. %s" % (
-            len(missing), sorted(missing)[:10]))
-    extra = present - set(bank.acked) - bank.unknown
-    if extra:
-        raise AssertionError("transfers that never reached COMMIT are present: %s" %
-                             sorted(extra)[:10])
-    expect = {i: START for i in range(1, ACCOUNTS + 1)}
-    for _, src, dst, amount in rows:
-        expect[src] -= amount
-        expect[dst] += amount
-    if expect != balances:
-        bad = [i for i in expect if expect[i] != balances.get(i)]
-        raise AssertionError("balances disagree with the transfer log for accounts %s" % bad[:10])
+    rows, balances = read_bank(bank.connect, retry_for=30)
+    present = check_bank(rows, balances, set(bank.acked), bank.unknown, ACCOUNTS, START)
     return len(rows), len(present & bank.unknown)
 
 
@@ -493,8 +387,7 @@ def scenarios(cl, net, bank, log):
     comps = cl.components()
 
     def count(name, min_lsn):
-        conn = bank.pg.connect(host="127.0.0.1", port=comps[name]["pg_port"], user="arbor",
-                               dbname="main", connect_timeout=5)
+        conn = connect(comps[name]["pg_port"])
         try:
             conn.autocommit = True
             cur = conn.cursor()
@@ -736,8 +629,7 @@ def takeover(cl, net, bank, log, bindir, root, procs):
     # now fails (were it acknowledged, check_final would also see id -1).
     fenced = None
     try:
-        conn = bank.pg.connect(host="127.0.0.1", port=old_port, user="arbor",
-                               dbname="main", connect_timeout=5)
+        conn = connect(old_port)
         try:
             conn.autocommit = True
             conn.cursor().execute("INSERT INTO transfers VALUES (-1, 1, 2, 0)")
@@ -774,7 +666,6 @@ def inner(args):
         return skip("nftables does not work here: %s" % r.stderr.strip())
     cg_rel = os.environ["ARBOR_PART_CG"]
     cg_root = os.path.join("/sys/fs/cgroup", cg_rel)
-    build = os.path.dirname(os.path.dirname(os.path.abspath(args.arbor)))
     root = tempfile.mkdtemp(prefix="arbor-partition-")
     bindir = os.path.join(root, "bin")
     os.mkdir(bindir)
@@ -787,7 +678,7 @@ def inner(args):
                     'esac; done\n'
                     'mkdir -p %s/$name && echo $$ > %s/$name/cgroup.procs || exit 1\n'
                     'exec %s "$@"\n' % (short, cg_root, cg_root,
-                                        os.path.join(build, sub, "arbor-" + sub)))
+                                        build_binary(args.arbor, sub)))
         os.chmod(os.path.join(bindir, "arbor-" + sub), 0o755)
     env = dict(os.environ, ARBOR_BIN_DIR=bindir)
     cl = Cluster(args.arbor, root, env)
@@ -806,15 +697,7 @@ def inner(args):
         net = Net(cg_rel, ports)
         net.apply()
         bank = Bank(comps["main"]["pg_port"])
-        conn = bank.connect()
-        conn.autocommit = True
-        cur = conn.cursor()
-        cur.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-        cur.execute("CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, "
-                    "amount INTEGER)")
-        cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) "
-                    "INSERT INTO accounts SELECT x, %s FROM c", (ACCOUNTS, START))
-        conn.close()
+        create_bank(bank.connect(), ACCOUNTS, START)
         threads = [threading.Thread(target=bank.writer, args=(i,)) for i in range(WRITERS)]
         for t in threads:
             t.start()
@@ -845,26 +728,15 @@ def inner(args):
             "them present); %d in the log; balances consistent; scenarios took %.1f s" % (
                 len(bank.acked), len(bank.unknown), unknown_present, n_rows, time.time() - t0))
         stop_procs(procs)             # its log too is read for sanitizer reports
-        try:
-            cl.cli("stop", check=False, timeout=60)
-        except Exception:
-            pass
-        reports = sanitizer_reports(root)
-        if reports:
-            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
+        cl.stop()
+        check_sanitizer_reports(root)
         ok = True
     finally:
         close_all(proxies)
         stop_procs(procs)
-        try:
-            cl.cli("stop", check=False, timeout=60)
-        except Exception:
-            pass
+        cl.stop()
         cg_kill_and_remove(cg_root)
-        if ok or not os.environ.get("ARBOR_KEEP_TMP"):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept " + root, file=sys.stderr)
+        remove_root(root, ok)
     return 0 if ok else 1
 
 

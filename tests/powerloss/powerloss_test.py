@@ -27,18 +27,17 @@ in use, so nothing was tested) or no transfer was acknowledged. Exit 0 when
 every check holds; every process started is killed, also on failure.
 """
 import argparse
-import json
 import os
 import random
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-import psycopg2
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from arbor_testlib import (BankWriters, Cluster, build_binary, check_bank, check_sanitizer_reports,
+                           connect, create_bank, exited, kill_all, read_bank, remove_root)
 
 ACCOUNTS = 20
 START = 1000
@@ -113,63 +112,7 @@ def revert(journal_dir):
     return undone, touched, written
 
 
-def sanitizer_reports(root):
-    """Lines of AddressSanitizer/UBSan/LeakSanitizer reports in the daemons'
-    logs under root (a daemon that died of one would just be restarted)."""
-    found = []
-    for d, _, files in os.walk(root):
-        for f in files:
-            if f != "log" and not f.endswith(".log"):
-                continue
-            try:
-                with open(os.path.join(d, f), errors="replace") as fh:
-                    for line in fh:
-                        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
-                                or "ERROR: LeakSanitizer" in line):
-                            found.append("%s: %s" % (os.path.join(d, f), line.strip()))
-            except OSError:
-                pass
-    return found
-
-
-def exited(pid):
-    """pid is gone or a zombie: dead, its files no longer written, waiting
-    for its parent (init for a daemon) to reap it, which can take seconds
-    (as `arbor start` sees it: cli_proc_alive)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-class Cluster:
-    def __init__(self, arbor, root, env):
-        self.arbor = arbor
-        self.dir = os.path.join(root, "d")
-        self.env = env
-
-    def cli(self, *args, check=True, timeout=120):
-        r = subprocess.run([self.arbor, "--dir", self.dir, *args], capture_output=True,
-                           text=True, timeout=timeout, env=self.env)
-        if check and r.returncode != 0:
-            raise RuntimeError("arbor %s failed (%d): %s%s" % (
-                " ".join(args), r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
-        return r
-
-    def components(self):
-        r = self.cli("status", "--json", check=False)
-        return {c["name"]: c for c in json.loads(r.stdout)["components"]}
-
-    def pg_port(self):
-        return self.components()["main"]["pg_port"]
-
-    def pids(self):
-        try:
-            return [c["pid"] for c in self.components().values() if c.get("pid")]
-        except Exception:
-            return []
-
+class PowerCluster(Cluster):
     def pid_map(self):
         return {n: c["pid"] for n, c in self.components().items() if c.get("pid")}
 
@@ -208,107 +151,27 @@ class Cluster:
         return pids
 
 
-class Bank:
+class Bank(BankWriters):
     def __init__(self, port):
+        super().__init__(ACCOUNTS)
         self.port = port
-        self.lock = threading.Lock()
         self.acked = set()
-        self.unknown = set()
-        self.next_id = 0
-        self.stop = threading.Event()
 
     def connect(self, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                return psycopg2.connect(host="127.0.0.1", port=self.port, user="arbor",
-                                        dbname="main", connect_timeout=5)
-            except Exception:
-                if time.time() > deadline or self.stop.is_set():
-                    raise
-                time.sleep(0.2)
+        return connect(self.port, timeout=timeout, stop=self.stop)
 
-    def writer(self, seed):
-        rnd = random.Random(seed)
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = self.connect(timeout=5)
-                a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
-                d = rnd.randint(1, 50)
-                with self.lock:
-                    self.next_id += 1
-                    xid = self.next_id
-                cur = conn.cursor()
-                try:
-                    cur.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (d, a))
-                    cur.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (d, b))
-                    cur.execute("INSERT INTO transfers VALUES (%s, %s, %s, %s)", (xid, a, b, d))
-                except Exception:
-                    try:
-                        conn.rollback()
-                    except Exception:
-                        conn = None
-                    time.sleep(0.05)
-                    continue
-                try:
-                    conn.commit()
-                    with self.lock:
-                        self.acked.add(xid)
-                except Exception:
-                    with self.lock:
-                        self.unknown.add(xid)
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
-                    conn = None
-                    time.sleep(0.05)
-            except Exception:
-                conn = None
-                time.sleep(0.1)
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+    def connect_writer(self, seed):
+        return self.connect(timeout=5)
+
+    def acknowledged(self, xid, seed, t0):
+        self.acked.add(xid)
 
 
 def check(bank):
     """Reads the log and balances (retrying while the cluster comes back)."""
-    deadline = time.time() + 40
-    while True:
-        try:
-            conn = bank.connect()
-            conn.autocommit = True
-            cur = conn.cursor()
-            cur.execute("SELECT id, src, dst, amount FROM transfers")
-            rows = cur.fetchall()
-            cur.execute("SELECT id, balance FROM accounts ORDER BY id")
-            balances = dict(cur.fetchall())
-            conn.close()
-            break
-        except psycopg2.OperationalError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
-    present = {r[0] for r in rows}
-    missing = bank.acked - present
-    if missing:
-        raise AssertionError("%d acknowledged transfers lost after the power cut, e.g. %s" % (
-            len(missing), sorted(missing)[:10]))
-    extra = present - bank.acked - bank.unknown
-    if extra:
-        raise AssertionError("transfers never committed are present: %s" % sorted(extra)[:10])
-    expect = {i: START for i in range(1, ACCOUNTS + 1)}
-    for _, src, dst, amount in rows:
-        expect[src] -= amount
-        expect[dst] += amount
-    if expect != balances:
-        bad = [i for i in expect if expect[i] != balances.get(i)]
-        raise AssertionError("balances disagree with the transfer log (half-applied) for "
-                             "accounts %s" % bad[:10])
+    rows, balances = read_bank(bank.connect, retry_for=40)
+    present = check_bank(rows, balances, bank.acked, bank.unknown, ACCOUNTS, START,
+                         when=" after the power cut")
     # Unknown transfers are now decided: present or gone for good.
     bank.acked |= present & bank.unknown
     bank.unknown -= present
@@ -336,13 +199,12 @@ def main():
     # the build's binaries, and a pageserver wrapper that writes layers
     # often (small freeze size, short checkpoint interval), so cuts land
     # around layer files, commit indexes and metadata too.
-    build = os.path.dirname(os.path.dirname(os.path.abspath(args.arbor)))
     bindir = os.path.join(root, "bin")
     os.mkdir(bindir)
     # Both wrappers pass on the round's cut point (ARBOR_POWERLOSS_STOP_SK /
     # _PS -> ARBOR_POWERLOSS_STOP, powerloss.h).
     for sub in ("control", "proxy", "compute"):
-        os.symlink(os.path.join(build, sub, "arbor-" + sub), os.path.join(bindir, "arbor-" + sub))
+        os.symlink(build_binary(args.arbor, sub), os.path.join(bindir, "arbor-" + sub))
     for sub, var, extra in (
             ("safekeeper", "SK", ""),
             ("pageserver", "PS", " --layers.freeze-size=%s --layers.checkpoint-interval=%s" % (
@@ -350,25 +212,17 @@ def main():
         wrapper = os.path.join(bindir, "arbor-" + sub)
         with open(wrapper, "w") as f:
             f.write("#!/bin/sh\nARBOR_POWERLOSS_STOP=\"$ARBOR_POWERLOSS_STOP_%s\" exec %s \"$@\"%s\n"
-                    % (var, os.path.join(build, sub, "arbor-" + sub), extra))
+                    % (var, build_binary(args.arbor, sub), extra))
         os.chmod(wrapper, 0o755)
     env = dict(os.environ, ARBOR_POWERLOSS_DIR=jdir, ARBOR_BIN_DIR=bindir)
-    cl = Cluster(args.arbor, root, env)
+    cl = PowerCluster(args.arbor, root, env)
     started = set()
     ok = False
     try:
         cl.cli("start", "--base-port", "0")
         started |= set(cl.pids())
         bank = Bank(cl.pg_port())
-        conn = bank.connect()
-        conn.autocommit = True
-        cur = conn.cursor()
-        cur.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-        cur.execute("CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INTEGER, dst INTEGER, "
-                    "amount INTEGER)")
-        cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) "
-                    "INSERT INTO accounts SELECT x, %s FROM c", (ACCOUNTS, START))
-        conn.close()
+        create_bank(bank.connect(), ACCOUNTS, START)
         total_undone = 0
         files = set()
         journaled = set()
@@ -450,28 +304,13 @@ def main():
         print("powerloss: %d rounds, %d acknowledged transfers all present, %d unsynced writes "
               "undone in %d files (%s)" % (args.rounds, len(bank.acked), total_undone,
                                           len(files), ", ".join(kinds)), flush=True)
-        try:
-            cl.cli("stop", check=False, timeout=60)
-        except Exception:
-            pass
-        reports = sanitizer_reports(root)
-        if reports:
-            raise AssertionError("sanitizer reports in daemon logs:\n" + "\n".join(reports[:10]))
+        cl.stop()
+        check_sanitizer_reports(root)
         ok = True
     finally:
-        try:
-            cl.cli("stop", check=False, timeout=60)
-        except Exception:
-            pass
-        for pid in started | set(cl.pids()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if ok or not os.environ.get("ARBOR_KEEP_TMP"):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print("kept " + root, file=sys.stderr)
+        cl.stop()
+        kill_all(started | set(cl.pids()))
+        remove_root(root, ok)
     return 0 if ok else 1
 
 
