@@ -29,12 +29,6 @@ static double wall_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* One safekeeper told to delete t/tl: 0 when it did (or never had it). */
-static int tell(skc *c, const arbor_id *t, const arbor_id *tl, char msg[256])
-{
-    return skc_delete_timeline(c, t, tl, msg);
-}
-
 void ctl_skgc_forget(ctl_db *db, skc *const *sk, int n_sk, const arbor_id *t,
                      const arbor_id *tl)
 {
@@ -43,7 +37,7 @@ void ctl_skgc_forget(ctl_db *db, skc *const *sk, int n_sk, const arbor_id *t,
     id_format(tl, tls);
     for (int i = 0; i < n_sk; i++) {
         char msg[256];
-        if (tell(sk[i], t, tl, msg) == 0)
+        if (skc_delete_timeline(sk[i], t, tl, msg) == 0)   /* or it never had it */
             continue;
         log_warn("deleted timeline %s: %s: told again later", tls, msg);
         ctl_db_exec(db, NULL,
@@ -63,29 +57,44 @@ int ctl_skgc_pending(ctl_db *db)
     return n;
 }
 
-/* One pass over the deletions owed. */
+static bool stopping(ctl_skgc *g)
+{
+    pthread_mutex_lock(&g->mu);
+    bool s = g->stopping;
+    pthread_mutex_unlock(&g->mu);
+    return s;
+}
+
+/* One pass over the deletions owed. A safekeeper that fails once is not
+ * asked again in this pass (each call to a dead one waits for its
+ * timeout), and a stop ends the pass between calls. */
 static void retry_all(ctl_skgc *g)
 {
     json_t *rows = NULL;
     if (ctl_db_query(g->o.db, &rows, "SELECT id, tenant_id, timeline_id, safekeeper"
                      " FROM sk_deletes ORDER BY id", "") != 0)
         return;
+    bool failed[CTL_SKGC_MAX_SK] = { false };
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row) {
+        if (stopping(g))
+            break;
         const char *addr = json_string_value(json_object_get(row, "safekeeper"));
         arbor_id t, tl;
-        skc *c = NULL;
-        for (int k = 0; k < g->o.n_sk && addr; k++)
-            if (strcmp(skc_target(g->o.sk[k]), addr) == 0)
-                c = g->o.sk[k];
+        int k = 0;
+        while (k < g->o.n_sk && !(addr && strcmp(skc_target(g->o.sk[k]), addr) == 0))
+            k++;
         json_int_t id = json_integer_value(json_object_get(row, "id"));
-        if (!c || id_parse(json_string_value(json_object_get(row, "tenant_id")), &t) != 0 ||
+        if (k == g->o.n_sk || failed[k] ||
+            id_parse(json_string_value(json_object_get(row, "tenant_id")), &t) != 0 ||
             id_parse(json_string_value(json_object_get(row, "timeline_id")), &tl) != 0)
-            continue;   /* no longer one of ours: kept, for an operator to see */
+            continue;   /* not one of ours (kept, for an operator to see), or down */
         char msg[256];
-        if (tell(c, &t, &tl, msg) != 0)
+        if (skc_delete_timeline(g->o.sk[k], &t, &tl, msg) != 0) {
+            failed[k] = true;
             continue;
+        }
         log_info("deleted timeline %s: %s has dropped its WAL",
                  json_string_value(json_object_get(row, "timeline_id")), addr);
         ctl_db_exec(g->o.db, NULL, "DELETE FROM sk_deletes WHERE id = ?", "i", (int64_t)id);
@@ -112,6 +121,8 @@ static void *skgc_main(void *arg)
 
 int ctl_skgc_start(const ctl_skgc_opts *o, ctl_skgc **out)
 {
+    if (o->n_sk > CTL_SKGC_MAX_SK)
+        return -EINVAL;
     ctl_skgc *g = az_calloc(1, sizeof(*g));
     g->o = *o;
     if (g->o.interval_ms <= 0)
