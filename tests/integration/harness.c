@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -599,4 +600,33 @@ int h_http_ex(int port, const char *method, const char *path, const char *header
     memmove(buf, sep + 4, strlen(sep + 4) + 1);
     *out = buf;
     return status;
+}
+
+int h_threads(pid_t pid, const char *prefix)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (!prefix) {
+            n++;
+            continue;
+        }
+        char comm_path[400], comm[32] = "";
+        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm_path, "r");
+        if (f) {
+            if (fgets(comm, sizeof(comm), f) && strncmp(comm, prefix, strlen(prefix)) == 0)
+                n++;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return n;
 }

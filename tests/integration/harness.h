@@ -106,4 +106,8 @@ int h_http_ex(int port, const char *method, const char *path, const char *header
  * it is not there, -EIO when /metrics did not answer 200. */
 int h_metric(int http_port, const char *name, double *out);
 
+/* Threads of process pid whose name (/proc/PID/task/TID/comm) starts with
+ * prefix; every thread with prefix NULL. -1 when pid has no task list. */
+int h_threads(pid_t pid, const char *prefix);
+
 #endif

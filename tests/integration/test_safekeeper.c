@@ -782,30 +782,6 @@ static void test_empty_and_last_commit(void **state)
 
 /* ---- WAL I/O path ----------------------------------------------------------------- */
 
-/* io_uring worker threads (iou-wrk-*) of process pid: an io_uring
- * fdatasync always runs on one. */
-static int uring_workers(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char comm_path[400], comm[32] = "";
-        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
-        FILE *f = fopen(comm_path, "r");
-        if (f) {
-            if (fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-wrk", 7) == 0)
-                n++;
-            fclose(f);
-        }
-    }
-    closedir(d);
-    return n;
-}
-
 /* WAL is written and fdatasync'ed on the flushing thread (pwrite +
  * fdatasync: faster here than io_uring, which hands each fdatasync to a
  * kernel worker); --wal.io-uring brings the io_uring path back. */
@@ -834,7 +810,8 @@ static void test_wal_io(void **state)
     int w[3];
     for (int i = 0; i < 3; i++) {
         assert_int_equal(st.sk[i].flush_lsn, end);
-        w[i] = uring_workers(sk[i].pid);
+        w[i] = h_threads(sk[i].pid, "iou-wrk");   /* an io_uring fdatasync runs on one */
+        assert_true(w[i] >= 0);
     }
     print_message("io_uring workers: %d (default), %d (--wal.io-uring), %d (default)\n",
                   w[0], w[1], w[2]);
