@@ -74,7 +74,7 @@ static void retry_all(ctl_skgc *g)
     if (ctl_db_query(g->o.db, &rows, "SELECT id, tenant_id, timeline_id, safekeeper"
                      " FROM sk_deletes ORDER BY id", "") != 0)
         return;
-    bool failed[CTL_SKGC_MAX_SK] = { false };
+    bool *failed = az_calloc((size_t)g->o.n_sk + 1, sizeof(*failed));
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row) {
@@ -99,6 +99,7 @@ static void retry_all(ctl_skgc *g)
                  json_string_value(json_object_get(row, "timeline_id")), addr);
         ctl_db_exec(g->o.db, NULL, "DELETE FROM sk_deletes WHERE id = ?", "i", (int64_t)id);
     }
+    az_free(failed);
     json_decref(rows);
 }
 
@@ -121,8 +122,6 @@ static void *skgc_main(void *arg)
 
 int ctl_skgc_start(const ctl_skgc_opts *o, ctl_skgc **out)
 {
-    if (o->n_sk > CTL_SKGC_MAX_SK)
-        return -EINVAL;
     ctl_skgc *g = az_calloc(1, sizeof(*g));
     g->o = *o;
     if (g->o.interval_ms <= 0)

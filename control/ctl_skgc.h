@@ -15,8 +15,6 @@
 #include "ids.h"
 #include "sk_client.h"
 
-#define CTL_SKGC_MAX_SK 16
-
 typedef struct ctl_skgc ctl_skgc;
 
 typedef struct ctl_skgc_opts {
@@ -26,8 +24,7 @@ typedef struct ctl_skgc_opts {
     int interval_ms;         /* between retries (> 0) */
 } ctl_skgc_opts;
 
-/* Starts the retry thread. 0, -EINVAL (more than CTL_SKGC_MAX_SK
- * safekeepers) or -EAGAIN. */
+/* Starts the retry thread. 0 or -EAGAIN. */
 int ctl_skgc_start(const ctl_skgc_opts *o, ctl_skgc **out);
 
 /* Stops the thread and frees g. NULL is a no-op. */
