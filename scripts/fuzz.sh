@@ -18,7 +18,8 @@
 # input must cost bounded memory) libFuzzer writes the input into
 # ARTIFACT_DIR and exits non-zero, and so does this script; copy that file
 # into the target's corpus so its ctest replays it in every build once it
-# is fixed. Executions per target are printed at the end.
+# is fixed. Executions per target are printed at the end. Targets run
+# FUZZ_JOBS (default: the number of cores) at a time.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,24 +69,46 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/fuzz/lsan.supp}"
 # least 4096) where the format's interesting sizes lie beyond it.
 declare -A max_len=([sk_control]=8192 [sk_wal]=32768 [ps_layer]=65536)
 
-summary=()
-for t in "${targets[@]}"; do
+# One target per core at a time (CI gives each FUZZ_SECONDS): fuzz_one runs
+# in the background and leaves its exit status in $work/$t.rc.
+fuzz_one() {
+    local t=$1 status=0
     mkdir -p "$work/$t"
-    echo "== fuzz_$t for ${seconds}s =="
     # The first corpus directory receives new inputs; the second only seeds.
-    status=0
     # TMPDIR: the targets' scratch files go under $work, removed on exit
     # even when libFuzzer stops a target without running its atexit.
     TMPDIR="$work" "$build/tests/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -malloc_limit_mb=512 ${max_len[$t]:+-max_len=${max_len[$t]}} \
         -print_final_stats=1 -artifact_prefix="$artifacts/fuzz_$t-" \
         "$work/$t" "$root/tests/fuzz/corpus/$t" 2>"$work/$t.log" || status=$?
+    echo "$status" >"$work/$t.rc"
+}
+
+jobs="${FUZZ_JOBS:-$(nproc)}"
+running=0
+for t in "${targets[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    echo "== fuzz_$t for ${seconds}s =="
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait
+
+summary=()
+failed=0
+for t in "${targets[@]}"; do
+    status="$(cat "$work/$t.rc" 2>/dev/null || echo 1)"
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -1)"
     if [ "$status" -ne 0 ]; then
         tail -60 "$work/$t.log" >&2
         echo "fuzz_$t: FAILED (exit $status); the input is in $artifacts" >&2
-        exit 1
+        failed=1
+        continue
     fi
     summary+=("fuzz_$t: no crash in ${seconds}s, ${execs:-?} executions, $(ls "$work/$t" | wc -l) new corpus entries (discarded)")
 done
 printf '%s\n' "${summary[@]}"
+exit "$failed"
