@@ -9,6 +9,7 @@
 #include "cli_api.h"
 #include "cli_branch.h"
 #include "cli_fmt.h"
+#include "timestamp.h"
 
 bool cli_api_remote(const cli_ctx *ctx)
 {
@@ -29,7 +30,7 @@ static json_t *point_json(const char *opt, const char *v)
     if (strchr(v, '/'))
         return json_string(v);
     int64_t us;
-    if (cli_parse_time(v, &us) != 0) {
+    if (ts_parse(v, 0, &us) != 0) {
         cli_err("bad point '%s' for --%s: expected an LSN (0/16B3748) or a time (RFC 3339, "
                 "2026-11-21T10:15:02Z, or @unix)", v, opt);
         return NULL;

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "pageserver.pb-c.h"
 #include "sk_client.h"
+#include "timestamp.h"
 
 /* ---- JSON and text forms of a branch -------------------------------------------- */
 
@@ -807,7 +808,7 @@ int cli_cmd_lsn(cli_ctx *ctx)
         return CLI_EXIT_USAGE;
     }
     int64_t ts;
-    if (cli_parse_time(at, &ts) != 0) {
+    if (ts_parse(at, 0, &ts) != 0) {
         cli_err("bad timestamp '%s' for --at: expected RFC 3339 (2026-11-21T10:15:02Z, "
                 "2026-11-21T10:15:02.5+01:00) or a Unix time (@1763720102)", at);
         return CLI_EXIT_ERROR;

@@ -28,8 +28,6 @@ typedef struct cli_point {
     int64_t time_us;    /* !is_lsn: µs since the Unix epoch */
 } cli_point;
 
-/* Parses a timestamp (RFC 3339 or @unix). 0, or -EINVAL (nothing printed). */
-int cli_parse_time(const char *s, int64_t *us_out);
 /* Parses an LSN or a timestamp; on error prints what is accepted and
  * returns CLI_EFAIL. `what` names the option in the message ("--at"). */
 int cli_parse_point(const char *s, const char *what, cli_point *out);

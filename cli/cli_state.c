@@ -16,6 +16,7 @@
 
 #include "cli_cmd.h"
 #include "cli_fmt.h"
+#include "timestamp.h"
 
 static const char *const g_kind_names[] = { "safekeeper", "pageserver", "compute", "control",
                                                "proxy" };
@@ -87,7 +88,7 @@ static int64_t time_field(json_t *o, const char *key)
     const char *s = json_string_value(json_object_get(o, key));
     int64_t us = 0;
     if (s) {
-        cli_parse_time(s, &us);
+        ts_parse(s, 0, &us);
     }
     return us;
 }

@@ -3,6 +3,7 @@
  * api_fail() set the error. */
 #define _GNU_SOURCE
 #include "ctl_api_int.h"
+#include "timestamp.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
@@ -126,30 +127,28 @@ int api_body_point(req *r, const char *key, point *p)
     if (!v || json_is_null(v))
         return 0;
     p->given = true;
-    double secs = -1;
     if (json_is_number(v)) {
-        secs = json_number_value(v);
-    } else if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        if (strchr(s, '/')) {
-            if (lsn_parse(s, &p->lsn) != 0 || p->lsn == 0)
-                goto bad;
-            return 0;
-        }
-        char *end;
-        if (s[0] != '@' || (secs = strtod(s + 1, &end), *end || end == s + 1))
+        double secs = json_number_value(v);
+        if (!(secs > 0) || !isfinite(secs) || secs > 1e11)
             goto bad;
-    } else {
-        goto bad;
+        p->time_us = (int64_t)(secs * 1e6);
+        return 0;
     }
-    if (!(secs > 0) || !isfinite(secs) || secs > 1e11)
+    if (!json_is_string(v))
         goto bad;
-    p->time_us = (int64_t)(secs * 1e6);
-    return 0;
+    const char *s = json_string_value(v);
+    if (strchr(s, '/')) {
+        if (lsn_parse(s, &p->lsn) != 0 || p->lsn == 0)
+            goto bad;
+        return 0;
+    }
+    if (ts_parse(s, 0, &p->time_us) == 0 && p->time_us > 0 && p->time_us <= (int64_t)1e17)
+        return 0;
 bad:
     api_fail(r, 422, "UNPROCESSABLE",
-         "field '%s': expected an LSN \"X/Y\" (hex) or a Unix time in seconds (number or "
-         "\"@<seconds>\")", key);
+             "field '%s': expected an LSN \"X/Y\" (hex), an RFC 3339 time with a zone "
+             "(\"2026-11-21T10:15:02Z\") or a Unix time in seconds (number or "
+             "\"@<seconds>\")", key);
     return -1;
 }
 
@@ -212,15 +211,16 @@ int64_t api_jid(json_t *o)
 int api_query_time(req *r, const char *key, double def, double *out)
 {
     const char *s = http_request_query(r->h, key);
+    int64_t us;
     *out = def;
     if (!s)
         return 0;
-    char *end;
-    *out = strtod(s, &end);
-    if (*end || end == s || *out < 0) {
-        api_fail(r, 422, "UNPROCESSABLE", "query '%s': a Unix time in seconds", key);
+    if (ts_parse(s, TS_BARE_UNIX, &us) != 0) {
+        api_fail(r, 422, "UNPROCESSABLE",
+                 "query '%s': a Unix time in seconds or an RFC 3339 time with a zone", key);
         return -1;
     }
+    *out = (double)us / 1e6;
     return 0;
 }
 

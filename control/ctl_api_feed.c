@@ -239,8 +239,6 @@ json_t *api_h_hook_delete(req *r)
 
 /* ---- the change feed, paged (GET .../branches/{branch}/changes) ----------------------- */
 
-int api_query_time(req *r, const char *key, double def, double *out);
-
 #define CHANGES_LIMIT_DEFAULT 1000
 #define CHANGES_LIMIT_MAX 10000
 

@@ -82,6 +82,9 @@ int api_body_str_need(req *r, const char *key, const char **out);
 bool api_name_ok(const char *s);
 json_t *api_fail_name(req *r, const char *what, const char *s);
 int api_body_point(req *r, const char *key, point *p);
+/* Query parameter key as a time in seconds (Unix seconds or RFC 3339), def
+ * when absent; 0, or -1 after a 422. */
+int api_query_time(req *r, const char *key, double def, double *out);
 json_t *api_load_project(req *r);
 int api_tenant_of(req *r, arbor_id *t);
 json_t *api_load_branch(req *r, const char *pid, const char *name);

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -944,7 +945,35 @@ static void test_static_at_time(void **state)
     snprintf(body, sizeof(body), "{\"name\": \"then\", \"at\": %.6f}", t);
     json_t *b;
     assert_int_equal(api("POST", pp("/branches"), body, &b), 201);
+    char then_lsn[32];
+    snprintf(then_lsn, sizeof(then_lsn), "%s", js(b, "point_lsn"));
     json_decref(b);
+    /* The same moment as RFC 3339 (what `arbor --at` takes), written in
+     * +01:00: the same commit, for a static endpoint and a branch. */
+    time_t whole = (time_t)t + 3600;
+    struct tm tm;
+    gmtime_r(&whole, &tm);
+    char rfc[64];
+    snprintf(rfc, sizeof(rfc), "%04d-%02d-%02dT%02d:%02d:%02d.%06d+01:00", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)((t - (double)(time_t)t) * 1e6));
+    snprintf(body, sizeof(body),
+             "{\"branch\": \"main\", \"kind\": \"static\", \"at\": \"%s\", \"name\": \"past2\"}",
+             rfc);
+    assert_int_equal(api("POST", pp("/endpoints"), body, &e), 201);
+    json_decref(e);
+    w = wake("past2");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT max(x) FROM s"), 1);
+    json_decref(w);
+    snprintf(body, sizeof(body), "{\"name\": \"then2\", \"at\": \"%s\"}", rfc);
+    assert_int_equal(api("POST", pp("/branches"), body, &b), 201);
+    assert_string_equal(js(b, "point_lsn"), then_lsn);
+    json_decref(b);
+    expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"2026-11-21T10:15:02\"}");
+    expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"2026-02-30T10:15:02Z\"}");
+    expect(200, "GET", pp("/usage?from=2026-01-01T00:00:00Z&to=@99999999999"), NULL);
+    expect(422, "GET", pp("/usage?from=2026-01-01"), NULL);
+    expect(200, "DELETE", pp("/endpoints/past2"), NULL);
     expect(200, "DELETE", pp("/endpoints/past"), NULL);
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
 }

@@ -1,4 +1,4 @@
-/* Unit tests: log, alloc, fsutil, ids. */
+/* Unit tests: log, alloc, fsutil, ids, timestamps. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +28,7 @@
 #include "fsutil.h"
 #include "ids.h"
 #include "log.h"
+#include "timestamp.h"
 
 static char *make_tmpdir(void)
 {
@@ -387,6 +388,42 @@ static void test_id_rejects_bad_text(void **state)
     assert_int_equal(id_parse_n("0123456789abcdef0123456789abcdef", 31, &id), -EINVAL);
 }
 
+/* ts_parse: RFC 3339 with a zone, @unix; bare Unix seconds only when asked. */
+static void test_ts_parse(void **state)
+{
+    (void)state;
+    int64_t us = -1;
+    assert_int_equal(ts_parse("2026-11-21T10:15:02Z", 0, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000);
+    assert_int_equal(ts_parse("2026-11-21T11:15:02.25+01:00", 0, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000 + 250000);
+    assert_int_equal(ts_parse("2026-11-21 05:15:02.1234567-0500", 0, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000 + 123456);
+    assert_int_equal(ts_parse("2026-11-21t10:15:02z", 0, &us), 0);
+    assert_int_equal(ts_parse("@1795256102.5", 0, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000 + 500000);
+    assert_int_equal(ts_parse("1795256102", TS_BARE_UNIX, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000);
+    assert_int_equal(ts_parse("2026-11-21T10:15:02Z", TS_BARE_UNIX, &us), 0);
+    assert_int_equal(us, 1795256102LL * 1000000);
+    us = 7;
+    static const char *const bad[] = {
+        "1763720102",               /* bare seconds without the flag */
+        "2026-11-21T10:15:02",      /* no zone */
+        "2026-02-30T10:15:02Z",     /* no such day */
+        "2026-13-01T10:15:02Z", "2026-11-21T24:00:00Z", "2026-11-21T10:15:02+25:00",
+        "1969-12-31T23:59:59Z", "2026-11-21T10:15:02.Z", "2026-11-21T10:15:02.1234567890Z",
+        "2026-11-21T10:15:02Zjunk", "@", "@-5", "@1.5e9", "", "2026-11-21",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (ts_parse(bad[i], 0, &us) != -EINVAL)
+            fail_msg("'%s' was accepted", bad[i]);
+    }
+    assert_int_equal(ts_parse("2026-11-21", TS_BARE_UNIX, &us), -EINVAL);
+    assert_int_equal(ts_parse("12x", TS_BARE_UNIX, &us), -EINVAL);
+    assert_int_equal(us, 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fs_pread_pwrite_all, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_disk_io_mkdir_durable, setup_dir, teardown_dir),
         cmocka_unit_test(test_id_round_trip),
+        cmocka_unit_test(test_ts_parse),
         cmocka_unit_test(test_id_rejects_bad_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
