@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "cli_endpoint.h"
 #include "cli_fmt.h"
 #include "http_client.h"
 #include "ids.h"
@@ -302,6 +303,29 @@ bool cli_api_has_endpoint(cli_ctx *ctx, const char *name)
     return true;
 }
 
+int cli_api_branch_rw_endpoint(cli_ctx *ctx, const char *branch, char *name, size_t cap)
+{
+    cli_api a;
+    json_t *list, *e;
+    size_t i;
+    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
+        cli_api_call(&a, "GET", "@/endpoints", NULL, &list) != 0)
+        return -1;
+    int found = 0;
+    json_array_foreach(json_object_get(list, "endpoints"), i, e) {
+        const char *n = json_string_value(json_object_get(e, "name"));
+        const char *b = json_string_value(json_object_get(e, "branch"));
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        if (!found && n && b && kind && strcmp(b, branch) == 0 &&
+            strcmp(kind, "read_write") == 0) {
+            snprintf(name, cap, "%s", n);
+            found = 1;
+        }
+    }
+    json_decref(list);
+    return found;
+}
+
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
 {
     cli_api a;
@@ -373,6 +397,95 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
     return rc;
 }
 
+/* --suspend-timeout as the API takes it: 0 and *s, or CLI_EXIT_USAGE (printed). */
+static int suspend_timeout_opt(const char *v, long *s)
+{
+    char *end;
+    *s = strtol(v, &end, 10);
+    if (!*v || *end || *s < -1) {
+        cli_err("bad --suspend-timeout '%s': seconds, or -1 for never", v);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_cmd_endpoint_create(cli_ctx *ctx)
+{
+    const char *branch = ctx->pos[0], *name = cli_opt_value(ctx, "name");
+    const char *at = cli_opt_value(ctx, "at"), *v = cli_opt_value(ctx, "suspend-timeout");
+    const char *pool = cli_opt_value(ctx, "pool-mode");
+    bool ro = cli_opt_flag(ctx, "read-only");
+    long s = 0;
+    if (ro && at) {
+        cli_err("--read-only follows the head, --at stays at a point: give one of them");
+        return CLI_EXIT_USAGE;
+    }
+    if (v && suspend_timeout_opt(v, &s) != 0)
+        return CLI_EXIT_USAGE;
+    const char *kind = at ? "static" : ro ? "read_only" : "read_write";
+    char local[CLI_COMP_NAME_MAX + 1];
+    if (!at && !ro && cli_endpoint_local_primary(ctx->dir, branch, local, sizeof(local))) {
+        cli_err("branch '%s' has a primary already: the local endpoint '%s' of this CLI. Two "
+                "primaries would fence each other: stop it first (arbor endpoint stop %s), "
+                "or create a read-only endpoint (--read-only)", branch, local, local);
+        return CLI_EXIT_ERROR;
+    }
+    cli_api a;
+    json_t *e;
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    json_t *body = json_pack("{s:s, s:s}", "branch", branch, "kind", kind);
+    if (name)
+        json_object_set_new(body, "name", json_string(name));
+    if (at)   /* LSN, RFC 3339 or @unix: the API parses it and says what is wrong */
+        json_object_set_new(body, "at", json_string(at));
+    if (v)
+        json_object_set_new(body, "suspend_timeout_s", json_integer(s));
+    if (pool)
+        json_object_set_new(body, "pool_mode", json_string(pool));
+    int rc = cli_api_call(&a, "POST", "@/endpoints", body, &e);
+    json_decref(body);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no branch '%s' (arbor branch list)", branch);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json) {
+        json_dumpf(e, stdout, JSON_INDENT(2));
+        printf("\n");
+    } else {
+        const char *n = json_string_value(json_object_get(e, "name"));
+        const char *lsn = json_string_value(json_object_get(e, "point_lsn"));
+        long long t = (long long)json_integer_value(json_object_get(e, "suspend_timeout_s"));
+        char when[64] = "never suspends once woken";
+        if (t >= 0)
+            snprintf(when, sizeof(when), "suspends after %llds idle", t);
+        printf("created endpoint %s: %s on branch %s%s%s, suspended (%s)\n", n, kind, branch,
+               lsn ? " at " : "", lsn ? lsn : "", when);
+        printf("  connect through arbor-proxy: its postgres URL with "
+               "?options=endpoint%%3D%s (the first connection wakes it), or /ep/%s/ on its "
+               "HTTP door; arbor sql %s --endpoint %s\n", n, n, branch, n);
+    }
+    json_decref(e);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_endpoint_delete(cli_ctx *ctx)
+{
+    cli_api a;
+    char path[256];
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    snprintf(path, sizeof(path), "@/endpoints/%s", ctx->pos[0]);
+    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no endpoint '%s' of the control plane (arbor endpoint list; a local "
+                "endpoint of this CLI stops with arbor endpoint stop)", ctx->pos[0]);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    printf("endpoint %s deleted (its compute stopped)\n", ctx->pos[0]);
+    return CLI_EXIT_OK;
+}
+
 int cli_cmd_endpoint_update(cli_ctx *ctx)
 {
     const char *v = cli_opt_value(ctx, "suspend-timeout");
@@ -382,12 +495,9 @@ int cli_cmd_endpoint_update(cli_ctx *ctx)
                 "--pool-mode transaction|session");
         return CLI_EXIT_USAGE;
     }
-    char *end;
-    long s = v ? strtol(v, &end, 10) : 0;
-    if (v && (!*v || *end || s < -1)) {
-        cli_err("bad --suspend-timeout '%s': seconds, or -1 for never", v);
+    long s = 0;
+    if (v && suspend_timeout_opt(v, &s) != 0)
         return CLI_EXIT_USAGE;
-    }
     cli_api a;
     char path[256];
     json_t *e;

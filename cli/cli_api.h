@@ -2,7 +2,7 @@
  * cli_api — the CLI as a client of arbor-control's API (prefix cli_api_):
  * where the API is and which key and project to use, the first-start
  * bootstrap of `arbor start`, and the commands that go through the API
- * (`endpoint update|suspend`, `endpoint start NAME` of an API endpoint,
+ * (`endpoint create|update|suspend|delete`, `endpoint start NAME` of an API endpoint,
  * `usage`, the API endpoints in `endpoint list`).
  *
  * Resolution, first found wins:
@@ -66,6 +66,9 @@ void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port);
 json_t *cli_api_endpoints(cli_ctx *ctx);
 /* Whether the API has an endpoint called name (false when unreachable). */
 bool cli_api_has_endpoint(cli_ctx *ctx, const char *name);
+/* The API's read_write endpoint on branch: 1 with its name, 0 none, -1 no
+ * API configured or reachable (nothing printed). */
+int cli_api_branch_rw_endpoint(cli_ctx *ctx, const char *branch, char *name, size_t cap);
 /* `endpoint start NAME` of an API endpoint: wakes it, prints how to connect. */
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name);
 
@@ -96,6 +99,8 @@ void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *o
                              bool reset);
 void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
 
+int cli_cmd_endpoint_create(cli_ctx *ctx);
+int cli_cmd_endpoint_delete(cli_ctx *ctx);
 int cli_cmd_endpoint_update(cli_ctx *ctx);
 int cli_cmd_endpoint_suspend(cli_ctx *ctx);
 int cli_cmd_usage(cli_ctx *ctx);

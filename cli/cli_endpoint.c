@@ -52,6 +52,24 @@ static int find_endpoint(cli_state *st, const char *name)
     return -1;
 }
 
+bool cli_endpoint_local_primary(const char *dir, const char *branch, char *name, size_t cap)
+{
+    cli_state st;
+    bool found = false;
+    if (cli_state_load(dir, &st) != 0)
+        return false;
+    for (int i = 0; i < st.n_comp && !found; i++) {
+        const cli_component *c = &st.comp[i];
+        if (is_compute_alive(c) && strcmp(c->role, "primary") == 0 &&
+            strcmp(c->branch, branch) == 0) {
+            snprintf(name, cap, "%s", c->name);
+            found = true;
+        }
+    }
+    cli_state_free(&st);
+    return found;
+}
+
 /* ---- connection strings -------------------------------------------------------- */
 
 static bool shell_safe(const char *s)
@@ -535,6 +553,16 @@ int cli_cmd_endpoint_start(cli_ctx *ctx)
     }
     ep_spec sp;
     if (start_spec(ctx, &sp) != 0) {
+        return CLI_EXIT_ERROR;
+    }
+    /* Two primaries of a branch fence each other, commit by commit. */
+    char api_rw[96];
+    if (strcmp(sp.role, "primary") == 0 &&
+        cli_api_branch_rw_endpoint(ctx, sp.branch, api_rw, sizeof(api_rw)) == 1) {
+        cli_err("branch '%s' has the control plane's read_write endpoint '%s': a second "
+                "primary would fence it. Connect through arbor-proxy, or arbor endpoint "
+                "start %s (wakes it); start a read-only one here with --read-only",
+                sp.branch, api_rw, api_rw);
         return CLI_EXIT_ERROR;
     }
     int lock;

@@ -132,6 +132,14 @@ static const cli_opt g_ep_update_opts[] = {
                            "tables, session PRAGMAs)" },
     { NULL, NULL, NULL },
 };
+static const cli_opt g_ep_create_opts[] = {
+    { "read-only", NULL, "kind read_only: a replica that follows the branch's head" },
+    { "at", "LSN|TIMESTAMP", "kind static: read-only at that point of history" },
+    { "name", "NAME", "endpoint name (default: BRANCH, BRANCH-ro-<n>, BRANCH-at-<LSN>)" },
+    { "suspend-timeout", "SECONDS", "suspend after this long idle (default 300); -1 = never" },
+    { "pool-mode", "MODE", "arbor-proxy's pooling: transaction (default) or session" },
+    { NULL, NULL, NULL },
+};
 static const cli_opt g_role_create_opts[] = {
     { "pool-mode", "MODE", "transaction (default) or session: every connection of this role "
                            "through arbor-proxy gets a compute session of its own" },
@@ -250,6 +258,16 @@ static const cli_command g_commands[] = {
       "suspend_timeout_s) and the local ones this CLI started (managed_by cli;\n"
       "state active while the process runs, health up/degraded/down).",
       g_no_opts, 0, 0, cli_cmd_endpoint_list },
+    { "endpoint", "create", "BRANCH", "create an endpoint of the control plane (API)",
+      "A compute of arbor-control for BRANCH: read_write (default; one per branch),\n"
+      "read_only (--read-only) or static (--at). It starts suspended: the first\n"
+      "connection through arbor-proxy wakes it (options=endpoint=NAME in the postgres\n"
+      "URL, /ep/NAME/ on the HTTP door), as does arbor endpoint start NAME; it suspends\n"
+      "after --suspend-timeout seconds idle. A read_write one is refused while a local\n"
+      "primary of this CLI runs on the branch.\n\n" POINT_HELP,
+      g_ep_create_opts, 1, 1, cli_cmd_endpoint_create },
+    { "endpoint", "delete", "NAME", "delete an endpoint of the control plane (its compute stops)",
+      NULL, g_no_opts, 1, 1, cli_cmd_endpoint_delete },
     { "endpoint", "update", "NAME", "change an API endpoint's settings", NULL,
       g_ep_update_opts, 1, 1, cli_cmd_endpoint_update },
     { "endpoint", "suspend", "NAME", "suspend an API endpoint (its compute stops)", NULL,

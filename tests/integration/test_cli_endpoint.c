@@ -40,6 +40,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -283,6 +284,63 @@ static void test_api_endpoints(void **state)
                     "%s/v1/projects/%s/endpoints/ro-api", key, url, project), 0, "delete");
     ct_expect_in(ct.out, "\"deleted\"");
     json_decref(api);
+}
+
+/* `endpoint create|delete` (the API's endpoints from the CLI) and the one
+ * primary per branch across both kinds: a read_write endpoint of the API
+ * is refused beside a local primary, a local primary beside the API's
+ * read_write endpoint (they would fence each other commit by commit). */
+static void test_api_endpoint_create(void **state)
+{
+    (void)state;
+    ct_expect(ct_arbor("endpoint create main"), 1, "read_write beside the local primary");
+    ct_expect_in(ct.err, "local endpoint 'main'");
+    ct_expect(ct_arbor("sql main 'CREATE TABLE ec(x); INSERT INTO ec VALUES (1)'"), 0, "ec 1");
+    usleep(100000);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char when[64];
+    snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec);
+    usleep(100000);
+    ct_expect(ct_arbor("sql main 'INSERT INTO ec VALUES (2)'"), 0, "ec 2");
+    ct_expect(ct_arbor("endpoint create main --at %s --name main-then", when), 0, "static");
+    ct_expect_in(ct.out, "created endpoint main-then: static on branch main at ");
+    ct_expect_in(ct.out, "options=endpoint%3Dmain-then");
+    ct_expect(ct_arbor("sql main --endpoint main-then 'SELECT count(*) FROM ec'"), 0,
+              "static sees that moment");
+    ct_expect_in(ct.out, "1");
+    assert_null(strstr(ct.out, "2"));
+
+    ct_expect(ct_arbor("branch create apidev"), 0, "branch apidev");
+    ct_expect(ct_arbor("--json endpoint create apidev --suspend-timeout -1"), 0, "read_write");
+    json_t *e = ct_parse_out();
+    assert_string_equal(json_string_value(json_object_get(e, "name")), "apidev");
+    assert_string_equal(json_string_value(json_object_get(e, "kind")), "read_write");
+    assert_string_equal(json_string_value(json_object_get(e, "state")), "suspended");
+    assert_int_equal(json_integer_value(json_object_get(e, "suspend_timeout_s")), -1);
+    json_decref(e);
+    ct_expect(ct_arbor("sql apidev 'INSERT INTO ec VALUES (3)'"), 0, "write on it");
+    ct_expect(ct_arbor("endpoint start apidev --name apidev-local"), 1, "second primary");
+    ct_expect_in(ct.err, "control plane's read_write endpoint 'apidev'");
+    ct_expect(ct_arbor("endpoint create apidev"), 1, "second read_write");
+    ct_expect_in(ct.err, "409");
+    ct_expect(ct_arbor("endpoint create apidev --read-only --at %s", when), 2, "both kinds");
+    ct_expect(ct_arbor("endpoint create apidev --at 2026-02-30T10:00:00Z"), 1, "bad time");
+    ct_expect_in(ct.err, "RFC 3339");
+    ct_expect(ct_arbor("endpoint create nosuch"), 1, "unknown branch");
+    ct_expect_in(ct.err, "no branch 'nosuch'");
+    ct_expect(ct_arbor("endpoint delete apidev"), 0, "delete");
+    ct_expect(ct_arbor("endpoint delete apidev"), 1, "delete again");
+    ct_expect_in(ct.err, "no endpoint 'apidev'");
+    ct_expect(ct_arbor("endpoint delete main-then"), 0, "delete static");
+    /* no primary left on apidev: a local one may start, and sees the write */
+    ct_expect(ct_arbor("endpoint start apidev --name apidev-local"), 0, "local primary now");
+    ct_expect(ct_arbor("sql apidev 'SELECT sum(x) FROM ec'"), 0, "sum");
+    ct_expect_in(ct.out, "6");
+    ct_expect(ct_arbor("endpoint stop apidev-local"), 0, "stop it");
 }
 
 /* psql through arbor-proxy as role with password: its exit code. */
@@ -710,6 +768,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_api_endpoints),
+        cmocka_unit_test(test_api_endpoint_create),
         cmocka_unit_test(test_api_remote_cli),
         cmocka_unit_test(test_sql),
         cmocka_unit_test(test_history),
