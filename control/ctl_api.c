@@ -236,13 +236,17 @@ static json_t *h_usage(req *r)
         return NULL;
     /* Hour buckets overlapping [from, to). */
     if (ctl_db_query(r->x->db, &eps,
-                     "SELECT u.endpoint_id, u.endpoint_name AS name, u.branch_id,"
-                     " b.name AS branch, sum(u.compute_seconds) AS compute_seconds,"
+                     /* An endpoint that followed its branch (reset, restore) has usage
+                      * rows on the old timeline too: it is listed on its branch now. */
+                     "SELECT u.endpoint_id, u.endpoint_name AS name,"
+                     " coalesce(e.branch_id, u.branch_id) AS branch_id,"
+                     " coalesce(eb.name, b.name) AS branch, sum(u.compute_seconds) AS compute_seconds,"
                      " sum(u.queries) AS queries, sum(u.rows_read) AS rows_read,"
                      " sum(u.rows_written) AS rows_written, sum(u.bytes_written) AS bytes_written,"
                      " coalesce(e.state, 'deleted') AS state FROM usage u"
                      " LEFT JOIN endpoints e ON e.id = u.endpoint_id"
                      " LEFT JOIN branches b ON b.project_id = u.project_id AND b.id = u.branch_id"
+                     " LEFT JOIN branches eb ON eb.project_id = e.project_id AND eb.id = e.branch_id"
                      " WHERE u.project_id = ? AND (u.hour + 1) * 3600 > ? AND u.hour * 3600 < ?"
                      " GROUP BY u.endpoint_id ORDER BY u.endpoint_name",
                      "sdd", pid, from, to) != 0)

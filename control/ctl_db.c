@@ -64,6 +64,53 @@ static const char *const migrations[] = {
     "CREATE TABLE sk_deletes(id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL,"
     "  timeline_id TEXT NOT NULL, safekeeper TEXT NOT NULL, since REAL NOT NULL,"
     "  UNIQUE(tenant_id, timeline_id, safekeeper));",
+    /* 6: ids the API hands out are never reused (AUTOINCREMENT). A plain
+     * INTEGER PRIMARY KEY gave a new row the id of the last one deleted:
+     * a new endpoint's usage was added to a deleted endpoint's rows (usage
+     * is keyed by endpoint id and hour), and a retried DELETE of an API key,
+     * SQL token or webhook could hit a newer one. The tables are copied as
+     * they are (columns in the same order, ALTERed ones last); endpoint ids
+     * also stay above every id that usage rows still name. */
+    "CREATE TABLE endpoints_v6(id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL, branch_id TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK(kind IN ('read_write','read_only','static')),"
+    "  point_lsn TEXT, suspend_timeout_s INTEGER NOT NULL DEFAULT 300,"
+    "  state TEXT NOT NULL DEFAULT 'suspended' CHECK(state IN ('active','suspended')),"
+    "  host TEXT, pg_port INTEGER, http_port INTEGER, pid INTEGER,"
+    "  created_at REAL NOT NULL, last_active_at REAL,"
+    "  pool_mode TEXT NOT NULL DEFAULT 'transaction' CHECK(pool_mode IN ('transaction','session')),"
+    "  UNIQUE(project_id, name));"
+    "INSERT INTO endpoints_v6 SELECT * FROM endpoints;"
+    "DROP TABLE endpoints;"
+    "ALTER TABLE endpoints_v6 RENAME TO endpoints;"
+    "CREATE TABLE api_keys_v6(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+    "  prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,"
+    "  last_used_at REAL);"
+    "INSERT INTO api_keys_v6 SELECT * FROM api_keys;"
+    "DROP TABLE api_keys;"
+    "ALTER TABLE api_keys_v6 RENAME TO api_keys;"
+    "CREATE TABLE sql_tokens_v6(id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL, prefix TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,"
+    "  created_at REAL NOT NULL, last_used_at REAL);"
+    "INSERT INTO sql_tokens_v6 SELECT * FROM sql_tokens;"
+    "DROP TABLE sql_tokens;"
+    "ALTER TABLE sql_tokens_v6 RENAME TO sql_tokens;"
+    "CREATE TABLE webhooks_v6(id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,"
+    "  branch_id TEXT NOT NULL, branch_name TEXT NOT NULL, url TEXT NOT NULL,"
+    "  secret TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'active'"
+    "    CHECK(state IN ('active','paused','dead_letter')),"
+    "  cursor_lsn TEXT, max_failures INTEGER NOT NULL, failures INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, delivered_batches INTEGER NOT NULL DEFAULT 0,"
+    "  delivered_changes INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_attempt_at REAL,"
+    "  last_success_at REAL, created_at REAL NOT NULL);"
+    "INSERT INTO webhooks_v6 SELECT * FROM webhooks;"
+    "DROP TABLE webhooks;"
+    "ALTER TABLE webhooks_v6 RENAME TO webhooks;"
+    "INSERT INTO sqlite_sequence(name, seq) SELECT 'endpoints', 0"
+    "  WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'endpoints');"
+    "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(endpoint_id), 0) FROM usage))"
+    "  WHERE name = 'endpoints';",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

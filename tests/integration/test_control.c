@@ -978,6 +978,47 @@ static void test_static_at_time(void **state)
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
 }
 
+/* Usage of an endpoint that followed its branch to a new timeline (restore)
+ * is listed under the branch it is on, not the timeline kept aside. */
+static void test_usage_after_restore(void **state)
+{
+    json_t *b, *w, *after, *u;
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"moving\"}", &b), 201);
+    json_decref(b);
+    expect(201, "POST", pp("/endpoints"), "{\"name\": \"moving-rw\", \"branch\": \"moving\"}");
+    w = wake("moving-rw");
+    json_decref(sql((int)ji(w, "http_port"), "CREATE TABLE mv(x)"));
+    json_decref(w);
+    expect(200, "POST", pp("/endpoints/moving-rw/suspend"), NULL);
+    assert_int_equal(api("GET", pp("/branches/moving"), NULL, &b), 200);
+    char body[128];
+    snprintf(body, sizeof(body), "{\"to\": \"%s\"}", js(b, "head_lsn"));
+    json_decref(b);
+    assert_int_equal(api("POST", pp("/branches/moving/restore"), body, &after), 200);
+    char kept[128];
+    snprintf(kept, sizeof(kept), "%s", js(after, "kept_as"));
+    json_decref(after);
+    assert_int_equal(api("GET", pp("/usage"), NULL, &u), 200);
+    size_t i;
+    json_t *row;
+    int seen = 0;
+    json_array_foreach(json_object_get(u, "endpoints"), i, row) {
+        if (!strcmp(js(row, "name"), "moving-rw")) {
+            seen++;
+            if (strcmp(js(row, "branch"), "moving") != 0)
+                fail_msg("usage lists moving-rw on '%s' (kept as: %s)", js(row, "branch"), kept);
+        }
+    }
+    if (seen != 1) {
+        char *d = json_dumps(u, 0);
+        fail_msg("moving-rw in usage %d times: %s", seen, d);
+    }
+    json_decref(u);
+    expect(200, "DELETE", pp("/endpoints/moving-rw"), NULL);
+    expect(200, "DELETE", pp("/branches/moving"), NULL);
+    expect(200, "DELETE", pp("/branches/%s", kept), NULL);
+}
+
 /* A branch deleted while a safekeeper is down: that safekeeper is told
  * once it is back (every --sk-delete-retry), and drops the timeline's WAL
  * instead of keeping it for ever. */
@@ -1057,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_control_kill9),
         cmocka_unit_test(test_static_at_time),
+        cmocka_unit_test(test_usage_after_restore),
         cmocka_unit_test(test_internal_wake_branch),
         cmocka_unit_test(test_sk_delete_retry),
     };
