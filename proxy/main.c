@@ -47,6 +47,7 @@ typedef struct proxy_config {
     uint64_t wake_backoff_ms;
     uint64_t auth_timeout_ms;
     uint64_t control_timeout_ms;
+    uint64_t control_fallback_ms;
     char *port_file;
     log_level log_level;
     char *log_file;
@@ -96,6 +97,10 @@ static const cfg_option proxy_options[] = {
                      "time a client has for its startup and authentication"),
     CFG_DURATION_OPT("control-timeout", proxy_config, control_timeout_ms, "30s",
                      "per request to arbor-control (a wake may bind a compute)"),
+    CFG_DURATION_OPT("control-fallback", proxy_config, control_fallback_ms, "10m",
+                     "while arbor-control cannot be reached, answer from what it said "
+                     "this recently (role secrets, wakes of running computes, tokens), so "
+                     "clients of running computes still connect; 0 = off"),
     CFG_DAEMON_OPTS(proxy_config, "<PostgreSQL port> <http port>"),
     /* The HTTP door (SQL over HTTP, Hrana) shares --http-port with /metrics. */
     CFG_STRING_OPT("http-routes", proxy_config, http_routes, "",
@@ -302,6 +307,7 @@ static int start(void)
         return rc;
     pxc_open(&g_px.srv.cp, c->control, key, (int)c->control_timeout_ms);
     pxc_follow_port_file(&g_px.srv.cp, c->control_port_file);
+    pxc_set_fallback(&g_px.srv.cp, (int64_t)c->control_fallback_ms, met_default_registry());
     if (px_routes_parse(&g_px.srv, c->routes) != 0) {
         log_error("--routes=%s: expected branch=host:port,... (at most %d)", c->routes,
                   PX_MAX_ROUTES);

@@ -3,6 +3,7 @@
 #include "px_cplane.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -10,7 +11,23 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "http_client.h"
+#include "log.h"
+#include "px_kv.h"
+
+/* The kept answers (pxc_set_fallback). */
+struct pxc_fallback {
+    pxkv kv;
+    int64_t ttl_ms;
+    met_counter *used;               /* answers given from kv */
+    _Atomic int64_t logged_ms;       /* when that was last logged (mono) */
+};
+
+/* call_body: no answer at all (connection refused, timeout): the only
+ * failure the kept answers stand in for. Public functions return
+ * PXC_EUNAVAIL for it. */
+#define PXC_EUNREACHABLE (-2099)
 
 void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms)
 {
@@ -28,6 +45,67 @@ void pxc_open(pxc *c, const char *url, const char *key, int timeout_ms)
 void pxc_follow_port_file(pxc *c, const char *path)
 {
     snprintf(c->port_file, sizeof(c->port_file), "%s", path ? path : "");
+}
+
+void pxc_set_fallback(pxc *c, int64_t ttl_ms, met_registry *reg)
+{
+    if (ttl_ms <= 0 || c->fallback)
+        return;
+    struct pxc_fallback *f = az_calloc(1, sizeof(*f));
+    pxkv_init(&f->kv);
+    f->ttl_ms = ttl_ms;
+    if (reg)
+        met_counter_new(reg, "arbor_proxy_control_fallback_total",
+                        "answers of arbor-control given from the last ones it sent, while "
+                        "it could not be reached", &f->used);
+    c->fallback = f;
+}
+
+/* ---- answers kept for an unreachable control plane ------------------------------ */
+
+/* The key of a question: its kind and fields, joined by '\x1f'. */
+static void fb_key(char *out, size_t cap, char kind, const char *a, const char *b,
+                   const char *c3, const char *d)
+{
+    snprintf(out, cap, "%c\x1f%s\x1f%s\x1f%s\x1f%s", kind, a ? a : "", b ? b : "", c3 ? c3 : "",
+             d ? d : "");
+}
+
+static void fb_put(const pxc *c, const char *key, const void *val, size_t len)
+{
+    if (c->fallback)
+        pxkv_put(&c->fallback->kv, key, val, len, c->fallback->ttl_ms);
+}
+
+static void fb_del(const pxc *c, const char *key)
+{
+    if (c->fallback)
+        pxkv_del(&c->fallback->kv, key);
+}
+
+/* After *rc from call_body: the kept answer for key into val when the
+ * control plane could not be reached (then *rc = 0); PXC_EUNAVAIL for an
+ * unreachable one without it; a 404 forgets the kept answer. */
+static bool fb_use(const pxc *c, int *rc, const char *key, void *val, size_t len,
+                   const char *msg)
+{
+    struct pxc_fallback *f = c->fallback;
+    if (*rc == PXC_ENOTFOUND)
+        fb_del(c, key);
+    if (*rc != PXC_EUNREACHABLE)
+        return false;
+    *rc = PXC_EUNAVAIL;
+    if (!f || !pxkv_get(&f->kv, key, val, len))
+        return false;
+    *rc = 0;
+    if (f->used)
+        met_counter_inc(f->used);
+    int64_t now = clock_mono_ms(), last = atomic_load(&f->logged_ms);
+    if ((last == 0 || now - last >= 30000) &&
+        atomic_compare_exchange_strong(&f->logged_ms, &last, now))
+        log_warn("proxy: %s; answering from what it said in the last %lld s (roles, wakes, "
+                 "tokens it was asked for then)", msg, (long long)(f->ttl_ms / 1000));
+    return true;
 }
 
 /* The base URL now: c->url, its port replaced by the port file's. */
@@ -75,7 +153,7 @@ static int call_body(const pxc *c, const char *method, const char *path, const c
     *out = NULL;
     if (hc_request(&r, &status, &body, err) != 0) {
         snprintf(msg, 256, "control plane unreachable: %.200s", err);
-        return PXC_EUNAVAIL;
+        return PXC_EUNREACHABLE;
     }
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     az_free(body);
@@ -105,10 +183,19 @@ int pxc_token_project(const pxc *c, const char *token, char *project_out, char m
     json_decref(req);
     int rc = call_body(c, "POST", "/v1/internal/tokens/verify", body, &j, msg);
     free(body);
-    if (rc != 0)
+    char key[400], project[64];
+    fb_key(key, sizeof(key), 't', token, NULL, NULL, NULL);
+    if (rc != 0) {
+        if (fb_use(c, &rc, key, project, sizeof(project), msg))
+            snprintf(project_out, 64, "%s", project);
         return rc;
+    }
     const char *p = json_string_value(json_object_get(j, "project_id"));
     snprintf(project_out, 64, "%s", p ? p : "");
+    if (p) {
+        snprintf(project, sizeof(project), "%s", p);
+        fb_put(c, key, project, sizeof(project));
+    }
     json_decref(j);
     return p ? 0 : -EIO;
 }
@@ -143,8 +230,22 @@ int pxc_role_secret(const pxc *c, const char *project, const char *role, const c
     }
     json_t *j;
     int rc = call(c, "GET", path, &j, msg);
-    if (rc != 0)
+    char key[800];
+    struct {
+        pgw_scram_secret secret;
+        char project[64];
+        bool session;
+    } kept;
+    fb_key(key, sizeof(key), 's', project, role, endpoint, branch);
+    if (rc != 0) {
+        if (fb_use(c, &rc, key, &kept, sizeof(kept), msg)) {
+            *out = kept.secret;
+            snprintf(project_out, 64, "%s", kept.project);
+            if (session)
+                *session = kept.session;
+        }
         return rc;
+    }
     memset(out, 0, sizeof(*out));
     out->iterations = (int)json_integer_value(json_object_get(j, "iterations"));
     const char *pid = json_string_value(json_object_get(j, "project_id"));
@@ -155,10 +256,14 @@ int pxc_role_secret(const pxc *c, const char *project, const char *role, const c
         rc = -EIO;
     } else {
         snprintf(project_out, 64, "%s", pid);
-        if (session) {
-            const char *m = json_string_value(json_object_get(j, "pool_mode"));
-            *session = m && strcmp(m, "session") == 0;
-        }
+        const char *m = json_string_value(json_object_get(j, "pool_mode"));
+        memset(&kept, 0, sizeof(kept));
+        kept.secret = *out;
+        snprintf(kept.project, sizeof(kept.project), "%s", pid);
+        kept.session = m && strcmp(m, "session") == 0;
+        if (session)
+            *session = kept.session;
+        fb_put(c, key, &kept, sizeof(kept));
     }
     json_decref(j);
     return rc;
@@ -174,8 +279,13 @@ int pxc_wake(const pxc *c, const char *project, const char *branch, const char *
              endpoint ? "endpoints" : "branches", n);
     json_t *j;
     int rc = call(c, "POST", path, &j, msg);
-    if (rc != 0)
+    char key[600];
+    fb_key(key, sizeof(key), 'w', project, endpoint ? "" : branch, endpoint, NULL);
+    if (rc != 0) {
+        if (fb_use(c, &rc, key, out, sizeof(*out), msg))
+            out->cold = false;
         return rc;
+    }
     memset(out, 0, sizeof(*out));
     const char *e = json_string_value(json_object_get(j, "endpoint"));
     const char *b = json_string_value(json_object_get(j, "branch"));
@@ -193,5 +303,6 @@ int pxc_wake(const pxc *c, const char *project, const char *branch, const char *
         snprintf(msg, 256, "the control plane gave no PostgreSQL port for the endpoint");
         return PXC_EUNAVAIL;
     }
+    fb_put(c, key, out, sizeof(*out));
     return 0;
 }

@@ -19,114 +19,11 @@
 #include "clock.h"
 #include "log.h"
 #include "pgw_auth.h"
+#include "px_kv.h"
 #include "px_limit.h"
 
-#define KV_BUCKETS 256
 #define BATON_TTL_MS 120000
 #define MAX_RESPONSE_BYTES (256u << 20)
-
-/* ---- small expiring tables ------------------------------------------------------ */
-
-typedef struct kv {
-    char *key;
-    int64_t exp;                 /* monotonic ms */
-    void *val;
-    size_t len;
-    struct kv *next;
-} kv;
-
-typedef struct kvtab {
-    pthread_mutex_t mu;
-    kv *b[KV_BUCKETS];
-} kvtab;
-
-static unsigned kv_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % KV_BUCKETS;
-}
-
-static void kv_free(kv *e)
-{
-    az_free(e->key);
-    az_free(e->val);
-    az_free(e);
-}
-
-/* Removes key (and every expired entry of its bucket). Under mu. */
-static void kv_unlink(kvtab *t, const char *key, int64_t now)
-{
-    kv **pp = &t->b[kv_hash(key)];
-    while (*pp) {
-        kv *e = *pp;
-        if (e->exp <= now || (key && strcmp(e->key, key) == 0)) {
-            *pp = e->next;
-            kv_free(e);
-        } else {
-            pp = &e->next;
-        }
-    }
-}
-
-static bool kv_get(kvtab *t, const char *key, void *out, size_t len)
-{
-    bool found = false;
-    int64_t now = clock_mono_ms();
-    pthread_mutex_lock(&t->mu);
-    for (kv *e = t->b[kv_hash(key)]; e; e = e->next) {
-        if (strcmp(e->key, key) == 0 && e->exp > now && e->len == len) {
-            memcpy(out, e->val, len);
-            found = true;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&t->mu);
-    return found;
-}
-
-static void kv_put(kvtab *t, const char *key, const void *val, size_t len, int ttl_ms)
-{
-    kv *e = az_calloc(1, sizeof(*e));
-    int64_t now = clock_mono_ms();
-    e->key = az_strdup(key);
-    e->val = az_malloc(len);
-    memcpy(e->val, val, len);
-    e->len = len;
-    e->exp = now + ttl_ms;
-    pthread_mutex_lock(&t->mu);
-    kv_unlink(t, key, now);
-    unsigned b = kv_hash(key);
-    e->next = t->b[b];
-    t->b[b] = e;
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void kv_del(kvtab *t, const char *key)
-{
-    pthread_mutex_lock(&t->mu);
-    kv_unlink(t, key, clock_mono_ms());
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void kv_init(kvtab *t)
-{
-    memset(t, 0, sizeof(*t));
-    pthread_mutex_init(&t->mu, NULL);
-}
-
-static void kv_destroy(kvtab *t)
-{
-    for (int i = 0; i < KV_BUCKETS; i++) {
-        while (t->b[i]) {
-            kv *e = t->b[i];
-            t->b[i] = e->next;
-            kv_free(e);
-        }
-    }
-    pthread_mutex_destroy(&t->mu);
-}
 
 /* ---- the door ------------------------------------------------------------------- */
 
@@ -144,9 +41,9 @@ struct pxh {
     int n_routes;
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
-    kvtab tokens;                /* token -> project (char[64]) */
-    kvtab wakes;                 /* "project|kind|name" -> pxc_compute */
-    kvtab batons;                /* baton -> target */
+    pxkv tokens;                /* token -> project (char[64]) */
+    pxkv wakes;                 /* "project|kind|name" -> pxc_compute */
+    pxkv batons;                /* baton -> target */
     met_counter *m_requests, *m_unauth, *m_limited, *m_too_large, *m_wake_cold, *m_wake_warm,
         *m_wake_fail, *m_errors;
 };
@@ -329,7 +226,7 @@ static int resolve(pxh *h, const char *project, bool endpoint, const char *name,
     char key[300];
     pxc_compute w;
     snprintf(key, sizeof(key), "%s|%c|%s", project, endpoint ? 'e' : 'b', name);
-    if (!kv_get(&h->wakes, key, &w, sizeof(w))) {
+    if (!pxkv_get(&h->wakes, key, &w, sizeof(w))) {
         int rc = pxc_wake(&h->o.srv->cp, project, endpoint ? NULL : name,
                           endpoint ? name : NULL, &w, msg);
         if (rc == PXC_ENOTFOUND)
@@ -343,7 +240,7 @@ static int resolve(pxh *h, const char *project, bool endpoint, const char *name,
             snprintf(msg, 256, "the control plane gave no HTTP port for the endpoint");
             return 503;
         }
-        kv_put(&h->wakes, key, &w, sizeof(w), h->o.wake_ttl_ms);
+        pxkv_put(&h->wakes, key, &w, sizeof(w), h->o.wake_ttl_ms);
     }
     snprintf(t->host, sizeof(t->host), "%s", w.host);
     t->port = w.http_port;
@@ -355,7 +252,7 @@ static void forget_wake(pxh *h, const char *project, bool endpoint, const char *
 {
     char key[300];
     snprintf(key, sizeof(key), "%s|%c|%s", project, endpoint ? 'e' : 'b', name);
-    kv_del(&h->wakes, key);
+    pxkv_del(&h->wakes, key);
 }
 
 static void sleep_ms(int ms)
@@ -384,7 +281,7 @@ static void serve(pxh *h, const http_request *req, http_response *resp, const ch
         if (b && strlen(b) < sizeof(req_baton))
             snprintf(req_baton, sizeof(req_baton), "%s", b);
         json_decref(j);
-        have_sticky = req_baton[0] && kv_get(&h->batons, req_baton, &sticky, sizeof(sticky));
+        have_sticky = req_baton[0] && pxkv_get(&h->batons, req_baton, &sticky, sizeof(sticky));
     }
     for (int attempt = 0; attempt < s->wake_attempts; attempt++) {
         if (attempt > 0) {
@@ -436,10 +333,10 @@ static void serve(pxh *h, const http_request *req, http_response *resp, const ch
         if (hrana) {
             char baton[256];
             if (req_baton[0])
-                kv_del(&h->batons, req_baton);        /* a baton is used once */
+                pxkv_del(&h->batons, req_baton);        /* a baton is used once */
             answer_baton(&out, cursor, baton, sizeof(baton));
             if (baton[0] && status == 200)
-                kv_put(&h->batons, baton, &t, sizeof(t), BATON_TTL_MS);
+                pxkv_put(&h->batons, baton, &t, sizeof(t), BATON_TTL_MS);
         }
         char *ct = out.content_type[0] ? out.content_type : "application/json";
         /* content_type must outlive the request: only known values. */
@@ -480,7 +377,7 @@ static int basic_project(pxh *h, const char *b64, char project[64], char msg[256
     char key[300];
     if (snprintf(key, sizeof(key), "basic %s", b64) >= (int)sizeof(key))
         return 401;
-    if (kv_get(&h->tokens, key, project, 64))
+    if (pxkv_get(&h->tokens, key, project, 64))
         return 0;
     uint8_t raw[224];
     size_t n = 0;
@@ -504,21 +401,21 @@ static int basic_project(pxh *h, const char *b64, char project[64], char msg[256
         return 503;
     if (!pgw_scram_password_ok(password, &sec))
         return 401;
-    kv_put(&h->tokens, key, project, 64, h->o.token_ttl_ms);
+    pxkv_put(&h->tokens, key, project, 64, h->o.token_ttl_ms);
     return 0;
 }
 
 /* The token's project: 0; 401 (unknown: counted for the rate limit); 503. */
 static int token_project(pxh *h, const char *token, char project[64], char msg[256])
 {
-    if (kv_get(&h->tokens, token, project, 64))
+    if (pxkv_get(&h->tokens, token, project, 64))
         return 0;
     int rc = pxc_token_project(&h->o.srv->cp, token, project, msg);
     if (rc == PXC_ENOTFOUND)
         return 401;
     if (rc != 0)
         return 503;
-    kv_put(&h->tokens, token, project, 64, h->o.token_ttl_ms);
+    pxkv_put(&h->tokens, token, project, 64, h->o.token_ttl_ms);
     return 0;
 }
 
@@ -644,9 +541,9 @@ int pxh_start(const pxh_opts *o, http_server *srv, pxh **out)
     curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
     curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    kv_init(&h->tokens);
-    kv_init(&h->wakes);
-    kv_init(&h->batons);
+    pxkv_init(&h->tokens);
+    pxkv_init(&h->wakes);
+    pxkv_init(&h->batons);
     met_registry *reg = o->metrics;
     met_counter_new(reg, "arbor_proxy_http_requests_total", "HTTP door: SQL requests received",
                     &h->m_requests);
@@ -693,8 +590,8 @@ void pxh_destroy(pxh *h)
     curl_share_cleanup(h->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&h->share_mu[i]);
-    kv_destroy(&h->tokens);
-    kv_destroy(&h->wakes);
-    kv_destroy(&h->batons);
+    pxkv_destroy(&h->tokens);
+    pxkv_destroy(&h->wakes);
+    pxkv_destroy(&h->batons);
     az_free(h);
 }

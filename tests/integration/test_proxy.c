@@ -825,6 +825,42 @@ static void test_proxy_kill9(void **state)
     PQfinish(c);
 }
 
+/* arbor-control killed -9: the proxy answers from what the control plane
+ * last said (--control-fallback): a role it knew still logs in to main
+ * (the CLI's primary, a route), its password still checked; a branch it
+ * was never asked about fails saying the control plane cannot be reached.
+ * `arbor start` brings the control plane back, and the new branch works. */
+static void test_control_down(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    PGconn *c = pg_branch("main?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
+    PQfinish(c);
+    ct_expect(ct_arbor("branch create cdown"), 0, "branch cdown");
+    double used = proxy_metric("arbor_proxy_control_fallback_total");
+    int pid = (int)ct_component_int("control", "pid");
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        usleep(50000);
+    c = pg_branch("main?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
+    PQfinish(c);
+    assert_true(proxy_metric("arbor_proxy_control_fallback_total") > used);
+    char url[1024];
+    const char *at = strchr(g_base, '@');
+    snprintf(url, sizeof(url), "postgres://arbor:wrong@%smain?sslmode=disable", at + 1);
+    expect_refused(url, "28P01", "password authentication failed for user \"arbor\"");
+    snprintf(url, sizeof(url), "%scdown?sslmode=disable", g_base);
+    expect_refused(url, "08006", "control plane unreachable");
+    ct_expect(ct_arbor("start"), 0, "start after the control plane died");
+    c = pg_branch("cdown?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
+    PQfinish(c);
+}
+
 /* Stops the proxy, writes DIR/proxy/proxy.conf (NULL: removes it) and lets
  * `arbor start` start it again (its base URL into g_base). */
 static void restart_proxy_with(const char *conf)
@@ -1037,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_idle_client_memory),
         cmocka_unit_test(test_proxy_kill9),
+        cmocka_unit_test(test_control_down),
         cmocka_unit_test(test_proxy_conf),
         cmocka_unit_test(test_local_restore_through_proxy),
         cmocka_unit_test(test_half_close),
