@@ -611,23 +611,35 @@ int cli_cmd_usage(cli_ctx *ctx)
     }
     size_t i;
     json_t *o;
-    printf("%-20s %-16s %12s %10s %10s %10s %12s\n", "ENDPOINT", "BRANCH", "COMPUTE_S",
+    /* Columns as wide as the longest name (a restore's kept branch is long). */
+    int we = (int)strlen("ENDPOINT"), wb = (int)strlen("BRANCH"), wn = wb;
+    json_array_foreach(json_object_get(u, "endpoints"), i, o) {
+        const char *n = json_string_value(json_object_get(o, "name"));
+        const char *b = json_string_value(json_object_get(o, "branch"));
+        we = n && (int)strlen(n) > we ? (int)strlen(n) : we;
+        wb = b && (int)strlen(b) > wb ? (int)strlen(b) : wb;
+    }
+    json_array_foreach(json_object_get(u, "branches"), i, o) {
+        const char *n = json_string_value(json_object_get(o, "name"));
+        wn = n && (int)strlen(n) > wn ? (int)strlen(n) : wn;
+    }
+    printf("%-*s %-*s %12s %10s %10s %10s %12s\n", we, "ENDPOINT", wb, "BRANCH", "COMPUTE_S",
            "QUERIES", "ROWS_READ", "ROWS_WRIT", "BYTES_WRIT");
     json_array_foreach(json_object_get(u, "endpoints"), i, o) {
         const char *b = json_string_value(json_object_get(o, "branch"));
-        printf("%-20s %-16s %12.1f %10lld %10lld %10lld %12lld\n",
-               json_string_value(json_object_get(o, "name")), b ? b : "-",
+        printf("%-*s %-*s %12.1f %10lld %10lld %10lld %12lld\n", we,
+               json_string_value(json_object_get(o, "name")), wb, b ? b : "-",
                json_number_value(json_object_get(o, "compute_seconds")),
                (long long)json_integer_value(json_object_get(o, "queries")),
                (long long)json_integer_value(json_object_get(o, "rows_read")),
                (long long)json_integer_value(json_object_get(o, "rows_written")),
                (long long)json_integer_value(json_object_get(o, "bytes_written")));
     }
-    printf("\n%-20s %12s %12s %12s %12s\n", "BRANCH", "LOGICAL", "PHYSICAL", "BRANCH_ONLY",
+    printf("\n%-*s %12s %12s %12s %12s\n", wn, "BRANCH", "LOGICAL", "PHYSICAL", "BRANCH_ONLY",
            "BILLED");
     json_array_foreach(json_object_get(u, "branches"), i, o) {
         char l[CLI_SIZE_STRLEN], p[CLI_SIZE_STRLEN], b[CLI_SIZE_STRLEN], bi[CLI_SIZE_STRLEN];
-        printf("%-20s %12s %12s %12s %12s\n", json_string_value(json_object_get(o, "name")),
+        printf("%-*s %12s %12s %12s %12s\n", wn, json_string_value(json_object_get(o, "name")),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "logical_size")), l),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "physical_size")), p),
                cli_fmt_size((uint64_t)json_integer_value(json_object_get(o, "branch_only_size")),
