@@ -5,6 +5,7 @@
 #include "cli_cluster.h"
 #include "cli_dashboard.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -885,6 +886,37 @@ int cli_cmd_start(cli_ctx *ctx)
     return rc;
 }
 
+/* Computes that a crashed arbor-control left running (they outlive it, to
+ * be adopted by its next start: DIR/control/computes/ * /info, "pid
+ * start_ticks secret"): stopped, after the daemons. */
+static void stop_leftover_computes(const char *dir, int timeout_ms)
+{
+    char base[4200];
+    snprintf(base, sizeof(base), "%s/control/computes", dir);
+    DIR *dh = opendir(base);
+    if (!dh)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dh)) != NULL) {
+        char info[4600];
+        if (e->d_name[0] != 'c')
+            continue;
+        snprintf(info, sizeof(info), "%s/%.255s/info", base, e->d_name);
+        FILE *f = fopen(info, "r");
+        int pid = 0;
+        unsigned long long ticks = 0;
+        int n = f ? fscanf(f, "%d %llu", &pid, &ticks) : 0;
+        if (f)
+            fclose(f);
+        if (n == 2 && pid > 0 && cli_proc_alive(pid, ticks)) {
+            cli_proc_stop(pid, ticks, timeout_ms, "compute");
+            printf("arbor: stopped compute %d (%s), left running by arbor-control\n", pid,
+                   e->d_name);
+        }
+    }
+    closedir(dh);
+}
+
 int cli_cmd_stop(cli_ctx *ctx)
 {
     int timeout_ms = 10000;
@@ -926,6 +958,7 @@ int cli_cmd_stop(cli_ctx *ctx)
             printf("arbor: cluster stopped\n");
         }
     }
+    stop_leftover_computes(st.dir, timeout_ms);
     close(lock);
     cli_state_free(&st);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;

@@ -21,6 +21,7 @@
 
 #include "cli_cmd.h"
 #include "clock.h"
+#include "daemon.h"
 
 void cli_sleep_ms(int ms)
 {
@@ -31,41 +32,9 @@ void cli_sleep_ms(int ms)
 
 int cli_proc_start_ticks(pid_t pid, uint64_t *out)
 {
-    if (pid <= 0) {
-        return -ESRCH;
-    }
-    waitpid(pid, NULL, WNOHANG); /* our own child that died: reap it */
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -ESRCH;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) {
-        return -ESRCH;
-    }
-    buf[n] = 0;
-    /* "pid (comm) S ppid ..." — comm may hold spaces and parentheses. */
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ') {
-        return -ESRCH;
-    }
-    p += 2;
-    if (*p == 'Z' || *p == 'X') {
-        return -ESRCH;
-    }
-    /* p is at field 3 (state); starttime is field 22. */
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p, ' ');
-        if (!p) {
-            return -ESRCH;
-        }
-        p++;
-    }
-    *out = strtoull(p, NULL, 10);
-    return 0;
+    if (pid > 0)
+        waitpid(pid, NULL, WNOHANG); /* our own child that died: reap it */
+    return dmn_proc_start_ticks(pid, out);
 }
 
 bool cli_proc_alive(pid_t pid, uint64_t start_ticks)

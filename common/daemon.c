@@ -4,11 +4,13 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "log.h"
@@ -129,4 +131,50 @@ json_t *dmn_lsn_json(lsn_t lsn)
 {
     char buf[LSN_STRLEN];
     return json_string(lsn_format(lsn, buf));
+}
+
+/* ---- processes ---------------------------------------------------------------- */
+
+int dmn_proc_start_ticks(pid_t pid, uint64_t *out)
+{
+    if (pid <= 0) {
+        return -ESRCH;
+    }
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -ESRCH;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -ESRCH;
+    }
+    buf[n] = 0;
+    /* "pid (comm) S ppid ..." — comm may hold spaces and parentheses. */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ') {
+        return -ESRCH;
+    }
+    p += 2;
+    if (*p == 'Z' || *p == 'X') {
+        return -ESRCH;
+    }
+    /* p is at field 3 (state); starttime is field 22. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p) {
+            return -ESRCH;
+        }
+        p++;
+    }
+    *out = strtoull(p, NULL, 10);
+    return 0;
+}
+
+bool dmn_proc_alive(pid_t pid, uint64_t start_ticks)
+{
+    uint64_t t;
+    return dmn_proc_start_ticks(pid, &t) == 0 && t == start_ticks;
 }

@@ -11,7 +11,9 @@
 #define ARBOR_DAEMON_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "config.h"
 #include "http.h"
 #include "lsn.h"
@@ -57,5 +59,12 @@ int dmn_write_port_file(const char *path, int grpc_port, int http_port);
 
 /* An LSN as a JSON string "X/Y" (new reference). */
 struct json_t *dmn_lsn_json(lsn_t lsn);
+
+/* A process's start time (/proc/PID/stat field 22, clock ticks since boot):
+ * with its pid, an identity that a reused pid does not match. 0, or -ESRCH
+ * (no such process, a zombie). */
+int dmn_proc_start_ticks(pid_t pid, uint64_t *out);
+/* Whether the process started as (pid, start_ticks) still runs. */
+bool dmn_proc_alive(pid_t pid, uint64_t start_ticks);
 
 #endif

@@ -56,6 +56,17 @@ typedef struct ctl_compute_status {
     uint64_t queries, rows_read, rows_written, bytes_written; /* totals */
 } ctl_compute_status;
 
+/* What arbor-control recorded of an endpoint's bound compute (the endpoint
+ * table), for recover(). */
+typedef struct ctl_recorded {
+    const char *endpoint;   /* name */
+    const char *tenant;     /* 32 hex */
+    const char *role;       /* primary | replica | static */
+    int pg_port;
+    int http_port;
+    int pid;
+} ctl_recorded;
+
 typedef struct ctl_driver ctl_driver;
 
 typedef struct ctl_driver_ops {
@@ -76,6 +87,11 @@ typedef struct ctl_driver_ops {
     /* Unbound computes ready to bind now (a pool's), or -1: no pool.
      * Optional (NULL: no pool). */
     int (*pool_ready)(ctl_driver *d);
+    /* At start, after a crash of arbor-control: out[i] = the compute that
+     * still runs bound as rec[i] says (adopted: stop() and status() work on
+     * it), else NULL; every other compute left from before is stopped.
+     * Optional (NULL: none survive, every out[i] NULL). */
+    void (*recover)(ctl_driver *d, const ctl_recorded *rec, int n, ctl_compute **out);
 } ctl_driver_ops;
 
 struct ctl_driver {

@@ -3,13 +3,18 @@
  * (see ctl_driver.h).
  *
  * Pool: one spawner thread keeps pool_size unbound computes ready
- * (`arbor-compute --pool`, ephemeral ports, DIR/computes/c<N>/{log,ports}),
- * and starts more while start() callers wait on an empty pool. Every
- * process is forked by that one long-lived thread with
- * PR_SET_PDEATHSIG=SIGKILL, so no compute outlives arbor-control (the
- * signal fires when the forking *thread* exits: an HTTP handler thread
- * would kill its computes when its connection closed). After a restart,
- * arbor-control starts computes again for the endpoints it recorded active.
+ * (`arbor-compute --pool`, ephemeral ports, in its own session,
+ * DIR/computes/c<CTLPID>-<N>/{log,ports,info}), and starts more while
+ * start() callers wait on an empty pool.
+ *
+ * Computes outlive a crash of arbor-control: its clients keep their
+ * connections. `info` (0600) holds the compute's pid, start time and
+ * secret; recover() at the next start adopts each compute that still runs
+ * bound as the endpoint table says (it is not our child then: watched by
+ * pid and start time, stopped by signals) and stops every other one left
+ * from before (the old pool, computes of endpoints no longer active). A
+ * clean stop of arbor-control stops its computes; `arbor stop` also stops
+ * the ones a crashed arbor-control left.
  *
  * Each compute gets a random secret (ARBOR_COMPUTE_SECRET in its
  * environment): it then accepts only clients that present it, i.e.
@@ -19,6 +24,7 @@
  */
 #include "ctl_driver.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -29,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -37,6 +42,8 @@
 
 #include "alloc.h"
 #include "clock.h"
+#include "daemon.h"
+#include "fsutil.h"
 #include "http_client.h"
 #include "log.h"
 
@@ -61,8 +68,10 @@ typedef struct local_driver {
 } local_driver;
 
 typedef struct local_priv {
-    bool reaped;                /* waitpid saw it exit: pid is no longer ours */
+    bool reaped;                /* it exited: pid is no longer its */
     bool binding;               /* counted in the driver's binding */
+    bool adopted;               /* started before a restart: not our child */
+    uint64_t start_ticks;       /* with pid, its identity (dmn_proc_alive) */
 } local_priv;
 
 /* Waits on d->cond (CLOCK_MONOTONIC) for at most ms, d->mu held. */
@@ -103,15 +112,12 @@ static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret)
     snprintf(a_pf, sizeof(a_pf), "--port-file=%s/ports", cdir);
     snprintf(a_log, sizeof(a_log), "%s/log", cdir);
     snprintf(a_ll, sizeof(a_ll), "--log-level=%s", d->o.log_level ? d->o.log_level : "info");
-    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0) {
         az_free(envp);
         return pid;
     }
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(127);
+    setsid();          /* not in arbor-control's process group: a ^C is not its */
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the daemon blocks TERM */
@@ -163,6 +169,15 @@ static int spawn_one(local_driver *d, ctl_compute **out)
     pid_t pid = fork_compute(d, cdir, secret);
     if (pid < 0)
         return -errno;
+    uint64_t ticks = 0;
+    char info[700], line[160];
+    dmn_proc_start_ticks(pid, &ticks);
+    snprintf(info, sizeof(info), "%s/info", cdir);
+    int len = snprintf(line, sizeof(line), "%d %llu %s\n", (int)pid, (unsigned long long)ticks,
+                       secret);
+    if (fs_write_atomic(info, line, (size_t)len) != 0)
+        log_warn("control: cannot write %s: compute %d would not be found after a crash",
+                 info, (int)pid);
     int64_t deadline = clock_mono_ms() + SPAWN_TIMEOUT_MS;
     for (;;) {
         int pg, http, st;
@@ -173,7 +188,9 @@ static int spawn_one(local_driver *d, ctl_compute **out)
             c->http_port = http;
             c->pid = pid;
             snprintf(c->secret, sizeof(c->secret), "%s", secret);
-            c->priv = az_calloc(1, sizeof(local_priv));
+            local_priv *p = az_calloc(1, sizeof(local_priv));
+            p->start_ticks = ticks;
+            c->priv = p;
             *out = c;
             return 0;
         }
@@ -231,6 +248,10 @@ static bool reap(ctl_compute *c)
     local_priv *p = c->priv;
     if (p->reaped)
         return true;
+    if (p->adopted) {
+        p->reaped = !dmn_proc_alive(c->pid, p->start_ticks);
+        return p->reaped;
+    }
     int st;
     pid_t r = waitpid(c->pid, &st, WNOHANG);
     if (r == c->pid || (r < 0 && errno == ECHILD)) {
@@ -265,7 +286,12 @@ static void local_stop(ctl_driver *base, ctl_compute *c)
             sleep_ms(10);
         if (!reap(c)) {
             kill(c->pid, SIGKILL);
-            waitpid(c->pid, NULL, 0);
+            if (((local_priv *)c->priv)->adopted) {
+                for (int i = 0; i < 300 && !reap(c); i++)
+                    sleep_ms(10);
+            } else {
+                waitpid(c->pid, NULL, 0);
+            }
         }
     }
     az_free(c->priv);
@@ -406,6 +432,109 @@ static int local_pool_ready(ctl_driver *base)
     return n;
 }
 
+/* ---- after a crash of arbor-control ------------------------------------------------- */
+
+typedef struct leftover {
+    char dir[900];
+    pid_t pid;
+    uint64_t ticks;
+    char secret[80];
+    int pg_port, http_port;
+} leftover;
+
+/* DIR/computes/<name>/info and ports: 0 when it names a running process. */
+static int read_leftover(const char *base, const char *name, leftover *l)
+{
+    char path[1000];
+    snprintf(l->dir, sizeof(l->dir), "%.600s/%.255s", base, name);
+    snprintf(path, sizeof(path), "%s/info", l->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -ENOENT;
+    int pid = 0;
+    unsigned long long ticks = 0;
+    int n = fscanf(f, "%d %llu %79s", &pid, &ticks, l->secret);
+    fclose(f);
+    if (n != 3 || pid <= 0 || !dmn_proc_alive(pid, ticks))
+        return -ESRCH;
+    l->pid = pid;
+    l->ticks = ticks;
+    snprintf(path, sizeof(path), "%s/ports", l->dir);
+    if (read_ports(path, &l->pg_port, &l->http_port) != 0)
+        l->pg_port = l->http_port = 0;
+    return 0;
+}
+
+/* Whether the compute l is bound as rec says (its /v1/status). */
+static bool bound_as(const leftover *l, const ctl_recorded *rec)
+{
+    char url[128], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/status", l->http_port);
+    hc_req r = { .method = "GET", .url = url, .timeout_ms = 2000 };
+    int status = 0;
+    char *resp = NULL;
+    if (hc_request(&r, &status, &resp, err) != 0 || status != 200) {
+        az_free(resp);
+        return false;
+    }
+    json_t *j = json_loads(resp, 0, NULL);
+    az_free(resp);
+    const char *ep = json_string_value(json_object_get(j, "endpoint"));
+    const char *role = json_string_value(json_object_get(j, "role"));
+    const char *tenant = json_string_value(json_object_get(j, "tenant_id"));
+    bool ok = json_is_true(json_object_get(j, "bound")) && ep && role && tenant &&
+              strcmp(ep, rec->endpoint) == 0 && strcmp(role, rec->role) == 0 &&
+              strcmp(tenant, rec->tenant) == 0;
+    json_decref(j);
+    return ok;
+}
+
+static void local_recover(ctl_driver *base, const ctl_recorded *rec, int n, ctl_compute **out)
+{
+    local_driver *d = (local_driver *)base;
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/computes", d->o.dir);
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return;
+    char mine[32];
+    snprintf(mine, sizeof(mine), "c%d-", (int)getpid());
+    struct dirent *e;
+    while ((e = readdir(dh)) != NULL) {
+        leftover l;
+        if (e->d_name[0] != 'c' || strncmp(e->d_name, mine, strlen(mine)) == 0 ||
+            read_leftover(dir, e->d_name, &l) != 0)
+            continue;
+        int k = -1;
+        for (int i = 0; i < n && k < 0; i++)
+            if (!out[i] && rec[i].pid == l.pid && rec[i].pg_port == l.pg_port &&
+                rec[i].http_port == l.http_port && bound_as(&l, &rec[i]))
+                k = i;
+        ctl_compute *c = az_calloc(1, sizeof(*c));
+        local_priv *p = az_calloc(1, sizeof(*p));
+        p->adopted = true;
+        p->start_ticks = l.ticks;
+        snprintf(c->host, sizeof(c->host), "127.0.0.1");
+        c->pg_port = l.pg_port;
+        c->http_port = l.http_port;
+        c->pid = l.pid;
+        snprintf(c->secret, sizeof(c->secret), "%s", l.secret);
+        c->priv = p;
+        if (k >= 0) {
+            log_info("control: compute %d (%s) still runs endpoint %s: adopted", (int)l.pid,
+                     e->d_name, rec[k].endpoint);
+            out[k] = c;
+        } else {
+            log_info("control: compute %d (%s) left from before: stopped", (int)l.pid,
+                     e->d_name);
+            local_stop(base, c);
+        }
+    }
+    closedir(dh);
+}
+
 static const ctl_driver_ops local_ops = {
     .name = "local",
     .start = local_start,
@@ -414,6 +543,7 @@ static const ctl_driver_ops local_ops = {
     .status = local_status,
     .destroy = local_destroy,
     .pool_ready = local_pool_ready,
+    .recover = local_recover,
 };
 
 int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)

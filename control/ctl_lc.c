@@ -349,26 +349,78 @@ static bool check_one(ctl_lc *lc, ep_rt *r)
     return false;
 }
 
+static const char *row_str(json_t *row, const char *key)
+{
+    const char *v = json_string_value(json_object_get(row, key));
+    return v ? v : "";
+}
+
+/* r (transition held) gets compute c that ran its endpoint before
+ * arbor-control restarted: metering goes on from what c reports now. */
+static void adopt_held(ctl_lc *lc, ep_rt *r, json_t *row, ctl_compute *c)
+{
+    snprintf(r->project_id, sizeof(r->project_id), "%s", row_str(row, "project_id"));
+    snprintf(r->name, sizeof(r->name), "%s", row_str(row, "name"));
+    snprintf(r->branch_id, sizeof(r->branch_id), "%s", row_str(row, "branch_id"));
+    ctl_compute_status st;
+    if (lc->o.driver->ops->status(lc->o.driver, c, &st) == 0 && st.alive)
+        r->last = st;       /* what it did before was metered, or lost in the crash */
+    else
+        memset(&r->last, 0, sizeof(r->last));
+    r->last_tick_s = clock_mono_s();
+    r->status_failures = 0;
+    pthread_mutex_lock(&lc->mu);
+    r->c = c;
+    pthread_mutex_unlock(&lc->mu);
+    update_active_gauge(lc);
+}
+
+/* At start: the endpoints the db says were active. Computes that survived
+ * a crash of arbor-control (the driver's recover) are adopted, so their
+ * clients keep their connections; the others are woken again. */
 static void recover(ctl_lc *lc)
 {
     json_t *rows;
-    if (ctl_db_query(lc->o.db, &rows, "SELECT id, name FROM endpoints WHERE state = 'active'",
-                     NULL) != 0)
+    if (ctl_db_query(lc->o.db, &rows,
+                     "SELECT id, name, project_id, branch_id, kind, pg_port, http_port, pid"
+                     " FROM endpoints WHERE state = 'active'", NULL) != 0)
         return;
-    size_t i;
+    size_t n = json_array_size(rows), i;
+    ctl_recorded *rec = az_calloc(n ? n : 1, sizeof(*rec));
+    ctl_compute **found = az_calloc(n ? n : 1, sizeof(*found));
     json_t *row;
+    json_array_foreach(rows, i, row) {
+        rec[i].endpoint = row_str(row, "name");
+        rec[i].tenant = row_str(row, "project_id");
+        rec[i].role = role_of(row_str(row, "kind"));
+        rec[i].pg_port = (int)json_integer_value(json_object_get(row, "pg_port"));
+        rec[i].http_port = (int)json_integer_value(json_object_get(row, "http_port"));
+        rec[i].pid = (int)json_integer_value(json_object_get(row, "pid"));
+    }
+    if (lc->o.driver->ops->recover)
+        lc->o.driver->ops->recover(lc->o.driver, rec, (int)n, found);
     json_array_foreach(rows, i, row) {
         char err[256];
         int64_t id = json_integer_value(json_object_get(row, "id"));
+        if (found[i]) {
+            ep_rt *r = rt_acquire(lc, id);
+            adopt_held(lc, r, row, found[i]);
+            rt_release(lc, r);
+            log_info("control: endpoint %s was active: its compute %d still runs", rec[i].endpoint,
+                     found[i]->pid);
+            continue;
+        }
         log_info("control: endpoint %s was active: starting its compute again",
-                 json_string_value(json_object_get(row, "name")));
+                 rec[i].endpoint);
         if (ctl_lc_wake(lc, id, NULL, err) != 0) {
-            log_warn("control: cannot wake endpoint %s again (%s): suspended",
-                     json_string_value(json_object_get(row, "name")), err);
+            log_warn("control: cannot wake endpoint %s again (%s): suspended", rec[i].endpoint,
+                     err);
             ctl_db_exec(lc->o.db, NULL, "UPDATE endpoints SET state = 'suspended' WHERE id = ?",
                         "i", id);
         }
     }
+    az_free(rec);
+    az_free(found);
     json_decref(rows);
 }
 

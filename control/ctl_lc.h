@@ -20,8 +20,10 @@
  *
  * A monitor thread polls every active compute's status every poll_ms:
  * metering (compute seconds, queries, rows, bytes written, into the usage
- * table by hour), idle suspend, crash detection. At start it wakes the
- * endpoints the db says were active (arbor-control was restarted).
+ * table by hour), idle suspend, crash detection. At start, for the
+ * endpoints the db says were active (arbor-control was restarted): the
+ * driver's recover() adopts computes that outlived a crash; the others are
+ * woken again.
  *
  * Threads: all calls are thread-safe.
  */

@@ -10,6 +10,7 @@
 
 #include "cli_test_common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -175,6 +176,28 @@ int ct_kill_daemons(const char *dir)
         }
     }
     json_decref(st);
+    /* Computes outlive a killed arbor-control (it adopts them when it comes
+     * back): DIR/control/computes/ * /info is "pid start_ticks secret". */
+    char base[600];
+    snprintf(base, sizeof(base), "%s/control/computes", dir);
+    DIR *dh = opendir(base);
+    struct dirent *e;
+    while (dh && (e = readdir(dh)) != NULL) {
+        char info[1000];
+        snprintf(info, sizeof(info), "%s/%.255s/info", base, e->d_name);
+        FILE *f = e->d_name[0] == 'c' ? fopen(info, "r") : NULL;
+        int pid = 0;
+        unsigned long long ticks = 0;
+        if (f && fscanf(f, "%d %llu", &pid, &ticks) == 2 && pid > 0 &&
+            ct_same_process(pid, ticks)) {
+            kill(pid, SIGKILL);
+            killed++;
+        }
+        if (f)
+            fclose(f);
+    }
+    if (dh)
+        closedir(dh);
     return killed;
 }
 

@@ -41,6 +41,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "harness.h"
 #include "http_client.h"
 #include "test_vfs_common.h"
@@ -153,11 +154,10 @@ static void compute_secret(int http_port, char out[80])
     json_decref(list);
 }
 
-/* SQL on a compute's HTTP port; returns the answer (asserts 200). */
-static json_t *sql(int http_port, const char *query)
+/* SQL on a compute's HTTP port with its secret; the answer (asserts 200). */
+static json_t *sql_with(int http_port, const char *secret, const char *query)
 {
-    char url[128], err[256], *resp = NULL, secret[80];
-    compute_secret(http_port, secret);
+    char url[128], err[256], *resp = NULL;
     json_t *b = json_pack("{s:s}", "query", query);
     char *body = json_dumps(b, JSON_COMPACT);
     json_decref(b);
@@ -175,12 +175,24 @@ static json_t *sql(int http_port, const char *query)
     return j;
 }
 
-static int64_t sql_int(int http_port, const char *query)
+/* The same, the secret asked from the API. */
+static json_t *sql(int http_port, const char *query)
 {
-    json_t *j = sql(http_port, query);
+    char secret[80];
+    compute_secret(http_port, secret);
+    return sql_with(http_port, secret, query);
+}
+
+static int64_t first_int(json_t *j)
+{
     int64_t v = json_integer_value(json_array_get(json_array_get(json_object_get(j, "rows"), 0), 0));
     json_decref(j);
     return v;
+}
+
+static int64_t sql_int(int http_port, const char *query)
+{
+    return first_int(sql(http_port, query));
 }
 
 /* Wakes endpoint name; returns the answer. */
@@ -299,13 +311,69 @@ static int group_setup(void **state)
     return 0;
 }
 
+/* pid runs (not a zombie: a compute outliving arbor-control is not our
+ * grandchild any more, and whoever adopted it may not reap it at once). */
+static bool running(int pid)
+{
+    uint64_t t;
+    return dmn_proc_start_ticks(pid, &t) == 0;
+}
+
+/* The computes arbor-control started that run now (its computes/ * /info:
+ * "pid start_ticks secret"): up to cap pids into pids and their HTTP ports
+ * into http (may be NULL); their number. With kill_them, SIGKILL each. */
+static int live_computes(int *pids, int *http, int cap, bool kill_them)
+{
+    char base[700];
+    snprintf(base, sizeof(base), "%s/computes", g_ctl.dir);
+    DIR *dh = opendir(base);
+    struct dirent *e;
+    int n = 0;
+    while (dh && (e = readdir(dh)) != NULL) {
+        char path[1000];
+        snprintf(path, sizeof(path), "%s/%.255s/info", base, e->d_name);
+        FILE *f = e->d_name[0] == 'c' ? fopen(path, "r") : NULL;
+        int pid = 0, pg = 0, hp = 0;
+        unsigned long long ticks = 0;
+        bool live = f && fscanf(f, "%d %llu", &pid, &ticks) == 2 && dmn_proc_alive(pid, ticks);
+        if (f)
+            fclose(f);
+        if (!live)
+            continue;
+        snprintf(path, sizeof(path), "%s/%.255s/ports", base, e->d_name);
+        f = fopen(path, "r");
+        if (f && fscanf(f, "%d %d", &pg, &hp) != 2)
+            hp = 0;
+        if (f)
+            fclose(f);
+        if (kill_them)
+            kill(pid, SIGKILL);
+        if (n < cap) {
+            pids[n] = pid;
+            if (http)
+                http[n] = hp;
+        }
+        n++;
+    }
+    if (dh)
+        closedir(dh);
+    return n;
+}
+
 static int group_teardown(void **state)
 {
     /* a clean exit (under ASan: no leak, no error) */
     int st = h_sk_stop(&g_ctl, 20000);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fprintf(stderr, "arbor-control did not exit cleanly (%d); see %s/log\n", st, g_ctl.dir);
+    /* ... that stopped every compute it had (adopted ones too) */
+    int left[8];
+    int n_left = live_computes(left, NULL, 8, true);
+    if (n_left)
+        fprintf(stderr, "%d computes still ran after arbor-control stopped (first: %d)\n",
+                n_left, left[0]);
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(n_left, 0);
     return vc_group_teardown(state);
 }
 
@@ -884,7 +952,26 @@ static void test_control_kill9(void **state)
     json_decref(r);
     assert_int_equal(api("GET", pp("/branches"), NULL, &before_b), 200);
     assert_int_equal(api("GET", pp("/endpoints"), NULL, &before_e), 200);
+    /* main's compute, and the pool's */
+    json_t *w = wake("main");
+    int main_http = (int)ji(w, "http_port"), pids[16], https[16], main_pid = 0;
+    json_decref(w);
+    for (int i = 0; i < 100 && control_status("pool_ready") < 2; i++)
+        h_sleep_ms(100);
+    int n_before = live_computes(pids, https, 16, false);
+    if (n_before < 3 || n_before > 16)
+        fail_msg("%d computes running before the kill (in %s/computes)", n_before, g_ctl.dir);
+    for (int i = 0; i < n_before; i++)
+        if (https[i] == main_http)
+            main_pid = pids[i];
+    assert_true(main_pid > 0);
+    char secret[80];
+    compute_secret(main_http, secret);
     h_sk_kill(&g_ctl);
+    /* the computes outlive it: main's keeps answering its clients */
+    h_sleep_ms(200);
+    assert_true(running(main_pid));
+    assert_int_equal(first_int(sql_with(main_http, secret, "SELECT count(*) FROM t")), 2);
     control_start();
     json_t *after_b, *after_e;
     assert_int_equal(api("GET", pp("/branches"), NULL, &after_b), 200);
@@ -905,11 +992,24 @@ static void test_control_kill9(void **state)
             break;
         h_sleep_ms(100);
     }
-    json_t *w = wake("main");
+    w = wake("main");
     assert_false(json_is_true(json_object_get(w, "cold")));
+    /* adopted, not started again: the same process on the same port */
+    assert_int_equal((int)ji(w, "http_port"), main_http);
+    assert_true(running(main_pid));
     assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 2);
     json_decref(w);
+    /* the old control's pool is stopped (the new one has its own) */
+    for (int i = 0; i < n_before; i++) {
+        if (pids[i] == main_pid)
+            continue;
+        for (int k = 0; k < 100 && running(pids[i]); k++)
+            h_sleep_ms(100);
+        if (running(pids[i]))
+            fail_msg("compute %d of the old pool still runs", pids[i]);
+    }
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+    assert_false(running(main_pid));       /* an adopted compute stops as well */
     json_decref(before_b);
     json_decref(before_e);
     json_decref(after_b);

@@ -827,9 +827,12 @@ static void test_proxy_kill9(void **state)
 
 /* arbor-control killed -9: the proxy answers from what the control plane
  * last said (--control-fallback): a role it knew still logs in to main
- * (the CLI's primary, a route), its password still checked; a branch it
- * was never asked about fails saying the control plane cannot be reached.
- * `arbor start` brings the control plane back, and the new branch works. */
+ * (the CLI's primary, a route), its password still checked; computes of
+ * the control plane outlive it, so a client of dev stays connected and a
+ * new one reaches dev's compute; a branch it was never asked about fails
+ * saying the control plane cannot be reached. `arbor start` brings the
+ * control plane back: it adopts dev's compute (the held client goes on),
+ * and the new branch works. */
 static void test_control_down(void **state)
 {
     (void)state;
@@ -838,6 +841,9 @@ static void test_control_down(void **state)
     PGconn *c = pg_branch("main?sslmode=disable");
     assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
     PQfinish(c);
+    /* dev's endpoint is the control plane's: a client stays connected */
+    PGconn *held = pg_branch("dev?sslmode=disable");
+    assert_int_equal(pg_exec(held, "SELECT count(*) FROM acked"), 50);
     ct_expect(ct_arbor("branch create cdown"), 0, "branch cdown");
     double used = proxy_metric("arbor_proxy_control_fallback_total");
     int pid = (int)ct_component_int("control", "pid");
@@ -847,6 +853,12 @@ static void test_control_down(void **state)
         usleep(50000);
     c = pg_branch("main?sslmode=disable");
     assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
+    PQfinish(c);
+    /* its compute outlives arbor-control: the held client goes on, and a
+     * new one reaches it (the kept secret and wake) */
+    pg_exec(held, "INSERT INTO acked VALUES (51)");
+    c = pg_branch("dev?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM acked"), 51);
     PQfinish(c);
     assert_true(proxy_metric("arbor_proxy_control_fallback_total") > used);
     char url[1024];
@@ -859,6 +871,9 @@ static void test_control_down(void **state)
     c = pg_branch("cdown?sslmode=disable");
     assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
     PQfinish(c);
+    /* ... which adopted dev's compute: the held client still goes on */
+    assert_int_equal(pg_exec(held, "SELECT count(*) FROM acked"), 51);
+    PQfinish(held);
 }
 
 /* Stops the proxy, writes DIR/proxy/proxy.conf (NULL: removes it) and lets
