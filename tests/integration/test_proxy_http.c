@@ -637,12 +637,16 @@ static void test_metrics_and_dashboard(void **state)
     json_decref(doc);
 }
 
-/* Last: arbor-control gone (its computes die with it) -> 503, JSON. */
+/* Last: arbor-control gone. Its computes outlive it: dev's still answers
+ * (the proxy's kept token check and wake: --control-fallback); a branch
+ * the control plane was never asked to wake -> 503, JSON. `arbor stop`
+ * (test_stop) stops the computes it left. */
 static void test_control_down(void **state)
 {
     (void)state;
     if (!g_up)
         skip();
+    ct_expect(ct_arbor("branch create hdown"), 0, "branch hdown");
     char path[400];
     snprintf(path, sizeof(path), "%s/cluster.json", ct.dir);
     json_t *st = json_load_file(path, 0, NULL), *c;
@@ -661,9 +665,14 @@ static void test_control_down(void **state)
     char url[256];
     sql_url("dev", url, sizeof(url));
     resp r;
+    http("POST", url, g_token, "{\"query\":\"select 41 + 1\"}", NULL, &r);
+    if (r.status != 200 || !strstr(r.body, "42"))
+        fail_msg("dev with the control plane down: %ld %s", r.status, r.body);
+    resp_free(&r);
+    sql_url("hdown", url, sizeof(url));
     http("POST", url, g_token, "{\"query\":\"select 1\"}", NULL, &r);
     if (r.status != 503)
-        fail_msg("control plane down: %ld %s", r.status, r.body);
+        fail_msg("a branch never woken, control plane down: %ld %s", r.status, r.body);
     assert_json_error(&r);
     resp_free(&r);
 }
