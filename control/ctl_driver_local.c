@@ -72,6 +72,7 @@ typedef struct local_priv {
     bool binding;               /* counted in the driver's binding */
     bool adopted;               /* started before a restart: not our child */
     uint64_t start_ticks;       /* with pid, its identity (dmn_proc_alive) */
+    char dir[900];              /* DIR/computes/<c>: removed when we stop it */
 } local_priv;
 
 /* Waits on d->cond (CLOCK_MONOTONIC) for at most ms, d->mu held. */
@@ -190,6 +191,7 @@ static int spawn_one(local_driver *d, ctl_compute **out)
             snprintf(c->secret, sizeof(c->secret), "%s", secret);
             local_priv *p = az_calloc(1, sizeof(local_priv));
             p->start_ticks = ticks;
+            snprintf(p->dir, sizeof(p->dir), "%s", cdir);
             c->priv = p;
             *out = c;
             return 0;
@@ -275,24 +277,31 @@ static void bind_done(local_driver *d, ctl_compute *c)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* A compute we stop leaves nothing behind (its log and port file go with
+ * it: one directory per compute ever started would pile up); one that had
+ * already exited keeps its directory, whose log tells why. */
 static void local_stop(ctl_driver *base, ctl_compute *c)
 {
     if (!c)
         return;
     bind_done((local_driver *)base, c);
-    if (!reap(c)) {
+    local_priv *p = c->priv;
+    bool crashed = reap(c);
+    if (!crashed) {
         kill(c->pid, SIGTERM);
         for (int i = 0; i < 300 && !reap(c); i++)
             sleep_ms(10);
         if (!reap(c)) {
             kill(c->pid, SIGKILL);
-            if (((local_priv *)c->priv)->adopted) {
+            if (p->adopted) {
                 for (int i = 0; i < 300 && !reap(c); i++)
                     sleep_ms(10);
             } else {
                 waitpid(c->pid, NULL, 0);
             }
         }
+        if (p->dir[0] && reap(c))
+            fs_remove_tree(p->dir);
     }
     az_free(c->priv);
     az_free(c);
@@ -516,6 +525,7 @@ static void local_recover(ctl_driver *base, const ctl_recorded *rec, int n, ctl_
         local_priv *p = az_calloc(1, sizeof(*p));
         p->adopted = true;
         p->start_ticks = l.ticks;
+        snprintf(p->dir, sizeof(p->dir), "%s", l.dir);
         snprintf(c->host, sizeof(c->host), "127.0.0.1");
         c->pg_port = l.pg_port;
         c->http_port = l.http_port;

@@ -360,6 +360,28 @@ static int live_computes(int *pids, int *http, int cap, bool kill_them)
     return n;
 }
 
+/* Whether a directory of arbor-control's computes names pid (its info). */
+static bool compute_dir_of(int pid)
+{
+    char base[700];
+    snprintf(base, sizeof(base), "%s/computes", g_ctl.dir);
+    DIR *dh = opendir(base);
+    struct dirent *e;
+    bool found = false;
+    while (dh && !found && (e = readdir(dh)) != NULL) {
+        char path[1000];
+        snprintf(path, sizeof(path), "%s/%.255s/info", base, e->d_name);
+        FILE *f = e->d_name[0] == 'c' ? fopen(path, "r") : NULL;
+        int p = 0;
+        found = f && fscanf(f, "%d", &p) == 1 && p == pid;
+        if (f)
+            fclose(f);
+    }
+    if (dh)
+        closedir(dh);
+    return found;
+}
+
 static int group_teardown(void **state)
 {
     /* a clean exit (under ASan: no leak, no error) */
@@ -1008,8 +1030,10 @@ static void test_control_kill9(void **state)
         if (running(pids[i]))
             fail_msg("compute %d of the old pool still runs", pids[i]);
     }
+    assert_true(compute_dir_of(main_pid));
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
     assert_false(running(main_pid));       /* an adopted compute stops as well */
+    assert_false(compute_dir_of(main_pid));   /* and leaves no directory behind */
     json_decref(before_b);
     json_decref(before_e);
     json_decref(after_b);
