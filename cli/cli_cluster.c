@@ -24,6 +24,7 @@
 #include "cli_proc.h"
 #include "cli_remote.h"
 #include "clock.h"
+#include "fsutil.h"
 #include "sk_client.h"
 
 #ifndef ARBOR_SAFEKEEPER_BIN
@@ -912,6 +913,10 @@ static void stop_leftover_computes(const char *dir, int timeout_ms)
             cli_proc_stop(pid, ticks, timeout_ms, "compute");
             printf("arbor: stopped compute %d (%s), left running by arbor-control\n", pid,
                    e->d_name);
+            if (!cli_proc_alive(pid, ticks)) {
+                snprintf(info, sizeof(info), "%s/%.255s", base, e->d_name);
+                fs_remove_tree(info);
+            }
         }
     }
     closedir(dh);
