@@ -31,6 +31,9 @@ struct ctl_lc {
     pthread_cond_t cond;      /* a transition ended */
     ep_rt *eps;
     bool stopping;
+    bool recovering;          /* until recover() adopted what survived: wake
+                                 and suspend wait (a wake then would bind a
+                                 second primary beside a surviving one) */
     pthread_t monitor;
     bool monitor_started;
     uint64_t wakes, suspends, crashes;
@@ -232,8 +235,18 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
     return rc;
 }
 
+/* Waits until recover() has adopted the computes that survived a crash. */
+static void wait_recovered(ctl_lc *lc)
+{
+    pthread_mutex_lock(&lc->mu);
+    while (lc->recovering && !lc->stopping)
+        pthread_cond_wait(&lc->cond, &lc->mu);
+    pthread_mutex_unlock(&lc->mu);
+}
+
 int ctl_lc_wake(ctl_lc *lc, int64_t endpoint_id, ctl_lc_addr *out, char err[256])
 {
+    wait_recovered(lc);
     /* Fast path: already active, no transition under way. */
     pthread_mutex_lock(&lc->mu);
     ep_rt *r = rt_get(lc, endpoint_id, false);
@@ -271,6 +284,7 @@ static void suspend_held(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st, con
 
 int ctl_lc_suspend(ctl_lc *lc, int64_t endpoint_id)
 {
+    wait_recovered(lc);
     ep_rt *r = rt_acquire(lc, endpoint_id);
     ctl_compute_status st;
     bool have = r->c && lc->o.driver->ops->status(lc->o.driver, r->c, &st) == 0 && st.alive;
@@ -400,16 +414,23 @@ static void recover(ctl_lc *lc)
     if (lc->o.driver->ops->recover)
         lc->o.driver->ops->recover(lc->o.driver, rec, (int)n, found);
     json_array_foreach(rows, i, row) {
+        if (!found[i])
+            continue;
+        ep_rt *r = rt_acquire(lc, json_integer_value(json_object_get(row, "id")));
+        log_info("control: endpoint %s was active: its compute %d still runs", rec[i].endpoint,
+                 found[i]->pid);
+        adopt_held(lc, r, row, found[i]);
+        rt_release(lc, r);
+    }
+    pthread_mutex_lock(&lc->mu);
+    lc->recovering = false;
+    pthread_cond_broadcast(&lc->cond);
+    pthread_mutex_unlock(&lc->mu);
+    json_array_foreach(rows, i, row) {
         char err[256];
         int64_t id = json_integer_value(json_object_get(row, "id"));
-        if (found[i]) {
-            ep_rt *r = rt_acquire(lc, id);
-            adopt_held(lc, r, row, found[i]);
-            rt_release(lc, r);
-            log_info("control: endpoint %s was active: its compute %d still runs", rec[i].endpoint,
-                     found[i]->pid);
+        if (found[i])
             continue;
-        }
         log_info("control: endpoint %s was active: starting its compute again",
                  rec[i].endpoint);
         if (ctl_lc_wake(lc, id, NULL, err) != 0) {
@@ -430,6 +451,8 @@ static void *monitor_main(void *arg)
     int poll_ms = lc->o.poll_ms > 0 ? lc->o.poll_ms : 250;
     recover(lc);
     pthread_mutex_lock(&lc->mu);
+    lc->recovering = false;     /* also when recover() could not read the db */
+    pthread_cond_broadcast(&lc->cond);
     while (!lc->stopping) {
         struct timespec ts = clock_after_ms(CLOCK_REALTIME, poll_ms);
         pthread_cond_timedwait(&lc->cond, &lc->mu, &ts);
@@ -482,6 +505,7 @@ int ctl_lc_create(const ctl_lc_opts *o, ctl_lc **out)
 {
     ctl_lc *lc = az_calloc(1, sizeof(*lc));
     lc->o = *o;
+    lc->recovering = true;
     pthread_mutex_init(&lc->mu, NULL);
     pthread_cond_init(&lc->cond, NULL);
     metrics_init(lc, o->metrics);

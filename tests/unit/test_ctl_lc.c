@@ -10,6 +10,8 @@
  *   crash      status says gone -> suspended; with -1 -> a new compute
  *   bind fail  the compute is stopped, the endpoint stays suspended
  *   restart    a new ctl_lc on the same db wakes the endpoints recorded active
+ *   adopt      ... or adopts their computes that survived (driver recover),
+ *              a wake meanwhile waiting for that
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +43,8 @@ typedef struct fake {
     uint64_t term;            /* the last term a bind "elected" */
     uint64_t last_hint;       /* the term_hint of the last bind */
     ctl_compute_status st;    /* what status() answers for every compute */
+    bool survive;             /* recover() finds every recorded compute running */
+    int adopted;
 } fake;
 
 static int f_start(ctl_driver *d, int timeout_ms, ctl_compute **out)
@@ -102,9 +106,34 @@ static void f_destroy(ctl_driver *d)
 {
 }
 
+/* Slow on purpose: a wake arriving meanwhile must wait for it. */
+static void f_recover(ctl_driver *d, const ctl_recorded *rec, int n, ctl_compute **out)
+{
+    fake *f = (fake *)d;
+    usleep(300000);
+    for (int i = 0; i < n; i++) {
+        out[i] = NULL;
+        pthread_mutex_lock(&f->mu);
+        bool keep = f->survive;
+        if (keep) {
+            f->adopted++;
+            f->live++;
+        }
+        pthread_mutex_unlock(&f->mu);
+        if (!keep)
+            continue;
+        ctl_compute *c = az_calloc(1, sizeof(*c));
+        snprintf(c->host, sizeof(c->host), "fake");
+        c->pg_port = rec[i].pg_port;
+        c->http_port = rec[i].http_port;
+        c->pid = rec[i].pid;
+        out[i] = c;
+    }
+}
+
 static const ctl_driver_ops fake_ops = { .name = "fake", .start = f_start, .bind = f_bind,
                                          .stop = f_stop, .status = f_status,
-                                         .destroy = f_destroy };
+                                         .destroy = f_destroy, .recover = f_recover };
 
 static fake g_f;
 static ctl_db *g_db;
@@ -350,6 +379,34 @@ static void test_restart_wakes_active(void **state)
     assert_int_equal(get(&g_f.starts), starts + 1);
 }
 
+/* After a crash, the computes that still run are adopted, and a wake that
+ * comes in while recover() looks for them waits and gets the adopted one
+ * (it must not bind a second primary beside it). */
+static void test_restart_adopts(void **state)
+{
+    int64_t id = add_endpoint("kept", 300);
+    set_status(true, false, 0, 0);
+    ctl_lc_addr before, after;
+    assert_int_equal(ctl_lc_wake(g_lc, id, &before, (char[256]){ 0 }), 0);
+    ctl_lc_destroy(g_lc);
+    int starts = get(&g_f.starts), binds = get(&g_f.binds);
+    pthread_mutex_lock(&g_f.mu);
+    g_f.survive = true;
+    pthread_mutex_unlock(&g_f.mu);
+    ctl_lc_opts o = { .db = g_db, .driver = &g_f.base, .poll_ms = 20 };
+    assert_int_equal(ctl_lc_create(&o, &g_lc), 0);
+    assert_int_equal(ctl_lc_wake(g_lc, id, &after, (char[256]){ 0 }), 0);   /* at once */
+    assert_false(after.cold);
+    assert_int_equal(after.pg_port, before.pg_port);
+    assert_int_equal(get(&g_f.starts), starts);
+    assert_int_equal(get(&g_f.binds), binds);
+    assert_true(get(&g_f.adopted) >= 1);
+    assert_true(ctl_lc_is_active(g_lc, id));
+    pthread_mutex_lock(&g_f.mu);
+    g_f.survive = false;
+    pthread_mutex_unlock(&g_f.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_bind_failure),
         cmocka_unit_test(test_term_hint),
         cmocka_unit_test(test_restart_wakes_active),
+        cmocka_unit_test(test_restart_adopts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
