@@ -273,6 +273,16 @@ void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port)
 
 /* ---- endpoints -------------------------------------------------------------------- */
 
+int cli_api_role(cli_ctx *ctx, char *role, size_t cap)
+{
+    cli_api a;
+    memset(&a, 0, sizeof(a));
+    if (read_api_file(ctx->dir, &a) != 0 || !a.role[0])
+        return CLI_ENOTFOUND;
+    snprintf(role, cap, "%s", a.role);
+    return 0;
+}
+
 json_t *cli_api_endpoints(cli_ctx *ctx)
 {
     cli_api a;

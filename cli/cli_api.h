@@ -61,6 +61,8 @@ void cli_api_print_connect(cli_ctx *ctx);
  * and password of the first start, from the API file). */
 void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port);
 
+/* The role `arbor start` created (DIR/api.json): 0, or CLI_ENOTFOUND. */
+int cli_api_role(cli_ctx *ctx, char *role, size_t cap);
 /* The API's endpoints as `endpoint list --json` objects (new reference), or
  * NULL when no API is configured or reachable (nothing printed). */
 json_t *cli_api_endpoints(cli_ctx *ctx);

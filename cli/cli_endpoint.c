@@ -90,14 +90,33 @@ static void psql_cmd(const cli_component *c, char *buf, size_t len)
              q ? "'" : "", c->branch, q ? "'" : "");
 }
 
-static void pg_url(const cli_component *c, char *buf, size_t len)
+/* Appends s percent-encoded (a URL's path segment or query value). */
+static size_t url_escape(char *buf, size_t len, size_t n, const char *s)
 {
-    size_t n = (size_t)snprintf(buf, len, "postgres://" EP_USER "@127.0.0.1:%d/", c->grpc_port);
-    for (const unsigned char *p = (const unsigned char *)c->branch; *p && n + 4 < len; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p && n + 4 < len; p++) {
         bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                      (*p >= '0' && *p <= '9') || strchr("._-~", *p);
         n += (size_t)snprintf(buf + n, len - n, plain ? "%c" : "%%%02X", *p);
     }
+    return n;
+}
+
+static void pg_url(const cli_component *c, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "postgres://" EP_USER "@127.0.0.1:%d/", c->grpc_port);
+    url_escape(buf, len, n, c->branch);
+}
+
+/* How to reach an endpoint of the control plane: arbor-proxy's postgres URL
+ * for its branch and name (its compute's own ports take only the proxy).
+ * The password is the one `arbor start` printed; not repeated here. */
+static void proxy_url(int proxy_port, const char *role, const char *branch, const char *name,
+                      char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "postgres://%s@127.0.0.1:%d/", role, proxy_port);
+    n = url_escape(buf, len, n, branch);
+    n += (size_t)snprintf(buf + n, len - n, "?options=endpoint%%3D");
+    url_escape(buf, len, n, name);
 }
 
 void cli_endpoint_describe(const cli_component *c, bool ask, json_t *o)
@@ -734,6 +753,21 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
     }
     json_t *arr = rc == 0 ? list_json(&st) : json_array();
     json_t *api = cli_api_endpoints(ctx);
+    const cli_component *px = rc == 0 ? cli_state_comp(&st, CLI_COMP_PROXY, 0) : NULL;
+    char role[64];
+    if (api && px && px->grpc_port > 0 && cli_api_role(ctx, role, sizeof(role)) == 0) {
+        size_t i;
+        json_t *o;
+        json_array_foreach(api, i, o) {
+            const char *b = json_string_value(json_object_get(o, "branch"));
+            const char *n = json_string_value(json_object_get(o, "name"));
+            char url[512];
+            if (!b || !n)
+                continue;
+            proxy_url(px->grpc_port, role, b, n, url, sizeof(url));
+            json_object_set_new(o, "proxy_url", json_string(url));
+        }
+    }
     if (api) {
         json_array_extend(arr, api);
         json_decref(api);
@@ -760,13 +794,24 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
             long long t = (long long)json_integer_value(json_object_get(o, "suspend_timeout_s"));
             char susp[24];
             snprintf(susp, sizeof(susp), t < 0 ? "never" : "%llds", t);
-            printf("%-20s %-16s %-10s %-12s %-6d %-6d %-8d %-9s %-8s %s\n",
+            /* The control plane's: its compute's ports take only arbor-proxy,
+             * and a connection there wakes a suspended one. */
+            const char *via = json_string_value(json_object_get(o, "proxy_url"));
+            const char *by = json_string_value(json_object_get(o, "managed_by"));
+            bool cp = by && strcmp(by, "control") == 0;
+            char pg[16] = "-", http[16] = "-", pid[16] = "-";
+            if (!cp) {
+                snprintf(pg, sizeof(pg), "%d", (int)json_integer_value(json_object_get(o, "pg_port")));
+                snprintf(http, sizeof(http), "%d",
+                         (int)json_integer_value(json_object_get(o, "http_port")));
+                snprintf(pid, sizeof(pid), "%d", (int)json_integer_value(json_object_get(o, "pid")));
+            }
+            const char *connect = cp ? (via ? via : "through arbor-proxy")
+                                  : strcmp(state, "active") != 0 || !psql ? "-" : psql;
+            printf("%-20s %-16s %-10s %-12s %-6s %-6s %-8s %-9s %-8s %s\n",
                    json_string_value(json_object_get(o, "name")), branch ? branch : "-",
                    json_string_value(json_object_get(o, "kind")), lsn ? lsn : pin ? pin : "-",
-                   (int)json_integer_value(json_object_get(o, "pg_port")),
-                   (int)json_integer_value(json_object_get(o, "http_port")),
-                   (int)json_integer_value(json_object_get(o, "pid")), state, susp,
-                   strcmp(state, "active") != 0 || !psql ? "-" : psql);
+                   pg, http, pid, state, susp, connect);
         }
         json_decref(arr);
     }

@@ -227,7 +227,14 @@ static void test_api_endpoints(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "state")), "suspended");
     assert_string_equal(json_string_value(json_object_get(e, "branch")), "main");
     assert_int_equal(json_integer_value(json_object_get(e, "suspend_timeout_s")), 300);
+    /* reached through arbor-proxy (its compute's ports take only the proxy) */
+    char want[160];
+    snprintf(want, sizeof(want), "postgres://arbor@127.0.0.1:%d/main?options=endpoint%%3Dro-api",
+             g_proxy_port);
+    assert_string_equal(json_string_value(json_object_get(e, "proxy_url")), want);
     json_decref(e);
+    ct_expect(ct_arbor("endpoint list"), 0, "endpoint list with the API's");
+    ct_expect_in(ct.out, want);
     ct_expect(ct_arbor("endpoint update ro-api --suspend-timeout 1"), 0, "update");
     ct_expect(ct_arbor("endpoint update ro-api --suspend-timeout x"), 2, "bad timeout");
     ct_expect(ct_arbor("endpoint update nope --suspend-timeout 5"), 1, "unknown endpoint");
