@@ -8,8 +8,8 @@
  * start() callers wait on an empty pool.
  *
  * Computes outlive a crash of arbor-control: its clients keep their
- * connections. `info` (0600) holds the compute's pid, start time and
- * secret; recover() at the next start adopts each compute that still runs
+ * connections. `info` (in the compute's 0700 directory) holds its pid,
+ * start time and secret; recover() at the next start adopts each compute that still runs
  * bound as the endpoint table says (it is not our child then: watched by
  * pid and start time, stopped by signals) and stops every other one left
  * from before (the old pool, computes of endpoints no longer active). A
