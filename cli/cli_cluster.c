@@ -467,6 +467,9 @@ static int step_tenant(cli_ctx *ctx, cli_state *st)
     return ensure_tenant(st);
 }
 
+static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const char *dir,
+                       const char *ports, const char *log, int pg, int http);
+
 /* arbor-proxy, last: it routes branch main to the CLI's local primary (the
  * control plane must not start a second primary there) and every other
  * branch through the control plane. A proxy that runs is left alone. */
@@ -489,9 +492,29 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
         cli_err("cannot create %s: %s", dir, strerror(errno));
         return CLI_EFAIL;
     }
-    unlink(ports);
     int pg, http;
     wanted_ports(st, px, &pg, &http);
+    for (int attempt = 0;; attempt++) {
+        unlink(ports);
+        int rc = spawn_proxy(st, px, &bins, dir, ports, log, pg, http);
+        if (rc != 0)
+            return rc;
+        rc = cli_cluster_wait_ports(st, px);
+        /* Its old ephemeral ports are taken by now: any ports. */
+        if (rc == 0 || attempt > 0 || st->base_port != 0 || (pg == 0 && http == 0) ||
+            px->pid != 0)
+            return rc;
+        cli_note("the proxy's previous ports (%d, %d) are taken: starting it on new ones", pg,
+                 http);
+        pg = http = 0;
+    }
+}
+
+/* Starts arbor-proxy on ports pg and http (0: any). */
+static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const char *dir,
+                       const char *ports, const char *log, int pg, int http)
+{
+    cli_component *ctl = cli_state_comp(st, CLI_COMP_CONTROL, 0);
     char a_listen[64], a_http[32], a_ports[4300], a_ctl[96], a_key[4400], a_routes[160];
     snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", pg);
     snprintf(a_http, sizeof(a_http), "--http-port=%d", http);
@@ -506,7 +529,7 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
      * is the sslrootcert for sslmode=verify-full). */
     char a_tls[4300];
     snprintf(a_tls, sizeof(a_tls), "--tls-dir=%s/tls", dir);
-    char *argv[12] = { bins.px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport, a_tls };
+    char *argv[12] = { bins->px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport, a_tls };
     char a_hroutes[160];
     for (int i = 0; i < st->n_comp; i++) {
         cli_component *c = &st->comp[i];
@@ -528,11 +551,11 @@ static int step_proxy(cli_ctx *ctx, cli_state *st)
         }
     }
     pid_t pid;
-    if (cli_proc_spawn(bins.px, argv, log, &pid, &px->start_ticks) != 0) {
+    if (cli_proc_spawn(bins->px, argv, log, &pid, &px->start_ticks) != 0) {
         return CLI_EFAIL;
     }
     px->pid = pid;
-    return cli_cluster_wait_ports(st, px);
+    return 0;
 }
 
 /* Steps of `arbor start`, in order: the daemons, the tenant and `main` (first

@@ -34,6 +34,9 @@
 
 #include <inttypes.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,6 +528,34 @@ static void test_history(void **state)
     ct_expect(ct_arbor("branch history main 7d"), 0, "set history back");
 }
 
+/* With ephemeral ports a restart asks each daemon for its old ports; one
+ * taken meanwhile (here the proxy's HTTP port, by a listener of the test)
+ * must not fail the start: that daemon gets new ones. */
+static void test_restart_ports_taken(void **state)
+{
+    (void)state;
+    int old = (int)ct_component_int("proxy", "http_port");
+    assert_true(old > 0);
+    ct_expect(ct_arbor("stop"), 0, "stop");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)old),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int bound = -1;
+    for (int i = 0; i < 50 && bound != 0; i++) {   /* the old proxy's socket may linger */
+        bound = bind(fd, (struct sockaddr *)&a, sizeof(a));
+        if (bound != 0)
+            usleep(100000);
+    }
+    assert_int_equal(bound, 0);
+    assert_int_equal(listen(fd, 1), 0);
+    ct_expect(ct_arbor("start"), 0, "start with the proxy's old port taken");
+    ct_expect_in(ct.err, "previous ports");
+    close(fd);
+    int now = (int)ct_component_int("proxy", "http_port");
+    assert_true(now > 0 && now != old);
+    ct_expect(ct_arbor("status"), 0, "status");
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -565,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_restore_and_lsn),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_history),
+        cmocka_unit_test(test_restart_ports_taken),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);

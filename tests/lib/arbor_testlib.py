@@ -95,6 +95,29 @@ class Cluster:
         except Exception:
             return []
 
+    def compute_pids(self):
+        """The control plane's computes that run now (they outlive a killed
+        arbor-control): root/d/control/computes/*/info is "pid start_ticks
+        secret", checked against /proc so that a reused pid is not taken."""
+        found = []
+        base = os.path.join(self.dir, "control", "computes")
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return found
+        for name in names:
+            try:
+                with open(os.path.join(base, name, "info")) as f:
+                    pid, ticks = (int(x) for x in f.read().split()[:2])
+                with open("/proc/%d/stat" % pid) as f:
+                    st = f.read()
+            except (OSError, ValueError):
+                continue
+            fields = st[st.rfind(")") + 2:].split()
+            if fields[0] not in ("Z", "X") and int(fields[19]) == ticks:
+                found.append(pid)
+        return found
+
     def stop(self):
         """`arbor stop`, never raising: cleanup goes on to kill what is left."""
         try:

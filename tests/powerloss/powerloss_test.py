@@ -255,7 +255,8 @@ def main():
                     stopped = cl.stopped(pids)
                 stops_hit += stopped is not None
             acked_before = len(bank.acked)
-            started -= set(cl.power_cut(list(pids.values())))
+            # the control plane's computes lose power too
+            started -= set(cl.power_cut(list(pids.values()) + cl.compute_pids()))
             os.unlink(arm)
             bank.stop.set()
             for t in threads:
