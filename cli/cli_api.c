@@ -479,21 +479,31 @@ int cli_cmd_endpoint_create(cli_ctx *ctx)
     return CLI_EXIT_OK;
 }
 
-int cli_cmd_endpoint_delete(cli_ctx *ctx)
+/* METHOD on the endpoint the command names (+ suffix), without a body;
+ * prints "endpoint NAME <done>", or "no endpoint 'NAME' <not_found>". */
+static int endpoint_action(cli_ctx *ctx, const char *method, const char *suffix,
+                           const char *not_found, const char *done)
 {
     cli_api a;
     char path[256];
     if (cli_api_open(ctx, &a) != 0)
         return CLI_EXIT_ERROR;
-    snprintf(path, sizeof(path), "@/endpoints/%s", ctx->pos[0]);
-    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
+    snprintf(path, sizeof(path), "@/endpoints/%s%s", ctx->pos[0], suffix);
+    int rc = cli_api_call(&a, method, path, NULL, NULL);
     if (rc == CLI_ENOTFOUND)
-        cli_err("no endpoint '%s' of the control plane (arbor endpoint list; a local "
-                "endpoint of this CLI stops with arbor endpoint stop)", ctx->pos[0]);
+        cli_err("no endpoint '%s' %s", ctx->pos[0], not_found);
     if (rc != 0)
         return CLI_EXIT_ERROR;
-    printf("endpoint %s deleted (its compute stopped)\n", ctx->pos[0]);
+    printf("endpoint %s %s\n", ctx->pos[0], done);
     return CLI_EXIT_OK;
+}
+
+int cli_cmd_endpoint_delete(cli_ctx *ctx)
+{
+    return endpoint_action(ctx, "DELETE", "",
+                           "of the control plane (arbor endpoint list; a local endpoint of this "
+                           "CLI stops with arbor endpoint stop)",
+                           "deleted (its compute stopped)");
 }
 
 int cli_cmd_endpoint_update(cli_ctx *ctx)
@@ -538,18 +548,7 @@ int cli_cmd_endpoint_update(cli_ctx *ctx)
 
 int cli_cmd_endpoint_suspend(cli_ctx *ctx)
 {
-    cli_api a;
-    char path[256];
-    if (cli_api_open(ctx, &a) != 0)
-        return CLI_EXIT_ERROR;
-    snprintf(path, sizeof(path), "@/endpoints/%s/suspend", ctx->pos[0]);
-    int rc = cli_api_call(&a, "POST", path, NULL, NULL);
-    if (rc == CLI_ENOTFOUND)
-        cli_err("no endpoint '%s' (arbor endpoint list)", ctx->pos[0]);
-    if (rc != 0)
-        return CLI_EXIT_ERROR;
-    printf("endpoint %s suspended\n", ctx->pos[0]);
-    return CLI_EXIT_OK;
+    return endpoint_action(ctx, "POST", "/suspend", "(arbor endpoint list)", "suspended");
 }
 
 /* ---- dashboard ------------------------------------------------------------------- */

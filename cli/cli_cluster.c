@@ -24,6 +24,7 @@
 #include "cli_proc.h"
 #include "cli_remote.h"
 #include "clock.h"
+#include "daemon.h"
 #include "fsutil.h"
 #include "sk_client.h"
 
@@ -923,18 +924,12 @@ static void stop_leftover_computes(const char *dir, int timeout_ms)
     struct dirent *e;
     while ((e = readdir(dh)) != NULL) {
         char info[4600];
-        if (e->d_name[0] != 'c')
-            continue;
+        pid_t pid;
+        uint64_t ticks;
         snprintf(info, sizeof(info), "%s/%.255s/info", base, e->d_name);
-        FILE *f = fopen(info, "r");
-        int pid = 0;
-        unsigned long long ticks = 0;
-        int n = f ? fscanf(f, "%d %llu", &pid, &ticks) : 0;
-        if (f)
-            fclose(f);
-        if (n == 2 && pid > 0 && cli_proc_alive(pid, ticks)) {
+        if (e->d_name[0] == 'c' && dmn_proc_file_read(info, &pid, &ticks, NULL, 0) == 0) {
             cli_proc_stop(pid, ticks, timeout_ms, "compute");
-            printf("arbor: stopped compute %d (%s), left running by arbor-control\n", pid,
+            printf("arbor: stopped compute %d (%s), left running by arbor-control\n", (int)pid,
                    e->d_name);
             if (!cli_proc_alive(pid, ticks)) {
                 snprintf(info, sizeof(info), "%s/%.255s", base, e->d_name);

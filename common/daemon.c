@@ -178,3 +178,34 @@ bool dmn_proc_alive(pid_t pid, uint64_t start_ticks)
     uint64_t t;
     return dmn_proc_start_ticks(pid, &t) == 0 && t == start_ticks;
 }
+
+int dmn_proc_file_write(const char *path, pid_t pid, uint64_t ticks, const char *word)
+{
+    char line[256];
+    int len = snprintf(line, sizeof(line), "%d %llu%s%s\n", (int)pid, (unsigned long long)ticks,
+                       word ? " " : "", word ? word : "");
+    if (len < 0 || (size_t)len >= sizeof(line))
+        return -EINVAL;
+    return fs_write_atomic(path, line, (size_t)len);
+}
+
+int dmn_proc_file_read(const char *path, pid_t *pid, uint64_t *ticks, char *word,
+                       size_t word_cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -ENOENT;
+    char line[256], w[200] = "";
+    int p = 0;
+    unsigned long long t = 0;
+    bool ok = fgets(line, sizeof(line), f) && sscanf(line, "%d %llu %199s", &p, &t, w) >= 2 &&
+              p > 0;
+    fclose(f);
+    if (!ok)
+        return -EINVAL;
+    *pid = p;
+    *ticks = t;
+    if (word)
+        snprintf(word, word_cap, "%s", w);
+    return dmn_proc_alive(p, t) ? 0 : -ESRCH;
+}

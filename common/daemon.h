@@ -67,4 +67,16 @@ int dmn_proc_start_ticks(pid_t pid, uint64_t *out);
 /* Whether the process started as (pid, start_ticks) still runs. */
 bool dmn_proc_alive(pid_t pid, uint64_t start_ticks);
 
+/* A process's identity file, "PID START_TICKS [WORD]\n" (arbor-control's
+ * computes/<c>/info: WORD is the compute's secret), so that whoever finds
+ * it later knows whether that very process still runs (ticks: its
+ * dmn_proc_start_ticks). Write: 0 or -errno (atomic replace; the directory
+ * protects WORD). Read: 0 when the
+ * process runs; -ESRCH when it has gone (*pid, *ticks and word still
+ * filled); -ENOENT / -EINVAL for a missing or malformed file. word may be
+ * NULL. */
+int dmn_proc_file_write(const char *path, pid_t pid, uint64_t ticks, const char *word);
+int dmn_proc_file_read(const char *path, pid_t *pid, uint64_t *ticks, char *word,
+                       size_t word_cap);
+
 #endif

@@ -146,6 +146,24 @@ static int read_ports(const char *path, int *pg, int *http)
     return rc;
 }
 
+/* The handle of compute pid (adopted: started before a restart). */
+static ctl_compute *new_handle(pid_t pid, uint64_t ticks, int pg, int http, const char *secret,
+                               const char *dir, bool adopted)
+{
+    ctl_compute *c = az_calloc(1, sizeof(*c));
+    local_priv *p = az_calloc(1, sizeof(*p));
+    snprintf(c->host, sizeof(c->host), "127.0.0.1");
+    c->pg_port = pg;
+    c->http_port = http;
+    c->pid = pid;
+    snprintf(c->secret, sizeof(c->secret), "%s", secret);
+    p->adopted = adopted;
+    p->start_ticks = ticks;
+    snprintf(p->dir, sizeof(p->dir), "%s", dir);
+    c->priv = p;
+    return c;
+}
+
 /* Starts one unbound compute and waits for its port file. */
 static int spawn_one(local_driver *d, ctl_compute **out)
 {
@@ -171,29 +189,17 @@ static int spawn_one(local_driver *d, ctl_compute **out)
     if (pid < 0)
         return -errno;
     uint64_t ticks = 0;
-    char info[700], line[160];
+    char info[700];
     dmn_proc_start_ticks(pid, &ticks);
     snprintf(info, sizeof(info), "%s/info", cdir);
-    int len = snprintf(line, sizeof(line), "%d %llu %s\n", (int)pid, (unsigned long long)ticks,
-                       secret);
-    if (fs_write_atomic(info, line, (size_t)len) != 0)
+    if (dmn_proc_file_write(info, pid, ticks, secret) != 0)
         log_warn("control: cannot write %s: compute %d would not be found after a crash",
                  info, (int)pid);
     int64_t deadline = clock_mono_ms() + SPAWN_TIMEOUT_MS;
     for (;;) {
         int pg, http, st;
         if (read_ports(ports, &pg, &http) == 0) {
-            ctl_compute *c = az_calloc(1, sizeof(*c));
-            snprintf(c->host, sizeof(c->host), "127.0.0.1");
-            c->pg_port = pg;
-            c->http_port = http;
-            c->pid = pid;
-            snprintf(c->secret, sizeof(c->secret), "%s", secret);
-            local_priv *p = az_calloc(1, sizeof(local_priv));
-            p->start_ticks = ticks;
-            snprintf(p->dir, sizeof(p->dir), "%s", cdir);
-            c->priv = p;
-            *out = c;
+            *out = new_handle(pid, ticks, pg, http, secret, cdir, false);
             return 0;
         }
         if (waitpid(pid, &st, WNOHANG) == pid) {
@@ -457,17 +463,9 @@ static int read_leftover(const char *base, const char *name, leftover *l)
     char path[1000];
     snprintf(l->dir, sizeof(l->dir), "%.600s/%.255s", base, name);
     snprintf(path, sizeof(path), "%s/info", l->dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -ENOENT;
-    int pid = 0;
-    unsigned long long ticks = 0;
-    int n = fscanf(f, "%d %llu %79s", &pid, &ticks, l->secret);
-    fclose(f);
-    if (n != 3 || pid <= 0 || !dmn_proc_alive(pid, ticks))
-        return -ESRCH;
-    l->pid = pid;
-    l->ticks = ticks;
+    int rc = dmn_proc_file_read(path, &l->pid, &l->ticks, l->secret, sizeof(l->secret));
+    if (rc != 0)
+        return rc;
     snprintf(path, sizeof(path), "%s/ports", l->dir);
     if (read_ports(path, &l->pg_port, &l->http_port) != 0)
         l->pg_port = l->http_port = 0;
@@ -521,17 +519,8 @@ static void local_recover(ctl_driver *base, const ctl_recorded *rec, int n, ctl_
             if (!out[i] && rec[i].pid == l.pid && rec[i].pg_port == l.pg_port &&
                 rec[i].http_port == l.http_port && bound_as(&l, &rec[i]))
                 k = i;
-        ctl_compute *c = az_calloc(1, sizeof(*c));
-        local_priv *p = az_calloc(1, sizeof(*p));
-        p->adopted = true;
-        p->start_ticks = l.ticks;
-        snprintf(p->dir, sizeof(p->dir), "%s", l.dir);
-        snprintf(c->host, sizeof(c->host), "127.0.0.1");
-        c->pg_port = l.pg_port;
-        c->http_port = l.http_port;
-        c->pid = l.pid;
-        snprintf(c->secret, sizeof(c->secret), "%s", l.secret);
-        c->priv = p;
+        ctl_compute *c = new_handle(l.pid, l.ticks, l.pg_port, l.http_port, l.secret, l.dir,
+                                    true);
         if (k >= 0) {
             log_info("control: compute %d (%s) still runs endpoint %s: adopted", (int)l.pid,
                      e->d_name, rec[k].endpoint);

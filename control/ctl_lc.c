@@ -235,20 +235,19 @@ static int wake_held(ctl_lc *lc, ep_rt *r, ctl_lc_addr *out, char err[256])
     return rc;
 }
 
-/* Waits until recover() has adopted the computes that survived a crash. */
+/* Waits, lc->mu held, until recover() has adopted the computes that
+ * survived a crash. */
 static void wait_recovered(ctl_lc *lc)
 {
-    pthread_mutex_lock(&lc->mu);
     while (lc->recovering && !lc->stopping)
         pthread_cond_wait(&lc->cond, &lc->mu);
-    pthread_mutex_unlock(&lc->mu);
 }
 
 int ctl_lc_wake(ctl_lc *lc, int64_t endpoint_id, ctl_lc_addr *out, char err[256])
 {
-    wait_recovered(lc);
     /* Fast path: already active, no transition under way. */
     pthread_mutex_lock(&lc->mu);
+    wait_recovered(lc);
     ep_rt *r = rt_get(lc, endpoint_id, false);
     if (r && r->c && !r->transition) {
         fill_addr(r->c, false, out);
@@ -284,7 +283,9 @@ static void suspend_held(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st, con
 
 int ctl_lc_suspend(ctl_lc *lc, int64_t endpoint_id)
 {
+    pthread_mutex_lock(&lc->mu);
     wait_recovered(lc);
+    pthread_mutex_unlock(&lc->mu);
     ep_rt *r = rt_acquire(lc, endpoint_id);
     ctl_compute_status st;
     bool have = r->c && lc->o.driver->ops->status(lc->o.driver, r->c, &st) == 0 && st.alive;

@@ -22,6 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon.h"
+
 ct_state ct;
 
 /* ---- running commands ---------------------------------------------------- */
@@ -119,28 +121,7 @@ static int rm_entry(const char *p, const struct stat *s, int f, struct FTW *w)
 
 bool ct_same_process(pid_t pid, uint64_t ticks)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return false;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) {
-        return false;
-    }
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p || p[2] == 'Z') {
-        return false;
-    }
-    p += 2;
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        p = p ? p + 1 : NULL;
-    }
-    return p && strtoull(p, NULL, 10) == ticks;
+    return dmn_proc_alive(pid, ticks);
 }
 
 long ct_component_int(const char *name, const char *field)
@@ -184,17 +165,13 @@ int ct_kill_daemons(const char *dir)
     struct dirent *e;
     while (dh && (e = readdir(dh)) != NULL) {
         char info[1000];
+        pid_t pid;
+        uint64_t ticks;
         snprintf(info, sizeof(info), "%s/%.255s/info", base, e->d_name);
-        FILE *f = e->d_name[0] == 'c' ? fopen(info, "r") : NULL;
-        int pid = 0;
-        unsigned long long ticks = 0;
-        if (f && fscanf(f, "%d %llu", &pid, &ticks) == 2 && pid > 0 &&
-            ct_same_process(pid, ticks)) {
+        if (e->d_name[0] == 'c' && dmn_proc_file_read(info, &pid, &ticks, NULL, 0) == 0) {
             kill(pid, SIGKILL);
             killed++;
         }
-        if (f)
-            fclose(f);
     }
     if (dh)
         closedir(dh);

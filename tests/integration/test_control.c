@@ -331,17 +331,14 @@ static int live_computes(int *pids, int *http, int cap, bool kill_them)
     int n = 0;
     while (dh && (e = readdir(dh)) != NULL) {
         char path[1000];
+        pid_t pid;
+        uint64_t ticks;
+        int pg = 0, hp = 0;
         snprintf(path, sizeof(path), "%s/%.255s/info", base, e->d_name);
-        FILE *f = e->d_name[0] == 'c' ? fopen(path, "r") : NULL;
-        int pid = 0, pg = 0, hp = 0;
-        unsigned long long ticks = 0;
-        bool live = f && fscanf(f, "%d %llu", &pid, &ticks) == 2 && dmn_proc_alive(pid, ticks);
-        if (f)
-            fclose(f);
-        if (!live)
+        if (e->d_name[0] != 'c' || dmn_proc_file_read(path, &pid, &ticks, NULL, 0) != 0)
             continue;
         snprintf(path, sizeof(path), "%s/%.255s/ports", base, e->d_name);
-        f = fopen(path, "r");
+        FILE *f = fopen(path, "r");
         if (f && fscanf(f, "%d %d", &pg, &hp) != 2)
             hp = 0;
         if (f)
@@ -370,12 +367,11 @@ static bool compute_dir_of(int pid)
     bool found = false;
     while (dh && !found && (e = readdir(dh)) != NULL) {
         char path[1000];
+        pid_t p;
+        uint64_t ticks;
         snprintf(path, sizeof(path), "%s/%.255s/info", base, e->d_name);
-        FILE *f = e->d_name[0] == 'c' ? fopen(path, "r") : NULL;
-        int p = 0;
-        found = f && fscanf(f, "%d", &p) == 1 && p == pid;
-        if (f)
-            fclose(f);
+        int rc = e->d_name[0] == 'c' ? dmn_proc_file_read(path, &p, &ticks, NULL, 0) : -ENOENT;
+        found = (rc == 0 || rc == -ESRCH) && p == pid;   /* running or not */
     }
     if (dh)
         closedir(dh);

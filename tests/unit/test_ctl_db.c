@@ -79,6 +79,21 @@ static int64_t one_int(ctl_db *db, const char *sql)
     return x;
 }
 
+/* A new read_only endpoint called name; its id. */
+static int64_t add_endpoint(ctl_db *db, const char *name)
+{
+    assert_int_equal(ctl_db_exec(db, NULL,
+                                 "INSERT INTO endpoints(project_id, name, branch_id, kind,"
+                                 " created_at) VALUES('p1', ?, 'b1', 'read_only', 1)", "s",
+                                 name), 0);
+    json_t *r;
+    assert_int_equal(ctl_db_query_one(db, &r, "SELECT id FROM endpoints WHERE name = ?", "s",
+                                      name), 0);
+    int64_t id = json_integer_value(json_object_get(r, "id"));
+    json_decref(r);
+    return id;
+}
+
 static void test_migrate_v5(void **state)
 {
     (void)state;
@@ -108,19 +123,10 @@ static void test_migrate_v5(void **state)
     json_decref(r);
 
     /* ids: a new endpoint is above the usage rows of deleted endpoint 7 */
-    assert_int_equal(ctl_db_exec(db, NULL,
-                                 "INSERT INTO endpoints(project_id, name, branch_id, kind,"
-                                 " created_at) VALUES('p1', 'new', 'b1', 'read_only', 1)", ""),
-                     0);
-    int64_t id = one_int(db, "SELECT id FROM endpoints WHERE name = 'new'");
-    assert_int_equal(id, 8);
+    assert_int_equal(add_endpoint(db, "new"), 8);
     /* deleted, then another: never the same id */
     assert_int_equal(ctl_db_exec(db, NULL, "DELETE FROM endpoints WHERE id = 8", ""), 0);
-    assert_int_equal(ctl_db_exec(db, NULL,
-                                 "INSERT INTO endpoints(project_id, name, branch_id, kind,"
-                                 " created_at) VALUES('p1', 'newer', 'b1', 'read_only', 1)", ""),
-                     0);
-    assert_int_equal(one_int(db, "SELECT id FROM endpoints WHERE name = 'newer'"), 9);
+    assert_int_equal(add_endpoint(db, "newer"), 9);
     static const char *const del[] = { "DELETE FROM api_keys WHERE id = 2",
                                        "DELETE FROM sql_tokens WHERE id = 1",
                                        "DELETE FROM webhooks WHERE id = 4" };
@@ -146,11 +152,7 @@ static void test_migrate_v5(void **state)
     assert_int_equal(ctl_db_open(g_path, &db), 0);
     assert_int_equal(ctl_db_version(db), CTL_DB_SCHEMA_VERSION);
     assert_int_equal(ctl_db_exec(db, NULL, "DELETE FROM endpoints WHERE id = 9", ""), 0);
-    assert_int_equal(ctl_db_exec(db, NULL,
-                                 "INSERT INTO endpoints(project_id, name, branch_id, kind,"
-                                 " created_at) VALUES('p1', 'third', 'b1', 'read_only', 1)", ""),
-                     0);
-    assert_int_equal(one_int(db, "SELECT id FROM endpoints WHERE name = 'third'"), 10);
+    assert_int_equal(add_endpoint(db, "third"), 10);
     ctl_db_close(db);
 }
 
@@ -160,17 +162,10 @@ static void test_new_file_ids(void **state)
     (void)state;
     ctl_db *db;
     assert_int_equal(ctl_db_open(g_path, &db), 0);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(ctl_db_exec(db, NULL,
-                                     "INSERT INTO endpoints(project_id, name, branch_id, kind,"
-                                     " created_at) VALUES('p1', ?, 'b1', 'read_only', 1)", "s",
-                                     i ? "b" : "a"), 0);
-    assert_int_equal(one_int(db, "SELECT max(id) FROM endpoints"), 2);
+    assert_int_equal(add_endpoint(db, "a"), 1);
+    assert_int_equal(add_endpoint(db, "b"), 2);
     assert_int_equal(ctl_db_exec(db, NULL, "DELETE FROM endpoints WHERE id = 2", ""), 0);
-    assert_int_equal(ctl_db_exec(db, NULL,
-                                 "INSERT INTO endpoints(project_id, name, branch_id, kind,"
-                                 " created_at) VALUES('p1', 'c', 'b1', 'read_only', 1)", ""), 0);
-    assert_int_equal(one_int(db, "SELECT id FROM endpoints WHERE name = 'c'"), 3);
+    assert_int_equal(add_endpoint(db, "c"), 3);
     ctl_db_close(db);
 }
 
