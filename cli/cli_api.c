@@ -273,6 +273,13 @@ void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port)
 
 /* ---- endpoints -------------------------------------------------------------------- */
 
+/* An endpoint row of the API that is one of this CLI's own (registered). */
+static bool is_cli_row(json_t *e)
+{
+    const char *m = json_string_value(json_object_get(e, "managed_by"));
+    return m && strcmp(m, "cli") == 0;
+}
+
 int cli_api_role(cli_ctx *ctx, char *role, size_t cap)
 {
     cli_api a;
@@ -290,12 +297,15 @@ json_t *cli_api_endpoints(cli_ctx *ctx)
     if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
         cli_api_call(&a, "GET", "@/endpoints", NULL, &j) != 0)
         return NULL;
-    json_t *arr = json_incref(json_object_get(j, "endpoints"));
-    json_decref(j);
+    json_t *arr = json_array(), *e;
     size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e)
+    json_array_foreach(json_object_get(j, "endpoints"), i, e) {
+        if (is_cli_row(e))
+            continue;   /* `endpoint list` shows it as the CLI's own */
         json_object_set_new(e, "managed_by", json_string("control"));
+        json_array_append(arr, e);
+    }
+    json_decref(j);
     return arr;
 }
 
@@ -311,29 +321,6 @@ bool cli_api_has_endpoint(cli_ctx *ctx, const char *name)
         return false;
     json_decref(j);
     return true;
-}
-
-int cli_api_branch_rw_endpoint(cli_ctx *ctx, const char *branch, char *name, size_t cap)
-{
-    cli_api a;
-    json_t *list, *e;
-    size_t i;
-    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
-        cli_api_call(&a, "GET", "@/endpoints", NULL, &list) != 0)
-        return -1;
-    int found = 0;
-    json_array_foreach(json_object_get(list, "endpoints"), i, e) {
-        const char *n = json_string_value(json_object_get(e, "name"));
-        const char *b = json_string_value(json_object_get(e, "branch"));
-        const char *kind = json_string_value(json_object_get(e, "kind"));
-        if (!found && n && b && kind && strcmp(b, branch) == 0 &&
-            strcmp(kind, "read_write") == 0) {
-            snprintf(name, cap, "%s", n);
-            found = 1;
-        }
-    }
-    json_decref(list);
-    return found;
 }
 
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
@@ -384,7 +371,7 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
             const char *n = json_string_value(json_object_get(e, "name"));
             const char *b = json_string_value(json_object_get(e, "branch"));
             const char *kind = json_string_value(json_object_get(e, "kind"));
-            if (!pick && n && b && kind && strcmp(b, branch) == 0 &&
+            if (!pick && n && b && kind && strcmp(b, branch) == 0 && !is_cli_row(e) &&
                 (want ? strcmp(n, want) == 0 : strcmp(kind, order[k]) == 0))
                 pick = n;
         }
@@ -433,13 +420,6 @@ int cli_cmd_endpoint_create(cli_ctx *ctx)
     if (v && suspend_timeout_opt(v, &s) != 0)
         return CLI_EXIT_USAGE;
     const char *kind = at ? "static" : ro ? "read_only" : "read_write";
-    char local[CLI_COMP_NAME_MAX + 1];
-    if (!at && !ro && cli_endpoint_local_primary(ctx->dir, branch, local, sizeof(local))) {
-        cli_err("branch '%s' has a primary already: the local endpoint '%s' of this CLI. Two "
-                "primaries would fence each other: stop it first (arbor endpoint stop %s), "
-                "or create a read-only endpoint (--read-only)", branch, local, local);
-        return CLI_EXIT_ERROR;
-    }
     cli_api a;
     json_t *e;
     if (cli_api_open(ctx, &a) != 0)
@@ -587,6 +567,9 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms)
     }
     json_t *list = json_object_get(eps, "endpoints"), *e, *u;
     size_t i, k;
+    for (i = json_array_size(list); i-- > 0;)   /* the CLI's own are its local endpoints */
+        if (is_cli_row(json_array_get(list, i)))
+            json_array_remove(list, i);
     json_array_foreach(list, i, e) {
         json_array_foreach(json_object_get(use, "endpoints"), k, u) {
             if (json_equal(json_object_get(u, "endpoint_id"), json_object_get(e, "id")))
@@ -602,6 +585,119 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms)
     json_decref(eps);
     json_decref(use);
     return out;
+}
+
+/* ---- the CLI's own endpoints, known to the control plane -------------------------- */
+
+/* The local cluster's API (DIR/api.json): false when it has none yet. */
+static bool local_api(const char *dir, cli_api *a)
+{
+    memset(a, 0, sizeof(*a));
+    return read_api_file(dir, a) == 0 && a->url[0] && a->key[0] && a->project[0];
+}
+
+/* One call without printing: the HTTP status (0: no answer, err says why)
+ * and the answer's message. */
+static int quiet_call(const cli_api *a, const char *method, const char *path, json_t *body,
+                      char msg[256])
+{
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/v1/internal/projects/%s%s", a->url, a->project, path);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    hc_req r = { .method = method, .url = url, .body = text, .bearer = a->key,
+                 .timeout_ms = API_TIMEOUT_MS };
+    int status = 0;
+    char *resp = NULL;
+    msg[0] = 0;
+    if (hc_request(&r, &status, &resp, msg) != 0)
+        status = 0;
+    free(text);
+    json_t *j = resp ? json_loads(resp, 0, NULL) : NULL;
+    const char *m = json_string_value(json_object_get(j, "message"));
+    if (status && m)
+        snprintf(msg, 256, "%s", m);
+    json_decref(j);
+    az_free(resp);
+    return status;
+}
+
+static const char *kind_of(const char *role)
+{
+    return !strcmp(role, "primary") ? "read_write" : !strcmp(role, "replica") ? "read_only"
+                                                                              : "static";
+}
+
+int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
+{
+    cli_api a;
+    if (!local_api(dir, &a))
+        return 0;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:i}", "branch", c->timeline, "kind",
+                             kind_of(c->role), "host", "127.0.0.1", "pg_port",
+                             c->pid > 0 ? c->grpc_port : 0, "http_port",
+                             c->pid > 0 ? c->http_port : 0);
+    if (c->lsn[0])
+        json_object_set_new(body, "lsn", json_string(c->lsn));
+    char path[256], msg[256];
+    snprintf(path, sizeof(path), "/cli_endpoints/%s", c->name);
+    int status = quiet_call(&a, "PUT", path, body, msg);
+    json_decref(body);
+    if (status == 200 || status == 201)
+        return 0;
+    if (status == 409) {
+        cli_err("%s", msg);
+        return CLI_EFAIL;
+    }
+    /* It keeps serving its clients; what the control plane does not know is
+     * that a primary runs here. */
+    cli_note("warning: the control plane was not told of endpoint '%s' (%s%s): it may start a "
+             "primary of its own on branch '%s'", c->name, status ? "HTTP error: " : "",
+             msg, c->branch);
+    return 0;
+}
+
+void cli_api_local_endpoint_forget(const char *dir, const char *name)
+{
+    cli_api a;
+    char path[256], msg[256];
+    if (!local_api(dir, &a))
+        return;
+    snprintf(path, sizeof(path), "/cli_endpoints/%s", name);
+    int status = quiet_call(&a, "DELETE", path, NULL, msg);
+    if (status != 200 && status != 404)
+        cli_note("warning: the control plane was not told that endpoint '%s' stopped (%s): "
+                 "arbor start tells it", name, msg);
+}
+
+int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
+{
+    (void)ctx;
+    cli_api a;
+    if (!local_api(st->dir, &a))
+        return 0;
+    char url[1024];
+    snprintf(url, sizeof(url), "/v1/projects/%s/endpoints", a.project);
+    json_t *list = quiet_get(&a, url, true, API_TIMEOUT_MS), *e;
+    size_t i;
+    json_array_foreach(json_object_get(list, "endpoints"), i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (!name || strcmp(json_string_value(json_object_get(e, "managed_by")) ?: "", "cli"))
+            continue;
+        bool running = false;
+        for (int k = 0; k < st->n_comp; k++) {
+            const cli_component *c = &st->comp[k];
+            running |= c->kind == CLI_COMP_COMPUTE && c->pid > 0 && !strcmp(c->name, name);
+        }
+        if (!running)   /* it died with the cluster, or was stopped unseen */
+            cli_api_local_endpoint_forget(st->dir, name);
+    }
+    json_decref(list);
+    for (int k = 0; k < st->n_comp; k++) {
+        const cli_component *c = &st->comp[k];
+        if (c->kind == CLI_COMP_COMPUTE && c->pid > 0)
+            cli_api_local_endpoint_register(st->dir, c);
+    }
+    return 0;
 }
 
 /* ---- usage ----------------------------------------------------------------------- */
@@ -688,7 +784,8 @@ int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const cha
         const char *b = json_string_value(json_object_get(e, "branch"));
         const char *st = json_string_value(json_object_get(e, "state"));
         const char *name = json_string_value(json_object_get(e, "name"));
-        if (rc == 0 && b && st && name && strcmp(b, branch) == 0 && strcmp(st, "active") == 0) {
+        if (rc == 0 && b && st && name && strcmp(b, branch) == 0 && strcmp(st, "active") == 0 &&
+            !is_cli_row(e)) {
             cli_err("endpoint '%s' of the control plane is active on branch '%s': suspend "
                     "it first (arbor endpoint suspend %s), or %s with --force (it is "
                     "suspended, and its next client sees the branch as it is then)", name,

@@ -15,8 +15,9 @@
  * with --api/ARBOR_API + ARBOR_API_KEY.
  *
  * Transition (see cli/README.md): the local endpoints that `arbor start`
- * and `endpoint start BRANCH` run are still processes of the CLI; the API's
- * endpoints are computes of arbor-control. Both are listed.
+ * and `endpoint start BRANCH` run are still processes of the CLI, registered
+ * with the control plane (managed_by "cli"); the API's endpoints are
+ * computes of arbor-control. Both are listed, each once.
  *
  * Errors: 0, CLI_ENOTFOUND (404, silent), or CLI_EFAIL after printing the
  * API's message. Single-threaded.
@@ -68,9 +69,6 @@ int cli_api_role(cli_ctx *ctx, char *role, size_t cap);
 json_t *cli_api_endpoints(cli_ctx *ctx);
 /* Whether the API has an endpoint called name (false when unreachable). */
 bool cli_api_has_endpoint(cli_ctx *ctx, const char *name);
-/* The API's read_write endpoint on branch: 1 with its name, 0 none, -1 no
- * API configured or reachable (nothing printed). */
-int cli_api_branch_rw_endpoint(cli_ctx *ctx, const char *branch, char *name, size_t cap);
 /* `endpoint start NAME` of an API endpoint: wakes it, prints how to connect. */
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name);
 
@@ -100,6 +98,18 @@ int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const cha
 void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
                              bool reset);
 void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
+
+/* The CLI's local endpoints, known to the control plane of the local
+ * cluster (DIR/api.json; nothing happens without one) so that arbor-proxy
+ * routes to them and the control plane starts no second primary on their
+ * branch. register: before c's process starts (c->pid 0: "starting") and
+ * again with its ports; CLI_EFAIL (printed) when the control plane refuses
+ * (a primary where it has a read_write endpoint), 0 otherwise (no answer:
+ * a warning). forget: after it stopped. sync (a step of `arbor start`):
+ * forgets the registered ones that no longer run, registers those that do. */
+int cli_api_local_endpoint_register(const char *dir, const cli_component *c);
+void cli_api_local_endpoint_forget(const char *dir, const char *name);
+int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st);
 
 int cli_cmd_endpoint_create(cli_ctx *ctx);
 int cli_cmd_endpoint_delete(cli_ctx *ctx);

@@ -471,9 +471,9 @@ static int step_tenant(cli_ctx *ctx, cli_state *st)
 static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const char *dir,
                        const char *ports, const char *log, int pg, int http);
 
-/* arbor-proxy, last: it routes branch main to the CLI's local primary (the
- * control plane must not start a second primary there) and every other
- * branch through the control plane. A proxy that runs is left alone. */
+/* arbor-proxy, last: it finds every branch's compute through the control
+ * plane, which knows the CLI's local endpoints (registered: the primary on
+ * main is one). A proxy that runs is left alone. */
 static int step_proxy(cli_ctx *ctx, cli_state *st)
 {
     cli_component *px = cli_state_comp(st, CLI_COMP_PROXY, 0);
@@ -516,7 +516,7 @@ static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const c
                        const char *ports, const char *log, int pg, int http)
 {
     cli_component *ctl = cli_state_comp(st, CLI_COMP_CONTROL, 0);
-    char a_listen[64], a_http[32], a_ports[4300], a_ctl[96], a_key[4400], a_routes[160];
+    char a_listen[64], a_http[32], a_ports[4300], a_ctl[96], a_key[4400];
     snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", pg);
     snprintf(a_http, sizeof(a_http), "--http-port=%d", http);
     snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
@@ -531,18 +531,6 @@ static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const c
     char a_tls[4300];
     snprintf(a_tls, sizeof(a_tls), "--tls-dir=%s/tls", dir);
     char *argv[12] = { bins->px, a_listen, a_http, a_ports, a_ctl, a_key, a_cport, a_tls };
-    char a_hroutes[160];
-    for (int i = 0; i < st->n_comp; i++) {
-        cli_component *c = &st->comp[i];
-        if (c->kind == CLI_COMP_COMPUTE && strcmp(c->name, "main") == 0 && c->pid > 0 &&
-            strcmp(c->role, "primary") == 0 && !c->scram) {
-            snprintf(a_routes, sizeof(a_routes), "--routes=main=127.0.0.1:%d", c->grpc_port);
-            snprintf(a_hroutes, sizeof(a_hroutes), "--http-routes=main=127.0.0.1:%d",
-                     c->http_port);
-            argv[8] = a_routes;
-            argv[9] = a_hroutes;
-        }
-    }
     char a_conf[4300];
     config_arg(st, px, a_conf, sizeof(a_conf));
     for (int i = 0; a_conf[0] && i < 11; i++) {
@@ -560,11 +548,13 @@ static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const c
 }
 
 /* Steps of `arbor start`, in order: the daemons, the tenant and `main` (first
- * start), the primary endpoint on `main` (cli_endpoint.h; not with
- * --no-endpoint). */
+ * start), the API's project (first start), the primary endpoint on `main`
+ * (cli_endpoint.h; not with --no-endpoint), the control plane told which
+ * local endpoints run (cli_api.h), the proxy. */
 typedef int (*start_step_fn)(cli_ctx *ctx, cli_state *st);
 static const start_step_fn g_start_steps[] = { step_daemons, step_tenant, cli_api_bootstrap,
-                                               cli_endpoint_start_main, step_proxy };
+                                               cli_endpoint_start_main,
+                                               cli_api_local_endpoints_sync, step_proxy };
 
 /* ---- status --------------------------------------------------------------- */
 

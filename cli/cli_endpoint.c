@@ -52,24 +52,6 @@ static int find_endpoint(cli_state *st, const char *name)
     return -1;
 }
 
-bool cli_endpoint_local_primary(const char *dir, const char *branch, char *name, size_t cap)
-{
-    cli_state st;
-    bool found = false;
-    if (cli_state_load(dir, &st) != 0)
-        return false;
-    for (int i = 0; i < st.n_comp && !found; i++) {
-        const cli_component *c = &st.comp[i];
-        if (is_compute_alive(c) && strcmp(c->role, "primary") == 0 &&
-            strcmp(c->branch, branch) == 0) {
-            snprintf(name, cap, "%s", c->name);
-            found = true;
-        }
-    }
-    cli_state_free(&st);
-    return found;
-}
-
 /* ---- connection strings -------------------------------------------------------- */
 
 static bool shell_safe(const char *s)
@@ -452,6 +434,13 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
         c->http_port = old_http;
     }
     pick_datadir(st, c);
+    /* Known to the control plane before it runs: a primary is refused where
+     * the control plane has a read_write endpoint (two primaries of a branch
+     * fence each other). */
+    if (cli_api_local_endpoint_register(st->dir, c) != 0) {
+        cli_state_remove(st, (int)(c - st->comp));
+        return CLI_EFAIL;
+    }
     rc = spawn_compute(st, c, sp);
     if (rc == 0) {
         rc = cli_cluster_wait_ports(st, c);
@@ -468,9 +457,11 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
     }
     if (rc != 0) {
         cli_err("endpoint '%s' (%s on branch %s) did not start", name, sp->role, sp->branch);
+        cli_api_local_endpoint_forget(st->dir, name);
         cli_state_remove(st, (int)(c - st->comp));
         return CLI_EFAIL;
     }
+    cli_api_local_endpoint_register(st->dir, c);   /* now with its ports */
     *out = c;
     return 0;
 }
@@ -574,16 +565,6 @@ int cli_cmd_endpoint_start(cli_ctx *ctx)
     if (start_spec(ctx, &sp) != 0) {
         return CLI_EXIT_ERROR;
     }
-    /* Two primaries of a branch fence each other, commit by commit. */
-    char api_rw[96];
-    if (strcmp(sp.role, "primary") == 0 &&
-        cli_api_branch_rw_endpoint(ctx, sp.branch, api_rw, sizeof(api_rw)) == 1) {
-        cli_err("branch '%s' has the control plane's read_write endpoint '%s': a second "
-                "primary would fence it. Connect through arbor-proxy, or arbor endpoint "
-                "start %s (wakes it); start a read-only one here with --read-only",
-                sp.branch, api_rw, api_rw);
-        return CLI_EXIT_ERROR;
-    }
     int lock;
     if (cli_state_lock(ctx->dir, &lock) != 0) {
         return CLI_EXIT_ERROR;
@@ -647,6 +628,7 @@ static int stop_one(cli_state *st, int i, bool verbose)
             printf("endpoint %s was not running; forgotten\n", c->name);
         }
     }
+    cli_api_local_endpoint_forget(st->dir, c->name);
     cli_state_remove(st, i);
     return 0;
 }

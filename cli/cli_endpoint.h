@@ -49,10 +49,6 @@ int cli_cmd_endpoint_start(cli_ctx *ctx);
 int cli_cmd_endpoint_stop(cli_ctx *ctx);
 int cli_cmd_endpoint_list(cli_ctx *ctx);
 
-/* Whether a local primary endpoint of this CLI runs on branch (by name):
- * true with its name. Reads DIR/cluster.json without its lock. */
-bool cli_endpoint_local_primary(const char *dir, const char *branch, char *name, size_t cap);
-
 /* Start step of `arbor start` (st loaded, locked, daemons up): the primary
  * on `main` in endpoint slot 0, unless --no-endpoint or `main` is gone. */
 int cli_endpoint_start_main(cli_ctx *ctx, cli_state *st);

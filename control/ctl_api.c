@@ -334,6 +334,10 @@ static json_t *h_int_wake_branch(req *r)
     if (!b)
         return NULL;
     const char *sql = EP_SELECT " WHERE e.project_id = ? AND e.branch_id = ? AND e.kind = 'read_write'";
+    if (ctl_db_begin(r->x->db) != 0) {  /* no second read_write endpoint (a CLI's, registering) */
+        api_fail_db(r);
+        goto done;
+    }
     if (ctl_db_query_one(r->x->db, &e, sql, "ss", pid, api_jstr(b, "id")) != 0) {
         /* Zero provisioning: the branch's first connection creates it. */
         char name[96];
@@ -348,6 +352,7 @@ static json_t *h_int_wake_branch(req *r)
                                      DEFAULT_SUSPEND_S, NULL);
         if ((rc != 0 && rc != -EEXIST) || ctl_db_query_one(r->x->db, &e, sql, "ss", pid,
                                                            api_jstr(b, "id")) != 0) {
+            ctl_db_commit(r->x->db);
             if (!r->err)
                 api_fail_db(r);
             goto done;
@@ -356,6 +361,7 @@ static json_t *h_int_wake_branch(req *r)
         r->err = NULL;
         r->status = 200;
     }
+    ctl_db_commit(r->x->db);
     res = api_wake_row(r, e, true);
 done:
     json_decref(e);
@@ -493,6 +499,10 @@ static const route routes[] = {
     { "DELETE", "/v1/api_keys/{key_id}", api_h_key_delete },
     { "POST", "/v1/internal/projects/{project_id}/endpoints/{endpoint}/wake", h_int_wake_endpoint },
     { "POST", "/v1/internal/projects/{project_id}/branches/{branch}/wake", h_int_wake_branch },
+    { "PUT", "/v1/internal/projects/{project_id}/cli_endpoints/{endpoint}",
+      api_h_int_cli_endpoint_put },
+    { "DELETE", "/v1/internal/projects/{project_id}/cli_endpoints/{endpoint}",
+      api_h_int_cli_endpoint_delete },
     { "POST", "/v1/internal/projects/{project_id}/branches/{branch}/replaced",
       h_int_branch_replaced },
     { "GET", "/v1/internal/projects/{project_id}/roles/{role}/secret", h_int_secret },

@@ -349,7 +349,7 @@ void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id
     json_t *rows;
     if (ctl_db_query(r->x->db, &rows,
                      "SELECT id FROM endpoints WHERE project_id = ? AND branch_id = ?"
-                     " AND (? OR kind <> 'static')", "ssi", pid, branch_id,
+                     " AND (? OR kind <> 'static') AND managed_by = 'control'", "ssi", pid, branch_id,
                      (int64_t)with_static) != 0)
         return;
     size_t i;
@@ -357,6 +357,23 @@ void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id
     json_array_foreach(rows, i, row)
         ctl_lc_suspend(r->x->lc, api_jid(row));
     json_decref(rows);
+}
+
+/* Whether branch id has an endpoint that the arbor CLI runs (then r->err is
+ * a 409: the API cannot stop it, and its timeline must not go from under
+ * it). */
+static bool cli_endpoint_on(req *r, const char *pid, json_t *b, const char *what)
+{
+    json_t *e;
+    if (ctl_db_query_one(r->x->db, &e, "SELECT name FROM endpoints WHERE project_id = ? AND"
+                         " branch_id = ? AND managed_by = 'cli'", "ss", pid,
+                         api_jstr(b, "id")) != 0)
+        return false;
+    api_fail(r, 409, "CONFLICT", "branch '%s' has endpoint '%s' of the arbor CLI: stop it first "
+             "(arbor endpoint stop %s), or %s the branch with the CLI", api_jstr(b, "name"),
+             api_jstr(e, "name"), api_jstr(e, "name"), what);
+    json_decref(e);
+    return true;
 }
 
 json_t *api_h_branch_delete(req *r)
@@ -377,6 +394,8 @@ json_t *api_h_branch_delete(req *r)
              api_jstr(row, "name"), api_jstr(json_array_get(kids, 0), "name"));
         goto done;
     }
+    if (cli_endpoint_on(r, pid, row, "delete"))
+        goto done;
     api_suspend_branch_endpoints(r, pid, api_jstr(row, "id"), true);
     arbor_id t, tl;
     psc_err e;
@@ -448,6 +467,10 @@ static json_t *replace_timeline(req *r, bool is_reset)
     json_t *row = api_load_branch(r, pid, api_param(r, "branch")), *parent = NULL, *res = NULL;
     if (!row)
         return NULL;
+    if (cli_endpoint_on(r, pid, row, is_reset ? "reset" : "restore")) {
+        json_decref(row);
+        return NULL;
+    }
     char name[80], aside[120], ts[32];
     snprintf(name, sizeof(name), "%s", api_jstr(row, "name"));
     stamp(ts, sizeof(ts));

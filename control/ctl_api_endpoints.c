@@ -75,6 +75,43 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
     return 0;
 }
 
+bool api_is_cli_endpoint(json_t *e)
+{
+    return strcmp(api_jstr(e, "managed_by"), "cli") == 0;
+}
+
+/* Whether branch row b has a read_write endpoint other than the one called
+ * except (then r->err is a 409 naming it). Two primaries of a branch fence
+ * each other commit by commit. */
+static bool rw_taken(req *r, const char *pid, json_t *b, const char *except)
+{
+    json_t *dup;
+    if (ctl_db_query_one(r->x->db, &dup,
+                         "SELECT name, managed_by FROM endpoints WHERE project_id = ? AND"
+                         " branch_id = ? AND kind = 'read_write' AND name <> ?", "sss", pid,
+                         api_jstr(b, "id"), except ? except : "") != 0)
+        return false;
+    if (api_is_cli_endpoint(dup))
+        api_fail(r, 409, "CONFLICT", "branch '%s' has a read_write endpoint already: '%s', run "
+                 "by the arbor CLI (arbor endpoint stop %s)", api_jstr(b, "name"),
+                 api_jstr(dup, "name"), api_jstr(dup, "name"));
+    else
+        api_fail(r, 409, "CONFLICT", "branch '%s' has a read_write endpoint already: '%s'",
+                 api_jstr(b, "name"), api_jstr(dup, "name"));
+    json_decref(dup);
+    return true;
+}
+
+/* The API does not stop, suspend or change what the arbor CLI runs. */
+static json_t *refuse_cli(req *r, json_t *e, const char *what)
+{
+    api_fail(r, 409, "CONFLICT", "endpoint '%s' is run by the arbor CLI, not the control plane: "
+             "it cannot be %s here (arbor endpoint stop %s)", api_jstr(e, "name"), what,
+             api_jstr(e, "name"));
+    json_decref(e);
+    return NULL;
+}
+
 json_t *api_h_endpoint_create(req *r)
 {
     const char *pid = api_param(r, "project_id"), *branch, *name, *kind, *pool = NULL;
@@ -93,18 +130,18 @@ json_t *api_h_endpoint_create(req *r)
         return api_fail(r, 422, "UNPROCESSABLE", "kind: read_write, read_only or static");
     if (!strcmp(kind, "static") != pt.given)
         return api_fail(r, 422, "UNPROCESSABLE", "'at' is required for, and only for, kind static");
-    json_t *b = api_load_branch(r, pid, branch), *res = NULL, *dup = NULL;
+    json_t *b = api_load_branch(r, pid, branch), *res = NULL;
     if (!b)
         return NULL;
     char lsn[LSN_STRLEN] = "", gen[128];
     if (pt.given && static_lsn(r, b, &pt, lsn) != 0)
         goto done;
-    if (!strcmp(kind, "read_write") &&
-        ctl_db_query_one(r->x->db, &dup,
-                         "SELECT name FROM endpoints WHERE project_id = ? AND branch_id = ?"
-                         " AND kind = 'read_write'", "ss", pid, api_jstr(b, "id")) == 0) {
-        api_fail(r, 409, "CONFLICT", "branch '%s' has a read_write endpoint already: '%s'",
-             api_jstr(b, "name"), api_jstr(dup, "name"));
+    if (ctl_db_begin(r->x->db) != 0) {   /* the check and the insert, atomically */
+        api_fail_db(r);
+        goto done;
+    }
+    if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, NULL)) {
+        ctl_db_commit(r->x->db);
         goto done;
     }
     if (!name) {
@@ -128,8 +165,8 @@ json_t *api_h_endpoint_create(req *r)
         res = api_load_endpoint(r, pid, name);
         r->status = 201;
     }
+    ctl_db_commit(r->x->db);
 done:
-    json_decref(dup);
     json_decref(b);
     return res;
 }
@@ -144,6 +181,8 @@ json_t *api_h_endpoint_update(req *r)
     json_t *e = api_load_endpoint(r, pid, api_param(r, "endpoint"));
     if (!e)
         return NULL;
+    if (api_is_cli_endpoint(e))
+        return refuse_cli(r, e, "changed");
     if (name && !api_name_ok(name)) {
         json_decref(e);
         return api_fail_name(r, "endpoint", name);
@@ -171,6 +210,8 @@ json_t *api_h_endpoint_delete(req *r)
     json_t *e = api_load_endpoint(r, api_param(r, "project_id"), api_param(r, "endpoint"));
     if (!e)
         return NULL;
+    if (api_is_cli_endpoint(e))
+        return refuse_cli(r, e, "deleted");
     ctl_lc_suspend(r->x->lc, api_jid(e));
     ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(e));
     json_t *res = json_pack("{s:O,s:b}", "name", json_object_get(e, "name"), "deleted", 1);
@@ -184,7 +225,21 @@ json_t *api_wake_row(req *r, json_t *e, bool with_secret)
 {
     ctl_lc_addr a;
     char err[256];
-    int rc = ctl_lc_wake(r->x->lc, api_jid(e), &a, err);
+    int rc;
+    if (api_is_cli_endpoint(e)) {
+        /* It runs, or not, as the CLI says: its address as registered (its
+         * clients need no secret on loopback). */
+        memset(&a, 0, sizeof(a));
+        snprintf(a.host, sizeof(a.host), "%s", api_jstr(e, "host"));
+        a.pg_port = (int)json_integer_value(json_object_get(e, "pg_port"));
+        a.http_port = (int)json_integer_value(json_object_get(e, "http_port"));
+        if (a.pg_port <= 0)
+            return api_fail(r, 503, "UNAVAILABLE", "endpoint '%s' of the arbor CLI is starting",
+                            api_jstr(e, "name"));
+        rc = 0;
+    } else {
+        rc = ctl_lc_wake(r->x->lc, api_jid(e), &a, err);
+    }
     if (rc == -ENOENT)
         return api_fail(r, 404, "NOT_FOUND", "endpoint is gone");
     if (rc != 0)
@@ -220,8 +275,100 @@ json_t *api_h_endpoint_suspend(req *r)
     json_t *e = api_load_endpoint(r, pid, api_param(r, "endpoint"));
     if (!e)
         return NULL;
+    if (api_is_cli_endpoint(e))
+        return refuse_cli(r, e, "suspended");
     ctl_lc_suspend(r->x->lc, api_jid(e));
     json_decref(e);
     return api_load_endpoint(r, pid, api_param(r, "endpoint"));
 }
 
+
+/* ---- endpoints of the arbor CLI (internal) --------------------------------------- */
+
+/* The arbor CLI runs endpoint {endpoint} as a process of its own (a local
+ * primary, replica or static endpoint): recorded here so that arbor-proxy
+ * and the API route to it (a wake answers its address) and never start a
+ * second primary on its branch. Body {"branch", "kind", "lsn" (static),
+ * "host", "pg_port", "http_port"}; pg_port 0 or absent: it is starting
+ * (wakes answer 503 until it is registered again with its ports). A primary
+ * registers before its process starts: 409 when the branch has another
+ * read_write endpoint, or when the name is one of the API's endpoints.
+ * Repeating it updates the row (a restart, a new branch after a reset). */
+json_t *api_h_int_cli_endpoint_put(req *r)
+{
+    const char *pid = api_param(r, "project_id"), *name = api_param(r, "endpoint");
+    const char *branch, *kind, *lsn, *host;
+    json_t *p = api_load_project(r);
+    if (!p)
+        return NULL;
+    json_decref(p);
+    if (api_body_str_need(r, "branch", &branch) || api_body_str_need(r, "kind", &kind) ||
+        api_body_str(r, "lsn", &lsn) || api_body_str(r, "host", &host))
+        return NULL;
+    json_int_t pg = json_integer_value(json_object_get(r->body, "pg_port"));
+    json_int_t http = json_integer_value(json_object_get(r->body, "http_port"));
+    if (strcmp(kind, "read_write") && strcmp(kind, "read_only") && strcmp(kind, "static"))
+        return api_fail(r, 422, "UNPROCESSABLE", "kind: read_write, read_only or static");
+    lsn_t l;
+    if (!strcmp(kind, "static") != (lsn != NULL) || (lsn && lsn_parse(lsn, &l) != 0))
+        return api_fail(r, 422, "UNPROCESSABLE", "'lsn' (X/Y) is required for, and only for, "
+                        "kind static");
+    if (pg < 0 || pg > 65535 || http < 0 || http > 65535)
+        return api_fail(r, 422, "UNPROCESSABLE", "pg_port and http_port: 0..65535");
+    if (!api_name_ok(name))
+        return api_fail_name(r, "endpoint", name);
+    json_t *b = api_load_branch(r, pid, branch), *old = NULL, *res = NULL;
+    if (!b)
+        return NULL;
+    if (ctl_db_begin(r->x->db) != 0) {
+        json_decref(b);
+        return api_fail_db(r);
+    }
+    int rc = ctl_db_query_one(r->x->db, &old, "SELECT id, managed_by FROM endpoints WHERE"
+                              " project_id = ? AND name = ?", "ss", pid, name);
+    if (rc == 0 && !api_is_cli_endpoint(old)) {
+        api_fail(r, 409, "CONFLICT", "endpoint '%s' exists: one of the control plane's", name);
+    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name)) {
+        /* r->err says which */
+    } else if (rc == 0) {
+        rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET branch_id = ?, kind = ?,"
+                         " point_lsn = ?, state = 'active', host = ?, pg_port = ?,"
+                         " http_port = ?, last_active_at = ? WHERE id = ?", "ssssiidi",
+                         api_jstr(b, "id"), kind, lsn, host ? host : "127.0.0.1", (int64_t)pg,
+                         (int64_t)http, api_now_s(), api_jid(old));
+    } else {
+        rc = ctl_db_exec(r->x->db, NULL, "INSERT INTO endpoints(project_id, name, branch_id,"
+                         " kind, point_lsn, suspend_timeout_s, state, host, pg_port, http_port,"
+                         " created_at, last_active_at, managed_by) VALUES(?,?,?,?,?,-1,'active',"
+                         "?,?,?,?,?,'cli')", "ssssssiidd", pid, name, api_jstr(b, "id"), kind,
+                         lsn, host ? host : "127.0.0.1", (int64_t)pg, (int64_t)http,
+                         api_now_s(), api_now_s());
+        r->status = 201;
+    }
+    if (!r->err && rc != 0)
+        api_fail_db(r);
+    ctl_db_commit(r->x->db);
+    if (!r->err)
+        res = api_load_endpoint(r, pid, name);
+    json_decref(old);
+    json_decref(b);
+    return res;
+}
+
+/* The CLI stopped its endpoint {endpoint}: forgotten. */
+json_t *api_h_int_cli_endpoint_delete(req *r)
+{
+    json_t *e = api_load_endpoint(r, api_param(r, "project_id"), api_param(r, "endpoint"));
+    if (!e)
+        return NULL;
+    json_t *res = NULL;
+    if (!api_is_cli_endpoint(e)) {
+        api_fail(r, 409, "CONFLICT", "endpoint '%s' is one of the control plane's",
+                 api_jstr(e, "name"));
+    } else {
+        ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(e));
+        res = json_pack("{s:O,s:b}", "name", json_object_get(e, "name"), "deleted", 1);
+    }
+    json_decref(e);
+    return res;
+}

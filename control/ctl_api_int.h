@@ -66,7 +66,7 @@ typedef struct point {
 #define EP_SELECT                                                                              \
     "SELECT e.id, e.name, e.project_id, b.name AS branch, e.branch_id, e.kind, e.point_lsn,"  \
     " e.suspend_timeout_s, e.pool_mode, e.state, e.host, e.pg_port, e.http_port,"             \
-    " e.created_at, e.last_active_at FROM endpoints e LEFT JOIN branches b"                    \
+    " e.created_at, e.last_active_at, e.managed_by FROM endpoints e LEFT JOIN branches b"  \
     " ON b.project_id = e.project_id AND b.id = e.branch_id"
 
 /* ---- shared between the parts ---- */
@@ -136,6 +136,10 @@ json_t *api_wake_row(req *r, json_t *e, bool with_secret);
 json_t *api_endpoint_start(req *r, bool with_secret);
 json_t *api_h_endpoint_start(req *r);
 json_t *api_h_endpoint_suspend(req *r);
+json_t *api_h_int_cli_endpoint_put(req *r);
+json_t *api_h_int_cli_endpoint_delete(req *r);
+/* Row e is an endpoint the arbor CLI runs (managed_by 'cli'). */
+bool api_is_cli_endpoint(json_t *e);
 json_t *api_h_hooks_list(req *r);
 json_t *api_h_hook_get(req *r);
 json_t *api_h_hook_create(req *r);

@@ -111,6 +111,11 @@ static const char *const migrations[] = {
     "  WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'endpoints');"
     "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(endpoint_id), 0) FROM usage))"
     "  WHERE name = 'endpoints';",
+    /* 7: endpoints the arbor CLI runs itself (a local primary or replica),
+     * recorded so that the API routes to them and never starts a second
+     * primary on their branch. */
+    "ALTER TABLE endpoints ADD COLUMN managed_by TEXT NOT NULL DEFAULT 'control'"
+    "  CHECK(managed_by IN ('control','cli'));",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

@@ -30,6 +30,13 @@
  *                timeline's start), max_failures, failures (in a row),
  *                attempts, delivered_batches, delivered_changes, last_error,
  *                last_attempt_at, last_success_at, created_at)
+ *   v4  roles.pool_mode, endpoints.pool_mode (transaction|session)
+ *   v5  sk_deletes(tenant_id, timeline_id, safekeeper, since): timeline
+ *       deletions a safekeeper still owes (ctl_skgc)
+ *   v6  AUTOINCREMENT ids (endpoints, api_keys, sql_tokens, webhooks)
+ *   v7  endpoints.managed_by control|cli: 'cli' rows are the arbor CLI's
+ *       local endpoints (its processes; host and ports as it registered
+ *       them, never woken or suspended here)
  *   Times are Unix seconds (REAL where fractions matter).
  *
  * Calls: bind types are a string of letters, one per '?': 's' const char *
@@ -49,7 +56,7 @@ struct json_t;
 
 typedef struct ctl_db ctl_db;
 
-#define CTL_DB_SCHEMA_VERSION 6
+#define CTL_DB_SCHEMA_VERSION 7
 
 /* Opens (creating) and migrates. 0 or -EIO (logged). */
 int ctl_db_open(const char *path, ctl_db **out);

@@ -398,7 +398,7 @@ static void recover(ctl_lc *lc)
     json_t *rows;
     if (ctl_db_query(lc->o.db, &rows,
                      "SELECT id, name, project_id, branch_id, kind, pg_port, http_port, pid"
-                     " FROM endpoints WHERE state = 'active'", NULL) != 0)
+                     " FROM endpoints WHERE state = 'active' AND managed_by = 'control'", NULL) != 0)
         return;
     size_t n = json_array_size(rows), i;
     ctl_recorded *rec = az_calloc(n ? n : 1, sizeof(*rec));

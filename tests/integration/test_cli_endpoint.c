@@ -301,7 +301,7 @@ static void test_api_endpoint_create(void **state)
 {
     (void)state;
     ct_expect(ct_arbor("endpoint create main"), 1, "read_write beside the local primary");
-    ct_expect_in(ct.err, "local endpoint 'main'");
+    ct_expect_in(ct.err, "run by the arbor CLI");
     ct_expect(ct_arbor("sql main 'CREATE TABLE ec(x); INSERT INTO ec VALUES (1)'"), 0, "ec 1");
     usleep(100000);
     struct timeval tv;
@@ -331,7 +331,7 @@ static void test_api_endpoint_create(void **state)
     json_decref(e);
     ct_expect(ct_arbor("sql apidev 'INSERT INTO ec VALUES (3)'"), 0, "write on it");
     ct_expect(ct_arbor("endpoint start apidev --name apidev-local"), 1, "second primary");
-    ct_expect_in(ct.err, "control plane's read_write endpoint 'apidev'");
+    ct_expect_in(ct.err, "has a read_write endpoint already: 'apidev'");
     ct_expect(ct_arbor("endpoint create apidev"), 1, "second read_write");
     ct_expect_in(ct.err, "409");
     ct_expect(ct_arbor("endpoint create apidev --read-only --at %s", when), 2, "both kinds");

@@ -1013,6 +1013,84 @@ static void test_local_restore_through_proxy(void **state)
         fail_msg("a deleted branch through the proxy: %s", c ? "connected" : err);
 }
 
+/* The endpoints of the API on branch: how many the control plane runs,
+ * and how many are the CLI's own (managed_by "cli"). */
+static void count_endpoints(const char *branch, int *control, int *cli)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints", g_project);
+    json_t *j = api("GET", path, NULL), *e;
+    assert_non_null(j);
+    size_t i;
+    *control = *cli = 0;
+    json_array_foreach(json_object_get(j, "endpoints"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "branch")), branch) != 0)
+            continue;
+        if (strcmp(json_string_value(json_object_get(e, "managed_by")), "cli") == 0)
+            (*cli)++;
+        else
+            (*control)++;
+    }
+    json_decref(j);
+}
+
+/* A local primary of the CLI (`arbor endpoint start lp`) on a branch that
+ * the proxy's first client then asks for: the proxy reaches that primary
+ * (the CLI told the control plane of it), and the control plane starts no
+ * second primary, which would fence the first commit by commit. The API
+ * refuses a read_write endpoint there, and cannot stop the CLI's. Once it
+ * is stopped, the branch's next client gets a compute of the control
+ * plane, and the CLI then refuses a local primary. */
+static void test_local_primary_through_proxy(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    ct_expect(ct_arbor("branch create lp"), 0, "create lp");
+    ct_expect(ct_arbor("endpoint start lp"), 0, "local primary on lp");
+    PGconn *c = pg_branch("lp?sslmode=disable");
+    pg_exec(c, "CREATE TABLE lpt(x)");
+    pg_exec(c, "INSERT INTO lpt VALUES (1)");
+    ct_expect(ct_arbor("sql lp 'INSERT INTO lpt VALUES (2)'"), 0, "write on the local primary");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM lpt"), 2);
+    pg_exec(c, "INSERT INTO lpt VALUES (3)");
+    PQfinish(c);
+    ct_expect(ct_arbor("sql lp 'INSERT INTO lpt VALUES (4)'"), 0, "the local primary still writes");
+    ct_expect(ct_arbor("sql lp 'SELECT sum(x) FROM lpt'"), 0, "sum");
+    ct_expect_in(ct.out, "10");
+    int control, cli;
+    count_endpoints("lp", &control, &cli);
+    assert_int_equal(control, 0);
+    assert_int_equal(cli, 1);
+
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints", g_project);
+    assert_null(api("POST", path, "{\"branch\": \"lp\", \"name\": \"lp-api\"}"));
+    snprintf(path, sizeof(path), "/v1/projects/%s/endpoints/lp/suspend", g_project);
+    assert_null(api("POST", path, NULL));
+    snprintf(path, sizeof(path), "/v1/projects/%s/branches/lp", g_project);
+    assert_null(api("DELETE", path, NULL));
+    ct_expect(ct_arbor("endpoint list --json"), 0, "list");
+    json_t *list = ct_parse_out(), *e;
+    size_t i;
+    int listed = 0;
+    json_array_foreach(list, i, e)
+        listed += strcmp(json_string_value(json_object_get(e, "branch")), "lp") == 0;
+    json_decref(list);
+    assert_int_equal(listed, 1);   /* once, as the CLI's */
+
+    ct_expect(ct_arbor("endpoint stop lp"), 0, "stop the local primary");
+    count_endpoints("lp", &control, &cli);
+    assert_int_equal(cli, 0);
+    c = pg_branch("lp?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT sum(x) FROM lpt"), 10);
+    PQfinish(c);
+    count_endpoints("lp", &control, &cli);
+    assert_int_equal(control, 1);
+    ct_expect(ct_arbor("endpoint start lp --name lp-local"), 1, "a second primary");
+    ct_expect_in(ct.err, "has a read_write endpoint already");
+}
+
 /* A client that sends a query and ends the connection before the answer
  * (pg_rawclient.py: shutdown(SHUT_WR) after the Query, or Query+Terminate
  * in one write) gets the answer as from PostgreSQL, and the query's write
@@ -1091,6 +1169,7 @@ int main(void)
         cmocka_unit_test(test_control_down),
         cmocka_unit_test(test_proxy_conf),
         cmocka_unit_test(test_local_restore_through_proxy),
+        cmocka_unit_test(test_local_primary_through_proxy),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_stop),
     };

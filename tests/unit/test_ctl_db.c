@@ -107,7 +107,12 @@ static void test_migrate_v5(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "name")), "main");
     assert_string_equal(json_string_value(json_object_get(r, "pool_mode")), "session");
     assert_int_equal(json_integer_value(json_object_get(r, "suspend_timeout_s")), -1);
+    /* v7: the old endpoints are the control plane's */
+    assert_string_equal(json_string_value(json_object_get(r, "managed_by")), "control");
     json_decref(r);
+    assert_int_equal(one_int(db, "SELECT count(*) FROM endpoints WHERE managed_by = 'control'"),
+                     2);
+    assert_int_not_equal(ctl_db_exec(db, NULL, "UPDATE endpoints SET managed_by = 'x'", ""), 0);
     assert_int_equal(one_int(db, "SELECT count(*) FROM endpoints"), 2);
     assert_int_equal(one_int(db, "SELECT count(*) FROM usage"), 2);
     assert_int_equal(one_int(db, "SELECT count(*) FROM api_keys"), 2);
