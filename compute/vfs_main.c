@@ -950,6 +950,14 @@ int sqlite3_arbor_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
 {
 #ifdef ARBOR_VFS_LOADABLE
     SQLITE_EXTENSION_INIT2(api);
+    /* In someone else's program (the sqlite3 shell, Python): warnings and
+     * errors on stderr, not every election; ARBOR_LOG_LEVEL=info|debug for
+     * more. */
+    log_level level = LOG_WARN;
+    const char *want = getenv("ARBOR_LOG_LEVEL");
+    if (want && *want && log_level_parse(want, &level) != 0)
+        level = LOG_WARN;
+    log_init(NULL, level);
 #endif
     int rc = arbor_vfs_register();
     return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
