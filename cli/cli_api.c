@@ -1,6 +1,7 @@
 /* cli_api — see cli_api.h. */
 #include "cli_api.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -621,6 +622,17 @@ static int quiet_call(const cli_api *a, const char *method, const char *path, js
     return status;
 }
 
+/* The name the control plane knows local endpoint name by: its names are
+ * [A-Za-z0-9._-], at most 63 (a static endpoint's default name here has
+ * the LSN's '/'); other characters become '_'. */
+static void api_name(const char *name, char out[64])
+{
+    size_t i = 0;
+    for (; name[i] && i < 63; i++)
+        out[i] = isalnum((unsigned char)name[i]) || strchr("._-", name[i]) ? name[i] : '_';
+    out[i] = 0;
+}
+
 static const char *kind_of(const char *role)
 {
     return !strcmp(role, "primary") ? "read_write" : !strcmp(role, "replica") ? "read_only"
@@ -638,8 +650,9 @@ int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
                              c->pid > 0 ? c->http_port : 0);
     if (c->lsn[0])
         json_object_set_new(body, "lsn", json_string(c->lsn));
-    char path[256], msg[256];
-    snprintf(path, sizeof(path), "/cli_endpoints/%s", c->name);
+    char path[256], msg[256], n[64];
+    api_name(c->name, n);
+    snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
     int status = quiet_call(&a, "PUT", path, body, msg);
     json_decref(body);
     if (status == 200 || status == 201)
@@ -659,10 +672,11 @@ int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
 void cli_api_local_endpoint_forget(const char *dir, const char *name)
 {
     cli_api a;
-    char path[256], msg[256];
+    char path[256], msg[256], n[64];
     if (!local_api(dir, &a))
         return;
-    snprintf(path, sizeof(path), "/cli_endpoints/%s", name);
+    api_name(name, n);
+    snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
     int status = quiet_call(&a, "DELETE", path, NULL, msg);
     if (status != 200 && status != 404)
         cli_note("warning: the control plane was not told that endpoint '%s' stopped (%s): "
@@ -686,7 +700,9 @@ int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
         bool running = false;
         for (int k = 0; k < st->n_comp; k++) {
             const cli_component *c = &st->comp[k];
-            running |= c->kind == CLI_COMP_COMPUTE && c->pid > 0 && !strcmp(c->name, name);
+            char n[64];
+            api_name(c->name, n);
+            running |= c->kind == CLI_COMP_COMPUTE && c->pid > 0 && !strcmp(n, name);
         }
         if (!running)   /* it died with the cluster, or was stopped unseen */
             cli_api_local_endpoint_forget(st->dir, name);
