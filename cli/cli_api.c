@@ -622,10 +622,7 @@ static int quiet_call(const cli_api *a, const char *method, const char *path, js
     return status;
 }
 
-/* The name the control plane knows local endpoint name by: its names are
- * [A-Za-z0-9._-], at most 63 (a static endpoint's default name here has
- * the LSN's '/'); other characters become '_'. */
-static void api_name(const char *name, char out[64])
+void cli_api_local_name(const char *name, char out[64])
 {
     size_t i = 0;
     for (; name[i] && i < 63; i++)
@@ -651,7 +648,7 @@ int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
     if (c->lsn[0])
         json_object_set_new(body, "lsn", json_string(c->lsn));
     char path[256], msg[256], n[64];
-    api_name(c->name, n);
+    cli_api_local_name(c->name, n);
     snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
     int status = quiet_call(&a, "PUT", path, body, msg);
     json_decref(body);
@@ -675,7 +672,7 @@ void cli_api_local_endpoint_forget(const char *dir, const char *name)
     char path[256], msg[256], n[64];
     if (!local_api(dir, &a))
         return;
-    api_name(name, n);
+    cli_api_local_name(name, n);
     snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
     int status = quiet_call(&a, "DELETE", path, NULL, msg);
     if (status != 200 && status != 404)
@@ -701,7 +698,7 @@ int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
         for (int k = 0; k < st->n_comp; k++) {
             const cli_component *c = &st->comp[k];
             char n[64];
-            api_name(c->name, n);
+            cli_api_local_name(c->name, n);
             running |= c->kind == CLI_COMP_COMPUTE && c->pid > 0 && !strcmp(n, name);
         }
         if (!running)   /* it died with the cluster, or was stopped unseen */

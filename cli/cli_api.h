@@ -108,6 +108,10 @@ void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
  * a warning). forget: after it stopped. sync (a step of `arbor start`):
  * forgets the registered ones that no longer run, registers those that do. */
 int cli_api_local_endpoint_register(const char *dir, const cli_component *c);
+/* The name the control plane knows local endpoint name by (its names are
+ * [A-Za-z0-9._-], at most 63; a static endpoint's default name here has the
+ * LSN's '/'): other characters become '_'. */
+void cli_api_local_name(const char *name, char out[64]);
 void cli_api_local_endpoint_forget(const char *dir, const char *name);
 int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st);
 

@@ -737,17 +737,24 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
     json_t *api = cli_api_endpoints(ctx);
     const cli_component *px = rc == 0 ? cli_state_comp(&st, CLI_COMP_PROXY, 0) : NULL;
     char role[64];
-    if (api && px && px->grpc_port > 0 && cli_api_role(ctx, role, sizeof(role)) == 0) {
+    if (px && px->grpc_port > 0 && cli_api_role(ctx, role, sizeof(role)) == 0) {
+        /* arbor-proxy reaches both kinds (the local ones are registered
+         * with the control plane, under its name rules), except a local
+         * endpoint that wants a password of its own. */
+        json_t *both[2] = { arr, api }, *o;
         size_t i;
-        json_t *o;
-        json_array_foreach(api, i, o) {
-            const char *b = json_string_value(json_object_get(o, "branch"));
-            const char *n = json_string_value(json_object_get(o, "name"));
-            char url[512];
-            if (!b || !n)
-                continue;
-            proxy_url(px->grpc_port, role, b, n, url, sizeof(url));
-            json_object_set_new(o, "proxy_url", json_string(url));
+        for (int k = 0; k < 2; k++) {
+            json_array_foreach(both[k], i, o) {
+                const char *b = json_string_value(json_object_get(o, "branch"));
+                const char *n = json_string_value(json_object_get(o, "name"));
+                const char *auth = json_string_value(json_object_get(o, "auth"));
+                char url[512], api_name[64];
+                if (!b || !n || (auth && strcmp(auth, "scram") == 0))
+                    continue;
+                cli_api_local_name(n, api_name);
+                proxy_url(px->grpc_port, role, b, api_name, url, sizeof(url));
+                json_object_set_new(o, "proxy_url", json_string(url));
+            }
         }
     }
     if (api) {

@@ -1076,10 +1076,19 @@ static void test_local_primary_through_proxy(void **state)
     json_t *list = ct_parse_out(), *e;
     size_t i;
     int listed = 0;
-    json_array_foreach(list, i, e)
-        listed += strcmp(json_string_value(json_object_get(e, "branch")), "lp") == 0;
+    json_array_foreach(list, i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "branch")), "lp") != 0)
+            continue;
+        listed++;   /* once, as the CLI's, with the proxy's way to it */
+        assert_string_equal(json_string_value(json_object_get(e, "managed_by")), "cli");
+        assert_non_null(strstr(json_string_value(json_object_get(e, "proxy_url")),
+                               "/lp?options=endpoint%3Dlp"));
+    }
     json_decref(list);
-    assert_int_equal(listed, 1);   /* once, as the CLI's */
+    assert_int_equal(listed, 1);
+    c = pg_branch("lp?sslmode=disable&options=endpoint%3Dlp");
+    assert_int_equal(pg_exec(c, "SELECT sum(x) FROM lpt"), 10);
+    PQfinish(c);
 
     ct_expect(ct_arbor("endpoint stop lp"), 0, "stop the local primary");
     count_endpoints("lp", &control, &cli);
