@@ -21,6 +21,9 @@
  *   restart    kill -9 of arbor-control: same state; active endpoints get
  *              a compute again
  *   static     an endpoint at a timestamp sees exactly that moment
+ *   cli        the CLI's own endpoints (internal cli_endpoints routes):
+ *              routed to, one primary per branch with the API's, out of
+ *              the API's reach, bad input refused
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -118,6 +121,16 @@ static void expect(int want, const char *method, const char *path, const char *b
                 got, want, j ? json_dumps(j, JSON_COMPACT) : "");
     json_decref(j);
     assert_int_equal(got, want);
+}
+
+/* Field k of GET path (an integer). */
+static int64_t ji_get(const char *path, const char *k)
+{
+    json_t *j = NULL;
+    assert_int_equal(api("GET", path, NULL, &j), 200);
+    int64_t v = ji(j, k);
+    json_decref(j);
+    return v;
 }
 
 static void control_start(void)
@@ -1203,6 +1216,89 @@ static void test_internal_wake_branch(void **state)
     expect(200, "POST", pp("/endpoints/fresh/suspend"), NULL);
 }
 
+/* The arbor CLI's own endpoints (internal routes .../cli_endpoints/NAME):
+ * registered, they are endpoint rows that wakes route to without starting
+ * a compute; a primary of the CLI and a read_write endpoint of the API
+ * exclude each other; the API cannot stop or change them, nor delete,
+ * reset or restore their branch; bad input is refused. */
+static void test_internal_cli_endpoints(void **state)
+{
+    (void)state;
+    json_t *o;
+    char path[256], wake[256], other[256];
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"cliep\"}", &o), 201);
+    json_decref(o);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/cliep-local", g_project);
+    snprintf(wake, sizeof(wake), "/v1/internal/projects/%s/branches/cliep/wake", g_project);
+    /* starting: no ports yet */
+    assert_int_equal(api("PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\"}", &o),
+                     201);
+    assert_string_equal(js(o, "managed_by"), "cli");
+    assert_string_equal(js(o, "state"), "active");
+    assert_int_equal(ji(o, "suspend_timeout_s"), -1);
+    json_decref(o);
+    expect(503, "POST", wake, NULL);
+    long wakes0 = (long)ji_get("/v1/status", "wakes");
+    assert_int_equal(api("PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\","
+                         " \"pg_port\": 5999, \"http_port\": 5998}", &o), 200);
+    json_decref(o);
+    assert_int_equal(api("POST", wake, NULL, &o), 200);
+    assert_int_equal(ji(o, "pg_port"), 5999);
+    assert_int_equal(ji(o, "http_port"), 5998);
+    assert_string_equal(js(o, "secret"), "");
+    assert_string_equal(js(o, "endpoint"), "cliep-local");
+    json_decref(o);
+    assert_int_equal((long)ji_get("/v1/status", "wakes"), wakes0);   /* no compute */
+
+    /* one primary per branch, both ways */
+    expect(409, "POST", pp("/endpoints"), "{\"branch\": \"cliep\", \"name\": \"cliep-api\"}");
+    snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/cliep-two", g_project);
+    expect(409, "PUT", other, "{\"branch\": \"cliep\", \"kind\": \"read_write\"}");
+    expect(201, "PUT", other, "{\"branch\": \"cliep\", \"kind\": \"read_only\", \"pg_port\": 5997}");
+    expect(201, "POST", pp("/endpoints"), "{\"branch\": \"cliep\", \"name\": \"cliep-ro\","
+                                          " \"kind\": \"read_only\"}");
+    /* the name of one of the API's */
+    snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/cliep-ro", g_project);
+    expect(409, "PUT", other, "{\"branch\": \"cliep\", \"kind\": \"read_only\"}");
+    expect(409, "DELETE", other, NULL);
+
+    /* bad input */
+    expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"writer\"}");
+    expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"static\"}");
+    expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"static\", \"lsn\": \"1/zz\"}");
+    expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\", \"lsn\": \"0/1\"}");
+    expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\", \"pg_port\": 70000}");
+    expect(400, "PUT", path, "{\"kind\": \"read_write\"}");
+    expect(400, "PUT", path, "{\"branch\": ");
+    expect(404, "PUT", path, "{\"branch\": \"nosuch\", \"kind\": \"read_write\"}");
+    snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/-bad", g_project);
+    expect(422, "PUT", other, "{\"branch\": \"cliep\", \"kind\": \"read_only\"}");
+    assert_int_equal(api_key(NULL, "PUT", path, "{}", NULL), 401);
+
+    /* the API does not stop, change or delete it, nor its branch */
+    expect(409, "POST", pp("/endpoints/cliep-local/suspend"), NULL);
+    expect(409, "PATCH", pp("/endpoints/cliep-local"), "{\"suspend_timeout_s\": 5}");
+    expect(409, "DELETE", pp("/endpoints/cliep-local"), NULL);
+    expect(409, "DELETE", pp("/branches/cliep"), NULL);
+    expect(409, "POST", pp("/branches/cliep/reset"), NULL);
+    expect(409, "POST", pp("/branches/cliep/restore"), "{\"to\": \"0/1\"}");
+    assert_int_equal(api("GET", pp("/endpoints/cliep-local"), NULL, &o), 200);
+    assert_int_equal(ji(o, "pg_port"), 5999);
+    json_decref(o);
+
+    /* forgotten: the branch's next wake gets a compute of the control plane */
+    expect(200, "DELETE", path, NULL);
+    expect(404, "DELETE", path, NULL);
+    snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/cliep-two", g_project);
+    expect(200, "DELETE", other, NULL);
+    assert_int_equal(api("POST", wake, NULL, &o), 200);
+    assert_true(json_is_true(json_object_get(o, "cold")));
+    assert_string_not_equal(js(o, "secret"), "");
+    json_decref(o);
+    expect(200, "POST", pp("/endpoints/cliep/suspend"), NULL);
+    expect(200, "DELETE", pp("/endpoints/cliep-ro"), NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1220,6 +1316,7 @@ int main(void)
         cmocka_unit_test(test_static_at_time),
         cmocka_unit_test(test_usage_after_restore),
         cmocka_unit_test(test_internal_wake_branch),
+        cmocka_unit_test(test_internal_cli_endpoints),
         cmocka_unit_test(test_sk_delete_retry),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
