@@ -827,6 +827,24 @@ void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *o
     json_decref(body);
 }
 
+void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id)
+{
+    cli_api a;
+    if (!api_quiet(ctx, &a))
+        return;
+    /* The route for a replaced branch, with the same timeline: the control
+     * plane reads the names again and moves nothing. */
+    char path[512], hex[ID_STR_SIZE];
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/%s/replaced", a.project,
+             branch);
+    json_t *body = json_pack("{s:s}", "old_id", id_format(id, hex));
+    if (cli_api_call(&a, "POST", path, body, NULL) != 0)
+        cli_note("warning: the control plane was not told of the new name: until it lists the "
+                 "branches again, a client of the old name through arbor-proxy reaches '%s'",
+                 branch);
+    json_decref(body);
+}
+
 void cli_api_branch_deleted(cli_ctx *ctx, const char *branch)
 {
     cli_api a;

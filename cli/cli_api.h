@@ -98,6 +98,10 @@ int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const cha
 void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
                              bool reset);
 void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
+/* After a local rename to branch (timeline id): the control plane reads the
+ * names again, so that the old name no longer leads to this timeline (a
+ * branch created under it later would be reached as this one). */
+void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id);
 
 /* The CLI's local endpoints, known to the control plane of the local
  * cluster (DIR/api.json; nothing happens without one) so that arbor-proxy

@@ -527,6 +527,7 @@ int cli_cmd_branch_rename(cli_ctx *ctx)
     }
     if (rc == 0) {
         printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
+        cli_api_branch_renamed(ctx, ctx->pos[1], &b.id);
     }
     for (int k = 0; k < moved->n; k++) {     /* all were on b's timeline */
         snprintf(moved->comp[k].branch, sizeof(moved->comp[k].branch), "%s",

@@ -1102,6 +1102,31 @@ static void test_local_primary_through_proxy(void **state)
     ct_expect_in(ct.err, "has a read_write endpoint already");
 }
 
+/* `arbor branch rename` (local), then a new branch under the old name: a
+ * client of that name through the proxy gets the new branch, not the
+ * renamed one (the control plane read the names again). */
+static void test_local_rename_through_proxy(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    ct_expect(ct_arbor("branch create rz"), 0, "create rz");
+    PGconn *c = pg_branch("rz?sslmode=disable");
+    pg_exec(c, "CREATE TABLE only_old(x)");
+    PQfinish(c);
+    ct_expect(ct_arbor("branch rename rz rz-old"), 0, "rename");
+    ct_expect(ct_arbor("branch create rz"), 0, "a new rz");
+    c = pg_branch("rz?sslmode=disable");
+    long n = pg_exec(c, "SELECT count(*) FROM sqlite_master WHERE name = 'only_old'");
+    PQfinish(c);
+    if (n != 0)
+        fail_msg("a client of the new 'rz' through the proxy reached the renamed branch");
+    c = pg_branch("rz-old?sslmode=disable");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM sqlite_master WHERE name = 'only_old'"),
+                     1);
+    PQfinish(c);
+}
+
 /* A client that sends a query and ends the connection before the answer
  * (pg_rawclient.py: shutdown(SHUT_WR) after the Query, or Query+Terminate
  * in one write) gets the answer as from PostgreSQL, and the query's write
@@ -1181,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_proxy_conf),
         cmocka_unit_test(test_local_restore_through_proxy),
         cmocka_unit_test(test_local_primary_through_proxy),
+        cmocka_unit_test(test_local_rename_through_proxy),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_stop),
     };
