@@ -83,8 +83,9 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
     int rc = hc_request(&r, &status, &resp, err);
     free(text);
     if (rc != 0) {
-        cli_err("the API at %s does not answer (%s): is arbor-control running? (arbor "
-                "status)", a->url, err);
+        if (!a->quiet)
+            cli_err("the API at %s does not answer (%s): is arbor-control running? (arbor "
+                    "status)", a->url, err);
         return CLI_EFAIL;
     }
     json_t *j = json_loads(resp, 0, NULL);
@@ -96,7 +97,7 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
             json_decref(j);
         return 0;
     }
-    if (status != 404)
+    if (status != 404 && !a->quiet)
         cli_err("API: %s (HTTP %d)",
                 j && json_string_value(json_object_get(j, "message"))
                     ? json_string_value(json_object_get(j, "message"))
@@ -111,6 +112,7 @@ static int resolve(cli_ctx *ctx, cli_api *a, bool quiet)
 {
     memset(a, 0, sizeof(*a));
     read_api_file(ctx->dir, a);
+    a->quiet = quiet;
     const char *u = ctx->api && *ctx->api ? ctx->api : getenv("ARBOR_API");
     const char *k = getenv("ARBOR_API_KEY"), *p = getenv("ARBOR_PROJECT");
     if (u && *u)
@@ -295,9 +297,12 @@ json_t *cli_api_endpoints(cli_ctx *ctx)
 {
     cli_api a;
     json_t *j;
-    if (resolve(ctx, &a, true) != 0 || pick_project(&a, true) != 0 ||
-        cli_api_call(&a, "GET", "@/endpoints", NULL, &j) != 0)
+    if (resolve(ctx, &a, true) != 0)
         return NULL;
+    if (pick_project(&a, true) != 0 || cli_api_call(&a, "GET", "@/endpoints", NULL, &j) != 0) {
+        cli_note("the control plane at %s did not answer: its endpoints are not listed", a.url);
+        return NULL;
+    }
     json_t *arr = json_array(), *e;
     size_t i;
     json_array_foreach(json_object_get(j, "endpoints"), i, e) {
@@ -382,6 +387,7 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
         char path[256];
         snprintf(path, sizeof(path), "/v1/internal/projects/%s/endpoints/%s/wake", a.project,
                  pick);
+        a.quiet = false;   /* why it cannot be woken is worth saying */
         rc = cli_api_call(&a, "POST", path, NULL, &w) == 0 ? 0 : CLI_EFAIL;
         if (rc == 0) {
             const char *sec = json_string_value(json_object_get(w, "secret"));
@@ -663,7 +669,7 @@ int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
     cli_note("warning: the control plane was not told of endpoint '%s' (%s%s): it may start a "
              "primary of its own on branch '%s'", c->name, status ? "HTTP error: " : "",
              msg, c->branch);
-    return 0;
+    return 1;
 }
 
 void cli_api_local_endpoint_forget(const char *dir, const char *name)

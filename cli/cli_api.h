@@ -42,6 +42,8 @@ typedef struct cli_api {
     char role[64];      /* the role `arbor start` created, and its password */
     char password[128]; /* ("" for a cluster made before the proxy) */
     char sql_token[96]; /* bearer token of the proxy's HTTP door (project-scoped) */
+    bool quiet;         /* cli_api_call prints nothing (a lookup whose caller
+                           says what a failure means) */
 } cli_api;
 
 /* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
@@ -65,7 +67,7 @@ void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port);
 /* The role `arbor start` created (DIR/api.json): 0, or CLI_ENOTFOUND. */
 int cli_api_role(cli_ctx *ctx, char *role, size_t cap);
 /* The API's endpoints as `endpoint list --json` objects (new reference), or
- * NULL when no API is configured or reachable (nothing printed). */
+ * NULL when no API is configured (silent) or it did not answer (a note). */
 json_t *cli_api_endpoints(cli_ctx *ctx);
 /* Whether the API has an endpoint called name (false when unreachable). */
 bool cli_api_has_endpoint(cli_ctx *ctx, const char *name);
@@ -107,10 +109,11 @@ void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id
  * cluster (DIR/api.json; nothing happens without one) so that arbor-proxy
  * routes to them and the control plane starts no second primary on their
  * branch. register: before c's process starts (c->pid 0: "starting") and
- * again with its ports; CLI_EFAIL (printed) when the control plane refuses
- * (a primary where it has a read_write endpoint), 0 otherwise (no answer:
- * a warning). forget: after it stopped. sync (a step of `arbor start`):
- * forgets the registered ones that no longer run, registers those that do. */
+ * again with its ports; 0 (registered, or no API here), 1 (it did not
+ * answer: a warning printed), CLI_EFAIL (printed) when the control plane
+ * refuses (a primary where it has a read_write endpoint). forget: after it
+ * stopped. sync (a step of `arbor start`): forgets the registered ones that
+ * no longer run, registers those that do. */
 int cli_api_local_endpoint_register(const char *dir, const cli_component *c);
 /* The name the control plane knows local endpoint name by (its names are
  * [A-Za-z0-9._-], at most 63; a static endpoint's default name here has the

@@ -35,6 +35,7 @@ static void open_browser(const char *url)
             freopen("/dev/null", "w", stdout);
             freopen("/dev/null", "w", stderr);
             sleep(1);
+            signal(SIGPIPE, SIG_DFL);   /* as any program expects it */
             execlp("xdg-open", "xdg-open", url, (char *)NULL);
             _exit(127);
         }

@@ -437,7 +437,8 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
     /* Known to the control plane before it runs: a primary is refused where
      * the control plane has a read_write endpoint (two primaries of a branch
      * fence each other). */
-    if (cli_api_local_endpoint_register(st->dir, c) != 0) {
+    int told = cli_api_local_endpoint_register(st->dir, c);
+    if (told < 0) {
         cli_state_remove(st, (int)(c - st->comp));
         return CLI_EFAIL;
     }
@@ -461,7 +462,8 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
         cli_state_remove(st, (int)(c - st->comp));
         return CLI_EFAIL;
     }
-    cli_api_local_endpoint_register(st->dir, c);   /* now with its ports */
+    if (told == 0)
+        cli_api_local_endpoint_register(st->dir, c);   /* now with its ports */
     *out = c;
     return 0;
 }

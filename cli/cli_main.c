@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +410,10 @@ int main(int argc, char **argv)
     argc--;
     argv++;
     leading_globals(&ctx, &argc, &argv);
+    /* A reader that left (`arbor endpoint start dev | head -1`) must not
+     * kill a command half way, between starting a process and recording
+     * it: writes to it fail instead (children get SIGPIPE back: cli_proc). */
+    signal(SIGPIPE, SIG_IGN);
     log_init("arbor", LOG_WARN);
     hc_global_init();
     if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
