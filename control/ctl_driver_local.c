@@ -20,8 +20,16 @@
  * environment): it then accepts only clients that present it, i.e.
  * arbor-proxy, which gets it in the internal wake answer.
  *
+ * A compute execs only once its info file is written: the child waits on a
+ * pipe that the parent writes to after writing the file, and exits if the
+ * parent died first (EOF), so no crash of arbor-control leaves a compute
+ * that nothing knows of. Test hook: ARBOR_CONTROL_CRASH_AFTER_FORK=1 makes
+ * arbor-control SIGKILL itself right after its first fork of a compute
+ * (test_control test_crash_after_fork).
+ *
  * Processes are reaped by status() and stop() (waitpid on our children).
  */
+#define _GNU_SOURCE
 #include "ctl_driver.h"
 
 #include <dirent.h>
@@ -64,6 +72,7 @@ typedef struct local_driver {
     int seq;                    /* compute directory names */
     bool stopping;
     bool spawner_started;
+    bool crash_after_fork;      /* test hook (above) */
     pthread_t spawner;
 } local_driver;
 
@@ -92,9 +101,14 @@ extern char **environ;
 
 /* Forks arbor-compute --pool with ARBOR_COMPUTE_SECRET=secret in its
  * environment (not on its command line: ps shows that); called by the
- * spawner thread only. */
-static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret)
+ * spawner thread only. The child execs once a byte arrives on *gate (the
+ * write end, O_CLOEXEC, for the caller to write to and close), and exits
+ * at EOF. */
+static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret, int *gate)
 {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        return -1;
     /* The child's environment is built before fork: no malloc after it. */
     size_t n_env = 0;
     while (environ[n_env])
@@ -116,8 +130,20 @@ static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret)
     pid_t pid = fork();
     if (pid != 0) {
         az_free(envp);
+        close(pfd[0]);
+        if (pid < 0)
+            close(pfd[1]);
+        else
+            *gate = pfd[1];
         return pid;
     }
+    close(pfd[1]);     /* else the parent's death would not end the read */
+    char go;
+    ssize_t got;
+    while ((got = read(pfd[0], &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (got != 1)
+        _exit(1);      /* arbor-control died before recording us */
     setsid();          /* not in arbor-control's process group: a ^C is not its */
     sigset_t none;
     sigemptyset(&none);
@@ -185,9 +211,12 @@ static int spawn_one(local_driver *d, ctl_compute **out)
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(secret + 2 * i, 3, "%02x", raw[i]);
     OPENSSL_cleanse(raw, sizeof(raw));
-    pid_t pid = fork_compute(d, cdir, secret);
+    int gate = -1;
+    pid_t pid = fork_compute(d, cdir, secret, &gate);
     if (pid < 0)
         return -errno;
+    if (d->crash_after_fork)
+        raise(SIGKILL);
     uint64_t ticks = 0;
     char info[700];
     dmn_proc_start_ticks(pid, &ticks);
@@ -195,6 +224,9 @@ static int spawn_one(local_driver *d, ctl_compute **out)
     if (dmn_proc_file_write(info, pid, ticks, secret) != 0)
         log_warn("control: cannot write %s: compute %d would not be found after a crash",
                  info, (int)pid);
+    if (write(gate, "g", 1) != 1)
+        log_warn("control: cannot start compute %d: %s", (int)pid, strerror(errno));
+    close(gate);
     int64_t deadline = clock_mono_ms() + SPAWN_TIMEOUT_MS;
     for (;;) {
         int pg, http, st;
@@ -559,6 +591,8 @@ int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)
     d->o.pageserver = az_strdup(o->pageserver);
     d->o.safekeepers = az_strdup(o->safekeepers);
     d->o.log_level = az_strdup(o->log_level ? o->log_level : "info");
+    const char *hook = getenv("ARBOR_CONTROL_CRASH_AFTER_FORK");
+    d->crash_after_fork = hook && strcmp(hook, "1") == 0;
     if (d->o.pool_size > POOL_MAX)
         d->o.pool_size = POOL_MAX;
     pthread_mutex_init(&d->mu, NULL);

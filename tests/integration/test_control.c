@@ -1299,6 +1299,72 @@ static void test_internal_cli_endpoints(void **state)
     expect(200, "DELETE", pp("/endpoints/cliep-ro"), NULL);
 }
 
+/* Processes whose command line has needle (killed with kill_them). */
+static int procs_with(const char *needle, bool kill_them)
+{
+    DIR *dh = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    while (dh && (e = readdir(dh)) != NULL) {
+        char path[300], cmd[4096];
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%.255s/cmdline", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(cmd, 1, sizeof(cmd) - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < len; i++)
+            cmd[i] = cmd[i] ? cmd[i] : ' ';
+        cmd[len] = 0;
+        if (strstr(cmd, needle)) {
+            n++;
+            if (kill_them)
+                kill(atoi(e->d_name), SIGKILL);
+        }
+    }
+    if (dh)
+        closedir(dh);
+    return n;
+}
+
+/* arbor-control killed right after it forked a compute, before it wrote
+ * the compute's info file (the test hook makes it SIGKILL itself there):
+ * no compute is left running that nothing knows of (the child execs only
+ * once the file is written, and exits when its parent died first). Then
+ * arbor-control starts as usual. */
+static void test_crash_after_fork(void **state)
+{
+    (void)state;
+    char needle[700];
+    snprintf(needle, sizeof(needle), "--port-file=%s/computes/", g_ctl.dir);
+    assert_true(WIFEXITED(h_sk_stop(&g_ctl, 20000)));   /* stops its computes */
+    for (int i = 0; i < 50 && procs_with(needle, false) > 0; i++)
+        h_sleep_ms(100);
+    assert_int_equal(procs_with(needle, false), 0);
+    setenv("ARBOR_CONTROL_CRASH_AFTER_FORK", "1", 1);
+    h_sk_start(&g_ctl, 10000);   /* it may die before or after its port file */
+    unsetenv("ARBOR_CONTROL_CRASH_AFTER_FORK");
+    int st = 0;
+    for (int i = 0; i < 100 && g_ctl.pid > 0; i++) {
+        if (waitpid(g_ctl.pid, &st, WNOHANG) == g_ctl.pid)
+            g_ctl.pid = 0;
+        else
+            h_sleep_ms(100);
+    }
+    assert_int_equal(g_ctl.pid, 0);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);   /* the hook fired */
+    h_sleep_ms(500);   /* an orphan would have exec'd by now */
+    int left = procs_with(needle, true);
+    if (left > 0)
+        fail_msg("%d compute(s) left running by arbor-control killed after a fork", left);
+    control_start();
+    json_t *w = wake("main");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM t"), 2);
+    json_decref(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1318,6 +1384,7 @@ int main(void)
         cmocka_unit_test(test_internal_wake_branch),
         cmocka_unit_test(test_internal_cli_endpoints),
         cmocka_unit_test(test_sk_delete_retry),
+        cmocka_unit_test(test_crash_after_fork),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
