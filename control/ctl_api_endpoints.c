@@ -305,8 +305,11 @@ json_t *api_h_int_cli_endpoint_put(req *r)
     if (api_body_str_need(r, "branch", &branch) || api_body_str_need(r, "kind", &kind) ||
         api_body_str(r, "lsn", &lsn) || api_body_str(r, "host", &host))
         return NULL;
-    json_int_t pg = json_integer_value(json_object_get(r->body, "pg_port"));
-    json_int_t http = json_integer_value(json_object_get(r->body, "http_port"));
+    json_t *jpg = json_object_get(r->body, "pg_port");
+    json_t *jhttp = json_object_get(r->body, "http_port");
+    if ((jpg && !json_is_integer(jpg)) || (jhttp && !json_is_integer(jhttp)))
+        return api_fail(r, 400, "BAD_REQUEST", "pg_port and http_port must be integers");
+    json_int_t pg = json_integer_value(jpg), http = json_integer_value(jhttp);
     if (strcmp(kind, "read_write") && strcmp(kind, "read_only") && strcmp(kind, "static"))
         return api_fail(r, 422, "UNPROCESSABLE", "kind: read_write, read_only or static");
     lsn_t l;

@@ -1269,6 +1269,7 @@ static void test_internal_cli_endpoints(void **state)
     expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\", \"lsn\": \"0/1\"}");
     expect(422, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\", \"pg_port\": 70000}");
     expect(400, "PUT", path, "{\"kind\": \"read_write\"}");
+    expect(400, "PUT", path, "{\"branch\": \"cliep\", \"kind\": \"read_write\", \"pg_port\": \"5\"}");
     expect(400, "PUT", path, "{\"branch\": ");
     expect(404, "PUT", path, "{\"branch\": \"nosuch\", \"kind\": \"read_write\"}");
     snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/-bad", g_project);
