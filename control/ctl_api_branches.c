@@ -349,8 +349,8 @@ void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id
     json_t *rows;
     if (ctl_db_query(r->x->db, &rows,
                      "SELECT id FROM endpoints WHERE project_id = ? AND branch_id = ?"
-                     " AND (? OR kind <> 'static') AND managed_by = 'control'", "ssi", pid, branch_id,
-                     (int64_t)with_static) != 0)
+                     " AND (? OR kind <> 'static') AND managed_by = 'control'", "ssi", pid,
+                     branch_id, (int64_t)with_static) != 0)
         return;
     size_t i;
     json_t *row;
