@@ -15,8 +15,10 @@
  *              failing statement rolls the batch back), error codes
  *   big        one INSERT ... SELECT randomblob(1000000) of 100 rows, then
  *              150 MiB in a table, VACUUM and integrity_check; the
- *              compute's peak RSS stays under 200 MiB (ASan: 30 + 60 MiB,
- *              RSS not checked)
+ *              compute's peak RSS stays under 180 MiB through the INSERT
+ *              and 240 MiB over the whole run (measured 110 and 186-201;
+ *              with the transaction's pages kept in RAM, ARBOR_OVERLAY_MB
+ *              =4096: 240 and 265) (ASan: 30 + 60 MiB, RSS not checked)
  *   bad input  wrong password; a compute for an unknown branch refuses to
  *              start with a clear message
  *   lost quorum COMMIT while 2 of 3 safekeepers are SIGSTOPped (libpq,
@@ -367,8 +369,8 @@ static void test_big_statements(void **state)
     if (rc != 0)
         fail_msg("one big INSERT: %s", out);
     must_contain(out, "INSERT 0");
-    print_message("arbor-compute peak RSS after the big INSERT: %ld MiB\n",
-                  peak_rss_mb(g_compute.pid));
+    long rss_insert = peak_rss_mb(g_compute.pid);
+    print_message("arbor-compute peak RSS after the big INSERT: %ld MiB\n", rss_insert);
     snprintf(sql, sizeof(sql), "INSERT INTO big SELECT randomblob(1000000) FROM (WITH RECURSIVE "
              "s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %d) SELECT i FROM s)",
              total - first);
@@ -387,7 +389,13 @@ static void test_big_statements(void **state)
     long rss = peak_rss_mb(g_compute.pid);
     print_message("arbor-compute peak RSS over the whole run: %ld MiB\n", rss);
 #if !defined(__SANITIZE_ADDRESS__)
-    assert_true(rss > 0 && rss < 200);
+    /* The INSERT is what tells a transaction held in RAM (the margin both
+     * ways is wide); the whole run's bound leaves room for the allocator's
+     * timing (201 MiB once in CI against a bound of 200). */
+    assert_true(rss_insert > 0 && rss_insert < 180);
+    assert_true(rss > 0 && rss < 240);
+#else
+    (void)rss_insert;
 #endif
 }
 
