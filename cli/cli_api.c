@@ -816,39 +816,38 @@ int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const cha
     return rc;
 }
 
-void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
-                             bool reset)
+/* The control plane's route for a branch whose name now belongs to
+ * another timeline (old_id: the one it had); with the same timeline it
+ * just reads the names again. 0, or CLI_EFAIL (silent). */
+static int post_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id, bool reset)
 {
     cli_api a;
     if (!api_quiet(ctx, &a))
-        return;
+        return 0;
     char path[512], hex[ID_STR_SIZE];
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/%s/replaced", a.project,
              branch);
     json_t *body = json_pack("{s:s,s:b}", "old_id", id_format(old_id, hex), "reset", reset);
-    if (cli_api_call(&a, "POST", path, body, NULL) != 0)
+    int rc = cli_api_call(&a, "POST", path, body, NULL);
+    json_decref(body);
+    return rc == 0 ? 0 : CLI_EFAIL;
+}
+
+void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
+                             bool reset)
+{
+    if (post_replaced(ctx, branch, old_id, reset) != 0)
         cli_note("warning: the control plane was not told: its endpoints on branch '%s' still serve "
                  "the old state until they are suspended (arbor endpoint suspend NAME)",
                  branch);
-    json_decref(body);
 }
 
 void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id)
 {
-    cli_api a;
-    if (!api_quiet(ctx, &a))
-        return;
-    /* The route for a replaced branch, with the same timeline: the control
-     * plane reads the names again and moves nothing. */
-    char path[512], hex[ID_STR_SIZE];
-    snprintf(path, sizeof(path), "/v1/internal/projects/%s/branches/%s/replaced", a.project,
-             branch);
-    json_t *body = json_pack("{s:s}", "old_id", id_format(id, hex));
-    if (cli_api_call(&a, "POST", path, body, NULL) != 0)
+    if (post_replaced(ctx, branch, id, false) != 0)
         cli_note("warning: the control plane was not told of the new name: until it lists the "
                  "branches again, a client of the old name through arbor-proxy reaches '%s'",
                  branch);
-    json_decref(body);
 }
 
 void cli_api_branch_deleted(cli_ctx *ctx, const char *branch)
