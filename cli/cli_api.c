@@ -70,7 +70,7 @@ static int write_api_file(const char *dir, const cli_api *a)
 int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
                  json_t **out)
 {
-    char url[1024], err[256];
+    char url[1024];
     if (path[0] == '@')
         snprintf(url, sizeof(url), "%s/v1/projects/%s%s", a->url, a->project, path + 1);
     else
@@ -78,16 +78,18 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     hc_req r = { .method = method, .url = url, .body = text, .bearer = a->key,
                  .timeout_ms = API_TIMEOUT_MS };
-    int status = 0;
     char *resp = NULL;
-    int rc = hc_request(&r, &status, &resp, err);
+    a->status = 0;
+    int rc = hc_request(&r, &a->status, &resp, a->message);
     free(text);
     if (rc != 0) {
+        a->status = 0;
         if (!a->quiet)
             cli_err("the API at %s does not answer (%s): is arbor-control running? (arbor "
-                    "status)", a->url, err);
+                    "status)", a->url, a->message);
         return CLI_EFAIL;
     }
+    int status = a->status;
     json_t *j = json_loads(resp, 0, NULL);
     az_free(resp);
     if (status >= 200 && status < 300 && j) {
@@ -97,12 +99,10 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
             json_decref(j);
         return 0;
     }
+    const char *m = json_string_value(json_object_get(j, "message"));
+    snprintf(a->message, sizeof(a->message), "%s", m ? m : "unexpected answer");
     if (status != 404 && !a->quiet)
-        cli_err("API: %s (HTTP %d)",
-                j && json_string_value(json_object_get(j, "message"))
-                    ? json_string_value(json_object_get(j, "message"))
-                    : "unexpected answer",
-                status);
+        cli_err("API: %s (HTTP %d)", a->message, status);
     json_decref(j);
     return status == 404 ? CLI_ENOTFOUND : CLI_EFAIL;
 }
@@ -600,32 +600,8 @@ json_t *cli_api_dashboard(const char *dir, int timeout_ms)
 static bool local_api(const char *dir, cli_api *a)
 {
     memset(a, 0, sizeof(*a));
+    a->quiet = true;   /* the callers say what a failure means */
     return read_api_file(dir, a) == 0 && a->url[0] && a->key[0] && a->project[0];
-}
-
-/* One call without printing: the HTTP status (0: no answer, err says why)
- * and the answer's message. */
-static int quiet_call(const cli_api *a, const char *method, const char *path, json_t *body,
-                      char msg[256])
-{
-    char url[1024];
-    snprintf(url, sizeof(url), "%s/v1/internal/projects/%s%s", a->url, a->project, path);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    hc_req r = { .method = method, .url = url, .body = text, .bearer = a->key,
-                 .timeout_ms = API_TIMEOUT_MS };
-    int status = 0;
-    char *resp = NULL;
-    msg[0] = 0;
-    if (hc_request(&r, &status, &resp, msg) != 0)
-        status = 0;
-    free(text);
-    json_t *j = resp ? json_loads(resp, 0, NULL) : NULL;
-    const char *m = json_string_value(json_object_get(j, "message"));
-    if (status && m)
-        snprintf(msg, 256, "%s", m);
-    json_decref(j);
-    az_free(resp);
-    return status;
 }
 
 void cli_api_local_name(const char *name, char out[64])
@@ -653,37 +629,37 @@ int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
                              c->pid > 0 ? c->http_port : 0);
     if (c->lsn[0])
         json_object_set_new(body, "lsn", json_string(c->lsn));
-    char path[256], msg[256], n[64];
+    char path[256], n[64];
     cli_api_local_name(c->name, n);
-    snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
-    int status = quiet_call(&a, "PUT", path, body, msg);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/%s", a.project, n);
+    int rc = cli_api_call(&a, "PUT", path, body, NULL);
     json_decref(body);
-    if (status == 200 || status == 201)
+    if (rc == 0)
         return 0;
-    if (status == 409) {
-        cli_err("%s", msg);
+    if (a.status == 409) {
+        cli_err("%s", a.message);
         return CLI_EFAIL;
     }
     /* It keeps serving its clients; what the control plane does not know is
      * that a primary runs here. */
     cli_note("warning: the control plane was not told of endpoint '%s' (%s%s): it may start a "
-             "primary of its own on branch '%s'", c->name, status ? "HTTP error: " : "",
-             msg, c->branch);
+             "primary of its own on branch '%s'", c->name, a.status ? "HTTP error: " : "",
+             a.message, c->branch);
     return 1;
 }
 
 void cli_api_local_endpoint_forget(const char *dir, const char *name)
 {
     cli_api a;
-    char path[256], msg[256], n[64];
+    char path[256], n[64];
     if (!local_api(dir, &a))
         return;
     cli_api_local_name(name, n);
-    snprintf(path, sizeof(path), "/cli_endpoints/%s", n);
-    int status = quiet_call(&a, "DELETE", path, NULL, msg);
-    if (status != 200 && status != 404)
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/%s", a.project, n);
+    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
+    if (rc != 0 && rc != CLI_ENOTFOUND)
         cli_note("warning: the control plane was not told that endpoint '%s' stopped (%s): "
-                 "arbor start tells it", name, msg);
+                 "arbor start tells it", name, a.message);
 }
 
 int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
@@ -692,13 +668,12 @@ int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
     cli_api a;
     if (!local_api(st->dir, &a))
         return 0;
-    char url[1024];
-    snprintf(url, sizeof(url), "/v1/projects/%s/endpoints", a.project);
-    json_t *list = quiet_get(&a, url, true, API_TIMEOUT_MS), *e;
+    json_t *list = NULL, *e;
+    cli_api_call(&a, "GET", "@/endpoints", NULL, &list);
     size_t i;
     json_array_foreach(json_object_get(list, "endpoints"), i, e) {
         const char *name = json_string_value(json_object_get(e, "name"));
-        if (!name || strcmp(json_string_value(json_object_get(e, "managed_by")) ?: "", "cli"))
+        if (!name || !is_cli_row(e))
             continue;
         bool running = false;
         for (int k = 0; k < st->n_comp; k++) {

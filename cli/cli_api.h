@@ -44,6 +44,8 @@ typedef struct cli_api {
     char sql_token[96]; /* bearer token of the proxy's HTTP door (project-scoped) */
     bool quiet;         /* cli_api_call prints nothing (a lookup whose caller
                            says what a failure means) */
+    int status;         /* the last call's HTTP status (0: no answer) */
+    char message[256];  /* and, when it failed, the API's message or why no answer */
 } cli_api;
 
 /* 0, or CLI_EFAIL (printed: no API configured / not reachable). */
