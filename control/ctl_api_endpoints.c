@@ -77,7 +77,8 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
 
 bool api_is_cli_endpoint(json_t *e)
 {
-    return strcmp(api_jstr(e, "managed_by"), "cli") == 0;
+    const char *m = api_jstr(e, "managed_by");   /* NULL: a row selected without it */
+    return m && strcmp(m, "cli") == 0;
 }
 
 /* Whether branch row b has a read_write endpoint other than the one called
