@@ -313,18 +313,37 @@ static const cli_command g_commands[] = {
 };
 #define N_COMMANDS (sizeof(g_commands) / sizeof(g_commands[0]))
 
-static void usage(FILE *f)
+/* Every command, or only those of one group ("branch"). */
+static void usage(FILE *f, const char *group)
 {
-    fprintf(f, "usage: arbor [--dir DIR] [--json] COMMAND [ARGS] [--help]\n\ncommands:\n");
+    fprintf(f, "usage: arbor [--dir DIR] [--json] %s%sCOMMAND [ARGS] [--help]\n\ncommands:\n",
+            group ? group : "", group ? " " : "");
     for (size_t i = 0; i < N_COMMANDS; i++) {
         char left[64];
         const cli_command *c = &g_commands[i];
+        if (group && (!c->group || strcmp(c->group, group) != 0))
+            continue;
         snprintf(left, sizeof(left), "%s%s%s%s%s", c->group ? c->group : "",
                  c->group ? " " : "", c->name, c->args[0] ? " " : "", c->args);
         fprintf(f, "  %-24s %s\n", left, c->summary);
     }
     fprintf(f, "\nThe data directory is --dir, else $ARBOR_DIR, else ./.arbor.\n"
                "Exit codes: 0 ok, 1 error, 2 usage. 'arbor COMMAND --help' for details.\n");
+}
+
+/* argv[0] when it names a group of commands (branch, endpoint, ...), else NULL. */
+static const char *group_of(int argc, char **argv)
+{
+    for (size_t i = 0; argc > 0 && i < N_COMMANDS; i++) {
+        if (g_commands[i].group && strcmp(g_commands[i].group, argv[0]) == 0)
+            return g_commands[i].group;
+    }
+    return NULL;
+}
+
+static bool is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0;
 }
 
 static const cli_command *find_command(int argc, char **argv, int *words)
@@ -416,23 +435,31 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     log_init("arbor", LOG_WARN);
     hc_global_init();
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
-        strcmp(argv[0], "help") == 0) {
+    if (argc == 0 || is_help(argv[0])) {
         int w;
         const cli_command *c = argc > 1 ? find_command(argc - 1, argv + 1, &w) : NULL;
         if (c) {
             cli_command_help(c);
         } else {
-            usage(argc == 0 ? stderr : stdout);
+            usage(argc == 0 ? stderr : stdout, argc > 1 ? group_of(argc - 1, argv + 1) : NULL);
         }
         return argc == 0 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     int words = 0;
     const cli_command *cmd = find_command(argc, argv, &words);
+    const char *group = group_of(argc, argv);
+    if (!cmd && group && (argc == 1 || is_help(argv[1]))) {
+        /* `arbor branch --help`: the group's commands; `arbor branch`: the same, on
+         * stderr, as a usage error. */
+        if (argc == 1)
+            cli_err("'%s' needs a command", group);
+        usage(argc == 1 ? stderr : stdout, group);
+        return argc == 1 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
     if (!cmd) {
         cli_err("unknown command '%s%s%s'", argv[0], argc > 1 && argv[1][0] != '-' ? " " : "",
                 argc > 1 && argv[1][0] != '-' ? argv[1] : "");
-        usage(stderr);
+        usage(stderr, group);
         return CLI_EXIT_USAGE;
     }
     int rc = cli_args_parse(&ctx, cmd, argc - words, argv + words);

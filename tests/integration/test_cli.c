@@ -237,6 +237,18 @@ static void test_not_running(void **state)
     ct_expect_in(ct.out, "RFC 3339");
     ct_expect(ct_sh("%s --help", ARBOR_CLI_BIN), 0, "arbor --help");
     ct_expect_in(ct.out, "branch restore");
+    /* A group's word alone lists that group's commands (and only those). */
+    ct_expect(ct_arbor("branch --help"), 0, "branch --help");
+    ct_expect_in(ct.out, "branch rename OLD NEW");
+    assert_null(strstr(ct.out, "endpoint start"));
+    ct_expect(ct_arbor("help role"), 0, "help role");
+    ct_expect_in(ct.out, "role reset-password NAME");
+    ct_expect(ct_arbor("endpoint"), 2, "endpoint alone");
+    ct_expect_in(ct.err, "'endpoint' needs a command");
+    ct_expect_in(ct.err, "endpoint suspend NAME");
+    ct_expect(ct_arbor("webhook frob"), 2, "unknown webhook command");
+    ct_expect_in(ct.err, "unknown command 'webhook frob'");
+    ct_expect_in(ct.err, "webhook pause ID");
 }
 
 static void test_start_status(void **state)
