@@ -274,6 +274,23 @@ void cli_api_print_proxy(cli_ctx *ctx, int port, int http_port)
     }
 }
 
+void cli_api_role_changed(cli_ctx *ctx, const cli_api *used, const char *role,
+                          const char *password)
+{
+    cli_api f;
+    memset(&f, 0, sizeof(f));
+    if (read_api_file(ctx->dir, &f) != 0 || strcmp(f.role, role) != 0 ||
+        strcmp(f.url, used->url) != 0 || strcmp(f.project, used->project) != 0)
+        return;   /* not the role this data directory remembers, or another API's */
+    if (password) {
+        snprintf(f.password, sizeof(f.password), "%s", password);
+    } else {
+        f.role[0] = 0;
+        f.password[0] = 0;
+    }
+    write_api_file(ctx->dir, &f);
+}
+
 /* ---- endpoints -------------------------------------------------------------------- */
 
 /* An endpoint row of the API that is one of this CLI's own (registered). */

@@ -60,6 +60,11 @@ int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
  * project (adopting the cluster's tenant), role `arbor` (its password is
  * printed once) and DIR/api.json. */
 int cli_api_bootstrap(cli_ctx *ctx, cli_state *st);
+/* After `role reset-password` (password) or `role delete` (NULL) through
+ * `used`: when that is the role DIR/api.json remembers for this API and
+ * project, the file follows (the postgres URL `arbor start` prints). */
+void cli_api_role_changed(cli_ctx *ctx, const cli_api *used, const char *role,
+                          const char *password);
 /* The "API:" and "API key:" lines of `arbor start`. */
 void cli_api_print_connect(cli_ctx *ctx);
 /* The postgres:// URL of branch main through arbor-proxy on port (the role

@@ -265,18 +265,44 @@ int cli_cmd_role_create(cli_ctx *ctx)
 int cli_cmd_role_reset_password(cli_ctx *ctx)
 {
     char path[600];
+    cli_api a;
+    json_t *out = NULL;
     snprintf(path, sizeof(path), "@/roles/%s/reset_password", ctx->pos[0]);
-    return call_and_print(ctx, "POST", path, NULL, print_password, "role", ctx->pos[0]);
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    int rc = cli_api_call(&a, "POST", path, NULL, &out);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no role '%s' in project %s", ctx->pos[0], a.project);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    if (ctx->json)
+        print_json(out);
+    else
+        print_password(out);
+    /* The postgres URL that `arbor start` prints must not keep the old one. */
+    cli_api_role_changed(ctx, &a, ctx->pos[0], js(out, "password"));
+    json_decref(out);
+    return CLI_EXIT_OK;
 }
 
 int cli_cmd_role_delete(cli_ctx *ctx)
 {
     char path[600];
+    cli_api a;
     snprintf(path, sizeof(path), "@/roles/%s", ctx->pos[0]);
-    int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "role", ctx->pos[0]);
-    if (rc == CLI_EXIT_OK && !ctx->json)
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EXIT_ERROR;
+    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no role '%s' in project %s", ctx->pos[0], a.project);
+    if (rc != 0)
+        return CLI_EXIT_ERROR;
+    cli_api_role_changed(ctx, &a, ctx->pos[0], NULL);
+    if (ctx->json)
+        printf("{}\n");
+    else
         printf("deleted role %s\n", ctx->pos[0]);
-    return rc;
+    return CLI_EXIT_OK;
 }
 
 int cli_cmd_role_list(cli_ctx *ctx)

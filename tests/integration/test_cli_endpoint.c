@@ -407,6 +407,19 @@ static void test_api_remote_cli(void **state)
     ct_expect_in(ct.err, "password authentication failed for user \"bob\"");
     ct_expect(ct_sh("%s role delete bob", remote), 1, "role delete again");
     ct_expect_in(ct.err, "no role 'bob'");
+    /* The role `arbor start` made, reset in its own data directory: api.json
+     * (the postgres URL that `arbor start` prints) follows; the old password
+     * stops working. */
+    api = json_load_file(path, 0, NULL);
+    snprintf(pw, sizeof(pw), "%s", json_string_value(json_object_get(api, "password")));
+    json_decref(api);
+    ct_expect(ct_arbor("role reset-password arbor"), 0, "reset arbor's password");
+    password_of(ct.out, pw2, sizeof(pw2));
+    api = json_load_file(path, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(api, "password")), pw2);
+    json_decref(api);
+    ct_expect(proxy_psql("arbor", pw2), 0, "psql with arbor's new password");
+    assert_int_not_equal(proxy_psql("arbor", pw), 0);
 
     ct_expect(ct_sh("%s branch create rfeat", remote), 0, "remote branch create");
     ct_expect_in(ct.out, "branch rfeat from main at ");
