@@ -699,6 +699,14 @@ void pgs_handle_query(sess *s, const char *sql, size_t len)
         }
         pstmt *ps;
         const char *tail;
+        if (pgs_is_copy(at)) {
+            /* Inside the implicit transaction of a multi-statement query,
+             * if any; else its own. */
+            first = false;
+            rc = pgs_copy(s, at, &tail, &e);
+            at = tail;
+            continue;
+        }
         rc = pstmt_make(s, at, NULL, 0, &ps, &tail, &e);
         if (rc != 0) {
             break;
@@ -769,6 +777,11 @@ void pgs_handle_parse(sess *s, pgw_rd *r)
     }
     if (name[0] && *pstmt_slot(s, name)) {
         pgs_set_err(&e, "42P05", "prepared statement \"%s\" already exists", name);
+        goto fail;
+    }
+    if (pgs_is_copy(sql)) {
+        pgs_set_err(&e, "0A000", "COPY runs in a simple Query only (psql's \\copy, "
+                                 "psycopg2's copy_expert), not through Parse/Bind/Execute");
         goto fail;
     }
     char *text = pgw_sql_rewrite(sql, strlen(sql));

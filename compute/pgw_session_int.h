@@ -117,6 +117,10 @@ void pgs_stmts_close_all(sess *s);
 int pgs_portal_check_shape(portal *p, perr *e);
 int pgs_portal_run(sess *s, portal *p, long max_rows, bool describe, perr *e);
 void pgs_handle_query(sess *s, const char *sql, size_t len);
+/* pgw_copy.c: is the statement at sql a COPY; run it (simple query only):
+ * 0 (CommandComplete sent), -EINVAL (e set), -EPIPE; *tail after it. */
+bool pgs_is_copy(const char *sql);
+int pgs_copy(sess *s, const char *sql, const char **tail, perr *e);
 void pgs_malformed(sess *s, const char *what);
 void pgs_handle_parse(sess *s, pgw_rd *r);
 void pgs_handle_bind(sess *s, pgw_rd *r);

@@ -1148,8 +1148,8 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
         if (type == 'S' || type == 'Q') {
             pending++;
             unsynced = false;
-        } else {
-            unsynced = true;
+        } else if (type != 'd' && type != 'c' && type != 'f') {
+            unsynced = true;   /* COPY's data belongs to the Query before it */
         }
         if (!sent)
             put_msg(&fwd, type, body, len);

@@ -241,6 +241,42 @@ static void test_psycopg2(void **state)
     must_contain(out, "psycopg2 ok");
 }
 
+/* COPY FROM STDIN / TO STDOUT (pgw_copy.c): psycopg2, then psql's \\copy
+ * of a file both ways. */
+static void test_copy(void **state)
+{
+    static char out[1 << 16];
+    char url[128];
+    snprintf(url, sizeof(url), "postgresql://bob:s3cret@127.0.0.1:%d/db", g_scram.port);
+    const char *argv[] = {PYTHON, ARBOR_PGW_PY_DIR "/copy_check.py", url, NULL};
+    int rc = h_run_pg(NULL, out, sizeof(out), argv);
+    if (rc != 0) {
+        fail_msg("copy_check.py: exit %d\n%s", rc, out);
+    }
+    must_contain(out, "copy ok");
+    char file[600], copy_in[700], copy_out[700];
+    snprintf(file, sizeof(file), "%s/rows.csv", g_trust.dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fprintf(f, "a,b\n");
+    for (int i = 1; i <= 1000; i++)
+        fprintf(f, "%d,\"row %d, quoted\"\n", i, i);
+    fclose(f);
+    snprintf(copy_in, sizeof(copy_in), "\\copy pc FROM '%s' WITH (FORMAT csv, HEADER)", file);
+    snprintf(copy_out, sizeof(copy_out), "\\copy pc TO '%s.out' CSV HEADER", file);
+    const char *cmds[] = {"CREATE TABLE pc(a INTEGER, b TEXT)", copy_in, copy_out,
+                          "SELECT count(*), sum(a), max(b) FROM pc", NULL};
+    rc = psql(&g_trust, "alice", NULL, out, sizeof(out), cmds, NULL);
+    if (rc != 0) {
+        fail_msg("psql \\copy: exit %d\n%s", rc, out);
+    }
+    must_contain(out, "COPY 1000");
+    must_contain(out, "1000|500500|row 999, quoted");
+    char cmp[1400];
+    snprintf(cmp, sizeof(cmp), "cmp %s %s.out", file, file);
+    assert_int_equal(system(cmp), 0);
+}
+
 static void test_auth(void **state)
 {
     static char out[1 << 16];
@@ -268,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_psql),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_psycopg2),
+        cmocka_unit_test(test_copy),
         cmocka_unit_test(test_pgbench_simple),
         cmocka_unit_test(test_pgbench_extended),
         cmocka_unit_test(test_pgbench_prepared),

@@ -963,6 +963,22 @@ static void test_proxy_conf(void **state)
     assert_int_equal(PQstatus(b), CONNECTION_OK);
     pg_exec(a, "COMMIT");
     assert_true(pg_exec(a, "SELECT count(*) FROM held") >= 1);
+    /* COPY through the pool: its CopyData belongs to the Query, and the
+     * one session is free again once the COPY completes (b's statement
+     * runs at once instead of waiting out the pool). */
+    r = PQexec(a, "COPY held FROM STDIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COPY_IN);
+    PQclear(r);
+    assert_int_equal(PQputCopyData(a, "2\n3\n", 4), 1);
+    assert_int_equal(PQputCopyEnd(a, NULL), 1);
+    r = PQgetResult(a);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("COPY through the proxy: %s", PQresultErrorMessage(r));
+    assert_string_equal(PQcmdTuples(r), "2");
+    PQclear(r);
+    while ((r = PQgetResult(a)))
+        PQclear(r);
+    assert_true(pg_exec(b, "SELECT count(*) FROM held WHERE id IN (2, 3)") == 2);
     PQfinish(a);
     assert_true(pg_exec(b, "SELECT count(*) FROM held") >= 1);   /* same connection */
     PQfinish(b);
