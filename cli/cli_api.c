@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "cli_endpoint.h"
 #include "cli_fmt.h"
+#include "cli_proc.h"
 #include "http_client.h"
 #include "ids.h"
 
@@ -342,8 +343,9 @@ bool cli_api_has_endpoint(cli_ctx *ctx, const char *name)
     json_t *j;
     if (cli_api_call(&a, "GET", path, NULL, &j) != 0)
         return false;
+    bool api = !is_cli_row(j);   /* one of the CLI's own: not the API's to wake */
     json_decref(j);
-    return true;
+    return api;
 }
 
 int cli_api_endpoint_wake(cli_ctx *ctx, const char *name)
@@ -635,80 +637,101 @@ static const char *kind_of(const char *role)
                                                                               : "static";
 }
 
-int cli_api_local_endpoint_register(const char *dir, const cli_component *c)
+extern char **environ;
+
+/* What the compute would have inherited from the CLI that started it: the
+ * ARBOR_* settings of this environment (e.g. ARBOR_FEED_TABLES), but for
+ * the CLI's own. */
+static json_t *env_to_pass(void)
+{
+    static const char *const own[] = { "ARBOR_DIR=", "ARBOR_API=", "ARBOR_API_KEY=",
+                                       "ARBOR_PROJECT=", "ARBOR_COMPUTE_SECRET=",
+                                       "ARBOR_BIN_DIR=", NULL };
+    json_t *env = json_object();
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "ARBOR_", 6) != 0)
+            continue;
+        bool skip = false;
+        for (int k = 0; own[k] && !skip; k++)
+            skip = strncmp(*e, own[k], strlen(own[k])) == 0;
+        const char *eq = strchr(*e, '=');
+        if (skip || !eq || eq - *e > 120)
+            continue;
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
+        json_object_set_new(env, name, json_string(eq + 1));
+    }
+    return env;
+}
+
+int cli_api_local_endpoint_run(const char *dir, cli_component *c, bool may_retry)
 {
     cli_api a;
-    if (!local_api(dir, &a))
-        return 0;
-    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:i}", "branch", c->timeline, "kind",
-                             kind_of(c->role), "host", "127.0.0.1", "pg_port",
-                             c->pid > 0 ? c->grpc_port : 0, "http_port",
-                             c->pid > 0 ? c->http_port : 0);
+    if (!local_api(dir, &a)) {
+        cli_err("endpoint '%s': no control plane here yet (arbor start runs it)", c->name);
+        return CLI_EFAIL;
+    }
+    char rdir[4300];
+    snprintf(rdir, sizeof(rdir), "%s/%s", dir, c->datadir);
+    json_t *run = json_pack("{s:s,s:i,s:i,s:s,s:s,s:o}", "dir", rdir, "pg_port", c->grpc_port,
+                            "http_port", c->http_port, "auth", c->scram ? "scram" : "trust",
+                            "cli_name", c->name, "env", env_to_pass());
+    json_t *body = json_pack("{s:s,s:s,s:o}", "branch", c->timeline, "kind", kind_of(c->role),
+                             "run", run);
     if (c->lsn[0])
         json_object_set_new(body, "lsn", json_string(c->lsn));
     char path[256], n[64];
     cli_api_local_name(c->name, n);
     snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/%s", a.project, n);
-    int rc = cli_api_call(&a, "PUT", path, body, NULL);
+    json_t *out = NULL;
+    int rc = cli_api_call(&a, "PUT", path, body, &out);
     json_decref(body);
-    if (rc == 0)
-        return 0;
-    if (a.status == 409) {
-        cli_err("%s", a.message);
+    if (rc != 0 && may_retry && a.status == 503)
+        return 1;
+    if (rc != 0) {
+        if (a.status == 0)
+            cli_err("endpoint '%s': the control plane at %s does not answer (%s): it runs the "
+                    "endpoints (arbor start starts it again)", c->name, a.url, a.message);
+        else
+            cli_err("%s", a.message);
         return CLI_EFAIL;
     }
-    /* It keeps serving its clients; what the control plane does not know is
-     * that a primary runs here. */
-    cli_note("warning: the control plane was not told of endpoint '%s' (%s%s): it may start a "
-             "primary of its own on branch '%s'", c->name, a.status ? "HTTP error: " : "",
-             a.message, c->branch);
-    return 1;
+    c->pid = (pid_t)json_integer_value(json_object_get(out, "pid"));
+    c->start_ticks = (uint64_t)json_integer_value(json_object_get(out, "run_ticks"));
+    c->grpc_port = (int)json_integer_value(json_object_get(out, "pg_port"));
+    c->http_port = (int)json_integer_value(json_object_get(out, "http_port"));
+    json_decref(out);
+    return 0;
 }
 
-void cli_api_local_endpoint_forget(const char *dir, const char *name)
+int cli_api_local_endpoint_stop(const char *dir, const cli_component *c, int timeout_ms)
 {
     cli_api a;
     char path[256], n[64];
-    if (!local_api(dir, &a))
-        return;
-    cli_api_local_name(name, n);
-    snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/%s", a.project, n);
-    int rc = cli_api_call(&a, "DELETE", path, NULL, NULL);
-    if (rc != 0 && rc != CLI_ENOTFOUND)
-        cli_note("warning: the control plane was not told that endpoint '%s' stopped (%s): "
-                 "arbor start tells it", name, a.message);
-}
-
-int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st)
-{
-    (void)ctx;
-    cli_api a;
-    if (!local_api(st->dir, &a))
-        return 0;
-    json_t *list = NULL, *e;
-    cli_api_call(&a, "GET", "@/endpoints", NULL, &list);
-    size_t i;
-    json_array_foreach(json_object_get(list, "endpoints"), i, e) {
-        const char *name = json_string_value(json_object_get(e, "name"));
-        if (!name || !is_cli_row(e))
-            continue;
-        bool running = false;
-        for (int k = 0; k < st->n_comp; k++) {
-            const cli_component *c = &st->comp[k];
-            char n[64];
-            cli_api_local_name(c->name, n);
-            running |= c->kind == CLI_COMP_COMPUTE && c->pid > 0 && !strcmp(n, name);
+    bool alive = c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks);
+    if (local_api(dir, &a)) {
+        cli_api_local_name(c->name, n);
+        snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/%s", a.project, n);
+        json_t *out = NULL;
+        int rc = cli_api_call(&a, "DELETE", path, NULL, &out);
+        bool killed = json_is_true(json_object_get(out, "killed"));
+        json_decref(out);
+        if (rc == 0 && !(c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks)))
+            return killed ? 1 : 0;
+        if (rc != 0 && rc != CLI_ENOTFOUND && a.status != 0) {
+            cli_err("endpoint '%s': %s", c->name, a.message);
+            return CLI_EFAIL;
         }
-        if (!running)   /* it died with the cluster, or was stopped unseen */
-            cli_api_local_endpoint_forget(st->dir, name);
+        /* Not answering (or it does not know this one): stop the process
+         * ourselves, and arbor-control forgets it at its next start. */
     }
-    json_decref(list);
-    for (int k = 0; k < st->n_comp; k++) {
-        const cli_component *c = &st->comp[k];
-        if (c->kind == CLI_COMP_COMPUTE && c->pid > 0)
-            cli_api_local_endpoint_register(st->dir, c);
+    int r = alive ? cli_proc_stop(c->pid, c->start_ticks, timeout_ms, c->name) : 0;
+    if (r >= 0) {
+        char f[4400];
+        snprintf(f, sizeof(f), "%s/%s/endpoint.json", dir, c->datadir);
+        unlink(f);
     }
-    return 0;
+    return r;
 }
 
 /* ---- usage ----------------------------------------------------------------------- */

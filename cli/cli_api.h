@@ -112,22 +112,23 @@ void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
  * branch created under it later would be reached as this one). */
 void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id);
 
-/* The CLI's local endpoints, known to the control plane of the local
- * cluster (DIR/api.json; nothing happens without one) so that arbor-proxy
- * routes to them and the control plane starts no second primary on their
- * branch. register: before c's process starts (c->pid 0: "starting") and
- * again with its ports; 0 (registered, or no API here), 1 (it did not
- * answer: a warning printed), CLI_EFAIL (printed) when the control plane
- * refuses (a primary where it has a read_write endpoint). forget: after it
- * stopped. sync (a step of `arbor start`): forgets the registered ones that
- * no longer run, registers those that do. */
-int cli_api_local_endpoint_register(const char *dir, const cli_component *c);
+/* The CLI's local endpoints are run by arbor-control of the local cluster
+ * (DIR/api.json): always on, in the CLI's directory DIR/<c->datadir>,
+ * where arbor-control keeps their state file (endpoint.json, read by
+ * cli_state) and their log. run: c's name, timeline, role, lsn, scram and
+ * wanted ports (0: any) in, its pid, start_ticks and ports out; 0 or
+ * CLI_EFAIL (printed: refused, e.g. a second primary on the branch, did
+ * not start, or no control plane); with may_retry, 1 (not printed) when it
+ * did not start (e.g. its port was taken). The compute gets the ARBOR_* settings of
+ * this environment. stop: stops and forgets it through arbor-control, or,
+ * when that does not answer, stops the process itself; 0 (stopped, or it
+ * was not running), 1 (killed after timeout_ms), CLI_EFAIL (printed). */
+int cli_api_local_endpoint_run(const char *dir, cli_component *c, bool may_retry);
+int cli_api_local_endpoint_stop(const char *dir, const cli_component *c, int timeout_ms);
 /* The name the control plane knows local endpoint name by (its names are
  * [A-Za-z0-9._-], at most 63; a static endpoint's default name here has the
  * LSN's '/'): other characters become '_'. */
 void cli_api_local_name(const char *name, char out[64]);
-void cli_api_local_endpoint_forget(const char *dir, const char *name);
-int cli_api_local_endpoints_sync(cli_ctx *ctx, cli_state *st);
 
 int cli_cmd_endpoint_create(cli_ctx *ctx);
 int cli_cmd_endpoint_delete(cli_ctx *ctx);

@@ -37,6 +37,9 @@
 #ifndef ARBOR_PROXY_BIN
 #define ARBOR_PROXY_BIN ""
 #endif
+#ifndef ARBOR_COMPUTE_BIN
+#define ARBOR_COMPUTE_BIN ""
+#endif
 #ifndef ARBOR_PAGESERVER_BIN
 #define ARBOR_PAGESERVER_BIN ""
 #endif
@@ -51,6 +54,7 @@ typedef struct cli_bins {
     char ps[4096];
     char ctl[4096];
     char px[4096];
+    char cmp[4096];     /* arbor-compute: arbor-control runs it */
 } cli_bins;
 
 static bool try_bin(char *out, size_t len, const char *dir, const char *sub,
@@ -105,7 +109,9 @@ static int find_bins(cli_bins *b)
         cli_cluster_find_bin("arbor-control", "control", ARBOR_CONTROL_BIN, b->ctl,
                              sizeof(b->ctl)) != 0 ||
         cli_cluster_find_bin("arbor-proxy", "proxy", ARBOR_PROXY_BIN, b->px,
-                             sizeof(b->px)) != 0) {
+                             sizeof(b->px)) != 0 ||
+        cli_cluster_find_bin("arbor-compute", "compute", ARBOR_COMPUTE_BIN, b->cmp,
+                             sizeof(b->cmp)) != 0) {
         return CLI_EFAIL;
     }
     return 0;
@@ -272,14 +278,17 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     const char *bin = c->kind == CLI_COMP_SAFEKEEPER ? bins->sk
                       : c->kind == CLI_COMP_CONTROL  ? bins->ctl
                                                      : bins->ps;
-    char a_ps[96], a_key[4300], a_remote[4300];
-    char *argv[10] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
+    char a_ps[96], a_key[4300], a_remote[4300], a_cmp[4200];
+    char *argv[12] = { (char *)bin, a_listen, a_http, a_dir, a_ports };
     if (c->kind == CLI_COMP_CONTROL) {
         cli_component *pc = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
         snprintf(a_ps, sizeof(a_ps), "--pageserver=127.0.0.1:%d", pc ? pc->grpc_port : 0);
         snprintf(a_key, sizeof(a_key), "--init-key-file=%s/" CLI_API_KEY_FILE, dir);
+        /* the arbor-compute this CLI would run (ARBOR_BIN_DIR) */
+        snprintf(a_cmp, sizeof(a_cmp), "--compute-bin=%s", bins->cmp);
         argv[6] = a_ps;
         argv[7] = a_key;
+        argv[8] = a_cmp;
     }
     /* The pageserver's layers and the safekeepers' WAL backup share the
      * bucket (their keys do not overlap). */
@@ -306,7 +315,7 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     }
     char a_conf[4300];
     config_arg(st, c, a_conf, sizeof(a_conf));
-    for (int i = 0; a_conf[0] && i < 9; i++) {
+    for (int i = 0; a_conf[0] && i < 11; i++) {
         if (!argv[i]) {
             argv[i] = a_conf;     /* first free slot: argv stays NULL-ended */
             break;
@@ -320,18 +329,28 @@ static int spawn_component(cli_state *st, cli_component *c, const cli_bins *bins
     return 0;
 }
 
-/* Stops every component, endpoints first (they were added last). An
- * endpoint that is stopped leaves the state: `start` starts only the
- * primary on main again. */
+/* Stops every component, endpoints first (they come last, while
+ * arbor-control, which runs them, still runs). An endpoint that is stopped
+ * is forgotten: `start` starts only the primary on main again. */
 static int stop_components(cli_state *st, int timeout_ms, bool verbose)
 {
     int rc = 0;
     for (int i = st->n_comp - 1; i >= 0; i--) {
         cli_component *c = &st->comp[i];
-        if (c->pid <= 0) {
-            if (c->kind == CLI_COMP_COMPUTE) {
-                cli_state_remove(st, i);
+        if (c->kind == CLI_COMP_COMPUTE) {
+            bool alive = c->pid > 0 && cli_proc_alive(c->pid, c->start_ticks);
+            int r = cli_api_local_endpoint_stop(st->dir, c, timeout_ms);
+            if (r < 0) {
+                rc = CLI_EFAIL;
+                continue;
             }
+            if (verbose && alive)
+                printf("stopped %-10s %s (pid %d)%s\n", cli_comp_kind_name(c->kind), c->name,
+                       (int)c->pid, r == 1 ? ", killed" : "");
+            cli_state_remove(st, i);
+            continue;
+        }
+        if (c->pid <= 0) {
             continue;
         }
         bool was_alive = cli_proc_alive(c->pid, c->start_ticks);
@@ -549,12 +568,11 @@ static int spawn_proxy(cli_state *st, cli_component *px, cli_bins *bins, const c
 
 /* Steps of `arbor start`, in order: the daemons, the tenant and `main` (first
  * start), the API's project (first start), the primary endpoint on `main`
- * (cli_endpoint.h; not with --no-endpoint), the control plane told which
- * local endpoints run (cli_api.h), the proxy. */
+ * (run by arbor-control: cli_endpoint.h; not with --no-endpoint), the
+ * proxy. */
 typedef int (*start_step_fn)(cli_ctx *ctx, cli_state *st);
 static const start_step_fn g_start_steps[] = { step_daemons, step_tenant, cli_api_bootstrap,
-                                               cli_endpoint_start_main,
-                                               cli_api_local_endpoints_sync, step_proxy };
+                                               cli_endpoint_start_main, step_proxy };
 
 /* ---- status --------------------------------------------------------------- */
 
@@ -695,6 +713,9 @@ static json_t *status_json(cli_state *st, bool *all_up)
             "pid", h.alive ? (int)c->pid : 0, "alive", h.alive, "grpc_ok", h.grpc_ok,
             "http_ok", h.http_ok, "grpc_port", c->grpc_port, "http_port", c->http_port,
             "log", log);
+        /* with pid, the process's identity (/proc/PID/stat starttime) */
+        json_object_set_new(o, "start_ticks",
+                            json_integer(h.alive ? (json_int_t)c->start_ticks : 0));
         if (c->kind == CLI_COMP_COMPUTE) {
             /* grpc_* of an endpoint are its PostgreSQL port (pg_* too). */
             json_object_set_new(o, "pg_port", json_integer(c->grpc_port));

@@ -18,10 +18,6 @@
 #include "cli_fmt.h"
 #include "cli_proc.h"
 
-#ifndef ARBOR_COMPUTE_BIN
-#define ARBOR_COMPUTE_BIN ""
-#endif
-
 #define EP_USER "arbor"
 #define EP_PROBE_MS 1500
 #define EP_STOP_MS 10000
@@ -300,55 +296,6 @@ static int make_dirs(cli_state *st, cli_component *c, char *dir, size_t len)
     return 0;
 }
 
-static int spawn_compute(cli_state *st, cli_component *c, const ep_spec *sp)
-{
-    char bin[4096], dir[4200], ports[4300], log[4300], conf[4300];
-    if (cli_cluster_find_bin("arbor-compute", "compute", ARBOR_COMPUTE_BIN, bin,
-                             sizeof(bin)) != 0 ||
-        make_dirs(st, c, dir, sizeof(dir)) != 0) {
-        return CLI_EFAIL;
-    }
-    snprintf(ports, sizeof(ports), "%s/ports", dir);
-    snprintf(log, sizeof(log), "%s/log", dir);
-    snprintf(conf, sizeof(conf), "%s/compute.conf", dir);
-    unlink(ports);
-    if (sp->password && write_conf(conf, sp->password) != 0) {
-        return CLI_EFAIL;
-    }
-    if (!sp->password && !sp->keep_scram) {
-        unlink(conf);
-    }
-    cli_component *ps = cli_state_comp(st, CLI_COMP_PAGESERVER, 0);
-    char sks[CLI_N_SAFEKEEPERS][64], a_sks[256] = "--safekeepers=", hex[ID_STR_SIZE];
-    int n = cli_cluster_sk_addrs(st, sks, CLI_N_SAFEKEEPERS);
-    for (int i = 0; i < n; i++) {
-        strcat(i ? strcat(a_sks, ",") : a_sks, sks[i]);
-    }
-    char a_listen[64], a_http[32], a_ps[64], a_tenant[64], a_branch[128], a_role[32],
-        a_lsn[48], a_ports[4400], a_conf[4400], a_name[160];
-    snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", c->grpc_port);
-    snprintf(a_http, sizeof(a_http), "--http-port=%d", c->http_port);
-    snprintf(a_ps, sizeof(a_ps), "--pageserver=127.0.0.1:%d", ps->grpc_port);
-    snprintf(a_tenant, sizeof(a_tenant), "--tenant=%s", id_format(&st->tenant, hex));
-    snprintf(a_branch, sizeof(a_branch), "--branch=%s", c->branch);
-    snprintf(a_role, sizeof(a_role), "--role=%s", c->role);
-    snprintf(a_lsn, sizeof(a_lsn), "--lsn=%s", c->lsn);
-    snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
-    snprintf(a_conf, sizeof(a_conf), "--config=%s", conf);
-    /* The endpoint's name labels its usage metrics (and the dashboard). */
-    snprintf(a_name, sizeof(a_name), "--endpoint=%s", c->name);
-    char *argv[16] = { bin, a_listen, a_http, a_ps, a_sks, a_tenant, a_branch, a_role,
-                       a_ports, a_name };
-    int k = 10;
-    if (c->lsn[0]) {
-        argv[k++] = a_lsn;
-    }
-    if (c->scram) {
-        argv[k++] = a_conf;
-    }
-    return cli_proc_spawn(bin, argv, log, &c->pid, &c->start_ticks);
-}
-
 /* Refuses a second primary of tl, and a name that a running endpoint has. */
 static int check_free(cli_state *st, const cli_tl *tl, const ep_spec *sp, const char *name)
 {
@@ -434,36 +381,28 @@ static int ep_start(cli_state *st, cli_ps *ps, const ep_spec *sp, cli_component 
         c->http_port = old_http;
     }
     pick_datadir(st, c);
-    /* Known to the control plane before it runs: a primary is refused where
-     * the control plane has a read_write endpoint (two primaries of a branch
-     * fence each other). */
-    int told = cli_api_local_endpoint_register(st->dir, c);
-    if (told < 0) {
-        cli_state_remove(st, (int)(c - st->comp));
-        return CLI_EFAIL;
-    }
-    rc = spawn_compute(st, c, sp);
+    /* arbor-control runs it (cli_api.h): it refuses a second primary where
+     * it has a read_write endpoint of its own on the branch. */
+    char dir[4200], conf[4300];
+    rc = make_dirs(st, c, dir, sizeof(dir));
+    snprintf(conf, sizeof(conf), "%s/compute.conf", dir);
+    if (rc == 0 && sp->password)
+        rc = write_conf(conf, sp->password);
+    if (rc == 0 && !sp->password && !sp->keep_scram)
+        unlink(conf);
     if (rc == 0) {
-        rc = cli_cluster_wait_ports(st, c);
-        if (rc != 0 && old_pg > 0 && c->pid == 0) {   /* exited at once */
-            /* Its old port is taken by now: any port. */
+        rc = cli_api_local_endpoint_run(st->dir, c, old_pg > 0);
+        if (rc == 1) {
+            /* Its old ports may be taken by now: any ports. */
             c->grpc_port = c->http_port = 0;
-            rc = spawn_compute(st, c, sp);
-            if (rc == 0)
-                rc = cli_cluster_wait_ports(st, c);
-        }
-        if (rc != 0 && c->pid > 0) {
-            cli_proc_stop(c->pid, c->start_ticks, 2000, c->name);
+            rc = cli_api_local_endpoint_run(st->dir, c, false);
         }
     }
     if (rc != 0) {
         cli_err("endpoint '%s' (%s on branch %s) did not start", name, sp->role, sp->branch);
-        cli_api_local_endpoint_forget(st->dir, name);
         cli_state_remove(st, (int)(c - st->comp));
         return CLI_EFAIL;
     }
-    if (told == 0)
-        cli_api_local_endpoint_register(st->dir, c);   /* now with its ports */
     *out = c;
     return 0;
 }
@@ -613,12 +552,13 @@ int cli_cmd_endpoint_start(cli_ctx *ctx)
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
-/* Stops endpoint i and removes it from st. 0 or CLI_EFAIL (printed). */
+/* Stops endpoint i (through arbor-control, which runs it) and removes it
+ * from st. 0 or CLI_EFAIL (printed). */
 static int stop_one(cli_state *st, int i, bool verbose)
 {
     cli_component *c = &st->comp[i];
     bool alive = is_compute_alive(c);
-    int r = alive ? cli_proc_stop(c->pid, c->start_ticks, EP_STOP_MS, c->name) : 0;
+    int r = cli_api_local_endpoint_stop(st->dir, c, EP_STOP_MS);
     if (r < 0) {
         return CLI_EFAIL;
     }
@@ -630,7 +570,6 @@ static int stop_one(cli_state *st, int i, bool verbose)
             printf("endpoint %s was not running; forgotten\n", c->name);
         }
     }
-    cli_api_local_endpoint_forget(st->dir, c->name);
     cli_state_remove(st, i);
     return 0;
 }

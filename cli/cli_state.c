@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "cli_state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -170,7 +171,10 @@ static int load_json(cli_state *st, json_t *root, const char *path)
             cli_err("%s: bad component #%zu", path, i + 1);
             return CLI_EFAIL;
         }
-        st->n_comp++;
+        /* An endpoint in the file is from a CLI that ran them itself: the
+         * endpoints are arbor-control's now (load_endpoints). */
+        if (st->comp[st->n_comp].kind != CLI_COMP_COMPUTE)
+            st->n_comp++;
     }
     static const char *const known[] = { "version", "base_port", "tenant_id", "started_at",
                                          "stopped_at", "components" };
@@ -179,6 +183,39 @@ static int load_json(cli_state *st, json_t *root, const char *path)
         json_object_del(st->extra, known[k]);
     }
     return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const cli_component *)a)->name, ((const cli_component *)b)->name);
+}
+
+/* The endpoints that arbor-control runs for this CLI: DIR/endpoints/<d>/
+ * endpoint.json each (written by arbor-control, ctl_api.h), by name. */
+static void load_endpoints(cli_state *st)
+{
+    char top[4200];
+    snprintf(top, sizeof(top), "%s/endpoints", st->dir);
+    DIR *dh = opendir(top);
+    if (!dh)
+        return;
+    int first = st->n_comp;
+    struct dirent *d;
+    while ((d = readdir(dh)) && st->n_comp < CLI_MAX_COMPONENTS) {
+        if (d->d_name[0] == '.' || strlen(d->d_name) > 100)
+            continue;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s/endpoint.json", top, d->d_name);
+        json_t *o = json_load_file(path, 0, NULL);
+        cli_component *c = &st->comp[st->n_comp];
+        if (o && load_component(o, c) == 0 && c->kind == CLI_COMP_COMPUTE) {
+            snprintf(c->datadir, sizeof(c->datadir), "endpoints/%s", d->d_name);
+            st->n_comp++;
+        }
+        json_decref(o);
+    }
+    closedir(dh);
+    qsort(st->comp + first, (size_t)(st->n_comp - first), sizeof(st->comp[0]), by_name);
 }
 
 int cli_state_load(const char *dir, cli_state *st)
@@ -200,6 +237,8 @@ int cli_state_load(const char *dir, cli_state *st)
     json_decref(root);
     if (rc != 0) {
         cli_state_free(st);
+    } else {
+        load_endpoints(st);
     }
     return rc;
 }
@@ -210,7 +249,7 @@ static json_t *time_json(int64_t us)
     return us > 0 ? json_string(cli_fmt_time(us, buf)) : json_null();
 }
 
-json_t *cli_state_to_json(const cli_state *st)
+static json_t *to_json(const cli_state *st, bool endpoints)
 {
     json_t *root = st->extra ? json_deep_copy(st->extra) : json_object();
     char hex[ID_STR_SIZE];
@@ -224,6 +263,8 @@ json_t *cli_state_to_json(const cli_state *st)
     json_t *comps = json_array();
     for (int i = 0; i < st->n_comp; i++) {
         const cli_component *c = &st->comp[i];
+        if (c->kind == CLI_COMP_COMPUTE && !endpoints)
+            continue;
         const char *dd = c->datadir[0] ? c->datadir : c->name;
         char log[256];
         snprintf(log, sizeof(log), "%s/log", dd);
@@ -245,6 +286,11 @@ json_t *cli_state_to_json(const cli_state *st)
     return root;
 }
 
+json_t *cli_state_to_json(const cli_state *st)
+{
+    return to_json(st, true);
+}
+
 static int fsync_path(const char *path, int flags)
 {
     int fd = open(path, flags | O_CLOEXEC);
@@ -261,7 +307,7 @@ int cli_state_save(const cli_state *st)
     char path[4200], tmp[4210];
     snprintf(path, sizeof(path), "%s/%s", st->dir, CLI_STATE_FILE);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    json_t *root = cli_state_to_json(st);
+    json_t *root = to_json(st, false);   /* the endpoints' state is arbor-control's */
     int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (rc != 0 || fsync_path(tmp, O_RDONLY) != 0 || rename(tmp, path) != 0) {

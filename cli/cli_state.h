@@ -19,17 +19,21 @@
  *         "grpc_port": 7676, "http_port": 7677,
  *         "datadir": "sk1", "log": "sk1/log" },  relative to <dir>
  *       ...,
- *       { "name": "ps", "kind": "pageserver", ... },
- *       { "name": "main", "kind": "compute",      an endpoint; grpc_port is its
- *         "grpc_port": 7684, "http_port": 7685,    PostgreSQL port
- *         "datadir": "endpoints/main", "log": "endpoints/main/log",
- *         "branch": "main", "timeline_id": "32 hex",
- *         "role": "primary"|"replica"|"static", "lsn": "X/Y" (static) | null,
- *         "auth": "trust"|"scram", ... }
+ *       { "name": "ps", "kind": "pageserver", ... }, ...
  *     ],
  *     ...                            any other key (e.g. "endpoints", owned by
  *                                    the endpoint commands) is kept as is
  *   }
+ *
+ * The local endpoints are not in the file: arbor-control runs them and
+ * keeps each one's state in <dir>/endpoints/<d>/endpoint.json (ctl_api.h),
+ *       { "name": "main", "kind": "compute", "pid": 1234, "start_ticks": 5,
+ *         "grpc_port": 7684 (its PostgreSQL port), "http_port": 7685,
+ *         "branch": "main", "timeline_id": "32 hex",
+ *         "role": "primary"|"replica"|"static", "lsn": "X/Y" (static) | null,
+ *         "auth": "trust"|"scram" }
+ * which cli_state_load adds to st->comp (datadir "endpoints/<d>", by
+ * name) and cli_state_save leaves out.
  *
  * Layout of <dir>: cluster.json, lock (flock while start/stop run), and one
  * directory per component (its data, its log "log", its port file "ports").

@@ -38,9 +38,18 @@
 
 #define CTL_MAX_SK 8
 
+/* In the run directory of an endpoint that arbor-control runs for the arbor
+ * CLI: its state, one JSON object in the shape of a compute of the CLI's
+ * cluster.json (name, kind "compute", pid, start_ticks, grpc_port =
+ * PostgreSQL port, http_port, branch, timeline_id, role, lsn, auth). The
+ * CLI lists its local endpoints from these files, so that it knows them
+ * while arbor-control is down too; arbor-control writes and removes them. */
+#define CTL_CLI_STATE_FILE "endpoint.json"
+
 typedef struct ctl_api_ctx {
     ctl_db *db;
     ctl_lc *lc;
+    ctl_driver *driver;           /* runs the arbor CLI's endpoints (run/halt) */
     ctl_hooks *hooks;             /* webhooks' workers; may be NULL */
     psc *ps;
     skc *sk[CTL_MAX_SK];
@@ -48,6 +57,11 @@ typedef struct ctl_api_ctx {
 } ctl_api_ctx;
 
 int ctl_api_register(http_server *srv, ctl_api_ctx *ctx);
+
+/* At start: the arbor CLI's endpoints that arbor-control ran and whose
+ * process is gone (a crash, a reboot) are forgotten, as `arbor stop` would
+ * (`arbor start` starts main's primary again). */
+void ctl_api_forget_dead_cli(ctl_api_ctx *ctx);
 
 /* Creates an API key named name: the key in key (shown once), stored
  * hashed. 0 or -EIO. For the daemon's first start. */

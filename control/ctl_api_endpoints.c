@@ -6,6 +6,12 @@
 #define _GNU_SOURCE
 #include "ctl_api_int.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "fsutil.h"
+
 /* ---- endpoints ------------------------------------------------------------------- */
 
 json_t *api_h_endpoints_list(req *r)
@@ -81,12 +87,47 @@ bool api_is_cli_endpoint(json_t *e)
     return m && strcmp(m, "cli") == 0;
 }
 
+/* An endpoint row that arbor-control runs for the arbor CLI (run_dir set)
+ * and whose process is gone. */
+static bool cli_run_dead(json_t *e)
+{
+    return api_is_cli_endpoint(e) && api_jstr(e, "run_dir") &&
+           !dmn_proc_alive((pid_t)json_integer_value(json_object_get(e, "pid")),
+                           (uint64_t)json_integer_value(json_object_get(e, "run_ticks")));
+}
+
+/* Removes the state file of row e's run directory (the CLI reads it). */
+static void cli_run_files_remove(json_t *e)
+{
+    const char *dir = api_jstr(e, "run_dir");
+    char path[1100];
+    if (!dir)
+        return;
+    snprintf(path, sizeof(path), "%s/" CTL_CLI_STATE_FILE, dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/info", dir);
+    unlink(path);
+}
+
 /* Whether branch row b has a read_write endpoint other than the one called
  * except (then r->err is a 409 naming it). Two primaries of a branch fence
- * each other commit by commit. */
+ * each other commit by commit. A primary the CLI had arbor-control run,
+ * whose process is gone, is forgotten here (it cannot fence anyone). */
 static bool rw_taken(req *r, const char *pid, json_t *b, const char *except)
 {
     json_t *dup;
+    if (ctl_db_query_one(r->x->db, &dup,
+                         "SELECT id, name, managed_by, pid, run_dir, run_ticks FROM endpoints"
+                         " WHERE project_id = ? AND branch_id = ? AND kind = 'read_write' AND"
+                         " name <> ?", "sss", pid, api_jstr(b, "id"), except ? except : "") != 0)
+        return false;
+    if (cli_run_dead(dup)) {
+        cli_run_files_remove(dup);
+        ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(dup));
+        json_decref(dup);
+        return rw_taken(r, pid, b, except);
+    }
+    json_decref(dup);
     if (ctl_db_query_one(r->x->db, &dup,
                          "SELECT name, managed_by FROM endpoints WHERE project_id = ? AND"
                          " branch_id = ? AND kind = 'read_write' AND name <> ?", "sss", pid,
@@ -230,6 +271,10 @@ json_t *api_wake_row(req *r, json_t *e, bool with_secret)
     if (api_is_cli_endpoint(e)) {
         /* It runs, or not, as the CLI says: its address as registered (its
          * clients need no secret on loopback). */
+        if (cli_run_dead(e))
+            return api_fail(r, 503, "UNAVAILABLE", "endpoint '%s' of the arbor CLI is not "
+                            "running (arbor endpoint start %s)", api_jstr(e, "name"),
+                            api_jstr(e, "name"));
         memset(&a, 0, sizeof(a));
         snprintf(a.host, sizeof(a.host), "%s", api_jstr(e, "host"));
         a.pg_port = (int)json_integer_value(json_object_get(e, "pg_port"));
@@ -286,15 +331,198 @@ json_t *api_h_endpoint_suspend(req *r)
 
 /* ---- endpoints of the arbor CLI (internal) --------------------------------------- */
 
-/* The arbor CLI runs endpoint {endpoint} as a process of its own (a local
- * primary, replica or static endpoint): recorded here so that arbor-proxy
- * and the API route to it (a wake answers its address) and never start a
- * second primary on its branch. Body {"branch", "kind", "lsn" (static),
- * "host", "pg_port", "http_port"}; pg_port 0 or absent: it is starting
- * (wakes answer 503 until it is registered again with its ports). A primary
- * registers before its process starts: 409 when the branch has another
- * read_write endpoint, or when the name is one of the API's endpoints.
- * Repeating it updates the row (a restart, a new branch after a reset). */
+#define CLI_RUN_TIMEOUT_MS 20000
+#define CLI_HALT_TIMEOUT_MS 10000
+
+static const char *role_of_kind(const char *kind)
+{
+    return !strcmp(kind, "read_write") ? "primary" : !strcmp(kind, "read_only") ? "replica"
+                                                                               : "static";
+}
+
+/* The "run" object of a PUT: {"dir" (absolute), "pg_port", "http_port" (0:
+ * any), "auth" trust|scram (scram: dir/compute.conf has it), "env"
+ * {"ARBOR_...": "..."}, "cli_name" (the name the CLI shows, in the state
+ * file; default: the endpoint's)}. 0, or -1 with r->err. env_out: NAME=VALUE strings
+ * (az), NULL-ended. */
+static int run_body(req *r, json_t *run, int *pg, int *http, bool *scram, char ***env_out)
+{
+    json_t *dir = json_object_get(run, "dir"), *jpg = json_object_get(run, "pg_port");
+    json_t *jhttp = json_object_get(run, "http_port"), *auth = json_object_get(run, "auth");
+    json_t *env = json_object_get(run, "env");
+    if (!json_is_object(run) || !json_is_string(dir) || json_string_value(dir)[0] != '/' ||
+        strlen(json_string_value(dir)) > 900 || strstr(json_string_value(dir), "/..")) {
+        api_fail(r, 400, "BAD_REQUEST", "run: an object with \"dir\", an absolute path");
+        return -1;
+    }
+    if ((jpg && !json_is_integer(jpg)) || (jhttp && !json_is_integer(jhttp)) ||
+        json_integer_value(jpg) < 0 || json_integer_value(jpg) > 65535 ||
+        json_integer_value(jhttp) < 0 || json_integer_value(jhttp) > 65535) {
+        api_fail(r, 422, "UNPROCESSABLE", "run: pg_port and http_port are integers 0..65535");
+        return -1;
+    }
+    if (auth && (!json_is_string(auth) || (strcmp(json_string_value(auth), "trust") &&
+                                           strcmp(json_string_value(auth), "scram")))) {
+        api_fail(r, 422, "UNPROCESSABLE", "run: auth is trust or scram");
+        return -1;
+    }
+    if (env && !json_is_object(env)) {
+        api_fail(r, 400, "BAD_REQUEST", "run: env is an object of strings");
+        return -1;
+    }
+    json_t *shown = json_object_get(run, "cli_name");
+    bool shown_ok = !shown || (json_is_string(shown) && json_string_length(shown) >= 1 &&
+                               json_string_length(shown) <= 95);
+    for (const char *c = json_string_value(shown); shown_ok && c && *c; c++)
+        shown_ok = *c > 0x20 && *c < 0x7F;
+    if (!shown_ok) {
+        api_fail(r, 422, "UNPROCESSABLE", "run: cli_name is 1..95 printable characters");
+        return -1;
+    }
+    *pg = (int)json_integer_value(jpg);
+    *http = (int)json_integer_value(jhttp);
+    *scram = auth && !strcmp(json_string_value(auth), "scram");
+    size_t n = json_object_size(env), k = 0;
+    char **out = az_calloc(n + 1, sizeof(char *));
+    const char *key;
+    json_t *v;
+    json_object_foreach(env, key, v) {
+        bool name_ok = !strncmp(key, "ARBOR_", 6) && strcmp(key, "ARBOR_COMPUTE_SECRET");
+        for (const char *c = key; name_ok && *c; c++)
+            name_ok = (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_';
+        if (!name_ok || !json_is_string(v)) {
+            for (size_t i = 0; i < k; i++)
+                az_free(out[i]);
+            az_free(out);
+            api_fail(r, 422, "UNPROCESSABLE", "run: env takes ARBOR_* names with string "
+                     "values (not %s)", key);
+            return -1;
+        }
+        size_t len = strlen(key) + strlen(json_string_value(v)) + 2;
+        out[k] = az_malloc(len);
+        snprintf(out[k++], len, "%s=%s", key, json_string_value(v));
+    }
+    *env_out = out;
+    return 0;
+}
+
+static void free_env(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        az_free(env[i]);
+    az_free(env);
+}
+
+/* Writes dir/endpoint.json for the CLI (CTL_CLI_STATE_FILE). */
+static void cli_state_write(const char *dir, const char *name, json_t *b, const char *kind,
+                            const char *lsn, bool scram, const ctl_run_result *res)
+{
+    json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:i,s:i,s:s,s:s,s:s,s:o,s:s}", "name", name,
+                          "kind", "compute", "pid", res->pid, "start_ticks",
+                          (json_int_t)res->ticks, "grpc_port", res->pg_port, "http_port",
+                          res->http_port, "branch", api_jstr(b, "name"), "timeline_id",
+                          api_jstr(b, "id"), "role", role_of_kind(kind), "lsn",
+                          lsn ? json_string(lsn) : json_null(), "auth",
+                          scram ? "scram" : "trust");
+    char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/" CTL_CLI_STATE_FILE, dir);
+    if (!text || fs_write_atomic(path, text, strlen(text)) != 0)
+        log_warn("control: cannot write %s", path);
+    free(text);
+    json_decref(o);
+}
+
+/* PUT with "run": arbor-control starts the endpoint's compute itself. */
+static json_t *cli_run(req *r, const char *pid, const char *name, json_t *b, const char *kind,
+                       const char *lsn, json_t *run)
+{
+    int pg, http;
+    bool scram;
+    char **env;
+    ctl_driver *d = r->x->driver;
+    if (!d || !d->ops->run)
+        return api_fail(r, 503, "UNAVAILABLE", "this control plane's driver runs no local "
+                        "endpoints");
+    if (run_body(r, run, &pg, &http, &scram, &env) != 0)
+        return NULL;
+    const char *dir = json_string_value(json_object_get(run, "dir"));
+    json_t *old = NULL, *res = NULL;
+    if (ctl_db_begin(r->x->db) != 0) {
+        free_env(env);
+        return api_fail_db(r);
+    }
+    int rc = ctl_db_query_one(r->x->db, &old, "SELECT id, name, managed_by, pid, run_dir,"
+                              " run_ticks FROM endpoints WHERE project_id = ? AND name = ?",
+                              "ss", pid, name);
+    if (rc == 0 && !api_is_cli_endpoint(old)) {
+        api_fail(r, 409, "CONFLICT", "endpoint '%s' exists: one of the control plane's", name);
+    } else if (rc == 0 && api_jstr(old, "run_dir") && !cli_run_dead(old)) {
+        api_fail(r, 409, "CONFLICT", "endpoint '%s' runs already (pid %d): arbor endpoint "
+                 "stop %s first", name, (int)json_integer_value(json_object_get(old, "pid")),
+                 name);
+    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name)) {
+        /* r->err says which */
+    } else if (rc == 0) {
+        rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET branch_id = ?, kind = ?,"
+                         " point_lsn = ?, state = 'active', host = '127.0.0.1', pg_port = 0,"
+                         " http_port = 0, pid = NULL, run_dir = ?, run_ticks = NULL,"
+                         " last_active_at = ? WHERE id = ?", "ssssdi", api_jstr(b, "id"),
+                         kind, lsn, dir, api_now_s(), api_jid(old));
+    } else {
+        rc = ctl_db_exec(r->x->db, NULL, "INSERT INTO endpoints(project_id, name, branch_id,"
+                         " kind, point_lsn, suspend_timeout_s, state, host, pg_port, http_port,"
+                         " created_at, last_active_at, managed_by, run_dir) VALUES(?,?,?,?,?,"
+                         "-1,'active','127.0.0.1',0,0,?,?,'cli',?)", "sssssdds", pid, name,
+                         api_jstr(b, "id"), kind, lsn, api_now_s(), api_now_s(), dir);
+    }
+    if (!r->err && rc != 0)
+        api_fail_db(r);
+    ctl_db_commit(r->x->db);
+    json_decref(old);
+    if (r->err) {
+        free_env(env);
+        return NULL;
+    }
+    /* The row says "starting" (wakes answer 503) while the process starts. */
+    ctl_run_spec spec = { .name = name, .tenant = pid, .branch = api_jstr(b, "name"),
+                          .role = role_of_kind(kind), .lsn = lsn,
+                          .timeline = api_jstr(b, "id"), .pg_port = pg, .http_port = http,
+                          .dir = dir, .scram = scram, .env = (const char *const *)env };
+    ctl_run_result out;
+    char err[256];
+    rc = d->ops->run(d, &spec, CLI_RUN_TIMEOUT_MS, &out, err);
+    free_env(env);
+    if (rc != 0) {
+        ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND name = ?"
+                    " AND managed_by = 'cli'", "ss", pid, name);
+        return api_fail(r, 503, "UNAVAILABLE", "endpoint '%s' (%s on branch %s) did not start: "
+                        "%s", name, role_of_kind(kind), api_jstr(b, "name"), err);
+    }
+    const char *shown = json_string_value(json_object_get(run, "cli_name"));
+    cli_state_write(dir, shown ? shown : name, b, kind, lsn, scram, &out);
+    if (ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET pid = ?, run_ticks = ?, pg_port = ?,"
+                    " http_port = ? WHERE project_id = ? AND name = ?", "iiiiss",
+                    (int64_t)out.pid, (int64_t)out.ticks, (int64_t)out.pg_port,
+                    (int64_t)out.http_port, pid, name) != 0)
+        log_warn("control: endpoint %s runs (pid %d) but its row was not updated", name,
+                 out.pid);
+    res = api_load_endpoint(r, pid, name);
+    log_info("control: runs endpoint %s of the arbor CLI (%s on %s, pid %d, port %d)", name,
+             role_of_kind(kind), api_jstr(b, "name"), out.pid, out.pg_port);
+    return res;
+}
+
+/* The arbor CLI's endpoint {endpoint}: recorded so that arbor-proxy and the
+ * API route to it (a wake answers its address) and never start a second
+ * primary on its branch. Body {"branch", "kind", "lsn" (static), and
+ * either "run" (see run_body: arbor-control starts its compute, always on,
+ * in the CLI's directory, and answers once it listens) or "host",
+ * "pg_port", "http_port" (registered only: someone else runs it; pg_port 0
+ * or absent: it is starting, wakes answer 503 until it is registered again
+ * with its ports)}. 409 when the branch has another read_write endpoint,
+ * when the name is one of the API's endpoints, or (run) when it runs
+ * already. Repeating a registration updates the row. */
 json_t *api_h_int_cli_endpoint_put(req *r)
 {
     const char *pid = api_param(r, "project_id"), *name = api_param(r, "endpoint");
@@ -324,6 +552,12 @@ json_t *api_h_int_cli_endpoint_put(req *r)
     json_t *b = api_load_branch(r, pid, branch), *old = NULL, *res = NULL;
     if (!b)
         return NULL;
+    json_t *run = json_object_get(r->body, "run");
+    if (run) {
+        res = cli_run(r, pid, name, b, kind, lsn, run);
+        json_decref(b);
+        return res;
+    }
     if (ctl_db_begin(r->x->db) != 0) {
         json_decref(b);
         return api_fail_db(r);
@@ -337,9 +571,9 @@ json_t *api_h_int_cli_endpoint_put(req *r)
     } else if (rc == 0) {
         rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET branch_id = ?, kind = ?,"
                          " point_lsn = ?, state = 'active', host = ?, pg_port = ?,"
-                         " http_port = ?, last_active_at = ? WHERE id = ?", "ssssiidi",
-                         api_jstr(b, "id"), kind, lsn, host ? host : "127.0.0.1", (int64_t)pg,
-                         (int64_t)http, api_now_s(), api_jid(old));
+                         " http_port = ?, run_dir = NULL, last_active_at = ? WHERE id = ?",
+                         "ssssiidi", api_jstr(b, "id"), kind, lsn, host ? host : "127.0.0.1",
+                         (int64_t)pg, (int64_t)http, api_now_s(), api_jid(old));
     } else {
         rc = ctl_db_exec(r->x->db, NULL, "INSERT INTO endpoints(project_id, name, branch_id,"
                          " kind, point_lsn, suspend_timeout_s, state, host, pg_port, http_port,"
@@ -359,7 +593,9 @@ json_t *api_h_int_cli_endpoint_put(req *r)
     return res;
 }
 
-/* The CLI stopped its endpoint {endpoint}: forgotten. */
+/* The CLI stopped (or wants stopped) its endpoint {endpoint}: forgotten; a
+ * compute that arbor-control runs for it is stopped first (gracefully,
+ * killed after 10 s). */
 json_t *api_h_int_cli_endpoint_delete(req *r)
 {
     json_t *e = api_load_endpoint(r, api_param(r, "project_id"), api_param(r, "endpoint"));
@@ -370,9 +606,41 @@ json_t *api_h_int_cli_endpoint_delete(req *r)
         api_fail(r, 409, "CONFLICT", "endpoint '%s' is one of the control plane's",
                  api_jstr(e, "name"));
     } else {
+        int halted = -ESRCH;
+        int epid = (int)json_integer_value(json_object_get(e, "pid"));
+        ctl_driver *d = r->x->driver;
+        if (api_jstr(e, "run_dir") && d && d->ops->halt)
+            halted = d->ops->halt(d, epid, (uint64_t)json_integer_value(
+                                               json_object_get(e, "run_ticks")),
+                                  CLI_HALT_TIMEOUT_MS);
+        cli_run_files_remove(e);
         ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(e));
-        res = json_pack("{s:O,s:b}", "name", json_object_get(e, "name"), "deleted", 1);
+        res = json_pack("{s:O,s:b,s:b,s:b,s:i}", "name", json_object_get(e, "name"), "deleted",
+                        1, "stopped", halted >= 0, "killed", halted == 1, "pid",
+                        halted >= 0 ? epid : 0);
     }
     json_decref(e);
     return res;
+}
+
+void ctl_api_forget_dead_cli(ctl_api_ctx *ctx)
+{
+    json_t *rows, *e;
+    size_t i;
+    if (ctl_db_query(ctx->db, &rows, "SELECT id, name, managed_by, pid, run_dir, run_ticks"
+                     " FROM endpoints WHERE managed_by = 'cli' AND run_dir IS NOT NULL",
+                     NULL) != 0)
+        return;
+    json_array_foreach(rows, i, e) {
+        if (!cli_run_dead(e)) {
+            log_info("control: endpoint %s of the arbor CLI still runs (pid %d)",
+                     api_jstr(e, "name"), (int)json_integer_value(json_object_get(e, "pid")));
+            continue;
+        }
+        log_info("control: endpoint %s of the arbor CLI is gone: forgotten",
+                 api_jstr(e, "name"));
+        cli_run_files_remove(e);
+        ctl_db_exec(ctx->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(e));
+    }
+    json_decref(rows);
 }

@@ -66,7 +66,8 @@ typedef struct point {
 #define EP_SELECT                                                                              \
     "SELECT e.id, e.name, e.project_id, b.name AS branch, e.branch_id, e.kind, e.point_lsn,"  \
     " e.suspend_timeout_s, e.pool_mode, e.state, e.host, e.pg_port, e.http_port,"             \
-    " e.created_at, e.last_active_at, e.managed_by FROM endpoints e LEFT JOIN branches b"  \
+    " e.created_at, e.last_active_at, e.managed_by, e.pid, e.run_dir, e.run_ticks"         \
+    " FROM endpoints e LEFT JOIN branches b"                                                \
     " ON b.project_id = e.project_id AND b.id = e.branch_id"
 
 /* ---- shared between the parts ---- */

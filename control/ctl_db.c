@@ -116,6 +116,11 @@ static const char *const migrations[] = {
      * primary on their branch. */
     "ALTER TABLE endpoints ADD COLUMN managed_by TEXT NOT NULL DEFAULT 'control'"
     "  CHECK(managed_by IN ('control','cli'));",
+    /* 8: the arbor CLI's endpoints that arbor-control runs for it (always
+     * on, in the CLI's directory run_dir; pid + run_ticks identify the
+     * process); run_dir NULL: registered only, run by someone else. */
+    "ALTER TABLE endpoints ADD COLUMN run_dir TEXT;"
+    "ALTER TABLE endpoints ADD COLUMN run_ticks INTEGER;",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_DB_SCHEMA_VERSION,
                "one migration per schema version");

@@ -56,7 +56,7 @@ struct json_t;
 
 typedef struct ctl_db ctl_db;
 
-#define CTL_DB_SCHEMA_VERSION 7
+#define CTL_DB_SCHEMA_VERSION 8
 
 /* Opens (creating) and migrates. 0 or -EIO (logged). */
 int ctl_db_open(const char *path, ctl_db **out);

@@ -67,6 +67,27 @@ typedef struct ctl_recorded {
     int pid;
 } ctl_recorded;
 
+/* What run() starts: a compute with fixed ports (0: any) that keeps its
+ * log, port file and state file in dir. */
+typedef struct ctl_run_spec {
+    const char *name;       /* the endpoint */
+    const char *tenant;     /* 32 hex */
+    const char *branch;     /* its name when started (the compute resolves it) */
+    const char *role;       /* primary | replica | static */
+    const char *lsn;        /* static: "X/Y"; else NULL */
+    const char *timeline;   /* 32 hex, for the state file */
+    int pg_port, http_port;
+    const char *dir;        /* absolute; created if missing */
+    bool scram;             /* dir/compute.conf holds its auth (else trust) */
+    const char *const *env; /* NAME=VALUE added to its environment; NULL-ended */
+} ctl_run_spec;
+
+typedef struct ctl_run_result {
+    int pid;
+    uint64_t ticks;         /* its start time (dmn_proc_start_ticks) */
+    int pg_port, http_port;
+} ctl_run_result;
+
 typedef struct ctl_driver ctl_driver;
 
 typedef struct ctl_driver_ops {
@@ -92,6 +113,15 @@ typedef struct ctl_driver_ops {
      * it), else NULL; every other compute left from before is stopped.
      * Optional (NULL: none survive, every out[i] NULL). */
     void (*recover)(ctl_driver *d, const ctl_recorded *rec, int n, ctl_compute **out);
+    /* An always-on compute bound from its start, outside the pool, for the
+     * arbor CLI's endpoints (spec below): it runs until halt(), whatever
+     * happens to arbor-control (it is not stopped with the driver). 0 with
+     * *out, or -EIO / -ETIMEDOUT with err. Optional (NULL: not offered). */
+    int (*run)(ctl_driver *d, const struct ctl_run_spec *spec, int timeout_ms,
+               struct ctl_run_result *out, char err[256]);
+    /* Stops what run() started (gracefully, then by force after
+     * timeout_ms): 0 stopped, 1 killed, -ESRCH it was not running. */
+    int (*halt)(ctl_driver *d, int pid, uint64_t ticks, int timeout_ms);
 } ctl_driver_ops;
 
 struct ctl_driver {

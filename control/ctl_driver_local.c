@@ -566,6 +566,205 @@ static void local_recover(ctl_driver *base, const ctl_recorded *rec, int n, ctl_
     closedir(dh);
 }
 
+/* ---- run / halt: the arbor CLI's always-on computes ------------------------------- */
+
+/* The last line of a log that says something, for an error message. */
+static void log_tail(const char *path, char *out, size_t cap)
+{
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (line[0])
+            snprintf(out, cap, "%.*s", (int)(cap - 1), line);
+    }
+    fclose(f);
+}
+
+/*
+ * Forks the compute twice (it is not our child: nothing to reap, and it
+ * outlives us like any daemon) and gives back its pid. The grandchild execs
+ * once a byte arrives on *gate (for the caller to write after recording the
+ * pid), and exits at EOF: no crash of ours leaves a compute nothing knows.
+ */
+static pid_t fork_detached(char *const argv[], char *const envp[], const char *log_path,
+                           int *gate)
+{
+    int g[2], pp[2];
+    if (pipe2(g, O_CLOEXEC) != 0)
+        return -1;
+    if (pipe2(pp, O_CLOEXEC) != 0) {
+        close(g[0]);
+        close(g[1]);
+        return -1;
+    }
+    pid_t mid = fork();
+    if (mid == 0) {
+        close(g[1]);
+        close(pp[0]);
+        setsid();
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(pp[1]);
+            char go;
+            ssize_t got;
+            while ((got = read(g[0], &go, 1)) < 0 && errno == EINTR) {
+            }
+            if (got != 1)
+                _exit(1);
+            sigset_t none;
+            sigemptyset(&none);
+            pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the daemon blocks TERM */
+            signal(SIGPIPE, SIG_DFL);
+            int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            int nul = open("/dev/null", O_RDONLY);
+            if (nul >= 0)
+                dup2(nul, 0);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+            }
+            execve(argv[0], argv, envp);
+            _exit(127);
+        }
+        ssize_t w = write(pp[1], &pid, sizeof(pid));
+        _exit(w == (ssize_t)sizeof(pid) ? 0 : 1);
+    }
+    close(g[0]);
+    close(pp[1]);
+    pid_t pid = -1;
+    if (mid > 0) {
+        waitpid(mid, NULL, 0);
+        if (read(pp[0], &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
+            pid = -1;
+    }
+    close(pp[0]);
+    if (pid <= 0) {
+        close(g[1]);
+        return -1;
+    }
+    *gate = g[1];
+    return pid;
+}
+
+static int local_run(ctl_driver *base, const ctl_run_spec *s, int timeout_ms,
+                     ctl_run_result *out, char err[256])
+{
+    local_driver *d = (local_driver *)base;
+    err[0] = 0;
+    int mk = fs_mkdir_p(s->dir);
+    if (mk != 0) {
+        snprintf(err, 256, "cannot create %s: %s", s->dir, strerror(-mk));
+        return -EIO;
+    }
+    char ports[1100], log_path[1100], a_listen[64], a_http[32], a_ps[300], a_sk[1100],
+        a_tenant[64], a_branch[300], a_role[32], a_lsn[64], a_ports[1200], a_conf[1200],
+        a_name[300];
+    snprintf(ports, sizeof(ports), "%s/ports", s->dir);
+    snprintf(log_path, sizeof(log_path), "%s/log", s->dir);
+    unlink(ports);
+    snprintf(a_listen, sizeof(a_listen), "--listen=127.0.0.1:%d", s->pg_port);
+    snprintf(a_http, sizeof(a_http), "--http-port=%d", s->http_port);
+    snprintf(a_ps, sizeof(a_ps), "--pageserver=%s", d->o.pageserver);
+    snprintf(a_sk, sizeof(a_sk), "--safekeepers=%s", d->o.safekeepers);
+    snprintf(a_tenant, sizeof(a_tenant), "--tenant=%s", s->tenant);
+    snprintf(a_branch, sizeof(a_branch), "--branch=%s", s->branch);
+    snprintf(a_role, sizeof(a_role), "--role=%s", s->role);
+    snprintf(a_lsn, sizeof(a_lsn), "--lsn=%s", s->lsn ? s->lsn : "");
+    snprintf(a_ports, sizeof(a_ports), "--port-file=%s", ports);
+    snprintf(a_conf, sizeof(a_conf), "--config=%s/compute.conf", s->dir);
+    snprintf(a_name, sizeof(a_name), "--endpoint=%s", s->name);
+    char *argv[16] = { (char *)d->o.compute_bin, a_listen, a_http, a_ps, a_sk, a_tenant,
+                       a_branch, a_role, a_ports, a_name };
+    int k = 10;
+    if (s->lsn)
+        argv[k++] = a_lsn;
+    if (s->scram)
+        argv[k++] = a_conf;
+    /* Our environment (not ARBOR_COMPUTE_SECRET: it asks its clients for
+     * none) and the caller's additions. Built before fork: no malloc after. */
+    size_t n_env = 0, n_add = 0;
+    while (environ[n_env])
+        n_env++;
+    while (s->env && s->env[n_add])
+        n_add++;
+    char **envp = az_calloc(n_env + n_add + 1, sizeof(char *));
+    size_t e = 0;
+    for (size_t i = 0; i < n_env; i++) {
+        if (strncmp(environ[i], "ARBOR_COMPUTE_SECRET=", 21) == 0)
+            continue;
+        bool replaced = false;
+        for (size_t j = 0; j < n_add && !replaced; j++) {
+            size_t eq = strcspn(s->env[j], "=");
+            replaced = strncmp(environ[i], s->env[j], eq + 1) == 0;
+        }
+        if (!replaced)
+            envp[e++] = environ[i];
+    }
+    for (size_t j = 0; j < n_add; j++)
+        envp[e++] = (char *)s->env[j];
+    envp[e] = NULL;
+    int gate = -1;
+    pid_t pid = fork_detached(argv, envp, log_path, &gate);
+    az_free(envp);
+    if (pid < 0) {
+        snprintf(err, 256, "fork: %s", strerror(errno));
+        return -EIO;
+    }
+    uint64_t ticks = 0;
+    dmn_proc_start_ticks(pid, &ticks);
+    char info[1100];
+    snprintf(info, sizeof(info), "%s/info", s->dir);
+    if (dmn_proc_file_write(info, pid, ticks, NULL) != 0)
+        log_warn("control: cannot write %s", info);
+    if (write(gate, "g", 1) != 1)
+        log_warn("control: cannot start compute %d: %s", (int)pid, strerror(errno));
+    close(gate);
+    int64_t deadline = clock_mono_ms() + timeout_ms;
+    for (;;) {
+        int pg, http;
+        if (read_ports(ports, &pg, &http) == 0) {
+            *out = (ctl_run_result){ .pid = pid, .ticks = ticks, .pg_port = pg,
+                                     .http_port = http };
+            return 0;
+        }
+        if (!dmn_proc_alive(pid, ticks)) {
+            char last[200];
+            log_tail(log_path, last, sizeof(last));
+            snprintf(err, 256, "it exited at start%s%.120s (log: %.100s)",
+                     last[0] ? ": " : "", last, log_path);
+            return -EIO;
+        }
+        if (clock_mono_ms() > deadline) {
+            kill(pid, SIGKILL);
+            snprintf(err, 256, "it did not listen within %d ms (log: %.180s)", timeout_ms,
+                     log_path);
+            return -ETIMEDOUT;
+        }
+        sleep_ms(2);
+    }
+}
+
+static int local_halt(ctl_driver *base, int pid, uint64_t ticks, int timeout_ms)
+{
+    (void)base;
+    if (pid <= 0 || !dmn_proc_alive(pid, ticks))
+        return -ESRCH;
+    kill(pid, SIGTERM);
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        if (!dmn_proc_alive(pid, ticks))
+            return 0;
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    for (int i = 0; i < 500 && dmn_proc_alive(pid, ticks); i++)
+        sleep_ms(10);
+    return 1;
+}
+
 static const ctl_driver_ops local_ops = {
     .name = "local",
     .start = local_start,
@@ -575,6 +774,8 @@ static const ctl_driver_ops local_ops = {
     .destroy = local_destroy,
     .pool_ready = local_pool_ready,
     .recover = local_recover,
+    .run = local_run,
+    .halt = local_halt,
 };
 
 int ctl_driver_local_create(const ctl_local_opts *o, ctl_driver **out)

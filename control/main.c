@@ -273,6 +273,8 @@ static int start(const char *argv0)
     az_free(bin);
     if (rc != 0)
         return rc;
+    g_ctl.api.driver = g_ctl.driver;
+    ctl_api_forget_dead_cli(&g_ctl.api);
     met_gauge_callback_new(met_default_registry(), "arbor_control_pool_ready",
                            "Unbound computes ready to bind (a wake takes one)",
                            pool_ready_gauge, NULL);

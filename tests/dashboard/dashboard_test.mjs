@@ -7,7 +7,7 @@
 //     arbor_dashboard_serve test binary: the same cli_dashboard_run);
 //   - the page shows every component up, the branch tree (main -> dev with
 //     its ancestor LSN), the usage table and the charts;
-//   - kill -9 of one safekeeper (pid from cluster.json): the page shows it
+//   - kill -9 of one safekeeper (pid from arbor status): the page shows it
 //     down within a few seconds;
 //   - a screenshot is saved in $ARBOR_ARTIFACT_DIR (path printed).
 // Everything it started is stopped at the end, also on failure; a watchdog
@@ -83,8 +83,11 @@ function ensurePlaywright() {
   if (r.status !== 0) throw new Error('npm ci failed');
 }
 
+// Every component with its pid: the daemons (cluster.json) and the local
+// endpoints (arbor-control keeps their state), as `arbor status --json`
+// gives them (its exit status says whether all are up: not asked here).
 function state() {
-  return JSON.parse(fs.readFileSync(path.join(dir, 'cluster.json'), 'utf8'));
+  return JSON.parse(arbor(['status', '--json'], { check: false }).stdout);
 }
 
 function hasCommand(words) {

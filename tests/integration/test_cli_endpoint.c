@@ -204,6 +204,38 @@ static void test_start(void **state)
     ct_expect_in(ct.out, "already running");
     ct_expect_in(ct.out, "psql -h");
     g_up = true;
+
+    /* arbor-control runs main's compute, not the CLI: cluster.json lists the
+     * daemons only; main's state is DIR/endpoints/main/endpoint.json, written
+     * by arbor-control, whose endpoint row has the same process. */
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/cluster.json", ct.dir);
+    json_t *cj = json_load_file(path, 0, NULL), *o;
+    size_t i;
+    assert_non_null(cj);
+    json_array_foreach(json_object_get(cj, "components"), i, o)
+        assert_string_not_equal(json_string_value(json_object_get(o, "kind")), "compute");
+    json_decref(cj);
+    snprintf(path, sizeof(path), "%s/endpoints/main/endpoint.json", ct.dir);
+    json_t *ej = json_load_file(path, 0, NULL);
+    assert_non_null(ej);
+    long mpid = (long)json_integer_value(json_object_get(ej, "pid"));
+    json_decref(ej);
+    assert_int_equal(mpid, ct_component_int("main", "pid"));
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    ct_expect(ct_sh("curl -s -H 'Authorization: Bearer %s' %s/v1/projects/%s/endpoints/main",
+                    json_string_value(json_object_get(api, "key")),
+                    json_string_value(json_object_get(api, "url")),
+                    json_string_value(json_object_get(api, "project_id"))), 0, "main's row");
+    json_decref(api);
+    json_t *row = ct_parse_out();
+    assert_string_equal(json_string_value(json_object_get(row, "managed_by")), "cli");
+    assert_int_equal(json_integer_value(json_object_get(row, "pid")), mpid);
+    assert_non_null(strstr(json_string_value(json_object_get(row, "run_dir")),
+                           "/endpoints/main"));
+    json_decref(row);
 }
 
 /* Endpoints of arbor-control's API through the CLI: list, update, start
@@ -741,21 +773,31 @@ static void test_import_psql(void **state)
 static void test_stop(void **state)
 {
     (void)state;
-    char path[400];
-    snprintf(path, sizeof(path), "%s/cluster.json", ct.dir);
-    json_t *st = json_load_file(path, 0, NULL);
-    pid_t pids[64];
+    /* Every process, the endpoints' too (their state files, read by status) */
+    ct_expect(ct_arbor("status --json"), 0, "status --json");
+    json_t *st = ct_parse_out();
+    pid_t pids[64], control = 0;
     uint64_t ticks[64];
     size_t n = 0, i;
+    int n_ep = 0;
     json_t *c;
     json_array_foreach(json_object_get(st, "components"), i, c) {
-        if (n < 64 && json_integer_value(json_object_get(c, "pid")) > 0) {
-            pids[n] = (pid_t)json_integer_value(json_object_get(c, "pid"));
+        const char *kind = json_string_value(json_object_get(c, "kind"));
+        pid_t pid = (pid_t)json_integer_value(json_object_get(c, "pid"));
+        if (n < 64 && pid > 0) {
+            pids[n] = pid;
             ticks[n++] = (uint64_t)json_integer_value(json_object_get(c, "start_ticks"));
+            n_ep += strcmp(kind, "compute") == 0;
+            if (strcmp(kind, "control") == 0)
+                control = pid;
         }
     }
     json_decref(st);
-    assert_true(!g_up || n >= 5);
+    assert_true(!g_up || (n >= 6 && n_ep >= 1 && control > 0));
+    /* arbor-control, which runs the endpoints, is gone: `arbor stop` stops
+     * them itself */
+    if (control > 0)
+        kill(control, SIGKILL);
     ct_expect(ct_arbor("stop"), 0, "stop");
     ct_expect_in(ct.out, "cluster stopped");
     ct_expect_in(ct.out, "stopped compute");

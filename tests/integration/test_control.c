@@ -1300,6 +1300,126 @@ static void test_internal_cli_endpoints(void **state)
     expect(200, "DELETE", pp("/endpoints/cliep-ro"), NULL);
 }
 
+/* Whether /proc/pid/environ has entry (NAME=VALUE, or a NAME= prefix). */
+static bool env_has(int pid, const char *entry)
+{
+    char path[64], buf[65536];
+    snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+        if (strncmp(buf + i, entry, strlen(entry)) == 0)
+            return true;
+    return false;
+}
+
+/* PUT .../cli_endpoints/{name} with "run": arbor-control starts the arbor
+ * CLI's endpoint itself (not its child: it outlives arbor-control), in the
+ * CLI's directory, asking its clients for no secret, with the ARBOR_*
+ * settings given, and writes endpoint.json there for the CLI; 409 while
+ * it runs; a wake answers its address; bad run bodies are refused. It is
+ * found again after a kill -9 of arbor-control; one that died meanwhile
+ * is forgotten at the next start (files too); DELETE stops it. */
+static void test_internal_cli_run(void **state)
+{
+    (void)state;
+    json_t *o;
+    char path[256], body[1400], dir[800], file[900], wake_path[256];
+    assert_int_equal(api("POST", pp("/branches"), "{\"name\": \"clirun\"}", &o), 201);
+    json_decref(o);
+    snprintf(path, sizeof(path), "/v1/internal/projects/%s/cli_endpoints/clirun", g_project);
+    snprintf(wake_path, sizeof(wake_path), "/v1/internal/projects/%s/branches/clirun/wake",
+             g_project);
+    snprintf(dir, sizeof(dir), "%s/cli-dir/endpoints/clirun", g_ctl.dir);
+    snprintf(file, sizeof(file), "%s/endpoint.json", dir);
+    snprintf(body, sizeof(body), "{\"branch\": \"clirun\", \"kind\": \"read_write\", \"run\": "
+             "{\"dir\": \"%s\", \"cli_name\": \"clirun/x\", \"env\": {\"ARBOR_FEED_TABLES\": "
+             "\"t\"}}}", dir);
+    assert_int_equal(api("PUT", path, body, &o), 200);
+    int pid = (int)ji(o, "pid"), http = (int)ji(o, "http_port"), pg = (int)ji(o, "pg_port");
+    uint64_t ticks = (uint64_t)ji(o, "run_ticks");
+    assert_true(pid > 0 && http > 0 && pg > 0);
+    assert_string_equal(js(o, "run_dir"), dir);
+    assert_string_equal(js(o, "managed_by"), "cli");
+    json_decref(o);
+    assert_true(dmn_proc_alive(pid, ticks));
+    assert_true(env_has(pid, "ARBOR_FEED_TABLES=t"));
+    assert_false(env_has(pid, "ARBOR_COMPUTE_SECRET="));
+    json_t *f = json_load_file(file, 0, NULL);
+    assert_non_null(f);
+    assert_string_equal(js(f, "name"), "clirun/x");
+    assert_string_equal(js(f, "role"), "primary");
+    assert_string_equal(js(f, "auth"), "trust");
+    assert_int_equal(ji(f, "pid"), pid);
+    assert_int_equal(ji(f, "grpc_port"), pg);
+    json_decref(f);
+    json_decref(sql_with(http, NULL, "CREATE TABLE cr(x)"));
+    json_decref(sql_with(http, NULL, "INSERT INTO cr VALUES (1), (2)"));
+    expect(409, "PUT", path, body);                       /* it runs */
+    assert_int_equal(api("POST", wake_path, NULL, &o), 200);
+    assert_int_equal(ji(o, "http_port"), http);
+    assert_string_equal(js(o, "secret"), "");
+    json_decref(o);
+    static const char *const bad[][2] = {
+        { "400", "{\"dir\": \"relative/dir\"}" },
+        { "400", "5" },
+        { "400", "{\"dir\": \"/tmp/x/../y\"}" },
+        { "422", "{\"dir\": \"/tmp/x\", \"env\": {\"LD_PRELOAD\": \"/x.so\"}}" },
+        { "422", "{\"dir\": \"/tmp/x\", \"env\": {\"ARBOR_COMPUTE_SECRET\": \"s\"}}" },
+        { "422", "{\"dir\": \"/tmp/x\", \"pg_port\": 70000}" },
+        { "422", "{\"dir\": \"/tmp/x\", \"auth\": \"md5\"}" },
+        { "422", "{\"dir\": \"/tmp/x\", \"cli_name\": \"a b\"}" },
+    };
+    char other[256];
+    snprintf(other, sizeof(other), "/v1/internal/projects/%s/cli_endpoints/clirun-bad", g_project);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"branch\": \"clirun\", \"kind\": \"read_only\", "
+                 "\"run\": %s}", bad[i][1]);
+        expect(atoi(bad[i][0]), "PUT", other, body);
+    }
+    /* A compute that exits at start: 503 with its log's last words, nothing kept. */
+    snprintf(body, sizeof(body), "{\"branch\": \"clirun\", \"kind\": \"read_only\", \"run\": "
+             "{\"dir\": \"%s-bad\", \"pg_port\": %d}}", dir, pg);
+    expect(503, "PUT", other, body);
+    expect(404, "GET", pp("/endpoints/clirun-bad"), NULL);
+
+    /* kill -9 of arbor-control: the endpoint runs on, and is found again */
+    h_sk_kill(&g_ctl);
+    assert_true(dmn_proc_alive(pid, ticks));
+    control_start();
+    assert_int_equal(api("GET", pp("/endpoints/clirun"), NULL, &o), 200);
+    assert_int_equal(ji(o, "pid"), pid);
+    json_decref(o);
+    assert_int_equal(first_int(sql_with(http, NULL, "SELECT count(*) FROM cr")), 2);
+    /* killed while arbor-control is down: forgotten at its next start */
+    h_sk_kill(&g_ctl);
+    kill(pid, SIGKILL);
+    for (int i = 0; i < 100 && dmn_proc_alive(pid, ticks); i++)
+        h_sleep_ms(20);
+    control_start();
+    expect(404, "GET", pp("/endpoints/clirun"), NULL);
+    assert_int_not_equal(access(file, F_OK), 0);
+    /* run again on the same directory; DELETE stops it and removes its file */
+    snprintf(body, sizeof(body), "{\"branch\": \"clirun\", \"kind\": \"read_write\", \"run\": "
+             "{\"dir\": \"%s\"}}", dir);
+    assert_int_equal(api("PUT", path, body, &o), 200);
+    pid = (int)ji(o, "pid");
+    ticks = (uint64_t)ji(o, "run_ticks");
+    http = (int)ji(o, "http_port");
+    json_decref(o);
+    assert_int_equal(first_int(sql_with(http, NULL, "SELECT count(*) FROM cr")), 2);
+    assert_int_equal(api("DELETE", path, NULL, &o), 200);
+    assert_true(json_is_true(json_object_get(o, "stopped")));
+    json_decref(o);
+    assert_false(dmn_proc_alive(pid, ticks));
+    assert_int_not_equal(access(file, F_OK), 0);
+    expect(404, "DELETE", path, NULL);
+}
+
 /* Processes whose command line has needle (killed with kill_them). */
 static int procs_with(const char *needle, bool kill_them)
 {
@@ -1387,6 +1507,7 @@ int main(void)
         cmocka_unit_test(test_usage_after_restore),
         cmocka_unit_test(test_internal_wake_branch),
         cmocka_unit_test(test_internal_cli_endpoints),
+        cmocka_unit_test(test_internal_cli_run),
         cmocka_unit_test(test_sk_delete_retry),
         cmocka_unit_test(test_crash_after_fork),
     };
