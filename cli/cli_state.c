@@ -171,10 +171,10 @@ static int load_json(cli_state *st, json_t *root, const char *path)
             cli_err("%s: bad component #%zu", path, i + 1);
             return CLI_EFAIL;
         }
-        /* An endpoint in the file is from a CLI that ran them itself: the
-         * endpoints are arbor-control's now (load_endpoints). */
-        if (st->comp[st->n_comp].kind != CLI_COMP_COMPUTE)
-            st->n_comp++;
+        /* An endpoint in the file is one an older CLI started itself (they are
+         * arbor-control's now, load_endpoints): kept until it is stopped. */
+        st->comp[st->n_comp].legacy = st->comp[st->n_comp].kind == CLI_COMP_COMPUTE;
+        st->n_comp++;
     }
     static const char *const known[] = { "version", "base_port", "tenant_id", "started_at",
                                          "stopped_at", "components" };
@@ -210,6 +210,16 @@ static void load_endpoints(cli_state *st)
         cli_component *c = &st->comp[st->n_comp];
         if (o && load_component(o, c) == 0 && c->kind == CLI_COMP_COMPUTE) {
             snprintf(c->datadir, sizeof(c->datadir), "endpoints/%s", d->d_name);
+            for (int i = 0; i < first; i++) {   /* it replaces an old entry of the file */
+                if (st->comp[i].legacy && strcmp(st->comp[i].name, c->name) == 0) {
+                    cli_component keep = *c;
+                    cli_state_remove(st, i);
+                    first--;
+                    st->comp[st->n_comp] = keep;
+                    c = &st->comp[st->n_comp];
+                    break;
+                }
+            }
             st->n_comp++;
         }
         json_decref(o);
@@ -263,7 +273,7 @@ static json_t *to_json(const cli_state *st, bool endpoints)
     json_t *comps = json_array();
     for (int i = 0; i < st->n_comp; i++) {
         const cli_component *c = &st->comp[i];
-        if (c->kind == CLI_COMP_COMPUTE && !endpoints)
+        if (c->kind == CLI_COMP_COMPUTE && !endpoints && !c->legacy)
             continue;
         const char *dd = c->datadir[0] ? c->datadir : c->name;
         char log[256];

@@ -33,7 +33,8 @@
  *         "role": "primary"|"replica"|"static", "lsn": "X/Y" (static) | null,
  *         "auth": "trust"|"scram" }
  * which cli_state_load adds to st->comp (datadir "endpoints/<d>", by
- * name) and cli_state_save leaves out.
+ * name) and cli_state_save leaves out. (An endpoint in the file is one an
+ * older CLI started itself: kept, `legacy`, until it is stopped.)
  *
  * Layout of <dir>: cluster.json, lock (flock while start/stop run), and one
  * directory per component (its data, its log "log", its port file "ports").
@@ -80,6 +81,8 @@ typedef struct cli_component {
     char role[8];           /* "primary", "replica", "static" */
     char lsn[24];           /* static: the pinned LSN "X/Y"; else "" */
     bool scram;             /* --password given: SCRAM auth, user arbor */
+    bool legacy;            /* an endpoint in cluster.json, started by a CLI from before
+                               arbor-control ran them: kept there until it is stopped */
 } cli_component;
 
 typedef struct cli_state {

@@ -111,9 +111,11 @@ static void cli_run_files_remove(json_t *e)
 
 /* Whether branch row b has a read_write endpoint other than the one called
  * except (then r->err is a 409 naming it). Two primaries of a branch fence
- * each other commit by commit. A primary the CLI had arbor-control run,
- * whose process is gone, is forgotten here (it cannot fence anyone). */
-static bool rw_taken(req *r, const char *pid, json_t *b, const char *except)
+ * each other commit by commit. With forget_dead (the CLI starting a
+ * primary), a primary arbor-control ran for the CLI whose process is gone
+ * is forgotten (it fences no one); for the API it still holds the branch,
+ * so that `arbor start` can start main's primary again. */
+static bool rw_taken(req *r, const char *pid, json_t *b, const char *except, bool forget_dead)
 {
     json_t *dup;
     if (ctl_db_query_one(r->x->db, &dup,
@@ -121,18 +123,12 @@ static bool rw_taken(req *r, const char *pid, json_t *b, const char *except)
                          " WHERE project_id = ? AND branch_id = ? AND kind = 'read_write' AND"
                          " name <> ?", "sss", pid, api_jstr(b, "id"), except ? except : "") != 0)
         return false;
-    if (cli_run_dead(dup)) {
+    if (forget_dead && cli_run_dead(dup)) {
         cli_run_files_remove(dup);
         ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE id = ?", "i", api_jid(dup));
         json_decref(dup);
-        return rw_taken(r, pid, b, except);
+        return rw_taken(r, pid, b, except, forget_dead);
     }
-    json_decref(dup);
-    if (ctl_db_query_one(r->x->db, &dup,
-                         "SELECT name, managed_by FROM endpoints WHERE project_id = ? AND"
-                         " branch_id = ? AND kind = 'read_write' AND name <> ?", "sss", pid,
-                         api_jstr(b, "id"), except ? except : "") != 0)
-        return false;
     if (api_is_cli_endpoint(dup))
         api_fail(r, 409, "CONFLICT", "branch '%s' has a read_write endpoint already: '%s', run "
                  "by the arbor CLI (arbor endpoint stop %s)", api_jstr(b, "name"),
@@ -182,7 +178,7 @@ json_t *api_h_endpoint_create(req *r)
         api_fail_db(r);
         goto done;
     }
-    if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, NULL)) {
+    if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, NULL, false)) {
         ctl_db_commit(r->x->db);
         goto done;
     }
@@ -461,7 +457,7 @@ static json_t *cli_run(req *r, const char *pid, const char *name, json_t *b, con
         api_fail(r, 409, "CONFLICT", "endpoint '%s' runs already (pid %d): arbor endpoint "
                  "stop %s first", name, (int)json_integer_value(json_object_get(old, "pid")),
                  name);
-    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name)) {
+    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name, true)) {
         /* r->err says which */
     } else if (rc == 0) {
         rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET branch_id = ?, kind = ?,"
@@ -566,7 +562,7 @@ json_t *api_h_int_cli_endpoint_put(req *r)
                               " project_id = ? AND name = ?", "ss", pid, name);
     if (rc == 0 && !api_is_cli_endpoint(old)) {
         api_fail(r, 409, "CONFLICT", "endpoint '%s' exists: one of the control plane's", name);
-    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name)) {
+    } else if (!strcmp(kind, "read_write") && rw_taken(r, pid, b, name, false)) {
         /* r->err says which */
     } else if (rc == 0) {
         rc = ctl_db_exec(r->x->db, NULL, "UPDATE endpoints SET branch_id = ?, kind = ?,"
