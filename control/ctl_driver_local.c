@@ -99,6 +99,31 @@ static void sleep_ms(int ms)
 
 extern char **environ;
 
+/* In a forked child, before its exec: waits for the gate byte (exits at
+ * EOF: arbor-control died before recording the child), unblocks signals
+ * (the daemon blocks TERM) and points stdin at /dev/null, stdout and
+ * stderr at log (created with mode). Only async-signal-safe calls. */
+static void child_prepare(int gate, const char *log, mode_t mode)
+{
+    char go;
+    ssize_t got;
+    while ((got = read(gate, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (got != 1)
+        _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, mode);
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0)
+        dup2(nul, 0);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+}
+
 /* Forks arbor-compute --pool with ARBOR_COMPUTE_SECRET=secret in its
  * environment (not on its command line: ps shows that); called by the
  * spawner thread only. The child execs once a byte arrives on *gate (the
@@ -138,24 +163,8 @@ static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret,
         return pid;
     }
     close(pfd[1]);     /* else the parent's death would not end the read */
-    char go;
-    ssize_t got;
-    while ((got = read(pfd[0], &go, 1)) < 0 && errno == EINTR) {
-    }
-    if (got != 1)
-        _exit(1);      /* arbor-control died before recording us */
+    child_prepare(pfd[0], a_log, 0600);
     setsid();          /* not in arbor-control's process group: a ^C is not its */
-    sigset_t none;
-    sigemptyset(&none);
-    pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the daemon blocks TERM */
-    int fd = open(a_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    int nul = open("/dev/null", O_RDONLY);
-    if (nul >= 0)
-        dup2(nul, 0);
-    if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-    }
     char *argv[] = { (char *)d->o.compute_bin, "--pool", "--listen=127.0.0.1:0",
                      "--http-port=0", a_ps, a_sk, a_pf, a_ll, NULL };
     execve(d->o.compute_bin, argv, envp);
@@ -609,24 +618,8 @@ static pid_t fork_detached(char *const argv[], char *const envp[], const char *l
         pid_t pid = fork();
         if (pid == 0) {
             close(pp[1]);
-            char go;
-            ssize_t got;
-            while ((got = read(g[0], &go, 1)) < 0 && errno == EINTR) {
-            }
-            if (got != 1)
-                _exit(1);
-            sigset_t none;
-            sigemptyset(&none);
-            pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the daemon blocks TERM */
+            child_prepare(g[0], log_path, 0644);
             signal(SIGPIPE, SIG_DFL);
-            int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            int nul = open("/dev/null", O_RDONLY);
-            if (nul >= 0)
-                dup2(nul, 0);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-            }
             execve(argv[0], argv, envp);
             _exit(127);
         }
