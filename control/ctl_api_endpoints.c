@@ -330,12 +330,6 @@ json_t *api_h_endpoint_suspend(req *r)
 #define CLI_RUN_TIMEOUT_MS 20000
 #define CLI_HALT_TIMEOUT_MS 10000
 
-static const char *role_of_kind(const char *kind)
-{
-    return !strcmp(kind, "read_write") ? "primary" : !strcmp(kind, "read_only") ? "replica"
-                                                                               : "static";
-}
-
 /* The "run" object of a PUT: {"dir" (absolute), "pg_port", "http_port" (0:
  * any), "auth" trust|scram (scram: dir/compute.conf has it), "env"
  * {"ARBOR_...": "..."}, "cli_name" (the name the CLI shows, in the state
@@ -417,7 +411,7 @@ static void cli_state_write(const char *dir, const char *name, json_t *b, const 
                           "kind", "compute", "pid", res->pid, "start_ticks",
                           (json_int_t)res->ticks, "grpc_port", res->pg_port, "http_port",
                           res->http_port, "branch", api_jstr(b, "name"), "timeline_id",
-                          api_jstr(b, "id"), "role", role_of_kind(kind), "lsn",
+                          api_jstr(b, "id"), "role", ctl_role_of_kind(kind), "lsn",
                           lsn ? json_string(lsn) : json_null(), "auth",
                           scram ? "scram" : "trust");
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
@@ -482,7 +476,7 @@ static json_t *cli_run(req *r, const char *pid, const char *name, json_t *b, con
     }
     /* The row says "starting" (wakes answer 503) while the process starts. */
     ctl_run_spec spec = { .name = name, .tenant = pid, .branch = api_jstr(b, "name"),
-                          .role = role_of_kind(kind), .lsn = lsn,
+                          .role = ctl_role_of_kind(kind), .lsn = lsn,
                           .timeline = api_jstr(b, "id"), .pg_port = pg, .http_port = http,
                           .dir = dir, .scram = scram, .env = (const char *const *)env };
     ctl_run_result out;
@@ -493,7 +487,7 @@ static json_t *cli_run(req *r, const char *pid, const char *name, json_t *b, con
         ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND name = ?"
                     " AND managed_by = 'cli'", "ss", pid, name);
         return api_fail(r, 503, "UNAVAILABLE", "endpoint '%s' (%s on branch %s) did not start: "
-                        "%s", name, role_of_kind(kind), api_jstr(b, "name"), err);
+                        "%s", name, ctl_role_of_kind(kind), api_jstr(b, "name"), err);
     }
     const char *shown = json_string_value(json_object_get(run, "cli_name"));
     cli_state_write(dir, shown ? shown : name, b, kind, lsn, scram, &out);
@@ -505,7 +499,7 @@ static json_t *cli_run(req *r, const char *pid, const char *name, json_t *b, con
                  out.pid);
     res = api_load_endpoint(r, pid, name);
     log_info("control: runs endpoint %s of the arbor CLI (%s on %s, pid %d, port %d)", name,
-             role_of_kind(kind), api_jstr(b, "name"), out.pid, out.pg_port);
+             ctl_role_of_kind(kind), api_jstr(b, "name"), out.pid, out.pg_port);
     return res;
 }
 

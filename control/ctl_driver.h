@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct ctl_compute {
     char host[64];
@@ -37,6 +38,15 @@ typedef struct ctl_compute {
     uint64_t term;     /* after bind: a primary's elected term (0: none) */
     void *priv;        /* the driver's */
 } ctl_compute;
+
+/* The role a compute of an endpoint of kind read_write | read_only | static
+ * runs in: primary | replica | static. */
+static inline const char *ctl_role_of_kind(const char *kind)
+{
+    if (strcmp(kind, "read_only") == 0)
+        return "replica";
+    return strcmp(kind, "static") == 0 ? "static" : "primary";
+}
 
 typedef struct ctl_bind_spec {
     const char *tenant;     /* 32 hex */

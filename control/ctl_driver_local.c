@@ -99,6 +99,34 @@ static void sleep_ms(int ms)
 
 extern char **environ;
 
+/* A compute's environment: ours, less ARBOR_COMPUTE_SECRET (a compute
+ * asks its clients for it only when it is given one) and the names add
+ * sets, plus add (NAME=VALUE, NULL-ended; not copied). Built before fork:
+ * the child must not malloc. az_free() the array. */
+static char **child_env(const char *const *add)
+{
+    size_t n_env = 0, n_add = 0;
+    while (environ[n_env])
+        n_env++;
+    while (add && add[n_add])
+        n_add++;
+    char **envp = az_calloc(n_env + n_add + 1, sizeof(char *));
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++) {
+        bool drop = strncmp(environ[i], "ARBOR_COMPUTE_SECRET=", 21) == 0;
+        for (size_t j = 0; j < n_add && !drop; j++) {
+            size_t eq = strcspn(add[j], "=");
+            drop = strncmp(environ[i], add[j], eq + 1) == 0;
+        }
+        if (!drop)
+            envp[k++] = environ[i];
+    }
+    for (size_t j = 0; j < n_add; j++)
+        envp[k++] = (char *)add[j];
+    envp[k] = NULL;
+    return envp;
+}
+
 /* In a forked child, before its exec: waits for the gate byte (exits at
  * EOF: arbor-control died before recording the child), unblocks signals
  * (the daemon blocks TERM) and points stdin at /dev/null, stdout and
@@ -134,18 +162,9 @@ static pid_t fork_compute(local_driver *d, const char *cdir, const char *secret,
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0)
         return -1;
-    /* The child's environment is built before fork: no malloc after it. */
-    size_t n_env = 0;
-    while (environ[n_env])
-        n_env++;
-    char **envp = az_calloc(n_env + 2, sizeof(char *)), a_secret[128];
-    size_t k = 0;
-    for (size_t i = 0; i < n_env; i++)
-        if (strncmp(environ[i], "ARBOR_COMPUTE_SECRET=", 21) != 0)
-            envp[k++] = environ[i];
+    char a_secret[128];
     snprintf(a_secret, sizeof(a_secret), "ARBOR_COMPUTE_SECRET=%s", secret);
-    envp[k++] = a_secret;
-    envp[k] = NULL;
+    char **envp = child_env((const char *const[]){ a_secret, NULL });
     char a_ps[300], a_sk[1100], a_pf[640], a_log[640], a_ll[64];
     snprintf(a_ps, sizeof(a_ps), "--pageserver=%s", d->o.pageserver);
     snprintf(a_sk, sizeof(a_sk), "--safekeepers=%s", d->o.safekeepers);
@@ -677,29 +696,8 @@ static int local_run(ctl_driver *base, const ctl_run_spec *s, int timeout_ms,
         argv[k++] = a_lsn;
     if (s->scram)
         argv[k++] = a_conf;
-    /* Our environment (not ARBOR_COMPUTE_SECRET: it asks its clients for
-     * none) and the caller's additions. Built before fork: no malloc after. */
-    size_t n_env = 0, n_add = 0;
-    while (environ[n_env])
-        n_env++;
-    while (s->env && s->env[n_add])
-        n_add++;
-    char **envp = az_calloc(n_env + n_add + 1, sizeof(char *));
-    size_t e = 0;
-    for (size_t i = 0; i < n_env; i++) {
-        if (strncmp(environ[i], "ARBOR_COMPUTE_SECRET=", 21) == 0)
-            continue;
-        bool replaced = false;
-        for (size_t j = 0; j < n_add && !replaced; j++) {
-            size_t eq = strcspn(s->env[j], "=");
-            replaced = strncmp(environ[i], s->env[j], eq + 1) == 0;
-        }
-        if (!replaced)
-            envp[e++] = environ[i];
-    }
-    for (size_t j = 0; j < n_add; j++)
-        envp[e++] = (char *)s->env[j];
-    envp[e] = NULL;
+    /* no ARBOR_COMPUTE_SECRET: it asks its clients for none */
+    char **envp = child_env(s->env);
     int gate = -1;
     pid_t pid = fork_detached(argv, envp, log_path, &gate);
     az_free(envp);

@@ -133,13 +133,6 @@ static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st)
 
 /* ---- wake / suspend ------------------------------------------------------------ */
 
-static const char *role_of(const char *kind)
-{
-    if (strcmp(kind, "read_only") == 0)
-        return "replica";
-    return strcmp(kind, "static") == 0 ? "static" : "primary";
-}
-
 /* Gets a compute from the driver and binds it to endpoint row ep (runtime
  * r: its last term is the election's hint). */
 static int bind_new(ctl_lc *lc, ep_rt *r, json_t *ep, ctl_compute **out, char err[256])
@@ -157,7 +150,7 @@ static int bind_new(ctl_lc *lc, ep_rt *r, json_t *ep, ctl_compute **out, char er
     ctl_bind_spec spec = {
         .tenant = json_string_value(json_object_get(ep, "project_id")),
         .timeline = json_string_value(json_object_get(ep, "branch_id")),
-        .role = role_of(json_string_value(json_object_get(ep, "kind"))),
+        .role = ctl_role_of_kind(json_string_value(json_object_get(ep, "kind"))),
         .lsn = json_string_value(json_object_get(ep, "point_lsn")),
         .endpoint = json_string_value(json_object_get(ep, "name")),
         .term_hint = r->term,
@@ -407,7 +400,7 @@ static void recover(ctl_lc *lc)
     json_array_foreach(rows, i, row) {
         rec[i].endpoint = row_str(row, "name");
         rec[i].tenant = row_str(row, "project_id");
-        rec[i].role = role_of(row_str(row, "kind"));
+        rec[i].role = ctl_role_of_kind(row_str(row, "kind"));
         rec[i].pg_port = (int)json_integer_value(json_object_get(row, "pg_port"));
         rec[i].http_port = (int)json_integer_value(json_object_get(row, "http_port"));
         rec[i].pid = (int)json_integer_value(json_object_get(row, "pid"));
