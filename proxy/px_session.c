@@ -421,17 +421,34 @@ static int authenticate(px_server *s, pgw_conn *c, startup *st, const char *peer
 enum { CS_OK = 0, CS_RETRY = 1, CS_FATAL = 2 };
 
 /* The SQLSTATE of an ErrorResponse body ("" if none). */
-static void error_code(const uint8_t *body, size_t len, char out[6])
+/* Field f of an ErrorResponse body into out ("" when absent). */
+static void error_field(const uint8_t *body, size_t len, uint8_t f, char *out, size_t cap)
 {
     out[0] = 0;
     for (size_t i = 0; i < len && body[i];) {
-        uint8_t f = body[i++];
+        uint8_t k = body[i++];
         const char *v = (const char *)body + i;
         size_t n = strnlen(v, len - i);
-        if (f == 'C')
-            snprintf(out, 6, "%.*s", (int)n, v);
+        if (k == f)
+            snprintf(out, cap, "%.*s", (int)n, v);
         i += n + 1;
     }
+}
+
+static void error_code(const uint8_t *body, size_t len, char out[6])
+{
+    error_field(body, len, 'C', out, 6);
+}
+
+/* An ErrorResponse that ends the session (FATAL or PANIC): the client has
+ * been told why, and needs no second error from the proxy. */
+static bool error_ends_session(const uint8_t *body, size_t len)
+{
+    char sev[16];
+    error_field(body, len, 'V', sev, sizeof(sev));   /* not localized */
+    if (!sev[0])
+        error_field(body, len, 'S', sev, sizeof(sev));
+    return strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0;
 }
 
 static void put_msg(pgw_buf *b, uint8_t type, const uint8_t *body, size_t len)
@@ -1060,6 +1077,7 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
         goto out;
     x.greeted = true;
     bool skip_to_sync = false;  /* an extended-protocol batch that got no session */
+    bool told_fatal = false;    /* the compute's FATAL was forwarded */
     for (;;) {
         if (sc && pending == 0 && !unsynced && last_z == 'I') {
             pgw_conn_free(&sconn);
@@ -1080,10 +1098,13 @@ static void run_pooled(px_server *s, pgw_conn *c, const startup *st, px_cancel_e
             const uint8_t *body;
             size_t len;
             if (pgw_conn_read_msg(&sconn, &type, &body, &len) != 0) {
-                pgw_send_error(c, "FATAL", "08006", "the compute closed the session");
+                if (!told_fatal)
+                    pgw_send_error(c, "FATAL", "08006", "the compute closed the session");
                 broken = true;
                 break;
             }
+            if (type == 'E' && error_ends_session(body, len))
+                told_fatal = true;   /* e.g. 57P01 when the compute stops */
             if (type == '1' && drop_parse > 0) {
                 drop_parse--;          /* the ParseComplete of an injected Parse */
                 continue;

@@ -14,8 +14,12 @@ RFC 5802 and PostgreSQL's protocol say), waits for ReadyForQuery, then:
     terminate  sends Query(SQL) and Terminate in one write, and keeps
                reading: a server answers the query before it reads the
                Terminate
+    idle       sends Query(SQL) (e.g. "BEGIN; INSERT ..."), and once its
+               ReadyForQuery came creates the file $RAW_READY_FILE (if
+               set) and keeps reading: the client sits idle, as one
+               whose server then goes away
 
-and reads until the server closes (30 s at most). Prints one JSON object:
+and reads until the server closes (30 s at most; 60 s when idle). Prints one JSON object:
 {"tags": [CommandComplete tags], "rows": [[values...]...], "errors":
 [SQLSTATE...], "ready": number of ReadyForQuery, "eof": true if the server
 closed}. Exit 0 after a login, 1 if the login failed (the reason on stderr).
@@ -128,8 +132,11 @@ def main():
         sock.shutdown(socket.SHUT_WR)
     elif mode == "terminate":
         sock.sendall(q + msg(b"X", b""))
+    elif mode == "idle":
+        sock.sendall(q)
+        sock.settimeout(60)
     else:
-        raise SystemExit("mode: halfclose or terminate")
+        raise SystemExit("mode: halfclose, terminate or idle")
     out = {"tags": [], "rows": [], "errors": [], "ready": 0, "eof": False}
     try:
         while True:
@@ -153,6 +160,8 @@ def main():
                 out["errors"].append(fields(body).get("C", "?"))
             elif kind == b"Z":
                 out["ready"] += 1
+                if mode == "idle" and out["ready"] == 1 and os.environ.get("RAW_READY_FILE"):
+                    open(os.environ["RAW_READY_FILE"], "w").close()
     except (socket.timeout, ConnectionError) as e:
         out["error"] = str(e)
     print(json.dumps(out))

@@ -1185,6 +1185,42 @@ static void test_half_close(void **state)
     PQfinish(c);
 }
 
+/* A pooled client in a transaction when its compute stops (a suspend)
+ * gets the compute's FATAL 57P01 and nothing more: no second FATAL from
+ * the proxy (it used to add 08006 "the compute closed the session"), and
+ * the transaction is not there afterwards. */
+static void test_compute_stops_mid_transaction(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char st[32], name[96];
+    PGconn *c = pg_branch("dev");
+    pg_exec(c, "CREATE TABLE midtx(x INTEGER)");
+    PQfinish(c);
+    endpoint_state("dev", st, sizeof(st), name, sizeof(name));
+    char ready[600];
+    snprintf(ready, sizeof(ready), "%s/raw-ready", ct.dir);
+    ct_expect(ct_sh("(rm -f '%s'; RAW_READY_FILE='%s' python3 '%s' '%sdev' idle "
+                    "'BEGIN; INSERT INTO midtx VALUES (1)' > '%s/raw.out' & "
+                    "for i in $(seq 600); do [ -e '%s' ] && break; sleep 0.1; done; "
+                    "[ -e '%s' ] && timeout -s KILL 120 %s --dir %s endpoint suspend %s >/dev/null; "
+                    "rc=$?; wait; cat '%s/raw.out'; exit $rc)",
+                    ready, ready, PG_RAWCLIENT, g_base, ct.dir, ready, ready, ARBOR_CLI_BIN,
+                    ct.dir, name, ct.dir),
+              0, "idle client, then endpoint suspend");
+    json_t *j = ct_parse_out();
+    json_t *errs = json_object_get(j, "errors");
+    if (json_array_size(errs) != 1 ||
+        strcmp(json_string_value(json_array_get(errs, 0)), "57P01") != 0 ||
+        !json_is_true(json_object_get(j, "eof")))
+        fail_msg("want exactly one error, 57P01, then the end: %s", ct.out);
+    json_decref(j);
+    c = pg_branch("dev");
+    assert_int_equal(pg_exec(c, "SELECT count(*) FROM midtx"), 0);
+    PQfinish(c);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -1224,6 +1260,7 @@ int main(void)
         cmocka_unit_test(test_local_primary_through_proxy),
         cmocka_unit_test(test_local_rename_through_proxy),
         cmocka_unit_test(test_half_close),
+        cmocka_unit_test(test_compute_stops_mid_transaction),
         cmocka_unit_test(test_stop),
     };
     const char *only = getenv("ARBOR_TEST"); /* e.g. ARBOR_TEST=test_start_and_branch */
