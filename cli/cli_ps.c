@@ -172,14 +172,8 @@ int cli_ps_list(cli_ps *ps, cli_tl **out, size_t *n_out)
 
 int cli_branch_name_check(const char *name)
 {
-    size_t n = strlen(name);
-    bool ok = n >= 1 && n <= CLI_BRANCH_NAME_MAX;
-    for (size_t i = 0; ok && i < n; i++) {
-        ok = name[i] > 0x20 && name[i] < 0x7F;
-    }
-    if (!ok) {
-        cli_err("bad branch name '%s': 1..%d printable ASCII characters, no spaces", name,
-                CLI_BRANCH_NAME_MAX);
+    if (!id_name_ok(name)) {
+        cli_err("bad branch name '%s': " ID_NAME_RULE, name);
         return CLI_EFAIL;
     }
     return 0;

@@ -83,8 +83,8 @@ int cli_ps_resolve_point(cli_ps *ps, const cli_tl *tl, const cli_point *pt,
 int cli_ps_db_size(cli_ps *ps, const cli_tl *tl, lsn_t lsn, uint32_t *pages,
                    uint32_t *page_size);
 
-/* Checks a branch name as the pageserver will (1..63 printable ASCII, no
- * spaces); prints why not. */
+/* Checks the name of a new branch (ids.h's id_name_ok, the API's rule:
+ * the proxy reaches a branch by its name); prints why not. */
 int cli_branch_name_check(const char *name);
 
 const char *cli_lsn_kind_name(int kind);

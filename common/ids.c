@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "ids.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
@@ -91,4 +92,15 @@ bool id_is_zero(const arbor_id *id)
 int id_compare(const arbor_id *a, const arbor_id *b)
 {
     return memcmp(a->b, b->b, sizeof(a->b));
+}
+
+bool id_name_ok(const char *s)
+{
+    size_t n = strnlen(s, ID_NAME_MAX + 1);
+    if (n == 0 || n > ID_NAME_MAX || s[0] == '-' || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
 }

@@ -34,4 +34,13 @@ bool id_is_zero(const arbor_id *id);
 /* memcmp order: <0, 0, >0. For sorting and ordered maps. */
 int id_compare(const arbor_id *a, const arbor_id *b);
 
+/* The names users give branches, endpoints and roles, wherever they are
+ * made (the CLI, the API): 1-63 characters of [A-Za-z0-9._-], not
+ * starting with '-' or '.'. Such a name is a URL path segment, a
+ * PostgreSQL database name and a file name as it is. (The pageserver
+ * keeps accepting any printable name: branches made before this rule.) */
+#define ID_NAME_MAX 63
+#define ID_NAME_RULE "1-63 characters of A-Z a-z 0-9 . _ -, not starting with - or ."
+bool id_name_ok(const char *s);
+
 #endif

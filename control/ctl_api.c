@@ -100,24 +100,16 @@ int api_body_str_need(req *r, const char *key, const char **out)
     return 0;
 }
 
-/* Names of branches, endpoints and roles: 1-63 of [A-Za-z0-9._-], not
- * starting with '-' or '.'. */
+/* Names of branches, endpoints and roles: ids.h's rule. */
 bool api_name_ok(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 63 || s[0] == '-' || s[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
-            return false;
-    return true;
+    return id_name_ok(s);
 }
 
 json_t *api_fail_name(req *r, const char *what, const char *s)
 {
     return api_fail(r, 422, "UNPROCESSABLE",
-                "bad %s name '%s': 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
-                "with - or .", what, s);
+                "bad %s name '%s': " ID_NAME_RULE, what, s);
 }
 
 int api_body_point(req *r, const char *key, point *p)

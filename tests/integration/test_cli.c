@@ -504,6 +504,16 @@ static void test_bad_input(void **state)
     ct_expect_in(ct.err, "beyond the head");
     ct_expect(ct_arbor("branch create 'bad name'"), 1, "bad branch name");
     ct_expect_in(ct.err, "bad branch name");
+    /* The API's rule (the proxy reaches a branch by name in a URL path and
+     * as a database name): made locally, such a name could not be reached. */
+    ct_expect(ct_arbor("branch create feature/x"), 1, "'/' in a branch name");
+    ct_expect_in(ct.err, "bad branch name 'feature/x': 1-63 characters of A-Z a-z 0-9 . _ -");
+    ct_expect(ct_arbor("branch create .hidden"), 1, "branch name starting with '.'");
+    ct_expect(ct_arbor("branch rename main 'a@b'"), 1, "rename to a bad name");
+    ct_expect_in(ct.err, "bad branch name 'a@b'");
+    ct_expect(ct_sh("/usr/bin/sqlite3 '%s.src' 'CREATE TABLE t(x)'", out), 0, "sqlite3");
+    ct_expect(ct_arbor("import '%s.src' --branch 'x:y'", out), 1, "import to a bad name");
+    ct_expect_in(ct.err, "bad branch name 'x:y'");
     ct_expect(ct_arbor("branch create main"), 1, "existing name");
     ct_expect_in(ct.err, "already exists");
     assert_int_equal(access(out, F_OK), -1);
