@@ -98,19 +98,10 @@ int cli_api_wake_for_branch(cli_ctx *ctx, const char *branch, const char *want,
                             size_t secret_cap);
 
 /* The local `branch delete|reset|restore` and the control plane's
- * endpoints (nothing happens without an API in DIR/api.json or --api):
- * the guard refuses (printed) while one of its endpoints is active on
- * branch, unless force; after a reset/restore the endpoints of old_id follow
- * the name (suspended, moved to the new timeline); after a delete the API
- * forgets the branch and its endpoints. Failures to tell it are warnings. */
+ * endpoints: refuses (printed) while one of its endpoints is active on
+ * branch, unless force (the API then suspends it). Nothing is checked
+ * without an API (a warning when it does not answer). */
 int cli_api_guard_branch(cli_ctx *ctx, const char *branch, bool force, const char *what);
-void cli_api_branch_replaced(cli_ctx *ctx, const char *branch, const arbor_id *old_id,
-                             bool reset);
-void cli_api_branch_deleted(cli_ctx *ctx, const char *branch);
-/* After a local rename to branch (timeline id): the control plane reads the
- * names again, so that the old name no longer leads to this timeline (a
- * branch created under it later would be reached as this one). */
-void cli_api_branch_renamed(cli_ctx *ctx, const char *branch, const arbor_id *id);
 
 /* The CLI's local endpoints are run by arbor-control of the local cluster
  * (DIR/api.json): always on, in the CLI's directory DIR/<c->datadir>,

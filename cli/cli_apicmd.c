@@ -234,6 +234,12 @@ int cli_api_branch_reset(cli_ctx *ctx)
     return call_and_print(ctx, "POST", path, NULL, print_branch_line, "branch", ctx->pos[0]);
 }
 
+static void print_restored(json_t *b)
+{
+    printf("restored branch %s to %s; its state before the restore is kept as branch %s\n",
+           js(b, "name"), js(b, "point_lsn"), js(b, "kept_as"));
+}
+
 int cli_api_branch_restore(cli_ctx *ctx)
 {
     const char *to = cli_opt_value(ctx, "to");
@@ -247,7 +253,7 @@ int cli_api_branch_restore(cli_ctx *ctx)
     char path[600];
     snprintf(path, sizeof(path), "@/branches/%s/restore", ctx->pos[0]);
     json_t *body = json_pack("{s:o}", "to", p);
-    int rc = call_and_print(ctx, "POST", path, body, print_branch_line, "branch", ctx->pos[0]);
+    int rc = call_and_print(ctx, "POST", path, body, print_restored, "branch", ctx->pos[0]);
     json_decref(body);
     return rc;
 }

@@ -6,9 +6,11 @@
 #include "cli_api.h"
 #include "cli_apicmd.h"
 
+#include <ctype.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,90 @@ static void print_json(json_t *o)
     json_dumpf(o, stdout, JSON_INDENT(2));
     printf("\n");
     json_decref(o);
+}
+
+/* ---- the control plane's API: where the branch commands make their changes ---- */
+
+/* "@/branches/<name, percent-encoded><suffix>" (cli_api_call's '@' is the
+ * project). */
+static void branch_path(char *out, size_t cap, const char *name, const char *suffix)
+{
+    size_t k = (size_t)snprintf(out, cap, "@/branches/");
+    for (const unsigned char *c = (const unsigned char *)name; *c && k + 4 < cap; c++) {
+        if (isalnum(*c) || strchr("._-~", *c))
+            out[k++] = (char)*c;
+        else
+            k += (size_t)snprintf(out + k, cap - k, "%%%02X", *c);
+    }
+    snprintf(out + k, cap - k, "%s", suffix);
+}
+
+/* One call of the cluster's API (DIR/api.json), its error printed: 0 with
+ * *out (NULL: not wanted), or CLI_EFAIL. */
+static int api_call(cli_ctx *ctx, const char *method, const char *path, json_t *body,
+                    json_t **out)
+{
+    cli_api a;
+    if (cli_api_open(ctx, &a) != 0)
+        return CLI_EFAIL;
+    int rc = cli_api_call(&a, method, path, body, out);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("API: %s (HTTP 404)", a.message);
+    return rc == 0 ? 0 : CLI_EFAIL;
+}
+
+/* A branch of the API (control/openapi.json, Branch) as a timeline. */
+static void tl_from_json(json_t *o, cli_tl *t)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        char kind;   /* 'l' lsn_t from "X/Y", 'u' uint64_t, 'w' uint32_t */
+    } fields[] = {
+        { "point_lsn", offsetof(cli_tl, ancestor_lsn), 'l' },
+        { "start_lsn", offsetof(cli_tl, start_lsn), 'l' },
+        { "head_lsn", offsetof(cli_tl, last_record_lsn), 'l' },
+        { "disk_consistent_lsn", offsetof(cli_tl, disk_consistent_lsn), 'l' },
+        { "gc_cutoff_lsn", offsetof(cli_tl, gc_cutoff_lsn), 'l' },
+        { "logical_size", offsetof(cli_tl, logical_size_bytes), 'u' },
+        { "physical_size", offsetof(cli_tl, physical_size_bytes), 'u' },
+        { "branch_only_size", offsetof(cli_tl, branch_only_size_bytes), 'u' },
+        { "local_size", offsetof(cli_tl, local_size_bytes), 'u' },
+        { "remote_size", offsetof(cli_tl, remote_size_bytes), 'u' },
+        { "history_size", offsetof(cli_tl, history_size_bytes), 'u' },
+        { "billed_size", offsetof(cli_tl, billed_size_bytes), 'u' },
+        { "history_retention_seconds", offsetof(cli_tl, pitr_window_s), 'w' },
+        { "page_size", offsetof(cli_tl, page_size), 'w' },
+        { "db_size_pages", offsetof(cli_tl, db_size_pages), 'w' },
+        { "layer_count", offsetof(cli_tl, layer_count), 'w' },
+    };
+    memset(t, 0, sizeof(*t));
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *parent = json_string_value(json_object_get(o, "parent_id"));
+    const char *name = json_string_value(json_object_get(o, "name"));
+    if (id)
+        id_parse(id, &t->id);
+    snprintf(t->name, sizeof(t->name), "%s", name ? name : "?");
+    t->has_ancestor = parent && id_parse(parent, &t->ancestor) == 0;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        char *at = (char *)t + fields[i].off;
+        json_t *v = json_object_get(o, fields[i].key);
+        json_int_t n = json_integer_value(v);
+        lsn_t l = 0;
+        if (fields[i].kind == 'l') {
+            if (json_is_string(v) && lsn_parse(json_string_value(v), &l) == 0)
+                memcpy(at, &l, sizeof(l));
+        } else if (fields[i].kind == 'u') {
+            uint64_t u = n > 0 ? (uint64_t)n : 0;
+            memcpy(at, &u, sizeof(u));
+        } else {
+            uint32_t w = n > 0 && n <= UINT32_MAX ? (uint32_t)n : 0;
+            memcpy(at, &w, sizeof(w));
+        }
+    }
+    t->created_at_us = (int64_t)(json_number_value(json_object_get(o, "created_at")) * 1e6 + 0.5);
+    t->last_commit_us =
+        (int64_t)(json_number_value(json_object_get(o, "last_commit_at")) * 1e6 + 0.5);
 }
 
 /* ---- list as a tree ------------------------------------------------------------- */
@@ -280,8 +366,16 @@ int cli_cmd_branch_list(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     tree t = { 0 };
-    int rc = cli_ps_list(&ps, &t.tl, &t.n);
+    json_t *all = NULL;
+    int rc = api_call(ctx, "GET", "@/branches", NULL, &all);
     if (rc == 0) {
+        json_t *got = json_object_get(all, "branches");
+        t.tl = calloc(json_array_size(got) + 1, sizeof(cli_tl));
+        size_t i;
+        json_t *o;
+        json_array_foreach(got, i, o)
+            tl_from_json(o, &t.tl[t.n++]);
+        json_decref(all);
         t.parent = calloc(t.n + 1, sizeof(int));
         tree_build(&t);
         char prefix[512] = "";
@@ -355,29 +449,36 @@ int cli_cmd_branch_create(cli_ctx *ctx)
     cli_tl parent, b;
     lsn_t at = 0;
     int rc;
-    if (cli_opt_flag(ctx, "root")) {
+    bool root = cli_opt_flag(ctx, "root");
+    if (root) {
         rc = parent_name || cli_opt_value(ctx, "at") ? CLI_EFAIL : 0;
-        if (rc != 0) {
+        if (rc != 0)
             cli_err("--root takes neither --parent nor --at");
-        } else {
-            rc = cli_ps_create(&ps, name, NULL, 0, &b);
-        }
-        if (rc == 0) {
-            print_created(ctx, &b, NULL);
-        }
-        goto done;
+    } else {
+        rc = cli_ps_branch_need(&ps, parent_name ? parent_name : "main", &parent);
+        if (rc == 0)
+            rc = branch_point(&ps, &parent, cli_opt_value(ctx, "at"), &at);
     }
-    rc = cli_ps_branch_need(&ps, parent_name ? parent_name : "main", &parent);
-    if (rc == 0) {
-        rc = branch_point(&ps, &parent, cli_opt_value(ctx, "at"), &at);
+    if (rc == 0 && cli_ps_branch(&ps, name, &b) == 0) {
+        cli_err("branch '%s' already exists", name);
+        rc = CLI_EFAIL;
     }
-    if (rc == 0) {
-        rc = cli_ps_create(&ps, name, &parent, at, &b);
+    if (rc == 0) {   /* the point resolved here: the CLI's messages for a bad one */
+        char l[LSN_STRLEN];
+        json_t *body = json_pack("{s:s}", "name", name);
+        if (root)
+            json_object_set_new(body, "root", json_true());
+        else
+            json_object_set_new(body, "parent", json_string(parent.name));
+        if (at)
+            json_object_set_new(body, "at", json_string(lsn_format(at, l)));
+        rc = api_call(ctx, "POST", "@/branches", body, NULL);
+        json_decref(body);
     }
-    if (rc == 0) {
-        print_created(ctx, &b, &parent);
-    }
-done:
+    if (rc == 0)
+        rc = cli_ps_branch_need(&ps, name, &b);
+    if (rc == 0)
+        print_created(ctx, &b, root ? NULL : &parent);
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
@@ -429,30 +530,6 @@ static int guard_endpoints(cli_ctx *ctx, cli_ps *ps, const cli_tl *b, bool desce
     return rc;
 }
 
-/* The safekeepers drop the WAL of deleted timelines (a written branch holds
- * a 16 MiB segment on each). The branch is gone either way: a safekeeper
- * that cannot be told keeps the files, which is only said. */
-static void sk_forget(cli_state *st, const arbor_id *tenant, const arbor_id *ids, size_t n)
-{
-    char addrs[CLI_N_SAFEKEEPERS][64];
-    int n_sk = cli_cluster_sk_addrs(st, addrs, CLI_N_SAFEKEEPERS);
-    for (int i = 0; i < n_sk; i++) {
-        skc *c = NULL;
-        char msg[256];
-        int rc = skc_open(addrs[i], &c);
-        if (rc != 0) {
-            snprintf(msg, sizeof(msg), "safekeeper %s: cannot connect", addrs[i]);
-        }
-        for (size_t k = 0; rc == 0 && k < n; k++) {
-            rc = skc_delete_timeline(c, tenant, &ids[k], msg);
-        }
-        if (rc != 0) {
-            fprintf(stderr, "warning: %s: it keeps the deleted branch's WAL\n", msg);
-        }
-        skc_close(c);
-    }
-}
-
 int cli_cmd_branch_delete(cli_ctx *ctx)
 {
     if (cli_api_remote(ctx))
@@ -463,7 +540,7 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     cli_tl b;
-    uint32_t deleted = 0;
+    bool force = cli_opt_flag(ctx, "force");
     cli_ep_moved *moved = calloc(1, sizeof(*moved));
     int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
     if (rc == 0) {
@@ -471,28 +548,23 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
     }
     free(moved);
     if (rc == 0) {
-        rc = cli_api_guard_branch(ctx, b.name, cli_opt_flag(ctx, "force"), "delete");
+        rc = cli_api_guard_branch(ctx, b.name, force, "delete");
     }
-    arbor_id *ids = NULL;
-    size_t n_ids = 0;
-    if (rc == 0) {
-        rc = affected_ids(&ps, &b, cli_opt_flag(ctx, "force"), &ids, &n_ids);
-    }
-    if (rc == 0) {
-        rc = cli_ps_delete(&ps, &b, cli_opt_flag(ctx, "force"), &deleted);
+    json_t *out = NULL;
+    if (rc == 0) {   /* the API deletes the timelines and forgets their WAL */
+        char path[400];
+        branch_path(path, sizeof(path), b.name, force ? "?force=true" : "");
+        rc = api_call(ctx, "DELETE", path, NULL, &out);
     }
     if (rc == 0) {
-        sk_forget(&st, &ps.tenant, ids, n_ids);
-        cli_api_branch_deleted(ctx, b.name);
-    }
-    free(ids);
-    if (rc == 0) {
+        size_t deleted = json_array_size(json_object_get(out, "deleted_branches"));
         printf("deleted branch %s", b.name);
         if (deleted > 1) {
-            printf(" and %u descendant branch%s", deleted - 1, deleted > 2 ? "es" : "");
+            printf(" and %zu descendant branch%s", deleted - 1, deleted > 2 ? "es" : "");
         }
         printf("\n");
     }
+    json_decref(out);
     cli_cluster_disconnect(&st, &ps);
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
@@ -523,11 +595,14 @@ int cli_cmd_branch_rename(cli_ctx *ctx)
         rc = guard_endpoints(ctx, &ps, &b, false, true, "rename", moved);
     }
     if (rc == 0) {
-        rc = cli_ps_rename(&ps, &b, ctx->pos[1]);
+        char path[400];
+        branch_path(path, sizeof(path), b.name, "");
+        json_t *body = json_pack("{s:s}", "name", ctx->pos[1]);
+        rc = api_call(ctx, "PATCH", path, body, NULL);
+        json_decref(body);
     }
     if (rc == 0) {
         printf("renamed branch %s to %s\n", ctx->pos[0], ctx->pos[1]);
-        cli_api_branch_renamed(ctx, ctx->pos[1], &b.id);
     }
     for (int k = 0; k < moved->n; k++) {     /* all were on b's timeline */
         snprintf(moved->comp[k].branch, sizeof(moved->comp[k].branch), "%s",
@@ -595,7 +670,11 @@ int cli_cmd_branch_history(cli_ctx *ctx)
     cli_tl b;
     int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
     if (rc == 0 && seconds > 0) {
-        rc = cli_ps_set_history(&ps, &b, seconds);
+        char path[400];
+        branch_path(path, sizeof(path), b.name, "");
+        json_t *body = json_pack("{s:I}", "history_retention_seconds", (json_int_t)seconds);
+        rc = api_call(ctx, "PATCH", path, body, NULL);
+        json_decref(body);
         if (rc == 0)
             rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
     }
@@ -618,30 +697,6 @@ int cli_cmd_branch_history(cli_ctx *ctx)
 
 /* ---- reset and restore ------------------------------------------------------------- */
 
-/* "<name><suffix><time>" within the branch-name limit. */
-static int side_name(const char *name, const char *suffix, char *out, size_t len)
-{
-    char t[CLI_TIME_STRLEN];
-    cli_fmt_time_compact(cli_now_us(), t);
-    int n = snprintf(out, len, "%s%s%s", name, suffix, t);
-    if (n < 0 || (size_t)n >= len || n > CLI_BRANCH_NAME_MAX) {
-        cli_err("branch name '%s' is too long to keep its old state as '%s%s<time>' "
-                "(at most %d characters): rename it first", name, name, suffix,
-                CLI_BRANCH_NAME_MAX);
-        return CLI_EFAIL;
-    }
-    return 0;
-}
-
-/* Renames tl back to its old name after a failed second step. */
-static void undo_rename(cli_ps *ps, cli_tl *tl, const char *side, const char *name)
-{
-    memcpy(tl->name, side, strlen(side) + 1); /* side fits: side_name() checked */
-    if (cli_ps_rename(ps, tl, name) != 0) {
-        cli_err("the old state of '%s' is now the branch '%s'", name, side);
-    }
-}
-
 static bool has_children(cli_ps *ps, const cli_tl *b)
 {
     cli_tl *all;
@@ -656,11 +711,13 @@ static bool has_children(cli_ps *ps, const cli_tl *b)
     return kids;
 }
 
-static int reset_branch(cli_ctx *ctx, cli_state *st, cli_ps *ps, const char *name,
-                        cli_ep_moved *moved)
+/* The API moves the name to a new timeline (control/ctl_api_branches.c,
+ * replace_timeline); the CLI checks first, with its own messages, and
+ * moves its endpoints (moved) around the change. */
+static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved *moved)
 {
     cli_tl b, parent, fresh;
-    char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
+    char l[LSN_STRLEN];
     if (cli_ps_branch_need(ps, name, &b) != 0) {
         return CLI_EFAIL;
     }
@@ -678,27 +735,13 @@ static int reset_branch(cli_ctx *ctx, cli_state *st, cli_ps *ps, const char *nam
         cli_api_guard_branch(ctx, name, force, "reset") != 0) {
         return CLI_EFAIL;
     }
-    arbor_id old_id = b.id;
-    if (cli_ps_timeline(ps, &b.ancestor, &parent) != 0 ||
-        side_name(name, "-reset-", side, sizeof(side)) != 0 ||
-        cli_ps_rename(ps, &b, side) != 0) {
+    char path[400];
+    branch_path(path, sizeof(path), name, force ? "/reset?force=true" : "/reset");
+    if (api_call(ctx, "POST", path, NULL, NULL) != 0 ||
+        cli_ps_branch_need(ps, name, &fresh) != 0 ||
+        cli_ps_timeline(ps, &fresh.ancestor, &parent) != 0) {
         return CLI_EFAIL;
     }
-    if (cli_ps_create(ps, name, &parent, 0, &fresh) != 0) {
-        undo_rename(ps, &b, side, name);
-        return CLI_EFAIL;
-    }
-    memcpy(b.name, side, sizeof(side));
-    cli_api_branch_replaced(ctx, name, &old_id, true);
-    arbor_id *ids = NULL;
-    size_t n_ids = 0;
-    if (affected_ids(ps, &b, force, &ids, &n_ids) != 0 || cli_ps_delete(ps, &b, force, NULL) != 0) {
-        cli_err("branch '%s' was reset, but its old state is left as branch '%s'", name, side);
-        free(ids);
-        return CLI_EFAIL;
-    }
-    sk_forget(st, &ps->tenant, ids, n_ids);
-    free(ids);
     if (ctx->json) {
         print_json(branch_json(&fresh, parent.name));
     } else {
@@ -718,7 +761,7 @@ int cli_cmd_branch_reset(cli_ctx *ctx)
         return CLI_EXIT_ERROR;
     }
     cli_ep_moved *moved = calloc(1, sizeof(*moved));
-    int rc = reset_branch(ctx, &st, &ps, ctx->pos[0], moved);
+    int rc = reset_branch(ctx, &ps, ctx->pos[0], moved);
     if (cli_endpoint_restart(ctx->dir, &ps, moved, ctx->pos[0]) != 0) {
         rc = CLI_EFAIL;
     }
@@ -727,52 +770,38 @@ int cli_cmd_branch_reset(cli_ctx *ctx)
     return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
-/* The timeline of b's ancestry whose own history holds lsn (b itself when
- * lsn lies above its start). */
-static int owner_of_lsn(cli_ps *ps, const cli_tl *b, lsn_t lsn, cli_tl *out)
-{
-    *out = *b;
-    for (int depth = 0; out->has_ancestor && lsn <= out->start_lsn; depth++) {
-        if (depth > 1000 || cli_ps_timeline(ps, &out->ancestor, out) != 0) {
-            return CLI_EFAIL;
-        }
-    }
-    return 0;
-}
-
 static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char *to,
                           cli_ep_moved *moved)
 {
-    cli_tl b, owner, fresh;
+    cli_tl b, fresh;
     cli_point pt;
     lsn_t lsn;
-    char side[CLI_BRANCH_NAME_MAX + 1], l[LSN_STRLEN];
+    char l[LSN_STRLEN];
     if (cli_parse_point(to, "--to", &pt) != 0 || cli_ps_branch_need(ps, name, &b) != 0 ||
         cli_ps_resolve_point(ps, &b, &pt, "--to", &lsn) != 0 ||
-        owner_of_lsn(ps, &b, lsn, &owner) != 0 ||
-        side_name(name, "-before-restore-", side, sizeof(side)) != 0 ||
         guard_endpoints(ctx, ps, &b, false, false, "restore", moved) != 0 ||
-        cli_api_guard_branch(ctx, name, cli_opt_flag(ctx, "force"), "restore") != 0 ||
-        cli_ps_rename(ps, &b, side) != 0) {
+        cli_api_guard_branch(ctx, name, cli_opt_flag(ctx, "force"), "restore") != 0) {
         return CLI_EFAIL;
     }
-    if (id_equal(&owner.id, &b.id)) {
-        memcpy(owner.name, side, sizeof(side));
-    }
-    if (cli_ps_create(ps, name, &owner, lsn, &fresh) != 0) {
-        undo_rename(ps, &b, side, name);
-        return CLI_EFAIL;
-    }
-    cli_api_branch_replaced(ctx, name, &b.id, false);
-    if (ctx->json) {
-        json_t *o = branch_json(&fresh, owner.name);
-        json_object_set_new(o, "previous_state_branch", json_string(side));
+    char path[400];
+    branch_path(path, sizeof(path), name, "/restore");
+    json_t *body = json_pack("{s:s}", "to", lsn_format(lsn, l)), *out = NULL;
+    int rc = api_call(ctx, "POST", path, body, &out);
+    json_decref(body);
+    if (rc == 0)
+        rc = cli_ps_branch_need(ps, name, &fresh);
+    const char *kept = json_string_value(json_object_get(out, "kept_as"));
+    const char *from = json_string_value(json_object_get(out, "parent"));
+    if (rc == 0 && ctx->json) {
+        json_t *o = branch_json(&fresh, from);
+        json_object_set_new(o, "previous_state_branch", kept ? json_string(kept) : json_null());
         print_json(o);
-    } else {
+    } else if (rc == 0) {
         printf("restored branch %s to %s; its state before the restore is kept as branch %s\n",
-               name, lsn_format(lsn, l), side);
+               name, lsn_format(lsn, l), kept ? kept : "?");
     }
-    return 0;
+    json_decref(out);
+    return rc;
 }
 
 int cli_cmd_branch_restore(cli_ctx *ctx)

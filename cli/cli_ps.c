@@ -238,33 +238,6 @@ int cli_ps_delete(cli_ps *ps, const cli_tl *tl, bool with_children, uint32_t *de
     return 0;
 }
 
-int cli_ps_rename(cli_ps *ps, const cli_tl *tl, const char *new_name)
-{
-    if (cli_branch_name_check(new_name) != 0) {
-        return CLI_EFAIL;
-    }
-    psc_err e;
-    int rc = psc_rename(ps->c, &ps->tenant, &tl->id, new_name, &e);
-    if (rc == -EEXIST) {
-        cli_err("cannot rename '%s' to '%s': branch '%s' already exists", tl->name,
-                new_name, new_name);
-        return CLI_EFAIL;
-    }
-    if (rc != 0) {
-        return failed(ps, &e, "renaming '%s' to '%s'", tl->name, new_name);
-    }
-    return 0;
-}
-
-int cli_ps_set_history(cli_ps *ps, const cli_tl *tl, uint32_t seconds)
-{
-    psc_err e;
-    if (psc_set_history(ps->c, &ps->tenant, &tl->id, seconds, &e) != 0) {
-        return failed(ps, &e, "setting the history of '%s'", tl->name);
-    }
-    return 0;
-}
-
 int cli_ps_lsn_by_time(cli_ps *ps, const cli_tl *tl, int64_t time_us, lsn_t *lsn,
                        int *kind, int64_t *commit_us)
 {

@@ -66,9 +66,6 @@ int cli_ps_create(cli_ps *ps, const char *name, const cli_tl *parent, lsn_t at,
  * with children is refused with a message that lists them. *deleted: how
  * many timelines went (may be NULL). */
 int cli_ps_delete(cli_ps *ps, const cli_tl *tl, bool with_children, uint32_t *deleted);
-int cli_ps_rename(cli_ps *ps, const cli_tl *tl, const char *new_name);
-/* Sets the branch's history (PITR window), seconds > 0. */
-int cli_ps_set_history(cli_ps *ps, const cli_tl *tl, uint32_t seconds);
 
 /* GetLsnByTimestamp on tl. kind: 0 present, 1 past, 2 future (LsnKind). */
 int cli_ps_lsn_by_time(cli_ps *ps, const cli_tl *tl, int64_t time_us, lsn_t *lsn,

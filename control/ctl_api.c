@@ -216,6 +216,22 @@ int api_query_time(req *r, const char *key, double def, double *out)
     return 0;
 }
 
+int api_query_bool(req *r, const char *key, bool *out)
+{
+    const char *s = http_request_query(r->h, key);
+    *out = false;
+    if (!s)
+        return 0;
+    if (!*s || !strcmp(s, "true") || !strcmp(s, "1")) {
+        *out = true;
+        return 0;
+    }
+    if (!strcmp(s, "false") || !strcmp(s, "0"))
+        return 0;
+    api_fail(r, 422, "UNPROCESSABLE", "query '%s': true or false", key);
+    return -1;
+}
+
 static json_t *h_usage(req *r)
 {
     const char *pid = api_param(r, "project_id");
@@ -266,50 +282,6 @@ static json_t *h_usage(req *r)
     az_free(tls);
     return json_pack("{s:s,s:f,s:f,s:o,s:o,s:I}", "project_id", pid, "from", from, "to", to,
                      "endpoints", eps, "branches", brs, "billed_size", (json_int_t)billed);
-}
-
-/* ---- branches replaced outside the API (the CLI's local reset/restore) ------------------- */
-
-/* The local CLI reset or restored branch {branch} on the pageserver itself:
- * its name now belongs to a new timeline and old_id is the timeline it had.
- * The endpoints of old_id follow the name, as after the API's own reset and
- * restore: suspended (their computes still serve the old timeline) and
- * moved to the new one; static endpoints stay on a restore's kept branch.
- * {"branch", "id" (new), "old_id", "moved"}. */
-static json_t *h_int_branch_replaced(req *r)
-{
-    const char *pid = api_param(r, "project_id"), *old_id;
-    json_t *p = api_load_project(r);
-    if (!p)
-        return NULL;
-    json_decref(p);
-    if (api_body_str_need(r, "old_id", &old_id))
-        return NULL;
-    arbor_id chk;
-    if (id_parse(old_id, &chk) != 0)
-        return api_fail(r, 400, "BAD_REQUEST", "field 'old_id' must be a timeline id (32 hex)");
-    bool reset = json_is_true(json_object_get(r->body, "reset"));
-    psc_timeline *tls;
-    size_t n;
-    if (api_sync_branches(r, pid, &tls, &n) != 0)
-        return NULL;
-    az_free(tls);
-    json_t *row = api_load_branch(r, pid, api_param(r, "branch"));
-    if (!row)
-        return NULL;
-    char new_id[ID_STR_SIZE];
-    snprintf(new_id, sizeof(new_id), "%s", api_jstr(row, "id"));
-    json_decref(row);
-    int64_t moved = 0;
-    if (strcmp(new_id, old_id) != 0) {
-        api_suspend_branch_endpoints(r, pid, old_id, reset);
-        ctl_db_exec(r->x->db, &moved,
-                    "UPDATE endpoints SET branch_id = ? WHERE project_id = ? AND branch_id = ?"
-                    " AND (? OR kind <> 'static')", "sssi", new_id, pid, old_id,
-                    (int64_t)reset);
-    }
-    return json_pack("{s:s,s:s,s:s,s:I}", "branch", api_param(r, "branch"), "id", new_id, "old_id",
-                     old_id, "moved", (json_int_t)moved);
 }
 
 /* ---- internal routes (arbor-proxy) ---------------------------------------------------- */
@@ -495,8 +467,6 @@ static const route routes[] = {
       api_h_int_cli_endpoint_put },
     { "DELETE", "/v1/internal/projects/{project_id}/cli_endpoints/{endpoint}",
       api_h_int_cli_endpoint_delete },
-    { "POST", "/v1/internal/projects/{project_id}/branches/{branch}/replaced",
-      h_int_branch_replaced },
     { "GET", "/v1/internal/projects/{project_id}/roles/{role}/secret", h_int_secret },
     { "GET", "/v1/internal/roles/{role}/secret", h_int_secret_any },
     { "POST", "/v1/internal/tokens/verify", h_int_token_verify },

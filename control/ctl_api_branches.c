@@ -90,6 +90,17 @@ static json_t *branch_json(const psc_timeline *tl, const char *parent_name, int 
                      "depth", depth);
     json_object_set_new(o, "history_retention_seconds", json_integer(tl->pitr_window_s));
     json_object_set_new(o, "oldest_lsn", json_string(oldest));
+    char l[LSN_STRLEN];
+    json_object_set_new(o, "start_lsn", json_string(lsn_format(tl->start_lsn, l)));
+    json_object_set_new(o, "disk_consistent_lsn",
+                        json_string(lsn_format(tl->disk_consistent_lsn, l)));
+    json_object_set_new(o, "gc_cutoff_lsn", json_string(lsn_format(tl->gc_cutoff_lsn, l)));
+    json_object_set_new(o, "page_size", json_integer(tl->page_size));
+    json_object_set_new(o, "db_size_pages", json_integer(tl->db_size_pages));
+    json_object_set_new(o, "layer_count", json_integer(tl->layer_count));
+    json_object_set_new(o, "last_commit_at", tl->last_commit_us > 0
+                                                 ? json_real(tl->last_commit_us / 1e6)
+                                                 : json_null());
     return o;
 }
 
@@ -361,13 +372,15 @@ void api_suspend_branch_endpoints(req *r, const char *pid, const char *branch_id
 
 /* Whether branch id has an endpoint that the arbor CLI runs (then r->err is
  * a 409: the API cannot stop it, and its timeline must not go from under
- * it). */
-static bool cli_endpoint_on(req *r, const char *pid, json_t *b, const char *what)
+ * it). A restore keeps the old timeline: its static endpoints stay there
+ * (with_static false). */
+static bool cli_endpoint_on(req *r, const char *pid, json_t *b, bool with_static,
+                            const char *what)
 {
     json_t *e;
     if (ctl_db_query_one(r->x->db, &e, "SELECT name FROM endpoints WHERE project_id = ? AND"
-                         " branch_id = ? AND managed_by = 'cli'", "ss", pid,
-                         api_jstr(b, "id")) != 0)
+                         " branch_id = ? AND managed_by = 'cli' AND (? OR kind <> 'static')",
+                         "ssi", pid, api_jstr(b, "id"), (int64_t)with_static) != 0)
         return false;
     api_fail(r, 409, "CONFLICT", "branch '%s' has endpoint '%s' of the arbor CLI: stop it first "
              "(arbor endpoint stop %s), or %s the branch with the CLI", api_jstr(b, "name"),
@@ -376,48 +389,97 @@ static bool cli_endpoint_on(req *r, const char *pid, json_t *b, const char *what
     return true;
 }
 
+/* Branch id and its descendants, deepest first: rows {id, name}. NULL
+ * after api_fail(). */
+static json_t *subtree(req *r, const char *pid, const char *id)
+{
+    json_t *rows;
+    if (ctl_db_query(r->x->db, &rows,
+                     "WITH RECURSIVE d(id, name, depth) AS ("
+                     " SELECT id, name, 0 FROM branches WHERE project_id = ?1 AND id = ?2"
+                     " UNION ALL SELECT b.id, b.name, d.depth + 1 FROM branches b"
+                     " JOIN d ON b.parent_id = d.id WHERE b.project_id = ?1 AND d.depth < 10000)"
+                     " SELECT id, name FROM d ORDER BY depth DESC", "ss", pid, id) != 0) {
+        api_fail_db(r);
+        return NULL;
+    }
+    return rows;
+}
+
+/* The rows of tree (subtree()) but `self`: a 409 unless force. Then a 409
+ * if any of them has an endpoint of the arbor CLI. false after api_fail(). */
+static bool tree_may_go(req *r, const char *pid, json_t *tree, json_t *self, bool force,
+                        const char *what)
+{
+    size_t n = json_array_size(tree);
+    if (n > 1 && !force) {
+        api_fail(r, 409, "CONFLICT", "branch '%s' has children (e.g. '%s'): a %s would "
+                 "delete them; delete them first, or %s with force=true", api_jstr(self, "name"),
+                 api_jstr(json_array_get(tree, 0), "name"), what, what);
+        return false;
+    }
+    size_t i;
+    json_t *b;
+    json_array_foreach(tree, i, b)
+        if (cli_endpoint_on(r, pid, b, true, what))
+            return false;
+    return true;
+}
+
+/* After the pageserver deleted timeline id: its WAL leaves the
+ * safekeepers, and its endpoints, webhooks and row go. */
+static void forget_branch(req *r, const char *pid, const arbor_id *t, const char *id)
+{
+    arbor_id tl;
+    if (id_parse(id, &tl) == 0)
+        sk_forget(r, t, &tl);
+    ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND branch_id = ?",
+                "ss", pid, id);
+    ctl_db_exec(r->x->db, NULL, "DELETE FROM webhooks WHERE project_id = ? AND branch_id = ?",
+                "ss", pid, id);
+    ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?", "ss",
+                pid, id);
+}
+
+/* DELETE: refused while the branch has children, unless ?force=true (they
+ * go too, deepest first on the pageserver's side). */
 json_t *api_h_branch_delete(req *r)
 {
     const char *pid = api_param(r, "project_id");
+    bool force;
+    if (api_query_bool(r, "force", &force) != 0)
+        return NULL;
     json_t *row = api_load_branch(r, pid, api_param(r, "branch"));
     if (!row)
         return NULL;
-    json_t *kids = NULL, *res = NULL;
-    if (ctl_db_query(r->x->db, &kids,
-                     "SELECT name FROM branches WHERE project_id = ? AND parent_id = ?", "ss",
-                     pid, api_jstr(row, "id")) != 0) {
-        api_fail_db(r);
+    json_t *tree = subtree(r, pid, api_jstr(row, "id")), *res = NULL;
+    if (!tree || !tree_may_go(r, pid, tree, row, force, "delete"))
         goto done;
-    }
-    if (json_array_size(kids) > 0) {
-        api_fail(r, 409, "CONFLICT", "branch '%s' has children (e.g. '%s'): delete them first",
-             api_jstr(row, "name"), api_jstr(json_array_get(kids, 0), "name"));
-        goto done;
-    }
-    if (cli_endpoint_on(r, pid, row, "delete"))
-        goto done;
-    api_suspend_branch_endpoints(r, pid, api_jstr(row, "id"), true);
+    size_t i;
+    json_t *b;
+    json_array_foreach(tree, i, b)
+        api_suspend_branch_endpoints(r, pid, api_jstr(b, "id"), true);
     arbor_id t, tl;
     psc_err e;
+    uint32_t deleted = 0;
     api_tenant_of(r, &t);
     id_parse(api_jstr(row, "id"), &tl);
-    int rc = psc_delete_timeline(r->x->ps, &t, &tl, false, NULL, &e);
+    int rc = psc_delete_timeline(r->x->ps, &t, &tl, force, &deleted, &e);
     if (rc != 0 && rc != -ENOENT) {
         api_fail_ps(r, rc, "deleting the branch", e.msg);
         goto done;
     }
-    sk_forget(r, &t, &tl);
-    ctl_db_exec(r->x->db, NULL, "DELETE FROM endpoints WHERE project_id = ? AND branch_id = ?",
-                "ss", pid, api_jstr(row, "id"));
-    ctl_db_exec(r->x->db, NULL, "DELETE FROM webhooks WHERE project_id = ? AND branch_id = ?",
-                "ss", pid, api_jstr(row, "id"));
+    json_t *names = json_array();
+    json_array_foreach(tree, i, b) {
+        forget_branch(r, pid, &t, api_jstr(b, "id"));
+        json_array_append_new(names, json_string(api_jstr(b, "name")));
+    }
     if (r->x->hooks)
         ctl_hooks_sync(r->x->hooks);
-    ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?", "ss",
-                pid, api_jstr(row, "id"));
-    res = json_pack("{s:s,s:b}", "name", api_jstr(row, "name"), "deleted", 1);
+    res = json_pack("{s:s,s:b,s:o}", "name", api_jstr(row, "name"), "deleted", 1,
+                    "deleted_branches", names);
 done:
-    json_decref(kids);
+    json_decref(tree);
     json_decref(row);
     return res;
 }
@@ -453,52 +515,94 @@ static void stamp(char *buf, size_t cap)
     strftime(buf, cap, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-/* Reset to the parent's head, or restore to a point of its own history:
- * the branch's name moves to a new timeline; the old one is renamed aside
- * (restore keeps it; reset deletes it). */
+/* The timeline of tl's ancestry whose own history holds lsn (tl itself
+ * when lsn lies above its start) into *owner; a restore to a point before
+ * the branch was made branches from there. 0, or -1 after api_fail(). */
+static int owner_of_lsn(req *r, const arbor_id *t, const arbor_id *tl, lsn_t lsn,
+                        psc_timeline *owner)
+{
+    psc_err e;
+    int rc = psc_timeline_info(r->x->ps, t, tl, owner, &e);
+    for (int depth = 0; rc == 0 && owner->has_ancestor && lsn <= owner->start_lsn; depth++) {
+        arbor_id up = owner->ancestor;
+        rc = depth > 1000 ? -ELOOP : psc_timeline_info(r->x->ps, t, &up, owner, &e);
+    }
+    if (rc != 0) {
+        api_fail_ps(r, rc, "finding the timeline that holds that point", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reset to the parent's head, or restore to a point of its history: the
+ * branch's name moves to a new timeline; the old one is renamed aside
+ * (restore keeps it; reset deletes it, and with ?force=true its children
+ * with it). A restore's point is resolved on the branch itself; one before
+ * the branch was made is read from the ancestor that holds it. */
 static json_t *replace_timeline(req *r, bool is_reset)
 {
     const char *pid = api_param(r, "project_id");
     point pt = { 0 };
+    bool force = false;
+    if (is_reset && api_query_bool(r, "force", &force) != 0)
+        return NULL;
     if (!is_reset && api_body_point(r, "to", &pt))
         return NULL;
     if (!is_reset && !pt.given)
         return api_fail(r, 400, "BAD_REQUEST", "field 'to' is required");
     json_t *row = api_load_branch(r, pid, api_param(r, "branch")), *parent = NULL, *res = NULL;
+    json_t *tree = NULL;
     if (!row)
         return NULL;
-    if (cli_endpoint_on(r, pid, row, is_reset ? "reset" : "restore")) {
-        json_decref(row);
-        return NULL;
-    }
     char name[80], aside[120], ts[32];
     snprintf(name, sizeof(name), "%s", api_jstr(row, "name"));
     stamp(ts, sizeof(ts));
     snprintf(aside, sizeof(aside), "%.40s-%s-%s", name, is_reset ? "reset" : "before-restore", ts);
-    if (is_reset) {
-        json_t *kids = NULL;
-        if (!api_jstr(row, "parent_id")) {
-            api_fail(r, 422, "UNPROCESSABLE", "branch '%s' is a root: nothing to reset to", name);
-            goto done;
-        }
-        ctl_db_query(r->x->db, &kids,
-                     "SELECT name FROM branches WHERE project_id = ? AND parent_id = ?", "ss",
-                     pid, api_jstr(row, "id"));
-        size_t nk = kids ? json_array_size(kids) : 0;
-        json_decref(kids);
-        if (nk > 0) {
-            api_fail(r, 409, "CONFLICT", "branch '%s' has children: a reset would delete them",
-                 name);
-            goto done;
-        }
-        if (!(parent = api_load_branch(r, pid, api_jstr(row, "parent_id"))))
-            goto done;
-    }
     arbor_id t, old;
     psc_err e;
     api_tenant_of(r, &t);
     id_parse(api_jstr(row, "id"), &old);
-    api_suspend_branch_endpoints(r, pid, api_jstr(row, "id"), is_reset);
+    if (is_reset) {
+        if (!api_jstr(row, "parent_id")) {
+            api_fail(r, 422, "UNPROCESSABLE", "branch '%s' is a root: nothing to reset to", name);
+            goto done;
+        }
+        if (!(tree = subtree(r, pid, api_jstr(row, "id"))) ||
+            !tree_may_go(r, pid, tree, row, force, "reset"))
+            goto done;
+        if (!(parent = api_load_branch(r, pid, api_jstr(row, "parent_id"))))
+            goto done;
+    } else {
+        if (cli_endpoint_on(r, pid, row, false, "restore"))
+            goto done;
+        if (pt.time_us) {
+            bool past;
+            if (api_lsn_at_time(r, &t, &old, pt.time_us, &pt.lsn, &past) != 0)
+                goto done;
+            if (past) {
+                api_fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
+                         name);
+                goto done;
+            }
+            pt.time_us = 0;
+        }
+        psc_timeline owner;
+        if (owner_of_lsn(r, &t, &old, pt.lsn, &owner) != 0)
+            goto done;
+        if (!id_equal(&owner.id, &old)) {
+            char hex[ID_STR_SIZE];
+            api_hex_id(&owner.id, hex);
+            parent = json_pack("{s:s,s:s}", "id", hex, "name", owner.name);
+        }
+    }
+    if (tree) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(tree, i, b)
+            api_suspend_branch_endpoints(r, pid, api_jstr(b, "id"), true);
+    } else {
+        api_suspend_branch_endpoints(r, pid, api_jstr(row, "id"), false);
+    }
     int rc = psc_rename(r->x->ps, &t, &old, aside, &e);
     if (rc != 0) {
         api_fail_ps(r, rc, "renaming the branch aside", e.msg);
@@ -508,7 +612,7 @@ static json_t *replace_timeline(req *r, bool is_reset)
                 "sss", aside, pid, api_jstr(row, "id"));
     json_object_set_new(row, "name", json_string(aside));
     psc_timeline tl;
-    rc = api_create_timeline(r, pid, name, is_reset ? parent : row, is_reset ? NULL : &pt, &tl);
+    rc = api_create_timeline(r, pid, name, parent ? parent : row, is_reset ? NULL : &pt, &tl);
     if (rc != 0) {                                  /* undo the rename */
         psc_rename(r->x->ps, &t, &old, name, &e);
         ctl_db_exec(r->x->db, NULL,
@@ -520,15 +624,21 @@ static json_t *replace_timeline(req *r, bool is_reset)
     api_hex_id(&tl.id, new_id);
     repoint(r, pid, api_jstr(row, "id"), new_id, is_reset);
     if (is_reset) {
-        if (psc_delete_timeline(r->x->ps, &t, &old, false, NULL, &e) == 0)
-            sk_forget(r, &t, &old);
-        ctl_db_exec(r->x->db, NULL, "DELETE FROM branches WHERE project_id = ? AND id = ?",
-                    "ss", pid, api_jstr(row, "id"));
+        rc = psc_delete_timeline(r->x->ps, &t, &old, force, NULL, &e);
+        if (rc == 0 || rc == -ENOENT) {
+            size_t i;
+            json_t *b;
+            json_array_foreach(tree, i, b)
+                forget_branch(r, pid, &t, api_jstr(b, "id"));
+        }
+        if (r->x->hooks)
+            ctl_hooks_sync(r->x->hooks);
     }
-    res = branch_json(&tl, is_reset ? api_jstr(parent, "name") : aside, 0);
+    res = branch_json(&tl, api_jstr(parent ? parent : row, "name"), 0);
     if (!is_reset)
         json_object_set_new(res, "kept_as", json_string(aside));
 done:
+    json_decref(tree);
     json_decref(parent);
     json_decref(row);
     return res;

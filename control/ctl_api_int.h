@@ -1,8 +1,8 @@
 /*
  * ctl_api_int — what the parts of ctl_api share (private: only ctl_api*.c
  * include it): the request and route types and the helpers used by more
- * than one part. ctl_api.c: helpers, rows, usage, branches replaced outside
- * the API, the internal routes, the route table; ctl_api_branches.c,
+ * than one part. ctl_api.c: helpers, rows, usage, the internal routes, the
+ * route table; ctl_api_branches.c,
  * ctl_api_endpoints.c, ctl_api_projects.c (projects, roles, API keys, SQL
  * tokens), ctl_api_feed.c (webhooks, the paged change feed).
  */
@@ -91,7 +91,9 @@ int api_tenant_of(req *r, arbor_id *t);
 json_t *api_load_branch(req *r, const char *pid, const char *name);
 json_t *api_load_endpoint(req *r, const char *pid, const char *name);
 int64_t api_jid(json_t *o);
-int api_query_time(req *r, const char *key, double def, double *out);
+/* Query parameter key as a flag: true for "?key", "key=true" or "key=1",
+ * false when absent or "false"/"0"; 0, or -1 after a 422. */
+int api_query_bool(req *r, const char *key, bool *out);
 void api_hex_id(const arbor_id *id, char out[ID_STR_SIZE]);
 int api_sync_branches(req *r, const char *pid, psc_timeline **tls, size_t *n);
 json_t *api_h_branches_list(req *r);

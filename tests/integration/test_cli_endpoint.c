@@ -770,6 +770,30 @@ static void test_import_psql(void **state)
     ct_expect_in(ct.err, "'empty' (primary on empty)");
 }
 
+/* The branch commands make their changes through arbor-control's API:
+ * while it is down, `branch create` fails and says so, and no branch is
+ * made behind its back; once `arbor start` has started it again (only
+ * it), they work. */
+static void test_branch_needs_control(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    pid_t control = (pid_t)ct_component_int("control", "pid");
+    assert_true(control > 0);
+    kill(control, SIGKILL);
+    for (int i = 0; i < 100 && kill(control, 0) == 0; i++)
+        usleep(50 * 1000);
+    ct_expect(ct_arbor("branch create needsapi"), 1, "branch create, control down");
+    ct_expect_in(ct.err, "is arbor-control running?");
+    ct_expect(ct_arbor("branch list"), 1, "branch list, control down");
+    ct_expect(ct_arbor("lsn needsapi --at @1"), 1, "no branch made");
+    ct_expect_in(ct.err, "needsapi");
+    ct_expect(ct_arbor("start"), 0, "start (arbor-control again)");
+    ct_expect(ct_arbor("branch create needsapi"), 0, "branch create, control up");
+    ct_expect(ct_arbor("branch delete needsapi"), 0, "branch delete");
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -837,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_branch_ops),
         cmocka_unit_test(test_supervise),
         cmocka_unit_test(test_import_psql),
+        cmocka_unit_test(test_branch_needs_control),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, ct_group_teardown);

@@ -1118,6 +1118,69 @@ static void test_static_at_time(void **state)
     expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
 }
 
+/* A restore to a point before the branch was made reads the ancestor that
+ * holds it; ?force=true lets a reset and a delete take the branch's
+ * descendants with it (without it: 409), deepest first. */
+static void test_branch_force_and_owner(void **state)
+{
+    json_t *w = wake("main"), *b, *after;
+    int http = (int)ji(w, "http_port");
+    json_decref(w);
+    json_decref(sql(http, "CREATE TABLE own(x)"));
+    json_decref(sql(http, "INSERT INTO own VALUES (1)"));
+    assert_int_equal(api("GET", pp("/branches/main"), NULL, &b), 200);
+    char before[32], body[256];
+    snprintf(before, sizeof(before), "%s", js(b, "head_lsn"));
+    json_decref(b);
+    json_decref(sql(http, "INSERT INTO own VALUES (2)"));
+    expect(200, "POST", pp("/endpoints/main/suspend"), NULL);
+    expect(201, "POST", pp("/branches"), "{\"name\": \"kid\"}");
+    /* main's LSN from before kid was made: kid's new timeline is main's child */
+    snprintf(body, sizeof(body), "{\"to\": \"%s\"}", before);
+    assert_int_equal(api("POST", pp("/branches/kid/restore"), body, &after), 200);
+    assert_string_equal(js(after, "parent"), "main");
+    assert_string_equal(js(after, "point_lsn"), before);
+    char kept[128];
+    snprintf(kept, sizeof(kept), "%s", js(after, "kept_as"));
+    json_decref(after);
+    expect(201, "POST", pp("/endpoints"), "{\"name\": \"kid-rw\", \"branch\": \"kid\"}");
+    w = wake("kid-rw");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM own"), 1);
+    json_decref(w);
+    /* the kept state still has both rows */
+    snprintf(body, sizeof(body), "{\"name\": \"kept-ro\", \"branch\": \"%s\"}", kept);
+    expect(201, "POST", pp("/endpoints"), body);
+    w = wake("kept-ro");
+    assert_int_equal(sql_int((int)ji(w, "http_port"), "SELECT count(*) FROM own"), 2);
+    json_decref(w);
+    expect(200, "DELETE", pp("/endpoints/kept-ro"), NULL);
+
+    expect(201, "POST", pp("/branches"), "{\"name\": \"kb\", \"parent\": \"kid\"}");
+    expect(201, "POST", pp("/branches"), "{\"name\": \"kc\", \"parent\": \"kb\"}");
+    expect(409, "DELETE", pp("/branches/kid"), NULL);
+    expect(422, "DELETE", pp("/branches/kid?force=maybe"), NULL);
+    expect(409, "POST", pp("/branches/kid/reset"), NULL);
+    expect(200, "GET", pp("/branches/kc"), NULL);
+    assert_int_equal(api("POST", pp("/branches/kid/reset?force=true"), NULL, &after), 200);
+    json_decref(after);
+    expect(404, "GET", pp("/branches/kb"), NULL);
+    expect(404, "GET", pp("/branches/kc"), NULL);
+    expect(200, "GET", pp("/endpoints/kid-rw"), NULL);     /* it followed the name */
+
+    expect(201, "POST", pp("/branches"), "{\"name\": \"kb2\", \"parent\": \"kid\"}");
+    expect(201, "POST", pp("/branches"), "{\"name\": \"kc2\", \"parent\": \"kb2\"}");
+    json_t *d;
+    assert_int_equal(api("DELETE", pp("/branches/kid?force=true"), NULL, &d), 200);
+    json_t *gone = json_object_get(d, "deleted_branches");
+    assert_int_equal(json_array_size(gone), 3);
+    assert_string_equal(json_string_value(json_array_get(gone, 0)), "kc2");
+    assert_string_equal(json_string_value(json_array_get(gone, 2)), "kid");
+    json_decref(d);
+    expect(404, "GET", pp("/branches/kb2"), NULL);
+    expect(404, "GET", pp("/endpoints/kid-rw"), NULL);
+    expect(200, "DELETE", pp("/branches/%s", kept), NULL);
+}
+
 /* Usage of an endpoint that followed its branch to a new timeline (restore)
  * is listed under the branch it is on, not the timeline kept aside. */
 static void test_usage_after_restore(void **state)
@@ -1511,6 +1574,7 @@ int main(void)
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_control_kill9),
         cmocka_unit_test(test_static_at_time),
+        cmocka_unit_test(test_branch_force_and_owner),
         cmocka_unit_test(test_usage_after_restore),
         cmocka_unit_test(test_internal_wake_branch),
         cmocka_unit_test(test_internal_cli_endpoints),
