@@ -557,7 +557,10 @@ static json_t *replace_timeline(req *r, bool is_reset)
     char name[80], aside[120], ts[32];
     snprintf(name, sizeof(name), "%s", api_jstr(row, "name"));
     stamp(ts, sizeof(ts));
-    snprintf(aside, sizeof(aside), "%.40s-%s-%s", name, is_reset ? "reset" : "before-restore", ts);
+    /* "<name>-reset-<time>": within the name limit, "-N" added if taken */
+    const char *kind = is_reset ? "reset" : "before-restore";
+    int room = ID_NAME_MAX - (int)(strlen(kind) + strlen(ts)) - 2 - 3;
+    snprintf(aside, sizeof(aside), "%.*s-%s-%s", room, name, kind, ts);
     arbor_id t, old;
     psc_err e;
     api_tenant_of(r, &t);
@@ -604,6 +607,11 @@ static json_t *replace_timeline(req *r, bool is_reset)
         api_suspend_branch_endpoints(r, pid, api_jstr(row, "id"), false);
     }
     int rc = psc_rename(r->x->ps, &t, &old, aside, &e);
+    size_t base = strlen(aside);
+    for (int k = 2; rc == -EEXIST && k < 100; k++) {   /* twice in one second */
+        snprintf(aside + base, sizeof(aside) - base, "-%d", k);
+        rc = psc_rename(r->x->ps, &t, &old, aside, &e);
+    }
     if (rc != 0) {
         api_fail_ps(r, rc, "renaming the branch aside", e.msg);
         goto done;

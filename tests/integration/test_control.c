@@ -1179,6 +1179,29 @@ static void test_branch_force_and_owner(void **state)
     expect(404, "GET", pp("/branches/kb2"), NULL);
     expect(404, "GET", pp("/endpoints/kid-rw"), NULL);
     expect(200, "DELETE", pp("/branches/%s", kept), NULL);
+
+    /* A 63-character name restored twice in the same second: two kept
+     * states, each a valid name (it used to be 72 characters, refused by
+     * the pageserver, and the second one's name was taken). */
+    char long_name[64], kept1[80];
+    memset(long_name, 'l', 63);
+    long_name[63] = 0;
+    snprintf(body, sizeof(body), "{\"name\": \"%s\"}", long_name);
+    expect(201, "POST", pp("/branches"), body);
+    assert_int_equal(api("GET", pp("/branches/%s", long_name), NULL, &b), 200);
+    snprintf(body, sizeof(body), "{\"to\": \"%s\"}", js(b, "head_lsn"));
+    json_decref(b);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(api("POST", pp("/branches/%s/restore", long_name), body, &after), 200);
+        const char *kk = js(after, "kept_as");
+        assert_true(strlen(kk) <= 63);
+        if (k == 0)
+            snprintf(kept1, sizeof(kept1), "%s", kk);
+        else
+            assert_string_not_equal(kk, kept1);
+        expect(200, "GET", pp("/branches/%s", kk), NULL);
+        json_decref(after);
+    }
 }
 
 /* Usage of an endpoint that followed its branch to a new timeline (restore)
