@@ -389,11 +389,17 @@ static bool cli_endpoint_on(req *r, const char *pid, json_t *b, bool with_static
     return true;
 }
 
-/* Branch id and its descendants, deepest first: rows {id, name}. NULL
- * after api_fail(). */
+/* Branch id and its descendants, deepest first: rows {id, name}, read
+ * after the table is brought in line with the pageserver (a child made by
+ * an import is one too). NULL after api_fail(). */
 static json_t *subtree(req *r, const char *pid, const char *id)
 {
     json_t *rows;
+    psc_timeline *tls;
+    size_t n;
+    if (api_sync_branches(r, pid, &tls, &n) != 0)
+        return NULL;
+    az_free(tls);
     if (ctl_db_query(r->x->db, &rows,
                      "WITH RECURSIVE d(id, name, depth) AS ("
                      " SELECT id, name, 0 FROM branches WHERE project_id = ?1 AND id = ?2"
