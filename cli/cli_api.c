@@ -159,6 +159,19 @@ int cli_api_open(cli_ctx *ctx, cli_api *a)
     return resolve(ctx, a, false) == 0 ? pick_project(a, false) : CLI_EFAIL;
 }
 
+int cli_api_call_named(cli_ctx *ctx, cli_api *a, const char *method, const char *path,
+                       json_t *body, const char *what, const char *name, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (cli_api_open(ctx, a) != 0)
+        return CLI_EXIT_ERROR;
+    int rc = cli_api_call(a, method, path, body, out);
+    if (rc == CLI_ENOTFOUND)
+        cli_err("no %s '%s' in project %s", what, name ? name : a->project, a->project);
+    return rc == 0 ? 0 : CLI_EXIT_ERROR;
+}
+
 /* ---- bootstrap -------------------------------------------------------------------- */
 
 static int read_first_key(const char *dir, char *key, size_t cap)

@@ -55,6 +55,11 @@ int cli_api_open(cli_ctx *ctx, cli_api *a);
  * NULL (not stolen). *out (may be NULL) gets the answer (caller decrefs). */
 int cli_api_call(cli_api *a, const char *method, const char *path, json_t *body,
                  json_t **out);
+/* cli_api_open, then one cli_api_call whose 404 says which `what` named
+ * name (NULL: the project) is missing. 0 with *out (may be NULL; caller
+ * decrefs), or CLI_EXIT_ERROR (printed). */
+int cli_api_call_named(cli_ctx *ctx, cli_api *a, const char *method, const char *path,
+                       json_t *body, const char *what, const char *name, json_t **out);
 
 /* Step of `arbor start` (daemons up, tenant known): on the first start the
  * project (adopting the cluster's tenant), role `arbor` (its password is

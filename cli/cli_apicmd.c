@@ -38,27 +38,13 @@ static json_t *point_json(const char *opt, const char *v)
     return json_real((double)us / 1e6);
 }
 
-/* One call through *a (opened here); a 404 says which `what` named name is
- * missing. 0 with *out (decref), or CLI_EXIT_ERROR (printed). */
-static int call_obj(cli_ctx *ctx, cli_api *a, const char *method, const char *path,
-                    json_t *body, const char *what, const char *name, json_t **out)
-{
-    *out = NULL;
-    if (cli_api_open(ctx, a) != 0)
-        return CLI_EXIT_ERROR;
-    int rc = cli_api_call(a, method, path, body, out);
-    if (rc == CLI_ENOTFOUND)
-        cli_err("no %s '%s' in project %s", what, name ? name : a->project, a->project);
-    return rc == 0 ? 0 : CLI_EXIT_ERROR;
-}
-
 /* One call that answers an object; prints it with --json, else line(obj). */
 static int call_and_print(cli_ctx *ctx, const char *method, const char *path, json_t *body,
                           void (*line)(json_t *obj), const char *what, const char *name)
 {
     cli_api a;
     json_t *out;
-    if (call_obj(ctx, &a, method, path, body, what, name, &out) != 0)
+    if (cli_api_call_named(ctx, &a, method, path, body, what, name, &out) != 0)
         return CLI_EXIT_ERROR;
     if (ctx->json)
         print_json(out);
@@ -283,7 +269,7 @@ int cli_cmd_role_reset_password(cli_ctx *ctx)
     cli_api a;
     json_t *out;
     snprintf(path, sizeof(path), "@/roles/%s/reset_password", ctx->pos[0]);
-    if (call_obj(ctx, &a, "POST", path, NULL, "role", ctx->pos[0], &out) != 0)
+    if (cli_api_call_named(ctx, &a, "POST", path, NULL, "role", ctx->pos[0], &out) != 0)
         return CLI_EXIT_ERROR;
     if (ctx->json)
         print_json(out);
@@ -301,7 +287,7 @@ int cli_cmd_role_delete(cli_ctx *ctx)
     cli_api a;
     json_t *out;
     snprintf(path, sizeof(path), "@/roles/%s", ctx->pos[0]);
-    if (call_obj(ctx, &a, "DELETE", path, NULL, "role", ctx->pos[0], &out) != 0)
+    if (cli_api_call_named(ctx, &a, "DELETE", path, NULL, "role", ctx->pos[0], &out) != 0)
         return CLI_EXIT_ERROR;
     cli_api_role_changed(ctx, &a, ctx->pos[0], NULL);
     if (ctx->json)

@@ -6,7 +6,6 @@
 #include "cli_api.h"
 #include "cli_apicmd.h"
 
-#include <ctype.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -20,6 +19,7 @@
 #include "cli_fmt.h"
 #include "cli_ps.h"
 #include "config.h"
+#include "http_client.h"
 #include "pageserver.pb-c.h"
 #include "sk_client.h"
 #include "timestamp.h"
@@ -80,32 +80,19 @@ static void print_json(json_t *o)
 
 /* ---- the control plane's API: where the branch commands make their changes ---- */
 
-/* "@/branches/<name, percent-encoded><suffix>" (cli_api_call's '@' is the
- * project). */
-static void branch_path(char *out, size_t cap, const char *name, const char *suffix)
+/* One call of the cluster's API (DIR/api.json) on branch (NULL: the
+ * project's branches): "@/branches/<branch, percent-encoded><suffix>".
+ * Its error printed: 0 with *out (NULL: not wanted), or CLI_EFAIL. */
+static int api_call(cli_ctx *ctx, const char *method, const char *branch, const char *suffix,
+                    json_t *body, json_t **out)
 {
-    size_t k = (size_t)snprintf(out, cap, "@/branches/");
-    for (const unsigned char *c = (const unsigned char *)name; *c && k + 4 < cap; c++) {
-        if (isalnum(*c) || strchr("._-~", *c))
-            out[k++] = (char)*c;
-        else
-            k += (size_t)snprintf(out + k, cap - k, "%%%02X", *c);
-    }
-    snprintf(out + k, cap - k, "%s", suffix);
-}
-
-/* One call of the cluster's API (DIR/api.json), its error printed: 0 with
- * *out (NULL: not wanted), or CLI_EFAIL. */
-static int api_call(cli_ctx *ctx, const char *method, const char *path, json_t *body,
-                    json_t **out)
-{
+    char path[400];
+    size_t n = (size_t)snprintf(path, sizeof(path), "@/branches%s", branch ? "/" : "");
+    n = hc_url_escape(path, sizeof(path), n, branch ? branch : "");
+    snprintf(path + n, sizeof(path) - n, "%s", suffix);
     cli_api a;
-    if (cli_api_open(ctx, &a) != 0)
-        return CLI_EFAIL;
-    int rc = cli_api_call(&a, method, path, body, out);
-    if (rc == CLI_ENOTFOUND)
-        cli_err("API: %s (HTTP 404)", a.message);
-    return rc == 0 ? 0 : CLI_EFAIL;
+    return cli_api_call_named(ctx, &a, method, path, body, branch ? "branch" : "project", branch,
+                              out) == 0 ? 0 : CLI_EFAIL;
 }
 
 /* A branch of the API (control/openapi.json, Branch) as a timeline. */
@@ -367,7 +354,7 @@ int cli_cmd_branch_list(cli_ctx *ctx)
     }
     tree t = { 0 };
     json_t *all = NULL;
-    int rc = api_call(ctx, "GET", "@/branches", NULL, &all);
+    int rc = api_call(ctx, "GET", NULL, "", NULL, &all);
     if (rc == 0) {
         json_t *got = json_object_get(all, "branches");
         t.tl = calloc(json_array_size(got) + 1, sizeof(cli_tl));
@@ -472,7 +459,7 @@ int cli_cmd_branch_create(cli_ctx *ctx)
             json_object_set_new(body, "parent", json_string(parent.name));
         if (at)
             json_object_set_new(body, "at", json_string(lsn_format(at, l)));
-        rc = api_call(ctx, "POST", "@/branches", body, NULL);
+        rc = api_call(ctx, "POST", NULL, "", body, NULL);
         json_decref(body);
     }
     if (rc == 0)
@@ -552,9 +539,7 @@ int cli_cmd_branch_delete(cli_ctx *ctx)
     }
     json_t *out = NULL;
     if (rc == 0) {   /* the API deletes the timelines and forgets their WAL */
-        char path[400];
-        branch_path(path, sizeof(path), b.name, force ? "?force=true" : "");
-        rc = api_call(ctx, "DELETE", path, NULL, &out);
+        rc = api_call(ctx, "DELETE", b.name, force ? "?force=true" : "", NULL, &out);
     }
     if (rc == 0) {
         size_t deleted = json_array_size(json_object_get(out, "deleted_branches"));
@@ -595,10 +580,8 @@ int cli_cmd_branch_rename(cli_ctx *ctx)
         rc = guard_endpoints(ctx, &ps, &b, false, true, "rename", moved);
     }
     if (rc == 0) {
-        char path[400];
-        branch_path(path, sizeof(path), b.name, "");
         json_t *body = json_pack("{s:s}", "name", ctx->pos[1]);
-        rc = api_call(ctx, "PATCH", path, body, NULL);
+        rc = api_call(ctx, "PATCH", b.name, "", body, NULL);
         json_decref(body);
     }
     if (rc == 0) {
@@ -670,10 +653,8 @@ int cli_cmd_branch_history(cli_ctx *ctx)
     cli_tl b;
     int rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
     if (rc == 0 && seconds > 0) {
-        char path[400];
-        branch_path(path, sizeof(path), b.name, "");
         json_t *body = json_pack("{s:I}", "history_retention_seconds", (json_int_t)seconds);
-        rc = api_call(ctx, "PATCH", path, body, NULL);
+        rc = api_call(ctx, "PATCH", b.name, "", body, NULL);
         json_decref(body);
         if (rc == 0)
             rc = cli_ps_branch_need(&ps, ctx->pos[0], &b);
@@ -735,9 +716,7 @@ static int reset_branch(cli_ctx *ctx, cli_ps *ps, const char *name, cli_ep_moved
         cli_api_guard_branch(ctx, name, force, "reset") != 0) {
         return CLI_EFAIL;
     }
-    char path[400];
-    branch_path(path, sizeof(path), name, force ? "/reset?force=true" : "/reset");
-    if (api_call(ctx, "POST", path, NULL, NULL) != 0 ||
+    if (api_call(ctx, "POST", name, force ? "/reset?force=true" : "/reset", NULL, NULL) != 0 ||
         cli_ps_branch_need(ps, name, &fresh) != 0 ||
         cli_ps_timeline(ps, &fresh.ancestor, &parent) != 0) {
         return CLI_EFAIL;
@@ -783,10 +762,8 @@ static int restore_branch(cli_ctx *ctx, cli_ps *ps, const char *name, const char
         cli_api_guard_branch(ctx, name, cli_opt_flag(ctx, "force"), "restore") != 0) {
         return CLI_EFAIL;
     }
-    char path[400];
-    branch_path(path, sizeof(path), name, "/restore");
     json_t *body = json_pack("{s:s}", "to", lsn_format(lsn, l)), *out = NULL;
-    int rc = api_call(ctx, "POST", path, body, &out);
+    int rc = api_call(ctx, "POST", name, "/restore", body, &out);
     json_decref(body);
     if (rc == 0)
         rc = cli_ps_branch_need(ps, name, &fresh);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "http_client.h"
 #include "cli_api.h"
 #include "cli_cluster.h"
 #include "cli_fmt.h"
@@ -68,21 +69,10 @@ static void psql_cmd(const cli_component *c, char *buf, size_t len)
              q ? "'" : "", c->branch, q ? "'" : "");
 }
 
-/* Appends s percent-encoded (a URL's path segment or query value). */
-static size_t url_escape(char *buf, size_t len, size_t n, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p && n + 4 < len; p++) {
-        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || strchr("._-~", *p);
-        n += (size_t)snprintf(buf + n, len - n, plain ? "%c" : "%%%02X", *p);
-    }
-    return n;
-}
-
 static void pg_url(const cli_component *c, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "postgres://" EP_USER "@127.0.0.1:%d/", c->grpc_port);
-    url_escape(buf, len, n, c->branch);
+    hc_url_escape(buf, len, n, c->branch);
 }
 
 /* How to reach an endpoint of the control plane: arbor-proxy's postgres URL
@@ -92,9 +82,9 @@ static void proxy_url(int proxy_port, const char *role, const char *branch, cons
                       char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "postgres://%s@127.0.0.1:%d/", role, proxy_port);
-    n = url_escape(buf, len, n, branch);
+    n = hc_url_escape(buf, len, n, branch);
     n += (size_t)snprintf(buf + n, len - n, "?options=endpoint%%3D");
-    url_escape(buf, len, n, name);
+    hc_url_escape(buf, len, n, name);
 }
 
 void cli_endpoint_describe(const cli_component *c, bool ask, json_t *o)

@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -81,4 +82,16 @@ int hc_request(const hc_req *r, int *status, char **body, char err[256])
     else
         az_free(b.p);
     return 0;
+}
+
+size_t hc_url_escape(char *out, size_t cap, size_t n, const char *s)
+{
+    if (n < cap)
+        out[n] = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && n + 4 < cap; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr("._-~", *p);
+        n += (size_t)snprintf(out + n, cap - n, plain ? "%c" : "%%%02X", *p);
+    }
+    return n;
 }

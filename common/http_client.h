@@ -28,4 +28,9 @@ typedef struct hc_req {
 
 int hc_request(const hc_req *r, int *status, char **body, char err[256]);
 
+/* Appends s percent-encoded (RFC 3986: all but A-Z a-z 0-9 - . _ ~), a
+ * URL's path segment or query value, at out + n; stops short rather than
+ * overflow cap. Returns the new length; out stays NUL-terminated. */
+size_t hc_url_escape(char *out, size_t cap, size_t n, const char *s);
+
 #endif

@@ -127,15 +127,7 @@ static void base_url(const pxc *c, char *out, size_t cap)
 /* Percent-encodes s into out (a path segment). */
 static void seg(const char *s, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (; *s && o + 4 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.')
-            out[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "%%%02X", ch);
-    }
-    out[o] = 0;
+    hc_url_escape(out, cap, 0, s);
 }
 
 /* One call; *out (a JSON object) on 2xx, else an error as in the header. */
