@@ -124,6 +124,13 @@ bool ct_same_process(pid_t pid, uint64_t ticks)
     return dmn_proc_alive(pid, ticks);
 }
 
+void ct_kill_wait(pid_t pid, int sig, int step_ms)
+{
+    assert_int_equal(kill(pid, sig), 0);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        usleep((useconds_t)step_ms * 1000);
+}
+
 long ct_component_int(const char *name, const char *field)
 {
     ct_arbor("--json status");

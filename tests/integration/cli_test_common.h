@@ -61,6 +61,9 @@ long ct_component_int(const char *name, const char *field);
 /* pid still runs and is the process started at ticks (field 22 of
  * /proc/<pid>/stat), not a reuse of its number. */
 bool ct_same_process(pid_t pid, uint64_t ticks);
+/* Sends sig to pid, then waits until it is gone (polling every step_ms, at
+ * most 100 times). */
+void ct_kill_wait(pid_t pid, int sig, int step_ms);
 /* Runs sql (a script) with /usr/bin/psql on database main at 127.0.0.1:port,
  * stopping at the first error; fails the test on one. */
 void ct_psql(int port, const char *sql);

@@ -781,9 +781,7 @@ static void test_branch_needs_control(void **state)
         skip();
     pid_t control = (pid_t)ct_component_int("control", "pid");
     assert_true(control > 0);
-    kill(control, SIGKILL);
-    for (int i = 0; i < 100 && kill(control, 0) == 0; i++)
-        usleep(50 * 1000);
+    ct_kill_wait(control, SIGKILL, 50);
     ct_expect(ct_arbor("branch create needsapi"), 1, "branch create, control down");
     ct_expect_in(ct.err, "is arbor-control running?");
     ct_expect(ct_arbor("branch list"), 1, "branch list, control down");

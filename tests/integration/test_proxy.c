@@ -850,9 +850,7 @@ static void test_control_down(void **state)
     double used = proxy_metric("arbor_proxy_control_fallback_total");
     int pid = (int)ct_component_int("control", "pid");
     assert_true(pid > 0);
-    assert_int_equal(kill(pid, SIGKILL), 0);
-    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
-        usleep(50000);
+    ct_kill_wait(pid, SIGKILL, 50);
     c = pg_branch("main?sslmode=disable");
     assert_int_equal(pg_exec(c, "SELECT 6 * 7"), 42);
     PQfinish(c);
@@ -883,9 +881,7 @@ static void test_control_down(void **state)
 static void restart_proxy_with(const char *conf)
 {
     int pid = proxy_pid();
-    assert_int_equal(kill(pid, SIGTERM), 0);
-    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
-        usleep(100000);
+    ct_kill_wait(pid, SIGTERM, 100);
     char path[4200];
     snprintf(path, sizeof(path), "%s/proxy/proxy.conf", ct.dir);
     if (conf) {
