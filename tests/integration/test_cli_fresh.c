@@ -2,7 +2,8 @@
  * "At head" through the `arbor` CLI, as a user would (issue 20): right
  * after `arbor sql main 'INSERT ...'` returned, `arbor branch create`,
  * `arbor export main`, `arbor lsn main` and a static endpoint started at
- * "now" include that row, every time (ROUNDS rounds). The pageserver runs
+ * "now", and the head_lsn of the API's GET /branches/main include that
+ * row, every time (ROUNDS rounds). The pageserver runs
  * with `wal.ingest-delay` (INGEST_DELAY, in DIR/ps/pageserver.conf), so its
  * ingest is behind the safekeepers when each command runs: a read that took
  * the pageserver's last ingested LSN as the head would miss the row (on an
@@ -47,6 +48,7 @@
 #endif
 
 static bool g_up;
+static char g_api_url[256], g_api_key[256];
 
 /* `arbor --json sql BRANCH [--endpoint EP] QUERY`: the first value of the
  * first row, and its "lsn" into lsn (may be NULL). */
@@ -83,6 +85,13 @@ static void test_start(void **state)
               0, "pageserver.conf");
     ct_expect(ct_arbor("start --base-port 0"), 0, "start");
     ct_expect(ct_arbor("sql main 'CREATE TABLE t(x)'"), 0, "create");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/api.json", ct.dir);
+    json_t *api = json_load_file(path, 0, NULL);
+    assert_non_null(api);
+    snprintf(g_api_url, sizeof(g_api_url), "%s", json_string_value(json_object_get(api, "url")));
+    snprintf(g_api_key, sizeof(g_api_key), "%s", json_string_value(json_object_get(api, "key")));
+    json_decref(api);
     g_up = true;
 }
 
@@ -155,6 +164,22 @@ static void test_at_head(void **state)
         if (head < commit) {
             fail_msg("round %d: arbor lsn says %" PRIX64 ", the insert committed at %s", i,
                      head, lsn);
+        }
+        /* the API's GET of the branch right after the insert: its head_lsn
+         * is what a user restores or branches "to" */
+        sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+        rows++;
+        assert_int_equal(lsn_parse(lsn, &commit), 0);
+        ct_expect(ct_sh("ARBOR_API_KEY=%s %s --dir %s/elsewhere --api %s --json branch "
+                        "history main", g_api_key, ARBOR_CLI_BIN, ct.root, g_api_url),
+                  0, "GET branch through the API");
+        j = ct_parse_out();
+        assert_int_equal(lsn_parse(json_string_value(json_object_get(j, "head_lsn")), &head),
+                         0);
+        json_decref(j);
+        if (head < commit) {
+            fail_msg("round %d: GET /branches/main says head %" PRIX64
+                     ", the insert committed at %s", i, head, lsn);
         }
         /* a static endpoint at "now", every 5th round (a process start) */
         if (i % 5 == 0) {
