@@ -140,11 +140,18 @@ json_t *api_h_branches_list(req *r)
     return json_pack("{s:o}", "branches", arr);
 }
 
-/* The pageserver's view of one branch row, as JSON. Its head_lsn includes
- * every commit acknowledged before the call (the pageserver waits, bounded,
- * until it has ingested what the safekeepers hold), so that a restore or a
- * branch "to" that LSN has the commit just made; with fewer than a quorum
- * of safekeepers answering, the head is what the pageserver has ingested. */
+int api_timeline_at_head(req *r, const arbor_id *t, const arbor_id *tl, psc_timeline *out,
+                         psc_err *e)
+{
+    int rc = psc_branch_info(r->x->ps, t, NULL, tl, true, out, e);
+    if (rc != 0 && rc != -ENOENT)
+        rc = psc_timeline_info(r->x->ps, t, tl, out, e);
+    return rc;
+}
+
+/* The pageserver's view of one branch row, as JSON; its head_lsn includes
+ * the commit just made (api_timeline_at_head), so that a restore or a
+ * branch "to" that LSN has it. */
 static json_t *branch_info(req *r, json_t *row)
 {
     arbor_id t, tl;
@@ -152,9 +159,7 @@ static json_t *branch_info(req *r, json_t *row)
     psc_err e;
     if (api_tenant_of(r, &t) != 0 || id_parse(api_jstr(row, "id"), &tl) != 0)
         return api_fail(r, 404, "NOT_FOUND", "bad id");
-    int rc = psc_branch_info(r->x->ps, &t, NULL, &tl, true, &info, &e);
-    if (rc != 0 && rc != -ENOENT)
-        rc = psc_timeline_info(r->x->ps, &t, &tl, &info, &e);
+    int rc = api_timeline_at_head(r, &t, &tl, &info, &e);
     if (rc != 0)
         return api_fail_ps(r, rc, "branch", e.msg);
     const char *pname = NULL;

@@ -56,7 +56,7 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
     psc_timeline info;
     api_tenant_of(r, &t);
     id_parse(api_jstr(b, "id"), &tl);
-    int rc = psc_timeline_info(r->x->ps, &t, &tl, &info, &e);
+    int rc = api_timeline_at_head(r, &t, &tl, &info, &e);
     if (rc != 0) {
         api_fail_ps(r, rc, "branch", e.msg);
         return rc;

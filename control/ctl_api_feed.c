@@ -71,7 +71,7 @@ static int body_from(req *r, json_t *branch, char cursor[LSN_STRLEN], bool *from
     psc_err e;
     api_tenant_of(r, &t);
     id_parse(api_jstr(branch, "id"), &tl);
-    int rc = psc_timeline_info(r->x->ps, &t, &tl, &info, &e);
+    int rc = api_timeline_at_head(r, &t, &tl, &info, &e);
     if (rc != 0) {
         api_fail_ps(r, rc, "reading the branch", e.msg);
         return -1;

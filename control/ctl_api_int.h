@@ -98,6 +98,12 @@ void api_hex_id(const arbor_id *id, char out[ID_STR_SIZE]);
 int api_sync_branches(req *r, const char *pid, psc_timeline **tls, size_t *n);
 json_t *api_h_branches_list(req *r);
 json_t *api_h_branch_get(req *r);
+/* Timeline tl's info with last_record_lsn >= every commit acknowledged
+ * before the call: the pageserver waits (bounded) until it has ingested
+ * what the safekeepers hold. With fewer than a quorum of them answering,
+ * the head is what it has ingested. 0, -ENOENT, or another psc error. */
+int api_timeline_at_head(req *r, const arbor_id *t, const arbor_id *tl, psc_timeline *out,
+                         psc_err *e);
 int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us, lsn_t *lsn,
                     bool *past);
 int api_create_timeline(req *r, const char *pid, const char *name, json_t *parent,

@@ -2,8 +2,8 @@
  * "At head" through the `arbor` CLI, as a user would (issue 20): right
  * after `arbor sql main 'INSERT ...'` returned, `arbor branch create`,
  * `arbor export main`, `arbor lsn main` and a static endpoint started at
- * "now", and the head_lsn of the API's GET /branches/main include that
- * row, every time (ROUNDS rounds). The pageserver runs
+ * "now" or at the insert's LSN, and the head_lsn of the API's GET
+ * /branches/main include that row, every time (ROUNDS rounds). The pageserver runs
  * with `wal.ingest-delay` (INGEST_DELAY, in DIR/ps/pageserver.conf), so its
  * ingest is behind the safekeepers when each command runs: a read that took
  * the pageserver's last ingested LSN as the head would miss the row (on an
@@ -48,7 +48,7 @@
 #endif
 
 static bool g_up;
-static char g_api_url[256], g_api_key[256];
+static char g_api_url[256], g_api_key[256], g_api_project[64];
 
 /* `arbor --json sql BRANCH [--endpoint EP] QUERY`: the first value of the
  * first row, and its "lsn" into lsn (may be NULL). */
@@ -91,6 +91,8 @@ static void test_start(void **state)
     assert_non_null(api);
     snprintf(g_api_url, sizeof(g_api_url), "%s", json_string_value(json_object_get(api, "url")));
     snprintf(g_api_key, sizeof(g_api_key), "%s", json_string_value(json_object_get(api, "key")));
+    snprintf(g_api_project, sizeof(g_api_project), "%s",
+             json_string_value(json_object_get(api, "project_id")));
     json_decref(api);
     g_up = true;
 }
@@ -197,6 +199,39 @@ static void test_at_head(void **state)
                          got, rows);
             }
             ct_expect(ct_arbor("endpoint stop %s", name), 0, "stop static");
+            /* and one at the LSN the insert's answer gave */
+            sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+            rows++;
+            snprintf(name, sizeof(name), "at%d", i);
+            ct_expect(ct_arbor("endpoint start main --at %s --name %s", lsn, name), 0,
+                      "static at the insert's LSN");
+            got = sql_int("main", name, "SELECT count(*) FROM t", NULL);
+            if (got != rows) {
+                fail_msg("round %d: static endpoint at the insert's LSN %s has %ld rows, "
+                         "%ld committed", i, lsn, got, rows);
+            }
+            ct_expect(ct_arbor("endpoint stop %s", name), 0, "stop static");
+            /* the same through the API alone (the CLI above checks the LSN
+             * with the pageserver first, which waits for ingest itself) */
+            sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+            rows++;
+            snprintf(name, sizeof(name), "api%d", i);
+            ct_expect(ct_sh("curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: "
+                            "Bearer %s' -d '{\"name\": \"%s\", \"branch\": \"main\", "
+                            "\"kind\": \"static\", \"at\": \"%s\"}' "
+                            "%s/v1/projects/%s/endpoints",
+                            g_api_key, name, lsn, g_api_url, g_api_project),
+                      0, "POST /endpoints static at the insert's LSN");
+            if (strcmp(ct.out, "201") != 0) {
+                fail_msg("round %d: static endpoint at %s, right after the insert: HTTP %s",
+                         i, lsn, ct.out);
+            }
+            got = sql_int("main", name, "SELECT count(*) FROM t", NULL);
+            if (got != rows) {
+                fail_msg("round %d: static endpoint (API) at the insert's LSN %s has %ld "
+                         "rows, %ld committed", i, lsn, got, rows);
+            }
+            ct_expect(ct_arbor("endpoint delete %s", name), 0, "delete static");
         }
     }
 }
