@@ -194,36 +194,18 @@ static void sk_forget(req *r, const arbor_id *t, const arbor_id *tl)
     ctl_skgc_forget(r->x->db, r->x->sk, r->x->n_sk, t, tl);
 }
 
-/* Before a time is turned into an LSN: waits (up to 5 s) until the
- * pageserver has ingested what the safekeepers committed, so that a commit
- * made just before that time is not missed because ingest lags. */
-static void wait_ingested(req *r, const arbor_id *t, const arbor_id *tl)
-{
-    lsn_t commit = 0;
-    for (int i = 0; i < r->x->n_sk; i++) {
-        lsn_t c = 0;
-        if (skc_commit_lsn(r->x->sk[i], t, tl, &c) == 0 && c > commit)
-            commit = c;
-    }
-    psc_timeline info;
-    psc_err e;
-    for (int waited = 0; commit && waited < 5000; waited += 10) {
-        if (psc_timeline_info(r->x->ps, t, tl, &info, &e) != 0 || info.last_record_lsn >= commit)
-            return;
-        struct timespec ts = { 0, 10 * 1000000 };
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* The last commit of timeline tl at or before time_us (after waiting for
- * the pageserver to have ingested what the safekeepers hold): 0 and *lsn
- * (*past: the time is before the first commit); else -1 after api_fail(). */
+/* The last commit of timeline tl at or before time_us, including a commit
+ * acknowledged just before the call (for a time after its last ingested
+ * commit, the pageserver syncs its head with the safekeepers first): 0 and
+ * *lsn (*past: the time is before the first commit); else -1 after
+ * api_fail(). */
 int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us,
                        lsn_t *lsn, bool *past)
 {
     psc_lsn_kind kind;
     psc_err e;
-    wait_ingested(r, t, tl);
+    /* a time after the last ingested commit: the pageserver syncs its head
+     * with the safekeepers first, so a commit made just before counts */
     int rc = psc_lsn_by_timestamp(r->x->ps, t, tl, time_us, lsn, &kind, NULL, &e);
     if (rc != 0) {
         api_fail_ps(r, rc, "finding the LSN of that time", e.msg);

@@ -77,6 +77,25 @@ static long file_count(const char *path)
     return strtol(ct.out, NULL, 10);
 }
 
+/* A static endpoint NAME on main made through the API alone (at: its JSON
+ * "at" value), the count(*) of t it reads; deleted afterwards. -1 when the
+ * API refuses it. */
+static long api_static_count(const char *name, const char *at)
+{
+    ct_expect(ct_sh("curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer %s' "
+                    "-d '{\"name\": \"%s\", \"branch\": \"main\", \"kind\": \"static\", "
+                    "\"at\": %s}' %s/v1/projects/%s/endpoints",
+                    g_api_key, name, at, g_api_url, g_api_project),
+              0, "POST /endpoints (static)");
+    if (strcmp(ct.out, "201") != 0) {
+        fprintf(stderr, "static endpoint %s at %s: HTTP %s\n", name, at, ct.out);
+        return -1;
+    }
+    long got = sql_int("main", name, "SELECT count(*) FROM t", NULL);
+    ct_expect(ct_arbor("endpoint delete %s", name), 0, "delete static");
+    return got;
+}
+
 static void test_start(void **state)
 {
     (void)state;
@@ -212,26 +231,25 @@ static void test_at_head(void **state)
             }
             ct_expect(ct_arbor("endpoint stop %s", name), 0, "stop static");
             /* the same through the API alone (the CLI above checks the LSN
-             * with the pageserver first, which waits for ingest itself) */
-            sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
-            rows++;
-            snprintf(name, sizeof(name), "api%d", i);
-            ct_expect(ct_sh("curl -sS -o /dev/null -w '%%{http_code}' -H 'Authorization: "
-                            "Bearer %s' -d '{\"name\": \"%s\", \"branch\": \"main\", "
-                            "\"kind\": \"static\", \"at\": \"%s\"}' "
-                            "%s/v1/projects/%s/endpoints",
-                            g_api_key, name, lsn, g_api_url, g_api_project),
-                      0, "POST /endpoints static at the insert's LSN");
-            if (strcmp(ct.out, "201") != 0) {
-                fail_msg("round %d: static endpoint at %s, right after the insert: HTTP %s",
-                         i, lsn, ct.out);
+             * with the pageserver first, which waits for ingest itself), at
+             * the insert's LSN and at the time right after it */
+            for (int k = 0; k < 2; k++) {
+                sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+                rows++;
+                char at[64];
+                struct timeval t2;
+                gettimeofday(&t2, NULL);
+                if (k == 0)
+                    snprintf(at, sizeof(at), "\"%s\"", lsn);
+                else
+                    snprintf(at, sizeof(at), "%ld.%06ld", (long)t2.tv_sec, (long)t2.tv_usec);
+                snprintf(name, sizeof(name), "api%d-%d", i, k);
+                got = api_static_count(name, at);
+                if (got != rows) {
+                    fail_msg("round %d: static endpoint (API) at %s right after the insert "
+                             "(LSN %s) has %ld rows, %ld committed", i, at, lsn, got, rows);
+                }
             }
-            got = sql_int("main", name, "SELECT count(*) FROM t", NULL);
-            if (got != rows) {
-                fail_msg("round %d: static endpoint (API) at the insert's LSN %s has %ld "
-                         "rows, %ld committed", i, lsn, got, rows);
-            }
-            ct_expect(ct_arbor("endpoint delete %s", name), 0, "delete static");
         }
     }
 }
