@@ -9,6 +9,7 @@
 #include "cli_api.h"
 #include "cli_branch.h"
 #include "cli_fmt.h"
+#include "http_client.h"
 #include "timestamp.h"
 
 bool cli_api_remote(const cli_ctx *ctx)
@@ -160,6 +161,15 @@ int cli_api_branch_create(cli_ctx *ctx)
     return rc;
 }
 
+/* "@/COLL/NAME[SUFFIX]" into path, NAME percent-encoded. */
+static void item_path(char *path, size_t cap, const char *coll, const char *name,
+                      const char *suffix)
+{
+    size_t n = (size_t)snprintf(path, cap, "@/%s/", coll);
+    n = hc_url_escape(path, cap, n < cap ? n : cap - 1, name);
+    snprintf(path + n, cap - n, "%s", suffix);
+}
+
 static void print_done(json_t *o)
 {
     (void)o;
@@ -168,7 +178,7 @@ static void print_done(json_t *o)
 int cli_api_branch_delete(cli_ctx *ctx)
 {
     char path[600];
-    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "branches", ctx->pos[0], "");
     int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "branch", ctx->pos[0]);
     if (rc == CLI_EXIT_OK && !ctx->json)
         printf("deleted branch %s\n", ctx->pos[0]);
@@ -178,7 +188,7 @@ int cli_api_branch_delete(cli_ctx *ctx)
 int cli_api_branch_rename(cli_ctx *ctx)
 {
     char path[600];
-    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "branches", ctx->pos[0], "");
     json_t *body = json_pack("{s:s}", "name", ctx->pos[1]);
     int rc = call_and_print(ctx, "PATCH", path, body, print_done, "branch", ctx->pos[0]);
     json_decref(body);
@@ -199,7 +209,7 @@ static void print_history_line(json_t *b)
 int cli_api_branch_history(cli_ctx *ctx)
 {
     char path[600];
-    snprintf(path, sizeof(path), "@/branches/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "branches", ctx->pos[0], "");
     if (ctx->n_pos < 2)
         return call_and_print(ctx, "GET", path, NULL, print_history_line, "branch",
                               ctx->pos[0]);
@@ -216,7 +226,7 @@ int cli_api_branch_history(cli_ctx *ctx)
 int cli_api_branch_reset(cli_ctx *ctx)
 {
     char path[600];
-    snprintf(path, sizeof(path), "@/branches/%s/reset", ctx->pos[0]);
+    item_path(path, sizeof(path), "branches", ctx->pos[0], "/reset");
     return call_and_print(ctx, "POST", path, NULL, print_branch_line, "branch", ctx->pos[0]);
 }
 
@@ -237,7 +247,7 @@ int cli_api_branch_restore(cli_ctx *ctx)
     if (!p)
         return CLI_EXIT_ERROR;
     char path[600];
-    snprintf(path, sizeof(path), "@/branches/%s/restore", ctx->pos[0]);
+    item_path(path, sizeof(path), "branches", ctx->pos[0], "/restore");
     json_t *body = json_pack("{s:o}", "to", p);
     int rc = call_and_print(ctx, "POST", path, body, print_restored, "branch", ctx->pos[0]);
     json_decref(body);
@@ -268,7 +278,7 @@ int cli_cmd_role_reset_password(cli_ctx *ctx)
     char path[600];
     cli_api a;
     json_t *out;
-    snprintf(path, sizeof(path), "@/roles/%s/reset_password", ctx->pos[0]);
+    item_path(path, sizeof(path), "roles", ctx->pos[0], "/reset_password");
     if (cli_api_call_named(ctx, &a, "POST", path, NULL, "role", ctx->pos[0], &out) != 0)
         return CLI_EXIT_ERROR;
     if (ctx->json)
@@ -286,7 +296,7 @@ int cli_cmd_role_delete(cli_ctx *ctx)
     char path[600];
     cli_api a;
     json_t *out;
-    snprintf(path, sizeof(path), "@/roles/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "roles", ctx->pos[0], "");
     if (cli_api_call_named(ctx, &a, "DELETE", path, NULL, "role", ctx->pos[0], &out) != 0)
         return CLI_EXIT_ERROR;
     cli_api_role_changed(ctx, &a, ctx->pos[0], NULL);
@@ -421,7 +431,7 @@ int cli_cmd_webhook_resume(cli_ctx *ctx)
     json_t *body = hook_body(ctx);
     if (!body)
         return CLI_EXIT_USAGE;
-    snprintf(path, sizeof(path), "@/webhooks/%s/resume", ctx->pos[0]);
+    item_path(path, sizeof(path), "webhooks", ctx->pos[0], "/resume");
     int rc = call_and_print(ctx, "POST", path, body, print_hook_line, "webhook", ctx->pos[0]);
     json_decref(body);
     return rc;
@@ -431,7 +441,7 @@ int cli_cmd_webhook_pause(cli_ctx *ctx)
 {
     char path[600];
     json_t *body = json_pack("{s:s}", "state", "paused");
-    snprintf(path, sizeof(path), "@/webhooks/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "webhooks", ctx->pos[0], "");
     int rc = call_and_print(ctx, "PATCH", path, body, print_hook_line, "webhook", ctx->pos[0]);
     json_decref(body);
     return rc;
@@ -440,7 +450,7 @@ int cli_cmd_webhook_pause(cli_ctx *ctx)
 int cli_cmd_webhook_remove(cli_ctx *ctx)
 {
     char path[600];
-    snprintf(path, sizeof(path), "@/webhooks/%s", ctx->pos[0]);
+    item_path(path, sizeof(path), "webhooks", ctx->pos[0], "");
     int rc = call_and_print(ctx, "DELETE", path, NULL, print_done, "webhook", ctx->pos[0]);
     if (rc == CLI_EXIT_OK && !ctx->json)
         printf("removed webhook %s\n", ctx->pos[0]);
