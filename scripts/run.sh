@@ -7,16 +7,23 @@
 #   ARBOR_DIR=/path   data directory (default ./.arbor)
 #   ARBOR_BASE_PORT   first port (default 7676; 0 = ephemeral ports). The
 #                     main endpoint's PostgreSQL port is BASE+8 (7684).
+#   ARBOR_CLI=path    an `arbor` binary already built: no package install,
+#                     no build (tests/integration/test_run_script.c)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash scripts/deps.sh
-cmake -S . -B build/run -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/run -j "$(nproc)"
+arbor=${ARBOR_CLI:-build/run/cli/arbor}
+if [ -z "${ARBOR_CLI:-}" ]; then
+    bash scripts/deps.sh
+    cmake -S . -B build/run -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build build/run -j "$(nproc)"
+fi
 
-arbor=build/run/cli/arbor
 export ARBOR_DIR=${ARBOR_DIR:-$root/.arbor}
-stop() { [ -n "${nap:-}" ] && kill "$nap" 2>/dev/null; "$arbor" stop || true; }
+# set +e: a kill of a sleep that the same signal already ended fails, and
+# under set -e that ended the trap before `arbor stop` (a SIGTERM to the
+# script's process group left the cluster running)
+stop() { set +e; [ -n "${nap:-}" ] && kill "$nap" 2>/dev/null; "$arbor" stop; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 "$arbor" start --base-port "${ARBOR_BASE_PORT:-7676}"

@@ -22,6 +22,10 @@ if(TARGET arbor AND TARGET arbor-compute)
   # "At head" through the CLI: branch / export / lsn / static endpoint
   # right after an insert; replica reads with the write's LSN.
   arbor_cli_test(test_cli_fresh DEPENDS arbor-compute)
+  # The README's run command (scripts/run.sh on this build): psql through
+  # the URL it prints; SIGTERM / SIGINT to its process group stop the cluster.
+  arbor_cli_test(test_run_script DEFS ARBOR_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                 DEPENDS arbor-compute)
   # The remote tier through the CLI: stop, delete DIR/ps, start: same answers.
   arbor_cli_test(test_cli_remote DEPENDS arbor-compute)
   # ... and with `arbor start --remote-storage s3://...` against
