@@ -896,30 +896,48 @@ static int min_lsn_wait(hrana_service *s, const http_request *req, hr_stream *hs
     return strcmp(state, "57014") == 0 ? 503 : strcmp(state, "55000") == 0 ? 409 : 400;
 }
 
+/* The start of a pipeline or cursor request: counted, its body parsed,
+ * its field `key` (an array for a pipeline, an object for a cursor) found,
+ * its stream acquired by baton and caught up to Arbor-Min-Lsn. 0 with
+ * *body (caller decrefs), *field and *hs; else the response is set. */
+static int request_open(hrana_service *s, const http_request *req, http_response *resp,
+                        const char *key, bool array, json_t **body, json_t **field,
+                        hr_stream **hs)
+{
+    if (s->requests)
+        met_counter_inc(s->requests);
+    *body = NULL;
+    *hs = NULL;
+    if (parse_body(req, body, resp) != 0)
+        return -1;
+    hr_err e = { 0 };
+    *field = json_object_get(*body, key);
+    int status = (array ? json_is_array(*field) : json_is_object(*field)) ? 0 : 400;
+    if (status) {
+        set_err(&e, "HTTP_BODY_INVALID", "");
+        snprintf(e.msg, sizeof(e.msg), "\"%s\" (%s) is required", key,
+                 array ? "an array" : "an object");
+    } else {
+        status = stream_acquire(s, json_object_get(*body, "baton"), hs, &e);
+    }
+    if (status == 0 && (status = min_lsn_wait(s, req, *hs, &e)) != 0)
+        stream_refuse(s, *hs, json_is_null(json_object_get(*body, "baton")) ||
+                                  !json_object_get(*body, "baton"));
+    if (status) {
+        json_decref(*body);
+        respond_err(resp, status, &e);
+        return -1;
+    }
+    return 0;
+}
+
 static int h_pipeline(const http_request *req, http_response *resp, void *arg)
 {
     hrana_service *s = arg;
-    json_t *body = NULL;
-    if (s->requests)
-        met_counter_inc(s->requests);
-    if (parse_body(req, &body, resp) != 0)
+    json_t *body, *requests;
+    hr_stream *hs;
+    if (request_open(s, req, resp, "requests", true, &body, &requests, &hs) != 0)
         return 0;
-    hr_err e = { 0 };
-    json_t *requests = json_object_get(body, "requests");
-    hr_stream *hs = NULL;
-    int status = json_is_array(requests) ? 0 : 400;
-    if (status)
-        set_err(&e, "HTTP_BODY_INVALID", "\"requests\" (an array) is required");
-    else
-        status = stream_acquire(s, json_object_get(body, "baton"), &hs, &e);
-    if (status == 0 && (status = min_lsn_wait(s, req, hs, &e)) != 0)
-        stream_refuse(s, hs, json_is_null(json_object_get(body, "baton")) ||
-                                 !json_object_get(body, "baton"));
-    if (status) {
-        json_decref(body);
-        respond_err(resp, status, &e);
-        return 0;
-    }
     json_t *results = json_array(), *r;
     size_t i;
     json_array_foreach(requests, i, r) {
@@ -984,27 +1002,11 @@ static void cursor_step(void *ctx, size_t step, json_t *result, const hr_err *er
 static int h_cursor(const http_request *req, http_response *resp, void *arg)
 {
     hrana_service *s = arg;
-    json_t *body = NULL;
-    if (s->requests)
-        met_counter_inc(s->requests);
-    if (parse_body(req, &body, resp) != 0)
+    json_t *body, *batch;
+    hr_stream *hs;
+    if (request_open(s, req, resp, "batch", false, &body, &batch, &hs) != 0)
         return 0;
     hr_err e = { 0 };
-    hr_stream *hs = NULL;
-    json_t *batch = json_object_get(body, "batch");
-    int status = json_is_object(batch) ? 0 : 400;
-    if (status)
-        set_err(&e, "HTTP_BODY_INVALID", "\"batch\" (an object) is required");
-    else
-        status = stream_acquire(s, json_object_get(body, "baton"), &hs, &e);
-    if (status == 0 && (status = min_lsn_wait(s, req, hs, &e)) != 0)
-        stream_refuse(s, hs, json_is_null(json_object_get(body, "baton")) ||
-                                 !json_object_get(body, "baton"));
-    if (status) {
-        json_decref(body);
-        respond_err(resp, status, &e);
-        return 0;
-    }
     hr_lines entries = { 0 };
     if (run_batch(s, hs, batch, cursor_step, &entries, &e) != 0)
         lines_add(&entries, json_pack("{s:s,s:o}", "type", "error", "error", err_json(&e)));
