@@ -316,26 +316,33 @@ fail:
     return rc;
 }
 
-/* Removes the newest segment from the list and its file, durably. */
-static int seg_drop_last(sk_wal *w)
+/* Removes the file of segment s, already out of the list, durably, and
+ * drops the list's reference. One directory sync per file: a segment must
+ * never outlive the removal of one on the other side of it, or open would
+ * see a gap. On failure the file may stay; open takes it back. */
+static int seg_remove(sk_wal *w, sk_seg *s)
 {
     char path[PATH_MAX];
-    assert(w->n_segs > 1);
-    pthread_mutex_lock(&w->mu);
-    sk_seg *s = w->segs[--w->n_segs];
-    pthread_mutex_unlock(&w->mu);
     int rc = seg_path(w, s->start_lsn, 0, path, sizeof path);
     if (rc == 0) {
         rc = w->io->unlink(w->io->ctx, path);
         if (rc == -ENOENT)
             rc = 0;
     }
-    /* One directory sync per file: a later segment must never outlive an
-     * earlier one's removal, or open would see a gap. */
     if (rc == 0)
         rc = w->io->fsync_dir(w->io->ctx, w->dir);
     seg_unref(w, s);
     return rc;
+}
+
+/* Removes the newest segment from the list and its file, durably. */
+static int seg_drop_last(sk_wal *w)
+{
+    assert(w->n_segs > 1);
+    pthread_mutex_lock(&w->mu);
+    sk_seg *s = w->segs[--w->n_segs];
+    pthread_mutex_unlock(&w->mu);
+    return seg_remove(w, s);
 }
 
 /* Drops every segment starting at or after lsn, except the first. */
@@ -1029,7 +1036,6 @@ lsn_t sk_wal_removal_point(sk_wal *w, lsn_t lsn)
 
 int sk_wal_remove_below(sk_wal *w, lsn_t lsn, lsn_t *removed_below_out)
 {
-    char path[PATH_MAX];
     int rc = 0;
     if (w->broken)
         return SK_EBROKEN;
@@ -1040,18 +1046,7 @@ int sk_wal_remove_below(sk_wal *w, lsn_t lsn, lsn_t *removed_below_out)
         memmove(w->segs, w->segs + 1, (w->n_segs - 1) * sizeof *w->segs);
         w->n_segs--;
         pthread_mutex_unlock(&w->mu);
-        rc = seg_path(w, s->start_lsn, 0, path, sizeof path);
-        if (rc == 0) {
-            rc = w->io->unlink(w->io->ctx, path);
-            if (rc == -ENOENT)
-                rc = 0;
-        }
-        /* Per file: an older segment must not survive a newer one's
-         * removal, or open would see a gap. */
-        if (rc == 0)
-            rc = w->io->fsync_dir(w->io->ctx, w->dir);
-        /* On failure the file may stay; open takes it back, harmlessly. */
-        seg_unref(w, s);
+        rc = seg_remove(w, s);
     }
     if (rc != 0)
         log_error("WAL %s: removing old segments: %s", w->dir,
