@@ -261,6 +261,20 @@ static void schema_row(dside *d, sqlite3 *mem, const btr_val *v, int n, uint32_t
     az_free(type);
 }
 
+typedef struct schema_ctx {
+    dside *d;
+    sqlite3 *mem;
+    uint32_t *roots;
+    size_t n_roots;
+} schema_ctx;
+
+static int schema_row_cb(void *arg, const btr_val *v, int n)
+{
+    schema_ctx *c = arg;
+    schema_row(c->d, c->mem, v, n, &c->roots, &c->n_roots);
+    return 0;
+}
+
 /* Reads the whole schema b-tree of one side. */
 static int load_schema(dside *d)
 {
@@ -269,33 +283,12 @@ static int load_schema(dside *d)
         return CLI_EFAIL;
     }
     mark_tree(d, &st);
-    int rc = btr_load(&d->s, st.leaves, st.n_leaves);
-    sqlite3 *mem = NULL;
-    sqlite3_open(":memory:", &mem);
-    uint32_t *roots = NULL;
-    size_t n_roots = 0;
-    for (size_t i = 0; rc == 0 && i < st.n_leaves; i++) {
-        const uint8_t *pg = btr_page(&d->s, st.leaves[i]);
-        uint32_t nc = btr_ncells(pg, st.leaves[i]);
-        for (uint32_t c = 0; rc == 0 && c < nc; c++) {
-            btr_cell cell;
-            uint8_t *pl = NULL;
-            btr_val v[5];
-            int n = 0;
-            rc = btr_cell_at(&d->s, pg, st.leaves[i], c, &cell);
-            if (rc == 0) {
-                rc = btr_payload(&d->s, &cell, &pl, mark_known, d);
-            }
-            if (rc == 0) {
-                rc = btr_record(pl, cell.payload_len, v, 5, &n);
-            }
-            if (rc == 0) {
-                schema_row(d, mem, v, n, &roots, &n_roots);
-            }
-            free(pl);
-        }
-    }
-    sqlite3_close(mem);
+    schema_ctx sc = { d, NULL, NULL, 0 };
+    sqlite3_open(":memory:", &sc.mem);
+    int rc = btr_schema_rows(&d->s, &st, mark_known, d, schema_row_cb, &sc);
+    uint32_t *roots = sc.roots;
+    size_t n_roots = sc.n_roots;
+    sqlite3_close(sc.mem);
     btr_tree_free(&st);
     /* every b-tree at once: the tables' and the others' (for the census,
      * step 5), one batch of reads per level */

@@ -647,3 +647,29 @@ bool btr_val_equal(const btr_val *a, const btr_val *b)
     default: return a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
     }
 }
+
+int btr_schema_rows(btr_side *s, const btr_tree *st, void (*mark)(void *arg, uint32_t pgno),
+                    void *mark_arg, int (*row)(void *arg, const btr_val *v, int n),
+                    void *arg)
+{
+    int rc = btr_load(s, st->leaves, st->n_leaves);
+    for (size_t i = 0; rc == 0 && i < st->n_leaves; i++) {
+        const uint8_t *pg = btr_page(s, st->leaves[i]);
+        uint32_t nc = btr_ncells(pg, st->leaves[i]);
+        for (uint32_t c = 0; rc == 0 && c < nc; c++) {
+            btr_cell cell;
+            uint8_t *pl = NULL;
+            btr_val v[5];
+            int n = 0;
+            rc = btr_cell_at(s, pg, st->leaves[i], c, &cell);
+            if (rc == 0)
+                rc = btr_payload(s, &cell, &pl, mark, mark_arg);
+            if (rc == 0)
+                rc = btr_record(pl, cell.payload_len, v, 5, &n);
+            if (rc == 0)
+                rc = row(arg, v, n);
+            free(pl);
+        }
+    }
+    return rc;
+}

@@ -155,6 +155,15 @@ typedef struct btr_val {
  * (may exceed max: the rest are ignored). */
 int btr_record(const uint8_t *rec, uint64_t len, btr_val *vals, int max, int *n);
 
+/* The rows of sqlite_schema (tree st, walked from page 1): its leaves
+ * read, then row(arg, v, n) for each, its record decoded into v[0..4]
+ * (type, name, tbl_name, rootpage, sql; n = fields in the record).
+ * Overflow pages go to mark (may be NULL). Stops at the first error or
+ * non-zero return of row; 0 or that code. */
+int btr_schema_rows(btr_side *s, const btr_tree *st, void (*mark)(void *arg, uint32_t pgno),
+                    void *mark_arg, int (*row)(void *arg, const btr_val *v, int n),
+                    void *arg);
+
 /* Values equal as SQLite's IS compares them with BINARY collation (an
  * integer and a real of the same value are equal). */
 bool btr_val_equal(const btr_val *a, const btr_val *b);

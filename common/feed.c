@@ -75,43 +75,35 @@ static void cols_clear(schema_cache *sc)
     sc->n_cols = 0;
 }
 
+/* A table's CREATE statement of sqlite_schema, run on the reader's own
+ * in-memory database. */
+static int schema_table(void *arg, const btr_val *v, int n)
+{
+    feed_reader *r = arg;
+    if (n >= 5 && v[0].t == BTR_TEXT && v[0].n == 5 && memcmp(v[0].p, "table", 5) == 0 &&
+        v[4].t == BTR_TEXT && v[1].t == BTR_TEXT &&
+        !(v[1].n >= 7 && memcmp(v[1].p, "sqlite_", 7) == 0)) {
+        char *sql = az_malloc(v[4].n + 1);
+        memcpy(sql, v[4].p, v[4].n);
+        sql[v[4].n] = '\0';
+        /* virtual tables and the like fail here: they have no changes of
+         * their own */
+        sqlite3_exec(r->sc.mem, sql, NULL, NULL, NULL);
+        az_free(sql);
+    }
+    return 0;
+}
+
 static int load_schema(feed_reader *r, btr_side *s)
 {
     btr_tree st;
     if (btr_walk(s, 1, &st) != 0)
         return FEED_ERROR;
-    int rc = btr_load(s, st.leaves, st.n_leaves);
     cols_clear(&r->sc);
     if (r->sc.mem)
         sqlite3_close(r->sc.mem);
     sqlite3_open(":memory:", &r->sc.mem);
-    for (size_t i = 0; rc == 0 && i < st.n_leaves; i++) {
-        const uint8_t *pg = btr_page(s, st.leaves[i]);
-        uint32_t nc = btr_ncells(pg, st.leaves[i]);
-        for (uint32_t c = 0; rc == 0 && c < nc; c++) {
-            btr_cell cell;
-            uint8_t *pl = NULL;
-            btr_val v[5];
-            int n = 0;
-            rc = btr_cell_at(s, pg, st.leaves[i], c, &cell);
-            if (rc == 0)
-                rc = btr_payload(s, &cell, &pl, NULL, NULL);
-            if (rc == 0)
-                rc = btr_record(pl, cell.payload_len, v, 5, &n);
-            if (rc == 0 && n >= 5 && v[0].t == BTR_TEXT && v[0].n == 5 &&
-                memcmp(v[0].p, "table", 5) == 0 && v[4].t == BTR_TEXT && v[1].t == BTR_TEXT &&
-                !(v[1].n >= 7 && memcmp(v[1].p, "sqlite_", 7) == 0)) {
-                char *sql = az_malloc(v[4].n + 1);
-                memcpy(sql, v[4].p, v[4].n);
-                sql[v[4].n] = '\0';
-                /* virtual tables and the like fail here: they have no
-                 * changes of their own */
-                sqlite3_exec(r->sc.mem, sql, NULL, NULL, NULL);
-                az_free(sql);
-            }
-            free(pl);
-        }
-    }
+    int rc = btr_schema_rows(s, &st, NULL, NULL, schema_table, r);
     btr_tree_free(&st);
     return rc;
 }
