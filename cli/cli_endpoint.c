@@ -720,6 +720,9 @@ int cli_cmd_endpoint_list(cli_ctx *ctx)
             const char *by = json_string_value(json_object_get(o, "managed_by"));
             bool cp = by && strcmp(by, "control") == 0;
             char pg[16] = "-", http[16] = "-", pid[16] = "-";
+            long long p = (long long)json_integer_value(json_object_get(o, "pid"));
+            if (cp && p > 0 && strcmp(state, "active") == 0)
+                snprintf(pid, sizeof(pid), "%d", (int)p);   /* its compute, for ps/top */
             if (!cp) {
                 snprintf(pg, sizeof(pg), "%d", (int)json_integer_value(json_object_get(o, "pg_port")));
                 snprintf(http, sizeof(http), "%d",

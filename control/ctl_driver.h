@@ -66,6 +66,10 @@ typedef struct ctl_compute_status {
     uint64_t queries, rows_read, rows_written, bytes_written; /* totals */
 } ctl_compute_status;
 
+/* What a compute's HTTP port reports at /v1/status (every driver's
+ * computes answer it), alive set: 0, or -EIO when it did not answer. */
+int ctl_compute_status_http(const char *host, int http_port, ctl_compute_status *out);
+
 /* What arbor-control recorded of an endpoint's bound compute (the endpoint
  * table), for recover(). */
 typedef struct ctl_recorded {

@@ -447,14 +447,12 @@ static uint64_t jint(json_t *o, const char *k)
     return v < 0 ? 0 : (uint64_t)v;
 }
 
-static int local_status(ctl_driver *base, ctl_compute *c, ctl_compute_status *out)
+int ctl_compute_status_http(const char *host, int http_port, ctl_compute_status *out)
 {
     memset(out, 0, sizeof(*out));
-    if (reap(c))
-        return 0;                           /* alive = false */
     out->alive = true;
-    char url[128], err[256];
-    snprintf(url, sizeof(url), "http://%s:%d/v1/status", c->host, c->http_port);
+    char url[160], err[256];
+    snprintf(url, sizeof(url), "http://%s:%d/v1/status", host, http_port);
     hc_req r = { .method = "GET", .url = url, .timeout_ms = 2000 };
     int status = 0;
     char *resp = NULL;
@@ -475,6 +473,14 @@ static int local_status(ctl_driver *base, ctl_compute *c, ctl_compute_status *ou
     out->bytes_written = jint(j, "bytes_written");
     json_decref(j);
     return 0;
+}
+
+static int local_status(ctl_driver *base, ctl_compute *c, ctl_compute_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (reap(c))
+        return 0;                           /* alive = false */
+    return ctl_compute_status_http(c->host, c->http_port, out);
 }
 
 static void local_destroy(ctl_driver *base)

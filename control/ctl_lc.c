@@ -20,6 +20,11 @@ typedef struct ep_rt {
     char project_id[40], name[80], branch_id[40];
     double last_tick_s;       /* metered up to here (monotonic) */
     ctl_compute_status last;  /* counters already metered */
+    double flushed_s;         /* when `due` last went to the usage table */
+    struct {
+        double secs;
+        uint64_t queries, rows_read, rows_written, bytes_written;
+    } due;                    /* metered, not yet written */
     int status_failures;      /* consecutive status calls that failed */
     uint64_t term;            /* the last term its computes were elected in */
     struct ep_rt *next;
@@ -30,6 +35,7 @@ struct ctl_lc {
     pthread_mutex_t mu;
     pthread_cond_t cond;      /* a transition ended */
     ep_rt *eps;
+    ep_rt *clis;              /* the CLI's endpoints being metered (monitor only) */
     bool stopping;
     bool recovering;          /* until recover() adopted what survived: wake
                                  and suspend wait (a wake then would bind a
@@ -103,21 +109,30 @@ static uint64_t delta(uint64_t now, uint64_t before)
     return now >= before ? now - before : now;   /* a new compute starts at 0 */
 }
 
-/* Adds what r's compute did since the last tick to the usage table. st may
- * be NULL (no counters known: seconds only). Caller owns r's transition. */
-static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st)
+/* The usage of an active endpoint goes to the table at most this often
+ * (each write is an fsync of the control database), and at once when it
+ * stops being metered (suspend, crash, shutdown). */
+#define METER_FLUSH_S 5.0
+
+/* Adds what r's compute did since the last tick to what r owes the usage
+ * table, and writes it there when flush or METER_FLUSH_S passed. st may be
+ * NULL (no counters known: seconds only). Caller owns r's transition (or
+ * is the monitor, for the CLI's endpoints). */
+static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st, bool flush)
 {
     double now = clock_mono_s();
-    double secs = now - r->last_tick_s;
+    r->due.secs += now - r->last_tick_s;
     r->last_tick_s = now;
-    uint64_t q = 0, rr = 0, rw = 0, bw = 0;
     if (st) {
-        q = delta(st->queries, r->last.queries);
-        rr = delta(st->rows_read, r->last.rows_read);
-        rw = delta(st->rows_written, r->last.rows_written);
-        bw = delta(st->bytes_written, r->last.bytes_written);
+        r->due.queries += delta(st->queries, r->last.queries);
+        r->due.rows_read += delta(st->rows_read, r->last.rows_read);
+        r->due.rows_written += delta(st->rows_written, r->last.rows_written);
+        r->due.bytes_written += delta(st->bytes_written, r->last.bytes_written);
         r->last = *st;
     }
+    if (!flush && now - r->flushed_s < METER_FLUSH_S)
+        return;
+    r->flushed_s = now;
     int64_t hour = (int64_t)(wall_s() / 3600);
     ctl_db_exec(lc->o.db, NULL,
                 "INSERT INTO usage(endpoint_id, project_id, endpoint_name, branch_id, hour,"
@@ -127,8 +142,10 @@ static void meter(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st)
                 " queries = queries + excluded.queries, rows_read = rows_read + excluded.rows_read,"
                 " rows_written = rows_written + excluded.rows_written,"
                 " bytes_written = bytes_written + excluded.bytes_written",
-                "isssidiiii", r->id, r->project_id, r->name, r->branch_id, hour, secs,
-                (int64_t)q, (int64_t)rr, (int64_t)rw, (int64_t)bw);
+                "isssidiiii", r->id, r->project_id, r->name, r->branch_id, hour, r->due.secs,
+                (int64_t)r->due.queries, (int64_t)r->due.rows_read,
+                (int64_t)r->due.rows_written, (int64_t)r->due.bytes_written);
+    memset(&r->due, 0, sizeof(r->due));
 }
 
 /* ---- wake / suspend ------------------------------------------------------------ */
@@ -260,7 +277,7 @@ static void suspend_held(ctl_lc *lc, ep_rt *r, const ctl_compute_status *st, con
 {
     ctl_compute *c = r->c;
     if (c) {
-        meter(lc, r, st);
+        meter(lc, r, st, true);
         pthread_mutex_lock(&lc->mu);
         r->c = NULL;
         lc->suspends++;
@@ -345,7 +362,7 @@ static bool check_one(ctl_lc *lc, ep_rt *r)
         return timeout_s < 0;
     }
     if (rc != 0) {
-        meter(lc, r, NULL);
+        meter(lc, r, NULL, false);
         return false;
     }
     if (timeout_s >= 0 && !st.busy && st.idle_ms >= timeout_s * 1000) {
@@ -353,7 +370,7 @@ static bool check_one(ctl_lc *lc, ep_rt *r)
         MINC(lc->m_susp_idle);
         return false;
     }
-    meter(lc, r, &st);
+    meter(lc, r, &st, false);
     return false;
 }
 
@@ -439,6 +456,65 @@ static void recover(ctl_lc *lc)
     json_decref(rows);
 }
 
+/* The CLI's endpoints (managed_by 'cli': always on, run or registered,
+ * never suspended here) are metered like the others, from what their
+ * compute's /v1/status reports, counted from when the monitor first sees
+ * it answer; a compute that does not answer gets no seconds. Monitor
+ * thread only; `transition` marks the ones seen this tick. */
+static void meter_cli(ctl_lc *lc)
+{
+    json_t *rows, *row;
+    if (ctl_db_query(lc->o.db, &rows,
+                     "SELECT id, name, project_id, branch_id, host, http_port FROM endpoints"
+                     " WHERE managed_by = 'cli' AND state = 'active' AND http_port > 0",
+                     NULL) != 0)
+        return;
+    for (ep_rt *r = lc->clis; r; r = r->next)
+        r->transition = false;
+    size_t i;
+    json_array_foreach(rows, i, row) {
+        int64_t id = json_integer_value(json_object_get(row, "id"));
+        const char *host = row_str(row, "host");
+        ctl_compute_status st;
+        bool ok = ctl_compute_status_http(*host ? host : "127.0.0.1",
+                                          (int)json_integer_value(json_object_get(row,
+                                                                                  "http_port")),
+                                          &st) == 0;
+        ep_rt *r = lc->clis;
+        while (r && r->id != id)
+            r = r->next;
+        if (!r && !ok)
+            continue;
+        if (!r) {
+            r = az_calloc(1, sizeof(*r));
+            r->id = id;
+            r->last = st;      /* what it did before it was seen is not known */
+            r->last_tick_s = r->flushed_s = clock_mono_s();
+            r->next = lc->clis;
+            lc->clis = r;
+        }
+        r->transition = true;
+        snprintf(r->project_id, sizeof(r->project_id), "%s", row_str(row, "project_id"));
+        snprintf(r->name, sizeof(r->name), "%s", row_str(row, "name"));
+        snprintf(r->branch_id, sizeof(r->branch_id), "%s", row_str(row, "branch_id"));
+        if (ok)
+            meter(lc, r, &st, false);
+        else
+            r->last_tick_s = clock_mono_s();
+    }
+    json_decref(rows);
+    for (ep_rt **pp = &lc->clis; *pp;) {
+        ep_rt *r = *pp;
+        if (r->transition) {
+            pp = &r->next;
+            continue;
+        }
+        meter(lc, r, NULL, true);  /* stopped or deleted: what it owes */
+        *pp = r->next;
+        az_free(r);
+    }
+}
+
 static void *monitor_main(void *arg)
 {
     ctl_lc *lc = arg;
@@ -466,6 +542,7 @@ static void *monitor_main(void *arg)
             if (again && ctl_lc_wake(lc, ids[i], NULL, err) != 0)
                 log_warn("control: restarting endpoint %s failed: %s", r->name, err);
         }
+        meter_cli(lc);
         pthread_mutex_lock(&lc->mu);
     }
     pthread_mutex_unlock(&lc->mu);
@@ -522,11 +599,17 @@ void ctl_lc_destroy(ctl_lc *lc)
     pthread_mutex_unlock(&lc->mu);
     if (lc->monitor_started)
         pthread_join(lc->monitor, NULL);
+    while (lc->clis) {
+        ep_rt *r = lc->clis;
+        lc->clis = r->next;
+        meter(lc, r, NULL, true);
+        az_free(r);
+    }
     while (lc->eps) {
         ep_rt *r = lc->eps;
         lc->eps = r->next;
         if (r->c) {
-            meter(lc, r, NULL);
+            meter(lc, r, NULL, true);
             lc->o.driver->ops->stop(lc->o.driver, r->c);
         }
         az_free(r);
