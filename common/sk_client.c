@@ -235,13 +235,8 @@ int skc_wal_open_ex(skc *c, const arbor_id *tenant, const arbor_id *timeline, ls
     if (deadline_ms <= 0)
         deadline_ms = follow ? (int64_t)365 * 24 * 3600 * 1000 : 600000;
     rpc_stream *s = NULL;
-    /* By default a safekeeper that is down fails the stream at once, not
-     * leaving the reader waiting for the peer (a dashboard's feed could
-     * never stop; `arbor changes` hung for the whole deadline when the
-     * first safekeeper it asked was dead): the reader goes on to another
-     * one. */
     int rc = rpc_stream_open_ex(c->ch, "/arbor.Safekeeper/StreamWal", deadline_ms,
-                                (flags & SKC_WAL_WAIT_READY) ? 0 : RPC_STREAM_FAIL_FAST, &s);
+                                RPC_STREAM_FAIL_FAST, &s);
     if (rc == 0)
         rc = rpc_stream_send_msg(s, &req.base);
     if (rc == 0)

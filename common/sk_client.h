@@ -73,12 +73,14 @@ int skc_watch(skc *c, uint64_t *seq, uint64_t *epoch, uint32_t wait_ms, skc_tl_l
               size_t *n);
 
 /* A StreamWal reader (committed WAL only): from start (a record boundary),
- * until the safekeeper's commit LSN or, with SKC_WAL_FOLLOW, for ever. */
+ * until the safekeeper's commit LSN or, with SKC_WAL_FOLLOW, for ever. A
+ * safekeeper that is down fails it at once (the reader goes on to another
+ * one): every reader once waited for it, and the first of them blocked for
+ * the stream's deadline (a dashboard's feed could never stop, `arbor
+ * changes` hung, the pageserver's receiver and a replica stopped at a dead
+ * first safekeeper). */
 typedef struct skc_wal skc_wal;
 #define SKC_WAL_FOLLOW 0x1u       /* keep streaming new commits (and heartbeats) */
-#define SKC_WAL_WAIT_READY 0x2u   /* while the safekeeper is down, wait for it
-                                     (until the deadline) instead of failing the
-                                     first read at once */
 /* deadline_ms: the stream's whole life (0: a year when following, else
  * 10 minutes). */
 int skc_wal_open_ex(skc *c, const arbor_id *tenant, const arbor_id *timeline, lsn_t start,

@@ -1261,8 +1261,10 @@ static int follow_one(vfs_db *db, skc **sk, int cur, lsn_t *pos, follower *fw)
 {
     int next = (cur + 1) % db->conf.n_safekeepers;
     skc_wal *s;
-    int rc = skc_wal_open_ex(sk[cur], &db->conf.tenant, &db->timeline, *pos,
-                             SKC_WAL_FOLLOW | SKC_WAL_WAIT_READY, STREAM_DEADLINE_MS, &s);
+    /* fails at once while that safekeeper is down: the next one is tried
+     * (waiting for it blocked the replica for the stream's deadline) */
+    int rc = skc_wal_open_ex(sk[cur], &db->conf.tenant, &db->timeline, *pos, SKC_WAL_FOLLOW,
+                             STREAM_DEADLINE_MS, &s);
     if (rc != 0)
         return next;
     double quiet_since = clock_mono_s();

@@ -194,10 +194,15 @@ static int ingest_chunk(receiver *rv, const skc_chunk *c)
     return rc;
 }
 
+/* Fails at once while safekeeper i is down (the caller goes on to the
+ * next one). Waiting for it to come back, as the stream once did, left a
+ * receiver started while the first safekeeper was dead blocked for the
+ * stream's whole deadline: the pageserver ingested nothing more of that
+ * timeline with two safekeepers of three up. */
 static int open_stream(ps_rcv *r, int i, const ps_timeline *tl, lsn_t pos, skc_wal **out)
 {
     return skc_wal_open_ex(r->sk[i], ps_timeline_tenant_id(tl), ps_timeline_id(tl), pos,
-                           SKC_WAL_FOLLOW | SKC_WAL_WAIT_READY, RCV_STREAM_DEADLINE_MS, out);
+                           SKC_WAL_FOLLOW, RCV_STREAM_DEADLINE_MS, out);
 }
 
 /* Ingest lag: what the current safekeeper can serve (every chunk, even a

@@ -11,7 +11,8 @@
  * Then, with a replica
  * (`arbor endpoint start main --read-only`), a row inserted on the primary
  * is read on the replica right away when the read passes the write's LSN
- * (Arbor-Min-Lsn).
+ * (Arbor-Min-Lsn). Last, with the first safekeeper killed, the pageserver
+ * and a new replica stream from the other two.
  *
  * Real daemons in a temporary directory on ephemeral ports; the watchdog
  * of cli_test_common kills them and removes the directory even when the
@@ -25,6 +26,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -106,8 +108,11 @@ static long api_static_count(const char *name, const char *at)
 static void test_start(void **state)
 {
     (void)state;
-    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'wal.ingest-delay = %s\\n' "
-                    "> %s/ps/pageserver.conf; }", ct.dir, INGEST_DELAY, ct.dir),
+    /* receivers end after 1 s without WAL (10 s by default), so that
+     * test_first_safekeeper_down sees a new one start */
+    ct_expect(ct_sh("{ mkdir -p %s/ps && printf 'wal.ingest-delay = %s\\n"
+                    "wal.receiver-idle = 1s\\n' > %s/ps/pageserver.conf; }", ct.dir,
+                    INGEST_DELAY, ct.dir),
               0, "pageserver.conf");
     ct_expect(ct_arbor("start --base-port 0"), 0, "start");
     ct_expect(ct_arbor("sql main 'CREATE TABLE t(x)'"), 0, "create");
@@ -296,6 +301,75 @@ static void test_replica(void **state)
     }
 }
 
+/* The first safekeeper dies (two of three stay: commits go on). A WAL
+ * receiver the pageserver starts afterwards, and a replica started
+ * afterwards, stream from the others: the pageserver's head reaches the
+ * next commit, a branch at the head has it, the new replica reads it.
+ * Before, both waited for the dead safekeeper for the stream's deadline
+ * (24 h): a branch at the head failed after the pageserver's 10 s wait. */
+static void test_first_safekeeper_down(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    long pid = ct_component_int("sk1", "pid");
+    assert_true(pid > 0);
+    ct_kill_wait((pid_t)pid, SIGKILL, 10);
+    ct_expect(ct_arbor("endpoint stop main-ro-1"), 0, "stop the replica");
+    usleep(2500 * 1000);    /* main's receiver ends (1 s without WAL) */
+    char lsn[LSN_STRLEN];
+    long rows = sql_int("main", NULL, "SELECT count(*) FROM t", NULL);
+    sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+    rows++;
+    lsn_t commit, ingested = 0;
+    assert_int_equal(lsn_parse(lsn, &commit), 0);
+    for (int k = 0; k < 100 && ingested < commit; k++) {
+        if (k)
+            usleep(100 * 1000);
+        ct_expect(ct_arbor("--json branch list"), 0, "branch list");
+        json_t *l = ct_parse_out();
+        size_t bi;
+        json_t *b;
+        json_array_foreach(json_object_get(l, "branches"), bi, b) {
+            if (strcmp(json_string_value(json_object_get(b, "name")), "main") == 0)
+                lsn_parse(json_string_value(json_object_get(b, "head_lsn")), &ingested);
+        }
+        json_decref(l);
+    }
+    if (ingested < commit)
+        fail_msg("with sk1 down the pageserver did not ingest main's commit %s in 10 s", lsn);
+    ct_expect(ct_arbor("branch create sk1down"), 0, "branch at the head with sk1 down");
+    char path[400];
+    snprintf(path, sizeof(path), "%s/sk1down.db", ct.root);
+    ct_expect(ct_arbor("export sk1down '%s'", path), 0, "export");
+    assert_int_equal(file_count(path), rows);
+    unlink(path);
+    ct_expect(ct_arbor("endpoint start main --read-only --name ro-sk1down"), 0,
+              "replica with sk1 down");
+    ct_expect(ct_arbor("--json endpoint list"), 0, "endpoint list");
+    json_t *l = ct_parse_out();
+    char url[256] = "";
+    size_t i;
+    json_t *e;
+    json_array_foreach(l, i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "name")), "ro-sk1down") == 0)
+            snprintf(url, sizeof(url), "%s",
+                     json_string_value(json_object_get(e, "http_sql_url")) ?: "");
+    }
+    json_decref(l);
+    assert_true(url[0] != 0);
+    sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
+    rows++;
+    ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "
+                    "FROM t\"}' '%s'", lsn, url),
+              0, "replica read with Arbor-Min-Lsn, sk1 down");
+    char want[64];
+    snprintf(want, sizeof(want), "[[%ld]]", rows);
+    ct_expect_in(ct.out, want);
+    ct_expect(ct_arbor("start"), 0, "sk1 back");
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -315,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_start),
         cmocka_unit_test(test_at_head),
         cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_first_safekeeper_down),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
