@@ -246,3 +246,16 @@ void ct_psql(int port, const char *sql)
     ct_expect(ct_sh("timeout 60 /usr/bin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p %d "
                     "-U arbor main -f %s", port, path), 0, sql);
 }
+
+void ct_word_after(const char *hay, const char *label, char *out, size_t cap)
+{
+    const char *p = strstr(hay, label);
+    if (!p)
+        fail_msg("no \"%s\" in:\n%s", label, hay);
+    p += strlen(label);
+    size_t n = strcspn(p, " \n");
+    if (n == 0 || n >= cap)
+        fail_msg("after \"%s\": a word of %zu characters", label, n);
+    memcpy(out, p, n);
+    out[n] = 0;
+}

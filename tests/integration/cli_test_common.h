@@ -58,6 +58,11 @@ json_t *ct_parse_out(void);
  * when there is no such component or field. */
 long ct_component_int(const char *name, const char *field);
 
+/* The word after label in hay (up to a space or a line's end) into out;
+ * fails the test when label is missing or the word is empty or longer
+ * than cap - 1. */
+void ct_word_after(const char *hay, const char *label, char *out, size_t cap);
+
 /* pid still runs and is the process started at ticks (field 22 of
  * /proc/<pid>/stat), not a reuse of its number. */
 bool ct_same_process(pid_t pid, uint64_t ticks);

@@ -405,17 +405,6 @@ static int proxy_psql(const char *role, const char *password)
                  "-X -A -t -c 'SELECT 6 * 7'", PSQL, role, password, g_proxy_port);
 }
 
-/* The password in `role create|reset-password` output ("password: X"). */
-static void password_of(const char *out, char *pw, size_t cap)
-{
-    const char *p = strstr(out, "password: ");
-    assert_non_null(p);
-    p += strlen("password: ");
-    size_t n = strcspn(p, " \n");
-    assert_true(n > 8 && n < cap);
-    memcpy(pw, p, n);
-    pw[n] = 0;
-}
 
 /* The CLI against the API only (--api + ARBOR_API_KEY, another --dir: no
  * local cluster): roles (create, list, reset-password, delete), each
@@ -437,7 +426,7 @@ static void test_api_remote_cli(void **state)
     json_decref(api);
     char pw[128], pw2[128];
     ct_expect(ct_sh("%s role create bob", remote), 0, "role create");
-    password_of(ct.out, pw, sizeof(pw));
+    ct_word_after(ct.out, "password: ", pw, sizeof(pw));
     ct_expect(ct_sh("%s role create bob", remote), 1, "role create again");
     ct_expect_in(ct.err, "exists");
     ct_expect(ct_sh("%s --json role list", remote), 0, "role list");
@@ -445,7 +434,7 @@ static void test_api_remote_cli(void **state)
     ct_expect(proxy_psql("bob", pw), 0, "psql as bob");
     ct_expect_in(ct.out, "42");
     ct_expect(ct_sh("%s role reset-password bob", remote), 0, "reset-password");
-    password_of(ct.out, pw2, sizeof(pw2));
+    ct_word_after(ct.out, "password: ", pw2, sizeof(pw2));
     assert_string_not_equal(pw, pw2);
     ct_expect(proxy_psql("bob", pw2), 0, "psql with the new password");
     assert_int_not_equal(proxy_psql("bob", pw), 0);
@@ -462,7 +451,7 @@ static void test_api_remote_cli(void **state)
     snprintf(pw, sizeof(pw), "%s", json_string_value(json_object_get(api, "password")));
     json_decref(api);
     ct_expect(ct_arbor("role reset-password arbor"), 0, "reset arbor's password");
-    password_of(ct.out, pw2, sizeof(pw2));
+    ct_word_after(ct.out, "password: ", pw2, sizeof(pw2));
     api = json_load_file(path, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(api, "password")), pw2);
     json_decref(api);

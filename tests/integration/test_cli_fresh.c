@@ -266,6 +266,23 @@ static void test_at_head(void **state)
     }
 }
 
+/* The SQL-over-HTTP URL of endpoint name (`arbor --json endpoint list`). */
+static void sql_url_of(const char *name, char *url, size_t cap)
+{
+    ct_expect(ct_arbor("--json endpoint list"), 0, "endpoint list");
+    json_t *l = ct_parse_out();
+    size_t i;
+    json_t *e;
+    url[0] = 0;
+    json_array_foreach(l, i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "name")), name) == 0)
+            snprintf(url, cap, "%s", json_string_value(json_object_get(e, "http_sql_url")) ?: "");
+    }
+    json_decref(l);
+    if (!url[0])
+        fail_msg("no SQL URL for endpoint %s", name);
+}
+
 static void test_replica(void **state)
 {
     (void)state;
@@ -275,19 +292,8 @@ static void test_replica(void **state)
     ct_expect(ct_arbor("endpoint start main --read-only"), 0, "replica");
     ct_expect_in(ct.out, "main-ro-1");
     long rows = sql_int("main", NULL, "SELECT count(*) FROM t", NULL);
-    ct_expect(ct_arbor("--json endpoint list"), 0, "endpoint list");
-    json_t *l = ct_parse_out();
-    char url[256] = "";
-    size_t i;
-    json_t *e;
-    json_array_foreach(l, i, e) {
-        if (strcmp(json_string_value(json_object_get(e, "name")), "main-ro-1") == 0) {
-            snprintf(url, sizeof(url), "%s",
-                     json_string_value(json_object_get(e, "http_sql_url")) ?: "");
-        }
-    }
-    json_decref(l);
-    assert_true(url[0] != 0);
+    char url[256];
+    sql_url_of("main-ro-1", url, sizeof(url));
     char lsn[LSN_STRLEN];
     for (int k = 0; k < 10; k++) {
         sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
@@ -347,18 +353,8 @@ static void test_first_safekeeper_down(void **state)
     unlink(path);
     ct_expect(ct_arbor("endpoint start main --read-only --name ro-sk1down"), 0,
               "replica with sk1 down");
-    ct_expect(ct_arbor("--json endpoint list"), 0, "endpoint list");
-    json_t *l = ct_parse_out();
-    char url[256] = "";
-    size_t i;
-    json_t *e;
-    json_array_foreach(l, i, e) {
-        if (strcmp(json_string_value(json_object_get(e, "name")), "ro-sk1down") == 0)
-            snprintf(url, sizeof(url), "%s",
-                     json_string_value(json_object_get(e, "http_sql_url")) ?: "");
-    }
-    json_decref(l);
-    assert_true(url[0] != 0);
+    char url[256];
+    sql_url_of("ro-sk1down", url, sizeof(url));
     sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
     rows++;
     ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "

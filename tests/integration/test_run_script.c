@@ -72,13 +72,7 @@ static void start_script(void)
 static void proxy_url(char *url, size_t cap)
 {
     ct_sh("cat '%s'", g_log);
-    const char *p = strstr(ct.out, "postgres URL:    ");
-    assert_non_null(p);
-    p += strlen("postgres URL:    ");
-    size_t n = strcspn(p, " \n");
-    assert_true(n > 0 && n < cap);
-    memcpy(url, p, n);
-    url[n] = 0;
+    ct_word_after(ct.out, "postgres URL:    ", url, cap);
 }
 
 /* Signals the script's process group; the script must exit within 60 s
