@@ -628,6 +628,8 @@ done:
 /* Pool mode: connects to the pageserver and the safekeepers now (one cheap
  * call each), so that the bind's calls find the connections up: gRPC
  * channels with the same target and arguments share one connection. */
+#define PREWARM_SK_TIMEOUT_MS 300
+
 static void prewarm_connections(void)
 {
     static const arbor_id zero;
@@ -639,8 +641,13 @@ static void prewarm_connections(void)
     char *list = az_strdup(g_c.conf.safekeepers ? g_c.conf.safekeepers : ""), *save = NULL;
     int n = 0;
     for (char *a = strtok_r(list, ",", &save); a && n < 8; a = strtok_r(NULL, ",", &save)) {
-        if (skc_open(a, &g_c.warm_sk[n]) == 0)
+        if (skc_open(a, &g_c.warm_sk[n]) == 0) {
+            /* briefly: a safekeeper that is down held every pool compute's
+             * start for the call's whole 10 s (the pool ran dry and wakes
+             * waited for it); the bind needs only a quorum */
+            skc_set_timeout(g_c.warm_sk[n], PREWARM_SK_TIMEOUT_MS);
             skc_commit_lsn(g_c.warm_sk[n++], &zero, &zero, &lsn);
+        }
     }
     az_free(list);
 }

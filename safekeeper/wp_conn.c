@@ -35,8 +35,13 @@ static void do_status(wp_sk *sk)
                            (ProtobufCMessage **)&resp, wp->rpc_timeout_ms, NULL);
     pthread_mutex_lock(&wp->mu);
     note_rpc(sk, rc);
-    sk->status_ok = rc == 0 && wpi_err_code(resp->error) == ARBOR__ERROR_CODE__OK;
-    if (sk->status_ok) {
+    Arbor__ErrorCode code = rc == 0 ? wpi_err_code(resp->error) : ARBOR__ERROR_CODE__INTERNAL;
+    /* A safekeeper that does not know the timeline yet (a new branch: the
+     * vote creates it there) answered too: its term is 0. Counted as no
+     * answer, it made every first election of a branch wait rpc_timeout_ms
+     * for a safekeeper that was down. */
+    sk->status_ok = code == ARBOR__ERROR_CODE__OK || code == ARBOR__ERROR_CODE__UNKNOWN_TIMELINE;
+    if (code == ARBOR__ERROR_CODE__OK) {
         if (resp->term > sk->term_seen) {
             sk->term_seen = resp->term;
         }

@@ -657,6 +657,35 @@ static void test_one_hung_election(void **state)
     wp_destroy(wp);
 }
 
+/* A timeline no safekeeper knows yet (a new branch's first election), one
+ * safekeeper of three killed: the two that answer "no such timeline" have
+ * term 0, so the election goes on without waiting out the dead one's call
+ * deadline (3 s here). Before, that answer counted as none, and every new
+ * branch's first election with a safekeeper down took the whole deadline
+ * (1 s by default: a wake of an endpoint on a new branch). */
+static void test_new_timeline_one_down(void **state)
+{
+    (void)state;
+    wp_config cfg = make_config(0);
+    cfg.rpc_timeout_ms = 3000;
+    h_sk_kill(&g_sk[0]);
+    wp_proposer *wp;
+    assert_int_equal(wp_create(&cfg, &wp), 0);
+    int64_t t0 = mono_ms();
+    int rc = wp_elect(wp, 8000);
+    int64_t ms = mono_ms() - t0;
+    print_message("new timeline elected with one safekeeper down in %" PRId64 " ms\n", ms);
+    assert_int_equal(rc, 0);
+    if (ms >= 1500)
+        fail_msg("election of a new timeline took %" PRId64 " ms with one of three "
+                 "safekeepers down (its calls time out after 3000 ms)", ms);
+    size_t rl;
+    uint8_t *r = make_rec(cur_pos(wp), 11, &rl);
+    assert_int_equal(wp_commit(wp, r, rl, NULL, 5000), 0);
+    free(r);
+    wp_destroy(wp);
+}
+
 /* The network, with TimelineStatus calls counted. */
 static _Atomic int g_status_calls;
 
@@ -903,6 +932,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_race, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_paused, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_one_hung_election, cluster_up, cluster_down),
+        cmocka_unit_test_setup_teardown(test_new_timeline_one_down, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_term_hint, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_read_before_ready, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(test_majority_killed, cluster_up, cluster_down),
