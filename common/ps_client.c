@@ -70,9 +70,14 @@ static int map_code(int code)
 #define PSC_DEAD_CONN_MS 1000
 
 /* One unary call: 0 with *resp (caller frees), or a mapped error. A call
- * that is safe to repeat (idem: reads, and setting a value) is sent once
- * more when it failed at once with UNAVAILABLE; the retry waits for the
- * new connection. Others are not: the first may have been carried out. */
+ * that is safe to repeat is sent once more when it failed at once with
+ * UNAVAILABLE; the retry waits for the new connection. idem: reads,
+ * setting a value, and the timeline create (by a branch name unique in its
+ * tenant) and delete (by id): should the first have been carried out after
+ * all, the repeat fails cleanly (exists / not found) and acts only once.
+ * Not the tenant create, which would make a second tenant. (Without the
+ * repeat, the first `arbor branch create` after a pageserver restart
+ * failed with 503.) */
 static int call(psc *c, const char *method, bool idem, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *d, void *resp_out, psc_err *err)
 {
@@ -186,7 +191,7 @@ int psc_create_timeline(psc *c, const arbor_id *tenant, const char *name,
         }
     }
     Arbor__TimelineInfoResponse *resp;
-    int rc = call(c, MGMT("CreateTimeline"), false, &req.base,
+    int rc = call(c, MGMT("CreateTimeline"), true, &req.base,
                   &arbor__timeline_info_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;
@@ -274,7 +279,7 @@ int psc_delete_timeline(psc *c, const arbor_id *tenant, const arbor_id *timeline
     req.timeline_id = id_bin(timeline);
     req.with_children = with_children;
     Arbor__DeleteTimelineResponse *resp;
-    int rc = call(c, MGMT("DeleteTimeline"), false, &req.base,
+    int rc = call(c, MGMT("DeleteTimeline"), true, &req.base,
                   &arbor__delete_timeline_response__descriptor, &resp, err);
     if (rc != 0)
         return rc;

@@ -12,7 +12,8 @@
  * (`arbor endpoint start main --read-only`), a row inserted on the primary
  * is read on the replica right away when the read passes the write's LSN
  * (Arbor-Min-Lsn). Last, with the first safekeeper killed, the pageserver
- * and a new replica stream from the other two.
+ * and a new replica stream from the other two; and a branch is created
+ * right after the pageserver was killed and started again.
  *
  * Real daemons in a temporary directory on ephemeral ports; the watchdog
  * of cli_test_common kills them and removes the directory even when the
@@ -366,6 +367,32 @@ static void test_first_safekeeper_down(void **state)
     ct_expect(ct_arbor("start"), 0, "sk1 back");
 }
 
+/* kill -9 of the pageserver, `arbor start` (which starts it alone), then
+ * at once `arbor branch create`, three times: each works and has every
+ * row. Before, arbor-control's first call went out on the connection to
+ * the dead pageserver and failed at once, and a create was not repeated:
+ * "pageserver: peer unavailable (HTTP 503)", 2 times in 3. */
+static void test_branch_after_pageserver_restart(void **state)
+{
+    (void)state;
+    if (!g_up) {
+        skip();
+    }
+    long rows = sql_int("main", NULL, "SELECT count(*) FROM t", NULL);
+    for (int k = 0; k < 3; k++) {
+        long pid = ct_component_int("ps", "pid");
+        assert_true(pid > 0);
+        ct_kill_wait((pid_t)pid, SIGKILL, 10);
+        ct_expect(ct_arbor("start"), 0, "start the pageserver again");
+        ct_expect(ct_arbor("branch create psr%d", k), 0, "branch create right after");
+        char path[400];
+        snprintf(path, sizeof(path), "%s/psr%d.db", ct.root, k);
+        ct_expect(ct_arbor("export psr%d '%s'", k, path), 0, "export");
+        assert_int_equal(file_count(path), rows);
+        unlink(path);
+    }
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -386,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_at_head),
         cmocka_unit_test(test_replica),
         cmocka_unit_test(test_first_safekeeper_down),
+        cmocka_unit_test(test_branch_after_pageserver_restart),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, NULL, ct_group_teardown);
