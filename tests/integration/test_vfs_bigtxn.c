@@ -61,8 +61,8 @@ extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, si
     __attribute__((weak));
 
 #if defined(__SANITIZE_ADDRESS__)
-#define DEFAULT_BIG_MB 64
-#define DEFAULT_DB_MB 96
+#define DEFAULT_BIG_MB 40
+#define DEFAULT_DB_MB 64
 #define CHECK_RSS 0
 #else
 #define DEFAULT_BIG_MB 128
