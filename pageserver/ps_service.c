@@ -837,6 +837,29 @@ static int h_list_tenants(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     return RPC_STATUS_OK;
 }
 
+/* Why a branch point LSN was refused, with the ancestor's bounds. */
+static Arbor__Error *branch_lsn_error(ps_service *svc, const ps_timeline_create_args *a,
+                                      err_buf *e)
+{
+    ps_timeline *anc = NULL;
+    if (ps_repo_get_timeline(svc->repo, &a->tenant_id, &a->ancestor_id, &anc) != 0)
+        return engine_error(svc, e, PS_EBRANCHLSN, "create timeline");
+    char at[LSN_STRLEN], head[LSN_STRLEN], start[LSN_STRLEN];
+    lsn_format(a->ancestor_lsn, at);
+    lsn_format(ps_timeline_last_record_lsn(anc), head);
+    lsn_format(ps_timeline_start_lsn(anc), start);
+    const char *why = a->ancestor_lsn > ps_timeline_last_record_lsn(anc) ? "is beyond the head of"
+                    : a->ancestor_lsn < ps_timeline_start_lsn(anc)   ? "is before the start of"
+                    : "is not where a transaction committed on";
+    ps_timeline_release(anc);
+    if (svc->errors)
+        met_counter_inc(svc->errors);
+    return make_error(e, ps_svc_error_code(PS_EBRANCHLSN),
+                      "create timeline: branch LSN %s %s the ancestor (start %s, head %s; "
+                      "a branch point is an LSN a commit returned, or a time)",
+                      at, why, start, head);
+}
+
 static int h_create_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
 {
     ps_service *svc = arg;
@@ -889,7 +912,9 @@ static int h_create_timeline(rpc_stream *call, void *arg, ProtobufCMessage *pb)
     }
     if (!err) {
         rc = ps_repo_create_timeline(svc->repo, &a, &tl);
-        if (rc != 0)
+        if (rc == PS_EBRANCHLSN && !a.by_timestamp)
+            err = branch_lsn_error(svc, &a, &e);
+        else if (rc != 0)
             err = engine_error(svc, &e, rc, "create timeline");
     }
     send_info(call, tl, err);
