@@ -34,7 +34,8 @@
     "A point in history is an LSN (X/Y in hex, e.g. 0/16B3748) or a timestamp:\n"        \
     "RFC 3339 with a zone (2026-11-21T10:15:02Z, 2026-11-21T10:15:02.250Z,\n"            \
     "2026-11-21T11:15:02+01:00) or a Unix time in seconds (@1763720102, @1763720102.5).\n" \
-    "A timestamp means the last commit at or before it."
+    "A timestamp means the last commit at or before it; one more than a minute\n"   \
+    "ahead of now is refused."
 
 static const cli_opt g_start_opts[] = {
     { "base-port", "PORT", "first of 10 ports (default 7676, or the previous start's); "

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "cli_cmd.h"
+#include "timestamp.h"
 
 static const char *const g_kind_names[] = { "present", "past", "future" };
 
@@ -254,7 +256,7 @@ int cli_ps_lsn_by_time(cli_ps *ps, const cli_tl *tl, int64_t time_us, lsn_t *lsn
 int cli_ps_resolve_point(cli_ps *ps, const cli_tl *tl, const cli_point *pt,
                          const char *what, lsn_t *out)
 {
-    char l1[LSN_STRLEN], l2[LSN_STRLEN], t1[CLI_TIME_STRLEN];
+    char l1[LSN_STRLEN], l2[LSN_STRLEN], t1[CLI_TIME_STRLEN], t2[CLI_TIME_STRLEN];
     if (pt->is_lsn) {
         if (pt->lsn > tl->last_record_lsn) {
             cli_err("%s %s is beyond the head of branch '%s' (%s)", what,
@@ -263,6 +265,14 @@ int cli_ps_resolve_point(cli_ps *ps, const cli_tl *tl, const cli_point *pt,
         }
         *out = pt->lsn;
         return 0;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    if (pt->time_us > now_us + TS_FUTURE_SKEW_US) {
+        cli_err("%s %s is in the future (now %s): no history of branch '%s' there yet", what,
+                cli_fmt_time(pt->time_us, t1), cli_fmt_time(now_us, t2), tl->name);
+        return CLI_EFAIL;
     }
     lsn_t lsn = 0;
     int kind = PSC_LSN_PRESENT;

@@ -21,4 +21,10 @@
 #define TS_BARE_UNIX 1
 int ts_parse(const char *s, unsigned flags, int64_t *us);
 
+/* How far ahead of this machine's clock a point in history may lie (the
+ * caller's clock may run ahead of it). A later time is refused where a
+ * point is made (branch create, restore, an endpoint or export at a time),
+ * not taken as the head: 2027 typed for 2026 must not silently mean now. */
+#define TS_FUTURE_SKEW_US (60 * 1000000LL)
+
 #endif

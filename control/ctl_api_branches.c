@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "ctl_api_int.h"
 #include "ctl_skgc.h"
+#include "timestamp.h"
 
 /* ---- branches: the pageserver is the truth for timelines ------------------------------- */
 
@@ -215,6 +216,34 @@ int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_
     return 0;
 }
 
+/* The LSN of a point in history given as a time on branch name (timeline
+ * tl): its last commit at or before time_us. 0, or -1 after api_fail()
+ * (422 for a time before its first commit or in the future). */
+int api_point_at_time(req *r, const arbor_id *t, const arbor_id *tl, const char *name,
+                      int64_t time_us, lsn_t *lsn)
+{
+    int64_t now_us = (int64_t)(api_now_s() * 1e6);
+    if (time_us > now_us + TS_FUTURE_SKEW_US) {
+        char at[32], now[32];
+        struct tm tm;
+        time_t s = (time_t)(time_us / 1000000);
+        strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&s, &tm));
+        s = (time_t)(now_us / 1000000);
+        strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&s, &tm));
+        api_fail(r, 422, "UNPROCESSABLE", "that time (%s) is in the future (now %s): no "
+                 "history of '%s' there yet", at, now, name);
+        return -1;
+    }
+    bool past;
+    if (api_lsn_at_time(r, t, tl, time_us, lsn, &past) != 0)
+        return -1;
+    if (past) {
+        api_fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* A timeline named name (child of parent at pt, or a root) on the
  * pageserver, recorded in branches. Not on the safekeepers: a compute's
  * first vote creates it there (at the start LSN the pageserver gave it),
@@ -231,16 +260,9 @@ int api_create_timeline(req *r, const char *pid, const char *name, json_t *paren
     if (parent && id_parse(api_jstr(parent, "id"), &anc) != 0)
         return -EINVAL;
     lsn_t at = pt ? pt->lsn : 0;
-    if (parent && pt && pt->time_us) {     /* the last commit at or before that time */
-        bool past;
-        if (api_lsn_at_time(r, &t, &anc, pt->time_us, &at, &past) != 0)
-            return -EIO;
-        if (past) {
-            api_fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
-                 api_jstr(parent, "name"));
-            return -ERANGE;
-        }
-    }
+    if (parent && pt && pt->time_us &&   /* the last commit at or before that time */
+        api_point_at_time(r, &t, &anc, api_jstr(parent, "name"), pt->time_us, &at) != 0)
+        return -ERANGE;
     int rc = psc_create_timeline(r->x->ps, &t, name, parent ? &anc : NULL, at, 0, out, &e);
     if (rc != 0) {
         api_fail_ps(r, rc, rc == -EEXIST ? "branch exists" : "creating the branch", e.msg);
@@ -578,14 +600,8 @@ static json_t *replace_timeline(req *r, bool is_reset)
         if (cli_endpoint_on(r, pid, row, false, "restore"))
             goto done;
         if (pt.time_us) {
-            bool past;
-            if (api_lsn_at_time(r, &t, &old, pt.time_us, &pt.lsn, &past) != 0)
+            if (api_point_at_time(r, &t, &old, name, pt.time_us, &pt.lsn) != 0)
                 goto done;
-            if (past) {
-                api_fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
-                         name);
-                goto done;
-            }
             pt.time_us = 0;
         }
         psc_timeline owner;

@@ -63,14 +63,8 @@ static int static_lsn(req *r, json_t *b, const point *pt, char lsn_out[LSN_STRLE
     }
     lsn_t lsn = pt->lsn;
     if (!pt->lsn) {
-        bool past;
-        if (api_lsn_at_time(r, &t, &tl, pt->time_us, &lsn, &past) != 0)
-            return -EIO;
-        if (past) {
-            api_fail(r, 422, "UNPROCESSABLE", "that time is before the first commit of '%s'",
-                 api_jstr(b, "name"));
+        if (api_point_at_time(r, &t, &tl, api_jstr(b, "name"), pt->time_us, &lsn) != 0)
             return -ERANGE;
-        }
     } else if (lsn > info.last_record_lsn || lsn < info.start_lsn) {
         char h[LSN_STRLEN], s[LSN_STRLEN];
         api_fail(r, 422, "UNPROCESSABLE", "LSN outside the history of '%s' (%s .. %s)",

@@ -106,6 +106,8 @@ int api_timeline_at_head(req *r, const arbor_id *t, const arbor_id *tl, psc_time
                          psc_err *e);
 int api_lsn_at_time(req *r, const arbor_id *t, const arbor_id *tl, int64_t time_us, lsn_t *lsn,
                     bool *past);
+int api_point_at_time(req *r, const arbor_id *t, const arbor_id *tl, const char *name,
+                      int64_t time_us, lsn_t *lsn);
 int api_create_timeline(req *r, const char *pid, const char *name, json_t *parent,
                         const point *pt, psc_timeline *out);
 json_t *api_h_branch_create(req *r);

@@ -499,6 +499,10 @@ static void test_bad_input(void **state)
     ct_expect_in(ct.err, "bad --at 'yesterday'");
     ct_expect(ct_arbor("branch create x --at 0/1"), 1, "LSN before the branch's start");
     ct_expect_in(ct.err, "branch LSN 0/1 is before the start of the ancestor (start 0/");
+    ct_expect(ct_arbor("branch create x --at 2099-01-01T00:00:00Z"), 1, "a time in the future");
+    ct_expect_in(ct.err, "--at 2099-01-01T00:00:00.000000Z is in the future (now ");
+    ct_expect(ct_arbor("export main %s --at @4000000000", out), 1, "export at a future time");
+    ct_expect_in(ct.err, "is in the future");
     ct_expect(ct_arbor("lsn main --at 2026-02-30T00:00:00Z"), 1, "impossible date");
     ct_expect_in(ct.err, "bad timestamp");
     ct_expect(ct_arbor("lsn main --at 2026-01-01T00:00:00"), 1, "timestamp without zone");

@@ -488,6 +488,12 @@ static void test_auth_and_errors(void **state)
     expect(404, "POST", pp("/branches"), "{\"name\": \"x\", \"parent\": \"nope\"}");
     expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"zz/1\"}");
     expect(422, "POST", pp("/branches"), "{\"name\": \"x\", \"at\": \"FFFF/0\"}");
+    /* A time in the future is refused, not taken as the head. */
+    json_t *fut = NULL;
+    assert_int_equal(api("POST", pp("/branches"),
+                         "{\"name\": \"x\", \"at\": \"2099-01-01T00:00:00Z\"}", &fut), 422);
+    assert_non_null(strstr(js(fut, "message"), "(2099-01-01T00:00:00Z) is in the future"));
+    json_decref(fut);
     expect(409, "POST", pp("/branches"), "{\"name\": \"main\", \"root\": true}");
     json_t *p;
     assert_int_equal(api("PATCH", pp(""), "{\"name\": \"renamed\"}", &p), 200);
@@ -552,6 +558,7 @@ static void test_branches(void **state)
     expect(400, "POST", pp("/branches/dev/restore"), "{}");
     assert_int_equal(api("POST", pp("/branches/dev/restore"), "{\"to\": \"FFFF/0\"}", &after), 422);
     json_decref(after);
+    expect(422, "POST", pp("/branches/dev/restore"), "{\"to\": \"2099-01-01T00:00:00Z\"}");
     json_t *dev;
     assert_int_equal(api("GET", pp("/branches/dev"), NULL, &dev), 200);
     char body[128];
@@ -578,6 +585,8 @@ static void test_endpoints(void **state)
     expect(404, "POST", pp("/endpoints"), "{\"branch\": \"nope\", \"kind\": \"read_only\"}");
     expect(422, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"kind\": \"fast\"}");
     expect(422, "POST", pp("/endpoints"), "{\"branch\": \"main\", \"kind\": \"static\"}");
+    expect(422, "POST", pp("/endpoints"),
+           "{\"branch\": \"main\", \"kind\": \"static\", \"at\": \"2099-01-01T00:00:00Z\"}");
     expect(422, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": -5}");
     expect(400, "PATCH", pp("/endpoints/main"), "{\"suspend_timeout_s\": \"x\"}");
     expect(422, "PATCH", pp("/endpoints/main"), "{\"pool_mode\": \"statement\"}");
