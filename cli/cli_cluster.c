@@ -1159,6 +1159,23 @@ int cli_cmd_supervise(cli_ctx *ctx)
         int lock, rc = CLI_EXIT_ERROR;
         bool already = false;
         if (cli_state_lock(ctx->dir, &lock) == 0) {
+            /* The daemons may have been dying because `arbor stop` was
+             * stopping them, and it held the lock while we waited: what it
+             * stopped stays stopped. */
+            cli_state now;
+            bool stopped_meanwhile = false;
+            if (cli_state_load(ctx->dir, &now) == 0) {
+                stopped_meanwhile = now.stopped_at_us != 0;
+                cli_state_free(&now);
+            }
+            if (stopped_meanwhile) {
+                close(lock);
+                printf("arbor: the cluster was stopped (arbor stop): not restarting it\n");
+                fflush(stdout);
+                said_stopped = true;
+                backoff_ms = interval_ms;
+                continue;
+            }
             rc = start_locked(ctx, &st, &already);
             close(lock);
             if (rc == CLI_EXIT_OK && dead_components(&st, dead, sizeof(dead)) > 0)

@@ -665,18 +665,11 @@ static int comp_pid(const char *name)
     return (int)ct_component_int(name, "pid");
 }
 
-/* `arbor supervise`: kill -9 of a safekeeper, the pageserver and the
- * primary on main; the supervisor starts each again (new pids, same
- * ports: main answers SQL with its rows), and SIGTERM ends it, leaving the
- * cluster running. The supervisor dies with this test process
- * (PR_SET_PDEATHSIG), so that it never restarts what the watchdog kills. */
-static void test_supervise(void **state)
+/* `arbor supervise --interval interval` in the background, its output in
+ * log. It dies with this test process (PR_SET_PDEATHSIG), so that it never
+ * restarts what the watchdog kills. */
+static pid_t supervisor_start(const char *log, const char *interval)
 {
-    (void)state;
-    if (!g_up)
-        skip();
-    char log[512];
-    snprintf(log, sizeof(log), "%s/supervise.log", ct.root);
     pid_t sup = fork();
     assert_true(sup >= 0);
     if (sup == 0) {
@@ -684,11 +677,45 @@ static void test_supervise(void **state)
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
-        execl(ARBOR_CLI_BIN, "arbor", "--dir", ct.dir, "supervise", "--interval", "0.3",
+        execl(ARBOR_CLI_BIN, "arbor", "--dir", ct.dir, "supervise", "--interval", interval,
               (char *)NULL);
         _exit(127);
     }
     usleep(500000);
+    return sup;
+}
+
+/* SIGTERM to the supervisor; its exit must be clean. Its output into text. */
+static void supervisor_end(pid_t sup, const char *log, char *text, size_t cap)
+{
+    kill(sup, SIGTERM);
+    int status = 0;
+    waitpid(sup, &status, 0);
+    text[0] = 0;
+    FILE *f = fopen(log, "r");
+    if (f) {
+        size_t n = fread(text, 1, cap - 1, f);
+        text[n] = 0;
+        fclose(f);
+    }
+    print_message("supervisor: %s", text);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* `arbor supervise`: kill -9 of a safekeeper, the pageserver and the
+ * primary on main; the supervisor starts each again (new pids, same
+ * ports: main answers SQL with its rows), and SIGTERM ends it, leaving the
+ * cluster running. Then `arbor stop` while a supervisor runs: the cluster
+ * stays stopped (the supervisor, seeing daemons die under the stop, waited
+ * for its lock and started them all again). */
+static void test_supervise(void **state)
+{
+    (void)state;
+    if (!g_up)
+        skip();
+    char log[512];
+    snprintf(log, sizeof(log), "%s/supervise.log", ct.root);
+    pid_t sup = supervisor_start(log, "0.3");
     const char *victims[] = { "sk2", "ps", "main" };
     int old[3];
     for (int k = 0; k < 3; k++) {
@@ -704,27 +731,34 @@ static void test_supervise(void **state)
     int now[3];
     for (int k = 0; k < 3; k++)
         now[k] = comp_pid(victims[k]);
-    kill(sup, SIGTERM);
-    int status = 0;
-    waitpid(sup, &status, 0);
-    char text[4096] = "";
-    FILE *f = fopen(log, "r");
-    if (f) {
-        size_t n = fread(text, 1, sizeof(text) - 1, f);
-        text[n] = 0;
-        fclose(f);
-    }
-    print_message("supervisor: %s", text);
+    char text[4096];
+    supervisor_end(sup, log, text, sizeof(text));
     if (!back)
         fail_msg("not every component came back within 30 s under arbor supervise:\n%s", text);
     for (int k = 0; k < 3; k++)
         if (now[k] <= 0 || now[k] == old[k])
             fail_msg("%s was not started again (pid %d, was %d)", victims[k], now[k], old[k]);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     assert_non_null(strstr(text, "running again"));
     assert_non_null(strstr(text, "supervising ended"));
     ct_expect(ct_arbor("sql main 'SELECT count(*) FROM t'"), 0, "main after the restarts");
     assert_int_equal(comp_pid("sk2"), now[0]);      /* the cluster keeps running */
+
+    sup = supervisor_start(log, "0.1");
+    ct_expect(ct_arbor("stop"), 0, "stop under a supervisor");
+    usleep(2000000);
+    const char *names[] = { "sk1", "sk2", "sk3", "ps", "control", "proxy", "main" };
+    int alive = 0;
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        int pid = comp_pid(names[k]);
+        if (pid > 0 && kill(pid, 0) == 0) {
+            print_message("%s runs again (pid %d) after arbor stop\n", names[k], pid);
+            alive++;
+        }
+    }
+    supervisor_end(sup, log, text, sizeof(text));
+    ct_expect(ct_arbor("start"), 0, "start again");
+    assert_int_equal(alive, 0);
+    assert_null(strstr(text, "running again"));
 }
 
 static void test_import_psql(void **state)
