@@ -284,6 +284,17 @@ static void sql_url_of(const char *name, char *url, size_t cap)
         fail_msg("no SQL URL for endpoint %s", name);
 }
 
+/* A read of t's rows on the replica at SQL-over-HTTP url, once it has
+ * replayed lsn (Arbor-Min-Lsn): rows of them. */
+static void expect_replica_rows(const char *url, const char *lsn, long rows, const char *what)
+{
+    ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "
+                    "FROM t\"}' '%s'", lsn, url), 0, what);
+    char want[64];
+    snprintf(want, sizeof(want), "[[%ld]]", rows);
+    ct_expect_in(ct.out, want);
+}
+
 static void test_replica(void **state)
 {
     (void)state;
@@ -299,12 +310,7 @@ static void test_replica(void **state)
     for (int k = 0; k < 10; k++) {
         sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
         rows++;
-        ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "
-                        "FROM t\"}' '%s'", lsn, url),
-                  0, "replica read with Arbor-Min-Lsn");
-        char want[64];
-        snprintf(want, sizeof(want), "[[%ld]]", rows);
-        ct_expect_in(ct.out, want);
+        expect_replica_rows(url, lsn, rows, "replica read with Arbor-Min-Lsn");
     }
 }
 
@@ -358,12 +364,7 @@ static void test_first_safekeeper_down(void **state)
     sql_url_of("ro-sk1down", url, sizeof(url));
     sql_int("main", NULL, "INSERT INTO t VALUES (1)", lsn);
     rows++;
-    ct_expect(ct_sh("curl -sf -H 'Arbor-Min-Lsn: %s' -d '{\"query\": \"SELECT count(*) "
-                    "FROM t\"}' '%s'", lsn, url),
-              0, "replica read with Arbor-Min-Lsn, sk1 down");
-    char want[64];
-    snprintf(want, sizeof(want), "[[%ld]]", rows);
-    ct_expect_in(ct.out, want);
+    expect_replica_rows(url, lsn, rows, "replica read with Arbor-Min-Lsn, sk1 down");
     ct_expect(ct_arbor("start"), 0, "sk1 back");
 }
 
