@@ -21,11 +21,13 @@ jobs=$(nproc)
 test_jobs=${TEST_JOBS:-$((jobs + 1))}
 passed=0
 failed=0
+logs=
 run_suite() {  # dir, extra cmake args...
   local dir=$1; shift
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
   local log="$dir/ctest.log" rc
+  logs="$logs $log"
   set +e
   (cd "$dir" && ctest --output-on-failure -j "$test_jobs" --timeout 600) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
@@ -41,6 +43,15 @@ run_suite() {  # dir, extra cmake args...
   return "$rc"
 }
 summary() {
+  # A CI log may be cut in the middle: what failed is repeated last.
+  local log
+  for log in $logs; do
+    if grep -qE "^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess aborted|Exception)" "$log"; then
+      echo "== what failed in $log =="
+      grep -E "\[  (ERROR|FAILED) +\]|\[   LINE   \]|ERROR: AddressSanitizer|runtime error:|\*\*\*(Failed|Timeout|Exception)" \
+        "$log" | tail -40
+    fi
+  done
   echo "tests: $passed passed, $failed failed"
 }
 trap summary EXIT
