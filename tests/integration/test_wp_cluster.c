@@ -625,8 +625,14 @@ static void majority_down(bool pause)
     free(expect);
 }
 
-/* Elects wp (its calls time out after 3 s), which must take under 1.5 s:
- * no waiting out a safekeeper that does not answer. Then one record
+/* The call deadline of the tests that time an election with a safekeeper
+ * hung or down: the election must end well before it (under half), so a
+ * proposer that waits it out fails; 6 s leaves a loaded sanitizer run
+ * (elections of 100-450 ms) a wide margin. */
+#define SLOW_CALL_MS 6000
+
+/* Elects wp (its calls time out after SLOW_CALL_MS), which must take under
+ * half of that: no waiting out a safekeeper that does not answer. Then one record
  * (seed) commits. what says which election it is, for the messages. */
 static void elect_fast_and_commit(wp_proposer *wp, const char *what, int seed)
 {
@@ -635,8 +641,9 @@ static void elect_fast_and_commit(wp_proposer *wp, const char *what, int seed)
     int64_t ms = mono_ms() - t0;
     print_message("elected %s in %" PRId64 " ms\n", what, ms);
     assert_int_equal(rc, 0);
-    if (ms >= 1500)
-        fail_msg("election %s took %" PRId64 " ms (its calls time out after 3000 ms)", what, ms);
+    if (ms >= SLOW_CALL_MS / 2)
+        fail_msg("election %s took %" PRId64 " ms (its calls time out after %d ms)", what, ms,
+                 SLOW_CALL_MS);
     size_t rl;
     uint8_t *r = make_rec(cur_pos(wp), seed, &rl);
     assert_int_equal(wp_commit(wp, r, rl, NULL, 5000), 0);
@@ -645,14 +652,14 @@ static void elect_fast_and_commit(wp_proposer *wp, const char *what, int seed)
 
 /* One safekeeper hung (SIGSTOP: it accepts connections, answers nothing):
  * a new proposer is elected by the other two without waiting out the hung
- * one's call deadline (3 s here), and commits. Before, learning the terms
+ * one's call deadline (SLOW_CALL_MS here), and commits. Before, learning the terms
  * waited for every safekeeper, so each election (a compute's start or
  * wake) took the whole deadline. */
 static void test_one_hung_election(void **state)
 {
     (void)state;
     wp_config cfg = make_config(0);
-    cfg.rpc_timeout_ms = 3000;
+    cfg.rpc_timeout_ms = SLOW_CALL_MS;
     wp_proposer *wp;
     assert_int_equal(wp_create(&cfg, &wp), 0);
     elect(wp);                      /* the timeline exists on all three */
@@ -667,14 +674,14 @@ static void test_one_hung_election(void **state)
 /* A timeline no safekeeper knows yet (a new branch's first election), one
  * safekeeper of three killed: the two that answer "no such timeline" have
  * term 0, so the election goes on without waiting out the dead one's call
- * deadline (3 s here). Before, that answer counted as none, and every new
+ * deadline (SLOW_CALL_MS here). Before, that answer counted as none, and every new
  * branch's first election with a safekeeper down took the whole deadline
  * (1 s by default: a wake of an endpoint on a new branch). */
 static void test_new_timeline_one_down(void **state)
 {
     (void)state;
     wp_config cfg = make_config(0);
-    cfg.rpc_timeout_ms = 3000;
+    cfg.rpc_timeout_ms = SLOW_CALL_MS;
     h_sk_kill(&g_sk[0]);
     wp_proposer *wp;
     assert_int_equal(wp_create(&cfg, &wp), 0);
@@ -702,7 +709,7 @@ static uint64_t elect_hinted(uint64_t hint, uint64_t seed, int64_t *ms)
     wp_net_ops counting_net = wp_rpc_net;
     counting_net.unary = counting_unary;
     wp_config cfg = make_config(0);
-    cfg.rpc_timeout_ms = 3000;
+    cfg.rpc_timeout_ms = SLOW_CALL_MS;
     cfg.net = &counting_net;         /* copied by wp_create */
     cfg.term_hint = hint;
     wp_proposer *wp;
@@ -740,15 +747,15 @@ static void test_term_hint(void **state)
     assert_int_equal(elect_hinted(1, 3, &ms), t + 2);
     print_message("elected with a stale hint and one safekeeper hung in %" PRId64 " ms\n",
                   ms);
-    if (ms >= 1500)
+    if (ms >= SLOW_CALL_MS / 2)
         fail_msg("election with a stale hint took %" PRId64 " ms with one of three "
-                 "safekeepers hung (its calls time out after 3000 ms)", ms);
+                 "safekeepers hung (its calls time out after %d ms)", ms, SLOW_CALL_MS);
     assert_int_equal(g_status_calls, 0);
     h_sk_resume(&g_sk[2]);
 }
 
 /* Elected calls held back ELECTED_DELAY_MS (the round after the vote). */
-#define ELECTED_DELAY_MS 400
+#define ELECTED_DELAY_MS 1000
 
 static int slow_elected_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
                               const ProtobufCMessageDescriptor *resp_desc,
