@@ -9,6 +9,7 @@ add_library(arbor_pgw STATIC
     ${CMAKE_CURRENT_LIST_DIR}/pgw_session.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_query.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_copy.c
+    ${CMAKE_CURRENT_LIST_DIR}/pgw_ddl.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_proto.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_auth.c
     ${CMAKE_CURRENT_LIST_DIR}/pgw_sql.c

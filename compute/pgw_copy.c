@@ -7,8 +7,9 @@
  * pg-copy-streams and pgx's CopyFrom speak it.
  *
  * Options: the parenthesized list (FORMAT text|csv, DELIMITER, NULL,
- * HEADER, QUOTE, ESCAPE, ENCODING 'UTF8') and the pre-9.0 keywords (CSV,
- * HEADER, DELIMITER [AS] 'c', NULL [AS] 's', QUOTE, ESCAPE). Refused
+ * HEADER, QUOTE, ESCAPE, ENCODING 'UTF8', FREEZE: accepted, the rows are
+ * simply inserted) and the pre-9.0 keywords (CSV, HEADER, DELIMITER [AS]
+ * 'c', NULL [AS] 's', QUOTE, ESCAPE, FREEZE). Refused
  * with a clear error: files and programs (the server's file system is no
  * business of a client: psql's \copy reads the client's), BINARY,
  * FORCE_* and WHERE.
@@ -161,7 +162,15 @@ static int option(copy_stmt *c, const char *name, const char **p, bool parens, p
         pgs_set_err(e, "0A000", "COPY ENCODING: only UTF8 is supported");
         return -EINVAL;
     }
-    if (!strncmp(name, "FORCE", 5) || !strcmp(name, "FREEZE") || !strcmp(name, "OIDS") ||
+    if (strcmp(name, "FREEZE") == 0) {
+        /* PostgreSQL writes the rows frozen (a speed-up that needs a table
+         * made or emptied in this transaction); here rows are rows */
+        bool freeze;
+        if (parens && bool_word(&v, &freeze))
+            *p = after;
+        return 0;
+    }
+    if (!strncmp(name, "FORCE", 5) || !strcmp(name, "OIDS") ||
         !strcmp(name, "DEFAULT")) {
         pgs_set_err(e, "0A000", "COPY option %s is not supported", name);
         return -EINVAL;

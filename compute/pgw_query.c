@@ -542,6 +542,9 @@ static int run_shim(sess *s, portal *cur, const pgw_sql_stmt *c, char *tag, size
         pgs_stmts_close_all(s);
         pgs_setting_reset_all(s);
         return 0;
+    case PGW_KIND_PG_DDL:
+        s->wrote = true;
+        return pgs_ddl_run(s, c->ddl, e);
     case PGW_KIND_DEALLOCATE:
         if (strcmp(c->name, "all") == 0) {
             pgs_stmts_close_all(s);

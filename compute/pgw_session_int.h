@@ -26,6 +26,7 @@
 #include "lsn.h"
 #include "pgw_proto.h"
 #include "pgw_catalog.h"
+#include "pgw_ddl.h"
 #include "pgw_sql.h"
 
 #define MAX_SETTINGS 64
@@ -113,6 +114,8 @@ int pgs_wait_min_lsn(sess *s, perr *e);
 void pgs_setting_reset_all(sess *s);
 int pgs_schema_sync(sess *s);
 void pgs_portals_close_all(sess *s, portal *keep);
+/* pgw_ddl.c: runs a PostgreSQL statement SQLite lacks (pgw_ddl.h). */
+int pgs_ddl_run(sess *s, const pgw_ddl *d, perr *e);
 void pgs_stmts_close_all(sess *s);
 int pgs_portal_check_shape(portal *p, perr *e);
 int pgs_portal_run(sess *s, portal *p, long max_rows, bool describe, perr *e);

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "alloc.h"
+#include "pgw_ddl.h"
 #include "sql_text.h"
 
 /* ---- lexer: sql_text.h ------------------------------------------------ */
@@ -40,6 +41,8 @@ void pgw_sql_stmt_clear(pgw_sql_stmt *s)
     az_free(s->exec_sql);
     az_free(s->name);
     az_free(s->value);
+    if (s->ddl)
+        pgw_ddl_free(s->ddl);
     memset(s, 0, sizeof(*s));
 }
 
@@ -293,6 +296,19 @@ int pgw_sql_classify(const char *sql, const char *const *all_names, pgw_sql_stmt
             out->exec_sql = az_strdup(buf);
         } else {
             out->kind = PGW_KIND_ROLLBACK;
+        }
+    } else if (sqlt_tok_is(&t, "DROP") || sqlt_tok_is(&t, "TRUNCATE") ||
+               sqlt_tok_is(&t, "VACUUM") || sqlt_tok_is(&t, "ALTER") ||
+               sqlt_tok_is(&t, "CREATE")) {
+        rc = pgw_ddl_parse(start, end, &out->ddl, &out->exec_sql, out->tag, sizeof(out->tag),
+                           err, errlen);
+        if (rc == 1) {
+            out->kind = out->ddl ? PGW_KIND_PG_DDL : PGW_KIND_SQL;
+            rc = 0;
+        } else if (rc == 0) {
+            out->kind = PGW_KIND_SQL;
+            sqlt_verb(start, out->tag, sizeof(out->tag));
+            return 0; /* SQLite finds the end (a trigger body has ';') */
         }
     } else {
         out->kind = PGW_KIND_SQL;

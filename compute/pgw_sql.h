@@ -4,7 +4,8 @@
  * Pure helpers, no session state:
  *   - classifying a statement by its first keywords (for the command tag
  *     and for the statements SQLite does not know: SET, SHOW, RESET,
- *     DISCARD, DEALLOCATE, PostgreSQL's BEGIN/START TRANSACTION modes);
+ *     DISCARD, DEALLOCATE, PostgreSQL's BEGIN/START TRANSACTION modes, and
+ *     the DDL of pgw_ddl.h: TRUNCATE, DROP TABLE a, b, ...);
  *   - rewriting PostgreSQL-only syntax that clients generate themselves:
  *     `expr::type` casts are dropped, and `'\x0a0b'::bytea` becomes X'0a0b';
  *   - type OIDs: from a column's declared type, else from a value's storage
@@ -67,6 +68,7 @@ typedef enum {
     PGW_KIND_DISCARD,   /* DISCARD ALL */
     PGW_KIND_DEALLOCATE,
     PGW_KIND_NOOP,      /* SET TRANSACTION ...: accepted and ignored */
+    PGW_KIND_PG_DDL,    /* DDL of PostgreSQL's that SQLite lacks (ddl: pgw_ddl.h) */
 } pgw_kind;
 
 /* One classified statement. Strings are az_malloc'ed (pgw_sql_stmt_clear). */
@@ -77,6 +79,7 @@ typedef struct pgw_sql_stmt {
     char *name;      /* SET/RESET parameter (lower case), DEALLOCATE target */
     char *value;     /* SET value; NULL = DEFAULT */
     bool rollback_to; /* ROLLBACK TO SAVEPOINT: allowed in an aborted txn */
+    struct pgw_ddl *ddl; /* PGW_KIND_PG_DDL */
 } pgw_sql_stmt;
 
 /*

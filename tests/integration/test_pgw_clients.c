@@ -10,6 +10,14 @@
  *              aborted transactions, cancel (tests/integration/pgw/)
  *   auth       md5 and SCRAM: the right password works (psql, psycopg2,
  *              pgbench), a wrong one is rejected and the server stays up
+ *   pg DDL     PostgreSQL statements SQLite lacks (compute/pgw_ddl.h):
+ *              TRUNCATE, DROP TABLE a, b, VACUUM t, ALTER TABLE ADD
+ *              PRIMARY KEY / UNIQUE, CREATE ... WITH (...): what each
+ *              leaves in the file, PostgreSQL's SQLSTATEs on refusal, and
+ *              a failing one changes nothing
+ *   pgbench -i  initialization (drop, create WITH fillfactor, COPY FREEZE,
+ *              VACUUM, primary keys) and the built-in TPC-B script
+ *              (VACUUM + TRUNCATE first): balances agree
  * Each server must then stop on SIGTERM with exit status 0 (sanitizer
  * reports at exit would make it non-zero).
  */
@@ -277,6 +285,163 @@ static void test_copy(void **state)
     assert_int_equal(system(cmp), 0);
 }
 
+/* psql's commands one by one (ON_ERROR_STOP); fails the test unless the
+ * run ends as expect_rc says. */
+static void psql_expect(const char *const *cmds, int expect_rc, char *out, size_t cap)
+{
+    int rc = psql(&g_trust, "alice", NULL, out, cap, cmds, "VERBOSITY=verbose");
+    if ((expect_rc == 0) != (rc == 0))
+        fail_msg("psql: exit %d, expected %s\n%s", rc, expect_rc ? "an error" : "0", out);
+}
+
+/* The CREATE text of a table in the file. */
+static void file_sql(const char *table, char *out, size_t cap)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/db.sqlite", g_trust.dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_schema WHERE name = ?", -1,
+                                        &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        snprintf(out, cap, "%s", sqlite3_column_text(st, 0));
+    else
+        snprintf(out, cap, "(none)");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_pg_ddl(void **state)
+{
+    static char out[1 << 16];
+    char sql[1024];
+    psql_expect((const char *[]){
+        "CREATE TABLE d1(id int, v text) WITH (fillfactor=90)",
+        "CREATE UNLOGGED TABLE d2(id INTEGER PRIMARY KEY AUTOINCREMENT, w text)",
+        "CREATE TABLE d3(x int)",
+        "CREATE INDEX CONCURRENTLY d1_v ON d1(v) WITH (fillfactor = 70)",
+        "INSERT INTO d1 VALUES (1, 'a'), (NULL, 'n'), (2, 'c'), (2, 'b')",
+        "INSERT INTO d2(w) VALUES ('p'), ('q')", "INSERT INTO d3 VALUES (1)",
+        "CREATE VIEW d1v AS SELECT v FROM d1",
+        "CREATE TRIGGER d1_ins AFTER INSERT ON d1 BEGIN INSERT INTO d3 VALUES (new.id); END",
+        NULL}, 0, out, sizeof(out));
+    file_sql("d1", sql, sizeof(sql));
+    if (strstr(sql, "fillfactor"))
+        fail_msg("WITH (...) kept: %s", sql);
+    /* refusals change nothing: a NULL, then a duplicate in the key */
+    psql_expect((const char *[]){"ALTER TABLE d1 ADD PRIMARY KEY (id)", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "23502");
+    must_contain(out, "column \"id\" of relation \"d1\" contains null values");
+    psql_expect((const char *[]){"DELETE FROM d1 WHERE id IS NULL",
+                                 "ALTER TABLE d1 ADD PRIMARY KEY (id)", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "23505");
+    must_contain(out, "key (id)=(2) is duplicated");
+    psql_expect((const char *[]){"ALTER TABLE d1 ADD PRIMARY KEY (nope)", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "42703");
+    file_sql("d1", sql, sizeof(sql));
+    if (strstr(sql, "PRIMARY KEY"))
+        fail_msg("a refused ALTER changed the table: %s", sql);
+    /* the key: rows (and rowids), the index, the trigger and the view stay */
+    /* rowids 1 and 4 left: copied in order, b would get 2 */
+    long long rowid_b = file_value(&g_trust, "SELECT rowid FROM d1 WHERE v = 'b'");
+    psql_expect((const char *[]){"DELETE FROM d1 WHERE v = 'c'",
+                                 "ALTER TABLE public.d1 ADD PRIMARY KEY (id)", NULL}, 0, out,
+                sizeof(out));
+    must_contain(out, "ALTER TABLE");
+    file_sql("d1", sql, sizeof(sql));
+    must_contain(sql, "CONSTRAINT \"d1_pkey\" PRIMARY KEY (\"id\")");
+    must_contain(sql, "id int NOT NULL");
+    assert_int_equal(file_value(&g_trust, "SELECT rowid FROM d1 WHERE v = 'b'"), rowid_b);
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
+                                          "name IN ('d1_v', 'd1_ins', 'd1v')"), 3);
+    psql_expect((const char *[]){"INSERT INTO d1 VALUES (7, 'z')", NULL}, 0, out, sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM d3 WHERE x = 7"), 1);
+    psql_expect((const char *[]){"INSERT INTO d1 VALUES (7, 'again')", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "23505");
+    psql_expect((const char *[]){"INSERT INTO d1 VALUES (NULL, 'null')", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "23502");
+    psql_expect((const char *[]){"ALTER TABLE d1 ADD CONSTRAINT k2 PRIMARY KEY (v)", NULL}, 1,
+                out, sizeof(out));
+    must_contain(out, "42P16");
+    psql_expect((const char *[]){"ALTER TABLE IF EXISTS nosuch ADD PRIMARY KEY (a)", NULL}, 0,
+                out, sizeof(out));
+    /* UNIQUE: PostgreSQL's index name; rolled back with its transaction */
+    psql_expect((const char *[]){"BEGIN", "ALTER TABLE d2 ADD UNIQUE (w)", "ROLLBACK",
+                                 "ALTER TABLE d2 ADD UNIQUE (w)", NULL}, 0, out, sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
+                                          "name = 'd2_w_key'"), 1);
+    psql_expect((const char *[]){"INSERT INTO d2(w) VALUES ('p')", NULL}, 1, out, sizeof(out));
+    must_contain(out, "23505");
+    /* TRUNCATE: several tables; RESTART IDENTITY resets AUTOINCREMENT */
+    psql_expect((const char *[]){"TRUNCATE d2, ONLY d3 CONTINUE IDENTITY",
+                                 "INSERT INTO d2(w) VALUES ('r')", NULL}, 0, out, sizeof(out));
+    must_contain(out, "TRUNCATE TABLE");
+    assert_int_equal(file_value(&g_trust, "SELECT id FROM d2"), 3);
+    psql_expect((const char *[]){"TRUNCATE TABLE d2 RESTART IDENTITY",
+                                 "INSERT INTO d2(w) VALUES ('s')", NULL}, 0, out, sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT id FROM d2"), 1);
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM d3"), 0);
+    /* a failing TRUNCATE or DROP of several tables changes none of them */
+    psql_expect((const char *[]){"TRUNCATE d1, nosuch", NULL}, 1, out, sizeof(out));
+    must_contain(out, "42P01");
+    psql_expect((const char *[]){"DROP TABLE d3, nosuch", NULL}, 1, out, sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM d1"), 3);
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
+                                          "name = 'd3'"), 1);
+    psql_expect((const char *[]){"TRUNCATE d1 CASCADE", NULL}, 1, out, sizeof(out));
+    must_contain(out, "CASCADE is not supported");
+    /* VACUUM of tables (ANALYZE fills sqlite_stat1); not in a transaction */
+    psql_expect((const char *[]){"VACUUM d1", "VACUUM (VERBOSE, ANALYZE) d1, d2",
+                                 "VACUUM FULL d2", "VACUUM", NULL}, 0, out, sizeof(out));
+    assert_true(file_value(&g_trust, "SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'd1'") > 0);
+    psql_expect((const char *[]){"VACUUM nosuch", NULL}, 1, out, sizeof(out));
+    must_contain(out, "42P01");
+    psql_expect((const char *[]){"BEGIN", "VACUUM d1", NULL}, 1, out, sizeof(out));
+    must_contain(out, "25001");
+    psql_expect((const char *[]){"DROP TABLE IF EXISTS d3, nosuch RESTRICT",
+                                 "DROP TABLE d2, d1", "DROP VIEW d1v", NULL}, 0, out,
+                sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
+                                          "name LIKE 'd%'"), 0);
+}
+
+/* pgbench -i (every step of its default -I dtgvp) and its built-in TPC-B
+ * script, which starts with VACUUM and TRUNCATE. */
+static void test_pgbench_init(void **state)
+{
+    static char out[1 << 16];
+    for (int round = 0; round < 2; round++) { /* the second drops the first's tables */
+        const char *argv[] = {PGBENCH, "-i", "-s", "1", "-h", "127.0.0.1", "-p",
+                              port_of(&g_trust), "-U", "alice", "db", NULL};
+        int rc = h_run_pg(NULL, out, sizeof(out), argv);
+        if (rc != 0)
+            fail_msg("pgbench -i: exit %d\n%s", rc, out);
+        must_contain(out, "creating primary keys...");
+    }
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM pgbench_accounts"), 100000);
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM pragma_table_info("
+                                          "'pgbench_accounts') WHERE pk = 1 AND "
+                                          "name = 'aid'"), 1);
+    const char *argv[] = {PGBENCH, "-c", "2", "-t", "100", "-h", "127.0.0.1", "-p",
+                          port_of(&g_trust), "-U", "alice", "db", NULL};
+    int rc = h_run_pg(NULL, out, sizeof(out), argv);
+    if (rc != 0)
+        fail_msg("pgbench: exit %d\n%s", rc, out);
+    must_contain(out, "number of transactions actually processed: 200/200");
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM pgbench_history"), 200);
+    long long delta = file_value(&g_trust, "SELECT sum(delta) FROM pgbench_history");
+    assert_int_equal(file_value(&g_trust, "SELECT sum(abalance) FROM pgbench_accounts"), delta);
+    assert_int_equal(file_value(&g_trust, "SELECT sum(bbalance) FROM pgbench_branches"), delta);
+    assert_int_equal(file_value(&g_trust, "SELECT sum(tbalance) FROM pgbench_tellers"), delta);
+}
+
 static void test_auth(void **state)
 {
     static char out[1 << 16];
@@ -305,6 +470,8 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_psycopg2),
         cmocka_unit_test(test_copy),
+        cmocka_unit_test(test_pg_ddl),
+        cmocka_unit_test(test_pgbench_init),
         cmocka_unit_test(test_pgbench_simple),
         cmocka_unit_test(test_pgbench_extended),
         cmocka_unit_test(test_pgbench_prepared),
