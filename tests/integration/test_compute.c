@@ -7,6 +7,9 @@
  *              (stateless: it lives in the safekeepers and pageserver)
  *   pgbench    a custom script, simple and extended protocol, 4 clients:
  *              no failed transaction, final state exactly as implied
+ *   pgbench -i  initialization as pgbench does it (PostgreSQL's DDL:
+ *              compute/pgw_ddl.h; COPY), then its built-in TPC-B script
+ *              with 4 clients; the balances agree, after a compute restart
  *   psycopg2   parameters of several types (Debian's /usr/bin/python3)
  *   DDL        two psycopg2 sessions (simple protocol, autocommit): a
  *              session that ran a query before the other's ALTER / DROP +
@@ -211,6 +214,39 @@ static void test_pgbench_extended(void **state)
 {
     (void)state;
     run_pgbench("extended", 4, 250);
+}
+
+static void test_pgbench_builtin(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    char port[16];
+    snprintf(port, sizeof(port), "%d", g_compute.port);
+    const char *init[] = { PGBENCH, "-i", "-s", "1", "-h", "127.0.0.1", "-p", port, "-U", "app",
+                           "main", NULL };
+    int rc = h_run_pg("pw1", out, sizeof(out), init);
+    if (rc != 0)
+        fail_msg("pgbench -i: exit %d\n%s", rc, out);
+    must_contain(out, "creating primary keys...");
+    const char *run[] = { PGBENCH, "-c", "4", "-t", "50", "-h", "127.0.0.1", "-p", port, "-U",
+                          "app", "main", NULL };
+    rc = h_run_pg("pw1", out, sizeof(out), run);
+    if (rc != 0)
+        fail_msg("pgbench: exit %d\n%s", rc, out);
+    must_contain(out, "number of transactions actually processed: 200/200");
+    assert_int_equal(h_sk_stop(&g_compute, 10000), 0);
+    assert_int_equal(h_sk_start(&g_compute, 30000), 0);
+    assert_int_equal(pg_value("SELECT count(*) FROM pgbench_accounts"), 100000);
+    assert_int_equal(pg_value("SELECT count(*) FROM pgbench_history"), 200);
+    long long delta = pg_value("SELECT sum(delta) FROM pgbench_history");
+    assert_int_equal(pg_value("SELECT sum(abalance) FROM pgbench_accounts"), delta);
+    assert_int_equal(pg_value("SELECT sum(bbalance) FROM pgbench_branches"), delta);
+    assert_int_equal(pg_value("SELECT sum(tbalance) FROM pgbench_tellers"), delta);
+    assert_int_equal(pg_value("SELECT count(*) FROM pragma_table_info('pgbench_accounts') "
+                              "WHERE pk = 1"), 1);
+    assert_int_equal(pg_value("DROP TABLE pgbench_accounts, pgbench_branches, "
+                              "pgbench_history, pgbench_tellers; SELECT count(*) FROM "
+                              "sqlite_schema WHERE name LIKE 'pgbench%'"), 0);
 }
 
 static void test_psycopg2(void **state)
@@ -583,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_psql),
         cmocka_unit_test(test_pgbench_simple),
         cmocka_unit_test(test_pgbench_extended),
+        cmocka_unit_test(test_pgbench_builtin),
         cmocka_unit_test(test_psycopg2),
         cmocka_unit_test(test_ddl_other_session),
         cmocka_unit_test(test_http),
