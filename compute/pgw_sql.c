@@ -364,12 +364,33 @@ static const char *skip_type(const char *s)
     }
 }
 
+/* Length of a schema prefix "public." or "\"public\"." at s (not part of a
+ * longer name), else 0. */
+static size_t public_prefix(const char *sql, const char *s, const char *stop)
+{
+    if (s > sql && (sqlt_is_ident_char(s[-1]) || s[-1] == '.' || s[-1] == '"'))
+        return 0;
+    size_t n = 0;
+    if ((size_t)(stop - s) >= 7 && strncasecmp(s, "public", 6) == 0 && s[6] == '.')
+        n = 7;
+    else if ((size_t)(stop - s) >= 9 && strncmp(s, "\"public\".", 9) == 0)
+        n = 9;
+    return n;
+}
+
 char *pgw_sql_rewrite(const char *sql, size_t len)
 {
     pgw_buf b = {0};
     const char *s = sql, *stop = sql + len;
     size_t last_string = (size_t)-1; /* offset in b of the last '...' literal */
     while (s < stop && *s) {
+        size_t pub = public_prefix(sql, s, stop);
+        if (pub) { /* PostgreSQL's default schema is SQLite's main */
+            pgw_buf_put(&b, "main.", 5);
+            s += pub;
+            last_string = (size_t)-1;
+            continue;
+        }
         if (*s == '\'' || *s == '"' || (s[0] == '-' && s[1] == '-') ||
             (s[0] == '/' && s[1] == '*')) {
             const char *e;

@@ -7,7 +7,8 @@
  *     DISCARD, DEALLOCATE, PostgreSQL's BEGIN/START TRANSACTION modes, and
  *     the DDL of pgw_ddl.h: TRUNCATE, DROP TABLE a, b, ...);
  *   - rewriting PostgreSQL-only syntax that clients generate themselves:
- *     `expr::type` casts are dropped, and `'\x0a0b'::bytea` becomes X'0a0b';
+ *     `expr::type` casts are dropped, `'\x0a0b'::bytea` becomes X'0a0b',
+ *     and the schema public (`public.t`, `"public"."t"`) is main;
  *   - type OIDs: from a column's declared type, else from a value's storage
  *     class (see pgw_sql_decl_oid), and the text and binary encodings of a
  *     column value for each OID;

@@ -1029,6 +1029,13 @@ static void test_sql_helpers(void **state)
     char *s = pgw_sql_rewrite(in, strlen(in));
     assert_string_equal(s, "SELECT X'0a0b', 1, 'a::b', x, y, $1");
     az_free(s);
+    /* the schema public is main; not inside names, strings or after a dot */
+    const char *pub = "SELECT public.t.a, \"public\".\"t\".b, PUBLIC.c FROM public.t "
+                      "JOIN x.public ON 'public.t' = notpublic.t";
+    s = pgw_sql_rewrite(pub, strlen(pub));
+    assert_string_equal(s, "SELECT main.t.a, main.\"t\".b, main.c FROM main.t "
+                           "JOIN x.public ON 'public.t' = notpublic.t");
+    az_free(s);
     pgw_sql_stmt st;
     const char *tail;
     char err[128];
