@@ -16,6 +16,7 @@ enum ddl_op {
     DDL_VACUUM,
     DDL_ADD_PK,
     DDL_ADD_UNIQUE,
+    DDL_ADD_CONSTRAINT, /* FOREIGN KEY or CHECK: text */
 };
 
 #define DDL_MAX_NAMES 64
@@ -36,6 +37,8 @@ struct pgw_ddl {
     char cols[DDL_MAX_NAMES][128]; /* ADD: the key's columns */
     int n_cols;
     char cname[128];      /* ADD CONSTRAINT name, or "" */
+    char text[1024];      /* DDL_ADD_CONSTRAINT: "FOREIGN KEY ..." / "CHECK (...)" */
+    bool foreign, not_valid;
 };
 
 void pgw_ddl_free(pgw_ddl *d)
@@ -276,8 +279,52 @@ static int parse_vacuum(const char *s, const char *end, pgw_ddl *d, char *err, s
     return 1;
 }
 
+/* FOREIGN KEY (col, ...) REFERENCES ... | CHECK (...) [NOT VALID], from t
+ * to end: kept as text for the rebuilt table. */
+static int parse_constraint(const char *s, tok *t, const char *end, pgw_ddl *d, char *err,
+                            size_t errlen)
+{
+    d->op = DDL_ADD_CONSTRAINT;
+    d->foreign = sqlt_tok_is(t, "FOREIGN");
+    const char *from = t->start, *to = from;
+    tok prev = {0};
+    if (d->foreign) { /* the first column names the constraint by default */
+        tok k, o, c;
+        const char *q = sqlt_next_tok(sqlt_next_tok(s, &k), &o);
+        sqlt_next_tok(q, &c);
+        if (!sqlt_tok_is(&k, "KEY") || !is_punct(&o, '('))
+            return syntax_error(&o, err, errlen);
+        if (ident(&c, d->cols[0], sizeof(d->cols[0]), err, errlen) != 0)
+            return -EINVAL;
+    }
+    for (;;) {
+        if (at_end(t, end))
+            break;
+        if (sqlt_tok_is(&prev, "NOT") && sqlt_tok_is(t, "VALID")) {
+            d->not_valid = true; /* existing rows are not checked */
+            to = prev.start;
+            s = sqlt_next_tok(s, t);
+            if (!at_end(t, end))
+                return syntax_error(t, err, errlen);
+            break;
+        }
+        to = s;
+        prev = *t;
+        s = sqlt_next_tok(s, t);
+    }
+    while (to > from && isspace((unsigned char)to[-1]))
+        to--;
+    if ((size_t)(to - from) >= sizeof(d->text)) {
+        snprintf(err, errlen, "constraint longer than %zu bytes", sizeof(d->text) - 1);
+        return -EINVAL;
+    }
+    memcpy(d->text, from, (size_t)(to - from));
+    d->text[to - from] = 0;
+    return 1;
+}
+
 /* ALTER TABLE [IF EXISTS] [ONLY] t ADD [CONSTRAINT c] {PRIMARY KEY|UNIQUE}
- * (cols); 0 for every other ALTER. */
+ * (cols) | FOREIGN KEY ... | CHECK ...; 0 for every other ALTER. */
 static int parse_alter(const char *s, const char *end, pgw_ddl *d, char *err, size_t errlen)
 {
     tok t;
@@ -318,8 +365,10 @@ static int parse_alter(const char *s, const char *end, pgw_ddl *d, char *err, si
         d->op = DDL_ADD_PK;
     } else if (sqlt_tok_is(&t, "UNIQUE")) {
         d->op = DDL_ADD_UNIQUE;
+    } else if (sqlt_tok_is(&t, "FOREIGN") || sqlt_tok_is(&t, "CHECK")) {
+        return parse_constraint(s, &t, end, d, err, errlen);
     } else {
-        return 0; /* ADD COLUMN, ADD CHECK ...: SQLite's (or its error) */
+        return 0; /* ADD COLUMN ...: SQLite's */
     }
     s = sqlt_next_tok(s, &t);
     if (!is_punct(&t, '('))
@@ -540,6 +589,17 @@ static char *table_sql(sess *s, const ddl_name *n, char *name, size_t cap, bool 
     return sql;
 }
 
+/* The stored name of existing table n (42P01 in e if there is none). */
+static int table_name(sess *s, const ddl_name *n, char *name, size_t cap, perr *e)
+{
+    int rc;
+    char *sql = table_sql(s, n, name, cap, false, e, &rc);
+    if (!sql)
+        return -EINVAL;
+    az_free(sql);
+    return 0;
+}
+
 static int run_drop(sess *s, const pgw_ddl *d, perr *e)
 {
     for (int i = 0; i < d->n_names; i++) {
@@ -556,10 +616,8 @@ static int run_truncate(sess *s, const pgw_ddl *d, perr *e)
         const ddl_name *n = &d->names[i];
         char name[128];
         int rc;
-        char *sql = table_sql(s, n, name, sizeof(name), false, e, &rc);
-        if (!sql)
+        if (table_name(s, n, name, sizeof(name), e) != 0)
             return -EINVAL;
-        az_free(sql);
         if (runf(s, e, "DELETE FROM \"%w\".\"%w\"", n->schema, name) != 0)
             return -EINVAL;
         if (!d->restart_identity)
@@ -584,11 +642,8 @@ static int run_vacuum(sess *s, const pgw_ddl *d, perr *e)
     for (int i = 0; i < d->n_names; i++) {
         const ddl_name *n = &d->names[i];
         char name[128];
-        int rc;
-        char *sql = table_sql(s, n, name, sizeof(name), false, e, &rc);
-        if (!sql)
+        if (table_name(s, n, name, sizeof(name), e) != 0)
             return -EINVAL;
-        az_free(sql);
         if (d->analyze && runf(s, e, "ANALYZE \"%w\".\"%w\"", n->schema, name) != 0)
             return -EINVAL;
     }
@@ -635,7 +690,7 @@ static int find_column(sess *s, const char *schema, const char *name, const char
  * `to`, each key column NOT NULL and the key added. NULL if the text is
  * not as expected. */
 static char *rebuilt_create(const char *sql, const char *to, const pgw_ddl *d,
-                            char cols[][128], const char *cname)
+                            char cols[][128], const char *cname, const char *constraint)
 {
     tok t;
     const char *s = sql, *open = NULL;
@@ -670,7 +725,7 @@ static char *rebuilt_create(const char *sql, const char *to, const pgw_ddl *d,
             char e[8];
             is_key = false;
             if (ident(&t, nm, sizeof(nm), e, sizeof(e)) == 0) {
-                for (int i = 0; i < d->n_cols; i++)
+                for (int i = 0; d->op == DDL_ADD_PK && i < d->n_cols; i++)
                     is_key |= strcasecmp(nm, cols[i]) == 0;
             }
         }
@@ -689,15 +744,9 @@ static char *rebuilt_create(const char *sql, const char *to, const pgw_ddl *d,
             pgw_buf_put(&b, seg, (size_t)(before - seg));
             if (is_key && !not_null)
                 pgw_buf_put(&b, " NOT NULL", 9);
-            char *key = sqlite3_mprintf(", CONSTRAINT \"%w\" PRIMARY KEY (", cname);
+            char *key = sqlite3_mprintf(", CONSTRAINT \"%w\" %s", cname, constraint);
             pgw_buf_put(&b, key, strlen(key));
             sqlite3_free(key);
-            for (int i = 0; i < d->n_cols; i++) {
-                char *c = sqlite3_mprintf("%s\"%w\"", i ? ", " : "", cols[i]);
-                pgw_buf_put(&b, c, strlen(c));
-                sqlite3_free(c);
-            }
-            pgw_buf_u8(&b, ')');
             pgw_buf_put(&b, t.start, strlen(t.start)); /* ")" and WITHOUT ROWID, STRICT */
             pgw_buf_u8(&b, 0);
             return (char *)b.data;
@@ -762,24 +811,66 @@ static int check_key_rows(sess *s, const pgw_ddl *d, const char *schema, const c
     return 0;
 }
 
-/* ALTER TABLE t ADD PRIMARY KEY: SQLite's way to change a table (its
+/* A new foreign key of table name: its parent table exists, and (unless
+ * NOT VALID) every row has its parent. */
+static int check_foreign(sess *s, const pgw_ddl *d, const char *schema, const char *name,
+                         const char *cname, perr *e)
+{
+    int rc;
+    char *missing = query_text(s, e, &rc,
+                               "SELECT f.\"table\" FROM pragma_foreign_key_list(%Q, %Q) f "
+                               "WHERE NOT EXISTS (SELECT 1 FROM \"%w\".sqlite_schema m "
+                               "WHERE m.type = 'table' AND m.name = f.\"table\" "
+                               "COLLATE NOCASE) LIMIT 1", name, schema, schema);
+    if (rc != 0)
+        return -EINVAL;
+    if (missing) {
+        pgs_set_err(e, "42P01", "relation \"%s\" does not exist", missing);
+        az_free(missing);
+        return -EINVAL;
+    }
+    if (d->not_valid)
+        return 0;
+    char *bad = query_text(s, e, &rc, "SELECT rowid FROM pragma_foreign_key_check(%Q, %Q) "
+                           "LIMIT 1", name, schema);
+    if (rc != 0)
+        return -EINVAL;
+    if (bad) {
+        az_free(bad);
+        pgs_set_err(e, "23503", "insert or update on table \"%s\" violates foreign key "
+                    "constraint \"%s\" (a row has no parent)", name, cname);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ALTER TABLE t ADD PRIMARY KEY / FOREIGN KEY / CHECK: SQLite's way to change a table (its
  * documentation's "making other kinds of table schema changes"): a new
  * table with the key, the rows copied, the old one dropped, the new one
  * renamed, its indexes and triggers made again. In the caller's
  * savepoint. */
-static int run_add_pk(sess *s, const pgw_ddl *d, const char *schema, const char *name,
-                      const char *table_sql_text, char cols[][128], const char *cname,
-                      perr *e)
+static int run_rebuild(sess *s, const pgw_ddl *d, const char *schema, const char *name,
+                       const char *table_sql_text, char cols[][128], const char *cname,
+                       perr *e)
 {
     int rc;
     if (strncasecmp(table_sql_text, "CREATE TABLE", 12) != 0) {
-        pgs_set_err(e, "0A000", "cannot add a primary key to \"%s\" (not an ordinary table)",
+        pgs_set_err(e, "0A000", "cannot add a constraint to \"%s\" (not an ordinary table)",
                     name);
         return -EINVAL;
     }
     char tmp[160];
-    snprintf(tmp, sizeof(tmp), "%.120s__arbor_new_pk", name);
-    char *create = rebuilt_create(table_sql_text, tmp, d, cols, cname);
+    snprintf(tmp, sizeof(tmp), "%.120s__arbor_rebuilt", name);
+    char *constraint;
+    if (d->op == DDL_ADD_PK) {
+        char *list = col_list(cols, d->n_cols, ", ", "");
+        constraint = sqlite3_mprintf("PRIMARY KEY (%s)", list);
+        sqlite3_free(list);
+    } else {
+        constraint = sqlite3_mprintf("%s", d->text);
+    }
+    char *create = rebuilt_create(table_sql_text, tmp, d, cols, cname, constraint);
+    sqlite3_free(constraint);
     if (!create) {
         pgs_set_err(e, "XX000", "cannot read the definition of \"%s\"", name);
         return -EINVAL;
@@ -821,9 +912,10 @@ static int run_add_pk(sess *s, const pgw_ddl *d, const char *schema, const char 
     char ty[64] = "", dummy[128];
     int pk;
     rc = 0;
-    if (d->n_cols == 1)
+    if (d->op == DDL_ADD_PK && d->n_cols == 1)
         rc = find_column(s, schema, name, cols[0], dummy, sizeof(dummy), ty, sizeof(ty), &pk, e);
-    bool rowid_key = rc == 0 && d->n_cols == 1 && strcasecmp(ty, "INTEGER") == 0;
+    bool rowid_key = rc == 0 && d->op == DDL_ADD_PK && d->n_cols == 1 &&
+                     strcasecmp(ty, "INTEGER") == 0;
     const char *rid = rowid_key ? "" : "rowid";
     if (rc == 0)
         rc = run(s, e, create);
@@ -849,7 +941,24 @@ static int run_add_pk(sess *s, const pgw_ddl *d, const char *schema, const char 
     az_free(again);
     sqlite3_free(all);
     az_free(create);
+    if (rc == 0 && d->op == DDL_ADD_CONSTRAINT && d->foreign)
+        rc = check_foreign(s, d, schema, name, cname, e);
     return rc;
+}
+
+/* True if the CREATE text names a constraint `name` (CONSTRAINT name). */
+static bool has_constraint(const char *sql, const char *name)
+{
+    tok t, prev = {0};
+    for (const char *s = sqlt_next_tok(sql, &t); t.type != SQLT_TOK_END;
+         s = sqlt_next_tok(s, &t)) {
+        char nm[128], e[8];
+        if (sqlt_tok_is(&prev, "CONSTRAINT") && ident(&t, nm, sizeof(nm), e, sizeof(e)) == 0 &&
+            strcasecmp(nm, name) == 0)
+            return true;
+        prev = t;
+    }
+    return false;
 }
 
 static int run_add_key(sess *s, const pgw_ddl *d, perr *e)
@@ -865,7 +974,7 @@ static int run_add_key(sess *s, const pgw_ddl *d, perr *e)
     }
     char cols[DDL_MAX_NAMES][128], ty[64];
     int pk = 0;
-    for (int i = 0; i < d->n_cols && rc == 0; i++)
+    for (int i = 0; d->op != DDL_ADD_CONSTRAINT && i < d->n_cols && rc == 0; i++)
         rc = find_column(s, n->schema, name, d->cols[i], cols[i], sizeof(cols[i]), ty,
                          sizeof(ty), &pk, e);
     char cname[160];
@@ -873,16 +982,31 @@ static int run_add_key(sess *s, const pgw_ddl *d, perr *e)
         snprintf(cname, sizeof(cname), "%s", d->cname);
     else if (d->op == DDL_ADD_PK)
         snprintf(cname, sizeof(cname), "%.120s_pkey", name);
+    else if (d->op == DDL_ADD_CONSTRAINT && d->foreign)
+        snprintf(cname, sizeof(cname), "%.60s_%.60s_fkey", name, d->cols[0]);
+    else if (d->op == DDL_ADD_CONSTRAINT)
+        snprintf(cname, sizeof(cname), "%.120s_check", name);
     else
         snprintf(cname, sizeof(cname), "%.60s_%.60s_key", name, cols[0]);
+    /* a name taken: PostgreSQL numbers its own names, refuses the user's */
+    if (rc == 0 && d->op != DDL_ADD_UNIQUE && has_constraint(sql, cname)) {
+        if (d->cname[0]) {
+            pgs_set_err(e, "42710", "constraint \"%s\" for relation \"%s\" already exists",
+                        cname, name);
+            rc = -EINVAL;
+        }
+        size_t k = strlen(cname);
+        for (int i = 1; rc == 0 && has_constraint(sql, cname) && i < 1000; i++)
+            snprintf(cname + k, sizeof(cname) - k, "%d", i);
+    }
     if (rc == 0 && d->op == DDL_ADD_PK && pk) {
         pgs_set_err(e, "42P16", "multiple primary keys for table \"%s\" are not allowed", name);
         rc = -EINVAL;
     }
-    if (rc == 0)
+    if (rc == 0 && d->op != DDL_ADD_CONSTRAINT)
         rc = check_key_rows(s, d, n->schema, name, cols, cname, e);
-    if (rc == 0 && d->op == DDL_ADD_PK)
-        rc = run_add_pk(s, d, n->schema, name, sql, cols, cname, e);
+    if (rc == 0 && d->op != DDL_ADD_UNIQUE)
+        rc = run_rebuild(s, d, n->schema, name, sql, cols, cname, e);
     if (rc == 0 && d->op == DDL_ADD_UNIQUE) {
         char *list = col_list(cols, d->n_cols, ", ", "");
         rc = runf(s, e, "CREATE UNIQUE INDEX \"%w\".\"%w\" ON \"%w\"(%s)", n->schema, cname,
@@ -908,7 +1032,7 @@ int pgs_ddl_run(sess *s, const pgw_ddl *d, perr *e)
     /* The foreign-key switch works only outside a transaction: the rebuild
      * drops the table, which with keys on would delete its rows first. */
     bool fk_off = false;
-    if (d->op == DDL_ADD_PK && !in_txn) {
+    if ((d->op == DDL_ADD_PK || d->op == DDL_ADD_CONSTRAINT) && !in_txn) {
         int rc;
         char *on = query_text(s, e, &rc, "PRAGMA foreign_keys");
         fk_off = on && strcmp(on, "1") == 0;
@@ -923,7 +1047,8 @@ int pgs_ddl_run(sess *s, const pgw_ddl *d, perr *e)
         case DDL_TRUNCATE: rc = run_truncate(s, d, e); break;
         case DDL_VACUUM: rc = run_vacuum(s, d, e); break;
         case DDL_ADD_PK:
-        case DDL_ADD_UNIQUE: rc = run_add_key(s, d, e); break;
+        case DDL_ADD_UNIQUE:
+        case DDL_ADD_CONSTRAINT: rc = run_add_key(s, d, e); break;
         }
         perr ignore;
         if (rc != 0)

@@ -21,6 +21,12 @@
  *       its rows (rowids kept), indexes and triggers carried over; the key
  *       columns become NOT NULL. Refused: a table that has a key, a NULL
  *       or a duplicate in the columns (PostgreSQL's SQLSTATEs)
+ *   ALTER TABLE [IF EXISTS] [ONLY] t ADD [CONSTRAINT c]
+ *       {FOREIGN KEY (cols) REFERENCES ... | CHECK (...)} [NOT VALID]
+ *       the same rebuild, with the constraint as written; the existing
+ *       rows are checked (23514 / 23503, and 42P01 for a missing parent
+ *       table) unless NOT VALID. SQLite enforces foreign keys only in a
+ *       session with PRAGMA foreign_keys = ON
  *   ALTER TABLE [IF EXISTS] [ONLY] t ADD [CONSTRAINT c] UNIQUE (cols)
  *       CREATE UNIQUE INDEX c (default t_col_key, as PostgreSQL names it)
  *   CREATE [UNLOGGED] TABLE ... WITH (storage parameters), CREATE INDEX

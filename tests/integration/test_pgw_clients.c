@@ -12,7 +12,8 @@
  *              pgbench), a wrong one is rejected and the server stays up
  *   pg DDL     PostgreSQL statements SQLite lacks (compute/pgw_ddl.h):
  *              TRUNCATE, DROP TABLE a, b, VACUUM t, ALTER TABLE ADD
- *              PRIMARY KEY / UNIQUE, CREATE ... WITH (...): what each
+ *              PRIMARY KEY / UNIQUE / FOREIGN KEY / CHECK, CREATE ... WITH
+ *              (...): what each
  *              leaves in the file, PostgreSQL's SQLSTATEs on refusal, and
  *              a failing one changes nothing
  *   pgbench -i  initialization (drop, create WITH fillfactor, COPY FREEZE,
@@ -374,6 +375,39 @@ static void test_pg_ddl(void **state)
     must_contain(out, "42P16");
     psql_expect((const char *[]){"ALTER TABLE IF EXISTS nosuch ADD PRIMARY KEY (a)", NULL}, 0,
                 out, sizeof(out));
+    /* FOREIGN KEY and CHECK: the rows are checked first, unless NOT VALID */
+    psql_expect((const char *[]){"CREATE TABLE d4(id int, p int)",
+                                 "INSERT INTO d4 VALUES (1, 1), (2, 99)", NULL}, 0, out,
+                sizeof(out));
+    psql_expect((const char *[]){"ALTER TABLE d4 ADD FOREIGN KEY (p) REFERENCES d1(id)", NULL},
+                1, out, sizeof(out));
+    must_contain(out, "23503");
+    psql_expect((const char *[]){"ALTER TABLE d4 ADD FOREIGN KEY (p) REFERENCES nosuch(id)",
+                                 NULL}, 1, out, sizeof(out));
+    must_contain(out, "42P01");
+    psql_expect((const char *[]){"ALTER TABLE d4 ADD CHECK (id > 1)", NULL}, 1, out,
+                sizeof(out));
+    must_contain(out, "23514");
+    file_sql("d4", sql, sizeof(sql));
+    if (strstr(sql, "CONSTRAINT"))
+        fail_msg("a refused ALTER changed the table: %s", sql);
+    psql_expect((const char *[]){"ALTER TABLE d4 ADD FOREIGN KEY (p) REFERENCES d1(id) "
+                                 "NOT VALID",
+                                 "ALTER TABLE d4 ADD CONSTRAINT d4_pos CHECK (id > 0)",
+                                 "ALTER TABLE d4 ADD FOREIGN KEY (p) REFERENCES d1(id) NOT VALID",
+                                 NULL}, 0, out, sizeof(out));
+    file_sql("d4", sql, sizeof(sql));
+    must_contain(sql, "CONSTRAINT \"d4_p_fkey\" FOREIGN KEY (p) REFERENCES d1(id), "
+                      "CONSTRAINT \"d4_pos\" CHECK (id > 0), "
+                      "CONSTRAINT \"d4_p_fkey1\" FOREIGN KEY (p) REFERENCES d1(id))");
+    psql_expect((const char *[]){"ALTER TABLE d4 ADD CONSTRAINT d4_pos CHECK (id < 9)", NULL}, 1,
+                out, sizeof(out));
+    must_contain(out, "42710");
+    psql_expect((const char *[]){"INSERT INTO d4 VALUES (0, 1)", NULL}, 1, out, sizeof(out));
+    must_contain(out, "23514");
+    psql_expect((const char *[]){"PRAGMA foreign_keys = ON", "INSERT INTO d4 VALUES (5, 42)",
+                                 NULL}, 1, out, sizeof(out));
+    must_contain(out, "FOREIGN KEY constraint failed");
     /* UNIQUE: PostgreSQL's index name; rolled back with its transaction */
     psql_expect((const char *[]){"BEGIN", "ALTER TABLE d2 ADD UNIQUE (w)", "ROLLBACK",
                                  "ALTER TABLE d2 ADD UNIQUE (w)", NULL}, 0, out, sizeof(out));
@@ -408,7 +442,7 @@ static void test_pg_ddl(void **state)
     psql_expect((const char *[]){"BEGIN", "VACUUM d1", NULL}, 1, out, sizeof(out));
     must_contain(out, "25001");
     psql_expect((const char *[]){"DROP TABLE IF EXISTS d3, nosuch RESTRICT",
-                                 "DROP TABLE d2, d1", "DROP VIEW d1v", NULL}, 0, out,
+                                 "DROP TABLE d4, d2, d1", "DROP VIEW d1v", NULL}, 0, out,
                 sizeof(out));
     assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
                                           "name LIKE 'd%'"), 0);
@@ -419,9 +453,11 @@ static void test_pg_ddl(void **state)
 static void test_pgbench_init(void **state)
 {
     static char out[1 << 16];
-    for (int round = 0; round < 2; round++) { /* the second drops the first's tables */
-        const char *argv[] = {PGBENCH, "-i", "-s", "1", "-h", "127.0.0.1", "-p",
-                              port_of(&g_trust), "-U", "alice", "db", NULL};
+    /* the second drops the first's tables, and adds the foreign keys */
+    for (int round = 0; round < 2; round++) {
+        const char *argv[] = {PGBENCH, "-i", "-I", round ? "dtgvpf" : "dtgvp", "-s", "1",
+                              "-h", "127.0.0.1", "-p", port_of(&g_trust), "-U", "alice",
+                              "db", NULL};
         int rc = h_run_pg(NULL, out, sizeof(out), argv);
         if (rc != 0)
             fail_msg("pgbench -i: exit %d\n%s", rc, out);
@@ -431,6 +467,9 @@ static void test_pgbench_init(void **state)
     assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM pragma_table_info("
                                           "'pgbench_accounts') WHERE pk = 1 AND "
                                           "name = 'aid'"), 1);
+    assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM pragma_foreign_key_list("
+                                          "'pgbench_accounts') WHERE \"table\" = "
+                                          "'pgbench_branches'"), 1);
     const char *argv[] = {PGBENCH, "-c", "2", "-t", "100", "-h", "127.0.0.1", "-p",
                           port_of(&g_trust), "-U", "alice", "db", NULL};
     int rc = h_run_pg(NULL, out, sizeof(out), argv);
