@@ -851,7 +851,7 @@ static int check_foreign(sess *s, const pgw_ddl *d, const char *schema, const ch
  * savepoint. */
 static int run_rebuild(sess *s, const pgw_ddl *d, const char *schema, const char *name,
                        const char *table_sql_text, char cols[][128], const char *cname,
-                       perr *e)
+                       bool rowid_key, perr *e)
 {
     int rc;
     if (strncasecmp(table_sql_text, "CREATE TABLE", 12) != 0) {
@@ -909,16 +909,8 @@ static int run_rebuild(sess *s, const pgw_ddl *d, const char *schema, const char
         }
         sqlite3_finalize(ti);
     }
-    char ty[64] = "", dummy[128];
-    int pk;
-    rc = 0;
-    if (d->op == DDL_ADD_PK && d->n_cols == 1)
-        rc = find_column(s, schema, name, cols[0], dummy, sizeof(dummy), ty, sizeof(ty), &pk, e);
-    bool rowid_key = rc == 0 && d->op == DDL_ADD_PK && d->n_cols == 1 &&
-                     strcasecmp(ty, "INTEGER") == 0;
     const char *rid = rowid_key ? "" : "rowid";
-    if (rc == 0)
-        rc = run(s, e, create);
+    rc = run(s, e, create);
     if (rc == 0)
         rc = runf(s, e, "INSERT INTO \"%w\".\"%w\"(%s%s) SELECT %s%s FROM \"%w\".\"%w\"",
                   schema, tmp, rid, rowid_key ? all + 2 : all, rid, rowid_key ? all + 2 : all,
@@ -972,7 +964,7 @@ static int run_add_key(sess *s, const pgw_ddl *d, perr *e)
             pgw_send_notice(&s->c, "00000", "relation \"%s\" does not exist, skipping", n->name);
         return rc;
     }
-    char cols[DDL_MAX_NAMES][128], ty[64];
+    char cols[DDL_MAX_NAMES][128], ty[64] = "";
     int pk = 0;
     for (int i = 0; d->op != DDL_ADD_CONSTRAINT && i < d->n_cols && rc == 0; i++)
         rc = find_column(s, n->schema, name, d->cols[i], cols[i], sizeof(cols[i]), ty,
@@ -1005,8 +997,11 @@ static int run_add_key(sess *s, const pgw_ddl *d, perr *e)
     }
     if (rc == 0 && d->op != DDL_ADD_CONSTRAINT)
         rc = check_key_rows(s, d, n->schema, name, cols, cname, e);
+    /* a single INTEGER key column becomes the rowid: the rows keep theirs
+     * otherwise (ty: the last column find_column saw) */
+    bool rowid_key = d->op == DDL_ADD_PK && d->n_cols == 1 && strcasecmp(ty, "INTEGER") == 0;
     if (rc == 0 && d->op != DDL_ADD_UNIQUE)
-        rc = run_rebuild(s, d, n->schema, name, sql, cols, cname, e);
+        rc = run_rebuild(s, d, n->schema, name, sql, cols, cname, rowid_key, e);
     if (rc == 0 && d->op == DDL_ADD_UNIQUE) {
         char *list = col_list(cols, d->n_cols, ", ", "");
         rc = runf(s, e, "CREATE UNIQUE INDEX \"%w\".\"%w\" ON \"%w\"(%s)", n->schema, cname,

@@ -375,6 +375,12 @@ static void test_pg_ddl(void **state)
     must_contain(out, "42P16");
     psql_expect((const char *[]){"ALTER TABLE IF EXISTS nosuch ADD PRIMARY KEY (a)", NULL}, 0,
                 out, sizeof(out));
+    /* a single INTEGER key column becomes the rowid */
+    psql_expect((const char *[]){"CREATE TABLE d5(n INTEGER, v text)",
+                                 "INSERT INTO d5 VALUES (10, 'a'), (20, 'b')",
+                                 "ALTER TABLE d5 ADD PRIMARY KEY (n)", NULL}, 0, out,
+                sizeof(out));
+    assert_int_equal(file_value(&g_trust, "SELECT rowid FROM d5 WHERE v = 'b'"), 20);
     /* FOREIGN KEY and CHECK: the rows are checked first, unless NOT VALID */
     psql_expect((const char *[]){"CREATE TABLE d4(id int, p int)",
                                  "INSERT INTO d4 VALUES (1, 1), (2, 99)", NULL}, 0, out,
@@ -442,7 +448,7 @@ static void test_pg_ddl(void **state)
     psql_expect((const char *[]){"BEGIN", "VACUUM d1", NULL}, 1, out, sizeof(out));
     must_contain(out, "25001");
     psql_expect((const char *[]){"DROP TABLE IF EXISTS d3, nosuch RESTRICT",
-                                 "DROP TABLE d4, d2, d1", "DROP VIEW d1v", NULL}, 0, out,
+                                 "DROP TABLE d5, d4, d2, d1", "DROP VIEW d1v", NULL}, 0, out,
                 sizeof(out));
     assert_int_equal(file_value(&g_trust, "SELECT count(*) FROM sqlite_schema WHERE "
                                           "name LIKE 'd%'"), 0);
